@@ -1,0 +1,107 @@
+"""Croc's mixed attention: chosen spans of the sequence see each other bidirectionally, the rest stays causal.
+
+The 4D mask is built by `transformers.masking_utils.create_causal_mask` with `block_sequence_ids` (the mechanism
+Gemma3 and PaliGemma use for bidirectional image tokens), so every attention backend gets the mask format it
+needs (additive float for eager, bool for sdpa, BlockMask for flex). This file only decides *which* tokens form a
+bidirectional block.
+"""
+
+from __future__ import annotations
+
+import torch
+from transformers import PreTrainedConfig
+from transformers.masking_utils import create_causal_mask
+
+# Backends that take no arbitrary mask: with them a mixed mask would silently stay causal.
+MASKLESS_BACKEND_PREFIXES = ("flash_attention", "paged|flash", "kernels-community/flash")
+
+
+def image_block_ids(image_token_mask: torch.BoolTensor) -> torch.LongTensor:
+    """Paper span: each image's run of visual tokens is one bidirectional block.
+
+    Args:
+        image_token_mask: `(B, L)` True at visual-token positions.
+
+    Returns:
+        `(B, L)` long: block id (0, 1, ... per image within its row) at visual positions, -1 elsewhere (causal).
+    """
+    starts = image_token_mask.clone()
+    starts[:, 1:] &= ~image_token_mask[:, :-1]
+    ids = starts.long().cumsum(dim=1) - 1
+    return torch.where(image_token_mask, ids, torch.full_like(ids, -1))
+
+
+def prompt_block_ids(labels: torch.LongTensor, attention_mask: torch.Tensor | None, ignore_index: int = -100):
+    """Released-code span: every (non-padding) token before the first supervised token is one bidirectional block.
+
+    `labels` are aligned with `input_ids` (transformers shifts them inside the loss), so the first supervised
+    token is the first position whose label is not `ignore_index`; the position just before it, which predicts
+    it, is still inside the block and sees only earlier tokens. Rows with no supervised token are one block.
+
+    Returns:
+        `(B, L)` long: 0 inside the block, -1 elsewhere.
+    """
+    seq_len = labels.shape[1]
+    supervised = labels != ignore_index
+    first = torch.where(supervised.any(dim=1), supervised.float().argmax(dim=1), torch.full_like(labels[:, 0], seq_len))
+    inside = torch.arange(seq_len, device=labels.device)[None, :] < first[:, None]
+    if attention_mask is not None:
+        inside &= attention_mask.bool()
+    return torch.where(inside, torch.zeros_like(labels), torch.full_like(labels, -1))
+
+
+def bidirectional_block_ids(
+    span: str,
+    image_token_mask: torch.BoolTensor,
+    labels: torch.LongTensor | None,
+    attention_mask: torch.Tensor | None,
+) -> torch.LongTensor | None:
+    """`block_sequence_ids` for `span` in {"image", "prompt", "none"} (None means plain causal)."""
+    if span == "none":
+        return None
+    if span == "image":
+        return image_block_ids(image_token_mask)
+    if span == "prompt":
+        if labels is None:
+            raise ValueError("bidirectional_span='prompt' needs `labels` to find the first supervised token")
+        return prompt_block_ids(labels, attention_mask)
+    raise ValueError(f"unknown bidirectional_span {span!r}")
+
+
+def check_backend_supports_mixed_attention(text_config: PreTrainedConfig) -> None:
+    """Refuse backends that ignore custom masks: they would silently train stage 1.5 fully causal."""
+    backend = str(text_config._attn_implementation or "")
+    if backend.startswith(MASKLESS_BACKEND_PREFIXES) or "flash" in backend:
+        raise ValueError(
+            f"Croc's mixed attention needs a backend that takes a custom mask (eager, sdpa, flex_attention); "
+            f"the language model uses {backend!r}, which would silently stay causal. Load with "
+            f"attn_implementation='sdpa' for stage 1.5, or set bidirectional_span='none'."
+        )
+
+
+def build_mixed_attention_mask(
+    text_config: PreTrainedConfig,
+    inputs_embeds: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    block_ids: torch.LongTensor | None,
+):
+    """The 4D mask (or BlockMask) for the language model: causal, plus padding, plus the bidirectional blocks.
+
+    Args:
+        text_config: the language model's config (its `_attn_implementation` picks the mask format).
+        inputs_embeds: `(B, L, D)`, used for batch size, length, dtype and device.
+        attention_mask: `(B, L)` 1 for real tokens, 0 for padding (either side), or None.
+        block_ids: `(B, L)` from `bidirectional_block_ids`, or None for plain causal.
+
+    Returns:
+        What `create_causal_mask` returns for the backend; it is passed to the LM as `attention_mask`.
+    """
+    if block_ids is not None:
+        check_backend_supports_mixed_attention(text_config)
+    return create_causal_mask(
+        config=text_config,
+        inputs_embeds=inputs_embeds,
+        attention_mask=attention_mask,
+        past_key_values=None,
+        block_sequence_ids=block_ids,
+    )

@@ -1,0 +1,148 @@
+"""Croc configuration: a `LlavaConfig` plus the stage-1.5 (cross-modal comprehension) settings."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from huggingface_hub.dataclasses import strict
+from transformers import LlavaConfig
+
+# Each preset fills every Croc field the user did not pass explicitly.
+# `paper` follows the paper (arXiv 2410.14332); `official` reproduces the released training code
+# (see docs/METHOD.md of this project for the line-by-line list of differences).
+CROC_PRESETS: dict[str, dict[str, Any]] = {
+    "paper": {
+        "prompt_pool_size": 2048,
+        "prompt_pool_init": "visual_stats",
+        "mask_ratio": 0.75,
+        "token_matching": "hungarian",
+        "bidirectional_span": "image",
+        "vtr_loss_weight": 10.0,
+        "vtr_loss": "l2",
+        "vtr_positions": "masked",
+        "vtr_head_layers": 0,
+        "normalize_visual_tokens": False,
+    },
+    "official": {
+        "prompt_pool_size": 2048,
+        "prompt_pool_init": "normal",
+        "mask_ratio": 0.75,
+        "token_matching": "nearest",
+        "bidirectional_span": "prompt",
+        "vtr_loss_weight": 10.0,
+        "vtr_loss": "smooth_l1",
+        "vtr_positions": "all",
+        "vtr_head_layers": 1,
+        "normalize_visual_tokens": True,
+    },
+}
+
+
+@strict
+class CrocConfig(LlavaConfig):
+    r"""
+    Configuration of a Croc model: LLaVA-1.5 (CLIP vision tower -> 2-layer MLP projector -> Llama-family LM)
+    with the stage-1.5 objectives of Croc. Every Croc field left at `None` is filled from `croc_preset`;
+    fields passed explicitly win over the preset.
+
+    Args:
+        croc_preset (`"paper"` or `"official"`, defaults to `"paper"`):
+            Which set of defaults fills the unset Croc fields. `official` reproduces the released code.
+        croc_pretraining (`bool`, defaults to `False`):
+            Turns the stage-1.5 objectives (masking, prompt pool, mixed attention, VTR loss) on in training
+            forwards. Evaluation forwards and `generate` always run plain LLaVA-1.5.
+        prompt_pool_size (`int`):
+            Number of learnable prompt tokens N (2048). Must be at least the number of masked tokens per image
+            when `token_matching="hungarian"` (one-to-one assignment).
+        prompt_pool_init (`"visual_stats"` or `"normal"`):
+            `normal`: N(0, 1) as the released code. `visual_stats`: drawn with the per-feature mean and std of the
+            visual tokens (`CrocForConditionalGeneration.calibrate_prompt_pool`); until calibrated the pool is
+            N(0, initializer_range).
+        prompt_pool_calibrated (`bool`, defaults to `False`):
+            Set once `calibrate_prompt_pool` ran, so a resumed or chained run does not draw the pool again.
+        mask_ratio (`float`):
+            Share of each image's visual tokens replaced by pool tokens (0.75).
+        token_matching (`"hungarian"` or `"nearest"`):
+            Exact one-to-one minimum-L2 assignment, or nearest pool token (many-to-one).
+        bidirectional_span (`"image"`, `"prompt"` or `"none"`):
+            Which tokens see each other bidirectionally in stage 1.5: each image's visual tokens (paper), everything
+            before the first supervised token (released code), or nothing (plain causal).
+        vtr_loss_weight (`float`):
+            alpha in L = alpha * L_VTR + L_DCG (10).
+        vtr_loss (`"l2"`, `"smooth_l1"` or `"mse"`):
+            Distance between predicted and original visual tokens: per-token L2 norm (eq. 3), SmoothL1 with
+            `vtr_smooth_l1_beta`, or squared error; always averaged over the selected tokens.
+        vtr_smooth_l1_beta (`float`, defaults to 0.01):
+            Beta of the SmoothL1 distance (released code: 0.01).
+        vtr_positions (`"masked"` or `"all"`):
+            Reconstruct only the replaced tokens (eq. 3) or every visual token.
+        vtr_head_layers (`int`):
+            0: the LM's last hidden states are the prediction. k > 0: a learned position embedding, k BERT-style
+            encoder layers and a linear layer on top (the released code uses 1).
+        normalize_visual_tokens (`bool`):
+            L2-normalise each projected visual token (released code), at inference too.
+    """
+
+    model_type = "croc"
+
+    croc_preset: Literal["paper", "official"] = "paper"
+    croc_pretraining: bool = False
+    prompt_pool_size: int | None = None
+    prompt_pool_init: Literal["visual_stats", "normal"] | None = None
+    prompt_pool_calibrated: bool = False
+    mask_ratio: float | None = None
+    token_matching: Literal["hungarian", "nearest"] | None = None
+    bidirectional_span: Literal["image", "prompt", "none"] | None = None
+    vtr_loss_weight: float | None = None
+    vtr_loss: Literal["l2", "smooth_l1", "mse"] | None = None
+    vtr_smooth_l1_beta: float = 0.01
+    vtr_positions: Literal["masked", "all"] | None = None
+    vtr_head_layers: int | None = None
+    normalize_visual_tokens: bool | None = None
+
+    def __post_init__(self, **kwargs):
+        for name, value in CROC_PRESETS[self.croc_preset].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        super().__post_init__(**kwargs)
+        self.image_seq_length = self._visual_tokens_per_image()
+        self._check_croc_fields()
+
+    def _visual_tokens_per_image(self) -> int:
+        # LLaVA's token count follows from the vision tower; deriving it keeps the VTR head and the masking
+        # consistent with any tower instead of trusting a hard-coded 576.
+        image_size = getattr(self.vision_config, "image_size", None)
+        patch_size = getattr(self.vision_config, "patch_size", None)
+        if not image_size or not patch_size:
+            return self.image_seq_length
+        num_patches = (image_size // patch_size) ** 2
+        return num_patches + (1 if self.vision_feature_select_strategy == "full" else 0)
+
+    def _check_croc_fields(self) -> None:
+        """Fail at construction, before any compute, on values the model cannot run with."""
+        if self.prompt_pool_size < 1:
+            raise ValueError(f"prompt_pool_size must be >= 1, got {self.prompt_pool_size}")
+        if not 0.0 <= self.mask_ratio < 1.0:
+            raise ValueError(f"mask_ratio must be in [0, 1), got {self.mask_ratio}")
+        if self.vtr_loss_weight < 0:
+            raise ValueError(f"vtr_loss_weight must be >= 0, got {self.vtr_loss_weight}")
+        if self.vtr_smooth_l1_beta <= 0:
+            raise ValueError(f"vtr_smooth_l1_beta must be > 0, got {self.vtr_smooth_l1_beta}")
+        if self.vtr_head_layers < 0:
+            raise ValueError(f"vtr_head_layers must be >= 0, got {self.vtr_head_layers}")
+        if self.vtr_head_layers > 0 and self.text_config.hidden_size % self.text_config.num_attention_heads:
+            raise ValueError("the VTR head needs text_config.hidden_size divisible by num_attention_heads")
+        masked = self.num_masked_tokens(self.image_seq_length)
+        if self.token_matching == "hungarian" and masked > self.prompt_pool_size:
+            raise ValueError(
+                f"Hungarian matching is one-to-one: {masked} masked tokens per image (mask_ratio={self.mask_ratio} "
+                f"of image_seq_length={self.image_seq_length}) need prompt_pool_size >= {masked}, "
+                f"got {self.prompt_pool_size}"
+            )
+
+    def num_masked_tokens(self, num_image_tokens: int) -> int:
+        """How many of an image's `num_image_tokens` visual tokens stage 1.5 replaces."""
+        return int(round(self.mask_ratio * num_image_tokens))
+
+
+__all__ = ["CrocConfig", "CROC_PRESETS"]

@@ -1,0 +1,54 @@
+"""Visual-token reconstruction (VTR) loss of Croc. The caption loss (DCG) is transformers' causal-LM loss."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def _per_token_l2(prediction: torch.Tensor, target: torch.Tensor, beta: float) -> torch.Tensor:
+    return torch.linalg.vector_norm(prediction - target, dim=-1)
+
+
+def _per_token_mse(prediction: torch.Tensor, target: torch.Tensor, beta: float) -> torch.Tensor:
+    return F.mse_loss(prediction, target, reduction="none").mean(-1)
+
+
+def _per_token_smooth_l1(prediction: torch.Tensor, target: torch.Tensor, beta: float) -> torch.Tensor:
+    return F.smooth_l1_loss(prediction, target, reduction="none", beta=beta).mean(-1)
+
+
+# name -> per-token distance `(..., D), (..., D) -> (...)`; averaging over tokens is shared below.
+VTR_DISTANCES = {"l2": _per_token_l2, "mse": _per_token_mse, "smooth_l1": _per_token_smooth_l1}
+
+
+def visual_token_reconstruction_loss(
+    prediction: torch.Tensor,
+    target: torch.Tensor,
+    positions: torch.BoolTensor,
+    distance: str = "l2",
+    smooth_l1_beta: float = 0.01,
+    num_items_in_batch: int | torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Average distance between predicted and original visual tokens over the selected positions.
+
+    Args:
+        prediction: `(num_images, T, D)` LM hidden states at the visual positions (through the optional head).
+        target: `(num_images, T, D)` original visual tokens; detached here.
+        positions: `(num_images, T)` bool, which tokens count (the replaced ones, or all).
+        distance: `"l2"` (per-token L2 norm, eq. 3 of the paper), `"mse"` or `"smooth_l1"` (both averaged
+            over features, so a mean over all elements as in the released code).
+        num_items_in_batch: selected tokens in the whole optimiser step (all micro-batches and processes). When
+            given, the sum is divided by it, so gradient accumulation and data parallelism average over the step
+            exactly as transformers does for the LM loss; otherwise it is a mean over this batch.
+
+    Returns:
+        A scalar in float32. Zero (still attached to the graph) when no position is selected.
+    """
+    per_token = VTR_DISTANCES[distance](prediction.float(), target.detach().float(), smooth_l1_beta)
+    total = (per_token * positions).sum()
+    count = positions.sum() if num_items_in_batch is None else num_items_in_batch
+    if isinstance(count, torch.Tensor):
+        count = count.to(total.device)
+        return total / count.clamp(min=1)
+    return total / max(count, 1)

@@ -1,0 +1,74 @@
+"""The learnable prompt-token pool T_p of Croc and the replacement of masked visual tokens by pool tokens."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .configuration_croc import CrocConfig
+from .matching import assign_pool_tokens
+from .token_masking import draw_token_mask
+
+
+@dataclass
+class PromptedVisualTokens:
+    """Result of `CrocPromptPool.forward`.
+
+    Attributes:
+        tokens: `(num_images, T, D)` visual tokens with the masked positions replaced by their pool tokens.
+        replaced: `(num_images, T)` bool, True where a pool token replaced the visual token.
+        pool_ids: `(num_images, M)` long, the pool row assigned to each replaced position, in row-major order of
+            `replaced`.
+    """
+
+    tokens: torch.Tensor
+    replaced: torch.BoolTensor
+    pool_ids: torch.LongTensor
+
+
+class CrocPromptPool(nn.Module):
+    """A pool of `prompt_pool_size` learnable tokens of the LM width.
+
+    The pool is an ordinary parameter of this module, so ZeRO-3 / FSDP shard it and gather it when `forward` runs.
+    """
+
+    def __init__(self, config: CrocConfig):
+        super().__init__()
+        self.config = config
+        self.weight = nn.Parameter(torch.empty(config.prompt_pool_size, config.text_config.hidden_size))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        std = 1.0 if self.config.prompt_pool_init == "normal" else self.config.text_config.initializer_range
+        nn.init.normal_(self.weight, mean=0.0, std=std)
+
+    @torch.no_grad()
+    def calibrate(self, visual_tokens: torch.Tensor, generator: torch.Generator | None = None) -> None:
+        """Redraw the pool with the per-feature mean and std of `visual_tokens` (`(..., D)`), so pool tokens live
+        at the scale of the tokens they stand in for (the `visual_stats` initialisation)."""
+        flat = visual_tokens.reshape(-1, visual_tokens.shape[-1]).float()
+        mean, std = flat.mean(0), flat.std(0, unbiased=False)
+        noise_device = generator.device if generator is not None else flat.device
+        noise = torch.randn(self.weight.shape, generator=generator, device=noise_device).to(flat.device)
+        self.weight.copy_(mean + std * noise)
+
+    def forward(self, visual_tokens: torch.Tensor, generator: torch.Generator | None = None) -> PromptedVisualTokens:
+        """Mask `mask_ratio` of every image's tokens at random and put the assigned pool tokens in their place.
+
+        Args:
+            visual_tokens: `(num_images, T, D)` projected visual tokens (may be empty along `num_images`).
+            generator: seeded generator for the random mask (see `draw_token_mask`).
+
+        The assignment is computed without gradient on detached tokens; the chosen pool rows enter the output
+        through indexing, so they receive gradient from everything downstream.
+        """
+        num_images, num_tokens, hidden = visual_tokens.shape
+        num_masked = self.config.num_masked_tokens(num_tokens)
+        replaced = draw_token_mask(num_images, num_tokens, num_masked, visual_tokens.device, generator)
+        queries = visual_tokens.detach()[replaced].view(num_images, num_masked, hidden)
+        pool_ids = assign_pool_tokens(queries, self.weight.detach(), self.config.token_matching)
+        chosen = self.weight[pool_ids.reshape(-1)].to(visual_tokens.dtype)
+        tokens = visual_tokens.masked_scatter(replaced.unsqueeze(-1), chosen)
+        return PromptedVisualTokens(tokens=tokens, replaced=replaced, pool_ids=pool_ids)

@@ -1,0 +1,59 @@
+"""Small Croc configurations built in code: for tests, the CPU demo and benchmarks (nothing is downloaded)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .configuration_croc import CrocConfig
+
+
+def tiny_croc_config(
+    vocab_size: int = 128,
+    hidden_size: int = 32,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    vision_hidden_size: int = 24,
+    vision_layers: int = 2,
+    image_size: int = 56,
+    patch_size: int = 14,
+    image_token_id: int | None = None,
+    pad_token_id: int | None = None,
+    **croc_fields: Any,
+) -> CrocConfig:
+    """A randomly initialisable Croc config: a CLIP-style vision tower and a Llama-style LM.
+
+    The image token and the pad token are the last two vocabulary entries unless given (LLaVA-1.5 appends
+    `<image>` and `<pad>` to the Vicuna vocabulary the same way). `croc_fields` are CrocConfig fields.
+    """
+    image_token_id = vocab_size - 2 if image_token_id is None else image_token_id
+    pad_token_id = vocab_size - 1 if pad_token_id is None else pad_token_id
+    text_config = {
+        "model_type": "llama",
+        "vocab_size": vocab_size,
+        "hidden_size": hidden_size,
+        "intermediate_size": 2 * hidden_size,
+        "num_hidden_layers": num_layers,
+        "num_attention_heads": num_heads,
+        "num_key_value_heads": num_heads,
+        "max_position_embeddings": 4096,
+        "pad_token_id": pad_token_id,
+        "bos_token_id": 1,
+        "eos_token_id": 2,
+    }
+    vision_config = {
+        "model_type": "clip_vision_model",
+        "hidden_size": vision_hidden_size,
+        "intermediate_size": 2 * vision_hidden_size,
+        "num_hidden_layers": vision_layers,
+        "num_attention_heads": 4,
+        "image_size": image_size,
+        "patch_size": patch_size,
+        "projection_dim": vision_hidden_size,
+    }
+    croc_fields.setdefault("prompt_pool_size", 64)
+    return CrocConfig(
+        text_config=text_config,
+        vision_config=vision_config,
+        image_token_index=image_token_id,
+        **croc_fields,
+    )
