@@ -18,7 +18,7 @@ VICUNA_V1_CHAT_TEMPLATE = (
     "else messages[0]['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') | join(' ') -%}"
     "{%- set messages = messages[1:] -%}"
     "{%- else -%}{%- set system = '" + VICUNA_V1_SYSTEM.replace("'", "\\'") + "' -%}{%- endif -%}"
-    "{{ system }} "
+    "{{ system + ' ' }}"
     "{%- for message in messages -%}"
     "{%- if message['content'] is string -%}"
     "{%- set images = '' -%}{%- set text = message['content'] -%}"
@@ -29,12 +29,12 @@ VICUNA_V1_CHAT_TEMPLATE = (
     "| join(' ') -%}"
     "{%- endif -%}"
     "{%- if message['role'] == 'user' -%}"
-    "USER: {{ images }}{{ text }} "
+    "{{ 'USER: ' + images + text + ' ' }}"
     "{%- elif message['role'] == 'assistant' -%}"
-    "ASSISTANT: {% generation %}{{ text }}</s>{% endgeneration %}"
+    "{{ 'ASSISTANT: ' }}{% generation %}{{ text + '</s>' }}{% endgeneration %}"
     "{%- endif -%}"
     "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}ASSISTANT:{%- endif -%}"
+    "{%- if add_generation_prompt -%}{{ 'ASSISTANT:' }}{%- endif -%}"
 )
 
 

@@ -57,3 +57,42 @@ def tiny_croc_config(
         image_token_index=image_token_id,
         **croc_fields,
     )
+
+
+def llama_sentencepiece_tokenizer(add_llava_tokens: bool = True):
+    """A real Llama-family SentencePiece tokenizer available offline: the 32K-piece Llama/Mistral v1 model that the
+    `mistral-common` package ships. With `add_llava_tokens`, `<image>` (32000) and `<pad>` (32001) are appended as
+    LLaVA-1.5 does for Vicuna."""
+    import importlib.resources
+    import shutil
+    import tempfile
+
+    from transformers import LlamaTokenizer
+
+    source = importlib.resources.files("mistral_common") / "data" / "tokenizer.model.v1"
+    with tempfile.TemporaryDirectory() as folder, importlib.resources.as_file(source) as model_file:
+        shutil.copy(model_file, f"{folder}/tokenizer.model")
+        tokenizer = LlamaTokenizer.from_pretrained(folder, legacy=False, add_bos_token=True, add_eos_token=False)
+    if add_llava_tokens:
+        tokenizer.add_tokens(["<image>"], special_tokens=True)
+        tokenizer.add_special_tokens({"pad_token": "<pad>"})
+    tokenizer.model_max_length = 2048
+    return tokenizer
+
+
+def tiny_croc_processor(image_size: int = 56, patch_size: int = 14, tokenizer=None):
+    """A `CrocProcessor` for `tiny_croc_config(vocab_size=32002, image_token_id=32000, pad_token_id=32001)`: CLIP
+    preprocessing (PIL backend) at `image_size` and the SentencePiece tokenizer above."""
+    from transformers import CLIPImageProcessorPil
+
+    from .processing_croc import CrocProcessor
+
+    image_processor = CLIPImageProcessorPil(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    )
+    return CrocProcessor(
+        image_processor=image_processor,
+        tokenizer=tokenizer if tokenizer is not None else llama_sentencepiece_tokenizer(),
+        patch_size=patch_size,
+        vision_feature_select_strategy="default",
+    )
