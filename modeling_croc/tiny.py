@@ -82,7 +82,8 @@ def llama_sentencepiece_tokenizer(add_llava_tokens: bool = True):
 
 def tiny_croc_processor(image_size: int = 56, patch_size: int = 14, tokenizer=None):
     """A `CrocProcessor` for `tiny_croc_config(vocab_size=32002, image_token_id=32000, pad_token_id=32001)`: CLIP
-    preprocessing (PIL backend) at `image_size` and the SentencePiece tokenizer above."""
+    preprocessing (PIL backend) at `image_size` and the SentencePiece tokenizer above; `<image>` expands to
+    `(image_size // patch_size) ** 2` tokens (576 at 336/14)."""
     from transformers import CLIPImageProcessorPil
 
     from .processing_croc import CrocProcessor
@@ -95,4 +96,5 @@ def tiny_croc_processor(image_size: int = 56, patch_size: int = 14, tokenizer=No
         tokenizer=tokenizer if tokenizer is not None else llama_sentencepiece_tokenizer(),
         patch_size=patch_size,
         vision_feature_select_strategy="default",
+        num_additional_image_tokens=1,  # CLIP's CLS token, which the "default" strategy drops again
     )

@@ -1,0 +1,195 @@
+"""CrocForConditionalGeneration against LlavaForConditionalGeneration, and the stage-1.5 forward."""
+
+import pytest
+import torch
+from conftest import make_batch
+from transformers import LlavaForConditionalGeneration
+
+from modeling_croc import CrocForConditionalGeneration
+from modeling_croc.convert import croc_to_llava
+
+
+def _model(config, seed=0):
+    torch.manual_seed(seed)
+    return CrocForConditionalGeneration(config)
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_logits_equal_llava_on_shared_weights(make_config, attn):
+    croc = _model(make_config(attn_implementation=attn)).eval()
+    llava = croc_to_llava(croc)
+    assert isinstance(llava, LlavaForConditionalGeneration)
+    batch = make_batch(croc.config, rows=3, left_pad=2)
+    with torch.no_grad():
+        ours = croc(**batch).logits
+        reference = llava(**batch).logits
+    torch.testing.assert_close(ours, reference, rtol=0, atol=0)
+
+
+def test_croc_pretraining_is_off_at_inference(make_config):
+    """`croc_pretraining` only changes training forwards: eval logits stay Llava's."""
+    croc = _model(make_config(croc_pretraining=True)).eval()
+    llava = croc_to_llava(croc)
+    batch = make_batch(croc.config)
+    with torch.no_grad():
+        out = croc(**batch)
+        torch.testing.assert_close(out.logits, llava(**batch).logits, rtol=0, atol=0)
+    assert out.vtr_loss is None and out.pool_ids is None
+    torch.testing.assert_close(out.loss, out.lm_loss)
+
+
+def test_normalized_visual_tokens_have_unit_norm(make_config):
+    croc = _model(make_config(croc_preset="official")).eval()
+    batch = make_batch(croc.config)
+    features = croc.get_image_features(batch["pixel_values"], return_dict=True).pooler_output
+    norms = torch.stack([f.norm(dim=-1) for f in features])
+    torch.testing.assert_close(norms, torch.ones_like(norms))
+    with pytest.raises(ValueError, match="normalize_visual_tokens"):
+        croc_to_llava(croc)
+
+
+@pytest.mark.parametrize("preset", ["paper", "official"])
+def test_stage15_losses_and_total(make_config, preset):
+    croc = _model(make_config(croc_preset=preset, croc_pretraining=True)).train()
+    batch = make_batch(croc.config, rows=2, left_pad=1)
+    out = croc(**batch, croc_generator=torch.Generator().manual_seed(0))
+    assert out.vtr_loss > 0 and out.lm_loss > 0
+    torch.testing.assert_close(out.loss, out.lm_loss + croc.config.vtr_loss_weight * out.vtr_loss)
+    masked = croc.config.num_masked_tokens(croc.config.image_seq_length)
+    assert out.pool_ids.shape == (2, masked)
+    assert out.replaced_token_mask.sum(dim=1).tolist() == [masked, masked]
+
+
+def test_hungarian_assignment_is_one_to_one_per_image(make_config):
+    croc = _model(make_config(croc_pretraining=True, prompt_pool_size=12)).train()
+    out = croc(**make_batch(croc.config, rows=3), croc_generator=torch.Generator().manual_seed(1))
+    for ids in out.pool_ids:
+        assert len(set(ids.tolist())) == len(ids)
+
+
+def test_nearest_assignment_is_argmin_of_replaced_tokens(make_config):
+    croc = _model(make_config(croc_pretraining=True, token_matching="nearest")).train()
+    batch = make_batch(croc.config, rows=2)
+    generator = torch.Generator().manual_seed(2)
+    out = croc(**batch, croc_generator=generator)
+    targets = out.image_hidden_states
+    replaced = targets[out.replaced_token_mask].view(2, -1, targets.shape[-1])
+    distances = torch.cdist(replaced.float(), croc.prompt_pool.weight.detach().float()[None])
+    torch.testing.assert_close(out.pool_ids, distances.argmin(-1))
+
+
+def test_mask_draw_is_seeded_and_differs_per_image_and_seed(make_config):
+    croc = _model(make_config(croc_pretraining=True)).train()
+    batch = make_batch(croc.config, rows=2)
+
+    def replaced(seed):
+        return croc(**batch, croc_generator=torch.Generator().manual_seed(seed)).replaced_token_mask
+
+    first, again, other = replaced(3), replaced(3), replaced(4)
+    assert torch.equal(first, again)
+    assert not torch.equal(first, other)
+    assert not torch.equal(first[0], first[1])
+
+
+def test_gradients_reach_pool_rows_projector_and_llm_but_not_the_choice(make_config):
+    croc = _model(make_config(croc_pretraining=True)).train()
+    out = croc(**make_batch(croc.config), croc_generator=torch.Generator().manual_seed(0))
+    assert out.pool_ids.grad_fn is None and not out.pool_ids.dtype.is_floating_point
+    out.loss.backward()
+    pool_grad = croc.prompt_pool.weight.grad
+    assigned = torch.zeros(pool_grad.shape[0], dtype=torch.bool)
+    assigned[out.pool_ids.flatten()] = True
+    assert pool_grad[assigned].abs().sum(-1).gt(0).all(), "every assigned pool row gets gradient"
+    assert pool_grad[~assigned].abs().sum() == 0, "unassigned pool rows get none"
+    assert croc.model.multi_modal_projector.linear_1.weight.grad.abs().sum() > 0
+    assert croc.model.language_model.layers[0].self_attn.q_proj.weight.grad.abs().sum() > 0
+
+
+def test_vtr_target_is_detached(make_config):
+    """The reconstruction target is the projector output, but the VTR loss sends no gradient into it."""
+    from modeling_croc.losses import visual_token_reconstruction_loss
+
+    croc = _model(make_config(croc_pretraining=True)).train()
+    out = croc(**make_batch(croc.config), croc_generator=torch.Generator().manual_seed(0))
+    assert out.image_hidden_states.requires_grad
+    prediction = torch.randn_like(out.image_hidden_states, requires_grad=True)
+    loss = visual_token_reconstruction_loss(prediction, out.image_hidden_states, out.replaced_token_mask)
+    projector = croc.model.multi_modal_projector.linear_2.weight
+    (grad,) = torch.autograd.grad(loss, projector, allow_unused=True)
+    assert grad is None
+
+
+def test_text_only_batch_gets_only_lm_loss_and_keeps_pool_in_graph(make_config):
+    croc = _model(make_config(croc_pretraining=True)).train()
+    input_ids = torch.randint(3, 100, (2, 9))
+    out = croc(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), labels=input_ids)
+    assert out.vtr_loss == 0
+    torch.testing.assert_close(out.loss, out.lm_loss)
+    out.loss.backward()
+    assert croc.prompt_pool.weight.grad is not None and croc.prompt_pool.weight.grad.abs().sum() == 0
+    assert croc.model.vision_tower.embeddings.patch_embedding.weight.grad is None, "no dummy image ran"
+
+
+def test_mixed_image_and_text_rows(make_config):
+    croc = _model(make_config(croc_pretraining=True)).train()
+    batch = make_batch(croc.config, rows=2)
+    text_row = torch.randint(3, 100, (batch["input_ids"].shape[1],))
+    batch["input_ids"][1] = text_row
+    batch["labels"][1] = text_row
+    batch["pixel_values"] = batch["pixel_values"][:1]
+    out = croc(**batch, croc_generator=torch.Generator().manual_seed(0))
+    assert out.pool_ids.shape[0] == 1 and out.vtr_loss > 0
+
+
+def test_mixed_attention_makes_visual_tokens_see_later_visual_tokens(make_config):
+    """Perturbing the last visual token (after the vision tower, which is bidirectional itself) changes the first
+    visual token's hidden state only under mixed attention; text before the image never sees it."""
+    for span, expect_change in [("image", True), ("none", False)]:
+        croc = _model(make_config(croc_pretraining=True, bidirectional_span=span, mask_ratio=0.0)).train()
+        batch = make_batch(croc.config, rows=1)
+        first = (batch["input_ids"][0] == croc.config.image_token_id).nonzero().flatten()[0]
+
+        def hidden(delta):
+            def shift_last_token(module, args, output):
+                output = output.clone()
+                output[:, -1] += delta
+                return output
+
+            handle = croc.model.multi_modal_projector.register_forward_hook(shift_last_token)
+            try:
+                out = croc.model(input_ids=batch["input_ids"], pixel_values=batch["pixel_values"],
+                                 attention_mask=batch["attention_mask"], labels=batch["labels"], croc_objectives=True)
+            finally:
+                handle.remove()
+            return out.last_hidden_state[0]
+
+        base, changed = hidden(0.0), hidden(3.0)
+        moved = (base[first] - changed[first]).abs().max() > 1e-6
+        assert bool(moved) == expect_change, span
+        torch.testing.assert_close(base[:first], changed[:first])
+
+
+@pytest.mark.parametrize("span", ["image", "prompt"])
+def test_flash_attention_backend_is_refused_for_mixed_attention(make_config, span):
+    croc = _model(make_config(croc_pretraining=True, bidirectional_span=span)).train()
+    croc.config.text_config._attn_implementation_internal = "flash_attention_2"
+    with pytest.raises(ValueError, match="silently stay causal"):
+        croc(**make_batch(croc.config), croc_generator=torch.Generator().manual_seed(0))
+
+
+def test_any_number_of_image_tokens(make_config):
+    """Nothing assumes 576: a 4x4 and an 8x8 patch grid both run the stage-1.5 forward."""
+    for image_size in (56, 112):
+        config = make_config(image_size=image_size, croc_pretraining=True)
+        croc = _model(config).train()
+        out = croc(**make_batch(config, rows=2), croc_generator=torch.Generator().manual_seed(0))
+        assert out.replaced_token_mask.shape == (2, (image_size // 14) ** 2)
+
+
+def test_vtr_head_is_used_in_official_preset(make_config):
+    croc = _model(make_config(croc_preset="official", croc_pretraining=True)).train()
+    assert croc.vtr_head is not None and len(croc.vtr_head.layers) == 1
+    out = croc(**make_batch(croc.config), croc_generator=torch.Generator().manual_seed(0))
+    out.loss.backward()
+    assert croc.vtr_head.proj.weight.grad.abs().sum() > 0
+    assert croc.vtr_head.position_embedding.weight.grad.abs().sum() > 0

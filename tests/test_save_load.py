@@ -1,0 +1,87 @@
+"""save_pretrained / from_pretrained round trips, llava checkpoints, Auto classes and trust_remote_code."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import torch
+from conftest import make_batch
+from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, LlavaForConditionalGeneration
+
+from modeling_croc import CrocConfig, CrocForConditionalGeneration, CrocModel
+from modeling_croc.convert import croc_config_to_llava
+
+
+def _model(config):
+    torch.manual_seed(0)
+    return CrocForConditionalGeneration(config).eval()
+
+
+def _logits(model, batch):
+    with torch.no_grad():
+        return model(**batch).logits
+
+
+def test_round_trip_has_no_missing_or_unexpected_keys(make_config, tmp_path):
+    croc = _model(make_config(croc_preset="official"))
+    croc.save_pretrained(tmp_path)
+    loaded, info = CrocForConditionalGeneration.from_pretrained(tmp_path, output_loading_info=True)
+    assert info["missing_keys"] == set() or not info["missing_keys"]
+    assert not info["unexpected_keys"] and not info["mismatched_keys"]
+    for name, tensor in croc.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[name], tensor, rtol=0, atol=0, msg=name)
+    assert loaded.config.croc_preset == "official" and loaded.config.vtr_head_layers == 1
+
+
+def test_auto_classes_resolve_croc(make_config, tmp_path):
+    config = make_config()
+    _model(config).save_pretrained(tmp_path)
+    assert isinstance(AutoConfig.from_pretrained(tmp_path), CrocConfig)
+    assert isinstance(AutoModelForImageTextToText.from_pretrained(tmp_path), CrocForConditionalGeneration)
+    assert isinstance(AutoModel.from_pretrained(tmp_path), CrocModel)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    assert saved["model_type"] == "croc"
+    assert saved["auto_map"]["AutoModelForImageTextToText"].endswith("CrocForConditionalGeneration")
+
+
+def test_loading_a_llava_checkpoint_reports_zero_missing_keys(make_config, tmp_path):
+    config = make_config()
+    torch.manual_seed(1)
+    llava = LlavaForConditionalGeneration(croc_config_to_llava(config)).eval()
+    llava.save_pretrained(tmp_path)
+    croc, info = CrocForConditionalGeneration.from_pretrained(
+        tmp_path, config=config, output_loading_info=True
+    )
+    assert not info["missing_keys"] and not info["unexpected_keys"], info
+    batch = make_batch(config)
+    # The llava reference runs sdpa and Croc eager here: equal to float tolerance, not bit for bit.
+    torch.testing.assert_close(_logits(croc.eval(), batch), _logits(llava, batch), rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(croc.lm_head.weight, llava.lm_head.weight)
+
+
+def test_trust_remote_code_in_a_fresh_process_without_the_package(make_config, tmp_path):
+    config = make_config()
+    croc = _model(config)
+    croc.save_pretrained(tmp_path / "model")
+    batch = make_batch(config)
+    torch.save({"batch": batch, "logits": _logits(croc, batch)}, tmp_path / "expected.pt")
+    script = textwrap.dedent(f"""
+        import sys
+        sys.modules["modeling_croc"] = None  # make sure the installed package cannot be used
+        import torch
+        from transformers import AutoModelForImageTextToText
+        model, info = AutoModelForImageTextToText.from_pretrained(
+            {str(tmp_path / "model")!r}, trust_remote_code=True, output_loading_info=True)
+        assert type(model).__name__ == "CrocForConditionalGeneration", type(model)
+        assert not type(model).__module__.startswith("modeling_croc"), type(model).__module__
+        assert not info["missing_keys"] and not info["unexpected_keys"], info
+        expected = torch.load({str(tmp_path / "expected.pt")!r})
+        with torch.no_grad():
+            logits = model.eval()(**expected["batch"]).logits
+        torch.testing.assert_close(logits, expected["logits"], rtol=1e-5, atol=1e-5)  # sdpa vs eager
+        print("remote-ok")
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path,
+                            env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HF_HOME": str(tmp_path / "hf")})
+    assert "remote-ok" in result.stdout, result.stderr[-3000:]
