@@ -1,6 +1,5 @@
 """Croc configuration: a `LlavaConfig` plus the stage-1.5 (cross-modal comprehension) settings."""
 
-from __future__ import annotations
 
 from typing import Any, Literal
 
