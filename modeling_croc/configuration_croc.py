@@ -78,6 +78,8 @@ class CrocConfig(LlavaConfig):
         vtr_head_layers (`int`):
             0: the LM's last hidden states are the prediction. k > 0: a learned position embedding, k BERT-style
             encoder layers and a linear layer on top (the released code uses 1).
+        vtr_head_dropout (`float`, defaults to 0.1):
+            Dropout inside the VTR head's encoder layers (BERT's default, as in the released code).
         normalize_visual_tokens (`bool`):
             L2-normalise each projected visual token (released code), at inference too.
     """
@@ -97,6 +99,7 @@ class CrocConfig(LlavaConfig):
     vtr_smooth_l1_beta: float = 0.01
     vtr_positions: Literal["masked", "all"] | None = None
     vtr_head_layers: int | None = None
+    vtr_head_dropout: float = 0.1
     normalize_visual_tokens: bool | None = None
 
     def __post_init__(self, **kwargs):
@@ -127,10 +130,10 @@ class CrocConfig(LlavaConfig):
             raise ValueError(f"vtr_loss_weight must be >= 0, got {self.vtr_loss_weight}")
         if self.vtr_smooth_l1_beta <= 0:
             raise ValueError(f"vtr_smooth_l1_beta must be > 0, got {self.vtr_smooth_l1_beta}")
+        if not 0.0 <= self.vtr_head_dropout < 1.0:
+            raise ValueError(f"vtr_head_dropout must be in [0, 1), got {self.vtr_head_dropout}")
         if self.vtr_head_layers < 0:
             raise ValueError(f"vtr_head_layers must be >= 0, got {self.vtr_head_layers}")
-        if self.vtr_head_layers > 0 and self.text_config.hidden_size % self.text_config.num_attention_heads:
-            raise ValueError("the VTR head needs text_config.hidden_size divisible by num_attention_heads")
         masked = self.num_masked_tokens(self.image_seq_length)
         if self.token_matching == "hungarian" and masked > self.prompt_pool_size:
             raise ValueError(
