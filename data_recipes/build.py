@@ -1,0 +1,176 @@
+"""Run a recipe end to end: read and sample the sources, validate, write the build folder, optionally push.
+
+A build folder holds::
+
+    state.json, dataset_info.json, data-*.arrow   `Dataset.save_to_disk` (load with `datasets.load_from_disk(out)`)
+    data.jsonl                                    the kept rows in LLaVA format (text rows without `image`)
+    README.md                                     the dataset card
+    summary.json                                  kept/dropped per source and per reason, parameters, provenance
+    rejects.jsonl                                 every rejected row with its reason
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import datasets
+from datasets import Dataset, concatenate_datasets
+from huggingface_hub import DatasetCard
+
+from . import hub
+from .card import build_card
+from .parts import RecipeResult
+from .registry import get_recipe
+from .schema import empty_dataset
+from .validation import StrictValidationError, ValidationReport, counts_by_source, validate_dataset
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SEED = 42
+_OUTPUT_MARKER = "summary.json"  # a folder holding this is a previous build and may be replaced
+
+
+@dataclass
+class BuildResult:
+    """What a build produced: the kept rows, the summary written to summary.json, and the card."""
+
+    out_dir: Path
+    dataset: Dataset
+    summary: dict[str, Any]
+    card: DatasetCard
+
+
+def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
+    """Fail before any reading if `out_dir` holds something we may not replace."""
+    if out_dir.exists() and any(out_dir.iterdir()):
+        if not overwrite:
+            raise FileExistsError(f"{out_dir} is not empty; pass overwrite=True (--overwrite) to replace a build")
+        if not (out_dir / _OUTPUT_MARKER).is_file():
+            # Refuse to wipe a folder that is not one of our builds (a typo could point at the data root).
+            raise FileExistsError(f"{out_dir} is not empty and holds no {_OUTPUT_MARKER}; refusing to delete it")
+
+
+def _reset_out_dir(out_dir: Path) -> None:
+    """Remove a previous build (checked by :func:`_check_out_dir`) only once the new one has been read."""
+    if out_dir.exists() and any(out_dir.iterdir()):
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+
+
+def _write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+    with path.open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def _llava_rows(dataset: Dataset, batch_size: int = 10_000) -> Iterator[dict[str, Any]]:
+    """Kept rows in the original LLaVA format: text-only rows carry no `image` key at all, because the
+    LLaVA training code tests `'image' in row`, not its value."""
+    for batch in dataset.iter(batch_size=batch_size):
+        for i in range(len(batch["id"])):
+            row = {"id": batch["id"][i]}
+            if batch["image"][i] is not None:
+                row["image"] = batch["image"][i]
+            row["conversations"] = batch["conversations"][i]
+            row["source"] = batch["source"][i]
+            yield row
+
+
+def _rejected_rows(dataset: Dataset, report: ValidationReport) -> Iterator[dict[str, Any]]:
+    rejected = report.rejected_indices
+    for index, row in zip(rejected, dataset.select(rejected)):
+        yield {"reason": report.reasons[index], "detail": report.details[index], **row}
+
+
+def _summary(name: str, seed: int, result: RecipeResult, report: ValidationReport, sources: list[str], *,
+             check_images: bool, num_proc: int, command: str, data_root: Path) -> dict[str, Any]:
+    per_source = counts_by_source(report, sources)
+    empty = {"kept": 0, "dropped": 0, "dropped_by_reason": dict.fromkeys(report.counts, 0)}
+    return {
+        "recipe": name,
+        "status": "ok",
+        "seed": seed,
+        "command": command,
+        "data_root": str(data_root),
+        "image_root": None if result.image_root is None else str(result.image_root),
+        "image_check": check_images,
+        "num_proc": num_proc,
+        "params": result.params,
+        "rows": {"read": len(sources), "kept": len(sources) - report.num_rejected, "dropped": report.num_rejected},
+        "dropped_by_reason": report.counts,
+        "sources": {p.name: {**p.provenance(), **per_source.get(p.name, empty)} for p in result.parts},
+        "versions": {"datasets": datasets.__version__},
+    }
+
+
+def build_recipe(
+    name: str,
+    data_root: str | Path,
+    out_dir: str | Path,
+    *,
+    seed: int = DEFAULT_SEED,
+    params: dict[str, Any] | None = None,
+    strict: bool = False,
+    check_images: bool = True,
+    num_proc: int = 1,
+    export_jsonl: bool = True,
+    overwrite: bool = False,
+    push_to_hub: str | None = None,
+    private: bool | None = None,
+    command: str | None = None,
+) -> BuildResult:
+    """Build recipe `name` from `data_root` into `out_dir`.
+
+    Args:
+        params: the recipe's keyword parameters (the CLI's `--set key=value`).
+        strict: raise :class:`StrictValidationError` if any row is rejected (summary.json and rejects.jsonl
+            are still written, with status "failed", so the rejects can be inspected; no dataset is saved).
+        check_images: check that every image exists and PIL can verify it (False: text checks only).
+        num_proc: processes for the image checks.
+        push_to_hub: a Hub dataset repo id to push the dataset, card, summary and rejects to.
+        command: how the build was invoked, for the card (the CLI passes its command line).
+    """
+    started = time.perf_counter()
+    data_root, out_dir = Path(data_root), Path(out_dir)
+    recipe = get_recipe(name)
+    _check_out_dir(out_dir, overwrite)
+    command = command or f"build_recipe({name!r}, {str(data_root)!r}, {str(out_dir)!r}, seed={seed}, params={params!r})"
+
+    result = recipe(data_root, seed=seed, **(params or {}))
+    _reset_out_dir(out_dir)
+    parts = [p.dataset for p in result.parts if len(p.dataset)]
+    dataset = concatenate_datasets(parts) if parts else empty_dataset()
+    logger.info("%s: read %d rows from %d source(s); validating", name, len(dataset), len(result.parts))
+    report = validate_dataset(dataset, result.image_root, check_images=check_images, num_proc=num_proc)
+
+    # Arrow-level column read: iterating `dataset["source"]` row by row costs ~1.5 s per 100K rows.
+    sources = dataset.select_columns(["source"]).to_dict()["source"]
+    summary = _summary(name, seed, result, report, sources, check_images=check_images, num_proc=num_proc,
+                       command=command, data_root=data_root)
+    _write_jsonl(out_dir / "rejects.jsonl", _rejected_rows(dataset, report))
+    if strict and report.num_rejected:
+        summary["status"] = "failed"
+        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        by_source = {s: v["dropped_by_reason"] for s, v in summary["sources"].items()}
+        raise StrictValidationError(report.counts, by_source, out_dir / "rejects.jsonl")
+
+    kept = dataset.select(report.kept_indices) if report.num_rejected else dataset
+    kept.save_to_disk(str(out_dir))
+    if export_jsonl:
+        _write_jsonl(out_dir / "data.jsonl", _llava_rows(kept))
+    card = build_card(summary, pretty_name=result.pretty_name, licence_ids=[p.licence_id for p in result.parts],
+                      hub_ids=[p.hub_id for p in result.parts if p.hub_id])
+    card.save(out_dir / "README.md")
+    summary["elapsed_s"] = round(time.perf_counter() - started, 3)
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    logger.info("%s: kept %d, rejected %d -> %s", name, len(kept), report.num_rejected, out_dir)
+    if push_to_hub:
+        hub.push_build(kept, card, out_dir, push_to_hub, private=private)
+    return BuildResult(out_dir, kept, summary, card)

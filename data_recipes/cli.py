@@ -1,0 +1,151 @@
+"""Command line: `python -m data_recipes {list,build,synth} ...`.
+
+    python -m data_recipes list [-v]
+    python -m data_recipes build NAME --data-root DIR --out DIR [--seed S] [--strict] [--skip-image-check]
+        [--num-proc N] [--set key=value ...] [--no-jsonl] [--overwrite] [--push-to-hub REPO [--private]]
+    python -m data_recipes synth --out DIR [--num-images N] [--seed S] [--image-size PX] [--test-fraction F]
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import shlex
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import yaml
+
+from .build import DEFAULT_SEED, build_recipe
+from .registry import RECIPES, get_recipe, list_recipes
+from .synthetic_scenes import generate_synthetic_scenes
+from .validation import StrictValidationError
+
+
+def parse_value(raw: str) -> Any:
+    """Parse a `--set` value as YAML when it is a number, bool, null, list or `{...}` mapping
+    (`10`, `null`, `true`, `[a, b]`); any other text stays the exact string given."""
+    text = raw.strip()
+    if text in ("None", "null", "~"):
+        return None
+    try:
+        value = yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+    # Strings stay verbatim: YAML would strip a trailing "# comment" or fold a "key: value" into a mapping.
+    if value is None or isinstance(value, str) or (isinstance(value, dict) and not text.startswith("{")):
+        return raw
+    return value
+
+
+def parse_set_args(items: Sequence[str]) -> dict[str, Any]:
+    """Turn `["counts.alpaca=100", "instruction=Describe it."]` into `{"counts": {"alpaca": 100}, ...}`."""
+    params: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        *parents, leaf = key.strip().split(".")
+        node = params
+        for parent in parents:
+            node = node.setdefault(parent, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"--set {item!r}: {parent!r} was already given a value")
+        node[leaf] = parse_value(raw)
+    return params
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m data_recipes", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p_list = sub.add_parser("list", help="list the recipes and their parameters")
+    p_list.add_argument("-v", "--verbose", action="store_true", help="print each recipe's full documentation")
+
+    p_build = sub.add_parser("build", help="build a recipe into a dataset folder")
+    p_build.add_argument("name", help="recipe name (see `list`)")
+    p_build.add_argument("--data-root", required=True, help="folder holding the downloads (see the recipe's layout)")
+    p_build.add_argument("--out", required=True, help="output folder")
+    p_build.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"sampling seed (default {DEFAULT_SEED})")
+    p_build.add_argument("--strict", action="store_true", help="fail if any row is rejected")
+    p_build.add_argument("--skip-image-check", action="store_true", help="do not open image files (text checks only)")
+    p_build.add_argument("--num-proc", type=int, default=1, help="processes for the image checks")
+    p_build.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                         help="recipe parameter, dotted keys for per-source values (e.g. counts.alpaca=100)")
+    p_build.add_argument("--no-jsonl", action="store_true", help="skip the data.jsonl export")
+    p_build.add_argument("--overwrite", action="store_true", help="replace a previous build in --out")
+    p_build.add_argument("--push-to-hub", metavar="REPO", help="push the dataset and its card to this Hub repo")
+    p_build.add_argument("--private", action="store_true", help="with --push-to-hub: create a private repo")
+
+    p_synth = sub.add_parser("synth", help="write the synthetic-scenes folder")
+    p_synth.add_argument("--out", required=True, help="output folder (LLaVA format)")
+    p_synth.add_argument("--num-images", type=int, default=200, help="scenes to draw (default 200)")
+    p_synth.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
+    p_synth.add_argument("--image-size", type=int, default=336, help="square image side in pixels (default 336)")
+    p_synth.add_argument("--test-fraction", type=float, default=0.2,
+                         help="share of images held out for qa_test.json (default 0.2)")
+    p_synth.add_argument("--num-text", type=int, default=None, help="text-only rows (default: --num-images)")
+    return parser
+
+
+def _cmd_list(verbose: bool) -> int:
+    for name in list_recipes():
+        recipe = RECIPES[name]
+        print(f"{name}: {recipe.summary}")
+        if verbose:
+            print("\n".join("    " + line for line in recipe.doc.splitlines()[1:]).rstrip())
+        else:
+            params = ", ".join(f"{k}={v!r}" for k, v in recipe.parameters().items())
+            print(f"    parameters: {params or '(none)'}")
+        print()
+    return 0
+
+
+def _print_report(summary: dict[str, Any]) -> None:
+    rows = summary["rows"]
+    print(f"{summary['recipe']}: kept {rows['kept']:,} of {rows['read']:,} rows ({rows['dropped']:,} rejected)")
+    print(f"  {'source':<20} {'requested':>10} {'taken':>10} {'kept':>10} {'dropped':>8}  shortfall")
+    for name, s in summary["sources"].items():
+        requested = "all" if s["requested"] is None else s["requested"]
+        print(f"  {name:<20} {requested:>10} {s['taken']:>10} {s['kept']:>10} {s['dropped']:>8}  {s['shortfall']}")
+    for reason, n in summary["dropped_by_reason"].items():
+        if n:
+            print(f"  rejected {reason}: {n}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """CLI entry point; returns the exit status (0 ok, 1 usage/input error, 2 strict validation failure)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    if args.command == "list":
+        return _cmd_list(args.verbose)
+    if args.command == "synth":
+        made = generate_synthetic_scenes(args.out, num_images=args.num_images, seed=args.seed,
+                                         image_size=args.image_size, test_fraction=args.test_fraction,
+                                         num_text=args.num_text)
+        print(f"wrote {made.out_dir}: " + ", ".join(f"{k}={v}" for k, v in made.counts.items()))
+        return 0
+    try:
+        recipe = get_recipe(args.name)
+        params = parse_set_args(args.sets)
+        unknown = sorted(set(params) - set(recipe.parameters()))
+        if unknown:
+            raise ValueError(f"recipe {recipe.name!r} has no parameter(s) {unknown}; "
+                             f"it takes: {', '.join(recipe.parameters())}")
+        result = build_recipe(
+            args.name, args.data_root, args.out, seed=args.seed, params=params, strict=args.strict,
+            check_images=not args.skip_image_check, num_proc=args.num_proc, export_jsonl=not args.no_jsonl,
+            overwrite=args.overwrite, push_to_hub=args.push_to_hub, private=args.private or None,
+            command=shlex.join(["python", "-m", "data_recipes", *argv]),
+        )
+    except StrictValidationError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except (KeyError, ValueError, FileNotFoundError, FileExistsError) as err:
+        print(f"error: {err.args[0] if isinstance(err, KeyError) and err.args else err}", file=sys.stderr)
+        return 1
+    _print_report(result.summary)
+    print(f"wrote {result.out_dir}")
+    return 0

@@ -1,0 +1,71 @@
+"""Converters from the text-only sources' field layouts to LLaVA conversations.
+
+Rule (docs/DATA.md): one human turn made of the instruction, plus "\\n" + input/context when that is
+non-empty, and one gpt turn with the output/target/response; no `image`. One small function per
+upstream field layout, registered under each source name that uses it.
+
+A missing field becomes "" rather than an exception, so the row reaches validation and is rejected
+as an `empty_turn` with its id, instead of stopping a 300K-row build or vanishing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+Conversation = list[dict[str, str]]
+TextConverter = Callable[[Mapping[str, Any]], Conversation]
+
+
+def _field(record: Mapping[str, Any], key: str) -> str:
+    value = record.get(key)
+    return "" if value is None else str(value)
+
+
+def _pair(prompt: str, extra: str, answer: str) -> Conversation:
+    human = f"{prompt}\n{extra}" if extra.strip() else prompt
+    return [{"from": "human", "value": human}, {"from": "gpt", "value": answer}]
+
+
+def from_instruction_input_output(record: Mapping[str, Any]) -> Conversation:
+    """Alpaca-style `instruction`, optional `input`, `output` (alpaca, BELLE, Platypus, CodeAlpaca, MathInstruct)."""
+    return _pair(_field(record, "instruction"), _field(record, "input"), _field(record, "output"))
+
+
+def from_instruction_context_response(record: Mapping[str, Any]) -> Conversation:
+    """Dolly-style `instruction`, optional `context`, `response`."""
+    return _pair(_field(record, "instruction"), _field(record, "context"), _field(record, "response"))
+
+
+def from_kind_input_target(record: Mapping[str, Any]) -> Conversation:
+    """Firefly-style `kind` (task family, not part of the text), `input`, `target`."""
+    return _pair(_field(record, "input"), "", _field(record, "target"))
+
+
+def from_input_output(record: Mapping[str, Any]) -> Conversation:
+    """WebQA-style `input`, `output`."""
+    return _pair(_field(record, "input"), "", _field(record, "output"))
+
+
+TEXT_CONVERTERS: dict[str, TextConverter] = {}
+
+
+def register_text_converter(source: str, converter: TextConverter) -> None:
+    """Register the converter used for a text source name (overwrites an earlier registration)."""
+    TEXT_CONVERTERS[source] = converter
+
+
+for _name in ("mathinstruct", "alpaca", "belle", "open_platypus", "code_alpaca"):
+    register_text_converter(_name, from_instruction_input_output)
+register_text_converter("dolly", from_instruction_context_response)
+register_text_converter("firefly", from_kind_input_target)
+register_text_converter("webqa", from_input_output)
+
+
+def text_record_to_row(record: Mapping[str, Any], *, source: str, index: int) -> dict[str, Any]:
+    """Convert one upstream text record to a schema row; its id records the upstream row index."""
+    try:
+        convert = TEXT_CONVERTERS[source]
+    except KeyError:
+        raise KeyError(f"no text converter registered for {source!r}; known: {sorted(TEXT_CONVERTERS)}") from None
+    return {"id": f"{source}-{index}", "image": None, "conversations": convert(record), "source": source}

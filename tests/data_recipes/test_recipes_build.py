@@ -1,0 +1,242 @@
+"""Every recipe built from tiny files laid out like the real downloads."""
+
+from __future__ import annotations
+
+import json
+
+import datasets
+import pytest
+from recipe_fakes import EXTRA_802K, MIX665K_IMAGES, SHAREGPT4V_IMAGES, TEXT_ROWS, write_jsonl
+
+from data_recipes import DEFAULT_CAPTION_INSTRUCTION, ROW_FEATURES, build_recipe, get_recipe, list_recipes
+from data_recipes.text_sources import TEXT_CONVERTERS
+
+TINY_CROC_COUNTS = {"sharegpt4v": 4, "mathinstruct": 2, "alpaca": None, "belle": 2, "open_platypus": 2,
+                    "code_alpaca": 2, "firefly": 2, "webqa": 5, "dolly": 2}
+
+
+def test_registry_lists_every_recipe():
+    assert list_recipes() == ["croc1.5m", "lcs558k", "llava665k", "llava802k", "llava_json", "synthetic_scenes"]
+    assert "instruction" in get_recipe("croc1.5m").parameters()
+    with pytest.raises(KeyError, match="available: croc1.5m"):
+        get_recipe("nope")
+
+
+def test_lcs558k(lcs_root, tmp_path):
+    result = build_recipe("lcs558k", lcs_root, tmp_path / "out")
+    ds = datasets.load_from_disk(str(tmp_path / "out"))
+    assert ds.features == ROW_FEATURES
+    assert ds["id"] == ["0", "000000001", "2", "000000003", "4", "000000005"]
+    assert ds["image"][:4] == ["00000/000000000.jpg", "00000/000000001.jpg", "00000/000000002.jpg",
+                               "00001/000000003.jpg"]
+    assert ds[1]["conversations"][1] == {"from": "gpt", "value": "caption 1"}
+    assert set(ds["source"]) == {"lcs558k"}
+    assert result.summary["image_root"] == str(lcs_root / "images")
+    assert result.summary["sources"]["lcs558k"]["licence"] == "research use only, CC-3M / BLIP terms"
+
+
+def test_unknown_parameter_is_refused(lcs_root, tmp_path):
+    with pytest.raises(TypeError, match="no parameter"):
+        build_recipe("lcs558k", lcs_root, tmp_path / "out", params={"cuont": 3})
+
+
+def _croc(croc_root, out, seed=0, **params):
+    return build_recipe("croc1.5m", croc_root, out, seed=seed, params={"counts": TINY_CROC_COUNTS, **params})
+
+
+@pytest.fixture(scope="module")
+def croc_build(croc_root, tmp_path_factory):
+    return _croc(croc_root, tmp_path_factory.mktemp("croc_build") / "out")
+
+
+def test_croc_counts_and_shortfall(croc_build):
+    sources = croc_build.summary["sources"]
+    taken = {name: s["taken"] for name, s in sources.items()}
+    assert taken == {"sharegpt4v": 4, "mathinstruct": 2, "alpaca": 5, "belle": 2, "open_platypus": 2,
+                     "code_alpaca": 2, "firefly": 2, "webqa": 3, "dolly": 2}
+    assert sources["webqa"]["requested"] == 5 and sources["webqa"]["available"] == 3
+    assert sources["webqa"]["shortfall"] == 2
+    assert all(s["shortfall"] == 0 for name, s in sources.items() if name != "webqa")
+    assert croc_build.summary["rows"] == {"read": 24, "kept": 24, "dropped": 0}
+    assert sources["sharegpt4v"]["sample_seed"] == 0 and sources["alpaca"]["sample_seed"] is None
+
+
+def test_croc_caption_rows(croc_build):
+    ds = croc_build.dataset
+    captions = ds.filter(lambda r: r["source"] == "sharegpt4v")
+    assert len(captions) == 4
+    for row in captions:
+        assert row["conversations"][0] == {"from": "human", "value": f"<image>\n{DEFAULT_CAPTION_INSTRUCTION}"}
+        upstream = SHAREGPT4V_IMAGES.index(row["image"])  # paths keep their coco/ llava/ sam/ prefixes
+        assert row["conversations"][1]["value"] == f"A detailed caption of image {upstream}."
+        assert row["id"] == (str(upstream) if upstream % 2 else f"sg{upstream}")
+
+
+def test_croc_text_rows_converted_per_layout(croc_build):
+    text = croc_build.dataset.filter(lambda r: r["image"] is None)
+    assert len(text) == 20
+    for row in text:
+        source, index = row["id"].rsplit("-", 1)
+        assert source == row["source"]
+        assert row["conversations"] == TEXT_CONVERTERS[source](TEXT_ROWS[source][int(index)])
+    by_id = {r["id"]: r["conversations"] for r in text}
+    # Literal values, one per layout (alpaca is taken whole, so both of its rows below are present).
+    assert by_id["alpaca-0"][0]["value"] == "Give a synonym of word0.\ncontext 0"
+    assert by_id["alpaca-1"][0]["value"] == "Give a synonym of word1."  # empty input: no trailing newline
+    assert by_id["alpaca-4"][1]["value"] == "synonym4"  # second parquet shard, read after the first
+    assert by_id["webqa-2"] == [{"from": "human", "value": "Where is place 2?"},
+                                {"from": "gpt", "value": "Place 2 is here."}]
+    firefly = [v for k, v in by_id.items() if k.startswith("firefly-")]
+    assert all(c[0]["value"].startswith("Premise") and c[1]["value"].startswith("entailment") for c in firefly)
+    dolly = [(k, v) for k, v in by_id.items() if k.startswith("dolly-")]
+    for key, conv in dolly:
+        i = int(key.split("-")[1])
+        expected = f"Summarise text {i}." + (f"\nLong text {i}." if i % 2 == 0 else "")
+        assert conv == [{"from": "human", "value": expected}, {"from": "gpt", "value": f"Summary {i}."}]
+
+
+def test_croc_seed_reproduces_and_other_seed_differs(croc_root, croc_build, tmp_path):
+    again = _croc(croc_root, tmp_path / "again", seed=0)
+    other = _croc(croc_root, tmp_path / "other", seed=1)
+    assert again.dataset["id"] == croc_build.dataset["id"]
+    assert again.dataset["conversations"] == croc_build.dataset["conversations"]
+    assert other.dataset["id"] != croc_build.dataset["id"]
+
+
+def test_croc_instruction_pool_and_keep_upstream(croc_root, tmp_path):
+    pool = ["Describe this image in detail.", "What is in the picture? Be thorough."]
+    counts = {**TINY_CROC_COUNTS, "sharegpt4v": None}
+    first = build_recipe("croc1.5m", croc_root, tmp_path / "a", seed=3, params={"counts": counts, "instruction": pool})
+    second = build_recipe("croc1.5m", croc_root, tmp_path / "b", seed=3, params={"counts": counts, "instruction": pool})
+    prompts = [r["conversations"][0]["value"] for r in first.dataset if r["source"] == "sharegpt4v"]
+    assert len(prompts) == 6 and {p.removeprefix("<image>\n") for p in prompts} == set(pool)
+    assert prompts == [r["conversations"][0]["value"] for r in second.dataset if r["source"] == "sharegpt4v"]
+    assert first.summary["params"]["instruction"] == pool
+
+    kept = build_recipe("croc1.5m", croc_root, tmp_path / "c", params={"counts": counts, "instruction": None})
+    prompts = {r["conversations"][0]["value"] for r in kept.dataset if r["source"] == "sharegpt4v"}
+    assert prompts == {"<image>\nAnalyze the image in a comprehensive and detailed manner."}
+
+
+def test_croc_zero_count_path_override_and_typos(croc_root, tmp_path):
+    other_webqa = tmp_path / "elsewhere" / "webqa.jsonl"
+    write_jsonl(other_webqa, [{"input": "Elsewhere?", "output": "Yes."}])
+    counts = {**TINY_CROC_COUNTS, "sharegpt4v": 0, "mathinstruct": 0}
+    result = build_recipe("croc1.5m", croc_root, tmp_path / "out",
+                          params={"counts": counts, "paths": {"webqa": str(other_webqa)}})
+    assert "sharegpt4v" not in result.summary["sources"] and "mathinstruct" not in result.summary["sources"]
+    assert result.summary["sources"]["webqa"]["origin"] == str(other_webqa)
+    assert [r["conversations"][0]["value"] for r in result.dataset if r["source"] == "webqa"] == ["Elsewhere?"]
+    with pytest.raises(ValueError, match=r"counts: unknown source\(s\) \['alpacca'\]"):
+        build_recipe("croc1.5m", croc_root, tmp_path / "typo", params={"counts": {"alpacca": 1}})
+
+
+def test_croc_hub_sources_go_through_the_hub_module(croc_root, tmp_path, monkeypatch):
+    """No network: the two Hub entry points are replaced; the recipe must route hub sources through them."""
+    calls = []
+
+    def fake_download(repo_id, filename):
+        calls.append(("download", repo_id, filename))
+        return croc_root / "share-captioner_coco_lcs_sam_1246k_1107.json"
+
+    def fake_load(repo_id, data_files=None):
+        calls.append(("load", repo_id, data_files))
+        return datasets.Dataset.from_list(TEXT_ROWS["alpaca"])
+
+    monkeypatch.setattr("data_recipes.hub.download_hub_file", fake_download)
+    monkeypatch.setattr("data_recipes.hub.load_hub_dataset", fake_load)
+    counts = {**TINY_CROC_COUNTS, "alpaca": 3}
+    result = build_recipe("croc1.5m", croc_root, tmp_path / "out",
+                          params={"counts": counts, "hub": {"sharegpt4v": True, "alpaca": "someone/alpaca-copy"}})
+    assert calls == [("download", "Lin-Chen/ShareGPT4V", "share-captioner_coco_lcs_sam_1246k_1107.json"),
+                     ("load", "someone/alpaca-copy", None)]
+    assert result.summary["sources"]["alpaca"]["origin"] == "hub:someone/alpaca-copy"
+    alpaca = [r for r in result.dataset if r["source"] == "alpaca"]
+    assert len(alpaca) == 3
+    for row in alpaca:
+        assert row["conversations"] == TEXT_CONVERTERS["alpaca"](TEXT_ROWS["alpaca"][int(row["id"].split("-")[1])])
+
+
+def test_llava665k(mix665k_root, tmp_path):
+    result = build_recipe("llava665k", mix665k_root, tmp_path / "out")
+    ds = result.dataset
+    assert ds["id"] == ["0", "000000000001", "2", "000000000003", "4", "000000000005", "100", "t-101"]
+    assert ds["image"] == [*MIX665K_IMAGES, None, None]
+    assert len(ds[0]["conversations"]) == 4 and ds[0]["conversations"][3]["value"] == "Done."
+    assert result.summary["rows"]["dropped"] == 0
+    # The LLaVA-format export leaves `image` out of text-only rows (LLaVA tests the key, not its value).
+    exported = [json.loads(line) for line in (tmp_path / "out" / "data.jsonl").read_text().splitlines()]
+    assert [("image" in r) for r in exported] == [True] * 6 + [False] * 2
+    assert exported[0]["image"] == "coco/train2017/000000033471.jpg"
+    assert exported[7]["conversations"][1]["value"] == "One, two."
+
+
+def test_llava665k_count_is_seeded(mix665k_root, tmp_path):
+    a = build_recipe("llava665k", mix665k_root, tmp_path / "a", seed=0, params={"count": 4}).dataset["id"]
+    b = build_recipe("llava665k", mix665k_root, tmp_path / "b", seed=0, params={"count": 4}).dataset["id"]
+    c = build_recipe("llava665k", mix665k_root, tmp_path / "c", seed=5, params={"count": 4}).dataset["id"]
+    assert a == b and a != c and len(a) == 4 and len(set(a)) == 4
+
+
+def test_llava802k_defaults_record_shortfalls_and_prefix_images(mix665k_root, tmp_path):
+    result = build_recipe("llava802k", mix665k_root, tmp_path / "out", params={"counts": {"dvqa": 2}})
+    sources = result.summary["sources"]
+    assert {n: s["taken"] for n, s in sources.items()} == {"llava665k": 8, "docvqa": 4, "chartqa": 4, "ai2d": 4,
+                                                          "synthdog_en": 4, "dvqa": 2}
+    assert sources["docvqa"]["requested"] == 10_211 and sources["docvqa"]["shortfall"] == 10_207
+    assert sources["dvqa"]["shortfall"] == 0
+    # Every image validated from the one data root: the extras' own folders were prefixed correctly.
+    assert result.summary["rows"] == {"read": 26, "kept": 26, "dropped": 0}
+    docvqa = [r["image"] for r in result.dataset if r["source"] == "docvqa"]
+    assert docvqa == [f"docvqa/train/documents/doc{i}.png" for i in range(4)]
+    synthdog = [r["image"] for r in result.dataset if r["source"] == "synthdog_en"]
+    assert synthdog[0] == "synthdog-en/images/0.jpg"
+    assert sorted(result.card.data.source_datasets) == ["OpenGVLab/InternVL-Chat-V1-2-SFT-Data",
+                                                        "liuhaotian/LLaVA-Instruct-150K"]
+    assert set(EXTRA_802K) == set(sources) - {"llava665k"}
+
+
+def test_llava_json_generic(lcs_root, tmp_path):
+    result = build_recipe("llava_json", lcs_root, tmp_path / "out", seed=1, params={
+        "annotation": str(lcs_root / "blip_laion_cc_sbu_558k.json"), "image_root": "images", "source": "mine",
+        "count": 3, "licence": "cc-by-4.0"})
+    assert len(result.dataset) == 3 and set(result.dataset["source"]) == {"mine"}
+    assert result.card.data.license == "cc-by-4.0"
+    assert result.summary["sources"]["mine"]["sample_seed"] == 1
+    with pytest.raises(ValueError, match="needs an annotation"):
+        build_recipe("llava_json", lcs_root, tmp_path / "none")
+
+
+def test_synthetic_scenes_recipe_generates_and_validates(tmp_path):
+    root = tmp_path / "synth"
+    stage1 = build_recipe("synthetic_scenes", root, tmp_path / "s1", seed=3,
+                          params={"stage": "1", "generate": True, "num_images": 10, "image_size": 64})
+    scenes = json.loads((root / "scenes.json").read_text())
+    train_images = [s["image"] for s in scenes["scenes"] if s["split"] == "train"]
+    assert scenes["config"]["seed"] == 3 and len(scenes["scenes"]) == 10
+    assert stage1.dataset["image"] == train_images and stage1.summary["rows"]["dropped"] == 0
+    stage15 = build_recipe("synthetic_scenes", root, tmp_path / "s15")
+    assert {n: s["taken"] for n, s in stage15.summary["sources"].items()} == {
+        "synthetic_detailed": len(train_images), "synthetic_text": 10}
+    test = build_recipe("synthetic_scenes", root, tmp_path / "t", params={"stage": "test"})
+    assert set(test.dataset["image"]).isdisjoint(train_images)
+    with pytest.raises(ValueError, match="stage must be one of"):
+        build_recipe("synthetic_scenes", root, tmp_path / "bad", params={"stage": "3"})
+
+
+def test_out_dir_protection(lcs_root, tmp_path):
+    out = tmp_path / "out"
+    build_recipe("lcs558k", lcs_root, out)
+    with pytest.raises(FileExistsError, match="overwrite"):
+        build_recipe("lcs558k", lcs_root, out)
+    assert len(build_recipe("lcs558k", lcs_root, out, overwrite=True, params={"count": 2}).dataset) == 2
+    # A rebuild that fails before writing leaves the previous build in place.
+    with pytest.raises(FileNotFoundError):
+        build_recipe("lcs558k", lcs_root, out, overwrite=True, params={"annotation": "missing.json"})
+    assert len(datasets.load_from_disk(str(out))) == 2
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "precious.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="refusing to delete"):
+        build_recipe("lcs558k", lcs_root, foreign, overwrite=True)
+    assert (foreign / "precious.txt").read_text() == "keep me"

@@ -1,0 +1,109 @@
+"""The dataset card and summary.json of a build, checked by value; and the (mocked) Hub push."""
+
+from __future__ import annotations
+
+import json
+
+import datasets
+import huggingface_hub
+import pytest
+from huggingface_hub import DatasetCard
+
+from data_recipes import build_recipe
+from data_recipes.card import size_category
+from data_recipes.hub import push_build
+
+COUNTS = {"sharegpt4v": 4, "mathinstruct": 2, "alpaca": 2, "belle": 2, "open_platypus": 2, "code_alpaca": 2,
+          "firefly": 2, "webqa": 5, "dolly": 2}
+
+
+@pytest.fixture(scope="module")
+def build(croc_root, tmp_path_factory):
+    out = tmp_path_factory.mktemp("card") / "out"
+    result = build_recipe("croc1.5m", croc_root, out, seed=7, params={"counts": COUNTS})
+    return result, out
+
+
+def test_card_metadata(build):
+    _, out = build
+    card = DatasetCard.load(out / "README.md")
+    assert card.data.license == ["cc-by-4.0", "cc-by-nc-4.0", "cc-by-sa-3.0", "gpl-3.0", "unknown"]
+    assert card.data.source_datasets == [
+        "BelleGroup/train_0.5M_CN", "Lin-Chen/ShareGPT4V", "TIGER-Lab/MathInstruct", "YeungNLP/firefly-train-1.1M",
+        "databricks/databricks-dolly-15k", "garage-bAInd/Open-Platypus", "sahil2801/CodeAlpaca-20k",
+        "suolyer/webqa", "tatsu-lab/alpaca"]
+    assert card.data.size_categories == ["n<1K"]
+    assert card.data.pretty_name.startswith("Croc stage-1.5 mixture")
+
+
+def test_card_body_lists_sources_counts_licences_seed_instruction(build):
+    _, out = build
+    text = DatasetCard.load(out / "README.md").text
+    assert "with seed **7**" in text
+    assert "| sharegpt4v | `Lin-Chen/ShareGPT4V` | CC BY-NC 4.0 | 4 | 6 | 4 | 4 | 0 |" in text
+    assert "| webqa | `suolyer/webqa` | unstated | 5 | 3 | 3 | 3 | 0 |" in text
+    assert "| dolly | `databricks/databricks-dolly-15k` | CC BY-SA 3.0 | 2 | 5 | 2 | 2 | 0 |" in text
+    assert "| belle | `BelleGroup/train_0.5M_CN` | GPL-3.0 (on its card) |" in text
+    assert "Shortfalls (asked for more rows than the source has; every row was taken): webqa: 2." in text
+    assert '"instruction": "Please generate detailed descriptions of the given image."' in text
+    assert "| missing_image | 0 |" in text
+    assert "21 rows kept out of 21 read (0 rejected)" in text
+
+
+def test_summary_json(build, croc_root):
+    result, out = build
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary == json.loads(json.dumps(result.summary))
+    assert summary["recipe"] == "croc1.5m" and summary["seed"] == 7 and summary["status"] == "ok"
+    assert summary["image_root"] == str(croc_root) and summary["image_check"] is True
+    assert summary["params"]["counts"] == COUNTS
+    assert summary["params"]["instruction"] == "Please generate detailed descriptions of the given image."
+    webqa = summary["sources"]["webqa"]
+    assert {k: webqa[k] for k in ("requested", "available", "taken", "shortfall", "kept", "dropped")} == \
+        {"requested": 5, "available": 3, "taken": 3, "shortfall": 2, "kept": 3, "dropped": 0}
+    assert webqa["origin"] == str(croc_root / "text" / "webqa" / "train.json")
+    assert summary["sources"]["alpaca"]["origin"] == str(croc_root / "text" / "alpaca")
+    assert summary["sources"]["mathinstruct"]["sample_seed"] == 7
+    assert summary["rows"] == {"read": 21, "kept": 21, "dropped": 0}
+    assert (out / "rejects.jsonl").read_text() == ""
+
+
+def test_size_categories():
+    assert [size_category(n) for n in (0, 999, 1000, 665_298, 1_501_000)] == \
+        ["n<1K", "n<1K", "1K<n<10K", "100K<n<1M", "1M<n<10M"]
+
+
+def test_push_to_hub_is_routed_through_hub_module(lcs_root, tmp_path, monkeypatch):
+    pushed = {}
+    monkeypatch.setattr("data_recipes.hub.push_build",
+                        lambda dataset, card, out_dir, repo_id, private=None: pushed.update(
+                            rows=len(dataset), card=card, out_dir=out_dir, repo=repo_id, private=private))
+    result = build_recipe("lcs558k", lcs_root, tmp_path / "out", push_to_hub="me/lcs", private=True)
+    assert pushed == {"rows": 6, "card": result.card, "out_dir": tmp_path / "out", "repo": "me/lcs", "private": True}
+
+
+def test_push_build_keeps_the_hub_viewer_metadata(lcs_root, tmp_path, monkeypatch):
+    """push_build with every network call replaced: dataset pushed, remote `configs` merged into our card,
+    card and side files uploaded."""
+    result = build_recipe("lcs558k", lcs_root, tmp_path / "out")
+    log = []
+    remote = DatasetCard("---\nconfigs:\n- config_name: default\n  data_files: data/*\n---\n# auto\n")
+    monkeypatch.setattr(datasets.Dataset, "push_to_hub",
+                        lambda self, repo_id, private=None: log.append(("dataset", repo_id, len(self), private)))
+    monkeypatch.setattr(huggingface_hub.DatasetCard, "load", classmethod(lambda cls, repo_id, repo_type=None: remote))
+    monkeypatch.setattr(huggingface_hub.DatasetCard, "push_to_hub",
+                        lambda self, repo_id, repo_type=None: log.append(("card", repo_id, self.data.configs)))
+
+    class FakeApi:
+        def upload_file(self, path_or_fileobj, path_in_repo, repo_id, repo_type):
+            log.append(("file", path_in_repo, repo_id, repo_type))
+
+    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
+    push_build(result.dataset, result.card, tmp_path / "out", "me/lcs")
+    assert log == [
+        ("dataset", "me/lcs", 6, None),
+        ("card", "me/lcs", [{"config_name": "default", "data_files": "data/*"}]),
+        ("file", "summary.json", "me/lcs", "dataset"),
+        ("file", "rejects.jsonl", "me/lcs", "dataset"),
+    ]
+    assert result.card.data.license == "other"  # our metadata survives the merge

@@ -1,0 +1,95 @@
+"""`python -m data_recipes ...`: argument parsing, exit codes, outputs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from recipe_fakes import caption_row, write_json
+
+from data_recipes.cli import main, parse_set_args, parse_value
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_parse_set_args_types_and_nesting():
+    params = parse_set_args(["count=100_000", "counts.alpaca=10", "counts.webqa=null", "hub.sharegpt4v=true",
+                             "instruction=Describe: the image #1.", "pool=[a, b]", "name=None", "ratio=0.5"])
+    assert params == {"count": 100_000, "counts": {"alpaca": 10, "webqa": None}, "hub": {"sharegpt4v": True},
+                      "instruction": "Describe: the image #1.", "pool": ["a", "b"], "name": None, "ratio": 0.5}
+    assert parse_value("Please generate detailed descriptions of the given image.") == \
+        "Please generate detailed descriptions of the given image."
+    assert parse_value("/abs/path.json") == "/abs/path.json"
+    with pytest.raises(ValueError, match="key=value"):
+        parse_set_args(["novalue"])
+    with pytest.raises(ValueError, match="already given a value"):
+        parse_set_args(["counts=3", "counts.alpaca=1"])
+
+
+def test_list(capsys):
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in ("croc1.5m", "lcs558k", "llava665k", "llava802k", "llava_json", "synthetic_scenes"):
+        assert f"\n{name}: " in f"\n{out}"
+    assert "instruction='Please generate detailed descriptions of the given image.'" in out
+    assert main(["list", "-v"]) == 0
+    assert "ROOT/share-captioner_coco_lcs_sam_1246k_1107.json" in capsys.readouterr().out
+
+
+def test_build_with_sets_seed_and_report(lcs_root, tmp_path, capsys):
+    out = tmp_path / "out"
+    argv = ["build", "lcs558k", "--data-root", str(lcs_root), "--out", str(out), "--seed", "5", "--set", "count=3",
+            "--num-proc", "2", "--no-jsonl"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "lcs558k: kept 3 of 3 rows (0 rejected)" in printed
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["seed"] == 5 and summary["params"]["count"] == 3 and summary["num_proc"] == 2
+    assert summary["command"] == "python -m data_recipes " + " ".join(argv)
+    assert summary["command"] in (out / "README.md").read_text()
+    assert not (out / "data.jsonl").exists()
+    # Re-running needs --overwrite; a different seed then draws other rows.
+    assert main(argv) == 1
+    assert "--overwrite" in capsys.readouterr().err
+    assert main([*argv[:6], "--seed", "6", "--set", "count=3", "--overwrite"]) == 0
+    assert json.loads((out / "summary.json").read_text())["seed"] == 6
+
+
+def test_build_strict_exit_code_and_message(tmp_path, capsys):
+    root = tmp_path / "data"
+    write_json(root / "a.json", [caption_row(1, "missing.jpg", "x")])
+    argv = ["build", "llava_json", "--data-root", str(root), "--out", str(tmp_path / "o"), "--set", "annotation=a.json"]
+    assert main([*argv, "--strict"]) == 2
+    err = capsys.readouterr().err
+    assert "strict mode: 1 row(s) rejected" in err and "missing_image: 1" in err
+    assert main([*argv, "--strict", "--skip-image-check", "--overwrite"]) == 0
+
+
+def test_build_usage_errors(lcs_root, tmp_path, capsys):
+    assert main(["build", "nope", "--data-root", str(lcs_root), "--out", str(tmp_path / "a")]) == 1
+    assert "unknown recipe 'nope'" in capsys.readouterr().err
+    assert main(["build", "lcs558k", "--data-root", str(lcs_root), "--out", str(tmp_path / "b"),
+                 "--set", "annotation=missing.json"]) == 1
+    assert "missing.json: no such file" in capsys.readouterr().err
+    assert main(["build", "lcs558k", "--data-root", str(lcs_root), "--out", str(tmp_path / "c"),
+                 "--set", "cuont=3"]) == 1
+    assert "recipe 'lcs558k' has no parameter(s) ['cuont']; it takes: annotation, image_root, count, hub" in \
+        capsys.readouterr().err
+
+
+def test_synth_command(tmp_path, capsys):
+    assert main(["synth", "--out", str(tmp_path / "s"), "--num-images", "5", "--seed", "2", "--image-size", "32"]) == 0
+    assert "images=5" in capsys.readouterr().out
+    assert len(list((tmp_path / "s" / "images").glob("*.png"))) == 5
+
+
+def test_module_entry_point_runs_in_a_subprocess():
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
+    proc = subprocess.run([sys.executable, "-m", "data_recipes", "list"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "croc1.5m: Stage 1.5" in proc.stdout

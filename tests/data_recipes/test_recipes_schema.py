@@ -1,0 +1,69 @@
+"""The row schema and the LLaVA-format reader."""
+
+from __future__ import annotations
+
+import pytest
+from recipe_fakes import caption_row, text_row, write_json, write_jsonl, write_parquet
+
+from data_recipes import ROW_FEATURES, load_llava_json, normalise_row
+from data_recipes.io import read_records
+
+MIXED = [
+    caption_row(7, "a/1.jpg", "first"),
+    caption_row("000000033471", "a/2.jpg", "second"),
+    text_row(12, "Hi?", "Hello."),                       # no image key at all
+    {**text_row("x", "Q?", "A."), "image": None},      # explicit null
+    {**text_row(None, "Q2?", "A2."), "image": ""},     # empty path, no id
+    {"id": 3.5, "image": ["b/3.jpg"], "conversations": [{"from": "human", "value": "<image>\nQ"},
+                                                        {"from": "gpt", "value": 5}]},
+]
+
+
+@pytest.mark.parametrize("writer,suffix", [(write_json, ".json"), (write_jsonl, ".jsonl")])
+def test_mixed_ids_and_missing_images(tmp_path, writer, suffix):
+    path = tmp_path / f"mixed{suffix}"
+    writer(path, MIXED)
+    ds = load_llava_json(path, source="mine")
+    assert ds.features == ROW_FEATURES
+    assert ds["id"] == ["7", "000000033471", "12", "x", "mine-4", "3.5"]
+    assert ds["image"] == ["a/1.jpg", "a/2.jpg", None, None, None, "b/3.jpg"]
+    assert set(ds["source"]) == {"mine"}
+    # Non-string turn values are cast, never dropped.
+    assert ds[5]["conversations"] == [{"from": "human", "value": "<image>\nQ"}, {"from": "gpt", "value": "5"}]
+    assert ds[2]["conversations"] == [{"from": "human", "value": "Hi?"}, {"from": "gpt", "value": "Hello."}]
+
+
+def test_limit_keeps_first_rows(tmp_path):
+    write_json(tmp_path / "a.json", MIXED)
+    assert load_llava_json(tmp_path / "a.json", limit=2)["id"] == ["7", "000000033471"]
+
+
+def test_multi_image_rows_are_refused_loudly():
+    with pytest.raises(ValueError, match="2 images"):
+        normalise_row({"id": 1, "image": ["a.jpg", "b.jpg"], "conversations": []}, source="s", index=0)
+
+
+def test_missing_conversations_become_empty_list_and_null_values_empty_strings():
+    row = normalise_row({"id": 1, "conversations": [{"from": "human", "value": None}]}, source="s", index=0)
+    assert row == {"id": "1", "image": None, "conversations": [{"from": "human", "value": ""}], "source": "s"}
+    assert normalise_row({"id": 2}, source="s", index=0)["conversations"] == []
+
+
+def test_read_records_detects_json_lines_behind_a_json_suffix(tmp_path):
+    write_jsonl(tmp_path / "train.json", [{"input": "a"}, {"input": "b"}])
+    assert read_records(tmp_path / "train.json") == [{"input": "a"}, {"input": "b"}]
+
+
+def test_read_records_folder_is_read_in_sorted_order(tmp_path):
+    write_parquet(tmp_path / "data" / "train-00001-of-00002.parquet", [{"x": 3}])
+    write_parquet(tmp_path / "data" / "train-00000-of-00002.parquet", [{"x": 1}, {"x": 2}])
+    (tmp_path / "README.md").write_text("not data")
+    assert [r["x"] for r in read_records(tmp_path)] == [1, 2, 3]
+
+
+def test_read_records_errors_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.json"):
+        read_records(tmp_path / "nope.json")
+    (tmp_path / "bad.json").write_text('{"a": 1}\n{broken\n')
+    with pytest.raises(ValueError, match="bad.json:2"):
+        read_records(tmp_path / "bad.json")
