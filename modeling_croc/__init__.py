@@ -3,7 +3,12 @@
 from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, AutoProcessor
 
 from .configuration_croc import CROC_PRESETS, CrocConfig
-from .modeling_croc import CrocCausalLMOutputWithPast, CrocForConditionalGeneration, CrocModel, CrocPreTrainedModel
+from .modeling_croc import (
+    CrocCausalLMOutputWithPast,
+    CrocForConditionalGeneration,
+    CrocModel,
+    CrocPreTrainedModel,
+)
 from .processing_croc import VICUNA_V1_CHAT_TEMPLATE, CrocProcessor
 
 AutoConfig.register("croc", CrocConfig, exist_ok=True)

@@ -19,7 +19,10 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import LlavaForConditionalGeneration, LlavaModel
 from transformers.cache_utils import Cache
-from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
+from transformers.conversion_mapping import (
+    get_checkpoint_conversion_mapping,
+    register_checkpoint_conversion_mapping,
+)
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.modeling_utils import slice_logits_to_keep
 from transformers.models.llava.modeling_llava import (

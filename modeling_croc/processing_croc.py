@@ -42,11 +42,26 @@ class CrocProcessor(LlavaProcessor):
     """`LlavaProcessor` (image processor + tokenizer, `<image>` expanded to the visual-token count) whose chat
     template defaults to Vicuna v1. Use the PIL image-processor backend where torchvision is not installed."""
 
-    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+    # The full signature is spelled out because ProcessorMixin saves exactly the `__init__` arguments.
+    def __init__(
+        self,
+        image_processor=None,
+        tokenizer=None,
+        patch_size=None,
+        vision_feature_select_strategy=None,
+        chat_template=None,
+        image_token="<image>",
+        num_additional_image_tokens=0,
+        **kwargs,
+    ):
         super().__init__(
             image_processor=image_processor,
             tokenizer=tokenizer,
+            patch_size=patch_size,
+            vision_feature_select_strategy=vision_feature_select_strategy,
             chat_template=chat_template if chat_template is not None else VICUNA_V1_CHAT_TEMPLATE,
+            image_token=image_token,
+            num_additional_image_tokens=num_additional_image_tokens,
             **kwargs,
         )
 

@@ -141,32 +141,31 @@ def test_mixed_image_and_text_rows(make_config):
     assert out.pool_ids.shape[0] == 1 and out.vtr_loss > 0
 
 
-def test_mixed_attention_makes_visual_tokens_see_later_visual_tokens(make_config):
+@pytest.mark.parametrize("span, expect_change", [("image", True), ("none", False)])
+def test_mixed_attention_makes_visual_tokens_see_later_visual_tokens(make_config, span, expect_change):
     """Perturbing the last visual token (after the vision tower, which is bidirectional itself) changes the first
     visual token's hidden state only under mixed attention; text before the image never sees it."""
-    for span, expect_change in [("image", True), ("none", False)]:
-        croc = _model(make_config(croc_pretraining=True, bidirectional_span=span, mask_ratio=0.0)).train()
-        batch = make_batch(croc.config, rows=1)
-        first = (batch["input_ids"][0] == croc.config.image_token_id).nonzero().flatten()[0]
+    croc = _model(make_config(croc_pretraining=True, bidirectional_span=span, mask_ratio=0.0)).train()
+    batch = make_batch(croc.config, rows=1)
+    first = (batch["input_ids"][0] == croc.config.image_token_id).nonzero().flatten()[0]
 
-        def hidden(delta):
-            def shift_last_token(module, args, output):
-                output = output.clone()
-                output[:, -1] += delta
-                return output
+    def hidden(delta):
+        def shift_last_token(module, args, output):
+            output = output.clone()
+            output[:, -1] += delta
+            return output
 
-            handle = croc.model.multi_modal_projector.register_forward_hook(shift_last_token)
-            try:
-                out = croc.model(input_ids=batch["input_ids"], pixel_values=batch["pixel_values"],
-                                 attention_mask=batch["attention_mask"], labels=batch["labels"], croc_objectives=True)
-            finally:
-                handle.remove()
-            return out.last_hidden_state[0]
+        handle = croc.model.multi_modal_projector.register_forward_hook(shift_last_token)
+        try:
+            out = croc.model(**batch, croc_objectives=True)
+        finally:
+            handle.remove()
+        return out.last_hidden_state[0]
 
-        base, changed = hidden(0.0), hidden(3.0)
-        moved = (base[first] - changed[first]).abs().max() > 1e-6
-        assert bool(moved) == expect_change, span
-        torch.testing.assert_close(base[:first], changed[:first])
+    base, changed = hidden(0.0), hidden(3.0)
+    moved = (base[first] - changed[first]).abs().max() > 1e-6
+    assert bool(moved) == expect_change
+    torch.testing.assert_close(base[:first], changed[:first])
 
 
 @pytest.mark.parametrize("span", ["image", "prompt"])

@@ -85,3 +85,24 @@ def test_trust_remote_code_in_a_fresh_process_without_the_package(make_config, t
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path,
                             env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HF_HOME": str(tmp_path / "hf")})
     assert "remote-ok" in result.stdout, result.stderr[-3000:]
+
+
+def test_processor_round_trip_keeps_llava_settings_and_template(tmp_path, sp_tokenizer):
+    from PIL import Image
+    from transformers import AutoProcessor
+
+    from modeling_croc import CrocProcessor
+    from modeling_croc.tiny import tiny_croc_processor
+
+    processor = tiny_croc_processor(tokenizer=sp_tokenizer)
+    processor.save_pretrained(tmp_path)
+    loaded = AutoProcessor.from_pretrained(tmp_path)
+    assert isinstance(loaded, CrocProcessor)
+    assert (loaded.patch_size, loaded.num_additional_image_tokens, loaded.num_image_tokens) == (14, 1, 16)
+    assert loaded.chat_template == processor.chat_template
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is it?"}]}]
+    prompt = loaded.apply_chat_template(messages, add_generation_prompt=True)
+    assert prompt.endswith("USER: <image>\nWhat is it? ASSISTANT:")
+    inputs = loaded(images=[Image.new("RGB", (90, 60), "red")], text=[prompt], return_tensors="pt")
+    assert int((inputs["input_ids"] == 32000).sum()) == 16
+    assert inputs["pixel_values"].shape == (1, 3, 56, 56)

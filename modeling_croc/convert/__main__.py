@@ -1,0 +1,65 @@
+"""`python -m modeling_croc.convert COMMAND ...`: checkpoint conversions into and out of Croc.
+
+    from-original SRC OUT [--vision-tower CLIP_DIR] [--preset paper|official]
+    from-llava    SRC OUT [--preset paper|official]
+    from-parts    CLIP_DIR LM_DIR OUT [--preset paper|official] [--image-aspect-ratio square|pad]
+    to-llava      SRC OUT
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from .from_llava import convert_llava_folder
+from .from_original import convert_original_checkpoint
+from .from_parts import build_from_parts
+from .to_llava import export_llava_folder
+
+
+def _preset(args) -> dict:
+    return {"croc_preset": args.preset} if getattr(args, "preset", None) else {}
+
+
+COMMANDS = {
+    "from-original": lambda a: convert_original_checkpoint(a.source, a.out, vision_tower=a.vision_tower, **_preset(a)),
+    "from-llava": lambda a: convert_llava_folder(a.source, a.out, **_preset(a)),
+    "from-parts": lambda a: build_from_parts(a.vision_tower, a.language_model, a.out,
+                                             image_aspect_ratio=a.image_aspect_ratio, **_preset(a)),
+    "to-llava": lambda a: export_llava_folder(a.source, a.out),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m modeling_croc.convert", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    original = sub.add_parser("from-original", help="original LLaVA / released Croc (transformers 4.37 fork) layout")
+    original.add_argument("source")
+    original.add_argument("out")
+    original.add_argument("--vision-tower", help="local CLIP folder (default: the checkpoint's mm_vision_tower)")
+    llava = sub.add_parser("from-llava", help="a transformers llava folder, initialised for stage 1.5")
+    llava.add_argument("source")
+    llava.add_argument("out")
+    parts = sub.add_parser("from-parts", help="separate CLIP and Llama-family checkpoints, for stage 1")
+    parts.add_argument("vision_tower")
+    parts.add_argument("language_model")
+    parts.add_argument("out")
+    parts.add_argument("--image-aspect-ratio", choices=["square", "pad"], default="square")
+    for command in (original, llava, parts):
+        command.add_argument("--preset", choices=["paper", "official"])
+    export = sub.add_parser("to-llava", help="export to a plain llava folder (no pool, no head)")
+    export.add_argument("source")
+    export.add_argument("out")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    args = build_parser().parse_args(argv)
+    COMMANDS[args.command](args)
+    logging.getLogger(__name__).info("wrote %s", args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,231 @@
+"""Every conversion path round-trips: fork layout, transformers llava folders, CLIP + LM parts, export to llava."""
+
+import json
+
+import pytest
+import torch
+from conftest import make_batch
+from transformers import (
+    BertConfig,
+    CLIPImageProcessorPil,
+    CLIPVisionConfig,
+    CLIPVisionModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    LlavaForConditionalGeneration,
+)
+from transformers.models.bert.modeling_bert import BertLayer
+
+from modeling_croc import CrocForConditionalGeneration, CrocProcessor
+from modeling_croc.convert import (
+    build_from_parts,
+    convert_llava_folder,
+    convert_original_checkpoint,
+    croc_config_to_llava,
+    export_llava_folder,
+    rename_original_state_dict,
+)
+from modeling_croc.tiny import llama_sentencepiece_tokenizer, tiny_croc_config
+
+VOCAB = 32064  # Vicuna's 32000 + <image> + <pad>, padded to a multiple of 64 as llava-1.5 conversions are
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return llama_sentencepiece_tokenizer(add_llava_tokens=False)
+
+
+def _logits(model, batch):
+    with torch.no_grad():
+        return model.eval()(**batch).logits
+
+
+def _config(**fields):
+    return tiny_croc_config(vocab_size=VOCAB, image_token_id=32000, pad_token_id=32001,
+                            attn_implementation="eager", **fields)
+
+
+def _batch(config):
+    batch = make_batch(config, rows=2)
+    batch.pop("labels")
+    batch["input_ids"][batch["input_ids"] == 127] = 32001
+    return batch
+
+
+def _clip_folder(config, path):
+    torch.manual_seed(3)
+    vision = CLIPVisionModel(CLIPVisionConfig(**config.vision_config.to_dict()))
+    vision.save_pretrained(path)
+    CLIPImageProcessorPil(size={"shortest_edge": 56}, crop_size={"height": 56, "width": 56}).save_pretrained(path)
+    return vision
+
+
+def test_export_to_llava_gives_identical_logits(tmp_path):
+    config = _config()
+    torch.manual_seed(0)
+    croc = CrocForConditionalGeneration(config)
+    croc.save_pretrained(tmp_path / "croc")
+    export_llava_folder(tmp_path / "croc", tmp_path / "llava")
+    llava, info = LlavaForConditionalGeneration.from_pretrained(
+        tmp_path / "llava", output_loading_info=True, attn_implementation="eager"
+    )
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    assert json.loads((tmp_path / "llava" / "config.json").read_text())["model_type"] == "llava"
+    batch = _batch(config)
+    torch.testing.assert_close(_logits(llava, batch), _logits(croc, batch), rtol=0, atol=0)
+
+
+def test_export_refuses_normalized_visual_tokens():
+    with pytest.raises(ValueError, match="normalize_visual_tokens"):
+        croc_config_to_llava(_config(croc_preset="official"))
+
+
+def test_from_llava_folder_keeps_weights_and_adds_a_pool(tmp_path, tokenizer):
+    config = _config()
+    torch.manual_seed(1)
+    llava = LlavaForConditionalGeneration(croc_config_to_llava(config))
+    llava.save_pretrained(tmp_path / "llava")
+    tokenizer.save_pretrained(tmp_path / "llava")
+    converted = convert_llava_folder(tmp_path / "llava", tmp_path / "croc", croc_preset="paper", prompt_pool_size=64)
+    croc, info = CrocForConditionalGeneration.from_pretrained(converted, output_loading_info=True,
+                                                              attn_implementation="eager")
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    assert croc.prompt_pool.weight.shape == (64, config.text_config.hidden_size)
+    batch = _batch(config)
+    llava.config._attn_implementation = "eager"
+    torch.testing.assert_close(_logits(croc, batch), _logits(llava, batch), rtol=0, atol=0)
+
+
+def test_from_parts_loads_clip_and_the_language_model(tmp_path, tokenizer):
+    config = _config()
+    vision = _clip_folder(config, tmp_path / "clip")
+    torch.manual_seed(2)
+    text = config.text_config.to_dict()
+    text.update(vocab_size=32000, pad_token_id=None)
+    lm = LlamaForCausalLM(LlamaConfig(**{k: v for k, v in text.items() if k in LlamaConfig.__dataclass_fields__}))
+    lm.config._attn_implementation = "eager"
+    lm.save_pretrained(tmp_path / "lm")
+    tokenizer.save_pretrained(tmp_path / "lm")
+
+    croc, processor = build_from_parts(tmp_path / "clip", tmp_path / "lm", tmp_path / "croc", prompt_pool_size=64)
+    assert isinstance(processor, CrocProcessor)
+    assert processor.tokenizer.convert_tokens_to_ids(["<image>", "<pad>"]) == [32000, 32001]
+    assert croc.config.image_token_id == 32000 and croc.config.text_config.vocab_size == VOCAB
+    for name, tensor in vision.state_dict().items():
+        torch.testing.assert_close(croc.model.vision_tower.state_dict()[name], tensor, rtol=0, atol=0)
+    text_ids = torch.tensor([[1, 415, 5565, 28723, 302]])
+    croc.config.text_config._attn_implementation = "eager"
+    ours = _logits(croc, {"input_ids": text_ids})
+    torch.testing.assert_close(ours[..., :32000], _logits(lm, {"input_ids": text_ids}), rtol=0, atol=0)
+    reloaded = CrocForConditionalGeneration.from_pretrained(tmp_path / "croc", attn_implementation="eager")
+    torch.testing.assert_close(_logits(reloaded, {"input_ids": text_ids}), ours, rtol=0, atol=0)
+
+
+# --- the original (transformers 4.37 fork) layout -------------------------------------------------------------
+
+def _to_fork_layout(croc: CrocForConditionalGeneration) -> dict[str, torch.Tensor]:
+    """Write a Croc model's weights the way the released fork names them (the inverse of the converter),
+    with the vocabulary cut back to Vicuna's 32000 and an unused cross-attention added."""
+    fork = {}
+    for name, tensor in croc.state_dict().items():
+        if name.startswith("model.language_model."):
+            fork["model." + name[len("model.language_model."):]] = tensor
+        elif name.startswith("model.multi_modal_projector.linear_1."):
+            fork["model.mm_projector.0." + name.rsplit(".", 1)[1]] = tensor
+        elif name.startswith("model.multi_modal_projector.linear_2."):
+            fork["model.mm_projector.2." + name.rsplit(".", 1)[1]] = tensor
+        elif name == "model.prompt_pool.weight":
+            fork["model.mask_token"] = tensor
+        elif name == "lm_head.weight":
+            fork[name] = tensor
+        elif name.startswith("vtr_head.position_embedding."):
+            fork["transform_block.position_embeddings.weight"] = tensor
+        elif name.startswith("vtr_head.proj."):
+            fork["transform_block.resize." + name.rsplit(".", 1)[1]] = tensor
+        elif name.startswith("vtr_head.layers."):
+            _, _, layer, *rest = name.split(".")
+            rest = ".".join(rest)
+            base = f"transform_block.layers.{layer}."
+            if rest.startswith("self_attn.in_proj_"):
+                kind = rest.rsplit("_", 1)[1]
+                for part, chunk in zip(("query", "key", "value"), tensor.chunk(3)):
+                    fork[f"{base}attention.self.{part}.{kind}"] = chunk
+            else:
+                bert = {"self_attn.out_proj": "attention.output.dense", "norm1": "attention.output.LayerNorm",
+                        "linear1": "intermediate.dense", "linear2": "output.dense", "norm2": "output.LayerNorm"}
+                module, kind = rest.rsplit(".", 1)
+                fork[f"{base}{bert[module]}.{kind}"] = tensor
+    for name in ("model.embed_tokens.weight", "lm_head.weight"):
+        fork[name] = fork[name][:32000].clone()
+    fork["model.cross_attention.q.weight"] = torch.zeros(4, 4)
+    return fork
+
+
+def test_released_croc_layout_converts_with_identical_logits(tmp_path, tokenizer):
+    config = _config(croc_preset="official")
+    torch.manual_seed(4)
+    source = CrocForConditionalGeneration(config)
+    vision = _clip_folder(config, tmp_path / "clip")
+    source.model.vision_tower.load_state_dict(vision.state_dict())
+    text = config.text_config
+    fork_config = {
+        "model_type": "croc_llama", "hidden_size": text.hidden_size, "intermediate_size": text.intermediate_size,
+        "num_hidden_layers": text.num_hidden_layers, "num_attention_heads": text.num_attention_heads,
+        "num_key_value_heads": text.num_key_value_heads, "vocab_size": 32000, "rms_norm_eps": text.rms_norm_eps,
+        "max_position_embeddings": text.max_position_embeddings, "mm_vision_tower": str(tmp_path / "clip"),
+        "mm_hidden_size": config.vision_config.hidden_size, "mm_projector_type": "mlp2x_gelu",
+        "mm_vision_select_layer": -2, "mm_vision_select_feature": "patch", "image_aspect_ratio": "pad",
+    }
+    (tmp_path / "fork").mkdir()
+    (tmp_path / "fork" / "config.json").write_text(json.dumps(fork_config))
+    torch.save(_to_fork_layout(source), tmp_path / "fork" / "pytorch_model.bin")
+    tokenizer.save_pretrained(tmp_path / "fork")
+
+    out = convert_original_checkpoint(tmp_path / "fork", tmp_path / "croc")
+    converted, info = CrocForConditionalGeneration.from_pretrained(out, output_loading_info=True,
+                                                                   attn_implementation="eager")
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    assert converted.config.croc_preset == "official" and converted.config.normalize_visual_tokens
+    assert converted.config.prompt_pool_calibrated
+    torch.testing.assert_close(converted.prompt_pool.weight, source.prompt_pool.weight, rtol=0, atol=0)
+    batch = _batch(config)
+    # Rows past Vicuna's 32000 were grown by the converter (the fork has no <image>/<pad> entries).
+    torch.testing.assert_close(_logits(converted, batch)[..., :32000], _logits(source, batch)[..., :32000],
+                               rtol=0, atol=0)
+    head_input = torch.randn(2, config.image_seq_length, text.hidden_size)
+    with torch.no_grad():
+        torch.testing.assert_close(converted.vtr_head(head_input), source.eval().vtr_head(head_input))
+    processor = CrocProcessor.from_pretrained(out)
+    assert processor.image_processor.do_pad and processor.num_image_tokens == config.image_seq_length
+
+
+def test_fork_transform_block_matches_a_real_bert_layer():
+    """The released head is `BertLayer`s; after renaming, our encoder layer computes the same function."""
+    width = 64
+    bert_config = BertConfig(hidden_size=width, intermediate_size=4 * width, num_attention_heads=width // 64)
+    bert_config._attn_implementation = "eager"
+    torch.manual_seed(5)
+    bert = BertLayer(bert_config).eval()
+    state = {f"transform_block.layers.0.{k}": v for k, v in bert.state_dict().items()}
+    state["transform_block.position_embeddings.weight"] = torch.zeros(16, width)
+    state["transform_block.resize.weight"] = torch.eye(width)
+    state["transform_block.resize.bias"] = torch.zeros(width)
+    renamed = rename_original_state_dict(state)
+    config = tiny_croc_config(hidden_size=width, croc_preset="official")
+    head = CrocForConditionalGeneration(config).vtr_head.eval()
+    head.load_state_dict({k[len("vtr_head."):]: v for k, v in renamed.items()}, strict=True)
+    hidden = torch.randn(3, 16, width)
+    with torch.no_grad():
+        expected = bert(hidden)
+        expected = expected[0] if isinstance(expected, tuple) else expected
+        torch.testing.assert_close(head(hidden), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_convert_cli_exports_to_llava(tmp_path):
+    from modeling_croc.convert.__main__ import main
+
+    torch.manual_seed(0)
+    CrocForConditionalGeneration(_config()).save_pretrained(tmp_path / "croc")
+    main(["to-llava", str(tmp_path / "croc"), str(tmp_path / "llava")])
+    assert json.loads((tmp_path / "llava" / "config.json").read_text())["model_type"] == "llava"
+    assert LlavaForConditionalGeneration.from_pretrained(tmp_path / "llava") is not None
