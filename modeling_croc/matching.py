@@ -1,0 +1,256 @@
+"""Assignment of prompt-pool tokens to masked visual tokens (Croc stage 1.5).
+
+Every image has ``M`` masked visual tokens (the *queries*, ``M = 432`` for 576 tokens at ``mask_ratio=0.75``)
+and the pool has ``N`` learnable tokens (``N = 2048``). Two assignment rules are supported:
+
+* ``"hungarian"`` (the paper): an exact one-to-one rectangular assignment per image that minimises the summed
+  L2 distance between each query and its pool token. Pool ids are distinct within an image, not across images.
+* ``"nearest"`` (the released code): each query takes its nearest pool token (``cdist`` + ``argmin``), so
+  several queries may share one pool token.
+
+No gradient flows through the discrete choice: callers index the pool with the returned ids, so only the chosen
+rows receive gradient from the language model.
+
+Costs are computed on the inputs' device in float32 (one GEMM for the whole batch) and, for the Hungarian rule,
+copied to the host once per batch and solved there (in float64 by default).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+try:
+    # `lapx` installs the module `lap`. Its batched solvers run the whole batch in native worker threads with
+    # the GIL released and solve rectangular problems natively (no padding of the M x N matrix to N x N).
+    # Measured on this project's 2-core CPU machine at 432 x 2048: ~0.6-0.9 ms per image against ~6-12 ms for
+    # scipy's `linear_sum_assignment` called per image (see `benchmarks/bench_assignment.py`).
+    import lap as _lap
+except ImportError:  # pragma: no cover - exercised only on machines without lapx
+    _lap = None
+
+__all__ = [
+    "ASSIGNMENT_METHODS",
+    "HUNGARIAN_SOLVERS",
+    "assign_pool_tokens",
+    "hungarian_assignment",
+    "nearest_assignment",
+    "pairwise_l2_costs",
+]
+
+HUNGARIAN_SOLVERS = ("auto", "lap", "scipy")
+# Working precision of the host-side solve: name -> (torch dtype, numpy dtype).
+_PRECISIONS = {"float64": (torch.float64, np.float64), "float32": (torch.float32, np.float32)}
+
+
+def _num_solver_threads() -> int:
+    """CPU cores this process may run on (`os.cpu_count()` can report the host's count inside a container,
+    and lap's `n_threads=0` would then start more workers than there are cores)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def _empty_ids(batch: int, rows: int, device: torch.device) -> torch.LongTensor:
+    return torch.empty((batch, rows), dtype=torch.long, device=device)
+
+
+def pairwise_l2_costs(queries: torch.Tensor, pool: torch.Tensor) -> torch.Tensor:
+    """L2 distance between every query and every pool token.
+
+    Args:
+        queries: `(B, M, D)` the masked visual tokens of B images (any float dtype).
+        pool: `(N, D)` the prompt-pool tokens, on the same device as `queries`.
+
+    Returns:
+        `(B, M, N)` float32 distances on `queries.device`, without autograd history. They come from the GEMM
+        form (as `torch.cdist` uses for all but tiny inputs), so their absolute error is about
+        `eps_float32 * |x|^2 / d` and coincident points get about `sqrt(eps_float32) * |x|` rather than 0. On CUDA
+        the GEMM follows the global TF32 setting (`torch.backends.cuda.matmul`), which coarsens the costs.
+    """
+    if queries.dim() != 3 or pool.dim() != 2:
+        raise ValueError(
+            f"pairwise_l2_costs expects queries (B, M, D) and pool (N, D); got {tuple(queries.shape)} and "
+            f"{tuple(pool.shape)}"
+        )
+    if queries.shape[-1] != pool.shape[-1]:
+        raise ValueError(f"queries and pool have different widths: {queries.shape[-1]} vs {pool.shape[-1]}")
+    batch, rows, width = queries.shape
+    with torch.no_grad():
+        if batch * rows == 0 or pool.shape[0] == 0:
+            return torch.zeros((batch, rows, pool.shape[0]), dtype=torch.float32, device=queries.device)
+        # Distances are translation invariant. The GEMM form |q|^2 + |p|^2 - 2 q.p loses precision to
+        # cancellation when both sets share a large common offset (projector outputs do, and the `paper` pool is
+        # initialised at the visual tokens' mean), so both sides are first centred on the pool mean: O((BM+N)D)
+        # work next to the O(BMND) GEMM. The subtraction also does the float32 cast of bf16/fp16 inputs in the
+        # same pass (type promotion), so it costs no extra copy.
+        centre = pool.detach().float().mean(dim=0)
+        q = (queries.detach().reshape(batch * rows, width) - centre).float()
+        p = (pool.detach() - centre).float()
+        # One (B*M, D) x (D, N) GEMM for the whole batch rather than B batched ones; cdist's mm path clamps the
+        # squared distances at 0 before the square root, so rounding never yields NaN.
+        costs = torch.cdist(q, p, compute_mode="use_mm_for_euclid_dist")
+    return costs.view(batch, rows, pool.shape[0])
+
+
+def _check_costs(costs: torch.Tensor) -> None:
+    if costs.dim() != 3:
+        raise ValueError(f"costs must be (B, M, N); got shape {tuple(costs.shape)}")
+    if costs.is_complex() or costs.dtype == torch.bool:
+        raise ValueError(f"costs must be real numbers; got dtype {costs.dtype}")
+
+
+def _host_costs(costs: torch.Tensor, precision: str = "float64") -> np.ndarray:
+    """`(B, M, N)` costs as one C-contiguous host array of dtype `precision`, checked finite.
+
+    Off the CPU, the conversion happens on the device before the copy: nearly free there, and the copy stays a
+    single transfer. On the CPU it is done by numpy: torch's CPU dtype conversion measured ~8x slower here
+    (2.6 ms vs 0.3 ms for one 432 x 2048 matrix, worse right after a multi-threaded GEMM). float32 CPU costs
+    with `precision="float32"` are not copied at all (lap borrows contiguous arrays).
+    """
+    torch_dtype, numpy_dtype = _PRECISIONS[precision]
+    costs = costs.detach()
+    if costs.device.type != "cpu" or costs.dtype == torch.bfloat16:  # numpy has no bfloat16
+        costs = costs.to(torch_dtype)
+    host = np.ascontiguousarray(costs.cpu().numpy(), dtype=numpy_dtype)
+    # A single sum instead of an elementwise isfinite pass in the common case: NaN and +-inf propagate into it.
+    # Only when the sum is not finite (a real NaN/inf, or an overflow of huge finite values) is every entry checked.
+    with np.errstate(over="ignore", invalid="ignore"):
+        total = host.sum()
+    if not np.isfinite(total) and not np.isfinite(host).all():
+        raise ValueError(
+            "costs contain NaN or infinite values; the assignment solvers' results are undefined for them "
+            "(check the visual tokens and the prompt pool for NaN/inf)"
+        )
+    return host
+
+
+def _solve_lap(costs: np.ndarray) -> np.ndarray:
+    """`(B, M, N)` float64/float32 -> `(B, M)` int64 column ids, all images in one native multi-threaded call
+    (working precision = the array's dtype)."""
+    batch, rows, _ = costs.shape
+    row_list, col_list = _lap.lapjvh_batch(
+        costs, extend_cost=True, return_cost=False, n_threads=_num_solver_threads()
+    )
+    ids = np.empty((batch, rows), dtype=np.int64)
+    for b in range(batch):
+        # With cost_limit=inf every row is matched (M <= N); rows come back sorted but scatter anyway.
+        ids[b, row_list[b]] = col_list[b]
+    return ids
+
+
+def _solve_scipy(costs: np.ndarray) -> np.ndarray:
+    """`(B, M, N)` -> `(B, M)` int64 column ids, one `linear_sum_assignment` call per image (always float64)."""
+    from scipy.optimize import linear_sum_assignment
+
+    batch, rows, _ = costs.shape
+    ids = np.empty((batch, rows), dtype=np.int64)
+    for b in range(batch):
+        row_ind, col_ind = linear_sum_assignment(costs[b])
+        ids[b, row_ind] = col_ind
+    return ids
+
+
+_SOLVERS: dict[str, Callable[[np.ndarray], np.ndarray]] = {"lap": _solve_lap, "scipy": _solve_scipy}
+
+
+def _resolve_solver(solver: str) -> str:
+    if solver not in HUNGARIAN_SOLVERS:
+        raise ValueError(f"unknown Hungarian solver {solver!r}; expected one of {HUNGARIAN_SOLVERS}")
+    if solver == "auto":
+        return "lap" if _lap is not None else "scipy"
+    if solver == "lap" and _lap is None:
+        raise ImportError("solver='lap' needs the `lapx` package (`pip install lapx`), which provides `lap`")
+    return solver
+
+
+def hungarian_assignment(
+    costs: torch.Tensor, solver: str = "auto", *, precision: str = "float64"
+) -> torch.LongTensor:
+    """Exact one-to-one minimum-cost assignment of each image's rows to distinct columns.
+
+    Args:
+        costs: `(B, M, N)` with `M <= N`, any real dtype, any device; finite values only.
+        solver: `"lap"` (`lap.lapjvh_batch`, batched and multi-threaded), `"scipy"`
+            (`scipy.optimize.linear_sum_assignment` per image) or `"auto"` (lap when importable, else scipy).
+        precision: `"float64"` (default) or `"float32"`, the dtype of the host copy and of lap's working
+            precision (scipy always works in float64). The costs are float32 GEMM results whose own error
+            (~1e-5 at D = 4096) dwarfs float32 solver rounding, and on random 432 x 2048 batches both
+            precisions returned identical ids; float32 skips the host conversion, which on a CPU costs more
+            than the solve (see `benchmarks/bench_assignment.py`).
+
+    Returns:
+        `(B, M)` long pool ids on `costs.device`: distinct within each row `b`, minimising
+        `sum_m costs[b, m, ids[b, m]]`. The problem is solved on the CPU; equal-cost optima may be
+        broken differently by the two solvers.
+
+    Raises:
+        ValueError: `M > N` (no one-to-one assignment exists: the pool must hold at least as many tokens as are
+            masked per image), NaN/inf costs, a wrong shape, an unknown solver or precision.
+    """
+    _check_costs(costs)
+    batch, rows, cols = costs.shape
+    if rows > cols:
+        raise ValueError(
+            f"Hungarian assignment is one-to-one, so it needs at least as many pool tokens as masked tokens per "
+            f"image; got {rows} masked tokens per image and a pool of {cols}. Enlarge the pool, lower "
+            f"mask_ratio, or use token_matching='nearest'."
+        )
+    name = _resolve_solver(solver)
+    if precision not in _PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; expected one of {sorted(_PRECISIONS)}")
+    if batch == 0 or rows == 0:
+        return _empty_ids(batch, rows, costs.device)
+    ids = _SOLVERS[name](_host_costs(costs, precision))
+    return torch.from_numpy(ids).to(costs.device)
+
+
+def nearest_assignment(costs: torch.Tensor) -> torch.LongTensor:
+    """Nearest pool token for each row (many-to-one), computed on `costs.device` without a host sync.
+
+    Args:
+        costs: `(B, M, N)` with `N >= 1` when `M >= 1`.
+
+    Returns:
+        `(B, M)` long ids, `costs.argmin(-1)`. Unlike `hungarian_assignment`, NaN costs are not checked here
+        (that would force a device sync); torch's argmin then points at a NaN entry.
+    """
+    _check_costs(costs)
+    batch, rows, cols = costs.shape
+    if batch == 0 or rows == 0:
+        return _empty_ids(batch, rows, costs.device)
+    if cols == 0:
+        raise ValueError("nearest assignment needs a non-empty pool (N >= 1)")
+    return costs.detach().argmin(dim=-1)
+
+
+# Assignment rule name (`CrocConfig.token_matching`) -> `(B, M, N)` costs to `(B, M)` pool ids.
+ASSIGNMENT_METHODS: dict[str, Callable[[torch.Tensor], torch.LongTensor]] = {
+    "hungarian": hungarian_assignment,
+    "nearest": nearest_assignment,
+}
+
+
+def assign_pool_tokens(queries: torch.Tensor, pool: torch.Tensor, method: str) -> torch.LongTensor:
+    """Pool token ids for the masked visual tokens of every image.
+
+    Args:
+        queries: `(B, M, D)` masked visual tokens.
+        pool: `(N, D)` prompt pool on the same device.
+        method: a key of `ASSIGNMENT_METHODS` (`"hungarian"` or `"nearest"`).
+
+    Returns:
+        `(B, M)` long ids on `queries.device`, with no autograd history (no gradient through the choice).
+    """
+    try:
+        assign = ASSIGNMENT_METHODS[method]
+    except KeyError:
+        raise ValueError(
+            f"unknown assignment method {method!r}; expected one of {sorted(ASSIGNMENT_METHODS)}"
+        ) from None
+    with torch.no_grad():
+        return assign(pairwise_l2_costs(queries, pool))
