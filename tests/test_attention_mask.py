@@ -2,10 +2,10 @@
 
 import pytest
 import torch
-from conftest import PAD_TOKEN_ID
 from transformers import LlamaConfig
 
 from modeling_croc.attention_mask import bidirectional_block_ids, build_mixed_attention_mask
+from modeling_croc.testing_utils import PAD_TOKEN_ID
 
 IMAGE = 126
 

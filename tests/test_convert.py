@@ -4,7 +4,6 @@ import json
 
 import pytest
 import torch
-from conftest import make_batch
 from transformers import (
     BertConfig,
     CLIPImageProcessorPil,
@@ -25,6 +24,7 @@ from modeling_croc.convert import (
     export_llava_folder,
     rename_original_state_dict,
 )
+from modeling_croc.testing_utils import make_batch
 from modeling_croc.tiny import llama_sentencepiece_tokenizer, tiny_croc_config
 
 VOCAB = 32064  # Vicuna's 32000 + <image> + <pad>, padded to a multiple of 64 as llava-1.5 conversions are

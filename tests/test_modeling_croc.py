@@ -2,11 +2,11 @@
 
 import pytest
 import torch
-from conftest import make_batch
 from transformers import LlavaForConditionalGeneration
 
 from modeling_croc import CrocForConditionalGeneration
 from modeling_croc.convert import croc_to_llava
+from modeling_croc.testing_utils import make_batch
 
 
 def _model(config, seed=0):

@@ -6,11 +6,11 @@ import sys
 import textwrap
 
 import torch
-from conftest import make_batch
 from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, LlavaForConditionalGeneration
 
 from modeling_croc import CrocConfig, CrocForConditionalGeneration, CrocModel
 from modeling_croc.convert import croc_config_to_llava
+from modeling_croc.testing_utils import make_batch
 
 
 def _model(config):
