@@ -1,0 +1,453 @@
+"""Templates, the supervised dataset, the collator and the modality-grouped sampler, with the real SentencePiece
+tokenizer (mistral-common's Llama v1 model + LLaVA's <image>/<pad>): labels are checked token by token."""
+
+from __future__ import annotations
+
+import logging
+
+import datasets
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from modeling_croc.processing_croc import VICUNA_V1_SYSTEM
+from modeling_croc.tiny import tiny_croc_processor
+from trainer.collator import CrocDataCollator, build_collator
+from trainer.data import IGNORE_INDEX, CrocSupervisedDataset, pad_to_square
+from trainer.sampler import ModalityGroupedSampler
+from trainer.templates import IMAGE_MARKER, TEMPLATES, Segment, VicunaV1Template, get_template
+
+NUM_IMAGE_TOKENS = (56 // 14) ** 2  # tiny_croc_processor(): a 4x4 patch grid, CLS dropped (576 at 336 / 14)
+IMAGE_TOKEN_ID = 32000
+
+
+@pytest.fixture(scope="module")
+def processor():
+    return tiny_croc_processor()
+
+
+@pytest.fixture(scope="module")
+def tokenizer(processor):
+    return processor.tokenizer
+
+
+def _row(conversations, image=None, row_id="r"):
+    turns = [
+        {"from": "human" if i % 2 == 0 else "gpt", "value": value} for i, value in enumerate(conversations)
+    ]
+    return {"id": row_id, "image": image, "conversations": turns, "source": "test"}
+
+
+def _write_png(folder, name, size=(56, 56), colour=(255, 0, 0)):
+    Image.new("RGB", size, colour).save(folder / name)
+    return name
+
+
+def _expected(tokenizer, text, answers):
+    """Oracle: the ids of the whole rendered `text` (tokenised at once, <image> expanded) and which of them fall
+    inside the `answers` character spans (each given with its leading space and `</s>`)."""
+    encoding = tokenizer(text, return_offsets_mapping=True)
+    spans, search_from = [], 0
+    for answer in answers:
+        start = text.index(answer, search_from)
+        spans.append((start, start + len(answer)))
+        search_from = start + len(answer)
+    ids, supervised = [], []
+    for token, (start, end) in zip(encoding["input_ids"], encoding["offset_mapping"]):
+        copies = NUM_IMAGE_TOKENS if token == IMAGE_TOKEN_ID else 1
+        ids += [token] * copies
+        inside = end > start and any(lo <= start and end <= hi for lo, hi in spans)
+        supervised += [inside and token != IMAGE_TOKEN_ID] * copies
+    return ids, supervised
+
+
+def _supervised_runs(sample, tokenizer):
+    """Decoded text of each maximal run of supervised positions."""
+    labels = sample["labels"].tolist()
+    runs, current = [], []
+    for label in labels + [IGNORE_INDEX]:
+        if label != IGNORE_INDEX:
+            current.append(label)
+        elif current:
+            runs.append(tokenizer.decode(current))
+            current = []
+    return runs
+
+
+# --- the tokenizer facts the dataset relies on ---------------------------------------------------------------
+
+
+def test_tokenizer_facts(tokenizer):
+    assert tokenizer("Hi").input_ids[0] == tokenizer.bos_token_id == 1  # BOS added by default
+    assert tokenizer.encode("</s>", add_special_tokens=False) == [tokenizer.eos_token_id] == [2]
+    assert tokenizer.encode("<image>", add_special_tokens=False) == [IMAGE_TOKEN_ID]
+    assert tokenizer.pad_token_id == 32001
+    # Metaspace prepends "▁" only at the start of the text, not after a special token: "USER" after </s> is
+    # one piece, at the start it is "▁US" "ER". This is why later segments are tokenised as continuations.
+    assert tokenizer.encode("</s>USER", add_special_tokens=False)[1:] != tokenizer.encode(
+        "USER", add_special_tokens=False
+    )
+
+
+# --- templates ------------------------------------------------------------------------------------------------
+
+
+def test_registry_and_lookup():
+    assert set(TEMPLATES) == {"plain", "vicuna_v1"}
+    assert get_template("plain") is TEMPLATES["plain"]
+    custom = VicunaV1Template(system="Be brief.")
+    assert get_template(custom) is custom
+    with pytest.raises(ValueError, match="unknown template"):
+        get_template("llama_3")
+    with pytest.raises(ValueError, match="unknown conversation role"):
+        TEMPLATES["plain"]([{"from": "bot", "value": "x"}], has_image=False)
+
+
+def test_plain_template_drops_human_text():
+    conversations = _row(["Describe the image.\n<image>", "A red square."])["conversations"]
+    assert TEMPLATES["plain"](conversations, has_image=True) == [
+        Segment("<image>", False),
+        Segment("A red square.\n", True),
+    ]
+    assert TEMPLATES["plain"](conversations, has_image=False) == [Segment("A red square.\n", True)]
+
+
+def test_vicuna_v1_template_moves_marker_to_front_of_first_user_turn():
+    conversations = _row(["What is it?\n<image>", "A cat.", "Sure?", "Yes."])["conversations"]
+    segments = TEMPLATES["vicuna_v1"](conversations, has_image=True)
+    assert segments == [
+        Segment(f"{VICUNA_V1_SYSTEM} USER: <image>\nWhat is it? ASSISTANT:", False),
+        Segment(" A cat.</s>", True),
+        Segment("USER: Sure? ASSISTANT:", False),
+        Segment(" Yes.</s>", True),
+    ]
+    # A marker in a later turn moves to the first one; a text-only row loses any stray marker.
+    moved = TEMPLATES["vicuna_v1"](
+        _row(["Hi", "Hello.", "<image>\nAnd this?", "A dog."])["conversations"], True
+    )
+    assert (
+        moved[0].text.endswith("USER: <image>\nHi ASSISTANT:")
+        and moved[2].text == "USER: And this? ASSISTANT:"
+    )
+    text_only = TEMPLATES["vicuna_v1"](conversations, has_image=False)
+    assert IMAGE_MARKER not in "".join(segment.text for segment in text_only)
+    assert text_only[0].text.endswith("USER: What is it? ASSISTANT:")
+
+
+def test_vicuna_v1_renders_what_the_processor_chat_template_renders(processor):
+    conversations = _row(["<image>\nWhat is it?", "A cat.", "Sure?", "Yes."])["conversations"]
+    rendered = "".join(segment.text for segment in TEMPLATES["vicuna_v1"](conversations, has_image=True))
+    messages = [
+        {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is it?"}]},
+        {"role": "assistant", "content": "A cat."},
+        {"role": "user", "content": "Sure?"},
+        {"role": "assistant", "content": "Yes."},
+    ]
+    assert rendered == processor.apply_chat_template(messages, tokenize=False)
+
+
+# --- labels, token by token -----------------------------------------------------------------------------------
+
+
+def test_vicuna_v1_multi_turn_labels_token_by_token(processor, tokenizer, tmp_path):
+    questions = ["What is in the picture?\n<image>", "What colour is it?", "How many?"]
+    answers = ["A cat sleeping on a mat.", "It is ginger, with white paws.", "Just one."]
+    row = _row([questions[0], answers[0], questions[1], answers[1], questions[2], answers[2]], "a.png")
+    _write_png(tmp_path, "a.png")
+    sample = CrocSupervisedDataset([row], processor, "vicuna_v1", image_root=tmp_path)[0]
+
+    text = (
+        f"{VICUNA_V1_SYSTEM} USER: <image>\nWhat is in the picture? ASSISTANT: {answers[0]}</s>"
+        f"USER: {questions[1]} ASSISTANT: {answers[1]}</s>USER: {questions[2]} ASSISTANT: {answers[2]}</s>"
+    )
+    ids, supervised = _expected(tokenizer, text, [f" {answer}</s>" for answer in answers])
+    assert sample["input_ids"].tolist() == ids
+    expected_labels = [token if keep else IGNORE_INDEX for token, keep in zip(ids, supervised)]
+    assert sample["labels"].tolist() == expected_labels
+    assert _supervised_runs(sample, tokenizer) == [f"{answer}</s>" for answer in answers]
+    assert sample["input_ids"][0].item() == tokenizer.bos_token_id and sample["input_ids"][1:].ne(1).all()
+    assert sample["pixel_values"].shape == (3, 56, 56)
+
+
+def test_vicuna_v1_text_only_row(processor, tokenizer):
+    row = _row(["Name a prime.", "Seven.", "Another?", "Eleven."])
+    sample = CrocSupervisedDataset([row], processor, "vicuna_v1", image_root="/nonexistent")[0]
+    text = (
+        f"{VICUNA_V1_SYSTEM} USER: Name a prime. ASSISTANT: Seven.</s>USER: Another? ASSISTANT: Eleven.</s>"
+    )
+    ids, supervised = _expected(tokenizer, text, [" Seven.</s>", " Eleven.</s>"])
+    assert sample["input_ids"].tolist() == ids
+    assert sample["labels"].tolist() == [t if keep else IGNORE_INDEX for t, keep in zip(ids, supervised)]
+    assert sample["pixel_values"] is None and IMAGE_TOKEN_ID not in ids
+
+
+def test_plain_labels_token_by_token(processor, tokenizer, tmp_path):
+    caption = "A small red square in the top left corner of a blue background."
+    row = _row(["Describe this.\n<image>", caption], _write_png(tmp_path, "c.png"))
+    dataset = CrocSupervisedDataset([row, _row(["Hi", caption])], processor, "plain", image_root=tmp_path)
+
+    image_sample = dataset[0]
+    ids, supervised = _expected(tokenizer, f"<image>{caption}\n", [f"{caption}\n"])
+    assert image_sample["input_ids"].tolist() == ids
+    assert image_sample["labels"].tolist() == [
+        t if keep else IGNORE_INDEX for t, keep in zip(ids, supervised)
+    ]
+    # Everything up to the caption (BOS + image tokens) is masked; the caption and its newline are all trained.
+    assert image_sample["labels"][: 1 + NUM_IMAGE_TOKENS].eq(IGNORE_INDEX).all()
+    assert image_sample["labels"][1 + NUM_IMAGE_TOKENS :].ne(IGNORE_INDEX).all()
+    assert _supervised_runs(image_sample, tokenizer) == [f"{caption}\n"]
+
+    text_sample = dataset[1]
+    ids, _ = _expected(tokenizer, f"{caption}\n", [f"{caption}\n"])
+    assert text_sample["input_ids"].tolist() == ids and text_sample["labels"][1:].tolist() == ids[1:]
+    assert text_sample["pixel_values"] is None
+
+
+def test_image_marker_expands_to_num_image_tokens(processor, tmp_path):
+    assert processor.num_image_tokens == NUM_IMAGE_TOKENS
+    row = _row(["<image>\nDescribe <image> twice.", "Fine."], _write_png(tmp_path, "i.png"))
+    for template in TEMPLATES:
+        ids = CrocSupervisedDataset([row], processor, template, image_root=tmp_path)[0]["input_ids"]
+        positions = torch.nonzero(ids == IMAGE_TOKEN_ID).flatten()
+        assert len(positions) == NUM_IMAGE_TOKENS
+        assert positions.tolist() == list(range(positions[0].item(), positions[0].item() + NUM_IMAGE_TOKENS))
+
+
+# --- truncation and unusable rows -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def long_row(tmp_path):
+    answers = ["A cat.", " ".join(["word"] * 60)]
+    return _row(
+        ["<image>\nWhat is it?", answers[0], "Tell me more.", answers[1]], _write_png(tmp_path, "t.png")
+    )
+
+
+def test_truncation_shortens_later_turns_and_keeps_image_tokens(processor, tokenizer, long_row, tmp_path):
+    full = CrocSupervisedDataset([long_row], processor, "vicuna_v1", image_root=tmp_path)[0]
+    labels = full["labels"].tolist()
+    second_answer_start = max(i for i in range(1, len(labels)) if labels[i] != -100 and labels[i - 1] == -100)
+
+    # Cut inside the second answer: that answer is shortened, everything before it kept as is.
+    dataset = CrocSupervisedDataset(
+        [long_row], processor, "vicuna_v1", tmp_path, model_max_length=len(labels) - 20
+    )
+    sample = dataset[0]
+    assert len(sample["input_ids"]) == len(labels) - 20 and dataset.stats["truncated"] == 1
+    assert sample["input_ids"].tolist() == full["input_ids"][: len(labels) - 20].tolist()
+    assert sample["input_ids"].eq(IMAGE_TOKEN_ID).sum() == NUM_IMAGE_TOKENS
+
+    # Cut inside the second question: the question (with no answer left) goes, the first answer ends the row.
+    dataset = CrocSupervisedDataset(
+        [long_row], processor, "vicuna_v1", tmp_path, model_max_length=second_answer_start - 2
+    )
+    sample = dataset[0]
+    assert _supervised_runs(sample, tokenizer) == ["A cat.</s>"]
+    assert sample["labels"][-1].item() == tokenizer.eos_token_id
+    assert (
+        sample["input_ids"].eq(IMAGE_TOKEN_ID).sum() == NUM_IMAGE_TOKENS and dataset.stats["truncated"] == 1
+    )
+
+
+@pytest.mark.parametrize("cut", ["inside_image", "before_first_answer"])
+def test_row_that_cannot_fit_is_skipped_and_counted(processor, long_row, tmp_path, caplog, cut):
+    full = CrocSupervisedDataset([long_row], processor, "vicuna_v1", image_root=tmp_path)[0]
+    image_start = full["input_ids"].tolist().index(IMAGE_TOKEN_ID)
+    first_answer = full["labels"].ne(IGNORE_INDEX).nonzero()[0].item()
+    max_length = image_start + NUM_IMAGE_TOKENS - 1 if cut == "inside_image" else first_answer
+    dataset = CrocSupervisedDataset([long_row], processor, "vicuna_v1", tmp_path, model_max_length=max_length)
+    with caplog.at_level(logging.WARNING, logger="trainer.data"):
+        assert dataset[0] is None
+    assert dataset.stats == {"truncated": 0, "skipped": 1, "all_masked": 0}
+    assert (
+        "'r'" in caplog.text and ("its image" if cut == "inside_image" else "any answer token") in caplog.text
+    )
+
+
+def test_all_masked_row_is_reported_not_trained_on(processor, caplog):
+    unanswered = {"id": "no-answer", "image": None, "conversations": [{"from": "human", "value": "Hello?"}]}
+    dataset = CrocSupervisedDataset([unanswered], processor, "vicuna_v1")
+    with caplog.at_level(logging.WARNING, logger="trainer.data"):
+        assert dataset[0] is None
+    assert dataset.stats["all_masked"] == 1 and "no-answer" in caplog.text
+
+
+# --- images ---------------------------------------------------------------------------------------------------
+
+
+def test_pad_to_square_uses_mean_colour(processor, tmp_path):
+    row = _row(
+        ["<image>\nWhat?", "Red."], _write_png(tmp_path, "wide.png", size=(56, 28), colour=(255, 0, 0))
+    )
+    mean = torch.tensor(processor.image_processor.image_mean)[:, None, None]
+    std = torch.tensor(processor.image_processor.image_std)[:, None, None]
+    red = (torch.tensor([1.0, 0.0, 0.0])[:, None, None] - mean) / std
+
+    padded = CrocSupervisedDataset([row], processor, image_root=tmp_path, image_aspect_ratio="pad")[0]
+    pixels = padded["pixel_values"]  # 56x56: image rows 14..41, mean-colour bands above and below
+    assert pixels.shape == (3, 56, 56)
+    # Mean colour normalises to ~0 (up to rounding it to 8 bits: 0.5 / 255 / std < 0.008).
+    assert pixels[:, :12].abs().max() < 0.008 and pixels[:, -12:].abs().max() < 0.008
+    assert torch.allclose(pixels[:, 18:38], red.expand(3, 20, 56), atol=0.02)
+
+    # "square" crops the centre instead: no padding, red everywhere.
+    cropped = CrocSupervisedDataset([row], processor, image_root=tmp_path, image_aspect_ratio="square")[0]
+    assert torch.allclose(cropped["pixel_values"], red.expand(3, 56, 56), atol=0.02)
+
+    tall = pad_to_square(Image.new("RGB", (3, 7), (0, 0, 0)), (1, 2, 3))
+    assert tall.size == (7, 7) and tall.getpixel((0, 0)) == (1, 2, 3) and tall.getpixel((3, 3)) == (0, 0, 0)
+    with pytest.raises(ValueError, match="image_aspect_ratio"):
+        CrocSupervisedDataset([row], processor, image_aspect_ratio="anyres")
+
+
+# --- collator -------------------------------------------------------------------------------------------------
+
+
+def test_collator_mixed_batch_keeps_images_in_row_order(processor, tmp_path):
+    rows = [
+        _row(["<image>\nColour?", "Red."], _write_png(tmp_path, "red.png", colour=(255, 0, 0)), "img-red"),
+        _row(["Say hi.", "Hi there, nice to meet you."], None, "text"),
+        _row(["<image>\nColour?", "Blue."], _write_png(tmp_path, "blue.png", colour=(0, 0, 255)), "img-blue"),
+    ]
+    dataset = CrocSupervisedDataset(rows, processor, "vicuna_v1", image_root=tmp_path)
+    samples = [dataset[i] for i in range(3)]
+    batch = build_collator(processor)(samples)
+
+    lengths = [len(sample["input_ids"]) for sample in samples]
+    assert (
+        batch["input_ids"].shape
+        == batch["labels"].shape
+        == batch["attention_mask"].shape
+        == (3, max(lengths))
+    )
+    assert batch["pixel_values"].shape == (2, 3, 56, 56)
+    assert torch.equal(batch["pixel_values"][0], samples[0]["pixel_values"])
+    assert torch.equal(batch["pixel_values"][1], samples[2]["pixel_values"])
+    assert batch["attention_mask"].sum(1).tolist() == lengths
+    for row, sample in enumerate(samples):
+        size = lengths[row]
+        assert torch.equal(batch["input_ids"][row, :size], sample["input_ids"])
+        assert torch.equal(batch["labels"][row, :size], sample["labels"])
+        assert batch["input_ids"][row, size:].eq(processor.tokenizer.pad_token_id).all()
+        assert batch["labels"][row, size:].eq(IGNORE_INDEX).all()
+
+    # Left padding, None samples dropped, rounding to a multiple; a text-only batch carries no pixel_values.
+    left = CrocDataCollator(pad_token_id=0, padding_side="left", pad_to_multiple_of=64)(
+        [samples[1], None, samples[0]]
+    )
+    assert left["input_ids"].shape == (2, 64) and "pixel_values" in left
+    assert torch.equal(left["input_ids"][0, 64 - lengths[1] :], samples[1]["input_ids"])
+    assert left["attention_mask"][0, : 64 - lengths[1]].eq(0).all()
+    assert "pixel_values" not in build_collator(processor)([samples[1]])
+    with pytest.raises(ValueError, match="dropped"):
+        build_collator(processor)([None])
+
+
+# --- sampler --------------------------------------------------------------------------------------------------
+
+
+def _mixed_lengths(count=203, seed=0):
+    rng = np.random.default_rng(seed)
+    return [
+        int(n) if image else -int(n) for n, image in zip(rng.integers(1, 500, count), rng.random(count) < 0.6)
+    ]
+
+
+@pytest.mark.parametrize("world_size", [1, 2])
+def test_sampler_never_mixes_modalities_and_covers_every_row(world_size):
+    lengths, batch_size = _mixed_lengths(), 8
+    sampler = ModalityGroupedSampler(lengths, batch_size, world_size, torch.Generator().manual_seed(0))
+    order = list(sampler)
+    assert len(order) == len(sampler) and len(order) % (batch_size * world_size) == 0
+    assert set(order) == set(range(len(lengths)))
+    assert (
+        len(order) - len(lengths) < 2 * batch_size * world_size
+    )  # only the last step of each modality is topped up
+    for start in range(0, len(order), batch_size * world_size):  # one step = world_size device batches
+        modalities = {lengths[index] > 0 for index in order[start : start + batch_size * world_size]}
+        assert len(modalities) == 1
+
+
+def test_sampler_is_deterministic_by_seed():
+    lengths = _mixed_lengths()
+
+    def order(seed, **kwargs):
+        return list(
+            ModalityGroupedSampler(lengths, 4, generator=torch.Generator().manual_seed(seed), **kwargs)
+        )
+
+    assert order(1) == order(1) and order(1) != order(2)
+    sampler = ModalityGroupedSampler(lengths, 4, generator=torch.Generator().manual_seed(1))
+    assert list(sampler) != list(sampler)  # the generator advances: a new order each epoch
+    torch.manual_seed(3)
+    first = list(ModalityGroupedSampler(lengths, 4))
+    torch.manual_seed(3)
+    assert list(ModalityGroupedSampler(lengths, 4)) == first
+    # Length grouping: with megabatches of several steps, batches hold rows of similar length.
+    grouped = order(1, megabatch_mult=8)
+    spread = [np.ptp([abs(lengths[i]) for i in grouped[s : s + 4]]) for s in range(0, len(grouped), 4)]
+    random = [np.ptp([abs(lengths[i]) for i in order(1)[s : s + 4]]) for s in range(0, len(grouped), 4)]
+    assert np.mean(spread) < 0.5 * np.mean(random)
+
+
+def test_sampler_balances_lengths_across_processes():
+    lengths = [1000, 900, 10, 10, 5, 5, 1, 1]
+    order = list(ModalityGroupedSampler(lengths, 4, world_size=2, generator=torch.Generator().manual_seed(0)))
+    per_process = [sum(lengths[i] for i in order[:4]), sum(lengths[i] for i in order[4:])]
+    # Longest first, each to the lighter process with room: {1000, 5, 1, 1} and {900, 10, 10, 5}, where a
+    # contiguous split of the sorted step would give 1920 vs 12.
+    assert sorted(per_process) == [925, 1007]
+
+
+# --- laziness and modality lengths ----------------------------------------------------------------------------
+
+
+def test_construction_is_lazy_over_100k_rows(processor, monkeypatch):
+    def no_image_io(*args, **kwargs):
+        raise AssertionError("image I/O during construction")
+
+    monkeypatch.setattr(Image, "open", no_image_io)
+    count = 100_000
+    table = datasets.Dataset.from_dict(
+        {
+            "id": [str(i) for i in range(count)],
+            "image": [f"images/{i}.jpg" if i % 4 else None for i in range(count)],
+            "conversations": [
+                [
+                    {"from": "human", "value": "<image>\nDescribe."},
+                    {"from": "gpt", "value": "one two three" * (i % 3)},
+                ]
+                for i in range(count)
+            ],
+            "source": ["synthetic"] * count,
+        }
+    )
+    dataset = CrocSupervisedDataset(table, processor, "vicuna_v1", image_root="/nonexistent/images")
+    assert len(dataset) == count
+    lengths = dataset.modality_lengths
+    assert len(lengths) == count and sum(length > 0 for length in lengths) == count - count // 4
+    # Words over all turns (the marker counts as one, as in LLaVA), + the image tokens for image rows.
+    assert lengths[:4] == [-2, 5 + NUM_IMAGE_TOKENS, 7 + NUM_IMAGE_TOKENS, 2 + NUM_IMAGE_TOKENS]
+    words = [(2, 5, 7)[i % 3] for i in range(count)]  # across Arrow batches (65536 rows each) too
+    assert lengths == [w + NUM_IMAGE_TOKENS if i % 4 else -w for i, w in enumerate(words)]
+    assert dataset[0]["pixel_values"] is None  # text rows never touch the disk
+    with pytest.raises(AssertionError, match="image I/O"):
+        dataset[1]
+
+
+def test_modality_lengths_same_for_lists_and_arrow(processor):
+    rows = [
+        _row(["<image>\nA  b\tc", "d e"], "x.png"),
+        _row(["", ""]),
+        _row(["one", "two three"], ""),
+        {"id": "none", "image": None, "conversations": []},
+    ] * 5
+    from_list = CrocSupervisedDataset(rows, processor).modality_lengths
+    assert from_list[:4] == [6 + NUM_IMAGE_TOKENS, -1, -3, -1]
+    table = datasets.Dataset.from_list(rows).shuffle(seed=0)  # an indices mapping, as after shuffle/select
+    shuffled_rows = [table[i] for i in range(len(table))]
+    assert CrocSupervisedDataset(table, processor).modality_lengths == (
+        CrocSupervisedDataset(shuffled_rows, processor).modality_lengths
+    )

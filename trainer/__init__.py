@@ -1,0 +1,1 @@
+"""Croc training: trainer, data pipeline and stage configs."""

@@ -1,0 +1,259 @@
+"""Rows -> model inputs, lazily: one row is rendered, tokenised, fitted to `model_max_length` and its image decoded
+only when the trainer asks for it, so a 1.5M-row mixture starts training in seconds.
+
+Labels are built segment by segment (see `trainer.templates`), never by re-tokenising the whole string and
+searching for the answers in it, which is how LLaVA-style code ends up with every label silently masked when the
+tokenizer changes. Each segment is tokenised as a continuation of the text before it, so the ids equal those of
+the whole rendered string (what the processor produces at inference).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping, Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .templates import IMAGE_MARKER, Segment, Template, get_template
+
+logger = logging.getLogger(__name__)
+
+IGNORE_INDEX = -100
+ASPECT_RATIOS = ("square", "pad")
+
+
+def pad_to_square(image: Image.Image, fill: tuple[int, ...]) -> Image.Image:
+    """`image` centred on a square canvas of side max(width, height) filled with `fill` (LLaVA's "pad" mode:
+    the CLIP centre crop then keeps the whole image instead of cutting its sides off)."""
+    width, height = image.size
+    if width == height:
+        return image
+    side = max(width, height)
+    canvas = Image.new(image.mode, (side, side), fill)
+    canvas.paste(image, ((side - width) // 2, (side - height) // 2))
+    return canvas
+
+
+def _turns(conversations: Any) -> list[Mapping[str, str]]:
+    # `datasets` returns a list of structs as a list of dicts with `List(...)` features but as a dict of lists
+    # with the older `Sequence(...)` ones; accept both.
+    if isinstance(conversations, Mapping):
+        return [
+            {"from": role, "value": value}
+            for role, value in zip(conversations["from"], conversations["value"])
+        ]
+    return list(conversations)
+
+
+def _fit(ids: list[int], labels: list[int], image_end: int, max_length: int) -> int:
+    """Length to keep so that the row fits in `max_length`, 0 if it cannot be kept.
+
+    Cuts from the end, so later turns go first and a partly fitting answer is shortened; a trailing prompt left
+    without any answer token is dropped too. The image tokens (which end at `image_end`) are never cut into: a
+    row whose image does not fit, or with no supervised token left, cannot be kept.
+    """
+    if image_end > max_length:
+        return 0
+    keep = max_length
+    while keep > image_end and labels[keep - 1] == IGNORE_INDEX:
+        keep -= 1
+    return keep if any(label != IGNORE_INDEX for label in labels[:keep]) else 0
+
+
+class CrocSupervisedDataset(torch.utils.data.Dataset):
+    """Supervised rows for every Croc stage.
+
+    Args:
+        rows: a `datasets.Dataset` or a sequence of rows ``{"id", "image", "conversations", "source"}``.
+        processor: a `CrocProcessor` (anything with `tokenizer`, `image_processor`, `image_token_id` and
+            `num_image_tokens`).
+        template: a name in `trainer.templates.TEMPLATES` ("plain" for stage 1, "vicuna_v1" after) or a template.
+        image_root: folder the rows' `image` paths are relative to.
+        model_max_length: the longest sequence, image tokens included.
+        image_aspect_ratio: "square" (the CLIP resize + centre crop) or "pad" (pad to square with the image
+            processor's mean colour first, so nothing is cropped away).
+
+    ``dataset[i]`` is ``{"input_ids": LongTensor(L), "labels": LongTensor(L), "pixel_values": FloatTensor(3, H, W)
+    or None}``, L <= model_max_length: the image marker becomes `processor.num_image_tokens` image-token ids, BOS
+    starts the sequence, labels are -100 except on supervised tokens. It is None for a row that cannot be trained
+    on (its image or first answer does not fit, or it has nothing supervised): such rows are counted in `stats`,
+    logged, and dropped by `CrocDataCollator`.
+
+    `stats` counts ``truncated`` (kept, cut to fit), ``skipped`` (not kept: the image or every answer token would
+    be cut) and ``all_masked`` (not kept: the template left nothing supervised). The counts belong to the process
+    that ran ``__getitem__``: with DataLoader workers, each worker has its own copy.
+    """
+
+    def __init__(
+        self,
+        rows: Sequence[Mapping[str, Any]],
+        processor: Any,
+        template: str | Template = "vicuna_v1",
+        image_root: str | os.PathLike = ".",
+        model_max_length: int = 2048,
+        image_aspect_ratio: str = "square",
+    ) -> None:
+        if image_aspect_ratio not in ASPECT_RATIOS:
+            raise ValueError(f"image_aspect_ratio must be one of {ASPECT_RATIOS}, got {image_aspect_ratio!r}")
+        self.rows = rows
+        self.processor = processor
+        self.template = get_template(template)
+        self.image_root = Path(image_root)
+        self.model_max_length = int(model_max_length)
+        self.image_aspect_ratio = image_aspect_ratio
+        self.stats = {"truncated": 0, "skipped": 0, "all_masked": 0}
+
+        tokenizer = processor.tokenizer
+        if tokenizer.eos_token is None:
+            raise ValueError("the tokenizer needs an EOS token: it ends every supervised answer")
+        self._tokenizer = tokenizer
+        self._bos = [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]
+        self._eos_token = tokenizer.eos_token
+        # Text after a special token is tokenised as a continuation (no SentencePiece "▁" prefix): prefixing each
+        # later segment with one and dropping its id reproduces what the whole string would give.
+        self._anchor = tokenizer.eos_token
+        self._anchor_ids = tokenizer.encode(self._anchor, add_special_tokens=False)
+        self._image_token_id = int(processor.image_token_id)
+        self._num_image_tokens = int(processor.num_image_tokens)
+        mean = getattr(processor.image_processor, "image_mean", None)
+        if image_aspect_ratio == "pad" and mean is None:
+            raise ValueError(
+                "image_aspect_ratio='pad' fills with the image processor's image_mean, which it lacks"
+            )
+        self._pad_fill = tuple(round(255 * channel) for channel in mean) if mean is not None else None
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor | None] | None:
+        row = self.rows[int(index)]
+        has_image = bool(row.get("image"))
+        segments = self.template(_turns(row["conversations"]), has_image=has_image, eos_token=self._eos_token)
+        input_ids, labels, image_end = self._tokenize(segments, has_image, row)
+
+        if all(label == IGNORE_INDEX for label in labels):
+            self._report("all_masked", row, "no supervised token (no answer turn?)")
+            return None
+        if len(input_ids) > self.model_max_length:
+            keep = _fit(input_ids, labels, image_end, self.model_max_length)
+            if keep == 0:
+                reason = "its image" if image_end > self.model_max_length else "any answer token"
+                self._report("skipped", row, f"{len(input_ids)} tokens; {reason} does not fit")
+                return None
+            self.stats["truncated"] += 1
+            input_ids, labels = input_ids[:keep], labels[:keep]
+
+        return {
+            "input_ids": torch.tensor(input_ids, dtype=torch.long),
+            "labels": torch.tensor(labels, dtype=torch.long),
+            "pixel_values": self._load_image(row) if has_image else None,
+        }
+
+    def _tokenize(
+        self, segments: list[Segment], has_image: bool, row: Mapping[str, Any]
+    ) -> tuple[list[int], list[int], int]:
+        """(input_ids, labels, end of the image tokens or 0) for the rendered segments, BOS first."""
+        # Split every segment at the image marker; each text piece remembers whether it opens the sequence.
+        pieces: list[tuple[str, bool] | None] = []  # (text, supervised), None = the image
+        for segment in segments:
+            for k, chunk in enumerate(segment.text.split(IMAGE_MARKER)):
+                if k:
+                    pieces.append(None)
+                if chunk:
+                    pieces.append((chunk, segment.supervised))
+        if pieces.count(None) != int(has_image):
+            raise ValueError(
+                f"row {row.get('id')!r}: the template produced {pieces.count(None)} image markers for "
+                f"{int(has_image)} image(s)"
+            )
+
+        texts = [
+            piece[0] if position == 0 else self._anchor + piece[0]
+            for position, piece in enumerate(pieces)
+            if piece is not None
+        ]
+        encoded = iter(self._tokenizer(texts, add_special_tokens=False)["input_ids"]) if texts else iter(())
+
+        input_ids, labels, image_end = list(self._bos), [IGNORE_INDEX] * len(self._bos), 0
+        for position, piece in enumerate(pieces):
+            if piece is None:
+                input_ids += [self._image_token_id] * self._num_image_tokens
+                labels += [IGNORE_INDEX] * self._num_image_tokens
+                image_end = len(input_ids)
+                continue
+            ids = next(encoded)
+            if position:
+                if ids[: len(self._anchor_ids)] != self._anchor_ids:
+                    raise RuntimeError(f"the tokenizer merged the anchor {self._anchor!r} into {piece[0]!r}")
+                ids = ids[len(self._anchor_ids) :]
+            input_ids += ids
+            labels += ids if piece[1] else [IGNORE_INDEX] * len(ids)
+        return input_ids, labels, image_end
+
+    def _load_image(self, row: Mapping[str, Any]) -> torch.Tensor:
+        """The row's image as CLIP pixel values, (3, H, W) float32."""
+        path = self.image_root / row["image"]
+        try:
+            with Image.open(path) as image:
+                image = image.convert("RGB")
+        except (OSError, ValueError) as error:
+            raise OSError(f"row {row.get('id')!r}: cannot read image {str(path)!r}: {error}") from error
+        if self.image_aspect_ratio == "pad":
+            image = pad_to_square(image, self._pad_fill)
+        return self.processor.image_processor(image, return_tensors="pt")["pixel_values"][0]
+
+    def _report(self, kind: str, row: Mapping[str, Any], detail: str) -> None:
+        self.stats[kind] += 1
+        logger.warning(
+            "not training on row %r (%s: %s); %d such rows so far",
+            row.get("id"),
+            kind,
+            detail,
+            self.stats[kind],
+        )
+
+    @cached_property
+    def modality_lengths(self) -> list[int]:
+        """Per-row length estimates for `ModalityGroupedSampler`: whitespace-separated words over all turns, plus
+        the image tokens for image rows; positive for image rows, negative for text-only rows, never 0.
+        Computed once on first use from the text columns only (Arrow batches for a `datasets.Dataset`)."""
+        if hasattr(self.rows, "with_format"):
+            return self._arrow_modality_lengths()
+        lengths = []
+        for row in self.rows:
+            words = sum(len(turn["value"].split()) for turn in _turns(row["conversations"]))
+            lengths.append(self._signed_length(words, bool(row.get("image"))))
+        return lengths
+
+    def _signed_length(self, words: int, has_image: bool) -> int:
+        # max(.., 1): a text row with no words must still read as text (-0 would be taken for an image row).
+        return words + self._num_image_tokens if has_image else -max(words, 1)
+
+    def _arrow_modality_lengths(self) -> list[int]:
+        import pyarrow.compute as pc
+
+        lengths: list[int] = []
+        columns = [name for name in ("image", "conversations") if name in self.rows.column_names]
+        for table in self.rows.select_columns(columns).with_format("arrow").iter(batch_size=65_536):
+            conversations = table.column("conversations").combine_chunks()
+            values = pc.struct_field(pc.list_flatten(conversations), "value")
+            words = pc.fill_null(pc.count_substring_regex(values, r"\S+"), 0).to_numpy(zero_copy_only=False)
+            rows = pc.list_parent_indices(conversations).to_numpy(zero_copy_only=False)
+            per_row = np.bincount(rows, weights=words, minlength=table.num_rows).astype(np.int64)
+            if "image" in columns:
+                has_image = pc.fill_null(pc.greater(pc.utf8_length(table.column("image")), 0), False)
+                has_image = has_image.to_numpy(zero_copy_only=False)
+            else:
+                has_image = np.zeros(table.num_rows, dtype=bool)
+            signed = np.where(has_image, per_row + self._num_image_tokens, -np.maximum(per_row, 1))
+            lengths.extend(signed.tolist())
+        return lengths
+
+
+__all__ = ["ASPECT_RATIOS", "IGNORE_INDEX", "CrocSupervisedDataset", "pad_to_square"]
