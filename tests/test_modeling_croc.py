@@ -192,3 +192,34 @@ def test_vtr_head_is_used_in_official_preset(make_config):
     out.loss.backward()
     assert croc.vtr_head.proj.weight.grad.abs().sum() > 0
     assert croc.vtr_head.position_embedding.weight.grad.abs().sum() > 0
+
+
+def test_two_images_in_one_row(make_config):
+    """Several images per row: each image is its own bidirectional block and gets its own mask and assignment."""
+    config = make_config(croc_pretraining=True)
+    croc = _model(config).train()
+    tokens = config.image_seq_length
+    image = torch.full((tokens,), config.image_token_id)
+    row = torch.cat([torch.tensor([1, 5]), image, torch.tensor([6, 7]), image, torch.tensor([8, 9, 10])])
+    input_ids = row[None]
+    labels = torch.full_like(input_ids, -100)
+    labels[0, -3:] = input_ids[0, -3:]
+    out = croc(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), labels=labels,
+               pixel_values=torch.randn(2, 3, 56, 56), croc_generator=torch.Generator().manual_seed(0))
+    assert out.pool_ids.shape == (2, config.num_masked_tokens(tokens))
+    assert out.vtr_loss > 0
+    for ids in out.pool_ids:
+        assert len(set(ids.tolist())) == len(ids)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="flex_attention has no backward on CPU")
+def test_flex_attention_matches_sdpa_on_cuda(make_config):
+    grads = {}
+    for attn in ("sdpa", "flex_attention"):
+        croc = _model(make_config(attn_implementation=attn, croc_pretraining=True)).cuda().train()
+        batch = {k: v.cuda() for k, v in make_batch(croc.config, rows=2, left_pad=1).items()}
+        out = croc(**batch, croc_generator=torch.Generator(device="cuda").manual_seed(0))
+        out.loss.backward()
+        grads[attn] = (out.loss.detach(), croc.prompt_pool.weight.grad.clone())
+    torch.testing.assert_close(grads["flex_attention"][0], grads["sdpa"][0], rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(grads["flex_attention"][1], grads["sdpa"][1], rtol=1e-3, atol=1e-4)
