@@ -24,5 +24,9 @@ lint: venv
 bench: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks all
 
+# The whole method on a laptop CPU: synthetic data, stage 1 -> 1.5 -> 2 and the baseline, evaluation, report.
+demo: venv
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m demo --out demo_out
+
 clean:
 	rm -rf $(VENV) .pytest_cache
