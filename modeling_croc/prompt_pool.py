@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -12,9 +12,9 @@ from .matching import assign_pool_tokens
 from .token_masking import draw_token_mask
 
 
-@dataclass
-class PromptedVisualTokens:
-    """Result of `CrocPromptPool.forward`.
+class PromptedVisualTokens(NamedTuple):
+    """Result of `CrocPromptPool.forward`. A NamedTuple, not a dataclass: DeepSpeed ZeRO-3 finds the output tensors
+    of a module only in tuples, lists and dicts, and without them it does not re-gather the pool for the backward.
 
     Attributes:
         tokens: `(num_images, T, D)` visual tokens with the masked positions replaced by their pool tokens.

@@ -1,0 +1,43 @@
+"""LoRA on the language model in stage 1.5 (projector, pool and head fully trained), then the merge into a plain
+folder that loads with `from_pretrained` and gives the PEFT model's logits."""
+
+from __future__ import annotations
+
+import torch
+from trainer_helpers import run_stage
+
+from modeling_croc import CrocForConditionalGeneration
+from trainer.collator import build_collator
+from trainer.merge_lora import merge_lora
+
+
+def test_lora_train_and_merge(tmp_path, data_dir, stage1_dir):
+    out = tmp_path / "lora"
+    trainer = run_stage("stage1_5.yaml", out, f"--data.path={data_dir / 'detailed.json'}",
+                        f"--model.name_or_path={stage1_dir}", "--croc_preset=official", "--model.use_peft=true",
+                        "--model.lora_r=4", "--model.lora_alpha=8", "--max_steps=2", "--language_model_lr=1e-2")
+    peft_model = trainer.model
+    trainable = [name for name, param in peft_model.named_parameters() if param.requires_grad]
+    assert trainable and all("lora_" in name or "modules_to_save" in name for name in trainable)
+    assert any("language_model" in name and "lora_A" in name for name in trainable)
+    assert not any("vision_tower" in name for name in trainable)
+    for part in ("multi_modal_projector", "prompt_pool", "vtr_head"):
+        assert any(part in name and "modules_to_save" in name for name in trainable), part
+    for name in ("adapter_config.json", "adapter_model.safetensors", "base_config/config.json", "tokenizer.json"):
+        assert (out / name).is_file(), name
+
+    merged_dir = tmp_path / "lora-merged"  # written by trainer.train next to output_dir
+    merged = CrocForConditionalGeneration.from_pretrained(merged_dir).eval()
+    assert merged.vtr_head is not None and merged.config.croc_preset == "official"
+
+    batch = build_collator(trainer.processing_class)([trainer.train_dataset[i] for i in (0, 9)])
+    batch.pop("labels")
+    peft_model.eval()
+    with torch.no_grad():
+        expected = peft_model(**batch).logits
+        torch.testing.assert_close(merged(**batch).logits, expected, rtol=1e-4, atol=1e-4)
+        # The merge step on its own (CLI: python -m trainer.merge_lora OUT --out DIR) gives the same folder.
+        again = CrocForConditionalGeneration.from_pretrained(merge_lora(out, tmp_path / "again")).eval()
+        torch.testing.assert_close(again(**batch).logits, expected, rtol=1e-4, atol=1e-4)
+        base = CrocForConditionalGeneration.from_pretrained(stage1_dir).eval()
+        assert not torch.allclose(base(**batch).logits, expected, atol=1e-4)  # the adapters changed something

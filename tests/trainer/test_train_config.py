@@ -1,0 +1,193 @@
+"""Config parsing, stage/preset defaults, the shipped YAMLs (paper table 7) and every bad configuration, which must
+fail with a clear message before any model is built."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from trainer_helpers import CONFIGS, REPO
+
+from trainer import train as train_module
+from trainer import validation
+from trainer.cli import ConfigError, load_raw_config
+from trainer.croc_config import CrocTrainingArguments
+
+FULL_CONFIGS = REPO / "trainer" / "configs"
+
+
+@pytest.fixture
+def no_compute(monkeypatch):
+    """Any attempt to build a model fails the test: errors must come before."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was built before the configuration error was raised")
+
+    monkeypatch.setattr(train_module, "load_model_and_processor", refuse)
+
+
+def _args(**kwargs) -> CrocTrainingArguments:
+    return CrocTrainingArguments(output_dir="unused", use_cpu=True, report_to="none", **kwargs)
+
+
+def test_overrides_are_typed_and_sectioned(tmp_path, data_dir):
+    raw = load_raw_config([str(CONFIGS / "stage1_5.yaml"), "--language_model_lr=3e-5", "--model.tiny",
+                           "{hidden_size: 16}", "--data.max_samples", "4", "--stage", "2", "--bf16=false",
+                           "--image_root=/x"])
+    assert raw["training"]["language_model_lr"] == 3e-5 and raw["training"]["stage"] == "2"
+    assert raw["model"]["tiny"] == {"hidden_size": 16} and raw["data"]["max_samples"] == 4
+    assert raw["data"]["image_root"] == "/x"  # a data key without its prefix
+    assert raw["training"]["bf16"] is False
+
+
+@pytest.mark.parametrize(
+    "argv_tail, message",
+    [
+        (["--learning_rat=1e-3"], "unknown key --learning_rat"),
+        (["--model.nme_or_path=x"], "unknown key --model.nme_or_path"),
+        (["--optimizer.lr=1"], "unknown section 'optimizer'"),
+    ],
+)
+def test_unknown_override_lists_valid_keys(argv_tail, message, no_compute):
+    with pytest.raises(ConfigError, match=message) as error:
+        train_module.main([str(CONFIGS / "stage1.yaml"), *argv_tail])
+    assert "valid keys" in str(error.value) and "projector_lr" in str(error.value)
+
+
+def test_unknown_yaml_key(tmp_path, no_compute):
+    config = yaml.safe_load((CONFIGS / "stage1.yaml").read_text())
+    config["warmup_ratio"] = 0.03  # a transformers 4.x name
+    config["model"]["vision"] = "x"
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(config))
+    with pytest.raises(ConfigError, match=r"unknown keys \['model.vision', 'warmup_ratio'\]") as error:
+        train_module.main([str(path)])
+    assert "warmup_ratio -> warmup_steps" in str(error.value) and "model.vision -> model.vision_tower" in str(
+        error.value)
+
+
+def test_stage_defaults_follow_paper_and_official_presets():
+    paper = _args(stage="1.5")
+    assert paper.group_learning_rates == {"projector": 1.5e-4, "prompt_pool": 1.5e-4, "language_model": 2e-5}
+    assert (paper.adam_beta1, paper.adam_beta2, paper.template, paper.image_aspect_ratio) == (0.9, 0.98,
+                                                                                             "vicuna_v1", "pad")
+    official = _args(stage="1.5", croc_preset="official")
+    assert official.group_learning_rates == {"projector": 1.5e-4, "prompt_pool": 2e-5, "language_model": 2e-5}
+    assert official.adam_beta2 == 0.999
+    assert _args(stage="1").group_learning_rates == {"projector": 1e-3}
+    assert _args(stage="1", croc_preset="official").group_learning_rates == {"projector": 1.5e-4}
+    assert _args(stage="2").group_learning_rates == {"projector": 2e-5, "language_model": 2e-5}
+    assert _args(stage=1.5).stage == "1.5"
+    # An explicit rate unfreezes its group; an explicit list must agree with the rates.
+    assert _args(stage="2", vision_tower_lr=2e-6).trainable_parts == ["projector", "language_model", "vision_tower"]
+    with pytest.raises(ValueError, match="trainable_parts leaves frozen"):
+        _args(stage="2", trainable_parts=["projector"], language_model_lr=1e-5)
+    with pytest.raises(ValueError, match="croc_config: unknown or reserved keys"):
+        _args(stage="1.5", croc_config={"croc_pretraining": False})
+
+
+@pytest.mark.parametrize("name", ["stage1", "stage1_5", "stage2", "stage1_official", "stage1_5_official",
+                                  "stage2_official"])
+def test_full_scale_yamls_reproduce_table_7(name, monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "8")
+    monkeypatch.setattr(validation, "gpu_available", lambda: True)
+    raw = load_raw_config([str(FULL_CONFIGS / f"{name}.yaml")])
+    training = raw["training"]
+    stage = training["stage"]
+    validation.check_batch_size(training)
+    validation.check_deepspeed(training)
+    expected = {"1": (256, 2048, 2), "1.5": (128, 8192, 3), "2": (128, 4096, 3)}[stage]
+    assert (training["global_batch_size"], training["model_max_length"]) == expected[:2]
+    assert training["gradient_accumulation_steps"] * training["per_device_train_batch_size"] * 8 == expected[0]
+    assert json.loads(Path(training["deepspeed"]).read_text())["zero_optimization"]["stage"] == expected[2]
+    assert training["lr_scheduler_type"] == "cosine" and training["warmup_steps"] == 0.03
+    assert training["num_train_epochs"] == 1 and training["weight_decay"] == 0.0
+    assert training["bf16"] and training["activation_checkpointing"]
+    official = name.endswith("official")
+    assert training["croc_preset"] == ("official" if official else "paper")
+    assert training["adam_beta2"] == (0.999 if official else 0.98)
+    if stage == "1":
+        assert raw["model"]["vision_tower"] == "openai/clip-vit-large-patch14-336"
+        assert raw["model"]["language_model"] == "lmsys/vicuna-7b-v1.5"
+    # The rates the stage then trains with (bf16 etc. aside, the same arguments, here in one process).
+    monkeypatch.delenv("WORLD_SIZE")
+    kept = {k: v for k, v in training.items() if k not in ("bf16", "tf32", "deepspeed", "report_to")}
+    args = _args(**{k: v for k, v in kept.items() if k != "output_dir"})
+    lrs = {"1": {"projector": 1.5e-4 if official else 1e-3},
+           "1.5": {"projector": 1.5e-4, "prompt_pool": 2e-5 if official else 1.5e-4, "language_model": 2e-5},
+           "2": {"projector": 1.5e-4 if official else 2e-5, "language_model": 2e-5}}[stage]
+    assert args.group_learning_rates == lrs
+
+
+def _layout(tmp_path: Path, config: dict | None, weights: bool = True, adapter: bool = False) -> Path:
+    folder = tmp_path / "ckpt"
+    folder.mkdir()
+    if config is not None:
+        (folder / "config.json").write_text(json.dumps(config))
+    if weights:
+        (folder / "model.safetensors").write_bytes(b"")
+    if adapter:
+        (folder / "adapter_config.json").write_text("{}")
+    return folder
+
+
+@pytest.mark.parametrize(
+    "case, message",
+    [
+        ("flash", "ignores .* Use --model.attn_implementation=sdpa"),
+        ("missing_data", "data.path .* does not exist"),
+        ("original_layout", "original LLaVA/Croc repository layout"),
+        ("adapter_only", "holds a LoRA adapter"),
+        ("no_config", "has no config.json"),
+        ("wrong_model_type", "model_type='bert'"),
+        ("no_weights", "no weights"),
+        ("missing_folder", "does not exist"),
+        ("batch_not_divisible", "global_batch_size=10 does not divide by per_device_train_batch_size=4 x 1"),
+        ("accumulation_mismatch", "!= per_device_train_batch_size=4 x 1 process.* x gradient_accumulation_steps=3"),
+        ("bf16_on_cpu", "bf16=true but no CUDA GPU"),
+        ("qlora_on_cpu", "QLoRA .* needs a CUDA GPU"),
+        ("lora_stage1", "LoRA adapts the language model, which stage 1 keeps frozen"),
+        ("two_sources", "exactly one model source"),
+        ("no_stage", "`stage` is required"),
+        ("unknown_template", "unknown template 'vicuna_v2'"),
+        ("bad_croc_field", "croc_config: unknown or reserved keys"),
+        ("bad_value", "cannot read 'many' as int"),
+        ("missing_reporter", "report_to='wandb' but wandb is not installed"),
+    ],
+)
+def test_bad_configuration_fails_before_compute(case, message, tmp_path, data_dir, stage1_dir, monkeypatch,
+                                                no_compute):
+    monkeypatch.setattr(validation, "gpu_available", lambda: False)
+    if case == "missing_reporter" and importlib.util.find_spec("wandb"):
+        pytest.skip("wandb is installed here")
+    config, overrides = "stage1_5.yaml", [f"--data.path={data_dir / 'detailed.json'}",
+                                          f"--model.name_or_path={stage1_dir}"]
+    extra = {
+        "flash": lambda: ["--model.attn_implementation=flash_attention_2"],
+        "missing_data": lambda: [f"--data.path={tmp_path / 'nope.json'}"],
+        "original_layout": lambda: [f"--model.name_or_path={_layout(tmp_path, {'model_type': 'llava_llama'})}"],
+        "adapter_only": lambda: [f"--model.name_or_path={_layout(tmp_path, None, adapter=True)}"],
+        "no_config": lambda: [f"--model.name_or_path={_layout(tmp_path, None)}"],
+        "wrong_model_type": lambda: [f"--model.name_or_path={_layout(tmp_path, {'model_type': 'bert'})}"],
+        "no_weights": lambda: [f"--model.name_or_path={_layout(tmp_path, {'model_type': 'croc'}, weights=False)}"],
+        "missing_folder": lambda: [f"--model.name_or_path={tmp_path / 'outputs' / 'stage1'}"],
+        "batch_not_divisible": lambda: ["--global_batch_size=10"],
+        "accumulation_mismatch": lambda: ["--gradient_accumulation_steps=3"],
+        "bf16_on_cpu": lambda: ["--bf16=true"],
+        "qlora_on_cpu": lambda: ["--model.use_peft=true", "--model.load_in_4bit=true"],
+        "two_sources": lambda: ["--model.tiny={hidden_size: 32}"],
+        "no_stage": lambda: ["--stage=null"],
+        "unknown_template": lambda: ["--template=vicuna_v2"],
+        "bad_croc_field": lambda: ["--croc_config={mask_rate: 0.5}"],
+        "bad_value": lambda: ["--per_device_train_batch_size=many"],
+        "missing_reporter": lambda: ["--report_to=wandb"],
+    }.get(case, lambda: [])()
+    if case == "missing_folder":
+        (tmp_path / "outputs").mkdir()
+    if case == "lora_stage1":
+        config, overrides = "stage1.yaml", [f"--data.path={data_dir / 'captions.json'}", "--model.use_peft=true"]
+    with pytest.raises((ConfigError, ValueError), match=message):
+        train_module.main([str(CONFIGS / config), f"--output_dir={tmp_path / 'out'}", *overrides, *extra])

@@ -1,0 +1,80 @@
+"""The pieces of CrocTrainer on their own: parameter groups and weight decay, pool metrics, mask-draw offsets, the
+epoch-seeded modality sampler."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from modeling_croc import CrocForConditionalGeneration
+from modeling_croc.tiny import tiny_croc_config
+from trainer.croc_config import CrocTrainingArguments
+from trainer.croc_rng import mask_generator, step_draw_offsets
+from trainer.croc_trainer import CrocTrainer, EpochSeededModalitySampler
+from trainer.metrics import CrocMetrics, pool_statistics
+from trainer.model_loading import apply_trainable_parts
+from trainer.stages import parameter_group
+
+
+def test_optimizer_groups_rates_decay_and_betas(tmp_path):
+    model = CrocForConditionalGeneration(tiny_croc_config(croc_preset="official", croc_pretraining=True))
+    args = CrocTrainingArguments(output_dir=str(tmp_path), stage="1.5", croc_preset="official", weight_decay=0.1,
+                                 use_cpu=True, report_to="none", optim="adamw_torch")
+    apply_trainable_parts(model, args.trainable_parts)
+    trainer = CrocTrainer(model=model, args=args)
+    optimizer = trainer.create_optimizer()
+    assert all(group["betas"] == (0.9, 0.999) for group in optimizer.param_groups)
+    names = {id(param): name for name, param in model.named_parameters()}
+    seen = set()
+    for group in optimizer.param_groups:
+        for param in group["params"]:
+            name = names[id(param)]
+            seen.add(name)
+            assert parameter_group(name) == group["croc_group"]
+            assert group["lr"] == {"projector": 1.5e-4, "prompt_pool": 2e-5, "language_model": 2e-5}[group["croc_group"]]
+            no_decay = name.endswith("bias") or "norm" in name
+            assert group["weight_decay"] == (0.0 if no_decay else 0.1), name
+    assert any(name.startswith("vtr_head.") for name in seen)  # the head trains with the pool's group
+    assert not any("vision_tower" in name for name in seen)  # frozen parts stay out
+    assert seen == {name for name, param in model.named_parameters() if param.requires_grad}
+
+
+def test_pool_statistics_and_window_reduction():
+    assert pool_statistics(torch.tensor([2.0, 2.0, 0.0, 0.0])) == pytest.approx(
+        {"pool_utilisation": 0.5, "pool_entropy": float(torch.log(torch.tensor(2.0)))})
+    metrics = CrocMetrics(pool_size=4)
+    metrics.add(step=5, scale=0.5, lm_loss=torch.tensor(2.0), vtr_loss=torch.tensor(1.0),
+                pool_ids=torch.tensor([[0, 1], [1, 1]]))
+    metrics.add(step=5, scale=0.5, lm_loss=torch.tensor(4.0), vtr_loss=torch.tensor(3.0), pool_ids=None)
+    metrics.add(step=6, scale=0.5, lm_loss=torch.tensor(2.0), vtr_loss=torch.tensor(1.0),
+                pool_ids=torch.tensor([[3, 3]]))
+    metrics.add(step=6, scale=0.5, lm_loss=torch.tensor(2.0), vtr_loss=torch.tensor(1.0), pool_ids=None)
+    logs = metrics.compute(accelerator=None, current_step=7)  # two optimiser steps in the window
+    assert logs["lm_loss"] == pytest.approx(2.5) and logs["vtr_loss"] == pytest.approx(1.5)
+    assert logs["pool_utilisation"] == pytest.approx(0.75)
+    assert not metrics.has_data
+
+
+def test_draw_offsets_follow_the_global_order_and_split_invariance():
+    # 2 processes x 2 micro-batches; visual tokens per micro-batch. Global order: (m0 r0), (m0 r1), (m1 r0), (m1 r1).
+    counts = torch.tensor([[16, 0], [32, 16]])
+    assert step_draw_offsets(counts, 0) == [0, 48]
+    assert step_draw_offsets(counts, 1) == [16, 48]
+    whole = torch.rand(5, 16, generator=mask_generator(0, 3, 0))
+    second = torch.rand(3, 16, generator=mask_generator(0, 3, 2 * 16))
+    torch.testing.assert_close(whole[2:], second, rtol=0, atol=0)
+    assert not torch.equal(torch.rand(4, generator=mask_generator(0, 4, 0)), torch.rand(4, generator=mask_generator(0, 3, 0)))
+
+
+def test_modality_sampler_order_depends_on_seed_and_epoch_only():
+    lengths = [20, -5, 30, -7, 25, 40, -3, 18]
+
+    def order(epoch, seed=1):
+        sampler = EpochSeededModalitySampler(lengths, batch_size=2, world_size=1, seed=seed)
+        sampler.set_epoch(epoch)
+        return list(sampler)
+
+    assert order(0) == order(0) and order(1) == order(1) and order(0) != order(1)
+    for start in range(0, len(order(0)), 2):  # every batch holds one modality
+        batch = order(0)[start:start + 2]
+        assert len({lengths[i] > 0 for i in batch}) == 1

@@ -1,0 +1,71 @@
+"""Start-of-stage-1.5 calibration of the prompt pool from visual-token statistics (`prompt_pool_init="visual_stats"`).
+
+Every process computes the same thing (the first K training images, a generator seeded with `args.seed`), so no
+broadcast is needed; under ZeRO-3 the parameters involved are gathered for the duration.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+
+import torch
+from torch import nn
+
+logger = logging.getLogger(__name__)
+
+
+def needs_calibration(config) -> bool:
+    """True when the stage-1.5 objectives are on and the pool still waits for its visual-statistics draw."""
+    return bool(
+        config.croc_pretraining and config.prompt_pool_init == "visual_stats" and not config.prompt_pool_calibrated
+    )
+
+
+def first_images(dataset, count: int, max_scanned: int | None = None) -> torch.Tensor | None:
+    """Pixel values of the first `count` image rows of `dataset` (in index order), or None if it has none.
+
+    Scans at most `max_scanned` rows (default 20 x count) so a text-heavy mixture does not read the whole set.
+    """
+    limit = min(len(dataset), max_scanned if max_scanned is not None else 20 * max(count, 1))
+    images = []
+    for index in range(limit):
+        item = dataset[index]
+        if item is not None and item.get("pixel_values") is not None:
+            images.append(item["pixel_values"])
+            if len(images) == count:
+                break
+    return torch.stack(images) if images else None
+
+
+def _gathered(modules: list[nn.Module]):
+    """Gather ZeRO-3 partitioned parameters of `modules` (a no-op without ZeRO-3)."""
+    from transformers.integrations import is_deepspeed_zero3_enabled
+
+    if not is_deepspeed_zero3_enabled():
+        return contextlib.nullcontext()
+    import deepspeed
+
+    params = [p for module in modules if module is not None for p in module.parameters()]
+    return deepspeed.zero.GatheredParameters(params, modifier_rank=0)
+
+
+def calibrate_prompt_pool(model, dataset, num_images: int, seed: int) -> bool:
+    """Draw the pool of `model` (a `CrocForConditionalGeneration`, possibly inside a PEFT wrapper's base) from the
+    first `num_images` image rows of `dataset`. Returns True if it calibrated."""
+    if not needs_calibration(model.config):
+        return False
+    pixel_values = first_images(dataset, num_images)
+    if pixel_values is None:
+        logger.warning("prompt pool not calibrated: no image rows among the first training rows")
+        return False
+    tower = model.model.vision_tower
+    reference = next(tower.parameters())
+    was_training = model.training
+    model.eval()
+    generator = torch.Generator(device="cpu").manual_seed(seed)
+    with _gathered([tower, model.model.multi_modal_projector, model.model.prompt_pool]):
+        model.calibrate_prompt_pool(pixel_values.to(reference.device, reference.dtype), generator=generator)
+    model.train(was_training)
+    logger.info("prompt pool drawn from the visual-token statistics of %d training images", pixel_values.shape[0])
+    return True

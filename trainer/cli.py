@@ -1,0 +1,168 @@
+"""`CONFIG.yaml [--key=value ...]` -> (ModelArguments, DataArguments, CrocTrainingArguments).
+
+The YAML's top level holds `CrocTrainingArguments` fields plus two sections, `model:` and `data:`. Overrides use
+the same names: `--learning_rate=2e-5`, `--model.name_or_path=DIR`, `--data.path=FILE` (a `model`/`data` key that
+is not also a training key may drop its prefix). `--key value` and a bare `--flag` (= true) work too. Values are
+read as YAML and then converted to the field's type, so `2e-5` is a float and `{a: 1}` a dict.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .croc_config import CrocTrainingArguments
+from .script_args import DataArguments, ModelArguments
+
+SECTIONS: dict[str, type] = {"model": ModelArguments, "data": DataArguments}
+TRAINING = "training"
+
+
+class ConfigError(ValueError):
+    """A configuration problem found before anything is loaded or computed."""
+
+
+def field_names(cls: type) -> list[str]:
+    """Init fields of a dataclass, in declaration order."""
+    return [f.name for f in dataclasses.fields(cls) if f.init]
+
+
+def _valid_keys_message() -> str:
+    lines = [f"  {TRAINING} (top level): " + ", ".join(sorted(field_names(CrocTrainingArguments)))]
+    lines += [f"  {name}.*: " + ", ".join(field_names(cls)) for name, cls in SECTIONS.items()]
+    return "valid keys:\n" + "\n".join(lines)
+
+
+def _suggestions(keys: list[str]) -> str:
+    """`did you mean` hints for misspelled or renamed keys (`warmup_ratio` -> `warmup_steps`)."""
+    candidates = field_names(CrocTrainingArguments) + [f"{name}.{key}" for name, cls in SECTIONS.items()
+                                                       for key in field_names(cls)]
+    hints = []
+    for key in keys:
+        close = difflib.get_close_matches(key, candidates, n=2, cutoff=0.6)
+        if close:
+            hints.append(f"{key} -> {' or '.join(close)}")
+    return f" (did you mean: {'; '.join(hints)})" if hints else ""
+
+
+def _split_argv(argv: list[str]) -> tuple[str, list[tuple[str, str | None]]]:
+    """The config path and the (key, raw value) overrides; a value of None means a bare flag."""
+    if not argv or argv[0].startswith("--"):
+        raise ConfigError("usage: python -m trainer.train CONFIG.yaml [--key=value ...]")
+    path, rest, overrides = argv[0], argv[1:], []
+    i = 0
+    while i < len(rest):
+        token = rest[i]
+        if not token.startswith("--"):
+            raise ConfigError(f"unexpected argument {token!r}; overrides look like --key=value")
+        key, sep, value = token[2:].partition("=")
+        if not sep:
+            if i + 1 < len(rest) and not rest[i + 1].startswith("--"):
+                value, i = rest[i + 1], i + 1
+            else:
+                value = None
+        overrides.append((key.replace("-", "_"), value))
+        i += 1
+    return path, overrides
+
+
+def _section_of(key: str) -> tuple[str, str]:
+    """Resolve an override key to (section, field)."""
+    if "." in key:
+        section, name = key.split(".", 1)
+        cls = SECTIONS.get(section)
+        if cls is None and section != TRAINING:
+            raise ConfigError(f"unknown section {section!r} in --{key}\n{_valid_keys_message()}")
+        names = field_names(cls or CrocTrainingArguments)
+        if name not in names:
+            raise ConfigError(f"unknown key --{key}{_suggestions([key])}\n{_valid_keys_message()}")
+        return section, name
+    if key in field_names(CrocTrainingArguments):
+        return TRAINING, key
+    owners = [section for section, cls in SECTIONS.items() if key in field_names(cls)]
+    if len(owners) == 1:
+        return owners[0], key
+    raise ConfigError(f"unknown key --{key}{_suggestions([key])}\n{_valid_keys_message()}")
+
+
+def load_raw_config(argv: list[str]) -> dict[str, dict[str, Any]]:
+    """Read the YAML, apply the overrides and check every key. Returns {"training": ..., "model": ..., "data": ...}."""
+    path, overrides = _split_argv(list(argv))
+    if not Path(path).is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping")
+    raw: dict[str, dict[str, Any]] = {TRAINING: {}, **{name: {} for name in SECTIONS}}
+    unknown = []
+    for key, value in loaded.items():
+        if key in SECTIONS:
+            if not isinstance(value, dict):
+                raise ConfigError(f"{path}: `{key}:` must be a mapping")
+            unknown += [f"{key}.{k}" for k in value if k not in field_names(SECTIONS[key])]
+            raw[key].update(value)
+        elif key in field_names(CrocTrainingArguments):
+            raw[TRAINING][key] = value
+        else:
+            unknown.append(key)
+    if unknown:
+        raise ConfigError(f"{path}: unknown keys {unknown}{_suggestions(unknown)}\n{_valid_keys_message()}")
+    for key, value in overrides:
+        section, name = _section_of(key)
+        raw[section][name] = True if value is None else yaml.safe_load(value)
+    return {section: _coerce_section(section, values) for section, values in raw.items()}
+
+
+def _coerce_section(section: str, values: dict[str, Any]) -> dict[str, Any]:
+    cls = SECTIONS.get(section, CrocTrainingArguments)
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:  # an unresolvable annotation elsewhere in TrainingArguments: keep values as read
+        hints = {}
+    return {name: _coerce(name, value, hints.get(name)) for name, value in values.items()}
+
+
+def _coerce(name: str, value: Any, hint: Any) -> Any:
+    """Convert YAML scalars to the field's scalar type: PyYAML reads `2e-5` as a string and `1.5` as a float."""
+    if hint is None or value is None:
+        return value
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union \
+        else (hint,)
+    numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if str in options and numeric and not any(t in options for t in (int, float)):
+        return str(value)  # `stage: 1.5` -> "1.5"
+    if float in options and numeric:
+        return float(value)
+    if isinstance(value, str):
+        for scalar in (bool, int, float):
+            if scalar in options and str not in options:
+                try:
+                    return _parse_scalar(scalar, value)
+                except ValueError as error:
+                    raise ConfigError(f"{name}: cannot read {value!r} as {scalar.__name__}") from error
+    return value
+
+
+def _parse_scalar(scalar: type, text: str) -> Any:
+    if scalar is bool:
+        lowered = text.strip().lower()
+        if lowered in ("true", "yes", "1", "on"):
+            return True
+        if lowered in ("false", "no", "0", "off"):
+            return False
+        raise ValueError(text)
+    return scalar(float(text)) if scalar is int and text.replace(".", "", 1).isdigit() else scalar(text)
+
+
+def build_arguments(raw: dict[str, dict[str, Any]]) -> tuple[ModelArguments, DataArguments, CrocTrainingArguments]:
+    """Instantiate the three argument dataclasses (TrainingArguments initialises the distributed state here)."""
+    model_args = ModelArguments(**raw["model"])
+    data_args = DataArguments(**raw["data"])
+    training_args = CrocTrainingArguments(**raw[TRAINING])
+    return model_args, data_args, training_args

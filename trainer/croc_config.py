@@ -1,0 +1,205 @@
+"""`CrocTrainingArguments`: `transformers.TrainingArguments` plus the Croc stage, per-group learning rates and the
+data, logging and Hub options of the three training stages."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from typing import Any
+
+from transformers import TrainingArguments
+
+from modeling_croc import CrocConfig
+
+from .stages import CROC_PRESET_NAMES, PARAMETER_GROUPS, PRESET_OPTIMIZER_DEFAULTS, get_stage
+
+logger = logging.getLogger(__name__)
+
+# CrocConfig's own fields a run may override through `croc_config`. `croc_preset` has its own argument,
+# `croc_pretraining` follows the stage and `prompt_pool_calibrated` is state, so none of them belongs here.
+CROC_OVERRIDABLE_FIELDS: frozenset[str] = frozenset(CrocConfig.__annotations__) - {
+    "croc_preset", "croc_pretraining", "prompt_pool_calibrated"}
+
+
+@dataclass
+class CrocTrainingArguments(TrainingArguments):
+    r"""
+    Training arguments of the Croc stages. Every stage-dependent option left at `None` takes the value of the stage
+    (`trainer.stages.STAGES`) and of the Croc preset; explicit values win.
+
+    Parameters that differ from [`~transformers.TrainingArguments`] defaults: `lr_scheduler_type="cosine"`,
+    `warmup_steps=0.03` (a ratio), `num_train_epochs=1`, `logging_steps=1`, `remove_unused_columns=False` (the
+    collator already builds exactly the model inputs), and `adam_beta1` / `adam_beta2` default to the preset's.
+    """
+
+    # ---- stage and preset ----
+    stage: str | None = field(
+        default=None,
+        metadata={"help": "Training stage: '1' (projector alignment), '1.5' (Croc pretraining) or '2' (instruction "
+                  "tuning). Required. Picks the trainable parts, template, objectives and default learning rates."},
+    )
+    croc_preset: str = field(
+        default="paper",
+        metadata={"help": "'paper' (the paper's method and hyperparameters) or 'official' (the released code's: "
+                  "nearest-neighbour matching, VTR head, normalised tokens, betas (0.9, 0.999), its learning "
+                  "rates). Applied to the model config and to the optimiser defaults."},
+    )
+    croc_config: dict[str, Any] | None = field(
+        default=None,
+        metadata={"help": "Overrides of CrocConfig fields on top of the preset, e.g. {mask_ratio: 0.5, "
+                  "prompt_pool_size: 1024}. Allowed keys: " + ", ".join(sorted(CROC_OVERRIDABLE_FIELDS)) + "."},
+    )
+
+    # ---- what trains, and how fast ----
+    trainable_parts: list[str] | None = field(
+        default=None,
+        metadata={"help": "Parameter groups to train, from " + ", ".join(PARAMETER_GROUPS) + ". Default: the "
+                  "stage's parts plus every group given an explicit learning rate. The rest is frozen."},
+    )
+    projector_lr: float | None = field(
+        default=None, metadata={"help": "Learning rate of the multimodal projector (None: stage/preset default)."}
+    )
+    prompt_pool_lr: float | None = field(
+        default=None,
+        metadata={"help": "Learning rate of the prompt pool and the VTR head (None: stage/preset default)."},
+    )
+    language_model_lr: float | None = field(
+        default=None,
+        metadata={"help": "Learning rate of the language model incl. embeddings and lm_head (None: stage default)."},
+    )
+    vision_tower_lr: float | None = field(
+        default=None,
+        metadata={"help": "Learning rate of the CLIP vision tower. None keeps it frozen (as in every Croc stage); "
+                  "setting it unfreezes the tower."},
+    )
+    adam_beta1: float | None = field(
+        default=None, metadata={"help": "AdamW beta1 (None: the preset's, 0.9)."}
+    )
+    adam_beta2: float | None = field(
+        default=None, metadata={"help": "AdamW beta2 (None: the preset's: 0.98 for 'paper', 0.999 for 'official')."}
+    )
+    global_batch_size: int | None = field(
+        default=None,
+        metadata={"help": "Samples per optimiser step over all processes. When set, gradient_accumulation_steps is "
+                  "derived from it and must divide exactly (checked before anything runs)."},
+    )
+
+    # ---- data ----
+    template: str | None = field(
+        default=None, metadata={"help": "Conversation template ('plain', 'vicuna_v1'); None: the stage's."}
+    )
+    image_aspect_ratio: str | None = field(
+        default=None, metadata={"help": "'square' (resize) or 'pad' (pad to square with the mean colour); None: "
+                                "the stage's."}
+    )
+    model_max_length: int | None = field(
+        default=None, metadata={"help": "Maximum tokens per sample, image tokens included; None: the stage's."}
+    )
+    group_by_modality_length: bool = field(
+        default=False,
+        metadata={"help": "Sample batches that are all-image or all-text and of similar length (LLaVA's "
+                  "modality-grouped sampler)."},
+    )
+
+    # ---- Croc specifics ----
+    pool_calibration_images: int = field(
+        default=64,
+        metadata={"help": "How many of the first training images draw the prompt pool when the preset initialises "
+                  "it from visual-token statistics ('visual_stats') and it is not calibrated yet."},
+    )
+    log_pool_utilisation: bool = field(
+        default=True,
+        metadata={"help": "Log pool_utilisation (share of pool tokens assigned at least once in the logging window) "
+                  "and pool_entropy (entropy of the assignment histogram, nats) in stage 1.5."},
+    )
+    auto_resume: bool = field(
+        default=True,
+        metadata={"help": "Resume from the last checkpoint in output_dir when resume_from_checkpoint is not given, "
+                  "so rerunning the same command continues a killed run."},
+    )
+
+    # ---- Hub ----
+    hub_dry_run: str | None = field(
+        default=None,
+        metadata={"help": "Write exactly what push_to_hub would upload (config, safetensors, processor files, model "
+                  "card) into this folder instead of uploading. No network."},
+    )
+    hub_license: str = field(default="apache-2.0", metadata={"help": "Licence in the model card metadata."})
+    hub_datasets: list[str] | None = field(
+        default=None, metadata={"help": "Dataset ids for the model card metadata (e.g. liuhaotian/LLaVA-Pretrain)."}
+    )
+
+    # ---- changed TrainingArguments defaults ----
+    lr_scheduler_type: str = field(default="cosine", metadata={"help": "Learning-rate schedule (table 7: cosine)."})
+    warmup_steps: float = field(default=0.03, metadata={"help": "Warm-up steps, or a ratio in [0, 1) (0.03)."})
+    num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs per stage (1)."})
+    logging_steps: float = field(default=1, metadata={"help": "Log every N optimiser steps."})
+    remove_unused_columns: bool = field(
+        default=False, metadata={"help": "Kept False: the Croc collator already returns only model inputs."}
+    )
+
+    def __post_init__(self) -> None:
+        if self.stage is None:
+            raise ValueError("`stage` is required: one of '1', '1.5', '2'")
+        spec = get_stage(self.stage)
+        self.stage = spec.name
+        if self.croc_preset not in CROC_PRESET_NAMES:
+            raise ValueError(f"croc_preset must be one of {CROC_PRESET_NAMES}, got {self.croc_preset!r}")
+        self._check_croc_overrides()
+        for name, value in PRESET_OPTIMIZER_DEFAULTS[self.croc_preset].items():
+            if getattr(self, name) is None:
+                setattr(self, name, value)
+        self.template = spec.template if self.template is None else self.template
+        self.image_aspect_ratio = spec.image_aspect_ratio if self.image_aspect_ratio is None else self.image_aspect_ratio
+        self.model_max_length = spec.model_max_length if self.model_max_length is None else self.model_max_length
+        self._resolve_parameter_groups(spec)
+        super().__post_init__()
+
+    def _check_croc_overrides(self) -> None:
+        unknown = set(self.croc_config or {}) - CROC_OVERRIDABLE_FIELDS
+        if unknown:
+            hint = " (use `croc_preset`; `croc_pretraining` follows the stage)" if unknown & {
+                "croc_preset", "croc_pretraining"} else ""
+            raise ValueError(
+                f"croc_config: unknown or reserved keys {sorted(unknown)}{hint}; allowed: "
+                f"{', '.join(sorted(CROC_OVERRIDABLE_FIELDS))}"
+            )
+
+    def _resolve_parameter_groups(self, spec) -> None:
+        """Fill `trainable_parts` and the four `*_lr` fields with the effective values (None = frozen)."""
+        explicit = {group for group in PARAMETER_GROUPS if getattr(self, f"{group}_lr") is not None}
+        if self.trainable_parts is None:
+            parts = set(spec.trainable_parts) | explicit
+        else:
+            parts = set(self.trainable_parts)
+            unknown = parts - set(PARAMETER_GROUPS)
+            if unknown:
+                raise ValueError(f"trainable_parts: unknown groups {sorted(unknown)}; known: {PARAMETER_GROUPS}")
+            frozen_with_lr = explicit - parts
+            if frozen_with_lr:
+                raise ValueError(
+                    f"learning rates given for {sorted(frozen_with_lr)}, which trainable_parts leaves frozen"
+                )
+        for group in PARAMETER_GROUPS:
+            name = f"{group}_lr"
+            if group not in parts:
+                setattr(self, name, None)
+                continue
+            if getattr(self, name) is None:
+                default = spec.default_learning_rate(self.croc_preset, group)
+                if default is None:
+                    logger.warning("stage %s has no learning rate for %s; using learning_rate=%s",
+                                   spec.name, group, self.learning_rate)
+                    default = self.learning_rate
+                setattr(self, name, default)
+        self.trainable_parts = [group for group in PARAMETER_GROUPS if group in parts]
+
+    @property
+    def group_learning_rates(self) -> dict[str, float]:
+        """Learning rate of every trainable group, in `PARAMETER_GROUPS` order."""
+        return {group: getattr(self, f"{group}_lr") for group in self.trainable_parts}
+
+    @property
+    def stage_spec(self):
+        """The `StageSpec` of `stage`."""
+        return get_stage(self.stage)

@@ -1,0 +1,280 @@
+"""`CrocTrainer`: the transformers `Trainer` with Croc's loss bookkeeping, parameter groups and sampling.
+
+* Loss: the model returns `loss = lm_loss + vtr_loss_weight * vtr_loss`. The LM term is normalised by
+  `num_items_in_batch` (supervised tokens of the whole optimiser step), as transformers does; the VTR term is
+  normalised the same way by `num_vtr_items_in_batch` (VTR target tokens of the whole step, counted in
+  `get_batch_samples` over the accumulated micro-batches and all-reduced over processes). The Trainer then scales
+  the total exactly as it scales a plain LM loss, so accumulation and data parallelism leave the step unchanged.
+* Masks: each micro-batch gets a generator derived from the seed, the global step and its position in the step
+  (`trainer.croc_rng`), so masks do not depend on the batch split and a resumed run draws the same masks.
+* Logs: `lm_loss`, `vtr_loss`, `pool_utilisation`, `pool_entropy` and the per-group learning rates are merged into
+  the Trainer's own logs (console, TensorBoard, `trainer_state.json`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import torch
+from transformers import Trainer
+from transformers.trainer_utils import TrainOutput, get_last_checkpoint
+
+from .calibration import calibrate_prompt_pool
+from .checkpoint_io import has_full_weights, load_weights_into
+from .croc_rng import MicroBatchDraws, mask_generator, step_draw_offsets
+from .metrics import CrocMetrics
+from .sampler import ModalityGroupedSampler
+from .stages import PARAMETER_GROUPS, parameter_group
+
+logger = logging.getLogger(__name__)
+
+# Key under which `get_batch_samples` attaches the per-micro-batch draw information; popped before the forward.
+DRAWS_KEY = "_croc_draws"
+BASE_CONFIG_DIR = "base_config"
+
+
+class EpochSeededModalitySampler(ModalityGroupedSampler):
+    """`ModalityGroupedSampler` whose order depends only on (seed, epoch): the Trainer's `set_epoch` reaches it
+    through accelerate's dataloader, so a run resumed in any epoch replays that epoch's order."""
+
+    def __init__(self, *args, seed: int, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def __iter__(self):
+        self.generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        return super().__iter__()
+
+
+class CrocTrainer(Trainer):
+    """Trainer for the three Croc stages; `args` is a `CrocTrainingArguments`.
+
+    Args:
+        base_models: model ids recorded in the model card (the LLM and CLIP checkpoints the run descends from).
+        *args, **kwargs: as `transformers.Trainer`.
+    """
+
+    def __init__(self, *args, base_models: list[str] | None = None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.base_models = list(base_models or [])
+        config = self.croc_model.config
+        pool_size = config.prompt_pool_size if config.croc_pretraining and self.args.log_pool_utilisation else None
+        self._croc_metrics = CrocMetrics(pool_size=pool_size)
+        self._step_learning_rates: dict[str, float] = {}
+
+    # ---- the model behind the wrappers ----
+    @property
+    def croc_model(self) -> torch.nn.Module:
+        """The `CrocForConditionalGeneration` inside the accelerate / DeepSpeed / PEFT wrappers."""
+        model = self.accelerator.unwrap_model(self.model)
+        return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+    @property
+    def croc_objectives_on(self) -> bool:
+        return bool(self.croc_model.config.croc_pretraining)
+
+    # ---- training entry ----
+    def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, **kwargs) -> TrainOutput:
+        """Resolve the checkpoint (`True`: the last one in `output_dir`), calibrate the pool on a fresh start, train."""
+        if resume_from_checkpoint is True or (resume_from_checkpoint is None and self.args.auto_resume):
+            last = get_last_checkpoint(self.args.output_dir) if os.path.isdir(self.args.output_dir) else None
+            if last is None and resume_from_checkpoint is True:
+                raise ValueError(f"resume_from_checkpoint=True but {self.args.output_dir} holds no checkpoint")
+            resume_from_checkpoint = last
+        if resume_from_checkpoint:
+            logger.info("resuming from %s", resume_from_checkpoint)
+            self._restore_calibration_flag(resume_from_checkpoint)
+        else:
+            calibrate_prompt_pool(self.croc_model, self.train_dataset, self.args.pool_calibration_images,
+                                  self.args.seed)
+        return super().train(resume_from_checkpoint=resume_from_checkpoint or None, trial=trial, **kwargs)
+
+    def _restore_calibration_flag(self, checkpoint: str) -> None:
+        # The pool itself comes back with the checkpoint's weights; its config flag must follow, or the final
+        # folder would claim an uncalibrated pool and the next run would redraw it.
+        for folder in (Path(checkpoint), Path(checkpoint) / BASE_CONFIG_DIR):
+            config_file = folder / "config.json"
+            if config_file.is_file():
+                saved = json.loads(config_file.read_text(encoding="utf-8"))
+                if saved.get("prompt_pool_calibrated"):
+                    self.croc_model.config.prompt_pool_calibrated = True
+                return
+
+    def _loads_weights_itself(self, folder: str, model) -> bool:
+        """Plain (no DeepSpeed / FSDP / PEFT) models read full checkpoints through `checkpoint_io`: the Trainer
+        would skip the Llava key renaming and silently keep most of the current weights."""
+        wrapped = self.is_deepspeed_enabled or self.is_fsdp_enabled or hasattr(model, "get_base_model")
+        return not wrapped and has_full_weights(folder)
+
+    def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
+        model = self.model if model is None else model
+        if self._loads_weights_itself(resume_from_checkpoint, model):
+            load_weights_into(model, resume_from_checkpoint)
+            return
+        super()._load_from_checkpoint(resume_from_checkpoint, model)
+
+    def _load_best_model(self) -> None:
+        if self._loads_weights_itself(self.state.best_model_checkpoint, self.model):
+            load_weights_into(self.model, self.state.best_model_checkpoint)
+            return
+        super()._load_best_model()
+
+    # ---- batches ----
+    def _get_train_sampler(self, train_dataset=None):
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if self.args.group_by_modality_length and hasattr(dataset, "modality_lengths"):
+            # One optimiser step spans world_size x accumulation device batches; grouping over all of them keeps
+            # the order the same for any split of the step into processes and micro-batches.
+            seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+            return EpochSeededModalitySampler(
+                dataset.modality_lengths,
+                batch_size=self.args.per_device_train_batch_size,
+                world_size=self.args.world_size * self.args.gradient_accumulation_steps,
+                seed=seed,
+            )
+        return super()._get_train_sampler(train_dataset)
+
+    def get_batch_samples(self, epoch_iterator, num_batches: int, device: torch.device) -> tuple[list, object]:
+        batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
+        if batch_samples and self.croc_objectives_on:
+            self._attach_draws(batch_samples, num_batches, device)
+        return batch_samples, num_items_in_batch
+
+    def _attach_draws(self, batch_samples: list[dict], num_batches: int, device: torch.device) -> None:
+        """Count visual tokens and VTR targets of every micro-batch on every process; attach offsets and totals."""
+        model = self.croc_model
+        counts = torch.zeros(num_batches, 2, dtype=torch.long, device=device)
+        for i, batch in enumerate(batch_samples):
+            pixel_values = batch.get("pixel_values")
+            num_images = 0 if pixel_values is None else int(pixel_values.shape[0])
+            counts[i, 0] = int((batch["input_ids"] == model.config.image_token_id).sum())
+            counts[i, 1] = model.num_vtr_items(batch["input_ids"], num_images)
+        num_processes = self.accelerator.num_processes
+        # Every process pads to `num_batches` rows, so the gather has one shape everywhere.
+        everywhere = self.accelerator.gather(counts) if num_processes > 1 else counts
+        everywhere = everywhere.view(num_processes, num_batches, 2)
+        rank = self.accelerator.process_index
+        offsets = step_draw_offsets(everywhere[..., 0], rank)
+        # Same rule as `num_items_in_batch`: global when the Trainer averages tokens across devices.
+        if self.args.average_tokens_across_devices:
+            num_vtr_items = everywhere[..., 1].sum()
+        else:
+            num_vtr_items = everywhere[rank, :, 1].sum()
+        for batch, offset in zip(batch_samples, offsets):
+            batch[DRAWS_KEY] = MicroBatchDraws(draw_offset=offset, num_vtr_items=num_vtr_items.to(device))
+
+    # ---- loss ----
+    def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
+        """The model's `lm_loss + vtr_loss_weight * vtr_loss`, both normalised over the whole optimiser step; the
+        micro-batch's mask generator and step-wide VTR count go in with the inputs, the terms go to the logs."""
+        draws: MicroBatchDraws | None = inputs.pop(DRAWS_KEY, None)
+        if draws is not None and model.training:
+            inputs["croc_generator"] = mask_generator(self.args.seed, self.state.global_step, draws.draw_offset)
+            if num_items_in_batch is not None:
+                inputs["num_vtr_items_in_batch"] = draws.num_vtr_items
+        loss, outputs = super().compute_loss(model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        if model.training:
+            # The rates this step's update will use (the scheduler moves them after the step, before logging).
+            self._step_learning_rates = self._group_learning_rates()
+            self._croc_metrics.add(
+                step=self.state.global_step,
+                scale=self._loss_share(num_items_in_batch),
+                lm_loss=outputs.get("lm_loss"),
+                vtr_loss=outputs.get("vtr_loss"),
+                pool_ids=outputs.get("pool_ids"),
+            )
+        return (loss, outputs) if return_outputs else loss
+
+    def _loss_share(self, num_items_in_batch) -> float:
+        """The factor the Trainer applies to a micro-batch's loss (in `compute_loss` and `training_step`), so the
+        logged terms add up over a step to the step's values exactly like its `loss`."""
+        if num_items_in_batch is not None and self.model_accepts_loss_kwargs:
+            return float(self.accelerator.num_processes // self.get_tp_size()) \
+                if self.args.average_tokens_across_devices else 1.0
+        return 1.0 / max(self.current_gradient_accumulation_steps, 1)
+
+    # ---- logging ----
+    def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
+        if "loss" in logs and self._croc_metrics.has_data:
+            logs.update(self._croc_metrics.compute(self.accelerator, self.state.global_step))
+            logs.update(self._step_learning_rates)
+        super().log(logs, start_time)
+
+    def _group_learning_rates(self) -> dict[str, float]:
+        rates = {}
+        for group in getattr(self.optimizer, "param_groups", []):
+            name = group.get("croc_group")
+            if name is not None:
+                rates[f"lr_{name}"] = float(group["lr"])
+        return rates
+
+    # ---- optimiser ----
+    def create_optimizer(self, model=None) -> torch.optim.Optimizer:
+        """AdamW (or `args.optim`) over one parameter group per (part, decay): each part has its learning rate,
+        biases and norms get no weight decay, frozen parameters are left out."""
+        if self.optimizer is not None:
+            return self.optimizer
+        opt_model = self.model if model is None else model
+        decay = set(self.get_decay_parameter_names(opt_model))
+        rates = self.args.group_learning_rates
+        buckets: dict[tuple[str, bool], list[torch.nn.Parameter]] = {}
+        for name, param in opt_model.named_parameters():
+            if not param.requires_grad:
+                continue
+            group = parameter_group(name)
+            if group not in rates:
+                raise ValueError(f"parameter {name} requires grad but its group {group!r} is not trainable "
+                                 f"(trainable parts: {sorted(rates)})")
+            buckets.setdefault((group, name in decay), []).append(param)
+        param_groups = [
+            {"params": params, "lr": rates[group], "croc_group": group,
+             "weight_decay": self.args.weight_decay if decays else 0.0}
+            for (group, decays), params in sorted(buckets.items(), key=lambda kv: (PARAMETER_GROUPS.index(kv[0][0]),
+                                                                                    not kv[0][1]))
+        ]
+        optimizer_cls, optimizer_kwargs = self._optimizer_class_and_kwargs(opt_model)
+        self.optimizer = optimizer_cls(param_groups, **optimizer_kwargs)
+        return self.optimizer
+
+    def _optimizer_class_and_kwargs(self, model):
+        if self.is_deepspeed_enabled and self.accelerator.state.deepspeed_plugin.hf_ds_config.is_offload():
+            # ZeRO-Offload steps on the CPU: DeepSpeed's vectorised CPU Adam, with the same groups and betas.
+            from deepspeed.ops.adam import DeepSpeedCPUAdam
+
+            return DeepSpeedCPUAdam, {"lr": self.args.learning_rate, "betas": (self.args.adam_beta1,
+                                      self.args.adam_beta2), "eps": self.args.adam_epsilon, "adamw_mode": True}
+        if self.optimizer_cls_and_kwargs is not None:
+            return self.optimizer_cls_and_kwargs
+        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
+        optimizer_kwargs.pop("params", None)
+        return optimizer_cls, optimizer_kwargs
+
+    # ---- saving and the Hub ----
+    def _save(self, output_dir: str | None = None, state_dict=None) -> None:
+        super()._save(output_dir, state_dict=state_dict)
+        output_dir = output_dir if output_dir is not None else self.args.output_dir
+        model = self.accelerator.unwrap_model(self.model)
+        if self.args.should_save and hasattr(model, "get_base_model"):
+            # A LoRA folder holds only adapters; the base's effective Croc config (stage, preset, pool size) makes it
+            # mergeable on its own (`trainer.merge_lora`).
+            config = model.get_base_model().config.to_dict()
+            config.pop("quantization_config", None)
+            target = Path(output_dir) / BASE_CONFIG_DIR
+            target.mkdir(parents=True, exist_ok=True)
+            (target / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+    def create_model_card(self, model_name: str | None = None, **kwargs) -> None:
+        """Write `README.md` in `output_dir`: the Croc model card (`trainer.model_card`) instead of the generic one."""
+        if not self.is_world_process_zero():
+            return
+        from .model_card import build_model_card
+
+        card = build_model_card(self, model_name=model_name)
+        card.save(os.path.join(self.args.output_dir, "README.md"))

@@ -1,0 +1,56 @@
+"""Training rows from a data_recipes build folder or any LLaVA-format JSON, turned into the stage's dataset."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import datasets
+
+from data_recipes import load_llava_json
+
+from .croc_config import CrocTrainingArguments
+from .data import CrocSupervisedDataset
+from .script_args import DataArguments
+
+logger = logging.getLogger(__name__)
+
+
+def load_rows(data_args: DataArguments) -> tuple[datasets.Dataset, Path]:
+    """The rows and the folder their image paths are relative to.
+
+    A build folder (`datasets.save_to_disk`) records its image root in `summary.json`; a JSON file's images are
+    taken relative to the file's folder unless `image_root` says otherwise.
+    """
+    path = Path(data_args.path).expanduser()
+    if path.is_dir():
+        rows = datasets.load_from_disk(str(path))
+        image_root = data_args.image_root or _recorded_image_root(path) or path
+    else:
+        rows = load_llava_json(path)
+        image_root = data_args.image_root or path.parent
+    if data_args.max_samples is not None:
+        rows = rows.select(range(min(int(data_args.max_samples), len(rows))))
+    return rows, Path(image_root)
+
+
+def _recorded_image_root(build: Path) -> str | None:
+    summary = build / "summary.json"
+    if not summary.is_file():
+        return None
+    return json.loads(summary.read_text(encoding="utf-8")).get("image_root")
+
+
+def build_train_dataset(data_args: DataArguments, processor, args: CrocTrainingArguments) -> CrocSupervisedDataset:
+    """The stage's supervised dataset: its template, aspect-ratio handling and length budget."""
+    rows, image_root = load_rows(data_args)
+    logger.info("training rows: %d from %s (images under %s)", len(rows), data_args.path, image_root)
+    return CrocSupervisedDataset(
+        rows,
+        processor,
+        template=args.template,
+        image_root=image_root,
+        model_max_length=args.model_max_length,
+        image_aspect_ratio=args.image_aspect_ratio,
+    )

@@ -1,0 +1,61 @@
+"""Merge a LoRA run into a plain Croc folder.
+
+    python -m trainer.merge_lora ADAPTER_DIR --out MERGED_DIR [--dtype float32|bfloat16|float16]
+
+ADAPTER_DIR is the output folder (or a checkpoint) of a LoRA run: adapters, the `modules_to_save` copies of the
+projector / pool / head, the processor, and `base_config/config.json` (the base's Croc config for that stage).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+from modeling_croc import CrocConfig, CrocProcessor
+
+from .croc_trainer import BASE_CONFIG_DIR
+from .model_loading import DTYPES, load_pretrained_croc
+
+logger = logging.getLogger(__name__)
+
+
+def merge_lora(adapter_dir: str | Path, out_dir: str | Path, dtype: str = "float32") -> Path:
+    """Load the base model, apply the adapters of `adapter_dir`, merge them and save a full folder to `out_dir`."""
+    from peft import PeftModel
+
+    adapter_dir, out_dir = Path(adapter_dir), Path(out_dir)
+    adapter_config = adapter_dir / "adapter_config.json"
+    if not adapter_config.is_file():
+        raise FileNotFoundError(f"{adapter_dir} has no adapter_config.json: not a LoRA run folder")
+    base_path = json.loads(adapter_config.read_text(encoding="utf-8")).get("base_model_name_or_path")
+    if not base_path:
+        raise ValueError(
+            f"{adapter_dir}: the base model was not loaded from a folder (e.g. a tiny random spec), so it cannot be "
+            "rebuilt; train LoRA on top of a saved stage folder"
+        )
+    config_dir = adapter_dir / BASE_CONFIG_DIR
+    config = CrocConfig.from_pretrained(config_dir if config_dir.is_dir() else base_path)
+    base = load_pretrained_croc(base_path, config, dtype=DTYPES[dtype])
+    merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
+    merged.save_pretrained(out_dir)
+    has_processor = (adapter_dir / "processor_config.json").is_file() or (adapter_dir / "tokenizer_config.json").is_file()
+    CrocProcessor.from_pretrained(adapter_dir if has_processor else base_path).save_pretrained(out_dir)
+    logger.info("merged %s (base %s) into %s", adapter_dir, base_path, out_dir)
+    return out_dir
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m trainer.merge_lora", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("adapter_dir")
+    parser.add_argument("--out", required=True, help="folder for the merged model")
+    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    merge_lora(args.adapter_dir, args.out, args.dtype)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,102 @@
+"""Running sums of the Croc loss terms and of the prompt-pool assignment histogram between two logging steps.
+
+The trainer adds every micro-batch here and, when the Trainer logs, reduces the sums over processes and turns
+them into `lm_loss`, `vtr_loss`, `pool_utilisation` and `pool_entropy`. Sums stay on the device as tensors, so
+recording costs no host synchronisation per micro-batch.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class CrocMetrics:
+    """Window accumulator for the Croc training metrics.
+
+    Args:
+        pool_size: number of prompt-pool tokens N (the histogram length); None when the pool is not used.
+    """
+
+    def __init__(self, pool_size: int | None = None) -> None:
+        self.pool_size = pool_size
+        self.reset()
+
+    def reset(self) -> None:
+        self.window_start_step: int | None = None
+        self._losses: torch.Tensor | None = None  # [lm, vtr] summed, each micro-batch scaled to a step share
+        self._histogram: torch.Tensor | None = None
+
+    @property
+    def has_data(self) -> bool:
+        return self._losses is not None
+
+    def add(
+        self,
+        step: int,
+        scale: float,
+        lm_loss: torch.Tensor | None,
+        vtr_loss: torch.Tensor | None,
+        pool_ids: torch.Tensor | None,
+    ) -> None:
+        """Record one micro-batch.
+
+        Args:
+            step: the optimiser step it belongs to (opens the window on the first call after a reset).
+            scale: factor that turns the micro-batch's loss terms into their share of the step's loss, the same
+                factor the Trainer applies to the total loss, so the sums over a step are the step's losses.
+            lm_loss, vtr_loss: the model's loss terms (None when absent).
+            pool_ids: `(num_images, M)` pool rows assigned in this forward.
+        """
+        if self.window_start_step is None:
+            self.window_start_step = step
+        reference = lm_loss if lm_loss is not None else vtr_loss
+        if reference is None:
+            return
+        values = torch.stack([
+            (lm_loss if lm_loss is not None else torch.zeros_like(reference)).detach().float(),
+            (vtr_loss if vtr_loss is not None else torch.zeros_like(reference)).detach().float(),
+        ]) * scale
+        self._losses = values if self._losses is None else self._losses + values
+        if self.pool_size is not None:
+            if self._histogram is None:
+                self._histogram = torch.zeros(self.pool_size, dtype=torch.float32, device=reference.device)
+            if pool_ids is not None and pool_ids.numel():
+                self._histogram += torch.bincount(pool_ids.reshape(-1), minlength=self.pool_size).to(
+                    self._histogram.device, torch.float32)
+
+    def compute(self, accelerator, current_step: int) -> dict[str, float]:
+        """Reduce over processes (every process must call this at the same step) and reset the window.
+
+        Losses are averaged over processes and over the optimiser steps of the window, like the Trainer's `loss`.
+        """
+        if self._losses is None:
+            self.reset()
+            return {}
+        num_steps = max(current_step - (self.window_start_step or current_step), 1)
+        losses = self._losses
+        histogram = self._histogram
+        if accelerator is not None and accelerator.num_processes > 1:
+            losses = accelerator.reduce(losses.clone(), reduction="mean")
+            if histogram is not None:
+                histogram = accelerator.reduce(histogram.clone(), reduction="sum")
+        lm, vtr = (losses / num_steps).tolist()
+        logs = {"lm_loss": lm}
+        if histogram is not None:
+            logs["vtr_loss"] = vtr
+            logs.update(pool_statistics(histogram))
+        self.reset()
+        return logs
+
+
+def pool_statistics(histogram: torch.Tensor) -> dict[str, float]:
+    """`pool_utilisation`: share of pool tokens assigned at least once; `pool_entropy`: entropy (nats) of the
+    assignment distribution (log N when every token is used equally, 0 when one token takes everything)."""
+    total = float(histogram.sum())
+    if total == 0:
+        return {"pool_utilisation": 0.0, "pool_entropy": 0.0}
+    probabilities = histogram[histogram > 0].double() / total
+    entropy = float(-(probabilities * probabilities.log()).sum())
+    return {
+        "pool_utilisation": float((histogram > 0).double().mean()),
+        "pool_entropy": entropy if entropy > 0 else 0.0,  # also turns -0.0 (one token used) into 0.0
+    }

@@ -1,0 +1,80 @@
+"""The `model:` and `data:` sections of a training config (the rest of the YAML is `CrocTrainingArguments`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+# The Llama projections LoRA adapts; only those inside the language model are targeted (see `trainer.lora`).
+DEFAULT_LORA_TARGETS: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass
+class ModelArguments:
+    """Where the model comes from and how it is loaded.
+
+    Exactly one source: `name_or_path` (a Croc folder from the previous stage, or a transformers `llava` folder),
+    `vision_tower` + `language_model` (stage 1 from separate CLIP and LLM checkpoints), or `tiny` (a random tiny
+    model for tests and the CPU demo).
+    """
+
+    name_or_path: str | None = field(
+        default=None, metadata={"help": "Croc folder of the previous stage, or a transformers `llava` folder / id."}
+    )
+    vision_tower: str | None = field(
+        default=None, metadata={"help": "CLIP vision checkpoint for stage 1 (openai/clip-vit-large-patch14-336)."}
+    )
+    language_model: str | None = field(
+        default=None, metadata={"help": "Causal LM checkpoint for stage 1 (lmsys/vicuna-7b-v1.5)."}
+    )
+    tiny: dict[str, Any] | None = field(
+        default=None,
+        metadata={"help": "Keyword arguments of `modeling_croc.tiny.tiny_croc_config` (e.g. {hidden_size: 32}) "
+                  "to build a random tiny model with the offline tiny processor."},
+    )
+    dtype: str = field(
+        default="float32",
+        metadata={"help": "Weights dtype at load: float32, bfloat16 or float16 (bfloat16 with DeepSpeed, as LLaVA)."},
+    )
+    attn_implementation: str = field(
+        default="sdpa",
+        metadata={"help": "Attention backend of the language model and vision tower. Stage 1.5 needs one that takes "
+                  "a custom mask (sdpa, eager, flex_attention); flash_attention_2 is refused there."},
+    )
+    base_models: list[str] | None = field(
+        default=None,
+        metadata={"help": "Base model ids for the model card (default: the LLM + CLIP ids, or the previous stage's)."},
+    )
+
+    # ---- PEFT ----
+    use_peft: bool = field(
+        default=False, metadata={"help": "Train the language model with LoRA (stages 1.5 and 2) instead of fully."}
+    )
+    lora_r: int = field(default=128, metadata={"help": "LoRA rank (LLaVA-1.5's LoRA recipe: 128)."})
+    lora_alpha: int = field(default=256, metadata={"help": "LoRA alpha (LLaVA-1.5: 256)."})
+    lora_dropout: float = field(default=0.05, metadata={"help": "LoRA dropout."})
+    lora_target_modules: list[str] = field(
+        default_factory=lambda: list(DEFAULT_LORA_TARGETS),
+        metadata={"help": "Projection names inside the language model that get LoRA adapters."},
+    )
+    load_in_4bit: bool = field(
+        default=False, metadata={"help": "QLoRA: load the language model in 4-bit NF4 (needs a GPU + bitsandbytes)."}
+    )
+
+
+@dataclass
+class DataArguments:
+    """The training data."""
+
+    path: str | None = field(
+        default=None,
+        metadata={"help": "A data_recipes build folder (datasets.save_to_disk output) or a LLaVA-format JSON/JSONL."},
+    )
+    image_root: str | None = field(
+        default=None,
+        metadata={"help": "Folder the rows' image paths are relative to. Default: the build's recorded image root, "
+                  "or the JSON file's folder."},
+    )
+    max_samples: int | None = field(
+        default=None, metadata={"help": "Keep only the first N rows (quick runs, tests)."}
+    )

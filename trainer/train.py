@@ -1,0 +1,122 @@
+"""Train one Croc stage.
+
+    python -m trainer.train CONFIG.yaml [--key=value ...]
+    accelerate launch -m trainer.train CONFIG.yaml [...]
+    torchrun --nproc_per_node N -m trainer.train CONFIG.yaml [...]
+
+The config is checked completely (unknown keys, attention backend, model and data paths, checkpoint layout,
+batch-size arithmetic, precision on the hardware) before anything is loaded. Then the stage's model is built or
+loaded, its parts frozen per stage (counts logged), trained with `CrocTrainer` (resuming from the last checkpoint
+in `output_dir` when there is one), and saved as a full folder (model + processor, safetensors) that
+`from_pretrained` loads. LoRA runs also write `<output_dir>-merged`. `--push_to_hub` uploads with a Croc model
+card; `--hub_dry_run DIR` writes what would be uploaded into DIR instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+import transformers
+from transformers import set_seed
+
+from .cli import ConfigError, build_arguments, load_raw_config
+from .collator import build_collator
+from .croc_trainer import CrocTrainer
+from .data_loading import build_train_dataset
+from .hub import hub_dry_run, push
+from .lora import apply_lora
+from .model_card import base_models_for
+from .model_loading import apply_trainable_parts, count_trainable, format_trainable, load_model_and_processor
+from .validation import validate_raw_config
+
+logger = logging.getLogger("trainer.train")
+
+
+def _setup_logging(args) -> None:
+    # transformers follows --log_level (warning by default); this project's loggers report at INFO on the main
+    # process (trainable parameters, learning rates, calibration, resume) and follow transformers elsewhere.
+    transformers_level = args.get_process_log_level()
+    transformers.utils.logging.set_verbosity(transformers_level)
+    ours = logging.INFO if args.should_log else transformers_level
+    logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=transformers_level,
+                        force=True)
+    for name in ("trainer", "modeling_croc", "data_recipes"):
+        logging.getLogger(name).setLevel(min(ours, transformers_level))
+
+
+def _share_process_group_with_deepspeed(args) -> None:
+    """With `use_cpu`, accelerate starts a plain gloo process group and leaves DeepSpeed's communication module
+    uninitialised, so ZeRO-3's `zero.Init` (run by `from_pretrained`) would size its batch for one process. Hand
+    DeepSpeed the existing group first (a no-op where accelerate already did, e.g. on GPUs)."""
+    import torch.distributed
+
+    if not args.deepspeed or not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    from deepspeed import comm
+
+    if not comm.is_initialized():
+        comm.init_distributed(dist_backend=torch.distributed.get_backend(), auto_mpi_discovery=False)
+
+
+def main(argv: list[str] | None = None) -> CrocTrainer:
+    """Run the stage described by `argv` (`CONFIG.yaml [--key=value ...]`); returns the trainer after saving."""
+    raw = load_raw_config(sys.argv[1:] if argv is None else argv)
+    stage = validate_raw_config(raw)
+    if raw["training"].get("hub_dry_run") and raw["training"].get("push_to_hub"):
+        logging.getLogger(__name__).warning("hub_dry_run given: nothing is pushed")
+        raw["training"]["push_to_hub"] = False
+    model_args, data_args, args = build_arguments(raw)
+    _setup_logging(args)
+    set_seed(args.seed)
+
+    _share_process_group_with_deepspeed(args)
+    model, processor = load_model_and_processor(model_args, args)
+    counts = apply_trainable_parts(model, args.trainable_parts)
+    if model_args.use_peft:
+        model = apply_lora(model, model_args, args)
+        counts = count_trainable(model)
+    if args.should_log:
+        logger.info("%s", format_trainable(counts, stage.name))
+        logger.info("learning rates: %s", args.group_learning_rates)
+
+    trainer = CrocTrainer(
+        model=model,
+        args=args,
+        train_dataset=build_train_dataset(data_args, processor, args),
+        data_collator=build_collator(processor),
+        processing_class=processor,
+        base_models=base_models_for(model_args),
+    )
+    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    trainer.save_model()
+    trainer.save_state()
+
+    if model_args.use_peft and trainer.is_world_process_zero():
+        _merge(model_args, args)
+    if args.hub_dry_run:
+        hub_dry_run(trainer, args.hub_dry_run)
+    elif args.push_to_hub:
+        push(trainer)
+    return trainer
+
+
+def _merge(model_args, args) -> None:
+    from .merge_lora import merge_lora
+
+    if not model_args.name_or_path:
+        logger.warning("LoRA adapters saved in %s; not merged: the base is not a saved folder", args.output_dir)
+        return
+    merge_lora(args.output_dir, f"{args.output_dir.rstrip('/')}-merged")
+
+
+def cli() -> None:
+    """Console entry: configuration problems exit with their message, not a traceback."""
+    try:
+        main()
+    except ConfigError as error:
+        sys.exit(f"configuration error: {error}")
+
+
+if __name__ == "__main__":
+    cli()
