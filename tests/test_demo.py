@@ -1,0 +1,108 @@
+"""The CPU demo end to end at `--quick` size: every report file, determinism, the chat CLI on the saved model."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from demo.__main__ import main as demo_main
+from demo.evaluate import OVERALL, generate_answers, load_model, load_questions
+from demo.plots import FIGURE_FILES
+from demo.report import METRICS_FILE, REPORT_FILE, TIMINGS_FILE
+from demo.runs import ARMS, check_equal_budgets
+
+SEED = 3
+
+
+@pytest.fixture(scope="module")
+def quick_out(tmp_path_factory) -> Path:
+    """One `python -m demo --quick` run, shared by the tests of this file."""
+    out = tmp_path_factory.mktemp("demo") / "out"
+    assert demo_main(["--quick", "--out", str(out), "--seed", str(SEED)]) == 0
+    return out
+
+
+def test_quick_demo_writes_every_report_file(quick_out: Path, capsys) -> None:
+    report_dir = quick_out / "report"
+    for name in FIGURE_FILES.values():
+        path = report_dir / name
+        assert path.is_file(), name
+        assert path.stat().st_size > 10_000, f"{name} is suspiciously small"
+        with Image.open(path) as image:
+            image.verify()
+        with Image.open(path) as image:
+            assert image.format == "PNG" and min(image.size) >= 300, (name, image.size)
+
+    report = (report_dir / REPORT_FILE).read_text(encoding="utf-8")
+    for name in FIGURE_FILES.values():
+        assert f"]({name})" in report
+    overall = next(line for line in report.splitlines() if line.startswith("| **overall**"))
+    numbers = re.findall(r"\d+\.\d", overall)
+    assert len(numbers) >= 4, overall  # chance (two), Croc, baseline
+    assert "Croc" in report and "baseline" in report
+
+    metrics = json.loads((report_dir / METRICS_FILE).read_text(encoding="utf-8"))
+    assert metrics["seeds"] == [SEED]
+    assert set(metrics["accuracy"]) == {"croc", "baseline"}
+    assert metrics["steps"]["croc"] == metrics["steps"]["baseline"] > 0
+    questions = metrics["num_test_questions"]
+    assert questions > 0
+    for arm, per_type in metrics["accuracy"].items():
+        assert per_type[OVERALL]["n"] == questions
+        for qtype, entry in per_type.items():
+            assert 0.0 <= entry["mean"] <= 1.0, (arm, qtype)
+            assert entry["per_seed"] == [entry["mean"]]
+    for qtype, chance in metrics["chance"].items():
+        assert 0.0 < chance["uniform"] <= 1.0 and 0.0 <= chance["majority"] <= 1.0, qtype
+    difference = metrics["croc_minus_baseline"]
+    assert -1.0 <= difference["low"] <= difference["difference"] <= difference["high"] <= 1.0
+    assert {"croc/stage1", "croc/stage1_5", "croc/stage2", "baseline/stage1", "baseline/stage2"} <= set(
+        metrics["final_losses"])
+    assert "vtr_loss" in metrics["final_losses"]["croc/stage1_5"]
+
+    timings = json.loads((report_dir / TIMINGS_FILE).read_text(encoding="utf-8"))
+    assert timings["steps"]["total"] > 0
+
+
+def test_quick_demo_is_deterministic(quick_out: Path, tmp_path: Path) -> None:
+    again = tmp_path / "again"
+    assert demo_main(["--quick", "--out", str(again), "--seed", str(SEED)]) == 0
+    first = (quick_out / "report" / METRICS_FILE).read_text(encoding="utf-8")
+    assert (again / "report" / METRICS_FILE).read_text(encoding="utf-8") == first
+    for arm in ("croc", "baseline"):
+        assert (again / f"seed{SEED}" / arm / "predictions.json").read_text(encoding="utf-8") == (
+            quick_out / f"seed{SEED}" / arm / "predictions.json").read_text(encoding="utf-8")
+
+
+def test_chat_cli_answers_from_the_demo_model(quick_out: Path, capsys) -> None:
+    from modeling_croc.chat import answer
+    from modeling_croc.chat import main as chat_main
+
+    model_dir = quick_out / f"seed{SEED}" / "croc" / "stage2"
+    scenes = quick_out / "scenes"
+    questions = load_questions(scenes / "qa_test.json", limit=3)
+    model, processor = load_model(model_dir)
+    batched = generate_answers(model, processor, questions, scenes, batch_size=3, max_new_tokens=6)
+    for question, from_batch in zip(questions, batched):
+        image = Image.open(scenes / question.image).convert("RGB")
+        # Left-padded batched generation gives what the chat path gives one question at a time.
+        assert answer(model, processor, image, question.text, max_new_tokens=6) == from_batch
+
+    question = questions[0]
+    capsys.readouterr()
+    chat_main([str(model_dir), "--image", str(scenes / question.image), "--question", question.text,
+               "--max-new-tokens", "6", "--device", "cpu"])
+    assert capsys.readouterr().out.strip() == batched[0]
+
+
+def test_unequal_step_budgets_are_refused() -> None:
+    arms = [ARMS["croc"], ARMS["baseline"]]
+    steps = check_equal_budgets(arms)
+    assert steps["croc"] == steps["baseline"]
+    with pytest.raises(ValueError, match="same number of optimiser steps"):
+        check_equal_budgets(arms, {"stage1": 1, "stage1_5": 1, "stage2": 1, "baseline_stage1": 5,
+                                   "baseline_stage2": 1})
