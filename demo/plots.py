@@ -16,6 +16,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
+from mpl_toolkits.axes_grid1 import make_axes_locatable  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from .evaluate import OVERALL, normalize_answer  # noqa: E402
@@ -215,24 +216,22 @@ def plot_attention_mask(state, path: Path, caption_tokens_shown: int = 40) -> No
     image, supervised = image[:length], sample["supervised"][:length]
     # 0 hidden, 1 causal (both masks allow), 2 allowed only by the mixed mask (an image token sees a later one).
     codes = np.where(mixed & causal, 1, 0) + np.where(mixed & ~causal, 2, 0)
-    fig = plt.figure(figsize=(7.6, 8.4))
-    grid = fig.add_gridspec(2, 2, width_ratios=[1, 28], height_ratios=[1, 28], wspace=0.02, hspace=0.02)
-    ax = fig.add_subplot(grid[1, 1])
+    fig, ax = plt.subplots(figsize=(7.6, 7.6))
     ax.imshow(codes, cmap=ListedColormap(["#f4f4f4", "#9ecae1", "#d95f02"]), vmin=0, vmax=2, interpolation="nearest")
     ax.set_xlabel("key position (attended to)")
     ax.yaxis.set_label_position("right")
     ax.yaxis.tick_right()
     ax.set_ylabel("query position (attending)")
-    # Token-type strips along both axes: prompt text, image tokens, supervised caption tokens.
+    # Token-type strips along both axes (prompt text, image tokens, supervised caption), glued to the matrix.
     kinds = np.where(image, 1, np.where(supervised, 2, 0))[None, :]
     strip_cmap = ListedColormap(["#bdbdbd", "#6a3d9a", "#31a354"])
-    top = fig.add_subplot(grid[0, 1], sharex=ax)
+    divider = make_axes_locatable(ax)
+    top = divider.append_axes("top", size="3%", pad=0.05, sharex=ax)
     top.imshow(kinds, cmap=strip_cmap, vmin=0, vmax=2, aspect="auto", interpolation="nearest")
-    left = fig.add_subplot(grid[1, 0], sharey=ax)
+    left = divider.append_axes("left", size="3%", pad=0.05, sharey=ax)
     left.imshow(kinds.T, cmap=strip_cmap, vmin=0, vmax=2, aspect="auto", interpolation="nearest")
     for strip in (top, left):
-        strip.set_xticks([])
-        strip.set_yticks([])
+        strip.tick_params(left=False, bottom=False, labelleft=False, labelbottom=False)
     first = int(np.argmax(image))
     ax.add_patch(plt.Rectangle((first - 0.5, first - 0.5), last_image - first + 1, last_image - first + 1,
                                fill=False, edgecolor="black", linewidth=1.2))
