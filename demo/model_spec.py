@@ -49,7 +49,7 @@ class ModelSpec:
         prompt_pool_size: the Croc prompt pool (the paper's 2048 : 576 ratio of pool tokens to visual tokens).
     """
 
-    hidden_size: int = 256
+    hidden_size: int = 192
     num_layers: int = 2
     num_heads: int = 4
     vision_hidden_size: int = 128

@@ -25,6 +25,8 @@ from trainer import train as train_module
 from . import evaluate as evaluation
 from .data import build_data
 from .model_spec import build_stage0
+from .plots import make_figures
+from .report import write_report, write_timings
 from .runs import CONFIG_DIR, STAGE0, Arm, RunSpec, check_equal_budgets, selected_arms
 from .settings import DemoSettings
 
@@ -64,8 +66,7 @@ class DemoState:
     accuracy: dict[int, dict[str, dict[str, dict[str, float]]]] = field(default_factory=dict)  # seed -> arm -> type
     chance: dict[str, dict[str, float]] = field(default_factory=dict)
     questions: list[evaluation.Question] = field(default_factory=list)
-    timings: dict[str, float] = field(default_factory=dict)
-    figures: dict[str, str] = field(default_factory=dict)  # figure key -> file name in the report folder
+    timings: dict[str, float] = field(default_factory=dict)  # step name -> seconds
     started: float = field(default_factory=time.perf_counter)
 
     @property
@@ -98,6 +99,8 @@ class Step:
 def step_data(state: DemoState) -> None:
     """Synthetic scenes (training files, held-out questions) and the baseline's caption mixture."""
     settings = state.options.settings
+    if state.scenes.exists():  # a previous run's images would survive a smaller rerun
+        shutil.rmtree(state.scenes)
     state.data_counts = build_data(state.scenes, settings, state.options.seed)
     state.questions = evaluation.load_questions(state.scenes / "qa_test.json", settings.max_eval_questions)
     state.chance = evaluation.chance_levels(evaluation.load_questions(state.scenes / "qa_train.json"),
@@ -137,7 +140,6 @@ def step_train(run: RunSpec, seed: int) -> Callable[[DemoState], None]:
         state.histories.setdefault(seed, {})[run.name] = list(trainer.state.log_history)
         del trainer
         gc.collect()
-        logging.getLogger("demo").setLevel(logging.INFO)  # trainer.train resets the logging configuration
     return action
 
 
@@ -160,17 +162,13 @@ def step_evaluate(arm: Arm, seed: int) -> Callable[[DemoState], None]:
 
 
 def step_figures(state: DemoState) -> None:
-    from . import plots
-
     state.report_dir.mkdir(parents=True, exist_ok=True)
-    state.figures = plots.make_figures(state)
+    make_figures(state)
 
 
 def step_report(state: DemoState) -> None:
-    from . import report
-
     state.timings["total"] = time.perf_counter() - state.started  # the report states the time until it is written
-    report.write_report(state)
+    write_report(state)
 
 
 def build_steps(options: DemoOptions, arms: list[Arm]) -> list[Step]:
@@ -207,15 +205,13 @@ def _run_steps(options: DemoOptions) -> DemoState:
     state = DemoState(options=options, arms=arms)
     steps = build_steps(options, arms)
     for index, step in enumerate(steps, start=1):
-        logger.setLevel(logging.INFO)
+        logger.setLevel(logging.INFO)  # each trainer.train call reconfigures logging (basicConfig(force=True))
         logger.info("[%d/%d] %s (%.0f s elapsed)", index, len(steps), step.name, time.perf_counter() - state.started)
         step_started = time.perf_counter()
         step.action(state)
         state.timings[step.name] = time.perf_counter() - step_started
     state.timings.pop("total", None)  # keep it last
     state.timings["total"] = time.perf_counter() - state.started
-    from .report import write_timings
-
     write_timings(state)  # again, now with the report step and the final total
     return state
 

@@ -16,6 +16,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from matplotlib.colors import ListedColormap  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
 from mpl_toolkits.axes_grid1 import make_axes_locatable  # noqa: E402
 from PIL import Image  # noqa: E402
 
@@ -84,7 +85,7 @@ def _seed_curves(state, run: str, key: str) -> tuple[np.ndarray, np.ndarray] | N
     return steps[:length], np.asarray([r[:length] for r in rows])
 
 
-def _draw_curve(ax, state, run: str, key: str, label: str, color: str, smooth: float = 0.6) -> bool:
+def _draw_curve(ax, state, run: str, key: str, label: str, color: str, smooth: float = 0.4) -> bool:
     data = _seed_curves(state, run, key)
     if data is None:
         return False
@@ -109,8 +110,8 @@ def plot_losses(state, path: Path) -> None:
         ("Stage 1.5: VTR loss (L2, masked tokens)", "vtr_loss", "stage1_5"),
         ("Stage 2: answer loss (held-in questions)", "lm_loss", "stage2"),
     ]
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.8))
-    for ax, (title, key, stage_dir) in zip(axes, panels):
+    fig, axes = plt.subplots(2, 2, figsize=(11.5, 8.0))
+    for ax, (title, key, stage_dir) in zip(axes.ravel(), panels):
         drawn = [_draw_curve(ax, state, f"{arm.name}/{stage_dir}", key, arm.label, ARM_COLORS.get(arm.name, "k"))
                  for arm in state.arms]
         ax.set_title(title, fontsize=11)
@@ -119,15 +120,28 @@ def plot_losses(state, path: Path) -> None:
         if any(drawn):
             ax.legend(fontsize=8, loc="upper right")
         if key == "lm_loss":
-            ax.set_yscale("log")  # the first steps fall from ~7 nats; the interesting part is below 1
-            ax.set_ylabel("cross-entropy (nats / token, log scale)")
+            ax.set_ylabel("cross-entropy (nats / token)")
         else:
             ax.set_ylabel("mean L2 distance per token")
+        _log_scale_if_wide(ax)
     fig.suptitle("Training losses (faint: logged values, bold: smoothed" +
                  (f"; band: min-max over {len(state.histories)} seeds)" if len(state.histories) > 1 else ")"),
                  fontsize=12)
     fig.tight_layout()
     _save(fig, path)
+
+
+def _log_scale_if_wide(ax, ratio: float = 4.0) -> None:
+    """Log y axis when the curves span more than `ratio` (a loss falling from ~7 nats: the part below 1 matters),
+    with plain 1-2-5 tick labels instead of powers of ten."""
+    values = [y for line in ax.get_lines() for y in line.get_ydata() if y > 0]
+    if not values or max(values) / min(values) < ratio:
+        return
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.set_ylabel(ax.get_ylabel() + ", log scale")
 
 
 def plot_pool_utilisation(state, path: Path) -> None:

@@ -10,6 +10,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from .evaluate import OVERALL
 from .metrics import aggregate_accuracy, final_value, paired_difference, question_types, verdict
 from .plots import FIGURE_FILES
@@ -91,27 +93,54 @@ def _setup_table(state, metrics: dict[str, Any]) -> str:
     model = settings.model
     rows = [
         ("data", f"{metrics['data'].get('images', 0)} synthetic scenes ({settings.image_size}×{settings.image_size} "
-                 f"px), {metrics['num_test_questions']} held-out questions on "
-                 f"{len({q.image for q in state.questions})} held-out images"),
+                 f"px); {metrics['num_test_questions']} held-out questions on "
+                 f"{len({q.image for q in state.questions})} held-out images that no training file contains"),
         ("model", f"{metrics['model']['parameters']:,} parameters, random init: CLIP-style tower "
-                  f"({model.vision_layers}×{model.vision_hidden_size}, patch {model.patch_size}, "
-                  f"{model.num_image_tokens} visual tokens), Llama-style LM ({model.num_layers}×{model.hidden_size}, "
-                  f"{model.num_heads} heads), vocabulary {model.vocab_size}+2, prompt pool {model.prompt_pool_size}"),
+                  f"({model.vision_layers} layers × {model.vision_hidden_size}, patch {model.patch_size}: "
+                  f"{model.num_image_tokens} visual tokens), Llama-style LM ({model.num_layers} layers × "
+                  f"{model.hidden_size}, {model.num_heads} heads), vocabulary {model.vocab_size} + 2, "
+                  f"prompt pool {model.prompt_pool_size}"),
         ("seeds", ", ".join(str(s) for s in metrics["seeds"]) + " (same data; model init, data order and "
                                                                  "masks follow the seed)"),
     ]
-    for arm in state.arms:
-        runs = ([] if not arm.ablation else ["croc/stage1 (shared)"]) + [
-            f"{run.config}.yaml: {_steps(state, run.config)} steps" for run in arm.runs]
-        rows.append((arm.label, f"{metrics['steps'][arm.name]} optimiser steps: " + ", ".join(runs)))
     lines = ["| | |", "|---|---|"] + [f"| {key} | {value} |" for key, value in rows]
     return "\n".join(lines)
 
 
-def _steps(state, config: str) -> int:
-    from .runs import steps_of
+def effective_setting(state, config: str, key: str) -> Any:
+    """A training setting of a demo run as it ran: the `--key=value` override of the settings, else the YAML's."""
+    settings = state.options.settings
+    if key == "max_steps" and settings.max_steps and config in settings.max_steps:
+        return settings.max_steps[config]
+    for override in settings.extra_overrides:
+        name, _, value = override.removeprefix("--").partition("=")
+        if name == key:
+            return yaml.safe_load(value)
+    return read_config(config).get(key)
 
-    return steps_of(config, state.options.settings.max_steps)
+
+def _runs_table(state) -> str:
+    """One row per training run: YAML, stage, data, steps, batch, learning rates, wall time."""
+    lines = ["| run | config (`trainer/configs/demo/`) | stage | data | steps | batch | lr projector / pool / LM "
+             "| wall time (s) |", "|---|---|---|---|---:|---:|---|---:|"]
+    seen = set()
+    for arm in state.arms:
+        for run in arm.runs:
+            if run.name in seen:
+                continue
+            seen.add(run.name)
+            rates = " / ".join(_rate(effective_setting(state, run.config, f"{group}_lr"))
+                               for group in ("projector", "prompt_pool", "language_model"))
+            seconds = state.run_seconds.get(run.name)
+            wall = "–" if not seconds else f"{sum(seconds) / len(seconds):.0f}"
+            lines.append(f"| {run.name} | {run.config}.yaml | {run.stage} | {run.data} | "
+                         f"{effective_setting(state, run.config, 'max_steps')} | "
+                         f"{effective_setting(state, run.config, 'global_batch_size')} | {rates} | {wall} |")
+    return "\n".join(lines)
+
+
+def _rate(value: Any) -> str:
+    return "frozen" if value is None else f"{float(value):g}"
 
 
 def _timing_table(state) -> str:
@@ -143,31 +172,47 @@ def write_report(state) -> Path:
     metrics = build_metrics(state)
     (folder / METRICS_FILE).write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     write_timings(state)
+    path = folder / REPORT_FILE
+    path.write_text(render_report(state, metrics), encoding="utf-8")
+    return path
 
+
+def render_report(state, metrics: dict[str, Any]) -> str:
+    """The Markdown of report.md."""
+    settings = state.options.settings
     seeds = len(metrics["seeds"])
-    headline = verdict(metrics["croc_minus_baseline"]) if "croc_minus_baseline" in metrics else ""
+    difference = metrics["croc_minus_baseline"]
     croc, base = (metrics["accuracy"][arm][OVERALL]["mean"] for arm in ("croc", "baseline"))
-    lm_rate = read_config("stage2").get("language_model_lr")
     quick_note = ("\n> **Quick run** (`--quick`): tiny model, a few steps. It checks that the pipeline works; its "
-                  "numbers mean nothing.\n" if state.options.settings.name == "quick" else "")
-    text = f"""# Croc vs LLaVA-1.5* on synthetic scenes: CPU demo report
+                  "numbers mean nothing.\n" if settings.name == "quick" else "")
+    seeds_text = f"{seeds} seed{'s' if seeds > 1 else ''}"
+    reproduce = (f"python -m demo --out {state.out} --seed {state.options.seed}"
+                 + (f" --seeds {seeds}" if seeds > 1 else "")
+                 + (" --ablations" if any(arm.ablation for arm in state.arms) else "")
+                 + (" --quick" if settings.name == "quick" else ""))
+    first = state.questions[0]
+    grid = settings.model.image_size // settings.model.patch_size
+    return f"""# Croc vs LLaVA-1.5* on synthetic scenes: CPU demo report
 {quick_note}
 **Held-out exact match, overall: Croc {_pct(croc)}% vs baseline {_pct(base)}%** ({metrics['num_test_questions']}
-questions, {seeds} seed{'s' if seeds > 1 else ''}). {headline}
+questions, {seeds_text}). {verdict(difference)}
 
 Both arms start from the same random-init model, see the same training data (brief captions, detailed captions,
-questions) and take the same number of optimiser steps ({metrics['steps'].get('croc')}) at the same batch size.
-Croc spends part of them in stage 1.5 (prompt pool + Hungarian matching, mixed attention, VTR + caption loss);
-the baseline (the paper's "LLaVA-1.5*", table 5) trains the projector on the detailed captions in stage 1 instead.
+questions) and take the same number of optimiser steps ({metrics['steps']['croc']}) at the same batch size. Croc
+spends part of them in stage 1.5 (prompt pool + Hungarian matching, mixed attention, VTR + caption loss); the
+baseline (the paper's "LLaVA-1.5*", table 5) spends them in stage 1, on the same detailed captions as plain
+captioning, where only the projector trains. So Croc's language model also trains for longer; the stage-1.5
+ablations (`--ablations`) separate the caption loss from the pool / VTR / attention parts.
 
 ## Held-out accuracy per question type (%)
 
 {accuracy_table(state, metrics)}
 
 Chance: *uniform* guesses among the type's training answers; *majority* always gives its most frequent training
-answer (what a model that ignores the image can reach). The difference column is the mean over seeds; the overall
-difference with its paired 95% interval is {100 * metrics['croc_minus_baseline']['difference']:+.1f} points
-({100 * metrics['croc_minus_baseline']['low']:+.1f} to {100 * metrics['croc_minus_baseline']['high']:+.1f}).
+answer (what a model that ignores the image can reach). Exact match after lower-casing and stripping punctuation;
+greedy decoding. Overall Croc − baseline, paired over questions{' and averaged over seeds' if seeds > 1 else ''}:
+{100 * difference['difference']:+.1f} points, 95% interval {100 * difference['low']:+.1f} to
+{100 * difference['high']:+.1f}.
 
 ![accuracy]({FIGURE_FILES['accuracy']})
 
@@ -179,13 +224,13 @@ difference with its paired 95% interval is {100 * metrics['croc_minus_baseline']
 
 ![losses]({FIGURE_FILES['losses']})
 
-The stage-1.5 loss is `L = 10 · L_VTR + L_DCG`; `L_VTR` is the per-token L2 distance between the LM's last hidden
-state and the original visual token at the 75% of positions that were replaced by prompt-pool tokens.
+The stage-1.5 loss is `L = 10 · L_VTR + L_DCG`; `L_VTR` is the L2 distance between the LM's last hidden state and
+the original visual token at the positions replaced by prompt-pool tokens, averaged over those tokens.
 
 ![pool utilisation]({FIGURE_FILES['pool']})
 
-Prompt-pool utilisation: the share of pool tokens assigned at least once in a logging window. The Hungarian
-algorithm assigns each masked token its own pool token, so it keeps the whole pool in use; nearest-neighbour
+Prompt-pool utilisation: the share of the {settings.model.prompt_pool_size} pool tokens assigned at least once in a
+logging window. Hungarian matching assigns each masked token of an image its own pool token; nearest-neighbour
 matching lets many tokens share one.
 
 ![attention mask]({FIGURE_FILES['mask']})
@@ -198,14 +243,18 @@ matching lets many tokens share one.
 
 {_setup_table(state, metrics)}
 
-Differences from a real run, all forced by the scale: the vision tower is a random-init CLIP-style encoder (frozen in
-every stage, as in the paper), not a pretrained CLIP; the LM is a random-init Llama-style model, so every stage
-trains at learning rate {lm_rate} instead of the paper's 2e-5 / 1.5e-4 / 1e-3 (a random LM learns nothing at 2e-5 in
-a few hundred steps); the tokenizer is a SentencePiece BPE model fitted to the training texts (a 32K vocabulary
-would spend most of each step in the output layer); the pool has {state.options.settings.model.prompt_pool_size}
-tokens for {state.options.settings.model.num_image_tokens} visual tokens (the paper's 2048 for 576). Everything
-else (templates, masking ratio, Hungarian matching, mixed attention, VTR weight 10, cosine schedule, AdamW betas
-(0.9, 0.98), the trainer and its configs) is the real code path.
+{_runs_table(state)}
+
+What differs from a real run, all forced by the scale: the vision tower is a random-init CLIP-style encoder (frozen in
+every stage, as in the paper), not a pretrained CLIP; the LM is a random-init Llama-style model, so the learning
+rates are those of the table above instead of the paper's 2e-5 (LLM) / 1.5e-4 (pool, projector), which move a
+random LM nowhere in a few hundred steps; the tokenizer is a SentencePiece BPE model fitted to the training texts (a
+32K vocabulary would spend most of each step in the output layer); each image is {grid}×{grid} patches of
+{settings.model.patch_size} px = {settings.model.num_image_tokens} visual tokens, with a pool of
+{settings.model.prompt_pool_size}; stage 2
+gives each image's questions as one multi-turn conversation, as LLaVA-1.5's instruction data does. Everything else
+(templates, masking ratio 0.75, Hungarian matching, mixed attention, VTR weight 10, cosine schedule, AdamW betas
+(0.9, 0.98), the trainer, its configs and checks) is the real code path.
 
 ## Wall time
 
@@ -216,13 +265,11 @@ Measured on this machine with {state.options.threads} torch thread(s); `timings.
 ## Reproduce
 
 ```bash
-python -m demo --out {state.out} --seed {state.options.seed}{' --seeds ' + str(seeds) if seeds > 1 else ''}{' --ablations' if any(a.ablation for a in state.arms) else ''}{' --quick' if state.options.settings.name == 'quick' else ''}
-python -m modeling_croc.chat {state.run_dir(min(state.histories), 'croc/stage2')} --image {state.scenes / state.questions[0].image} --question "What color is the circle?"
+{reproduce}
+python -m modeling_croc.chat {state.run_dir(min(state.histories), 'croc/stage2')} \\
+    --image {state.scenes / first.image} --question "{first.text.splitlines()[0]}"
 ```
 """
-    path = folder / REPORT_FILE
-    path.write_text(text, encoding="utf-8")
-    return path
 
 
 def summary_line(state) -> str:
