@@ -210,8 +210,8 @@ ablations (`--ablations`) separate the caption loss from the pool / VTR / attent
 
 Chance: *uniform* guesses among the type's training answers; *majority* always gives its most frequent training
 answer (what a model that ignores the image can reach). Exact match after lower-casing and stripping punctuation;
-greedy decoding. Overall Croc − baseline, paired over questions{' and averaged over seeds' if seeds > 1 else ''}:
-{100 * difference['difference']:+.1f} points, 95% interval {100 * difference['low']:+.1f} to
+greedy decoding. Overall Croc − baseline, paired over questions{' and averaged over seeds' if seeds > 1 else ''}: \
+{100 * difference['difference']:+.1f} points, 95% interval {100 * difference['low']:+.1f} to \
 {100 * difference['high']:+.1f}.
 
 ![accuracy]({FIGURE_FILES['accuracy']})
@@ -245,16 +245,18 @@ matching lets many tokens share one.
 
 {_runs_table(state)}
 
-What differs from a real run, all forced by the scale: the vision tower is a random-init CLIP-style encoder (frozen in
-every stage, as in the paper), not a pretrained CLIP; the LM is a random-init Llama-style model, so the learning
-rates are those of the table above instead of the paper's 2e-5 (LLM) / 1.5e-4 (pool, projector), which move a
-random LM nowhere in a few hundred steps; the tokenizer is a SentencePiece BPE model fitted to the training texts (a
-32K vocabulary would spend most of each step in the output layer); each image is {grid}×{grid} patches of
-{settings.model.patch_size} px = {settings.model.num_image_tokens} visual tokens, with a pool of
-{settings.model.prompt_pool_size}; stage 2
-gives each image's questions as one multi-turn conversation, as LLaVA-1.5's instruction data does. Everything else
-(templates, masking ratio 0.75, Hungarian matching, mixed attention, VTR weight 10, cosine schedule, AdamW betas
-(0.9, 0.98), the trainer, its configs and checks) is the real code path.
+What differs from a real run, all forced by the scale:
+- the vision tower is a random-init CLIP-style encoder (frozen in every stage, as in the paper), not a pretrained CLIP;
+- the LM is a random-init Llama-style model, so the learning rates are those of the table above instead of the
+  paper's 2e-5 (LLM) / 1.5e-4 (pool, projector), which move a random LM nowhere in a few hundred steps;
+- the tokenizer is a SentencePiece BPE model fitted to the training texts (a 32K vocabulary would spend most of each
+  step in the output layer);
+- each image is {grid}×{grid} patches of {settings.model.patch_size} px = {settings.model.num_image_tokens} visual \
+tokens, with a pool of {settings.model.prompt_pool_size} (the paper: 576 and 2048);
+- stage 2 gives each image's questions as one multi-turn conversation, as LLaVA-1.5's instruction data does.
+
+Everything else (templates, masking ratio 0.75, Hungarian matching, mixed attention, VTR weight 10, cosine schedule,
+AdamW betas (0.9, 0.98), the trainer, its configs and checks) is the real code path.
 
 ## Wall time
 
