@@ -37,6 +37,7 @@ import numpy as np
 import scipy
 import torch
 
+from benchmarks.harness import sync
 from modeling_croc import matching
 from modeling_croc.matching import hungarian_assignment, nearest_assignment, pairwise_l2_costs
 
@@ -47,19 +48,14 @@ BATCHES = (1, 16, 64)
 QUICK_BATCHES = (1, 16)
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _timed(
     device: torch.device, fn: Callable[..., object], *args: object, **kwargs: object
 ) -> tuple[float, object]:
     """Seconds `fn(*args, **kwargs)` takes (device work included), and its result."""
-    _sync(device)
+    sync(device)
     start = time.perf_counter()
     result = fn(*args, **kwargs)
-    _sync(device)
+    sync(device)
     return time.perf_counter() - start, result
 
 

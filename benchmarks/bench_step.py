@@ -28,6 +28,8 @@ from pathlib import Path
 
 import torch
 
+from benchmarks.harness import sync
+
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "step.json"
 PIECES = ("masking", "costs", "assignment", "mask building", "VTR head", "VTR loss")
 
@@ -69,20 +71,15 @@ def make_batch(config, batch: int, text_tokens: int, device: torch.device) -> di
         "pixel_values": pixel_values}.items()}
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def train_step(model, optimizer, batch: dict, croc: bool, step: int, device: torch.device) -> float:
     """One optimiser step; seconds, device work included."""
-    _sync(device)
+    sync(device)
     start = time.perf_counter()
     output = model(**batch, croc_objectives=croc, croc_generator=torch.Generator().manual_seed(step))
     output.loss.backward()
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)
-    _sync(device)
+    sync(device)
     return time.perf_counter() - start
 
 
@@ -96,10 +93,10 @@ def piece_timers(model, device: torch.device):
 
     def timed(name: str, fn: Callable) -> Callable:
         def wrapper(*args, **kwargs):
-            _sync(device)
+            sync(device)
             start = time.perf_counter()
             result = fn(*args, **kwargs)
-            _sync(device)
+            sync(device)
             times[name].append(time.perf_counter() - start)
             return result
         return wrapper
