@@ -247,8 +247,9 @@ matching lets many tokens share one.
 
 What differs from a real run, all forced by the scale:
 - the vision tower is a random-init CLIP-style encoder (frozen in every stage, as in the paper), not a pretrained CLIP;
-- the LM is a random-init Llama-style model, so the learning rates are those of the table above instead of the
-  paper's 2e-5 (LLM) / 1.5e-4 (pool, projector), which move a random LM nowhere in a few hundred steps;
+- the LM is a random-init Llama-style model, so it trains at the rate of the table above instead of the paper's 2e-5
+  (which moves a random LM nowhere in a few hundred steps), and so does the projector in stage 2; the projector and
+  pool rates of stages 1 and 1.5 are the paper's (1e-3, 1.5e-4);
 - the tokenizer is a SentencePiece BPE model fitted to the training texts (a 32K vocabulary would spend most of each
   step in the output layer);
 - each image is {grid}×{grid} patches of {settings.model.patch_size} px = {settings.model.num_image_tokens} visual \
