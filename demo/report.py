@@ -13,7 +13,7 @@ from typing import Any
 import yaml
 
 from .evaluate import OVERALL
-from .metrics import aggregate_accuracy, final_value, paired_difference, question_types, verdict
+from .metrics import aggregate_accuracy, curve, final_value, paired_difference, question_types, verdict
 from .plots import FIGURE_FILES
 from .runs import arm_steps, read_config
 
@@ -39,6 +39,10 @@ def build_metrics(state) -> dict[str, Any]:
         "steps": {arm.name: arm_steps(arm, settings.max_steps) for arm in state.arms},
         "accuracy": accuracy,
         "chance": state.chance,
+        "first_losses": {
+            run: {key: values[0] for key in ("lm_loss", "vtr_loss") if (values := curve(history, key)[1])}
+            for run, history in state.histories[min(state.histories)].items()
+        },
         "final_losses": {
             run: {key: final_value(history, key) for key in ("lm_loss", "vtr_loss", "pool_utilisation")
                   if final_value(history, key) is not None}
@@ -48,6 +52,17 @@ def build_metrics(state) -> dict[str, Any]:
     if {"croc", "baseline"} <= set(accuracy):
         metrics["croc_minus_baseline"] = paired_difference(state)
     return metrics
+
+
+def _stage1_5_change(metrics: dict[str, Any]) -> str:
+    """How far each stage-1.5 loss of the Croc arm moved, first logged step -> last (first seed)."""
+    losses = metrics["final_losses"].get("croc/stage1_5", {})
+    first = metrics["first_losses"].get("croc/stage1_5", {})
+    parts = [f"{name} {first[key]:.2f} → {losses[key]:.2f}" for key, name in (("vtr_loss", "`L_VTR`"),
+                                                                              ("lm_loss", "`L_DCG`"))
+             if key in first and key in losses]
+    return ("Croc's stage 1.5, first step → end (mean of the last three logs): " + ", ".join(parts) + "."
+            if parts else "")
 
 
 def _asdict(spec) -> dict[str, Any]:
@@ -194,8 +209,8 @@ def render_report(state, metrics: dict[str, Any]) -> str:
     grid = settings.model.image_size // settings.model.patch_size
     return f"""# Croc vs LLaVA-1.5* on synthetic scenes: CPU demo report
 {quick_note}
-**Held-out exact match, overall: Croc {_pct(croc)}% vs baseline {_pct(base)}%** ({metrics['num_test_questions']}
-questions, {seeds_text}). {verdict(difference)}
+**Held-out exact match, overall: Croc {_pct(croc)}% vs baseline {_pct(base)}%** \
+({metrics['num_test_questions']} questions, {seeds_text}). {verdict(difference)}
 
 Both arms start from the same random-init model, see the same training data (brief captions, detailed captions,
 questions) and take the same number of optimiser steps ({metrics['steps']['croc']}) at the same batch size. Croc
@@ -226,6 +241,7 @@ greedy decoding. Overall Croc − baseline, paired over questions{' and averaged
 
 The stage-1.5 loss is `L = 10 · L_VTR + L_DCG`; `L_VTR` is the L2 distance between the LM's last hidden state and
 the original visual token at the positions replaced by prompt-pool tokens, averaged over those tokens.
+{_stage1_5_change(metrics)}
 
 ![pool utilisation]({FIGURE_FILES['pool']})
 
