@@ -27,7 +27,7 @@ from .data import build_data
 from .model_spec import build_stage0
 from .plots import make_figures
 from .report import write_report, write_timings
-from .runs import CONFIG_DIR, STAGE0, Arm, RunSpec, check_equal_budgets, selected_arms
+from .runs import CONFIG_DIR, POOL_FIGURE_RUNS, STAGE0, Arm, RunSpec, check_equal_budgets, selected_arms
 from .settings import DemoSettings
 
 logger = logging.getLogger("demo")
@@ -173,7 +173,7 @@ def step_report(state: DemoState) -> None:
 
 def build_steps(options: DemoOptions, arms: list[Arm]) -> list[Step]:
     """Every step of the demo, in execution order. Runs shared by several arms (the Croc stage 1 that the
-    ablations start from) are trained once per seed."""
+    ablations start from) are trained once per seed; the pool figure's extra runs once, on the first seed."""
     steps = [Step("data", step_data)]
     for seed in options.seed_list:
         steps.append(Step(f"seed{seed}/stage0", step_stage0(seed)))
@@ -184,6 +184,9 @@ def build_steps(options: DemoOptions, arms: list[Arm]) -> list[Step]:
                     steps.append(Step(f"seed{seed}/{run.name}", step_train(run, seed)))
                     done.add(run.name)
             steps.append(Step(f"seed{seed}/{arm.name}/evaluate", step_evaluate(arm, seed)))
+        if seed == options.seed_list[0]:
+            steps += [Step(f"seed{seed}/{run.name}", step_train(run, seed)) for run in POOL_FIGURE_RUNS
+                      if run.name not in done]
     steps += [Step("figures", step_figures), Step("report", step_report)]
     return steps
 

@@ -15,7 +15,7 @@ import yaml
 from .evaluate import OVERALL
 from .metrics import aggregate_accuracy, curve, final_value, paired_difference, question_types, verdict
 from .plots import FIGURE_FILES
-from .runs import arm_steps, read_config
+from .runs import POOL_FIGURE_RUNS, arm_steps, read_config
 
 METRICS_FILE = "metrics.json"
 TIMINGS_FILE = "timings.json"
@@ -138,19 +138,21 @@ def _runs_table(state) -> str:
     """One row per training run: YAML, stage, data, steps, batch, learning rates, wall time."""
     lines = ["| run | config (`trainer/configs/demo/`) | stage | data | steps | batch | lr projector / pool / LM "
              "| wall time (s) |", "|---|---|---|---|---:|---:|---|---:|"]
+    in_arms = [run for arm in state.arms for run in arm.runs]
+    extra = [run for run in POOL_FIGURE_RUNS if run.name in state.run_seconds and run not in in_arms]
     seen = set()
-    for arm in state.arms:
-        for run in arm.runs:
-            if run.name in seen:
-                continue
-            seen.add(run.name)
-            rates = " / ".join(_rate(effective_setting(state, run.config, f"{group}_lr"))
-                               for group in ("projector", "prompt_pool", "language_model"))
-            seconds = state.run_seconds.get(run.name)
-            wall = "–" if not seconds else f"{sum(seconds) / len(seconds):.0f}"
-            lines.append(f"| {run.name} | {run.config}.yaml | {run.stage} | {run.data} | "
-                         f"{effective_setting(state, run.config, 'max_steps')} | "
-                         f"{effective_setting(state, run.config, 'global_batch_size')} | {rates} | {wall} |")
+    for run in in_arms + extra:
+        if run.name in seen:
+            continue
+        seen.add(run.name)
+        label = f"{run.name} (pool figure only)" if run in extra else run.name
+        rates = " / ".join(_rate(effective_setting(state, run.config, f"{group}_lr"))
+                           for group in ("projector", "prompt_pool", "language_model"))
+        seconds = state.run_seconds.get(run.name)
+        wall = "–" if not seconds else f"{sum(seconds) / len(seconds):.0f}"
+        lines.append(f"| {label} | {run.config}.yaml | {run.stage} | {run.data} | "
+                     f"{effective_setting(state, run.config, 'max_steps')} | "
+                     f"{effective_setting(state, run.config, 'global_batch_size')} | {rates} | {wall} |")
     return "\n".join(lines)
 
 
@@ -168,8 +170,8 @@ def _ablation_paragraph(state, metrics: dict[str, Any]) -> str:
     names = [arm.name for arm in state.arms if arm.ablation]
     if not names:
         return ("Not run (they take a stage 1.5 and a stage 2 each): `python -m demo --ablations` adds nearest-"
-                "neighbour matching, causal attention and brief captions in stage 1.5, each trained from the Croc "
-                "stage-1 model, and the nearest-neighbour curve of the pool-utilisation figure.")
+                "neighbour matching, causal attention, brief captions and the caption loss alone in stage 1.5, "
+                "each trained from the Croc stage-1 model, then stage 2 and the evaluation.")
     croc = metrics["accuracy"]["croc"][OVERALL]["mean"]
     lines = ["| variant | overall accuracy | vs Croc |", "|---|---:|---:|",
              f"| Croc (Hungarian, mixed attention, detailed captions) | {_pct(croc)} | |"]

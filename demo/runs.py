@@ -98,6 +98,11 @@ ARMS: dict[str, Arm] = {
 }
 
 
+# Trained in every demo (first seed only) for the pool-utilisation figure, which compares Hungarian with
+# nearest-neighbour matching; the rest of that ablation arm (stage 2, evaluation) runs only with `--ablations`.
+POOL_FIGURE_RUNS: tuple[RunSpec, ...] = (ARMS["ablation_nearest"].runs[0],)
+
+
 def selected_arms(ablations: bool) -> list[Arm]:
     """Croc and the baseline, plus the ablations when asked for."""
     return [arm for arm in ARMS.values() if ablations or not arm.ablation]

@@ -63,6 +63,10 @@ def test_quick_demo_writes_every_report_file(quick_out: Path, capsys) -> None:
     assert {"croc/stage1", "croc/stage1_5", "croc/stage2", "baseline/stage1", "baseline/stage2"} <= set(
         metrics["final_losses"])
     assert "vtr_loss" in metrics["final_losses"]["croc/stage1_5"]
+    # The pool figure's nearest-neighbour run is trained without --ablations too (its stage 2 is not).
+    assert "pool_utilisation" in metrics["final_losses"]["ablation_nearest/stage1_5"]
+    assert "ablation_nearest/stage2" not in metrics["final_losses"]
+    assert "ablation_nearest/stage1_5 (pool figure only)" in report
 
     timings = json.loads((report_dir / TIMINGS_FILE).read_text(encoding="utf-8"))
     assert timings["steps"]["total"] > 0
