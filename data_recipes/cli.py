@@ -124,7 +124,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "synth":
         made = generate_synthetic_scenes(args.out, num_images=args.num_images, seed=args.seed,
                                          image_size=args.image_size, test_fraction=args.test_fraction,
-                                         num_text=args.num_text)
+                                         num_text=args.num_text, progress=True)
         print(f"wrote {made.out_dir}: " + ", ".join(f"{k}={v}" for k, v in made.counts.items()))
         return 0
     try:

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 from PIL import Image, ImageDraw
+from tqdm.auto import tqdm
 
 from .sampling import source_seed
 from .schema import IMAGE_TOKEN
@@ -341,11 +342,12 @@ def generate_synthetic_scenes(
     image_size: int = 336,
     test_fraction: float = 0.2,
     num_text: int | None = None,
+    progress: bool = False,
 ) -> SyntheticScenes:
     """Write a LLaVA-format folder of synthetic scenes (see the module docstring for its files).
 
     Held-out (`qa_test`) images appear in no training file: not in the captions, not in `qa_train`.
-    `num_text` text-only rows are written (default: as many as images).
+    `num_text` text-only rows are written (default: as many as images). `progress` shows a bar over the images.
     """
     if num_images < 1:
         raise ValueError("num_images must be >= 1")
@@ -353,7 +355,7 @@ def generate_synthetic_scenes(
     (out / "images").mkdir(parents=True, exist_ok=True)
     test = _split(num_images, test_fraction, seed)
     scenes, brief, detailed, qa_train, qa_test, records = [], [], [], [], [], []
-    for index in range(num_images):
+    for index in tqdm(range(num_images), desc="synthetic scenes", unit="image", disable=not progress):
         scene = make_scene(index, seed=seed, image_size=image_size)
         scenes.append(scene)
         # compress_level=1: ~4x faster than the default and these flat images compress well anyway.

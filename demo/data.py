@@ -2,15 +2,10 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import random
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-from tqdm.auto import tqdm
 
 from data_recipes import IMAGE_TOKEN, generate_synthetic_scenes
 from data_recipes.synthetic_scenes import ANSWER_SUFFIX
@@ -23,38 +18,12 @@ from .settings import DemoSettings
 BASELINE_CAPTION_FILES: tuple[str, ...] = ("brief_captions.json", "detailed_captions.json")
 
 
-@contextlib.contextmanager
-def files_progress(folder: Path, total: int, desc: str, interval: float = 0.2) -> Iterator[None]:
-    """A progress bar over the files appearing in `folder` while the body runs.
-
-    `generate_synthetic_scenes` takes no progress callback, so a thread counts the images it has written.
-    """
-    stop = threading.Event()
-    bar = tqdm(total=total, desc=desc, unit="image")
-
-    def poll() -> None:
-        while not stop.wait(interval):
-            done = sum(1 for _ in folder.glob("*")) if folder.is_dir() else 0
-            bar.update(min(done, total) - bar.n)
-
-    thread = threading.Thread(target=poll, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
-        bar.update(total - bar.n)
-        bar.close()
-
-
 def build_data(out_dir: Path, settings: DemoSettings, seed: int) -> dict[str, int]:
     """Write the scenes folder and the baseline mixture; returns the row count of every file."""
-    with files_progress(out_dir / "images", settings.num_images, "synthetic scenes"):
-        scenes = generate_synthetic_scenes(
-            out_dir, num_images=settings.num_images, seed=seed, image_size=settings.image_size,
-            test_fraction=settings.test_fraction,
-        )
+    scenes = generate_synthetic_scenes(
+        out_dir, num_images=settings.num_images, seed=seed, image_size=settings.image_size,
+        test_fraction=settings.test_fraction, progress=True,
+    )
     rows = []
     for name in BASELINE_CAPTION_FILES:
         rows += json.loads((out_dir / name).read_text(encoding="utf-8"))

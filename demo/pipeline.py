@@ -62,6 +62,7 @@ class DemoState:
     model_parameters: int = 0
     histories: dict[int, dict[str, list[dict[str, Any]]]] = field(default_factory=dict)  # seed -> run -> logs
     run_seconds: dict[str, list[float]] = field(default_factory=dict)  # run name -> wall time per seed
+    run_settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # run name -> settings as resolved
     predictions: dict[int, dict[str, list[str]]] = field(default_factory=dict)  # seed -> arm -> answers
     accuracy: dict[int, dict[str, dict[str, dict[str, float]]]] = field(default_factory=dict)  # seed -> arm -> type
     chance: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -138,6 +139,9 @@ def step_train(run: RunSpec, seed: int) -> Callable[[DemoState], None]:
         trainer = train_module.main(training_argv(state, run, seed))
         state.run_seconds.setdefault(run.name, []).append(time.perf_counter() - started)
         state.histories.setdefault(seed, {})[run.name] = list(trainer.state.log_history)
+        args = trainer.args  # after the YAML, the overrides and the stage defaults: what the report states
+        state.run_settings[run.name] = {"max_steps": args.max_steps, "global_batch_size": args.global_batch_size,
+                                        "learning_rates": args.group_learning_rates}
         del trainer
         gc.collect()
     return action

@@ -10,12 +10,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from .evaluate import OVERALL
 from .metrics import aggregate_accuracy, curve, final_value, paired_difference, question_types, verdict
 from .plots import FIGURE_FILES
-from .runs import POOL_FIGURE_RUNS, arm_steps, read_config
+from .runs import POOL_FIGURE_RUNS, arm_steps
 
 METRICS_FILE = "metrics.json"
 TIMINGS_FILE = "timings.json"
@@ -44,8 +42,8 @@ def build_metrics(state) -> dict[str, Any]:
             for run, history in state.histories[min(state.histories)].items()
         },
         "final_losses": {
-            run: {key: final_value(history, key) for key in ("lm_loss", "vtr_loss", "pool_utilisation")
-                  if final_value(history, key) is not None}
+            run: {key: value for key in ("lm_loss", "vtr_loss", "pool_utilisation")
+                  if (value := final_value(history, key)) is not None}
             for run, history in state.histories[min(state.histories)].items()
         },
     }
@@ -122,42 +120,27 @@ def _setup_table(state, metrics: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def effective_setting(state, config: str, key: str) -> Any:
-    """A training setting of a demo run as it ran: the `--key=value` override of the settings, else the YAML's."""
-    settings = state.options.settings
-    if key == "max_steps" and settings.max_steps and config in settings.max_steps:
-        return settings.max_steps[config]
-    for override in settings.extra_overrides:
-        name, _, value = override.removeprefix("--").partition("=")
-        if name == key:
-            return yaml.safe_load(value)
-    return read_config(config).get(key)
-
-
 def _runs_table(state) -> str:
-    """One row per training run: YAML, stage, data, steps, batch, learning rates, wall time."""
+    """One row per training run: YAML, stage, data, steps, batch, learning rates (as the trainer resolved them),
+    wall time."""
     lines = ["| run | config (`trainer/configs/demo/`) | stage | data | steps | batch | lr projector / pool / LM "
              "| wall time (s) |", "|---|---|---|---|---:|---:|---|---:|"]
-    in_arms = [run for arm in state.arms for run in arm.runs]
-    extra = [run for run in POOL_FIGURE_RUNS if run.name in state.run_seconds and run not in in_arms]
-    seen = set()
-    for run in in_arms + extra:
-        if run.name in seen:
+    in_arms = {run.name: run for arm in state.arms for run in arm.runs}
+    extra = {run.name: run for run in POOL_FIGURE_RUNS if run.name not in in_arms}
+    for name, run in (in_arms | extra).items():
+        settings, seconds = state.run_settings.get(name), state.run_seconds.get(name)
+        if settings is None:
             continue
-        seen.add(run.name)
-        label = f"{run.name} (pool figure only)" if run in extra else run.name
-        rates = " / ".join(_rate(effective_setting(state, run.config, f"{group}_lr"))
+        rates = " / ".join(_rate(settings["learning_rates"].get(group))
                            for group in ("projector", "prompt_pool", "language_model"))
-        seconds = state.run_seconds.get(run.name)
-        wall = "–" if not seconds else f"{sum(seconds) / len(seconds):.0f}"
-        lines.append(f"| {label} | {run.config}.yaml | {run.stage} | {run.data} | "
-                     f"{effective_setting(state, run.config, 'max_steps')} | "
-                     f"{effective_setting(state, run.config, 'global_batch_size')} | {rates} | {wall} |")
+        label = f"{name} (pool figure only)" if name in extra else name
+        lines.append(f"| {label} | {run.config}.yaml | {run.stage} | {run.data} | {settings['max_steps']} | "
+                     f"{settings['global_batch_size']} | {rates} | {sum(seconds) / len(seconds):.0f} |")
     return "\n".join(lines)
 
 
-def _rate(value: Any) -> str:
-    return "frozen" if value is None else f"{float(value):g}"
+def _rate(value: float | None) -> str:
+    return "frozen" if value is None else f"{value:g}"
 
 
 def _timing_table(state) -> str:
