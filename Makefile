@@ -1,22 +1,60 @@
 # One entry point for people and CI. `make test` builds its own environment from nothing.
+#
+# Two environments:
+#   .venv         the locked one: exactly the versions of requirements/lock.txt (tests, demo, benchmarks, CI), so a
+#                 fresh clone behaves the same whatever is released tomorrow;
+#   .venv-latest  the canary (`make test-latest`): the newest releases setup.cfg allows, no lock, rebuilt each time,
+#                 so the next upstream break shows up here a release before it reaches anyone.
+SHELL := /bin/bash
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+LATEST_VENV ?= .venv-latest
+LOCK := requirements/lock.txt
+# torch is pinned outside the ranges: a bare `torch` requirement would pull a multi-GB CUDA build on a CPU machine.
+TORCH_VERSION ?= 2.13.0
+EXTRAS ?= dev
+TEST_ENV := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_NO_ADVISORY_WARNINGS=1
+PYTEST_ARGS ?= -n 2 --dist loadfile -q tests
 
-.PHONY: venv test lint bench demo clean
+.PHONY: venv test test-latest lock lint bench demo clean
 
+# Build tools come from the lock too, and the project is installed without build isolation, so no unpinned
+# setuptools is fetched behind the lock's back.
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -c $(LOCK) pip setuptools wheel
 
-# torch first and pinned: a bare `torch` requirement would pull a multi-GB CUDA build.
 venv: $(BIN)/python
-	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e ".[dev]"
+	$(BIN)/pip install -q -c $(LOCK) torch
+	$(BIN)/pip install -q -c $(LOCK) --no-build-isolation -e ".[$(EXTRAS)]"
 
 test: venv
-	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_NO_ADVISORY_WARNINGS=1 \
-		$(BIN)/python -m pytest -n 2 --dist loadfile -q tests
+	$(TEST_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The canary: newest allowed releases of everything but torch (pinned as above), then the same suite.
+test-latest:
+	rm -rf $(LATEST_VENV)
+	$(PY) -m venv $(LATEST_VENV)
+	$(LATEST_VENV)/bin/pip install -q --upgrade pip setuptools wheel
+	$(LATEST_VENV)/bin/pip install -q torch==$(TORCH_VERSION)
+	$(LATEST_VENV)/bin/pip install -q --upgrade --upgrade-strategy eager --no-build-isolation -e ".[dev]"
+	@echo "== canary: versions that differ from $(LOCK) (lock < | > newest allowed) =="
+	@diff <(grep -v '^#' $(LOCK) | sort -f) \
+		<($(LATEST_VENV)/bin/pip freeze --all --exclude-editable | sed 's/+cpu$$//' | sort -f) || true
+	CROC_CANARY=1 $(TEST_ENV) $(LATEST_VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+# Regenerate the lock from the newest releases the ranges allow; run `make test` on it before committing.
+lock:
+	rm -rf .venv-lock
+	$(PY) -m venv .venv-lock
+	.venv-lock/bin/pip install -q --upgrade pip setuptools wheel
+	.venv-lock/bin/pip install -q torch==$(TORCH_VERSION)
+	.venv-lock/bin/pip install -q --no-build-isolation -e ".[dev]"
+	{ echo "# Exact versions of the tested environment (Python $$(.venv-lock/bin/python -c 'import platform; print(platform.python_version())')), for \`pip install -c\`."; \
+	  echo "# Regenerate with \`make lock\`, then run \`make test\`. torch is written without its local label (+cpu)."; \
+	  .venv-lock/bin/pip freeze --all --exclude-editable | sed 's/+cpu$$//' | sort -f; } > $(LOCK)
+	rm -rf .venv-lock
 
 lint: venv
 	$(BIN)/ruff check .
@@ -25,8 +63,9 @@ bench: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks all
 
 # The whole method on a laptop CPU: synthetic data, stage 1 -> 1.5 -> 2 and the baseline, evaluation, report.
+demo: EXTRAS = demo
 demo: venv
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m demo --out demo_out
 
 clean:
-	rm -rf $(VENV) .pytest_cache
+	rm -rf $(VENV) $(LATEST_VENV) .venv-lock .pytest_cache

@@ -32,7 +32,7 @@ import torch
 import transformers
 from PIL import Image, ImageDraw
 
-from modeling_croc.tiny import tiny_croc_processor
+from croc_testing.tiny import tiny_croc_processor
 from trainer.collator import build_collator
 from trainer.data import CrocSupervisedDataset
 

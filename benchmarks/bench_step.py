@@ -44,8 +44,8 @@ def model_spec(quick: bool) -> dict:
 
 
 def build(spec: dict, preset: str, device: torch.device):
+    from croc_testing.tiny import tiny_croc_config
     from modeling_croc import CrocForConditionalGeneration
-    from modeling_croc.tiny import tiny_croc_config
 
     torch.manual_seed(0)
     config = tiny_croc_config(**spec, croc_preset=preset, croc_pretraining=True, attn_implementation="sdpa")

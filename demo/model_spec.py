@@ -21,9 +21,9 @@ from pathlib import Path
 
 import torch
 
+from croc_testing.tiny import tiny_croc_config, tiny_croc_processor
 from modeling_croc import CrocForConditionalGeneration
 from modeling_croc.convert.common import add_llava_tokens
-from modeling_croc.tiny import tiny_croc_config, tiny_croc_processor
 from trainer.templates import IMAGE_MARKER, get_template
 
 logger = logging.getLogger(__name__)

@@ -98,10 +98,6 @@ def build_mixed_attention_mask(
     """
     if block_ids is not None:
         check_backend_supports_mixed_attention(text_config)
-    return create_causal_mask(
-        config=text_config,
-        inputs_embeds=inputs_embeds,
-        attention_mask=attention_mask,
-        past_key_values=None,
-        block_sequence_ids=block_ids,
-    )
+    # The cache is passed by position: transformers 5.24 renamed that argument (`past_key_values` -> `cache`), and
+    # stage 1.5 never has one.
+    return create_causal_mask(text_config, inputs_embeds, attention_mask, None, block_sequence_ids=block_ids)

@@ -12,13 +12,12 @@ training forward with `config.croc_pretraining` on, the model additionally
 """
 
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from transformers import LlavaForConditionalGeneration, LlavaModel
-from transformers.cache_utils import Cache
 from transformers.conversion_mapping import (
     get_checkpoint_conversion_mapping,
     register_checkpoint_conversion_mapping,
@@ -30,6 +29,7 @@ from transformers.models.llava.modeling_llava import (
     LlavaModelOutputWithPast,
     LlavaPreTrainedModel,
 )
+from transformers.utils import ModelOutput
 
 from .attention_mask import bidirectional_block_ids, build_mixed_attention_mask
 from .configuration_croc import CrocConfig
@@ -40,16 +40,21 @@ from .vtr_head import CrocVTRHead
 
 @dataclass
 class CrocModelOutputWithPast(LlavaModelOutputWithPast):
-    """`LlavaModelOutputWithPast` plus what the stage-1.5 losses need.
+    """`LlavaModelOutputWithPast` plus what the stage-1.5 losses need (all None outside stage-1.5 forwards).
+
+    Llava's own fields (the cache, hidden states, the image-encoder output) are inherited, never named here: they
+    are copied from the output the parent class or the language model returns, so a renamed upstream field cannot
+    break this class.
 
     Attributes:
-        image_hidden_states: `(num_images, T, D)` projected (and, if configured, normalised) visual tokens before
-            any replacement: the VTR targets.
-        image_token_mask: `(B, L)` bool, True at visual-token positions (stage-1.5 forwards only).
+        visual_tokens: `(num_images, T, D)` projected (and, if configured, normalised) visual tokens before any
+            replacement: the VTR targets.
+        image_token_mask: `(B, L)` bool, True at visual-token positions.
         replaced_token_mask: `(num_images, T)` bool, True where a pool token replaced the visual token.
         pool_ids: `(num_images, M)` long, the pool row assigned to each replaced token.
     """
 
+    visual_tokens: torch.FloatTensor | None = None
     image_token_mask: torch.BoolTensor | None = None
     replaced_token_mask: torch.BoolTensor | None = None
     pool_ids: torch.LongTensor | None = None
@@ -63,14 +68,23 @@ class CrocCausalLMOutputWithPast(LlavaCausalLMOutputWithPast):
         loss: `vtr_loss_weight * vtr_loss + lm_loss` in stage-1.5 forwards, else the LM loss.
         lm_loss: next-token loss on the supervised tokens (DCG in stage 1.5).
         vtr_loss: visual-token reconstruction loss (stage-1.5 forwards only).
+        visual_tokens: `(num_images, T, D)` the VTR targets (stage-1.5 forwards only).
         pool_ids: `(num_images, M)` pool rows assigned in this forward, for pool-utilisation metrics.
         replaced_token_mask: `(num_images, T)` bool, which visual tokens were replaced.
     """
 
     lm_loss: torch.FloatTensor | None = None
     vtr_loss: torch.FloatTensor | None = None
+    visual_tokens: torch.FloatTensor | None = None
     pool_ids: torch.LongTensor | None = None
     replaced_token_mask: torch.BoolTensor | None = None
+
+
+def fields_declared_by(output: ModelOutput, output_class: type[ModelOutput]) -> dict:
+    """The set entries of `output` that `output_class` declares too, by name: how an upstream output is carried
+    into a Croc output without naming (and so without depending on) the upstream field names."""
+    declared = {field.name for field in fields(output_class)}
+    return {name: value for name, value in output.items() if name in declared}
 
 
 class CrocPreTrainedModel(LlavaPreTrainedModel):
@@ -108,17 +122,21 @@ class CrocModel(CrocPreTrainedModel, LlavaModel):
         pixel_values: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
+        mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
         croc_objectives: bool = False,
         croc_generator: torch.Generator | None = None,
         **kwargs,
     ) -> CrocModelOutputWithPast:
         """Llava's forward, or with `croc_objectives` the stage-1.5 forward.
 
+        The cache travels in `kwargs` under whatever name the installed transformers uses (`cache` since 5.24,
+        `past_key_values` before), straight to Llava's forward.
+
         Args:
             labels: `(B, L)` aligned with `input_ids`; only read to place the `"prompt"` bidirectional span.
+            mm_encoder_outputs: precomputed vision outputs (`{"image": BaseModelOutputWithPooling}`), as in Llava.
             croc_objectives: run the stage-1.5 path (pool replacement and mixed attention).
             croc_generator: seeded generator for the random token mask.
         """
@@ -128,20 +146,23 @@ class CrocModel(CrocPreTrainedModel, LlavaModel):
                 pixel_values=pixel_values,
                 attention_mask=attention_mask,
                 position_ids=position_ids,
-                past_key_values=past_key_values,
                 inputs_embeds=inputs_embeds,
+                mm_encoder_outputs=mm_encoder_outputs,
                 **kwargs,
             )
             return CrocModelOutputWithPast(**outputs)
         if input_ids is None:
             raise ValueError("the stage-1.5 forward locates visual tokens by `input_ids`; pass input_ids")
-        return self._croc_forward(input_ids, pixel_values, attention_mask, position_ids, labels, croc_generator,
+        image_outputs = (mm_encoder_outputs or {}).get("image")
+        if pixel_values is not None and image_outputs is None:
+            image_outputs = self.get_image_features(pixel_values=pixel_values, return_dict=True)
+        return self._croc_forward(input_ids, image_outputs, attention_mask, position_ids, labels, croc_generator,
                                   **kwargs)
 
     def _croc_forward(
         self,
         input_ids: torch.LongTensor,
-        pixel_values: torch.Tensor | None,
+        image_outputs: BaseModelOutputWithPooling | None,
         attention_mask: torch.Tensor | None,
         position_ids: torch.LongTensor | None,
         labels: torch.LongTensor | None,
@@ -151,11 +172,11 @@ class CrocModel(CrocPreTrainedModel, LlavaModel):
         inputs_embeds = self.get_input_embeddings()(input_ids)
         hidden = inputs_embeds.shape[-1]
         image_token_mask = input_ids == self.config.image_token_id
-        if pixel_values is not None:
-            features = self.get_image_features(pixel_values=pixel_values, return_dict=True).pooler_output
+        if image_outputs is not None:
+            features = image_outputs.pooler_output
             if len({f.shape[0] for f in features}) != 1:
                 raise ValueError("stage 1.5 needs the same number of visual tokens for every image in a batch")
-            visual_tokens = torch.stack(features).to(inputs_embeds.dtype)
+            visual_tokens = torch.stack(list(features)).to(inputs_embeds.dtype)
         else:
             # A text-only batch still runs the pool on zero images, so the pool takes part in the graph on every
             # rank (DDP and ZeRO expect each parameter's gradient on every step) without a dummy image.
@@ -175,11 +196,8 @@ class CrocModel(CrocPreTrainedModel, LlavaModel):
             attention_mask=mixed_mask, position_ids=position_ids, inputs_embeds=inputs_embeds, **kwargs
         )
         return CrocModelOutputWithPast(
-            last_hidden_state=outputs.last_hidden_state,
-            past_key_values=outputs.past_key_values,
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
-            image_hidden_states=visual_tokens,
+            **fields_declared_by(outputs, CrocModelOutputWithPast),
+            visual_tokens=visual_tokens,
             image_token_mask=image_token_mask,
             replaced_token_mask=prompted.replaced,
             pool_ids=prompted.pool_ids,
@@ -228,10 +246,10 @@ class CrocForConditionalGeneration(CrocPreTrainedModel, LlavaForConditionalGener
         pixel_values: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         position_ids: torch.LongTensor | None = None,
-        past_key_values: Cache | None = None,
         inputs_embeds: torch.Tensor | None = None,
         labels: torch.LongTensor | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
         croc_objectives: bool | None = None,
         croc_generator: torch.Generator | None = None,
         num_vtr_items_in_batch: int | torch.Tensor | None = None,
@@ -241,6 +259,8 @@ class CrocForConditionalGeneration(CrocPreTrainedModel, LlavaForConditionalGener
         Args:
             labels (`torch.LongTensor` of shape `(B, L)`, *optional*):
                 Token ids to predict, aligned with `input_ids` (shifted inside the loss), -100 where unsupervised.
+            mm_encoder_outputs (`dict[str, BaseModelOutputWithPooling]`, *optional*):
+                Precomputed vision outputs, as `LlavaForConditionalGeneration` takes them.
             croc_objectives (`bool`, *optional*):
                 Force the stage-1.5 path on or off. Default: on in training forwards when `config.croc_pretraining`.
             croc_generator (`torch.Generator`, *optional*):
@@ -248,6 +268,8 @@ class CrocForConditionalGeneration(CrocPreTrainedModel, LlavaForConditionalGener
             num_vtr_items_in_batch (`int` or `torch.Tensor`, *optional*):
                 VTR tokens in the whole optimiser step (see `num_vtr_items`), the counterpart of
                 `num_items_in_batch` for the LM loss.
+            kwargs:
+                Passed on to Llava's forward, the cache included under the installed transformers' name for it.
         """
         if croc_objectives is None:
             croc_objectives = self.training and self.config.croc_pretraining
@@ -256,9 +278,9 @@ class CrocForConditionalGeneration(CrocPreTrainedModel, LlavaForConditionalGener
             pixel_values=pixel_values,
             attention_mask=attention_mask,
             position_ids=position_ids,
-            past_key_values=past_key_values,
             inputs_embeds=inputs_embeds,
             labels=labels,
+            mm_encoder_outputs=mm_encoder_outputs,
             croc_objectives=croc_objectives,
             croc_generator=croc_generator,
             **kwargs,
@@ -282,17 +304,12 @@ class CrocForConditionalGeneration(CrocPreTrainedModel, LlavaForConditionalGener
             lm_loss=lm_loss,
             vtr_loss=vtr_loss,
             logits=logits,
-            past_key_values=outputs.past_key_values,
-            hidden_states=outputs.hidden_states,
-            attentions=outputs.attentions,
-            image_hidden_states=outputs.image_hidden_states,
-            pool_ids=outputs.pool_ids,
-            replaced_token_mask=outputs.replaced_token_mask,
+            **fields_declared_by(outputs, CrocCausalLMOutputWithPast),
         )
 
     def _vtr_loss(self, outputs: CrocModelOutputWithPast, num_items_in_batch) -> torch.Tensor:
         """VTR loss from the last hidden states at the visual positions (position p predicts token p: no shift)."""
-        targets = outputs.image_hidden_states
+        targets = outputs.visual_tokens
         num_images, num_tokens, hidden = targets.shape
         predictions = outputs.last_hidden_state[outputs.image_token_mask].view(num_images, num_tokens, hidden)
         if self.vtr_head is not None:

@@ -1,5 +1,7 @@
-"""Shared fixtures: tiny Croc/Llava models built in code, and the offline SentencePiece tokenizer."""
+"""Shared fixtures: tiny Croc/Llava models built in code, the offline SentencePiece tokenizer, and the guard that
+turns a deprecation transformers logs into a test failure."""
 
+import logging
 import os
 
 import pytest
@@ -8,7 +10,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
 import modeling_croc  # noqa: E402,F401  (registers the Auto classes)
-from modeling_croc.tiny import llama_sentencepiece_tokenizer, tiny_croc_config  # noqa: E402
+from croc_testing.tiny import llama_sentencepiece_tokenizer, tiny_croc_config  # noqa: E402
 
 
 @pytest.fixture
@@ -25,3 +27,32 @@ def make_config():
 @pytest.fixture(scope="session")
 def sp_tokenizer():
     return llama_sentencepiece_tokenizer()
+
+
+class _DeprecationRecords(logging.Handler):
+    """Keeps the deprecation messages transformers logs (it warns about renamed arguments and fields through its
+    logger, not only through `warnings`, so pytest's `filterwarnings` alone would miss them)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        message = record.getMessage()
+        if "deprecated" in message.lower():
+            self.messages.append(f"{record.name}: {message}")
+
+
+@pytest.fixture(autouse=True)
+def no_transformers_deprecation_logged():
+    """Fail the test during which transformers logs a deprecation: the next upstream rename shows up here, a release
+    before it breaks. (The `warnings` side is `filterwarnings` in setup.cfg.)"""
+    records = _DeprecationRecords()
+    library_logger = logging.getLogger("transformers")
+    library_logger.addHandler(records)
+    try:
+        yield
+    finally:
+        library_logger.removeHandler(records)
+    if records.messages:
+        pytest.fail("transformers logged a deprecation:\n" + "\n".join(records.messages), pytrace=False)

@@ -4,8 +4,8 @@ import pytest
 import torch
 from transformers import LlamaConfig
 
+from croc_testing.batches import PAD_TOKEN_ID
 from modeling_croc.attention_mask import bidirectional_block_ids, build_mixed_attention_mask
-from modeling_croc.testing_utils import PAD_TOKEN_ID
 
 IMAGE = 126
 

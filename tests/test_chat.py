@@ -3,9 +3,9 @@
 import torch
 from PIL import Image
 
+from croc_testing.tiny import tiny_croc_config, tiny_croc_processor
 from modeling_croc import CrocForConditionalGeneration
 from modeling_croc.chat import answer, load, main
-from modeling_croc.tiny import tiny_croc_config, tiny_croc_processor
 
 
 def _saved_model(tmp_path, tokenizer):

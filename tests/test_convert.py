@@ -15,6 +15,8 @@ from transformers import (
 )
 from transformers.models.bert.modeling_bert import BertLayer
 
+from croc_testing.batches import make_batch
+from croc_testing.tiny import llama_sentencepiece_tokenizer, tiny_croc_config
 from modeling_croc import CrocForConditionalGeneration, CrocProcessor
 from modeling_croc.convert import (
     build_from_parts,
@@ -24,8 +26,6 @@ from modeling_croc.convert import (
     export_llava_folder,
     rename_original_state_dict,
 )
-from modeling_croc.testing_utils import make_batch
-from modeling_croc.tiny import llama_sentencepiece_tokenizer, tiny_croc_config
 
 VOCAB = 32064  # Vicuna's 32000 + <image> + <pad>, padded to a multiple of 64 as llava-1.5 conversions are
 

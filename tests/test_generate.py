@@ -3,9 +3,9 @@ left-padded."""
 
 import torch
 
+from croc_testing.batches import make_batch
 from modeling_croc import CrocForConditionalGeneration
 from modeling_croc.convert import croc_to_llava
-from modeling_croc.testing_utils import make_batch
 
 
 def _pair(config):

@@ -3,10 +3,11 @@
 import pytest
 import torch
 from transformers import LlavaForConditionalGeneration
+from transformers.cache_utils import Cache
 
+from croc_testing.batches import make_batch
 from modeling_croc import CrocForConditionalGeneration
 from modeling_croc.convert import croc_to_llava
-from modeling_croc.testing_utils import make_batch
 
 
 def _model(config, seed=0):
@@ -24,6 +25,31 @@ def test_logits_equal_llava_on_shared_weights(make_config, attn):
         ours = croc(**batch).logits
         reference = llava(**batch).logits
     torch.testing.assert_close(ours, reference, rtol=0, atol=0)
+
+
+def _assert_same_output_value(ours, reference, name):
+    if isinstance(reference, Cache):
+        assert type(ours) is type(reference) and ours.get_seq_length() == reference.get_seq_length(), name
+    else:
+        torch.testing.assert_close(ours, reference, rtol=0, atol=0, msg=name)
+
+
+def test_outputs_carry_every_field_llava_returns(make_config):
+    """Croc's outputs copy the parent's output object instead of naming Llava's fields, so whatever the installed
+    transformers calls them (the cache, the image-encoder output, hidden states), they arrive with equal values."""
+    croc = _model(make_config()).eval()
+    llava = croc_to_llava(croc)
+    batch = make_batch(croc.config)
+    with torch.no_grad():
+        ours = croc(**batch, use_cache=True, output_hidden_states=True)
+        reference = llava(**batch, use_cache=True, output_hidden_states=True)
+        ours_base = croc.model(**batch, use_cache=True)
+        reference_base = llava.model(**{k: v for k, v in batch.items() if k != "labels"}, use_cache=True)
+    assert set(reference.keys()) <= set(ours.keys()) and set(reference_base.keys()) <= set(ours_base.keys())
+    for name, value in reference.items():
+        _assert_same_output_value(ours[name], value, name)
+    for name, value in reference_base.items():
+        _assert_same_output_value(ours_base[name], value, name)
 
 
 def test_croc_pretraining_is_off_at_inference(make_config):
@@ -72,7 +98,7 @@ def test_nearest_assignment_is_argmin_of_replaced_tokens(make_config):
     batch = make_batch(croc.config, rows=2)
     generator = torch.Generator().manual_seed(2)
     out = croc(**batch, croc_generator=generator)
-    targets = out.image_hidden_states
+    targets = out.visual_tokens
     replaced = targets[out.replaced_token_mask].view(2, -1, targets.shape[-1])
     distances = torch.cdist(replaced.float(), croc.prompt_pool.weight.detach().float()[None])
     torch.testing.assert_close(out.pool_ids, distances.argmin(-1))
@@ -111,9 +137,9 @@ def test_vtr_target_is_detached(make_config):
 
     croc = _model(make_config(croc_pretraining=True)).train()
     out = croc(**make_batch(croc.config), croc_generator=torch.Generator().manual_seed(0))
-    assert out.image_hidden_states.requires_grad
-    prediction = torch.randn_like(out.image_hidden_states, requires_grad=True)
-    loss = visual_token_reconstruction_loss(prediction, out.image_hidden_states, out.replaced_token_mask)
+    assert out.visual_tokens.requires_grad
+    prediction = torch.randn_like(out.visual_tokens, requires_grad=True)
+    loss = visual_token_reconstruction_loss(prediction, out.visual_tokens, out.replaced_token_mask)
     projector = croc.model.multi_modal_projector.linear_2.weight
     (grad,) = torch.autograd.grad(loss, projector, allow_unused=True)
     assert grad is None

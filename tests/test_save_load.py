@@ -8,9 +8,9 @@ import textwrap
 import torch
 from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, LlavaForConditionalGeneration
 
+from croc_testing.batches import make_batch
 from modeling_croc import CrocConfig, CrocForConditionalGeneration, CrocModel
 from modeling_croc.convert import croc_config_to_llava
-from modeling_croc.testing_utils import make_batch
 
 
 def _model(config):
@@ -91,8 +91,8 @@ def test_processor_round_trip_keeps_llava_settings_and_template(tmp_path, sp_tok
     from PIL import Image
     from transformers import AutoProcessor
 
+    from croc_testing.tiny import tiny_croc_processor
     from modeling_croc import CrocProcessor
-    from modeling_croc.tiny import tiny_croc_processor
 
     processor = tiny_croc_processor(tokenizer=sp_tokenizer)
     processor.save_pretrained(tmp_path)

@@ -11,8 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
+from croc_testing.tiny import tiny_croc_processor
 from modeling_croc.processing_croc import VICUNA_V1_SYSTEM
-from modeling_croc.tiny import tiny_croc_processor
 from trainer.collator import CrocDataCollator, build_collator
 from trainer.data import IGNORE_INDEX, CrocSupervisedDataset, pad_to_square
 from trainer.sampler import ModalityGroupedSampler

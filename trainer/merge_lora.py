@@ -32,7 +32,7 @@ def merge_lora(adapter_dir: str | Path, out_dir: str | Path, dtype: str = "float
     base_path = json.loads(adapter_config.read_text(encoding="utf-8")).get("base_model_name_or_path")
     if not base_path:
         raise ValueError(
-            f"{adapter_dir}: the base model was not loaded from a folder (e.g. a tiny random spec), so it cannot be "
+            f"{adapter_dir}: the adapter config names no base model folder, so the base cannot be "
             "rebuilt; train LoRA on top of a saved stage folder"
         )
     config_dir = adapter_dir / BASE_CONFIG_DIR

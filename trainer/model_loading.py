@@ -1,7 +1,7 @@
 """Build or load the model and processor of a stage, set its Croc fields and freeze what the stage does not train.
 
 Sources (one per run, see `ModelArguments`): a Croc folder of the previous stage, a transformers `llava`
-folder, separate CLIP + LLM checkpoints (stage 1), or a tiny random spec (tests, CPU demo).
+folder, or separate CLIP + LLM checkpoints (stage 1).
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from modeling_croc import CROC_PRESETS, CrocConfig, CrocForConditionalGeneration
 from modeling_croc.convert.common import build_processor
 from modeling_croc.convert.from_llava import croc_config_from_llava
 from modeling_croc.convert.from_parts import build_from_parts
-from modeling_croc.tiny import tiny_croc_config, tiny_croc_processor
 
 from .croc_config import CrocTrainingArguments
 from .script_args import ModelArguments
@@ -27,8 +26,6 @@ logger = logging.getLogger(__name__)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Missing weights that a load may legitimately start fresh: the pool and the VTR head (not in llava checkpoints).
 FRESH_PREFIXES = ("model.prompt_pool.", "vtr_head.")
-# The LLaVA-1.5 vocabulary: Vicuna's 32000 pieces + <image> (32000) + <pad> (32001).
-TINY_VOCAB = {"vocab_size": 32002, "image_token_id": 32000, "pad_token_id": 32001}
 
 
 def croc_fields(args: CrocTrainingArguments) -> dict:
@@ -109,12 +106,7 @@ def load_model_and_processor(
 ) -> tuple[CrocForConditionalGeneration, CrocProcessor]:
     """The model (train mode, stage-specific config) and its processor for `args.stage`."""
     load_kwargs = _load_kwargs(model_args)
-    if model_args.tiny is not None:
-        spec = {**TINY_VOCAB, **model_args.tiny}
-        config = reconfigure(tiny_croc_config(**spec), args)
-        model = CrocForConditionalGeneration._from_config(config, **load_kwargs)
-        processor = tiny_croc_processor(image_size=spec.get("image_size", 56), patch_size=spec.get("patch_size", 14))
-    elif model_args.vision_tower:
+    if model_args.vision_tower:
         vision, language = _local_snapshot(model_args.vision_tower), _local_snapshot(model_args.language_model)
         model, processor = build_from_parts(vision, language, image_aspect_ratio=args.image_aspect_ratio,
                                             **croc_fields(args))

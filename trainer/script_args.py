@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 # The Llama projections LoRA adapts; only those inside the language model are targeted (see `trainer.lora`).
 DEFAULT_LORA_TARGETS: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -14,8 +13,9 @@ class ModelArguments:
     """Where the model comes from and how it is loaded.
 
     Exactly one source: `name_or_path` (a Croc folder from the previous stage, or a transformers `llava` folder),
-    `vision_tower` + `language_model` (stage 1 from separate CLIP and LLM checkpoints), or `tiny` (a random tiny
-    model for tests and the CPU demo).
+    or `vision_tower` + `language_model` (stage 1 from separate CLIP and LLM checkpoints). A random model to start
+    from is a saved folder too (`python -m croc_testing tiny-model FOLDER` writes the tiny one of the cpu_tiny
+    configs).
     """
 
     name_or_path: str | None = field(
@@ -26,11 +26,6 @@ class ModelArguments:
     )
     language_model: str | None = field(
         default=None, metadata={"help": "Causal LM checkpoint for stage 1 (lmsys/vicuna-7b-v1.5)."}
-    )
-    tiny: dict[str, Any] | None = field(
-        default=None,
-        metadata={"help": "Keyword arguments of `modeling_croc.tiny.tiny_croc_config` (e.g. {hidden_size: 32}) "
-                  "to build a random tiny model with the offline tiny processor."},
     )
     dtype: str = field(
         default="float32",

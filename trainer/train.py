@@ -20,7 +20,7 @@ import sys
 import transformers
 from transformers import set_seed
 
-from .cli import ConfigError, build_arguments, load_raw_config
+from .cli import ConfigError
 from .collator import build_collator
 from .croc_trainer import CrocTrainer
 from .data_loading import build_train_dataset
@@ -28,7 +28,7 @@ from .hub import hub_dry_run, push
 from .lora import apply_lora
 from .model_card import base_models_for
 from .model_loading import apply_trainable_parts, count_trainable, format_trainable, load_model_and_processor
-from .validation import validate_raw_config
+from .resolve import resolve_config
 
 logger = logging.getLogger("trainer.train")
 
@@ -61,12 +61,7 @@ def _share_process_group_with_deepspeed(args) -> None:
 
 def main(argv: list[str] | None = None) -> CrocTrainer:
     """Run the stage described by `argv` (`CONFIG.yaml [--key=value ...]`); returns the trainer after saving."""
-    raw = load_raw_config(sys.argv[1:] if argv is None else argv)
-    stage = validate_raw_config(raw)
-    if raw["training"].get("hub_dry_run") and raw["training"].get("push_to_hub"):
-        logging.getLogger(__name__).warning("hub_dry_run given: nothing is pushed")
-        raw["training"]["push_to_hub"] = False
-    model_args, data_args, args = build_arguments(raw)
+    model_args, data_args, args, stage = resolve_config(sys.argv[1:] if argv is None else argv)
     _setup_logging(args)
     set_seed(args.seed)
 

@@ -123,14 +123,14 @@ def check_checkpoint_layout(path: str) -> None:
 def check_model_source(stage: StageSpec, model: dict[str, Any]) -> None:
     """Exactly one model source, allowed for the stage, and local folders in the right layout."""
     separate = [key for key in ("vision_tower", "language_model") if model.get(key)]
-    sources = [key for key in ("name_or_path", "tiny") if model.get(key)] + (["vision_tower+language_model"]
-                                                                            if separate else [])
+    sources = (["name_or_path"] if model.get("name_or_path") else []) + (["vision_tower+language_model"]
+                                                                        if separate else [])
     if len(separate) == 1:
         raise ConfigError(f"model.{separate[0]} is set without model.{({'vision_tower', 'language_model'} - set(separate)).pop()}")
     if len(sources) != 1:
         raise ConfigError(
-            "give exactly one model source: model.name_or_path (previous stage / llava folder), "
-            "model.vision_tower + model.language_model (stage 1), or model.tiny; got "
+            "give exactly one model source: model.name_or_path (previous stage / llava folder) "
+            "or model.vision_tower + model.language_model (stage 1); got "
             + (", ".join(sources) if sources else "none")
         )
     if separate and stage.name != "1":

@@ -10,13 +10,9 @@ import pytest
 import torch
 from PIL import Image
 
-from modeling_croc import CrocForConditionalGeneration
-from modeling_croc.tiny import tiny_croc_config, tiny_croc_processor
+from croc_testing.tiny import save_tiny_croc
 from trainer import train as train_module
 
-# The tiny spec of the cpu_tiny YAMLs, and the LLaVA vocabulary layout (<image> 32000, <pad> 32001).
-TINY = {"hidden_size": 32, "num_layers": 2, "num_heads": 4, "vision_hidden_size": 24, "vision_layers": 2}
-TINY_VOCAB = {"vocab_size": 32002, "image_token_id": 32000, "pad_token_id": 32001}
 COLOURS = {"red": (220, 40, 40), "green": (40, 160, 60), "blue": (40, 80, 220), "yellow": (240, 200, 30),
            "purple": (140, 60, 180), "orange": (245, 135, 30), "pink": (240, 120, 180), "cyan": (40, 190, 210)}
 SHAPES = ("square", "circle")
@@ -65,14 +61,15 @@ def _circle(image: Image.Image, box, rgb) -> None:
 
 
 @pytest.fixture(scope="session")
+def stage0_dir(tmp_path_factory) -> Path:
+    """The random tiny Croc folder a cpu_tiny stage 1 starts from (`python -m croc_testing tiny-model`)."""
+    return save_tiny_croc(tmp_path_factory.mktemp("stage0_model"), seed=0)
+
+
+@pytest.fixture(scope="session")
 def stage1_dir(tmp_path_factory) -> Path:
     """A saved tiny Croc folder standing in for a stage-1 output (model + processor, safetensors)."""
-    folder = tmp_path_factory.mktemp("stage1_model")
-    torch.manual_seed(0)
-    model = CrocForConditionalGeneration(tiny_croc_config(**TINY_VOCAB, **TINY))
-    model.save_pretrained(folder)
-    tiny_croc_processor().save_pretrained(folder)
-    return folder
+    return save_tiny_croc(tmp_path_factory.mktemp("stage1_model"), seed=0)
 
 
 @pytest.fixture

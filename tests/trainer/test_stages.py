@@ -22,9 +22,10 @@ def _assert_folder_loads(folder, trained):
     return reloaded
 
 
-def test_stage1_trains_only_the_projector(tmp_path, data_dir, initial_state):
+def test_stage1_trains_only_the_projector(tmp_path, data_dir, stage0_dir, initial_state):
     out = tmp_path / "stage1"
-    trainer = run_stage("stage1.yaml", out, f"--data.path={data_dir / 'captions.json'}", "--max_steps=2")
+    trainer = run_stage("stage1.yaml", out, f"--data.path={data_dir / 'captions.json'}", "--max_steps=2",
+                        f"--model.name_or_path={stage0_dir}")
     assert changed_groups(initial_state, trainer.model) == {"projector"}
     assert trainer.optimizer.param_groups[0]["lr"] >= 0 and trainer.args.group_learning_rates == {"projector": 1e-3}
     assert [h["lm_loss"] for h in log_history(out) if "lm_loss" in h]
@@ -34,7 +35,7 @@ def test_stage1_trains_only_the_projector(tmp_path, data_dir, initial_state):
 def test_stage1_from_separate_clip_and_llm_checkpoints(tmp_path, data_dir, initial_state):
     from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
 
-    from modeling_croc.tiny import llama_sentencepiece_tokenizer, tiny_croc_processor
+    from croc_testing.tiny import llama_sentencepiece_tokenizer, tiny_croc_processor
 
     clip_dir, llm_dir = tmp_path / "clip", tmp_path / "llm"
     CLIPVisionModel(CLIPVisionConfig(hidden_size=24, intermediate_size=48, num_hidden_layers=1,
@@ -46,7 +47,7 @@ def test_stage1_from_separate_clip_and_llm_checkpoints(tmp_path, data_dir, initi
 
     out = tmp_path / "stage1"
     trainer = run_stage("stage1.yaml", out, f"--data.path={data_dir / 'captions.json'}", "--max_steps=1",
-                        "--model.tiny=null", f"--model.vision_tower={clip_dir}", f"--model.language_model={llm_dir}")
+                        "--model.name_or_path=null", f"--model.vision_tower={clip_dir}", f"--model.language_model={llm_dir}")
     config = trainer.model.config
     assert (config.image_token_id, config.text_config.vocab_size) == (32000, 32064)  # <image>, <pad>, padded to 64
     assert changed_groups(initial_state, trainer.model) == {"projector"}

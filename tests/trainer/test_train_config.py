@@ -34,11 +34,11 @@ def _args(**kwargs) -> CrocTrainingArguments:
 
 
 def test_overrides_are_typed_and_sectioned(tmp_path, data_dir):
-    raw = load_raw_config([str(CONFIGS / "stage1_5.yaml"), "--language_model_lr=3e-5", "--model.tiny",
-                           "{hidden_size: 16}", "--data.max_samples", "4", "--stage", "2", "--bf16=false",
+    raw = load_raw_config([str(CONFIGS / "stage1_5.yaml"), "--language_model_lr=3e-5", "--model.lora_target_modules",
+                           "[q_proj, v_proj]", "--data.max_samples", "4", "--stage", "2", "--bf16=false",
                            "--image_root=/x"])
     assert raw["training"]["language_model_lr"] == 3e-5 and raw["training"]["stage"] == "2"
-    assert raw["model"]["tiny"] == {"hidden_size": 16} and raw["data"]["max_samples"] == 4
+    assert raw["model"]["lora_target_modules"] == ["q_proj", "v_proj"] and raw["data"]["max_samples"] == 4
     assert raw["data"]["image_root"] == "/x"  # a data key without its prefix
     assert raw["training"]["bf16"] is False
 
@@ -178,7 +178,7 @@ def test_bad_configuration_fails_before_compute(case, message, tmp_path, data_di
         "accumulation_mismatch": lambda: ["--gradient_accumulation_steps=3"],
         "bf16_on_cpu": lambda: ["--bf16=true"],
         "qlora_on_cpu": lambda: ["--model.use_peft=true", "--model.load_in_4bit=true"],
-        "two_sources": lambda: ["--model.tiny={hidden_size: 32}"],
+        "two_sources": lambda: ["--model.vision_tower=clip", "--model.language_model=llm"],
         "no_stage": lambda: ["--stage=null"],
         "unknown_template": lambda: ["--template=vicuna_v2"],
         "bad_croc_field": lambda: ["--croc_config={mask_rate: 0.5}"],
@@ -188,6 +188,23 @@ def test_bad_configuration_fails_before_compute(case, message, tmp_path, data_di
     if case == "missing_folder":
         (tmp_path / "outputs").mkdir()
     if case == "lora_stage1":
-        config, overrides = "stage1.yaml", [f"--data.path={data_dir / 'captions.json'}", "--model.use_peft=true"]
+        config, overrides = "stage1.yaml", [f"--data.path={data_dir / 'captions.json'}", "--model.use_peft=true",
+                                            f"--model.name_or_path={stage1_dir}"]
     with pytest.raises((ConfigError, ValueError), match=message):
         train_module.main([str(CONFIGS / config), f"--output_dir={tmp_path / 'out'}", *overrides, *extra])
+
+
+def test_trainer_api_at_the_package_root(data_dir, stage1_dir):
+    """`from trainer import ...` gives the trainer, its arguments and the same resolution `trainer.train` runs."""
+    from trainer import CrocTrainer, CrocTrainingArguments, resolve_config
+    from trainer.croc_trainer import CrocTrainer as DefinedTrainer
+
+    assert CrocTrainer is DefinedTrainer
+    resolved = resolve_config([str(FULL_CONFIGS / "stage1_5.yaml"), f"--data.path={data_dir / 'detailed.json'}",
+                               f"--model.name_or_path={stage1_dir}", "--output_dir=unused", "--use_cpu=true",
+                               "--bf16=false", "--tf32=false", "--model.dtype=float32", "--deepspeed=null",
+                               "--report_to=none"])
+    assert isinstance(resolved.training, CrocTrainingArguments) and resolved.stage.name == "1.5"
+    assert resolved.model.name_or_path == str(stage1_dir) and resolved.data.path == str(data_dir / "detailed.json")
+    assert resolved.training.group_learning_rates == {"projector": 1.5e-4, "prompt_pool": 1.5e-4,
+                                                      "language_model": 2e-5}

@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
+from croc_testing.tiny import tiny_croc_config
 from modeling_croc import CrocForConditionalGeneration
-from modeling_croc.tiny import tiny_croc_config
 from trainer.croc_config import CrocTrainingArguments
 from trainer.croc_rng import mask_generator, step_draw_offsets
 from trainer.croc_trainer import CrocTrainer, EpochSeededModalitySampler

@@ -1,10 +1,18 @@
-"""Small Croc configurations built in code: for tests, the CPU demo and benchmarks (nothing is downloaded)."""
+"""Small Croc models built in code: for tests, the CPU demo and benchmarks (nothing is downloaded)."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
-from .configuration_croc import CrocConfig
+import torch
+
+from modeling_croc import CrocConfig, CrocForConditionalGeneration, CrocProcessor
+
+# The LLaVA-1.5 vocabulary layout: Vicuna's 32000 pieces + <image> (32000) + <pad> (32001).
+LLAVA_VOCAB = {"vocab_size": 32002, "image_token_id": 32000, "pad_token_id": 32001}
+# The tiny model of the cpu_tiny training configs and the trainer tests.
+TINY_SIZES = {"hidden_size": 32, "num_layers": 2, "num_heads": 4, "vision_hidden_size": 24, "vision_layers": 2}
 
 
 def tiny_croc_config(
@@ -86,8 +94,6 @@ def tiny_croc_processor(image_size: int = 56, patch_size: int = 14, tokenizer=No
     `(image_size // patch_size) ** 2` tokens (576 at 336/14)."""
     from transformers import CLIPImageProcessorPil
 
-    from .processing_croc import CrocProcessor
-
     image_processor = CLIPImageProcessorPil(
         size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
     )
@@ -98,3 +104,15 @@ def tiny_croc_processor(image_size: int = 56, patch_size: int = 14, tokenizer=No
         vision_feature_select_strategy="default",
         num_additional_image_tokens=1,  # CLIP's CLS token, which the "default" strategy drops again
     )
+
+
+def save_tiny_croc(folder: str | Path, seed: int = 0, image_size: int = 56, patch_size: int = 14,
+                   **sizes: Any) -> Path:
+    """Write a random-init tiny Croc model with the LLaVA vocabulary and its offline processor to `folder`: the
+    "stage 0" a cpu_tiny stage 1 starts from. `sizes` override `TINY_SIZES`; the weights depend on `seed` only."""
+    folder = Path(folder)
+    config = tiny_croc_config(**LLAVA_VOCAB, **{**TINY_SIZES, **sizes}, image_size=image_size, patch_size=patch_size)
+    torch.manual_seed(seed)
+    CrocForConditionalGeneration(config).save_pretrained(folder)
+    tiny_croc_processor(image_size=image_size, patch_size=patch_size).save_pretrained(folder)
+    return folder

@@ -1,4 +1,4 @@
-"""Helpers for tests and benchmarks: random LLaVA-layout batches for tiny Croc configs."""
+"""Random LLaVA-layout batches for the tiny Croc configs of `croc_testing.tiny`."""
 
 import torch
 

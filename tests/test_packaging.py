@@ -1,0 +1,137 @@
+"""The install is honest: the runtime packages import only declared dependencies and no test fixture, the lock pins
+every requirement inside its range, and nothing refers to files outside the repository."""
+
+from __future__ import annotations
+
+import ast
+import importlib.metadata
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from setuptools.config.setupcfg import read_configuration
+
+REPO = Path(__file__).resolve().parents[1]
+RUNTIME_PACKAGES = ("modeling_croc", "trainer", "data_recipes")
+CONFIG = read_configuration(str(REPO / "setup.cfg"))
+INSTALL_REQUIRES = [Requirement(line) for line in CONFIG["options"]["install_requires"]]
+EXTRAS = {name: [Requirement(line) for line in lines]
+          for name, lines in CONFIG["options"]["extras_require"].items()}
+
+
+def _names(requirements: list[Requirement]) -> set[str]:
+    return {canonicalize_name(requirement.name) for requirement in requirements}
+
+
+def _third_party_imports(package: str) -> dict[str, set[str]]:
+    """Top-level modules imported by `package`'s files -> {"module", "function"}: where the import statement sits
+    (module level, or inside a function, i.e. only when that code runs)."""
+    found: dict[str, set[str]] = {}
+    for path in (REPO / package).rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        function_level = {id(node) for fn in ast.walk(tree) if isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef)
+                          for node in ast.walk(fn)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                modules = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                modules = [node.module]
+            else:
+                continue
+            for module in modules:
+                top = module.split(".")[0]
+                if top in sys.stdlib_module_names or top in RUNTIME_PACKAGES or top == "__future__":
+                    continue
+                found.setdefault(top, set()).add("function" if id(node) in function_level else "module")
+    return found
+
+
+def test_runtime_packages_import_no_fixture_test_tool_or_extra():
+    """`import modeling_croc, trainer, data_recipes` (and the training entry) pulls in no test fixture, no
+    test-only tokenizer source and nothing of the `demo` extra."""
+    probe = ("import sys, modeling_croc, trainer, trainer.train, data_recipes; "
+             "print(sorted(m for m in ('croc_testing', 'mistral_common', 'matplotlib', 'evaluate', 'pytest') "
+             "if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
+@pytest.mark.parametrize("package", RUNTIME_PACKAGES)
+def test_every_runtime_import_is_a_declared_dependency(package):
+    """A module-level import must come from `install_requires`; one inside a function (an optional feature) from
+    `install_requires` or an extra."""
+    distributions = importlib.metadata.packages_distributions()
+    required, optional = _names(INSTALL_REQUIRES), set().union(*(_names(reqs) for reqs in EXTRAS.values()))
+    undeclared = []
+    for module, where in sorted(_third_party_imports(package).items()):
+        names = {canonicalize_name(name) for name in distributions.get(module, [module])}
+        allowed = required | (optional if where == {"function"} else set())
+        if not names & allowed:
+            undeclared.append(f"{module} ({', '.join(sorted(where))}-level, distribution {sorted(names)})")
+    assert not undeclared, f"{package} imports undeclared dependencies: {undeclared}"
+
+
+def test_no_declared_dependency_goes_unused():
+    """Every `install_requires` entry is imported by a runtime package, or is one of the few needed without an
+    import statement (listed here with the reason)."""
+    needed_without_import = {
+        "accelerate",  # transformers' Trainer requires it
+        "sentencepiece", "protobuf",  # loading Llama tokenizers that ship only tokenizer.model
+    }
+    distributions = importlib.metadata.packages_distributions()
+    imported = set()
+    for package in RUNTIME_PACKAGES:
+        for module in _third_party_imports(package):
+            imported |= {canonicalize_name(name) for name in distributions.get(module, [module])}
+    unused = _names(INSTALL_REQUIRES) - imported - needed_without_import
+    assert not unused, f"declared but never imported: {sorted(unused)}"
+
+
+def _lock() -> dict[str, str]:
+    pins = {}
+    for line in (REPO / "requirements" / "lock.txt").read_text(encoding="utf-8").splitlines():
+        if line and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[canonicalize_name(name)] = version
+    return pins
+
+
+def test_lock_pins_every_requirement_inside_its_range():
+    pins = _lock()
+    for requirement in INSTALL_REQUIRES + [req for reqs in EXTRAS.values() for req in reqs]:
+        name = canonicalize_name(requirement.name)
+        if name == "flash-attn":  # GPU-only extra: not part of the CPU environment the lock describes
+            continue
+        assert name in pins, f"{requirement} is not pinned in requirements/lock.txt"
+        assert requirement.specifier.contains(pins[name], prereleases=True), f"lock {name}=={pins[name]} vs {requirement}"
+
+
+def test_installed_environment_matches_the_lock():
+    """The environment running the suite is the locked one, except in the canary (`make test-latest`)."""
+    if os.environ.get("CROC_CANARY") == "1":
+        pytest.skip("the canary environment is unlocked on purpose")
+    pins = _lock()
+    mismatched = []
+    for name, pinned in pins.items():
+        # `version()` reads the first copy on sys.path: the environment's own, not a vendored one (setuptools
+        # appends its `_vendor` folder, with older copies of packaging and wheel, to sys.path).
+        installed = importlib.metadata.version(name).split("+")[0]
+        if installed != pinned:
+            mismatched.append(f"{name} {installed} (lock {pinned})")
+    assert not mismatched, f"installed versions differ from requirements/lock.txt: {mismatched}"
+
+
+def test_nothing_refers_outside_the_repository():
+    outside = "../" + "shared"  # spelled in two parts so that this file does not match itself
+    tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    offenders = []
+    for name in tracked.splitlines():
+        path = REPO / name
+        if path.suffix in {".py", ".md", ".yaml", ".cfg", ".toml", ".txt"} or path.name == "Makefile":
+            if outside in path.read_text(encoding="utf-8", errors="ignore"):
+                offenders.append(name)
+    assert not offenders
