@@ -2,7 +2,7 @@
 each number was measured and whether the goal was met.
 
 Apart from the measurements so that the wording of the report can change without touching what is timed; the
-Markdown tables themselves come from the runner's renderer (`benchmarks.__main__.render_result`).
+Markdown tables themselves come from `benchmarks.rendering.render_result`.
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ import torch
 from transformers import LlamaConfig
 
 from modeling_croc.attention_mask import bidirectional_block_ids, build_mixed_attention_mask
+from modeling_croc.constants import IGNORE_INDEX
 
-IGNORE_INDEX = -100  # the label of unsupervised tokens, as in transformers and the trainer
 # LLaVA-1.5 `vicuna_v1`: the system prompt and "USER: " take about 35 tokens before the image; "\n{question}
 # ASSISTANT:" about a dozen after it, before the first supervised (answer) token.
 IMAGE_START = 35

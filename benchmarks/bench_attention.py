@@ -415,7 +415,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         elapsed=elapsed,
         machine=machine,
     )
-    from benchmarks.__main__ import render_result  # the runner's renderer, so both print the same tables
+    from benchmarks.rendering import render_result
 
     print(render_result(result))
     args.out.parent.mkdir(parents=True, exist_ok=True)

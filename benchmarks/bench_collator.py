@@ -33,6 +33,7 @@ import transformers
 from PIL import Image, ImageDraw
 
 from croc_testing.tiny import tiny_croc_processor
+from modeling_croc import with_image_aspect_ratio
 from trainer.collator import build_collator
 from trainer.data import CrocSupervisedDataset
 
@@ -98,9 +99,8 @@ def _rows(count: int, images: list[str] | None, rng: np.random.Generator) -> lis
 
 
 def _bench_case(processor, rows: list[dict], template: str, aspect: str, image_root: Path, reps: int) -> dict:
-    dataset = CrocSupervisedDataset(
-        rows, processor, template, image_root=image_root, model_max_length=2048, image_aspect_ratio=aspect
-    )
+    processor = with_image_aspect_ratio(processor, aspect)
+    dataset = CrocSupervisedDataset(rows, processor, template, image_root=image_root, model_max_length=2048)
     collator = build_collator(processor)
     # Warm-up: first calls pay for lazy imports and allocator growth.
     collator([dataset[i] for i in range(min(BATCH_SIZE, len(rows)))])

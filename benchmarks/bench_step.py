@@ -3,8 +3,9 @@
 One tiny-ish Croc model (576 visual tokens per image: CLIP-style tower at 336 px / patch 14; Llama-style LM) and
 one batch; per preset (`paper`: Hungarian matching, no head; `official`: nearest neighbour, VTR head) the same
 model runs full steps (forward, backward, AdamW step) with the objectives on and off, interleaved, median time.
-Then, in the same run, a few more stage-1.5 steps with timers around Croc's own pieces: masking, matching costs,
-assignment, mixed-attention mask building, VTR head (forward) and VTR loss (forward).
+Then, in the same run, a few more stage-1.5 steps under `torch.profiler`, which reads the time spent in Croc's own
+profiler regions (`modeling_croc.profiling`): masking, matching costs, assignment, mixed-attention mask building,
+VTR head (forward) and VTR loss (forward).
 
 Peak memory: on CUDA `torch.cuda.max_memory_allocated` per mode; on the CPU the peak resident set of a fresh
 process per mode (`resource.getrusage`), minus its resident set before the first step.
@@ -15,20 +16,19 @@ process per mode (`resource.getrusage`), minus its resident set before the first
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import multiprocessing
 import resource
 import statistics
 import sys
 import time
-from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
 from benchmarks.harness import sync
+from modeling_croc.constants import IGNORE_INDEX
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "step.json"
 PIECES = ("masking", "costs", "assignment", "mask building", "VTR head", "VTR loss")
@@ -63,7 +63,7 @@ def make_batch(config, batch: int, text_tokens: int, device: torch.device) -> di
     input_ids[:, 0] = 1
     input_ids[:, 1:1 + image_tokens] = config.image_token_id
     labels = input_ids.clone()
-    labels[:, : length - text_tokens // 2] = -100
+    labels[:, : length - text_tokens // 2] = IGNORE_INDEX
     size = config.vision_config.image_size
     pixel_values = torch.randn(batch, 3, size, size, generator=generator)
     return {name: tensor.to(device) for name, tensor in {
@@ -83,45 +83,27 @@ def train_step(model, optimizer, batch: dict, croc: bool, step: int, device: tor
     return time.perf_counter() - start
 
 
-@contextlib.contextmanager
-def piece_timers(model, device: torch.device):
-    """Wrap Croc's pieces where the model looks them up; yields {piece: [seconds, ...]}."""
-    from modeling_croc import matching, prompt_pool
-    from modeling_croc import modeling_croc as croc_module
+def piece_times_ms(model, optimizer, inputs, device: torch.device, steps: int, first_step: int) -> dict[str, float]:
+    """Mean time per step inside each of Croc's profiler regions (`modeling_croc.profiling.CROC_REGIONS`), read from
+    `torch.profiler` over `steps` stage-1.5 training steps. The model is not touched: the regions are its own."""
+    from torch.profiler import ProfilerActivity, profile
 
-    times: dict[str, list[float]] = defaultdict(list)
+    from modeling_croc.profiling import CROC_REGIONS
 
-    def timed(name: str, fn: Callable) -> Callable:
-        def wrapper(*args, **kwargs):
-            sync(device)
-            start = time.perf_counter()
-            result = fn(*args, **kwargs)
-            sync(device)
-            times[name].append(time.perf_counter() - start)
-            return result
-        return wrapper
-
-    patches = [(prompt_pool, "draw_token_mask", "masking"), (matching, "pairwise_l2_costs", "costs"),
-               (croc_module, "bidirectional_block_ids", "mask building"),
-               (croc_module, "build_mixed_attention_mask", "mask building"),
-               (croc_module, "visual_token_reconstruction_loss", "VTR loss")]
-    originals = [(owner, attr, getattr(owner, attr)) for owner, attr, _ in patches]
-    methods = dict(matching.ASSIGNMENT_METHODS)
-    head_forward = model.vtr_head.forward if model.vtr_head is not None else None
-    try:
-        for owner, attr, name in patches:
-            setattr(owner, attr, timed(name, getattr(owner, attr)))
-        for key, fn in methods.items():
-            matching.ASSIGNMENT_METHODS[key] = timed("assignment", fn)
-        if head_forward is not None:
-            model.vtr_head.forward = timed("VTR head", head_forward)
-        yield times
-    finally:
-        for owner, attr, original in originals:
-            setattr(owner, attr, original)
-        matching.ASSIGNMENT_METHODS.update(methods)
-        if head_forward is not None:
-            del model.vtr_head.forward
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for step in range(steps):
+            train_step(model, optimizer, inputs, True, first_step + step, device)
+    events = {event.key: event for event in prof.key_averages()}
+    times = {}
+    for piece in PIECES:
+        event = events.get(CROC_REGIONS[piece])
+        if event is None:
+            continue
+        # A region's CPU time is its wall time on the host; on CUDA its kernels' time is what the step waits for.
+        total_us = event.device_time_total if device.type == "cuda" else event.cpu_time_total
+        times[piece] = total_us / steps / 1e3
+    return times
 
 
 def _memory_worker(spec: dict, preset: str, croc: bool, batch: int, text: int, steps: int, queue) -> None:
@@ -166,9 +148,7 @@ def bench_preset(preset: str, spec: dict, args, device: torch.device) -> tuple[d
     for step in range(args.repeats):  # interleaved, so machine noise hits both modes alike
         for croc in (True, False):
             times[croc].append(train_step(model, optimizer, inputs, croc, 100 + step, device))
-    with piece_timers(model, device) as pieces:
-        for step in range(args.breakdown_steps):
-            train_step(model, optimizer, inputs, True, 200 + step, device)
+    pieces = piece_times_ms(model, optimizer, inputs, device, args.breakdown_steps, first_step=200)
     on, off = (statistics.median(times[mode]) * 1e3 for mode in (True, False))
     memory = {croc: peak_memory_mib(spec, preset, croc, args.batch, args.text_tokens, args.memory_steps, device,
                                     model, optimizer, inputs) for croc in (True, False)}
@@ -178,8 +158,7 @@ def bench_preset(preset: str, spec: dict, args, device: torch.device) -> tuple[d
            "step mem 1.5 (MiB)": memory[True][1], "step mem 2 (MiB)": memory[False][1]}
     breakdown = {"preset": preset, "step (ms)": on}
     for piece in PIECES:
-        spent = pieces.get(piece)
-        breakdown[f"{piece} (ms)"] = sum(spent) / args.breakdown_steps * 1e3 if spent else None
+        breakdown[f"{piece} (ms)"] = pieces.get(piece)
     croc_total = sum(v for k, v in breakdown.items() if k.endswith("(ms)") and k != "step (ms)" and v)
     breakdown["pieces / step"] = croc_total / on
     return row, breakdown
@@ -232,7 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    from benchmarks.__main__ import render_result
+    from benchmarks.rendering import render_result
 
     print(render_result(result, "step"))
     return 0

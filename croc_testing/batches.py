@@ -2,6 +2,8 @@
 
 import torch
 
+from modeling_croc.constants import IGNORE_INDEX
+
 PAD_TOKEN_ID = 127  # the last id of `tiny_croc_config()`'s 128-token vocabulary
 
 
@@ -16,7 +18,7 @@ def make_batch(config, rows: int = 2, text_len: int = 6, left_pad: int = 0, seed
     width = 3 + num_tokens + text_len + left_pad * (rows - 1)
     input_ids = torch.full((rows, width), PAD_TOKEN_ID)
     attention_mask = torch.zeros(rows, width, dtype=torch.long)
-    labels = torch.full((rows, width), -100)
+    labels = torch.full((rows, width), IGNORE_INDEX)
     for r in range(rows):
         body = torch.cat([
             torch.tensor([1]),

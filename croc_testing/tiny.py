@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from modeling_croc import CrocConfig, CrocForConditionalGeneration, CrocProcessor
+from modeling_croc.convert.common import add_llava_tokens as add_llava_tokens_to
 
 # The LLaVA-1.5 vocabulary layout: Vicuna's 32000 pieces + <image> (32000) + <pad> (32001).
 LLAVA_VOCAB = {"vocab_size": 32002, "image_token_id": 32000, "pad_token_id": 32001}
@@ -82,8 +83,7 @@ def llama_sentencepiece_tokenizer(add_llava_tokens: bool = True):
         shutil.copy(model_file, f"{folder}/tokenizer.model")
         tokenizer = LlamaTokenizer.from_pretrained(folder, legacy=False, add_bos_token=True, add_eos_token=False)
     if add_llava_tokens:
-        tokenizer.add_tokens(["<image>"], special_tokens=True)
-        tokenizer.add_special_tokens({"pad_token": "<pad>"})
+        add_llava_tokens_to(tokenizer)
     tokenizer.model_max_length = 2048
     return tokenizer
 

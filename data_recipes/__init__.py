@@ -9,6 +9,8 @@ Every recipe yields rows with :data:`ROW_FEATURES`, validated by :mod:`data_reci
 writes a build folder with the dataset, its card, a summary and the rejected rows.
 """
 
+from modeling_croc.constants import IMAGE_TOKEN
+
 from . import recipes  # noqa: F401  (registers the built-in recipes)
 from .build import DEFAULT_SEED, BuildResult, build_recipe
 from .catalog import CATALOG, CROC_1_5M_COUNTS, SourceInfo
@@ -16,7 +18,7 @@ from .parts import RecipeResult, SourcePart
 from .recipes.croc1_5m import DEFAULT_CAPTION_INSTRUCTION
 from .recipes.llava802k import EXTRA_802K_COUNTS
 from .registry import RECIPES, Recipe, get_recipe, list_recipes, register_recipe
-from .schema import IMAGE_TOKEN, ROW_FEATURES, load_llava_json, normalise_row, rows_to_dataset
+from .schema import ROW_FEATURES, load_llava_json, normalise_row, rows_to_dataset
 from .synthetic_scenes import SyntheticScenes, generate_synthetic_scenes
 from .text_sources import TEXT_CONVERTERS, register_text_converter
 from .validation import REJECT_REASONS, StrictValidationError, validate_dataset

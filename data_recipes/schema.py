@@ -21,8 +21,6 @@ from datasets import Dataset, DatasetInfo, Features, List, Value
 
 from .io import read_records
 
-IMAGE_TOKEN = "<image>"
-
 ROW_FEATURES = Features(
     {
         "id": Value("string"),

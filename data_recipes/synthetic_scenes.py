@@ -28,8 +28,9 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm.auto import tqdm
 
+from modeling_croc.constants import IMAGE_TOKEN
+
 from .sampling import source_seed
-from .schema import IMAGE_TOKEN
 
 SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "star", "hexagon")
 COLORS: dict[str, tuple[int, int, int]] = {

@@ -18,7 +18,7 @@ from typing import Any
 
 from datasets import Dataset
 
-from .schema import IMAGE_TOKEN
+from modeling_croc.constants import IMAGE_TOKEN
 
 REJECT_REASONS: dict[str, str] = {
     "empty_turn": "a turn's text is empty or only whitespace",

@@ -22,9 +22,8 @@ from pathlib import Path
 import torch
 
 from croc_testing.tiny import tiny_croc_config, tiny_croc_processor
-from modeling_croc import CrocForConditionalGeneration
+from modeling_croc import IMAGE_TOKEN, CrocForConditionalGeneration, get_template
 from modeling_croc.convert.common import add_llava_tokens
-from trainer.templates import IMAGE_MARKER, get_template
 
 logger = logging.getLogger(__name__)
 
@@ -70,8 +69,8 @@ def rendered_texts(data_dir: str | Path, files: Iterable[tuple[str, str]] = TOKE
         template = get_template(template_name)
         rows = json.loads((Path(data_dir) / name).read_text(encoding="utf-8"))
         for row in rows:
-            segments = template(row["conversations"], row.get("image") is not None, eos_token="")
-            yield "".join(segment.text for segment in segments).replace(IMAGE_MARKER, "")
+            segments = template.segments(row["conversations"], row.get("image") is not None, eos_token="")
+            yield "".join(segment.text for segment in segments).replace(IMAGE_TOKEN, "")
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int):
@@ -113,7 +112,7 @@ def build_stage0(spec: ModelSpec, data_dir: str | Path, out_dir: str | Path, see
         vision_layers=spec.vision_layers,
         image_size=spec.image_size,
         patch_size=spec.patch_size,
-        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        image_token_id=tokenizer.convert_tokens_to_ids(IMAGE_TOKEN),
         pad_token_id=tokenizer.pad_token_id,
         prompt_pool_size=spec.prompt_pool_size,
     )

@@ -179,23 +179,23 @@ def mask_sample(state) -> dict[str, Any]:
 
     The shortest of the first rows of the stage-1.5 data is taken so every token stays visible in the figure.
     """
-    from modeling_croc import CrocConfig, CrocProcessor
+    from modeling_croc import IGNORE_INDEX, CrocConfig, CrocProcessor
     from modeling_croc.attention_mask import bidirectional_block_ids, build_mixed_attention_mask
     from trainer.collator import build_collator
     from trainer.data import CrocSupervisedDataset
     from trainer.data_loading import load_rows
     from trainer.script_args import DataArguments
 
-    from .runs import read_config
+    from .runs import stage_arguments
 
     seed = min(state.histories)
     folder = state.run_dir(seed, "croc/stage1_5")
     config = CrocConfig.from_pretrained(folder)
     processor = CrocProcessor.from_pretrained(folder)
-    stage_config = read_config("stage1_5")
+    stage = stage_arguments("stage1_5")
     rows, image_root = load_rows(DataArguments(path=str(state.scenes / "detailed_captions.json")))
-    dataset = CrocSupervisedDataset(rows, processor, template="vicuna_v1", image_root=image_root,
-                                    model_max_length=int(stage_config["model_max_length"]), image_aspect_ratio="pad")
+    dataset = CrocSupervisedDataset(rows, processor, template=stage.template, image_root=image_root,
+                                    model_max_length=stage.model_max_length)
     candidates = [dataset[i] for i in range(min(len(dataset), 32))]
     sample = min((c for c in candidates if c is not None), key=lambda c: len(c["input_ids"]))
     batch = build_collator(processor)([sample])
@@ -210,7 +210,7 @@ def mask_sample(state) -> dict[str, Any]:
         "mixed": (mixed[0, 0] == 0).numpy(),
         "causal": (causal[0, 0] == 0).numpy(),
         "image": image_tokens[0].numpy(),
-        "supervised": (batch["labels"][0] != -100).numpy(),
+        "supervised": (batch["labels"][0] != IGNORE_INDEX).numpy(),
         "span": config.bidirectional_span,
     }
 

@@ -8,9 +8,10 @@ Croc arm's stage-1 model. Adding an ablation is one more `Arm` entry and one YAM
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
-import yaml
+from trainer import CrocTrainingArguments, resolve_training_arguments
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "trainer" / "configs" / "demo"
 STAGE0 = "stage0"
@@ -20,9 +21,10 @@ BASELINE_STAGE1_DATA = "baseline_stage1_captions.json"
 QA_MULTI_TURN_DATA = "qa_train_conversations.json"
 
 
-def read_config(stem: str) -> dict:
-    """The demo YAML `stem` as a dict."""
-    return yaml.safe_load((CONFIG_DIR / f"{stem}.yaml").read_text(encoding="utf-8"))
+@cache
+def stage_arguments(stem: str) -> CrocTrainingArguments:
+    """The training arguments the demo YAML `stem` resolves to, as `trainer.train` would use them."""
+    return resolve_training_arguments([str(CONFIG_DIR / f"{stem}.yaml")])
 
 
 @dataclass(frozen=True)
@@ -44,7 +46,7 @@ class RunSpec:
     @property
     def stage(self) -> str:
         """The stage id ("1", "1.5", "2") from the YAML."""
-        return str(read_config(self.config)["stage"])
+        return stage_arguments(self.config).stage
 
     @property
     def name(self) -> str:
@@ -120,7 +122,7 @@ def steps_of(config: str, max_steps: dict[str, int] | None = None) -> int:
     """`max_steps` of a run: the override if there is one, else the YAML's."""
     if max_steps and config in max_steps:
         return int(max_steps[config])
-    return int(read_config(config)["max_steps"])
+    return int(stage_arguments(config).max_steps)
 
 
 def check_equal_budgets(arms: list[Arm], max_steps: dict[str, int] | None = None) -> dict[str, int]:
@@ -129,7 +131,7 @@ def check_equal_budgets(arms: list[Arm], max_steps: dict[str, int] | None = None
     steps = {arm.name: arm_steps(arm, max_steps) for arm in arms}
     if len(set(steps.values())) > 1:
         raise ValueError(f"the arms must take the same number of optimiser steps; the demo YAMLs give {steps}")
-    batches = {run.config: read_config(run.config).get("global_batch_size") for arm in arms for run in arm.runs}
+    batches = {run.config: stage_arguments(run.config).global_batch_size for arm in arms for run in arm.runs}
     if len(set(batches.values())) > 1:
         raise ValueError(f"the demo YAMLs must share one global_batch_size; they give {batches}")
     return steps

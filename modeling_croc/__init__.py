@@ -2,14 +2,17 @@
 
 from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, AutoProcessor
 
-from .configuration_croc import CROC_PRESETS, CrocConfig
+from .configuration_croc import CrocConfig
+from .constants import IGNORE_INDEX, IMAGE_TOKEN
+from .conversation import TEMPLATES, ConversationTemplate, get_template
 from .modeling_croc import (
     CrocCausalLMOutputWithPast,
     CrocForConditionalGeneration,
     CrocModel,
     CrocPreTrainedModel,
 )
-from .processing_croc import VICUNA_V1_CHAT_TEMPLATE, CrocProcessor
+from .presets import CROC_PRESET_NAMES, CROC_PRESETS, CrocPreset, get_preset
+from .processing_croc import VICUNA_V1_CHAT_TEMPLATE, CrocProcessor, with_image_aspect_ratio
 
 AutoConfig.register("croc", CrocConfig, exist_ok=True)
 AutoModel.register(CrocConfig, CrocModel, exist_ok=True)
@@ -25,6 +28,15 @@ CrocProcessor.register_for_auto_class("AutoProcessor")
 
 __all__ = [
     "CROC_PRESETS",
+    "CROC_PRESET_NAMES",
+    "IGNORE_INDEX",
+    "IMAGE_TOKEN",
+    "TEMPLATES",
+    "ConversationTemplate",
+    "CrocPreset",
+    "get_preset",
+    "get_template",
+    "with_image_aspect_ratio",
     "VICUNA_V1_CHAT_TEMPLATE",
     "CrocCausalLMOutputWithPast",
     "CrocConfig",

@@ -12,6 +12,8 @@ import torch
 from transformers import PreTrainedConfig
 from transformers.masking_utils import create_causal_mask
 
+from .constants import IGNORE_INDEX
+
 # Backends that take no arbitrary mask: with them a mixed mask would silently stay causal.
 MASKLESS_BACKEND_PREFIXES = ("flash_attention", "paged|flash", "kernels-community/flash")
 
@@ -31,7 +33,7 @@ def image_block_ids(image_token_mask: torch.BoolTensor) -> torch.LongTensor:
     return torch.where(image_token_mask, ids, torch.full_like(ids, -1))
 
 
-def prompt_block_ids(labels: torch.LongTensor, attention_mask: torch.Tensor | None, ignore_index: int = -100):
+def prompt_block_ids(labels: torch.LongTensor, attention_mask: torch.Tensor | None, ignore_index: int = IGNORE_INDEX):
     """Released-code span: every (non-padding) token before the first supervised token is one bidirectional block.
 
     `labels` are aligned with `input_ids` (transformers shifts them inside the loss), so the first supervised
@@ -68,9 +70,10 @@ def bidirectional_block_ids(
     raise ValueError(f"unknown bidirectional_span {span!r}")
 
 
-def check_backend_supports_mixed_attention(text_config: PreTrainedConfig) -> None:
-    """Refuse backends that ignore custom masks: they would silently train stage 1.5 fully causal."""
-    backend = str(text_config._attn_implementation or "")
+def check_mixed_attention_backend(backend: str | None) -> None:
+    """Refuse attention backends that ignore custom masks: they would silently train stage 1.5 fully causal.
+    The model calls this before every mixed-attention forward, the trainer before it loads anything."""
+    backend = str(backend or "")
     if backend.startswith(MASKLESS_BACKEND_PREFIXES) or "flash" in backend:
         raise ValueError(
             f"Croc's mixed attention needs a backend that takes a custom mask (eager, sdpa, flex_attention); "
@@ -97,7 +100,7 @@ def build_mixed_attention_mask(
         What `create_causal_mask` returns for the backend; it is passed to the LM as `attention_mask`.
     """
     if block_ids is not None:
-        check_backend_supports_mixed_attention(text_config)
+        check_mixed_attention_backend(text_config._attn_implementation)
     # The cache is passed by position: transformers 5.24 renamed that argument (`past_key_values` -> `cache`), and
     # stage 1.5 never has one.
     return create_causal_mask(text_config, inputs_embeds, attention_mask, None, block_sequence_ids=block_ids)

@@ -1,40 +1,12 @@
 """Croc configuration: a `LlavaConfig` plus the stage-1.5 (cross-modal comprehension) settings."""
 
 
-from typing import Any, Literal
+from typing import Literal
 
 from huggingface_hub.dataclasses import strict
 from transformers import LlavaConfig
 
-# Each preset fills every Croc field the user did not pass explicitly.
-# `paper` follows the paper (arXiv 2410.14332); `official` reproduces the released training code
-# (see docs/METHOD.md of this project for the line-by-line list of differences).
-CROC_PRESETS: dict[str, dict[str, Any]] = {
-    "paper": {
-        "prompt_pool_size": 2048,
-        "prompt_pool_init": "visual_stats",
-        "mask_ratio": 0.75,
-        "token_matching": "hungarian",
-        "bidirectional_span": "image",
-        "vtr_loss_weight": 10.0,
-        "vtr_loss": "l2",
-        "vtr_positions": "masked",
-        "vtr_head_layers": 0,
-        "normalize_visual_tokens": False,
-    },
-    "official": {
-        "prompt_pool_size": 2048,
-        "prompt_pool_init": "normal",
-        "mask_ratio": 0.75,
-        "token_matching": "nearest",
-        "bidirectional_span": "prompt",
-        "vtr_loss_weight": 10.0,
-        "vtr_loss": "smooth_l1",
-        "vtr_positions": "all",
-        "vtr_head_layers": 1,
-        "normalize_visual_tokens": True,
-    },
-}
+from .presets import CROC_PRESET_NAMES, get_preset
 
 
 @strict
@@ -45,8 +17,9 @@ class CrocConfig(LlavaConfig):
     fields passed explicitly win over the preset.
 
     Args:
-        croc_preset (`"paper"` or `"official"`, defaults to `"paper"`):
-            Which set of defaults fills the unset Croc fields. `official` reproduces the released code.
+        croc_preset (`str`, defaults to `"paper"`):
+            Which preset of `modeling_croc.presets.CROC_PRESETS` fills the unset Croc fields: `paper`, or
+            `official` (the released code).
         croc_pretraining (`bool`, defaults to `False`):
             Turns the stage-1.5 objectives (masking, prompt pool, mixed attention, VTR loss) on in training
             forwards. Evaluation forwards and `generate` always run plain LLaVA-1.5.
@@ -86,7 +59,7 @@ class CrocConfig(LlavaConfig):
 
     model_type = "croc"
 
-    croc_preset: Literal["paper", "official"] = "paper"
+    croc_preset: str = "paper"
     croc_pretraining: bool = False
     prompt_pool_size: int | None = None
     prompt_pool_init: Literal["visual_stats", "normal"] | None = None
@@ -103,7 +76,9 @@ class CrocConfig(LlavaConfig):
     normalize_visual_tokens: bool | None = None
 
     def __post_init__(self, **kwargs):
-        for name, value in CROC_PRESETS[self.croc_preset].items():
+        if self.croc_preset not in CROC_PRESET_NAMES:
+            raise ValueError(f"croc_preset must be one of {CROC_PRESET_NAMES}, got {self.croc_preset!r}")
+        for name, value in get_preset(self.croc_preset).model_fields.items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
         super().__post_init__(**kwargs)
@@ -147,4 +122,4 @@ class CrocConfig(LlavaConfig):
         return int(round(self.mask_ratio * num_image_tokens))
 
 
-__all__ = ["CrocConfig", "CROC_PRESETS"]
+__all__ = ["CrocConfig"]

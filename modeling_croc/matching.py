@@ -24,6 +24,8 @@ from functools import partial
 import numpy as np
 import torch
 
+from .profiling import croc_region
+
 try:
     # `lapx` installs the module `lap`. Its batched solvers run the whole batch in native worker threads with
     # the GIL released and solve rectangular problems natively (no padding of the M x N matrix to N x N).
@@ -256,4 +258,7 @@ def assign_pool_tokens(queries: torch.Tensor, pool: torch.Tensor, method: str) -
             f"unknown assignment method {method!r}; expected one of {sorted(ASSIGNMENT_METHODS)}"
         ) from None
     with torch.no_grad():
-        return assign(pairwise_l2_costs(queries, pool))
+        with croc_region("costs"):
+            costs = pairwise_l2_costs(queries, pool)
+        with croc_region("assignment"):
+            return assign(costs)

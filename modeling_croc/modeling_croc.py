@@ -4,7 +4,7 @@ Inference is exactly `LlavaForConditionalGeneration` (plus optional L2 normalisa
 training forward with `config.croc_pretraining` on, the model additionally
 
 1. replaces `mask_ratio` of each image's projected visual tokens by tokens of a learnable prompt pool, assigned by
-   Hungarian matching or nearest neighbour (`prompt_pool.py`, `matching.py`, `token_masking.py`);
+   Hungarian matching or nearest neighbour (`prompt_pool.py`, `matching.py`, `replaced_positions.py`);
 2. lets chosen spans attend bidirectionally while text stays causal (`attention_mask.py`);
 3. reconstructs the original visual tokens from the last hidden states at the visual positions (VTR loss,
    `losses.py`, optional head in `vtr_head.py`) next to the usual caption loss (DCG):
@@ -33,7 +33,9 @@ from transformers.utils import ModelOutput
 
 from .attention_mask import bidirectional_block_ids, build_mixed_attention_mask
 from .configuration_croc import CrocConfig
+from .constants import CROC_ONLY_PATTERNS
 from .losses import visual_token_reconstruction_loss
+from .profiling import croc_region
 from .prompt_pool import CrocPromptPool
 from .vtr_head import CrocVTRHead
 
@@ -90,7 +92,7 @@ def fields_declared_by(output: ModelOutput, output_class: type[ModelOutput]) -> 
 class CrocPreTrainedModel(LlavaPreTrainedModel):
     config: CrocConfig
     # Llava checkpoints (stage 1, or any llava-1.5 conversion) have no pool and no VTR head: they start here.
-    _keys_to_ignore_on_load_missing = [r"prompt_pool\.weight", r"vtr_head\."]
+    _keys_to_ignore_on_load_missing = list(CROC_ONLY_PATTERNS)
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
@@ -155,7 +157,8 @@ class CrocModel(CrocPreTrainedModel, LlavaModel):
             raise ValueError("the stage-1.5 forward locates visual tokens by `input_ids`; pass input_ids")
         image_outputs = (mm_encoder_outputs or {}).get("image")
         if pixel_values is not None and image_outputs is None:
-            image_outputs = self.get_image_features(pixel_values=pixel_values, return_dict=True)
+            with croc_region("vision"):
+                image_outputs = self.get_image_features(pixel_values=pixel_values, return_dict=True)
         return self._croc_forward(input_ids, image_outputs, attention_mask, position_ids, labels, croc_generator,
                                   **kwargs)
 
@@ -190,11 +193,14 @@ class CrocModel(CrocPreTrainedModel, LlavaModel):
             )
         inputs_embeds = inputs_embeds.masked_scatter(image_token_mask.unsqueeze(-1), prompted.tokens)
 
-        block_ids = bidirectional_block_ids(self.config.bidirectional_span, image_token_mask, labels, attention_mask)
-        mixed_mask = build_mixed_attention_mask(self.config.text_config, inputs_embeds, attention_mask, block_ids)
-        outputs = self.language_model(
-            attention_mask=mixed_mask, position_ids=position_ids, inputs_embeds=inputs_embeds, **kwargs
-        )
+        with croc_region("mask building"):
+            span = self.config.bidirectional_span
+            block_ids = bidirectional_block_ids(span, image_token_mask, labels, attention_mask)
+            mixed_mask = build_mixed_attention_mask(self.config.text_config, inputs_embeds, attention_mask, block_ids)
+        with croc_region("language model"):
+            outputs = self.language_model(
+                attention_mask=mixed_mask, position_ids=position_ids, inputs_embeds=inputs_embeds, **kwargs
+            )
         return CrocModelOutputWithPast(
             **fields_declared_by(outputs, CrocModelOutputWithPast),
             visual_tokens=visual_tokens,
@@ -313,18 +319,20 @@ class CrocForConditionalGeneration(CrocPreTrainedModel, LlavaForConditionalGener
         num_images, num_tokens, hidden = targets.shape
         predictions = outputs.last_hidden_state[outputs.image_token_mask].view(num_images, num_tokens, hidden)
         if self.vtr_head is not None:
-            predictions = self.vtr_head(predictions)
+            with croc_region("VTR head"):
+                predictions = self.vtr_head(predictions)
         positions = outputs.replaced_token_mask
         if self.config.vtr_positions == "all":
             positions = torch.ones_like(positions)
-        return visual_token_reconstruction_loss(
-            predictions,
-            targets,
-            positions,
-            distance=self.config.vtr_loss,
-            smooth_l1_beta=self.config.vtr_smooth_l1_beta,
-            num_items_in_batch=num_items_in_batch,
-        )
+        with croc_region("VTR loss"):
+            return visual_token_reconstruction_loss(
+                predictions,
+                targets,
+                positions,
+                distance=self.config.vtr_loss,
+                smooth_l1_beta=self.config.vtr_smooth_l1_beta,
+                num_items_in_batch=num_items_in_batch,
+            )
 
 
 # Llava's checkpoint renames are keyed by class name and transformers does not extend them to subclasses defined

@@ -2,40 +2,20 @@
 
 from __future__ import annotations
 
-from transformers import LlavaProcessor
+import copy
 
-VICUNA_V1_SYSTEM = (
-    "A chat between a curious user and an artificial intelligence assistant. "
-    "The assistant gives helpful, detailed, and polite answers to the user's questions."
-)
+from transformers import LlavaImageProcessorPil, LlavaProcessor
 
-# Renders "{system} USER: <image>\n{question} ASSISTANT: {answer}</s>USER: ..." with every image marker moved to
-# the front of its user turn, as LLaVA-1.5 does. Assistant text sits in a {% generation %} block, so
-# `return_assistant_tokens_mask=True` marks exactly the supervised tokens. No BOS: the tokenizer adds it.
-VICUNA_V1_CHAT_TEMPLATE = (
-    "{%- if messages[0]['role'] == 'system' -%}"
-    "{%- set system = messages[0]['content'] if messages[0]['content'] is string "
-    "else messages[0]['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') | join(' ') -%}"
-    "{%- set messages = messages[1:] -%}"
-    "{%- else -%}{%- set system = '" + VICUNA_V1_SYSTEM.replace("'", "\\'") + "' -%}{%- endif -%}"
-    "{{ system + ' ' }}"
-    "{%- for message in messages -%}"
-    "{%- if message['content'] is string -%}"
-    "{%- set images = '' -%}{%- set text = message['content'] -%}"
-    "{%- else -%}"
-    "{%- set images = message['content'] | selectattr('type', 'equalto', 'image') | map(attribute='type') "
-    "| map('replace', 'image', '<image>\n') | join('') -%}"
-    "{%- set text = message['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') "
-    "| join(' ') -%}"
-    "{%- endif -%}"
-    "{%- if message['role'] == 'user' -%}"
-    "{{ 'USER: ' + images + text + ' ' }}"
-    "{%- elif message['role'] == 'assistant' -%}"
-    "{{ 'ASSISTANT: ' }}{% generation %}{{ text + '</s>' }}{% endgeneration %}"
-    "{%- endif -%}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{ 'ASSISTANT:' }}{%- endif -%}"
-)
+from .constants import IMAGE_TOKEN
+from .conversation import VICUNA_V1, VICUNA_V1_SYSTEM
+
+# "{system} USER: <image>\n{question} ASSISTANT: {answer}</s>USER: ...", rendered from the same template definition
+# that training tokenises (`modeling_croc.conversation`).
+VICUNA_V1_CHAT_TEMPLATE = VICUNA_V1.chat_template()
+
+# How images become square pixel arrays: "square" resizes the short side and centre-crops (CLIP); "pad" first pads
+# to a square with the mean colour (LLaVA-1.5 after stage 1), so nothing is cropped away.
+IMAGE_ASPECT_RATIOS = ("square", "pad")
 
 
 class CrocProcessor(LlavaProcessor):
@@ -50,7 +30,7 @@ class CrocProcessor(LlavaProcessor):
         patch_size=None,
         vision_feature_select_strategy=None,
         chat_template=None,
-        image_token="<image>",
+        image_token=IMAGE_TOKEN,
         num_additional_image_tokens=0,
         **kwargs,
     ):
@@ -74,4 +54,30 @@ class CrocProcessor(LlavaProcessor):
         return count - 1 if self.vision_feature_select_strategy == "default" else count
 
 
-__all__ = ["CrocProcessor", "VICUNA_V1_CHAT_TEMPLATE", "VICUNA_V1_SYSTEM"]
+def with_image_aspect_ratio(processor: CrocProcessor, aspect_ratio: str) -> CrocProcessor:
+    """`processor` with its image processor set to prepare images the `aspect_ratio` way (see `IMAGE_ASPECT_RATIOS`):
+    `processor` itself when it already does, else a shallow copy (the tokenizer is shared) with a new image processor.
+
+    The one place that decides how pixels are prepared: training datasets call `processor.image_processor` and the
+    saved processor is the same object, so a model is prompted with exactly the pixels it was trained on.
+    """
+    if aspect_ratio not in IMAGE_ASPECT_RATIOS:
+        raise ValueError(f"image_aspect_ratio must be one of {IMAGE_ASPECT_RATIOS}, got {aspect_ratio!r}")
+    current = processor.image_processor
+    wants_pad = aspect_ratio == "pad"
+    if bool(getattr(current, "do_pad", False)) == wants_pad:
+        return processor
+    settings = {key: value for key, value in current.to_dict().items()
+                if key not in ("image_processor_type", "processor_class", "do_pad")}
+    processor = copy.copy(processor)
+    processor.image_processor = LlavaImageProcessorPil(**settings, do_pad=wants_pad)
+    return processor
+
+
+__all__ = [
+    "IMAGE_ASPECT_RATIOS",
+    "VICUNA_V1_CHAT_TEMPLATE",
+    "VICUNA_V1_SYSTEM",
+    "CrocProcessor",
+    "with_image_aspect_ratio",
+]

@@ -9,7 +9,8 @@ from torch import nn
 
 from .configuration_croc import CrocConfig
 from .matching import assign_pool_tokens
-from .token_masking import draw_token_mask
+from .profiling import croc_region
+from .replaced_positions import draw_replaced_positions
 
 
 class PromptedVisualTokens(NamedTuple):
@@ -59,14 +60,15 @@ class CrocPromptPool(nn.Module):
 
         Args:
             visual_tokens: `(num_images, T, D)` projected visual tokens (may be empty along `num_images`).
-            generator: seeded generator for the random mask (see `draw_token_mask`).
+            generator: seeded generator for the random mask (see `draw_replaced_positions`).
 
         The assignment is computed without gradient on detached tokens; the chosen pool rows enter the output
         through indexing, so they receive gradient from everything downstream.
         """
         num_images, num_tokens, hidden = visual_tokens.shape
         num_masked = self.config.num_masked_tokens(num_tokens)
-        replaced = draw_token_mask(num_images, num_tokens, num_masked, visual_tokens.device, generator)
+        with croc_region("masking"):
+            replaced = draw_replaced_positions(num_images, num_tokens, num_masked, visual_tokens.device, generator)
         queries = visual_tokens.detach()[replaced].view(num_images, num_masked, hidden)
         pool_ids = assign_pool_tokens(queries, self.weight.detach(), self.config.token_matching)
         chosen = self.weight[pool_ids.reshape(-1)].to(visual_tokens.dtype)

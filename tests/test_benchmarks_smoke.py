@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from benchmarks import bench_attention
-from benchmarks.__main__ import Run, format_cell, markdown_table, render_result, render_results_md
+from benchmarks.__main__ import Run, render_results_md
+from benchmarks.rendering import format_cell, markdown_table, render_result
 
 
 @pytest.fixture(scope="module")

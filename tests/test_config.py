@@ -1,15 +1,19 @@
-"""CrocConfig presets, explicit overrides and validation."""
+"""CrocConfig presets (one table for model and optimiser), explicit overrides and validation."""
+
+import dataclasses
 
 import pytest
 from huggingface_hub.errors import StrictDataclassFieldValidationError
 
 from modeling_croc import CROC_PRESETS, CrocConfig
+from modeling_croc.presets import preset_for_released_model_type
+from trainer.stages import PARAMETER_GROUPS, STAGES
 
 
 def test_paper_is_the_default(make_config):
     config = make_config()
     assert config.croc_preset == "paper"
-    for name, value in CROC_PRESETS["paper"].items():
+    for name, value in CROC_PRESETS["paper"].model_fields.items():
         if name != "prompt_pool_size":  # the tiny factory shrinks the pool
             assert getattr(config, name) == value, name
 
@@ -33,7 +37,7 @@ def test_round_trip_keeps_resolved_fields(make_config, tmp_path):
     config = make_config(croc_preset="official", mask_ratio=0.5)
     config.save_pretrained(tmp_path)
     loaded = CrocConfig.from_pretrained(tmp_path)
-    for name in CROC_PRESETS["official"]:
+    for name in CROC_PRESETS["official"].model_fields:
         assert getattr(loaded, name) == getattr(config, name), name
 
 
@@ -58,13 +62,36 @@ def test_invalid_values_fail_at_construction(make_config, fields, message):
         make_config(**fields)
 
 
-@pytest.mark.parametrize(
-    "fields", [{"token_matching": "greedy"}, {"vtr_loss": "l1"}, {"bidirectional_span": "all"},
-               {"croc_preset": "mine"}]
-)
+@pytest.mark.parametrize("fields", [{"token_matching": "greedy"}, {"vtr_loss": "l1"}, {"bidirectional_span": "all"}])
 def test_unknown_choices_are_rejected(make_config, fields):
     with pytest.raises(StrictDataclassFieldValidationError):
         make_config(**fields)
+
+
+def test_unknown_preset_is_rejected(make_config):
+    with pytest.raises(ValueError, match="croc_preset must be one of"):
+        make_config(croc_preset="mine")
+
+
+def test_the_preset_table_owns_every_preset_field():
+    """Every Croc field a config leaves to its preset (default None) is set by every preset, with a value the
+    config accepts; each preset names a learning rate for every trainable part of every stage."""
+    own_fields = [field for field in dataclasses.fields(CrocConfig) if field.name in CrocConfig.__annotations__]
+    left_to_preset = {field.name for field in own_fields if field.default is None}
+    for preset in CROC_PRESETS.values():
+        assert set(preset.model_fields) == left_to_preset, preset.name
+        config = CrocConfig(croc_preset=preset.name)
+        assert {name: getattr(config, name) for name in preset.model_fields} == dict(preset.model_fields)
+        for stage in STAGES.values():
+            rates = preset.stage_learning_rates(stage.name)
+            assert set(stage.trainable_parts) <= set(rates) <= set(PARAMETER_GROUPS), (preset.name, stage.name)
+            assert all(rate > 0 for rate in rates.values())
+
+
+def test_released_checkpoints_take_the_preset_they_were_trained_with():
+    assert preset_for_released_model_type("croc_llama") == "official"
+    assert preset_for_released_model_type("llava_llama") == "paper"
+    assert preset_for_released_model_type(None) == "paper"
 
 
 def test_nearest_allows_a_pool_smaller_than_the_masked_set(make_config):

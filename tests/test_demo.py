@@ -13,7 +13,7 @@ from demo.__main__ import main as demo_main
 from demo.evaluate import OVERALL, generate_answers, load_model, load_questions
 from demo.plots import FIGURE_FILES
 from demo.report import METRICS_FILE, REPORT_FILE, TIMINGS_FILE
-from demo.runs import ARMS, check_equal_budgets, read_config
+from demo.runs import ARMS, check_equal_budgets, stage_arguments
 from demo.settings import QUICK
 
 SEED = 3
@@ -70,11 +70,11 @@ def test_quick_demo_writes_every_report_file(quick_out: Path, capsys) -> None:
     assert "ablation_nearest/stage1_5 (pool figure only)" in report
     # The runs table states what the trainer ran: the quick step override and the batch, the YAML's rates.
     row = next(line for line in report.splitlines() if line.startswith("| croc/stage1_5 |")).split(" | ")
-    stage1_5 = read_config("stage1_5")
-    rates = " / ".join(f"{stage1_5[f'{group}_lr']:g}" for group in ("projector", "prompt_pool", "language_model"))
+    stage1_5 = stage_arguments("stage1_5")
+    rates = " / ".join(f"{getattr(stage1_5, f'{group}_lr'):g}" for group in ("projector", "prompt_pool", "language_model"))
     assert row[4:7] == [str(QUICK.max_steps["stage1_5"]), "4", rates], row
     stage1 = next(line for line in report.splitlines() if line.startswith("| croc/stage1 |"))
-    assert f"| {read_config('stage1')['projector_lr']:g} / frozen / frozen |" in stage1
+    assert f"| {stage_arguments('stage1').projector_lr:g} / frozen / frozen |" in stage1
 
     timings = json.loads((report_dir / TIMINGS_FILE).read_text(encoding="utf-8"))
     assert timings["steps"]["total"] > 0

@@ -249,3 +249,21 @@ def test_flex_attention_matches_sdpa_on_cuda(make_config):
         grads[attn] = (out.loss.detach(), croc.prompt_pool.weight.grad.clone())
     torch.testing.assert_close(grads["flex_attention"][0], grads["sdpa"][0], rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(grads["flex_attention"][1], grads["sdpa"][1], rtol=1e-3, atol=1e-4)
+
+
+def test_croc_only_prefixes_are_exactly_what_llava_lacks(make_config):
+    """`modeling_croc.constants.CROC_ONLY_PREFIXES` (used by loading, export, quantisation and the learning-rate
+    groups) select exactly the parameters a Llava model of the same architecture does not have."""
+    from modeling_croc.constants import CROC_ONLY_PATTERNS, CROC_ONLY_PREFIXES
+
+    croc = _model(make_config(croc_preset="official"))  # with a VTR head
+    llava = croc_to_llava(croc.__class__(make_config(croc_preset="paper")))
+    extra = set(croc.state_dict()) - set(llava.state_dict())
+    assert extra == {name for name in croc.state_dict() if name.startswith(CROC_ONLY_PREFIXES)}
+    assert {prefix for prefix in CROC_ONLY_PREFIXES if any(name.startswith(prefix) for name in extra)} == set(
+        CROC_ONLY_PREFIXES)
+    # The load-time patterns also find them inside CrocModel alone (no `model.` prefix).
+    import re
+
+    base_names = set(croc.model.state_dict())
+    assert {n for n in base_names if any(re.search(p, n) for p in CROC_ONLY_PATTERNS)} == {"prompt_pool.weight"}

@@ -3,6 +3,7 @@ tokenizer (mistral-common's Llama v1 model + LLaVA's <image>/<pad>): labels are 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import datasets
@@ -12,11 +13,12 @@ import torch
 from PIL import Image
 
 from croc_testing.tiny import tiny_croc_processor
-from modeling_croc.processing_croc import VICUNA_V1_SYSTEM
+from modeling_croc import IGNORE_INDEX, with_image_aspect_ratio
+from modeling_croc.constants import IMAGE_TOKEN as IMAGE_MARKER
+from modeling_croc.conversation import TEMPLATES, VICUNA_V1, VICUNA_V1_SYSTEM, Segment, get_template
 from trainer.collator import CrocDataCollator, build_collator
-from trainer.data import IGNORE_INDEX, CrocSupervisedDataset, pad_to_square
+from trainer.data import CrocSupervisedDataset
 from trainer.sampler import ModalityGroupedSampler
-from trainer.templates import IMAGE_MARKER, TEMPLATES, Segment, VicunaV1Template, get_template
 
 NUM_IMAGE_TOKENS = (56 // 14) ** 2  # tiny_croc_processor(): a 4x4 patch grid, CLS dropped (576 at 336 / 14)
 IMAGE_TOKEN_ID = 32000
@@ -96,26 +98,26 @@ def test_tokenizer_facts(tokenizer):
 def test_registry_and_lookup():
     assert set(TEMPLATES) == {"plain", "vicuna_v1"}
     assert get_template("plain") is TEMPLATES["plain"]
-    custom = VicunaV1Template(system="Be brief.")
+    custom = dataclasses.replace(VICUNA_V1, name="brief", system="Be brief. ")
     assert get_template(custom) is custom
     with pytest.raises(ValueError, match="unknown template"):
         get_template("llama_3")
     with pytest.raises(ValueError, match="unknown conversation role"):
-        TEMPLATES["plain"]([{"from": "bot", "value": "x"}], has_image=False)
+        TEMPLATES["plain"].segments([{"from": "bot", "value": "x"}], has_image=False)
 
 
 def test_plain_template_drops_human_text():
     conversations = _row(["Describe the image.\n<image>", "A red square."])["conversations"]
-    assert TEMPLATES["plain"](conversations, has_image=True) == [
+    assert TEMPLATES["plain"].segments(conversations, has_image=True) == [
         Segment("<image>", False),
         Segment("A red square.\n", True),
     ]
-    assert TEMPLATES["plain"](conversations, has_image=False) == [Segment("A red square.\n", True)]
+    assert TEMPLATES["plain"].segments(conversations, has_image=False) == [Segment("A red square.\n", True)]
 
 
 def test_vicuna_v1_template_moves_marker_to_front_of_first_user_turn():
     conversations = _row(["What is it?\n<image>", "A cat.", "Sure?", "Yes."])["conversations"]
-    segments = TEMPLATES["vicuna_v1"](conversations, has_image=True)
+    segments = TEMPLATES["vicuna_v1"].segments(conversations, has_image=True)
     assert segments == [
         Segment(f"{VICUNA_V1_SYSTEM} USER: <image>\nWhat is it? ASSISTANT:", False),
         Segment(" A cat.</s>", True),
@@ -123,21 +125,21 @@ def test_vicuna_v1_template_moves_marker_to_front_of_first_user_turn():
         Segment(" Yes.</s>", True),
     ]
     # A marker in a later turn moves to the first one; a text-only row loses any stray marker.
-    moved = TEMPLATES["vicuna_v1"](
+    moved = TEMPLATES["vicuna_v1"].segments(
         _row(["Hi", "Hello.", "<image>\nAnd this?", "A dog."])["conversations"], True
     )
     assert (
         moved[0].text.endswith("USER: <image>\nHi ASSISTANT:")
         and moved[2].text == "USER: And this? ASSISTANT:"
     )
-    text_only = TEMPLATES["vicuna_v1"](conversations, has_image=False)
+    text_only = TEMPLATES["vicuna_v1"].segments(conversations, has_image=False)
     assert IMAGE_MARKER not in "".join(segment.text for segment in text_only)
     assert text_only[0].text.endswith("USER: What is it? ASSISTANT:")
 
 
 def test_vicuna_v1_renders_what_the_processor_chat_template_renders(processor):
     conversations = _row(["<image>\nWhat is it?", "A cat.", "Sure?", "Yes."])["conversations"]
-    rendered = "".join(segment.text for segment in TEMPLATES["vicuna_v1"](conversations, has_image=True))
+    rendered = "".join(segment.text for segment in TEMPLATES["vicuna_v1"].segments(conversations, has_image=True))
     messages = [
         {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is it?"}]},
         {"role": "assistant", "content": "A cat."},
@@ -285,21 +287,18 @@ def test_pad_to_square_uses_mean_colour(processor, tmp_path):
     std = torch.tensor(processor.image_processor.image_std)[:, None, None]
     red = (torch.tensor([1.0, 0.0, 0.0])[:, None, None] - mean) / std
 
-    padded = CrocSupervisedDataset([row], processor, image_root=tmp_path, image_aspect_ratio="pad")[0]
+    padded = CrocSupervisedDataset([row], with_image_aspect_ratio(processor, "pad"), image_root=tmp_path)[0]
     pixels = padded["pixel_values"]  # 56x56: image rows 14..41, mean-colour bands above and below
     assert pixels.shape == (3, 56, 56)
-    # Mean colour normalises to ~0 (up to rounding it to 8 bits: 0.5 / 255 / std < 0.008).
-    assert pixels[:, :12].abs().max() < 0.008 and pixels[:, -12:].abs().max() < 0.008
+    # Mean colour normalises to ~0 (up to its 8-bit truncation, as LLaVA's: 1 / 255 / std < 0.016).
+    assert pixels[:, :12].abs().max() < 0.016 and pixels[:, -12:].abs().max() < 0.016
     assert torch.allclose(pixels[:, 18:38], red.expand(3, 20, 56), atol=0.02)
 
     # "square" crops the centre instead: no padding, red everywhere.
-    cropped = CrocSupervisedDataset([row], processor, image_root=tmp_path, image_aspect_ratio="square")[0]
+    cropped = CrocSupervisedDataset([row], with_image_aspect_ratio(processor, "square"), image_root=tmp_path)[0]
     assert torch.allclose(cropped["pixel_values"], red.expand(3, 56, 56), atol=0.02)
-
-    tall = pad_to_square(Image.new("RGB", (3, 7), (0, 0, 0)), (1, 2, 3))
-    assert tall.size == (7, 7) and tall.getpixel((0, 0)) == (1, 2, 3) and tall.getpixel((3, 3)) == (0, 0, 0)
     with pytest.raises(ValueError, match="image_aspect_ratio"):
-        CrocSupervisedDataset([row], processor, image_aspect_ratio="anyres")
+        with_image_aspect_ratio(processor, "anyres")
 
 
 # --- collator -------------------------------------------------------------------------------------------------

@@ -9,11 +9,11 @@ arguments without loading anything.
 
 from .cli import ConfigError
 from .collator import build_collator
-from .croc_config import CrocTrainingArguments
 from .croc_trainer import CrocTrainer
-from .resolve import ResolvedConfig, resolve_config
+from .resolve import ResolvedConfig, resolve_config, resolve_training_arguments
 from .script_args import DataArguments, ModelArguments
 from .stages import STAGES, StageSpec, get_stage
+from .training_args import CrocTrainingArguments
 
 __all__ = [
     "STAGES",
@@ -27,4 +27,5 @@ __all__ = [
     "build_collator",
     "get_stage",
     "resolve_config",
+    "resolve_training_arguments",
 ]

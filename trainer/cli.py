@@ -4,6 +4,12 @@ The YAML's top level holds `CrocTrainingArguments` fields plus two sections, `mo
 the same names: `--learning_rate=2e-5`, `--model.name_or_path=DIR`, `--data.path=FILE` (a `model`/`data` key that
 is not also a training key may drop its prefix). `--key value` and a bare `--flag` (= true) work too. Values are
 read as YAML and then converted to the field's type, so `2e-5` is a float and `{a: 1}` a dict.
+
+Why not `transformers.HfArgumentParser` (or TRL's `TrlParser`, which adds a YAML file to it): both flatten every
+dataclass into one argparse namespace, so the `model.` / `data.` sections and their YAML mappings have no place, and
+argparse reads `--croc_overrides={mask_ratio: 0.5}` or a list value as a plain string. What this module adds is only
+that: sections, YAML-typed values and "did you mean" hints; the dataclasses themselves (their defaults, help texts
+and `__post_init__` checks) are the ones transformers' parser would build.
 """
 
 from __future__ import annotations
@@ -17,8 +23,8 @@ from typing import Any
 
 import yaml
 
-from .croc_config import CrocTrainingArguments
 from .script_args import DataArguments, ModelArguments
+from .training_args import CrocTrainingArguments
 
 SECTIONS: dict[str, type] = {"model": ModelArguments, "data": DataArguments}
 TRAINING = "training"
@@ -39,13 +45,19 @@ def _valid_keys_message() -> str:
     return "valid keys:\n" + "\n".join(lines)
 
 
+# Keys that were renamed (here or in transformers 5): the hint names the new key rather than a look-alike.
+RENAMED_KEYS = {"croc_config": "croc_overrides", "warmup_ratio": "warmup_steps",
+                "evaluation_strategy": "eval_strategy", "no_cuda": "use_cpu"}
+
+
 def _suggestions(keys: list[str]) -> str:
     """`did you mean` hints for misspelled or renamed keys (`warmup_ratio` -> `warmup_steps`)."""
     candidates = field_names(CrocTrainingArguments) + [f"{name}.{key}" for name, cls in SECTIONS.items()
                                                        for key in field_names(cls)]
     hints = []
     for key in keys:
-        close = difflib.get_close_matches(key, candidates, n=2, cutoff=0.6)
+        close = [RENAMED_KEYS[key]] if key in RENAMED_KEYS else difflib.get_close_matches(key, candidates, n=2,
+                                                                                          cutoff=0.6)
         if close:
             hints.append(f"{key} -> {' or '.join(close)}")
     return f" (did you mean: {'; '.join(hints)})" if hints else ""

@@ -8,7 +8,7 @@ from typing import Any
 
 import torch
 
-from .data import IGNORE_INDEX
+from modeling_croc.constants import IGNORE_INDEX
 
 
 @dataclass

@@ -1,7 +1,7 @@
 """Reproducible random token masks for stage 1.5, independent of how a step's batch is split.
 
 The model draws an image's mask from `croc_generator` as T uniforms (one per visual token, images in batch order,
-`modeling_croc.token_masking.draw_token_mask`). The trainer gives every micro-batch a CPU generator seeded from
+`modeling_croc.replaced_positions.draw_replaced_positions`). The trainer gives every micro-batch a CPU generator seeded from
 `(args.seed, global_step)` only, then skips the uniforms of the images that come before this micro-batch in the
 step's global order (micro-step major, then process: the order in which accelerate deals batches to processes).
 The k-th image of an optimiser step therefore gets the same mask whether the step runs as one batch, as several

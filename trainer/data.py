@@ -1,10 +1,12 @@
 """Rows -> model inputs, lazily: one row is rendered, tokenised, fitted to `model_max_length` and its image decoded
 only when the trainer asks for it, so a 1.5M-row mixture starts training in seconds.
 
-Labels are built segment by segment (see `trainer.templates`), never by re-tokenising the whole string and
-searching for the answers in it, which is how LLaVA-style code ends up with every label silently masked when the
-tokenizer changes. Each segment is tokenised as a continuation of the text before it, so the ids equal those of
-the whole rendered string (what the processor produces at inference).
+Labels are built segment by segment (see `modeling_croc.conversation`), never by re-tokenising the whole string
+and searching for the answers in it, which is how LLaVA-style code ends up with every label silently masked when
+the tokenizer changes. Each segment is tokenised as a continuation of the text before it, so the ids equal those of
+the whole rendered string, which is what the processor's chat template renders at inference. Images go through the
+processor's own image processor (`modeling_croc.with_image_aspect_ratio` sets how it pads), so training and
+inference prepare pixels one way.
 """
 
 from __future__ import annotations
@@ -20,24 +22,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .templates import IMAGE_MARKER, Segment, Template, get_template
+from modeling_croc.constants import IGNORE_INDEX, IMAGE_TOKEN
+from modeling_croc.conversation import ConversationTemplate, Segment, get_template
 
 logger = logging.getLogger(__name__)
-
-IGNORE_INDEX = -100
-ASPECT_RATIOS = ("square", "pad")
-
-
-def pad_to_square(image: Image.Image, fill: tuple[int, ...]) -> Image.Image:
-    """`image` centred on a square canvas of side max(width, height) filled with `fill` (LLaVA's "pad" mode:
-    the CLIP centre crop then keeps the whole image instead of cutting its sides off)."""
-    width, height = image.size
-    if width == height:
-        return image
-    side = max(width, height)
-    canvas = Image.new(image.mode, (side, side), fill)
-    canvas.paste(image, ((side - width) // 2, (side - height) // 2))
-    return canvas
 
 
 def _turns(conversations: Any) -> list[Mapping[str, str]]:
@@ -72,12 +60,11 @@ class CrocSupervisedDataset(torch.utils.data.Dataset):
     Args:
         rows: a `datasets.Dataset` or a sequence of rows ``{"id", "image", "conversations", "source"}``.
         processor: a `CrocProcessor` (anything with `tokenizer`, `image_processor`, `image_token_id` and
-            `num_image_tokens`).
-        template: a name in `trainer.templates.TEMPLATES` ("plain" for stage 1, "vicuna_v1" after) or a template.
+            `num_image_tokens`), set up for the stage's image aspect ratio (`modeling_croc.with_image_aspect_ratio`).
+        template: a name in `modeling_croc.conversation.TEMPLATES` ("plain" for stage 1, "vicuna_v1" after) or a
+            template.
         image_root: folder the rows' `image` paths are relative to.
         model_max_length: the longest sequence, image tokens included.
-        image_aspect_ratio: "square" (the CLIP resize + centre crop) or "pad" (pad to square with the image
-            processor's mean colour first, so nothing is cropped away).
 
     ``dataset[i]`` is ``{"input_ids": LongTensor(L), "labels": LongTensor(L), "pixel_values": FloatTensor(3, H, W)
     or None}``, L <= model_max_length: the image marker becomes `processor.num_image_tokens` image-token ids, BOS
@@ -94,19 +81,15 @@ class CrocSupervisedDataset(torch.utils.data.Dataset):
         self,
         rows: Sequence[Mapping[str, Any]],
         processor: Any,
-        template: str | Template = "vicuna_v1",
+        template: str | ConversationTemplate = "vicuna_v1",
         image_root: str | os.PathLike = ".",
         model_max_length: int = 2048,
-        image_aspect_ratio: str = "square",
     ) -> None:
-        if image_aspect_ratio not in ASPECT_RATIOS:
-            raise ValueError(f"image_aspect_ratio must be one of {ASPECT_RATIOS}, got {image_aspect_ratio!r}")
         self.rows = rows
         self.processor = processor
         self.template = get_template(template)
         self.image_root = Path(image_root)
         self.model_max_length = int(model_max_length)
-        self.image_aspect_ratio = image_aspect_ratio
         self.stats = {"truncated": 0, "skipped": 0, "all_masked": 0}
 
         tokenizer = processor.tokenizer
@@ -121,12 +104,6 @@ class CrocSupervisedDataset(torch.utils.data.Dataset):
         self._anchor_ids = tokenizer.encode(self._anchor, add_special_tokens=False)
         self._image_token_id = int(processor.image_token_id)
         self._num_image_tokens = int(processor.num_image_tokens)
-        mean = getattr(processor.image_processor, "image_mean", None)
-        if image_aspect_ratio == "pad" and mean is None:
-            raise ValueError(
-                "image_aspect_ratio='pad' fills with the image processor's image_mean, which it lacks"
-            )
-        self._pad_fill = tuple(round(255 * channel) for channel in mean) if mean is not None else None
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -134,7 +111,7 @@ class CrocSupervisedDataset(torch.utils.data.Dataset):
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | None] | None:
         row = self.rows[int(index)]
         has_image = bool(row.get("image"))
-        segments = self.template(_turns(row["conversations"]), has_image=has_image, eos_token=self._eos_token)
+        segments = self.template.segments(_turns(row["conversations"]), has_image=has_image, eos_token=self._eos_token)
         input_ids, labels, image_end = self._tokenize(segments, has_image, row)
 
         if all(label == IGNORE_INDEX for label in labels):
@@ -162,7 +139,7 @@ class CrocSupervisedDataset(torch.utils.data.Dataset):
         # Split every segment at the image marker; each text piece remembers whether it opens the sequence.
         pieces: list[tuple[str, bool] | None] = []  # (text, supervised), None = the image
         for segment in segments:
-            for k, chunk in enumerate(segment.text.split(IMAGE_MARKER)):
+            for k, chunk in enumerate(segment.text.split(IMAGE_TOKEN)):
                 if k:
                     pieces.append(None)
                 if chunk:
@@ -197,15 +174,13 @@ class CrocSupervisedDataset(torch.utils.data.Dataset):
         return input_ids, labels, image_end
 
     def _load_image(self, row: Mapping[str, Any]) -> torch.Tensor:
-        """The row's image as CLIP pixel values, (3, H, W) float32."""
+        """The row's image as the processor's pixel values, (3, H, W) float32."""
         path = self.image_root / row["image"]
         try:
             with Image.open(path) as image:
                 image = image.convert("RGB")
         except (OSError, ValueError) as error:
             raise OSError(f"row {row.get('id')!r}: cannot read image {str(path)!r}: {error}") from error
-        if self.image_aspect_ratio == "pad":
-            image = pad_to_square(image, self._pad_fill)
         return self.processor.image_processor(image, return_tensors="pt")["pixel_values"][0]
 
     def _report(self, kind: str, row: Mapping[str, Any], detail: str) -> None:
@@ -256,4 +231,4 @@ class CrocSupervisedDataset(torch.utils.data.Dataset):
         return lengths
 
 
-__all__ = ["ASPECT_RATIOS", "IGNORE_INDEX", "CrocSupervisedDataset", "pad_to_square"]
+__all__ = ["CrocSupervisedDataset"]

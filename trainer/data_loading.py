@@ -10,9 +10,9 @@ import datasets
 
 from data_recipes import load_llava_json
 
-from .croc_config import CrocTrainingArguments
 from .data import CrocSupervisedDataset
 from .script_args import DataArguments
+from .training_args import CrocTrainingArguments
 
 logger = logging.getLogger(__name__)
 
@@ -43,7 +43,7 @@ def _recorded_image_root(build: Path) -> str | None:
 
 
 def build_train_dataset(data_args: DataArguments, processor, args: CrocTrainingArguments) -> CrocSupervisedDataset:
-    """The stage's supervised dataset: its template, aspect-ratio handling and length budget."""
+    """The stage's supervised dataset: its template and length budget (`processor` prepares images the stage's way)."""
     rows, image_root = load_rows(data_args)
     logger.info("training rows: %d from %s (images under %s)", len(rows), data_args.path, image_root)
     return CrocSupervisedDataset(
@@ -52,5 +52,4 @@ def build_train_dataset(data_args: DataArguments, processor, args: CrocTrainingA
         template=args.template,
         image_root=image_root,
         model_max_length=args.model_max_length,
-        image_aspect_ratio=args.image_aspect_ratio,
     )

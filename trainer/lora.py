@@ -11,8 +11,8 @@ import re
 
 import torch
 
-from .croc_config import CrocTrainingArguments
 from .script_args import ModelArguments
+from .training_args import CrocTrainingArguments
 
 # Module names (as PEFT's `modules_to_save` matches them: suffixes of module paths) of every non-LM part.
 FULLY_TRAINED_MODULES = {

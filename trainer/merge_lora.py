@@ -14,9 +14,10 @@ import logging
 from pathlib import Path
 
 from modeling_croc import CrocConfig, CrocProcessor
+from modeling_croc.loading import load_pretrained_croc
 
 from .croc_trainer import BASE_CONFIG_DIR
-from .model_loading import DTYPES, load_pretrained_croc
+from .model_loading import DTYPES
 
 logger = logging.getLogger(__name__)
 

@@ -1,15 +1,23 @@
-"""From `CONFIG.yaml [--key=value ...]` to the checked, resolved arguments of a run, without loading anything."""
+"""From `CONFIG.yaml [--key=value ...]` to the checked, resolved arguments of a run, without loading anything.
+
+Order: the file and its keys (`trainer.cli`), this machine (`trainer.validation`: paths, packages, hardware), the
+meaning of each section (the argument dataclasses' `__post_init__`), and last the rules that need two sections at
+once (below). Every problem surfaces as a `ConfigError` before a model is built.
+"""
 
 from __future__ import annotations
 
 import logging
 from typing import NamedTuple
 
-from .cli import build_arguments, load_raw_config
-from .croc_config import CrocTrainingArguments
+from modeling_croc.attention_mask import check_mixed_attention_backend
+from modeling_croc.presets import get_preset
+
+from .cli import ConfigError, build_arguments, load_raw_config
 from .script_args import DataArguments, ModelArguments
 from .stages import StageSpec
-from .validation import validate_raw_config
+from .training_args import CrocTrainingArguments
+from .validation import validate_environment
 
 logger = logging.getLogger(__name__)
 
@@ -29,9 +37,45 @@ def resolve_config(argv: list[str]) -> ResolvedConfig:
     Raises `ConfigError` for any problem the configuration alone shows (unknown keys, paths, batch arithmetic, ...).
     """
     raw = load_raw_config(argv)
-    stage = validate_raw_config(raw)
+    validate_environment(raw)
     if raw["training"].get("hub_dry_run") and raw["training"].get("push_to_hub"):
         logger.warning("hub_dry_run given: nothing is pushed")
         raw["training"]["push_to_hub"] = False
-    model_args, data_args, training_args = build_arguments(raw)
-    return ResolvedConfig(model_args, data_args, training_args, stage)
+    try:
+        model_args, data_args, training_args = build_arguments(raw)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    check_across_sections(model_args, training_args)
+    return ResolvedConfig(model_args, data_args, training_args, training_args.stage_spec)
+
+
+def resolve_training_arguments(argv: list[str]) -> CrocTrainingArguments:
+    """Only the training section of `argv` (`CONFIG.yaml [--key=value ...]`), resolved: the stage, steps, batch
+    arithmetic, learning rates, template and the rest as a run would use them, without this machine's checks (the
+    model and data paths need not exist yet). For tools that plan runs, such as the demo."""
+    raw = load_raw_config(argv)
+    raw["training"].setdefault("output_dir", "unused")
+    try:
+        return CrocTrainingArguments(**raw["training"])
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+
+
+def check_across_sections(model_args: ModelArguments, args: CrocTrainingArguments) -> None:
+    """The rules that tie the model section to the stage."""
+    stage = args.stage_spec
+    if model_args.vision_tower and stage.name != "1":
+        raise ConfigError(
+            f"stage {stage.name} continues a trained model: set model.name_or_path to the previous stage's folder "
+            "(separate CLIP + LLM checkpoints only start stage 1)"
+        )
+    if model_args.use_peft and "language_model" not in args.trainable_parts:
+        raise ConfigError(f"LoRA adapts the language model, which stage {stage.name} keeps frozen; use it in 1.5 or 2")
+    span = args.croc_fields.get("bidirectional_span") or get_preset(args.croc_preset).model_fields["bidirectional_span"]
+    if stage.croc_pretraining and span != "none":
+        try:
+            check_mixed_attention_backend(model_args.attn_implementation)
+        except ValueError as error:
+            raise ConfigError(
+                f"stage {stage.name}: {error} (--model.attn_implementation=sdpa, eager or flex_attention)"
+            ) from None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+MODEL_DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
 # The Llama projections LoRA adapts; only those inside the language model are targeted (see `trainer.lora`).
 DEFAULT_LORA_TARGETS: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -55,6 +56,22 @@ class ModelArguments:
     load_in_4bit: bool = field(
         default=False, metadata={"help": "QLoRA: load the language model in 4-bit NF4 (needs a GPU + bitsandbytes)."}
     )
+
+    def __post_init__(self) -> None:
+        separate = [name for name in ("vision_tower", "language_model") if getattr(self, name)]
+        if len(separate) == 1:
+            missing = ({"vision_tower", "language_model"} - set(separate)).pop()
+            raise ValueError(f"model.{separate[0]} is set without model.{missing}")
+        sources = (["name_or_path"] if self.name_or_path else []) + (["vision_tower+language_model"] if separate else [])
+        if len(sources) != 1:
+            raise ValueError(
+                "give exactly one model source: model.name_or_path (previous stage / llava folder) "
+                "or model.vision_tower + model.language_model (stage 1); got " + (", ".join(sources) or "none")
+            )
+        if self.dtype not in MODEL_DTYPES:
+            raise ValueError(f"model.dtype must be one of {MODEL_DTYPES}, got {self.dtype!r}")
+        if self.load_in_4bit and not self.use_peft:
+            raise ValueError("model.load_in_4bit (QLoRA) needs model.use_peft=true")
 
 
 @dataclass

@@ -1,59 +1,46 @@
-"""Checks of a raw training config that run before anything is loaded or computed.
+"""Checks of a training config against this machine: files and folders that must exist, packages that must be
+installed, hardware a setting needs. They run before anything is loaded or computed.
 
-Each check raises `ConfigError` with a message that says what is wrong and what to do. `validate_raw_config`
-runs them all; it may also complete the config (the accumulation steps derived from `global_batch_size`, the
-resolved DeepSpeed config path).
+What a value *means* is checked where it is declared (`CrocTrainingArguments.__post_init__`, `ModelArguments`,
+`DataArguments`), so building the arguments from Python behaves as from YAML; the few checks that need two
+sections at once are in `trainer.resolve`. Each check raises `ConfigError` saying what is wrong and what to do.
 """
 
 from __future__ import annotations
 
 import importlib.util
-import json
-import os
 import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from modeling_croc.loading import source_kind
+
 from .cli import ConfigError
-from .stages import StageSpec, get_stage
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
-CROC_MODEL_TYPES = ("croc", "llava")
-ORIGINAL_REPO_MODEL_TYPES = ("llava_llama", "croc_llama", "llava_mistral")
+# The source kinds of `modeling_croc.loading` a training run starts from; the released layout is converted first,
+# since it needs its CLIP folder and a choice of vocabulary padding.
+TRAINABLE_SOURCE_KINDS = ("croc", "llava")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-
-
-def world_size_from_env() -> int:
-    """Processes of this run as the launchers (torchrun, accelerate, deepspeed) announce them."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 def gpu_available() -> bool:
     return torch.cuda.is_available()
 
 
-def validate_raw_config(raw: dict[str, dict[str, Any]]) -> StageSpec:
-    """Run every check on `raw` (as returned by `trainer.cli.load_raw_config`) and return the stage."""
+def validate_environment(raw: dict[str, dict[str, Any]]) -> None:
+    """Run every check on `raw` (as returned by `trainer.cli.load_raw_config`). It may complete the config with
+    the resolved DeepSpeed config path."""
     training, model, data = raw["training"], raw["model"], raw["data"]
-    if training.get("stage") is None:
-        raise ConfigError("`stage` is required: one of '1', '1.5', '2'")
-    try:
-        stage = get_stage(training["stage"])
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
     check_precision(training, model)
-    check_attention(stage, training, model)
-    check_model_source(stage, model)
-    check_peft(stage, model)
+    check_model_folders(model)
+    check_quantisation(model)
     check_data(data)
-    check_batch_size(training)
     check_deepspeed(training)
-    check_template(training)
     check_resume(training)
     check_reporting(training)
-    return stage
 
 
 def check_precision(training: dict[str, Any], model: dict[str, Any]) -> None:
@@ -68,18 +55,6 @@ def check_precision(training: dict[str, Any], model: dict[str, Any]) -> None:
             )
     if str(model.get("dtype", "float32")) in ("bfloat16", "float16", "bf16", "fp16"):
         raise ConfigError(f"model.dtype={model['dtype']} but no CUDA GPU is visible; use --model.dtype=float32 on CPU")
-
-
-def check_attention(stage: StageSpec, training: dict[str, Any], model: dict[str, Any]) -> None:
-    """Stage 1.5's mixed attention needs a backend that honours a custom mask."""
-    backend = str(model.get("attn_implementation", "sdpa"))
-    span = (training.get("croc_config") or {}).get("bidirectional_span")
-    if stage.croc_pretraining and "flash" in backend and span != "none":
-        raise ConfigError(
-            f"stage {stage.name} uses Croc's mixed attention (bidirectional visual tokens), which "
-            f"attn_implementation={backend!r} ignores (it would silently train causal). Use "
-            "--model.attn_implementation=sdpa (or eager / flex_attention) for this stage."
-        )
 
 
 def _looks_local(path: str) -> bool:
@@ -102,43 +77,25 @@ def check_checkpoint_layout(path: str) -> None:
         )
     if not (folder / "config.json").is_file():
         raise ConfigError(f"{path} is not a model folder: it has no config.json")
-    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    model_type = config.get("model_type")
-    if model_type in ORIGINAL_REPO_MODEL_TYPES or "mm_projector_type" in config:
+    try:
+        kind = source_kind(folder)
+    except ValueError as error:
         raise ConfigError(
-            f"{path} is in the original LLaVA/Croc repository layout (model_type={model_type!r}, mm_projector.*, "
-            "model.mask_token). Convert it to the transformers `llava`/`croc` layout first; this trainer reads "
-            f"model_type {CROC_MODEL_TYPES}."
-        )
-    if model_type not in CROC_MODEL_TYPES:
+            f"{error} (a previous Croc stage or a transformers llava checkpoint). For separate CLIP + LLM "
+            "checkpoints use model.vision_tower and model.language_model in stage 1."
+        ) from None
+    if kind not in TRAINABLE_SOURCE_KINDS:
         raise ConfigError(
-            f"{path} has model_type={model_type!r}; expected one of {CROC_MODEL_TYPES} (a previous Croc stage or a "
-            "transformers llava checkpoint). For separate CLIP + LLM checkpoints use model.vision_tower and "
-            "model.language_model in stage 1."
+            f"{path} is in the original LLaVA/Croc repository layout (mm_projector.*, model.mask_token). Convert it "
+            "first: python -m modeling_croc.convert from-original SRC OUT --vision-tower CLIP_DIR"
         )
     if not any(folder.glob("*.safetensors")) and not any(folder.glob("pytorch_model*.bin")):
         raise ConfigError(f"{path} has a config.json but no weights (*.safetensors)")
 
 
-def check_model_source(stage: StageSpec, model: dict[str, Any]) -> None:
-    """Exactly one model source, allowed for the stage, and local folders in the right layout."""
-    separate = [key for key in ("vision_tower", "language_model") if model.get(key)]
-    sources = (["name_or_path"] if model.get("name_or_path") else []) + (["vision_tower+language_model"]
-                                                                        if separate else [])
-    if len(separate) == 1:
-        raise ConfigError(f"model.{separate[0]} is set without model.{({'vision_tower', 'language_model'} - set(separate)).pop()}")
-    if len(sources) != 1:
-        raise ConfigError(
-            "give exactly one model source: model.name_or_path (previous stage / llava folder) "
-            "or model.vision_tower + model.language_model (stage 1); got "
-            + (", ".join(sources) if sources else "none")
-        )
-    if separate and stage.name != "1":
-        raise ConfigError(
-            f"stage {stage.name} continues a trained model: set model.name_or_path to the previous stage's folder "
-            "(separate CLIP + LLM checkpoints only start stage 1)"
-        )
-    for key in ("name_or_path", *separate):
+def check_model_folders(model: dict[str, Any]) -> None:
+    """Local model folders must exist and be in a layout the trainer reads."""
+    for key in ("name_or_path", "vision_tower", "language_model"):
         value = model.get(key)
         if key == "name_or_path" and value and _looks_local(str(value)):
             check_checkpoint_layout(str(value))
@@ -146,11 +103,8 @@ def check_model_source(stage: StageSpec, model: dict[str, Any]) -> None:
             raise ConfigError(f"model.{key}: {value} does not exist")
 
 
-def check_peft(stage: StageSpec, model: dict[str, Any]) -> None:
-    if model.get("load_in_4bit") and not model.get("use_peft"):
-        raise ConfigError("model.load_in_4bit (QLoRA) needs model.use_peft=true")
-    if model.get("use_peft") and "language_model" not in stage.trainable_parts:
-        raise ConfigError(f"LoRA adapts the language model, which stage {stage.name} keeps frozen; use it in 1.5 or 2")
+def check_quantisation(model: dict[str, Any]) -> None:
+    """QLoRA needs a CUDA GPU and bitsandbytes."""
     if model.get("load_in_4bit"):
         if not gpu_available():
             raise ConfigError("QLoRA (model.load_in_4bit) needs a CUDA GPU; on CPU use LoRA (model.use_peft) alone")
@@ -174,29 +128,6 @@ def check_data(data: dict[str, Any]) -> None:
         raise ConfigError(f"data.image_root {root} does not exist")
 
 
-def check_batch_size(training: dict[str, Any]) -> None:
-    """`global_batch_size` must split exactly into per-device batch x processes x accumulation steps."""
-    world = world_size_from_env()
-    per_device = int(training.get("per_device_train_batch_size", 8))
-    accumulation = training.get("gradient_accumulation_steps")
-    total = training.get("global_batch_size")
-    if total is None:
-        return
-    total = int(total)
-    if total % (per_device * world):
-        raise ConfigError(
-            f"global_batch_size={total} does not divide by per_device_train_batch_size={per_device} x {world} "
-            f"process(es); choose a per-device batch that divides {total // world if total % world == 0 else total}"
-        )
-    derived = total // (per_device * world)
-    if accumulation is not None and int(accumulation) != derived:
-        raise ConfigError(
-            f"global_batch_size={total} != per_device_train_batch_size={per_device} x {world} process(es) x "
-            f"gradient_accumulation_steps={accumulation}; drop gradient_accumulation_steps (it is derived: {derived})"
-        )
-    training["gradient_accumulation_steps"] = derived
-
-
 def resolve_deepspeed_path(value: str) -> Path | None:
     """A DeepSpeed config path as given, or relative to the installed project (`trainer/configs/deepspeed/...`)."""
     for candidate in (Path(value).expanduser(), PACKAGE_ROOT / value):
@@ -215,16 +146,6 @@ def check_deepspeed(training: dict[str, Any]) -> None:
     if resolved is None:
         raise ConfigError(f"deepspeed config {value} does not exist (the shipped ones: trainer/configs/deepspeed/)")
     training["deepspeed"] = str(resolved)
-
-
-def check_template(training: dict[str, Any]) -> None:
-    name = training.get("template")
-    if name is None:
-        return
-    from .templates import TEMPLATES
-
-    if name not in TEMPLATES:
-        raise ConfigError(f"unknown template {name!r}; known: {', '.join(TEMPLATES)}")
 
 
 def check_resume(training: dict[str, Any]) -> None:

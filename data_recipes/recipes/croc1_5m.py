@@ -7,11 +7,12 @@ from typing import Any
 
 import numpy as np
 
+from modeling_croc.constants import IMAGE_TOKEN
+
 from ..catalog import CROC_1_5M_COUNTS, TEXT_SOURCE_NAMES, source_info
 from ..parts import RecipeResult, RowTransform, SourcePart, llava_part, locate, merge_overrides, text_part
 from ..registry import register_recipe
 from ..sampling import source_seed
-from ..schema import IMAGE_TOKEN
 
 DEFAULT_CAPTION_INSTRUCTION = "Please generate detailed descriptions of the given image."
 

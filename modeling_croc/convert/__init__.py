@@ -1,8 +1,10 @@
-"""Loaders from other checkpoint layouts into Croc, and the export to a plain llava folder."""
+"""Readers of other checkpoint layouts (into Croc's config, state dict and processor), the writers that turn them
+into Croc folders, and the export to a plain llava folder. Building a model from any source is
+`modeling_croc.loading.load_croc`."""
 
-from .from_llava import convert_llava_folder, croc_config_from_llava
-from .from_original import convert_original_checkpoint, rename_original_state_dict
-from .from_parts import build_from_parts
+from .from_llava import convert_llava_folder, croc_config_from_llava, llava_processor
+from .from_original import convert_original_checkpoint, read_original_checkpoint, rename_original_state_dict
+from .from_parts import build_from_parts, read_parts
 from .to_llava import croc_config_to_llava, croc_to_llava, export_llava_folder
 
 __all__ = [
@@ -13,5 +15,8 @@ __all__ = [
     "croc_config_to_llava",
     "croc_to_llava",
     "export_llava_folder",
+    "llava_processor",
+    "read_original_checkpoint",
+    "read_parts",
     "rename_original_state_dict",
 ]

@@ -1,24 +1,16 @@
-"""Pieces shared by the checkpoint converters: reading weight files, LLaVA's extra tokens, building a processor,
-and materialising a Croc model from a state dict without a random initialisation of the full model."""
+"""Pieces shared by the checkpoint readers: weight files, CLIP vision folders, LLaVA's extra tokens, the processor."""
 
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
-from transformers import CLIPImageProcessorPil, LlavaImageProcessorPil, PreTrainedTokenizerBase
+from transformers import CLIPImageProcessorPil, CLIPVisionConfig, CLIPVisionModel, PreTrainedTokenizerBase
 
-from ..configuration_croc import CrocConfig
-from ..modeling_croc import CrocForConditionalGeneration
-from ..processing_croc import CrocProcessor
-
-logger = logging.getLogger(__name__)
-
-IMAGE_TOKEN = "<image>"
-PAD_TOKEN = "<pad>"
+from ..constants import IMAGE_TOKEN, PAD_TOKEN
+from ..processing_croc import CrocProcessor, with_image_aspect_ratio
 
 
 def read_state_dict(folder: str | Path) -> dict[str, torch.Tensor]:
@@ -38,6 +30,18 @@ def read_state_dict(folder: str | Path) -> dict[str, torch.Tensor]:
 
 def read_json(path: str | Path) -> dict:
     return json.loads(Path(path).read_text())
+
+
+def read_clip_vision(folder: str | Path) -> tuple[CLIPVisionConfig, dict[str, torch.Tensor]]:
+    """A CLIP folder's vision config and its vision weights under Croc's names. `CLIPVisionModel.from_pretrained`
+    reads every CLIP layout (a full `CLIPModel` such as openai/clip-vit-large-patch14-336, or a vision-only save)."""
+    folder = Path(folder)
+    fields = read_json(folder / "config.json")
+    fields = fields.get("vision_config", fields)
+    fields["model_type"] = "clip_vision_model"
+    config = CLIPVisionConfig(**{k: v for k, v in fields.items() if k in CLIPVisionConfig.__dataclass_fields__})
+    vision = CLIPVisionModel.from_pretrained(folder)
+    return config, {f"model.vision_tower.{name}": tensor for name, tensor in vision.state_dict().items()}
 
 
 def add_llava_tokens(tokenizer: PreTrainedTokenizerBase) -> tuple[int, int]:
@@ -69,8 +73,8 @@ def build_processor(
     vision_config,
     image_aspect_ratio: str = "pad",
 ) -> CrocProcessor:
-    """A `CrocProcessor` with CLIP preprocessing (PIL backend); `image_aspect_ratio="pad"` pads to a square with
-    the mean colour first, as LLaVA-1.5 does after stage 1."""
+    """A `CrocProcessor` with CLIP preprocessing (PIL backend, the CLIP folder's settings when it has them) set up
+    for `image_aspect_ratio` (see `with_image_aspect_ratio`)."""
     kwargs = {}
     if vision_folder is not None and (Path(vision_folder) / "preprocessor_config.json").exists():
         kwargs = read_json(Path(vision_folder) / "preprocessor_config.json")
@@ -79,36 +83,11 @@ def build_processor(
     size = vision_config.image_size
     kwargs.setdefault("size", {"shortest_edge": size})
     kwargs.setdefault("crop_size", {"height": size, "width": size})
-    if image_aspect_ratio == "pad":
-        image_processor = LlavaImageProcessorPil(**kwargs, do_pad=True)
-    else:
-        image_processor = CLIPImageProcessorPil(**kwargs)
-    return CrocProcessor(
-        image_processor=image_processor,
+    processor = CrocProcessor(
+        image_processor=CLIPImageProcessorPil(**kwargs),
         tokenizer=tokenizer,
         patch_size=vision_config.patch_size,
         vision_feature_select_strategy="default",
         num_additional_image_tokens=1,
     )
-
-
-def materialize_croc(config: CrocConfig, state: dict[str, torch.Tensor]) -> CrocForConditionalGeneration:
-    """A Croc model holding `state` (in-memory parameter names), through `from_pretrained`'s own loading path: no
-    random copy of the full model is built, and a pool or VTR head absent from `state` is initialised the way
-    `from_pretrained` initialises missing weights. Weights with no place in the model, or other missing ones,
-    raise."""
-    model, info = CrocForConditionalGeneration.from_pretrained(
-        None, config=config, state_dict=state, output_loading_info=True
-    )
-    if info["unexpected_keys"] or info["mismatched_keys"]:
-        raise ValueError(
-            f"weights with no place in a Croc model: {sorted(info['unexpected_keys'])[:10]} "
-            f"{sorted(info['mismatched_keys'])[:10]}"
-        )
-    missing = sorted(set(model.state_dict()) - set(state))
-    unexplained = [name for name in missing if not name.startswith(("model.prompt_pool.", "vtr_head."))]
-    if unexplained:
-        raise ValueError(f"weights missing for: {unexplained[:10]}")
-    if missing:
-        logger.info("initialised parameters absent from the source: %s", missing[:5])
-    return model.eval()
+    return with_image_aspect_ratio(processor, image_aspect_ratio)

@@ -8,7 +8,7 @@ from pathlib import Path
 from transformers import AutoProcessor, LlavaConfig
 
 from ..configuration_croc import CrocConfig
-from ..modeling_croc import CrocForConditionalGeneration
+from ..processing_croc import CrocProcessor
 from .common import build_processor
 
 # LlavaConfig fields a CrocConfig takes over unchanged.
@@ -34,18 +34,25 @@ def croc_config_from_llava(llava_config: LlavaConfig, **croc_fields) -> CrocConf
     )
 
 
+def llava_processor(source: str | Path, config: CrocConfig) -> CrocProcessor | None:
+    """The llava folder's processor as a `CrocProcessor` (its tokenizer and image processor, Croc's chat template), or
+    None for a weights-only folder."""
+    try:
+        source_processor = AutoProcessor.from_pretrained(source)
+    except (OSError, ValueError, TypeError):
+        return None
+    processor = build_processor(source_processor.tokenizer, None, config.vision_config)
+    processor.image_processor = source_processor.image_processor
+    return processor
+
+
 def convert_llava_folder(source: str | Path, out_dir: str | Path, **croc_fields) -> Path:
     """Load the llava folder `source` as Croc (transformers' own llava renames apply) and save it to `out_dir`,
     with its processor re-saved as a `CrocProcessor`."""
-    config = croc_config_from_llava(LlavaConfig.from_pretrained(source), **croc_fields)
-    model = CrocForConditionalGeneration.from_pretrained(source, config=config)
+    from ..loading import load_croc
+
+    model, processor = load_croc(source, croc_fields=croc_fields)
     model.save_pretrained(out_dir)
-    try:
-        llava_processor = AutoProcessor.from_pretrained(source)
-    except (OSError, ValueError, TypeError):
-        llava_processor = None  # weights-only folder
-    if llava_processor is not None:
-        processor = build_processor(llava_processor.tokenizer, None, config.vision_config)
-        processor.image_processor = llava_processor.image_processor
+    if processor is not None:
         processor.save_pretrained(out_dir)
     return Path(out_dir)

@@ -1,5 +1,6 @@
-"""Convert an original LLaVA-1.5 or released-Croc checkpoint (`model_type` `llava_llama` / `croc_llama`, the
-transformers-4.37 fork layout) into a Croc folder that `from_pretrained` loads.
+"""Read an original LLaVA-1.5 or released-Croc checkpoint (`model_type` `llava_llama` / `croc_llama`, the
+transformers-4.37 fork layout) as a Croc config, state dict and processor; `convert_original_checkpoint` writes
+it as a Croc folder that `from_pretrained` loads.
 
 Source layout: `model.embed_tokens`, `model.layers.*`, `model.norm`, `lm_head`, `model.mm_projector.{0,2}`,
 `model.vision_tower.vision_tower.vision_model.*` (often absent: CLIP comes from `mm_vision_tower`), and for Croc
@@ -16,15 +17,18 @@ import re
 from pathlib import Path
 
 import torch
-from transformers import AutoTokenizer, CLIPVisionConfig, CLIPVisionModel, LlamaConfig
+from transformers import AutoTokenizer, LlamaConfig
 
 from ..configuration_croc import CrocConfig
+from ..constants import PROMPT_POOL_PREFIX, VTR_HEAD_PREFIX
+from ..presets import preset_for_released_model_type
+from ..processing_croc import CrocProcessor
 from .common import (
     add_llava_tokens,
     build_processor,
     grow_vocabulary,
-    materialize_croc,
     padded_vocab_size,
+    read_clip_vision,
     read_json,
     read_state_dict,
 )
@@ -79,37 +83,24 @@ def rename_original_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torc
     return renamed
 
 
-def _vision_state(vision_folder: Path) -> dict[str, torch.Tensor]:
-    """CLIP vision weights under Croc's names. `CLIPVisionModel.from_pretrained` reads every CLIP layout (a full
-    `CLIPModel` such as openai/clip-vit-large-patch14-336, or a vision-only save)."""
-    vision = CLIPVisionModel.from_pretrained(vision_folder)
-    return {f"model.vision_tower.{name}": tensor for name, tensor in vision.state_dict().items()}
-
-
-def _vision_config(vision_folder: Path) -> CLIPVisionConfig:
-    config = read_json(vision_folder / "config.json")
-    config = config.get("vision_config", config)
-    config["model_type"] = "clip_vision_model"
-    return CLIPVisionConfig(**{k: v for k, v in config.items() if k in CLIPVisionConfig.__dataclass_fields__})
-
-
-def convert_original_checkpoint(
+def read_original_checkpoint(
     source: str | Path,
-    out_dir: str | Path,
     vision_tower: str | Path | None = None,
     vocab_multiple: int = 64,
     **croc_fields,
-) -> Path:
-    """Convert `source` (fork layout, with its tokenizer files) into a Croc folder at `out_dir`.
+) -> tuple[CrocConfig, dict[str, torch.Tensor], CrocProcessor]:
+    """`source` (fork layout, with its tokenizer files) as (Croc config, state dict under Croc's names, processor).
 
     Args:
         vision_tower: local CLIP folder (e.g. a download of `openai/clip-vit-large-patch14-336`); defaults to the
             checkpoint's `mm_vision_tower` when that is a local folder.
-        vocab_multiple: pad the grown vocabulary to a multiple of this (llava-1.5 conversions use 64: 32064).
-        croc_fields: `CrocConfig` fields; the preset defaults to `official` for `croc_llama` checkpoints (they
-            were trained with it) and `paper` otherwise.
+        vocab_multiple: pad the grown vocabulary to a multiple of this with mean rows (llava-1.5 conversions use
+            64: 32064). The padding rows take a little softmax mass the released model never had (at most
+            log(V_padded / V), about 0.002 nats for Vicuna); 1 adds only `<image>` and `<pad>`.
+        croc_fields: `CrocConfig` fields; the preset defaults to the one the checkpoint's `model_type` was trained
+            with (`modeling_croc.presets.preset_for_released_model_type`).
     """
-    source, out_dir = Path(source), Path(out_dir)
+    source = Path(source)
     original = read_json(source / "config.json")
     if "mm_projector_type" in original and original["mm_projector_type"] != "mlp2x_gelu":
         raise ValueError(f"only LLaVA-1.5's mlp2x_gelu projector converts, got {original['mm_projector_type']!r}")
@@ -120,8 +111,9 @@ def convert_original_checkpoint(
             f"{original.get('mm_vision_tower', 'the CLIP checkpoint')}>"
         )
     state = rename_original_state_dict(read_state_dict(source))
+    vision_config, vision_state = read_clip_vision(vision_folder)
     if not any(name.startswith("model.vision_tower.") for name in state):
-        state.update(_vision_state(vision_folder))
+        state.update(vision_state)
 
     tokenizer = AutoTokenizer.from_pretrained(source)
     image_token_id, pad_token_id = add_llava_tokens(tokenizer)
@@ -131,22 +123,38 @@ def convert_original_checkpoint(
 
     text_fields = {k: v for k, v in original.items() if k in LlamaConfig.__dataclass_fields__}
     text_fields.update(vocab_size=vocab_size, pad_token_id=pad_token_id)
-    croc_fields.setdefault("croc_preset", "official" if original.get("model_type") == "croc_llama" else "paper")
-    if "model.prompt_pool.weight" in state:  # a released Croc checkpoint: keep its trained pool as it is
-        croc_fields.setdefault("prompt_pool_size", state["model.prompt_pool.weight"].shape[0])
+    croc_fields.setdefault("croc_preset", preset_for_released_model_type(original.get("model_type")))
+    pool = PROMPT_POOL_PREFIX + "weight"
+    if pool in state:  # a released Croc checkpoint: keep its trained pool as it is
+        croc_fields.setdefault("prompt_pool_size", state[pool].shape[0])
         croc_fields.setdefault("prompt_pool_calibrated", True)
-    croc_fields.setdefault("vtr_head_layers", len({n.split(".")[2] for n in state if n.startswith("vtr_head.layers.")}))
+    head_layers = {name.split(".")[2] for name in state if name.startswith(VTR_HEAD_PREFIX + "layers.")}
+    croc_fields.setdefault("vtr_head_layers", len(head_layers))
     config = CrocConfig(
         text_config=LlamaConfig(**text_fields),
-        vision_config=_vision_config(vision_folder),
+        vision_config=vision_config,
         image_token_index=image_token_id,
         vision_feature_layer=original.get("mm_vision_select_layer", -2),
         vision_feature_select_strategy="default" if original.get("mm_vision_select_feature", "patch") == "patch"
         else "full",
         **croc_fields,
     )
-    model = materialize_croc(config, state)
+    processor = build_processor(tokenizer, vision_folder, config.vision_config, original.get("image_aspect_ratio", "pad"))
+    return config, state, processor
+
+
+def convert_original_checkpoint(
+    source: str | Path,
+    out_dir: str | Path,
+    vision_tower: str | Path | None = None,
+    vocab_multiple: int = 64,
+    **croc_fields,
+) -> Path:
+    """Write `source` (fork layout) as a Croc folder at `out_dir`; arguments as `read_original_checkpoint`."""
+    from ..loading import load_croc
+
+    model, processor = load_croc(source, vision_tower=vision_tower, vocab_multiple=vocab_multiple,
+                                 croc_fields=croc_fields)
     model.save_pretrained(out_dir)
-    build_processor(tokenizer, vision_folder, config.vision_config,
-                    original.get("image_aspect_ratio", "pad")).save_pretrained(out_dir)
-    return out_dir
+    processor.save_pretrained(out_dir)
+    return Path(out_dir)

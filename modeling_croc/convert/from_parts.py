@@ -1,25 +1,65 @@
-"""Build a stage-1 Croc model from separate checkpoints: a CLIP vision tower and a Llama-family LM (e.g.
-`openai/clip-vit-large-patch14-336` + `lmsys/vicuna-7b-v1.5`), with a fresh projector, as LLaVA-1.5 starts."""
+"""Read separate checkpoints, a CLIP vision tower and a Llama-family LM (e.g. `openai/clip-vit-large-patch14-336` +
+`lmsys/vicuna-7b-v1.5`), as one Croc model with a fresh projector: the stage 0 LLaVA-1.5 starts from."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from transformers import AutoConfig, AutoTokenizer, CLIPVisionConfig
+import torch
+from transformers import AutoConfig, AutoTokenizer
 
 from ..configuration_croc import CrocConfig
+from ..processing_croc import CrocProcessor
 from .common import (
     add_llava_tokens,
     build_processor,
     grow_vocabulary,
-    materialize_croc,
     padded_vocab_size,
+    read_clip_vision,
     read_state_dict,
 )
-from .from_original import _vision_config, _vision_state
 
 # Croc's in-memory prefix for each part of a `LlamaForCausalLM` checkpoint.
 LM_PREFIXES = {"model.": "model.language_model.", "lm_head.": "lm_head."}
+
+
+def read_parts(
+    vision_tower: str | Path,
+    language_model: str | Path,
+    vocab_multiple: int = 64,
+    image_aspect_ratio: str = "square",
+    **croc_fields,
+) -> tuple[CrocConfig, dict[str, torch.Tensor], CrocProcessor]:
+    """(Croc config, state dict, processor) from a CLIP folder and a causal-LM folder, with `<image>`/`<pad>`
+    appended to the vocabulary (padded to a multiple of `vocab_multiple` with mean rows) and a fresh projector."""
+    vision_tower, language_model = Path(vision_tower), Path(language_model)
+    tokenizer = AutoTokenizer.from_pretrained(language_model)
+    image_token_id, pad_token_id = add_llava_tokens(tokenizer)
+    vocab_size = padded_vocab_size(len(tokenizer), vocab_multiple)
+
+    text_config = AutoConfig.from_pretrained(language_model)
+    text_config.vocab_size = vocab_size
+    text_config.pad_token_id = pad_token_id
+    vision_config, state = read_clip_vision(vision_tower)
+    config = CrocConfig(
+        text_config=text_config.to_dict(),
+        vision_config=vision_config.to_dict(),
+        image_token_index=image_token_id,
+        **croc_fields,
+    )
+
+    for name, tensor in read_state_dict(language_model).items():
+        for prefix, target in LM_PREFIXES.items():
+            if name.startswith(prefix):
+                state[target + name[len(prefix):]] = tensor
+                break
+    if "lm_head.weight" not in state:  # tied LMs store only the embedding
+        state["lm_head.weight"] = state["model.language_model.embed_tokens.weight"]
+    for name in ("model.language_model.embed_tokens.weight", "lm_head.weight"):
+        state[name] = grow_vocabulary(state[name], vocab_size - state[name].shape[0])
+    state.update(_fresh_projector_state(config, state["lm_head.weight"].dtype))
+    processor = build_processor(tokenizer, vision_tower, config.vision_config, image_aspect_ratio)
+    return config, state, processor
 
 
 def build_from_parts(
@@ -30,43 +70,12 @@ def build_from_parts(
     image_aspect_ratio: str = "square",
     **croc_fields,
 ):
-    """A Croc model from a CLIP folder and a causal-LM folder, with `<image>`/`<pad>` appended to the vocabulary.
+    """The Croc model and processor of `read_parts`, also saved to `out_dir` when given."""
+    from ..loading import load_croc
 
-    Returns `(model, processor)`; both are also saved to `out_dir` when given. The projector is freshly initialised
-    (stage 1 trains it); everything else is loaded as is.
-    """
-    vision_tower, language_model = Path(vision_tower), Path(language_model)
-    tokenizer = AutoTokenizer.from_pretrained(language_model)
-    image_token_id, pad_token_id = add_llava_tokens(tokenizer)
-    vocab_size = padded_vocab_size(len(tokenizer), vocab_multiple)
-
-    text_config = AutoConfig.from_pretrained(language_model)
-    text_config.vocab_size = vocab_size
-    text_config.pad_token_id = pad_token_id
-    vision_config: CLIPVisionConfig = _vision_config(vision_tower)
-    config = CrocConfig(
-        text_config=text_config.to_dict(),
-        vision_config=vision_config.to_dict(),
-        image_token_index=image_token_id,
-        **croc_fields,
-    )
-
-    state = _vision_state(vision_tower)
-    for name, tensor in read_state_dict(language_model).items():
-        for prefix, target in LM_PREFIXES.items():
-            if name.startswith(prefix):
-                state[target + name[len(prefix):]] = tensor
-                break
-    if "lm_head.weight" not in state:  # tied LMs store only the embedding
-        state["lm_head.weight"] = state["model.language_model.embed_tokens.weight"]
-    for name in ("model.language_model.embed_tokens.weight", "lm_head.weight"):
-        state[name] = grow_vocabulary(state[name], vocab_size - state[name].shape[0])
-    dtype = state["lm_head.weight"].dtype
-    projector = _fresh_projector_state(config, dtype)
-    state.update(projector)
-
-    model = materialize_croc(config, state)
-    processor = build_processor(tokenizer, vision_tower, config.vision_config, image_aspect_ratio)
+    model, processor = load_croc(vision_tower=vision_tower, language_model=language_model,
+                                 vocab_multiple=vocab_multiple, image_aspect_ratio=image_aspect_ratio,
+                                 croc_fields=croc_fields)
     if out_dir is not None:
         model.save_pretrained(out_dir)
         processor.save_pretrained(out_dir)

@@ -11,9 +11,7 @@ from pathlib import Path
 from transformers import LlavaConfig, LlavaForConditionalGeneration
 
 from ..configuration_croc import CrocConfig
-
-# Stage-1.5-only parameters that a llava model has no place for.
-CROC_ONLY_PREFIXES = ("model.prompt_pool.", "vtr_head.")
+from ..constants import CROC_ONLY_PREFIXES
 
 
 def croc_config_to_llava(config: CrocConfig) -> LlavaConfig:

@@ -11,10 +11,11 @@ import pytest
 import yaml
 from trainer_helpers import CONFIGS, REPO
 
+from modeling_croc.presets import get_preset
 from trainer import train as train_module
-from trainer import validation
+from trainer import training_args, validation
 from trainer.cli import ConfigError, load_raw_config
-from trainer.croc_config import CrocTrainingArguments
+from trainer.training_args import CrocTrainingArguments
 
 FULL_CONFIGS = REPO / "trainer" / "configs"
 
@@ -71,55 +72,77 @@ def test_unknown_yaml_key(tmp_path, no_compute):
 
 def test_stage_defaults_follow_paper_and_official_presets():
     paper = _args(stage="1.5")
-    assert paper.group_learning_rates == {"projector": 1.5e-4, "prompt_pool": 1.5e-4, "language_model": 2e-5}
+    assert paper.group_learning_rates == {"projector": 1.5e-4, "prompt_pool": 1.5e-4, "vtr_head": 1.5e-4,
+                                          "language_model": 2e-5}
     assert (paper.adam_beta1, paper.adam_beta2, paper.template, paper.image_aspect_ratio) == (0.9, 0.98,
                                                                                              "vicuna_v1", "pad")
     official = _args(stage="1.5", croc_preset="official")
-    assert official.group_learning_rates == {"projector": 1.5e-4, "prompt_pool": 2e-5, "language_model": 2e-5}
+    assert official.group_learning_rates == {"projector": 1.5e-4, "prompt_pool": 2e-5, "vtr_head": 2e-5,
+                                             "language_model": 2e-5}
     assert official.adam_beta2 == 0.999
     assert _args(stage="1").group_learning_rates == {"projector": 1e-3}
     assert _args(stage="1", croc_preset="official").group_learning_rates == {"projector": 1.5e-4}
     assert _args(stage="2").group_learning_rates == {"projector": 2e-5, "language_model": 2e-5}
     assert _args(stage=1.5).stage == "1.5"
+    # The pool and the VTR head are separate groups: a pool rate leaves the head's alone.
+    assert _args(stage="1.5", prompt_pool_lr=1e-3).vtr_head_lr == 1.5e-4
     # An explicit rate unfreezes its group; an explicit list must agree with the rates.
     assert _args(stage="2", vision_tower_lr=2e-6).trainable_parts == ["projector", "language_model", "vision_tower"]
     with pytest.raises(ValueError, match="trainable_parts leaves frozen"):
         _args(stage="2", trainable_parts=["projector"], language_model_lr=1e-5)
-    with pytest.raises(ValueError, match="croc_config: unknown or reserved keys"):
-        _args(stage="1.5", croc_config={"croc_pretraining": False})
+    with pytest.raises(ValueError, match="croc_overrides: unknown or reserved keys"):
+        _args(stage="1.5", croc_overrides={"croc_pretraining": False})
+
+
+def test_arguments_from_python_mean_what_they_mean_in_yaml(monkeypatch):
+    """`global_batch_size` and the other checks live in `__post_init__`: no YAML pass is needed for them."""
+    assert _args(stage="1", global_batch_size=64, per_device_train_batch_size=8).gradient_accumulation_steps == 8
+    monkeypatch.setattr(training_args, "launched_world_size", lambda: 2)
+    assert _args(stage="1", global_batch_size=64, per_device_train_batch_size=8).gradient_accumulation_steps == 4
+    with pytest.raises(ValueError, match="does not divide"):
+        _args(stage="1", global_batch_size=60, per_device_train_batch_size=8)
+    with pytest.raises(ValueError, match="it is derived: 4"):
+        _args(stage="1", global_batch_size=64, per_device_train_batch_size=8, gradient_accumulation_steps=3)
+    monkeypatch.undo()
+    assert _args(stage="1").gradient_accumulation_steps == 1
+    with pytest.raises(ValueError, match="`stage` is required"):
+        _args()
+    with pytest.raises(ValueError, match="unknown template"):
+        _args(stage="2", template="vicuna_v2")
+    with pytest.raises(ValueError, match="image_aspect_ratio"):
+        _args(stage="2", image_aspect_ratio="anyres")
 
 
 @pytest.mark.parametrize("name", ["stage1", "stage1_5", "stage2", "stage1_official", "stage1_5_official",
                                   "stage2_official"])
 def test_full_scale_yamls_reproduce_table_7(name, monkeypatch):
-    monkeypatch.setenv("WORLD_SIZE", "8")
     monkeypatch.setattr(validation, "gpu_available", lambda: True)
     raw = load_raw_config([str(FULL_CONFIGS / f"{name}.yaml")])
     training = raw["training"]
     stage = training["stage"]
-    validation.check_batch_size(training)
     validation.check_deepspeed(training)
     expected = {"1": (256, 2048, 2), "1.5": (128, 8192, 3), "2": (128, 4096, 3)}[stage]
     assert (training["global_batch_size"], training["model_max_length"]) == expected[:2]
-    assert training["gradient_accumulation_steps"] * training["per_device_train_batch_size"] * 8 == expected[0]
     assert json.loads(Path(training["deepspeed"]).read_text())["zero_optimization"]["stage"] == expected[2]
     assert training["lr_scheduler_type"] == "cosine" and training["warmup_steps"] == 0.03
     assert training["num_train_epochs"] == 1 and training["weight_decay"] == 0.0
     assert training["bf16"] and training["activation_checkpointing"]
     official = name.endswith("official")
-    assert training["croc_preset"] == ("official" if official else "paper")
-    assert training["adam_beta2"] == (0.999 if official else 0.98)
+    preset = get_preset("official" if official else "paper")
+    assert training["croc_preset"] == preset.name
+    # The YAML spells out the preset's optimiser settings: betas and every trainable part's rate.
+    assert (training["adam_beta1"], training["adam_beta2"]) == preset.adam_betas
+    stage_rates = preset.stage_learning_rates(stage)
+    assert {group: training[f"{group}_lr"] for group in stage_rates} == dict(stage_rates)
     if stage == "1":
         assert raw["model"]["vision_tower"] == "openai/clip-vit-large-patch14-336"
         assert raw["model"]["language_model"] == "lmsys/vicuna-7b-v1.5"
-    # The rates the stage then trains with (bf16 etc. aside, the same arguments, here in one process).
-    monkeypatch.delenv("WORLD_SIZE")
-    kept = {k: v for k, v in training.items() if k not in ("bf16", "tf32", "deepspeed", "report_to")}
-    args = _args(**{k: v for k, v in kept.items() if k != "output_dir"})
-    lrs = {"1": {"projector": 1.5e-4 if official else 1e-3},
-           "1.5": {"projector": 1.5e-4, "prompt_pool": 2e-5 if official else 1.5e-4, "language_model": 2e-5},
-           "2": {"projector": 1.5e-4 if official else 2e-5, "language_model": 2e-5}}[stage]
-    assert args.group_learning_rates == lrs
+    # The arguments the stage then trains with, on 8 processes (bf16 etc. aside).
+    monkeypatch.setattr(training_args, "launched_world_size", lambda: 8)
+    kept = {k: v for k, v in training.items() if k not in ("bf16", "tf32", "deepspeed", "report_to", "output_dir")}
+    args = _args(**kept)
+    assert args.gradient_accumulation_steps * args.per_device_train_batch_size * 8 == expected[0]
+    assert args.group_learning_rates == dict(stage_rates)
 
 
 def _layout(tmp_path: Path, config: dict | None, weights: bool = True, adapter: bool = False) -> Path:
@@ -137,7 +160,7 @@ def _layout(tmp_path: Path, config: dict | None, weights: bool = True, adapter: 
 @pytest.mark.parametrize(
     "case, message",
     [
-        ("flash", "ignores .* Use --model.attn_implementation=sdpa"),
+        ("flash", "would silently stay causal.*attn_implementation=sdpa"),
         ("missing_data", "data.path .* does not exist"),
         ("original_layout", "original LLaVA/Croc repository layout"),
         ("adapter_only", "holds a LoRA adapter"),
@@ -153,7 +176,8 @@ def _layout(tmp_path: Path, config: dict | None, weights: bool = True, adapter: 
         ("two_sources", "exactly one model source"),
         ("no_stage", "`stage` is required"),
         ("unknown_template", "unknown template 'vicuna_v2'"),
-        ("bad_croc_field", "croc_config: unknown or reserved keys"),
+        ("bad_croc_field", "croc_overrides: unknown or reserved keys"),
+        ("renamed_key", "croc_config -> croc_overrides"),
         ("bad_value", "cannot read 'many' as int"),
         ("missing_reporter", "report_to='wandb' but wandb is not installed"),
     ],
@@ -178,10 +202,11 @@ def test_bad_configuration_fails_before_compute(case, message, tmp_path, data_di
         "accumulation_mismatch": lambda: ["--gradient_accumulation_steps=3"],
         "bf16_on_cpu": lambda: ["--bf16=true"],
         "qlora_on_cpu": lambda: ["--model.use_peft=true", "--model.load_in_4bit=true"],
-        "two_sources": lambda: ["--model.vision_tower=clip", "--model.language_model=llm"],
+        "two_sources": lambda: [f"--model.vision_tower={stage1_dir}", f"--model.language_model={stage1_dir}"],
         "no_stage": lambda: ["--stage=null"],
         "unknown_template": lambda: ["--template=vicuna_v2"],
-        "bad_croc_field": lambda: ["--croc_config={mask_rate: 0.5}"],
+        "bad_croc_field": lambda: ["--croc_overrides={mask_rate: 0.5}"],
+        "renamed_key": lambda: ["--croc_config={mask_ratio: 0.5}"],
         "bad_value": lambda: ["--per_device_train_batch_size=many"],
         "missing_reporter": lambda: ["--report_to=wandb"],
     }.get(case, lambda: [])()
@@ -207,4 +232,4 @@ def test_trainer_api_at_the_package_root(data_dir, stage1_dir):
     assert isinstance(resolved.training, CrocTrainingArguments) and resolved.stage.name == "1.5"
     assert resolved.model.name_or_path == str(stage1_dir) and resolved.data.path == str(data_dir / "detailed.json")
     assert resolved.training.group_learning_rates == {"projector": 1.5e-4, "prompt_pool": 1.5e-4,
-                                                      "language_model": 2e-5}
+                                                      "vtr_head": 1.5e-4, "language_model": 2e-5}

@@ -8,12 +8,12 @@ import torch
 
 from croc_testing.tiny import tiny_croc_config
 from modeling_croc import CrocForConditionalGeneration
-from trainer.croc_config import CrocTrainingArguments
 from trainer.croc_rng import mask_generator, step_draw_offsets
 from trainer.croc_trainer import CrocTrainer, EpochSeededModalitySampler
 from trainer.metrics import CrocMetrics, pool_statistics
 from trainer.model_loading import apply_trainable_parts
 from trainer.stages import parameter_group
+from trainer.training_args import CrocTrainingArguments
 
 
 def test_optimizer_groups_rates_decay_and_betas(tmp_path):
@@ -31,10 +31,11 @@ def test_optimizer_groups_rates_decay_and_betas(tmp_path):
             name = names[id(param)]
             seen.add(name)
             assert parameter_group(name) == group["croc_group"]
-            assert group["lr"] == {"projector": 1.5e-4, "prompt_pool": 2e-5, "language_model": 2e-5}[group["croc_group"]]
+            expected = {"projector": 1.5e-4, "prompt_pool": 2e-5, "vtr_head": 2e-5, "language_model": 2e-5}
+            assert group["lr"] == expected[group["croc_group"]]
             no_decay = name.endswith("bias") or "norm" in name
             assert group["weight_decay"] == (0.0 if no_decay else 0.1), name
-    assert any(name.startswith("vtr_head.") for name in seen)  # the head trains with the pool's group
+    assert any(name.startswith("vtr_head.") for name in seen)  # the head trains, in its own group
     assert not any("vision_tower" in name for name in seen)  # frozen parts stay out
     assert seen == {name for name, param in model.named_parameters() if param.requires_grad}
 

@@ -1,11 +1,12 @@
-"""Random per-image choice of the visual tokens that stage 1.5 replaces with prompt-pool tokens."""
+"""Random per-image choice of the visual tokens that stage 1.5 replaces with prompt-pool tokens (a token-level draw,
+not to be confused with the attention mask of `attention_mask.py`)."""
 
 from __future__ import annotations
 
 import torch
 
 
-def draw_token_mask(
+def draw_replaced_positions(
     num_images: int,
     num_tokens: int,
     num_masked: int,

@@ -4,18 +4,28 @@ data, logging and Hub options of the three training stages."""
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from transformers import TrainingArguments
 
 from modeling_croc import CrocConfig
+from modeling_croc.conversation import TEMPLATES
+from modeling_croc.presets import CROC_PRESET_NAMES, get_preset
+from modeling_croc.processing_croc import IMAGE_ASPECT_RATIOS
 
-from .stages import CROC_PRESET_NAMES, PARAMETER_GROUPS, PRESET_OPTIMIZER_DEFAULTS, get_stage
+from .stages import PARAMETER_GROUPS, get_stage
 
 logger = logging.getLogger(__name__)
 
-# CrocConfig's own fields a run may override through `croc_config`. `croc_preset` has its own argument,
+def launched_world_size() -> int:
+    """Processes of this run as the launchers (torchrun, accelerate, deepspeed) announce them, before any process
+    group exists: what `global_batch_size` is divided by."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+# CrocConfig's own fields a run may override through `croc_overrides`. `croc_preset` has its own argument,
 # `croc_pretraining` follows the stage and `prompt_pool_calibrated` is state, so none of them belongs here.
 CROC_OVERRIDABLE_FIELDS: frozenset[str] = frozenset(CrocConfig.__annotations__) - {
     "croc_preset", "croc_pretraining", "prompt_pool_calibrated"}
@@ -30,6 +40,10 @@ class CrocTrainingArguments(TrainingArguments):
     Parameters that differ from [`~transformers.TrainingArguments`] defaults: `lr_scheduler_type="cosine"`,
     `warmup_steps=0.03` (a ratio), `num_train_epochs=1`, `logging_steps=1`, `remove_unused_columns=False` (the
     collator already builds exactly the model inputs), and `adam_beta1` / `adam_beta2` default to the preset's.
+
+    All meaning lives here, in `__post_init__`, so building the arguments from Python behaves exactly as from a YAML
+    file: `global_batch_size` derives `gradient_accumulation_steps` (over the processes `WORLD_SIZE` announces),
+    and every value that cannot work is refused with a `ValueError` before anything is loaded.
     """
 
     # ---- stage and preset ----
@@ -42,12 +56,12 @@ class CrocTrainingArguments(TrainingArguments):
         default="paper",
         metadata={"help": "'paper' (the paper's method and hyperparameters) or 'official' (the released code's: "
                   "nearest-neighbour matching, VTR head, normalised tokens, betas (0.9, 0.999), its learning "
-                  "rates). Applied to the model config and to the optimiser defaults."},
+                  "rates). Applied to the model config and to the optimiser defaults (modeling_croc.presets)."},
     )
-    croc_config: dict[str, Any] | None = field(
+    croc_overrides: dict[str, Any] | None = field(
         default=None,
-        metadata={"help": "Overrides of CrocConfig fields on top of the preset, e.g. {mask_ratio: 0.5, "
-                  "prompt_pool_size: 1024}. Allowed keys: " + ", ".join(sorted(CROC_OVERRIDABLE_FIELDS)) + "."},
+        metadata={"help": "CrocConfig fields set on top of the preset, e.g. {mask_ratio: 0.5, prompt_pool_size: "
+                  "1024}. Allowed keys: " + ", ".join(sorted(CROC_OVERRIDABLE_FIELDS)) + "."},
     )
 
     # ---- what trains, and how fast ----
@@ -60,8 +74,11 @@ class CrocTrainingArguments(TrainingArguments):
         default=None, metadata={"help": "Learning rate of the multimodal projector (None: stage/preset default)."}
     )
     prompt_pool_lr: float | None = field(
+        default=None, metadata={"help": "Learning rate of the prompt pool (None: stage/preset default)."}
+    )
+    vtr_head_lr: float | None = field(
         default=None,
-        metadata={"help": "Learning rate of the prompt pool and the VTR head (None: stage/preset default)."},
+        metadata={"help": "Learning rate of the VTR head, where the model has one (None: stage/preset default)."},
     )
     language_model_lr: float | None = field(
         default=None,
@@ -82,6 +99,11 @@ class CrocTrainingArguments(TrainingArguments):
         default=None,
         metadata={"help": "Samples per optimiser step over all processes. When set, gradient_accumulation_steps is "
                   "derived from it and must divide exactly (checked before anything runs)."},
+    )
+    gradient_accumulation_steps: int | None = field(
+        default=None,
+        metadata={"help": "Micro-batches per optimiser step. Derived from global_batch_size when that is set (a "
+                  "different explicit value is an error); otherwise 1."},
     )
 
     # ---- data ----
@@ -146,22 +168,49 @@ class CrocTrainingArguments(TrainingArguments):
         if self.croc_preset not in CROC_PRESET_NAMES:
             raise ValueError(f"croc_preset must be one of {CROC_PRESET_NAMES}, got {self.croc_preset!r}")
         self._check_croc_overrides()
-        for name, value in PRESET_OPTIMIZER_DEFAULTS[self.croc_preset].items():
-            if getattr(self, name) is None:
-                setattr(self, name, value)
+        beta1, beta2 = get_preset(self.croc_preset).adam_betas
+        self.adam_beta1 = beta1 if self.adam_beta1 is None else self.adam_beta1
+        self.adam_beta2 = beta2 if self.adam_beta2 is None else self.adam_beta2
         self.template = spec.template if self.template is None else self.template
+        if self.template not in TEMPLATES:
+            raise ValueError(f"unknown template {self.template!r}; known: {', '.join(TEMPLATES)}")
         self.image_aspect_ratio = spec.image_aspect_ratio if self.image_aspect_ratio is None else self.image_aspect_ratio
+        if self.image_aspect_ratio not in IMAGE_ASPECT_RATIOS:
+            raise ValueError(f"image_aspect_ratio must be one of {IMAGE_ASPECT_RATIOS}, got {self.image_aspect_ratio!r}")
         self.model_max_length = spec.model_max_length if self.model_max_length is None else self.model_max_length
+        self._derive_accumulation_steps()
         self._resolve_parameter_groups(spec)
         super().__post_init__()
 
+    def _derive_accumulation_steps(self) -> None:
+        """`global_batch_size` = per-device batch x processes x accumulation steps, exactly."""
+        if self.global_batch_size is None:
+            self.gradient_accumulation_steps = self.gradient_accumulation_steps or 1
+            return
+        world = launched_world_size()
+        per_device, total = self.per_device_train_batch_size, self.global_batch_size
+        if total % (per_device * world):
+            divisible = total // world if total % world == 0 else total
+            raise ValueError(
+                f"global_batch_size={total} does not divide by per_device_train_batch_size={per_device} x {world} "
+                f"process(es); choose a per-device batch that divides {divisible}"
+            )
+        derived = total // (per_device * world)
+        if self.gradient_accumulation_steps not in (None, derived):
+            raise ValueError(
+                f"global_batch_size={total} != per_device_train_batch_size={per_device} x {world} process(es) x "
+                f"gradient_accumulation_steps={self.gradient_accumulation_steps}; drop gradient_accumulation_steps "
+                f"(it is derived: {derived})"
+            )
+        self.gradient_accumulation_steps = derived
+
     def _check_croc_overrides(self) -> None:
-        unknown = set(self.croc_config or {}) - CROC_OVERRIDABLE_FIELDS
+        unknown = set(self.croc_overrides or {}) - CROC_OVERRIDABLE_FIELDS
         if unknown:
             hint = " (use `croc_preset`; `croc_pretraining` follows the stage)" if unknown & {
                 "croc_preset", "croc_pretraining"} else ""
             raise ValueError(
-                f"croc_config: unknown or reserved keys {sorted(unknown)}{hint}; allowed: "
+                f"croc_overrides: unknown or reserved keys {sorted(unknown)}{hint}; allowed: "
                 f"{', '.join(sorted(CROC_OVERRIDABLE_FIELDS))}"
             )
 
@@ -203,3 +252,9 @@ class CrocTrainingArguments(TrainingArguments):
     def stage_spec(self):
         """The `StageSpec` of `stage`."""
         return get_stage(self.stage)
+
+    @property
+    def croc_fields(self) -> dict[str, Any]:
+        """The `CrocConfig` fields this run sets: the preset, the stage's objectives and the overrides."""
+        return {"croc_preset": self.croc_preset, "croc_pretraining": self.stage_spec.croc_pretraining,
+                **(self.croc_overrides or {})}

@@ -1,0 +1,35 @@
+"""Names and values shared by the model, the trainer, the converters and the recipes: each defined here once.
+
+The Croc-only parameter prefixes are the parameters a plain Llava model does not have (the prompt pool, the
+optional VTR head); loading, conversion, export, quantisation and the learning-rate groups all select them by these
+prefixes. `tests/test_modeling_croc.py` checks them against the model class's state dict.
+"""
+
+# The image placeholder of prompts and LLaVA data files, and the padding token LLaVA-1.5 appends after it.
+IMAGE_TOKEN = "<image>"
+PAD_TOKEN = "<pad>"
+
+# Label of a position the loss ignores (transformers' and PyTorch's cross-entropy default).
+IGNORE_INDEX = -100
+
+# The Croc-only modules: `CrocModel.prompt_pool` and `CrocForConditionalGeneration.vtr_head`, and their
+# parameter-name prefixes in `CrocForConditionalGeneration` (whose `CrocModel` sits under `model.`).
+PROMPT_POOL_MODULE = "prompt_pool"
+VTR_HEAD_MODULE = "vtr_head"
+PROMPT_POOL_PREFIX = f"model.{PROMPT_POOL_MODULE}."
+VTR_HEAD_PREFIX = f"{VTR_HEAD_MODULE}."
+CROC_ONLY_PREFIXES: tuple[str, ...] = (PROMPT_POOL_PREFIX, VTR_HEAD_PREFIX)
+# The same as patterns that also match inside `CrocModel` alone or under a wrapper's prefix (PEFT, DDP).
+CROC_ONLY_PATTERNS: tuple[str, ...] = tuple(rf"(^|\.){module}\." for module in (PROMPT_POOL_MODULE, VTR_HEAD_MODULE))
+
+__all__ = [
+    "CROC_ONLY_PATTERNS",
+    "CROC_ONLY_PREFIXES",
+    "IGNORE_INDEX",
+    "IMAGE_TOKEN",
+    "PAD_TOKEN",
+    "PROMPT_POOL_MODULE",
+    "PROMPT_POOL_PREFIX",
+    "VTR_HEAD_MODULE",
+    "VTR_HEAD_PREFIX",
+]

@@ -1,0 +1,215 @@
+"""Conversation templates, defined once and rendered two ways: as the text segments training tokenises (each flagged
+supervised or not) and as the processor's Jinja chat template that inference renders. One definition means the
+tokens a model is trained on are the tokens it is prompted with; `tests/test_one_input_pipeline.py` checks it.
+
+* ``plain`` (stage 1): ``<image>`` + caption + ``\\n``; only the caption and its newline are supervised, the human
+  text is dropped (LLaVA's pretraining format).
+* ``vicuna_v1`` (stages 1.5 and 2): ``"{system} USER: <image>\\n{question} ASSISTANT: {answer}</s>USER: ..."``;
+  only the answers and their ``</s>`` are supervised (LLaVA-1.5's and Croc's format).
+
+Rows are ``{"conversations": [{"from": "human" | "gpt", "value": str}, ...], "image": str | None, ...}``. Segment
+boundaries fall where the tokenizer would split anyway (before a space, or right after a special token), which is
+what lets training tokenise segment by segment and still produce the ids of the whole string.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import NamedTuple
+
+from .constants import IMAGE_TOKEN
+
+USER, ASSISTANT = "user", "assistant"
+# LLaVA files say human/gpt; chat-style files say user/assistant. Anything else is a data error.
+ROLES = {"human": USER, "user": USER, "gpt": ASSISTANT, "assistant": ASSISTANT}
+
+VICUNA_V1_SYSTEM = (
+    "A chat between a curious user and an artificial intelligence assistant. "
+    "The assistant gives helpful, detailed, and polite answers to the user's questions."
+)
+
+
+class Segment(NamedTuple):
+    """A piece of the rendered conversation; `supervised` pieces are the ones the loss is computed on."""
+
+    text: str
+    supervised: bool
+
+
+def conversation_role(turn: Mapping[str, str]) -> str:
+    """`user` or `assistant` for a LLaVA (`from`) turn."""
+    try:
+        return ROLES[turn["from"]]
+    except KeyError:
+        raise ValueError(f"unknown conversation role {turn.get('from')!r}; expected one of {sorted(ROLES)}") from None
+
+
+def _without_marker(text: str) -> str:
+    # A turn that carried the marker loses it and the whitespace around it ("<image>\nQ" and "Q\n<image>" -> "Q").
+    return text.replace(IMAGE_TOKEN, "").strip() if IMAGE_TOKEN in text else text
+
+
+@dataclass(frozen=True)
+class ConversationTemplate:
+    """How a conversation becomes text. Every field is a literal piece of the rendered string.
+
+    Attributes:
+        name: registry key.
+        system: text before the first turn, including its trailing separator ("" for none).
+        user_text: whether user text is rendered (False: only the user turn's image is, as in `plain`).
+        user_prefix, user_suffix: around each rendered user turn.
+        image_prefix: what an image contributes at the front of its user turn (`<image>` + separator).
+        assistant_prefix: before each answer, unsupervised (and the generation prompt at inference).
+        answer_prefix, answer_suffix: around each answer, supervised with it; `{eos}` is the tokenizer's EOS.
+    """
+
+    name: str
+    system: str
+    user_text: bool
+    user_prefix: str
+    user_suffix: str
+    image_prefix: str
+    assistant_prefix: str
+    answer_prefix: str
+    answer_suffix: str
+
+    # ---- training: segments ------------------------------------------------------------------------------------
+
+    def segments(
+        self, conversations: Sequence[Mapping[str, str]], has_image: bool, eos_token: str = "</s>"
+    ) -> list[Segment]:
+        """The row rendered as segments. With `has_image` exactly one image marker opens the first user turn,
+        wherever the row had it (a row that starts with an answer gets an empty user turn for it); a text-only row
+        gets none, and stray markers are dropped."""
+        turns = [(conversation_role(turn), _without_marker(turn["value"])) for turn in conversations]
+        first_user = None
+        if has_image:
+            first_user = next((i for i, (role, _) in enumerate(turns) if role == USER), None)
+            if first_user is None or any(role == ASSISTANT for role, _ in turns[:first_user]):
+                turns.insert(0, (USER, ""))
+                first_user = 0
+
+        segments: list[Segment] = []
+        prompt = self.system
+        for index, (role, text) in enumerate(turns):
+            if role == USER:
+                prompt += self._user_turn(text if self.user_text else "", index == first_user)
+            else:
+                segments.append(Segment(prompt + self.assistant_prefix, False))
+                answer = self.answer_suffix.replace("{eos}", eos_token)
+                segments.append(Segment(f"{self.answer_prefix}{text}{answer}", True))
+                prompt = ""
+        if prompt:  # a trailing question without an answer: context only
+            segments.append(Segment(prompt, False))
+        return [segment for segment in segments if segment.text or segment.supervised]
+
+    def _user_turn(self, text: str, with_image: bool) -> str:
+        body = (self.image_prefix + text).strip() if with_image else text
+        if not body and not self.user_prefix:
+            return ""
+        return f"{self.user_prefix}{body}{self.user_suffix}"
+
+    # ---- inference: the Jinja chat template --------------------------------------------------------------------
+
+    def chat_template(self, eos_token: str = "</s>") -> str:
+        """The same rendering as a Jinja chat template for `apply_chat_template`: messages with `content` a string
+        or a list of `{"type": "image"}` / `{"type": "text", "text": ...}` items; images open their user turn.
+        Answers sit in `{% generation %}` blocks, so `return_assistant_tokens_mask=True` marks the supervised text.
+        A leading `system` message replaces the default system text. No BOS: the tokenizer adds it."""
+
+        def literal(text: str) -> str:
+            return "'" + text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"
+
+        answer_suffix = self.answer_suffix.replace("{eos}", eos_token)
+        system_separator = self.system[len(self.system.rstrip()):]
+        user_body = "images + text" if self.user_text else "images"
+        return (
+            "{%- if messages[0]['role'] == 'system' -%}"
+            "{%- set system = messages[0]['content'] if messages[0]['content'] is string "
+            "else messages[0]['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') "
+            "| join(' ') -%}"
+            f"{{{{ system + {literal(system_separator)} }}}}"
+            "{%- set messages = messages[1:] -%}"
+            f"{{%- else -%}}{{{{ {literal(self.system)} }}}}{{%- endif -%}}"
+            "{%- for message in messages -%}"
+            "{%- if message['content'] is string -%}"
+            "{%- set images = '' -%}{%- set text = message['content'] -%}"
+            "{%- else -%}"
+            "{%- set images = message['content'] | selectattr('type', 'equalto', 'image') | map(attribute='type') "
+            f"| map('replace', 'image', {literal(self.image_prefix)}) | join('') -%}}"
+            "{%- set text = message['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') "
+            "| join(' ') -%}"
+            "{%- endif -%}"
+            "{%- if message['role'] == 'user' -%}"
+            f"{{%- set body = ({user_body}) | trim if images else {'text' if self.user_text else chr(39) * 2} -%}}"
+            f"{{%- if body or {literal(self.user_prefix)} -%}}"
+            f"{{{{ {literal(self.user_prefix)} + body + {literal(self.user_suffix)} }}}}"
+            "{%- endif -%}"
+            "{%- elif message['role'] == 'assistant' -%}"
+            f"{{{{ {literal(self.assistant_prefix)} }}}}"
+            f"{{% generation %}}{{{{ {literal(self.answer_prefix)} + text + {literal(answer_suffix)} }}}}"
+            "{% endgeneration %}"
+            "{%- endif -%}"
+            "{%- endfor -%}"
+            f"{{%- if add_generation_prompt -%}}{{{{ {literal(self.assistant_prefix)} }}}}{{%- endif -%}}"
+        )
+
+
+PLAIN = ConversationTemplate(
+    name="plain", system="", user_text=False, user_prefix="", user_suffix="", image_prefix=IMAGE_TOKEN,
+    assistant_prefix="", answer_prefix="", answer_suffix="\n",
+)
+VICUNA_V1 = ConversationTemplate(
+    name="vicuna_v1", system=VICUNA_V1_SYSTEM + " ", user_text=True, user_prefix="USER: ", user_suffix=" ",
+    image_prefix=IMAGE_TOKEN + "\n", assistant_prefix="ASSISTANT:", answer_prefix=" ", answer_suffix="{eos}",
+)
+
+TEMPLATES: dict[str, ConversationTemplate] = {template.name: template for template in (PLAIN, VICUNA_V1)}
+
+
+def get_template(template: str | ConversationTemplate) -> ConversationTemplate:
+    """The registered template called `template`, or `template` itself when it is already one."""
+    if isinstance(template, ConversationTemplate):
+        return template
+    try:
+        return TEMPLATES[template]
+    except KeyError:
+        raise ValueError(f"unknown template {template!r}; registered: {sorted(TEMPLATES)}") from None
+
+
+def register_template(template: ConversationTemplate) -> ConversationTemplate:
+    """Add (or replace) a template in the registry."""
+    TEMPLATES[template.name] = template
+    return template
+
+
+def llava_row_to_messages(conversations: Sequence[Mapping[str, str]], has_image: bool) -> list[dict]:
+    """A LLaVA row as chat messages for `apply_chat_template`, with its image (if any) in the first user turn,
+    where the training rendering places it."""
+    messages = [{"role": conversation_role(turn), "content": [{"type": "text", "text": _without_marker(turn["value"])}]}
+                for turn in conversations]
+    if has_image:
+        first_user = next((i for i, m in enumerate(messages) if m["role"] == USER), None)
+        if first_user is None or any(m["role"] == ASSISTANT for m in messages[:first_user]):
+            messages.insert(0, {"role": USER, "content": []})
+            first_user = 0
+        messages[first_user]["content"].insert(0, {"type": "image"})
+    return messages
+
+
+__all__ = [
+    "ASSISTANT",
+    "PLAIN",
+    "ROLES",
+    "TEMPLATES",
+    "USER",
+    "VICUNA_V1",
+    "VICUNA_V1_SYSTEM",
+    "ConversationTemplate",
+    "Segment",
+    "conversation_role",
+    "get_template",
+    "llava_row_to_messages",
+    "register_template",
+]

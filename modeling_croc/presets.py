@@ -1,0 +1,124 @@
+"""The Croc presets: one table that owns every setting a preset decides, for the model and for the optimiser.
+
+`paper` follows the paper (arXiv 2410.14332); `official` reproduces the released training code. `CrocConfig` fills
+its unset Croc fields from `CrocPreset.model_fields`; the trainer takes the AdamW betas and each stage's per-part
+learning rates from the same entry; the converters choose presets by name from it. docs/METHOD.md explains every
+value and where paper and code disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+
+@dataclass(frozen=True)
+class CrocPreset:
+    """Everything one preset sets.
+
+    Attributes:
+        name: the value of `CrocConfig.croc_preset`.
+        description: one line for help texts and model cards.
+        released_model_types: `model_type`s of released checkpoints trained with this preset, which their
+            conversion selects by default.
+        model_fields: `CrocConfig` field -> value, filled into every field a config leaves unset.
+        adam_betas: AdamW (beta1, beta2).
+        learning_rates: stage ("1", "1.5", "2") -> parameter group -> learning rate.
+    """
+
+    name: str
+    description: str
+    released_model_types: tuple[str, ...]
+    model_fields: Mapping[str, Any]
+    adam_betas: tuple[float, float]
+    learning_rates: Mapping[str, Mapping[str, float]]
+
+    def stage_learning_rates(self, stage: str) -> Mapping[str, float]:
+        """Parameter group -> learning rate in `stage` (empty for a stage the preset does not know)."""
+        return self.learning_rates.get(stage, MappingProxyType({}))
+
+
+def _frozen(mapping: Mapping) -> Mapping:
+    return MappingProxyType({key: _frozen(value) if isinstance(value, Mapping) else value
+                             for key, value in mapping.items()})
+
+
+PAPER = CrocPreset(
+    name="paper",
+    description="the paper's method and hyper-parameters",
+    # Plain LLaVA-1.5 checkpoints of the original repository have no Croc stage: they start one with the paper's.
+    released_model_types=("llava_llama", "llava_mistral"),
+    model_fields=_frozen({
+        "prompt_pool_size": 2048,
+        # The paper does not say how the pool starts; drawing it at the visual tokens' scale is this project's choice.
+        "prompt_pool_init": "visual_stats",
+        "mask_ratio": 0.75,
+        "token_matching": "hungarian",
+        "bidirectional_span": "image",
+        "vtr_loss_weight": 10.0,
+        "vtr_loss": "l2",
+        "vtr_positions": "masked",
+        "vtr_head_layers": 0,
+        "normalize_visual_tokens": False,
+    }),
+    # Section 4: AdamW (0.9, 0.98).
+    adam_betas=(0.9, 0.98),
+    # Table 7 + section 4 (docs/METHOD.md resolves the section-4 sentence: pool and projector 1.5e-4, LLM 2e-5).
+    # A VTR head (none by default) is a new module like the projector and trains at its rate.
+    learning_rates=_frozen({
+        "1": {"projector": 1e-3},
+        "1.5": {"projector": 1.5e-4, "prompt_pool": 1.5e-4, "vtr_head": 1.5e-4, "language_model": 2e-5},
+        "2": {"projector": 2e-5, "language_model": 2e-5},
+    }),
+)
+
+OFFICIAL = CrocPreset(
+    name="official",
+    description="the released training code",
+    released_model_types=("croc_llama",),
+    model_fields=_frozen({
+        "prompt_pool_size": 2048,
+        "prompt_pool_init": "normal",
+        "mask_ratio": 0.75,
+        "token_matching": "nearest",
+        "bidirectional_span": "prompt",
+        "vtr_loss_weight": 10.0,
+        "vtr_loss": "smooth_l1",
+        "vtr_positions": "all",
+        "vtr_head_layers": 1,
+        "normalize_visual_tokens": True,
+    }),
+    # The released scripts keep transformers' default betas.
+    adam_betas=(0.9, 0.999),
+    # The released trainer hard-codes the projector at 1.5e-4 (in every stage: all stages share that trainer) and
+    # trains the pool and the VTR head at the LLM's 2e-5.
+    learning_rates=_frozen({
+        "1": {"projector": 1.5e-4},
+        "1.5": {"projector": 1.5e-4, "prompt_pool": 2e-5, "vtr_head": 2e-5, "language_model": 2e-5},
+        "2": {"projector": 1.5e-4, "language_model": 2e-5},
+    }),
+)
+
+CROC_PRESETS: Mapping[str, CrocPreset] = MappingProxyType({preset.name: preset for preset in (PAPER, OFFICIAL)})
+CROC_PRESET_NAMES: tuple[str, ...] = tuple(CROC_PRESETS)
+
+
+def get_preset(name: str) -> CrocPreset:
+    """The preset called `name`."""
+    try:
+        return CROC_PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown croc_preset {name!r}; known: {', '.join(CROC_PRESET_NAMES)}") from None
+
+
+def preset_for_released_model_type(model_type: str | None) -> str:
+    """The preset a released checkpoint of `model_type` was trained with (`paper` when no preset claims it)."""
+    for preset in CROC_PRESETS.values():
+        if model_type in preset.released_model_types:
+            return preset.name
+    return PAPER.name
+
+
+__all__ = ["preset_for_released_model_type", "CROC_PRESETS", "CROC_PRESET_NAMES", "OFFICIAL", "PAPER", "CrocPreset", "get_preset"]

@@ -1,0 +1,89 @@
+"""Training and inference prepare inputs one way: for every stage and image aspect ratio, the dataset's token ids,
+labels and pixel values equal what `processor.apply_chat_template` + `processor(...)` give for the same row."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from PIL import Image
+
+from croc_testing.tiny import tiny_croc_processor
+from modeling_croc import IGNORE_INDEX, get_template, with_image_aspect_ratio
+from modeling_croc.conversation import llava_row_to_messages
+from trainer.data import CrocSupervisedDataset
+from trainer.stages import STAGES
+
+ROWS = {
+    "single_turn": (["<image>\nWhat is in the picture?", "A red square on grey."], "wide.png"),
+    "multi_turn": (["What colour is it?\n<image>", "Red.", "And the shape?", "A square, small.", "Sure?", "Yes."],
+                   "tall.png"),
+    "marker_in_a_later_turn": (["Hello.", "Hi!", "<image>\nDescribe it.", "Two blue circles."], "wide.png"),
+    "image_only_question": (["<image>", "A caption of the image."], "square.png"),
+    "text_only": (["Name a prime number.", "Seven.", "Another one?", "Eleven."], None),
+}
+IMAGES = {"wide.png": ((90, 40), (200, 30, 30)), "tall.png": ((30, 80), (20, 60, 210)),
+          "square.png": ((64, 64), (30, 160, 60))}
+
+
+@pytest.fixture(scope="module")
+def image_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pipeline_images")
+    for name, (size, colour) in IMAGES.items():
+        image = Image.new("RGB", size, colour)
+        image.paste((250, 250, 250), (size[0] // 4, size[1] // 4, size[0] // 2, size[1] // 2))
+        image.save(root / name)
+    return root
+
+
+@pytest.fixture(scope="module")
+def base_processor():
+    return tiny_croc_processor()
+
+
+def _row(turns, image):
+    conversations = [{"from": "human" if i % 2 == 0 else "gpt", "value": value} for i, value in enumerate(turns)]
+    return {"id": "r", "image": image, "conversations": conversations}
+
+
+@pytest.mark.parametrize("aspect_ratio", ["square", "pad"])
+@pytest.mark.parametrize("stage", sorted(STAGES))
+@pytest.mark.parametrize("case", sorted(ROWS))
+def test_training_inputs_equal_inference_inputs(base_processor, image_root, stage, aspect_ratio, case):
+    processor = with_image_aspect_ratio(base_processor, aspect_ratio)
+    template = get_template(STAGES[stage].template)
+    turns, image_name = ROWS[case]
+    row = _row(turns, image_name)
+    trained = CrocSupervisedDataset([row], processor, template, image_root=image_root)[0]
+
+    messages = llava_row_to_messages(row["conversations"], has_image=image_name is not None)
+    chat_template = template.chat_template(processor.tokenizer.eos_token)
+    text = processor.apply_chat_template(messages, chat_template=chat_template)
+    images = [Image.open(image_root / image_name).convert("RGB")] if image_name else None
+    prompted = processor(images=images, text=[text], return_tensors="pt")
+    assert trained["input_ids"].tolist() == prompted["input_ids"][0].tolist()
+    if image_name is None:
+        assert trained["pixel_values"] is None and "pixel_values" not in prompted
+    else:
+        torch.testing.assert_close(trained["pixel_values"], prompted["pixel_values"][0], rtol=0, atol=0)
+
+    # The supervised tokens are exactly the chat template's {% generation %} spans (the answers and their EOS).
+    with_pixels = [{**message, "content": [{**item, "image": images[0]} if item["type"] == "image" else item
+                                           for item in message["content"]]} for message in messages]
+    marked = processor.apply_chat_template(with_pixels, chat_template=chat_template, tokenize=True, return_dict=True,
+                                           return_assistant_tokens_mask=True)
+    assert list(marked["input_ids"][0]) == prompted["input_ids"][0].tolist()
+    supervised = (trained["labels"] != IGNORE_INDEX).tolist()
+    assert supervised == [bool(flag) for flag in marked["assistant_masks"][0]]
+
+
+def test_the_default_chat_template_is_vicuna_v1(base_processor):
+    assert base_processor.chat_template == get_template("vicuna_v1").chat_template(base_processor.tokenizer.eos_token)
+
+
+def test_pad_and_square_differ_on_a_wide_image(base_processor, image_root):
+    """The aspect-ratio setting matters (so the equality above is not vacuous): padding keeps the whole image."""
+    image = Image.open(image_root / "wide.png").convert("RGB")
+    square = with_image_aspect_ratio(base_processor, "square").image_processor(image, return_tensors="pt")
+    pad = with_image_aspect_ratio(base_processor, "pad").image_processor(image, return_tensors="pt")
+    assert not torch.equal(square["pixel_values"], pad["pixel_values"])
+    assert with_image_aspect_ratio(base_processor, "square") is base_processor  # already square: no copy
