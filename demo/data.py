@@ -7,8 +7,9 @@ import random
 from pathlib import Path
 from typing import Any
 
-from data_recipes import IMAGE_TOKEN, generate_synthetic_scenes
+from data_recipes import generate_synthetic_scenes
 from data_recipes.synthetic_scenes import ANSWER_SUFFIX
+from modeling_croc import IMAGE_TOKEN
 
 from .runs import BASELINE_STAGE1_DATA, QA_MULTI_TURN_DATA
 from .settings import DemoSettings

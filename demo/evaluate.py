@@ -16,8 +16,7 @@ import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from data_recipes.schema import IMAGE_TOKEN
-from modeling_croc import CrocForConditionalGeneration, CrocProcessor
+from modeling_croc import IMAGE_TOKEN, CrocForConditionalGeneration, CrocProcessor
 
 OVERALL = "overall"
 
