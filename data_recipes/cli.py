@@ -4,6 +4,7 @@
     python -m data_recipes build NAME --data-root DIR --out DIR [--seed S] [--strict] [--skip-image-check]
         [--num-proc N] [--set key=value ...] [--no-jsonl] [--overwrite] [--push-to-hub REPO [--private]]
     python -m data_recipes synth --out DIR [--num-images N] [--seed S] [--image-size PX] [--test-fraction F]
+                                   [--val-fraction F]
 """
 
 from __future__ import annotations
@@ -85,6 +86,8 @@ def _parser() -> argparse.ArgumentParser:
     p_synth.add_argument("--image-size", type=int, default=336, help="square image side in pixels (default 336)")
     p_synth.add_argument("--test-fraction", type=float, default=0.2,
                          help="share of images held out for qa_test.json (default 0.2)")
+    p_synth.add_argument("--val-fraction", type=float, default=0.0,
+                         help="share of images held out for qa_val.json, for choosing settings (default 0: none)")
     p_synth.add_argument("--num-text", type=int, default=None, help="text-only rows (default: --num-images)")
     return parser
 
@@ -124,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "synth":
         made = generate_synthetic_scenes(args.out, num_images=args.num_images, seed=args.seed,
                                          image_size=args.image_size, test_fraction=args.test_fraction,
-                                         num_text=args.num_text, progress=True)
+                                         val_fraction=args.val_fraction, num_text=args.num_text, progress=True)
         print(f"wrote {made.out_dir}: " + ", ".join(f"{k}={v}" for k, v in made.counts.items()))
         return 0
     try:

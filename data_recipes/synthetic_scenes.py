@@ -11,7 +11,8 @@ Output folder (LLaVA format, image paths relative to the folder)::
     brief_captions.json      stage-1 style: "<image>\\n" -> one-sentence caption
     detailed_captions.json   stage-1.5 style: every object's colour/shape/size/position + pairwise relations
     qa_train.json            short-answer questions (`question_type`, `answer`) on the training images
-    qa_test.json             the same on held-out images (never used by any training file)
+    qa_val.json              the same on held-out validation images, for choosing settings (with `val_fraction` > 0)
+    qa_test.json             the same on held-out test images (neither split is used by any training file)
     text_only.json           text-only rows (arithmetic, word questions), no `image` key
     scenes.json              the ground truth of every scene and the generator settings
 """
@@ -318,6 +319,7 @@ class SyntheticScenes:
     scenes: tuple[Scene, ...]
     test_indices: tuple[int, ...]
     counts: dict[str, int]
+    val_indices: tuple[int, ...] = ()
 
 
 def _split(num_images: int, test_fraction: float, seed: int) -> set[int]:
@@ -328,6 +330,17 @@ def _split(num_images: int, test_fraction: float, seed: int) -> set[int]:
         n_test = min(max(n_test, 1), num_images - 1)  # keep both splits non-empty
     rng = np.random.default_rng(source_seed(seed, "synthetic_split"))
     return set(rng.permutation(num_images)[:n_test].tolist())
+
+
+def _val_split(num_images: int, test: set[int], val_fraction: float, seed: int) -> set[int]:
+    """Validation images, drawn from the non-test ones with a stream of their own, so adding a validation split
+    leaves the test split (and so earlier test results) unchanged."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+    rest = sorted(set(range(num_images)) - test)
+    n_val = min(round(num_images * val_fraction), max(len(rest) - 1, 0))
+    rng = np.random.default_rng(source_seed(seed, "synthetic_val_split"))
+    return {rest[i] for i in rng.permutation(len(rest))[:n_val].tolist()}
 
 
 def _dump(path: Path, rows: list[dict[str, Any]]) -> None:
@@ -342,12 +355,13 @@ def generate_synthetic_scenes(
     seed: int = 0,
     image_size: int = 336,
     test_fraction: float = 0.2,
+    val_fraction: float = 0.0,
     num_text: int | None = None,
     progress: bool = False,
 ) -> SyntheticScenes:
     """Write a LLaVA-format folder of synthetic scenes (see the module docstring for its files).
 
-    Held-out (`qa_test`) images appear in no training file: not in the captions, not in `qa_train`.
+    Held-out (`qa_val`, `qa_test`) images appear in no training file: not in the captions, not in `qa_train`.
     `num_text` text-only rows are written (default: as many as images). `progress` shows a bar over the images.
     """
     if num_images < 1:
@@ -355,13 +369,15 @@ def generate_synthetic_scenes(
     out = Path(out_dir)
     (out / "images").mkdir(parents=True, exist_ok=True)
     test = _split(num_images, test_fraction, seed)
-    scenes, brief, detailed, qa_train, qa_test, records = [], [], [], [], [], []
+    val = _val_split(num_images, test, val_fraction, seed)
+    scenes, brief, detailed, records = [], [], [], []
+    questions: dict[str, list[dict[str, Any]]] = {"train": [], "val": [], "test": []}
     for index in tqdm(range(num_images), desc="synthetic scenes", unit="image", disable=not progress):
         scene = make_scene(index, seed=seed, image_size=image_size)
         scenes.append(scene)
         # compress_level=1: ~4x faster than the default and these flat images compress well anyway.
         render_scene(scene, image_size).save(out / scene.image, compress_level=1)
-        split = "test" if index in test else "train"
+        split = "test" if index in test else "val" if index in val else "train"
         records.append({"index": index, "image": scene.image, "split": split, "background": list(scene.background),
                         "gradient": scene.gradient,
                         "objects": [{**asdict(o), "position": o.position} for o in scene.objects]})
@@ -369,7 +385,7 @@ def generate_synthetic_scenes(
             row = {"id": f"qa-{index:06d}-{k}", "image": scene.image, "question_type": qtype, "answer": answer,
                    "conversations": [{"from": "human", "value": f"{IMAGE_TOKEN}\n{question}\n{ANSWER_SUFFIX}"},
                                      {"from": "gpt", "value": answer}]}
-            (qa_test if split == "test" else qa_train).append(row)
+            questions[split].append(row)
         if split == "train":
             brief.append({"id": f"brief-{index:06d}", "image": scene.image,
                           "conversations": [{"from": "human", "value": f"{IMAGE_TOKEN}\n"},
@@ -378,13 +394,15 @@ def generate_synthetic_scenes(
                              "conversations": [{"from": "human", "value": f"{IMAGE_TOKEN}\nDescribe the image in detail."},
                                                {"from": "gpt", "value": detailed_caption(scene)}]})
     text = [text_only_row(k, seed) for k in range(num_images if num_text is None else num_text)]
-    files = {"brief_captions.json": brief, "detailed_captions.json": detailed, "qa_train.json": qa_train,
-             "qa_test.json": qa_test, "text_only.json": text}
+    files = {"brief_captions.json": brief, "detailed_captions.json": detailed, "qa_train.json": questions["train"],
+             "qa_test.json": questions["test"], "text_only.json": text}
+    if val:
+        files["qa_val.json"] = questions["val"]
     for name, rows in files.items():
         _dump(out / name, rows)
     config = {"num_images": num_images, "seed": seed, "image_size": image_size, "test_fraction": test_fraction,
-              "num_text": len(text)}
+              "val_fraction": val_fraction, "num_text": len(text)}
     with (out / "scenes.json").open("w", encoding="utf-8") as f:
         json.dump({"config": config, "scenes": records}, f, indent=1)
     counts = {name: len(rows) for name, rows in files.items()} | {"images": num_images}
-    return SyntheticScenes(out, tuple(scenes), tuple(sorted(test)), counts)
+    return SyntheticScenes(out, tuple(scenes), tuple(sorted(test)), counts, tuple(sorted(val)))

@@ -1,6 +1,7 @@
 """Croc configuration: a `LlavaConfig` plus the stage-1.5 (cross-modal comprehension) settings."""
 
 
+import math
 from typing import Literal
 
 from huggingface_hub.dataclasses import strict
@@ -34,6 +35,9 @@ class CrocConfig(LlavaConfig):
             Set once `calibrate_prompt_pool` ran, so a resumed or chained run does not draw the pool again.
         mask_ratio (`float`):
             Share of each image's visual tokens replaced by pool tokens (0.75).
+        mask_rounding (`"nearest"` or `"keep_floor"`):
+            How `mask_ratio` of T tokens becomes a count: `round(mask_ratio * T)`, or `T - floor((1 - mask_ratio)
+            * T)` as the released code (`T - T // 4`); they differ when `mask_ratio * T` ends in .5 (T = 6, 14, 30).
         token_matching (`"hungarian"` or `"nearest"`):
             Exact one-to-one minimum-L2 assignment, or nearest pool token (many-to-one).
         bidirectional_span (`"image"`, `"prompt"` or `"none"`):
@@ -41,16 +45,27 @@ class CrocConfig(LlavaConfig):
             before the first supervised token (released code), or nothing (plain causal).
         vtr_loss_weight (`float`):
             alpha in L = alpha * L_VTR + L_DCG (10).
-        vtr_loss (`"l2"`, `"smooth_l1"` or `"mse"`):
+        vtr_loss (`"l2"`, `"smooth_l1"`, `"mse"` or `"cosine"`):
             Distance between predicted and original visual tokens: per-token L2 norm (eq. 3), SmoothL1 with
-            `vtr_smooth_l1_beta`, or squared error; always averaged over the selected tokens.
+            `vtr_smooth_l1_beta`, squared error, or cosine distance (1 - cosine similarity, blind to scale);
+            always averaged over the selected tokens.
+        vtr_prediction (`"final_norm"` or `"last_layer"`):
+            Where the prediction is read: the LM's final hidden states, after its final norm (whose output has norm
+            about sqrt(hidden_size) x its gain), or the last decoder layer's output, before that norm.
+        vtr_head (`"none"`, `"linear"` or `"bert"`):
+            What maps the prediction to the target space: nothing, one linear layer (as ViCToR), or the released
+            code's BERT-layer head (`vtr_head_layers` layers).
+        vtr_target_normalization (`"none"`, `"l2"` or `"standardize"`):
+            Per-token normalisation of the targets: none, unit L2 norm (as the released code and ViCToR, whose
+            visual tokens are L2-normalised), or zero mean and unit variance over the features (MAE's
+            `norm_pix_loss`). The prediction is not normalised: the model learns the target's scale.
         vtr_smooth_l1_beta (`float`, defaults to 0.01):
             Beta of the SmoothL1 distance (released code: 0.01).
         vtr_positions (`"masked"` or `"all"`):
             Reconstruct only the replaced tokens (eq. 3) or every visual token.
         vtr_head_layers (`int`):
-            0: the LM's last hidden states are the prediction. k > 0: a learned position embedding, k BERT-style
-            encoder layers and a linear layer on top (the released code uses 1).
+            BERT-style encoder layers of the `"bert"` head (a learned position embedding, these layers, a linear
+            layer); the released code uses 1.
         vtr_head_dropout (`float`, defaults to 0.1):
             Dropout inside the VTR head's encoder layers (BERT's default, as in the released code).
         normalize_visual_tokens (`bool`):
@@ -65,12 +80,16 @@ class CrocConfig(LlavaConfig):
     prompt_pool_init: Literal["visual_stats", "normal"] | None = None
     prompt_pool_calibrated: bool = False
     mask_ratio: float | None = None
+    mask_rounding: Literal["nearest", "keep_floor"] | None = None
     token_matching: Literal["hungarian", "nearest"] | None = None
     bidirectional_span: Literal["image", "prompt", "none"] | None = None
     vtr_loss_weight: float | None = None
-    vtr_loss: Literal["l2", "smooth_l1", "mse"] | None = None
+    vtr_loss: Literal["l2", "smooth_l1", "mse", "cosine"] | None = None
     vtr_smooth_l1_beta: float = 0.01
     vtr_positions: Literal["masked", "all"] | None = None
+    vtr_prediction: Literal["final_norm", "last_layer"] | None = None
+    vtr_head: Literal["none", "linear", "bert"] | None = None
+    vtr_target_normalization: Literal["none", "l2", "standardize"] | None = None
     vtr_head_layers: int | None = None
     vtr_head_dropout: float = 0.1
     normalize_visual_tokens: bool | None = None
@@ -109,6 +128,8 @@ class CrocConfig(LlavaConfig):
             raise ValueError(f"vtr_head_dropout must be in [0, 1), got {self.vtr_head_dropout}")
         if self.vtr_head_layers < 0:
             raise ValueError(f"vtr_head_layers must be >= 0, got {self.vtr_head_layers}")
+        if self.vtr_head == "bert" and self.vtr_head_layers < 1:
+            raise ValueError("vtr_head='bert' needs vtr_head_layers >= 1")
         masked = self.num_masked_tokens(self.image_seq_length)
         if self.token_matching == "hungarian" and masked > self.prompt_pool_size:
             raise ValueError(
@@ -118,7 +139,9 @@ class CrocConfig(LlavaConfig):
             )
 
     def num_masked_tokens(self, num_image_tokens: int) -> int:
-        """How many of an image's `num_image_tokens` visual tokens stage 1.5 replaces."""
+        """How many of an image's `num_image_tokens` visual tokens stage 1.5 replaces (see `mask_rounding`)."""
+        if self.mask_rounding == "keep_floor":
+            return num_image_tokens - math.floor((1.0 - self.mask_ratio) * num_image_tokens)
         return int(round(self.mask_ratio * num_image_tokens))
 
 

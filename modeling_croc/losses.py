@@ -18,8 +18,33 @@ def _per_token_smooth_l1(prediction: torch.Tensor, target: torch.Tensor, beta: f
     return F.smooth_l1_loss(prediction, target, reduction="none", beta=beta).mean(-1)
 
 
+def _per_token_cosine(prediction: torch.Tensor, target: torch.Tensor, beta: float) -> torch.Tensor:
+    return 1.0 - F.cosine_similarity(prediction, target, dim=-1, eps=1e-6)
+
+
 # name -> per-token distance `(..., D), (..., D) -> (...)`; averaging over tokens is shared below.
-VTR_DISTANCES = {"l2": _per_token_l2, "mse": _per_token_mse, "smooth_l1": _per_token_smooth_l1}
+VTR_DISTANCES = {"l2": _per_token_l2, "mse": _per_token_mse, "smooth_l1": _per_token_smooth_l1,
+                 "cosine": _per_token_cosine}
+
+
+def _l2_normalized(target: torch.Tensor) -> torch.Tensor:
+    return F.normalize(target, dim=-1)
+
+
+def _standardized(target: torch.Tensor) -> torch.Tensor:
+    # MAE's norm_pix_loss: each token to zero mean and unit variance over its features.
+    mean = target.mean(dim=-1, keepdim=True)
+    variance = target.var(dim=-1, keepdim=True, unbiased=False)
+    return (target - mean) / (variance + 1e-6).sqrt()
+
+
+# name -> per-token normalisation of the targets `(..., D) -> (..., D)`.
+VTR_TARGET_NORMALIZATIONS = {"none": lambda target: target, "l2": _l2_normalized, "standardize": _standardized}
+
+
+def normalize_vtr_targets(target: torch.Tensor, normalization: str = "none") -> torch.Tensor:
+    """`target` (`(..., D)`) with each token normalised as `normalization` says (see `VTR_TARGET_NORMALIZATIONS`)."""
+    return VTR_TARGET_NORMALIZATIONS[normalization](target)
 
 
 def visual_token_reconstruction_loss(
@@ -37,7 +62,8 @@ def visual_token_reconstruction_loss(
         target: `(num_images, T, D)` original visual tokens; detached here.
         positions: `(num_images, T)` bool, which tokens count (the replaced ones, or all).
         distance: `"l2"` (per-token L2 norm, eq. 3 of the paper), `"mse"` or `"smooth_l1"` (both averaged
-            over features, so a mean over all elements as in the released code).
+            over features, so a mean over all elements as in the released code), or `"cosine"` (1 - cosine
+            similarity per token).
         num_items_in_batch: selected tokens in the whole optimiser step (all micro-batches and processes). When
             given, the sum is divided by it, so gradient accumulation and data parallelism average over the step
             exactly as transformers does for the LM loss; otherwise it is a mean over this batch.

@@ -12,6 +12,7 @@ training forward with `config.croc_pretraining` on, the model additionally
 """
 
 
+import contextlib
 from dataclasses import dataclass, fields
 
 import torch
@@ -34,10 +35,10 @@ from transformers.utils import ModelOutput
 from .attention_mask import bidirectional_block_ids, build_mixed_attention_mask
 from .configuration_croc import CrocConfig
 from .constants import CROC_ONLY_PATTERNS
-from .losses import visual_token_reconstruction_loss
+from .losses import normalize_vtr_targets, visual_token_reconstruction_loss
 from .profiling import croc_region
 from .prompt_pool import CrocPromptPool
-from .vtr_head import CrocVTRHead
+from .vtr_head import CrocVTRHead, build_vtr_head
 
 
 @dataclass
@@ -57,6 +58,7 @@ class CrocModelOutputWithPast(LlavaModelOutputWithPast):
     """
 
     visual_tokens: torch.FloatTensor | None = None
+    vtr_source_states: torch.FloatTensor | None = None
     image_token_mask: torch.BoolTensor | None = None
     replaced_token_mask: torch.BoolTensor | None = None
     pool_ids: torch.LongTensor | None = None
@@ -71,6 +73,9 @@ class CrocCausalLMOutputWithPast(LlavaCausalLMOutputWithPast):
         lm_loss: next-token loss on the supervised tokens (DCG in stage 1.5).
         vtr_loss: visual-token reconstruction loss (stage-1.5 forwards only).
         visual_tokens: `(num_images, T, D)` the VTR targets (stage-1.5 forwards only).
+        vtr_norm_sums: `(3,)` detached: the summed L2 norms of the VTR predictions and of the (normalised)
+            targets at the reconstructed positions, and their count; the trainer logs the means, so a scale
+            mismatch between the two shows in the first logging step.
         pool_ids: `(num_images, M)` pool rows assigned in this forward, for pool-utilisation metrics.
         replaced_token_mask: `(num_images, T)` bool, which visual tokens were replaced.
     """
@@ -78,6 +83,7 @@ class CrocCausalLMOutputWithPast(LlavaCausalLMOutputWithPast):
     lm_loss: torch.FloatTensor | None = None
     vtr_loss: torch.FloatTensor | None = None
     visual_tokens: torch.FloatTensor | None = None
+    vtr_norm_sums: torch.FloatTensor | None = None
     pool_ids: torch.LongTensor | None = None
     replaced_token_mask: torch.BoolTensor | None = None
 
@@ -197,17 +203,37 @@ class CrocModel(CrocPreTrainedModel, LlavaModel):
             span = self.config.bidirectional_span
             block_ids = bidirectional_block_ids(span, image_token_mask, labels, attention_mask)
             mixed_mask = build_mixed_attention_mask(self.config.text_config, inputs_embeds, attention_mask, block_ids)
-        with croc_region("language model"):
+        with croc_region("language model"), self._vtr_source_capture() as before_final_norm:
             outputs = self.language_model(
                 attention_mask=mixed_mask, position_ids=position_ids, inputs_embeds=inputs_embeds, **kwargs
             )
         return CrocModelOutputWithPast(
             **fields_declared_by(outputs, CrocModelOutputWithPast),
             visual_tokens=visual_tokens,
+            vtr_source_states=before_final_norm[0] if before_final_norm else outputs.last_hidden_state,
             image_token_mask=image_token_mask,
             replaced_token_mask=prompted.replaced,
             pool_ids=prompted.pool_ids,
         )
+
+
+    @contextlib.contextmanager
+    def _vtr_source_capture(self):
+        """With `vtr_prediction="last_layer"`, collects the input of the LM's final norm (the last decoder layer's
+        output) during the forward; yields the list it lands in (empty for `"final_norm"`)."""
+        captured: list[torch.Tensor] = []
+        if self.config.vtr_prediction != "last_layer":
+            yield captured
+            return
+        final_norm = getattr(self.language_model, "norm", None)
+        if final_norm is None:
+            raise ValueError(f"vtr_prediction='last_layer' needs the language model's final norm at `.norm`; "
+                             f"{type(self.language_model).__name__} has none")
+        handle = final_norm.register_forward_pre_hook(lambda module, args: captured.append(args[0]))
+        try:
+            yield captured
+        finally:
+            handle.remove()
 
 
 class CrocForConditionalGeneration(CrocPreTrainedModel, LlavaForConditionalGeneration):
@@ -222,7 +248,7 @@ class CrocForConditionalGeneration(CrocPreTrainedModel, LlavaForConditionalGener
         LlavaPreTrainedModel.__init__(self, config)
         self.model = CrocModel(config)
         self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
-        self.vtr_head = CrocVTRHead(config) if config.vtr_head_layers > 0 else None
+        self.vtr_head = build_vtr_head(config)
         self.post_init()
 
     @property
@@ -299,7 +325,7 @@ class CrocForConditionalGeneration(CrocPreTrainedModel, LlavaForConditionalGener
             lm_loss = self.loss_function(
                 logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs
             )
-        vtr_loss = self._vtr_loss(outputs, num_vtr_items_in_batch) if croc_objectives else None
+        vtr_loss, vtr_norm_sums = self._vtr_loss(outputs, num_vtr_items_in_batch) if croc_objectives else (None, None)
         loss = lm_loss
         if vtr_loss is not None:
             weighted = self.config.vtr_loss_weight * vtr_loss
@@ -309,15 +335,17 @@ class CrocForConditionalGeneration(CrocPreTrainedModel, LlavaForConditionalGener
             loss=loss,
             lm_loss=lm_loss,
             vtr_loss=vtr_loss,
+            vtr_norm_sums=vtr_norm_sums,
             logits=logits,
             **fields_declared_by(outputs, CrocCausalLMOutputWithPast),
         )
 
-    def _vtr_loss(self, outputs: CrocModelOutputWithPast, num_items_in_batch) -> torch.Tensor:
-        """VTR loss from the last hidden states at the visual positions (position p predicts token p: no shift)."""
-        targets = outputs.visual_tokens
+    def _vtr_loss(self, outputs: CrocModelOutputWithPast, num_items_in_batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """VTR loss from the hidden states at the visual positions (position p predicts token p: no shift), and the
+        `vtr_norm_sums` diagnostics."""
+        targets = normalize_vtr_targets(outputs.visual_tokens, self.config.vtr_target_normalization)
         num_images, num_tokens, hidden = targets.shape
-        predictions = outputs.last_hidden_state[outputs.image_token_mask].view(num_images, num_tokens, hidden)
+        predictions = outputs.vtr_source_states[outputs.image_token_mask].view(num_images, num_tokens, hidden)
         if self.vtr_head is not None:
             with croc_region("VTR head"):
                 predictions = self.vtr_head(predictions)
@@ -325,7 +353,7 @@ class CrocForConditionalGeneration(CrocPreTrainedModel, LlavaForConditionalGener
         if self.config.vtr_positions == "all":
             positions = torch.ones_like(positions)
         with croc_region("VTR loss"):
-            return visual_token_reconstruction_loss(
+            loss = visual_token_reconstruction_loss(
                 predictions,
                 targets,
                 positions,
@@ -333,6 +361,14 @@ class CrocForConditionalGeneration(CrocPreTrainedModel, LlavaForConditionalGener
                 smooth_l1_beta=self.config.vtr_smooth_l1_beta,
                 num_items_in_batch=num_items_in_batch,
             )
+            with torch.no_grad():
+                selected = positions.bool()
+                norm_sums = torch.stack([
+                    predictions.detach().float()[selected].norm(dim=-1).sum(),
+                    targets.detach().float()[selected].norm(dim=-1).sum(),
+                    selected.sum().float(),
+                ])
+        return loss, norm_sums
 
 
 # Llava's checkpoint renames are keyed by class name and transformers does not extend them to subclasses defined

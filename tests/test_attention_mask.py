@@ -84,3 +84,33 @@ def test_image_blocks_are_per_image():
 def test_prompt_span_needs_labels():
     with pytest.raises(ValueError, match="labels"):
         bidirectional_block_ids("prompt", torch.zeros(1, 3, dtype=torch.bool), None, None)
+
+
+def _released_prompt_rule(attention, labels):
+    """The released code's stage-1.5 mask, rewritten here from its description: causal with padding keys masked,
+    then every column before the row's first supervised label opened for every query (padding included)."""
+    batch, length = labels.shape
+    allowed = torch.zeros(batch, length, length, dtype=torch.bool)
+    for b in range(batch):
+        first = next((t for t in range(length) if labels[b, t] != -100), length)
+        for i in range(length):
+            for j in range(length):
+                allowed[b, i, j] = (j <= i and bool(attention[b, j])) or j < first
+    return allowed
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_prompt_span_matches_the_released_rule_on_the_batches_the_trainer_builds(attn):
+    """The trainer pads on the right and drops rows without a supervised token; on such batches the `prompt` span
+    gives the released code's mask exactly (its rule lets every query see padding *before* the first label, which
+    only exists with left padding or an all-unsupervised row)."""
+    input_ids, attention, labels = _rows("right")
+    config = LlamaConfig(hidden_size=8, num_attention_heads=2, num_hidden_layers=1, vocab_size=128)
+    config._attn_implementation = attn
+    mask = build_mixed_attention_mask(config, torch.zeros(*input_ids.shape, 8), attention,
+                                      bidirectional_block_ids("prompt", input_ids == IMAGE, labels, attention))
+    allowed = mask[:, 0] if mask.dtype == torch.bool else mask[:, 0] == 0
+    released = _released_prompt_rule(attention, labels)
+    for b in range(input_ids.shape[0]):
+        real = attention[b].bool()
+        assert torch.equal(allowed[b][real], released[b][real]), b

@@ -28,8 +28,8 @@ def test_official_preset_reproduces_the_released_code(make_config):
 
 
 def test_explicit_fields_win_over_the_preset(make_config):
-    config = make_config(croc_preset="official", token_matching="hungarian", vtr_head_layers=0)
-    assert config.token_matching == "hungarian" and config.vtr_head_layers == 0
+    config = make_config(croc_preset="official", token_matching="hungarian", vtr_head="none")
+    assert config.token_matching == "hungarian" and config.vtr_head == "none"
     assert config.bidirectional_span == "prompt"
 
 
@@ -54,6 +54,7 @@ def test_image_seq_length_follows_the_vision_tower(make_config):
         ({"prompt_pool_size": 0}, "prompt_pool_size"),
         ({"vtr_loss_weight": -1.0}, "vtr_loss_weight"),
         ({"vtr_head_layers": -1}, "vtr_head_layers"),
+        ({"vtr_head": "bert", "vtr_head_layers": 0}, "vtr_head_layers >= 1"),
         ({"prompt_pool_size": 8}, "Hungarian matching is one-to-one"),
     ],
 )

@@ -197,6 +197,16 @@ def test_released_croc_layout_converts_with_identical_logits(tmp_path, tokenizer
         torch.testing.assert_close(converted.vtr_head(head_input), source.eval().vtr_head(head_input))
     processor = CrocProcessor.from_pretrained(out)
     assert processor.image_processor.do_pad and processor.num_image_tokens == config.image_seq_length
+    assert converted.config.text_config.vocab_size == 32064 and converted.config.mask_rounding == "keep_floor"
+
+    # Without vocabulary padding: only <image> and <pad> are added, the original logits stay the same.
+    from modeling_croc.convert.__main__ import main
+
+    main(["from-original", str(tmp_path / "fork"), str(tmp_path / "unpadded"), "--vocab-multiple", "1"])
+    unpadded = CrocForConditionalGeneration.from_pretrained(tmp_path / "unpadded", attn_implementation="eager")
+    assert unpadded.config.text_config.vocab_size == 32002
+    torch.testing.assert_close(_logits(unpadded, batch)[..., :32000], _logits(source, batch)[..., :32000],
+                               rtol=0, atol=0)
 
 
 def test_fork_transform_block_matches_a_real_bert_layer():

@@ -7,7 +7,8 @@
   the total exactly as it scales a plain LM loss, so accumulation and data parallelism leave the step unchanged.
 * Masks: each micro-batch gets a generator derived from the seed, the global step and its position in the step
   (`trainer.croc_rng`), so masks do not depend on the batch split and a resumed run draws the same masks.
-* Logs: `lm_loss`, `vtr_loss`, `pool_utilisation`, `pool_entropy` and the per-group learning rates are merged into
+* Logs: `lm_loss`, `vtr_loss`, `vtr_share`, the VTR prediction and target norms, `pool_utilisation`, `pool_entropy`
+  and the per-group learning rates are merged into
   the Trainer's own logs (console, TensorBoard, `trainer_state.json`).
 """
 
@@ -66,7 +67,7 @@ class CrocTrainer(Trainer):
         self.base_models = list(base_models or [])
         config = self.croc_model.config
         pool_size = config.prompt_pool_size if config.croc_pretraining and self.args.log_pool_utilisation else None
-        self._croc_metrics = CrocMetrics(pool_size=pool_size)
+        self._croc_metrics = CrocMetrics(pool_size=pool_size, vtr_loss_weight=config.vtr_loss_weight)
         self._step_learning_rates: dict[str, float] = {}
 
     # ---- the model behind the wrappers ----
@@ -189,6 +190,7 @@ class CrocTrainer(Trainer):
                 lm_loss=outputs.get("lm_loss"),
                 vtr_loss=outputs.get("vtr_loss"),
                 pool_ids=outputs.get("pool_ids"),
+                vtr_norm_sums=outputs.get("vtr_norm_sums"),
             )
         return (loss, outputs) if return_outputs else loss
 

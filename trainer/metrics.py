@@ -1,7 +1,10 @@
-"""Running sums of the Croc loss terms and of the prompt-pool assignment histogram between two logging steps.
+"""Running sums of the Croc loss terms, the VTR norms and the prompt-pool assignment histogram between two logging
+steps.
 
 The trainer adds every micro-batch here and, when the Trainer logs, reduces the sums over processes and turns
-them into `lm_loss`, `vtr_loss`, `pool_utilisation` and `pool_entropy`. Sums stay on the device as tensors, so
+them into `lm_loss`, `vtr_loss`, `vtr_share` (the weighted VTR term's share of the loss), `vtr_prediction_norm` and
+`vtr_target_norm` (mean L2 norms at the reconstructed positions: a scale mismatch between prediction and target
+shows in the first logging step), `pool_utilisation` and `pool_entropy`. Sums stay on the device as tensors, so
 recording costs no host synchronisation per micro-batch.
 """
 
@@ -17,14 +20,16 @@ class CrocMetrics:
         pool_size: number of prompt-pool tokens N (the histogram length); None when the pool is not used.
     """
 
-    def __init__(self, pool_size: int | None = None) -> None:
+    def __init__(self, pool_size: int | None = None, vtr_loss_weight: float = 0.0) -> None:
         self.pool_size = pool_size
+        self.vtr_loss_weight = vtr_loss_weight
         self.reset()
 
     def reset(self) -> None:
         self.window_start_step: int | None = None
         self._losses: torch.Tensor | None = None  # [lm, vtr] summed, each micro-batch scaled to a step share
         self._histogram: torch.Tensor | None = None
+        self._norms: torch.Tensor | None = None  # summed prediction norms, target norms, positions
 
     @property
     def has_data(self) -> bool:
@@ -37,6 +42,7 @@ class CrocMetrics:
         lm_loss: torch.Tensor | None,
         vtr_loss: torch.Tensor | None,
         pool_ids: torch.Tensor | None,
+        vtr_norm_sums: torch.Tensor | None = None,
     ) -> None:
         """Record one micro-batch.
 
@@ -46,6 +52,7 @@ class CrocMetrics:
                 factor the Trainer applies to the total loss, so the sums over a step are the step's losses.
             lm_loss, vtr_loss: the model's loss terms (None when absent).
             pool_ids: `(num_images, M)` pool rows assigned in this forward.
+            vtr_norm_sums: `(3,)` summed prediction and target norms at the reconstructed positions, and their count.
         """
         if self.window_start_step is None:
             self.window_start_step = step
@@ -57,6 +64,9 @@ class CrocMetrics:
             (vtr_loss if vtr_loss is not None else torch.zeros_like(reference)).detach().float(),
         ]) * scale
         self._losses = values if self._losses is None else self._losses + values
+        if vtr_norm_sums is not None:
+            norms = vtr_norm_sums.detach().float()
+            self._norms = norms if self._norms is None else self._norms + norms
         if self.pool_size is not None:
             if self._histogram is None:
                 self._histogram = torch.zeros(self.pool_size, dtype=torch.float32, device=reference.device)
@@ -75,15 +85,24 @@ class CrocMetrics:
         num_steps = max(current_step - (self.window_start_step or current_step), 1)
         losses = self._losses
         histogram = self._histogram
+        norms = self._norms
         if accelerator is not None and accelerator.num_processes > 1:
             losses = accelerator.reduce(losses.clone(), reduction="mean")
             if histogram is not None:
                 histogram = accelerator.reduce(histogram.clone(), reduction="sum")
+            if norms is not None:
+                norms = accelerator.reduce(norms.clone(), reduction="sum")
         lm, vtr = (losses / num_steps).tolist()
         logs = {"lm_loss": lm}
         if histogram is not None:
             logs["vtr_loss"] = vtr
+            weighted = self.vtr_loss_weight * vtr
+            logs["vtr_share"] = weighted / (lm + weighted) if lm + weighted > 0 else 0.0
             logs.update(pool_statistics(histogram))
+        if norms is not None and float(norms[2]) > 0:
+            prediction_sum, target_sum, count = norms.tolist()
+            logs["vtr_prediction_norm"] = prediction_sum / count
+            logs["vtr_target_norm"] = target_sum / count
         self.reset()
         return logs
 

@@ -1,8 +1,8 @@
 """`python -m modeling_croc.convert COMMAND ...`: checkpoint conversions into and out of Croc.
 
-    from-original SRC OUT [--vision-tower CLIP_DIR] [--preset paper|official]
-    from-llava    SRC OUT [--preset paper|official]
-    from-parts    CLIP_DIR LM_DIR OUT [--preset paper|official] [--image-aspect-ratio square|pad]
+    from-original SRC OUT [--vision-tower CLIP_DIR] [--preset NAME] [--vocab-multiple N]
+    from-llava    SRC OUT [--preset NAME]
+    from-parts    CLIP_DIR LM_DIR OUT [--preset NAME] [--image-aspect-ratio square|pad] [--vocab-multiple N]
     to-llava      SRC OUT
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 
+from ..presets import CROC_PRESET_NAMES
 from .from_llava import convert_llava_folder
 from .from_original import convert_original_checkpoint
 from .from_parts import build_from_parts
@@ -22,9 +23,10 @@ def _preset(args) -> dict:
 
 
 COMMANDS = {
-    "from-original": lambda a: convert_original_checkpoint(a.source, a.out, vision_tower=a.vision_tower, **_preset(a)),
+    "from-original": lambda a: convert_original_checkpoint(a.source, a.out, vision_tower=a.vision_tower,
+                                                           vocab_multiple=a.vocab_multiple, **_preset(a)),
     "from-llava": lambda a: convert_llava_folder(a.source, a.out, **_preset(a)),
-    "from-parts": lambda a: build_from_parts(a.vision_tower, a.language_model, a.out,
+    "from-parts": lambda a: build_from_parts(a.vision_tower, a.language_model, a.out, vocab_multiple=a.vocab_multiple,
                                              image_aspect_ratio=a.image_aspect_ratio, **_preset(a)),
     "to-llava": lambda a: export_llava_folder(a.source, a.out),
 }
@@ -47,7 +49,14 @@ def build_parser() -> argparse.ArgumentParser:
     parts.add_argument("out")
     parts.add_argument("--image-aspect-ratio", choices=["square", "pad"], default="square")
     for command in (original, llava, parts):
-        command.add_argument("--preset", choices=["paper", "official"])
+        command.add_argument("--preset", choices=list(CROC_PRESET_NAMES))
+    for command in (original, parts):
+        command.add_argument(
+            "--vocab-multiple", type=int, default=64,
+            help="pad the vocabulary (grown by <image> and <pad>) to a multiple of this with rows equal to the mean "
+                 "embedding (default 64, as LLaVA-1.5's conversions: 32064 for Vicuna). The padding rows take a little "
+                 "softmax mass the source model never had: at most log(V_padded / V) nats, about 0.002 for Vicuna. "
+                 "1 adds only <image> and <pad>.")
     export = sub.add_parser("to-llava", help="export to a plain llava folder (no pool, no head)")
     export.add_argument("source")
     export.add_argument("out")

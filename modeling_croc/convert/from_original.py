@@ -129,7 +129,9 @@ def read_original_checkpoint(
         croc_fields.setdefault("prompt_pool_size", state[pool].shape[0])
         croc_fields.setdefault("prompt_pool_calibrated", True)
     head_layers = {name.split(".")[2] for name in state if name.startswith(VTR_HEAD_PREFIX + "layers.")}
-    croc_fields.setdefault("vtr_head_layers", len(head_layers))
+    if head_layers:  # the released BERT-layer head, trained: keep it
+        croc_fields.setdefault("vtr_head", "bert")
+        croc_fields.setdefault("vtr_head_layers", len(head_layers))
     config = CrocConfig(
         text_config=LlamaConfig(**text_fields),
         vision_config=vision_config,

@@ -209,3 +209,20 @@ def test_bad_arguments():
         generate_synthetic_scenes("/nonexistent", num_images=0)
     with pytest.raises(ValueError, match="test_fraction"):
         generate_synthetic_scenes("/tmp/never-written", num_images=2, test_fraction=1.0)
+
+
+def test_validation_split_is_held_out_and_leaves_the_test_split_unchanged(tmp_path):
+    without = generate_synthetic_scenes(tmp_path / "a", num_images=40, seed=11, image_size=SIZE, test_fraction=0.25)
+    made = generate_synthetic_scenes(tmp_path / "b", num_images=40, seed=11, image_size=SIZE, test_fraction=0.25,
+                                     val_fraction=0.2)
+    assert made.test_indices == without.test_indices and len(made.val_indices) == 8
+    assert not set(made.val_indices) & set(made.test_indices)
+    val_images = {made.scenes[i].image for i in made.val_indices}
+    val = json.loads((tmp_path / "b" / "qa_val.json").read_text())
+    assert {row["image"] for row in val} == val_images
+    for name in ("brief_captions.json", "detailed_captions.json", "qa_train.json"):
+        used = {row["image"] for row in json.loads((tmp_path / "b" / name).read_text())}
+        assert not used & val_images, name
+    assert json.loads((tmp_path / "b" / "qa_test.json").read_text()) == json.loads(
+        (tmp_path / "a" / "qa_test.json").read_text())
+    assert not (tmp_path / "a" / "qa_val.json").exists()

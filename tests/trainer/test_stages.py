@@ -78,6 +78,9 @@ def test_stage1_5_trains_projector_pool_and_llm(tmp_path, data_dir, stage1_dir, 
             assert entry["pool_utilisation"] >= 12 / 64 and entry["pool_entropy"] >= 0.99 * math.log(12)
         weighted = entry["lm_loss"] + config.vtr_loss_weight * entry["vtr_loss"]
         assert entry["loss"] == pytest.approx(weighted, rel=1e-4)
+        # The scale diagnostics: the VTR term's share of the loss and the norms it compares.
+        assert entry["vtr_share"] == pytest.approx(config.vtr_loss_weight * entry["vtr_loss"] / weighted, rel=1e-4)
+        assert entry["vtr_prediction_norm"] > 0 and entry["vtr_target_norm"] > 0
     _assert_folder_loads(out, trainer.model)
 
 

@@ -79,3 +79,14 @@ def test_modality_sampler_order_depends_on_seed_and_epoch_only():
     for start in range(0, len(order(0)), 2):  # every batch holds one modality
         batch = order(0)[start:start + 2]
         assert len({lengths[i] > 0 for i in batch}) == 1
+
+
+def test_vtr_norms_are_window_means_over_positions():
+    metrics = CrocMetrics(pool_size=4, vtr_loss_weight=10.0)
+    metrics.add(step=0, scale=1.0, lm_loss=torch.tensor(2.0), vtr_loss=torch.tensor(0.5), pool_ids=None,
+                vtr_norm_sums=torch.tensor([6.0, 2.0, 3.0]))
+    metrics.add(step=0, scale=1.0, lm_loss=torch.tensor(2.0), vtr_loss=torch.tensor(0.5), pool_ids=None,
+                vtr_norm_sums=torch.tensor([10.0, 6.0, 5.0]))
+    logs = metrics.compute(None, current_step=1)
+    assert logs["vtr_prediction_norm"] == pytest.approx(16 / 8) and logs["vtr_target_norm"] == pytest.approx(8 / 8)
+    assert logs["vtr_share"] == pytest.approx(10 * 1.0 / (4.0 + 10 * 1.0))
