@@ -12,6 +12,8 @@ Output folder (LLaVA format, image paths relative to the folder)::
     detailed_captions.json   stage-1.5 style: every object's colour/shape/size/position + pairwise relations
     qa_train.json            short-answer questions (`question_type`, `answer`) on the training images
     qa_val.json              the same on held-out validation images, for choosing settings (with `val_fraction` > 0)
+    val_detailed_captions.json  detailed captions of the validation images (for measuring reconstruction on unseen
+                             images; no training file)
     qa_test.json             the same on held-out test images (neither split is used by any training file)
     text_only.json           text-only rows (arithmetic, word questions), no `image` key
     scenes.json              the ground truth of every scene and the generator settings
@@ -343,6 +345,12 @@ def _val_split(num_images: int, test: set[int], val_fraction: float, seed: int) 
     return {rest[i] for i in rng.permutation(len(rest))[:n_val].tolist()}
 
 
+def _detailed_caption_row(index: int, scene: Scene) -> dict[str, Any]:
+    return {"id": f"detailed-{index:06d}", "image": scene.image,
+            "conversations": [{"from": "human", "value": f"{IMAGE_TOKEN}\nDescribe the image in detail."},
+                              {"from": "gpt", "value": detailed_caption(scene)}]}
+
+
 def _dump(path: Path, rows: list[dict[str, Any]]) -> None:
     with path.open("w", encoding="utf-8") as f:
         json.dump(rows, f, ensure_ascii=False, indent=1)
@@ -370,7 +378,7 @@ def generate_synthetic_scenes(
     (out / "images").mkdir(parents=True, exist_ok=True)
     test = _split(num_images, test_fraction, seed)
     val = _val_split(num_images, test, val_fraction, seed)
-    scenes, brief, detailed, records = [], [], [], []
+    scenes, brief, detailed, val_detailed, records = [], [], [], [], []
     questions: dict[str, list[dict[str, Any]]] = {"train": [], "val": [], "test": []}
     for index in tqdm(range(num_images), desc="synthetic scenes", unit="image", disable=not progress):
         scene = make_scene(index, seed=seed, image_size=image_size)
@@ -386,18 +394,19 @@ def generate_synthetic_scenes(
                    "conversations": [{"from": "human", "value": f"{IMAGE_TOKEN}\n{question}\n{ANSWER_SUFFIX}"},
                                      {"from": "gpt", "value": answer}]}
             questions[split].append(row)
+        if split == "val":
+            val_detailed.append(_detailed_caption_row(index, scene))
         if split == "train":
             brief.append({"id": f"brief-{index:06d}", "image": scene.image,
                           "conversations": [{"from": "human", "value": f"{IMAGE_TOKEN}\n"},
                                             {"from": "gpt", "value": brief_caption(scene)}]})
-            detailed.append({"id": f"detailed-{index:06d}", "image": scene.image,
-                             "conversations": [{"from": "human", "value": f"{IMAGE_TOKEN}\nDescribe the image in detail."},
-                                               {"from": "gpt", "value": detailed_caption(scene)}]})
+            detailed.append(_detailed_caption_row(index, scene))
     text = [text_only_row(k, seed) for k in range(num_images if num_text is None else num_text)]
     files = {"brief_captions.json": brief, "detailed_captions.json": detailed, "qa_train.json": questions["train"],
              "qa_test.json": questions["test"], "text_only.json": text}
     if val:
         files["qa_val.json"] = questions["val"]
+        files["val_detailed_captions.json"] = val_detailed
     for name, rows in files.items():
         _dump(out / name, rows)
     config = {"num_images": num_images, "seed": seed, "image_size": image_size, "test_fraction": test_fraction,

@@ -29,7 +29,11 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="tiny sizes and a few steps (seconds; checks the pipeline, learns nothing)")
     parser.add_argument("--ablations", action="store_true",
                         help="also run the stage-1.5 ablations: nearest-neighbour matching, causal attention, "
-                             "brief captions (each a stage 1.5 + stage 2 from the Croc stage-1 model)")
+                             "brief captions, the caption loss alone and the VTR variants (each a stage 1.5 + stage 2 "
+                             "from the Croc stage-1 model)")
+    parser.add_argument("--eval-splits", nargs="+", choices=["val", "test"], default=["val", "test"],
+                        help="held-out splits to evaluate (default both). Choose settings with `--eval-splits val`, "
+                             "so the test split is read once, for the report")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (default 1: on a shared 2-core machine two threads contend and run "
                              "several times slower; the numbers are reproducible for a fixed thread count)")
@@ -50,7 +54,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .report import summary_line
 
     options = DemoOptions(out=args.out, seed=args.seed, seeds=args.seeds, ablations=args.ablations,
-                          threads=args.threads, settings=PRESETS["quick" if args.quick else "full"])
+                          threads=args.threads, settings=PRESETS["quick" if args.quick else "full"],
+                          eval_splits=tuple(args.eval_splits))
     state = run_demo(options)
     print(summary_line(state), flush=True)
     return 0

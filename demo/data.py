@@ -23,7 +23,7 @@ def build_data(out_dir: Path, settings: DemoSettings, seed: int) -> dict[str, in
     """Write the scenes folder and the baseline mixture; returns the row count of every file."""
     scenes = generate_synthetic_scenes(
         out_dir, num_images=settings.num_images, seed=seed, image_size=settings.image_size,
-        test_fraction=settings.test_fraction, progress=True,
+        test_fraction=settings.test_fraction, val_fraction=settings.val_fraction, progress=True,
     )
     rows = []
     for name in BASELINE_CAPTION_FILES:

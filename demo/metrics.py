@@ -10,7 +10,8 @@ from typing import Any
 from .evaluate import OVERALL, normalize_answer
 
 # Keys of the trainer's `log_history` entries that the figures use.
-CURVE_KEYS: tuple[str, ...] = ("loss", "lm_loss", "vtr_loss", "pool_utilisation", "pool_entropy")
+CURVE_KEYS: tuple[str, ...] = ("loss", "lm_loss", "vtr_loss", "pool_utilisation", "pool_entropy",
+                               "vtr_prediction_norm", "vtr_target_norm")
 
 
 def question_types(state) -> list[str]:
@@ -78,3 +79,21 @@ def final_value(history: list[dict[str, Any]], key: str, window: int = 3) -> flo
     """Mean of the last `window` logged values of `key` (None if never logged)."""
     _, values = curve(history, key)
     return statistics.fmean(values[-window:]) if values else None
+
+
+def paired_table(view, reference: str) -> dict[str, dict[str, float]]:
+    """`{arm: paired_difference(arm - reference)}` for every evaluated arm but `reference`, on one split."""
+    evaluated = set().union(*(set(arms) for arms in view.predictions.values())) if view.predictions else set()
+    if reference not in evaluated:
+        return {}
+    return {arm.name: paired_difference(view, arm.name, reference) for arm in view.arms
+            if arm.name in evaluated and arm.name != reference}
+
+
+def mean_over_seeds(per_seed: dict[int, dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """`{run: {key: mean over the seeds that have it}}` of a `seed -> run -> {key: value}` mapping."""
+    runs: dict[str, list[dict[str, float]]] = {}
+    for by_run in per_seed.values():
+        for run, values in by_run.items():
+            runs.setdefault(run, []).append(values)
+    return {run: {key: statistics.fmean(v[key] for v in values) for key in values[0]} for run, values in runs.items()}

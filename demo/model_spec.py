@@ -1,4 +1,5 @@
-"""The demo's starting model ("stage 0"): a random-init Croc built from config, with a tokenizer fitted to the data.
+"""The demo's starting model ("stage 0"): a Croc built from config, with a tokenizer fitted to the data and a vision
+tower pretrained contrastively on the training scenes (`demo.tower`), as the paper starts from a pretrained CLIP.
 
 A Llama-family 32K vocabulary on a 128-wide language model puts ~90% of every training step into the output layer
 and its softmax (measured on the synthetic scenes: 1.4 s of a 2.7 s step). The synthetic scenes use a few hundred
@@ -16,7 +17,7 @@ import json
 import logging
 import tempfile
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
@@ -24,6 +25,8 @@ import torch
 from croc_testing.tiny import tiny_croc_config, tiny_croc_processor
 from modeling_croc import IMAGE_TOKEN, CrocForConditionalGeneration, get_template
 from modeling_croc.convert.common import add_llava_tokens
+
+from .tower import TowerPretraining, pretrain_vision_tower
 
 logger = logging.getLogger(__name__)
 
@@ -45,18 +48,20 @@ class ModelSpec:
         vision_hidden_size, vision_layers: the vision tower (4 heads; features of layer -2, CLS dropped, as LLaVA).
         image_size, patch_size: `(image_size // patch_size) ** 2` visual tokens per image.
         vocab_size: SentencePiece pieces before `<image>` and `<pad>` are appended (256 of them are byte pieces).
-        prompt_pool_size: the Croc prompt pool (the paper's 2048 : 576 ratio of pool tokens to visual tokens).
+        prompt_pool_size: the Croc prompt pool (the paper's 2048 : 576, about 3.5 pool tokens per visual token).
+        tower: the contrastive pretraining of the vision tower (stage 0).
     """
 
     hidden_size: int = 192
     num_layers: int = 2
     num_heads: int = 4
     vision_hidden_size: int = 128
-    vision_layers: int = 2
+    vision_layers: int = 3
     image_size: int = 84
-    patch_size: int = 28
+    patch_size: int = 14
     vocab_size: int = 1024
-    prompt_pool_size: int = 32
+    prompt_pool_size: int = 128
+    tower: TowerPretraining = field(default_factory=TowerPretraining)
 
     @property
     def num_image_tokens(self) -> int:
@@ -96,8 +101,9 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int):
     return tokenizer
 
 
-def build_stage0(spec: ModelSpec, data_dir: str | Path, out_dir: str | Path, seed: int) -> Path:
-    """Write the random-init demo model and its processor to `out_dir`; returns `out_dir`.
+def build_stage0(spec: ModelSpec, data_dir: str | Path, out_dir: str | Path, seed: int) -> dict[str, float]:
+    """Write the demo's stage-0 model and its processor to `out_dir`: random-init language model and projector, the
+    vision tower pretrained contrastively (`spec.tower`). Returns the tower pretraining's summary.
 
     The weights depend on `seed` only (the global torch generator is seeded right before construction).
     """
@@ -119,9 +125,14 @@ def build_stage0(spec: ModelSpec, data_dir: str | Path, out_dir: str | Path, see
     torch.manual_seed(seed)
     model = CrocForConditionalGeneration(config)
     processor = tiny_croc_processor(spec.image_size, spec.patch_size, tokenizer=tokenizer)
+    tower_summary: dict[str, float] = {"steps": 0}
+    if spec.tower.steps > 0:
+        tower_state, tower_summary = pretrain_vision_tower(config.vision_config, tokenizer, processor.image_processor,
+                                                           data_dir, spec.tower, seed)
+        model.model.vision_tower.load_state_dict(tower_state)
     model.save_pretrained(out)
     processor.save_pretrained(out)
     (out / "demo_model_spec.json").write_text(json.dumps(asdict(spec), indent=2) + "\n", encoding="utf-8")
     logger.info("stage-0 model: %s parameters, vocabulary %d, %d visual tokens per image -> %s",
                 f"{sum(p.numel() for p in model.parameters()):,}", len(tokenizer), spec.num_image_tokens, out)
-    return out
+    return tower_summary

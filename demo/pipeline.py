@@ -27,13 +27,27 @@ from .data import build_data
 from .model_spec import build_stage0
 from .plots import make_figures
 from .report import write_report, write_timings
-from .runs import CONFIG_DIR, POOL_FIGURE_RUNS, STAGE0, Arm, RunSpec, check_equal_budgets, selected_arms
+from .runs import (
+    CONFIG_DIR,
+    POOL_FIGURE_RUNS,
+    STAGE0,
+    Arm,
+    RunSpec,
+    check_equal_budgets,
+    selected_arms,
+    stage_arguments,
+)
 from .settings import DemoSettings
+from .vtr_probe import vtr_fit
 
 logger = logging.getLogger("demo")
 
 SCENES_DIR = "scenes"
 REPORT_DIR = "report"
+# Question files of the held-out splits: settings are chosen on "val"; "test" is read for the report.
+SPLIT_FILES = {"val": "qa_val.json", "test": "qa_test.json"}
+# Detailed captions of images no training file contains, for the reconstruction probe (`demo.vtr_probe`).
+PROBE_CAPTIONS = "val_detailed_captions.json"
 
 
 @dataclass(frozen=True)
@@ -46,10 +60,23 @@ class DemoOptions:
     ablations: bool = False
     threads: int = 1
     settings: DemoSettings = field(default_factory=DemoSettings)
+    eval_splits: tuple[str, ...] = ("val", "test")
 
     @property
     def seed_list(self) -> list[int]:
         return [self.seed + k for k in range(self.seeds)]
+
+
+@dataclass(frozen=True)
+class SplitView:
+    """What the metrics read of one held-out split."""
+
+    split: str
+    arms: list[Arm]
+    questions: list[evaluation.Question]
+    predictions: dict[int, dict[str, list[str]]]
+    accuracy: dict[int, dict[str, dict[str, dict[str, float]]]]
+    chance: dict[str, dict[str, float]]
 
 
 @dataclass
@@ -63,12 +90,40 @@ class DemoState:
     histories: dict[int, dict[str, list[dict[str, Any]]]] = field(default_factory=dict)  # seed -> run -> logs
     run_seconds: dict[str, list[float]] = field(default_factory=dict)  # run name -> wall time per seed
     run_settings: dict[str, dict[str, Any]] = field(default_factory=dict)  # run name -> settings as resolved
-    predictions: dict[int, dict[str, list[str]]] = field(default_factory=dict)  # seed -> arm -> answers
-    accuracy: dict[int, dict[str, dict[str, dict[str, float]]]] = field(default_factory=dict)  # seed -> arm -> type
-    chance: dict[str, dict[str, float]] = field(default_factory=dict)
-    questions: list[evaluation.Question] = field(default_factory=list)
+    split_questions: dict[str, list[evaluation.Question]] = field(default_factory=dict)  # split -> questions
+    split_predictions: dict[str, dict[int, dict[str, list[str]]]] = field(default_factory=dict)  # split->seed->arm
+    split_accuracy: dict[str, dict[int, dict[str, dict[str, dict[str, float]]]]] = field(default_factory=dict)
+    split_chance: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
+    vtr_fits: dict[int, dict[str, dict[str, float]]] = field(default_factory=dict)  # seed -> run -> probe
+    tower: dict[int, dict[str, float]] = field(default_factory=dict)  # seed -> stage-0 summary
     timings: dict[str, float] = field(default_factory=dict)  # step name -> seconds
     started: float = field(default_factory=time.perf_counter)
+
+    # The report's headline split: the test split when it was evaluated, else the validation split.
+    @property
+    def report_split(self) -> str:
+        return "test" if "test" in self.split_questions else "val"
+
+    @property
+    def questions(self) -> list[evaluation.Question]:
+        return self.split_questions.get(self.report_split, [])
+
+    @property
+    def predictions(self) -> dict[int, dict[str, list[str]]]:
+        return self.split_predictions.get(self.report_split, {})
+
+    @property
+    def accuracy(self) -> dict[int, dict[str, dict[str, dict[str, float]]]]:
+        return self.split_accuracy.get(self.report_split, {})
+
+    @property
+    def chance(self) -> dict[str, dict[str, float]]:
+        return self.split_chance.get(self.report_split, {})
+
+    def view(self, split: str) -> SplitView:
+        """The arms and one split's questions, predictions, accuracy and chance levels, for the metrics."""
+        return SplitView(split, self.arms, self.split_questions.get(split, []), self.split_predictions.get(split, {}),
+                         self.split_accuracy.get(split, {}), self.split_chance.get(split, {}))
 
     @property
     def out(self) -> Path:
@@ -103,14 +158,17 @@ def step_data(state: DemoState) -> None:
     if state.scenes.exists():  # a previous run's images would survive a smaller rerun
         shutil.rmtree(state.scenes)
     state.data_counts = build_data(state.scenes, settings, state.options.seed)
-    state.questions = evaluation.load_questions(state.scenes / "qa_test.json", settings.max_eval_questions)
-    state.chance = evaluation.chance_levels(evaluation.load_questions(state.scenes / "qa_train.json"),
-                                            state.questions)
+    train_questions = evaluation.load_questions(state.scenes / "qa_train.json")
+    for split in state.options.eval_splits:
+        questions = evaluation.load_questions(state.scenes / SPLIT_FILES[split], settings.max_eval_questions)
+        state.split_questions[split] = questions
+        state.split_chance[split] = evaluation.chance_levels(train_questions, questions)
 
 
 def step_stage0(seed: int) -> Callable[[DemoState], None]:
     def action(state: DemoState) -> None:
-        folder = build_stage0(state.options.settings.model, state.scenes, state.run_dir(seed, STAGE0), seed)
+        folder = state.run_dir(seed, STAGE0)
+        state.tower[seed] = build_stage0(state.options.settings.model, state.scenes, folder, seed)
         state.model_parameters = _count_parameters(folder)
     return action
 
@@ -151,17 +209,32 @@ def step_evaluate(arm: Arm, seed: int) -> Callable[[DemoState], None]:
     def action(state: DemoState) -> None:
         settings = state.options.settings
         model, processor = evaluation.load_model(state.run_dir(seed, arm.final.name))
-        answers = evaluation.generate_answers(
-            model, processor, state.questions, state.scenes, batch_size=settings.eval_batch_size,
-            max_new_tokens=settings.max_new_tokens, desc=f"evaluate {arm.name} (seed {seed})",
-        )
-        state.predictions.setdefault(seed, {})[arm.name] = answers
-        state.accuracy.setdefault(seed, {})[arm.name] = evaluation.accuracy_by_type(state.questions, answers)
-        path = state.run_dir(seed, arm.name) / "predictions.json"
-        path.write_text(json.dumps([
-            {"id": q.id, "question_type": q.question_type, "question": q.text, "answer": q.answer, "prediction": a}
-            for q, a in zip(state.questions, answers, strict=True)
-        ], indent=1) + "\n", encoding="utf-8")
+        for split, questions in state.split_questions.items():
+            answers = evaluation.generate_answers(
+                model, processor, questions, state.scenes, batch_size=settings.eval_batch_size,
+                max_new_tokens=settings.max_new_tokens, desc=f"evaluate {arm.name} on {split} (seed {seed})",
+            )
+            state.split_predictions.setdefault(split, {}).setdefault(seed, {})[arm.name] = answers
+            state.split_accuracy.setdefault(split, {}).setdefault(seed, {})[arm.name] = \
+                evaluation.accuracy_by_type(questions, answers)
+            path = state.run_dir(seed, arm.name) / f"predictions_{split}.json"
+            path.write_text(json.dumps([
+                {"id": q.id, "question_type": q.question_type, "question": q.text, "answer": q.answer,
+                 "prediction": a}
+                for q, a in zip(questions, answers, strict=True)
+            ], indent=1) + "\n", encoding="utf-8")
+    return action
+
+
+def step_vtr_probe(run: RunSpec, seed: int) -> Callable[[DemoState], None]:
+    """The reconstruction probe of a stage-1.5 run on the validation images' detailed captions."""
+    def action(state: DemoState) -> None:
+        captions = state.scenes / PROBE_CAPTIONS
+        if not captions.is_file():  # no validation split: the probe reads training captions instead
+            captions = state.scenes / run.data
+        args = stage_arguments(run.config)
+        state.vtr_fits.setdefault(seed, {})[run.name] = vtr_fit(
+            state.run_dir(seed, run.name), captions, args.template, args.model_max_length, seed)
     return action
 
 
@@ -177,21 +250,30 @@ def step_report(state: DemoState) -> None:
 
 def build_steps(options: DemoOptions, arms: list[Arm]) -> list[Step]:
     """Every step of the demo, in execution order. Runs shared by several arms (the Croc stage 1 that the
-    ablations start from) are trained once per seed; the pool figure's extra runs once, on the first seed."""
+    ablations start from) are trained once per seed; the pool figure's extra runs once, on the first seed. Every
+    stage-1.5 run is followed by its reconstruction probe."""
     steps = [Step("data", step_data)]
     for seed in options.seed_list:
         steps.append(Step(f"seed{seed}/stage0", step_stage0(seed)))
         done: set[str] = set()
+        extra = POOL_FIGURE_RUNS if seed == options.seed_list[0] else ()
         for arm in arms:
             for run in arm.runs:
                 if run.name not in done:
-                    steps.append(Step(f"seed{seed}/{run.name}", step_train(run, seed)))
+                    steps += _train_and_probe(run, seed)
                     done.add(run.name)
             steps.append(Step(f"seed{seed}/{arm.name}/evaluate", step_evaluate(arm, seed)))
-        if seed == options.seed_list[0]:
-            steps += [Step(f"seed{seed}/{run.name}", step_train(run, seed)) for run in POOL_FIGURE_RUNS
-                      if run.name not in done]
+        for run in extra:
+            if run.name not in done:
+                steps += _train_and_probe(run, seed)
     steps += [Step("figures", step_figures), Step("report", step_report)]
+    return steps
+
+
+def _train_and_probe(run: RunSpec, seed: int) -> list[Step]:
+    steps = [Step(f"seed{seed}/{run.name}", step_train(run, seed))]
+    if run.stage == "1.5":
+        steps.append(Step(f"seed{seed}/{run.name}/vtr_probe", step_vtr_probe(run, seed)))
     return steps
 
 

@@ -32,6 +32,11 @@ ARM_COLORS: dict[str, str] = {
     "ablation_causal": "#e7298a",
     "ablation_brief": "#66a61e",
     "ablation_dcg": "#a6761d",
+    "vtr_cosine": "#1f78b4",
+    "vtr_last_layer": "#6a3d9a",
+    "vtr_linear_l2": "#33a02c",
+    "vtr_standardize": "#b15928",
+    "vtr_bert_l2": "#666666",
 }
 FIGURE_FILES: dict[str, str] = {
     "losses": "loss_curves.png",
@@ -39,6 +44,7 @@ FIGURE_FILES: dict[str, str] = {
     "mask": "attention_mask.png",
     "accuracy": "accuracy.png",
     "samples": "samples.png",
+    "vtr_norms": "vtr_norms.png",
 }
 
 
@@ -50,7 +56,30 @@ def make_figures(state) -> dict[str, str]:
     plot_attention_mask(state, folder / FIGURE_FILES["mask"])
     plot_accuracy(state, folder / FIGURE_FILES["accuracy"])
     plot_samples(state, folder / FIGURE_FILES["samples"])
+    plot_vtr_norms(state, folder / FIGURE_FILES["vtr_norms"])
     return dict(FIGURE_FILES)
+
+
+def plot_vtr_norms(state, path: Path) -> None:
+    """Mean norms of the VTR predictions and targets over stage 1.5, per stage-1.5 run: where the two sit far
+    apart the reconstruction loss is mostly a scale gap."""
+    runs = [(f"{arm.name}/stage1_5", arm.label, ARM_COLORS.get(arm.name, "k")) for arm in state.arms
+            if any(run.stage == "1.5" for run in arm.runs)]
+    fig, axes = plt.subplots(1, 2, figsize=(12.5, 4.4))
+    for ax, key, title in zip(axes, ("vtr_prediction_norm", "vtr_target_norm"),
+                              ("VTR prediction norm (what the loss compares)", "VTR target norm")):
+        drawn = [_draw_curve(ax, state, run, key, label, color, smooth=0.0) for run, label, color in runs]
+        ax.set_title(title, fontsize=11)
+        ax.set_xlabel("optimiser step in stage 1.5")
+        ax.set_ylabel("mean L2 norm")
+        ax.grid(alpha=0.3)
+        if any(drawn):
+            _log_scale_if_wide(ax)
+    handles, labels = axes[0].get_legend_handles_labels()
+    if handles:
+        fig.legend(handles, labels, loc="lower center", ncol=2, fontsize=8, frameon=False)
+        fig.subplots_adjust(bottom=0.32)
+    _save(fig, path)
 
 
 def _save(fig, path: Path) -> None:
@@ -107,7 +136,7 @@ def plot_losses(state, path: Path) -> None:
     panels = [
         ("Stage 1: caption loss (projector only)", "lm_loss", "stage1"),
         ("Stage 1.5: caption (DCG) loss", "lm_loss", "stage1_5"),
-        ("Stage 1.5: VTR loss (L2, masked tokens)", "vtr_loss", "stage1_5"),
+        ("Stage 1.5: VTR loss (each run's own distance)", "vtr_loss", "stage1_5"),
         ("Stage 2: answer loss (held-in questions)", "lm_loss", "stage2"),
     ]
     fig, axes = plt.subplots(2, 2, figsize=(11.5, 8.0))

@@ -11,7 +11,16 @@ from pathlib import Path
 from typing import Any
 
 from .evaluate import OVERALL
-from .metrics import aggregate_accuracy, curve, final_value, paired_difference, question_types, verdict
+from .metrics import (
+    aggregate_accuracy,
+    curve,
+    final_value,
+    mean_over_seeds,
+    paired_difference,
+    paired_table,
+    question_types,
+    verdict,
+)
 from .plots import FIGURE_FILES
 from .runs import POOL_FIGURE_RUNS, arm_steps
 
@@ -49,6 +58,18 @@ def build_metrics(state) -> dict[str, Any]:
     }
     if {"croc", "baseline"} <= set(accuracy):
         metrics["croc_minus_baseline"] = paired_difference(state)
+    metrics["report_split"] = state.report_split
+    metrics["splits"] = {
+        split: {
+            "num_questions": len(questions),
+            "accuracy": aggregate_accuracy(state.view(split)),
+            "minus_baseline": paired_table(state.view(split), "baseline"),
+            "minus_croc": paired_table(state.view(split), "croc"),
+        }
+        for split, questions in state.split_questions.items()
+    }
+    metrics["vtr_probe"] = mean_over_seeds(state.vtr_fits)
+    metrics["tower"] = state.tower
     return metrics
 
 
@@ -108,10 +129,10 @@ def _setup_table(state, metrics: dict[str, Any]) -> str:
         ("data", f"{metrics['data'].get('images', 0)} synthetic scenes ({settings.image_size}×{settings.image_size} "
                  f"px); {metrics['num_test_questions']} held-out questions on "
                  f"{len({q.image for q in state.questions})} held-out images that no training file contains"),
-        ("model", f"{metrics['model']['parameters']:,} parameters, random init: CLIP-style tower "
+        ("model", f"{metrics['model']['parameters']:,} parameters: CLIP-style tower pretrained in stage 0, frozen "
                   f"({model.vision_layers} layers × {model.vision_hidden_size}, patch {model.patch_size}: "
                   f"{model.num_image_tokens} visual tokens), Llama-style LM ({model.num_layers} layers × "
-                  f"{model.hidden_size}, {model.num_heads} heads), vocabulary {model.vocab_size} + 2, "
+                  f"{model.hidden_size}, {model.num_heads} heads, random init), vocabulary {model.vocab_size} + 2, "
                   f"prompt pool {model.prompt_pool_size}"),
         ("seeds", ", ".join(str(s) for s in metrics["seeds"]) + " (same data; model init, data order and "
                                                                  "masks follow the seed)"),
@@ -149,20 +170,86 @@ def _timing_table(state) -> str:
     return "\n".join(lines)
 
 
+def _interval(entry: dict[str, float] | None) -> str:
+    if not entry:
+        return "–"
+    return (f"{100 * entry['difference']:+.1f} ({100 * entry['low']:+.1f} to {100 * entry['high']:+.1f})")
+
+
 def _ablation_paragraph(state, metrics: dict[str, Any]) -> str:
     names = [arm.name for arm in state.arms if arm.ablation]
     if not names:
         return ("Not run (they take a stage 1.5 and a stage 2 each): `python -m demo --ablations` adds nearest-"
-                "neighbour matching, causal attention, brief captions and the caption loss alone in stage 1.5, "
-                "each trained from the Croc stage-1 model, then stage 2 and the evaluation.")
-    croc = metrics["accuracy"]["croc"][OVERALL]["mean"]
-    lines = ["| variant | overall accuracy | vs Croc |", "|---|---:|---:|",
-             f"| Croc (Hungarian, mixed attention, detailed captions) | {_pct(croc)} | |"]
-    for name in names:
-        value = metrics["accuracy"][name][OVERALL]["mean"]
-        label = next(arm.label for arm in state.arms if arm.name == name)
-        lines.append(f"| {label} | {_pct(value)} | {100 * (value - croc):+.1f} |")
+                "neighbour matching, causal attention, brief captions, the caption loss alone and the VTR variants "
+                "in stage 1.5, each trained from the Croc stage-1 model, then stage 2 and the evaluation.")
+    splits = metrics["splits"]
+    report, other = metrics["report_split"], "val" if metrics["report_split"] == "test" else None
+    header = ["variant"] + ([f"{other} overall"] if other in splits else []) + [
+        f"{report} overall", f"{report}: − Croc (95% interval)", f"{report}: − baseline (95% interval)"]
+    lines = ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+    for arm in [a for a in state.arms if not a.ablation] + [a for a in state.arms if a.ablation]:
+        cells = [arm.label]
+        if other in splits:
+            cells.append(_pct(splits[other]["accuracy"].get(arm.name, {}).get(OVERALL, {}).get("mean")))
+        cells.append(_pct(splits[report]["accuracy"].get(arm.name, {}).get(OVERALL, {}).get("mean")))
+        cells.append(_interval(splits[report]["minus_croc"].get(arm.name)))
+        cells.append(_interval(splits[report]["minus_baseline"].get(arm.name)))
+        lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def _vtr_table(state, metrics: dict[str, Any]) -> str:
+    """Per stage-1.5 run: its VTR form, the probe on unseen images against the trivial predictor, the norms."""
+    probe = metrics.get("vtr_probe") or {}
+    if not probe:
+        return ""
+    lines = ["| stage-1.5 run | VTR loss (unseen images) | trivial predictor | ratio | prediction norm | "
+             "target norm | final `L_DCG` |", "|---|---:|---:|---:|---:|---:|---:|"]
+    labels = {arm.name: arm.label for arm in state.arms}
+    for run, fit in probe.items():
+        dcg = metrics["final_losses"].get(run, {}).get("lm_loss")
+        arm = run.split("/")[0]
+        label = labels.get(arm, f"{arm} (pool figure only)" if arm == "ablation_nearest" else arm)
+        lines.append(f"| {label} | {fit['vtr_loss']:.4g} | {fit['trivial_loss']:.4g} | {fit['ratio_to_trivial']:.3f} | "
+                     f"{fit['prediction_norm']:.3g} | {fit['target_norm']:.3g} | "
+                     f"{'–' if dcg is None else f'{dcg:.3f}'} |")
+    return "\n".join(lines)
+
+
+def _split_note(metrics: dict[str, Any]) -> str:
+    splits = metrics["splits"]
+    if "val" in splits and "test" in splits:
+        return (f"Settings (sizes, rates, steps, the VTR form) were chosen on the validation split "
+                f"({splits['val']['num_questions']} questions on their own images); the test split "
+                f"({splits['test']['num_questions']} questions) is reported here.")
+    if "test" not in splits:
+        return "This run evaluated the validation split only (`--eval-splits val`), as done while choosing settings."
+    return ""
+
+
+def _tower_text(metrics: dict[str, Any]) -> str:
+    tower = metrics.get("tower") or {}
+    summary = tower.get(min(tower)) if tower else None
+    if not summary or not summary.get("steps"):
+        return "not pretrained in this run"
+    return (f"{summary['steps']} steps, contrastive loss {summary['first_loss']:.2f} → {summary['final_loss']:.2f}, "
+            f"image-to-caption retrieval {100 * summary['train_batch_retrieval_accuracy']:.0f}% in a batch of training "
+            f"pairs against {100 * summary['chance_retrieval_accuracy']:.1f}% chance")
+
+
+def _vtr_section(state, metrics: dict[str, Any]) -> str:
+    table = _vtr_table(state, metrics)
+    if not table:
+        return "No stage-1.5 run in this demo."
+    return f"""Each stage-1.5 model, after training, on the detailed captions of images no training file contains: its VTR
+distance at the reconstructed positions, the same distance for the trivial predictor that always outputs the mean
+target, and their ratio (well below 1: the model reconstructs the individual tokens; about 1: it only learned where
+the targets sit on average, e.g. their scale). Norms are mean L2 norms of the predictions and the (normalised)
+targets at those positions (first seed's masks; means over seeds).
+
+{table}
+
+![VTR norms]({FIGURE_FILES['vtr_norms']})"""
 
 
 def write_report(state) -> Path:
@@ -194,8 +281,10 @@ def render_report(state, metrics: dict[str, Any]) -> str:
     grid = settings.model.image_size // settings.model.patch_size
     return f"""# Croc vs LLaVA-1.5* on synthetic scenes: CPU demo report
 {quick_note}
-**Held-out exact match, overall: Croc {_pct(croc)}% vs baseline {_pct(base)}%** \
+**Held-out {metrics['report_split']} exact match, overall: Croc {_pct(croc)}% vs baseline {_pct(base)}%** \
 ({metrics['num_test_questions']} questions, {seeds_text}). {verdict(difference)}
+
+{_split_note(metrics)}
 
 Both arms start from the same random-init model, see the same training data (brief captions, detailed captions,
 questions) and take the same number of optimiser steps ({metrics['steps']['croc']}) at the same batch size. Croc
@@ -204,7 +293,7 @@ baseline (the paper's "LLaVA-1.5*", table 5) spends them in stage 1, on the same
 captioning, where only the projector trains. So Croc's language model also trains for longer; the stage-1.5
 ablations (`--ablations`) separate the caption loss from the pool / VTR / attention parts.
 
-## Held-out accuracy per question type (%)
+## Held-out accuracy per question type, {metrics['report_split']} split (%)
 
 {accuracy_table(state, metrics)}
 
@@ -224,9 +313,9 @@ greedy decoding. Overall Croc − baseline, paired over questions{' and averaged
 
 ![losses]({FIGURE_FILES['losses']})
 
-The stage-1.5 loss is `L = 10 · L_VTR + L_DCG`; `L_VTR` is the L2 distance between the LM's last hidden state and
-the original visual token at the positions replaced by prompt-pool tokens, averaged over those tokens.
-{_stage1_5_change(metrics)}
+The stage-1.5 loss is `L = 10 · L_VTR + L_DCG`; `L_VTR` is the distance between the LM's prediction and the original
+visual token at the reconstructed positions, averaged over them, in the form the run's configuration sets (the VTR
+table below). {_stage1_5_change(metrics)}
 
 ![pool utilisation]({FIGURE_FILES['pool']})
 
@@ -240,6 +329,12 @@ matching lets many tokens share one.
 
 {_ablation_paragraph(state, metrics)}
 
+Differences are paired over questions and averaged over seeds; the interval is 95% (normal approximation).
+
+## Does stage 1.5 reconstruct? The VTR objective
+
+{_vtr_section(state, metrics)}
+
 ## Setup
 
 {_setup_table(state, metrics)}
@@ -247,7 +342,9 @@ matching lets many tokens share one.
 {_runs_table(state)}
 
 What differs from a real run, all forced by the scale:
-- the vision tower is a random-init CLIP-style encoder (frozen in every stage, as in the paper), not a pretrained CLIP;
+- the vision tower is a {settings.model.vision_layers}-layer CLIP-style encoder pretrained in stage 0 with CLIP's \
+contrastive loss on the training scenes' brief captions ({_tower_text(metrics)}), then frozen in every stage as in the \
+paper; not the paper's CLIP ViT-L/14;
 - the LM is a random-init Llama-style model, so it trains at the rate of the table above instead of the paper's 2e-5
   (which moves a random LM nowhere in a few hundred steps), and so does the projector in stage 2; the projector and
   pool rates of stages 1 and 1.5 are the paper's (1e-3, 1.5e-4);

@@ -63,21 +63,26 @@ class Arm:
         label: legend / table label.
         runs: the runs in order.
         ablation: run only with `--ablations`.
+        vtr_variant: a stage-1.5 variant of the VTR objective (`CrocConfig`'s VTR options), compared in the report's
+            VTR table; the other ablations change the pool, the attention or the data.
     """
 
     name: str
     label: str
     runs: tuple[RunSpec, ...]
     ablation: bool = False
+    vtr_variant: bool = False
 
     @property
     def final(self) -> RunSpec:
         return self.runs[-1]
 
 
-def _ablation(name: str, label: str, config: str, data: str = "detailed_captions.json") -> Arm:
+def _ablation(name: str, label: str, config: str, data: str = "detailed_captions.json",
+              vtr_variant: bool = False) -> Arm:
     first = RunSpec(name, config, "croc/stage1", data)
-    return Arm(name, label, (first, RunSpec(name, "stage2", first.name, QA_MULTI_TURN_DATA)), ablation=True)
+    return Arm(name, label, (first, RunSpec(name, "stage2", first.name, QA_MULTI_TURN_DATA)), ablation=True,
+               vtr_variant=vtr_variant)
 
 
 ARMS: dict[str, Arm] = {
@@ -96,6 +101,14 @@ ARMS: dict[str, Arm] = {
         _ablation("ablation_causal", "Croc, causal attention in 1.5", "stage1_5_causal"),
         _ablation("ablation_brief", "Croc, brief captions in 1.5", "stage1_5_brief", "brief_captions.json"),
         _ablation("ablation_dcg", "Croc, caption loss only in 1.5 (no pool, no VTR)", "stage1_5_dcg"),
+        _ablation("vtr_cosine", "VTR: cosine distance", "stage1_5_vtr_cosine", vtr_variant=True),
+        _ablation("vtr_last_layer", "VTR: read before the final norm", "stage1_5_vtr_last_layer", vtr_variant=True),
+        _ablation("vtr_linear_l2", "VTR: linear head, L2-normalised targets, SmoothL1 (ViCToR)",
+                  "stage1_5_vtr_linear_l2", vtr_variant=True),
+        _ablation("vtr_standardize", "VTR: linear head, standardised targets, MSE (MAE)", "stage1_5_vtr_standardize",
+                  vtr_variant=True),
+        _ablation("vtr_bert_l2", "VTR: BERT-layer head, L2-normalised targets, SmoothL1 (released head)",
+                  "stage1_5_vtr_bert_l2", vtr_variant=True),
     )
 }
 

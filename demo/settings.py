@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .model_spec import ModelSpec
+from .tower import TowerPretraining
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class DemoSettings:
     name: str = "full"
     num_images: int = 2400
     test_fraction: float = 0.1
+    val_fraction: float = 0.1
     image_size: int = 84
     model: ModelSpec = field(default_factory=ModelSpec)
     max_steps: dict[str, int] | None = None
@@ -50,11 +52,15 @@ QUICK = DemoSettings(
     name="quick",
     num_images=24,
     test_fraction=0.25,
+    val_fraction=0.25,
     image_size=56,
     model=ModelSpec(hidden_size=32, num_layers=2, num_heads=4, vision_hidden_size=24, vision_layers=2, image_size=56,
-                    patch_size=28, vocab_size=400, prompt_pool_size=8),
+                    patch_size=28, vocab_size=400, prompt_pool_size=8,
+                    tower=TowerPretraining(steps=3, batch_size=8)),
     max_steps={"stage1": 2, "stage1_5": 2, "stage2": 3, "baseline_stage1": 4, "baseline_stage2": 3,
-               "stage1_5_nearest": 2, "stage1_5_causal": 2, "stage1_5_brief": 2, "stage1_5_dcg": 2},
+               "stage1_5_nearest": 2, "stage1_5_causal": 2, "stage1_5_brief": 2, "stage1_5_dcg": 2,
+               "stage1_5_vtr_cosine": 2, "stage1_5_vtr_last_layer": 2, "stage1_5_vtr_linear_l2": 2,
+               "stage1_5_vtr_standardize": 2, "stage1_5_vtr_bert_l2": 2},
     extra_overrides=("--logging_steps=1", "--global_batch_size=4", "--per_device_train_batch_size=4",
                      "--pool_calibration_images=4"),
     eval_batch_size=16,

@@ -79,6 +79,20 @@ def test_quick_demo_writes_every_report_file(quick_out: Path, capsys) -> None:
     timings = json.loads((report_dir / TIMINGS_FILE).read_text(encoding="utf-8"))
     assert timings["steps"]["total"] > 0
 
+    # Both held-out splits are evaluated (settings are chosen on val; test is reported), on disjoint images.
+    assert metrics["report_split"] == "test" and set(metrics["splits"]) == {"val", "test"}
+    val = json.loads((quick_out / "scenes" / "qa_val.json").read_text(encoding="utf-8"))
+    test = json.loads((quick_out / "scenes" / "qa_test.json").read_text(encoding="utf-8"))
+    assert val and not {row["image"] for row in val} & {row["image"] for row in test}
+    assert metrics["splits"]["test"]["accuracy"] == metrics["accuracy"]
+    assert metrics["splits"]["test"]["minus_baseline"]["croc"] == metrics["croc_minus_baseline"]
+    # The reconstruction probe of every stage-1.5 run, against the trivial mean predictor.
+    probe = metrics["vtr_probe"]["croc/stage1_5"]
+    assert probe["ratio_to_trivial"] == pytest.approx(probe["vtr_loss"] / probe["trivial_loss"])
+    assert probe["tokens"] > 0 and probe["prediction_norm"] > 0 and probe["target_norm"] > 0
+    # Stage 0 pretrained the tower contrastively.
+    assert metrics["tower"][str(SEED)]["steps"] == QUICK.model.tower.steps
+
 
 def test_quick_demo_is_deterministic(quick_out: Path, tmp_path: Path) -> None:
     again = tmp_path / "again"
@@ -86,8 +100,10 @@ def test_quick_demo_is_deterministic(quick_out: Path, tmp_path: Path) -> None:
     first = (quick_out / "report" / METRICS_FILE).read_text(encoding="utf-8")
     assert (again / "report" / METRICS_FILE).read_text(encoding="utf-8") == first
     for arm in ("croc", "baseline"):
-        assert (again / f"seed{SEED}" / arm / "predictions.json").read_text(encoding="utf-8") == (
-            quick_out / f"seed{SEED}" / arm / "predictions.json").read_text(encoding="utf-8")
+        for split in ("val", "test"):
+            name = f"predictions_{split}.json"
+            assert (again / f"seed{SEED}" / arm / name).read_text(encoding="utf-8") == (
+                quick_out / f"seed{SEED}" / arm / name).read_text(encoding="utf-8")
 
 
 def test_chat_cli_answers_from_the_demo_model(quick_out: Path, capsys) -> None:
