@@ -31,9 +31,18 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="also run the stage-1.5 ablations: nearest-neighbour matching, causal attention, "
                              "brief captions, the caption loss alone and the VTR variants (each a stage 1.5 + stage 2 "
                              "from the Croc stage-1 model)")
+    parser.add_argument("--ablation-arms", nargs="+", default=None, metavar="ARM",
+                        help="with --ablations: only these ablation arms (e.g. the VTR variants vtr_cosine ...)")
     parser.add_argument("--eval-splits", nargs="+", choices=["val", "test"], default=["val", "test"],
                         help="held-out splits to evaluate (default both). Choose settings with `--eval-splits val`, "
                              "so the test split is read once, for the report")
+    parser.add_argument("--run-seeds", nargs="+", type=int, default=None,
+                        help="train and evaluate only these of the seeds (for several processes in parallel on the "
+                             "same --out); the others are read back from --out")
+    parser.add_argument("--no-report", action="store_true",
+                        help="train and evaluate, but write no report (a process of a parallel run)")
+    parser.add_argument("--report-only", action="store_true",
+                        help="train nothing: assemble the report from what earlier runs left in --out")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (default 1: on a shared 2-core machine two threads contend and run "
                              "several times slower; the numbers are reproducible for a fixed thread count)")
@@ -55,9 +64,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     options = DemoOptions(out=args.out, seed=args.seed, seeds=args.seeds, ablations=args.ablations,
                           threads=args.threads, settings=PRESETS["quick" if args.quick else "full"],
-                          eval_splits=tuple(args.eval_splits))
+                          eval_splits=tuple(args.eval_splits),
+                          run_seeds=tuple(args.run_seeds) if args.run_seeds else None,
+                          ablation_arms=tuple(args.ablation_arms) if args.ablation_arms else None,
+                          report_only=args.report_only, write_report=not args.no_report)
     state = run_demo(options)
-    print(summary_line(state), flush=True)
+    if options.write_report:
+        print(summary_line(state), flush=True)
     return 0
 
 

@@ -48,6 +48,11 @@ REPORT_DIR = "report"
 SPLIT_FILES = {"val": "qa_val.json", "test": "qa_test.json"}
 # Detailed captions of images no training file contains, for the reconstruction probe (`demo.vtr_probe`).
 PROBE_CAPTIONS = "val_detailed_captions.json"
+# What each step leaves next to its outputs, so a report can be assembled from runs made by several processes
+# (`--run-seeds`, then `--report-only`).
+RUN_SUMMARY = "demo_run.json"
+PROBE_FILE = "vtr_probe.json"
+TOWER_FILE = "tower_pretraining.json"
 
 
 @dataclass(frozen=True)
@@ -61,10 +66,22 @@ class DemoOptions:
     threads: int = 1
     settings: DemoSettings = field(default_factory=DemoSettings)
     eval_splits: tuple[str, ...] = ("val", "test")
+    ablation_arms: tuple[str, ...] | None = None
+    run_seeds: tuple[int, ...] | None = None
+    report_only: bool = False
+    write_report: bool = True
 
     @property
     def seed_list(self) -> list[int]:
+        """Every seed of the report: S..S+N-1 (the data always comes from S)."""
         return [self.seed + k for k in range(self.seeds)]
+
+    @property
+    def trained_seeds(self) -> list[int]:
+        """The seeds this process trains and evaluates (`--run-seeds`; default all)."""
+        if self.report_only:
+            return []
+        return [seed for seed in self.seed_list if self.run_seeds is None or seed in self.run_seeds]
 
 
 @dataclass(frozen=True)
@@ -153,11 +170,21 @@ class Step:
 # ---- steps ----------------------------------------------------------------------------------------------------
 
 def step_data(state: DemoState) -> None:
-    """Synthetic scenes (training files, held-out questions) and the baseline's caption mixture."""
+    """Synthetic scenes (training files, held-out questions) and the baseline's caption mixture. A folder written
+    by another process of the same demo (same sizes, same data seed) is reused as it is."""
     settings = state.options.settings
-    if state.scenes.exists():  # a previous run's images would survive a smaller rerun
-        shutil.rmtree(state.scenes)
-    state.data_counts = build_data(state.scenes, settings, state.options.seed)
+    counts_file = state.scenes / "demo_data.json"
+    expected = {"settings": settings.name, "seed": state.options.seed}
+    if counts_file.is_file() and json.loads(counts_file.read_text(encoding="utf-8"))["made_by"] == expected:
+        state.data_counts = json.loads(counts_file.read_text(encoding="utf-8"))["counts"]
+    elif state.options.report_only:
+        raise FileNotFoundError(f"--report-only: no demo data in {state.scenes}")
+    else:
+        if state.scenes.exists():  # a previous run's images would survive a smaller rerun
+            shutil.rmtree(state.scenes)
+        state.data_counts = build_data(state.scenes, settings, state.options.seed)
+        counts_file.write_text(json.dumps({"made_by": expected, "counts": state.data_counts}, indent=1) + "\n",
+                               encoding="utf-8")
     train_questions = evaluation.load_questions(state.scenes / "qa_train.json")
     for split in state.options.eval_splits:
         questions = evaluation.load_questions(state.scenes / SPLIT_FILES[split], settings.max_eval_questions)
@@ -169,6 +196,7 @@ def step_stage0(seed: int) -> Callable[[DemoState], None]:
     def action(state: DemoState) -> None:
         folder = state.run_dir(seed, STAGE0)
         state.tower[seed] = build_stage0(state.options.settings.model, state.scenes, folder, seed)
+        (folder / TOWER_FILE).write_text(json.dumps(state.tower[seed], indent=1) + "\n", encoding="utf-8")
         state.model_parameters = _count_parameters(folder)
     return action
 
@@ -195,11 +223,13 @@ def step_train(run: RunSpec, seed: int) -> Callable[[DemoState], None]:
             shutil.rmtree(output_dir)
         started = time.perf_counter()
         trainer = train_module.main(training_argv(state, run, seed))
-        state.run_seconds.setdefault(run.name, []).append(time.perf_counter() - started)
-        state.histories.setdefault(seed, {})[run.name] = list(trainer.state.log_history)
+        seconds = time.perf_counter() - started
         args = trainer.args  # after the YAML, the overrides and the stage defaults: what the report states
-        state.run_settings[run.name] = {"max_steps": args.max_steps, "global_batch_size": args.global_batch_size,
-                                        "learning_rates": args.group_learning_rates}
+        summary = {"seconds": seconds, "log_history": list(trainer.state.log_history),
+                   "settings": {"max_steps": args.max_steps, "global_batch_size": args.global_batch_size,
+                                "learning_rates": args.group_learning_rates}}
+        (output_dir / RUN_SUMMARY).write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+        _record_run(state, run.name, seed, summary)
         del trainer
         gc.collect()
     return action
@@ -214,9 +244,7 @@ def step_evaluate(arm: Arm, seed: int) -> Callable[[DemoState], None]:
                 model, processor, questions, state.scenes, batch_size=settings.eval_batch_size,
                 max_new_tokens=settings.max_new_tokens, desc=f"evaluate {arm.name} on {split} (seed {seed})",
             )
-            state.split_predictions.setdefault(split, {}).setdefault(seed, {})[arm.name] = answers
-            state.split_accuracy.setdefault(split, {}).setdefault(seed, {})[arm.name] = \
-                evaluation.accuracy_by_type(questions, answers)
+            _record_evaluation(state, arm, seed, split, answers)
             path = state.run_dir(seed, arm.name) / f"predictions_{split}.json"
             path.write_text(json.dumps([
                 {"id": q.id, "question_type": q.question_type, "question": q.text, "answer": q.answer,
@@ -233,9 +261,54 @@ def step_vtr_probe(run: RunSpec, seed: int) -> Callable[[DemoState], None]:
         if not captions.is_file():  # no validation split: the probe reads training captions instead
             captions = state.scenes / run.data
         args = stage_arguments(run.config)
-        state.vtr_fits.setdefault(seed, {})[run.name] = vtr_fit(
-            state.run_dir(seed, run.name), captions, args.template, args.model_max_length, seed)
+        fit = vtr_fit(state.run_dir(seed, run.name), captions, args.template, args.model_max_length, seed)
+        (state.run_dir(seed, run.name) / PROBE_FILE).write_text(json.dumps(fit, indent=1) + "\n", encoding="utf-8")
+        state.vtr_fits.setdefault(seed, {})[run.name] = fit
     return action
+
+
+def _record_run(state: DemoState, name: str, seed: int, summary: dict[str, Any]) -> None:
+    state.run_seconds.setdefault(name, []).append(summary["seconds"])
+    state.histories.setdefault(seed, {})[name] = summary["log_history"]
+    state.run_settings[name] = summary["settings"]
+
+
+def _record_evaluation(state: DemoState, arm: Arm, seed: int, split: str, answers: list[str]) -> None:
+    state.split_predictions.setdefault(split, {}).setdefault(seed, {})[arm.name] = answers
+    state.split_accuracy.setdefault(split, {}).setdefault(seed, {})[arm.name] = \
+        evaluation.accuracy_by_type(state.split_questions[split], answers)
+
+
+def step_load_seed(seed: int) -> Callable[[DemoState], None]:
+    """What another process trained and evaluated for `seed`, read back from the files its steps left."""
+    def action(state: DemoState) -> None:
+        stage0 = state.run_dir(seed, STAGE0)
+        state.tower[seed] = json.loads((stage0 / TOWER_FILE).read_text(encoding="utf-8"))
+        state.model_parameters = _count_parameters(stage0)
+        for run in _runs_of_seed(state.options, state.arms, seed):
+            folder = state.run_dir(seed, run.name)
+            summary = json.loads((folder / RUN_SUMMARY).read_text(encoding="utf-8"))
+            _record_run(state, run.name, seed, summary)
+            state.timings[f"seed{seed}/{run.name} (another process)"] = summary["seconds"]
+            if (folder / PROBE_FILE).is_file():
+                state.vtr_fits.setdefault(seed, {})[run.name] = json.loads((folder / PROBE_FILE).read_text())
+        for arm in state.arms:
+            for split in state.split_questions:
+                rows = json.loads((state.run_dir(seed, arm.name) / f"predictions_{split}.json").read_text())
+                _record_evaluation(state, arm, seed, split, [row["prediction"] for row in rows])
+    return action
+
+
+def _runs_of_seed(options: DemoOptions, arms: list[Arm], seed: int) -> list[RunSpec]:
+    """The training runs of `seed`, each once, in execution order (the pool figure's extra on the first seed)."""
+    runs: dict[str, RunSpec] = {}
+    for arm in arms:
+        for run in arm.runs:
+            runs.setdefault(run.name, run)
+    if seed == options.seed_list[0]:
+        for run in POOL_FIGURE_RUNS:
+            runs.setdefault(run.name, run)
+    return list(runs.values())
 
 
 def step_figures(state: DemoState) -> None:
@@ -251,29 +324,22 @@ def step_report(state: DemoState) -> None:
 def build_steps(options: DemoOptions, arms: list[Arm]) -> list[Step]:
     """Every step of the demo, in execution order. Runs shared by several arms (the Croc stage 1 that the
     ablations start from) are trained once per seed; the pool figure's extra runs once, on the first seed. Every
-    stage-1.5 run is followed by its reconstruction probe."""
+    stage-1.5 run is followed by its reconstruction probe. Seeds this process does not train (`--run-seeds`,
+    `--report-only`) are read back from the files their own process left."""
     steps = [Step("data", step_data)]
     for seed in options.seed_list:
+        if seed not in options.trained_seeds:
+            if options.write_report:
+                steps.append(Step(f"seed{seed}/load", step_load_seed(seed)))
+            continue
         steps.append(Step(f"seed{seed}/stage0", step_stage0(seed)))
-        done: set[str] = set()
-        extra = POOL_FIGURE_RUNS if seed == options.seed_list[0] else ()
-        for arm in arms:
-            for run in arm.runs:
-                if run.name not in done:
-                    steps += _train_and_probe(run, seed)
-                    done.add(run.name)
-            steps.append(Step(f"seed{seed}/{arm.name}/evaluate", step_evaluate(arm, seed)))
-        for run in extra:
-            if run.name not in done:
-                steps += _train_and_probe(run, seed)
-    steps += [Step("figures", step_figures), Step("report", step_report)]
-    return steps
-
-
-def _train_and_probe(run: RunSpec, seed: int) -> list[Step]:
-    steps = [Step(f"seed{seed}/{run.name}", step_train(run, seed))]
-    if run.stage == "1.5":
-        steps.append(Step(f"seed{seed}/{run.name}/vtr_probe", step_vtr_probe(run, seed)))
+        for run in _runs_of_seed(options, arms, seed):
+            steps.append(Step(f"seed{seed}/{run.name}", step_train(run, seed)))
+            if run.stage == "1.5":
+                steps.append(Step(f"seed{seed}/{run.name}/vtr_probe", step_vtr_probe(run, seed)))
+        steps += [Step(f"seed{seed}/{arm.name}/evaluate", step_evaluate(arm, seed)) for arm in arms]
+    if options.write_report:
+        steps += [Step("figures", step_figures), Step("report", step_report)]
     return steps
 
 
@@ -288,7 +354,7 @@ def run_demo(options: DemoOptions) -> DemoState:
 
 
 def _run_steps(options: DemoOptions) -> DemoState:
-    arms = selected_arms(options.ablations)
+    arms = selected_arms(options.ablations, options.ablation_arms)
     check_equal_budgets([arm for arm in arms if arm.name in ("croc", "baseline")], options.settings.max_steps)
     options.out.mkdir(parents=True, exist_ok=True)
     state = DemoState(options=options, arms=arms)
@@ -301,7 +367,8 @@ def _run_steps(options: DemoOptions) -> DemoState:
         state.timings[step.name] = time.perf_counter() - step_started
     state.timings.pop("total", None)  # keep it last
     state.timings["total"] = time.perf_counter() - state.started
-    write_timings(state)  # again, now with the report step and the final total
+    if options.write_report:
+        write_timings(state)  # again, now with the report step and the final total
     return state
 
 

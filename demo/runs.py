@@ -118,9 +118,14 @@ ARMS: dict[str, Arm] = {
 POOL_FIGURE_RUNS: tuple[RunSpec, ...] = (ARMS["ablation_nearest"].runs[0],)
 
 
-def selected_arms(ablations: bool) -> list[Arm]:
-    """Croc and the baseline, plus the ablations when asked for."""
-    return [arm for arm in ARMS.values() if ablations or not arm.ablation]
+def selected_arms(ablations: bool, only: tuple[str, ...] | None = None) -> list[Arm]:
+    """Croc and the baseline, plus the ablations when asked for (all of them, or the ones named in `only`)."""
+    unknown = set(only or ()) - {arm.name for arm in ARMS.values() if arm.ablation}
+    if unknown:
+        raise ValueError(f"unknown ablation arms {sorted(unknown)}; known: "
+                         f"{', '.join(arm.name for arm in ARMS.values() if arm.ablation)}")
+    return [arm for arm in ARMS.values()
+            if not arm.ablation or (ablations and (only is None or arm.name in only))]
 
 
 def arm_steps(arm: Arm, max_steps: dict[str, int] | None = None) -> int:

@@ -134,3 +134,15 @@ def test_unequal_step_budgets_are_refused() -> None:
     with pytest.raises(ValueError, match="same number of optimiser steps"):
         check_equal_budgets(arms, {"stage1": 1, "stage1_5": 1, "stage2": 1, "baseline_stage1": 5,
                                    "baseline_stage2": 1})
+
+
+def test_report_assembled_from_another_process_equals_the_direct_one(quick_out: Path, tmp_path: Path) -> None:
+    """`--run-seeds ... --no-report` leaves everything the report needs on disk; `--report-only` (as after several
+    processes trained their seeds in parallel) gives the metrics the direct run gave."""
+    apart = tmp_path / "apart"
+    common = ["--quick", "--out", str(apart), "--seed", str(SEED)]
+    assert demo_main([*common, "--run-seeds", str(SEED), "--no-report"]) == 0
+    assert not (apart / "report").exists()
+    assert demo_main([*common, "--report-only"]) == 0
+    direct = json.loads((quick_out / "report" / METRICS_FILE).read_text(encoding="utf-8"))
+    assert json.loads((apart / "report" / METRICS_FILE).read_text(encoding="utf-8")) == direct
