@@ -32,6 +32,8 @@ class TowerPretraining:
         learning_rate: AdamW peak rate (linear warm-up over the first 5%, cosine decay).
         text_layers: layers of the throw-away text tower (same width as the vision tower).
         max_caption_tokens: captions are cut to this many tokens.
+        captions: the training caption file the pairs come from: the brief captions name colours and shapes, the
+            detailed ones also positions, sizes and relations.
     """
 
     steps: int = 400
@@ -39,10 +41,11 @@ class TowerPretraining:
     learning_rate: float = 1e-3
     text_layers: int = 2
     max_caption_tokens: int = 48
+    captions: str = "brief_captions.json"
 
 
-def _captions(data_dir: Path) -> list[tuple[str, str]]:
-    rows = json.loads((data_dir / "brief_captions.json").read_text(encoding="utf-8"))
+def _captions(data_dir: Path, file_name: str) -> list[tuple[str, str]]:
+    rows = json.loads((data_dir / file_name).read_text(encoding="utf-8"))
     return [(row["image"], row["conversations"][-1]["value"]) for row in rows]
 
 
@@ -54,14 +57,14 @@ def pretrain_vision_tower(
     settings: TowerPretraining,
     seed: int,
 ) -> tuple[dict[str, torch.Tensor], dict[str, float]]:
-    """Train a `CLIPModel` whose vision side is `vision_config` on the brief captions of `data_dir`.
+    """Train a `CLIPModel` whose vision side is `vision_config` on the `settings.captions` pairs of `data_dir`.
 
     Returns the vision tower's state dict (a `CLIPVisionModel`'s, as the Croc model holds its tower) and a summary:
     first and last contrastive loss, and the image-to-caption retrieval accuracy within a batch of training pairs at
     the end (chance: 1 / batch size).
     """
     data_dir = Path(data_dir)
-    pairs = _captions(data_dir)
+    pairs = _captions(data_dir, settings.captions)
     # Each caption ends with one <pad>: the text tower pools there (CLIP pools at the first `eos_token_id`), and
     # the same id pads the batch, hidden by the attention mask.
     end = tokenizer.pad_token_id
