@@ -2,7 +2,7 @@
 
     from-original SRC OUT [--vision-tower CLIP_DIR] [--preset paper|official]
     from-llava    SRC OUT [--preset paper|official]
-    from-parts    CLIP_DIR LM_DIR OUT [--preset paper|official] [--image-aspect-ratio square|pad]
+    from-parts    CLIP_DIR LM_DIR OUT [--preset paper|official] [--image-aspect-ratio square|pad] [--base-model ID ...]
     to-llava      SRC OUT
 """
 
@@ -25,7 +25,8 @@ COMMANDS = {
     "from-original": lambda a: convert_original_checkpoint(a.source, a.out, vision_tower=a.vision_tower, **_preset(a)),
     "from-llava": lambda a: convert_llava_folder(a.source, a.out, **_preset(a)),
     "from-parts": lambda a: build_from_parts(a.vision_tower, a.language_model, a.out,
-                                             image_aspect_ratio=a.image_aspect_ratio, **_preset(a)),
+                                             image_aspect_ratio=a.image_aspect_ratio, base_models=a.base_model,
+                                             **_preset(a)),
     "to-llava": lambda a: export_llava_folder(a.source, a.out),
 }
 
@@ -46,6 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     parts.add_argument("language_model")
     parts.add_argument("out")
     parts.add_argument("--image-aspect-ratio", choices=["square", "pad"], default="square")
+    parts.add_argument("--base-model", action="append", metavar="HUB_ID",
+                       help="Hub id of a part given as a local folder, for the card (repeat for each part)")
     for command in (original, llava, parts):
         command.add_argument("--preset", choices=["paper", "official"])
     export = sub.add_parser("to-llava", help="export to a plain llava folder (no pool, no head)")
