@@ -15,9 +15,9 @@ from pathlib import Path
 from PIL import Image
 from tqdm.auto import tqdm
 
-from data_recipes.schema import IMAGE_TOKEN
 from modeling_croc import CrocForConditionalGeneration, CrocProcessor
 from modeling_croc.chat import answer_batch
+from modeling_croc.constants import IMAGE_TOKEN
 
 OVERALL = "overall"
 
