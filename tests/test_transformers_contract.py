@@ -102,8 +102,8 @@ def _llava_auto_classes() -> dict[str, str]:
     """Auto class name -> Llava class name, for every Auto model class of the installed transformers whose mapping
     holds `llava`."""
     found = {}
-    for name in dir(transformers):
-        auto_class = getattr(transformers, name)
+    # The Auto classes live in modeling_auto; walking `dir(transformers)` would import every model of the library.
+    for name, auto_class in vars(modeling_auto).items():
         mapping = getattr(auto_class, "_model_mapping", None)
         names = getattr(mapping, "_model_mapping", None)
         if name.startswith("AutoModel") and isinstance(names, dict) and "llava" in names:
