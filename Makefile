@@ -11,6 +11,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 LATEST_VENV ?= .venv-latest
 LOCK := requirements/lock.txt
+# Installed with --no-deps after the extras (lmms-eval: its declared torchvision breaks transformers next to the CPU
+# torch wheel); what they import is in the `eval` extra, which `dev` includes.
+NO_DEPS := requirements/no-deps.txt
 # torch is pinned outside the ranges: a bare `torch` requirement would pull a multi-GB CUDA build on a CPU machine.
 TORCH_VERSION ?= 2.13.0
 EXTRAS ?= dev
@@ -28,6 +31,8 @@ $(BIN)/python:
 venv: $(BIN)/python
 	$(BIN)/pip install -q -c $(LOCK) torch
 	$(BIN)/pip install -q -c $(LOCK) --no-build-isolation -e ".[$(EXTRAS)]"
+	if [[ ",$(EXTRAS)," == *,dev,* || ",$(EXTRAS)," == *,eval,* ]]; then \
+		$(BIN)/pip install -q -c $(LOCK) --no-deps -r $(NO_DEPS); fi
 
 test: venv
 	$(TEST_ENV) $(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -39,6 +44,7 @@ test-latest:
 	$(LATEST_VENV)/bin/pip install -q --upgrade pip setuptools wheel
 	$(LATEST_VENV)/bin/pip install -q torch==$(TORCH_VERSION)
 	$(LATEST_VENV)/bin/pip install -q --upgrade --upgrade-strategy eager --no-build-isolation -e ".[dev]"
+	$(LATEST_VENV)/bin/pip install -q --upgrade --no-deps -r $(NO_DEPS)
 	@echo "== canary: versions that differ from $(LOCK) (lock < | > newest allowed) =="
 	@diff <(grep -v '^#' $(LOCK) | sort -f) \
 		<($(LATEST_VENV)/bin/pip freeze --all --exclude-editable | sed 's/+cpu$$//' | sort -f) || true
@@ -51,6 +57,7 @@ lock:
 	.venv-lock/bin/pip install -q --upgrade pip setuptools wheel
 	.venv-lock/bin/pip install -q torch==$(TORCH_VERSION)
 	.venv-lock/bin/pip install -q --no-build-isolation -e ".[dev]"
+	.venv-lock/bin/pip install -q --no-deps -r $(NO_DEPS)
 	{ echo "# Exact versions of the tested environment (Python $$(.venv-lock/bin/python -c 'import platform; print(platform.python_version())')), for \`pip install -c\`."; \
 	  echo "# Regenerate with \`make lock\`, then run \`make test\`. torch is written without its local label (+cpu)."; \
 	  .venv-lock/bin/pip freeze --all --exclude-editable | sed 's/+cpu$$//' | sort -f; } > $(LOCK)

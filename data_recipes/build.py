@@ -5,6 +5,7 @@ A build folder holds::
     state.json, dataset_info.json, data-*.arrow   `Dataset.save_to_disk` (load with `datasets.load_from_disk(out)`)
     data.jsonl                                    the kept rows in LLaVA format (text rows without `image`)
     README.md                                     the dataset card
+    (with --hub-folder DIR: DIR/data/train-*.parquet + README.md, what --push-to-hub uploads, images embedded)
     summary.json                                  kept/dropped per source and per reason, parameters, provenance
     rejects.jsonl                                 every rejected row with its reason
 """
@@ -24,7 +25,7 @@ import datasets
 from datasets import Dataset, concatenate_datasets
 from huggingface_hub import DatasetCard
 
-from . import hub
+from . import hub, publish
 from .card import build_card
 from .parts import RecipeResult
 from .registry import get_recipe
@@ -124,6 +125,8 @@ def build_recipe(
     overwrite: bool = False,
     push_to_hub: str | None = None,
     private: bool | None = None,
+    hub_folder: str | Path | None = None,
+    image_storage: str | None = None,
     command: str | None = None,
 ) -> BuildResult:
     """Build recipe `name` from `data_root` into `out_dir`.
@@ -135,10 +138,18 @@ def build_recipe(
         check_images: check that every image exists and PIL can verify it (False: text checks only).
         num_proc: processes for the image checks.
         push_to_hub: a Hub dataset repo id to push the dataset, card, summary and rejects to.
+        hub_folder: write what `push_to_hub` would upload (Parquet shards and card) into this folder instead of (or
+            as well as) pushing: `datasets.load_dataset(hub_folder)` reads it. No network.
+        image_storage: how the pushed rows hold images (`data_recipes.publish.IMAGE_STORAGES`): `embedded` (the
+            default when pushing: a `datasets.Image` column, the bytes in the shards) or `path`. The build folder
+            itself always keeps the paths, for local training.
         command: how the build was invoked, for the card (the CLI passes its command line).
     """
     started = time.perf_counter()
     data_root, out_dir = Path(data_root), Path(out_dir)
+    image_storage = image_storage or "embedded"
+    if image_storage not in publish.IMAGE_STORAGES:
+        raise ValueError(f"image_storage must be one of {publish.IMAGE_STORAGES}, got {image_storage!r}")
     recipe = get_recipe(name)
     _check_out_dir(out_dir, overwrite)
     command = command or f"build_recipe({name!r}, {str(data_root)!r}, {str(out_dir)!r}, seed={seed}, params={params!r})"
@@ -165,12 +176,28 @@ def build_recipe(
     kept.save_to_disk(str(out_dir))
     if export_jsonl:
         _write_jsonl(out_dir / "data.jsonl", _llava_rows(kept))
-    card = build_card(summary, pretty_name=result.pretty_name, licence_ids=[p.licence_id for p in result.parts],
-                      hub_ids=[p.hub_id for p in result.parts if p.hub_id])
+    if push_to_hub or hub_folder:
+        summary["hub"] = {"repo": push_to_hub, "folder": None if hub_folder is None else str(hub_folder),
+                          "image_storage": image_storage}
+
+    def card_for(storage: str) -> DatasetCard:
+        return build_card(summary, pretty_name=result.pretty_name, licence_ids=[p.licence_id for p in result.parts],
+                          hub_ids=[p.hub_id for p in result.parts if p.hub_id], image_storage=storage)
+
+    card = card_for("path")
     card.save(out_dir / "README.md")
     summary["elapsed_s"] = round(time.perf_counter() - started, 3)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
     logger.info("%s: kept %d, rejected %d -> %s", name, len(kept), report.num_rejected, out_dir)
-    if push_to_hub:
-        hub.push_build(kept, card, out_dir, push_to_hub, private=private)
+    if push_to_hub or hub_folder:
+        if image_storage == "path":
+            logger.warning("pushing image paths only: the images stay on this machine (image_storage='path')")
+        pushed = publish.hub_dataset(kept, result.image_root, image_storage)
+        num_shards = publish.shard_count(pushed)
+        if hub_folder:
+            publish.write_hub_folder(pushed, card_for(image_storage), hub_folder, num_shards)
+            logger.info("%s: what --push-to-hub uploads written to %s (%d shards)", name, hub_folder, num_shards)
+        if push_to_hub:
+            hub.push_build(pushed, card_for(image_storage), out_dir, push_to_hub, private=private,
+                           num_shards=num_shards)
     return BuildResult(out_dir, kept, summary, card)

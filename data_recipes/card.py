@@ -23,8 +23,10 @@ def _count(value: int | None) -> str:
     return "all" if value is None else f"{value:,}"
 
 
-def build_card(summary: dict[str, Any], *, pretty_name: str, licence_ids: list[str], hub_ids: list[str]) -> DatasetCard:
-    """Render the card from a build summary (see :func:`data_recipes.build.build_recipe`)."""
+def build_card(summary: dict[str, Any], *, pretty_name: str, licence_ids: list[str], hub_ids: list[str],
+               image_storage: str = "path") -> DatasetCard:
+    """Render the card from a build summary (see :func:`data_recipes.build.build_recipe`), for rows whose images are
+    paths (the build folder) or embedded (`image_storage="embedded"`: what a push uploads)."""
     licences = sorted(set(licence_ids))
     data = DatasetCardData(
         license=licences if len(licences) > 1 else licences[0] if licences else "unknown",
@@ -46,8 +48,10 @@ def build_card(summary: dict[str, Any], *, pretty_name: str, licence_ids: list[s
         "```",
         "",
         f"{rows['kept']:,} rows kept out of {rows['read']:,} read ({rows['dropped']:,} rejected).",
-        "Image paths are relative to the image root the build used"
-        + (f" (`{summary['image_root']}`)." if summary.get("image_root") else "."),
+        ("Each image row carries its image (a `datasets.Image` feature, bytes embedded in the Parquet shards): "
+         "`datasets.load_dataset` returns PIL images." if image_storage == "embedded" else
+         "Image paths are relative to the image root the build used"
+         + (f" (`{summary['image_root']}`)." if summary.get("image_root") else ".")),
         "",
         "## Sources",
         "",
@@ -87,7 +91,9 @@ def build_card(summary: dict[str, Any], *, pretty_name: str, licence_ids: list[s
         "",
         "## Schema",
         "",
-        "`id` (string), `image` (string relative path, null for text-only rows), "
+        "`id` (string), `image` ("
+        + ("image, a `datasets.Image` feature" if image_storage == "embedded" else "string relative path")
+        + ", null for text-only rows), "
         "`conversations` (list of `{from: human|gpt, value}`, `<image>` marks the image in the first human turn), "
         "`source` (upstream set).",
         "",

@@ -3,6 +3,7 @@
     python -m data_recipes list [-v]
     python -m data_recipes build NAME --data-root DIR --out DIR [--seed S] [--strict] [--skip-image-check]
         [--num-proc N] [--set key=value ...] [--no-jsonl] [--overwrite] [--push-to-hub REPO [--private]]
+        [--hub-folder DIR] [--image-storage embedded|path]
     python -m data_recipes synth --out DIR [--num-images N] [--seed S] [--image-size PX] [--test-fraction F]
                                    [--val-fraction F]
 """
@@ -19,6 +20,7 @@ from typing import Any
 import yaml
 
 from .build import DEFAULT_SEED, build_recipe
+from .publish import IMAGE_STORAGES
 from .registry import RECIPES, get_recipe, list_recipes
 from .synthetic_scenes import generate_synthetic_scenes
 from .validation import StrictValidationError
@@ -78,6 +80,11 @@ def _parser() -> argparse.ArgumentParser:
     p_build.add_argument("--overwrite", action="store_true", help="replace a previous build in --out")
     p_build.add_argument("--push-to-hub", metavar="REPO", help="push the dataset and its card to this Hub repo")
     p_build.add_argument("--private", action="store_true", help="with --push-to-hub: create a private repo")
+    p_build.add_argument("--hub-folder", metavar="DIR",
+                         help="write what --push-to-hub uploads (Parquet shards + card) into DIR; no network")
+    p_build.add_argument("--image-storage", choices=IMAGE_STORAGES, default="embedded",
+                         help="how pushed rows hold images: embedded (datasets.Image, the default) or path; the build "
+                         "folder always keeps the paths")
 
     p_synth = sub.add_parser("synth", help="write the synthetic-scenes folder")
     p_synth.add_argument("--out", required=True, help="output folder (LLaVA format)")
@@ -141,6 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             args.name, args.data_root, args.out, seed=args.seed, params=params, strict=args.strict,
             check_images=not args.skip_image_check, num_proc=args.num_proc, export_jsonl=not args.no_jsonl,
             overwrite=args.overwrite, push_to_hub=args.push_to_hub, private=args.private or None,
+            hub_folder=args.hub_folder, image_storage=args.image_storage,
             command=shlex.join(["python", "-m", "data_recipes", *argv]),
         )
     except StrictValidationError as err:

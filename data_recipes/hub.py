@@ -29,8 +29,10 @@ def load_hub_dataset(repo_id: str, data_files: str | None = None) -> Dataset:
     return load_dataset(repo_id, data_files=data_files, split="train")
 
 
-def push_build(dataset: Dataset, card: DatasetCard, out_dir: Path, repo_id: str, *, private: bool | None = None) -> None:
-    """Push a built dataset, its card and its summary/rejects files to `repo_id`.
+def push_build(dataset: Dataset, card: DatasetCard, out_dir: Path, repo_id: str, *, private: bool | None = None,
+               num_shards: int | None = None) -> None:
+    """Push a built dataset (`data_recipes.publish.hub_dataset`: images embedded from a `datasets.Image` column), its
+    card and its summary/rejects files to `repo_id`, in `num_shards` Parquet shards.
 
     `Dataset.push_to_hub` writes its own README with the `configs`/`dataset_info` metadata the Hub viewer
     needs; that metadata is copied into our card before the card replaces the README.
@@ -38,7 +40,7 @@ def push_build(dataset: Dataset, card: DatasetCard, out_dir: Path, repo_id: str,
     from huggingface_hub import DatasetCard as _DatasetCard
     from huggingface_hub import HfApi
 
-    dataset.push_to_hub(repo_id, private=private)
+    dataset.push_to_hub(repo_id, private=private, num_shards=num_shards, embed_external_files=True)
     remote = _DatasetCard.load(repo_id, repo_type="dataset")
     for key in ("configs", "dataset_info"):
         value = remote.data.get(key)

@@ -12,11 +12,12 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-import torch
 from PIL import Image
 from tqdm.auto import tqdm
 
-from modeling_croc import IMAGE_TOKEN, CrocForConditionalGeneration, CrocProcessor
+from modeling_croc import CrocForConditionalGeneration, CrocProcessor
+from modeling_croc.chat import answer_batch
+from modeling_croc.constants import IMAGE_TOKEN
 
 OVERALL = "overall"
 
@@ -63,29 +64,13 @@ def generate_answers(
     max_new_tokens: int = 8,
     desc: str = "evaluate",
 ) -> list[str]:
-    """Greedy answers to `questions`, `batch_size` at a time, with a progress bar."""
-    tokenizer = processor.tokenizer
-    previous_side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    """Greedy answers to `questions`, `batch_size` at a time (`modeling_croc.chat.answer_batch`), with a progress
+    bar."""
     answers: list[str] = []
-    try:
-        for start in tqdm(range(0, len(questions), batch_size), desc=desc, unit="batch"):
-            batch = questions[start:start + batch_size]
-            prompts = [
-                processor.apply_chat_template(
-                    [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": q.text}]}],
-                    add_generation_prompt=True,
-                )
-                for q in batch
-            ]
-            images = [Image.open(Path(image_root) / q.image).convert("RGB") for q in batch]
-            inputs = processor(images=images, text=prompts, padding=True, return_tensors="pt").to(model.device)
-            with torch.no_grad():
-                output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                                        pad_token_id=tokenizer.pad_token_id)
-            new_tokens = output[:, inputs["input_ids"].shape[1]:]
-            answers += [text.strip() for text in processor.batch_decode(new_tokens, skip_special_tokens=True)]
-    finally:
-        tokenizer.padding_side = previous_side
+    for start in tqdm(range(0, len(questions), batch_size), desc=desc, unit="batch"):
+        batch = [([Image.open(Path(image_root) / q.image).convert("RGB")], q.text)
+                 for q in questions[start:start + batch_size]]
+        answers += answer_batch(model, processor, batch, max_new_tokens=max_new_tokens)
     return answers
 
 

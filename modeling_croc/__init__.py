@@ -1,9 +1,11 @@
 """Croc as a transformers model. Importing this package registers it with the Auto classes."""
 
-from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, AutoProcessor
+import transformers
+from transformers import AutoConfig, AutoProcessor
 
+from . import modeling_croc as _modeling
 from .configuration_croc import CrocConfig
-from .constants import IGNORE_INDEX, IMAGE_TOKEN
+from .constants import AUTO_MODEL_CLASSES, IGNORE_INDEX, IMAGE_TOKEN
 from .conversation import TEMPLATES, ConversationTemplate, get_template
 from .modeling_croc import (
     CrocCausalLMOutputWithPast,
@@ -15,18 +17,23 @@ from .presets import CROC_PRESET_NAMES, CROC_PRESETS, CrocPreset, get_preset
 from .processing_croc import VICUNA_V1_CHAT_TEMPLATE, CrocProcessor, with_image_aspect_ratio
 
 AutoConfig.register("croc", CrocConfig, exist_ok=True)
-AutoModel.register(CrocConfig, CrocModel, exist_ok=True)
-AutoModelForImageTextToText.register(CrocConfig, CrocForConditionalGeneration, exist_ok=True)
+# Every Auto class Llava is registered with (constants.AUTO_MODEL_CLASSES); one the installed transformers does not
+# have yet is skipped.
+for _auto_name, _class_name in AUTO_MODEL_CLASSES.items():
+    if hasattr(transformers, _auto_name):
+        getattr(transformers, _auto_name).register(CrocConfig, getattr(_modeling, _class_name), exist_ok=True)
 AutoProcessor.register(CrocConfig, CrocProcessor, exist_ok=True)
 
-# save_pretrained then copies these modules next to the weights and writes `auto_map`, so a saved folder also
-# loads with `trust_remote_code=True` where this package is not installed.
+# save_pretrained then copies these modules next to the weights and writes `auto_map` (every Auto class above, see
+# CrocPreTrainedModel.save_pretrained), so a saved folder also loads with `trust_remote_code=True` where this
+# package is not installed.
 CrocConfig.register_for_auto_class()
 CrocModel.register_for_auto_class("AutoModel")
 CrocForConditionalGeneration.register_for_auto_class("AutoModelForImageTextToText")
 CrocProcessor.register_for_auto_class("AutoProcessor")
 
 __all__ = [
+    "AUTO_MODEL_CLASSES",
     "CROC_PRESETS",
     "CROC_PRESET_NAMES",
     "IGNORE_INDEX",

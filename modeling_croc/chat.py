@@ -1,5 +1,8 @@
 """`python -m modeling_croc.chat MODEL_DIR --image PATH [--question TEXT]`: answer a question about an image.
 
+The answering functions here (`answer_batch`, `continuation_logprob`) are also what the lmms-eval and VLMEvalKit
+integrations (`modeling_croc.evaluation`) call, so a benchmark prompts a model exactly as the chat does.
+
 Without `--question`, questions are read from standard input, one per line, about the same image.
 """
 
@@ -7,25 +10,81 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import torch
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from . import CrocForConditionalGeneration  # noqa: F401  (registers the Auto classes)
+from .constants import IMAGE_TOKEN
+
+
+def user_turn(images: Sequence[Image.Image], text: str) -> dict:
+    """One user message of the chat template: the images, then the text. `<image>` markers already in `text` (some
+    benchmarks write them) are dropped, because the template places each image itself (LLaVA-1.5: images first)."""
+    text = text.replace(IMAGE_TOKEN, "").strip() if IMAGE_TOKEN in text else text
+    return {"role": "user", "content": [{"type": "image"} for _ in images] + [{"type": "text", "text": text}]}
+
+
+def answer_batch(
+    model,
+    processor,
+    questions: Sequence[tuple[Sequence[Image.Image], str]],
+    **generation: Any,
+) -> list[str]:
+    """The answers of `model` to `questions` (each: its images, possibly none, and its text), in one left-padded
+    `generate` call; `generation` goes to `generate` (greedy with 64 new tokens unless it says otherwise). The decoded
+    new tokens, stripped, one string per question."""
+    prompts = [processor.apply_chat_template([user_turn(images, text)], add_generation_prompt=True)
+               for images, text in questions]
+    images = [image for question_images, _ in questions for image in question_images]
+    tokenizer = processor.tokenizer
+    # Left padding: every prompt of the batch then ends where its answer starts.
+    previous_side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    try:
+        inputs = processor(images=images or None, text=prompts, padding=True, return_tensors="pt")
+    finally:
+        tokenizer.padding_side = previous_side
+    inputs = inputs.to(model.device)
+    if "pixel_values" in inputs:
+        inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+    settings = {"max_new_tokens": 64, "do_sample": False, "pad_token_id": tokenizer.pad_token_id, **generation}
+    with torch.no_grad():
+        output = model.generate(**inputs, **settings)
+    new_tokens = output[:, inputs["input_ids"].shape[1]:]
+    return [text.strip() for text in processor.batch_decode(new_tokens, skip_special_tokens=True)]
 
 
 def answer(model, processor, image: Image.Image | None, question: str, max_new_tokens: int = 64) -> str:
     """Greedy answer of `model` to `question` about `image` (or a text-only question), via `generate`."""
-    content = ([{"type": "image"}] if image is not None else []) + [{"type": "text", "text": question}]
-    prompt = processor.apply_chat_template([{"role": "user", "content": content}], add_generation_prompt=True)
-    inputs = processor(images=[image] if image is not None else None, text=[prompt], return_tensors="pt")
-    inputs = inputs.to(model.device)
+    images = [image] if image is not None else []
+    return answer_batch(model, processor, [(images, question)], max_new_tokens=max_new_tokens)[0]
+
+
+def continuation_logprob(
+    model, processor, images: Sequence[Image.Image], context: str, continuation: str
+) -> tuple[float, bool]:
+    """(log-probability of `continuation` as the assistant's answer to `context` about `images`, whether greedy
+    decoding would produce exactly it). The answer is scored as the chat template renders it, answer text and
+    end-of-turn token, which are also the tokens training supervises."""
+    user = user_turn(images, context)
+    prompt = processor.apply_chat_template([user], add_generation_prompt=True)
+    reply = {"role": "assistant", "content": [{"type": "text", "text": continuation}]}
+    full = processor.apply_chat_template([user, reply])
+    if not full.startswith(prompt):
+        raise ValueError("the chat template renders the answer turn differently from the generation prompt")
+    inputs = processor(images=list(images) or None, text=[full], return_tensors="pt").to(model.device)
+    if "pixel_values" in inputs:
+        inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
+    prompt_length = processor(images=list(images) or None, text=[prompt], return_tensors="pt")["input_ids"].shape[1]
+    targets = inputs["input_ids"][0, prompt_length:]
     with torch.no_grad():
-        output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
-                                pad_token_id=processor.tokenizer.pad_token_id)
-    return processor.batch_decode(output[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)[0].strip()
+        logits = model(**inputs).logits[0, prompt_length - 1:-1].float()
+    logprobs = torch.log_softmax(logits, dim=-1)
+    score = float(logprobs.gather(-1, targets[:, None]).sum())
+    return score, bool(torch.equal(logits.argmax(dim=-1), targets))
 
 
 def load(model_dir: str, device: str = "cpu"):

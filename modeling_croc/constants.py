@@ -22,7 +22,20 @@ CROC_ONLY_PREFIXES: tuple[str, ...] = (PROMPT_POOL_PREFIX, VTR_HEAD_PREFIX)
 # The same as patterns that also match inside `CrocModel` alone or under a wrapper's prefix (PEFT, DDP).
 CROC_ONLY_PATTERNS: tuple[str, ...] = tuple(rf"(^|\.){module}\." for module in (PROMPT_POOL_MODULE, VTR_HEAD_MODULE))
 
+# Every transformers Auto class Llava is registered with, and the Croc class it resolves to for a `croc` config
+# (`LlavaModel` -> `CrocModel`, `LlavaForConditionalGeneration` -> `CrocForConditionalGeneration`). The package
+# registers them on import and a saved folder's `auto_map` lists them, so `trust_remote_code` loads through each.
+# `tests/test_transformers_contract.py` derives Llava's set from the installed transformers and checks this table
+# against it. An Auto class the installed transformers lacks (AutoModelForMultimodalLM before 5.x) is skipped.
+AUTO_MODEL_CLASSES: dict[str, str] = {
+    "AutoModel": "CrocModel",
+    "AutoModelForPreTraining": "CrocForConditionalGeneration",
+    "AutoModelForImageTextToText": "CrocForConditionalGeneration",
+    "AutoModelForMultimodalLM": "CrocForConditionalGeneration",
+}
+
 __all__ = [
+    "AUTO_MODEL_CLASSES",
     "CROC_ONLY_PATTERNS",
     "CROC_ONLY_PREFIXES",
     "IGNORE_INDEX",

@@ -31,10 +31,11 @@ from transformers.models.llava.modeling_llava import (
     LlavaPreTrainedModel,
 )
 from transformers.utils import ModelOutput
+from transformers.utils.generic import can_return_tuple
 
 from .attention_mask import bidirectional_block_ids, build_mixed_attention_mask
 from .configuration_croc import CrocConfig
-from .constants import CROC_ONLY_PATTERNS
+from .constants import AUTO_MODEL_CLASSES, CROC_ONLY_PATTERNS
 from .losses import normalize_vtr_targets, visual_token_reconstruction_loss
 from .profiling import croc_region
 from .prompt_pool import CrocPromptPool
@@ -100,6 +101,21 @@ class CrocPreTrainedModel(LlavaPreTrainedModel):
     # Llava checkpoints (stage 1, or any llava-1.5 conversion) have no pool and no VTR head: they start here.
     _keys_to_ignore_on_load_missing = list(CROC_ONLY_PATTERNS)
 
+    def save_pretrained(self, save_directory, *args, **kwargs) -> None:
+        """`PreTrainedModel.save_pretrained`, with every Auto class of `AUTO_MODEL_CLASSES` in the saved `auto_map`.
+
+        transformers writes only the one Auto class a model class was registered for (`register_for_auto_class`
+        holds one name), so `AutoModel` or `AutoModelForPreTraining` with `trust_remote_code=True` would not find
+        the copied code. Only a class registered for remote code (`_auto_class` set) writes them: the code is then
+        copied next to the weights under this module's name.
+        """
+        if self._auto_class is not None:
+            module = type(self).__module__.split(".")[-1]
+            auto_map = dict(getattr(self.config, "auto_map", None) or {})
+            auto_map.update({auto: f"{module}.{name}" for auto, name in AUTO_MODEL_CLASSES.items()})
+            self.config.auto_map = auto_map
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)
         if isinstance(module, CrocPromptPool):
@@ -124,6 +140,9 @@ class CrocModel(CrocPreTrainedModel, LlavaModel):
             outputs.pooler_output = [F.normalize(features, dim=-1) for features in outputs.pooler_output]
         return outputs
 
+    # `can_return_tuple` takes `return_dict` (the argument, else `config.return_dict`) off the call and turns the
+    # output into `to_tuple()` when it is False: the body below always works on output objects.
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -156,9 +175,11 @@ class CrocModel(CrocPreTrainedModel, LlavaModel):
                 position_ids=position_ids,
                 inputs_embeds=inputs_embeds,
                 mm_encoder_outputs=mm_encoder_outputs,
+                # Explicit: with `config.return_dict=False` the parent would otherwise hand back a tuple.
+                return_dict=True,
                 **kwargs,
             )
-            return CrocModelOutputWithPast(**outputs)
+            return CrocModelOutputWithPast(**fields_declared_by(outputs, CrocModelOutputWithPast))
         if input_ids is None:
             raise ValueError("the stage-1.5 forward locates visual tokens by `input_ids`; pass input_ids")
         image_outputs = (mm_encoder_outputs or {}).get("image")
@@ -205,7 +226,8 @@ class CrocModel(CrocPreTrainedModel, LlavaModel):
             mixed_mask = build_mixed_attention_mask(self.config.text_config, inputs_embeds, attention_mask, block_ids)
         with croc_region("language model"), self._vtr_source_capture() as before_final_norm:
             outputs = self.language_model(
-                attention_mask=mixed_mask, position_ids=position_ids, inputs_embeds=inputs_embeds, **kwargs
+                attention_mask=mixed_mask, position_ids=position_ids, inputs_embeds=inputs_embeds, return_dict=True,
+                **kwargs,
             )
         return CrocModelOutputWithPast(
             **fields_declared_by(outputs, CrocModelOutputWithPast),
@@ -272,6 +294,7 @@ class CrocForConditionalGeneration(CrocPreTrainedModel, LlavaForConditionalGener
             return num_images * tokens_per_image
         return num_images * self.config.num_masked_tokens(tokens_per_image)
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -315,6 +338,7 @@ class CrocForConditionalGeneration(CrocPreTrainedModel, LlavaForConditionalGener
             mm_encoder_outputs=mm_encoder_outputs,
             croc_objectives=croc_objectives,
             croc_generator=croc_generator,
+            return_dict=True,
             **kwargs,
         )
         hidden_states = outputs.last_hidden_state

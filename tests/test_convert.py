@@ -4,6 +4,7 @@ import json
 
 import pytest
 import torch
+from huggingface_hub import ModelCard
 from transformers import (
     BertConfig,
     CLIPImageProcessorPil,
@@ -107,7 +108,13 @@ def test_from_parts_loads_clip_and_the_language_model(tmp_path, tokenizer):
     lm.save_pretrained(tmp_path / "lm")
     tokenizer.save_pretrained(tmp_path / "lm")
 
-    croc, processor = build_from_parts(tmp_path / "clip", tmp_path / "lm", tmp_path / "croc", prompt_pool_size=64)
+    (tmp_path / "lm" / "README.md").write_text("---\nlicense: llama2\n---\n# an LM\n")  # its card's licence
+
+    croc, processor = build_from_parts(tmp_path / "clip", tmp_path / "lm", tmp_path / "croc", prompt_pool_size=64,
+                                       base_models=["lmsys/vicuna-7b-v1.5", "openai/clip-vit-large-patch14-336"])
+    card = ModelCard.load(tmp_path / "croc" / "README.md").data  # what stage 1 inherits
+    assert card.license == "llama2" and card.croc_licenses == ["llama2"]
+    assert card.base_model == ["lmsys/vicuna-7b-v1.5", "openai/clip-vit-large-patch14-336"]
     assert isinstance(processor, CrocProcessor)
     assert processor.tokenizer.convert_tokens_to_ids(["<image>", "<pad>"]) == [32000, 32001]
     assert croc.config.image_token_id == 32000 and croc.config.text_config.vocab_size == VOCAB

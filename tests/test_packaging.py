@@ -21,6 +21,13 @@ CONFIG = read_configuration(str(REPO / "setup.cfg"))
 INSTALL_REQUIRES = [Requirement(line) for line in CONFIG["options"]["install_requires"]]
 EXTRAS = {name: [Requirement(line) for line in lines]
           for name, lines in CONFIG["options"]["extras_require"].items()}
+# Installed with `pip install --no-deps` (their declared requirements cannot live beside the CPU torch wheel).
+NO_DEPS = [Requirement(line) for line in (REPO / "requirements" / "no-deps.txt").read_text().splitlines()
+           if line.strip() and not line.startswith("#")]
+# Modules that exist only inside another tool, which imports them (never the package itself): the tool is imported
+# at their module level. Host tool -> its distribution, or None for one installed from its repository.
+TOOL_MODULES = {"modeling_croc/evaluation/lmms_eval_model.py": ("lmms_eval", "lmms-eval"),
+                "modeling_croc/evaluation/vlmevalkit.py": ("vlmeval", None)}
 
 
 def _names(requirements: list[Requirement]) -> set[str]:
@@ -32,6 +39,7 @@ def _third_party_imports(package: str) -> dict[str, set[str]]:
     (module level, or inside a function, i.e. only when that code runs)."""
     found: dict[str, set[str]] = {}
     for path in (REPO / package).rglob("*.py"):
+        host = TOOL_MODULES.get(path.relative_to(REPO).as_posix(), (None, None))[0]
         tree = ast.parse(path.read_text(encoding="utf-8"))
         function_level = {id(node) for fn in ast.walk(tree) if isinstance(fn, ast.FunctionDef | ast.AsyncFunctionDef)
                           for node in ast.walk(fn)}
@@ -44,7 +52,7 @@ def _third_party_imports(package: str) -> dict[str, set[str]]:
                 continue
             for module in modules:
                 top = module.split(".")[0]
-                if top in sys.stdlib_module_names or top in RUNTIME_PACKAGES or top == "__future__":
+                if top in sys.stdlib_module_names or top in RUNTIME_PACKAGES or top in ("__future__", host):
                     continue
                 found.setdefault(top, set()).add("function" if id(node) in function_level else "module")
     return found
@@ -53,19 +61,20 @@ def _third_party_imports(package: str) -> dict[str, set[str]]:
 def test_runtime_packages_import_no_fixture_test_tool_or_extra():
     """`import modeling_croc, trainer, data_recipes` (and the training entry) pulls in no test fixture, no
     test-only tokenizer source and nothing of the `demo` extra."""
-    probe = ("import sys, modeling_croc, trainer, trainer.train, data_recipes; "
-             "print(sorted(m for m in ('croc_testing', 'mistral_common', 'matplotlib', 'evaluate', 'pytest') "
-             "if m in sys.modules))")
+    probe = ("import sys, modeling_croc, modeling_croc.evaluation, trainer, trainer.train, data_recipes; "
+             "print(sorted(m for m in ('croc_testing', 'mistral_common', 'matplotlib', 'evaluate', 'pytest', "
+             "'lmms_eval', 'vlmeval', 'decord', 'loguru') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
 
 
 @pytest.mark.parametrize("package", RUNTIME_PACKAGES)
 def test_every_runtime_import_is_a_declared_dependency(package):
-    """A module-level import must come from `install_requires`; one inside a function (an optional feature) from
-    `install_requires` or an extra."""
+    """A module-level import must come from `install_requires` (a tool-only module may import its host tool); one
+    inside a function (an optional feature) from `install_requires`, an extra or requirements/no-deps.txt."""
     distributions = importlib.metadata.packages_distributions()
-    required, optional = _names(INSTALL_REQUIRES), set().union(*(_names(reqs) for reqs in EXTRAS.values()))
+    required = _names(INSTALL_REQUIRES)
+    optional = set().union(*(_names(reqs) for reqs in EXTRAS.values()), _names(NO_DEPS))
     undeclared = []
     for module, where in sorted(_third_party_imports(package).items()):
         names = {canonicalize_name(name) for name in distributions.get(module, [module])}
@@ -100,9 +109,17 @@ def _lock() -> dict[str, str]:
     return pins
 
 
+def test_tool_modules_name_their_host_and_it_is_declared():
+    """Each tool-only module imports its host tool, and a host that comes from PyPI is in requirements/no-deps.txt."""
+    for module, (host, distribution) in TOOL_MODULES.items():
+        assert host in (REPO / module).read_text(encoding="utf-8"), module
+        if distribution is not None:
+            assert canonicalize_name(distribution) in _names(NO_DEPS), distribution
+
+
 def test_lock_pins_every_requirement_inside_its_range():
     pins = _lock()
-    for requirement in INSTALL_REQUIRES + [req for reqs in EXTRAS.values() for req in reqs]:
+    for requirement in INSTALL_REQUIRES + NO_DEPS + [req for reqs in EXTRAS.values() for req in reqs]:
         name = canonicalize_name(requirement.name)
         if name == "flash-attn":  # GPU-only extra: not part of the CPU environment the lock describes
             continue

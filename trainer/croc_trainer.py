@@ -23,6 +23,8 @@ import torch
 from transformers import Trainer
 from transformers.trainer_utils import TrainOutput, get_last_checkpoint
 
+from modeling_croc.provenance import Provenance
+
 from .calibration import calibrate_prompt_pool
 from .checkpoint_io import has_full_weights, load_weights_into
 from .croc_rng import MicroBatchDraws, mask_generator, step_draw_offsets
@@ -58,13 +60,14 @@ class CrocTrainer(Trainer):
     """Trainer for the three Croc stages; `args` is a `CrocTrainingArguments`.
 
     Args:
-        base_models: model ids recorded in the model card (the LLM and CLIP checkpoints the run descends from).
+        provenance: base models, licences and datasets the run inherits, for the model card
+            (`trainer.model_card.run_provenance`).
         *args, **kwargs: as `transformers.Trainer`.
     """
 
-    def __init__(self, *args, base_models: list[str] | None = None, **kwargs) -> None:
+    def __init__(self, *args, provenance: Provenance | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.base_models = list(base_models or [])
+        self.provenance = provenance or Provenance()
         config = self.croc_model.config
         pool_size = config.prompt_pool_size if config.croc_pretraining and self.args.log_pool_utilisation else None
         self._croc_metrics = CrocMetrics(pool_size=pool_size, vtr_loss_weight=config.vtr_loss_weight)

@@ -11,6 +11,7 @@ inference prepare pixels one way.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -39,6 +40,18 @@ def _turns(conversations: Any) -> list[Mapping[str, str]]:
     return list(conversations)
 
 
+def has_image(value: Any) -> bool:
+    """Whether a row's `image` holds an image: a path (a non-empty string), a decoded `datasets.Image` value (a PIL
+    image) or an undecoded one (`{"bytes", "path"}`); None for text-only rows."""
+    if value is None:
+        return False
+    if isinstance(value, str):
+        return bool(value)
+    if isinstance(value, Mapping):
+        return bool(value.get("bytes") or value.get("path"))
+    return True
+
+
 def _fit(ids: list[int], labels: list[int], image_end: int, max_length: int) -> int:
     """Length to keep so that the row fits in `max_length`, 0 if it cannot be kept.
 
@@ -58,7 +71,9 @@ class CrocSupervisedDataset(torch.utils.data.Dataset):
     """Supervised rows for every Croc stage.
 
     Args:
-        rows: a `datasets.Dataset` or a sequence of rows ``{"id", "image", "conversations", "source"}``.
+        rows: a `datasets.Dataset` or a sequence of rows ``{"id", "image", "conversations", "source"}``; `image` is
+            a path relative to `image_root`, or the image itself (a `datasets.Image` column: a PIL image, or
+            ``{"bytes", "path"}`` undecoded), as in a dataset pushed by `data_recipes`.
         processor: a `CrocProcessor` (anything with `tokenizer`, `image_processor`, `image_token_id` and
             `num_image_tokens`), set up for the stage's image aspect ratio (`modeling_croc.with_image_aspect_ratio`).
         template: a name in `modeling_croc.conversation.TEMPLATES` ("plain" for stage 1, "vicuna_v1" after) or a
@@ -110,9 +125,10 @@ class CrocSupervisedDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor | None] | None:
         row = self.rows[int(index)]
-        has_image = bool(row.get("image"))
-        segments = self.template.segments(_turns(row["conversations"]), has_image=has_image, eos_token=self._eos_token)
-        input_ids, labels, image_end = self._tokenize(segments, has_image, row)
+        with_image = has_image(row.get("image"))
+        segments = self.template.segments(_turns(row["conversations"]), has_image=with_image,
+                                          eos_token=self._eos_token)
+        input_ids, labels, image_end = self._tokenize(segments, with_image, row)
 
         if all(label == IGNORE_INDEX for label in labels):
             self._report("all_masked", row, "no supervised token (no answer turn?)")
@@ -129,7 +145,7 @@ class CrocSupervisedDataset(torch.utils.data.Dataset):
         return {
             "input_ids": torch.tensor(input_ids, dtype=torch.long),
             "labels": torch.tensor(labels, dtype=torch.long),
-            "pixel_values": self._load_image(row) if has_image else None,
+            "pixel_values": self._load_image(row) if with_image else None,
         }
 
     def _tokenize(
@@ -175,13 +191,23 @@ class CrocSupervisedDataset(torch.utils.data.Dataset):
 
     def _load_image(self, row: Mapping[str, Any]) -> torch.Tensor:
         """The row's image as the processor's pixel values, (3, H, W) float32."""
-        path = self.image_root / row["image"]
+        value = row["image"]
+        if isinstance(value, Image.Image):
+            return self._pixels(value)
+        if isinstance(value, Mapping) and value.get("bytes"):
+            source, where = io.BytesIO(value["bytes"]), f"embedded image {value.get('path')!r}"
+        else:
+            path = self.image_root / (value["path"] if isinstance(value, Mapping) else value)
+            source, where = path, repr(str(path))
         try:
-            with Image.open(path) as image:
+            with Image.open(source) as image:
                 image = image.convert("RGB")
         except (OSError, ValueError) as error:
-            raise OSError(f"row {row.get('id')!r}: cannot read image {str(path)!r}: {error}") from error
-        return self.processor.image_processor(image, return_tensors="pt")["pixel_values"][0]
+            raise OSError(f"row {row.get('id')!r}: cannot read image {where}: {error}") from error
+        return self._pixels(image)
+
+    def _pixels(self, image: Image.Image) -> torch.Tensor:
+        return self.processor.image_processor(image.convert("RGB"), return_tensors="pt")["pixel_values"][0]
 
     def _report(self, kind: str, row: Mapping[str, Any], detail: str) -> None:
         self.stats[kind] += 1
@@ -203,7 +229,7 @@ class CrocSupervisedDataset(torch.utils.data.Dataset):
         lengths = []
         for row in self.rows:
             words = sum(len(turn["value"].split()) for turn in _turns(row["conversations"]))
-            lengths.append(self._signed_length(words, bool(row.get("image"))))
+            lengths.append(self._signed_length(words, has_image(row.get("image"))))
         return lengths
 
     def _signed_length(self, words: int, has_image: bool) -> int:
@@ -211,6 +237,7 @@ class CrocSupervisedDataset(torch.utils.data.Dataset):
         return words + self._num_image_tokens if has_image else -max(words, 1)
 
     def _arrow_modality_lengths(self) -> list[int]:
+        import pyarrow as pa
         import pyarrow.compute as pc
 
         lengths: list[int] = []
@@ -221,14 +248,16 @@ class CrocSupervisedDataset(torch.utils.data.Dataset):
             words = pc.fill_null(pc.count_substring_regex(values, r"\S+"), 0).to_numpy(zero_copy_only=False)
             rows = pc.list_parent_indices(conversations).to_numpy(zero_copy_only=False)
             per_row = np.bincount(rows, weights=words, minlength=table.num_rows).astype(np.int64)
-            if "image" in columns:
-                has_image = pc.fill_null(pc.greater(pc.utf8_length(table.column("image")), 0), False)
-                has_image = has_image.to_numpy(zero_copy_only=False)
+            if "image" not in columns:
+                with_image = np.zeros(table.num_rows, dtype=bool)
+            elif pa.types.is_struct(table.column("image").type):  # a datasets.Image column: null for text rows
+                with_image = pc.is_valid(table.column("image")).to_numpy(zero_copy_only=False)
             else:
-                has_image = np.zeros(table.num_rows, dtype=bool)
-            signed = np.where(has_image, per_row + self._num_image_tokens, -np.maximum(per_row, 1))
+                with_image = pc.fill_null(pc.greater(pc.utf8_length(table.column("image")), 0), False)
+                with_image = with_image.to_numpy(zero_copy_only=False)
+            signed = np.where(with_image, per_row + self._num_image_tokens, -np.maximum(per_row, 1))
             lengths.extend(signed.tolist())
         return lengths
 
 
-__all__ = ["CrocSupervisedDataset"]
+__all__ = ["CrocSupervisedDataset", "has_image"]

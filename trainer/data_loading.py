@@ -1,4 +1,5 @@
-"""Training rows from a data_recipes build folder or any LLaVA-format JSON, turned into the stage's dataset."""
+"""Training rows from a data_recipes build folder, a pushed (Hub-layout) dataset or any LLaVA-format JSON, turned into
+the stage's dataset."""
 
 from __future__ import annotations
 
@@ -20,19 +21,31 @@ logger = logging.getLogger(__name__)
 def load_rows(data_args: DataArguments) -> tuple[datasets.Dataset, Path]:
     """The rows and the folder their image paths are relative to.
 
-    A build folder (`datasets.save_to_disk`) records its image root in `summary.json`; a JSON file's images are
-    taken relative to the file's folder unless `image_root` says otherwise.
+    `data.path` is one of: a build folder (`datasets.save_to_disk`), which records its image root in
+    `summary.json`; a LLaVA-format JSON file, whose images are taken relative to the file's folder; a folder in the
+    Hub's dataset layout (`data/train-*.parquet` and its card, as `data_recipes ... --hub-folder` writes and
+    `--push-to-hub` uploads) or a Hub dataset id, whose rows carry their images (`datasets.Image`). `image_root`
+    overrides the folder for path rows.
     """
     path = Path(data_args.path).expanduser()
-    if path.is_dir():
+    if is_saved_build(path):
         rows = datasets.load_from_disk(str(path))
         image_root = data_args.image_root or _recorded_image_root(path) or path
-    else:
+    elif path.is_file():
         rows = load_llava_json(path)
         image_root = data_args.image_root or path.parent
+    else:
+        # The Hub layout, local or remote: `load_dataset` reads the card's `configs` and decodes the Image column.
+        rows = datasets.load_dataset(str(data_args.path), split="train")
+        image_root = data_args.image_root or (path if path.is_dir() else Path("."))
     if data_args.max_samples is not None:
         rows = rows.select(range(min(int(data_args.max_samples), len(rows))))
     return rows, Path(image_root)
+
+
+def is_saved_build(path: Path) -> bool:
+    """A folder written by `Dataset.save_to_disk` (a data_recipes build)."""
+    return (path / "dataset_info.json").is_file() and (path / "state.json").is_file()
 
 
 def _recorded_image_root(build: Path) -> str | None:

@@ -1,17 +1,32 @@
-"""The model card of a Croc training run: Hub metadata (base models, datasets, licence, pipeline tag, the Croc stage,
-preset and hyperparameters, final losses) and a short human-readable body."""
+"""The model card of a Croc training run: Hub metadata (base models, datasets, licence, pipeline tag, evaluation
+results, the Croc stage, preset and hyperparameters, final losses) and a short human-readable body.
+
+Base models, licences and datasets are inherited (`modeling_croc.provenance`): from the parts' cards in stage 1
+(CLIP and the LM: a Hub id is a base model, its card's licence is carried), from the previous stage's card after
+that, and from the data recipe's card (its upstream datasets). Every run writes its card into `output_dir`, so the
+next stage reads it. `python -m trainer.model_card FOLDER --eval-results RESULTS.json` adds lmms-eval results to a
+saved folder's card.
+"""
 
 from __future__ import annotations
 
+import argparse
+import importlib.metadata
+import json
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import ModelCard, ModelCardData
+from huggingface_hub import EvalResult, ModelCard, ModelCardData
+from huggingface_hub.repocard_data import eval_results_to_model_index, model_index_to_eval_results
 
-from .script_args import ModelArguments
+from modeling_croc.provenance import HUB_ID, LICENSE_ID, OTHER_LICENSE, Provenance, is_hub_id
 
-_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+from .script_args import DataArguments, ModelArguments
+
+PACKAGE = "croc-transformers"
+PIPELINE_TAG = "image-text-to-text"
 # Croc config fields worth stating on the card.
 CARD_CROC_FIELDS = (
     "croc_preset", "croc_pretraining", "prompt_pool_size", "prompt_pool_init", "mask_ratio", "mask_rounding",
@@ -21,27 +36,44 @@ CARD_CROC_FIELDS = (
 FINAL_LOG_KEYS = ("loss", "lm_loss", "vtr_loss", "pool_utilisation", "pool_entropy")
 
 
-def _is_hub_id(name: str) -> bool:
-    return bool(_HUB_ID.match(name)) and not Path(name).expanduser().exists()
+def run_provenance(model_args: ModelArguments, data_args: DataArguments | None = None) -> Provenance:
+    """Base models, licences and datasets this run inherits: the parts' (stage 1 from CLIP + LM: a part given by Hub
+    id is a base model, and its card's licence is carried) or the previous stage folder's card, plus the upstream
+    datasets of the data recipe's card (or the Hub id of a pushed dataset). `model.base_models` replaces the base
+    models found."""
+    if model_args.vision_tower:
+        from .model_loading import _local_snapshot
+
+        found = Provenance().merged(*(
+            Provenance.of_model_folder(_local_snapshot(part), hub_id=part if is_hub_id(part) else None)
+            for part in (model_args.language_model, model_args.vision_tower)))
+    elif model_args.name_or_path and is_hub_id(model_args.name_or_path):
+        found = Provenance(base_models=[model_args.name_or_path])
+    else:
+        found = Provenance.of_model_folder(model_args.name_or_path)
+    if data_args is not None and data_args.path:
+        data = Path(data_args.path).expanduser()
+        if data.is_dir():
+            found = found.merged(Provenance.of_dataset_folder(data), _pushed_dataset(data))
+        elif is_hub_id(data_args.path):
+            found = found.merged(Provenance(datasets=[data_args.path]))
+    if model_args.base_models:
+        found.base_models = list(model_args.base_models)
+    return found
+
+
+def _pushed_dataset(build: Path) -> Provenance:
+    """The Hub id a data_recipes build was pushed to (its summary.json records it), as a dataset of the run."""
+    summary = build / "summary.json"
+    if not summary.is_file():
+        return Provenance()
+    repo = (json.loads(summary.read_text(encoding="utf-8")).get("hub") or {}).get("repo")
+    return Provenance(datasets=[repo] if repo else [])
 
 
 def base_models_for(model_args: ModelArguments) -> list[str]:
-    """Hub ids this run descends from: explicit `base_models`, the LLM + CLIP ids of stage 1, or the previous stage
-    folder's own card metadata (a local path is not a valid `base_model`, so it is looked through)."""
-    if model_args.base_models:
-        return list(model_args.base_models)
-    if model_args.vision_tower:
-        return [name for name in (model_args.language_model, model_args.vision_tower) if _is_hub_id(name)]
-    source = model_args.name_or_path
-    if not source:
-        return []
-    if _is_hub_id(source):
-        return [source]
-    readme = Path(source) / "README.md"
-    if readme.is_file():
-        base = ModelCard.load(readme).data.to_dict().get("base_model") or []
-        return [base] if isinstance(base, str) else list(base)
-    return []
+    """Hub ids this run descends from (see `run_provenance`)."""
+    return run_provenance(model_args).base_models
 
 
 def final_losses(log_history: list[dict[str, Any]]) -> dict[str, float]:
@@ -52,6 +84,69 @@ def final_losses(log_history: list[dict[str, Any]]) -> dict[str, float]:
             if key in entry:
                 losses[key] = round(float(entry[key]), 6)
     return losses
+
+
+def eval_results_from_lmms_eval(path: str | Path) -> list[EvalResult]:
+    """The metrics of an lmms-eval results file (`OUTPUT/<model>/<date>_results.json`) as card evaluation results:
+    one per task and metric (lmms-eval's `metric,filter` keys; standard errors and aliases left out)."""
+    results = json.loads(Path(path).read_text(encoding="utf-8"))["results"]
+    found = []
+    for task, metrics in results.items():
+        for key, value in metrics.items():
+            metric, _, _ = key.partition(",")
+            if "_stderr" in metric or metric == "alias" or not isinstance(value, int | float):
+                continue
+            found.append(EvalResult(task_type=PIPELINE_TAG, dataset_type=task, dataset_name=task, metric_type=metric,
+                                    metric_value=float(value)))
+    return found
+
+
+def check_card(card: ModelCard) -> None:
+    """The Hub's model-card metadata rules that can be checked offline (`ModelCard.validate` asks the Hub itself):
+    the metadata parses into `ModelCardData`, the licence is a licence id (`other` with a name and link), base
+    models and datasets are Hub ids (not local paths), and evaluation results survive huggingface_hub's model-index
+    round trip. Raises ValueError listing every problem."""
+    data = ModelCard(str(card)).data  # parses the YAML block again, as the Hub does
+    problems = []
+    license_id = data.license
+    if not isinstance(license_id, str) or not LICENSE_ID.match(license_id):
+        problems.append(f"license {license_id!r} is not a licence id")
+    if license_id == OTHER_LICENSE and not (data.license_name and data.license_link):
+        problems.append("license: other needs license_name and license_link")
+    for key in ("base_model", "datasets"):
+        values = getattr(data, key) or []
+        for value in [values] if isinstance(values, str) else values:
+            if not HUB_ID.match(str(value)):
+                problems.append(f"{key} entry {value!r} is not a Hub id")
+    if data.pipeline_tag != PIPELINE_TAG or data.library_name != "transformers":
+        problems.append(f"pipeline_tag/library_name {data.pipeline_tag!r}/{data.library_name!r}")
+    if data.eval_results:
+        if not data.model_name:
+            problems.append("eval_results need model_name")
+        else:
+            name, again = model_index_to_eval_results(eval_results_to_model_index(data.model_name, data.eval_results))
+            if name != data.model_name or len(again) != len(data.eval_results):
+                problems.append("eval_results do not survive the model-index round trip")
+    if problems:
+        raise ValueError("model card metadata: " + "; ".join(problems))
+
+
+def install_instructions() -> str:
+    """How to load the card's model: the folder carries its code (`trust_remote_code`), with the transformers
+    versions this package declares; the package itself is installed from a clone of its repository."""
+    try:
+        transformers = next(requirement for requirement in importlib.metadata.requires(PACKAGE) or []
+                            if re.match(r"^transformers\b", requirement))
+    except (importlib.metadata.PackageNotFoundError, StopIteration):
+        import transformers as installed
+
+        transformers = f"transformers>={installed.__version__}"
+    transformers = transformers.replace(" ", "")
+    return (f"The folder carries its modelling code: with `pip install \"{transformers}\" pillow`, "
+            "`AutoModelForImageTextToText.from_pretrained(REPO, trust_remote_code=True)` and "
+            "`AutoProcessor.from_pretrained(REPO)` load it (the LLaVA-1.5 prompt is the processor's chat template). "
+            f"Training, conversion and evaluation need the Croc package (`{PACKAGE}`, not on PyPI): clone its "
+            "repository and run `pip install .` in the clone.")
 
 
 def build_model_card(trainer, model_name: str | None = None) -> ModelCard:
@@ -74,29 +169,43 @@ def build_model_card(trainer, model_name: str | None = None) -> ModelCard:
     }
     croc = {name: getattr(config, name) for name in CARD_CROC_FIELDS}
     losses = final_losses(trainer.state.log_history)
+    provenance = trainer.provenance
+    datasets = provenance.datasets if not args.hub_datasets else _merge(provenance.datasets, args.hub_datasets)
+    licence = {"license": args.hub_license} if args.hub_license else provenance.license_metadata()
+    name = model_name or Path(args.output_dir).name
+    evaluations = [result for path in args.hub_eval_results or [] for result in eval_results_from_lmms_eval(path)]
     data = ModelCardData(
-        license=args.hub_license,
+        **licence,
         library_name="transformers",
-        pipeline_tag="image-text-to-text",
-        base_model=trainer.base_models or None,
-        datasets=list(args.hub_datasets) if args.hub_datasets else None,
-        tags=["croc", "llava", "image-text-to-text", f"croc-stage-{spec.name.replace('.', '_')}"],
+        pipeline_tag=PIPELINE_TAG,
+        base_model=provenance.base_models or None,
+        datasets=datasets or None,
+        model_name=name if evaluations else None,
+        eval_results=evaluations or None,
+        tags=["croc", "llava", PIPELINE_TAG, f"croc-stage-{spec.name.replace('.', '_')}"],
         croc_stage=spec.name,
         croc_config=croc,
         training_hyperparameters=hyperparameters,
         final_losses=losses,
     )
-    name = model_name or Path(args.output_dir).name
+    licences = provenance.licenses or ([args.hub_license] if args.hub_license else [])
     body = [
         f"# {name}",
         "",
         f"Croc (arXiv 2410.14332) **stage {spec.name}**: {spec.description}. LLaVA-1.5 architecture (CLIP vision "
-        "tower, 2-layer MLP projector, Llama-family LM); load it with `AutoModelForImageTextToText` and "
-        "`AutoProcessor` (`pip install croc-transformers`, or `trust_remote_code=True`).",
+        "tower, 2-layer MLP projector, Llama-family LM).",
+        "",
+        install_instructions(),
         "",
         f"- Croc preset: `{config.croc_preset}`; trained parts: {', '.join(args.trainable_parts)}",
-        f"- Base models: {', '.join(trainer.base_models) if trainer.base_models else 'not recorded'}",
-        f"- Datasets: {', '.join(args.hub_datasets) if args.hub_datasets else 'not recorded'}",
+        f"- Base models: {', '.join(provenance.base_models) if provenance.base_models else 'not recorded'}",
+        f"- Datasets: {', '.join(datasets) if datasets else 'not recorded'}",
+        "",
+        "## Licences",
+        "",
+        ("The weights derive from parts under these licences, each of which applies: "
+         + ", ".join(f"`{licence_id}`" for licence_id in licences) + "." if licences else
+         "No licence was recorded for the parts this model derives from: check each base model's card."),
         "",
         "## Training hyperparameters",
         "",
@@ -117,4 +226,42 @@ def build_model_card(trainer, model_name: str | None = None) -> ModelCard:
         *[f"| {key} | {value} |" for key, value in losses.items()],
         "",
     ]
-    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body))
+    if evaluations:
+        body += ["## Evaluation (lmms-eval)", "", "| task | metric | value |", "|---|---|---|",
+                 *[f"| {r.dataset_name} | {r.metric_type} | {r.metric_value:.4f} |" for r in evaluations], ""]
+    card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body))
+    check_card(card)
+    return card
+
+
+def _merge(*lists: Sequence[str]) -> list[str]:
+    return list(dict.fromkeys(item for items in lists for item in items))
+
+
+def add_eval_results(folder: str | Path, results_files: Sequence[str | Path]) -> ModelCard:
+    """Add the metrics of lmms-eval results files to the card in `folder` (replacing earlier results of the same
+    task and metric) and save it."""
+    path = Path(folder) / "README.md"
+    card = ModelCard.load(path)
+    new = [result for file in results_files for result in eval_results_from_lmms_eval(file)]
+    replaced = {(r.dataset_type, r.metric_type) for r in new}
+    kept = [r for r in card.data.eval_results or [] if (r.dataset_type, r.metric_type) not in replaced]
+    card.data.eval_results = kept + new
+    card.data.model_name = card.data.model_name or Path(folder).resolve().name
+    check_card(card)
+    card.save(path)
+    return card
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m trainer.model_card",
+                                     description="Add lmms-eval results to a saved model folder's card.")
+    parser.add_argument("folder")
+    parser.add_argument("--eval-results", nargs="+", required=True, help="lmms-eval *_results.json files")
+    args = parser.parse_args(argv)
+    card = add_eval_results(args.folder, args.eval_results)
+    print(f"{len(card.data.eval_results)} evaluation results in {Path(args.folder) / 'README.md'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -59,7 +59,9 @@ def _local_snapshot(name_or_path: str) -> Path:
         return Path(name_or_path).expanduser()
     from huggingface_hub import snapshot_download
 
-    return Path(snapshot_download(name_or_path, allow_patterns=["*.json", "*.model", "*.safetensors", "*.txt"]))
+    # README.md: the part's card, whose licence the stage's card inherits.
+    return Path(snapshot_download(name_or_path,
+                                  allow_patterns=["*.json", "*.model", "*.safetensors", "*.txt", "README.md"]))
 
 
 def apply_trainable_parts(model: torch.nn.Module, parts: list[str]) -> dict[str, tuple[int, int]]:

@@ -26,7 +26,7 @@ from .croc_trainer import CrocTrainer
 from .data_loading import build_train_dataset
 from .hub import hub_dry_run, push
 from .lora import apply_lora
-from .model_card import base_models_for
+from .model_card import run_provenance
 from .model_loading import apply_trainable_parts, count_trainable, format_trainable, load_model_and_processor
 from .resolve import resolve_config
 
@@ -81,11 +81,13 @@ def main(argv: list[str] | None = None) -> CrocTrainer:
         train_dataset=build_train_dataset(data_args, processor, args),
         data_collator=build_collator(processor),
         processing_class=processor,
-        base_models=base_models_for(model_args),
+        provenance=run_provenance(model_args, data_args),
     )
     trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     trainer.save_model()
     trainer.save_state()
+    # Every stage folder carries its card: the next stage inherits base models, licences and datasets from it.
+    trainer.create_model_card(model_name=args.hub_model_id or None)
 
     if model_args.use_peft and trainer.is_world_process_zero():
         _merge(model_args, args)

@@ -146,9 +146,18 @@ class CrocTrainingArguments(TrainingArguments):
         metadata={"help": "Write exactly what push_to_hub would upload (config, safetensors, processor files, model "
                   "card) into this folder instead of uploading. No network."},
     )
-    hub_license: str = field(default="apache-2.0", metadata={"help": "Licence in the model card metadata."})
+    hub_license: str | None = field(
+        default=None,
+        metadata={"help": "Licence id in the model card metadata. Default: inherited from the parts' cards (stage 1) "
+                  "or the previous stage's card (e.g. llama2 for Vicuna), `unknown` when none states one."},
+    )
     hub_datasets: list[str] | None = field(
-        default=None, metadata={"help": "Dataset ids for the model card metadata (e.g. liuhaotian/LLaVA-Pretrain)."}
+        default=None,
+        metadata={"help": "Dataset ids added to the model card metadata, on top of those inherited from the previous "
+                  "stage and the data recipe's card (e.g. liuhaotian/LLaVA-Pretrain)."},
+    )
+    hub_eval_results: list[str] | None = field(
+        default=None, metadata={"help": "lmms-eval results files (*_results.json) whose metrics the card reports."}
     )
 
     # ---- changed TrainingArguments defaults ----

@@ -115,12 +115,16 @@ def check_quantisation(model: dict[str, Any]) -> None:
 def check_data(data: dict[str, Any]) -> None:
     path = data.get("path")
     if not path:
-        raise ConfigError("data.path is required: a data_recipes build folder or a LLaVA-format JSON/JSONL file")
+        raise ConfigError("data.path is required: a data_recipes build folder, a pushed dataset (Hub id or its local "
+                          "folder) or a LLaVA-format JSON/JSONL file")
     location = Path(str(path)).expanduser()
     if not location.exists():
+        if not _looks_local(str(path)):
+            return  # a Hub dataset id: `datasets.load_dataset` fetches it when training starts
         raise ConfigError(f"data.path {path} does not exist")
-    if location.is_dir() and not (location / "dataset_info.json").is_file():
-        raise ConfigError(f"data.path {path} is a folder but not a datasets.save_to_disk build (no dataset_info.json)")
+    if location.is_dir() and not (location / "dataset_info.json").is_file() and not any(location.rglob("*.parquet")):
+        raise ConfigError(f"data.path {path} is a folder but neither a datasets.save_to_disk build (no "
+                          "dataset_info.json) nor a dataset in the Hub layout (no *.parquet)")
     if location.is_file() and location.suffix not in (".json", ".jsonl"):
         raise ConfigError(f"data.path {path}: expected a .json or .jsonl LLaVA-format file")
     root = data.get("image_root")

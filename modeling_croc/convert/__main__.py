@@ -3,6 +3,7 @@
     from-original SRC OUT [--vision-tower CLIP_DIR] [--preset NAME] [--vocab-multiple N]
     from-llava    SRC OUT [--preset NAME]
     from-parts    CLIP_DIR LM_DIR OUT [--preset NAME] [--image-aspect-ratio square|pad] [--vocab-multiple N]
+                  [--base-model ID ...]
     to-llava      SRC OUT
 """
 
@@ -27,7 +28,8 @@ COMMANDS = {
                                                            vocab_multiple=a.vocab_multiple, **_preset(a)),
     "from-llava": lambda a: convert_llava_folder(a.source, a.out, **_preset(a)),
     "from-parts": lambda a: build_from_parts(a.vision_tower, a.language_model, a.out, vocab_multiple=a.vocab_multiple,
-                                             image_aspect_ratio=a.image_aspect_ratio, **_preset(a)),
+                                             image_aspect_ratio=a.image_aspect_ratio, base_models=a.base_model,
+                                             **_preset(a)),
     "to-llava": lambda a: export_llava_folder(a.source, a.out),
 }
 
@@ -48,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     parts.add_argument("language_model")
     parts.add_argument("out")
     parts.add_argument("--image-aspect-ratio", choices=["square", "pad"], default="square")
+    parts.add_argument("--base-model", action="append", metavar="HUB_ID",
+                       help="Hub id of a part given as a local folder, for the card (repeat for each part)")
     for command in (original, llava, parts):
         command.add_argument("--preset", choices=list(CROC_PRESET_NAMES))
     for command in (original, parts):

@@ -68,9 +68,11 @@ def build_from_parts(
     out_dir: str | Path | None = None,
     vocab_multiple: int = 64,
     image_aspect_ratio: str = "square",
+    base_models: list[str] | None = None,
     **croc_fields,
 ):
-    """The Croc model and processor of `read_parts`, also saved to `out_dir` when given."""
+    """The Croc model and processor of `read_parts`, also saved to `out_dir` when given, with a card recording the
+    parts' licences and `base_models` (the parts' Hub ids; needed when they are local folders)."""
     from ..loading import load_croc
 
     model, processor = load_croc(vision_tower=vision_tower, language_model=language_model,
@@ -79,7 +81,30 @@ def build_from_parts(
     if out_dir is not None:
         model.save_pretrained(out_dir)
         processor.save_pretrained(out_dir)
+        stage0_card(vision_tower, language_model, base_models).save(Path(out_dir) / "README.md")
     return model, processor
+
+
+def stage0_card(vision_tower: str | Path, language_model: str | Path, base_models: list[str] | None = None):
+    """The card of a stage-0 folder: the Hub ids it is built from (`base_models`, or the parts' own names when they
+    are Hub ids) and the licence of every part whose card states one, which stage 1 and the stages after inherit
+    (`modeling_croc.provenance`)."""
+    from huggingface_hub import ModelCard, ModelCardData
+
+    from ..provenance import Provenance, is_hub_id
+
+    parts = [Provenance.of_model_folder(part, hub_id=str(part) if is_hub_id(str(part)) else None)
+             for part in (language_model, vision_tower)]
+    provenance = Provenance().merged(*parts)
+    if base_models:
+        provenance.base_models = list(base_models)
+    data = ModelCardData(**provenance.license_metadata(), library_name="transformers",
+                         pipeline_tag="image-text-to-text", base_model=provenance.base_models or None,
+                         tags=["croc", "llava", "croc-stage-0"], croc_licenses=provenance.licenses or None)
+    body = (f"# Croc stage 0\n\nUntrained projector on {Path(language_model).name} + {Path(vision_tower).name} "
+            "(`python -m modeling_croc.convert from-parts`): the starting point of Croc stage 1. Licences of the parts: "
+            + (", ".join(f"`{name}`" for name in provenance.licenses) or "none stated in their cards") + ".\n")
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
 
 
 def _fresh_projector_state(config: CrocConfig, dtype) -> dict:

@@ -74,12 +74,25 @@ def test_size_categories():
 
 
 def test_push_to_hub_is_routed_through_hub_module(lcs_root, tmp_path, monkeypatch):
+    """`--push-to-hub` pushes the rows with their images embedded (a datasets.Image column) and the card that says so,
+    in the shard count the local `--hub-folder` uses; the build folder keeps the paths."""
     pushed = {}
     monkeypatch.setattr("data_recipes.hub.push_build",
-                        lambda dataset, card, out_dir, repo_id, private=None: pushed.update(
-                            rows=len(dataset), card=card, out_dir=out_dir, repo=repo_id, private=private))
+                        lambda dataset, card, out_dir, repo_id, private=None, num_shards=None: pushed.update(
+                            dataset=dataset, card=card, out_dir=out_dir, repo=repo_id, private=private,
+                            num_shards=num_shards))
     result = build_recipe("lcs558k", lcs_root, tmp_path / "out", push_to_hub="me/lcs", private=True)
-    assert pushed == {"rows": 6, "card": result.card, "out_dir": tmp_path / "out", "repo": "me/lcs", "private": True}
+    assert {key: pushed[key] for key in ("out_dir", "repo", "private", "num_shards")} == \
+        {"out_dir": tmp_path / "out", "repo": "me/lcs", "private": True, "num_shards": 1}
+    assert len(pushed["dataset"]) == 6 and isinstance(pushed["dataset"].features["image"], datasets.Image)
+    assert "bytes embedded" in pushed["card"].text and "datasets.Image" in pushed["card"].text
+    assert result.dataset.features["image"] == datasets.Value("string")  # the local build: paths
+    assert "Image paths are relative" in result.card.text
+    assert result.summary["hub"] == {"repo": "me/lcs", "folder": None, "image_storage": "embedded"}
+
+    pushed.clear()
+    build_recipe("lcs558k", lcs_root, tmp_path / "paths", push_to_hub="me/lcs", image_storage="path")
+    assert pushed["dataset"].features["image"] == datasets.Value("string")
 
 
 def test_push_build_keeps_the_hub_viewer_metadata(lcs_root, tmp_path, monkeypatch):
@@ -89,7 +102,8 @@ def test_push_build_keeps_the_hub_viewer_metadata(lcs_root, tmp_path, monkeypatc
     log = []
     remote = DatasetCard("---\nconfigs:\n- config_name: default\n  data_files: data/*\n---\n# auto\n")
     monkeypatch.setattr(datasets.Dataset, "push_to_hub",
-                        lambda self, repo_id, private=None: log.append(("dataset", repo_id, len(self), private)))
+                        lambda self, repo_id, private=None, num_shards=None, embed_external_files=False: log.append(
+                            ("dataset", repo_id, len(self), private, num_shards, embed_external_files)))
     monkeypatch.setattr(huggingface_hub.DatasetCard, "load", classmethod(lambda cls, repo_id, repo_type=None: remote))
     monkeypatch.setattr(huggingface_hub.DatasetCard, "push_to_hub",
                         lambda self, repo_id, repo_type=None: log.append(("card", repo_id, self.data.configs)))
@@ -101,7 +115,7 @@ def test_push_build_keeps_the_hub_viewer_metadata(lcs_root, tmp_path, monkeypatc
     monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
     push_build(result.dataset, result.card, tmp_path / "out", "me/lcs")
     assert log == [
-        ("dataset", "me/lcs", 6, None),
+        ("dataset", "me/lcs", 6, None, None, True),
         ("card", "me/lcs", [{"config_name": "default", "data_files": "data/*"}]),
         ("file", "summary.json", "me/lcs", "dataset"),
         ("file", "rejects.jsonl", "me/lcs", "dataset"),

@@ -1,0 +1,106 @@
+"""What a pushed mixture holds, built locally: rows whose `image` is a `datasets.Image` feature (the bytes travel with
+the rows), written as `Dataset.push_to_hub` writes a one-split dataset: Parquet shards `data/train-0000i-of-0000N.
+parquet` with the images embedded, and a README whose metadata (`configs`, `dataset_info`) lets
+`datasets.load_dataset(repo or folder)` find and decode them.
+
+A local build keeps the path-only form (`image` a path relative to the image root), which training reads without
+copying a single image; the embedded form is for anyone who has the dataset but not the image folders.
+`hub.push_build` pushes the same dataset with the same shard count that `write_hub_folder` writes.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from datasets import Dataset, DatasetInfo, Image, SplitDict, SplitInfo
+from datasets.info import DatasetInfosDict
+from datasets.table import embed_table_storage
+from datasets.utils.metadata import MetadataConfigs
+from huggingface_hub import DatasetCard
+
+# How a pushed dataset stores images: `embedded` (a datasets.Image column, bytes in the Parquet shards) or `path`
+# (the build's relative path strings, usable only next to the same image folders).
+IMAGE_STORAGES = ("embedded", "path")
+SPLIT = "train"
+DATA_DIR = "data"
+MAX_SHARD_BYTES = 500 * 1024 * 1024  # push_to_hub's default shard size (datasets.config.MAX_SHARD_SIZE)
+
+
+def with_image_feature(dataset: Dataset, image_root: str | Path) -> Dataset:
+    """`dataset` with `image` as a `datasets.Image` feature: each relative path resolved under `image_root` (the bytes
+    are read when the shards are written), null for text-only rows."""
+    root = Path(image_root).resolve()
+
+    def absolute(batch: dict) -> dict:
+        return {"image": [None if path is None else str(root / path) for path in batch["image"]]}
+
+    return dataset.map(absolute, batched=True, desc="image paths").cast_column("image", Image())
+
+
+def hub_dataset(dataset: Dataset, image_root: str | Path | None, image_storage: str) -> Dataset:
+    """The rows a push sends: with `embedded` storage the images as a `datasets.Image` column, else as built."""
+    if image_storage not in IMAGE_STORAGES:
+        raise ValueError(f"image_storage must be one of {IMAGE_STORAGES}, got {image_storage!r}")
+    if image_storage == "path":
+        return dataset
+    if image_root is None:
+        if any(path is not None for path in dataset["image"]):
+            raise ValueError("embedding images needs the build's image root")
+        return dataset.cast_column("image", Image())
+    return with_image_feature(dataset, image_root)
+
+
+def shard_count(dataset: Dataset, max_shard_bytes: int = MAX_SHARD_BYTES) -> int:
+    """How many Parquet shards `push_to_hub` cuts `dataset` into (its own rule: estimated bytes, external image
+    files included, per `max_shard_bytes`, plus one)."""
+    return max(1, min(len(dataset), int(dataset._estimate_nbytes() / max_shard_bytes) + 1))
+
+
+def shard_name(index: int, num_shards: int) -> str:
+    """The path of shard `index` in the repository, as `push_to_hub` names it."""
+    return f"{DATA_DIR}/{SPLIT}-{index:05d}-of-{num_shards:05d}.parquet"
+
+
+def with_hub_metadata(card: DatasetCard, dataset: Dataset, num_bytes_written: int) -> DatasetCard:
+    """`card` with the metadata `push_to_hub` writes into the README: the default config's data files and the
+    dataset info (features, split sizes)."""
+    MetadataConfigs({"default": {"data_files": [{"split": SPLIT, "path": f"{DATA_DIR}/{SPLIT}-*"}]}}
+                    ).to_dataset_card_data(card.data)
+    info = DatasetInfo(features=dataset.features, splits=SplitDict(), download_size=num_bytes_written,
+                       dataset_size=dataset._estimate_nbytes())
+    info.splits.add(SplitInfo(name=SPLIT, num_bytes=info.dataset_size, num_examples=len(dataset)))
+    DatasetInfosDict({"default": info}).to_dataset_card_data(card.data)
+    return card
+
+
+def write_hub_folder(dataset: Dataset, card: DatasetCard, folder: str | Path, num_shards: int | None = None) -> list[str]:
+    """Write into `folder` the files `dataset.push_to_hub(repo, num_shards=num_shards)` uploads, plus its README:
+    contiguous shards with external files (the images) embedded, as `push_to_hub` does. Returns the written paths,
+    relative to `folder`."""
+    folder = Path(folder)
+    if folder.exists():
+        shutil.rmtree(folder)
+    (folder / DATA_DIR).mkdir(parents=True)
+    num_shards = num_shards or shard_count(dataset)
+    written, num_bytes = [], 0
+    for index in range(num_shards):
+        shard = dataset.shard(num_shards=num_shards, index=index, contiguous=True)
+        shard = shard.with_format("arrow").map(embed_table_storage, batched=True, keep_in_memory=True)
+        name = shard_name(index, num_shards)
+        shard.to_parquet(str(folder / name))
+        num_bytes += (folder / name).stat().st_size
+        written.append(name)
+    with_hub_metadata(card, dataset, num_bytes).save(folder / "README.md")
+    return [*written, "README.md"]
+
+
+__all__ = [
+    "IMAGE_STORAGES",
+    "hub_dataset",
+    "shard_count",
+    "shard_name",
+    "with_hub_metadata",
+    "with_image_feature",
+    "write_hub_folder",
+]

@@ -1,0 +1,95 @@
+"""Where a checkpoint's weights and data came from, as the Hub's card metadata states it: `base_model` (Hub ids),
+`license` and `datasets`. Read from the cards of the parts (a CLIP and an LM folder or snapshot, a previous stage,
+a data_recipes build), combined, and written into the next card, so a stage's card states what it inherits from
+stage 0 (the parts' licences, e.g. Llama 2's for Vicuna) without anyone retyping it.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+# A Hub repository id ("org/name") or a canonical one-part id ("gpt2"); anything with a path separator beyond the
+# one slash, or that exists on disk, is a local path, which is not a valid `base_model` / `datasets` entry.
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+# The Hub's licence ids are lower-case slugs ("apache-2.0", "llama2", "cc-by-nc-4.0"); `other` needs a name and link.
+LICENSE_ID = re.compile(r"^[a-z0-9][a-z0-9.+-]*$")
+UNKNOWN_LICENSE = "unknown"
+OTHER_LICENSE = "other"
+
+
+def is_hub_id(name: str) -> bool:
+    """A Hub id that is not also a local path."""
+    return bool(HUB_ID.match(name)) and not Path(name).expanduser().exists()
+
+
+def card_metadata(folder: str | Path) -> dict[str, Any]:
+    """The YAML metadata block of `folder/README.md` (a model or dataset card), {} when there is none."""
+    readme = Path(folder) / "README.md"
+    if not readme.is_file():
+        return {}
+    text = readme.read_text(encoding="utf-8")
+    match = re.match(r"^---\s*\n(.*?)\n---\s*(\n|$)", text, flags=re.DOTALL)
+    data = yaml.safe_load(match.group(1)) if match else None
+    return data if isinstance(data, dict) else {}
+
+
+def _as_list(value: Any) -> list[str]:
+    if value is None:
+        return []
+    return [str(item) for item in (value if isinstance(value, list) else [value])]
+
+
+def _unique(items: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(item for item in items if item))
+
+
+@dataclass
+class Provenance:
+    """Base models (Hub ids), licences (Hub licence ids, one per part that states one) and datasets (Hub ids)."""
+
+    base_models: list[str] = field(default_factory=list)
+    licenses: list[str] = field(default_factory=list)
+    datasets: list[str] = field(default_factory=list)
+
+    @classmethod
+    def of_model_folder(cls, folder: str | Path, hub_id: str | None = None) -> Provenance:
+        """What `folder`'s card says. A folder that is itself the part (a CLIP or LM snapshot) is the base model,
+        named by `hub_id`; a Croc stage folder's card lists its own base models, licences and datasets."""
+        data = card_metadata(folder)
+        licenses = data.get("croc_licenses") or _as_list(data.get("license"))
+        if hub_id:
+            return cls([hub_id], [name for name in licenses if name != UNKNOWN_LICENSE], [])
+        return cls(_as_list(data.get("base_model")), [name for name in licenses if name != UNKNOWN_LICENSE],
+                   _as_list(data.get("datasets")))
+
+    @classmethod
+    def of_dataset_folder(cls, folder: str | Path) -> Provenance:
+        """A data_recipes build (or its pushed copy): the upstream Hub datasets its card lists."""
+        data = card_metadata(folder)
+        return cls(datasets=_as_list(data.get("source_datasets")))
+
+    def merged(self, *others: Provenance) -> Provenance:
+        parts = (self, *others)
+        return Provenance(_unique(m for p in parts for m in p.base_models),
+                          _unique(name for p in parts for name in p.licenses),
+                          _unique(d for p in parts for d in p.datasets))
+
+    def license_metadata(self) -> dict[str, Any]:
+        """The card's licence fields: the one licence every part shares, `unknown` when no part states one, or
+        `other` naming all of them when they differ (the weights are bound by each)."""
+        licenses = _unique(self.licenses)
+        if not licenses:
+            return {"license": UNKNOWN_LICENSE}
+        if len(licenses) == 1:
+            return {"license": licenses[0]}
+        return {"license": OTHER_LICENSE, "license_name": "-and-".join(licenses),
+                "license_link": "README.md#licences", "croc_licenses": licenses}
+
+
+__all__ = ["HUB_ID", "LICENSE_ID", "Provenance", "card_metadata", "is_hub_id"]

@@ -1,0 +1,93 @@
+"""Model cards that are true: licence and base models inherited from the stage-0 parts' cards and carried from stage
+to stage, datasets from the data recipe's card, evaluation results from lmms-eval's results file, install
+instructions that work, and the metadata checked against the Hub's rules offline."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from huggingface_hub import ModelCard
+from trainer_helpers import run_stage
+
+from croc_testing.tiny import save_tiny_croc
+from data_recipes import build_recipe
+from modeling_croc.convert.from_parts import stage0_card
+from modeling_croc.provenance import Provenance
+from trainer.model_card import add_eval_results, check_card
+
+BASES = ["lmsys/vicuna-7b-v1.5", "openai/clip-vit-large-patch14-336"]
+
+
+def _lmms_eval_results(path, scores: dict[str, dict[str, float]]):
+    """A results file in lmms-eval's layout (`results` -> task -> `metric,filter` / `..._stderr,filter` / alias)."""
+    results = {task: {"alias": task, **{f"{metric},none": value for metric, value in metrics.items()},
+                      **{f"{metric}_stderr,none": "N/A" for metric in metrics}}
+               for task, metrics in scores.items()}
+    path.write_text(json.dumps({"results": results, "config": {"model": "croc"}}))
+    return path
+
+
+def test_cards_inherit_licence_base_models_and_datasets_through_the_stages(tmp_path, data_dir, monkeypatch):
+    # Stage 0 from parts whose cards say what they are: the LM's licence is Llama 2's, CLIP's card states none.
+    (tmp_path / "lm").mkdir()
+    (tmp_path / "lm" / "README.md").write_text("---\nlicense: llama2\ninference: false\n---\n# Vicuna\n")
+    (tmp_path / "clip").mkdir()
+    (tmp_path / "clip" / "README.md").write_text("---\ntags:\n- vision\n---\n# CLIP\n")
+    stage0 = save_tiny_croc(tmp_path / "stage0")
+    stage0_card(tmp_path / "clip", tmp_path / "lm", base_models=BASES).save(stage0 / "README.md")
+
+    # Stage-1 data: a recipe build of a Hub source (its download replaced by the local file, no network).
+    monkeypatch.setattr("data_recipes.hub.download_hub_file", lambda repo, filename: data_dir / filename)
+    build = build_recipe("llava_json", data_dir, tmp_path / "build",
+                         params={"annotation": "captions.json", "hub": "someone/captions"})
+    assert build.card.data.source_datasets == ["someone/captions"]
+
+    run_stage("stage1.yaml", tmp_path / "stage1", f"--data.path={tmp_path / 'build'}",
+              f"--model.name_or_path={stage0}", "--max_steps=1")
+    first = ModelCard.load(tmp_path / "stage1" / "README.md").data
+    assert (first.license, first.base_model, first.datasets) == ("llama2", BASES, ["someone/captions"])
+
+    # Stage 1.5 from the stage-1 folder: everything carried over, its own dataset added, evaluation results reported.
+    results = _lmms_eval_results(tmp_path / "results.json", {"pope": {"pope_accuracy": 0.5}})
+    run_stage("stage1_5.yaml", tmp_path / "stage1_5", f"--data.path={data_dir / 'detailed.json'}",
+              f"--model.name_or_path={tmp_path / 'stage1'}", "--max_steps=1", "--hub_datasets=[Lin-Chen/ShareGPT4V]",
+              f"--hub_eval_results=[{results}]")
+    card = ModelCard.load(tmp_path / "stage1_5" / "README.md")
+    data = card.data
+    assert (data.license, data.base_model) == ("llama2", BASES)
+    assert data.datasets == ["someone/captions", "Lin-Chen/ShareGPT4V"]
+    assert [(r.dataset_type, r.metric_type, r.metric_value) for r in data.eval_results] == \
+        [("pope", "pope_accuracy", 0.5)]
+    assert data.croc_stage == "1.5" and data.pipeline_tag == "image-text-to-text"
+    check_card(card)
+    # Install instructions that work: the trust_remote_code route with the declared transformers range, and the
+    # package from a clone (it is not on PyPI), never `pip install croc-transformers`.
+    assert "trust_remote_code=True" in card.text and "pip install croc-transformers" not in card.text
+    assert 'pip install "transformers>=5.23,<5.25"' in card.text or 'pip install "transformers<5.25,>=5.23"' in card.text
+    assert "clone" in card.text and "`llama2`" in card.text
+
+    # Results of a later evaluation go into the saved card; earlier ones of other tasks stay.
+    later = _lmms_eval_results(tmp_path / "later.json", {"mmbench_en_dev": {"gpt_eval_score": 61.25}})
+    add_eval_results(tmp_path / "stage1_5", [later])
+    updated = ModelCard.load(tmp_path / "stage1_5" / "README.md").data
+    assert {(r.dataset_type, r.metric_value) for r in updated.eval_results} == {("pope", 0.5),
+                                                                                ("mmbench_en_dev", 61.25)}
+
+
+def test_licences_combine_and_cards_are_checked():
+    assert Provenance(licenses=["llama2", "llama2"]).license_metadata() == {"license": "llama2"}
+    assert Provenance().license_metadata() == {"license": "unknown"}
+    mixed = Provenance(licenses=["llama2", "mit"]).license_metadata()
+    assert mixed["license"] == "other" and mixed["license_name"] == "llama2-and-mit" and mixed["license_link"]
+
+    def card(metadata: str) -> ModelCard:
+        return ModelCard(f"---\nlibrary_name: transformers\npipeline_tag: image-text-to-text\n{metadata}---\n# x\n")
+
+    check_card(card("license: llama2\nbase_model:\n- lmsys/vicuna-7b-v1.5\n"))
+    with pytest.raises(ValueError, match="base_model entry '/home/me/vicuna' is not a Hub id"):
+        check_card(card("license: llama2\nbase_model:\n- /home/me/vicuna\n"))
+    with pytest.raises(ValueError, match="license: other needs license_name and license_link"):
+        check_card(card("license: other\n"))
+    with pytest.raises(ValueError, match="not a licence id"):
+        check_card(card("license: Apache 2\n"))
