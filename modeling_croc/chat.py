@@ -14,6 +14,8 @@ from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from . import CrocForConditionalGeneration  # noqa: F401  (registers the Auto classes)
+from .images import load_image
+from .processing_croc import pad_colour
 
 
 def answer(model, processor, image: Image.Image | None, question: str, max_new_tokens: int = 64) -> str:
@@ -44,7 +46,8 @@ def main(argv: Iterable[str] | None = None) -> None:
     args = parser.parse_args(list(argv) if argv is not None else None)
 
     model, processor = load(args.model_dir, args.device)
-    image = Image.open(args.image).convert("RGB") if args.image else None
+    # Read as training reads images: transparency onto the pad colour, 16-bit grey rescaled.
+    image = load_image(args.image, pad_colour(processor.image_processor)) if args.image else None
     questions = [args.question] if args.question else (line.strip() for line in sys.stdin)
     for question in questions:
         if question:
