@@ -59,6 +59,14 @@ class BuildResult:
     card: DatasetCard
 
 
+def recorded_image_root(build_dir: str | Path) -> str | None:
+    """The image root a build folder's summary.json records (absolute since builds record it so), or None."""
+    summary = Path(build_dir) / _OUTPUT_MARKER
+    if not summary.is_file():
+        return None
+    return json.loads(summary.read_text(encoding="utf-8")).get("image_root")
+
+
 def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
     """Fail before any reading if `out_dir` holds something we may not replace."""
     if out_dir.exists() and any(out_dir.iterdir()):

@@ -1,55 +1,97 @@
-"""Training rows from a data_recipes build folder or any LLaVA-format JSON, turned into the stage's dataset."""
+"""Training rows from a data_recipes build folder or any LLaVA-format JSON/JSONL, checked before the model loads.
+
+A LLaVA file goes through the recipe builder's own validator (`data_recipes.validate_dataset`): every rejected row is
+counted per reason, logged, written to `<output_dir>/rejects.jsonl`, and the run stops here, before anything is
+loaded, under `data.strict` or when more than `data.max_reject_fraction` of the rows were rejected. A build folder
+was validated when it was built (its own rejects.jsonl lists what it dropped).
+"""
 
 from __future__ import annotations
 
-import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
 
-from data_recipes import load_llava_json
+from data_recipes import (
+    DataError,
+    kept_rows,
+    load_llava_json,
+    recorded_image_root,
+    validate_dataset,
+    write_rejects,
+)
 
 from .data import CrocSupervisedDataset
+from .data_report import REJECTS_FILE, DataReport
 from .script_args import DataArguments
 from .training_args import CrocTrainingArguments
 
 logger = logging.getLogger(__name__)
 
 
-def load_rows(data_args: DataArguments) -> tuple[datasets.Dataset, Path]:
-    """The rows and the folder their image paths are relative to.
+@dataclass
+class TrainingRows:
+    """The rows a run trains on, the folder their image paths are relative to, and what happened to the others."""
 
-    A build folder (`datasets.save_to_disk`) records its image root in `summary.json`; a JSON file's images are
-    taken relative to the file's folder unless `image_root` says otherwise.
+    rows: datasets.Dataset
+    image_root: Path
+    report: DataReport
+
+
+def load_training_rows(data_args: DataArguments, args: CrocTrainingArguments) -> TrainingRows:
+    """Read, validate and report the training rows; raises `DataError` (one line) for a file that does not read as
+    rows, no rows left, or more rejected rows than the run accepts.
+
+    A build folder records its (absolute) image root in `summary.json`; a JSON file's images are taken relative to the
+    file's folder unless `data.image_root` says otherwise. Relative paths are made absolute here, against the
+    working directory the run was started from.
     """
-    path = Path(data_args.path).expanduser()
+    path = Path(data_args.path).expanduser().absolute()
+    report = DataReport(source=str(path), max_reject_fraction=data_args.max_reject_fraction, strict=data_args.strict,
+                        rejects_path=Path(args.output_dir).absolute() / REJECTS_FILE, writes=args.should_save)
     if path.is_dir():
-        rows = datasets.load_from_disk(str(path))
-        image_root = data_args.image_root or _recorded_image_root(path) or path
+        rows = _first(datasets.load_from_disk(str(path)), data_args.max_samples)
+        image_root = Path(data_args.image_root or recorded_image_root(path) or path)
+        if report.writes:  # a fresh file for this run's training-time rows (the build's rejects stay in the build)
+            _reset(report.rejects_path)
     else:
-        rows = load_llava_json(path)
-        image_root = data_args.image_root or path.parent
-    if data_args.max_samples is not None:
-        rows = rows.select(range(min(int(data_args.max_samples), len(rows))))
-    return rows, Path(image_root)
+        rows = _first(load_llava_json(path), data_args.max_samples)
+        image_root = Path(data_args.image_root) if data_args.image_root else path.parent
+        image_root = image_root.expanduser().absolute()
+        validation = validate_dataset(rows, image_root, check_images=data_args.image_check != "none",
+                                      decode_images=data_args.image_check == "decode", num_proc=data_args.num_proc)
+        report.rows_read, report.rejected, report.notices = len(rows), validation.counts, validation.notices
+        if report.writes:
+            _reset(report.rejects_path)
+            write_rejects(report.rejects_path, rows, validation)
+        rows = kept_rows(rows, validation)
+    (logger.warning if sum(report.rejected.values()) else logger.info)("%s", report.start_message())
+    report.check_start()
+    if len(rows) == 0:
+        raise DataError(f"no training rows in {path}" + (f" (all {report.rows_read:,} rejected, see "
+                                                          f"{report.rejects_path})" if report.rows_read else ""))
+    return TrainingRows(rows, image_root.expanduser().absolute(), report)
 
 
-def _recorded_image_root(build: Path) -> str | None:
-    summary = build / "summary.json"
-    if not summary.is_file():
-        return None
-    return json.loads(summary.read_text(encoding="utf-8")).get("image_root")
+def _first(rows: datasets.Dataset, count: int | None) -> datasets.Dataset:
+    # Before validation: a quick run on the first rows of a large file need not check all of them.
+    return rows if count is None else rows.select(range(min(int(count), len(rows))))
 
 
-def build_train_dataset(data_args: DataArguments, processor, args: CrocTrainingArguments) -> CrocSupervisedDataset:
+def _reset(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("", encoding="utf-8")
+
+
+def build_train_dataset(training_rows: TrainingRows, processor, args: CrocTrainingArguments) -> CrocSupervisedDataset:
     """The stage's supervised dataset: its template and length budget (`processor` prepares images the stage's way)."""
-    rows, image_root = load_rows(data_args)
-    logger.info("training rows: %d from %s (images under %s)", len(rows), data_args.path, image_root)
+    logger.info("training rows: %d (images under %s)", len(training_rows.rows), training_rows.image_root)
     return CrocSupervisedDataset(
-        rows,
+        training_rows.rows,
         processor,
         template=args.template,
-        image_root=image_root,
+        image_root=training_rows.image_root,
         model_max_length=args.model_max_length,
     )
