@@ -13,8 +13,8 @@ from modeling_croc.constants import IGNORE_INDEX
 from .data import UNREADABLE_KEY
 
 # Key of the batch's data report, present when rows were dropped (length) or replaced (unreadable image):
-# {"rows": rows asked for, replaced rows included, "unreadable_rows": [...]}. `CrocTrainer` pops it before the
-# forward and counts it (`trainer.data_report`); the model never sees it.
+# {"rows": rows asked for, "unreadable_rows": [the record of each asked row that was replaced]}. `CrocTrainer` pops
+# it before the forward and counts it (`trainer.data_report`); the model never sees it.
 DATA_REPORT_KEY = "data_report"
 
 
@@ -41,7 +41,7 @@ class CrocDataCollator:
 
     def __call__(self, features: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
         asked = len(features)
-        unreadable = [row for feature in features if feature is not None for row in feature.get(UNREADABLE_KEY, ())]
+        unreadable = [feature[UNREADABLE_KEY] for feature in features if feature is not None and UNREADABLE_KEY in feature]
         features = [feature for feature in features if feature is not None]
         if not features:
             raise ValueError(
@@ -67,7 +67,7 @@ class CrocDataCollator:
         if images:
             batch["pixel_values"] = torch.stack(images)
         if unreadable or len(features) != asked:
-            batch[DATA_REPORT_KEY] = {"rows": asked + len(unreadable), "unreadable_rows": unreadable}
+            batch[DATA_REPORT_KEY] = {"rows": asked, "unreadable_rows": unreadable}
         return batch
 
 

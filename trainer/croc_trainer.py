@@ -122,6 +122,14 @@ class CrocTrainer(Trainer):
                                   self.args.seed)
         return super().train(resume_from_checkpoint=resume_from_checkpoint or None, trial=trial, **kwargs)
 
+    def _run_epoch(self, *args, **kwargs) -> None:
+        # Resumed from the last step's checkpoint (the run was stopped while writing its final folder): the Trainer
+        # would start the epoch and take one step past max_steps before checking; there is nothing left to train.
+        if 0 < self.state.max_steps <= self.state.global_step:
+            self.control.should_training_stop = True
+            return
+        super()._run_epoch(*args, **kwargs)
+
     def _restore_calibration_flag(self, checkpoint: str) -> None:
         # The pool itself comes back with the checkpoint's weights; its config flag must follow, or the final
         # folder would claim an uncalibrated pool and the next run would redraw it.

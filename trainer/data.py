@@ -29,9 +29,11 @@ from modeling_croc.processing_croc import pad_colour
 
 logger = logging.getLogger(__name__)
 
-# Key of a sample that stands in for rows whose image could not be read: one record per replaced row, which the
-# collator gathers into the batch's data report (`trainer.collator.DATA_REPORT_KEY`) for the trainer to count.
-UNREADABLE_KEY = "unreadable_rows"
+# Key of a sample that stands in for the row asked for, whose image could not be read: that row's record ({id, index,
+# image, reason, detail}), which the collator gathers into the batch's data report (`trainer.collator.DATA_REPORT_KEY`)
+# for the trainer to count. Rows tried on the way to a replacement are only logged here: each is counted when the
+# sampler asks for it, so every bad row counts once per epoch, like every row.
+UNREADABLE_KEY = "unreadable_row"
 # How many following image rows a row with an unreadable image may try before the dataset gives up: far more than a
 # few bad files in a row, far fewer than a wrong image root (whose every row fails and which the trainer's stop rule
 # reports first).
@@ -84,8 +86,8 @@ class CrocSupervisedDataset(torch.utils.data.Dataset):
 
     A row whose image cannot be read (missing, empty, corrupt, truncated, too large, outside the image root: see
     `modeling_croc.images.load_image`) never ends the run: ``dataset[i]`` returns the sample of the next image row
-    (in index order, wrapping around) that loads, with ``sample["unreadable_rows"]`` listing the rows it replaces, so a
-    batch keeps its size and the trainer counts them. The replacement depends only on the index and the files, so a
+    (in index order, wrapping around) that loads, with ``sample["unreadable_row"]`` describing the row it replaces,
+    so a batch keeps its size and the trainer counts it. The replacement depends only on the index and the files, so a
     resumed run sees the same samples. Images are read as RGB with transparency composited onto the colour `pad`
     uses (`modeling_croc.processing_croc.pad_colour`) and 16-bit grey rescaled.
 
@@ -142,7 +144,7 @@ class CrocSupervisedDataset(torch.utils.data.Dataset):
                 unreadable.append(self._unreadable(row, candidate, error))
                 continue
             if sample is not None:
-                sample[UNREADABLE_KEY] = unreadable
+                sample[UNREADABLE_KEY] = unreadable[0]
                 return sample
         last = unreadable[-1]
         raise DataError(f"row {last['id']!r} and the {len(unreadable) - 1} image row(s) tried after it have no "

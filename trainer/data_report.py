@@ -36,9 +36,11 @@ class DataReport:
         rows_read: rows read at the start (before validation); 0 for a build folder, validated when it was built.
         rejected: rows the start-of-run validation rejected, per reason.
         notices: rows kept but counted (`data_recipes.NOTICES`).
-        rows_seen: rows the training loop asked for, the rows replaced included.
-        replaced: rows replaced in training because their image could not be read, per reason.
-        replaced_rows: one record per replaced row ({id, image, reason, detail, step}).
+        rows_seen: rows the training loop asked for (a row asked for in two epochs counts twice).
+        replaced: rows asked for whose image could not be read (each replaced by the next readable image row), per
+            reason, counted like `rows_seen`.
+        replaced_rows: one record per distinct replaced row ({id, index, image, reason, detail, step}): the rejects
+            file's training lines.
         max_reject_fraction, strict: the stop rule (`data.max_reject_fraction`, `data.strict`).
         rejects_path: where rejected and replaced rows are written (None: nowhere).
         writes: whether this process writes files (the main process).
@@ -80,14 +82,19 @@ class DataReport:
         """Count `rows` rows asked for by one optimiser step (all processes) and the rows among them that were
         replaced; append those to the rejects file."""
         self.rows_seen += int(rows)
-        new = [{**row, "step": int(step), "during": "training"} for row in replaced_rows]
-        for row in new:
+        for row in replaced_rows:
             self.replaced[row["reason"]] = self.replaced.get(row["reason"], 0) + 1
+        known = {row["index"] for row in self.replaced_rows}
+        new = []
+        for row in replaced_rows:
+            if row["index"] not in known:  # a row replaced again in a later epoch is written once
+                known.add(row["index"])
+                new.append({**row, "step": int(step), "during": "training"})
         self.replaced_rows.extend(new)
         self._append(new)
-        if new:
+        if replaced_rows:
             logger.warning("replaced %d row(s) whose image could not be read (%s); %d of %d rows seen so far",
-                           len(new), format_counts(Counter(row["reason"] for row in new)),
+                           len(replaced_rows), format_counts(Counter(row["reason"] for row in replaced_rows)),
                            sum(self.replaced.values()), self.rows_seen)
 
     def check_training(self) -> None:

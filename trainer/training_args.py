@@ -3,6 +3,7 @@ data, logging and Hub options of the three training stages."""
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -219,10 +220,18 @@ class CrocTrainingArguments(TrainingArguments):
         self.gradient_accumulation_steps = derived
 
     def _check_croc_overrides(self) -> None:
+        if self.croc_overrides is not None and not isinstance(self.croc_overrides, dict):
+            raise ValueError(f"croc_overrides must be a mapping of CrocConfig fields, e.g. {{mask_ratio: 0.5}}; got "
+                             f"{self.croc_overrides!r}")
         unknown = set(self.croc_overrides or {}) - CROC_OVERRIDABLE_FIELDS
         if unknown:
             hint = " (use `croc_preset`; `croc_pretraining` follows the stage)" if unknown & {
                 "croc_preset", "croc_pretraining"} else ""
+            close = {key: difflib.get_close_matches(str(key), sorted(CROC_OVERRIDABLE_FIELDS), n=1, cutoff=0.6)
+                     for key in sorted(unknown, key=str)}
+            if any(close.values()):
+                hint += " (did you mean: " + "; ".join(f"{key} -> {match[0]}" for key, match in close.items()
+                                                       if match) + ")"
             raise ValueError(
                 f"croc_overrides: unknown or reserved keys {sorted(unknown)}{hint}; allowed: "
                 f"{', '.join(sorted(CROC_OVERRIDABLE_FIELDS))}"
