@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from PIL import Image
 from tqdm.auto import tqdm
 
-from data_recipes.schema import IMAGE_TOKEN
 from modeling_croc import CrocForConditionalGeneration, CrocProcessor
+from modeling_croc.constants import IMAGE_TOKEN
+from modeling_croc.images import load_image
+from modeling_croc.processing_croc import pad_colour
 
 OVERALL = "overall"
 
@@ -78,7 +79,8 @@ def generate_answers(
                 )
                 for q in batch
             ]
-            images = [Image.open(Path(image_root) / q.image).convert("RGB") for q in batch]
+            # The reader training uses (transparency onto the pad colour), so the model sees its training pixels.
+            images = [load_image(Path(image_root) / q.image, pad_colour(processor.image_processor)) for q in batch]
             inputs = processor(images=images, text=prompts, padding=True, return_tensors="pt").to(model.device)
             with torch.no_grad():
                 output = model.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False,
