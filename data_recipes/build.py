@@ -62,9 +62,10 @@ class BuildResult:
 def recorded_image_root(build_dir: str | Path) -> str | None:
     """The image root a build folder's summary.json records (absolute since builds record it so), or None."""
     summary = Path(build_dir) / _OUTPUT_MARKER
-    if not summary.is_file():
+    try:
+        return json.loads(summary.read_text(encoding="utf-8")).get("image_root")
+    except (OSError, ValueError, AttributeError):  # no summary, or not one of ours: no recorded root
         return None
-    return json.loads(summary.read_text(encoding="utf-8")).get("image_root")
 
 
 def _check_out_dir(out_dir: Path, overwrite: bool) -> None:

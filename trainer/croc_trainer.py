@@ -344,17 +344,12 @@ class CrocTrainer(Trainer):
         self.accelerator.wait_for_everyone()
 
     def _fix_best_checkpoint_path(self, staging: Path, run_dir: Path) -> bool:
-        """The Trainer looked for the best checkpoint in the staging folder; point it at the run folder, where it
-        lives (or is about to). Returns whether it changed."""
+        """When this step's checkpoint is the best one (evaluation with `metric_for_best_model`), the Trainer recorded
+        it under the staging folder: point it at the run folder, where it is about to be. Returns whether it changed."""
         best = self.state.best_model_checkpoint
         if best and Path(best).parent == staging:
             self.state.best_model_checkpoint = str(run_dir / Path(best).name)
             return True
-        if self.state.best_global_step and best is None:
-            candidate = run_dir / f"{PREFIX_CHECKPOINT_DIR}-{self.state.best_global_step}"
-            if candidate.exists():
-                self.state.best_model_checkpoint = str(candidate)
-                return True
         return False
 
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:

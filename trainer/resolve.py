@@ -64,8 +64,8 @@ def resolve_training_arguments(argv: list[str]) -> CrocTrainingArguments:
     raw["training"].setdefault("output_dir", "unused")
     try:
         return CrocTrainingArguments(**raw["training"])
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
+    except (ValueError, TypeError) as error:
+        raise ConfigError(" ".join(str(error).split())) from None
 
 
 def check_across_sections(model_args: ModelArguments, args: CrocTrainingArguments) -> None:

@@ -149,3 +149,20 @@ def test_rerunning_a_finished_run_trains_no_extra_step(tiny_model, tmp_path):
     assert sorted(p.name for p in (tmp_path / "out").glob("checkpoint-*")) == ["checkpoint-2"]
     final = load_file(str(tmp_path / "out" / "model.safetensors"))
     assert all(torch.equal(final[name], tensor) for name, tensor in weights.items())
+
+
+def test_the_best_checkpoint_is_recorded_where_it_is_renamed_to(tmp_path):
+    """With evaluation picking a best checkpoint, the Trainer records the staged path; it must name the final one."""
+    from types import SimpleNamespace
+
+    from transformers.trainer_callback import TrainerState
+
+    from trainer.croc_trainer import STAGING_DIR, CrocTrainer
+
+    staging = tmp_path / STAGING_DIR
+    holder = SimpleNamespace(state=TrainerState(best_model_checkpoint=str(staging / "checkpoint-4")))
+    assert CrocTrainer._fix_best_checkpoint_path(holder, staging, tmp_path)
+    assert holder.state.best_model_checkpoint == str(tmp_path / "checkpoint-4")
+    holder.state.best_model_checkpoint = str(tmp_path / "checkpoint-2")  # an earlier, already renamed one
+    assert not CrocTrainer._fix_best_checkpoint_path(holder, staging, tmp_path)
+    assert holder.state.best_model_checkpoint == str(tmp_path / "checkpoint-2")

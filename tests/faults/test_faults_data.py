@@ -159,7 +159,8 @@ def test_trainer_stops_before_the_model_when_too_many_rows_are_rejected(faults, 
     total = len(faults["rows"])
     assert message.startswith(f"data error: 15 of {total} rows of {faults['root'] / 'rows.json'} rejected (")
     assert "more than data.max_reject_fraction=0.01" in message and str(tmp_path / "run" / "rejects.jsonl") in message
-    strict = _cli_error(_argv(tmp_path / "strict", tiny_model, faults["root"] / "rows.json", "--data.strict=true",
+    # `--strict`, as the builder spells it (a data key may drop its `data.` prefix).
+    strict = _cli_error(_argv(tmp_path / "strict", tiny_model, faults["root"] / "rows.json", "--strict",
                               "--data.max_reject_fraction=1"), monkeypatch)
     assert "rejected" in strict and "none (data.strict=true)" in strict
 
