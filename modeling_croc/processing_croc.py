@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 from transformers import LlavaImageProcessorPil, LlavaProcessor
 
@@ -54,7 +55,7 @@ class CrocProcessor(LlavaProcessor):
         return count - 1 if self.vision_feature_select_strategy == "default" else count
 
 
-def pad_colour(image_processor) -> tuple[int, int, int]:
+def pad_colour(image_processor: Any) -> tuple[int, int, int]:
     """The RGB colour the `pad` aspect ratio fills the square with: the image processor's mean as 8-bit values,
     truncated as `LlavaImageProcessor.pad_to_square` computes it (CLIP's mean gives (122, 116, 104)).
 

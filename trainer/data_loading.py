@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import datasets
 
@@ -85,7 +86,8 @@ def _reset(path: Path) -> None:
     path.write_text("", encoding="utf-8")
 
 
-def build_train_dataset(training_rows: TrainingRows, processor, args: CrocTrainingArguments) -> CrocSupervisedDataset:
+def build_train_dataset(training_rows: TrainingRows, processor: Any,
+                        args: CrocTrainingArguments) -> CrocSupervisedDataset:
     """The stage's supervised dataset: its template and length budget (`processor` prepares images the stage's way)."""
     logger.info("training rows: %d (images under %s)", len(training_rows.rows), training_rows.image_root)
     return CrocSupervisedDataset(
