@@ -12,20 +12,49 @@ writes a build folder with the dataset, its card, a summary and the rejected row
 from modeling_croc.constants import IMAGE_TOKEN
 
 from . import recipes  # noqa: F401  (registers the built-in recipes)
-from .build import DEFAULT_SEED, BuildResult, build_recipe
+from .build import DEFAULT_SEED, BuildResult, build_recipe, recorded_image_root
 from .catalog import CATALOG, CROC_1_5M_COUNTS, SourceInfo
+from .io import DataError
 from .parts import RecipeResult, SourcePart
 from .recipes.croc1_5m import DEFAULT_CAPTION_INSTRUCTION
 from .recipes.llava802k import EXTRA_802K_COUNTS
 from .registry import RECIPES, Recipe, get_recipe, list_recipes, register_recipe
-from .schema import ROW_FEATURES, load_llava_json, normalise_row, rows_to_dataset
+from .schema import (
+    PROBLEM_COLUMN,
+    READ_FEATURES,
+    ROW_FEATURES,
+    load_llava_json,
+    normalise_row,
+    rows_to_dataset,
+)
 from .synthetic_scenes import SyntheticScenes, generate_synthetic_scenes
 from .text_sources import TEXT_CONVERTERS, register_text_converter
-from .validation import REJECT_REASONS, StrictValidationError, validate_dataset
+from .validation import (
+    NOTICES,
+    REJECT_REASONS,
+    RejectedRowsError,
+    StrictValidationError,
+    ValidationReport,
+    exceeds_reject_budget,
+    format_counts,
+    kept_rows,
+    validate_dataset,
+    write_rejects,
+)
 
 __all__ = [
     "BuildResult",
     "CATALOG",
+    "DataError",
+    "NOTICES",
+    "PROBLEM_COLUMN",
+    "READ_FEATURES",
+    "RejectedRowsError",
+    "ValidationReport",
+    "exceeds_reject_budget",
+    "format_counts",
+    "kept_rows",
+    "write_rejects",
     "CROC_1_5M_COUNTS",
     "DEFAULT_CAPTION_INSTRUCTION",
     "DEFAULT_SEED",
@@ -47,6 +76,7 @@ __all__ = [
     "list_recipes",
     "load_llava_json",
     "normalise_row",
+    "recorded_image_root",
     "register_recipe",
     "register_text_converter",
     "rows_to_dataset",

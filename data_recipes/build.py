@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,18 @@ from .card import build_card
 from .parts import RecipeResult
 from .registry import get_recipe
 from .schema import empty_dataset
-from .validation import StrictValidationError, ValidationReport, counts_by_source, validate_dataset
+from .validation import (
+    NOTICES,
+    RejectedRowsError,
+    StrictValidationError,
+    ValidationReport,
+    counts_by_source,
+    format_counts,
+    kept_rows,
+    validate_dataset,
+    write_jsonl,
+    write_rejects,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +58,15 @@ class BuildResult:
     dataset: Dataset
     summary: dict[str, Any]
     card: DatasetCard
+
+
+def recorded_image_root(build_dir: str | Path) -> str | None:
+    """The image root a build folder's summary.json records (absolute since builds record it so), or None."""
+    summary = Path(build_dir) / _OUTPUT_MARKER
+    try:
+        return json.loads(summary.read_text(encoding="utf-8")).get("image_root")
+    except (OSError, ValueError, AttributeError):  # no summary, or not one of ours: no recorded root
+        return None
 
 
 def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
@@ -65,12 +86,6 @@ def _reset_out_dir(out_dir: Path) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
 
 
-def _write_jsonl(path: Path, rows: Iterable[dict[str, Any]]) -> None:
-    with path.open("w", encoding="utf-8") as f:
-        for row in rows:
-            f.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-
 def _llava_rows(dataset: Dataset, batch_size: int = 10_000) -> Iterator[dict[str, Any]]:
     """Kept rows in the original LLaVA format: text-only rows carry no `image` key at all, because the
     LLaVA training code tests `'image' in row`, not its value."""
@@ -84,10 +99,9 @@ def _llava_rows(dataset: Dataset, batch_size: int = 10_000) -> Iterator[dict[str
             yield row
 
 
-def _rejected_rows(dataset: Dataset, report: ValidationReport) -> Iterator[dict[str, Any]]:
-    rejected = report.rejected_indices
-    for index, row in zip(rejected, dataset.select(rejected)):
-        yield {"reason": report.reasons[index], "detail": report.details[index], **row}
+def _absolute(path: str | Path) -> Path:
+    # Lexically absolute (`..` folded), symbolic links kept as the user named them.
+    return Path(os.path.abspath(path))
 
 
 def _summary(name: str, seed: int, result: RecipeResult, report: ValidationReport, sources: list[str], *,
@@ -99,13 +113,16 @@ def _summary(name: str, seed: int, result: RecipeResult, report: ValidationRepor
         "status": "ok",
         "seed": seed,
         "command": command,
-        "data_root": str(data_root),
-        "image_root": None if result.image_root is None else str(result.image_root),
+        # Absolute, so the trainer finds the images from any working directory (`--data-root` may be relative).
+        "data_root": str(_absolute(data_root)),
+        "image_root": None if result.image_root is None else str(_absolute(result.image_root)),
         "image_check": check_images,
         "num_proc": num_proc,
         "params": result.params,
         "rows": {"read": len(sources), "kept": len(sources) - report.num_rejected, "dropped": report.num_rejected},
         "dropped_by_reason": report.counts,
+        "notices": {"counts": report.notices, "examples": report.notice_examples,
+                    "meaning": {name: NOTICES[name] for name in report.notices}},
         "sources": {p.name: {**p.provenance(), **per_source.get(p.name, empty)} for p in result.parts},
         "versions": {"datasets": datasets.__version__},
     }
@@ -134,8 +151,10 @@ def build_recipe(
     Args:
         params: the recipe's keyword parameters (the CLI's `--set key=value`).
         strict: raise :class:`StrictValidationError` if any row is rejected (summary.json and rejects.jsonl
-            are still written, with status "failed", so the rejects can be inspected; no dataset is saved).
-        check_images: check that every image exists and PIL can verify it (False: text checks only).
+            are still written, with status "failed", so the rejects can be inspected; no dataset is saved). Without
+            it, a build whose every row is rejected raises `DataError` the same way.
+        check_images: check that every image stays under the image root, exists and decodes in full
+            (`modeling_croc.images.load_image`); False: text checks only.
         num_proc: processes for the image checks.
         push_to_hub: a Hub dataset repo id to push the dataset, card, summary and rejects to.
         hub_folder: write what `push_to_hub` would upload (Parquet shards and card) into this folder instead of (or
@@ -159,23 +178,29 @@ def build_recipe(
     parts = [p.dataset for p in result.parts if len(p.dataset)]
     dataset = concatenate_datasets(parts) if parts else empty_dataset()
     logger.info("%s: read %d rows from %d source(s); validating", name, len(dataset), len(result.parts))
-    report = validate_dataset(dataset, result.image_root, check_images=check_images, num_proc=num_proc)
+    image_root = None if result.image_root is None else _absolute(result.image_root)
+    report = validate_dataset(dataset, image_root, check_images=check_images, num_proc=num_proc)
 
     # Arrow-level column read: iterating `dataset["source"]` row by row costs ~1.5 s per 100K rows.
     sources = dataset.select_columns(["source"]).to_dict()["source"]
     summary = _summary(name, seed, result, report, sources, check_images=check_images, num_proc=num_proc,
                        command=command, data_root=data_root)
-    _write_jsonl(out_dir / "rejects.jsonl", _rejected_rows(dataset, report))
-    if strict and report.num_rejected:
+    write_rejects(out_dir / "rejects.jsonl", dataset, report)
+    everything_rejected = len(dataset) > 0 and report.num_rejected == len(dataset)
+    if (strict and report.num_rejected) or everything_rejected:
         summary["status"] = "failed"
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        if everything_rejected and not strict:
+            # An empty build is never what was asked for (a wrong image root, a file of the wrong shape).
+            raise RejectedRowsError(f"every one of the {len(dataset):,} rows read was rejected ({format_counts(report.counts)}); "
+                            f"rejected rows with their reasons: {out_dir / 'rejects.jsonl'}")
         by_source = {s: v["dropped_by_reason"] for s, v in summary["sources"].items()}
         raise StrictValidationError(report.counts, by_source, out_dir / "rejects.jsonl")
 
-    kept = dataset.select(report.kept_indices) if report.num_rejected else dataset
+    kept = kept_rows(dataset, report)
     kept.save_to_disk(str(out_dir))
     if export_jsonl:
-        _write_jsonl(out_dir / "data.jsonl", _llava_rows(kept))
+        write_jsonl(out_dir / "data.jsonl", _llava_rows(kept))
     if push_to_hub or hub_folder:
         summary["hub"] = {"repo": push_to_hub, "folder": None if hub_folder is None else str(hub_folder),
                           "image_storage": image_storage}
@@ -188,7 +213,8 @@ def build_recipe(
     card.save(out_dir / "README.md")
     summary["elapsed_s"] = round(time.perf_counter() - started, 3)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    logger.info("%s: kept %d, rejected %d -> %s", name, len(kept), report.num_rejected, out_dir)
+    logger.info("%s: kept %d, rejected %d (%s), notices: %s -> %s", name, len(kept), report.num_rejected,
+                format_counts(report.counts), format_counts(report.notices), out_dir)
     if push_to_hub or hub_folder:
         if image_storage == "path":
             logger.warning("pushing image paths only: the images stay on this machine (image_storage='path')")

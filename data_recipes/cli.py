@@ -23,7 +23,7 @@ from .build import DEFAULT_SEED, build_recipe
 from .publish import IMAGE_STORAGES
 from .registry import RECIPES, get_recipe, list_recipes
 from .synthetic_scenes import generate_synthetic_scenes
-from .validation import StrictValidationError
+from .validation import RejectedRowsError
 
 
 def parse_value(raw: str) -> Any:
@@ -122,10 +122,16 @@ def _print_report(summary: dict[str, Any]) -> None:
     for reason, n in summary["dropped_by_reason"].items():
         if n:
             print(f"  rejected {reason}: {n}")
+    notices = summary.get("notices", {})
+    for name, n in notices.get("counts", {}).items():
+        if n:
+            examples = ", ".join(notices.get("examples", {}).get(name, []))
+            print(f"  kept, but {name}: {n} ({notices['meaning'][name]}; e.g. {examples})")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """CLI entry point; returns the exit status (0 ok, 1 usage/input error, 2 strict validation failure)."""
+    """CLI entry point; returns the exit status (0 ok, 1 usage/input error, including a data file that does not read
+    as rows, 2 rows rejected under --strict or every row rejected)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -151,7 +157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             hub_folder=args.hub_folder, image_storage=args.image_storage,
             command=shlex.join(["python", "-m", "data_recipes", *argv]),
         )
-    except StrictValidationError as err:
+    except RejectedRowsError as err:  # rows rejected under --strict, or every row rejected
         print(f"error: {err}", file=sys.stderr)
         return 2
     except (KeyError, ValueError, FileNotFoundError, FileExistsError) as err:

@@ -1,7 +1,9 @@
 """Reading upstream annotation files (JSON array, JSON lines, parquet, or a folder of them).
 
-Everything is read into a list of plain dicts: the largest upstream file (ShareGPT4V, ~1.25M rows)
-fits comfortably in memory, and sampling needs random access anyway.
+Everything is read into a list of plain values: the largest upstream file (ShareGPT4V, ~1.25M rows) fits comfortably
+in memory, and sampling needs random access anyway. A file that cannot be read as rows raises `DataError` naming the
+file and the line (and column) of the problem; a single record that is not an object is *not* a file error: it is
+returned as it is and rejected as a row (`data_recipes.schema.normalise_row`), so one bad row costs one row.
 """
 
 from __future__ import annotations
@@ -13,47 +15,86 @@ from typing import Any
 _SUFFIXES = (".json", ".jsonl", ".parquet")
 
 
-def _read_json_or_jsonl(path: Path) -> list[dict[str, Any]]:
-    with path.open("r", encoding="utf-8") as f:
-        head = f.read(4096).lstrip()
-    # Suffixes lie: webqa's `train.json` is JSON lines, some `.jsonl` dumps are one array.
-    if head.startswith("["):
-        with path.open("r", encoding="utf-8") as f:
-            data = json.load(f)
-        if not isinstance(data, list):  # pragma: no cover - defensive, '[' always parses to a list
-            raise ValueError(f"{path}: expected a JSON array of rows")
-        return data
+class DataError(ValueError):
+    """Data that cannot be used as a whole: a file that does not read as rows, or (subclasses, callers) too many
+    rejected rows. The message is one line and names the file (and line) or the rejects file."""
+
+
+def _line_and_column(raw: bytes, offset: int) -> tuple[int, int]:
+    line_start = raw.rfind(b"\n", 0, offset) + 1
+    return raw.count(b"\n", 0, offset) + 1, offset - line_start + 1
+
+
+def _decode(path: Path) -> str:
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line, column = _line_and_column(raw, error.start)
+        raise DataError(f"{path}:{line}:{column}: not UTF-8 text (byte 0x{raw[error.start]:02x}); LLaVA annotation "
+                        "files are UTF-8 JSON") from None
+    return text.removeprefix("\ufeff")  # a byte-order mark some editors write
+
+
+def _read_json_or_jsonl(path: Path) -> list[Any]:
+    text = _decode(path)
+    stripped = text.lstrip()
+    if not stripped:
+        return []
+    # Suffixes lie: webqa's `train.json` is JSON lines, some `.jsonl` dumps are one array. So: one JSON document
+    # for the whole file first, JSON lines otherwise.
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as error:
+        if stripped.startswith("["):  # meant as one array: report where it breaks (truncated, stray comma...)
+            raise DataError(f"{path}:{error.lineno}:{error.colno}: JSON does not parse: {error.msg}") from None
+        return _read_json_lines(path, text)
+    if isinstance(document, list):
+        return document
+    if isinstance(document, dict) and path.suffix == ".jsonl":
+        return [document]  # JSON lines holding a single row
+    kind = "an object" if isinstance(document, dict) else f"a JSON {type(document).__name__}"
+    raise DataError(f"{path}:1: the top level is {kind}, not a list of row objects; wrap the rows in [...] or "
+                    "write one object per line (.jsonl)")
+
+
+def _read_json_lines(path: Path, text: str) -> list[Any]:
     records = []
-    with path.open("r", encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            line = line.strip()
-            if not line:
-                continue
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise ValueError(f"{path}:{line_no}: not a JSON array nor valid JSON lines ({err})") from err
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        line = line.strip()
+        if not line:
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as error:
+            raise DataError(f"{path}:{line_no}:{error.colno}: neither a JSON array nor valid JSON lines "
+                            f"({error.msg})") from None
     return records
 
 
 def _read_parquet(path: Path) -> list[dict[str, Any]]:
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    return pq.read_table(path).to_pylist()
+    try:
+        return pq.read_table(path).to_pylist()
+    except (pa.ArrowException, OSError) as error:
+        raise DataError(f"{path}: not a readable parquet file ({error})") from None
 
 
-def read_records(path: str | Path) -> list[dict[str, Any]]:
+def read_records(path: str | Path) -> list[Any]:
     """Read every record of a `.json`/`.jsonl`/`.parquet` file, or of all such files under a folder.
 
     Folder contents are read in sorted path order so that row indices (and therefore seeded samples)
-    do not depend on the file system's listing order.
+    do not depend on the file system's listing order. Raises `DataError` (file, line, column) for a file that does
+    not parse, is not UTF-8, or whose top level is not a list of rows.
     """
     path = Path(path)
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in _SUFFIXES)
         if not files:
             raise FileNotFoundError(f"{path}: folder holds no {'/'.join(_SUFFIXES)} files")
-        records: list[dict[str, Any]] = []
+        records: list[Any] = []
         for file in files:
             records.extend(read_records(file))
         return records

@@ -7,7 +7,7 @@ Every recipe produces rows of exactly this shape::
 The upstream LLaVA files mix integer and string ids and leave `image` out of text-only rows, so a
 plain `datasets.load_dataset("json", ...)` fails with an Arrow type error (or silently infers a
 schema from the first rows). Here every row is normalised in Python first, then the Arrow table is
-built once with the explicit :data:`ROW_FEATURES`.
+built once with the explicit :data:`READ_FEATURES` (the row schema plus the `problem` a record may have).
 """
 
 from __future__ import annotations
@@ -32,6 +32,12 @@ ROW_FEATURES = Features(
     }
 )
 
+# Rows as read, before validation: the row schema plus `problem`, set by `normalise_row` on a record it could not
+# turn into a row ("reason: detail", e.g. a record that is not an object). Validation rejects such rows with that
+# reason, and the column is dropped from what is kept, so a build holds exactly ROW_FEATURES.
+PROBLEM_COLUMN = "problem"
+READ_FEATURES = Features({**ROW_FEATURES, PROBLEM_COLUMN: Value("string")})
+
 
 def _as_text(value: Any) -> str:
     """Turn a turn value into a string; None becomes "" so validation can flag it as empty."""
@@ -40,51 +46,77 @@ def _as_text(value: Any) -> str:
     return value if isinstance(value, str) else str(value)
 
 
-def _normalise_image(value: Any, row_id: str) -> str | None:
+def _preview(value: Any, limit: int = 120) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _normalise_image(value: Any) -> tuple[str | None, str | None]:
+    """(image path or None, problem or None)."""
     if value is None or value == "":
-        return None
+        return None, None
     if isinstance(value, (list, tuple)):
         if len(value) == 1:
-            return _normalise_image(value[0], row_id)
+            return _normalise_image(value[0])
         if not value:
-            return None
-        # The schema holds one image per row (LLaVA-1.5 / Croc); dropping all but one would lose data silently.
-        raise ValueError(f"row {row_id!r} has {len(value)} images; the Croc row schema holds one image per row")
-    return str(value)
+            return None, None
+        # The schema holds one image per row (LLaVA-1.5 / Croc); keeping one of them would lose data silently.
+        return None, f"multiple_images: {len(value)} images {_preview(list(value))}"
+    if isinstance(value, (dict, bool)):
+        return None, f"malformed_row: `image` is {_preview(value)}, not a path"
+    return str(value), None
 
 
-def normalise_row(record: Mapping[str, Any], *, source: str, index: int) -> dict[str, Any]:
-    """Normalise one LLaVA-format record to :data:`ROW_FEATURES`.
+def _normalise_turns(conversations: Any) -> tuple[list[dict[str, str]] | None, str | None]:
+    """(turns or None, problem or None): a list of {from, value} objects with text (or number) values."""
+    if conversations is None:
+        return [], None  # no turns: validation rejects the row as `bad_turn_order`
+    if not isinstance(conversations, list):
+        return None, f"malformed_row: `conversations` is {_preview(conversations)}, not a list of turns"
+    turns = []
+    for position, turn in enumerate(conversations):
+        if not isinstance(turn, Mapping):
+            return None, f"malformed_row: turn {position} is {_preview(turn)}, not an object with from/value"
+        value = turn.get("value")
+        if isinstance(value, (list, dict)):
+            return None, f"malformed_row: turn {position}'s value is {_preview(value)}, not text"
+        turns.append({"from": _as_text(turn.get("from")), "value": _as_text(value)})
+    return turns, None
+
+
+def normalise_row(record: Any, *, source: str, index: int) -> dict[str, Any]:
+    """Normalise one LLaVA-format record to :data:`ROW_FEATURES`, never raising.
 
     Ids are cast to str (a missing id becomes ``f"{source}-{index}"``), a missing or empty `image`
     becomes None, turn values are cast to str. Unknown keys (e.g. `question_type`, `width`) are dropped.
-    Structural problems (empty turns, wrong roles) are kept as they are: validation reports them.
+    Structural problems (empty turns, wrong roles) are kept as they are: validation reports them. A record that
+    cannot be represented at all (not an object, turns that are not objects, several images) gets a `problem`
+    key (``"reason: detail"``, see :data:`PROBLEM_COLUMN`), which validation turns into a counted reject.
     """
+    if not isinstance(record, Mapping):
+        return {"id": f"{source}-{index}", "image": None, "conversations": None, "source": source,
+                PROBLEM_COLUMN: f"malformed_row: row {index} is {_preview(record)}, not an object"}
     raw_id = record.get("id")
     row_id = f"{source}-{index}" if raw_id is None or raw_id == "" else str(raw_id)
-    conversations = record.get("conversations") or []
-    return {
-        "id": row_id,
-        "image": _normalise_image(record.get("image"), row_id),
-        "conversations": [
-            {"from": _as_text(turn.get("from")), "value": _as_text(turn.get("value"))}
-            if isinstance(turn, Mapping)
-            else {"from": "", "value": _as_text(turn)}
-            for turn in conversations
-        ],
-        "source": source,
-    }
+    image, image_problem = _normalise_image(record.get("image"))
+    conversations, turn_problem = _normalise_turns(record.get("conversations"))
+    row = {"id": row_id, "image": image, "conversations": conversations, "source": source}
+    problem = image_problem or turn_problem
+    if problem:
+        row[PROBLEM_COLUMN] = problem
+    return row
 
 
 def rows_to_dataset(rows: Iterable[Mapping[str, Any]]) -> Dataset:
-    """Build an in-memory Arrow dataset with :data:`ROW_FEATURES` from already normalised rows.
+    """Build an in-memory Arrow dataset with :data:`READ_FEATURES` from already normalised rows (`problem` is None
+    where a row has none).
 
     `pa.Table.from_pylist` with the explicit schema is ~6x faster than `Dataset.from_list`, which
     re-encodes every example; the rows are already in their final form so encoding is a no-op.
     """
     rows = rows if isinstance(rows, list) else list(rows)
-    table = pa.Table.from_pylist(rows, schema=ROW_FEATURES.arrow_schema)
-    return Dataset(table, info=DatasetInfo(features=ROW_FEATURES.copy()))
+    table = pa.Table.from_pylist(rows, schema=READ_FEATURES.arrow_schema)
+    return Dataset(table, info=DatasetInfo(features=READ_FEATURES.copy()))
 
 
 def empty_dataset() -> Dataset:
@@ -93,10 +125,11 @@ def empty_dataset() -> Dataset:
 
 
 def load_llava_json(path: str | Path, *, source: str = "llava_json", limit: int | None = None) -> Dataset:
-    """Read a LLaVA-format JSON (array) or JSON-lines file into a dataset with :data:`ROW_FEATURES`.
+    """Read a LLaVA-format JSON (array) or JSON-lines file into a dataset with :data:`READ_FEATURES`.
 
-    Never fails on mixed int/str ids or absent `image` keys. `limit` keeps only the first rows
-    (handy for quick looks at a 1.2M-row file).
+    Never fails on mixed int/str ids, absent `image` keys or a malformed record (it gets a `problem`); a file that
+    does not read as rows raises `DataError` with its name and line. `limit` keeps only the first rows (handy for
+    quick looks at a 1.2M-row file).
     """
     records = read_records(path)
     if limit is not None:

@@ -13,6 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from .schema import normalise_row
+
 Conversation = list[dict[str, str]]
 TextConverter = Callable[[Mapping[str, Any]], Conversation]
 
@@ -62,10 +64,14 @@ register_text_converter("firefly", from_kind_input_target)
 register_text_converter("webqa", from_input_output)
 
 
-def text_record_to_row(record: Mapping[str, Any], *, source: str, index: int) -> dict[str, Any]:
+def text_record_to_row(record: Any, *, source: str, index: int) -> dict[str, Any]:
     """Convert one upstream text record to a schema row; its id records the upstream row index."""
     try:
         convert = TEXT_CONVERTERS[source]
     except KeyError:
         raise KeyError(f"no text converter registered for {source!r}; known: {sorted(TEXT_CONVERTERS)}") from None
-    return {"id": f"{source}-{index}", "image": None, "conversations": convert(record), "source": source}
+    row_id = f"{source}-{index}"
+    if not isinstance(record, Mapping):
+        # The same reject as a LLaVA record that is not an object: counted, not a crash of the whole build.
+        return normalise_row(record, source=source, index=index)
+    return {"id": row_id, "image": None, "conversations": convert(record), "source": source}

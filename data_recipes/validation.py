@@ -1,39 +1,67 @@
-"""Row validation that never loses data silently.
+"""Row validation that never loses data silently: the one validator of the recipe builder and of the trainer.
 
 Each row gets at most one reject reason (the first failing check, in the order of :data:`REJECT_REASONS`);
-rejected rows are counted per reason, written to `rejects.jsonl` with the reason, and reported. Text
-checks run first because they are cheap; image checks then run only on rows that passed them, each
-distinct image file once (mix665K has several rows per COCO image), optionally in a process pool.
+rejected rows are counted per reason, written to `rejects.jsonl` with the reason and what was found, and reported.
+The builder (`data_recipes.build`) and the trainer's raw LLaVA-file path (`trainer.data_loading`) both call
+:func:`validate_dataset`, so a row means the same thing to both.
+
+Order: what `normalise_row` could not represent (not an object, several images), then the turns (cheap), then
+duplicates, then the image path (it must stay under the image root), then the image file, each distinct file once
+(mix665K has several rows per COCO image), optionally in a process pool. Image files are decoded in full by
+`modeling_croc.images.load_image`, the reader the trainer and the chat use too.
 """
 
 from __future__ import annotations
 
-import os
+import hashlib
+import json
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 from datasets import Dataset
 
 from modeling_croc.constants import IMAGE_TOKEN
+from modeling_croc.images import (
+    IMAGE_REJECT_REASONS,
+    ImageFileError,
+    check_image_path,
+    load_image,
+    resolve_image_path,
+)
+
+from .io import DataError
+from .schema import PROBLEM_COLUMN
 
 REJECT_REASONS: dict[str, str] = {
+    "malformed_row": "the record is not an object with a `conversations` list of {from, value} turns",
+    "multiple_images": "the row lists several images; the Croc row schema holds one image per row",
+    "unknown_role": "a turn's `from` is neither human nor gpt",
     "empty_turn": "a turn's text is empty or only whitespace",
     "bad_turn_order": "turns must start with human, alternate human/gpt and end with a gpt turn",
     "no_image_marker": f"the row has an image but no {IMAGE_TOKEN} marker",
     "too_many_image_markers": f"more {IMAGE_TOKEN} markers than images (>1 on an image row, any on a text-only row)",
-    "missing_image": "the image file does not exist under the image root",
-    "unreadable_image": "PIL cannot open/verify the image file",
+    "duplicate_row": "an earlier row has the same id, image and turns",
+    **IMAGE_REJECT_REASONS,
+}
+
+# Counted and reported, but the rows are kept: mix665K reuses an image's id for different questions about it.
+NOTICES: dict[str, str] = {
+    "duplicate_id": "rows kept that share their id with an earlier row whose image or turns differ",
 }
 
 _ROLES = ("human", "gpt")
+_EXAMPLES = 5  # ids quoted per notice in reports
 
 
 def check_conversation(conversations: Sequence[Mapping[str, str]], has_image: bool) -> str | None:
     """Return the reject reason for a row's turns, or None when they are well formed."""
+    if any(turn["from"] not in _ROLES for turn in conversations):
+        return "unknown_role"
     if any(not turn["value"].strip() for turn in conversations):
         return "empty_turn"
     roles = [turn["from"] for turn in conversations]
@@ -48,35 +76,39 @@ def check_conversation(conversations: Sequence[Mapping[str, str]], has_image: bo
     return None
 
 
-def check_image_file(path: str) -> tuple[str | None, str]:
-    """Check one image file. Returns (reason or None, detail) — detail is the error text on failure."""
-    if not os.path.isfile(path):
-        return "missing_image", path
-    from PIL import Image
-
+def check_image_file(path: str, decode: bool = True) -> tuple[str | None, str]:
+    """Check one image file. Returns (reason or None, detail): with `decode`, the whole image is decoded and
+    converted as training reads it (`modeling_croc.images.load_image`); without, only that it exists and is not
+    empty."""
     try:
-        with Image.open(path) as image:
-            image.verify()
-    except Exception as err:  # PIL raises many types (OSError, SyntaxError, struct.error...)
-        return "unreadable_image", f"{type(err).__name__}: {err}"
+        if decode:
+            load_image(path)
+        else:
+            check_image_path(path)
+    except ImageFileError as error:
+        return error.reason, error.detail
     return None, ""
 
 
-def check_image_files(paths: Sequence[str], *, num_proc: int = 1) -> list[tuple[str | None, str]]:
+def check_image_files(paths: Sequence[str], *, decode: bool = True, num_proc: int = 1) -> list[tuple[str | None, str]]:
     """Check many image files, in `num_proc` processes when > 1."""
+    check = partial(check_image_file, decode=decode)
     if num_proc <= 1 or len(paths) < 2:
-        return [check_image_file(p) for p in paths]
+        return [check(p) for p in paths]
     chunksize = max(1, len(paths) // (num_proc * 16))
     with ProcessPoolExecutor(max_workers=num_proc) as pool:
-        return list(pool.map(check_image_file, paths, chunksize=chunksize))
+        return list(pool.map(check, paths, chunksize=chunksize))
 
 
 @dataclass
 class ValidationReport:
-    """Per-row outcome of validation: `reasons[i]` is None for a kept row."""
+    """Per-row outcome of validation: `reasons[i]` is None for a kept row; `notices` counts kept rows worth a
+    mention (see :data:`NOTICES`), with up to five example ids each in `notice_examples`."""
 
     reasons: list[str | None]
     details: list[str]
+    notices: dict[str, int] = field(default_factory=lambda: dict.fromkeys(NOTICES, 0))
+    notice_examples: dict[str, list[str]] = field(default_factory=dict)
 
     @property
     def kept_indices(self) -> list[int]:
@@ -97,22 +129,79 @@ class ValidationReport:
         return sum(r is not None for r in self.reasons)
 
 
-class StrictValidationError(ValueError):
-    """Raised under `strict=True` when any row is rejected."""
+def format_counts(counts: Mapping[str, int]) -> str:
+    """`reason=n, ...` for the non-zero counts, "none" when all are zero: the one-line form of every report."""
+    return ", ".join(f"{reason}={n:,}" for reason, n in counts.items() if n) or "none"
+
+
+def exceeds_reject_budget(bad: int, seen: int, max_fraction: float) -> bool:
+    """The rule that stops a run for bad rows, at its start (rejected by validation) and during training (images
+    that cannot be read): more than `max_fraction` of the rows seen, and always more than one, so a single bad file
+    early on does not end a run that has seen ten rows."""
+    return bad > max(1.0, max_fraction * seen)
+
+
+class RejectedRowsError(DataError):
+    """More rows were rejected than a run or a build accepts (any under strict mode, every row of a build, more than
+    the trainer's budget); the message is one line with the counts and the rejects file."""
+
+
+class StrictValidationError(RejectedRowsError):
+    """Raised under `strict=True` when any row is rejected. One line: the counts, per source, and the rejects file."""
 
     def __init__(self, counts: Mapping[str, int], by_source: Mapping[str, Mapping[str, int]], rejects_path: Path | None):
         self.counts = dict(counts)
         self.by_source = {k: dict(v) for k, v in by_source.items()}
         total = sum(self.counts.values())
-        lines = [f"strict mode: {total} row(s) rejected"]
-        lines += [f"  {reason}: {n}  ({REJECT_REASONS[reason]})" for reason, n in self.counts.items() if n]
+        parts = [f"strict mode: {total} row(s) rejected ({format_counts(self.counts)})"]
         for source, counts in self.by_source.items():
-            bad = {r: n for r, n in counts.items() if n}
-            if bad:
-                lines.append(f"  source {source}: " + ", ".join(f"{r}={n}" for r, n in bad.items()))
+            if any(counts.values()):
+                parts.append(f"source {source}: {format_counts(counts)}")
         if rejects_path is not None:
-            lines.append(f"  rejected rows with their reasons: {rejects_path}")
-        super().__init__("\n".join(lines))
+            parts.append(f"rejected rows with their reasons: {rejects_path}")
+        super().__init__("; ".join(parts))
+
+
+def _problem(value: str) -> tuple[str, str]:
+    reason, _, detail = value.partition(": ")
+    if reason not in REJECT_REASONS:  # a problem written by other code: keep it, under the generic reason
+        return "malformed_row", value
+    return reason, detail
+
+
+def _content_key(image: str | None, conversations: Any) -> bytes:
+    text = json.dumps([image, conversations], ensure_ascii=False, sort_keys=True)
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
+
+
+class _Duplicates:
+    """Rows with an id seen before: identical ones (image and turns) are rejected, different ones counted.
+
+    Only the first row index per id is held; contents are hashed only for ids that repeat, so a 1.5M-row mixture
+    costs one dict of ids."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+        self.first: dict[str, int] = {}
+        self.keys: dict[str, set[bytes]] = {}
+        self.notices = 0
+        self.examples: list[str] = []
+
+    def check(self, index: int, row_id: str, image: str | None, conversations: Any) -> tuple[str | None, str]:
+        first = self.first.setdefault(row_id, index)
+        if first == index:
+            return None, ""
+        if row_id not in self.keys:
+            earlier = self.dataset[first]
+            self.keys[row_id] = {_content_key(earlier["image"], earlier["conversations"])}
+        key = _content_key(image, conversations)
+        if key in self.keys[row_id]:
+            return "duplicate_row", f"same id, image and turns as row {first}"
+        self.keys[row_id].add(key)
+        self.notices += 1
+        if len(self.examples) < _EXAMPLES:
+            self.examples.append(row_id)
+        return None, ""
 
 
 def validate_dataset(
@@ -120,31 +209,55 @@ def validate_dataset(
     image_root: Path | None,
     *,
     check_images: bool = True,
+    decode_images: bool = True,
     num_proc: int = 1,
     batch_size: int = 10_000,
 ) -> ValidationReport:
     """Validate every row of a dataset with the row schema.
 
-    Image paths are resolved against `image_root`; `check_images=False` skips file checks (fast
-    metadata-only builds) but still applies every text check.
+    Image paths are resolved against `image_root` and must stay under it. `check_images=False` skips every image
+    check (fast metadata-only builds) but still applies the text and duplicate checks; `decode_images=False` checks
+    that each file exists and is not empty without decoding it (the trainer's default: it decodes at training time
+    and replaces a row whose image then fails).
     """
+    columns = ["id", "image", "conversations"] + ([PROBLEM_COLUMN] if PROBLEM_COLUMN in dataset.column_names else [])
     reasons: list[str | None] = []
+    details: list[str] = []
     images: list[str | None] = []
-    for batch in dataset.select_columns(["image", "conversations"]).iter(batch_size=batch_size):
-        for image, conversations in zip(batch["image"], batch["conversations"]):
-            reasons.append(check_conversation(conversations, image is not None))
+    duplicates = _Duplicates(dataset)
+    for batch in dataset.select_columns(columns).iter(batch_size=batch_size):
+        problems = batch.get(PROBLEM_COLUMN) or [None] * len(batch["id"])
+        for row_id, image, conversations, problem in zip(batch["id"], batch["image"], batch["conversations"],
+                                                         problems):
+            index = len(reasons)
+            reason, detail = _problem(problem) if problem else (check_conversation(conversations, image is not None),
+                                                                 "")
+            if reason is None:
+                reason, detail = duplicates.check(index, row_id, image, conversations)
+            reasons.append(reason)
+            details.append(detail)
             images.append(image)
-    details = [""] * len(reasons)
     if check_images:
-        pending = {img for img, reason in zip(images, reasons) if img is not None and reason is None}
-        if pending and image_root is None:
-            raise ValueError("rows have images but the recipe gave no image root; pass one or skip image checks")
-        unique = sorted(pending)
-        results = dict(zip(unique, check_image_files([str(image_root / p) for p in unique], num_proc=num_proc)))
-        for i, image in enumerate(images):
-            if image is not None and reasons[i] is None:
-                reasons[i], details[i] = results[image]
-    return ValidationReport(reasons, details)
+        _check_images(reasons, details, images, image_root, decode=decode_images, num_proc=num_proc)
+    return ValidationReport(reasons, details, {"duplicate_id": duplicates.notices},
+                            {"duplicate_id": duplicates.examples} if duplicates.examples else {})
+
+
+def _check_images(reasons: list[str | None], details: list[str], images: list[str | None], image_root: Path | None,
+                  *, decode: bool, num_proc: int) -> None:
+    pending = [i for i, (image, reason) in enumerate(zip(images, reasons)) if image is not None and reason is None]
+    if pending and image_root is None:
+        raise ValueError("rows have images but the recipe gave no image root; pass one or skip image checks")
+    paths: dict[int, str] = {}
+    for i in pending:
+        try:
+            paths[i] = str(resolve_image_path(image_root, images[i]))
+        except ImageFileError as error:
+            reasons[i], details[i] = error.reason, error.detail
+    unique = sorted(set(paths.values()))
+    results = dict(zip(unique, check_image_files(unique, decode=decode, num_proc=num_proc)))
+    for i, path in paths.items():
+        reasons[i], details[i] = results[path]
 
 
 def counts_by_source(report: ValidationReport, sources: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -158,3 +271,29 @@ def counts_by_source(report: ValidationReport, sources: Sequence[str]) -> dict[s
             entry["dropped"] += 1
             entry["dropped_by_reason"][reason] += 1
     return out
+
+
+def rejected_rows(dataset: Dataset, report: ValidationReport) -> Iterator[dict[str, Any]]:
+    """Every rejected row as written to `rejects.jsonl`: its reason, what was found, and the row itself."""
+    rejected = report.rejected_indices
+    for index, row in zip(rejected, dataset.select(rejected)):
+        row = {key: value for key, value in row.items() if key != PROBLEM_COLUMN}
+        yield {"reason": report.reasons[index], "detail": report.details[index], **row}
+
+
+def write_jsonl(path: Path, rows: Iterator[dict[str, Any]] | Sequence[dict[str, Any]]) -> None:
+    """One JSON object per line, UTF-8, replacing `path`."""
+    with Path(path).open("w", encoding="utf-8") as f:
+        for row in rows:
+            f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def write_rejects(path: Path, dataset: Dataset, report: ValidationReport) -> None:
+    """Write `rejects.jsonl`: every rejected row of `dataset` with its reason (an empty file when none)."""
+    write_jsonl(path, rejected_rows(dataset, report))
+
+
+def kept_rows(dataset: Dataset, report: ValidationReport) -> Dataset:
+    """The rows validation kept, in the row schema (the `problem` column of freshly read rows dropped)."""
+    kept = dataset.select(report.kept_indices) if report.num_rejected else dataset
+    return kept.remove_columns(PROBLEM_COLUMN) if PROBLEM_COLUMN in kept.column_names else kept

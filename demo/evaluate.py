@@ -12,12 +12,13 @@ from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
 
-from PIL import Image
 from tqdm.auto import tqdm
 
 from modeling_croc import CrocForConditionalGeneration, CrocProcessor
 from modeling_croc.chat import answer_batch
 from modeling_croc.constants import IMAGE_TOKEN
+from modeling_croc.images import load_image
+from modeling_croc.processing_croc import pad_colour
 
 OVERALL = "overall"
 
@@ -67,9 +68,10 @@ def generate_answers(
     """Greedy answers to `questions`, `batch_size` at a time (`modeling_croc.chat.answer_batch`), with a progress
     bar."""
     answers: list[str] = []
+    # The reader training uses (transparency onto the pad colour), so the model sees its training pixels.
+    fill = pad_colour(processor.image_processor)
     for start in tqdm(range(0, len(questions), batch_size), desc=desc, unit="batch"):
-        batch = [([Image.open(Path(image_root) / q.image).convert("RGB")], q.text)
-                 for q in questions[start:start + batch_size]]
+        batch = [([load_image(Path(image_root) / q.image, fill)], q.text) for q in questions[start:start + batch_size]]
         answers += answer_batch(model, processor, batch, max_new_tokens=max_new_tokens)
     return answers
 

@@ -208,12 +208,11 @@ def mask_sample(state) -> dict[str, Any]:
 
     The shortest of the first rows of the stage-1.5 data is taken so every token stays visible in the figure.
     """
+    from data_recipes import load_llava_json
     from modeling_croc import IGNORE_INDEX, CrocConfig, CrocProcessor
     from modeling_croc.attention_mask import bidirectional_block_ids, build_mixed_attention_mask
     from trainer.collator import build_collator
     from trainer.data import CrocSupervisedDataset
-    from trainer.data_loading import load_rows
-    from trainer.script_args import DataArguments
 
     from .runs import stage_arguments
 
@@ -222,8 +221,8 @@ def mask_sample(state) -> dict[str, Any]:
     config = CrocConfig.from_pretrained(folder)
     processor = CrocProcessor.from_pretrained(folder)
     stage = stage_arguments("stage1_5")
-    rows, image_root = load_rows(DataArguments(path=str(state.scenes / "detailed_captions.json")))
-    dataset = CrocSupervisedDataset(rows, processor, template=stage.template, image_root=image_root,
+    rows = load_llava_json(state.scenes / "detailed_captions.json")  # the generator's own file: clean rows
+    dataset = CrocSupervisedDataset(rows, processor, template=stage.template, image_root=state.scenes,
                                     model_max_length=stage.model_max_length)
     candidates = [dataset[i] for i in range(min(len(dataset), 32))]
     sample = min((c for c in candidates if c is not None), key=lambda c: len(c["input_ids"]))

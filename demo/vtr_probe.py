@@ -16,7 +16,7 @@ from modeling_croc import CrocForConditionalGeneration, CrocProcessor
 from modeling_croc.losses import VTR_DISTANCES, normalize_vtr_targets
 from trainer.collator import build_collator
 from trainer.data import CrocSupervisedDataset
-from trainer.data_loading import load_rows
+from trainer.data_loading import load_training_rows
 from trainer.script_args import DataArguments
 
 
@@ -29,7 +29,8 @@ def vtr_fit(model_dir: str | Path, captions: str | Path, template: str, max_leng
     model = CrocForConditionalGeneration.from_pretrained(model_dir).eval()
     processor = CrocProcessor.from_pretrained(model_dir)
     config = model.config
-    rows, image_root = load_rows(DataArguments(path=str(captions), max_samples=max_rows))
+    training_rows = load_training_rows(DataArguments(path=str(captions), max_samples=max_rows))
+    rows, image_root = training_rows.rows, training_rows.image_root
     dataset = CrocSupervisedDataset(rows, processor, template=template, image_root=image_root,
                                     model_max_length=max_length)
     collate = build_collator(processor)

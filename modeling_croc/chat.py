@@ -19,6 +19,8 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from . import CrocForConditionalGeneration  # noqa: F401  (registers the Auto classes)
 from .constants import IMAGE_TOKEN
+from .images import load_image
+from .processing_croc import pad_colour
 
 
 def user_turn(images: Sequence[Image.Image], text: str) -> dict:
@@ -55,7 +57,6 @@ def answer_batch(
         output = model.generate(**inputs, **settings)
     new_tokens = output[:, inputs["input_ids"].shape[1]:]
     return [text.strip() for text in processor.batch_decode(new_tokens, skip_special_tokens=True)]
-
 
 def answer(model, processor, image: Image.Image | None, question: str, max_new_tokens: int = 64) -> str:
     """Greedy answer of `model` to `question` about `image` (or a text-only question), via `generate`."""
@@ -103,7 +104,8 @@ def main(argv: Iterable[str] | None = None) -> None:
     args = parser.parse_args(list(argv) if argv is not None else None)
 
     model, processor = load(args.model_dir, args.device)
-    image = Image.open(args.image).convert("RGB") if args.image else None
+    # Read as training reads images: transparency onto the pad colour, 16-bit grey rescaled.
+    image = load_image(args.image, pad_colour(processor.image_processor)) if args.image else None
     questions = [args.question] if args.question else (line.strip() for line in sys.stdin)
     for question in questions:
         if question:

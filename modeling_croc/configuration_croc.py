@@ -10,6 +10,11 @@ from transformers import LlavaConfig
 from .presets import CROC_PRESET_NAMES, get_preset
 
 
+class CrocConfigError(ValueError):
+    """A Croc field value the model cannot run with, found when a `CrocConfig` is constructed (before any weight is
+    read), so callers such as the trainer can report it as a configuration mistake rather than a crash."""
+
+
 @strict
 class CrocConfig(LlavaConfig):
     r"""
@@ -96,7 +101,7 @@ class CrocConfig(LlavaConfig):
 
     def __post_init__(self, **kwargs):
         if self.croc_preset not in CROC_PRESET_NAMES:
-            raise ValueError(f"croc_preset must be one of {CROC_PRESET_NAMES}, got {self.croc_preset!r}")
+            raise CrocConfigError(f"croc_preset must be one of {CROC_PRESET_NAMES}, got {self.croc_preset!r}")
         for name, value in get_preset(self.croc_preset).model_fields.items():
             if getattr(self, name) is None:
                 setattr(self, name, value)
@@ -117,22 +122,22 @@ class CrocConfig(LlavaConfig):
     def _check_croc_fields(self) -> None:
         """Fail at construction, before any compute, on values the model cannot run with."""
         if self.prompt_pool_size < 1:
-            raise ValueError(f"prompt_pool_size must be >= 1, got {self.prompt_pool_size}")
+            raise CrocConfigError(f"prompt_pool_size must be >= 1, got {self.prompt_pool_size}")
         if not 0.0 <= self.mask_ratio < 1.0:
-            raise ValueError(f"mask_ratio must be in [0, 1), got {self.mask_ratio}")
+            raise CrocConfigError(f"mask_ratio must be in [0, 1), got {self.mask_ratio}")
         if self.vtr_loss_weight < 0:
-            raise ValueError(f"vtr_loss_weight must be >= 0, got {self.vtr_loss_weight}")
+            raise CrocConfigError(f"vtr_loss_weight must be >= 0, got {self.vtr_loss_weight}")
         if self.vtr_smooth_l1_beta <= 0:
-            raise ValueError(f"vtr_smooth_l1_beta must be > 0, got {self.vtr_smooth_l1_beta}")
+            raise CrocConfigError(f"vtr_smooth_l1_beta must be > 0, got {self.vtr_smooth_l1_beta}")
         if not 0.0 <= self.vtr_head_dropout < 1.0:
-            raise ValueError(f"vtr_head_dropout must be in [0, 1), got {self.vtr_head_dropout}")
+            raise CrocConfigError(f"vtr_head_dropout must be in [0, 1), got {self.vtr_head_dropout}")
         if self.vtr_head_layers < 0:
-            raise ValueError(f"vtr_head_layers must be >= 0, got {self.vtr_head_layers}")
+            raise CrocConfigError(f"vtr_head_layers must be >= 0, got {self.vtr_head_layers}")
         if self.vtr_head == "bert" and self.vtr_head_layers < 1:
-            raise ValueError("vtr_head='bert' needs vtr_head_layers >= 1")
+            raise CrocConfigError("vtr_head='bert' needs vtr_head_layers >= 1")
         masked = self.num_masked_tokens(self.image_seq_length)
         if self.token_matching == "hungarian" and masked > self.prompt_pool_size:
-            raise ValueError(
+            raise CrocConfigError(
                 f"Hungarian matching is one-to-one: {masked} masked tokens per image (mask_ratio={self.mask_ratio} "
                 f"of image_seq_length={self.image_seq_length}) need prompt_pool_size >= {masked}, "
                 f"got {self.prompt_pool_size}"
@@ -145,4 +150,4 @@ class CrocConfig(LlavaConfig):
         return int(round(self.mask_ratio * num_image_tokens))
 
 
-__all__ = ["CrocConfig"]
+__all__ = ["CrocConfig", "CrocConfigError"]

@@ -12,6 +12,11 @@ PAD_TOKEN = "<pad>"
 # Label of a position the loss ignores (transformers' and PyTorch's cross-entropy default).
 IGNORE_INDEX = -100
 
+# The largest image (width x height) any reader of this project decodes: PIL's own decompression-bomb warning level
+# (2**28 / 3 pixels, ~0.25 GiB as RGB). A bigger image is refused with a reason from its header, before a single
+# pixel is decoded, instead of PIL's warning (at this size) or DecompressionBombError (at twice it).
+MAX_IMAGE_PIXELS = 89_478_485
+
 # The Croc-only modules: `CrocModel.prompt_pool` and `CrocForConditionalGeneration.vtr_head`, and their
 # parameter-name prefixes in `CrocForConditionalGeneration` (whose `CrocModel` sits under `model.`).
 PROMPT_POOL_MODULE = "prompt_pool"
@@ -40,6 +45,7 @@ __all__ = [
     "CROC_ONLY_PREFIXES",
     "IGNORE_INDEX",
     "IMAGE_TOKEN",
+    "MAX_IMAGE_PIXELS",
     "PAD_TOKEN",
     "PROMPT_POOL_MODULE",
     "PROMPT_POOL_PREFIX",

@@ -66,6 +66,53 @@ def apply_croc_fields(config: CrocConfig, croc_fields: dict[str, Any]) -> CrocCo
     return CrocConfig.from_dict(data)
 
 
+def _config_folder(name_or_path: str | Path) -> Path | None:
+    """The folder holding `name_or_path`'s config.json: the folder itself, or the Hub cache after fetching that one
+    file (offline mode reads the cache only). None when there is no config.json to be had."""
+    folder = Path(name_or_path).expanduser()
+    if folder.is_dir():
+        return folder if (folder / "config.json").is_file() else None
+    try:
+        from huggingface_hub import hf_hub_download
+
+        return Path(hf_hub_download(str(name_or_path), "config.json")).parent
+    except Exception:  # not a Hub id, not cached offline, no network: the load itself will say what is wrong
+        return None
+
+
+def read_croc_config(
+    source: str | Path | None = None,
+    *,
+    vision_tower: str | Path | None = None,
+    croc_fields: dict[str, Any] | None = None,
+) -> CrocConfig | None:
+    """The `CrocConfig` a Croc or llava `source` (or the parts' CLIP `vision_tower`) is loaded with, read from
+    config.json alone: no weights, no tokenizer. Constructing it runs every check of `CrocConfig`, the prompt-pool
+    size against the tower's visual-token count included, so a bad field fails here, before anything heavy.
+
+    Returns None when there is no config.json to read (the released layout, an unreachable Hub id); `load_croc` then
+    constructs the config itself, still before reading weights."""
+    from transformers import LlavaConfig
+
+    from .convert.common import clip_vision_config
+    from .convert.from_llava import croc_config_from_llava
+
+    croc_fields = dict(croc_fields or {})
+    if source is None:
+        folder = _config_folder(vision_tower) if vision_tower is not None else None
+        return None if folder is None else CrocConfig(vision_config=clip_vision_config(folder).to_dict(),
+                                                      **croc_fields)
+    folder = _config_folder(source)
+    if folder is None:
+        return None
+    kind = source_kind(folder)
+    if kind == "croc":
+        return apply_croc_fields(CrocConfig.from_pretrained(folder), croc_fields)
+    if kind == "llava":
+        return croc_config_from_llava(LlavaConfig.from_pretrained(folder), **croc_fields)
+    return None
+
+
 def materialize_croc(config: CrocConfig, state: dict[str, torch.Tensor], **kwargs) -> CrocForConditionalGeneration:
     """A Croc model holding `state` (in-memory parameter names), through `from_pretrained`'s own loading path: no
     random copy of the full model is built, and a pool or VTR head absent from `state` is initialised the way
@@ -137,7 +184,7 @@ def load_croc(
         from_pretrained_kwargs: `dtype`, `attn_implementation`, `quantization_config`, ...
     """
     from .convert import read_original_checkpoint, read_parts
-    from .convert.from_llava import croc_config_from_llava, llava_processor
+    from .convert.from_llava import llava_processor
 
     croc_fields = dict(croc_fields or {})
     if source is None:
@@ -150,16 +197,10 @@ def load_croc(
         if kind == "released":
             config, state, processor = read_original_checkpoint(source, vision_tower, vocab_multiple, **croc_fields)
             model = materialize_croc(config, state, **from_pretrained_kwargs)
-        elif kind == "llava":
-            from transformers import LlavaConfig
-
-            config = croc_config_from_llava(LlavaConfig.from_pretrained(source), **croc_fields)
-            model = load_pretrained_croc(source, config, **from_pretrained_kwargs)
-            processor = llava_processor(source, config)
         else:
-            config = apply_croc_fields(CrocConfig.from_pretrained(source), croc_fields)
+            config = read_croc_config(source, croc_fields=croc_fields)
             model = load_pretrained_croc(source, config, **from_pretrained_kwargs)
-            processor = CrocProcessor.from_pretrained(source)
+            processor = llava_processor(source, config) if kind == "llava" else CrocProcessor.from_pretrained(source)
     if image_aspect_ratio is not None and processor is not None:
         processor = with_image_aspect_ratio(processor, image_aspect_ratio)
     return model, processor
@@ -181,5 +222,6 @@ __all__ = [
     "load_pretrained_croc",
     "load_processor",
     "materialize_croc",
+    "read_croc_config",
     "source_kind",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from typing import Any
 
 from transformers import LlavaImageProcessorPil, LlavaProcessor
 
@@ -54,6 +55,21 @@ class CrocProcessor(LlavaProcessor):
         return count - 1 if self.vision_feature_select_strategy == "default" else count
 
 
+def pad_colour(image_processor: Any) -> tuple[int, int, int]:
+    """The RGB colour the `pad` aspect ratio fills the square with: the image processor's mean as 8-bit values,
+    truncated as `LlavaImageProcessor.pad_to_square` computes it (CLIP's mean gives (122, 116, 104)).
+
+    `modeling_croc.images.load_image` composites transparent pixels onto this colour, so an RGBA image's transparent
+    area and the padding around it become the same pixels."""
+    mean = getattr(image_processor, "image_mean", None)
+    if mean is None:
+        return (0, 0, 0)
+    if isinstance(mean, (int, float)):
+        mean = [mean] * 3
+    red, green, blue = (int(value * 255) for value in mean)
+    return (red, green, blue)
+
+
 def with_image_aspect_ratio(processor: CrocProcessor, aspect_ratio: str) -> CrocProcessor:
     """`processor` with its image processor set to prepare images the `aspect_ratio` way (see `IMAGE_ASPECT_RATIOS`):
     `processor` itself when it already does, else a shallow copy (the tokenizer is shared) with a new image processor.
@@ -79,5 +95,6 @@ __all__ = [
     "VICUNA_V1_CHAT_TEMPLATE",
     "VICUNA_V1_SYSTEM",
     "CrocProcessor",
+    "pad_colour",
     "with_image_aspect_ratio",
 ]

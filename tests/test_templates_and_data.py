@@ -16,6 +16,7 @@ from croc_testing.tiny import tiny_croc_processor
 from modeling_croc import IGNORE_INDEX, with_image_aspect_ratio
 from modeling_croc.constants import IMAGE_TOKEN as IMAGE_MARKER
 from modeling_croc.conversation import TEMPLATES, VICUNA_V1, VICUNA_V1_SYSTEM, Segment, get_template
+from trainer import data as data_module
 from trainer.collator import CrocDataCollator, build_collator
 from trainer.data import CrocSupervisedDataset
 from trainer.sampler import ModalityGroupedSampler
@@ -262,7 +263,7 @@ def test_row_that_cannot_fit_is_skipped_and_counted(processor, long_row, tmp_pat
     dataset = CrocSupervisedDataset([long_row], processor, "vicuna_v1", tmp_path, model_max_length=max_length)
     with caplog.at_level(logging.WARNING, logger="trainer.data"):
         assert dataset[0] is None
-    assert dataset.stats == {"truncated": 0, "skipped": 1, "all_masked": 0}
+    assert dataset.stats == {"truncated": 0, "skipped": 1, "all_masked": 0, "unreadable": 0}
     assert (
         "'r'" in caplog.text and ("its image" if cut == "inside_image" else "any answer token") in caplog.text
     )
@@ -407,7 +408,7 @@ def test_construction_is_lazy_over_100k_rows(processor, monkeypatch):
     def no_image_io(*args, **kwargs):
         raise AssertionError("image I/O during construction")
 
-    monkeypatch.setattr(Image, "open", no_image_io)
+    monkeypatch.setattr(data_module, "load_image", no_image_io)  # the one image reader of the dataset
     count = 100_000
     table = datasets.Dataset.from_dict(
         {

@@ -12,6 +12,8 @@ import logging
 import torch
 from torch import nn
 
+from .data import UNREADABLE_KEY
+
 logger = logging.getLogger(__name__)
 
 
@@ -31,7 +33,9 @@ def first_images(dataset, count: int, max_scanned: int | None = None) -> torch.T
     images = []
     for index in range(limit):
         item = dataset[index]
-        if item is not None and item.get("pixel_values") is not None:
+        # A sample standing in for a row with an unreadable image repeats a later row's image: leave it out, so the
+        # pool is drawn from distinct images.
+        if item is not None and item.get("pixel_values") is not None and not item.get(UNREADABLE_KEY):
             images.append(item["pixel_values"])
             if len(images) == count:
                 break

@@ -40,9 +40,10 @@ def field_names(cls: type) -> list[str]:
 
 
 def _valid_keys_message() -> str:
-    lines = [f"  {TRAINING} (top level): " + ", ".join(sorted(field_names(CrocTrainingArguments)))]
-    lines += [f"  {name}.*: " + ", ".join(field_names(cls)) for name, cls in SECTIONS.items()]
-    return "valid keys:\n" + "\n".join(lines)
+    # One line (errors are printed as one line): the sections separated by " | ".
+    parts = [f"{TRAINING} (top level): " + ", ".join(sorted(field_names(CrocTrainingArguments)))]
+    parts += [f"{name}.*: " + ", ".join(field_names(cls)) for name, cls in SECTIONS.items()]
+    return "valid keys: " + " | ".join(parts)
 
 
 # Keys that were renamed (here or in transformers 5): the hint names the new key rather than a look-alike.
@@ -90,17 +91,17 @@ def _section_of(key: str) -> tuple[str, str]:
         section, name = key.split(".", 1)
         cls = SECTIONS.get(section)
         if cls is None and section != TRAINING:
-            raise ConfigError(f"unknown section {section!r} in --{key}\n{_valid_keys_message()}")
+            raise ConfigError(f"unknown section {section!r} in --{key}; {_valid_keys_message()}")
         names = field_names(cls or CrocTrainingArguments)
         if name not in names:
-            raise ConfigError(f"unknown key --{key}{_suggestions([key])}\n{_valid_keys_message()}")
+            raise ConfigError(f"unknown key --{key}{_suggestions([key])}; {_valid_keys_message()}")
         return section, name
     if key in field_names(CrocTrainingArguments):
         return TRAINING, key
     owners = [section for section, cls in SECTIONS.items() if key in field_names(cls)]
     if len(owners) == 1:
         return owners[0], key
-    raise ConfigError(f"unknown key --{key}{_suggestions([key])}\n{_valid_keys_message()}")
+    raise ConfigError(f"unknown key --{key}{_suggestions([key])}; {_valid_keys_message()}")
 
 
 def load_raw_config(argv: list[str]) -> dict[str, dict[str, Any]]:
@@ -108,7 +109,7 @@ def load_raw_config(argv: list[str]) -> dict[str, dict[str, Any]]:
     path, overrides = _split_argv(list(argv))
     if not Path(path).is_file():
         raise ConfigError(f"config file {path} does not exist")
-    loaded = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+    loaded = _read_yaml(Path(path))
     if not isinstance(loaded, dict):
         raise ConfigError(f"{path}: the top level must be a mapping")
     raw: dict[str, dict[str, Any]] = {TRAINING: {}, **{name: {} for name in SECTIONS}}
@@ -124,11 +125,29 @@ def load_raw_config(argv: list[str]) -> dict[str, dict[str, Any]]:
         else:
             unknown.append(key)
     if unknown:
-        raise ConfigError(f"{path}: unknown keys {unknown}{_suggestions(unknown)}\n{_valid_keys_message()}")
+        raise ConfigError(f"{path}: unknown keys {unknown}{_suggestions(unknown)}; {_valid_keys_message()}")
     for key, value in overrides:
         section, name = _section_of(key)
-        raw[section][name] = True if value is None else yaml.safe_load(value)
+        try:
+            raw[section][name] = True if value is None else yaml.safe_load(value)
+        except yaml.YAMLError as error:
+            raise ConfigError(f"--{key}: cannot read {value!r} as a YAML value ({_yaml_problem(error)})") from None
     return {section: _coerce_section(section, values) for section, values in raw.items()}
+
+
+def _read_yaml(path: Path) -> Any:
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {error.start})") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        raise ConfigError(f"{where}: not valid YAML ({_yaml_problem(error)})") from None
+
+
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    return " ".join(str(getattr(error, "problem", None) or error).split())
 
 
 def _coerce_section(section: str, values: dict[str, Any]) -> dict[str, Any]:

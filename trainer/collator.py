@@ -10,6 +10,13 @@ import torch
 
 from modeling_croc.constants import IGNORE_INDEX
 
+from .data import UNREADABLE_KEY
+
+# Key of the batch's data report, present when rows were dropped (length) or replaced (unreadable image):
+# {"rows": rows asked for, "unreadable_rows": [the record of each asked row that was replaced]}. `CrocTrainer` pops
+# it before the forward and counts it (`trainer.data_report`); the model never sees it.
+DATA_REPORT_KEY = "data_report"
+
 
 @dataclass
 class CrocDataCollator:
@@ -19,7 +26,8 @@ class CrocDataCollator:
     `label_pad_id` in `labels` and 0 in `attention_mask`, on `padding_side`. `pixel_values` holds the images of
     the N image rows in row order; text-only rows contribute none (no dummy image goes through the vision tower),
     and a batch without image rows has no `pixel_values` key. None samples (rows the dataset could not keep)
-    are dropped.
+    are dropped. When samples were dropped or stand in for rows with unreadable images, the batch also carries
+    `DATA_REPORT_KEY` (see there) so the trainer can count every row it was given.
     """
 
     pad_token_id: int
@@ -31,7 +39,9 @@ class CrocDataCollator:
         if self.padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', got {self.padding_side!r}")
 
-    def __call__(self, features: Sequence[dict[str, Any] | None]) -> dict[str, torch.Tensor]:
+    def __call__(self, features: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
+        asked = len(features)
+        unreadable = [feature[UNREADABLE_KEY] for feature in features if feature is not None and UNREADABLE_KEY in feature]
         features = [feature for feature in features if feature is not None]
         if not features:
             raise ValueError(
@@ -56,6 +66,8 @@ class CrocDataCollator:
         images = [feature["pixel_values"] for feature in features if feature.get("pixel_values") is not None]
         if images:
             batch["pixel_values"] = torch.stack(images)
+        if unreadable or len(features) != asked:
+            batch[DATA_REPORT_KEY] = {"rows": asked, "unreadable_rows": unreadable}
         return batch
 
 
@@ -71,4 +83,4 @@ def build_collator(
     )
 
 
-__all__ = ["CrocDataCollator", "build_collator"]
+__all__ = ["DATA_REPORT_KEY", "CrocDataCollator", "build_collator"]

@@ -10,6 +10,10 @@
 * Logs: `lm_loss`, `vtr_loss`, `vtr_share`, the VTR prediction and target norms, `pool_utilisation`, `pool_entropy`
   and the per-group learning rates are merged into
   the Trainer's own logs (console, TensorBoard, `trainer_state.json`).
+* Data: every batch's rows are counted, and rows replaced because their image could not be read are counted and
+  written to `<output_dir>/rejects.jsonl` (`trainer.data_report`); past the run's budget the run stops with one line.
+* Checkpoints are atomic: written under a staging name and renamed once complete (`trainer.checkpoint_io`); a run
+  resumes from the newest complete `checkpoint-N` and says which incomplete ones it skipped.
 """
 
 from __future__ import annotations
@@ -17,17 +21,28 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import torch
 from transformers import Trainer
-from transformers.trainer_utils import TrainOutput, get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput, rotate_checkpoints
 
 from modeling_croc.provenance import Provenance
 
 from .calibration import calibrate_prompt_pool
-from .checkpoint_io import has_full_weights, load_weights_into
+from .checkpoint_io import (
+    STAGING_DIR,
+    TRAINER_STATE,
+    discard_staging,
+    has_full_weights,
+    last_complete_checkpoint,
+    load_weights_into,
+    promote_checkpoint,
+)
+from .collator import DATA_REPORT_KEY
 from .croc_rng import MicroBatchDraws, mask_generator, step_draw_offsets
+from .data_report import REJECTS_FILE, DataReport
 from .metrics import CrocMetrics
 from .sampler import ModalityGroupedSampler
 from .stages import PARAMETER_GROUPS, parameter_group
@@ -62,12 +77,19 @@ class CrocTrainer(Trainer):
     Args:
         provenance: base models, licences and datasets the run inherits, for the model card
             (`trainer.model_card.run_provenance`).
+        data_report: the run's `DataReport` (from `trainer.data_loading.load_training_rows`); a new one writing to
+            `<output_dir>/rejects.jsonl` when not given.
         *args, **kwargs: as `transformers.Trainer`.
     """
 
-    def __init__(self, *args, provenance: Provenance | None = None, **kwargs) -> None:
+    def __init__(self, *args, provenance: Provenance | None = None, data_report: DataReport | None = None,
+                 **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.provenance = provenance or Provenance()
+        self.data_report = data_report if data_report is not None else DataReport(
+            source="train_dataset", rejects_path=Path(self.args.output_dir).absolute() / REJECTS_FILE,
+            writes=self.args.should_save)
+        self._staging_root: str | None = None  # set while a checkpoint is being written (see `_save_checkpoint`)
         config = self.croc_model.config
         pool_size = config.prompt_pool_size if config.croc_pretraining and self.args.log_pool_utilisation else None
         self._croc_metrics = CrocMetrics(pool_size=pool_size, vtr_loss_weight=config.vtr_loss_weight)
@@ -86,19 +108,31 @@ class CrocTrainer(Trainer):
 
     # ---- training entry ----
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, **kwargs) -> TrainOutput:
-        """Resolve the checkpoint (`True`: the last one in `output_dir`), calibrate the pool on a fresh start, train."""
+        """Resolve the checkpoint (`True`: the newest complete one in `output_dir`), calibrate the pool on a fresh
+        start, train."""
+        if self.args.should_save:
+            discard_staging(self.args.output_dir)
         if resume_from_checkpoint is True or (resume_from_checkpoint is None and self.args.auto_resume):
-            last = get_last_checkpoint(self.args.output_dir) if os.path.isdir(self.args.output_dir) else None
+            last = last_complete_checkpoint(self.args.output_dir)
             if last is None and resume_from_checkpoint is True:
-                raise ValueError(f"resume_from_checkpoint=True but {self.args.output_dir} holds no checkpoint")
+                raise ValueError(f"resume_from_checkpoint=True but {self.args.output_dir} holds no complete checkpoint")
             resume_from_checkpoint = last
         if resume_from_checkpoint:
             logger.info("resuming from %s", resume_from_checkpoint)
             self._restore_calibration_flag(resume_from_checkpoint)
+            self.data_report.restore(resume_from_checkpoint)
         else:
             calibrate_prompt_pool(self.croc_model, self.train_dataset, self.args.pool_calibration_images,
                                   self.args.seed)
         return super().train(resume_from_checkpoint=resume_from_checkpoint or None, trial=trial, **kwargs)
+
+    def _run_epoch(self, *args, **kwargs) -> None:
+        # Resumed from the last step's checkpoint (the run was stopped while writing its final folder): the Trainer
+        # would start the epoch and take one step past max_steps before checking; there is nothing left to train.
+        if 0 < self.state.max_steps <= self.state.global_step:
+            self.control.should_training_stop = True
+            return
+        super()._run_epoch(*args, **kwargs)
 
     def _restore_calibration_flag(self, checkpoint: str) -> None:
         # The pool itself comes back with the checkpoint's weights; its config flag must follow, or the final
@@ -147,9 +181,30 @@ class CrocTrainer(Trainer):
 
     def get_batch_samples(self, epoch_iterator, num_batches: int, device: torch.device) -> tuple[list, object]:
         batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)
+        self._count_rows(batch_samples, device)
         if batch_samples and self.croc_objectives_on:
             self._attach_draws(batch_samples, num_batches, device)
         return batch_samples, num_items_in_batch
+
+    def _count_rows(self, batch_samples: list[dict], device: torch.device) -> None:
+        """Take each batch's data report out of the batch, count the step's rows and replaced rows over every
+        process, and stop the run once more images failed than the run accepts."""
+        rows, unreadable = 0, []
+        for batch in batch_samples:
+            report = batch.pop(DATA_REPORT_KEY, None)
+            rows += report["rows"] if report else int(batch["input_ids"].shape[0])
+            unreadable += report["unreadable_rows"] if report else []
+        if self.accelerator.num_processes > 1:
+            # Every process must take the same decision, and the checkpoint (written by the main process) must hold
+            # every process's rows: sum the counts, and gather the records only when some process has one.
+            counts = self.accelerator.reduce(torch.tensor([rows, len(unreadable)], device=device), reduction="sum")
+            rows = int(counts[0])
+            if int(counts[1]):
+                from accelerate.utils import gather_object
+
+                unreadable = gather_object(unreadable)
+        self.data_report.record(rows, unreadable, step=self.state.global_step + 1)
+        self.data_report.check_training()
 
     def _attach_draws(self, batch_samples: list[dict], num_batches: int, device: torch.device) -> None:
         """Count visual tokens and VTR targets of every micro-batch on every process; attach offsets and totals."""
@@ -262,6 +317,46 @@ class CrocTrainer(Trainer):
         return optimizer_cls, optimizer_kwargs
 
     # ---- saving and the Hub ----
+    def _get_output_dir(self, trial) -> str:
+        # While a checkpoint is written, the Trainer's run folder is the staging folder: `checkpoint-N` is built
+        # there in full, and the Trainer's rotation (which lists that folder) finds nothing older to delete.
+        return self._staging_root if self._staging_root is not None else super()._get_output_dir(trial)
+
+    def _save_checkpoint(self, model, trial) -> None:
+        """The Trainer's checkpoint, written under `STAGING_DIR` and renamed to `checkpoint-N` once complete, with the
+        data report; older checkpoints are rotated only after that (`save_total_limit`)."""
+        run_dir = Path(super()._get_output_dir(trial))
+        name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
+        staging = run_dir / STAGING_DIR
+        if self.args.should_save:
+            discard_staging(run_dir)
+            staging.mkdir(parents=True)
+        self.accelerator.wait_for_everyone()
+        self._staging_root = str(staging)
+        try:
+            super()._save_checkpoint(model, trial)
+        finally:
+            self._staging_root = None
+        self.accelerator.wait_for_everyone()  # every process's files (optimizer shards, RNG states) are written
+        if self.args.should_save:
+            self.data_report.save(staging / name)
+            if self._fix_best_checkpoint_path(staging, run_dir):
+                self.state.save_to_json(str(staging / name / TRAINER_STATE))
+            promote_checkpoint(staging / name, run_dir / name)
+            shutil.rmtree(staging)
+            rotate_checkpoints(output_dir=str(run_dir), save_total_limit=self.args.save_total_limit,
+                               best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
+        self.accelerator.wait_for_everyone()
+
+    def _fix_best_checkpoint_path(self, staging: Path, run_dir: Path) -> bool:
+        """When this step's checkpoint is the best one (evaluation with `metric_for_best_model`), the Trainer recorded
+        it under the staging folder: point it at the run folder, where it is about to be. Returns whether it changed."""
+        best = self.state.best_model_checkpoint
+        if best and Path(best).parent == staging:
+            self.state.best_model_checkpoint = str(run_dir / Path(best).name)
+            return True
+        return False
+
     def _save(self, output_dir: str | None = None, state_dict=None) -> None:
         super()._save(output_dir, state_dict=state_dict)
         output_dir = output_dir if output_dir is not None else self.args.output_dir

@@ -23,10 +23,23 @@ import numpy as np
 import torch
 from PIL import Image
 
+from data_recipes import DataError
 from modeling_croc.constants import IGNORE_INDEX, IMAGE_TOKEN
 from modeling_croc.conversation import ConversationTemplate, Segment, get_template
+from modeling_croc.images import ImageFileError, load_image, resolve_image_path, to_rgb
+from modeling_croc.processing_croc import pad_colour
 
 logger = logging.getLogger(__name__)
+
+# Key of a sample that stands in for the row asked for, whose image could not be read: that row's record ({id, index,
+# image, reason, detail}), which the collator gathers into the batch's data report (`trainer.collator.DATA_REPORT_KEY`)
+# for the trainer to count. Rows tried on the way to a replacement are only logged here: each is counted when the
+# sampler asks for it, so every bad row counts once per epoch, like every row.
+UNREADABLE_KEY = "unreadable_row"
+# How many following image rows a row with an unreadable image may try before the dataset gives up: far more than a
+# few bad files in a row, far fewer than a wrong image root (whose every row fails and which the trainer's stop rule
+# reports first).
+MAX_REPLACEMENT_TRIES = 64
 
 
 def _turns(conversations: Any) -> list[Mapping[str, str]]:
@@ -87,9 +100,17 @@ class CrocSupervisedDataset(torch.utils.data.Dataset):
     on (its image or first answer does not fit, or it has nothing supervised): such rows are counted in `stats`,
     logged, and dropped by `CrocDataCollator`.
 
+    A row whose image cannot be read (missing, empty, corrupt, truncated, too large, outside the image root: see
+    `modeling_croc.images.load_image`) never ends the run: ``dataset[i]`` returns the sample of the next image row
+    (in index order, wrapping around) that loads, with ``sample["unreadable_row"]`` describing the row it replaces,
+    so a batch keeps its size and the trainer counts it. The replacement depends only on the index and the files, so a
+    resumed run sees the same samples. Images are read as RGB with transparency composited onto the colour `pad`
+    uses (`modeling_croc.processing_croc.pad_colour`) and 16-bit grey rescaled.
+
     `stats` counts ``truncated`` (kept, cut to fit), ``skipped`` (not kept: the image or every answer token would
-    be cut) and ``all_masked`` (not kept: the template left nothing supervised). The counts belong to the process
-    that ran ``__getitem__``: with DataLoader workers, each worker has its own copy.
+    be cut), ``all_masked`` (not kept: the template left nothing supervised) and ``unreadable`` (replaced: the image
+    could not be read). The counts belong to the process that ran ``__getitem__``: with DataLoader workers, each
+    worker has its own copy; the trainer's counts come with the batches (`trainer.data_report`).
     """
 
     def __init__(
@@ -105,7 +126,8 @@ class CrocSupervisedDataset(torch.utils.data.Dataset):
         self.template = get_template(template)
         self.image_root = Path(image_root)
         self.model_max_length = int(model_max_length)
-        self.stats = {"truncated": 0, "skipped": 0, "all_masked": 0}
+        self.stats = {"truncated": 0, "skipped": 0, "all_masked": 0, "unreadable": 0}
+        self._background = pad_colour(processor.image_processor)
 
         tokenizer = processor.tokenizer
         if tokenizer.eos_token is None:
@@ -123,8 +145,50 @@ class CrocSupervisedDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor | None] | None:
-        row = self.rows[int(index)]
+    def __getitem__(self, index: int) -> dict[str, Any] | None:
+        index = int(index)
+        try:
+            return self._sample(self.rows[index])
+        except ImageFileError as error:
+            unreadable = [self._unreadable(self.rows[index], index, error)]
+        # Replace the row by the next image row that yields a sample, so the batch keeps its size and its modality.
+        for candidate in self._following_image_rows(index):
+            row = self.rows[candidate]
+            try:
+                sample = self._sample(row)
+            except ImageFileError as error:
+                unreadable.append(self._unreadable(row, candidate, error))
+                continue
+            if sample is not None:
+                sample[UNREADABLE_KEY] = unreadable[0]
+                return sample
+        last = unreadable[-1]
+        raise DataError(f"row {last['id']!r} and the {len(unreadable) - 1} image row(s) tried after it have no "
+                        f"readable image (last: {last['reason']}: {last['detail']}); is the image root "
+                        f"{str(self.image_root)!r} right?")
+
+    def _following_image_rows(self, index: int) -> list[int]:
+        rows = self._image_rows
+        start = int(np.searchsorted(rows, index, side="right"))
+        order = np.concatenate([rows[start:], rows[:start]])
+        return [int(i) for i in order[:MAX_REPLACEMENT_TRIES] if i != index]
+
+    @cached_property
+    def _image_rows(self) -> np.ndarray:
+        """Indices of the image rows, ascending (read from the `image` column once, on the first replacement)."""
+        images = self.rows["image"] if hasattr(self.rows, "column_names") else [row.get("image") for row in self.rows]
+        return np.flatnonzero(np.array([has_image(image) for image in images], dtype=bool))
+
+    def _unreadable(self, row: Mapping[str, Any], index: int, error: ImageFileError) -> dict[str, Any]:
+        self.stats["unreadable"] += 1
+        logger.warning("row %r (index %d): image %r cannot be read (%s: %s); replaced by the next readable image row",
+                       row.get("id"), index, row.get("image"), error.reason, error.detail)
+        return {"id": row.get("id"), "index": index, "image": row.get("image"), "reason": error.reason,
+                "detail": error.detail}
+
+    def _sample(self, row: Mapping[str, Any]) -> dict[str, torch.Tensor | None] | None:
+        """The sample of one row, or None if it cannot be trained on (length); raises `ImageFileError` when its
+        image cannot be read."""
         with_image = has_image(row.get("image"))
         segments = self.template.segments(_turns(row["conversations"]), has_image=with_image,
                                           eos_token=self._eos_token)
@@ -190,24 +254,18 @@ class CrocSupervisedDataset(torch.utils.data.Dataset):
         return input_ids, labels, image_end
 
     def _load_image(self, row: Mapping[str, Any]) -> torch.Tensor:
-        """The row's image as the processor's pixel values, (3, H, W) float32."""
+        """The row's image as the processor's pixel values, (3, H, W) float32; `ImageFileError` if it cannot be read.
+        The image is a path under the image root, or (rows of a pushed dataset) a decoded `datasets.Image` value or
+        its undecoded `{"bytes", "path"}` form."""
         value = row["image"]
         if isinstance(value, Image.Image):
-            return self._pixels(value)
-        if isinstance(value, Mapping) and value.get("bytes"):
-            source, where = io.BytesIO(value["bytes"]), f"embedded image {value.get('path')!r}"
+            image = to_rgb(value, self._background)
+        elif isinstance(value, Mapping) and value.get("bytes"):
+            image = load_image(io.BytesIO(value["bytes"]), self._background)
         else:
-            path = self.image_root / (value["path"] if isinstance(value, Mapping) else value)
-            source, where = path, repr(str(path))
-        try:
-            with Image.open(source) as image:
-                image = image.convert("RGB")
-        except (OSError, ValueError) as error:
-            raise OSError(f"row {row.get('id')!r}: cannot read image {where}: {error}") from error
-        return self._pixels(image)
-
-    def _pixels(self, image: Image.Image) -> torch.Tensor:
-        return self.processor.image_processor(image.convert("RGB"), return_tensors="pt")["pixel_values"][0]
+            path = value["path"] if isinstance(value, Mapping) else value
+            image = load_image(resolve_image_path(self.image_root, path), self._background)
+        return self.processor.image_processor(image, return_tensors="pt")["pixel_values"][0]
 
     def _report(self, kind: str, row: Mapping[str, Any], detail: str) -> None:
         self.stats[kind] += 1

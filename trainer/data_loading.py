@@ -1,46 +1,93 @@
-"""Training rows from a data_recipes build folder, a pushed (Hub-layout) dataset or any LLaVA-format JSON, turned into
-the stage's dataset."""
+"""Training rows from a data_recipes build folder, a pushed (Hub-layout) dataset or any LLaVA-format JSON/JSONL,
+checked before the model loads.
+
+A LLaVA file goes through the recipe builder's own validator (`data_recipes.validate_dataset`): every rejected row is
+counted per reason, logged, written to `<output_dir>/rejects.jsonl`, and the run stops here, before anything is
+loaded, under `data.strict` or when more than `data.max_reject_fraction` of the rows were rejected. A build folder
+was validated when it was built (its own rejects.jsonl lists what it dropped); so was a pushed dataset, whose rows
+carry their images (`datasets.Image`).
+"""
 
 from __future__ import annotations
 
-import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import datasets
 
-from data_recipes import load_llava_json
+from data_recipes import (
+    DataError,
+    kept_rows,
+    load_llava_json,
+    recorded_image_root,
+    validate_dataset,
+    write_rejects,
+)
 
 from .data import CrocSupervisedDataset
+from .data_report import REJECTS_FILE, DataReport
 from .script_args import DataArguments
 from .training_args import CrocTrainingArguments
 
 logger = logging.getLogger(__name__)
 
 
-def load_rows(data_args: DataArguments) -> tuple[datasets.Dataset, Path]:
-    """The rows and the folder their image paths are relative to.
+@dataclass
+class TrainingRows:
+    """The rows a run trains on, the folder their image paths are relative to, and what happened to the others."""
 
-    `data.path` is one of: a build folder (`datasets.save_to_disk`), which records its image root in
-    `summary.json`; a LLaVA-format JSON file, whose images are taken relative to the file's folder; a folder in the
-    Hub's dataset layout (`data/train-*.parquet` and its card, as `data_recipes ... --hub-folder` writes and
-    `--push-to-hub` uploads) or a Hub dataset id, whose rows carry their images (`datasets.Image`). `image_root`
-    overrides the folder for path rows.
+    rows: datasets.Dataset
+    image_root: Path
+    report: DataReport
+
+
+def load_training_rows(data_args: DataArguments, args: CrocTrainingArguments | None = None) -> TrainingRows:
+    """Read, validate and report the training rows; raises `DataError` (one line) for a file that does not read as
+    rows, no rows left, or more rejected rows than the run accepts. Without `args` (a tool reading rows outside a
+    run) no rejects file is written.
+
+    `data.path` is one of: a build folder (`datasets.save_to_disk`), which records its (absolute) image root in
+    `summary.json`; a LLaVA-format JSON/JSONL file, whose images are taken relative to the file's folder; a folder in
+    the Hub's dataset layout (`data/train-*.parquet` and its card, as `data_recipes ... --hub-folder` writes and
+    `--push-to-hub` uploads) or a Hub dataset id, whose rows carry their images. `data.image_root` overrides the
+    folder for path rows. Relative paths are made absolute here, against the working directory the run was started
+    from.
     """
-    path = Path(data_args.path).expanduser()
-    if is_saved_build(path):
-        rows = datasets.load_from_disk(str(path))
-        image_root = data_args.image_root or _recorded_image_root(path) or path
+    given = Path(data_args.path).expanduser()
+    path = given.absolute() if given.exists() else given
+    report = DataReport(source=str(path), max_reject_fraction=data_args.max_reject_fraction, strict=data_args.strict,
+                        rejects_path=Path(args.output_dir).absolute() / REJECTS_FILE if args else None,
+                        writes=bool(args and args.should_save))
+    if is_saved_build(path) or (path.is_dir() and not _is_hub_layout(path)):
+        rows = _first(datasets.load_from_disk(str(path)), data_args.max_samples)
+        image_root = Path(data_args.image_root or recorded_image_root(path) or path)
+        if report.writes:  # a fresh file for this run's training-time rows (the build's rejects stay in the build)
+            _reset(report.rejects_path)
     elif path.is_file():
-        rows = load_llava_json(path)
-        image_root = data_args.image_root or path.parent
+        rows = _first(load_llava_json(path), data_args.max_samples)
+        image_root = Path(data_args.image_root) if data_args.image_root else path.parent
+        image_root = image_root.expanduser().absolute()
+        validation = validate_dataset(rows, image_root, check_images=data_args.image_check != "none",
+                                      decode_images=data_args.image_check == "decode", num_proc=data_args.num_proc)
+        report.rows_read, report.rejected, report.notices = len(rows), validation.counts, validation.notices
+        if report.writes:
+            _reset(report.rejects_path)
+            write_rejects(report.rejects_path, rows, validation)
+        rows = kept_rows(rows, validation)
     else:
         # The Hub layout, local or remote: `load_dataset` reads the card's `configs` and decodes the Image column.
-        rows = datasets.load_dataset(str(data_args.path), split="train")
-        image_root = data_args.image_root or (path if path.is_dir() else Path("."))
-    if data_args.max_samples is not None:
-        rows = rows.select(range(min(int(data_args.max_samples), len(rows))))
-    return rows, Path(image_root)
+        rows = _first(datasets.load_dataset(str(data_args.path), split="train"), data_args.max_samples)
+        image_root = Path(data_args.image_root or (path if path.is_dir() else "."))
+        if report.writes:
+            _reset(report.rejects_path)
+    (logger.warning if sum(report.rejected.values()) else logger.info)("%s", report.start_message())
+    report.check_start()
+    if len(rows) == 0:
+        raise DataError(f"no training rows in {path}" + (f" (all {report.rows_read:,} rejected, see "
+                                                          f"{report.rejects_path})" if report.rows_read else ""))
+    return TrainingRows(rows, image_root.expanduser().absolute(), report)
 
 
 def is_saved_build(path: Path) -> bool:
@@ -48,21 +95,29 @@ def is_saved_build(path: Path) -> bool:
     return (path / "dataset_info.json").is_file() and (path / "state.json").is_file()
 
 
-def _recorded_image_root(build: Path) -> str | None:
-    summary = build / "summary.json"
-    if not summary.is_file():
-        return None
-    return json.loads(summary.read_text(encoding="utf-8")).get("image_root")
+def _is_hub_layout(path: Path) -> bool:
+    """A folder as `push_to_hub` lays a dataset out: Parquet shards under `data/`."""
+    return any((path / "data").glob("*.parquet"))
 
 
-def build_train_dataset(data_args: DataArguments, processor, args: CrocTrainingArguments) -> CrocSupervisedDataset:
+def _first(rows: datasets.Dataset, count: int | None) -> datasets.Dataset:
+    # Before validation: a quick run on the first rows of a large file need not check all of them.
+    return rows if count is None else rows.select(range(min(int(count), len(rows))))
+
+
+def _reset(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("", encoding="utf-8")
+
+
+def build_train_dataset(training_rows: TrainingRows, processor: Any,
+                        args: CrocTrainingArguments) -> CrocSupervisedDataset:
     """The stage's supervised dataset: its template and length budget (`processor` prepares images the stage's way)."""
-    rows, image_root = load_rows(data_args)
-    logger.info("training rows: %d from %s (images under %s)", len(rows), data_args.path, image_root)
+    logger.info("training rows: %d (images under %s)", len(training_rows.rows), training_rows.image_root)
     return CrocSupervisedDataset(
-        rows,
+        training_rows.rows,
         processor,
         template=args.template,
-        image_root=image_root,
+        image_root=training_rows.image_root,
         model_max_length=args.model_max_length,
     )

@@ -2,7 +2,10 @@
 
 Order: the file and its keys (`trainer.cli`), this machine (`trainer.validation`: paths, packages, hardware), the
 meaning of each section (the argument dataclasses' `__post_init__`), and last the rules that need two sections at
-once (below). Every problem surfaces as a `ConfigError` before a model is built.
+once (below), among them the Croc fields: a `CrocConfig` is constructed from the model's config.json and the run's
+preset and `croc_overrides`, which runs every check of the model config (the prompt-pool size against the vision
+tower's token count included) without reading a weight. Every problem surfaces as a `ConfigError` before a model is
+built.
 """
 
 from __future__ import annotations
@@ -10,7 +13,10 @@ from __future__ import annotations
 import logging
 from typing import NamedTuple
 
+from huggingface_hub.errors import StrictDataclassError
+
 from modeling_croc.attention_mask import check_mixed_attention_backend
+from modeling_croc.loading import read_croc_config
 from modeling_croc.presets import get_preset
 
 from .cli import ConfigError, build_arguments, load_raw_config
@@ -43,9 +49,10 @@ def resolve_config(argv: list[str]) -> ResolvedConfig:
         raw["training"]["push_to_hub"] = False
     try:
         model_args, data_args, training_args = build_arguments(raw)
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
+    except (ValueError, TypeError) as error:  # TypeError: a value of the wrong shape (a list where a number goes)
+        raise ConfigError(" ".join(str(error).split())) from None
     check_across_sections(model_args, training_args)
+    check_croc_config(model_args, training_args)
     return ResolvedConfig(model_args, data_args, training_args, training_args.stage_spec)
 
 
@@ -57,8 +64,8 @@ def resolve_training_arguments(argv: list[str]) -> CrocTrainingArguments:
     raw["training"].setdefault("output_dir", "unused")
     try:
         return CrocTrainingArguments(**raw["training"])
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
+    except (ValueError, TypeError) as error:
+        raise ConfigError(" ".join(str(error).split())) from None
 
 
 def check_across_sections(model_args: ModelArguments, args: CrocTrainingArguments) -> None:
@@ -79,3 +86,17 @@ def check_across_sections(model_args: ModelArguments, args: CrocTrainingArgument
             raise ConfigError(
                 f"stage {stage.name}: {error} (--model.attn_implementation=sdpa, eager or flex_attention)"
             ) from None
+
+
+def check_croc_config(model_args: ModelArguments, args: CrocTrainingArguments) -> None:
+    """Construct the run's `CrocConfig` from the model's config.json (no weights) with the preset, the stage's
+    objectives and `croc_overrides`, so every field it refuses (`mask_ratio: 1.5`, a pool too small for Hungarian
+    matching on this tower, a value of the wrong type) is a `ConfigError` now. When no config.json can be read yet
+    (an uncached Hub id), `trainer.train` reports the same errors from the load, still before any weight is read."""
+    try:
+        if model_args.name_or_path:
+            read_croc_config(model_args.name_or_path, croc_fields=args.croc_fields)
+        else:
+            read_croc_config(vision_tower=model_args.vision_tower, croc_fields=args.croc_fields)
+    except (ValueError, TypeError, StrictDataclassError) as error:
+        raise ConfigError(f"croc_preset / croc_overrides: {' '.join(str(error).split())}") from None

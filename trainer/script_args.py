@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 MODEL_DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
+# How much of each image a LLaVA file's rows are checked for before training (see DataArguments.image_check).
+IMAGE_CHECKS: tuple[str, ...] = ("decode", "exists", "none")
 # The Llama projections LoRA adapts; only those inside the language model are targeted (see `trainer.lora`).
 DEFAULT_LORA_TARGETS: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -90,3 +92,31 @@ class DataArguments:
     max_samples: int | None = field(
         default=None, metadata={"help": "Keep only the first N rows (quick runs, tests)."}
     )
+    image_check: str = field(
+        default="exists",
+        metadata={"help": "How a LLaVA JSON/JSONL file's images are checked before the model loads: 'decode' (every "
+                  "image decoded in full, as the recipe builder does), 'exists' (path under the image root, file "
+                  "present and not empty; an image that then fails to decode is replaced in training) or 'none'. "
+                  "A build folder was checked when it was built."},
+    )
+    strict: bool = field(
+        default=False,
+        metadata={"help": "Stop on any bad row: rejected at the start, or an image that cannot be read in training."},
+    )
+    max_reject_fraction: float = field(
+        default=0.01,
+        metadata={"help": "The run stops once more than this share of the rows seen (and more than one row) was "
+                  "rejected at the start or had an unreadable image in training. Every such row is counted, "
+                  "logged and written to <output_dir>/rejects.jsonl either way."},
+    )
+    num_proc: int = field(default=1, metadata={"help": "Processes for the start-of-run image checks."})
+
+    def __post_init__(self) -> None:
+        if self.image_check not in IMAGE_CHECKS:
+            raise ValueError(f"data.image_check must be one of {IMAGE_CHECKS}, got {self.image_check!r}")
+        if not 0.0 <= self.max_reject_fraction <= 1.0:
+            raise ValueError(f"data.max_reject_fraction must be in [0, 1], got {self.max_reject_fraction}")
+        if self.num_proc < 1:
+            raise ValueError(f"data.num_proc must be >= 1, got {self.num_proc}")
+        if self.max_samples is not None and self.max_samples < 1:
+            raise ValueError(f"data.max_samples must be >= 1, got {self.max_samples}")

@@ -5,10 +5,12 @@
     torchrun --nproc_per_node N -m trainer.train CONFIG.yaml [...]
 
 The config is checked completely (unknown keys, attention backend, model and data paths, checkpoint layout,
-batch-size arithmetic, precision on the hardware) before anything is loaded. Then the stage's model is built or
-loaded, its parts frozen per stage (counts logged), trained with `CrocTrainer` (resuming from the last checkpoint
-in `output_dir` when there is one), and saved as a full folder (model + processor, safetensors) that
-`from_pretrained` loads. LoRA runs also write `<output_dir>-merged`. `--push_to_hub` uploads with a Croc model
+batch-size arithmetic, precision on the hardware, learning rates, every Croc field against the model's config.json)
+before anything is loaded, then the training rows are read and validated (`trainer.data_loading`): any mistake in
+either ends the run here with one line, `configuration error: ...` or `data error: ...`. Then the stage's model is
+built or loaded, its parts frozen per stage (counts logged), trained with `CrocTrainer` (resuming from the newest
+complete checkpoint in `output_dir` when there is one), and saved as a full folder (model + processor,
+safetensors) that `from_pretrained` loads. LoRA runs also write `<output_dir>-merged`. `--push_to_hub` uploads with a Croc model
 card; `--hub_dry_run DIR` writes what would be uploaded into DIR instead.
 """
 
@@ -18,12 +20,16 @@ import logging
 import sys
 
 import transformers
+from huggingface_hub.errors import StrictDataclassError
 from transformers import set_seed
+
+from data_recipes import DataError
+from modeling_croc.configuration_croc import CrocConfigError
 
 from .cli import ConfigError
 from .collator import build_collator
 from .croc_trainer import CrocTrainer
-from .data_loading import build_train_dataset
+from .data_loading import build_train_dataset, load_training_rows
 from .hub import hub_dry_run, push
 from .lora import apply_lora
 from .model_card import run_provenance
@@ -64,9 +70,15 @@ def main(argv: list[str] | None = None) -> CrocTrainer:
     model_args, data_args, args, stage = resolve_config(sys.argv[1:] if argv is None else argv)
     _setup_logging(args)
     set_seed(args.seed)
+    training_rows = load_training_rows(data_args, args)  # read and validated before anything heavy is loaded
 
     _share_process_group_with_deepspeed(args)
-    model, processor = load_model_and_processor(model_args, args)
+    try:
+        model, processor = load_model_and_processor(model_args, args)
+    except (CrocConfigError, StrictDataclassError) as error:
+        # A Croc field the model cannot run with, found from its config before the weights (a source whose
+        # config.json `resolve_config` could not read ahead, such as an uncached Hub id).
+        raise ConfigError(f"model config: {error}") from None
     counts = apply_trainable_parts(model, args.trainable_parts)
     if model_args.use_peft:
         model = apply_lora(model, model_args, args)
@@ -78,16 +90,21 @@ def main(argv: list[str] | None = None) -> CrocTrainer:
     trainer = CrocTrainer(
         model=model,
         args=args,
-        train_dataset=build_train_dataset(data_args, processor, args),
+        train_dataset=build_train_dataset(training_rows, processor, args),
         data_collator=build_collator(processor),
         processing_class=processor,
         provenance=run_provenance(model_args, data_args),
+        data_report=training_rows.report,
     )
     trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
     trainer.save_model()
     trainer.save_state()
     # Every stage folder carries its card: the next stage inherits base models, licences and datasets from it.
     trainer.create_model_card(model_name=args.hub_model_id or None)
+    report = training_rows.report
+    (logger.warning if sum(report.replaced.values()) or sum(report.rejected.values()) else logger.info)(
+        "%s", report.final_message())
+    report.write(args.output_dir)
 
     if model_args.use_peft and trainer.is_world_process_zero():
         _merge(model_args, args)
@@ -108,11 +125,17 @@ def _merge(model_args, args) -> None:
 
 
 def cli() -> None:
-    """Console entry: configuration problems exit with their message, not a traceback."""
+    """Console entry: a configuration or data problem exits (status 1) with one line, not a traceback."""
     try:
         main()
     except ConfigError as error:
-        sys.exit(f"configuration error: {error}")
+        sys.exit(f"configuration error: {_one_line(error)}")
+    except DataError as error:
+        sys.exit(f"data error: {_one_line(error)}")
+
+
+def _one_line(error: Exception) -> str:
+    return " ".join(str(error).split())
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ data, logging and Hub options of the three training stages."""
 
 from __future__ import annotations
 
+import difflib
 import logging
 import os
 from dataclasses import dataclass, field
@@ -187,9 +188,23 @@ class CrocTrainingArguments(TrainingArguments):
         if self.image_aspect_ratio not in IMAGE_ASPECT_RATIOS:
             raise ValueError(f"image_aspect_ratio must be one of {IMAGE_ASPECT_RATIOS}, got {self.image_aspect_ratio!r}")
         self.model_max_length = spec.model_max_length if self.model_max_length is None else self.model_max_length
+        self._check_optimiser_values()
         self._derive_accumulation_steps()
         self._resolve_parameter_groups(spec)
         super().__post_init__()
+
+    def _check_optimiser_values(self) -> None:
+        """A learning rate of 0 trains nothing and a negative one climbs the loss (gradient ascent) without any error
+        downstream; betas outside [0, 1) make AdamW diverge or fail late."""
+        rates = {"learning_rate": self.learning_rate,
+                 **{f"{group}_lr": getattr(self, f"{group}_lr") for group in PARAMETER_GROUPS}}
+        for name, rate in rates.items():
+            if rate is not None and not rate > 0:  # `not >` also refuses NaN
+                raise ValueError(f"{name} must be > 0, got {rate} (leave a part frozen with trainable_parts instead)")
+        for name in ("adam_beta1", "adam_beta2"):
+            beta = getattr(self, name)
+            if not 0.0 <= beta < 1.0:
+                raise ValueError(f"{name} must be in [0, 1), got {beta}")
 
     def _derive_accumulation_steps(self) -> None:
         """`global_batch_size` = per-device batch x processes x accumulation steps, exactly."""
@@ -214,10 +229,18 @@ class CrocTrainingArguments(TrainingArguments):
         self.gradient_accumulation_steps = derived
 
     def _check_croc_overrides(self) -> None:
+        if self.croc_overrides is not None and not isinstance(self.croc_overrides, dict):
+            raise ValueError(f"croc_overrides must be a mapping of CrocConfig fields, e.g. {{mask_ratio: 0.5}}; got "
+                             f"{self.croc_overrides!r}")
         unknown = set(self.croc_overrides or {}) - CROC_OVERRIDABLE_FIELDS
         if unknown:
             hint = " (use `croc_preset`; `croc_pretraining` follows the stage)" if unknown & {
                 "croc_preset", "croc_pretraining"} else ""
+            close = {key: difflib.get_close_matches(str(key), sorted(CROC_OVERRIDABLE_FIELDS), n=1, cutoff=0.6)
+                     for key in sorted(unknown, key=str)}
+            if any(close.values()):
+                hint += " (did you mean: " + "; ".join(f"{key} -> {match[0]}" for key, match in close.items()
+                                                       if match) + ")"
             raise ValueError(
                 f"croc_overrides: unknown or reserved keys {sorted(unknown)}{hint}; allowed: "
                 f"{', '.join(sorted(CROC_OVERRIDABLE_FIELDS))}"

@@ -15,8 +15,10 @@ from typing import Any
 
 import torch
 
+from data_recipes import recorded_image_root
 from modeling_croc.loading import source_kind
 
+from .checkpoint_io import is_complete_checkpoint
 from .cli import ConfigError
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
@@ -130,6 +132,13 @@ def check_data(data: dict[str, Any]) -> None:
     root = data.get("image_root")
     if root and not Path(str(root)).expanduser().is_dir():
         raise ConfigError(f"data.image_root {root} does not exist")
+    if location.is_dir() and not root:
+        recorded = recorded_image_root(location)
+        if recorded and not Path(recorded).is_dir():
+            # Builds made before image roots were recorded absolute name them relative to where they ran.
+            raise ConfigError(f"data.path {path} records the image root {recorded}, which does not exist from "
+                              f"{Path.cwd()}; pass --data.image_root=FOLDER (or rebuild: builds now record "
+                              "absolute roots)")
 
 
 def resolve_deepspeed_path(value: str) -> Path | None:
@@ -156,6 +165,10 @@ def check_resume(training: dict[str, Any]) -> None:
     checkpoint = training.get("resume_from_checkpoint")
     if isinstance(checkpoint, str) and not Path(checkpoint).is_dir():
         raise ConfigError(f"resume_from_checkpoint {checkpoint} does not exist")
+    if isinstance(checkpoint, str) and not is_complete_checkpoint(checkpoint):
+        raise ConfigError(f"resume_from_checkpoint {checkpoint} is incomplete (no readable trainer_state.json: its "
+                          "save was interrupted); name an earlier checkpoint, or leave the option out to resume from "
+                          "the newest complete one")
 
 
 # `report_to` integrations and the module each needs.

@@ -32,14 +32,18 @@ def read_json(path: str | Path) -> dict:
     return json.loads(Path(path).read_text())
 
 
+def clip_vision_config(folder: str | Path) -> CLIPVisionConfig:
+    """A CLIP folder's vision config, from its config.json only (a full `CLIPModel` config or a vision-only one)."""
+    fields = read_json(Path(folder) / "config.json")
+    fields = fields.get("vision_config", fields)
+    fields["model_type"] = "clip_vision_model"
+    return CLIPVisionConfig(**{k: v for k, v in fields.items() if k in CLIPVisionConfig.__dataclass_fields__})
+
+
 def read_clip_vision(folder: str | Path) -> tuple[CLIPVisionConfig, dict[str, torch.Tensor]]:
     """A CLIP folder's vision config and its vision weights under Croc's names. `CLIPVisionModel.from_pretrained`
     reads every CLIP layout (a full `CLIPModel` such as openai/clip-vit-large-patch14-336, or a vision-only save)."""
-    folder = Path(folder)
-    fields = read_json(folder / "config.json")
-    fields = fields.get("vision_config", fields)
-    fields["model_type"] = "clip_vision_model"
-    config = CLIPVisionConfig(**{k: v for k, v in fields.items() if k in CLIPVisionConfig.__dataclass_fields__})
+    config = clip_vision_config(folder)
     vision = CLIPVisionModel.from_pretrained(folder)
     return config, {f"model.vision_tower.{name}": tensor for name, tensor in vision.state_dict().items()}
 

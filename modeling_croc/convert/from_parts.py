@@ -13,6 +13,7 @@ from ..processing_croc import CrocProcessor
 from .common import (
     add_llava_tokens,
     build_processor,
+    clip_vision_config,
     grow_vocabulary,
     padded_vocab_size,
     read_clip_vision,
@@ -40,13 +41,14 @@ def read_parts(
     text_config = AutoConfig.from_pretrained(language_model)
     text_config.vocab_size = vocab_size
     text_config.pad_token_id = pad_token_id
-    vision_config, state = read_clip_vision(vision_tower)
+    # The config first: a Croc field the towers cannot run with fails before any weight is read.
     config = CrocConfig(
         text_config=text_config.to_dict(),
-        vision_config=vision_config.to_dict(),
+        vision_config=clip_vision_config(vision_tower).to_dict(),
         image_token_index=image_token_id,
         **croc_fields,
     )
+    _, state = read_clip_vision(vision_tower)
 
     for name, tensor in read_state_dict(language_model).items():
         for prefix, target in LM_PREFIXES.items():

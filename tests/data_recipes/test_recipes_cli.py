@@ -65,7 +65,7 @@ def test_build_strict_exit_code_and_message(tmp_path, capsys):
     argv = ["build", "llava_json", "--data-root", str(root), "--out", str(tmp_path / "o"), "--set", "annotation=a.json"]
     assert main([*argv, "--strict"]) == 2
     err = capsys.readouterr().err
-    assert "strict mode: 1 row(s) rejected" in err and "missing_image: 1" in err
+    assert "strict mode: 1 row(s) rejected (missing_image=1)" in err and err.count("\n") == 1  # one line
     assert main([*argv, "--strict", "--skip-image-check", "--overwrite"]) == 0
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from recipe_fakes import caption_row, text_row, write_json, write_jsonl, write_parquet
 
-from data_recipes import ROW_FEATURES, load_llava_json, normalise_row
+from data_recipes import PROBLEM_COLUMN, READ_FEATURES, ROW_FEATURES, load_llava_json, normalise_row
 from data_recipes.io import read_records
 
 MIXED = [
@@ -24,7 +24,8 @@ def test_mixed_ids_and_missing_images(tmp_path, writer, suffix):
     path = tmp_path / f"mixed{suffix}"
     writer(path, MIXED)
     ds = load_llava_json(path, source="mine")
-    assert ds.features == ROW_FEATURES
+    assert ds.features == READ_FEATURES and set(READ_FEATURES) - set(ROW_FEATURES) == {PROBLEM_COLUMN}
+    assert ds[PROBLEM_COLUMN] == [None] * 6  # every record could be represented
     assert ds["id"] == ["7", "000000033471", "12", "x", "mine-4", "3.5"]
     assert ds["image"] == ["a/1.jpg", "a/2.jpg", None, None, None, "b/3.jpg"]
     assert set(ds["source"]) == {"mine"}
@@ -38,9 +39,16 @@ def test_limit_keeps_first_rows(tmp_path):
     assert load_llava_json(tmp_path / "a.json", limit=2)["id"] == ["7", "000000033471"]
 
 
-def test_multi_image_rows_are_refused_loudly():
-    with pytest.raises(ValueError, match="2 images"):
-        normalise_row({"id": 1, "image": ["a.jpg", "b.jpg"], "conversations": []}, source="s", index=0)
+def test_unrepresentable_records_get_a_problem_instead_of_an_exception():
+    row = normalise_row({"id": 1, "image": ["a.jpg", "b.jpg"], "conversations": []}, source="s", index=0)
+    assert row[PROBLEM_COLUMN].startswith("multiple_images: 2 images")
+    assert normalise_row("hello", source="s", index=4) == {
+        "id": "s-4", "image": None, "conversations": None, "source": "s",
+        PROBLEM_COLUMN: "malformed_row: row 4 is 'hello', not an object"}
+    assert normalise_row({"conversations": ["hi"]}, source="s", index=0)[PROBLEM_COLUMN].startswith(
+        "malformed_row: turn 0 is 'hi'")
+    assert normalise_row({"conversations": {"from": "human"}}, source="s", index=0)[PROBLEM_COLUMN].startswith(
+        "malformed_row: `conversations` is")
 
 
 def test_missing_conversations_become_empty_list_and_null_values_empty_strings():

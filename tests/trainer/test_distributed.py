@@ -9,6 +9,8 @@ first DeepSpeed run on a machine JIT-compiles DeepSpeed's CPU shared-memory comm
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from trainer_helpers import log_history, run_stage, torchrun
@@ -18,20 +20,41 @@ from modeling_croc import CrocForConditionalGeneration
 pytestmark = pytest.mark.slow
 
 
-def _common(data_dir, stage1_dir) -> list[str]:
-    # Global batch 4: two micro-batches of 2 in one process, or one batch of 2 on each of two processes.
-    return [f"--data.path={data_dir / 'detailed.json'}", f"--model.name_or_path={stage1_dir}",
-            "--per_device_train_batch_size=2", "--global_batch_size=4", "--max_steps=2"]
+@pytest.fixture(scope="module")
+def data_file(data_dir):
+    """The stage-1.5 rows plus one whose image is cut in half: every process setup must replace and count it alike
+    (the counts are summed over processes, the records gathered to the main one)."""
+    broken = data_dir / "images" / "broken.png"
+    good = (data_dir / "images" / "000.png").read_bytes()
+    broken.write_bytes(good[: len(good) // 2])
+    rows = json.loads((data_dir / "detailed.json").read_text())
+    rows.insert(2, {**rows[0], "id": "broken", "image": "images/broken.png"})
+    path = data_dir / "detailed_with_broken.json"
+    path.write_text(json.dumps(rows))
+    return path
+
+
+def _common(data_file, stage1_dir) -> list[str]:
+    # Global batch 4: two micro-batches of 2 in one process, or one batch of 2 on each of two processes. A checkpoint
+    # each step: the staged save and its rename wait for every process.
+    return [f"--data.path={data_file}", f"--model.name_or_path={stage1_dir}", "--per_device_train_batch_size=2",
+            "--global_batch_size=4", "--max_steps=2", "--save_strategy=steps", "--save_steps=1",
+            "--data.max_reject_fraction=0.5"]
 
 
 @pytest.fixture(scope="module")
-def reference(tmp_path_factory, data_dir, stage1_dir):
+def reference(tmp_path_factory, data_file, stage1_dir):
     out = tmp_path_factory.mktemp("one_process")
-    run_stage("stage1_5.yaml", out, *_common(data_dir, stage1_dir))
+    run_stage("stage1_5.yaml", out, *_common(data_file, stage1_dir))
     return out
 
 
 def _assert_same_run(out, reference, atol: float) -> None:
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+    assert not (out / ".checkpoint-staging").exists()
+    report, expected_report = (json.loads((folder / "data_report.json").read_text()) for folder in (out, reference))
+    assert (report["rows_seen"], report["replaced"]) == (expected_report["rows_seen"], expected_report["replaced"])
+    assert (out / "rejects.jsonl").read_text() == (reference / "rejects.jsonl").read_text()
     curve = [e for e in log_history(reference) if "loss" in e]
     again = [e for e in log_history(out) if "loss" in e]
     assert len(again) == len(curve) == 2
@@ -49,14 +72,15 @@ def _assert_same_run(out, reference, atol: float) -> None:
         torch.testing.assert_close(state[name].float(), tensor.float(), rtol=1e-4, atol=atol, msg=name)
 
 
-def test_two_processes_equal_one_process(tmp_path, data_dir, stage1_dir, reference):
-    torchrun(2, "stage1_5.yaml", tmp_path / "ddp", *_common(data_dir, stage1_dir))
+def test_two_processes_equal_one_process(tmp_path, data_file, stage1_dir, reference):
+    assert json.loads((reference / "data_report.json").read_text())["replaced"]["unreadable_image"] >= 1
+    torchrun(2, "stage1_5.yaml", tmp_path / "ddp", *_common(data_file, stage1_dir))
     _assert_same_run(tmp_path / "ddp", reference, atol=1e-6)
 
 
 @pytest.mark.parametrize("zero", ["zero2", "zero3"])
-def test_deepspeed_zero_on_cpu(tmp_path, data_dir, stage1_dir, reference, zero):
+def test_deepspeed_zero_on_cpu(tmp_path, data_file, stage1_dir, reference, zero):
     out = tmp_path / zero
-    torchrun(2, "stage1_5.yaml", out, *_common(data_dir, stage1_dir),
+    torchrun(2, "stage1_5.yaml", out, *_common(data_file, stage1_dir),
              f"--deepspeed=trainer/configs/deepspeed/{zero}.json")
     _assert_same_run(out, reference, atol=1e-5)

@@ -18,7 +18,7 @@ from data_recipes import build_recipe
 from data_recipes.publish import hub_dataset, write_hub_folder
 from modeling_croc import CrocProcessor
 from trainer.data import CrocSupervisedDataset
-from trainer.data_loading import load_rows
+from trainer.data_loading import load_training_rows
 from trainer.script_args import DataArguments
 
 
@@ -50,10 +50,11 @@ def test_pushed_dataset_loads_with_images_and_trains(data_dir, stage1_dir, tmp_p
 
     # The trainer's data path: rows from the pushed folder give what the local build's path rows give.
     processor = CrocProcessor.from_pretrained(stage1_dir)
-    rows, _ = load_rows(DataArguments(path=str(tmp_path / "hub")))
+    rows = load_training_rows(DataArguments(path=str(tmp_path / "hub"))).rows
     from_hub = CrocSupervisedDataset(rows, processor, template="vicuna_v1", model_max_length=128)
     shutil.copytree(data_dir / "images", source / "images")
-    local_rows, image_root = load_rows(DataArguments(path=str(tmp_path / "build")))
+    local = load_training_rows(DataArguments(path=str(tmp_path / "build")))
+    local_rows, image_root = local.rows, local.image_root
     local = CrocSupervisedDataset(local_rows, processor, template="vicuna_v1", image_root=image_root,
                                   model_max_length=128)
     assert from_hub.modality_lengths == local.modality_lengths

@@ -1,0 +1,137 @@
+"""Issue 13, bad configurations: each ends in one line, `configuration error: ...`, before a model is loaded (and
+before the training rows are read), as `python -m trainer.train` prints it."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from fault_cases import image_row, write_good_image
+from transformers import CLIPVisionConfig
+
+from modeling_croc import loading
+from modeling_croc.configuration_croc import CrocConfigError
+from modeling_croc.loading import read_croc_config
+from trainer import resolve as resolve_module
+from trainer import train as train_module
+
+REPO = Path(__file__).resolve().parents[2]
+STAGE1_5 = REPO / "trainer" / "configs" / "cpu_tiny" / "stage1_5.yaml"
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("config_data")
+    for i in range(2):
+        write_good_image(root / "images" / f"{i}.png", (80 * i, 60, 200))
+    (root / "rows.json").write_text(json.dumps([image_row(str(i), f"images/{i}.png") for i in range(2)]))
+    return root / "rows.json"
+
+
+@pytest.fixture
+def nothing_loaded(monkeypatch, no_model_load):
+    """Neither the model nor the training rows may be read before a configuration error."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the training rows were read before the configuration error")
+
+    monkeypatch.setattr(train_module, "load_training_rows", refuse)
+
+
+def _yaml_with(tmp_path: Path, **changes) -> Path:
+    config = yaml.safe_load(STAGE1_5.read_text())
+    config.update(changes)
+    path = tmp_path / "config.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _error(monkeypatch, config: Path, tmp_path: Path, tiny_model: Path, data: Path, *overrides: str) -> str:
+    argv = ["trainer.train", str(config), f"--output_dir={tmp_path / 'out'}", f"--model.name_or_path={tiny_model}",
+            f"--data.path={data}", *overrides]
+    monkeypatch.setattr(sys, "argv", argv)
+    with pytest.raises(SystemExit) as stop:
+        train_module.cli()
+    message = str(stop.value.code)
+    assert message.startswith("configuration error: ") and "\n" not in message, message
+    return message
+
+
+CASES = {
+    # case: (YAML changes, overrides, the message's words)
+    "negative learning_rate": ({}, ["--learning_rate=-1e-4"], "learning_rate must be > 0, got -0.0001"),
+    "negative projector_lr": ({}, ["--projector_lr=-1e-3"], "projector_lr must be > 0, got -0.001"),
+    "zero language_model_lr": ({}, ["--language_model_lr=0"], "language_model_lr must be > 0, got 0.0"),
+    "beta of 1": ({}, ["--adam_beta2=1.0"], r"adam_beta2 must be in \[0, 1\), got 1.0"),
+    "mask_ratio 1.5": ({"croc_overrides": {"prompt_pool_size": 64, "mask_ratio": 1.5}}, [],
+                       r"croc_preset / croc_overrides: mask_ratio must be in \[0, 1\), got 1.5"),
+    "misspelled croc_overrides key": ({"croc_overrides": {"prompt_pool_size": 64, "mask_ration": 0.5}}, [],
+                                      r"unknown or reserved keys \['mask_ration'\].*mask_ration -> mask_ratio"),
+    "renamed croc_config": ({"croc_config": {"mask_ratio": 0.5}}, [], "croc_config -> croc_overrides"),
+    "wrong type in croc_overrides": ({}, ["--croc_overrides={prompt_pool_size: many}"],
+                                     "croc_preset / croc_overrides: .*prompt_pool_size"),
+    "croc_overrides not a mapping": ({}, ["--croc_overrides=0.5"], "croc_overrides must be a mapping"),
+    # The tiny tower has 16 visual tokens: 12 masked need a pool of 12 for one-to-one matching. Found from the
+    # model's config.json, before its weights.
+    "pool too small for the tower": ({}, ["--croc_overrides={prompt_pool_size: 8}"],
+                                     "Hungarian matching is one-to-one: 12 masked tokens .* got 8"),
+    "unknown preset": ({}, ["--croc_preset=papers"], "croc_preset must be one of"),
+    "bad image_check": ({}, ["--data.image_check=full"], "data.image_check must be one of"),
+    "bad reject fraction": ({}, ["--data.max_reject_fraction=2"], r"data.max_reject_fraction must be in \[0, 1\]"),
+    "unknown key": ({}, ["--learning_rat=1e-3"], "unknown key --learning_rat .*learning_rate.*valid keys: "),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_bad_configuration_is_one_line_before_anything_loads(case, tmp_path, tiny_model, small_data, monkeypatch,
+                                                             nothing_loaded):
+    import re
+
+    changes, overrides, words = CASES[case]
+    config = _yaml_with(tmp_path, **changes) if changes else STAGE1_5
+    message = _error(monkeypatch, config, tmp_path, tiny_model, small_data, *overrides)
+    assert re.search(words, message), message
+
+
+def test_broken_yaml_names_the_file_and_line(tmp_path, tiny_model, small_data, monkeypatch, nothing_loaded):
+    config = tmp_path / "broken.yaml"
+    config.write_text('stage: "1.5"\nmodel:\n  name_or_path: [unclosed\n')
+    message = _error(monkeypatch, config, tmp_path, tiny_model, small_data)
+    assert f"{config}:4:1: not valid YAML" in message or f"{config}:3:" in message, message
+
+
+def test_resume_from_an_incomplete_checkpoint_is_refused(tmp_path, tiny_model, small_data, monkeypatch,
+                                                         nothing_loaded):
+    broken = tmp_path / "out" / "checkpoint-2"
+    broken.mkdir(parents=True)
+    (broken / "trainer_state.json").write_text('{"global_step": 2, "log_hist')  # cut while being written
+    message = _error(monkeypatch, STAGE1_5, tmp_path, tiny_model, small_data, f"--resume_from_checkpoint={broken}")
+    assert "is incomplete" in message
+
+
+def test_a_croc_field_error_found_at_load_is_still_one_line_before_the_weights(tmp_path, tiny_model, small_data,
+                                                                               monkeypatch):
+    """A source whose config.json cannot be read ahead (an uncached Hub id): the load constructs the config before
+    it reads a weight, and the error is still a one-line configuration error."""
+    monkeypatch.setattr(resolve_module, "read_croc_config", lambda *args, **kwargs: None)
+
+    def no_weights(*args, **kwargs):
+        raise AssertionError("weights were read before the configuration error")
+
+    monkeypatch.setattr(loading, "load_pretrained_croc", no_weights)
+    message = _error(monkeypatch, STAGE1_5, tmp_path, tiny_model, small_data,
+                     "--croc_overrides={prompt_pool_size: 8}")
+    assert message.startswith("configuration error: model config: Hungarian matching is one-to-one")
+
+
+def test_config_of_separate_parts_is_checked_from_the_clip_folder(tmp_path):
+    CLIPVisionConfig(image_size=56, patch_size=14, hidden_size=24, intermediate_size=48, num_hidden_layers=1,
+                     num_attention_heads=4).save_pretrained(tmp_path / "clip")
+    assert read_croc_config(vision_tower=tmp_path / "clip", croc_fields={"prompt_pool_size": 12}).image_seq_length == 16
+    with pytest.raises(CrocConfigError, match="12 masked tokens"):
+        read_croc_config(vision_tower=tmp_path / "clip", croc_fields={"prompt_pool_size": 8})
+    # Offline and not cached: nothing to read ahead, the load will construct (and check) the config itself.
+    assert read_croc_config("nobody/no-such-model", croc_fields={"prompt_pool_size": 8}) is None

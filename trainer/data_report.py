@@ -1,0 +1,164 @@
+"""What happened to the training rows, for the logs, the rejects file and the stop rule.
+
+Two moments count: the start (rows the validator rejected, `data_recipes.validation`, and rows it kept but noticed,
+such as repeated ids) and training (rows whose image could not be read when the dataset asked for it: each is
+replaced by the next readable row, so the batch keeps its size, and counted here). The report is logged at the start
+and at the end, every rejected or replaced row is a line of `<output_dir>/rejects.jsonl`, and the training counts
+travel in every checkpoint (`data_report.json`), so a resumed run continues the same counts and the same file.
+
+One rule stops a run for bad data, at the start and in training: `data_recipes.exceeds_reject_budget` (more than
+`data.max_reject_fraction` of the rows seen, and more than one), or any bad row under `data.strict`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from data_recipes import NOTICES, REJECT_REASONS, RejectedRowsError, exceeds_reject_budget, format_counts
+
+logger = logging.getLogger(__name__)
+
+REJECTS_FILE = "rejects.jsonl"
+REPORT_FILE = "data_report.json"  # in the output folder at the end, and in every checkpoint
+
+
+@dataclass
+class DataReport:
+    """Counts of rejected, noticed and replaced rows of one run.
+
+    Attributes:
+        source: the data path, for messages.
+        rows_read: rows read at the start (before validation); 0 for a build folder, validated when it was built.
+        rejected: rows the start-of-run validation rejected, per reason.
+        notices: rows kept but counted (`data_recipes.NOTICES`).
+        rows_seen: rows the training loop asked for (a row asked for in two epochs counts twice).
+        replaced: rows asked for whose image could not be read (each replaced by the next readable image row), per
+            reason, counted like `rows_seen`.
+        replaced_rows: one record per distinct replaced row ({id, index, image, reason, detail, step}): the rejects
+            file's training lines.
+        max_reject_fraction, strict: the stop rule (`data.max_reject_fraction`, `data.strict`).
+        rejects_path: where rejected and replaced rows are written (None: nowhere).
+        writes: whether this process writes files (the main process).
+    """
+
+    source: str = ""
+    rows_read: int = 0
+    rejected: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REJECT_REASONS, 0))
+    notices: dict[str, int] = field(default_factory=lambda: dict.fromkeys(NOTICES, 0))
+    rows_seen: int = 0
+    replaced: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REJECT_REASONS, 0))
+    replaced_rows: list[dict[str, Any]] = field(default_factory=list)
+    max_reject_fraction: float = 0.01
+    strict: bool = False
+    rejects_path: Path | None = None
+    writes: bool = True
+
+    # ---- the start ----
+    def start_message(self) -> str:
+        """One line: rows read, rejected per reason, notices, where the rejected rows are."""
+        rejected = sum(self.rejected.values())
+        if not self.rows_read:
+            return f"training rows from {self.source} (validated when the build was made)"
+        return (f"training rows from {self.source}: {self.rows_read:,} read, {rejected:,} rejected "
+                f"({format_counts(self.rejected)}), kept with notices: {format_counts(self.notices)}"
+                + (f"; rejected rows with their reasons: {self.rejects_path}" if rejected and self.rejects_path
+                   else ""))
+
+    def check_start(self) -> None:
+        """Stop before the model loads if the validation rejected more than the run accepts."""
+        rejected = sum(self.rejected.values())
+        if self._over_budget(rejected, self.rows_read):
+            raise RejectedRowsError(
+                f"{rejected:,} of {self.rows_read:,} rows of {self.source} rejected ({format_counts(self.rejected)}), "
+                f"more than {self._budget_words()}; rejected rows with their reasons: {self.rejects_path}")
+
+    # ---- training ----
+    def record(self, rows: int, replaced_rows: list[dict[str, Any]], step: int) -> None:
+        """Count `rows` rows asked for by one optimiser step (all processes) and the rows among them that were
+        replaced; append those to the rejects file."""
+        self.rows_seen += int(rows)
+        for row in replaced_rows:
+            self.replaced[row["reason"]] = self.replaced.get(row["reason"], 0) + 1
+        known = {row["index"] for row in self.replaced_rows}
+        new = []
+        for row in replaced_rows:
+            if row["index"] not in known:  # a row replaced again in a later epoch is written once
+                known.add(row["index"])
+                new.append({**row, "step": int(step), "during": "training"})
+        self.replaced_rows.extend(new)
+        self._append(new)
+        if replaced_rows:
+            logger.warning("replaced %d row(s) whose image could not be read (%s); %d of %d rows seen so far",
+                           len(replaced_rows), format_counts(Counter(row["reason"] for row in replaced_rows)),
+                           sum(self.replaced.values()), self.rows_seen)
+
+    def check_training(self) -> None:
+        """Stop the run once more images could not be read than the run accepts."""
+        replaced = sum(self.replaced.values())
+        if self._over_budget(replaced, self.rows_seen):
+            raise RejectedRowsError(
+                f"{replaced:,} of the {self.rows_seen:,} training rows seen so far had an image that could not be "
+                f"read ({format_counts(self.replaced)}), more than {self._budget_words()}; the rows: "
+                f"{self.rejects_path}")
+
+    def _over_budget(self, bad: int, seen: int) -> bool:
+        return bad > 0 if self.strict else exceeds_reject_budget(bad, seen, self.max_reject_fraction)
+
+    def _budget_words(self) -> str:
+        if self.strict:
+            return "none (data.strict=true)"
+        return (f"data.max_reject_fraction={self.max_reject_fraction:g} of them (and more than one) allows; raise "
+                "it to go on regardless")
+
+    def _append(self, rows: list[dict[str, Any]]) -> None:
+        if not rows or not self.writes or self.rejects_path is None:
+            return
+        self.rejects_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.rejects_path.open("a", encoding="utf-8") as f:
+            f.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+
+    # ---- checkpoints ----
+    def state_dict(self) -> dict[str, Any]:
+        """The training counts, as saved in a checkpoint."""
+        return {"rows_seen": self.rows_seen, "replaced": dict(self.replaced), "replaced_rows": list(self.replaced_rows)}
+
+    def save(self, folder: str | Path) -> None:
+        (Path(folder) / REPORT_FILE).write_text(json.dumps(self.state_dict(), indent=1, ensure_ascii=False) + "\n",
+                                                encoding="utf-8")
+
+    def restore(self, checkpoint: str | Path) -> None:
+        """Continue from a checkpoint's counts, and put its replaced rows back into the rejects file (which the
+        start of this run rewrote with the validation's rejects)."""
+        file = Path(checkpoint) / REPORT_FILE
+        if not file.is_file():  # a checkpoint from before the report existed: counts restart at zero
+            return
+        state = json.loads(file.read_text(encoding="utf-8"))
+        self.rows_seen = int(state["rows_seen"])
+        self.replaced = {**dict.fromkeys(REJECT_REASONS, 0), **state["replaced"]}
+        self.replaced_rows = list(state["replaced_rows"])
+        self._append(self.replaced_rows)
+
+    # ---- the end ----
+    def final_message(self) -> str:
+        """One line: the start's counts and the training's."""
+        return (f"{self.start_message()}; in training {sum(self.replaced.values()):,} of {self.rows_seen:,} rows "
+                f"seen had an image that could not be read and were replaced ({format_counts(self.replaced)})")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "rows_read": self.rows_read, "rejected": self.rejected,
+                "notices": self.notices, **self.state_dict(),
+                "rejects_file": None if self.rejects_path is None else str(self.rejects_path)}
+
+    def write(self, folder: str | Path) -> None:
+        """`data_report.json` in the output folder (main process)."""
+        if self.writes:
+            (Path(folder) / REPORT_FILE).write_text(json.dumps(self.to_dict(), indent=1, ensure_ascii=False) + "\n",
+                                                    encoding="utf-8")
+
+
+__all__ = ["REJECTS_FILE", "REPORT_FILE", "DataReport"]
