@@ -6,6 +6,7 @@ import torch
 from transformers import Gemma2Config, LlamaConfig, MistralConfig, Qwen2Config
 
 from croc_testing.batches import PAD_TOKEN_ID
+from croc_testing.reference_masks import reference_allowed
 from modeling_croc.attention_mask import bidirectional_block_ids, build_mixed_attention_mask
 
 IMAGE = 126
@@ -33,28 +34,7 @@ def _rows(padding_side):
 
 
 def _reference(input_ids, attention, labels, span, window=None):
-    """allowed[b, i, j] from the definition, with Python loops (slow, obviously right). On a sliding layer (`window`)
-    no key more than `window - 1` positions back is seen, inside a bidirectional block too."""
-    batch, length = input_ids.shape
-    allowed = torch.zeros(batch, length, length, dtype=torch.bool)
-    for b in range(batch):
-        supervised = [t for t in range(length) if labels[b, t] != -100]
-        first_supervised = supervised[0] if supervised else length
-        for i in range(length):
-            for j in range(length):
-                if not attention[b, j]:
-                    continue
-                causal = j <= i
-                if span == "image":
-                    both_image = input_ids[b, i] == IMAGE and input_ids[b, j] == IMAGE
-                    bidirectional = bool(both_image)
-                elif span == "prompt":
-                    bidirectional = i < first_supervised and j < first_supervised and attention[b, i]
-                else:
-                    bidirectional = False
-                in_window = window is None or j > i - window
-                allowed[b, i, j] = (causal or bidirectional) and in_window
-    return allowed
+    return reference_allowed(input_ids, attention, labels, span, IMAGE, window)
 
 
 WINDOW = 3  # shorter than the rows, so a sliding layer that turned global would show
