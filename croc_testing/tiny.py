@@ -116,3 +116,30 @@ def save_tiny_croc(folder: str | Path, seed: int = 0, image_size: int = 56, patc
     CrocForConditionalGeneration(config).save_pretrained(folder)
     tiny_croc_processor(image_size=image_size, patch_size=patch_size).save_pretrained(folder)
     return folder
+
+
+# ChatML's special tokens, in the order Qwen2's tokenizer lists them.
+CHATML_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+
+
+def chatml_bpe_tokenizer(vocab_size: int = 400):
+    """A Qwen-style tokenizer available offline: byte-level BPE (trained here, in milliseconds, on a fixed English
+    text) with ChatML's special tokens, EOS `<|im_end|>`, pad `<|endoftext|>` and no BOS, as Qwen2.5-Instruct's."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    corpus = [
+        "You are a helpful assistant. Please generate detailed descriptions of the given image.",
+        "A red square on grey. Two blue circles. The picture shows a small cat sitting on a wooden table.",
+        "What is in the picture? What colour is it? And the shape? Name a prime number. Seven. Eleven. Yes.",
+    ] * 20
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(CHATML_SPECIAL_TOKENS),
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    backend.train_from_iterator(corpus, trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                        additional_special_tokens=["<|im_start|>"])
+    tokenizer.model_max_length = 2048
+    return tokenizer
