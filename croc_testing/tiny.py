@@ -143,3 +143,47 @@ def chatml_bpe_tokenizer(vocab_size: int = 400):
                                         additional_special_tokens=["<|im_start|>"])
     tokenizer.model_max_length = 2048
     return tokenizer
+
+
+# The tiny OneVision model's views: 28-px crops of 14-px patches (4 tokens a view), grids up to 2 x 2 views.
+TINY_ONEVISION_PINPOINTS = [[28, 28], [28, 56], [56, 28], [56, 56]]
+
+
+def tiny_croc_onevision_config(vocab_size: int, **croc_fields: Any):
+    """A tiny Croc OneVision config: a Qwen2-style LM (biases, tied embeddings) and a SigLIP tower at 28 px."""
+    from modeling_croc import CrocOnevisionConfig
+
+    from .backbones import backbone_fields
+
+    fields = backbone_fields("qwen2", "siglip", vocab_size=vocab_size)
+    fields["vision_config"].update(image_size=28, patch_size=14)
+    croc_fields.setdefault("prompt_pool_size", 64)
+    return CrocOnevisionConfig(**fields, image_grid_pinpoints=TINY_ONEVISION_PINPOINTS, **croc_fields)
+
+
+def save_tiny_croc_onevision(folder: str | Path, seed: int = 0) -> Path:
+    """Write a random tiny OneVision Croc model with its processor (the Qwen-style ChatML tokenizer with `<image>`,
+    OneVision's AnyRes image processor, the `qwen_1_5` chat template) to `folder`."""
+    from transformers import LlavaOnevisionImageProcessorPil
+
+    from modeling_croc import CrocOnevisionForConditionalGeneration, CrocOnevisionProcessor, get_template
+    from modeling_croc.convert.common import add_llava_tokens
+
+    folder = Path(folder)
+    tokenizer = chatml_bpe_tokenizer()
+    image_token_id, pad_token_id = add_llava_tokens(tokenizer)
+    config = tiny_croc_onevision_config(vocab_size=len(tokenizer) + 48)
+    config.image_token_index = image_token_id
+    config.text_config.pad_token_id = pad_token_id
+    torch.manual_seed(seed)
+    CrocOnevisionForConditionalGeneration(config).save_pretrained(folder)
+    CrocOnevisionProcessor(
+        image_processor=LlavaOnevisionImageProcessorPil(size={"height": 28, "width": 28},
+                                                        image_grid_pinpoints=TINY_ONEVISION_PINPOINTS),
+        tokenizer=tokenizer,
+        num_image_tokens=config.visual_tokens_per_image(),
+        vision_feature_select_strategy=config.vision_feature_select_strategy,
+        chat_template=get_template("qwen_1_5").chat_template(tokenizer.eos_token),
+        vision_aspect_ratio=config.vision_aspect_ratio,
+    ).save_pretrained(folder)
+    return folder

@@ -47,13 +47,13 @@ def read_parts(
             "default" for towers with a class token and "full" for SigLIP / SigLIP2 (patch tokens only).
     """
     vision_tower, language_model = Path(vision_tower), Path(language_model)
+    vision_config, state = read_vision_tower(vision_tower)  # first: an unusable tower fails before anything else
     tokenizer = AutoTokenizer.from_pretrained(language_model)
     image_token_id, pad_token_id = add_llava_tokens(tokenizer)
     text_config = AutoConfig.from_pretrained(language_model)
     vocab_size = max(padded_vocab_size(len(tokenizer), vocab_multiple), text_config.vocab_size)
     text_config.vocab_size = vocab_size
     text_config.pad_token_id = pad_token_id
-    vision_config, state = read_vision_tower(vision_tower)
     if vision_feature_select_strategy is None:
         vision_feature_select_strategy = "default" if tower_has_cls_token(vision_config) else "full"
     config = CrocConfig(

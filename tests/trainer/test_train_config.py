@@ -233,3 +233,34 @@ def test_trainer_api_at_the_package_root(data_dir, stage1_dir):
     assert resolved.model.name_or_path == str(stage1_dir) and resolved.data.path == str(data_dir / "detailed.json")
     assert resolved.training.group_learning_rates == {"projector": 1.5e-4, "prompt_pool": 1.5e-4,
                                                       "vtr_head": 1.5e-4, "language_model": 2e-5}
+
+
+def test_victor_preset_trains_the_vision_tower_at_its_own_rate():
+    """ViCToR's scripts: the tower at 2e-6 in stages 1.5 and 2, pool 1.5e-4, the rest at --learning_rate 1e-5."""
+    victor = _args(stage="1.5", croc_preset="victor")
+    assert victor.group_learning_rates == {"projector": 1e-5, "prompt_pool": 1.5e-4, "vtr_head": 1e-5,
+                                           "language_model": 1e-5, "vision_tower": 2e-6}
+    assert (victor.adam_beta1, victor.adam_beta2) == (0.9, 0.999)
+    assert _args(stage="2", croc_preset="victor").group_learning_rates == {
+        "projector": 1e-5, "language_model": 1e-5, "vision_tower": 2e-6}
+    assert _args(stage="1", croc_preset="victor").group_learning_rates == {"projector": 1e-3}
+    # The other presets keep the tower frozen unless a rate is given.
+    assert "vision_tower" not in _args(stage="1.5").trainable_parts
+
+
+@pytest.mark.parametrize("preset, refused", [("victor", False), ("paper", True), ("official", True)])
+def test_flash_attention_is_refused_only_for_mixed_spans(preset, refused, tmp_path, data_dir, stage1_dir):
+    """`victor` trains with causal attention (bidirectional_span none), so FlashAttention is fine; the mixed spans of
+    `paper` and `official` still refuse it, and so does `victor` with a mixed span set on top."""
+    from trainer import resolve_config
+
+    argv = [str(CONFIGS / "stage1_5.yaml"), f"--data.path={data_dir / 'detailed.json'}",
+            f"--model.name_or_path={stage1_dir}", f"--output_dir={tmp_path}", f"--croc_preset={preset}",
+            "--model.attn_implementation=flash_attention_2"]
+    if refused:
+        with pytest.raises(ConfigError, match="would silently stay causal"):
+            resolve_config(argv)
+    else:
+        assert resolve_config(argv).model.attn_implementation == "flash_attention_2"
+        with pytest.raises(ConfigError, match="would silently stay causal"):
+            resolve_config([*argv, "--croc_overrides={prompt_pool_size: 64, bidirectional_span: image}"])
