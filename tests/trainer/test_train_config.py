@@ -264,3 +264,39 @@ def test_flash_attention_is_refused_only_for_mixed_spans(preset, refused, tmp_pa
         assert resolve_config(argv).model.attn_implementation == "flash_attention_2"
         with pytest.raises(ConfigError, match="would silently stay causal"):
             resolve_config([*argv, "--croc_overrides={prompt_pool_size: 64, bidirectional_span: image}"])
+
+
+# What ViCToR's released scripts set, per stage (docs/METHOD.md section 7 gives file and line for each value):
+# global batch, model_max_length, ZeRO stage, schedule, warm-up, template, aspect ratio.
+VICTOR_SCRIPTS = {
+    "1": (256, 8192, 2, "cosine", 0.03, "plain", "square"),
+    "1.5": (128, 321120, 3, "linear", 0, "qwen_1_5", "pad"),
+    "2": (128, 321120, 3, "linear", 0, "qwen_1_5", "pad"),
+}
+
+
+@pytest.mark.parametrize("name", ["stage1", "stage1_5", "stage2"])
+def test_victor_yamls_state_the_released_scripts(name, monkeypatch):
+    monkeypatch.setattr(validation, "gpu_available", lambda: True)
+    raw = load_raw_config([str(FULL_CONFIGS / "victor" / f"{name}.yaml")])
+    training = raw["training"]
+    validation.check_deepspeed(training)
+    stage = training["stage"]
+    batch, length, zero, schedule, warmup, template, aspect = VICTOR_SCRIPTS[stage]
+    assert (training["global_batch_size"], training["model_max_length"]) == (batch, length)
+    assert json.loads(Path(training["deepspeed"]).read_text())["zero_optimization"]["stage"] == zero
+    assert (training["lr_scheduler_type"], training["warmup_steps"], training["weight_decay"]) == (schedule, warmup, 0)
+    assert (training["template"], training["image_aspect_ratio"]) == (template, aspect)
+    assert raw["model"]["attn_implementation"] == "flash_attention_2"  # causal throughout: allowed in stage 1.5 too
+    preset = get_preset("victor")
+    assert training["croc_preset"] == "victor" and (training["adam_beta1"], training["adam_beta2"]) == preset.adam_betas
+    stage_rates = preset.stage_learning_rates(stage)
+    assert {group: training[f"{group}_lr"] for group in stage_rates} == dict(stage_rates)
+    if stage == "1":
+        assert raw["model"]["vision_tower"] == "google/siglip2-so400m-patch14-384"
+        assert raw["model"]["language_model"] == "Qwen/Qwen2.5-7B-Instruct"
+    monkeypatch.setattr(training_args, "launched_world_size", lambda: 8)
+    kept = {k: v for k, v in training.items() if k not in ("bf16", "tf32", "deepspeed", "report_to", "output_dir")}
+    args = _args(**kept)
+    assert args.gradient_accumulation_steps * args.per_device_train_batch_size * 8 == batch
+    assert args.group_learning_rates == dict(stage_rates)
