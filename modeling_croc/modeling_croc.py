@@ -18,7 +18,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from transformers import LlavaForConditionalGeneration, LlavaModel
 from transformers.conversion_mapping import (
     get_checkpoint_conversion_mapping,
@@ -33,7 +32,6 @@ from transformers.models.llava.modeling_llava import (
 
 from .configuration_croc import CrocConfig
 from .constants import CROC_ONLY_PATTERNS
-from .profiling import croc_region
 from .prompt_pool import CrocPromptPool
 from .stage15 import (
     CrocCausalLMOutputFields,
@@ -43,7 +41,6 @@ from .stage15 import (
     CrocPreTrainedMixin,
     fields_declared_by,
 )
-from .vtr_head import build_vtr_head
 
 
 @dataclass
@@ -124,15 +121,8 @@ class CrocModel(CrocModelMixin, CrocPreTrainedModel, LlavaModel):
                 **kwargs,
             )
             return CrocModelOutputWithPast(**outputs)
-        if input_ids is None:
-            raise ValueError("the stage-1.5 forward locates visual tokens by `input_ids`; pass input_ids")
-        image_outputs = (mm_encoder_outputs or {}).get("image")
-        features = None if image_outputs is None else list(image_outputs.pooler_output)
-        if pixel_values is not None and image_outputs is None:
-            with croc_region("vision"):
-                features = self.croc_image_features(pixel_values)
-        outputs, croc_fields = self._croc_forward(input_ids, features, attention_mask, position_ids, labels,
-                                                  croc_generator, **kwargs)
+        outputs, croc_fields = self._croc_forward(input_ids, pixel_values, mm_encoder_outputs, attention_mask,
+                                                  position_ids, labels, croc_generator, **kwargs)
         return CrocModelOutputWithPast(**fields_declared_by(outputs, CrocModelOutputWithPast), **croc_fields)
 
 
@@ -147,10 +137,7 @@ class CrocForConditionalGeneration(CrocForConditionalGenerationMixin, CrocPreTra
     def __init__(self, config: CrocConfig):
         # Skip LlavaForConditionalGeneration.__init__: it would build a whole LlavaModel only to be replaced.
         LlavaPreTrainedModel.__init__(self, config)
-        self.model = CrocModel(config)
-        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
-        self.vtr_head = build_vtr_head(config)
-        self.post_init()
+        self._build_croc_modules(config, CrocModel)
 
     def forward(
         self,
@@ -183,8 +170,7 @@ class CrocForConditionalGeneration(CrocForConditionalGenerationMixin, CrocPreTra
             kwargs:
                 Passed on to Llava's forward, the cache included under the installed transformers' name for it.
         """
-        if croc_objectives is None:
-            croc_objectives = self.training and self.config.croc_pretraining
+        croc_objectives = self.croc_objectives_on(croc_objectives)
         outputs = self.model(
             input_ids=input_ids,
             pixel_values=pixel_values,

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 from transformers import LlavaOnevisionForConditionalGeneration, LlavaOnevisionModel
 from transformers.conversion_mapping import (
     get_checkpoint_conversion_mapping,
@@ -27,7 +26,6 @@ from transformers.models.llava_onevision.modeling_llava_onevision import (
 
 from .configuration_croc_onevision import CrocOnevisionConfig
 from .constants import CROC_ONLY_PATTERNS
-from .profiling import croc_region
 from .prompt_pool import CrocPromptPool
 from .stage15 import (
     CrocCausalLMOutputFields,
@@ -37,7 +35,6 @@ from .stage15 import (
     CrocPreTrainedMixin,
     fields_declared_by,
 )
-from .vtr_head import build_vtr_head
 
 
 @dataclass
@@ -128,17 +125,11 @@ class CrocOnevisionModel(CrocModelMixin, CrocOnevisionPreTrainedModel, LlavaOnev
                 batch_num_images=batch_num_images, mm_encoder_outputs=mm_encoder_outputs, **kwargs,
             )
             return CrocOnevisionModelOutputWithPast(**outputs)
-        if input_ids is None:
-            raise ValueError("the stage-1.5 forward locates visual tokens by `input_ids`; pass input_ids")
         if pixel_values_videos is not None:
             raise ValueError("stage 1.5 trains on images; this batch has videos (pixel_values_videos)")
-        image_outputs = (mm_encoder_outputs or {}).get("image")
-        features = None if image_outputs is None else list(image_outputs.pooler_output)
-        if pixel_values is not None and image_outputs is None:
-            with croc_region("vision"):
-                features = self.croc_image_features(pixel_values, image_sizes, batch_num_images)
-        outputs, croc_fields = self._croc_forward(input_ids, features, attention_mask, position_ids, labels,
-                                                  croc_generator, **kwargs)
+        image_inputs = {"image_sizes": image_sizes, "batch_num_images": batch_num_images}
+        outputs, croc_fields = self._croc_forward(input_ids, pixel_values, mm_encoder_outputs, attention_mask,
+                                                  position_ids, labels, croc_generator, image_inputs, **kwargs)
         return CrocOnevisionModelOutputWithPast(**fields_declared_by(outputs, CrocOnevisionModelOutputWithPast),
                                                 **croc_fields)
 
@@ -154,10 +145,7 @@ class CrocOnevisionForConditionalGeneration(CrocForConditionalGenerationMixin, C
     def __init__(self, config: CrocOnevisionConfig):
         # Skip LlavaOnevisionForConditionalGeneration.__init__: it would build a whole model only to be replaced.
         LlavaOnevisionPreTrainedModel.__init__(self, config)
-        self.model = CrocOnevisionModel(config)
-        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
-        self.vtr_head = build_vtr_head(config)
-        self.post_init()
+        self._build_croc_modules(config, CrocOnevisionModel)
 
     def image_token_counts(self, input_ids: torch.LongTensor, num_images: int, image_sizes=None,
                            batch_num_images=None, **unused) -> torch.LongTensor:
@@ -185,19 +173,9 @@ class CrocOnevisionForConditionalGeneration(CrocForConditionalGenerationMixin, C
         num_vtr_items_in_batch: int | torch.Tensor | None = None,
         **kwargs,
     ) -> CrocOnevisionCausalLMOutputWithPast:
-        r"""
-        Args:
-            croc_objectives (`bool`, *optional*):
-                Force the stage-1.5 path on or off. Default: on in training forwards when `config.croc_pretraining`.
-            croc_generator (`torch.Generator`, *optional*):
-                Seeded generator for the random token mask; the trainer passes one per rank and step.
-            num_vtr_items_in_batch (`int` or `torch.Tensor`, *optional*):
-                VTR tokens in the whole optimiser step (see `num_vtr_items`).
-            kwargs:
-                The rest of OneVision's forward arguments, the cache included under the installed name for it.
-        """
-        if croc_objectives is None:
-            croc_objectives = self.training and self.config.croc_pretraining
+        """`LlavaOnevisionForConditionalGeneration.forward`'s arguments (the rest of them, the cache included, in
+        `kwargs`) plus the Croc ones of `CrocForConditionalGeneration.forward`."""
+        croc_objectives = self.croc_objectives_on(croc_objectives)
         outputs = self.model(
             input_ids=input_ids, pixel_values=pixel_values, image_sizes=image_sizes,
             pixel_values_videos=pixel_values_videos, image_sizes_videos=image_sizes_videos,

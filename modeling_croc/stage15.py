@@ -21,7 +21,7 @@ from .attention_mask import bidirectional_block_ids, build_mixed_attention_mask
 from .losses import normalize_vtr_targets, visual_token_reconstruction_loss
 from .profiling import croc_region
 from .prompt_pool import CrocPromptPool
-from .vtr_head import CrocVTRHead
+from .vtr_head import CrocVTRHead, build_vtr_head
 
 
 @dataclass
@@ -122,20 +122,31 @@ class CrocModelMixin:
 
     def _croc_forward(
         self,
-        input_ids: torch.LongTensor,
-        image_features: list[torch.Tensor] | None,
+        input_ids: torch.LongTensor | None,
+        pixel_values: torch.Tensor | None,
+        mm_encoder_outputs: dict | None,
         attention_mask: torch.Tensor | None,
         position_ids: torch.LongTensor | None,
         labels: torch.LongTensor | None,
         generator: torch.Generator | None,
+        image_inputs: dict | None = None,
         **kwargs,
     ) -> tuple[ModelOutput, dict]:
         """The language model's output and the `CrocModelOutputFields` values of a stage-1.5 forward.
 
         Args:
-            image_features: one `(T_i, D)` tensor per image (in the order of the images' tokens in `input_ids`),
-                or None for a text-only batch.
+            pixel_values, mm_encoder_outputs: the images, as pixels or as precomputed vision outputs
+                (`{"image": ...}` whose `pooler_output` holds one `(T_i, D)` tensor per image); neither for a
+                text-only batch.
+            image_inputs: what else the class's `croc_image_features` needs (AnyRes: `image_sizes`, ...).
         """
+        if input_ids is None:
+            raise ValueError("the stage-1.5 forward locates visual tokens by `input_ids`; pass input_ids")
+        image_outputs = (mm_encoder_outputs or {}).get("image")
+        image_features = None if image_outputs is None else list(image_outputs.pooler_output)
+        if pixel_values is not None and image_outputs is None:
+            with croc_region("vision"):
+                image_features = self.croc_image_features(pixel_values, **(image_inputs or {}))
         inputs_embeds = self.get_input_embeddings()(input_ids)
         hidden = inputs_embeds.shape[-1]
         image_token_mask = input_ids == self.config.image_token_id
@@ -202,6 +213,13 @@ class CrocForConditionalGenerationMixin:
     # Batch entries besides `input_ids` that decide how many visual tokens each image has (AnyRes models).
     croc_image_layout_inputs: tuple[str, ...] = ()
 
+    def _build_croc_modules(self, config, base_model_class: type) -> None:
+        """The base model (with its pool), the LM head and the VTR head; then transformers' weight init and tying."""
+        self.model = base_model_class(config)
+        self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
+        self.vtr_head = build_vtr_head(config)
+        self.post_init()
+
     @property
     def prompt_pool(self) -> CrocPromptPool:
         return self.model.prompt_pool
@@ -214,6 +232,13 @@ class CrocForConditionalGenerationMixin:
         features = self.model.croc_image_features(pixel_values, **image_inputs)
         self.prompt_pool.calibrate(torch.cat(list(features)), generator=generator)
         self.config.prompt_pool_calibrated = True
+
+    def croc_objectives_on(self, croc_objectives: bool | None) -> bool:
+        """Whether a forward runs the stage-1.5 path: as forced, else in training forwards of a model with
+        `config.croc_pretraining` (evaluation and `generate` always run the plain parent model)."""
+        if croc_objectives is None:
+            return self.training and self.config.croc_pretraining
+        return croc_objectives
 
     def image_token_counts(self, input_ids: torch.LongTensor, num_images: int, **image_layout) -> torch.LongTensor:
         """`(num_images,)` visual tokens of each image of a batch, without running the vision tower. Equal counts

@@ -6,14 +6,13 @@ into Croc folders, and the export to a plain llava folder. Building a model from
 from .from_llava import convert_llava_folder, croc_config_from_llava, llava_processor
 from .from_original import convert_original_checkpoint, read_original_checkpoint, rename_original_state_dict
 from .from_parts import build_from_parts, read_parts
-from .from_victor import convert_victor_checkpoint, read_victor_checkpoint, rename_victor_state_dict
+from .from_victor import read_victor_checkpoint, rename_victor_state_dict
 from .to_llava import croc_config_to_llava, croc_to_llava, export_llava_folder
 
 __all__ = [
     "build_from_parts",
     "convert_llava_folder",
     "convert_original_checkpoint",
-    "convert_victor_checkpoint",
     "croc_config_from_llava",
     "croc_config_to_llava",
     "croc_to_llava",

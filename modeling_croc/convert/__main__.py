@@ -17,7 +17,6 @@ from ..presets import CROC_PRESET_NAMES
 from .from_llava import convert_llava_folder
 from .from_original import convert_original_checkpoint
 from .from_parts import build_from_parts
-from .from_victor import convert_victor_checkpoint
 from .to_llava import export_llava_folder
 
 
@@ -34,8 +33,9 @@ COMMANDS = {
                                              vision_feature_layer=a.vision_feature_layer,
                                              vision_feature_select_strategy=a.vision_feature_select_strategy,
                                              **_preset(a)),
-    "from-victor": lambda a: convert_victor_checkpoint(a.source, a.out, vision_tower=a.vision_tower,
-                                                       vocab_multiple=a.vocab_multiple, **_preset(a)),
+    # load_croc tells the two fork layouts apart by model_type (llava_qwen is ViCToR's).
+    "from-victor": lambda a: convert_original_checkpoint(a.source, a.out, vision_tower=a.vision_tower,
+                                                         vocab_multiple=a.vocab_multiple, **_preset(a)),
     "to-llava": lambda a: export_llava_folder(a.source, a.out),
 }
 

@@ -4,6 +4,7 @@ LLaVA's extra tokens, the processor."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -108,6 +109,40 @@ def grow_vocabulary(weight: torch.Tensor, new_rows: int) -> torch.Tensor:
 
 def padded_vocab_size(size: int, multiple: int) -> int:
     return -(-size // multiple) * multiple if multiple > 1 else size
+
+
+# Croc's in-memory names of the two vocabulary-sized matrices.
+VOCABULARY_MATRICES = ("model.language_model.embed_tokens.weight", "lm_head.weight")
+
+
+def fit_vocabulary(state: dict[str, torch.Tensor], tokenizer_size: int, multiple: int) -> int:
+    """Grow the embedding and LM head of `state` (Croc names) with mean rows so that the tokenizer's
+    `tokenizer_size` tokens (grown by `<image>` / `<pad>`), padded to a multiple of `multiple`, have a row; never
+    shrink them (Qwen's embeddings hold spare rows already). Returns the vocabulary size."""
+    rows = state[VOCABULARY_MATRICES[0]].shape[0]
+    vocab_size = max(rows, padded_vocab_size(tokenizer_size, multiple))
+    for name in VOCABULARY_MATRICES:
+        if name in state:
+            state[name] = grow_vocabulary(state[name], vocab_size - state[name].shape[0])
+    return vocab_size
+
+
+# The renames every LLaVA-fork checkpoint shares (the original LLaVA / Croc repositories and ViCToR's LLaVA-NeXT fork):
+# projector, vision tower (transformers 5 keeps its weights without the files' `vision_model.` level), language model.
+LLAVA_FORK_RENAMES: list[tuple[str, str]] = [
+    (r"^model\.mm_projector\.0\.", "model.multi_modal_projector.linear_1."),
+    (r"^model\.mm_projector\.2\.", "model.multi_modal_projector.linear_2."),
+    (r"^model\.vision_tower\.vision_tower\.vision_model\.", "model.vision_tower."),
+    (r"^model\.(embed_tokens|layers|norm)\.", r"model.language_model.\1."),
+]
+
+
+def renamed(name: str, renames: list[tuple[str, str]]) -> str:
+    """`name` under the first `(regex, target)` of `renames` that matches it (unchanged when none does)."""
+    for pattern, target in renames:
+        if re.search(pattern, name):
+            return re.sub(pattern, target, name)
+    return name
 
 
 def build_processor(

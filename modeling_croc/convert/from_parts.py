@@ -16,8 +16,7 @@ from ..processing_croc import CrocProcessor
 from .common import (
     add_llava_tokens,
     build_processor,
-    grow_vocabulary,
-    padded_vocab_size,
+    fit_vocabulary,
     read_state_dict,
     read_vision_tower,
     tower_has_cls_token,
@@ -50,9 +49,15 @@ def read_parts(
     vision_config, state = read_vision_tower(vision_tower)  # first: an unusable tower fails before anything else
     tokenizer = AutoTokenizer.from_pretrained(language_model)
     image_token_id, pad_token_id = add_llava_tokens(tokenizer)
+    for name, tensor in read_state_dict(language_model).items():
+        for prefix, target in LM_PREFIXES.items():
+            if name.startswith(prefix):
+                state[target + name[len(prefix):]] = tensor
+                break
+    if "lm_head.weight" not in state:  # tied LMs store only the embedding
+        state["lm_head.weight"] = state["model.language_model.embed_tokens.weight"]
     text_config = AutoConfig.from_pretrained(language_model)
-    vocab_size = max(padded_vocab_size(len(tokenizer), vocab_multiple), text_config.vocab_size)
-    text_config.vocab_size = vocab_size
+    text_config.vocab_size = fit_vocabulary(state, len(tokenizer), vocab_multiple)
     text_config.pad_token_id = pad_token_id
     if vision_feature_select_strategy is None:
         vision_feature_select_strategy = "default" if tower_has_cls_token(vision_config) else "full"
@@ -64,16 +69,6 @@ def read_parts(
         vision_feature_select_strategy=vision_feature_select_strategy,
         **croc_fields,
     )
-
-    for name, tensor in read_state_dict(language_model).items():
-        for prefix, target in LM_PREFIXES.items():
-            if name.startswith(prefix):
-                state[target + name[len(prefix):]] = tensor
-                break
-    if "lm_head.weight" not in state:  # tied LMs store only the embedding
-        state["lm_head.weight"] = state["model.language_model.embed_tokens.weight"]
-    for name in ("model.language_model.embed_tokens.weight", "lm_head.weight"):
-        state[name] = grow_vocabulary(state[name], vocab_size - state[name].shape[0])
     state.update(_fresh_projector_state(config, state["lm_head.weight"].dtype))
     processor = build_processor(tokenizer, vision_tower, config.vision_config, image_aspect_ratio,
                                 vision_feature_select_strategy)

@@ -1,5 +1,6 @@
 """Read a released ViCToR checkpoint (github.com/deepglint/Victor, its LLaVA-NeXT fork: `model_type` `llava_qwen`) as
-a Croc config, state dict and processor; `convert_victor_checkpoint` writes it as a Croc folder.
+a Croc config, state dict and processor; `convert_original_checkpoint` (any released fork layout) writes it as a Croc
+folder.
 
 Source layout (`llava/model/language_model/llava_qwen.py`, `llava/model/llava_arch.py` of the fork): a Qwen2 causal
 LM (`model.embed_tokens`, `model.layers.*`, `model.norm`, `lm_head`), the projector `model.mm_projector.{0,2}`
@@ -31,13 +32,14 @@ from ..conversation import get_template
 from ..presets import preset_for_released_model_type
 from ..processing_croc_onevision import CrocOnevisionProcessor
 from .common import (
+    LLAVA_FORK_RENAMES,
     add_llava_tokens,
     build_processor,
-    grow_vocabulary,
-    padded_vocab_size,
+    fit_vocabulary,
     read_json,
     read_state_dict,
     read_vision_tower,
+    renamed,
     vision_tower_config,
 )
 
@@ -45,13 +47,9 @@ logger = logging.getLogger(__name__)
 
 # (source regex, target) renames from the fork's parameter names to Croc's in-memory names.
 VICTOR_RENAMES: list[tuple[str, str]] = [
-    (r"^model\.mm_projector\.0\.", "model.multi_modal_projector.linear_1."),
-    (r"^model\.mm_projector\.2\.", "model.multi_modal_projector.linear_2."),
-    # transformers 5 keeps a vision model's weights without the `vision_model.` level the fork's files have.
-    (r"^model\.vision_tower\.vision_tower\.vision_model\.", "model.vision_tower."),
+    *LLAVA_FORK_RENAMES,
     (r"^model\.token_pool$", "model.prompt_pool.weight"),
     (r"^img_head\.", "vtr_head.proj."),
-    (r"^model\.(embed_tokens|layers|norm)\.", r"model.language_model.\1."),
 ]
 # Saved by the fork but used by no forward: the pool's linear layer (only given a learning rate, llava_trainer.py
 # L412) and rotary caches.
@@ -63,19 +61,10 @@ VICTOR_TEMPLATE = "qwen_1_5"
 
 def rename_victor_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The fork's tensors under Croc's names, without the unused ones."""
-    renamed, dropped = {}, []
-    for name, tensor in state.items():
-        if DROPPED.search(name):
-            dropped.append(name)
-            continue
-        for pattern, target in VICTOR_RENAMES:
-            if re.search(pattern, name):
-                name = re.sub(pattern, target, name)
-                break
-        renamed[name] = tensor
-    if dropped:
-        logger.info("dropped %d unused tensors (pool_weight, rotary caches)", len(dropped))
-    return renamed
+    kept = {renamed(name, VICTOR_RENAMES): tensor for name, tensor in state.items() if not DROPPED.search(name)}
+    if len(kept) < len(state):
+        logger.info("dropped %d unused tensors (pool_weight, rotary caches)", len(state) - len(kept))
+    return kept
 
 
 def _truncated_tower(state: dict[str, torch.Tensor], vision_folder: Path):
@@ -144,11 +133,7 @@ def read_victor_checkpoint(
 
     tokenizer = AutoTokenizer.from_pretrained(source)
     image_token_id, pad_token_id = add_llava_tokens(tokenizer)
-    rows = state["model.language_model.embed_tokens.weight"].shape[0]
-    vocab_size = max(rows, padded_vocab_size(len(tokenizer), vocab_multiple))
-    for name in ("model.language_model.embed_tokens.weight", "lm_head.weight"):
-        if name in state:
-            state[name] = grow_vocabulary(state[name], vocab_size - state[name].shape[0])
+    vocab_size = fit_vocabulary(state, len(tokenizer), vocab_multiple)
     text_fields = {k: v for k, v in original.items() if k in Qwen2Config.__dataclass_fields__ and k != "model_type"}
     text_fields.update(vocab_size=vocab_size, pad_token_id=pad_token_id, rope_scaling=None)  # llava_qwen.py L53
     text_config = Qwen2Config(**text_fields)
@@ -213,21 +198,4 @@ def _onevision_processor(tokenizer, vision_folder: Path, config: CrocOnevisionCo
     )
 
 
-def convert_victor_checkpoint(
-    source: str | Path,
-    out_dir: str | Path,
-    vision_tower: str | Path | None = None,
-    vocab_multiple: int = 64,
-    **croc_fields,
-) -> Path:
-    """Write `source` (ViCToR's fork layout) as a Croc folder at `out_dir`; arguments as `read_victor_checkpoint`."""
-    from ..loading import load_croc
-
-    model, processor = load_croc(source, vision_tower=vision_tower, vocab_multiple=vocab_multiple,
-                                 croc_fields=croc_fields)
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
-    return Path(out_dir)
-
-
-__all__ = ["VICTOR_RENAMES", "convert_victor_checkpoint", "read_victor_checkpoint", "rename_victor_state_dict"]
+__all__ = ["VICTOR_RENAMES", "read_victor_checkpoint", "rename_victor_state_dict"]

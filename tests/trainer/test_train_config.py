@@ -128,20 +128,25 @@ def test_full_scale_yamls_reproduce_table_7(name, monkeypatch):
     assert training["num_train_epochs"] == 1 and training["weight_decay"] == 0.0
     assert training["bf16"] and training["activation_checkpointing"]
     official = name.endswith("official")
-    preset = get_preset("official" if official else "paper")
-    assert training["croc_preset"] == preset.name
-    # The YAML spells out the preset's optimiser settings: betas and every trainable part's rate.
-    assert (training["adam_beta1"], training["adam_beta2"]) == preset.adam_betas
-    stage_rates = preset.stage_learning_rates(stage)
-    assert {group: training[f"{group}_lr"] for group in stage_rates} == dict(stage_rates)
     if stage == "1":
         assert raw["model"]["vision_tower"] == "openai/clip-vit-large-patch14-336"
         assert raw["model"]["language_model"] == "lmsys/vicuna-7b-v1.5"
-    # The arguments the stage then trains with, on 8 processes (bf16 etc. aside).
+    _assert_states_its_preset(raw, "official" if official else "paper", expected[0], monkeypatch)
+
+
+def _assert_states_its_preset(raw: dict, preset_name: str, global_batch: int, monkeypatch) -> None:
+    """The YAML spells out its preset's optimiser settings (betas and every trainable part's rate), and resolves on
+    8 processes to that global batch and those rates."""
+    training = raw["training"]
+    preset = get_preset(preset_name)
+    assert training["croc_preset"] == preset.name
+    assert (training["adam_beta1"], training["adam_beta2"]) == preset.adam_betas
+    stage_rates = preset.stage_learning_rates(training["stage"])
+    assert {group: training[f"{group}_lr"] for group in stage_rates} == dict(stage_rates)
     monkeypatch.setattr(training_args, "launched_world_size", lambda: 8)
     kept = {k: v for k, v in training.items() if k not in ("bf16", "tf32", "deepspeed", "report_to", "output_dir")}
     args = _args(**kept)
-    assert args.gradient_accumulation_steps * args.per_device_train_batch_size * 8 == expected[0]
+    assert args.gradient_accumulation_steps * args.per_device_train_batch_size * 8 == global_batch
     assert args.group_learning_rates == dict(stage_rates)
 
 
@@ -288,15 +293,7 @@ def test_victor_yamls_state_the_released_scripts(name, monkeypatch):
     assert (training["lr_scheduler_type"], training["warmup_steps"], training["weight_decay"]) == (schedule, warmup, 0)
     assert (training["template"], training["image_aspect_ratio"]) == (template, aspect)
     assert raw["model"]["attn_implementation"] == "flash_attention_2"  # causal throughout: allowed in stage 1.5 too
-    preset = get_preset("victor")
-    assert training["croc_preset"] == "victor" and (training["adam_beta1"], training["adam_beta2"]) == preset.adam_betas
-    stage_rates = preset.stage_learning_rates(stage)
-    assert {group: training[f"{group}_lr"] for group in stage_rates} == dict(stage_rates)
     if stage == "1":
         assert raw["model"]["vision_tower"] == "google/siglip2-so400m-patch14-384"
         assert raw["model"]["language_model"] == "Qwen/Qwen2.5-7B-Instruct"
-    monkeypatch.setattr(training_args, "launched_world_size", lambda: 8)
-    kept = {k: v for k, v in training.items() if k not in ("bf16", "tf32", "deepspeed", "report_to", "output_dir")}
-    args = _args(**kept)
-    assert args.gradient_accumulation_steps * args.per_device_train_batch_size * 8 == batch
-    assert args.group_learning_rates == dict(stage_rates)
+    _assert_states_its_preset(raw, "victor", batch, monkeypatch)
