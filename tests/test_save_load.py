@@ -5,6 +5,7 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
 from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, LlavaForConditionalGeneration
 
@@ -60,11 +61,30 @@ def test_loading_a_llava_checkpoint_reports_zero_missing_keys(make_config, tmp_p
     torch.testing.assert_close(croc.lm_head.weight, llava.lm_head.weight)
 
 
-def test_trust_remote_code_in_a_fresh_process_without_the_package(make_config, tmp_path):
-    config = make_config()
-    croc = _model(config)
+def _onevision_model_and_batch():
+    from croc_testing.batches import make_anyres_batch
+    from croc_testing.tiny import tiny_croc_onevision_config
+    from modeling_croc import CrocOnevisionForConditionalGeneration
+
+    torch.manual_seed(0)
+    model = CrocOnevisionForConditionalGeneration(tiny_croc_onevision_config(vocab_size=128))
+    sizes = [[20, 50], [60, 30]]
+    counts = model.image_token_counts(None, 2, image_sizes=torch.tensor(sizes))
+    batch = make_anyres_batch(model.config, sizes, counts, [1, 1], left_pad=1)
+    batch.pop("labels")
+    return model, batch
+
+
+@pytest.mark.parametrize("family", ["CrocForConditionalGeneration", "CrocOnevisionForConditionalGeneration"])
+def test_trust_remote_code_in_a_fresh_process_without_the_package(make_config, tmp_path, family):
+    """A saved folder carries its modelling code (both model families, with the shared stage-1.5 module)."""
+    if family == "CrocForConditionalGeneration":
+        config = make_config()
+        croc = _model(config)
+        batch = make_batch(config)
+    else:
+        croc, batch = _onevision_model_and_batch()
     croc.save_pretrained(tmp_path / "model")
-    batch = make_batch(config)
     torch.save({"batch": batch, "logits": _logits(croc, batch)}, tmp_path / "expected.pt")
     script = textwrap.dedent(f"""
         import sys
@@ -73,7 +93,7 @@ def test_trust_remote_code_in_a_fresh_process_without_the_package(make_config, t
         from transformers import AutoModelForImageTextToText
         model, info = AutoModelForImageTextToText.from_pretrained(
             {str(tmp_path / "model")!r}, trust_remote_code=True, output_loading_info=True)
-        assert type(model).__name__ == "CrocForConditionalGeneration", type(model)
+        assert type(model).__name__ == {family!r}, type(model)
         assert not type(model).__module__.startswith("modeling_croc"), type(model).__module__
         assert not info["missing_keys"] and not info["unexpected_keys"], info
         expected = torch.load({str(tmp_path / "expected.pt")!r})

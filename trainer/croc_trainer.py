@@ -73,7 +73,7 @@ class CrocTrainer(Trainer):
     # ---- the model behind the wrappers ----
     @property
     def croc_model(self) -> torch.nn.Module:
-        """The `CrocForConditionalGeneration` inside the accelerate / DeepSpeed / PEFT wrappers."""
+        """The Croc model (either family) inside the accelerate / DeepSpeed / PEFT wrappers."""
         model = self.accelerator.unwrap_model(self.model)
         return model.get_base_model() if hasattr(model, "get_base_model") else model
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from modeling_croc import CrocForConditionalGeneration, CrocProcessor
+from modeling_croc import CrocForConditionalGeneration, CrocOnevisionForConditionalGeneration
 from modeling_croc.conversation import get_template
 from modeling_croc.loading import load_croc
 
@@ -40,7 +40,7 @@ def _load_kwargs(model_args: ModelArguments) -> dict:
 
 def load_model_and_processor(
     model_args: ModelArguments, args: CrocTrainingArguments
-) -> tuple[CrocForConditionalGeneration, CrocProcessor]:
+) -> tuple[CrocForConditionalGeneration | CrocOnevisionForConditionalGeneration, object]:
     """The model (train mode, stage-specific config) and its processor (preparing images the stage's way) for
     `args.stage`, from whichever source `model_args` names (`modeling_croc.loading.load_croc`)."""
     if model_args.vision_tower:
