@@ -33,3 +33,44 @@ def make_batch(config, rows: int = 2, text_len: int = 6, left_pad: int = 0, seed
     size = config.vision_config.image_size
     pixel_values = torch.randn(rows, 3, size, size, generator=generator)
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels, "pixel_values": pixel_values}
+
+
+def make_anyres_batch(config, image_sizes, token_counts, images_per_row, text_len: int = 5, left_pad: int = 0,
+                      seed: int = 0):
+    """Random OneVision-layout rows with images of different token counts: row r holds the next
+    `images_per_row[r]` images, each as its own run of `token_counts[i]` image tokens followed by a text token, then
+    `text_len` answer tokens (supervised). Rows are left-padded to one width (`left_pad` more per row).
+
+    `pixel_values` is `(num_images, max crops, 3, S, S)` with each image's crops first, as OneVision's image
+    processor pads them; `image_sizes` is `(num_images, 2)` (height, width).
+    """
+    generator = torch.Generator().manual_seed(seed)
+    image_id = config.image_token_id
+    counts = [int(count) for count in token_counts]
+    bodies, image = [], 0
+    for row, count in enumerate(images_per_row):
+        parts = [torch.tensor([1]), torch.randint(3, 100, (2,), generator=generator)]
+        for _ in range(count):
+            parts += [torch.full((counts[image],), image_id), torch.randint(3, 100, (1,), generator=generator)]
+            image += 1
+        prompt = torch.cat(parts)
+        answer = torch.randint(3, 100, (text_len,), generator=generator)
+        bodies.append((prompt, answer, left_pad * row))
+    width = max(len(prompt) + len(answer) + pad for prompt, answer, pad in bodies)
+    rows = len(bodies)
+    input_ids = torch.full((rows, width), PAD_TOKEN_ID)
+    attention_mask = torch.zeros(rows, width, dtype=torch.long)
+    labels = torch.full((rows, width), IGNORE_INDEX)
+    for row, (prompt, answer, _) in enumerate(bodies):
+        body = torch.cat([prompt, answer])
+        start = width - len(body)
+        input_ids[row, start:] = body
+        attention_mask[row, start:] = 1
+        labels[row, start + len(prompt):] = answer
+    from transformers.models.llava_onevision.modeling_llava_onevision import image_size_to_num_patches
+
+    size = config.vision_config.image_size
+    crops = [image_size_to_num_patches(list(map(int, s)), config.image_grid_pinpoints, size) for s in image_sizes]
+    pixel_values = torch.randn(len(crops), max(crops), 3, size, size, generator=generator)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels, "pixel_values": pixel_values,
+            "image_sizes": torch.as_tensor(image_sizes, dtype=torch.long)}

@@ -116,3 +116,74 @@ def save_tiny_croc(folder: str | Path, seed: int = 0, image_size: int = 56, patc
     CrocForConditionalGeneration(config).save_pretrained(folder)
     tiny_croc_processor(image_size=image_size, patch_size=patch_size).save_pretrained(folder)
     return folder
+
+
+# ChatML's special tokens, in the order Qwen2's tokenizer lists them.
+CHATML_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+
+
+def chatml_bpe_tokenizer(vocab_size: int = 400):
+    """A Qwen-style tokenizer available offline: byte-level BPE (trained here, in milliseconds, on a fixed English
+    text) with ChatML's special tokens, EOS `<|im_end|>`, pad `<|endoftext|>` and no BOS, as Qwen2.5-Instruct's."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    corpus = [
+        "You are a helpful assistant. Please generate detailed descriptions of the given image.",
+        "A red square on grey. Two blue circles. The picture shows a small cat sitting on a wooden table.",
+        "What is in the picture? What colour is it? And the shape? Name a prime number. Seven. Eleven. Yes.",
+    ] * 20
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(CHATML_SPECIAL_TOKENS),
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    backend.train_from_iterator(corpus, trainer)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                                        additional_special_tokens=["<|im_start|>"])
+    tokenizer.model_max_length = 2048
+    return tokenizer
+
+
+# The tiny OneVision model's views: 28-px crops of 14-px patches (4 tokens a view), grids up to 2 x 2 views.
+TINY_ONEVISION_PINPOINTS = [[28, 28], [28, 56], [56, 28], [56, 56]]
+
+
+def tiny_croc_onevision_config(vocab_size: int, **croc_fields: Any):
+    """A tiny Croc OneVision config: a Qwen2-style LM (biases, tied embeddings) and a SigLIP tower at 28 px."""
+    from modeling_croc import CrocOnevisionConfig
+
+    from .backbones import backbone_fields
+
+    fields = backbone_fields("qwen2", "siglip", vocab_size=vocab_size)
+    fields["vision_config"].update(image_size=28, patch_size=14)
+    croc_fields.setdefault("prompt_pool_size", 64)
+    return CrocOnevisionConfig(**fields, image_grid_pinpoints=TINY_ONEVISION_PINPOINTS, **croc_fields)
+
+
+def save_tiny_croc_onevision(folder: str | Path, seed: int = 0) -> Path:
+    """Write a random tiny OneVision Croc model with its processor (the Qwen-style ChatML tokenizer with `<image>`,
+    OneVision's AnyRes image processor, the `qwen_1_5` chat template) to `folder`."""
+    from transformers import LlavaOnevisionImageProcessorPil
+
+    from modeling_croc import CrocOnevisionForConditionalGeneration, CrocOnevisionProcessor, get_template
+    from modeling_croc.convert.common import add_llava_tokens
+
+    folder = Path(folder)
+    tokenizer = chatml_bpe_tokenizer()
+    image_token_id, pad_token_id = add_llava_tokens(tokenizer)
+    config = tiny_croc_onevision_config(vocab_size=len(tokenizer) + 48)
+    config.image_token_index = image_token_id
+    config.text_config.pad_token_id = pad_token_id
+    torch.manual_seed(seed)
+    CrocOnevisionForConditionalGeneration(config).save_pretrained(folder)
+    CrocOnevisionProcessor(
+        image_processor=LlavaOnevisionImageProcessorPil(size={"height": 28, "width": 28},
+                                                        image_grid_pinpoints=TINY_ONEVISION_PINPOINTS),
+        tokenizer=tokenizer,
+        num_image_tokens=config.visual_tokens_per_image(),
+        vision_feature_select_strategy=config.vision_feature_select_strategy,
+        chat_template=get_template("qwen_1_5").chat_template(tokenizer.eos_token),
+        vision_aspect_ratio=config.vision_aspect_ratio,
+    ).save_pretrained(folder)
+    return folder

@@ -38,6 +38,9 @@ _ALL = [
     # Stage 1.5, detailed captions.
     SourceInfo("sharegpt4v", "Lin-Chen/ShareGPT4V", "share-captioner_coco_lcs_sam_1246k_1107.json",
                "share-captioner_coco_lcs_sam_1246k_1107.json", "CC BY-NC 4.0", "cc-by-nc-4.0"),
+    # ViCToR's stage 1.5: ~3M CC3M images re-captioned in detail (Hub parquet shards with the images embedded).
+    SourceInfo("recap_cc3m", "lmms-lab/LLaVA-ReCap-CC3M", None, "data",
+               "as its Hub card states (not read here); CC-3M image terms", "unknown"),
     # Stage 1.5, the eight text-only sets (local copies under `text/<hub repo name>/`).
     SourceInfo("mathinstruct", "TIGER-Lab/MathInstruct", "MathInstruct.json",
                "text/MathInstruct/MathInstruct.json", "mixed (per upstream subset)", "unknown"),

@@ -120,7 +120,21 @@ def llava_part(
     `image_prefix` is prepended to image paths so that every part of a build is relative to one image
     root; `transform` edits normalised rows (e.g. the stage-1.5 caption instruction).
     """
-    records = _read_llava(location)
+    return records_part(info, _read_llava(location), location.origin, count=count, seed=seed,
+                        image_prefix=image_prefix, transform=transform)
+
+
+def records_part(
+    info: SourceInfo,
+    records: Sequence[dict[str, Any]],
+    origin: str,
+    *,
+    count: int | None,
+    seed: int,
+    image_prefix: str = "",
+    transform: RowTransform | None = None,
+) -> SourcePart:
+    """`llava_part` for LLaVA-format records already read (e.g. streamed out of parquet shards)."""
     sample = sample_indices(len(records), count, seed=seed, source=info.name)
     rows = []
     for index, record in zip(sample.indices.tolist(), _take(records, sample.indices.tolist())):
@@ -128,8 +142,7 @@ def llava_part(
         if image_prefix and row["image"] is not None:
             row["image"] = f"{image_prefix.rstrip('/')}/{row['image']}"
         rows.append(transform(row) if transform else row)
-    return SourcePart(info.name, rows_to_dataset(rows), location.origin, info.licence, info.licence_id,
-                      info.hub_id, sample)
+    return SourcePart(info.name, rows_to_dataset(rows), origin, info.licence, info.licence_id, info.hub_id, sample)
 
 
 def text_part(info: SourceInfo, location: Location, *, count: int | None, seed: int) -> SourcePart:

@@ -208,6 +208,8 @@ def mask_sample(state) -> dict[str, Any]:
 
     The shortest of the first rows of the stage-1.5 data is taken so every token stays visible in the figure.
     """
+    from transformers.masking_utils import create_causal_mask
+
     from data_recipes import load_llava_json
     from modeling_croc import IGNORE_INDEX, CrocConfig, CrocProcessor
     from modeling_croc.attention_mask import bidirectional_block_ids, build_mixed_attention_mask
@@ -233,7 +235,8 @@ def mask_sample(state) -> dict[str, Any]:
     embeds = torch.zeros(*batch["input_ids"].shape, text_config.hidden_size)
     blocks = bidirectional_block_ids(config.bidirectional_span, image_tokens, batch["labels"], batch["attention_mask"])
     mixed = build_mixed_attention_mask(text_config, embeds, batch["attention_mask"], blocks)
-    causal = build_mixed_attention_mask(text_config, embeds, batch["attention_mask"], None)
+    # The causal reference is what the language model builds itself (span "none" hands it the 2D mask).
+    causal = create_causal_mask(text_config, embeds, batch["attention_mask"], None)
     return {
         "mixed": (mixed[0, 0] == 0).numpy(),
         "causal": (causal[0, 0] == 0).numpy(),

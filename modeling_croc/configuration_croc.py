@@ -1,9 +1,12 @@
-"""Croc configuration: a `LlavaConfig` plus the stage-1.5 (cross-modal comprehension) settings."""
+"""Croc configuration: the Croc fields (`CrocFieldsMixin`, shared by every Croc config class) and `CrocConfig`, a
+`LlavaConfig` with them."""
 
 
 import math
+from dataclasses import dataclass
 from typing import Literal
 
+import torch
 from huggingface_hub.dataclasses import strict
 from transformers import LlavaConfig
 
@@ -11,31 +14,31 @@ from .presets import CROC_PRESET_NAMES, get_preset
 
 
 class CrocConfigError(ValueError):
-    """A Croc field value the model cannot run with, found when a `CrocConfig` is constructed (before any weight is
+    """A Croc field value the model cannot run with, found when a Croc config is constructed (before any weight is
     read), so callers such as the trainer can report it as a configuration mistake rather than a crash."""
 
 
-@strict
-class CrocConfig(LlavaConfig):
+@dataclass(kw_only=True, repr=False)
+class CrocFieldsMixin:
     r"""
-    Configuration of a Croc model: LLaVA-1.5 (CLIP vision tower -> 2-layer MLP projector -> Llama-family LM)
-    with the stage-1.5 objectives of Croc. Every Croc field left at `None` is filled from `croc_preset`;
-    fields passed explicitly win over the preset.
+    The Croc fields of a configuration and their checks, shared by every Croc config class (`CrocConfig` on
+    `LlavaConfig`, `CrocOnevisionConfig` on `LlavaOnevisionConfig`), so each field is defined and checked once.
+    Every field left at `None` is filled from `croc_preset`; fields passed explicitly win over the preset.
 
     Args:
         croc_preset (`str`, defaults to `"paper"`):
-            Which preset of `modeling_croc.presets.CROC_PRESETS` fills the unset Croc fields: `paper`, or
-            `official` (the released code).
+            Which preset of `modeling_croc.presets.CROC_PRESETS` fills the unset Croc fields: `paper`, `official`
+            (the released Croc code) or `victor` (the released ViCToR code).
         croc_pretraining (`bool`, defaults to `False`):
             Turns the stage-1.5 objectives (masking, prompt pool, mixed attention, VTR loss) on in training
-            forwards. Evaluation forwards and `generate` always run plain LLaVA-1.5.
+            forwards. Evaluation forwards and `generate` always run the plain parent model.
         prompt_pool_size (`int`):
-            Number of learnable prompt tokens N (2048). Must be at least the number of masked tokens per image
-            when `token_matching="hungarian"` (one-to-one assignment).
+            Number of learnable prompt tokens N (2048). Must be at least the number of masked tokens of one
+            matching group (an image, or a row: `matching_scope`) when `token_matching="hungarian"` (one-to-one
+            assignment).
         prompt_pool_init (`"visual_stats"` or `"normal"`):
             `normal`: N(0, 1) as the released code. `visual_stats`: drawn with the per-feature mean and std of the
-            visual tokens (`CrocForConditionalGeneration.calibrate_prompt_pool`); until calibrated the pool is
-            N(0, initializer_range).
+            visual tokens (`calibrate_prompt_pool`); until calibrated the pool is N(0, initializer_range).
         prompt_pool_calibrated (`bool`, defaults to `False`):
             Set once `calibrate_prompt_pool` ran, so a resumed or chained run does not draw the pool again.
         mask_ratio (`float`):
@@ -45,9 +48,13 @@ class CrocConfig(LlavaConfig):
             * T)` as the released code (`T - T // 4`); they differ when `mask_ratio * T` ends in .5 (T = 6, 14, 30).
         token_matching (`"hungarian"` or `"nearest"`):
             Exact one-to-one minimum-L2 assignment, or nearest pool token (many-to-one).
+        matching_scope (`"image"` or `"row"`):
+            Which masked tokens share one Hungarian problem (pool ids distinct within it): each image's (the
+            paper, read as one problem per image), or all images of a batch row together (ViCToR's per-sample
+            `linear_sum_assignment`). No effect on `"nearest"`.
         bidirectional_span (`"image"`, `"prompt"` or `"none"`):
             Which tokens see each other bidirectionally in stage 1.5: each image's visual tokens (paper), everything
-            before the first supervised token (released code), or nothing (plain causal).
+            before the first supervised token (released code), or nothing (plain causal; any attention backend).
         vtr_loss_weight (`float`):
             alpha in L = alpha * L_VTR + L_DCG (10).
         vtr_loss (`"l2"`, `"smooth_l1"`, `"mse"` or `"cosine"`):
@@ -77,8 +84,6 @@ class CrocConfig(LlavaConfig):
             L2-normalise each projected visual token (released code), at inference too.
     """
 
-    model_type = "croc"
-
     croc_preset: str = "paper"
     croc_pretraining: bool = False
     prompt_pool_size: int | None = None
@@ -87,6 +92,7 @@ class CrocConfig(LlavaConfig):
     mask_ratio: float | None = None
     mask_rounding: Literal["nearest", "keep_floor"] | None = None
     token_matching: Literal["hungarian", "nearest"] | None = None
+    matching_scope: Literal["image", "row"] | None = None
     bidirectional_span: Literal["image", "prompt", "none"] | None = None
     vtr_loss_weight: float | None = None
     vtr_loss: Literal["l2", "smooth_l1", "mse", "cosine"] | None = None
@@ -106,18 +112,11 @@ class CrocConfig(LlavaConfig):
             if getattr(self, name) is None:
                 setattr(self, name, value)
         super().__post_init__(**kwargs)
-        self.image_seq_length = self._visual_tokens_per_image()
         self._check_croc_fields()
 
-    def _visual_tokens_per_image(self) -> int:
-        # LLaVA's token count follows from the vision tower; deriving it keeps the VTR head and the masking
-        # consistent with any tower instead of trusting a hard-coded 576.
-        image_size = getattr(self.vision_config, "image_size", None)
-        patch_size = getattr(self.vision_config, "patch_size", None)
-        if not image_size or not patch_size:
-            return self.image_seq_length
-        num_patches = (image_size // patch_size) ** 2
-        return num_patches + (1 if self.vision_feature_select_strategy == "full" else 0)
+    def visual_tokens_per_image(self) -> int:
+        """Visual tokens of one image as the config describes it (for a variable-count model: of one view)."""
+        raise NotImplementedError
 
     def _check_croc_fields(self) -> None:
         """Fail at construction, before any compute, on values the model cannot run with."""
@@ -135,12 +134,12 @@ class CrocConfig(LlavaConfig):
             raise CrocConfigError(f"vtr_head_layers must be >= 0, got {self.vtr_head_layers}")
         if self.vtr_head == "bert" and self.vtr_head_layers < 1:
             raise CrocConfigError("vtr_head='bert' needs vtr_head_layers >= 1")
-        masked = self.num_masked_tokens(self.image_seq_length)
+        tokens = self.visual_tokens_per_image()
+        masked = self.num_masked_tokens(tokens)
         if self.token_matching == "hungarian" and masked > self.prompt_pool_size:
             raise CrocConfigError(
                 f"Hungarian matching is one-to-one: {masked} masked tokens per image (mask_ratio={self.mask_ratio} "
-                f"of image_seq_length={self.image_seq_length}) need prompt_pool_size >= {masked}, "
-                f"got {self.prompt_pool_size}"
+                f"of {tokens} visual tokens) need prompt_pool_size >= {masked}, got {self.prompt_pool_size}"
             )
 
     def num_masked_tokens(self, num_image_tokens: int) -> int:
@@ -149,5 +148,56 @@ class CrocConfig(LlavaConfig):
             return num_image_tokens - math.floor((1.0 - self.mask_ratio) * num_image_tokens)
         return int(round(self.mask_ratio * num_image_tokens))
 
+    def num_masked_tokens_per_image(self, num_image_tokens: torch.Tensor) -> torch.LongTensor:
+        """`num_masked_tokens` of every entry of the integer tensor `num_image_tokens`, without a Python loop.
 
-__all__ = ["CrocConfig", "CrocConfigError"]
+        The rounding is done in float64, which is exact for any token count a model can hold; `nearest` rounds
+        half to even, as Python's `round`.
+        """
+        counts = num_image_tokens.to(torch.float64)
+        if self.mask_rounding == "keep_floor":
+            masked = counts - torch.floor((1.0 - self.mask_ratio) * counts)
+        else:
+            masked = torch.round(self.mask_ratio * counts)
+        return masked.to(torch.long)
+
+
+# The Croc fields: what a training run may set through `croc_overrides`, what a preset may fill.
+CROC_FIELD_NAMES: tuple[str, ...] = tuple(CrocFieldsMixin.__annotations__)
+
+
+@strict
+class CrocConfig(CrocFieldsMixin, LlavaConfig):
+    r"""
+    Configuration of a Croc model: LLaVA-1.5 (vision tower -> 2-layer MLP projector -> causal LM) with the
+    stage-1.5 objectives of Croc. The Croc fields are those of `CrocFieldsMixin`; the rest is `LlavaConfig`.
+    `image_seq_length` is derived from the vision tower.
+    """
+
+    model_type = "croc"
+
+    def _check_croc_fields(self) -> None:
+        self.image_seq_length = self._derived_image_seq_length()
+        super()._check_croc_fields()
+
+    def visual_tokens_per_image(self) -> int:
+        return self.image_seq_length
+
+    def _derived_image_seq_length(self) -> int:
+        # LLaVA's token count follows from the vision tower; deriving it keeps the VTR head and the masking
+        # consistent with any tower instead of trusting a hard-coded 576.
+        image_size = getattr(self.vision_config, "image_size", None)
+        patch_size = getattr(self.vision_config, "patch_size", None)
+        if not image_size or not patch_size:
+            return self.image_seq_length
+        num_patches = (image_size // patch_size) ** 2
+        return num_patches + (1 if self.vision_feature_select_strategy == "full" and _has_cls_token(self.vision_config)
+                              else 0)
+
+
+def _has_cls_token(vision_config) -> bool:
+    """Whether the tower prepends a class token to its patch tokens (CLIP does; SigLIP and SigLIP2 do not)."""
+    return "siglip" not in str(getattr(vision_config, "model_type", ""))
+
+
+__all__ = ["CROC_FIELD_NAMES", "CrocConfig", "CrocConfigError", "CrocFieldsMixin"]

@@ -6,6 +6,9 @@ tokens a model is trained on are the tokens it is prompted with; `tests/test_one
   text is dropped (LLaVA's pretraining format).
 * ``vicuna_v1`` (stages 1.5 and 2): ``"{system} USER: <image>\\n{question} ASSISTANT: {answer}</s>USER: ..."``;
   only the answers and their ``</s>`` are supervised (LLaVA-1.5's and Croc's format).
+* ``qwen_1_5`` (ViCToR's stages 1.5 and 2, Qwen2/2.5 LMs): ChatML, ``"<|im_start|>system\\nYou are a helpful
+  assistant.<|im_end|>\\n<|im_start|>user\\n<image>\\n{question}<|im_end|>\\n<|im_start|>assistant\\n{answer}
+  <|im_end|>\\n"``; the answers and their ``<|im_end|>\\n`` are supervised.
 
 Rows are ``{"conversations": [{"from": "human" | "gpt", "value": str}, ...], "image": str | None, ...}``. Segment
 boundaries fall where the tokenizer would split anyway (before a space, or right after a special token), which is
@@ -62,6 +65,8 @@ class ConversationTemplate:
         image_prefix: what an image contributes at the front of its user turn (`<image>` + separator).
         assistant_prefix: before each answer, unsupervised (and the generation prompt at inference).
         answer_prefix, answer_suffix: around each answer, supervised with it; `{eos}` is the tokenizer's EOS.
+        system_prefix, system_suffix: around a system message that replaces the default one at inference (ChatML
+            wraps it in its own turn); `system_suffix=None` keeps the default system text's trailing separator.
     """
 
     name: str
@@ -73,6 +78,8 @@ class ConversationTemplate:
     assistant_prefix: str
     answer_prefix: str
     answer_suffix: str
+    system_prefix: str = ""
+    system_suffix: str | None = None
 
     # ---- training: segments ------------------------------------------------------------------------------------
 
@@ -122,14 +129,14 @@ class ConversationTemplate:
             return "'" + text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"
 
         answer_suffix = self.answer_suffix.replace("{eos}", eos_token)
-        system_separator = self.system[len(self.system.rstrip()):]
+        system_separator = self.system[len(self.system.rstrip()):] if self.system_suffix is None else self.system_suffix
         user_body = "images + text" if self.user_text else "images"
         return (
             "{%- if messages[0]['role'] == 'system' -%}"
             "{%- set system = messages[0]['content'] if messages[0]['content'] is string "
             "else messages[0]['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') "
             "| join(' ') -%}"
-            f"{{{{ system + {literal(system_separator)} }}}}"
+            f"{{{{ {literal(self.system_prefix)} + system + {literal(system_separator)} }}}}"
             "{%- set messages = messages[1:] -%}"
             f"{{%- else -%}}{{{{ {literal(self.system)} }}}}{{%- endif -%}}"
             "{%- for message in messages -%}"
@@ -165,7 +172,20 @@ VICUNA_V1 = ConversationTemplate(
     image_prefix=IMAGE_TOKEN + "\n", assistant_prefix="ASSISTANT:", answer_prefix=" ", answer_suffix="{eos}",
 )
 
-TEMPLATES: dict[str, ConversationTemplate] = {template.name: template for template in (PLAIN, VICUNA_V1)}
+# ViCToR's `--version qwen_1_5` (its train.py `preprocess_qwen`, L563-L600: the default system message "You are a helpful
+# assistant.", each message as "<|im_start|>{role}\n{content}<|im_end|>\n", the image first in the user turn). The
+# fork also supervises the "<|im_start|>assistant\n" header and every "\n", <|im_start|> and <|im_end|> token of the
+# prompt (L617-L627); here only the answers and their "<|im_end|>\n" are, as in the other templates.
+QWEN_1_5 = ConversationTemplate(
+    name="qwen_1_5", system="<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n", user_text=True,
+    user_prefix="<|im_start|>user\n", user_suffix="<|im_end|>\n", image_prefix=IMAGE_TOKEN + "\n",
+    assistant_prefix="<|im_start|>assistant\n", answer_prefix="", answer_suffix="<|im_end|>\n",
+    system_prefix="<|im_start|>system\n", system_suffix="<|im_end|>\n",
+)
+
+TEMPLATES: dict[str, ConversationTemplate] = {
+    template.name: template for template in (PLAIN, VICUNA_V1, QWEN_1_5)
+}
 
 
 def get_template(template: str | ConversationTemplate) -> ConversationTemplate:
@@ -201,6 +221,7 @@ def llava_row_to_messages(conversations: Sequence[Mapping[str, str]], has_image:
 __all__ = [
     "ASSISTANT",
     "PLAIN",
+    "QWEN_1_5",
     "ROLES",
     "TEMPLATES",
     "USER",

@@ -3,13 +3,18 @@ modeling_croc.convert`, the demo) goes through `load_croc`, so a source is read 
 
 Sources:
 
-* a Croc folder (`model_type` `croc`, from `save_pretrained` or an earlier stage);
-* a transformers llava folder (`model_type` `llava`, e.g. llava-1.5-7b-hf): same weights, a fresh pool (and head);
+* a Croc folder (`model_type` `croc` or `croc_onevision`, from `save_pretrained` or an earlier stage);
+* a transformers llava or llava_onevision folder (e.g. llava-1.5-7b-hf, llava-onevision-qwen2-7b-ov-hf): same
+  weights, a fresh pool (and head);
 * the released layout of the original LLaVA / Croc repositories (`model_type` `llava_llama` / `croc_llama`,
   transformers 4.37 fork), with a local CLIP folder for its vision tower;
-* separate parts: a CLIP vision folder and a Llama-family causal-LM folder (stage 0, before stage 1).
+* the released layout of ViCToR (`model_type` `llava_qwen`, the LLaVA-NeXT fork), with a local SigLIP folder;
+* separate parts: a vision-tower folder (CLIP, SigLIP, fixed-resolution SigLIP2) and a causal-LM folder (stage 0,
+  before stage 1).
 
 The readers of the foreign layouts live in `modeling_croc.convert`; this module turns what they read into a model.
+The Croc class follows the config: `CrocForConditionalGeneration` for a `CrocConfig`,
+`CrocOnevisionForConditionalGeneration` for a `CrocOnevisionConfig`.
 """
 
 from __future__ import annotations
@@ -23,8 +28,10 @@ import torch
 from transformers import AutoProcessor
 
 from .configuration_croc import CrocConfig
+from .configuration_croc_onevision import CrocOnevisionConfig
 from .constants import CROC_ONLY_PREFIXES, PROMPT_POOL_PREFIX
 from .modeling_croc import CrocForConditionalGeneration
+from .modeling_croc_onevision import CrocOnevisionForConditionalGeneration
 from .presets import get_preset
 from .processing_croc import CrocProcessor, with_image_aspect_ratio
 
@@ -32,24 +39,53 @@ logger = logging.getLogger(__name__)
 
 # `model_type` of the original LLaVA / Croc repositories' checkpoints.
 RELEASED_MODEL_TYPES = ("llava_llama", "croc_llama", "llava_mistral")
-SOURCE_KINDS = ("croc", "llava", "released", "parts")
+# `model_type` of ViCToR's checkpoints (its LLaVA-NeXT fork).
+VICTOR_MODEL_TYPES = ("llava_qwen",)
+# Croc config class, by `model_type` of a Croc folder.
+CROC_CONFIG_CLASSES: dict[str, type] = {"croc": CrocConfig, "croc_onevision": CrocOnevisionConfig}
+# The Croc model class of each Croc config class.
+CROC_MODEL_CLASSES: dict[type, type] = {
+    CrocConfig: CrocForConditionalGeneration,
+    CrocOnevisionConfig: CrocOnevisionForConditionalGeneration,
+}
+PLAIN_MODEL_TYPES = ("llava", "llava_onevision")
+SOURCE_KINDS = ("croc", "llava", "released", "victor", "parts")
 
 
-def source_kind(path: str | Path) -> str:
-    """`croc`, `llava` or `released` for a model folder (by its config.json); raises for anything else."""
+def _saved_config(path: str | Path) -> dict:
     config_file = Path(path) / "config.json"
     if not config_file.is_file():
         raise ValueError(f"{path} is not a model folder: it has no config.json")
-    config = json.loads(config_file.read_text(encoding="utf-8"))
+    return json.loads(config_file.read_text(encoding="utf-8"))
+
+
+def source_kind(path: str | Path) -> str:
+    """`croc`, `llava`, `released` or `victor` for a model folder (by its config.json); raises for anything else."""
+    config = _saved_config(path)
     model_type = config.get("model_type")
+    if model_type in VICTOR_MODEL_TYPES:
+        return "victor"
     if model_type in RELEASED_MODEL_TYPES or "mm_projector_type" in config:
         return "released"
-    if model_type in ("croc", "llava"):
-        return model_type
-    raise ValueError(f"{path} has model_type={model_type!r}; expected croc, llava or one of {RELEASED_MODEL_TYPES}")
+    if model_type in CROC_CONFIG_CLASSES:
+        return "croc"
+    if model_type in PLAIN_MODEL_TYPES:
+        return "llava"
+    raise ValueError(f"{path} has model_type={model_type!r}; expected one of {sorted(CROC_CONFIG_CLASSES)}, "
+                     f"{PLAIN_MODEL_TYPES}, {RELEASED_MODEL_TYPES} or {VICTOR_MODEL_TYPES}")
 
 
-def apply_croc_fields(config: CrocConfig, croc_fields: dict[str, Any]) -> CrocConfig:
+def croc_model_class(config: CrocConfig | CrocOnevisionConfig) -> type:
+    """The Croc model class a config belongs to."""
+    return CROC_MODEL_CLASSES[type(config)]
+
+
+def load_croc_config(path: str | Path) -> CrocConfig | CrocOnevisionConfig:
+    """The config of a Croc folder, as the Croc config class its `model_type` names."""
+    return CROC_CONFIG_CLASSES[_saved_config(path)["model_type"]].from_pretrained(path)
+
+
+def apply_croc_fields(config, croc_fields: dict[str, Any]):
     """`config` with `croc_fields` on top. Switching preset refills every field the new preset sets; a new preset
     or pool size means a new pool, which then still needs calibrating."""
     if not croc_fields:
@@ -63,7 +99,7 @@ def apply_croc_fields(config: CrocConfig, croc_fields: dict[str, Any]) -> CrocCo
     if "prompt_pool_size" in croc_fields and croc_fields["prompt_pool_size"] != data.get("prompt_pool_size"):
         data["prompt_pool_calibrated"] = False
     data.update(croc_fields)
-    return CrocConfig.from_dict(data)
+    return type(config).from_dict(data)
 
 
 def _config_folder(name_or_path: str | Path) -> Path | None:
@@ -85,40 +121,44 @@ def read_croc_config(
     *,
     vision_tower: str | Path | None = None,
     croc_fields: dict[str, Any] | None = None,
-) -> CrocConfig | None:
-    """The `CrocConfig` a Croc or llava `source` (or the parts' CLIP `vision_tower`) is loaded with, read from
-    config.json alone: no weights, no tokenizer. Constructing it runs every check of `CrocConfig`, the prompt-pool
-    size against the tower's visual-token count included, so a bad field fails here, before anything heavy.
+) -> CrocConfig | CrocOnevisionConfig | None:
+    """The Croc config a Croc or llava / llava_onevision `source` (or the parts' `vision_tower`) is loaded with, read
+    from config.json alone: no weights, no tokenizer. Constructing it runs every check of the Croc fields, the
+    prompt-pool size against the tower's visual-token count included, so a bad field fails here, before anything
+    heavy.
 
     Returns None when there is no config.json to read (the released layout, an unreachable Hub id); `load_croc` then
     constructs the config itself, still before reading weights."""
-    from transformers import LlavaConfig
+    from transformers import AutoConfig
 
-    from .convert.common import clip_vision_config
+    from .convert.common import tower_has_cls_token, vision_tower_config
     from .convert.from_llava import croc_config_from_llava
 
     croc_fields = dict(croc_fields or {})
     if source is None:
         folder = _config_folder(vision_tower) if vision_tower is not None else None
-        return None if folder is None else CrocConfig(vision_config=clip_vision_config(folder).to_dict(),
-                                                      **croc_fields)
+        if folder is None:
+            return None
+        tower = vision_tower_config(folder)
+        strategy = "default" if tower_has_cls_token(tower) else "full"
+        return CrocConfig(vision_config=tower.to_dict(), vision_feature_select_strategy=strategy, **croc_fields)
     folder = _config_folder(source)
     if folder is None:
         return None
     kind = source_kind(folder)
     if kind == "croc":
-        return apply_croc_fields(CrocConfig.from_pretrained(folder), croc_fields)
+        return apply_croc_fields(load_croc_config(folder), croc_fields)
     if kind == "llava":
-        return croc_config_from_llava(LlavaConfig.from_pretrained(folder), **croc_fields)
+        return croc_config_from_llava(AutoConfig.from_pretrained(folder), **croc_fields)
     return None
 
 
-def materialize_croc(config: CrocConfig, state: dict[str, torch.Tensor], **kwargs) -> CrocForConditionalGeneration:
+def materialize_croc(config, state: dict[str, torch.Tensor], **kwargs):
     """A Croc model holding `state` (in-memory parameter names), through `from_pretrained`'s own loading path: no
     random copy of the full model is built, and a pool or VTR head absent from `state` is initialised the way
     `from_pretrained` initialises missing weights. Weights with no place in the model, or other missing ones,
     raise. `kwargs` go to `from_pretrained` (dtype, attn_implementation, ...)."""
-    model, info = CrocForConditionalGeneration.from_pretrained(
+    model, info = croc_model_class(config).from_pretrained(
         None, config=config, state_dict=state, output_loading_info=True, **kwargs
     )
     if info["unexpected_keys"] or info["mismatched_keys"]:
@@ -135,13 +175,13 @@ def materialize_croc(config: CrocConfig, state: dict[str, torch.Tensor], **kwarg
     return model
 
 
-def load_pretrained_croc(path: str | Path, config: CrocConfig, **kwargs) -> CrocForConditionalGeneration:
+def load_pretrained_croc(path: str | Path, config, **kwargs):
     """`from_pretrained` of a Croc or llava folder that tolerates exactly one kind of change, a new pool size, and
     refuses silent gaps: any missing weight other than the pool / VTR head (e.g. an `lm_head` left random by a
     renaming problem)."""
-    saved = CrocConfig.from_pretrained(path) if source_kind(path) == "croc" else None
+    saved = load_croc_config(path) if source_kind(path) == "croc" else None
     resized_pool = saved is not None and saved.prompt_pool_size != config.prompt_pool_size
-    model, info = CrocForConditionalGeneration.from_pretrained(
+    model, info = croc_model_class(config).from_pretrained(
         path, config=config, output_loading_info=True, ignore_mismatched_sizes=resized_pool, **kwargs
     )
     missing = [name for name in info.get("missing_keys", []) if not name.startswith(CROC_ONLY_PREFIXES)]
@@ -149,7 +189,7 @@ def load_pretrained_croc(path: str | Path, config: CrocConfig, **kwargs) -> Croc
     mismatched = [name for name in mismatched if not str(name).startswith(PROMPT_POOL_PREFIX)]
     if missing or mismatched:
         raise ValueError(f"{path}: weights missing {missing[:8]} / of the wrong shape {mismatched[:8]}; is it a "
-                         "Croc or llava checkpoint of this architecture?")
+                         "Croc, llava or llava_onevision checkpoint of this architecture?")
     if resized_pool:
         logger.warning("prompt pool resized %d -> %d: the new pool starts fresh", saved.prompt_pool_size,
                        config.prompt_pool_size)
@@ -167,47 +207,57 @@ def load_croc(
     croc_fields: dict[str, Any] | None = None,
     image_aspect_ratio: str | None = None,
     vocab_multiple: int = 64,
+    vision_feature_layer: int = -2,
+    vision_feature_select_strategy: str | None = None,
     **from_pretrained_kwargs,
-) -> tuple[CrocForConditionalGeneration, CrocProcessor]:
-    """The Croc model and processor of `source` (a Croc, llava or released-layout folder) or of the parts
-    `vision_tower` + `language_model`.
+) -> tuple[CrocForConditionalGeneration | CrocOnevisionForConditionalGeneration, Any]:
+    """The Croc model and processor of `source` (a Croc, llava, llava_onevision or released-layout folder) or of
+    the parts `vision_tower` + `language_model`.
 
     Args:
-        source: a model folder; for the released layout `vision_tower` names its CLIP folder (default: the
-            checkpoint's `mm_vision_tower`).
-        vision_tower, language_model: CLIP and causal-LM folders when building from parts (no `source`).
+        source: a model folder; for the released layouts `vision_tower` names the local folder of its vision tower
+            (default: the checkpoint's `mm_vision_tower`).
+        vision_tower, language_model: vision-tower (CLIP, SigLIP, SigLIP2) and causal-LM folders when building from
+            parts (no `source`).
         croc_fields: `CrocConfig` fields on top of the source's (preset, stage objectives, pool size, ...).
         image_aspect_ratio: "square" or "pad" for the processor (`with_image_aspect_ratio`); None keeps the
             source's.
-        vocab_multiple: for the released layout and parts, the vocabulary (grown by `<image>` and `<pad>`) is
+        vocab_multiple: for the released layouts and parts, the vocabulary (grown by `<image>` and `<pad>`) is
             padded to a multiple of this with mean rows (LLaVA-1.5's conversions use 64: 32064). 1 adds no rows.
+        vision_feature_layer, vision_feature_select_strategy: for parts, which tower layer LLaVA reads and whether
+            the class token is dropped (`modeling_croc.convert.read_parts`).
         from_pretrained_kwargs: `dtype`, `attn_implementation`, `quantization_config`, ...
     """
-    from .convert import read_original_checkpoint, read_parts
+    from .convert import read_original_checkpoint, read_parts, read_victor_checkpoint
     from .convert.from_llava import llava_processor
 
     croc_fields = dict(croc_fields or {})
     if source is None:
         if vision_tower is None or language_model is None:
             raise ValueError("give a model folder, or both vision_tower and language_model")
-        config, state, processor = read_parts(vision_tower, language_model, vocab_multiple, **croc_fields)
+        config, state, processor = read_parts(
+            vision_tower, language_model, vocab_multiple, vision_feature_layer=vision_feature_layer,
+            vision_feature_select_strategy=vision_feature_select_strategy, **croc_fields)
         model = materialize_croc(config, state, **from_pretrained_kwargs)
     else:
         kind = source_kind(source)
-        if kind == "released":
-            config, state, processor = read_original_checkpoint(source, vision_tower, vocab_multiple, **croc_fields)
+        if kind in ("released", "victor"):
+            reader = read_original_checkpoint if kind == "released" else read_victor_checkpoint
+            config, state, processor = reader(source, vision_tower, vocab_multiple, **croc_fields)
             model = materialize_croc(config, state, **from_pretrained_kwargs)
         else:
             config = read_croc_config(source, croc_fields=croc_fields)
             model = load_pretrained_croc(source, config, **from_pretrained_kwargs)
-            processor = llava_processor(source, config) if kind == "llava" else CrocProcessor.from_pretrained(source)
-    if image_aspect_ratio is not None and processor is not None:
+            processor = llava_processor(source, config) if kind == "llava" else load_processor(source)
+    if image_aspect_ratio is not None and isinstance(processor, CrocProcessor):
+        # OneVision's processor prepares AnyRes crops itself; square / pad apply to LLaVA-1.5-style processors.
         processor = with_image_aspect_ratio(processor, image_aspect_ratio)
     return model, processor
 
 
-def load_processor(source: str | Path) -> CrocProcessor | None:
-    """The processor saved in a model folder as a `CrocProcessor`, or None for a weights-only folder."""
+def load_processor(source: str | Path):
+    """The processor saved in a model folder (a `CrocProcessor`, or OneVision's for a OneVision Croc folder), or
+    None for a weights-only folder."""
     try:
         return AutoProcessor.from_pretrained(source)
     except (OSError, ValueError, TypeError):
@@ -215,9 +265,14 @@ def load_processor(source: str | Path) -> CrocProcessor | None:
 
 
 __all__ = [
+    "CROC_CONFIG_CLASSES",
+    "CROC_MODEL_CLASSES",
     "RELEASED_MODEL_TYPES",
     "SOURCE_KINDS",
+    "VICTOR_MODEL_TYPES",
     "apply_croc_fields",
+    "croc_model_class",
+    "load_croc_config",
     "load_croc",
     "load_pretrained_croc",
     "load_processor",

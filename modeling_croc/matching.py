@@ -3,8 +3,9 @@
 Every image has ``M`` masked visual tokens (the *queries*, ``M = 432`` for 576 tokens at ``mask_ratio=0.75``)
 and the pool has ``N`` learnable tokens (``N = 2048``). Two assignment rules are supported:
 
-* ``"hungarian"`` (the paper): an exact one-to-one rectangular assignment per image that minimises the summed
-  L2 distance between each query and its pool token. Pool ids are distinct within an image, not across images.
+* ``"hungarian"`` (the paper): an exact one-to-one rectangular assignment per matching group (an image; or a batch
+  row, as ViCToR solves it) that minimises the summed L2 distance between each query and its pool token. Pool ids
+  are distinct within a group, not across groups. Groups with fewer queries are padded (see `assign_pool_tokens`).
 * ``"nearest"`` (the released code): each query takes its nearest pool token (``cdist`` + ``argmin``), so
   several queries may share one pool token.
 
@@ -200,8 +201,8 @@ def hungarian_assignment(
     if rows > cols:
         raise ValueError(
             f"Hungarian assignment is one-to-one, so it needs at least as many pool tokens as masked tokens per "
-            f"image; got {rows} masked tokens per image and a pool of {cols}. Enlarge the pool, lower "
-            f"mask_ratio, or use token_matching='nearest'."
+            f"matching group (an image, or a row with matching_scope='row'); got {rows} masked tokens in a group "
+            f"and a pool of {cols}. Enlarge the pool, lower mask_ratio, or use token_matching='nearest'."
         )
     name = _resolve_solver(solver)
     if precision not in _PRECISIONS:
@@ -240,16 +241,25 @@ ASSIGNMENT_METHODS: dict[str, Callable[[torch.Tensor], torch.LongTensor]] = {
 }
 
 
-def assign_pool_tokens(queries: torch.Tensor, pool: torch.Tensor, method: str) -> torch.LongTensor:
-    """Pool token ids for the masked visual tokens of every image.
+def assign_pool_tokens(
+    queries: torch.Tensor, pool: torch.Tensor, method: str, valid: torch.BoolTensor | None = None
+) -> torch.LongTensor:
+    """Pool token ids for the masked visual tokens of every matching group (an image, or a batch row).
 
     Args:
-        queries: `(B, M, D)` masked visual tokens.
+        queries: `(G, M, D)` masked visual tokens of G groups, padded to the largest group's M.
         pool: `(N, D)` prompt pool on the same device.
         method: a key of `ASSIGNMENT_METHODS` (`"hungarian"` or `"nearest"`).
+        valid: `(G, M)` bool, False on padded query rows (None: every row is real).
 
     Returns:
-        `(B, M)` long ids on `queries.device`, with no autograd history (no gradient through the choice).
+        `(G, M)` long ids on `queries.device`, -1 on padded rows, with no autograd history (no gradient through
+        the choice).
+
+    Padding and the Hungarian optimum: a padded row costs 0 against every pool token. Any one-to-one assignment then
+    costs (sum over the real rows) + 0, and since N >= M, whatever distinct columns the real rows take, enough
+    columns remain for the padded rows. So the real rows' part of an optimum is an optimum of the unpadded problem,
+    and the groups of a batch, padded to one shape, are still solved in one batched call.
     """
     try:
         assign = ASSIGNMENT_METHODS[method]
@@ -260,5 +270,8 @@ def assign_pool_tokens(queries: torch.Tensor, pool: torch.Tensor, method: str) -
     with torch.no_grad():
         with croc_region("costs"):
             costs = pairwise_l2_costs(queries, pool)
+            if valid is not None:
+                costs = costs.masked_fill(~valid.unsqueeze(-1), 0.0)
         with croc_region("assignment"):
-            return assign(costs)
+            ids = assign(costs)
+        return ids if valid is None else ids.masked_fill(~valid, -1)

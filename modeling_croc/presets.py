@@ -1,9 +1,10 @@
 """The Croc presets: one table that owns every setting a preset decides, for the model and for the optimiser.
 
-`paper` follows the paper (arXiv 2410.14332); `official` reproduces the released training code. `CrocConfig` fills
+`paper` follows the paper (arXiv 2410.14332); `official` reproduces the released Croc training code; `victor`
+reproduces the released code of ViCToR, the paper's successor (same arXiv number, v4). Every Croc config class fills
 its unset Croc fields from `CrocPreset.model_fields`; the trainer takes the AdamW betas and each stage's per-part
-learning rates from the same entry; the converters choose presets by name from it. docs/METHOD.md explains every
-value and where paper and code disagree.
+learning rates (and so its trainable parts) from the same entry; the converters choose presets by name from it.
+docs/METHOD.md explains every value, with the file and line of the released code it was read from.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ class CrocPreset:
             conversion selects by default.
         model_fields: `CrocConfig` field -> value, filled into every field a config leaves unset.
         adam_betas: AdamW (beta1, beta2).
-        learning_rates: stage ("1", "1.5", "2") -> parameter group -> learning rate.
+        learning_rates: stage ("1", "1.5", "2") -> parameter group -> learning rate. A run of that stage trains
+            the stage's parts plus every group named here (e.g. the vision tower in `victor`'s stages 1.5 and 2).
     """
 
     name: str
@@ -57,6 +59,7 @@ PAPER = CrocPreset(
         "mask_ratio": 0.75,
         "mask_rounding": "nearest",
         "token_matching": "hungarian",
+        "matching_scope": "image",
         "bidirectional_span": "image",
         "vtr_loss_weight": 10.0,
         "vtr_loss": "l2",
@@ -88,6 +91,8 @@ OFFICIAL = CrocPreset(
         "mask_ratio": 0.75,
         "mask_rounding": "keep_floor",
         "token_matching": "nearest",
+        # Irrelevant to nearest-neighbour matching; "image" keeps the Hungarian variant per image.
+        "matching_scope": "image",
         "bidirectional_span": "prompt",
         "vtr_loss_weight": 10.0,
         "vtr_loss": "smooth_l1",
@@ -124,8 +129,46 @@ PAPER_LITERAL = replace(
     model_fields=_frozen({**PAPER.model_fields, **LITERAL_VTR}),
 )
 
+# Every value is read from github.com/deepglint/Victor (commit ecd1a30); docs/METHOD.md section 7 gives file and line.
+VICTOR = CrocPreset(
+    name="victor",
+    description="the released ViCToR code (the paper's successor)",
+    # `llava_qwen` is the LLaVA-NeXT fork's model type of ViCToR's checkpoints (llava_qwen.py L36-37).
+    released_model_types=("llava_qwen",),
+    model_fields=_frozen({
+        "prompt_pool_size": 2048,  # train.py L74 (mm_pool_size), not overridden by the stage-1.5 scripts
+        "prompt_pool_init": "normal",  # llava_arch.py L49, L67: torch.randn
+        "mask_ratio": 0.75,
+        "mask_rounding": "keep_floor",  # llava_arch.py L206-207: feat_num // 4 kept, the rest masked
+        "token_matching": "hungarian",  # llava_arch.py L605-609: scipy linear_sum_assignment on torch.cdist
+        "matching_scope": "row",  # llava_arch.py L603-615: one problem per sample, all its masked tokens
+        "bidirectional_span": "none",  # no custom mask; trains with FlashAttention-2 (train.py L169)
+        "vtr_loss_weight": 10.0,  # llava_qwen.py L129
+        "vtr_loss": "smooth_l1",  # llava_qwen.py L129, beta 0.01 (vtr_smooth_l1_beta's default)
+        "vtr_positions": "all",  # llava_qwen.py L118, L126-129: every image position
+        "vtr_prediction": "final_norm",  # llava_qwen.py L101, L115: hidden_states[-1], after the final norm
+        "vtr_head": "linear",  # llava_qwen.py L59, L119: img_head = nn.Linear(hidden, hidden)
+        # The visual tokens are L2-normalised (normalize_visual_tokens), so the targets already are.
+        "vtr_target_normalization": "none",
+        "vtr_head_layers": 1,  # unused by the linear head
+        "normalize_visual_tokens": True,  # llava_arch.py L200, in encode_images: training and inference
+    }),
+    # Neither train.py nor the scripts set the betas: transformers' default.
+    adam_betas=(0.9, 0.999),
+    # stage1_pretrain_siglip.sh L28, L41; stage1.5_caption_siglip_qwen_victor.sh L29-31, L49 (the projector and the
+    # img_head take --learning_rate: llava_trainer.py L405-412 maps only the tower and the pool to their own rates);
+    # stage2_finetune_siglip_qwen.sh L28-29, L47.
+    learning_rates=_frozen({
+        "1": {"projector": 1e-3},
+        "1.5": {"projector": 1e-5, "prompt_pool": 1.5e-4, "vtr_head": 1e-5, "language_model": 1e-5,
+                "vision_tower": 2e-6},
+        "2": {"projector": 1e-5, "language_model": 1e-5, "vision_tower": 2e-6},
+    }),
+)
+
 CROC_PRESETS: Mapping[str, CrocPreset] = MappingProxyType(
-    {preset.name: preset for preset in (PAPER, PAPER_LITERAL, OFFICIAL)})
+    {preset.name: preset for preset in (PAPER, PAPER_LITERAL, OFFICIAL, VICTOR)}
+)
 CROC_PRESET_NAMES: tuple[str, ...] = tuple(CROC_PRESETS)
 
 
@@ -145,4 +188,15 @@ def preset_for_released_model_type(model_type: str | None) -> str:
     return PAPER.name
 
 
-__all__ = ["LITERAL_VTR", "PAPER_LITERAL", "preset_for_released_model_type", "CROC_PRESETS", "CROC_PRESET_NAMES", "OFFICIAL", "PAPER", "CrocPreset", "get_preset"]
+__all__ = [
+    "LITERAL_VTR",
+    "PAPER_LITERAL",
+    "CROC_PRESETS",
+    "CROC_PRESET_NAMES",
+    "OFFICIAL",
+    "PAPER",
+    "VICTOR",
+    "CrocPreset",
+    "get_preset",
+    "preset_for_released_model_type",
+]

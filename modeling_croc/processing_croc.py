@@ -48,8 +48,11 @@ class CrocProcessor(LlavaProcessor):
 
     @property
     def num_image_tokens(self) -> int:
-        """Visual tokens one image expands to (576 for CLIP ViT-L/14 at 336 px with the CLS token dropped)."""
-        crop = getattr(self.image_processor, "crop_size", None) or self.image_processor.size
+        """Visual tokens one image expands to (576 for CLIP ViT-L/14 at 336 px with the CLS token dropped, 729 for
+        SigLIP so400m/14 at 384 px)."""
+        cropped = getattr(self.image_processor, "do_center_crop", False)
+        crop = getattr(self.image_processor, "crop_size", None) if cropped else None
+        crop = crop or self.image_processor.size
         height, width = crop["height"], crop["width"]
         count = (height // self.patch_size) * (width // self.patch_size) + self.num_additional_image_tokens
         return count - 1 if self.vision_feature_select_strategy == "default" else count
@@ -85,6 +88,8 @@ def with_image_aspect_ratio(processor: CrocProcessor, aspect_ratio: str) -> Croc
         return processor
     settings = {key: value for key, value in current.to_dict().items()
                 if key not in ("image_processor_type", "processor_class", "do_pad")}
+    # A processor without a centre crop (SigLIP resizes straight to the square) must not get LLaVA's default one.
+    settings.setdefault("do_center_crop", False)
     processor = copy.copy(processor)
     processor.image_processor = LlavaImageProcessorPil(**settings, do_pad=wants_pad)
     return processor

@@ -9,29 +9,44 @@ import torch
 def draw_replaced_positions(
     num_images: int,
     num_tokens: int,
-    num_masked: int,
+    num_masked: int | torch.Tensor,
     device: torch.device,
     generator: torch.Generator | None = None,
+    token_counts: torch.Tensor | None = None,
 ) -> torch.BoolTensor:
-    """Choose `num_masked` of `num_tokens` positions uniformly at random, independently for every image.
+    """Choose `num_masked` of an image's tokens uniformly at random, independently for every image.
 
     Args:
         num_images: number of images (rows of the result).
-        num_tokens: visual tokens per image T.
-        num_masked: tokens to mask per image M (0 <= M <= T).
+        num_tokens: visual tokens per image T, or the longest image's count when `token_counts` is given.
+        num_masked: tokens to mask per image M (0 <= M <= T), or a `(num_images,)` long tensor of per-image counts.
         device: device of the returned mask.
         generator: source of randomness. Callers that need reproducible, per-rank, per-step draws pass a seeded
             generator (the trainer does); `None` uses torch's global RNG on `device`.
+        token_counts: `(num_images,)` long, each image's own token count when images differ (AnyRes); its tokens
+            are the first `token_counts[i]` of its row and the rest is padding, which is never chosen.
 
     Returns:
-        `(num_images, num_tokens)` bool tensor with exactly `num_masked` True values per row.
+        `(num_images, num_tokens)` bool tensor with exactly `num_masked[i]` True values in row i, all among its
+        first `token_counts[i]` positions.
     """
-    if not 0 <= num_masked <= num_tokens:
-        raise ValueError(f"cannot mask {num_masked} of {num_tokens} tokens")
     draw_device = generator.device if generator is not None else device
     scores = torch.rand(num_images, num_tokens, generator=generator, device=draw_device)
-    # The M smallest of T i.i.d. uniforms are a uniformly random M-subset: one vectorised topk, no loop.
-    chosen = scores.topk(num_masked, dim=1, largest=False).indices
-    mask = torch.zeros(num_images, num_tokens, dtype=torch.bool, device=draw_device)
-    mask.scatter_(1, chosen, True)
-    return mask.to(device)
+    if token_counts is None and not isinstance(num_masked, torch.Tensor):
+        if not 0 <= num_masked <= num_tokens:
+            raise ValueError(f"cannot mask {num_masked} of {num_tokens} tokens")
+        # The M smallest of T i.i.d. uniforms are a uniformly random M-subset: one vectorised topk, no loop.
+        chosen = scores.topk(num_masked, dim=1, largest=False).indices
+        mask = torch.zeros(num_images, num_tokens, dtype=torch.bool, device=draw_device)
+        mask.scatter_(1, chosen, True)
+        return mask.to(device)
+    counts = torch.full((num_images,), num_tokens) if token_counts is None else token_counts.to("cpu")
+    masked = torch.as_tensor(num_masked).expand(num_images).to("cpu")
+    if bool((masked < 0).any() or (masked > counts).any() or (counts > num_tokens).any()):
+        raise ValueError(f"cannot mask {masked.tolist()} of {counts.tolist()} tokens (at most {num_tokens} per image)")
+    # Padding scores above every uniform draw, so it ranks after all real tokens; the M_i smallest scores of row i
+    # are then the same uniformly random subset `topk` picks, with a different M per row.
+    padding = torch.arange(num_tokens, device=draw_device)[None, :] >= counts.to(draw_device)[:, None]
+    scores = scores.masked_fill(padding, 2.0)
+    ranks = scores.argsort(dim=1).argsort(dim=1)
+    return (ranks < masked.to(draw_device)[:, None]).to(device)

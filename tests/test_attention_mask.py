@@ -1,10 +1,12 @@
-"""The mixed attention mask, element by element against a slow reference written from the definition."""
+"""The mixed attention mask, element by element against a slow reference written from the definition, for every
+attention layer type (global, sliding window) and the form each language model reads it in."""
 
 import pytest
 import torch
-from transformers import LlamaConfig
+from transformers import Gemma2Config, LlamaConfig, MistralConfig, Qwen2Config
 
 from croc_testing.batches import PAD_TOKEN_ID
+from croc_testing.reference_masks import reference_allowed
 from modeling_croc.attention_mask import bidirectional_block_ids, build_mixed_attention_mask
 
 IMAGE = 126
@@ -31,48 +33,72 @@ def _rows(padding_side):
     return input_ids, attention, labels
 
 
-def _reference(input_ids, attention, labels, span):
-    """allowed[b, i, j] from the definition, with Python loops (slow, obviously right)."""
-    batch, length = input_ids.shape
-    allowed = torch.zeros(batch, length, length, dtype=torch.bool)
-    for b in range(batch):
-        supervised = [t for t in range(length) if labels[b, t] != -100]
-        first_supervised = supervised[0] if supervised else length
-        for i in range(length):
-            for j in range(length):
-                if not attention[b, j]:
-                    continue
-                causal = j <= i
-                if span == "image":
-                    both_image = input_ids[b, i] == IMAGE and input_ids[b, j] == IMAGE
-                    bidirectional = bool(both_image)
-                elif span == "prompt":
-                    bidirectional = i < first_supervised and j < first_supervised and attention[b, i]
-                else:
-                    bidirectional = False
-                allowed[b, i, j] = causal or bidirectional
-    return allowed
+def _reference(input_ids, attention, labels, span, window=None):
+    return reference_allowed(input_ids, attention, labels, span, IMAGE, window)
 
 
+WINDOW = 3  # shorter than the rows, so a sliding layer that turned global would show
+
+
+def _text_config(kind: str, attn: str):
+    """A language-model config of each mask form: one global mask (Llama), one sliding mask (Mistral), a mapping
+    with both layer types (Gemma 2) and a mapping with one type (Qwen2 without sliding layers)."""
+    small = {"hidden_size": 8, "num_attention_heads": 2, "num_key_value_heads": 2, "vocab_size": 128}
+    config = {
+        "llama": lambda: LlamaConfig(num_hidden_layers=1, **small),
+        "mistral": lambda: MistralConfig(num_hidden_layers=1, sliding_window=WINDOW, **small),
+        "gemma2": lambda: Gemma2Config(num_hidden_layers=2, sliding_window=WINDOW, head_dim=4,
+                                       layer_types=["sliding_attention", "full_attention"], **small),
+        "qwen2": lambda: Qwen2Config(num_hidden_layers=2, **small),
+    }[kind]()
+    config._attn_implementation = attn
+    return config
+
+
+def _allowed(mask):
+    return mask[:, 0] if mask.dtype == torch.bool else mask[:, 0] == 0
+
+
+@pytest.mark.parametrize("kind, expected_form", [("llama", ("full_attention",)), ("mistral", ("sliding_attention",)),
+                                                 ("gemma2", {"full_attention", "sliding_attention"}),
+                                                 ("qwen2", {"full_attention"})])
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
 @pytest.mark.parametrize("padding_side", ["left", "right"])
-@pytest.mark.parametrize("span", ["image", "prompt", "none"])
-def test_mixed_mask_matches_reference(span, padding_side, attn):
+@pytest.mark.parametrize("span", ["image", "prompt"])
+def test_mixed_mask_matches_reference_per_layer_type(span, padding_side, attn, kind, expected_form):
     input_ids, attention, labels = _rows(padding_side)
-    config = LlamaConfig(hidden_size=8, num_attention_heads=2, num_hidden_layers=1, vocab_size=128)
-    config._attn_implementation = attn
+    config = _text_config(kind, attn)
     embeds = torch.zeros(*input_ids.shape, 8)
     block_ids = bidirectional_block_ids(span, input_ids == IMAGE, labels, attention)
-    mask = build_mixed_attention_mask(config, embeds, attention, block_ids)
-    if mask is None:  # sdpa's causal fast path: only legal when nothing is bidirectional and nothing is padded
-        assert span == "none"
-        pytest.skip("sdpa uses is_causal; covered by the model-level equality tests")
-    allowed = mask[:, 0] if mask.dtype == torch.bool else mask[:, 0] == 0
-    expected = _reference(input_ids, attention, labels, span)
+    built = build_mixed_attention_mask(config, embeds, attention, block_ids)
+    if isinstance(expected_form, set):  # models that read a mapping layer type -> mask
+        assert isinstance(built, dict) and set(built) == expected_form
+        masks = built
+    else:
+        assert isinstance(built, torch.Tensor)
+        masks = {expected_form[0]: built}
     real_queries = attention.bool()
-    # Padding query rows produce outputs nobody reads; compare every real query row in full.
-    for b in range(input_ids.shape[0]):
-        assert torch.equal(allowed[b][real_queries[b]], expected[b][real_queries[b]]), (span, padding_side, b)
+    for layer_type, mask in masks.items():
+        window = WINDOW if layer_type == "sliding_attention" else None
+        expected = _reference(input_ids, attention, labels, span, window)
+        # Padding query rows produce outputs nobody reads; compare every real query row in full.
+        for b in range(input_ids.shape[0]):
+            assert torch.equal(_allowed(mask)[b][real_queries[b]], expected[b][real_queries[b]]), (layer_type, b)
+    if isinstance(built, dict) and len(built) == 2:
+        # The sliding layers really are sliding: a single global mask would have given them more keys.
+        assert not torch.equal(_allowed(built["sliding_attention"]), _allowed(built["full_attention"]))
+
+
+@pytest.mark.parametrize("backend", ["eager", "sdpa", "flash_attention_2", "kernels-community/flash-attn2"])
+def test_causal_span_builds_no_mask_and_accepts_any_backend(backend):
+    """`bidirectional_span="none"`: no custom mask is built and no backend is refused; the language model gets the
+    2D padding mask and builds its own causal masks (FlashAttention included)."""
+    input_ids, attention, labels = _rows("left")
+    config = _text_config("gemma2", "eager")
+    config._attn_implementation_internal = backend
+    block_ids = bidirectional_block_ids("none", input_ids == IMAGE, labels, attention)
+    assert block_ids is None
+    assert build_mixed_attention_mask(config, torch.zeros(*input_ids.shape, 8), attention, block_ids) is attention
 
 
 def test_image_blocks_are_per_image():
@@ -109,7 +135,7 @@ def test_prompt_span_matches_the_released_rule_on_the_batches_the_trainer_builds
     config._attn_implementation = attn
     mask = build_mixed_attention_mask(config, torch.zeros(*input_ids.shape, 8), attention,
                                       bidirectional_block_ids("prompt", input_ids == IMAGE, labels, attention))
-    allowed = mask[:, 0] if mask.dtype == torch.bool else mask[:, 0] == 0
+    allowed = _allowed(mask)
     released = _released_prompt_rule(attention, labels)
     for b in range(input_ids.shape[0]):
         real = attention[b].bool()

@@ -6,6 +6,7 @@ import pytest
 from huggingface_hub.errors import StrictDataclassFieldValidationError
 
 from modeling_croc import CROC_PRESETS, CrocConfig
+from modeling_croc.configuration_croc import CROC_FIELD_NAMES
 from modeling_croc.presets import preset_for_released_model_type
 from trainer.stages import PARAMETER_GROUPS, STAGES
 
@@ -77,7 +78,7 @@ def test_unknown_preset_is_rejected(make_config):
 def test_the_preset_table_owns_every_preset_field():
     """Every Croc field a config leaves to its preset (default None) is set by every preset, with a value the
     config accepts; each preset names a learning rate for every trainable part of every stage."""
-    own_fields = [field for field in dataclasses.fields(CrocConfig) if field.name in CrocConfig.__annotations__]
+    own_fields = [field for field in dataclasses.fields(CrocConfig) if field.name in CROC_FIELD_NAMES]
     left_to_preset = {field.name for field in own_fields if field.default is None}
     for preset in CROC_PRESETS.values():
         assert set(preset.model_fields) == left_to_preset, preset.name

@@ -246,3 +246,98 @@ def test_convert_cli_exports_to_llava(tmp_path):
     main(["to-llava", str(tmp_path / "croc"), str(tmp_path / "llava")])
     assert json.loads((tmp_path / "llava" / "config.json").read_text())["model_type"] == "llava"
     assert LlavaForConditionalGeneration.from_pretrained(tmp_path / "llava") is not None
+
+
+# --- separate parts on other backbones: SigLIP / SigLIP2 folders, Qwen and Gemma language models -----------------
+
+def _tower_folder(kind: str, path):
+    """A tower folder as the Hub ships it: a full CLIPModel, a vision-only SigLIP save, a full (fixed-resolution)
+    SigLIP2 model (model_type siglip, with its text tower)."""
+    from transformers import (
+        CLIPConfig,
+        CLIPModel,
+        SiglipConfig,
+        SiglipImageProcessorPil,
+        SiglipModel,
+        SiglipVisionConfig,
+        SiglipVisionModel,
+    )
+
+    from croc_testing.backbones import vision_config
+
+    fields, _, _ = vision_config("siglip2" if kind == "siglip2_full" else kind.split("_")[0])
+    fields = {k: v for k, v in fields.items() if k not in ("model_type", "projection_dim")}
+    text = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2,
+            "vocab_size": 64}
+    torch.manual_seed(7)
+    if kind == "clip_full":
+        model = CLIPModel(CLIPConfig(text_config=text, vision_config=fields, projection_dim=16))
+        processor = CLIPImageProcessorPil(size={"shortest_edge": 56}, crop_size={"height": 56, "width": 56})
+    elif kind == "siglip_vision":
+        model = SiglipVisionModel(SiglipVisionConfig(**fields))
+        processor = SiglipImageProcessorPil(size={"height": 56, "width": 56})
+    else:
+        model = SiglipModel(SiglipConfig(text_config=text, vision_config=fields))
+        processor = SiglipImageProcessorPil(size={"height": 64, "width": 64})
+    model.save_pretrained(path)
+    processor.save_pretrained(path)
+    return model
+
+
+@pytest.mark.parametrize("tower, text", [("clip_full", "qwen2"), ("siglip_vision", "gemma3_text"),
+                                         ("siglip2_full", "qwen3")])
+def test_from_parts_reads_siglip_and_qwen_gemma_folders(tmp_path, tokenizer, tower, text):
+    from PIL import Image
+    from transformers import AutoModelForCausalLM
+
+    from croc_testing.backbones import text_config
+    from croc_testing.tiny import chatml_bpe_tokenizer
+
+    source_tower = _tower_folder(tower, tmp_path / "tower")
+    qwen = text.startswith("qwen")
+    lm_tokenizer = chatml_bpe_tokenizer() if qwen else tokenizer
+    rows = 448 if qwen else 32000  # Qwen's embeddings hold spare rows beyond its tokenizer
+    fields = text_config(text, vocab_size=rows, pad_token_id=None)
+    fields.pop("pad_token_id")
+    torch.manual_seed(8)
+    lm = AutoModelForCausalLM.from_config(_auto_text_config(fields), attn_implementation="eager")
+    lm.save_pretrained(tmp_path / "lm")
+    lm_tokenizer.save_pretrained(tmp_path / "lm")
+
+    croc, processor = build_from_parts(tmp_path / "tower", tmp_path / "lm", tmp_path / "croc", prompt_pool_size=64)
+    has_cls = tower == "clip_full"
+    assert croc.config.vision_feature_select_strategy == ("default" if has_cls else "full")
+    assert croc.config.vision_feature_layer == -2
+    assert croc.config.text_config.vocab_size == (rows if qwen else VOCAB)
+    tower_state = getattr(source_tower, "vision_model", source_tower).state_dict()
+    ours = croc.model.vision_tower.state_dict()
+    for name, tensor in tower_state.items():
+        torch.testing.assert_close(ours[name], tensor, rtol=0, atol=0)
+    # The processor expands <image> to exactly the visual tokens the model produces for its pixels.
+    assert processor.num_image_tokens == croc.config.image_seq_length
+    image = Image.new("RGB", (70, 40), (200, 30, 30))
+    inputs = processor(images=[image], text=["<image>\nWhat is it?"], return_tensors="pt")
+    assert int((inputs["input_ids"] == croc.config.image_token_id).sum()) == croc.config.image_seq_length
+    with torch.no_grad():
+        croc.eval()(**inputs)
+    # Text-only logits over the LM's own rows are the LM's.
+    croc.config.text_config._attn_implementation = "eager"
+    ids = lm_tokenizer("The picture shows a cat.", return_tensors="pt").input_ids
+    torch.testing.assert_close(_logits(croc, {"input_ids": ids})[..., :rows], _logits(lm, {"input_ids": ids}),
+                               rtol=1e-5, atol=1e-5)
+
+
+def _auto_text_config(fields):
+    from transformers import AutoConfig
+
+    fields = dict(fields)
+    return AutoConfig.for_model(fields.pop("model_type"), **fields)
+
+
+def test_from_parts_refuses_naflex_siglip2(tmp_path, tokenizer):
+    from transformers import Siglip2VisionConfig, Siglip2VisionModel
+
+    Siglip2VisionModel(Siglip2VisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                           num_attention_heads=2)).save_pretrained(tmp_path / "naflex")
+    with pytest.raises(ValueError, match="NaFlex"):
+        build_from_parts(tmp_path / "naflex", tmp_path / "lm")

@@ -194,12 +194,33 @@ def test_mixed_attention_makes_visual_tokens_see_later_visual_tokens(make_config
     torch.testing.assert_close(base[:first], changed[:first])
 
 
-@pytest.mark.parametrize("span", ["image", "prompt"])
-def test_flash_attention_backend_is_refused_for_mixed_attention(make_config, span):
+@pytest.mark.parametrize("span", ["image", "prompt", "none"])
+@pytest.mark.parametrize("backend", ["flash_attention_2", "flash_attention_3", "kernels-community/flash-attn2"])
+def test_flash_attention_backend_is_refused_only_for_mixed_attention(make_config, span, backend):
+    """Mixed spans refuse a mask-less backend; with `bidirectional_span="none"` (ViCToR) stage 1.5 builds no custom
+    mask and hands the language model the 2D padding mask, so any backend runs it. (FlashAttention cannot run on a
+    CPU: the forward is stopped where the language model would start, after every Croc step before it.)"""
     croc = _model(make_config(croc_pretraining=True, bidirectional_span=span)).train()
-    croc.config.text_config._attn_implementation_internal = "flash_attention_2"
-    with pytest.raises(ValueError, match="silently stay causal"):
-        croc(**make_batch(croc.config), croc_generator=torch.Generator().manual_seed(0))
+    croc.config.text_config._attn_implementation_internal = backend
+    batch = make_batch(croc.config, rows=2, left_pad=1)
+    if span != "none":
+        with pytest.raises(ValueError, match="silently stay causal"):
+            croc(**batch, croc_generator=torch.Generator().manual_seed(0))
+        return
+
+    class ReachedLanguageModel(Exception):
+        pass
+
+    received = {}
+
+    def stop(module, args, kwargs):
+        received.update(kwargs)
+        raise ReachedLanguageModel
+
+    croc.model.language_model.register_forward_pre_hook(stop, with_kwargs=True)
+    with pytest.raises(ReachedLanguageModel):
+        croc(**batch, croc_generator=torch.Generator().manual_seed(0))
+    assert received["attention_mask"] is batch["attention_mask"]
 
 
 def test_any_number_of_image_tokens(make_config):

@@ -45,12 +45,30 @@ def _row(turns, image):
     return {"id": "r", "image": image, "conversations": conversations}
 
 
+@pytest.fixture(scope="module")
+def chatml_processor():
+    """A Qwen-style setup: byte-level BPE with ChatML's special tokens (no BOS, EOS <|im_end|>) and a SigLIP-style
+    image processor (resize to the square, no class token)."""
+    from transformers import SiglipVisionConfig
+
+    from croc_testing.tiny import chatml_bpe_tokenizer
+    from modeling_croc.convert.common import add_llava_tokens, build_processor
+
+    tokenizer = chatml_bpe_tokenizer()
+    add_llava_tokens(tokenizer)
+    vision = SiglipVisionConfig(image_size=56, patch_size=14)
+    return build_processor(tokenizer, None, vision, "square")
+
+
 @pytest.mark.parametrize("aspect_ratio", ["square", "pad"])
-@pytest.mark.parametrize("stage", sorted(STAGES))
+@pytest.mark.parametrize("stage", sorted(STAGES) + ["qwen_1_5"])
 @pytest.mark.parametrize("case", sorted(ROWS))
-def test_training_inputs_equal_inference_inputs(base_processor, image_root, stage, aspect_ratio, case):
-    processor = with_image_aspect_ratio(base_processor, aspect_ratio)
-    template = get_template(STAGES[stage].template)
+def test_training_inputs_equal_inference_inputs(base_processor, chatml_processor, image_root, stage, aspect_ratio,
+                                                case):
+    """Every stage's template on the Llama tokenizer, and ViCToR's ChatML template (`qwen_1_5`) on a Qwen-style one."""
+    qwen = stage == "qwen_1_5"
+    processor = with_image_aspect_ratio(chatml_processor if qwen else base_processor, aspect_ratio)
+    template = get_template(stage if qwen else STAGES[stage].template)
     turns, image_name = ROWS[case]
     row = _row(turns, image_name)
     trained = CrocSupervisedDataset([row], processor, template, image_root=image_root)[0]

@@ -2,7 +2,11 @@
 every Auto class: tests/test_transformers_contract.py)."""
 
 import json
+import subprocess
+import sys
+import textwrap
 
+import pytest
 import torch
 from transformers import AutoConfig, AutoModel, AutoModelForImageTextToText, LlavaForConditionalGeneration
 
@@ -56,6 +60,52 @@ def test_loading_a_llava_checkpoint_reports_zero_missing_keys(make_config, tmp_p
     # The llava reference runs sdpa and Croc eager here: equal to float tolerance, not bit for bit.
     torch.testing.assert_close(_logits(croc.eval(), batch), _logits(llava, batch), rtol=1e-5, atol=1e-5)
     torch.testing.assert_close(croc.lm_head.weight, llava.lm_head.weight)
+
+
+def _onevision_model_and_batch():
+    from croc_testing.batches import make_anyres_batch
+    from croc_testing.tiny import tiny_croc_onevision_config
+    from modeling_croc import CrocOnevisionForConditionalGeneration
+
+    torch.manual_seed(0)
+    model = CrocOnevisionForConditionalGeneration(tiny_croc_onevision_config(vocab_size=128))
+    sizes = [[20, 50], [60, 30]]
+    counts = model.image_token_counts(None, 2, image_sizes=torch.tensor(sizes))
+    batch = make_anyres_batch(model.config, sizes, counts, [1, 1], left_pad=1)
+    batch.pop("labels")
+    return model, batch
+
+
+@pytest.mark.parametrize("family", ["CrocForConditionalGeneration", "CrocOnevisionForConditionalGeneration"])
+def test_trust_remote_code_in_a_fresh_process_without_the_package(make_config, tmp_path, family):
+    """A saved folder carries its modelling code (both model families, with the shared stage-1.5 module)."""
+    if family == "CrocForConditionalGeneration":
+        config = make_config()
+        croc = _model(config)
+        batch = make_batch(config)
+    else:
+        croc, batch = _onevision_model_and_batch()
+    croc.save_pretrained(tmp_path / "model")
+    torch.save({"batch": batch, "logits": _logits(croc, batch)}, tmp_path / "expected.pt")
+    script = textwrap.dedent(f"""
+        import sys
+        sys.modules["modeling_croc"] = None  # make sure the installed package cannot be used
+        import torch
+        from transformers import AutoModelForImageTextToText
+        model, info = AutoModelForImageTextToText.from_pretrained(
+            {str(tmp_path / "model")!r}, trust_remote_code=True, output_loading_info=True)
+        assert type(model).__name__ == {family!r}, type(model)
+        assert not type(model).__module__.startswith("modeling_croc"), type(model).__module__
+        assert not info["missing_keys"] and not info["unexpected_keys"], info
+        expected = torch.load({str(tmp_path / "expected.pt")!r})
+        with torch.no_grad():
+            logits = model.eval()(**expected["batch"]).logits
+        torch.testing.assert_close(logits, expected["logits"], rtol=1e-5, atol=1e-5)  # sdpa vs eager
+        print("remote-ok")
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path,
+                            env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HF_HOME": str(tmp_path / "hf")})
+    assert "remote-ok" in result.stdout, result.stderr[-3000:]
 
 
 def test_processor_round_trip_keeps_llava_settings_and_template(tmp_path, sp_tokenizer):

@@ -12,6 +12,7 @@ import logging
 import torch
 from torch import nn
 
+from .collator import stack_images
 from .data import UNREADABLE_KEY
 
 logger = logging.getLogger(__name__)
@@ -24,22 +25,28 @@ def needs_calibration(config) -> bool:
     )
 
 
-def first_images(dataset, count: int, max_scanned: int | None = None) -> torch.Tensor | None:
-    """Pixel values of the first `count` image rows of `dataset` (in index order), or None if it has none.
+def first_images(dataset, count: int, max_scanned: int | None = None) -> dict[str, torch.Tensor] | None:
+    """The image inputs of the first `count` image rows of `dataset` (in index order), batched as the collator does
+    (`pixel_values`, and `image_sizes` for AnyRes rows), or None if it has none.
 
     Scans at most `max_scanned` rows (default 20 x count) so a text-heavy mixture does not read the whole set.
     """
     limit = min(len(dataset), max_scanned if max_scanned is not None else 20 * max(count, 1))
-    images = []
+    items = []
     for index in range(limit):
         item = dataset[index]
         # A sample standing in for a row with an unreadable image repeats a later row's image: leave it out, so the
         # pool is drawn from distinct images.
         if item is not None and item.get("pixel_values") is not None and not item.get(UNREADABLE_KEY):
-            images.append(item["pixel_values"])
-            if len(images) == count:
+            items.append(item)
+            if len(items) == count:
                 break
-    return torch.stack(images) if images else None
+    if not items:
+        return None
+    images = {"pixel_values": stack_images([item["pixel_values"] for item in items])}
+    if all(item.get("image_sizes") is not None for item in items):
+        images["image_sizes"] = torch.stack([item["image_sizes"] for item in items])
+    return images
 
 
 def _gathered(modules: list[nn.Module]):
@@ -59,8 +66,8 @@ def calibrate_prompt_pool(model, dataset, num_images: int, seed: int) -> bool:
     first `num_images` image rows of `dataset`. Returns True if it calibrated."""
     if not needs_calibration(model.config):
         return False
-    pixel_values = first_images(dataset, num_images)
-    if pixel_values is None:
+    images = first_images(dataset, num_images)
+    if images is None:
         logger.warning("prompt pool not calibrated: no image rows among the first training rows")
         return False
     tower = model.model.vision_tower
@@ -69,7 +76,8 @@ def calibrate_prompt_pool(model, dataset, num_images: int, seed: int) -> bool:
     model.eval()
     generator = torch.Generator(device="cpu").manual_seed(seed)
     with _gathered([tower, model.model.multi_modal_projector, model.model.prompt_pool]):
-        model.calibrate_prompt_pool(pixel_values.to(reference.device, reference.dtype), generator=generator)
+        pixel_values = images.pop("pixel_values").to(reference.device, reference.dtype)
+        model.calibrate_prompt_pool(pixel_values, generator=generator, **images)
     model.train(was_training)
     logger.info("prompt pool drawn from the visual-token statistics of %d training images", pixel_values.shape[0])
     return True

@@ -20,7 +20,8 @@ DATA_REPORT_KEY = "data_report"
 
 @dataclass
 class CrocDataCollator:
-    """Samples -> ``{"input_ids": (B, L), "labels": (B, L), "attention_mask": (B, L), "pixel_values": (N, 3, H, W)}``.
+    """Samples -> ``{"input_ids": (B, L), "labels": (B, L), "attention_mask": (B, L), "pixel_values": (N, 3, H, W)}``
+    (AnyRes: ``"pixel_values": (N, crops, 3, H, W)`` and ``"image_sizes": (N, 2)``).
 
     L is the longest sample (rounded up to `pad_to_multiple_of`); padding uses `pad_token_id` in `input_ids`,
     `label_pad_id` in `labels` and 0 in `attention_mask`, on `padding_side`. `pixel_values` holds the images of
@@ -65,10 +66,23 @@ class CrocDataCollator:
         batch = {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
         images = [feature["pixel_values"] for feature in features if feature.get("pixel_values") is not None]
         if images:
-            batch["pixel_values"] = torch.stack(images)
+            batch["pixel_values"] = stack_images(images)
+        sizes = [feature["image_sizes"] for feature in features if feature.get("image_sizes") is not None]
+        if sizes:
+            batch["image_sizes"] = torch.stack(sizes)
         if unreadable or len(features) != asked:
             batch[DATA_REPORT_KEY] = {"rows": asked, "unreadable_rows": unreadable}
         return batch
+
+
+def stack_images(images: list[torch.Tensor]) -> torch.Tensor:
+    """Stack per-image pixel tensors; AnyRes images (`(crops, 3, H, W)`, different crop counts) are zero-padded to
+    the most crops, as OneVision's image processor pads a batch (the model reads only each image's own crops)."""
+    most = max(image.shape[0] for image in images)
+    if all(image.shape == images[0].shape for image in images):
+        return torch.stack(images)
+    return torch.stack([torch.cat([image, image.new_zeros(most - image.shape[0], *image.shape[1:])])
+                        for image in images])
 
 
 def build_collator(

@@ -98,7 +98,7 @@ class CrocTrainer(Trainer):
     # ---- the model behind the wrappers ----
     @property
     def croc_model(self) -> torch.nn.Module:
-        """The `CrocForConditionalGeneration` inside the accelerate / DeepSpeed / PEFT wrappers."""
+        """The Croc model (either family) inside the accelerate / DeepSpeed / PEFT wrappers."""
         model = self.accelerator.unwrap_model(self.model)
         return model.get_base_model() if hasattr(model, "get_base_model") else model
 
@@ -214,7 +214,9 @@ class CrocTrainer(Trainer):
             pixel_values = batch.get("pixel_values")
             num_images = 0 if pixel_values is None else int(pixel_values.shape[0])
             counts[i, 0] = int((batch["input_ids"] == model.config.image_token_id).sum())
-            counts[i, 1] = model.num_vtr_items(batch["input_ids"], num_images)
+            # AnyRes models count each image's own tokens from the batch's image layout (image_sizes, ...).
+            layout = {name: batch[name] for name in model.croc_image_layout_inputs if name in batch}
+            counts[i, 1] = model.num_vtr_items(batch["input_ids"], num_images, **layout)
         num_processes = self.accelerator.num_processes
         # Every process pads to `num_batches` rows, so the gather has one shape everywhere.
         everywhere = self.accelerator.gather(counts) if num_processes > 1 else counts

@@ -95,7 +95,8 @@ class CrocSupervisedDataset(torch.utils.data.Dataset):
         model_max_length: the longest sequence, image tokens included.
 
     ``dataset[i]`` is ``{"input_ids": LongTensor(L), "labels": LongTensor(L), "pixel_values": FloatTensor(3, H, W)
-    or None}``, L <= model_max_length: the image marker becomes `processor.num_image_tokens` image-token ids, BOS
+    or None}`` (AnyRes processors: `(crops, 3, H, W)` plus `"image_sizes"`), L <= model_max_length: the image marker
+    becomes as many image-token ids as the processor expands it to for that image, BOS
     starts the sequence, labels are -100 except on supervised tokens. It is None for a row that cannot be trained
     on (its image or first answer does not fit, or it has nothing supervised): such rows are counted in `stats`,
     logged, and dropped by `CrocDataCollator`.
@@ -192,7 +193,8 @@ class CrocSupervisedDataset(torch.utils.data.Dataset):
         with_image = has_image(row.get("image"))
         segments = self.template.segments(_turns(row["conversations"]), has_image=with_image,
                                           eos_token=self._eos_token)
-        input_ids, labels, image_end = self._tokenize(segments, with_image, row)
+        image = self._load_image(row) if with_image else None
+        input_ids, labels, image_end = self._tokenize(segments, with_image, row, self._image_token_count(image))
 
         if all(label == IGNORE_INDEX for label in labels):
             self._report("all_masked", row, "no supervised token (no answer turn?)")
@@ -206,14 +208,26 @@ class CrocSupervisedDataset(torch.utils.data.Dataset):
             self.stats["truncated"] += 1
             input_ids, labels = input_ids[:keep], labels[:keep]
 
-        return {
+        item = {
             "input_ids": torch.tensor(input_ids, dtype=torch.long),
             "labels": torch.tensor(labels, dtype=torch.long),
-            "pixel_values": self._load_image(row) if with_image else None,
+            "pixel_values": image["pixel_values"][0] if image is not None else None,
         }
+        if image is not None and "image_sizes" in image:  # AnyRes (OneVision): the crops' source size
+            item["image_sizes"] = torch.as_tensor(image["image_sizes"][0])
+        return item
+
+    def _image_token_count(self, image_inputs) -> int:
+        """Image tokens the processor expands `<image>` to for this image (the same rule inference uses: a fixed
+        count for LLaVA-1.5-style processors, the image's own AnyRes count for OneVision's); 0 without an image."""
+        if image_inputs is None:
+            return 0
+        if not hasattr(self.processor, "replace_image_token"):
+            return self._num_image_tokens
+        return self.processor.replace_image_token(image_inputs, 0).count(self.processor.image_token)
 
     def _tokenize(
-        self, segments: list[Segment], has_image: bool, row: Mapping[str, Any]
+        self, segments: list[Segment], has_image: bool, row: Mapping[str, Any], num_image_tokens: int
     ) -> tuple[list[int], list[int], int]:
         """(input_ids, labels, end of the image tokens or 0) for the rendered segments, BOS first."""
         # Split every segment at the image marker; each text piece remembers whether it opens the sequence.
@@ -240,8 +254,8 @@ class CrocSupervisedDataset(torch.utils.data.Dataset):
         input_ids, labels, image_end = list(self._bos), [IGNORE_INDEX] * len(self._bos), 0
         for position, piece in enumerate(pieces):
             if piece is None:
-                input_ids += [self._image_token_id] * self._num_image_tokens
-                labels += [IGNORE_INDEX] * self._num_image_tokens
+                input_ids += [self._image_token_id] * num_image_tokens
+                labels += [IGNORE_INDEX] * num_image_tokens
                 image_end = len(input_ids)
                 continue
             ids = next(encoded)
@@ -253,8 +267,9 @@ class CrocSupervisedDataset(torch.utils.data.Dataset):
             labels += ids if piece[1] else [IGNORE_INDEX] * len(ids)
         return input_ids, labels, image_end
 
-    def _load_image(self, row: Mapping[str, Any]) -> torch.Tensor:
-        """The row's image as the processor's pixel values, (3, H, W) float32; `ImageFileError` if it cannot be read.
+    def _load_image(self, row: Mapping[str, Any]):
+        """The row's image through the processor's image processor: its outputs for a batch of one (`pixel_values`
+        `(1, 3, H, W)`, or `(1, crops, 3, H, W)` with `image_sizes` for AnyRes); `ImageFileError` if it cannot be read.
         The image is a path under the image root, or (rows of a pushed dataset) a decoded `datasets.Image` value or
         its undecoded `{"bytes", "path"}` form."""
         value = row["image"]
@@ -265,7 +280,7 @@ class CrocSupervisedDataset(torch.utils.data.Dataset):
         else:
             path = value["path"] if isinstance(value, Mapping) else value
             image = load_image(resolve_image_path(self.image_root, path), self._background)
-        return self.processor.image_processor(image, return_tensors="pt")["pixel_values"][0]
+        return self.processor.image_processor(image, return_tensors="pt")
 
     def _report(self, kind: str, row: Mapping[str, Any], detail: str) -> None:
         self.stats[kind] += 1

@@ -13,8 +13,7 @@ import json
 import logging
 from pathlib import Path
 
-from modeling_croc import CrocConfig, CrocProcessor
-from modeling_croc.loading import load_pretrained_croc
+from modeling_croc.loading import load_croc_config, load_pretrained_croc, load_processor
 
 from .croc_trainer import BASE_CONFIG_DIR
 from .model_loading import DTYPES
@@ -37,12 +36,14 @@ def merge_lora(adapter_dir: str | Path, out_dir: str | Path, dtype: str = "float
             "rebuilt; train LoRA on top of a saved stage folder"
         )
     config_dir = adapter_dir / BASE_CONFIG_DIR
-    config = CrocConfig.from_pretrained(config_dir if config_dir.is_dir() else base_path)
+    config = load_croc_config(config_dir if config_dir.is_dir() else base_path)  # LLaVA-1.5 or OneVision family
     base = load_pretrained_croc(base_path, config, dtype=DTYPES[dtype])
     merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
     merged.save_pretrained(out_dir)
     has_processor = (adapter_dir / "processor_config.json").is_file() or (adapter_dir / "tokenizer_config.json").is_file()
-    CrocProcessor.from_pretrained(adapter_dir if has_processor else base_path).save_pretrained(out_dir)
+    processor = load_processor(adapter_dir if has_processor else base_path)
+    if processor is not None:
+        processor.save_pretrained(out_dir)
     logger.info("merged %s (base %s) into %s", adapter_dir, base_path, out_dir)
     return out_dir
 

@@ -51,7 +51,7 @@ class CrocMetrics:
             scale: factor that turns the micro-batch's loss terms into their share of the step's loss, the same
                 factor the Trainer applies to the total loss, so the sums over a step are the step's losses.
             lm_loss, vtr_loss: the model's loss terms (None when absent).
-            pool_ids: `(num_images, M)` pool rows assigned in this forward.
+            pool_ids: `(num_images, M)` pool rows assigned in this forward (-1 where an image masked fewer).
             vtr_norm_sums: `(3,)` summed prediction and target norms at the reconstructed positions, and their count.
         """
         if self.window_start_step is None:
@@ -71,8 +71,10 @@ class CrocMetrics:
             if self._histogram is None:
                 self._histogram = torch.zeros(self.pool_size, dtype=torch.float32, device=reference.device)
             if pool_ids is not None and pool_ids.numel():
-                self._histogram += torch.bincount(pool_ids.reshape(-1), minlength=self.pool_size).to(
-                    self._histogram.device, torch.float32)
+                ids = pool_ids.reshape(-1)
+                # -1 pads images that masked fewer tokens (AnyRes): counted with weight 0, no boolean indexing.
+                self._histogram += torch.bincount(ids.clamp(min=0), weights=(ids >= 0).float(),
+                                                  minlength=self.pool_size).to(self._histogram.device, torch.float32)
 
     def compute(self, accelerator, current_step: int) -> dict[str, float]:
         """Reduce over processes (every process must call this at the same step) and reset the window.

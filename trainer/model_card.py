@@ -30,7 +30,7 @@ PIPELINE_TAG = "image-text-to-text"
 # Croc config fields worth stating on the card.
 CARD_CROC_FIELDS = (
     "croc_preset", "croc_pretraining", "prompt_pool_size", "prompt_pool_init", "mask_ratio", "mask_rounding",
-    "token_matching", "bidirectional_span", "vtr_loss_weight", "vtr_loss", "vtr_positions", "vtr_prediction",
+    "token_matching", "matching_scope", "bidirectional_span", "vtr_loss_weight", "vtr_loss", "vtr_positions", "vtr_prediction",
     "vtr_head", "vtr_head_layers", "vtr_target_normalization", "normalize_visual_tokens",
 )
 FINAL_LOG_KEYS = ("loss", "lm_loss", "vtr_loss", "pool_utilisation", "pool_entropy")

@@ -1,7 +1,7 @@
 """Build or load the model and processor of a stage, set its Croc fields and freeze what the stage does not train.
 
-Sources (one per run, see `ModelArguments`): a Croc folder of the previous stage, a transformers `llava`
-folder, or separate CLIP + LLM checkpoints (stage 1).
+Sources (one per run, see `ModelArguments`): a Croc folder of the previous stage (LLaVA-1.5 or OneVision layout), a
+transformers `llava` / `llava_onevision` folder, or separate vision-tower + LLM checkpoints (stage 1).
 """
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from pathlib import Path
 
 import torch
 
-from modeling_croc import CrocForConditionalGeneration, CrocProcessor
+from modeling_croc import CrocForConditionalGeneration, CrocOnevisionForConditionalGeneration
+from modeling_croc.conversation import get_template
 from modeling_croc.loading import load_croc
 
 from .script_args import ModelArguments
@@ -39,7 +40,7 @@ def _load_kwargs(model_args: ModelArguments) -> dict:
 
 def load_model_and_processor(
     model_args: ModelArguments, args: CrocTrainingArguments
-) -> tuple[CrocForConditionalGeneration, CrocProcessor]:
+) -> tuple[CrocForConditionalGeneration | CrocOnevisionForConditionalGeneration, object]:
     """The model (train mode, stage-specific config) and its processor (preparing images the stage's way) for
     `args.stage`, from whichever source `model_args` names (`modeling_croc.loading.load_croc`)."""
     if model_args.vision_tower:
@@ -49,6 +50,10 @@ def load_model_and_processor(
         sources = {"source": model_args.name_or_path}
     model, processor = load_croc(**sources, croc_fields=args.croc_fields, image_aspect_ratio=args.image_aspect_ratio,
                                  **_load_kwargs(model_args))
+    template = get_template(args.template)
+    if template.user_text and processor is not None:
+        # The saved processor prompts the model the way this stage trains it (Vicuna v1, or ChatML for Qwen runs).
+        processor.chat_template = template.chat_template(processor.tokenizer.eos_token)
     model.train()
     return model, processor
 

@@ -22,13 +22,17 @@ class ModelArguments:
     """
 
     name_or_path: str | None = field(
-        default=None, metadata={"help": "Croc folder of the previous stage, or a transformers `llava` folder / id."}
+        default=None,
+        metadata={"help": "Croc folder of the previous stage, or a transformers `llava` / `llava_onevision` folder / id."}
     )
     vision_tower: str | None = field(
-        default=None, metadata={"help": "CLIP vision checkpoint for stage 1 (openai/clip-vit-large-patch14-336)."}
+        default=None,
+        metadata={"help": "Vision-tower checkpoint for stage 1: CLIP (openai/clip-vit-large-patch14-336), SigLIP or "
+                  "fixed-resolution SigLIP2 (google/siglip2-so400m-patch14-384)."}
     )
     language_model: str | None = field(
-        default=None, metadata={"help": "Causal LM checkpoint for stage 1 (lmsys/vicuna-7b-v1.5)."}
+        default=None,
+        metadata={"help": "Causal LM checkpoint for stage 1 (lmsys/vicuna-7b-v1.5, Qwen/Qwen2.5-7B-Instruct, ...)."}
     )
     dtype: str = field(
         default="float32",
@@ -36,8 +40,9 @@ class ModelArguments:
     )
     attn_implementation: str = field(
         default="sdpa",
-        metadata={"help": "Attention backend of the language model and vision tower. Stage 1.5 needs one that takes "
-                  "a custom mask (sdpa, eager, flex_attention); flash_attention_2 is refused there."},
+        metadata={"help": "Attention backend of the language model and vision tower. Stage 1.5 with a bidirectional "
+                  "span (presets paper, official) needs one that takes a custom mask (sdpa, eager, flex_attention) "
+                  "and refuses flash_attention_2; with bidirectional_span none (preset victor) any backend works."},
     )
     base_models: list[str] | None = field(
         default=None,

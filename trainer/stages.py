@@ -21,7 +21,8 @@ PARAMETER_GROUPS: tuple[str, ...] = ("projector", "prompt_pool", "vtr_head", "la
 # parameters under PEFT's `base_model.model.` prefix and inside `modules_to_save` / LoRA wrappers.
 GROUP_MARKERS: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {
-        "projector": ("multi_modal_projector.",),
+        # OneVision's newline token is part of the vision-to-LM interface: it trains with the projector.
+        "projector": ("multi_modal_projector.", "image_newline"),
         "prompt_pool": (f"{PROMPT_POOL_MODULE}.",),
         "vtr_head": (f"{VTR_HEAD_MODULE}.",),
         "language_model": ("language_model.", "lm_head."),

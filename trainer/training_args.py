@@ -11,7 +11,7 @@ from typing import Any
 
 from transformers import TrainingArguments
 
-from modeling_croc import CrocConfig
+from modeling_croc.configuration_croc import CROC_FIELD_NAMES
 from modeling_croc.conversation import TEMPLATES
 from modeling_croc.presets import CROC_PRESET_NAMES, get_preset
 from modeling_croc.processing_croc import IMAGE_ASPECT_RATIOS
@@ -28,7 +28,7 @@ def launched_world_size() -> int:
 
 # CrocConfig's own fields a run may override through `croc_overrides`. `croc_preset` has its own argument,
 # `croc_pretraining` follows the stage and `prompt_pool_calibrated` is state, so none of them belongs here.
-CROC_OVERRIDABLE_FIELDS: frozenset[str] = frozenset(CrocConfig.__annotations__) - {
+CROC_OVERRIDABLE_FIELDS: frozenset[str] = frozenset(CROC_FIELD_NAMES) - {
     "croc_preset", "croc_pretraining", "prompt_pool_calibrated"}
 
 
@@ -55,9 +55,11 @@ class CrocTrainingArguments(TrainingArguments):
     )
     croc_preset: str = field(
         default="paper",
-        metadata={"help": "'paper' (the paper's method and hyperparameters) or 'official' (the released code's: "
+        metadata={"help": "'paper' (the paper's method and hyperparameters), 'official' (the released Croc code's: "
                   "nearest-neighbour matching, VTR head, normalised tokens, betas (0.9, 0.999), its learning "
-                  "rates). Applied to the model config and to the optimiser defaults (modeling_croc.presets)."},
+                  "rates) or 'victor' (the released ViCToR code's: per-sample Hungarian, linear head, causal "
+                  "attention, trainable vision tower). Applied to the model config and to the optimiser defaults "
+                  "(modeling_croc.presets)."},
     )
     croc_overrides: dict[str, Any] | None = field(
         default=None,
@@ -69,7 +71,8 @@ class CrocTrainingArguments(TrainingArguments):
     trainable_parts: list[str] | None = field(
         default=None,
         metadata={"help": "Parameter groups to train, from " + ", ".join(PARAMETER_GROUPS) + ". Default: the "
-                  "stage's parts plus every group given an explicit learning rate. The rest is frozen."},
+                  "stage's parts, the groups the preset gives a learning rate in this stage, and every group given "
+                  "an explicit learning rate. The rest is frozen."},
     )
     projector_lr: float | None = field(
         default=None, metadata={"help": "Learning rate of the multimodal projector (None: stage/preset default)."}
@@ -87,14 +90,14 @@ class CrocTrainingArguments(TrainingArguments):
     )
     vision_tower_lr: float | None = field(
         default=None,
-        metadata={"help": "Learning rate of the CLIP vision tower. None keeps it frozen (as in every Croc stage); "
-                  "setting it unfreezes the tower."},
+        metadata={"help": "Learning rate of the vision tower. None: the preset's (frozen in every Croc stage; 2e-6 "
+                  "in ViCToR's stages 1.5 and 2); setting it unfreezes the tower."},
     )
     adam_beta1: float | None = field(
         default=None, metadata={"help": "AdamW beta1 (None: the preset's, 0.9)."}
     )
     adam_beta2: float | None = field(
-        default=None, metadata={"help": "AdamW beta2 (None: the preset's: 0.98 for 'paper', 0.999 for 'official')."}
+        default=None, metadata={"help": "AdamW beta2 (None: the preset's: 0.98 for 'paper', 0.999 for 'official' and 'victor')."}
     )
     global_batch_size: int | None = field(
         default=None,
@@ -250,7 +253,9 @@ class CrocTrainingArguments(TrainingArguments):
         """Fill `trainable_parts` and the four `*_lr` fields with the effective values (None = frozen)."""
         explicit = {group for group in PARAMETER_GROUPS if getattr(self, f"{group}_lr") is not None}
         if self.trainable_parts is None:
-            parts = set(spec.trainable_parts) | explicit
+            # The preset may train more than the stage does (ViCToR trains the vision tower in stages 1.5 and 2).
+            preset_parts = set(get_preset(self.croc_preset).stage_learning_rates(spec.name))
+            parts = set(spec.trainable_parts) | preset_parts | explicit
         else:
             parts = set(self.trainable_parts)
             unknown = parts - set(PARAMETER_GROUPS)

@@ -68,7 +68,8 @@ def _looks_local(path: str) -> bool:
 
 
 def check_checkpoint_layout(path: str) -> None:
-    """A local model folder must be a transformers `croc` or `llava` folder with weights."""
+    """A local model folder must be a Croc folder (either family) or a transformers `llava` / `llava_onevision`
+    folder, with weights."""
     folder = Path(path).expanduser()
     if not folder.is_dir():
         raise ConfigError(f"model folder {path} does not exist")
@@ -86,6 +87,11 @@ def check_checkpoint_layout(path: str) -> None:
             f"{error} (a previous Croc stage or a transformers llava checkpoint). For separate CLIP + LLM "
             "checkpoints use model.vision_tower and model.language_model in stage 1."
         ) from None
+    if kind == "victor":
+        raise ConfigError(
+            f"{path} is in ViCToR's LLaVA-NeXT fork layout (llava_qwen: mm_projector.*, model.token_pool). Convert "
+            "it first: python -m modeling_croc.convert from-victor SRC OUT --vision-tower SIGLIP_DIR"
+        )
     if kind not in TRAINABLE_SOURCE_KINDS:
         raise ConfigError(
             f"{path} is in the original LLaVA/Croc repository layout (mm_projector.*, model.mask_token). Convert it "

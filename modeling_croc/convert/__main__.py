@@ -2,8 +2,9 @@
 
     from-original SRC OUT [--vision-tower CLIP_DIR] [--preset NAME] [--vocab-multiple N]
     from-llava    SRC OUT [--preset NAME]
-    from-parts    CLIP_DIR LM_DIR OUT [--preset NAME] [--image-aspect-ratio square|pad] [--vocab-multiple N]
-                  [--base-model ID ...]
+    from-parts    TOWER_DIR LM_DIR OUT [--preset NAME] [--image-aspect-ratio square|pad] [--vocab-multiple N]
+                  [--vision-feature-layer N] [--vision-feature-select-strategy default|full] [--base-model ID ...]
+    from-victor   SRC OUT [--vision-tower SIGLIP_DIR] [--preset NAME] [--vocab-multiple N]
     to-llava      SRC OUT
 """
 
@@ -29,7 +30,12 @@ COMMANDS = {
     "from-llava": lambda a: convert_llava_folder(a.source, a.out, **_preset(a)),
     "from-parts": lambda a: build_from_parts(a.vision_tower, a.language_model, a.out, vocab_multiple=a.vocab_multiple,
                                              image_aspect_ratio=a.image_aspect_ratio, base_models=a.base_model,
+                                             vision_feature_layer=a.vision_feature_layer,
+                                             vision_feature_select_strategy=a.vision_feature_select_strategy,
                                              **_preset(a)),
+    # load_croc tells the two fork layouts apart by model_type (llava_qwen is ViCToR's).
+    "from-victor": lambda a: convert_original_checkpoint(a.source, a.out, vision_tower=a.vision_tower,
+                                                         vocab_multiple=a.vocab_multiple, **_preset(a)),
     "to-llava": lambda a: export_llava_folder(a.source, a.out),
 }
 
@@ -45,16 +51,26 @@ def build_parser() -> argparse.ArgumentParser:
     llava = sub.add_parser("from-llava", help="a transformers llava folder, initialised for stage 1.5")
     llava.add_argument("source")
     llava.add_argument("out")
-    parts = sub.add_parser("from-parts", help="separate CLIP and Llama-family checkpoints, for stage 1")
+    victor = sub.add_parser("from-victor", help="a released ViCToR checkpoint (LLaVA-NeXT fork layout, llava_qwen)")
+    victor.add_argument("source")
+    victor.add_argument("out")
+    victor.add_argument("--vision-tower", help="local SigLIP folder (default: the checkpoint's mm_vision_tower)")
+    parts = sub.add_parser("from-parts", help="separate vision-tower (CLIP, SigLIP, SigLIP2) and causal-LM "
+                                              "checkpoints, for stage 1")
     parts.add_argument("vision_tower")
     parts.add_argument("language_model")
     parts.add_argument("out")
     parts.add_argument("--image-aspect-ratio", choices=["square", "pad"], default="square")
     parts.add_argument("--base-model", action="append", metavar="HUB_ID",
                        help="Hub id of a part given as a local folder, for the card (repeat for each part)")
-    for command in (original, llava, parts):
+    parts.add_argument("--vision-feature-layer", type=int, default=-2,
+                       help="tower layer LLaVA reads (default -2, as LLaVA-1.5, LLaVA-OneVision and ViCToR)")
+    parts.add_argument("--vision-feature-select-strategy", choices=["default", "full"],
+                       help="drop the class token (default) or keep every token (full); default: by tower "
+                            "(CLIP: default, SigLIP/SigLIP2: full)")
+    for command in (original, llava, parts, victor):
         command.add_argument("--preset", choices=list(CROC_PRESET_NAMES))
-    for command in (original, parts):
+    for command in (original, parts, victor):
         command.add_argument(
             "--vocab-multiple", type=int, default=64,
             help="pad the vocabulary (grown by <image> and <pad>) to a multiple of this with rows equal to the mean "

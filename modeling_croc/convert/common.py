@@ -1,13 +1,24 @@
-"""Pieces shared by the checkpoint readers: weight files, CLIP vision folders, LLaVA's extra tokens, the processor."""
+"""Pieces shared by the checkpoint readers: weight files, vision-tower folders (CLIP, SigLIP, fixed-resolution SigLIP2),
+LLaVA's extra tokens, the processor."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
-from transformers import CLIPImageProcessorPil, CLIPVisionConfig, CLIPVisionModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoConfig,
+    CLIPImageProcessorPil,
+    CLIPVisionConfig,
+    CLIPVisionModel,
+    PreTrainedConfig,
+    PreTrainedTokenizerBase,
+    SiglipImageProcessorPil,
+    SiglipVisionModel,
+)
 
 from ..constants import IMAGE_TOKEN, PAD_TOKEN
 from ..processing_croc import CrocProcessor, with_image_aspect_ratio
@@ -32,20 +43,49 @@ def read_json(path: str | Path) -> dict:
     return json.loads(Path(path).read_text())
 
 
-def clip_vision_config(folder: str | Path) -> CLIPVisionConfig:
-    """A CLIP folder's vision config, from its config.json only (a full `CLIPModel` config or a vision-only one)."""
-    fields = read_json(Path(folder) / "config.json")
-    fields = fields.get("vision_config", fields)
-    fields["model_type"] = "clip_vision_model"
-    return CLIPVisionConfig(**{k: v for k, v in fields.items() if k in CLIPVisionConfig.__dataclass_fields__})
+# Vision-tower model_type -> the class that reads its folder, whether it prepends a class token, its image processor.
+VISION_TOWERS: dict[str, tuple[type, bool, type]] = {
+    "clip_vision_model": (CLIPVisionModel, True, CLIPImageProcessorPil),
+    # SigLIP2 at a fixed resolution (google/siglip2-*-patchP-RES) is saved as the SigLIP architecture too.
+    "siglip_vision_model": (SiglipVisionModel, False, SiglipImageProcessorPil),
+}
+
+
+def vision_tower_config(folder: str | Path) -> PreTrainedConfig:
+    """The vision config of a tower folder: a full CLIP / SigLIP model (its `vision_config`) or a vision-only save."""
+    config = AutoConfig.from_pretrained(folder)
+    config = getattr(config, "vision_config", None) or config
+    if config.model_type == "siglip2_vision_model":
+        raise ValueError(
+            f"{folder} is a NaFlex SigLIP2 tower (siglip2_vision_model): it takes patch sequences with their spatial "
+            "shapes, which LLaVA's image path does not pass. Use a fixed-resolution SigLIP2 checkpoint "
+            "(google/siglip2-*-patchP-RES, saved as model_type siglip)."
+        )
+    if config.model_type not in VISION_TOWERS:
+        raise ValueError(f"{folder}: vision tower {config.model_type!r} is not one of {sorted(VISION_TOWERS)}")
+    return config
+
+
+def tower_has_cls_token(vision_config: PreTrainedConfig) -> bool:
+    """Whether the tower prepends a class token (CLIP) or outputs patch tokens only (SigLIP, SigLIP2)."""
+    return VISION_TOWERS[vision_config.model_type][1]
+
+
+def read_vision_tower(folder: str | Path) -> tuple[PreTrainedConfig, dict[str, torch.Tensor]]:
+    """A tower folder's vision config and its vision weights under Croc's names. The tower class's
+    `from_pretrained` reads both layouts (a full CLIPModel / SiglipModel such as openai/clip-vit-large-patch14-336 or
+    google/siglip2-so400m-patch14-384, or a vision-only save)."""
+    model_class = VISION_TOWERS[vision_tower_config(folder).model_type][0]
+    vision = model_class.from_pretrained(folder)
+    return vision.config, {f"model.vision_tower.{name}": tensor for name, tensor in vision.state_dict().items()}
 
 
 def read_clip_vision(folder: str | Path) -> tuple[CLIPVisionConfig, dict[str, torch.Tensor]]:
-    """A CLIP folder's vision config and its vision weights under Croc's names. `CLIPVisionModel.from_pretrained`
-    reads every CLIP layout (a full `CLIPModel` such as openai/clip-vit-large-patch14-336, or a vision-only save)."""
-    config = clip_vision_config(folder)
-    vision = CLIPVisionModel.from_pretrained(folder)
-    return config, {f"model.vision_tower.{name}": tensor for name, tensor in vision.state_dict().items()}
+    """`read_vision_tower` for a folder that must hold CLIP (the released LLaVA-1.5 / Croc checkpoints' tower)."""
+    config, state = read_vision_tower(folder)
+    if config.model_type != "clip_vision_model":
+        raise ValueError(f"{folder} holds a {config.model_type} tower; LLaVA-1.5 / Croc checkpoints use CLIP")
+    return config, state
 
 
 def add_llava_tokens(tokenizer: PreTrainedTokenizerBase) -> tuple[int, int]:
@@ -71,27 +111,71 @@ def padded_vocab_size(size: int, multiple: int) -> int:
     return -(-size // multiple) * multiple if multiple > 1 else size
 
 
+# Croc's in-memory names of the two vocabulary-sized matrices.
+VOCABULARY_MATRICES = ("model.language_model.embed_tokens.weight", "lm_head.weight")
+
+
+def fit_vocabulary(state: dict[str, torch.Tensor], tokenizer_size: int, multiple: int) -> int:
+    """Grow the embedding and LM head of `state` (Croc names) with mean rows so that the tokenizer's
+    `tokenizer_size` tokens (grown by `<image>` / `<pad>`), padded to a multiple of `multiple`, have a row; never
+    shrink them (Qwen's embeddings hold spare rows already). Returns the vocabulary size."""
+    rows = state[VOCABULARY_MATRICES[0]].shape[0]
+    vocab_size = max(rows, padded_vocab_size(tokenizer_size, multiple))
+    for name in VOCABULARY_MATRICES:
+        if name in state:
+            state[name] = grow_vocabulary(state[name], vocab_size - state[name].shape[0])
+    return vocab_size
+
+
+# The renames every LLaVA-fork checkpoint shares (the original LLaVA / Croc repositories and ViCToR's LLaVA-NeXT fork):
+# projector, vision tower (transformers 5 keeps its weights without the files' `vision_model.` level), language model.
+LLAVA_FORK_RENAMES: list[tuple[str, str]] = [
+    (r"^model\.mm_projector\.0\.", "model.multi_modal_projector.linear_1."),
+    (r"^model\.mm_projector\.2\.", "model.multi_modal_projector.linear_2."),
+    (r"^model\.vision_tower\.vision_tower\.vision_model\.", "model.vision_tower."),
+    (r"^model\.(embed_tokens|layers|norm)\.", r"model.language_model.\1."),
+]
+
+
+def renamed(name: str, renames: list[tuple[str, str]]) -> str:
+    """`name` under the first `(regex, target)` of `renames` that matches it (unchanged when none does)."""
+    for pattern, target in renames:
+        if re.search(pattern, name):
+            return re.sub(pattern, target, name)
+    return name
+
+
 def build_processor(
     tokenizer: PreTrainedTokenizerBase,
     vision_folder: str | Path | None,
     vision_config,
     image_aspect_ratio: str = "pad",
+    vision_feature_select_strategy: str | None = None,
+    chat_template: str | None = None,
 ) -> CrocProcessor:
-    """A `CrocProcessor` with CLIP preprocessing (PIL backend, the CLIP folder's settings when it has them) set up
-    for `image_aspect_ratio` (see `with_image_aspect_ratio`)."""
+    """A `CrocProcessor` with the tower's own preprocessing (PIL backend; the folder's settings when it has them:
+    CLIP resizes the short side and centre-crops, SigLIP resizes to the square) set up for `image_aspect_ratio` (see
+    `with_image_aspect_ratio`). `<image>` expands to the tower's patch count, plus its class token under the `full`
+    strategy."""
+    _, has_cls, image_processor_class = VISION_TOWERS[vision_config.model_type]
     kwargs = {}
     if vision_folder is not None and (Path(vision_folder) / "preprocessor_config.json").exists():
         kwargs = read_json(Path(vision_folder) / "preprocessor_config.json")
         for key in ("image_processor_type", "processor_class", "feature_extractor_type"):
             kwargs.pop(key, None)
     size = vision_config.image_size
-    kwargs.setdefault("size", {"shortest_edge": size})
-    kwargs.setdefault("crop_size", {"height": size, "width": size})
+    if has_cls:
+        kwargs.setdefault("size", {"shortest_edge": size})
+        kwargs.setdefault("crop_size", {"height": size, "width": size})
+    else:
+        kwargs.setdefault("size", {"height": size, "width": size})
+    strategy = vision_feature_select_strategy or ("default" if has_cls else "full")
     processor = CrocProcessor(
-        image_processor=CLIPImageProcessorPil(**kwargs),
+        image_processor=image_processor_class(**kwargs),
         tokenizer=tokenizer,
         patch_size=vision_config.patch_size,
-        vision_feature_select_strategy="default",
-        num_additional_image_tokens=1,
+        vision_feature_select_strategy=strategy,
+        num_additional_image_tokens=1 if has_cls else 0,
+        chat_template=chat_template,
     )
     return with_image_aspect_ratio(processor, image_aspect_ratio)

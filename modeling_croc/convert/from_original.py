@@ -24,24 +24,22 @@ from ..constants import PROMPT_POOL_PREFIX, VTR_HEAD_PREFIX
 from ..presets import preset_for_released_model_type
 from ..processing_croc import CrocProcessor
 from .common import (
+    LLAVA_FORK_RENAMES,
     add_llava_tokens,
     build_processor,
-    grow_vocabulary,
-    padded_vocab_size,
+    fit_vocabulary,
     read_clip_vision,
     read_json,
     read_state_dict,
+    renamed,
 )
 
 logger = logging.getLogger(__name__)
 
 # (source regex, target) renames from the fork's parameter names to Croc's in-memory names.
 ORIGINAL_RENAMES: list[tuple[str, str]] = [
-    (r"^model\.mm_projector\.0\.", "model.multi_modal_projector.linear_1."),
-    (r"^model\.mm_projector\.2\.", "model.multi_modal_projector.linear_2."),
-    (r"^model\.vision_tower\.vision_tower\.vision_model\.", "model.vision_tower."),
+    *LLAVA_FORK_RENAMES,
     (r"^model\.mask_token$", "model.prompt_pool.weight"),
-    (r"^model\.(embed_tokens|layers|norm)\.", r"model.language_model.\1."),
     (r"^transform_block\.position_embeddings\.", "vtr_head.position_embedding."),
     (r"^transform_block\.resize\.", "vtr_head.proj."),
     (r"^transform_block\.layers\.(\d+)\.attention\.output\.dense\.", r"vtr_head.layers.\1.self_attn.out_proj."),
@@ -58,7 +56,7 @@ BERT_QKV = re.compile(r"^transform_block\.layers\.(\d+)\.attention\.self\.(query
 def rename_original_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The fork's tensors under Croc's names. BERT's separate query/key/value projections are stacked into the
     fused `in_proj` of torch's encoder layer (same maths: rows [q; k; v])."""
-    renamed: dict[str, torch.Tensor] = {}
+    renamed_state: dict[str, torch.Tensor] = {}
     qkv: dict[tuple[str, str], dict[str, torch.Tensor]] = {}
     dropped = []
     for name, tensor in state.items():
@@ -69,18 +67,14 @@ def rename_original_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torc
             layer, part, kind = match.groups()
             qkv.setdefault((layer, kind), {})[part] = tensor
             continue
-        for pattern, target in ORIGINAL_RENAMES:
-            if re.search(pattern, name):
-                name = re.sub(pattern, target, name)
-                break
-        renamed[name] = tensor
+        renamed_state[renamed(name, ORIGINAL_RENAMES)] = tensor
     for (layer, kind), parts in qkv.items():
-        renamed[f"vtr_head.layers.{layer}.self_attn.in_proj_{kind}"] = torch.cat(
+        renamed_state[f"vtr_head.layers.{layer}.self_attn.in_proj_{kind}"] = torch.cat(
             [parts["query"], parts["key"], parts["value"]]
         )
     if dropped:
         logger.info("dropped %d unused tensors (cross_attention, rotary caches)", len(dropped))
-    return renamed
+    return renamed_state
 
 
 def read_original_checkpoint(
@@ -117,9 +111,7 @@ def read_original_checkpoint(
 
     tokenizer = AutoTokenizer.from_pretrained(source)
     image_token_id, pad_token_id = add_llava_tokens(tokenizer)
-    vocab_size = padded_vocab_size(len(tokenizer), vocab_multiple)
-    for name in ("model.language_model.embed_tokens.weight", "lm_head.weight"):
-        state[name] = grow_vocabulary(state[name], vocab_size - state[name].shape[0])
+    vocab_size = fit_vocabulary(state, len(tokenizer), vocab_multiple)
 
     text_fields = {k: v for k, v in original.items() if k in LlamaConfig.__dataclass_fields__}
     text_fields.update(vocab_size=vocab_size, pad_token_id=pad_token_id)
@@ -152,7 +144,8 @@ def convert_original_checkpoint(
     vocab_multiple: int = 64,
     **croc_fields,
 ) -> Path:
-    """Write `source` (fork layout) as a Croc folder at `out_dir`; arguments as `read_original_checkpoint`."""
+    """Write `source` (a released fork layout: LLaVA-1.5 / Croc, or ViCToR's `llava_qwen`, which `load_croc` tells
+    apart) as a Croc folder at `out_dir`; arguments as `read_original_checkpoint` / `read_victor_checkpoint`."""
     from ..loading import load_croc
 
     model, processor = load_croc(source, vision_tower=vision_tower, vocab_multiple=vocab_multiple,

@@ -1,5 +1,8 @@
-"""Read separate checkpoints, a CLIP vision tower and a Llama-family LM (e.g. `openai/clip-vit-large-patch14-336` +
-`lmsys/vicuna-7b-v1.5`), as one Croc model with a fresh projector: the stage 0 LLaVA-1.5 starts from."""
+"""Read separate checkpoints, a vision tower and a causal LM (e.g. `openai/clip-vit-large-patch14-336` +
+`lmsys/vicuna-7b-v1.5`, or `google/siglip2-so400m-patch14-384` + `Qwen/Qwen2.5-7B-Instruct`), as one Croc model with a
+fresh projector: the stage 0 that stage 1 starts from. Towers: CLIP, SigLIP and fixed-resolution SigLIP2 (full model
+or vision-only folders); language models: any causal LM transformers' Llava takes (Llama, Mistral, Qwen2/3, Gemma 2/3
+text, ...)."""
 
 from __future__ import annotations
 
@@ -13,11 +16,11 @@ from ..processing_croc import CrocProcessor
 from .common import (
     add_llava_tokens,
     build_processor,
-    clip_vision_config,
-    grow_vocabulary,
-    padded_vocab_size,
-    read_clip_vision,
+    fit_vocabulary,
     read_state_dict,
+    read_vision_tower,
+    tower_has_cls_token,
+    vision_tower_config,
 )
 
 # Croc's in-memory prefix for each part of a `LlamaForCausalLM` checkpoint.
@@ -29,27 +32,32 @@ def read_parts(
     language_model: str | Path,
     vocab_multiple: int = 64,
     image_aspect_ratio: str = "square",
+    vision_feature_layer: int = -2,
+    vision_feature_select_strategy: str | None = None,
     **croc_fields,
 ) -> tuple[CrocConfig, dict[str, torch.Tensor], CrocProcessor]:
-    """(Croc config, state dict, processor) from a CLIP folder and a causal-LM folder, with `<image>`/`<pad>`
-    appended to the vocabulary (padded to a multiple of `vocab_multiple` with mean rows) and a fresh projector."""
+    """(Croc config, state dict, processor) from a vision-tower folder and a causal-LM folder, with `<image>` (and
+    `<pad>` where the tokenizer has none) appended to the vocabulary, padded to a multiple of `vocab_multiple` with
+    mean rows (never shrunk: Qwen's embeddings already hold spare rows), and a fresh projector.
+
+    Args:
+        vision_feature_layer: the tower layer LLaVA reads (-2, the second-to-last, as LLaVA-1.5, LLaVA-OneVision and
+            ViCToR do).
+        vision_feature_select_strategy: "default" drops CLIP's class token, "full" keeps every token; None picks
+            "default" for towers with a class token and "full" for SigLIP / SigLIP2 (patch tokens only).
+    """
     vision_tower, language_model = Path(vision_tower), Path(language_model)
+    tower_config = vision_tower_config(vision_tower)  # first: an unusable tower fails before anything else
+    if vision_feature_select_strategy is None:
+        vision_feature_select_strategy = "default" if tower_has_cls_token(tower_config) else "full"
+    text_config = AutoConfig.from_pretrained(language_model)
+    # The Croc fields next, from the configs alone: a value the towers cannot run with fails before any weight is read.
+    CrocConfig(text_config=text_config.to_dict(), vision_config=tower_config.to_dict(),
+               vision_feature_layer=vision_feature_layer, vision_feature_select_strategy=vision_feature_select_strategy,
+               **croc_fields)
+    vision_config, state = read_vision_tower(vision_tower)
     tokenizer = AutoTokenizer.from_pretrained(language_model)
     image_token_id, pad_token_id = add_llava_tokens(tokenizer)
-    vocab_size = padded_vocab_size(len(tokenizer), vocab_multiple)
-
-    text_config = AutoConfig.from_pretrained(language_model)
-    text_config.vocab_size = vocab_size
-    text_config.pad_token_id = pad_token_id
-    # The config first: a Croc field the towers cannot run with fails before any weight is read.
-    config = CrocConfig(
-        text_config=text_config.to_dict(),
-        vision_config=clip_vision_config(vision_tower).to_dict(),
-        image_token_index=image_token_id,
-        **croc_fields,
-    )
-    _, state = read_clip_vision(vision_tower)
-
     for name, tensor in read_state_dict(language_model).items():
         for prefix, target in LM_PREFIXES.items():
             if name.startswith(prefix):
@@ -57,10 +65,19 @@ def read_parts(
                 break
     if "lm_head.weight" not in state:  # tied LMs store only the embedding
         state["lm_head.weight"] = state["model.language_model.embed_tokens.weight"]
-    for name in ("model.language_model.embed_tokens.weight", "lm_head.weight"):
-        state[name] = grow_vocabulary(state[name], vocab_size - state[name].shape[0])
+    text_config.vocab_size = fit_vocabulary(state, len(tokenizer), vocab_multiple)
+    text_config.pad_token_id = pad_token_id
+    config = CrocConfig(
+        text_config=text_config.to_dict(),
+        vision_config=vision_config.to_dict(),
+        image_token_index=image_token_id,
+        vision_feature_layer=vision_feature_layer,
+        vision_feature_select_strategy=vision_feature_select_strategy,
+        **croc_fields,
+    )
     state.update(_fresh_projector_state(config, state["lm_head.weight"].dtype))
-    processor = build_processor(tokenizer, vision_tower, config.vision_config, image_aspect_ratio)
+    processor = build_processor(tokenizer, vision_tower, config.vision_config, image_aspect_ratio,
+                                vision_feature_select_strategy)
     return config, state, processor
 
 
@@ -71,6 +88,8 @@ def build_from_parts(
     vocab_multiple: int = 64,
     image_aspect_ratio: str = "square",
     base_models: list[str] | None = None,
+    vision_feature_layer: int = -2,
+    vision_feature_select_strategy: str | None = None,
     **croc_fields,
 ):
     """The Croc model and processor of `read_parts`, also saved to `out_dir` when given, with a card recording the
@@ -79,6 +98,8 @@ def build_from_parts(
 
     model, processor = load_croc(vision_tower=vision_tower, language_model=language_model,
                                  vocab_multiple=vocab_multiple, image_aspect_ratio=image_aspect_ratio,
+                                 vision_feature_layer=vision_feature_layer,
+                                 vision_feature_select_strategy=vision_feature_select_strategy,
                                  croc_fields=croc_fields)
     if out_dir is not None:
         model.save_pretrained(out_dir)

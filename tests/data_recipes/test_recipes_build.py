@@ -16,7 +16,8 @@ TINY_CROC_COUNTS = {"sharegpt4v": 4, "mathinstruct": 2, "alpaca": None, "belle":
 
 
 def test_registry_lists_every_recipe():
-    assert list_recipes() == ["croc1.5m", "lcs558k", "llava665k", "llava802k", "llava_json", "synthetic_scenes"]
+    assert list_recipes() == ["croc1.5m", "lcs558k", "llava665k", "llava802k", "llava_json", "recap_cc3m",
+                              "synthetic_scenes"]
     assert "instruction" in get_recipe("croc1.5m").parameters()
     with pytest.raises(KeyError, match="available: croc1.5m"):
         get_recipe("nope")
@@ -240,3 +241,62 @@ def test_out_dir_protection(lcs_root, tmp_path):
     with pytest.raises(FileExistsError, match="refusing to delete"):
         build_recipe("lcs558k", lcs_root, foreign, overwrite=True)
     assert (foreign / "precious.txt").read_text() == "keep me"
+
+
+def _recap_shards(root):
+    """Two shards laid out like lmms-lab/LLaVA-ReCap-CC3M's `data/train-XXXXX-of-00281.parquet`: id, the image
+    embedded as {bytes, path}, and LLaVA conversations."""
+    import io
+
+    from PIL import Image
+    from recipe_fakes import write_parquet
+
+    rows = []
+    for i in range(5):
+        buffer = io.BytesIO()
+        Image.new("RGB", (6 + i, 4), (40 * i, 90, 200)).save(buffer, format="JPEG")
+        rows.append({"id": f"GCC_train_{i:09d}", "image": {"bytes": buffer.getvalue(), "path": f"{i}.jpg"},
+                     "conversations": [{"from": "human", "value": "<image>\nWhat do you see happening in this image?"},
+                                       {"from": "gpt", "value": f"A detailed caption number {i}."}]})
+    write_parquet(root / "data" / "train-00000-of-00281.parquet", rows[:3])
+    write_parquet(root / "data" / "train-00001-of-00281.parquet", rows[3:])
+    return rows
+
+
+def test_recap_cc3m_from_the_hub_parquet_layout(tmp_path):
+    from PIL import Image
+
+    root = tmp_path / "LLaVA-ReCap-CC3M"
+    rows = _recap_shards(root)
+    result = build_recipe("recap_cc3m", root, tmp_path / "out", params={"count": 4})
+    ds = datasets.load_from_disk(str(tmp_path / "out"))
+    assert ds.features == ROW_FEATURES and len(ds) == 4 and set(ds["source"]) == {"recap_cc3m"}
+    assert result.summary["image_root"] == str(root / "images")
+    by_id = {row["id"]: row for row in rows}
+    for row in ds:
+        # ViCToR's prompt replaces the human turn; the caption is the upstream one.
+        assert row["conversations"][0]["value"] == "<image>\nPlease generate detailed descriptions of the given image."
+        assert row["conversations"][1] == by_id[row["id"]]["conversations"][1]
+        with Image.open(root / "images" / row["image"]) as image:  # written once from the shard's bytes
+            assert image.size == (6 + int(row["id"][-1]), 4)
+    assert result.summary["sources"]["recap_cc3m"]["hub_id"] == "lmms-lab/LLaVA-ReCap-CC3M"
+    # Seeded like every recipe: the same seed draws the same rows.
+    again = build_recipe("recap_cc3m", root, tmp_path / "again", params={"count": 4})
+    assert datasets.load_from_disk(str(tmp_path / "again"))["id"] == ds["id"] and again.summary["rows"]["kept"] == 4
+
+
+def test_recap_cc3m_from_victors_local_json(tmp_path):
+    """ViCToR's own layout: `LLaVA-ReCap-CC3Mv2.json` next to `train_images/`; `instruction=none` keeps the rows'."""
+    from recipe_fakes import caption_row, write_image, write_json
+
+    root = tmp_path / "victor_data"
+    write_image(root / "train_images" / "a.jpg")
+    write_json(root / "LLaVA-ReCap-CC3Mv2.json", [caption_row("a", "a.jpg", "A long caption.",
+                                                             prompt=VICTOR_PROMPT)])
+    build_recipe("recap_cc3m", root, tmp_path / "out", params={"annotation": "LLaVA-ReCap-CC3Mv2.json",
+                                                               "image_root": "train_images", "instruction": "none"})
+    ds = datasets.load_from_disk(str(tmp_path / "out"))
+    assert ds["image"] == ["a.jpg"] and ds[0]["conversations"][0]["value"] == f"<image>\n{VICTOR_PROMPT}"
+
+
+VICTOR_PROMPT = "Please generate detailed descriptions of the given image."

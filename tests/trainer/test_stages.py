@@ -112,3 +112,39 @@ def test_stage2_trains_projector_and_llm_without_croc_objectives(tmp_path, data_
     for entry in (e for e in log_history(out) if "loss" in e):
         assert "vtr_loss" not in entry and entry["lm_loss"] == pytest.approx(entry["loss"], rel=1e-5)
     _assert_folder_loads(out, trainer.model)
+
+
+def test_stage1_5_victor_on_onevision_images_of_different_sizes(tmp_path, initial_state):
+    """ViCToR's setting end to end on the AnyRes model: the images of a batch expand to different token counts, the
+    vision tower trains with the projector, pool, linear head and LM, and the step's VTR count is image by image."""
+    from PIL import Image
+
+    from croc_testing.tiny import save_tiny_croc_onevision
+    from modeling_croc import CrocOnevisionForConditionalGeneration
+
+    rows = []
+    for i, size in enumerate([(20, 56), (56, 20), (56, 56), (60, 24)] * 2):  # tall, wide, square: other grids
+        Image.new("RGB", size, (40 * i, 120, 200)).save(tmp_path / f"{i}.png")
+        rows.append({"id": str(i), "image": f"{i}.png", "conversations": [
+            {"from": "human", "value": "<image>\nPlease generate detailed descriptions of the given image."},
+            {"from": "gpt", "value": f"A picture of {size[0]} by {size[1]} pixels."}]})
+    (tmp_path / "recap.json").write_text(json.dumps(rows))
+    model_dir = save_tiny_croc_onevision(tmp_path / "onevision")
+    out = tmp_path / "stage1_5"
+    trainer = run_stage("stage1_5.yaml", out, f"--data.path={tmp_path / 'recap.json'}",
+                        f"--model.name_or_path={model_dir}", "--croc_preset=victor", "--template=qwen_1_5",
+                        "--model.attn_implementation=eager", "--max_steps=2")
+    model = trainer.model
+    assert type(model) is CrocOnevisionForConditionalGeneration and model.config.matching_scope == "row"
+    assert trainer.args.group_learning_rates == {"projector": 1e-5, "prompt_pool": 1.5e-4, "vtr_head": 1e-5,
+                                                 "language_model": 1e-5, "vision_tower": 2e-6}
+    assert changed_groups(initial_state, model) == {"projector", "prompt_pool", "vtr_head", "language_model",
+                                                    "vision_tower"}
+    dataset = trainer.train_dataset
+    counts = {int((dataset[i]["input_ids"] == model.config.image_token_id).sum()) for i in range(8)}
+    assert len(counts) > 1, "the training images expand to different token counts"
+    logged = [entry for entry in log_history(out) if "loss" in entry]
+    assert len(logged) == 2 and all(entry["vtr_loss"] > 0 and entry["lr_vision_tower"] > 0 for entry in logged)
+    reloaded = CrocOnevisionForConditionalGeneration.from_pretrained(out)
+    for name, tensor in model.state_dict().items():
+        torch.testing.assert_close(reloaded.state_dict()[name], tensor, rtol=0, atol=0, msg=name)

@@ -128,20 +128,25 @@ def test_full_scale_yamls_reproduce_table_7(name, monkeypatch):
     assert training["num_train_epochs"] == 1 and training["weight_decay"] == 0.0
     assert training["bf16"] and training["activation_checkpointing"]
     official = name.endswith("official")
-    preset = get_preset("official" if official else "paper")
-    assert training["croc_preset"] == preset.name
-    # The YAML spells out the preset's optimiser settings: betas and every trainable part's rate.
-    assert (training["adam_beta1"], training["adam_beta2"]) == preset.adam_betas
-    stage_rates = preset.stage_learning_rates(stage)
-    assert {group: training[f"{group}_lr"] for group in stage_rates} == dict(stage_rates)
     if stage == "1":
         assert raw["model"]["vision_tower"] == "openai/clip-vit-large-patch14-336"
         assert raw["model"]["language_model"] == "lmsys/vicuna-7b-v1.5"
-    # The arguments the stage then trains with, on 8 processes (bf16 etc. aside).
+    _assert_states_its_preset(raw, "official" if official else "paper", expected[0], monkeypatch)
+
+
+def _assert_states_its_preset(raw: dict, preset_name: str, global_batch: int, monkeypatch) -> None:
+    """The YAML spells out its preset's optimiser settings (betas and every trainable part's rate), and resolves on
+    8 processes to that global batch and those rates."""
+    training = raw["training"]
+    preset = get_preset(preset_name)
+    assert training["croc_preset"] == preset.name
+    assert (training["adam_beta1"], training["adam_beta2"]) == preset.adam_betas
+    stage_rates = preset.stage_learning_rates(training["stage"])
+    assert {group: training[f"{group}_lr"] for group in stage_rates} == dict(stage_rates)
     monkeypatch.setattr(training_args, "launched_world_size", lambda: 8)
     kept = {k: v for k, v in training.items() if k not in ("bf16", "tf32", "deepspeed", "report_to", "output_dir")}
     args = _args(**kept)
-    assert args.gradient_accumulation_steps * args.per_device_train_batch_size * 8 == expected[0]
+    assert args.gradient_accumulation_steps * args.per_device_train_batch_size * 8 == global_batch
     assert args.group_learning_rates == dict(stage_rates)
 
 
@@ -163,6 +168,7 @@ def _layout(tmp_path: Path, config: dict | None, weights: bool = True, adapter: 
         ("flash", "would silently stay causal.*attn_implementation=sdpa"),
         ("missing_data", "data.path .* does not exist"),
         ("original_layout", "original LLaVA/Croc repository layout"),
+        ("victor_layout", "from-victor SRC OUT"),
         ("adapter_only", "holds a LoRA adapter"),
         ("no_config", "has no config.json"),
         ("wrong_model_type", "model_type='bert'"),
@@ -193,6 +199,7 @@ def test_bad_configuration_fails_before_compute(case, message, tmp_path, data_di
         "flash": lambda: ["--model.attn_implementation=flash_attention_2"],
         "missing_data": lambda: [f"--data.path={tmp_path / 'nope.json'}"],
         "original_layout": lambda: [f"--model.name_or_path={_layout(tmp_path, {'model_type': 'llava_llama'})}"],
+        "victor_layout": lambda: [f"--model.name_or_path={_layout(tmp_path, {'model_type': 'llava_qwen'})}"],
         "adapter_only": lambda: [f"--model.name_or_path={_layout(tmp_path, None, adapter=True)}"],
         "no_config": lambda: [f"--model.name_or_path={_layout(tmp_path, None)}"],
         "wrong_model_type": lambda: [f"--model.name_or_path={_layout(tmp_path, {'model_type': 'bert'})}"],
@@ -233,3 +240,62 @@ def test_trainer_api_at_the_package_root(data_dir, stage1_dir):
     assert resolved.model.name_or_path == str(stage1_dir) and resolved.data.path == str(data_dir / "detailed.json")
     assert resolved.training.group_learning_rates == {"projector": 1.5e-4, "prompt_pool": 1.5e-4,
                                                       "vtr_head": 1.5e-4, "language_model": 2e-5}
+
+
+def test_victor_preset_trains_the_vision_tower_at_its_own_rate():
+    """ViCToR's scripts: the tower at 2e-6 in stages 1.5 and 2, pool 1.5e-4, the rest at --learning_rate 1e-5."""
+    victor = _args(stage="1.5", croc_preset="victor")
+    assert victor.group_learning_rates == {"projector": 1e-5, "prompt_pool": 1.5e-4, "vtr_head": 1e-5,
+                                           "language_model": 1e-5, "vision_tower": 2e-6}
+    assert (victor.adam_beta1, victor.adam_beta2) == (0.9, 0.999)
+    assert _args(stage="2", croc_preset="victor").group_learning_rates == {
+        "projector": 1e-5, "language_model": 1e-5, "vision_tower": 2e-6}
+    assert _args(stage="1", croc_preset="victor").group_learning_rates == {"projector": 1e-3}
+    # The other presets keep the tower frozen unless a rate is given.
+    assert "vision_tower" not in _args(stage="1.5").trainable_parts
+
+
+@pytest.mark.parametrize("preset, refused", [("victor", False), ("paper", True), ("official", True)])
+def test_flash_attention_is_refused_only_for_mixed_spans(preset, refused, tmp_path, data_dir, stage1_dir):
+    """`victor` trains with causal attention (bidirectional_span none), so FlashAttention is fine; the mixed spans of
+    `paper` and `official` still refuse it, and so does `victor` with a mixed span set on top."""
+    from trainer import resolve_config
+
+    argv = [str(CONFIGS / "stage1_5.yaml"), f"--data.path={data_dir / 'detailed.json'}",
+            f"--model.name_or_path={stage1_dir}", f"--output_dir={tmp_path}", f"--croc_preset={preset}",
+            "--model.attn_implementation=flash_attention_2"]
+    if refused:
+        with pytest.raises(ConfigError, match="would silently stay causal"):
+            resolve_config(argv)
+    else:
+        assert resolve_config(argv).model.attn_implementation == "flash_attention_2"
+        with pytest.raises(ConfigError, match="would silently stay causal"):
+            resolve_config([*argv, "--croc_overrides={prompt_pool_size: 64, bidirectional_span: image}"])
+
+
+# What ViCToR's released scripts set, per stage (docs/METHOD.md section 7 gives file and line for each value):
+# global batch, model_max_length, ZeRO stage, schedule, warm-up, template, aspect ratio.
+VICTOR_SCRIPTS = {
+    "1": (256, 8192, 2, "cosine", 0.03, "plain", "square"),
+    "1.5": (128, 321120, 3, "linear", 0, "qwen_1_5", "pad"),
+    "2": (128, 321120, 3, "linear", 0, "qwen_1_5", "pad"),
+}
+
+
+@pytest.mark.parametrize("name", ["stage1", "stage1_5", "stage2"])
+def test_victor_yamls_state_the_released_scripts(name, monkeypatch):
+    monkeypatch.setattr(validation, "gpu_available", lambda: True)
+    raw = load_raw_config([str(FULL_CONFIGS / "victor" / f"{name}.yaml")])
+    training = raw["training"]
+    validation.check_deepspeed(training)
+    stage = training["stage"]
+    batch, length, zero, schedule, warmup, template, aspect = VICTOR_SCRIPTS[stage]
+    assert (training["global_batch_size"], training["model_max_length"]) == (batch, length)
+    assert json.loads(Path(training["deepspeed"]).read_text())["zero_optimization"]["stage"] == zero
+    assert (training["lr_scheduler_type"], training["warmup_steps"], training["weight_decay"]) == (schedule, warmup, 0)
+    assert (training["template"], training["image_aspect_ratio"]) == (template, aspect)
+    assert raw["model"]["attn_implementation"] == "flash_attention_2"  # causal throughout: allowed in stage 1.5 too
+    if stage == "1":
+        assert raw["model"]["vision_tower"] == "google/siglip2-so400m-patch14-384"
+        assert raw["model"]["language_model"] == "Qwen/Qwen2.5-7B-Instruct"
+    _assert_states_its_preset(raw, "victor", batch, monkeypatch)

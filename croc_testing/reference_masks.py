@@ -1,0 +1,52 @@
+"""The stage-1.5 attention pattern written from its definition with Python loops: slow and obviously right, the
+reference the vectorised masks are checked against element by element."""
+
+from __future__ import annotations
+
+import torch
+
+from modeling_croc.constants import IGNORE_INDEX
+
+
+def reference_allowed(
+    input_ids: torch.LongTensor,
+    attention_mask: torch.Tensor,
+    labels: torch.LongTensor | None,
+    span: str,
+    image_token_id: int,
+    window: int | None = None,
+) -> torch.BoolTensor:
+    """allowed[b, i, j]: may query i attend to key j in row b.
+
+    Causal attention to real (non-padding) keys, plus both directions inside a bidirectional block: the run of an
+    image's tokens (`span="image"`), or every real token before the row's first supervised label (`"prompt"`). On
+    a sliding-window layer (`window`) no key more than `window - 1` positions back is seen, inside a block too.
+    """
+    batch, length = input_ids.shape
+    allowed = torch.zeros(batch, length, length, dtype=torch.bool)
+    for b in range(batch):
+        supervised = [t for t in range(length) if labels is not None and labels[b, t] != IGNORE_INDEX]
+        first_supervised = supervised[0] if supervised else length
+        for i in range(length):
+            for j in range(length):
+                if not attention_mask[b, j]:
+                    continue
+                causal = j <= i
+                if span == "image":
+                    bidirectional = _same_image_run(input_ids[b], i, j, image_token_id)
+                elif span == "prompt":
+                    bidirectional = bool(i < first_supervised and j < first_supervised and attention_mask[b, i])
+                else:
+                    bidirectional = False
+                in_window = window is None or j > i - window
+                allowed[b, i, j] = (causal or bidirectional) and in_window
+    return allowed
+
+
+def _same_image_run(row: torch.LongTensor, i: int, j: int, image_token_id: int) -> bool:
+    """Both positions are image tokens with nothing but image tokens between them."""
+    low, high = min(i, j), max(i, j)
+    return all(int(row[t]) == image_token_id for t in range(low, high + 1))
+
+
+__all__ = ["reference_allowed"]

@@ -1,0 +1,105 @@
+"""ViCToR's stage 1.5: LLaVA-ReCap-CC3M (detailed re-captions of CC3M images)."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+from ..catalog import source_info
+from ..parts import RecipeResult, llava_part, locate, records_part
+from ..registry import register_recipe
+
+# The prompt LLaVA-NeXT put after <image> in its ReCap jsons ("..._prompt_v2.json"), which ViCToR trains on
+# (github.com/deepglint/Victor scripts/train/README.md L50; stage1.5_caption_siglip_qwen_victor.sh L26).
+VICTOR_INSTRUCTION = "Please generate detailed descriptions of the given image."
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+@register_recipe("recap_cc3m")
+def recap_cc3m(
+    data_root: Path,
+    *,
+    seed: int,
+    annotation: str | None = None,
+    image_root: str = "images",
+    instruction: str | None = VICTOR_INSTRUCTION,
+    count: int | None = None,
+) -> RecipeResult:
+    """ViCToR stage 1.5: LLaVA-ReCap-CC3M, ~3M CC3M images with detailed captions (lmms-lab/LLaVA-ReCap-CC3M).
+
+    Expected layout (`hf download lmms-lab/LLaVA-ReCap-CC3M --repo-type dataset --local-dir ROOT`)::
+
+        ROOT/data/train-00000-of-00281.parquet    columns id, image {bytes, path}, conversations [{from, value}]
+        ...
+
+    The images are embedded in the shards: the build writes each one once to ROOT/<image_root>/ (an image already
+    there is not written again) and the rows point at those files. Alternatively a LLaVA-format annotation file with
+    an image folder, as ViCToR's stage-1.5 script reads it (`--data_path LLaVA-ReCap-CC3Mv2.json --image_folder
+    train_images`): `--set annotation=LLaVA-ReCap-CC3Mv2.json --set image_root=train_images`.
+
+    Parameters (`--set key=value`):
+        annotation: a LLaVA-format file (absolute or relative to ROOT) instead of the parquet shards.
+        image_root: where the images are (parquet: where they are written), absolute or relative to ROOT.
+        instruction: the human turn after `<image>` (default: LLaVA-NeXT's v2 prompt that ViCToR trains on; the
+            string `none` keeps each row's own).
+        count: rows to draw with the seed (None: all).
+    """
+    info = source_info("recap_cc3m")
+    root = Path(image_root) if Path(image_root).is_absolute() else data_root / image_root
+    transform = None if instruction in (None, "none") else _with_instruction(str(instruction))
+    if annotation is not None:
+        part = llava_part(info, locate(info, data_root, path=annotation), count=count, seed=seed, transform=transform)
+    else:
+        shards = data_root / info.local_path
+        part = records_part(info, _extract_shards(shards, root), f"{shards} (parquet shards)", count=count,
+                            seed=seed, transform=transform)
+    return RecipeResult(
+        parts=[part],
+        image_root=root,
+        pretty_name="LLaVA-ReCap-CC3M (ViCToR stage 1.5)",
+        params={"annotation": annotation, "image_root": image_root, "instruction": instruction, "count": count},
+    )
+
+
+def _extract_shards(shards: Path, image_root: Path) -> list[dict[str, Any]]:
+    """LLaVA-format records of every parquet shard under `shards` (sorted, so row order is stable), each image
+    written to `image_root` under its id. Streams the shards a batch at a time: the images never sit in memory
+    together."""
+    import pyarrow.parquet as pq
+
+    files = sorted(shards.glob("*.parquet"))
+    if not files:
+        raise FileNotFoundError(f"{shards}: no *.parquet shards (hf download lmms-lab/LLaVA-ReCap-CC3M "
+                                "--repo-type dataset --local-dir ROOT puts them in ROOT/data/)")
+    image_root.mkdir(parents=True, exist_ok=True)
+    records = []
+    for file in files:
+        for batch in pq.ParquetFile(file).iter_batches(batch_size=512, columns=["id", "image", "conversations"]):
+            for row in batch.to_pylist():
+                records.append({"id": row["id"], "image": _write_image(row, image_root),
+                                "conversations": row["conversations"]})
+    return records
+
+
+def _write_image(row: dict[str, Any], image_root: Path) -> str | None:
+    image = row.get("image") or {}
+    data = image.get("bytes")
+    if not data:
+        return None
+    suffix = Path(image.get("path") or "").suffix or ".jpg"
+    name = _UNSAFE.sub("_", str(row["id"])) + suffix
+    target = image_root / name
+    if not target.exists():
+        target.write_bytes(data)
+    return name
+
+
+def _with_instruction(instruction: str):
+    def transform(row: dict[str, Any]) -> dict[str, Any]:
+        turns = list(row["conversations"])
+        if turns and turns[0]["from"] == "human":
+            turns[0] = {"from": "human", "value": f"<image>\n{instruction}"}
+        return {**row, "conversations": turns}
+
+    return transform

@@ -1,0 +1,221 @@
+"""Croc on LLaVA-OneVision (AnyRes): images with different numbers of visual tokens in one batch.
+
+Inference equals `LlavaOnevisionForConditionalGeneration` on shared weights; stage 1.5 masks, matches (exactly,
+against scipy per image or per row) and reconstructs each image with its own count, batched; the step-wide VTR count
+the trainer uses equals what the forward reconstructs; Auto classes, saving and export to `llava_onevision`.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from scipy.optimize import linear_sum_assignment
+from transformers import AutoConfig, AutoModelForImageTextToText, LlavaOnevisionForConditionalGeneration
+
+from croc_testing.backbones import backbone_fields
+from croc_testing.batches import make_anyres_batch
+from modeling_croc import CrocOnevisionConfig, CrocOnevisionForConditionalGeneration
+from modeling_croc.convert import croc_to_llava, export_llava_folder
+
+# 28-px views of 14-px patches: 4 tokens per view; grids up to 2 x 2 views.
+PINPOINTS = [[28, 28], [28, 56], [56, 28], [56, 56]]
+# (height, width): wide, tall, square, large: 2, 3, 2 and 5 crops, unpadded to different token counts.
+SIZES = [[20, 50], [60, 30], [28, 28], [90, 80]]
+
+
+def _config(text: str = "qwen2", vision: str = "siglip", **croc_fields) -> CrocOnevisionConfig:
+    fields = backbone_fields(text, vision)
+    fields["vision_config"].update(image_size=28, patch_size=14)
+    croc_fields.setdefault("prompt_pool_size", 64)
+    return CrocOnevisionConfig(**fields, image_grid_pinpoints=PINPOINTS, attn_implementation="eager", **croc_fields)
+
+
+def _model(config, seed: int = 0) -> CrocOnevisionForConditionalGeneration:
+    torch.manual_seed(seed)
+    return CrocOnevisionForConditionalGeneration(config)
+
+
+def _batch(model, images_per_row=(1, 1, 1), sizes=SIZES[:3], left_pad: int = 2, seed: int = 0):
+    counts = model.image_token_counts(None, len(sizes), image_sizes=torch.tensor(sizes))
+    return make_anyres_batch(model.config, sizes, counts, list(images_per_row), left_pad=left_pad, seed=seed), counts
+
+
+def test_images_of_one_batch_have_different_token_counts():
+    model = _model(_config())
+    _, counts = _batch(model)
+    assert len(set(counts.tolist())) == 3, counts
+    # The counts come from OneVision's own packing: the forward consumes exactly that many image tokens.
+    batch, _ = _batch(model)
+    features = model.model.croc_image_features(batch["pixel_values"], batch["image_sizes"])
+    assert [f.shape[0] for f in features] == counts.tolist()
+
+
+@pytest.mark.parametrize("text, vision", [("qwen2", "siglip"), ("llama", "clip"), ("gemma2", "siglip2")])
+def test_inference_equals_llava_onevision_on_shared_weights(text, vision):
+    croc = _model(_config(text, vision)).eval()
+    plain = croc_to_llava(croc)
+    assert type(plain) is LlavaOnevisionForConditionalGeneration
+    batch, _ = _batch(croc)
+    batch.pop("labels")
+    with torch.no_grad():
+        torch.testing.assert_close(croc(**batch).logits, plain(**batch).logits, rtol=0, atol=0)
+    settings = {"max_new_tokens": 3, "do_sample": False, "pad_token_id": croc.config.text_config.pad_token_id}
+    torch.testing.assert_close(croc.generate(**batch, **settings), plain.generate(**batch, **settings), rtol=0, atol=0)
+
+
+def _scipy_cost(queries: torch.Tensor, pool: torch.Tensor) -> float:
+    costs = torch.cdist(queries.double(), pool.double()).numpy()
+    rows, cols = linear_sum_assignment(costs)
+    return float(costs[rows, cols].sum())
+
+
+def _assigned_cost(queries: torch.Tensor, pool: torch.Tensor, ids: torch.Tensor) -> float:
+    return float((queries.double() - pool.double()[ids]).norm(dim=-1).sum())
+
+
+@pytest.mark.parametrize("scope", ["image", "row"])
+def test_stage15_with_different_token_counts(scope):
+    """Each image: its own masked count (from its own token count), replaced positions only among its tokens,
+    an exact one-to-one assignment per matching group (scipy's optimum on the unpadded problem), and the VTR over
+    every image position; all in one batched forward."""
+    config = _config(croc_preset="victor", matching_scope=scope, croc_pretraining=True)
+    croc = _model(config).train()
+    # Two images in the first row, so "row" groups differ from "image" groups.
+    batch, counts = _batch(croc, images_per_row=(2, 1, 1), sizes=SIZES)
+    out = croc(**batch, croc_generator=torch.Generator().manual_seed(3))
+    assert torch.isfinite(out.loss) and out.vtr_loss > 0 and out.lm_loss > 0
+
+    masked = config.num_masked_tokens_per_image(counts)
+    assert out.visual_token_mask.sum(1).tolist() == counts.tolist()
+    assert out.replaced_token_mask.sum(1).tolist() == masked.tolist()
+    assert not (out.replaced_token_mask & ~out.visual_token_mask).any()
+    assert ((out.pool_ids >= 0).sum(1) == masked).all()
+
+    pool = croc.prompt_pool.weight.detach()
+    queries = [tokens[replaced].detach() for tokens, replaced in zip(out.visual_tokens, out.replaced_token_mask)]
+    ids = [row[row >= 0] for row in out.pool_ids]
+    groups = [[0, 1], [2], [3]] if scope == "row" else [[0], [1], [2], [3]]
+    for group in groups:
+        group_queries = torch.cat([queries[i] for i in group])
+        group_ids = torch.cat([ids[i] for i in group])
+        assert len(set(group_ids.tolist())) == len(group_ids), "one-to-one within the group"
+        assert _assigned_cost(group_queries, pool, group_ids) == pytest.approx(_scipy_cost(group_queries, pool),
+                                                                               rel=1e-5)
+    # The step-wide count the trainer normalises by: every image position ("all"), image by image.
+    layout = {"image_sizes": batch["image_sizes"]}
+    assert croc.num_vtr_items(batch["input_ids"], len(SIZES), **layout) == int(counts.sum()) == int(out.vtr_norm_sums[2])
+
+    out.loss.backward()
+    assigned = torch.zeros(config.prompt_pool_size, dtype=torch.bool)
+    assigned[torch.cat(ids)] = True
+    grads = croc.prompt_pool.weight.grad.abs().sum(-1)
+    assert grads[assigned].gt(0).all() and grads[~assigned].eq(0).all()
+    assert croc.vtr_head.proj.weight.grad.abs().sum() > 0
+
+
+def test_masked_positions_count_per_image_for_the_trainer():
+    """With `vtr_positions="masked"` the step count is the sum of each image's own masked count, as reconstructed."""
+    config = _config(croc_pretraining=True)  # paper: masked positions, Hungarian per image
+    croc = _model(config).train()
+    batch, counts = _batch(croc, images_per_row=(1, 1, 2), sizes=SIZES)
+    out = croc(**batch, croc_generator=torch.Generator().manual_seed(0))
+    expected = int(config.num_masked_tokens_per_image(counts).sum())
+    assert croc.num_vtr_items(batch["input_ids"], len(SIZES), image_sizes=batch["image_sizes"]) == expected
+    assert int(out.vtr_norm_sums[2]) == expected
+
+
+def test_padded_vtr_prediction_is_read_at_each_images_own_positions():
+    """The predictions gathered into the padded layout are the hidden states at each image's tokens, in order."""
+    croc = _model(_config(croc_pretraining=True, vtr_positions="all", vtr_head="linear")).train()
+    batch, counts = _batch(croc)
+    outputs = croc.model(**batch, croc_objectives=True, croc_generator=torch.Generator().manual_seed(0))
+    states = outputs.vtr_source_states[outputs.image_token_mask]
+    start = 0
+    padded_states = []
+    for count in counts.tolist():
+        padded_states.append(states[start:start + count])
+        start += count
+    captured = {}
+    croc.vtr_head.register_forward_pre_hook(lambda module, args: captured.setdefault("input", args[0]))
+    croc._vtr_loss(outputs, None)
+    for image, own in enumerate(padded_states):
+        torch.testing.assert_close(captured["input"][image, :len(own)], own, rtol=0, atol=0)
+        assert captured["input"][image, len(own):].abs().sum() == 0
+
+
+def test_normalisation_is_per_crop_before_packing():
+    """ViCToR normalises each crop's projected tokens before OneVision-style packing: the base view's tokens are
+    unit vectors, the newline token (appended after) is not normalised."""
+    croc = _model(_config(croc_preset="victor")).eval()
+    batch, counts = _batch(croc, sizes=[[20, 50]], images_per_row=(1,))
+    features = croc.model.croc_image_features(batch["pixel_values"], batch["image_sizes"])[0]
+    base = 4  # one 2 x 2 view
+    torch.testing.assert_close(features[:base].norm(dim=-1), torch.ones(base))
+    newline = croc.model.image_newline.detach()
+    newline_rows = (features == newline).all(-1)
+    assert newline_rows.any() and not torch.allclose(newline.norm(), torch.tensor(1.0))
+    with pytest.raises(ValueError, match="normalize_visual_tokens"):
+        croc_to_llava(croc)
+
+
+def test_bert_head_is_refused_for_anyres():
+    with pytest.raises(ValueError, match="position embedding per visual token"):
+        _config(croc_preset="official")
+
+
+def test_auto_classes_save_and_export(tmp_path):
+    croc = _model(_config())
+    croc.save_pretrained(tmp_path / "croc")
+    saved = json.loads((tmp_path / "croc" / "config.json").read_text())
+    assert saved["model_type"] == "croc_onevision" and "AutoModelForImageTextToText" in saved["auto_map"]
+    assert isinstance(AutoConfig.from_pretrained(tmp_path / "croc"), CrocOnevisionConfig)
+    loaded = AutoModelForImageTextToText.from_pretrained(tmp_path / "croc", attn_implementation="eager")
+    assert type(loaded) is CrocOnevisionForConditionalGeneration
+    for name, tensor in croc.state_dict().items():
+        torch.testing.assert_close(loaded.state_dict()[name], tensor, rtol=0, atol=0)
+
+    export_llava_folder(tmp_path / "croc", tmp_path / "plain")
+    assert json.loads((tmp_path / "plain" / "config.json").read_text())["model_type"] == "llava_onevision"
+    plain, info = LlavaOnevisionForConditionalGeneration.from_pretrained(
+        tmp_path / "plain", output_loading_info=True, attn_implementation="eager")
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    batch, _ = _batch(croc)
+    batch.pop("labels")
+    with torch.no_grad():
+        torch.testing.assert_close(plain(**batch).logits, croc.eval()(**batch).logits, rtol=0, atol=0)
+
+
+def test_text_only_batch_keeps_the_pool_in_the_graph():
+    croc = _model(_config(croc_pretraining=True)).train()
+    input_ids = torch.randint(3, 100, (2, 7))
+    out = croc(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), labels=input_ids)
+    assert out.vtr_loss == 0
+    out.loss.backward()
+    assert croc.prompt_pool.weight.grad is not None
+
+
+def test_padded_hungarian_matches_scipy_per_group():
+    """Groups of different sizes padded to one batch (padded query rows cost 0 everywhere) give every group the
+    optimum scipy finds on its own unpadded rows."""
+    from modeling_croc.matching import assign_pool_tokens
+
+    generator = torch.Generator().manual_seed(0)
+    sizes = [7, 3, 12, 1]
+    pool = torch.randn(16, 5, generator=generator)
+    groups = [torch.randn(size, 5, generator=generator) for size in sizes]
+    queries = torch.zeros(len(sizes), max(sizes), 5)
+    valid = torch.zeros(len(sizes), max(sizes), dtype=torch.bool)
+    for index, group in enumerate(groups):
+        queries[index, :len(group)] = group
+        valid[index, :len(group)] = True
+    for solver_ids in (assign_pool_tokens(queries, pool, "hungarian", valid),):
+        assert (solver_ids[~valid] == -1).all()
+        for index, group in enumerate(groups):
+            ids = solver_ids[index, :len(group)]
+            assert len(set(ids.tolist())) == len(group)
+            assert _assigned_cost(group, pool, ids) == pytest.approx(_scipy_cost(group, pool), rel=1e-6)
+    # And the padding really is what makes the batch work: the widest group alone sets the shape.
+    assert queries.shape[1] == max(sizes) and np.isclose(float(queries[1, 3:].abs().sum()), 0.0)
