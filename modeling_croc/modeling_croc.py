@@ -32,7 +32,12 @@ from transformers.models.llava.modeling_llava import (
 )
 from transformers.utils import ModelOutput
 
-from .attention_mask import bidirectional_block_ids, build_mixed_attention_mask
+from .attention_mask import (
+    bidirectional_block_ids,
+    build_mixed_attention_mask,
+    is_packed_batch,
+    prepare_packed_forward,
+)
 from .configuration_croc import CrocConfig
 from .constants import CROC_ONLY_PATTERNS
 from .losses import normalize_vtr_targets, visual_token_reconstruction_loss
@@ -135,6 +140,7 @@ class CrocModel(CrocPreTrainedModel, LlavaModel):
         mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
         croc_objectives: bool = False,
         croc_generator: torch.Generator | None = None,
+        croc_image_order: torch.LongTensor | None = None,
         **kwargs,
     ) -> CrocModelOutputWithPast:
         """Llava's forward, or with `croc_objectives` the stage-1.5 forward.
@@ -147,6 +153,8 @@ class CrocModel(CrocPreTrainedModel, LlavaModel):
             mm_encoder_outputs: precomputed vision outputs (`{"image": BaseModelOutputWithPooling}`), as in Llava.
             croc_objectives: run the stage-1.5 path (pool replacement and mixed attention).
             croc_generator: seeded generator for the random token mask.
+            croc_image_order: `(num_images,)` for a packed batch, each image's rank in the order the batch arrived
+                (the collator's `croc_image_order`): the token masks are drawn in that order.
         """
         if not croc_objectives:
             outputs = super().forward(
@@ -166,7 +174,7 @@ class CrocModel(CrocPreTrainedModel, LlavaModel):
             with croc_region("vision"):
                 image_outputs = self.get_image_features(pixel_values=pixel_values, return_dict=True)
         return self._croc_forward(input_ids, image_outputs, attention_mask, position_ids, labels, croc_generator,
-                                  **kwargs)
+                                  croc_image_order, **kwargs)
 
     def _croc_forward(
         self,
@@ -176,6 +184,7 @@ class CrocModel(CrocPreTrainedModel, LlavaModel):
         position_ids: torch.LongTensor | None,
         labels: torch.LongTensor | None,
         generator: torch.Generator | None,
+        image_order: torch.LongTensor | None,
         **kwargs,
     ) -> CrocModelOutputWithPast:
         inputs_embeds = self.get_input_embeddings()(input_ids)
@@ -191,7 +200,7 @@ class CrocModel(CrocPreTrainedModel, LlavaModel):
             # rank (DDP and ZeRO expect each parameter's gradient on every step) without a dummy image.
             visual_tokens = inputs_embeds.new_zeros(0, 0, hidden)
 
-        prompted = self.prompt_pool(visual_tokens, generator=generator)
+        prompted = self.prompt_pool(visual_tokens, generator=generator, draw_order=image_order)
         if int(image_token_mask.sum()) != prompted.tokens.shape[0] * prompted.tokens.shape[1]:
             raise ValueError(
                 f"{int(image_token_mask.sum())} image tokens in input_ids but {prompted.tokens.shape[0]} images of "
@@ -201,8 +210,10 @@ class CrocModel(CrocPreTrainedModel, LlavaModel):
 
         with croc_region("mask building"):
             span = self.config.bidirectional_span
-            block_ids = bidirectional_block_ids(span, image_token_mask, labels, attention_mask)
-            mixed_mask = build_mixed_attention_mask(self.config.text_config, inputs_embeds, attention_mask, block_ids)
+            block_ids = bidirectional_block_ids(span, image_token_mask, labels, attention_mask, position_ids)
+            mixed_mask = build_mixed_attention_mask(
+                self.config.text_config, inputs_embeds, attention_mask, block_ids, position_ids
+            )
         with croc_region("language model"), self._vtr_source_capture() as before_final_norm:
             outputs = self.language_model(
                 attention_mask=mixed_mask, position_ids=position_ids, inputs_embeds=inputs_embeds, **kwargs
@@ -284,6 +295,7 @@ class CrocForConditionalGeneration(CrocPreTrainedModel, LlavaForConditionalGener
         mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
         croc_objectives: bool | None = None,
         croc_generator: torch.Generator | None = None,
+        croc_image_order: torch.LongTensor | None = None,
         num_vtr_items_in_batch: int | torch.Tensor | None = None,
         **kwargs,
     ) -> CrocCausalLMOutputWithPast:
@@ -297,6 +309,9 @@ class CrocForConditionalGeneration(CrocPreTrainedModel, LlavaForConditionalGener
                 Force the stage-1.5 path on or off. Default: on in training forwards when `config.croc_pretraining`.
             croc_generator (`torch.Generator`, *optional*):
                 Seeded generator for the random token mask; the trainer passes one per rank and step.
+            croc_image_order (`torch.LongTensor` of shape `(num_images,)`, *optional*):
+                For a packed batch (`trainer.collator`), each image's rank in the order the batch arrived, so the
+                token masks are those of the unpacked batch. Read by the stage-1.5 forward only.
             num_vtr_items_in_batch (`int` or `torch.Tensor`, *optional*):
                 VTR tokens in the whole optimiser step (see `num_vtr_items`), the counterpart of
                 `num_items_in_batch` for the LM loss.
@@ -305,6 +320,9 @@ class CrocForConditionalGeneration(CrocPreTrainedModel, LlavaForConditionalGener
         """
         if croc_objectives is None:
             croc_objectives = self.training and self.config.croc_pretraining
+        batch_size = (input_ids if input_ids is not None else inputs_embeds).shape[0]
+        if is_packed_batch(attention_mask, position_ids, batch_size):
+            prepare_packed_forward(self.config.text_config, batch_size, kwargs)
         outputs = self.model(
             input_ids=input_ids,
             pixel_values=pixel_values,
@@ -315,6 +333,7 @@ class CrocForConditionalGeneration(CrocPreTrainedModel, LlavaForConditionalGener
             mm_encoder_outputs=mm_encoder_outputs,
             croc_objectives=croc_objectives,
             croc_generator=croc_generator,
+            croc_image_order=croc_image_order,
             **kwargs,
         )
         hidden_states = outputs.last_hidden_state

@@ -55,12 +55,19 @@ class CrocPromptPool(nn.Module):
         noise = torch.randn(self.weight.shape, generator=generator, device=noise_device).to(flat.device)
         self.weight.copy_(mean + std * noise)
 
-    def forward(self, visual_tokens: torch.Tensor, generator: torch.Generator | None = None) -> PromptedVisualTokens:
+    def forward(
+        self,
+        visual_tokens: torch.Tensor,
+        generator: torch.Generator | None = None,
+        draw_order: torch.LongTensor | None = None,
+    ) -> PromptedVisualTokens:
         """Mask `mask_ratio` of every image's tokens at random and put the assigned pool tokens in their place.
 
         Args:
             visual_tokens: `(num_images, T, D)` projected visual tokens (may be empty along `num_images`).
             generator: seeded generator for the random mask (see `draw_replaced_positions`).
+            draw_order: `(num_images,)` which draw of the stream each image takes (packed batches; see
+                `draw_replaced_positions`).
 
         The assignment is computed without gradient on detached tokens; the chosen pool rows enter the output
         through indexing, so they receive gradient from everything downstream.
@@ -68,7 +75,9 @@ class CrocPromptPool(nn.Module):
         num_images, num_tokens, hidden = visual_tokens.shape
         num_masked = self.config.num_masked_tokens(num_tokens)
         with croc_region("masking"):
-            replaced = draw_replaced_positions(num_images, num_tokens, num_masked, visual_tokens.device, generator)
+            replaced = draw_replaced_positions(
+                num_images, num_tokens, num_masked, visual_tokens.device, generator, draw_order
+            )
         queries = visual_tokens.detach()[replaced].view(num_images, num_masked, hidden)
         pool_ids = assign_pool_tokens(queries, self.weight.detach(), self.config.token_matching)
         chosen = self.weight[pool_ids.reshape(-1)].to(visual_tokens.dtype)

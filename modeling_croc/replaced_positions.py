@@ -12,6 +12,7 @@ def draw_replaced_positions(
     num_masked: int,
     device: torch.device,
     generator: torch.Generator | None = None,
+    draw_order: torch.LongTensor | None = None,
 ) -> torch.BoolTensor:
     """Choose `num_masked` of `num_tokens` positions uniformly at random, independently for every image.
 
@@ -30,6 +31,11 @@ def draw_replaced_positions(
         raise ValueError(f"cannot mask {num_masked} of {num_tokens} tokens")
     draw_device = generator.device if generator is not None else device
     scores = torch.rand(num_images, num_tokens, generator=generator, device=draw_device)
+    if draw_order is not None:
+        draw_order = draw_order.to(draw_device)
+        if not torch.equal(draw_order.sort().values, torch.arange(num_images, device=draw_device)):
+            raise ValueError(f"draw_order must be a permutation of range({num_images}), got {draw_order.tolist()}")
+        scores = scores[draw_order]
     # The M smallest of T i.i.d. uniforms are a uniformly random M-subset: one vectorised topk, no loop.
     chosen = scores.topk(num_masked, dim=1, largest=False).indices
     mask = torch.zeros(num_images, num_tokens, dtype=torch.bool, device=draw_device)

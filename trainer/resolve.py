@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import NamedTuple
 
-from modeling_croc.attention_mask import check_mixed_attention_backend
+from modeling_croc.attention_mask import check_mixed_attention_backend, is_maskless_backend
 from modeling_croc.presets import get_preset
 
 from .cli import ConfigError, build_arguments, load_raw_config
@@ -46,6 +46,7 @@ def resolve_config(argv: list[str]) -> ResolvedConfig:
     except ValueError as error:
         raise ConfigError(str(error)) from None
     check_across_sections(model_args, training_args)
+    resolve_packing(model_args, training_args)
     return ResolvedConfig(model_args, data_args, training_args, training_args.stage_spec)
 
 
@@ -79,3 +80,18 @@ def check_across_sections(model_args: ModelArguments, args: CrocTrainingArgument
             raise ConfigError(
                 f"stage {stage.name}: {error} (--model.attn_implementation=sdpa, eager or flex_attention)"
             ) from None
+
+
+def resolve_packing(model_args: ModelArguments, args: CrocTrainingArguments) -> None:
+    """FlashAttention keeps packed samples apart only in a one-row batch (its varlen path): with packing on such a
+    backend, the micro-batch is packed into one row (`packing_max_length=0`); a fixed budget would give several
+    rows, refused here rather than by the model's first forward."""
+    if not args.packing or not is_maskless_backend(model_args.attn_implementation):
+        return
+    if args.packing_max_length not in (None, 0):
+        raise ConfigError(
+            f"packing_max_length={args.packing_max_length} with attn_implementation="
+            f"{model_args.attn_implementation!r}: FlashAttention packs a micro-batch into one row; leave "
+            "packing_max_length unset (or 0)"
+        )
+    args.packing_max_length = 0

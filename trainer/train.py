@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> CrocTrainer:
         model=model,
         args=args,
         train_dataset=build_train_dataset(data_args, processor, args),
-        data_collator=build_collator(processor),
+        data_collator=build_collator(processor, packing=args.packing, packing_max_length=args.packing_max_length),
         processing_class=processor,
         base_models=base_models_for(model_args),
     )
