@@ -15,6 +15,7 @@ card; `--hub_dry_run DIR` writes what would be uploaded into DIR instead.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import transformers
@@ -59,6 +60,17 @@ def _share_process_group_with_deepspeed(args) -> None:
         comm.init_distributed(dist_backend=torch.distributed.get_backend(), auto_mpi_discovery=False)
 
 
+def format_layout(args) -> str:
+    """How a step is spread over processes, nodes and micro-batches: the first line to check on a multi-node run."""
+    processes = args.world_size
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", processes))
+    nodes = max(processes // max(per_node, 1), 1)
+    return (f"{processes} process(es) on {nodes} node(s): global batch {args.per_device_train_batch_size} per device x "
+            f"{processes} x {args.gradient_accumulation_steps} accumulation step(s) = "
+            f"{args.per_device_train_batch_size * processes * args.gradient_accumulation_steps} samples per step"
+            + (f"; packed (budget {args.packing_max_length})" if args.packing else ""))
+
+
 def main(argv: list[str] | None = None) -> CrocTrainer:
     """Run the stage described by `argv` (`CONFIG.yaml [--key=value ...]`); returns the trainer after saving."""
     model_args, data_args, args, stage = resolve_config(sys.argv[1:] if argv is None else argv)
@@ -74,6 +86,7 @@ def main(argv: list[str] | None = None) -> CrocTrainer:
     if args.should_log:
         logger.info("%s", format_trainable(counts, stage.name))
         logger.info("learning rates: %s", args.group_learning_rates)
+        logger.info("%s", format_layout(args))
 
     trainer = CrocTrainer(
         model=model,
