@@ -217,3 +217,42 @@ def test_packed_batch_without_cache_and_refused_on_flash_with_several_rows(proce
     with pytest.raises(ValueError, match="one-row batch"):
         model(**packed)
 
+
+
+@pytest.mark.parametrize("preset", ["paper", "official"])
+def test_flex_attention_packed_forward_equals_sdpa_padded(processor, tmp_path, preset):
+    """flex_attention builds its own BlockMask from the same packed layout (positions + blocks); its forward runs
+    on the CPU (its backward does not: the CUDA test below covers it), so the mask it builds is checked here."""
+    samples = _samples(processor, "vicuna_v1", tmp_path)
+    padded = CrocDataCollator(pad_token_id=PAD)(samples)
+    packed = CrocDataCollator(pad_token_id=PAD, packing=True)(samples)
+    with torch.no_grad():
+        reference = _model("1.5", preset, "sdpa")(**padded, croc_generator=torch.Generator().manual_seed(7))
+        out = _model("1.5", preset, "flex_attention")(**packed, croc_generator=torch.Generator().manual_seed(7))
+    for name in ("loss", "lm_loss", "vtr_loss"):
+        torch.testing.assert_close(getattr(out, name), getattr(reference, name), rtol=1e-5, atol=1e-5)
+    first = (packed["position_ids"][1] == 0).nonzero().flatten()[1]  # the second sample of the second packed row
+    (index,) = [i for i, s in enumerate(samples) if torch.equal(s["input_ids"], packed["input_ids"][1, first:first + len(s["input_ids"])])]
+    size = len(samples[index]["input_ids"])
+    torch.testing.assert_close(out.logits[1, first:first + size], reference.logits[index, :size], rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="flex_attention has no backward on CPU")
+@pytest.mark.parametrize("stage, preset", [("1.5", "paper"), ("1.5", "official"), ("2", "paper")])
+def test_flex_packed_batch_equals_sdpa_padded_batch_on_cuda(processor, tmp_path, stage, preset):
+    """The GPU path of a packed run: flex_attention's BlockMask for packed samples with the image / prompt blocks,
+    against sdpa on the padded batch (the reference the CPU tests pin down); float32 on the GPU."""
+    samples = _samples(processor, get_stage(stage).template, tmp_path)
+    batches = {"sdpa": CrocDataCollator(pad_token_id=PAD)(samples),
+               "flex_attention": CrocDataCollator(pad_token_id=PAD, packing=True, packing_max_length=0)(samples)}
+    results = {}
+    for attn, batch in batches.items():
+        model = _model(stage, preset, attn).cuda()
+        out, grads = _run(model, {key: value.cuda() for key, value in batch.items()}, [])
+        results[attn] = (out, grads)
+    (reference, reference_grads), (out, grads) = results["sdpa"], results["flex_attention"]
+    for name in ("loss", "lm_loss", "vtr_loss"):
+        if getattr(reference, name) is not None:
+            torch.testing.assert_close(getattr(out, name), getattr(reference, name), rtol=1e-4, atol=1e-4)
+    for name, grad in reference_grads.items():
+        torch.testing.assert_close(grads[name], grad, rtol=1e-3, atol=1e-4, msg=name)
