@@ -46,6 +46,7 @@ import torch
 
 from benchmarks.bench_step import train_step
 from benchmarks.harness import median_ms, time_interleaved
+from benchmarks.memory_probe import malloc_trim
 from modeling_croc.constants import IGNORE_INDEX, IMAGE_TOKEN
 from trainer.collator import CrocDataCollator, first_fit
 from trainer.sampler import ModalityGroupedSampler
@@ -342,7 +343,13 @@ def time_stage(stage: str, setting: StageSetting, lengths, images, models: dict,
 
         def runner(name: str, batch: dict):
             attn = layouts[name][0]
-            return lambda: train_step(models[attn], optimizers[attn], batch, croc, next(steps), device)
+
+            def run() -> None:
+                train_step(models[attn], optimizers[attn], batch, croc, next(steps), device)
+                # Every step starts from the same heap: otherwise the step after a long-row layout reuses the pages
+                # that one left and runs faster than the same step after a short one (seen: same tensors, 0.66x).
+                malloc_trim()
+            return run
 
         times, _ = time_interleaved({name: runner(name, collated[name]) for name in layouts}, reps=args.reps,
                                     warmup=1, device=device)

@@ -156,6 +156,9 @@ class CrocModel(CrocPreTrainedModel, LlavaModel):
             croc_image_order: `(num_images,)` for a packed batch, each image's rank in the order the batch arrived
                 (the collator's `croc_image_order`): the token masks are drawn in that order.
         """
+        batch_size = (input_ids if input_ids is not None else inputs_embeds).shape[0]
+        if is_packed_batch(attention_mask, position_ids, batch_size):
+            prepare_packed_forward(self.config.text_config, batch_size, kwargs)
         if not croc_objectives:
             outputs = super().forward(
                 input_ids=input_ids,
@@ -320,9 +323,6 @@ class CrocForConditionalGeneration(CrocPreTrainedModel, LlavaForConditionalGener
         """
         if croc_objectives is None:
             croc_objectives = self.training and self.config.croc_pretraining
-        batch_size = (input_ids if input_ids is not None else inputs_embeds).shape[0]
-        if is_packed_batch(attention_mask, position_ids, batch_size):
-            prepare_packed_forward(self.config.text_config, batch_size, kwargs)
         outputs = self.model(
             input_ids=input_ids,
             pixel_values=pixel_values,
