@@ -33,6 +33,7 @@ def _goal_summary(rows: list[dict[str, Any]]) -> list[str]:
             ("ratio_vs_materialised", "vs materialised"),
             ("ratio_vs_materialised_excl_build", "vs materialised, builds excluded"),
             ("ratio_vs_fa2", "vs FlashAttention-2 causal"),
+            ("ratio_vs_sdpa_is_causal", "vs sdpa is_causal (FlashAttention kernel)"),
         ):
             if any(row.get(key) is None for row in measured):
                 continue
@@ -100,7 +101,9 @@ def _step_notes(profile: Profile, device: torch.device, step_rows: list[dict[str
         step_notes.append(
             "flex_attention mixed vs flash_attention_2 causal: `causal_fa2_ms`/`ratio_vs_fa2` on the flex rows, "
             "when flash-attn is installed; sdpa's default causal path already runs PyTorch's FlashAttention-2 "
-            "kernel in bf16."
+            "kernel in bf16. `ratio_vs_sdpa_is_causal` on the flex rows: flex mixed over the sdpa row's default "
+            "causal time at the same length, i.e. stage 1.5's attention on flex against plain causal training "
+            "on sdpa's is_causal (FlashAttention) kernel."
         )
     return step_notes
 
@@ -150,7 +153,7 @@ def build_result(
                 "rows": mask_rows,
                 "notes": _mask_notes(profile, equivalence, mask_rows),
             }
-        ],
+        ] if mask_rows else [],
         "mask_equivalence": equivalence,
         "profile": asdict(profile),
         "quick": quick,

@@ -36,6 +36,7 @@ report's notes and JSON in `attention_report`.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import importlib.util
 import json
@@ -173,11 +174,14 @@ def _step_fn(
 
 
 def bench_forward_backward(
-    profile: Profile, device: torch.device, measure_memory: bool, log: Callable[[str], None]
+    profile: Profile,
+    device: torch.device,
+    measure_memory: bool,
+    log: Callable[[str], None],
+    backends: Sequence[str] = ("eager", "sdpa", "flex_attention"),
 ) -> list[dict[str, Any]]:
     """Table (a) rows: one per backend and length."""
     rows: list[dict[str, Any]] = []
-    backends = ["eager", "sdpa", "flex_attention"]
     has_fa2 = device.type == "cuda" and importlib.util.find_spec("flash_attn") is not None
     for backend in backends:
         if backend == "flex_attention" and device.type != "cuda":
@@ -271,7 +275,17 @@ def bench_forward_backward(
         gc.collect()
         if device.type == "cuda":
             torch.cuda.empty_cache()
+    add_ratio_to_sdpa_is_causal(rows)
     return rows
+
+
+def add_ratio_to_sdpa_is_causal(rows: list[dict[str, Any]]) -> None:
+    """On the flex_attention rows, mixed over sdpa's default causal path at the same length: stage 1.5 on flex
+    against plain causal training on sdpa's `is_causal` kernel (FlashAttention in bf16 on a GPU)."""
+    sdpa_causal = {row["tokens"]: row["causal_default_ms"] for row in rows if row["backend"] == "sdpa"}
+    for row in rows:
+        if row["backend"] == "flex_attention" and row["mixed_ms"] is not None:
+            row["ratio_vs_sdpa_is_causal"] = ratio(row["mixed_ms"], sdpa_causal.get(row["tokens"]))
 
 
 def _empty_row(backend: str, length: int | None, note: str) -> dict[str, Any]:
@@ -378,6 +392,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--threads", type=int, default=None, help="torch threads (default: 1 on CPU, see notes)"
     )
+    parser.add_argument("--lengths", type=int, nargs="+", default=None, help="token lengths (default: profile's)")
+    parser.add_argument("--backends", nargs="+", default=["eager", "sdpa", "flex_attention"],
+                        choices=["eager", "sdpa", "flex_attention"], help="attention backends of table (a)")
+    parser.add_argument("--reps", type=int, default=None, help="timed repetitions per variant (default: profile's)")
+    parser.add_argument("--no-mask-building", action="store_true", help="skip table (b), the mask-building timings")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output path")
     args = parser.parse_args(argv)
 
@@ -385,6 +404,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if device.type == "cuda" and not torch.cuda.is_available():
         parser.error("--device cuda requested but CUDA is not available")
     profile = select_profile(device, args.quick, args.tiny, args.threads)
+    if args.lengths or args.reps:
+        lengths = tuple(args.lengths or profile.lengths)
+        fallback = min(profile.reps.values())
+        reps = {n: args.reps or profile.reps.get(n, fallback) for n in lengths}
+        profile = dataclasses.replace(profile, lengths=lengths, reps=reps)
 
     def log(message: str) -> None:
         print(message, file=sys.stderr, flush=True)
@@ -396,9 +420,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     previous_threads = torch.get_num_threads()
     torch.set_num_threads(profile.threads)
     try:
-        mask_rows = bench_mask_building(profile, device, log)
+        mask_rows = [] if args.no_mask_building else bench_mask_building(profile, device, log)
         log(f"mask building done at {time.perf_counter() - started:.0f} s")
-        step_rows = bench_forward_backward(profile, device, measure_memory=not args.no_memory, log=log)
+        step_rows = bench_forward_backward(profile, device, measure_memory=not args.no_memory, log=log,
+                                           backends=args.backends)
         machine = machine_summary(device)
     finally:
         torch.set_num_threads(previous_threads)  # the runner and the tests go on in this process

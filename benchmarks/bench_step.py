@@ -10,7 +10,11 @@ VTR head (forward) and VTR loss (forward).
 Peak memory: on CUDA `torch.cuda.max_memory_allocated` per mode; on the CPU the peak resident set of a fresh
 process per mode (`resource.getrusage`), minus its resident set before the first step.
 
-    python -m benchmarks.bench_step [--device cpu|cuda] [--quick] [--out benchmarks/results/step.json]
+    python -m benchmarks.bench_step [--device cpu|cuda] [--quick] [--model small|1b] [--dtype float32|bfloat16]
+                                    [--out benchmarks/results/step.json]
+
+`--model 1b` is the 1B-class model of `croc_testing.tiny.ONE_B_SIZES` (TinyLlama-1.1B LM, CLIP ViT-L/14-336 tower),
+meant for a GPU in bf16 (`benchmarks/gpu_check.sh` runs it so).
 """
 
 from __future__ import annotations
@@ -34,8 +38,12 @@ DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "step.json"
 PIECES = ("masking", "costs", "assignment", "mask building", "VTR head", "VTR loss")
 
 
-def model_spec(quick: bool) -> dict:
-    """The benchmark model: LLaVA's vocabulary and image geometry, a small LM and tower."""
+def model_spec(quick: bool, size: str = "small") -> dict:
+    """The benchmark model: LLaVA's vocabulary and image geometry, a small LM and tower (or the 1B-class one)."""
+    if size == "1b":
+        from croc_testing.tiny import LLAVA_VOCAB, ONE_B_SIZES
+
+        return {"vocab_size": LLAVA_VOCAB["vocab_size"], **ONE_B_SIZES, "prompt_pool_size": 2048}
     return {
         "vocab_size": 32002, "hidden_size": 128 if quick else 256, "num_layers": 1 if quick else 2,
         "num_heads": 8, "vision_hidden_size": 128, "vision_layers": 2, "image_size": 336, "patch_size": 14,
@@ -43,18 +51,19 @@ def model_spec(quick: bool) -> dict:
     }
 
 
-def build(spec: dict, preset: str, device: torch.device):
+def build(spec: dict, preset: str, device: torch.device, dtype: torch.dtype = torch.float32):
     from croc_testing.tiny import tiny_croc_config
     from modeling_croc import CrocForConditionalGeneration
 
     torch.manual_seed(0)
     config = tiny_croc_config(**spec, croc_preset=preset, croc_pretraining=True, attn_implementation="sdpa")
-    model = CrocForConditionalGeneration(config).to(device).train()
+    with torch.device(device):  # a 1B-class model is initialised where it runs, not on the host first
+        model = CrocForConditionalGeneration(config).to(dtype).train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
     return model, optimizer
 
 
-def make_batch(config, batch: int, text_tokens: int, device: torch.device) -> dict:
+def make_batch(config, batch: int, text_tokens: int, device: torch.device, dtype: torch.dtype = torch.float32) -> dict:
     """`batch` samples: BOS, 576 image tokens, then `text_tokens` of text whose second half is supervised."""
     generator = torch.Generator().manual_seed(1)
     image_tokens = config.image_seq_length
@@ -65,7 +74,7 @@ def make_batch(config, batch: int, text_tokens: int, device: torch.device) -> di
     labels = input_ids.clone()
     labels[:, : length - text_tokens // 2] = IGNORE_INDEX
     size = config.vision_config.image_size
-    pixel_values = torch.randn(batch, 3, size, size, generator=generator)
+    pixel_values = torch.randn(batch, 3, size, size, generator=generator).to(dtype)
     return {name: tensor.to(device) for name, tensor in {
         "input_ids": input_ids, "labels": labels, "attention_mask": torch.ones_like(input_ids),
         "pixel_values": pixel_values}.items()}
@@ -106,11 +115,11 @@ def piece_times_ms(model, optimizer, inputs, device: torch.device, steps: int, f
     return times
 
 
-def _memory_worker(spec: dict, preset: str, croc: bool, batch: int, text: int, steps: int, queue) -> None:
+def _memory_worker(spec: dict, preset: str, croc: bool, batch: int, text: int, steps: int, dtype, queue) -> None:
     torch.set_num_threads(torch.get_num_threads())
     device = torch.device("cpu")
-    model, optimizer = build(spec, preset, device)
-    inputs = make_batch(model.config, batch, text, device)
+    model, optimizer = build(spec, preset, device, dtype)
+    inputs = make_batch(model.config, batch, text, device, dtype)
     with open("/proc/self/statm") as statm:
         before_kib = int(statm.read().split()[1]) * resource.getpagesize() // 1024
     for step in range(steps):
@@ -119,7 +128,8 @@ def _memory_worker(spec: dict, preset: str, croc: bool, batch: int, text: int, s
     queue.put((peak_kib / 1024, (peak_kib - before_kib) / 1024))
 
 
-def peak_memory_mib(spec, preset, croc, batch, text, steps, device, model=None, optimizer=None, inputs=None):
+def peak_memory_mib(spec, preset, croc, batch, text, steps, device, model=None, optimizer=None, inputs=None,
+                    dtype=torch.float32):
     """(peak MiB, MiB above the pre-step level) of `steps` training steps in one mode."""
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -131,7 +141,7 @@ def peak_memory_mib(spec, preset, croc, batch, text, steps, device, model=None, 
         return peak / 2**20, (peak - before) / 2**20
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
-    process = context.Process(target=_memory_worker, args=(spec, preset, croc, batch, text, steps, queue))
+    process = context.Process(target=_memory_worker, args=(spec, preset, croc, batch, text, steps, dtype, queue))
     process.start()
     result = queue.get()
     process.join()
@@ -139,8 +149,9 @@ def peak_memory_mib(spec, preset, croc, batch, text, steps, device, model=None, 
 
 
 def bench_preset(preset: str, spec: dict, args, device: torch.device) -> tuple[dict, dict]:
-    model, optimizer = build(spec, preset, device)
-    inputs = make_batch(model.config, args.batch, args.text_tokens, device)
+    dtype = getattr(torch, args.dtype)
+    model, optimizer = build(spec, preset, device, dtype)
+    inputs = make_batch(model.config, args.batch, args.text_tokens, device, dtype)
     for step in range(args.warmup):
         for croc in (True, False):
             train_step(model, optimizer, inputs, croc, step, device)
@@ -151,7 +162,7 @@ def bench_preset(preset: str, spec: dict, args, device: torch.device) -> tuple[d
     pieces = piece_times_ms(model, optimizer, inputs, device, args.breakdown_steps, first_step=200)
     on, off = (statistics.median(times[mode]) * 1e3 for mode in (True, False))
     memory = {croc: peak_memory_mib(spec, preset, croc, args.batch, args.text_tokens, args.memory_steps, device,
-                                    model, optimizer, inputs) for croc in (True, False)}
+                                    model, optimizer, inputs, dtype) for croc in (True, False)}
     row = {"preset": preset, "matching": model.config.token_matching,
            "stage 1.5 step (ms)": on, "stage 2 step (ms)": off, "overhead ratio": on / off,
            "peak 1.5 (MiB)": memory[True][0], "peak 2 (MiB)": memory[False][0],
@@ -169,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--quick", action="store_true", help="smaller LM, fewer repetitions")
+    parser.add_argument("--model", default="small", choices=["small", "1b"],
+                        help="small: the CPU model; 1b: croc_testing.tiny.ONE_B_SIZES (for a GPU)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     parser.add_argument("--presets", nargs="+", default=["paper", "official"], choices=["paper", "official"])
     parser.add_argument("--batch", type=int, default=4, help="samples (= images) per step")
     parser.add_argument("--text-tokens", type=int, default=64, help="text tokens per sample after the image")
@@ -187,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     args.repeats = args.repeats or (3 if args.quick else 5)
     device = torch.device(args.device)
-    spec = model_spec(args.quick)
+    spec = model_spec(args.quick, args.model)
     rows, breakdowns = [], []
     for preset in args.presets:
         row, breakdown = bench_preset(preset, spec, args, device)
@@ -201,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     "rows": breakdowns,
                     "notes": ["Forward-pass pieces only; their backward is part of the step's backward."]}],
         "notes": [
-            f"device {device.type}, torch {torch.__version__}, {torch.get_num_threads()} threads; model: "
+            f"device {device.type}, torch {torch.__version__}, {torch.get_num_threads()} threads, {args.dtype}; model: "
             + ", ".join(f"{k}={v}" for k, v in spec.items())
             + f"; batch {args.batch} samples x (1 + 576 image + {args.text_tokens} text) tokens; AdamW step included",
             f"median of {args.repeats} interleaved steps per mode after {args.warmup} warm-up step(s)",

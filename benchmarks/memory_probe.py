@@ -30,8 +30,9 @@ def _proc_status_kb(field: str) -> int:
     raise KeyError(field)
 
 
-def _malloc_trim() -> None:
-    """Hand freed heap pages back to the OS, so that reusing them in the child counts as new RSS."""
+def malloc_trim() -> None:
+    """Hand freed heap pages back to the OS: reusing them then counts as new RSS (the memory child), and a timed step
+    does not inherit the heap a larger step before it left behind (`bench_packing`)."""
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except (OSError, AttributeError):
@@ -54,7 +55,7 @@ def _fork_memory_child(fn: Callable[[], object]) -> tuple[int, int]:
             os.close(read_fd)
             torch.set_num_threads(1)
             gc.collect(1)  # young garbage only: a full collection takes ~0.3 s here and frees no tensors
-            _malloc_trim()
+            malloc_trim()
             with open("/proc/self/clear_refs", "w") as clear:
                 clear.write("5")  # reset VmHWM to the current RSS
             before = _proc_status_kb("VmRSS")

@@ -14,6 +14,12 @@ from modeling_croc.convert.common import add_llava_tokens as add_llava_tokens_to
 LLAVA_VOCAB = {"vocab_size": 32002, "image_token_id": 32000, "pad_token_id": 32001}
 # The tiny model of the cpu_tiny training configs and the trainer tests.
 TINY_SIZES = {"hidden_size": 32, "num_layers": 2, "num_heads": 4, "vision_hidden_size": 24, "vision_layers": 2}
+# A 1B-class model for GPU benchmarks: the TinyLlama-1.1B language model (22 layers of width 2048, 32 heads, 4 KV
+# heads, MLP 5632) behind CLIP ViT-L/14 at 336 px (24 layers of width 1024, 16 heads, MLP 4096): LLaVA-1.5's image
+# geometry (576 visual tokens) and vocabulary, random weights.
+ONE_B_SIZES = {"hidden_size": 2048, "num_layers": 22, "num_heads": 32, "num_key_value_heads": 4,
+               "intermediate_size": 5632, "vision_hidden_size": 1024, "vision_layers": 24, "vision_heads": 16,
+               "vision_intermediate_size": 4096, "image_size": 336, "patch_size": 14}
 
 
 def tiny_croc_config(
@@ -27,12 +33,17 @@ def tiny_croc_config(
     patch_size: int = 14,
     image_token_id: int | None = None,
     pad_token_id: int | None = None,
+    num_key_value_heads: int | None = None,
+    intermediate_size: int | None = None,
+    vision_heads: int = 4,
+    vision_intermediate_size: int | None = None,
     **croc_fields: Any,
 ) -> CrocConfig:
     """A randomly initialisable Croc config: a CLIP-style vision tower and a Llama-style LM.
 
     The image token and the pad token are the last two vocabulary entries unless given (LLaVA-1.5 appends
-    `<image>` and `<pad>` to the Vicuna vocabulary the same way). `croc_fields` are CrocConfig fields.
+    `<image>` and `<pad>` to the Vicuna vocabulary the same way). Unset, the key-value heads equal the heads and
+    the MLP widths are twice the hidden widths. `croc_fields` are CrocConfig fields.
     """
     image_token_id = vocab_size - 2 if image_token_id is None else image_token_id
     pad_token_id = vocab_size - 1 if pad_token_id is None else pad_token_id
@@ -40,10 +51,10 @@ def tiny_croc_config(
         "model_type": "llama",
         "vocab_size": vocab_size,
         "hidden_size": hidden_size,
-        "intermediate_size": 2 * hidden_size,
+        "intermediate_size": intermediate_size or 2 * hidden_size,
         "num_hidden_layers": num_layers,
         "num_attention_heads": num_heads,
-        "num_key_value_heads": num_heads,
+        "num_key_value_heads": num_key_value_heads or num_heads,
         "max_position_embeddings": 4096,
         "pad_token_id": pad_token_id,
         "bos_token_id": 1,
@@ -52,9 +63,9 @@ def tiny_croc_config(
     vision_config = {
         "model_type": "clip_vision_model",
         "hidden_size": vision_hidden_size,
-        "intermediate_size": 2 * vision_hidden_size,
+        "intermediate_size": vision_intermediate_size or 2 * vision_hidden_size,
         "num_hidden_layers": vision_layers,
-        "num_attention_heads": 4,
+        "num_attention_heads": vision_heads,
         "image_size": image_size,
         "patch_size": patch_size,
         "projection_dim": vision_hidden_size,

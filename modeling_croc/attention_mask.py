@@ -17,7 +17,13 @@ from __future__ import annotations
 
 import torch
 from transformers import PreTrainedConfig
-from transformers.masking_utils import blockwise_overlay, create_causal_mask, sliding_window_overlay
+from transformers.cache_utils import Cache
+from transformers.masking_utils import (
+    blockwise_overlay,
+    create_causal_mask,
+    find_packed_sequence_indices,
+    sliding_window_overlay,
+)
 
 from .constants import IGNORE_INDEX
 
@@ -40,23 +46,48 @@ def image_block_ids(image_token_mask: torch.BoolTensor) -> torch.LongTensor:
     return torch.where(image_token_mask, ids, torch.full_like(ids, -1))
 
 
-def prompt_block_ids(labels: torch.LongTensor, attention_mask: torch.Tensor | None, ignore_index: int = IGNORE_INDEX):
-    """Released-code span: every (non-padding) token before the first supervised token is one bidirectional block.
+def packed_segment_ids(position_ids: torch.LongTensor | None, shape: torch.Size) -> torch.LongTensor:
+    """`(B, L)` index of the packed sample each token belongs to, read from `position_ids` the way transformers
+    detects packed sequences (`masking_utils.find_packed_sequence_indices`: a new sample wherever the position does
+    not go up by one); all zeros when `position_ids` is None or nothing is packed."""
+    segments = None if position_ids is None else find_packed_sequence_indices(position_ids.expand(shape[0], -1))
+    return torch.zeros(shape, dtype=torch.long) if segments is None else segments
+
+
+def prompt_block_ids(
+    labels: torch.LongTensor,
+    attention_mask: torch.Tensor | None,
+    ignore_index: int = IGNORE_INDEX,
+    position_ids: torch.LongTensor | None = None,
+) -> torch.LongTensor:
+    """Released-code span: every (non-padding) token of a sample before its first supervised token is one
+    bidirectional block.
 
     `labels` are aligned with `input_ids` (transformers shifts them inside the loss), so the first supervised
-    token is the first position whose label is not `ignore_index`; the position just before it, which predicts
-    it, is still inside the block and sees only earlier tokens. Rows with no supervised token are one block.
+    token is the first position after the sample's first whose label is not `ignore_index`; the position just
+    before it, which predicts it, is still inside the block and sees only earlier tokens. Samples with no
+    supervised token are one block.
+    In a packed batch (no `attention_mask`, `position_ids` restarting per sample: the layout transformers treats
+    as packed) every sample has its own block.
 
     Returns:
-        `(B, L)` long: 0 inside the block, -1 elsewhere.
+        `(B, L)` long: the sample's index in its packed row (0 unpacked) inside the block, -1 elsewhere.
     """
-    seq_len = labels.shape[1]
-    supervised = labels != ignore_index
-    first = torch.where(supervised.any(dim=1), supervised.float().argmax(dim=1), torch.full_like(labels[:, 0], seq_len))
-    inside = torch.arange(seq_len, device=labels.device)[None, :] < first[:, None]
+    # Samples are told apart exactly where transformers' mask tells them apart: only without a 2D mask.
+    segments = packed_segment_ids(position_ids if attention_mask is None else None, labels.shape).to(labels.device)
+    starts = torch.ones_like(segments, dtype=torch.bool)
+    starts[:, 1:] = segments[:, 1:] != segments[:, :-1]
+    # A sample's first label is never a target (nothing precedes it; the packing collator blanks it), so only the
+    # later ones can end the block: padded and packed layouts then agree whatever that label holds.
+    supervised = ((labels != ignore_index) & ~starts).long()
+    seen = supervised.cumsum(dim=1)
+    # Supervised tokens before the sample's start, carried along the sample: `seen` never decreases, so the running
+    # maximum of its value at each sample start is the value at the current sample's start.
+    before_sample = torch.where(starts, seen - supervised, torch.zeros_like(seen)).cummax(dim=1).values
+    inside = seen == before_sample
     if attention_mask is not None:
         inside &= attention_mask.bool()
-    return torch.where(inside, torch.zeros_like(labels), torch.full_like(labels, -1))
+    return torch.where(inside, segments, torch.full_like(labels, -1))
 
 
 def bidirectional_block_ids(
@@ -64,8 +95,10 @@ def bidirectional_block_ids(
     image_token_mask: torch.BoolTensor,
     labels: torch.LongTensor | None,
     attention_mask: torch.Tensor | None,
+    position_ids: torch.LongTensor | None = None,
 ) -> torch.LongTensor | None:
-    """`block_sequence_ids` for `span` in {"image", "prompt", "none"} (None means plain causal)."""
+    """`block_sequence_ids` for `span` in {"image", "prompt", "none"} (None means plain causal); `position_ids`
+    locate the samples of a packed batch (the "image" span needs them not: each image is its own block anyway)."""
     if span == "none":
         return None
     if span == "image":
@@ -73,15 +106,20 @@ def bidirectional_block_ids(
     if span == "prompt":
         if labels is None:
             raise ValueError("bidirectional_span='prompt' needs `labels` to find the first supervised token")
-        return prompt_block_ids(labels, attention_mask)
+        return prompt_block_ids(labels, attention_mask, position_ids=position_ids)
     raise ValueError(f"unknown bidirectional_span {span!r}")
+
+
+def is_maskless_backend(backend: str | None) -> bool:
+    """Whether an attention backend ignores custom masks (the FlashAttention family)."""
+    backend = str(backend or "")
+    return backend.startswith(MASKLESS_BACKEND_PREFIXES) or "flash" in backend
 
 
 def check_mixed_attention_backend(backend: str | None) -> None:
     """Refuse attention backends that ignore custom masks: they would silently train stage 1.5 fully causal.
     The model calls this before every mixed-attention forward, the trainer before it loads anything."""
-    backend = str(backend or "")
-    if backend.startswith(MASKLESS_BACKEND_PREFIXES) or "flash" in backend:
+    if is_maskless_backend(backend):
         raise ValueError(
             f"Croc's mixed attention needs a backend that takes a custom mask (eager, sdpa, flex_attention); "
             f"the language model uses {backend!r}, which would silently stay causal. Load with "
@@ -104,17 +142,19 @@ def attention_layer_types(text_config: PreTrainedConfig) -> tuple[tuple[str, ...
     return ("full_attention",), False
 
 
-def _global_mask(text_config: PreTrainedConfig, inputs_embeds: torch.Tensor, attention_mask, block_ids):
+def _global_mask(text_config: PreTrainedConfig, inputs_embeds: torch.Tensor, attention_mask, block_ids, position_ids):
     # The cache is passed by position: transformers 5.24 renamed that argument (`past_key_values` -> `cache`), and
     # stage 1.5 never has one.
-    return create_causal_mask(text_config, inputs_embeds, attention_mask, None, block_sequence_ids=block_ids)
+    return create_causal_mask(text_config, inputs_embeds, attention_mask, None, position_ids=position_ids,
+                              block_sequence_ids=block_ids)
 
 
-def _sliding_mask(text_config: PreTrainedConfig, inputs_embeds: torch.Tensor, attention_mask, block_ids):
+def _sliding_mask(text_config: PreTrainedConfig, inputs_embeds: torch.Tensor, attention_mask, block_ids,
+                  position_ids):
     # window AND (causal OR block): `create_sliding_window_causal_mask(block_sequence_ids=...)` would OR the block in
     # after the window and let a block reach past it.
     return create_causal_mask(
-        text_config, inputs_embeds, attention_mask, None,
+        text_config, inputs_embeds, attention_mask, None, position_ids=position_ids,
         or_mask_function=blockwise_overlay(block_ids),
         and_mask_function=sliding_window_overlay(text_config.sliding_window),
     )
@@ -124,14 +164,52 @@ def _sliding_mask(text_config: PreTrainedConfig, inputs_embeds: torch.Tensor, at
 MIXED_MASK_BUILDERS = {"full_attention": _global_mask, "sliding_attention": _sliding_mask}
 
 
+def is_packed_batch(attention_mask: torch.Tensor | None, position_ids: torch.LongTensor | None, batch_size: int) -> bool:
+    """Whether transformers will read this batch as packed samples: no 2D mask and `position_ids` that restart
+    inside a row (`masking_utils.find_packed_sequence_indices`)."""
+    if attention_mask is not None or position_ids is None:
+        return False
+    return find_packed_sequence_indices(position_ids.expand(batch_size, -1)) is not None
+
+
+def prepare_packed_forward(text_config: PreTrainedConfig, batch_size: int, forward_kwargs: dict) -> None:
+    """Make a packed batch's forward keep its samples apart, or refuse it; `forward_kwargs` is updated in place.
+
+    * Cache: transformers detects packed samples only when no cache is passed (`_preprocess_mask_arguments`), and
+      a Llama forward with `use_cache` (the config default) makes a fresh cache before it builds the mask, which
+      would leave every sample of a row seeing the previous ones. A packed batch is a training layout, so
+      `use_cache` is turned off; a cache passed in, or `use_cache=True` asked for, is an error.
+    * FlashAttention: transformers sends packed samples through its varlen kernel only when the batch is one row
+      (`modeling_flash_attention_utils._is_packed_sequence`); with several rows it runs the plain causal kernel
+      on each row, samples attending to each other without any error. The trainer packs a whole micro-batch into
+      one row for these backends (`CrocDataCollator(packing_max_length=0)`).
+    """
+    if any(isinstance(value, Cache) for value in forward_kwargs.values()) or forward_kwargs.get("use_cache"):
+        raise ValueError("a packed batch (position_ids restarting per sample, no attention_mask) cannot use a cache")
+    forward_kwargs["use_cache"] = False
+    backend = text_config._attn_implementation
+    if batch_size > 1 and is_maskless_backend(backend):
+        raise ValueError(
+            f"a packed batch of {batch_size} rows on {backend!r}: FlashAttention keeps packed samples apart only in "
+            "a one-row batch (its varlen path); pack the micro-batch into one row "
+            "(CrocDataCollator(packing_max_length=0)) or use sdpa / flex_attention"
+        )
+
+
 def build_mixed_attention_mask(
     text_config: PreTrainedConfig,
     inputs_embeds: torch.Tensor,
     attention_mask: torch.Tensor | None,
     block_ids: torch.LongTensor | None,
+    position_ids: torch.LongTensor | None = None,
 ):
     """What the language model takes as `attention_mask` in a stage-1.5 forward: causal, plus padding, plus the
     bidirectional blocks, for each of its layer types.
+
+    A packed batch (no `attention_mask`, `position_ids` restarting at every sample) gets what transformers builds
+    for packed sequences, each sample causal within itself and blind to the others, and the blocks on top: a
+    bidirectional block never reaches across samples, because `create_causal_mask` intersects the union of causal
+    and blocks with the same-sample mask.
 
     Args:
         text_config: the language model's config (its `_attn_implementation` picks the mask format, its
@@ -139,6 +217,7 @@ def build_mixed_attention_mask(
         inputs_embeds: `(B, L, D)`, used for batch size, length, dtype and device.
         attention_mask: `(B, L)` 1 for real tokens, 0 for padding (either side), or None.
         block_ids: `(B, L)` from `bidirectional_block_ids`, or None for plain causal.
+        position_ids: `(B, L)` positions; packed samples are found from them when `attention_mask` is None.
 
     Returns:
         `attention_mask` itself when `block_ids` is None (the model builds its own causal masks, for any backend);
@@ -155,6 +234,6 @@ def build_mixed_attention_mask(
             f"mixed attention knows the layer types {sorted(MIXED_MASK_BUILDERS)}; this language model also has "
             f"{unknown}. Use bidirectional_span='none' with it."
         )
-    masks = {kind: MIXED_MASK_BUILDERS[kind](text_config, inputs_embeds, attention_mask, block_ids)
+    masks = {kind: MIXED_MASK_BUILDERS[kind](text_config, inputs_embeds, attention_mask, block_ids, position_ids)
              for kind in layer_types}
     return masks if keyed else masks[layer_types[0]]

@@ -31,6 +31,7 @@ from transformers.models.llava.modeling_llava import (
 )
 from transformers.utils.generic import can_return_tuple
 
+from .attention_mask import is_packed_batch, prepare_packed_forward
 from .configuration_croc import CrocConfig
 from .constants import AUTO_MODEL_CLASSES, CROC_ONLY_PATTERNS
 from .prompt_pool import CrocPromptPool
@@ -116,6 +117,7 @@ class CrocModel(CrocModelMixin, CrocPreTrainedModel, LlavaModel):
         mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
         croc_objectives: bool = False,
         croc_generator: torch.Generator | None = None,
+        croc_image_order: torch.LongTensor | None = None,
         **kwargs,
     ) -> CrocModelOutputWithPast:
         """Llava's forward, or with `croc_objectives` the stage-1.5 forward.
@@ -128,7 +130,12 @@ class CrocModel(CrocModelMixin, CrocPreTrainedModel, LlavaModel):
             mm_encoder_outputs: precomputed vision outputs (`{"image": BaseModelOutputWithPooling}`), as in Llava.
             croc_objectives: run the stage-1.5 path (pool replacement and mixed attention).
             croc_generator: seeded generator for the random token mask.
+            croc_image_order: `(num_images,)` for a packed batch, each image's rank in the order the batch arrived
+                (the collator's `croc_image_order`): the token masks are drawn in that order.
         """
+        batch_size = (input_ids if input_ids is not None else inputs_embeds).shape[0]
+        if is_packed_batch(attention_mask, position_ids, batch_size):
+            prepare_packed_forward(self.config.text_config, batch_size, kwargs)
         if not croc_objectives:
             outputs = super().forward(
                 input_ids=input_ids,
@@ -143,7 +150,8 @@ class CrocModel(CrocModelMixin, CrocPreTrainedModel, LlavaModel):
             )
             return CrocModelOutputWithPast(**fields_declared_by(outputs, CrocModelOutputWithPast))
         outputs, croc_fields = self._croc_forward(input_ids, pixel_values, mm_encoder_outputs, attention_mask,
-                                                  position_ids, labels, croc_generator, **kwargs)
+                                                  position_ids, labels, croc_generator,
+                                                  image_order=croc_image_order, **kwargs)
         return CrocModelOutputWithPast(**fields_declared_by(outputs, CrocModelOutputWithPast), **croc_fields)
 
 
@@ -173,6 +181,7 @@ class CrocForConditionalGeneration(CrocForConditionalGenerationMixin, CrocPreTra
         mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
         croc_objectives: bool | None = None,
         croc_generator: torch.Generator | None = None,
+        croc_image_order: torch.LongTensor | None = None,
         num_vtr_items_in_batch: int | torch.Tensor | None = None,
         **kwargs,
     ) -> CrocCausalLMOutputWithPast:
@@ -186,6 +195,9 @@ class CrocForConditionalGeneration(CrocForConditionalGenerationMixin, CrocPreTra
                 Force the stage-1.5 path on or off. Default: on in training forwards when `config.croc_pretraining`.
             croc_generator (`torch.Generator`, *optional*):
                 Seeded generator for the random token mask; the trainer passes one per rank and step.
+            croc_image_order (`torch.LongTensor` of shape `(num_images,)`, *optional*):
+                For a packed batch (`trainer.collator`), each image's rank in the order the batch arrived, so the
+                token masks are those of the unpacked batch. Read by the stage-1.5 forward only.
             num_vtr_items_in_batch (`int` or `torch.Tensor`, *optional*):
                 VTR tokens in the whole optimiser step (see `num_vtr_items`), the counterpart of
                 `num_items_in_batch` for the LM loss.
@@ -203,6 +215,7 @@ class CrocForConditionalGeneration(CrocForConditionalGenerationMixin, CrocPreTra
             mm_encoder_outputs=mm_encoder_outputs,
             croc_objectives=croc_objectives,
             croc_generator=croc_generator,
+            croc_image_order=croc_image_order,
             return_dict=True,
             **kwargs,
         )

@@ -61,6 +61,7 @@ class CrocPromptPool(nn.Module):
         generator: torch.Generator | None = None,
         token_counts: torch.LongTensor | None = None,
         image_rows: torch.LongTensor | None = None,
+        draw_order: torch.LongTensor | None = None,
     ) -> PromptedVisualTokens:
         """Mask `mask_ratio` of every image's tokens at random and put the assigned pool tokens in their place.
 
@@ -72,6 +73,8 @@ class CrocPromptPool(nn.Module):
                 every image has T tokens.
             image_rows: `(num_images,)` long, non-decreasing, the batch row of each image; with
                 `matching_scope="row"` all masked tokens of a row form one Hungarian problem (ViCToR).
+            draw_order: `(num_images,)` which draw of the stream each image takes (packed batches; see
+                `draw_replaced_positions`).
 
         The assignment is computed without gradient on detached tokens; the chosen pool rows enter the output
         through indexing, so they receive gradient from everything downstream.
@@ -79,13 +82,14 @@ class CrocPromptPool(nn.Module):
         num_images, num_tokens, hidden = visual_tokens.shape
         by_row = self.config.matching_scope == "row" and image_rows is not None
         if num_images == 0 or (token_counts is None and not by_row):
-            return self._replace_uniform(visual_tokens, generator)
+            return self._replace_uniform(visual_tokens, generator, draw_order)
         device = visual_tokens.device
         counts = (torch.full((num_images,), num_tokens, dtype=torch.long, device=device) if token_counts is None
                   else token_counts.to(device))
         masked = self.config.num_masked_tokens_per_image(counts)
         with croc_region("masking"):
-            replaced = draw_replaced_positions(num_images, num_tokens, masked, device, generator, token_counts=counts)
+            replaced = draw_replaced_positions(num_images, num_tokens, masked, device, generator, token_counts=counts,
+                                               draw_order=draw_order)
         # The replaced tokens in row-major order: image by image, each in token order.
         flat_queries = visual_tokens.detach()[replaced]
         image_of = torch.repeat_interleave(torch.arange(num_images, device=device), masked)
@@ -109,12 +113,15 @@ class CrocPromptPool(nn.Module):
         pool_ids[image_of, _positions_within(image_of, masked)] = flat_ids
         return PromptedVisualTokens(tokens=tokens, replaced=replaced, pool_ids=pool_ids)
 
-    def _replace_uniform(self, visual_tokens: torch.Tensor, generator: torch.Generator | None) -> PromptedVisualTokens:
+    def _replace_uniform(self, visual_tokens: torch.Tensor, generator: torch.Generator | None,
+                         draw_order: torch.LongTensor | None = None) -> PromptedVisualTokens:
         """Every image has the same token count and is its own matching group: no padding anywhere."""
         num_images, num_tokens, hidden = visual_tokens.shape
         num_masked = self.config.num_masked_tokens(num_tokens)
         with croc_region("masking"):
-            replaced = draw_replaced_positions(num_images, num_tokens, num_masked, visual_tokens.device, generator)
+            replaced = draw_replaced_positions(
+                num_images, num_tokens, num_masked, visual_tokens.device, generator, draw_order=draw_order
+            )
         queries = visual_tokens.detach()[replaced].view(num_images, num_masked, hidden)
         pool_ids = assign_pool_tokens(queries, self.weight.detach(), self.config.token_matching)
         chosen = self.weight[pool_ids.reshape(-1)].to(visual_tokens.dtype)

@@ -13,6 +13,7 @@ def draw_replaced_positions(
     device: torch.device,
     generator: torch.Generator | None = None,
     token_counts: torch.Tensor | None = None,
+    draw_order: torch.LongTensor | None = None,
 ) -> torch.BoolTensor:
     """Choose `num_masked` of an image's tokens uniformly at random, independently for every image.
 
@@ -25,6 +26,8 @@ def draw_replaced_positions(
             generator (the trainer does); `None` uses torch's global RNG on `device`.
         token_counts: `(num_images,)` long, each image's own token count when images differ (AnyRes); its tokens
             are the first `token_counts[i]` of its row and the rest is padding, which is never chosen.
+        draw_order: `(num_images,)` a permutation: image i takes the `draw_order[i]`-th row of the random draw, so a
+            batch whose images were reordered (packing) gets the masks of its arrival order.
 
     Returns:
         `(num_images, num_tokens)` bool tensor with exactly `num_masked[i]` True values in row i, all among its
@@ -32,6 +35,11 @@ def draw_replaced_positions(
     """
     draw_device = generator.device if generator is not None else device
     scores = torch.rand(num_images, num_tokens, generator=generator, device=draw_device)
+    if draw_order is not None:
+        draw_order = draw_order.to(draw_device)
+        if not torch.equal(draw_order.sort().values, torch.arange(num_images, device=draw_device)):
+            raise ValueError(f"draw_order must be a permutation of range({num_images}), got {draw_order.tolist()}")
+        scores = scores[draw_order]
     if token_counts is None and not isinstance(num_masked, torch.Tensor):
         if not 0 <= num_masked <= num_tokens:
             raise ValueError(f"cannot mask {num_masked} of {num_tokens} tokens")

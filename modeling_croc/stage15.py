@@ -130,6 +130,7 @@ class CrocModelMixin:
         labels: torch.LongTensor | None,
         generator: torch.Generator | None,
         image_inputs: dict | None = None,
+        image_order: torch.LongTensor | None = None,
         **kwargs,
     ) -> tuple[ModelOutput, dict]:
         """The language model's output and the `CrocModelOutputFields` values of a stage-1.5 forward.
@@ -139,6 +140,8 @@ class CrocModelMixin:
                 (`{"image": ...}` whose `pooler_output` holds one `(T_i, D)` tensor per image); neither for a
                 text-only batch.
             image_inputs: what else the class's `croc_image_features` needs (AnyRes: `image_sizes`, ...).
+            image_order: for a packed batch, each image's rank in the order the batch arrived (the collator's
+                `croc_image_order`): the token masks are drawn in that order.
         """
         if input_ids is None:
             raise ValueError("the stage-1.5 forward locates visual tokens by `input_ids`; pass input_ids")
@@ -165,14 +168,17 @@ class CrocModelMixin:
                              f"{expected} visual tokens in all")
         rows = image_rows(image_token_mask, valid.sum(dim=1)) if num_images else None
 
-        prompted = self.prompt_pool(visual_tokens, generator=generator, token_counts=counts, image_rows=rows)
+        prompted = self.prompt_pool(visual_tokens, generator=generator, token_counts=counts, image_rows=rows,
+                                    draw_order=image_order)
         tokens = prompted.tokens if counts is None else prompted.tokens[valid]
         inputs_embeds = inputs_embeds.masked_scatter(image_token_mask.unsqueeze(-1), tokens)
 
         with croc_region("mask building"):
             span = self.config.bidirectional_span
-            block_ids = bidirectional_block_ids(span, image_token_mask, labels, attention_mask)
-            mixed_mask = build_mixed_attention_mask(self.config.text_config, inputs_embeds, attention_mask, block_ids)
+            block_ids = bidirectional_block_ids(span, image_token_mask, labels, attention_mask, position_ids)
+            mixed_mask = build_mixed_attention_mask(
+                self.config.text_config, inputs_embeds, attention_mask, block_ids, position_ids
+            )
         with croc_region("language model"), self._vtr_source_capture() as before_final_norm:
             outputs = self.language_model(
                 attention_mask=mixed_mask, position_ids=position_ids, inputs_embeds=inputs_embeds, return_dict=True,

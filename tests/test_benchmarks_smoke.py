@@ -133,3 +133,58 @@ def test_results_md(tmp_path: Path) -> None:
     assert "| good | ok (1 s) |" in text and "| missing | not present |" in text
     assert "## good" in text and "### Good" in text and "## missing" not in text
     assert "## GPU section" in text
+
+
+def test_attention_options_the_gpu_check_uses(tmp_path: Path) -> None:
+    # The GPU check's attention step: chosen lengths and backends, no mask-building table; flex's cross-backend
+    # ratio (against sdpa's is_causal path) is filled from the sdpa row of the same length.
+    out = tmp_path / "attention.json"
+    assert bench_attention.main(["--tiny", "--lengths", "256", "--backends", "sdpa", "--reps", "1",
+                                 "--no-mask-building", "--no-memory", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert [(row["backend"], row["tokens"], row["reps"]) for row in result["rows"]] == [("sdpa", 256, 1)]
+    assert result["tables"] == []
+    rows = [{"backend": "sdpa", "tokens": 2048, "causal_default_ms": 4.0, "mixed_ms": 6.0},
+            {"backend": "flex_attention", "tokens": 2048, "causal_default_ms": 3.0, "mixed_ms": 5.0}]
+    bench_attention.add_ratio_to_sdpa_is_causal(rows)
+    assert rows[1]["ratio_vs_sdpa_is_causal"] == pytest.approx(1.25) and "ratio_vs_sdpa_is_causal" not in rows[0]
+
+
+def test_packing_benchmark_accounts_padding_against_the_collator(tmp_path: Path) -> None:
+    from benchmarks import bench_packing
+
+    out = tmp_path / "packing.json"
+    assert bench_packing.main(["--tiny", "--out", str(out)]) == 0
+    result = json.loads(out.read_text())
+    by_layout = {(row["stage"], row["layout"]): row for row in result["rows"]}
+    for stage in ("1", "1.5", "2"):
+        padded = by_layout[(stage, "padded")]
+        one_row = by_layout[(stage, "packed, budget: one row")]
+        # One row holds exactly the real tokens; packing never processes more tokens than padding.
+        assert one_row["tokens / real token"] == pytest.approx(1.0) and one_row["rows / micro-batch"] == 1
+        assert one_row["padding avoided"] == pytest.approx(padded["padding share"])
+        assert by_layout[(stage, "packed, budget: longest sample")]["tokens / real token"] <= padded[
+            "tokens / real token"]
+    timing = result["tables"][0]["rows"]
+    assert {row["layout"] for row in timing} == {"padded", "packed", "packed, fixed budget"}
+    assert all(row["ms / 1K real tokens"] > 0 for row in timing)
+    sources = result["tables"][1]["rows"]
+    assert {row["stage"] for row in sources} == {"1", "1.5", "2"} and all(row["origin"] for row in sources)
+
+
+def test_gpu_check_plan_is_consistent_without_a_gpu() -> None:
+    """`bash benchmarks/gpu_check.sh --dry-run` on this CPU machine: the script parses, picks an interpreter without
+    installing anything, and every option the GPU steps pass is one their scripts take; the CUDA tests exist."""
+    import os
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    script = repo / "benchmarks" / "gpu_check.sh"
+    assert subprocess.run(["bash", "-n", str(script)], check=False).returncode == 0
+    result = subprocess.run(["bash", str(script), "--dry-run"], cwd=repo, capture_output=True, text=True,
+                            env=dict(os.environ, CROC_PYTHON=sys.executable), timeout=600)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"python: {sys.executable} (ready)" in result.stderr
+    assert "dry run: plan consistent" in result.stdout
+    assert "test_flex_attention_matches_sdpa_on_cuda" in result.stdout

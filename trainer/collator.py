@@ -1,4 +1,21 @@
-"""Batches `CrocSupervisedDataset` samples: pad the token sequences, stack the images of the image rows only."""
+"""Batches `CrocSupervisedDataset` samples: pad the token sequences (or pack them), stack the images of the image rows.
+
+Packing (`CrocDataCollator(packing=True)`) concatenates the samples of a batch into fewer, fuller rows instead of
+padding each to the longest one:
+
+* samples are placed first-fit, in the order they arrive (the sampler's modality-grouped order), into packed rows
+  of at most `packing_max_length` tokens; a sample is never split, so an image's tokens stay together;
+* `position_ids` restart at 0 for every sample, and there is no `attention_mask`: this is the layout from which
+  `transformers.masking_utils` detects packed sequences (`find_packed_sequence_indices`) and builds a mask in
+  which every sample sees only itself; the FlashAttention integration reads the same layout as its varlen path;
+* the first label of every sample is the ignore index, so a sample's first token is never predicted from the
+  previous sample's last one (its label was never predicted unpacked either: LLaVA rows start with BOS);
+* the padding that remains at the end of a packed row is a sequence of its own (positions from 0, ignored
+  labels), so no real token attends to it;
+* `pixel_values` follow the images' order in the packed rows (what the model pairs with the image tokens), and
+  `croc_image_order[k]` is the rank of the k-th of them among the batch's images as they arrived, so stage 1.5
+  draws every image's token mask as if the batch had not been packed (`modeling_croc.replaced_positions`).
+"""
 
 from __future__ import annotations
 
@@ -12,10 +29,43 @@ from modeling_croc.constants import IGNORE_INDEX
 
 from .data import UNREADABLE_KEY
 
-# Key of the batch's data report, present when rows were dropped (length) or replaced (unreadable image):
+# Key of the batch's data report, present when rows were dropped (length) or replaced (unreadable image), and in
+# every batch of a collator built with `report_rows`:
 # {"rows": rows asked for, "unreadable_rows": [the record of each asked row that was replaced]}. `CrocTrainer` pops
 # it before the forward and counts it (`trainer.data_report`); the model never sees it.
 DATA_REPORT_KEY = "data_report"
+
+# The collator's key for the draw order of the images; `CrocForConditionalGeneration.forward` takes it by this name.
+IMAGE_ORDER_KEY = "croc_image_order"
+
+
+def first_fit(lengths: Sequence[int], budget: int | None) -> list[list[int]]:
+    """Indices of `lengths` grouped into packed rows: each length, in order, goes to the first row it still fits in.
+
+    Args:
+        lengths: token counts of the samples, in arrival order.
+        budget: most tokens per packed row; None puts everything in one row. A sample longer than the budget gets a
+            row of its own (the trainer's checks make the budget at least `model_max_length`, so it never happens
+            in training).
+
+    Returns:
+        The packed rows, each a list of sample indices in arrival order; rows in order of opening.
+    """
+    rows: list[list[int]] = []
+    used: list[int] = []
+    for index, length in enumerate(lengths):
+        target = next((r for r, total in enumerate(used) if budget is None or total + length <= budget), None)
+        if target is None:
+            rows.append([])
+            used.append(0)
+            target = len(rows) - 1
+        rows[target].append(index)
+        used[target] += length
+    return rows
+
+
+def _round_up(length: int, multiple: int | None) -> int:
+    return -(-length // multiple) * multiple if multiple else length
 
 
 @dataclass
@@ -27,32 +77,52 @@ class CrocDataCollator:
     `label_pad_id` in `labels` and 0 in `attention_mask`, on `padding_side`. `pixel_values` holds the images of
     the N image rows in row order; text-only rows contribute none (no dummy image goes through the vision tower),
     and a batch without image rows has no `pixel_values` key. None samples (rows the dataset could not keep)
-    are dropped. When samples were dropped or stand in for rows with unreadable images, the batch also carries
-    `DATA_REPORT_KEY` (see there) so the trainer can count every row it was given.
+    are dropped. When samples were dropped or stand in for rows with unreadable images (always, with `report_rows`),
+    the batch also carries `DATA_REPORT_KEY` (see there) so the trainer can count every row it was given.
+
+    With `packing`, the samples are packed into R <= B rows (see the module docstring) and the batch is
+    ``{"input_ids": (R, L), "labels": (R, L), "position_ids": (R, L), "pixel_values": (N, 3, H, W),
+    "croc_image_order": (N,)}``, L the longest packed row. `packing_max_length` is the token budget of a packed
+    row: None packs into rows no longer than the batch's longest sample (so the packed batch is never wider than
+    the padded one, only shorter), 0 packs the whole batch into one row (the layout FlashAttention's varlen path
+    needs), a positive value is a fixed budget.
     """
 
     pad_token_id: int
     padding_side: str = "right"
     label_pad_id: int = IGNORE_INDEX
     pad_to_multiple_of: int | None = None
+    packing: bool = False
+    packing_max_length: int | None = None
+    # The trainer's collator sets it: a packed batch's rows are not the rows it was given, so the trainer cannot
+    # count them from `input_ids`. Off by default, so a batch is the model's keyword arguments as it is.
+    report_rows: bool = False
 
     def __post_init__(self) -> None:
         if self.padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', got {self.padding_side!r}")
+        if self.packing and self.padding_side != "right":
+            raise ValueError("packing appends the padding after the packed samples: padding_side must be 'right'")
+        if self.packing_max_length is not None and self.packing_max_length < 0:
+            raise ValueError(f"packing_max_length must be None, 0 or positive, got {self.packing_max_length}")
 
     def __call__(self, features: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
         asked = len(features)
-        unreadable = [feature[UNREADABLE_KEY] for feature in features if feature is not None and UNREADABLE_KEY in feature]
+        unreadable = [feature[UNREADABLE_KEY] for feature in features
+                      if feature is not None and UNREADABLE_KEY in feature]
         features = [feature for feature in features if feature is not None]
         if not features:
             raise ValueError(
                 "every row of this batch was dropped by the dataset (see CrocSupervisedDataset.stats and its "
                 "warnings): is model_max_length too small for the image tokens?"
             )
-        length = max(len(feature["input_ids"]) for feature in features)
-        if self.pad_to_multiple_of:
-            length = -(-length // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        batch = self._pack(features) if self.packing else self._pad(features)
+        if unreadable or len(features) != asked or self.report_rows:
+            batch[DATA_REPORT_KEY] = {"rows": asked, "unreadable_rows": unreadable}
+        return batch
 
+    def _pad(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        length = _round_up(max(len(feature["input_ids"]) for feature in features), self.pad_to_multiple_of)
         input_ids = torch.full((len(features), length), self.pad_token_id, dtype=torch.long)
         labels = torch.full((len(features), length), self.label_pad_id, dtype=torch.long)
         attention_mask = torch.zeros((len(features), length), dtype=torch.long)
@@ -70,8 +140,47 @@ class CrocDataCollator:
         sizes = [feature["image_sizes"] for feature in features if feature.get("image_sizes") is not None]
         if sizes:
             batch["image_sizes"] = torch.stack(sizes)
-        if unreadable or len(features) != asked:
-            batch[DATA_REPORT_KEY] = {"rows": asked, "unreadable_rows": unreadable}
+        return batch
+
+    def packing_budget(self, lengths: Sequence[int]) -> int | None:
+        """The token budget of a packed row for a batch of samples of these lengths (None: one row)."""
+        if self.packing_max_length == 0:
+            return None
+        return max(lengths) if self.packing_max_length is None else self.packing_max_length
+
+    def _pack(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        lengths = [len(feature["input_ids"]) for feature in features]
+        rows = first_fit(lengths, self.packing_budget(lengths))
+        width = _round_up(max(sum(lengths[i] for i in row) for row in rows), self.pad_to_multiple_of)
+        input_ids = torch.full((len(rows), width), self.pad_token_id, dtype=torch.long)
+        labels = torch.full((len(rows), width), self.label_pad_id, dtype=torch.long)
+        position_ids = torch.empty((len(rows), width), dtype=torch.long)
+        # Rank of each image sample among the batch's images in arrival order.
+        image_rank = {}
+        for index, feature in enumerate(features):
+            if feature.get("pixel_values") is not None:
+                image_rank[index] = len(image_rank)
+        images, order = [], []
+        for row, members in enumerate(rows):
+            start = 0
+            for index in members:
+                feature, size = features[index], lengths[index]
+                span = slice(start, start + size)
+                input_ids[row, span] = feature["input_ids"]
+                labels[row, span] = feature["labels"]
+                labels[row, start] = self.label_pad_id
+                position_ids[row, span] = torch.arange(size)
+                start += size
+                if index in image_rank:
+                    images.append(feature["pixel_values"])
+                    order.append(image_rank[index])
+            # The padding tail restarts at 0 too: a sequence of its own that no sample attends to.
+            position_ids[row, start:] = torch.arange(width - start)
+
+        batch = {"input_ids": input_ids, "labels": labels, "position_ids": position_ids}
+        if images:
+            batch["pixel_values"] = torch.stack(images)
+            batch[IMAGE_ORDER_KEY] = torch.tensor(order, dtype=torch.long)
         return batch
 
 
@@ -86,15 +195,21 @@ def stack_images(images: list[torch.Tensor]) -> torch.Tensor:
 
 
 def build_collator(
-    processor: Any, padding_side: str = "right", pad_to_multiple_of: int | None = None
+    processor: Any,
+    padding_side: str = "right",
+    pad_to_multiple_of: int | None = None,
+    packing: bool = False,
+    packing_max_length: int | None = None,
+    report_rows: bool = False,
 ) -> CrocDataCollator:
     """A `CrocDataCollator` padding with `processor.tokenizer`'s pad token."""
     pad_token_id = processor.tokenizer.pad_token_id
     if pad_token_id is None:
         raise ValueError("the tokenizer has no pad token (LLaVA-1.5 adds <pad>); set one before training")
     return CrocDataCollator(
-        pad_token_id=pad_token_id, padding_side=padding_side, pad_to_multiple_of=pad_to_multiple_of
+        pad_token_id=pad_token_id, padding_side=padding_side, pad_to_multiple_of=pad_to_multiple_of,
+        packing=packing, packing_max_length=packing_max_length, report_rows=report_rows,
     )
 
 
-__all__ = ["DATA_REPORT_KEY", "CrocDataCollator", "build_collator"]
+__all__ = ["DATA_REPORT_KEY", "IMAGE_ORDER_KEY", "CrocDataCollator", "build_collator", "first_fit"]

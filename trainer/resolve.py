@@ -15,7 +15,7 @@ from typing import NamedTuple
 
 from huggingface_hub.errors import StrictDataclassError
 
-from modeling_croc.attention_mask import check_mixed_attention_backend
+from modeling_croc.attention_mask import check_mixed_attention_backend, is_maskless_backend
 from modeling_croc.loading import read_croc_config
 from modeling_croc.presets import get_preset
 
@@ -53,6 +53,7 @@ def resolve_config(argv: list[str]) -> ResolvedConfig:
         raise ConfigError(" ".join(str(error).split())) from None
     check_across_sections(model_args, training_args)
     check_croc_config(model_args, training_args)
+    resolve_packing(model_args, training_args)
     return ResolvedConfig(model_args, data_args, training_args, training_args.stage_spec)
 
 
@@ -100,3 +101,18 @@ def check_croc_config(model_args: ModelArguments, args: CrocTrainingArguments) -
             read_croc_config(vision_tower=model_args.vision_tower, croc_fields=args.croc_fields)
     except (ValueError, TypeError, StrictDataclassError) as error:
         raise ConfigError(f"croc_preset / croc_overrides: {' '.join(str(error).split())}") from None
+
+
+def resolve_packing(model_args: ModelArguments, args: CrocTrainingArguments) -> None:
+    """FlashAttention keeps packed samples apart only in a one-row batch (its varlen path): with packing on such a
+    backend, the micro-batch is packed into one row (`packing_max_length=0`); a fixed budget would give several
+    rows, refused here rather than by the model's first forward."""
+    if not args.packing or not is_maskless_backend(model_args.attn_implementation):
+        return
+    if args.packing_max_length not in (None, 0):
+        raise ConfigError(
+            f"packing_max_length={args.packing_max_length} with attn_implementation="
+            f"{model_args.attn_implementation!r}: FlashAttention packs a micro-batch into one row; leave "
+            "packing_max_length unset (or 0)"
+        )
+    args.packing_max_length = 0

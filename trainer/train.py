@@ -17,6 +17,7 @@ card; `--hub_dry_run DIR` writes what would be uploaded into DIR instead.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 import transformers
@@ -65,6 +66,17 @@ def _share_process_group_with_deepspeed(args) -> None:
         comm.init_distributed(dist_backend=torch.distributed.get_backend(), auto_mpi_discovery=False)
 
 
+def format_layout(args) -> str:
+    """How a step is spread over processes, nodes and micro-batches: the first line to check on a multi-node run."""
+    processes = args.world_size
+    per_node = int(os.environ.get("LOCAL_WORLD_SIZE", processes))
+    nodes = max(processes // max(per_node, 1), 1)
+    return (f"{processes} process(es) on {nodes} node(s): global batch {args.per_device_train_batch_size} per device x "
+            f"{processes} x {args.gradient_accumulation_steps} accumulation step(s) = "
+            f"{args.per_device_train_batch_size * processes * args.gradient_accumulation_steps} samples per step"
+            + (f"; packed (budget {args.packing_max_length})" if args.packing else ""))
+
+
 def main(argv: list[str] | None = None) -> CrocTrainer:
     """Run the stage described by `argv` (`CONFIG.yaml [--key=value ...]`); returns the trainer after saving."""
     model_args, data_args, args, stage = resolve_config(sys.argv[1:] if argv is None else argv)
@@ -86,12 +98,14 @@ def main(argv: list[str] | None = None) -> CrocTrainer:
     if args.should_log:
         logger.info("%s", format_trainable(counts, stage.name))
         logger.info("learning rates: %s", args.group_learning_rates)
+        logger.info("%s", format_layout(args))
 
     trainer = CrocTrainer(
         model=model,
         args=args,
         train_dataset=build_train_dataset(training_rows, processor, args),
-        data_collator=build_collator(processor),
+        data_collator=build_collator(processor, packing=args.packing, packing_max_length=args.packing_max_length,
+                                     report_rows=True),
         processing_class=processor,
         provenance=run_provenance(model_args, data_args),
         data_report=training_rows.report,

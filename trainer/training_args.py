@@ -127,6 +127,26 @@ class CrocTrainingArguments(TrainingArguments):
                   "modality-grouped sampler)."},
     )
 
+    packing: bool = field(
+        default=False,
+        metadata={"help": "Pack the samples of a micro-batch into fewer rows instead of padding each to the longest "
+                  "(trainer.collator): first-fit in the sampler's order, position_ids restarting per sample, no "
+                  "label crossing from one sample into the next, images whole, every image's token mask and the "
+                  "step's loss counts unchanged. A step still holds per_device_train_batch_size samples per process, "
+                  "so losses and gradients equal the padded run's; only the padding work goes. Works in every "
+                  "stage with eager, sdpa and flex_attention (stage 1.5: the mixed mask is built per sample), and "
+                  "in stages 1 and 2 with FlashAttention (its varlen kernel; the micro-batch becomes one row)."},
+    )
+    packing_max_length: int | None = field(
+        default=None,
+        metadata={"help": "Token budget of one packed row. None: the longest sample of each micro-batch, so a "
+                  "packed batch is never wider than the padded one (right for eager and sdpa, whose masked "
+                  "attention costs the row length squared whatever the mask hides); a value >= model_max_length: "
+                  "a fixed budget, fewer and longer rows (for flex_attention, which skips the blocks between "
+                  "samples); 0: the whole micro-batch in one row (what FlashAttention needs; set by itself for a "
+                  "FlashAttention backend). Only with packing."},
+    )
+
     # ---- Croc specifics ----
     pool_calibration_images: int = field(
         default=64,
@@ -192,6 +212,7 @@ class CrocTrainingArguments(TrainingArguments):
             raise ValueError(f"image_aspect_ratio must be one of {IMAGE_ASPECT_RATIOS}, got {self.image_aspect_ratio!r}")
         self.model_max_length = spec.model_max_length if self.model_max_length is None else self.model_max_length
         self._check_optimiser_values()
+        self._check_packing()
         self._derive_accumulation_steps()
         self._resolve_parameter_groups(spec)
         super().__post_init__()
@@ -208,6 +229,17 @@ class CrocTrainingArguments(TrainingArguments):
             beta = getattr(self, name)
             if not 0.0 <= beta < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {beta}")
+
+    def _check_packing(self) -> None:
+        if self.packing_max_length is None:
+            return
+        if not self.packing:
+            raise ValueError(f"packing_max_length={self.packing_max_length} without packing=true; set both or neither")
+        if self.packing_max_length < 0 or 0 < self.packing_max_length < self.model_max_length:
+            raise ValueError(
+                f"packing_max_length={self.packing_max_length}: must be 0 (one row per micro-batch) or at least "
+                f"model_max_length={self.model_max_length}, so that every sample fits in a packed row whole"
+            )
 
     def _derive_accumulation_steps(self) -> None:
         """`global_batch_size` = per-device batch x processes x accumulation steps, exactly."""

@@ -1,10 +1,12 @@
 """Several processes on the CPU (gloo), started the documented way:
 
     torchrun --nproc_per_node 2 -m trainer.train trainer/configs/cpu_tiny/stage1_5.yaml [--deepspeed=...]
+    torchrun --nnodes 2 --node_rank R --rdzv-endpoint 127.0.0.1:PORT --nproc_per_node 1 -m trainer.train ...
 
-Two data-parallel processes, ZeRO-2 and ZeRO-3 all reproduce one process with the same global batch (stage 1.5,
-Croc objectives on: same losses, same weights), and save a folder that `from_pretrained` loads completely. The
-first DeepSpeed run on a machine JIT-compiles DeepSpeed's CPU shared-memory communication op (~1-2 min, cached).
+Two data-parallel processes, ZeRO-2 and ZeRO-3, and two nodes (simulated on this machine, loopback only) with
+ZeRO-3 and packing all reproduce one process with the same global batch (stage 1.5, Croc objectives on: same
+losses, same weights), and save a folder that `from_pretrained` loads completely. The first DeepSpeed run on a machine
+JIT-compiles DeepSpeed's CPU shared-memory communication op (~1-2 min, cached).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import json
 
 import pytest
 import torch
-from trainer_helpers import log_history, run_stage, torchrun
+from trainer_helpers import log_history, run_stage, torchrun, torchrun_nodes
 
 from modeling_croc import CrocForConditionalGeneration
 
@@ -83,4 +85,18 @@ def test_deepspeed_zero_on_cpu(tmp_path, data_file, stage1_dir, reference, zero)
     out = tmp_path / zero
     torchrun(2, "stage1_5.yaml", out, *_common(data_file, stage1_dir),
              f"--deepspeed=trainer/configs/deepspeed/{zero}.json")
+    _assert_same_run(out, reference, atol=1e-5)
+
+
+def test_two_nodes_zero3_equal_one_process(tmp_path, data_file, stage1_dir, reference):
+    # Each "node" is its own torchrun agent with one process (LOCAL_RANK 0 on both, RANK 0 and 1), meeting at a
+    # loopback rendezvous: what two machines of a cluster run, minus the network.
+    # Packed, against the padded one-process reference: packing changes no result (tests/trainer/test_equivalence.py),
+    # so this also runs it across processes and nodes under ZeRO-3.
+    out = tmp_path / "two_nodes"
+    logs = torchrun_nodes(2, "stage1_5.yaml", out, *_common(data_file, stage1_dir),
+                          "--deepspeed=trainer/configs/deepspeed/zero3.json", "--packing=true",
+                          "--packing_max_length=256")
+    # One run over both nodes, not two single-process runs (which would also reproduce the reference).
+    assert "2 process(es) on 2 node(s): global batch 2 per device x 2 x 1 accumulation step(s)" in logs[0]
     _assert_same_run(out, reference, atol=1e-5)

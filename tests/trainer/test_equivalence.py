@@ -1,12 +1,16 @@
-"""Gradient accumulation and resuming leave training unchanged (stage 1.5, Croc objectives on).
+"""Gradient accumulation, resuming and packing leave training unchanged (stage 1.5 with the Croc objectives on, and
+stages 1 and 2 for packing).
 
 Masks: the trainer seeds each micro-batch's generator from (seed, global step) and skips the draws of the images
 before it in the step (`trainer.croc_rng`), so the k-th image of a step gets the same mask however the step is
-split. That makes an exact comparison possible with the real mask ratio (0.75 of each image's tokens), and the
-negative control shows the comparison would catch masks that depend on the split.
+split, and packing draws them in the order the images arrived (`croc_image_order`). That makes an exact comparison
+possible with the real mask ratio (0.75 of each image's tokens), and the negative control shows the comparison
+would catch masks that depend on the split.
 """
 
 from __future__ import annotations
+
+import json
 
 import pytest
 import torch
@@ -17,37 +21,49 @@ from transformers import TrainerCallback
 from trainer import croc_rng
 from trainer import croc_trainer as croc_trainer_module
 from trainer import train as train_module
+from trainer.collator import IMAGE_ORDER_KEY, CrocDataCollator
+
+# Packed rows of at most this many tokens: three or four cpu_tiny samples of 50-110 tokens each.
+PACKING = ("--packing=true", "--packing_max_length=256")
 
 
 def _updates(before: dict[str, torch.Tensor], model) -> dict[str, torch.Tensor]:
     return {name: tensor.detach() - before[name] for name, tensor in model.state_dict().items()}
 
 
-def _one_sgd_step(tmp_path, data_dir, stage1_dir, initial_state, per_device: int, name: str):
+def _one_sgd_step(tmp_path, data_dir, stage1_dir, initial_state, per_device: int, name: str, *extra: str,
+                  config: str = "stage1_5.yaml", data: str = "detailed.json"):
     # SGD without clipping: the update is the gradient itself, so any error in how the LM and VTR terms are
     # normalised over micro-batches shows (Adam's first step would hide scale errors, clipping would rescale).
+    rates = {"stage1.yaml": ["--projector_lr=0.1"], "stage2.yaml": ["--projector_lr=0.1", "--language_model_lr=0.1"]}
     trainer = run_stage(
-        "stage1_5.yaml", tmp_path / name, f"--data.path={data_dir / 'detailed.json'}",
+        config, tmp_path / name, f"--data.path={data_dir / data}",
         f"--model.name_or_path={stage1_dir}", f"--per_device_train_batch_size={per_device}",
         "--global_batch_size=4", "--max_steps=1", "--optim=sgd", "--max_grad_norm=0",
-        "--projector_lr=0.1", "--prompt_pool_lr=0.1", "--language_model_lr=0.1",
+        *rates.get(config, ["--projector_lr=0.1", "--prompt_pool_lr=0.1", "--language_model_lr=0.1"]), *extra,
     )
     state = dict(initial_state)
     initial_state.clear()
     return _updates(state, trainer.model), [e for e in log_history(tmp_path / name) if "loss" in e][0]
 
 
+def _assert_same_step(actual, actual_log, expected, expected_log, keys) -> None:
+    for key in keys:
+        assert actual_log[key] == pytest.approx(expected_log[key], rel=1e-5), key
+    moved = 0
+    for name, update in expected.items():
+        torch.testing.assert_close(actual[name], update, rtol=1e-4, atol=1e-7, msg=name)
+        moved += int(update.abs().max() > 0)
+    assert moved > 3
+
+
 def test_accumulation_equals_the_doubled_batch(tmp_path, data_dir, stage1_dir, initial_state, monkeypatch):
     split, split_log = _one_sgd_step(tmp_path, data_dir, stage1_dir, initial_state, 2, "accumulate")
     whole, whole_log = _one_sgd_step(tmp_path, data_dir, stage1_dir, initial_state, 4, "whole")
     assert split_log["vtr_loss"] > 0 and split_log["pool_utilisation"] > 0
-    for key in ("loss", "lm_loss", "vtr_loss", "pool_utilisation", "pool_entropy"):
-        assert split_log[key] == pytest.approx(whole_log[key], rel=1e-5), key
-    moved = 0
-    for name, update in whole.items():
-        torch.testing.assert_close(split[name], update, rtol=1e-4, atol=1e-7, msg=name)
-        moved += int(update.abs().max() > 0)
-    assert moved > 10
+    _assert_same_step(split, split_log, whole, whole_log,
+                      ("loss", "lm_loss", "vtr_loss", "pool_utilisation", "pool_entropy"))
+    assert sum(int(update.abs().max() > 0) for update in whole.values()) > 10
 
     # Negative control: masks seeded per micro-batch without the offset differ from the whole batch's.
     monkeypatch.setattr(croc_trainer_module, "mask_generator",
@@ -65,11 +81,12 @@ class _Kill(TrainerCallback):
             raise KeyboardInterrupt("simulated kill")
 
 
-def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path, data_dir, stage1_dir, monkeypatch):
+@pytest.mark.parametrize("packing", [False, True], ids=["padded", "packed"])
+def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path, data_dir, stage1_dir, monkeypatch, packing):
     # 12 rows, 4 per step: 3 steps per epoch, so the resumed run also crosses an epoch boundary.
     common = [f"--data.path={data_dir / 'detailed.json'}", f"--model.name_or_path={stage1_dir}",
               "--per_device_train_batch_size=2", "--global_batch_size=4", "--max_steps=4",
-              "--save_strategy=steps", "--save_steps=2", "--lr_scheduler_type=cosine"]
+              "--save_strategy=steps", "--save_steps=2", "--lr_scheduler_type=cosine", *(PACKING if packing else ())]
     reference = tmp_path / "uninterrupted"
     run_stage("stage1_5.yaml", reference, *common)
 
@@ -102,3 +119,64 @@ def test_resume_after_a_kill_matches_an_uninterrupted_run(tmp_path, data_dir, st
     for step, entry in curve.items():
         for key in ("loss", "lm_loss", "vtr_loss", "pool_utilisation"):
             assert again[step][key] == pytest.approx(entry[key], rel=1e-5), (step, key)
+
+
+@pytest.fixture
+def packed_batches(monkeypatch) -> list[dict]:
+    """Every batch the packing collator builds during the test."""
+    built: list[dict] = []
+    pack = CrocDataCollator._pack
+
+    def recording_pack(self, features):
+        batch = pack(self, features)
+        built.append({"samples": len(features), **batch})
+        return batch
+
+    monkeypatch.setattr(CrocDataCollator, "_pack", recording_pack)
+    return built
+
+
+def _uneven_captions(tmp_path) -> str:
+    """Stage-1.5 rows whose captions make the samples about 180, 120 and 63 tokens long: a 256-token budget then
+    puts a later short sample in front of an earlier middle one, so packing reorders the images of the step."""
+    words = "a red square sits in the middle of a white image with a thin shadow".split()
+    rows = []
+    for i, count in enumerate((95, 45, 2, 2, 95, 45, 2, 2)):
+        caption = " ".join(words[k % len(words)] for k in range(count)) + "."
+        rows.append({"id": f"uneven-{i}", "image": f"images/{i:03d}.png", "conversations": [
+            {"from": "human", "value": "<image>\nDescribe the image."}, {"from": "gpt", "value": caption}]})
+    path = tmp_path / "uneven.json"
+    path.write_text(json.dumps(rows), encoding="utf-8")
+    return str(path)  # absolute: `data_dir / data` leaves it as it is
+
+
+@pytest.mark.parametrize("stage, config, data, keys", [
+    ("1", "stage1.yaml", "captions.json", ("loss",)),
+    ("1.5", "stage1_5.yaml", "detailed.json", ("loss", "lm_loss", "vtr_loss", "pool_utilisation", "pool_entropy")),
+    ("1.5", "stage1_5.yaml", "uneven", ("loss", "lm_loss", "vtr_loss", "pool_utilisation", "pool_entropy")),
+    ("2", "stage2.yaml", "qa.json", ("loss",)),
+])
+def test_packed_step_equals_padded_step(tmp_path, data_dir, stage1_dir, initial_state, packed_batches, stage, config,
+                                        data, keys):
+    """One optimiser step of 4 samples, packed into fewer rows, against the same step padded: same losses, same
+    update; and packed with accumulation (2 micro-batches of 2) still the same. Stage 1.5 with text rows mixed in
+    (`detailed.json`) and with images that packing reorders (`uneven`)."""
+    extra = []
+    if data == "uneven":
+        data = _uneven_captions(tmp_path)
+        extra = [f"--data.image_root={data_dir}"]
+    step = {"config": config, "data": data}
+    padded, padded_log = _one_sgd_step(tmp_path, data_dir, stage1_dir, initial_state, 4, "padded", *extra, **step)
+    packed, packed_log = _one_sgd_step(tmp_path, data_dir, stage1_dir, initial_state, 4, "packed", *PACKING,
+                                       *extra, **step)
+    batch = packed_batches[0]  # the step's batch (the dataloader may already have built the next one)
+    assert batch["input_ids"].shape[0] < batch["samples"] == 4, "the step must actually be packed"
+    if "uneven" in data:
+        order = batch[IMAGE_ORDER_KEY].tolist()
+        assert order != sorted(order), "these captions and seed are chosen so that packing reorders the images"
+    _assert_same_step(packed, packed_log, padded, padded_log, keys)
+    split, split_log = _one_sgd_step(tmp_path, data_dir, stage1_dir, initial_state, 2, "packed_split", *PACKING,
+                                     *extra, **step)
+    _assert_same_step(split, split_log, padded, padded_log, keys)
+    if stage == "1.5":
+        assert padded_log["vtr_loss"] > 0

@@ -186,6 +186,9 @@ def _layout(tmp_path: Path, config: dict | None, weights: bool = True, adapter: 
         ("renamed_key", "croc_config -> croc_overrides"),
         ("bad_value", "cannot read 'many' as int"),
         ("missing_reporter", "report_to='wandb' but wandb is not installed"),
+        ("packing_budget_alone", "packing_max_length=300 without packing=true"),
+        ("packing_budget_too_small", "packing_max_length=100: must be 0 .* at least model_max_length=256"),
+        ("packing_budget_on_flash", "FlashAttention packs a micro-batch into one row"),
     ],
 )
 def test_bad_configuration_fails_before_compute(case, message, tmp_path, data_dir, stage1_dir, monkeypatch,
@@ -216,9 +219,15 @@ def test_bad_configuration_fails_before_compute(case, message, tmp_path, data_di
         "renamed_key": lambda: ["--croc_config={mask_ratio: 0.5}"],
         "bad_value": lambda: ["--per_device_train_batch_size=many"],
         "missing_reporter": lambda: ["--report_to=wandb"],
+        "packing_budget_alone": lambda: ["--packing_max_length=300"],
+        "packing_budget_too_small": lambda: ["--packing=true", "--packing_max_length=100"],
+        "packing_budget_on_flash": lambda: ["--packing=true", "--packing_max_length=4096"],
     }.get(case, lambda: [])()
     if case == "missing_folder":
         (tmp_path / "outputs").mkdir()
+    if case == "packing_budget_on_flash":  # FlashAttention: a stage without the mixed mask
+        config, overrides = "stage2.yaml", [f"--data.path={data_dir / 'qa.json'}", f"--model.name_or_path={stage1_dir}",
+                                            "--model.attn_implementation=flash_attention_2"]
     if case == "lora_stage1":
         config, overrides = "stage1.yaml", [f"--data.path={data_dir / 'captions.json'}", "--model.use_peft=true",
                                             f"--model.name_or_path={stage1_dir}"]
@@ -299,3 +308,17 @@ def test_victor_yamls_state_the_released_scripts(name, monkeypatch):
         assert raw["model"]["vision_tower"] == "google/siglip2-so400m-patch14-384"
         assert raw["model"]["language_model"] == "Qwen/Qwen2.5-7B-Instruct"
     _assert_states_its_preset(raw, "victor", batch, monkeypatch)
+
+
+@pytest.mark.parametrize("attn, budget, resolved", [
+    ("sdpa", None, None), ("sdpa", 4096, 4096), ("flash_attention_2", None, 0), ("flash_attention_2", 0, 0)])
+def test_packing_budget_follows_the_attention_backend(data_dir, stage1_dir, attn, budget, resolved):
+    """FlashAttention keeps packed samples apart only in a one-row batch: packing there packs each micro-batch into
+    one row; other backends keep the budget asked for (None: each micro-batch's longest sample)."""
+    from trainer import resolve_config
+
+    argv = [str(CONFIGS / "stage2.yaml"), f"--data.path={data_dir / 'qa.json'}", f"--model.name_or_path={stage1_dir}",
+            f"--model.attn_implementation={attn}", "--output_dir=unused", "--packing=true"]
+    if budget is not None:
+        argv.append(f"--packing_max_length={budget}")
+    assert resolve_config(argv).training.packing_max_length == resolved

@@ -24,15 +24,51 @@ def run_stage(config: str, output_dir: Path, *overrides: str):
     return train_module.main(argv)
 
 
+def _torch_env() -> dict[str, str]:
+    return dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+
+
+def _train_command(launcher: list[str], config: str, output_dir: Path, overrides: tuple[str, ...]) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", *launcher, "-m", "trainer.train", str(CONFIGS / config),
+            f"--output_dir={output_dir}", "--disable_tqdm=true", *overrides]
+
+
 def torchrun(nproc: int, config: str, output_dir: Path, *overrides: str, timeout: int = 600) -> None:
     """The same under `torchrun --nproc_per_node <nproc>` (gloo on CPU), in a subprocess."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(nproc), "--master_port",
-               str(_free_port()), "-m", "trainer.train", str(CONFIGS / config), f"--output_dir={output_dir}",
-               "--disable_tqdm=true", *overrides]
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    command = _train_command(["--nproc_per_node", str(nproc), "--master_port", str(_free_port())], config,
+                             output_dir, overrides)
+    result = subprocess.run(command, cwd=REPO, env=_torch_env(), capture_output=True, text=True, timeout=timeout)
     if result.returncode != 0:
         raise AssertionError(f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
+
+
+def torchrun_nodes(nnodes: int, config: str, output_dir: Path, *overrides: str, timeout: int = 600) -> list[str]:
+    """A multi-node launch simulated on this machine: one `torchrun --nnodes <nnodes> --node_rank <r>
+    --rdzv-endpoint 127.0.0.1:PORT --nproc_per_node 1` per node, all started at once, as each machine of a cluster
+    would run it (static rendezvous: node r hosts global rank r; loopback only). Returns each node's stderr."""
+    endpoint = f"127.0.0.1:{_free_port()}"
+    commands = [
+        _train_command(["--nnodes", str(nnodes), "--node_rank", str(rank), "--nproc_per_node", "1",
+                        "--rdzv-backend", "static", "--rdzv-endpoint", endpoint], config, output_dir, overrides)
+        for rank in range(nnodes)
+    ]
+    nodes = [subprocess.Popen(command, cwd=REPO, env=_torch_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for command in commands]
+    failures, logs = [], []
+    try:
+        for rank, node in enumerate(nodes):
+            stdout, stderr = node.communicate(timeout=timeout)
+            logs.append(stderr)
+            if node.returncode != 0:
+                failures.append(f"node {rank}: {' '.join(commands[rank])} failed:\n{stdout[-3000:]}\n{stderr[-6000:]}")
+    finally:
+        for node in nodes:  # a node left waiting for a failed peer
+            if node.poll() is None:
+                node.kill()
+                node.communicate()
+    if failures:
+        raise AssertionError("\n\n".join(failures))
+    return logs
 
 
 def _free_port() -> int:

@@ -1,0 +1,189 @@
+"""The GPU check: every GPU-only test and measurement of this project in one call, under a time budget, written to
+`benchmarks/RESULTS-gpu.md`. `benchmarks/gpu_check.sh` prepares the Python environment and runs this.
+
+    python -m benchmarks.gpu_check [--budget SECONDS] [--out benchmarks/RESULTS-gpu.md]
+    python -m benchmarks.gpu_check --dry-run      # no GPU needed: the plan, and every step's options checked
+
+Steps, in order (each a subprocess with its own time limit, cut to what is left of the budget; a step that fails
+or runs out of time is reported and the next one still runs):
+
+1. CUDA tests: the tests that skip without CUDA (flex_attention mixed-mask parity and backward against sdpa; a
+   packed batch on flex_attention against the padded batch on sdpa), by `-k cuda`.
+2. Assignment with the cost matrices on the GPU at 432 x 2048 x D 4096 (`bench_assignment --device cuda`).
+3. Attention: flex_attention with the mixed mask against sdpa's `is_causal` path (FlashAttention kernel in bf16)
+   at 2K / 4K / 8K tokens on the TinyLlama-1.1B shape (`bench_attention --device cuda`).
+4. A stage-1.5 step against a stage-2 step on the 1B-class Croc model in bf16, time and peak memory
+   (`bench_step --device cuda --model 1b`).
+5. Packed against padded on the 1B-class model in bf16 (`bench_packing --device cuda`).
+
+The budget defaults to 450 s of steps so that the whole call, environment check included, stays within 8 minutes
+on one H200-class GPU; the per-step limits below were sized for that GPU and have not been measured on one yet.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import subprocess
+import sys
+import time
+import xml.etree.ElementTree as ElementTree
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from benchmarks.__main__ import RESULTS_DIR, Run, help_text, machine_info, render_results_md
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS_GPU_MD = Path(__file__).resolve().parent / "RESULTS-gpu.md"
+DEFAULT_BUDGET_S = 450
+TESTS_JSON = RESULTS_DIR / "gpu_tests_cuda.json"
+
+
+@dataclass(frozen=True)
+class Step:
+    """One GPU step: a `python -m` module with its arguments, a time limit, and the JSON it writes."""
+
+    label: str
+    module: str
+    args: tuple[str, ...]
+    limit_s: int
+    json_path: Path
+
+
+def plan() -> list[Step]:
+    junit = RESULTS_DIR / "gpu_tests_cuda.xml"
+    return [
+        Step("CUDA tests (cuda)", "pytest",
+             ("-q", "-p", "no:cacheprovider", "-k", "cuda", f"--junitxml={junit}",
+              "tests/test_modeling_croc.py", "tests/test_packing.py"), 100, TESTS_JSON),
+        Step("assignment (cuda)", "benchmarks.bench_assignment",
+             ("--device", "cuda", "--quick", "--out", str(RESULTS_DIR / "assignment_cuda.json")), 45,
+             RESULTS_DIR / "assignment_cuda.json"),
+        Step("attention (cuda)", "benchmarks.bench_attention",
+             ("--device", "cuda", "--lengths", "2048", "4096", "8192", "--backends", "sdpa", "flex_attention",
+              "--reps", "5", "--no-mask-building", "--out", str(RESULTS_DIR / "attention_cuda.json")), 120,
+             RESULTS_DIR / "attention_cuda.json"),
+        Step("step (cuda)", "benchmarks.bench_step",
+             ("--device", "cuda", "--model", "1b", "--dtype", "bfloat16", "--out",
+              str(RESULTS_DIR / "step_cuda.json")), 85, RESULTS_DIR / "step_cuda.json"),
+        Step("packing (cuda)", "benchmarks.bench_packing",
+             ("--device", "cuda", "--quick", "--out", str(RESULTS_DIR / "packing_cuda.json")), 100,
+             RESULTS_DIR / "packing_cuda.json"),
+    ]
+
+
+def _env() -> dict[str, str]:
+    # Offline like the suite; the tests' deprecation guards stay on.
+    return dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+
+
+def run_step(step: Step, limit_s: float, python: str) -> str:
+    """Run one step; its one-line status. The tests' outcome is turned into a JSON table next to the others."""
+    command = [python, "-m", step.module, *step.args]
+    started = time.perf_counter()
+    try:
+        result = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=limit_s)
+    except subprocess.TimeoutExpired as expired:
+        tail = (expired.stderr or b"")[-2000:]
+        tail = tail.decode(errors="replace") if isinstance(tail, bytes) else tail
+        print(f"{step.label}: timed out after {limit_s:.0f} s\n{tail}", file=sys.stderr)
+        return f"timed out after {limit_s:.0f} s (limit of this step within the budget)"
+    elapsed = time.perf_counter() - started
+    sys.stderr.write(result.stdout[-4000:] + result.stderr[-4000:])
+    if step.module == "pytest":
+        return _record_tests(step, result, elapsed)
+    if result.returncode != 0:
+        last = (result.stderr.strip().splitlines() or ["no output"])[-1]
+        return f"failed (status {result.returncode}) after {elapsed:.0f} s: {last}"
+    return f"ok ({elapsed:.0f} s)"
+
+
+def _record_tests(step: Step, result: subprocess.CompletedProcess, elapsed: float) -> str:
+    junit = Path(next(arg.split("=", 1)[1] for arg in step.args if arg.startswith("--junitxml=")))
+    rows = []
+    if junit.is_file():
+        for case in ElementTree.parse(junit).getroot().iter("testcase"):
+            outcome = "passed"
+            for tag in ("failure", "error", "skipped"):
+                element = case.find(tag)
+                if element is not None:
+                    outcome = f"{tag}: {(element.get('message') or '')[:200]}"
+            rows.append({"test": f"{case.get('classname')}::{case.get('name')}", "outcome": outcome,
+                         "seconds": float(case.get("time") or 0)})
+    summary = (result.stdout.strip().splitlines() or ["no output"])[-1]
+    TESTS_JSON.parent.mkdir(parents=True, exist_ok=True)
+    TESTS_JSON.write_text(json.dumps({"title": "CUDA tests", "goal": "all pass on the GPU", "rows": rows,
+                                      "notes": [f"pytest: {summary}"]}, indent=2) + "\n", encoding="utf-8")
+    passed = rows and all(row["outcome"] == "passed" for row in rows)
+    word = "ok" if result.returncode == 0 and passed else "failed"
+    return f"{word} ({elapsed:.0f} s): {summary}"
+
+
+def dry_run(steps: Sequence[Step], python: str) -> int:
+    """The plan, and what can be checked without a GPU: every option a step passes is one its script lists in
+    `--help` (read in this process), and the CUDA tests the first step selects exist (collected by `python`, not
+    run). Returns the number of problems found."""
+    problems = 0
+    total = sum(step.limit_s for step in steps)
+    print(f"GPU check plan ({len(steps)} steps, {total} s of step limits):")
+    for step in steps:
+        print(f"  [{step.limit_s:>3} s] {step.label}: python -m {step.module} {' '.join(step.args)}")
+        if step.module == "pytest":
+            collected = subprocess.run(
+                [python, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider",
+                 *[arg for arg in step.args if not arg.startswith("--junitxml") and arg != "-q"]],
+                cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+            tests = [line for line in collected.stdout.splitlines() if "::" in line]
+            print(f"      selects {len(tests)} test(s): " + ", ".join(t.split("::", 1)[1] for t in tests))
+            problems += int(collected.returncode != 0 or not tests)
+            continue
+        listed = help_text(importlib.import_module(step.module)).split()
+        unknown = [arg for arg in step.args if arg.startswith("--") and arg not in listed]
+        if unknown:
+            print(f"      options not in its --help: {unknown}")
+            problems += 1
+    print("dry run: " + ("plan consistent" if not problems else f"{problems} problem(s)"))
+    return problems
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--budget", type=float, default=DEFAULT_BUDGET_S, help="seconds for all steps together")
+    parser.add_argument("--out", type=Path, default=RESULTS_GPU_MD, help="Markdown output")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and check it; needs no GPU")
+    parser.add_argument("--python", default=sys.executable, help="interpreter for the steps (default: this one)")
+    args = parser.parse_args(argv)
+    steps = plan()
+    if args.dry_run:
+        return 1 if dry_run(steps, args.python) else 0
+
+    import torch
+
+    if not torch.cuda.is_available():
+        print("no CUDA device visible: nothing to check (use --dry-run to check the plan)", file=sys.stderr)
+        return 2
+    deadline = time.monotonic() + args.budget
+    runs = []
+    for step in steps:
+        left = deadline - time.monotonic()
+        if left < 20:
+            runs.append(Run(step.label, "not run: the budget was spent", step.json_path))
+            continue
+        started = time.time()
+        status = run_step(step, min(step.limit_s, left), args.python)
+        runs.append(Run(step.label, status, step.json_path, fresh_since=started))
+        print(f"== {step.label}: {status}", file=sys.stderr, flush=True)
+    text = render_results_md(
+        runs, machine_info(), heading="# GPU check results\n",
+        generated_by="Generated by `bash benchmarks/gpu_check.sh` (`python -m benchmarks.gpu_check`); methods in "
+        "[README.md](README.md).\n")
+    args.out.write_text(text, encoding="utf-8")
+    print(f"wrote {args.out}", file=sys.stderr)
+    return 0 if all(run.status.startswith("ok") for run in runs) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
