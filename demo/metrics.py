@@ -91,9 +91,12 @@ def paired_table(view, reference: str) -> dict[str, dict[str, float]]:
 
 
 def mean_over_seeds(per_seed: dict[int, dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
-    """`{run: {key: mean over the seeds that have it}}` of a `seed -> run -> {key: value}` mapping."""
+    """`{run: {key: mean over the seeds that have it}}` of a `seed -> run -> {key: value}` mapping; a value that is
+    not a number (a label) is the first seed's."""
     runs: dict[str, list[dict[str, float]]] = {}
     for by_run in per_seed.values():
         for run, values in by_run.items():
             runs.setdefault(run, []).append(values)
-    return {run: {key: statistics.fmean(v[key] for v in values) for key in values[0]} for run, values in runs.items()}
+    return {run: {key: statistics.fmean(v[key] for v in values) if isinstance(values[0][key], (int, float))
+                  else values[0][key] for key in values[0]}
+            for run, values in runs.items()}

@@ -35,7 +35,7 @@ ARM_COLORS: dict[str, str] = {
     "vtr_cosine": "#1f78b4",
     "vtr_last_layer": "#6a3d9a",
     "vtr_linear_l2": "#33a02c",
-    "vtr_standardize": "#b15928",
+    "vtr_literal": "#b15928",
     "vtr_bert_l2": "#666666",
 }
 FIGURE_FILES: dict[str, str] = {

@@ -203,14 +203,14 @@ def _vtr_table(state, metrics: dict[str, Any]) -> str:
     probe = metrics.get("vtr_probe") or {}
     if not probe:
         return ""
-    lines = ["| stage-1.5 run | VTR loss (unseen images) | trivial predictor | ratio | prediction norm | "
-             "target norm | final `L_DCG` |", "|---|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| stage-1.5 run | VTR form | VTR loss (unseen images) | trivial predictor | ratio | prediction norm | "
+             "target norm | final `L_DCG` |", "|---|---|---:|---:|---:|---:|---:|---:|"]
     labels = {arm.name: arm.label for arm in state.arms}
     for run, fit in probe.items():
         dcg = metrics["final_losses"].get(run, {}).get("lm_loss")
         arm = run.split("/")[0]
         label = labels.get(arm, f"{arm} (pool figure only)" if arm == "ablation_nearest" else arm)
-        lines.append(f"| {label} | {fit['vtr_loss']:.4g} | {fit['trivial_loss']:.4g} | {fit['ratio_to_trivial']:.3f} | "
+        lines.append(f"| {label} | {fit.get('form', '–')} | {fit['vtr_loss']:.4g} | {fit['trivial_loss']:.4g} | {fit['ratio_to_trivial']:.3f} | "
                      f"{fit['prediction_norm']:.3g} | {fit['target_norm']:.3g} | "
                      f"{'–' if dcg is None else f'{dcg:.3f}'} |")
     return "\n".join(lines)

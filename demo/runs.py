@@ -105,8 +105,8 @@ ARMS: dict[str, Arm] = {
         _ablation("vtr_last_layer", "VTR: read before the final norm", "stage1_5_vtr_last_layer", vtr_variant=True),
         _ablation("vtr_linear_l2", "VTR: linear head, L2-normalised targets, SmoothL1 (ViCToR)",
                   "stage1_5_vtr_linear_l2", vtr_variant=True),
-        _ablation("vtr_standardize", "VTR: linear head, standardised targets, MSE (MAE)", "stage1_5_vtr_standardize",
-                  vtr_variant=True),
+        _ablation("vtr_literal", "VTR: the paper read literally (L2 on the final hidden states)",
+                  "stage1_5_vtr_literal", vtr_variant=True),
         _ablation("vtr_bert_l2", "VTR: BERT-layer head, L2-normalised targets, SmoothL1 (released head)",
                   "stage1_5_vtr_bert_l2", vtr_variant=True),
     )

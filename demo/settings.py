@@ -60,7 +60,7 @@ QUICK = DemoSettings(
     max_steps={"stage1": 2, "stage1_5": 2, "stage2": 3, "baseline_stage1": 4, "baseline_stage2": 3,
                "stage1_5_nearest": 2, "stage1_5_causal": 2, "stage1_5_brief": 2, "stage1_5_dcg": 2,
                "stage1_5_vtr_cosine": 2, "stage1_5_vtr_last_layer": 2, "stage1_5_vtr_linear_l2": 2,
-               "stage1_5_vtr_standardize": 2, "stage1_5_vtr_bert_l2": 2},
+               "stage1_5_vtr_literal": 2, "stage1_5_vtr_bert_l2": 2},
     extra_overrides=("--logging_steps=1", "--global_batch_size=4", "--per_device_train_batch_size=4",
                      "--pool_calibration_images=4"),
     eval_batch_size=16,

@@ -61,7 +61,17 @@ def vtr_fit(model_dir: str | Path, captions: str | Path, template: str, max_leng
         "prediction_norm": float(prediction.norm(dim=-1).mean()),
         "target_norm": float(target.norm(dim=-1).mean()),
         "tokens": int(target.shape[0]),
+        "form": vtr_form(config),
     }
 
 
-__all__ = ["vtr_fit"]
+def vtr_form(config) -> str:
+    """The run's VTR objective in a few words, from its config (the report's VTR table names each form)."""
+    head = {"none": "no head", "linear": "linear head", "bert": "BERT-layer head"}[config.vtr_head]
+    targets = {"none": "raw targets", "l2": "L2-normalised targets", "standardize": "standardised targets"}[
+        config.vtr_target_normalization]
+    read = "after the final norm" if config.vtr_prediction == "final_norm" else "before the final norm"
+    return f"{config.vtr_loss}, {head}, {targets}, read {read}"
+
+
+__all__ = ["vtr_fit", "vtr_form"]

@@ -88,7 +88,7 @@ def test_last_layer_prediction_is_not_the_final_norm_output(make_config):
 
 
 def test_linear_head_is_one_linear_layer_applied_to_the_states(make_config):
-    config = make_config(croc_pretraining=True, vtr_head="linear", vtr_loss="mse")
+    config = make_config(croc_pretraining=True, vtr_head="linear", vtr_loss="mse", vtr_target_normalization="none")
     croc, batch, out = _forward(config)
     assert isinstance(croc.vtr_head, CrocLinearVTRHead)
     assert [type(m) for m in croc.vtr_head.modules()] == [CrocLinearVTRHead, nn.Linear]
