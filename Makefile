@@ -43,7 +43,9 @@ test-latest:
 	$(PY) -m venv $(LATEST_VENV)
 	$(LATEST_VENV)/bin/pip install -q --upgrade pip setuptools wheel
 	$(LATEST_VENV)/bin/pip install -q torch==$(TORCH_VERSION)
-	$(LATEST_VENV)/bin/pip install -q --upgrade --upgrade-strategy eager --no-build-isolation -e ".[dev]"
+	# eager upgrades would replace the CPU torch with the newest (CUDA) release: torch stays pinned
+	$(LATEST_VENV)/bin/pip install -q --upgrade --upgrade-strategy eager --no-build-isolation \
+		-c <(echo torch==$(TORCH_VERSION)) -e ".[dev]"
 	$(LATEST_VENV)/bin/pip install -q --upgrade --no-deps -r $(NO_DEPS)
 	@echo "== canary: versions that differ from $(LOCK) (lock < | > newest allowed) =="
 	@diff <(grep -v '^#' $(LOCK) | sort -f) \

@@ -33,6 +33,8 @@ def _l2_normalized(target: torch.Tensor) -> torch.Tensor:
 
 def _standardized(target: torch.Tensor) -> torch.Tensor:
     # MAE's norm_pix_loss: each token to zero mean and unit variance over its features.
+    if target.numel() == 0:  # no token to reconstruct (a text-only batch): var() of nothing only warns
+        return target
     mean = target.mean(dim=-1, keepdim=True)
     variance = target.var(dim=-1, keepdim=True, unbiased=False)
     return (target - mean) / (variance + 1e-6).sqrt()
