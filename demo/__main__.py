@@ -43,6 +43,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="train and evaluate, but write no report (a process of a parallel run)")
     parser.add_argument("--report-only", action="store_true",
                         help="train nothing: assemble the report from what earlier runs left in --out")
+    parser.add_argument("--resume", action="store_true",
+                        help="after a killed run: keep what finished in --out (stage 0, training runs, probes, "
+                             "evaluations) and do the rest; resume with the same options")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch CPU threads (default 1: on a shared 2-core machine two threads contend and run "
                              "several times slower; the numbers are reproducible for a fixed thread count)")
@@ -67,7 +70,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                           eval_splits=tuple(args.eval_splits),
                           run_seeds=tuple(args.run_seeds) if args.run_seeds else None,
                           ablation_arms=tuple(args.ablation_arms) if args.ablation_arms else None,
-                          report_only=args.report_only, write_report=not args.no_report)
+                          report_only=args.report_only, write_report=not args.no_report,
+                          resume=args.resume)
     state = run_demo(options)
     if options.write_report:
         print(summary_line(state), flush=True)

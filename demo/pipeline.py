@@ -70,6 +70,7 @@ class DemoOptions:
     run_seeds: tuple[int, ...] | None = None
     report_only: bool = False
     write_report: bool = True
+    resume: bool = False
 
     @property
     def seed_list(self) -> list[int]:
@@ -195,8 +196,11 @@ def step_data(state: DemoState) -> None:
 def step_stage0(seed: int) -> Callable[[DemoState], None]:
     def action(state: DemoState) -> None:
         folder = state.run_dir(seed, STAGE0)
-        state.tower[seed] = build_stage0(state.options.settings.model, state.scenes, folder, seed)
-        (folder / TOWER_FILE).write_text(json.dumps(state.tower[seed], indent=1) + "\n", encoding="utf-8")
+        if state.options.resume and (folder / TOWER_FILE).is_file():
+            state.tower[seed] = json.loads((folder / TOWER_FILE).read_text(encoding="utf-8"))
+        else:
+            state.tower[seed] = build_stage0(state.options.settings.model, state.scenes, folder, seed)
+            (folder / TOWER_FILE).write_text(json.dumps(state.tower[seed], indent=1) + "\n", encoding="utf-8")
         state.model_parameters = _count_parameters(folder)
     return action
 
@@ -219,13 +223,18 @@ def training_argv(state: DemoState, run: RunSpec, seed: int) -> list[str]:
 def step_train(run: RunSpec, seed: int) -> Callable[[DemoState], None]:
     def action(state: DemoState) -> None:
         output_dir = state.run_dir(seed, run.name)
+        argv = training_argv(state, run, seed)
+        finished = _finished_run(output_dir, argv) if state.options.resume else None
+        if finished is not None:
+            _record_run(state, run.name, seed, finished)
+            return
         if output_dir.exists():  # a fresh run every time: the trainer would otherwise resume from a checkpoint
             shutil.rmtree(output_dir)
         started = time.perf_counter()
-        trainer = train_module.main(training_argv(state, run, seed))
+        trainer = train_module.main(argv)
         seconds = time.perf_counter() - started
         args = trainer.args  # after the YAML, the overrides and the stage defaults: what the report states
-        summary = {"seconds": seconds, "log_history": list(trainer.state.log_history),
+        summary = {"seconds": seconds, "argv": argv, "log_history": list(trainer.state.log_history),
                    "settings": {"max_steps": args.max_steps, "global_batch_size": args.global_batch_size,
                                 "learning_rates": args.group_learning_rates}}
         (output_dir / RUN_SUMMARY).write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
@@ -238,6 +247,10 @@ def step_train(run: RunSpec, seed: int) -> Callable[[DemoState], None]:
 def step_evaluate(arm: Arm, seed: int) -> Callable[[DemoState], None]:
     def action(state: DemoState) -> None:
         settings = state.options.settings
+        if state.options.resume and all(_prediction_file(state, arm, seed, split).is_file()
+                                        for split in state.split_questions):
+            _load_predictions(state, arm, seed)
+            return
         model, processor = evaluation.load_model(state.run_dir(seed, arm.final.name))
         for split, questions in state.split_questions.items():
             answers = evaluation.generate_answers(
@@ -245,8 +258,7 @@ def step_evaluate(arm: Arm, seed: int) -> Callable[[DemoState], None]:
                 max_new_tokens=settings.max_new_tokens, desc=f"evaluate {arm.name} on {split} (seed {seed})",
             )
             _record_evaluation(state, arm, seed, split, answers)
-            path = state.run_dir(seed, arm.name) / f"predictions_{split}.json"
-            path.write_text(json.dumps([
+            _prediction_file(state, arm, seed, split).write_text(json.dumps([
                 {"id": q.id, "question_type": q.question_type, "question": q.text, "answer": q.answer,
                  "prediction": a}
                 for q, a in zip(questions, answers, strict=True)
@@ -257,6 +269,10 @@ def step_evaluate(arm: Arm, seed: int) -> Callable[[DemoState], None]:
 def step_vtr_probe(run: RunSpec, seed: int) -> Callable[[DemoState], None]:
     """The reconstruction probe of a stage-1.5 run on the validation images' detailed captions."""
     def action(state: DemoState) -> None:
+        probe_file = state.run_dir(seed, run.name) / PROBE_FILE
+        if state.options.resume and probe_file.is_file():
+            state.vtr_fits.setdefault(seed, {})[run.name] = json.loads(probe_file.read_text(encoding="utf-8"))
+            return
         captions = state.scenes / PROBE_CAPTIONS
         if not captions.is_file():  # no validation split: the probe reads training captions instead
             captions = state.scenes / run.data
@@ -265,6 +281,33 @@ def step_vtr_probe(run: RunSpec, seed: int) -> Callable[[DemoState], None]:
         (state.run_dir(seed, run.name) / PROBE_FILE).write_text(json.dumps(fit, indent=1) + "\n", encoding="utf-8")
         state.vtr_fits.setdefault(seed, {})[run.name] = fit
     return action
+
+
+def _finished_run(output_dir: Path, argv: list[str]) -> dict[str, Any] | None:
+    """The summary of a run that finished in `output_dir` (for `--resume`), or None when it did not finish. A run
+    finished with other arguments is an error, not something to train over silently."""
+    summary_file = output_dir / RUN_SUMMARY
+    if not summary_file.is_file():
+        return None
+    summary = json.loads(summary_file.read_text(encoding="utf-8"))
+    recorded = summary.get("argv", argv)  # summaries written before the arguments were recorded
+    if recorded != argv:
+        raise ValueError(f"--resume: {output_dir} was trained with {recorded}, not {argv}; "
+                         "use another --out or run without --resume")
+    return summary
+
+
+def _prediction_file(state: DemoState, arm: Arm, seed: int, split: str) -> Path:
+    return state.run_dir(seed, arm.name) / f"predictions_{split}.json"
+
+
+def _load_predictions(state: DemoState, arm: Arm, seed: int) -> None:
+    for split, questions in state.split_questions.items():
+        rows = json.loads(_prediction_file(state, arm, seed, split).read_text(encoding="utf-8"))
+        if [row["id"] for row in rows] != [q.id for q in questions]:
+            raise ValueError(f"{_prediction_file(state, arm, seed, split)} answers other questions than the "
+                             f"{split} split's; run without --resume")
+        _record_evaluation(state, arm, seed, split, [row["prediction"] for row in rows])
 
 
 def _record_run(state: DemoState, name: str, seed: int, summary: dict[str, Any]) -> None:
@@ -293,9 +336,7 @@ def step_load_seed(seed: int) -> Callable[[DemoState], None]:
             if (folder / PROBE_FILE).is_file():
                 state.vtr_fits.setdefault(seed, {})[run.name] = json.loads((folder / PROBE_FILE).read_text())
         for arm in state.arms:
-            for split in state.split_questions:
-                rows = json.loads((state.run_dir(seed, arm.name) / f"predictions_{split}.json").read_text())
-                _record_evaluation(state, arm, seed, split, [row["prediction"] for row in rows])
+            _load_predictions(state, arm, seed)
     return action
 
 
