@@ -3,6 +3,7 @@
 
     python -m benchmarks.gpu_check [--budget SECONDS] [--out benchmarks/RESULTS-gpu.md]
     python -m benchmarks.gpu_check --dry-run      # no GPU needed: the plan, and every step's options checked
+    python -m benchmarks.gpu_check --steps packing  # rerun some steps; the others' earlier results are kept
 
 Steps, in order (each a subprocess with its own time limit, cut to what is left of the budget; a step that fails
 or runs out of time is reported and the next one still runs):
@@ -155,8 +156,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS_GPU_MD, help="Markdown output")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and check it; needs no GPU")
     parser.add_argument("--python", default=sys.executable, help="interpreter for the steps (default: this one)")
+    parser.add_argument("--steps", nargs="+", metavar="LABEL", default=None,
+                        help="run only the steps whose label starts with one of these (e.g. 'packing'); the others "
+                             "keep the results an earlier call left in benchmarks/results, marked stale")
     args = parser.parse_args(argv)
     steps = plan()
+    if args.steps:
+        unknown = [name for name in args.steps if not any(step.label.startswith(name) for step in steps)]
+        if unknown:
+            parser.error(f"--steps: no step starts with {unknown}; steps: {[step.label for step in steps]}")
     if args.dry_run:
         return 1 if dry_run(steps, args.python) else 0
 
@@ -168,6 +176,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     deadline = time.monotonic() + args.budget
     runs = []
     for step in steps:
+        if args.steps and not step.label.startswith(tuple(args.steps)):
+            runs.append(Run(step.label, "not run in this call (--steps)", step.json_path, fresh_since=time.time()))
+            continue
         left = deadline - time.monotonic()
         if left < 20:
             runs.append(Run(step.label, "not run: the budget was spent", step.json_path))

@@ -32,8 +32,8 @@ sees_gpu() {  # python with a torch that sees a CUDA device
   "$1" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' >/dev/null 2>&1
 }
 
-has_project() {  # the project and its test tools importable
-  "$1" -c 'import modeling_croc, trainer, pytest, lap' >/dev/null 2>&1
+has_project() {  # the project and its test tools (the `test` extra: the tiny tokenizers come from mistral_common)
+  "$1" -c 'import modeling_croc, trainer, pytest, lap; from transformers import MistralCommonBackend' >/dev/null 2>&1
 }
 
 choose_python() {  # prints "<python> <how>"; how: ready | system-torch | install-torch
@@ -52,6 +52,10 @@ choose_python() {  # prints "<python> <how>"; how: ready | system-torch | instal
 
 read -r PY HOW < <(choose_python)
 echo "gpu_check: python: $PY ($HOW)" >&2
+if [[ -n "${CROC_PYTHON:-}" ]] && ! has_project "$CROC_PYTHON"; then
+  echo "gpu_check: CROC_PYTHON=$CROC_PYTHON cannot import the project with its test extra (pip install -e '.[test]')" >&2
+  exit 2
+fi
 
 if [[ $DRY_RUN == 1 ]]; then
   # No GPU needed and nothing installed: the plan is checked with whichever interpreter has the project.

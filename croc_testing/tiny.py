@@ -14,6 +14,10 @@ from modeling_croc.convert.common import add_llava_tokens as add_llava_tokens_to
 LLAVA_VOCAB = {"vocab_size": 32002, "image_token_id": 32000, "pad_token_id": 32001}
 # The tiny model of the cpu_tiny training configs and the trainer tests.
 TINY_SIZES = {"hidden_size": 32, "num_layers": 2, "num_heads": 4, "vision_hidden_size": 24, "vision_layers": 2}
+# flex_attention's Triton kernels need a head dimension of at least 16 (TINY_SIZES has 8 and 6): the CUDA tests
+# compare it with sdpa on this size.
+FLEX_SIZES = {"hidden_size": 64, "num_layers": 2, "num_heads": 4, "vision_hidden_size": 64, "vision_layers": 2,
+              "vision_heads": 4}
 # A 1B-class model for GPU benchmarks: the TinyLlama-1.1B language model (22 layers of width 2048, 32 heads, 4 KV
 # heads, MLP 5632) behind CLIP ViT-L/14 at 336 px (24 layers of width 1024, 16 heads, MLP 4096): LLaVA-1.5's image
 # geometry (576 visual tokens) and vocabulary, random weights.

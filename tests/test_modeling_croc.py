@@ -6,6 +6,7 @@ from transformers import LlavaForConditionalGeneration
 from transformers.cache_utils import Cache
 
 from croc_testing.batches import make_batch
+from croc_testing.tiny import FLEX_SIZES
 from modeling_croc import CrocForConditionalGeneration
 from modeling_croc.convert import croc_to_llava
 
@@ -263,7 +264,7 @@ def test_two_images_in_one_row(make_config):
 def test_flex_attention_matches_sdpa_on_cuda(make_config):
     grads = {}
     for attn in ("sdpa", "flex_attention"):
-        croc = _model(make_config(attn_implementation=attn, croc_pretraining=True)).cuda().train()
+        croc = _model(make_config(**FLEX_SIZES, attn_implementation=attn, croc_pretraining=True)).cuda().train()
         batch = {k: v.cuda() for k, v in make_batch(croc.config, rows=2, left_pad=1).items()}
         out = croc(**batch, croc_generator=torch.Generator(device="cuda").manual_seed(0))
         out.loss.backward()

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 import modeling_croc.stage15 as modeling_module  # where the stage-1.5 forward looks the VTR loss up
-from croc_testing.tiny import LLAVA_VOCAB, TINY_SIZES, tiny_croc_config, tiny_croc_processor
+from croc_testing.tiny import FLEX_SIZES, LLAVA_VOCAB, TINY_SIZES, tiny_croc_config, tiny_croc_processor
 from modeling_croc import IGNORE_INDEX, CrocForConditionalGeneration
 from modeling_croc.attention_mask import prompt_block_ids
 from trainer.collator import DATA_REPORT_KEY, IMAGE_ORDER_KEY, CrocDataCollator, first_fit
@@ -124,13 +124,13 @@ def test_prompt_span_is_one_block_per_packed_sample():
     assert padded.tolist() == [[0, 0] + [-1] * 8]
 
 
-def _model(stage: str, preset: str, attn: str) -> CrocForConditionalGeneration:
+def _model(stage: str, preset: str, attn: str, sizes: dict | None = None) -> CrocForConditionalGeneration:
     croc_fields = {"croc_preset": preset, "croc_pretraining": get_stage(stage).croc_pretraining}
     if preset == "official":
         # The VTR head's dropout is the one random op besides the token masks; its draws follow the order of the
         # images in the batch, which packing changes, so it is off for an exact comparison.
         croc_fields["vtr_head_dropout"] = 0.0
-    config = tiny_croc_config(**LLAVA_VOCAB, **TINY_SIZES, attn_implementation=attn, **croc_fields)
+    config = tiny_croc_config(**LLAVA_VOCAB, **(sizes or TINY_SIZES), attn_implementation=attn, **croc_fields)
     torch.manual_seed(0)
     return CrocForConditionalGeneration(config).train()
 
@@ -250,7 +250,7 @@ def test_flex_packed_batch_equals_sdpa_padded_batch_on_cuda(processor, tmp_path,
                "flex_attention": CrocDataCollator(pad_token_id=PAD, packing=True, packing_max_length=0)(samples)}
     results = {}
     for attn, batch in batches.items():
-        model = _model(stage, preset, attn).cuda()
+        model = _model(stage, preset, attn, FLEX_SIZES).cuda()
         out, grads = _run(model, {key: value.cuda() for key, value in batch.items()}, [])
         results[attn] = (out, grads)
     (reference, reference_grads), (out, grads) = results["sdpa"], results["flex_attention"]
