@@ -224,7 +224,7 @@ def step_train(run: RunSpec, seed: int) -> Callable[[DemoState], None]:
     def action(state: DemoState) -> None:
         output_dir = state.run_dir(seed, run.name)
         argv = training_argv(state, run, seed)
-        finished = _finished_run(output_dir, argv) if state.options.resume else None
+        finished = _finished_run(output_dir, _portable(state, argv)) if state.options.resume else None
         if finished is not None:
             _record_run(state, run.name, seed, finished)
             return
@@ -234,7 +234,7 @@ def step_train(run: RunSpec, seed: int) -> Callable[[DemoState], None]:
         trainer = train_module.main(argv)
         seconds = time.perf_counter() - started
         args = trainer.args  # after the YAML, the overrides and the stage defaults: what the report states
-        summary = {"seconds": seconds, "argv": argv, "log_history": list(trainer.state.log_history),
+        summary = {"seconds": seconds, "argv": _portable(state, argv), "log_history": list(trainer.state.log_history),
                    "settings": {"max_steps": args.max_steps, "global_batch_size": args.global_batch_size,
                                 "learning_rates": args.group_learning_rates}}
         (output_dir / RUN_SUMMARY).write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
@@ -281,6 +281,12 @@ def step_vtr_probe(run: RunSpec, seed: int) -> Callable[[DemoState], None]:
         (state.run_dir(seed, run.name) / PROBE_FILE).write_text(json.dumps(fit, indent=1) + "\n", encoding="utf-8")
         state.vtr_fits.setdefault(seed, {})[run.name] = fit
     return action
+
+
+def _portable(state: DemoState, argv: list[str]) -> list[str]:
+    """`argv` with the output folder and the config folder named by placeholders: a demo folder moved or resumed
+    from another checkout still matches."""
+    return [arg.replace(str(state.out), "<out>").replace(str(CONFIG_DIR), "<configs>") for arg in argv]
 
 
 def _finished_run(output_dir: Path, argv: list[str]) -> dict[str, Any] | None:

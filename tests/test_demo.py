@@ -146,3 +146,41 @@ def test_report_assembled_from_another_process_equals_the_direct_one(quick_out: 
     assert demo_main([*common, "--report-only"]) == 0
     direct = json.loads((quick_out / "report" / METRICS_FILE).read_text(encoding="utf-8"))
     assert json.loads((apart / "report" / METRICS_FILE).read_text(encoding="utf-8")) == direct
+
+
+def test_resume_after_a_kill_trains_only_what_did_not_finish(quick_out: Path, tmp_path: Path, monkeypatch) -> None:
+    """`--resume` on the folder of a run killed during the baseline's stage 2 (its summary never written, nothing
+    evaluated): only that run is trained again, and the report equals the uninterrupted run's."""
+    import shutil
+
+    from demo import pipeline
+
+    killed = tmp_path / "killed"
+    shutil.copytree(quick_out, killed)
+    shutil.rmtree(killed / "report")
+    (killed / f"seed{SEED}" / "baseline" / "stage2" / pipeline.RUN_SUMMARY).unlink()
+    for predictions in (killed / f"seed{SEED}").glob("*/predictions_*.json"):
+        predictions.unlink()
+    trained = []
+    train = pipeline.train_module.main
+    monkeypatch.setattr(pipeline.train_module, "main", lambda argv: trained.append(argv[1]) or train(argv))
+
+    assert demo_main(["--quick", "--out", str(killed), "--seed", str(SEED), "--resume"]) == 0
+    assert trained == [f"--output_dir={killed / f'seed{SEED}' / 'baseline' / 'stage2'}"]
+    direct = json.loads((quick_out / "report" / METRICS_FILE).read_text(encoding="utf-8"))
+    assert json.loads((killed / "report" / METRICS_FILE).read_text(encoding="utf-8")) == direct
+
+
+def test_resume_refuses_a_run_finished_with_other_arguments(quick_out: Path, tmp_path: Path) -> None:
+    import shutil
+
+    from demo import pipeline
+
+    changed = tmp_path / "changed"
+    shutil.copytree(quick_out, changed)
+    summary_file = changed / f"seed{SEED}" / "croc" / "stage1" / pipeline.RUN_SUMMARY
+    summary = json.loads(summary_file.read_text(encoding="utf-8"))
+    summary["argv"] = [*summary["argv"], "--learning_rate=1"]
+    summary_file.write_text(json.dumps(summary), encoding="utf-8")
+    with pytest.raises(ValueError, match="--resume: .* was trained with"):
+        demo_main(["--quick", "--out", str(changed), "--seed", str(SEED), "--resume"])
