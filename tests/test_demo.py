@@ -184,3 +184,28 @@ def test_resume_refuses_a_run_finished_with_other_arguments(quick_out: Path, tmp
     summary_file.write_text(json.dumps(summary), encoding="utf-8")
     with pytest.raises(ValueError, match="--resume: .* was trained with"):
         demo_main(["--quick", "--out", str(changed), "--seed", str(SEED), "--resume"])
+
+
+def test_ablation_reading_follows_the_intervals() -> None:
+    """The report's reading of the ablation table: separable variants named, the caption-only arm's verdict taken
+    from its interval, for each of the three cases."""
+    from demo.report import CAPTION_ONLY_ARM, ablation_reading
+
+    arms = [ARMS[name] for name in ("croc", "baseline", CAPTION_ONLY_ARM, "ablation_causal")]
+    labels = {arm.name: arm.label for arm in arms}
+
+    def split(caption_only: tuple[float, float, float], causal: tuple[float, float, float]) -> dict:
+        def entry(values):
+            return dict(zip(("difference", "low", "high"), values, strict=True))
+        return {"minus_croc": {CAPTION_ONLY_ARM: entry(caption_only), "ablation_causal": entry(causal)},
+                "minus_baseline": {CAPTION_ONLY_ARM: entry((0.002, -0.011, 0.016))}}
+
+    tie = ablation_reading(arms, split((0.0, -0.012, 0.013), (0.007, -0.004, 0.019)))
+    assert tie.startswith("No variant separates from full Croc")
+    assert "scores what full Croc scores (+0.0 (-1.2 to +1.3))" in tie and "+0.2 (-1.1 to +1.6) over the baseline" in tie
+    helps = ablation_reading(arms, split((-0.03, -0.05, -0.01), (0.007, -0.004, 0.019)))
+    assert f"{labels[CAPTION_ONLY_ARM]} -3.0 (-5.0 to -1.0)" in helps and "the pool / VTR part helps" in helps
+    assert labels["ablation_causal"] not in helps
+    hurts = ablation_reading(arms, split((0.03, 0.01, 0.05), (-0.02, -0.03, -0.01)))
+    assert "the pool / VTR part hurts here" in hurts and f"{labels['ablation_causal']} -2.0 (-3.0 to -1.0)" in hurts
+    assert ablation_reading([arm for arm in arms if not arm.ablation], split((0, 0, 0), (0, 0, 0))) == ""
