@@ -320,9 +320,9 @@ class CrocForConditionalGenerationMixin:
                 num_items_in_batch=num_items_in_batch,
             )
             with torch.no_grad():
-                norm_sums = torch.stack([
-                    predictions.detach().float()[positions].norm(dim=-1).sum(),
-                    targets.detach().float()[positions].norm(dim=-1).sum(),
+                norm_sums = torch.stack([  # select the positions first: the float copy is then only of those
+                    predictions.detach()[positions].float().norm(dim=-1).sum(),
+                    targets.detach()[positions].float().norm(dim=-1).sum(),
                     positions.sum().float(),
                 ])
         return loss, norm_sums

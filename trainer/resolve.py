@@ -16,6 +16,7 @@ from typing import NamedTuple
 from huggingface_hub.errors import StrictDataclassError
 
 from modeling_croc.attention_mask import check_mixed_attention_backend, is_maskless_backend
+from modeling_croc.configuration_croc_onevision import CrocOnevisionConfig
 from modeling_croc.loading import read_croc_config
 from modeling_croc.presets import get_preset
 
@@ -96,11 +97,15 @@ def check_croc_config(model_args: ModelArguments, args: CrocTrainingArguments) -
     (an uncached Hub id), `trainer.train` reports the same errors from the load, still before any weight is read."""
     try:
         if model_args.name_or_path:
-            read_croc_config(model_args.name_or_path, croc_fields=args.croc_fields)
+            config = read_croc_config(model_args.name_or_path, croc_fields=args.croc_fields)
         else:
-            read_croc_config(vision_tower=model_args.vision_tower, croc_fields=args.croc_fields)
+            config = read_croc_config(vision_tower=model_args.vision_tower, croc_fields=args.croc_fields)
     except (ValueError, TypeError, StrictDataclassError) as error:
         raise ConfigError(f"croc_preset / croc_overrides: {' '.join(str(error).split())}") from None
+    if args.packing and isinstance(config, CrocOnevisionConfig):
+        # The collator packs fixed-size images only; AnyRes images carry their crops and sizes per sample.
+        raise ConfigError("packing=true: LLaVA-OneVision's AnyRes images (crops and sizes per image) are not packed; "
+                          "set packing=false for this model")
 
 
 def resolve_packing(model_args: ModelArguments, args: CrocTrainingArguments) -> None:

@@ -135,3 +135,15 @@ def test_config_of_separate_parts_is_checked_from_the_clip_folder(tmp_path):
         read_croc_config(vision_tower=tmp_path / "clip", croc_fields={"prompt_pool_size": 8})
     # Offline and not cached: nothing to read ahead, the load will construct (and check) the config itself.
     assert read_croc_config("nobody/no-such-model", croc_fields={"prompt_pool_size": 8}) is None
+
+
+def test_packing_a_onevision_model_is_refused_before_anything_loads(tmp_path, small_data, monkeypatch,
+                                                                      nothing_loaded):
+    """The collator packs fixed-size images only: AnyRes images (crops and sizes per image) would fail to stack in
+    the first batch, so a OneVision model with packing is a configuration error."""
+    from croc_testing.tiny import save_tiny_croc_onevision
+
+    onevision = save_tiny_croc_onevision(tmp_path / "onevision")
+    message = _error(monkeypatch, STAGE1_5, tmp_path, onevision, small_data, "--packing=true",
+                     "--croc_overrides={prompt_pool_size: 64}")
+    assert "LLaVA-OneVision's AnyRes images" in message and "set packing=false" in message
