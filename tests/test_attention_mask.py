@@ -89,16 +89,19 @@ def test_mixed_mask_matches_reference_per_layer_type(span, padding_side, attn, k
         assert not torch.equal(_allowed(built["sliding_attention"]), _allowed(built["full_attention"]))
 
 
-@pytest.mark.parametrize("backend", ["eager", "sdpa", "flash_attention_2", "kernels-community/flash-attn2"])
-def test_causal_span_builds_no_mask_and_accepts_any_backend(backend):
-    """`bidirectional_span="none"`: no custom mask is built and no backend is refused; the language model gets the
-    2D padding mask and builds its own causal masks (FlashAttention included)."""
+def test_causal_span_builds_no_mask_even_on_flash_attention():
+    """`bidirectional_span="none"`: no custom mask is built, so FlashAttention (refused for a mixed span) is fine;
+    the language model gets the 2D padding mask and builds its own causal masks."""
     input_ids, attention, labels = _rows("left")
     config = _text_config("gemma2", "eager")
-    config._attn_implementation_internal = backend
+    config._attn_implementation_internal = "flash_attention_2"
     block_ids = bidirectional_block_ids("none", input_ids == IMAGE, labels, attention)
     assert block_ids is None
-    assert build_mixed_attention_mask(config, torch.zeros(*input_ids.shape, 8), attention, block_ids) is attention
+    embeds = torch.zeros(*input_ids.shape, 8)
+    assert build_mixed_attention_mask(config, embeds, attention, block_ids) is attention
+    with pytest.raises(ValueError, match="custom mask"):
+        build_mixed_attention_mask(config, embeds, attention,
+                                   bidirectional_block_ids("image", input_ids == IMAGE, labels, attention))
 
 
 def test_image_blocks_are_per_image():
