@@ -92,7 +92,8 @@ class CrocTrainer(Trainer):
         self._staging_root: str | None = None  # set while a checkpoint is being written (see `_save_checkpoint`)
         config = self.croc_model.config
         pool_size = config.prompt_pool_size if config.croc_pretraining and self.args.log_pool_utilisation else None
-        self._croc_metrics = CrocMetrics(pool_size=pool_size, vtr_loss_weight=config.vtr_loss_weight)
+        self._croc_metrics = CrocMetrics(pool_size=pool_size, vtr_loss_weight=config.vtr_loss_weight,
+                                         croc_objectives=config.croc_pretraining)
         self._step_learning_rates: dict[str, float] = {}
 
     # ---- the model behind the wrappers ----

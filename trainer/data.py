@@ -176,9 +176,9 @@ class CrocSupervisedDataset(torch.utils.data.Dataset):
 
     @cached_property
     def _image_rows(self) -> np.ndarray:
-        """Indices of the image rows, ascending (read from the `image` column once, on the first replacement)."""
-        images = self.rows["image"] if hasattr(self.rows, "column_names") else [row.get("image") for row in self.rows]
-        return np.flatnonzero(np.array([has_image(image) for image in images], dtype=bool))
+        """Indices of the image rows, ascending: the positive entries of `modality_lengths`, which reads the text and
+        the image column's presence only (reading a `datasets.Image` column itself would decode every image)."""
+        return np.flatnonzero(np.asarray(self.modality_lengths) > 0)
 
     def _unreadable(self, row: Mapping[str, Any], index: int, error: ImageFileError) -> dict[str, Any]:
         self.stats["unreadable"] += 1

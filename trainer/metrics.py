@@ -17,12 +17,17 @@ class CrocMetrics:
     """Window accumulator for the Croc training metrics.
 
     Args:
-        pool_size: number of prompt-pool tokens N (the histogram length); None when the pool is not used.
+        pool_size: number of prompt-pool tokens N (the histogram length); None when pool use is not logged.
+        vtr_loss_weight: the weight of the VTR term, for `vtr_share`.
+        croc_objectives: whether the run trains the Croc objectives (then `vtr_loss` and `vtr_share` are logged,
+            whether or not the pool histogram is).
     """
 
-    def __init__(self, pool_size: int | None = None, vtr_loss_weight: float = 0.0) -> None:
+    def __init__(self, pool_size: int | None = None, vtr_loss_weight: float = 0.0,
+                 croc_objectives: bool | None = None) -> None:
         self.pool_size = pool_size
         self.vtr_loss_weight = vtr_loss_weight
+        self.croc_objectives = pool_size is not None if croc_objectives is None else croc_objectives
         self.reset()
 
     def reset(self) -> None:
@@ -96,10 +101,11 @@ class CrocMetrics:
                 norms = accelerator.reduce(norms.clone(), reduction="sum")
         lm, vtr = (losses / num_steps).tolist()
         logs = {"lm_loss": lm}
-        if histogram is not None:
+        if self.croc_objectives:
             logs["vtr_loss"] = vtr
             weighted = self.vtr_loss_weight * vtr
             logs["vtr_share"] = weighted / (lm + weighted) if lm + weighted > 0 else 0.0
+        if histogram is not None:
             logs.update(pool_statistics(histogram))
         if norms is not None and float(norms[2]) > 0:
             prediction_sum, target_sum, count = norms.tolist()

@@ -90,3 +90,15 @@ def test_vtr_norms_are_window_means_over_positions():
     logs = metrics.compute(None, current_step=1)
     assert logs["vtr_prediction_norm"] == pytest.approx(16 / 8) and logs["vtr_target_norm"] == pytest.approx(8 / 8)
     assert logs["vtr_share"] == pytest.approx(10 * 1.0 / (4.0 + 10 * 1.0))
+
+
+def test_vtr_loss_is_logged_without_the_pool_histogram():
+    """`log_pool_utilisation=false` drops the pool statistics, not the VTR term of a stage-1.5 run."""
+    metrics = CrocMetrics(pool_size=None, vtr_loss_weight=10.0, croc_objectives=True)
+    metrics.add(step=0, scale=1.0, lm_loss=torch.tensor(2.0), vtr_loss=torch.tensor(0.5), pool_ids=None)
+    logs = metrics.compute(None, current_step=1)
+    assert logs["vtr_loss"] == pytest.approx(0.5) and logs["vtr_share"] == pytest.approx(5.0 / 7.0)
+    assert "pool_utilisation" not in logs
+    stage2 = CrocMetrics(pool_size=None, croc_objectives=False)
+    stage2.add(step=0, scale=1.0, lm_loss=torch.tensor(2.0), vtr_loss=None, pool_ids=None)
+    assert set(stage2.compute(None, current_step=1)) == {"lm_loss"}
