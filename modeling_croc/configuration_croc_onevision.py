@@ -4,7 +4,7 @@ with the Croc fields of `CrocFieldsMixin`, defined and checked there once for ev
 from huggingface_hub.dataclasses import strict
 from transformers import LlavaOnevisionConfig
 
-from .configuration_croc import CrocFieldsMixin, _has_cls_token
+from .configuration_croc import CrocConfigError, CrocFieldsMixin, _has_cls_token
 
 
 @strict
@@ -29,7 +29,7 @@ class CrocOnevisionConfig(CrocFieldsMixin, LlavaOnevisionConfig):
 
     def _check_croc_fields(self) -> None:
         if self.vtr_head == "bert":
-            raise ValueError(
+            raise CrocConfigError(
                 "vtr_head='bert' (the released Croc head) learns one position embedding per visual token of a "
                 "fixed-size image; AnyRes images have a different number of tokens each. Use vtr_head='linear' "
                 "(as ViCToR) or 'none'."

@@ -49,7 +49,6 @@ CROC_MODEL_CLASSES: dict[type, type] = {
     CrocOnevisionConfig: CrocOnevisionForConditionalGeneration,
 }
 PLAIN_MODEL_TYPES = ("llava", "llava_onevision")
-SOURCE_KINDS = ("croc", "llava", "released", "victor", "parts")
 
 
 def _saved_config(path: str | Path) -> dict:
@@ -268,7 +267,6 @@ __all__ = [
     "CROC_CONFIG_CLASSES",
     "CROC_MODEL_CLASSES",
     "RELEASED_MODEL_TYPES",
-    "SOURCE_KINDS",
     "VICTOR_MODEL_TYPES",
     "apply_croc_fields",
     "croc_model_class",

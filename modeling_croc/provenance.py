@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
+from huggingface_hub.repocard import metadata_load
 
 # A Hub repository id ("org/name") or a canonical one-part id ("gpt2"); anything with a path separator beyond the
 # one slash, or that exists on disk, is a local path, which is not a valid `base_model` / `datasets` entry.
@@ -33,10 +33,10 @@ def card_metadata(folder: str | Path) -> dict[str, Any]:
     readme = Path(folder) / "README.md"
     if not readme.is_file():
         return {}
-    text = readme.read_text(encoding="utf-8")
-    match = re.match(r"^---\s*\n(.*?)\n---\s*(\n|$)", text, flags=re.DOTALL)
-    data = yaml.safe_load(match.group(1)) if match else None
-    return data if isinstance(data, dict) else {}
+    try:
+        return metadata_load(readme) or {}
+    except ValueError:  # a metadata block that is not a mapping
+        return {}
 
 
 def _as_list(value: Any) -> list[str]:

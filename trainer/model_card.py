@@ -71,11 +71,6 @@ def _pushed_dataset(build: Path) -> Provenance:
     return Provenance(datasets=[repo] if repo else [])
 
 
-def base_models_for(model_args: ModelArguments) -> list[str]:
-    """Hub ids this run descends from (see `run_provenance`)."""
-    return run_provenance(model_args).base_models
-
-
 def final_losses(log_history: list[dict[str, Any]]) -> dict[str, float]:
     """The last logged value of each loss / pool metric, plus the run's mean `train_loss`."""
     losses: dict[str, float] = {}

@@ -22,6 +22,8 @@ from lmms_eval.api.model import lmms
 from PIL import Image
 
 from ..chat import answer_batch, continuation_logprob
+from ..images import to_rgb
+from ..processing_croc import pad_colour
 from . import load_for_evaluation
 
 # lmms-eval generation settings and the `generate` argument each becomes; `temperature` 0 means greedy.
@@ -103,7 +105,9 @@ class Croc(lmms):
         images = [visual for visual in visuals if visual is not None]
         if not all(isinstance(image, Image.Image) for image in images):
             raise ValueError(f"{task}: croc answers about images; doc {doc_id} gave {[type(v) for v in images]}")
-        return [image.convert("RGB") for image in images]
+        # As training reads images: transparency onto the padding colour, 16-bit grey rescaled.
+        background = pad_colour(self.processor.image_processor)
+        return [to_rgb(image, background) for image in images]
 
     def generate_until(self, requests: list[Instance]) -> list[str]:
         answers: list[str] = []

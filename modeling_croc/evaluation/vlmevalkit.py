@@ -19,11 +19,12 @@ from __future__ import annotations
 from functools import partial
 from typing import Any
 
-from PIL import Image
 from vlmeval.dataset import DATASET_TYPE
 from vlmeval.vlm.base import BaseModel
 
 from ..chat import answer_batch
+from ..images import load_image
+from ..processing_croc import pad_colour
 from . import OPTION_LETTER_PROMPT, SHORT_ANSWER_PROMPT, load_for_evaluation
 
 # VLMEvalKit's dataset types whose prompt this wrapper builds the LLaVA-1.5 way; the others keep the dataset's own.
@@ -83,7 +84,9 @@ class CrocVLM(BaseModel):
         return [{"type": "image", "value": path} for path in images] + [{"type": "text", "value": text}]
 
     def generate_inner(self, message: list[dict[str, str]], dataset: str | None = None) -> str:
-        images = [Image.open(item["value"]).convert("RGB") for item in message if item["type"] == "image"]
+        # The project's one image reader: transparency onto the padding colour, 16-bit grey rescaled, file closed.
+        background = pad_colour(self.processor.image_processor)
+        images = [load_image(item["value"], background) for item in message if item["type"] == "image"]
         text = "\n".join(item["value"] for item in message if item["type"] == "text")
         return answer_batch(self.model, self.processor, [(images, text)], **self.generation)[0]
 
