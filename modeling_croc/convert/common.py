@@ -80,12 +80,12 @@ def read_vision_tower(folder: str | Path) -> tuple[PreTrainedConfig, dict[str, t
     return vision.config, {f"model.vision_tower.{name}": tensor for name, tensor in vision.state_dict().items()}
 
 
-def read_clip_vision(folder: str | Path) -> tuple[CLIPVisionConfig, dict[str, torch.Tensor]]:
-    """`read_vision_tower` for a folder that must hold CLIP (the released LLaVA-1.5 / Croc checkpoints' tower)."""
-    config, state = read_vision_tower(folder)
+def clip_vision_config(folder: str | Path) -> CLIPVisionConfig:
+    """`vision_tower_config` for a folder that must hold CLIP (the released LLaVA-1.5 / Croc checkpoints' tower)."""
+    config = vision_tower_config(folder)
     if config.model_type != "clip_vision_model":
         raise ValueError(f"{folder} holds a {config.model_type} tower; LLaVA-1.5 / Croc checkpoints use CLIP")
-    return config, state
+    return config
 
 
 def add_llava_tokens(tokenizer: PreTrainedTokenizerBase) -> tuple[int, int]:

@@ -27,10 +27,11 @@ from .common import (
     LLAVA_FORK_RENAMES,
     add_llava_tokens,
     build_processor,
+    clip_vision_config,
     fit_vocabulary,
-    read_clip_vision,
     read_json,
     read_state_dict,
+    read_vision_tower,
     renamed,
 )
 
@@ -105,9 +106,9 @@ def read_original_checkpoint(
             f"{original.get('mm_vision_tower', 'the CLIP checkpoint')}>"
         )
     state = rename_original_state_dict(read_state_dict(source))
-    vision_config, vision_state = read_clip_vision(vision_folder)
-    if not any(name.startswith("model.vision_tower.") for name in state):
-        state.update(vision_state)
+    vision_config = clip_vision_config(vision_folder)
+    if not any(name.startswith("model.vision_tower.") for name in state):  # the tower's weights only when missing
+        state.update(read_vision_tower(vision_folder)[1])
 
     tokenizer = AutoTokenizer.from_pretrained(source)
     image_token_id, pad_token_id = add_llava_tokens(tokenizer)
