@@ -101,6 +101,21 @@ def apply_croc_fields(config, croc_fields: dict[str, Any]):
     return type(config).from_dict(data)
 
 
+# What a model folder needs: config, tokenizer (json / SentencePiece / BPE merges), chat template, weights, card.
+MODEL_FOLDER_FILES = ["*.json", "*.model", "*.txt", "*.jinja", "*.safetensors", "README.md"]
+
+
+def local_folder(name_or_path: str | Path) -> Path:
+    """A local folder for `name_or_path`: the folder itself, or a Hub repository's snapshot (config, tokenizer,
+    chat template, weights and card; offline mode reads the cache only)."""
+    folder = Path(name_or_path).expanduser()
+    if folder.is_dir():
+        return folder
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(str(name_or_path), allow_patterns=MODEL_FOLDER_FILES))
+
+
 def _config_folder(name_or_path: str | Path) -> Path | None:
     """The folder holding `name_or_path`'s config.json: the folder itself, or the Hub cache after fetching that one
     file (offline mode reads the cache only). None when there is no config.json to be had."""
@@ -239,6 +254,7 @@ def load_croc(
             vision_feature_select_strategy=vision_feature_select_strategy, **croc_fields)
         model = materialize_croc(config, state, **from_pretrained_kwargs)
     else:
+        source = local_folder(source)
         kind = source_kind(source)
         if kind in ("released", "victor"):
             reader = read_original_checkpoint if kind == "released" else read_victor_checkpoint
@@ -272,6 +288,7 @@ __all__ = [
     "croc_model_class",
     "load_croc_config",
     "load_croc",
+    "local_folder",
     "load_pretrained_croc",
     "load_processor",
     "materialize_croc",

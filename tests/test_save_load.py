@@ -127,3 +127,29 @@ def test_processor_round_trip_keeps_llava_settings_and_template(tmp_path, sp_tok
     inputs = loaded(images=[Image.new("RGB", (90, 60), "red")], text=[prompt], return_tensors="pt")
     assert int((inputs["input_ids"] == 32000).sum()) == 16
     assert inputs["pixel_values"].shape == (1, 3, 56, 56)
+
+
+def test_load_croc_takes_a_hub_id_from_the_cache(tmp_path, monkeypatch):
+    """`load_croc("org/name")` (what `--model.name_or_path` accepts) reads the repository's snapshot: here a Hub
+    cache laid out as huggingface_hub writes it, offline."""
+    import shutil
+
+    import huggingface_hub.constants
+
+    from croc_testing.tiny import save_tiny_croc
+    from modeling_croc.loading import load_croc
+
+    saved = save_tiny_croc(tmp_path / "saved")
+    cache = tmp_path / "hub"
+    snapshot = cache / "models--org--tiny-croc" / "snapshots" / ("0" * 40)
+    shutil.copytree(saved, snapshot)
+    (cache / "models--org--tiny-croc" / "refs").mkdir()
+    (cache / "models--org--tiny-croc" / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+
+    model, processor = load_croc("org/tiny-croc")
+    reference, reference_processor = load_croc(saved)
+    assert processor.tokenizer.get_vocab() == reference_processor.tokenizer.get_vocab()
+    for name, tensor in reference.state_dict().items():
+        assert torch.equal(model.state_dict()[name], tensor), name

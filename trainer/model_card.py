@@ -21,6 +21,7 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.repocard_data import eval_results_to_model_index, model_index_to_eval_results
 
+from modeling_croc.loading import local_folder
 from modeling_croc.provenance import HUB_ID, LICENSE_ID, OTHER_LICENSE, Provenance, is_hub_id
 
 from .script_args import DataArguments, ModelArguments
@@ -42,10 +43,8 @@ def run_provenance(model_args: ModelArguments, data_args: DataArguments | None =
     datasets of the data recipe's card (or the Hub id of a pushed dataset). `model.base_models` replaces the base
     models found."""
     if model_args.vision_tower:
-        from .model_loading import _local_snapshot
-
         found = Provenance().merged(*(
-            Provenance.of_model_folder(_local_snapshot(part), hub_id=part if is_hub_id(part) else None)
+            Provenance.of_model_folder(local_folder(part), hub_id=part if is_hub_id(part) else None)
             for part in (model_args.language_model, model_args.vision_tower)))
     elif model_args.name_or_path and is_hub_id(model_args.name_or_path):
         found = Provenance(base_models=[model_args.name_or_path])

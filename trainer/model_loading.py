@@ -7,13 +7,12 @@ transformers `llava` / `llava_onevision` folder, or separate vision-tower + LLM 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import torch
 
 from modeling_croc import CrocForConditionalGeneration, CrocOnevisionForConditionalGeneration
 from modeling_croc.conversation import get_template
-from modeling_croc.loading import load_croc
+from modeling_croc.loading import load_croc, local_folder
 
 from .script_args import ModelArguments
 from .stages import PARAMETER_GROUPS, parameter_group
@@ -44,8 +43,8 @@ def load_model_and_processor(
     """The model (train mode, stage-specific config) and its processor (preparing images the stage's way) for
     `args.stage`, from whichever source `model_args` names (`modeling_croc.loading.load_croc`)."""
     if model_args.vision_tower:
-        sources = {"vision_tower": _local_snapshot(model_args.vision_tower),
-                   "language_model": _local_snapshot(model_args.language_model)}
+        sources = {"vision_tower": local_folder(model_args.vision_tower),
+                   "language_model": local_folder(model_args.language_model)}
     else:
         sources = {"source": model_args.name_or_path}
     model, processor = load_croc(**sources, croc_fields=args.croc_fields, image_aspect_ratio=args.image_aspect_ratio,
@@ -56,17 +55,6 @@ def load_model_and_processor(
         processor.chat_template = template.chat_template(processor.tokenizer.eos_token)
     model.train()
     return model, processor
-
-
-def _local_snapshot(name_or_path: str) -> Path:
-    """A local folder for `name_or_path`, downloading a Hub repository's config, tokenizer and weights if needed."""
-    if Path(name_or_path).expanduser().is_dir():
-        return Path(name_or_path).expanduser()
-    from huggingface_hub import snapshot_download
-
-    # README.md: the part's card, whose licence the stage's card inherits.
-    return Path(snapshot_download(name_or_path,
-                                  allow_patterns=["*.json", "*.model", "*.safetensors", "*.txt", "README.md"]))
 
 
 def apply_trainable_parts(model: torch.nn.Module, parts: list[str]) -> dict[str, tuple[int, int]]:
