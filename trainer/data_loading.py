@@ -30,6 +30,7 @@ from .data import CrocSupervisedDataset
 from .data_report import REJECTS_FILE, DataReport
 from .script_args import DataArguments
 from .training_args import CrocTrainingArguments
+from .validation import is_saved_build
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ def load_training_rows(data_args: DataArguments, args: CrocTrainingArguments | N
     report = DataReport(source=str(path), max_reject_fraction=data_args.max_reject_fraction, strict=data_args.strict,
                         rejects_path=Path(args.output_dir).absolute() / REJECTS_FILE if args else None,
                         writes=bool(args and args.should_save))
-    if is_saved_build(path) or (path.is_dir() and not _is_hub_layout(path)):
+    if is_saved_build(path):
         rows = _first(datasets.load_from_disk(str(path)), data_args.max_samples)
         image_root = Path(data_args.image_root or recorded_image_root(path) or path)
         if report.writes:  # a fresh file for this run's training-time rows (the build's rejects stay in the build)
@@ -77,7 +78,8 @@ def load_training_rows(data_args: DataArguments, args: CrocTrainingArguments | N
             write_rejects(report.rejects_path, rows, validation)
         rows = kept_rows(rows, validation)
     else:
-        # The Hub layout, local or remote: `load_dataset` reads the card's `configs` and decodes the Image column.
+        # A pushed dataset (Hub layout, local or remote) or any folder of Parquet files: `load_dataset` reads the
+        # card's `configs` when there is one and decodes the Image column.
         rows = _first(datasets.load_dataset(str(data_args.path), split="train"), data_args.max_samples)
         image_root = Path(data_args.image_root or (path if path.is_dir() else "."))
         if report.writes:
@@ -88,16 +90,6 @@ def load_training_rows(data_args: DataArguments, args: CrocTrainingArguments | N
         raise DataError(f"no training rows in {path}" + (f" (all {report.rows_read:,} rejected, see "
                                                           f"{report.rejects_path})" if report.rows_read else ""))
     return TrainingRows(rows, image_root.expanduser().absolute(), report)
-
-
-def is_saved_build(path: Path) -> bool:
-    """A folder written by `Dataset.save_to_disk` (a data_recipes build)."""
-    return (path / "dataset_info.json").is_file() and (path / "state.json").is_file()
-
-
-def _is_hub_layout(path: Path) -> bool:
-    """A folder as `push_to_hub` lays a dataset out: Parquet shards under `data/`."""
-    return any((path / "data").glob("*.parquet"))
 
 
 def _first(rows: datasets.Dataset, count: int | None) -> datasets.Dataset:

@@ -120,6 +120,12 @@ def check_quantisation(model: dict[str, Any]) -> None:
             raise ConfigError("QLoRA (model.load_in_4bit) needs `pip install bitsandbytes`")
 
 
+def is_saved_build(path: Path) -> bool:
+    """A folder written by `Dataset.save_to_disk` (a data_recipes build): what the trainer reads with
+    `load_from_disk`; every other data folder is read with `load_dataset`."""
+    return (path / "dataset_info.json").is_file() and (path / "state.json").is_file()
+
+
 def check_data(data: dict[str, Any]) -> None:
     path = data.get("path")
     if not path:
@@ -130,9 +136,9 @@ def check_data(data: dict[str, Any]) -> None:
         if not _looks_local(str(path)):
             return  # a Hub dataset id: `datasets.load_dataset` fetches it when training starts
         raise ConfigError(f"data.path {path} does not exist")
-    if location.is_dir() and not (location / "dataset_info.json").is_file() and not any(location.rglob("*.parquet")):
-        raise ConfigError(f"data.path {path} is a folder but neither a datasets.save_to_disk build (no "
-                          "dataset_info.json) nor a dataset in the Hub layout (no *.parquet)")
+    if location.is_dir() and not is_saved_build(location) and not any(location.rglob("*.parquet")):
+        raise ConfigError(f"data.path {path} is a folder but neither a datasets.save_to_disk build (dataset_info.json "
+                          "and state.json) nor a dataset of Parquet files (a pushed dataset's layout)")
     if location.is_file() and location.suffix not in (".json", ".jsonl"):
         raise ConfigError(f"data.path {path}: expected a .json or .jsonl LLaVA-format file")
     root = data.get("image_root")

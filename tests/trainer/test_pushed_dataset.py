@@ -58,6 +58,10 @@ def test_pushed_dataset_loads_with_images_and_trains(data_dir, stage1_dir, tmp_p
     local = CrocSupervisedDataset(local_rows, processor, template="vicuna_v1", image_root=image_root,
                                   model_max_length=128)
     assert from_hub.modality_lengths == local.modality_lengths
+    # Any folder of Parquet files reads the same way (what `check_data` accepts, `load_dataset` reads).
+    (tmp_path / "bare").mkdir()
+    shutil.copy(tmp_path / "hub" / "data" / "train-00000-of-00001.parquet", tmp_path / "bare" / "train.parquet")
+    assert load_training_rows(DataArguments(path=str(tmp_path / "bare"))).rows["id"] == rows["id"]
     for index in range(len(local)):
         ours, theirs = from_hub[index], local[index]
         assert torch.equal(ours["input_ids"], theirs["input_ids"]) and torch.equal(ours["labels"], theirs["labels"])
