@@ -82,6 +82,8 @@ class DataReport:
         """Count `rows` rows asked for by one optimiser step (all processes) and the rows among them that were
         replaced; append those to the rejects file."""
         self.rows_seen += int(rows)
+        if not replaced_rows:  # the common step: nothing to count, write or log
+            return
         for row in replaced_rows:
             self.replaced[row["reason"]] = self.replaced.get(row["reason"], 0) + 1
         known = {row["index"] for row in self.replaced_rows}
@@ -92,10 +94,9 @@ class DataReport:
                 new.append({**row, "step": int(step), "during": "training"})
         self.replaced_rows.extend(new)
         self._append(new)
-        if replaced_rows:
-            logger.warning("replaced %d row(s) whose image could not be read (%s); %d of %d rows seen so far",
-                           len(replaced_rows), format_counts(Counter(row["reason"] for row in replaced_rows)),
-                           sum(self.replaced.values()), self.rows_seen)
+        logger.warning("replaced %d row(s) whose image could not be read (%s); %d of %d rows seen so far",
+                       len(replaced_rows), format_counts(Counter(row["reason"] for row in replaced_rows)),
+                       sum(self.replaced.values()), self.rows_seen)
 
     def check_training(self) -> None:
         """Stop the run once more images could not be read than the run accepts."""
