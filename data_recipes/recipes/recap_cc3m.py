@@ -9,6 +9,7 @@ from typing import Any
 from ..catalog import source_info
 from ..parts import RecipeResult, llava_part, locate, records_part
 from ..registry import register_recipe
+from ..sampling import sample_indices
 
 # The prompt LLaVA-NeXT put after <image> in its ReCap jsons ("..._prompt_v2.json"), which ViCToR trains on
 # (github.com/deepglint/Victor scripts/train/README.md L50; stage1.5_caption_siglip_qwen_victor.sh L26).
@@ -52,8 +53,11 @@ def recap_cc3m(
         part = llava_part(info, locate(info, data_root, path=annotation), count=count, seed=seed, transform=transform)
     else:
         shards = data_root / info.local_path
-        part = records_part(info, _extract_shards(shards, root), f"{shards} (parquet shards)", count=count,
-                            seed=seed, transform=transform)
+        records = _read_shards(shards)
+        # Only the drawn rows' images are written (records_part draws the same indices from the same seed).
+        drawn = sample_indices(len(records), count, seed=seed, source=info.name).indices.tolist()
+        _write_images(shards, root, records, set(drawn))
+        part = records_part(info, records, f"{shards} (parquet shards)", count=count, seed=seed, transform=transform)
     return RecipeResult(
         parts=[part],
         image_root=root,
@@ -62,24 +66,40 @@ def recap_cc3m(
     )
 
 
-def _extract_shards(shards: Path, image_root: Path) -> list[dict[str, Any]]:
-    """LLaVA-format records of every parquet shard under `shards` (sorted, so row order is stable), each image
-    written to `image_root` under its id. Streams the shards a batch at a time: the images never sit in memory
-    together."""
-    import pyarrow.parquet as pq
-
+def _shard_files(shards: Path) -> list[Path]:
+    """The parquet shards under `shards`, sorted, so row order is stable."""
     files = sorted(shards.glob("*.parquet"))
     if not files:
         raise FileNotFoundError(f"{shards}: no *.parquet shards (hf download lmms-lab/LLaVA-ReCap-CC3M "
                                 "--repo-type dataset --local-dir ROOT puts them in ROOT/data/)")
-    image_root.mkdir(parents=True, exist_ok=True)
+    return files
+
+
+def _read_shards(shards: Path) -> list[dict[str, Any]]:
+    """LLaVA-format records (id, conversations; no image yet) of every shard, without reading the image bytes."""
+    import pyarrow.parquet as pq
+
     records = []
-    for file in files:
-        for batch in pq.ParquetFile(file).iter_batches(batch_size=512, columns=["id", "image", "conversations"]):
-            for row in batch.to_pylist():
-                records.append({"id": row["id"], "image": _write_image(row, image_root),
-                                "conversations": row["conversations"]})
+    for file in _shard_files(shards):
+        for batch in pq.ParquetFile(file).iter_batches(batch_size=4096, columns=["id", "conversations"]):
+            records.extend({"id": row["id"], "image": None, "conversations": row["conversations"]}
+                           for row in batch.to_pylist())
     return records
+
+
+def _write_images(shards: Path, image_root: Path, records: list[dict[str, Any]], wanted: set[int]) -> None:
+    """Write the image of each record whose index is in `wanted` to `image_root` under its id and name it in the
+    record. Streams the shards a batch at a time: the images never sit in memory together."""
+    import pyarrow.parquet as pq
+
+    image_root.mkdir(parents=True, exist_ok=True)
+    index = 0
+    for file in _shard_files(shards):
+        for batch in pq.ParquetFile(file).iter_batches(batch_size=512, columns=["id", "image"]):
+            for row in batch.to_pylist():
+                if index in wanted:
+                    records[index]["image"] = _write_image(row, image_root)
+                index += 1
 
 
 def _write_image(row: dict[str, Any], image_root: Path) -> str | None:

@@ -280,6 +280,8 @@ def test_recap_cc3m_from_the_hub_parquet_layout(tmp_path):
         with Image.open(root / "images" / row["image"]) as image:  # written once from the shard's bytes
             assert image.size == (6 + int(row["id"][-1]), 4)
     assert result.summary["sources"]["recap_cc3m"]["hub_id"] == "lmms-lab/LLaVA-ReCap-CC3M"
+    # Only the drawn rows' images are written (a 10K draw from the 3M rows writes 10K files, not 3M).
+    assert sorted(p.name for p in (root / "images").iterdir()) == sorted(ds["image"])
     # Seeded like every recipe: the same seed draws the same rows.
     again = build_recipe("recap_cc3m", root, tmp_path / "again", params={"count": 4})
     assert datasets.load_from_disk(str(tmp_path / "again"))["id"] == ds["id"] and again.summary["rows"]["kept"] == 4
