@@ -10,6 +10,7 @@ from ..catalog import source_info
 from ..parts import RecipeResult, llava_part, locate, records_part
 from ..registry import register_recipe
 from ..sampling import sample_indices
+from .croc1_5m import caption_instruction
 
 # The prompt LLaVA-NeXT put after <image> in its ReCap jsons ("..._prompt_v2.json"), which ViCToR trains on
 # (github.com/deepglint/Victor scripts/train/README.md L50; stage1.5_caption_siglip_qwen_victor.sh L26).
@@ -48,7 +49,7 @@ def recap_cc3m(
     """
     info = source_info("recap_cc3m")
     root = Path(image_root) if Path(image_root).is_absolute() else data_root / image_root
-    transform = None if instruction in (None, "none") else _with_instruction(str(instruction))
+    transform = caption_instruction(None if instruction == "none" else instruction, seed)
     if annotation is not None:
         part = llava_part(info, locate(info, data_root, path=annotation), count=count, seed=seed, transform=transform)
     else:
@@ -113,13 +114,3 @@ def _write_image(row: dict[str, Any], image_root: Path) -> str | None:
     if not target.exists():
         target.write_bytes(data)
     return name
-
-
-def _with_instruction(instruction: str):
-    def transform(row: dict[str, Any]) -> dict[str, Any]:
-        turns = list(row["conversations"])
-        if turns and turns[0]["from"] == "human":
-            turns[0] = {"from": "human", "value": f"<image>\n{instruction}"}
-        return {**row, "conversations": turns}
-
-    return transform
