@@ -39,11 +39,15 @@ AUTO_MODEL_CLASSES: dict[str, str] = {
     "AutoModelForMultimodalLM": "CrocForConditionalGeneration",
 }
 
+# Weight dtypes a model is loaded in, by the names `from_pretrained(dtype=...)` takes as they are.
+MODEL_DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
+
 __all__ = [
     "AUTO_MODEL_CLASSES",
     "CROC_ONLY_PATTERNS",
     "CROC_ONLY_PREFIXES",
     "IGNORE_INDEX",
+    "MODEL_DTYPES",
     "IMAGE_TOKEN",
     "MAX_IMAGE_PIXELS",
     "PAD_TOKEN",

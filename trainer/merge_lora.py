@@ -13,10 +13,10 @@ import json
 import logging
 from pathlib import Path
 
+from modeling_croc.constants import MODEL_DTYPES
 from modeling_croc.loading import load_croc_config, load_pretrained_croc, load_processor
 
 from .croc_trainer import BASE_CONFIG_DIR
-from .model_loading import DTYPES
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def merge_lora(adapter_dir: str | Path, out_dir: str | Path, dtype: str = "float
         )
     config_dir = adapter_dir / BASE_CONFIG_DIR
     config = load_croc_config(config_dir if config_dir.is_dir() else base_path)  # LLaVA-1.5 or OneVision family
-    base = load_pretrained_croc(base_path, config, dtype=DTYPES[dtype])
+    base = load_pretrained_croc(base_path, config, dtype=dtype)
     merged = PeftModel.from_pretrained(base, str(adapter_dir)).merge_and_unload()
     merged.save_pretrained(out_dir)
     has_processor = (adapter_dir / "processor_config.json").is_file() or (adapter_dir / "tokenizer_config.json").is_file()
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("adapter_dir")
     parser.add_argument("--out", required=True, help="folder for the merged model")
-    parser.add_argument("--dtype", choices=sorted(DTYPES), default="float32")
+    parser.add_argument("--dtype", choices=MODEL_DTYPES, default="float32")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     merge_lora(args.adapter_dir, args.out, args.dtype)

@@ -20,11 +20,10 @@ from .training_args import CrocTrainingArguments
 
 logger = logging.getLogger(__name__)
 
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def _load_kwargs(model_args: ModelArguments) -> dict:
-    kwargs = {"dtype": DTYPES[model_args.dtype], "attn_implementation": model_args.attn_implementation}
+    kwargs = {"dtype": model_args.dtype, "attn_implementation": model_args.attn_implementation}
     if model_args.load_in_4bit:
         from transformers import BitsAndBytesConfig
 

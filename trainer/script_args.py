@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-MODEL_DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
+from modeling_croc.constants import MODEL_DTYPES
+
 # How much of each image a LLaVA file's rows are checked for before training (see DataArguments.image_check).
 IMAGE_CHECKS: tuple[str, ...] = ("decode", "exists", "none")
 # The Llama projections LoRA adapts; only those inside the language model are targeted (see `trainer.lora`).

@@ -18,6 +18,8 @@ from typing import Any
 
 import torch
 
+from ..constants import MODEL_DTYPES
+
 # LLaVA-1.5's evaluation instructions (its paper's appendix), appended to the question: short-answer benchmarks
 # (GQA, VQAv2, POPE, MME) and multiple-choice ones (MMBench, SEED-Bench, ScienceQA). lmms-eval's tasks carry their own;
 # the VLMEvalKit wrapper builds these.
@@ -27,7 +29,6 @@ OPTION_LETTER_PROMPT = "Answer with the option's letter from the given choices d
 # lmms-eval's name for this model (`--model croc`) and where its class lives.
 LMMS_EVAL_MODEL_ID = "croc"
 LMMS_EVAL_CLASS_PATH = "modeling_croc.evaluation.lmms_eval_model.Croc"
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def lmms_eval_manifest():
@@ -62,9 +63,9 @@ def load_for_evaluation(
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if dtype == "auto":
         dtype = "bfloat16" if device.type == "cuda" else "float32"
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype must be auto or one of {sorted(DTYPES)}, got {dtype!r}")
-    kwargs = {"dtype": DTYPES[dtype]}
+    if dtype not in MODEL_DTYPES:
+        raise ValueError(f"dtype must be auto or one of {MODEL_DTYPES}, got {dtype!r}")
+    kwargs = {"dtype": dtype}
     if attn_implementation:
         kwargs["attn_implementation"] = attn_implementation
     model, processor = load_croc(pretrained, vision_tower=vision_tower, image_aspect_ratio=image_aspect_ratio,
