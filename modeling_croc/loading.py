@@ -180,7 +180,7 @@ def materialize_croc(config, state: dict[str, torch.Tensor], **kwargs):
             f"weights with no place in a Croc model: {sorted(info['unexpected_keys'])[:10]} "
             f"{sorted(info['mismatched_keys'])[:10]}"
         )
-    missing = sorted(set(model.state_dict()) - set(state))
+    missing = sorted(info["missing_keys"])
     unexplained = [name for name in missing if not name.startswith(CROC_ONLY_PREFIXES)]
     if unexplained:
         raise ValueError(f"weights missing for: {unexplained[:10]}")

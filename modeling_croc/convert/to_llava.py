@@ -52,9 +52,14 @@ def croc_to_llava(model) -> LlavaForConditionalGeneration | LlavaOnevisionForCon
     plain_config = croc_config_to_llava(model.config)
     plain_config._attn_implementation = model.config._attn_implementation
     _, plain_model_class = PLAIN_COUNTERPARTS[type(model.config)]
-    plain = plain_model_class(plain_config).to(model.dtype)
     state = {k: v for k, v in model.state_dict().items() if not k.startswith(CROC_ONLY_PREFIXES)}
-    plain.load_state_dict(state, strict=True)
+    # from_pretrained's own loading path: no random copy of the whole model is built first.
+    plain, info = plain_model_class.from_pretrained(None, config=plain_config, state_dict=state, dtype=model.dtype,
+                                                    output_loading_info=True)
+    gaps = {kind: sorted(info[kind])[:8] for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")
+            if info[kind]}
+    if gaps:
+        raise ValueError(f"the plain model does not hold exactly the Croc model's weights: {gaps}")
     return plain.eval()
 
 
