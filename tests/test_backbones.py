@@ -13,6 +13,7 @@ import itertools
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from croc_testing.backbones import SLIDING_WINDOW, TEXT_BACKBONES, VISION_BACKBONES, backbone_fields
 from croc_testing.batches import make_batch
@@ -61,6 +62,19 @@ def test_stage15_step_losses_and_gradients(text, vision):
     out = croc(**batch, croc_generator=torch.Generator().manual_seed(0))
     assert torch.isfinite(out.loss) and out.lm_loss > 0 and out.vtr_loss > 0
     torch.testing.assert_close(out.loss, out.lm_loss + croc.config.vtr_loss_weight * out.vtr_loss)
+    with torch.no_grad():  # both terms recomputed by hand (the paper preset: linear head, standardised targets, MSE)
+        base = croc.model(**{k: v for k, v in batch.items() if k != "labels"}, labels=batch["labels"],
+                          croc_objectives=True, croc_generator=torch.Generator().manual_seed(0))
+        num_images, num_tokens, hidden = base.visual_tokens.shape
+        states = base.last_hidden_state[base.image_token_mask].view(num_images, num_tokens, hidden)
+        targets = base.visual_tokens.float()
+        targets = (targets - targets.mean(-1, keepdim=True)) / (targets.var(-1, unbiased=False, keepdim=True)
+                                                                + 1e-6).sqrt()
+        per_token = ((croc.vtr_head(states).float() - targets) ** 2).mean(-1)
+        torch.testing.assert_close(out.vtr_loss, per_token[base.replaced_token_mask].mean(), rtol=1e-4, atol=1e-5)
+        lm = F.cross_entropy(out.logits[:, :-1].flatten(0, 1).float(), batch["labels"][:, 1:].flatten(),
+                             ignore_index=-100)
+        torch.testing.assert_close(out.lm_loss, lm, rtol=1e-4, atol=1e-5)
     out.loss.backward()
     assigned = torch.zeros(croc.config.prompt_pool_size, dtype=torch.bool)
     assigned[out.pool_ids.flatten()] = True
