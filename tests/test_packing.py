@@ -135,6 +135,25 @@ def _model(stage: str, preset: str, attn: str, sizes: dict | None = None) -> Cro
     return CrocForConditionalGeneration(config).train()
 
 
+def _assert_every_sample_matches(out, reference, packed, samples) -> None:
+    """Every sample's logits, and so its loss, whatever row and offset it was packed at, against its padded row."""
+    found = 0
+    for row in range(packed["input_ids"].shape[0]):
+        starts = (packed["position_ids"][row] == 0).nonzero().flatten().tolist() + [packed["input_ids"].shape[1]]
+        for start, end in zip(starts[:-1], starts[1:]):
+            matches = [i for i, s in enumerate(samples) if torch.equal(s["input_ids"], packed["input_ids"][row, start:end])]
+            if not matches:  # the padding tail of a packed row
+                continue
+            (index,) = matches
+            found += 1
+            expected = reference.logits[index, :end - start]
+            torch.testing.assert_close(out.logits[row, start:end], expected, rtol=1e-4, atol=1e-5)
+            labels = samples[index]["labels"]
+            torch.testing.assert_close(_sample_loss(out.logits[row, start:end], labels),
+                                       _sample_loss(expected, labels), rtol=1e-5, atol=1e-5)
+    assert found == len(samples)
+
+
 def _run(model, batch, vtr_calls):
     model.zero_grad(set_to_none=True)
     vtr_calls.clear()
@@ -172,20 +191,7 @@ def test_packed_batch_equals_padded_batch(processor, tmp_path, monkeypatch, stag
     reference_vtr = list(vtr_calls)
     out, grads = _run(model, packed, vtr_calls)
 
-    # Every sample's logits, and so its loss, whatever row and offset it was packed at.
-    for row in range(packed["input_ids"].shape[0]):
-        starts = (packed["position_ids"][row] == 0).nonzero().flatten().tolist() + [packed["input_ids"].shape[1]]
-        for start, end in zip(starts[:-1], starts[1:]):
-            matches = [i for i, s in enumerate(samples) if torch.equal(s["input_ids"], packed["input_ids"][row, start:end])]
-            if not matches:
-                continue
-            (index,) = matches
-            size = end - start
-            expected = reference.logits[index, :size]
-            torch.testing.assert_close(out.logits[row, start:end], expected, rtol=1e-4, atol=1e-5)
-            labels = samples[index]["labels"]
-            torch.testing.assert_close(_sample_loss(out.logits[row, start:end], labels),
-                                       _sample_loss(expected, labels), rtol=1e-5, atol=1e-5)
+    _assert_every_sample_matches(out, reference, packed, samples)
     for name in ("loss", "lm_loss", "vtr_loss"):
         if getattr(reference, name) is None:
             assert getattr(out, name) is None
@@ -234,10 +240,7 @@ def test_flex_attention_packed_forward_equals_sdpa_padded(processor, tmp_path, p
         out = _model("1.5", preset, "flex_attention")(**packed, croc_generator=torch.Generator().manual_seed(7))
     for name in ("loss", "lm_loss", "vtr_loss"):
         torch.testing.assert_close(getattr(out, name), getattr(reference, name), rtol=1e-5, atol=1e-5)
-    first = (packed["position_ids"][1] == 0).nonzero().flatten()[1]  # the second sample of the second packed row
-    (index,) = [i for i, s in enumerate(samples) if torch.equal(s["input_ids"], packed["input_ids"][1, first:first + len(s["input_ids"])])]
-    size = len(samples[index]["input_ids"])
-    torch.testing.assert_close(out.logits[1, first:first + size], reference.logits[index, :size], rtol=1e-4, atol=1e-5)
+    _assert_every_sample_matches(out, reference, packed, samples)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="flex_attention has no backward on CPU")
