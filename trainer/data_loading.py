@@ -70,8 +70,7 @@ def load_training_rows(data_args: DataArguments, args: CrocTrainingArguments | N
         rows = _first(load_llava_json(path), data_args.max_samples)
         image_root = Path(data_args.image_root) if data_args.image_root else path.parent
         image_root = image_root.expanduser().absolute()
-        validation = validate_dataset(rows, image_root, check_images=data_args.image_check != "none",
-                                      decode_images=data_args.image_check == "decode", num_proc=data_args.num_proc)
+        validation = _validated_once(rows, image_root, data_args, args)
         report.rows_read, report.rejected, report.notices = len(rows), validation.counts, validation.notices
         if report.writes:
             _reset(report.rejects_path)
@@ -90,6 +89,23 @@ def load_training_rows(data_args: DataArguments, args: CrocTrainingArguments | N
         raise DataError(f"no training rows in {path}" + (f" (all {report.rows_read:,} rejected, see "
                                                           f"{report.rejects_path})" if report.rows_read else ""))
     return TrainingRows(rows, image_root.expanduser().absolute(), report)
+
+
+def _validated_once(rows: datasets.Dataset, image_root: Path, data_args: DataArguments,
+                    args: CrocTrainingArguments | None):
+    """`validate_dataset` of the rows, run by the main process alone and sent to the others: every process keeps
+    the same rows, and the image files are checked once, not once per process."""
+    def validate():
+        return validate_dataset(rows, image_root, check_images=data_args.image_check != "none",
+                                decode_images=data_args.image_check == "decode", num_proc=data_args.num_proc)
+
+    if args is None or args.world_size <= 1:
+        return validate()
+    from accelerate.utils import broadcast_object_list
+
+    payload = [validate() if args.process_index == 0 else None]
+    broadcast_object_list(payload, from_process=0)
+    return payload[0]
 
 
 def _first(rows: datasets.Dataset, count: int | None) -> datasets.Dataset:

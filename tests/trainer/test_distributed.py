@@ -25,12 +25,15 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def data_file(data_dir):
     """The stage-1.5 rows plus one whose image is cut in half: every process setup must replace and count it alike
-    (the counts are summed over processes, the records gathered to the main one)."""
+    (the counts are summed over processes, the records gathered to the main one); and one whose image is missing,
+    rejected before training alike."""
     broken = data_dir / "images" / "broken.png"
     good = (data_dir / "images" / "000.png").read_bytes()
     broken.write_bytes(good[: len(good) // 2])
     rows = json.loads((data_dir / "detailed.json").read_text())
     rows.insert(2, {**rows[0], "id": "broken", "image": "images/broken.png"})
+    # Rejected before training (no such file): validated by the main process, the verdict sent to the others.
+    rows.insert(4, {**rows[0], "id": "missing", "image": "images/missing.png"})
     path = data_dir / "detailed_with_broken.json"
     path.write_text(json.dumps(rows))
     return path
@@ -56,6 +59,8 @@ def _assert_same_run(out, reference, atol: float) -> None:
     assert not (out / ".checkpoint-staging").exists()
     report, expected_report = (json.loads((folder / "data_report.json").read_text()) for folder in (out, reference))
     assert (report["rows_seen"], report["replaced"]) == (expected_report["rows_seen"], expected_report["replaced"])
+    assert report["rejected"] == expected_report["rejected"]
+    assert {reason: count for reason, count in report["rejected"].items() if count} == {"missing_image": 1}
     assert (out / "rejects.jsonl").read_text() == (reference / "rejects.jsonl").read_text()
     curve = [e for e in log_history(reference) if "loss" in e]
     again = [e for e in log_history(out) if "loss" in e]
