@@ -38,6 +38,7 @@ from .validation import (
     exceeds_reject_budget,
     format_counts,
     kept_rows,
+    rejected_rows,
     validate_dataset,
     write_rejects,
 )
@@ -54,6 +55,7 @@ __all__ = [
     "exceeds_reject_budget",
     "format_counts",
     "kept_rows",
+    "rejected_rows",
     "write_rejects",
     "CROC_1_5M_COUNTS",
     "DEFAULT_CAPTION_INSTRUCTION",

@@ -26,6 +26,8 @@ import datasets
 from datasets import Dataset, concatenate_datasets
 from huggingface_hub import DatasetCard
 
+from modeling_croc.publishing import check_publish_folder, check_upload_set
+
 from . import hub, publish
 from .card import build_card
 from .parts import RecipeResult
@@ -156,9 +158,12 @@ def build_recipe(
         check_images: check that every image stays under the image root, exists and decodes in full
             (`modeling_croc.images.load_image`); False: text checks only.
         num_proc: processes for the image checks.
-        push_to_hub: a Hub dataset repo id to push the dataset, card, summary and rejects to.
+        push_to_hub: a Hub dataset repo id to push the dataset (Parquet shards) and its card to; summary.json and
+            rejects.jsonl stay in `out_dir`. The upload is scanned for tokens and local paths first
+            (`modeling_croc.publishing`).
         hub_folder: write what `push_to_hub` would upload (Parquet shards and card) into this folder instead of (or
-            as well as) pushing: `datasets.load_dataset(hub_folder)` reads it. No network.
+            as well as) pushing: `datasets.load_dataset(hub_folder)` reads it. No network. The folder must be new,
+            empty or an earlier hub folder, outside `out_dir` and `data_root` (checked before any source is read).
         image_storage: how the pushed rows hold images (`data_recipes.publish.IMAGE_STORAGES`): `embedded` (the
             default when pushing: a `datasets.Image` column, the bytes in the shards) or `path`. The build folder
             itself always keeps the paths, for local training.
@@ -171,6 +176,9 @@ def build_recipe(
         raise ValueError(f"image_storage must be one of {publish.IMAGE_STORAGES}, got {image_storage!r}")
     recipe = get_recipe(name)
     _check_out_dir(out_dir, overwrite)
+    if hub_folder:  # before any source is read; checked again right before writing
+        check_publish_folder(hub_folder, option=publish.HUB_FOLDER_OPTION,
+                             keep_clear_of=publish.build_folders(out_dir, data_root))
     command = command or f"build_recipe({name!r}, {str(data_root)!r}, {str(out_dir)!r}, seed={seed}, params={params!r})"
 
     result = recipe(data_root, seed=seed, **(params or {}))
@@ -205,11 +213,11 @@ def build_recipe(
         summary["hub"] = {"repo": push_to_hub, "folder": None if hub_folder is None else str(hub_folder),
                           "image_storage": image_storage}
 
-    def card_for(storage: str) -> DatasetCard:
-        return build_card(summary, pretty_name=result.pretty_name, licence_ids=[p.licence_id for p in result.parts],
+    def card_for(storage: str, record: dict[str, Any]) -> DatasetCard:
+        return build_card(record, pretty_name=result.pretty_name, licence_ids=[p.licence_id for p in result.parts],
                           hub_ids=[p.hub_id for p in result.parts if p.hub_id], image_storage=storage)
 
-    card = card_for("path")
+    card = card_for("path", summary)
     card.save(out_dir / "README.md")
     summary["elapsed_s"] = round(time.perf_counter() - started, 3)
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
@@ -220,10 +228,16 @@ def build_recipe(
             logger.warning("pushing image paths only: the images stay on this machine (image_storage='path')")
         pushed = publish.hub_dataset(kept, result.image_root, image_storage)
         num_shards = publish.shard_count(pushed)
+        # What goes up names no folder of this machine; the local card and summary keep them.
+        pushed_card = card_for(image_storage, publish.public_summary(summary, out_dir))
         if hub_folder:
-            publish.write_hub_folder(pushed, card_for(image_storage), hub_folder, num_shards)
+            folders = publish.build_folders(out_dir, data_root, image_root)
+            written = publish.write_hub_folder(pushed, pushed_card, hub_folder, num_shards, keep_clear_of=folders)
+            local = [hub_folder, *folders.values()]
+            check_upload_set(hub_folder, written, folders=local)
             logger.info("%s: what --push-to-hub uploads written to %s (%d shards)", name, hub_folder, num_shards)
-        if push_to_hub:
-            hub.push_build(pushed, card_for(image_storage), out_dir, push_to_hub, private=private,
-                           num_shards=num_shards)
+            if push_to_hub:
+                hub.push_folder(hub_folder, written, push_to_hub, private=private, folders=local)
+        elif push_to_hub:
+            hub.push_build(pushed, pushed_card, out_dir, push_to_hub, private=private, num_shards=num_shards)
     return BuildResult(out_dir, kept, summary, card)

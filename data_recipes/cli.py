@@ -78,10 +78,13 @@ def _parser() -> argparse.ArgumentParser:
                          help="recipe parameter, dotted keys for per-source values (e.g. counts.alpaca=100)")
     p_build.add_argument("--no-jsonl", action="store_true", help="skip the data.jsonl export")
     p_build.add_argument("--overwrite", action="store_true", help="replace a previous build in --out")
-    p_build.add_argument("--push-to-hub", metavar="REPO", help="push the dataset and its card to this Hub repo")
+    p_build.add_argument("--push-to-hub", metavar="REPO",
+                         help="push the dataset (Parquet shards, images embedded) and its card to this Hub repo, after "
+                         "checking them for tokens and local paths; summary.json and rejects.jsonl stay local")
     p_build.add_argument("--private", action="store_true", help="with --push-to-hub: create a private repo")
     p_build.add_argument("--hub-folder", metavar="DIR",
-                         help="write what --push-to-hub uploads (Parquet shards + card) into DIR; no network")
+                         help="write what --push-to-hub uploads (Parquet shards + card) into DIR, a new or empty "
+                         "folder (or an earlier --hub-folder) outside --out and --data-root; no network")
     p_build.add_argument("--image-storage", choices=IMAGE_STORAGES, default="embedded",
                          help="how pushed rows hold images: embedded (datasets.Image, the default) or path; the build "
                          "folder always keeps the paths")
@@ -146,6 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         recipe = get_recipe(args.name)
         params = parse_set_args(args.sets)
+        if args.private and not args.push_to_hub:
+            raise ValueError("--private applies to the repo --push-to-hub creates; add --push-to-hub REPO or drop it")
         unknown = sorted(set(params) - set(recipe.parameters()))
         if unknown:
             raise ValueError(f"recipe {recipe.name!r} has no parameter(s) {unknown}; "

@@ -1,14 +1,21 @@
-"""The only code that talks to the Hugging Face Hub. Called only when a user asks for a Hub source
-(`--set hub.NAME=...`) or `--push-to-hub`; tests replace these functions, never call them."""
+"""The recipes' only code that talks to the Hugging Face Hub. Called only when a user asks for a Hub source
+(`--set hub.NAME=...`) or `--push-to-hub`; tests replace these functions or the `HfApi` methods, never reach the
+network. A push uploads an exact, scanned file list (`modeling_croc.publishing.push_files`)."""
 
 from __future__ import annotations
 
+import json
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from modeling_croc.publishing import push_files
+
+from . import publish
+
 if TYPE_CHECKING:
     from datasets import Dataset
-    from huggingface_hub import DatasetCard
+    from huggingface_hub import CommitInfo, DatasetCard
 
 
 def download_hub_file(repo_id: str, filename: str) -> Path:
@@ -29,25 +36,25 @@ def load_hub_dataset(repo_id: str, data_files: str | None = None) -> Dataset:
     return load_dataset(repo_id, data_files=data_files, split="train")
 
 
+def push_folder(folder: str | Path, files: list[str], repo_id: str, *, private: bool | None = None,
+                folders: list[str | Path | None] | tuple = ()) -> CommitInfo:
+    """Upload exactly `files` of a written hub folder (`publish.write_hub_files`) to the dataset repo `repo_id` in one
+    commit, after the leak scan of `modeling_croc.publishing` (`folders`: the build's own folders, which must not
+    appear). Shards of an earlier push that this one does not rewrite are deleted, as `Dataset.push_to_hub` does."""
+    return push_files(folder, files, repo_id, repo_type="dataset", private=private, folders=folders,
+                      commit_message="Upload dataset built by data_recipes",
+                      delete_patterns=[f"{publish.DATA_DIR}/{publish.SPLIT}-*"])
+
+
 def push_build(dataset: Dataset, card: DatasetCard, out_dir: Path, repo_id: str, *, private: bool | None = None,
-               num_shards: int | None = None) -> None:
-    """Push a built dataset (`data_recipes.publish.hub_dataset`: images embedded from a `datasets.Image` column), its
-    card and its summary/rejects files to `repo_id`, in `num_shards` Parquet shards.
-
-    `Dataset.push_to_hub` writes its own README with the `configs`/`dataset_info` metadata the Hub viewer
-    needs; that metadata is copied into our card before the card replaces the README.
-    """
-    from huggingface_hub import DatasetCard as _DatasetCard
-    from huggingface_hub import HfApi
-
-    dataset.push_to_hub(repo_id, private=private, num_shards=num_shards, embed_external_files=True)
-    remote = _DatasetCard.load(repo_id, repo_type="dataset")
-    for key in ("configs", "dataset_info"):
-        value = remote.data.get(key)
-        if value is not None:
-            card.data[key] = value
-    card.push_to_hub(repo_id, repo_type="dataset")
-    api = HfApi()
-    for name in ("summary.json", "rejects.jsonl"):
-        if (out_dir / name).is_file():
-            api.upload_file(path_or_fileobj=out_dir / name, path_in_repo=name, repo_id=repo_id, repo_type="dataset")
+               num_shards: int | None = None) -> CommitInfo:
+    """Push a built dataset (`data_recipes.publish.hub_dataset`: images embedded from a `datasets.Image` column) and
+    its card (drawn from `publish.public_summary`) to `repo_id` in `num_shards` Parquet shards: the files
+    `publish.write_hub_folder` writes, staged in a hidden folder inside `out_dir` (removed afterwards) and uploaded
+    by `push_folder`. The build's summary.json and rejects.jsonl stay local."""
+    out_dir = Path(out_dir)
+    summary = json.loads((out_dir / "summary.json").read_text(encoding="utf-8"))
+    folders = list(publish.build_folders(out_dir, summary.get("data_root"), summary.get("image_root")).values())
+    with tempfile.TemporaryDirectory(prefix=".hub-upload-", dir=out_dir) as staging:
+        files = publish.write_hub_files(dataset, card, staging, num_shards or publish.shard_count(dataset))
+        return push_folder(staging, files, repo_id, private=private, folders=folders)

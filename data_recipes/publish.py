@@ -5,13 +5,20 @@ parquet` with the images embedded, and a README whose metadata (`configs`, `data
 
 A local build keeps the path-only form (`image` a path relative to the image root), which training reads without
 copying a single image; the embedded form is for anyone who has the dataset but not the image folders.
-`hub.push_build` pushes the same dataset with the same shard count that `write_hub_folder` writes.
+`hub.push_build` pushes the same files, with the same shard count, that `write_hub_folder` writes.
+
+What goes up is the shards and the card, nothing else: the build folder's `summary.json` and `rejects.jsonl` are
+this machine's records (absolute data paths, rejected rows as read) and stay local. The card is drawn from
+`public_summary`, the summary with this machine's folders written as names. `--hub-folder DIR` follows the
+publish-folder rule of `modeling_croc.publishing` (a new, empty or earlier hub folder, clear of the build's folders).
 """
 
 from __future__ import annotations
 
-import shutil
+import os
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from datasets import Dataset, DatasetInfo, Image, SplitDict, SplitInfo
 from datasets.info import DatasetInfosDict
@@ -19,12 +26,16 @@ from datasets.table import embed_table_storage
 from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard
 
+from modeling_croc.publishing import prepare_publish_folder, relative_text
+
 # How a pushed dataset stores images: `embedded` (a datasets.Image column, bytes in the Parquet shards) or `path`
 # (the build's relative path strings, usable only next to the same image folders).
 IMAGE_STORAGES = ("embedded", "path")
 SPLIT = "train"
 DATA_DIR = "data"
 MAX_SHARD_BYTES = 500 * 1024 * 1024  # push_to_hub's default shard size (datasets.config.MAX_SHARD_SIZE)
+CARD = "README.md"
+HUB_FOLDER_OPTION = "--hub-folder"
 
 
 def with_image_feature(dataset: Dataset, image_root: str | Path) -> Dataset:
@@ -74,33 +85,83 @@ def with_hub_metadata(card: DatasetCard, dataset: Dataset, num_bytes_written: in
     return card
 
 
-def write_hub_folder(dataset: Dataset, card: DatasetCard, folder: str | Path, num_shards: int | None = None) -> list[str]:
-    """Write into `folder` the files `dataset.push_to_hub(repo, num_shards=num_shards)` uploads, plus its README:
-    contiguous shards with external files (the images) embedded, as `push_to_hub` does. Returns the written paths,
-    relative to `folder`."""
+def build_folders(out_dir: str | Path, data_root: str | Path | None,
+                  image_root: str | Path | None = None) -> dict[str, str | Path | None]:
+    """A build's own folders, by the name a refusal gives them: a hub folder must keep clear of them, and an upload
+    must not name them."""
+    return {"build folder (--out)": out_dir, "data root": data_root, "image root": image_root}
+
+
+def public_summary(summary: dict[str, Any], out_dir: str | Path) -> dict[str, Any]:
+    """`summary` (a build's summary.json) as a published card may show it: every local folder in its strings written
+    as a name (the data root, an image root outside it, the build and hub folders as their folder names, the
+    working directory as `.`, home as `~`), so `/scratch/me/data/text/alpaca` becomes `data/text/alpaca`."""
+    data_root, image_root = summary.get("data_root"), summary.get("image_root")
+    hub_folder = (summary.get("hub") or {}).get("folder")
+    names: dict[str | Path, str] = {}
+    for folder in (data_root, out_dir, hub_folder):
+        if folder:
+            names[folder] = Path(os.path.abspath(folder)).name
+    if image_root and not (data_root and Path(data_root) in [Path(image_root), *Path(image_root).parents]):
+        names[image_root] = Path(image_root).name
+    names.update({Path.cwd(): ".", Path.home(): "~"})
+
+    def public(value: Any) -> Any:
+        if isinstance(value, str):
+            return relative_text(value, names)
+        if isinstance(value, dict):
+            return {key: public(item) for key, item in value.items()}
+        if isinstance(value, list):
+            return [public(item) for item in value]
+        return value
+
+    return public(summary)
+
+
+def hub_files(num_shards: int) -> list[str]:
+    """The files a push of `num_shards` shards uploads, relative to the repository root."""
+    return [*(shard_name(index, num_shards) for index in range(num_shards)), CARD]
+
+
+def write_hub_files(dataset: Dataset, card: DatasetCard, folder: str | Path, num_shards: int) -> list[str]:
+    """Write into the existing `folder` the files `dataset.push_to_hub(repo, num_shards=num_shards)` uploads, plus
+    its README: contiguous shards with external files (the images) embedded, as `push_to_hub` does. Returns the
+    written paths (`hub_files`), relative to `folder`."""
     folder = Path(folder)
-    if folder.exists():
-        shutil.rmtree(folder)
-    (folder / DATA_DIR).mkdir(parents=True)
-    num_shards = num_shards or shard_count(dataset)
-    written, num_bytes = [], 0
+    (folder / DATA_DIR).mkdir(parents=True, exist_ok=True)
+    num_bytes = 0
     for index in range(num_shards):
         shard = dataset.shard(num_shards=num_shards, index=index, contiguous=True)
         shard = shard.with_format("arrow").map(embed_table_storage, batched=True, keep_in_memory=True)
         name = shard_name(index, num_shards)
         shard.to_parquet(str(folder / name))
         num_bytes += (folder / name).stat().st_size
-        written.append(name)
-    with_hub_metadata(card, dataset, num_bytes).save(folder / "README.md")
-    return [*written, "README.md"]
+    with_hub_metadata(card, dataset, num_bytes).save(folder / CARD)
+    return hub_files(num_shards)
+
+
+def write_hub_folder(dataset: Dataset, card: DatasetCard, folder: str | Path, num_shards: int | None = None, *,
+                     keep_clear_of: Mapping[str, str | Path | None] | None = None) -> list[str]:
+    """`write_hub_files` into the publish folder `folder`, which must be new, empty or an earlier hub folder (only
+    that publish's files are replaced) and clear of `keep_clear_of` (`build_folders`); raises
+    `modeling_croc.publishing.PublishFolderError` (one line, nothing deleted) otherwise. Returns the written paths,
+    relative to `folder`."""
+    num_shards = num_shards or shard_count(dataset)
+    prepare_publish_folder(folder, hub_files(num_shards), option=HUB_FOLDER_OPTION, keep_clear_of=keep_clear_of or {})
+    return write_hub_files(dataset, card, folder, num_shards)
 
 
 __all__ = [
+    "HUB_FOLDER_OPTION",
     "IMAGE_STORAGES",
+    "build_folders",
     "hub_dataset",
+    "hub_files",
+    "public_summary",
     "shard_count",
     "shard_name",
     "with_hub_metadata",
     "with_image_feature",
+    "write_hub_files",
     "write_hub_folder",
 ]

@@ -46,6 +46,20 @@ def _as_text(value: Any) -> str:
     return value if isinstance(value, str) else str(value)
 
 
+def _unencodable(text: str) -> bool:
+    """Whether `text` holds a lone surrogate (a JSON `\\ud800` escape with no pair): Python reads it, but it is not
+    Unicode text; Arrow cannot store it and a tokenizer cannot encode it."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _storable(text: str) -> str:
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 def _preview(value: Any, limit: int = 120) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
@@ -101,10 +115,26 @@ def normalise_row(record: Any, *, source: str, index: int) -> dict[str, Any]:
     image, image_problem = _normalise_image(record.get("image"))
     conversations, turn_problem = _normalise_turns(record.get("conversations"))
     row = {"id": row_id, "image": image, "conversations": conversations, "source": source}
-    problem = image_problem or turn_problem
+    problem = image_problem or turn_problem or _text_problem(row)
     if problem:
         row[PROBLEM_COLUMN] = problem
     return row
+
+
+def _text_problem(row: dict[str, Any]) -> str | None:
+    """Make every text of `row` storable, returning an `invalid_text` problem when one was not valid Unicode (the
+    stored row keeps the bad character as a visible `\\ud800` escape, for the rejects file)."""
+    found = []
+    for key in ("id", "image"):
+        if isinstance(row[key], str) and _unencodable(row[key]):
+            found.append(key)
+            row[key] = _storable(row[key])
+    for position, turn in enumerate(row["conversations"] or []):
+        for key in ("from", "value"):
+            if _unencodable(turn[key]):
+                found.append(f"turn {position}'s {key}")
+                turn[key] = _storable(turn[key])
+    return f"invalid_text: {', '.join(found)} holds a lone surrogate escape, not Unicode text" if found else None
 
 
 def rows_to_dataset(rows: Iterable[Mapping[str, Any]]) -> Dataset:

@@ -2,18 +2,23 @@
 
 Each row gets at most one reject reason (the first failing check, in the order of :data:`REJECT_REASONS`);
 rejected rows are counted per reason, written to `rejects.jsonl` with the reason and what was found, and reported.
-The builder (`data_recipes.build`) and the trainer's raw LLaVA-file path (`trainer.data_loading`) both call
-:func:`validate_dataset`, so a row means the same thing to both.
+The builder (`data_recipes.build`) and the trainer, for every source it reads (a LLaVA JSON/JSONL file, a build
+folder, a pushed dataset or a folder of Parquet files, `trainer.data_loading`), call :func:`validate_dataset`, so a
+row means the same thing everywhere.
 
-Order: what `normalise_row` could not represent (not an object, several images), then the turns (cheap), then
-duplicates, then the image path (it must stay under the image root), then the image file, each distinct file once
-(mix665K has several rows per COCO image), optionally in a process pool. Image files are decoded in full by
-`modeling_croc.images.load_image`, the reader the trainer and the chat use too.
+Order: what `normalise_row` could not represent (not an object, several images, text that is not Unicode), then the
+turns (cheap), then duplicates, then the image path (it must stay under the image root), then the image itself:
+each distinct file once (mix665K has several rows per COCO image), optionally in a process pool, or the bytes a
+`datasets.Image` column embeds. How much of an image is read is the `image_check` mode: "exists" (the file is
+there and not empty, or the embedded bytes are), "header" (also its size, against the aspect-ratio and pixel limits
+of `modeling_croc.images.ImageLimits`), "decode" (also every pixel, by `modeling_croc.images.load_image`, the reader
+the trainer and the chat use too).
 """
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -24,11 +29,14 @@ from pathlib import Path
 from typing import Any
 
 from datasets import Dataset
+from datasets import Image as DatasetsImage
 
-from modeling_croc.constants import IMAGE_TOKEN
+from modeling_croc.constants import IMAGE_CHECK_MODES, IMAGE_TOKEN
 from modeling_croc.images import (
     IMAGE_REJECT_REASONS,
     ImageFileError,
+    ImageLimits,
+    check_image_header,
     check_image_path,
     load_image,
     resolve_image_path,
@@ -46,6 +54,7 @@ REJECT_REASONS: dict[str, str] = {
     "no_image_marker": f"the row has an image but no {IMAGE_TOKEN} marker",
     "too_many_image_markers": f"more {IMAGE_TOKEN} markers than images (>1 on an image row, any on a text-only row)",
     "duplicate_row": "an earlier row has the same id, image and turns",
+    "invalid_text": "a text of the row (turn, id or image path) is not Unicode (a lone surrogate escape such as \\ud800)",
     **IMAGE_REJECT_REASONS,
 }
 
@@ -76,13 +85,35 @@ def check_conversation(conversations: Sequence[Mapping[str, str]], has_image: bo
     return None
 
 
-def check_image_file(path: str, decode: bool = True) -> tuple[str | None, str]:
-    """Check one image file. Returns (reason or None, detail): with `decode`, the whole image is decoded and
-    converted as training reads it (`modeling_croc.images.load_image`); without, only that it exists and is not
-    empty."""
+def check_image_file(
+    path: str,
+    decode: bool | None = None,
+    *,
+    mode: str | None = None,
+    limits: ImageLimits | None = None,
+    image_processor: Any = None,
+) -> tuple[str | None, str]:
+    """Check one image file. Returns (reason or None, detail).
+
+    `mode` (one of `IMAGE_CHECK_MODES`, default "decode") says how much is read: "exists" only that the file is there
+    and not empty; "header" also its width and height, checked against `limits` and the footprint of
+    `image_processor` (`modeling_croc.images.check_image_header`); "decode" also the whole image, decoded and
+    converted as training reads it (`modeling_croc.images.load_image`, which applies the same limits first). The
+    older `decode=True/False` means "decode"/"exists"; pass one of `decode` and `mode`, not both.
+    """
+    if decode is not None:
+        if mode is not None:
+            raise ValueError(f"check_image_file takes mode= or the older decode=, not both (got mode={mode!r}, "
+                             f"decode={decode!r})")
+        mode = "decode" if decode else "exists"
+    mode = "decode" if mode is None else mode
+    if mode not in IMAGE_CHECK_MODES:
+        raise ValueError(f"image check mode must be one of {IMAGE_CHECK_MODES}, got {mode!r}")
     try:
-        if decode:
-            load_image(path)
+        if mode == "decode":
+            load_image(path, limits=limits, image_processor=image_processor)
+        elif mode == "header":
+            check_image_header(path, limits, image_processor)
         else:
             check_image_path(path)
     except ImageFileError as error:
@@ -90,9 +121,18 @@ def check_image_file(path: str, decode: bool = True) -> tuple[str | None, str]:
     return None, ""
 
 
-def check_image_files(paths: Sequence[str], *, decode: bool = True, num_proc: int = 1) -> list[tuple[str | None, str]]:
-    """Check many image files, in `num_proc` processes when > 1."""
-    check = partial(check_image_file, decode=decode)
+def check_image_files(
+    paths: Sequence[str],
+    *,
+    decode: bool | None = None,
+    mode: str | None = None,
+    limits: ImageLimits | None = None,
+    image_processor: Any = None,
+    num_proc: int = 1,
+) -> list[tuple[str | None, str]]:
+    """Check many image files as `check_image_file` does (same `decode` / `mode`, `limits`, `image_processor`), in
+    `num_proc` processes when > 1 (the limits and the image processor are pickled to each)."""
+    check = partial(check_image_file, decode=decode, mode=mode, limits=limits, image_processor=image_processor)
     if num_proc <= 1 or len(paths) < 2:
         return [check(p) for p in paths]
     chunksize = max(1, len(paths) // (num_proc * 16))
@@ -169,9 +209,20 @@ def _problem(value: str) -> tuple[str, str]:
     return reason, detail
 
 
-def _content_key(image: str | None, conversations: Any) -> bytes:
+def _content_key(image: Any, conversations: Any) -> bytes:
     text = json.dumps([image, conversations], ensure_ascii=False, sort_keys=True)
     return hashlib.blake2b(text.encode("utf-8"), digest_size=16).digest()
+
+
+def _image_identity(image: Any) -> str | None:
+    """What identifies a row's image for duplicate detection: its path, or for embedded bytes without a file name,
+    their hash."""
+    if image is None or isinstance(image, str):
+        return image
+    if image.get("path"):
+        return str(image["path"])
+    data = image.get("bytes") or b""
+    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 class _Duplicates:
@@ -187,14 +238,14 @@ class _Duplicates:
         self.notices = 0
         self.examples: list[str] = []
 
-    def check(self, index: int, row_id: str, image: str | None, conversations: Any) -> tuple[str | None, str]:
+    def check(self, index: int, row_id: str, image: Any, conversations: Any) -> tuple[str | None, str]:
         first = self.first.setdefault(row_id, index)
         if first == index:
             return None, ""
         if row_id not in self.keys:
             earlier = self.dataset[first]
-            self.keys[row_id] = {_content_key(earlier["image"], earlier["conversations"])}
-        key = _content_key(image, conversations)
+            self.keys[row_id] = {_content_key(_image_identity(earlier["image"]), earlier["conversations"])}
+        key = _content_key(_image_identity(image), conversations)
         if key in self.keys[row_id]:
             return "duplicate_row", f"same id, image and turns as row {first}"
         self.keys[row_id].add(key)
@@ -204,47 +255,89 @@ class _Duplicates:
         return None, ""
 
 
+def _undecoded(dataset: Dataset) -> Dataset:
+    """`dataset` with a `datasets.Image` column read as `{"bytes", "path"}` instead of decoded images."""
+    feature = dataset.features.get("image")
+    if isinstance(feature, DatasetsImage) and feature.decode:
+        return dataset.cast_column("image", DatasetsImage(decode=False))
+    return dataset
+
+
 def validate_dataset(
     dataset: Dataset,
     image_root: Path | None,
     *,
     check_images: bool = True,
     decode_images: bool = True,
+    image_check: str | None = None,
+    limits: ImageLimits | None = None,
+    image_processor: Any = None,
     num_proc: int = 1,
     batch_size: int = 10_000,
 ) -> ValidationReport:
     """Validate every row of a dataset with the row schema.
 
-    Image paths are resolved against `image_root` and must stay under it. `check_images=False` skips every image
-    check (fast metadata-only builds) but still applies the text and duplicate checks; `decode_images=False` checks
-    that each file exists and is not empty without decoding it (the trainer's default: it decodes at training time
-    and replaces a row whose image then fails).
+    A row's `image` is a path (resolved against `image_root`, which it must stay under) or, in a pushed dataset, a
+    `datasets.Image` value (its embedded bytes; a value holding only a path is a path). `image_check` (one of
+    `IMAGE_CHECK_MODES` or "none") says how much of each image is read; without it, `check_images=False` means "none"
+    and `decode_images` "decode" (the builder) or "exists". "none" still applies the text and duplicate checks.
+    `limits` and `image_processor` set the size limits of "header" and "decode" (`modeling_croc.images`).
     """
+    if image_check is None:
+        image_check = "none" if not check_images else "decode" if decode_images else "exists"
+    if image_check not in (*IMAGE_CHECK_MODES, "none"):
+        raise ValueError(f"image_check must be one of {(*IMAGE_CHECK_MODES, 'none')}, got {image_check!r}")
+    dataset = _undecoded(dataset)
+    embedded = isinstance(dataset.features.get("image"), DatasetsImage)
     columns = ["id", "image", "conversations"] + ([PROBLEM_COLUMN] if PROBLEM_COLUMN in dataset.column_names else [])
     reasons: list[str | None] = []
     details: list[str] = []
-    images: list[str | None] = []
+    images: list[str | None] = []  # per row: a path to check, or None (no image, or its bytes are checked below)
     duplicates = _Duplicates(dataset)
-    for batch in dataset.select_columns(columns).iter(batch_size=batch_size):
+    # Embedded images travel with the rows: read them in small batches.
+    for batch in dataset.select_columns(columns).iter(batch_size=256 if embedded else batch_size):
         problems = batch.get(PROBLEM_COLUMN) or [None] * len(batch["id"])
         for row_id, image, conversations, problem in zip(batch["id"], batch["image"], batch["conversations"],
                                                          problems):
             index = len(reasons)
+            if isinstance(image, Mapping) and image.get("bytes") is None and not image.get("path"):
+                image = None  # an empty Image value: a text row
             reason, detail = _problem(problem) if problem else (check_conversation(conversations, image is not None),
                                                                  "")
             if reason is None:
                 reason, detail = duplicates.check(index, row_id, image, conversations)
+            if reason is None and isinstance(image, Mapping) and image.get("bytes") is not None \
+                    and image_check != "none":
+                reason, detail = check_image_bytes(image["bytes"], mode=image_check, limits=limits,
+                                                   image_processor=image_processor)
             reasons.append(reason)
             details.append(detail)
-            images.append(image)
-    if check_images:
-        _check_images(reasons, details, images, image_root, decode=decode_images, num_proc=num_proc)
+            images.append(image.get("path") if isinstance(image, Mapping) and image.get("bytes") is None else
+                          image if isinstance(image, str) else None)
+    if image_check != "none":
+        _check_images(reasons, details, images, image_root, mode=image_check, limits=limits,
+                      image_processor=image_processor, num_proc=num_proc)
     return ValidationReport(reasons, details, {"duplicate_id": duplicates.notices},
                             {"duplicate_id": duplicates.examples} if duplicates.examples else {})
 
 
+def check_image_bytes(data: bytes, *, mode: str = "decode", limits: ImageLimits | None = None,
+                      image_processor: Any = None) -> tuple[str | None, str]:
+    """`check_image_file` for an image embedded in a row (a `datasets.Image` value's bytes)."""
+    if not data:
+        return "unreadable_image", "the embedded image is empty (0 bytes)"
+    try:
+        if mode == "decode":
+            load_image(io.BytesIO(data), limits=limits, image_processor=image_processor)
+        elif mode == "header":
+            check_image_header(io.BytesIO(data), limits, image_processor)
+    except ImageFileError as error:
+        return error.reason, error.detail
+    return None, ""
+
+
 def _check_images(reasons: list[str | None], details: list[str], images: list[str | None], image_root: Path | None,
-                  *, decode: bool, num_proc: int) -> None:
+                  *, mode: str, limits: ImageLimits | None, image_processor: Any, num_proc: int) -> None:
     pending = [i for i, (image, reason) in enumerate(zip(images, reasons)) if image is not None and reason is None]
     if pending and image_root is None:
         raise ValueError("rows have images but the recipe gave no image root; pass one or skip image checks")
@@ -255,7 +348,8 @@ def _check_images(reasons: list[str | None], details: list[str], images: list[st
         except ImageFileError as error:
             reasons[i], details[i] = error.reason, error.detail
     unique = sorted(set(paths.values()))
-    results = dict(zip(unique, check_image_files(unique, decode=decode, num_proc=num_proc)))
+    results = dict(zip(unique, check_image_files(unique, mode=mode, limits=limits, image_processor=image_processor,
+                                                 num_proc=num_proc)))
     for i, path in paths.items():
         reasons[i], details[i] = results[path]
 
@@ -276,8 +370,10 @@ def counts_by_source(report: ValidationReport, sources: Sequence[str]) -> dict[s
 def rejected_rows(dataset: Dataset, report: ValidationReport) -> Iterator[dict[str, Any]]:
     """Every rejected row as written to `rejects.jsonl`: its reason, what was found, and the row itself."""
     rejected = report.rejected_indices
-    for index, row in zip(rejected, dataset.select(rejected)):
+    for index, row in zip(rejected, _undecoded(dataset).select(rejected)):
         row = {key: value for key, value in row.items() if key != PROBLEM_COLUMN}
+        if isinstance(row.get("image"), Mapping):  # an embedded image: its file name, not its bytes
+            row["image"] = row["image"].get("path") or "<embedded image>"
         yield {"reason": report.reasons[index], "detail": report.details[index], **row}
 
 

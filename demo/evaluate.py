@@ -71,7 +71,8 @@ def generate_answers(
     # The reader training uses (transparency onto the pad colour), so the model sees its training pixels.
     fill = pad_colour(processor.image_processor)
     for start in tqdm(range(0, len(questions), batch_size), desc=desc, unit="batch"):
-        batch = [([load_image(Path(image_root) / q.image, fill)], q.text) for q in questions[start:start + batch_size]]
+        batch = [([load_image(Path(image_root) / q.image, fill, image_processor=processor.image_processor)], q.text)
+                 for q in questions[start:start + batch_size]]
         answers += answer_batch(model, processor, batch, max_new_tokens=max_new_tokens)
     return answers
 

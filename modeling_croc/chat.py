@@ -105,7 +105,8 @@ def main(argv: Iterable[str] | None = None) -> None:
 
     model, processor = load(args.model_dir, args.device)
     # Read as training reads images: transparency onto the pad colour, 16-bit grey rescaled.
-    image = load_image(args.image, pad_colour(processor.image_processor)) if args.image else None
+    image = (load_image(args.image, pad_colour(processor.image_processor), image_processor=processor.image_processor)
+             if args.image else None)
     questions = [args.question] if args.question else (line.strip() for line in sys.stdin)
     for question in questions:
         if question:

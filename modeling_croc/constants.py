@@ -17,6 +17,23 @@ IGNORE_INDEX = -100
 # pixel is decoded, instead of PIL's warning (at this size) or DecompressionBombError (at twice it).
 MAX_IMAGE_PIXELS = 89_478_485
 
+# The largest intermediate image (width x height, or crops x width x height for a stack of crops) any preprocessing
+# step may allocate: 2**28 pixels, ~0.8 GB as 8-bit RGB (3.2 GB once an image processor turns it into float32). A
+# 10000 x 2000 panorama padded to a square (1e8 pixels) still fits; a 1 x 40000 banner padded to a square (1.6e9)
+# does not. See `modeling_croc.images.preprocessing_footprint`.
+MAX_PREPROCESS_PIXELS = 2**28
+
+# The largest long side / short side accepted: Qwen2-VL's image processor refuses more than 200 ("absolute aspect
+# ratio must be smaller than 200", `smart_resize` in transformers/models/qwen2_vl/image_processing_qwen2_vl.py).
+# Beyond it an image is a strip or a banner whose content survives no square vision tower, and the square and pad
+# aspect ratios blow it up (a shortest-edge resize to 336 px makes 1 x 40000 into 336 x 13,440,000).
+MAX_ASPECT_RATIO = 200.0
+
+# How much of an image file a check reads (`data_recipes.validation.check_image_file`): "exists" (stat only: the
+# file is there and not empty), "header" (width and height from the header, checked against the size limits) or
+# "decode" (the whole image decoded and converted as training reads it, limits included).
+IMAGE_CHECK_MODES: tuple[str, ...] = ("exists", "header", "decode")
+
 # The Croc-only modules: `CrocModel.prompt_pool` and `CrocForConditionalGeneration.vtr_head`, and their
 # parameter-name prefixes in `CrocForConditionalGeneration` (whose `CrocModel` sits under `model.`).
 PROMPT_POOL_MODULE = "prompt_pool"
@@ -48,8 +65,11 @@ __all__ = [
     "CROC_ONLY_PREFIXES",
     "IGNORE_INDEX",
     "MODEL_DTYPES",
+    "IMAGE_CHECK_MODES",
     "IMAGE_TOKEN",
+    "MAX_ASPECT_RATIO",
     "MAX_IMAGE_PIXELS",
+    "MAX_PREPROCESS_PIXELS",
     "PAD_TOKEN",
     "PROMPT_POOL_MODULE",
     "PROMPT_POOL_PREFIX",

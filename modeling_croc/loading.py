@@ -270,6 +270,36 @@ def load_croc(
     return model, processor
 
 
+def load_croc_processor(
+    source: str | Path | None = None,
+    *,
+    vision_tower: str | Path | None = None,
+    language_model: str | Path | None = None,
+    image_aspect_ratio: str | None = None,
+):
+    """The processor `load_croc` returns for the same arguments, without reading a weight: what a training run
+    tokenises and checks its rows with before the model loads. None for a weights-only folder."""
+    from .convert import parts_processor
+    from .convert.from_llava import llava_processor
+
+    if source is None:
+        if vision_tower is None or language_model is None:
+            raise ValueError("give a model folder, or both vision_tower and language_model")
+        processor = parts_processor(local_folder(vision_tower), local_folder(language_model))
+    else:
+        source = local_folder(source)
+        kind = source_kind(source)
+        if kind == "llava":
+            processor = llava_processor(source, read_croc_config(source))
+        elif kind == "croc":
+            processor = load_processor(source)
+        else:
+            raise ValueError(f"{source}: a {kind}-layout checkpoint is converted first (python -m modeling_croc.convert)")
+    if image_aspect_ratio is not None and isinstance(processor, CrocProcessor):
+        processor = with_image_aspect_ratio(processor, image_aspect_ratio)
+    return processor
+
+
 def load_processor(source: str | Path):
     """The processor saved in a model folder (a `CrocProcessor`, or OneVision's for a OneVision Croc folder), or
     None for a weights-only folder."""
@@ -288,6 +318,7 @@ __all__ = [
     "croc_model_class",
     "load_croc_config",
     "load_croc",
+    "load_croc_processor",
     "local_folder",
     "load_pretrained_croc",
     "load_processor",

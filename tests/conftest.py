@@ -56,3 +56,22 @@ def no_transformers_deprecation_logged():
         library_logger.removeHandler(records)
     if records.messages:
         pytest.fail("transformers logged a deprecation:\n" + "\n".join(records.messages), pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def root_logging_restored():
+    """`python -m trainer.train` configures logging the way a command does (`logging.basicConfig(force=True)`,
+    writing to the stderr of that moment). A test that runs it while pytest captures stderr would leave a handler
+    writing to a closed capture: the root logger's handlers and level go back to what they were after every test."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    try:
+        yield
+    finally:
+        for handler in root.handlers:
+            if handler not in handlers:
+                root.removeHandler(handler)
+        for handler in handlers:
+            if handler not in root.handlers:
+                root.addHandler(handler)
+        root.setLevel(level)

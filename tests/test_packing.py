@@ -108,7 +108,7 @@ def test_packed_layout(processor, tmp_path):
         CrocDataCollator(pad_token_id=PAD, padding_side="left", packing=True)
     # The trainer's collator says how many rows a packed batch holds (its input_ids cannot).
     reported = CrocDataCollator(pad_token_id=PAD, packing=True, report_rows=True)(samples)
-    assert reported[DATA_REPORT_KEY] == {"rows": len(samples), "unreadable_rows": []}
+    assert reported[DATA_REPORT_KEY] == {"rows": len(samples), "replaced_rows": [], "truncated_rows": []}
 
 
 def test_prompt_span_is_one_block_per_packed_sample():

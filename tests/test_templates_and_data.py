@@ -13,6 +13,7 @@ import torch
 from PIL import Image
 
 from croc_testing.tiny import tiny_croc_processor
+from data_recipes import DataError
 from modeling_croc import IGNORE_INDEX, with_image_aspect_ratio
 from modeling_croc.constants import IMAGE_TOKEN as IMAGE_MARKER
 from modeling_croc.conversation import TEMPLATES, VICUNA_V1, VICUNA_V1_SYSTEM, Segment, get_template
@@ -255,26 +256,56 @@ def test_truncation_shortens_later_turns_and_keeps_image_tokens(processor, token
 
 
 @pytest.mark.parametrize("cut", ["inside_image", "before_first_answer"])
-def test_row_that_cannot_fit_is_skipped_and_counted(processor, long_row, tmp_path, caplog, cut):
+def test_row_that_cannot_fit_is_rejected_up_front_and_replaced_when_asked(processor, long_row, tmp_path, caplog,
+                                                                          cut):
     full = CrocSupervisedDataset([long_row], processor, "vicuna_v1", image_root=tmp_path)[0]
     image_start = full["input_ids"].tolist().index(IMAGE_TOKEN_ID)
     first_answer = full["labels"].ne(IGNORE_INDEX).nonzero()[0].item()
     max_length = image_start + NUM_IMAGE_TOKENS - 1 if cut == "inside_image" else first_answer
-    dataset = CrocSupervisedDataset([long_row], processor, "vicuna_v1", tmp_path, model_max_length=max_length)
+    short = _row(["<image>\nWhat?", "A cat."], _write_png(tmp_path, "s.png"), "short")
+    dataset = CrocSupervisedDataset([long_row, short], processor, "vicuna_v1", tmp_path, model_max_length=max_length)
+    # Decided from the text alone, before training (the image is not read).
+    fit = dataset.fit_row(long_row)
+    assert (fit.verdict, fit.reason, fit.tokens) == ("rejected", "too_long", len(full["input_ids"]))
+    assert ("its image tokens" if cut == "inside_image" else "its first answer token") in fit.detail
+    if cut == "inside_image":  # no image row fits: nothing can stand in for it, and the dataset says so
+        assert dataset.fit_row(short).reason == "too_long"
+        with pytest.raises(DataError, match="'r' and the 1 row"):
+            dataset[0]
+        return
+    assert dataset.fit_row(short).verdict == "truncated"  # its shorter question leaves room for an answer token
+    # Asked for anyway (a row the start could not measure): replaced by the next row of its kind, never dropped.
     with caplog.at_level(logging.WARNING, logger="trainer.data"):
-        assert dataset[0] is None
-    assert dataset.stats == {"truncated": 0, "skipped": 1, "all_masked": 0, "unreadable": 0}
-    assert (
-        "'r'" in caplog.text and ("its image" if cut == "inside_image" else "any answer token") in caplog.text
-    )
+        sample = dataset[0]
+    assert sample["replaced_row"] == {"id": "r", "index": 0, "image": "t.png", "reason": "too_long",
+                                      "detail": fit.detail}
+    assert torch.equal(sample["input_ids"], dataset[1]["input_ids"])
+    assert dataset.stats["unusable"] == 1 and "'r'" in caplog.text
 
 
-def test_all_masked_row_is_reported_not_trained_on(processor, caplog):
+def test_row_with_nothing_supervised_is_rejected(processor):
     unanswered = {"id": "no-answer", "image": None, "conversations": [{"from": "human", "value": "Hello?"}]}
     dataset = CrocSupervisedDataset([unanswered], processor, "vicuna_v1")
-    with caplog.at_level(logging.WARNING, logger="trainer.data"):
-        assert dataset[0] is None
-    assert dataset.stats["all_masked"] == 1 and "no-answer" in caplog.text
+    fit = dataset.fit_row(unanswered)
+    assert (fit.verdict, fit.reason) == ("rejected", "nothing_supervised")
+    # The only text row, unusable: nothing can replace it, and the dataset says so in one line.
+    with pytest.raises(DataError, match="'no-answer' and the 0 row"):
+        dataset[0]
+
+
+def test_fit_bound_agrees_with_exact_tokenisation(processor, tmp_path):
+    """The byte bound decides most rows without tokenising; on rows near the limit both ways must agree."""
+    rows = [_row(["<image>\nDescribe.", " ".join(["word"] * n)], "x.png", f"r{n}") for n in range(0, 120, 7)]
+    rows += [_row(["Say " + "a " * n, "ok " * n], None, f"t{n}") for n in range(0, 120, 9)]
+    for max_length in (40, 80, 120, 200):
+        dataset = CrocSupervisedDataset(rows, processor, "vicuna_v1", tmp_path, model_max_length=max_length)
+        for row in rows:
+            with_image = row.get("image") is not None
+            segments = dataset.template.segments(row["conversations"], has_image=with_image,
+                                                 eos_token=processor.tokenizer.eos_token)
+            ids, labels, image_end = dataset._tokenize(segments, with_image, row,
+                                                       NUM_IMAGE_TOKENS if with_image else 0)
+            assert dataset.fit_row(row).verdict == dataset._fit_verdict(ids, labels, image_end).verdict, row["id"]
 
 
 # --- images ---------------------------------------------------------------------------------------------------
@@ -333,16 +364,15 @@ def test_collator_mixed_batch_keeps_images_in_row_order(processor, tmp_path):
         assert batch["input_ids"][row, size:].eq(processor.tokenizer.pad_token_id).all()
         assert batch["labels"][row, size:].eq(IGNORE_INDEX).all()
 
-    # Left padding, None samples dropped, rounding to a multiple; a text-only batch carries no pixel_values.
-    left = CrocDataCollator(pad_token_id=0, padding_side="left", pad_to_multiple_of=64)(
-        [samples[1], None, samples[0]]
-    )
+    # Left padding, rounding to a multiple; a text-only batch carries no pixel_values.
+    left = CrocDataCollator(pad_token_id=0, padding_side="left", pad_to_multiple_of=64)([samples[1], samples[0]])
     assert left["input_ids"].shape == (2, 64) and "pixel_values" in left
     assert torch.equal(left["input_ids"][0, 64 - lengths[1] :], samples[1]["input_ids"])
     assert left["attention_mask"][0, : 64 - lengths[1]].eq(0).all()
     assert "pixel_values" not in build_collator(processor)([samples[1]])
-    with pytest.raises(ValueError, match="dropped"):
-        build_collator(processor)([None])
+    # The dataset replaces every row it cannot use; the collator never drops a row (a batch keeps its size).
+    with pytest.raises(ValueError, match="returned None"):
+        build_collator(processor)([samples[1], None])
 
 
 # --- sampler --------------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from .collator import stack_images
-from .data import UNREADABLE_KEY
+from .data import REPLACED_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +37,7 @@ def first_images(dataset, count: int, max_scanned: int | None = None) -> dict[st
         item = dataset[index]
         # A sample standing in for a row with an unreadable image repeats a later row's image: leave it out, so the
         # pool is drawn from distinct images.
-        if item is not None and item.get("pixel_values") is not None and not item.get(UNREADABLE_KEY):
+        if item is not None and item.get("pixel_values") is not None and not item.get(REPLACED_KEY):
             items.append(item)
             if len(items) == count:
                 break

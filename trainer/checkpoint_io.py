@@ -9,11 +9,13 @@ missing is an error.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import re
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
@@ -89,19 +91,157 @@ def is_complete_checkpoint(folder: str | Path) -> bool:
     return isinstance(state, dict) and "global_step" in state
 
 
-def last_complete_checkpoint(output_dir: str | Path) -> str | None:
-    """The newest complete `checkpoint-N` in `output_dir` (highest N), warning about each newer incomplete one it
-    passes over; None when there is none."""
+def checkpoint_folders(output_dir: str | Path) -> list[Path]:
+    """The `checkpoint-N` folders of `output_dir`, newest (highest N) first."""
     output_dir = Path(output_dir)
     if not output_dir.is_dir():
-        return None
+        return []
     found = sorted(((int(match.group(1)), path) for path in output_dir.iterdir()
                     if path.is_dir() and (match := _CHECKPOINT.match(path.name))), reverse=True)
-    for _, folder in found:
-        if is_complete_checkpoint(folder):
+    return [path for _, path in found]
+
+
+def last_complete_checkpoint(output_dir: str | Path) -> str | None:
+    """The newest intact `checkpoint-N` in `output_dir` (`checkpoint_problem` finds nothing wrong with it), warning
+    about each newer one it passes over; None when there is none."""
+    for folder in checkpoint_folders(output_dir):
+        problem = checkpoint_problem(folder)
+        if problem is None:
             return str(folder)
-        logger.warning("skipping incomplete checkpoint %s (no readable %s: its save was interrupted); resuming from "
-                       "the newest complete one", folder, TRAINER_STATE)
+        logger.warning("skipping checkpoint %s: %s; resuming from the newest intact one", folder, problem)
+    return None
+
+
+# ---- manifests ----
+# Every checkpoint carries a manifest written when it was saved: the size and SHA-256 of every file in it. A
+# checkpoint is resumed only when each file is there with its recorded size and hash and no other file was added,
+# so a truncated `model.safetensors` (a disk that filled up, a copy cut short) or a file swapped in afterwards sends
+# the run to the newest intact checkpoint instead of a traceback or a silently different state.
+MANIFEST = "croc_manifest.json"
+MANIFEST_FORMAT = 1
+_HASH_CHUNK = 16 << 20
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        while chunk := file.read(_HASH_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*")
+                  if path.is_file() and path.name != MANIFEST)
+
+
+def _hash_all(folder: Path, names: list[str]) -> dict[str, str]:
+    # hashlib releases the GIL on large buffers: the files of a checkpoint (ZeRO shards, optimizer states) hash in
+    # parallel, as fast as the disk reads them.
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        return dict(zip(names, pool.map(lambda name: _sha256(folder / name), names)))
+
+
+def write_manifest(folder: str | Path) -> dict:
+    """Write `MANIFEST` into a fully written checkpoint folder; returns it."""
+    folder = Path(folder)
+    names = _files(folder)
+    hashes = _hash_all(folder, names)
+    manifest = {"format": MANIFEST_FORMAT,
+                "files": {name: {"size": (folder / name).stat().st_size, "sha256": hashes[name]} for name in names}}
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n", encoding="utf-8")
+    return manifest
+
+
+# Checkpoints already verified in this process, by folder and the (name, size, modification time) of every file: the
+# resume plan and the trainer both ask, the files are hashed once, and a file touched since is hashed again.
+_VERIFIED: dict[str, tuple] = {}
+
+
+def _stamp(folder: Path) -> tuple:
+    return tuple((path.relative_to(folder).as_posix(), path.stat().st_size, path.stat().st_mtime_ns)
+                 for path in sorted(folder.rglob("*")) if path.is_file())
+
+
+def checkpoint_problem(folder: str | Path, hashes: bool = True) -> str | None:
+    """What is wrong with a checkpoint folder, in a few words, or None when it is intact: complete (a readable
+    `trainer_state.json`), with a manifest whose every file is present with its size (and, with `hashes`, its
+    SHA-256), no file beyond it, and every file that resuming unpickles loadable without running code
+    (`unpicklable_files`)."""
+    folder = Path(folder)
+    if not is_complete_checkpoint(folder):
+        return f"no readable {TRAINER_STATE} (its save was interrupted)"
+    try:
+        stamp = _stamp(folder)
+        manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+        files = dict(manifest["files"])
+    except FileNotFoundError:
+        return f"no {MANIFEST} (written by an earlier version of this project, or not by it)"
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        return f"unreadable {MANIFEST} ({type(error).__name__})"
+    if hashes and _VERIFIED.get(str(folder.resolve())) == stamp:
+        return None
+    present = _files(folder)
+    extra = sorted(set(present) - set(files))
+    if extra:
+        return f"{extra[0]} is not in its manifest (added after the save)"
+    for name, entry in files.items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        size = path.stat().st_size
+        if size != entry.get("size"):
+            return f"{name} is {size:,} bytes, the manifest says {entry.get('size'):,} (truncated or changed)"
+    if not hashes:
+        return None
+    for name, digest in _hash_all(folder, sorted(files)).items():
+        if digest != files[name].get("sha256"):
+            return f"{name} does not match its SHA-256 in the manifest (changed after the save)"
+    unsafe = unpicklable_files(folder)
+    if unsafe:
+        return unsafe
+    _VERIFIED[str(folder.resolve())] = stamp
+    return None
+
+
+# ---- files that resuming unpickles ----
+# transformers loads its own checkpoint files (optimizer.pt, scheduler.pt, rng_state*.pth, scaler.pt) with
+# `weights_only=True`; DeepSpeed's engine loads its shards (`global_step*/*.pt`) with a full unpickler, which runs
+# whatever code a crafted file names. Every such file is first loaded here with PyTorch's restricted unpickler
+# (tensors, containers, numbers and strings, plus the few plain classes DeepSpeed writes, listed below), so a file
+# that names anything else is refused before any full unpickler sees it. Tensor data is memory-mapped, not read.
+PICKLED_SUFFIXES = (".pt", ".pth")
+
+
+def _deepspeed_safe_globals() -> list:
+    """The classes DeepSpeed pickles into its ZeRO checkpoints, all plain data rebuilt from their fields: the ZeRO
+    stage enum, the loss scalers, and the (numel, start) address of a parameter's slice in a flat partition."""
+    try:
+        from deepspeed.runtime.fp16.loss_scaler import DynamicLossScaler, LossScaler
+        from deepspeed.runtime.zero.config import ZeroStageEnum
+        from deepspeed.utils.tensor_fragment import fragment_address
+    except ImportError:  # DeepSpeed not installed: no DeepSpeed checkpoint will be loaded either
+        return []
+    return [ZeroStageEnum, LossScaler, DynamicLossScaler, fragment_address]
+
+
+def unpicklable_files(folder: str | Path) -> str | None:
+    """The first file of `folder` that resuming would unpickle and that PyTorch's restricted unpickler refuses,
+    described in a few words; None when every such file loads as data."""
+    from transformers.trainer_pt_utils import safe_globals
+
+    folder = Path(folder)
+    allowed = _deepspeed_safe_globals()
+    for path in sorted(folder.rglob("*")):
+        if not path.is_file() or path.suffix not in PICKLED_SUFFIXES:
+            continue
+        try:
+            with safe_globals(), torch.serialization.safe_globals(allowed):
+                torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception as error:  # noqa: BLE001  (any refusal or damage means: do not load it)
+            what = " ".join(str(error).split())[:160]
+            return (f"{path.relative_to(folder)} does not load as plain data ({type(error).__name__}: {what}); it "
+                    "is not loaded")
     return None
 
 

@@ -27,12 +27,13 @@ import torch
 
 from modeling_croc.constants import IGNORE_INDEX
 
-from .data import UNREADABLE_KEY
+from .data import REPLACED_KEY, TRUNCATED_KEY
 
-# Key of the batch's data report, present when rows were dropped (length) or replaced (unreadable image), and in
-# every batch of a collator built with `report_rows`:
-# {"rows": rows asked for, "unreadable_rows": [the record of each asked row that was replaced]}. `CrocTrainer` pops
-# it before the forward and counts it (`trainer.data_report`); the model never sees it.
+# Key of the batch's data report, present when rows were replaced (an unreadable image, a row that does not fit) or
+# cut to fit, and in every batch of a collator built with `report_rows`: {"rows": rows asked for,
+# "replaced_rows": [the record of each asked row that was replaced], "truncated_rows": [each sample cut to fit when
+# it was asked for]}. `CrocTrainer` pops it before the forward and counts it (`trainer.data_report`); the model never
+# sees it.
 DATA_REPORT_KEY = "data_report"
 
 # The collator's key for the draw order of the images; `CrocForConditionalGeneration.forward` takes it by this name.
@@ -76,9 +77,9 @@ class CrocDataCollator:
     L is the longest sample (rounded up to `pad_to_multiple_of`); padding uses `pad_token_id` in `input_ids`,
     `label_pad_id` in `labels` and 0 in `attention_mask`, on `padding_side`. `pixel_values` holds the images of
     the N image rows in row order; text-only rows contribute none (no dummy image goes through the vision tower),
-    and a batch without image rows has no `pixel_values` key. None samples (rows the dataset could not keep)
-    are dropped. When samples were dropped or stand in for rows with unreadable images (always, with `report_rows`),
-    the batch also carries `DATA_REPORT_KEY` (see there) so the trainer can count every row it was given.
+    and a batch without image rows has no `pixel_values` key. When samples stand in for rows that could not be used
+    or were cut to fit (always, with `report_rows`), the batch also carries `DATA_REPORT_KEY` (see there) so the
+    trainer can count every row it was given.
 
     With `packing`, the samples are packed into R <= B rows (see the module docstring) and the batch is
     ``{"input_ids": (R, L), "labels": (R, L), "position_ids": (R, L), "pixel_values": (N, 3, H, W),
@@ -106,19 +107,16 @@ class CrocDataCollator:
         if self.packing_max_length is not None and self.packing_max_length < 0:
             raise ValueError(f"packing_max_length must be None, 0 or positive, got {self.packing_max_length}")
 
-    def __call__(self, features: Sequence[dict[str, Any] | None]) -> dict[str, Any]:
-        asked = len(features)
-        unreadable = [feature[UNREADABLE_KEY] for feature in features
-                      if feature is not None and UNREADABLE_KEY in feature]
-        features = [feature for feature in features if feature is not None]
-        if not features:
-            raise ValueError(
-                "every row of this batch was dropped by the dataset (see CrocSupervisedDataset.stats and its "
-                "warnings): is model_max_length too small for the image tokens?"
-            )
+    def __call__(self, features: Sequence[dict[str, Any]]) -> dict[str, Any]:
+        if any(feature is None for feature in features):
+            # `CrocSupervisedDataset` replaces every row it cannot use; a None comes from another dataset.
+            raise ValueError("the dataset returned None for a row: replace unusable rows in the dataset "
+                             "(as CrocSupervisedDataset does), the collator does not drop them")
+        replaced = [feature[REPLACED_KEY] for feature in features if REPLACED_KEY in feature]
+        truncated = [feature[TRUNCATED_KEY] for feature in features if TRUNCATED_KEY in feature]
         batch = self._pack(features) if self.packing else self._pad(features)
-        if unreadable or len(features) != asked or self.report_rows:
-            batch[DATA_REPORT_KEY] = {"rows": asked, "unreadable_rows": unreadable}
+        if replaced or truncated or self.report_rows:
+            batch[DATA_REPORT_KEY] = {"rows": len(features), "replaced_rows": replaced, "truncated_rows": truncated}
         return batch
 
     def _pad(self, features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:

@@ -34,16 +34,21 @@ from .calibration import calibrate_prompt_pool
 from .checkpoint_io import (
     STAGING_DIR,
     TRAINER_STATE,
+    checkpoint_folders,
+    checkpoint_problem,
     discard_staging,
     has_full_weights,
     last_complete_checkpoint,
     load_weights_into,
     promote_checkpoint,
+    write_manifest,
 )
 from .collator import DATA_REPORT_KEY
 from .croc_rng import MicroBatchDraws, mask_generator, step_draw_offsets
 from .data_report import REJECTS_FILE, DataReport
 from .metrics import CrocMetrics
+from .run_control import RunControl, RunStopped, StopSignals, TrainingDiverged, first_nonfinite_parameter
+from .run_record import ApplyAcceptedChanges, write_run_record
 from .sampler import ModalityGroupedSampler
 from .stages import PARAMETER_GROUPS, parameter_group
 
@@ -83,12 +88,21 @@ class CrocTrainer(Trainer):
     """
 
     def __init__(self, *args, provenance: Provenance | None = None, data_report: DataReport | None = None,
-                 **kwargs) -> None:
+                 run_record: dict | None = None, stop_signals: StopSignals | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.provenance = provenance or Provenance()
         self.data_report = data_report if data_report is not None else DataReport(
             source="train_dataset", rejects_path=Path(self.args.output_dir).absolute() / REJECTS_FILE,
             writes=self.args.should_save)
+        self.run_record = run_record
+        # Signals handled by whoever started the run (`trainer.train.main` installs them before the data loads);
+        # otherwise the trainer installs its own for the duration of `train()`.
+        self._own_signals = stop_signals is None
+        self.run_control = RunControl(
+            self, signals=stop_signals if stop_signals is not None else StopSignals(self.args.preemption_signals),
+            max_nonfinite_steps=self.args.max_nonfinite_steps, save_interval_minutes=self.args.save_interval_minutes)
+        self.add_callback(self.run_control)
+        self.add_callback(ApplyAcceptedChanges(self.args.resume_accept_changes or []))
         self._staging_root: str | None = None  # set while a checkpoint is being written (see `_save_checkpoint`)
         config = self.croc_model.config
         pool_size = config.prompt_pool_size if config.croc_pretraining and self.args.log_pool_utilisation else None
@@ -109,23 +123,51 @@ class CrocTrainer(Trainer):
 
     # ---- training entry ----
     def train(self, resume_from_checkpoint: str | bool | None = None, trial=None, **kwargs) -> TrainOutput:
-        """Resolve the checkpoint (`True`: the newest complete one in `output_dir`), calibrate the pool on a fresh
-        start, train."""
+        """Resolve the checkpoint (`True`: the newest intact one in `output_dir`, see
+        `trainer.checkpoint_io.checkpoint_problem`), calibrate the pool on a fresh start, train.
+
+        Ends early, by raising a `RunStopped`, when a step is not finite (`TrainingDiverged`); returns early, with
+        `run_control.stopped_by` set and a checkpoint written, when a preemption signal arrives."""
         if self.args.should_save:
             discard_staging(self.args.output_dir)
         if resume_from_checkpoint is True or (resume_from_checkpoint is None and self.args.auto_resume):
             last = last_complete_checkpoint(self.args.output_dir)
             if last is None and resume_from_checkpoint is True:
-                raise ValueError(f"resume_from_checkpoint=True but {self.args.output_dir} holds no complete checkpoint")
+                raise ValueError(f"resume_from_checkpoint=True but {self.args.output_dir} holds no intact checkpoint")
             resume_from_checkpoint = last
+        elif isinstance(resume_from_checkpoint, str):
+            problem = checkpoint_problem(resume_from_checkpoint)
+            if problem is not None:
+                raise ValueError(f"checkpoint {resume_from_checkpoint} cannot be resumed: {problem}")
         if resume_from_checkpoint:
             logger.info("resuming from %s", resume_from_checkpoint)
             self._restore_calibration_flag(resume_from_checkpoint)
             self.data_report.restore(resume_from_checkpoint)
+            self.run_control.restore(resume_from_checkpoint)
         else:
             calibrate_prompt_pool(self.croc_model, self.train_dataset, self.args.pool_calibration_images,
                                   self.args.seed)
-        return super().train(resume_from_checkpoint=resume_from_checkpoint or None, trial=trial, **kwargs)
+        signals = self.run_control.signals
+        if self._own_signals:
+            signals.install()
+        try:
+            return super().train(resume_from_checkpoint=resume_from_checkpoint or None, trial=trial, **kwargs)
+        finally:
+            if self._own_signals:
+                signals.restore()
+
+    @property
+    def preempted(self) -> bool:
+        """Whether the last `train()` stopped for a preemption signal (its checkpoint written) before its end."""
+        return self.run_control.stopped_by is not None
+
+    def last_checkpoint_message(self) -> str:
+        """Where the run can be resumed from, for messages: the newest checkpoint in `output_dir`, or that none
+        was written yet."""
+        folders = checkpoint_folders(self.args.output_dir)
+        if not folders:
+            return "no checkpoint was written yet (rerunning starts over)"
+        return f"the newest checkpoint is {folders[0]} (rerunning the same command resumes from it)"
 
     def _run_epoch(self, *args, **kwargs) -> None:
         # Resumed from the last step's checkpoint (the run was stopped while writing its final folder): the Trainer
@@ -190,21 +232,23 @@ class CrocTrainer(Trainer):
     def _count_rows(self, batch_samples: list[dict], device: torch.device) -> None:
         """Take each batch's data report out of the batch, count the step's rows and replaced rows over every
         process, and stop the run once more images failed than the run accepts."""
-        rows, unreadable = 0, []
+        rows, replaced, truncated = 0, [], 0
         for batch in batch_samples:
             report = batch.pop(DATA_REPORT_KEY, None)
             rows += report["rows"] if report else int(batch["input_ids"].shape[0])
-            unreadable += report["unreadable_rows"] if report else []
+            replaced += report["replaced_rows"] if report else []
+            truncated += len(report["truncated_rows"]) if report else 0
         if self.accelerator.num_processes > 1:
             # Every process must take the same decision, and the checkpoint (written by the main process) must hold
             # every process's rows: sum the counts, and gather the records only when some process has one.
-            counts = self.accelerator.reduce(torch.tensor([rows, len(unreadable)], device=device), reduction="sum")
-            rows = int(counts[0])
+            counts = self.accelerator.reduce(torch.tensor([rows, len(replaced), truncated], device=device),
+                                             reduction="sum")
+            rows, truncated = int(counts[0]), int(counts[2])
             if int(counts[1]):
                 from accelerate.utils import gather_object
 
-                unreadable = gather_object(unreadable)
-        self.data_report.record(rows, unreadable, step=self.state.global_step + 1)
+                replaced = gather_object(replaced)
+        self.data_report.record(rows, replaced, step=self.state.global_step + 1, truncated=truncated)
         self.data_report.check_training()
 
     def _attach_draws(self, batch_samples: list[dict], num_batches: int, device: torch.device) -> None:
@@ -231,6 +275,30 @@ class CrocTrainer(Trainer):
             num_vtr_items = everywhere[rank, :, 1].sum()
         for batch, offset in zip(batch_samples, offsets):
             batch[DRAWS_KEY] = MicroBatchDraws(draw_offset=offset, num_vtr_items=num_vtr_items.to(device))
+
+    # ---- non-finite steps ----
+    def training_step(self, model, inputs, num_items_in_batch=None) -> torch.Tensor:
+        loss = super().training_step(model, inputs, num_items_in_batch)
+        self.run_control.observe_loss(loss)
+        return loss
+
+    def _get_grad_norm(self, model, grad_norm=None):
+        # The Trainer computes the step's gradient norm here (after clipping, or unclipped when max_grad_norm is 0;
+        # DeepSpeed's after its own step). tests/faults/test_faults_divergence.py pins that it is called each step.
+        grad_norm = super()._get_grad_norm(model, grad_norm=grad_norm)
+        self.run_control.observe_grad_norm(grad_norm)
+        return grad_norm
+
+    def _check_finite_weights(self, what: str) -> None:
+        """Refuse to write non-finite weights (every process checks its parameters, or its ZeRO-3 partition)."""
+        name = first_nonfinite_parameter(self.model)
+        bad = torch.tensor([0.0 if name is None else 1.0], device=self.args.device)
+        if self.accelerator.num_processes > 1:
+            bad = self.accelerator.reduce(bad, reduction="sum")
+        if float(bad[0]) > 0:
+            where = f" (first: {name})" if name else " (on another process)"
+            raise TrainingDiverged(f"{what} not written at step {self.state.global_step}: the weights hold NaN or "
+                                   f"infinite values{where}; {self.last_checkpoint_message()}")
 
     # ---- loss ----
     def compute_loss(self, model, inputs, return_outputs: bool = False, num_items_in_batch=None):
@@ -297,7 +365,7 @@ class CrocTrainer(Trainer):
                                  f"(trainable parts: {sorted(rates)})")
             buckets.setdefault((group, name in decay), []).append(param)
         param_groups = [
-            {"params": params, "lr": rates[group], "croc_group": group,
+            {"params": params, "lr": rates[group], "croc_group": group, "croc_decays": decays,
              "weight_decay": self.args.weight_decay if decays else 0.0}
             for (group, decays), params in sorted(buckets.items(), key=lambda kv: (PARAMETER_GROUPS.index(kv[0][0]),
                                                                                     not kv[0][1]))
@@ -327,29 +395,59 @@ class CrocTrainer(Trainer):
 
     def _save_checkpoint(self, model, trial) -> None:
         """The Trainer's checkpoint, written under `STAGING_DIR` and renamed to `checkpoint-N` once complete, with the
-        data report; older checkpoints are rotated only after that (`save_total_limit`)."""
+        data report, the run record and a manifest of every file; older checkpoints are rotated only after that
+        (`save_total_limit`). Non-finite weights are never written; a write that fails (a full disk) stops the run
+        with one line and leaves the earlier checkpoints as they were."""
+        self._check_finite_weights(f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
         run_dir = Path(super()._get_output_dir(trial))
         name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         staging = run_dir / STAGING_DIR
-        if self.args.should_save:
-            discard_staging(run_dir)
-            staging.mkdir(parents=True)
-        self.accelerator.wait_for_everyone()
-        self._staging_root = str(staging)
         try:
-            super()._save_checkpoint(model, trial)
-        finally:
-            self._staging_root = None
-        self.accelerator.wait_for_everyone()  # every process's files (optimizer shards, RNG states) are written
-        if self.args.should_save:
-            self.data_report.save(staging / name)
-            if self._fix_best_checkpoint_path(staging, run_dir):
-                self.state.save_to_json(str(staging / name / TRAINER_STATE))
-            promote_checkpoint(staging / name, run_dir / name)
-            shutil.rmtree(staging)
-            rotate_checkpoints(output_dir=str(run_dir), save_total_limit=self.args.save_total_limit,
-                               best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
+            if self.args.should_save:
+                discard_staging(run_dir)
+                staging.mkdir(parents=True)
+            self.accelerator.wait_for_everyone()
+            self._staging_root = str(staging)
+            try:
+                super()._save_checkpoint(model, trial)
+            finally:
+                self._staging_root = None
+            self.accelerator.wait_for_everyone()  # every process's files (optimizer shards, RNG states) are written
+            if self.args.should_save:
+                self.data_report.save(staging / name)
+                self.run_control.save(staging / name)
+                if self.run_record is not None:
+                    write_run_record(staging / name, self.run_record, step=self.state.global_step)
+                if self._fix_best_checkpoint_path(staging, run_dir):
+                    self.state.save_to_json(str(staging / name / TRAINER_STATE))
+                write_manifest(staging / name)
+                promote_checkpoint(staging / name, run_dir / name)
+                shutil.rmtree(staging)
+                rotate_checkpoints(output_dir=str(run_dir), save_total_limit=self.args.save_total_limit,
+                                   best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
+        except OSError as error:
+            if self.args.should_save:
+                shutil.rmtree(staging, ignore_errors=True)  # give the space back; the next start would remove it
+            where = f" ({error.filename})" if error.filename else ""
+            raise RunStopped(f"could not write {name} into {run_dir}: {error.strerror or error}{where}; nothing else "
+                             f"was changed; {self.last_checkpoint_message()}") from None
         self.accelerator.wait_for_everyone()
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
+        """The Trainer's `save_model` (final folder, checkpoint, push), refused for non-finite weights (all processes
+        call it, as under ZeRO-3)."""
+        self._check_finite_weights(f"the model folder {output_dir or self.args.output_dir}")
+        # With push_to_hub the Trainer's own save would upload all of output_dir here, unchecked; the run pushes
+        # through `push_to_hub` below (`trainer.hub.push`: the scanned upload set only).
+        super().save_model(output_dir, _internal_call=True)
+
+    def push_to_hub(self, commit_message: str | None = "End of training", blocking: bool = True,
+                    token: str | None = None, revision: str | None = None, private: bool | None = None, **kwargs):
+        """Upload the final folder's upload set (`trainer.hub.files_to_upload`: no local records, no checkpoints),
+        after the leak scanner passed on it (`modeling_croc.publishing`)."""
+        from .hub import push
+
+        return push(self, commit_message=commit_message, token=token, revision=revision, private=private)
 
     def _fix_best_checkpoint_path(self, staging: Path, run_dir: Path) -> bool:
         """When this step's checkpoint is the best one (evaluation with `metric_for_best_model`), the Trainer recorded

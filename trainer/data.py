@@ -17,7 +17,7 @@ import os
 from collections.abc import Mapping, Sequence
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import torch
@@ -26,20 +26,52 @@ from PIL import Image
 from data_recipes import DataError
 from modeling_croc.constants import IGNORE_INDEX, IMAGE_TOKEN
 from modeling_croc.conversation import ConversationTemplate, Segment, get_template
-from modeling_croc.images import ImageFileError, load_image, resolve_image_path, to_rgb
-from modeling_croc.processing_croc import pad_colour
+from modeling_croc.images import (
+    ImageFileError,
+    ImageLimits,
+    check_image_size,
+    load_image,
+    resolve_image_path,
+    to_rgb,
+)
+from modeling_croc.processing_croc import CrocProcessor, pad_colour
 
 logger = logging.getLogger(__name__)
 
-# Key of a sample that stands in for the row asked for, whose image could not be read: that row's record ({id, index,
-# image, reason, detail}), which the collator gathers into the batch's data report (`trainer.collator.DATA_REPORT_KEY`)
-# for the trainer to count. Rows tried on the way to a replacement are only logged here: each is counted when the
-# sampler asks for it, so every bad row counts once per epoch, like every row.
-UNREADABLE_KEY = "unreadable_row"
-# How many following image rows a row with an unreadable image may try before the dataset gives up: far more than a
+# Why a row cannot be trained on, decided from its tokens (`CrocSupervisedDataset.fit_row`): before training for
+# every row whose token count is known without its image (all LLaVA-1.5-style rows), when the row is asked for
+# otherwise (AnyRes images, whose token count depends on the image's size).
+LENGTH_REJECT_REASONS: dict[str, str] = {
+    "too_long": "the image tokens, the prompt and the first answer token do not fit in model_max_length",
+    "nothing_supervised": "the template leaves no token of the row to learn from",
+}
+# Key of a sample that stands in for the row asked for, which could not be used (its image could not be read, or it
+# does not fit): that row's record ({id, index, image, reason, detail}), which the collator gathers into the batch's
+# data report (`trainer.collator.DATA_REPORT_KEY`) for the trainer to count. Rows tried on the way to a replacement
+# are only logged here: each is counted when the sampler asks for it, so every bad row counts once per epoch, like
+# every row.
+REPLACED_KEY = "replaced_row"
+# Key of a sample cut to `model_max_length` when it was asked for (rows the start could not measure): its
+# {id, index, detail}, counted by the trainer like the truncations found at the start.
+TRUNCATED_KEY = "truncated_row"
+# How many following rows of the same modality an unusable row may try before the dataset gives up: far more than a
 # few bad files in a row, far fewer than a wrong image root (whose every row fails and which the trainer's stop rule
 # reports first).
 MAX_REPLACEMENT_TRIES = 64
+# Per-piece allowance of the token bound (`CrocSupervisedDataset.fit_row`): a tokenizer may add a word-start marker
+# and split an anchor, never more than a few tokens per separately tokenised piece.
+_PIECE_SLACK = 4
+
+
+class RowFit(NamedTuple):
+    """How a row fits `model_max_length`: `verdict` is "whole", "truncated" (trained cut: the image and at least one
+    answer token kept), "rejected" (`reason`: a `LENGTH_REJECT_REASONS` key) or "unknown" (an AnyRes image row: its
+    token count depends on the image; decided when it is asked for). `tokens`: its full length, where known."""
+
+    verdict: str
+    reason: str | None = None
+    detail: str = ""
+    tokens: int = 0
 
 
 def _turns(conversations: Any) -> list[Mapping[str, str]]:
@@ -60,8 +92,8 @@ def has_image(value: Any) -> bool:
         return False
     if isinstance(value, str):
         return bool(value)
-    if isinstance(value, Mapping):
-        return bool(value.get("bytes") or value.get("path"))
+    if isinstance(value, Mapping):  # embedded bytes, even empty ones (an empty file), or a file name
+        return value.get("bytes") is not None or bool(value.get("path"))
     return True
 
 
@@ -93,25 +125,29 @@ class CrocSupervisedDataset(torch.utils.data.Dataset):
             template.
         image_root: folder the rows' `image` paths are relative to.
         model_max_length: the longest sequence, image tokens included.
+        image_limits: the aspect-ratio and pixel limits every image is held to, from its header before it is decoded
+            (`modeling_croc.images.ImageLimits`; the pixels any step of the processor's preprocessing would
+            allocate count).
 
     ``dataset[i]`` is ``{"input_ids": LongTensor(L), "labels": LongTensor(L), "pixel_values": FloatTensor(3, H, W)
     or None}`` (AnyRes processors: `(crops, 3, H, W)` plus `"image_sizes"`), L <= model_max_length: the image marker
     becomes as many image-token ids as the processor expands it to for that image, BOS
-    starts the sequence, labels are -100 except on supervised tokens. It is None for a row that cannot be trained
-    on (its image or first answer does not fit, or it has nothing supervised): such rows are counted in `stats`,
-    logged, and dropped by `CrocDataCollator`.
+    starts the sequence, labels are -100 except on supervised tokens. A row longer than `model_max_length` is cut
+    from the end (later turns first, a partly fitting answer shortened) when its image and at least one answer token
+    stay; `fit_row` tells, without reading the image, how every row fits (the trainer rejects the rows that cannot
+    fit before training, `trainer.data_loading.fit_rows`).
 
-    A row whose image cannot be read (missing, empty, corrupt, truncated, too large, outside the image root: see
-    `modeling_croc.images.load_image`) never ends the run: ``dataset[i]`` returns the sample of the next image row
-    (in index order, wrapping around) that loads, with ``sample["unreadable_row"]`` describing the row it replaces,
-    so a batch keeps its size and the trainer counts it. The replacement depends only on the index and the files, so a
-    resumed run sees the same samples. Images are read as RGB with transparency composited onto the colour `pad`
-    uses (`modeling_croc.processing_croc.pad_colour`) and 16-bit grey rescaled.
+    ``dataset[i]`` is never None, and never fails for one row: a row that cannot be used (its image cannot be read,
+    see `modeling_croc.images.load_image`: missing, empty, corrupt, truncated, too large, outside the image root;
+    or, for a row not measured at the start, it does not fit) is replaced by the next row of the same modality (image
+    or text, in index order, wrapping around) that can, with ``sample["replaced_row"]`` describing the row it
+    replaces, so a batch keeps its size and the trainer counts it. The replacement depends only on the index and the
+    files, so a resumed run sees the same samples. Images are read as RGB with transparency composited onto the colour
+    `pad` uses (`modeling_croc.processing_croc.pad_colour`) and 16-bit grey rescaled.
 
-    `stats` counts ``truncated`` (kept, cut to fit), ``skipped`` (not kept: the image or every answer token would
-    be cut), ``all_masked`` (not kept: the template left nothing supervised) and ``unreadable`` (replaced: the image
-    could not be read). The counts belong to the process that ran ``__getitem__``: with DataLoader workers, each
-    worker has its own copy; the trainer's counts come with the batches (`trainer.data_report`).
+    `stats` counts ``truncated`` (cut to fit), ``unusable`` (replaced: does not fit) and ``unreadable`` (replaced: the
+    image could not be read) over the samples this process built. With DataLoader workers, each worker has its own
+    copy; the trainer's counts come with the batches (`trainer.data_report`).
     """
 
     def __init__(
@@ -121,13 +157,15 @@ class CrocSupervisedDataset(torch.utils.data.Dataset):
         template: str | ConversationTemplate = "vicuna_v1",
         image_root: str | os.PathLike = ".",
         model_max_length: int = 2048,
+        image_limits: ImageLimits | None = None,
     ) -> None:
         self.rows = rows
+        self.image_limits = image_limits if image_limits is not None else ImageLimits()
         self.processor = processor
         self.template = get_template(template)
         self.image_root = Path(image_root)
         self.model_max_length = int(model_max_length)
-        self.stats = {"truncated": 0, "skipped": 0, "all_masked": 0, "unreadable": 0}
+        self.stats = {"truncated": 0, "unusable": 0, "unreadable": 0}
         self._background = pad_colour(processor.image_processor)
 
         tokenizer = processor.tokenizer
@@ -146,30 +184,36 @@ class CrocSupervisedDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.rows)
 
-    def __getitem__(self, index: int) -> dict[str, Any] | None:
+    def __getitem__(self, index: int) -> dict[str, Any]:
         index = int(index)
-        try:
-            return self._sample(self.rows[index])
-        except ImageFileError as error:
-            unreadable = [self._unreadable(self.rows[index], index, error)]
-        # Replace the row by the next image row that yields a sample, so the batch keeps its size and its modality.
-        for candidate in self._following_image_rows(index):
-            row = self.rows[candidate]
-            try:
-                sample = self._sample(row)
-            except ImageFileError as error:
-                unreadable.append(self._unreadable(row, candidate, error))
-                continue
-            if sample is not None:
-                sample[UNREADABLE_KEY] = unreadable[0]
+        row = self.rows[index]
+        sample, problem = self._try(row, index)
+        if problem is None:
+            return sample
+        replaced = self._replaced(row, index, *problem)
+        # Replace the row by the next row of its modality that yields a sample, so the batch keeps its size and its
+        # modality.
+        tried = [replaced]
+        for candidate in self._following_rows(index, has_image(row.get("image"))):
+            sample, problem = self._try(self.rows[candidate], candidate)
+            if problem is None:
+                sample[REPLACED_KEY] = replaced
                 return sample
-        last = unreadable[-1]
-        raise DataError(f"row {last['id']!r} and the {len(unreadable) - 1} image row(s) tried after it have no "
-                        f"readable image (last: {last['reason']}: {last['detail']}); is the image root "
-                        f"{str(self.image_root)!r} right?")
+            tried.append(self._replaced(self.rows[candidate], candidate, *problem, log_only=True))
+        last = tried[-1]
+        raise DataError(f"row {replaced['id']!r} and the {len(tried) - 1} row(s) of its kind tried after it cannot be "
+                        f"used (last: {last['reason']}: {last['detail']}); is the image root "
+                        f"{str(self.image_root)!r} right, and model_max_length={self.model_max_length} large enough?")
 
-    def _following_image_rows(self, index: int) -> list[int]:
-        rows = self._image_rows
+    def _try(self, row: Mapping[str, Any], index: int) -> tuple[dict[str, Any] | None, tuple[str, str] | None]:
+        """(the sample, None), or (None, (reason, detail)) for a row that cannot be used."""
+        try:
+            return self._sample(row, index)
+        except ImageFileError as error:
+            return None, (error.reason, error.detail)
+
+    def _following_rows(self, index: int, image: bool) -> list[int]:
+        rows = self._image_rows if image else self._text_rows
         start = int(np.searchsorted(rows, index, side="right"))
         order = np.concatenate([rows[start:], rows[:start]])
         return [int(i) for i in order[:MAX_REPLACEMENT_TRIES] if i != index]
@@ -180,42 +224,90 @@ class CrocSupervisedDataset(torch.utils.data.Dataset):
         the image column's presence only (reading a `datasets.Image` column itself would decode every image)."""
         return np.flatnonzero(np.asarray(self.modality_lengths) > 0)
 
-    def _unreadable(self, row: Mapping[str, Any], index: int, error: ImageFileError) -> dict[str, Any]:
-        self.stats["unreadable"] += 1
-        logger.warning("row %r (index %d): image %r cannot be read (%s: %s); replaced by the next readable image row",
-                       row.get("id"), index, row.get("image"), error.reason, error.detail)
-        return {"id": row.get("id"), "index": index, "image": row.get("image"), "reason": error.reason,
-                "detail": error.detail}
+    @cached_property
+    def _text_rows(self) -> np.ndarray:
+        return np.flatnonzero(np.asarray(self.modality_lengths) < 0)
 
-    def _sample(self, row: Mapping[str, Any]) -> dict[str, torch.Tensor | None] | None:
-        """The sample of one row, or None if it cannot be trained on (length); raises `ImageFileError` when its
-        image cannot be read."""
+    def _replaced(self, row: Mapping[str, Any], index: int, reason: str, detail: str,
+                  log_only: bool = False) -> dict[str, Any]:
+        if not log_only:
+            self.stats["unreadable" if reason not in LENGTH_REJECT_REASONS else "unusable"] += 1
+        logger.warning("row %r (index %d) cannot be used (%s: %s); %s", row.get("id"), index, reason, detail,
+                       "trying the next row" if log_only else "replaced by the next usable row of its kind")
+        image = row.get("image")
+        if isinstance(image, Mapping):  # an undecoded `datasets.Image` value: its file name, if it kept one
+            image = image.get("path") or "<embedded image>"
+        elif image is not None and not isinstance(image, str):
+            image = "<embedded image>"
+        return {"id": row.get("id"), "index": index, "image": image, "reason": reason, "detail": detail}
+
+    # ---- how a row fits ----
+    def fit_row(self, row: Mapping[str, Any]) -> RowFit:
+        """How `row` fits `model_max_length`, from its text alone (its image is not read). Most rows are decided by
+        a bound (a token never covers less than one byte of text: fewer bytes than the budget left by the image
+        tokens means the row fits); the rest are tokenised exactly as training tokenises them."""
+        with_image = has_image(row.get("image"))
+        segments = self.template.segments(_turns(row["conversations"]), has_image=with_image,
+                                          eos_token=self._eos_token)
+        if not any(segment.supervised and segment.text for segment in segments):
+            return RowFit("rejected", "nothing_supervised", "no supervised token (no answer turn?)")
+        image_tokens = self._fixed_image_tokens if with_image else 0
+        if image_tokens is None:
+            return RowFit("unknown")
+        bound = len(self._bos) + image_tokens + sum(
+            len(segment.text.encode("utf-8")) + _PIECE_SLACK * (1 + segment.text.count(IMAGE_TOKEN))
+            for segment in segments)
+        if bound <= self.model_max_length:
+            return RowFit("whole")
+        input_ids, labels, image_end = self._tokenize(segments, with_image, row, image_tokens)
+        return self._fit_verdict(input_ids, labels, image_end)
+
+    @cached_property
+    def _fixed_image_tokens(self) -> int | None:
+        """Image tokens of every image (LLaVA-1.5-style processors), or None when they depend on the image (AnyRes)."""
+        fixed = isinstance(self.processor, CrocProcessor) or not hasattr(self.processor, "replace_image_token")
+        return self._num_image_tokens if fixed else None
+
+    def _fit_verdict(self, input_ids: list[int], labels: list[int], image_end: int) -> RowFit:
+        tokens = len(input_ids)
+        if all(label == IGNORE_INDEX for label in labels):
+            return RowFit("rejected", "nothing_supervised", "no supervised token (no answer turn?)", tokens)
+        if tokens <= self.model_max_length:
+            return RowFit("whole", tokens=tokens)
+        keep = _fit(input_ids, labels, image_end, self.model_max_length)
+        if keep == 0:
+            what = "its image tokens" if image_end > self.model_max_length else "its first answer token"
+            return RowFit("rejected", "too_long", f"{tokens} tokens, model_max_length={self.model_max_length}: {what} "
+                          "would be cut", tokens)
+        return RowFit("truncated", None, f"{tokens} tokens cut to {keep}", tokens)
+
+    def _sample(self, row: Mapping[str, Any], index: int = -1
+                ) -> tuple[dict[str, Any] | None, tuple[str, str] | None]:
+        """(the sample of one row, None), or (None, (reason, detail)) for a row that does not fit; raises
+        `ImageFileError` when its image cannot be read."""
         with_image = has_image(row.get("image"))
         segments = self.template.segments(_turns(row["conversations"]), has_image=with_image,
                                           eos_token=self._eos_token)
         image = self._load_image(row) if with_image else None
         input_ids, labels, image_end = self._tokenize(segments, with_image, row, self._image_token_count(image))
+        fit = self._fit_verdict(input_ids, labels, image_end)
+        if fit.verdict == "rejected":
+            return None, (fit.reason, fit.detail)
 
-        if all(label == IGNORE_INDEX for label in labels):
-            self._report("all_masked", row, "no supervised token (no answer turn?)")
-            return None
-        if len(input_ids) > self.model_max_length:
+        item = {}
+        if fit.verdict == "truncated":
             keep = _fit(input_ids, labels, image_end, self.model_max_length)
-            if keep == 0:
-                reason = "its image" if image_end > self.model_max_length else "any answer token"
-                self._report("skipped", row, f"{len(input_ids)} tokens; {reason} does not fit")
-                return None
-            self.stats["truncated"] += 1
             input_ids, labels = input_ids[:keep], labels[:keep]
-
-        item = {
+            self.stats["truncated"] += 1
+            item[TRUNCATED_KEY] = {"id": row.get("id"), "index": index, "detail": fit.detail}
+        item.update({
             "input_ids": torch.tensor(input_ids, dtype=torch.long),
             "labels": torch.tensor(labels, dtype=torch.long),
             "pixel_values": image["pixel_values"][0] if image is not None else None,
-        }
+        })
         if image is not None and "image_sizes" in image:  # AnyRes (OneVision): the crops' source size
             item["image_sizes"] = torch.as_tensor(image["image_sizes"][0])
-        return item
+        return item, None
 
     def _image_token_count(self, image_inputs) -> int:
         """Image tokens the processor expands `<image>` to for this image (the same rule inference uses: a fixed
@@ -273,24 +365,18 @@ class CrocSupervisedDataset(torch.utils.data.Dataset):
         The image is a path under the image root, or (rows of a pushed dataset) a decoded `datasets.Image` value or
         its undecoded `{"bytes", "path"}` form."""
         value = row["image"]
-        if isinstance(value, Image.Image):
+        limits, image_processor = self.image_limits, self.processor.image_processor
+        if isinstance(value, Image.Image):  # decoded by `datasets` already: the size limits still apply
+            check_image_size(value.width, value.height, limits, image_processor)
             image = to_rgb(value, self._background)
-        elif isinstance(value, Mapping) and value.get("bytes"):
-            image = load_image(io.BytesIO(value["bytes"]), self._background)
+        elif isinstance(value, Mapping) and value.get("bytes") is not None:  # embedded (b"": an empty file)
+            image = load_image(io.BytesIO(value["bytes"]), self._background, limits=limits,
+                               image_processor=image_processor)
         else:
             path = value["path"] if isinstance(value, Mapping) else value
-            image = load_image(resolve_image_path(self.image_root, path), self._background)
-        return self.processor.image_processor(image, return_tensors="pt")
-
-    def _report(self, kind: str, row: Mapping[str, Any], detail: str) -> None:
-        self.stats[kind] += 1
-        logger.warning(
-            "not training on row %r (%s: %s); %d such rows so far",
-            row.get("id"),
-            kind,
-            detail,
-            self.stats[kind],
-        )
+            image = load_image(resolve_image_path(self.image_root, path), self._background, limits=limits,
+                               image_processor=image_processor)
+        return image_processor(image, return_tensors="pt")
 
     @cached_property
     def modality_lengths(self) -> list[int]:
@@ -333,4 +419,4 @@ class CrocSupervisedDataset(torch.utils.data.Dataset):
         return lengths
 
 
-__all__ = ["CrocSupervisedDataset", "has_image"]
+__all__ = ["LENGTH_REJECT_REASONS", "REPLACED_KEY", "TRUNCATED_KEY", "CrocSupervisedDataset", "RowFit", "has_image"]

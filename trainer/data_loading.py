@@ -1,11 +1,11 @@
-"""Training rows from a data_recipes build folder, a pushed (Hub-layout) dataset or any LLaVA-format JSON/JSONL,
-checked before the model loads.
+"""Training rows from a data_recipes build folder, a pushed (Hub-layout) dataset, a folder of Parquet files or any
+LLaVA-format JSON/JSONL, checked before the model loads, and fitted to `model_max_length` before training.
 
-A LLaVA file goes through the recipe builder's own validator (`data_recipes.validate_dataset`): every rejected row is
-counted per reason, logged, written to `<output_dir>/rejects.jsonl`, and the run stops here, before anything is
-loaded, under `data.strict` or when more than `data.max_reject_fraction` of the rows were rejected. A build folder
-was validated when it was built (its own rejects.jsonl lists what it dropped); so was a pushed dataset, whose rows
-carry their images (`datasets.Image`).
+Every source goes through the recipe builder's own validator (`data_recipes.validate_dataset`) with the run's
+options (`data.image_check`, the image limits, `data.strict`): every rejected row is counted per reason, logged and
+written to `<output_dir>/rejects.jsonl`. Then every row is fitted to `model_max_length` with the stage's tokenizer
+(`fit_rows`): trained whole, trained cut, or rejected like any other bad row. The run stops before the model loads,
+under `data.strict` or when more than `data.max_reject_fraction` of the rows were rejected.
 """
 
 from __future__ import annotations
@@ -22,11 +22,12 @@ from data_recipes import (
     kept_rows,
     load_llava_json,
     recorded_image_root,
+    rejected_rows,
     validate_dataset,
-    write_rejects,
 )
+from modeling_croc.images import ImageLimits
 
-from .data import CrocSupervisedDataset
+from .data import CrocSupervisedDataset, RowFit
 from .data_report import REJECTS_FILE, DataReport
 from .script_args import DataArguments
 from .training_args import CrocTrainingArguments
@@ -37,24 +38,29 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class TrainingRows:
-    """The rows a run trains on, the folder their image paths are relative to, and what happened to the others."""
+    """The rows a run trains on, the folder their image paths are relative to, the limits their images are held to,
+    and what happened to the others."""
 
     rows: datasets.Dataset
     image_root: Path
     report: DataReport
+    image_limits: ImageLimits | None = None
 
 
-def load_training_rows(data_args: DataArguments, args: CrocTrainingArguments | None = None) -> TrainingRows:
-    """Read, validate and report the training rows; raises `DataError` (one line) for a file that does not read as
+def load_training_rows(data_args: DataArguments, args: CrocTrainingArguments | None = None,
+                       image_processor: Any = None) -> TrainingRows:
+    """Read, validate and report the training rows; raises `DataError` (one line) for a source that does not read as
     rows, no rows left, or more rejected rows than the run accepts. Without `args` (a tool reading rows outside a
-    run) no rejects file is written.
+    run) no rejects file is written. `image_processor`: the stage's, whose preprocessing sets the pixel limit of
+    `data.image_check=header|decode` (None: the largest of this project's processors).
 
     `data.path` is one of: a build folder (`datasets.save_to_disk`), which records its (absolute) image root in
     `summary.json`; a LLaVA-format JSON/JSONL file, whose images are taken relative to the file's folder; a folder in
     the Hub's dataset layout (`data/train-*.parquet` and its card, as `data_recipes ... --hub-folder` writes and
     `--push-to-hub` uploads) or a Hub dataset id, whose rows carry their images. `data.image_root` overrides the
     folder for path rows. Relative paths are made absolute here, against the working directory the run was started
-    from.
+    from. Every source goes through the same validator (`data_recipes.validate_dataset`) with the same options
+    (`data.image_check`, `data.strict`, `data.max_reject_fraction`).
     """
     given = Path(data_args.path).expanduser()
     path = given.absolute() if given.exists() else given
@@ -62,42 +68,51 @@ def load_training_rows(data_args: DataArguments, args: CrocTrainingArguments | N
                         rejects_path=Path(args.output_dir).absolute() / REJECTS_FILE if args else None,
                         writes=bool(args and args.should_save))
     if is_saved_build(path):
-        rows = _first(datasets.load_from_disk(str(path)), data_args.max_samples)
+        rows = datasets.load_from_disk(str(path))
         image_root = Path(data_args.image_root or recorded_image_root(path) or path)
-        if report.writes:  # a fresh file for this run's training-time rows (the build's rejects stay in the build)
-            _reset(report.rejects_path)
     elif path.is_file():
-        rows = _first(load_llava_json(path), data_args.max_samples)
+        rows = load_llava_json(path)
         image_root = Path(data_args.image_root) if data_args.image_root else path.parent
-        image_root = image_root.expanduser().absolute()
-        validation = _validated_once(rows, image_root, data_args, args)
-        report.rows_read, report.rejected, report.notices = len(rows), validation.counts, validation.notices
-        if report.writes:
-            _reset(report.rejects_path)
-            write_rejects(report.rejects_path, rows, validation)
-        rows = kept_rows(rows, validation)
     else:
         # A pushed dataset (Hub layout, local or remote) or any folder of Parquet files: `load_dataset` reads the
-        # card's `configs` when there is one and decodes the Image column.
-        rows = _first(datasets.load_dataset(str(data_args.path), split="train"), data_args.max_samples)
+        # card's `configs` when there is one.
+        rows = datasets.load_dataset(str(data_args.path), split="train")
         image_root = Path(data_args.image_root or (path if path.is_dir() else "."))
-        if report.writes:
-            _reset(report.rejects_path)
-    (logger.warning if sum(report.rejected.values()) else logger.info)("%s", report.start_message())
+    image_root = image_root.expanduser().absolute()
+    rows = _first(_in_row_schema(rows, path), data_args.max_samples)
+    validation = _validated_once(rows, image_root, data_args, args, image_processor)
+    report.rows_read, report.rejected, report.notices = len(rows), {**report.rejected, **validation.counts}, \
+        validation.notices
+    if report.writes:  # written once the run may write its output folder (a build's own rejects.jsonl stays there)
+        report.start_rejects.extend(rejected_rows(rows, validation))
+    rows = kept_rows(rows, validation)
     report.check_start()
     if len(rows) == 0:
         raise DataError(f"no training rows in {path}" + (f" (all {report.rows_read:,} rejected, see "
                                                           f"{report.rejects_path})" if report.rows_read else ""))
-    return TrainingRows(rows, image_root.expanduser().absolute(), report)
+    return TrainingRows(rows, image_root, report, data_args.image_limits)
+
+
+def _in_row_schema(rows: datasets.Dataset, path: Path) -> datasets.Dataset:
+    """`rows` with the columns the validator reads: `conversations` required; a missing `id` numbered by position
+    and a missing `image` (a text-only set) filled with None."""
+    if "conversations" not in rows.column_names:
+        raise DataError(f"{path}: rows need a `conversations` column (a list of {{from, value}} turns), found "
+                        f"columns {rows.column_names}")
+    if "id" not in rows.column_names:
+        rows = rows.add_column("id", [f"row-{i}" for i in range(len(rows))])
+    if "image" not in rows.column_names:
+        rows = rows.add_column("image", [None] * len(rows), feature=datasets.Value("string"))
+    return rows
 
 
 def _validated_once(rows: datasets.Dataset, image_root: Path, data_args: DataArguments,
-                    args: CrocTrainingArguments | None):
+                    args: CrocTrainingArguments | None, image_processor: Any = None):
     """`validate_dataset` of the rows, run by the main process alone and sent to the others: every process keeps
     the same rows, and the image files are checked once, not once per process."""
     def validate():
-        return validate_dataset(rows, image_root, check_images=data_args.image_check != "none",
-                                decode_images=data_args.image_check == "decode", num_proc=data_args.num_proc)
+        return validate_dataset(rows, image_root, image_check=data_args.image_check, limits=data_args.image_limits,
+                                image_processor=image_processor, num_proc=data_args.num_proc)
 
     if args is None or args.world_size <= 1:
         return validate()
@@ -113,19 +128,111 @@ def _first(rows: datasets.Dataset, count: int | None) -> datasets.Dataset:
     return rows if count is None else rows.select(range(min(int(count), len(rows))))
 
 
-def _reset(path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text("", encoding="utf-8")
+# ---- how the rows fit model_max_length ----
+_WHOLE, _TRUNCATED, _UNKNOWN = "whole", "truncated", "unknown"
+_FIT_BATCH = 4096
 
 
-def build_train_dataset(training_rows: TrainingRows, processor: Any,
-                        args: CrocTrainingArguments) -> CrocSupervisedDataset:
-    """The stage's supervised dataset: its template and length budget (`processor` prepares images the stage's way)."""
-    logger.info("training rows: %d (images under %s)", len(training_rows.rows), training_rows.image_root)
-    return CrocSupervisedDataset(
+def _fit_range(dataset: CrocSupervisedDataset, start: int, stop: int) -> list[RowFit]:
+    """`fit_row` of rows [start, stop): their turns read in Arrow batches, the image's presence from
+    `modality_lengths` (reading a `datasets.Image` column would decode every image)."""
+    rows, signs = dataset.rows, dataset.modality_lengths
+    if hasattr(rows, "select_columns"):
+        part = rows.select(range(start, stop)).select_columns(["conversations"])
+        turns = (conv for batch in part.iter(batch_size=_FIT_BATCH) for conv in batch["conversations"])
+    else:
+        turns = (rows[i]["conversations"] for i in range(start, stop))
+    return [dataset.fit_row({"conversations": conversations, "image": True if signs[i] > 0 else None})
+            for i, conversations in zip(range(start, stop), turns)]
+
+
+def _fit_all(dataset: CrocSupervisedDataset, num_proc: int) -> list[RowFit]:
+    size = len(dataset)
+    if num_proc <= 1 or size < 2 * _FIT_BATCH:
+        return _fit_range(dataset, 0, size)
+    import multiprocessing
+
+    bounds = [(size * k // num_proc, size * (k + 1) // num_proc) for k in range(num_proc)]
+    dataset.modality_lengths  # noqa: B018  (computed once here, inherited by the forked workers)
+    with multiprocessing.get_context("fork").Pool(num_proc) as pool:
+        parts = pool.starmap(_fit_range, [(dataset, start, stop) for start, stop in bounds])
+    return [fit for part in parts for fit in part]
+
+
+def fit_rows(dataset: CrocSupervisedDataset, report: DataReport, args: CrocTrainingArguments | None = None,
+             num_proc: int = 1) -> CrocSupervisedDataset:
+    """Decide, before training, how every row fits `model_max_length` (`CrocSupervisedDataset.fit_row`, no image
+    read): rows that cannot fit are rejected (counted in `report` with their reason, written to the rejects file,
+    inside the run's reject budget: `DataError` past it), rows that fit only cut are counted as truncated. Returns
+    the dataset of the rows that stay. The main process decides and the others follow (one pass, the same rows
+    everywhere)."""
+    def decide() -> list[RowFit]:
+        return _fit_all(dataset, num_proc)
+
+    if args is None or args.world_size <= 1:
+        fits = decide()
+    else:
+        from accelerate.utils import broadcast_object_list
+
+        payload = [decide() if args.process_index == 0 else None]
+        broadcast_object_list(payload, from_process=0)
+        fits = payload[0]
+    rejected = [i for i, fit in enumerate(fits) if fit.verdict == "rejected"]
+    ids = _ids(dataset.rows)
+    for i, fit in enumerate(fits):
+        if fit.verdict == _TRUNCATED:
+            report.add_truncated(ids[i])
+    for i in rejected:
+        report.add_rejected(fits[i].reason)
+    if rejected and report.writes:
+        for i in rejected:
+            row = dataset.rows[i] if not _has_image_feature(dataset.rows) else {"id": ids[i]}
+            report.start_rejects.append({"reason": fits[i].reason, "detail": fits[i].detail, **_plain(row)})
+    unknown = sum(fit.verdict == _UNKNOWN for fit in fits)
+    if unknown:
+        logger.info("%d image row(s) have a token count that depends on the image (AnyRes): they are fitted to "
+                    "model_max_length when training reads them", unknown)
+    if not rejected:
+        return dataset
+    keep = [i for i, fit in enumerate(fits) if fit.verdict != "rejected"]
+    rows = dataset.rows.select(keep) if hasattr(dataset.rows, "select") else [dataset.rows[i] for i in keep]
+    return CrocSupervisedDataset(rows, dataset.processor, template=dataset.template, image_root=dataset.image_root,
+                                 model_max_length=dataset.model_max_length, image_limits=dataset.image_limits)
+
+
+def _ids(rows) -> list[str]:
+    if hasattr(rows, "column_names"):
+        return [str(value) for value in rows["id"]] if "id" in rows.column_names else [str(i) for i in range(len(rows))]
+    return [str(row.get("id", i)) for i, row in enumerate(rows)]
+
+
+def _has_image_feature(rows) -> bool:
+    features = getattr(rows, "features", None)
+    return features is not None and isinstance(features.get("image"), datasets.Image)
+
+
+def _plain(row: Any) -> dict[str, Any]:
+    return {key: value for key, value in dict(row).items() if key != "problem"}
+
+
+def build_train_dataset(training_rows: TrainingRows, processor: Any, args: CrocTrainingArguments,
+                        num_proc: int = 1) -> CrocSupervisedDataset:
+    """The stage's supervised dataset: its template and length budget (`processor` prepares images the stage's way),
+    over the rows that fit it (`fit_rows`; the start's reject budget applies to them with the validator's rejects)."""
+    dataset = CrocSupervisedDataset(
         training_rows.rows,
         processor,
         template=args.template,
         image_root=training_rows.image_root,
         model_max_length=args.model_max_length,
+        image_limits=training_rows.image_limits,
     )
+    report = training_rows.report
+    dataset = fit_rows(dataset, report, args, num_proc=num_proc)
+    (logger.warning if sum(report.rejected.values()) else logger.info)("%s", report.start_message())
+    report.check_start()
+    if len(dataset) == 0:
+        raise DataError(f"no training rows left in {report.source}: all {report.rows_read:,} rejected, see "
+                        f"{report.rejects_path}")
+    logger.info("training rows: %d (images under %s)", len(dataset), training_rows.image_root)
+    return dataset

@@ -1,10 +1,13 @@
 """What happened to the training rows, for the logs, the rejects file and the stop rule.
 
-Two moments count: the start (rows the validator rejected, `data_recipes.validation`, and rows it kept but noticed,
-such as repeated ids) and training (rows whose image could not be read when the dataset asked for it: each is
-replaced by the next readable row, so the batch keeps its size, and counted here). The report is logged at the start
-and at the end, every rejected or replaced row is a line of `<output_dir>/rejects.jsonl`, and the training counts
-travel in every checkpoint (`data_report.json`), so a resumed run continues the same counts and the same file.
+Every row read is accounted for: trained whole, trained truncated (cut to `model_max_length`, its image and at least
+one answer token kept), rejected, or replaced. Two moments count: the start (rows the validator rejected,
+`data_recipes.validation`, rows that cannot fit `model_max_length`, `trainer.data.LENGTH_REJECT_REASONS`, rows cut
+to fit, and rows kept but noticed, such as repeated ids) and training (rows that could not be used when the dataset
+asked for them, an unreadable image or a row the start could not measure: each is replaced by the next usable row
+of its kind, so the batch keeps its size, and counted here). The report is logged at the start and at the end,
+every rejected or replaced row is a line of `<output_dir>/rejects.jsonl`, and the training counts travel in every
+checkpoint (`data_report.json`), so a resumed run continues the same counts and the same file.
 
 One rule stops a run for bad data, at the start and in training: `data_recipes.exceeds_reject_budget` (more than
 `data.max_reject_fraction` of the rows seen, and more than one), or any bad row under `data.strict`.
@@ -21,10 +24,15 @@ from typing import Any
 
 from data_recipes import NOTICES, REJECT_REASONS, RejectedRowsError, exceeds_reject_budget, format_counts
 
+from .data import LENGTH_REJECT_REASONS
+
 logger = logging.getLogger(__name__)
 
 REJECTS_FILE = "rejects.jsonl"
 REPORT_FILE = "data_report.json"  # in the output folder at the end, and in every checkpoint
+# Every reason a run may reject or replace a row for: the validator's and the length rules'.
+RUN_REJECT_REASONS: dict[str, str] = {**REJECT_REASONS, **LENGTH_REJECT_REASONS}
+_EXAMPLES = 5  # row ids quoted per count in the report
 
 
 @dataclass
@@ -33,14 +41,18 @@ class DataReport:
 
     Attributes:
         source: the data path, for messages.
-        rows_read: rows read at the start (before validation); 0 for a build folder, validated when it was built.
-        rejected: rows the start-of-run validation rejected, per reason.
+        rows_read: rows read at the start (before validation).
+        rejected: rows rejected at the start (validation and length), per reason (`RUN_REJECT_REASONS`).
+        truncated: rows the start found longer than `model_max_length`, trained cut to it; `truncated_examples`
+            quotes the first ids.
         notices: rows kept but counted (`data_recipes.NOTICES`).
         rows_seen: rows the training loop asked for (a row asked for in two epochs counts twice).
-        replaced: rows asked for whose image could not be read (each replaced by the next readable image row), per
+        replaced: rows asked for that could not be used (each replaced by the next usable row of its kind), per
             reason, counted like `rows_seen`.
         replaced_rows: one record per distinct replaced row ({id, index, image, reason, detail, step}): the rejects
             file's training lines.
+        truncated_in_training: rows cut to fit when asked for (those the start could not measure: AnyRes images),
+            counted like `rows_seen`.
         max_reject_fraction, strict: the stop rule (`data.max_reject_fraction`, `data.strict`).
         rejects_path: where rejected and replaced rows are written (None: nowhere).
         writes: whether this process writes files (the main process).
@@ -48,11 +60,17 @@ class DataReport:
 
     source: str = ""
     rows_read: int = 0
-    rejected: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REJECT_REASONS, 0))
+    rejected: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RUN_REJECT_REASONS, 0))
+    truncated: int = 0
+    truncated_examples: list[str] = field(default_factory=list)
     notices: dict[str, int] = field(default_factory=lambda: dict.fromkeys(NOTICES, 0))
     rows_seen: int = 0
-    replaced: dict[str, int] = field(default_factory=lambda: dict.fromkeys(REJECT_REASONS, 0))
+    replaced: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RUN_REJECT_REASONS, 0))
     replaced_rows: list[dict[str, Any]] = field(default_factory=list)
+    truncated_in_training: int = 0
+    # The start's rejected rows (validation and length), held until the run is allowed to write into its output
+    # folder (`write_start`): a run refused before it starts leaves the folder's rejects file as it was.
+    start_rejects: list[dict[str, Any]] = field(default_factory=list, repr=False)
     max_reject_fraction: float = 0.01
     strict: bool = False
     rejects_path: Path | None = None
@@ -60,28 +78,47 @@ class DataReport:
 
     # ---- the start ----
     def start_message(self) -> str:
-        """One line: rows read, rejected per reason, notices, where the rejected rows are."""
+        """One line: rows read, rejected per reason, truncated, notices, where the rejected rows are."""
         rejected = sum(self.rejected.values())
-        if not self.rows_read:
-            return f"training rows from {self.source} (validated when the build was made)"
+        truncated = (f", {self.truncated:,} trained cut to model_max_length (e.g. {', '.join(self.truncated_examples)})"
+                     if self.truncated else "")
         return (f"training rows from {self.source}: {self.rows_read:,} read, {rejected:,} rejected "
-                f"({format_counts(self.rejected)}), kept with notices: {format_counts(self.notices)}"
+                f"({format_counts(self.rejected)}){truncated}, kept with notices: {format_counts(self.notices)}"
                 + (f"; rejected rows with their reasons: {self.rejects_path}" if rejected and self.rejects_path
                    else ""))
 
+    def add_rejected(self, reason: str, count: int = 1) -> None:
+        self.rejected[reason] = self.rejected.get(reason, 0) + count
+
+    def add_truncated(self, row_id: str) -> None:
+        self.truncated += 1
+        if len(self.truncated_examples) < _EXAMPLES:
+            self.truncated_examples.append(str(row_id))
+
+    def write_start(self) -> None:
+        """Write the rejects file afresh with the start's rejected rows (main process; the training lines follow)."""
+        if not self.writes or self.rejects_path is None:
+            return
+        self.rejects_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.rejects_path.open("w", encoding="utf-8") as f:
+            f.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in self.start_rejects))
+
     def check_start(self) -> None:
-        """Stop before the model loads if the validation rejected more than the run accepts."""
+        """Stop before the model loads if the start rejected more than the run accepts (the rejects file, which the
+        message names, is written first)."""
         rejected = sum(self.rejected.values())
         if self._over_budget(rejected, self.rows_read):
+            self.write_start()
             raise RejectedRowsError(
                 f"{rejected:,} of {self.rows_read:,} rows of {self.source} rejected ({format_counts(self.rejected)}), "
                 f"more than {self._budget_words()}; rejected rows with their reasons: {self.rejects_path}")
 
     # ---- training ----
-    def record(self, rows: int, replaced_rows: list[dict[str, Any]], step: int) -> None:
-        """Count `rows` rows asked for by one optimiser step (all processes) and the rows among them that were
-        replaced; append those to the rejects file."""
+    def record(self, rows: int, replaced_rows: list[dict[str, Any]], step: int, truncated: int = 0) -> None:
+        """Count `rows` rows asked for by one optimiser step (all processes), the rows among them that were
+        replaced (appended to the rejects file) and those cut to fit."""
         self.rows_seen += int(rows)
+        self.truncated_in_training += int(truncated)
         if not replaced_rows:  # the common step: nothing to count, write or log
             return
         for row in replaced_rows:
@@ -94,17 +131,17 @@ class DataReport:
                 new.append({**row, "step": int(step), "during": "training"})
         self.replaced_rows.extend(new)
         self._append(new)
-        logger.warning("replaced %d row(s) whose image could not be read (%s); %d of %d rows seen so far",
+        logger.warning("replaced %d row(s) that could not be used (%s); %d of %d rows seen so far",
                        len(replaced_rows), format_counts(Counter(row["reason"] for row in replaced_rows)),
                        sum(self.replaced.values()), self.rows_seen)
 
     def check_training(self) -> None:
-        """Stop the run once more images could not be read than the run accepts."""
+        """Stop the run once more rows could not be used than the run accepts."""
         replaced = sum(self.replaced.values())
         if self._over_budget(replaced, self.rows_seen):
             raise RejectedRowsError(
-                f"{replaced:,} of the {self.rows_seen:,} training rows seen so far had an image that could not be "
-                f"read ({format_counts(self.replaced)}), more than {self._budget_words()}; the rows: "
+                f"{replaced:,} of the {self.rows_seen:,} training rows seen so far could not be used "
+                f"({format_counts(self.replaced)}), more than {self._budget_words()}; the rows: "
                 f"{self.rejects_path}")
 
     def _over_budget(self, bad: int, seen: int) -> bool:
@@ -126,7 +163,8 @@ class DataReport:
     # ---- checkpoints ----
     def state_dict(self) -> dict[str, Any]:
         """The training counts, as saved in a checkpoint."""
-        return {"rows_seen": self.rows_seen, "replaced": dict(self.replaced), "replaced_rows": list(self.replaced_rows)}
+        return {"rows_seen": self.rows_seen, "replaced": dict(self.replaced), "replaced_rows": list(self.replaced_rows),
+                "truncated_in_training": self.truncated_in_training}
 
     def save(self, folder: str | Path) -> None:
         (Path(folder) / REPORT_FILE).write_text(json.dumps(self.state_dict(), indent=1, ensure_ascii=False) + "\n",
@@ -140,18 +178,21 @@ class DataReport:
             return
         state = json.loads(file.read_text(encoding="utf-8"))
         self.rows_seen = int(state["rows_seen"])
-        self.replaced = {**dict.fromkeys(REJECT_REASONS, 0), **state["replaced"]}
+        self.replaced = {**dict.fromkeys(RUN_REJECT_REASONS, 0), **state["replaced"]}
         self.replaced_rows = list(state["replaced_rows"])
+        self.truncated_in_training = int(state.get("truncated_in_training", 0))
         self._append(self.replaced_rows)
 
     # ---- the end ----
     def final_message(self) -> str:
         """One line: the start's counts and the training's."""
+        cut = f", {self.truncated_in_training:,} cut to fit" if self.truncated_in_training else ""
         return (f"{self.start_message()}; in training {sum(self.replaced.values()):,} of {self.rows_seen:,} rows "
-                f"seen had an image that could not be read and were replaced ({format_counts(self.replaced)})")
+                f"seen could not be used and were replaced ({format_counts(self.replaced)}){cut}")
 
     def to_dict(self) -> dict[str, Any]:
         return {"source": self.source, "rows_read": self.rows_read, "rejected": self.rejected,
+                "truncated": self.truncated, "truncated_examples": self.truncated_examples,
                 "notices": self.notices, **self.state_dict(),
                 "rejects_file": None if self.rejects_path is None else str(self.rejects_path)}
 
@@ -162,4 +203,4 @@ class DataReport:
                                                     encoding="utf-8")
 
 
-__all__ = ["REJECTS_FILE", "REPORT_FILE", "DataReport"]
+__all__ = ["REJECTS_FILE", "REPORT_FILE", "RUN_REJECT_REASONS", "DataReport"]

@@ -1,57 +1,200 @@
-"""Publishing the final folder: `push_to_hub` through the Trainer, or a dry run that writes what would be uploaded.
+"""Publishing the final folder: `--push_to_hub`, or `--hub_dry_run DIR`, which writes what the push would upload.
 
-`Trainer.push_to_hub` saves the model into `output_dir`, writes the model card and uploads `output_dir` with the
-ignore patterns below (plus huggingface_hub's defaults). The dry run does the same first two steps and copies the
-files those patterns select into a folder, so what tests inspect is exactly what a push would send.
+The upload set is the files of `output_dir` that a model repository needs (`files_to_upload`): the Trainer's own
+ignore patterns (checkpoints, `_*`) plus this machine's records, which stay local: `training_args.bin` (the pickled
+arguments, `--hub_token` among them), the data report and rejected rows (local data paths), TensorBoard logs, hidden
+files (the run lock, publish markers). JSON files go up with local paths in their path fields written as folder
+names (`write_upload_set`: a LoRA adapter's `base_model_name_or_path`). The dry run writes that set into DIR; the
+push writes it into a staging folder inside `output_dir` (hard links) and uploads exactly that file list in one commit.
+Both scan the set for tokens, local paths and the user name first (`modeling_croc.publishing`), and refuse with one
+line.
+
+`check_publishing_arguments` runs before the model loads: the dry-run folder rule, the push strategy and a token.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import shutil
-from pathlib import Path
+import tempfile
+from pathlib import Path, PureWindowsPath
+from typing import Any
 
-from huggingface_hub import ModelCard
-from huggingface_hub.utils import filter_repo_objects
+from huggingface_hub import ModelCard, get_token
+from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects
+from transformers.trainer import TRAINING_ARGS_NAME
+from transformers.trainer_utils import HubStrategy
+
+from modeling_croc.publishing import (
+    PublishError,
+    check_publish_folder,
+    check_upload_set,
+    copy_file,
+    prepare_publish_folder,
+    push_files,
+)
+
+from .cli import ConfigError
+from .data_report import REJECTS_FILE, REPORT_FILE
+from .run_record import RUN_RECORD
 
 logger = logging.getLogger(__name__)
 
-# `Trainer.push_to_hub` (transformers 5.23) passes these; `HfApi.upload_folder` appends its defaults.
+# `Trainer.push_to_hub` (transformers 5.23) passes these; huggingface_hub's own defaults keep `.git` out.
 TRAINER_IGNORE_PATTERNS = ["_*", "checkpoint-*"]
-HUB_DEFAULT_IGNORE_PATTERNS = [".git", ".git/*", "*/.git", "**/.git/**", ".cache/huggingface",
-                               ".cache/huggingface/*", "*/.cache/huggingface", "**/.cache/huggingface/**"]
+HUB_DEFAULT_IGNORE_PATTERNS = list(DEFAULT_IGNORE_PATTERNS)
+# This machine's records of the run, never uploaded: hidden files (the run lock, publish markers, a staging folder),
+# the pickled TrainingArguments (hub_token and local paths inside), the data report and rejected rows (local data
+# paths), TensorBoard logs (host name and arguments).
+LOCAL_ONLY_PATTERNS = [".*", "*/.*", TRAINING_ARGS_NAME, REPORT_FILE, REJECTS_FILE, RUN_RECORD, "runs/*"]
+# JSON fields that name a folder: a local path there is written as the folder's name in the upload.
+PATH_FIELDS = ("_name_or_path", "name_or_path", "base_model_name_or_path", "best_model_checkpoint")
+STAGING_PREFIX = ".hub-upload-"
+DRY_RUN_OPTION = "--hub_dry_run"
+
+
+def check_publishing_arguments(args) -> None:
+    """Refuse, before the model loads, a publish that would delete files, push past the leak check, or fail at the
+    end of the run. Raises `ConfigError` (one line).
+
+    * `hub_dry_run`: the folder rule of `modeling_croc.publishing` (new, empty or an earlier dry run's folder, and
+      clear of `output_dir`).
+    * `push_to_hub`: `hub_strategy` must be `end`: the other strategies make the Trainer upload `output_dir` (with
+      `training_args.bin`) or whole checkpoints from inside the training loop, where nothing is checked; and a
+      token must be available offline (`--hub_token`, `HF_TOKEN` or `hf auth login`).
+    """
+    if args.hub_dry_run:
+        try:
+            check_publish_folder(args.hub_dry_run, option=DRY_RUN_OPTION, keep_clear_of={"output_dir": args.output_dir})
+        except PublishError as error:
+            raise ConfigError(str(error)) from None
+    if args.push_to_hub and not args.hub_dry_run:
+        strategy = HubStrategy(args.hub_strategy)
+        if strategy != HubStrategy.END:
+            raise ConfigError(f"hub_strategy={strategy.value} uploads output_dir or checkpoints during training, "
+                              "without the check for tokens and local paths; use --hub_strategy=end (the final "
+                              "folder is checked and pushed once)")
+        if not (args.hub_token or get_token()):
+            raise ConfigError("push_to_hub needs a Hugging Face token with write access, and none is available: run "
+                              "`hf auth login`, set HF_TOKEN or pass --hub_token before training")
 
 
 def files_to_upload(folder: str | Path) -> list[str]:
-    """Relative paths of the files `upload_folder(folder, ignore_patterns=TRAINER_IGNORE_PATTERNS)` would send."""
+    """Relative paths of the files of `folder` (a run's `output_dir`) that a push uploads, sorted."""
     folder = Path(folder)
     paths = sorted(p.relative_to(folder).as_posix() for p in folder.glob("**/*") if p.is_file())
-    return list(filter_repo_objects(paths, ignore_patterns=TRAINER_IGNORE_PATTERNS + HUB_DEFAULT_IGNORE_PATTERNS))
+    ignored = TRAINER_IGNORE_PATTERNS + HUB_DEFAULT_IGNORE_PATTERNS + LOCAL_ONLY_PATTERNS
+    return list(filter_repo_objects(paths, ignore_patterns=ignored))
+
+
+def _is_local_path(value: str) -> bool:
+    return os.path.isabs(value) or value.startswith("~") or PureWindowsPath(value).drive != ""
+
+
+def _without_local_paths(node: Any) -> bool:
+    """Write each local path in a `PATH_FIELDS` field of the JSON value `node` as its last component, in place.
+    Returns whether anything changed."""
+    changed = False
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in PATH_FIELDS and isinstance(value, str) and _is_local_path(value):
+                node[key] = PureWindowsPath(value).name if PureWindowsPath(value).drive else Path(value).name
+                changed = True
+            else:
+                changed |= _without_local_paths(value)
+    elif isinstance(node, list):
+        for value in node:
+            changed |= _without_local_paths(value)
+    return changed
+
+
+def write_upload_set(output_dir: str | Path, files: list[str], target: str | Path, *, link: bool = False) -> None:
+    """Write `files` of `output_dir` into `target` as they go up: JSON files with the local paths of their path fields
+    written as folder names, every other file copied (`link`: hard-linked where possible)."""
+    output_dir, target = Path(output_dir), Path(target)
+    for name in files:
+        source = output_dir / name
+        if name.endswith(".json"):
+            try:
+                data = json.loads(source.read_text(encoding="utf-8"))
+            except (UnicodeDecodeError, ValueError):
+                data = None
+            if data is not None and _without_local_paths(data):
+                (target / name).parent.mkdir(parents=True, exist_ok=True)
+                (target / name).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+                continue
+        copy_file(source, target / name, link=link)
+
+
+def _save_final_folder(trainer) -> None:
+    """Save the model and card into `output_dir` as `Trainer.push_to_hub` does, without its upload: on every process
+    (ZeRO-3 gathers are collective); the card on the main process."""
+    # `_internal_call` keeps `save_model` from starting the Trainer's own, unchecked push.
+    trainer.save_model(trainer.args.output_dir, _internal_call=True)
+    if trainer.is_world_process_zero():
+        trainer.create_model_card(model_name=trainer.args.hub_model_id or Path(trainer.args.output_dir).name)
+        ModelCard.load(Path(trainer.args.output_dir) / "README.md")  # parses the metadata block: fails early if broken
+
+
+def _scan_folders(args) -> list[str | None]:
+    """The run's folders the scan looks for, on top of home and the working directory."""
+    return [args.output_dir, args.hub_dry_run, args.resume_from_checkpoint if isinstance(
+        args.resume_from_checkpoint, str) else None]
 
 
 def hub_dry_run(trainer, target: str | Path) -> list[str]:
-    """Save the model and card as `push_to_hub` would, then copy the files it would upload into `target`.
+    """Save the model and card as the push would, then write the files it would upload into `target` (the folder
+    rule applies again, as it may have been created since the run started) and scan them.
 
-    Returns the copied relative paths. Runs the save on every process (ZeRO-3 gathers are collective); only the
-    main process writes.
+    Returns the written relative paths. Raises `ConfigError` (one line) when `target` may not be written, or when the
+    set holds a token, a local path or the user name (the files stay in `target` for inspection).
     """
-    trainer.save_model(trainer.args.output_dir)
+    _save_final_folder(trainer)
     if not trainer.is_world_process_zero():
         return []
-    trainer.create_model_card(model_name=trainer.args.hub_model_id or Path(trainer.args.output_dir).name)
-    ModelCard.load(Path(trainer.args.output_dir) / "README.md")  # parses the metadata block: fails early if broken
-    target = Path(target)
-    if target.exists():
-        shutil.rmtree(target)
-    copied = files_to_upload(trainer.args.output_dir)
-    for relative in copied:
-        destination = target / relative
-        destination.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(Path(trainer.args.output_dir) / relative, destination)
-    logger.info("hub dry run: %d files that push_to_hub would upload written to %s", len(copied), target)
-    return copied
+    args = trainer.args
+    files = files_to_upload(args.output_dir)
+    try:
+        prepare_publish_folder(target, files, option=DRY_RUN_OPTION, keep_clear_of={"output_dir": args.output_dir})
+        write_upload_set(args.output_dir, files, target)
+        check_upload_set(target, files, tokens=[args.hub_token], folders=_scan_folders(args))
+    except PublishError as error:
+        raise ConfigError(str(error)) from None
+    logger.info("hub dry run: %d files that push_to_hub would upload written to %s", len(files), target)
+    return files
 
 
-def push(trainer) -> None:
-    """`Trainer.push_to_hub` with the Croc model card (CrocTrainer overrides `create_model_card`)."""
-    trainer.push_to_hub(commit_message=f"Croc stage {trainer.args.stage}")
+def push(trainer, commit_message: str | None = None, token: str | None = None, revision: str | None = None,
+         private: bool | None = None):
+    """Push the final folder: save it, stage the upload set inside `output_dir`, scan it and upload exactly its files
+    (`modeling_croc.publishing.push_files`). Returns the `CommitInfo` on the main process, None elsewhere.
+
+    `token`, `revision` and `private` default to `hub_token`, `hub_revision` and `hub_private_repo`; the repository
+    is the one the Trainer created (`hub_model_id`, else the name of `output_dir`). Raises `ConfigError` (one line)
+    when the set holds a token, a local path or the user name; nothing is uploaded then.
+    """
+    _save_final_folder(trainer)
+    if not trainer.is_world_process_zero():
+        return None
+    args = trainer.args
+    repo_id = getattr(trainer, "hub_model_id", None) or args.hub_model_id or Path(args.output_dir).absolute().name
+    files = files_to_upload(args.output_dir)
+    staging = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=args.output_dir)
+    try:
+        write_upload_set(args.output_dir, files, staging, link=True)
+        commit = push_files(staging, files, repo_id, repo_type="model",
+                            commit_message=commit_message or f"Croc stage {args.stage}",
+                            token=token or args.hub_token, revision=revision or args.hub_revision,
+                            private=args.hub_private_repo if private is None else private,
+                            folders=_scan_folders(args))
+    except PublishError as error:
+        raise ConfigError(str(error)) from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    logger.info("pushed %d files to %s", len(files), repo_id)
+    return commit
+
+
+__all__ = ["check_publishing_arguments", "files_to_upload", "hub_dry_run", "push", "write_upload_set"]

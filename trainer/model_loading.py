@@ -12,7 +12,7 @@ import torch
 
 from modeling_croc import CrocForConditionalGeneration, CrocOnevisionForConditionalGeneration
 from modeling_croc.conversation import get_template
-from modeling_croc.loading import load_croc, local_folder
+from modeling_croc.loading import load_croc, load_croc_processor, local_folder
 
 from .script_args import ModelArguments
 from .stages import PARAMETER_GROUPS, parameter_group
@@ -36,6 +36,27 @@ def _load_kwargs(model_args: ModelArguments) -> dict:
     return kwargs
 
 
+def load_stage_processor(model_args: ModelArguments, args: CrocTrainingArguments):
+    """The stage's processor (its template's chat template, images prepared the stage's way) from the configs and
+    tokenizer of the model source alone, no weights: what the run's rows are tokenised and checked with before the
+    model loads."""
+    if model_args.vision_tower:
+        processor = load_croc_processor(vision_tower=model_args.vision_tower,
+                                        language_model=model_args.language_model,
+                                        image_aspect_ratio=args.image_aspect_ratio)
+    else:
+        processor = load_croc_processor(model_args.name_or_path, image_aspect_ratio=args.image_aspect_ratio)
+    return _for_stage(processor, args)
+
+
+def _for_stage(processor, args: CrocTrainingArguments):
+    template = get_template(args.template)
+    if template.user_text and processor is not None:
+        # The saved processor prompts the model the way this stage trains it (Vicuna v1, or ChatML for Qwen runs).
+        processor.chat_template = template.chat_template(processor.tokenizer.eos_token)
+    return processor
+
+
 def load_model_and_processor(
     model_args: ModelArguments, args: CrocTrainingArguments
 ) -> tuple[CrocForConditionalGeneration | CrocOnevisionForConditionalGeneration, object]:
@@ -48,12 +69,8 @@ def load_model_and_processor(
         sources = {"source": model_args.name_or_path}
     model, processor = load_croc(**sources, croc_fields=args.croc_fields, image_aspect_ratio=args.image_aspect_ratio,
                                  **_load_kwargs(model_args))
-    template = get_template(args.template)
-    if template.user_text and processor is not None:
-        # The saved processor prompts the model the way this stage trains it (Vicuna v1, or ChatML for Qwen runs).
-        processor.chat_template = template.chat_template(processor.tokenizer.eos_token)
     model.train()
-    return model, processor
+    return model, _for_stage(processor, args)
 
 
 def apply_trainable_parts(model: torch.nn.Module, parts: list[str]) -> dict[str, tuple[int, int]]:

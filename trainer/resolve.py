@@ -20,6 +20,7 @@ from modeling_croc.configuration_croc_onevision import CrocOnevisionConfig
 from modeling_croc.loading import read_croc_config
 from modeling_croc.presets import get_preset
 
+from .argument_checks import check_arguments
 from .cli import ConfigError, build_arguments, load_raw_config
 from .script_args import DataArguments, ModelArguments
 from .stages import StageSpec
@@ -55,6 +56,7 @@ def resolve_config(argv: list[str]) -> ResolvedConfig:
     check_across_sections(model_args, training_args)
     check_croc_config(model_args, training_args)
     resolve_packing(model_args, training_args)
+    check_arguments(model_args, data_args, training_args)
     return ResolvedConfig(model_args, data_args, training_args, training_args.stage_spec)
 
 

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from modeling_croc.constants import MODEL_DTYPES
+from modeling_croc.constants import IMAGE_CHECK_MODES, MAX_ASPECT_RATIO, MAX_PREPROCESS_PIXELS, MODEL_DTYPES
+from modeling_croc.images import ImageLimits
 
-# How much of each image a LLaVA file's rows are checked for before training (see DataArguments.image_check).
-IMAGE_CHECKS: tuple[str, ...] = ("decode", "exists", "none")
+from .argument_checks import check_attention_name, check_field_types
+
+# How much of each image the rows are checked for before training (see DataArguments.image_check).
+IMAGE_CHECKS: tuple[str, ...] = (*IMAGE_CHECK_MODES, "none")
 # The Llama projections LoRA adapts; only those inside the language model are targeted (see `trainer.lora`).
 DEFAULT_LORA_TARGETS: tuple[str, ...] = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -66,6 +69,7 @@ class ModelArguments:
     )
 
     def __post_init__(self) -> None:
+        check_field_types(self, "model.")
         separate = [name for name in ("vision_tower", "language_model") if getattr(self, name)]
         if len(separate) == 1:
             missing = ({"vision_tower", "language_model"} - set(separate)).pop()
@@ -78,8 +82,25 @@ class ModelArguments:
             )
         if self.dtype not in MODEL_DTYPES:
             raise ValueError(f"model.dtype must be one of {MODEL_DTYPES}, got {self.dtype!r}")
+        check_attention_name(self.attn_implementation)
         if self.load_in_4bit and not self.use_peft:
             raise ValueError("model.load_in_4bit (QLoRA) needs model.use_peft=true")
+        self._check_lora()
+
+    def _check_lora(self) -> None:
+        """PEFT refuses a rank of 0 only once it wraps the loaded model, and takes a non-positive alpha or a dropout
+        of 1 (which zeroes every adapter input) without a word. Which modules the names select is checked against
+        the model's modules (`trainer.argument_checks.check_lora_targets`)."""
+        if self.lora_r < 1:
+            raise ValueError(f"model.lora_r must be >= 1 (the adapters' rank), got {self.lora_r}")
+        if not self.lora_alpha > 0:
+            raise ValueError(f"model.lora_alpha must be > 0 (the adapters' scale is lora_alpha / lora_r), got "
+                             f"{self.lora_alpha}")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ValueError(f"model.lora_dropout must be in [0, 1), got {self.lora_dropout}")
+        if not self.lora_target_modules or not all(self.lora_target_modules):
+            raise ValueError(f"model.lora_target_modules must name the language model's projections to adapt, e.g. "
+                             f"[q_proj, v_proj]; got {self.lora_target_modules}")
 
 
 @dataclass
@@ -100,10 +121,24 @@ class DataArguments:
     )
     image_check: str = field(
         default="exists",
-        metadata={"help": "How a LLaVA JSON/JSONL file's images are checked before the model loads: 'decode' (every "
-                  "image decoded in full, as the recipe builder does), 'exists' (path under the image root, file "
-                  "present and not empty; an image that then fails to decode is replaced in training) or 'none'. "
-                  "A build folder was checked when it was built."},
+        metadata={"help": "How much of each image is checked before the model loads, for every source: 'exists' (the "
+                  "path stays under the image root, the file, or the embedded bytes, is there and not empty), "
+                  "'header' (also its width and height, against max_image_aspect_ratio and the pixels the stage's "
+                  "preprocessing would allocate), 'decode' (also every pixel, as the recipe builder does) or 'none'. "
+                  "Whatever passes here and still cannot be read in training (the same limits apply there, from the "
+                  "header, before decoding) is replaced by the next usable row and counted."},
+    )
+    max_image_aspect_ratio: float = field(
+        default=MAX_ASPECT_RATIO,
+        metadata={"help": "Longest side / shortest side an image may have (Qwen2-VL's processor refuses more than "
+                  "200): beyond it an image is rejected (extreme_aspect_ratio); the pad aspect ratio would turn a "
+                  "1 x 40000 banner into a 40000 x 40000 square."},
+    )
+    max_image_preprocess_pixels: int = field(
+        default=MAX_PREPROCESS_PIXELS,
+        metadata={"help": "Largest image (width x height) any preprocessing step of the stage's image processor may "
+                  "allocate (padding to square, resizing, AnyRes crops), computed from the header: beyond it an "
+                  "image is rejected (image_too_large)."},
     )
     strict: bool = field(
         default=False,
@@ -120,9 +155,20 @@ class DataArguments:
     def __post_init__(self) -> None:
         if self.image_check not in IMAGE_CHECKS:
             raise ValueError(f"data.image_check must be one of {IMAGE_CHECKS}, got {self.image_check!r}")
+        if not self.max_image_aspect_ratio >= 1:  # `not >=` also refuses NaN
+            raise ValueError(f"data.max_image_aspect_ratio must be >= 1 (long side / short side), got "
+                             f"{self.max_image_aspect_ratio}")
+        if self.max_image_preprocess_pixels < 1:
+            raise ValueError(f"data.max_image_preprocess_pixels must be >= 1, got {self.max_image_preprocess_pixels}")
         if not 0.0 <= self.max_reject_fraction <= 1.0:
             raise ValueError(f"data.max_reject_fraction must be in [0, 1], got {self.max_reject_fraction}")
         if self.num_proc < 1:
             raise ValueError(f"data.num_proc must be >= 1, got {self.num_proc}")
         if self.max_samples is not None and self.max_samples < 1:
             raise ValueError(f"data.max_samples must be >= 1, got {self.max_samples}")
+
+    @property
+    def image_limits(self) -> ImageLimits:
+        """The limits every image of the run is held to (`modeling_croc.images.ImageLimits`)."""
+        return ImageLimits(max_preprocess_pixels=int(self.max_image_preprocess_pixels),
+                           max_aspect_ratio=float(self.max_image_aspect_ratio))

@@ -31,11 +31,20 @@ from .cli import ConfigError
 from .collator import build_collator
 from .croc_trainer import CrocTrainer
 from .data_loading import build_train_dataset, load_training_rows
-from .hub import hub_dry_run, push
+from .hub import check_publishing_arguments, hub_dry_run, push
 from .lora import apply_lora
 from .model_card import run_provenance
-from .model_loading import apply_trainable_parts, count_trainable, format_trainable, load_model_and_processor
+from .model_loading import (
+    apply_trainable_parts,
+    count_trainable,
+    format_trainable,
+    load_model_and_processor,
+    load_stage_processor,
+)
 from .resolve import resolve_config
+from .resume import output_dir_lock, plan_resume
+from .run_control import RunPreempted, RunStopped, StopSignals
+from .run_record import build_run_record, croc_config_dict, write_run_record
 
 logger = logging.getLogger("trainer.train")
 
@@ -78,15 +87,40 @@ def format_layout(args) -> str:
 
 
 def main(argv: list[str] | None = None) -> CrocTrainer:
-    """Run the stage described by `argv` (`CONFIG.yaml [--key=value ...]`); returns the trainer after saving."""
+    """Run the stage described by `argv` (`CONFIG.yaml [--key=value ...]`); returns the trainer after saving.
+
+    Raises `ConfigError` / `DataError` (before the model loads), `RunPreempted` (a preemption signal: a checkpoint
+    was written, rerun to continue) or `TrainingDiverged` (a non-finite step: nothing non-finite was written)."""
     model_args, data_args, args, stage = resolve_config(sys.argv[1:] if argv is None else argv)
+    check_publishing_arguments(args)  # before anything is written, into output_dir or a publish folder
     _setup_logging(args)
     set_seed(args.seed)
-    training_rows = load_training_rows(data_args, args)  # read and validated before anything heavy is loaded
+    # From here on a preemption signal is recorded, not fatal: the run stops at the end of a step with a checkpoint
+    # (or, before the first step, with nothing to save).
+    with StopSignals(args.preemption_signals) as signals, output_dir_lock(args):
+        return _run(model_args, data_args, args, stage, signals)
+
+
+def _run(model_args, data_args, args, stage, signals: StopSignals) -> CrocTrainer:
+    # Everything about the data is decided before anything heavy loads: the rows are read and validated, then fitted
+    # to model_max_length with the stage's tokenizer (no weights), each one trained whole, cut, or rejected.
+    processor = load_stage_processor(model_args, args)
+    if processor is None:
+        raise ConfigError(f"{model_args.name_or_path} has no processor (tokenizer and image processor files); save "
+                          "the processor into the model folder")
+    training_rows = load_training_rows(data_args, args, image_processor=processor.image_processor)
+    train_dataset = build_train_dataset(training_rows, processor, args, num_proc=data_args.num_proc)
+    try:
+        croc_config = croc_config_dict(model_args, args)
+    except (CrocConfigError, StrictDataclassError) as error:
+        raise ConfigError(f"model config: {error}") from None
+    record = build_run_record(model_args, data_args, args, croc_config, train_dataset.rows)
+    resume_from = plan_resume(args, record)  # the checkpoint (verified, same run) or None; before the model loads
+    training_rows.report.write_start()  # the run may write into output_dir from here on
 
     _share_process_group_with_deepspeed(args)
     try:
-        model, processor = load_model_and_processor(model_args, args)
+        model, _ = load_model_and_processor(model_args, args)
     except (CrocConfigError, StrictDataclassError) as error:
         # A Croc field the model cannot run with, found from its config before the weights (a source whose
         # config.json `resolve_config` could not read ahead, such as an uncached Hub id).
@@ -103,22 +137,32 @@ def main(argv: list[str] | None = None) -> CrocTrainer:
     trainer = CrocTrainer(
         model=model,
         args=args,
-        train_dataset=build_train_dataset(training_rows, processor, args),
+        train_dataset=train_dataset,
         data_collator=build_collator(processor, packing=args.packing, packing_max_length=args.packing_max_length,
                                      report_rows=True),
         processing_class=processor,
         provenance=run_provenance(model_args, data_args),
         data_report=training_rows.report,
+        run_record=record,
+        stop_signals=signals,
     )
-    trainer.train(resume_from_checkpoint=args.resume_from_checkpoint)
+    trainer.train(resume_from_checkpoint=resume_from)
+    report = training_rows.report
+    if trainer.preempted:
+        report.write(args.output_dir)
+        raise RunPreempted(f"stopped by {trainer.run_control.stopped_by} after step {trainer.state.global_step}: "
+                           f"checkpoint-{trainer.state.global_step} written in {args.output_dir}; rerun the same "
+                           "command to continue")
     trainer.save_model()
     trainer.save_state()
     # Every stage folder carries its card: the next stage inherits base models, licences and datasets from it.
     trainer.create_model_card(model_name=args.hub_model_id or None)
-    report = training_rows.report
     (logger.warning if sum(report.replaced.values()) or sum(report.rejected.values()) else logger.info)(
         "%s", report.final_message())
     report.write(args.output_dir)
+    if trainer.is_world_process_zero():
+        # Marks the folder as this run's: a later run with another configuration is refused instead of overwriting it.
+        write_run_record(args.output_dir, record, step=trainer.state.global_step, finished=True)
 
     if model_args.use_peft and trainer.is_world_process_zero():
         _merge(model_args, args)
@@ -139,13 +183,17 @@ def _merge(model_args, args) -> None:
 
 
 def cli() -> None:
-    """Console entry: a configuration or data problem exits (status 1) with one line, not a traceback."""
+    """Console entry: a configuration or data problem exits (status 1) with one line, not a traceback; so do a
+    diverged run and a failed checkpoint write (status 1) and a preempted one (status `PREEMPTED_EXIT_CODE`)."""
     try:
         main()
     except ConfigError as error:
         sys.exit(f"configuration error: {_one_line(error)}")
     except DataError as error:
         sys.exit(f"data error: {_one_line(error)}")
+    except RunStopped as error:
+        print(f"run stopped: {_one_line(error)}", file=sys.stderr)
+        sys.exit(error.exit_code)
 
 
 def _one_line(error: Exception) -> str:

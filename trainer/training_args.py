@@ -6,6 +6,7 @@ from __future__ import annotations
 import difflib
 import logging
 import os
+import signal
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,6 +17,9 @@ from modeling_croc.conversation import TEMPLATES
 from modeling_croc.presets import CROC_PRESET_NAMES, get_preset
 from modeling_croc.processing_croc import IMAGE_ASPECT_RATIOS
 
+from .argument_checks import check_training_values
+from .run_control import PREEMPTED_EXIT_CODE, signal_number
+from .run_record import ADJUSTABLE
 from .stages import PARAMETER_GROUPS, get_stage
 
 logger = logging.getLogger(__name__)
@@ -160,8 +164,35 @@ class CrocTrainingArguments(TrainingArguments):
     )
     auto_resume: bool = field(
         default=True,
-        metadata={"help": "Resume from the last checkpoint in output_dir when resume_from_checkpoint is not given, "
-                  "so rerunning the same command continues a killed run."},
+        metadata={"help": "Resume from the newest intact checkpoint in output_dir when resume_from_checkpoint is not "
+                  "given, so rerunning the same command continues a killed or preempted run."},
+    )
+
+    # ---- a run that ends well ----
+    resume_accept_changes: list[str] | None = field(
+        default=None,
+        metadata={"help": "Optimiser and schedule values that may differ from the checkpoint's when resuming, taking "
+                  "effect from the resumed step on (the optimiser keeps its moments): any of "
+                  + ", ".join(ADJUSTABLE) + ". Without it such a change is refused, since the checkpoint's "
+                  "optimiser and scheduler state would silently keep the old values. Changes of the stage, model, "
+                  "data, batch or trained parts are always refused (trainer.run_record)."},
+    )
+    max_nonfinite_steps: int = field(
+        default=0,
+        metadata={"help": "Optimiser steps with a non-finite loss or gradient norm that are skipped (no update) "
+                  "before the run stops. 0: stop at the first, naming the step and the newest checkpoint. The "
+                  "weights are never updated with, nor saved holding, non-finite values."},
+    )
+    preemption_signals: list[str] = field(
+        default_factory=lambda: ["SIGTERM", "SIGUSR1"],
+        metadata={"help": "Signals that make the run finish its step, write a complete checkpoint and exit with "
+                  f"status {PREEMPTED_EXIT_CODE}: SIGTERM (sent before a kill by Slurm, Kubernetes, torchrun) and "
+                  "SIGUSR1 (Slurm's --signal=USR1@SECONDS). Rerunning the same command resumes."},
+    )
+    save_interval_minutes: float | None = field(
+        default=None,
+        metadata={"help": "Also write a checkpoint whenever this much wall time passed since the last one, so a "
+                  "run killed without warning (a node lost) loses at most this much work. None: off."},
     )
 
     # ---- Hub ----
@@ -180,6 +211,12 @@ class CrocTrainingArguments(TrainingArguments):
         metadata={"help": "Dataset ids added to the model card metadata, on top of those inherited from the previous "
                   "stage and the data recipe's card (e.g. liuhaotian/LLaVA-Pretrain)."},
     )
+    hub_strategy: str = field(
+        default="end",
+        metadata={"help": "When to push: only `end` (the final folder, after the leak check of trainer.hub). The "
+                  "Trainer's other strategies upload output_dir or checkpoints (optimizer states, training_args.bin "
+                  "with the token) from inside the training loop, unchecked, and are refused."},
+    )
     hub_eval_results: list[str] | None = field(
         default=None, metadata={"help": "lmms-eval results files (*_results.json) whose metrics the card reports."}
     )
@@ -194,6 +231,7 @@ class CrocTrainingArguments(TrainingArguments):
     )
 
     def __post_init__(self) -> None:
+        check_training_values(self)  # the values as given, before anything below divides by or resolves them
         if self.stage is None:
             raise ValueError("`stage` is required: one of '1', '1.5', '2'")
         spec = get_stage(self.stage)
@@ -212,6 +250,7 @@ class CrocTrainingArguments(TrainingArguments):
             raise ValueError(f"image_aspect_ratio must be one of {IMAGE_ASPECT_RATIOS}, got {self.image_aspect_ratio!r}")
         self.model_max_length = spec.model_max_length if self.model_max_length is None else self.model_max_length
         self._check_optimiser_values()
+        self._check_run_control()
         self._check_packing()
         self._derive_accumulation_steps()
         self._resolve_parameter_groups(spec)
@@ -229,6 +268,25 @@ class CrocTrainingArguments(TrainingArguments):
             beta = getattr(self, name)
             if not 0.0 <= beta < 1.0:
                 raise ValueError(f"{name} must be in [0, 1), got {beta}")
+
+    def _check_run_control(self) -> None:
+        unknown = sorted(set(self.resume_accept_changes or []) - set(ADJUSTABLE))
+        if unknown:
+            close = {key: difflib.get_close_matches(str(key), ADJUSTABLE, n=1, cutoff=0.6) for key in unknown}
+            hint = "; ".join(f"{key} -> {match[0]}" for key, match in close.items() if match)
+            raise ValueError(f"resume_accept_changes: {unknown} cannot be accepted" + (f" (did you mean: {hint})"
+                             if hint else "") + f"; it takes optimiser and schedule values: {', '.join(ADJUSTABLE)}")
+        if self.max_nonfinite_steps < 0:
+            raise ValueError(f"max_nonfinite_steps must be >= 0, got {self.max_nonfinite_steps}")
+        if self.save_interval_minutes is not None and not self.save_interval_minutes > 0:
+            raise ValueError(f"save_interval_minutes must be > 0 (or unset), got {self.save_interval_minutes}")
+        for name in self.preemption_signals or []:
+            try:
+                number = signal_number(str(name))
+            except ValueError as error:
+                raise ValueError(f"preemption_signals: {error}") from None
+            if number in (signal.SIGKILL, signal.SIGSTOP):
+                raise ValueError(f"preemption_signals: {number.name} cannot be caught by any process")
 
     def _check_packing(self) -> None:
         if self.packing_max_length is None:

@@ -9,6 +9,8 @@ sections at once are in `trainer.resolve`. Each check raises `ConfigError` sayin
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,9 @@ def validate_environment(raw: dict[str, dict[str, Any]]) -> None:
     check_deepspeed(training)
     check_resume(training)
     check_reporting(training)
+    check_kernels(training)
+    check_hub(training)
+    check_launch(training)
 
 
 def check_precision(training: dict[str, Any], model: dict[str, Any]) -> None:
@@ -170,6 +175,13 @@ def check_deepspeed(training: dict[str, Any]) -> None:
     resolved = resolve_deepspeed_path(str(value))
     if resolved is None:
         raise ConfigError(f"deepspeed config {value} does not exist (the shipped ones: trainer/configs/deepspeed/)")
+    try:
+        config = json.loads(resolved.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"deepspeed config {resolved}:{error.lineno}:{error.colno}: not valid JSON ({error.msg})") \
+            from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"deepspeed config {resolved}: the top level must be a JSON object")
     training["deepspeed"] = str(resolved)
 
 
@@ -183,16 +195,90 @@ def check_resume(training: dict[str, Any]) -> None:
                           "the newest complete one")
 
 
-# `report_to` integrations and the module each needs.
-REPORTING_MODULES = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",), "mlflow": ("mlflow",),
-                     "comet_ml": ("comet_ml",), "trackio": ("trackio",)}
+# pip packages of the `report_to` integrations whose name differs from the integration's.
+REPORTING_PACKAGES = {"azure_ml": "azureml-core", "comet_ml": "comet-ml", "flyte": "flytekit"}
 
 
 def check_reporting(training: dict[str, Any]) -> None:
-    """A logging integration that is not installed would only fail once the model is loaded."""
+    """Every `report_to` integration is one transformers has, and is installed: either would otherwise only fail
+    once the model is loaded (the Trainer builds its callbacks last)."""
+    from transformers.integrations import INTEGRATION_TO_CALLBACK, get_available_reporting_integrations
+
     targets = training.get("report_to") or []
-    for target in [targets] if isinstance(targets, str) else targets:
-        modules = REPORTING_MODULES.get(target)
-        if modules and not any(importlib.util.find_spec(name) for name in modules):
-            raise ConfigError(f"report_to={target!r} but {modules[0]} is not installed: pip install {modules[0]} "
+    targets = [targets] if isinstance(targets, str) else targets
+    if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets) or targets in (["all"], ["none"]):
+        return  # a value of the wrong type is refused with the other field types
+    installed = get_available_reporting_integrations()
+    for target in targets:
+        if target not in INTEGRATION_TO_CALLBACK:
+            raise ConfigError(f"report_to={target!r} is not an integration transformers has; use none, all or any "
+                              f"of {', '.join(sorted(INTEGRATION_TO_CALLBACK))}")
+        if target not in installed:
+            package = REPORTING_PACKAGES.get(target, target)
+            raise ConfigError(f"report_to={target!r} but {package} is not installed: pip install {package} "
                               "(or --report_to=none)")
+
+
+def check_kernels(training: dict[str, Any]) -> None:
+    """Kernel packages a training option needs."""
+    from transformers.utils import is_liger_kernel_available
+
+    if training.get("use_liger_kernel") and not is_liger_kernel_available():
+        raise ConfigError("use_liger_kernel=true but liger-kernel is not installed: pip install liger-kernel (or "
+                          "--use_liger_kernel=false)")
+
+
+def check_hub(training: dict[str, Any]) -> None:
+    """What the Hub options need from this machine: the network for `push_to_hub` (the Trainer creates the
+    repository when it is built, right after the model loads) and the lmms-eval results the model card reports
+    (read at the very end). The publish folder and the token are `trainer.hub.check_publishing_arguments`'."""
+    from huggingface_hub import is_offline_mode
+
+    if training.get("push_to_hub") and not training.get("hub_dry_run") and is_offline_mode():
+        raise ConfigError("push_to_hub=true but the Hub is offline here (HF_HUB_OFFLINE=1): unset HF_HUB_OFFLINE, or "
+                          "write the upload to a folder with --hub_dry_run=DIR")
+    results = training.get("hub_eval_results") or []
+    for path in results if isinstance(results, list) else []:
+        if not Path(str(path)).expanduser().is_file():
+            raise ConfigError(f"hub_eval_results: {path} does not exist (an lmms-eval *_results.json file)")
+
+
+def check_launch(training: dict[str, Any]) -> None:
+    """`ddp_backend` names the process group of a launched multi-process run; in a process no launcher started,
+    accelerate fails on it with "Default process group has not been initialized"."""
+    backend = training.get("ddp_backend")
+    if backend and "WORLD_SIZE" not in os.environ:
+        raise ConfigError(f"ddp_backend={backend} sets the process group of a multi-process run, but no launcher "
+                          "started this process; launch it with torchrun or accelerate launch, or drop ddp_backend")
+
+
+def flash_attention_installed(attn_implementation: str) -> bool:
+    """Whether transformers finds a FlashAttention backend's code here: the flash-attn package of that version, or
+    the `kernels` package, from which it then takes a Hub build instead (and which a Hub kernel name needs)."""
+    from transformers.modeling_flash_attention_utils import FLASH_ATTENTION_COMPATIBILITY_MATRIX
+    from transformers.utils import is_kernels_available
+
+    version = re.fullmatch(r"flash_attention_(\d+)", attn_implementation)
+    package = FLASH_ATTENTION_COMPATIBILITY_MATRIX.get(int(version[1])) if version else None
+    return bool(package and package["pkg_availability_check"]()) or is_kernels_available()
+
+
+def check_attention_backend(attn_implementation: str, use_cpu: bool) -> None:
+    """FlashAttention (flash_attention_2/3/4 or a flash Hub kernel) runs on a CUDA GPU with its package installed,
+    and FlexAttention trains on a GPU only: transformers would say so while loading the model, PyTorch in the first
+    step. Run by `trainer.argument_checks.check_arguments`, after the stage's own attention rules."""
+    from transformers.utils.generic import is_flash_attention_requested
+
+    on_cpu = use_cpu or not gpu_available()
+    if attn_implementation == "flex_attention" and on_cpu:
+        raise ConfigError("model.attn_implementation=flex_attention cannot train on the CPU (PyTorch's FlexAttention "
+                          "has no CPU backward pass); use --model.attn_implementation=sdpa")
+    if not is_flash_attention_requested(requested_attention_implementation=attn_implementation):
+        return
+    if on_cpu:
+        where = "use_cpu=true" if use_cpu else "no CUDA GPU is visible"
+        raise ConfigError(f"model.attn_implementation={attn_implementation} needs a CUDA GPU, but {where}; use "
+                          "--model.attn_implementation=sdpa")
+    if not flash_attention_installed(attn_implementation):
+        raise ConfigError(f"model.attn_implementation={attn_implementation} but neither flash-attn nor kernels is "
+                          "installed: pip install flash-attn (or use --model.attn_implementation=sdpa)")

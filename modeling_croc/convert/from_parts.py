@@ -56,8 +56,7 @@ def read_parts(
                vision_feature_layer=vision_feature_layer, vision_feature_select_strategy=vision_feature_select_strategy,
                **croc_fields)
     vision_config, state = read_vision_tower(vision_tower)
-    tokenizer = AutoTokenizer.from_pretrained(language_model)
-    image_token_id, pad_token_id = add_llava_tokens(tokenizer)
+    tokenizer, image_token_id, pad_token_id = _parts_tokenizer(language_model)
     for name, tensor in read_state_dict(language_model).items():
         for prefix, target in LM_PREFIXES.items():
             if name.startswith(prefix):
@@ -79,6 +78,29 @@ def read_parts(
     processor = build_processor(tokenizer, vision_tower, config.vision_config, image_aspect_ratio,
                                 vision_feature_select_strategy)
     return config, state, processor
+
+
+def _parts_tokenizer(language_model: Path):
+    """The LM's tokenizer with `<image>` (and `<pad>`) appended; returns (tokenizer, image token id, pad token id)."""
+    tokenizer = AutoTokenizer.from_pretrained(language_model)
+    image_token_id, pad_token_id = add_llava_tokens(tokenizer)
+    return tokenizer, image_token_id, pad_token_id
+
+
+def parts_processor(
+    vision_tower: str | Path,
+    language_model: str | Path,
+    image_aspect_ratio: str = "square",
+    vision_feature_select_strategy: str | None = None,
+) -> CrocProcessor:
+    """The processor `read_parts` builds, from the parts' configs and tokenizer alone (no weights read): what a run
+    needs to tokenise and check its rows before the model loads."""
+    vision_tower, language_model = Path(vision_tower), Path(language_model)
+    tower_config = vision_tower_config(vision_tower)
+    if vision_feature_select_strategy is None:
+        vision_feature_select_strategy = "default" if tower_has_cls_token(tower_config) else "full"
+    tokenizer, _, _ = _parts_tokenizer(language_model)
+    return build_processor(tokenizer, vision_tower, tower_config, image_aspect_ratio, vision_feature_select_strategy)
 
 
 def build_from_parts(

@@ -86,7 +86,8 @@ class CrocVLM(BaseModel):
     def generate_inner(self, message: list[dict[str, str]], dataset: str | None = None) -> str:
         # The project's one image reader: transparency onto the padding colour, 16-bit grey rescaled, file closed.
         background = pad_colour(self.processor.image_processor)
-        images = [load_image(item["value"], background) for item in message if item["type"] == "image"]
+        images = [load_image(item["value"], background, image_processor=self.processor.image_processor)
+                  for item in message if item["type"] == "image"]
         text = "\n".join(item["value"] for item in message if item["type"] == "text")
         return answer_batch(self.model, self.processor, [(images, text)], **self.generation)[0]
 

@@ -5,13 +5,11 @@ from __future__ import annotations
 import json
 
 import datasets
-import huggingface_hub
 import pytest
 from huggingface_hub import DatasetCard
 
 from data_recipes import build_recipe
 from data_recipes.card import size_category
-from data_recipes.hub import push_build
 
 COUNTS = {"sharegpt4v": 4, "mathinstruct": 2, "alpaca": 2, "belle": 2, "open_platypus": 2, "code_alpaca": 2,
           "firefly": 2, "webqa": 5, "dolly": 2}
@@ -93,31 +91,3 @@ def test_push_to_hub_is_routed_through_hub_module(lcs_root, tmp_path, monkeypatc
     pushed.clear()
     build_recipe("lcs558k", lcs_root, tmp_path / "paths", push_to_hub="me/lcs", image_storage="path")
     assert pushed["dataset"].features["image"] == datasets.Value("string")
-
-
-def test_push_build_keeps_the_hub_viewer_metadata(lcs_root, tmp_path, monkeypatch):
-    """push_build with every network call replaced: dataset pushed, remote `configs` merged into our card,
-    card and side files uploaded."""
-    result = build_recipe("lcs558k", lcs_root, tmp_path / "out")
-    log = []
-    remote = DatasetCard("---\nconfigs:\n- config_name: default\n  data_files: data/*\n---\n# auto\n")
-    monkeypatch.setattr(datasets.Dataset, "push_to_hub",
-                        lambda self, repo_id, private=None, num_shards=None, embed_external_files=False: log.append(
-                            ("dataset", repo_id, len(self), private, num_shards, embed_external_files)))
-    monkeypatch.setattr(huggingface_hub.DatasetCard, "load", classmethod(lambda cls, repo_id, repo_type=None: remote))
-    monkeypatch.setattr(huggingface_hub.DatasetCard, "push_to_hub",
-                        lambda self, repo_id, repo_type=None: log.append(("card", repo_id, self.data.configs)))
-
-    class FakeApi:
-        def upload_file(self, path_or_fileobj, path_in_repo, repo_id, repo_type):
-            log.append(("file", path_in_repo, repo_id, repo_type))
-
-    monkeypatch.setattr(huggingface_hub, "HfApi", FakeApi)
-    push_build(result.dataset, result.card, tmp_path / "out", "me/lcs")
-    assert log == [
-        ("dataset", "me/lcs", 6, None, None, True),
-        ("card", "me/lcs", [{"config_name": "default", "data_files": "data/*"}]),
-        ("file", "summary.json", "me/lcs", "dataset"),
-        ("file", "rejects.jsonl", "me/lcs", "dataset"),
-    ]
-    assert result.card.data.license == "other"  # our metadata survives the merge

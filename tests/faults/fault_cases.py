@@ -107,6 +107,9 @@ IMAGE_FILES = {
     "rgba.png": write_rgba,
     "la.png": write_la,
     "grey16.png": write_grey16,
+    # A 160-byte banner: 40,000 pixels, but 1 x 40000 (aspect ratio 40000 > 200) that the pad aspect ratio would make
+    # a 40000 x 40000 square (issue 20).
+    "banner.png": lambda p: Image.new("L", (1, 40_000), 128).save(p),
     # 32-bit floating point (a scientific TIFF): no defined 8-bit range, so refused rather than guessed.
     "float.tif": lambda p: Image.fromarray(np.full((4, 4), 0.5, dtype=np.float32)).save(p),
 }
@@ -121,6 +124,7 @@ ROW_CASES: dict[str, tuple[Any, str | None]] = {
     "corrupt-jpeg": (image_row("corrupt-jpeg", "images/corrupt.jpg"), "unreadable_image"),
     "bomb": (image_row("bomb", "images/bomb.png"), "image_too_large"),
     "oversize": (image_row("oversize", "images/oversize.png"), "image_too_large"),
+    "banner": (image_row("banner", "images/banner.png"), "extreme_aspect_ratio"),
     "rgba": (image_row("rgba", "images/rgba.png"), None),
     "la": (image_row("la", "images/la.png"), None),
     "grey16": (image_row("grey16", "images/grey16.png"), None),
@@ -142,6 +146,9 @@ ROW_CASES: dict[str, tuple[Any, str | None]] = {
                        "too_many_image_markers"),
     "not-an-object": ("this row is a string", "malformed_row"),
     "turn-not-an-object": ({"id": "turn-not-an-object", "conversations": ["Q?", "A."]}, "malformed_row"),
+    # A JSON `\ud800` escape with no pair: Python reads it, Arrow and tokenizers cannot encode it.
+    "lone-surrogate": ({"id": "lone-surrogate", "conversations": _conversation("What is \ud800?", "A.")},
+                       "invalid_text"),
     "bad-from": ({"id": "bad-from", "conversations": [
         {"from": "user", "value": "Q?"}, {"from": "assistant", "value": "A."}]}, "unknown_role"),
     "two-images": ({"id": "two-images", "image": ["images/good-0.png", "images/good-1.png"],

@@ -25,6 +25,7 @@ from trainer import train as train_module
 from trainer.collator import DATA_REPORT_KEY, build_collator
 from trainer.data import CrocSupervisedDataset
 from trainer.data_loading import load_training_rows
+from trainer.data_report import RUN_REJECT_REASONS
 from trainer.resolve import resolve_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -133,8 +134,10 @@ def test_trainer_decoding_at_the_start_gives_the_builders_verdicts(faults, tiny_
     rows, args = _rows(tmp_path, tiny_model, faults["root"] / "rows.json", "--data.image_check=decode",
                        "--data.max_reject_fraction=1")
     builder = validate_dataset(load_llava_json(faults["root"] / "rows.json"), faults["root"])
-    assert rows.report.rejected == builder.counts and rows.report.notices == {"duplicate_id": 1}
+    assert rows.report.rejected == {**dict.fromkeys(RUN_REJECT_REASONS, 0), **builder.counts}
+    assert rows.report.notices == {"duplicate_id": 1}
     assert rows.report.rows_read == len(faults["rows"]) and len(rows.rows) == len(builder.kept_indices)
+    rows.report.write_start()  # what the run does once it may write into output_dir
     lines = _rejects(Path(args.output_dir) / "rejects.jsonl")
     assert sorted((r["id"], r["reason"]) for r in lines) == sorted(
         (key.split("#")[0], v) for key, v in faults["expected"].items() if v)
@@ -143,9 +146,9 @@ def test_trainer_decoding_at_the_start_gives_the_builders_verdicts(faults, tiny_
 
 def test_trainer_checks_paths_at_the_start_and_leaves_decoding_to_training(faults, tiny_model, tmp_path):
     rows, _ = _rows(tmp_path, tiny_model, faults["root"] / "rows.json", "--data.max_reject_fraction=1")
-    found_in_training = {"truncated-jpeg", "corrupt-jpeg", "bomb", "oversize", "float-image"}
+    found_in_training = {"truncated-jpeg", "corrupt-jpeg", "bomb", "oversize", "banner", "float-image"}
     at_start = {key: v for key, v in faults["expected"].items() if key not in found_in_training}
-    counts = {reason: 0 for reason in REJECT_REASONS}
+    counts = {reason: 0 for reason in RUN_REJECT_REASONS}
     for verdict in at_start.values():
         if verdict:
             counts[verdict] += 1
@@ -157,7 +160,7 @@ def test_trainer_stops_before_the_model_when_too_many_rows_are_rejected(faults, 
                                                                         no_model_load):
     message = _cli_error(_argv(tmp_path / "run", tiny_model, faults["root"] / "rows.json"), monkeypatch)
     total = len(faults["rows"])
-    assert message.startswith(f"data error: 15 of {total} rows of {faults['root'] / 'rows.json'} rejected (")
+    assert message.startswith(f"data error: 16 of {total} rows of {faults['root'] / 'rows.json'} rejected (")
     assert "more than data.max_reject_fraction=0.01" in message and str(tmp_path / "run" / "rejects.jsonl") in message
     # `--strict`, as the builder spells it (a data key may drop its `data.` prefix).
     strict = _cli_error(_argv(tmp_path / "strict", tiny_model, faults["root"] / "rows.json", "--strict",
@@ -182,11 +185,11 @@ def test_unreadable_image_is_replaced_by_the_next_readable_image_row(faults, tmp
     expected = dataset[4]
     assert torch.equal(replaced["input_ids"], expected["input_ids"])
     assert torch.equal(replaced["pixel_values"], expected["pixel_values"])
-    assert replaced["unreadable_row"]["id"] == "bad" and replaced["unreadable_row"]["reason"] == "unreadable_image"
+    assert replaced["replaced_row"]["id"] == "bad" and replaced["replaced_row"]["reason"] == "unreadable_image"
     batch = build_collator(processor)([dataset[i] for i in range(5)])
     assert batch["input_ids"].shape[0] == 5 and batch["pixel_values"].shape[0] == 4  # the batch keeps its size
     assert batch[DATA_REPORT_KEY]["rows"] == 5
-    assert [r["id"] for r in batch[DATA_REPORT_KEY]["unreadable_rows"]] == ["bad", "also-bad"]
+    assert [r["id"] for r in batch[DATA_REPORT_KEY]["replaced_rows"]] == ["bad", "also-bad"]
     # Wrapping around: the last image row failing takes the first one.
     assert torch.equal(CrocSupervisedDataset(rows[:2], processor, "vicuna_v1", faults["root"])[1]["pixel_values"],
                        dataset[0]["pixel_values"])
@@ -194,20 +197,20 @@ def test_unreadable_image_is_replaced_by_the_next_readable_image_row(faults, tmp
 
 def test_training_replaces_unreadable_images_counts_them_and_finishes(faults, tiny_model, tmp_path):
     out = tmp_path / "run"
-    # 19 rows kept at the start, 5 of whose images do not decode; one step of 19 rows is one epoch, and the second
+    # 20 rows kept at the start, 6 of whose images cannot be read; one step of 20 rows is one epoch, and the second
     # step asks for every row again.
     train_module.main(_argv(out, tiny_model, faults["root"] / "rows.json", "--data.max_reject_fraction=0.5",
-                            "--per_device_train_batch_size=19", "--global_batch_size=19", "--max_steps=2"))
+                            "--per_device_train_batch_size=20", "--global_batch_size=20", "--max_steps=2"))
     report = json.loads((out / "data_report.json").read_text())
-    assert report["rows_seen"] == 38  # counted per row asked for, like every row: twice each
+    assert report["rows_seen"] == 40  # counted per row asked for, like every row: twice each
     assert {r: n for r, n in report["replaced"].items() if n} == {
-        "unreadable_image": 4, "image_too_large": 4, "unsupported_image_mode": 2}
+        "unreadable_image": 4, "image_too_large": 4, "extreme_aspect_ratio": 2, "unsupported_image_mode": 2}
     lines = _rejects(out / "rejects.jsonl")
     training = {r["id"]: r["reason"] for r in lines if r.get("during") == "training"}
     assert training == {"truncated-jpeg": "unreadable_image", "corrupt-jpeg": "unreadable_image",
-                        "bomb": "image_too_large", "oversize": "image_too_large",
+                        "bomb": "image_too_large", "oversize": "image_too_large", "banner": "extreme_aspect_ratio",
                         "float-image": "unsupported_image_mode"}
-    assert len(lines) == 15 + 5  # the start's rejects (path and text faults), and each replaced row once
+    assert len(lines) == 16 + 6  # the start's rejects (path and text faults), and each replaced row once
     losses = [entry["loss"] for entry in json.loads((out / "trainer_state.json").read_text())["log_history"]
               if "loss" in entry]
     assert len(losses) == 2 and all(np.isfinite(losses))
@@ -223,8 +226,8 @@ def test_training_stops_with_one_line_when_too_many_images_fail(faults, tiny_mod
     data.write_text(json.dumps(rows))
     message = _cli_error(_argv(tmp_path / "run", tiny_model, data, "--per_device_train_batch_size=7",
                                "--global_batch_size=14", "--max_steps=2"), monkeypatch)
-    assert re.fullmatch(r"data error: 4 of the 14 training rows seen so far had an image that could not be read "
-                        r"\(.+\), more than data.max_reject_fraction=0.01 of them \(and more than one\) allows; "
+    assert re.fullmatch(r"data error: 4 of the 14 training rows seen so far could not be used "
+                        r"\(unreadable_image=2, image_too_large=2\), more than data.max_reject_fraction=0.01 of them \(and more than one\) allows; "
                         r"raise it to go on regardless; the rows: .+rejects.jsonl", message), message
 
 

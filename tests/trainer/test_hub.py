@@ -8,6 +8,7 @@ from huggingface_hub import ModelCard
 from trainer_helpers import log_history, run_stage
 
 from modeling_croc import CrocForConditionalGeneration, CrocProcessor
+from modeling_croc.publishing import PUBLISH_MARKER
 from trainer.hub import files_to_upload
 
 
@@ -18,7 +19,7 @@ def test_hub_dry_run_folder(tmp_path, data_dir, stage1_dir):
               "--hub_model_id=someone/croc-tiny-stage2", "--hub_license=llama2",
               "--hub_datasets=[liuhaotian/LLaVA-Instruct-150K]",
               "--model.base_models=[lmsys/vicuna-7b-v1.5, openai/clip-vit-large-patch14-336]")
-    uploaded = sorted(p.relative_to(dry).as_posix() for p in dry.rglob("*") if p.is_file())
+    uploaded = sorted(p.relative_to(dry).as_posix() for p in dry.rglob("*") if p.is_file() and p.name != PUBLISH_MARKER)
     assert uploaded == files_to_upload(out)  # the same selection push_to_hub makes from output_dir
     for name in ("config.json", "model.safetensors", "processor_config.json", "tokenizer.json",
                  "tokenizer_config.json", "chat_template.jinja", "README.md"):

@@ -17,6 +17,7 @@ from trainer_helpers import log_history, run_stage
 from data_recipes import build_recipe
 from data_recipes.publish import hub_dataset, write_hub_folder
 from modeling_croc import CrocProcessor
+from modeling_croc.publishing import PUBLISH_MARKER
 from trainer.data import CrocSupervisedDataset
 from trainer.data_loading import load_training_rows
 from trainer.script_args import DataArguments
@@ -29,7 +30,7 @@ def test_pushed_dataset_loads_with_images_and_trains(data_dir, stage1_dir, tmp_p
                          hub_folder=tmp_path / "hub")
     assert build.summary["hub"]["image_storage"] == "embedded"
     assert sorted(p.relative_to(tmp_path / "hub").as_posix() for p in (tmp_path / "hub").rglob("*") if p.is_file()) \
-        == ["README.md", "data/train-00000-of-00001.parquet"]
+        == [PUBLISH_MARKER, "README.md", "data/train-00000-of-00001.parquet"]
     # The bytes are in the shard: the images are not needed any more.
     shard = pq.read_table(tmp_path / "hub" / "data" / "train-00000-of-00001.parquet").to_pylist()
     image_rows = [row for row in shard if row["image"] is not None]

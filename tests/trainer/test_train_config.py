@@ -273,15 +273,23 @@ def test_victor_preset_trains_the_vision_tower_at_its_own_rate():
     assert "vision_tower" not in _args(stage="1.5").trainable_parts
 
 
+@pytest.fixture
+def flash_machine(monkeypatch):
+    """This machine as one FlashAttention runs on: a CUDA GPU and flash-attn (checked by `trainer.validation`)."""
+    monkeypatch.setattr(validation, "gpu_available", lambda: True)
+    monkeypatch.setattr(validation, "flash_attention_installed", lambda attn_implementation: True)
+
+
 @pytest.mark.parametrize("preset, refused", [("victor", False), ("paper", True), ("official", True)])
-def test_flash_attention_is_refused_only_for_mixed_spans(preset, refused, tmp_path, data_dir, stage1_dir):
+def test_flash_attention_is_refused_only_for_mixed_spans(preset, refused, tmp_path, data_dir, stage1_dir,
+                                                        flash_machine):
     """`victor` trains with causal attention (bidirectional_span none), so FlashAttention is fine; the mixed spans of
     `paper` and `official` still refuse it, and so does `victor` with a mixed span set on top."""
     from trainer import resolve_config
 
     argv = [str(CONFIGS / "stage1_5.yaml"), f"--data.path={data_dir / 'detailed.json'}",
             f"--model.name_or_path={stage1_dir}", f"--output_dir={tmp_path}", f"--croc_preset={preset}",
-            "--model.attn_implementation=flash_attention_2"]
+            "--model.attn_implementation=flash_attention_2", "--use_cpu=false"]
     if refused:
         with pytest.raises(ConfigError, match="would silently stay causal"):
             resolve_config(argv)
@@ -321,13 +329,13 @@ def test_victor_yamls_state_the_released_scripts(name, monkeypatch):
 
 @pytest.mark.parametrize("attn, budget, resolved", [
     ("sdpa", None, None), ("sdpa", 4096, 4096), ("flash_attention_2", None, 0), ("flash_attention_2", 0, 0)])
-def test_packing_budget_follows_the_attention_backend(data_dir, stage1_dir, attn, budget, resolved):
+def test_packing_budget_follows_the_attention_backend(data_dir, stage1_dir, attn, budget, resolved, flash_machine):
     """FlashAttention keeps packed samples apart only in a one-row batch: packing there packs each micro-batch into
     one row; other backends keep the budget asked for (None: each micro-batch's longest sample)."""
     from trainer import resolve_config
 
     argv = [str(CONFIGS / "stage2.yaml"), f"--data.path={data_dir / 'qa.json'}", f"--model.name_or_path={stage1_dir}",
-            f"--model.attn_implementation={attn}", "--output_dir=unused", "--packing=true"]
+            f"--model.attn_implementation={attn}", "--output_dir=unused", "--packing=true", "--use_cpu=false"]
     if budget is not None:
         argv.append(f"--packing_max_length={budget}")
     assert resolve_config(argv).training.packing_max_length == resolved

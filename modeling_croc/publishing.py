@@ -1,0 +1,552 @@
+"""Publishing to the Hugging Face Hub without deleting or leaking anything: the two rules the trainer
+(`--hub_dry_run DIR`, `--push_to_hub`) and the data recipes (`--hub-folder DIR`, `--push-to-hub`) share.
+
+**The publish-folder rule** (:func:`check_publish_folder`, :func:`prepare_publish_folder`). A folder the user names
+for a publish is written only if it does not exist, is empty, or was written by an earlier publish of this project:
+such a folder holds :data:`PUBLISH_MARKER`, which lists the files that publish wrote, and only those files are
+replaced (a file the user added since is a refusal, not a deletion). The folder may not be, contain or lie inside
+the run's own folders (`output_dir`, a build's `--out` or data root). Anything else is refused with one line naming
+the folder and what it holds, and nothing is deleted. The marker is hidden and never part of an upload set.
+
+**The upload-set scan** (:func:`scan_upload_set`, :func:`check_upload_set`), run on the exact files a push sends,
+before every push, real or dry. It looks for
+
+* Hugging Face tokens: the values this process knows (`HF_TOKEN`, `HUGGING_FACE_HUB_TOKEN`,
+  `huggingface_hub.get_token()`, and what the caller adds, such as `--hub_token`), and anything shaped like one
+  (`hf_` followed by 30 or more letters and digits);
+* absolute local paths: this machine's home directory, the working directory and the caller's folders (each as given
+  and resolved; a path of one component such as `/root` counts only when a name follows it), and any absolute path
+  under a root that only ever holds local files (`/home/`, `/Users/`, `/root/`, `/tmp/`, `/mnt/`, `/scratch/`, macOS
+  temporary folders, cluster file systems, `C:\\Users\\`), followed by a name. A path counts only where it starts a
+  path: after a URL host or another path segment (`https://github.com/root/...`, `a/tmp/b`) it is not local;
+* the user name (`getpass.getuser()`) as a whole path component between two separators (`/home/NAME/`,
+  `C:\\Users\\NAME\\`) or as the user part of an e-mail-like `NAME@host`, never as a bare word: CI runs as `root`,
+  a word that model code and vocabularies contain.
+
+What is read: every byte of every file, in chunks of :data:`CHUNK_BYTES` that overlap so a match across a chunk
+border is found once, except two binary layouts whose payload holds no text: a `.safetensors` file is scanned in its
+header (the JSON of tensor names, dtypes, shapes and `__metadata__`; the tensor bytes after it are numbers), and a
+Parquet file in its key-value metadata and column names and in the decoded values of every string column, nested
+ones included (the data pages are compressed, so their raw bytes would hide text). Row values are upstream content,
+where a shell command naming `/home/user/` or `/tmp/` is ordinary: only this process's tokens and this machine's own
+folders count there (and in the footer's min/max statistics, which are row values: the footer is not read raw).
+
+:func:`push_files` uploads a scanned folder's exact file list in one commit (`HfApi.create_commit`), scanning it again
+right before.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import re
+import shutil
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from huggingface_hub import CommitInfo
+
+# Written into a publish folder when a publish creates or replaces it; lists the files that publish wrote.
+PUBLISH_MARKER = ".croc-publish.json"
+_MARKER_KIND = "croc publish folder"
+
+CHUNK_BYTES = 8 * 1024 * 1024
+# At least the longest literal looked for (a path can be PATH_MAX long), so no match is cut by a chunk border.
+_MIN_OVERLAP_BYTES = 4096
+_LOOKBACK_BYTES = 2048
+# Roots under which every path is local to one machine (or one user), whatever follows.
+LOCAL_ROOTS = ("home", "Users", "root", "tmp", "mnt", "scratch", "var/folders", "private/var", "private/tmp", "gpfs",
+               "lustre", "fsx")
+TOKEN_PATTERN = re.compile(rb"hf_[A-Za-z0-9]{30,}")
+TOKEN_ENVIRONMENT = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+_MIN_SECRET_LENGTH = 8  # shorter "tokens" (an empty or placeholder value) would match everywhere
+_NAME_BYTES = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.~-+@%")
+_WINDOWS_USERS = re.compile(rb":(?:\\\\|\\|/)(?:Users|users|USERS)(?:\\\\|\\|/)")
+_RUN_DELIMITERS = frozenset(b" \t\r\n\"'`<>()[]{},;|=")
+
+TOKEN = "a Hugging Face token"
+LOCAL_PATH = "an absolute local path"
+USER_NAME = "the user name"
+
+
+class PublishError(ValueError):
+    """A publish refused before anything was written, deleted or uploaded; the message is one line."""
+
+
+class PublishFolderError(PublishError):
+    """The folder named for a publish may not be written (see the module docstring)."""
+
+
+class UploadLeakError(PublishError):
+    """The upload set holds a token, a local path or the user name; `findings` lists every one."""
+
+    def __init__(self, message: str, findings: list[Finding]) -> None:
+        super().__init__(message)
+        self.findings = findings
+
+
+# ---- the publish-folder rule ----------------------------------------------------------------------------------
+
+
+def _real(path: str | Path) -> Path:
+    return Path(os.path.realpath(os.path.expanduser(str(path))))
+
+
+def _describe_entries(folder: Path, names: Sequence[str], limit: int = 5) -> str:
+    shown = [name + ("/" if (folder / name).is_dir() else "") for name in names[:limit]]
+    more = f" and {len(names) - limit} more" if len(names) > limit else ""
+    return ", ".join(shown) + more
+
+
+def _recorded_files(folder: Path) -> list[str] | None:
+    """The files an earlier publish wrote into `folder`, from its marker; None when the folder holds no valid marker
+    (one that names a file outside the folder is not ours)."""
+    try:
+        record = json.loads((folder / PUBLISH_MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    files = record.get("files") if isinstance(record, dict) and record.get("kind") == _MARKER_KIND else None
+    if not isinstance(files, list) or not all(isinstance(name, str) for name in files):
+        return None
+    for name in files:
+        parts = PurePosixPath(name).parts
+        if not parts or PurePosixPath(name).is_absolute() or ".." in parts or "\\" in name:
+            return None
+    return files
+
+
+def _files_under(folder: Path) -> list[str]:
+    return sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*") if not path.is_dir())
+
+
+def check_publish_folder(folder: str | Path, *, option: str, keep_clear_of: Mapping[str, str | Path | None]) -> None:
+    """Raise :class:`PublishFolderError` unless a publish may write `folder` (see the module docstring).
+
+    Args:
+        option: how the user named the folder, for the message (`--hub_dry_run`, `--hub-folder`).
+        keep_clear_of: the run's own folders by the name the message gives them (`{"output_dir": ...}`); `folder`
+            may not be one of them, contain one or lie inside one. None values are skipped.
+    """
+    real = _real(folder)
+    for name, other in keep_clear_of.items():
+        if other is None:
+            continue
+        other_real = _real(other)
+        if real == other_real:
+            relation = "is"
+        elif other_real in real.parents:
+            relation = "is inside"
+        elif real in other_real.parents:
+            relation = "contains"
+        else:
+            continue
+        raise PublishFolderError(f"{option} {folder} {relation} the {name} {other}: a publish folder is replaced as a "
+                                 "whole, so it must be a separate folder; choose one outside it (nothing was written "
+                                 "or deleted)")
+    if real.exists() and not real.is_dir():
+        raise PublishFolderError(f"{option} {folder} is a file, not a folder: choose a new or empty folder (nothing "
+                                 "was written or deleted)")
+    if not real.is_dir():
+        return
+    entries = sorted(os.listdir(real))
+    if not entries:
+        return
+    recorded = _recorded_files(real)
+    if recorded is None:
+        raise PublishFolderError(f"{option} {folder} is not empty and no earlier publish wrote it (it holds "
+                                 f"{_describe_entries(real, entries)}): choose a new or empty folder (nothing was "
+                                 "written or deleted)")
+    ours = {PUBLISH_MARKER, *recorded}
+    foreign = [name for name in _files_under(real) if name not in ours]
+    if foreign:
+        raise PublishFolderError(f"{option} {folder} was written by an earlier publish but now also holds "
+                                 f"{_describe_entries(real, foreign)}, which that publish did not write: move them "
+                                 "or choose another folder (nothing was written or deleted)")
+
+
+def prepare_publish_folder(folder: str | Path, files: Sequence[str], *, option: str,
+                           keep_clear_of: Mapping[str, str | Path | None]) -> Path:
+    """Check `folder` again (it may have been created since the run started), remove the files an earlier publish
+    wrote there, and mark it as written by this publish, listing `files` (relative paths, written next by the
+    caller: a publish interrupted halfway leaves a folder the next one may still replace). Returns the folder."""
+    check_publish_folder(folder, option=option, keep_clear_of=keep_clear_of)
+    folder = Path(folder)
+    previous = (_recorded_files(folder) or []) if folder.is_dir() else []
+    for name in previous:
+        (folder / name).unlink(missing_ok=True)
+        for parent in (folder / name).parents:  # the earlier publish's now-empty subfolders
+            if parent == folder or not parent.is_dir() or any(parent.iterdir()):
+                break
+            parent.rmdir()
+    folder.mkdir(parents=True, exist_ok=True)
+    record = {"kind": _MARKER_KIND, "files": sorted(files)}
+    (folder / PUBLISH_MARKER).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    return folder
+
+
+def copy_file(source: str | Path, destination: str | Path, *, link: bool = False) -> None:
+    """Copy `source` to `destination` (parents created); with `link`, hard-link it where the file system allows (a
+    staging folder next to multi-GB weights), copying otherwise."""
+    destination = Path(destination)
+    destination.parent.mkdir(parents=True, exist_ok=True)
+    if link:
+        try:
+            os.link(source, destination)
+            return
+        except OSError:  # another file system, or links not supported: copy
+            pass
+    shutil.copy2(source, destination)
+
+
+def relative_text(text: str, folders: Mapping[str | Path, str]) -> str:
+    """`text` with every occurrence of each local folder (as given, absolute, and resolved) replaced by its public
+    name (`{"/scratch/me/data": "data"}`: `/scratch/me/data/x.json` -> `data/x.json`). Deeper folders are replaced
+    first; a folder is matched only as whole path components."""
+    variants: dict[str, str] = {}
+    for folder, public in folders.items():
+        if folder is None:
+            continue
+        expanded = os.path.expanduser(str(folder))
+        for variant in (os.path.abspath(expanded), os.path.realpath(expanded)):
+            if len(PurePosixPath(variant).parts) > 1:
+                variants.setdefault(variant, public)
+    for variant in sorted(variants, key=len, reverse=True):
+        public = variants[variant]
+        text = re.sub(r"(?<![\w.~-])" + re.escape(variant) + r"(?![\w.~-])", lambda _, public=public: public, text)
+    return text
+
+
+# ---- the upload-set scan ---------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One thing in an upload set that must not be published.
+
+    Attributes:
+        file: the file, relative to the scanned folder.
+        where: `byte N`, `header byte N` or `column NAME` (decoded Parquet values).
+        kind: :data:`TOKEN`, :data:`LOCAL_PATH` or :data:`USER_NAME`.
+        text: what was found, a token shortened so that the message does not leak it again.
+    """
+
+    file: str
+    where: str
+    kind: str
+    text: str
+
+    def __str__(self) -> str:
+        return f"{self.kind} in {self.file} ({self.where}): {self.text!r}"
+
+
+@dataclass(frozen=True)
+class _Needle:
+    literal: bytes  # what the byte search finds; the rule below then confirms the match
+    kind: str
+    # "exact-token"; "root" (a name must follow); "exact" (a path boundary must follow); "user" (not in a URL);
+    # "email" (a host must follow)
+    rule: str
+
+
+def known_tokens(*extra: str | None) -> list[str]:
+    """The Hugging Face tokens this process can see (environment, `huggingface_hub.get_token()`), plus `extra`
+    (`--hub_token`); each at most once, empty or placeholder-short values dropped."""
+    from huggingface_hub import get_token
+
+    values = [*extra, *(os.environ.get(name) for name in TOKEN_ENVIRONMENT), get_token()]
+    return list(dict.fromkeys(v for v in values if isinstance(v, str) and len(v) >= _MIN_SECRET_LENGTH))
+
+
+def local_folders(*extra: str | Path | None) -> list[str]:
+    """This machine's folders that must not appear in an upload: home, working directory, and `extra`, each as
+    given (absolute) and resolved."""
+    found = []
+    for folder in (Path.home(), Path.cwd(), *extra):
+        if folder is None or str(folder) == "":
+            continue
+        expanded = os.path.expanduser(str(folder))
+        found += [os.path.abspath(expanded), os.path.realpath(expanded)]
+    return list(dict.fromkeys(found))
+
+
+def _current_user() -> str | None:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no entry for this uid (some containers)
+        return None
+
+
+class _Scanner:
+    """The compiled needles of one scan: one byte regex per leading byte, an alternation of literals that share it
+    (Python's regex engine then skips to that byte at memchr speed), and a confirmation in Python for the rare
+    hits."""
+
+    def __init__(self, tokens: Iterable[str], folders: Iterable[str], user_name: str | None,
+                 row_values: bool = False) -> None:
+        needles = [_Needle(token.encode(), TOKEN, "exact-token") for token in tokens]
+        for folder in folders:
+            parts = PurePosixPath(folder).parts
+            if len(parts) > 2:
+                needles.append(_Needle(folder.encode(), LOCAL_PATH, "exact"))
+            elif len(parts) == 2 and not row_values:  # "/root", "/work": a local root when a name follows
+                needles.append(_Needle(folder.encode() + b"/", LOCAL_PATH, "root"))
+        if not row_values:
+            needles += [_Needle(f"/{root}/".encode(), LOCAL_PATH, "root") for root in LOCAL_ROOTS]
+            if user_name and len(user_name) >= 2:
+                needles += [_Needle(f"{sep}{user_name}{sep}".encode(), USER_NAME, "user") for sep in ("/", "\\")]
+                needles.append(_Needle(f"{user_name}@".encode(), USER_NAME, "email"))
+        # Longest first: a deeper local folder is reported rather than the root it lies under.
+        self.needles = sorted(dict.fromkeys(needles), key=lambda n: len(n.literal), reverse=True)
+        self.row_values = row_values
+        self.overlap = max([_MIN_OVERLAP_BYTES, *(2 * len(n.literal) for n in self.needles)])
+        by_first_byte: dict[int, list[bytes]] = {}
+        for literal in sorted({n.literal for n in self.needles}, key=len, reverse=True):
+            by_first_byte.setdefault(literal[0], []).append(literal)
+        self.searches = [re.compile(b"|".join(re.escape(literal) for literal in group))
+                         for group in by_first_byte.values()]
+
+    def scan(self, data: bytes, start: int = 0, end: int | None = None) -> list[tuple[int, str, str]]:
+        """(offset, kind, text) of every finding that starts in `data[start:end]` (`data` may run on past `end`, so a
+        match across the border is confirmed with the bytes after it)."""
+        end = len(data) if end is None else end
+        found = []
+        if not self.row_values:
+            for match in TOKEN_PATTERN.finditer(data, start):
+                if match.start() >= end:
+                    break
+                found.append((match.start(), TOKEN, _redacted(match.group())))
+            for match in _WINDOWS_USERS.finditer(data, start):
+                if match.start() >= end:
+                    break
+                drive = match.start() - 1
+                if drive >= 0 and chr(data[drive]).isalpha() and (drive == 0 or data[drive - 1] not in _NAME_BYTES):
+                    found.append((drive, LOCAL_PATH, _excerpt(data, drive)))
+        for search in self.searches:
+            # `search` from one byte past each hit, not `finditer`: needles overlap (`/home/` and `/alice/` share
+            # a slash).
+            match = search.search(data, start)
+            while match is not None and match.start() < end:
+                finding = self._confirm(data, match.start())
+                if finding is not None:
+                    found.append(finding)
+                match = search.search(data, match.start() + 1)
+        # One finding per place: a known token is also shaped like one.
+        return sorted({(offset, kind): (offset, kind, text) for offset, kind, text in reversed(found)}.values())
+
+    def _confirm(self, data: bytes, at: int) -> tuple[int, str, str] | None:
+        before = data[at - 1] if at > 0 else None
+        for needle in self.needles:
+            if not data.startswith(needle.literal, at):
+                continue
+            after_at = at + len(needle.literal)
+            after = data[after_at] if after_at < len(data) else None
+            if needle.rule == "exact-token":
+                return at, TOKEN, _redacted(needle.literal)
+            if needle.rule == "exact" and before not in _NAME_BYTES and after not in _NAME_BYTES:
+                return at, LOCAL_PATH, _excerpt(data, at)
+            if needle.rule == "root" and before not in _NAME_BYTES and after is not None and after in _NAME_BYTES:
+                return at, LOCAL_PATH, _excerpt(data, at)
+            if needle.rule == "user" and not _in_url(data, at):
+                return at, USER_NAME, _excerpt(data, _run_start(data, at))
+            if needle.rule == "email" and before not in _NAME_BYTES and after is not None and chr(after).isalnum():
+                return at, USER_NAME, _excerpt(data, at)
+        return None
+
+
+def _redacted(token: bytes) -> str:
+    text = token.decode("ascii", "replace")
+    return f"{text[:3]}...({len(text)} characters)" if text.startswith("hf_") else f"({len(text)}-character secret)"
+
+
+def _excerpt(data: bytes, at: int, limit: int = 100) -> str:
+    """The text from `at` to the end of its run (the next space, quote or bracket), at most `limit` bytes."""
+    stop = at
+    while stop < min(len(data), at + limit) and data[stop] not in _RUN_DELIMITERS and 0x20 <= data[stop] != 0x7F:
+        stop += 1
+    return data[at:stop].decode("utf-8", "replace")
+
+
+def _run_start(data: bytes, at: int, limit: int = _LOOKBACK_BYTES) -> int:
+    """Where the run (text between spaces, quotes or brackets) holding position `at` starts."""
+    start = at
+    while start > 0 and data[start - 1] not in _RUN_DELIMITERS and at - start < limit:
+        start -= 1
+    return start
+
+
+def _in_url(data: bytes, at: int) -> bool:
+    """Whether position `at` lies in a URL (`https://host/...`, not `file://`): its path components are remote."""
+    run = data[_run_start(data, at):at]
+    return b"://" in run and not run.startswith(b"file://")
+
+
+def _scan_stream(scanner: _Scanner, path: Path, start: int = 0, length: int | None = None) -> list[tuple[int, str, str]]:
+    """Every finding in `length` bytes of `path` from `start` (all to the end by default), read in chunks of
+    :data:`CHUNK_BYTES`. Each window also holds the `_LOOKBACK_BYTES` before its chunk (the byte before a match, the
+    URL a path component belongs to) and `scanner.overlap` bytes after it (the rest of a match crossing the border);
+    a finding belongs to the chunk it starts in, so each is reported once."""
+    size = path.stat().st_size
+    stop = size if length is None else min(size, start + length)
+    found = []
+    with path.open("rb") as handle:
+        position = start
+        while position < stop:
+            chunk_end = min(position + CHUNK_BYTES, stop)
+            window_start = max(position - _LOOKBACK_BYTES, 0)
+            handle.seek(window_start)
+            window = handle.read(min(chunk_end + scanner.overlap, stop) - window_start)
+            found += [(window_start + offset, kind, text) for offset, kind, text
+                      in scanner.scan(window, position - window_start, chunk_end - window_start)]
+            position = chunk_end
+    return found
+
+
+def _safetensors_header_length(path: Path) -> int | None:
+    """Bytes of the 8-byte length prefix plus the JSON header of a safetensors file; None when it is not one."""
+    with path.open("rb") as handle:
+        prefix = handle.read(8)
+    if len(prefix) < 8:
+        return None
+    length = int.from_bytes(prefix, "little")
+    return 8 + length if 8 + length <= path.stat().st_size else None
+
+
+def _string_values(array) -> Iterable[tuple[str, bytes]]:
+    """(field path, newline-joined values) of every string array inside an Arrow array (structs and lists
+    followed)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    kind = array.type
+    if pa.types.is_struct(kind):
+        for index in range(kind.num_fields):
+            for name, values in _string_values(array.field(index)):
+                yield f"{kind.field(index).name}.{name}" if name else kind.field(index).name, values
+    elif pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+        yield from _string_values(array.flatten())
+    elif pa.types.is_dictionary(kind):
+        yield from _string_values(array.dictionary)
+    elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
+        values = pc.drop_null(array)
+        if len(values):
+            joined = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, len(values)], pa.int32()),
+                                                             values.cast(pa.string())), "\n")
+            yield "", joined[0].as_py().encode("utf-8")
+
+
+def _scan_parquet(file_scanner: _Scanner, row_scanner: _Scanner, path: Path) -> list[tuple[str, str, str]]:
+    """The key-value metadata and column names of a Parquet file with every rule; the decoded values of its string
+    columns with the row rules (their min/max statistics in the footer are row values too, so the footer bytes are
+    not scanned raw)."""
+    import pyarrow.parquet as pq
+
+    parquet = pq.ParquetFile(path)
+    found = []
+    for key, value in (parquet.metadata.metadata or {}).items():
+        found += [(f"metadata {key.decode('utf-8', 'replace')}", kind, text)
+                  for _, kind, text in file_scanner.scan(key + b"\n" + value)]
+    found += [("column names", kind, text)
+              for _, kind, text in file_scanner.scan("\n".join(parquet.schema_arrow.names).encode("utf-8"))]
+    for batch in parquet.iter_batches(batch_size=4096):
+        for name, column in zip(batch.schema.names, batch.columns):
+            for field_path, values in _string_values(column):
+                column_name = f"{name}.{field_path}" if field_path else name
+                found += [(f"column {column_name}", kind, text) for _, kind, text in row_scanner.scan(values)]
+    return list(dict.fromkeys(found))
+
+
+def scan_upload_set(folder: str | Path, files: Sequence[str], *, tokens: Iterable[str | None] = (),
+                    folders: Iterable[str | Path | None] = (), user_name: str | None = None) -> list[Finding]:
+    """Every token, absolute local path and user name in `files` (relative to `folder`), as the module docstring
+    describes. Returns the findings, file by file in the order of `files`; an empty list means the set may go up.
+
+    Args:
+        tokens: secrets to look for on top of :func:`known_tokens` (`--hub_token`).
+        folders: local folders to look for on top of home and the working directory (`output_dir`, data roots).
+        user_name: the user name to look for; default `getpass.getuser()`.
+    """
+    folder = Path(folder)
+    secrets = known_tokens(*tokens)
+    paths = local_folders(*folders)
+    user = _current_user() if user_name is None else user_name
+    file_scanner = _Scanner(secrets, paths, user)
+    row_scanner = _Scanner(secrets, paths, user, row_values=True)
+    findings = []
+    for name in files:
+        path = folder / name
+        if name.endswith(".parquet"):
+            hits = _scan_parquet(file_scanner, row_scanner, path)
+        elif name.endswith(".safetensors") and (header := _safetensors_header_length(path)) is not None:
+            hits = [(f"header byte {offset}", kind, text)
+                    for offset, kind, text in _scan_stream(file_scanner, path, 0, header)]
+        else:
+            hits = [(f"byte {offset}", kind, text) for offset, kind, text in _scan_stream(file_scanner, path)]
+        findings += [Finding(name, where, kind, text) for where, kind, text in hits]
+    return findings
+
+
+def check_upload_set(folder: str | Path, files: Sequence[str], *, tokens: Iterable[str | None] = (),
+                     folders: Iterable[str | Path | None] = (), user_name: str | None = None) -> None:
+    """:func:`scan_upload_set`, raising :class:`UploadLeakError` (one line: the first finding, then how many more
+    and in which files) when it finds anything."""
+    findings = scan_upload_set(folder, files, tokens=tokens, folders=folders, user_name=user_name)
+    if not findings:
+        return
+    others = sorted({finding.file for finding in findings[1:]})
+    more = f"; {len(findings) - 1} more finding(s) in {', '.join(others)}" if len(findings) > 1 else ""
+    raise UploadLeakError(f"refusing to publish {folder}: {findings[0]}{more}; remove it from the file or keep the "
+                          "file out of the upload (nothing was uploaded)", findings)
+
+
+def push_files(folder: str | Path, files: Sequence[str], repo_id: str, *, repo_type: str, commit_message: str,
+               token: str | None = None, private: bool | None = None, revision: str | None = None,
+               delete_patterns: Sequence[str] = (), folders: Iterable[str | Path | None] = ()) -> CommitInfo:
+    """Upload exactly `files` of `folder` (relative paths, kept as paths in the repository) to `repo_id` in one
+    commit, after :func:`check_upload_set`; the repository is created when missing (`private` applies then).
+
+    `delete_patterns`: remote files matching these that the commit does not rewrite are deleted in the same commit
+    (the shards of an earlier, larger push)."""
+    from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
+    from huggingface_hub.utils import filter_repo_objects
+
+    check_upload_set(folder, files, tokens=[token], folders=folders)
+    api = HfApi()
+    repo = api.create_repo(repo_id, token=token, private=private, repo_type=repo_type, exist_ok=True)
+    operations: list = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(Path(folder) / name))
+                        for name in files]
+    if delete_patterns:
+        remote = api.list_repo_files(repo.repo_id, repo_type=repo_type, revision=revision, token=token)
+        stale = [name for name in filter_repo_objects(remote, allow_patterns=list(delete_patterns))
+                 if name not in set(files)]
+        operations = [CommitOperationDelete(path_in_repo=name) for name in stale] + operations
+    return api.create_commit(repo.repo_id, operations, commit_message=commit_message, token=token,
+                             repo_type=repo_type, revision=revision)
+
+
+__all__ = [
+    "CHUNK_BYTES",
+    "LOCAL_PATH",
+    "LOCAL_ROOTS",
+    "PUBLISH_MARKER",
+    "TOKEN",
+    "TOKEN_ENVIRONMENT",
+    "TOKEN_PATTERN",
+    "USER_NAME",
+    "Finding",
+    "PublishError",
+    "PublishFolderError",
+    "UploadLeakError",
+    "check_publish_folder",
+    "check_upload_set",
+    "copy_file",
+    "known_tokens",
+    "local_folders",
+    "prepare_publish_folder",
+    "push_files",
+    "relative_text",
+    "scan_upload_set",
+]

@@ -1,0 +1,44 @@
+"""`python -m trainer.train` with one fault injected from the environment, for runs started by a real launcher
+(tests/faults/test_faults_launchers.py runs it under torchrun, as a cluster job would):
+
+    torchrun --nproc_per_node 2 tests/faults/fault_driver.py CONFIG.yaml [--key=value ...]
+
+CROC_FAULT is one of
+* `sigterm-launcher:STEP`: during optimiser step STEP, process 0 sends SIGTERM to its launcher (torchrun), as Slurm
+  or Kubernetes do before a preemption; the launcher forwards it to every worker;
+* `nan-loss:RANK:STEP`: the loss of process RANK becomes NaN in step STEP (the other processes' stays finite).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from trainer import croc_trainer
+from trainer import train as train_module
+
+
+def _install(fault: str) -> None:
+    kind, *where = fault.split(":")
+    compute_loss = croc_trainer.CrocTrainer.compute_loss
+    rank = int(os.environ.get("RANK", "0"))
+
+    def faulty(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        step = self.state.global_step + 1
+        result = compute_loss(self, model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+        if kind == "sigterm-launcher" and rank == 0 and step == int(where[0]) and not getattr(self, "_sent", False):
+            self._sent = True
+            os.kill(os.getppid(), signal.SIGTERM)
+        if kind == "nan-loss" and rank == int(where[0]) and step == int(where[1]):
+            loss, outputs = result if return_outputs else (result, None)
+            loss = loss * float("nan")
+            result = (loss, outputs) if return_outputs else loss
+        return result
+
+    croc_trainer.CrocTrainer.compute_loss = faulty
+
+
+if __name__ == "__main__":
+    if os.environ.get("CROC_FAULT"):
+        _install(os.environ["CROC_FAULT"])
+    train_module.cli()

@@ -1,0 +1,71 @@
+"""Shared by the fault tests of whole runs (divergence, preemption, output folders, long rows): a small data folder,
+the argv of a tiny run, the CLI's one-line exit, and reading a run's curve and weights. The module name is unique on
+purpose: the test tree has no __init__.py files."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from fault_cases import image_row, text_row, write_good_image
+from safetensors.torch import load_file
+
+from trainer import train as train_module
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = REPO / "trainer" / "configs" / "cpu_tiny"
+COLOURS = [(220, 40, 40), (40, 160, 60), (40, 80, 220), (240, 200, 30), (140, 60, 180), (245, 135, 30)]
+
+
+def write_small_folder(root: Path) -> Path:
+    """Six image rows and two text rows; returns the LLaVA file."""
+    rows = []
+    for i, colour in enumerate(COLOURS):
+        write_good_image(root / "images" / f"{i}.png", colour)
+        rows.append(image_row(f"img-{i}", f"images/{i}.png", f"A shape of colour {i}."))
+    rows += [text_row(f"text-{i}", f"{4 + i}.") for i in range(2)]
+    path = root / "rows.json"
+    path.write_text(json.dumps(rows), encoding="utf-8")
+    return path
+
+
+def run_argv(config: str, out: Path, model: Path, data: Path, *extra: str) -> list[str]:
+    """`python -m trainer.train trainer/configs/cpu_tiny/<config>` on the tiny model: 4 rows a step, 2 per micro-batch."""
+    return [str(CONFIGS / config), f"--output_dir={out}", f"--model.name_or_path={model}", f"--data.path={data}",
+            "--disable_tqdm=true", "--per_device_train_batch_size=2", "--global_batch_size=4", *extra]
+
+
+def cli_exit(argv: list[str], monkeypatch, capsys) -> tuple[int, str]:
+    """(exit status, the one line it ends with) of `python -m trainer.train ARGV` when it stops: the SystemExit
+    message for configuration and data errors, the last line on stderr for a stopped run."""
+    monkeypatch.setattr(sys, "argv", ["trainer.train", *argv])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as stop:
+        train_module.cli()
+    code = stop.value.code
+    if isinstance(code, str):  # sys.exit(message): status 1, the message on stderr
+        status, message = 1, code
+    else:
+        lines = capsys.readouterr().err.strip().splitlines()
+        status, message = int(code or 0), (lines[-1] if lines else "")
+    assert "Traceback" not in message, message
+    return status, message
+
+
+def curve(folder: Path) -> dict[int, dict]:
+    """step -> the training log entry of that step, from a run or checkpoint folder's trainer_state.json."""
+    history = json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))["log_history"]
+    return {entry["step"]: entry for entry in history if "loss" in entry}
+
+
+def weights(folder: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(folder / "model.safetensors"))
+
+
+def assert_same_weights(left: dict[str, torch.Tensor], right: dict[str, torch.Tensor]) -> None:
+    assert set(left) == set(right)
+    for name, tensor in left.items():
+        assert torch.equal(tensor, right[name]), name

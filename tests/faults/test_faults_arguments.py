@@ -1,0 +1,393 @@
+"""Issue 20, item 8: every mistake in an ordinary training argument ends `python -m trainer.train` with one line,
+`configuration error: ...`, exit status 1, before the training rows or the model are read and before anything is
+written into output_dir. Each case below used to pass these checks and fail later: with a traceback before the load,
+after the model had loaded (in its first step, or only at the end of the run), or never (the run trained with a
+value that silently meant something else).
+
+The `model_max_length` bound is checked against what the training dataset keeps, and the meta-device model the LoRA
+targets are matched on against the real model."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import sys
+from pathlib import Path
+
+import huggingface_hub.constants
+import pytest
+from fault_cases import image_row, write_good_image
+
+from data_recipes import DataError
+from modeling_croc import CrocForConditionalGeneration
+from modeling_croc.loading import load_processor, read_croc_config
+from trainer import train as train_module
+from trainer import validation
+from trainer.argument_checks import build_on_meta
+from trainer.cli import ConfigError
+from trainer.data import CrocSupervisedDataset
+from trainer.resolve import resolve_config
+from trainer.training_args import CrocTrainingArguments
+
+REPO = Path(__file__).resolve().parents[2]
+CONFIGS = REPO / "trainer" / "configs"
+STAGE2 = CONFIGS / "cpu_tiny" / "stage2.yaml"
+STAGE1_5 = CONFIGS / "cpu_tiny" / "stage1_5.yaml"
+ZERO3 = CONFIGS / "deepspeed" / "zero3.json"
+# The tiny model's 56-px images in 14-px patches, the CLS token dropped: (56 // 14) ** 2 image tokens.
+TINY_IMAGE_TOKENS = (56 // 14) ** 2
+
+needs_deepspeed = pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="DeepSpeed is not installed")
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("argument_data")
+    for i in range(2):
+        write_good_image(root / "images" / f"{i}.png", (90 * i, 60, 200))
+    (root / "rows.json").write_text(json.dumps([image_row(str(i), f"images/{i}.png") for i in range(2)]))
+    return root / "rows.json"
+
+
+@pytest.fixture
+def nothing_loaded(monkeypatch, no_model_load):
+    """Neither the model nor the training rows may be read before a configuration error."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the training rows were read before the configuration error")
+
+    monkeypatch.setattr(train_module, "load_training_rows", refuse)
+
+
+@pytest.fixture(autouse=True)
+def forget_deepspeed_config():
+    """TrainingArguments with a ZeRO-3 config registers it process-wide (transformers' `is_deepspeed_zero3_enabled`);
+    no other test may see it."""
+    yield
+    from transformers.integrations.deepspeed import unset_hf_deepspeed_config
+
+    unset_hf_deepspeed_config()
+
+
+def _cli_error(argv: list[str], monkeypatch) -> str:
+    """What `python -m trainer.train ARGV` prints when it stops: the SystemExit message of `cli()`."""
+    monkeypatch.setattr(sys, "argv", ["trainer.train", *argv])
+    with pytest.raises(SystemExit) as stop:
+        train_module.cli()
+    message = stop.value.code
+    assert isinstance(message, str), message  # sys.exit(text) prints the text and exits with status 1
+    assert "\n" not in message and "Traceback" not in message, message
+    return message
+
+
+def _argv(config: Path, out: Path, model: Path, data: Path, *overrides: str) -> list[str]:
+    return [str(config), f"--output_dir={out}", f"--model.name_or_path={model}", f"--data.path={data}", *overrides]
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+# What each case did before these checks, as its comment: "traceback" (before the load), "at load" (the model load
+# itself failed), "after load" (a later step failed, the model loaded), "accepted" (the run went on with it).
+CASES = [
+    # ---- batches and data loading ----
+    pytest.param(["--per_device_train_batch_size=0", "--global_batch_size=null"],
+                 "per_device_train_batch_size must be >= 1, got 0", id="per-device batch 0"),  # after load (sampler)
+    pytest.param(["--per_device_train_batch_size=0"], "per_device_train_batch_size must be >= 1, got 0",
+                 id="per-device batch 0 with global batch"),  # traceback (ZeroDivisionError)
+    pytest.param(["--per_device_train_batch_size=-1", "--global_batch_size=null"],
+                 "per_device_train_batch_size must be >= 1, got -1", id="per-device batch -1"),  # after load
+    pytest.param(["--per_device_train_batch_size=[1, 2]", "--global_batch_size=null"],
+                 r"per_device_train_batch_size must be an integer, got \[1, 2\]", id="list where a number goes"),
+    # ^ after load (TypeError in the sampler)
+    pytest.param(["--per_device_train_batch_size=true", "--global_batch_size=null"],
+                 "per_device_train_batch_size must be an integer, got True", id="true as a batch size"),  # accepted
+    pytest.param(["--global_batch_size=null", "--gradient_accumulation_steps=0"],
+                 "gradient_accumulation_steps must be >= 1", id="accumulation 0"),  # accepted (silently 1)
+    pytest.param(["--global_batch_size=-4"], "global_batch_size must be >= 1", id="global batch -4"),  # after load
+    pytest.param(["--dataloader_num_workers=-1"], "dataloader_num_workers must be >= 0 .*got -1", id="workers -1"),
+    # ^ after load (DataLoader)
+    pytest.param(["--dataloader_num_workers=2", "--dataloader_prefetch_factor=0"],
+                 "dataloader_prefetch_factor must be >= 1", id="prefetch 0"),  # after load (DataLoader)
+    pytest.param(["--dataloader_persistent_workers=true"],
+                 "dataloader_persistent_workers=True needs worker processes", id="persistent without workers"),
+    # ^ after load
+    pytest.param(["--dataloader_num_workers=1", "--dataloader_multiprocessing_context=forkx"],
+                 "dataloader_multiprocessing_context must be one of fork, spawn, forkserver, got 'forkx'",
+                 id="unknown start method"),  # after load
+    # ---- the length of the run ----
+    pytest.param(["--seed=-1"], r"seed must be in \[0, 2\*\*32 - 1\] .*got -1", id="seed -1"),  # traceback (numpy)
+    pytest.param([f"--seed={2**40}"], f"got {2**40}", id="seed 2**40"),  # traceback (numpy)
+    pytest.param(["--seed=1.5"], "seed must be an integer, got 1.5", id="seed 1.5"),  # traceback (numpy)
+    pytest.param(["--max_steps=-1", "--num_train_epochs=0"], "num_train_epochs must be a finite number > 0",
+                 id="zero epochs"),  # accepted (trains nothing, saves the model)
+    pytest.param(["--max_steps=0"], "max_steps must be a positive number of optimiser steps, or -1", id="max_steps 0"),
+    # ^ accepted (trained the epochs instead)
+    pytest.param(["--max_steps=1.5"], "max_steps must be an integer, got 1.5", id="max_steps 1.5"),  # after load
+    pytest.param(["--max_steps=-1", "--num_train_epochs=[1]"], r"num_train_epochs must be a number, got \[1\]",
+                 id="epochs as a list"),  # after load
+    # ---- logging, saving, warm-up, schedule ----
+    pytest.param(["--save_strategy=steps", "--save_steps=0"], "save_steps must be > 0 with save_strategy=steps",
+                 id="save_steps 0"),  # accepted
+    pytest.param(["--logging_steps=-1"], "logging_steps must be > 0 with logging_strategy=steps", id="logging -1"),
+    # ^ accepted
+    pytest.param(["--warmup_steps=1.5"], "warmup_steps must be a ratio of the run in .* got 1.5", id="warmup 1.5"),
+    # ^ accepted (one step)
+    pytest.param(["--warmup_steps=.nan"], "warmup_steps must be .* got nan", id="warmup nan"),  # after load
+    pytest.param(["--save_strategy=steps", "--save_steps=1", "--save_total_limit=0"],
+                 "save_total_limit must be >= 1 .*unset to keep every checkpoint", id="save_total_limit 0"),
+    # ^ accepted (kept every checkpoint)
+    pytest.param(["--lr_scheduler_kwargs={foo: 1}"],
+                 "lr_scheduler_type=cosine with lr_scheduler_kwargs=.*unexpected keyword argument 'foo'",
+                 id="unknown schedule keyword"),  # after load
+    pytest.param(["--lr_scheduler_kwargs=3"], "lr_scheduler_kwargs must be a mapping", id="schedule kwargs 3"),
+    # ^ after load
+    pytest.param(["--lr_scheduler_type=cosine_with_min_lr"], "One of min_lr or min_lr_rate should be set",
+                 id="min-lr schedule without its rate"),  # after load
+    # ---- the optimiser ----
+    pytest.param(["--optim=adamw_bnb_8bit"], "optim=adamw_bnb_8bit: .*bitsandbytes", id="8-bit AdamW without bnb"),
+    # ^ after load
+    pytest.param(["--adam_epsilon=0"], "adam_epsilon must be a finite number > 0 .*got 0.0", id="epsilon 0"),
+    # ^ accepted (NaN parameters)
+    pytest.param(["--adam_epsilon=-1e-8"], "adam_epsilon must be .*got -1e-08", id="epsilon negative"),  # after load
+    pytest.param(["--adam_epsilon=.inf"], "adam_epsilon must be .*got inf", id="epsilon inf"),  # accepted
+    pytest.param(["--weight_decay=-0.1"], "weight_decay must be a finite number >= 0, got -0.1", id="decay negative"),
+    # ^ accepted
+    pytest.param(["--max_grad_norm=-1"], "max_grad_norm must be >= 0 .*got -1.0", id="clipping negative"),  # accepted
+    pytest.param(["--label_smoothing_factor=0.1"], "label_smoothing_factor=0.1: .*would replace the Croc model's",
+                 id="label smoothing"),  # accepted (the loss without its VTR term, on unshifted labels)
+    pytest.param(["--neftune_noise_alpha=-1"], "neftune_noise_alpha must be > 0", id="neftune negative"),
+    # ^ after load
+    pytest.param(["--optim=galore_adamw"], "optim=galore_adamw: GaLore, APOLLO and LOMO", id="GaLore"),  # after load
+    pytest.param(["--optim=sgd", "--optim_args=momentum=abc"], "optim=sgd: could not convert string to float",
+                 id="optim_args not a number"),  # after load
+    pytest.param(["--optim=adamw_torch", "--optim_args=momentum"], "optim=adamw_torch: not enough values to unpack",
+                 id="optim_args not key=value"),  # after load
+    # ---- evaluation, which trainer.train never runs ----
+    pytest.param(["--eval_strategy=steps", "--eval_steps=1"], "eval_strategy=steps: trainer.train has no evaluation",
+                 id="eval without eval data"),  # after load
+    pytest.param(["--eval_on_start=true"], "eval_on_start=true: trainer.train has no evaluation", id="eval on start"),
+    # ^ after load
+    pytest.param(["--load_best_model_at_end=true"], "load_best_model_at_end=true picks a checkpoint by its evaluation",
+                 id="load best without eval"),  # accepted
+    pytest.param(["--save_strategy=best"], "save_strategy=best saves on the best evaluation", id="save best"),
+    # ^ after load
+    # ---- names and types ----
+    pytest.param(["--log_level=loud"], "log_level must be one of .*passive, got 'loud'", id="log level"),
+    # ^ traceback (KeyError)
+    pytest.param(["--trainable_parts=projector"], "trainable_parts must be a list of strings or null, got 'projector'",
+                 id="trainable_parts as a string"),  # one line, but "unknown groups ['c', 'e', 'j', ...]"
+    pytest.param(["--trainable_parts=[]"], "trainable_parts is empty", id="no trainable parts"),  # after load
+    pytest.param(["--hub_datasets=liuhaotian/LLaVA-Pretrain"], "hub_datasets must be a list of strings",
+                 id="hub_datasets as a string"),  # accepted (one dataset per character in the card)
+    pytest.param(["--include_num_input_tokens_seen=maybe"], "include_num_input_tokens_seen must be true, false",
+                 id="token count mode"),  # accepted
+    pytest.param(["--ddp_backend=gloo"], "ddp_backend=gloo sets the process group .* no launcher started",
+                 id="ddp_backend without a launcher"),  # one line, but "Default process group has not been ..."
+    pytest.param(["--ddp_timeout=0"], "ddp_timeout must be > 0 seconds", id="ddp timeout 0"),  # accepted
+    pytest.param(["--fsdp=true"], "fsdp shards the model over processes, but this run has one",
+                 id="FSDP in one process"),  # after load
+    pytest.param(["--torch_compile=true", "--torch_compile_backend=nope"],
+                 "torch_compile_backend='nope' is not a backend accelerate knows", id="compile backend"),  # after load
+    pytest.param(["--torch_compile=true", "--torch_compile_mode=fastest"], "torch_compile_mode: Unrecognized "
+                 "mode=fastest", id="compile mode"),  # after load
+    pytest.param(["--activation_checkpointing=true", "--activation_checkpointing_kwargs={foo: 1}"],
+                 r"activation_checkpointing_kwargs: unknown keys \['foo'\]", id="checkpointing keyword"),  # after load
+    # ---- the model section ----
+    pytest.param(["--model.use_peft=true", "--model.lora_r=0"], "model.lora_r must be >= 1", id="LoRA rank 0"),
+    # ^ after load (PEFT)
+    pytest.param(["--model.use_peft=true", "--model.lora_r=1.5"], "model.lora_r must be an integer, got 1.5",
+                 id="LoRA rank 1.5"),  # after load
+    pytest.param(["--model.use_peft=true", "--model.lora_alpha=0"], "model.lora_alpha must be > 0",
+                 id="LoRA alpha 0"),  # accepted (adapters scaled by 0)
+    pytest.param(["--model.use_peft=true", "--model.lora_dropout=1.0"], r"model.lora_dropout must be in \[0, 1\)",
+                 id="LoRA dropout 1"),  # accepted (every adapter input zeroed)
+    pytest.param(["--model.use_peft=true", "--model.lora_target_modules=[qq_proj]"],
+                 "'qq_proj' names no module of the language model \\(did you mean q_proj\\?\\)",
+                 id="LoRA target matching nothing"),  # after load (PEFT)
+    pytest.param(["--model.use_peft=true", "--model.lora_target_modules=[q_proj, v_prj]"],
+                 "'v_prj' names no module .*did you mean v_proj", id="one LoRA target misspelt"),
+    # ^ accepted (v_proj silently without adapters)
+    pytest.param(["--model.use_peft=true", "--model.lora_target_modules=[self_attn]"],
+                 r"'self_attn' matches model.language_model.layers.0.self_attn \(LlamaAttention\), which LoRA cannot",
+                 id="LoRA target not a projection"),  # after load (PEFT)
+    pytest.param(["--model.use_peft=true", "--model.lora_target_modules=q_proj"],
+                 "model.lora_target_modules must be a list of strings, got 'q_proj'", id="LoRA targets as a string"),
+    # ^ after load (PEFT matched single letters)
+    pytest.param(["--model.use_peft=true", "--model.lora_target_modules=[]"],
+                 "model.lora_target_modules must name the language model's projections", id="no LoRA targets"),
+    # ^ after load
+    pytest.param(["--model.attn_implementation=sdpaa"], "model.attn_implementation='sdpaa' is not an attention "
+                 "backend \\(did you mean sdpa\\?\\)", id="attention misspelt"),  # at load
+    pytest.param(["--model.attn_implementation=flash_attention_2"],
+                 "flash_attention_2 needs a CUDA GPU, but use_cpu=true", id="FlashAttention on the CPU"),  # at load
+    pytest.param(["--model.attn_implementation=flex_attention"], "flex_attention cannot train on the CPU",
+                 id="FlexAttention on the CPU"),  # after load (first backward)
+    pytest.param(["--model_max_length=17"], f"model_max_length=17 cannot hold a sample with an image: "
+                 f"{TINY_IMAGE_TOKENS} image tokens \\+ \\d+ tokens of the vicuna_v1 template's prompt",
+                 id="model_max_length below the image"),  # after load (first batch empty)
+    pytest.param(["--model.base_models=lmsys/vicuna-7b-v1.5"], "model.base_models must be a list of strings",
+                 id="base_models as a string"),  # accepted
+    # ---- reporting, Hub, kernels ----
+    pytest.param(["--report_to=unknown"], "report_to='unknown' is not an integration transformers has",
+                 id="unknown report_to"),  # after load
+    pytest.param(["--push_to_hub=true", "--hub_model_id=me/croc"], "push_to_hub=true but the Hub is offline",
+                 id="push offline"),  # after load (creating the repository)
+    pytest.param(["--hub_eval_results=[{tmp}/missing_results.json]"], "hub_eval_results: .*missing_results.json does "
+                 "not exist", id="missing eval results"),  # after training (the model card)
+    pytest.param(["--use_liger_kernel=true"], "use_liger_kernel=true but liger-kernel is not installed",
+                 id="Liger without its package"),  # after load
+    # ---- DeepSpeed ----
+    pytest.param(["--deepspeed={tmp}/cut.json"], r"deepspeed config .*cut.json:2:1: not valid JSON",
+                 id="DeepSpeed config not JSON", marks=needs_deepspeed),  # one line, naming neither file nor line
+    pytest.param(["--deepspeed={tmp}/own_optimizer.json"], "its optimizer section would replace the Croc trainer's",
+                 id="DeepSpeed optimizer section", marks=needs_deepspeed),  # after load: one rate for every part
+    pytest.param(["--deepspeed={tmp}/micro_batch_3.json"], "contradicts the training arguments: ds "
+                 "train_micro_batch_size_per_gpu=3 vs hf per_device_train_batch_size=4", id="DeepSpeed batch",
+                 marks=needs_deepspeed),  # after load
+    pytest.param(["--deepspeed={train_micro_batch_size_per_gpu: 3, zero_optimization: {stage: 2}}"],
+                 "the inline deepspeed config contradicts .*train_micro_batch_size_per_gpu=3",
+                 id="inline DeepSpeed batch", marks=needs_deepspeed),  # after load
+]
+
+# Files some cases point to, written into the test's folder.
+FILES = {
+    "cut.json": '{"train_micro_batch_size_per_gpu":\n',
+    "own_optimizer.json": json.dumps({"optimizer": {"type": "AdamW", "params": {"lr": "auto"}},
+                                      "zero_optimization": {"stage": 2}}),
+    "micro_batch_3.json": json.dumps({"train_micro_batch_size_per_gpu": 3, "zero_optimization": {"stage": 2}}),
+}
+
+
+@pytest.mark.parametrize("overrides, words", CASES)
+def test_broken_argument_is_one_line_before_anything_loads(overrides, words, tmp_path, tiny_model, small_data,
+                                                          monkeypatch, nothing_loaded):
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # as the tests run: no network
+    for name, text in FILES.items():
+        _write(tmp_path / name, text)
+    out = tmp_path / "out"
+    overrides = [override.replace("{tmp}", str(tmp_path)) for override in overrides]
+    message = _cli_error(_argv(STAGE2, out, tiny_model, small_data, *overrides), monkeypatch)
+    assert message.startswith("configuration error: ") and re.search(words, message), message
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("case", ["flash without its package", "fused AdamW unsupported here"])
+def test_what_this_machine_lacks_is_one_line_before_anything_loads(case, tmp_path, tiny_model, small_data,
+                                                                  monkeypatch, nothing_loaded):
+    """Checks against the machine, on a stand-in machine: a CUDA GPU without flash-attn (the load used to fail on
+    the import), and a PyTorch without fused AdamW kernels for the CPU (the first optimiser step used to fail)."""
+    if case == "flash without its package":
+        if validation.flash_attention_installed("flash_attention_2"):
+            pytest.skip("flash-attn or kernels is installed here")
+        monkeypatch.setattr(validation, "gpu_available", lambda: True)
+        overrides, words = ["--use_cpu=false", "--model.attn_implementation=flash_attention_2"], \
+            "flash_attention_2 but neither flash-attn nor kernels is installed"
+    else:
+        from torch.optim import optimizer as optimizer_module
+
+        monkeypatch.setattr(optimizer_module, "_get_fused_kernels_supported_devices", lambda: ["cuda"])
+        overrides, words = ["--optim=adamw_torch_fused"], "adamw_torch_fused: this PyTorch has no fused AdamW for cpu"
+    out = tmp_path / "out"
+    message = _cli_error(_argv(STAGE2, out, tiny_model, small_data, *overrides), monkeypatch)
+    assert message.startswith("configuration error: ") and words in message, message
+    assert not out.exists()
+
+
+@needs_deepspeed
+def test_a_new_pool_size_under_zero3_is_one_line_before_anything_loads(tmp_path, tiny_model, small_data, monkeypatch,
+                                                                       nothing_loaded):
+    """ZeRO-3 builds the model partitioned, where `ignore_mismatched_sizes` does not apply: a pool size other than
+    the saved one used to fail inside `from_pretrained` ("size mismatch for model.prompt_pool.weight: copying a param
+    with shape [64, 32] ... [32, 32]", seen under `torchrun --nproc_per_node 1` on the CPU). The saved size passes."""
+    out = tmp_path / "out"
+    argv = _argv(STAGE1_5, out, tiny_model, small_data, f"--deepspeed={ZERO3}")
+    assert read_croc_config(tiny_model).prompt_pool_size == 64  # what save_tiny_croc writes
+    message = _cli_error([*argv, "--croc_overrides={prompt_pool_size: 32}"], monkeypatch)
+    assert message.startswith("configuration error: croc_overrides prompt_pool_size=32 differs from the 64 saved in ")
+    assert "keep prompt_pool_size=64" in message and not out.exists()
+    assert resolve_config(argv).training.hf_deepspeed_config.is_zero3()
+
+
+VALID = [
+    pytest.param([], id="the cpu_tiny config"),
+    pytest.param(["--model.use_peft=true"], id="LoRA on every default projection"),
+    pytest.param(["--model.use_peft=true", "--model.lora_target_modules=[q_proj, v_proj]", "--model.lora_alpha=16",
+                  "--model.lora_dropout=0"], id="LoRA on two projections"),
+    pytest.param(["--max_steps=-1", "--num_train_epochs=0.5"], id="half an epoch"),
+    pytest.param(["--warmup_steps=0.5", "--save_strategy=steps", "--save_steps=0.5", "--save_total_limit=1"],
+                 id="ratios of the run"),
+    pytest.param(["--warmup_steps=2"], id="warm-up steps"),
+    pytest.param(["--lr_scheduler_type=cosine_with_min_lr", "--lr_scheduler_kwargs={min_lr_rate: 0.1}"],
+                 id="min-lr schedule"),
+    pytest.param(["--optim=adamw_torch_fused"], id="fused AdamW"),
+    pytest.param(["--optim=sgd", "--optim_args=momentum=0.9", "--max_grad_norm=0"], id="SGD without clipping"),
+    pytest.param(["--activation_checkpointing=true",
+                  "--activation_checkpointing_kwargs={use_reentrant: false, every_n_layers: 1}"],
+                 id="activation checkpointing"),
+    pytest.param(["--resume_from_checkpoint=false", "--seed=4294967295", "--report_to=none"], id="edge values"),
+    pytest.param(["--model.attn_implementation=eager", "--include_num_input_tokens_seen=non_padding"], id="eager"),
+]
+
+
+@pytest.mark.parametrize("overrides", VALID)
+def test_valid_arguments_pass_every_check(overrides, tmp_path, tiny_model, small_data):
+    resolved = resolve_config(_argv(STAGE2, tmp_path / "out", tiny_model, small_data, *overrides))
+    assert resolved.stage.name == "2" and not (tmp_path / "out").exists()
+
+
+def test_model_max_length_bound_is_where_the_dataset_starts_keeping_image_rows(tmp_path, tiny_model, small_data,
+                                                                               monkeypatch):
+    """The shortest `model_max_length` the check accepts is exactly the one at which the training dataset keeps a
+    row with an image, an empty question and an answer (one answer token kept), and one less drops it."""
+    message = _cli_error(_argv(STAGE2, tmp_path / "out", tiny_model, small_data, "--model_max_length=17"),
+                         monkeypatch)
+    shortest = int(re.search(r"at least (\d+)$", message)[1])
+    image_tokens, prompt_tokens = map(int, re.search(r"(\d+) image tokens \+ (\d+) tokens", message).groups())
+    assert image_tokens == TINY_IMAGE_TOKENS and shortest == image_tokens + prompt_tokens + 1
+
+    row = {"id": "a", "image": "images/0.png",
+           "conversations": [{"from": "human", "value": "<image>"}, {"from": "gpt", "value": "A red square."}]}
+    processor = load_processor(tiny_model)
+
+    def sample(model_max_length: int):
+        """The row's training sample, or None when the dataset cannot use the row at this length."""
+        try:
+            return CrocSupervisedDataset([row], processor, "vicuna_v1", small_data.parent, model_max_length)[0]
+        except DataError:  # the dataset looked for a usable row to stand in for it, and found none
+            return None
+
+    kept = sample(shortest)
+    assert kept is not None and len(kept["input_ids"]) == shortest
+    assert int((kept["labels"] != -100).sum()) == 1 and int((kept["input_ids"] == 32000).sum()) == image_tokens
+    assert sample(shortest - 1) is None
+
+    argv = _argv(STAGE2, tmp_path / "out", tiny_model, small_data)
+    assert resolve_config([*argv, f"--model_max_length={shortest}"]).training.model_max_length == shortest
+    with pytest.raises(ConfigError, match=f"model_max_length={shortest - 1} cannot hold"):
+        resolve_config([*argv, f"--model_max_length={shortest - 1}"])
+
+
+def test_meta_model_has_the_real_models_modules_and_shapes(tiny_model):
+    """The LoRA targets are matched on a model built on the meta device, with no weight read: it has exactly the
+    loaded model's parameter names and shapes, and nothing in memory."""
+    config = read_croc_config(tiny_model, croc_fields={"croc_preset": "paper", "croc_pretraining": False})
+    meta = build_on_meta(config, "sdpa")
+    real = CrocForConditionalGeneration.from_pretrained(tiny_model)
+    assert {name: tuple(p.shape) for name, p in meta.named_parameters()} == \
+        {name: tuple(p.shape) for name, p in real.named_parameters()}
+    assert {p.device.type for p in meta.parameters()} == {"meta"}
+    assert [name for name, _ in meta.named_modules()] == [name for name, _ in real.named_modules()]
+
+
+def test_arguments_built_in_python_are_checked_too():
+    """`CrocTrainingArguments` runs the same value checks when built from Python (the demo, notebooks), before its
+    own resolution divides by the batch size."""
+    with pytest.raises(ConfigError, match="per_device_train_batch_size must be >= 1, got 0"):
+        CrocTrainingArguments(output_dir="unused", stage="2", use_cpu=True, report_to="none",
+                              per_device_train_batch_size=0, global_batch_size=8)
+    with pytest.raises(ConfigError, match="adam_epsilon must be a finite number > 0"):
+        CrocTrainingArguments(output_dir="unused", stage="2", use_cpu=True, report_to="none", adam_epsilon=0.0)

@@ -1,0 +1,132 @@
+"""Issue 20, divergence: a non-finite loss, gradient norm or weight stops the run at its step with one line naming the
+step and the newest checkpoint; nothing non-finite is ever applied or saved; `max_nonfinite_steps` skips such steps
+(no update) within its budget, and the budget survives a resume."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+
+import pytest
+import torch
+from run_cases import assert_same_weights, cli_exit, curve, run_argv, weights, write_small_folder
+
+from trainer import croc_trainer
+from trainer import train as train_module
+from trainer.checkpoint_io import checkpoint_problem
+from trainer.run_control import NONFINITE_FILE, TrainingDiverged
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_small_folder(tmp_path_factory.mktemp("divergence_data"))
+
+
+def _argv(out, tiny_model, data, *extra):
+    return run_argv("stage2.yaml", out, tiny_model, data, "--save_strategy=steps", "--save_steps=1", *extra)
+
+
+def _all_finite(state: dict[str, torch.Tensor]) -> bool:
+    return all(torch.isfinite(tensor).all() for tensor in state.values() if tensor.is_floating_point())
+
+
+def _nan_loss_at(monkeypatch, steps: set[int]) -> None:
+    """The loss of every micro-batch of the given optimiser steps becomes NaN (what an overflow or a bad batch gives)."""
+    compute_loss = croc_trainer.CrocTrainer.compute_loss
+
+    def poisoned(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        result = compute_loss(self, model, inputs, return_outputs=return_outputs,
+                              num_items_in_batch=num_items_in_batch)
+        if self.state.global_step + 1 not in steps:
+            return result
+        loss, outputs = result if return_outputs else (result, None)
+        loss = loss * float("nan")
+        return (loss, outputs) if return_outputs else loss
+
+    monkeypatch.setattr(croc_trainer.CrocTrainer, "compute_loss", poisoned)
+
+
+def test_a_learning_rate_that_blows_up_stops_the_run_before_any_nan_is_saved(tiny_model, data, tmp_path, monkeypatch,
+                                                                               capsys):
+    """The issue's case: before, the run exited 0 with loss logged as 0 and NaN weights in its checkpoints and final
+    folder. Step 1 (lr 1e4) is finite and saved; step 2's gradients are NaN: the run stops there."""
+    out = tmp_path / "run"
+    rates = [f"--{name}=1e4" for name in ("learning_rate", "projector_lr", "language_model_lr")]
+    status, message = cli_exit(_argv(out, tiny_model, data, "--max_steps=4", *rates), monkeypatch, capsys)
+    assert status == 1
+    assert message == (f"run stopped: training diverged at step 2: non-finite grad_norm nan; that step was not "
+                       f"applied and nothing was saved; the newest checkpoint is {out / 'checkpoint-1'} (rerunning "
+                       "the same command resumes from it). Lower the learning rates, or let such steps be skipped "
+                       "with --max_nonfinite_steps=N")
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1"]
+    assert checkpoint_problem(out / "checkpoint-1") is None and _all_finite(weights(out / "checkpoint-1"))
+    assert not (out / "model.safetensors").exists() and not (out / "croc_run.json").exists()  # no final folder
+    assert not (out / ".croc-run.lock").exists()  # the lock went with the run
+
+
+def test_a_nonfinite_gradient_with_a_finite_loss_is_caught(tiny_model, data, tmp_path, monkeypatch):
+    """Only the gradient norm shows this one (pins `CrocTrainer._get_grad_norm`, the Trainer hook it rides on)."""
+    load = train_module.load_model_and_processor
+
+    def with_infinite_gradient(model_args, args):
+        model, processor = load(model_args, args)
+        model.model.multi_modal_projector.linear_1.weight.register_hook(lambda grad: grad * float("inf"))
+        return model, processor
+
+    monkeypatch.setattr(train_module, "load_model_and_processor", with_infinite_gradient)
+    norms = []
+    get_grad_norm = croc_trainer.CrocTrainer._get_grad_norm
+    monkeypatch.setattr(croc_trainer.CrocTrainer, "_get_grad_norm",
+                        lambda self, model, grad_norm=None: norms.append(get_grad_norm(self, model, grad_norm))
+                        or norms[-1])
+    with pytest.raises(TrainingDiverged, match=r"^training diverged at step 1: non-finite grad_norm (inf|nan);"):
+        train_module.main(_argv(tmp_path / "run", tiny_model, data, "--max_steps=2"))
+    assert len(norms) == 1 and not math.isfinite(float(norms[0]))
+    assert not list((tmp_path / "run").glob("checkpoint-*"))
+
+
+def test_nonfinite_steps_are_skipped_within_the_budget_and_the_budget_survives_a_resume(tiny_model, data, tmp_path,
+                                                                                        monkeypatch):
+    out = tmp_path / "run"
+    _nan_loss_at(monkeypatch, {2})
+    train_module.main(_argv(out, tiny_model, data, "--max_steps=3", "--max_nonfinite_steps=1"))
+    # Step 2 changed nothing: the weights after it are the weights after step 1, bit for bit.
+    assert_same_weights(weights(out / "checkpoint-2"), weights(out / "checkpoint-1"))
+    assert not torch.equal(*(weights(out / f"checkpoint-{k}")["multi_modal_projector.linear_1.weight"]
+                             for k in (2, 3)))
+    assert _all_finite(weights(out)) and math.isfinite(curve(out)[3]["loss"])
+    skipped = json.loads((out / "checkpoint-3" / NONFINITE_FILE).read_text())["skipped_steps"]
+    assert skipped == [{"step": 2, "nonfinite": "loss, grad_norm nan"}]
+
+    # The run's first two checkpoints in a folder of their own, resumed with one more NaN step: the budget was spent
+    # in step 2, so the run stops at step 3.
+    again = tmp_path / "again"
+    for name in ("checkpoint-1", "checkpoint-2"):
+        shutil.copytree(out / name, again / name)
+    _nan_loss_at(monkeypatch, {3})
+    with pytest.raises(TrainingDiverged, match=r"^training diverged at step 3: non-finite loss, grad_norm nan after "
+                                               r"skipping 1 step\(s\) \(max_nonfinite_steps=1\);"):
+        train_module.main(_argv(again, tiny_model, data, "--max_steps=3", "--max_nonfinite_steps=1"))
+    assert sorted(p.name for p in again.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+
+
+def test_nonfinite_weights_are_never_written(tiny_model, data, tmp_path, monkeypatch):
+    """A weight that became NaN with finite losses and gradients (here: set by hand after step 2's forward) is refused
+    at the save: checkpoint-2 is not written, nor the final folder."""
+    training_step = croc_trainer.CrocTrainer.training_step
+
+    def poison_a_weight(self, model, inputs, num_items_in_batch=None):
+        loss = training_step(self, model, inputs, num_items_in_batch)
+        if self.state.global_step + 1 == 2:
+            with torch.no_grad():
+                self.model.model.prompt_pool.weight[0, 0] = float("nan")
+        return loss
+
+    monkeypatch.setattr(croc_trainer.CrocTrainer, "training_step", poison_a_weight)
+    out = tmp_path / "run"
+    with pytest.raises(TrainingDiverged, match=r"^checkpoint-2 not written at step 2: the weights hold NaN or infinite "
+                                               r"values \(first: model.prompt_pool.weight\);"):
+        train_module.main(_argv(out, tiny_model, data, "--max_steps=3"))
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1"]
+    assert not (out / ".checkpoint-staging").exists() and not (out / "model.safetensors").exists()

@@ -1,0 +1,92 @@
+"""Issue 20 under a real launcher: torchrun with two processes (gloo, CPU), the way a cluster job runs.
+
+* SIGTERM sent to torchrun (what Slurm or Kubernetes send before a preemption) reaches every worker through
+  torchrun's forwarding; they agree on the step, write one complete checkpoint and stop; the same command then
+  resumes and ends where an uninterrupted run ends.
+* A NaN loss on one process only stops every process at the same step with the same line, nothing of that step
+  saved.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from run_cases import CONFIGS, curve, weights, write_small_folder
+
+from trainer import train as train_module
+from trainer.checkpoint_io import checkpoint_problem
+
+pytestmark = pytest.mark.slow
+
+REPO = Path(__file__).resolve().parents[2]
+DRIVER = Path(__file__).with_name("fault_driver.py")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_small_folder(tmp_path_factory.mktemp("launcher_data"))
+
+
+def _common(out, model, data, *extra):
+    # Global batch 4: two processes of 2, or one process of 2 x 2 accumulation steps.
+    return [str(CONFIGS / "stage1_5.yaml"), f"--output_dir={out}", f"--model.name_or_path={model}",
+            f"--data.path={data}", "--disable_tqdm=true", "--per_device_train_batch_size=2",
+            "--global_batch_size=4", "--max_steps=4", *extra]
+
+
+def _torchrun(argv, fault=None, timeout=600):
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+               PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    env.pop("CROC_FAULT", None)
+    if fault:
+        env["CROC_FAULT"] = fault
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+               str(DRIVER), *argv]
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def test_sigterm_to_torchrun_checkpoints_every_worker_and_the_rerun_ends_like_an_uninterrupted_run(
+        tiny_model, data, tmp_path):
+    reference = tmp_path / "one_process"
+    train_module.main(_common(reference, tiny_model, data))
+
+    out = tmp_path / "two_processes"
+    first = _torchrun(_common(out, tiny_model, data), fault="sigterm-launcher:2")
+    assert first.returncode != 0  # torchrun reports the signal it was stopped by
+    assert first.stderr.count(f"run stopped: stopped by SIGTERM after step 2: checkpoint-2 written in {out}") == 2, \
+        first.stderr[-4000:]
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]
+    assert checkpoint_problem(out / "checkpoint-2") is None and not (out / "model.safetensors").exists()
+
+    again = _torchrun(_common(out, tiny_model, data))
+    assert again.returncode == 0, again.stderr[-4000:]
+    expected, resumed = curve(reference), curve(out)
+    assert sorted(resumed) == sorted(expected) == [1, 2, 3, 4]
+    for step, entry in expected.items():
+        for key in ("loss", "lm_loss", "vtr_loss"):
+            assert resumed[step][key] == pytest.approx(entry[key], rel=1e-5), (step, key)
+    want, got = weights(reference), weights(out)
+    assert set(want) == set(got)
+    for name, tensor in want.items():
+        torch.testing.assert_close(got[name], tensor, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_a_nan_on_one_process_stops_every_process_at_the_same_step(tiny_model, data, tmp_path):
+    out = tmp_path / "run"
+    done = _torchrun(_common(out, tiny_model, data, "--save_strategy=steps", "--save_steps=1"), fault="nan-loss:1:2")
+    assert done.returncode != 0
+    line = (f"run stopped: training diverged at step 2: non-finite loss, grad_norm nan; that step was not applied and "
+            f"nothing was saved; the newest checkpoint is {out / 'checkpoint-1'}")
+    assert done.stderr.count(line) == 2, done.stderr[-4000:]  # both processes, the same step, the same words
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1"]
+    assert checkpoint_problem(out / "checkpoint-1") is None

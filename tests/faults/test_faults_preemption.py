@@ -1,0 +1,135 @@
+"""Issue 20, preemption: SIGTERM (or SIGUSR1, Slurm's `--signal`) makes the run finish its step, write a complete
+checkpoint and exit with status 75; the rerun continues on the uninterrupted loss curve, to the same weights. Also:
+a signal before the first step, a second signal, timed checkpoints, and the option's checks."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+from run_cases import assert_same_weights, cli_exit, curve, run_argv, weights, write_small_folder
+
+from trainer import croc_trainer
+from trainer import train as train_module
+from trainer.checkpoint_io import checkpoint_problem
+from trainer.run_control import PREEMPTED_EXIT_CODE, RunPreempted
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_small_folder(tmp_path_factory.mktemp("preemption_data"))
+
+
+def _argv(out, tiny_model, data, *extra):
+    # Stage 1.5 (masks drawn per step, the pool, the VTR head): what a resume must continue exactly.
+    return run_argv("stage1_5.yaml", out, tiny_model, data, "--max_steps=4", *extra)
+
+
+def _signal_during_step(monkeypatch, step: int, number: signal.Signals) -> None:
+    """Deliver `number` to this process in the middle of optimiser step `step` (in its first forward)."""
+    compute_loss = croc_trainer.CrocTrainer.compute_loss
+
+    def signalled(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.state.global_step + 1 == step and not getattr(self, "_signalled", False):
+            self._signalled = True
+            os.kill(os.getpid(), number)
+        return compute_loss(self, model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+
+    monkeypatch.setattr(croc_trainer.CrocTrainer, "compute_loss", signalled)
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_model, data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("uninterrupted") / "run"
+    train_module.main(_argv(out, tiny_model, data))
+    return out
+
+
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGUSR1"])
+def test_a_preempted_run_saves_exits_75_and_resumes_onto_the_same_curve(reference, tiny_model, data, tmp_path,
+                                                                        monkeypatch, capsys, name):
+    out = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        _signal_during_step(patch, 2, signal.Signals[name])
+        status, message = cli_exit(_argv(out, tiny_model, data), monkeypatch, capsys)
+    assert status == PREEMPTED_EXIT_CODE == 75
+    assert message == (f"run stopped: stopped by {name} after step 2: checkpoint-2 written in {out}; rerun the same "
+                       "command to continue")
+    # The config saves nothing by itself (save_strategy "no"): the signal's checkpoint is the only one, complete.
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]
+    assert checkpoint_problem(out / "checkpoint-2") is None
+    assert not (out / "model.safetensors").exists() and not (out / ".croc-run.lock").exists()
+    assert signal.getsignal(signal.SIGTERM) is signal.SIG_DFL  # the handlers went with the run
+
+    train_module.main(_argv(out, tiny_model, data))  # the same command
+    expected, resumed = curve(reference), curve(out)
+    assert sorted(resumed) == sorted(expected) == [1, 2, 3, 4]
+    for step, entry in expected.items():
+        for key in ("loss", "lm_loss", "vtr_loss", "grad_norm", "learning_rate", "pool_utilisation"):
+            assert resumed[step][key] == entry[key], (step, key)
+    assert_same_weights(weights(out), weights(reference))
+
+
+def test_a_signal_before_the_first_step_stops_with_nothing_to_save(tiny_model, data, tmp_path, monkeypatch, capsys):
+    """Received while the rows are read (or the model loads): there is nothing to checkpoint; the run says so and
+    exits 75 before training, and the rerun starts as if nothing happened."""
+    load_rows = train_module.load_training_rows
+
+    def signalled(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGTERM)
+        return load_rows(*args, **kwargs)
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(train_module, "load_training_rows", signalled)
+    status, message = cli_exit(_argv(out, tiny_model, data), monkeypatch, capsys)
+    assert (status, message) == (75, "run stopped: stopped by SIGTERM before training step 1; nothing new to save; "
+                                     "rerun the same command to continue")
+    assert not list(out.glob("checkpoint-*")) and not (out / "model.safetensors").exists()
+
+
+def test_timed_checkpoints_are_written_whatever_save_steps_says(tiny_model, data, tmp_path):
+    """`save_interval_minutes`: a hard kill (no signal) costs at most that much work. An interval of a few
+    milliseconds is due at every step end."""
+    out = tmp_path / "run"
+    train_module.main(_argv(out, tiny_model, data, "--max_steps=2", "--save_interval_minutes=0.0001"))
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+    assert all(checkpoint_problem(folder) is None for folder in out.glob("checkpoint-*"))
+
+
+def test_a_repeated_signal_changes_nothing(tiny_model, data, tmp_path, monkeypatch, capsys):
+    """On a cluster the signal often comes twice (Slurm signals every process of the step, torchrun forwards what it
+    receives): the run still finishes its step and writes its checkpoint."""
+    compute_loss = croc_trainer.CrocTrainer.compute_loss
+
+    def twice(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.state.global_step + 1 == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGUSR1)
+        return compute_loss(self, model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+
+    monkeypatch.setattr(croc_trainer.CrocTrainer, "compute_loss", twice)
+    out = tmp_path / "run"
+    status, message = cli_exit(_argv(out, tiny_model, data), monkeypatch, capsys)
+    assert (status, message) == (75, f"run stopped: stopped by SIGTERM after step 2: checkpoint-2 written in {out}; "
+                                     "rerun the same command to continue")
+    assert checkpoint_problem(out / "checkpoint-2") is None
+
+
+@pytest.mark.parametrize(("value", "fragment"), [
+    ("[SIGKILL]", "preemption_signals: SIGKILL cannot be caught by any process"),
+    ("[SIGFOO]", "preemption_signals: unknown signal 'SIGFOO'"),
+])
+def test_preemption_signals_are_checked_before_anything_loads(tiny_model, data, tmp_path, monkeypatch, capsys,
+                                                              no_model_load, value, fragment):
+    status, message = cli_exit(_argv(tmp_path / "run", tiny_model, data, f"--preemption_signals={value}"),
+                               monkeypatch, capsys)
+    assert status == 1 and message.startswith("configuration error: ") and fragment in message, message
+    assert not (tmp_path / "run").exists()
+
+
+def test_preemption_is_reported_to_callers_of_main(tiny_model, data, tmp_path, monkeypatch):
+    _signal_during_step(monkeypatch, 1, signal.SIGTERM)
+    with pytest.raises(RunPreempted) as stopped:
+        train_module.main(_argv(tmp_path / "run", tiny_model, data, "--max_steps=2"))
+    assert stopped.value.exit_code == 75

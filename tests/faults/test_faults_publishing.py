@@ -1,0 +1,522 @@
+"""Issue 20, item 7: publishing never deletes and never leaks. A publish folder (`--hub_dry_run DIR`,
+`--hub-folder DIR`) is written only when new, empty or an earlier publish's own (only its files are replaced), and
+never inside, around or equal to the run's folders: every other folder is refused with one line, before any model or
+source is read, and every byte under the test's folder is compared before and after. What goes up (dry or real) holds
+no token, absolute local path or user name, checked here by an independent byte search of every file; the real
+pushes (HfApi methods replaced by recorders) upload exactly the scanned file list, and nothing when a leak is
+planted. The scanner itself is checked on planted findings in text, JSON, binary, safetensors and Parquet files,
+with their exact offsets, and on look-alikes that must not count (URLs, bare words, row text)."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import sys
+from pathlib import Path
+
+import huggingface_hub
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import torch
+from fault_cases import image_row, write_good_image
+from huggingface_hub import CommitOperationAdd, CommitOperationDelete, DatasetCard, RepoUrl
+from safetensors.torch import save_file
+
+from data_recipes import build as build_module
+from data_recipes.cli import main as recipes_main
+from data_recipes.publish import hub_files
+from modeling_croc import publishing
+from modeling_croc.publishing import PUBLISH_MARKER, Finding, scan_upload_set
+from trainer import hub as trainer_hub
+from trainer import train as train_module
+from trainer.cli import ConfigError
+
+REPO = Path(__file__).resolve().parents[2]
+STAGE2 = REPO / "trainer" / "configs" / "cpu_tiny" / "stage2.yaml"
+TOKEN = "hf_" + "Q7r" * 12  # shaped like a real token: hf_ + 36 letters and digits
+LOCAL_RECORDS = ("training_args.bin", "data_report.json", "rejects.jsonl", "croc_run.json")
+
+
+# --- helpers ----------------------------------------------------------------------------------------------------
+
+
+def _data(root: Path, rows: int = 4) -> Path:
+    for i in range(rows):
+        write_good_image(root / "images" / f"{i}.png", (50 * i, 120, 200))
+    (root / "rows.json").write_text(json.dumps([image_row(f"r{i}", f"images/{i}.png", f"Colour {i}.")
+                                                for i in range(rows)]))
+    return root / "rows.json"
+
+
+def _argv(out: Path, model: Path, data: Path, *extra: str) -> list[str]:
+    return [str(STAGE2), f"--output_dir={out}", f"--model.name_or_path={model}", f"--data.path={data}",
+            "--disable_tqdm=true", "--group_by_modality_length=false", "--max_steps=1",
+            "--per_device_train_batch_size=2", "--global_batch_size=2", *extra]
+
+
+def _cli_error(argv: list[str], monkeypatch) -> str:
+    """What `python -m trainer.train ARGV` prints when it stops: the SystemExit message of `cli()`."""
+    monkeypatch.setattr(sys, "argv", ["trainer.train", *argv])
+    with pytest.raises(SystemExit) as stop:
+        train_module.cli()
+    message = str(stop.value.code)
+    assert "\n" not in message and "Traceback" not in message, message
+    return message
+
+
+def _snapshot(root: Path) -> dict[str, bytes]:
+    """Every file under `root` with its bytes, and every folder (as b"<dir>")."""
+    return {p.relative_to(root).as_posix(): b"<dir>" if p.is_dir() else p.read_bytes() for p in root.rglob("*")}
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*") if p.is_file())
+
+
+def _leaks(contents: dict[str, bytes], tmp_path: Path, token: str | None = None) -> list[str]:
+    """The independent check: every byte of every file searched for the token, the test's folders (as given and
+    resolved), the home and working directories as path prefixes, and the user name as a path component."""
+    needles = {str(tmp_path), os.path.realpath(tmp_path), str(Path.home()) + "/", os.getcwd() + "/",
+               f"/{getpass.getuser()}/"}
+    if token:
+        needles.add(token)
+    return [f"{name}: {needle}" for name, data in contents.items() for needle in sorted(needles)
+            if needle.encode() in data]
+
+
+def _refuse_model_load(monkeypatch) -> None:
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the error")
+
+    monkeypatch.setattr(train_module, "load_model_and_processor", refuse)
+
+
+class HubRecorder:
+    """`HfApi.create_repo`, `list_repo_files` and `create_commit` replaced: the repos created and every commit's
+    operations, with the bytes of each added file read at commit time (a push's staging folder is gone after)."""
+
+    def __init__(self, monkeypatch, remote_files: list[str] | None = None) -> None:
+        self.repos, self.commits, self.remote_files = [], [], remote_files or []
+        recorder = self
+
+        def create_repo(self, repo_id, *, token=None, private=None, repo_type=None, exist_ok=False, **kwargs):
+            recorder.repos.append({"repo_id": repo_id, "private": private, "repo_type": repo_type})
+            return RepoUrl(f"https://huggingface.co/{'datasets/' if repo_type == 'dataset' else ''}{repo_id}")
+
+        def list_repo_files(self, repo_id, *, revision=None, repo_type=None, token=None):
+            return list(recorder.remote_files)
+
+        def create_commit(self, repo_id, operations, *, commit_message, token=None, repo_type=None, revision=None,
+                          **kwargs):
+            added = {op.path_in_repo: Path(op.path_or_fileobj).read_bytes() for op in operations
+                     if isinstance(op, CommitOperationAdd)}
+            deleted = [op.path_in_repo for op in operations if isinstance(op, CommitOperationDelete)]
+            recorder.commits.append({"repo_id": repo_id, "repo_type": repo_type, "added": added, "deleted": deleted,
+                                     "token": token})
+
+        for name, method in (("create_repo", create_repo), ("list_repo_files", list_repo_files),
+                             ("create_commit", create_commit)):
+            monkeypatch.setattr(huggingface_hub.HfApi, name, method)
+
+
+@pytest.fixture
+def hub_online(monkeypatch) -> None:
+    """The tests run with HF_HUB_OFFLINE=1; a push is only allowed online (the HfApi calls are recorded, never
+    sent)."""
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+
+
+@pytest.fixture
+def scanned(monkeypatch) -> list[tuple[Path, list[str]]]:
+    """Every (folder, files) the upload scan ran on, in order."""
+    calls = []
+    original = publishing.scan_upload_set
+
+    def record(folder, files, **kwargs):
+        calls.append((Path(folder), list(files)))
+        return original(folder, files, **kwargs)
+
+    monkeypatch.setattr(publishing, "scan_upload_set", record)
+    return calls
+
+
+# --- the trainer: --hub_dry_run ---------------------------------------------------------------------------------
+
+FOREIGN_FOLDERS = {
+    # case: (the dry-run folder relative to tmp_path, the message's words)
+    "non-empty": ("elsewhere", "is not empty and no earlier publish wrote it (it holds notes.txt, sub/)"),
+    "output_dir": ("runs/out", "is the output_dir"),
+    "parent": ("runs", "contains the output_dir"),
+    "inside": ("runs/out/dry", "is inside the output_dir"),
+}
+
+
+@pytest.mark.parametrize("case", FOREIGN_FOLDERS)
+def test_dry_run_into_a_foreign_folder_is_refused_before_the_model_loads(case, tiny_model, tmp_path, monkeypatch,
+                                                                         no_model_load):
+    data = _data(tmp_path / "data")
+    out = tmp_path / "runs" / "out"
+    (out / "logs").mkdir(parents=True)
+    (out / "model.safetensors").write_bytes(b"weights of an earlier run")
+    (out / "logs" / "train.log").write_text("step 1: loss 2.0")
+    (tmp_path / "elsewhere" / "sub").mkdir(parents=True)
+    (tmp_path / "elsewhere" / "notes.txt").write_text("keep me")
+    (tmp_path / "elsewhere" / "sub" / "model.bin").write_bytes(b"\x00\x01")
+    before = _snapshot(tmp_path)
+    folder, words = FOREIGN_FOLDERS[case]
+    message = _cli_error(_argv(out, tiny_model, data, f"--hub_dry_run={tmp_path / folder}"), monkeypatch)
+    assert message.startswith(f"configuration error: --hub_dry_run {tmp_path / folder} {words}"), message
+    assert "nothing was written or deleted" in message
+    assert _snapshot(tmp_path) == before
+
+
+def test_dry_run_writes_a_clean_upload_set_and_replaces_only_its_own_folder(tiny_model, tmp_path, monkeypatch):
+    data = _data(tmp_path / "data")
+    out, dry = tmp_path / "out", tmp_path / "dry"
+    argv = _argv(out, tiny_model, data, f"--hub_dry_run={dry}", f"--hub_token={TOKEN}")
+    train_module.main(argv)
+
+    # The local records stay in output_dir; every other file goes up byte for byte, and the marker lists them.
+    assert all((out / name).is_file() for name in LOCAL_RECORDS)
+    assert TOKEN.encode() in (out / "training_args.bin").read_bytes()  # what must not go up
+    uploaded = [name for name in _files(dry) if name != PUBLISH_MARKER]
+    for name in ("config.json", "model.safetensors", "README.md", "tokenizer.json", "processor_config.json",
+                 "trainer_state.json", "modeling_croc.py"):
+        assert name in uploaded, name
+    assert not set(LOCAL_RECORDS) & set(uploaded)
+    assert uploaded == [name for name in _files(out) if not name.startswith(("checkpoint-", "."))
+                        and name not in LOCAL_RECORDS]
+    assert all((dry / name).read_bytes() == (out / name).read_bytes() for name in uploaded)
+    assert json.loads((dry / PUBLISH_MARKER).read_text())["files"] == uploaded
+    assert _leaks(_snapshot(dry), tmp_path, TOKEN) == []
+
+    # A second dry run replaces the earlier one's files, one it no longer writes included, and nothing else.
+    marker = json.loads((dry / PUBLISH_MARKER).read_text())
+    (dry / "old" / "shard.bin").parent.mkdir()
+    (dry / "old" / "shard.bin").write_bytes(b"from an earlier dry run")
+    (dry / PUBLISH_MARKER).write_text(json.dumps({**marker, "files": [*marker["files"], "old/shard.bin"]}))
+    train_module.main(_argv(tmp_path / "out2", tiny_model, data, f"--hub_dry_run={dry}"))
+    assert [name for name in _files(dry) if name != PUBLISH_MARKER] == uploaded  # old/shard.bin and old/ gone
+    assert not (dry / "old").exists()
+    assert (dry / "model.safetensors").read_bytes() == (tmp_path / "out2" / "model.safetensors").read_bytes()
+
+    # A file the user put there since makes it a foreign folder again: refused before the model loads.
+    (dry / "notes.txt").write_text("mine")
+    before = _snapshot(tmp_path)
+    _refuse_model_load(monkeypatch)
+    message = _cli_error(_argv(tmp_path / "out3", tiny_model, data, f"--hub_dry_run={dry}"), monkeypatch)
+    assert f"--hub_dry_run {dry} was written by an earlier publish but now also holds notes.txt" in message
+    assert _snapshot(tmp_path) == before
+
+
+def test_dry_run_folder_created_during_the_run_is_not_replaced(tiny_model, tmp_path, monkeypatch):
+    """The rule is checked again right before writing: a folder that appeared while the model trained is refused
+    (one line, the run's own output kept), not replaced."""
+    data = _data(tmp_path / "data")
+    out, dry = tmp_path / "out", tmp_path / "dry"
+    original = trainer_hub._save_final_folder
+
+    def save_then_someone_writes(trainer):
+        original(trainer)
+        dry.mkdir()
+        (dry / "report.pdf").write_bytes(b"%PDF")
+
+    monkeypatch.setattr(trainer_hub, "_save_final_folder", save_then_someone_writes)
+    message = _cli_error(_argv(out, tiny_model, data, f"--hub_dry_run={dry}"), monkeypatch)
+    assert message == (f"configuration error: --hub_dry_run {dry} is not empty and no earlier publish wrote it (it "
+                       "holds report.pdf): choose a new or empty folder (nothing was written or deleted)")
+    assert _files(dry) == ["report.pdf"] and (out / "model.safetensors").is_file()
+
+
+# --- the trainer: --push_to_hub ---------------------------------------------------------------------------------
+
+
+def test_push_without_a_token_is_refused_before_the_model_loads(tiny_model, tmp_path, monkeypatch, no_model_load,
+                                                                hub_online):
+    for name in publishing.TOKEN_ENVIRONMENT:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "no-stored-token"))
+    message = _cli_error(_argv(tmp_path / "out", tiny_model, _data(tmp_path / "data"), "--push_to_hub",
+                               "--hub_strategy=end"), monkeypatch)
+    assert message == ("configuration error: push_to_hub needs a Hugging Face token with write access, and none is "
+                       "available: run `hf auth login`, set HF_TOKEN or pass --hub_token before training")
+
+
+@pytest.mark.parametrize("strategy", ["every_save", "checkpoint", "all_checkpoints"])
+def test_push_strategies_that_upload_during_training_are_refused(strategy, tiny_model, tmp_path, monkeypatch,
+                                                                 no_model_load, hub_online):
+    message = _cli_error(_argv(tmp_path / "out", tiny_model, _data(tmp_path / "data"), "--push_to_hub",
+                               f"--hub_token={TOKEN}", f"--hub_strategy={strategy}"), monkeypatch)
+    assert message.startswith(f"configuration error: hub_strategy={strategy} uploads output_dir or checkpoints "
+                              "during training"), message
+    assert message.endswith("use --hub_strategy=end (the final folder is checked and pushed once)")
+
+
+def test_push_uploads_exactly_the_scanned_files_and_nothing_when_a_leak_is_planted(tiny_model, tmp_path,
+                                                                                    monkeypatch, scanned, hub_online):
+    hub = HubRecorder(monkeypatch)
+    out = tmp_path / "out"
+    trainer = train_module.main(_argv(out, tiny_model, _data(tmp_path / "data"), "--push_to_hub",
+                                      "--hub_strategy=end", f"--hub_token={TOKEN}", "--hub_model_id=me/croc-tiny",
+                                      "--save_strategy=steps", "--save_steps=1"))
+    assert len(hub.commits) == 1, "one push, at the end: none from save_model or the checkpoint"
+    repos = len(hub.repos)  # the Trainer's own create_repo, then the push's
+    commit = hub.commits[0]
+    assert commit["repo_id"] == "me/croc-tiny" and commit["token"] == TOKEN and commit["deleted"] == []
+    assert len(scanned) == 1 and sorted(commit["added"]) == scanned[0][1]
+    expected = [name for name in _files(out) if not name.startswith(("checkpoint-", "."))
+                and name not in LOCAL_RECORDS]
+    assert sorted(commit["added"]) == expected
+    assert all(data == (out / name).read_bytes() for name, data in commit["added"].items())
+    assert _leaks(commit["added"], tmp_path, TOKEN) == []
+    assert not any(p.name.startswith(trainer_hub.STAGING_PREFIX) for p in out.iterdir())  # staging removed
+
+    (out / "notes.md").write_text(f"trained from {tmp_path / 'data'}\n")
+    with pytest.raises(ConfigError) as refused:
+        trainer_hub.push(trainer)
+    assert str(refused.value).startswith(f"refusing to publish {out}/{trainer_hub.STAGING_PREFIX}")
+    assert f"an absolute local path in notes.md (byte 13): '{tmp_path / 'data'}'" in str(refused.value)
+    assert len(hub.commits) == 1 and len(hub.repos) == repos  # nothing created or uploaded
+
+
+# --- what a push uploads from output_dir ------------------------------------------------------------------------
+
+
+def test_upload_set_leaves_local_records_out_and_writes_path_fields_as_names(tmp_path):
+    out, target = tmp_path / "out", tmp_path / "target"
+    files = {"config.json": {"model_type": "croc"}, "model.safetensors": None, "README.md": None,
+             "training_args.bin": None, "data_report.json": {}, "rejects.jsonl": None, ".croc-run.lock": None,
+             "runs/Dec05_host/events.out.tfevents.1.host": None, "checkpoint-2/config.json": {},
+             "_staging/x": None, "base_config/config.json": {"_name_or_path": str(tmp_path / "stage1"), "a": 1},
+             "adapter_config.json": {"base_model_name_or_path": "C:\\Users\\me\\base", "r": 4,
+                                     "nested": {"name_or_path": "someone/hub-model"}},
+             "sub/.hidden": None, "tokenizer.json": {"model": {"vocab": {"/home": 1}}}}
+    for name, content in files.items():
+        (out / name).parent.mkdir(parents=True, exist_ok=True)
+        (out / name).write_text(json.dumps(content) if content is not None else name)
+    selected = trainer_hub.files_to_upload(out)
+    assert selected == ["README.md", "adapter_config.json", "base_config/config.json", "config.json",
+                        "model.safetensors", "tokenizer.json"]
+    trainer_hub.write_upload_set(out, selected, target)
+    assert json.loads((target / "base_config/config.json").read_text()) == {"_name_or_path": "stage1", "a": 1}
+    assert json.loads((target / "adapter_config.json").read_text()) == {
+        "base_model_name_or_path": "base", "r": 4, "nested": {"name_or_path": "someone/hub-model"}}
+    for name in ("README.md", "config.json", "model.safetensors", "tokenizer.json"):  # untouched
+        assert (target / name).read_bytes() == (out / name).read_bytes()
+
+
+# --- the recipes: --hub-folder and --push-to-hub ----------------------------------------------------------------
+
+
+def _build_argv(tmp_path: Path, *extra: str) -> list[str]:
+    return ["build", "llava_json", "--data-root", str(tmp_path / "data"), "--out", str(tmp_path / "build"),
+            "--set", "annotation=rows.json", *extra]
+
+
+HUB_FOLDERS = {
+    "non-empty": ("elsewhere", "is not empty and no earlier publish wrote it (it holds notes.txt, sub/)"),
+    "out": ("build", "is the build folder (--out)"),
+    "parent-of-out": ("", "contains the build folder (--out)"),
+    "in-data-root": ("data/hub", "is inside the data root"),
+}
+
+
+@pytest.mark.parametrize("case", HUB_FOLDERS)
+def test_hub_folder_into_a_foreign_folder_is_refused_before_any_source_is_read(case, tmp_path, capsys,
+                                                                                monkeypatch):
+    _data(tmp_path / "data")
+    (tmp_path / "build").mkdir()
+    (tmp_path / "build" / "summary.json").write_text("{}")  # an earlier build, which --overwrite may replace
+    (tmp_path / "elsewhere" / "sub").mkdir(parents=True)
+    (tmp_path / "elsewhere" / "notes.txt").write_text("keep me")
+
+    def read_sources(*args, **kwargs):
+        raise AssertionError("the sources were read before the error")
+
+    monkeypatch.setattr(build_module, "get_recipe", lambda name: read_sources)
+    before = _snapshot(tmp_path)
+    folder, words = HUB_FOLDERS[case]
+    code = recipes_main(_build_argv(tmp_path, "--overwrite", "--hub-folder", str(tmp_path / folder)))
+    err = capsys.readouterr().err
+    assert code == 1 and err.count("\n") == 1, err
+    assert err.startswith(f"error: --hub-folder {tmp_path / folder} {words}"), err
+    assert _snapshot(tmp_path) == before
+
+
+def test_hub_folder_is_clean_and_a_second_build_replaces_only_its_own_files(tmp_path, capsys):
+    _data(tmp_path / "data")
+    hub = tmp_path / "hub"
+    assert recipes_main(_build_argv(tmp_path, "--hub-folder", str(hub))) == 0
+    shards = hub_files(1)
+    assert _files(hub) == sorted([PUBLISH_MARKER, *shards])  # no summary.json / rejects.jsonl: local records
+    assert json.loads((hub / PUBLISH_MARKER).read_text())["files"] == sorted(shards)
+    card = (hub / "README.md").read_text()
+    assert "--data-root data --out build --set annotation=rows.json --hub-folder hub" in card
+    rows = pq.read_table(hub / shards[0]).to_pylist()
+    assert sorted(row["image"]["path"] for row in rows) == [f"{i}.png" for i in range(4)]  # names, not paths
+    texts = json.dumps([{key: value for key, value in row.items() if key != "image"} for row in rows])
+    assert _leaks({**_snapshot(hub), "rows": texts.encode()}, tmp_path) == []
+    first = _snapshot(hub)
+
+    assert recipes_main(_build_argv(tmp_path, "--overwrite", "--hub-folder", str(hub))) == 0
+    assert _snapshot(hub).keys() == first.keys()
+    (hub / "data" / "mine.txt").write_text("a user's file")
+    before = _snapshot(tmp_path)
+    capsys.readouterr()
+    code = recipes_main(_build_argv(tmp_path, "--overwrite", "--hub-folder", str(hub)))
+    err = capsys.readouterr().err
+    assert code == 1 and f"--hub-folder {hub} was written by an earlier publish but now also holds data/mine.txt" \
+        in err and err.count("\n") == 1, err
+    assert _snapshot(tmp_path) == before
+
+
+def test_dataset_push_uploads_exactly_the_scanned_files_and_nothing_when_a_leak_is_planted(tmp_path, monkeypatch,
+                                                                                           capsys, scanned,
+                                                                                           hub_online):
+    # An earlier push left two shards; this one writes one: both old shards go, in the same commit.
+    old_shards = hub_files(2)[:2]
+    hub = HubRecorder(monkeypatch, remote_files=[".gitattributes", "README.md", *old_shards])
+    _data(tmp_path / "data")
+    assert recipes_main(_build_argv(tmp_path, "--push-to-hub", "me/shapes", "--private")) == 0
+    assert hub.repos == [{"repo_id": "me/shapes", "private": True, "repo_type": "dataset"}]
+    assert len(hub.commits) == 1 and len(scanned) == 1
+    commit = hub.commits[0]
+    assert sorted(commit["added"]) == sorted(scanned[0][1]) == sorted(hub_files(1))
+    assert sorted(commit["deleted"]) == old_shards
+    assert _leaks(commit["added"], tmp_path) == []
+    assert scanned[0][0].parent == tmp_path / "build" and not scanned[0][0].exists()  # staged in --out, removed
+    card = DatasetCard(commit["added"]["README.md"].decode())
+    assert "--push-to-hub me/shapes --private" in card.text
+    # The Hub viewer's metadata, as Dataset.push_to_hub writes it.
+    assert card.data.configs == [{"config_name": "default", "data_files": [{"split": "train",
+                                                                          "path": "data/train-*"}]}]
+    assert card.data.dataset_info["splits"] == [{"name": "train", "num_bytes": card.data.dataset_info["dataset_size"],
+                                                 "num_examples": 4}]
+
+    # A row that names this machine's data folder: the scan refuses the push, nothing is created or uploaded.
+    rows = json.loads((tmp_path / "data" / "rows.json").read_text())
+    rows[0]["conversations"][1]["value"] = f"See {tmp_path / 'data' / 'images'} for more."
+    (tmp_path / "data" / "rows.json").write_text(json.dumps(rows))
+    capsys.readouterr()
+    code = recipes_main(_build_argv(tmp_path, "--overwrite", "--push-to-hub", "me/shapes"))
+    *progress, message = capsys.readouterr().err.splitlines()  # datasets' progress bars come first
+    assert code == 1 and not any("error" in line for line in progress), progress
+    assert message.startswith(f"error: refusing to publish {tmp_path / 'build'}/.hub-upload-"), message
+    assert (f"an absolute local path in data/train-00000-of-00001.parquet (column conversations.value): "
+            f"'{tmp_path / 'data' / 'images'}'; remove it") in message
+    assert len(hub.commits) == 1 and len(hub.repos) == 1
+
+
+def test_push_with_a_hub_folder_uploads_that_folder_without_its_marker(tmp_path, monkeypatch, scanned, hub_online):
+    hub = HubRecorder(monkeypatch)
+    _data(tmp_path / "data")
+    folder = tmp_path / "hub"
+    assert recipes_main(_build_argv(tmp_path, "--hub-folder", str(folder), "--push-to-hub", "me/shapes")) == 0
+    assert [call[0] for call in scanned] == [folder, folder]  # once written, again right before the upload
+    assert len(hub.commits) == 1
+    assert hub.commits[0]["added"] == {name: (folder / name).read_bytes() for name in hub_files(1)}
+    assert _files(folder) == sorted([PUBLISH_MARKER, *hub_files(1)])
+
+
+def test_private_without_a_push_is_refused(tmp_path, capsys):
+    _data(tmp_path / "data")
+    assert recipes_main(_build_argv(tmp_path, "--private")) == 1
+    assert capsys.readouterr().err == ("error: --private applies to the repo --push-to-hub creates; add "
+                                       "--push-to-hub REPO or drop it\n")
+    assert not (tmp_path / "build").exists()
+
+
+# --- the scanner ------------------------------------------------------------------------------------------------
+
+USER = "alice"
+# Look-alikes that must not count: a URL path, a bare word, a path segment that is not a root, a root alone.
+HARMLESS = ("see https://github.com/alice/croc and https://example.org/tmp/x; alice wrote a/tmp/b, and /tmp/ "
+            "alone; root and hf_short")
+
+
+def _planted_text(token: str, path: str) -> str:
+    return f"token {token} path {path}/run.json user /data/{USER}/x mail {USER}@lab.example.org end"
+
+
+def _expected(name: str, data: bytes, token: str, path: str, where: str = "byte") -> list[Finding]:
+    """The findings in `data`, located by plain `bytes.find` of what was planted."""
+    return [Finding(name, f"{where} {data.find(token.encode())}", publishing.TOKEN, f"hf_...({len(token)} characters)"),
+            Finding(name, f"{where} {data.find((path + '/run.json').encode())}", publishing.LOCAL_PATH,
+                    path + "/run.json"),
+            Finding(name, f"{where} {data.find(f'/{USER}/x'.encode())}", publishing.USER_NAME, f"/data/{USER}/x"),
+            Finding(name, f"{where} {data.find(f'{USER}@'.encode())}", publishing.USER_NAME,
+                    f"{USER}@lab.example.org")]
+
+
+def test_scanner_finds_planted_values_in_text_and_json_and_nothing_in_look_alikes(tmp_path):
+    path = str(tmp_path / "secret-run")
+    (tmp_path / "notes.md").write_text(f"{HARMLESS}\n{_planted_text(TOKEN, path)}\n")
+    (tmp_path / "config.json").write_text(json.dumps({"harmless": HARMLESS, "planted": _planted_text(TOKEN, path)}))
+    (tmp_path / "clean.json").write_text(json.dumps({"harmless": HARMLESS}))
+    found = scan_upload_set(tmp_path, ["notes.md", "config.json", "clean.json"], user_name=USER)
+    expected = [finding for name in ("notes.md", "config.json")
+                for finding in _expected(name, (tmp_path / name).read_bytes(), TOKEN, path)]
+    assert found == expected
+
+
+def test_scanner_finds_windows_user_folders_raw_and_json_escaped(tmp_path):
+    raw = "C:\\Users\\" + USER + "\\run"
+    (tmp_path / "notes.txt").write_text(f"saved in {raw}; not in XC:\\Users\\x or C:\\Data\\x")
+    (tmp_path / "config.json").write_text(json.dumps({"path": raw}))
+    escaped = raw.replace("\\", "\\\\")  # as JSON writes it
+    component = ("\\" + USER).encode()
+    text, config = (tmp_path / "notes.txt").read_bytes(), (tmp_path / "config.json").read_bytes()
+    assert scan_upload_set(tmp_path, ["notes.txt", "config.json"], user_name=USER) == [
+        Finding("notes.txt", "byte 9", publishing.LOCAL_PATH, raw),
+        Finding("notes.txt", f"byte {text.find(component)}", publishing.USER_NAME, raw),
+        Finding("config.json", "byte 10", publishing.LOCAL_PATH, escaped),
+        Finding("config.json", f"byte {config.find(component)}", publishing.USER_NAME, escaped),
+    ]
+
+
+def test_scanner_reads_binary_files_in_overlapping_chunks(tmp_path, monkeypatch):
+    """A token cut by a chunk border is found once, at its offset; the known token needs no `hf_` shape."""
+    monkeypatch.setattr(publishing, "CHUNK_BYTES", 64 * 1024)
+    data = bytearray(np.random.default_rng(0).integers(0, 256, 5 * 64 * 1024, dtype=np.uint8).tobytes())
+    known = "api_" + "z9" * 10  # a secret of another shape, known to the process
+    planted = {64 * 1024 - 7: f" {TOKEN} ".encode(), 3 * 64 * 1024 - 3: f" {known} ".encode(),
+               4 * 64 * 1024 + 100: f" /home/{USER}/w ".encode()}
+    for offset, text in planted.items():
+        data[offset:offset + len(text)] = text
+    (tmp_path / "blob.bin").write_bytes(bytes(data))
+    found = scan_upload_set(tmp_path, ["blob.bin"], tokens=[known], user_name=USER)
+    assert found == [
+        Finding("blob.bin", f"byte {64 * 1024 - 6}", publishing.TOKEN, f"hf_...({len(TOKEN)} characters)"),
+        Finding("blob.bin", f"byte {3 * 64 * 1024 - 2}", publishing.TOKEN, f"({len(known)}-character secret)"),
+        Finding("blob.bin", f"byte {4 * 64 * 1024 + 101}", publishing.LOCAL_PATH, f"/home/{USER}/w"),
+        Finding("blob.bin", f"byte {4 * 64 * 1024 + 106}", publishing.USER_NAME, f"/home/{USER}/w"),
+    ]
+
+
+def test_scanner_reads_the_safetensors_header(tmp_path):
+    path = str(tmp_path / "secret-run")
+    save_file({"weight": torch.arange(64, dtype=torch.float32)}, str(tmp_path / "model.safetensors"),
+              metadata={"note": _planted_text(TOKEN, path), "harmless": HARMLESS})
+    data = (tmp_path / "model.safetensors").read_bytes()
+    assert scan_upload_set(tmp_path, ["model.safetensors"], user_name=USER) == \
+        _expected("model.safetensors", data, TOKEN, path, where="header byte")
+
+
+def test_scanner_reads_parquet_metadata_and_decoded_row_values(tmp_path):
+    """Row values are upstream text: only this process's tokens and this machine's folders count there (a shell
+    answer naming /home/alice/ or an e-mail is data); the file's key-value metadata gets every rule."""
+    folder = tmp_path / "data"
+    rows = [{"id": "a", "conversations": [{"from": "human", "value": "Where?"},
+                                          {"from": "gpt", "value": f"cd /home/{USER}/src; mail {USER}@x.org"}]},
+            {"id": "b", "conversations": [{"from": "gpt", "value": f"use {TOKEN} from {folder}/images"}]}]
+    table = pa.Table.from_pylist(rows).replace_schema_metadata({"note": f"made in {folder}"})
+    pq.write_table(table, tmp_path / "train.parquet", compression="snappy")
+    found = scan_upload_set(tmp_path, ["train.parquet"], tokens=[TOKEN], folders=[folder], user_name=USER)
+    assert found == [
+        Finding("train.parquet", "metadata note", publishing.LOCAL_PATH, str(folder)),
+        Finding("train.parquet", "column conversations.value", publishing.TOKEN, f"hf_...({len(TOKEN)} characters)"),
+        Finding("train.parquet", "column conversations.value", publishing.LOCAL_PATH, f"{folder}/images"),
+    ]

@@ -1,0 +1,275 @@
+"""Issue 20, one writer per output_dir and resumes that are exact or refused: the output folder's lock (live, stale,
+taken over), the run record every checkpoint carries (changes refused before the model loads, or accepted and
+applied), checkpoint manifests (a damaged newest checkpoint is skipped for the newest intact one), files that would
+run code when unpickled, and output folders holding someone else's model."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import pickle
+import shutil
+import socket
+import time
+import zipfile
+
+import pytest
+from run_cases import cli_exit, curve, run_argv, write_small_folder
+
+from trainer import train as train_module
+from trainer.checkpoint_io import MANIFEST, checkpoint_problem, write_manifest
+from trainer.output_lock import LOCK_FILE, LockHolder, OutputDirLock, OutputDirLocked
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_small_folder(tmp_path_factory.mktemp("resume_data"))
+
+
+def _argv(out, tiny_model, data, *extra):
+    return run_argv("stage2.yaml", out, tiny_model, data, "--save_strategy=steps", "--save_steps=1", *extra)
+
+
+@pytest.fixture(scope="module")
+def two_steps(tiny_model, data, tmp_path_factory):
+    """A finished 2-step run with a checkpoint at each step; tests copy it."""
+    out = tmp_path_factory.mktemp("two_steps") / "run"
+    train_module.main(_argv(out, tiny_model, data, "--max_steps=2"))
+    return out
+
+
+def _checkpoints_only(two_steps, target):
+    """The run's checkpoints in a new output folder (as a killed run leaves them: no final folder)."""
+    for name in ("checkpoint-1", "checkpoint-2"):
+        shutil.copytree(two_steps / name, target / name)
+    return target
+
+
+def _listing(folder):
+    return sorted((p.relative_to(folder).as_posix(), p.stat().st_size) for p in folder.rglob("*") if p.is_file())
+
+
+# --- the lock -------------------------------------------------------------------------------------------------
+
+
+def test_a_second_run_on_a_busy_output_dir_stops_with_one_line_and_writes_nothing(tiny_model, data, tmp_path,
+                                                                                   monkeypatch, capsys, no_model_load):
+    out = tmp_path / "run"
+    with OutputDirLock(out):  # held by this (live) process, as a first run would
+        before = _listing(out)
+        status, message = cli_exit(_argv(out, tiny_model, data, "--max_steps=2"), monkeypatch, capsys)
+        assert status == 1 and message.startswith(f"configuration error: output_dir {out} is in use by process "
+                                                  f"{os.getpid()} on {socket.gethostname()}"), message
+        assert _listing(out) == before  # no rejects.jsonl reset, no staging removed, nothing
+    assert not (out / LOCK_FILE).exists()
+
+
+def _plant_lock(folder, **fields):
+    folder.mkdir(parents=True, exist_ok=True)
+    holder = {**LockHolder.here().__dict__, **fields}
+    (folder / LOCK_FILE).write_text(json.dumps(holder))
+    return folder / LOCK_FILE
+
+
+def _dead_pid() -> int:
+    child = os.fork()
+    if child == 0:
+        os._exit(0)
+    os.waitpid(child, 0)
+    return child
+
+
+def test_a_lock_left_by_a_killed_process_on_this_host_is_taken_over(tiny_model, data, tmp_path, capsys):
+    out = tmp_path / "run"
+    _plant_lock(out, pid=_dead_pid(), token="killed")
+    train_module.main(_argv(out, tiny_model, data, "--max_steps=1"))
+    log = capsys.readouterr().err  # the run's log (its handler replaces pytest's log capture)
+    assert f"taking over the lock of {out}: its process" in log and "no longer exists" in log
+    assert (out / "model.safetensors").exists() and not (out / LOCK_FILE).exists()
+
+
+def test_a_lock_from_another_host_is_stale_only_after_its_heartbeat_stops(tmp_path):
+    lock_file = _plant_lock(tmp_path, host="node-7", pid=1, token="other")
+    with pytest.raises(OutputDirLocked, match="in use by process 1 on node-7"):
+        OutputDirLock(tmp_path).acquire()
+    old = time.time() - 3600
+    os.utime(lock_file, (old, old))  # an hour without a heartbeat
+    lock = OutputDirLock(tmp_path).acquire()
+    try:
+        assert json.loads(lock_file.read_text())["token"] == lock.holder.token
+    finally:
+        lock.release()
+    assert not lock_file.exists()
+
+
+def test_a_requeued_slurm_job_takes_over_its_own_lock(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    _plant_lock(tmp_path, host="node-7", pid=1, token="first-incarnation", slurm_job="4242")
+    OutputDirLock(tmp_path).acquire().release()
+    monkeypatch.setenv("SLURM_JOB_ID", "4243")  # another job: it waits like anyone else
+    _plant_lock(tmp_path, host="node-7", pid=1, token="other-job", slurm_job="4242")
+    with pytest.raises(OutputDirLocked):
+        OutputDirLock(tmp_path).acquire()
+
+
+def test_a_live_lock_is_refreshed_by_its_heartbeat(tmp_path):
+    lock = OutputDirLock(tmp_path, heartbeat=0.05).acquire()
+    try:
+        old = time.time() - 3600
+        os.utime(tmp_path / LOCK_FILE, (old, old))
+        time.sleep(0.3)
+        assert time.time() - (tmp_path / LOCK_FILE).stat().st_mtime < 60
+    finally:
+        lock.release()
+
+
+# --- the run record -------------------------------------------------------------------------------------------
+
+
+def test_a_changed_learning_rate_is_refused_not_silently_ignored(two_steps, tiny_model, data, tmp_path, monkeypatch,
+                                                                 capsys, no_model_load):
+    out = _checkpoints_only(two_steps, tmp_path / "run")
+    status, message = cli_exit(_argv(out, tiny_model, data, "--max_steps=4", "--language_model_lr=1e-3"),
+                               monkeypatch, capsys)
+    assert status == 1
+    assert message.startswith("configuration error: checkpoint-2 was saved with other optimiser / schedule values: "
+                              "language_model_lr 2e-05 -> 0.001; max_steps 2 -> 4. Resuming would silently keep the "
+                              "checkpoint's"), message
+    assert "--resume_accept_changes=[language_model_lr,max_steps]" in message
+
+
+def test_accepted_changes_take_effect_from_the_resumed_step(two_steps, tiny_model, data, tmp_path):
+    out = _checkpoints_only(two_steps, tmp_path / "run")
+    train_module.main(_argv(out, tiny_model, data, "--max_steps=4", "--language_model_lr=1e-3",
+                            "--resume_accept_changes=[language_model_lr,max_steps]"))
+    steps = curve(out)
+    assert sorted(steps) == [1, 2, 3, 4]
+    # Cosine without warm-up over the new 4 steps: step 3 runs at 1e-3 * (1 + cos(pi * 2 / 4)) / 2, step 4 at
+    # 1e-3 * (1 + cos(pi * 3 / 4)) / 2; the projector keeps its rate, on the new schedule.
+    assert steps[3]["lr_language_model"] == pytest.approx(1e-3 * 0.5, rel=1e-6)
+    assert steps[4]["lr_language_model"] == pytest.approx(1e-3 * (1 - 2 ** -0.5) / 2, rel=1e-6)
+    assert steps[3]["lr_projector"] == pytest.approx(steps[1]["lr_projector"] * 0.5, rel=1e-6)
+
+
+@pytest.mark.parametrize(("override", "difference"), [
+    ("--stage=1.5", "stage '2' -> '1.5'"),
+    ("--croc_preset=official", "croc_config: "),
+    ("--seed=1", "seed 0 -> 1"),
+    ("--global_batch_size=8", "global_batch_size 4 -> 8"),
+    ("--model_max_length=200", "model_max_length 256 -> 200"),
+    ("--data.max_samples=5", "data_rows: count 8 -> 5"),
+])
+def test_a_change_the_run_cannot_continue_from_is_refused_before_the_model_loads(two_steps, tiny_model, data,
+                                                                                  tmp_path, monkeypatch, capsys,
+                                                                                  no_model_load, override, difference):
+    out = _checkpoints_only(two_steps, tmp_path / "run")
+    status, message = cli_exit(_argv(out, tiny_model, data, "--max_steps=2", override), monkeypatch, capsys)
+    assert status == 1 and message.startswith("configuration error: checkpoint-2 cannot continue with this "
+                                              "configuration: "), message
+    assert difference in message, message
+    assert "--resume_accept_changes" not in message  # not something an option can accept
+
+
+def test_a_finished_run_is_not_overwritten_by_another_configuration(two_steps, tiny_model, data, tmp_path,
+                                                                     monkeypatch, capsys, no_model_load):
+    out = tmp_path / "run"
+    shutil.copytree(two_steps, out)
+    for folder in out.glob("checkpoint-*"):
+        shutil.rmtree(folder)
+    before = _listing(out)
+    status, message = cli_exit(_argv(out, tiny_model, data, "--max_steps=2", "--seed=3"), monkeypatch, capsys)
+    assert status == 1 and "the finished run in" in message and "its final model would be overwritten" in message
+    assert _listing(out) == before
+
+
+def test_an_output_dir_holding_a_model_this_trainer_did_not_write_is_refused(tiny_model, data, tmp_path, monkeypatch,
+                                                                             capsys, no_model_load):
+    out = tmp_path / "run"
+    shutil.copytree(tiny_model, out)  # e.g. the previous stage's folder given as output_dir by mistake
+    before = _listing(out)
+    status, message = cli_exit(_argv(out, tiny_model, data, "--max_steps=1"), monkeypatch, capsys)
+    assert status == 1 and "already holds a model that this trainer's run did not write" in message, message
+    assert _listing(out) == before
+
+
+# --- manifests and unpickling ---------------------------------------------------------------------------------
+
+
+def test_a_truncated_newest_checkpoint_is_skipped_for_the_newest_intact_one(two_steps, tiny_model, data, tmp_path,
+                                                                            capsys):
+    out = _checkpoints_only(two_steps, tmp_path / "run")
+    weights = out / "checkpoint-2" / "model.safetensors"
+    size = weights.stat().st_size
+    weights.write_bytes(weights.read_bytes()[: size // 2])  # a copy cut short, a full disk
+    train_module.main(_argv(out, tiny_model, data, "--max_steps=2"))
+    log = capsys.readouterr().err
+    assert (f"skipping checkpoint {out / 'checkpoint-2'}: model.safetensors is {size // 2:,} bytes, the manifest says "
+            f"{size:,} (truncated or changed)") in log
+    assert f"resuming from {out / 'checkpoint-1'}" in log
+    assert curve(out)[2]["loss"] == curve(two_steps)[2]["loss"]  # step 2 trained again, to the same loss
+
+
+@pytest.mark.parametrize("damage", ["changed_bytes", "added_file", "no_manifest"])
+def test_a_checkpoint_that_fails_its_manifest_is_not_intact(two_steps, tmp_path, damage):
+    checkpoint = tmp_path / "checkpoint-2"
+    shutil.copytree(two_steps / "checkpoint-2", checkpoint)
+    assert checkpoint_problem(checkpoint) is None
+    if damage == "changed_bytes":
+        state = checkpoint / "scheduler.pt"
+        data = bytearray(state.read_bytes())
+        data[-30] ^= 0xFF  # same size, one byte different
+        state.write_bytes(bytes(data))
+        expected = "scheduler.pt does not match its SHA-256 in the manifest (changed after the save)"
+    elif damage == "added_file":
+        (checkpoint / "extra.pt").write_bytes(b"")
+        expected = "extra.pt is not in its manifest (added after the save)"
+    else:
+        (checkpoint / MANIFEST).unlink()
+        expected = f"no {MANIFEST} (written by an earlier version of this project, or not by it)"
+    assert checkpoint_problem(checkpoint) == expected
+
+
+class _Payload:
+    """Unpickling this runs code: it creates the file named below."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_pickle_that_would_run_code_is_refused_even_with_a_matching_manifest(two_steps, tmp_path, tiny_model, data,
+                                                                               monkeypatch, capsys, no_model_load):
+    """A DeepSpeed shard is loaded by a full unpickler: a crafted one (with the manifest rewritten to match, as an
+    attacker with write access could) is refused before anything unpickles it, and its code never runs."""
+    out = _checkpoints_only(two_steps, tmp_path / "run")
+    marker = tmp_path / "the-payload-ran"
+    shard = out / "checkpoint-2" / "global_step2" / "zero_pp_rank_0_mp_rank_00_optim_states.pt"
+    shard.parent.mkdir()
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:  # torch.save's zip layout, with a code-running data.pkl
+        archive.writestr("archive/data.pkl", pickle.dumps({"optimizer_state_dict": _Payload(str(marker))}))
+        archive.writestr("archive/version", "3\n")
+    shard.write_bytes(buffer.getvalue())
+    write_manifest(out / "checkpoint-2")
+    problem = checkpoint_problem(out / "checkpoint-2")
+    assert problem is not None and problem.startswith(f"{shard.relative_to(out / 'checkpoint-2')} does not load as "
+                                                      "plain data"), problem
+    status, message = cli_exit(_argv(out, tiny_model, data, "--max_steps=2",
+                                     f"--resume_from_checkpoint={out / 'checkpoint-2'}"), monkeypatch, capsys)
+    assert status == 1 and "cannot be resumed" in message and "does not load as plain data" in message
+    assert not marker.exists()
+
+
+def test_checkpoints_that_all_fail_are_not_rotated_away_by_a_fresh_start(two_steps, tiny_model, data, tmp_path,
+                                                                         monkeypatch, capsys, no_model_load):
+    out = _checkpoints_only(two_steps, tmp_path / "run")
+    for folder in out.glob("checkpoint-*"):
+        (folder / MANIFEST).unlink()
+    before = _listing(out)
+    status, message = cli_exit(_argv(out, tiny_model, data, "--max_steps=2"), monkeypatch, capsys)
+    assert status == 1 and message.startswith(f"configuration error: output_dir {out} holds checkpoints but none can "
+                                              "be resumed (checkpoint-2: no croc_manifest.json"), message
+    assert _listing(out) == before

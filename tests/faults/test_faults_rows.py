@@ -1,0 +1,184 @@
+"""Issue 20, every row accounted for: rows longer than `model_max_length` are decided from their tokens before training
+(trained whole, trained cut, or rejected with a reason inside the reject budget), a micro-batch never fails because
+of its rows, and every source (LLaVA file, build folder, pushed dataset, folder of Parquet files) goes through the
+same validator with the same options."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+
+import datasets
+import pytest
+from fault_cases import image_row, text_row, write_good_image
+from PIL import Image
+from run_cases import cli_exit, run_argv, write_small_folder
+
+from croc_testing.tiny import tiny_croc_processor
+from data_recipes import build_recipe
+from trainer import train as train_module
+from trainer.data import CrocSupervisedDataset
+from trainer.data_loading import fit_rows, load_training_rows
+from trainer.data_report import DataReport
+from trainer.resolve import resolve_config
+
+
+def _long_text_rows() -> list[dict]:
+    """Text rows as LLaVA-665K's ShareGPT conversations are: 4 whose first question alone is longer than 256 tokens
+    (nothing can be learnt from them at that length), 3 whose answer is (cut, and trained), 3 short."""
+    essay = " ".join(f"word{i}" for i in range(400))
+    rows = [text_row(f"long-question-{i}", "Yes.") for i in range(4)]
+    for row in rows:
+        row["conversations"][0]["value"] = f"Read this: {essay} Is it long?"
+    rows += [text_row(f"long-answer-{i}", f"Here it is: {essay}") for i in range(3)]
+    rows += [text_row(f"short-{i}", f"{i}.") for i in range(3)]
+    return rows
+
+
+@pytest.fixture(scope="module")
+def long_rows(tmp_path_factory):
+    root = tmp_path_factory.mktemp("long_rows")
+    small = json.loads(write_small_folder(root).read_text())
+    rows = [row for row in small if row["id"].startswith("img")] + _long_text_rows()
+    path = root / "with_long_rows.json"
+    path.write_text(json.dumps(rows))
+    return path
+
+
+@pytest.mark.parametrize("config", ["stage2.yaml", "stage1_5.yaml"])
+def test_long_rows_grouped_together_do_not_end_the_run_and_are_all_counted(tiny_model, long_rows, tmp_path, config):
+    """Before: the length-grouped sampler put the too-long text rows in one micro-batch and stage 2 ended with
+    `every row of this batch was dropped`; stage 1.5 dropped them silently, counted nowhere."""
+    out = tmp_path / "run"
+    train_module.main(run_argv(config, out, tiny_model, long_rows, "--group_by_modality_length=true",
+                               "--max_steps=3", "--data.max_reject_fraction=0.5"))
+    report = json.loads((out / "data_report.json").read_text())
+    assert report["rows_read"] == 16
+    assert {reason: n for reason, n in report["rejected"].items() if n} == {"too_long": 4}
+    assert report["truncated"] == 3 and report["truncated_examples"] == [f"long-answer-{i}" for i in range(3)]
+    lines = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
+    assert sorted(line["id"] for line in lines) == [f"long-question-{i}" for i in range(4)]
+    assert all(line["reason"] == "too_long" and "its first answer token would be cut" in line["detail"]
+               for line in lines)
+    # 16 read = 4 rejected + 12 trained (3 of them cut); 3 steps of 4 rows asked for, none replaced.
+    assert report["rows_seen"] == 12 and not any(report["replaced"].values())
+
+
+def test_too_many_rows_that_cannot_fit_stop_the_run_before_the_model_loads(tiny_model, long_rows, tmp_path,
+                                                                           monkeypatch, capsys, no_model_load):
+    status, message = cli_exit(run_argv("stage2.yaml", tmp_path / "run", tiny_model, long_rows), monkeypatch,
+                               capsys)
+    assert status == 1 and message.startswith(f"data error: 4 of 16 rows of {long_rows} rejected (too_long=4), more "
+                                              "than data.max_reject_fraction=0.01"), message
+    assert len((tmp_path / "run" / "rejects.jsonl").read_text().splitlines()) == 4  # the file the message names
+
+
+def test_the_length_pass_in_several_processes_equals_one(long_rows):
+    processor = tiny_croc_processor()
+    rows = datasets.Dataset.from_list(json.loads(long_rows.read_text()) * 700)  # above the per-process threshold
+    verdicts = []
+    for num_proc in (1, 2):
+        report = DataReport()
+        dataset = fit_rows(CrocSupervisedDataset(rows, processor, "vicuna_v1", long_rows.parent, 256), report,
+                           num_proc=num_proc)
+        verdicts.append((len(dataset), report.truncated, dict(report.rejected)))
+    assert verdicts[0] == verdicts[1] and verdicts[0][0] == 12 * 700
+
+
+# --- every source, one validator ------------------------------------------------------------------------------
+
+
+def _png_bytes(size=(56, 56), colour=(200, 30, 30)) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", size, colour).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def parquet_folder(tmp_path_factory):
+    """A folder of Parquet files as someone else's pushed dataset is: images embedded (`datasets.Image`), with a
+    role the templates do not know, a 1 x 40000 banner and an empty image among good rows."""
+    folder = tmp_path_factory.mktemp("parquet") / "pushed"
+    good = [image_row(f"img-{i}", f"{i}.png", f"Colour {i}.") for i in range(5)]
+    rows = [{**row, "image": {"bytes": _png_bytes(colour=(40 * i, 90, 90)), "path": row["image"]}}
+            for i, row in enumerate(good)]
+    rows.append({**image_row("banner", "banner.png"), "image": {"bytes": _png_bytes((1, 40_000)), "path": "b.png"}})
+    rows.append({**image_row("empty-image", "e.png"), "image": {"bytes": b"", "path": "e.png"}})
+    role = text_row("user-role")
+    role["conversations"][0]["from"] = "user"
+    rows += [role, text_row("text-0"), text_row("text-1")]
+    features = datasets.Features({"id": datasets.Value("string"), "image": datasets.Image(),
+                                  "conversations": datasets.List({"from": datasets.Value("string"),
+                                                                  "value": datasets.Value("string")})})
+    (folder / "data").mkdir(parents=True)
+    datasets.Dataset.from_list(rows, features=features).to_parquet(str(folder / "data" / "train-00000-of-00001.parquet"))
+    return folder
+
+
+def _rows(tmp_path, tiny_model, data, *extra):
+    model_args, data_args, args, _ = resolve_config(run_argv("stage2.yaml", tmp_path / "run", tiny_model, data,
+                                                             *extra))
+    return load_training_rows(data_args, args)
+
+
+def test_a_pushed_dataset_is_validated_like_a_llava_file(parquet_folder, tiny_model, tmp_path):
+    """Before: the log said pushed rows were validated when built; the unknown role crashed the run mid-training."""
+    rows = _rows(tmp_path, tiny_model, parquet_folder, "--data.image_check=header", "--data.max_reject_fraction=0.5")
+    assert {reason: n for reason, n in rows.report.rejected.items() if n} == {
+        "unknown_role": 1, "extreme_aspect_ratio": 1, "unreadable_image": 1}
+    assert rows.report.rows_read == 10 and sorted(rows.rows["id"]) == sorted(
+        [f"img-{i}" for i in range(5)] + ["text-0", "text-1"])
+    lines = {line["id"]: line for line in map(json.loads, rows.report.start_rejects and [
+        json.dumps(row, default=str) for row in rows.report.start_rejects])}
+    assert lines["banner"]["image"] == "b.png"  # the file name, never the bytes
+
+
+def test_strict_is_honoured_for_a_pushed_dataset(parquet_folder, tiny_model, tmp_path, monkeypatch, capsys,
+                                                 no_model_load):
+    status, message = cli_exit(run_argv("stage2.yaml", tmp_path / "run", tiny_model, parquet_folder,
+                                        "--data.strict=true"), monkeypatch, capsys)
+    assert status == 1 and message.startswith(f"data error: 2 of 10 rows of {parquet_folder} rejected "
+                                              "(unknown_role=1, unreadable_image=1), more than none (data.strict="
+                                              "true)"), message
+
+
+def test_a_pushed_dataset_trains_on_its_valid_rows(parquet_folder, tiny_model, tmp_path):
+    out = tmp_path / "run"
+    train_module.main(run_argv("stage2.yaml", out, tiny_model, parquet_folder, "--max_steps=2",
+                               "--data.max_reject_fraction=0.5"))
+    report = json.loads((out / "data_report.json").read_text())
+    # The banner passes the start's `exists` check and is refused from its header when training reads it.
+    assert report["rejected"]["unknown_role"] == 1 and report["rejected"]["unreadable_image"] == 1
+    assert report["rows_seen"] == 8
+
+
+def test_a_build_whose_images_moved_is_checked_at_the_start(tiny_model, tmp_path):
+    source = tmp_path / "source"
+    write_small_folder(source)
+    build_recipe("llava_json", source, tmp_path / "build", params={"annotation": "rows.json"})
+    (source / "images" / "2.png").unlink()  # after the build
+    shutil.rmtree(source / "images" / "extra", ignore_errors=True)
+    rows = _rows(tmp_path, tiny_model, tmp_path / "build", "--data.max_reject_fraction=0.5")
+    assert {reason: n for reason, n in rows.report.rejected.items() if n} == {"missing_image": 1}
+    assert rows.report.rows_read == 8 and "img-2" not in rows.rows["id"]
+
+
+def test_a_parquet_folder_without_conversations_is_one_line(tiny_model, tmp_path, monkeypatch, capsys, no_model_load):
+    folder = tmp_path / "other"
+    folder.mkdir()
+    datasets.Dataset.from_list([{"text": "hello"}]).to_parquet(str(folder / "part-0.parquet"))
+    status, message = cli_exit(run_argv("stage2.yaml", tmp_path / "run", tiny_model, folder), monkeypatch, capsys)
+    assert (status, message) == (1, f"data error: {folder}: rows need a `conversations` column (a list of {{from, "
+                                    "value} turns), found columns ['text']")
+
+
+def test_every_image_row_replacement_keeps_its_modality(tmp_path):
+    """A text row that cannot be used is replaced by a text row, an image row by an image row (a batch keeps its
+    modality, which the grouped sampler chose)."""
+    write_good_image(tmp_path / "a.png", (10, 200, 10))
+    rows = [text_row("bad-text"), image_row("img", "a.png"), text_row("good-text", "Fine.")]
+    rows[0]["conversations"][0]["value"] = " ".join(["long"] * 400)
+    dataset = CrocSupervisedDataset(rows, tiny_croc_processor(), "vicuna_v1", tmp_path, 256)
+    sample = dataset[0]
+    assert sample["replaced_row"]["id"] == "bad-text" and sample["pixel_values"] is None

@@ -1,0 +1,568 @@
+"""Checks of a run's arguments that transformers' `TrainingArguments` and `Trainer` make only once the model is
+loaded, or never: found from the arguments, the model's config.json, its tokenizer and a model built on the `meta`
+device (no memory, no weights), before anything heavy is read.
+
+Two entry points:
+
+* `check_training_values(args)`: the values of the `CrocTrainingArguments` fields, each alone or with its partner
+  (types, ranges, choices, settings the Croc trainer cannot honour). `CrocTrainingArguments.__post_init__` calls it
+  first, before its own resolution and transformers' `__post_init__`, so it sees the values as given (strategies
+  still strings); what transformers already refuses there in one line (an unknown optimiser or schedule name,
+  `fp16` with `bf16`, a negative `warmup_steps`, ...) is left to it.
+* `check_arguments(model_args, data_args, args)`: what needs the built arguments, the model or this machine: the
+  optimiser and schedule transformers will build, DeepSpeed's config against the arguments, the attention backend
+  and the LoRA targets against the model's modules, the prompt pool under ZeRO-3, and `model_max_length` against the
+  shortest sample that can train. `trainer.resolve.resolve_config` calls it last.
+
+`ModelArguments` uses `check_field_types` and `check_attention_name` from here. Every check raises
+`trainer.cli.ConfigError`: one line saying what is wrong, the value, and what to do.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+import enum
+import functools
+import inspect
+import math
+import re
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+import torch
+from huggingface_hub.errors import StrictDataclassError
+from PIL import Image
+
+from modeling_croc.constants import IGNORE_INDEX, IMAGE_TOKEN
+from modeling_croc.loading import (
+    croc_model_class,
+    load_croc_config,
+    load_processor,
+    read_croc_config,
+    source_kind,
+)
+
+# numpy's seed range: `transformers.set_seed` seeds numpy with `seed` (torch would take a wider one).
+MAX_SEED = 2**32 - 1
+# Fields whose annotation is narrower than the values they take: `resume_from_checkpoint: true` resumes from the
+# newest intact checkpoint of output_dir, transformers documents `fsdp: true`, and `stage: 1.5` is read as "1.5".
+FIELD_TYPE_OVERRIDES: dict[str, Any] = {"resume_from_checkpoint": str | bool | None, "fsdp": str | bool | None,
+                                        "stage": str | float | None}
+# Mapping fields that transformers also reads from a JSON string ("{...}"); any other string is a mistake.
+MAPPING_FIELDS = ("lr_scheduler_kwargs", "activation_checkpointing_kwargs", "gradient_checkpointing_kwargs")
+# Keys of `activation_checkpointing_kwargs` that the Trainer itself takes out before the rest reaches
+# `torch.utils.checkpoint.checkpoint`, and the one that `checkpoint` reads from its **kwargs.
+TRAINER_CHECKPOINTING_KEYS = ("every_n_layers", "offload")
+CHECKPOINT_KWARGS_KEYS = ("preserve_rng_state",)
+# Optimisers transformers builds around the model's own modules (low-rank projections, fused updates): they replace
+# the parameter groups `CrocTrainer.create_optimizer` builds (one learning rate per trained part).
+MODEL_BOUND_OPTIMIZERS = ("galore", "apollo", "lomo")
+# The token counts transformers logs with `include_num_input_tokens_seen` (a bool maps to "all" or "no").
+INPUT_TOKEN_COUNTS = ("all", "non_padding", "no")
+NO_EVALUATION = "trainer.train has no evaluation set (it trains one stage on its training rows)"
+EVALUATION_HINT = "evaluate the saved stage folder with lmms-eval instead (README, Evaluation)"
+# PyTorch modules PEFT's LoRA wraps.
+LORA_MODULE_TYPES = (torch.nn.Linear, torch.nn.Embedding, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
+
+
+def _config_error(message: str) -> Exception:
+    # `trainer.cli` imports the argument dataclasses, which import this module: the class is looked up when raised.
+    from .cli import ConfigError
+
+    return ConfigError(message)
+
+
+def _value(setting: Any) -> Any:
+    """An enum member's value, or the setting itself: before transformers' `__post_init__` strategies are strings."""
+    return setting.value if isinstance(setting, enum.Enum) else setting
+
+
+# ---- types and choices: every dataclass section ----------------------------------------------------------------
+
+
+def _options(hint: Any) -> tuple[Any, ...]:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return tuple(option for arg in typing.get_args(hint) for option in _options(arg))
+    return (hint,)
+
+
+def _is_yaml_shaped(value: Any) -> bool:
+    """What a YAML file or a `--key=value` override can hold. Other objects (an `AcceleratorConfig` built in Python)
+    are left to the code that reads the field."""
+    return value is None or isinstance(value, (bool, int, float, str, list, tuple, dict))
+
+
+def _matches(value: Any, option: Any) -> bool:
+    """Whether `value` is of the type `option` (one member of a field's annotation), as YAML spells it: an integer
+    counts as a number, `true` does not."""
+    origin = typing.get_origin(option) or option
+    if option is Any:
+        return True
+    if option is type(None):
+        return value is None
+    if origin is typing.Literal:
+        return any(value is literal or (type(value) is type(literal) and value == literal)
+                   for literal in typing.get_args(option))
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            return False
+        items = typing.get_args(option)
+        return not items or all(_matches(element, items[0]) for element in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    if option is bool:
+        return isinstance(value, bool)
+    if option is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if option is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(option, type) and issubclass(option, enum.Enum):
+        return isinstance(value, (option, str))  # the name itself is checked where it is converted
+    return not isinstance(option, type) or isinstance(value, option)
+
+
+def _describe(option: Any) -> str:
+    origin = typing.get_origin(option) or option
+    if origin in (list, tuple):
+        item = typing.get_args(option)[:1]
+        return f"a list of {_describe(item[0]).split(' ', 1)[-1]}s" if item else "a list"
+    if origin is typing.Literal:
+        return " or ".join(repr(literal) for literal in typing.get_args(option))
+    if isinstance(origin, type) and issubclass(origin, enum.Enum):
+        return "a string"  # transformers' option enums are spelt as their names
+    names = {type(None): "null", bool: "true or false", int: "an integer", float: "a number", str: "a string",
+             dict: "a mapping"}
+    return names.get(origin, f"a {getattr(origin, '__name__', origin)}")
+
+
+def check_field_types(arguments: Any, section: str = "") -> None:
+    """Every init field of the dataclass instance `arguments` holds a value of its annotated type: a list where a
+    number goes (`per_device_train_batch_size: [1, 2]`), a number where a list goes, `1.5` for an integer, or `true`
+    for a batch size would otherwise fail deep inside training, or silently mean something else. `section` prefixes
+    the field names in messages (`model.`)."""
+    try:
+        hints = typing.get_type_hints(type(arguments))
+    except (NameError, TypeError):  # an annotation that does not resolve: leave the values to their readers
+        return
+    for field in dataclasses.fields(arguments):
+        hint = FIELD_TYPE_OVERRIDES.get(field.name, hints.get(field.name))
+        value = getattr(arguments, field.name)
+        if not field.init or hint is None or not _is_yaml_shaped(value):
+            continue
+        options = _options(hint)
+        if not any(_matches(value, option) for option in options):
+            expected = " or ".join(dict.fromkeys(_describe(option) for option in options))
+            raise _config_error(f"{section}{field.name} must be {expected}, got {value!r}")
+        choices = field.metadata.get("choices")
+        if choices is not None and value is not None and value not in choices:
+            raise _config_error(f"{section}{field.name} must be one of {', '.join(map(str, choices))}, got {value!r}")
+
+
+def check_attention_name(attn_implementation: str) -> None:
+    """`attn_implementation` is a backend transformers can dispatch to: eager, one it registered (sdpa,
+    flex_attention, flash_attention_2/3/4, paged|eager) or a Hub kernel (`org/repo[:function]`). Whether this model
+    and this machine can run it is checked by `check_arguments`."""
+    from transformers.integrations.hub_kernels import is_kernel
+    from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+    known = ["eager", *ALL_ATTENTION_FUNCTIONS.valid_keys()]
+    if attn_implementation in known or is_kernel(attn_implementation):
+        return
+    close = difflib.get_close_matches(attn_implementation, known, n=1)
+    hint = f" (did you mean {close[0]}?)" if close else ""
+    raise _config_error(f"model.attn_implementation={attn_implementation!r} is not an attention backend{hint}; use "
+                        f"one of {', '.join(known)} or a Hub kernel (org/repo)")
+
+
+# ---- the training section's values ------------------------------------------------------------------------------
+
+
+def check_training_values(args: Any) -> None:
+    """Refuse every `CrocTrainingArguments` value that cannot work and that transformers accepts until the model is
+    loaded (or for good): call first thing in `__post_init__`, on the values as given (`gradient_accumulation_steps`
+    and `model_max_length` may still be None there, the strategies strings)."""
+    check_field_types(args)
+    for name in MAPPING_FIELDS:
+        value = getattr(args, name, None)
+        if isinstance(value, str) and not value.startswith("{"):
+            raise _config_error(f"{name} must be a mapping such as {{key: value}}, got {value!r}")
+    if args.trainable_parts is not None and not args.trainable_parts:
+        raise _config_error("trainable_parts is empty, so nothing would train; name the parts to train, or leave it "
+                            "unset for the stage's")
+    if args.include_num_input_tokens_seen not in (True, False, *INPUT_TOKEN_COUNTS):
+        raise _config_error(f"include_num_input_tokens_seen must be true, false or one of "
+                            f"{', '.join(INPUT_TOKEN_COUNTS)}, got {args.include_num_input_tokens_seen!r}")
+    _check_batches(args)
+    _check_run_length(args)
+    _check_intervals(args)
+    _check_optimiser_values(args)
+    _check_no_evaluation(args)
+    _check_compile_and_checkpointing(args)
+    if not args.ddp_timeout > 0:
+        raise _config_error(f"ddp_timeout must be > 0 seconds, got {args.ddp_timeout}")
+    if args.ddp_bucket_cap_mb is not None and args.ddp_bucket_cap_mb < 1:
+        raise _config_error(f"ddp_bucket_cap_mb must be >= 1 (or unset), got {args.ddp_bucket_cap_mb}")
+
+
+def _check_batches(args: Any) -> None:
+    """Batch sizes, and the DataLoader's worker settings (which torch checks only when the loader is built)."""
+    if args.per_device_train_batch_size < 1:
+        raise _config_error(f"per_device_train_batch_size must be >= 1, got {args.per_device_train_batch_size}")
+    for name in ("gradient_accumulation_steps", "global_batch_size"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            raise _config_error(f"{name} must be >= 1 (or unset), got {value}")
+    if args.dataloader_num_workers < 0:
+        raise _config_error(f"dataloader_num_workers must be >= 0 (0: load in the training process), got "
+                            f"{args.dataloader_num_workers}")
+    if args.dataloader_prefetch_factor is not None and args.dataloader_prefetch_factor < 1:
+        raise _config_error(f"dataloader_prefetch_factor must be >= 1 (or unset), got {args.dataloader_prefetch_factor}")
+    if args.dataloader_num_workers == 0:
+        for name in ("dataloader_persistent_workers", "dataloader_multiprocessing_context"):
+            if getattr(args, name):
+                raise _config_error(f"{name}={getattr(args, name)!r} needs worker processes: set "
+                                    "dataloader_num_workers > 0, or drop it")
+
+
+def _check_run_length(args: Any) -> None:
+    """How long the run is, and the values that seed and size it."""
+    if args.max_steps == 0 or args.max_steps < -1:
+        raise _config_error(f"max_steps must be a positive number of optimiser steps, or -1 to train "
+                            f"num_train_epochs epochs; got {args.max_steps}")
+    if args.max_steps < 0 and not (args.num_train_epochs > 0 and math.isfinite(args.num_train_epochs)):
+        raise _config_error(f"num_train_epochs must be a finite number > 0 (or set max_steps), got "
+                            f"{args.num_train_epochs}")
+    if not 0 <= args.seed <= MAX_SEED:
+        raise _config_error(f"seed must be in [0, 2**32 - 1] (it seeds numpy too), got {args.seed}")
+    if args.model_max_length is not None and args.model_max_length < 1:
+        raise _config_error(f"model_max_length must be >= 1, got {args.model_max_length}")
+    if args.pool_calibration_images < 1:
+        raise _config_error(f"pool_calibration_images must be >= 1, got {args.pool_calibration_images}")
+
+
+def _check_intervals(args: Any) -> None:
+    """Warm-up, logging and saving intervals: transformers takes 0 or negative steps, or a fractional warm-up over
+    one step, without a word."""
+    warmup = args.warmup_steps
+    if not math.isfinite(warmup) or (warmup > 1 and warmup != int(warmup)):
+        raise _config_error(f"warmup_steps must be a ratio of the run in [0, 1) or a whole number of steps, got "
+                            f"{warmup}")
+    for strategy, steps in (("logging_strategy", "logging_steps"), ("save_strategy", "save_steps")):
+        value = getattr(args, steps)
+        if _value(getattr(args, strategy)) == "steps" and not value > 0:
+            raise _config_error(f"{steps} must be > 0 with {strategy}=steps (a number of steps, or a ratio of the "
+                                f"run below 1), got {value}")
+    if args.save_total_limit is not None and args.save_total_limit < 1:
+        raise _config_error(f"save_total_limit must be >= 1 (leave it unset to keep every checkpoint), got "
+                            f"{args.save_total_limit}")
+
+
+def _check_optimiser_values(args: Any) -> None:
+    """The optimiser's numbers (the learning rates and betas are checked with the parameter groups)."""
+    if not (args.adam_epsilon > 0 and math.isfinite(args.adam_epsilon)):
+        raise _config_error(f"adam_epsilon must be a finite number > 0 (AdamW divides by sqrt(v) + adam_epsilon: 0 "
+                            f"makes every parameter whose gradient is still 0 NaN), got {args.adam_epsilon}")
+    if not (args.weight_decay >= 0 and math.isfinite(args.weight_decay)):
+        raise _config_error(f"weight_decay must be a finite number >= 0, got {args.weight_decay}")
+    if args.max_grad_norm is not None and not args.max_grad_norm >= 0:
+        raise _config_error(f"max_grad_norm must be >= 0 (0 turns gradient clipping off), got {args.max_grad_norm}")
+    if args.label_smoothing_factor != 0:
+        raise _config_error(f"label_smoothing_factor={args.label_smoothing_factor}: transformers' label smoother "
+                            "would replace the Croc model's own loss (lm_loss + vtr_loss_weight * vtr_loss) by one on "
+                            "its logits without the VTR term; leave it at 0")
+    if args.neftune_noise_alpha is not None and not args.neftune_noise_alpha > 0:
+        raise _config_error(f"neftune_noise_alpha must be > 0 (or unset), got {args.neftune_noise_alpha}")
+    optim = str(_value(args.optim))
+    if any(kind in optim for kind in MODEL_BOUND_OPTIMIZERS):
+        raise _config_error(f"optim={optim}: GaLore, APOLLO and LOMO optimisers bring their own parameter groups, "
+                            "which would replace the Croc trainer's (one learning rate per trained part); use "
+                            "adamw_torch (the default) or another optimiser of the parameters")
+
+
+def _check_no_evaluation(args: Any) -> None:
+    """Settings that evaluate, which the Trainer refuses without an evaluation set only once it is built (or, for
+    `load_best_model_at_end`, ignores)."""
+    if _value(args.eval_strategy) != "no":
+        raise _config_error(f"eval_strategy={_value(args.eval_strategy)}: {NO_EVALUATION}; set eval_strategy=no "
+                            f"and {EVALUATION_HINT}")
+    if args.eval_on_start:
+        raise _config_error(f"eval_on_start=true: {NO_EVALUATION}; drop it and {EVALUATION_HINT}")
+    if args.load_best_model_at_end:
+        raise _config_error(f"load_best_model_at_end=true picks a checkpoint by its evaluation, but {NO_EVALUATION}; "
+                            "drop it")
+    if _value(args.save_strategy) == "best":
+        raise _config_error(f"save_strategy=best saves on the best evaluation, but {NO_EVALUATION}; use "
+                            "save_strategy=steps or epoch")
+    if _value(args.lr_scheduler_type) in ("reduce_lr_on_plateau", "greedy"):
+        raise _config_error(f"lr_scheduler_type={_value(args.lr_scheduler_type)} follows an evaluation metric, but "
+                            f"{NO_EVALUATION}; use cosine (the stages' schedule) or linear")
+
+
+def _check_compile_and_checkpointing(args: Any) -> None:
+    """`torch.compile`'s backend and mode, and the keywords that reach `torch.utils.checkpoint.checkpoint`."""
+    backend = args.torch_compile_backend
+    if backend is not None:
+        from accelerate.utils import DynamoBackend
+
+        if backend.upper() not in DynamoBackend.__members__:
+            known = ", ".join(member.value.lower() for member in DynamoBackend if member is not DynamoBackend.NO)
+            raise _config_error(f"torch_compile_backend={backend!r} is not a backend accelerate knows: {known}")
+    if args.torch_compile_mode is not None and backend in (None, "inductor"):
+        from torch._inductor import list_mode_options
+
+        try:
+            list_mode_options(args.torch_compile_mode)  # torch.compile's own check of the mode
+        except RuntimeError as error:
+            raise _config_error(f"torch_compile_mode: {error}") from None
+
+    enabled = args.activation_checkpointing or args.gradient_checkpointing
+    kwargs = args.activation_checkpointing_kwargs if args.activation_checkpointing_kwargs is not None else \
+        args.gradient_checkpointing_kwargs
+    if enabled and isinstance(kwargs, dict):
+        from torch.utils.checkpoint import checkpoint
+
+        signature = inspect.signature(checkpoint).parameters.values()
+        accepted = {p.name for p in signature if p.kind is inspect.Parameter.KEYWORD_ONLY}
+        accepted.update(CHECKPOINT_KWARGS_KEYS + TRAINER_CHECKPOINTING_KEYS)
+        unknown = sorted(set(kwargs) - accepted)
+        if unknown:
+            raise _config_error(f"activation_checkpointing_kwargs: unknown keys {unknown}; accepted: "
+                                f"{', '.join(sorted(accepted))}")
+
+
+# ---- everything together: the built arguments, the model and this machine -------------------------------------
+
+
+def check_arguments(model_args: Any, data_args: Any, args: Any) -> None:
+    """Check the built arguments of a run against each other, transformers' optimiser and scheduler factories,
+    DeepSpeed's config, this machine and the model's config.json, tokenizer and meta-device modules. Reads no weight:
+    the model is built on the `meta` device (about 0.1 s for a 7B model; see `build_on_meta`)."""
+    from . import validation  # imports trainer.cli, which imports the dataclasses that import this module
+
+    check_field_types(data_args, "data.")
+    check_deepspeed_config(args)
+    check_optimizer(args)
+    check_lr_scheduler(args)
+    check_parallelism(args)
+    validation.check_attention_backend(model_args.attn_implementation, use_cpu=args.use_cpu)
+    config = _read_model_config(model_args, args)
+    if config is None:  # no config.json to read yet (stage 1 parts, an uncached Hub id): the load checks these
+        return
+    model = build_on_meta(config, model_args.attn_implementation)
+    if model_args.use_peft:
+        check_lora_targets(model, model_args.lora_target_modules)
+    check_pool_size_under_zero3(model_args, args, config)
+    check_model_max_length(model_args, args, config)
+
+
+def check_deepspeed_config(args: Any) -> None:
+    """DeepSpeed's config against the arguments: transformers fills its "auto" values from the arguments and records
+    every explicit value that differs (`HfTrainerDeepSpeedConfig.mismatches`), but raises only once the model is
+    loaded; and an `optimizer` or `scheduler` section would replace the Croc trainer's own (per-part learning rates)."""
+    deepspeed_config = getattr(args, "hf_deepspeed_config", None)
+    if not args.deepspeed or deepspeed_config is None:
+        return
+    where = f"deepspeed config {args.deepspeed}" if isinstance(args.deepspeed, str) else "the inline deepspeed config"
+    sections = [name for name in ("optimizer", "scheduler") if name in deepspeed_config.config]
+    if sections:
+        raise _config_error(f"{where}: its {' and '.join(sections)} section would replace the Croc trainer's "
+                            "optimiser and schedule (one learning rate per trained part); remove it (the configs "
+                            "in trainer/configs/deepspeed/ have none)")
+    if deepspeed_config.mismatches:
+        found = "; ".join(mismatch.strip().removeprefix("- ") for mismatch in deepspeed_config.mismatches)
+        raise _config_error(f"{where} contradicts the training arguments: {found}; set these DeepSpeed values to "
+                            "\"auto\" (they then follow the arguments) or change the arguments")
+
+
+def check_optimizer(args: Any) -> None:
+    """`args.optim` as `CrocTrainer` builds it: transformers' optimiser factory (which refuses an optimiser whose
+    package is missing, e.g. bitsandbytes for `adamw_bnb_8bit`, or malformed `optim_args`), and fused AdamW on a
+    device whose kernels PyTorch has."""
+    from transformers import Trainer
+    from transformers.training_args import OptimizerNames
+
+    try:
+        Trainer.get_optimizer_cls_and_kwargs(args)
+    except (ImportError, ValueError, TypeError, NotImplementedError) as error:
+        raise _config_error(f"optim={_value(args.optim)}: {' '.join(str(error).split())}") from None
+    if args.optim == OptimizerNames.ADAMW_TORCH_FUSED:
+        from torch.optim import optimizer as optimizer_module
+
+        # The devices `torch.optim` checks every parameter against at the first step of a fused optimiser.
+        supported = optimizer_module._get_fused_kernels_supported_devices()
+        if args.device.type not in supported:
+            raise _config_error(f"optim=adamw_torch_fused: this PyTorch has no fused AdamW for {args.device.type} "
+                                f"(only {', '.join(supported)}); use optim=adamw_torch")
+
+
+def check_lr_scheduler(args: Any) -> None:
+    """`lr_scheduler_type` with `lr_scheduler_kwargs`, built as the Trainer builds it (on a one-parameter optimiser
+    at `learning_rate`): an unknown or missing keyword (`cosine_with_min_lr` without `min_lr_rate`) or a wrong value
+    fails here rather than at the first step. The step count is `max_steps`, or a stand-in when it follows the
+    epochs (unknown until the rows are counted)."""
+    from transformers import get_scheduler
+
+    steps = args.max_steps if args.max_steps > 0 else 1000
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=args.learning_rate)
+    try:
+        get_scheduler(args.lr_scheduler_type, optimizer, num_warmup_steps=args.get_warmup_steps(steps),
+                      num_training_steps=steps, scheduler_specific_kwargs=args.lr_scheduler_kwargs)
+    except (TypeError, ValueError) as error:
+        raise _config_error(f"lr_scheduler_type={_value(args.lr_scheduler_type)} with lr_scheduler_kwargs="
+                            f"{args.lr_scheduler_kwargs}: {' '.join(str(error).split())}") from None
+
+
+def check_parallelism(args: Any) -> None:
+    """FSDP as the Trainer refuses it at construction: it needs several processes and excludes DeepSpeed."""
+    from transformers.training_args import ParallelMode
+
+    if not args.fsdp:
+        return
+    if args.deepspeed:
+        raise _config_error("fsdp and deepspeed are both set; choose one (this project ships DeepSpeed configs)")
+    if args.parallel_mode != ParallelMode.DISTRIBUTED:
+        raise _config_error("fsdp shards the model over processes, but this run has one; launch it with torchrun or "
+                            "accelerate launch, or drop fsdp")
+
+
+def _read_model_config(model_args: Any, args: Any):
+    """The run's Croc config from the model folder's config.json (with the preset and overrides), or None when there
+    is no folder to read (stage 1 from separate parts, an uncached Hub id)."""
+    if not model_args.name_or_path:
+        return None
+    try:
+        return read_croc_config(model_args.name_or_path, croc_fields=args.croc_fields)
+    except (ValueError, TypeError, StrictDataclassError):  # a Croc field `check_croc_config` or the load reports
+        return None
+
+
+def build_on_meta(config: Any, attn_implementation: str) -> torch.nn.Module:
+    """The Croc model of `config` on the `meta` device: its modules and parameter shapes with no memory and no
+    weights (LLaVA-1.5-7B: 727 modules, 7.1B parameters, about 0.1 s on one CPU core). Building it runs transformers'
+    own check of `attn_implementation` against the model classes, as `from_pretrained` would before reading weights.
+    FlashAttention needs its package and a GPU, which `validation.check_attention_backend` checks (so a test can
+    stand in for them); the meta model is built with eager attention then."""
+    from transformers.initialization import no_init_weights
+    from transformers.modeling_utils import set_zero3_state
+    from transformers.utils.generic import is_flash_attention_requested
+
+    config = copy.deepcopy(config)
+    if is_flash_attention_requested(requested_attention_implementation=attn_implementation):
+        attn_implementation = "eager"
+    config._attn_implementation = attn_implementation
+    try:
+        # Under ZeRO-3 transformers would build each sub-model in `deepspeed.zero.Init` (which starts a process
+        # group); `set_zero3_state` is how `from_pretrained` marks that one is already open. A meta model is never
+        # partitioned, and its weights are never initialised.
+        with torch.device("meta"), set_zero3_state(), no_init_weights():
+            return croc_model_class(config)(config)
+    except (ValueError, ImportError) as error:
+        raise _config_error(f"model.attn_implementation={attn_implementation}: {' '.join(str(error).split())}") \
+            from None
+
+
+def check_lora_targets(model: torch.nn.Module, target_modules: list[str]) -> None:
+    """Every name of `model.lora_target_modules` selects at least one module LoRA can wrap inside the language
+    model, with the regex `trainer.lora` gives PEFT: a misspelt name would otherwise leave its projections without
+    adapters silently (or, if no name matches, fail after the load)."""
+    from .lora import lora_target_regex  # trainer.lora imports the argument dataclasses
+
+    names = [name for name, _ in model.named_modules()]
+    projections = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                          if ".language_model." in f".{name}" and isinstance(module, torch.nn.Linear)})
+    for target in target_modules:
+        pattern = re.compile(lora_target_regex([target]))
+        matched = [name for name in names if pattern.fullmatch(name)]
+        if not matched:
+            close = difflib.get_close_matches(target, projections, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise _config_error(f"model.lora_target_modules: {target!r} names no module of the language model{hint}; "
+                                f"its projections: {', '.join(projections)}")
+        modules = dict(model.named_modules())
+        wrong = [name for name in matched if not isinstance(modules[name], LORA_MODULE_TYPES)]
+        if wrong:
+            raise _config_error(f"model.lora_target_modules: {target!r} matches {wrong[0]} "
+                                f"({type(modules[wrong[0]]).__name__}), which LoRA cannot adapt; name its linear "
+                                f"projections instead: {', '.join(projections)}")
+
+
+def check_pool_size_under_zero3(model_args: Any, args: Any, config: Any) -> None:
+    """Under ZeRO-3 `from_pretrained` builds the model partitioned and cannot load a saved prompt pool into one of
+    another size (transformers' `ignore_mismatched_sizes` does not apply): the load fails with a size mismatch."""
+    deepspeed_config = getattr(args, "hf_deepspeed_config", None)
+    if deepspeed_config is None or not deepspeed_config.is_zero3():
+        return
+    folder = Path(model_args.name_or_path).expanduser()
+    if not folder.is_dir() or source_kind(folder) != "croc":
+        return
+    saved = load_croc_config(folder).prompt_pool_size
+    if saved != config.prompt_pool_size:
+        raise _config_error(f"croc_overrides prompt_pool_size={config.prompt_pool_size} differs from the "
+                            f"{saved} saved in {model_args.name_or_path}: DeepSpeed ZeRO-3 cannot load a pool into "
+                            f"one of another size; keep prompt_pool_size={saved}, or run this stage with ZeRO-2 "
+                            "(trainer/configs/deepspeed/zero2.json) or without DeepSpeed")
+
+
+def shortest_trainable_length(processor: Any, template: str) -> tuple[int, int] | None:
+    """(image tokens, prompt tokens) of the shortest sample with an image that can train under `template`: an empty
+    question and one answer token, through the training dataset itself (`trainer.data.CrocSupervisedDataset`), so
+    its BOS, template, tokenisation and image-token expansion count as in training. Image tokens are the processor's
+    per-image count (for AnyRes processors: the base view, a lower bound of every image's count)."""
+    from data_recipes import DataError
+
+    from .data import CrocSupervisedDataset
+
+    row = {"id": "shortest", "image": Image.new("RGB", (32, 32), (128, 128, 128)),
+           "conversations": [{"from": "human", "value": IMAGE_TOKEN}, {"from": "gpt", "value": "x"}]}
+    try:
+        sample = CrocSupervisedDataset([row], processor, template=template, model_max_length=2**31)[0]
+    except DataError:  # the template supervises nothing: the data checks say so
+        return None
+    if sample is None:
+        return None
+    first_answer_token = int((sample["labels"] != IGNORE_INDEX).nonzero()[0])
+    image_tokens_here = int((sample["input_ids"] == int(processor.image_token_id)).sum())
+    return int(processor.num_image_tokens), first_answer_token - image_tokens_here
+
+
+def check_model_max_length(model_args: Any, args: Any, config: Any) -> None:
+    """`model_max_length` fits the image tokens, the template's prompt and one answer token, or no sample with an
+    image can train: the dataset drops every such row, and the run stops at its first batch."""
+    folder = Path(model_args.name_or_path).expanduser()
+    if not folder.is_dir():
+        return
+    counts = _shortest_sample_counts(str(folder.resolve()), args.template, _processor_files(folder))
+    if counts is None:
+        return
+    image_tokens, prompt_tokens = counts
+    shortest = image_tokens + prompt_tokens + 1
+    if args.model_max_length < shortest:
+        raise _config_error(f"model_max_length={args.model_max_length} cannot hold a sample with an image: "
+                            f"{image_tokens} image tokens + {prompt_tokens} tokens of the {args.template} template's "
+                            f"prompt + 1 answer token = {shortest}; raise model_max_length to at least {shortest}")
+
+
+def _processor_files(folder: Path) -> tuple[tuple[str, int, int], ...]:
+    """(name, size, modification time) of the files a processor is read from: what `_shortest_sample_counts`
+    depends on besides the template."""
+    return tuple((path.name, path.stat().st_size, path.stat().st_mtime_ns) for path in sorted(folder.iterdir())
+                 if path.suffix in (".json", ".model", ".txt", ".jinja"))
+
+
+@functools.lru_cache(maxsize=16)
+def _shortest_sample_counts(folder: str, template: str, files: tuple) -> tuple[int, int] | None:
+    """`shortest_trainable_length` with the model folder's processor (its tokenizer and image-processor settings;
+    no weights). Loading a LLaVA tokenizer takes about half a second, so the counts are kept per folder, template and
+    `files` (the folder's processor files, which key the cache only): a process that resolves several runs of one
+    model (the tests, a sweep) loads it once."""
+    from modeling_croc.convert.from_llava import llava_processor
+
+    path = Path(folder)
+    processor = load_processor(path) if source_kind(path) == "croc" else llava_processor(path, read_croc_config(path))
+    if processor is None:  # a weights-only folder: the load reports it
+        return None
+    return shortest_trainable_length(processor, template)

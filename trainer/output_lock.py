@@ -1,0 +1,215 @@
+"""One writer per `output_dir`: a lock file that a crashed run does not leave stuck.
+
+Two runs writing one folder interleave their checkpoints, rotate each other's files away and resume from each
+other's state. The first run takes `<output_dir>/.croc-run.lock` (created with O_EXCL, so two starts cannot both
+win) and holds it until it ends; a second run stops before it writes anything, with one line naming the holder.
+
+A lock outlives its run only when the run could not remove it (SIGKILL, a node lost). Such a lock is stale, and is
+taken over with a warning, when
+* it was taken on this host by a process that no longer exists, or
+* it was taken by an earlier incarnation of this Slurm job (`SLURM_JOB_ID`: Slurm runs one incarnation of a job at
+  a time, so a requeued job never waits on itself), or
+* its holder stopped refreshing it: a live holder touches the file every `HEARTBEAT_SECONDS` from a background
+  thread, and a lock untouched for `STALE_AFTER_SECONDS` is abandoned. Its age is measured against a file written
+  now in the same folder, so clocks that disagree between machines (a shared filesystem) do not matter.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+LOCK_FILE = ".croc-run.lock"
+HEARTBEAT_SECONDS = 30.0
+# Ten missed heartbeats: long enough for a filesystem hiccup, short enough for a requeue on another node.
+STALE_AFTER_SECONDS = 300.0
+
+
+class OutputDirLocked(RuntimeError):  # noqa: N818
+    """Another live run holds the output folder; the message is one line naming it."""
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """Who holds a lock, as written in the file."""
+
+    host: str
+    pid: int
+    token: str
+    started: str
+    slurm_job: str | None = None
+
+    @classmethod
+    def here(cls) -> LockHolder:
+        return cls(host=socket.gethostname(), pid=os.getpid(), token=uuid.uuid4().hex,
+                   started=time.strftime("%Y-%m-%d %H:%M:%S %Z"), slurm_job=os.environ.get("SLURM_JOB_ID"))
+
+    def describe(self) -> str:
+        job = f", Slurm job {self.slurm_job}" if self.slurm_job else ""
+        return f"process {self.pid} on {self.host}{job}, since {self.started}"
+
+
+def _process_exists(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
+
+
+def _read_holder(path: Path) -> LockHolder | None:
+    try:
+        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+        return LockHolder(**data)
+    except (OSError, ValueError, TypeError):
+        return None
+
+
+def _age_seconds(path: Path) -> float:
+    """Seconds since `path` was last touched, by the clock of the filesystem that holds it."""
+    probe = path.with_name(f".croc-clock-{uuid.uuid4().hex}")
+    try:
+        probe.write_bytes(b"")
+        now = probe.stat().st_mtime
+    finally:
+        with contextlib.suppress(OSError):
+            probe.unlink()
+    return now - path.stat().st_mtime
+
+
+class OutputDirLock:
+    """The lock of one output folder; use as a context manager (`with OutputDirLock(folder): ...`).
+
+    Args:
+        folder: the run's `output_dir` (created if missing).
+        stale_after: seconds without a heartbeat after which a lock from another host is taken over.
+        heartbeat: seconds between two touches of the lock file by its holder.
+    """
+
+    def __init__(self, folder: str | os.PathLike, stale_after: float = STALE_AFTER_SECONDS,
+                 heartbeat: float = HEARTBEAT_SECONDS) -> None:
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK_FILE
+        self.stale_after = stale_after
+        self.heartbeat = heartbeat
+        self.holder = LockHolder.here()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ---- taking and releasing ----
+    def acquire(self) -> OutputDirLock:
+        """Take the lock, taking over a stale one; `OutputDirLocked` when a live run holds it."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for _ in range(3):  # a stale lock removed by two starts at once: one of them creates the new lock
+            if self._create():
+                self._start_heartbeat()
+                return self
+            current = _read_holder(self.path)
+            reason = self._stale_reason(current)
+            if reason is None:
+                raise OutputDirLocked(self._held_message(current))
+            logger.warning("taking over the lock of %s: %s", self.folder, reason)
+            self._remove_stale(current)
+        raise OutputDirLocked(self._held_message(_read_holder(self.path)))
+
+    def release(self) -> None:
+        """Stop the heartbeat and remove the lock if it is still this run's."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        current = _read_holder(self.path)
+        if current is not None and current.token == self.holder.token:
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+
+    def __enter__(self) -> OutputDirLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+    # ---- internals ----
+    def _create(self) -> bool:
+        try:
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            json.dump(self.holder.__dict__, file)
+            file.flush()
+            os.fsync(file.fileno())
+        return True
+
+    def _stale_reason(self, current: LockHolder | None) -> str | None:
+        """Why the lock in place can be taken over, or None while its holder may be alive."""
+        if current is None:
+            # Unreadable: a holder killed between creating and writing it, or garbage. Give a writer a moment.
+            try:
+                age = _age_seconds(self.path)
+            except OSError:
+                return "the lock disappeared"
+            return f"unreadable lock file, {age:.0f} s old" if age > self.heartbeat else None
+        if current.host == self.holder.host and not _process_exists(current.pid):
+            return f"its {current.describe()} no longer exists"
+        if current.slurm_job and current.slurm_job == self.holder.slurm_job and current.pid != self.holder.pid:
+            return f"it was taken by an earlier run of this Slurm job ({current.describe()})"
+        try:
+            age = _age_seconds(self.path)
+        except OSError:
+            return "the lock disappeared"
+        if age > self.stale_after:
+            return f"its {current.describe()} has not refreshed it for {age:.0f} s"
+        return None
+
+    def _remove_stale(self, seen: LockHolder | None) -> None:
+        # Rename first: of two starts taking over the same stale lock, only one rename succeeds on the file seen.
+        aside = self.path.with_name(f"{LOCK_FILE}.stale-{uuid.uuid4().hex}")
+        try:
+            os.rename(self.path, aside)
+        except FileNotFoundError:
+            return
+        moved = _read_holder(aside)
+        if seen is not None and moved is not None and moved.token != seen.token:
+            # A new holder took it meanwhile: put it back (a link, which never replaces a lock made since), it is live.
+            with contextlib.suppress(OSError):
+                os.link(aside, self.path)
+            with contextlib.suppress(OSError):
+                aside.unlink()
+            return
+        with contextlib.suppress(OSError):
+            aside.unlink()
+
+    def _held_message(self, current: LockHolder | None) -> str:
+        who = current.describe() if current is not None else "another run"
+        return (f"output_dir {self.folder} is in use by {who} (lock file {self.path}); two runs writing one folder "
+                "would mix their checkpoints. Wait for it to end, or use another output_dir. A lock left by a "
+                f"killed run is taken over once its process is gone, or after {self.stale_after:.0f} s without a "
+                "heartbeat from another host")
+
+    def _start_heartbeat(self) -> None:
+        self._stop.clear()
+
+        def beat() -> None:
+            while not self._stop.wait(self.heartbeat):
+                with contextlib.suppress(OSError):
+                    os.utime(self.path)
+
+        self._thread = threading.Thread(target=beat, name="croc-output-lock", daemon=True)
+        self._thread.start()
+
+
+__all__ = ["HEARTBEAT_SECONDS", "LOCK_FILE", "STALE_AFTER_SECONDS", "LockHolder", "OutputDirLock", "OutputDirLocked"]

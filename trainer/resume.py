@@ -1,0 +1,130 @@
+"""Before the model loads: which checkpoint a run resumes from, whether it may, and who may write `output_dir`.
+
+Run by `trainer.train.main` after the rows are read and before anything heavy: the main process decides (it takes
+the output folder's lock, verifies checkpoints against their manifests, compares run records) and every other
+process follows its verdict, so all of them resume the same checkpoint or stop with the same one line.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .checkpoint_io import SAFE_INDEX, SAFE_WEIGHTS, checkpoint_folders, checkpoint_problem
+from .cli import ConfigError
+from .output_lock import OutputDirLock, OutputDirLocked
+from .run_record import read_run_record, resume_refusal
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+def main_process_decides(args, decide: Callable[[], T]) -> T:
+    """`decide()` on the main process; its result (or its `ConfigError`, one line) on every process."""
+    outcome: list[Any] = [None, None]
+    if args.process_index == 0:
+        try:
+            outcome = [decide(), None]
+        except ConfigError as error:
+            outcome = [None, str(error)]
+    if args.world_size > 1:
+        from accelerate.utils import broadcast_object_list
+
+        broadcast_object_list(outcome, from_process=0)
+    if outcome[1] is not None:
+        raise ConfigError(outcome[1])
+    return outcome[0]
+
+
+@contextlib.contextmanager
+def output_dir_lock(args) -> Iterator[None]:
+    """Hold `output_dir`'s lock (main process) for the run; every process stops if another run holds it."""
+    lock = OutputDirLock(args.output_dir)
+
+    def take() -> bool:
+        try:
+            lock.acquire()
+        except OutputDirLocked as error:
+            raise ConfigError(str(error)) from None
+        except OSError as error:
+            raise ConfigError(f"output_dir {args.output_dir} cannot be created or written ({error.strerror})") from None
+        return True
+
+    held = main_process_decides(args, take)
+    try:
+        yield
+    finally:
+        if held and args.process_index == 0:
+            lock.release()
+
+
+def _holds_a_model(folder: Path) -> bool:
+    return any((folder / name).is_file() for name in ("config.json", SAFE_WEIGHTS, SAFE_INDEX, "adapter_config.json"))
+
+
+def plan_resume(args, record: dict[str, Any]) -> str | None:
+    """The checkpoint this run resumes from (None: it starts fresh), decided on the main process. `ConfigError` when
+    the configuration differs from the checkpoint's in a way the run cannot continue from or would silently
+    ignore (`trainer.run_record`), when `output_dir` holds checkpoints none of which is intact, or a model another
+    run (or something else) wrote."""
+    return main_process_decides(args, lambda: _plan(args, record))
+
+
+def _plan(args, record: dict[str, Any]) -> str | None:
+    output_dir = Path(args.output_dir)
+    accepted = list(args.resume_accept_changes or [])
+    explicit = args.resume_from_checkpoint
+    if isinstance(explicit, str):
+        problem = checkpoint_problem(explicit)
+        if problem is not None:
+            raise ConfigError(f"resume_from_checkpoint {explicit} cannot be resumed: {problem}; name another "
+                              "checkpoint, or leave the option out to resume from the newest intact one")
+        _check_record(explicit, record, accepted)
+        return str(explicit)
+    checkpoint = None
+    if explicit is True or args.auto_resume:
+        problems = []
+        for folder in checkpoint_folders(output_dir):
+            problem = checkpoint_problem(folder)
+            if problem is None:
+                checkpoint = str(folder)
+                break
+            problems.append(f"{folder.name}: {problem}")
+            logger.warning("skipping checkpoint %s: %s; resuming from the newest intact one", folder, problem)
+        if checkpoint is None and problems:
+            # Starting over here would rotate these folders away (save_total_limit): nothing is deleted unasked.
+            raise ConfigError(f"output_dir {output_dir} holds checkpoints but none can be resumed ("
+                              + "; ".join(problems[:3]) + "); move them out of the way to start over, or fix them")
+        if checkpoint is None and explicit is True:
+            raise ConfigError(f"resume_from_checkpoint=true but {output_dir} holds no checkpoint")
+    if checkpoint is not None:
+        _check_record(checkpoint, record, accepted)
+    elif accepted:
+        raise ConfigError("resume_accept_changes is set but there is no checkpoint to resume: nothing to accept")
+    if _holds_a_model(output_dir):
+        saved = read_run_record(output_dir)
+        if saved is None:
+            raise ConfigError(f"output_dir {output_dir} already holds a model that this trainer's run did not write "
+                              "(no croc_run.json); training would overwrite it: choose another output_dir")
+        if checkpoint is None:
+            refusal = resume_refusal(saved, record, accepted, f"the finished run in {output_dir}")
+            if refusal is not None:
+                raise ConfigError(refusal + "; its final model would be overwritten")
+    return checkpoint
+
+
+def _check_record(checkpoint: str, record: dict[str, Any], accepted: list[str]) -> None:
+    saved = read_run_record(checkpoint)
+    if saved is None:
+        raise ConfigError(f"{checkpoint} has no run record (croc_run.json): it was not written by this trainer's "
+                          "run; it is not resumed")
+    refusal = resume_refusal(saved, record, accepted, Path(checkpoint).name)
+    if refusal is not None:
+        raise ConfigError(refusal)
+
+
+__all__ = ["main_process_decides", "output_dir_lock", "plan_resume"]

@@ -1,0 +1,280 @@
+"""When a run stops, and what it leaves behind: non-finite steps, preemption signals and timed checkpoints.
+
+Three promises, decided once per optimiser step and agreed by every process in one small all-reduce:
+
+* **Divergence stops the run, not the weights.** A step whose loss (any micro-batch, any process) or gradient norm
+  is not finite never reaches the weights: the run stops there with one line naming the step and the newest
+  checkpoint (`TrainingDiverged`), or, with `max_nonfinite_steps` > 0, the step is skipped (its gradients dropped,
+  no update) until that many steps were skipped, as large-scale trainers skip loss spikes. The count travels in
+  every checkpoint (`NONFINITE_FILE`). Under DeepSpeed the engine itself has already skipped a step whose gradients
+  overflow (its `check_grad_overflow`); the rule here then only counts it or stops.
+* **Preemption saves.** SIGTERM (what Slurm and Kubernetes send before a kill) and the signals of
+  `preemption_signals` (SIGUSR1 for Slurm's `--signal=USR1@SECONDS`) are recorded by a handler that does nothing
+  else; at the end of the step in progress every process agrees, a complete checkpoint is written and the run ends
+  with `PREEMPTED_EXIT_CODE`. The rerun resumes on the uninterrupted loss curve. Repeated signals change nothing:
+  on a cluster the same signal often arrives twice (Slurm signals every process of a step, and torchrun forwards
+  what it receives to its workers); SIGKILL ends a run at once.
+* **Timed checkpoints.** `save_interval_minutes` adds a checkpoint whenever that much wall time passed since the last
+  one, so a hard kill (a node lost, no signal) costs at most that much work whatever `save_steps` says.
+
+The all-reduce carries three flags (a non-finite loss seen here, a signal received here, the save timer due here);
+the gradient norm is already global (computed after the gradient all-reduce), so every process takes the same
+decision at the same step without another collective.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import TrainerCallback
+
+logger = logging.getLogger(__name__)
+
+# EX_TEMPFAIL (sysexits.h): "a temporary failure; the user is invited to retry". A preempted run exits with it, so a
+# job script can requeue on exactly this status (the README's Slurm section does).
+PREEMPTED_EXIT_CODE = 75
+# The signals that always save and stop; `preemption_signals` adds to them.
+DEFAULT_PREEMPTION_SIGNALS: tuple[str, ...] = ("SIGTERM",)
+# The checkpoint file holding the steps skipped for non-finite values, so a resumed run keeps its budget.
+NONFINITE_FILE = "nonfinite_steps.json"
+
+
+class RunStopped(Exception):  # noqa: N818  (a way a run ends, not a failure of the code)
+    """A run that ended early on purpose; `exit_code` is what the command line exits with, the message one line."""
+
+    exit_code = 1
+
+
+class TrainingDiverged(RunStopped):
+    """A non-finite loss, gradient norm or weight: the run stopped before anything non-finite was written."""
+
+
+class RunPreempted(RunStopped):
+    """A preemption signal: a complete checkpoint was written (or nothing had trained yet); rerun to continue."""
+
+    exit_code = PREEMPTED_EXIT_CODE
+
+
+def signal_number(name: str) -> signal.Signals:
+    """`signal.Signals` for a name ("SIGUSR1", "USR1", "sigusr1"); ValueError for one this platform lacks."""
+    key = name.strip().upper()
+    key = key if key.startswith("SIG") else f"SIG{key}"
+    try:
+        return signal.Signals[key]
+    except KeyError:
+        raise ValueError(f"unknown signal {name!r} (e.g. SIGTERM, SIGUSR1)") from None
+
+
+class StopSignals:
+    """Records the first preemption signal; the process carries on until the trainer stops at a step's end.
+
+    `install()` replaces the handlers of `names` (main thread only: elsewhere it warns and does nothing) and
+    `restore()` puts the previous ones back. Later signals are ignored (see the module docstring).
+    """
+
+    def __init__(self, names: tuple[str, ...] | list[str] = DEFAULT_PREEMPTION_SIGNALS) -> None:
+        self.signals = tuple(dict.fromkeys(signal_number(name) for name in names))
+        self.received: signal.Signals | None = None
+        self._previous: dict[signal.Signals, Any] = {}
+
+    def install(self) -> StopSignals:
+        if threading.current_thread() is not threading.main_thread():
+            logger.warning("preemption signals are not handled: the run does not start on the main thread")
+            return self
+        for number in self.signals:
+            self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def restore(self) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+        self._previous.clear()
+
+    def _handle(self, number: int, frame) -> None:
+        # Only a flag: logging from a signal handler can deadlock on the logging lock (the message comes at the
+        # step's end), and raising here would interrupt whatever the step was doing, a checkpoint write included.
+        if self.received is None:
+            self.received = signal.Signals(number)
+
+    def __enter__(self) -> StopSignals:
+        return self.install()
+
+    def __exit__(self, *exc) -> None:
+        self.restore()
+
+
+def is_finite(value: float | torch.Tensor | None) -> bool:
+    """Whether a loss or gradient norm is a finite number (None, where a backend reports no norm, counts as finite)."""
+    if value is None:
+        return True
+    if isinstance(value, torch.Tensor):
+        return bool(torch.isfinite(value).all())
+    return math.isfinite(float(value))
+
+
+def first_nonfinite_parameter(model: torch.nn.Module) -> str | None:
+    """The name of the first parameter holding a NaN or an infinity, or None; one host synchronisation for the whole
+    model. Under ZeRO-3 each process sees its own partition (`ds_tensor`): the caller reduces the answer."""
+    parameters = list(model.named_parameters())
+    flags = []
+    for _, param in parameters:
+        data = getattr(param, "ds_tensor", None)
+        data = param.data if data is None else data
+        if data.numel() and data.is_floating_point():
+            flags.append(torch.isfinite(data).all())
+        else:
+            flags.append(torch.ones((), dtype=torch.bool, device=data.device))
+    if not flags:
+        return None
+    device = flags[0].device
+    finite = torch.stack([flag.to(device) for flag in flags])
+    if bool(finite.all()):
+        return None
+    return parameters[int((~finite).nonzero()[0])][0]
+
+
+class RunControl(TrainerCallback):
+    """The step-level decisions of a `CrocTrainer` (see the module docstring). The trainer feeds it every
+    micro-batch's loss (`observe_loss`) and every step's gradient norm (`observe_grad_norm`).
+
+    Args:
+        trainer: the `CrocTrainer` (for its accelerator, model, optimiser and output folder).
+        signals: the `StopSignals` of the run (installed by the caller), or None for no signal handling.
+        max_nonfinite_steps: steps with a non-finite loss or gradient norm skipped before the run stops (0: stop at
+            the first).
+        save_interval_minutes: write a checkpoint whenever this much wall time passed since the last (None: off).
+    """
+
+    def __init__(self, trainer, signals: StopSignals | None = None, max_nonfinite_steps: int = 0,
+                 save_interval_minutes: float | None = None) -> None:
+        self.trainer = trainer
+        self.signals = signals
+        self.max_nonfinite_steps = int(max_nonfinite_steps)
+        self.save_interval = None if save_interval_minutes is None else 60.0 * float(save_interval_minutes)
+        self.skipped_steps: list[dict[str, Any]] = []
+        self.stopped_by: str | None = None  # the signal that stopped the run, once it has
+        self._loss_bad: torch.Tensor | None = None
+        self._grad_norm: float | torch.Tensor | None = None
+        self._last_save = time.monotonic()
+        self._stop_requested = False
+        self._save_due = False
+
+    # ---- what the trainer reports ----
+    def observe_loss(self, loss: torch.Tensor) -> None:
+        """Record whether a micro-batch's loss is finite, on the device (no host synchronisation)."""
+        bad = ~torch.isfinite(loss.detach()).all()
+        self._loss_bad = bad if self._loss_bad is None else self._loss_bad | bad
+
+    def observe_grad_norm(self, grad_norm: float | torch.Tensor | None) -> None:
+        self._grad_norm = grad_norm
+
+    # ---- agreement ----
+    def _agree(self, loss_bad: bool) -> tuple[bool, bool, bool]:
+        """(a non-finite loss somewhere, a signal somewhere, the save timer due somewhere), the same on every process."""
+        flags = [float(loss_bad), float(self.signals is not None and self.signals.received is not None),
+                 float(self.save_interval is not None and time.monotonic() - self._last_save >= self.save_interval)]
+        accelerator = self.trainer.accelerator
+        if accelerator.num_processes > 1:
+            agreed = accelerator.reduce(torch.tensor(flags, device=accelerator.device), reduction="sum")
+            flags = [float(value) for value in agreed.tolist()]
+        return flags[0] > 0, flags[1] > 0, flags[2] > 0
+
+    def _signal_name(self) -> str:
+        received = None if self.signals is None else self.signals.received
+        return received.name if received is not None else "a preemption signal (on another process)"
+
+    # ---- events ----
+    def on_train_begin(self, args, state, control, **kwargs):
+        self._last_save = time.monotonic()
+        _, signalled, _ = self._agree(False)
+        if signalled:
+            # Received while the data or the model loaded: nothing has trained since the last checkpoint.
+            self.stopped_by = self._signal_name()
+            raise RunPreempted(f"stopped by {self.stopped_by} before training step {state.global_step + 1}; nothing "
+                               "new to save; rerun the same command to continue")
+        return control
+
+    def on_pre_optimizer_step(self, args, state, control, **kwargs):
+        loss_bad = False if self._loss_bad is None else bool(self._loss_bad)
+        self._loss_bad = None
+        loss_bad, self._stop_requested, self._save_due = self._agree(loss_bad)
+        if loss_bad or not is_finite(self._grad_norm):
+            self._nonfinite_step(state.global_step + 1, loss_bad)
+        return control
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self._save_due:
+            control.should_save = True
+        if self._stop_requested and state.global_step < state.max_steps:
+            self.stopped_by = self._signal_name()
+            control.should_save = True
+            control.should_training_stop = True
+            if self.trainer.is_world_process_zero():
+                logger.warning("%s received: saving checkpoint-%d and stopping", self.stopped_by, state.global_step)
+        return control
+
+    def on_save(self, args, state, control, **kwargs):
+        self._last_save = time.monotonic()
+        return control
+
+    # ---- non-finite steps ----
+    def _nonfinite_step(self, step: int, loss_bad: bool) -> None:
+        norm = self._grad_norm
+        norm = float(norm) if isinstance(norm, (int, float, torch.Tensor)) else norm
+        what = ", ".join(part for part in ("loss" if loss_bad else "", "" if is_finite(norm) else f"grad_norm {norm}")
+                         if part)
+        record = {"step": step, "nonfinite": what}
+        if len(self.skipped_steps) < self.max_nonfinite_steps:
+            self._drop_gradients()
+            self.skipped_steps.append(record)
+            if self.trainer.is_world_process_zero():
+                logger.warning("step %d: non-finite %s; skipped (no update), %d of max_nonfinite_steps=%d", step,
+                               what, len(self.skipped_steps), self.max_nonfinite_steps)
+            return
+        last = self.trainer.last_checkpoint_message()
+        budget = (f"after skipping {len(self.skipped_steps)} step(s) (max_nonfinite_steps="
+                  f"{self.max_nonfinite_steps})" if self.max_nonfinite_steps else "")
+        raise TrainingDiverged(f"training diverged at step {step}: non-finite {what}{' ' + budget if budget else ''}; "
+                               f"that step was not applied and nothing was saved; {last}. Lower the learning "
+                               "rates, or let such steps be skipped with --max_nonfinite_steps=N")
+
+    def _drop_gradients(self) -> None:
+        """Make the coming optimiser step a no-op: every parameter without a gradient is left as it is (AdamW and
+        the other torch optimisers skip it, weight decay included). DeepSpeed has already skipped the step."""
+        if self.trainer.is_deepspeed_enabled:
+            return
+        self.trainer.model_wrapped.zero_grad(set_to_none=True)
+        self.trainer.optimizer.zero_grad(set_to_none=True)
+
+    # ---- checkpoints ----
+    def save(self, folder: str | Path) -> None:
+        (Path(folder) / NONFINITE_FILE).write_text(json.dumps({"skipped_steps": self.skipped_steps}, indent=1) + "\n",
+                                                   encoding="utf-8")
+
+    def restore(self, folder: str | Path) -> None:
+        file = Path(folder) / NONFINITE_FILE
+        if file.is_file():
+            self.skipped_steps = list(json.loads(file.read_text(encoding="utf-8"))["skipped_steps"])
+
+
+__all__ = [
+    "DEFAULT_PREEMPTION_SIGNALS",
+    "NONFINITE_FILE",
+    "PREEMPTED_EXIT_CODE",
+    "RunControl",
+    "RunPreempted",
+    "RunStopped",
+    "StopSignals",
+    "TrainingDiverged",
+    "first_nonfinite_parameter",
+    "is_finite",
+    "signal_number",
+]

@@ -1,0 +1,264 @@
+"""What a run is, recorded in every checkpoint, so that a resume is exact or refused.
+
+`transformers.Trainer` resumes whatever the command line now says: a changed learning rate is logged but the
+checkpoint's scheduler state wins (its `base_lrs`), a changed weight decay or beta is overwritten by the optimiser
+state it loads, and a changed stage, preset or pool size fails with a traceback after the model has loaded. Here
+every checkpoint carries `RUN_RECORD`, the values that decide what a run computes (the stage, the Croc config the
+model is built with, the rows and their order, the batch, the optimiser and its schedule), and a resume compares
+them with the values it would run with, before the model loads:
+
+* a change the run cannot continue from (`FIXED`: the stage, the model, the data, the batch, what trains, the seed)
+  is refused with one line listing the differences;
+* a change to the optimiser or its schedule (`ADJUSTABLE`) is refused as well, unless named in
+  `resume_accept_changes`: then the new values take effect from the resumed step on (`ApplyAcceptedChanges`: the
+  optimiser keeps its moments, the schedule continues at its step with the new peak rates);
+* everything else (logging, saving, evaluation, workers, the Hub, packing, gradient checkpointing: nothing that
+  changes the numbers) may change freely.
+
+The record is also written into the final folder, so a later run pointed at a finished `output_dir` with another
+configuration is refused instead of overwriting the model.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from transformers import TrainerCallback
+
+from .stages import PARAMETER_GROUPS
+
+logger = logging.getLogger(__name__)
+
+RUN_RECORD = "croc_run.json"
+RECORD_FORMAT = 1
+
+# Keys of the record a resume cannot change: the run would no longer be the one its checkpoint continues.
+FIXED: dict[str, str] = {
+    "stage": "the stage",
+    "croc_config": "the model's Croc config (preset fields, pool size, masking, VTR)",
+    "model_config": "the model architecture",
+    "data_rows": "the training rows (count and ids, in order)",
+    "global_batch_size": "the global batch",
+    "trainable_parts": "what trains",
+    "seed": "the seed",
+    "data_seed": "the data seed",
+    "group_by_modality_length": "the sampler",
+    "model_max_length": "model_max_length",
+    "template": "the conversation template",
+    "image_aspect_ratio": "the image aspect ratio",
+    "dtype": "the weights' dtype",
+    "mixed_precision": "bf16 / fp16",
+    "lora": "the LoRA settings",
+    "deepspeed_zero_stage": "the ZeRO stage (its checkpoints differ in layout)",
+}
+# Keys a resume may change when the user says so (`resume_accept_changes`): they take effect from the resumed step.
+ADJUSTABLE: tuple[str, ...] = (
+    "learning_rate", *(f"{group}_lr" for group in PARAMETER_GROUPS), "lr_scheduler_type", "lr_scheduler_kwargs",
+    "warmup_steps", "max_steps", "num_train_epochs", "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon",
+    "max_grad_norm",
+)
+# Config entries that name where things are, not what they are.
+_VOLATILE_CONFIG_KEYS = ("_name_or_path", "transformers_version", "prompt_pool_calibrated", "architectures",
+                         "auto_map", "dtype", "torch_dtype", "_attn_implementation_autoset", "attn_implementation")
+
+
+def _canonical(value: Any) -> Any:
+    """JSON-ready, order-independent form of a config value (tuples as lists, dict keys sorted)."""
+    return json.loads(json.dumps(value, sort_keys=True, default=str))
+
+
+def _without_volatile(config: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in config.items():
+        if key in _VOLATILE_CONFIG_KEYS:
+            continue
+        out[key] = _without_volatile(value) if isinstance(value, dict) else value
+    return out
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:16]
+
+
+def rows_fingerprint(rows) -> dict[str, Any]:
+    """The training rows as the record holds them: their count and a hash of their ids in order (a `datasets`
+    Dataset, read from its Arrow column, or a sequence of row dicts)."""
+    digest = hashlib.sha256()
+    if hasattr(rows, "select_columns"):
+        for batch in rows.select_columns(["id"]).iter(batch_size=100_000):
+            digest.update("\n".join(map(str, batch["id"])).encode("utf-8") + b"\n")
+    else:
+        digest.update("\n".join(str(row.get("id")) for row in rows).encode("utf-8") + b"\n")
+    return {"count": len(rows), "ids_sha256": digest.hexdigest()[:16]}
+
+
+def zero_stage(deepspeed: Any) -> int | None:
+    """The ZeRO stage of a DeepSpeed config (a path or a dict), None without DeepSpeed."""
+    if not deepspeed:
+        return None
+    config = deepspeed if isinstance(deepspeed, dict) else json.loads(Path(deepspeed).read_text(encoding="utf-8"))
+    return int(config.get("zero_optimization", {}).get("stage", 0))
+
+
+def croc_config_dict(model_args, args) -> dict[str, Any] | None:
+    """The Croc config the run's model is built with (its config.json, the preset, the stage, the overrides), read
+    from config.json alone; None where there is none to read before loading (an uncached Hub id)."""
+    from modeling_croc.loading import read_croc_config
+
+    if model_args.name_or_path:
+        config = read_croc_config(model_args.name_or_path, croc_fields=args.croc_fields)
+        return None if config is None else config.to_dict()
+    config = read_croc_config(vision_tower=model_args.vision_tower, croc_fields=args.croc_fields)
+    if config is None:
+        return None
+    # Built from parts: the language model's own config stands for the text side.
+    from transformers import AutoConfig
+
+    from modeling_croc.loading import local_folder
+
+    try:
+        text_config = AutoConfig.from_pretrained(local_folder(model_args.language_model)).to_dict()
+    except (OSError, ValueError):
+        text_config = {"name": str(model_args.language_model)}
+    return {**config.to_dict(), "text_config": text_config}
+
+
+def build_run_record(model_args, data_args, args, croc_config: dict[str, Any] | None, rows) -> dict[str, Any]:
+    """The record of a run about to start (see the module docstring), as written to `RUN_RECORD`."""
+    config = _without_volatile(dict(croc_config or {}))
+    croc_keys = [key for key in config if key not in ("text_config", "vision_config")]
+    record = {
+        "stage": args.stage,
+        "croc_config": _canonical({key: config[key] for key in croc_keys}),
+        "model_config": _digest({key: config.get(key) for key in ("text_config", "vision_config")}),
+        "data_rows": rows_fingerprint(rows),
+        "global_batch_size": args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps,
+        "trainable_parts": list(args.trainable_parts),
+        "seed": args.seed,
+        "data_seed": args.data_seed,
+        "group_by_modality_length": args.group_by_modality_length,
+        "model_max_length": args.model_max_length,
+        "template": args.template,
+        "image_aspect_ratio": args.image_aspect_ratio,
+        "dtype": model_args.dtype,
+        "mixed_precision": "bf16" if args.bf16 else "fp16" if args.fp16 else "no",
+        "lora": _canonical({"r": model_args.lora_r, "alpha": model_args.lora_alpha,
+                            "dropout": model_args.lora_dropout, "targets": model_args.lora_target_modules,
+                            "load_in_4bit": model_args.load_in_4bit}) if model_args.use_peft else None,
+        "deepspeed_zero_stage": zero_stage(args.deepspeed),
+        "learning_rate": args.learning_rate,
+        **{f"{group}_lr": getattr(args, f"{group}_lr") for group in PARAMETER_GROUPS},
+        "lr_scheduler_type": str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)),
+        "lr_scheduler_kwargs": _canonical(args.lr_scheduler_kwargs or {}),
+        "warmup_steps": args.warmup_steps,
+        "max_steps": args.max_steps,
+        "num_train_epochs": args.num_train_epochs,
+        "weight_decay": args.weight_decay,
+        "adam_beta1": args.adam_beta1,
+        "adam_beta2": args.adam_beta2,
+        "adam_epsilon": args.adam_epsilon,
+        "max_grad_norm": args.max_grad_norm,
+    }
+    return {"format": RECORD_FORMAT, **_canonical(record)}
+
+
+def read_run_record(folder: str | Path) -> dict[str, Any] | None:
+    """The record in a checkpoint or output folder, or None where there is none (or it does not parse)."""
+    try:
+        record = json.loads((Path(folder) / RUN_RECORD).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return record if isinstance(record, dict) else None
+
+
+def write_run_record(folder: str | Path, record: dict[str, Any], **status: Any) -> None:
+    (Path(folder) / RUN_RECORD).write_text(json.dumps({**record, **status}, indent=1, sort_keys=True) + "\n",
+                                           encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class Difference:
+    key: str
+    before: Any
+    now: Any
+
+    def describe(self) -> str:
+        if isinstance(self.before, dict) and isinstance(self.now, dict):
+            changed = sorted(k for k in set(self.before) | set(self.now) if self.before.get(k) != self.now.get(k))
+            shown = ", ".join(f"{k} {self.before.get(k)!r} -> {self.now.get(k)!r}" for k in changed[:4])
+            more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
+            return f"{self.key}: {shown}{more}"
+        return f"{self.key} {self.before!r} -> {self.now!r}"
+
+
+def record_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[Difference]:
+    """The keys of `FIXED` and `ADJUSTABLE` whose values differ, in that order."""
+    return [Difference(key, saved.get(key), current.get(key)) for key in (*FIXED, *ADJUSTABLE)
+            if saved.get(key) != current.get(key)]
+
+
+def resume_refusal(saved: dict[str, Any], current: dict[str, Any], accepted: list[str] | tuple[str, ...],
+                   where: str) -> str | None:
+    """Why a run recorded as `saved` cannot be resumed as `current` (one line), or None when it can. `accepted`:
+    the `ADJUSTABLE` keys whose change the user takes (`resume_accept_changes`)."""
+    differences = record_differences(saved, current)
+    fixed = [d for d in differences if d.key in FIXED]
+    if fixed:
+        return (f"{where} cannot continue with this configuration: " + "; ".join(d.describe() for d in fixed)
+                + ". Start a new output_dir for a different run (a next stage starts from the previous stage's "
+                "final folder), or restore these values to resume")
+    refused = [d for d in differences if d.key not in accepted]
+    if refused:
+        keys = ",".join(d.key for d in refused)
+        return (f"{where} was saved with other optimiser / schedule values: "
+                + "; ".join(d.describe() for d in refused) + ". Resuming would silently keep the checkpoint's "
+                f"(its optimiser and scheduler state): restore them, or pass --resume_accept_changes=[{keys}] to "
+                "apply the new values from the resumed step on (the optimiser keeps its moments)")
+    for difference in differences:
+        logger.warning("resuming with a changed %s (accepted by resume_accept_changes)", difference.describe())
+    return None
+
+
+class ApplyAcceptedChanges(TrainerCallback):
+    """After a resume has loaded the optimiser and scheduler, put the accepted new values in place: each optimiser
+    group's learning rate (the scheduler's `base_lrs`, and the rate of the coming step), betas, epsilon and weight
+    decay. The schedule's shape (type, warm-up, length) comes from the arguments already: the scheduler is rebuilt
+    from them and only its state is loaded."""
+
+    def __init__(self, accepted: list[str] | tuple[str, ...]) -> None:
+        self.accepted = set(accepted)
+
+    def on_train_begin(self, args, state, control, optimizer=None, lr_scheduler=None, **kwargs):
+        if not self.accepted or state.global_step == 0 or optimizer is None:
+            return control
+        rates = args.group_learning_rates
+        schedule = lr_scheduler if hasattr(lr_scheduler, "base_lrs") else getattr(lr_scheduler, "scheduler", None)
+        groups = optimizer.param_groups
+        new_base = [rates.get(group.get("croc_group"), args.learning_rate) for group in groups]
+        if schedule is not None and hasattr(schedule, "lr_lambdas"):
+            schedule.base_lrs = list(new_base)
+            factors = [fn(schedule.last_epoch) for fn in schedule.lr_lambdas]
+        else:
+            factors = [1.0] * len(groups)
+        for group, base, factor in zip(groups, new_base, factors):
+            group["initial_lr"] = base
+            group["lr"] = base * factor
+            if "betas" in group:
+                group["betas"] = (args.adam_beta1, args.adam_beta2)
+            if "eps" in group:
+                group["eps"] = args.adam_epsilon
+            if group.get("weight_decay"):  # the no-decay groups (biases, norms) stay at 0
+                group["weight_decay"] = args.weight_decay
+        if schedule is not None and hasattr(schedule, "_last_lr"):
+            schedule._last_lr = [group["lr"] for group in groups]
+        return control
+
+
+__all__ = ["ADJUSTABLE", "FIXED", "RUN_RECORD", "ApplyAcceptedChanges", "Difference", "build_run_record",
+           "read_run_record", "record_differences", "resume_refusal", "rows_fingerprint", "write_run_record",
+           "zero_stage"]
