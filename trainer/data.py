@@ -243,24 +243,37 @@ class CrocSupervisedDataset(torch.utils.data.Dataset):
 
     # ---- how a row fits ----
     def fit_row(self, row: Mapping[str, Any]) -> RowFit:
-        """How `row` fits `model_max_length`, from its text alone (its image is not read). Most rows are decided by
-        a bound (a token never covers less than one byte of text: fewer bytes than the budget left by the image
-        tokens means the row fits); the rest are tokenised exactly as training tokenises them."""
-        with_image = has_image(row.get("image"))
-        segments = self.template.segments(_turns(row["conversations"]), has_image=with_image,
-                                          eos_token=self._eos_token)
-        if not any(segment.supervised and segment.text for segment in segments):
-            return RowFit("rejected", "nothing_supervised", "no supervised token (no answer turn?)")
-        image_tokens = self._fixed_image_tokens if with_image else 0
-        if image_tokens is None:
-            return RowFit("unknown")
-        bound = len(self._bos) + image_tokens + sum(
-            len(segment.text.encode("utf-8")) + _PIECE_SLACK * (1 + segment.text.count(IMAGE_TOKEN))
-            for segment in segments)
-        if bound <= self.model_max_length:
-            return RowFit("whole")
-        input_ids, labels, image_end = self._tokenize(segments, with_image, row, image_tokens)
-        return self._fit_verdict(input_ids, labels, image_end)
+        """How `row` fits `model_max_length`, from its text alone (its image is not read); see `fit_rows`."""
+        return self.fit_rows([row])[0]
+
+    def fit_rows(self, rows: Sequence[Mapping[str, Any]]) -> list[RowFit]:
+        """How each row fits `model_max_length`, from its text alone (no image is read). Most rows are decided by a
+        bound (a token never covers less than one byte of text: fewer bytes than the budget left by the image tokens
+        means the row fits); the rest are tokenised exactly as training tokenises them, all in one batch."""
+        fits: list[RowFit | None] = [None] * len(rows)
+        exact = []  # (position, pieces, image tokens) of the rows the bound does not decide
+        for position, row in enumerate(rows):
+            with_image = has_image(row.get("image"))
+            segments = self.template.segments(_turns(row["conversations"]), has_image=with_image,
+                                              eos_token=self._eos_token)
+            image_tokens = self._fixed_image_tokens if with_image else 0
+            if not any(segment.supervised and segment.text for segment in segments):
+                fits[position] = RowFit("rejected", "nothing_supervised", "no supervised token (no answer turn?)")
+            elif image_tokens is None:
+                fits[position] = RowFit("unknown")
+            elif len(self._bos) + image_tokens + sum(
+                    len(segment.text.encode("utf-8")) + _PIECE_SLACK * (1 + segment.text.count(IMAGE_TOKEN))
+                    for segment in segments) <= self.model_max_length:
+                fits[position] = RowFit("whole")
+            else:
+                exact.append((position, self._pieces(segments, with_image, row), image_tokens))
+        texts = [self._texts(pieces) for _, pieces, _ in exact]
+        encoded = self._encode([text for row_texts in texts for text in row_texts])
+        start = 0
+        for (position, pieces, image_tokens), row_texts in zip(exact, texts):
+            row_encoded, start = encoded[start:start + len(row_texts)], start + len(row_texts)
+            fits[position] = self._fit_verdict(*self._assemble(pieces, row_encoded, image_tokens))
+        return fits
 
     @cached_property
     def _fixed_image_tokens(self) -> int | None:
@@ -322,8 +335,15 @@ class CrocSupervisedDataset(torch.utils.data.Dataset):
         self, segments: list[Segment], has_image: bool, row: Mapping[str, Any], num_image_tokens: int
     ) -> tuple[list[int], list[int], int]:
         """(input_ids, labels, end of the image tokens or 0) for the rendered segments, BOS first."""
-        # Split every segment at the image marker; each text piece remembers whether it opens the sequence.
-        pieces: list[tuple[str, bool] | None] = []  # (text, supervised), None = the image
+        pieces = self._pieces(segments, has_image, row)
+        texts = self._texts(pieces)
+        encoded = self._encode(texts)
+        return self._assemble(pieces, encoded, num_image_tokens)
+
+    @staticmethod
+    def _pieces(segments: list[Segment], has_image: bool, row: Mapping[str, Any]) -> list[tuple[str, bool] | None]:
+        """The segments split at the image marker: (text, supervised) pieces, None where the image goes."""
+        pieces: list[tuple[str, bool] | None] = []
         for segment in segments:
             for k, chunk in enumerate(segment.text.split(IMAGE_TOKEN)):
                 if k:
@@ -335,14 +355,21 @@ class CrocSupervisedDataset(torch.utils.data.Dataset):
                 f"row {row.get('id')!r}: the template produced {pieces.count(None)} image markers for "
                 f"{int(has_image)} image(s)"
             )
+        return pieces
 
-        texts = [
-            piece[0] if position == 0 else self._anchor + piece[0]
-            for position, piece in enumerate(pieces)
-            if piece is not None
-        ]
-        encoded = iter(self._tokenizer(texts, add_special_tokens=False)["input_ids"]) if texts else iter(())
+    def _texts(self, pieces: list[tuple[str, bool] | None]) -> list[str]:
+        """What is tokenised for the pieces: each after the first prefixed with the anchor (see `__init__`)."""
+        return [piece[0] if position == 0 else self._anchor + piece[0]
+                for position, piece in enumerate(pieces) if piece is not None]
 
+    def _encode(self, texts: list[str]) -> list[list[int]]:
+        # One call for many texts: the tokenizer encodes a batch in parallel. `verbose=False`: a long row is the
+        # rule here, not an accident (it is fitted to model_max_length below).
+        return self._tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"] if texts else []
+
+    def _assemble(self, pieces: list[tuple[str, bool] | None], encoded: list[list[int]],
+                  num_image_tokens: int) -> tuple[list[int], list[int], int]:
+        encoded = iter(encoded)
         input_ids, labels, image_end = list(self._bos), [IGNORE_INDEX] * len(self._bos), 0
         for position, piece in enumerate(pieces):
             if piece is None:

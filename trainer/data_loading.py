@@ -142,8 +142,14 @@ def _fit_range(dataset: CrocSupervisedDataset, start: int, stop: int) -> list[Ro
         turns = (conv for batch in part.iter(batch_size=_FIT_BATCH) for conv in batch["conversations"])
     else:
         turns = (rows[i]["conversations"] for i in range(start, stop))
-    return [dataset.fit_row({"conversations": conversations, "image": True if signs[i] > 0 else None})
-            for i, conversations in zip(range(start, stop), turns)]
+    fits: list[RowFit] = []
+    batch: list[dict[str, Any]] = []
+    for i, conversations in zip(range(start, stop), turns):
+        batch.append({"id": i, "conversations": conversations, "image": True if signs[i] > 0 else None})
+        if len(batch) == _FIT_BATCH:
+            fits += dataset.fit_rows(batch)
+            batch = []
+    return fits + (dataset.fit_rows(batch) if batch else [])
 
 
 def _fit_all(dataset: CrocSupervisedDataset, num_proc: int) -> list[RowFit]:

@@ -3,11 +3,12 @@ a tiny saved model, and a guard that fails a test if a model is loaded before th
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 import torch
-from fault_cases import write_fault_folder
+from fault_cases import image_row, write_fault_folder, write_good_image
 
 from croc_testing.tiny import save_tiny_croc
 from trainer import train as train_module
@@ -37,3 +38,23 @@ def no_model_load(monkeypatch):
         raise AssertionError("the model was loaded before the error")
 
     monkeypatch.setattr(train_module, "load_model_and_processor", refuse)
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory) -> Path:
+    """Two good image rows: a config to refuse needs a data file that exists."""
+    root = tmp_path_factory.mktemp("small_data")
+    for i in range(2):
+        write_good_image(root / "images" / f"{i}.png", (90 * i, 60, 200))
+    (root / "rows.json").write_text(json.dumps([image_row(str(i), f"images/{i}.png") for i in range(2)]))
+    return root / "rows.json"
+
+
+@pytest.fixture
+def nothing_loaded(monkeypatch, no_model_load):
+    """Neither the model nor the training rows may be read before a configuration error."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the training rows were read before the configuration error")
+
+    monkeypatch.setattr(train_module, "load_training_rows", refuse)

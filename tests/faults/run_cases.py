@@ -38,6 +38,17 @@ def run_argv(config: str, out: Path, model: Path, data: Path, *extra: str) -> li
             "--disable_tqdm=true", "--per_device_train_batch_size=2", "--global_batch_size=4", *extra]
 
 
+def cli_error(argv: list[str], monkeypatch) -> str:
+    """What `python -m trainer.train ARGV` prints when it stops with a configuration or data error: the SystemExit
+    message of `cli()`, one line."""
+    monkeypatch.setattr(sys, "argv", ["trainer.train", *argv])
+    with pytest.raises(SystemExit) as stop:
+        train_module.cli()
+    message = str(stop.value.code)
+    assert "\n" not in message and "Traceback" not in message, message
+    return message
+
+
 def cli_exit(argv: list[str], monkeypatch, capsys) -> tuple[int, str]:
     """(exit status, the one line it ends with) of `python -m trainer.train ARGV` when it stops: the SystemExit
     message for configuration and data errors, the last line on stderr for a stopped run."""

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import huggingface_hub.constants
 import pytest
-from fault_cases import image_row, write_good_image
 
 from data_recipes import DataError
 from modeling_croc import CrocForConditionalGeneration
@@ -40,24 +39,6 @@ TINY_IMAGE_TOKENS = (56 // 14) ** 2
 
 needs_deepspeed = pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="DeepSpeed is not installed")
 
-
-@pytest.fixture(scope="module")
-def small_data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("argument_data")
-    for i in range(2):
-        write_good_image(root / "images" / f"{i}.png", (90 * i, 60, 200))
-    (root / "rows.json").write_text(json.dumps([image_row(str(i), f"images/{i}.png") for i in range(2)]))
-    return root / "rows.json"
-
-
-@pytest.fixture
-def nothing_loaded(monkeypatch, no_model_load):
-    """Neither the model nor the training rows may be read before a configuration error."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("the training rows were read before the configuration error")
-
-    monkeypatch.setattr(train_module, "load_training_rows", refuse)
 
 
 @pytest.fixture(autouse=True)

@@ -3,13 +3,11 @@ before the training rows are read), as `python -m trainer.train` prints it."""
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import pytest
 import yaml
-from fault_cases import image_row, write_good_image
 from transformers import CLIPVisionConfig
 
 from modeling_croc import loading
@@ -21,24 +19,6 @@ from trainer import train as train_module
 REPO = Path(__file__).resolve().parents[2]
 STAGE1_5 = REPO / "trainer" / "configs" / "cpu_tiny" / "stage1_5.yaml"
 
-
-@pytest.fixture(scope="module")
-def small_data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("config_data")
-    for i in range(2):
-        write_good_image(root / "images" / f"{i}.png", (80 * i, 60, 200))
-    (root / "rows.json").write_text(json.dumps([image_row(str(i), f"images/{i}.png") for i in range(2)]))
-    return root / "rows.json"
-
-
-@pytest.fixture
-def nothing_loaded(monkeypatch, no_model_load):
-    """Neither the model nor the training rows may be read before a configuration error."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("the training rows were read before the configuration error")
-
-    monkeypatch.setattr(train_module, "load_training_rows", refuse)
 
 
 def _yaml_with(tmp_path: Path, **changes) -> Path:

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from fault_cases import GREY16_AS_8BIT, image_row, verdicts, write_good_image
+from run_cases import cli_error as _cli_error
 
 from croc_testing.tiny import tiny_croc_processor
 from data_recipes import REJECT_REASONS, build_recipe, load_llava_json, validate_dataset
@@ -38,14 +38,6 @@ def _argv(out: Path, model: Path, data: Path, *extra: str) -> list[str]:
             "--disable_tqdm=true", "--group_by_modality_length=false", *extra]
 
 
-def _cli_error(argv: list[str], monkeypatch) -> str:
-    """What `python -m trainer.train ARGV` prints when it stops: the SystemExit message of `cli()`."""
-    monkeypatch.setattr(sys, "argv", ["trainer.train", *argv])
-    with pytest.raises(SystemExit) as stop:
-        train_module.cli()
-    message = str(stop.value.code)
-    assert "\n" not in message and "Traceback" not in message, message
-    return message
 
 
 def _rejects(path: Path) -> list[dict]:

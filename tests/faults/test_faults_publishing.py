@@ -12,7 +12,6 @@ from __future__ import annotations
 import getpass
 import json
 import os
-import sys
 from pathlib import Path
 
 import huggingface_hub
@@ -23,6 +22,7 @@ import pytest
 import torch
 from fault_cases import image_row, write_good_image
 from huggingface_hub import CommitOperationAdd, CommitOperationDelete, DatasetCard, RepoUrl
+from run_cases import cli_error as _cli_error
 from safetensors.torch import save_file
 
 from data_recipes import build as build_module
@@ -57,14 +57,6 @@ def _argv(out: Path, model: Path, data: Path, *extra: str) -> list[str]:
             "--per_device_train_batch_size=2", "--global_batch_size=2", *extra]
 
 
-def _cli_error(argv: list[str], monkeypatch) -> str:
-    """What `python -m trainer.train ARGV` prints when it stops: the SystemExit message of `cli()`."""
-    monkeypatch.setattr(sys, "argv", ["trainer.train", *argv])
-    with pytest.raises(SystemExit) as stop:
-        train_module.cli()
-    message = str(stop.value.code)
-    assert "\n" not in message and "Traceback" not in message, message
-    return message
 
 
 def _snapshot(root: Path) -> dict[str, bytes]:
