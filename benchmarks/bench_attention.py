@@ -64,6 +64,13 @@ from benchmarks.attention_setup import (
 )
 from benchmarks.harness import count_python_calls, median_ms, ratio, sync, time_interleaved
 from benchmarks.memory_probe import cpu_peak_rss_mb, cuda_peak_mb
+from modeling_croc.attention_mask import bidirectional_block_ids
+from modeling_croc.split_attention import (
+    SEGMENTS_KEY,
+    SPLIT_ATTENTION,
+    build_attention_segments,
+    mask_placeholder,
+)
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "attention.json"
 VARIANTS = ("mixed", "causal_default", "causal_materialised")
@@ -155,7 +162,14 @@ def _step_fn(
 
     def step() -> float:
         start = time.perf_counter()
-        if variant == "mixed":
+        extra = {}
+        if variant == "mixed" and config._attn_implementation == SPLIT_ATTENTION:
+            # No mask: the query segments (built inside the timed step, like the masks of the other backends).
+            block_ids = bidirectional_block_ids("image", layout["image_token_mask"], layout["labels"],
+                                                layout["attention_mask"])
+            extra[SEGMENTS_KEY] = build_attention_segments(embeds.shape[:2], block_ids, layout["attention_mask"])
+            mask = mask_placeholder(embeds.shape[0], device)
+        elif variant == "mixed":
             mask = ours_mask(config, embeds, layout, "image")
         elif variant == "causal_materialised":
             mask = create_causal_mask(
@@ -165,7 +179,7 @@ def _step_fn(
             mask = layout["attention_mask"]
         sync(device)
         build = time.perf_counter() - start
-        hidden = model(inputs_embeds=embeds, attention_mask=mask, use_cache=False).last_hidden_state
+        hidden = model(inputs_embeds=embeds, attention_mask=mask, use_cache=False, **extra).last_hidden_state
         hidden.float().square().mean().backward()
         model.zero_grad(set_to_none=True)
         return build
@@ -178,7 +192,7 @@ def bench_forward_backward(
     device: torch.device,
     measure_memory: bool,
     log: Callable[[str], None],
-    backends: Sequence[str] = ("eager", "sdpa", "flex_attention"),
+    backends: Sequence[str] = ("eager", "sdpa", "flex_attention", SPLIT_ATTENTION),
 ) -> list[dict[str, Any]]:
     """Table (a) rows: one per backend and length."""
     rows: list[dict[str, Any]] = []
@@ -284,7 +298,7 @@ def add_ratio_to_sdpa_is_causal(rows: list[dict[str, Any]]) -> None:
     against plain causal training on sdpa's `is_causal` kernel (FlashAttention in bf16 on a GPU)."""
     sdpa_causal = {row["tokens"]: row["causal_default_ms"] for row in rows if row["backend"] == "sdpa"}
     for row in rows:
-        if row["backend"] == "flex_attention" and row["mixed_ms"] is not None:
+        if row["backend"] in ("flex_attention", SPLIT_ATTENTION) and row["mixed_ms"] is not None:
             row["ratio_vs_sdpa_is_causal"] = ratio(row["mixed_ms"], sdpa_causal.get(row["tokens"]))
 
 
@@ -393,8 +407,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--threads", type=int, default=None, help="torch threads (default: 1 on CPU, see notes)"
     )
     parser.add_argument("--lengths", type=int, nargs="+", default=None, help="token lengths (default: profile's)")
-    parser.add_argument("--backends", nargs="+", default=["eager", "sdpa", "flex_attention"],
-                        choices=["eager", "sdpa", "flex_attention"], help="attention backends of table (a)")
+    parser.add_argument("--backends", nargs="+", default=["eager", "sdpa", "flex_attention", SPLIT_ATTENTION],
+                        choices=["eager", "sdpa", "flex_attention", SPLIT_ATTENTION],
+                        help="attention backends of table (a)")
     parser.add_argument("--reps", type=int, default=None, help="timed repetitions per variant (default: profile's)")
     parser.add_argument("--no-mask-building", action="store_true", help="skip table (b), the mask-building timings")
     parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output path")

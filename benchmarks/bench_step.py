@@ -51,12 +51,12 @@ def model_spec(quick: bool, size: str = "small") -> dict:
     }
 
 
-def build(spec: dict, preset: str, device: torch.device, dtype: torch.dtype = torch.float32):
+def build(spec: dict, preset: str, device: torch.device, dtype: torch.dtype = torch.float32, attn: str = "sdpa"):
     from croc_testing.tiny import tiny_croc_config
     from modeling_croc import CrocForConditionalGeneration
 
     torch.manual_seed(0)
-    config = tiny_croc_config(**spec, croc_preset=preset, croc_pretraining=True, attn_implementation="sdpa")
+    config = tiny_croc_config(**spec, croc_preset=preset, croc_pretraining=True, attn_implementation=attn)
     with torch.device(device):  # a 1B-class model is initialised where it runs, not on the host first
         model = CrocForConditionalGeneration(config).to(dtype).train()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
@@ -115,10 +115,11 @@ def piece_times_ms(model, optimizer, inputs, device: torch.device, steps: int, f
     return times
 
 
-def _memory_worker(spec: dict, preset: str, croc: bool, batch: int, text: int, steps: int, dtype, queue) -> None:
+def _memory_worker(spec: dict, preset: str, croc: bool, batch: int, text: int, steps: int, dtype, queue,
+                   attn: str = "sdpa") -> None:
     torch.set_num_threads(torch.get_num_threads())
     device = torch.device("cpu")
-    model, optimizer = build(spec, preset, device, dtype)
+    model, optimizer = build(spec, preset, device, dtype, attn)
     inputs = make_batch(model.config, batch, text, device, dtype)
     with open("/proc/self/statm") as statm:
         before_kib = int(statm.read().split()[1]) * resource.getpagesize() // 1024
@@ -129,7 +130,7 @@ def _memory_worker(spec: dict, preset: str, croc: bool, batch: int, text: int, s
 
 
 def peak_memory_mib(spec, preset, croc, batch, text, steps, device, model=None, optimizer=None, inputs=None,
-                    dtype=torch.float32):
+                    dtype=torch.float32, attn: str = "sdpa"):
     """(peak MiB, MiB above the pre-step level) of `steps` training steps in one mode."""
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -141,7 +142,8 @@ def peak_memory_mib(spec, preset, croc, batch, text, steps, device, model=None, 
         return peak / 2**20, (peak - before) / 2**20
     context = multiprocessing.get_context("spawn")
     queue = context.Queue()
-    process = context.Process(target=_memory_worker, args=(spec, preset, croc, batch, text, steps, dtype, queue))
+    process = context.Process(target=_memory_worker, args=(spec, preset, croc, batch, text, steps, dtype, queue,
+                                                           attn))
     process.start()
     result = queue.get()
     process.join()
@@ -150,7 +152,7 @@ def peak_memory_mib(spec, preset, croc, batch, text, steps, device, model=None, 
 
 def bench_preset(preset: str, spec: dict, args, device: torch.device) -> tuple[dict, dict]:
     dtype = getattr(torch, args.dtype)
-    model, optimizer = build(spec, preset, device, dtype)
+    model, optimizer = build(spec, preset, device, dtype, args.attn)
     inputs = make_batch(model.config, args.batch, args.text_tokens, device, dtype)
     for step in range(args.warmup):
         for croc in (True, False):
@@ -162,8 +164,8 @@ def bench_preset(preset: str, spec: dict, args, device: torch.device) -> tuple[d
     pieces = piece_times_ms(model, optimizer, inputs, device, args.breakdown_steps, first_step=200)
     on, off = (statistics.median(times[mode]) * 1e3 for mode in (True, False))
     memory = {croc: peak_memory_mib(spec, preset, croc, args.batch, args.text_tokens, args.memory_steps, device,
-                                    model, optimizer, inputs, dtype) for croc in (True, False)}
-    row = {"preset": preset, "matching": model.config.token_matching,
+                                    model, optimizer, inputs, dtype, args.attn) for croc in (True, False)}
+    row = {"preset": preset, "attention": args.attn, "matching": model.config.token_matching,
            "stage 1.5 step (ms)": on, "stage 2 step (ms)": off, "overhead ratio": on / off,
            "peak 1.5 (MiB)": memory[True][0], "peak 2 (MiB)": memory[False][0],
            "step mem 1.5 (MiB)": memory[True][1], "step mem 2 (MiB)": memory[False][1]}
@@ -183,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--model", default="small", choices=["small", "1b"],
                         help="small: the CPU model; 1b: croc_testing.tiny.ONE_B_SIZES (for a GPU)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    parser.add_argument("--attn", default="sdpa", choices=["sdpa", "croc_split"],
+                        help="attention of both stages: sdpa (stage 1.5 with its 4D mixed mask, stage 2 sdpa's causal "
+                        "kernel) or croc_split (query segments in both; modeling_croc.split_attention)")
     parser.add_argument("--presets", nargs="+", default=["paper", "official"], choices=["paper", "official"])
     parser.add_argument("--batch", type=int, default=4, help="samples (= images) per step")
     parser.add_argument("--text-tokens", type=int, default=64, help="text tokens per sample after the image")

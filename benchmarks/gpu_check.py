@@ -9,16 +9,18 @@ Steps, in order (each a subprocess with its own time limit, cut to what is left 
 or runs out of time is reported and the next one still runs):
 
 1. CUDA tests: the tests that skip without CUDA (flex_attention mixed-mask parity and backward against sdpa; a
-   packed batch on flex_attention against the padded batch on sdpa), by `-k cuda`.
+   packed batch on flex_attention against the padded batch on sdpa; the `croc_split` varlen kernels against the
+   sdpa mask path in bf16, four language models, both spans, padded and packed), by `-k cuda`.
 2. Assignment with the cost matrices on the GPU at 432 x 2048 x D 4096 (`bench_assignment --device cuda`).
-3. Attention: flex_attention with the mixed mask against sdpa's `is_causal` path (FlashAttention kernel in bf16)
-   at 2K / 4K / 8K tokens on the TinyLlama-1.1B shape (`bench_attention --device cuda`).
+3. Attention: flex_attention and croc_split with the mixed pattern against sdpa's `is_causal` path (FlashAttention
+   kernel in bf16) at 2K / 4K / 8K tokens on the TinyLlama-1.1B shape (`bench_attention --device cuda`).
 4. A stage-1.5 step against a stage-2 step on the 1B-class Croc model in bf16, time and peak memory
-   (`bench_step --device cuda --model 1b`).
+   (`bench_step --device cuda --model 1b`), on sdpa and on croc_split.
 5. Packed against padded on the 1B-class model in bf16 (`bench_packing --device cuda`).
 
-The budget defaults to 450 s of steps so that the whole call, environment check included, stays within 8 minutes
-on one H200-class GPU; the per-step limits below were sized for that GPU and have not been measured on one yet.
+The budget defaults to 500 s of steps so that the whole call, environment check included, stays within 9 minutes
+on one H200-class GPU; the per-step limits below were sized for that GPU; the croc_split steps have not run on one
+yet.
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from benchmarks.__main__ import RESULTS_DIR, Run, help_text, machine_info, rende
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_GPU_MD = Path(__file__).resolve().parent / "RESULTS-gpu.md"
-DEFAULT_BUDGET_S = 450
+DEFAULT_BUDGET_S = 500
 TESTS_JSON = RESULTS_DIR / "gpu_tests_cuda.json"
 
 
@@ -59,19 +61,24 @@ def plan() -> list[Step]:
     return [
         Step("CUDA tests (cuda)", "pytest",
              ("-q", "-p", "no:cacheprovider", "-k", "cuda", f"--junitxml={junit}",
-              "tests/test_modeling_croc.py", "tests/test_packing.py"), 100, TESTS_JSON),
+              "tests/test_modeling_croc.py", "tests/test_packing.py", "tests/test_split_attention.py",
+              "tests/test_matching.py", "tests/test_losses.py"), 100,
+             TESTS_JSON),
         Step("assignment (cuda)", "benchmarks.bench_assignment",
-             ("--device", "cuda", "--quick", "--out", str(RESULTS_DIR / "assignment_cuda.json")), 45,
+             ("--device", "cuda", "--quick", "--out", str(RESULTS_DIR / "assignment_cuda.json")), 40,
              RESULTS_DIR / "assignment_cuda.json"),
         Step("attention (cuda)", "benchmarks.bench_attention",
              ("--device", "cuda", "--lengths", "2048", "4096", "8192", "--backends", "sdpa", "flex_attention",
-              "--reps", "5", "--no-mask-building", "--out", str(RESULTS_DIR / "attention_cuda.json")), 120,
-             RESULTS_DIR / "attention_cuda.json"),
+              "croc_split", "--reps", "5", "--no-mask-building", "--out", str(RESULTS_DIR / "attention_cuda.json")),
+             130, RESULTS_DIR / "attention_cuda.json"),
         Step("step (cuda)", "benchmarks.bench_step",
              ("--device", "cuda", "--model", "1b", "--dtype", "bfloat16", "--out",
-              str(RESULTS_DIR / "step_cuda.json")), 85, RESULTS_DIR / "step_cuda.json"),
+              str(RESULTS_DIR / "step_cuda.json")), 70, RESULTS_DIR / "step_cuda.json"),
+        Step("step, croc_split (cuda)", "benchmarks.bench_step",
+             ("--device", "cuda", "--model", "1b", "--dtype", "bfloat16", "--attn", "croc_split", "--out",
+              str(RESULTS_DIR / "step_split_cuda.json")), 70, RESULTS_DIR / "step_split_cuda.json"),
         Step("packing (cuda)", "benchmarks.bench_packing",
-             ("--device", "cuda", "--quick", "--out", str(RESULTS_DIR / "packing_cuda.json")), 100,
+             ("--device", "cuda", "--quick", "--out", str(RESULTS_DIR / "packing_cuda.json")), 90,
              RESULTS_DIR / "packing_cuda.json"),
     ]
 

@@ -80,3 +80,28 @@ def visual_token_reconstruction_loss(
         count = count.to(total.device)
         return total / count.clamp(min=1)
     return total / max(count, 1)
+
+
+def _liger_fused_linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor,
+                                      ignore_index: int) -> torch.Tensor:
+    """Summed cross-entropy of `hidden @ weight.T` against `targets`, by Liger's fused kernel (chunked on the
+    GPU: the `(tokens, vocabulary)` logits never exist at once)."""
+    from liger_kernel.transformers.fused_linear_cross_entropy import LigerFusedLinearCrossEntropyLoss
+
+    return LigerFusedLinearCrossEntropyLoss(ignore_index=ignore_index, reduction="sum")(weight, hidden, targets)
+
+
+def fused_language_model_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.LongTensor,
+                              num_items_in_batch: int | torch.Tensor | None = None,
+                              ignore_index: int = -100) -> torch.Tensor:
+    """The language-model loss transformers computes from logits (`ForCausalLMLoss`: labels shifted by one, the
+    last position predicting nothing; summed and divided by `num_items_in_batch`, or averaged over the supervised
+    tokens) from the last hidden states `(B, L, D)` and the LM head's weight `(V, D)`, without the `(B, L, V)`
+    logits: what `use_liger_kernel` buys a 152K-vocabulary model."""
+    targets = F.pad(labels, (0, 1), value=ignore_index)[..., 1:].reshape(-1).to(hidden.device)
+    total = _liger_fused_linear_cross_entropy(hidden.reshape(-1, hidden.shape[-1]), weight, targets, ignore_index)
+    if num_items_in_batch is None:
+        return total / (targets != ignore_index).sum().clamp_min(1)
+    if isinstance(num_items_in_batch, torch.Tensor):
+        num_items_in_batch = num_items_in_batch.to(total.device)
+    return total / num_items_in_batch

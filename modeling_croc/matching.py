@@ -13,7 +13,8 @@ No gradient flows through the discrete choice: callers index the pool with the r
 rows receive gradient from the language model.
 
 Costs are computed on the inputs' device in float32 (one GEMM for the whole batch) and, for the Hungarian rule,
-copied to the host once per batch and solved there (in float64 by default).
+copied to the host and solved there (in float64 by default; the model solves float32 costs in float32). From a GPU
+the copy goes into a reused pinned buffer in chunks whose copies overlap the solves of the chunks before them.
 """
 
 from __future__ import annotations
@@ -108,6 +109,23 @@ def _check_costs(costs: torch.Tensor) -> None:
         raise ValueError(f"costs must be real numbers; got dtype {costs.dtype}")
 
 
+def _check_finite(costs: torch.Tensor) -> None:
+    """NaN or +-inf anywhere in the costs: the solvers' results are undefined for them. On a GPU one reduction on the
+    device (its result is read when the copy is waited for anyway); on the CPU one sum, in which NaN and +-inf
+    propagate, with the elementwise check only when it is not finite (a real NaN/inf, or an overflow)."""
+    if costs.device.type == "cpu":
+        host = costs.numpy() if costs.dtype in (torch.float32, torch.float64) else costs.float().numpy()
+        with np.errstate(over="ignore", invalid="ignore"):
+            finite = np.isfinite(host.sum()) or np.isfinite(host).all()
+    else:
+        finite = bool(torch.isfinite(costs).all())
+    if not finite:
+        raise ValueError(
+            "costs contain NaN or infinite values; the assignment solvers' results are undefined for them "
+            "(check the visual tokens and the prompt pool for NaN/inf)"
+        )
+
+
 def _host_costs(costs: torch.Tensor, precision: str = "float64") -> np.ndarray:
     """`(B, M, N)` costs as one C-contiguous host array of dtype `precision`, checked finite.
 
@@ -118,19 +136,51 @@ def _host_costs(costs: torch.Tensor, precision: str = "float64") -> np.ndarray:
     """
     torch_dtype, numpy_dtype = _PRECISIONS[precision]
     costs = costs.detach()
+    _check_finite(costs)
     if costs.device.type != "cpu" or costs.dtype == torch.bfloat16:  # numpy has no bfloat16
         costs = costs.to(torch_dtype)
-    host = np.ascontiguousarray(costs.cpu().numpy(), dtype=numpy_dtype)
-    # A single sum instead of an elementwise isfinite pass in the common case: NaN and +-inf propagate into it.
-    # Only when the sum is not finite (a real NaN/inf, or an overflow of huge finite values) is every entry checked.
-    with np.errstate(over="ignore", invalid="ignore"):
-        total = host.sum()
-    if not np.isfinite(total) and not np.isfinite(host).all():
-        raise ValueError(
-            "costs contain NaN or infinite values; the assignment solvers' results are undefined for them "
-            "(check the visual tokens and the prompt pool for NaN/inf)"
-        )
-    return host
+    return np.ascontiguousarray(costs.cpu().numpy(), dtype=numpy_dtype)
+
+
+class _PinnedCosts:
+    """A page-locked host buffer reused from batch to batch: a device-to-host copy into it runs at the link's speed
+    and asynchronously (a fresh pageable array is both slower to fill and allocated on every call)."""
+
+    def __init__(self) -> None:
+        self.buffer: torch.Tensor | None = None
+
+    def take(self, numel: int) -> torch.Tensor:
+        if self.buffer is None or self.buffer.numel() < numel:
+            self.buffer = torch.empty(numel, dtype=torch.float32, pin_memory=True)
+        return self.buffer[:numel]
+
+
+_PINNED = _PinnedCosts()
+# Images per copy on the GPU path: the copy of the next chunk runs while lap solves this one.
+_OVERLAP_CHUNK = 4
+
+
+def _solve_from_device(costs: torch.Tensor, solve: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """Solve `(B, M, N)` float32 device costs on the host without a full-array pass on the critical path: no dtype
+    conversion (lap solves float32 costs in float32), one reused pinned buffer, each chunk's copy queued
+    asynchronously and waited for only when its solve starts, so later copies overlap earlier solves (lap releases
+    the GIL)."""
+    batch, rows, cols = costs.shape
+    _check_finite(costs)
+    host = _PINNED.take(batch * rows * cols).view(batch, rows, cols)
+    stream = torch.cuda.current_stream(costs.device)
+    ready = []
+    for start in range(0, batch, _OVERLAP_CHUNK):
+        stop = min(start + _OVERLAP_CHUNK, batch)
+        host[start:stop].copy_(costs[start:stop], non_blocking=True)
+        event = torch.cuda.Event()
+        event.record(stream)
+        ready.append((start, stop, event))
+    ids = np.empty((batch, rows), dtype=np.int64)
+    for start, stop, event in ready:
+        event.synchronize()
+        ids[start:stop] = solve(host[start:stop].numpy())
+    return ids
 
 
 def _solve_lap(costs: np.ndarray) -> np.ndarray:
@@ -209,7 +259,10 @@ def hungarian_assignment(
         raise ValueError(f"unknown precision {precision!r}; expected one of {sorted(_PRECISIONS)}")
     if batch == 0 or rows == 0:
         return _empty_ids(batch, rows, costs.device)
-    ids = _SOLVERS[name](_host_costs(costs, precision))
+    if costs.is_cuda and name == "lap" and precision == "float32" and costs.dtype == torch.float32:
+        ids = _solve_from_device(costs.detach().contiguous(), _SOLVERS[name])
+    else:
+        ids = _SOLVERS[name](_host_costs(costs, precision))
     return torch.from_numpy(ids).to(costs.device)
 
 

@@ -137,6 +137,9 @@ class CrocModel(CrocModelMixin, CrocPreTrainedModel, LlavaModel):
         if is_packed_batch(attention_mask, position_ids, batch_size):
             prepare_packed_forward(self.config.text_config, batch_size, kwargs)
         if not croc_objectives:
+            if self._uses_split_attention(kwargs):
+                shape = (input_ids if input_ids is not None else inputs_embeds).shape[:2]
+                attention_mask = self._split_attention_inputs(shape, attention_mask, position_ids, kwargs)
             outputs = super().forward(
                 input_ids=input_ids,
                 pixel_values=pixel_values,

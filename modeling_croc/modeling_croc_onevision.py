@@ -118,6 +118,9 @@ class CrocOnevisionModel(CrocModelMixin, CrocOnevisionPreTrainedModel, LlavaOnev
             kwargs: the rest of OneVision's forward arguments (cache, feature-layer overrides, ...).
         """
         if not croc_objectives:
+            if self._uses_split_attention(kwargs):
+                shape = (input_ids if input_ids is not None else inputs_embeds).shape[:2]
+                attention_mask = self._split_attention_inputs(shape, attention_mask, position_ids, kwargs)
             outputs = super().forward(
                 input_ids=input_ids, pixel_values=pixel_values, image_sizes=image_sizes,
                 pixel_values_videos=pixel_values_videos, image_sizes_videos=image_sizes_videos,

@@ -14,13 +14,21 @@ from dataclasses import dataclass, fields
 import torch
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
+from transformers.cache_utils import Cache
 from transformers.modeling_utils import slice_logits_to_keep
 from transformers.utils import ModelOutput
 
 from .attention_mask import bidirectional_block_ids, build_mixed_attention_mask
-from .losses import normalize_vtr_targets, visual_token_reconstruction_loss
+from .losses import fused_language_model_loss, normalize_vtr_targets, visual_token_reconstruction_loss
 from .profiling import croc_region
 from .prompt_pool import CrocPromptPool
+from .split_attention import (
+    SEGMENTS_KEY,
+    SPLIT_ATTENTION,
+    build_attention_segments,
+    mask_placeholder,
+    split_attention_problem,
+)
 from .vtr_head import CrocVTRHead, build_vtr_head
 
 
@@ -176,9 +184,13 @@ class CrocModelMixin:
         with croc_region("mask building"):
             span = self.config.bidirectional_span
             block_ids = bidirectional_block_ids(span, image_token_mask, labels, attention_mask, position_ids)
-            mixed_mask = build_mixed_attention_mask(
-                self.config.text_config, inputs_embeds, attention_mask, block_ids, position_ids
-            )
+            if self.config.text_config._attn_implementation == SPLIT_ATTENTION:
+                mixed_mask = self._split_attention_inputs(input_ids.shape, attention_mask, position_ids, kwargs,
+                                                          block_ids)
+            else:
+                mixed_mask = build_mixed_attention_mask(
+                    self.config.text_config, inputs_embeds, attention_mask, block_ids, position_ids
+                )
         with croc_region("language model"), self._vtr_source_capture() as before_final_norm:
             outputs = self.language_model(
                 attention_mask=mixed_mask, position_ids=position_ids, inputs_embeds=inputs_embeds, return_dict=True,
@@ -193,6 +205,23 @@ class CrocModelMixin:
             "pool_ids": prompted.pool_ids,
         }
         return outputs, croc_fields
+
+    def _split_attention_inputs(self, shape, attention_mask, position_ids, kwargs: dict,
+                                block_ids: torch.LongTensor | None = None):
+        """For the `croc_split` attention: put the batch's query segments into `kwargs` (they reach every layer) and
+        return the placeholder the language model takes as its mask: no L x L mask is built."""
+        problem = split_attention_problem(self.config.text_config)
+        if problem is not None:
+            raise ValueError(problem)
+        kwargs[SEGMENTS_KEY] = build_attention_segments(shape, block_ids, attention_mask, position_ids)
+        return mask_placeholder(shape[0], self.language_model.device)
+
+    def _uses_split_attention(self, kwargs: dict) -> bool:
+        """Whether a forward without the Croc objectives goes through the segments: a training forward (no cache
+        to continue) on the `croc_split` attention. Inference and generation take transformers' sdpa path."""
+        if self.config.text_config._attn_implementation != SPLIT_ATTENTION or not self.training:
+            return False
+        return not any(isinstance(value, Cache) and value.get_seq_length() > 0 for value in kwargs.values())
 
     @contextlib.contextmanager
     def _vtr_source_capture(self):
@@ -219,6 +248,9 @@ class CrocForConditionalGenerationMixin:
 
     # Batch entries besides `input_ids` that decide how many visual tokens each image has (AnyRes models).
     croc_image_layout_inputs: tuple[str, ...] = ()
+    # Compute a training forward's LM loss without its logits (`modeling_croc.losses.fused_language_model_loss`);
+    # the trainer sets it for `use_liger_kernel`.
+    fused_lm_loss: bool = False
 
     def _build_croc_modules(self, config, base_model_class: type) -> None:
         """The base model (with its pool), the LM head and the VTR head; then transformers' weight init and tying."""
@@ -273,13 +305,20 @@ class CrocForConditionalGenerationMixin:
         output_class: type[ModelOutput],
         **kwargs,
     ) -> ModelOutput:
-        """Logits, `loss = vtr_loss_weight * vtr_loss + lm_loss` and the Croc fields from the base model's output."""
-        logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))
-        lm_loss = None
-        if labels is not None:
-            lm_loss = self.loss_function(
-                logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs
-            )
+        """Logits, `loss = vtr_loss_weight * vtr_loss + lm_loss` and the Croc fields from the base model's output.
+
+        With `fused_lm_loss` set (the trainer's `use_liger_kernel`), a training forward with labels computes the LM
+        loss from the hidden states and the LM head's weight without materialising the logits, and returns none."""
+        lm_loss, logits = None, None
+        if labels is not None and self.training and self.fused_lm_loss:
+            lm_loss = fused_language_model_loss(outputs.last_hidden_state, self.lm_head.weight, labels,
+                                                kwargs.get("num_items_in_batch"))
+        else:
+            logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))
+            if labels is not None:
+                lm_loss = self.loss_function(
+                    logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs
+                )
         vtr_loss, vtr_norm_sums = self._vtr_loss(outputs, num_vtr_items_in_batch) if croc_objectives else (None, None)
         loss = lm_loss
         if vtr_loss is not None:

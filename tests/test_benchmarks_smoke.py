@@ -34,7 +34,7 @@ def test_attention_json_structure(attention_result: dict) -> None:
     rows = result["rows"]
     measured = [row for row in rows if row["mixed_ms"] is not None]
     assert {(row["backend"], row["tokens"]) for row in measured} == {
-        (backend, length) for backend in ("eager", "sdpa") for length in (256, 512)
+        (backend, length) for backend in ("eager", "sdpa", "croc_split") for length in (256, 512)
     }
     for row in measured:
         for key in ("mixed_ms", "causal_default_ms", "causal_materialised_ms"):

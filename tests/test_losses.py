@@ -1,5 +1,8 @@
 """The VTR loss: zero at the target, positive elsewhere, the right reduction for each distance."""
 
+import copy
+import importlib.util
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -54,3 +57,53 @@ def test_empty_selection_is_zero_and_differentiable():
     loss = visual_token_reconstruction_loss(prediction, torch.zeros(0, 0, 3), torch.zeros(0, 0, dtype=torch.bool))
     loss.backward()
     assert loss == 0
+
+
+# --- the LM loss without logits (use_liger_kernel) -------------------------------------------------------------
+
+
+def _summed_cross_entropy(hidden, weight, targets, ignore_index):
+    """What Liger's fused kernel computes, written plainly (it materialises the logits: the reference only)."""
+    return F.cross_entropy((hidden @ weight.T).float(), targets, ignore_index=ignore_index, reduction="sum")
+
+
+@pytest.mark.parametrize("num_items", [None, 23])
+def test_fused_lm_loss_equals_the_unfused_loss_and_skips_the_logits(make_config, monkeypatch, num_items):
+    from croc_testing.batches import make_batch
+    from modeling_croc import CrocForConditionalGeneration, losses
+
+    monkeypatch.setattr(losses, "_liger_fused_linear_cross_entropy", _summed_cross_entropy)
+    torch.manual_seed(0)
+    config = make_config(croc_pretraining=True)
+    unfused = CrocForConditionalGeneration(config).train()
+    fused = copy.deepcopy(unfused)
+    fused.fused_lm_loss = True
+    batch = make_batch(config, rows=2, left_pad=1)
+    extra = {} if num_items is None else {"num_items_in_batch": torch.tensor(num_items)}
+    outs = [model(**batch, **extra, croc_generator=torch.Generator().manual_seed(0)) for model in (unfused, fused)]
+    assert outs[0].logits is not None and outs[1].logits is None
+    torch.testing.assert_close(outs[1].lm_loss, outs[0].lm_loss, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(outs[1].loss, outs[0].loss, rtol=1e-5, atol=1e-6)
+    for out in outs:
+        out.loss.backward()
+    for (name, a), (_, b) in zip(unfused.named_parameters(), fused.named_parameters()):
+        if a.grad is not None:
+            torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-6, msg=name)
+    with torch.no_grad():  # outside training the logits are computed as always
+        assert fused.eval()(**batch).logits is not None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or importlib.util.find_spec("liger_kernel") is None,
+                    reason="Liger's kernels run on CUDA with liger-kernel installed")
+def test_liger_fused_lm_loss_on_cuda_equals_the_unfused_loss(make_config):
+    from croc_testing.batches import make_batch
+    from modeling_croc import CrocForConditionalGeneration
+
+    torch.manual_seed(0)
+    config = make_config(croc_pretraining=False)
+    unfused = CrocForConditionalGeneration(config).cuda().train()
+    fused = copy.deepcopy(unfused)
+    fused.fused_lm_loss = True
+    batch = {k: v.cuda() for k, v in make_batch(config, rows=2, left_pad=1).items()}
+    losses = [model(**batch).loss for model in (unfused, fused)]
+    torch.testing.assert_close(losses[1], losses[0], rtol=1e-4, atol=1e-5)

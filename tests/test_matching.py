@@ -235,3 +235,17 @@ def test_bad_shapes_raise():
         pairwise_l2_costs(torch.randn(2, 3, 4), torch.randn(5, 6))
     with pytest.raises(ValueError):
         pairwise_l2_costs(torch.randn(3, 4), torch.randn(5, 4))
+
+
+@pytest.mark.skipif(not (torch.cuda.is_available() and HAVE_LAP), reason="the pinned, overlapped path runs from CUDA")
+def test_hungarian_from_cuda_costs_is_optimal_and_refuses_nan_on_cuda():
+    """The GPU path (pinned buffer, chunked copies overlapping the solves): every image of a batch that spans several
+    chunks gets scipy's optimum; a NaN is found on the device."""
+    costs = _random_costs((9, 432, 2048), seed=5).float()
+    ids = hungarian_assignment(costs.cuda(), precision="float32")
+    assert ids.is_cuda
+    _assert_one_to_one(ids.cpu(), 2048)
+    np.testing.assert_allclose(_total(costs, ids.cpu()), _scipy_total(costs), rtol=1e-6, atol=0)
+    costs[4, 3, 7] = float("nan")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        hungarian_assignment(costs.cuda(), precision="float32")

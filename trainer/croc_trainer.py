@@ -59,6 +59,17 @@ DRAWS_KEY = "_croc_draws"
 BASE_CONFIG_DIR = "base_config"
 
 
+def apply_liger_kernels(model, kernel_config: dict | None = None) -> None:
+    """`use_liger_kernel` for a Croc model, which Liger does not know by its model type: the LM loss is computed by
+    Liger's fused linear cross-entropy (no logits in training), and the language model gets its family's Liger
+    kernels (norms, MLP, rotary embeddings: `liger_kernel.transformers._apply_liger_kernel_to_instance` on it)."""
+    from liger_kernel.transformers import _apply_liger_kernel_to_instance
+
+    model.fused_lm_loss = True
+    kernels = {**(kernel_config or {}), "cross_entropy": False, "fused_linear_cross_entropy": False}
+    _apply_liger_kernel_to_instance(model=model.model.language_model, **kernels)
+
+
 class EpochSeededModalitySampler(ModalityGroupedSampler):
     """`ModalityGroupedSampler` whose order depends only on (seed, epoch): the Trainer's `set_epoch` reaches it
     through accelerate's dataloader, so a run resumed in any epoch replays that epoch's order."""
@@ -103,6 +114,8 @@ class CrocTrainer(Trainer):
             max_nonfinite_steps=self.args.max_nonfinite_steps, save_interval_minutes=self.args.save_interval_minutes)
         self.add_callback(self.run_control)
         self.add_callback(ApplyAcceptedChanges(self.args.resume_accept_changes or []))
+        if self.args.use_liger_kernel:
+            apply_liger_kernels(self.croc_model, self.args.liger_kernel_config)
         self._staging_root: str | None = None  # set while a checkpoint is being written (see `_save_checkpoint`)
         config = self.croc_model.config
         pool_size = config.prompt_pool_size if config.croc_pretraining and self.args.log_pool_utilisation else None

@@ -19,6 +19,7 @@ from modeling_croc.attention_mask import check_mixed_attention_backend, is_maskl
 from modeling_croc.configuration_croc_onevision import CrocOnevisionConfig
 from modeling_croc.loading import read_croc_config
 from modeling_croc.presets import get_preset
+from modeling_croc.split_attention import SPLIT_ATTENTION, split_attention_problem
 
 from .argument_checks import check_arguments
 from .cli import ConfigError, build_arguments, load_raw_config
@@ -104,6 +105,12 @@ def check_croc_config(model_args: ModelArguments, args: CrocTrainingArguments) -
             config = read_croc_config(vision_tower=model_args.vision_tower, croc_fields=args.croc_fields)
     except (ValueError, TypeError, StrictDataclassError) as error:
         raise ConfigError(f"croc_preset / croc_overrides: {' '.join(str(error).split())}") from None
+    if config is not None and model_args.attn_implementation == SPLIT_ATTENTION:
+        problem = split_attention_problem(config.text_config)
+        if problem is not None:
+            # The mask path computes the same attention; only its speed differs.
+            logger.warning("%s: falling back to the mask path (model.attn_implementation=eager)", problem)
+            model_args.attn_implementation = "eager"
     if args.packing and isinstance(config, CrocOnevisionConfig):
         # The collator packs fixed-size images only; AnyRes images carry their crops and sizes per sample.
         raise ConfigError("packing=true: LLaVA-OneVision's AnyRes images (crops and sizes per image) are not packed; "

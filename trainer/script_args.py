@@ -46,7 +46,11 @@ class ModelArguments:
         default="sdpa",
         metadata={"help": "Attention backend of the language model and vision tower. Stage 1.5 with a bidirectional "
                   "span (presets paper, official) needs one that takes a custom mask (sdpa, eager, flex_attention) "
-                  "and refuses flash_attention_2; with bidirectional_span none (preset victor) any backend works."},
+                  "or croc_split (no mask: the queries split into segments, each one dense kernel call: varlen "
+                  "FlashAttention on CUDA, sdpa per segment elsewhere; packed samples never attend to each other, "
+                  "so packing pays in every stage) and refuses flash_attention_2; with bidirectional_span none "
+                  "(preset victor) any backend works. croc_split falls back to eager for soft-capped attention "
+                  "(Gemma 2), with a warning."},
     )
     base_models: list[str] | None = field(
         default=None,
