@@ -71,8 +71,9 @@ lint: venv
 bench: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks all
 
-# The whole method on a laptop CPU: synthetic data, stage 1 -> 1.5 -> 2 and the baseline, evaluation, report.
-demo: EXTRAS = demo
+# The whole method on a laptop CPU: synthetic data, stage 1 -> 1.5 -> 2 and the baseline, evaluation, report. The
+# `test` extra too: the README's next commands (`python -m croc_testing tiny-model ...`) use its offline tokenizer.
+demo: EXTRAS = demo,test
 demo: venv
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(BIN)/python -m demo --out demo_out
 

@@ -73,6 +73,8 @@ def plot_vtr_norms(state, path: Path) -> None:
         ax.set_xlabel("optimiser step in stage 1.5")
         ax.set_ylabel("mean L2 norm")
         ax.grid(alpha=0.3)
+        # A norm that barely moves (the final norm's output) must read as its value, not as offsets from it.
+        ax.ticklabel_format(axis="y", useOffset=False, style="plain")
         if any(drawn):
             _log_scale_if_wide(ax)
     handles, labels = axes[0].get_legend_handles_labels()
@@ -136,7 +138,7 @@ def plot_losses(state, path: Path) -> None:
     panels = [
         ("Stage 1: caption loss (projector only)", "lm_loss", "stage1"),
         ("Stage 1.5: caption (DCG) loss", "lm_loss", "stage1_5"),
-        ("Stage 1.5: VTR loss (each run's own distance)", "vtr_loss", "stage1_5"),
+        ("Stage 1.5: VTR loss (each run's own objective)", "vtr_loss", "stage1_5"),
         ("Stage 2: answer loss (held-in questions)", "lm_loss", "stage2"),
     ]
     fig, axes = plt.subplots(2, 2, figsize=(11.5, 8.0))
@@ -150,8 +152,9 @@ def plot_losses(state, path: Path) -> None:
             ax.legend(fontsize=8, loc="upper right")
         if key == "lm_loss":
             ax.set_ylabel("cross-entropy (nats / token)")
-        else:
-            ax.set_ylabel("mean L2 distance per token")
+        else:  # the objective each run configures (the paper preset: MSE on standardised targets)
+            ax.set_ylabel("VTR loss per token (the run's vtr_loss)")
+        ax.ticklabel_format(axis="y", useOffset=False, style="plain")
         _log_scale_if_wide(ax)
     fig.suptitle("Training losses (faint: logged values, bold: smoothed" +
                  (f"; band: min-max over {len(state.histories)} seeds)" if len(state.histories) > 1 else ")"),

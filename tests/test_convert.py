@@ -19,14 +19,8 @@ from transformers.models.bert.modeling_bert import BertLayer
 from croc_testing.batches import make_batch
 from croc_testing.tiny import llama_sentencepiece_tokenizer, tiny_croc_config
 from modeling_croc import CrocForConditionalGeneration, CrocProcessor
-from modeling_croc.convert import (
-    build_from_parts,
-    convert_llava_folder,
-    convert_original_checkpoint,
-    croc_config_to_llava,
-    export_llava_folder,
-    rename_original_state_dict,
-)
+from modeling_croc.conversion import build_from_parts, convert_llava_folder, convert_original_checkpoint
+from modeling_croc.convert import croc_config_to_llava, export_llava_folder, rename_original_state_dict
 
 VOCAB = 32064  # Vicuna's 32000 + <image> + <pad>, padded to a multiple of 64 as llava-1.5 conversions are
 

@@ -154,3 +154,20 @@ def test_nothing_refers_outside_the_repository():
             if outside in path.read_text(encoding="utf-8", errors="ignore"):
                 offenders.append(name)
     assert not offenders
+
+
+def test_the_conversion_imports_go_one_way():
+    """conversion -> loading -> convert, never back: no module of `modeling_croc.convert` imports the loader or the
+    writers (the CLI entry, `__main__`, is the one that runs them)."""
+    import ast
+
+    for path in sorted((REPO / "modeling_croc" / "convert").glob("*.py")):
+        if path.name == "__main__.py":
+            continue
+        imported = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                imported.add(("." * node.level) + (node.module or ""))
+            elif isinstance(node, ast.Import):
+                imported |= {alias.name for alias in node.names}
+        assert not {name for name in imported if name.endswith(("loading", "conversion"))}, (path.name, imported)

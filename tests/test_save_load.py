@@ -153,3 +153,33 @@ def test_load_croc_takes_a_hub_id_from_the_cache(tmp_path, monkeypatch):
     assert processor.tokenizer.get_vocab() == reference_processor.tokenizer.get_vocab()
     for name, tensor in reference.state_dict().items():
         assert torch.equal(model.state_dict()[name], tensor), name
+
+
+@pytest.mark.parametrize("with_package", [False, True])
+def test_the_model_cards_instructions_load_a_saved_folder_with_and_without_the_package(make_config, tmp_path,
+                                                                                        with_package):
+    """The two calls the model card tells a reader to run (`trainer.model_card`), copied from it verbatim with REPO
+    set to a saved folder, in a fresh process: without the Croc package (only the folder's own code) and with it."""
+    import re
+
+    from croc_testing.tiny import tiny_croc_processor
+    from trainer.model_card import LOAD_MODEL, LOAD_PROCESSOR, install_instructions
+
+    croc = _model(make_config())
+    croc.save_pretrained(tmp_path / "model")
+    tiny_croc_processor().save_pretrained(tmp_path / "model")
+    calls = re.findall(r"`(Auto\w+\.from_pretrained\(REPO[^`]*\))`", install_instructions())
+    assert calls == [LOAD_MODEL.strip("`"), LOAD_PROCESSOR.strip("`")]
+    block = "" if with_package else 'sys.modules["modeling_croc"] = None  # only the folder\'s code'
+    script = textwrap.dedent(f"""
+        import sys
+        {block}
+        from transformers import AutoModelForImageTextToText, AutoProcessor
+        REPO = {str(tmp_path / "model")!r}
+        model = {calls[0]}
+        processor = {calls[1]}
+        print("loaded", type(model).__name__, type(processor).__name__)
+    """)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path,
+                            env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HF_HOME": str(tmp_path / "hf")})
+    assert "loaded CrocForConditionalGeneration CrocProcessor" in result.stdout, result.stderr[-3000:]

@@ -40,10 +40,9 @@ def field_names(cls: type) -> list[str]:
 
 
 def _valid_keys_message() -> str:
-    # One line (errors are printed as one line): the sections separated by " | ".
-    parts = [f"{TRAINING} (top level): " + ", ".join(sorted(field_names(CrocTrainingArguments)))]
-    parts += [f"{name}.*: " + ", ".join(field_names(cls)) for name, cls in SECTIONS.items()]
-    return "valid keys: " + " | ".join(parts)
+    # One line (errors are printed as one line): where the keys are, not all ~200 of them.
+    return ("valid keys: python -m trainer.train --help lists every key of the three sections (training, model.*, "
+            "data.*) with its default")
 
 
 # Keys that were renamed (here or in transformers 5): the hint names the new key rather than a look-alike.
@@ -64,10 +63,43 @@ def _suggestions(keys: list[str]) -> str:
     return f" (did you mean: {'; '.join(hints)})" if hints else ""
 
 
+USAGE = "usage: python -m trainer.train CONFIG.yaml [--key=value ...]"
+
+
+def help_text(width: int = 100) -> str:
+    """What `python -m trainer.train --help` prints: the usage, then every key of the three sections (model, data,
+    training) with its default and its help, as the dataclasses declare them."""
+    import textwrap
+
+    intro = ("Train one Croc stage. The YAML's top level holds the training keys, and `model:` / `data:` sections "
+             "the others; every key can be overridden on the command line (--learning_rate=2e-5, "
+             "--model.name_or_path=DIR, --data.path=FILE; values are read as YAML). Stage defaults (learning "
+             "rates, template, model_max_length) fill what the config leaves unset.")
+    lines = [USAGE, "", *textwrap.wrap(intro, width=width), ""]
+    sections = [(f"{name} (`{name}:` in the YAML, --{name}.KEY)", cls) for name, cls in SECTIONS.items()]
+    sections.append(("training (top level, --KEY)", CrocTrainingArguments))
+    for title, cls in sections:
+        lines.append(f"{title}:")
+        for spec in dataclasses.fields(cls):
+            if not spec.init:
+                continue
+            default = spec.default_factory() if spec.default_factory is not dataclasses.MISSING else spec.default
+            lines.append(f"  {spec.name} (default: {default!r})")
+            text = " ".join(str(spec.metadata.get("help", "")).split())
+            if text:
+                lines += textwrap.wrap(text, width=width, initial_indent="      ", subsequent_indent="      ")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def wants_help(argv: list[str]) -> bool:
+    return any(arg in ("-h", "--help") for arg in argv)
+
+
 def _split_argv(argv: list[str]) -> tuple[str, list[tuple[str, str | None]]]:
     """The config path and the (key, raw value) overrides; a value of None means a bare flag."""
     if not argv or argv[0].startswith("--"):
-        raise ConfigError("usage: python -m trainer.train CONFIG.yaml [--key=value ...]")
+        raise ConfigError(f"{USAGE} (--help lists every key)")
     path, rest, overrides = argv[0], argv[1:], []
     i = 0
     while i < len(rest):

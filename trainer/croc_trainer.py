@@ -160,6 +160,10 @@ class CrocTrainer(Trainer):
         else:
             calibrate_prompt_pool(self.croc_model, self.train_dataset, self.args.pool_calibration_images,
                                   self.args.seed)
+        if self.args.save_strategy == "no" and self.args.save_interval_minutes is None and self.args.should_log:
+            logger.warning("save_strategy=no: checkpoints are written only when the run is stopped by Ctrl-C or a "
+                           "preemption signal; a run killed otherwise starts over (set save_strategy=steps, "
+                           "save_steps=N or save_interval_minutes=M to resume from anywhere)")
         signals = self.run_control.signals
         if self._own_signals:
             signals.install()

@@ -125,6 +125,11 @@ def check_card(card: ModelCard) -> None:
         raise ValueError("model card metadata: " + "; ".join(problems))
 
 
+# The two calls the card tells a reader to run (`REPO`: the repository id or the folder).
+LOAD_MODEL = "`AutoModelForImageTextToText.from_pretrained(REPO, trust_remote_code=True)`"
+LOAD_PROCESSOR = "`AutoProcessor.from_pretrained(REPO, trust_remote_code=True)`"
+
+
 def install_instructions() -> str:
     """How to load the card's model: the folder carries its code (`trust_remote_code`), with the transformers
     versions this package declares; the package itself is installed from a clone of its repository."""
@@ -137,8 +142,8 @@ def install_instructions() -> str:
         transformers = f"transformers>={installed.__version__}"
     transformers = transformers.replace(" ", "")
     return (f"The folder carries its modelling code: with `pip install \"{transformers}\" pillow`, "
-            "`AutoModelForImageTextToText.from_pretrained(REPO, trust_remote_code=True)` and "
-            "`AutoProcessor.from_pretrained(REPO)` load it (the LLaVA-1.5 prompt is the processor's chat template). "
+            f"{LOAD_MODEL} and {LOAD_PROCESSOR} load it, whether or not the Croc package is installed (the LLaVA-1.5 "
+            "prompt is the processor's chat template). "
             f"Training, conversion and evaluation need the Croc package (`{PACKAGE}`, not on PyPI): clone its "
             "repository and run `pip install .` in the clone.")
 

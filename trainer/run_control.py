@@ -76,12 +76,14 @@ def signal_number(name: str) -> signal.Signals:
 class StopSignals:
     """Records the first preemption signal; the process carries on until the trainer stops at a step's end.
 
-    `install()` replaces the handlers of `names` (main thread only: elsewhere it warns and does nothing) and
-    `restore()` puts the previous ones back. Later signals are ignored (see the module docstring).
+    `install()` replaces the handlers of `names` and of SIGINT (main thread only: elsewhere it warns and does
+    nothing) and `restore()` puts the previous ones back. Later signals are ignored (see the module docstring),
+    except a second Ctrl-C (SIGINT), which interrupts at once (`KeyboardInterrupt`): the first one asks for a
+    checkpoint at the step's end, as a preemption does.
     """
 
     def __init__(self, names: tuple[str, ...] | list[str] = DEFAULT_PREEMPTION_SIGNALS) -> None:
-        self.signals = tuple(dict.fromkeys(signal_number(name) for name in names))
+        self.signals = tuple(dict.fromkeys([*(signal_number(name) for name in names), signal.SIGINT]))
         self.received: signal.Signals | None = None
         self._previous: dict[signal.Signals, Any] = {}
 
@@ -103,6 +105,8 @@ class StopSignals:
         # step's end), and raising here would interrupt whatever the step was doing, a checkpoint write included.
         if self.received is None:
             self.received = signal.Signals(number)
+        elif number == signal.SIGINT:  # Ctrl-C twice: now
+            raise KeyboardInterrupt
 
     def __enter__(self) -> StopSignals:
         return self.install()

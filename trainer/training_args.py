@@ -187,7 +187,8 @@ class CrocTrainingArguments(TrainingArguments):
         default_factory=lambda: ["SIGTERM", "SIGUSR1"],
         metadata={"help": "Signals that make the run finish its step, write a complete checkpoint and exit with "
                   f"status {PREEMPTED_EXIT_CODE}: SIGTERM (sent before a kill by Slurm, Kubernetes, torchrun) and "
-                  "SIGUSR1 (Slurm's --signal=USR1@SECONDS). Rerunning the same command resumes."},
+                  "SIGUSR1 (Slurm's --signal=USR1@SECONDS). Rerunning the same command resumes. Ctrl-C (SIGINT) "
+                  "always does the same; pressed twice it interrupts at once."},
     )
     save_interval_minutes: float | None = field(
         default=None,

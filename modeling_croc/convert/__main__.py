@@ -13,10 +13,8 @@ from __future__ import annotations
 import argparse
 import logging
 
+from ..conversion import build_from_parts, convert_llava_folder, convert_original_checkpoint
 from ..presets import CROC_PRESET_NAMES
-from .from_llava import convert_llava_folder
-from .from_original import convert_original_checkpoint
-from .from_parts import build_from_parts
 from .to_llava import export_llava_folder
 
 

@@ -45,13 +45,3 @@ def llava_processor(source: str | Path, config: CrocConfig | CrocOnevisionConfig
     return processor
 
 
-def convert_llava_folder(source: str | Path, out_dir: str | Path, **croc_fields) -> Path:
-    """Load the llava folder `source` as Croc (transformers' own llava renames apply) and save it to `out_dir`,
-    with its processor re-saved as a `CrocProcessor`."""
-    from ..loading import load_croc
-
-    model, processor = load_croc(source, croc_fields=croc_fields)
-    model.save_pretrained(out_dir)
-    if processor is not None:
-        processor.save_pretrained(out_dir)
-    return Path(out_dir)

@@ -1,5 +1,5 @@
 """Read an original LLaVA-1.5 or released-Croc checkpoint (`model_type` `llava_llama` / `croc_llama`, the
-transformers-4.37 fork layout) as a Croc config, state dict and processor; `convert_original_checkpoint` writes
+transformers-4.37 fork layout) as a Croc config, state dict and processor; `modeling_croc.conversion.convert_original_checkpoint` writes
 it as a Croc folder that `from_pretrained` loads.
 
 Source layout: `model.embed_tokens`, `model.layers.*`, `model.norm`, `lm_head`, `model.mm_projector.{0,2}`,
@@ -136,21 +136,3 @@ def read_original_checkpoint(
     )
     processor = build_processor(tokenizer, vision_folder, config.vision_config, original.get("image_aspect_ratio", "pad"))
     return config, state, processor
-
-
-def convert_original_checkpoint(
-    source: str | Path,
-    out_dir: str | Path,
-    vision_tower: str | Path | None = None,
-    vocab_multiple: int = 64,
-    **croc_fields,
-) -> Path:
-    """Write `source` (a released fork layout: LLaVA-1.5 / Croc, or ViCToR's `llava_qwen`, which `load_croc` tells
-    apart) as a Croc folder at `out_dir`; arguments as `read_original_checkpoint` / `read_victor_checkpoint`."""
-    from ..loading import load_croc
-
-    model, processor = load_croc(source, vision_tower=vision_tower, vocab_multiple=vocab_multiple,
-                                 croc_fields=croc_fields)
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
-    return Path(out_dir)

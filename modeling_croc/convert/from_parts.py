@@ -103,33 +103,6 @@ def parts_processor(
     return build_processor(tokenizer, vision_tower, tower_config, image_aspect_ratio, vision_feature_select_strategy)
 
 
-def build_from_parts(
-    vision_tower: str | Path,
-    language_model: str | Path,
-    out_dir: str | Path | None = None,
-    vocab_multiple: int = 64,
-    image_aspect_ratio: str = "square",
-    base_models: list[str] | None = None,
-    vision_feature_layer: int = -2,
-    vision_feature_select_strategy: str | None = None,
-    **croc_fields,
-):
-    """The Croc model and processor of `read_parts`, also saved to `out_dir` when given, with a card recording the
-    parts' licences and `base_models` (the parts' Hub ids; needed when they are local folders)."""
-    from ..loading import load_croc
-
-    model, processor = load_croc(vision_tower=vision_tower, language_model=language_model,
-                                 vocab_multiple=vocab_multiple, image_aspect_ratio=image_aspect_ratio,
-                                 vision_feature_layer=vision_feature_layer,
-                                 vision_feature_select_strategy=vision_feature_select_strategy,
-                                 croc_fields=croc_fields)
-    if out_dir is not None:
-        model.save_pretrained(out_dir)
-        processor.save_pretrained(out_dir)
-        stage0_card(vision_tower, language_model, base_models).save(Path(out_dir) / "README.md")
-    return model, processor
-
-
 def stage0_card(vision_tower: str | Path, language_model: str | Path, base_models: list[str] | None = None):
     """The card of a stage-0 folder: the Hub ids it is built from (`base_models`, or the parts' own names when they
     are Hub ids) and the licence of every part whose card states one, which stage 1 and the stages after inherit

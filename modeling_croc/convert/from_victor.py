@@ -1,5 +1,5 @@
 """Read a released ViCToR checkpoint (github.com/deepglint/Victor, its LLaVA-NeXT fork: `model_type` `llava_qwen`) as
-a Croc config, state dict and processor; `convert_original_checkpoint` (any released fork layout) writes it as a Croc
+a Croc config, state dict and processor; `modeling_croc.conversion.convert_original_checkpoint` (any released fork layout) writes it as a Croc
 folder.
 
 Source layout (`llava/model/language_model/llava_qwen.py`, `llava/model/llava_arch.py` of the fork): a Qwen2 causal

@@ -61,7 +61,7 @@ CASES = {
     "unknown preset": ({}, ["--croc_preset=papers"], "croc_preset must be one of"),
     "bad image_check": ({}, ["--data.image_check=full"], "data.image_check must be one of"),
     "bad reject fraction": ({}, ["--data.max_reject_fraction=2"], r"data.max_reject_fraction must be in \[0, 1\]"),
-    "unknown key": ({}, ["--learning_rat=1e-3"], "unknown key --learning_rat .*learning_rate.*valid keys: "),
+    "unknown key": ({}, ["--learning_rat=1e-3"], "unknown key --learning_rat .*learning_rate.*python -m trainer.train --help lists every key"),
 }
 
 

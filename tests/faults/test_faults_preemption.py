@@ -46,7 +46,7 @@ def reference(tiny_model, data, tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("name", ["SIGTERM", "SIGUSR1"])
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGUSR1", "SIGINT"])
 def test_a_preempted_run_saves_exits_75_and_resumes_onto_the_same_curve(reference, tiny_model, data, tmp_path,
                                                                         monkeypatch, capsys, name):
     out = tmp_path / "run"
@@ -133,3 +133,22 @@ def test_preemption_is_reported_to_callers_of_main(tiny_model, data, tmp_path, m
     with pytest.raises(RunPreempted) as stopped:
         train_module.main(_argv(tmp_path / "run", tiny_model, data, "--max_steps=2"))
     assert stopped.value.exit_code == 75
+
+
+def test_ctrl_c_twice_interrupts_at_once_and_says_how_to_resume(tiny_model, data, tmp_path, monkeypatch, capsys):
+    compute_loss = croc_trainer.CrocTrainer.compute_loss
+
+    def twice(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.state.global_step + 1 == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGINT)
+        return compute_loss(self, model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+
+    monkeypatch.setattr(croc_trainer.CrocTrainer, "compute_loss", twice)
+    out = tmp_path / "run"
+    status, message = cli_exit(_argv(out, tiny_model, data, "--save_strategy=steps", "--save_steps=1"), monkeypatch,
+                               capsys)
+    assert status == 130 and message.startswith("interrupted (Ctrl-C twice): the step in progress was not saved; "
+                                                "rerunning the same command resumes"), message
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1"]
+    assert not (out / ".croc-run.lock").exists()

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -52,10 +54,32 @@ def test_overrides_are_typed_and_sectioned(tmp_path, data_dir):
         (["--optimizer.lr=1"], "unknown section 'optimizer'"),
     ],
 )
-def test_unknown_override_lists_valid_keys(argv_tail, message, no_compute):
+def test_unknown_override_points_to_the_help(argv_tail, message, no_compute):
     with pytest.raises(ConfigError, match=message) as error:
         train_module.main([str(CONFIGS / "stage1.yaml"), *argv_tail])
-    assert "valid keys" in str(error.value) and "projector_lr" in str(error.value)
+    assert str(error.value).endswith("valid keys: python -m trainer.train --help lists every key of the three "
+                                     "sections (training, model.*, data.*) with its default")
+    assert len(str(error.value)) < 300  # not the ~2,900 characters of every key name
+
+
+def test_help_lists_every_key_with_its_default_and_exits_0(monkeypatch, capsys):
+    import dataclasses
+
+    from trainer import DataArguments, ModelArguments
+    from trainer.training_args import CrocTrainingArguments
+
+    monkeypatch.setattr(sys, "argv", ["trainer.train", "--help"])
+    train_module.cli()  # returns: status 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("usage: python -m trainer.train CONFIG.yaml [--key=value ...]\n")
+    sections = printed.split("\n\n")
+    for title, cls in (("model (", ModelArguments), ("data (", DataArguments),
+                       ("training (", CrocTrainingArguments)):
+        (section,) = [part for part in sections if part.startswith(title)]
+        listed = re.findall(r"^  (\w+) \(default: ", section, flags=re.M)
+        assert listed == [spec.name for spec in dataclasses.fields(cls) if spec.init], title
+    assert "  max_nonfinite_steps (default: 0)\n      Optimiser steps with a non-finite loss" in printed
+    assert "  image_check (default: 'exists')" in printed
 
 
 def test_unknown_yaml_key(tmp_path, no_compute):
