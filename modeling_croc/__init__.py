@@ -4,6 +4,7 @@ import transformers
 from transformers import AutoConfig, AutoProcessor
 
 from . import modeling_croc as _modeling
+from . import modeling_croc_onevision as _modeling_onevision
 from .configuration_croc import CrocConfig
 from .configuration_croc_onevision import CrocOnevisionConfig
 from .constants import AUTO_MODEL_CLASSES, IGNORE_INDEX, IMAGE_TOKEN
@@ -15,6 +16,7 @@ from .modeling_croc import (
     CrocPreTrainedModel,
 )
 from .modeling_croc_onevision import (
+    ONEVISION_AUTO_MODEL_CLASSES,
     CrocOnevisionCausalLMOutputWithPast,
     CrocOnevisionForConditionalGeneration,
     CrocOnevisionModel,
@@ -32,8 +34,11 @@ for _auto_name, _class_name in AUTO_MODEL_CLASSES.items():
         getattr(transformers, _auto_name).register(CrocConfig, getattr(_modeling, _class_name), exist_ok=True)
 AutoProcessor.register(CrocConfig, CrocProcessor, exist_ok=True)
 AutoConfig.register("croc_onevision", CrocOnevisionConfig, exist_ok=True)
-transformers.AutoModel.register(CrocOnevisionConfig, CrocOnevisionModel, exist_ok=True)
-transformers.AutoModelForImageTextToText.register(CrocOnevisionConfig, CrocOnevisionForConditionalGeneration, exist_ok=True)
+# The Auto classes llava_onevision is registered with: the same table, with OneVision's classes.
+for _auto_name, _class_name in ONEVISION_AUTO_MODEL_CLASSES.items():
+    if hasattr(transformers, _auto_name):
+        getattr(transformers, _auto_name).register(CrocOnevisionConfig, getattr(_modeling_onevision, _class_name),
+                                                   exist_ok=True)
 AutoProcessor.register(CrocOnevisionConfig, CrocOnevisionProcessor, exist_ok=True)
 
 # save_pretrained then copies these modules next to the weights and writes `auto_map` (every Auto class above, see

@@ -67,20 +67,9 @@ class CrocPreTrainedModel(CrocPreTrainedMixin, LlavaPreTrainedModel):
     # Llava checkpoints (stage 1, or any llava-1.5 conversion) have no pool and no VTR head: they start here.
     _keys_to_ignore_on_load_missing = list(CROC_ONLY_PATTERNS)
 
-    def save_pretrained(self, save_directory, *args, **kwargs) -> None:
-        """`PreTrainedModel.save_pretrained`, with every Auto class of `AUTO_MODEL_CLASSES` in the saved `auto_map`.
-
-        transformers writes only the one Auto class a model class was registered for (`register_for_auto_class`
-        holds one name), so `AutoModel` or `AutoModelForPreTraining` with `trust_remote_code=True` would not find
-        the copied code. Only a class registered for remote code (`_auto_class` set) writes them: the code is then
-        copied next to the weights under this module's name.
-        """
-        if self._auto_class is not None:
-            module = type(self).__module__.split(".")[-1]
-            auto_map = dict(getattr(self.config, "auto_map", None) or {})
-            auto_map.update({auto: f"{module}.{name}" for auto, name in AUTO_MODEL_CLASSES.items()})
-            self.config.auto_map = auto_map
-        return super().save_pretrained(save_directory, *args, **kwargs)
+    # Every Auto class Llava is registered with, and the class of this file it resolves to (a saved folder's
+    # `auto_map`: `CrocPreTrainedMixin.save_pretrained`).
+    croc_auto_classes = AUTO_MODEL_CLASSES
 
 
 class CrocModel(CrocModelMixin, CrocPreTrainedModel, LlavaModel):

@@ -23,9 +23,10 @@ from transformers.models.llava_onevision.modeling_llava_onevision import (
     LlavaOnevisionPreTrainedModel,
     image_size_to_num_patches,
 )
+from transformers.utils.generic import can_return_tuple
 
 from .configuration_croc_onevision import CrocOnevisionConfig
-from .constants import CROC_ONLY_PATTERNS
+from .constants import AUTO_MODEL_CLASSES, CROC_ONLY_PATTERNS
 from .prompt_pool import CrocPromptPool
 from .stage15 import (
     CrocCausalLMOutputFields,
@@ -47,10 +48,18 @@ class CrocOnevisionCausalLMOutputWithPast(CrocCausalLMOutputFields, LlavaOnevisi
     """`LlavaOnevisionCausalLMOutputWithPast` plus the Croc loss terms and the pool assignment."""
 
 
+# The Auto classes OneVision's Croc classes are registered with: those of LLaVA-1.5's Croc (transformers registers
+# llava_onevision with the same ones), the base model for `AutoModel`, the generation model for the others.
+ONEVISION_AUTO_MODEL_CLASSES: dict[str, str] = {
+    auto: "CrocOnevisionModel" if name == "CrocModel" else "CrocOnevisionForConditionalGeneration"
+    for auto, name in AUTO_MODEL_CLASSES.items()}
+
+
 class CrocOnevisionPreTrainedModel(CrocPreTrainedMixin, LlavaOnevisionPreTrainedModel):
     config: CrocOnevisionConfig
     # llava_onevision checkpoints have no pool and no VTR head: they start here.
     _keys_to_ignore_on_load_missing = list(CROC_ONLY_PATTERNS)
+    croc_auto_classes = ONEVISION_AUTO_MODEL_CLASSES
 
 
 class CrocOnevisionModel(CrocModelMixin, CrocOnevisionPreTrainedModel, LlavaOnevisionModel):
@@ -92,6 +101,8 @@ class CrocOnevisionModel(CrocModelMixin, CrocOnevisionPreTrainedModel, LlavaOnev
                                                              self.config.vision_aspect_ratio)
         return lengths.cpu()
 
+    # As in `CrocModel`: `can_return_tuple` turns the output into `to_tuple()` when `return_dict` is False.
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -125,9 +136,9 @@ class CrocOnevisionModel(CrocModelMixin, CrocOnevisionPreTrainedModel, LlavaOnev
                 input_ids=input_ids, pixel_values=pixel_values, image_sizes=image_sizes,
                 pixel_values_videos=pixel_values_videos, image_sizes_videos=image_sizes_videos,
                 attention_mask=attention_mask, position_ids=position_ids, inputs_embeds=inputs_embeds,
-                batch_num_images=batch_num_images, mm_encoder_outputs=mm_encoder_outputs, **kwargs,
+                batch_num_images=batch_num_images, mm_encoder_outputs=mm_encoder_outputs, return_dict=True, **kwargs,
             )
-            return CrocOnevisionModelOutputWithPast(**outputs)
+            return CrocOnevisionModelOutputWithPast(**fields_declared_by(outputs, CrocOnevisionModelOutputWithPast))
         if pixel_values_videos is not None:
             raise ValueError("stage 1.5 trains on images; this batch has videos (pixel_values_videos)")
         image_inputs = {"image_sizes": image_sizes, "batch_num_images": batch_num_images}
@@ -157,6 +168,7 @@ class CrocOnevisionForConditionalGeneration(CrocForConditionalGenerationMixin, C
             return super().image_token_counts(input_ids, num_images)
         return self.model.image_token_counts(image_sizes, batch_num_images)
 
+    @can_return_tuple
     def forward(
         self,
         input_ids: torch.LongTensor | None = None,
@@ -184,7 +196,7 @@ class CrocOnevisionForConditionalGeneration(CrocForConditionalGenerationMixin, C
             pixel_values_videos=pixel_values_videos, image_sizes_videos=image_sizes_videos,
             attention_mask=attention_mask, position_ids=position_ids, inputs_embeds=inputs_embeds,
             batch_num_images=batch_num_images, labels=labels, mm_encoder_outputs=mm_encoder_outputs,
-            croc_objectives=croc_objectives, croc_generator=croc_generator, **kwargs,
+            croc_objectives=croc_objectives, croc_generator=croc_generator, return_dict=True, **kwargs,
         )
         return self._croc_outputs(outputs, labels, logits_to_keep, croc_objectives, num_vtr_items_in_batch,
                                   CrocOnevisionCausalLMOutputWithPast, **kwargs)

@@ -113,7 +113,27 @@ def image_rows(image_token_mask: torch.BoolTensor, token_counts: torch.LongTenso
 
 
 class CrocPreTrainedMixin:
-    """Initialisation of the Croc-only modules, for every Croc pre-trained model class."""
+    """Initialisation of the Croc-only modules, and the saved folder's `auto_map`, for every Croc pre-trained model
+    class."""
+
+    # Auto class name -> the name of this family's class it resolves to (`AutoModel` -> the base model, the others
+    # -> the generation model); each family sets it.
+    croc_auto_classes: dict[str, str] = {}
+
+    def save_pretrained(self, save_directory, *args, **kwargs) -> None:
+        """`PreTrainedModel.save_pretrained`, with every Auto class of `croc_auto_classes` in the saved `auto_map`.
+
+        transformers writes only the one Auto class a model class was registered for (`register_for_auto_class`
+        holds one name), so `AutoModel` or `AutoModelForPreTraining` with `trust_remote_code=True` would not find
+        the copied code. Only a class registered for remote code (`_auto_class` set) writes them: the code is then
+        copied next to the weights under this module's name.
+        """
+        if self._auto_class is not None and self.croc_auto_classes:
+            module = type(self).__module__.split(".")[-1]
+            auto_map = dict(getattr(self.config, "auto_map", None) or {})
+            auto_map.update({auto: f"{module}.{name}" for auto, name in self.croc_auto_classes.items()})
+            self.config.auto_map = auto_map
+        return super().save_pretrained(save_directory, *args, **kwargs)
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)

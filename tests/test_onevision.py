@@ -222,3 +222,42 @@ def test_padded_hungarian_matches_scipy_per_group():
     for index, group in enumerate(groups):
         alone = assign_pool_tokens(group[None], pool, "hungarian")[0]
         assert torch.equal(padded_ids[index, :len(group)], alone)
+
+
+def test_registered_with_every_auto_class_llava_onevision_is_and_in_the_saved_auto_map(tmp_path):
+    """Transformers registers llava_onevision with AutoModel, AutoModelForImageTextToText, AutoModelForPreTraining
+    and AutoModelForMultimodalLM: the OneVision Croc classes are registered with each, and a saved folder's
+    `auto_map` names each, so `trust_remote_code` finds the copied code through any of them."""
+    import transformers
+    from transformers.models.auto import modeling_auto
+
+    from modeling_croc import ONEVISION_AUTO_MODEL_CLASSES
+
+    onevision = {name for name, auto in vars(modeling_auto).items() if name.startswith("AutoModel")
+                 and "llava_onevision" in getattr(getattr(auto, "_model_mapping", None), "_model_mapping", {})}
+    assert {"AutoModel", "AutoModelForImageTextToText", "AutoModelForPreTraining"} <= onevision
+    assert {name for name in ONEVISION_AUTO_MODEL_CLASSES if hasattr(transformers, name)} == onevision
+    for auto_name in onevision:
+        resolved = getattr(transformers, auto_name)._model_mapping[CrocOnevisionConfig]
+        assert resolved.__name__ == ONEVISION_AUTO_MODEL_CLASSES[auto_name], auto_name
+    _model(_config()).save_pretrained(tmp_path / "croc")
+    auto_map = json.loads((tmp_path / "croc" / "config.json").read_text())["auto_map"]
+    assert {name: target for name, target in auto_map.items() if name != "AutoConfig"} == {
+        auto: f"modeling_croc_onevision.{name}" for auto, name in ONEVISION_AUTO_MODEL_CLASSES.items()}
+
+
+def test_return_dict_false_gives_the_dict_outputs_tuple():
+    """`return_dict=False` (transformers' tuple outputs) on both OneVision classes: `to_tuple()` of the dict output,
+    in stage 1.5 too (it crashed: the output class was built from a tuple)."""
+    for croc_pretraining in (False, True):
+        croc = _model(_config(croc_pretraining=croc_pretraining)).train()
+        batch, _ = _batch(croc)
+        for model in (croc, croc.model):
+            inputs = dict(batch) if model is croc else {k: v for k, v in batch.items() if k != "labels"}
+            with torch.no_grad():
+                as_dict = model(**inputs, croc_generator=torch.Generator().manual_seed(0))
+                as_tuple = model(**inputs, croc_generator=torch.Generator().manual_seed(0), return_dict=False)
+            assert isinstance(as_tuple, tuple) and len(as_tuple) == len(as_dict.to_tuple())
+            for left, right in zip(as_tuple, as_dict.to_tuple()):
+                if isinstance(left, torch.Tensor):
+                    torch.testing.assert_close(left, right, rtol=0, atol=0)
