@@ -25,8 +25,9 @@ from typing import Any
 import datasets
 from datasets import Dataset, concatenate_datasets
 from huggingface_hub import DatasetCard
+from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-from modeling_croc.publishing import check_publish_folder, check_upload_set
+from modeling_croc.publishing import UploadLeakError, check_publish_folder, check_upload_set
 
 from . import hub, publish
 from .card import build_card
@@ -73,6 +74,8 @@ def recorded_image_root(build_dir: str | Path) -> str | None:
 
 def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
     """Fail before any reading if `out_dir` holds something we may not replace."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FileExistsError(f"{out_dir} is a file, not a folder: choose a new or empty folder for the build")
     if out_dir.exists() and any(out_dir.iterdir()):
         if not overwrite:
             raise FileExistsError(f"{out_dir} is not empty; pass overwrite=True (--overwrite) to replace a build")
@@ -170,12 +173,20 @@ def build_recipe(
         command: how the build was invoked, for the card (the CLI passes its command line).
     """
     started = time.perf_counter()
-    data_root, out_dir = Path(data_root), Path(out_dir)
+    # `--out=~/x` reaches here unexpanded (the shell expands `~` only at the start of a word).
+    data_root, out_dir = Path(data_root).expanduser(), Path(out_dir).expanduser()
+    hub_folder = Path(hub_folder).expanduser() if hub_folder else None
     image_storage = image_storage or "embedded"
     if image_storage not in publish.IMAGE_STORAGES:
         raise ValueError(f"image_storage must be one of {publish.IMAGE_STORAGES}, got {image_storage!r}")
     recipe = get_recipe(name)
     _check_out_dir(out_dir, overwrite)
+    if push_to_hub:
+        try:
+            validate_repo_id(push_to_hub)
+        except HFValidationError as error:
+            raise ValueError(f"--push-to-hub {push_to_hub!r} is not a valid Hub dataset repo id ({error}); pass "
+                             "NAME or USER/NAME") from None
     if hub_folder:  # before any source is read; checked again right before writing
         check_publish_folder(hub_folder, option=publish.HUB_FOLDER_OPTION,
                              keep_clear_of=publish.build_folders(out_dir, data_root))
@@ -234,7 +245,13 @@ def build_recipe(
             folders = publish.build_folders(out_dir, data_root, image_root)
             written = publish.write_hub_folder(pushed, pushed_card, hub_folder, num_shards, keep_clear_of=folders)
             local = [hub_folder, *folders.values()]
-            check_upload_set(hub_folder, written, folders=local)
+            try:
+                check_upload_set(hub_folder, written, folders=local)
+            except UploadLeakError:
+                # What leaked must not stay ready to upload by hand: the files this publish just wrote go again.
+                for name in written:
+                    (hub_folder / name).unlink(missing_ok=True)
+                raise
             logger.info("%s: what --push-to-hub uploads written to %s (%d shards)", name, hub_folder, num_shards)
             if push_to_hub:
                 hub.push_folder(hub_folder, written, push_to_hub, private=private, folders=local)

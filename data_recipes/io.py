@@ -44,7 +44,7 @@ def _read_json_or_jsonl(path: Path) -> list[Any]:
     # Suffixes lie: webqa's `train.json` is JSON lines, some `.jsonl` dumps are one array. So: one JSON document
     # for the whole file first, JSON lines otherwise.
     try:
-        document = json.loads(text)
+        document = _parse(path, text)
     except json.JSONDecodeError as error:
         if stripped.startswith("["):  # meant as one array: report where it breaks (truncated, stray comma...)
             raise DataError(f"{path}:{error.lineno}:{error.colno}: JSON does not parse: {error.msg}") from None
@@ -58,6 +58,21 @@ def _read_json_or_jsonl(path: Path) -> list[Any]:
                     "write one object per line (.jsonl)")
 
 
+def _parse(path: Path, text: str, line: int | None = None) -> Any:
+    """`json.loads(text)`; the two limits of Python's parser that valid JSON can pass (nesting deeper than the
+    recursion limit, an integer longer than `sys.get_int_max_str_digits()`) become `DataError`."""
+    where = f"{path}:{line}" if line else str(path)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        raise
+    except RecursionError:
+        raise DataError(f"{where}: JSON nested too deeply to read (past Python's recursion limit); LLaVA rows are "
+                        "objects holding a list of turns") from None
+    except ValueError as error:  # "Exceeds the limit (4300 digits) for integer string conversion"
+        raise DataError(f"{where}: JSON value cannot be read: {error}") from None
+
+
 def _read_json_lines(path: Path, text: str) -> list[Any]:
     records = []
     for line_no, line in enumerate(text.splitlines(), start=1):
@@ -65,7 +80,7 @@ def _read_json_lines(path: Path, text: str) -> list[Any]:
         if not line:
             continue
         try:
-            records.append(json.loads(line))
+            records.append(_parse(path, line, line_no))
         except json.JSONDecodeError as error:
             raise DataError(f"{path}:{line_no}:{error.colno}: neither a JSON array nor valid JSON lines "
                             f"({error.msg})") from None
@@ -98,8 +113,11 @@ def read_records(path: str | Path) -> list[Any]:
         for file in files:
             records.extend(read_records(file))
         return records
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
+    if not path.is_file():
+        raise DataError(f"{path}: neither a file nor a folder (a device, pipe or socket); name a .json, .jsonl or "
+                        ".parquet file or a folder of them")
     if path.suffix == ".parquet":
         return _read_parquet(path)
     return _read_json_or_jsonl(path)

@@ -68,10 +68,14 @@ _EXAMPLES = 5  # ids quoted per notice in reports
 
 
 def check_conversation(conversations: Sequence[Mapping[str, str]], has_image: bool) -> str | None:
-    """Return the reject reason for a row's turns, or None when they are well formed."""
-    if any(turn["from"] not in _ROLES for turn in conversations):
+    """Return the reject reason for a row's turns, or None when they are well formed. Turns read from a pushed
+    dataset may hold nulls (a missing role or value): those are rejects too, never errors."""
+    if not isinstance(conversations, Sequence) or isinstance(conversations, str) or not all(
+            isinstance(turn, Mapping) for turn in conversations):
+        return "malformed_row"
+    if any(turn.get("from") not in _ROLES for turn in conversations):
         return "unknown_role"
-    if any(not turn["value"].strip() for turn in conversations):
+    if any(not isinstance(turn.get("value"), str) or not turn["value"].strip() for turn in conversations):
         return "empty_turn"
     roles = [turn["from"] for turn in conversations]
     # An odd number of turns ends on an unanswered question: nothing to supervise for it.

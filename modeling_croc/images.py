@@ -96,6 +96,8 @@ def resolve_image_path(image_root: str | os.PathLike, image: str) -> Path:
     The test is on the path as written, not on the resolved file: a symbolic link inside the root (a dataset folder
     mounted elsewhere) is the data's own layout, while a row naming `/etc/...` or `../../x` is a data error.
     """
+    if image and "\x00" in image:
+        raise ImageFileError("missing_image", f"{image!r} holds a NUL character, which no file name can")
     if not image or os.path.isabs(image) or image.startswith(("/", "\\")) or Path(image).drive:
         raise ImageFileError("image_outside_root", f"{image!r} is an absolute path; rows name images relative to "
                              "the image root")
@@ -109,7 +111,7 @@ def check_image_path(path: str | os.PathLike) -> None:
     """Cheap checks of an image file without opening it: it exists, is a file and is not empty."""
     try:
         size = os.stat(path).st_size
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL in the name
         raise ImageFileError("missing_image", str(path)) from None
     if not os.path.isfile(path):
         raise ImageFileError("missing_image", f"{path} is not a file")
@@ -124,6 +126,7 @@ def _opened(source: str | os.PathLike | BinaryIO) -> Iterator[Image.Image]:
     (decoding). The file is closed on exit when it was opened here."""
     if isinstance(source, (str, os.PathLike)):
         check_image_path(source)
+    name = source if isinstance(source, (str, os.PathLike)) else "embedded image bytes"
     with warnings.catch_warnings():
         # Sizes are checked against `ImageLimits`; PIL's own warning would only repeat it.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
@@ -133,9 +136,9 @@ def _opened(source: str | os.PathLike | BinaryIO) -> Iterator[Image.Image]:
         except ImageFileError:
             raise
         except Image.DecompressionBombError as error:
-            raise ImageFileError("image_too_large", f"{source}: {error}") from None
+            raise ImageFileError("image_too_large", f"{name}: {error}") from None
         except Exception as error:  # PIL raises many types (OSError, SyntaxError, struct.error, ValueError...)
-            raise ImageFileError("unreadable_image", f"{source}: {type(error).__name__}: {error}") from None
+            raise ImageFileError("unreadable_image", f"{name}: {type(error).__name__}: {error}") from None
 
 
 def read_image_size(source: str | os.PathLike | BinaryIO) -> tuple[int, int]:
@@ -197,7 +200,8 @@ def _check_size_of(source: Any, width: int, height: int, limits: ImageLimits | N
     try:
         check_image_size(width, height, limits, image_processor)
     except ImageFileError as error:
-        raise ImageFileError(error.reason, f"{source}: {error.detail}") from None
+        name = source if isinstance(source, (str, os.PathLike)) else "embedded image bytes"
+        raise ImageFileError(error.reason, f"{name}: {error.detail}") from None
 
 
 def _ratio_text(ratio: float, limit: float) -> str:

@@ -26,7 +26,8 @@ before every push, real or dry. It looks for
 What is read: every byte of every file, in chunks of :data:`CHUNK_BYTES` that overlap so a match across a chunk
 border is found once, except two binary layouts whose payload holds no text: a `.safetensors` file is scanned in its
 header (the JSON of tensor names, dtypes, shapes and `__metadata__`; the tensor bytes after it are numbers), and a
-Parquet file in its key-value metadata and column names and in the decoded values of every string column, nested
+Parquet file in its key-value metadata and column names and in the decoded values of every string and binary column
+(embedded files, such as a datasets.Image column's bytes, one by one), nested
 ones included (the data pages are compressed, so their raw bytes would hide text). Row values are upstream content,
 where a shell command naming `/home/user/` or `/tmp/` is ordinary: only this process's tokens and this machine's own
 folders count there (and in the footer's min/max statistics, which are row values: the footer is not read raw).
@@ -151,6 +152,7 @@ def check_publish_folder(folder: str | Path, *, option: str, keep_clear_of: Mapp
         raise PublishFolderError(f"{option} {folder} is a file, not a folder: choose a new or empty folder (nothing "
                                  "was written or deleted)")
     if not real.is_dir():
+        _check_creatable(real, folder, option)
         return
     entries = sorted(os.listdir(real))
     if not entries:
@@ -168,13 +170,29 @@ def check_publish_folder(folder: str | Path, *, option: str, keep_clear_of: Mapp
                                  "or choose another folder (nothing was written or deleted)")
 
 
+def _check_creatable(real: Path, folder: str | Path, option: str) -> None:
+    """Raise :class:`PublishFolderError` unless the missing folder `real` can be created: its nearest existing
+    ancestor is a folder this process may write (found now, not after hours of training)."""
+    ancestor = real.parent
+    while not ancestor.exists() and ancestor != ancestor.parent:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        reason = f"{ancestor} is a file"
+    elif not os.access(ancestor, os.W_OK | os.X_OK):
+        reason = f"{ancestor} is not writable by this user"
+    else:
+        return
+    raise PublishFolderError(f"{option} {folder} cannot be created: {reason}; choose a folder you can write (nothing "
+                             "was written or deleted)")
+
+
 def prepare_publish_folder(folder: str | Path, files: Sequence[str], *, option: str,
                            keep_clear_of: Mapping[str, str | Path | None]) -> Path:
     """Check `folder` again (it may have been created since the run started), remove the files an earlier publish
     wrote there, and mark it as written by this publish, listing `files` (relative paths, written next by the
     caller: a publish interrupted halfway leaves a folder the next one may still replace). Returns the folder."""
     check_publish_folder(folder, option=option, keep_clear_of=keep_clear_of)
-    folder = Path(folder)
+    folder = Path(folder).expanduser()
     previous = (_recorded_files(folder) or []) if folder.is_dir() else []
     for name in previous:
         (folder / name).unlink(missing_ok=True)
@@ -436,12 +454,18 @@ def _string_values(array) -> Iterable[tuple[str, bytes]]:
             joined = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, len(values)], pa.int32()),
                                                              values.cast(pa.string())), "\n")
             yield "", joined[0].as_py().encode("utf-8")
+    elif pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+        # Embedded files (a datasets.Image column's bytes): whatever a row's file held travels with it, a token in
+        # a file that only claimed to be an image included. Each value on its own: they are not text.
+        for value in pc.drop_null(array):
+            yield "", value.as_py()
 
 
 def _scan_parquet(file_scanner: _Scanner, row_scanner: _Scanner, path: Path) -> list[tuple[str, str, str]]:
     """The key-value metadata and column names of a Parquet file with every rule; the decoded values of its string
     columns with the row rules (their min/max statistics in the footer are row values too, so the footer bytes are
     not scanned raw)."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     parquet = pq.ParquetFile(path)
@@ -451,7 +475,10 @@ def _scan_parquet(file_scanner: _Scanner, row_scanner: _Scanner, path: Path) -> 
                   for _, kind, text in file_scanner.scan(key + b"\n" + value)]
     found += [("column names", kind, text)
               for _, kind, text in file_scanner.scan("\n".join(parquet.schema_arrow.names).encode("utf-8"))]
-    for batch in parquet.iter_batches(batch_size=4096):
+    embedded = any(pa.types.is_binary(field.type) or pa.types.is_large_binary(field.type) or
+                   pa.types.is_struct(field.type) for field in parquet.schema_arrow)
+    # Rows with embedded files are read a few hundred at a time (a batch of 4096 images would be gigabytes).
+    for batch in parquet.iter_batches(batch_size=256 if embedded else 4096):
         for name, column in zip(batch.schema.names, batch.columns):
             for field_path, values in _string_values(column):
                 column_name = f"{name}.{field_path}" if field_path else name

@@ -186,6 +186,11 @@ def check_training_values(args: Any) -> None:
     loaded (or for good): call first thing in `__post_init__`, on the values as given (`gradient_accumulation_steps`
     and `model_max_length` may still be None there, the strategies strings)."""
     check_field_types(args)
+    for name in ("output_dir", "hub_dry_run", "resume_from_checkpoint"):
+        # `output_dir: ""` would make transformers write into ./trainer_output.
+        value = getattr(args, name, None)
+        if isinstance(value, str) and not value.strip():
+            raise _config_error(f"{name} is empty (an unset variable in the command?); name a folder")
     for name in MAPPING_FIELDS:
         value = getattr(args, name, None)
         if isinstance(value, str) and not value.startswith("{"):
@@ -367,6 +372,9 @@ def check_deepspeed_config(args: Any) -> None:
     if not args.deepspeed or deepspeed_config is None:
         return
     where = f"deepspeed config {args.deepspeed}" if isinstance(args.deepspeed, str) else "the inline deepspeed config"
+    stage = deepspeed_config.config.get("zero_optimization", {}).get("stage", 0)
+    if stage not in (0, 1, 2, 3) or isinstance(stage, bool):
+        raise _config_error(f"{where}: zero_optimization.stage is {stage!r}; DeepSpeed takes 0, 1, 2 or 3")
     sections = [name for name in ("optimizer", "scheduler") if name in deepspeed_config.config]
     if sections:
         raise _config_error(f"{where}: its {' and '.join(sections)} section would replace the Croc trainer's "

@@ -82,13 +82,19 @@ TRAINER_STATE = "trainer_state.json"
 _CHECKPOINT = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 
 
-def is_complete_checkpoint(folder: str | Path) -> bool:
-    """True when `folder` holds a readable `trainer_state.json`, the file the Trainer writes last."""
+def _checkpoint_step(folder: str | Path) -> int | None:
+    """The `global_step` of a checkpoint's readable `trainer_state.json` (the file the Trainer writes last), or None."""
     try:
         state = json.loads((Path(folder) / TRAINER_STATE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return False
-    return isinstance(state, dict) and "global_step" in state
+        return None
+    step = state.get("global_step") if isinstance(state, dict) else None
+    return step if isinstance(step, int) and not isinstance(step, bool) else None
+
+
+def is_complete_checkpoint(folder: str | Path) -> bool:
+    """True when `folder` holds a readable `trainer_state.json`, the file the Trainer writes last."""
+    return _checkpoint_step(folder) is not None
 
 
 def checkpoint_folders(output_dir: str | Path) -> list[Path]:
@@ -169,16 +175,28 @@ def checkpoint_problem(folder: str | Path, hashes: bool = True) -> str | None:
     SHA-256), no file beyond it, and every file that resuming unpickles loadable without running code
     (`unpicklable_files`)."""
     folder = Path(folder)
+    if not folder.exists():
+        return "no such folder"
+    if not folder.is_dir():
+        return "it is a file, not a checkpoint folder (name the checkpoint-N folder)"
     if not is_complete_checkpoint(folder):
         return f"no readable {TRAINER_STATE} (its save was interrupted)"
+    step = _checkpoint_step(folder)
+    match = _CHECKPOINT.match(folder.name)
+    if match and step != int(match.group(1)):
+        return f"it is named {folder.name} but holds step {step} (renamed?)"
     try:
         stamp = _stamp(folder)
         manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
         files = dict(manifest["files"])
     except FileNotFoundError:
         return f"no {MANIFEST} (written by an earlier version of this project, or not by it)"
-    except (OSError, ValueError, KeyError, TypeError) as error:
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         return f"unreadable {MANIFEST} ({type(error).__name__})"
+    for name, entry in files.items():
+        if not (isinstance(entry, dict) and isinstance(entry.get("size"), int) and not isinstance(entry["size"], bool)
+                and isinstance(entry.get("sha256"), str)):
+            return f"unreadable {MANIFEST} (the entry of {name!r} is not a size and a SHA-256)"
     if hashes and _VERIFIED.get(str(folder.resolve())) == stamp:
         return None
     present = _files(folder)
@@ -246,8 +264,14 @@ def unpicklable_files(folder: str | Path) -> str | None:
 
 
 def discard_staging(output_dir: str | Path) -> None:
-    """Remove what an interrupted save left in `output_dir` (main process only)."""
+    """Remove what an interrupted save left in `output_dir` (main process only). A staging path that is a link or a
+    file is not the trainer's: the link is removed, never followed."""
     staging = Path(output_dir) / STAGING_DIR
+    if staging.is_symlink() or staging.is_file():
+        logger.warning("removing %s, a %s where checkpoints are staged", staging,
+                       "link" if staging.is_symlink() else "file")
+        staging.unlink()
+        return
     if staging.exists():
         leftovers = sorted(path.name for path in staging.iterdir())
         if leftovers:

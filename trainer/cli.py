@@ -160,6 +160,10 @@ def load_raw_config(argv: list[str]) -> dict[str, dict[str, Any]]:
         raise ConfigError(f"{path}: unknown keys {unknown}{_suggestions(unknown)}; {_valid_keys_message()}")
     for key, value in overrides:
         section, name = _section_of(key)
+        if value is not None and not value.strip():
+            # `--output_dir=$OUT` with OUT unset: YAML would read it as null, the field's default (./trainer_output).
+            raise ConfigError(f"--{key} is empty (an unset variable in the command?); give a value, or --{key}=null "
+                              "for the default")
         try:
             raw[section][name] = True if value is None else yaml.safe_load(value)
         except yaml.YAMLError as error:
@@ -167,9 +171,29 @@ def load_raw_config(argv: list[str]) -> dict[str, dict[str, Any]]:
     return {section: _coerce_section(section, values) for section, values in raw.items()}
 
 
+class _ConfigLoader(yaml.SafeLoader):
+    """`yaml.SafeLoader` that refuses what a config never means: a key given twice in one mapping (PyYAML keeps the
+    last silently, so an edit above an old line would be ignored) and a key that is not a string (`1: x`)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # `<<: *base`: its keys may be overridden here
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if not isinstance(key, str):
+                raise yaml.constructor.ConstructorError(None, None, f"key {key!r} is not a name", key_node.start_mark)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice (lines {seen[key]} and {line})", key_node.start_mark)
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
 def _read_yaml(path: Path) -> Any:
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_ConfigLoader) or {}
     except UnicodeDecodeError as error:
         raise ConfigError(f"{path}: not UTF-8 text (byte {error.start})") from None
     except yaml.YAMLError as error:

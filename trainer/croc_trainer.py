@@ -25,6 +25,7 @@ import shutil
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput, rotate_checkpoints
 
@@ -442,12 +443,13 @@ class CrocTrainer(Trainer):
                 shutil.rmtree(staging)
                 rotate_checkpoints(output_dir=str(run_dir), save_total_limit=self.args.save_total_limit,
                                    best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
-        except OSError as error:
+        except (OSError, SafetensorError) as error:  # safetensors reports a full disk as its own error
             if self.args.should_save:
                 shutil.rmtree(staging, ignore_errors=True)  # give the space back; the next start would remove it
-            where = f" ({error.filename})" if error.filename else ""
-            raise RunStopped(f"could not write {name} into {run_dir}: {error.strerror or error}{where}; nothing else "
-                             f"was changed; {self.last_checkpoint_message()}") from None
+            reason = getattr(error, "strerror", None) or error
+            where = f" ({error.filename})" if getattr(error, "filename", None) else ""
+            raise RunStopped(f"could not write {name} into {run_dir}: {reason}{where}; nothing else was changed; "
+                             f"{self.last_checkpoint_message()}") from None
         self.accelerator.wait_for_everyone()
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:

@@ -61,6 +61,9 @@ MAX_REPLACEMENT_TRIES = 64
 # Per-piece allowance of the token bound (`CrocSupervisedDataset.fit_row`): a tokenizer may add a word-start marker
 # and split an anchor, never more than a few tokens per separately tokenised piece.
 _PIECE_SLACK = 4
+# Tokens a piece still makes past model_max_length when its text is cut before tokenising
+# (`CrocSupervisedDataset._piece_chars`): the cut lies that far beyond the last token a sample can keep.
+_CUT_MARGIN_TOKENS = 64
 
 
 class RowFit(NamedTuple):
@@ -358,9 +361,21 @@ class CrocSupervisedDataset(torch.utils.data.Dataset):
         return pieces
 
     def _texts(self, pieces: list[tuple[str, bool] | None]) -> list[str]:
-        """What is tokenised for the pieces: each after the first prefixed with the anchor (see `__init__`)."""
-        return [piece[0] if position == 0 else self._anchor + piece[0]
+        """What is tokenised for the pieces: each after the first prefixed with the anchor (see `__init__`), and cut
+        to `_piece_chars` characters."""
+        cut = self._piece_chars
+        return [piece[0][:cut] if position == 0 else self._anchor + piece[0][:cut]
                 for position, piece in enumerate(pieces) if piece is not None]
+
+    @cached_property
+    def _piece_chars(self) -> int:
+        """Characters of one piece worth tokenising. No token covers more characters than the longest vocabulary
+        entry has UTF-8 bytes, so this many characters make at least `model_max_length` + a margin tokens: the ids a
+        sample keeps are the same with or without the rest, which would only be cut. Without the cut, one 50 MB turn
+        costs gigabytes of ids and a minute of tokenising (the count a `too_long` or truncation detail reports is
+        then that of the text tokenised, a lower bound)."""
+        longest = max((len(token.encode("utf-8")) for token in self._tokenizer.get_vocab()), default=1)
+        return (self.model_max_length + _CUT_MARGIN_TOKENS) * max(longest, 1)
 
     def _encode(self, texts: list[str]) -> list[list[int]]:
         # One call for many texts: the tokenizer encodes a batch in parallel. `verbose=False`: a long row is the

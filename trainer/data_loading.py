@@ -67,19 +67,8 @@ def load_training_rows(data_args: DataArguments, args: CrocTrainingArguments | N
     report = DataReport(source=str(path), max_reject_fraction=data_args.max_reject_fraction, strict=data_args.strict,
                         rejects_path=Path(args.output_dir).absolute() / REJECTS_FILE if args else None,
                         writes=bool(args and args.should_save))
-    if is_saved_build(path):
-        rows = datasets.load_from_disk(str(path))
-        image_root = Path(data_args.image_root or recorded_image_root(path) or path)
-    elif path.is_file():
-        rows = load_llava_json(path)
-        image_root = Path(data_args.image_root) if data_args.image_root else path.parent
-    else:
-        # A pushed dataset (Hub layout, local or remote) or any folder of Parquet files: `load_dataset` reads the
-        # card's `configs` when there is one.
-        rows = datasets.load_dataset(str(data_args.path), split="train")
-        image_root = Path(data_args.image_root or (path if path.is_dir() else "."))
-    image_root = image_root.expanduser().absolute()
-    rows = _first(_in_row_schema(rows, path), data_args.max_samples)
+    rows, image_root = _read_source(path, data_args)
+    rows = _first(rows, data_args.max_samples)
     validation = _validated_once(rows, image_root, data_args, args, image_processor)
     report.rows_read, report.rejected, report.notices = len(rows), {**report.rejected, **validation.counts}, \
         validation.notices
@@ -93,16 +82,75 @@ def load_training_rows(data_args: DataArguments, args: CrocTrainingArguments | N
     return TrainingRows(rows, image_root, report, data_args.image_limits)
 
 
+def _read_source(path: Path, data_args: DataArguments) -> tuple[datasets.Dataset, Path]:
+    """The rows of `data.path` in the row schema, and the folder their image paths are relative to.
+
+    Whatever the source holds, reading it either gives rows or raises `DataError` naming it: the readers' own
+    errors (a file of the wrong kind, Parquet files of conflicting schemas, JSON nested past the parser's depth, a
+    number past Python's digit limit, a device or pipe) are the user's data, not a bug, and become one line.
+    """
+    if path.exists() and not (path.is_file() or path.is_dir()):
+        raise DataError(f"data.path {path} is neither a file nor a folder (a device, pipe or socket): name a "
+                        "LLaVA-format JSON/JSONL file, a build folder or a folder of Parquet files")
+    try:
+        if is_saved_build(path):
+            rows = datasets.load_from_disk(str(path))
+            image_root = Path(data_args.image_root or recorded_image_root(path) or path)
+        elif path.is_file():
+            rows = load_llava_json(path)
+            image_root = Path(data_args.image_root) if data_args.image_root else path.parent
+        else:
+            # A pushed dataset (Hub layout, local or remote) or any folder of Parquet files: `load_dataset` reads
+            # the card's `configs` when there is one.
+            rows = datasets.load_dataset(str(data_args.path), split="train")
+            image_root = Path(data_args.image_root or (path if path.is_dir() else "."))
+    except DataError:
+        raise
+    except Exception as error:  # reading user data: see the docstring
+        raise DataError(f"{path} cannot be read as training rows: {_cause(error)}") from None
+    return _in_row_schema(rows, path), image_root.expanduser().absolute()
+
+
+def _cause(error: BaseException) -> str:
+    """The innermost cause of a reader's error, in one line (`DatasetGenerationError` wraps the Arrow error that says
+    what is wrong)."""
+    while error.__cause__ is not None:
+        error = error.__cause__
+    text = " ".join(str(error).split()) or "no message"
+    return f"{type(error).__name__}: {text[:300]}"
+
+
+# The row schema a source's columns must have (a LLaVA-format row); anything else is refused before any row is read.
+_TURN_FIELDS = ("from", "value")
+_SCHEMA_HELP = ("each row needs `conversations`: a list of {from, value} turns (from = human/gpt), and optionally "
+                "`id` and `image` (a path string or a datasets.Image)")
+
+
 def _in_row_schema(rows: datasets.Dataset, path: Path) -> datasets.Dataset:
-    """`rows` with the columns the validator reads: `conversations` required; a missing `id` numbered by position
-    and a missing `image` (a text-only set) filled with None."""
+    """`rows` with the columns the validator reads, or `DataError` naming the column that has another type.
+
+    `conversations` must be a list of `{from, value}` turns; a missing `id` is numbered by position; a missing
+    `image` (a text-only set) is filled with None; an `image` column of raw bytes or of `{bytes, path}` values
+    written without the `datasets.Image` type is read as one.
+    """
     if "conversations" not in rows.column_names:
-        raise DataError(f"{path}: rows need a `conversations` column (a list of {{from, value}} turns), found "
-                        f"columns {rows.column_names}")
+        raise DataError(f"{path}: no `conversations` column (found {rows.column_names}); {_SCHEMA_HELP}")
+    turns = rows.features["conversations"]
+    turn = getattr(turns, "feature", None)
+    if not isinstance(turn, dict) or not all(field in turn for field in _TURN_FIELDS):
+        raise DataError(f"{path}: the `conversations` column is {turns}, not a list of {{from, value}} turns; "
+                        f"{_SCHEMA_HELP}")
     if "id" not in rows.column_names:
         rows = rows.add_column("id", [f"row-{i}" for i in range(len(rows))])
     if "image" not in rows.column_names:
         rows = rows.add_column("image", [None] * len(rows), feature=datasets.Value("string"))
+    image = rows.features["image"]
+    if image == datasets.Value("binary") or image == datasets.Value("large_binary") or (
+            isinstance(image, dict) and set(image) == {"bytes", "path"}):
+        rows = rows.cast_column("image", datasets.Image(decode=False))
+    elif not (isinstance(image, datasets.Image) or image in (datasets.Value("string"), datasets.Value("large_string"),
+                                                              datasets.Value("null"))):
+        raise DataError(f"{path}: the `image` column is {image}, not image paths or images; {_SCHEMA_HELP}")
     return rows
 
 

@@ -23,12 +23,18 @@ from pathlib import Path, PureWindowsPath
 from typing import Any
 
 from huggingface_hub import ModelCard, get_token
-from huggingface_hub.utils import DEFAULT_IGNORE_PATTERNS, filter_repo_objects
+from huggingface_hub.utils import (
+    DEFAULT_IGNORE_PATTERNS,
+    HFValidationError,
+    filter_repo_objects,
+    validate_repo_id,
+)
 from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.trainer_utils import HubStrategy
 
 from modeling_croc.publishing import (
     PublishError,
+    UploadLeakError,
     check_publish_folder,
     check_upload_set,
     copy_file,
@@ -76,6 +82,13 @@ def check_publishing_arguments(args) -> None:
             raise ConfigError(f"hub_strategy={strategy.value} uploads output_dir or checkpoints during training, "
                               "without the check for tokens and local paths; use --hub_strategy=end (the final "
                               "folder is checked and pushed once)")
+        repo_id = args.hub_model_id or Path(args.output_dir).absolute().name
+        try:
+            validate_repo_id(repo_id)
+        except HFValidationError as error:
+            source = "--hub_model_id" if args.hub_model_id else "the repository named after output_dir"
+            raise ConfigError(f"{source} {repo_id!r} is not a valid Hub repository id ({error}); pass "
+                              "--hub_model_id=NAME or USER/NAME") from None
         if not (args.hub_token or get_token()):
             raise ConfigError("push_to_hub needs a Hugging Face token with write access, and none is available: run "
                               "`hf auth login`, set HF_TOKEN or pass --hub_token before training")
@@ -149,7 +162,8 @@ def hub_dry_run(trainer, target: str | Path) -> list[str]:
     rule applies again, as it may have been created since the run started) and scan them.
 
     Returns the written relative paths. Raises `ConfigError` (one line) when `target` may not be written, or when the
-    set holds a token, a local path or the user name (the files stay in `target` for inspection).
+    set holds a token, a local path or the user name: the files written are then removed again, so nothing that
+    leaked stays ready to upload by hand (the message names what was found and where).
     """
     _save_final_folder(trainer)
     if not trainer.is_world_process_zero():
@@ -157,9 +171,15 @@ def hub_dry_run(trainer, target: str | Path) -> list[str]:
     args = trainer.args
     files = files_to_upload(args.output_dir)
     try:
-        prepare_publish_folder(target, files, option=DRY_RUN_OPTION, keep_clear_of={"output_dir": args.output_dir})
+        target = prepare_publish_folder(target, files, option=DRY_RUN_OPTION,
+                                        keep_clear_of={"output_dir": args.output_dir})
         write_upload_set(args.output_dir, files, target)
-        check_upload_set(target, files, tokens=[args.hub_token], folders=_scan_folders(args))
+        try:
+            check_upload_set(target, files, tokens=[args.hub_token], folders=_scan_folders(args))
+        except UploadLeakError:
+            for name in files:
+                (target / name).unlink(missing_ok=True)
+            raise
     except PublishError as error:
         raise ConfigError(str(error)) from None
     logger.info("hub dry run: %d files that push_to_hub would upload written to %s", len(files), target)

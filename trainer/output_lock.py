@@ -6,12 +6,14 @@ win) and holds it until it ends; a second run stops before it writes anything, w
 
 A lock outlives its run only when the run could not remove it (SIGKILL, a node lost). Such a lock is stale, and is
 taken over with a warning, when
-* it was taken on this host by a process that no longer exists, or
-* it was taken by an earlier incarnation of this Slurm job (`SLURM_JOB_ID`: Slurm runs one incarnation of a job at
-  a time, so a requeued job never waits on itself), or
-* its holder stopped refreshing it: a live holder touches the file every `HEARTBEAT_SECONDS` from a background
-  thread, and a lock untouched for `STALE_AFTER_SECONDS` is abandoned. Its age is measured against a file written
-  now in the same folder, so clocks that disagree between machines (a shared filesystem) do not matter.
+* it was taken on this host by a process that no longer exists (a process that exists, even suspended, keeps it);
+* it was taken on another host by an earlier incarnation of this Slurm job (the same `SLURM_JOB_ID` with a lower
+  `SLURM_RESTART_COUNT`: Slurm runs one incarnation of a job at a time, so a requeued job never waits on itself;
+  two runs inside one allocation share the job id but not a lower restart count);
+* it was taken on another host and its holder stopped refreshing it: a live holder touches the file every
+  `HEARTBEAT_SECONDS` from a background thread, and a lock untouched for `STALE_AFTER_SECONDS` is abandoned. Its
+  age is measured against a file written now in the same folder, so clocks that disagree between machines (a
+  shared filesystem) do not matter.
 """
 
 from __future__ import annotations
@@ -49,11 +51,14 @@ class LockHolder:
     token: str
     started: str
     slurm_job: str | None = None
+    slurm_restart: int = 0
 
     @classmethod
     def here(cls) -> LockHolder:
+        restart = os.environ.get("SLURM_RESTART_COUNT", "0")
         return cls(host=socket.gethostname(), pid=os.getpid(), token=uuid.uuid4().hex,
-                   started=time.strftime("%Y-%m-%d %H:%M:%S %Z"), slurm_job=os.environ.get("SLURM_JOB_ID"))
+                   started=time.strftime("%Y-%m-%d %H:%M:%S %Z"), slurm_job=os.environ.get("SLURM_JOB_ID"),
+                   slurm_restart=int(restart) if restart.isdigit() else 0)
 
     def describe(self) -> str:
         job = f", Slurm job {self.slurm_job}" if self.slurm_job else ""
@@ -70,12 +75,23 @@ def _process_exists(pid: int) -> bool:
     return True
 
 
+# The fields of a lock file and their types: anything else (a hand-edited or foreign file) is unreadable.
+_FIELD_TYPES = {"host": str, "pid": int, "token": str, "started": str, "slurm_job": (str, type(None)),
+                "slurm_restart": int}
+
+
 def _read_holder(path: Path) -> LockHolder | None:
     try:
         data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-        return LockHolder(**data)
-    except (OSError, ValueError, TypeError):
+    except (OSError, ValueError):
         return None
+    if not isinstance(data, dict) or set(data) - set(_FIELD_TYPES) or not {"host", "pid", "token"} <= set(data):
+        return None
+    if any(not isinstance(value, _FIELD_TYPES[key]) or isinstance(value, bool) for key, value in data.items()):
+        return None
+    if not 0 < data["pid"] < 2**31:
+        return None
+    return LockHolder(**{"started": "?", **data})
 
 
 def _age_seconds(path: Path) -> float:
@@ -163,10 +179,12 @@ class OutputDirLock:
             except OSError:
                 return "the lock disappeared"
             return f"unreadable lock file, {age:.0f} s old" if age > self.heartbeat else None
-        if current.host == self.holder.host and not _process_exists(current.pid):
-            return f"its {current.describe()} no longer exists"
-        if current.slurm_job and current.slurm_job == self.holder.slurm_job and current.pid != self.holder.pid:
-            return f"it was taken by an earlier run of this Slurm job ({current.describe()})"
+        if current.host == self.holder.host:
+            # On this host the process table is the truth: a holder that exists keeps the lock, suspended or not.
+            return None if _process_exists(current.pid) else f"its {current.describe()} no longer exists"
+        if current.slurm_job and current.slurm_job == self.holder.slurm_job \
+                and current.slurm_restart < self.holder.slurm_restart:
+            return f"it was taken by an earlier incarnation of this Slurm job ({current.describe()})"
         try:
             age = _age_seconds(self.path)
         except OSError:

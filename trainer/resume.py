@@ -62,8 +62,21 @@ def output_dir_lock(args) -> Iterator[None]:
             lock.release()
 
 
-def _holds_a_model(folder: Path) -> bool:
-    return any((folder / name).is_file() for name in ("config.json", SAFE_WEIGHTS, SAFE_INDEX, "adapter_config.json"))
+# Files a run writes at the top of its output folder: a folder holding one of them without this trainer's run record
+# holds something the run would overwrite (another program's model, a dataset's card and rejects, ...).
+RUN_OUTPUTS = ("config.json", SAFE_WEIGHTS, SAFE_INDEX, "adapter_config.json", "adapter_model.safetensors",
+               "README.md", "rejects.jsonl", "data_report.json", "trainer_state.json", "training_args.bin",
+               "all_results.json", "train_results.json", "generation_config.json", "processor_config.json",
+               "preprocessor_config.json", "tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
+
+
+def _would_overwrite(folder: Path) -> list[str]:
+    return [name for name in RUN_OUTPUTS if (folder / name).exists()]
+
+
+def merged_folder(output_dir: str | Path) -> Path:
+    """Where a LoRA run writes its merged model (`trainer.train`): `<output_dir>-merged`."""
+    return Path(f"{str(output_dir).rstrip('/')}-merged")
 
 
 def plan_resume(args, record: dict[str, Any]) -> str | None:
@@ -105,16 +118,29 @@ def _plan(args, record: dict[str, Any]) -> str | None:
         _check_record(checkpoint, record, accepted)
     elif accepted:
         raise ConfigError("resume_accept_changes is set but there is no checkpoint to resume: nothing to accept")
-    if _holds_a_model(output_dir):
-        saved = read_run_record(output_dir)
-        if saved is None:
-            raise ConfigError(f"output_dir {output_dir} already holds a model that this trainer's run did not write "
-                              "(no croc_run.json); training would overwrite it: choose another output_dir")
-        if checkpoint is None:
-            refusal = resume_refusal(saved, record, accepted, f"the finished run in {output_dir}")
-            if refusal is not None:
-                raise ConfigError(refusal + "; its final model would be overwritten")
+    for folder, what in ((output_dir, "output_dir"), (merged_folder(output_dir), "the LoRA merge folder")):
+        _check_folder(folder, what, record, accepted, checkpoint is not None and folder == output_dir)
     return checkpoint
+
+
+def _check_folder(folder: Path, what: str, record: dict[str, Any], accepted: list[str], resumed: bool) -> None:
+    """A folder the run writes into holds nothing it would overwrite but this run's own files: a run record equal to
+    this run (a run that started, was stopped or finished with this configuration), or nothing of a run at all."""
+    if not folder.exists():
+        return
+    saved = read_run_record(folder)
+    if saved is None:
+        found = _would_overwrite(folder)
+        if found:
+            raise ConfigError(f"{what} {folder} already holds {', '.join(found[:4])}, which this trainer's run did "
+                              "not write (no croc_run.json); training would overwrite them: choose another "
+                              "output_dir")
+        return
+    if not resumed:
+        refusal = resume_refusal(saved, record, accepted, f"the run recorded in {folder} "
+                                                          f"({saved.get('status', 'finished')})")
+        if refusal is not None:
+            raise ConfigError(refusal + "; its files would be overwritten")
 
 
 def _check_record(checkpoint: str, record: dict[str, Any], accepted: list[str]) -> None:

@@ -39,10 +39,15 @@ from transformers import TrainerCallback
 logger = logging.getLogger(__name__)
 
 # EX_TEMPFAIL (sysexits.h): "a temporary failure; the user is invited to retry". A preempted run exits with it, so a
-# job script can requeue on exactly this status (the README's Slurm section does).
+# job script can requeue on exactly this status (docs/SCALING.md's Slurm script does).
 PREEMPTED_EXIT_CODE = 75
 # The signals that always save and stop; `preemption_signals` adds to them.
 DEFAULT_PREEMPTION_SIGNALS: tuple[str, ...] = ("SIGTERM",)
+# What a scheduler or a user sends to ask a process to end (Slurm's --signal, a CPU-time limit, a closed terminal).
+# Others mean something else (SIGCHLD: a child ended; SIGSEGV, SIGBUS, SIGFPE: a fault a flag-only handler would
+# return into forever) and are refused as preemption signals.
+PREEMPTION_SIGNAL_CHOICES: tuple[str, ...] = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2",
+                                              "SIGXCPU")
 # The checkpoint file holding the steps skipped for non-finite values, so a resumed run keeps its budget.
 NONFINITE_FILE = "nonfinite_steps.json"
 
@@ -271,6 +276,7 @@ class RunControl(TrainerCallback):
 
 __all__ = [
     "DEFAULT_PREEMPTION_SIGNALS",
+    "PREEMPTION_SIGNAL_CHOICES",
     "NONFINITE_FILE",
     "PREEMPTED_EXIT_CODE",
     "RunControl",

@@ -55,6 +55,11 @@ FIXED: dict[str, str] = {
     "mixed_precision": "bf16 / fp16",
     "lora": "the LoRA settings",
     "deepspeed_zero_stage": "the ZeRO stage (its checkpoints differ in layout)",
+    "deepspeed_processes": "the number of processes under DeepSpeed (its shards are partitioned per process)",
+    "optim": "the optimiser (its state does not load into another)",
+    "neftune_noise_alpha": "NEFTune noise",
+    "average_tokens_across_devices": "how the loss is averaged over processes",
+    "image_limits": "the image limits (which images training replaces)",
 }
 # Keys a resume may change when the user says so (`resume_accept_changes`): they take effect from the resumed step.
 ADJUSTABLE: tuple[str, ...] = (
@@ -86,23 +91,40 @@ def _digest(value: Any) -> str:
 
 
 def rows_fingerprint(rows) -> dict[str, Any]:
-    """The training rows as the record holds them: their count and a hash of their ids in order (a `datasets`
-    Dataset, read from its Arrow column, or a sequence of row dicts)."""
+    """The training rows as the record holds them: their count and a hash of their contents in order (id, image
+    path, turns; an embedded image by its file name and size), so a resume on edited rows is refused even when the
+    ids are the same (a `datasets` Dataset, read in Arrow batches, or a sequence of row dicts)."""
     digest = hashlib.sha256()
+
+    def image_key(image: Any) -> Any:
+        if isinstance(image, dict):  # an undecoded datasets.Image value
+            return [image.get("path"), len(image.get("bytes") or b"")]
+        return image
+
     if hasattr(rows, "select_columns"):
-        for batch in rows.select_columns(["id"]).iter(batch_size=100_000):
-            digest.update("\n".join(map(str, batch["id"])).encode("utf-8") + b"\n")
+        from datasets import Image
+
+        columns = [name for name in ("id", "image", "conversations") if name in rows.column_names]
+        view = rows.select_columns(columns)
+        if isinstance(view.features.get("image"), Image):
+            view = view.cast_column("image", Image(decode=False))
+        for batch in view.iter(batch_size=10_000):
+            images = [image_key(image) for image in batch.get("image", [None] * len(batch["id"]))]
+            digest.update(json.dumps([batch["id"], images, batch.get("conversations")], sort_keys=True,
+                                     default=str).encode("utf-8"))
     else:
-        digest.update("\n".join(str(row.get("id")) for row in rows).encode("utf-8") + b"\n")
-    return {"count": len(rows), "ids_sha256": digest.hexdigest()[:16]}
+        for row in rows:
+            digest.update(json.dumps([row.get("id"), image_key(row.get("image")), row.get("conversations")],
+                                     sort_keys=True, default=str).encode("utf-8"))
+    return {"count": len(rows), "content_sha256": digest.hexdigest()[:16]}
 
 
-def zero_stage(deepspeed: Any) -> int | None:
+def zero_stage(deepspeed: Any) -> Any:
     """The ZeRO stage of a DeepSpeed config (a path or a dict), None without DeepSpeed."""
     if not deepspeed:
         return None
     config = deepspeed if isinstance(deepspeed, dict) else json.loads(Path(deepspeed).read_text(encoding="utf-8"))
-    return int(config.get("zero_optimization", {}).get("stage", 0))
+    return config.get("zero_optimization", {}).get("stage", 0)  # checked to be 0-3 before (argument_checks)
 
 
 def croc_config_dict(model_args, args) -> dict[str, Any] | None:
@@ -151,6 +173,11 @@ def build_run_record(model_args, data_args, args, croc_config: dict[str, Any] | 
                             "dropout": model_args.lora_dropout, "targets": model_args.lora_target_modules,
                             "load_in_4bit": model_args.load_in_4bit}) if model_args.use_peft else None,
         "deepspeed_zero_stage": zero_stage(args.deepspeed),
+        "deepspeed_processes": args.world_size if zero_stage(args.deepspeed) else None,
+        "optim": [str(getattr(args.optim, "value", args.optim)), args.optim_args],
+        "neftune_noise_alpha": args.neftune_noise_alpha,
+        "average_tokens_across_devices": args.average_tokens_across_devices,
+        "image_limits": [data_args.max_image_aspect_ratio, data_args.max_image_preprocess_pixels],
         "learning_rate": args.learning_rate,
         **{f"{group}_lr": getattr(args, f"{group}_lr") for group in PARAMETER_GROUPS},
         "lr_scheduler_type": str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)),

@@ -16,13 +16,15 @@ card; `--hub_dry_run DIR` writes what would be uploaded into DIR instead.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
 import warnings
 
 import transformers
-from huggingface_hub.errors import StrictDataclassError
+from huggingface_hub.errors import HfHubHTTPError, StrictDataclassError
+from safetensors import SafetensorError
 from transformers import set_seed
 
 from data_recipes import DataError
@@ -43,7 +45,7 @@ from .model_loading import (
     load_stage_processor,
 )
 from .resolve import resolve_config
-from .resume import output_dir_lock, plan_resume
+from .resume import merged_folder, output_dir_lock, plan_resume
 from .run_control import RunPreempted, RunStopped, StopSignals
 from .run_record import build_run_record, croc_config_dict, write_run_record
 
@@ -129,7 +131,11 @@ def _run(model_args, data_args, args, stage, signals: StopSignals) -> CrocTraine
         raise ConfigError(f"model config: {error}") from None
     record = build_run_record(model_args, data_args, args, croc_config, train_dataset.rows)
     resume_from = plan_resume(args, record)  # the checkpoint (verified, same run) or None; before the model loads
-    training_rows.report.write_start()  # the run may write into output_dir from here on
+    # The run may write into output_dir from here on. Its record goes first, so whatever moment it is stopped at,
+    # the folder is known as this run's (a final save cut short is rewritten by the rerun, not refused).
+    if args.process_index == 0:
+        write_run_record(args.output_dir, record, status="running")
+    training_rows.report.write_start()
 
     _share_process_group_with_deepspeed(args)
     try:
@@ -166,33 +172,51 @@ def _run(model_args, data_args, args, stage, signals: StopSignals) -> CrocTraine
         raise RunPreempted(f"stopped by {trainer.run_control.stopped_by} after step {trainer.state.global_step}: "
                            f"checkpoint-{trainer.state.global_step} written in {args.output_dir}; rerun the same "
                            "command to continue")
-    trainer.save_model()
-    trainer.save_state()
-    # Every stage folder carries its card: the next stage inherits base models, licences and datasets from it.
-    trainer.create_model_card(model_name=args.hub_model_id or None)
-    (logger.warning if sum(report.replaced.values()) or sum(report.rejected.values()) else logger.info)(
-        "%s", report.final_message())
-    report.write(args.output_dir)
-    if trainer.is_world_process_zero():
-        # Marks the folder as this run's: a later run with another configuration is refused instead of overwriting it.
-        write_run_record(args.output_dir, record, step=trainer.state.global_step, finished=True)
-
-    if model_args.use_peft and trainer.is_world_process_zero():
-        _merge(model_args, args)
+    with _final_writes(trainer, "the final model folder"):
+        trainer.save_model()
+        trainer.save_state()
+        # Every stage folder carries its card: the next stage inherits base models, licences and datasets from it.
+        trainer.create_model_card(model_name=args.hub_model_id or None)
+        (logger.warning if sum(report.replaced.values()) or sum(report.rejected.values()) else logger.info)(
+            "%s", report.final_message())
+        report.write(args.output_dir)
+        if trainer.is_world_process_zero():
+            write_run_record(args.output_dir, record, status="finished", step=trainer.state.global_step)
+        if model_args.use_peft and trainer.is_world_process_zero():
+            _merge(model_args, args, record)
     if args.hub_dry_run:
-        hub_dry_run(trainer, args.hub_dry_run)
+        with _final_writes(trainer, f"the dry run's folder {args.hub_dry_run}"):
+            hub_dry_run(trainer, args.hub_dry_run)
     elif args.push_to_hub:
-        push(trainer)
+        try:
+            push(trainer)
+        except (OSError, ValueError, HfHubHTTPError) as error:
+            raise RunStopped(f"the push to {args.hub_model_id or 'the Hub'} failed ({type(error).__name__}: "
+                             f"{error}); the trained model is complete in {args.output_dir}: push it later with "
+                             "`hf upload`, or rerun the same command (it trains nothing more)") from None
     return trainer
 
 
-def _merge(model_args, args) -> None:
+@contextlib.contextmanager
+def _final_writes(trainer: CrocTrainer, what: str):
+    """A write that fails at the end of a run (a full disk, a quota) is one line naming what was not written and
+    where the run can be resumed from; the checkpoints are untouched."""
+    try:
+        yield
+    except (OSError, SafetensorError) as error:
+        raise RunStopped(f"could not write {what}: {error}; training finished, nothing else was changed; "
+                         f"{trainer.last_checkpoint_message()}") from None
+
+
+def _merge(model_args, args, record: dict) -> None:
     from .merge_lora import merge_lora
 
     if not model_args.name_or_path:
         logger.warning("LoRA adapters saved in %s; not merged: the base is not a saved folder", args.output_dir)
         return
-    merge_lora(args.output_dir, f"{args.output_dir.rstrip('/')}-merged")
+    merged = merged_folder(args.output_dir)
+    merge_lora(args.output_dir, merged)
+    write_run_record(merged, record, status="merged")
 
 
 def cli() -> None:

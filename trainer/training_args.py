@@ -18,7 +18,7 @@ from modeling_croc.presets import CROC_PRESET_NAMES, get_preset
 from modeling_croc.processing_croc import IMAGE_ASPECT_RATIOS
 
 from .argument_checks import check_training_values
-from .run_control import PREEMPTED_EXIT_CODE, signal_number
+from .run_control import PREEMPTED_EXIT_CODE, PREEMPTION_SIGNAL_CHOICES, signal_number
 from .run_record import ADJUSTABLE
 from .stages import PARAMETER_GROUPS, get_stage
 
@@ -288,6 +288,9 @@ class CrocTrainingArguments(TrainingArguments):
                 raise ValueError(f"preemption_signals: {error}") from None
             if number in (signal.SIGKILL, signal.SIGSTOP):
                 raise ValueError(f"preemption_signals: {number.name} cannot be caught by any process")
+            if number.name not in PREEMPTION_SIGNAL_CHOICES:
+                raise ValueError(f"preemption_signals: {number.name} does not ask a process to end; use "
+                                 f"{', '.join(PREEMPTION_SIGNAL_CHOICES)}")
 
     def _check_packing(self) -> None:
         if self.packing_max_length is None:

@@ -187,8 +187,13 @@ def check_deepspeed(training: dict[str, Any]) -> None:
 
 def check_resume(training: dict[str, Any]) -> None:
     checkpoint = training.get("resume_from_checkpoint")
-    if isinstance(checkpoint, str) and not Path(checkpoint).is_dir():
+    if isinstance(checkpoint, str) and not checkpoint.strip():  # Path("") is the working directory
+        raise ConfigError("resume_from_checkpoint is empty (an unset variable in the command?); name a folder")
+    if isinstance(checkpoint, str) and not Path(checkpoint).exists():
         raise ConfigError(f"resume_from_checkpoint {checkpoint} does not exist")
+    if isinstance(checkpoint, str) and not Path(checkpoint).is_dir():
+        raise ConfigError(f"resume_from_checkpoint {checkpoint} is a file, not a checkpoint folder; name the "
+                          "checkpoint-N folder")
     if isinstance(checkpoint, str) and not is_complete_checkpoint(checkpoint):
         raise ConfigError(f"resume_from_checkpoint {checkpoint} is incomplete (no readable trainer_state.json: its "
                           "save was interrupted); name an earlier checkpoint, or leave the option out to resume from "

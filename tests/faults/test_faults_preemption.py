@@ -119,6 +119,8 @@ def test_a_repeated_signal_changes_nothing(tiny_model, data, tmp_path, monkeypat
 @pytest.mark.parametrize(("value", "fragment"), [
     ("[SIGKILL]", "preemption_signals: SIGKILL cannot be caught by any process"),
     ("[SIGFOO]", "preemption_signals: unknown signal 'SIGFOO'"),
+    ("[SIGCHLD]", "preemption_signals: SIGCHLD does not ask a process to end"),
+    ("[SIGSEGV]", "preemption_signals: SIGSEGV does not ask a process to end"),
 ])
 def test_preemption_signals_are_checked_before_anything_loads(tiny_model, data, tmp_path, monkeypatch, capsys,
                                                               no_model_load, value, fragment):

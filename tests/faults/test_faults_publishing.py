@@ -512,3 +512,22 @@ def test_scanner_reads_parquet_metadata_and_decoded_row_values(tmp_path):
         Finding("train.parquet", "column conversations.value", publishing.TOKEN, f"hf_...({len(TOKEN)} characters)"),
         Finding("train.parquet", "column conversations.value", publishing.LOCAL_PATH, f"{folder}/images"),
     ]
+
+
+def test_a_token_inside_an_embedded_file_stops_the_hub_folder(tmp_path, monkeypatch, capsys):
+    """An "image" that is a link to a secret file, built without image checks: its bytes are embedded in the shard.
+    The scanner reads the binary columns of a Parquet file too (the hostile tester found the token raw in the
+    shard, exit 0)."""
+    secret = tmp_path / "secret" / "token"
+    secret.parent.mkdir()
+    secret.write_text(TOKEN + "\n")
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    _data(tmp_path / "data")
+    (tmp_path / "data" / "images" / "1.png").unlink()
+    (tmp_path / "data" / "images" / "1.png").symlink_to(secret)
+    capsys.readouterr()
+    code = recipes_main(_build_argv(tmp_path, "--skip-image-check", "--hub-folder", str(tmp_path / "hub")))
+    err = capsys.readouterr().err
+    assert code == 1 and "a Hugging Face token" in err and "column image" in err, err
+    shards = list((tmp_path / "hub").rglob("*.parquet")) if (tmp_path / "hub").exists() else []
+    assert not shards or all(TOKEN.encode() not in shard.read_bytes() for shard in shards)

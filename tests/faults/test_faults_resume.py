@@ -103,14 +103,38 @@ def test_a_lock_from_another_host_is_stale_only_after_its_heartbeat_stops(tmp_pa
     assert not lock_file.exists()
 
 
-def test_a_requeued_slurm_job_takes_over_its_own_lock(tmp_path, monkeypatch):
+def test_a_requeued_slurm_job_takes_over_its_own_lock_but_not_a_live_run_of_its_allocation(tmp_path, monkeypatch):
     monkeypatch.setenv("SLURM_JOB_ID", "4242")
-    _plant_lock(tmp_path, host="node-7", pid=1, token="first-incarnation", slurm_job="4242")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")  # requeued once: the lock of incarnation 0 is stale
+    _plant_lock(tmp_path, host="node-7", pid=1, token="first-incarnation", slurm_job="4242", slurm_restart=0)
     OutputDirLock(tmp_path).acquire().release()
-    monkeypatch.setenv("SLURM_JOB_ID", "4243")  # another job: it waits like anyone else
-    _plant_lock(tmp_path, host="node-7", pid=1, token="other-job", slurm_job="4242")
+    # The same incarnation (another run inside the same allocation, e.g. a second srun task): live, refused.
+    _plant_lock(tmp_path, host="node-7", pid=1, token="sibling", slurm_job="4242", slurm_restart=1)
     with pytest.raises(OutputDirLocked):
         OutputDirLock(tmp_path).acquire()
+    monkeypatch.setenv("SLURM_JOB_ID", "4243")  # another job: it waits like anyone else
+    _plant_lock(tmp_path, host="node-7", pid=1, token="other-job", slurm_job="4242", slurm_restart=0)
+    with pytest.raises(OutputDirLocked):
+        OutputDirLock(tmp_path).acquire()
+
+
+def test_a_suspended_run_on_this_host_keeps_its_lock_whatever_its_heartbeats_age(tmp_path):
+    """Ctrl-Z or a Slurm suspend stops the heartbeat; the process still exists, so the lock is still its own."""
+    lock_file = _plant_lock(tmp_path, pid=os.getpid(), token="suspended")
+    old = time.time() - 3600
+    os.utime(lock_file, (old, old))
+    with pytest.raises(OutputDirLocked, match=f"in use by process {os.getpid()}"):
+        OutputDirLock(tmp_path).acquire()
+
+
+@pytest.mark.parametrize("pid", ["abc", None, 99999999999999, True])
+def test_a_lock_file_with_a_malformed_holder_is_unreadable_not_a_crash(tmp_path, pid):
+    lock_file = _plant_lock(tmp_path, pid=pid, token="garbage")
+    with pytest.raises(OutputDirLocked):  # fresh: a writer may be filling it in
+        OutputDirLock(tmp_path).acquire()
+    old = time.time() - 3600
+    os.utime(lock_file, (old, old))
+    OutputDirLock(tmp_path).acquire().release()  # old and unreadable: taken over
 
 
 def test_a_live_lock_is_refreshed_by_its_heartbeat(tmp_path):
@@ -158,7 +182,9 @@ def test_accepted_changes_take_effect_from_the_resumed_step(two_steps, tiny_mode
     ("--seed=1", "seed 0 -> 1"),
     ("--global_batch_size=8", "global_batch_size 4 -> 8"),
     ("--model_max_length=200", "model_max_length 256 -> 200"),
-    ("--data.max_samples=5", "data_rows: count 8 -> 5"),
+    ("--data.max_samples=5", "count 8 -> 5"),
+    ("--optim=sgd", "optim ['adamw_torch"),
+    ("--neftune_noise_alpha=5", "neftune_noise_alpha None -> 5.0"),
 ])
 def test_a_change_the_run_cannot_continue_from_is_refused_before_the_model_loads(two_steps, tiny_model, data,
                                                                                   tmp_path, monkeypatch, capsys,
@@ -179,7 +205,7 @@ def test_a_finished_run_is_not_overwritten_by_another_configuration(two_steps, t
         shutil.rmtree(folder)
     before = _listing(out)
     status, message = cli_exit(_argv(out, tiny_model, data, "--max_steps=2", "--seed=3"), monkeypatch, capsys)
-    assert status == 1 and "the finished run in" in message and "its final model would be overwritten" in message
+    assert status == 1 and "the run recorded in" in message and "(finished)" in message and "its files would be overwritten" in message
     assert _listing(out) == before
 
 
@@ -189,7 +215,7 @@ def test_an_output_dir_holding_a_model_this_trainer_did_not_write_is_refused(tin
     shutil.copytree(tiny_model, out)  # e.g. the previous stage's folder given as output_dir by mistake
     before = _listing(out)
     status, message = cli_exit(_argv(out, tiny_model, data, "--max_steps=1"), monkeypatch, capsys)
-    assert status == 1 and "already holds a model that this trainer's run did not write" in message, message
+    assert status == 1 and "which this trainer's run did not write (no croc_run.json)" in message, message
     assert _listing(out) == before
 
 
@@ -273,3 +299,136 @@ def test_checkpoints_that_all_fail_are_not_rotated_away_by_a_fresh_start(two_ste
     assert status == 1 and message.startswith(f"configuration error: output_dir {out} holds checkpoints but none can "
                                               "be resumed (checkpoint-2: no croc_manifest.json"), message
     assert _listing(out) == before
+
+
+# --- folders the run writes into ------------------------------------------------------------------------------
+
+
+def test_a_final_save_cut_short_is_rewritten_by_the_rerun_not_refused(two_steps, tiny_model, data, tmp_path):
+    """The run's record is written when it starts: a kill during the final save leaves a folder known as this run's,
+    which the same command resumes (from its last checkpoint) and completes."""
+    out = tmp_path / "run"
+    shutil.copytree(two_steps, out)
+    weights = out / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])  # the final save, killed half-way
+    train_module.main(_argv(out, tiny_model, data, "--max_steps=2"))
+    assert weights.stat().st_size == (two_steps / "model.safetensors").stat().st_size
+    assert json.loads((out / "croc_run.json").read_text())["status"] == "finished"
+
+
+@pytest.mark.parametrize("which", ["build", "data_folder"])
+def test_an_output_dir_holding_the_users_data_is_refused(tiny_model, data, tmp_path, monkeypatch, capsys,
+                                                         no_model_load, which):
+    """A build folder (its card and its own rejects.jsonl), or a data folder with a README, named as output_dir:
+    the run would replace those files; it stops before writing anything."""
+    from data_recipes import build_recipe
+
+    folder = tmp_path / which
+    if which == "build":
+        build_recipe("llava_json", data.parent, folder, params={"annotation": "rows.json"})
+        source = folder
+    else:
+        shutil.copytree(data.parent, folder)
+        (folder / "README.md").write_text("my notes about this data\n")
+        source = folder / "rows.json"
+    before = _listing(folder)
+    status, message = cli_exit(_argv(folder, tiny_model, source, "--max_steps=1"), monkeypatch, capsys)
+    assert status == 1 and "README.md" in message and "did not write" in message, message
+    assert _listing(folder) == before
+
+
+def test_a_lora_runs_merge_folder_is_checked_like_the_output_dir(tiny_model, data, tmp_path, monkeypatch, capsys,
+                                                                 no_model_load):
+    out = tmp_path / "lora"
+    merged = tmp_path / "lora-merged"
+    merged.mkdir()
+    (merged / "config.json").write_text("{}")
+    (merged / "NOTES.txt").write_text("someone else's model")
+    before = _listing(merged)
+    status, message = cli_exit(_argv(out, tiny_model, data, "--max_steps=1", "--model.use_peft=true"), monkeypatch,
+                               capsys)
+    assert status == 1 and message.startswith(f"configuration error: the LoRA merge folder {merged} already holds "
+                                              "config.json"), message
+    assert _listing(merged) == before
+
+
+@pytest.mark.parametrize("moment", ["checkpoint", "final"])
+def test_a_full_disk_is_one_line_and_leaves_the_checkpoints_as_they_were(tiny_model, data, tmp_path, monkeypatch,
+                                                                         capsys, moment):
+    """safetensors reports a full disk (or a file-size limit) as its own error, not an OSError."""
+    import transformers.modeling_utils as modeling_utils
+    from safetensors import SafetensorError
+
+    write = modeling_utils.safe_save_file
+    calls = []
+
+    def full_disk(tensors, filename, *args, **kwargs):
+        calls.append(filename)
+        if (moment == "checkpoint" and "checkpoint-2" in str(filename)) or (
+                moment == "final" and "checkpoint" not in str(filename)):
+            raise SafetensorError("Error while serializing: No space left on device (os error 28)")
+        return write(tensors, filename, *args, **kwargs)
+
+    monkeypatch.setattr(modeling_utils, "safe_save_file", full_disk)
+    out = tmp_path / "run"
+    status, message = cli_exit(_argv(out, tiny_model, data, "--max_steps=2"), monkeypatch, capsys)
+    what = "checkpoint-2 into" if moment == "checkpoint" else "the final model folder"
+    assert status == 1 and message.startswith(f"run stopped: could not write {what}"), message
+    assert "No space left on device" in message
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == (
+        ["checkpoint-1"] if moment == "checkpoint" else ["checkpoint-1", "checkpoint-2"])
+    assert all(checkpoint_problem(folder) is None for folder in out.glob("checkpoint-*"))
+    assert not (out / ".checkpoint-staging").exists()
+
+
+@pytest.mark.parametrize("entry", ["size as text", "no size", "null entry", "files not a mapping"])
+def test_a_malformed_manifest_entry_makes_the_checkpoint_not_intact_not_a_crash(two_steps, tmp_path, entry):
+    checkpoint = tmp_path / "checkpoint-2"
+    shutil.copytree(two_steps / "checkpoint-2", checkpoint)
+    manifest = json.loads((checkpoint / MANIFEST).read_text())
+    name = next(iter(manifest["files"]))
+    if entry == "size as text":
+        manifest["files"][name]["size"] = str(manifest["files"][name]["size"])
+    elif entry == "no size":
+        del manifest["files"][name]["size"]
+    elif entry == "null entry":
+        manifest["files"][name] = None
+    else:
+        manifest["files"] = ["not", "a", "mapping"]
+    (checkpoint / MANIFEST).write_text(json.dumps(manifest))
+    assert checkpoint_problem(checkpoint).startswith(f"unreadable {MANIFEST}")
+
+
+def test_a_renamed_checkpoint_is_not_taken_for_a_later_step(two_steps, tmp_path):
+    renamed = tmp_path / "checkpoint-5"
+    shutil.copytree(two_steps / "checkpoint-1", renamed)
+    assert checkpoint_problem(renamed) == "it is named checkpoint-5 but holds step 1 (renamed?)"
+
+
+@pytest.mark.parametrize("kind", ["file", "link"])
+def test_a_staging_path_that_is_not_a_folder_is_removed_without_following_it(tmp_path, kind):
+    from trainer.checkpoint_io import STAGING_DIR, discard_staging
+
+    kept = tmp_path / "users_folder"
+    kept.mkdir()
+    (kept / "precious.txt").write_text("keep me")
+    staging = tmp_path / "run" / STAGING_DIR
+    staging.parent.mkdir()
+    staging.write_text("x") if kind == "file" else staging.symlink_to(kept)
+    discard_staging(tmp_path / "run")
+    assert not staging.exists() and not staging.is_symlink()
+    assert (kept / "precious.txt").read_text() == "keep me"
+
+
+def test_rows_edited_under_the_same_ids_are_refused(two_steps, tiny_model, data, tmp_path, monkeypatch, capsys,
+                                                    no_model_load):
+    """The record holds the rows' contents, not only their ids: an answer changed (or an image swapped) between the
+    checkpoint and the resume is a different run."""
+    out = _checkpoints_only(two_steps, tmp_path / "run")
+    rows = json.loads(data.read_text())
+    rows[0]["conversations"][1]["value"] = "A different answer."
+    edited = data.parent / "edited.json"
+    edited.write_text(json.dumps(rows))
+    status, message = cli_exit(_argv(out, tiny_model, edited, "--max_steps=2", f"--data.image_root={data.parent}"),
+                               monkeypatch, capsys)
+    assert status == 1 and "data_rows: content_sha256" in message and "count" not in message.split("data_rows")[1][:80]

@@ -169,8 +169,9 @@ def test_a_parquet_folder_without_conversations_is_one_line(tiny_model, tmp_path
     folder.mkdir()
     datasets.Dataset.from_list([{"text": "hello"}]).to_parquet(str(folder / "part-0.parquet"))
     status, message = cli_exit(run_argv("stage2.yaml", tmp_path / "run", tiny_model, folder), monkeypatch, capsys)
-    assert (status, message) == (1, f"data error: {folder}: rows need a `conversations` column (a list of {{from, "
-                                    "value} turns), found columns ['text']")
+    assert (status, message) == (1, f"data error: {folder}: no `conversations` column (found ['text']); each row "
+                                    "needs `conversations`: a list of {from, value} turns (from = human/gpt), and "
+                                    "optionally `id` and `image` (a path string or a datasets.Image)")
 
 
 def test_every_image_row_replacement_keeps_its_modality(tmp_path):
