@@ -1,1 +1,1 @@
-"""The Croc CPU demo: `python -m demo` (see `demo/__main__.py` and the README's "Demo" section)."""
+"""The Croc CPU demo: `python -m demo` (see `demo/__main__.py` and docs/DEMO.md)."""

@@ -1,0 +1,534 @@
+"""Docs that cannot go stale: README.md and docs/*.md read as a newcomer reads them, against the repository.
+
+* Every command of a fenced shell block exists: `python -m MODULE` (also under `torchrun` / `accelerate
+  launch`) answers `MODULE --help` with status 0, offline, and a subcommand its argparse help lists is one of
+  its choices; `make TARGET` is a Makefile target; a script run with `bash` exists; a repository path an
+  argument names exists; any other program is one of `EXTERNAL_PROGRAMS`.
+* What a documented training run reads (its config's model folder and data) is written by a documented
+  command.
+* Every relative link and image resolves to a file.
+* The numbers quoted from the committed demo reports are the reports' (read from their `metrics.json` and
+  `timings.json`), and the GPU-check status is `benchmarks/RESULTS-gpu.md`'s.
+* Every docs page opens with a paragraph saying what it is for, and the README's map links every page.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+
+from benchmarks.gpu_check import plan as gpu_check_plan
+
+REPO = Path(__file__).resolve().parents[1]
+README = REPO / "README.md"
+DOC_PAGES = sorted((REPO / "docs").glob("*.md"))
+DOCS = [README, *DOC_PAGES]
+DEFAULT_REPORT = REPO / "docs" / "demo_report"
+SEEDS_REPORT = REPO / "docs" / "demo_report_3seeds"
+RESULTS_GPU = REPO / "benchmarks" / "RESULTS-gpu.md"
+MAP_HEADING = "## Documentation"
+GPU_STATUS_MARKER = "GPU check status"
+
+SHELL_FENCES = ("bash", "sh", "shell", "console")
+# Programs the docs may call that are not this repository's: installers, launchers, the Hub CLI, Slurm, shell
+# builtins. Anything else is a typo or a command that no longer exists.
+EXTERNAL_PROGRAMS = frozenset({
+    "pip", "pip3", "git", "hf", "huggingface-cli", "lmms-eval", "sbatch", "srun", "scontrol", "squeue",
+    "torchrun", "accelerate", "deepspeed", "unzip", "tar", "wget", "curl", "nvidia-smi", "tensorboard",
+    "cd", ".", "source", "export", "set", "trap", "wait", "kill", "true", "echo", "head", "tail", "cat",
+    "ls", "mkdir", "rm", "cp", "mv", "tee", "env", "bash", "sh",
+})
+PYTHON = re.compile(r"python(3(\.\d+)*)?")
+# Top-level folders of this repository: an argument starting with one of them names a file that must exist.
+REPO_FOLDERS = ("benchmarks", "croc_testing", "data_recipes", "demo", "docs", "modeling_croc", "requirements",
+                "tests", "trainer")
+SEPARATORS = frozenset({"&&", "||", ";", "|", "&", "(", ")"})
+REPO_PATH = re.compile(rf"(?:{'|'.join(REPO_FOLDERS)})/[\w./-]+")
+REDIRECTIONS = frozenset({">", ">>", "<", ">&", "&>", "2>"})
+NOT_RUN = re.compile(r"\b(?:has|have|was|were) not (?:yet )?(?:been )?run\b|\bno GPU was available\b", re.I)
+
+
+def _normalised(text: str) -> str:
+    """The docs write minus signs as U+2212; the reports and Python write '-'."""
+    return text.replace("\u2212", "-")
+
+
+# ---- reading the docs ----
+
+@dataclass(frozen=True)
+class Command:
+    """One simple command of a fenced shell block: its words, without prompt, comments and `VAR=` prefixes."""
+
+    doc: Path
+    line: int
+    words: tuple[str, ...]
+
+    def where(self) -> str:
+        return f"{self.doc.relative_to(REPO)}:{self.line}: {shlex.join(self.words)}"
+
+    @property
+    def program(self) -> str:
+        return self.words[0]
+
+    def module(self) -> tuple[str, list[str]] | None:
+        """The module a `python -m` / launcher `-m` command runs, and the arguments after it."""
+        if "-m" not in self.words:
+            return None
+        at = self.words.index("-m")
+        return (self.words[at + 1], list(self.words[at + 2:])) if at + 1 < len(self.words) else None
+
+    def values(self) -> Iterator[str]:
+        """Every argument, and the value of every `--key=value`."""
+        for word in self.words[1:]:
+            yield word
+            if word.startswith("-") and "=" in word:
+                yield word.split("=", 1)[1]
+
+
+def shell_blocks(doc: Path) -> Iterator[tuple[str, int, list[str]]]:
+    """(language, line number of the first content line, lines) of every fenced block."""
+    language, start, lines = None, 0, []
+    for number, line in enumerate(doc.read_text(encoding="utf-8").splitlines(), start=1):
+        fence = re.match(r"^\s*```\s*([\w+-]*)", line)
+        if fence and language is None:
+            language, start, lines = fence.group(1) or "text", number + 1, []
+        elif fence:
+            yield language, start, lines
+            language = None
+        elif language is not None:
+            lines.append(line)
+
+
+def _logical_lines(language: str, start: int, lines: list[str]) -> Iterator[tuple[int, str]]:
+    """Backslash continuations joined, comment lines dropped; in `console` blocks only the `$ ` lines."""
+    pending, first = "", start
+    for number, line in enumerate(lines, start=start):
+        text = line.strip()
+        if not pending:
+            first = number
+            if language == "console":
+                if not text.startswith("$ "):
+                    continue
+            text = text.removeprefix("$ ")
+            if not text or text.startswith("#"):
+                continue
+        if text.endswith("\\"):
+            pending += text[:-1] + " "
+            continue
+        yield first, pending + text
+        pending = ""
+    if pending:
+        yield first, pending
+
+
+def _split_commands(doc: Path, line: int, text: str) -> Iterator[Command]:
+    """The simple commands of one logical line, and recursively those of `$(...)`, `bash -c '...'` and
+    `trap '...'` bodies."""
+    for inner in re.findall(r"\$\(([^()]*)\)", text):
+        yield from _split_commands(doc, line, inner)
+    text = re.sub(r"\$\([^()]*\)", "SUBSTITUTED", text)
+    lexer = shlex.shlex(text, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    words: list[str] = []
+    tokens = iter(list(lexer) + [";"])
+    for token in tokens:
+        if token in REDIRECTIONS:
+            next(tokens, None)
+        elif token not in SEPARATORS:
+            words.append(token)
+            continue
+        while words and re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*=.*", words[0]):
+            words.pop(0)
+        if not words:
+            continue
+        for at, word in enumerate(words[:-1]):
+            if word == "-c" and at and Path(words[at - 1]).name in ("bash", "sh"):
+                yield from _split_commands(doc, line, words[at + 1])
+        if words[0] == "trap" and len(words) > 1:
+            yield from _split_commands(doc, line, words[1])
+        yield Command(doc, line, tuple(words))
+        words = []
+
+
+def documented_commands(docs: list[Path] = DOCS) -> list[Command]:
+    commands = []
+    for doc in docs:
+        for language, start, lines in shell_blocks(doc):
+            if language in SHELL_FENCES:
+                for line, text in _logical_lines(language, start, lines):
+                    commands.extend(_split_commands(doc, line, text))
+    return commands
+
+
+def _launched_module(command: Command) -> tuple[str, list[str]] | None | bool:
+    """The module a command runs (`python -m`, `torchrun -m`, `accelerate launch -m`) and its arguments; None
+    when a Python launcher runs no module; False for any other program."""
+    name = Path(command.program).name
+    if PYTHON.fullmatch(name) or name == "torchrun" or command.words[:2] == ("accelerate", "launch"):
+        return command.module()
+    return False
+
+
+def makefile_targets() -> set[str]:
+    text = (REPO / "Makefile").read_text(encoding="utf-8")
+    return {match.group(1) for match in re.finditer(r"^([A-Za-z0-9_.-]+)\s*:(?!=)", text, re.M)}
+
+
+# Runs `python -m MODULE --help` for every module named on its command line, each in its own forked process
+# (so no module of this repository is imported before the module under test imports it), after importing once
+# the third-party libraries they all import (torch, transformers' model and processor bases, datasets: ~4 s of
+# each module's start). Prints one JSON line: {module: {"status": ..., "output": ...}}.
+HELP_RUNNER = r"""
+import json, os, runpy, sys, traceback
+import datasets, torch, transformers.modeling_utils, transformers.processing_utils  # noqa: F401
+
+results = {}
+for module in sys.argv[1:]:
+    sys.stdout.flush(); sys.stderr.flush()
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read); os.dup2(write, 1); os.dup2(write, 2)
+        sys.argv, code = [module, "--help"], 0
+        try:
+            runpy.run_module(module, run_name="__main__", alter_sys=True)
+        except SystemExit as stop:  # as the interpreter does: None is 0, a message is printed with status 1
+            if not isinstance(stop.code, (int, type(None))):
+                print(stop.code, file=sys.stderr)
+            code = stop.code if isinstance(stop.code, int) else int(stop.code is not None)
+        except BaseException:
+            traceback.print_exc(); code = 1
+        sys.stdout.flush(); sys.stderr.flush()
+        os._exit(code)
+    os.close(write)
+    with os.fdopen(read, errors="replace") as pipe:
+        output = pipe.read()
+    results[module] = {"status": os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]), "output": output}
+print("\n" + json.dumps(results))
+"""
+
+
+def help_of(modules: list[str]) -> dict[str, dict]:
+    """{module: {"status": exit status of `python -m module --help`, "output": its stdout and stderr}}."""
+    env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_NO_ADVISORY_WARNINGS="1")
+    result = subprocess.run([sys.executable, "-c", HELP_RUNNER, *modules], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.fixture(scope="module")
+def commands() -> list[Command]:
+    found = documented_commands()
+    assert len(found) > 50  # the README and the pages do show their commands
+    return found
+
+
+# ---- commands ----
+
+def test_every_documented_program_exists(commands):
+    targets = makefile_targets()
+    problems = []
+    for command in commands:
+        launched = _launched_module(command)
+        name = Path(command.program).name
+        if launched is None:
+            problems.append(f"{command.where()}: runs no module (`-m MODULE`)")
+        elif launched is False and name == "make":
+            problems += [f"{command.where()}: no Makefile target {word!r}" for word in command.words[1:]
+                         if not word.startswith("-") and "=" not in word and word not in targets]
+        elif launched is False and name in ("bash", "sh") and "-c" not in command.words[1:2]:
+            if len(command.words) > 1 and not (REPO / command.words[1]).is_file():
+                problems.append(f"{command.where()}: no script {command.words[1]}")
+            continue
+        elif launched is False and command.program not in EXTERNAL_PROGRAMS:
+            problems.append(f"{command.where()}: unknown program {command.program!r} (neither this "
+                            "repository's nor in EXTERNAL_PROGRAMS)")
+        problems += [f"{command.where()}: {value} does not exist" for value in command.values()
+                     if re.fullmatch(REPO_PATH, value) and not (REPO / value).exists()]
+    assert not problems, "\n".join(problems)
+
+
+def test_every_documented_module_answers_help(commands):
+    """`python -m MODULE --help` exits 0 for each distinct module, and a subcommand the docs pass is one of
+    the choices the module's argparse help lists."""
+    modules: dict[str, list[Command]] = {}
+    for command in commands:
+        launched = _launched_module(command)
+        if launched:
+            modules.setdefault(launched[0], []).append(command)
+    helps = help_of(sorted(modules))
+    problems = []
+    for module, uses in modules.items():
+        status, output = helps[module]["status"], helps[module]["output"]
+        if status != 0:
+            tail = (output.strip().splitlines() or ["no output"])[-1]
+            problems.append(f"{uses[0].where()}: `python -m {module} --help` exited {status}: {tail}")
+            continue
+        choices = re.search(r"^positional arguments:\n\s+\{([^}]+)\}", output, re.M)
+        for command in uses if choices else []:
+            arguments = command.module()[1]
+            if arguments and arguments[0][0] != "-" and arguments[0] not in choices.group(1).split(","):
+                problems.append(f"{command.where()}: {module} has no command {arguments[0]!r} "
+                                f"(it has {choices.group(1)})")
+    assert not problems, "\n".join(problems)
+
+
+def _config_run(command: Command) -> tuple[Path, dict] | None:
+    """A `trainer.train` run: its config file and the config with the command's overrides applied."""
+    launched = _launched_module(command)
+    if not launched or launched[0] != "trainer.train" or not launched[1][:1]:
+        return None
+    if not launched[1][0].endswith(".yaml"):
+        return None
+    path = REPO / launched[1][0]
+    if not path.is_file():  # reported by test_every_documented_program_exists
+        return None
+    config = yaml.safe_load(path.read_text(encoding="utf-8"))
+    for word in launched[1][1:]:
+        if word.startswith("--") and "=" in word:
+            key, value = word[2:].split("=", 1)
+            section, _, field = key.rpartition(".")
+            target = config.setdefault(section, {}) if section else config
+            target[field] = yaml.safe_load(value)
+    return path, config
+
+
+def test_documented_training_runs_read_what_documented_commands_write(commands):
+    """A config's model folder and data are written by a command the docs show (or are the output of a
+    documented run): the docs that run `cpu_tiny/stage1.yaml` also show how its `tiny_out/stage0` is made."""
+    runs = [(command, run) for command in commands if (run := _config_run(command))]
+    assert runs
+    written = {value for command in commands if not _config_run(command) for value in command.values()}
+    written |= {run[1].get("output_dir") for _, run in runs}
+    problems = []
+    for command, (path, config) in runs:
+        inputs = [(config.get("model") or {}).get("name_or_path"), (config.get("data") or {}).get("path")]
+        for needed in filter(None, inputs):
+            if not any(needed == made or needed.startswith(f"{made}/") for made in written if made):
+                problems.append(f"{command.where()}: {path.relative_to(REPO)} reads {needed}, which no "
+                                "documented command writes")
+    assert not problems, "\n".join(problems)
+
+
+# ---- links, openings, the map ----
+
+def _prose(doc: Path) -> str:
+    """The doc without fenced blocks and inline code (a link inside code is not a link)."""
+    text = re.sub(r"^\s*```.*?^\s*```", "", doc.read_text(encoding="utf-8"), flags=re.M | re.S)
+    return re.sub(r"`[^`\n]*`", "``", text)
+
+
+def _links(text: str) -> Iterator[str]:
+    for match in re.finditer(r"!?\[[^\]]*\]\(([^)\s]+)[^)]*\)", text):
+        target = match.group(1)
+        if not re.match(r"^[a-z][a-z0-9+.-]*:", target) and not target.startswith("#"):
+            yield target.split("#", 1)[0]
+
+
+def test_relative_links_and_images_resolve():
+    problems = [f"{doc.relative_to(REPO)}: link to {target} does not exist"
+                for doc in DOCS for target in _links(_prose(doc)) if not (doc.parent / target).exists()]
+    assert not problems, "\n".join(problems)
+
+
+def test_every_docs_page_says_what_it_is_for_and_is_on_the_map():
+    text = README.read_text(encoding="utf-8")
+    assert MAP_HEADING in text, f"README.md has no map of the docs ({MAP_HEADING!r})"
+    section = text.split(MAP_HEADING, 1)[1].split("\n## ", 1)[0]
+    on_map = {(REPO / target).resolve() for target in _links(section)}
+    problems = [f"{page.relative_to(REPO)} is not on the README's map" for page in DOC_PAGES
+                if page.resolve() not in on_map]
+    for page in DOC_PAGES:
+        paragraphs = [p.strip() for p in page.read_text(encoding="utf-8").split("\n\n") if p.strip()]
+        opening = next((p for p in paragraphs if not p.startswith("#")), "")
+        if re.match(r"^(\||```|[-*>!]|\d+\.)", opening) or len(opening.split()) < 8 or "." not in opening:
+            problems.append(f"{page.relative_to(REPO)} does not open with a sentence saying what it is for: "
+                            f"{opening[:80]!r}")
+    assert not problems, "\n".join(problems)
+
+
+# ---- numbers quoted from the committed reports ----
+
+def _points(value: float) -> str:
+    return f"{100 * value:+.1f}"
+
+
+def _percent(value: float) -> str:
+    return f"{100 * value:.1f}"
+
+
+def _interval(difference: dict) -> tuple[str, str, str]:
+    """A paired difference as the docs write it: '+0.2', '-1.2', '+1.6' for +0.2 (-1.2 to +1.6)."""
+    return tuple(_points(difference[key]) for key in ("difference", "low", "high"))
+
+
+Quote = tuple[str, tuple[str, ...]]  # a pattern, and the groups every match of it must have
+SIGNED = r"([+-]\d+\.\d) \(([+-]\d+\.\d) to ([+-]\d+\.\d)\)"
+
+
+def _result_rows(default: dict, seeds: dict) -> list[Quote]:
+    """The two rows of the result table: Croc, baseline, Croc - baseline (the interval in full)."""
+    one, three = default["accuracy"], seeds["accuracy"]
+    row = r"\| {}[^|]*\| ([^|]+?) \| ([^|]+?) \| ([^|]+?) \|"
+    one_seed = [f"{_percent(one[arm]['overall']['mean'])}%" for arm in ("croc", "baseline")]
+    three_seeds = [f"{_percent(three[arm]['overall']['mean'])} ± {_percent(three[arm]['overall']['std'])}%"
+                   for arm in ("croc", "baseline")]
+    return [
+        (row.format(re.escape("`make demo`")),
+         (*one_seed, "{} ({} to {})".format(*_interval(default["croc_minus_baseline"])))),
+        (row.format(re.escape("`--seeds 3 --ablations`")),
+         (*three_seeds, "{} ({} to {})".format(*_interval(seeds["croc_minus_baseline"])))),
+    ]
+
+
+def _reports() -> tuple[dict, dict, dict]:
+    default = json.loads((DEFAULT_REPORT / "metrics.json").read_text(encoding="utf-8"))
+    seeds = json.loads((SEEDS_REPORT / "metrics.json").read_text(encoding="utf-8"))
+    timings = json.loads((DEFAULT_REPORT / "timings.json").read_text(encoding="utf-8"))
+    return default, seeds, timings
+
+
+def readme_quotes(default: dict, seeds: dict) -> list[Quote]:
+    """Each number the README quotes from a report, with the report's value."""
+    return [
+        *_result_rows(default, seeds),
+        # The README presents the default run: any VTR ratio it quotes is that run's.
+        (r"([0-9.]+) of the mean predictor's distance",
+         (f"{default['vtr_probe']['croc/stage1_5']['ratio_to_trivial']:.3f}",)),
+        (r"scores what full Croc scores: ([+-]\d+\.\d) points \(([+-]\d+\.\d) to ([+-]\d+\.\d)\)",
+         _interval(seeds["splits"]["test"]["minus_croc"]["ablation_dcg"])),
+    ]
+
+
+def demo_page_quotes(default: dict, seeds: dict, timings: dict) -> list[Quote]:
+    """The same for docs/DEMO.md, which reads both reports in full (three seeds unless it says so)."""
+    accuracy, chance, test = seeds["accuracy"], seeds["chance"], seeds["splits"]["test"]
+    probes, final = seeds["vtr_probe"], seeds["final_losses"]
+    literal, literal_losses = probes["vtr_literal/stage1_5"], final["vtr_literal/stage1_5"]
+    weighted_vtr = 10 * literal_losses["vtr_loss"]  # L = 10 L_VTR + L_DCG in every demo run
+    literal_share = weighted_vtr / (weighted_vtr + literal_losses["lm_loss"])
+    victor_form = test["minus_baseline"]["vtr_linear_l2"]
+
+    def mean(arm: str, question_type: str) -> str:
+        return _percent(accuracy[arm][question_type]["mean"])
+
+    return [
+        *_result_rows(default, seeds),
+        (r"count ([0-9.]+) / ([0-9.]+)% against a ([0-9.]+)% majority answer",
+         (mean("croc", "count"), mean("baseline", "count"), _percent(chance["count"]["majority"]))),
+        (r"colour ([0-9.]+) / ([0-9.]+)% against ([0-9.]+)% chance",
+         (mean("croc", "color"), mean("baseline", "color"), _percent(chance["color"]["uniform"]))),
+        (rf"scores what full Croc scores, {SIGNED} against Croc",
+         _interval(test["minus_croc"]["ablation_dcg"])),
+        (rf"caption training itself adds {SIGNED} over the baseline",
+         _interval(test["minus_baseline"]["ablation_dcg"])),
+        (rf"causal attention {SIGNED}", _interval(test["minus_croc"]["ablation_causal"])),
+        (rf"brief captions {SIGNED}", _interval(test["minus_croc"]["ablation_brief"])),
+        (rf"nearest-neighbour matching {SIGNED}", _interval(test["minus_croc"]["ablation_nearest"])),
+        (r"norm ([0-9.]+), the tokens have norm ([0-9.]+), the term is (\d+)% of the loss, and on unseen "
+         r"images it is ([0-9.]+)×",
+         (f"{literal['prediction_norm']:.1f}", f"{literal['target_norm']:.1f}", f"{100 * literal_share:.0f}",
+          f"{literal['ratio_to_trivial']:.1f}")),
+        (r"([0-9.]+) of the mean predictor's distance over three seeds, ([0-9.]+) in the `make demo` run",
+         (f"{probes['croc/stage1_5']['ratio_to_trivial']:.3f}",
+          f"{default['vtr_probe']['croc/stage1_5']['ratio_to_trivial']:.3f}")),
+        (r"final `L_DCG` ([0-9.]+) against ([0-9.]+)",
+         (f"{final['croc/stage1_5']['lm_loss']:.2f}", f"{literal_losses['lm_loss']:.2f}")),
+        (r"equals the literal form's \(([0-9.]+) vs ([0-9.]+)%\)",
+         (mean("croc", "overall"), mean("vtr_literal", "overall"))),
+        (r"([0-9.]+) points \*below\* the baseline \(([+-]\d+\.\d) to ([+-]\d+\.\d)\)",
+         (f"{-100 * victor_form['difference']:.1f}", *_interval(victor_form)[1:])),
+        (r"the report says (\d+) s of steps", (f"{timings['steps']['total']:.0f}",)),
+    ]
+
+
+def _misquoted(doc: Path, quotes: list[Quote]) -> list[str]:
+    """Each quote must be in `doc` (a sentence that lost its number fails too) and every match must show the
+    report's value."""
+    name = doc.relative_to(REPO)
+    if not doc.is_file():
+        return [f"{name} is missing"]
+    text = " ".join(_normalised(doc.read_text(encoding="utf-8")).split())  # a quote may wrap across lines
+    problems = []
+    for pattern, expected in quotes:
+        found = [match.groups() for match in re.finditer(pattern, text)]
+        if not found:
+            problems.append(f"{name}: no quote matching {pattern!r} (the report says {expected})")
+        problems += [f"{name}: quotes {groups} where the report says {expected} ({pattern!r})"
+                     for groups in found if groups != expected]
+    return problems
+
+
+def test_readme_numbers_are_the_committed_reports():
+    default, seeds, _ = _reports()
+    problems = _misquoted(README, readme_quotes(default, seeds))
+    assert not problems, "\n".join(problems)
+
+
+def test_demo_page_numbers_are_the_committed_reports():
+    default, seeds, timings = _reports()
+    problems = _misquoted(REPO / "docs" / "DEMO.md", demo_page_quotes(default, seeds, timings))
+    assert not problems, "\n".join(problems)
+
+
+# ---- the GPU check's status ----
+
+def _markdown_table(text: str, heading: str) -> list[list[str]]:
+    """The body rows (cells stripped) of the first table under `heading`."""
+    section = text.split(heading, 1)[1].split("\n## ", 1)[0]
+    rows = [line.strip().strip("|").split("|") for line in section.splitlines() if line.startswith("|")]
+    return [[cell.strip() for cell in row] for row in rows[2:]]
+
+
+def gpu_status_fragments() -> list[str]:
+    """What a status paragraph must say, from RESULTS-gpu.md: the date and device of the last run, each step's
+    outcome (`assignment: ok`), the tests' counts (`3 errors`), and `LABEL: not run` for every step of the
+    current plan (`benchmarks.gpu_check.plan`) that the run does not list."""
+    text = RESULTS_GPU.read_text(encoding="utf-8")
+    machine = dict(_markdown_table(text, "## Machine"))
+    fragments = [f"last run {machine['date (UTC)'][:10]} on one {machine['CUDA device']}"]
+    listed = set()
+    for label, status in _markdown_table(text, "## Runs"):
+        listed.add(label)
+        outcome = next((word for word in ("ok", "timed out") if status.startswith(word)), "failed")
+        fragments.append(f"{label.removesuffix(' (cuda)')}: {outcome}")
+        fragments += [" ".join(count) for count in re.findall(r"\b(\d+) (passed|failed|errors?)\b", status)]
+    fragments += [f"{step.label.removesuffix(' (cuda)')}: not run" for step in gpu_check_plan()
+                  if step.label not in listed]
+    return fragments
+
+
+def _paragraphs(doc: Path) -> list[str]:
+    """The doc's paragraphs on one line each, without code and bold marks."""
+    text = _normalised(doc.read_text(encoding="utf-8")).replace("`", "").replace("**", "")
+    return [" ".join(paragraph.split()) for paragraph in text.split("\n\n")]
+
+
+def test_gpu_check_status_is_the_results_file():
+    expected = gpu_status_fragments()
+    problems = []
+    for doc in (README, REPO / "docs" / "BENCHMARKS.md"):
+        paragraphs = _paragraphs(doc) if doc.is_file() else []
+        statuses = [paragraph for paragraph in paragraphs if GPU_STATUS_MARKER in paragraph]
+        if not statuses:
+            problems.append(f"{doc.relative_to(REPO)}: no {GPU_STATUS_MARKER!r} paragraph")
+        problems += [f"{doc.relative_to(REPO)}: the GPU check status does not say {fragment!r}"
+                     for status in statuses for fragment in expected if fragment not in status]
+    # RESULTS-gpu.md records a run: no page may still say the GPU check has not run.
+    for doc in DOCS:
+        for paragraph in _paragraphs(doc):
+            problems += [f"{doc.relative_to(REPO)}: {sentence[:120]!r} contradicts RESULTS-gpu.md"
+                         for sentence in re.split(r"(?<=[.!?])\s+", paragraph)
+                         if NOT_RUN.search(sentence) and "gpu" in sentence.lower()]
+    assert not problems, "\n".join(problems)
