@@ -9,7 +9,7 @@ padded to the longest image, with a `(num_images, T)` validity mask; with equal 
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -83,7 +83,8 @@ class CrocCausalLMOutputFields:
 def fields_declared_by(output: ModelOutput, output_class: type[ModelOutput]) -> dict:
     """The set entries of `output` that `output_class` declares too, by name: how an upstream output is carried
     into a Croc output without naming (and so without depending on) the upstream field names."""
-    declared = {field.name for field in fields(output_class)}
+    # `__dataclass_fields__`, not `dataclasses.fields()`: the call breaks a `torch.compile(fullgraph=True)` graph.
+    declared = output_class.__dataclass_fields__
     return {name: value for name, value in output.items() if name in declared}
 
 
@@ -134,6 +135,18 @@ class CrocPreTrainedMixin:
             auto_map.update({auto: f"{module}.{name}" for auto, name in self.croc_auto_classes.items()})
             self.config.auto_map = auto_map
         return super().save_pretrained(save_directory, *args, **kwargs)
+
+    @classmethod
+    def is_custom_code(cls) -> bool:
+        """False: these classes initialise weights the way transformers' own classes do.
+
+        transformers treats a class defined outside its package as custom code and then marks every module without
+        parameters of its own as initialised without calling `_init_weights` on it, guarding against remote code
+        that writes weights in place. That skips the parent-level rules of the towers (CLIP's attention blocks
+        scale their projections by depth and width), so weights missing from a checkpoint came out at std 0.02
+        instead of CLIP's. `_init_weights` here goes through `torch.nn.init`, which `initialize_weights` guards, so
+        the parent classes' rules apply unchanged (pinned by `tests/test_transformers_contract.py`)."""
+        return False
 
     def _init_weights(self, module: nn.Module) -> None:
         super()._init_weights(module)

@@ -247,3 +247,89 @@ def test_generate_from_inputs_embeds(make_config):
     assert torch.equal(from_embeds, from_ids[:, inputs["input_ids"].shape[1]:])
     assert torch.equal(from_embeds, llava.generate(inputs_embeds=embeds, attention_mask=inputs["attention_mask"],
                                                    pixel_values=inputs["pixel_values"], **settings))
+
+
+def _without_tower(model, folder) -> None:
+    """Save `model` to `folder` with every vision-tower weight removed from the checkpoint."""
+    from safetensors.torch import load_file, save_file
+
+    model.save_pretrained(folder)
+    weights = folder / "model.safetensors"
+    kept = {name: tensor for name, tensor in load_file(weights).items() if ".vision_tower." not in f".{name}"}
+    save_file(kept, weights, metadata={"format": "pt"})
+
+
+@pytest.mark.parametrize("family", ["llava", "onevision"])
+def test_weights_missing_from_a_checkpoint_are_initialised_as_the_parent_class_does(family, tmp_path):
+    """transformers treats classes outside its package as custom code and skips `_init_weights` on modules without
+    parameters of their own, so a tower missing from a checkpoint came out at std 0.02 instead of CLIP's depth- and
+    width-scaled projections. Loaded with the same seed, the Croc class and its parent draw identical weights."""
+    from croc_testing.backbones import backbone_fields
+    from modeling_croc import CrocOnevisionConfig, CrocOnevisionForConditionalGeneration
+
+    fields = backbone_fields("llama", "clip")
+    if family == "llava":
+        croc_class, config = CrocForConditionalGeneration, CrocConfig(**fields, prompt_pool_size=64)
+    else:
+        fields["vision_config"].update(image_size=28, patch_size=14)
+        croc_class = CrocOnevisionForConditionalGeneration
+        config = CrocOnevisionConfig(**fields, prompt_pool_size=64, image_grid_pinpoints=[[28, 28], [28, 56]])
+    torch.manual_seed(0)
+    croc = croc_class(config)
+    _without_tower(croc, tmp_path / "croc")
+    _without_tower(croc_to_llava(croc), tmp_path / "parent")
+    parent_class = type(croc_to_llava(croc))
+
+    loaded = {}
+    for name, cls in (("croc", croc_class), ("parent", parent_class)):
+        torch.manual_seed(1)
+        loaded[name] = dict(cls.from_pretrained(tmp_path / name).named_parameters())
+    tower = [name for name in loaded["parent"] if ".vision_tower." in f".{name}"]
+    assert tower and all(name in loaded["croc"] for name in tower)
+    for name in tower:
+        torch.testing.assert_close(loaded["croc"][name], loaded["parent"][name], rtol=0, atol=0, msg=name)
+    q_proj = next(name for name in tower if name.endswith("q_proj.weight"))
+    assert loaded["croc"][q_proj].std() > 0.05  # CLIP's scaled std, not the 0.02 of a plain Linear
+
+
+def _family_model_and_batch(family: str):
+    """A tiny Croc model of `family` (eval mode) and a batch with images for it."""
+    from croc_testing.backbones import backbone_fields
+    from croc_testing.batches import make_anyres_batch
+    from modeling_croc import CrocOnevisionConfig, CrocOnevisionForConditionalGeneration
+
+    fields = backbone_fields("llama", "clip")
+    torch.manual_seed(0)
+    if family == "llava":
+        model = CrocForConditionalGeneration(CrocConfig(**fields, prompt_pool_size=64)).eval()
+        batch = make_batch(model.config, rows=2)
+    else:
+        fields["vision_config"].update(image_size=28, patch_size=14)
+        config = CrocOnevisionConfig(**fields, prompt_pool_size=64, image_grid_pinpoints=[[28, 28], [28, 56]])
+        model = CrocOnevisionForConditionalGeneration(config).eval()
+        sizes = [[20, 50], [28, 28]]
+        counts = model.image_token_counts(None, len(sizes), image_sizes=torch.tensor(sizes))
+        batch = make_anyres_batch(config, sizes, counts, [1, 1], seed=0)
+    return model, {key: value for key, value in batch.items() if key != "labels"}
+
+
+@pytest.mark.parametrize("family", ["llava", "onevision"])
+def test_a_decoding_step_compiles_into_one_graph(family):
+    """`generate` with a compiled forward traces each decoding step with `fullgraph=True`: one graph break (as
+    `dataclasses.fields` inside `forward` was) fails it. Traced here with dynamo's eager backend, which needs no
+    compiler; the compiled step's logits equal the eager step's from the same cache."""
+    from transformers import StaticCache
+
+    model, inputs = _family_model_and_batch(family)
+    length = inputs["input_ids"].shape[1]
+    steps = {}
+    with torch.no_grad():
+        for name, forward in (("eager", model.forward),
+                              ("compiled", torch.compile(model.forward, backend="eager", fullgraph=True))):
+            cache = StaticCache(config=model.config.get_text_config(), max_cache_len=length + 2)
+            prefill = model(**inputs, use_cache=True, cache_position=torch.arange(length), **{CACHE_NAME: cache})
+            mask = torch.cat([inputs["attention_mask"], torch.ones_like(inputs["attention_mask"][:, :1])], dim=1)
+            steps[name] = forward(input_ids=prefill.logits[:, -1:].argmax(-1), attention_mask=mask, use_cache=True,
+                                  cache_position=torch.tensor([length]), **{CACHE_NAME: cache}).logits
+    assert steps["eager"].shape[:2] == (inputs["input_ids"].shape[0], 1)
+    torch.testing.assert_close(steps["compiled"], steps["eager"], rtol=1e-5, atol=1e-6)
