@@ -11,14 +11,18 @@ from .convert import stage0_card
 from .loading import load_croc
 
 
-def convert_llava_folder(source: str | Path, out_dir: str | Path, **croc_fields) -> Path:
-    """Load the llava folder `source` as Croc (transformers' own llava renames apply) and save it to `out_dir`,
-    with its processor re-saved as a `CrocProcessor`."""
-    model, processor = load_croc(source, croc_fields=croc_fields)
+def _save(model, processor, out_dir: str | Path) -> Path:
+    """Save `model` and, when there is one, its processor into `out_dir`."""
     model.save_pretrained(out_dir)
     if processor is not None:
         processor.save_pretrained(out_dir)
     return Path(out_dir)
+
+
+def convert_llava_folder(source: str | Path, out_dir: str | Path, **croc_fields) -> Path:
+    """Load the llava folder `source` as Croc (transformers' own llava renames apply) and save it to `out_dir`,
+    with its processor re-saved as a `CrocProcessor`."""
+    return _save(*load_croc(source, croc_fields=croc_fields), out_dir)
 
 
 def convert_original_checkpoint(
@@ -30,11 +34,8 @@ def convert_original_checkpoint(
 ) -> Path:
     """Write `source` (a released fork layout: LLaVA-1.5 / Croc, or ViCToR's `llava_qwen`, which `load_croc` tells
     apart) as a Croc folder at `out_dir`; arguments as `read_original_checkpoint` / `read_victor_checkpoint`."""
-    model, processor = load_croc(source, vision_tower=vision_tower, vocab_multiple=vocab_multiple,
-                                 croc_fields=croc_fields)
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
-    return Path(out_dir)
+    return _save(*load_croc(source, vision_tower=vision_tower, vocab_multiple=vocab_multiple,
+                            croc_fields=croc_fields), out_dir)
 
 
 def build_from_parts(
@@ -56,8 +57,7 @@ def build_from_parts(
                                  vision_feature_select_strategy=vision_feature_select_strategy,
                                  croc_fields=croc_fields)
     if out_dir is not None:
-        model.save_pretrained(out_dir)
-        processor.save_pretrained(out_dir)
+        _save(model, processor, out_dir)
         stage0_card(vision_tower, language_model, base_models).save(Path(out_dir) / "README.md")
     return model, processor
 

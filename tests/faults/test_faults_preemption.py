@@ -26,14 +26,16 @@ def _argv(out, tiny_model, data, *extra):
     return run_argv("stage1_5.yaml", out, tiny_model, data, "--max_steps=4", *extra)
 
 
-def _signal_during_step(monkeypatch, step: int, number: signal.Signals) -> None:
-    """Deliver `number` to this process in the middle of optimiser step `step` (in its first forward)."""
+def _signal_during_step(monkeypatch, step: int, *numbers: signal.Signals) -> None:
+    """Deliver `numbers` to this process, one after the other, in the middle of optimiser step `step` (in its first
+    forward)."""
     compute_loss = croc_trainer.CrocTrainer.compute_loss
 
     def signalled(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         if self.state.global_step + 1 == step and not getattr(self, "_signalled", False):
             self._signalled = True
-            os.kill(os.getpid(), number)
+            for number in numbers:
+                os.kill(os.getpid(), number)
         return compute_loss(self, model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
 
     monkeypatch.setattr(croc_trainer.CrocTrainer, "compute_loss", signalled)
@@ -100,15 +102,7 @@ def test_timed_checkpoints_are_written_whatever_save_steps_says(tiny_model, data
 def test_a_repeated_signal_changes_nothing(tiny_model, data, tmp_path, monkeypatch, capsys):
     """On a cluster the signal often comes twice (Slurm signals every process of the step, torchrun forwards what it
     receives): the run still finishes its step and writes its checkpoint."""
-    compute_loss = croc_trainer.CrocTrainer.compute_loss
-
-    def twice(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if self.state.global_step + 1 == 2:
-            os.kill(os.getpid(), signal.SIGTERM)
-            os.kill(os.getpid(), signal.SIGUSR1)
-        return compute_loss(self, model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
-
-    monkeypatch.setattr(croc_trainer.CrocTrainer, "compute_loss", twice)
+    _signal_during_step(monkeypatch, 2, signal.SIGTERM, signal.SIGUSR1)
     out = tmp_path / "run"
     status, message = cli_exit(_argv(out, tiny_model, data), monkeypatch, capsys)
     assert (status, message) == (75, f"run stopped: stopped by SIGTERM after step 2: checkpoint-2 written in {out}; "
@@ -138,15 +132,7 @@ def test_preemption_is_reported_to_callers_of_main(tiny_model, data, tmp_path, m
 
 
 def test_ctrl_c_twice_interrupts_at_once_and_says_how_to_resume(tiny_model, data, tmp_path, monkeypatch, capsys):
-    compute_loss = croc_trainer.CrocTrainer.compute_loss
-
-    def twice(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if self.state.global_step + 1 == 2:
-            os.kill(os.getpid(), signal.SIGINT)
-            os.kill(os.getpid(), signal.SIGINT)
-        return compute_loss(self, model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
-
-    monkeypatch.setattr(croc_trainer.CrocTrainer, "compute_loss", twice)
+    _signal_during_step(monkeypatch, 2, signal.SIGINT, signal.SIGINT)
     out = tmp_path / "run"
     status, message = cli_exit(_argv(out, tiny_model, data, "--save_strategy=steps", "--save_steps=1"), monkeypatch,
                                capsys)
