@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from benchmarks import bench_attention
+from benchmarks import bench_attention, gpu_check, gpu_goals
 from benchmarks.__main__ import Run, render_results_md
 from benchmarks.rendering import format_cell, markdown_table, render_result
 
@@ -208,7 +208,6 @@ MISSED = {
 
 def _write_gpu_results(folder: Path, **overrides: object) -> None:
     """The JSON files of the GPU check's steps, with the row keys and layout the benchmarks write."""
-    from benchmarks import gpu_check
 
     values = {**MET, **overrides}
     folder.mkdir(parents=True, exist_ok=True)
@@ -221,15 +220,15 @@ def _write_gpu_results(folder: Path, **overrides: object) -> None:
     attention += [{"backend": "croc_split", "tokens": tokens, "mixed_ms": ms, "causal_default_ms": 99.0}
                   for tokens, ms in zip((2048, 4096, 8192), values["split_ms"])]
     bench_attention.add_ratio_to_sdpa_is_causal(attention)  # the benchmark's own cross-backend ratio
-    write(gpu_check.ATTENTION_FILE, {"title": "Mixed attention", "goal": None, "rows": attention, "notes": []})
+    write(gpu_goals.ATTENTION_FILE, {"title": "Mixed attention", "goal": None, "rows": attention, "notes": []})
     step_rows = [{"preset": preset, "attention": "croc_split", "stage 1.5 step (ms)": on, "stage 2 step (ms)": 100.0,
                   "overhead ratio": on / 100.0, "peak 1.5 (MiB)": peak, "peak 2 (MiB)": 1000.0}
                  for preset, on, peak in zip(("paper", "official"), values["overhead"], values["peaks_15"])]
-    write(gpu_check.STEP_SPLIT_FILE, {"title": "Croc overhead", "rows": step_rows, "notes": []})
+    write(gpu_goals.STEP_SPLIT_FILE, {"title": "Croc overhead", "rows": step_rows, "notes": []})
     # The sdpa step is another file: a slow one there must not decide the croc_split goals.
-    write(gpu_check.STEP_FILE, {"title": "Croc overhead", "rows": [dict(row, attention="sdpa", **{
+    write(gpu_goals.STEP_FILE, {"title": "Croc overhead", "rows": [dict(row, attention="sdpa", **{
         "overhead ratio": 1.13, "peak 1.5 (MiB)": 1130.0}) for row in step_rows], "notes": []})
-    write(gpu_check.ASSIGNMENT_FILE, {"benchmark": "assignment", "results": [
+    write(gpu_goals.ASSIGNMENT_FILE, {"benchmark": "assignment", "results": [
         {"M": 432, "N": 2048, "D": 4096, "batch": 1, "path_ms": 9.0, "costs_equal": True, "one_to_one": True},
         {"M": 432, "N": 2048, "D": 4096, "batch": 16, "path_ms": values["path_ms"],
          "costs_equal": values["optimum"], "one_to_one": True},
@@ -243,15 +242,14 @@ def _write_gpu_results(folder: Path, **overrides: object) -> None:
                            "time vs padded": 0.5 if layout != "padded" else 1.0})
             timing.append({"stage": stage, "micro-batch": "stage estimate (weighted by real tokens)",
                            "layout": layout, "time vs padded": ratio})
-    write(gpu_check.PACKING_FILE, {"title": "Packing", "rows": [{"stage": "1.5", "layout": "padded"}],
+    write(gpu_goals.PACKING_FILE, {"title": "Packing", "rows": [{"stage": "1.5", "layout": "padded"}],
                                    "tables": [{"title": "Step time per real token", "rows": timing}]})
 
 
 def _goals(folder: Path, stale: tuple[str, ...] = ()) -> dict[str, tuple[str, str]]:
-    from benchmarks import gpu_check
 
-    rows = gpu_check.goal_rows(folder, stale)
-    return {goal.name: (row["measured"], row["verdict"]) for goal, row in zip(gpu_check.GOALS, rows, strict=True)}
+    rows = gpu_goals.goal_rows(folder, stale)
+    return {goal.name: (row["measured"], row["verdict"]) for goal, row in zip(gpu_goals.GOALS, rows, strict=True)}
 
 
 def _table_cells(markdown: str) -> list[list[str]]:
@@ -300,18 +298,17 @@ def test_gpu_goal_missed_on_another_optimum_however_fast(tmp_path: Path) -> None
 
 
 def test_gpu_goals_unmeasured_without_results(tmp_path: Path) -> None:
-    from benchmarks import gpu_check
 
     expected = dict.fromkeys(MISSED, ("not measured", "unmeasured"))
     assert _goals(tmp_path / "no such folder") == {
         **expected, "fused LM loss": ("not measured: no benchmark measures it yet", "unmeasured")}
     # Files from a run before croc_split existed (no croc_split rows, no croc_split step) and an unreadable one.
     _write_gpu_results(tmp_path)
-    attention = json.loads((tmp_path / gpu_check.ATTENTION_FILE).read_text())
+    attention = json.loads((tmp_path / gpu_goals.ATTENTION_FILE).read_text())
     attention["rows"] = [row for row in attention["rows"] if row["backend"] != "croc_split"]
-    (tmp_path / gpu_check.ATTENTION_FILE).write_text(json.dumps(attention))
-    (tmp_path / gpu_check.STEP_SPLIT_FILE).unlink()
-    (tmp_path / gpu_check.PACKING_FILE).write_text("{ cut off")
+    (tmp_path / gpu_goals.ATTENTION_FILE).write_text(json.dumps(attention))
+    (tmp_path / gpu_goals.STEP_SPLIT_FILE).unlink()
+    (tmp_path / gpu_goals.PACKING_FILE).write_text("{ cut off")
     goals = _goals(tmp_path)
     for name in ("mixed attention", "step overhead", "peak memory", "packing"):
         assert goals[name] == ("not measured", "unmeasured"), name
@@ -319,11 +316,10 @@ def test_gpu_goals_unmeasured_without_results(tmp_path: Path) -> None:
 
 
 def test_gpu_goal_with_a_part_missing(tmp_path: Path) -> None:
-    from benchmarks import gpu_check
 
     # croc_split failed at 8K (the benchmark writes null times): the goal stays open unless a measured part misses.
     _write_gpu_results(tmp_path)
-    path = tmp_path / gpu_check.ATTENTION_FILE
+    path = tmp_path / gpu_goals.ATTENTION_FILE
     attention = json.loads(path.read_text())
     for row in attention["rows"]:
         if row["backend"] == "croc_split" and row["tokens"] == 8192:
@@ -341,7 +337,6 @@ def test_gpu_check_writes_the_goals_first_and_marks_stale_results(tmp_path: Path
     earlier call's others, which say they are stale."""
     import os
 
-    from benchmarks import gpu_check
 
     results = tmp_path / "results"
     _write_gpu_results(results)
@@ -362,29 +357,28 @@ def test_gpu_check_writes_the_goals_first_and_marks_stale_results(tmp_path: Path
     text = out.read_text(encoding="utf-8")
     assert [line for line in text.splitlines() if line.startswith("## ")][:3] == [
         "## Goals (issue 21)", "## Machine", "## Runs"]
-    rows = {row[0]: row[3:5] for row in _table_cells(gpu_check.goals_section_of(text) or "")}
+    rows = {row[0]: row[3:5] for row in _table_cells(gpu_goals.goals_section_of(text) or "")}
     stale = " (stale: an earlier call's result)"
     assert rows["packed vs padded, time per real token, stages 1.5 and 2"] == [
         "stage 1.5 0.85× (packed, one row), stage 2 0.70× (packed, one row)", "met"]
     assert rows["Hungarian path, 432×2048×4096, batch 16, per image"] == [
         f"0.50 ms, optimum = scipy{stale}", "met"]
-    assert gpu_check.goals_section_of(text) == gpu_check.render_goals(
-        results, stale={path.name for path in results.iterdir() if path.name != gpu_check.PACKING_FILE})
-    assert gpu_check.NO_GPU_NOTE not in text  # a GPU ran: the note of the no-GPU session does not apply
+    assert gpu_goals.goals_section_of(text) == gpu_goals.render_goals(
+        results, stale={path.name for path in results.iterdir() if path.name != gpu_goals.PACKING_FILE})
+    assert gpu_goals.NO_GPU_NOTE not in text  # a GPU ran: the note of the no-GPU session does not apply
 
 
 def test_committed_results_gpu_goals_are_the_renderers(tmp_path: Path) -> None:
     """RESULTS-gpu.md opens with the goals table, and it is what the renderer writes now: the repository holds no
     step results (benchmarks/results is not committed), so from an empty folder. Once a GPU run's table with
     measured values is committed, its measured cells cannot be rechecked here; its goal columns still are."""
-    from benchmarks import gpu_check
 
     text = gpu_check.RESULTS_GPU_MD.read_text(encoding="utf-8")
-    section = gpu_check.goals_section_of(text)
+    section = gpu_goals.goals_section_of(text)
     assert section is not None
     headings = [line for line in text.splitlines() if line.startswith("## ")]
-    assert headings[:2] == [gpu_check.GOALS_HEADING, "## Machine"]
-    expected = gpu_check.goals_only_section(tmp_path)
+    assert headings[:2] == [gpu_goals.GOALS_HEADING, "## Machine"]
+    expected = gpu_goals.goals_only_section(tmp_path)
     table = _table_cells(section)
     if {row[4] for row in table} == {"unmeasured"}:
         assert section == expected
@@ -394,8 +388,33 @@ def test_committed_results_gpu_goals_are_the_renderers(tmp_path: Path) -> None:
         assert gpu_check.main(["--goals-only", "--out", str(copy), "--results-dir", str(tmp_path / "none")]) == 0
         assert copy.read_text(encoding="utf-8") == text
         without = text.replace(section + "\n", "")
-        assert gpu_check.GOALS_HEADING not in without
-        assert gpu_check.with_goals_section(without, expected) == text
+        assert gpu_goals.GOALS_HEADING not in without
+        assert gpu_goals.with_goals_section(without, expected) == text
     else:
         assert [row[:3] for row in table] == [
-            [goal.measure, goal.before, goal.target] for goal in gpu_check.GOALS]
+            [goal.measure, goal.before, goal.target] for goal in gpu_goals.GOALS]
+
+
+def _committed_table(heading: str) -> list[dict[str, str]]:
+    """The rows of the table under `heading` in the committed RESULTS-gpu.md, keyed by its header cells."""
+    text = gpu_check.RESULTS_GPU_MD.read_text(encoding="utf-8")
+    section = text.split(f"\n{heading}\n", 1)[1].split("\n#", 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith("|")]
+    header = [cell.strip() for cell in lines[0].strip().strip("|").split(" | ")]
+    return [dict(zip(header, cells, strict=True)) for cells in _table_cells("\n".join(lines))]
+
+
+def test_goal_before_values_are_the_committed_runs() -> None:
+    """Each goal's "before" is read off the 2026-11-29 tables of the same file, not typed from memory."""
+    before = {goal.name: goal.before for goal in gpu_goals.GOALS}
+    sdpa = {row["tokens"]: row["ratio_vs_default"] for row in
+            _committed_table("### Mixed attention: forward+backward, mixed mask vs causal") if row["backend"] == "sdpa"}
+    assert before["mixed attention"].startswith(" / ".join(sdpa[str(n)] for n in (2048, 4096, 8192)) + "×")
+    step = _committed_table("### Croc overhead: stage-1.5 step / stage-2 step (same model, same batch)")
+    assert {row["overhead ratio"] for row in step} == {before["step overhead"].rstrip("×")}
+    growth = {round(100 * (float(row["peak 1.5 (MiB)"].replace(",", "")) / float(row["peak 2 (MiB)"].replace(",", ""))
+                           - 1)) for row in step}
+    assert {f"+{percent}%" for percent in growth} == {before["peak memory"]}
+    path = next(row["**path**"] for row in _committed_table("### assignment")
+                if (row["M×N"], row["D"], row["batch"]) == ("432×2048", "4096", "16"))
+    assert f"{float(path.strip('*')):g} ms" == before["Hungarian path"]

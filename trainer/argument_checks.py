@@ -186,8 +186,9 @@ def check_training_values(args: Any) -> None:
     loaded (or for good): call first thing in `__post_init__`, on the values as given (`gradient_accumulation_steps`
     and `model_max_length` may still be None there, the strategies strings)."""
     check_field_types(args)
-    for name in ("output_dir", "hub_dry_run", "resume_from_checkpoint"):
-        # `output_dir: ""` would make transformers write into ./trainer_output.
+    for name in ("output_dir", "hub_dry_run"):
+        # `output_dir: ""` would make transformers write into ./trainer_output (an empty resume_from_checkpoint is
+        # refused earlier, with the other checks of the checkpoint: `trainer.validation.check_resume`).
         value = getattr(args, name, None)
         if isinstance(value, str) and not value.strip():
             raise _config_error(f"{name} is empty (an unset variable in the command?); name a folder")

@@ -85,28 +85,27 @@ def load_training_rows(data_args: DataArguments, args: CrocTrainingArguments | N
 def _read_source(path: Path, data_args: DataArguments) -> tuple[datasets.Dataset, Path]:
     """The rows of `data.path` in the row schema, and the folder their image paths are relative to.
 
-    Whatever the source holds, reading it either gives rows or raises `DataError` naming it: the readers' own
-    errors (a file of the wrong kind, Parquet files of conflicting schemas, JSON nested past the parser's depth, a
-    number past Python's digit limit, a device or pipe) are the user's data, not a bug, and become one line.
+    Whatever the source holds, reading it either gives rows or raises `DataError` naming it. The LLaVA JSON reader
+    says what is wrong itself (`data_recipes.io`); the `datasets` readers' own errors (a folder of the wrong
+    files, Parquet files of conflicting schemas, zero rows) are the user's data, not a bug, and become one line.
     """
     if path.exists() and not (path.is_file() or path.is_dir()):
         raise DataError(f"data.path {path} is neither a file nor a folder (a device, pipe or socket): name a "
                         "LLaVA-format JSON/JSONL file, a build folder or a folder of Parquet files")
+    if path.is_file():
+        rows = load_llava_json(path)
+        image_root = Path(data_args.image_root) if data_args.image_root else path.parent
+        return _in_row_schema(rows, path), image_root.expanduser().absolute()
     try:
         if is_saved_build(path):
             rows = datasets.load_from_disk(str(path))
             image_root = Path(data_args.image_root or recorded_image_root(path) or path)
-        elif path.is_file():
-            rows = load_llava_json(path)
-            image_root = Path(data_args.image_root) if data_args.image_root else path.parent
         else:
             # A pushed dataset (Hub layout, local or remote) or any folder of Parquet files: `load_dataset` reads
             # the card's `configs` when there is one.
             rows = datasets.load_dataset(str(data_args.path), split="train")
             image_root = Path(data_args.image_root or (path if path.is_dir() else "."))
-    except DataError:
-        raise
-    except Exception as error:  # reading user data: see the docstring
+    except Exception as error:  # the `datasets` readers raise many types for bad files: see the docstring
         raise DataError(f"{path} cannot be read as training rows: {_cause(error)}") from None
     return _in_row_schema(rows, path), image_root.expanduser().absolute()
 

@@ -82,7 +82,7 @@ def check_publishing_arguments(args) -> None:
             raise ConfigError(f"hub_strategy={strategy.value} uploads output_dir or checkpoints during training, "
                               "without the check for tokens and local paths; use --hub_strategy=end (the final "
                               "folder is checked and pushed once)")
-        repo_id = args.hub_model_id or Path(args.output_dir).absolute().name
+        repo_id = _repo_id(args)
         try:
             validate_repo_id(repo_id)
         except HFValidationError as error:
@@ -92,6 +92,11 @@ def check_publishing_arguments(args) -> None:
         if not (args.hub_token or get_token()):
             raise ConfigError("push_to_hub needs a Hugging Face token with write access, and none is available: run "
                               "`hf auth login`, set HF_TOKEN or pass --hub_token before training")
+
+
+def _repo_id(args) -> str:
+    """The repository a push goes to, as the Trainer names it: `hub_model_id`, else the name of `output_dir`."""
+    return args.hub_model_id or Path(args.output_dir).absolute().name
 
 
 def files_to_upload(folder: str | Path) -> list[str]:
@@ -199,7 +204,7 @@ def push(trainer, commit_message: str | None = None, token: str | None = None, r
     if not trainer.is_world_process_zero():
         return None
     args = trainer.args
-    repo_id = getattr(trainer, "hub_model_id", None) or args.hub_model_id or Path(args.output_dir).absolute().name
+    repo_id = getattr(trainer, "hub_model_id", None) or _repo_id(args)
     files = files_to_upload(args.output_dir)
     staging = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=args.output_dir)
     try:
