@@ -28,7 +28,10 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q -c $(LOCK) pip setuptools wheel
 
+# A `*.egg-info` left at the root by a non-editable build sits on the editable install's path and shadows its
+# metadata (a stale one declares old ranges): removed before installing.
 venv: $(BIN)/python
+	rm -rf *.egg-info
 	$(BIN)/pip install -q -c $(LOCK) torch
 	$(BIN)/pip install -q -c $(LOCK) --no-build-isolation -e ".[$(EXTRAS)]"
 	if [[ ",$(EXTRAS)," == *,dev,* || ",$(EXTRAS)," == *,eval,* ]]; then \
