@@ -37,7 +37,7 @@ HERE = Path(__file__).resolve().parent
 RESULTS_DIR = HERE / "results"
 RESULTS_MD = HERE / "RESULTS.md"
 # Run order: the cheap, independent questions first, the long model runs last-but-data.
-BENCHMARKS = ("assignment", "attention", "step", "packing", "collator", "recipes")
+BENCHMARKS = ("assignment", "attention", "lm_loss", "step", "packing", "collator", "recipes")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -174,9 +174,10 @@ def help_text(module: Any) -> str:
 
 
 def supported_flags(module: Any) -> set[str]:
-    """Which of --quick/--device the module's parser takes, read from its `--help`."""
+    """Which of --quick/--device/--out the module's parser takes, read from its `--help` (`--out` sends a GPU run's
+    JSON to `<name>_cuda.json`, next to the CPU one)."""
     listed = help_text(module)
-    return {flag for flag in ("--quick", "--device") if flag in listed}
+    return {flag for flag in ("--quick", "--device", "--out") if flag in listed}
 
 
 def run_one(name: str, argv: Sequence[str]) -> str:

@@ -13,15 +13,18 @@ or runs out of time is reported and the next one still runs):
    packed batch on flex_attention against the padded batch on sdpa; the `croc_split` varlen kernels against the
    sdpa mask path in bf16, four language models, both spans, padded and packed), by `-k cuda`.
 2. Assignment with the cost matrices on the GPU at 432 x 2048 x D 4096 (`bench_assignment --device cuda`).
-3. Attention: flex_attention and croc_split with the mixed pattern against sdpa's `is_causal` path (FlashAttention
+3. The LM loss alone at Qwen2.5's 151,936-token vocabulary, hidden 3584, 8192 tokens, bf16, forward + backward:
+   the fused loss (Liger's kernel when liger-kernel is installed) against logits + transformers' loss, peak memory,
+   time and agreement (`bench_lm_loss --device cuda`).
+4. Attention: flex_attention and croc_split with the mixed pattern against sdpa's `is_causal` path (FlashAttention
    kernel in bf16) at 2K / 4K / 8K tokens on the TinyLlama-1.1B shape (`bench_attention --device cuda`).
-4. A stage-1.5 step against a stage-2 step on the 1B-class Croc model in bf16, time and peak memory
+5. A stage-1.5 step against a stage-2 step on the 1B-class Croc model in bf16, time and peak memory
    (`bench_step --device cuda --model 1b`), on sdpa and on croc_split.
-5. Packed against padded on the 1B-class model in bf16 (`bench_packing --device cuda`).
+6. Packed against padded on the 1B-class model in bf16 (`bench_packing --device cuda`).
 
 The budget defaults to 500 s of steps so that the whole call, environment check included, stays within 9 minutes
-on one H200-class GPU; the per-step limits below were sized for that GPU; the croc_split steps have not run on one
-yet.
+on one H200-class GPU; the per-step limits below were sized for that GPU and add up to no more than the budget
+(`--dry-run` checks it); the croc_split steps and the LM loss step have not run on one yet.
 
 RESULTS-gpu.md opens with the goals of issue 21 (`benchmarks.gpu_goals.GOALS`): each goal's measured value is read from the steps' JSON
 results, so the verdicts (met / missed / unmeasured) cannot disagree with the tables below them.
@@ -45,6 +48,7 @@ from benchmarks.__main__ import RESULTS_DIR, Run, help_text, machine_info, rende
 from benchmarks.gpu_goals import (
     ASSIGNMENT_FILE,
     ATTENTION_FILE,
+    LM_LOSS_FILE,
     PACKING_FILE,
     STEP_FILE,
     STEP_SPLIT_FILE,
@@ -83,15 +87,17 @@ def plan(results_dir: Path = RESULTS_DIR) -> list[Step]:
               "tests/test_matching.py", "tests/test_losses.py"), 100,
              results_dir / TESTS_FILE),
         Step("assignment (cuda)", "benchmarks.bench_assignment",
-             ("--device", "cuda", "--quick", "--out", str(results_dir / ASSIGNMENT_FILE)), 40,
+             ("--device", "cuda", "--quick", "--out", str(results_dir / ASSIGNMENT_FILE)), 25,
              results_dir / ASSIGNMENT_FILE),
+        Step("lm_loss (cuda)", "benchmarks.bench_lm_loss",
+             ("--device", "cuda", "--out", str(results_dir / LM_LOSS_FILE)), 30, results_dir / LM_LOSS_FILE),
         Step("attention (cuda)", "benchmarks.bench_attention",
              ("--device", "cuda", "--lengths", "2048", "4096", "8192", "--backends", "sdpa", "flex_attention",
               "croc_split", "--reps", "5", "--no-mask-building", "--out", str(results_dir / ATTENTION_FILE)),
              130, results_dir / ATTENTION_FILE),
         Step("step (cuda)", "benchmarks.bench_step",
              ("--device", "cuda", "--model", "1b", "--dtype", "bfloat16", "--out",
-              str(results_dir / STEP_FILE)), 70, results_dir / STEP_FILE),
+              str(results_dir / STEP_FILE)), 55, results_dir / STEP_FILE),
         Step("step, croc_split (cuda)", "benchmarks.bench_step",
              ("--device", "cuda", "--model", "1b", "--dtype", "bfloat16", "--attn", "croc_split", "--out",
               str(results_dir / STEP_SPLIT_FILE)), 70, results_dir / STEP_SPLIT_FILE),
@@ -148,13 +154,17 @@ def _record_tests(step: Step, result: subprocess.CompletedProcess, elapsed: floa
     return f"{word} ({elapsed:.0f} s): {summary}"
 
 
-def dry_run(steps: Sequence[Step], python: str) -> int:
-    """The plan, and what can be checked without a GPU: every option a step passes is one its script lists in
+def dry_run(steps: Sequence[Step], python: str, budget_s: float = DEFAULT_BUDGET_S) -> int:
+    """The plan, and what can be checked without a GPU: the step limits add up to no more than the budget (else a
+    slow early step would cut the last ones short), every option a step passes is one its script lists in
     `--help` (read in this process), and the CUDA tests the first step selects exist (collected by `python`, not
     run). Returns the number of problems found."""
     problems = 0
     total = sum(step.limit_s for step in steps)
-    print(f"GPU check plan ({len(steps)} steps, {total} s of step limits):")
+    print(f"GPU check plan ({len(steps)} steps, {total} s of step limits, budget {budget_s:g} s):")
+    if total > budget_s:
+        print(f"  the step limits add up to {total} s, over the {budget_s:g} s budget")
+        problems += 1
     for step in steps:
         print(f"  [{step.limit_s:>3} s] {step.label}: python -m {step.module} {' '.join(step.args)}")
         if step.module == "pytest":
@@ -228,7 +238,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if unknown:
             parser.error(f"--steps: no step starts with {unknown}; steps: {[step.label for step in steps]}")
     if args.dry_run:
-        return 1 if dry_run(steps, args.python) else 0
+        return 1 if dry_run(steps, args.python, args.budget) else 0
 
     import torch
 

@@ -21,16 +21,17 @@ ATTENTION_FILE = "attention_cuda.json"
 STEP_FILE = "step_cuda.json"
 STEP_SPLIT_FILE = "step_split_cuda.json"
 PACKING_FILE = "packing_cuda.json"
+LM_LOSS_FILE = "lm_loss_cuda.json"
 
 GOALS_HEADING = "## Goals (issue 21)"
 NOT_MEASURED = "not measured"
-NO_BENCHMARK = "not measured: no benchmark measures it yet"
 VERDICTS = {True: "met", False: "missed", None: "unmeasured"}
 # Written under the table by `--goals-only` while nothing is measured: why, and what would measure it.
 NO_GPU_NOTE = (
     "The croc_split backend, the Hungarian changes and the fused loss landed after the last GPU run (2026-11-29); "
     "no GPU was lent to the session that landed them (2026-12-05), so every goal is unmeasured until "
-    "`bash benchmarks/gpu_check.sh` runs on a GPU."
+    "`bash benchmarks/gpu_check.sh` runs on a GPU; the fused-loss goal also needs liger-kernel in its environment "
+    "(`pip install -e '.[liger]'`), without which the LM loss step measures a stand-in kernel."
 )
 SPLIT = "croc_split"
 ATTENTION_LENGTHS = (2048, 4096, 8192)
@@ -162,9 +163,24 @@ def read_packing(results_dir: Path) -> Reading:
 
 
 def read_fused_loss(results_dir: Path) -> Reading:
-    """No benchmark runs the LM loss at a 152K vocabulary, fused or not (bench_step uses LLaVA's 32K vocabulary
-    and the unfused loss): the goal stays open until one does, whatever the results folder holds."""
-    return NO_BENCHMARK, None
+    """`bench_lm_loss --device cuda`: met when the fused loss's peak is below the unfused one's by at least the
+    logits' size (tokens x vocabulary x bytes of the dtype), both computing the same loss and gradients. Only a
+    CUDA run of the project's own fused path (Liger's kernel) counts: a CPU result, or the benchmark's chunked
+    stand-in where Liger was not installed, measures something else and leaves the goal open."""
+    data = _load(results_dir, LM_LOSS_FILE)
+    if data is None or data.get("device") != "cuda":
+        return NOT_MEASURED, None
+    if data.get("fused_kernel") != "liger":
+        return f"{NOT_MEASURED}: the fused loss ran {data.get('fused_kernel')}, not Liger's kernel", None
+    peaks = {row.get("variant"): _number(row.get("peak above inputs (MiB)")) for row in _rows(data)}
+    unfused, fused, logits = peaks.get("unfused"), peaks.get("fused"), _number(data.get("logits_mib"))
+    if unfused is None or fused is None or logits is None:
+        return NOT_MEASURED, None
+    text = (f"fused {fused:,.0f} vs unfused {unfused:,.0f} MiB: saves {unfused - fused:,.0f} MiB, logits "
+            f"{logits:,.0f} MiB")
+    if data.get("agree") is not True:
+        return text + "; fused loss or gradients differ from unfused", False
+    return text, unfused - fused >= logits - TOLERANCE
 
 
 GOALS: tuple[Goal, ...] = (
@@ -193,9 +209,15 @@ GOALS: tuple[Goal, ...] = (
          "+3%", "≤ +3%", (STEP_SPLIT_FILE,),
          f"`results/{STEP_SPLIT_FILE}`: `peak 1.5 (MiB)` / `peak 2 (MiB)` - 1 of the paper and official rows",
          read_step_memory),
-    Goal("fused LM loss", "152K vocabulary: fused (Liger / fused_lm_loss) vs unfused LM loss peak memory",
-         "not measured", "fused saves the logits", (),
-         "no benchmark yet: bench_step runs LLaVA's 32K vocabulary with the unfused loss",
+    Goal("fused LM loss",
+         "152K vocabulary: fused (Liger / fused_lm_loss) vs unfused LM loss peak memory, fwd+bwd, hidden 3584, "
+         "8192 tokens, bf16",
+         "not measured",
+         "fused saves the logits: unfused peak − fused peak ≥ the logits' size (tokens × 151,936 × 2 B), same loss "
+         "and gradients", (LM_LOSS_FILE,),
+         f"`results/{LM_LOSS_FILE}` (`bench_lm_loss --device cuda`): `peak above inputs (MiB)` of the unfused and "
+         "fused rows against `logits_mib`; counted only when the fused row ran Liger's kernel (`fused_kernel` "
+         "`liger`, the project's path) and `agree` is true (loss and both gradients within the bf16 tolerance)",
          read_fused_loss),
 )
 
