@@ -3,17 +3,39 @@
 import transformers
 from transformers import AutoConfig, AutoProcessor
 
-from . import modeling_croc as _modeling
-from . import modeling_croc_onevision as _modeling_onevision
 from .configuration_croc import CrocConfig
+from .configuration_croc_gemma3 import CrocGemma3Config
+from .configuration_croc_llava_next import CrocLlavaNextConfig
+from .configuration_croc_mistral3 import CrocMistral3Config
 from .configuration_croc_onevision import CrocOnevisionConfig
+from .configuration_croc_qwen2_5_vl import CrocQwen2_5_VLConfig
+from .configuration_croc_qwen3_vl import CrocQwen3VLConfig
 from .constants import AUTO_MODEL_CLASSES, IGNORE_INDEX, IMAGE_TOKEN
 from .conversation import TEMPLATES, ConversationTemplate, get_template
+from .families import FAMILIES, CrocFamily
 from .modeling_croc import (
     CrocCausalLMOutputWithPast,
     CrocForConditionalGeneration,
     CrocModel,
     CrocPreTrainedModel,
+)
+from .modeling_croc_gemma3 import (
+    CrocGemma3CausalLMOutputWithPast,
+    CrocGemma3ForConditionalGeneration,
+    CrocGemma3Model,
+    CrocGemma3PreTrainedModel,
+)
+from .modeling_croc_llava_next import (
+    CrocLlavaNextCausalLMOutputWithPast,
+    CrocLlavaNextForConditionalGeneration,
+    CrocLlavaNextModel,
+    CrocLlavaNextPreTrainedModel,
+)
+from .modeling_croc_mistral3 import (
+    CrocMistral3CausalLMOutputWithPast,
+    CrocMistral3ForConditionalGeneration,
+    CrocMistral3Model,
+    CrocMistral3PreTrainedModel,
 )
 from .modeling_croc_onevision import (
     ONEVISION_AUTO_MODEL_CLASSES,
@@ -22,41 +44,53 @@ from .modeling_croc_onevision import (
     CrocOnevisionModel,
     CrocOnevisionPreTrainedModel,
 )
+from .modeling_croc_qwen2_5_vl import (
+    CrocQwen2_5_VLCausalLMOutputWithPast,
+    CrocQwen2_5_VLForConditionalGeneration,
+    CrocQwen2_5_VLModel,
+    CrocQwen2_5_VLPreTrainedModel,
+)
+from .modeling_croc_qwen3_vl import (
+    CrocQwen3VLCausalLMOutputWithPast,
+    CrocQwen3VLForConditionalGeneration,
+    CrocQwen3VLModel,
+    CrocQwen3VLPreTrainedModel,
+)
 from .presets import CROC_PRESET_NAMES, CROC_PRESETS, CrocPreset, get_preset
 from .processing_croc import VICUNA_V1_CHAT_TEMPLATE, CrocProcessor, with_image_aspect_ratio
 from .processing_croc_onevision import CrocOnevisionProcessor
 
-AutoConfig.register("croc", CrocConfig, exist_ok=True)
-# Every Auto class Llava is registered with (constants.AUTO_MODEL_CLASSES); one the installed transformers does not
-# have yet is skipped.
-for _auto_name, _class_name in AUTO_MODEL_CLASSES.items():
-    if hasattr(transformers, _auto_name):
-        getattr(transformers, _auto_name).register(CrocConfig, getattr(_modeling, _class_name), exist_ok=True)
-AutoProcessor.register(CrocConfig, CrocProcessor, exist_ok=True)
-AutoConfig.register("croc_onevision", CrocOnevisionConfig, exist_ok=True)
-# The Auto classes llava_onevision is registered with: the same table, with OneVision's classes.
-for _auto_name, _class_name in ONEVISION_AUTO_MODEL_CLASSES.items():
-    if hasattr(transformers, _auto_name):
-        getattr(transformers, _auto_name).register(CrocOnevisionConfig, getattr(_modeling_onevision, _class_name),
-                                                   exist_ok=True)
-AutoProcessor.register(CrocOnevisionConfig, CrocOnevisionProcessor, exist_ok=True)
 
-# save_pretrained then copies these modules next to the weights and writes `auto_map` (every Auto class above, see
-# CrocPreTrainedModel.save_pretrained), so a saved folder also loads with `trust_remote_code=True` where this
-# package is not installed.
-CrocConfig.register_for_auto_class()
-CrocModel.register_for_auto_class("AutoModel")
-CrocForConditionalGeneration.register_for_auto_class("AutoModelForImageTextToText")
-CrocProcessor.register_for_auto_class("AutoProcessor")
-CrocOnevisionConfig.register_for_auto_class()
-CrocOnevisionModel.register_for_auto_class("AutoModel")
-CrocOnevisionForConditionalGeneration.register_for_auto_class("AutoModelForImageTextToText")
-CrocOnevisionProcessor.register_for_auto_class("AutoProcessor")
+def _register_family(family: CrocFamily) -> None:
+    """Register one Croc family with transformers: its config with AutoConfig, its classes with every Auto class
+    its parent is registered with (`croc_auto_classes`; one the installed transformers lacks is skipped), its
+    processor with AutoProcessor. `save_pretrained` then copies the Croc modules next to the weights and writes
+    `auto_map` (every Auto class, see `CrocPreTrainedMixin.save_pretrained`), so a saved folder also loads with
+    `trust_remote_code=True` where this package is not installed. A processor of transformers' own (Qwen2.5-VL's)
+    is not marked for remote code: a saved folder names it and transformers loads it natively."""
+    AutoConfig.register(family.model_type, family.config, exist_ok=True)
+    classes = {family.model.__name__: family.model, family.generation_model.__name__: family.generation_model}
+    for auto_name, class_name in family.generation_model.croc_auto_classes.items():
+        if hasattr(transformers, auto_name):
+            getattr(transformers, auto_name).register(family.config, classes[class_name], exist_ok=True)
+    AutoProcessor.register(family.config, family.processor, exist_ok=True)
+    family.config.register_for_auto_class()
+    family.model.register_for_auto_class("AutoModel")
+    family.generation_model.register_for_auto_class("AutoModelForImageTextToText")
+    if family.processor_is_croc:
+        family.processor.register_for_auto_class("AutoProcessor")
+
+
+for _family in FAMILIES:
+    _register_family(_family)
 
 __all__ = [
     "AUTO_MODEL_CLASSES",
+    "ONEVISION_AUTO_MODEL_CLASSES",
     "CROC_PRESETS",
     "CROC_PRESET_NAMES",
+    "FAMILIES",
+    "CrocFamily",
     "IGNORE_INDEX",
     "IMAGE_TOKEN",
     "TEMPLATES",
@@ -78,4 +112,29 @@ __all__ = [
     "CrocModel",
     "CrocPreTrainedModel",
     "CrocProcessor",
+    "CrocQwen2_5_VLCausalLMOutputWithPast",
+    "CrocQwen2_5_VLConfig",
+    "CrocQwen2_5_VLForConditionalGeneration",
+    "CrocQwen2_5_VLModel",
+    "CrocQwen2_5_VLPreTrainedModel",
+    "CrocLlavaNextCausalLMOutputWithPast",
+    "CrocLlavaNextConfig",
+    "CrocLlavaNextForConditionalGeneration",
+    "CrocLlavaNextModel",
+    "CrocLlavaNextPreTrainedModel",
+    "CrocMistral3CausalLMOutputWithPast",
+    "CrocMistral3Config",
+    "CrocMistral3ForConditionalGeneration",
+    "CrocMistral3Model",
+    "CrocMistral3PreTrainedModel",
+    "CrocQwen3VLCausalLMOutputWithPast",
+    "CrocQwen3VLConfig",
+    "CrocQwen3VLForConditionalGeneration",
+    "CrocQwen3VLModel",
+    "CrocQwen3VLPreTrainedModel",
+    "CrocGemma3CausalLMOutputWithPast",
+    "CrocGemma3Config",
+    "CrocGemma3ForConditionalGeneration",
+    "CrocGemma3Model",
+    "CrocGemma3PreTrainedModel",
 ]

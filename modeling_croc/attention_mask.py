@@ -46,6 +46,32 @@ def image_block_ids(image_token_mask: torch.BoolTensor) -> torch.LongTensor:
     return torch.where(image_token_mask, ids, torch.full_like(ids, -1))
 
 
+def image_extent_block_ids(image_token_mask: torch.BoolTensor, token_counts: torch.LongTensor) -> torch.LongTensor:
+    """Each image's extent is one bidirectional block: from its first to its last visual token, whatever lies
+    between (Pixtral's processor closes every row of an image's tokens with a break token, which would split
+    `image_block_ids`' runs into one block per row). Images are told apart by their token counts, not by runs, so
+    two images with nothing between them stay two blocks.
+
+    Args:
+        image_token_mask: `(B, L)` True at visual-token positions.
+        token_counts: `(num_images,)` visual tokens of each image, in the order the images fill the visual positions
+            (row by row, left to right, as `masked_scatter` places them); they sum to `image_token_mask.sum()`.
+
+    Returns:
+        `(B, L)` long: the image's index in the batch at its extent's positions, -1 elsewhere (causal).
+    """
+    counts = token_counts.to(image_token_mask.device)
+    image_of_token = torch.repeat_interleave(torch.arange(counts.numel(), device=counts.device), counts)
+    ids = torch.full(image_token_mask.shape, -1, dtype=torch.long, device=image_token_mask.device)
+    ids[image_token_mask] = image_of_token
+    # Image indices grow along a row, so the image of the last visual token at or before a position is a running
+    # maximum and that of the first one at or after it a running minimum from the right: a position lies inside an
+    # image's extent exactly when both are that image.
+    before = ids.cummax(dim=1).values
+    after = torch.where(ids >= 0, ids, torch.full_like(ids, counts.numel())).flip(1).cummin(dim=1).values.flip(1)
+    return torch.where((before == after) & (before >= 0), before, torch.full_like(ids, -1))
+
+
 def packed_segment_ids(position_ids: torch.LongTensor | None, shape: torch.Size) -> torch.LongTensor:
     """`(B, L)` index of the packed sample each token belongs to, read from `position_ids` the way transformers
     detects packed sequences (`masking_utils.find_packed_sequence_indices`: a new sample wherever the position does
@@ -166,9 +192,14 @@ MIXED_MASK_BUILDERS = {"full_attention": _global_mask, "sliding_attention": _sli
 
 def is_packed_batch(attention_mask: torch.Tensor | None, position_ids: torch.LongTensor | None, batch_size: int) -> bool:
     """Whether transformers will read this batch as packed samples: no 2D mask and `position_ids` that restart
-    inside a row (`masking_utils.find_packed_sequence_indices`)."""
+    inside a row (`masking_utils.find_packed_sequence_indices`). Multimodal (M-RoPE) positions `(3 or 4, B, L)`
+    are read as Qwen2-VL's text models read them: packed only with 4 rows, the first holding the text positions."""
     if attention_mask is not None or position_ids is None:
         return False
+    if position_ids.ndim == 3:
+        if position_ids.shape[0] != 4:
+            return False
+        position_ids = position_ids[0]
     return find_packed_sequence_indices(position_ids.expand(batch_size, -1)) is not None
 
 

@@ -2,9 +2,10 @@
 `LlavaConfig` with them."""
 
 
+import dataclasses
 import math
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from huggingface_hub.dataclasses import strict
@@ -114,12 +115,23 @@ class CrocFieldsMixin:
         super().__post_init__(**kwargs)
         self._check_croc_fields()
 
+    # Whether images of this family have different token counts (AnyRes crops, native resolution): then the
+    # construction-time pool check uses `visual_tokens_per_image` (the fewest), larger images are checked when they
+    # arrive, and the released code's head (one position embedding per token of a fixed-size image) cannot be used.
+    croc_variable_token_count: ClassVar[bool] = False
+
     def visual_tokens_per_image(self) -> int:
-        """Visual tokens of one image as the config describes it (for a variable-count model: of one view)."""
+        """Visual tokens of one image as the config describes it (for a variable-count model: the fewest)."""
         raise NotImplementedError
 
     def _check_croc_fields(self) -> None:
         """Fail at construction, before any compute, on values the model cannot run with."""
+        if self.croc_variable_token_count and self.vtr_head == "bert":
+            raise CrocConfigError(
+                f"vtr_head='bert' (the released Croc head) learns one position embedding per visual token of a "
+                f"fixed-size image; {self.model_type} images have a different number of tokens each. Use "
+                f"vtr_head='linear' (as ViCToR) or 'none'."
+            )
         if self.prompt_pool_size < 1:
             raise CrocConfigError(f"prompt_pool_size must be >= 1, got {self.prompt_pool_size}")
         if not 0.0 <= self.mask_ratio < 1.0:
@@ -163,7 +175,7 @@ class CrocFieldsMixin:
 
 
 # The Croc fields: what a training run may set through `croc_overrides`, what a preset may fill.
-CROC_FIELD_NAMES: tuple[str, ...] = tuple(CrocFieldsMixin.__annotations__)
+CROC_FIELD_NAMES: tuple[str, ...] = tuple(field.name for field in dataclasses.fields(CrocFieldsMixin))
 
 
 @strict

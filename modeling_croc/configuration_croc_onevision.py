@@ -4,7 +4,7 @@ with the Croc fields of `CrocFieldsMixin`, defined and checked there once for ev
 from huggingface_hub.dataclasses import strict
 from transformers import LlavaOnevisionConfig
 
-from .configuration_croc import CrocConfigError, CrocFieldsMixin, _has_cls_token
+from .configuration_croc import CrocFieldsMixin, _has_cls_token
 
 
 @strict
@@ -21,20 +21,12 @@ class CrocOnevisionConfig(CrocFieldsMixin, LlavaOnevisionConfig):
     """
 
     model_type = "croc_onevision"
+    croc_variable_token_count = True
 
     def visual_tokens_per_image(self) -> int:
         """Visual tokens of one view (the base image): the tower's patch grid, plus its class token if kept."""
         grid = (self.vision_config.image_size // self.vision_config.patch_size) ** 2
         return grid + (1 if self.vision_feature_select_strategy == "full" and _has_cls_token(self.vision_config) else 0)
-
-    def _check_croc_fields(self) -> None:
-        if self.vtr_head == "bert":
-            raise CrocConfigError(
-                "vtr_head='bert' (the released Croc head) learns one position embedding per visual token of a "
-                "fixed-size image; AnyRes images have a different number of tokens each. Use vtr_head='linear' "
-                "(as ViCToR) or 'none'."
-            )
-        super()._check_croc_fields()
 
 
 __all__ = ["CrocOnevisionConfig"]

@@ -119,11 +119,14 @@ class ConversationTemplate:
 
     # ---- inference: the Jinja chat template --------------------------------------------------------------------
 
-    def chat_template(self, eos_token: str = "</s>") -> str:
+    def chat_template(self, eos_token: str = "</s>", image_token: str = IMAGE_TOKEN) -> str:
         """The same rendering as a Jinja chat template for `apply_chat_template`: messages with `content` a string
         or a list of `{"type": "image"}` / `{"type": "text", "text": ...}` items; images open their user turn.
         Answers sit in `{% generation %}` blocks, so `return_assistant_tokens_mask=True` marks the supervised text.
-        A leading `system` message replaces the default system text. No BOS: the tokenizer adds it."""
+        A leading `system` message replaces the default system text. No BOS: the tokenizer adds it. `image_token`:
+        the placeholder the processor expands (Qwen2.5-VL's is `<|image_pad|>`; the data files' marker is
+        `<image>`)."""
+        image_prefix = self.image_prefix.replace(IMAGE_TOKEN, image_token)
 
         def literal(text: str) -> str:
             return "'" + text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"
@@ -144,7 +147,7 @@ class ConversationTemplate:
             "{%- set images = '' -%}{%- set text = message['content'] -%}"
             "{%- else -%}"
             "{%- set images = message['content'] | selectattr('type', 'equalto', 'image') | map(attribute='type') "
-            f"| map('replace', 'image', {literal(self.image_prefix)}) | join('') -%}}"
+            f"| map('replace', 'image', {literal(image_prefix)}) | join('') -%}}"
             "{%- set text = message['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') "
             "| join(' ') -%}"
             "{%- endif -%}"
@@ -183,8 +186,19 @@ QWEN_1_5 = ConversationTemplate(
     system_prefix="<|im_start|>system\n", system_suffix="<|im_end|>\n",
 )
 
+# Qwen2.5-VL's chat format (its processor's chat template): ChatML with the default system message, each image as
+# "<|vision_start|><|image_pad|>...<|vision_end|>" at the start of its user turn, no newline after it; the answers and
+# their "<|im_end|>\n" are supervised.
+QWEN2_VL = ConversationTemplate(
+    name="qwen2_vl", system="<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n", user_text=True,
+    user_prefix="<|im_start|>user\n", user_suffix="<|im_end|>\n",
+    image_prefix="<|vision_start|>" + IMAGE_TOKEN + "<|vision_end|>",
+    assistant_prefix="<|im_start|>assistant\n", answer_prefix="", answer_suffix="<|im_end|>\n",
+    system_prefix="<|im_start|>system\n", system_suffix="<|im_end|>\n",
+)
+
 TEMPLATES: dict[str, ConversationTemplate] = {
-    template.name: template for template in (PLAIN, VICUNA_V1, QWEN_1_5)
+    template.name: template for template in (PLAIN, VICUNA_V1, QWEN_1_5, QWEN2_VL)
 }
 
 

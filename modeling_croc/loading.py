@@ -3,9 +3,10 @@ modeling_croc.convert`, the demo) goes through `load_croc`, so a source is read 
 
 Sources:
 
-* a Croc folder (`model_type` `croc` or `croc_onevision`, from `save_pretrained` or an earlier stage);
-* a transformers llava or llava_onevision folder (e.g. llava-1.5-7b-hf, llava-onevision-qwen2-7b-ov-hf): same
-  weights, a fresh pool (and head);
+* a Croc folder (`model_type` `croc`, `croc_onevision`, `croc_qwen2_5_vl`: `families.FAMILIES`, from
+  `save_pretrained` or an earlier stage);
+* a transformers folder of a parent family (llava, llava_onevision, qwen2_5_vl; e.g. llava-1.5-7b-hf,
+  llava-onevision-qwen2-7b-ov-hf, Qwen2.5-VL-7B-Instruct): same weights, a fresh pool (and head);
 * the released layout of the original LLaVA / Croc repositories (`model_type` `llava_llama` / `croc_llama`,
   transformers 4.37 fork), with a local CLIP folder for its vision tower;
 * the released layout of ViCToR (`model_type` `llava_qwen`, the LLaVA-NeXT fork), with a local SigLIP folder;
@@ -13,8 +14,8 @@ Sources:
   before stage 1).
 
 The readers of the foreign layouts live in `modeling_croc.convert`; this module turns what they read into a model.
-The Croc class follows the config: `CrocForConditionalGeneration` for a `CrocConfig`,
-`CrocOnevisionForConditionalGeneration` for a `CrocOnevisionConfig`.
+The Croc class follows the config (`families.FAMILIES`): `CrocForConditionalGeneration` for a `CrocConfig`,
+`CrocOnevisionForConditionalGeneration` for a `CrocOnevisionConfig`, and so on.
 """
 
 from __future__ import annotations
@@ -25,13 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoProcessor
+from transformers import AutoProcessor, PreTrainedModel
 
-from .configuration_croc import CrocConfig
-from .configuration_croc_onevision import CrocOnevisionConfig
+from .configuration_croc import CrocConfig, CrocFieldsMixin
 from .constants import CROC_ONLY_PREFIXES, PROMPT_POOL_PREFIX
-from .modeling_croc import CrocForConditionalGeneration
-from .modeling_croc_onevision import CrocOnevisionForConditionalGeneration
+from .families import FAMILIES
 from .presets import get_preset
 from .processing_croc import CrocProcessor, with_image_aspect_ratio
 
@@ -41,14 +40,12 @@ logger = logging.getLogger(__name__)
 RELEASED_MODEL_TYPES = ("llava_llama", "croc_llama", "llava_mistral")
 # `model_type` of ViCToR's checkpoints (its LLaVA-NeXT fork).
 VICTOR_MODEL_TYPES = ("llava_qwen",)
-# Croc config class, by `model_type` of a Croc folder.
-CROC_CONFIG_CLASSES: dict[str, type] = {"croc": CrocConfig, "croc_onevision": CrocOnevisionConfig}
+# Croc config class, by `model_type` of a Croc folder (`families.FAMILIES`).
+CROC_CONFIG_CLASSES: dict[str, type] = {family.model_type: family.config for family in FAMILIES}
 # The Croc model class of each Croc config class.
-CROC_MODEL_CLASSES: dict[type, type] = {
-    CrocConfig: CrocForConditionalGeneration,
-    CrocOnevisionConfig: CrocOnevisionForConditionalGeneration,
-}
-PLAIN_MODEL_TYPES = ("llava", "llava_onevision")
+CROC_MODEL_CLASSES: dict[type, type] = {family.config: family.generation_model for family in FAMILIES}
+# `model_type` of the plain parent folders a Croc model starts from (llava, llava_onevision, qwen2_5_vl, ...).
+PLAIN_MODEL_TYPES = tuple(family.plain_model_type for family in FAMILIES)
 
 
 def _saved_config(path: str | Path) -> dict:
@@ -74,12 +71,12 @@ def source_kind(path: str | Path) -> str:
                      f"{PLAIN_MODEL_TYPES}, {RELEASED_MODEL_TYPES} or {VICTOR_MODEL_TYPES}")
 
 
-def croc_model_class(config: CrocConfig | CrocOnevisionConfig) -> type:
+def croc_model_class(config: CrocFieldsMixin) -> type:
     """The Croc model class a config belongs to."""
     return CROC_MODEL_CLASSES[type(config)]
 
 
-def load_croc_config(path: str | Path) -> CrocConfig | CrocOnevisionConfig:
+def load_croc_config(path: str | Path) -> CrocFieldsMixin:
     """The config of a Croc folder, as the Croc config class its `model_type` names."""
     return CROC_CONFIG_CLASSES[_saved_config(path)["model_type"]].from_pretrained(path)
 
@@ -135,7 +132,7 @@ def read_croc_config(
     *,
     vision_tower: str | Path | None = None,
     croc_fields: dict[str, Any] | None = None,
-) -> CrocConfig | CrocOnevisionConfig | None:
+) -> CrocFieldsMixin | None:
     """The Croc config a Croc or llava / llava_onevision `source` (or the parts' `vision_tower`) is loaded with, read
     from config.json alone: no weights, no tokenizer. Constructing it runs every check of the Croc fields, the
     prompt-pool size against the tower's visual-token count included, so a bad field fails here, before anything
@@ -224,7 +221,7 @@ def load_croc(
     vision_feature_layer: int = -2,
     vision_feature_select_strategy: str | None = None,
     **from_pretrained_kwargs,
-) -> tuple[CrocForConditionalGeneration | CrocOnevisionForConditionalGeneration, Any]:
+) -> tuple[PreTrainedModel, Any]:
     """The Croc model and processor of `source` (a Croc, llava, llava_onevision or released-layout folder) or of
     the parts `vision_tower` + `language_model`.
 

@@ -12,29 +12,22 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from transformers import LlavaOnevisionForConditionalGeneration, LlavaOnevisionModel
-from transformers.conversion_mapping import (
-    get_checkpoint_conversion_mapping,
-    register_checkpoint_conversion_mapping,
-)
-from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.models.llava_onevision.modeling_llava_onevision import (
     LlavaOnevisionCausalLMOutputWithPast,
     LlavaOnevisionModelOutputWithPast,
     LlavaOnevisionPreTrainedModel,
     image_size_to_num_patches,
 )
-from transformers.utils.generic import can_return_tuple
 
 from .configuration_croc_onevision import CrocOnevisionConfig
-from .constants import AUTO_MODEL_CLASSES, CROC_ONLY_PATTERNS
-from .prompt_pool import CrocPromptPool
 from .stage15 import (
     CrocCausalLMOutputFields,
     CrocForConditionalGenerationMixin,
     CrocModelMixin,
     CrocModelOutputFields,
     CrocPreTrainedMixin,
-    fields_declared_by,
+    croc_auto_classes_of,
+    register_croc_checkpoint_renames,
 )
 
 
@@ -48,27 +41,25 @@ class CrocOnevisionCausalLMOutputWithPast(CrocCausalLMOutputFields, LlavaOnevisi
     """`LlavaOnevisionCausalLMOutputWithPast` plus the Croc loss terms and the pool assignment."""
 
 
-# The Auto classes OneVision's Croc classes are registered with: those of LLaVA-1.5's Croc (transformers registers
-# llava_onevision with the same ones), the base model for `AutoModel`, the generation model for the others.
-ONEVISION_AUTO_MODEL_CLASSES: dict[str, str] = {
-    auto: "CrocOnevisionModel" if name == "CrocModel" else "CrocOnevisionForConditionalGeneration"
-    for auto, name in AUTO_MODEL_CLASSES.items()}
+# Every Auto class llava_onevision is registered with, and the Croc class standing for its class there.
+ONEVISION_AUTO_MODEL_CLASSES: dict[str, str] = croc_auto_classes_of("llava_onevision", {
+    "LlavaOnevisionModel": "CrocOnevisionModel",
+    "LlavaOnevisionForConditionalGeneration": "CrocOnevisionForConditionalGeneration"})
 
 
 class CrocOnevisionPreTrainedModel(CrocPreTrainedMixin, LlavaOnevisionPreTrainedModel):
     config: CrocOnevisionConfig
-    # llava_onevision checkpoints have no pool and no VTR head: they start here.
-    _keys_to_ignore_on_load_missing = list(CROC_ONLY_PATTERNS)
     croc_auto_classes = ONEVISION_AUTO_MODEL_CLASSES
 
 
 class CrocOnevisionModel(CrocModelMixin, CrocOnevisionPreTrainedModel, LlavaOnevisionModel):
-    """`LlavaOnevisionModel` with the prompt pool and the stage-1.5 input path."""
+    """`LlavaOnevisionModel` with the prompt pool and the stage-1.5 input path (`CrocModelMixin`). Stage 1.5 trains
+    on images: a batch with videos is refused."""
 
-    def __init__(self, config: CrocOnevisionConfig):
-        super().__init__(config)
-        self.prompt_pool = CrocPromptPool(config)
-        self.post_init()
+    croc_output_class = CrocOnevisionModelOutputWithPast
+    croc_image_inputs = ("image_sizes", "batch_num_images")
+    # ViCToR normalises each crop before packing (`pack_image_features` below), not the packed tokens.
+    croc_normalize_features = False
 
     def pack_image_features(self, image_features, image_sizes, image_newline=None, vision_aspect_ratio="anyres_max_9"):
         """OneVision's packing (unpad, downsample, newline tokens, base view first), after L2-normalising every
@@ -101,52 +92,6 @@ class CrocOnevisionModel(CrocModelMixin, CrocOnevisionPreTrainedModel, LlavaOnev
                                                              self.config.vision_aspect_ratio)
         return lengths.cpu()
 
-    # As in `CrocModel`: `can_return_tuple` turns the output into `to_tuple()` when `return_dict` is False.
-    @can_return_tuple
-    def forward(
-        self,
-        input_ids: torch.LongTensor | None = None,
-        pixel_values: torch.Tensor | None = None,
-        image_sizes: torch.LongTensor | None = None,
-        pixel_values_videos: torch.Tensor | None = None,
-        image_sizes_videos: torch.LongTensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.LongTensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        batch_num_images: torch.LongTensor | None = None,
-        labels: torch.LongTensor | None = None,
-        mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
-        croc_objectives: bool = False,
-        croc_generator: torch.Generator | None = None,
-        **kwargs,
-    ) -> CrocOnevisionModelOutputWithPast:
-        """OneVision's forward, or with `croc_objectives` the stage-1.5 forward (images only: videos are refused).
-
-        Args:
-            labels: `(B, L)` aligned with `input_ids`; only read to place the `"prompt"` bidirectional span.
-            croc_objectives: run the stage-1.5 path (pool replacement and mixed attention).
-            croc_generator: seeded generator for the random token mask.
-            kwargs: the rest of OneVision's forward arguments (cache, feature-layer overrides, ...).
-        """
-        if not croc_objectives:
-            if self._uses_split_attention(kwargs):
-                shape = (input_ids if input_ids is not None else inputs_embeds).shape[:2]
-                attention_mask = self._split_attention_inputs(shape, attention_mask, position_ids, kwargs)
-            outputs = super().forward(
-                input_ids=input_ids, pixel_values=pixel_values, image_sizes=image_sizes,
-                pixel_values_videos=pixel_values_videos, image_sizes_videos=image_sizes_videos,
-                attention_mask=attention_mask, position_ids=position_ids, inputs_embeds=inputs_embeds,
-                batch_num_images=batch_num_images, mm_encoder_outputs=mm_encoder_outputs, return_dict=True, **kwargs,
-            )
-            return CrocOnevisionModelOutputWithPast(**fields_declared_by(outputs, CrocOnevisionModelOutputWithPast))
-        if pixel_values_videos is not None:
-            raise ValueError("stage 1.5 trains on images; this batch has videos (pixel_values_videos)")
-        image_inputs = {"image_sizes": image_sizes, "batch_num_images": batch_num_images}
-        outputs, croc_fields = self._croc_forward(input_ids, pixel_values, mm_encoder_outputs, attention_mask,
-                                                  position_ids, labels, croc_generator, image_inputs, **kwargs)
-        return CrocOnevisionModelOutputWithPast(**fields_declared_by(outputs, CrocOnevisionModelOutputWithPast),
-                                                **croc_fields)
-
 
 class CrocOnevisionForConditionalGeneration(CrocForConditionalGenerationMixin, CrocOnevisionPreTrainedModel,
                                             LlavaOnevisionForConditionalGeneration):
@@ -154,12 +99,9 @@ class CrocOnevisionForConditionalGeneration(CrocForConditionalGenerationMixin, C
     (stages 1 and 2, inference) this is `LlavaOnevisionForConditionalGeneration`; in a stage-1.5 training forward
     the output also carries `lm_loss`, `vtr_loss` and `pool_ids`, every image counted with its own tokens."""
 
+    croc_base_model_class = CrocOnevisionModel
+    croc_output_class = CrocOnevisionCausalLMOutputWithPast
     croc_image_layout_inputs = ("image_sizes", "batch_num_images")
-
-    def __init__(self, config: CrocOnevisionConfig):
-        # Skip LlavaOnevisionForConditionalGeneration.__init__: it would build a whole model only to be replaced.
-        LlavaOnevisionPreTrainedModel.__init__(self, config)
-        self._build_croc_modules(config, CrocOnevisionModel)
 
     def image_token_counts(self, input_ids: torch.LongTensor, num_images: int, image_sizes=None,
                            batch_num_images=None, **unused) -> torch.LongTensor:
@@ -168,47 +110,9 @@ class CrocOnevisionForConditionalGeneration(CrocForConditionalGenerationMixin, C
             return super().image_token_counts(input_ids, num_images)
         return self.model.image_token_counts(image_sizes, batch_num_images)
 
-    @can_return_tuple
-    def forward(
-        self,
-        input_ids: torch.LongTensor | None = None,
-        pixel_values: torch.Tensor | None = None,
-        image_sizes: torch.LongTensor | None = None,
-        pixel_values_videos: torch.Tensor | None = None,
-        image_sizes_videos: torch.LongTensor | None = None,
-        attention_mask: torch.Tensor | None = None,
-        position_ids: torch.LongTensor | None = None,
-        inputs_embeds: torch.Tensor | None = None,
-        batch_num_images: torch.LongTensor | None = None,
-        labels: torch.LongTensor | None = None,
-        logits_to_keep: int | torch.Tensor = 0,
-        mm_encoder_outputs: dict[str, BaseModelOutputWithPooling] | None = None,
-        croc_objectives: bool | None = None,
-        croc_generator: torch.Generator | None = None,
-        num_vtr_items_in_batch: int | torch.Tensor | None = None,
-        **kwargs,
-    ) -> CrocOnevisionCausalLMOutputWithPast:
-        """`LlavaOnevisionForConditionalGeneration.forward`'s arguments (the rest of them, the cache included, in
-        `kwargs`) plus the Croc ones of `CrocForConditionalGeneration.forward`."""
-        croc_objectives = self.croc_objectives_on(croc_objectives)
-        outputs = self.model(
-            input_ids=input_ids, pixel_values=pixel_values, image_sizes=image_sizes,
-            pixel_values_videos=pixel_values_videos, image_sizes_videos=image_sizes_videos,
-            attention_mask=attention_mask, position_ids=position_ids, inputs_embeds=inputs_embeds,
-            batch_num_images=batch_num_images, labels=labels, mm_encoder_outputs=mm_encoder_outputs,
-            croc_objectives=croc_objectives, croc_generator=croc_generator, return_dict=True, **kwargs,
-        )
-        return self._croc_outputs(outputs, labels, logits_to_keep, croc_objectives, num_vtr_items_in_batch,
-                                  CrocOnevisionCausalLMOutputWithPast, **kwargs)
 
-
-# As for the Llava classes (modeling_croc.py): transformers keys its checkpoint renames by class name.
-register_checkpoint_conversion_mapping(
-    "CrocOnevisionForConditionalGeneration", get_checkpoint_conversion_mapping("llava_onevision"), overwrite=True
-)
-register_checkpoint_conversion_mapping(
-    "CrocOnevisionModel", get_checkpoint_conversion_mapping("LlavaOnevisionModel"), overwrite=True
-)
+register_croc_checkpoint_renames(CrocOnevisionForConditionalGeneration, LlavaOnevisionForConditionalGeneration)
+register_croc_checkpoint_renames(CrocOnevisionModel, LlavaOnevisionModel)
 
 
 __all__ = [

@@ -9,16 +9,34 @@ padded to the longest image, with a `(num_images, T)` validity mask; with equal 
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 from transformers.cache_utils import Cache
-from transformers.modeling_utils import slice_logits_to_keep
+from transformers.conversion_mapping import (
+    get_checkpoint_conversion_mapping,
+    register_checkpoint_conversion_mapping,
+)
+from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.modeling_utils import PreTrainedModel, slice_logits_to_keep
+from transformers.models.auto import modeling_auto
 from transformers.utils import ModelOutput
+from transformers.utils.generic import can_return_tuple
 
-from .attention_mask import bidirectional_block_ids, build_mixed_attention_mask
+from .attention_mask import (
+    bidirectional_block_ids,
+    build_mixed_attention_mask,
+    image_block_ids,
+    is_packed_batch,
+    prepare_packed_forward,
+)
+from .constants import CROC_ONLY_PATTERNS
 from .losses import fused_language_model_loss, normalize_vtr_targets, visual_token_reconstruction_loss
 from .profiling import croc_region
 from .prompt_pool import CrocPromptPool
@@ -113,9 +131,97 @@ def image_rows(image_token_mask: torch.BoolTensor, token_counts: torch.LongTenso
     return torch.searchsorted(row_ends, starts.to(row_ends.device), right=True)
 
 
+def parent_function(cls: type, name: str) -> Callable | None:
+    """The first definition of `name` in `cls`'s MRO outside the Croc mixins: the parent family's (None if the
+    class defines its own or no parent has one)."""
+    if name in vars(cls):
+        return None
+    for base in cls.__mro__[1:]:
+        if name in vars(base) and not issubclass(base, CROC_MIXINS):
+            return vars(base)[name]
+    return None
+
+
+def forward_with_parent_signature(croc_forward: Callable, parent_forward: Callable) -> Callable:
+    """`croc_forward` (which takes everything but `self` by keyword) under the parent class's forward signature
+    plus the Croc arguments: positional arguments are read in the parent's order, and `inspect.signature` shows the
+    parent's parameters, which `generate` (`_validate_model_kwargs`) and the Trainer (its signature columns) read
+    to decide which inputs a model takes (`image_sizes`, `image_grid_thw`, ...)."""
+    parent = inspect.signature(parent_forward)
+    parameters = [parameter for parameter in parent.parameters.values()
+                  if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)]
+    names = {parameter.name for parameter in parameters}
+    croc_only = [parameter.replace(kind=parameter.KEYWORD_ONLY)
+                 for parameter in inspect.signature(croc_forward).parameters.values()
+                 if parameter.name not in names and parameter.kind is parameter.POSITIONAL_OR_KEYWORD
+                 and parameter.default is not parameter.empty]
+    positional = tuple(parameter.name for parameter in parameters[1:] if parameter.kind is parameter.POSITIONAL_OR_KEYWORD)
+
+    @functools.wraps(croc_forward)
+    def forward(self, *args, **kwargs):
+        if len(args) > len(positional):
+            raise TypeError(f"forward() takes {len(positional)} positional arguments but {len(args)} were given")
+        kwargs.update(zip(positional, args))
+        return croc_forward(self, **kwargs)
+
+    forward.__signature__ = parent.replace(parameters=[
+        *[parameter for parameter in parameters if parameter.kind is parameter.POSITIONAL_OR_KEYWORD],
+        *[parameter for parameter in parameters if parameter.kind is parameter.KEYWORD_ONLY], *croc_only,
+        inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD)])
+    return forward
+
+
+def normalized_image_features(parent_get_image_features: Callable) -> Callable:
+    """The parent's `get_image_features` (its signature kept), with every image's tokens L2-normalised when
+    `config.normalize_visual_tokens` (the released code does this at inference too) and the family normalises
+    there (`CrocModelMixin.croc_normalize_features`)."""
+
+    @functools.wraps(parent_get_image_features)
+    def get_image_features(self, *args, **kwargs):
+        outputs = parent_get_image_features(self, *args, **kwargs)
+        if self.config.normalize_visual_tokens and self.croc_normalize_features:
+            pooled = outputs.pooler_output
+            # Kept in the parent's container: a family stacking equal-count images in one tensor (Gemma 3) reads
+            # it back as a tensor (`.to`), the others take a list or tuple of per-image tensors.
+            outputs.pooler_output = (F.normalize(pooled, dim=-1) if isinstance(pooled, torch.Tensor)
+                                     else [F.normalize(features, dim=-1) for features in pooled])
+        return outputs
+
+    return get_image_features
+
+
+def croc_auto_classes_of(parent_model_type: str, croc_for_parent: dict[str, str]) -> dict[str, str]:
+    """Auto class name -> Croc class name, for every transformers Auto model class that maps `parent_model_type`
+    to one of the parent classes named in `croc_for_parent` (parent class name -> the Croc class standing for it):
+    a Croc family is registered wherever its parent is, in the installed transformers."""
+    found = {}
+    # The Auto classes live in modeling_auto; walking `dir(transformers)` would import every model of the library.
+    for name, auto_class in vars(modeling_auto).items():
+        names = getattr(getattr(auto_class, "_model_mapping", None), "_model_mapping", None)
+        if name.startswith("AutoModel") and isinstance(names, dict) and names.get(parent_model_type) in croc_for_parent:
+            found[name] = croc_for_parent[names[parent_model_type]]
+    return found
+
+
+def register_croc_checkpoint_renames(croc_class: type, parent_class: type) -> None:
+    """Give `croc_class` the checkpoint renames transformers keeps for `parent_class` (looked up as transformers
+    does: by class name, then by model type). They are keyed by class name and not extended to subclasses defined
+    outside the library: without this, loading a parent (or saved Croc) folder would leave weights such as
+    `lm_head` randomly initialised. Each family's modelling file calls it, so `trust_remote_code` loads of a saved
+    folder register them too."""
+    renames = (get_checkpoint_conversion_mapping(parent_class.__name__)
+               or get_checkpoint_conversion_mapping(parent_class.config_class.model_type))
+    if renames:
+        register_checkpoint_conversion_mapping(croc_class.__name__, renames, overwrite=True)
+
+
 class CrocPreTrainedMixin:
     """Initialisation of the Croc-only modules, and the saved folder's `auto_map`, for every Croc pre-trained model
     class."""
+
+    # Parent checkpoints (stage 1, or any conversion of the parent family) have no pool and no VTR head: they
+    # start here.
+    _keys_to_ignore_on_load_missing = list(CROC_ONLY_PATTERNS)
 
     # Auto class name -> the name of this family's class it resolves to (`AutoModel` -> the base model, the others
     # -> the generation model); each family sets it.
@@ -157,9 +263,140 @@ class CrocPreTrainedMixin:
 
 
 class CrocModelMixin:
-    """The stage-1.5 input path of a Croc base model: prompt-pool replacement of the visual tokens, then the language
-    model under mixed attention. The class must have `prompt_pool`, `language_model`, `get_input_embeddings` and
-    `config`."""
+    """A Croc base model: the parent family's base model (`LlavaModel`, `LlavaOnevisionModel`, `Qwen2_5_VLModel`,
+    ...) with the prompt pool, whose stage-1.5 forward replaces visual tokens by pool tokens and runs the language
+    model under mixed attention.
+
+    The parent's own forward runs in every case; Croc attaches at the points every transformers image-text-to-text
+    family shares: the image features per image (`croc_image_features`), the image placeholder positions
+    (`config.image_token_id`), the inputs of its language model (a forward pre-hook replaces the visual tokens and
+    the attention mask there, after the parent has embedded the text and computed its positions, M-RoPE included),
+    and the final hidden states. A family declares:
+
+    * `croc_output_class`: the parent's base-model output with `CrocModelOutputFields`;
+    * `croc_image_inputs`: the forward arguments besides `pixel_values` its image features need (`image_sizes`,
+      `image_grid_thw`, ...);
+    * `croc_normalize_features`: whether `normalize_visual_tokens` applies to `get_image_features`' per-image
+      output (False where the family normalises elsewhere, as OneVision per crop);
+    * `croc_packing_refusal`: the one line refusing packed rows, for a family whose positions cannot be packed;
+    * `croc_image_outputs` and `croc_language_model_kwargs`, for a family whose language model reads more of the
+      vision outputs than the visual tokens (Qwen3-VL's DeepStack features);
+    * `croc_image_block_ids`, for a family whose processor interrupts an image's run of placeholders (Pixtral's
+      row breaks): the `"image"` span's blocks;
+    * `image_token_counts` on the generation class, when images have different token counts.
+    """
+
+    croc_output_class: type[ModelOutput]
+    croc_image_inputs: tuple[str, ...] = ()
+    croc_normalize_features: bool = True
+    # Why the family cannot take packed rows (position_ids restarting per sample), or None where it can.
+    croc_packing_refusal: str | None = None
+
+    def __init_subclass__(cls, **kwargs):
+        # The parent's signatures stay visible: `generate` encodes images before prefill with the arguments it
+        # finds in `get_image_features`' signature, and reads `forward`'s to accept `image_sizes` and the like.
+        super().__init_subclass__(**kwargs)
+        if (parent_forward := parent_function(cls, "forward")) is not None:
+            cls.forward = forward_with_parent_signature(CrocModelMixin.forward, parent_forward)
+        if (parent_features := parent_function(cls, "get_image_features")) is not None:
+            cls.get_image_features = normalized_image_features(parent_features)
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.prompt_pool = CrocPromptPool(config)
+        self.post_init()
+
+    def croc_image_features(self, pixel_values: torch.Tensor, **image_inputs) -> list[torch.Tensor]:
+        """One `(T_i, D)` visual-token tensor per image, as the stage-1.5 path and the pool calibration take them.
+
+        Args:
+            image_inputs: the batch's `croc_image_inputs` entries (`image_sizes`, `image_grid_thw`, ...).
+        """
+        return list(self.get_image_features(pixel_values, **image_inputs, return_dict=True).pooler_output)
+
+    def croc_image_outputs(self, pixel_values: torch.Tensor, **image_inputs) -> ModelOutput:
+        """The vision outputs the stage-1.5 forward reads, as `mm_encoder_outputs["image"]` holds them:
+        `pooler_output` is one `(T_i, D)` visual-token tensor per image. By default only those
+        (`croc_image_features`); a family whose language model reads more of its vision outputs (Qwen3-VL's
+        DeepStack features) returns them whole, for `croc_language_model_kwargs`."""
+        return BaseModelOutputWithPooling(pooler_output=self.croc_image_features(pixel_values, **image_inputs))
+
+    def croc_language_model_kwargs(self, image_outputs: ModelOutput, image_token_mask: torch.BoolTensor,
+                                   replaced_token_mask: torch.BoolTensor, visual_token_mask: torch.BoolTensor) -> dict:
+        """Keyword arguments, besides the embeddings and the mask, that the stage-1.5 forward gives the language
+        model from the images: what the parent's forward would have derived from them, had it seen them (it runs
+        without images there). None by default; Qwen3-VL passes its DeepStack features.
+
+        Args:
+            image_outputs: the vision outputs (`croc_image_outputs`, or the precomputed `mm_encoder_outputs`).
+            image_token_mask: `(B, L)` True at the visual-token positions.
+            replaced_token_mask: `(num_images, T)` True where a pool token replaced the visual token.
+            visual_token_mask: `(num_images, T)` True at an image's own (not padding) tokens.
+        """
+        return {}
+
+    def croc_image_block_ids(self, image_token_mask: torch.BoolTensor, token_counts: torch.LongTensor
+                             ) -> torch.LongTensor:
+        """The bidirectional blocks of `bidirectional_span="image"`: `(B, L)` long, a block id at the positions of
+        each image's block, -1 elsewhere. By default each run of consecutive visual tokens
+        (`attention_mask.image_block_ids`); a family whose processor puts other tokens inside an image's run
+        returns each image's whole extent (`attention_mask.image_extent_block_ids`).
+
+        Args:
+            image_token_mask: `(B, L)` True at the visual-token positions.
+            token_counts: `(num_images,)` visual tokens of each image, in the order they fill the positions.
+        """
+        return image_block_ids(image_token_mask)
+
+    # `can_return_tuple` takes `return_dict` (the argument, else `config.return_dict`) off the call and turns the
+    # output into `to_tuple()` when it is False: the body below always works on output objects.
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        mm_encoder_outputs: dict | None = None,
+        croc_objectives: bool = False,
+        croc_generator: torch.Generator | None = None,
+        croc_image_order: torch.LongTensor | None = None,
+        **kwargs,
+    ) -> ModelOutput:
+        """The parent's forward, or with `croc_objectives` the stage-1.5 forward.
+
+        Args:
+            labels: `(B, L)` aligned with `input_ids`; only read to place the `"prompt"` bidirectional span.
+            mm_encoder_outputs: precomputed vision outputs (`{"image": BaseModelOutputWithPooling}`), as the
+                parent takes them.
+            croc_objectives: run the stage-1.5 path (pool replacement and mixed attention).
+            croc_generator: seeded generator for the random token mask.
+            croc_image_order: `(num_images,)` for a packed batch, each image's rank in the order the batch arrived
+                (the collator's `croc_image_order`): the token masks are drawn in that order.
+            kwargs: the rest of the parent's forward arguments (the cache under the installed transformers' name
+                for it, `image_sizes`, `image_grid_thw`, ...), passed on unchanged.
+        """
+        shape = (input_ids if input_ids is not None else inputs_embeds).shape[:2]
+        if is_packed_batch(attention_mask, position_ids, shape[0]):
+            if self.croc_packing_refusal:
+                raise ValueError(self.croc_packing_refusal)
+            prepare_packed_forward(self.config.text_config, shape[0], kwargs)
+        if croc_objectives:
+            return self._croc_forward(input_ids, pixel_values, mm_encoder_outputs, attention_mask, position_ids,
+                                      labels, croc_generator, croc_image_order, kwargs)
+        language_model_inputs = None
+        if self._uses_split_attention(kwargs):
+            language_model_inputs = self._split_attention_inputs(shape, attention_mask, position_ids)
+        with self._language_model_inputs(language_model_inputs):
+            outputs = super().forward(
+                input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask,
+                position_ids=position_ids, inputs_embeds=inputs_embeds, mm_encoder_outputs=mm_encoder_outputs,
+                # Explicit: with `config.return_dict=False` the parent would otherwise hand back a tuple.
+                return_dict=True, **kwargs,
+            )
+        return self.croc_output_class(**fields_declared_by(outputs, self.croc_output_class))
 
     def _croc_forward(
         self,
@@ -170,37 +407,39 @@ class CrocModelMixin:
         position_ids: torch.LongTensor | None,
         labels: torch.LongTensor | None,
         generator: torch.Generator | None,
-        image_inputs: dict | None = None,
-        image_order: torch.LongTensor | None = None,
-        **kwargs,
-    ) -> tuple[ModelOutput, dict]:
-        """The language model's output and the `CrocModelOutputFields` values of a stage-1.5 forward.
+        image_order: torch.LongTensor | None,
+        kwargs: dict,
+    ) -> ModelOutput:
+        """The stage-1.5 forward: the parent's forward on the text, with the (partly replaced) visual tokens and the
+        mixed attention put into its language model's inputs; the output carries the `CrocModelOutputFields`.
 
         Args:
             pixel_values, mm_encoder_outputs: the images, as pixels or as precomputed vision outputs
                 (`{"image": ...}` whose `pooler_output` holds one `(T_i, D)` tensor per image); neither for a
                 text-only batch.
-            image_inputs: what else the class's `croc_image_features` needs (AnyRes: `image_sizes`, ...).
             image_order: for a packed batch, each image's rank in the order the batch arrived (the collator's
                 `croc_image_order`): the token masks are drawn in that order.
+            kwargs: the parent's other forward arguments, its `croc_image_inputs` among them.
         """
         if input_ids is None:
             raise ValueError("the stage-1.5 forward locates visual tokens by `input_ids`; pass input_ids")
+        if kwargs.get("pixel_values_videos") is not None or (mm_encoder_outputs or {}).get("video") is not None:
+            raise ValueError("stage 1.5 trains on images; this batch has videos (pixel_values_videos)")
         image_outputs = (mm_encoder_outputs or {}).get("image")
-        image_features = None if image_outputs is None else list(image_outputs.pooler_output)
         if pixel_values is not None and image_outputs is None:
+            image_inputs = {name: kwargs[name] for name in self.croc_image_inputs if kwargs.get(name) is not None}
             with croc_region("vision"):
-                image_features = self.croc_image_features(pixel_values, **(image_inputs or {}))
-        inputs_embeds = self.get_input_embeddings()(input_ids)
-        hidden = inputs_embeds.shape[-1]
+                image_outputs = self.croc_image_outputs(pixel_values, **image_inputs)
+        image_features = None if image_outputs is None else list(image_outputs.pooler_output)
+        embeddings = self.get_input_embeddings().weight
         image_token_mask = input_ids == self.config.image_token_id
         counts = None
         if image_features:
-            visual_tokens, counts = pad_visual_tokens(list(image_features), inputs_embeds.dtype)
+            visual_tokens, counts = pad_visual_tokens(list(image_features), embeddings.dtype)
         else:
             # A text-only batch still runs the pool on zero images, so the pool takes part in the graph on every
             # rank (DDP and ZeRO expect each parameter's gradient on every step) without a dummy image.
-            visual_tokens = inputs_embeds.new_zeros(0, 0, hidden)
+            visual_tokens = embeddings.new_zeros(0, 0, embeddings.shape[-1])
         num_images, num_tokens = visual_tokens.shape[:2]
         valid = token_mask(counts, num_images, num_tokens, visual_tokens.device)
         expected = int(valid.sum())
@@ -212,42 +451,83 @@ class CrocModelMixin:
         prompted = self.prompt_pool(visual_tokens, generator=generator, token_counts=counts, image_rows=rows,
                                     draw_order=image_order)
         tokens = prompted.tokens if counts is None else prompted.tokens[valid]
-        inputs_embeds = inputs_embeds.masked_scatter(image_token_mask.unsqueeze(-1), tokens)
-
+        extra_inputs = {} if image_outputs is None else self.croc_language_model_kwargs(
+            image_outputs, image_token_mask, prompted.replaced, valid)
         with croc_region("mask building"):
             span = self.config.bidirectional_span
-            block_ids = bidirectional_block_ids(span, image_token_mask, labels, attention_mask, position_ids)
-            if self.config.text_config._attn_implementation == SPLIT_ATTENTION:
-                mixed_mask = self._split_attention_inputs(input_ids.shape, attention_mask, position_ids, kwargs,
-                                                          block_ids)
+            if span == "image":  # the family decides what one image's block is (`croc_image_block_ids`)
+                block_ids = self.croc_image_block_ids(image_token_mask, valid.sum(dim=1))
             else:
-                mixed_mask = build_mixed_attention_mask(
-                    self.config.text_config, inputs_embeds, attention_mask, block_ids, position_ids
-                )
-        with croc_region("language model"), self._vtr_source_capture() as before_final_norm:
-            outputs = self.language_model(
-                attention_mask=mixed_mask, position_ids=position_ids, inputs_embeds=inputs_embeds, return_dict=True,
-                **kwargs,
-            )
-        croc_fields = {
-            "visual_tokens": visual_tokens,
-            "visual_token_mask": valid,
-            "vtr_source_states": before_final_norm[0] if before_final_norm else outputs.last_hidden_state,
-            "image_token_mask": image_token_mask,
-            "replaced_token_mask": prompted.replaced,
-            "pool_ids": prompted.pool_ids,
-        }
-        return outputs, croc_fields
+                block_ids = bidirectional_block_ids(span, image_token_mask, labels, attention_mask, position_ids)
+            split_inputs = None
+            if self.config.text_config._attn_implementation == SPLIT_ATTENTION:
+                split_inputs = self._split_attention_inputs(input_ids.shape, attention_mask, position_ids, block_ids)
 
-    def _split_attention_inputs(self, shape, attention_mask, position_ids, kwargs: dict,
-                                block_ids: torch.LongTensor | None = None):
-        """For the `croc_split` attention: put the batch's query segments into `kwargs` (they reach every layer) and
-        return the placeholder the language model takes as its mask: no L x L mask is built."""
+        def stage15_inputs(language_model_kwargs: dict) -> None:
+            # The parent embedded the placeholders: the visual tokens go where its own image features would.
+            embeds = language_model_kwargs["inputs_embeds"]
+            embeds = embeds.masked_scatter(image_token_mask.unsqueeze(-1).to(embeds.device), tokens.to(embeds.dtype))
+            language_model_kwargs["inputs_embeds"] = embeds
+            language_model_kwargs.update(extra_inputs)
+            if split_inputs is not None:
+                language_model_kwargs.update(split_inputs)
+                return
+            with croc_region("mask building"):
+                language_model_kwargs["attention_mask"] = build_mixed_attention_mask(
+                    self.config.text_config, embeds, attention_mask, block_ids, position_ids)
+
+        with (croc_region("language model"), self._language_model_inputs(stage15_inputs),
+              self._vtr_source_capture() as before_final_norm):
+            # No images for the parent: the visual tokens reach its language model through `stage15_inputs`.
+            outputs = super().forward(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                                      return_dict=True, **kwargs)
+        return self.croc_output_class(
+            **fields_declared_by(outputs, self.croc_output_class),
+            visual_tokens=visual_tokens,
+            visual_token_mask=valid,
+            vtr_source_states=before_final_norm[0] if before_final_norm else outputs.last_hidden_state,
+            image_token_mask=image_token_mask,
+            replaced_token_mask=prompted.replaced,
+            pool_ids=prompted.pool_ids,
+        )
+
+    @contextlib.contextmanager
+    def _language_model_inputs(self, edit: Callable[[dict], None] | dict | None):
+        """While the parent's forward runs, change the keyword arguments its language model is called with:
+        `edit(kwargs)` edits them in place, a dict is merged into them (None: nothing changes).
+
+        Every family calls its language model with keyword arguments once per forward, after the image features
+        are scattered and the positions computed, so this is the one place the mask and the visual tokens of every
+        family can be set without copying its forward."""
+        if edit is None:
+            yield
+            return
+        if isinstance(edit, dict):
+            extra = edit
+            edit = lambda language_model_kwargs: language_model_kwargs.update(extra)  # noqa: E731
+
+        def hook(module, args, kwargs):
+            if args:
+                raise TypeError(f"{type(module).__name__} was called with positional arguments; Croc sets its "
+                                "inputs by keyword")
+            edit(kwargs)
+            return args, kwargs
+
+        handle = self.language_model.register_forward_pre_hook(hook, with_kwargs=True)
+        try:
+            yield
+        finally:
+            handle.remove()
+
+    def _split_attention_inputs(self, shape, attention_mask, position_ids,
+                                block_ids: torch.LongTensor | None = None) -> dict:
+        """For the `croc_split` attention: the language model's inputs that carry the batch's query segments (they
+        reach every layer) and the placeholder it takes as its mask: no L x L mask is built."""
         problem = split_attention_problem(self.config.text_config)
         if problem is not None:
             raise ValueError(problem)
-        kwargs[SEGMENTS_KEY] = build_attention_segments(shape, block_ids, attention_mask, position_ids)
-        return mask_placeholder(shape[0], self.language_model.device)
+        return {SEGMENTS_KEY: build_attention_segments(shape, block_ids, attention_mask, position_ids),
+                "attention_mask": mask_placeholder(shape[0], self.language_model.device)}
 
     def _uses_split_attention(self, kwargs: dict) -> bool:
         """Whether a forward without the Croc objectives goes through the segments: a training forward (no cache
@@ -276,21 +556,90 @@ class CrocModelMixin:
 
 
 class CrocForConditionalGenerationMixin:
-    """The Croc head of a generation model: logits, the LM and VTR losses, the pool, the step-wide VTR count. The
-    class must have `model` (a Croc base model), `lm_head`, `vtr_head`, `loss_function` and `config`."""
+    """A Croc generation model: the parent family's `...ForConditionalGeneration` with a Croc base model, the LM
+    head and the VTR head; logits, the LM and VTR losses, the pool, the step-wide VTR count. A family declares:
 
-    # Batch entries besides `input_ids` that decide how many visual tokens each image has (AnyRes models).
+    * `croc_base_model_class`: its Croc base model (a `CrocModelMixin` class);
+    * `croc_output_class`: the parent's causal-LM output with `CrocCausalLMOutputFields`;
+    * `croc_image_layout_inputs`: the batch entries besides `input_ids` that decide how many visual tokens each
+      image has (`image_token_counts`), for the trainer's VTR count.
+    """
+
+    croc_base_model_class: type[nn.Module]
+    croc_output_class: type[ModelOutput]
     croc_image_layout_inputs: tuple[str, ...] = ()
     # Compute a training forward's LM loss without its logits (`modeling_croc.losses.fused_language_model_loss`);
     # the trainer sets it for `use_liger_kernel`.
     fused_lm_loss: bool = False
 
-    def _build_croc_modules(self, config, base_model_class: type) -> None:
-        """The base model (with its pool), the LM head and the VTR head; then transformers' weight init and tying."""
-        self.model = base_model_class(config)
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if (parent_forward := parent_function(cls, "forward")) is not None:
+            cls.forward = forward_with_parent_signature(CrocForConditionalGenerationMixin.forward, parent_forward)
+
+    def __init__(self, config):
+        # Not the parent's __init__: it would build a whole base model of its own only to be replaced.
+        PreTrainedModel.__init__(self, config)
+        self.model = self.croc_base_model_class(config)
         self.lm_head = nn.Linear(config.text_config.hidden_size, config.text_config.vocab_size, bias=False)
         self.vtr_head = build_vtr_head(config)
         self.post_init()
+
+    @can_return_tuple
+    def forward(
+        self,
+        input_ids: torch.LongTensor | None = None,
+        pixel_values: torch.Tensor | None = None,
+        attention_mask: torch.Tensor | None = None,
+        position_ids: torch.LongTensor | None = None,
+        inputs_embeds: torch.Tensor | None = None,
+        labels: torch.LongTensor | None = None,
+        logits_to_keep: int | torch.Tensor = 0,
+        mm_encoder_outputs: dict | None = None,
+        croc_objectives: bool | None = None,
+        croc_generator: torch.Generator | None = None,
+        croc_image_order: torch.LongTensor | None = None,
+        num_vtr_items_in_batch: int | torch.Tensor | None = None,
+        **kwargs,
+    ) -> ModelOutput:
+        r"""
+        Args:
+            labels (`torch.LongTensor` of shape `(B, L)`, *optional*):
+                Token ids to predict, aligned with `input_ids` (shifted inside the loss), -100 where unsupervised.
+            mm_encoder_outputs (`dict[str, BaseModelOutputWithPooling]`, *optional*):
+                Precomputed vision outputs, as the parent class takes them.
+            croc_objectives (`bool`, *optional*):
+                Force the stage-1.5 path on or off. Default: on in training forwards when `config.croc_pretraining`.
+            croc_generator (`torch.Generator`, *optional*):
+                Seeded generator for the random token mask; the trainer passes one per rank and step.
+            croc_image_order (`torch.LongTensor` of shape `(num_images,)`, *optional*):
+                For a packed batch (`trainer.collator`), each image's rank in the order the batch arrived, so the
+                token masks are those of the unpacked batch. Read by the stage-1.5 forward only.
+            num_vtr_items_in_batch (`int` or `torch.Tensor`, *optional*):
+                VTR tokens in the whole optimiser step (see `num_vtr_items`), the counterpart of
+                `num_items_in_batch` for the LM loss.
+            kwargs:
+                The rest of the parent's forward arguments (the cache under the installed transformers' name for it,
+                `image_sizes`, `image_grid_thw`, ...), passed on to the base model; the loss reads
+                `num_items_in_batch` from them.
+        """
+        croc_objectives = self.croc_objectives_on(croc_objectives)
+        outputs = self.model(
+            input_ids=input_ids,
+            pixel_values=pixel_values,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            inputs_embeds=inputs_embeds,
+            labels=labels,
+            mm_encoder_outputs=mm_encoder_outputs,
+            croc_objectives=croc_objectives,
+            croc_generator=croc_generator,
+            croc_image_order=croc_image_order,
+            return_dict=True,
+            **kwargs,
+        )
+        return self._croc_outputs(outputs, labels, logits_to_keep, croc_objectives, num_vtr_items_in_batch,
+                                  self.croc_output_class, **kwargs)
 
     @property
     def prompt_pool(self) -> CrocPromptPool:
@@ -398,6 +747,10 @@ class CrocForConditionalGenerationMixin:
                     positions.sum().float(),
                 ])
         return loss, norm_sums
+
+
+# The classes whose methods are Croc's own, not a parent family's (`parent_function`).
+CROC_MIXINS = (CrocPreTrainedMixin, CrocModelMixin, CrocForConditionalGenerationMixin)
 
 
 __all__ = [

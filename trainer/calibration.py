@@ -27,7 +27,8 @@ def needs_calibration(config) -> bool:
 
 def first_images(dataset, count: int, max_scanned: int | None = None) -> dict[str, torch.Tensor] | None:
     """The image inputs of the first `count` image rows of `dataset` (in index order), batched as the collator does
-    (`pixel_values`, and `image_sizes` for AnyRes rows), or None if it has none.
+    (`pixel_values`, and `image_sizes` for AnyRes rows or `image_grid_thw` for native-resolution ones), or None if
+    it has none.
 
     Scans at most `max_scanned` rows (default 20 x count) so a text-heavy mixture does not read the whole set.
     """
@@ -43,6 +44,9 @@ def first_images(dataset, count: int, max_scanned: int | None = None) -> dict[st
                 break
     if not items:
         return None
+    if all(item.get("image_grid_thw") is not None for item in items):  # native resolution: patches, grids
+        return {"pixel_values": torch.cat([item["pixel_values"] for item in items]),
+                "image_grid_thw": torch.stack([item["image_grid_thw"] for item in items])}
     images = {"pixel_values": stack_images([item["pixel_values"] for item in items])}
     if all(item.get("image_sizes") is not None for item in items):
         images["image_sizes"] = torch.stack([item["image_sizes"] for item in items])
@@ -70,14 +74,17 @@ def calibrate_prompt_pool(model, dataset, num_images: int, seed: int) -> bool:
     if images is None:
         logger.warning("prompt pool not calibrated: no image rows among the first training rows")
         return False
-    tower = model.model.vision_tower
-    reference = next(tower.parameters())
+    # Everything of the base model but its language model: the vision tower, the projector (or merger) and the pool,
+    # whatever the family calls them.
+    vision_side = [module for name, module in model.model.named_children() if name != "language_model"]
+    reference = next(p for module in vision_side for p in module.parameters())
     was_training = model.training
     model.eval()
     generator = torch.Generator(device="cpu").manual_seed(seed)
-    with _gathered([tower, model.model.multi_modal_projector, model.model.prompt_pool]):
+    with _gathered(vision_side):
         pixel_values = images.pop("pixel_values").to(reference.device, reference.dtype)
         model.calibrate_prompt_pool(pixel_values, generator=generator, **images)
     model.train(was_training)
-    logger.info("prompt pool drawn from the visual-token statistics of %d training images", pixel_values.shape[0])
+    num_images = len(images["image_grid_thw"]) if "image_grid_thw" in images else pixel_values.shape[0]
+    logger.info("prompt pool drawn from the visual-token statistics of %d training images", num_images)
     return True

@@ -72,7 +72,8 @@ def _round_up(length: int, multiple: int | None) -> int:
 @dataclass
 class CrocDataCollator:
     """Samples -> ``{"input_ids": (B, L), "labels": (B, L), "attention_mask": (B, L), "pixel_values": (N, 3, H, W)}``
-    (AnyRes: ``"pixel_values": (N, crops, 3, H, W)`` and ``"image_sizes": (N, 2)``).
+    (AnyRes: ``"pixel_values": (N, crops, 3, H, W)`` and ``"image_sizes": (N, 2)``; native resolution:
+    ``"pixel_values": (patches, C * T * P * P)``, ``"image_grid_thw": (N, 3)`` and ``"mm_token_type_ids": (B, L)``).
 
     L is the longest sample (rounded up to `pad_to_multiple_of`); padding uses `pad_token_id` in `input_ids`,
     `label_pad_id` in `labels` and 0 in `attention_mask`, on `padding_side`. `pixel_values` holds the images of
@@ -98,6 +99,9 @@ class CrocDataCollator:
     # The trainer's collator sets it: a packed batch's rows are not the rows it was given, so the trainer cannot
     # count them from `input_ids`. Off by default, so a batch is the model's keyword arguments as it is.
     report_rows: bool = False
+    # The image placeholder id, for native-resolution batches (`image_grid_thw`), whose `mm_token_type_ids` the
+    # collator writes as their processor does.
+    image_token_id: int | None = None
 
     def __post_init__(self) -> None:
         if self.padding_side not in ("left", "right"):
@@ -133,7 +137,17 @@ class CrocDataCollator:
 
         batch = {"input_ids": input_ids, "labels": labels, "attention_mask": attention_mask}
         images = [feature["pixel_values"] for feature in features if feature.get("pixel_values") is not None]
-        if images:
+        grids = [feature["image_grid_thw"] for feature in features if feature.get("image_grid_thw") is not None]
+        if grids:
+            # Native resolution (Qwen2-VL's layout): every image's patches in one tensor, their grids beside them,
+            # and the placeholder types the model computes its multimodal positions from (1 at image tokens).
+            batch["pixel_values"] = torch.cat(images)
+            batch["image_grid_thw"] = torch.stack(grids)
+            if self.image_token_id is None:
+                raise ValueError("a batch with image_grid_thw needs the collator's image_token_id "
+                                 "(build_collator sets it from the processor)")
+            batch["mm_token_type_ids"] = (input_ids == self.image_token_id).int()
+        elif images:
             batch["pixel_values"] = stack_images(images)
         sizes = [feature["image_sizes"] for feature in features if feature.get("image_sizes") is not None]
         if sizes:
@@ -207,6 +221,7 @@ def build_collator(
     return CrocDataCollator(
         pad_token_id=pad_token_id, padding_side=padding_side, pad_to_multiple_of=pad_to_multiple_of,
         packing=packing, packing_max_length=packing_max_length, report_rows=report_rows,
+        image_token_id=getattr(processor, "image_token_id", None),
     )
 
 

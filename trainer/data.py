@@ -115,6 +115,20 @@ def _fit(ids: list[int], labels: list[int], image_end: int, max_length: int) -> 
     return keep if any(label != IGNORE_INDEX for label in labels[:keep]) else 0
 
 
+def image_sample(image_inputs: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """One image's entries of a sample, from its image processor's outputs for a batch of one: `pixel_values`
+    `(3, H, W)` (LLaVA-1.5), `(crops, 3, H, W)` with `image_sizes` `(2,)` (AnyRes), or, for native-resolution
+    processors (Qwen2-VL's), every patch of the image `(patches, C * T * P * P)` with `image_grid_thw` `(3,)`: those
+    processors flatten a batch's patches into one tensor, so the image's are all of them, not the first row."""
+    if "image_grid_thw" in image_inputs:
+        return {"pixel_values": image_inputs["pixel_values"],
+                "image_grid_thw": torch.as_tensor(image_inputs["image_grid_thw"][0])}
+    sample = {"pixel_values": image_inputs["pixel_values"][0]}
+    if "image_sizes" in image_inputs:  # AnyRes (OneVision): the crops' source size
+        sample["image_sizes"] = torch.as_tensor(image_inputs["image_sizes"][0])
+    return sample
+
+
 class CrocSupervisedDataset(torch.utils.data.Dataset):
     """Supervised rows for every Croc stage.
 
@@ -133,7 +147,8 @@ class CrocSupervisedDataset(torch.utils.data.Dataset):
             allocate count).
 
     ``dataset[i]`` is ``{"input_ids": LongTensor(L), "labels": LongTensor(L), "pixel_values": FloatTensor(3, H, W)
-    or None}`` (AnyRes processors: `(crops, 3, H, W)` plus `"image_sizes"`), L <= model_max_length: the image marker
+    or None}`` (AnyRes processors: `(crops, 3, H, W)` plus `"image_sizes"`; native-resolution ones: the image's
+    patches plus `"image_grid_thw"`, see `image_sample`), L <= model_max_length: the image marker
     becomes as many image-token ids as the processor expands it to for that image, BOS
     starts the sequence, labels are -100 except on supervised tokens. A row longer than `model_max_length` is cut
     from the end (later turns first, a partly fitting answer shortened) when its image and at least one answer token
@@ -319,10 +334,10 @@ class CrocSupervisedDataset(torch.utils.data.Dataset):
         item.update({
             "input_ids": torch.tensor(input_ids, dtype=torch.long),
             "labels": torch.tensor(labels, dtype=torch.long),
-            "pixel_values": image["pixel_values"][0] if image is not None else None,
+            "pixel_values": None,
         })
-        if image is not None and "image_sizes" in image:  # AnyRes (OneVision): the crops' source size
-            item["image_sizes"] = torch.as_tensor(image["image_sizes"][0])
+        if image is not None:
+            item.update(image_sample(image))
         return item, None
 
     def _image_token_count(self, image_inputs) -> int:

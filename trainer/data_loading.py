@@ -243,8 +243,8 @@ def fit_rows(dataset: CrocSupervisedDataset, report: DataReport, args: CrocTrain
             report.start_rejects.append({"reason": fits[i].reason, "detail": fits[i].detail, **_plain(row)})
     unknown = sum(fit.verdict == _UNKNOWN for fit in fits)
     if unknown:
-        logger.info("%d image row(s) have a token count that depends on the image (AnyRes): they are fitted to "
-                    "model_max_length when training reads them", unknown)
+        logger.info("%d image row(s) have a token count that depends on the image (AnyRes crops, native "
+                    "resolution): they are fitted to model_max_length when training reads them", unknown)
     if not rejected:
         return dataset
     keep = [i for i, fit in enumerate(fits) if fit.verdict != "rejected"]

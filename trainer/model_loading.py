@@ -11,8 +11,9 @@ import logging
 import torch
 
 from modeling_croc import CrocForConditionalGeneration, CrocOnevisionForConditionalGeneration
+from modeling_croc.constants import IMAGE_TOKEN
 from modeling_croc.conversation import get_template
-from modeling_croc.loading import load_croc, load_croc_processor, local_folder
+from modeling_croc.loading import load_croc, load_croc_processor, local_folder, read_croc_config
 
 from .script_args import ModelArguments
 from .stages import PARAMETER_GROUPS, parameter_group
@@ -46,14 +47,39 @@ def load_stage_processor(model_args: ModelArguments, args: CrocTrainingArguments
                                         image_aspect_ratio=args.image_aspect_ratio)
     else:
         processor = load_croc_processor(model_args.name_or_path, image_aspect_ratio=args.image_aspect_ratio)
+        if hasattr(processor, "limit_visual_tokens"):  # native resolution: bounded by the config's pool
+            config = read_croc_config(model_args.name_or_path, croc_fields=args.croc_fields)
+            if config is not None:
+                fit_images_to_pool(processor, config)
     return _for_stage(processor, args)
+
+
+def fit_images_to_pool(processor, config) -> None:
+    """Bound a native-resolution processor's images (Qwen2.5-VL's: up to 16,384 merged tokens by default) so that
+    stage 1.5's one-to-one matching can serve every image: its masked tokens never outnumber the prompt pool (with
+    `mask_ratio` 0.75 and a 2048 pool, 2730 tokens, ~2.1 MP). Without this, the first large image would end the run
+    mid-way; with it, the limit is decided before the data is read and logged once."""
+    limit = getattr(processor, "limit_visual_tokens", None)
+    if limit is None or not (config.croc_pretraining and config.token_matching == "hungarian"):
+        return
+    most = processor.num_image_tokens
+    if config.num_masked_tokens(most) <= config.prompt_pool_size:
+        return
+    low, high = 1, most  # the largest count whose masked tokens fit the pool (num_masked_tokens is monotone)
+    while low < high:
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if config.num_masked_tokens(middle) <= config.prompt_pool_size else (low, middle - 1)
+    limit(low)
+    logger.info("images resized to at most %d visual tokens (was %d), so that their %d masked tokens fit the "
+                "%d-token prompt pool one-to-one", low, most, config.num_masked_tokens(low), config.prompt_pool_size)
 
 
 def _for_stage(processor, args: CrocTrainingArguments):
     template = get_template(args.template)
     if template.user_text and processor is not None:
         # The saved processor prompts the model the way this stage trains it (Vicuna v1, or ChatML for Qwen runs).
-        processor.chat_template = template.chat_template(processor.tokenizer.eos_token)
+        processor.chat_template = template.chat_template(processor.tokenizer.eos_token,
+                                                         getattr(processor, "image_token", IMAGE_TOKEN))
     return processor
 
 

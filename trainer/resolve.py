@@ -16,7 +16,6 @@ from typing import NamedTuple
 from huggingface_hub.errors import StrictDataclassError
 
 from modeling_croc.attention_mask import check_mixed_attention_backend, is_maskless_backend
-from modeling_croc.configuration_croc_onevision import CrocOnevisionConfig
 from modeling_croc.loading import read_croc_config
 from modeling_croc.presets import get_preset
 from modeling_croc.split_attention import SPLIT_ATTENTION, split_attention_problem
@@ -111,10 +110,12 @@ def check_croc_config(model_args: ModelArguments, args: CrocTrainingArguments) -
             # The mask path computes the same attention; only its speed differs.
             logger.warning("%s: falling back to the mask path (model.attn_implementation=eager)", problem)
             model_args.attn_implementation = "eager"
-    if args.packing and isinstance(config, CrocOnevisionConfig):
-        # The collator packs fixed-size images only; AnyRes images carry their crops and sizes per sample.
-        raise ConfigError("packing=true: LLaVA-OneVision's AnyRes images (crops and sizes per image) are not packed; "
-                          "set packing=false for this model")
+    if args.packing and config.croc_variable_token_count:
+        # The collator packs fixed-size images only; AnyRes crops and native-resolution patches carry their sizes
+        # or grids per image.
+        raise ConfigError(f"packing=true: {config.model_type} images have a token count of their own (AnyRes crops "
+                          "or native-resolution patches), which the collator does not pack; set packing=false for "
+                          "this model")
 
 
 def resolve_packing(model_args: ModelArguments, args: CrocTrainingArguments) -> None:

@@ -21,12 +21,14 @@ PARAMETER_GROUPS: tuple[str, ...] = ("projector", "prompt_pool", "vtr_head", "la
 # parameters under PEFT's `base_model.model.` prefix and inside `modules_to_save` / LoRA wrappers.
 GROUP_MARKERS: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {
-        # OneVision's newline token is part of the vision-to-LM interface: it trains with the projector.
-        "projector": ("multi_modal_projector.", "image_newline"),
+        # OneVision's newline token is part of the vision-to-LM interface: it trains with the projector, as the
+        # patch mergers of Qwen2.5-VL / Qwen3-VL (`visual.merger`, `visual.deepstack_merger_list`) do.
+        "projector": ("multi_modal_projector.", "image_newline", "visual.merger.", "visual.deepstack_merger_list."),
         "prompt_pool": (f"{PROMPT_POOL_MODULE}.",),
         "vtr_head": (f"{VTR_HEAD_MODULE}.",),
         "language_model": ("language_model.", "lm_head."),
-        "vision_tower": ("vision_tower.",),
+        # Qwen2.5-VL / Qwen3-VL call their vision tower `visual` (its merger matched above first).
+        "vision_tower": ("vision_tower.", "visual."),
     }
 )
 

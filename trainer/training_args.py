@@ -116,7 +116,8 @@ class CrocTrainingArguments(TrainingArguments):
 
     # ---- data ----
     template: str | None = field(
-        default=None, metadata={"help": "Conversation template ('plain', 'vicuna_v1'); None: the stage's."}
+        default=None, metadata={"help": "Conversation template ('plain', 'vicuna_v1', 'qwen_1_5', 'qwen2_vl': "
+                                  "modeling_croc.conversation.TEMPLATES); None: the stage's."}
     )
     image_aspect_ratio: str | None = field(
         default=None, metadata={"help": "'square' (resize) or 'pad' (pad to square with the mean colour); None: "

@@ -35,6 +35,7 @@ COMMANDS = {
     "from-victor": lambda a: convert_original_checkpoint(a.source, a.out, vision_tower=a.vision_tower,
                                                          vocab_multiple=a.vocab_multiple, **_preset(a)),
     "to-llava": lambda a: export_llava_folder(a.source, a.out),
+    "to-plain": lambda a: export_llava_folder(a.source, a.out),
 }
 
 
@@ -75,7 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
                  "embedding (default 64, as LLaVA-1.5's conversions: 32064 for Vicuna). The padding rows take a little "
                  "softmax mass the source model never had: at most log(V_padded / V) nats, about 0.002 for Vicuna. "
                  "1 adds only <image> and <pad>.")
-    export = sub.add_parser("to-llava", help="export to a plain llava folder (no pool, no head)")
+    export = sub.add_parser("to-llava", aliases=["to-plain"],
+                            help="export to a plain folder of the parent family (llava, llava_onevision, qwen2_5_vl, "
+                                 "...: no pool, no head)")
     export.add_argument("source")
     export.add_argument("out")
     return parser

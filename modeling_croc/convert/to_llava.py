@@ -1,5 +1,6 @@
 """Export a Croc checkpoint as the plain transformers model it extends (no pool, no VTR head): a `llava` folder for
-`CrocForConditionalGeneration`, a `llava_onevision` folder for `CrocOnevisionForConditionalGeneration`.
+`CrocForConditionalGeneration`, a `llava_onevision` folder for `CrocOnevisionForConditionalGeneration`, a
+`qwen2_5_vl` folder for `CrocQwen2_5_VLForConditionalGeneration` (`families.FAMILIES`).
 
 lmms-eval's `llava_hf` / `llava_onevision`, vLLM and other consumers then load it with the plain class, which gives
 the same logits as Croc's inference path.
@@ -7,6 +8,7 @@ the same logits as Croc's inference path.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from transformers import (
@@ -21,12 +23,11 @@ from transformers import (
 from ..configuration_croc import CROC_FIELD_NAMES, CrocConfig
 from ..configuration_croc_onevision import CrocOnevisionConfig
 from ..constants import CROC_ONLY_PREFIXES
+from ..families import FAMILIES
 
-# Croc config class -> the plain config and model classes it extends.
+# Croc config class -> the plain config and model classes it extends (`families.FAMILIES`).
 PLAIN_COUNTERPARTS: dict[type, tuple[type[PreTrainedConfig], type[PreTrainedModel]]] = {
-    CrocConfig: (LlavaConfig, LlavaForConditionalGeneration),
-    CrocOnevisionConfig: (LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration),
-}
+    family.config: (family.plain_config, family.plain_model) for family in FAMILIES}
 # Entries of a saved Croc config that describe the Croc class rather than the architecture.
 _CLASS_ENTRIES = ("model_type", "auto_map", "architectures")
 
@@ -86,6 +87,37 @@ def export_llava_folder(croc_dir: str | Path, out_dir: str | Path) -> Path:
             chat_template=processor.chat_template,
             num_additional_image_tokens=processor.num_additional_image_tokens,
         ).save_pretrained(out_dir)
-    elif processor is not None:  # OneVision's own processor already is the plain one
+    elif processor is not None:
         processor.save_pretrained(out_dir)
+        _name_parent_processor(out_dir, type(processor))
     return out_dir
+
+
+def _name_parent_processor(folder: Path, processor_class: type) -> None:
+    """A processor of this package that only leaves out the parent's video part (`CrocOnevisionProcessor`,
+    `CrocQwen2_5_VLProcessor`) saves the parent's files: the plain folder names the parent class, which loads them
+    natively, instead of this package's class as remote code. (The parent class itself cannot be built here when
+    its video processor needs torchvision.)"""
+    if not processor_class.__module__.startswith(__package__.split(".")[0]):
+        return
+    for config_file in folder.glob("*.json"):
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+        if not isinstance(config, dict):
+            continue
+        cleaned = _without_croc_auto_map(config)
+        if cleaned.get("processor_class") == processor_class.__name__:  # processor and tokenizer configs
+            cleaned["processor_class"] = processor_class.__mro__[1].__name__
+        if cleaned != config:
+            config_file.write_text(json.dumps(cleaned, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    for copied in folder.glob("processing_croc*.py"):
+        copied.unlink()
+
+
+def _without_croc_auto_map(entry):
+    """`entry` (a saved JSON value) without the `auto_map` entries that point to this package's processor code."""
+    if isinstance(entry, dict):
+        return {key: _without_croc_auto_map(value) for key, value in entry.items()
+                if not (key == "auto_map" and "processing_croc" in json.dumps(value))}
+    if isinstance(entry, list):
+        return [_without_croc_auto_map(value) for value in entry]
+    return entry

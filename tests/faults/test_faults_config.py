@@ -126,4 +126,4 @@ def test_packing_a_onevision_model_is_refused_before_anything_loads(tmp_path, sm
     onevision = save_tiny_croc_onevision(tmp_path / "onevision")
     message = _error(monkeypatch, STAGE1_5, tmp_path, onevision, small_data, "--packing=true",
                      "--croc_overrides={prompt_pool_size: 64}")
-    assert "LLaVA-OneVision's AnyRes images" in message and "set packing=false" in message
+    assert "croc_onevision images have a token count of their own" in message and "set packing=false" in message

@@ -1,0 +1,118 @@
+"""Tiny models and batches of the Croc families beyond LLaVA-1.5 and OneVision, built in code (nothing downloaded)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from modeling_croc import CrocQwen2_5_VLConfig
+
+# Qwen2.5-VL's special tokens in a 160-entry vocabulary: padding, the image placeholder, video, vision start / end.
+QWEN_TOKENS = {"pad_token_id": 0, "image_token_id": 150, "video_token_id": 151, "vision_start_token_id": 152,
+               "vision_end_token_id": 153}
+# The sliding window of the sliding-layer variant: shorter than the test rows, so the window shows in the masks.
+QWEN_SLIDING_WINDOW = 6
+
+
+def tiny_qwen2_5_vl_fields(sliding: bool = False) -> dict[str, Any]:
+    """Qwen2.5-VL config fields of a tiny model: a 2-layer text model of width 32 (4 heads, 2 KV heads, M-RoPE
+    sections 2/1/1 over its head dimension 8) and a 2-block vision tower (one windowed, one full-attention block)
+    whose 2x2 merger outputs width 32. `sliding`: the top layer slides (`use_sliding_window`, `max_window_layers=1`),
+    as Qwen2.5-VL's text model can."""
+    text = {"vocab_size": 160, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "num_key_value_heads": 2, "pad_token_id": QWEN_TOKENS["pad_token_id"],
+            "bos_token_id": 1, "eos_token_id": 2,
+            "rope_parameters": {"rope_type": "default", "mrope_section": [2, 1, 1]}}
+    if sliding:
+        text.update(use_sliding_window=True, sliding_window=QWEN_SLIDING_WINDOW, max_window_layers=1)
+    vision = {"depth": 2, "hidden_size": 16, "intermediate_size": 32, "num_heads": 2, "out_hidden_size": 32,
+              "fullatt_block_indexes": [1], "window_size": 56, "patch_size": 14, "temporal_patch_size": 2,
+              "spatial_merge_size": 2}
+    return {"text_config": text, "vision_config": vision,
+            **{name: value for name, value in QWEN_TOKENS.items() if name != "pad_token_id"}}
+
+
+def tiny_croc_qwen2_5_vl_config(sliding: bool = False, **croc_fields: Any) -> CrocQwen2_5_VLConfig:
+    """A tiny `CrocQwen2_5_VLConfig` (`tiny_qwen2_5_vl_fields`) with `croc_fields` on top (pool of 64 by default)."""
+    croc_fields.setdefault("prompt_pool_size", 64)
+    croc_fields.setdefault("vtr_head", "linear")
+    return CrocQwen2_5_VLConfig(**tiny_qwen2_5_vl_fields(sliding), **croc_fields)
+
+
+def make_qwen_batch(config, grids: list[tuple[int, int, int]], text_lengths: list[int], left_pad: int = 0,
+                    seed: int = 0) -> dict[str, torch.Tensor]:
+    """A left-padded batch in Qwen2.5-VL's layout, one image per row: `<|vision_start|>`, the image's
+    `t*h*w / merge**2` placeholders, `<|vision_end|>`, then `text_lengths[row]` text tokens, all supervised.
+
+    Returns what its processor returns (`input_ids`, `attention_mask`, `pixel_values` as flattened patches,
+    `image_grid_thw`, `mm_token_type_ids`: 1 at image placeholders) plus `labels`."""
+    generator = torch.Generator().manual_seed(seed)
+    vision = config.vision_config
+    merge = vision.spatial_merge_size
+    rows = []
+    for (t, h, w), text_length in zip(grids, text_lengths):
+        text = torch.randint(10, 140, (text_length,), generator=generator).tolist()
+        rows.append([3, config.vision_start_token_id] + [config.image_token_id] * (t * h * w // merge**2)
+                    + [config.vision_end_token_id] + text)
+    length = max(map(len, rows)) + left_pad
+    input_ids = torch.full((len(rows), length), QWEN_TOKENS["pad_token_id"])
+    attention_mask = torch.zeros(len(rows), length, dtype=torch.long)
+    for index, row in enumerate(rows):
+        input_ids[index, length - len(row):] = torch.tensor(row)
+        attention_mask[index, length - len(row):] = 1
+    labels = torch.where(attention_mask.bool() & (input_ids >= 10) & (input_ids < 140), input_ids, -100)
+    grid = torch.tensor(grids)
+    patch_dim = vision.in_channels * vision.temporal_patch_size * vision.patch_size**2
+    pixel_values = torch.randn(int(grid.prod(-1).sum()), patch_dim, generator=generator)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels,
+            "pixel_values": pixel_values, "image_grid_thw": grid,
+            "mm_token_type_ids": (input_ids == config.image_token_id).long()}
+
+
+# Qwen2.5-VL's vision tokens, added to the offline ChatML tokenizer as its tokenizer has them.
+QWEN_VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
+
+
+def tiny_qwen2_5_vl_processor():
+    """A `CrocQwen2_5_VLProcessor` available offline: the ChatML byte-level BPE tokenizer of the tiny OneVision model
+    plus Qwen2.5-VL's vision tokens, and Qwen2-VL's PIL image processor at tiny sizes (14-px patches, 2x2 merge,
+    images resized to between 28x28 and 56x56 pixels: 1 to 4 merged tokens)."""
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    from modeling_croc.processing_croc_qwen2_5_vl import CrocQwen2_5_VLProcessor
+
+    from .tiny import chatml_bpe_tokenizer
+
+    tokenizer = chatml_bpe_tokenizer()
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", *QWEN_VISION_TOKENS]})
+    image_processor = Qwen2VLImageProcessorPil(size={"shortest_edge": 28 * 28, "longest_edge": 56 * 56},
+                                               patch_size=14, merge_size=2, temporal_patch_size=2)
+    return CrocQwen2_5_VLProcessor(image_processor=image_processor, tokenizer=tokenizer)
+
+
+def save_tiny_qwen2_5_vl(folder, seed: int = 0):
+    """Write a random tiny plain Qwen2.5-VL folder (`Qwen2_5_VLForConditionalGeneration` and its processor files),
+    laid out as a Hub checkpoint is: what a user starts Croc's stage 1.5 from."""
+    from pathlib import Path
+
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    folder = Path(folder)
+    processor = tiny_qwen2_5_vl_processor()
+    tokenizer = processor.tokenizer
+    fields = tiny_qwen2_5_vl_fields()
+    ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in (
+        ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>"),
+        ("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"))}
+    fields.update(ids)
+    fields["text_config"].update(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, bos_token_id=None,
+                                 eos_token_id=tokenizer.eos_token_id)
+    torch.manual_seed(seed)
+    Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(**fields)).save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
+__all__ = ["QWEN_SLIDING_WINDOW", "QWEN_TOKENS", "QWEN_VISION_TOKENS", "make_qwen_batch", "save_tiny_qwen2_5_vl",
+           "tiny_croc_qwen2_5_vl_config", "tiny_qwen2_5_vl_fields", "tiny_qwen2_5_vl_processor"]

@@ -1,0 +1,83 @@
+"""A tiny Gemma 3 for Croc, built in code (nothing downloaded): config and batch builders of the Gemma 3 family."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from modeling_croc import CrocGemma3Config
+
+# Gemma 3's special tokens in a 160-entry vocabulary: padding, bos, the image placeholder (`<image_soft_token>`) and
+# the begin / end-of-image tokens that wrap each image's placeholders.
+GEMMA3_TOKENS = {"pad_token_id": 0, "bos_token_id": 2, "image_token_index": 150, "boi_token_index": 151,
+                 "eoi_token_index": 152}
+# The sliding window of the text model's sliding layer: shorter than the test rows, so the window shows in the masks.
+GEMMA3_SLIDING_WINDOW = 6
+# Visual tokens per image: the tower's 4x4 patch grid average-pooled 2x2.
+GEMMA3_TOKENS_PER_IMAGE = 4
+
+
+def tiny_gemma3_fields() -> dict[str, Any]:
+    """Gemma 3 config fields of a tiny model: a 2-layer text model of width 32 (4 heads of 8, 2 KV heads), its first
+    layer sliding (window `GEMMA3_SLIDING_WINDOW`) and its second global, as Gemma 3 alternates them; a 1-layer
+    SigLIP tower of width 16 on 16x16 images of 4x4 patches, pooled to `GEMMA3_TOKENS_PER_IMAGE` tokens."""
+    text = {"vocab_size": 160, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+            "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 8, "query_pre_attn_scalar": 8,
+            "sliding_window": GEMMA3_SLIDING_WINDOW, "layer_types": ["sliding_attention", "full_attention"],
+            "pad_token_id": GEMMA3_TOKENS["pad_token_id"], "bos_token_id": GEMMA3_TOKENS["bos_token_id"],
+            "eos_token_id": 1}
+    vision = {"model_type": "siglip_vision_model", "hidden_size": 16, "intermediate_size": 32,
+              "num_hidden_layers": 1, "num_attention_heads": 2, "image_size": 16, "patch_size": 4}
+    return {"text_config": text, "vision_config": vision, "mm_tokens_per_image": GEMMA3_TOKENS_PER_IMAGE,
+            **{name: value for name, value in GEMMA3_TOKENS.items() if name.endswith("_index")}}
+
+
+def tiny_croc_gemma3_config(**croc_fields: Any) -> CrocGemma3Config:
+    """A tiny `CrocGemma3Config` (`tiny_gemma3_fields`) with `croc_fields` on top (pool of 64 by default)."""
+    croc_fields.setdefault("prompt_pool_size", 64)
+    croc_fields.setdefault("vtr_head", "linear")
+    return CrocGemma3Config(**tiny_gemma3_fields(), **croc_fields)
+
+
+@torch.no_grad()
+def randomize_gemma3_projector(model: torch.nn.Module, seed: int = 0) -> None:
+    """Draw the projector's weight: Gemma 3 initialises it to zeros, which would make every visual token zero and
+    let tests about visual tokens pass on zeros."""
+    projector = model.model.multi_modal_projector if hasattr(model, "lm_head") else model.multi_modal_projector
+    generator = torch.Generator().manual_seed(seed)
+    weight = projector.mm_input_projection_weight
+    weight.copy_(torch.randn(weight.shape, generator=generator) * 0.5)
+
+
+def make_gemma3_batch(config, images_per_row: list[int], text_lengths: list[int], left_pad: int = 0,
+                      seed: int = 0) -> dict[str, torch.Tensor]:
+    """A left-padded batch in Gemma 3's layout: `<bos>`, then per image `<start_of_image>`, its
+    `mm_tokens_per_image` placeholders and `<end_of_image>`, then `text_lengths[row]` text tokens, all supervised.
+    Rows may hold several images (as pan-and-scan crops do: each crop is an image of its own).
+
+    Returns what its processor returns (`input_ids`, `attention_mask`, `pixel_values` `(num_images, 3, H, W)`,
+    `token_type_ids`: 1 at image placeholders) plus `labels`."""
+    generator = torch.Generator().manual_seed(seed)
+    rows = []
+    for num_images, text_length in zip(images_per_row, text_lengths):
+        image = [config.boi_token_index] + [config.image_token_index] * config.mm_tokens_per_image \
+            + [config.eoi_token_index]
+        text = torch.randint(10, 140, (text_length,), generator=generator).tolist()
+        rows.append([GEMMA3_TOKENS["bos_token_id"]] + image * num_images + text)
+    length = max(map(len, rows)) + left_pad
+    input_ids = torch.full((len(rows), length), GEMMA3_TOKENS["pad_token_id"])
+    attention_mask = torch.zeros(len(rows), length, dtype=torch.long)
+    for index, row in enumerate(rows):
+        input_ids[index, length - len(row):] = torch.tensor(row)
+        attention_mask[index, length - len(row):] = 1
+    labels = torch.where(attention_mask.bool() & (input_ids >= 10) & (input_ids < 140), input_ids, -100)
+    vision = config.vision_config
+    pixel_values = torch.randn(sum(images_per_row), vision.num_channels, vision.image_size, vision.image_size,
+                               generator=generator)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels, "pixel_values": pixel_values,
+            "token_type_ids": (input_ids == config.image_token_index).long()}
+
+
+__all__ = ["GEMMA3_SLIDING_WINDOW", "GEMMA3_TOKENS", "GEMMA3_TOKENS_PER_IMAGE", "make_gemma3_batch",
+           "randomize_gemma3_projector", "tiny_croc_gemma3_config", "tiny_gemma3_fields"]

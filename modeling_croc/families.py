@@ -1,0 +1,110 @@
+"""The transformers families Croc runs on: one entry each, the one table every part of the package reads (the Auto
+registration, loading a folder by its `model_type`, conversion from and export to a plain parent folder).
+
+Adding a family is a config class (`CrocFieldsMixin` + the parent's config), a modelling file declaring the
+family's classes on the shared mechanism (`stage15.py`), and an entry here.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from transformers import (
+    Gemma3Config,
+    Gemma3ForConditionalGeneration,
+    Gemma3Processor,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LlavaNextConfig,
+    LlavaNextForConditionalGeneration,
+    LlavaNextProcessor,
+    LlavaOnevisionConfig,
+    LlavaOnevisionForConditionalGeneration,
+    Mistral3Config,
+    Mistral3ForConditionalGeneration,
+    PixtralProcessor,
+    PreTrainedConfig,
+    PreTrainedModel,
+    Qwen2_5_VLConfig,
+    Qwen2_5_VLForConditionalGeneration,
+    Qwen3VLConfig,
+    Qwen3VLForConditionalGeneration,
+    Qwen3VLProcessor,
+)
+
+from .configuration_croc import CrocConfig
+from .configuration_croc_gemma3 import CrocGemma3Config
+from .configuration_croc_llava_next import CrocLlavaNextConfig
+from .configuration_croc_mistral3 import CrocMistral3Config
+from .configuration_croc_onevision import CrocOnevisionConfig
+from .configuration_croc_qwen2_5_vl import CrocQwen2_5_VLConfig
+from .configuration_croc_qwen3_vl import CrocQwen3VLConfig
+from .modeling_croc import CrocForConditionalGeneration, CrocModel
+from .modeling_croc_gemma3 import CrocGemma3ForConditionalGeneration, CrocGemma3Model
+from .modeling_croc_llava_next import CrocLlavaNextForConditionalGeneration, CrocLlavaNextModel
+from .modeling_croc_mistral3 import CrocMistral3ForConditionalGeneration, CrocMistral3Model
+from .modeling_croc_onevision import CrocOnevisionForConditionalGeneration, CrocOnevisionModel
+from .modeling_croc_qwen2_5_vl import CrocQwen2_5_VLForConditionalGeneration, CrocQwen2_5_VLModel
+from .modeling_croc_qwen3_vl import CrocQwen3VLForConditionalGeneration, CrocQwen3VLModel
+from .processing_croc import CrocProcessor
+from .processing_croc_onevision import CrocOnevisionProcessor
+from .processing_croc_qwen2_5_vl import CrocQwen2_5_VLProcessor
+
+
+@dataclass(frozen=True)
+class CrocFamily:
+    """One parent family and its Croc classes.
+
+    Attributes:
+        config: the Croc config class (its `model_type` names a saved Croc folder of the family).
+        model: the Croc base model class (`AutoModel`).
+        generation_model: the Croc generation class (`AutoModelForImageTextToText` and the parent's other Auto
+            classes).
+        processor: the processor a Croc folder of the family saves and loads.
+        processor_is_croc: whether `processor` is this package's class (copied into a saved folder for
+            `trust_remote_code`) or transformers' own (named in the folder, loaded natively).
+        plain_config, plain_model: the parent's config and generation classes (conversion and export).
+    """
+
+    config: type[PreTrainedConfig]
+    model: type[PreTrainedModel]
+    generation_model: type[PreTrainedModel]
+    processor: type
+    processor_is_croc: bool
+    plain_config: type[PreTrainedConfig]
+    plain_model: type[PreTrainedModel]
+
+    @property
+    def model_type(self) -> str:
+        return self.config.model_type
+
+    @property
+    def plain_model_type(self) -> str:
+        return self.plain_config.model_type
+
+
+FAMILIES: tuple[CrocFamily, ...] = (
+    CrocFamily(CrocConfig, CrocModel, CrocForConditionalGeneration, CrocProcessor, True,
+               LlavaConfig, LlavaForConditionalGeneration),
+    CrocFamily(CrocOnevisionConfig, CrocOnevisionModel, CrocOnevisionForConditionalGeneration, CrocOnevisionProcessor,
+               True, LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration),
+    CrocFamily(CrocQwen2_5_VLConfig, CrocQwen2_5_VLModel, CrocQwen2_5_VLForConditionalGeneration,
+               CrocQwen2_5_VLProcessor, True, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration),
+    CrocFamily(CrocLlavaNextConfig, CrocLlavaNextModel, CrocLlavaNextForConditionalGeneration, LlavaNextProcessor,
+               False, LlavaNextConfig, LlavaNextForConditionalGeneration),
+    CrocFamily(CrocMistral3Config, CrocMistral3Model, CrocMistral3ForConditionalGeneration, PixtralProcessor,
+               False, Mistral3Config, Mistral3ForConditionalGeneration),
+    CrocFamily(CrocQwen3VLConfig, CrocQwen3VLModel, CrocQwen3VLForConditionalGeneration, Qwen3VLProcessor, False,
+               Qwen3VLConfig, Qwen3VLForConditionalGeneration),
+    CrocFamily(CrocGemma3Config, CrocGemma3Model, CrocGemma3ForConditionalGeneration, Gemma3Processor, False,
+               Gemma3Config, Gemma3ForConditionalGeneration),
+)
+
+# The family of a saved Croc folder's `model_type`, and of a plain parent folder's.
+FAMILY_OF_CROC_MODEL_TYPE: dict[str, CrocFamily] = {family.model_type: family for family in FAMILIES}
+FAMILY_OF_PLAIN_MODEL_TYPE: dict[str, CrocFamily] = {family.plain_model_type: family for family in FAMILIES}
+# The family of a Croc config class.
+FAMILY_OF_CONFIG: dict[type, CrocFamily] = {family.config: family for family in FAMILIES}
+
+
+__all__ = ["FAMILIES", "FAMILY_OF_CONFIG", "FAMILY_OF_CROC_MODEL_TYPE", "FAMILY_OF_PLAIN_MODEL_TYPE", "CrocFamily"]

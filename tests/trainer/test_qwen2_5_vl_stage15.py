@@ -1,0 +1,119 @@
+"""A newcomer's path on Qwen2.5-VL, through the public CLIs: a saved plain Qwen2.5-VL folder (laid out as the Hub's)
+-> Croc's stage 1.5 with one command -> a plain Qwen2.5-VL folder exported back, which the parent class loads with
+the trained weights. Also what the run feeds the model: the Qwen2.5-VL chat format with each image's own number of
+`<|image_pad|>` tokens, its patches and grid, and images bounded so that their masked tokens fit the pool."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from PIL import Image
+from trainer_helpers import CONFIGS, REPO, log_history, run_stage
+from transformers import Qwen2_5_VLForConditionalGeneration
+
+from croc_testing.families import save_tiny_qwen2_5_vl, tiny_qwen2_5_vl_processor
+from modeling_croc import CrocQwen2_5_VLConfig, CrocQwen2_5_VLForConditionalGeneration
+from modeling_croc.convert.__main__ import main as convert_main
+from modeling_croc.processing_croc_qwen2_5_vl import CrocQwen2_5_VLProcessor
+from trainer.collator import build_collator
+from trainer.data import CrocSupervisedDataset
+from trainer.model_loading import fit_images_to_pool
+
+
+@pytest.fixture(scope="module")
+def qwen_folder(tmp_path_factory):
+    return save_tiny_qwen2_5_vl(tmp_path_factory.mktemp("qwen") / "plain")
+
+
+def test_samples_are_in_qwen2_5_vls_own_format(qwen_folder, data_dir):
+    processor = CrocQwen2_5_VLProcessor.from_pretrained(qwen_folder)
+    rows = json.loads((data_dir / "detailed.json").read_text())
+    image_rows = [row for row in rows if "image" in row][:2]
+    dataset = CrocSupervisedDataset(image_rows, processor, template="qwen2_vl", image_root=data_dir,
+                                    model_max_length=4096)
+    samples = [dataset[0], dataset[1]]
+    tokenizer = processor.tokenizer
+    for sample in samples:
+        tokens = sample["image_grid_thw"].prod().item() // processor.image_processor.merge_size**2
+        ids = sample["input_ids"].tolist()
+        start = ids.index(tokenizer.convert_tokens_to_ids("<|vision_start|>"))
+        assert ids[start + 1:start + 1 + tokens] == [processor.image_token_id] * tokens
+        assert ids[start + 1 + tokens] == tokenizer.convert_tokens_to_ids("<|vision_end|>")
+        assert sample["pixel_values"].shape[0] == sample["image_grid_thw"].prod().item()  # all of its patches
+        text = tokenizer.decode(sample["input_ids"])
+        assert text.startswith("<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n<|im_start|>user\n"
+                               "<|vision_start|>")
+        supervised = tokenizer.decode(sample["input_ids"][sample["labels"] != -100])
+        assert supervised.endswith("<|im_end|>\n") and "<|im_start|>" not in supervised
+    # The collator keeps each image's patches, stacks the grids and writes the placeholder types.
+    batch = build_collator(processor)(samples)
+    assert batch["pixel_values"].shape[0] == int(batch["image_grid_thw"].prod(-1).sum())
+    assert torch.equal(batch["mm_token_type_ids"].bool(), batch["input_ids"] == processor.image_token_id)
+
+
+def test_images_are_bounded_so_their_masked_tokens_fit_the_pool():
+    processor = tiny_qwen2_5_vl_processor()
+    assert processor.num_image_tokens == 4
+    config = CrocQwen2_5_VLConfig(croc_pretraining=True, prompt_pool_size=2, vtr_head="linear")
+    fit_images_to_pool(processor, config)
+    # 3 tokens mask round(2.25) = 2 <= 2; 4 would mask 3.
+    assert processor.num_image_tokens == 3 and config.num_masked_tokens(3) <= 2 < config.num_masked_tokens(4)
+    unbounded = tiny_qwen2_5_vl_processor()
+    fit_images_to_pool(unbounded, CrocQwen2_5_VLConfig(croc_pretraining=False, prompt_pool_size=2, vtr_head="linear"))
+    assert unbounded.num_image_tokens == 4  # no stage-1.5 matching, nothing to bound
+
+
+def test_stage15_from_a_plain_folder_and_export_back(qwen_folder, data_dir, tmp_path):
+    out = tmp_path / "stage1_5"
+    run_stage("stage1_5_qwen2_5_vl.yaml", out, f"--model.name_or_path={qwen_folder}",
+              f"--data.path={data_dir / 'detailed.json'}", "--max_steps=2")
+    saved = json.loads((out / "config.json").read_text())
+    assert saved["model_type"] == "croc_qwen2_5_vl" and saved["prompt_pool_calibrated"]
+    logged = [entry for entry in log_history(out) if "loss" in entry]
+    assert len(logged) == 2
+    for entry in logged:  # both objectives ran, weighted as the preset says
+        assert entry["lm_loss"] > 0 and entry["vtr_loss"] > 0
+        assert entry["loss"] == pytest.approx(entry["lm_loss"] + 10 * entry["vtr_loss"], rel=1e-3)
+    croc = CrocQwen2_5_VLForConditionalGeneration.from_pretrained(out).eval()
+    start = Qwen2_5_VLForConditionalGeneration.from_pretrained(qwen_folder)
+    trained = croc.model.language_model.layers[0].self_attn.q_proj.weight
+    assert not torch.equal(trained, start.model.language_model.layers[0].self_attn.q_proj.weight)
+    # The saved processor prompts with Qwen2.5-VL's own image placeholder.
+    prompt = CrocQwen2_5_VLProcessor.from_pretrained(out).apply_chat_template(
+        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe it."}]}],
+        add_generation_prompt=True, tokenize=False)
+    assert "<|vision_start|><|image_pad|><|vision_end|>Describe it.<|im_end|>\n<|im_start|>assistant\n" in prompt
+
+    convert_main(["to-plain", str(out), str(tmp_path / "exported")])
+    exported = tmp_path / "exported"
+    assert json.loads((exported / "config.json").read_text())["model_type"] == "qwen2_5_vl"
+    assert json.loads((exported / "processor_config.json").read_text())["processor_class"] == "Qwen2_5_VLProcessor"
+    assert not list(exported.glob("*.py"))  # no remote code: the parent class loads it natively
+    plain, info = Qwen2_5_VLForConditionalGeneration.from_pretrained(exported, output_loading_info=True)
+    assert not any(info[kind] for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
+    processor = CrocQwen2_5_VLProcessor.from_pretrained(exported)
+    image = Image.open(data_dir / "images" / "000.png")
+    inputs = processor(text=["<|vision_start|><|image_pad|><|vision_end|>Describe the image."], images=[image],
+                       return_tensors="pt")
+    with torch.no_grad():
+        torch.testing.assert_close(plain.eval()(**inputs).logits, croc(**inputs).logits, rtol=0, atol=0)
+
+
+def test_full_scale_yaml_states_its_settings(monkeypatch):
+    """The Qwen2.5-VL stage-1.5 YAML resolves, in Qwen2.5-VL's chat format, with the `paper` preset's stage-1.5
+    rates it says it takes (written out here, not read from the preset table), ZeRO-3 and Croc's batch."""
+    from trainer import validation
+    from trainer.cli import load_raw_config
+
+    monkeypatch.setattr(validation, "gpu_available", lambda: True)
+    raw = load_raw_config([str(CONFIGS.parent / "qwen2_5_vl" / "stage1_5.yaml")])
+    training = raw["training"]
+    validation.check_deepspeed(training)
+    assert (training["stage"], training["template"], training["croc_preset"]) == ("1.5", "qwen2_vl", "paper")
+    assert {group: training[f"{group}_lr"] for group in ("projector", "prompt_pool", "vtr_head", "language_model")} \
+        == {"projector": 1.5e-4, "prompt_pool": 1.5e-4, "vtr_head": 1.5e-4, "language_model": 2e-5}
+    assert (training["global_batch_size"], training["model_max_length"]) == (128, 8192)
+    assert json.loads((REPO / training["deepspeed"]).read_text())["zero_optimization"]["stage"] == 3
+    assert raw["model"]["name_or_path"] == "checkpoints/Qwen2.5-VL-7B-Instruct"
