@@ -19,9 +19,11 @@ import torch
 from transformers import PreTrainedConfig
 from transformers.cache_utils import Cache
 from transformers.masking_utils import (
+    and_masks,
     blockwise_overlay,
     create_causal_mask,
     find_packed_sequence_indices,
+    packed_sequence_mask_function,
     sliding_window_overlay,
 )
 
@@ -179,11 +181,20 @@ def _sliding_mask(text_config: PreTrainedConfig, inputs_embeds: torch.Tensor, at
                   position_ids):
     # window AND (causal OR block): `create_sliding_window_causal_mask(block_sequence_ids=...)` would OR the block in
     # after the window and let a block reach past it.
-    return create_causal_mask(
-        text_config, inputs_embeds, attention_mask, None, position_ids=position_ids,
-        or_mask_function=blockwise_overlay(block_ids),
-        and_mask_function=sliding_window_overlay(text_config.sliding_window),
-    )
+    window = sliding_window_overlay(text_config.sliding_window)
+    samples = None
+    if attention_mask is None and position_ids is not None:
+        samples = find_packed_sequence_indices(position_ids.expand(inputs_embeds.shape[0], -1))
+    if samples is None:
+        return create_causal_mask(text_config, inputs_embeds, attention_mask, None, position_ids=position_ids,
+                                  or_mask_function=blockwise_overlay(block_ids), and_mask_function=window)
+    # Packed samples: transformers evaluates the extra mask functions at each sample's restarted positions, where
+    # the block ids of the row's first sample sit. Here nothing is remapped: the samples are kept apart by their own
+    # function, and the window and blocks read the row's indices (a sample is contiguous, so index distance is
+    # position distance inside it).
+    return create_causal_mask(text_config, inputs_embeds, None, None, position_ids=None,
+                              or_mask_function=blockwise_overlay(block_ids),
+                              and_mask_function=and_masks(window, packed_sequence_mask_function(samples)))
 
 
 # Layer type -> builder of its mixed mask.

@@ -14,8 +14,9 @@ import torch.nn.functional as F
 from PIL import Image
 
 import modeling_croc.stage15 as modeling_module  # where the stage-1.5 forward looks the VTR loss up
+from croc_testing.backbones import backbone_fields
 from croc_testing.tiny import FLEX_SIZES, LLAVA_VOCAB, TINY_SIZES, tiny_croc_config, tiny_croc_processor
-from modeling_croc import IGNORE_INDEX, CrocForConditionalGeneration
+from modeling_croc import IGNORE_INDEX, CrocConfig, CrocForConditionalGeneration
 from modeling_croc.attention_mask import prompt_block_ids
 from trainer.collator import DATA_REPORT_KEY, IMAGE_ORDER_KEY, CrocDataCollator, first_fit
 from trainer.data import CrocSupervisedDataset
@@ -214,6 +215,28 @@ def test_packed_batch_equals_padded_batch(processor, tmp_path, monkeypatch, stag
     assert set(grads) == set(reference_grads) and len(grads) > 10
     for name, grad in reference_grads.items():
         torch.testing.assert_close(grads[name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("preset", ["paper", "official"])
+@pytest.mark.parametrize("text", ["mistral", "gemma3_text"])
+def test_packed_batch_equals_padded_batch_on_sliding_layers(processor, tmp_path, text, preset):
+    """Sliding layers (Mistral's everywhere, Gemma 3's every other layer) with both spans: every packed sample sees
+    what it sees alone, its image or prompt block inside its window and nothing of the samples packed before it.
+    transformers evaluates a mask's extra functions at each packed sample's restarted positions, where the block ids
+    of the row's first sample sit, so the blocks are put on the row's own indices here (`attention_mask.py`)."""
+    samples = _samples(processor, get_stage("1.5").template, tmp_path)
+    padded = CrocDataCollator(pad_token_id=PAD)(samples)
+    packed = CrocDataCollator(pad_token_id=PAD, packing=True)(samples)
+    croc_fields = {"vtr_head_dropout": 0.0} if preset == "official" else {}
+    config = CrocConfig(**backbone_fields(text, "clip", vocab_size=LLAVA_VOCAB["vocab_size"]), croc_preset=preset,
+                        croc_pretraining=True, prompt_pool_size=64, attn_implementation="sdpa", **croc_fields)
+    assert config.image_token_id == LLAVA_VOCAB["image_token_id"] and max(map(len, padded["input_ids"])) > 8
+    torch.manual_seed(0)
+    model = CrocForConditionalGeneration(config).train()
+    with torch.no_grad():
+        reference = model(**padded, croc_generator=torch.Generator().manual_seed(7))
+        out = model(**packed, croc_generator=torch.Generator().manual_seed(7))
+    _assert_every_sample_matches(out, reference, packed, samples)
 
 
 def test_packed_batch_without_cache_and_refused_on_flash_with_several_rows(processor, tmp_path):
