@@ -1,11 +1,12 @@
 """A newcomer's path on Qwen2.5-VL, through the public CLIs: a saved plain Qwen2.5-VL folder (laid out as the Hub's)
--> Croc's stage 1.5 with one command -> a plain Qwen2.5-VL folder exported back, which the parent class loads with
-the trained weights. Also what the run feeds the model: the Qwen2.5-VL chat format with each image's own number of
+-> Croc's stage 1.5 with one command (then stage 2 from it) -> a plain Qwen2.5-VL folder exported back, which the
+parent class loads with the trained weights. Also what the run feeds the model: the Qwen2.5-VL chat format with each image's own number of
 `<|image_pad|>` tokens, its patches and grid, and images bounded so that their masked tokens fit the pool."""
 
 from __future__ import annotations
 
 import json
+import sys
 
 import pytest
 import torch
@@ -17,6 +18,7 @@ from croc_testing.families import save_tiny_qwen2_5_vl, tiny_qwen2_5_vl_processo
 from modeling_croc import CrocQwen2_5_VLConfig, CrocQwen2_5_VLForConditionalGeneration
 from modeling_croc.convert.__main__ import main as convert_main
 from modeling_croc.processing_croc_qwen2_5_vl import CrocQwen2_5_VLProcessor
+from trainer import train as train_module
 from trainer.collator import build_collator
 from trainer.data import CrocSupervisedDataset
 from trainer.model_loading import fit_images_to_pool
@@ -65,7 +67,7 @@ def test_images_are_bounded_so_their_masked_tokens_fit_the_pool():
     assert unbounded.num_image_tokens == 4  # no stage-1.5 matching, nothing to bound
 
 
-def test_stage15_from_a_plain_folder_and_export_back(qwen_folder, data_dir, tmp_path):
+def test_stages_from_a_plain_folder_and_export_back(qwen_folder, data_dir, tmp_path, monkeypatch):
     out = tmp_path / "stage1_5"
     run_stage("stage1_5_qwen2_5_vl.yaml", out, f"--model.name_or_path={qwen_folder}",
               f"--data.path={data_dir / 'detailed.json'}", "--max_steps=2")
@@ -85,6 +87,17 @@ def test_stage15_from_a_plain_folder_and_export_back(qwen_folder, data_dir, tmp_
         [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe it."}]}],
         add_generation_prompt=True, tokenize=False)
     assert "<|vision_start|><|image_pad|><|vision_end|>Describe it.<|im_end|>\n<|im_start|>assistant\n" in prompt
+
+    # Stage 2 from the stage-1.5 folder: the plain objective, same data path; packing is refused in one line.
+    run_stage("stage2.yaml", tmp_path / "stage2", f"--model.name_or_path={out}", "--template=qwen2_vl",
+              f"--data.path={data_dir / 'qa.json'}", "--max_steps=1")
+    (stage2,) = [entry for entry in log_history(tmp_path / "stage2") if "loss" in entry]
+    assert stage2["lm_loss"] > 0 and "vtr_loss" not in stage2
+    monkeypatch.setattr(sys, "argv", ["trainer.train", str(CONFIGS / "stage2.yaml"), f"--output_dir={tmp_path / 'p'}",
+                                      f"--model.name_or_path={out}", "--template=qwen2_vl", "--packing=true",
+                                      f"--data.path={data_dir / 'qa.json'}"])
+    with pytest.raises(SystemExit, match="croc_qwen2_5_vl images have a token count of their own"):
+        train_module.cli()
 
     convert_main(["to-plain", str(out), str(tmp_path / "exported")])
     exported = tmp_path / "exported"
