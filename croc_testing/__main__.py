@@ -1,12 +1,19 @@
 """`python -m croc_testing tiny-model FOLDER`: write the random tiny "stage 0" model the cpu_tiny configs start from;
-`python -m croc_testing tiny-qwen2_5_vl FOLDER`: a random tiny plain Qwen2.5-VL folder (stage 1.5 starts from it)."""
+`python -m croc_testing tiny-qwen2_5_vl FOLDER` (`tiny-qwen3_vl`, `tiny-gemma3`): a random tiny plain folder of that
+family, laid out as a Hub checkpoint is, which its cpu_tiny stage-1.5 config starts from."""
 
 from __future__ import annotations
 
 import argparse
 
 from .families import save_tiny_qwen2_5_vl
+from .gemma3 import save_tiny_gemma3
+from .qwen3_vl import save_tiny_qwen3_vl
 from .tiny import TINY_SIZES, save_tiny_croc
+
+# Subcommand -> the writer of a tiny plain folder of that family.
+PLAIN_FOLDERS = {"tiny-qwen2_5_vl": save_tiny_qwen2_5_vl, "tiny-qwen3_vl": save_tiny_qwen3_vl,
+                 "tiny-gemma3": save_tiny_gemma3}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -18,12 +25,14 @@ def main(argv: list[str] | None = None) -> None:
     tiny.add_argument("--image-size", type=int, default=56)
     for name, value in TINY_SIZES.items():
         tiny.add_argument(f"--{name.replace('_', '-')}", type=int, default=value)
-    qwen = commands.add_parser("tiny-qwen2_5_vl", help="random tiny plain Qwen2.5-VL folder + offline processor")
-    qwen.add_argument("folder")
-    qwen.add_argument("--seed", type=int, default=0)
+    for command in PLAIN_FOLDERS:
+        family = command.removeprefix("tiny-")
+        plain = commands.add_parser(command, help=f"random tiny plain {family} folder + offline processor")
+        plain.add_argument("folder")
+        plain.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
-    if args.command == "tiny-qwen2_5_vl":
-        print(save_tiny_qwen2_5_vl(args.folder, seed=args.seed))
+    if args.command in PLAIN_FOLDERS:
+        print(PLAIN_FOLDERS[args.command](args.folder, seed=args.seed))
         return
     sizes = {name: getattr(args, name) for name in TINY_SIZES}
     print(save_tiny_croc(args.folder, seed=args.seed, image_size=args.image_size, **sizes))

@@ -79,5 +79,104 @@ def make_gemma3_batch(config, images_per_row: list[int], text_lengths: list[int]
             "token_type_ids": (input_ids == config.image_token_index).long()}
 
 
-__all__ = ["GEMMA3_SLIDING_WINDOW", "GEMMA3_TOKENS", "GEMMA3_TOKENS_PER_IMAGE", "make_gemma3_batch",
-           "randomize_gemma3_projector", "tiny_croc_gemma3_config", "tiny_gemma3_fields"]
+# Gemma 3's special tokens, as its tokenizer names them: padding, end and start of text, unknown, the turn markers, the
+# image block's begin / end and its placeholder.
+GEMMA3_SPECIAL_TOKENS = ("<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>", "<start_of_image>",
+                         "<end_of_image>", "<image_soft_token>")
+
+# A chat template in the format of Gemma 3's instruction-tuned checkpoints (written here; transformers ships none):
+# BOS, a system message folded into the first user turn, roles user / model, each image as `<start_of_image>` (which
+# the processor expands), text trimmed, turns closed by "<end_of_turn>\n".
+GEMMA3_HUB_STYLE_CHAT_TEMPLATE = (
+    "{{ bos_token }}"
+    "{%- if messages[0]['role'] == 'system' -%}"
+    "{%- set first_user_prefix = (messages[0]['content'] if messages[0]['content'] is string "
+    "else messages[0]['content'][0]['text']) + '\n\n' -%}"
+    "{%- set loop_messages = messages[1:] -%}"
+    "{%- else -%}{%- set first_user_prefix = '' -%}{%- set loop_messages = messages -%}{%- endif -%}"
+    "{%- for message in loop_messages -%}"
+    "{%- set role = 'model' if message['role'] == 'assistant' else message['role'] -%}"
+    "{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else '') }}"
+    "{%- if message['content'] is string -%}{{ message['content'] | trim }}"
+    "{%- else -%}{%- for item in message['content'] -%}"
+    "{%- if item['type'] == 'image' -%}{{ '<start_of_image>' }}"
+    "{%- elif item['type'] == 'text' -%}{{ item['text'] | trim }}{%- endif -%}"
+    "{%- endfor -%}{%- endif -%}"
+    "{{ '<end_of_turn>\n' }}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{ '<start_of_turn>model\n' }}{%- endif -%}"
+)
+
+
+def gemma3_bpe_tokenizer(vocab_size: int = 300):
+    """A Gemma-3-style tokenizer available offline: byte-level BPE trained here in milliseconds on a fixed English text
+    (as `croc_testing.tiny.chatml_bpe_tokenizer`), with Gemma 3's special tokens (`GEMMA3_SPECIAL_TOKENS`, ids 0-8),
+    BOS added in front of every encoded text as Gemma's tokenizer does, and the image tokens under the names
+    `Gemma3Processor` reads (`boi_token`, `eoi_token`, `image_token`)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    corpus = [
+        "A red square on grey. Two blue circles. The picture shows a small cat sitting on a wooden table.",
+        "Describe the image in detail.\n\nWhat is in the picture? What colour is it? And the shape? Seven. Yes.",
+    ] * 20
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    backend.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(GEMMA3_SPECIAL_TOKENS),
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    backend.train_from_iterator(corpus, trainer)
+    bos_id = GEMMA3_SPECIAL_TOKENS.index("<bos>")
+    backend.post_processor = processors.TemplateProcessing(single="<bos> $A", pair="<bos> $A <bos> $B",
+                                                           special_tokens=[("<bos>", bos_id)])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>",
+        additional_special_tokens=["<start_of_turn>", "<end_of_turn>"],
+        extra_special_tokens={"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>",
+                              "image_token": "<image_soft_token>"})
+    tokenizer.model_max_length = 2048
+    return tokenizer
+
+
+def tiny_gemma3_processor():
+    """A `CrocGemma3Processor` available offline: `gemma3_bpe_tokenizer`, Gemma 3's PIL image processor at the tiny
+    tower's 16x16 (pan-and-scan off), `GEMMA3_TOKENS_PER_IMAGE` placeholders per image, the Gemma-3-style chat
+    template."""
+    from transformers.models.gemma3.image_processing_pil_gemma3 import Gemma3ImageProcessorPil
+
+    from modeling_croc.processing_croc_gemma3 import CrocGemma3Processor
+
+    image_processor = Gemma3ImageProcessorPil(size={"height": 16, "width": 16}, do_pan_and_scan=False)
+    return CrocGemma3Processor(image_processor=image_processor, tokenizer=gemma3_bpe_tokenizer(),
+                               chat_template=GEMMA3_HUB_STYLE_CHAT_TEMPLATE,
+                               image_seq_length=GEMMA3_TOKENS_PER_IMAGE)
+
+
+def save_tiny_gemma3(folder, seed: int = 0):
+    """Write a random tiny plain Gemma 3 folder (`Gemma3ForConditionalGeneration`, its projector drawn at random, and
+    the files of a `Gemma3Processor` with `tiny_gemma3_processor`'s parts), laid out as a Hub checkpoint is: what a
+    user starts Croc's stage 1.5 from."""
+    from pathlib import Path
+
+    from transformers import Gemma3Config, Gemma3ForConditionalGeneration, Gemma3Processor
+
+    folder = Path(folder)
+    parts = tiny_gemma3_processor()
+    tokenizer = parts.tokenizer
+    fields = tiny_gemma3_fields()
+    fields.update(image_token_index=tokenizer.image_token_id, boi_token_index=tokenizer.boi_token_id,
+                  eoi_token_index=tokenizer.convert_tokens_to_ids("<end_of_image>"))
+    fields["text_config"].update(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                                 bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    torch.manual_seed(seed)
+    model = Gemma3ForConditionalGeneration(Gemma3Config(**fields))
+    randomize_gemma3_projector(model, seed)
+    model.save_pretrained(folder)
+    Gemma3Processor(image_processor=parts.image_processor, tokenizer=tokenizer, chat_template=parts.chat_template,
+                    image_seq_length=parts.image_seq_length).save_pretrained(folder)
+    return folder
+
+
+__all__ = ["GEMMA3_HUB_STYLE_CHAT_TEMPLATE", "GEMMA3_SLIDING_WINDOW", "GEMMA3_SPECIAL_TOKENS", "GEMMA3_TOKENS",
+           "GEMMA3_TOKENS_PER_IMAGE", "gemma3_bpe_tokenizer", "make_gemma3_batch", "randomize_gemma3_projector",
+           "save_tiny_gemma3", "tiny_croc_gemma3_config", "tiny_gemma3_fields", "tiny_gemma3_processor"]

@@ -1,12 +1,15 @@
-"""A tiny Qwen3-VL Croc model and its batches, built in code (nothing downloaded)."""
+"""A tiny Qwen3-VL Croc model and its batches, and a tiny plain Qwen3-VL folder with its processor, built in code
+(nothing downloaded). `python -m croc_testing tiny-qwen3_vl FOLDER` writes the folder the cpu_tiny Qwen3-VL
+stage-1.5 config starts from."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from croc_testing.families import QWEN_TOKENS, make_qwen_batch
+from croc_testing.families import QWEN_TOKENS, QWEN_VISION_TOKENS, make_qwen_batch
 from modeling_croc import CrocQwen3VLConfig
 
 # Two images of different native resolutions (16 and 12 patches: 4 and 3 merged tokens), rows of different lengths.
@@ -52,5 +55,59 @@ def make_qwen3_vl_batch(config: CrocQwen3VLConfig, grids: list[tuple[int, int, i
                            left_pad=left_pad, seed=seed)
 
 
-__all__ = ["QWEN3_VL_GRIDS", "QWEN3_VL_TEXT_LENGTHS", "make_qwen3_vl_batch", "tiny_croc_qwen3_vl_config",
-           "tiny_qwen3_vl_fields"]
+# Qwen3-VL's image preprocessing (its checkpoints' preprocessor_config.json): 16-px patches, 2x2 merge (one merged
+# token per 32x32 pixels), two frames a temporal patch, mean and std 0.5. The tiny sizes: images resized to between
+# 32x32 and 64x64 pixels, 1 to 4 merged tokens.
+TINY_QWEN3_VL_PATCH = 16
+TINY_QWEN3_VL_PIXELS = {"shortest_edge": 32 * 32, "longest_edge": 64 * 64}
+
+
+def tiny_qwen3_vl_processor():
+    """A `CrocQwen3VLProcessor` available offline: the ChatML byte-level BPE tokenizer of the tiny OneVision model
+    plus the Qwen vision tokens (as `tiny_qwen2_5_vl_processor`), and Qwen2-VL's PIL image processor at Qwen3-VL's
+    patch and merge sizes and normalisation, tiny pixel bounds (`TINY_QWEN3_VL_PIXELS`: 1 to 4 merged tokens)."""
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+
+    from modeling_croc.processing_croc_qwen3_vl import CrocQwen3VLProcessor
+
+    from .tiny import chatml_bpe_tokenizer
+
+    tokenizer = chatml_bpe_tokenizer()
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", *QWEN_VISION_TOKENS]})
+    image_processor = Qwen2VLImageProcessorPil(size=dict(TINY_QWEN3_VL_PIXELS), patch_size=TINY_QWEN3_VL_PATCH,
+                                               merge_size=2, temporal_patch_size=2, image_mean=[0.5, 0.5, 0.5],
+                                               image_std=[0.5, 0.5, 0.5])
+    return CrocQwen3VLProcessor(image_processor=image_processor, tokenizer=tokenizer)
+
+
+def save_tiny_qwen3_vl(folder, seed: int = 0) -> Path:
+    """Write a random tiny plain Qwen3-VL folder (`Qwen3VLForConditionalGeneration`, `tiny_qwen3_vl_fields` at
+    Qwen3-VL's 16-px patches, and its processor files) laid out as a Hub checkpoint is: the processor files name
+    `Qwen3VLProcessor`, with no code of this package. What a user starts Croc's stage 1.5 from."""
+    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+
+    from modeling_croc.convert.to_llava import _name_parent_processor
+
+    folder = Path(folder)
+    processor = tiny_qwen3_vl_processor()
+    tokenizer = processor.tokenizer
+    fields = tiny_qwen3_vl_fields()
+    fields.update({name: tokenizer.convert_tokens_to_ids(token) for name, token in (
+        ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>"),
+        ("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"))})
+    fields["text_config"].update(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
+    fields["vision_config"].update(patch_size=TINY_QWEN3_VL_PATCH)
+    torch.manual_seed(seed)
+    model = Qwen3VLForConditionalGeneration(Qwen3VLConfig(**fields))
+    # Qwen3-VL's text config has no EOS field: a Hub folder names it in generation_config.json.
+    model.generation_config.update(eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    # A Hub folder's processor files name the parent class (which loads them natively), not this package's.
+    _name_parent_processor(folder, type(processor))
+    return folder
+
+
+__all__ = ["QWEN3_VL_GRIDS", "QWEN3_VL_TEXT_LENGTHS", "TINY_QWEN3_VL_PATCH", "TINY_QWEN3_VL_PIXELS",
+           "make_qwen3_vl_batch", "save_tiny_qwen3_vl", "tiny_croc_qwen3_vl_config", "tiny_qwen3_vl_fields",
+           "tiny_qwen3_vl_processor"]

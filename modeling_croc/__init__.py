@@ -5,11 +5,13 @@ from transformers import AutoConfig, AutoProcessor
 
 from .configuration_croc import CrocConfig
 from .configuration_croc_gemma3 import CrocGemma3Config
+from .configuration_croc_internvl import CrocInternVLConfig
 from .configuration_croc_llava_next import CrocLlavaNextConfig
 from .configuration_croc_mistral3 import CrocMistral3Config
 from .configuration_croc_onevision import CrocOnevisionConfig
 from .configuration_croc_qwen2_5_vl import CrocQwen2_5_VLConfig
 from .configuration_croc_qwen3_vl import CrocQwen3VLConfig
+from .configuration_croc_smolvlm import CrocSmolVLMConfig
 from .constants import AUTO_MODEL_CLASSES, IGNORE_INDEX, IMAGE_TOKEN
 from .conversation import TEMPLATES, ConversationTemplate, get_template
 from .families import FAMILIES, CrocFamily
@@ -24,6 +26,12 @@ from .modeling_croc_gemma3 import (
     CrocGemma3ForConditionalGeneration,
     CrocGemma3Model,
     CrocGemma3PreTrainedModel,
+)
+from .modeling_croc_internvl import (
+    CrocInternVLCausalLMOutputWithPast,
+    CrocInternVLForConditionalGeneration,
+    CrocInternVLModel,
+    CrocInternVLPreTrainedModel,
 )
 from .modeling_croc_llava_next import (
     CrocLlavaNextCausalLMOutputWithPast,
@@ -56,9 +64,17 @@ from .modeling_croc_qwen3_vl import (
     CrocQwen3VLModel,
     CrocQwen3VLPreTrainedModel,
 )
+from .modeling_croc_smolvlm import (
+    CrocSmolVLMCausalLMOutputWithPast,
+    CrocSmolVLMForConditionalGeneration,
+    CrocSmolVLMModel,
+    CrocSmolVLMPreTrainedModel,
+)
 from .presets import CROC_PRESET_NAMES, CROC_PRESETS, CrocPreset, get_preset
 from .processing_croc import VICUNA_V1_CHAT_TEMPLATE, CrocProcessor, with_image_aspect_ratio
+from .processing_croc_gemma3 import CrocGemma3Processor
 from .processing_croc_onevision import CrocOnevisionProcessor
+from .processing_croc_qwen3_vl import CrocQwen3VLProcessor
 
 
 def _register_family(family: CrocFamily) -> None:
@@ -132,9 +148,21 @@ __all__ = [
     "CrocQwen3VLForConditionalGeneration",
     "CrocQwen3VLModel",
     "CrocQwen3VLPreTrainedModel",
+    "CrocQwen3VLProcessor",
     "CrocGemma3CausalLMOutputWithPast",
     "CrocGemma3Config",
     "CrocGemma3ForConditionalGeneration",
     "CrocGemma3Model",
     "CrocGemma3PreTrainedModel",
+    "CrocGemma3Processor",
+    "CrocInternVLCausalLMOutputWithPast",
+    "CrocInternVLConfig",
+    "CrocInternVLForConditionalGeneration",
+    "CrocInternVLModel",
+    "CrocInternVLPreTrainedModel",
+    "CrocSmolVLMCausalLMOutputWithPast",
+    "CrocSmolVLMConfig",
+    "CrocSmolVLMForConditionalGeneration",
+    "CrocSmolVLMModel",
+    "CrocSmolVLMPreTrainedModel",
 ]

@@ -67,6 +67,11 @@ class ConversationTemplate:
         answer_prefix, answer_suffix: around each answer, supervised with it; `{eos}` is the tokenizer's EOS.
         system_prefix, system_suffix: around a system message that replaces the default one at inference (ChatML
             wraps it in its own turn); `system_suffix=None` keeps the default system text's trailing separator.
+        chat_image_prefix: what an image renders as in the chat template when the processor's placeholder expands to
+            more than `image_prefix` holds around the marker (Gemma 3's `<start_of_image>` becomes its whole
+            blank-line-wrapped block); None: `image_prefix`, its marker the processor's placeholder.
+        strip_image_turn: whether a user turn with an image loses its surrounding whitespace (False keeps the blank
+            lines of an image block that opens or closes the turn, as Gemma 3's processor writes them).
     """
 
     name: str
@@ -80,6 +85,8 @@ class ConversationTemplate:
     answer_suffix: str
     system_prefix: str = ""
     system_suffix: str | None = None
+    chat_image_prefix: str | None = None
+    strip_image_turn: bool = True
 
     # ---- training: segments ------------------------------------------------------------------------------------
 
@@ -112,7 +119,9 @@ class ConversationTemplate:
         return [segment for segment in segments if segment.text or segment.supervised]
 
     def _user_turn(self, text: str, with_image: bool) -> str:
-        body = (self.image_prefix + text).strip() if with_image else text
+        body = self.image_prefix + text if with_image else text
+        if with_image and self.strip_image_turn:
+            body = body.strip()
         if not body and not self.user_prefix:
             return ""
         return f"{self.user_prefix}{body}{self.user_suffix}"
@@ -126,7 +135,8 @@ class ConversationTemplate:
         A leading `system` message replaces the default system text. No BOS: the tokenizer adds it. `image_token`:
         the placeholder the processor expands (Qwen2.5-VL's is `<|image_pad|>`; the data files' marker is
         `<image>`)."""
-        image_prefix = self.image_prefix.replace(IMAGE_TOKEN, image_token)
+        image_prefix = self.image_prefix if self.chat_image_prefix is None else self.chat_image_prefix
+        image_prefix = image_prefix.replace(IMAGE_TOKEN, image_token)
 
         def literal(text: str) -> str:
             return "'" + text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"
@@ -197,8 +207,36 @@ QWEN2_VL = ConversationTemplate(
     system_prefix="<|im_start|>system\n", system_suffix="<|im_end|>\n",
 )
 
+# Qwen3-VL's chat format (the chat template of its Instruct checkpoints' processor, e.g. Qwen3-VL-8B-Instruct's
+# chat_template.json on the Hub; transformers ships none): the same ChatML turns and image wrapper as Qwen2.5-VL's,
+# but no default system message (a system turn only when the conversation opens with one) and the generation prompt
+# "<|im_start|>assistant\n" without a thinking block (the Thinking checkpoints' template adds one; they are not
+# covered here). The answers and their "<|im_end|>\n" are supervised.
+QWEN3_VL = ConversationTemplate(
+    name="qwen3_vl", system="", user_text=True,
+    user_prefix="<|im_start|>user\n", user_suffix="<|im_end|>\n",
+    image_prefix="<|vision_start|>" + IMAGE_TOKEN + "<|vision_end|>",
+    assistant_prefix="<|im_start|>assistant\n", answer_prefix="", answer_suffix="<|im_end|>\n",
+    system_prefix="<|im_start|>system\n", system_suffix="<|im_end|>\n",
+)
+
+# Gemma 3's chat format (the chat template of its instruction-tuned checkpoints' processor, e.g. gemma-3-4b-it's on the
+# Hub; transformers ships none): BOS (the dataset's and the tokenizer's, not the template's), then
+# "<start_of_turn>user\n{question}<end_of_turn>\n<start_of_turn>model\n{answer}<end_of_turn>\n", no default system
+# message. An image opens its user turn as `Gemma3Processor` expands the `<start_of_image>` of a prompt:
+# "\n\n<start_of_image>" + its placeholders + "<end_of_image>\n\n", blank lines kept; the chat template renders the
+# placeholder `<start_of_image>` alone, which the processor expands the same way. The answers and their
+# "<end_of_turn>\n" are supervised. Gemma 3 puts a system message inside the first user turn; this template (like
+# the training rows, which have none) does not: a system message given at inference is rendered before the turns.
+GEMMA3 = ConversationTemplate(
+    name="gemma3", system="", user_text=True, user_prefix="<start_of_turn>user\n", user_suffix="<end_of_turn>\n",
+    image_prefix="\n\n<start_of_image>" + IMAGE_TOKEN + "<end_of_image>\n\n",
+    assistant_prefix="<start_of_turn>model\n", answer_prefix="", answer_suffix="<end_of_turn>\n",
+    chat_image_prefix=IMAGE_TOKEN, strip_image_turn=False,
+)
+
 TEMPLATES: dict[str, ConversationTemplate] = {
-    template.name: template for template in (PLAIN, VICUNA_V1, QWEN_1_5, QWEN2_VL)
+    template.name: template for template in (PLAIN, VICUNA_V1, QWEN_1_5, QWEN2_VL, QWEN3_VL, GEMMA3)
 }
 
 
@@ -234,6 +272,7 @@ def llava_row_to_messages(conversations: Sequence[Mapping[str, str]], has_image:
 
 __all__ = [
     "ASSISTANT",
+    "GEMMA3",
     "PLAIN",
     "QWEN_1_5",
     "ROLES",

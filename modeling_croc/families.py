@@ -12,7 +12,9 @@ from dataclasses import dataclass
 from transformers import (
     Gemma3Config,
     Gemma3ForConditionalGeneration,
-    Gemma3Processor,
+    InternVLConfig,
+    InternVLForConditionalGeneration,
+    InternVLProcessor,
     LlavaConfig,
     LlavaForConditionalGeneration,
     LlavaNextConfig,
@@ -29,26 +31,34 @@ from transformers import (
     Qwen2_5_VLForConditionalGeneration,
     Qwen3VLConfig,
     Qwen3VLForConditionalGeneration,
-    Qwen3VLProcessor,
+    SmolVLMConfig,
+    SmolVLMForConditionalGeneration,
+    SmolVLMProcessor,
 )
 
 from .configuration_croc import CrocConfig
 from .configuration_croc_gemma3 import CrocGemma3Config
+from .configuration_croc_internvl import CrocInternVLConfig
 from .configuration_croc_llava_next import CrocLlavaNextConfig
 from .configuration_croc_mistral3 import CrocMistral3Config
 from .configuration_croc_onevision import CrocOnevisionConfig
 from .configuration_croc_qwen2_5_vl import CrocQwen2_5_VLConfig
 from .configuration_croc_qwen3_vl import CrocQwen3VLConfig
+from .configuration_croc_smolvlm import CrocSmolVLMConfig
 from .modeling_croc import CrocForConditionalGeneration, CrocModel
 from .modeling_croc_gemma3 import CrocGemma3ForConditionalGeneration, CrocGemma3Model
+from .modeling_croc_internvl import CrocInternVLForConditionalGeneration, CrocInternVLModel
 from .modeling_croc_llava_next import CrocLlavaNextForConditionalGeneration, CrocLlavaNextModel
 from .modeling_croc_mistral3 import CrocMistral3ForConditionalGeneration, CrocMistral3Model
 from .modeling_croc_onevision import CrocOnevisionForConditionalGeneration, CrocOnevisionModel
 from .modeling_croc_qwen2_5_vl import CrocQwen2_5_VLForConditionalGeneration, CrocQwen2_5_VLModel
 from .modeling_croc_qwen3_vl import CrocQwen3VLForConditionalGeneration, CrocQwen3VLModel
+from .modeling_croc_smolvlm import CrocSmolVLMForConditionalGeneration, CrocSmolVLMModel
 from .processing_croc import CrocProcessor
+from .processing_croc_gemma3 import CrocGemma3Processor
 from .processing_croc_onevision import CrocOnevisionProcessor
 from .processing_croc_qwen2_5_vl import CrocQwen2_5_VLProcessor
+from .processing_croc_qwen3_vl import CrocQwen3VLProcessor
 
 
 @dataclass(frozen=True)
@@ -64,6 +74,10 @@ class CrocFamily:
         processor_is_croc: whether `processor` is this package's class (copied into a saved folder for
             `trust_remote_code`) or transformers' own (named in the folder, loaded natively).
         plain_config, plain_model: the parent's config and generation classes (conversion and export).
+        template: the conversation template (`conversation.TEMPLATES`) of the family's own chat format, which the
+            trainer's chat stages (1.5 and 2) use unless a run names one; None: the stage's (LLaVA's formats).
+        trainer_data: whether the trainer's data path (the family's processor, chat format and batch layout) is
+            built for the family; where it is not, a run is refused in one line before anything loads.
     """
 
     config: type[PreTrainedConfig]
@@ -73,6 +87,8 @@ class CrocFamily:
     processor_is_croc: bool
     plain_config: type[PreTrainedConfig]
     plain_model: type[PreTrainedModel]
+    template: str | None = None
+    trainer_data: bool = True
 
     @property
     def model_type(self) -> str:
@@ -89,15 +105,20 @@ FAMILIES: tuple[CrocFamily, ...] = (
     CrocFamily(CrocOnevisionConfig, CrocOnevisionModel, CrocOnevisionForConditionalGeneration, CrocOnevisionProcessor,
                True, LlavaOnevisionConfig, LlavaOnevisionForConditionalGeneration),
     CrocFamily(CrocQwen2_5_VLConfig, CrocQwen2_5_VLModel, CrocQwen2_5_VLForConditionalGeneration,
-               CrocQwen2_5_VLProcessor, True, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration),
+               CrocQwen2_5_VLProcessor, True, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration,
+               template="qwen2_vl"),
     CrocFamily(CrocLlavaNextConfig, CrocLlavaNextModel, CrocLlavaNextForConditionalGeneration, LlavaNextProcessor,
-               False, LlavaNextConfig, LlavaNextForConditionalGeneration),
+               False, LlavaNextConfig, LlavaNextForConditionalGeneration, trainer_data=False),
     CrocFamily(CrocMistral3Config, CrocMistral3Model, CrocMistral3ForConditionalGeneration, PixtralProcessor,
-               False, Mistral3Config, Mistral3ForConditionalGeneration),
-    CrocFamily(CrocQwen3VLConfig, CrocQwen3VLModel, CrocQwen3VLForConditionalGeneration, Qwen3VLProcessor, False,
-               Qwen3VLConfig, Qwen3VLForConditionalGeneration),
-    CrocFamily(CrocGemma3Config, CrocGemma3Model, CrocGemma3ForConditionalGeneration, Gemma3Processor, False,
-               Gemma3Config, Gemma3ForConditionalGeneration),
+               False, Mistral3Config, Mistral3ForConditionalGeneration, trainer_data=False),
+    CrocFamily(CrocQwen3VLConfig, CrocQwen3VLModel, CrocQwen3VLForConditionalGeneration, CrocQwen3VLProcessor,
+               True, Qwen3VLConfig, Qwen3VLForConditionalGeneration, template="qwen3_vl"),
+    CrocFamily(CrocGemma3Config, CrocGemma3Model, CrocGemma3ForConditionalGeneration, CrocGemma3Processor, True,
+               Gemma3Config, Gemma3ForConditionalGeneration, template="gemma3"),
+    CrocFamily(CrocInternVLConfig, CrocInternVLModel, CrocInternVLForConditionalGeneration, InternVLProcessor, False,
+               InternVLConfig, InternVLForConditionalGeneration, trainer_data=False),
+    CrocFamily(CrocSmolVLMConfig, CrocSmolVLMModel, CrocSmolVLMForConditionalGeneration, SmolVLMProcessor, False,
+               SmolVLMConfig, SmolVLMForConditionalGeneration, trainer_data=False),
 )
 
 # The family of a saved Croc folder's `model_type`, and of a plain parent folder's.

@@ -281,6 +281,9 @@ class CrocModelMixin:
     * `croc_packing_refusal`: the one line refusing packed rows, for a family whose positions cannot be packed;
     * `croc_image_outputs` and `croc_language_model_kwargs`, for a family whose language model reads more of the
       vision outputs than the visual tokens (Qwen3-VL's DeepStack features);
+    * `croc_language_model`, for a family whose language model is not at `.language_model` (SmolVLM);
+    * `croc_images_of`, for a family whose vision outputs are not one entry per image (InternVL's tiles,
+      SmolVLM's samples);
     * `croc_image_block_ids`, for a family whose processor interrupts an image's run of placeholders (Pixtral's
       row breaks): the `"image"` span's blocks;
     * `image_token_counts` on the generation class, when images have different token counts.
@@ -334,6 +337,24 @@ class CrocModelMixin:
             visual_token_mask: `(num_images, T)` True at an image's own (not padding) tokens.
         """
         return {}
+
+    @property
+    def croc_language_model(self) -> nn.Module:
+        """The language model the parent's forward calls with the text embeddings, where the stage-1.5 inputs go:
+        `language_model` in most families; a family naming it otherwise (SmolVLM's `text_model`) returns it here."""
+        return self.language_model
+
+    def croc_images_of(self, features: list[torch.Tensor], input_ids: torch.LongTensor) -> list[torch.Tensor]:
+        """The vision outputs' `pooler_output` entries regrouped into one `(T_i, D)` tensor per image, the unit the
+        pool masks, matches and reconstructs. By default each entry is an image; a family whose vision outputs come
+        per tile (InternVL) or per sample (SmolVLM) joins or splits them here, reading the placeholder layout of
+        `input_ids` (the parent's outputs say nothing of which tiles make an image).
+
+        Args:
+            features: the `pooler_output` entries, `(T_k, D)` each, in the order they fill the visual positions.
+            input_ids: `(B, L)` the batch's token ids.
+        """
+        return features
 
     def croc_image_block_ids(self, image_token_mask: torch.BoolTensor, token_counts: torch.LongTensor
                              ) -> torch.LongTensor:
@@ -430,7 +451,8 @@ class CrocModelMixin:
             image_inputs = {name: kwargs[name] for name in self.croc_image_inputs if kwargs.get(name) is not None}
             with croc_region("vision"):
                 image_outputs = self.croc_image_outputs(pixel_values, **image_inputs)
-        image_features = None if image_outputs is None else list(image_outputs.pooler_output)
+        image_features = (None if image_outputs is None
+                          else self.croc_images_of(list(image_outputs.pooler_output), input_ids))
         embeddings = self.get_input_embeddings().weight
         image_token_mask = input_ids == self.config.image_token_id
         counts = None
@@ -513,7 +535,7 @@ class CrocModelMixin:
             edit(kwargs)
             return args, kwargs
 
-        handle = self.language_model.register_forward_pre_hook(hook, with_kwargs=True)
+        handle = self.croc_language_model.register_forward_pre_hook(hook, with_kwargs=True)
         try:
             yield
         finally:
@@ -527,7 +549,7 @@ class CrocModelMixin:
         if problem is not None:
             raise ValueError(problem)
         return {SEGMENTS_KEY: build_attention_segments(shape, block_ids, attention_mask, position_ids),
-                "attention_mask": mask_placeholder(shape[0], self.language_model.device)}
+                "attention_mask": mask_placeholder(shape[0], self.croc_language_model.device)}
 
     def _uses_split_attention(self, kwargs: dict) -> bool:
         """Whether a forward without the Croc objectives goes through the segments: a training forward (no cache
@@ -544,10 +566,10 @@ class CrocModelMixin:
         if self.config.vtr_prediction != "last_layer":
             yield captured
             return
-        final_norm = getattr(self.language_model, "norm", None)
+        final_norm = getattr(self.croc_language_model, "norm", None)
         if final_norm is None:
             raise ValueError(f"vtr_prediction='last_layer' needs the language model's final norm at `.norm`; "
-                             f"{type(self.language_model).__name__} has none")
+                             f"{type(self.croc_language_model).__name__} has none")
         handle = final_norm.register_forward_pre_hook(lambda module, args: captured.append(args[0]))
         try:
             yield captured

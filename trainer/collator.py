@@ -73,7 +73,8 @@ def _round_up(length: int, multiple: int | None) -> int:
 class CrocDataCollator:
     """Samples -> ``{"input_ids": (B, L), "labels": (B, L), "attention_mask": (B, L), "pixel_values": (N, 3, H, W)}``
     (AnyRes: ``"pixel_values": (N, crops, 3, H, W)`` and ``"image_sizes": (N, 2)``; native resolution:
-    ``"pixel_values": (patches, C * T * P * P)``, ``"image_grid_thw": (N, 3)`` and ``"mm_token_type_ids": (B, L)``).
+    ``"pixel_values": (patches, C * T * P * P)``, ``"image_grid_thw": (N, 3)`` and ``"mm_token_type_ids": (B, L)``;
+    with `token_type_ids` (Gemma 3): ``"token_type_ids": (B, L)``, 1 at image placeholders, in every batch).
 
     L is the longest sample (rounded up to `pad_to_multiple_of`); padding uses `pad_token_id` in `input_ids`,
     `label_pad_id` in `labels` and 0 in `attention_mask`, on `padding_side`. `pixel_values` holds the images of
@@ -102,12 +103,17 @@ class CrocDataCollator:
     # The image placeholder id, for native-resolution batches (`image_grid_thw`), whose `mm_token_type_ids` the
     # collator writes as their processor does.
     image_token_id: int | None = None
+    # Whether padded batches carry `token_type_ids` (1 at `image_token_id`), as processors that return them for the
+    # model's image attention write them (Gemma 3's: its image tokens attend to each other bidirectionally).
+    token_type_ids: bool = False
 
     def __post_init__(self) -> None:
         if self.padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', got {self.padding_side!r}")
         if self.packing and self.padding_side != "right":
             raise ValueError("packing appends the padding after the packed samples: padding_side must be 'right'")
+        if self.token_type_ids and self.image_token_id is None:
+            raise ValueError("token_type_ids marks image placeholders: the collator needs image_token_id")
         if self.packing_max_length is not None and self.packing_max_length < 0:
             raise ValueError(f"packing_max_length must be None, 0 or positive, got {self.packing_max_length}")
 
@@ -149,6 +155,8 @@ class CrocDataCollator:
             batch["mm_token_type_ids"] = (input_ids == self.image_token_id).int()
         elif images:
             batch["pixel_values"] = stack_images(images)
+        if self.token_type_ids:
+            batch["token_type_ids"] = (input_ids == self.image_token_id).long()
         sizes = [feature["image_sizes"] for feature in features if feature.get("image_sizes") is not None]
         if sizes:
             batch["image_sizes"] = torch.stack(sizes)
@@ -214,7 +222,8 @@ def build_collator(
     packing_max_length: int | None = None,
     report_rows: bool = False,
 ) -> CrocDataCollator:
-    """A `CrocDataCollator` padding with `processor.tokenizer`'s pad token."""
+    """A `CrocDataCollator` padding with `processor.tokenizer`'s pad token; its batches carry `token_type_ids` when
+    the processor itself (not its tokenizer, whose would be text segment ids) returns them (Gemma 3's)."""
     pad_token_id = processor.tokenizer.pad_token_id
     if pad_token_id is None:
         raise ValueError("the tokenizer has no pad token (LLaVA-1.5 adds <pad>); set one before training")
@@ -222,7 +231,14 @@ def build_collator(
         pad_token_id=pad_token_id, padding_side=padding_side, pad_to_multiple_of=pad_to_multiple_of,
         packing=packing, packing_max_length=packing_max_length, report_rows=report_rows,
         image_token_id=getattr(processor, "image_token_id", None),
+        token_type_ids=_returns_image_token_types(processor),
     )
+
+
+def _returns_image_token_types(processor: Any) -> bool:
+    """Whether `processor` adds `token_type_ids` to what its tokenizer returns (image-placeholder types)."""
+    tokenizer_names = getattr(processor.tokenizer, "model_input_names", [])
+    return "token_type_ids" in getattr(processor, "model_input_names", []) and "token_type_ids" not in tokenizer_names
 
 
 __all__ = ["DATA_REPORT_KEY", "IMAGE_ORDER_KEY", "CrocDataCollator", "build_collator", "first_fit"]

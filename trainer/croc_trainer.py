@@ -68,7 +68,7 @@ def apply_liger_kernels(model, kernel_config: dict | None = None) -> None:
 
     model.fused_lm_loss = True
     kernels = {**(kernel_config or {}), "cross_entropy": False, "fused_linear_cross_entropy": False}
-    _apply_liger_kernel_to_instance(model=model.model.language_model, **kernels)
+    _apply_liger_kernel_to_instance(model=model.model.croc_language_model, **kernels)
 
 
 class EpochSeededModalitySampler(ModalityGroupedSampler):

@@ -296,8 +296,14 @@ class CrocSupervisedDataset(torch.utils.data.Dataset):
     @cached_property
     def _fixed_image_tokens(self) -> int | None:
         """Image tokens of every image (LLaVA-1.5-style processors), or None when they depend on the image (AnyRes)."""
-        fixed = isinstance(self.processor, CrocProcessor) or not hasattr(self.processor, "replace_image_token")
-        return self._num_image_tokens if fixed else None
+        return self._num_image_tokens if isinstance(self.processor, CrocProcessor) or self._fixed_count else None
+
+    @cached_property
+    def _fixed_count(self) -> bool:
+        """Whether every image expands to `num_image_tokens`: processors without a per-image rule, and those that
+        say so (`fixed_image_tokens`: Gemma 3's, whose `replace_image_token` writes a whole block around them)."""
+        processor = self.processor
+        return not hasattr(processor, "replace_image_token") or bool(getattr(processor, "fixed_image_tokens", False))
 
     def _fit_verdict(self, input_ids: list[int], labels: list[int], image_end: int) -> RowFit:
         tokens = len(input_ids)
@@ -345,7 +351,7 @@ class CrocSupervisedDataset(torch.utils.data.Dataset):
         count for LLaVA-1.5-style processors, the image's own AnyRes count for OneVision's); 0 without an image."""
         if image_inputs is None:
             return 0
-        if not hasattr(self.processor, "replace_image_token"):
+        if self._fixed_count:
             return self._num_image_tokens
         return self.processor.replace_image_token(image_inputs, 0).count(self.processor.image_token)
 

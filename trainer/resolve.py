@@ -16,6 +16,8 @@ from typing import NamedTuple
 from huggingface_hub.errors import StrictDataclassError
 
 from modeling_croc.attention_mask import check_mixed_attention_backend, is_maskless_backend
+from modeling_croc.conversation import TEMPLATES
+from modeling_croc.families import FAMILY_OF_CONFIG
 from modeling_croc.loading import read_croc_config
 from modeling_croc.presets import get_preset
 from modeling_croc.split_attention import SPLIT_ATTENTION, split_attention_problem
@@ -110,12 +112,29 @@ def check_croc_config(model_args: ModelArguments, args: CrocTrainingArguments) -
             # The mask path computes the same attention; only its speed differs.
             logger.warning("%s: falling back to the mask path (model.attn_implementation=eager)", problem)
             model_args.attn_implementation = "eager"
-    if args.packing and config.croc_variable_token_count:
+    if config is not None:
+        use_family_data_path(config, args)
+    if args.packing and config is not None and config.croc_variable_token_count:
         # The collator packs fixed-size images only; AnyRes crops and native-resolution patches carry their sizes
         # or grids per image.
         raise ConfigError(f"packing=true: {config.model_type} images have a token count of their own (AnyRes crops "
                           "or native-resolution patches), which the collator does not pack; set packing=false for "
                           "this model")
+
+
+def use_family_data_path(config, args: CrocTrainingArguments) -> None:
+    """The model family's part of the data path: refused in one line where the trainer does not build it (the
+    family's model classes, conversion and export still work), and its own chat format in the chat stages unless the
+    run names a template (`families.CrocFamily.template`)."""
+    family = FAMILY_OF_CONFIG[type(config)]
+    if not family.trainer_data:
+        raise ConfigError(f"{family.plain_model_type}: the trainer's data path (this family's processor, chat format "
+                          "and batch layout) is not built yet; its Croc model classes, conversion and export work "
+                          "(docs/MODELS.md)")
+    if family.template and not args.template_named and TEMPLATES[args.template].user_text:
+        logger.info("template: %s, %s's own chat format (the stage's is %s)", family.template,
+                    family.plain_model_type, args.template)
+        args.template = family.template
 
 
 def resolve_packing(model_args: ModelArguments, args: CrocTrainingArguments) -> None:

@@ -22,13 +22,17 @@ PARAMETER_GROUPS: tuple[str, ...] = ("projector", "prompt_pool", "vtr_head", "la
 GROUP_MARKERS: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {
         # OneVision's newline token is part of the vision-to-LM interface: it trains with the projector, as the
-        # patch mergers of Qwen2.5-VL / Qwen3-VL (`visual.merger`, `visual.deepstack_merger_list`) do.
-        "projector": ("multi_modal_projector.", "image_newline", "visual.merger.", "visual.deepstack_merger_list."),
+        # patch mergers of Qwen2.5-VL / Qwen3-VL (`visual.merger`, `visual.deepstack_merger_list`) and SmolVLM's
+        # connector do.
+        "projector": ("multi_modal_projector.", "image_newline", "visual.merger.", "visual.deepstack_merger_list.",
+                      "connector."),
         "prompt_pool": (f"{PROMPT_POOL_MODULE}.",),
         "vtr_head": (f"{VTR_HEAD_MODULE}.",),
-        "language_model": ("language_model.", "lm_head."),
-        # Qwen2.5-VL / Qwen3-VL call their vision tower `visual` (its merger matched above first).
-        "vision_tower": ("vision_tower.", "visual."),
+        # SmolVLM calls its language model `text_model`.
+        "language_model": ("language_model.", "text_model.", "lm_head."),
+        # Qwen2.5-VL / Qwen3-VL call their vision tower `visual` (its merger matched above first), SmolVLM
+        # `vision_model`.
+        "vision_tower": ("vision_tower.", "visual.", "vision_model."),
     }
 )
 

@@ -116,7 +116,7 @@ class CrocTrainingArguments(TrainingArguments):
 
     # ---- data ----
     template: str | None = field(
-        default=None, metadata={"help": "Conversation template ('plain', 'vicuna_v1', 'qwen_1_5', 'qwen2_vl': "
+        default=None, metadata={"help": f"Conversation template ({', '.join(map(repr, TEMPLATES))}: "
                                   "modeling_croc.conversation.TEMPLATES); None: the stage's."}
     )
     image_aspect_ratio: str | None = field(
@@ -244,6 +244,9 @@ class CrocTrainingArguments(TrainingArguments):
         beta1, beta2 = get_preset(self.croc_preset).adam_betas
         self.adam_beta1 = beta1 if self.adam_beta1 is None else self.adam_beta1
         self.adam_beta2 = beta2 if self.adam_beta2 is None else self.adam_beta2
+        # Whether the run named its template: where it did not, a family with a chat format of its own (Qwen2.5-VL,
+        # Gemma 3, ...) replaces the stage's chat template once the model's config is read (`trainer.resolve`).
+        self.template_named = self.template is not None
         self.template = spec.template if self.template is None else self.template
         if self.template not in TEMPLATES:
             raise ValueError(f"unknown template {self.template!r}; known: {', '.join(TEMPLATES)}")

@@ -88,13 +88,15 @@ def test_stages_from_a_plain_folder_and_export_back(qwen_folder, data_dir, tmp_p
         add_generation_prompt=True, tokenize=False)
     assert "<|vision_start|><|image_pad|><|vision_end|>Describe it.<|im_end|>\n<|im_start|>assistant\n" in prompt
 
-    # Stage 2 from the stage-1.5 folder: the plain objective, same data path; packing is refused in one line.
-    run_stage("stage2.yaml", tmp_path / "stage2", f"--model.name_or_path={out}", "--template=qwen2_vl",
+    # Stage 2 from the stage-1.5 folder (LLaVA's stage-2 YAML, no template named): the plain objective in Qwen2.5-VL's
+    # own chat format, the family's default; packing is refused in one line.
+    run_stage("stage2.yaml", tmp_path / "stage2", f"--model.name_or_path={out}",
               f"--data.path={data_dir / 'qa.json'}", "--max_steps=1")
     (stage2,) = [entry for entry in log_history(tmp_path / "stage2") if "loss" in entry]
     assert stage2["lm_loss"] > 0 and "vtr_loss" not in stage2
+    assert json.loads((tmp_path / "stage2" / "croc_run.json").read_text())["template"] == "qwen2_vl"
     monkeypatch.setattr(sys, "argv", ["trainer.train", str(CONFIGS / "stage2.yaml"), f"--output_dir={tmp_path / 'p'}",
-                                      f"--model.name_or_path={out}", "--template=qwen2_vl", "--packing=true",
+                                      f"--model.name_or_path={out}", "--packing=true",
                                       f"--data.path={data_dir / 'qa.json'}"])
     with pytest.raises(SystemExit, match="croc_qwen2_5_vl images have a token count of their own"):
         train_module.cli()
@@ -130,3 +132,23 @@ def test_full_scale_yaml_states_its_settings(monkeypatch):
     assert (training["global_batch_size"], training["model_max_length"]) == (128, 8192)
     assert json.loads((REPO / training["deepspeed"]).read_text())["zero_optimization"]["stage"] == 3
     assert raw["model"]["name_or_path"] == "checkpoints/Qwen2.5-VL-7B-Instruct"
+
+
+def test_a_family_without_its_data_path_is_refused_in_one_line(data_dir, tmp_path, monkeypatch):
+    """LLaVA-NeXT's model classes, conversion and export work, its data path in the trainer does not exist yet: a
+    run on its folder stops before anything loads, saying so."""
+    from croc_testing.llava_next import tiny_croc_llava_next_config
+    from modeling_croc import CrocLlavaNextForConditionalGeneration
+    from modeling_croc.convert import croc_to_llava
+
+    torch.manual_seed(0)
+    croc_to_llava(CrocLlavaNextForConditionalGeneration(tiny_croc_llava_next_config())).save_pretrained(
+        tmp_path / "next")
+    monkeypatch.setattr(sys, "argv", ["trainer.train", str(CONFIGS / "stage1_5.yaml"), f"--output_dir={tmp_path / 'o'}",
+                                      f"--model.name_or_path={tmp_path / 'next'}",
+                                      f"--data.path={data_dir / 'detailed.json'}"])
+    with pytest.raises(SystemExit) as stop:
+        train_module.cli()
+    message = str(stop.value.code)
+    assert "llava_next: the trainer's data path" in message and "\n" not in message
+    assert not (tmp_path / "o").exists()

@@ -1,0 +1,360 @@
+"""One spec per Croc family on the shared mechanism (`modeling_croc/stage15.py`): what the parametrized conformance
+suite (`tests/test_families.py`) needs to know of a family to check it, and nothing it can read from the model.
+
+Adding a family to the suite is one `FamilySpec` entry in `SPECS`; what only that family does stays in its own
+`tests/test_family_<name>.py`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from transformers import (
+    Gemma3ForConditionalGeneration,
+    Gemma3Model,
+    LlavaNextForConditionalGeneration,
+    LlavaNextModel,
+    Mistral3ForConditionalGeneration,
+    Mistral3Model,
+    PreTrainedConfig,
+    PreTrainedModel,
+    Qwen2_5_VLForConditionalGeneration,
+    Qwen2_5_VLModel,
+    Qwen3VLForConditionalGeneration,
+    Qwen3VLModel,
+)
+
+from modeling_croc import (
+    CrocGemma3Config,
+    CrocGemma3ForConditionalGeneration,
+    CrocGemma3Model,
+    CrocLlavaNextConfig,
+    CrocLlavaNextForConditionalGeneration,
+    CrocLlavaNextModel,
+    CrocMistral3Config,
+    CrocMistral3ForConditionalGeneration,
+    CrocMistral3Model,
+    CrocQwen2_5_VLConfig,
+    CrocQwen2_5_VLForConditionalGeneration,
+    CrocQwen2_5_VLModel,
+    CrocQwen3VLConfig,
+    CrocQwen3VLForConditionalGeneration,
+    CrocQwen3VLModel,
+)
+
+from .backbones import SLIDING_WINDOW
+from .families import QWEN_SLIDING_WINDOW, make_qwen_batch, tiny_croc_qwen2_5_vl_config
+from .gemma3 import (
+    GEMMA3_SLIDING_WINDOW,
+    GEMMA3_TOKENS_PER_IMAGE,
+    make_gemma3_batch,
+    randomize_gemma3_projector,
+    tiny_croc_gemma3_config,
+)
+from .llava_next import make_llava_next_batch, tiny_croc_llava_next_config
+from .mistral3 import MISTRAL3_TOKENS, make_mistral3_batch, tiny_croc_mistral3_config
+from .qwen3_vl import make_qwen3_vl_batch, tiny_croc_qwen3_vl_config
+
+Batch = dict[str, torch.Tensor]
+
+
+@dataclass(frozen=True)
+class MaskVariant:
+    """One language-model layout the layer-mask check runs on.
+
+    Attributes:
+        name: the test id.
+        config_kwargs: the family's config-builder arguments that make this layout (besides croc fields).
+        window: the sliding window of the sliding layers, None where every layer is global.
+        mixed_layer_types: the text config's `layer_types` mixes sliding and global layers (the window applies to
+            the sliding ones only); otherwise the window, if any, applies to every layer (no `layer_types`).
+    """
+
+    name: str
+    config_kwargs: dict[str, Any] = field(default_factory=dict)
+    window: int | None = None
+    mixed_layer_types: bool = False
+
+    def layer_window(self, config: PreTrainedConfig, index: int) -> int | None:
+        """The window of decoder layer `index`, None for a global layer."""
+        if not self.mixed_layer_types:
+            return self.window
+        return self.window if config.text_config.layer_types[index] == "sliding_attention" else None
+
+
+@dataclass(frozen=True)
+class FamilySpec:
+    """What the conformance suite needs of one family.
+
+    Attributes:
+        name: the test id (the parent's `model_type`).
+        config: builds the tiny Croc config from the builder's own arguments and croc fields.
+        batch: `(model, left_pad) -> batch`, left-padded, rows of different lengths, images of different sizes or
+            counts where the family allows, `labels` included.
+        token_counts: the visual tokens of each image of `batch(model, 2)` and `batch(model, 1)`.
+        config_class, model_class, generation_class: the Croc classes.
+        parent_model, parent_generation: the parent's base and generation classes.
+        auto_classes: Auto classes the parent must be found in (the check covers every one it is in).
+        unmapped_parent_classes: the parent's classes in an Auto class with no Croc counterpart.
+        processor_mro: the leading class names of the processor mapped for the Croc config.
+        mask_variants: the language-model layouts the layer-mask check runs on.
+        grad_reaches: parameters (besides the pool, the VTR head and the first decoder layer) that the stage-1.5
+            step must give a gradient; grad_stays_zero: parameters it must give exactly none.
+        assigned_pool_rows: the distinct pool rows the stage-1.5 step assigns, where the family pins it.
+        conversion_kept: dotted config fields a Croc converted from the plain export must keep.
+        tied_head: the generation head is the input embedding (after a save / load too).
+        mrope: positions are M-RoPE (computed per sample from image grids): kept in stage 1.5, packing refused.
+        videos: the parent takes videos, which stage 1.5 refuses.
+        prepare: a quirk applied after building (Gemma 3's zero-initialised projector randomised).
+        image_features: `(model, batch) -> per-image visual tokens` as the parent's forward scatters them.
+        mask_batch: the batch of the layer-mask check, where it needs another layout than `batch(model, 2)`.
+        reference_layout: rewrites `input_ids` for the slow mask reference, whose image block is a run of image
+            tokens (Pixtral's break tokens are inside the image's block).
+        bidirectional_inputs: batch entries that make the parent's plain forward bidirectional over images,
+            dropped where a causal plain forward is compared with span "none".
+        text_embed_scale: the factor on the text embeddings the first decoder layer receives.
+        copy_pool_size: the pool size of the pool-copy check.
+        withhold_replaced: a context manager `(model, replaced) -> ...` making the plain forward withhold what a
+            pool token does not carry (Qwen3-VL's DeepStack residuals at replaced tokens), or None.
+        attn_implementation: the attention backend the checks build with (eager: additive float masks to read).
+    """
+
+    name: str
+    config: Callable[..., PreTrainedConfig]
+    batch: Callable[[PreTrainedModel, int], Batch]
+    token_counts: tuple[int, ...]
+    config_class: type[PreTrainedConfig]
+    model_class: type[PreTrainedModel]
+    generation_class: type[PreTrainedModel]
+    parent_model: type[PreTrainedModel]
+    parent_generation: type[PreTrainedModel]
+    processor_mro: tuple[str, ...]
+    mask_variants: tuple[MaskVariant, ...]
+    grad_reaches: tuple[str, ...]
+    conversion_kept: tuple[str, ...]
+    auto_classes: frozenset[str] = frozenset({"AutoModel", "AutoModelForImageTextToText"})
+    unmapped_parent_classes: frozenset[str] = frozenset()
+    grad_stays_zero: tuple[str, ...] = ()
+    assigned_pool_rows: int | None = None
+    tied_head: bool = False
+    mrope: bool = False
+    videos: bool = False
+    prepare: Callable[[PreTrainedModel, int], None] | None = None
+    image_features: Callable[[PreTrainedModel, Batch], list[torch.Tensor]] | None = None
+    mask_batch: Callable[[PreTrainedModel], Batch] | None = None
+    reference_layout: Callable[[torch.LongTensor], torch.LongTensor] | None = None
+    bidirectional_inputs: tuple[str, ...] = ()
+    text_embed_scale: Callable[[PreTrainedConfig], float] | None = None
+    copy_pool_size: int = 64
+    withhold_replaced: Callable[[PreTrainedModel, torch.BoolTensor], Any] | None = None
+    attn_implementation: str = "eager"
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def parent_type(self) -> str:
+        return self.parent_generation.config_class.model_type
+
+    def build(self, seed: int = 0, config_kwargs: dict[str, Any] | None = None,
+              **croc_fields: Any) -> PreTrainedModel:
+        """The family's tiny Croc generation model, seeded, with `croc_fields` and the spec's attention."""
+        torch.manual_seed(seed)
+        config = self.config(**(config_kwargs or {}), **croc_fields)
+        config._attn_implementation = self.attn_implementation
+        model = self.generation_class(config)
+        if self.prepare is not None:
+            self.prepare(model, seed)
+        return model
+
+    def features(self, model: PreTrainedModel, batch: Batch) -> list[torch.Tensor]:
+        """Each image's visual tokens: the spec's own way, else the mechanism's `croc_image_features` with the
+        batch's `croc_image_inputs`."""
+        if self.image_features is not None:
+            return self.image_features(model, batch)
+        image_inputs = {name: batch[name] for name in model.model.croc_image_inputs if name in batch}
+        return model.model.croc_image_features(batch["pixel_values"], **image_inputs)
+
+
+def inputs(batch: Batch) -> Batch:
+    """The batch without its labels: what inference takes."""
+    return {name: value for name, value in batch.items() if name != "labels"}
+
+
+def layer_masks(model: PreTrainedModel, run: Callable[[], Any]) -> dict[int, torch.Tensor]:
+    """The `attention_mask` each decoder layer receives while `run()` runs, by layer index."""
+    received: dict[int, torch.Tensor] = {}
+    hooks = [layer.register_forward_pre_hook(
+        lambda module, args, kwargs, index=index: received.__setitem__(index, kwargs["attention_mask"]),
+        with_kwargs=True) for index, layer in enumerate(model.model.language_model.layers)]
+    try:
+        run()
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return received
+
+
+@contextmanager
+def language_model_inputs(model: PreTrainedModel) -> Iterator[list[dict]]:
+    """Records the keyword arguments the language model ran with, one dict per forward: a forward hook sees them
+    after every pre-hook (Croc's stage-1.5 inputs among them) has edited them."""
+    calls: list[dict] = []
+    handle = model.model.language_model.register_forward_hook(
+        lambda module, args, kwargs, output: calls.append(dict(kwargs)), with_kwargs=True)
+    try:
+        yield calls
+    finally:
+        handle.remove()
+
+
+@contextmanager
+def withhold_deepstack(model: PreTrainedModel, replaced: torch.BoolTensor) -> Iterator[None]:
+    """Qwen3-VL's plain forward with the DeepStack features of the `replaced` visual tokens (flattened over the
+    batch's visual positions) zeroed: what a pool token, which has no DeepStack features, enters with."""
+
+    def zero_replaced(module, args, kwargs):
+        kwargs["deepstack_visual_embeds"] = [level.masked_fill(replaced[:, None], 0)
+                                             for level in kwargs["deepstack_visual_embeds"]]
+        return args, kwargs
+
+    handle = model.model.language_model.register_forward_pre_hook(zero_replaced, with_kwargs=True)
+    try:
+        yield
+    finally:
+        handle.remove()
+
+
+def _pixtral_image_as_one_run(input_ids: torch.LongTensor) -> torch.LongTensor:
+    # Pixtral closes every row of [IMG] with [IMG_BREAK]: the image's block spans them, so the reference (whose block
+    # is a run of image tokens) reads the breaks as image tokens.
+    breaks = input_ids == MISTRAL3_TOKENS["image_break"]
+    return input_ids.masked_fill(breaks, MISTRAL3_TOKENS["image"])
+
+
+def _gemma3_image_features(model: PreTrainedModel, batch: Batch) -> list[torch.Tensor]:
+    # The parent's own image path (projector output), not Croc's: the reference the targets are checked against.
+    return list(model.model.get_image_features(batch["pixel_values"]).pooler_output)
+
+
+# Two Qwen images of different native resolutions (16 and 12 patches: 4 and 3 merged tokens).
+QWEN2_5_VL_GRIDS = [(1, 4, 4), (1, 2, 6)]
+# Two images in Gemma 3's first row (say a picture and its pan-and-scan crop), one in the second.
+GEMMA3_IMAGES_PER_ROW = [2, 1]
+TEXT_LENGTHS = [5, 7]
+
+SPECS: tuple[FamilySpec, ...] = (
+    FamilySpec(
+        name="qwen2_5_vl",
+        config=tiny_croc_qwen2_5_vl_config,
+        batch=lambda model, left_pad: make_qwen_batch(model.config, QWEN2_5_VL_GRIDS, TEXT_LENGTHS,
+                                                      left_pad=left_pad),
+        token_counts=(4, 3),
+        config_class=CrocQwen2_5_VLConfig, model_class=CrocQwen2_5_VLModel,
+        generation_class=CrocQwen2_5_VLForConditionalGeneration,
+        parent_model=Qwen2_5_VLModel, parent_generation=Qwen2_5_VLForConditionalGeneration,
+        # Qwen2.5-VL's own processor without its video part (which needs torchvision).
+        processor_mro=("CrocQwen2_5_VLProcessor", "Qwen2_5_VLProcessor"),
+        # Its top layer slides (`use_sliding_window`, `max_window_layers=1`).
+        mask_variants=(MaskVariant("sliding", {"sliding": True}, QWEN_SLIDING_WINDOW, mixed_layer_types=True),),
+        grad_reaches=("model.visual.merger.mlp.0.weight",),
+        conversion_kept=("text_config.vocab_size",),
+        mrope=True, videos=True, copy_pool_size=16,
+    ),
+    FamilySpec(
+        name="qwen3_vl",
+        config=tiny_croc_qwen3_vl_config,
+        batch=lambda model, left_pad: make_qwen3_vl_batch(model.config, left_pad=left_pad),
+        token_counts=(4, 3),
+        config_class=CrocQwen3VLConfig, model_class=CrocQwen3VLModel,
+        generation_class=CrocQwen3VLForConditionalGeneration,
+        parent_model=Qwen3VLModel, parent_generation=Qwen3VLForConditionalGeneration,
+        processor_mro=("CrocQwen3VLProcessor", "Qwen3VLProcessor"),  # Qwen3-VL's own, subclassed
+        mask_variants=(MaskVariant("global"),),  # global layers only
+        # The first DeepStack level, added after decoder layer 0, feeds layer 1 and so both losses. The second is
+        # added after the tiny model's last layer, at kept positions only, which no loss reads (the VTR loss reads
+        # replaced positions, where DeepStack is zero; the LM loss text positions): its merger gets exactly no
+        # gradient, as in the parent on the same loss.
+        grad_reaches=("model.visual.merger.linear_fc1.weight",
+                      "model.visual.deepstack_merger_list.0.linear_fc1.weight"),
+        grad_stays_zero=("model.visual.deepstack_merger_list.1.linear_fc1.weight",),
+        conversion_kept=("text_config.vocab_size",),
+        mrope=True, videos=True, copy_pool_size=16, withhold_replaced=withhold_deepstack,
+    ),
+    FamilySpec(
+        name="gemma3",
+        config=tiny_croc_gemma3_config,
+        batch=lambda model, left_pad: make_gemma3_batch(model.config, GEMMA3_IMAGES_PER_ROW, TEXT_LENGTHS,
+                                                        left_pad=left_pad),
+        token_counts=(GEMMA3_TOKENS_PER_IMAGE,) * 3,
+        config_class=CrocGemma3Config, model_class=CrocGemma3Model,
+        generation_class=CrocGemma3ForConditionalGeneration,
+        parent_model=Gemma3Model, parent_generation=Gemma3ForConditionalGeneration,
+        auto_classes=frozenset({"AutoModel", "AutoModelForImageTextToText", "AutoModelForCausalLM"}),
+        # Gemma 3's sequence-classification head: no Croc class stands for it.
+        unmapped_parent_classes=frozenset({"Gemma3ForSequenceClassification"}),
+        processor_mro=("CrocGemma3Processor", "Gemma3Processor"),  # Gemma 3's own, subclassed
+        # Its first layer slides, its second is global, as Gemma 3 alternates them.
+        mask_variants=(MaskVariant("sliding_global", {}, GEMMA3_SLIDING_WINDOW, mixed_layer_types=True),),
+        grad_reaches=("model.multi_modal_projector.mm_input_projection_weight",
+                      "model.vision_tower.encoder.layers.0.mlp.fc1.weight"),
+        conversion_kept=("mm_tokens_per_image",),
+        tied_head=True,
+        # Each of the 9 replaced tokens (3 of 4 per image) takes a pool row of its own.
+        assigned_pool_rows=9,
+        # Gemma 3 initialises its projector to zeros: every visual token would be zero, and checks pass on zeros.
+        prepare=randomize_gemma3_projector,
+        image_features=_gemma3_image_features,
+        # token_type_ids make Gemma 3's image blocks bidirectional; without them its plain forward is causal.
+        bidirectional_inputs=("token_type_ids",),
+        # Gemma 3 scales its text embeddings by sqrt(hidden); its image features enter unscaled.
+        text_embed_scale=lambda config: config.text_config.hidden_size ** 0.5,
+        copy_pool_size=16,
+    ),
+    FamilySpec(
+        name="llava_next",
+        config=tiny_croc_llava_next_config,
+        batch=lambda model, left_pad: make_llava_next_batch(model, left_pad=left_pad),
+        token_counts=(14, 16, 24),  # AnyRes: wide, tall and large images
+        config_class=CrocLlavaNextConfig, model_class=CrocLlavaNextModel,
+        generation_class=CrocLlavaNextForConditionalGeneration,
+        parent_model=LlavaNextModel, parent_generation=LlavaNextForConditionalGeneration,
+        processor_mro=("LlavaNextProcessor",),
+        # LLaVA-NeXT-Mistral slides on every layer (no `layer_types`: one windowed mask for all); Llama is global.
+        # An image's packed tokens are one uninterrupted run of `<image>` tokens, so the reference's run is the image.
+        mask_variants=(MaskVariant("mistral", {"text": "mistral"}, SLIDING_WINDOW),
+                       MaskVariant("llama", {"text": "llama"})),
+        grad_reaches=("model.multi_modal_projector.linear_1.weight",),
+        conversion_kept=("image_grid_pinpoints",),
+    ),
+    FamilySpec(
+        name="mistral3",
+        config=tiny_croc_mistral3_config,
+        batch=lambda model, left_pad: make_mistral3_batch(model.config, left_pad=left_pad),
+        token_counts=(6, 12, 2),  # Pixtral at native resolution: 2 x 3, 3 x 4, 1 x 2 merged tokens
+        config_class=CrocMistral3Config, model_class=CrocMistral3Model,
+        generation_class=CrocMistral3ForConditionalGeneration,
+        parent_model=Mistral3Model, parent_generation=Mistral3ForConditionalGeneration,
+        processor_mro=("PixtralProcessor",),  # Pixtral's, as for mistral3
+        # Every layer slides when `sliding_window` is set, else every layer is global (Mistral-Small-3.1).
+        mask_variants=(MaskVariant("sliding", {"sliding": True}, SLIDING_WINDOW),
+                       MaskVariant("global", {"sliding": False})),
+        grad_reaches=("model.multi_modal_projector.linear_1.weight",
+                      "model.multi_modal_projector.patch_merger.merging_layer.weight"),
+        conversion_kept=("text_config.sliding_window",),
+        tied_head=True,  # the tiny Mistral text model ties its head (`croc_testing.backbones`)
+        # Two images back to back in the first row ([IMG_END] between them), one in the second.
+        mask_batch=lambda model: make_mistral3_batch(model.config, images_per_row=(2, 1)),
+        reference_layout=_pixtral_image_as_one_run,
+    ),
+)
+
+SPECS_BY_NAME: dict[str, FamilySpec] = {spec.name: spec for spec in SPECS}
+
+
+__all__ = ["SPECS", "SPECS_BY_NAME", "FamilySpec", "MaskVariant", "inputs", "language_model_inputs", "layer_masks",
+           "withhold_deepstack"]

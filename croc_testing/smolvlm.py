@@ -1,0 +1,100 @@
+"""Tiny SmolVLM Croc models and batches, built in code (nothing downloaded): a 2-layer SigLIP-style tower on 16-px
+views of 4-px patches (16 patches, 4 tokens a view after the 2x pixel shuffle), a 2-layer language model, and
+batches in SmolVLM's token layout (tiles introduced by `<row_r_col_c>`, the global view by `<global-img>`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from modeling_croc import CrocSmolVLMConfig
+from modeling_croc.constants import IGNORE_INDEX
+
+from .backbones import text_config
+
+# SmolVLM's special tokens in a 128-entry vocabulary; `<row_r_col_c>` is `row_col + 2 * (r - 1) + (c - 1)` for the
+# grids up to 2 x 2 used here.
+SMOLVLM_TOKENS = {"bos": 1, "eos": 2, "newline": 19, "row_col": 100, "image": 120, "fake": 121, "global": 122,
+                  "pad": 127}
+# (rows, cols) tile grid of each image of the default batch: a 1 x 2 split, a small image (its global view alone), a
+# 2 x 2 split; each image also has its global view: 3, 1 and 5 views.
+SMOLVLM_GRIDS = [(1, 2), (0, 0), (2, 2)]
+# View side in pixels.
+SMOLVLM_VIEW_SIZE = 16
+
+
+def tiny_croc_smolvlm_config(text: str = "llama", **croc_fields: Any) -> CrocSmolVLMConfig:
+    """A tiny `CrocSmolVLMConfig`: a text model of width 32 (2 layers; `text` a key of
+    `croc_testing.backbones.TEXT_BACKBONES`: `"llama"` as SmolVLM ships, `"qwen2"` for a global and a sliding layer)
+    and a vision tower of width 16 (2 heads) on 16-px views of 4-px patches, shuffled by 2 (4 tokens a view);
+    `croc_fields` on top (pool of 64, linear VTR head by default)."""
+    text_fields = text_config(text, vocab_size=128, pad_token_id=SMOLVLM_TOKENS["pad"])
+    vision = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+              "image_size": SMOLVLM_VIEW_SIZE, "patch_size": 4}
+    croc_fields.setdefault("prompt_pool_size", 64)
+    croc_fields.setdefault("vtr_head", "linear")
+    return CrocSmolVLMConfig(text_config=text_fields, vision_config=vision, image_token_id=SMOLVLM_TOKENS["image"],
+                             scale_factor=2, **croc_fields)
+
+
+def smolvlm_image_tokens(rows: int, cols: int, view_tokens: int) -> list[int]:
+    """An image's tokens as SmolVLM's processor writes them: every tile as `<fake_token_around_image>`,
+    `<row_r_col_c>` and its placeholders, a newline closing each grid row, then (after one more newline when split)
+    `<fake_token_around_image>`, `<global-img>`, the global view's placeholders, `<fake_token_around_image>`."""
+    tokens = []
+    for row in range(rows):
+        for col in range(cols):
+            tokens += [SMOLVLM_TOKENS["fake"], SMOLVLM_TOKENS["row_col"] + 2 * row + col,
+                       *[SMOLVLM_TOKENS["image"]] * view_tokens]
+        tokens.append(SMOLVLM_TOKENS["newline"])
+    if rows:
+        tokens.append(SMOLVLM_TOKENS["newline"])
+    return tokens + [SMOLVLM_TOKENS["fake"], SMOLVLM_TOKENS["global"], *[SMOLVLM_TOKENS["image"]] * view_tokens,
+                     SMOLVLM_TOKENS["fake"]]
+
+
+def make_smolvlm_batch(config, grids: list[tuple[int, int]] = SMOLVLM_GRIDS, images_per_row: tuple[int, ...] = (1, 2),
+                       text_len: int = 3, left_pad: int = 2, seed: int = 0) -> dict[str, torch.Tensor]:
+    """A left-padded batch in SmolVLM's layout: row r is `<bos>`, two prompt tokens, its next `images_per_row[r]`
+    images (`smolvlm_image_tokens`, back to back), then answer tokens, the only supervised ones; rows differ in
+    length (`left_pad` more padding per row).
+
+    Returns `input_ids`, `attention_mask`, `labels` `(B, L)`, `pixel_values` `(B, max views, 3, 16, 16)` (each row's
+    views: every image's tiles in grid order then its global view; all-zero views pad shorter rows, as SmolVLM's
+    image processor pads them) and `pixel_attention_mask` `(B, max views, 16, 16)` (0 on the padding views)."""
+    generator = torch.Generator().manual_seed(seed)
+    view_tokens = config.view_tokens()
+    bodies, views, image = [], [], 0
+    for row, count in enumerate(images_per_row):
+        prompt = [SMOLVLM_TOKENS["bos"], *torch.randint(20, 95, (2,), generator=generator).tolist()]
+        row_views = 0
+        for rows, cols in grids[image:image + count]:
+            prompt += smolvlm_image_tokens(rows, cols, view_tokens)
+            row_views += rows * cols + 1
+        image += count
+        views.append(row_views)
+        answer = torch.randint(20, 95, (text_len + left_pad * (len(images_per_row) - 1 - row),),
+                               generator=generator).tolist()
+        bodies.append((prompt, answer))
+    length = max(len(prompt) + len(answer) for prompt, answer in bodies)
+    input_ids = torch.full((len(bodies), length), SMOLVLM_TOKENS["pad"])
+    attention_mask = torch.zeros(len(bodies), length, dtype=torch.long)
+    labels = torch.full((len(bodies), length), IGNORE_INDEX)
+    for row, (prompt, answer) in enumerate(bodies):
+        start = length - len(prompt) - len(answer)
+        input_ids[row, start:] = torch.tensor(prompt + answer)
+        attention_mask[row, start:] = 1
+        labels[row, start + len(prompt):] = torch.tensor(answer)
+    size = config.vision_config.image_size
+    pixel_values = torch.zeros(len(bodies), max(views), 3, size, size)
+    pixel_attention_mask = torch.zeros(len(bodies), max(views), size, size, dtype=torch.long)
+    for row, count in enumerate(views):
+        pixel_values[row, :count] = torch.randn(count, 3, size, size, generator=generator)
+        pixel_attention_mask[row, :count] = 1
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels, "pixel_values": pixel_values,
+            "pixel_attention_mask": pixel_attention_mask}
+
+
+__all__ = ["SMOLVLM_GRIDS", "SMOLVLM_TOKENS", "SMOLVLM_VIEW_SIZE", "make_smolvlm_batch", "smolvlm_image_tokens",
+           "tiny_croc_smolvlm_config"]
