@@ -16,6 +16,8 @@ import torch
 from transformers import (
     Gemma3ForConditionalGeneration,
     Gemma3Model,
+    InternVLForConditionalGeneration,
+    InternVLModel,
     LlavaNextForConditionalGeneration,
     LlavaNextModel,
     Mistral3ForConditionalGeneration,
@@ -26,12 +28,17 @@ from transformers import (
     Qwen2_5_VLModel,
     Qwen3VLForConditionalGeneration,
     Qwen3VLModel,
+    SmolVLMForConditionalGeneration,
+    SmolVLMModel,
 )
 
 from modeling_croc import (
     CrocGemma3Config,
     CrocGemma3ForConditionalGeneration,
     CrocGemma3Model,
+    CrocInternVLConfig,
+    CrocInternVLForConditionalGeneration,
+    CrocInternVLModel,
     CrocLlavaNextConfig,
     CrocLlavaNextForConditionalGeneration,
     CrocLlavaNextModel,
@@ -44,6 +51,9 @@ from modeling_croc import (
     CrocQwen3VLConfig,
     CrocQwen3VLForConditionalGeneration,
     CrocQwen3VLModel,
+    CrocSmolVLMConfig,
+    CrocSmolVLMForConditionalGeneration,
+    CrocSmolVLMModel,
 )
 
 from .backbones import SLIDING_WINDOW
@@ -55,9 +65,11 @@ from .gemma3 import (
     randomize_gemma3_projector,
     tiny_croc_gemma3_config,
 )
+from .internvl import make_internvl_batch, tiny_croc_internvl_config
 from .llava_next import make_llava_next_batch, tiny_croc_llava_next_config
 from .mistral3 import MISTRAL3_TOKENS, make_mistral3_batch, tiny_croc_mistral3_config
 from .qwen3_vl import make_qwen3_vl_batch, tiny_croc_qwen3_vl_config
+from .smolvlm import SMOLVLM_TOKENS, make_smolvlm_batch, tiny_croc_smolvlm_config
 
 Batch = dict[str, torch.Tensor]
 
@@ -113,7 +125,7 @@ class FamilySpec:
         image_features: `(model, batch) -> per-image visual tokens` as the parent's forward scatters them.
         mask_batch: the batch of the layer-mask check, where it needs another layout than `batch(model, 2)`.
         reference_layout: rewrites `input_ids` for the slow mask reference, whose image block is a run of image
-            tokens (Pixtral's break tokens are inside the image's block).
+            tokens (Pixtral's break tokens, SmolVLM's tokens between an image's views are inside the image's block).
         bidirectional_inputs: batch entries that make the parent's plain forward bidirectional over images,
             dropped where a causal plain forward is compared with span "none".
         text_embed_scale: the factor on the text embeddings the first decoder layer receives.
@@ -173,11 +185,13 @@ class FamilySpec:
 
     def features(self, model: PreTrainedModel, batch: Batch) -> list[torch.Tensor]:
         """Each image's visual tokens: the spec's own way, else the mechanism's `croc_image_features` with the
-        batch's `croc_image_inputs`."""
+        batch's `croc_image_inputs`, regrouped into images by `croc_images_of` (InternVL's tiles joined, SmolVLM's
+        rows split; one entry per image already elsewhere)."""
         if self.image_features is not None:
             return self.image_features(model, batch)
         image_inputs = {name: batch[name] for name in model.model.croc_image_inputs if name in batch}
-        return model.model.croc_image_features(batch["pixel_values"], **image_inputs)
+        features = model.model.croc_image_features(batch["pixel_values"], **image_inputs)
+        return model.model.croc_images_of(features, batch["input_ids"])
 
 
 def inputs(batch: Batch) -> Batch:
@@ -190,7 +204,7 @@ def layer_masks(model: PreTrainedModel, run: Callable[[], Any]) -> dict[int, tor
     received: dict[int, torch.Tensor] = {}
     hooks = [layer.register_forward_pre_hook(
         lambda module, args, kwargs, index=index: received.__setitem__(index, kwargs["attention_mask"]),
-        with_kwargs=True) for index, layer in enumerate(model.model.language_model.layers)]
+        with_kwargs=True) for index, layer in enumerate(model.model.croc_language_model.layers)]
     try:
         run()
     finally:
@@ -204,7 +218,7 @@ def language_model_inputs(model: PreTrainedModel) -> Iterator[list[dict]]:
     """Records the keyword arguments the language model ran with, one dict per forward: a forward hook sees them
     after every pre-hook (Croc's stage-1.5 inputs among them) has edited them."""
     calls: list[dict] = []
-    handle = model.model.language_model.register_forward_hook(
+    handle = model.model.croc_language_model.register_forward_hook(
         lambda module, args, kwargs, output: calls.append(dict(kwargs)), with_kwargs=True)
     try:
         yield calls
@@ -234,6 +248,25 @@ def _pixtral_image_as_one_run(input_ids: torch.LongTensor) -> torch.LongTensor:
     # is a run of image tokens) reads the breaks as image tokens.
     breaks = input_ids == MISTRAL3_TOKENS["image_break"]
     return input_ids.masked_fill(breaks, MISTRAL3_TOKENS["image"])
+
+
+def _smolvlm_images_as_one_run(input_ids: torch.LongTensor) -> torch.LongTensor:
+    """`input_ids` with the text tokens inside every image (between two of its views) turned into placeholders, so
+    the per-run reference sees each image as one run. Inside an image the gaps hold only the separator, row / column,
+    newline and global tokens, and never two `<fake_token_around_image>` in a row (which is where one image ends and
+    the next begins)."""
+    inner = {SMOLVLM_TOKENS["fake"], SMOLVLM_TOKENS["global"], SMOLVLM_TOKENS["newline"],
+             *range(SMOLVLM_TOKENS["row_col"], SMOLVLM_TOKENS["row_col"] + 4)}
+    image, fake = SMOLVLM_TOKENS["image"], SMOLVLM_TOKENS["fake"]
+    out = input_ids.clone()
+    for row in out:
+        tokens = row.tolist()
+        positions = [index for index, token in enumerate(tokens) if token == image]
+        for left, right in zip(positions, positions[1:]):
+            gap = tokens[left + 1:right]
+            if gap and set(gap) <= inner and all(gap[k:k + 2] != [fake, fake] for k in range(len(gap) - 1)):
+                row[left + 1:right] = image
+    return out
 
 
 def _gemma3_image_features(model: PreTrainedModel, batch: Batch) -> list[torch.Tensor]:
@@ -350,6 +383,44 @@ SPECS: tuple[FamilySpec, ...] = (
         # Two images back to back in the first row ([IMG_END] between them), one in the second.
         mask_batch=lambda model: make_mistral3_batch(model.config, images_per_row=(2, 1)),
         reference_layout=_pixtral_image_as_one_run,
+    ),
+    FamilySpec(
+        name="internvl",
+        config=tiny_croc_internvl_config,
+        batch=lambda model, left_pad: make_internvl_batch(model.config, left_pad=left_pad),
+        # 4 tokens a tile: images of 1, 3 and 2 tiles (`INTERNVL_TILES`), the per-tile outputs joined by
+        # `croc_images_of`. Each image is one run of `<IMG_CONTEXT>` (`<img>` and `</img>` outside it): the runs are
+        # the reference's blocks as they are.
+        token_counts=(4, 12, 8),
+        config_class=CrocInternVLConfig, model_class=CrocInternVLModel,
+        generation_class=CrocInternVLForConditionalGeneration,
+        parent_model=InternVLModel, parent_generation=InternVLForConditionalGeneration,
+        processor_mro=("InternVLProcessor",),
+        # Its Qwen2 text model: a global layer, then a sliding one.
+        mask_variants=(MaskVariant("qwen2", {}, SLIDING_WINDOW, mixed_layer_types=True),),
+        grad_reaches=("model.multi_modal_projector.linear_1.weight",),
+        conversion_kept=("downsample_ratio",),
+        tied_head=True,  # the tiny Qwen2 text model ties its head (`croc_testing.internvl`)
+    ),
+    FamilySpec(
+        name="smolvlm",
+        config=tiny_croc_smolvlm_config,
+        batch=lambda model, left_pad: make_smolvlm_batch(model.config, left_pad=left_pad),
+        # 4 tokens a view: 1 x 2 tiles + global, the global view alone, 2 x 2 tiles + global (`SMOLVLM_GRIDS`), the
+        # last two in one row; the per-row outputs split into images by `croc_images_of`.
+        token_counts=(12, 4, 20),
+        config_class=CrocSmolVLMConfig, model_class=CrocSmolVLMModel,
+        generation_class=CrocSmolVLMForConditionalGeneration,
+        parent_model=SmolVLMModel, parent_generation=SmolVLMForConditionalGeneration,
+        processor_mro=("SmolVLMProcessor",),
+        # Llama as SmolVLM ships (global layers only), and Qwen2 for a global and a sliding layer.
+        mask_variants=(MaskVariant("llama", {"text": "llama"}),
+                       MaskVariant("qwen2", {"text": "qwen2"}, SLIDING_WINDOW, mixed_layer_types=True)),
+        grad_reaches=("model.connector.modality_projection.proj.weight",),
+        conversion_kept=("scale_factor",),
+        # An image's block is its whole extent: the row / column, newline, separator and global tokens between its
+        # views are inside it.
+        reference_layout=_smolvlm_images_as_one_run,
     ),
 )
 
