@@ -98,6 +98,8 @@ def save_tiny_qwen2_5_vl(folder, seed: int = 0):
 
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
+    from modeling_croc.convert.to_llava import name_parent_processor
+
     folder = Path(folder)
     processor = tiny_qwen2_5_vl_processor()
     tokenizer = processor.tokenizer
@@ -111,6 +113,8 @@ def save_tiny_qwen2_5_vl(folder, seed: int = 0):
     torch.manual_seed(seed)
     Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(**fields)).save_pretrained(folder)
     processor.save_pretrained(folder)
+    # A Hub folder's processor files name the parent class (which loads them natively), not this package's.
+    name_parent_processor(folder, type(processor))
     return folder
 
 

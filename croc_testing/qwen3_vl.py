@@ -86,7 +86,7 @@ def save_tiny_qwen3_vl(folder, seed: int = 0) -> Path:
     `Qwen3VLProcessor`, with no code of this package. What a user starts Croc's stage 1.5 from."""
     from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
 
-    from modeling_croc.convert.to_llava import _name_parent_processor
+    from modeling_croc.convert.to_llava import name_parent_processor
 
     folder = Path(folder)
     processor = tiny_qwen3_vl_processor()
@@ -104,7 +104,7 @@ def save_tiny_qwen3_vl(folder, seed: int = 0) -> Path:
     model.save_pretrained(folder)
     processor.save_pretrained(folder)
     # A Hub folder's processor files name the parent class (which loads them natively), not this package's.
-    _name_parent_processor(folder, type(processor))
+    name_parent_processor(folder, type(processor))
     return folder
 
 

@@ -8,7 +8,7 @@ processor out, as `CrocQwen2_5_VLProcessor` does for Qwen2.5-VL. The image part 
 Qwen2-VL image processor whose `size["longest_edge"]` is the pixel budget and `patch_size * merge_size` one merged
 token's side), so the length estimate and the pool bound are that class's own functions, shared rather than
 rewritten. The parent class stays the first base (`__mro__[1]`): an exported plain folder names it
-(`modeling_croc.convert.to_llava._name_parent_processor`).
+(`modeling_croc.convert.to_llava.name_parent_processor`).
 """
 
 from transformers import Qwen3VLProcessor

@@ -89,11 +89,11 @@ def export_llava_folder(croc_dir: str | Path, out_dir: str | Path) -> Path:
         ).save_pretrained(out_dir)
     elif processor is not None:
         processor.save_pretrained(out_dir)
-        _name_parent_processor(out_dir, type(processor))
+        name_parent_processor(out_dir, type(processor))
     return out_dir
 
 
-def _name_parent_processor(folder: Path, processor_class: type) -> None:
+def name_parent_processor(folder: Path, processor_class: type) -> None:
     """A processor of this package that only leaves out the parent's video part (`CrocOnevisionProcessor`,
     `CrocQwen2_5_VLProcessor`) saves the parent's files: the plain folder names the parent class, which loads them
     natively, instead of this package's class as remote code. (The parent class itself cannot be built here when

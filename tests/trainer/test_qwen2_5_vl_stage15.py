@@ -30,6 +30,9 @@ def qwen_folder(tmp_path_factory):
 
 
 def test_samples_are_in_qwen2_5_vls_own_format(qwen_folder, data_dir):
+    # Laid out as a Hub folder: its processor files name transformers' class, no code of this package.
+    assert json.loads((qwen_folder / "processor_config.json").read_text())["processor_class"] == "Qwen2_5_VLProcessor"
+    assert not list(qwen_folder.glob("*.py"))
     processor = CrocQwen2_5_VLProcessor.from_pretrained(qwen_folder)
     rows = json.loads((data_dir / "detailed.json").read_text())
     image_rows = [row for row in rows if "image" in row][:2]
