@@ -356,7 +356,7 @@ SPECS: tuple[FamilySpec, ...] = (
         config_class=CrocLlavaNextConfig, model_class=CrocLlavaNextModel,
         generation_class=CrocLlavaNextForConditionalGeneration,
         parent_model=LlavaNextModel, parent_generation=LlavaNextForConditionalGeneration,
-        processor_mro=("LlavaNextProcessor",),
+        processor_mro=("CrocLlavaNextProcessor", "LlavaNextProcessor"),
         # LLaVA-NeXT-Mistral slides on every layer (no `layer_types`: one windowed mask for all); Llama is global.
         # An image's packed tokens are one uninterrupted run of `<image>` tokens, so the reference's run is the image.
         mask_variants=(MaskVariant("mistral", {"text": "mistral"}, SLIDING_WINDOW),
@@ -395,7 +395,7 @@ SPECS: tuple[FamilySpec, ...] = (
         config_class=CrocInternVLConfig, model_class=CrocInternVLModel,
         generation_class=CrocInternVLForConditionalGeneration,
         parent_model=InternVLModel, parent_generation=InternVLForConditionalGeneration,
-        processor_mro=("InternVLProcessor",),
+        processor_mro=("CrocInternVLProcessor", "InternVLProcessor"),
         # Its Qwen2 text model: a global layer, then a sliding one.
         mask_variants=(MaskVariant("qwen2", {}, SLIDING_WINDOW, mixed_layer_types=True),),
         grad_reaches=("model.multi_modal_projector.linear_1.weight",),

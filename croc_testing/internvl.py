@@ -76,5 +76,91 @@ def make_internvl_batch(config, tiles: list[int] = INTERNVL_TILES, images_per_ro
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels, "pixel_values": pixel_values}
 
 
-__all__ = ["INTERNVL_TILES", "INTERNVL_TILE_SIZE", "INTERNVL_TOKENS", "internvl_image_tokens", "make_internvl_batch",
-           "tiny_croc_internvl_config"]
+# InternVL's image tokens as its tokenizer names them (`InternVLProcessor` reads them under these names): the image
+# start and end, the context placeholder the image's tiles replace, and the video marker.
+INTERNVL_IMAGE_TOKENS = {"start_image_token": "<img>", "end_image_token": "</img>",
+                         "context_image_token": "<IMG_CONTEXT>", "video_token": "<video>"}
+# Most tiles of an image in the tiny folder (the thumbnail comes on top when an image is tiled).
+INTERNVL_MAX_TILES = 4
+
+# The chat template of the transformers-format InternVL checkpoints (`OpenGVLab/InternVL3-*-hf`, written by
+# transformers' `convert_internvl_weights_to_hf.py`), restated here: ChatML turns, no default system message, each image
+# as `<IMG_CONTEXT>\n` at its place in the turn (the processor expands the placeholder to `<img>...</img>`).
+INTERNVL_HF_CHAT_TEMPLATE = (
+    "{% for message in messages %}{{ '<|im_start|>' + message['role'] + '\n' }}"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for content in message['content'] %}"
+    "{% if content['type'] == 'image' %}{{ '<IMG_CONTEXT>\n' }}"
+    "{% elif content['type'] == 'video' %}{{ '<video>\n' }}"
+    "{% elif content['type'] == 'text' %}{{ content['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}{{ '<|im_end|>\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+
+
+def internvl_bpe_tokenizer():
+    """An InternVL-style tokenizer available offline: `croc_testing.tiny.chatml_bpe_tokenizer` (Qwen's ChatML tokens,
+    EOS `<|im_end|>`, no BOS) plus InternVL's image tokens as special tokens, under the names `InternVLProcessor`
+    reads (`INTERNVL_IMAGE_TOKENS`), as the Hub's InternVL3 tokenizers have them."""
+    from transformers import PreTrainedTokenizerFast
+
+    from .tiny import chatml_bpe_tokenizer
+
+    chatml = chatml_bpe_tokenizer()
+    backend = chatml.backend_tokenizer
+    backend.add_special_tokens(list(INTERNVL_IMAGE_TOKENS.values()))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token=chatml.eos_token,
+                                        pad_token=chatml.pad_token, additional_special_tokens=["<|im_start|>"],
+                                        extra_special_tokens=dict(INTERNVL_IMAGE_TOKENS))
+    tokenizer.model_max_length = chatml.model_max_length
+    return tokenizer
+
+
+def tiny_internvl_processor():
+    """A `CrocInternVLProcessor` available offline: `internvl_bpe_tokenizer`, GotOcr2's PIL image processor on
+    `INTERNVL_TILE_SIZE`-px tiles (up to `INTERNVL_MAX_TILES` tiles and the thumbnail), 4 placeholders a tile (the
+    tiny tower's), the -hf checkpoints' chat template."""
+    from transformers.models.got_ocr2.image_processing_pil_got_ocr2 import GotOcr2ImageProcessorPil
+
+    from modeling_croc.processing_croc_internvl import CrocInternVLProcessor
+
+    image_processor = GotOcr2ImageProcessorPil(
+        size={"height": INTERNVL_TILE_SIZE, "width": INTERNVL_TILE_SIZE}, max_patches=INTERNVL_MAX_TILES,
+        image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225])
+    return CrocInternVLProcessor(image_processor=image_processor, tokenizer=internvl_bpe_tokenizer(),
+                                 image_seq_length=tiny_croc_internvl_config().tile_tokens(),
+                                 chat_template=INTERNVL_HF_CHAT_TEMPLATE)
+
+
+def save_tiny_internvl(folder, seed: int = 0):
+    """Write a random tiny plain InternVL folder (`InternVLForConditionalGeneration` with `tiny_croc_internvl_config`'s
+    towers, and the files of an `InternVLProcessor` with `tiny_internvl_processor`'s parts, naming transformers' class),
+    laid out as a Hub (-hf) checkpoint is: what a user starts Croc's stage 1.5 from."""
+    from pathlib import Path
+
+    from transformers import InternVLConfig, InternVLForConditionalGeneration
+
+    from modeling_croc.convert.to_llava import name_parent_processor
+
+    folder = Path(folder)
+    processor = tiny_internvl_processor()
+    tokenizer = processor.tokenizer
+    croc = tiny_croc_internvl_config()
+    text = text_config("qwen2", vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
+    text.update(bos_token_id=None, eos_token_id=tokenizer.eos_token_id)
+    config = InternVLConfig(text_config=text, vision_config=croc.vision_config.to_dict(),
+                            image_token_id=processor.image_token_id, downsample_ratio=croc.downsample_ratio,
+                            image_seq_length=processor.image_seq_length)
+    torch.manual_seed(seed)
+    InternVLForConditionalGeneration(config).save_pretrained(folder)
+    # The Hub's image processor files leave tiling to the processor's default (`crop_to_patches` off here).
+    processor.image_processor.crop_to_patches = False
+    processor.save_pretrained(folder)
+    # A Hub folder's processor files name the parent class (which loads them natively), not this package's.
+    name_parent_processor(folder, type(processor))
+    return folder
+
+
+__all__ = ["INTERNVL_HF_CHAT_TEMPLATE", "INTERNVL_IMAGE_TOKENS", "INTERNVL_MAX_TILES", "INTERNVL_TILES",
+           "INTERNVL_TILE_SIZE", "INTERNVL_TOKENS", "internvl_bpe_tokenizer", "internvl_image_tokens",
+           "make_internvl_batch", "save_tiny_internvl", "tiny_croc_internvl_config", "tiny_internvl_processor"]

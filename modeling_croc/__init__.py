@@ -73,6 +73,8 @@ from .modeling_croc_smolvlm import (
 from .presets import CROC_PRESET_NAMES, CROC_PRESETS, CrocPreset, get_preset
 from .processing_croc import VICUNA_V1_CHAT_TEMPLATE, CrocProcessor, with_image_aspect_ratio
 from .processing_croc_gemma3 import CrocGemma3Processor
+from .processing_croc_internvl import CrocInternVLProcessor
+from .processing_croc_llava_next import CrocLlavaNextProcessor
 from .processing_croc_onevision import CrocOnevisionProcessor
 from .processing_croc_qwen3_vl import CrocQwen3VLProcessor
 
@@ -123,6 +125,8 @@ __all__ = [
     "CrocOnevisionForConditionalGeneration",
     "CrocOnevisionModel",
     "CrocOnevisionPreTrainedModel",
+    "CrocLlavaNextProcessor",
+    "CrocInternVLProcessor",
     "CrocOnevisionProcessor",
     "CrocForConditionalGeneration",
     "CrocModel",

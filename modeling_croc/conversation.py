@@ -235,8 +235,23 @@ GEMMA3 = ConversationTemplate(
     chat_image_prefix=IMAGE_TOKEN, strip_image_turn=False,
 )
 
+# InternVL's chat format (the chat template of its transformers-format checkpoints' processor, e.g.
+# OpenGVLab/InternVL3-1B-hf's, written by transformers' `convert_internvl_weights_to_hf.py`): ChatML turns with no
+# default system message (the remote-code checkpoints' own "internvl2_5" conversation adds one; the -hf template, which
+# `InternVLProcessor` renders, does not), each image as "<IMG_CONTEXT>\n" opening its user turn, which the processor
+# expands to "<img>" + its tiles' placeholders + "</img>": the training text writes that block around the marker.
+# The answers and their "<|im_end|>\n" are supervised.
+INTERNVL = ConversationTemplate(
+    name="internvl", system="", user_text=True,
+    user_prefix="<|im_start|>user\n", user_suffix="<|im_end|>\n",
+    image_prefix="<img>" + IMAGE_TOKEN + "</img>\n",
+    assistant_prefix="<|im_start|>assistant\n", answer_prefix="", answer_suffix="<|im_end|>\n",
+    system_prefix="<|im_start|>system\n", system_suffix="<|im_end|>\n",
+    chat_image_prefix=IMAGE_TOKEN + "\n",
+)
+
 TEMPLATES: dict[str, ConversationTemplate] = {
-    template.name: template for template in (PLAIN, VICUNA_V1, QWEN_1_5, QWEN2_VL, QWEN3_VL, GEMMA3)
+    template.name: template for template in (PLAIN, VICUNA_V1, QWEN_1_5, QWEN2_VL, QWEN3_VL, GEMMA3, INTERNVL)
 }
 
 
@@ -273,6 +288,7 @@ def llava_row_to_messages(conversations: Sequence[Mapping[str, str]], has_image:
 __all__ = [
     "ASSISTANT",
     "GEMMA3",
+    "INTERNVL",
     "PLAIN",
     "QWEN_1_5",
     "ROLES",

@@ -14,12 +14,10 @@ from transformers import (
     Gemma3ForConditionalGeneration,
     InternVLConfig,
     InternVLForConditionalGeneration,
-    InternVLProcessor,
     LlavaConfig,
     LlavaForConditionalGeneration,
     LlavaNextConfig,
     LlavaNextForConditionalGeneration,
-    LlavaNextProcessor,
     LlavaOnevisionConfig,
     LlavaOnevisionForConditionalGeneration,
     Mistral3Config,
@@ -56,6 +54,8 @@ from .modeling_croc_qwen3_vl import CrocQwen3VLForConditionalGeneration, CrocQwe
 from .modeling_croc_smolvlm import CrocSmolVLMForConditionalGeneration, CrocSmolVLMModel
 from .processing_croc import CrocProcessor
 from .processing_croc_gemma3 import CrocGemma3Processor
+from .processing_croc_internvl import CrocInternVLProcessor
+from .processing_croc_llava_next import CrocLlavaNextProcessor
 from .processing_croc_onevision import CrocOnevisionProcessor
 from .processing_croc_qwen2_5_vl import CrocQwen2_5_VLProcessor
 from .processing_croc_qwen3_vl import CrocQwen3VLProcessor
@@ -107,16 +107,18 @@ FAMILIES: tuple[CrocFamily, ...] = (
     CrocFamily(CrocQwen2_5_VLConfig, CrocQwen2_5_VLModel, CrocQwen2_5_VLForConditionalGeneration,
                CrocQwen2_5_VLProcessor, True, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration,
                template="qwen2_vl"),
-    CrocFamily(CrocLlavaNextConfig, CrocLlavaNextModel, CrocLlavaNextForConditionalGeneration, LlavaNextProcessor,
-               False, LlavaNextConfig, LlavaNextForConditionalGeneration, trainer_data=False),
+    # No template of its own: LLaVA-NeXT checkpoints chat in their language model's format (v1.6-vicuna: the
+    # stage's vicuna_v1; v1.6-mistral's [INST] format has no template in `conversation.TEMPLATES` yet).
+    CrocFamily(CrocLlavaNextConfig, CrocLlavaNextModel, CrocLlavaNextForConditionalGeneration,
+               CrocLlavaNextProcessor, True, LlavaNextConfig, LlavaNextForConditionalGeneration),
     CrocFamily(CrocMistral3Config, CrocMistral3Model, CrocMistral3ForConditionalGeneration, PixtralProcessor,
                False, Mistral3Config, Mistral3ForConditionalGeneration, trainer_data=False),
     CrocFamily(CrocQwen3VLConfig, CrocQwen3VLModel, CrocQwen3VLForConditionalGeneration, CrocQwen3VLProcessor,
                True, Qwen3VLConfig, Qwen3VLForConditionalGeneration, template="qwen3_vl"),
     CrocFamily(CrocGemma3Config, CrocGemma3Model, CrocGemma3ForConditionalGeneration, CrocGemma3Processor, True,
                Gemma3Config, Gemma3ForConditionalGeneration, template="gemma3"),
-    CrocFamily(CrocInternVLConfig, CrocInternVLModel, CrocInternVLForConditionalGeneration, InternVLProcessor, False,
-               InternVLConfig, InternVLForConditionalGeneration, trainer_data=False),
+    CrocFamily(CrocInternVLConfig, CrocInternVLModel, CrocInternVLForConditionalGeneration, CrocInternVLProcessor,
+               True, InternVLConfig, InternVLForConditionalGeneration, template="internvl"),
     CrocFamily(CrocSmolVLMConfig, CrocSmolVLMModel, CrocSmolVLMForConditionalGeneration, SmolVLMProcessor, False,
                SmolVLMConfig, SmolVLMForConditionalGeneration, trainer_data=False),
 )

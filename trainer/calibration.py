@@ -12,7 +12,7 @@ import logging
 import torch
 from torch import nn
 
-from .collator import stack_images
+from .collator import join_images
 from .data import REPLACED_KEY
 
 logger = logging.getLogger(__name__)
@@ -47,7 +47,7 @@ def first_images(dataset, count: int, max_scanned: int | None = None) -> dict[st
     if all(item.get("image_grid_thw") is not None for item in items):  # native resolution: patches, grids
         return {"pixel_values": torch.cat([item["pixel_values"] for item in items]),
                 "image_grid_thw": torch.stack([item["image_grid_thw"] for item in items])}
-    images = {"pixel_values": stack_images([item["pixel_values"] for item in items])}
+    images = {"pixel_values": join_images(items)}  # tiled images (InternVL's): all their tiles, concatenated
     if all(item.get("image_sizes") is not None for item in items):
         images["image_sizes"] = torch.stack([item["image_sizes"] for item in items])
     return images

@@ -74,6 +74,7 @@ class CrocDataCollator:
     """Samples -> ``{"input_ids": (B, L), "labels": (B, L), "attention_mask": (B, L), "pixel_values": (N, 3, H, W)}``
     (AnyRes: ``"pixel_values": (N, crops, 3, H, W)`` and ``"image_sizes": (N, 2)``; native resolution:
     ``"pixel_values": (patches, C * T * P * P)``, ``"image_grid_thw": (N, 3)`` and ``"mm_token_type_ids": (B, L)``;
+    dynamic tiling (InternVL): ``"pixel_values": (tiles, 3, S, S)``, every image's tiles in row order, no padding;
     with `token_type_ids` (Gemma 3): ``"token_type_ids": (B, L)``, 1 at image placeholders, in every batch).
 
     L is the longest sample (rounded up to `pad_to_multiple_of`); padding uses `pad_token_id` in `input_ids`,
@@ -154,7 +155,8 @@ class CrocDataCollator:
                                  "(build_collator sets it from the processor)")
             batch["mm_token_type_ids"] = (input_ids == self.image_token_id).int()
         elif images:
-            batch["pixel_values"] = stack_images(images)
+            batch["pixel_values"] = join_images([feature for feature in features
+                                                 if feature.get("pixel_values") is not None])
         if self.token_type_ids:
             batch["token_type_ids"] = (input_ids == self.image_token_id).long()
         sizes = [feature["image_sizes"] for feature in features if feature.get("image_sizes") is not None]
@@ -214,6 +216,17 @@ def stack_images(images: list[torch.Tensor]) -> torch.Tensor:
                         for image in images])
 
 
+def join_images(items: Sequence[dict[str, Any]]) -> torch.Tensor:
+    """The `pixel_values` of a batch from its image samples `items`, in row order: dynamic-tiling images (InternVL's:
+    `(tiles, 3, S, S)` each, no `image_sizes`) concatenated into `(all tiles, 3, S, S)`, as their processor writes a
+    batch and their model reads it (an image's tiles are known from its run of placeholders); others stacked
+    (`stack_images`)."""
+    images = [item["pixel_values"] for item in items]
+    if images[0].dim() == 4 and all(item.get("image_sizes") is None for item in items):
+        return torch.cat(images)
+    return stack_images(images)
+
+
 def build_collator(
     processor: Any,
     padding_side: str = "right",
@@ -241,4 +254,4 @@ def _returns_image_token_types(processor: Any) -> bool:
     return "token_type_ids" in getattr(processor, "model_input_names", []) and "token_type_ids" not in tokenizer_names
 
 
-__all__ = ["DATA_REPORT_KEY", "IMAGE_ORDER_KEY", "CrocDataCollator", "build_collator", "first_fit"]
+__all__ = ["DATA_REPORT_KEY", "IMAGE_ORDER_KEY", "CrocDataCollator", "build_collator", "first_fit", "join_images"]

@@ -119,10 +119,13 @@ def image_sample(image_inputs: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     """One image's entries of a sample, from its image processor's outputs for a batch of one: `pixel_values`
     `(3, H, W)` (LLaVA-1.5), `(crops, 3, H, W)` with `image_sizes` `(2,)` (AnyRes), or, for native-resolution
     processors (Qwen2-VL's), every patch of the image `(patches, C * T * P * P)` with `image_grid_thw` `(3,)`: those
-    processors flatten a batch's patches into one tensor, so the image's are all of them, not the first row."""
+    processors flatten a batch's patches into one tensor, so the image's are all of them, not the first row; so do
+    dynamic-tiling ones (InternVL's, which return `num_patches`): `(tiles, 3, S, S)`, the thumbnail included."""
     if "image_grid_thw" in image_inputs:
         return {"pixel_values": image_inputs["pixel_values"],
                 "image_grid_thw": torch.as_tensor(image_inputs["image_grid_thw"][0])}
+    if "num_patches" in image_inputs:  # dynamic tiling (InternVL's): every tile of the image, `(tiles, 3, S, S)`
+        return {"pixel_values": image_inputs["pixel_values"]}
     sample = {"pixel_values": image_inputs["pixel_values"][0]}
     if "image_sizes" in image_inputs:  # AnyRes (OneVision): the crops' source size
         sample["image_sizes"] = torch.as_tensor(image_inputs["image_sizes"][0])

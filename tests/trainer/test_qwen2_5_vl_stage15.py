@@ -138,20 +138,20 @@ def test_full_scale_yaml_states_its_settings(monkeypatch):
 
 
 def test_a_family_without_its_data_path_is_refused_in_one_line(data_dir, tmp_path, monkeypatch):
-    """LLaVA-NeXT's model classes, conversion and export work, its data path in the trainer does not exist yet: a
-    run on its folder stops before anything loads, saying so."""
-    from croc_testing.llava_next import tiny_croc_llava_next_config
-    from modeling_croc import CrocLlavaNextForConditionalGeneration
+    """Mistral 3's model classes, conversion and export work, its data path in the trainer (Pixtral's break tokens
+    inside an image's placeholders) does not exist yet: a run on its folder stops before anything loads, saying so."""
+    from croc_testing.mistral3 import tiny_croc_mistral3_config
+    from modeling_croc import CrocMistral3ForConditionalGeneration
     from modeling_croc.convert import croc_to_llava
 
     torch.manual_seed(0)
-    croc_to_llava(CrocLlavaNextForConditionalGeneration(tiny_croc_llava_next_config())).save_pretrained(
-        tmp_path / "next")
+    croc_to_llava(CrocMistral3ForConditionalGeneration(tiny_croc_mistral3_config())).save_pretrained(
+        tmp_path / "mistral3")
     monkeypatch.setattr(sys, "argv", ["trainer.train", str(CONFIGS / "stage1_5.yaml"), f"--output_dir={tmp_path / 'o'}",
-                                      f"--model.name_or_path={tmp_path / 'next'}",
+                                      f"--model.name_or_path={tmp_path / 'mistral3'}",
                                       f"--data.path={data_dir / 'detailed.json'}"])
     with pytest.raises(SystemExit) as stop:
         train_module.cli()
     message = str(stop.value.code)
-    assert "llava_next: the trainer's data path" in message and "\n" not in message
+    assert "mistral3: the trainer's data path" in message and "\n" not in message
     assert not (tmp_path / "o").exists()
