@@ -329,7 +329,9 @@ class CrocSupervisedDataset(torch.utils.data.Dataset):
         segments = self.template.segments(_turns(row["conversations"]), has_image=with_image,
                                           eos_token=self._eos_token)
         image = self._load_image(row) if with_image else None
-        input_ids, labels, image_end = self._tokenize(segments, with_image, row, self._image_token_count(image))
+        image_ids = self._image_expansion_ids(image) if image is not None and self._expands_with_structure else None
+        input_ids, labels, image_end = self._tokenize(segments, with_image, row, self._image_token_count(image),
+                                                      image_ids)
         fit = self._fit_verdict(input_ids, labels, image_end)
         if fit.verdict == "rejected":
             return None, (fit.reason, fit.detail)
@@ -359,13 +361,29 @@ class CrocSupervisedDataset(torch.utils.data.Dataset):
         return self.processor.replace_image_token(image_inputs, 0).count(self.processor.image_token)
 
     def _tokenize(
-        self, segments: list[Segment], has_image: bool, row: Mapping[str, Any], num_image_tokens: int
+        self, segments: list[Segment], has_image: bool, row: Mapping[str, Any], num_image_tokens: int,
+        image_ids: list[int] | None = None,
     ) -> tuple[list[int], list[int], int]:
         """(input_ids, labels, end of the image tokens or 0) for the rendered segments, BOS first."""
         pieces = self._pieces(segments, has_image, row)
         texts = self._texts(pieces)
         encoded = self._encode(texts)
-        return self._assemble(pieces, encoded, num_image_tokens)
+        return self._assemble(pieces, encoded, num_image_tokens, image_ids)
+
+    @cached_property
+    def _expands_with_structure(self) -> bool:
+        """Whether the processor's expansion of an image holds more than its placeholders (Pixtral's row breaks,
+        SmolVLM's tile markers) and says so (`image_expansion_has_structure`): the image's ids are then that
+        expansion, tokenised, rather than its placeholder repeated."""
+        return bool(getattr(self.processor, "image_expansion_has_structure", False))
+
+    def _image_expansion_ids(self, image_inputs) -> list[int]:
+        """The ids of the processor's expansion of one image (`replace_image_token`), tokenised as a later piece is
+        (after the anchor, which is dropped), so they are the ids the processor itself gives inside a prompt."""
+        (ids,) = self._encode([self._anchor + self.processor.replace_image_token(image_inputs, 0)])
+        if ids[: len(self._anchor_ids)] != self._anchor_ids:
+            raise RuntimeError(f"the tokenizer merged the anchor {self._anchor!r} into an image's expansion")
+        return ids[len(self._anchor_ids):]
 
     @staticmethod
     def _pieces(segments: list[Segment], has_image: bool, row: Mapping[str, Any]) -> list[tuple[str, bool] | None]:
@@ -407,13 +425,14 @@ class CrocSupervisedDataset(torch.utils.data.Dataset):
         return self._tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"] if texts else []
 
     def _assemble(self, pieces: list[tuple[str, bool] | None], encoded: list[list[int]],
-                  num_image_tokens: int) -> tuple[list[int], list[int], int]:
+                  num_image_tokens: int, image_ids: list[int] | None = None) -> tuple[list[int], list[int], int]:
         encoded = iter(encoded)
         input_ids, labels, image_end = list(self._bos), [IGNORE_INDEX] * len(self._bos), 0
         for position, piece in enumerate(pieces):
             if piece is None:
-                input_ids += [self._image_token_id] * num_image_tokens
-                labels += [IGNORE_INDEX] * num_image_tokens
+                image = [self._image_token_id] * num_image_tokens if image_ids is None else image_ids
+                input_ids += image
+                labels += [IGNORE_INDEX] * len(image)
                 image_end = len(input_ids)
                 continue
             ids = next(encoded)
