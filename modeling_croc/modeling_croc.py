@@ -25,13 +25,13 @@ from transformers.models.llava.modeling_llava import (
 
 from .configuration_croc import CrocConfig
 from .constants import AUTO_MODEL_CLASSES
+from .parent_wiring import register_croc_checkpoint_renames
 from .stage15 import (
     CrocCausalLMOutputFields,
     CrocForConditionalGenerationMixin,
     CrocModelMixin,
     CrocModelOutputFields,
     CrocPreTrainedMixin,
-    register_croc_checkpoint_renames,
 )
 
 

@@ -19,14 +19,13 @@ from transformers.models.gemma3.modeling_gemma3 import (
 )
 
 from .configuration_croc_gemma3 import CrocGemma3Config
+from .parent_wiring import croc_auto_classes_of, register_croc_checkpoint_renames
 from .stage15 import (
     CrocCausalLMOutputFields,
     CrocForConditionalGenerationMixin,
     CrocModelMixin,
     CrocModelOutputFields,
     CrocPreTrainedMixin,
-    croc_auto_classes_of,
-    register_croc_checkpoint_renames,
 )
 
 

@@ -22,14 +22,13 @@ from transformers.models.internvl.modeling_internvl import (
 
 from .attention_mask import image_block_ids
 from .configuration_croc_internvl import CrocInternVLConfig
+from .parent_wiring import croc_auto_classes_of, register_croc_checkpoint_renames
 from .stage15 import (
     CrocCausalLMOutputFields,
     CrocForConditionalGenerationMixin,
     CrocModelMixin,
     CrocModelOutputFields,
     CrocPreTrainedMixin,
-    croc_auto_classes_of,
-    register_croc_checkpoint_renames,
 )
 
 

@@ -21,14 +21,13 @@ from transformers.models.llava_next.modeling_llava_next import (
 )
 
 from .configuration_croc_llava_next import CrocLlavaNextConfig
+from .parent_wiring import croc_auto_classes_of, register_croc_checkpoint_renames
 from .stage15 import (
     CrocCausalLMOutputFields,
     CrocForConditionalGenerationMixin,
     CrocModelMixin,
     CrocModelOutputFields,
     CrocPreTrainedMixin,
-    croc_auto_classes_of,
-    register_croc_checkpoint_renames,
 )
 
 

@@ -22,14 +22,13 @@ from transformers.models.mistral3.modeling_mistral3 import (
 
 from .attention_mask import image_extent_block_ids
 from .configuration_croc_mistral3 import CrocMistral3Config
+from .parent_wiring import croc_auto_classes_of, register_croc_checkpoint_renames
 from .stage15 import (
     CrocCausalLMOutputFields,
     CrocForConditionalGenerationMixin,
     CrocModelMixin,
     CrocModelOutputFields,
     CrocPreTrainedMixin,
-    croc_auto_classes_of,
-    register_croc_checkpoint_renames,
 )
 
 

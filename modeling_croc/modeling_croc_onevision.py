@@ -20,14 +20,13 @@ from transformers.models.llava_onevision.modeling_llava_onevision import (
 )
 
 from .configuration_croc_onevision import CrocOnevisionConfig
+from .parent_wiring import croc_auto_classes_of, register_croc_checkpoint_renames
 from .stage15 import (
     CrocCausalLMOutputFields,
     CrocForConditionalGenerationMixin,
     CrocModelMixin,
     CrocModelOutputFields,
     CrocPreTrainedMixin,
-    croc_auto_classes_of,
-    register_croc_checkpoint_renames,
 )
 
 

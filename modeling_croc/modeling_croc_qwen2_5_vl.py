@@ -15,14 +15,13 @@ from transformers.modeling_outputs import MultimodalBaseModelOutputWithPast, Mul
 from transformers.models.qwen2_5_vl.modeling_qwen2_5_vl import Qwen2_5_VLPreTrainedModel
 
 from .configuration_croc_qwen2_5_vl import CrocQwen2_5_VLConfig
+from .parent_wiring import croc_auto_classes_of, register_croc_checkpoint_renames
 from .stage15 import (
     CrocCausalLMOutputFields,
     CrocForConditionalGenerationMixin,
     CrocModelMixin,
     CrocModelOutputFields,
     CrocPreTrainedMixin,
-    croc_auto_classes_of,
-    register_croc_checkpoint_renames,
 )
 
 

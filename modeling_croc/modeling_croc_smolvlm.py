@@ -25,14 +25,13 @@ from transformers.models.smolvlm.modeling_smolvlm import (
 
 from .attention_mask import image_extent_block_ids
 from .configuration_croc_smolvlm import CrocSmolVLMConfig
+from .parent_wiring import croc_auto_classes_of, register_croc_checkpoint_renames
 from .stage15 import (
     CrocCausalLMOutputFields,
     CrocForConditionalGenerationMixin,
     CrocModelMixin,
     CrocModelOutputFields,
     CrocPreTrainedMixin,
-    croc_auto_classes_of,
-    register_croc_checkpoint_renames,
 )
 
 

@@ -1,6 +1,8 @@
-"""The stage-1.5 path shared by every Croc model class (on `LlavaForConditionalGeneration` and on
-`LlavaOnevisionForConditionalGeneration`): the prompt-pool replacement, the mixed attention, the VTR loss, the
-output fields and the step-wide VTR count. Each model class only says how it gets its images' visual tokens.
+"""The stage-1.5 path shared by every Croc family (`families.py`: LLaVA-1.5, OneVision, Qwen2.5-VL, Gemma 3, ...): the
+prompt-pool replacement, the mixed attention, the VTR loss, the output fields and the step-wide VTR count, attached
+to the parent family's own forward (`CrocModelMixin`). Each family only declares where its images' visual tokens
+come from and what differs (its modelling file); how its classes are wired into transformers is
+`parent_wiring.py`.
 
 Images may have different token counts (AnyRes crops): the visual tokens travel as a `(num_images, T, D)` tensor
 padded to the longest image, with a `(num_images, T)` validity mask; with equal counts nothing is padded.
@@ -10,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,13 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pad_sequence
 from transformers.cache_utils import Cache
-from transformers.conversion_mapping import (
-    get_checkpoint_conversion_mapping,
-    register_checkpoint_conversion_mapping,
-)
 from transformers.modeling_outputs import BaseModelOutputWithPooling
 from transformers.modeling_utils import PreTrainedModel, slice_logits_to_keep
-from transformers.models.auto import modeling_auto
 from transformers.utils import ModelOutput
 from transformers.utils.generic import can_return_tuple
 
@@ -38,6 +34,7 @@ from .attention_mask import (
 )
 from .constants import CROC_ONLY_PATTERNS
 from .losses import fused_language_model_loss, normalize_vtr_targets, visual_token_reconstruction_loss
+from .parent_wiring import forward_with_parent_signature, parent_function
 from .profiling import croc_region
 from .prompt_pool import CrocPromptPool
 from .split_attention import (
@@ -131,46 +128,6 @@ def image_rows(image_token_mask: torch.BoolTensor, token_counts: torch.LongTenso
     return torch.searchsorted(row_ends, starts.to(row_ends.device), right=True)
 
 
-def parent_function(cls: type, name: str) -> Callable | None:
-    """The first definition of `name` in `cls`'s MRO outside the Croc mixins: the parent family's (None if the
-    class defines its own or no parent has one)."""
-    if name in vars(cls):
-        return None
-    for base in cls.__mro__[1:]:
-        if name in vars(base) and not issubclass(base, CROC_MIXINS):
-            return vars(base)[name]
-    return None
-
-
-def forward_with_parent_signature(croc_forward: Callable, parent_forward: Callable) -> Callable:
-    """`croc_forward` (which takes everything but `self` by keyword) under the parent class's forward signature
-    plus the Croc arguments: positional arguments are read in the parent's order, and `inspect.signature` shows the
-    parent's parameters, which `generate` (`_validate_model_kwargs`) and the Trainer (its signature columns) read
-    to decide which inputs a model takes (`image_sizes`, `image_grid_thw`, ...)."""
-    parent = inspect.signature(parent_forward)
-    parameters = [parameter for parameter in parent.parameters.values()
-                  if parameter.kind in (parameter.POSITIONAL_OR_KEYWORD, parameter.KEYWORD_ONLY)]
-    names = {parameter.name for parameter in parameters}
-    croc_only = [parameter.replace(kind=parameter.KEYWORD_ONLY)
-                 for parameter in inspect.signature(croc_forward).parameters.values()
-                 if parameter.name not in names and parameter.kind is parameter.POSITIONAL_OR_KEYWORD
-                 and parameter.default is not parameter.empty]
-    positional = tuple(parameter.name for parameter in parameters[1:] if parameter.kind is parameter.POSITIONAL_OR_KEYWORD)
-
-    @functools.wraps(croc_forward)
-    def forward(self, *args, **kwargs):
-        if len(args) > len(positional):
-            raise TypeError(f"forward() takes {len(positional)} positional arguments but {len(args)} were given")
-        kwargs.update(zip(positional, args))
-        return croc_forward(self, **kwargs)
-
-    forward.__signature__ = parent.replace(parameters=[
-        *[parameter for parameter in parameters if parameter.kind is parameter.POSITIONAL_OR_KEYWORD],
-        *[parameter for parameter in parameters if parameter.kind is parameter.KEYWORD_ONLY], *croc_only,
-        inspect.Parameter("kwargs", inspect.Parameter.VAR_KEYWORD)])
-    return forward
-
-
 def normalized_image_features(parent_get_image_features: Callable) -> Callable:
     """The parent's `get_image_features` (its signature kept), with every image's tokens L2-normalised when
     `config.normalize_visual_tokens` (the released code does this at inference too) and the family normalises
@@ -188,31 +145,6 @@ def normalized_image_features(parent_get_image_features: Callable) -> Callable:
         return outputs
 
     return get_image_features
-
-
-def croc_auto_classes_of(parent_model_type: str, croc_for_parent: dict[str, str]) -> dict[str, str]:
-    """Auto class name -> Croc class name, for every transformers Auto model class that maps `parent_model_type`
-    to one of the parent classes named in `croc_for_parent` (parent class name -> the Croc class standing for it):
-    a Croc family is registered wherever its parent is, in the installed transformers."""
-    found = {}
-    # The Auto classes live in modeling_auto; walking `dir(transformers)` would import every model of the library.
-    for name, auto_class in vars(modeling_auto).items():
-        names = getattr(getattr(auto_class, "_model_mapping", None), "_model_mapping", None)
-        if name.startswith("AutoModel") and isinstance(names, dict) and names.get(parent_model_type) in croc_for_parent:
-            found[name] = croc_for_parent[names[parent_model_type]]
-    return found
-
-
-def register_croc_checkpoint_renames(croc_class: type, parent_class: type) -> None:
-    """Give `croc_class` the checkpoint renames transformers keeps for `parent_class` (looked up as transformers
-    does: by class name, then by model type). They are keyed by class name and not extended to subclasses defined
-    outside the library: without this, loading a parent (or saved Croc) folder would leave weights such as
-    `lm_head` randomly initialised. Each family's modelling file calls it, so `trust_remote_code` loads of a saved
-    folder register them too."""
-    renames = (get_checkpoint_conversion_mapping(parent_class.__name__)
-               or get_checkpoint_conversion_mapping(parent_class.config_class.model_type))
-    if renames:
-        register_checkpoint_conversion_mapping(croc_class.__name__, renames, overwrite=True)
 
 
 class CrocPreTrainedMixin:
@@ -299,9 +231,9 @@ class CrocModelMixin:
         # The parent's signatures stay visible: `generate` encodes images before prefill with the arguments it
         # finds in `get_image_features`' signature, and reads `forward`'s to accept `image_sizes` and the like.
         super().__init_subclass__(**kwargs)
-        if (parent_forward := parent_function(cls, "forward")) is not None:
+        if (parent_forward := parent_function(cls, "forward", CROC_MIXINS)) is not None:
             cls.forward = forward_with_parent_signature(CrocModelMixin.forward, parent_forward)
-        if (parent_features := parent_function(cls, "get_image_features")) is not None:
+        if (parent_features := parent_function(cls, "get_image_features", CROC_MIXINS)) is not None:
             cls.get_image_features = normalized_image_features(parent_features)
 
     def __init__(self, config):
@@ -596,7 +528,7 @@ class CrocForConditionalGenerationMixin:
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        if (parent_forward := parent_function(cls, "forward")) is not None:
+        if (parent_forward := parent_function(cls, "forward", CROC_MIXINS)) is not None:
             cls.forward = forward_with_parent_signature(CrocForConditionalGenerationMixin.forward, parent_forward)
 
     def __init__(self, config):
