@@ -11,13 +11,16 @@ from .families import save_tiny_qwen2_5_vl
 from .gemma3 import save_tiny_gemma3
 from .internvl import save_tiny_internvl
 from .llava_next import save_tiny_llava_next
+from .mistral3 import save_tiny_mistral3
 from .qwen3_vl import save_tiny_qwen3_vl
+from .smolvlm import save_tiny_smolvlm
 from .tiny import TINY_SIZES, save_tiny_croc
 
 # Subcommand -> the writer of a tiny plain folder of that family.
 PLAIN_FOLDERS = {"tiny-qwen2_5_vl": save_tiny_qwen2_5_vl, "tiny-qwen3_vl": save_tiny_qwen3_vl,
                  "tiny-gemma3": save_tiny_gemma3, "tiny-llava_next": save_tiny_llava_next,
-                 "tiny-internvl": save_tiny_internvl}
+                 "tiny-internvl": save_tiny_internvl, "tiny-mistral3": save_tiny_mistral3,
+                 "tiny-smolvlm": save_tiny_smolvlm}
 
 
 def main(argv: list[str] | None = None) -> None:

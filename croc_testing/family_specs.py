@@ -372,7 +372,7 @@ SPECS: tuple[FamilySpec, ...] = (
         config_class=CrocMistral3Config, model_class=CrocMistral3Model,
         generation_class=CrocMistral3ForConditionalGeneration,
         parent_model=Mistral3Model, parent_generation=Mistral3ForConditionalGeneration,
-        processor_mro=("PixtralProcessor",),  # Pixtral's, as for mistral3
+        processor_mro=("CrocMistral3Processor", "PixtralProcessor"),
         # Every layer slides when `sliding_window` is set, else every layer is global (Mistral-Small-3.1).
         mask_variants=(MaskVariant("sliding", {"sliding": True}, SLIDING_WINDOW),
                        MaskVariant("global", {"sliding": False})),
@@ -412,7 +412,7 @@ SPECS: tuple[FamilySpec, ...] = (
         config_class=CrocSmolVLMConfig, model_class=CrocSmolVLMModel,
         generation_class=CrocSmolVLMForConditionalGeneration,
         parent_model=SmolVLMModel, parent_generation=SmolVLMForConditionalGeneration,
-        processor_mro=("SmolVLMProcessor",),
+        processor_mro=("CrocSmolVLMProcessor", "SmolVLMProcessor"),  # SmolVLM's own, subclassed
         # Llama as SmolVLM ships (global layers only), and Qwen2 for a global and a sliding layer.
         mask_variants=(MaskVariant("llama", {"text": "llama"}),
                        MaskVariant("qwen2", {"text": "qwen2"}, SLIDING_WINDOW, mixed_layer_types=True)),

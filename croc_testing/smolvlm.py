@@ -96,5 +96,79 @@ def make_smolvlm_batch(config, grids: list[tuple[int, int]] = SMOLVLM_GRIDS, ima
             "pixel_attention_mask": pixel_attention_mask}
 
 
-__all__ = ["SMOLVLM_GRIDS", "SMOLVLM_TOKENS", "SMOLVLM_VIEW_SIZE", "make_smolvlm_batch", "smolvlm_image_tokens",
-           "tiny_croc_smolvlm_config"]
+# SmolVLM's image tokens as its tokenizer names them (`SmolVLMProcessor` reads them under these names): the marker
+# around each view, the placeholder, the global view's introducer, the turn end.
+SMOLVLM_IMAGE_TOKENS = {"fake_image_token": "<fake_token_around_image>", "image_token": "<image>",
+                        "global_image_token": "<global-img>", "end_of_utterance_token": "<end_of_utterance>"}
+# The tiny folder's largest grid a side: images up to `SMOLVLM_MAX_GRID * SMOLVLM_VIEW_SIZE` px on their longest edge,
+# split into tiles of `SMOLVLM_VIEW_SIZE` px (at most 2 x 2 tiles and the global view).
+SMOLVLM_MAX_GRID = 2
+
+
+def smolvlm_bpe_tokenizer():
+    """A SmolVLM-style tokenizer available offline: `croc_testing.tiny.chatml_bpe_tokenizer` (byte-level BPE with
+    `<|im_start|>`, no BOS) plus SmolVLM's image tokens (`SMOLVLM_IMAGE_TOKENS`, under the names `SmolVLMProcessor`
+    reads) and the `<row_r_col_c>` tile tokens of grids up to `SMOLVLM_MAX_GRID` a side, as special tokens; EOS is
+    `<end_of_utterance>`, which closes every turn of SmolVLM's chat format."""
+    from transformers import PreTrainedTokenizerFast
+
+    from .tiny import chatml_bpe_tokenizer
+
+    chatml = chatml_bpe_tokenizer()
+    backend = chatml.backend_tokenizer
+    tiles = [f"<row_{row}_col_{col}>" for row in range(1, SMOLVLM_MAX_GRID + 1)
+             for col in range(1, SMOLVLM_MAX_GRID + 1)]
+    backend.add_special_tokens([*SMOLVLM_IMAGE_TOKENS.values(), *tiles])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<end_of_utterance>",
+                                        pad_token=chatml.pad_token, additional_special_tokens=["<|im_start|>", *tiles],
+                                        extra_special_tokens=dict(SMOLVLM_IMAGE_TOKENS))
+    tokenizer.model_max_length = chatml.model_max_length
+    return tokenizer
+
+
+def tiny_smolvlm_processor():
+    """A `CrocSmolVLMProcessor` available offline: `smolvlm_bpe_tokenizer`, SmolVLM's PIL image processor splitting
+    images of up to `SMOLVLM_MAX_GRID * SMOLVLM_VIEW_SIZE` px into `SMOLVLM_VIEW_SIZE`-px tiles plus the global view,
+    4 placeholders a view (the tiny tower's), transformers' SmolVLM chat template (`processing_smolvlm`'s default)."""
+    from transformers.models.smolvlm.image_processing_pil_smolvlm import SmolVLMImageProcessorPil
+    from transformers.models.smolvlm.processing_smolvlm import DEFAULT_CHAT_TEMPLATE
+
+    from modeling_croc.processing_croc_smolvlm import CrocSmolVLMProcessor
+
+    image_processor = SmolVLMImageProcessorPil(size={"longest_edge": SMOLVLM_MAX_GRID * SMOLVLM_VIEW_SIZE},
+                                               max_image_size={"longest_edge": SMOLVLM_VIEW_SIZE})
+    return CrocSmolVLMProcessor(image_processor=image_processor, tokenizer=smolvlm_bpe_tokenizer(),
+                                image_seq_len=tiny_croc_smolvlm_config().view_tokens(),
+                                chat_template=DEFAULT_CHAT_TEMPLATE)
+
+
+def save_tiny_smolvlm(folder, seed: int = 0):
+    """Write a random tiny plain SmolVLM folder (`SmolVLMForConditionalGeneration` with `tiny_croc_smolvlm_config`'s
+    towers, and the files of a `SmolVLMProcessor` with `tiny_smolvlm_processor`'s parts, naming transformers' class),
+    laid out as a Hub checkpoint is (without its video processor file): what a user starts Croc's stage 1.5 from."""
+    from pathlib import Path
+
+    from transformers import SmolVLMConfig, SmolVLMForConditionalGeneration
+
+    from modeling_croc.convert.to_llava import name_parent_processor
+
+    folder = Path(folder)
+    processor = tiny_smolvlm_processor()
+    tokenizer = processor.tokenizer
+    croc = tiny_croc_smolvlm_config()
+    text = text_config("llama", vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
+    text.update(bos_token_id=None, eos_token_id=tokenizer.eos_token_id)
+    config = SmolVLMConfig(text_config=text, vision_config=croc.vision_config.to_dict(),
+                           image_token_id=processor.image_token_id, scale_factor=croc.scale_factor,
+                           pad_token_id=tokenizer.pad_token_id)
+    torch.manual_seed(seed)
+    SmolVLMForConditionalGeneration(config).save_pretrained(folder)
+    processor.save_pretrained(folder)
+    # A Hub folder's processor files name the parent class (which loads them natively), not this package's.
+    name_parent_processor(folder, type(processor))
+    return folder
+
+
+__all__ = ["SMOLVLM_GRIDS", "SMOLVLM_IMAGE_TOKENS", "SMOLVLM_MAX_GRID", "SMOLVLM_TOKENS", "SMOLVLM_VIEW_SIZE",
+           "make_smolvlm_batch", "save_tiny_smolvlm", "smolvlm_bpe_tokenizer", "smolvlm_image_tokens",
+           "tiny_croc_smolvlm_config", "tiny_smolvlm_processor"]

@@ -75,8 +75,10 @@ from .processing_croc import VICUNA_V1_CHAT_TEMPLATE, CrocProcessor, with_image_
 from .processing_croc_gemma3 import CrocGemma3Processor
 from .processing_croc_internvl import CrocInternVLProcessor
 from .processing_croc_llava_next import CrocLlavaNextProcessor
+from .processing_croc_mistral3 import CrocMistral3Processor
 from .processing_croc_onevision import CrocOnevisionProcessor
 from .processing_croc_qwen3_vl import CrocQwen3VLProcessor
+from .processing_croc_smolvlm import CrocSmolVLMProcessor
 
 
 def _register_family(family: CrocFamily) -> None:
@@ -127,6 +129,8 @@ __all__ = [
     "CrocOnevisionPreTrainedModel",
     "CrocLlavaNextProcessor",
     "CrocInternVLProcessor",
+    "CrocMistral3Processor",
+    "CrocSmolVLMProcessor",
     "CrocOnevisionProcessor",
     "CrocForConditionalGeneration",
     "CrocModel",

@@ -72,6 +72,8 @@ class ConversationTemplate:
             blank-line-wrapped block); None: `image_prefix`, its marker the processor's placeholder.
         strip_image_turn: whether a user turn with an image loses its surrounding whitespace (False keeps the blank
             lines of an image block that opens or closes the turn, as Gemma 3's processor writes them).
+        image_user_prefix: the user prefix of a turn that opens with an image, where it differs from a text turn's
+            (SmolVLM's `User:` right before the image, `User: ` before text); None: `user_prefix`.
     """
 
     name: str
@@ -87,6 +89,7 @@ class ConversationTemplate:
     system_suffix: str | None = None
     chat_image_prefix: str | None = None
     strip_image_turn: bool = True
+    image_user_prefix: str | None = None
 
     # ---- training: segments ------------------------------------------------------------------------------------
 
@@ -122,9 +125,10 @@ class ConversationTemplate:
         body = self.image_prefix + text if with_image else text
         if with_image and self.strip_image_turn:
             body = body.strip()
-        if not body and not self.user_prefix:
+        prefix = self.image_user_prefix if with_image and self.image_user_prefix is not None else self.user_prefix
+        if not body and not prefix:
             return ""
-        return f"{self.user_prefix}{body}{self.user_suffix}"
+        return f"{prefix}{body}{self.user_suffix}"
 
     # ---- inference: the Jinja chat template --------------------------------------------------------------------
 
@@ -144,6 +148,7 @@ class ConversationTemplate:
         answer_suffix = self.answer_suffix.replace("{eos}", eos_token)
         system_separator = self.system[len(self.system.rstrip()):] if self.system_suffix is None else self.system_suffix
         user_body = "images + text" if self.user_text else "images"
+        image_user_prefix = self.user_prefix if self.image_user_prefix is None else self.image_user_prefix
         return (
             "{%- if messages[0]['role'] == 'system' -%}"
             "{%- set system = messages[0]['content'] if messages[0]['content'] is string "
@@ -163,8 +168,9 @@ class ConversationTemplate:
             "{%- endif -%}"
             "{%- if message['role'] == 'user' -%}"
             f"{{%- set body = ({user_body}) | trim if images else {'text' if self.user_text else chr(39) * 2} -%}}"
-            f"{{%- if body or {literal(self.user_prefix)} -%}}"
-            f"{{{{ {literal(self.user_prefix)} + body + {literal(self.user_suffix)} }}}}"
+            f"{{%- set prefix = {literal(image_user_prefix)} if images else {literal(self.user_prefix)} -%}}"
+            "{%- if body or prefix -%}"
+            f"{{{{ prefix + body + {literal(self.user_suffix)} }}}}"
             "{%- endif -%}"
             "{%- elif message['role'] == 'assistant' -%}"
             f"{{{{ {literal(self.assistant_prefix)} }}}}"
@@ -250,8 +256,36 @@ INTERNVL = ConversationTemplate(
     chat_image_prefix=IMAGE_TOKEN + "\n",
 )
 
+# Mistral 3's chat format (Mistral-Small-3.1-Instruct), as `mistral_common`'s instruct tokenizer (V3 and later, which
+# Mistral's own inference tokenises with) encodes a conversation: BOS (the dataset's and the tokenizer's, not the
+# template's), each user turn as "[INST]" + its content in order + "[/INST]", each answer followed by EOS, no default
+# system message (a system message as "[SYSTEM_PROMPT]...[/SYSTEM_PROMPT]" before the turns); an image opens its user
+# turn as "[IMG]", which the processor expands to the image's rows of "[IMG]" and "[IMG_BREAK]", closed by
+# "[IMG_END]" (transformers' Mistral3 example prompt: "<s>[INST][IMG]What is the image?[/INST]"). The answers and their
+# EOS are supervised.
+MISTRAL3 = ConversationTemplate(
+    name="mistral3", system="", user_text=True, user_prefix="[INST]", user_suffix="[/INST]", image_prefix=IMAGE_TOKEN,
+    assistant_prefix="", answer_prefix="", answer_suffix="{eos}",
+    system_prefix="[SYSTEM_PROMPT]", system_suffix="[/SYSTEM_PROMPT]",
+)
+
+# SmolVLM's chat format (`DEFAULT_CHAT_TEMPLATE` of transformers' `models/smolvlm/processing_smolvlm.py`, the
+# SmolVLM-Instruct chat template plus videos): `<|im_start|>` once, then each message as "{Role}: {text}" closed by
+# "<end_of_utterance>\n", a message that opens with an image as "{Role}:" + "<image>" + its text (no space, no
+# newline), the generation prompt "Assistant:". The processor expands `<image>` to the image's tiles and global view
+# (`<fake_token_around_image>`, `<row_r_col_c>`, `<global-img>` and the placeholders); the training dataset inserts that
+# expansion itself (`image_expansion_has_structure`). The answers (after "Assistant:", with their leading space) and
+# their "<end_of_utterance>\n" are supervised.
+SMOLVLM = ConversationTemplate(
+    name="smolvlm", system="<|im_start|>", user_text=True,
+    user_prefix="User: ", user_suffix="<end_of_utterance>\n", image_prefix=IMAGE_TOKEN,
+    assistant_prefix="Assistant:", answer_prefix=" ", answer_suffix="<end_of_utterance>\n",
+    system_prefix="<|im_start|>System: ", system_suffix="<end_of_utterance>\n", image_user_prefix="User:",
+)
+
 TEMPLATES: dict[str, ConversationTemplate] = {
-    template.name: template for template in (PLAIN, VICUNA_V1, QWEN_1_5, QWEN2_VL, QWEN3_VL, GEMMA3, INTERNVL)
+    template.name: template
+    for template in (PLAIN, VICUNA_V1, QWEN_1_5, QWEN2_VL, QWEN3_VL, GEMMA3, INTERNVL, MISTRAL3, SMOLVLM)
 }
 
 
@@ -289,6 +323,7 @@ __all__ = [
     "ASSISTANT",
     "GEMMA3",
     "INTERNVL",
+    "MISTRAL3",
     "PLAIN",
     "QWEN_1_5",
     "ROLES",

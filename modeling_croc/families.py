@@ -22,7 +22,6 @@ from transformers import (
     LlavaOnevisionForConditionalGeneration,
     Mistral3Config,
     Mistral3ForConditionalGeneration,
-    PixtralProcessor,
     PreTrainedConfig,
     PreTrainedModel,
     Qwen2_5_VLConfig,
@@ -31,7 +30,6 @@ from transformers import (
     Qwen3VLForConditionalGeneration,
     SmolVLMConfig,
     SmolVLMForConditionalGeneration,
-    SmolVLMProcessor,
 )
 
 from .configuration_croc import CrocConfig
@@ -56,9 +54,11 @@ from .processing_croc import CrocProcessor
 from .processing_croc_gemma3 import CrocGemma3Processor
 from .processing_croc_internvl import CrocInternVLProcessor
 from .processing_croc_llava_next import CrocLlavaNextProcessor
+from .processing_croc_mistral3 import CrocMistral3Processor
 from .processing_croc_onevision import CrocOnevisionProcessor
 from .processing_croc_qwen2_5_vl import CrocQwen2_5_VLProcessor
 from .processing_croc_qwen3_vl import CrocQwen3VLProcessor
+from .processing_croc_smolvlm import CrocSmolVLMProcessor
 
 
 @dataclass(frozen=True)
@@ -111,16 +111,16 @@ FAMILIES: tuple[CrocFamily, ...] = (
     # stage's vicuna_v1; v1.6-mistral's [INST] format has no template in `conversation.TEMPLATES` yet).
     CrocFamily(CrocLlavaNextConfig, CrocLlavaNextModel, CrocLlavaNextForConditionalGeneration,
                CrocLlavaNextProcessor, True, LlavaNextConfig, LlavaNextForConditionalGeneration),
-    CrocFamily(CrocMistral3Config, CrocMistral3Model, CrocMistral3ForConditionalGeneration, PixtralProcessor,
-               False, Mistral3Config, Mistral3ForConditionalGeneration, trainer_data=False),
+    CrocFamily(CrocMistral3Config, CrocMistral3Model, CrocMistral3ForConditionalGeneration, CrocMistral3Processor,
+               True, Mistral3Config, Mistral3ForConditionalGeneration, template="mistral3"),
     CrocFamily(CrocQwen3VLConfig, CrocQwen3VLModel, CrocQwen3VLForConditionalGeneration, CrocQwen3VLProcessor,
                True, Qwen3VLConfig, Qwen3VLForConditionalGeneration, template="qwen3_vl"),
     CrocFamily(CrocGemma3Config, CrocGemma3Model, CrocGemma3ForConditionalGeneration, CrocGemma3Processor, True,
                Gemma3Config, Gemma3ForConditionalGeneration, template="gemma3"),
     CrocFamily(CrocInternVLConfig, CrocInternVLModel, CrocInternVLForConditionalGeneration, CrocInternVLProcessor,
                True, InternVLConfig, InternVLForConditionalGeneration, template="internvl"),
-    CrocFamily(CrocSmolVLMConfig, CrocSmolVLMModel, CrocSmolVLMForConditionalGeneration, SmolVLMProcessor, False,
-               SmolVLMConfig, SmolVLMForConditionalGeneration, trainer_data=False),
+    CrocFamily(CrocSmolVLMConfig, CrocSmolVLMModel, CrocSmolVLMForConditionalGeneration, CrocSmolVLMProcessor,
+               True, SmolVLMConfig, SmolVLMForConditionalGeneration, template="smolvlm"),
 )
 
 # The family of a saved Croc folder's `model_type`, and of a plain parent folder's.

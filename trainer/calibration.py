@@ -12,7 +12,7 @@ import logging
 import torch
 from torch import nn
 
-from .collator import join_images
+from .collator import join_images, stack_images
 from .data import REPLACED_KEY
 
 logger = logging.getLogger(__name__)
@@ -50,6 +50,8 @@ def first_images(dataset, count: int, max_scanned: int | None = None) -> dict[st
     images = {"pixel_values": join_images(items)}  # tiled images (InternVL's): all their tiles, concatenated
     if all(item.get("image_sizes") is not None for item in items):
         images["image_sizes"] = torch.stack([item["image_sizes"] for item in items])
+    if all(item.get("pixel_attention_mask") is not None for item in items):  # split images (SmolVLM's)
+        images["pixel_attention_mask"] = stack_images([item["pixel_attention_mask"] for item in items])
     return images
 
 

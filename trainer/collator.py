@@ -162,6 +162,10 @@ class CrocDataCollator:
         sizes = [feature["image_sizes"] for feature in features if feature.get("image_sizes") is not None]
         if sizes:
             batch["image_sizes"] = torch.stack(sizes)
+        masks = [feature["pixel_attention_mask"] for feature in features
+                 if feature.get("pixel_attention_mask") is not None]
+        if masks:  # split images (SmolVLM's): padded alike, 0 on the padding views and pixels
+            batch["pixel_attention_mask"] = stack_images(masks)
         return batch
 
     def packing_budget(self, lengths: Sequence[int]) -> int | None:
@@ -207,22 +211,28 @@ class CrocDataCollator:
 
 
 def stack_images(images: list[torch.Tensor]) -> torch.Tensor:
-    """Stack per-image pixel tensors; AnyRes images (`(crops, 3, H, W)`, different crop counts) are zero-padded to
-    the most crops, as OneVision's image processor pads a batch (the model reads only each image's own crops)."""
-    most = max(image.shape[0] for image in images)
+    """Stack per-image pixel tensors, each zero-padded at the end of every dimension to the largest: AnyRes images
+    (`(crops, 3, H, W)`, different crop counts) to the most crops, as OneVision's image processor pads a batch;
+    native-resolution images with `image_sizes` (Pixtral's `(3, H, W)`) to the largest height and width, top-left, as
+    Pixtral's does (the models read only each image's own crops or pixels)."""
     if all(image.shape == images[0].shape for image in images):
         return torch.stack(images)
-    return torch.stack([torch.cat([image, image.new_zeros(most - image.shape[0], *image.shape[1:])])
-                        for image in images])
+    shape = [max(sizes) for sizes in zip(*(image.shape for image in images))]
+    stacked = images[0].new_zeros(len(images), *shape)
+    for index, image in enumerate(images):
+        stacked[(index, *(slice(0, size) for size in image.shape))] = image
+    return stacked
 
 
 def join_images(items: Sequence[dict[str, Any]]) -> torch.Tensor:
     """The `pixel_values` of a batch from its image samples `items`, in row order: dynamic-tiling images (InternVL's:
     `(tiles, 3, S, S)` each, no `image_sizes`) concatenated into `(all tiles, 3, S, S)`, as their processor writes a
     batch and their model reads it (an image's tiles are known from its run of placeholders); others stacked
-    (`stack_images`)."""
+    (`stack_images`), split images with a `pixel_attention_mask` (SmolVLM's `(views, 3, S, S)`) included: their
+    processor pads a batch's rows to the most views."""
     images = [item["pixel_values"] for item in items]
-    if images[0].dim() == 4 and all(item.get("image_sizes") is None for item in items):
+    if images[0].dim() == 4 and all(item.get("image_sizes") is None and item.get("pixel_attention_mask") is None
+                                    for item in items):
         return torch.cat(images)
     return stack_images(images)
 

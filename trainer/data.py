@@ -129,6 +129,8 @@ def image_sample(image_inputs: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     sample = {"pixel_values": image_inputs["pixel_values"][0]}
     if "image_sizes" in image_inputs:  # AnyRes (OneVision): the crops' source size
         sample["image_sizes"] = torch.as_tensor(image_inputs["image_sizes"][0])
+    if "pixel_attention_mask" in image_inputs:  # split images (SmolVLM's): `(views, 3, S, S)` and `(views, S, S)`
+        sample["pixel_attention_mask"] = torch.as_tensor(image_inputs["pixel_attention_mask"][0])
     return sample
 
 

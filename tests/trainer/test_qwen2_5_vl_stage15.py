@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 from PIL import Image
-from trainer_helpers import CONFIGS, REPO, log_history, run_stage
+from trainer_helpers import CONFIGS, log_history, run_stage
 from transformers import Qwen2_5_VLForConditionalGeneration
 
 from croc_testing.families import save_tiny_qwen2_5_vl, tiny_qwen2_5_vl_processor
@@ -119,39 +119,30 @@ def test_stages_from_a_plain_folder_and_export_back(qwen_folder, data_dir, tmp_p
         torch.testing.assert_close(plain.eval()(**inputs).logits, croc(**inputs).logits, rtol=0, atol=0)
 
 
-def test_full_scale_yaml_states_its_settings(monkeypatch):
-    """The Qwen2.5-VL stage-1.5 YAML resolves, in Qwen2.5-VL's chat format, with the `paper` preset's stage-1.5
-    rates it says it takes (written out here, not read from the preset table), ZeRO-3 and Croc's batch."""
-    from trainer import validation
-    from trainer.cli import load_raw_config
-
-    monkeypatch.setattr(validation, "gpu_available", lambda: True)
-    raw = load_raw_config([str(CONFIGS.parent / "qwen2_5_vl" / "stage1_5.yaml")])
-    training = raw["training"]
-    validation.check_deepspeed(training)
-    assert (training["stage"], training["template"], training["croc_preset"]) == ("1.5", "qwen2_vl", "paper")
-    assert {group: training[f"{group}_lr"] for group in ("projector", "prompt_pool", "vtr_head", "language_model")} \
-        == {"projector": 1.5e-4, "prompt_pool": 1.5e-4, "vtr_head": 1.5e-4, "language_model": 2e-5}
-    assert (training["global_batch_size"], training["model_max_length"]) == (128, 8192)
-    assert json.loads((REPO / training["deepspeed"]).read_text())["zero_optimization"]["stage"] == 3
-    assert raw["model"]["name_or_path"] == "checkpoints/Qwen2.5-VL-7B-Instruct"
-
-
 def test_a_family_without_its_data_path_is_refused_in_one_line(data_dir, tmp_path, monkeypatch):
-    """Mistral 3's model classes, conversion and export work, its data path in the trainer (Pixtral's break tokens
-    inside an image's placeholders) does not exist yet: a run on its folder stops before anything loads, saying so."""
-    from croc_testing.mistral3 import tiny_croc_mistral3_config
-    from modeling_croc import CrocMistral3ForConditionalGeneration
+    """A family whose data path the trainer does not build (its `families.py` entry's `trainer_data=False`; here
+    SmolVLM's, set so on a copy of the table whatever its entry says) keeps its model classes, conversion and export,
+    and a run on its folder stops before anything loads, saying so."""
+    import dataclasses
+
+    import modeling_croc.families
+    import trainer.resolve
+    from croc_testing.smolvlm import tiny_croc_smolvlm_config
+    from modeling_croc import CrocSmolVLMConfig, CrocSmolVLMForConditionalGeneration
     from modeling_croc.convert import croc_to_llava
 
+    table = dict(modeling_croc.families.FAMILY_OF_CONFIG)
+    table[CrocSmolVLMConfig] = dataclasses.replace(table[CrocSmolVLMConfig], trainer_data=False)
+    monkeypatch.setattr(modeling_croc.families, "FAMILY_OF_CONFIG", table)
+    monkeypatch.setattr(trainer.resolve, "FAMILY_OF_CONFIG", table)
     torch.manual_seed(0)
-    croc_to_llava(CrocMistral3ForConditionalGeneration(tiny_croc_mistral3_config())).save_pretrained(
-        tmp_path / "mistral3")
+    croc_to_llava(CrocSmolVLMForConditionalGeneration(tiny_croc_smolvlm_config())).save_pretrained(
+        tmp_path / "smolvlm")
     monkeypatch.setattr(sys, "argv", ["trainer.train", str(CONFIGS / "stage1_5.yaml"), f"--output_dir={tmp_path / 'o'}",
-                                      f"--model.name_or_path={tmp_path / 'mistral3'}",
+                                      f"--model.name_or_path={tmp_path / 'smolvlm'}",
                                       f"--data.path={data_dir / 'detailed.json'}"])
     with pytest.raises(SystemExit) as stop:
         train_module.cli()
     message = str(stop.value.code)
-    assert "mistral3: the trainer's data path" in message and "\n" not in message
+    assert "smolvlm: the trainer's data path" in message and "\n" not in message
     assert not (tmp_path / "o").exists()
