@@ -1,8 +1,7 @@
-"""A newcomer's path on Gemma 3, through the public CLIs: a saved plain Gemma 3 folder (laid out as the Hub's) ->
-Croc's stage 1.5 with one command -> stage 2 from its output -> a plain Gemma 3 folder exported back, which the
-parent class loads with the trained weights. Also what the runs feed the model: Gemma 3's chat format, each image as
-the block `Gemma3Processor` expands `<start_of_image>` to, and `token_type_ids` marking the placeholders (Gemma 3's
-own bidirectional image attention reads them)."""
+"""What the trainer feeds Gemma 3 (its end-to-end path, plain folder -> stage 1.5 -> stage 2 -> exported plain folder,
+is one case of `test_family_training.py`): Gemma 3's chat format, each image as the block `Gemma3Processor` expands
+`<start_of_image>` to, and `token_type_ids` marking the placeholders (Gemma 3's own bidirectional image attention
+reads them)."""
 
 from __future__ import annotations
 
@@ -11,17 +10,14 @@ import json
 import pytest
 import torch
 from PIL import Image
-from trainer_helpers import log_history, run_stage
-from transformers import Gemma3ForConditionalGeneration, Gemma3Processor
-from transformers.models.gemma3 import modeling_gemma3
+from transformers import Gemma3ForConditionalGeneration
 
 from croc_testing.families import tiny_qwen2_5_vl_processor
 from croc_testing.gemma3 import GEMMA3_TOKENS_PER_IMAGE, save_tiny_gemma3, tiny_gemma3_processor
 from croc_testing.tiny import tiny_croc_processor
-from modeling_croc import CrocGemma3ForConditionalGeneration, CrocGemma3Processor
+from modeling_croc import CrocGemma3Processor
 from modeling_croc.constants import IGNORE_INDEX
 from modeling_croc.conversation import get_template
-from modeling_croc.convert.__main__ import main as convert_main
 from trainer.collator import build_collator
 from trainer.data import CrocSupervisedDataset
 from trainer.stages import parameter_group
@@ -110,63 +106,6 @@ def test_every_gemma3_parameter_has_a_group(gemma_folder):
     assert {group for name, group in groups.items() if "vision_tower" in name} == {"vision_tower"}
 
 
-def test_stage15_then_stage2_from_a_plain_folder_and_export_back(gemma_folder, data_dir, tmp_path, monkeypatch):
-    # What reaches Gemma 3's own forward: the image placeholders' `token_type_ids` (their sum per call).
-    seen = []
-    parent_forward = modeling_gemma3.Gemma3Model.forward
-
-    def spy(self, *args, **kwargs):
-        types = kwargs.get("token_type_ids")
-        seen.append(None if types is None else int(types.sum()))
-        return parent_forward(self, *args, **kwargs)
-
-    monkeypatch.setattr(modeling_gemma3.Gemma3Model, "forward", spy)
-    out = tmp_path / "stage1_5"
-    run_stage("stage1_5_gemma3.yaml", out, f"--model.name_or_path={gemma_folder}",
-              f"--data.path={data_dir / 'detailed.json'}", "--max_steps=2")
-    saved = json.loads((out / "config.json").read_text())
-    assert saved["model_type"] == "croc_gemma3" and saved["prompt_pool_calibrated"]
-    logged = [entry for entry in log_history(out) if "loss" in entry]
-    assert len(logged) == 2
-    for entry in logged:  # both objectives ran, weighted as the preset says
-        assert entry["lm_loss"] > 0 and entry["vtr_loss"] > 0
-        assert entry["loss"] == pytest.approx(entry["lm_loss"] + 10 * entry["vtr_loss"], rel=1e-3)
-    croc = CrocGemma3ForConditionalGeneration.from_pretrained(out).eval()
-    start = Gemma3ForConditionalGeneration.from_pretrained(gemma_folder)
-    trained = croc.model.language_model.layers[0].self_attn.q_proj.weight
-    assert not torch.equal(trained, start.model.language_model.layers[0].self_attn.q_proj.weight)
-    # The saved processor prompts with Gemma 3's own image marker, which it expands to the trained block.
-    processor = CrocGemma3Processor.from_pretrained(out)
-    prompt = processor.apply_chat_template(MESSAGES, add_generation_prompt=True, tokenize=False)
-    assert prompt == "<start_of_turn>user\n<start_of_image>Describe the image.<end_of_turn>\n<start_of_turn>model\n"
-
-    # Stage 2 from the stage-1.5 folder: instruction tuning in the same format, Croc objectives off.
-    stage2 = tmp_path / "stage2"
-    run_stage("stage2.yaml", stage2, f"--model.name_or_path={out}",
-              f"--data.path={data_dir / 'qa.json'}", "--max_steps=2")
-    saved = json.loads((stage2 / "config.json").read_text())
-    assert saved["model_type"] == "croc_gemma3" and not saved["croc_pretraining"]
-    # No template named: the family's own chat format, not the stage's (Vicuna v1).
-    assert json.loads((stage2 / "croc_run.json").read_text())["template"] == "gemma3"
-    assert all(entry["loss"] > 0 for entry in log_history(stage2) if "loss" in entry)
-    # Every training forward of both stages got the placeholders' types (4 image rows of 4 tokens a micro-batch at
-    # most; text-only micro-batches carry zeros).
-    assert seen and None not in seen and max(seen) > 0
-    monkeypatch.undo()
-
-    exported = tmp_path / "exported"
-    convert_main(["to-plain", str(out), str(exported)])
-    assert json.loads((exported / "config.json").read_text())["model_type"] == "gemma3"
-    assert json.loads((exported / "processor_config.json").read_text())["processor_class"] == "Gemma3Processor"
-    assert not list(exported.glob("*.py"))  # no remote code: the parent classes load it natively
-    plain, info = Gemma3ForConditionalGeneration.from_pretrained(exported, output_loading_info=True)
-    assert not any(info[kind] for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
-    plain_processor = Gemma3Processor.from_pretrained(exported)
-    assert type(plain_processor) is Gemma3Processor
-    image = Image.open(data_dir / "images" / "000.png")
-    inputs = plain_processor(text=["<start_of_image>Describe the image."], images=[image], return_tensors="pt")
-    with torch.no_grad():
-        torch.testing.assert_close(plain.eval()(**inputs).logits, croc(**inputs).logits, rtol=0, atol=0)
 
 
 def test_tiny_processor_round_trips(tmp_path):

@@ -1,6 +1,5 @@
-"""A newcomer's path on Qwen2.5-VL, through the public CLIs: a saved plain Qwen2.5-VL folder (laid out as the Hub's)
--> Croc's stage 1.5 with one command (then stage 2 from it) -> a plain Qwen2.5-VL folder exported back, which the
-parent class loads with the trained weights. Also what the run feeds the model: the Qwen2.5-VL chat format with each image's own number of
+"""What the trainer feeds Qwen2.5-VL (its end-to-end path, plain folder -> stage 1.5 -> stage 2 -> exported plain
+folder, is one case of `test_family_training.py`): the Qwen2.5-VL chat format with each image's own number of
 `<|image_pad|>` tokens, its patches and grid, and images bounded so that their masked tokens fit the pool."""
 
 from __future__ import annotations
@@ -10,13 +9,10 @@ import sys
 
 import pytest
 import torch
-from PIL import Image
-from trainer_helpers import CONFIGS, log_history, run_stage
-from transformers import Qwen2_5_VLForConditionalGeneration
+from trainer_helpers import CONFIGS
 
 from croc_testing.families import save_tiny_qwen2_5_vl, tiny_qwen2_5_vl_processor
-from modeling_croc import CrocQwen2_5_VLConfig, CrocQwen2_5_VLForConditionalGeneration
-from modeling_croc.convert.__main__ import main as convert_main
+from modeling_croc import CrocQwen2_5_VLConfig
 from modeling_croc.processing_croc_qwen2_5_vl import CrocQwen2_5_VLProcessor
 from trainer import train as train_module
 from trainer.collator import build_collator
@@ -30,9 +26,6 @@ def qwen_folder(tmp_path_factory):
 
 
 def test_samples_are_in_qwen2_5_vls_own_format(qwen_folder, data_dir):
-    # Laid out as a Hub folder: its processor files name transformers' class, no code of this package.
-    assert json.loads((qwen_folder / "processor_config.json").read_text())["processor_class"] == "Qwen2_5_VLProcessor"
-    assert not list(qwen_folder.glob("*.py"))
     processor = CrocQwen2_5_VLProcessor.from_pretrained(qwen_folder)
     rows = json.loads((data_dir / "detailed.json").read_text())
     image_rows = [row for row in rows if "image" in row][:2]
@@ -70,53 +63,6 @@ def test_images_are_bounded_so_their_masked_tokens_fit_the_pool():
     assert unbounded.num_image_tokens == 4  # no stage-1.5 matching, nothing to bound
 
 
-def test_stages_from_a_plain_folder_and_export_back(qwen_folder, data_dir, tmp_path, monkeypatch):
-    out = tmp_path / "stage1_5"
-    run_stage("stage1_5_qwen2_5_vl.yaml", out, f"--model.name_or_path={qwen_folder}",
-              f"--data.path={data_dir / 'detailed.json'}", "--max_steps=2")
-    saved = json.loads((out / "config.json").read_text())
-    assert saved["model_type"] == "croc_qwen2_5_vl" and saved["prompt_pool_calibrated"]
-    logged = [entry for entry in log_history(out) if "loss" in entry]
-    assert len(logged) == 2
-    for entry in logged:  # both objectives ran, weighted as the preset says
-        assert entry["lm_loss"] > 0 and entry["vtr_loss"] > 0
-        assert entry["loss"] == pytest.approx(entry["lm_loss"] + 10 * entry["vtr_loss"], rel=1e-3)
-    croc = CrocQwen2_5_VLForConditionalGeneration.from_pretrained(out).eval()
-    start = Qwen2_5_VLForConditionalGeneration.from_pretrained(qwen_folder)
-    trained = croc.model.language_model.layers[0].self_attn.q_proj.weight
-    assert not torch.equal(trained, start.model.language_model.layers[0].self_attn.q_proj.weight)
-    # The saved processor prompts with Qwen2.5-VL's own image placeholder.
-    prompt = CrocQwen2_5_VLProcessor.from_pretrained(out).apply_chat_template(
-        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe it."}]}],
-        add_generation_prompt=True, tokenize=False)
-    assert "<|vision_start|><|image_pad|><|vision_end|>Describe it.<|im_end|>\n<|im_start|>assistant\n" in prompt
-
-    # Stage 2 from the stage-1.5 folder (LLaVA's stage-2 YAML, no template named): the plain objective in Qwen2.5-VL's
-    # own chat format, the family's default; packing is refused in one line.
-    run_stage("stage2.yaml", tmp_path / "stage2", f"--model.name_or_path={out}",
-              f"--data.path={data_dir / 'qa.json'}", "--max_steps=1")
-    (stage2,) = [entry for entry in log_history(tmp_path / "stage2") if "loss" in entry]
-    assert stage2["lm_loss"] > 0 and "vtr_loss" not in stage2
-    assert json.loads((tmp_path / "stage2" / "croc_run.json").read_text())["template"] == "qwen2_vl"
-    monkeypatch.setattr(sys, "argv", ["trainer.train", str(CONFIGS / "stage2.yaml"), f"--output_dir={tmp_path / 'p'}",
-                                      f"--model.name_or_path={out}", "--packing=true",
-                                      f"--data.path={data_dir / 'qa.json'}"])
-    with pytest.raises(SystemExit, match="croc_qwen2_5_vl images have a token count of their own"):
-        train_module.cli()
-
-    convert_main(["to-plain", str(out), str(tmp_path / "exported")])
-    exported = tmp_path / "exported"
-    assert json.loads((exported / "config.json").read_text())["model_type"] == "qwen2_5_vl"
-    assert json.loads((exported / "processor_config.json").read_text())["processor_class"] == "Qwen2_5_VLProcessor"
-    assert not list(exported.glob("*.py"))  # no remote code: the parent class loads it natively
-    plain, info = Qwen2_5_VLForConditionalGeneration.from_pretrained(exported, output_loading_info=True)
-    assert not any(info[kind] for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
-    processor = CrocQwen2_5_VLProcessor.from_pretrained(exported)
-    image = Image.open(data_dir / "images" / "000.png")
-    inputs = processor(text=["<|vision_start|><|image_pad|><|vision_end|>Describe the image."], images=[image],
-                       return_tensors="pt")
-    with torch.no_grad():
-        torch.testing.assert_close(plain.eval()(**inputs).logits, croc(**inputs).logits, rtol=0, atol=0)
 
 
 def test_a_family_without_its_data_path_is_refused_in_one_line(data_dir, tmp_path, monkeypatch):

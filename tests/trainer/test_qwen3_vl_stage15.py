@@ -1,8 +1,7 @@
-"""A newcomer's path on Qwen3-VL, through the public CLIs: a saved plain Qwen3-VL folder (laid out as the Hub's)
--> Croc's stage 1.5 with one command -> a plain Qwen3-VL folder exported back, which the parent class loads with the
-trained weights. Also what the run feeds the model: Qwen3-VL's chat format (no default system message) with each
-image's own number of `<|image_pad|>` tokens, its 16-px patches and grid, images bounded so that their masked tokens
-fit the pool, and the mergers (main and DeepStack) training with the projector."""
+"""What the trainer feeds Qwen3-VL (its end-to-end path, plain folder -> stage 1.5 -> exported plain folder, is one case
+of `test_family_training.py`): Qwen3-VL's chat format (no default system message) with each image's own number of
+`<|image_pad|>` tokens, its 16-px patches and grid, images bounded so that their masked tokens fit the pool, and the
+mergers (main and DeepStack) training with the projector."""
 
 from __future__ import annotations
 
@@ -11,14 +10,12 @@ import json
 import pytest
 import torch
 from PIL import Image
-from trainer_helpers import log_history, run_stage
-from transformers import Qwen3VLForConditionalGeneration, Qwen3VLProcessor
+from transformers import Qwen3VLProcessor
 from transformers.models.auto.processing_auto import PROCESSOR_MAPPING
 
 from croc_testing.qwen3_vl import save_tiny_qwen3_vl, tiny_croc_qwen3_vl_config, tiny_qwen3_vl_processor
 from modeling_croc import CrocQwen3VLConfig, CrocQwen3VLForConditionalGeneration
 from modeling_croc.conversation import QWEN3_VL, llava_row_to_messages
-from modeling_croc.convert.__main__ import main as convert_main
 from modeling_croc.processing_croc_qwen3_vl import CrocQwen3VLProcessor
 from trainer.collator import build_collator
 from trainer.data import CrocSupervisedDataset
@@ -41,12 +38,11 @@ def test_the_family_uses_the_processor_without_video():
     assert getattr(tiny_qwen3_vl_processor(), "video_processor", None) is None
 
 
-def test_the_plain_folder_is_laid_out_as_the_hubs(qwen3_folder):
-    assert json.loads((qwen3_folder / "config.json").read_text())["model_type"] == "qwen3_vl"
+def test_the_plain_folder_has_qwen3_vls_patches(qwen3_folder):
+    """The plain folder's image processor is Qwen3-VL's (16-px patches, 2 x 2 merge), not Qwen2.5-VL's 14 px (the
+    rest of its Hub layout: `test_family_training.py`)."""
     saved = json.loads((qwen3_folder / "processor_config.json").read_text())
-    assert saved["processor_class"] == "Qwen3VLProcessor" and "auto_map" not in saved
     assert (saved["image_processor"]["patch_size"], saved["image_processor"]["merge_size"]) == (16, 2)
-    assert not list(qwen3_folder.glob("*.py"))
 
 
 def test_samples_are_in_qwen3_vls_own_format(qwen3_folder, data_dir):
@@ -105,45 +101,3 @@ def test_every_parameter_has_a_group_and_the_mergers_train_with_the_projector():
     assert any("deepstack_merger_list" in name for name in mergers)
     assert {groups[name] for name in mergers} == {"projector"}
     assert {group for name, group in groups.items() if name.startswith("model.visual.blocks.")} == {"vision_tower"}
-
-
-def test_stage15_from_a_plain_folder_and_export_back(qwen3_folder, data_dir, tmp_path):
-    out = tmp_path / "stage1_5"
-    run_stage("stage1_5_qwen3_vl.yaml", out, f"--model.name_or_path={qwen3_folder}",
-              f"--data.path={data_dir / 'detailed.json'}", "--max_steps=2")
-    saved = json.loads((out / "config.json").read_text())
-    assert saved["model_type"] == "croc_qwen3_vl" and saved["prompt_pool_calibrated"]
-    # The Croc folder carries its processor's code (and the Qwen2.5-VL module it shares) for trust_remote_code.
-    assert {path.name for path in out.glob("processing_croc*.py")} == {"processing_croc_qwen3_vl.py",
-                                                                        "processing_croc_qwen2_5_vl.py"}
-    logged = [entry for entry in log_history(out) if "loss" in entry]
-    assert len(logged) == 2
-    for entry in logged:  # both objectives ran, weighted as the preset says
-        assert entry["lm_loss"] > 0 and entry["vtr_loss"] > 0
-        assert entry["loss"] == pytest.approx(entry["lm_loss"] + 10 * entry["vtr_loss"], rel=1e-3)
-    croc = CrocQwen3VLForConditionalGeneration.from_pretrained(out).eval()
-    start = Qwen3VLForConditionalGeneration.from_pretrained(qwen3_folder)
-    trained, initial = croc.state_dict(), start.state_dict()
-    for name in ("model.language_model.layers.0.self_attn.q_proj.weight", "model.visual.merger.linear_fc1.weight",
-                 "model.visual.deepstack_merger_list.0.linear_fc1.weight"):
-        assert not torch.equal(trained[name], initial[name]), name  # the LM and both kinds of merger trained
-    assert torch.equal(trained["model.visual.blocks.0.attn.qkv.weight"], initial["model.visual.blocks.0.attn.qkv.weight"])
-    # The saved processor prompts with Qwen3-VL's own image placeholder and no default system message.
-    prompt = CrocQwen3VLProcessor.from_pretrained(out).apply_chat_template(
-        [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe it."}]}],
-        add_generation_prompt=True, tokenize=False)
-    assert prompt == PROMPT
-
-    convert_main(["to-plain", str(out), str(tmp_path / "exported")])
-    exported = tmp_path / "exported"
-    assert json.loads((exported / "config.json").read_text())["model_type"] == "qwen3_vl"
-    assert json.loads((exported / "processor_config.json").read_text())["processor_class"] == "Qwen3VLProcessor"
-    assert not list(exported.glob("*.py"))  # no remote code: the parent class loads it natively
-    plain, info = Qwen3VLForConditionalGeneration.from_pretrained(exported, output_loading_info=True)
-    assert not any(info[kind] for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
-    processor = CrocQwen3VLProcessor.from_pretrained(exported)
-    image = Image.open(data_dir / "images" / "000.png")
-    inputs = processor(text=["<|vision_start|><|image_pad|><|vision_end|>Describe the image."], images=[image],
-                       return_tensors="pt")
-    with torch.no_grad():
-        torch.testing.assert_close(plain.eval()(**inputs).logits, croc(**inputs).logits, rtol=0, atol=0)

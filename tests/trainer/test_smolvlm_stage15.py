@@ -1,24 +1,19 @@
-"""A newcomer's path on SmolVLM, through the public CLIs: a saved plain SmolVLM folder (laid out as the Hub's) -> Croc's
-stage 1.5 with one command -> stage 2 from its output -> a plain SmolVLM folder exported back, which the parent class
-loads with the trained weights. Also what the runs feed the model: SmolVLM's chat format, each image as the tiles and
-global view (`<fake_token_around_image>`, `<row_r_col_c>`, `<global-img>`, placeholders) its processor writes, and a
-batch's views padded as its processor pads them, `pixel_attention_mask` alike."""
+"""What the trainer feeds SmolVLM (its end-to-end path, plain folder -> stage 1.5 -> stage 2 -> exported plain folder,
+is one case of `test_family_training.py`): SmolVLM's chat format, each image as the tiles and global view
+(`<fake_token_around_image>`, `<row_r_col_c>`, `<global-img>`, placeholders) its processor writes, and a batch's
+views padded as its processor pads them, `pixel_attention_mask` alike."""
 
 from __future__ import annotations
-
-import json
 
 import pytest
 import torch
 from PIL import Image
-from trainer_helpers import log_history, run_stage
-from transformers import SmolVLMForConditionalGeneration
+from trainer_helpers import shaped_image_rows
 
 from croc_testing.smolvlm import SMOLVLM_MAX_GRID, save_tiny_smolvlm
 from modeling_croc import CrocSmolVLMForConditionalGeneration, CrocSmolVLMProcessor
 from modeling_croc.constants import IGNORE_INDEX
 from modeling_croc.conversation import get_template
-from modeling_croc.convert.__main__ import main as convert_main
 from trainer.calibration import first_images
 from trainer.collator import build_collator
 from trainer.data import CrocSupervisedDataset
@@ -33,27 +28,15 @@ def smolvlm_folder(tmp_path_factory):
     return save_tiny_smolvlm(tmp_path_factory.mktemp("smolvlm") / "plain")
 
 
-def _rows(tmp_path):
-    """Image rows on images of different shapes (so of different grids), and a text row."""
-    sizes = {"wide.png": (64, 20), "square.png": (12, 12), "big.png": (40, 44)}
-    for index, (name, size) in enumerate(sizes.items()):
-        Image.new("RGB", size, (40 * index, 200, 90)).save(tmp_path / name)
-    rows = [{"id": name, "image": name, "conversations": [
-        {"from": "human", "value": "<image>\nDescribe the image."},
-        {"from": "gpt", "value": f"A picture {index}."}]} for index, name in enumerate(sizes)]
-    rows.append({"id": "text", "conversations": [{"from": "human", "value": "Name a prime."},
-                                                 {"from": "gpt", "value": "Seven."}]})
-    return rows
+SIZES = {"wide.png": (64, 20), "square.png": (12, 12), "big.png": (40, 44)}  # (width, height): different shapes, so different grids
 
 
 def test_samples_are_the_processors_own(smolvlm_folder, tmp_path):
-    config = json.loads((smolvlm_folder / "processor_config.json").read_text())
-    assert config["processor_class"] == "SmolVLMProcessor" and not list(smolvlm_folder.glob("*.py"))
     processor = CrocSmolVLMProcessor.from_pretrained(smolvlm_folder)
     assert type(processor.image_processor).__name__ == "SmolVLMImageProcessorPil"
     assert processor.num_image_tokens == (SMOLVLM_MAX_GRID**2 + 1) * VIEW_TOKENS
     tokenizer = processor.tokenizer
-    rows = _rows(tmp_path)
+    rows = shaped_image_rows(tmp_path, SIZES)
     dataset = CrocSupervisedDataset(rows, processor, template="smolvlm", image_root=tmp_path, model_max_length=512)
 
     # The template's chat template renders what SmolVLM's own renders (text turns too); answered, the processor turns it into the training sample's ids and views.
@@ -116,44 +99,3 @@ def test_samples_are_the_processors_own(smolvlm_folder, tmp_path):
     images = first_images(dataset, 3)
     assert images["pixel_values"].shape == (3, max(views), 3, 16, 16)
     assert images["pixel_attention_mask"].shape == (3, max(views), 16, 16)
-
-
-def test_stage15_then_stage2_from_a_plain_folder_and_export_back(smolvlm_folder, data_dir, tmp_path):
-    out = tmp_path / "stage1_5"
-    run_stage("stage1_5_smolvlm.yaml", out, f"--model.name_or_path={smolvlm_folder}",
-              f"--data.path={data_dir / 'detailed.json'}", "--max_steps=2")
-    saved = json.loads((out / "config.json").read_text())
-    assert saved["model_type"] == "croc_smolvlm" and saved["prompt_pool_calibrated"]
-    logged = [entry for entry in log_history(out) if "loss" in entry]
-    assert len(logged) == 2
-    for entry in logged:  # both objectives ran, weighted as the preset says
-        assert entry["lm_loss"] > 0 and entry["vtr_loss"] > 0
-        assert entry["loss"] == pytest.approx(entry["lm_loss"] + 10 * entry["vtr_loss"], rel=1e-3)
-    croc = CrocSmolVLMForConditionalGeneration.from_pretrained(out).eval()
-    start = SmolVLMForConditionalGeneration.from_pretrained(smolvlm_folder)
-    trained = croc.model.text_model.layers[0].self_attn.q_proj.weight
-    assert not torch.equal(trained, start.model.text_model.layers[0].self_attn.q_proj.weight)
-    processor = CrocSmolVLMProcessor.from_pretrained(out)
-    assert processor.apply_chat_template(MESSAGES, add_generation_prompt=True, tokenize=False) == PROMPT
-
-    stage2 = tmp_path / "stage2"
-    run_stage("stage2.yaml", stage2, f"--model.name_or_path={out}", f"--data.path={data_dir / 'qa.json'}",
-              "--max_steps=2")
-    saved = json.loads((stage2 / "config.json").read_text())
-    assert saved["model_type"] == "croc_smolvlm" and not saved["croc_pretraining"]
-    assert json.loads((stage2 / "croc_run.json").read_text())["template"] == "smolvlm"
-    assert all(entry["loss"] > 0 for entry in log_history(stage2) if "loss" in entry)
-
-    exported = tmp_path / "exported"
-    convert_main(["to-plain", str(out), str(exported)])
-    assert json.loads((exported / "config.json").read_text())["model_type"] == "smolvlm"
-    assert json.loads((exported / "processor_config.json").read_text())["processor_class"] == "SmolVLMProcessor"
-    assert not list(exported.glob("*.py"))  # no remote code: the parent classes load it natively
-    plain, info = SmolVLMForConditionalGeneration.from_pretrained(exported, output_loading_info=True)
-    assert not any(info[kind] for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
-    plain_processor = CrocSmolVLMProcessor.from_pretrained(exported)  # the parent's needs num2words, torchvision
-    image = Image.open(data_dir / "images" / "000.png")
-    inputs = plain_processor(text=[PROMPT], images=[image], return_tensors="pt")
-    assert inputs["pixel_values"].shape[1] > 1  # split
-    with torch.no_grad():
-        torch.testing.assert_close(plain.eval()(**inputs).logits, croc(**inputs).logits, rtol=0, atol=0)

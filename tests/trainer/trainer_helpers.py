@@ -94,3 +94,22 @@ def read_state(folder: Path) -> dict[str, torch.Tensor]:
 
 def log_history(folder: Path) -> list[dict]:
     return json.loads((folder / "trainer_state.json").read_text(encoding="utf-8"))["log_history"]
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def shaped_image_rows(folder: Path, sizes: dict[str, tuple[int, int]]) -> list[dict]:
+    """One image row per `name: (width, height)` (images of different shapes, so of different tile, view or patch
+    layouts), saved under `folder`, then a text-only row."""
+    from PIL import Image
+
+    for index, (name, size) in enumerate(sizes.items()):
+        Image.new("RGB", size, (40 * index, 200, 90)).save(folder / name)
+    rows = [{"id": name, "image": name, "conversations": [
+        {"from": "human", "value": "<image>\nDescribe the image."},
+        {"from": "gpt", "value": f"A picture {index}."}]} for index, name in enumerate(sizes)]
+    rows.append({"id": "text", "conversations": [{"from": "human", "value": "Name a prime."},
+                                                 {"from": "gpt", "value": "Seven."}]})
+    return rows

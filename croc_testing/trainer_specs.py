@@ -1,0 +1,220 @@
+"""One entry per Croc family of what the trainer's end-to-end test (`tests/trainer/test_family_training.py`) needs to
+know of it: a plain Hub-layout folder -> stage 1.5 from its cpu_tiny YAML -> stage 2 from that output -> a plain
+folder exported back, which the parent class loads with the trained weights and runs to the Croc model's logits.
+
+Adding a family to that test is one `TrainerSpec` entry in `TRAINER_SPECS`; what only that family's samples do stays
+in its own `tests/trainer/test_<name>_stage15.py`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+from transformers import (
+    BatchFeature,
+    Gemma3ForConditionalGeneration,
+    Gemma3Processor,
+    InternVLForConditionalGeneration,
+    LlavaNextForConditionalGeneration,
+    LlavaNextProcessor,
+    Mistral3ForConditionalGeneration,
+    PreTrainedModel,
+    Qwen2_5_VLForConditionalGeneration,
+    Qwen3VLForConditionalGeneration,
+    SmolVLMForConditionalGeneration,
+)
+
+from modeling_croc import (
+    CrocGemma3ForConditionalGeneration,
+    CrocGemma3Processor,
+    CrocInternVLForConditionalGeneration,
+    CrocInternVLProcessor,
+    CrocLlavaNextForConditionalGeneration,
+    CrocLlavaNextProcessor,
+    CrocMistral3ForConditionalGeneration,
+    CrocMistral3Processor,
+    CrocQwen2_5_VLForConditionalGeneration,
+    CrocQwen3VLForConditionalGeneration,
+    CrocQwen3VLProcessor,
+    CrocSmolVLMForConditionalGeneration,
+    CrocSmolVLMProcessor,
+)
+from modeling_croc.processing_croc_qwen2_5_vl import CrocQwen2_5_VLProcessor
+
+from .families import save_tiny_qwen2_5_vl
+from .gemma3 import save_tiny_gemma3
+from .internvl import save_tiny_internvl
+from .llava_next import save_tiny_llava_next
+from .mistral3 import save_tiny_mistral3
+from .qwen3_vl import save_tiny_qwen3_vl
+from .smolvlm import save_tiny_smolvlm
+
+MESSAGES = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe the image."}]}]
+LM_Q_PROJ = "model.language_model.layers.0.self_attn.q_proj.weight"
+
+
+def _image(data_dir: Path) -> Image.Image:
+    return Image.open(data_dir / "images" / "000.png")
+
+
+def _one_prompt(text: str) -> Callable[[Any, Path], BatchFeature]:
+    """Inputs of one data image and `text` (the family's image placeholder in it) through the processor."""
+    def build(processor: Any, data_dir: Path) -> BatchFeature:
+        return processor(text=[text], images=[_image(data_dir)], return_tensors="pt")
+
+    return build
+
+
+def _llava_next_inputs(processor: Any, data_dir: Path) -> BatchFeature:
+    """Two rows, a square-ish data image and a wide one: different AnyRes grids, padded together."""
+    images = [_image(data_dir), Image.new("RGB", (50, 20), (10, 200, 30))]
+    return processor(text=["<image>\nDescribe the image.", "<image>\nWhat is it?"], images=images, padding=True,
+                     return_tensors="pt")
+
+
+@contextmanager
+def _gemma3_token_types_reach_the_forward() -> Iterator[None]:
+    """Promises that every training forward of Gemma 3's own model (both stages) gets the placeholders'
+    `token_type_ids` (its bidirectional image attention reads them), some of them images: at most 4 image rows of 4
+    tokens a micro-batch, text-only micro-batches carrying zeros."""
+    from transformers.models.gemma3 import modeling_gemma3
+
+    seen: list[int | None] = []
+    parent_forward = modeling_gemma3.Gemma3Model.forward
+
+    def spy(self, *args, **kwargs):
+        types = kwargs.get("token_type_ids")
+        seen.append(None if types is None else int(types.sum()))
+        return parent_forward(self, *args, **kwargs)
+
+    modeling_gemma3.Gemma3Model.forward = spy
+    try:
+        yield
+    finally:
+        modeling_gemma3.Gemma3Model.forward = parent_forward
+    assert seen and None not in seen and max(seen) > 0, seen
+
+
+@dataclass(frozen=True)
+class TrainerSpec:
+    """What the end-to-end trainer test needs of one family.
+
+    Attributes:
+        name: the test id and the parent's `model_type` (the Croc one is `croc_<name>`, the YAML
+            `cpu_tiny/stage1_5_<name>.yaml`).
+        save_plain: `(folder) -> folder`, a tiny plain folder laid out as the Hub's.
+        parent_generation, croc_generation: the parent's and Croc's generation classes.
+        processor_class: the parent processor's class name, written in plain and exported folders.
+        croc_processor: the Croc processor class (what the trainer and the saved Croc folder use).
+        export_processor: the class the exported folder's processor is loaded with for the logits check (the
+            parent's own where it loads here; the Croc one where the parent's needs torchvision or num2words).
+        template: the chat template both stages record in `croc_run.json` (stage 2 names none: the family's default).
+        prompt: what the saved Croc processor renders for `MESSAGES` with a generation prompt, or None where not
+            pinned.
+        croc_code: the `processing_croc*.py` files the Croc folder carries for trust_remote_code.
+        trained: state-dict entries stage 1.5 must change; frozen: entries it must leave as they were.
+        stage2: stage 2 is run from the stage-1.5 folder.
+        refuses_packing: stage 2 with `--packing=true` stops in one line (each image's own token count).
+        logits_inputs: `(processor, data_dir) -> inputs` of the logits check.
+        inputs_layout: `(processor, inputs) -> bool`, the logits inputs exercise the family's own image layout
+            (tiles, views, break tokens), or None.
+        watch_training: a context manager around both stages' runs that checks what reached the model, or None.
+    """
+
+    name: str
+    save_plain: Callable[[Path], Path]
+    parent_generation: type[PreTrainedModel]
+    croc_generation: type[PreTrainedModel]
+    processor_class: str
+    croc_processor: type
+    template: str
+    prompt: str | None
+    croc_code: frozenset[str]
+    logits_inputs: Callable[[Any, Path], BatchFeature]
+    export_processor: type | None = None
+    trained: tuple[str, ...] = (LM_Q_PROJ,)
+    frozen: tuple[str, ...] = ()
+    stage2: bool = True
+    refuses_packing: bool = False
+    inputs_layout: Callable[[Any, BatchFeature], bool] | None = None
+    watch_training: Callable[[], AbstractContextManager[None]] | None = None
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def config(self) -> str:
+        return f"stage1_5_{self.name}.yaml"
+
+
+QWEN_IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
+QWEN_TURN = f"<|im_start|>user\n{QWEN_IMAGE}Describe the image.<|im_end|>\n<|im_start|>assistant\n"
+
+TRAINER_SPECS = [
+    TrainerSpec(
+        name="qwen2_5_vl", save_plain=save_tiny_qwen2_5_vl,
+        parent_generation=Qwen2_5_VLForConditionalGeneration, croc_generation=CrocQwen2_5_VLForConditionalGeneration,
+        processor_class="Qwen2_5_VLProcessor", croc_processor=CrocQwen2_5_VLProcessor, template="qwen2_vl",
+        prompt="<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n" + QWEN_TURN,
+        croc_code=frozenset({"processing_croc_qwen2_5_vl.py"}),
+        logits_inputs=_one_prompt(f"{QWEN_IMAGE}Describe the image."), refuses_packing=True),
+    TrainerSpec(
+        name="qwen3_vl", save_plain=save_tiny_qwen3_vl,
+        parent_generation=Qwen3VLForConditionalGeneration, croc_generation=CrocQwen3VLForConditionalGeneration,
+        processor_class="Qwen3VLProcessor", croc_processor=CrocQwen3VLProcessor, template="qwen3_vl",
+        prompt=QWEN_TURN,  # no default system message
+        # Its processor's module imports the Qwen2.5-VL one, which travels with it.
+        croc_code=frozenset({"processing_croc_qwen3_vl.py", "processing_croc_qwen2_5_vl.py"}),
+        logits_inputs=_one_prompt(f"{QWEN_IMAGE}Describe the image."),
+        # The LM and both kinds of merger (main and DeepStack) train; the vision blocks stay.
+        trained=(LM_Q_PROJ, "model.visual.merger.linear_fc1.weight",
+                 "model.visual.deepstack_merger_list.0.linear_fc1.weight"),
+        frozen=("model.visual.blocks.0.attn.qkv.weight",), stage2=False),
+    TrainerSpec(
+        name="gemma3", save_plain=save_tiny_gemma3,
+        parent_generation=Gemma3ForConditionalGeneration, croc_generation=CrocGemma3ForConditionalGeneration,
+        processor_class="Gemma3Processor", croc_processor=CrocGemma3Processor, export_processor=Gemma3Processor,
+        template="gemma3",
+        # Gemma 3's own image marker, which the processor expands to the trained block.
+        prompt="<start_of_turn>user\n<start_of_image>Describe the image.<end_of_turn>\n<start_of_turn>model\n",
+        croc_code=frozenset({"processing_croc_gemma3.py"}),
+        logits_inputs=_one_prompt("<start_of_image>Describe the image."),
+        watch_training=_gemma3_token_types_reach_the_forward),
+    TrainerSpec(
+        name="llava_next", save_plain=save_tiny_llava_next,
+        parent_generation=LlavaNextForConditionalGeneration, croc_generation=CrocLlavaNextForConditionalGeneration,
+        processor_class="LlavaNextProcessor", croc_processor=CrocLlavaNextProcessor,
+        export_processor=LlavaNextProcessor,
+        template="vicuna_v1",  # no template of its own: the stage's (the tiny folder's Llama LM chats so)
+        prompt=None, croc_code=frozenset({"processing_croc_llava_next.py"}),
+        logits_inputs=_llava_next_inputs, refuses_packing=True),
+    TrainerSpec(
+        name="internvl", save_plain=save_tiny_internvl,
+        parent_generation=InternVLForConditionalGeneration, croc_generation=CrocInternVLForConditionalGeneration,
+        processor_class="InternVLProcessor", croc_processor=CrocInternVLProcessor, template="internvl",
+        prompt="<|im_start|>user\n<IMG_CONTEXT>\nDescribe the image.<|im_end|>\n<|im_start|>assistant\n",
+        croc_code=frozenset({"processing_croc_internvl.py"}),
+        logits_inputs=_one_prompt("<IMG_CONTEXT>\nDescribe the image."),
+        inputs_layout=lambda processor, inputs: inputs["pixel_values"].shape[0] > 1),  # tiled
+    TrainerSpec(
+        name="mistral3", save_plain=save_tiny_mistral3,
+        parent_generation=Mistral3ForConditionalGeneration, croc_generation=CrocMistral3ForConditionalGeneration,
+        processor_class="PixtralProcessor", croc_processor=CrocMistral3Processor, template="mistral3",
+        prompt="[INST][IMG]Describe the image.[/INST]", croc_code=frozenset({"processing_croc_mistral3.py"}),
+        logits_inputs=_one_prompt("[INST][IMG]Describe the image.[/INST]"),
+        inputs_layout=lambda processor, inputs: bool((inputs["input_ids"] == processor.image_break_token_id).any())),
+    TrainerSpec(
+        name="smolvlm", save_plain=save_tiny_smolvlm,
+        parent_generation=SmolVLMForConditionalGeneration, croc_generation=CrocSmolVLMForConditionalGeneration,
+        processor_class="SmolVLMProcessor", croc_processor=CrocSmolVLMProcessor, template="smolvlm",
+        prompt="<|im_start|>User:<image>Describe the image.<end_of_utterance>\nAssistant:",
+        croc_code=frozenset({"processing_croc_smolvlm.py"}),
+        logits_inputs=_one_prompt("<|im_start|>User:<image>Describe the image.<end_of_utterance>\nAssistant:"),
+        trained=("model.text_model.layers.0.self_attn.q_proj.weight",),
+        inputs_layout=lambda processor, inputs: inputs["pixel_values"].shape[1] > 1),  # split into views
+]
