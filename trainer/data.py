@@ -195,7 +195,10 @@ class CrocSupervisedDataset(torch.utils.data.Dataset):
         if tokenizer.eos_token is None:
             raise ValueError("the tokenizer needs an EOS token: it ends every supervised answer")
         self._tokenizer = tokenizer
-        self._bos = [] if tokenizer.bos_token_id is None else [tokenizer.bos_token_id]
+        # BOS first, unless the template writes it itself (SmolVLM's opens every conversation with `<|im_start|>`,
+        # which a tokenizer may also name its BOS): the sample would start with it twice.
+        writes_bos = bool(tokenizer.bos_token) and self.template.system.startswith(tokenizer.bos_token)
+        self._bos = [] if tokenizer.bos_token_id is None or writes_bos else [tokenizer.bos_token_id]
         self._eos_token = tokenizer.eos_token
         # Text after a special token is tokenised as a continuation (no SentencePiece "▁" prefix): prefixing each
         # later segment with one and dropping its id reproduces what the whole string would give.

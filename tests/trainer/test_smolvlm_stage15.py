@@ -99,3 +99,15 @@ def test_samples_are_the_processors_own(smolvlm_folder, tmp_path):
     images = first_images(dataset, 3)
     assert images["pixel_values"].shape == (3, max(views), 3, 16, 16)
     assert images["pixel_attention_mask"].shape == (3, max(views), 16, 16)
+
+
+def test_a_bos_the_template_writes_is_not_added_twice(smolvlm_folder, tmp_path):
+    """SmolVLM's format opens every conversation with `<|im_start|>`; a tokenizer that also names it its BOS (as a
+    checkpoint's may) must not give a sample that starts with it twice."""
+    processor = CrocSmolVLMProcessor.from_pretrained(smolvlm_folder)
+    processor.tokenizer.bos_token = "<|im_start|>"
+    start = processor.tokenizer.convert_tokens_to_ids("<|im_start|>")
+    assert processor.tokenizer.bos_token_id == start
+    rows = shaped_image_rows(tmp_path, {"square.png": (12, 12)})
+    sample = CrocSupervisedDataset(rows, processor, template="smolvlm", image_root=tmp_path, model_max_length=512)[0]
+    assert sample["input_ids"][0] == start and sample["input_ids"][1] != start
