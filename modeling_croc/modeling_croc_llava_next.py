@@ -113,13 +113,6 @@ class CrocLlavaNextForConditionalGeneration(CrocForConditionalGenerationMixin, C
     croc_output_class = CrocLlavaNextCausalLMOutputWithPast
     croc_image_layout_inputs = ("image_sizes",)
 
-    def image_token_counts(self, input_ids: torch.LongTensor, num_images: int, image_sizes=None,
-                           **unused) -> torch.LongTensor:
-        """`(num_images,)` visual tokens of each image: from `image_sizes` (AnyRes crops), else equal counts."""
-        if image_sizes is None:
-            return super().image_token_counts(input_ids, num_images)
-        return self.model.image_token_counts(image_sizes)
-
 
 register_croc_checkpoint_renames(CrocLlavaNextForConditionalGeneration, LlavaNextForConditionalGeneration)
 register_croc_checkpoint_renames(CrocLlavaNextModel, LlavaNextModel)

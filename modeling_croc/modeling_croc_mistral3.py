@@ -94,13 +94,6 @@ class CrocMistral3ForConditionalGeneration(CrocForConditionalGenerationMixin, Cr
     croc_output_class = CrocMistral3CausalLMOutputWithPast
     croc_image_layout_inputs = ("image_sizes",)
 
-    def image_token_counts(self, input_ids: torch.LongTensor, num_images: int, image_sizes=None,
-                           **unused) -> torch.LongTensor:
-        """`(num_images,)` visual tokens of each image: from `image_sizes`, else equal counts."""
-        if image_sizes is None:
-            return super().image_token_counts(input_ids, num_images)
-        return self.model.image_token_counts(image_sizes)
-
 
 register_croc_checkpoint_renames(CrocMistral3ForConditionalGeneration, Mistral3ForConditionalGeneration)
 register_croc_checkpoint_renames(CrocMistral3Model, Mistral3Model)

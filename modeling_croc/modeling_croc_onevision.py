@@ -102,13 +102,6 @@ class CrocOnevisionForConditionalGeneration(CrocForConditionalGenerationMixin, C
     croc_output_class = CrocOnevisionCausalLMOutputWithPast
     croc_image_layout_inputs = ("image_sizes", "batch_num_images")
 
-    def image_token_counts(self, input_ids: torch.LongTensor, num_images: int, image_sizes=None,
-                           batch_num_images=None, **unused) -> torch.LongTensor:
-        """`(num_images,)` visual tokens of each image: from `image_sizes` (AnyRes crops), else equal counts."""
-        if image_sizes is None:
-            return super().image_token_counts(input_ids, num_images)
-        return self.model.image_token_counts(image_sizes, batch_num_images)
-
 
 register_croc_checkpoint_renames(CrocOnevisionForConditionalGeneration, LlavaOnevisionForConditionalGeneration)
 register_croc_checkpoint_renames(CrocOnevisionModel, LlavaOnevisionModel)

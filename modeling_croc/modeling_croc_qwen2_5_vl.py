@@ -51,6 +51,12 @@ class CrocQwen2_5_VLModel(CrocModelMixin, CrocQwen2_5_VLPreTrainedModel, Qwen2_5
         "Qwen2.5-VL's M-RoPE positions are computed per sample from its image grids; packed rows (position_ids "
         "restarting per sample) would give its images text positions. Train it unpacked (packing: false)")
 
+    def image_token_counts(self, image_grid_thw: torch.LongTensor) -> torch.LongTensor:
+        """`(num_images,)` visual tokens of each image, from its patch grid `(num_images, 3)` alone (no vision
+        tower): `t * h * w` over the merger's window."""
+        merge = self.config.vision_config.spatial_merge_size
+        return (image_grid_thw.prod(dim=-1) // merge**2).long().cpu()
+
 
 class CrocQwen2_5_VLForConditionalGeneration(CrocForConditionalGenerationMixin, CrocQwen2_5_VLPreTrainedModel,
                                              Qwen2_5_VLForConditionalGeneration):
@@ -61,14 +67,6 @@ class CrocQwen2_5_VLForConditionalGeneration(CrocForConditionalGenerationMixin, 
     croc_base_model_class = CrocQwen2_5_VLModel
     croc_output_class = CrocQwen2_5_VLCausalLMOutputWithPast
     croc_image_layout_inputs = ("image_grid_thw",)
-
-    def image_token_counts(self, input_ids: torch.LongTensor, num_images: int, image_grid_thw=None,
-                           **unused) -> torch.LongTensor:
-        """`(num_images,)` visual tokens of each image: its patch grid over the merger's window."""
-        if image_grid_thw is None:
-            return super().image_token_counts(input_ids, num_images)
-        merge = self.config.vision_config.spatial_merge_size
-        return (image_grid_thw.prod(dim=-1) // merge**2).long().cpu()
 
 
 register_croc_checkpoint_renames(CrocQwen2_5_VLForConditionalGeneration, Qwen2_5_VLForConditionalGeneration)

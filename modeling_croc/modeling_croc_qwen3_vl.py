@@ -78,6 +78,12 @@ class CrocQwen3VLModel(CrocModelMixin, CrocQwen3VLPreTrainedModel, Qwen3VLModel)
         embeds = [torch.cat(list(level)).masked_fill(replaced.to(level[0].device), 0) for level in levels]
         return {"visual_pos_masks": image_token_mask, "deepstack_visual_embeds": embeds}
 
+    def image_token_counts(self, image_grid_thw: torch.LongTensor) -> torch.LongTensor:
+        """`(num_images,)` visual tokens of each image, from its patch grid `(num_images, 3)` alone (no vision
+        tower): `t * h * w` over the merger's window."""
+        merge = self.config.vision_config.spatial_merge_size
+        return (image_grid_thw.prod(dim=-1) // merge**2).long().cpu()
+
 
 class CrocQwen3VLForConditionalGeneration(CrocForConditionalGenerationMixin, CrocQwen3VLPreTrainedModel,
                                           Qwen3VLForConditionalGeneration):
@@ -88,14 +94,6 @@ class CrocQwen3VLForConditionalGeneration(CrocForConditionalGenerationMixin, Cro
     croc_base_model_class = CrocQwen3VLModel
     croc_output_class = CrocQwen3VLCausalLMOutputWithPast
     croc_image_layout_inputs = ("image_grid_thw",)
-
-    def image_token_counts(self, input_ids: torch.LongTensor, num_images: int,
-                           image_grid_thw: torch.LongTensor | None = None, **unused) -> torch.LongTensor:
-        """`(num_images,)` visual tokens of each image: its patch grid over the merger's window."""
-        if image_grid_thw is None:
-            return super().image_token_counts(input_ids, num_images)
-        merge = self.config.vision_config.spatial_merge_size
-        return (image_grid_thw.prod(dim=-1) // merge**2).long().cpu()
 
 
 register_croc_checkpoint_renames(CrocQwen3VLForConditionalGeneration, Qwen3VLForConditionalGeneration)

@@ -616,8 +616,13 @@ class CrocForConditionalGenerationMixin:
         return croc_objectives
 
     def image_token_counts(self, input_ids: torch.LongTensor, num_images: int, **image_layout) -> torch.LongTensor:
-        """`(num_images,)` visual tokens of each image of a batch, without running the vision tower. Equal counts
-        here; AnyRes models derive them from the image layout."""
+        """`(num_images,)` visual tokens of each image of a batch, without running the vision tower: the base model's
+        `image_token_counts` of the batch's `croc_image_layout_inputs` (AnyRes sizes, native-resolution grids) where
+        the family declares them and the batch has the first, else equal counts."""
+        layout = {name: image_layout[name] for name in self.croc_image_layout_inputs
+                  if image_layout.get(name) is not None}
+        if self.croc_image_layout_inputs and self.croc_image_layout_inputs[0] in layout:
+            return self.model.image_token_counts(**layout)
         total = int((input_ids == self.config.image_token_id).sum())
         return torch.full((num_images,), total // max(num_images, 1), dtype=torch.long)
 
