@@ -74,3 +74,19 @@ def make_anyres_batch(config, image_sizes, token_counts, images_per_row, text_le
     pixel_values = torch.randn(len(crops), max(crops), 3, size, size, generator=generator)
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels, "pixel_values": pixel_values,
             "image_sizes": torch.as_tensor(image_sizes, dtype=torch.long)}
+
+
+def left_padded(bodies: list[tuple[list[int], list[int]]], pad_token_id: int
+                ) -> tuple[torch.LongTensor, torch.LongTensor, torch.LongTensor]:
+    """`(input_ids, attention_mask, labels)` `(B, L)` of rows given as (prompt ids, answer ids), left-padded to the
+    longest row, labels on the answers only."""
+    length = max(len(prompt) + len(answer) for prompt, answer in bodies)
+    input_ids = torch.full((len(bodies), length), pad_token_id)
+    attention_mask = torch.zeros(len(bodies), length, dtype=torch.long)
+    labels = torch.full((len(bodies), length), IGNORE_INDEX)
+    for row, (prompt, answer) in enumerate(bodies):
+        start = length - len(prompt) - len(answer)
+        input_ids[row, start:] = torch.tensor(prompt + answer)
+        attention_mask[row, start:] = 1
+        labels[row, start + len(prompt):] = torch.tensor(answer)
+    return input_ids, attention_mask, labels

@@ -9,9 +9,9 @@ from typing import Any
 import torch
 
 from modeling_croc import CrocInternVLConfig
-from modeling_croc.constants import IGNORE_INDEX
 
 from .backbones import text_config
+from .batches import left_padded
 
 # InternVL's special tokens in a 128-entry vocabulary: the image context placeholder, the image start and end.
 INTERNVL_TOKENS = {"bos": 1, "eos": 2, "image": 120, "image_start": 121, "image_end": 122, "pad": 127}
@@ -62,15 +62,7 @@ def make_internvl_batch(config, tiles: list[int] = INTERNVL_TILES, images_per_ro
         answer = torch.randint(20, 110, (text_len + left_pad * (len(images_per_row) - 1 - row),),
                                generator=generator).tolist()
         bodies.append((prompt, answer))
-    length = max(len(prompt) + len(answer) for prompt, answer in bodies)
-    input_ids = torch.full((len(bodies), length), INTERNVL_TOKENS["pad"])
-    attention_mask = torch.zeros(len(bodies), length, dtype=torch.long)
-    labels = torch.full((len(bodies), length), IGNORE_INDEX)
-    for row, (prompt, answer) in enumerate(bodies):
-        start = length - len(prompt) - len(answer)
-        input_ids[row, start:] = torch.tensor(prompt + answer)
-        attention_mask[row, start:] = 1
-        labels[row, start + len(prompt):] = torch.tensor(answer)
+    input_ids, attention_mask, labels = left_padded(bodies, INTERNVL_TOKENS["pad"])
     size = config.vision_config.image_size
     pixel_values = torch.randn(sum(tiles), 3, size[0], size[1], generator=generator)
     return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels, "pixel_values": pixel_values}

@@ -8,9 +8,9 @@ from typing import Any
 import torch
 
 from modeling_croc import CrocMistral3Config
-from modeling_croc.constants import IGNORE_INDEX
 
 from .backbones import SLIDING_WINDOW, text_config
+from .batches import left_padded
 
 # Pixtral's special tokens as Mistral's tokenizers number them, in a 128-entry vocabulary.
 MISTRAL3_TOKENS = {"bos": 1, "eos": 2, "image": 10, "pad": 11, "image_break": 12, "image_end": 13}
@@ -63,15 +63,7 @@ def make_mistral3_batch(config, sizes: list[list[int]] = MISTRAL3_SIZES, images_
         answer = torch.randint(20, 120, (text_len + left_pad * (len(images_per_row) - 1 - row),),
                                generator=generator).tolist()
         bodies.append((prompt, answer))
-    length = max(len(prompt) + len(answer) for prompt, answer in bodies)
-    input_ids = torch.full((len(bodies), length), MISTRAL3_TOKENS["pad"])
-    attention_mask = torch.zeros(len(bodies), length, dtype=torch.long)
-    labels = torch.full((len(bodies), length), IGNORE_INDEX)
-    for row, (prompt, answer) in enumerate(bodies):
-        start = length - len(prompt) - len(answer)
-        input_ids[row, start:] = torch.tensor(prompt + answer)
-        attention_mask[row, start:] = 1
-        labels[row, start + len(prompt):] = torch.tensor(answer)
+    input_ids, attention_mask, labels = left_padded(bodies, MISTRAL3_TOKENS["pad"])
     height, width = map(max, zip(*sizes))
     pixel_values = torch.zeros(len(sizes), 3, height, width)
     for index, (h, w) in enumerate(sizes):

@@ -9,9 +9,9 @@ from typing import Any
 import torch
 
 from modeling_croc import CrocSmolVLMConfig
-from modeling_croc.constants import IGNORE_INDEX
 
 from .backbones import text_config
+from .batches import left_padded
 
 # SmolVLM's special tokens in a 128-entry vocabulary; `<row_r_col_c>` is `row_col + 2 * (r - 1) + (c - 1)` for the
 # grids up to 2 x 2 used here.
@@ -77,15 +77,7 @@ def make_smolvlm_batch(config, grids: list[tuple[int, int]] = SMOLVLM_GRIDS, ima
         answer = torch.randint(20, 95, (text_len + left_pad * (len(images_per_row) - 1 - row),),
                                generator=generator).tolist()
         bodies.append((prompt, answer))
-    length = max(len(prompt) + len(answer) for prompt, answer in bodies)
-    input_ids = torch.full((len(bodies), length), SMOLVLM_TOKENS["pad"])
-    attention_mask = torch.zeros(len(bodies), length, dtype=torch.long)
-    labels = torch.full((len(bodies), length), IGNORE_INDEX)
-    for row, (prompt, answer) in enumerate(bodies):
-        start = length - len(prompt) - len(answer)
-        input_ids[row, start:] = torch.tensor(prompt + answer)
-        attention_mask[row, start:] = 1
-        labels[row, start + len(prompt):] = torch.tensor(answer)
+    input_ids, attention_mask, labels = left_padded(bodies, SMOLVLM_TOKENS["pad"])
     size = config.vision_config.image_size
     pixel_values = torch.zeros(len(bodies), max(views), 3, size, size)
     pixel_attention_mask = torch.zeros(len(bodies), max(views), size, size, dtype=torch.long)

@@ -45,6 +45,8 @@ def forward_with_parent_signature(croc_forward: Callable, parent_forward: Callab
     def forward(self, *args, **kwargs):
         if len(args) > len(positional):
             raise TypeError(f"forward() takes {len(positional)} positional arguments but {len(args)} were given")
+        if twice := set(positional[:len(args)]) & set(kwargs):
+            raise TypeError(f"forward() got multiple values for {sorted(twice)}")
         kwargs.update(zip(positional, args))
         return croc_forward(self, **kwargs)
 

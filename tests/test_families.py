@@ -94,6 +94,10 @@ def test_inference_and_generate_equal_the_parent_on_shared_weights(spec: FamilyS
         by_position = croc(*(batch[name] for name in positional),
                            **{name: value for name, value in batch.items() if name not in positional})
         torch.testing.assert_close(by_position.logits, expected, rtol=0, atol=0)
+    # An argument given by position and by name is refused, as the parent's own signature refuses it.
+    for model in (croc, plain):
+        with pytest.raises(TypeError, match="multiple values"):
+            model(batch["input_ids"], input_ids=batch["input_ids"])
     generated = croc.generate(**batch, max_new_tokens=6, do_sample=False)
     assert torch.equal(generated, plain.generate(**batch, max_new_tokens=6, do_sample=False))
     # return_dict=False: the dict output's to_tuple(), as the parent gives.
