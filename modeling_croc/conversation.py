@@ -17,6 +17,7 @@ what lets training tokenise segment by segment and still produce the ids of the 
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -218,13 +219,7 @@ QWEN2_VL = ConversationTemplate(
 # but no default system message (a system turn only when the conversation opens with one) and the generation prompt
 # "<|im_start|>assistant\n" without a thinking block (the Thinking checkpoints' template adds one; they are not
 # covered here). The answers and their "<|im_end|>\n" are supervised.
-QWEN3_VL = ConversationTemplate(
-    name="qwen3_vl", system="", user_text=True,
-    user_prefix="<|im_start|>user\n", user_suffix="<|im_end|>\n",
-    image_prefix="<|vision_start|>" + IMAGE_TOKEN + "<|vision_end|>",
-    assistant_prefix="<|im_start|>assistant\n", answer_prefix="", answer_suffix="<|im_end|>\n",
-    system_prefix="<|im_start|>system\n", system_suffix="<|im_end|>\n",
-)
+QWEN3_VL = dataclasses.replace(QWEN2_VL, name="qwen3_vl", system="")
 
 # Gemma 3's chat format (the chat template of its instruction-tuned checkpoints' processor, e.g. gemma-3-4b-it's on the
 # Hub; transformers ships none): BOS (the dataset's and the tokenizer's, not the template's), then
