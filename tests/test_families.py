@@ -6,12 +6,13 @@ Registered wherever the parent is; inference logits, `generate` and `return_dict
 weights; per-image token counts without the tower; a stage-1.5 step whose two losses equal hand-computed ones and
 whose gradients land where they belong (the pool on exactly the assigned rows); the mask every decoder layer
 receives against the slow reference; pool tokens entering the language model as the visual tokens do; round trips
-through save / load, export to a plain folder and conversion from one. M-RoPE families: positions kept in stage
-1.5, packed rows and videos refused. What only one family does is in its `tests/test_family_<name>.py`.
+through save / load, export to a plain folder and conversion from one; the `croc_split` attention equal to the mask
+path. M-RoPE families: positions kept in stage 1.5, packed rows and videos refused. What only one family does is in its `tests/test_family_<name>.py`.
 """
 
 from __future__ import annotations
 
+import copy
 import inspect
 import itertools
 import json
@@ -35,6 +36,7 @@ from croc_testing.family_specs import (
 from croc_testing.reference_masks import reference_allowed
 from modeling_croc.convert import croc_to_llava
 from modeling_croc.loading import load_croc
+from modeling_croc.split_attention import SEGMENTS_KEY, SPLIT_ATTENTION
 
 every_family = pytest.mark.parametrize("spec", SPECS, ids=str)
 mrope_families = pytest.mark.parametrize("spec", [spec for spec in SPECS if spec.mrope], ids=str)
@@ -209,6 +211,40 @@ def test_every_layer_gets_the_mixed_mask_of_its_own_type(spec: FamilySpec, varia
         later_key_seen |= bool(torch.triu(allowed, diagonal=1)[real].any())
     # Not plain causal: some real query sees a later key (inside an image, or inside the prompt).
     assert later_key_seen
+
+
+@pytest.mark.parametrize("span", ["image", "prompt"])
+@pytest.mark.parametrize(("spec", "variant"),
+                         [(spec, variant) for spec in SPECS for variant in spec.mask_variants],
+                         ids=lambda value: str(value) if isinstance(value, FamilySpec) else value.name)
+def test_split_attention_equals_the_mask_path(spec: FamilySpec, variant: MaskVariant, span: str):
+    """A model on `croc_split`, as the trainer loads it (every decoder layer gets the batch's query segments and an
+    empty placeholder mask, no L x L mask; the vision tower, called without segments, takes sdpa) gives the sdpa
+    mask path's stage-1.5 step on shared weights: loss, logits at the real tokens and every gradient, on each of the
+    family's layer layouts (sliding ones too)."""
+    masked = spec.build(config_kwargs=variant.config_kwargs, croc_pretraining=True, bidirectional_span=span)
+    masked.set_attn_implementation("sdpa")
+    split = copy.deepcopy(masked)
+    split.set_attn_implementation(SPLIT_ATTENTION)
+    batch = spec.mask_batch(masked) if spec.mask_batch else spec.batch(masked, 2)
+    out_masked = masked.train()(**batch, croc_generator=_generator())
+    with language_model_inputs(split) as calls:
+        received = layer_masks(split, lambda: calls.append(split.train()(**batch, croc_generator=_generator())))
+    out_split = calls.pop()
+    assert len(calls) == 1 and calls[0][SEGMENTS_KEY] is not None
+    assert sorted(received) == list(range(len(split.model.croc_language_model.layers)))
+    assert all(mask.shape[-2:] == (0, 0) for mask in received.values())
+    real = batch["attention_mask"].bool()
+    for name in ("loss", "lm_loss", "vtr_loss"):
+        torch.testing.assert_close(getattr(out_split, name), getattr(out_masked, name), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(out_split.logits[real], out_masked.logits[real], rtol=1e-5, atol=1e-5)
+    out_masked.loss.backward()
+    out_split.loss.backward()
+    for (name, a), (_, b) in zip(masked.named_parameters(), split.named_parameters(), strict=True):
+        if a.grad is None:
+            assert b.grad is None, name
+            continue
+        torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-5, msg=name)
 
 
 @every_family

@@ -4,8 +4,9 @@ queries cut into segments each computed by one dense call.
 * The segments, laid out as a dense matrix, are the mixed mask element by element: against the slow reference
   (padded rows, both spans, sliding windows) and against the mask path's own mask (packed rows).
 * The CPU reference of the split (sdpa per segment) equals the mask path on every backbone pair of the matrix, both
-  spans, padded and packed: loss, logits and every gradient. The CUDA kernels are checked against the same mask path
-  by the GPU check (`benchmarks/gpu_check.sh`, tests marked `cuda`).
+  spans, padded and packed: loss, logits and every gradient (on every model family's layer layouts too:
+  `tests/test_families.py`). The CUDA kernels are checked against the same mask path by the GPU check
+  (`benchmarks/gpu_check.sh`, tests marked `cuda`).
 * Stages 1 and 2 go through the segments too when training (packing pays there as well); inference and generation
   take transformers' sdpa path, with equal outputs. Gemma 2's soft-capped attention is refused.
 """
