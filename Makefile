@@ -20,7 +20,7 @@ EXTRAS ?= dev
 TEST_ENV := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_NO_ADVISORY_WARNINGS=1
 PYTEST_ARGS ?= -n 2 --dist loadfile -q tests
 
-.PHONY: venv test test-latest lock lint bench demo clean
+.PHONY: venv test test-latest lock lint bench gpu-wheels demo clean
 
 # Build tools come from the lock too, and the project is installed without build isolation, so no unpinned
 # setuptools is fetched behind the lock's back.
@@ -73,6 +73,11 @@ lint: venv
 
 bench: venv
 	HF_HUB_OFFLINE=1 $(BIN)/python -m benchmarks all
+
+# For a GPU machine with no package index: the wheels benchmarks/gpu_check.sh installs there, fetched here into .whl
+# (the locked closure of the `test` extra and requirements/gpu.txt, for the machine's Python; see the script).
+gpu-wheels: venv
+	$(BIN)/python -m benchmarks.gpu_wheels
 
 # The whole method on a laptop CPU: synthetic data, stage 1 -> 1.5 -> 2 and the baseline, evaluation, report. The
 # `test` extra too: the README's next commands (`python -m croc_testing tiny-model ...`) use its offline tokenizer.
