@@ -32,7 +32,10 @@ under the same name). Soft-capped attention (Gemma 2) has no kernel here: the tr
 
 from __future__ import annotations
 
+import functools
 import importlib.util
+import inspect
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -284,10 +287,28 @@ def _varlen_kernels(query, key, value, segments: AttentionSegments, scaling, win
         else:
             from torch.nn.attention.varlen import varlen_attn
 
-            out = varlen_attn(*args, scale=scaling, window_size=(left, 0 if causal else -1),
-                              enable_gqa=key.shape[1] != heads)
+            args, gqa = _grouped_query_arguments(varlen_attn, args, heads)
+            out = varlen_attn(*args, scale=scaling, window_size=(left, 0 if causal else -1), **gqa)
         output = output.index_copy(0, plan["q_index"], out)
     return output.view(batch, length, heads, dim)
+
+
+def _grouped_query_arguments(varlen_attn: Callable, args: tuple, heads: int) -> tuple[tuple, dict[str, bool]]:
+    """`varlen_attn`'s positional arguments and its GQA keyword, for keys and values with fewer heads than the
+    `heads` of the queries: PyTorch 2.13 takes `enable_gqa` (and refuses fewer key/value heads without it); earlier
+    releases (2.11's, read) have no such argument, so there each key/value head is repeated for its query heads."""
+    query, key, value, *rest = args
+    if key.shape[1] == heads:
+        return args, {}
+    if _takes_enable_gqa(varlen_attn):
+        return args, {"enable_gqa": True}
+    groups = heads // key.shape[1]
+    return (query, key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1), *rest), {}
+
+
+@functools.cache
+def _takes_enable_gqa(varlen_attn: Callable) -> bool:
+    return "enable_gqa" in inspect.signature(varlen_attn).parameters
 
 
 def split_attention_problem(text_config) -> str | None:
