@@ -96,14 +96,29 @@ def test_fused_lm_loss_equals_the_unfused_loss_and_skips_the_logits(make_config,
 @pytest.mark.skipif(not torch.cuda.is_available() or importlib.util.find_spec("liger_kernel") is None,
                     reason="Liger's kernels run on CUDA with liger-kernel installed")
 def test_liger_fused_lm_loss_on_cuda_equals_the_unfused_loss(make_config):
+    """Liger's fused loss alone, and the trainer's whole `use_liger_kernel` (`apply_liger_kernels`: the fused loss
+    and the language model's Liger kernels, norms, MLP and rotary embeddings, patched on the instance), against the
+    plain model in float32: the loss and every gradient."""
     from croc_testing.batches import make_batch
     from modeling_croc import CrocForConditionalGeneration
+    from trainer.croc_trainer import apply_liger_kernels
 
     torch.manual_seed(0)
     config = make_config(croc_pretraining=False)
     unfused = CrocForConditionalGeneration(config).cuda().train()
     fused = copy.deepcopy(unfused)
     fused.fused_lm_loss = True
+    patched = copy.deepcopy(unfused)
+    apply_liger_kernels(patched)
+    assert patched.fused_lm_loss
     batch = {k: v.cuda() for k, v in make_batch(config, rows=2, left_pad=1).items()}
-    losses = [model(**batch).loss for model in (unfused, fused)]
+    losses = [model(**batch).loss for model in (unfused, fused, patched)]
     torch.testing.assert_close(losses[1], losses[0], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(losses[2], losses[0], rtol=1e-3, atol=1e-4)
+    for loss in losses:
+        loss.backward()
+    for (name, a), (_, b), (_, c) in zip(unfused.named_parameters(), fused.named_parameters(),
+                                         patched.named_parameters(), strict=True):
+        if a.grad is not None:
+            torch.testing.assert_close(b.grad, a.grad, rtol=1e-3, atol=1e-5, msg=name)
+            torch.testing.assert_close(c.grad, a.grad, rtol=1e-2, atol=1e-4, msg=name)
