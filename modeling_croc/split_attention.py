@@ -287,23 +287,20 @@ def _varlen_kernels(query, key, value, segments: AttentionSegments, scaling, win
         else:
             from torch.nn.attention.varlen import varlen_attn
 
-            args, gqa = _grouped_query_arguments(varlen_attn, args, heads)
-            out = varlen_attn(*args, scale=scaling, window_size=(left, 0 if causal else -1), **gqa)
+            out = varlen_attn(*args, scale=scaling, window_size=(left, 0 if causal else -1),
+                              **_gqa_keyword(varlen_attn, key.shape[1], heads))
         output = output.index_copy(0, plan["q_index"], out)
     return output.view(batch, length, heads, dim)
 
 
-def _grouped_query_arguments(varlen_attn: Callable, args: tuple, heads: int) -> tuple[tuple, dict[str, bool]]:
-    """`varlen_attn`'s positional arguments and its GQA keyword, for keys and values with fewer heads than the
-    `heads` of the queries: PyTorch 2.13 takes `enable_gqa` (and refuses fewer key/value heads without it); earlier
-    releases (2.11's, read) have no such argument, so there each key/value head is repeated for its query heads."""
-    query, key, value, *rest = args
-    if key.shape[1] == heads:
-        return args, {}
-    if _takes_enable_gqa(varlen_attn):
-        return args, {"enable_gqa": True}
-    groups = heads // key.shape[1]
-    return (query, key.repeat_interleave(groups, dim=1), value.repeat_interleave(groups, dim=1), *rest), {}
+def _gqa_keyword(varlen_attn: Callable, key_heads: int, heads: int) -> dict[str, bool]:
+    """`varlen_attn`'s GQA keyword for keys and values with fewer heads than the queries: PyTorch 2.13 refuses them
+    unless `enable_gqa=True`; earlier releases (2.11's, read) have no such argument and hand them to the
+    FlashAttention kernel as they are, which groups the query heads itself (its check that the key/value heads
+    divide the query heads is in 2.11's libtorch_cuda)."""
+    if key_heads != heads and _takes_enable_gqa(varlen_attn):
+        return {"enable_gqa": True}
+    return {}
 
 
 @functools.cache

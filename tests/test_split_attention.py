@@ -245,10 +245,11 @@ def _varlen_as_documented(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *
 
 def _varlen_without_gqa_flag(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, return_aux=None, scale=None,
                              window_size=(-1, -1)):
-    """The same semantics under PyTorch 2.11's signature, which has no `enable_gqa`; read strictly: equal heads."""
-    assert return_aux is None and key.shape[1] == query.shape[1] == value.shape[1]
+    """The same semantics under PyTorch 2.11's signature, which has no `enable_gqa` (its kernel groups the query
+    heads over fewer key/value heads by itself)."""
+    assert return_aux is None
     return _varlen_as_documented(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, scale=scale,
-                                 window_size=window_size)
+                                 window_size=window_size, enable_gqa=key.shape[1] != query.shape[1])
 
 
 @pytest.mark.parametrize("kernel", [_varlen_as_documented, _varlen_without_gqa_flag], ids=["torch2.13", "torch2.11"])
@@ -257,7 +258,7 @@ def _varlen_without_gqa_flag(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k
 def test_the_kernel_plan_gathers_and_scatters_every_segment(layout, window, kernel, monkeypatch):
     """The varlen path's plumbing (token gathers, cumulative lengths, the two groups, window sizes, GQA, the scatter
     back) on the CPU, with the kernel replaced by its documented semantics, under the signature of PyTorch 2.13
-    (`enable_gqa`) and of 2.11 (none: key/value heads repeated); the real kernel is checked on CUDA below."""
+    (`enable_gqa`) and of 2.11 (no such argument); the real kernel is checked on CUDA below."""
     from modeling_croc import split_attention
 
     monkeypatch.setattr("torch.nn.attention.varlen.varlen_attn", kernel)
