@@ -49,12 +49,13 @@ def test_the_wheelhouse_is_the_test_extras_closure_at_the_installed_versions():
 
 
 def test_a_package_seen_on_the_machine_is_carried_once_a_requirement_refuses_its_version(monkeypatch):
-    tokenizers = gpu_wheels.project_closure()["tokenizers"][1]  # transformers' range, here >=0.23.1,<0.24
-    monkeypatch.setattr(gpu_wheels, "MACHINE_SEEN", {"tokenizers": "0.23.2"})
-    assert tokenizers.contains("0.23.2") and "tokenizers" not in gpu_wheels.wheelhouse_pins()
-    monkeypatch.setattr(gpu_wheels, "MACHINE_SEEN", {"tokenizers": "0.22.0"})
-    assert not tokenizers.contains("0.22.0")
-    assert gpu_wheels.wheelhouse_pins()["tokenizers"] == metadata.version("tokenizers")
+    installed = metadata.version("tokenizers")
+    accepted = gpu_wheels.project_closure()["tokenizers"][1]  # transformers' range
+    assert accepted.contains(installed) and not accepted.contains("0.0.1")
+    monkeypatch.setattr(gpu_wheels, "MACHINE_SEEN", {"tokenizers": installed})
+    assert "tokenizers" not in gpu_wheels.wheelhouse_pins()
+    monkeypatch.setattr(gpu_wheels, "MACHINE_SEEN", {"tokenizers": "0.0.1"})
+    assert gpu_wheels.wheelhouse_pins()["tokenizers"] == installed
 
 
 def test_a_gpu_requirement_that_is_not_one_pin_is_refused(tmp_path):
