@@ -30,8 +30,8 @@ VERDICTS = {True: "met", False: "missed", None: "unmeasured"}
 NO_GPU_NOTE = (
     "The croc_split backend, the Hungarian changes and the fused loss landed after the last GPU run (2026-11-29); "
     "no GPU was lent to the session that landed them (2026-12-05), so every goal is unmeasured until "
-    "`bash benchmarks/gpu_check.sh` runs on a GPU; the fused-loss goal also needs liger-kernel in its environment "
-    "(`pip install -e '.[liger]'`), without which the LM loss step measures a stand-in kernel."
+    "`bash benchmarks/gpu_check.sh` runs on a GPU (every environment it builds has liger-kernel, which the fused-loss "
+    "goal needs: `requirements/gpu.txt`; a machine with no package index installs from `make gpu-wheels`)."
 )
 SPLIT = "croc_split"
 ATTENTION_LENGTHS = (2048, 4096, 8192)
