@@ -108,8 +108,11 @@ def plan(results_dir: Path = RESULTS_DIR) -> list[Step]:
 
 
 def _env() -> dict[str, str]:
-    # Offline like the suite; the tests' deprecation guards stay on.
-    return dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    # Offline like the suite; the tests' deprecation guards stay on. pytest loads no plugin by entry point: a CUDA
+    # image holds its own (pytest-cov, -benchmark, -timeout, ...), made for its pytest rather than the project's,
+    # and the CUDA tests need none.
+    return dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+                PYTEST_DISABLE_PLUGIN_AUTOLOAD="1")
 
 
 def run_step(step: Step, limit_s: float, python: str) -> str:
