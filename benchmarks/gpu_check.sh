@@ -25,11 +25,16 @@
 # installs torch takes longer than the 8 minutes of the check itself.
 set -euo pipefail
 
+# Folders named by the caller are read from the caller's directory; the defaults live in the checkout.
+caller_path() { [[ -z "$1" || "$1" == /* ]] && echo "$1" || echo "$PWD/$1"; }
+GPU_VENV=$(caller_path "${CROC_GPU_VENV:-}")
+WHEELS=$(caller_path "${CROC_WHEELS:-}")
+GPU_SITE=$(caller_path "${CROC_GPU_SITE:-}")
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 LOCK=requirements/lock.txt
-GPU_VENV=${CROC_GPU_VENV:-.venv-gpu}
-WHEELS=${CROC_WHEELS:-.whl}
-GPU_SITE=${CROC_GPU_SITE:-.gpu-site}
+GPU_VENV=${GPU_VENV:-.venv-gpu}
+WHEELS=${WHEELS:-.whl}
+GPU_SITE=${GPU_SITE:-.gpu-site}
 TORCH_PYTHON=${CROC_TORCH_PYTHON:-python3}
 DRY_RUN=0
 INSTALL_ONLY=0
