@@ -125,6 +125,15 @@ def _wheel(folder: Path, name: str, files: dict[str, str]) -> None:
         archive.writestr(f"{dist_info}/RECORD", "\n".join(record) + "\n")
 
 
+def _wheelhouse(tmp_path: Path, name: str, files: dict[str, str]) -> tuple[Path, Path]:
+    """A complete wheelhouse of one wheel (`pins.txt` included) and the site folder to install it into."""
+    wheels, site = tmp_path / "whl", tmp_path / "site"
+    wheels.mkdir()
+    _wheel(wheels, name, files)
+    (wheels / gpu_wheels.PINS_FILE).write_text(f"{name.replace('_', '-')}==1.0\n", encoding="utf-8")
+    return wheels, site
+
+
 def _install_only(tmp_path: Path, wheels: Path, site: Path) -> subprocess.CompletedProcess:
     # No CROC_PYTHON and no .venv-gpu: on this CPU machine the wheelhouse route is taken for this interpreter.
     env = {key: value for key, value in os.environ.items() if not key.startswith("CROC_")}
@@ -135,10 +144,7 @@ def _install_only(tmp_path: Path, wheels: Path, site: Path) -> subprocess.Comple
 
 
 def test_the_wheelhouse_route_installs_once_and_puts_the_wheels_first(tmp_path):
-    wheels, site = tmp_path / "whl", tmp_path / "site"
-    wheels.mkdir()
-    _wheel(wheels, "croc_probe", {"croc_probe/__init__.py": "SOURCE = 'wheelhouse'\n"})
-    (wheels / gpu_wheels.PINS_FILE).write_text("croc-probe==1.0\n", encoding="utf-8")
+    wheels, site = _wheelhouse(tmp_path, "croc_probe", {"croc_probe/__init__.py": "SOURCE = 'wheelhouse'\n"})
     result = _install_only(tmp_path, wheels, site)
     assert result.returncode == 0, result.stderr
     assert f"(wheelhouse {wheels}: 1 wheels into {site})" in result.stderr
@@ -152,11 +158,8 @@ def test_the_wheelhouse_route_installs_once_and_puts_the_wheels_first(tmp_path):
 
 
 def test_a_wheelhouse_that_breaks_the_project_is_refused_in_one_line(tmp_path):
-    wheels, site = tmp_path / "whl", tmp_path / "site"
-    wheels.mkdir()
     # A package of the project's imports shadowed by a broken copy: it comes first on PYTHONPATH.
-    _wheel(wheels, "lap", {"lap/__init__.py": "raise ImportError('this lap is broken')\n"})
-    (wheels / gpu_wheels.PINS_FILE).write_text("lap==1.0\n", encoding="utf-8")
+    wheels, site = _wheelhouse(tmp_path, "lap", {"lap/__init__.py": "raise ImportError('this lap is broken')\n"})
     result = _install_only(tmp_path, wheels, site)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1] == (
@@ -164,10 +167,7 @@ def test_a_wheelhouse_that_breaks_the_project_is_refused_in_one_line(tmp_path):
 
 
 def test_a_site_folder_it_did_not_make_is_refused_and_kept(tmp_path):
-    wheels, site = tmp_path / "whl", tmp_path / "site"
-    wheels.mkdir()
-    _wheel(wheels, "croc_probe", {"croc_probe/__init__.py": ""})
-    (wheels / gpu_wheels.PINS_FILE).write_text("croc-probe==1.0\n", encoding="utf-8")
+    wheels, site = _wheelhouse(tmp_path, "croc_probe", {"croc_probe/__init__.py": ""})
     site.mkdir()
     (site / "notes.txt").write_text("mine", encoding="utf-8")
     result = _install_only(tmp_path, wheels, site)
