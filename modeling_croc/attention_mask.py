@@ -149,9 +149,10 @@ def check_mixed_attention_backend(backend: str | None) -> None:
     The model calls this before every mixed-attention forward, the trainer before it loads anything."""
     if is_maskless_backend(backend):
         raise ValueError(
-            f"Croc's mixed attention needs a backend that takes a custom mask (eager, sdpa, flex_attention); "
-            f"the language model uses {backend!r}, which would silently stay causal. Load with "
-            f"attn_implementation='sdpa' for stage 1.5, or set bidirectional_span='none'."
+            f"Croc's mixed attention needs a backend that takes a custom mask (eager, sdpa, flex_attention) or "
+            f"computes the pattern itself (croc_split: FlashAttention's varlen kernels on CUDA); the language model "
+            f"uses {backend!r}, which would silently stay causal. Load with attn_implementation='sdpa' or "
+            f"'croc_split' for stage 1.5, or set bidirectional_span='none'."
         )
 
 

@@ -90,7 +90,7 @@ def check_across_sections(model_args: ModelArguments, args: CrocTrainingArgument
             check_mixed_attention_backend(model_args.attn_implementation)
         except ValueError as error:
             raise ConfigError(
-                f"stage {stage.name}: {error} (--model.attn_implementation=sdpa, eager or flex_attention)"
+                f"stage {stage.name}: {error} (--model.attn_implementation=sdpa, croc_split, eager or flex_attention)"
             ) from None
 
 
