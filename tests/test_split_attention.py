@@ -168,6 +168,26 @@ def test_split_equals_the_mask_path_on_every_language_model_packed(text, span):
 
 
 @pytest.mark.parametrize("packed", [False, True])
+def test_split_equals_the_mask_path_under_gradient_checkpointing(packed):
+    """Every decoder layer recomputed in the backward pass (gradient checkpointing) gets the segments again: the
+    split path with checkpointing gives the mask path's step without it, on a sliding and a global layer."""
+    masked, split = _pair(_config("qwen2", "siglip", croc_pretraining=True, bidirectional_span="image"))
+    split.activation_checkpointing_enable()
+    batch = _packed_batch(masked.config) if packed else _padded_batch(masked.config)
+    recomputed = []
+    AttentionInterface.register(SPLIT_ATTENTION, lambda *args, **kwargs: (
+        recomputed.append(SEGMENTS_KEY in kwargs), split_attention_forward(*args, **kwargs))[1])
+    try:
+        _assert_same_step(masked.train(), split.train(), batch,
+                          real=None if packed else batch["attention_mask"].bool())
+    finally:
+        AttentionInterface.register(SPLIT_ATTENTION, split_attention_forward)
+    # Each layer ran twice (forward, then recomputed in backward), each time with the segments.
+    layers = masked.config.text_config.num_hidden_layers
+    assert recomputed.count(True) == 2 * layers
+
+
+@pytest.mark.parametrize("packed", [False, True])
 def test_stage_2_training_forwards_use_the_segments_and_build_no_mask(packed):
     masked, split = _pair(_config("qwen2", "siglip"))  # a sliding layer and a global one
     batch = _packed_batch(masked.config) if packed else _padded_batch(masked.config)

@@ -3,10 +3,11 @@
     torchrun --nproc_per_node 2 -m trainer.train trainer/configs/cpu_tiny/stage1_5.yaml [--deepspeed=...]
     torchrun --nnodes 2 --node_rank R --rdzv-endpoint 127.0.0.1:PORT --nproc_per_node 1 -m trainer.train ...
 
-Two data-parallel processes, ZeRO-2 and ZeRO-3, and two nodes (simulated on this machine, loopback only) with
-ZeRO-3 and packing all reproduce one process with the same global batch (stage 1.5, Croc objectives on: same
-losses, same weights), and save a folder that `from_pretrained` loads completely. The first DeepSpeed run on a machine
-JIT-compiles DeepSpeed's CPU shared-memory communication op (~1-2 min, cached).
+Two data-parallel processes, ZeRO-2 and ZeRO-3 (also on croc_split with gradient checkpointing), and two nodes
+(simulated on this machine, loopback only) with ZeRO-3 and packing all reproduce one process with the same global
+batch (stage 1.5, Croc objectives on: same losses, same weights), and save a folder that `from_pretrained` loads
+completely. The first DeepSpeed run on a machine JIT-compiles DeepSpeed's CPU shared-memory communication op (~1-2
+min, cached).
 """
 
 from __future__ import annotations
@@ -90,6 +91,16 @@ def test_deepspeed_zero_on_cpu(tmp_path, data_file, stage1_dir, reference, zero)
     out = tmp_path / zero
     torchrun(2, "stage1_5.yaml", out, *_common(data_file, stage1_dir),
              f"--deepspeed=trainer/configs/deepspeed/{zero}.json")
+    _assert_same_run(out, reference, atol=1e-5)
+
+
+def test_zero3_with_split_attention_and_checkpointing_equals_one_process(tmp_path, data_file, stage1_dir, reference):
+    # croc_split (no mask: the query segments reach every layer as a keyword argument) with every layer recomputed
+    # in the backward pass, parameters partitioned by ZeRO-3, against the one-process run on sdpa's mask.
+    out = tmp_path / "zero3_split"
+    torchrun(2, "stage1_5.yaml", out, *_common(data_file, stage1_dir),
+             "--deepspeed=trainer/configs/deepspeed/zero3.json", "--model.attn_implementation=croc_split",
+             "--gradient_checkpointing=true")
     _assert_same_run(out, reference, atol=1e-5)
 
 
