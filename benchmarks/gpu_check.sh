@@ -12,9 +12,10 @@
 #   2. .venv-gpu/bin/python (or $CROC_GPU_VENV), if an earlier call built it and its torch sees a GPU.
 #   3. .venv/bin/python (`make venv`), if its torch sees a GPU (the lock's CPU wheel does not).
 #   4. A wheelhouse, for a machine with no package index: `make gpu-wheels` (benchmarks/gpu_wheels.py) fills .whl
-#      (or $CROC_WHEELS) where pip reaches an index; carried to the GPU machine, its wheels are installed with
-#      --no-deps into .gpu-site (or $CROC_GPU_SITE), put first on PYTHONPATH with the checkout, for python3 on
-#      PATH (or $CROC_TORCH_PYTHON), whose CUDA torch and large libraries stay as they are.
+#      (or $CROC_WHEELS) where pip reaches an index; carried to the GPU machine, it is checked (one wheel per pin)
+#      and installed with --no-deps into .gpu-site (or $CROC_GPU_SITE; a folder this script marked, or a new one),
+#      put first on PYTHONPATH with the checkout, for python3 on PATH (or $CROC_TORCH_PYTHON), whose CUDA torch
+#      and large libraries stay as they are; installed again only when the wheels or the interpreter change.
 #   5. python3 on PATH, if its torch sees a GPU (a CUDA container, a cluster module): .venv-gpu is created with
 #      --system-site-packages (and, where that python3 is itself a virtual environment's, a .pth naming its
 #      site-packages) so that this torch is used, and the project and its test tools are installed with the lock's
@@ -25,17 +26,20 @@
 # installs torch takes longer than the 8 minutes of the check itself.
 set -euo pipefail
 
-# Folders named by the caller are read from the caller's directory; the defaults live in the checkout.
-caller_path() { [[ -z "$1" || "$1" == /* ]] && echo "$1" || echo "$PWD/$1"; }
+# Paths named by the caller are read from the caller's directory (a bare command such as python3 from PATH); the
+# defaults live in the checkout.
+caller_path() { [[ -z "$1" || "$1" == /* || "$1" != */* ]] && echo "$1" || echo "$PWD/$1"; }
 GPU_VENV=$(caller_path "${CROC_GPU_VENV:-}")
 WHEELS=$(caller_path "${CROC_WHEELS:-}")
 GPU_SITE=$(caller_path "${CROC_GPU_SITE:-}")
+TORCH_PYTHON=$(caller_path "${CROC_TORCH_PYTHON:-python3}")
+[[ -n "${CROC_PYTHON:-}" ]] && CROC_PYTHON=$(caller_path "$CROC_PYTHON")
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 LOCK=requirements/lock.txt
 GPU_VENV=${GPU_VENV:-.venv-gpu}
 WHEELS=${WHEELS:-.whl}
 GPU_SITE=${GPU_SITE:-.gpu-site}
-TORCH_PYTHON=${CROC_TORCH_PYTHON:-python3}
+SITE_MARK=.gpu_check_site  # in $GPU_SITE: this script made it, and from which wheelhouse and interpreter
 DRY_RUN=0
 INSTALL_ONLY=0
 CHECK_ARGS=()
@@ -46,6 +50,14 @@ for arg in "$@"; do
     *) CHECK_ARGS+=("$arg") ;;
   esac
 done
+if [[ $DRY_RUN == 1 && $INSTALL_ONLY == 1 ]]; then
+  echo "gpu_check: --dry-run installs nothing and --install-only only installs: give one of them" >&2
+  exit 2
+fi
+if [[ -n "${CROC_WHEELS:-}" && ! -f "$WHEELS/pins.txt" ]]; then
+  echo "gpu_check: CROC_WHEELS=$WHEELS holds no pins.txt (not a wheelhouse, or an unfinished one: make gpu-wheels)" >&2
+  exit 2
+fi
 
 sees_gpu() {  # python with a torch that sees a CUDA device
   [[ -x "$1" ]] || command -v "$1" >/dev/null 2>&1 || return 1
@@ -57,19 +69,38 @@ has_project() {  # the project and its test tools (the `test` extra: the tiny to
   "$1" -c "$PROJECT_IMPORTS" >/dev/null 2>&1
 }
 
-install_wheelhouse() {  # the wheels into $GPU_SITE (again only when the wheelhouse changed), then PYTHONPATH
-  if ! cmp -s "$WHEELS/pins.txt" "$GPU_SITE/pins.txt"; then
-    if [[ -e "$GPU_SITE" && ! -f "$GPU_SITE/pins.txt" ]]; then
-      echo "gpu_check: $GPU_SITE exists and was not made by this script; set CROC_GPU_SITE to a new folder" >&2
-      exit 2
-    fi
-    rm -rf "$GPU_SITE"
-    "$PY" -m pip install -q --no-index --no-deps --no-compile --disable-pip-version-check --target "$GPU_SITE" \
-      "$WHEELS"/*.whl
-    cp "$WHEELS/pins.txt" "$GPU_SITE/pins.txt"
-  fi
+site_stamp() {  # what a site folder was made from: the interpreter, the pins and the wheel files
+  "$PY" -c 'import sys; print(sys.implementation.cache_tag, sys.version.split()[0], sys.executable)'
+  cat "$WHEELS/pins.txt"
+  (cd "$WHEELS" && ls -- *.whl)
+}
+
+use_site() {  # $GPU_SITE first on PYTHONPATH, then the checkout
   PYTHONPATH="$(cd "$GPU_SITE" && pwd):$PWD${PYTHONPATH:+:$PYTHONPATH}"
   export PYTHONPATH
+}
+
+install_wheelhouse() {  # the wheels into $GPU_SITE, again only when the wheelhouse or the interpreter changed
+  if [[ "$(cd "$WHEELS" && pwd -P)" == "$(mkdir -p "$GPU_SITE" && cd "$GPU_SITE" && pwd -P)" ]]; then
+    echo "gpu_check: CROC_GPU_SITE is the wheelhouse itself ($WHEELS); name a folder of its own" >&2
+    exit 2
+  fi
+  if [[ -f "$GPU_SITE/$SITE_MARK" ]] && cmp -s <(site_stamp) "$GPU_SITE/$SITE_MARK"; then
+    use_site
+    return
+  fi
+  if [[ ! -f "$GPU_SITE/$SITE_MARK" && -n "$(ls -A "$GPU_SITE")" ]]; then
+    echo "gpu_check: $GPU_SITE holds files this script did not put there; set CROC_GPU_SITE to a new folder" >&2
+    exit 2
+  fi
+  if ! "$PY" -m benchmarks.gpu_wheels --verify "$WHEELS"; then
+    exit 2
+  fi
+  find "$GPU_SITE" -mindepth 1 -delete  # an earlier install of this script's (its mark says so)
+  "$PY" -m pip install -q --no-index --no-deps --no-compile --disable-pip-version-check --target "$GPU_SITE" \
+    "$WHEELS"/*.whl
+  site_stamp > "$GPU_SITE/$SITE_MARK"
+  use_site
 }
 
 choose_python() {  # prints "<python> <how>"; how: ready | wheelhouse | system-torch | install-torch
@@ -99,9 +130,18 @@ if [[ -n "${CROC_PYTHON:-}" ]] && ! has_project "$CROC_PYTHON"; then
   exit 2
 fi
 
-if [[ $DRY_RUN == 1 && $INSTALL_ONLY == 0 ]]; then
-  # No GPU needed and nothing installed: the plan is checked with whichever interpreter has the project.
-  [[ "$HOW" == ready ]] || PY=${CROC_PYTHON:-.venv/bin/python}
+if [[ $DRY_RUN == 1 ]]; then
+  # No GPU needed and nothing installed: the plan is checked with an interpreter that has the project (a wheelhouse
+  # installed by an earlier call, else `make venv`'s).
+  if [[ "$HOW" == wheelhouse && -f "$GPU_SITE/$SITE_MARK" ]] && cmp -s <(site_stamp) "$GPU_SITE/$SITE_MARK"; then
+    use_site
+  elif [[ "$HOW" != ready ]]; then
+    PY=.venv/bin/python
+    if [[ ! -x "$PY" ]]; then
+      echo "gpu_check: --dry-run needs the project in an environment: make venv, or --install-only first" >&2
+      exit 2
+    fi
+  fi
   exec "$PY" -m benchmarks.gpu_check "${CHECK_ARGS[@]}"
 fi
 
@@ -118,8 +158,11 @@ elif [[ "$HOW" != ready ]]; then
   if [[ "$HOW" == system-torch ]]; then
     "$PY" -m venv --system-site-packages "$GPU_VENV"
     # A virtual environment's python3 (a CUDA image's /opt/.../.venv) lends its base interpreter's site-packages,
-    # not its own, to --system-site-packages: a .pth names the folders that hold its torch.
-    "$PY" -c 'import site, sys; sys.prefix != sys.base_prefix and print("\n".join(site.getsitepackages()))' \
+    # not its own, to --system-site-packages: a .pth adds the folders that hold its torch as site folders (so that
+    # the .pth files inside them are read too).
+    "$PY" -c 'import site, sys
+for folder in site.getsitepackages() if sys.prefix != sys.base_prefix else []:
+    print(f"import site; site.addsitedir({folder!r})")' \
       > "$("$GPU_VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/_torch_python.pth"
     torch_version=$("$PY" -c 'import torch; print(torch.__version__.split("+")[0])')
     "$PY" - "$torch_version" <<'EOF' || { echo "gpu_check: torch $torch_version is older than the project's floor (2.4); set CROC_PYTHON to a newer one" >&2; exit 2; }

@@ -3,6 +3,7 @@ reaches an index), carry the folder with the checkout, and `benchmarks/gpu_check
 
     python -m benchmarks.gpu_wheels [--out .whl] [--python-version 3.12]    # needs the package index
     python -m benchmarks.gpu_wheels --list                                   # what it would fetch; no download
+    python -m benchmarks.gpu_wheels --verify .whl     # one wheel per pin, nothing else (gpu_check.sh runs it)
 
 What goes in: the closure of the project's `test` extra at the versions of this environment (`make venv` installs
 the lock's: the wheels are the tested versions), read from the installed packages' own metadata with the GPU
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.metadata as metadata
+import re
 import subprocess
 import sys
 from collections.abc import Iterable, Sequence
@@ -28,7 +30,7 @@ from pathlib import Path
 
 from packaging.requirements import Requirement
 from packaging.specifiers import SpecifierSet
-from packaging.utils import canonicalize_name
+from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
 REPO = Path(__file__).resolve().parents[1]
 PROJECT = "croc-transformers"
@@ -81,7 +83,12 @@ def project_closure(extras: Sequence[str] = ("test",), python_version: str = DEF
     versions: dict[str, str] = {}
     specifiers: dict[str, SpecifierSet] = {}
     followed: set[tuple[str, frozenset[str]]] = set()
-    pending = [requirement for requirement in map(Requirement, metadata.requires(project) or [])
+    try:
+        requirements = metadata.requires(project) or []
+    except metadata.PackageNotFoundError:
+        raise SystemExit(f"gpu_wheels: {project} is not installed in this environment (the wheelhouse is its "
+                         "installed closure): run `make venv` first") from None
+    pending = [requirement for requirement in map(Requirement, requirements)
                if _applies(requirement, environment, extras)]
     while pending:
         requirement = pending.pop()
@@ -94,8 +101,12 @@ def project_closure(extras: Sequence[str] = ("test",), python_version: str = DEF
         try:
             distribution = metadata.distribution(name)
         except metadata.PackageNotFoundError:
+            here = f"{sys.version_info.major}.{sys.version_info.minor}"
+            fix = ("run `make venv` first" if python_version == here else
+                   f"it is needed on Python {python_version} only; build the wheelhouse from a Python "
+                   f"{python_version} environment of the project")
             raise SystemExit(f"gpu_wheels: {name} (needed by the `{','.join(extras)}` extra) is not installed here; "
-                             "run `make venv` first") from None
+                             f"{fix}") from None
         versions[name] = distribution.version
         pending += [needed for needed in map(Requirement, distribution.requires or [])
                     if _applies(needed, environment, requirement.extras)]
@@ -136,6 +147,39 @@ def download_command(pins: dict[str, str], out: Path, python_version: str) -> li
             *(f"{name}=={version}" for name, version in pins.items())]
 
 
+def wheelhouse_problem(folder: Path) -> str | None:
+    """Why `folder` is not a complete wheelhouse (`pins.txt` and exactly one wheel per pin, of that version, and no
+    other wheel), or None."""
+    pins_file = folder / PINS_FILE
+    if not pins_file.is_file():
+        return f"{folder} has no {PINS_FILE}: an unfinished wheelhouse (run `make gpu-wheels` again)"
+    pins = {}
+    for line in pins_file.read_text(encoding="utf-8").split():
+        name, _, version = line.partition("==")
+        pins[canonicalize_name(name)] = version
+    wheels: dict[str, list[str]] = {}
+    for path in sorted(folder.glob("*.whl")):
+        try:
+            name, version, *_ = parse_wheel_filename(path.name)
+        except InvalidWheelFilename:
+            return f"{path.name} is not a wheel's file name"
+        wheels.setdefault(name, []).append(str(version))
+    missing = sorted(f"{name}=={version}" for name, version in pins.items() if version not in wheels.get(name, []))
+    extra = sorted(f"{name}=={version}" for name, versions in wheels.items() for version in versions
+                   if pins.get(name) != version)
+    if missing or extra:
+        return (f"{folder} does not hold one wheel per pin of its {PINS_FILE}: missing {_few(missing)}, not pinned "
+                f"{_few(extra)} (run `make gpu-wheels` again)")
+    return None
+
+
+def _few(items: list[str], shown: int = 4) -> str:
+    if not items:
+        return "none"
+    more = f" and {len(items) - shown} more" if len(items) > shown else ""
+    return ", ".join(items[:shown]) + more
+
+
 def folder_mib(folder: Path) -> float:
     return sum(path.stat().st_size for path in folder.glob("*.whl")) / 2**20
 
@@ -148,7 +192,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--max-mib", type=float, default=DEFAULT_MAX_MIB,
                         help="refuse a wheelhouse larger than this (default: %(default)s MiB)")
     parser.add_argument("--list", action="store_true", help="print the pins it would fetch, download nothing")
+    parser.add_argument("--verify", type=Path, metavar="DIR",
+                        help="check that DIR holds one wheel per pin of its pins.txt and nothing else; fetch nothing")
     args = parser.parse_args(argv)
+    if args.verify is not None:
+        problem = wheelhouse_problem(args.verify)
+        if problem:
+            print(f"gpu_wheels: {problem}", file=sys.stderr)
+            return 2
+        return 0
+    if not re.fullmatch(r"3\.\d+", args.python_version):
+        parser.error(f"--python-version {args.python_version!r}: give the machine's CPython as 3.N")
+    if args.out.exists() and not args.out.is_dir():
+        parser.error(f"--out {args.out} is a file, not a folder")
     pins = wheelhouse_pins(args.python_version)
     if args.list:
         print("\n".join(f"{name}=={version}" for name, version in pins.items()))

@@ -106,6 +106,20 @@ def test_a_folder_of_wheels_it_did_not_fetch_is_refused_and_kept(tmp_path, monke
     assert [path.name for path in out.iterdir()] == ["private-1.0-py3-none-any.whl"]
 
 
+def test_a_wheelhouse_is_complete_only_with_one_wheel_per_pin(tmp_path):
+    folder = tmp_path / "whl"
+    folder.mkdir()
+    assert "has no pins.txt" in gpu_wheels.wheelhouse_problem(folder)
+    (folder / gpu_wheels.PINS_FILE).write_text("croc-probe==1.0\n", encoding="utf-8")
+    (folder / "croc_probe-1.0-py3-none-any.whl").write_bytes(b"")
+    assert gpu_wheels.wheelhouse_problem(folder) is None
+    (folder / "croc_probe-0.9-py3-none-any.whl").write_bytes(b"")  # two versions would stop pip there
+    assert "missing none, not pinned croc-probe==0.9" in gpu_wheels.wheelhouse_problem(folder)
+    (folder / "croc_probe-0.9-py3-none-any.whl").unlink()
+    (folder / "croc probe.whl").write_bytes(b"")
+    assert gpu_wheels.wheelhouse_problem(folder) == "croc probe.whl is not a wheel's file name"
+
+
 # --- the install route of gpu_check.sh ----------------------------------------------------------------------------
 
 
@@ -125,52 +139,94 @@ def _wheel(folder: Path, name: str, files: dict[str, str]) -> None:
         archive.writestr(f"{dist_info}/RECORD", "\n".join(record) + "\n")
 
 
-def _wheelhouse(tmp_path: Path, name: str, files: dict[str, str]) -> tuple[Path, Path]:
-    """A complete wheelhouse of one wheel (`pins.txt` included) and the site folder to install it into."""
-    wheels, site = tmp_path / "whl", tmp_path / "site"
-    wheels.mkdir()
-    _wheel(wheels, name, files)
-    (wheels / gpu_wheels.PINS_FILE).write_text(f"{name.replace('_', '-')}==1.0\n", encoding="utf-8")
-    return wheels, site
+def _wheelhouse(folder: Path, wheels: dict[str, dict[str, str]]) -> Path:
+    """A complete wheelhouse in `folder`: one wheel per entry (name -> its files) and `pins.txt`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, files in wheels.items():
+        _wheel(folder, name, files)
+    pins = "".join(f"{name.replace('_', '-')}==1.0\n" for name in wheels)
+    (folder / gpu_wheels.PINS_FILE).write_text(pins, encoding="utf-8")
+    return folder
 
 
-def _install_only(tmp_path: Path, wheels: Path, site: Path) -> subprocess.CompletedProcess:
+PROBE = {"croc_probe": {"croc_probe/__init__.py": "SOURCE = 'wheelhouse'\n"}}
+
+
+def _gpu_check(tmp_path: Path, wheels: Path, site: Path, *flags: str) -> subprocess.CompletedProcess:
     # No CROC_PYTHON and no .venv-gpu: on this CPU machine the wheelhouse route is taken for this interpreter.
     env = {key: value for key, value in os.environ.items() if not key.startswith("CROC_")}
     env.update(CROC_TORCH_PYTHON=sys.executable, CROC_WHEELS=str(wheels), CROC_GPU_SITE=str(site),
                CROC_GPU_VENV=str(tmp_path / "no-venv"), PIP_NO_INDEX="1")
-    return subprocess.run(["bash", str(SCRIPT), "--install-only"], cwd=REPO, capture_output=True, text=True,
-                          env=env, timeout=300)
+    return subprocess.run(["bash", str(SCRIPT), *(flags or ("--install-only",))], cwd=REPO, capture_output=True,
+                          text=True, env=env, timeout=300)
+
+
+def _refusal(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 2, result.stderr
+    return result.stderr.strip().splitlines()[-1]
 
 
 def test_the_wheelhouse_route_installs_once_and_puts_the_wheels_first(tmp_path):
-    wheels, site = _wheelhouse(tmp_path, "croc_probe", {"croc_probe/__init__.py": "SOURCE = 'wheelhouse'\n"})
-    result = _install_only(tmp_path, wheels, site)
+    wheels, site = _wheelhouse(tmp_path / "whl", PROBE), tmp_path / "site"
+    result = _gpu_check(tmp_path, wheels, site)
     assert result.returncode == 0, result.stderr
     assert f"(wheelhouse {wheels}: 1 wheels into {site})" in result.stderr
     assert f"environment ready: {sys.executable} with PYTHONPATH={site}:{REPO}" in result.stderr
     assert (site / "croc_probe" / "__init__.py").is_file()
-    # The same wheelhouse again: nothing is installed (the wheel could not be read now), the folder is reused.
-    (wheels / "croc_probe-1.0-py3-none-any.whl").unlink()
-    again = _install_only(tmp_path, wheels, site)
-    assert again.returncode == 0, again.stderr
-    assert (site / "croc_probe" / "__init__.py").is_file()
+    # The same wheelhouse and interpreter again: nothing is reinstalled (a reinstall would drop the file added).
+    (site / "croc_probe" / "added.txt").write_text("kept", encoding="utf-8")
+    assert _gpu_check(tmp_path, wheels, site).returncode == 0
+    assert (site / "croc_probe" / "added.txt").is_file()
+    # A changed wheelhouse: installed afresh, the earlier install cleared.
+    _wheelhouse(wheels, {**PROBE, "croc_other": {"croc_other/__init__.py": ""}})
+    assert _gpu_check(tmp_path, wheels, site).returncode == 0
+    assert (site / "croc_other" / "__init__.py").is_file() and not (site / "croc_probe" / "added.txt").exists()
+    # A dry run uses the installed wheelhouse (no `.venv` needed) and installs nothing.
+    dry = _gpu_check(tmp_path, wheels, site, "--dry-run")
+    assert dry.returncode == 0 and "dry run: plan consistent" in dry.stdout, dry.stderr
+
+
+def test_a_wheelhouse_missing_a_pinned_wheel_is_refused_before_installing(tmp_path):
+    wheels, site = _wheelhouse(tmp_path / "whl", PROBE), tmp_path / "site"
+    (wheels / gpu_wheels.PINS_FILE).write_text("croc-probe==1.0\ntransformers==99.0\n", encoding="utf-8")
+    assert _refusal(_gpu_check(tmp_path, wheels, site)) == (
+        f"gpu_wheels: {wheels} does not hold one wheel per pin of its pins.txt: missing transformers==99.0, not "
+        "pinned none (run `make gpu-wheels` again)")
+    assert not any(site.iterdir())
 
 
 def test_a_wheelhouse_that_breaks_the_project_is_refused_in_one_line(tmp_path):
     # A package of the project's imports shadowed by a broken copy: it comes first on PYTHONPATH.
-    wheels, site = _wheelhouse(tmp_path, "lap", {"lap/__init__.py": "raise ImportError('this lap is broken')\n"})
-    result = _install_only(tmp_path, wheels, site)
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1] == (
+    wheels = _wheelhouse(tmp_path / "whl", {"lap": {"lap/__init__.py": "raise ImportError('this lap is broken')\n"}})
+    assert _refusal(_gpu_check(tmp_path, wheels, tmp_path / "site")) == (
         f"gpu_check: {sys.executable} with {wheels} cannot import the project: ImportError: this lap is broken")
 
 
-def test_a_site_folder_it_did_not_make_is_refused_and_kept(tmp_path):
-    wheels, site = _wheelhouse(tmp_path, "croc_probe", {"croc_probe/__init__.py": ""})
-    site.mkdir()
+@pytest.mark.parametrize("content", ["a file of the user's", "an older wheelhouse"])
+def test_a_site_folder_it_did_not_make_is_refused_and_kept(tmp_path, content):
+    wheels, site = _wheelhouse(tmp_path / "whl", PROBE), tmp_path / "site"
+    if content == "an older wheelhouse":  # its pins.txt is not this script's mark
+        _wheelhouse(site, PROBE)
+    (site / "notes.txt").parent.mkdir(exist_ok=True)
     (site / "notes.txt").write_text("mine", encoding="utf-8")
-    result = _install_only(tmp_path, wheels, site)
-    assert result.returncode == 2
-    assert "was not made by this script" in result.stderr
-    assert [path.name for path in site.iterdir()] == ["notes.txt"]
+    before = sorted(path.name for path in site.iterdir())
+    assert "did not put there" in _refusal(_gpu_check(tmp_path, wheels, site))
+    assert sorted(path.name for path in site.iterdir()) == before
+
+
+@pytest.mark.parametrize("case", ["site is the wheelhouse", "no pins.txt", "dry run and install only"])
+def test_contradictory_folders_and_flags_are_refused_in_one_line(tmp_path, case):
+    wheels = _wheelhouse(tmp_path / "whl", PROBE)
+    site, flags = tmp_path / "site", ("--install-only",)
+    if case == "site is the wheelhouse":
+        site = wheels
+    elif case == "no pins.txt":
+        (wheels / gpu_wheels.PINS_FILE).unlink()
+    else:
+        flags = ("--dry-run", "--install-only")
+    message = _refusal(_gpu_check(tmp_path, wheels, site, *flags))
+    assert message.startswith("gpu_check: ") and {
+        "site is the wheelhouse": "is the wheelhouse itself", "no pins.txt": "holds no pins.txt",
+        "dry run and install only": "give one of them"}[case] in message
+    assert sorted(path.name for path in wheels.iterdir()) == sorted(
+        ["croc_probe-1.0-py3-none-any.whl", *([gpu_wheels.PINS_FILE] if case != "no pins.txt" else [])])
