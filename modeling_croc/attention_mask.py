@@ -202,16 +202,21 @@ def _sliding_mask(text_config: PreTrainedConfig, inputs_embeds: torch.Tensor, at
 MIXED_MASK_BUILDERS = {"full_attention": _global_mask, "sliding_attention": _sliding_mask}
 
 
+def text_position_ids(position_ids: torch.LongTensor | None) -> torch.LongTensor | None:
+    """The positions that tell where a row's samples start, read as transformers' text models read them: `(B, L)`
+    or `(L,)` positions as they are; multimodal (M-RoPE) positions `(4, B, L)` by their first row, the text
+    positions; `(3, B, L)` ones mark no sample boundary (None), as in Qwen2-VL's text models."""
+    if position_ids is None or position_ids.ndim != 3:
+        return position_ids
+    return position_ids[0] if position_ids.shape[0] == 4 else None
+
+
 def is_packed_batch(attention_mask: torch.Tensor | None, position_ids: torch.LongTensor | None, batch_size: int) -> bool:
-    """Whether transformers will read this batch as packed samples: no 2D mask and `position_ids` that restart
-    inside a row (`masking_utils.find_packed_sequence_indices`). Multimodal (M-RoPE) positions `(3 or 4, B, L)`
-    are read as Qwen2-VL's text models read them: packed only with 4 rows, the first holding the text positions."""
+    """Whether transformers will read this batch as packed samples: no 2D mask and positions that restart inside a
+    row (`masking_utils.find_packed_sequence_indices`), multimodal ones read by `text_position_ids`."""
+    position_ids = text_position_ids(position_ids)
     if attention_mask is not None or position_ids is None:
         return False
-    if position_ids.ndim == 3:
-        if position_ids.shape[0] != 4:
-            return False
-        position_ids = position_ids[0]
     return find_packed_sequence_indices(position_ids.expand(batch_size, -1)) is not None
 
 

@@ -31,6 +31,7 @@ from .attention_mask import (
     image_block_ids,
     is_packed_batch,
     prepare_packed_forward,
+    text_position_ids,
 )
 from .constants import CROC_ONLY_PATTERNS
 from .losses import fused_language_model_loss, normalize_vtr_targets, visual_token_reconstruction_loss
@@ -412,7 +413,8 @@ class CrocModelMixin:
             if span == "image":  # the family decides what one image's block is (`croc_image_block_ids`)
                 block_ids = self.croc_image_block_ids(image_token_mask, valid.sum(dim=1))
             else:
-                block_ids = bidirectional_block_ids(span, image_token_mask, labels, attention_mask, position_ids)
+                block_ids = bidirectional_block_ids(span, image_token_mask, labels, attention_mask,
+                                                    text_position_ids(position_ids))
             split_inputs = None
             if self.config.text_config._attn_implementation == SPLIT_ATTENTION:
                 split_inputs = self._split_attention_inputs(input_ids.shape, attention_mask, position_ids, block_ids)
@@ -428,7 +430,7 @@ class CrocModelMixin:
                 return
             with croc_region("mask building"):
                 language_model_kwargs["attention_mask"] = build_mixed_attention_mask(
-                    self.config.text_config, embeds, attention_mask, block_ids, position_ids)
+                    self.config.text_config, embeds, attention_mask, block_ids, text_position_ids(position_ids))
 
         with (croc_region("language model"), self._language_model_inputs(stage15_inputs),
               self._vtr_source_capture() as before_final_norm):
@@ -480,7 +482,8 @@ class CrocModelMixin:
         problem = split_attention_problem(self.config.text_config)
         if problem is not None:
             raise ValueError(problem)
-        return {SEGMENTS_KEY: build_attention_segments(shape, block_ids, attention_mask, position_ids),
+        return {SEGMENTS_KEY: build_attention_segments(shape, block_ids, attention_mask,
+                                                       text_position_ids(position_ids)),
                 "attention_mask": mask_placeholder(shape[0], self.croc_language_model.device)}
 
     def _uses_split_attention(self, kwargs: dict) -> bool:

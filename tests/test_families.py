@@ -357,6 +357,38 @@ def test_stage15_keeps_the_multimodal_positions(spec: FamilySpec):
     assert not torch.equal(image_positions[1], image_positions[2])  # height and width differ on the grid
 
 
+@pytest.mark.parametrize("span", ["none", "image", "prompt"])
+@mrope_families
+def test_explicit_multimodal_positions_without_a_mask_train_on_both_attention_paths(spec: FamilySpec, span: str):
+    """A row given its M-RoPE positions `(3, 1, L)` (the model's own `get_rope_index`) and no attention mask: one
+    sample, as the parent's text model reads 3-row positions. A training step (stage 2 for span "none") on sdpa's
+    mask and on croc_split gives the step without explicit positions; the 3-row positions once crashed both the
+    mask building and the segments."""
+    masked = spec.build(croc_pretraining=span != "none", **({} if span == "none" else {"bidirectional_span": span}))
+    masked.set_attn_implementation("sdpa")
+    split = copy.deepcopy(masked)
+    split.set_attn_implementation(SPLIT_ATTENTION)
+    batch = spec.batch(masked, 0)
+    row = int(batch["attention_mask"].sum(1).argmax())
+    assert batch["attention_mask"][row].all()
+    patches = batch["image_grid_thw"].prod(-1)
+    start = int(patches[:row].sum())
+    one = {"input_ids": batch["input_ids"][row:row + 1], "labels": batch["labels"][row:row + 1],
+           "mm_token_type_ids": batch["mm_token_type_ids"][row:row + 1],
+           "pixel_values": batch["pixel_values"][start:start + int(patches[row])],
+           "image_grid_thw": batch["image_grid_thw"][row:row + 1]}
+    positions = masked.model.get_rope_index(one["input_ids"], one["mm_token_type_ids"], one["image_grid_thw"])[0]
+    assert positions.shape == (3, 1, one["input_ids"].shape[1])
+
+    def loss(model, **position_ids):
+        generator = {} if span == "none" else {"croc_generator": _generator()}
+        return model.train()(**one, **position_ids, **generator).loss
+
+    reference = loss(masked)
+    for model in (masked, split):
+        torch.testing.assert_close(loss(model, position_ids=positions), reference, rtol=1e-5, atol=1e-6)
+
+
 @mrope_families
 def test_packed_rows_are_refused_with_one_line(spec: FamilySpec):
     """M-RoPE positions come per sample from the image grids: position_ids restarting inside a row are refused."""
