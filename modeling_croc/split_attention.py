@@ -202,12 +202,14 @@ def split_attention_forward(
     returns `(B, L, H, D)`). With `croc_attention_segments` among the keyword arguments it computes the segments
     (the mask transformers passes is then a placeholder and is not read); without, it is transformers' sdpa."""
     segments: AttentionSegments | None = kwargs.pop(SEGMENTS_KEY, None)
+    if softcap is not None:
+        # Neither the segments' kernels nor sdpa (the path without segments) cap the logits: refused in training
+        # and inference alike, rather than an inference that silently drops the cap.
+        raise ValueError(f"{SPLIT_ATTENTION} has no soft-capped kernel ({type(module).__name__} caps its attention "
+                         "logits): load the model with eager")
     if segments is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
-    if softcap is not None:
-        raise ValueError(f"{SPLIT_ATTENTION} has no soft-capped kernel ({type(module).__name__} caps its attention "
-                         "logits): load the model with sdpa or eager")
     if key.shape[2] != query.shape[2]:
         raise ValueError(f"{SPLIT_ATTENTION} computes a forward without cached keys ({query.shape[2]} queries, "
                          f"{key.shape[2]} keys)")

@@ -223,12 +223,20 @@ def test_inference_and_generate_take_the_sdpa_path_with_equal_outputs():
 
 
 def test_soft_capped_attention_is_refused_in_one_line():
+    """Gemma 2 caps its attention logits, which no croc_split path does: refused in training, and in inference and
+    generation too (their sdpa path would silently drop the cap)."""
     config = _config("gemma2", "clip", attn="eager", croc_pretraining=True)
     torch.manual_seed(0)
     model = CrocForConditionalGeneration(config)
     model.set_attn_implementation(SPLIT_ATTENTION)
+    batch = make_batch(model.config)
     with pytest.raises(ValueError, match="gemma2 soft-caps its attention logits"):
-        model.train()(**make_batch(model.config), croc_generator=torch.Generator().manual_seed(0))
+        model.train()(**batch, croc_generator=torch.Generator().manual_seed(0))
+    plain = {key: value for key, value in batch.items() if key != "labels"}
+    with torch.no_grad(), pytest.raises(ValueError, match="caps its attention logits"):
+        model.eval()(**plain, croc_objectives=False)
+    with torch.no_grad(), pytest.raises(ValueError, match="caps its attention logits"):
+        model.generate(**plain, max_new_tokens=2, do_sample=False)
 
 
 def test_non_contiguous_padding_is_refused():
