@@ -19,13 +19,15 @@ def reference_allowed(
     """allowed[b, i, j]: may query i attend to key j in row b.
 
     Causal attention to real (non-padding) keys, plus both directions inside a bidirectional block: the run of an
-    image's tokens (`span="image"`), or every real token before the row's first supervised label (`"prompt"`). On
+    image's tokens (`span="image"`), or every real token before the row's first supervised label (`"prompt"`; the
+    label of the row's first real token is never a target, nothing precedes it to predict it). On
     a sliding-window layer (`window`) no key more than `window - 1` positions back is seen, inside a block too.
     """
     batch, length = input_ids.shape
     allowed = torch.zeros(batch, length, length, dtype=torch.bool)
     for b in range(batch):
-        supervised = [t for t in range(length) if labels is not None and labels[b, t] != IGNORE_INDEX]
+        real = [t for t in range(length) if attention_mask[b, t]]
+        supervised = [t for t in real[1:] if labels is not None and labels[b, t] != IGNORE_INDEX]
         first_supervised = supervised[0] if supervised else length
         for i in range(length):
             for j in range(length):

@@ -105,6 +105,9 @@ def prompt_block_ids(
     segments = packed_segment_ids(position_ids if attention_mask is None else None, labels.shape).to(labels.device)
     starts = torch.ones_like(segments, dtype=torch.bool)
     starts[:, 1:] = segments[:, 1:] != segments[:, :-1]
+    if attention_mask is not None:  # a left-padded row's sample starts at its first real token
+        real = attention_mask.bool()
+        starts[:, 1:] |= real[:, 1:] & ~real[:, :-1]
     # A sample's first label is never a target (nothing precedes it; the packing collator blanks it), so only the
     # later ones can end the block: padded and packed layouts then agree whatever that label holds.
     supervised = ((labels != ignore_index) & ~starts).long()

@@ -3,6 +3,7 @@ attention layer type (global, sliding window) and the form each language model r
 
 import pytest
 import torch
+import torch.nn.functional as F
 from transformers import Gemma2Config, LlamaConfig, MistralConfig, Qwen2Config
 
 from croc_testing.batches import PAD_TOKEN_ID
@@ -143,3 +144,20 @@ def test_prompt_span_matches_the_released_rule_on_the_batches_the_trainer_builds
     for b in range(input_ids.shape[0]):
         real = attention[b].bool()
         assert torch.equal(allowed[b][real], released[b][real]), b
+
+
+@pytest.mark.parametrize("padding_side", ["left", "right"])
+def test_prompt_block_ignores_the_label_of_a_rows_first_real_token_on_either_side(padding_side):
+    """Nothing precedes a row's first real token, so its label is never a target: the prompt block runs to the
+    next supervised token whether the row is padded on the left or the right (left padding once gave no block)."""
+    labels = torch.tensor([[5, -100, -100, 7, 8]])
+    attention = torch.ones(1, 5, dtype=torch.long)
+    pad = (2, 0) if padding_side == "left" else (0, 2)
+    labels, attention = F.pad(labels, pad, value=-100), F.pad(attention, pad, value=0)
+    ids = bidirectional_block_ids("prompt", torch.zeros_like(labels, dtype=torch.bool), labels, attention)
+    real = attention.bool()
+    assert ids[real].tolist() == [0, 0, 0, -1, -1]
+    expected = reference_allowed(torch.zeros_like(labels), attention, labels, "prompt", image_token_id=1)
+    block = ids[0][:, None].eq(ids[0][None, :]) & (ids[0] >= 0)[:, None]
+    allowed = (torch.ones(7, 7).tril().bool() | block) & real[0][None, :]
+    assert torch.equal(allowed[real[0]], expected[0][real[0]])
