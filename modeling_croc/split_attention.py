@@ -45,6 +45,9 @@ from torch.nn.attention.bias import causal_lower_right
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 from transformers.masking_utils import AttentionMaskInterface, find_packed_sequence_indices, sdpa_mask
+from transformers.utils import logging
+
+logger = logging.get_logger(__name__)
 
 # The attention implementation name a Croc model is loaded with to take this path
 # (`attn_implementation="croc_split"`, or `{"text_config": "croc_split", "vision_config": "sdpa"}`).
@@ -218,6 +221,10 @@ def split_attention_forward(
     if query.is_cuda and _kernel_available(dropout):
         output = _varlen_kernels(query, key, value, segments, scaling, window, dropout)
     else:
+        if query.is_cuda:
+            logger.warning_once(f"{SPLIT_ATTENTION}: attention dropout {dropout} needs flash-attn's varlen kernel "
+                                "(PyTorch's has no dropout), which is not installed: each segment runs through sdpa "
+                                "one by one, correct but slow (pip install flash-attn, or attention_dropout=0)")
         output = _segment_reference(query, key, value, segments, scaling, window, dropout)
     return output, None
 
