@@ -75,6 +75,10 @@ site_stamp() {  # what a site folder was made from: the interpreter, the pins an
   (cd "$WHEELS" && ls -- *.whl)
 }
 
+site_is_current() {  # $GPU_SITE holds this script's install of this wheelhouse for this interpreter
+  [[ -f "$GPU_SITE/$SITE_MARK" ]] && cmp -s <(site_stamp) "$GPU_SITE/$SITE_MARK"
+}
+
 use_site() {  # $GPU_SITE first on PYTHONPATH, then the checkout
   PYTHONPATH="$(cd "$GPU_SITE" && pwd):$PWD${PYTHONPATH:+:$PYTHONPATH}"
   export PYTHONPATH
@@ -85,7 +89,7 @@ install_wheelhouse() {  # the wheels into $GPU_SITE, again only when the wheelho
     echo "gpu_check: CROC_GPU_SITE is the wheelhouse itself ($WHEELS); name a folder of its own" >&2
     exit 2
   fi
-  if [[ -f "$GPU_SITE/$SITE_MARK" ]] && cmp -s <(site_stamp) "$GPU_SITE/$SITE_MARK"; then
+  if site_is_current; then
     use_site
     return
   fi
@@ -133,7 +137,7 @@ fi
 if [[ $DRY_RUN == 1 ]]; then
   # No GPU needed and nothing installed: the plan is checked with an interpreter that has the project (a wheelhouse
   # installed by an earlier call, else `make venv`'s).
-  if [[ "$HOW" == wheelhouse && -f "$GPU_SITE/$SITE_MARK" ]] && cmp -s <(site_stamp) "$GPU_SITE/$SITE_MARK"; then
+  if [[ "$HOW" == wheelhouse ]] && site_is_current; then
     use_site
   elif [[ "$HOW" != ready ]]; then
     PY=.venv/bin/python

@@ -342,7 +342,7 @@ class CrocModelMixin:
                                       labels, croc_generator, croc_image_order, kwargs)
         language_model_inputs = None
         if self._uses_split_attention(kwargs):
-            language_model_inputs = self._split_attention_inputs(shape, attention_mask, position_ids)
+            language_model_inputs = self._split_attention_inputs(shape, attention_mask, text_position_ids(position_ids))
         with self._language_model_inputs(language_model_inputs):
             outputs = super().forward(
                 input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask,
@@ -409,15 +409,17 @@ class CrocModelMixin:
         extra_inputs = {} if image_outputs is None else self.croc_language_model_kwargs(
             image_outputs, image_token_mask, prompted.replaced, valid)
         with croc_region("mask building"):
+            # Where the samples of a packed row start (M-RoPE positions read as the parent's text model reads them).
+            sample_positions = text_position_ids(position_ids)
             span = self.config.bidirectional_span
             if span == "image":  # the family decides what one image's block is (`croc_image_block_ids`)
                 block_ids = self.croc_image_block_ids(image_token_mask, valid.sum(dim=1))
             else:
-                block_ids = bidirectional_block_ids(span, image_token_mask, labels, attention_mask,
-                                                    text_position_ids(position_ids))
+                block_ids = bidirectional_block_ids(span, image_token_mask, labels, attention_mask, sample_positions)
             split_inputs = None
             if self.config.text_config._attn_implementation == SPLIT_ATTENTION:
-                split_inputs = self._split_attention_inputs(input_ids.shape, attention_mask, position_ids, block_ids)
+                split_inputs = self._split_attention_inputs(input_ids.shape, attention_mask, sample_positions,
+                                                            block_ids)
 
         def stage15_inputs(language_model_kwargs: dict) -> None:
             # The parent embedded the placeholders: the visual tokens go where its own image features would.
@@ -430,7 +432,7 @@ class CrocModelMixin:
                 return
             with croc_region("mask building"):
                 language_model_kwargs["attention_mask"] = build_mixed_attention_mask(
-                    self.config.text_config, embeds, attention_mask, block_ids, text_position_ids(position_ids))
+                    self.config.text_config, embeds, attention_mask, block_ids, sample_positions)
 
         with (croc_region("language model"), self._language_model_inputs(stage15_inputs),
               self._vtr_source_capture() as before_final_norm):
@@ -478,12 +480,12 @@ class CrocModelMixin:
     def _split_attention_inputs(self, shape, attention_mask, position_ids,
                                 block_ids: torch.LongTensor | None = None) -> dict:
         """For the `croc_split` attention: the language model's inputs that carry the batch's query segments (they
-        reach every layer) and the placeholder it takes as its mask: no L x L mask is built."""
+        reach every layer) and the placeholder it takes as its mask: no L x L mask is built. `position_ids` are the
+        sample positions (`text_position_ids`), not M-RoPE ones."""
         problem = split_attention_problem(self.config.text_config)
         if problem is not None:
             raise ValueError(problem)
-        return {SEGMENTS_KEY: build_attention_segments(shape, block_ids, attention_mask,
-                                                       text_position_ids(position_ids)),
+        return {SEGMENTS_KEY: build_attention_segments(shape, block_ids, attention_mask, position_ids),
                 "attention_mask": mask_placeholder(shape[0], self.croc_language_model.device)}
 
     def _uses_split_attention(self, kwargs: dict) -> bool:
