@@ -93,15 +93,18 @@ def _liger_fused_linear_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor
 
 def fused_language_model_loss(hidden: torch.Tensor, weight: torch.Tensor, labels: torch.LongTensor,
                               num_items_in_batch: int | torch.Tensor | None = None,
-                              ignore_index: int = -100) -> torch.Tensor:
+                              ignore_index: int = -100, shift_labels: torch.LongTensor | None = None) -> torch.Tensor:
     """The language-model loss transformers computes from logits (`ForCausalLMLoss`: labels shifted by one, the
-    last position predicting nothing; summed and divided by `num_items_in_batch`, or averaged over the supervised
-    tokens) from the last hidden states `(B, L, D)` and the LM head's weight `(V, D)`, without the `(B, L, V)`
-    logits: what `use_liger_kernel` buys a 152K-vocabulary model."""
-    targets = F.pad(labels, (0, 1), value=ignore_index)[..., 1:].reshape(-1).to(hidden.device)
+    last position predicting nothing, or `shift_labels` as they are, already shifted (the Trainer's context
+    parallelism shards them so); summed and divided by `num_items_in_batch`, or averaged over the supervised tokens,
+    NaN when there are none, as there) from the last hidden states `(B, L, D)` and the LM head's weight `(V, D)`,
+    without the `(B, L, V)` logits: what `use_liger_kernel` buys a 152K-vocabulary model."""
+    if shift_labels is None:
+        shift_labels = F.pad(labels, (0, 1), value=ignore_index)[..., 1:]
+    targets = shift_labels.reshape(-1).to(hidden.device)
     total = _liger_fused_linear_cross_entropy(hidden.reshape(-1, hidden.shape[-1]), weight, targets, ignore_index)
     if num_items_in_batch is None:
-        return total / (targets != ignore_index).sum().clamp_min(1)
+        return total / (targets != ignore_index).sum()
     if isinstance(num_items_in_batch, torch.Tensor):
         num_items_in_batch = num_items_in_batch.to(total.device)
     return total / num_items_in_batch

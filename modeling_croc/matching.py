@@ -20,6 +20,7 @@ the copy goes into a reused pinned buffer in chunks whose copies overlap the sol
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from functools import partial
 
@@ -109,10 +110,16 @@ def _check_costs(costs: torch.Tensor) -> None:
         raise ValueError(f"costs must be real numbers; got dtype {costs.dtype}")
 
 
+_NOT_FINITE = ("costs contain NaN or infinite values; the assignment solvers' results are undefined for them "
+               "(check the visual tokens and the prompt pool for NaN/inf, or for values so large that their squared "
+               "distances overflow float32)")
+
+
 def _check_finite(costs: torch.Tensor) -> None:
-    """NaN or +-inf anywhere in the costs: the solvers' results are undefined for them. On a GPU one reduction on the
-    device (its result is read when the copy is waited for anyway); on the CPU one sum, in which NaN and +-inf
-    propagate, with the elementwise check only when it is not finite (a real NaN/inf, or an overflow)."""
+    """NaN or +-inf anywhere in the costs: the solvers' results are undefined for them. On the CPU one sum, in which
+    NaN and +-inf propagate, with the elementwise check only when it is not finite (a real NaN/inf, or an overflow);
+    elsewhere one reduction on the device, whose result is read at once (it waits for the costs' GEMM, which the
+    first copy would wait for anyway)."""
     if costs.device.type == "cpu":
         host = costs.numpy() if costs.dtype in (torch.float32, torch.float64) else costs.float().numpy()
         with np.errstate(over="ignore", invalid="ignore"):
@@ -120,10 +127,7 @@ def _check_finite(costs: torch.Tensor) -> None:
     else:
         finite = bool(torch.isfinite(costs).all())
     if not finite:
-        raise ValueError(
-            "costs contain NaN or infinite values; the assignment solvers' results are undefined for them "
-            "(check the visual tokens and the prompt pool for NaN/inf)"
-        )
+        raise ValueError(_NOT_FINITE)
 
 
 def _host_costs(costs: torch.Tensor, precision: str = "float64") -> np.ndarray:
@@ -142,17 +146,23 @@ def _host_costs(costs: torch.Tensor, precision: str = "float64") -> np.ndarray:
     return np.ascontiguousarray(costs.cpu().numpy(), dtype=numpy_dtype)
 
 
-class _PinnedCosts:
+class _PinnedCosts(threading.local):
     """A page-locked host buffer reused from batch to batch: a device-to-host copy into it runs at the link's speed
-    and asynchronously (a fresh pageable array is both slower to fill and allocated on every call)."""
+    and asynchronously (a fresh pageable array is both slower to fill and allocated on every call). One per thread:
+    lap releases the GIL while it solves, and a forward in another thread (`nn.DataParallel` replicas, a threaded
+    evaluation loop) would otherwise refill the buffer under the chunks still to be solved."""
 
     def __init__(self) -> None:
         self.buffer: torch.Tensor | None = None
 
     def take(self, numel: int) -> torch.Tensor:
         if self.buffer is None or self.buffer.numel() < numel:
-            self.buffer = torch.empty(numel, dtype=torch.float32, pin_memory=True)
+            self.buffer = _page_locked_floats(numel)
         return self.buffer[:numel]
+
+
+def _page_locked_floats(numel: int) -> torch.Tensor:
+    return torch.empty(numel, dtype=torch.float32, pin_memory=True)
 
 
 _PINNED = _PinnedCosts()
@@ -162,10 +172,11 @@ _OVERLAP_CHUNK = 4
 
 def _solve_from_device(costs: torch.Tensor, solve: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
     """Solve `(B, M, N)` float32 device costs on the host without a full-array pass on the critical path: no dtype
-    conversion (lap solves float32 costs in float32), one reused pinned buffer, each chunk's copy queued
+    conversion (lap solves float32 costs in float32), a reused pinned buffer (one per thread), each chunk's copy queued
     asynchronously and waited for only when its solve starts, so later copies overlap earlier solves (lap releases
     the GIL)."""
     batch, rows, cols = costs.shape
+    # Read before the copies are queued: reading a device value waits for everything queued before it, copies too.
     _check_finite(costs)
     host = _PINNED.take(batch * rows * cols).view(batch, rows, cols)
     stream = torch.cuda.current_stream(costs.device)
@@ -235,7 +246,9 @@ def hungarian_assignment(
             precision (scipy always works in float64). The costs are float32 GEMM results whose own error
             (~1e-5 at D = 4096) dwarfs float32 solver rounding, and on random 432 x 2048 batches both
             precisions returned identical ids; float32 skips the host conversion, which on a CPU costs more
-            than the solve (see `benchmarks/bench_assignment.py`).
+            than the solve (see `benchmarks/bench_assignment.py`). On adversarial costs spanning many decades a
+            float32 solve can exceed the float64 optimum, by about 1e-8 of the total: less than the float32
+            rounding of the costs themselves.
 
     Returns:
         `(B, M)` long pool ids on `costs.device`: distinct within each row `b`, minimising

@@ -583,6 +583,7 @@ class CrocForConditionalGenerationMixin:
                 `num_items_in_batch` from them.
         """
         croc_objectives = self.croc_objectives_on(croc_objectives)
+        skip_logits = kwargs.pop("skip_logits", None)  # the Trainer's, for `use_liger_kernel`: read by the head only
         outputs = self.model(
             input_ids=input_ids,
             pixel_values=pixel_values,
@@ -598,7 +599,7 @@ class CrocForConditionalGenerationMixin:
             **kwargs,
         )
         return self._croc_outputs(outputs, labels, logits_to_keep, croc_objectives, num_vtr_items_in_batch,
-                                  self.croc_output_class, **kwargs)
+                                  self.croc_output_class, skip_logits=skip_logits, **kwargs)
 
     @property
     def prompt_pool(self) -> CrocPromptPool:
@@ -649,16 +650,22 @@ class CrocForConditionalGenerationMixin:
         croc_objectives: bool,
         num_vtr_items_in_batch: int | torch.Tensor | None,
         output_class: type[ModelOutput],
+        skip_logits: bool | None = None,
         **kwargs,
     ) -> ModelOutput:
         """Logits, `loss = vtr_loss_weight * vtr_loss + lm_loss` and the Croc fields from the base model's output.
 
-        With `fused_lm_loss` set (the trainer's `use_liger_kernel`), a training forward with labels computes the LM
-        loss from the hidden states and the LM head's weight without materialising the logits, and returns none."""
+        With `fused_lm_loss` set (the trainer's `use_liger_kernel`), a forward with labels that skips its logits
+        computes the LM loss from the hidden states and the LM head's weight without materialising them, and returns
+        none. It skips them in training, or where `skip_logits` says so (the Trainer sets it for an evaluation that
+        keeps only the loss), as Liger's own causal-LM forwards do."""
         lm_loss, logits = None, None
-        if labels is not None and self.training and self.fused_lm_loss:
+        if skip_logits is None:
+            skip_logits = self.training
+        if labels is not None and skip_logits and self.fused_lm_loss:
             lm_loss = fused_language_model_loss(outputs.last_hidden_state, self.lm_head.weight, labels,
-                                                kwargs.get("num_items_in_batch"))
+                                                kwargs.get("num_items_in_batch"),
+                                                shift_labels=kwargs.get("shift_labels"))
         else:
             logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))
             if labels is not None:

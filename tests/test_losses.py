@@ -93,6 +93,64 @@ def test_fused_lm_loss_equals_the_unfused_loss_and_skips_the_logits(make_config,
         assert fused.eval()(**batch).logits is not None
 
 
+def _fused_and_unfused(make_config, monkeypatch):
+    from modeling_croc import CrocForConditionalGeneration, losses
+
+    monkeypatch.setattr(losses, "_liger_fused_linear_cross_entropy", _summed_cross_entropy)
+    torch.manual_seed(0)
+    config = make_config(croc_pretraining=False)
+    unfused = CrocForConditionalGeneration(config)
+    fused = copy.deepcopy(unfused)
+    fused.fused_lm_loss = True
+    return config, unfused, fused
+
+
+def test_fused_lm_loss_reads_shift_labels_as_they_are(make_config, monkeypatch):
+    """`shift_labels` (the Trainer's context parallelism shards labels already shifted) are the targets as they are,
+    as transformers' `ForCausalLMLoss` reads them: not shifted again."""
+    from croc_testing.batches import make_batch
+
+    config, unfused, fused = _fused_and_unfused(make_config, monkeypatch)
+    batch = make_batch(config, rows=2, left_pad=1)
+    shift_labels = torch.full_like(batch["labels"], -100)
+    shift_labels[:, -6:-1] = batch["input_ids"][:, -5:]  # a shard's targets: what the unshifted labels cannot say
+    losses = [model.train()(**batch, shift_labels=shift_labels, num_items_in_batch=torch.tensor(10)).lm_loss
+              for model in (unfused, fused)]
+    torch.testing.assert_close(losses[1], losses[0], rtol=1e-5, atol=1e-6)
+    assert not torch.allclose(losses[1], fused(**batch, num_items_in_batch=torch.tensor(10)).lm_loss)
+
+
+def test_fused_lm_loss_in_an_evaluation_that_skips_the_logits(make_config, monkeypatch):
+    """With `use_liger_kernel`, the Trainer's loss-only evaluation passes `skip_logits=True`: the fused loss then
+    runs in eval mode too (no logits), equal to the unfused one; without it an evaluation returns its logits."""
+    from croc_testing.batches import make_batch
+
+    config, unfused, fused = _fused_and_unfused(make_config, monkeypatch)
+    batch = make_batch(config, rows=2, left_pad=1)
+    with torch.no_grad():
+        reference = unfused.eval()(**batch, skip_logits=True)
+        skipped = fused.eval()(**batch, skip_logits=True)
+        kept = fused(**batch)
+    assert reference.logits is not None  # no fused loss: the flag changes nothing
+    assert skipped.logits is None and kept.logits is not None
+    torch.testing.assert_close(skipped.loss, reference.loss, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(kept.loss, reference.loss, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("num_items", [None, 0])
+def test_fused_lm_loss_with_no_supervised_token_is_the_unfused_loss(make_config, monkeypatch, num_items):
+    """No label to predict: transformers' loss is NaN (a mean over nothing, or a sum over 0 items), and so is the
+    fused one, rather than a silent 0 that only the fused path would report."""
+    from croc_testing.batches import make_batch
+
+    config, unfused, fused = _fused_and_unfused(make_config, monkeypatch)
+    batch = make_batch(config, rows=2, left_pad=1)
+    batch["labels"] = torch.full_like(batch["labels"], -100)
+    extra = {} if num_items is None else {"num_items_in_batch": torch.tensor(num_items)}
+    losses = [model.train()(**batch, **extra).lm_loss for model in (unfused, fused)]
+    assert losses[0].isnan() and losses[1].isnan()
+
+
 @pytest.mark.skipif(not torch.cuda.is_available() or importlib.util.find_spec("liger_kernel") is None,
                     reason="Liger's kernels run on CUDA with liger-kernel installed")
 def test_liger_fused_lm_loss_on_cuda_equals_the_unfused_loss(make_config):

@@ -249,3 +249,55 @@ def test_hungarian_from_cuda_costs_is_optimal_and_refuses_nan_on_cuda():
     costs[4, 3, 7] = float("nan")
     with pytest.raises(ValueError, match="NaN or infinite"):
         hungarian_assignment(costs.cuda(), precision="float32")
+
+
+@pytest.mark.skipif(not HAVE_LAP, reason="the overlapped device path solves with lap")
+def test_concurrent_device_solves_never_share_the_host_buffer(monkeypatch):
+    """Two forwards in two threads (`nn.DataParallel` replicas): while one waits between its chunks (lap releases the
+    GIL), the other fills the reused host buffer. Each thread has a buffer of its own, so both get their own optimum.
+    CUDA's stream and events are stand-ins here (the buffer logic is the one a GPU runs); pinned memory, plain."""
+    import threading
+
+    from modeling_croc import matching
+
+    class ImmediateEvent:
+        def record(self, stream) -> None:
+            pass
+
+        def synchronize(self) -> None:
+            pass
+
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: None)
+    monkeypatch.setattr(torch.cuda, "Event", ImmediateEvent)
+    monkeypatch.setattr(matching, "_page_locked_floats", lambda numel: torch.empty(numel, dtype=torch.float32))
+    monkeypatch.setattr(matching, "_PINNED", matching._PinnedCosts())
+    first, second = _random_costs((8, 40, 100), seed=11).float(), _random_costs((8, 40, 100), seed=12).float()
+    first_chunk_solved, second_done = threading.Event(), threading.Event()
+
+    def solve_then_yield(host: np.ndarray) -> np.ndarray:
+        ids = matching._solve_lap(host)
+        if not first_chunk_solved.is_set():  # the second forward runs between this thread's chunks
+            first_chunk_solved.set()
+            second_done.wait(timeout=30)
+        return ids
+
+    results = {}
+
+    def run_first() -> None:
+        results["first"] = matching._solve_from_device(first, solve_then_yield)
+
+    def run_second() -> None:
+        first_chunk_solved.wait(timeout=30)
+        results["second"] = matching._solve_from_device(second, matching._solve_lap)
+        second_done.set()
+
+    threads = [threading.Thread(target=run_first), threading.Thread(target=run_second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert matching._OVERLAP_CHUNK < 8  # the batch spans several chunks
+    for name, costs in (("first", first), ("second", second)):
+        ids = torch.from_numpy(results[name])
+        _assert_one_to_one(ids, 100)
+        np.testing.assert_allclose(_total(costs, ids), _scipy_total(costs), rtol=1e-6, atol=0, err_msg=name)

@@ -426,9 +426,16 @@ def check_lr_scheduler(args: Any) -> None:
 
 
 def check_parallelism(args: Any) -> None:
-    """FSDP as the Trainer refuses it at construction: it needs several processes and excludes DeepSpeed."""
+    """One process per GPU: with several GPUs visible to one process the Trainer wraps the model in `nn.DataParallel`,
+    whose replicas run in threads on slices of each input, sharing one token-mask generator (so the draws depend on
+    thread timing) and the step-wide counts. FSDP as the Trainer refuses it at construction: it needs several
+    processes and excludes DeepSpeed."""
     from transformers.training_args import ParallelMode
 
+    if args.parallel_mode == ParallelMode.NOT_DISTRIBUTED:
+        raise _config_error(f"{args.n_gpu} GPUs are visible to this one process, so the Trainer would use "
+                            "nn.DataParallel, which this trainer does not run; launch one process per GPU (accelerate "
+                            "launch or torchrun --nproc_per_node), or pick one GPU with CUDA_VISIBLE_DEVICES")
     if not args.fsdp:
         return
     if args.deepspeed:

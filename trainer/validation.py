@@ -225,10 +225,17 @@ def check_reporting(training: dict[str, Any]) -> None:
 
 
 def check_kernels(training: dict[str, Any]) -> None:
-    """Kernel packages a training option needs."""
+    """What `use_liger_kernel` needs: a CUDA GPU (Liger's kernels are Triton's; on the CPU the first step would fail
+    inside Triton) and its package."""
     from transformers.utils import is_liger_kernel_available
 
-    if training.get("use_liger_kernel") and not is_liger_kernel_available():
+    if not training.get("use_liger_kernel"):
+        return
+    if training.get("use_cpu") or not gpu_available():
+        where = "use_cpu=true" if training.get("use_cpu") else "no CUDA GPU is visible"
+        raise ConfigError(f"use_liger_kernel=true needs a CUDA GPU (Liger's kernels are Triton kernels), but {where}; "
+                          "use --use_liger_kernel=false")
+    if not is_liger_kernel_available():
         raise ConfigError("use_liger_kernel=true but liger-kernel is not installed: pip install liger-kernel (or "
                           "--use_liger_kernel=false)")
 

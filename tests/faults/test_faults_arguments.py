@@ -219,8 +219,8 @@ CASES = [
                  id="push offline"),  # after load (creating the repository)
     pytest.param(["--hub_eval_results=[{tmp}/missing_results.json]"], "hub_eval_results: .*missing_results.json does "
                  "not exist", id="missing eval results"),  # after training (the model card)
-    pytest.param(["--use_liger_kernel=true"], "use_liger_kernel=true but liger-kernel is not installed",
-                 id="Liger without its package"),  # after load
+    pytest.param(["--use_liger_kernel=true"], "use_liger_kernel=true needs a CUDA GPU .*, but use_cpu=true",
+                 id="Liger on the CPU"),  # first step (inside Triton)
     # ---- DeepSpeed ----
     pytest.param(["--deepspeed={tmp}/cut.json"], r"deepspeed config .*cut.json:2:1: not valid JSON",
                  id="DeepSpeed config not JSON", marks=needs_deepspeed),  # one line, naming neither file nor line
@@ -256,11 +256,13 @@ def test_broken_argument_is_one_line_before_anything_loads(overrides, words, tmp
     assert not out.exists()
 
 
-@pytest.mark.parametrize("case", ["flash without its package", "fused AdamW unsupported here"])
+@pytest.mark.parametrize("case", ["flash without its package", "Liger without its package",
+                                  "several GPUs in one process", "fused AdamW unsupported here"])
 def test_what_this_machine_lacks_is_one_line_before_anything_loads(case, tmp_path, tiny_model, small_data,
                                                                   monkeypatch, nothing_loaded):
     """Checks against the machine, on a stand-in machine: a CUDA GPU without flash-attn (the load used to fail on
-    the import), and a PyTorch without fused AdamW kernels for the CPU (the first optimiser step used to fail)."""
+    the import) or without liger-kernel, several GPUs seen by one process (nn.DataParallel), and a PyTorch without
+    fused AdamW kernels for the CPU (the first optimiser step used to fail)."""
     if case == "flash without its package":
         # transformers >= 5.25 installs `kernels`, which counts as a FlashAttention backend: stand in for a machine
         # without either.
@@ -268,6 +270,17 @@ def test_what_this_machine_lacks_is_one_line_before_anything_loads(case, tmp_pat
         monkeypatch.setattr(validation, "gpu_available", lambda: True)
         overrides, words = ["--use_cpu=false", "--model.attn_implementation=flash_attention_2"], \
             "flash_attention_2 but neither flash-attn nor kernels is installed"
+    elif case == "several GPUs in one process":  # the Trainer would wrap the model in nn.DataParallel
+        from transformers.training_args import ParallelMode, TrainingArguments
+
+        monkeypatch.setattr(TrainingArguments, "n_gpu", property(lambda self: 2))
+        monkeypatch.setattr(TrainingArguments, "parallel_mode", property(lambda self: ParallelMode.NOT_DISTRIBUTED))
+        overrides, words = [], "2 GPUs are visible to this one process, so the Trainer would use nn.DataParallel"
+    elif case == "Liger without its package":
+        monkeypatch.setattr(validation, "gpu_available", lambda: True)
+        monkeypatch.setattr("transformers.utils.is_liger_kernel_available", lambda: False)
+        overrides, words = ["--use_cpu=false", "--use_liger_kernel=true"], \
+            "use_liger_kernel=true but liger-kernel is not installed"
     else:
         from torch.optim import optimizer as optimizer_module
 
