@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from demo.__main__ import main as demo_main
+pytest.importorskip("matplotlib", reason="the demo's figures need the `demo` extra")
+
+from demo.__main__ import main as demo_main  # noqa: E402
 from demo.evaluate import OVERALL, generate_answers, load_model, load_questions
 from demo.plots import FIGURE_FILES
 from demo.report import METRICS_FILE, REPORT_FILE, TIMINGS_FILE

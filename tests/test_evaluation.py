@@ -17,6 +17,7 @@ import pytest
 import torch
 from PIL import Image
 
+from croc_testing.optional import needs_lmms_eval
 from croc_testing.tiny import save_tiny_croc
 from modeling_croc import CrocForConditionalGeneration, CrocProcessor
 from modeling_croc.constants import IGNORE_INDEX
@@ -99,6 +100,7 @@ def _task_folder(root: Path, answers: list[str], choice_targets: list[int]) -> P
     return tasks
 
 
+@needs_lmms_eval
 def test_lmms_eval_cli_evaluates_a_normalised_checkpoint(reference, tmp_path):
     """`lmms-eval --model croc` in a fresh process: the answers are the model's, word for word, the multiple-choice
     scores are its negative log-likelihoods, and the metrics follow (one right, one wrong in each task)."""
@@ -136,6 +138,7 @@ def test_lmms_eval_cli_evaluates_a_normalised_checkpoint(reference, tmp_path):
                             ("croc_test_choice", "acc"): pytest.approx(0.5)}
 
 
+@needs_lmms_eval
 def test_lmms_eval_generation_settings():
     from modeling_croc.evaluation.lmms_eval_model import cut_at_stops, generation_settings
 

@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks import gpu_wheels
+from croc_testing.optional import needs_installed_project
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "gpu_check.sh"
@@ -32,6 +33,7 @@ SCRIPT = REPO / "benchmarks" / "gpu_check.sh"
 # --- what goes into the wheelhouse ----------------------------------------------------------------------------
 
 
+@needs_installed_project
 def test_the_wheelhouse_is_the_test_extras_closure_at_the_installed_versions():
     pins = gpu_wheels.wheelhouse_pins()
     # What the GPU check imports (the project's requirements, the test tools, mistral_common's tiny tokenizers) and
@@ -48,6 +50,7 @@ def test_the_wheelhouse_is_the_test_extras_closure_at_the_installed_versions():
         assert version == (gpu_pins[name] if name in gpu_pins else metadata.version(name)), name
 
 
+@needs_installed_project
 def test_a_package_seen_on_the_machine_is_carried_once_a_requirement_refuses_its_version(monkeypatch):
     installed = metadata.version("tokenizers")
     accepted = gpu_wheels.project_closure()["tokenizers"][1]  # transformers' range
@@ -83,6 +86,7 @@ def _fake_download(missing: str | None = None):
     return run
 
 
+@needs_installed_project
 def test_pins_are_written_only_for_a_complete_wheelhouse(tmp_path, monkeypatch):
     out = tmp_path / "whl"
     monkeypatch.setattr(gpu_wheels.subprocess, "run", _fake_download(missing="transformers"))
@@ -96,6 +100,7 @@ def test_pins_are_written_only_for_a_complete_wheelhouse(tmp_path, monkeypatch):
     assert len(list(out.glob("*.whl"))) == len(pins)
 
 
+@needs_installed_project
 def test_a_folder_of_wheels_it_did_not_fetch_is_refused_and_kept(tmp_path, monkeypatch, capsys):
     out = tmp_path / "mine"
     out.mkdir()

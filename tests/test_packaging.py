@@ -15,6 +15,8 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from setuptools.config.setupcfg import read_configuration
 
+from croc_testing.optional import needs_installed_project
+
 REPO = Path(__file__).resolve().parents[1]
 RUNTIME_PACKAGES = ("modeling_croc", "trainer", "data_recipes")
 CONFIG = read_configuration(str(REPO / "setup.cfg"))
@@ -127,6 +129,7 @@ def test_lock_pins_every_requirement_inside_its_range():
         assert requirement.specifier.contains(pins[name], prereleases=True), f"lock {name}=={pins[name]} vs {requirement}"
 
 
+@needs_installed_project
 def test_installed_environment_matches_the_lock():
     """The environment running the suite is the locked one, except in the canary (`make test-latest`)."""
     pins = _lock()

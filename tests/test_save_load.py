@@ -2,6 +2,7 @@
 every Auto class: tests/test_transformers_contract.py)."""
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -104,7 +105,9 @@ def test_trust_remote_code_in_a_fresh_process_without_the_package(make_config, t
         print("remote-ok")
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path,
-                            env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HF_HOME": str(tmp_path / "hf")})
+                            env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HF_HOME": str(tmp_path / "hf"),
+                                 # a site put first on the path (gpu_check.sh's wheelhouse) stays first
+                                 **{key: os.environ[key] for key in ("PYTHONPATH",) if key in os.environ}})
     assert "remote-ok" in result.stdout, result.stderr[-3000:]
 
 
@@ -181,5 +184,7 @@ def test_the_model_cards_instructions_load_a_saved_folder_with_and_without_the_p
         print("loaded", type(model).__name__, type(processor).__name__)
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path,
-                            env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HF_HOME": str(tmp_path / "hf")})
+                            env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HF_HOME": str(tmp_path / "hf"),
+                                 # a site put first on the path (gpu_check.sh's wheelhouse) stays first
+                                 **{key: os.environ[key] for key in ("PYTHONPATH",) if key in os.environ}})
     assert "loaded CrocForConditionalGeneration CrocProcessor" in result.stdout, result.stderr[-3000:]

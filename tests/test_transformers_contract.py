@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -170,7 +171,9 @@ def test_every_auto_class_loads_a_saved_folder_with_trust_remote_code_without_th
             print("loaded", auto_name)
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path,
-                            env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HF_HOME": str(tmp_path / "hf")})
+                            env={"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin", "HF_HOME": str(tmp_path / "hf"),
+                                 # a site put first on the path (gpu_check.sh's wheelhouse) stays first
+                                 **{key: os.environ[key] for key in ("PYTHONPATH",) if key in os.environ}})
     loaded = {line.split()[1] for line in result.stdout.splitlines() if line.startswith("loaded ")}
     assert loaded == {name for name in AUTO_MODEL_CLASSES if hasattr(transformers, name)}, result.stderr[-3000:]
 

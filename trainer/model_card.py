@@ -130,13 +130,28 @@ LOAD_MODEL = "`AutoModelForImageTextToText.from_pretrained(REPO, trust_remote_co
 LOAD_PROCESSOR = "`AutoProcessor.from_pretrained(REPO, trust_remote_code=True)`"
 
 
+def _checkout_requirements() -> list[str]:
+    """`install_requires` of the checkout this module runs from (not installed: no metadata), or none."""
+    import configparser
+
+    setup_cfg = Path(__file__).resolve().parents[1] / "setup.cfg"
+    parser = configparser.ConfigParser()
+    if not parser.read(setup_cfg, encoding="utf-8") or not parser.has_option("options", "install_requires"):
+        return []
+    lines = (line.split("#", 1)[0].strip() for line in parser.get("options", "install_requires").splitlines())
+    return [line for line in lines if line]
+
+
 def install_instructions() -> str:
     """How to load the card's model: the folder carries its code (`trust_remote_code`), with the transformers
     versions this package declares; the package itself is installed from a clone of its repository."""
     try:
-        transformers = next(requirement for requirement in importlib.metadata.requires(PACKAGE) or []
-                            if re.match(r"^transformers\b", requirement))
-    except (importlib.metadata.PackageNotFoundError, StopIteration):
+        requirements = importlib.metadata.requires(PACKAGE) or []
+    except importlib.metadata.PackageNotFoundError:  # a checkout on PYTHONPATH (gpu_check.sh): its setup.cfg
+        requirements = _checkout_requirements()
+    transformers = next((requirement for requirement in requirements if re.match(r"^transformers\b", requirement)),
+                        None)
+    if transformers is None:
         import transformers as installed
 
         transformers = f"transformers>={installed.__version__}"

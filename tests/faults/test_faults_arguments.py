@@ -9,7 +9,6 @@ targets are matched on against the real model."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import sys
@@ -18,6 +17,7 @@ from pathlib import Path
 import huggingface_hub.constants
 import pytest
 
+from croc_testing.optional import needs_deepspeed
 from data_recipes import DataError
 from modeling_croc import CrocForConditionalGeneration
 from modeling_croc.loading import load_processor, read_croc_config
@@ -37,7 +37,6 @@ ZERO3 = CONFIGS / "deepspeed" / "zero3.json"
 # The tiny model's 56-px images in 14-px patches, the CLS token dropped: (56 // 14) ** 2 image tokens.
 TINY_IMAGE_TOKENS = (56 // 14) ** 2
 
-needs_deepspeed = pytest.mark.skipif(importlib.util.find_spec("deepspeed") is None, reason="DeepSpeed is not installed")
 
 
 

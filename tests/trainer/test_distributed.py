@@ -18,6 +18,7 @@ import pytest
 import torch
 from trainer_helpers import log_history, run_stage, torchrun, torchrun_nodes
 
+from croc_testing.optional import needs_deepspeed
 from modeling_croc import CrocForConditionalGeneration
 
 pytestmark = pytest.mark.slow
@@ -86,6 +87,7 @@ def test_two_processes_equal_one_process(tmp_path, data_file, stage1_dir, refere
     _assert_same_run(tmp_path / "ddp", reference, atol=1e-6)
 
 
+@needs_deepspeed
 @pytest.mark.parametrize("zero", ["zero2", "zero3"])
 def test_deepspeed_zero_on_cpu(tmp_path, data_file, stage1_dir, reference, zero):
     out = tmp_path / zero
@@ -94,6 +96,7 @@ def test_deepspeed_zero_on_cpu(tmp_path, data_file, stage1_dir, reference, zero)
     _assert_same_run(out, reference, atol=1e-5)
 
 
+@needs_deepspeed
 def test_zero3_with_split_attention_and_checkpointing_equals_one_process(tmp_path, data_file, stage1_dir, reference):
     # croc_split (no mask: the query segments reach every layer as a keyword argument) with every layer recomputed
     # in the backward pass, parameters partitioned by ZeRO-3, against the one-process run on sdpa's mask.
@@ -104,6 +107,7 @@ def test_zero3_with_split_attention_and_checkpointing_equals_one_process(tmp_pat
     _assert_same_run(out, reference, atol=1e-5)
 
 
+@needs_deepspeed
 def test_two_nodes_zero3_equal_one_process(tmp_path, data_file, stage1_dir, reference):
     # Each "node" is its own torchrun agent with one process (LOCAL_RANK 0 on both, RANK 0 and 1), meeting at a
     # loopback rendezvous: what two machines of a cluster run, minus the network.

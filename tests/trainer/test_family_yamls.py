@@ -11,6 +11,7 @@ import json
 import pytest
 from trainer_helpers import CONFIGS, REPO
 
+from croc_testing.optional import needs_deepspeed
 from modeling_croc.families import FAMILY_OF_PLAIN_MODEL_TYPE
 from trainer import validation
 from trainer.cli import load_raw_config
@@ -24,6 +25,7 @@ def test_every_family_beyond_the_llava_ones_has_one():
     assert {path.parent.name for path in FAMILY_YAMLS} == set(FAMILY_OF_PLAIN_MODEL_TYPE) - {"llava", "llava_onevision"}
 
 
+@needs_deepspeed
 @pytest.mark.parametrize("path", FAMILY_YAMLS, ids=lambda path: path.parent.name)
 def test_family_yaml_states_its_settings(path, monkeypatch):
     monkeypatch.setattr(validation, "gpu_available", lambda: True)

@@ -14,6 +14,7 @@ from transformers import Gemma3ForConditionalGeneration
 
 from croc_testing.families import tiny_qwen2_5_vl_processor
 from croc_testing.gemma3 import GEMMA3_TOKENS_PER_IMAGE, save_tiny_gemma3, tiny_gemma3_processor
+from croc_testing.optional import image_processor_backend
 from croc_testing.tiny import tiny_croc_processor
 from modeling_croc import CrocGemma3Processor
 from modeling_croc.constants import IGNORE_INDEX
@@ -35,9 +36,9 @@ def _image_rows(data_dir, count=2):
     return [row for row in rows if "image" in row][:count]
 
 
-def test_the_processor_loads_without_torchvision(gemma_folder):
+def test_the_processor_loads_with_or_without_torchvision(gemma_folder):
     processor = CrocGemma3Processor.from_pretrained(gemma_folder)
-    assert type(processor.image_processor).__name__ == "Gemma3ImageProcessorPil"
+    assert type(processor.image_processor).__name__ == image_processor_backend("Gemma3ImageProcessor")
     # The dataset's placeholder is Gemma 3's `<image_soft_token>` (the config's image_token_index), not the
     # `<start_of_image>` marker `Gemma3Processor` calls its image_token_id.
     config = json.loads((gemma_folder / "config.json").read_text())

@@ -14,6 +14,7 @@ from packaging.requirements import Requirement
 from setuptools.config.setupcfg import read_configuration
 from trainer_helpers import run_stage
 
+from croc_testing.optional import needs_installed_project
 from croc_testing.tiny import save_tiny_croc
 from data_recipes import build_recipe
 from modeling_croc.convert.from_parts import stage0_card
@@ -104,3 +105,21 @@ def test_licences_combine_and_cards_are_checked():
         check_card(card("license: other\n"))
     with pytest.raises(ValueError, match="not a licence id"):
         check_card(card("license: Apache 2\n"))
+
+
+@pytest.mark.parametrize("installed", [pytest.param(True, marks=needs_installed_project, id="installed"),
+                                       pytest.param(False, id="checkout on PYTHONPATH")])
+def test_the_install_line_names_the_declared_transformers_range(installed, monkeypatch):
+    """A card written from a checkout that is not installed (gpu_check.sh's wheelhouse route: no distribution
+    metadata) names the range setup.cfg declares, as an installed package does, not the running version as a floor."""
+    import importlib.metadata
+
+    from trainer import model_card
+
+    if not installed:
+        def not_installed(name):
+            raise importlib.metadata.PackageNotFoundError(name)
+
+        monkeypatch.setattr(model_card.importlib.metadata, "requires", not_installed)
+    install = re.search(r'pip install "(transformers[^"]*)"', model_card.install_instructions())
+    assert install and Requirement(install.group(1)) == declared_requirement("transformers")

@@ -13,6 +13,7 @@ import pytest
 import yaml
 from trainer_helpers import CONFIGS, REPO
 
+from croc_testing.optional import needs_deepspeed
 from modeling_croc.presets import get_preset
 from trainer import train as train_module
 from trainer import training_args, validation
@@ -137,6 +138,7 @@ def test_arguments_from_python_mean_what_they_mean_in_yaml(monkeypatch):
         _args(stage="2", image_aspect_ratio="anyres")
 
 
+@needs_deepspeed
 @pytest.mark.parametrize("name", ["stage1", "stage1_5", "stage2", "stage1_official", "stage1_5_official",
                                   "stage2_official"])
 def test_full_scale_yamls_reproduce_table_7(name, monkeypatch):
@@ -332,6 +334,7 @@ VICTOR_SCRIPTS = {
 }
 
 
+@needs_deepspeed
 @pytest.mark.parametrize("name", ["stage1", "stage1_5", "stage2"])
 def test_victor_yamls_state_the_released_scripts(name, monkeypatch):
     monkeypatch.setattr(validation, "gpu_available", lambda: True)
