@@ -75,7 +75,9 @@ def _parse(path: Path, text: str, line: int | None = None) -> Any:
 
 def _read_json_lines(path: Path, text: str) -> list[Any]:
     records = []
-    for line_no, line in enumerate(text.splitlines(), start=1):
+    # Lines end at "\n" only: `str.splitlines` also breaks at U+2028, U+2029, U+0085 and other characters that JSON
+    # strings may hold raw (and `write_jsonl` writes raw), which would cut valid rows in two.
+    for line_no, line in enumerate(text.split("\n"), start=1):
         line = line.strip()
         if not line:
             continue

@@ -62,6 +62,16 @@ def test_read_records_detects_json_lines_behind_a_json_suffix(tmp_path):
     assert read_records(tmp_path / "train.json") == [{"input": "a"}, {"input": "b"}]
 
 
+def test_json_lines_keep_the_line_separators_a_json_string_may_hold(tmp_path):
+    """U+2028, U+2029, U+0085, form feed and the like are valid raw inside a JSON string (and the project's own
+    `write_jsonl` writes them raw); only "\\n" ends a JSON line."""
+    from data_recipes.validation import write_jsonl
+
+    texts = ["a\u2028b", "c\u2029d", "e\x85f", "g\x0ch\x1ci", "j\r"]
+    write_jsonl(tmp_path / "rows.jsonl", [{"caption": text} for text in texts])
+    assert read_records(tmp_path / "rows.jsonl") == [{"caption": text} for text in texts]
+
+
 def test_read_records_folder_is_read_in_sorted_order(tmp_path):
     write_parquet(tmp_path / "data" / "train-00001-of-00002.parquet", [{"x": 3}])
     write_parquet(tmp_path / "data" / "train-00000-of-00002.parquet", [{"x": 1}, {"x": 2}])
