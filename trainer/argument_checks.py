@@ -203,6 +203,7 @@ def check_training_values(args: Any) -> None:
         raise _config_error(f"include_num_input_tokens_seen must be true, false or one of "
                             f"{', '.join(INPUT_TOKEN_COUNTS)}, got {args.include_num_input_tokens_seen!r}")
     _check_batches(args)
+    _check_sampling(args)
     _check_run_length(args)
     _check_intervals(args)
     _check_optimiser_values(args)
@@ -234,6 +235,23 @@ def _check_batches(args: Any) -> None:
                                     "dataloader_num_workers > 0, or drop it")
 
 
+# The Trainer's samplers that read a length per row, which this trainer's datasets do not carry (LLaVA's grouping by
+# modality and length is `group_by_modality_length`).
+LENGTH_SAMPLERS = ("group_by_length", "batch_rebalance")
+
+
+def _check_sampling(args: Any) -> None:
+    """The order rows are read in, which a resume must replay exactly."""
+    if args.train_sampling_strategy in LENGTH_SAMPLERS:
+        raise _config_error(f"train_sampling_strategy={args.train_sampling_strategy} groups rows by a length column "
+                            "this trainer's data does not carry; use --group_by_modality_length=true (LLaVA's "
+                            "grouping by modality and length) or random / sequential")
+    if args.ignore_data_skip:
+        raise _config_error("ignore_data_skip=true would resume at the start of the epoch's row order, training some "
+                            "rows twice and others never, off the interrupted run's loss curve; this trainer resumes "
+                            "on the same rows: drop ignore_data_skip")
+
+
 def _check_run_length(args: Any) -> None:
     """How long the run is, and the values that seed and size it."""
     if args.max_steps == 0 or args.max_steps < -1:
@@ -262,9 +280,17 @@ def _check_intervals(args: Any) -> None:
         if _value(getattr(args, strategy)) == "steps" and not value > 0:
             raise _config_error(f"{steps} must be > 0 with {strategy}=steps (a number of steps, or a ratio of the "
                                 f"run below 1), got {value}")
+    if warmup >= 1 and args.max_steps > 0 and warmup > args.max_steps:
+        raise _config_error(f"warmup_steps={int(warmup)} is longer than the run (max_steps={args.max_steps}): the "
+                            "learning rate would never reach its peak; shorten the warm-up (or give it as a ratio "
+                            "of the run below 1)")
     if args.save_total_limit is not None and args.save_total_limit < 1:
         raise _config_error(f"save_total_limit must be >= 1 (leave it unset to keep every checkpoint), got "
                             f"{args.save_total_limit}")
+    if args.save_only_model:
+        raise _config_error("save_only_model=true writes checkpoints without the optimizer, scheduler and RNG states, "
+                            "so a killed or preempted run could not resume on its loss curve (a rerun would go on "
+                            "from one on a fresh optimizer); drop it (save_total_limit bounds the disk used)")
 
 
 def _check_optimiser_values(args: Any) -> None:

@@ -44,6 +44,7 @@ from modeling_croc.publishing import (
 
 from .cli import ConfigError
 from .data_report import REJECTS_FILE, REPORT_FILE
+from .resume import merged_folder
 from .run_record import RUN_RECORD
 
 logger = logging.getLogger(__name__)
@@ -61,19 +62,22 @@ STAGING_PREFIX = ".hub-upload-"
 DRY_RUN_OPTION = "--hub_dry_run"
 
 
-def check_publishing_arguments(args) -> None:
+def check_publishing_arguments(args, use_peft: bool = False) -> None:
     """Refuse, before the model loads, a publish that would delete files, push past the leak check, or fail at the
     end of the run. Raises `ConfigError` (one line).
 
     * `hub_dry_run`: the folder rule of `modeling_croc.publishing` (new, empty or an earlier dry run's folder, and
-      clear of `output_dir`).
+      clear of `output_dir`, and of the merged model's folder when `use_peft`: the LoRA merge writes it).
     * `push_to_hub`: `hub_strategy` must be `end`: the other strategies make the Trainer upload `output_dir` (with
       `training_args.bin`) or whole checkpoints from inside the training loop, where nothing is checked; and a
       token must be available offline (`--hub_token`, `HF_TOKEN` or `hf auth login`).
     """
     if args.hub_dry_run:
         try:
-            check_publish_folder(args.hub_dry_run, option=DRY_RUN_OPTION, keep_clear_of={"output_dir": args.output_dir})
+            run_folders = {"output_dir": args.output_dir}
+            if use_peft:
+                run_folders["LoRA merge folder"] = merged_folder(args.output_dir)
+            check_publish_folder(args.hub_dry_run, option=DRY_RUN_OPTION, keep_clear_of=run_folders)
         except PublishError as error:
             raise ConfigError(str(error)) from None
     if args.push_to_hub and not args.hub_dry_run:

@@ -48,6 +48,7 @@ FIXED: dict[str, str] = {
     "seed": "the seed",
     "data_seed": "the data seed",
     "group_by_modality_length": "the sampler",
+    "train_sampling_strategy": "the sampler when group_by_modality_length is off (random or sequential)",
     "model_max_length": "model_max_length",
     "template": "the conversation template",
     "image_aspect_ratio": "the image aspect ratio",
@@ -164,6 +165,7 @@ def build_run_record(model_args, data_args, args, croc_config: dict[str, Any] | 
         "seed": args.seed,
         "data_seed": args.data_seed,
         "group_by_modality_length": args.group_by_modality_length,
+        "train_sampling_strategy": args.train_sampling_strategy,
         "model_max_length": args.model_max_length,
         "template": args.template,
         "image_aspect_ratio": args.image_aspect_ratio,
@@ -224,9 +226,10 @@ class Difference:
 
 
 def record_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[Difference]:
-    """The keys of `FIXED` and `ADJUSTABLE` whose values differ, in that order."""
-    return [Difference(key, saved.get(key), current.get(key)) for key in (*FIXED, *ADJUSTABLE)
-            if saved.get(key) != current.get(key)]
+    """The keys of `FIXED` and `ADJUSTABLE` whose values differ, in that order. A key the saved record lacks (written
+    before the key was recorded) is not compared: a run mid-way keeps resuming across an upgrade of this package."""
+    return [Difference(key, saved[key], current.get(key)) for key in (*FIXED, *ADJUSTABLE)
+            if key in saved and saved[key] != current.get(key)]
 
 
 def resume_refusal(saved: dict[str, Any], current: dict[str, Any], accepted: list[str] | tuple[str, ...],

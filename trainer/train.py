@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> CrocTrainer:
     Raises `ConfigError` / `DataError` (before the model loads), `RunPreempted` (a preemption signal: a checkpoint
     was written, rerun to continue) or `TrainingDiverged` (a non-finite step: nothing non-finite was written)."""
     model_args, data_args, args, stage = resolve_config(sys.argv[1:] if argv is None else argv)
-    check_publishing_arguments(args)  # before anything is written, into output_dir or a publish folder
+    check_publishing_arguments(args, model_args.use_peft)  # before anything is written, into output_dir or a publish folder
     _setup_logging(args)
     _silence_upstream_deprecations(args)
     set_seed(args.seed)

@@ -218,6 +218,15 @@ CASES = [
                  id="push offline"),  # after load (creating the repository)
     pytest.param(["--hub_eval_results=[{tmp}/missing_results.json]"], "hub_eval_results: .*missing_results.json does "
                  "not exist", id="missing eval results"),  # after training (the model card)
+    pytest.param(["--train_sampling_strategy=group_by_length"], "train_sampling_strategy=group_by_length groups "
+                 "rows by a length column this trainer's data does not carry", id="length-grouped sampler"),
+    # ^ after load (LengthGroupedSampler: TypeError)
+    pytest.param(["--save_only_model=true"], "save_only_model=true writes checkpoints without the optimizer, "
+                 "scheduler and RNG states", id="checkpoints that cannot resume"),  # accepted (a resume off the curve)
+    pytest.param(["--max_steps=1", "--warmup_steps=100"], "warmup_steps=100 is longer than the run \\(max_steps=1\\)",
+                 id="warm-up longer than the run"),  # accepted (the rate never peaks)
+    pytest.param(["--ignore_data_skip=true"], "ignore_data_skip=true would resume at the start of the epoch's row "
+                 "order", id="resume without skipping the trained rows"),  # accepted (a resume off the curve)
     pytest.param(["--use_liger_kernel=true"], "use_liger_kernel=true needs a CUDA GPU .*, but use_cpu=true",
                  id="Liger on the CPU"),  # first step (inside Triton)
     # ---- DeepSpeed ----

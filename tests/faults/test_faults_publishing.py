@@ -165,6 +165,20 @@ def test_dry_run_into_a_foreign_folder_is_refused_before_the_model_loads(case, t
     assert _snapshot(tmp_path) == before
 
 
+def test_a_lora_runs_dry_run_into_its_merge_folder_is_refused_before_the_model_loads(tiny_model, tmp_path,
+                                                                                      monkeypatch, no_model_load):
+    """A LoRA run writes its merged model into `<output_dir>-merged` after training: a dry run there would collide
+    with it at the very end of the run."""
+    data = _data(tmp_path / "data")
+    out = tmp_path / "runs" / "out"
+    merged = tmp_path / "runs" / "out-merged"
+    message = _cli_error(_argv(out, tiny_model, data, "--model.use_peft=true", f"--hub_dry_run={merged}"),
+                         monkeypatch)
+    assert message.startswith(f"configuration error: --hub_dry_run {merged} is the LoRA merge folder {merged}"), \
+        message
+    assert not (tmp_path / "runs").exists()
+
+
 def test_dry_run_writes_a_clean_upload_set_and_replaces_only_its_own_folder(tiny_model, tmp_path, monkeypatch):
     data = _data(tmp_path / "data")
     out, dry = tmp_path / "out", tmp_path / "dry"

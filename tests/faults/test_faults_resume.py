@@ -185,6 +185,7 @@ def test_accepted_changes_take_effect_from_the_resumed_step(two_steps, tiny_mode
     ("--data.max_samples=5", "count 8 -> 5"),
     ("--optim=sgd", "optim ['adamw_torch"),
     ("--neftune_noise_alpha=5", "neftune_noise_alpha None -> 5.0"),
+    ("--train_sampling_strategy=sequential", "train_sampling_strategy 'random' -> 'sequential'"),
 ])
 def test_a_change_the_run_cannot_continue_from_is_refused_before_the_model_loads(two_steps, tiny_model, data,
                                                                                   tmp_path, monkeypatch, capsys,
@@ -195,6 +196,16 @@ def test_a_change_the_run_cannot_continue_from_is_refused_before_the_model_loads
                                               "configuration: "), message
     assert difference in message, message
     assert "--resume_accept_changes" not in message  # not something an option can accept
+
+
+def test_a_record_written_before_a_key_was_recorded_is_compared_on_the_keys_it_has():
+    """A checkpoint of an earlier version of this package has no entry for a key recorded since
+    (`train_sampling_strategy`): the run still resumes after the upgrade, and the keys it has are still compared."""
+    from trainer.run_record import record_differences
+
+    current = {"seed": 0, "train_sampling_strategy": "random"}
+    assert record_differences({"seed": 0}, current) == []
+    assert [d.key for d in record_differences({"seed": 1}, current)] == ["seed"]
 
 
 def test_a_finished_run_is_not_overwritten_by_another_configuration(two_steps, tiny_model, data, tmp_path,
