@@ -219,6 +219,10 @@ def _merge(model_args, args, record: dict) -> None:
         logger.warning("LoRA adapters saved in %s; not merged: the base is not a saved folder", args.output_dir)
         return
     merged = merged_folder(args.output_dir)
+    # The record goes first, as into output_dir: a merge cut short leaves a folder known as this run's, which the
+    # rerun writes again rather than refuses as someone else's.
+    merged.mkdir(parents=True, exist_ok=True)
+    write_run_record(merged, record, status="merging")
     merge_lora(args.output_dir, merged)
     write_run_record(merged, record, status="merged")
 

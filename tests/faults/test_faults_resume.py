@@ -363,6 +363,34 @@ def test_a_lora_runs_merge_folder_is_checked_like_the_output_dir(tiny_model, dat
     assert _listing(merged) == before
 
 
+def test_a_lora_merge_cut_short_is_written_again_by_the_rerun(tiny_model, data, tmp_path, monkeypatch):
+    """A LoRA run killed while it writes `<output_dir>-merged` (after the final folder): the half-written merge is
+    this run's, so rerunning the same command writes it again, whole, instead of refusing it as someone else's."""
+    import safetensors.torch
+
+    from trainer import merge_lora as merge_module
+
+    out = tmp_path / "lora"
+    merged = tmp_path / "lora-merged"
+    argv = _argv(out, tiny_model, data, "--max_steps=1", "--model.use_peft=true")
+    merge = merge_module.merge_lora
+
+    def killed_while_writing(adapter_dir, out_dir, dtype="float32"):
+        merge(adapter_dir, out_dir, dtype)
+        weights = out_dir / "model.safetensors"
+        os.truncate(weights, weights.stat().st_size // 2)  # what a SIGKILL in the middle of the write leaves
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(merge_module, "merge_lora", killed_while_writing)
+    with pytest.raises(KeyboardInterrupt):
+        train_module.main(argv)
+    assert json.loads((merged / "croc_run.json").read_text())["status"] == "merging"
+    monkeypatch.setattr(merge_module, "merge_lora", merge)
+    train_module.main(argv)  # no ConfigError: the folder is this run's
+    assert json.loads((merged / "croc_run.json").read_text())["status"] == "merged"
+    assert safetensors.torch.load_file(merged / "model.safetensors")  # whole again
+
+
 @pytest.mark.parametrize("moment", ["checkpoint", "final"])
 def test_a_full_disk_is_one_line_and_leaves_the_checkpoints_as_they_were(tiny_model, data, tmp_path, monkeypatch,
                                                                          capsys, moment):
