@@ -11,7 +11,7 @@ under `data.strict` or when more than `data.max_reject_fraction` of the rows wer
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import datasets
 
 from data_recipes import (
     DataError,
+    ValidationReport,
     kept_rows,
     load_llava_json,
     recorded_image_root,
@@ -27,8 +28,10 @@ from data_recipes import (
 )
 from modeling_croc.images import ImageLimits
 
+from .checkpoint_io import checkpoint_folders
 from .data import CrocSupervisedDataset, RowFit
 from .data_report import REJECTS_FILE, DataReport
+from .run_record import START_REJECTIONS, read_run_record
 from .script_args import DataArguments
 from .training_args import CrocTrainingArguments
 from .validation import is_saved_build
@@ -45,6 +48,8 @@ class TrainingRows:
     image_root: Path
     report: DataReport
     image_limits: ImageLimits | None = None
+    # `{reason: [index of the row as read]}` of the rows the start check rejected (`run_record.START_REJECTIONS`).
+    start_rejections: dict[str, list[int]] = field(default_factory=dict)
 
 
 def load_training_rows(data_args: DataArguments, args: CrocTrainingArguments | None = None,
@@ -79,7 +84,10 @@ def load_training_rows(data_args: DataArguments, args: CrocTrainingArguments | N
     if len(rows) == 0:
         raise DataError(f"no training rows in {path}" + (f" (all {report.rows_read:,} rejected, see "
                                                           f"{report.rejects_path})" if report.rows_read else ""))
-    return TrainingRows(rows, image_root, report, data_args.image_limits)
+    start_rejections: dict[str, list[int]] = {}
+    for index in validation.rejected_indices:
+        start_rejections.setdefault(validation.reasons[index], []).append(index)
+    return TrainingRows(rows, image_root, report, data_args.image_limits, start_rejections)
 
 
 def _read_source(path: Path, data_args: DataArguments) -> tuple[datasets.Dataset, Path]:
@@ -158,8 +166,9 @@ def _validated_once(rows: datasets.Dataset, image_root: Path, data_args: DataArg
     """`validate_dataset` of the rows, run by the main process alone and sent to the others: every process keeps
     the same rows, and the image files are checked once, not once per process."""
     def validate():
-        return validate_dataset(rows, image_root, image_check=data_args.image_check, limits=data_args.image_limits,
-                                image_processor=image_processor, num_proc=data_args.num_proc)
+        fresh = validate_dataset(rows, image_root, image_check=data_args.image_check, limits=data_args.image_limits,
+                                 image_processor=image_processor, num_proc=data_args.num_proc)
+        return fresh if args is None else _as_the_run_started(fresh, args)
 
     if args is None or args.world_size <= 1:
         return validate()
@@ -168,6 +177,35 @@ def _validated_once(rows: datasets.Dataset, image_root: Path, data_args: DataArg
     payload = [validate() if args.process_index == 0 else None]
     broadcast_object_list(payload, from_process=0)
     return payload[0]
+
+
+def _as_the_run_started(fresh: ValidationReport, args: CrocTrainingArguments) -> ValidationReport:
+    """On a resume, the start check's outcome of the interrupted run (from its record in the checkpoint named, the
+    newest checkpoint of `output_dir`, or `output_dir`): the same rows rejected, every other row kept, so the rows trained on and their order are that
+    run's. A kept row that fails now (an image deleted since) stays in place and is replaced when training meets
+    it, counted, as a failure in the middle of the run is. Whether the rows are the same is the run record's
+    `data_rows` comparison, which follows this (`trainer.resume.plan_resume`)."""
+    named = [args.resume_from_checkpoint] if isinstance(args.resume_from_checkpoint, str) else []
+    folders = [*named, *checkpoint_folders(args.output_dir), args.output_dir] if args.output_dir else named
+    earlier = next((record for folder in folders if Path(folder).is_dir()
+                    and (record := read_run_record(folder)) is not None and START_REJECTIONS in record), None)
+    if earlier is None:
+        return fresh
+    reasons: list[str | None] = [None] * len(fresh.reasons)
+    details = list(fresh.details)
+    for reason, indices in earlier[START_REJECTIONS].items():
+        for index in indices:
+            if not (isinstance(index, int) and 0 <= index < len(reasons)):
+                return fresh  # not the rows of that run: the record comparison says so
+            reasons[index] = reason
+            if fresh.reasons[index] is None:
+                details[index] = "rejected when the run first started"
+    failing = [index for index, reason in enumerate(fresh.reasons) if reason is not None and reasons[index] is None]
+    if failing:
+        logger.warning("%d row(s) the interrupted run trained with now fail the start check (first: row %d, %s: %s); "
+                       "they keep their place and are replaced when training meets them, counted in the data report",
+                       len(failing), failing[0], fresh.reasons[failing[0]], fresh.details[failing[0]])
+    return replace(fresh, reasons=reasons, details=details)
 
 
 def _first(rows: datasets.Dataset, count: int | None) -> datasets.Dataset:

@@ -151,7 +151,14 @@ def croc_config_dict(model_args, args) -> dict[str, Any] | None:
     return {**config.to_dict(), "text_config": text_config}
 
 
-def build_run_record(model_args, data_args, args, croc_config: dict[str, Any] | None, rows) -> dict[str, Any]:
+# The rows the start check rejected, `{reason: [index of the row as read, ...]}`: a resume rejects the same ones (a
+# row kept then whose image is gone since is replaced in training, as it would have been mid-run), so the rows it
+# trains on are the interrupted run's. Not compared: `data_rows` is.
+START_REJECTIONS = "start_rejections"
+
+
+def build_run_record(model_args, data_args, args, croc_config: dict[str, Any] | None, rows,
+                     start_rejections: dict[str, list[int]] | None = None) -> dict[str, Any]:
     """The record of a run about to start (see the module docstring), as written to `RUN_RECORD`."""
     config = _without_volatile(dict(croc_config or {}))
     croc_keys = [key for key in config if key not in ("text_config", "vision_config")]
@@ -193,7 +200,7 @@ def build_run_record(model_args, data_args, args, croc_config: dict[str, Any] | 
         "adam_epsilon": args.adam_epsilon,
         "max_grad_norm": args.max_grad_norm,
     }
-    return {"format": RECORD_FORMAT, **_canonical(record)}
+    return {"format": RECORD_FORMAT, **_canonical(record), START_REJECTIONS: start_rejections or {}}
 
 
 def read_run_record(folder: str | Path) -> dict[str, Any] | None:
@@ -289,6 +296,6 @@ class ApplyAcceptedChanges(TrainerCallback):
         return control
 
 
-__all__ = ["ADJUSTABLE", "FIXED", "RUN_RECORD", "ApplyAcceptedChanges", "Difference", "build_run_record",
+__all__ = ["ADJUSTABLE", "FIXED", "RUN_RECORD", "START_REJECTIONS", "ApplyAcceptedChanges", "Difference", "build_run_record",
            "read_run_record", "record_differences", "resume_refusal", "rows_fingerprint", "write_run_record",
            "zero_stage"]

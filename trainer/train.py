@@ -133,7 +133,8 @@ def _run(model_args, data_args, args, stage, signals: StopSignals) -> CrocTraine
         croc_config = croc_config_dict(model_args, args)
     except (CrocConfigError, StrictDataclassError) as error:
         raise ConfigError(f"model config: {error}") from None
-    record = build_run_record(model_args, data_args, args, croc_config, train_dataset.rows)
+    record = build_run_record(model_args, data_args, args, croc_config, train_dataset.rows,
+                              training_rows.start_rejections)
     resume_from = plan_resume(args, record)  # the checkpoint (verified, same run) or None; before the model loads
     # The run may write into output_dir from here on. Its record goes first, so whatever moment it is stopped at,
     # the folder is known as this run's (a final save cut short is rewritten by the rerun, not refused).

@@ -363,6 +363,31 @@ def test_a_lora_runs_merge_folder_is_checked_like_the_output_dir(tiny_model, dat
     assert _listing(merged) == before
 
 
+def test_an_image_gone_between_the_kill_and_the_resume_does_not_block_the_resume(tiny_model, tmp_path, capsys):
+    """A run killed after step 1; before the rerun one image of its rows is deleted (a storage clean-up). The start
+    check would now reject that row, and the rows would no longer be the run's: the resume keeps the interrupted
+    run's start-check outcome instead (the row rejected then stays rejected, the row kept then stays in its place,
+    its image replaced when training meets it), says so, and finishes."""
+    data = write_small_folder(tmp_path / "data")
+    rows = json.loads(data.read_text())
+    rows.append({"id": "never-there", "image": "images/missing.png",
+                 "conversations": rows[0]["conversations"]})  # rejected by the start check of both runs
+    data.write_text(json.dumps(rows))
+    first = tmp_path / "first"
+    train_module.main(_argv(first, tiny_model, data, "--max_steps=2"))
+    recorded = json.loads((first / "checkpoint-1" / "croc_run.json").read_text())
+    assert recorded["start_rejections"] == {"missing_image": [len(rows) - 1]}
+    out = _checkpoints_only(first, tmp_path / "run")
+    shutil.rmtree(out / "checkpoint-2")  # killed after step 1
+    (data.parent / rows[0]["image"]).unlink()
+    capsys.readouterr()
+    train_module.main(_argv(out, tiny_model, data, "--max_steps=2"))
+    err = capsys.readouterr().err
+    assert "1 row(s) the interrupted run trained with now fail the start check (first: row 0" in err
+    assert f"resuming from {out / 'checkpoint-1'}" in err and sorted(curve(out)) == [1, 2]
+    assert json.loads((out / "croc_run.json").read_text())["start_rejections"] == recorded["start_rejections"]
+
+
 def test_a_lora_merge_cut_short_is_written_again_by_the_rerun(tiny_model, data, tmp_path, monkeypatch):
     """A LoRA run killed while it writes `<output_dir>-merged` (after the final folder): the half-written merge is
     this run's, so rerunning the same command writes it again, whole, instead of refusing it as someone else's."""
