@@ -9,8 +9,10 @@ of its kind, so the batch keeps its size, and counted here). The report is logge
 every rejected or replaced row is a line of `<output_dir>/rejects.jsonl`, and the training counts travel in every
 checkpoint (`data_report.json`), so a resumed run continues the same counts and the same file.
 
-One rule stops a run for bad data, at the start and in training: `data_recipes.exceeds_reject_budget` (more than
-`data.max_reject_fraction` of the rows seen, and more than one), or any bad row under `data.strict`.
+Two rules stop a run for bad data, one budget, `data.max_reject_fraction`: at the start, where every row is known,
+`data_recipes.exceeds_reject_budget` (more than that fraction of the rows read, and more than one); in training,
+where the rows seen so far are a sample, `data_recipes.rate_exceeds_reject_budget` (the rate over that fraction with
+99.9% confidence, and more than one bad row). Under `data.strict` any bad row stops it.
 """
 
 from __future__ import annotations
@@ -22,7 +24,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from data_recipes import NOTICES, REJECT_REASONS, RejectedRowsError, exceeds_reject_budget, format_counts
+from data_recipes import (
+    NOTICES,
+    REJECT_REASONS,
+    RejectedRowsError,
+    exceeds_reject_budget,
+    format_counts,
+    rate_exceeds_reject_budget,
+)
 
 from .data import LENGTH_REJECT_REASONS
 
@@ -138,11 +147,15 @@ class DataReport:
     def check_training(self) -> None:
         """Stop the run once more rows could not be used than the run accepts."""
         replaced = sum(self.replaced.values())
-        if self._over_budget(replaced, self.rows_seen):
+        over = replaced > 0 if self.strict else rate_exceeds_reject_budget(replaced, self.rows_seen,
+                                                                              self.max_reject_fraction)
+        if over:
+            allows = self._budget_words() if self.strict else (
+                f"data.max_reject_fraction={self.max_reject_fraction:g} of them allows (over it with 99.9% "
+                "confidence, and more than one); raise it to go on regardless")
             raise RejectedRowsError(
                 f"{replaced:,} of the {self.rows_seen:,} training rows seen so far could not be used "
-                f"({format_counts(self.replaced)}), more than {self._budget_words()}; the rows: "
-                f"{self.rejects_path}")
+                f"({format_counts(self.replaced)}), more than {allows}; the rows: {self.rejects_path}")
 
     def _over_budget(self, bad: int, seen: int) -> bool:
         return bad > 0 if self.strict else exceeds_reject_budget(bad, seen, self.max_reject_fraction)

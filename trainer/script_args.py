@@ -150,9 +150,10 @@ class DataArguments:
     )
     max_reject_fraction: float = field(
         default=0.01,
-        metadata={"help": "The run stops once more than this share of the rows seen (and more than one row) was "
-                  "rejected at the start or had an unreadable image in training. Every such row is counted, "
-                  "logged and written to <output_dir>/rejects.jsonl either way."},
+        metadata={"help": "The run stops once more than this share of the rows read (and more than one row) is "
+                  "rejected at the start, or once the rate of rows replaced in training (an unreadable image) is "
+                  "over it with 99.9% confidence (and more than one row). Every such row is counted, logged and "
+                  "written to <output_dir>/rejects.jsonl either way."},
     )
     num_proc: int = field(default=1, metadata={"help": "Processes for the start-of-run image checks."})
 

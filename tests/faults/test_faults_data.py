@@ -210,7 +210,7 @@ def test_training_replaces_unreadable_images_counts_them_and_finishes(faults, ti
 
 def test_training_stops_with_one_line_when_too_many_images_fail(faults, tiny_model, tmp_path, monkeypatch):
     # Nothing to reject at the start (paths are fine); 4 of 14 images fail to decode in the first step, and the
-    # default budget (1% of the rows seen, at least one row) stops the run after that step.
+    # default budget (a rate over 1% with 99.9% confidence, more than one row) stops the run after that step.
     rows = [row for row in faults["rows"] if isinstance(row, dict) and row["id"] in
             {*(f"good-{i}" for i in range(6)), *(f"text-{i}" for i in range(4)), "truncated-jpeg", "corrupt-jpeg",
              "bomb", "oversize"}][:14]
@@ -219,8 +219,9 @@ def test_training_stops_with_one_line_when_too_many_images_fail(faults, tiny_mod
     message = _cli_error(_argv(tmp_path / "run", tiny_model, data, "--per_device_train_batch_size=7",
                                "--global_batch_size=14", "--max_steps=2"), monkeypatch)
     assert re.fullmatch(r"data error: 4 of the 14 training rows seen so far could not be used "
-                        r"\(unreadable_image=2, image_too_large=2\), more than data.max_reject_fraction=0.01 of them \(and more than one\) allows; "
-                        r"raise it to go on regardless; the rows: .+rejects.jsonl", message), message
+                        r"\(unreadable_image=2, image_too_large=2\), more than data.max_reject_fraction=0.01 of them allows \(over "
+                        r"it with 99.9% confidence, and more than one\); raise it to go on regardless; the rows: "
+                        r".+rejects.jsonl", message), message
 
 
 # --- images kept, converted: pixels against hand-computed values ---------------------------------------------------
@@ -276,3 +277,35 @@ def test_a_build_from_a_relative_data_root_trains_from_another_folder(tmp_path, 
                                       "--per_device_train_batch_size=2", "--global_batch_size=2"))
     assert trainer.state.global_step == 1
     assert json.loads((tmp_path / "run" / "data_report.json").read_text())["replaced"]["missing_image"] == 0
+
+
+# --- the training-time budget: a rate, not an early ratio -------------------------------------------------------
+
+
+def _stopped_runs(rule, rate: float, runs: int = 200, rows: int = 2000, batch: int = 8) -> int:
+    """How many of `runs` seeded runs over a source whose images fail at `rate` the rule stops, checked after each
+    step of `batch` rows as the trainer does, at the default budget (1%)."""
+    generator = np.random.default_rng(0)
+    stopped = 0
+    for _ in range(runs):
+        bad = np.cumsum(generator.random(rows) < rate)
+        stopped += any(rule(int(bad[seen - 1]), seen, 0.01) for seen in range(batch, rows + 1, batch))
+    return stopped
+
+
+def test_training_stops_on_a_bad_rate_not_on_an_unlucky_start():
+    """In training the rows seen are a sample: a source at half the budget's rate is not stopped by two bad images
+    early on (the plain ratio stopped a third of such runs, at the same step on every rerun), and one at three times
+    the budget is stopped within 2,000 rows. The bound is the Wilson score interval's, at 99.9% one-sided."""
+    from scipy.stats import binomtest
+
+    from data_recipes import exceeds_reject_budget, rate_exceeds_reject_budget
+
+    assert _stopped_runs(exceeds_reject_budget, 0.005) > 40
+    assert _stopped_runs(rate_exceeds_reject_budget, 0.005) <= 4
+    assert _stopped_runs(rate_exceeds_reject_budget, 0.03) == 200
+    for bad, seen in [(2, 8), (3, 64), (5, 100), (30, 2000), (1000, 50_000)]:
+        lower = binomtest(bad, seen).proportion_ci(confidence_level=0.998, method="wilson").low
+        for budget in (lower * 0.99, lower * 1.01):
+            assert rate_exceeds_reject_budget(bad, seen, budget) == (lower > budget), (bad, seen, budget)
+    assert not rate_exceeds_reject_budget(1, 1, 0.0)  # never for one row
