@@ -199,6 +199,7 @@ def rate_exceeds_reject_budget(bad: int, seen: int, max_fraction: float) -> bool
     (0.5% at 1%), on two bad images early on, and at the same step again on every rerun (the order is seeded)."""
     if bad <= 1:
         return False
+    seen = max(seen, bad)  # counts restored from an edited report cannot make the rate exceed 1
     rate, z2 = bad / seen, _RATE_CONFIDENCE_Z**2
     spread = _RATE_CONFIDENCE_Z * math.sqrt(rate * (1 - rate) / seen + z2 / (4 * seen**2))
     return (rate + z2 / (2 * seen) - spread) / (1 + z2 / seen) > max_fraction

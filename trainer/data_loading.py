@@ -18,6 +18,7 @@ from typing import Any
 import datasets
 
 from data_recipes import (
+    REJECT_REASONS,
     DataError,
     ValidationReport,
     kept_rows,
@@ -180,32 +181,52 @@ def _validated_once(rows: datasets.Dataset, image_root: Path, data_args: DataArg
 
 
 def _as_the_run_started(fresh: ValidationReport, args: CrocTrainingArguments) -> ValidationReport:
-    """On a resume, the start check's outcome of the interrupted run (from its record in the checkpoint named, the
-    newest checkpoint of `output_dir`, or `output_dir`): the same rows rejected, every other row kept, so the rows trained on and their order are that
-    run's. A kept row that fails now (an image deleted since) stays in place and is replaced when training meets
-    it, counted, as a failure in the middle of the run is. Whether the rows are the same is the run record's
-    `data_rows` comparison, which follows this (`trainer.resume.plan_resume`)."""
-    named = [args.resume_from_checkpoint] if isinstance(args.resume_from_checkpoint, str) else []
-    folders = [*named, *checkpoint_folders(args.output_dir), args.output_dir] if args.output_dir else named
-    earlier = next((record for folder in folders if Path(folder).is_dir()
+    """On a resume, the start check's outcome of the interrupted run (from the record of the checkpoint named, or of
+    the newest checkpoint of `output_dir` when the run resumes from there): the same rows rejected, every other row
+    kept, so the rows trained on and their order are that run's. A kept row that fails now (an image deleted since)
+    stays in place and is replaced when training meets it, counted, as a failure in the middle of the run is. A
+    fresh run keeps its own start check. Whether the rows are the same is the run record's `data_rows` comparison,
+    which follows this (`trainer.resume.plan_resume`)."""
+    explicit = args.resume_from_checkpoint
+    if isinstance(explicit, str):
+        folders = [Path(explicit)]
+    elif (explicit is True or args.auto_resume) and args.output_dir:
+        folders = checkpoint_folders(args.output_dir)  # a run's checkpoints share its record
+    else:
+        return fresh
+    earlier = next((record[START_REJECTIONS] for folder in folders if folder.is_dir()
                     and (record := read_run_record(folder)) is not None and START_REJECTIONS in record), None)
     if earlier is None:
         return fresh
-    reasons: list[str | None] = [None] * len(fresh.reasons)
-    details = list(fresh.details)
-    for reason, indices in earlier[START_REJECTIONS].items():
-        for index in indices:
-            if not (isinstance(index, int) and 0 <= index < len(reasons)):
-                return fresh  # not the rows of that run: the record comparison says so
-            reasons[index] = reason
-            if fresh.reasons[index] is None:
-                details[index] = "rejected when the run first started"
+    reasons = _recorded_reasons(earlier, len(fresh.reasons))
+    if reasons is None:
+        logger.warning("the checkpoint's record of the rows its start check rejected cannot be read; this start "
+                       "check decides")
+        return fresh
+    details = ["rejected when the run first started" if reasons[index] is not None and fresh.reasons[index] is None
+               else detail for index, detail in enumerate(fresh.details)]
     failing = [index for index, reason in enumerate(fresh.reasons) if reason is not None and reasons[index] is None]
     if failing:
         logger.warning("%d row(s) the interrupted run trained with now fail the start check (first: row %d, %s: %s); "
                        "they keep their place and are replaced when training meets them, counted in the data report",
                        len(failing), failing[0], fresh.reasons[failing[0]], fresh.details[failing[0]])
     return replace(fresh, reasons=reasons, details=details)
+
+
+def _recorded_reasons(recorded: Any, num_rows: int) -> list[str | None] | None:
+    """Per row, the reason a recorded `{reason: [index, ...]}` rejected it, or None where it kept it; None when the
+    record is not such a mapping over these rows (known reasons, whole-number indices in range, each row once)."""
+    if not isinstance(recorded, dict):
+        return None
+    reasons: list[str | None] = [None] * num_rows
+    for reason, indices in recorded.items():
+        if reason not in REJECT_REASONS or not isinstance(indices, list):
+            return None
+        for index in indices:
+            if type(index) is not int or not 0 <= index < num_rows or reasons[index] is not None:
+                return None
+            reasons[index] = reason
+    return reasons
 
 
 def _first(rows: datasets.Dataset, count: int | None) -> datasets.Dataset:

@@ -309,3 +309,4 @@ def test_training_stops_on_a_bad_rate_not_on_an_unlucky_start():
         for budget in (lower * 0.99, lower * 1.01):
             assert rate_exceeds_reject_budget(bad, seen, budget) == (lower > budget), (bad, seen, budget)
     assert not rate_exceeds_reject_budget(1, 1, 0.0)  # never for one row
+    assert rate_exceeds_reject_budget(10, 2, 0.01) and rate_exceeds_reject_budget(2, 0, 0.01)  # edited counts

@@ -388,6 +388,39 @@ def test_an_image_gone_between_the_kill_and_the_resume_does_not_block_the_resume
     assert json.loads((out / "croc_run.json").read_text())["start_rejections"] == recorded["start_rejections"]
 
 
+def test_a_fresh_start_keeps_its_own_start_check(tiny_model, tmp_path, monkeypatch, capsys):
+    """Only a resume takes the interrupted run's start-check outcome. A run killed before its first checkpoint,
+    rerun after the user restored a missing image, is a fresh start: its start check keeps that row, so its rows
+    are not the recorded run's, and it says so instead of training on the recorded run's rows silently."""
+    data = write_small_folder(tmp_path / "data")
+    rows = json.loads(data.read_text())
+    rows.append({"id": "fixed-later", "image": "images/fixed.png", "conversations": rows[0]["conversations"]})
+    data.write_text(json.dumps(rows))
+    out = tmp_path / "run"
+    train_module.main(_argv(out, tiny_model, data, "--max_steps=1"))
+    record = json.loads((out / "croc_run.json").read_text())
+    assert record["start_rejections"] == {"missing_image": [len(rows) - 1]}
+    for path in out.iterdir():  # killed before its first checkpoint: the record it wrote first is all there is
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    (out / "croc_run.json").write_text(json.dumps({**record, "status": "running"}))
+    shutil.copy(data.parent / rows[0]["image"], data.parent / "images" / "fixed.png")
+    status, message = cli_exit(_argv(out, tiny_model, data, "--max_steps=1"), monkeypatch, capsys)
+    assert status == 1 and f"count {len(rows) - 1} -> {len(rows)}" in message, message
+
+
+@pytest.mark.parametrize("recorded", [[], None, {"missing_image": 2}, {"missing_image": [True]},
+                                      {"bogus_reason": [0]}, {"missing_image": [1.0]}, {"missing_image": [3]},
+                                      {"missing_image": [1], "unreadable_image": [1]}, {"missing_image": [-1]}])
+def test_a_record_of_start_rejections_that_is_not_one_is_not_used(recorded):
+    """A damaged or hand-edited record: this start check decides (with a warning), never a traceback or a row
+    dropped under a reason the report does not count."""
+    from trainer.data_loading import _recorded_reasons
+
+    assert _recorded_reasons(recorded, 3) is None
+    assert _recorded_reasons({"missing_image": [2], "unreadable_image": [0]}, 3) == ["unreadable_image", None,
+                                                                                      "missing_image"]
+
+
 def test_a_lora_merge_cut_short_is_written_again_by_the_rerun(tiny_model, data, tmp_path, monkeypatch):
     """A LoRA run killed while it writes `<output_dir>-merged` (after the final folder): the half-written merge is
     this run's, so rerunning the same command writes it again, whole, instead of refusing it as someone else's."""
