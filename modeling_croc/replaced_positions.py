@@ -34,15 +34,16 @@ def draw_replaced_positions(
         first `token_counts[i]` positions.
     """
     draw_device = generator.device if generator is not None else device
-    scores = torch.rand(num_images, num_tokens, generator=generator, device=draw_device)
     if draw_order is not None:
         draw_order = draw_order.to(draw_device)
         if not torch.equal(draw_order.sort().values, torch.arange(num_images, device=draw_device)):
             raise ValueError(f"draw_order must be a permutation of range({num_images}), got {draw_order.tolist()}")
-        scores = scores[draw_order]
     if token_counts is None and not isinstance(num_masked, torch.Tensor):
         if not 0 <= num_masked <= num_tokens:
             raise ValueError(f"cannot mask {num_masked} of {num_tokens} tokens")
+        scores = torch.rand(num_images, num_tokens, generator=generator, device=draw_device)
+        if draw_order is not None:
+            scores = scores[draw_order]
         # The M smallest of T i.i.d. uniforms are a uniformly random M-subset: one vectorised topk, no loop.
         chosen = scores.topk(num_masked, dim=1, largest=False).indices
         mask = torch.zeros(num_images, num_tokens, dtype=torch.bool, device=draw_device)
@@ -52,9 +53,19 @@ def draw_replaced_positions(
     masked = torch.as_tensor(num_masked).expand(num_images).to("cpu")
     if bool((masked < 0).any() or (masked > counts).any() or (counts > num_tokens).any()):
         raise ValueError(f"cannot mask {masked.tolist()} of {counts.tolist()} tokens (at most {num_tokens} per image)")
+    # One uniform per real token, the images' draws back to back in draw (arrival) order: an image's draw starts
+    # after the tokens of the images before it, never after their padding, so the stream a batch consumes is its
+    # visual-token count (what the trainer's draw offsets skip) and with equal counts this is `rand(num_images, T)`.
+    order = torch.arange(num_images) if draw_order is None else draw_order.to("cpu")
+    arrival_counts = torch.empty_like(counts)
+    arrival_counts[order] = counts
+    starts = (torch.cumsum(arrival_counts, 0) - arrival_counts)[order]
+    uniforms = torch.rand(int(counts.sum()), generator=generator, device=draw_device)
+    own = torch.arange(num_tokens)[None, :] < counts[:, None]
+    index = (starts[:, None] + torch.arange(num_tokens)[None, :])[own].to(draw_device)
     # Padding scores above every uniform draw, so it ranks after all real tokens; the M_i smallest scores of row i
     # are then the same uniformly random subset `topk` picks, with a different M per row.
-    padding = torch.arange(num_tokens, device=draw_device)[None, :] >= counts.to(draw_device)[:, None]
-    scores = scores.masked_fill(padding, 2.0)
+    scores = torch.full((num_images, num_tokens), 2.0, device=draw_device)
+    scores[own.to(draw_device)] = uniforms[index]
     ranks = scores.argsort(dim=1).argsort(dim=1)
     return (ranks < masked.to(draw_device)[:, None]).to(device)

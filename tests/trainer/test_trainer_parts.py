@@ -67,6 +67,33 @@ def test_draw_offsets_follow_the_global_order_and_split_invariance():
     assert not torch.equal(torch.rand(4, generator=mask_generator(0, 4, 0)), torch.rand(4, generator=mask_generator(0, 3, 0)))
 
 
+def test_masks_of_images_with_different_token_counts_are_split_invariant():
+    """Images of different token counts (AnyRes, native resolution) draw one uniform per visual token, so the offsets
+    the trainer skips (the micro-batches' visual-token counts) give every image of a step the mask it gets in the
+    whole batch, and no two micro-batches read the same uniforms; equal counts draw what they always drew."""
+    from modeling_croc.replaced_positions import draw_replaced_positions
+
+    counts = torch.tensor([2, 16, 16, 2])
+    masked = torch.round(0.75 * counts).long()
+
+    def draw(part, offset):
+        return draw_replaced_positions(len(counts[part]), int(counts[part].max()), masked[part], torch.device("cpu"),
+                                       mask_generator(0, 3, offset), token_counts=counts[part])
+
+    whole = draw(slice(0, 4), 0)
+    offsets = step_draw_offsets(torch.tensor([[int(counts[:2].sum()), int(counts[2:].sum())]]), 0)
+    split = [draw(slice(0, 2), offsets[0]), draw(slice(2, 4), offsets[1])]
+    for image in range(4):
+        part, row = split[image // 2], image % 2
+        assert torch.equal(part[row, :counts[image]], whole[image, :counts[image]]), image
+    # Equal counts: the draw of `rand(num_images, T)`, as before.
+    equal = draw_replaced_positions(3, 8, torch.tensor([6, 6, 6]), torch.device("cpu"), mask_generator(0, 3, 0),
+                                    token_counts=torch.tensor([8, 8, 8]))
+    scores = torch.rand(3, 8, generator=mask_generator(0, 3, 0))
+    expected = torch.zeros(3, 8, dtype=torch.bool).scatter_(1, scores.topk(6, dim=1, largest=False).indices, True)
+    assert torch.equal(equal, expected)
+
+
 def test_modality_sampler_order_depends_on_seed_and_epoch_only():
     lengths = [20, -5, 30, -7, 25, 40, -3, 18]
 
