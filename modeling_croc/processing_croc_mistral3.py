@@ -14,6 +14,9 @@ passes the merged patch size to it), and `image_expansion_has_structure` (an ima
 break tokens included, `trainer.data`).
 """
 
+import dataclasses
+import math
+
 from transformers import ProcessorMixin
 
 
@@ -82,6 +85,26 @@ class CrocMistral3Processor(PixtralProcessor):
         longest = size["longest_edge"] if isinstance(size, dict) else size.longest_edge
         side = -(-int(longest) // self.window)
         return side * (side + 1)
+
+    @property
+    def max_visual_tokens(self) -> int:
+        """`[IMG]` tokens (visual tokens) of the largest image: `num_image_tokens` without the break / end tokens."""
+        size = self.image_processor.size
+        longest = size["longest_edge"] if isinstance(size, dict) else size.longest_edge
+        side = -(-int(longest) // self.window)
+        return side * side
+
+    def limit_visual_tokens(self, max_tokens: int) -> None:
+        """Resize images to at most `max_tokens` visual tokens: the longest edge becomes the most merged windows
+        whose square holds no more (one window at least); larger limits than the current one change nothing."""
+        if max_tokens >= self.max_visual_tokens:
+            return
+        longest = max(1, math.isqrt(max(1, int(max_tokens)))) * self.window
+        size = self.image_processor.size
+        if isinstance(size, dict):
+            self.image_processor.size = {**size, "longest_edge": longest}
+        else:
+            self.image_processor.size = dataclasses.replace(size, longest_edge=longest)
 
 
 __all__ = ["CrocMistral3Processor", "PixtralProcessor"]

@@ -261,3 +261,30 @@ def test_return_dict_false_gives_the_dict_outputs_tuple():
             for left, right in zip(as_tuple, as_dict.to_tuple()):
                 if isinstance(left, torch.Tensor):
                     torch.testing.assert_close(left, right, rtol=0, atol=0)
+
+
+def test_processor_bounds_every_image_and_a_small_pool_is_refused_before_the_data():
+    """`max_visual_tokens` (what the trainer checks the pool against before reading data) bounds the token count of
+    every image size, at LLaVA-OneVision's own settings (384-px views of 729 tokens, its 36 grids, the anyres_max_9
+    cap, under which a trimmed grid can gain newline tokens), and is reached within 1%; a 2048 pool is refused."""
+    import random
+
+    from transformers import LlavaOnevisionImageProcessorPil
+
+    from croc_testing.tiny import llama_sentencepiece_tokenizer
+    from modeling_croc.processing_croc_onevision import CrocOnevisionProcessor
+    from trainer.cli import ConfigError
+    from trainer.model_loading import fit_images_to_pool
+
+    processor = CrocOnevisionProcessor(image_processor=LlavaOnevisionImageProcessorPil(),
+                                       tokenizer=llama_sentencepiece_tokenizer(), num_image_tokens=729,
+                                       vision_feature_select_strategy="full")
+    most = processor.max_visual_tokens
+    rng = random.Random(0)
+    sizes = [(rng.randint(1, 4000), rng.randint(1, 4000)) for _ in range(20000)]
+    sizes += [(height, width) for height in range(1, 4000, 13) for width in (1, 100, 384, 1152, 2304)]
+    seen = max(processor._get_number_of_features(height, width, 384, 384) for height, width in sizes)
+    assert 0.99 * most <= seen <= most
+    with pytest.raises(ConfigError, match="outnumber the 2048-token prompt pool"):
+        fit_images_to_pool(processor, _config(croc_pretraining=True, prompt_pool_size=2048))
+    fit_images_to_pool(processor, _config(croc_pretraining=True, prompt_pool_size=most))

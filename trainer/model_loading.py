@@ -15,6 +15,7 @@ from modeling_croc.constants import IMAGE_TOKEN
 from modeling_croc.conversation import get_template
 from modeling_croc.loading import load_croc, load_croc_processor, local_folder, read_croc_config
 
+from .cli import ConfigError
 from .script_args import ModelArguments
 from .stages import PARAMETER_GROUPS, parameter_group
 from .training_args import CrocTrainingArguments
@@ -47,7 +48,7 @@ def load_stage_processor(model_args: ModelArguments, args: CrocTrainingArguments
                                         image_aspect_ratio=args.image_aspect_ratio)
     else:
         processor = load_croc_processor(model_args.name_or_path, image_aspect_ratio=args.image_aspect_ratio)
-        if hasattr(processor, "limit_visual_tokens"):  # native resolution: bounded by the config's pool
+        if hasattr(processor, "num_image_tokens"):  # variable counts: bounded by (or checked against) the pool
             config = read_croc_config(model_args.name_or_path, croc_fields=args.croc_fields)
             if config is not None:
                 fit_images_to_pool(processor, config)
@@ -58,13 +59,22 @@ def fit_images_to_pool(processor, config) -> None:
     """Bound a native-resolution processor's images (Qwen2.5-VL's: up to 16,384 merged tokens by default) so that
     stage 1.5's one-to-one matching can serve every image: its masked tokens never outnumber the prompt pool (with
     `mask_ratio` 0.75 and a 2048 pool, 2730 tokens, ~2.1 MP). Without this, the first large image would end the run
-    mid-way; with it, the limit is decided before the data is read and logged once."""
+    mid-way; with it, the limit is decided before the data is read and logged once. A processor whose images cannot
+    be bounded (AnyRes grids: LLaVA-NeXT, OneVision) with a largest image the pool cannot serve is refused in one
+    line (`ConfigError`)."""
+    if not (config.croc_pretraining and config.token_matching == "hungarian"):
+        return
+    # The visual tokens of the largest image (`num_image_tokens` where the processor's expansion holds only them).
+    most = getattr(processor, "max_visual_tokens", None) or getattr(processor, "num_image_tokens", None)
+    if most is None or config.num_masked_tokens(int(most)) <= config.prompt_pool_size:
+        return
     limit = getattr(processor, "limit_visual_tokens", None)
-    if limit is None or not (config.croc_pretraining and config.token_matching == "hungarian"):
-        return
-    most = processor.num_image_tokens
-    if config.num_masked_tokens(most) <= config.prompt_pool_size:
-        return
+    if limit is None:  # AnyRes grids: no smaller image size without changing the model
+        raise ConfigError(
+            f"{type(processor).__name__} expands an image to up to {most} visual tokens, whose "
+            f"{config.num_masked_tokens(most)} masked tokens outnumber the {config.prompt_pool_size}-token prompt pool "
+            f"(Hungarian matching is one-to-one): the first such image would stop the run. Set croc_overrides "
+            f"prompt_pool_size >= {config.num_masked_tokens(most)}, or token_matching: nearest")
     low, high = 1, most  # the largest count whose masked tokens fit the pool (num_masked_tokens is monotone)
     while low < high:
         middle = (low + high + 1) // 2

@@ -4,6 +4,8 @@ packing gives for its size (AnyRes crops, unpadding, newline tokens), its crops 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from PIL import Image
@@ -13,6 +15,7 @@ from croc_testing.llava_next import LLAVA_NEXT_PINPOINTS, save_tiny_llava_next
 from modeling_croc import CrocLlavaNextProcessor
 from modeling_croc.conversation import VICUNA_V1_SYSTEM
 from modeling_croc.loading import load_croc
+from trainer.cli import ConfigError
 from trainer.collator import build_collator
 from trainer.data import CrocSupervisedDataset
 
@@ -77,3 +80,42 @@ def test_samples_carry_the_models_token_count_for_every_image_size(next_folder, 
     torch.manual_seed(0)
     output = croc.train()(**batch)
     assert torch.isfinite(output.lm_loss) and output.vtr_loss > 0
+
+
+def test_images_whose_masked_tokens_outnumber_the_pool_are_refused_in_one_line():
+    """AnyRes images cannot be resized to fit the pool: a pool smaller than the largest image's masked tokens is
+    refused before the data is read, not by the first large image in the Hungarian matching mid-run."""
+    from croc_testing.llava_next import tiny_croc_llava_next_config, tiny_llava_next_processor
+    from trainer.model_loading import fit_images_to_pool
+
+    processor = tiny_llava_next_processor()
+    most = processor.num_image_tokens
+    config = tiny_croc_llava_next_config(croc_pretraining=True, prompt_pool_size=8)
+    assert config.num_masked_tokens(most) > 8
+    with pytest.raises(ConfigError, match="outnumber the 8-token prompt pool"):
+        fit_images_to_pool(processor, config)
+    fit_images_to_pool(processor, tiny_croc_llava_next_config(croc_pretraining=True, prompt_pool_size=64))
+
+
+def test_the_shipped_yaml_pool_holds_the_largest_llava_v1_6_image():
+    """trainer/configs/llava_next/stage1_5.yaml on llava-v1.6-vicuna-7b (its processor's grid, crop and feature
+    strategy): the largest image, 2928 tokens, has 2196 masked tokens, which the YAML's pool must hold."""
+    from transformers import LlavaNextImageProcessorPil
+
+    from croc_testing.tiny import llama_sentencepiece_tokenizer
+    from modeling_croc import CrocLlavaNextConfig
+    from trainer.cli import load_raw_config
+    from trainer.model_loading import fit_images_to_pool
+
+    pinpoints = [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]  # llava-v1.6's preprocessor_config.json
+    image_processor = LlavaNextImageProcessorPil(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336},
+                                                 image_grid_pinpoints=pinpoints)
+    processor = CrocLlavaNextProcessor(image_processor=image_processor, tokenizer=llama_sentencepiece_tokenizer(),
+                                       patch_size=14, vision_feature_select_strategy="default",
+                                       num_additional_image_tokens=1)
+    assert processor.num_image_tokens == 2928
+    raw = load_raw_config([str(Path(__file__).parents[2] / "trainer/configs/llava_next/stage1_5.yaml")])
+    overrides = raw["training"]["croc_overrides"]
+    fit_images_to_pool(processor, CrocLlavaNextConfig(croc_pretraining=True, croc_preset="paper", **overrides))
+    with pytest.raises(ConfigError, match="2196 masked tokens outnumber the 2048-token prompt pool"):
+        fit_images_to_pool(processor, CrocLlavaNextConfig(croc_pretraining=True, croc_preset="paper"))

@@ -83,3 +83,20 @@ def test_samples_are_the_processors_own(mistral3_folder, tmp_path):
     assert counts.tolist() == [int((sample["input_ids"] == processor.image_token_id).sum()) for sample in samples]
     with torch.no_grad():
         assert torch.isfinite(model(**batch).loss)
+
+
+def test_images_are_bounded_so_their_masked_tokens_fit_the_pool():
+    """Pixtral's native resolution, as Qwen2.5-VL's: the largest image (16 visual tokens, 12 masked) does not fit a
+    pool of 8, so images are resized to at most 9 (3 x 3 windows: 7 masked) before the data is read, rather than the
+    first large image stopping the run in the Hungarian matching."""
+    from croc_testing.mistral3 import tiny_mistral3_processor
+    from modeling_croc import CrocMistral3Config
+    from trainer.model_loading import fit_images_to_pool
+
+    processor = tiny_mistral3_processor()
+    assert processor.max_visual_tokens == 16 and processor.num_image_tokens == 20  # 4 rows of 4 [IMG] + a break
+    config = CrocMistral3Config(croc_pretraining=True, prompt_pool_size=8, vtr_head="linear")
+    fit_images_to_pool(processor, config)
+    assert processor.max_visual_tokens == 9 and config.num_masked_tokens(9) <= 8
+    inputs = processor(text=["[IMG]"], images=[Image.new("RGB", (64, 64))], return_tensors="pt")
+    assert int((inputs["input_ids"] == processor.image_token_id).sum()) == 9
