@@ -381,6 +381,7 @@ def check_arguments(model_args: Any, data_args: Any, args: Any) -> None:
     check_lr_scheduler(args)
     check_parallelism(args)
     validation.check_attention_backend(model_args.attn_implementation, use_cpu=args.use_cpu)
+    check_language_model_part(model_args)
     config = _read_model_config(model_args, args)
     if config is None:  # no config.json to read yet (stage 1 parts, an uncached Hub id): the load checks these
         return
@@ -480,6 +481,32 @@ def _read_model_config(model_args: Any, args: Any):
         return read_croc_config(model_args.name_or_path, croc_fields=args.croc_fields)
     except (ValueError, TypeError, StrictDataclassError):  # a Croc field `check_croc_config` or the load reports
         return None
+
+
+def check_language_model_part(model_args: Any) -> None:
+    """Stage 1 from separate parts: the LLM built on the `meta` device with the run's attention, so transformers'
+    refusal of it (Gemma 2 has no sdpa) is one line now rather than a traceback from the load."""
+    if not model_args.language_model:
+        return
+    from transformers import AutoConfig, AutoModelForCausalLM
+    from transformers.initialization import no_init_weights
+    from transformers.utils.generic import is_flash_attention_requested
+
+    from modeling_croc.loading import _config_folder
+
+    folder = _config_folder(model_args.language_model)
+    if folder is None:  # not readable yet: the load reports it
+        return
+    attn_implementation = model_args.attn_implementation
+    if is_flash_attention_requested(requested_attention_implementation=attn_implementation):
+        attn_implementation = "eager"  # its package and GPU are `validation.check_attention_backend`'s
+    try:
+        config = AutoConfig.from_pretrained(folder)
+        with torch.device("meta"), no_init_weights():
+            AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation)
+    except (ValueError, ImportError) as error:
+        raise _config_error(f"model.attn_implementation={attn_implementation} with model.language_model="
+                            f"{model_args.language_model}: {' '.join(str(error).split())}") from None
 
 
 def build_on_meta(config: Any, attn_implementation: str) -> torch.nn.Module:

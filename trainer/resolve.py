@@ -18,7 +18,7 @@ from huggingface_hub.errors import StrictDataclassError
 from modeling_croc.attention_mask import check_mixed_attention_backend, is_maskless_backend
 from modeling_croc.conversation import TEMPLATES
 from modeling_croc.families import FAMILY_OF_CONFIG
-from modeling_croc.loading import read_croc_config
+from modeling_croc.loading import _config_folder, read_croc_config
 from modeling_croc.presets import get_preset
 from modeling_croc.split_attention import SPLIT_ATTENTION, split_attention_problem
 
@@ -106,8 +106,9 @@ def check_croc_config(model_args: ModelArguments, args: CrocTrainingArguments) -
             config = read_croc_config(vision_tower=model_args.vision_tower, croc_fields=args.croc_fields)
     except (ValueError, TypeError, StrictDataclassError) as error:
         raise ConfigError(f"croc_preset / croc_overrides: {' '.join(str(error).split())}") from None
-    if config is not None and model_args.attn_implementation == SPLIT_ATTENTION:
-        problem = split_attention_problem(config.text_config)
+    text_config = language_model_config(model_args, config)
+    if text_config is not None and model_args.attn_implementation == SPLIT_ATTENTION:
+        problem = split_attention_problem(text_config)
         if problem is not None:
             # The mask path computes the same attention; only its speed differs.
             logger.warning("%s: falling back to the mask path (model.attn_implementation=eager)", problem)
@@ -120,6 +121,20 @@ def check_croc_config(model_args: ModelArguments, args: CrocTrainingArguments) -
         raise ConfigError(f"packing=true: {config.model_type} images have a token count of their own (AnyRes crops "
                           "or native-resolution patches), which the collator does not pack; set packing=false for "
                           "this model")
+
+
+def language_model_config(model_args: ModelArguments, config):
+    """The config of the language model the run trains: the Croc config's, or in a stage 1 from separate parts the
+    LLM folder's own (`read_croc_config` builds the parts' config from the vision tower alone, around a default text
+    config); None when there is none to read yet."""
+    if model_args.language_model:
+        folder = _config_folder(model_args.language_model)
+        if folder is None:
+            return None
+        from transformers import AutoConfig
+
+        return AutoConfig.from_pretrained(folder)
+    return None if config is None else config.text_config
 
 
 def use_family_data_path(config, args: CrocTrainingArguments) -> None:

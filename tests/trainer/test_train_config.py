@@ -366,3 +366,33 @@ def test_packing_budget_follows_the_attention_backend(data_dir, stage1_dir, attn
     if budget is not None:
         argv.append(f"--packing_max_length={budget}")
     assert resolve_config(argv).training.packing_max_length == resolved
+
+
+def test_croc_split_falls_back_for_a_soft_capped_llm_given_as_a_part(tmp_path, data_dir, caplog):
+    """Stage 1 from separate parts with a Gemma 2 LLM on croc_split: the documented fallback to the mask path
+    (eager, with a warning) reads the LLM's own config, not the default text config the parts' Croc config is
+    built around (the run otherwise loaded everything and failed at its first step with a traceback)."""
+    from transformers import CLIPVisionConfig, CLIPVisionModel, Gemma2Config, LlamaConfig
+
+    from croc_testing.tiny import tiny_croc_processor
+    from trainer import resolve_config
+
+    clip_dir, llm_dir = tmp_path / "clip", tmp_path / "llm"
+    CLIPVisionModel(CLIPVisionConfig(hidden_size=24, intermediate_size=48, num_hidden_layers=1,
+                                     num_attention_heads=4, image_size=56, patch_size=14)).save_pretrained(clip_dir)
+    tiny_croc_processor().image_processor.save_pretrained(clip_dir)
+    Gemma2Config(vocab_size=32000, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, head_dim=8).save_pretrained(llm_dir)
+    argv = [str(CONFIGS / "stage1.yaml"), f"--data.path={data_dir / 'captions.json'}", f"--output_dir={tmp_path / 'out'}",
+            "--model.name_or_path=null", f"--model.vision_tower={clip_dir}", f"--model.language_model={llm_dir}",
+            "--model.attn_implementation=croc_split"]
+    with caplog.at_level("WARNING"):
+        assert resolve_config(argv).model.attn_implementation == "eager"
+    assert "gemma2 soft-caps its attention logits" in caplog.text
+    # sdpa, which Gemma 2 does not take, is refused in one line before the load, as for a model folder.
+    with pytest.raises(ConfigError, match="model.attn_implementation=sdpa with model.language_model=.*Gemma2"):
+        resolve_config([*argv, "--model.attn_implementation=sdpa"])
+    # a Llama part takes croc_split.
+    LlamaConfig(vocab_size=32000, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+                num_key_value_heads=4).save_pretrained(llm_dir)
+    assert resolve_config(argv).model.attn_implementation == "croc_split"
