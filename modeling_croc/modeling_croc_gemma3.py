@@ -16,6 +16,7 @@ from transformers.models.gemma3.modeling_gemma3 import (
     Gemma3CausalLMOutputWithPast,
     Gemma3ModelOutputWithPast,
     Gemma3PreTrainedModel,
+    get_block_sequence_ids_for_mask,
 )
 
 from .configuration_croc_gemma3 import CrocGemma3Config
@@ -59,6 +60,12 @@ class CrocGemma3Model(CrocModelMixin, CrocGemma3PreTrainedModel, Gemma3Model):
         "Gemma 3's sliding layers would read the image blocks of packed rows (position_ids restarting per sample) "
         "at the wrong tokens: transformers looks them up by the sample's positions. Train it unpacked (packing: "
         "false)")
+
+    def croc_native_block_ids(self, forward_kwargs: dict):
+        # Gemma 3's own mask makes each image's run of tokens bidirectional whenever `token_type_ids` are given
+        # (`create_masks_for_vision_model`): croc_split keeps them so in stages 1 and 2.
+        token_type_ids = forward_kwargs.get("token_type_ids")
+        return None if token_type_ids is None else get_block_sequence_ids_for_mask(token_type_ids)
 
 
 class CrocGemma3ForConditionalGeneration(CrocForConditionalGenerationMixin, CrocGemma3PreTrainedModel,

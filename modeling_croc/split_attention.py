@@ -213,6 +213,9 @@ def split_attention_forward(
     if segments is None:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       **kwargs)
+    if kwargs.get("output_attentions", False):
+        logger.warning_once(f"{SPLIT_ATTENTION} computes no attention weights (no L x L matrix): "
+                            "`output_attentions=True` returns none; load the model with eager to get them")
     if key.shape[2] != query.shape[2]:
         raise ValueError(f"{SPLIT_ATTENTION} computes a forward without cached keys ({query.shape[2]} queries, "
                          f"{key.shape[2]} keys)")

@@ -30,6 +30,7 @@ from .attention_mask import (
     build_mixed_attention_mask,
     image_block_ids,
     is_packed_batch,
+    packed_segment_ids,
     prepare_packed_forward,
     text_position_ids,
 )
@@ -121,9 +122,18 @@ def token_mask(counts: torch.LongTensor | None, num_images: int, num_tokens: int
     return torch.arange(num_tokens, device=device)[None, :] < counts.to(device)[:, None]
 
 
-def image_rows(image_token_mask: torch.BoolTensor, token_counts: torch.LongTensor) -> torch.LongTensor:
+def image_rows(image_token_mask: torch.BoolTensor, token_counts: torch.LongTensor,
+               samples: torch.LongTensor | None = None) -> torch.LongTensor:
     """The batch row of each image, from where its tokens fall in `image_token_mask` (images fill the image
-    positions in order, as `masked_scatter` places them)."""
+    positions in order, as `masked_scatter` places them). With `samples` (`(B, L)`, each token's packed sample
+    within its row: `attention_mask.packed_segment_ids`), the sample of each image instead, one non-decreasing id
+    per (row, sample): a packed row holds several samples, and a sample is what `matching_scope="row"` means."""
+    if samples is not None:
+        length = image_token_mask.shape[1]
+        rows = torch.arange(image_token_mask.shape[0], device=image_token_mask.device)[:, None]
+        keys = (rows * length + samples.to(image_token_mask.device))[image_token_mask]
+        starts = torch.cumsum(token_counts, dim=0) - token_counts
+        return keys[starts.to(keys.device).clamp_max(max(keys.numel() - 1, 0))]
     row_ends = torch.cumsum(image_token_mask.sum(dim=1), dim=0)
     starts = torch.cumsum(token_counts, dim=0) - token_counts
     return torch.searchsorted(row_ends, starts.to(row_ends.device), right=True)
@@ -302,6 +312,16 @@ class CrocModelMixin:
         """
         return image_block_ids(image_token_mask)
 
+    def croc_native_block_ids(self, forward_kwargs: dict) -> torch.LongTensor | None:
+        """The bidirectional blocks the parent family's own forward puts into its mask outside stage 1.5 (stages 1
+        and 2, inference), `(B, L)` as `croc_image_block_ids`, or None where it is plain causal (the default). The
+        `croc_split` path computes them in training forwards, where the parent's own mask is not built.
+
+        Args:
+            forward_kwargs: the parent's other forward arguments (`token_type_ids`, ...).
+        """
+        return None
+
     # `can_return_tuple` takes `return_dict` (the argument, else `config.return_dict`) off the call and turns the
     # output into `to_tuple()` when it is False: the body below always works on output objects.
     @can_return_tuple
@@ -342,7 +362,8 @@ class CrocModelMixin:
                                       labels, croc_generator, croc_image_order, kwargs)
         language_model_inputs = None
         if self._uses_split_attention(kwargs):
-            language_model_inputs = self._split_attention_inputs(shape, attention_mask, text_position_ids(position_ids))
+            language_model_inputs = self._split_attention_inputs(shape, attention_mask, text_position_ids(position_ids),
+                                                                 self.croc_native_block_ids(kwargs))
         with self._language_model_inputs(language_model_inputs):
             outputs = super().forward(
                 input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask,
@@ -401,7 +422,10 @@ class CrocModelMixin:
         if int(image_token_mask.sum()) != expected:
             raise ValueError(f"{int(image_token_mask.sum())} image tokens in input_ids but {num_images} images with "
                              f"{expected} visual tokens in all")
-        rows = image_rows(image_token_mask, valid.sum(dim=1)) if num_images else None
+        # Matching groups of `matching_scope="row"`: the samples, which in a packed batch share rows.
+        samples = packed_segment_ids(text_position_ids(position_ids) if attention_mask is None else None,
+                                     image_token_mask.shape)
+        rows = image_rows(image_token_mask, valid.sum(dim=1), samples) if num_images else None
 
         prompted = self.prompt_pool(visual_tokens, generator=generator, token_counts=counts, image_rows=rows,
                                     draw_order=image_order)
@@ -489,11 +513,13 @@ class CrocModelMixin:
                 "attention_mask": mask_placeholder(shape[0], self.croc_language_model.device)}
 
     def _uses_split_attention(self, kwargs: dict) -> bool:
-        """Whether a forward without the Croc objectives goes through the segments: a training forward (no cache
-        to continue) on the `croc_split` attention. Inference and generation take transformers' sdpa path."""
+        """Whether a forward without the Croc objectives goes through the segments: a training forward on the
+        `croc_split` attention. Inference and generation take transformers' sdpa path: any forward given a cache is
+        generation, its prefill too (a training forward is given none; a static cache's keys and mask span its whole
+        length, not the prompt's), also on a model left in train mode."""
         if self.config.text_config._attn_implementation != SPLIT_ATTENTION or not self.training:
             return False
-        return not any(isinstance(value, Cache) and value.get_seq_length() > 0 for value in kwargs.values())
+        return not any(isinstance(value, Cache) for value in kwargs.values())
 
     @contextlib.contextmanager
     def _vtr_source_capture(self):
@@ -582,7 +608,11 @@ class CrocForConditionalGenerationMixin:
                 `image_sizes`, `image_grid_thw`, ...), passed on to the base model; the loss reads
                 `num_items_in_batch` from them.
         """
-        croc_objectives = self.croc_objectives_on(croc_objectives)
+        # Generation never takes the stage-1.5 path: inside `generate` (with or without a cache), or any forward
+        # continuing a cache (a decoding loop of its own).
+        generating = getattr(self, "_croc_generating", False) or any(isinstance(value, Cache)
+                                                                      for value in kwargs.values())
+        croc_objectives = self.croc_objectives_on(croc_objectives, generating=generating)
         skip_logits = kwargs.pop("skip_logits", None)  # the Trainer's, for `use_liger_kernel`: read by the head only
         outputs = self.model(
             input_ids=input_ids,
@@ -601,6 +631,15 @@ class CrocForConditionalGenerationMixin:
         return self._croc_outputs(outputs, labels, logits_to_keep, croc_objectives, num_vtr_items_in_batch,
                                   self.croc_output_class, skip_logits=skip_logits, **kwargs)
 
+    def generate(self, *args, **kwargs):
+        """The parent's `generate`, whose forwards are the plain model's whatever the train/eval mode (`Trainer.train`
+        leaves the model in train mode, where a forward's default is the stage-1.5 path)."""
+        previous, self._croc_generating = getattr(self, "_croc_generating", False), True
+        try:
+            return super().generate(*args, **kwargs)
+        finally:
+            self._croc_generating = previous
+
     @property
     def prompt_pool(self) -> CrocPromptPool:
         return self.model.prompt_pool
@@ -614,11 +653,12 @@ class CrocForConditionalGenerationMixin:
         self.prompt_pool.calibrate(torch.cat(list(features)), generator=generator)
         self.config.prompt_pool_calibrated = True
 
-    def croc_objectives_on(self, croc_objectives: bool | None) -> bool:
+    def croc_objectives_on(self, croc_objectives: bool | None, generating: bool = False) -> bool:
         """Whether a forward runs the stage-1.5 path: as forced, else in training forwards of a model with
-        `config.croc_pretraining` (evaluation and `generate` always run the plain parent model)."""
+        `config.croc_pretraining` (evaluation and `generate` always run the plain parent model, `generate` also on a
+        model left in train mode, as `Trainer.train` leaves it)."""
         if croc_objectives is None:
-            return self.training and self.config.croc_pretraining
+            return self.training and self.config.croc_pretraining and not generating
         return croc_objectives
 
     def image_token_counts(self, input_ids: torch.LongTensor, num_images: int, **image_layout) -> torch.LongTensor:

@@ -285,3 +285,28 @@ def test_flex_packed_batch_equals_sdpa_padded_batch_on_cuda(processor, tmp_path,
             torch.testing.assert_close(getattr(out, name), getattr(reference, name), rtol=1e-4, atol=1e-4)
     for name, grad in reference_grads.items():
         torch.testing.assert_close(grads[name], grad, rtol=1e-3, atol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize("pool", [20, 24])
+@pytest.mark.parametrize("packing_max_length", [None, 0])
+def test_row_scope_matching_stays_per_sample_when_packed(processor, tmp_path, packing_max_length, pool):
+    """`matching_scope="row"` (the `victor` preset: one Hungarian problem per sample, as ViCToR's llava_arch.py)
+    solves each sample's problem on its own in a packed row too: packed with others (one row per micro-batch on
+    FlashAttention or with `packing_max_length=0`), the samples' masked tokens must not become one one-to-one problem,
+    which assigns differently and is refused outright once they outnumber the pool."""
+    samples = _samples(processor, get_stage("1.5").template, tmp_path)
+    padded = CrocDataCollator(pad_token_id=PAD)(samples)
+    packed = CrocDataCollator(pad_token_id=PAD, packing=True, packing_max_length=packing_max_length)(samples)
+    order = packed[IMAGE_ORDER_KEY]
+    # 12 masked tokens per image: a pool of 20 holds one image's, not two images'; in a pool of 24 two images
+    # compete for the same pool tokens.
+    config = tiny_croc_config(**LLAVA_VOCAB, **TINY_SIZES, attn_implementation="sdpa", croc_preset="victor",
+                              croc_pretraining=True, prompt_pool_size=pool)
+    torch.manual_seed(0)
+    model = CrocForConditionalGeneration(config).train()
+    generator = lambda: torch.Generator().manual_seed(7)  # noqa: E731
+    with torch.no_grad():
+        reference = model(**padded, croc_generator=generator())
+        out = model(**packed, croc_generator=generator())
+    torch.testing.assert_close(out.pool_ids, reference.pool_ids[order])
+    torch.testing.assert_close(out.loss, reference.loss, rtol=1e-5, atol=1e-6)

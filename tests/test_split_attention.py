@@ -331,3 +331,41 @@ def test_cuda_varlen_kernels_equal_the_mask_path_in_bf16(text, span, packed):
         if a.grad is not None:
             error = (b.grad.float() - a.grad.float()).norm() / a.grad.float().norm().clamp_min(1e-6)
             assert error < 5e-2, (name, float(error))
+
+
+# --- generation on a model left in train mode; Gemma 3's own image blocks outside stage 1.5 -------------------
+
+
+@pytest.mark.parametrize("attn", ["sdpa", SPLIT_ATTENTION])
+def test_generate_in_train_mode_runs_the_plain_model(attn):
+    """`Trainer.train` leaves the model in train mode: a `generate` right after it (or in a callback) must be the
+    plain model's, not the stage-1.5 forward (pool replacement, mixed attention; on croc_split a traceback at the
+    first decode step)."""
+    masked, split = _pair(_config("llama", "clip", croc_pretraining=True))
+    model = split if attn == SPLIT_ATTENTION else masked
+    batch = {k: v for k, v in make_batch(model.config, rows=2, left_pad=2).items() if k != "labels"}
+    with torch.no_grad():
+        expected = model.eval().generate(**batch, max_new_tokens=4, do_sample=False)
+        assert torch.equal(model.train().generate(**batch, max_new_tokens=4, do_sample=False), expected)
+        assert torch.equal(model.train().generate(**batch, max_new_tokens=4, do_sample=False, use_cache=False),
+                           expected)
+        assert torch.equal(model.train().generate(**batch, max_new_tokens=4, do_sample=False,
+                                                  cache_implementation="static"), expected)
+
+
+def test_gemma3_stage_2_split_keeps_gemma3s_image_blocks():
+    """Gemma 3's own forward makes each image's tokens bidirectional (`token_type_ids`); a stage-2 training forward
+    on croc_split computes the same attention as on sdpa, as its inference does."""
+    from croc_testing.gemma3 import make_gemma3_batch, randomize_gemma3_projector, tiny_croc_gemma3_config
+    from modeling_croc.modeling_croc_gemma3 import CrocGemma3ForConditionalGeneration
+
+    torch.manual_seed(0)
+    config = tiny_croc_gemma3_config(croc_pretraining=False)
+    masked = CrocGemma3ForConditionalGeneration(config)
+    randomize_gemma3_projector(masked)
+    masked.set_attn_implementation("sdpa")
+    split = copy.deepcopy(masked)
+    split.set_attn_implementation(SPLIT_ATTENTION)
+    batch = make_gemma3_batch(config, [1, 2], [5, 3], left_pad=1)
+    _assert_same_step(masked.train(), split.train(), {**batch, "croc_objectives": False},
+                      real=batch["attention_mask"].bool())
