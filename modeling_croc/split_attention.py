@@ -325,7 +325,7 @@ def split_attention_problem(text_config) -> str | None:
     (Gemma 2) needs a kernel with soft-capping, which PyTorch's varlen kernel and the CPU reference lack."""
     if getattr(text_config, "attn_logit_softcapping", None):
         return (f"{SPLIT_ATTENTION}: {text_config.model_type} soft-caps its attention logits, which no kernel of the "
-                "split path does; use the mask path (attn_implementation sdpa or eager)")
+                "split path does (nor sdpa); use the mask path with attn_implementation eager")
     return None
 
 
