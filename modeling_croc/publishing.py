@@ -64,12 +64,22 @@ LOCAL_ROOTS = ("home", "Users", "root", "tmp", "mnt", "scratch", "var/folders", 
                "lustre", "fsx")
 TOKEN_PATTERN = re.compile(rb"hf_[A-Za-z0-9]{30,}")
 TOKEN_ENVIRONMENT = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+# Other secrets a user keeps next to a run (an SSH or TLS key, a launch script exporting a cloud or tracker key): the
+# scanner knows their shape, not their value. Not looked for in row values (a dataset of code may quote them).
+SECRET_PATTERNS = (
+    re.compile(rb"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----"),
+    re.compile(rb"(?<![A-Z0-9])(?:AKIA|ASIA)[0-9A-Z]{16}(?![A-Z0-9])"),  # an AWS access key id
+    re.compile(rb"(?<![A-Za-z0-9_])gh[pousr]_[A-Za-z0-9]{36,255}"),  # a GitHub token
+    re.compile(rb"(?<![A-Za-z0-9_])[A-Z][A-Z0-9_]*(?:API_KEY|SECRET_ACCESS_KEY|SECRET_KEY|ACCESS_TOKEN|AUTH_TOKEN|"
+               rb"PASSWORD)[\"']?[ \t]*[=:][ \t]*[\"']?[A-Za-z0-9/+_.\-]{16,512}"),  # NAME=value, "NAME": "value"
+)
 _MIN_SECRET_LENGTH = 8  # shorter "tokens" (an empty or placeholder value) would match everywhere
 _NAME_BYTES = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.~-+@%")
 _WINDOWS_USERS = re.compile(rb":(?:\\\\|\\|/)(?:Users|users|USERS)(?:\\\\|\\|/)")
 _RUN_DELIMITERS = frozenset(b" \t\r\n\"'`<>()[]{},;|=")
 
 TOKEN = "a Hugging Face token"
+SECRET = "a private key or credential"
 LOCAL_PATH = "an absolute local path"
 USER_NAME = "the user name"
 
@@ -248,7 +258,7 @@ class Finding:
     Attributes:
         file: the file, relative to the scanned folder.
         where: `byte N`, `header byte N` or `column NAME` (decoded Parquet values).
-        kind: :data:`TOKEN`, :data:`LOCAL_PATH` or :data:`USER_NAME`.
+        kind: :data:`TOKEN`, :data:`SECRET`, :data:`LOCAL_PATH` or :data:`USER_NAME`.
         text: what was found, a token shortened so that the message does not leak it again.
     """
 
@@ -337,6 +347,11 @@ class _Scanner:
                 if match.start() >= end:
                     break
                 found.append((match.start(), TOKEN, _redacted(match.group())))
+            for pattern in SECRET_PATTERNS:
+                for match in pattern.finditer(data, start):
+                    if match.start() >= end:
+                        break
+                    found.append((match.start(), SECRET, _secret_name(match.group())))
             for match in _WINDOWS_USERS.finditer(data, start):
                 if match.start() >= end:
                     break
@@ -378,6 +393,15 @@ class _Scanner:
 def _redacted(token: bytes) -> str:
     text = token.decode("ascii", "replace")
     return f"{text[:3]}...({len(text)} characters)" if text.startswith("hf_") else f"({len(text)}-character secret)"
+
+
+def _secret_name(match: bytes) -> str:
+    """What a secret is, without its value: the PEM header, or the name a credential is assigned to."""
+    text = match.decode("ascii", "replace")
+    if text.startswith("-----"):
+        return text
+    name = re.split(r"[\"' \t=:]", text, maxsplit=1)[0]
+    return f"{name}=..." if name != text else f"{text[:4]}...({len(text)} characters)"
 
 
 def _excerpt(data: bytes, at: int, limit: int = 100) -> str:
@@ -559,6 +583,8 @@ __all__ = [
     "LOCAL_PATH",
     "LOCAL_ROOTS",
     "PUBLISH_MARKER",
+    "SECRET",
+    "SECRET_PATTERNS",
     "TOKEN",
     "TOKEN_ENVIRONMENT",
     "TOKEN_PATTERN",

@@ -118,6 +118,32 @@ def last_complete_checkpoint(output_dir: str | Path) -> str | None:
     return None
 
 
+def rotate_checkpoints(output_dir: str | Path, save_total_limit: int | None, keep: tuple = ()) -> None:
+    """Delete the oldest `checkpoint-N` folders of `output_dir` until `save_total_limit` are left, never the newest
+    one nor those in `keep` (the best checkpoint). Oldest by modification time, as the Trainer rotates (a run
+    resumed from an older checkpoint keeps what it writes now), by step where the file system's times do not tell
+    them apart. Only folders named `checkpoint-<digits>` are checkpoints: transformers' rotation takes every
+    `checkpoint-*` folder, so a `checkpoint-best` or `checkpoint-2000-keep` the user made in `output_dir` was
+    deleted with the old checkpoints."""
+    if save_total_limit is None or save_total_limit <= 0:
+        return
+    folders = [(int(_CHECKPOINT.match(path.name).group(1)), path) for path in checkpoint_folders(output_dir)]
+    if len(folders) <= save_total_limit:
+        return
+    times = {path: path.stat().st_mtime for _, path in folders}
+    by_time = max(times.values()) - min(times.values()) >= 1.0
+    ordered = [path for _, path in sorted(folders, key=lambda item: (times[item[1]], item[0]) if by_time else item[0])]
+    protected = {ordered[-1].resolve(), *(Path(path).resolve() for path in keep if path)}
+    remaining = len(ordered)
+    for path in ordered:
+        if remaining <= max(save_total_limit, len(protected)):
+            break
+        if path.resolve() not in protected:
+            logger.info("deleting %s (save_total_limit=%d)", path, save_total_limit)
+            shutil.rmtree(path, ignore_errors=True)
+            remaining -= 1
+
+
 # ---- manifests ----
 # Every checkpoint carries a manifest written when it was saved: the size and SHA-256 of every file in it. A
 # checkpoint is resumed only when each file is there with its recorded size and hash and no other file was added,

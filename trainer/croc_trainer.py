@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from safetensors import SafetensorError
 from transformers import Trainer
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput, rotate_checkpoints
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
 
 from modeling_croc.provenance import Provenance
 
@@ -42,12 +42,14 @@ from .checkpoint_io import (
     last_complete_checkpoint,
     load_weights_into,
     promote_checkpoint,
+    rotate_checkpoints,
     write_manifest,
 )
 from .collator import DATA_REPORT_KEY
 from .croc_rng import MicroBatchDraws, mask_generator, step_draw_offsets
 from .data_report import REJECTS_FILE, DataReport
 from .metrics import CrocMetrics
+from .resume import continue_hint
 from .run_control import RunControl, RunStopped, StopSignals, TrainingDiverged, first_nonfinite_parameter
 from .run_record import ApplyAcceptedChanges, write_run_record
 from .sampler import ModalityGroupedSampler
@@ -185,7 +187,9 @@ class CrocTrainer(Trainer):
         folders = checkpoint_folders(self.args.output_dir)
         if not folders:
             return "no checkpoint was written yet (rerunning starts over)"
-        return f"the newest checkpoint is {folders[0]} (rerunning the same command resumes from it)"
+        hint = continue_hint(self.args, folders[0])
+        how = "rerunning the same command resumes from it" if hint.startswith("rerun") else hint
+        return f"the newest checkpoint is {folders[0]} ({how})"
 
     def _run_epoch(self, *args, **kwargs) -> None:
         # Resumed from the last step's checkpoint (the run was stopped while writing its final folder): the Trainer
@@ -441,8 +445,7 @@ class CrocTrainer(Trainer):
                 write_manifest(staging / name)
                 promote_checkpoint(staging / name, run_dir / name)
                 shutil.rmtree(staging)
-                rotate_checkpoints(output_dir=str(run_dir), save_total_limit=self.args.save_total_limit,
-                                   best_model_checkpoint=self.state.best_model_checkpoint, use_mtime=True)
+                rotate_checkpoints(run_dir, self.args.save_total_limit, keep=(self.state.best_model_checkpoint,))
         except (OSError, SafetensorError) as error:  # safetensors reports a full disk as its own error
             if self.args.should_save:
                 shutil.rmtree(staging, ignore_errors=True)  # give the space back; the next start would remove it

@@ -6,7 +6,9 @@ win) and holds it until it ends; a second run stops before it writes anything, w
 
 A lock outlives its run only when the run could not remove it (SIGKILL, a node lost). Such a lock is stale, and is
 taken over with a warning, when
-* it was taken on this host by a process that no longer exists (a process that exists, even suspended, keeps it);
+* it was taken on this host, in this boot and PID namespace, by a process that no longer exists (a process that
+  exists, even suspended, keeps it); a container sharing the host name (docker --network host) has its own process
+  table, so there only the heartbeat rule below applies;
 * it was taken on another host by an earlier incarnation of this Slurm job (the same `SLURM_JOB_ID` with a lower
   `SLURM_RESTART_COUNT`: Slurm runs one incarnation of a job at a time, so a requeued job never waits on itself;
   two runs inside one allocation share the job id but not a lower restart count);
@@ -52,17 +54,29 @@ class LockHolder:
     started: str
     slurm_job: str | None = None
     slurm_restart: int = 0
+    # Whose process table `pid` belongs to: the boot and the PID namespace (`_pid_namespace`). Containers that share
+    # the host name (docker --network host, Kubernetes hostNetwork) do not share one, and neither do two boots.
+    pid_namespace: str | None = None
 
     @classmethod
     def here(cls) -> LockHolder:
         restart = os.environ.get("SLURM_RESTART_COUNT", "0")
         return cls(host=socket.gethostname(), pid=os.getpid(), token=uuid.uuid4().hex,
                    started=time.strftime("%Y-%m-%d %H:%M:%S %Z"), slurm_job=os.environ.get("SLURM_JOB_ID"),
-                   slurm_restart=int(restart) if restart.isdigit() else 0)
+                   slurm_restart=int(restart) if restart.isdigit() else 0, pid_namespace=_pid_namespace())
 
     def describe(self) -> str:
         job = f", Slurm job {self.slurm_job}" if self.slurm_job else ""
         return f"process {self.pid} on {self.host}{job}, since {self.started}"
+
+
+def _pid_namespace() -> str | None:
+    """This boot's id and this process's PID namespace (Linux), or None where the system does not tell."""
+    try:
+        boot = Path("/proc/sys/kernel/random/boot_id").read_text(encoding="ascii").strip()
+        return f"{boot}:{os.stat('/proc/self/ns/pid').st_ino}"
+    except OSError:
+        return None
 
 
 def _process_exists(pid: int) -> bool:
@@ -77,7 +91,7 @@ def _process_exists(pid: int) -> bool:
 
 # The fields of a lock file and their types: anything else (a hand-edited or foreign file) is unreadable.
 _FIELD_TYPES = {"host": str, "pid": int, "token": str, "started": str, "slurm_job": (str, type(None)),
-                "slurm_restart": int}
+                "slurm_restart": int, "pid_namespace": (str, type(None))}
 
 
 def _read_holder(path: Path) -> LockHolder | None:
@@ -179,9 +193,13 @@ class OutputDirLock:
             except OSError:
                 return "the lock disappeared"
             return f"unreadable lock file, {age:.0f} s old" if age > self.heartbeat else None
-        if current.host == self.holder.host:
+        same_table = current.pid_namespace is None or self.holder.pid_namespace is None \
+            or current.pid_namespace == self.holder.pid_namespace
+        if current.host == self.holder.host and same_table:
             # On this host the process table is the truth: a holder that exists keeps the lock, suspended or not.
             return None if _process_exists(current.pid) else f"its {current.describe()} no longer exists"
+        # Another host, or another boot or PID namespace of this one (a container sharing the host name): the
+        # process table here says nothing about the holder, its heartbeat does.
         if current.slurm_job and current.slurm_job == self.holder.slurm_job \
                 and current.slurm_restart < self.holder.slurm_restart:
             return f"it was taken by an earlier incarnation of this Slurm job ({current.describe()})"

@@ -153,4 +153,19 @@ def _check_record(checkpoint: str, record: dict[str, Any], accepted: list[str]) 
         raise ConfigError(refusal)
 
 
-__all__ = ["main_process_decides", "output_dir_lock", "plan_resume"]
+def continue_hint(args, checkpoint: str | Path) -> str:
+    """How to go on from `checkpoint` (one this run wrote in `output_dir`), for the messages of a stopped run. The
+    same command resumes from the newest intact checkpoint only when it names none: with `resume_from_checkpoint`
+    set to another folder (a roll-back after a divergence) it would go back there, and a requeued job would redo the
+    same steps after every preemption; with `auto_resume=false` it would start over."""
+    explicit = args.resume_from_checkpoint
+    if isinstance(explicit, str) and Path(explicit).resolve() != Path(checkpoint).resolve():
+        return (f"continue with --resume_from_checkpoint={checkpoint} (the same command "
+                f"would go back to {explicit} and train those steps again)")
+    if explicit in (None, False) and not args.auto_resume:
+        return (f"continue with --resume_from_checkpoint={checkpoint} (with auto_resume=false the same command "
+                "would start over)")
+    return "rerun the same command to continue"
+
+
+__all__ = ["continue_hint", "main_process_decides", "output_dir_lock", "plan_resume"]

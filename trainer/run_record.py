@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -213,8 +214,18 @@ def read_run_record(folder: str | Path) -> dict[str, Any] | None:
 
 
 def write_run_record(folder: str | Path, record: dict[str, Any], **status: Any) -> None:
-    (Path(folder) / RUN_RECORD).write_text(json.dumps({**record, **status}, indent=1, sort_keys=True) + "\n",
-                                           encoding="utf-8")
+    """Write the record whole or not at all (a temporary file renamed over it): a full disk or a kill during the
+    write leaves the previous record, never a cut one, which would make the next run refuse its own folder."""
+    target = Path(folder) / RUN_RECORD
+    temporary = target.with_name(f".{RUN_RECORD}.{os.getpid()}.tmp")
+    try:
+        with temporary.open("w", encoding="utf-8") as file:
+            file.write(json.dumps({**record, **status}, indent=1, sort_keys=True) + "\n")
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)

@@ -45,7 +45,7 @@ from .model_loading import (
     load_stage_processor,
 )
 from .resolve import resolve_config
-from .resume import merged_folder, output_dir_lock, plan_resume
+from .resume import continue_hint, merged_folder, output_dir_lock, plan_resume
 from .run_control import RunPreempted, RunStopped, StopSignals
 from .run_record import build_run_record, croc_config_dict, write_run_record
 
@@ -138,9 +138,13 @@ def _run(model_args, data_args, args, stage, signals: StopSignals) -> CrocTraine
     resume_from = plan_resume(args, record)  # the checkpoint (verified, same run) or None; before the model loads
     # The run may write into output_dir from here on. Its record goes first, so whatever moment it is stopped at,
     # the folder is known as this run's (a final save cut short is rewritten by the rerun, not refused).
-    if args.process_index == 0:
-        write_run_record(args.output_dir, record, status="running")
-    training_rows.report.write_start()
+    try:
+        if args.process_index == 0:
+            write_run_record(args.output_dir, record, status="running")
+        training_rows.report.write_start()
+    except OSError as error:  # a full disk or a quota: one line, before the model loads
+        raise ConfigError(f"output_dir {args.output_dir} cannot be written ({error.strerror or error}); nothing was "
+                          "trained; free space and rerun the same command") from None
 
     _share_process_group_with_deepspeed(args)
     try:
@@ -174,9 +178,10 @@ def _run(model_args, data_args, args, stage, signals: StopSignals) -> CrocTraine
     report = training_rows.report
     if trainer.preempted:
         report.write(args.output_dir)
+        checkpoint = os.path.join(args.output_dir, f"checkpoint-{trainer.state.global_step}")
         raise RunPreempted(f"stopped by {trainer.run_control.stopped_by} after step {trainer.state.global_step}: "
-                           f"checkpoint-{trainer.state.global_step} written in {args.output_dir}; rerun the same "
-                           "command to continue")
+                           f"checkpoint-{trainer.state.global_step} written in {args.output_dir}; "
+                           f"{continue_hint(args, checkpoint)}")
     with _final_writes(trainer, "the final model folder"):
         trainer.save_model()
         trainer.save_state()

@@ -1,0 +1,128 @@
+"""Files and folders a user keeps in or around a run's folders: rotation never deletes them, a publish never uploads
+a secret among them, and a second run in another PID namespace of the same host does not take a live lock over."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from run_cases import run_argv, write_small_folder
+
+from trainer import train as train_module
+
+
+def test_rotation_keeps_folders_the_user_named_checkpoint_something(tiny_model, tmp_path):
+    out = tmp_path / "out"
+    for name in ("checkpoint-best", "checkpoint-1-keep"):
+        (out / name).mkdir(parents=True)
+        (out / name / "notes.txt").write_text("mine\n")
+        old = time.time() - 3600  # made an hour before the run: the oldest folders by modification time
+        os.utime(out / name, (old, old))
+    data = write_small_folder(tmp_path / "data")
+    train_module.main(run_argv("stage1_5.yaml", out, tiny_model, data, "--max_steps=2", "--save_strategy=steps",
+                               "--save_steps=1", "--save_total_limit=1", "--pool_calibration_images=4"))
+    assert (out / "checkpoint-best" / "notes.txt").is_file()
+    assert (out / "checkpoint-1-keep" / "notes.txt").is_file()
+    assert (out / "checkpoint-2").is_dir() and not (out / "checkpoint-1").exists()  # rotation still rotates
+
+
+def test_a_private_key_or_credential_in_the_upload_set_is_found(tmp_path):
+    from modeling_croc.publishing import SECRET, scan_upload_set
+
+    files = {
+        "id_ed25519": "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ\n"
+                      "-----END OPENSSH PRIVATE KEY-----\n",
+        "server.pem": "-----BEGIN RSA PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSj\n",
+        "launch.sh": "export WANDB_API_KEY=3f2a9c0d1e4b5a6978877665544332211aabbccd\ntorchrun -m trainer.train\n",
+        "keys.json": '{"AWS_SECRET_ACCESS_KEY": "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "id": "AKIAIOSFODNN7EXAMPLE"}',
+        "run.ipynb": '{"outputs": [{"text": "GITHUB_TOKEN ghp_' + "a1B2" * 9 + '"}]}',
+    }
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    found = scan_upload_set(tmp_path, sorted(files), user_name="nobody-here")
+    assert {finding.file for finding in found if finding.kind == SECRET} == set(files)
+    assert not any("3f2a9c0d" in finding.text or "wJalrX" in finding.text for finding in found)  # not quoted again
+    # Look-alikes stay clean: a public key, a tokenizer's words, code naming the variables without a value.
+    (tmp_path / "clean.py").write_text('PUBLIC = "-----BEGIN PUBLIC KEY-----"\nkey = os.environ["WANDB_API_KEY"]\n'
+                                       'MAX_TOKEN_PASSWORD = 8\n# sk-learn, ghp_ and AKIA are prefixes\n')
+    assert scan_upload_set(tmp_path, ["clean.py"], user_name="nobody-here") == []
+
+
+def test_a_live_lock_from_another_pid_namespace_of_this_host_is_not_taken_over(tmp_path):
+    """Containers sharing the host name (docker --network host) have their own process tables: a holder's pid that
+    does not exist here says nothing about it; its heartbeat does. A lock written before this field existed keeps
+    the old rule."""
+    import json
+    import socket
+
+    import pytest
+
+    from trainer.output_lock import LOCK_FILE, LockHolder, OutputDirLock, OutputDirLocked
+
+    dead = 2**22 + 12345  # over any pid_max default: no such process here
+    other_container = {**LockHolder.here().__dict__, "pid": dead, "token": "live-elsewhere",
+                       "pid_namespace": "another-boot-or-namespace:4026532999"}
+    (tmp_path / LOCK_FILE).write_text(json.dumps(other_container))
+    with pytest.raises(OutputDirLocked, match=f"in use by process {dead} on {socket.gethostname()}"):
+        OutputDirLock(tmp_path).acquire()
+    old = time.time() - 3600
+    os.utime(tmp_path / LOCK_FILE, (old, old))  # its heartbeat stopped an hour ago: stale
+    OutputDirLock(tmp_path).acquire().release()
+    older_format = {key: value for key, value in other_container.items() if key != "pid_namespace"}
+    (tmp_path / LOCK_FILE).write_text(json.dumps(older_format))
+    OutputDirLock(tmp_path).acquire().release()  # same host, no such process: taken over at once, as before
+
+
+def test_a_stopped_run_says_how_to_continue_when_the_same_command_would_not(tmp_path):
+    from types import SimpleNamespace
+
+    from trainer.resume import continue_hint
+
+    newest = tmp_path / "out" / "checkpoint-4"
+    rolled_back = SimpleNamespace(resume_from_checkpoint=str(tmp_path / "out" / "checkpoint-1"), auto_resume=True)
+    assert continue_hint(rolled_back, newest).startswith(f"continue with --resume_from_checkpoint={newest} ")
+    no_auto = SimpleNamespace(resume_from_checkpoint=None, auto_resume=False)
+    assert continue_hint(no_auto, newest).startswith(f"continue with --resume_from_checkpoint={newest} ")
+    for args in (SimpleNamespace(resume_from_checkpoint=None, auto_resume=True),
+                 SimpleNamespace(resume_from_checkpoint=True, auto_resume=False),
+                 SimpleNamespace(resume_from_checkpoint=str(newest), auto_resume=True)):
+        assert continue_hint(args, newest) == "rerun the same command to continue"
+
+
+def test_a_record_write_that_fails_leaves_the_previous_record_whole(tmp_path):
+    """A full disk at the write of croc_run.json (simulated by a file-size limit of 1 KiB, the record is larger)
+    leaves the previous record, not a cut one that makes the next run refuse its own output_dir."""
+    import json
+    import resource
+    import subprocess
+    import sys
+
+    from trainer.run_record import RUN_RECORD, read_run_record, write_run_record
+
+    record = {"format": 1, "stage": "1.5", "rows": ["x" * 40] * 60}  # about 3 KiB
+    write_run_record(tmp_path, record, status="running")
+    script = ("import sys; from trainer.run_record import write_run_record; "
+              "write_run_record(sys.argv[1], {'format': 1, 'stage': '1.5', 'rows': ['y' * 40] * 60}, status='finished')")
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1024, 1024))
+
+    done = subprocess.run([sys.executable, "-c", script, str(tmp_path)], preexec_fn=limit, capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    assert done.returncode != 0 and "File too large" in done.stderr
+    assert read_run_record(tmp_path) == {**record, "status": "running"}
+    assert json.loads((tmp_path / RUN_RECORD).read_text())["status"] == "running"
+    assert sorted(path.name for path in tmp_path.iterdir()) == [RUN_RECORD]  # no temporary file left
+
+
+def test_a_full_disk_at_the_start_is_one_line(tiny_model, tmp_path, monkeypatch, no_model_load):
+    from run_cases import cli_error
+
+    def full(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(train_module, "write_run_record", full)
+    data = write_small_folder(tmp_path / "data")
+    message = cli_error(run_argv("stage1_5.yaml", tmp_path / "out", tiny_model, data, "--max_steps=2"), monkeypatch)
+    assert message.startswith(f"configuration error: output_dir {tmp_path / 'out'} cannot be written (No space left "
+                              "on device)"), message
