@@ -36,6 +36,10 @@ class CrocInternVLProcessor(InternVLProcessor):
         tiles = max_patches + 1 if processor.crop_to_patches and max_patches > 1 else 1
         return tiles * int(self.image_seq_length)
 
+    # What stage 1.5 matches against the pool (`trainer.model_loading.fit_images_to_pool`): an image's whole
+    # expansion is visual tokens.
+    max_visual_tokens = num_image_tokens
+
     def limit_visual_tokens(self, max_tokens: int) -> None:
         """Tile images into fewer tiles, so that an image has at most `max_tokens` placeholders (one tile at least:
         then images are not tiled); larger limits than the current one change nothing."""

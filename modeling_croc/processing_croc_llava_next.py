@@ -25,5 +25,9 @@ class CrocLlavaNextProcessor(LlavaNextProcessor):
                    for grid_height, grid_width in self.image_processor.image_grid_pinpoints)
         return most - 1 if self.vision_feature_select_strategy == "default" else most
 
+    # What stage 1.5 matches against the pool (`trainer.model_loading.fit_images_to_pool`): an image's whole
+    # expansion is visual tokens.
+    max_visual_tokens = num_image_tokens
+
 
 __all__ = ["CrocLlavaNextProcessor"]

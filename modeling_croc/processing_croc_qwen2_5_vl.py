@@ -28,6 +28,10 @@ class CrocQwen2_5_VLProcessor(Qwen2_5_VLProcessor):
         window = processor.patch_size * processor.merge_size
         return max(1, int(processor.size["longest_edge"]) // window**2)
 
+    # What stage 1.5 matches against the pool (`trainer.model_loading.fit_images_to_pool`): an image's whole
+    # expansion is visual tokens.
+    max_visual_tokens = num_image_tokens
+
     def limit_visual_tokens(self, max_tokens: int) -> None:
         """Resize images to at most `max_tokens` merged visual tokens (the image processor's largest size, in
         pixels, becomes `max_tokens` merge windows); larger limits than the current one change nothing."""

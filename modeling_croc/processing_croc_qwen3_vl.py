@@ -28,6 +28,7 @@ class CrocQwen3VLProcessor(Qwen3VLProcessor):
     # before its image is read), and the bound that keeps every image within `max_tokens` merged tokens
     # (`trainer.model_loading.fit_images_to_pool`): Qwen2.5-VL's, which read only the image processor.
     num_image_tokens = CrocQwen2_5_VLProcessor.num_image_tokens
+    max_visual_tokens = CrocQwen2_5_VLProcessor.max_visual_tokens
     limit_visual_tokens = CrocQwen2_5_VLProcessor.limit_visual_tokens
 
 

@@ -58,5 +58,9 @@ class CrocSmolVLMProcessor(SmolVLMProcessor):
             views = side * side + 1 if side > 1 else 1
         return views * int(self.image_seq_len)
 
+    # What stage 1.5 matches against the pool (`trainer.model_loading.fit_images_to_pool`): an image's whole
+    # expansion is visual tokens.
+    max_visual_tokens = num_image_tokens
+
 
 __all__ = ["CrocSmolVLMProcessor"]

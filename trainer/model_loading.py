@@ -48,7 +48,7 @@ def load_stage_processor(model_args: ModelArguments, args: CrocTrainingArguments
                                         image_aspect_ratio=args.image_aspect_ratio)
     else:
         processor = load_croc_processor(model_args.name_or_path, image_aspect_ratio=args.image_aspect_ratio)
-        if hasattr(processor, "num_image_tokens"):  # variable counts: bounded by (or checked against) the pool
+        if hasattr(processor, "max_visual_tokens"):  # a count per image: bounded by (or checked against) the pool
             config = read_croc_config(model_args.name_or_path, croc_fields=args.croc_fields)
             if config is not None:
                 fit_images_to_pool(processor, config)
@@ -64,9 +64,8 @@ def fit_images_to_pool(processor, config) -> None:
     line (`ConfigError`)."""
     if not (config.croc_pretraining and config.token_matching == "hungarian"):
         return
-    # The visual tokens of the largest image (`num_image_tokens` where the processor's expansion holds only them).
-    most = getattr(processor, "max_visual_tokens", None) or getattr(processor, "num_image_tokens", None)
-    if most is None or config.num_masked_tokens(int(most)) <= config.prompt_pool_size:
+    most = int(processor.max_visual_tokens)
+    if config.num_masked_tokens(most) <= config.prompt_pool_size:
         return
     limit = getattr(processor, "limit_visual_tokens", None)
     if limit is None:  # AnyRes grids: no smaller image size without changing the model
