@@ -1,7 +1,7 @@
 """`CONFIG.yaml [--key=value ...]` -> (ModelArguments, DataArguments, CrocTrainingArguments).
 
 The YAML's top level holds `CrocTrainingArguments` fields plus two sections, `model:` and `data:`. Overrides use
-the same names: `--learning_rate=2e-5`, `--model.name_or_path=DIR`, `--data.path=FILE` (a `model`/`data` key that
+the same names: `--language_model_lr=2e-5`, `--model.name_or_path=DIR`, `--data.path=FILE` (a `model`/`data` key that
 is not also a training key may drop its prefix). `--key value` and a bare `--flag` (= true) work too. Values are
 read as YAML and then converted to the field's type, so `2e-5` is a float and `{a: 1}` a dict.
 
@@ -72,7 +72,7 @@ def help_text(width: int = 100) -> str:
     import textwrap
 
     intro = ("Train one Croc stage. The YAML's top level holds the training keys, and `model:` / `data:` sections "
-             "the others; every key can be overridden on the command line (--learning_rate=2e-5, "
+             "the others; every key can be overridden on the command line (--language_model_lr=2e-5, "
              "--model.name_or_path=DIR, --data.path=FILE; values are read as YAML). Stage defaults (learning "
              "rates, template, model_max_length) fill what the config leaves unset.")
     lines = [USAGE, "", *textwrap.wrap(intro, width=width), ""]

@@ -24,6 +24,10 @@ from .stages import PARAMETER_GROUPS, get_stage
 
 logger = logging.getLogger(__name__)
 
+# TrainingArguments' own default: `learning_rate` given any other value is a rate the user means to train with.
+DEFAULT_LEARNING_RATE: float = TrainingArguments.__dataclass_fields__["learning_rate"].default
+
+
 def launched_world_size() -> int:
     """Processes of this run as the launchers (torchrun, accelerate, deepspeed) announce them, before any process
     group exists: what `global_batch_size` is divided by."""
@@ -224,6 +228,13 @@ class CrocTrainingArguments(TrainingArguments):
     )
 
     # ---- changed TrainingArguments defaults ----
+    learning_rate: float = field(
+        default=DEFAULT_LEARNING_RATE,
+        metadata={"help": "Fallback rate of a trained part that has no rate of its own: every part a stage trains "
+                  "gets its rate from projector_lr / prompt_pool_lr / vtr_head_lr / language_model_lr / "
+                  "vision_tower_lr, else from the stage and preset (the `learning rates:` log line says which). A "
+                  "value no part uses is refused: set the part's *_lr instead."},
+    )
     lr_scheduler_type: str = field(default="cosine", metadata={"help": "Learning-rate schedule (table 7: cosine)."})
     warmup_steps: float = field(default=0.03, metadata={"help": "Warm-up steps, or a ratio in [0, 1) (0.03)."})
     num_train_epochs: float = field(default=1.0, metadata={"help": "Epochs per stage (1)."})
@@ -364,6 +375,7 @@ class CrocTrainingArguments(TrainingArguments):
                 raise ValueError(
                     f"learning rates given for {sorted(frozen_with_lr)}, which trainable_parts leaves frozen"
                 )
+        falls_back: list[str] = []
         for group in PARAMETER_GROUPS:
             name = f"{group}_lr"
             if group not in parts:
@@ -375,8 +387,19 @@ class CrocTrainingArguments(TrainingArguments):
                     logger.warning("stage %s has no learning rate for %s; using learning_rate=%s",
                                    spec.name, group, self.learning_rate)
                     default = self.learning_rate
+                    falls_back.append(group)
                 setattr(self, name, default)
         self.trainable_parts = [group for group in PARAMETER_GROUPS if group in parts]
+        if not falls_back and self.learning_rate != DEFAULT_LEARNING_RATE:
+            # Every trained part has a rate of its own, so learning_rate reaches no parameter: a value given for it
+            # (`--learning_rate=1e-5`, as LLaVA's scripts write it) would be recorded, logged as accepted on a
+            # resume, and silently not trained with.
+            rates = ", ".join(f"{group} {getattr(self, f'{group}_lr'):g}" for group in self.trainable_parts)
+            flags = " ".join(f"--{group}_lr=..." for group in self.trainable_parts)
+            raise ValueError(
+                f"learning_rate={self.learning_rate:g} is used by no part: stage {spec.name} trains each part at its "
+                f"own rate ({rates}); set those instead ({flags})"
+            )
 
     @property
     def group_learning_rates(self) -> dict[str, float]:

@@ -119,6 +119,18 @@ def test_stage_defaults_follow_paper_and_official_presets():
         _args(stage="1.5", croc_overrides={"croc_pretraining": False})
 
 
+def test_a_learning_rate_no_part_trains_with_is_refused():
+    """Every part a stage trains has a rate of its own (stage / preset / *_lr), so `learning_rate` reaches no
+    parameter: `--learning_rate=1e-3` (as LLaVA's scripts write it) once trained at the stage's rates, silently, and
+    a resume accepting a new learning_rate logged it as applied while nothing changed."""
+    with pytest.raises(ValueError, match=r"learning_rate=0.001 is used by no part: stage 2 .*--language_model_lr="):
+        _args(stage="2", learning_rate=1e-3)
+    # Where a part does fall back to it (no stage or preset rate for the tower in stage 1), it is used and kept.
+    tower = _args(stage="1", trainable_parts=["projector", "vision_tower"], learning_rate=1e-4)
+    assert tower.group_learning_rates == {"projector": 1e-3, "vision_tower": 1e-4}
+    assert _args(stage="2").learning_rate == 5e-5  # the default, unused, is not an error
+
+
 def test_arguments_from_python_mean_what_they_mean_in_yaml(monkeypatch):
     """`global_batch_size` and the other checks live in `__post_init__`: no YAML pass is needed for them."""
     assert _args(stage="1", global_batch_size=64, per_device_train_batch_size=8).gradient_accumulation_steps == 8
