@@ -107,13 +107,47 @@ def check_checkpoint_layout(path: str) -> None:
 
 
 def check_model_folders(model: dict[str, Any]) -> None:
-    """Local model folders must exist and be in a layout the trainer reads."""
+    """Local model folders must exist and be in a layout the trainer reads; a Hub id must be readable from here."""
     for key in ("name_or_path", "vision_tower", "language_model"):
         value = model.get(key)
         if key == "name_or_path" and value and _looks_local(str(value)):
             check_checkpoint_layout(str(value))
         elif value and _looks_local(str(value)) and not Path(str(value)).expanduser().exists():
             raise ConfigError(f"model.{key}: {value} does not exist")
+        elif value and not _looks_local(str(value)):
+            check_hub_model(key, str(value))
+
+
+def check_hub_model(key: str, value: str) -> None:
+    """`value` is no local folder and reads as a Hub id: fetch its config.json (the cache only, offline), so that a
+    model that cannot be had here (offline and not cached, no network, no such or a gated repository, or a local
+    folder not made yet: `outputs/croc-vicuna-7b-stage1` before stage 1 ran) is one line now, not
+    huggingface_hub's traceback once the processor loads."""
+    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
+
+    try:
+        hf_hub_download(value, "config.json")
+        return
+    except GatedRepoError:
+        why = "a gated Hub repository this machine's token may not read (accept its terms on the Hub, `hf auth login`)"
+    except RepositoryNotFoundError:
+        why = "no Hub repository of that name (or a private one this machine's token cannot read)"
+    except LocalEntryNotFoundError:
+        why = ("not in the Hub cache, and the Hub is " + ("switched off (HF_HUB_OFFLINE=1)" if constants.HF_HUB_OFFLINE
+               else "unreachable") + f": download it where there is network (`hf download {value}`) or point to a "
+               "local folder")
+    except EntryNotFoundError:  # after its subclass LocalEntryNotFoundError
+        why = "a Hub repository without a config.json, not a model"
+    except Exception as error:  # noqa: BLE001 (anything else the Hub client raises: one line, with its cause)
+        why = f"not readable from the Hub ({type(error).__name__}: {' '.join(str(error).split())[:200]})"
+    raise ConfigError(f"model.{key}: {value} is no local folder (nothing at {Path(value).expanduser().absolute()}) "
+                      f"and, as a Hub id, {why}")
 
 
 def check_quantisation(model: dict[str, Any]) -> None:

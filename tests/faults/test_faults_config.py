@@ -76,6 +76,23 @@ def test_bad_configuration_is_one_line_before_anything_loads(case, tmp_path, tin
     assert re.search(words, message), message
 
 
+@pytest.mark.parametrize("key", ["name_or_path", "vision_tower"])
+def test_a_model_that_is_no_folder_and_not_on_the_hub_here_is_one_line(key, tmp_path, tiny_model, small_data,
+                                                                        monkeypatch, nothing_loaded):
+    """The stage-1.5 YAML's `outputs/croc-vicuna-7b-stage1` before stage 1 made it (or from another working
+    folder), or a Hub id offline and not cached, reads as a Hub id: it once ended in huggingface_hub's traceback
+    when the processor loaded."""
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.chdir(tmp_path)
+    message = _error(monkeypatch, STAGE1_5, tmp_path, tiny_model, small_data,
+                     f"--model.{key}=outputs/croc-vicuna-7b-stage1")
+    assert message.startswith(f"configuration error: model.{key}: outputs/croc-vicuna-7b-stage1 is no local folder "
+                              f"(nothing at {tmp_path / 'outputs' / 'croc-vicuna-7b-stage1'}) and, as a Hub id, not "
+                              "in the Hub cache, and the Hub is switched off (HF_HUB_OFFLINE=1)"), message
+
+
 def test_broken_yaml_names_the_file_and_line(tmp_path, tiny_model, small_data, monkeypatch, nothing_loaded):
     config = tmp_path / "broken.yaml"
     config.write_text('stage: "1.5"\nmodel:\n  name_or_path: [unclosed\n')
