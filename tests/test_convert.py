@@ -242,6 +242,27 @@ def test_convert_cli_exports_to_llava(tmp_path):
     assert LlavaForConditionalGeneration.from_pretrained(tmp_path / "llava") is not None
 
 
+def test_convert_cli_never_writes_over_a_folder_that_holds_files(tmp_path):
+    """OUT was written file by file over whatever it held: a trained stage folder given as OUT kept its run record
+    and card around freshly converted weights, and a folder converted into itself lost its pool and head."""
+    from modeling_croc.convert.__main__ import main
+
+    CrocForConditionalGeneration(_config()).save_pretrained(tmp_path / "croc")
+    trained = tmp_path / "stage1_5"
+    CrocForConditionalGeneration(_config()).save_pretrained(trained)
+    before = {path.name: path.read_bytes() for path in trained.iterdir()}
+    for out, words in ((trained, "already holds files"), (tmp_path / "croc", "is the source folder itself")):
+        with pytest.raises(SystemExit, match=f"convert error: OUT {out} {words}"):
+            main(["to-llava", str(tmp_path / "croc"), str(out)])
+    assert {path.name: path.read_bytes() for path in trained.iterdir()} == before
+    with pytest.raises(SystemExit, match="is the source folder itself"):  # --overwrite does not allow that one
+        main(["to-llava", str(tmp_path / "croc"), str(tmp_path / "croc"), "--overwrite"])
+    (tmp_path / "empty").mkdir()
+    main(["to-llava", str(tmp_path / "croc"), str(tmp_path / "empty")])  # an empty folder is a new folder
+    main(["to-llava", str(tmp_path / "croc"), str(trained), "--overwrite"])
+    assert json.loads((trained / "config.json").read_text())["model_type"] == "llava"
+
+
 # --- separate parts on other backbones: SigLIP / SigLIP2 folders, Qwen and Gemma language models -----------------
 
 def _tower_folder(kind: str, path):

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
+from pathlib import Path
 
 from ..conversion import build_from_parts, convert_llava_folder, convert_original_checkpoint
 from ..presets import CROC_PRESET_NAMES
@@ -81,12 +83,36 @@ def build_parser() -> argparse.ArgumentParser:
                                  "...: no pool, no head)")
     export.add_argument("source")
     export.add_argument("out")
+    for command in (original, llava, parts, victor, export):
+        command.add_argument("--overwrite", action="store_true",
+                             help="write into OUT even when it already holds files (a model there is replaced)")
     return parser
+
+
+def output_problem(args) -> str | None:
+    """Why the conversion must not write into `args.out`, or None. OUT is written file by file over whatever is
+    there: a trained stage folder given as OUT (or a conversion of a folder into itself) would keep its run record
+    and model card and hold other weights, with nothing to say so."""
+    out = Path(args.out).expanduser()
+    for name in ("source", "vision_tower", "language_model"):
+        source = getattr(args, name, None)
+        if source and Path(source).expanduser().exists() and Path(source).expanduser().resolve() == out.resolve():
+            return f"OUT {args.out} is the {name.replace('_', ' ')} folder itself: choose a new folder"
+    if out.exists() and not out.is_dir():
+        return f"OUT {args.out} is a file"
+    if out.is_dir() and not args.overwrite and any(out.iterdir()):
+        held = sorted(path.name for path in out.iterdir())
+        return (f"OUT {args.out} already holds files ({', '.join(held[:4])}{', ...' if len(held) > 4 else ''}): "
+                "the conversion would overwrite them; choose a new or empty folder, or pass --overwrite")
+    return None
 
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
+    problem = output_problem(args)
+    if problem:
+        sys.exit(f"convert error: {problem}")
     COMMANDS[args.command](args)
     logging.getLogger(__name__).info("wrote %s", args.out)
 
