@@ -115,6 +115,9 @@ def _read_source(path: Path, data_args: DataArguments) -> tuple[datasets.Dataset
             rows = datasets.load_dataset(str(data_args.path), split="train")
             image_root = Path(data_args.image_root or (path if path.is_dir() else "."))
     except Exception as error:  # the `datasets` readers raise many types for bad files: see the docstring
+        if not path.exists():  # read as a Hub dataset id: say first that no such local path exists
+            raise DataError(f"{path} is no local folder or file (nothing at {path.expanduser().absolute()}) and, as a "
+                            f"Hub dataset id, cannot be read: {_cause(error)}") from None
         raise DataError(f"{path} cannot be read as training rows: {_cause(error)}") from None
     return _in_row_schema(rows, path), image_root.expanduser().absolute()
 

@@ -292,3 +292,14 @@ def test_a_leaking_dry_run_leaves_nothing_to_upload_by_hand(tmp_path, tiny_model
     with pytest.raises(ConfigError, match="an absolute local path in notes.md"):
         trainer_hub.hub_dry_run(trainer, dry)
     assert [p.name for p in dry.iterdir()] == [".croc-publish.json"]  # the files written went again
+
+
+def test_a_data_path_that_is_no_local_path_says_so_before_the_hub_error(tmp_path, monkeypatch):
+    """`builds/lcs558k` before the build ran (or from another folder) reads as a Hub dataset id; offline, the one line
+    says first that nothing is at that local path, not only that the Hub could not be reached."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    verdict, message = _read(Path("builds/lcs558k"))
+    assert verdict == "error", message
+    assert message.startswith(f"builds/lcs558k is no local folder or file (nothing at {tmp_path / 'builds/lcs558k'})")
