@@ -221,6 +221,8 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
         return value
     options = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union \
         else (hint,)
+    if value is False and str in options and bool not in options and name.endswith("_strategy"):
+        return "no"  # YAML reads `save_strategy: no` (and --save_strategy=no) as false: the strategy is "no"
     numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
     if str in options and numeric and not any(t in options for t in (int, float)):
         return str(value)  # `stage: 1.5` -> "1.5"

@@ -153,6 +153,39 @@ def _check_record(checkpoint: str, record: dict[str, Any], accepted: list[str]) 
         raise ConfigError(refusal)
 
 
+def finished_step(args, record: dict[str, Any], resume_from: str | None, publishes: bool) -> int | None:
+    """The step at which `output_dir` holds this very run finished (its record `finished`, this configuration, its
+    final weights there), when rerunning it would only train again, or None (decided on the main process).
+
+    A rerun of a finished run resumes, like any other: from a checkpoint at its last step it trains nothing. A run
+    that keeps no checkpoint (`save_strategy: "no"`), or whose newest is older (a Ctrl-C's), would train again from
+    the start or from there, hours on 8 GPUs; so it stops at once instead. Not when the run publishes or merges
+    after training (`publishes`: those need the trained model in memory), nor when it asks not to resume
+    (`auto_resume=false`) or names a checkpoint."""
+    if publishes or not args.auto_resume or args.resume_from_checkpoint not in (None, False):
+        return None
+
+    def decide() -> int | None:
+        output_dir = Path(args.output_dir)
+        saved = read_run_record(output_dir)
+        if saved is None or saved.get("status") != "finished" or not isinstance(saved.get("step"), int):
+            return None
+        if resume_refusal(saved, record, [], "") is not None:
+            return None
+        if not (output_dir / "config.json").is_file() or not any(
+                (output_dir / name).is_file() for name in (SAFE_WEIGHTS, SAFE_INDEX)):
+            return None
+        if resume_from is not None and _step(resume_from) >= saved["step"]:
+            return None  # resuming from the last step trains nothing: the usual path
+        return saved["step"]
+
+    return main_process_decides(args, decide)
+
+
+def _step(checkpoint: str | Path) -> int:
+    return int(Path(checkpoint).name.rsplit("-", 1)[-1])
+
+
 def continue_hint(args, checkpoint: str | Path) -> str:
     """How to go on from `checkpoint` (one this run wrote in `output_dir`), for the messages of a stopped run. The
     same command resumes from the newest intact checkpoint only when it names none: with `resume_from_checkpoint`
@@ -168,4 +201,4 @@ def continue_hint(args, checkpoint: str | Path) -> str:
     return "rerun the same command to continue"
 
 
-__all__ = ["continue_hint", "main_process_decides", "output_dir_lock", "plan_resume"]
+__all__ = ["continue_hint", "finished_step", "main_process_decides", "output_dir_lock", "plan_resume"]

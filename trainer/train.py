@@ -21,6 +21,7 @@ import logging
 import os
 import sys
 import warnings
+from pathlib import Path
 
 import transformers
 from huggingface_hub.errors import HfHubHTTPError, StrictDataclassError
@@ -45,7 +46,7 @@ from .model_loading import (
     load_stage_processor,
 )
 from .resolve import resolve_config
-from .resume import continue_hint, merged_folder, output_dir_lock, plan_resume
+from .resume import continue_hint, finished_step, merged_folder, output_dir_lock, plan_resume
 from .run_control import RunPreempted, RunStopped, StopSignals
 from .run_record import build_run_record, croc_config_dict, write_run_record
 
@@ -104,8 +105,9 @@ def format_layout(args) -> str:
             + (f"; packed (budget {args.packing_max_length})" if args.packing else ""))
 
 
-def main(argv: list[str] | None = None) -> CrocTrainer:
-    """Run the stage described by `argv` (`CONFIG.yaml [--key=value ...]`); returns the trainer after saving.
+def main(argv: list[str] | None = None) -> CrocTrainer | None:
+    """Run the stage described by `argv` (`CONFIG.yaml [--key=value ...]`); returns the trainer after saving, or None
+    when `output_dir` already holds this run finished (`trainer.resume.finished_step`: nothing is trained or written).
 
     Raises `ConfigError` / `DataError` (before the model loads), `RunPreempted` (a preemption signal: a checkpoint
     was written, rerun to continue) or `TrainingDiverged` (a non-finite step: nothing non-finite was written)."""
@@ -120,7 +122,7 @@ def main(argv: list[str] | None = None) -> CrocTrainer:
         return _run(model_args, data_args, args, stage, signals)
 
 
-def _run(model_args, data_args, args, stage, signals: StopSignals) -> CrocTrainer:
+def _run(model_args, data_args, args, stage, signals: StopSignals) -> CrocTrainer | None:
     # Everything about the data is decided before anything heavy loads: the rows are read and validated, then fitted
     # to model_max_length with the stage's tokenizer (no weights), each one trained whole, cut, or rejected.
     processor = load_stage_processor(model_args, args)
@@ -136,6 +138,11 @@ def _run(model_args, data_args, args, stage, signals: StopSignals) -> CrocTraine
     record = build_run_record(model_args, data_args, args, croc_config, train_dataset.rows,
                               training_rows.start_rejections)
     resume_from = plan_resume(args, record)  # the checkpoint (verified, same run) or None; before the model loads
+    done = finished_step(args, record, resume_from, bool(args.push_to_hub or args.hub_dry_run or model_args.use_peft))
+    if done is not None:
+        logger.info("%s holds this run, finished at step %d: nothing to train (another configuration is refused; "
+                    "another output_dir trains anew)", args.output_dir, done)
+        return None
     # The run may write into output_dir from here on. Its record goes first, so whatever moment it is stopped at,
     # the folder is known as this run's (a final save cut short is rewritten by the rerun, not refused).
     try:
@@ -201,9 +208,12 @@ def _run(model_args, data_args, args, stage, signals: StopSignals) -> CrocTraine
         try:
             push(trainer)
         except (OSError, ValueError, HfHubHTTPError) as error:
+            # A rerun pushes after resuming from the last step's checkpoint; without one it would train again.
+            last = Path(args.output_dir) / f"checkpoint-{trainer.state.global_step}"
+            rerun = ", or rerun the same command (it trains nothing more)" if last.is_dir() else ""
             raise RunStopped(f"the push to {args.hub_model_id or 'the Hub'} failed ({type(error).__name__}: "
                              f"{error}); the trained model is complete in {args.output_dir}: push it later with "
-                             "`hf upload`, or rerun the same command (it trains nothing more)") from None
+                             f"`hf upload`{rerun}") from None
     return trainer
 
 

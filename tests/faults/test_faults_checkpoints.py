@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,8 @@ import pytest
 import torch
 from fault_cases import corrupt_jpeg, image_row, text_row, write_good_image
 from safetensors.torch import load_file
+
+from trainer.cli import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
 STAGE1_5 = REPO / "trainer" / "configs" / "cpu_tiny" / "stage1_5.yaml"
@@ -166,3 +169,30 @@ def test_the_best_checkpoint_is_recorded_where_it_is_renamed_to(tmp_path):
     holder.state.best_model_checkpoint = str(tmp_path / "checkpoint-2")  # an earlier, already renamed one
     assert not CrocTrainer._fix_best_checkpoint_path(holder, staging, tmp_path)
     assert holder.state.best_model_checkpoint == str(tmp_path / "checkpoint-2")
+
+
+@pytest.mark.parametrize("saves", ["no", "older"])
+def test_rerunning_a_finished_run_without_a_last_checkpoint_trains_nothing(tiny_model, tmp_path, saves):
+    """A finished run that keeps no checkpoint (`save_strategy: "no"`), or whose newest is older than its last step,
+    would train again from the start or from there: the rerun of the same command stops at once, writing nothing;
+    another configuration in that folder is still refused."""
+    from trainer import train as train_module
+
+    for i in range(6):
+        write_good_image(tmp_path / "data" / f"{i}.png", (40 * i, 90, 160))
+    rows = [image_row(f"img-{i}", f"{i}.png") for i in range(6)] + [text_row(f"text-{i}") for i in range(6)]
+    (tmp_path / "data" / "rows.json").write_text(json.dumps(rows))
+    out = tmp_path / "out"
+    argv = [str(STAGE1_5), f"--model.name_or_path={tiny_model}", f"--data.path={tmp_path / 'data' / 'rows.json'}",
+            f"--output_dir={out}", "--disable_tqdm=true", "--per_device_train_batch_size=4",
+            "--global_batch_size=4", "--max_steps=3"]
+    argv += ["--save_strategy=no"] if saves == "no" else ["--save_strategy=steps", "--save_steps=2"]
+    assert train_module.main(argv).state.global_step == 3
+    if saves == "older":  # the newest checkpoint older than the last step (a Ctrl-C's, in a run saving none)
+        shutil.rmtree(out / "checkpoint-3")
+    assert sorted(path.name for path in out.glob("checkpoint-*")) == ([] if saves == "no" else ["checkpoint-2"])
+    written = {path: path.stat().st_mtime_ns for path in out.rglob("*") if path.is_file()}
+    assert train_module.main(argv) is None
+    assert {path: path.stat().st_mtime_ns for path in out.rglob("*") if path.is_file()} == written
+    with pytest.raises(ConfigError, match="cannot continue with this configuration"):
+        train_module.main(argv + ["--seed=7"])

@@ -47,6 +47,15 @@ def test_overrides_are_typed_and_sectioned(tmp_path, data_dir):
     assert raw["training"]["bf16"] is False
 
 
+def test_a_strategy_of_no_written_unquoted_is_the_strategy_no(tmp_path):
+    """YAML reads `no` as false: `save_strategy: no` in a file, or `--save_strategy=no`, means the strategy "no"."""
+    config = tmp_path / "stage.yaml"
+    config.write_text((CONFIGS / "stage1_5.yaml").read_text() + "\neval_strategy: no\n")
+    raw = load_raw_config([str(config), "--save_strategy=no", "--logging_strategy=no"])
+    assert [raw["training"][f"{name}_strategy"] for name in ("save", "eval", "logging")] == ["no", "no", "no"]
+    assert load_raw_config([str(CONFIGS / "stage1_5.yaml"), "--bf16=no"])["training"]["bf16"] is False
+
+
 @pytest.mark.parametrize(
     "argv_tail, message",
     [
