@@ -504,7 +504,7 @@ def check_language_model_part(model_args: Any) -> None:
         config = AutoConfig.from_pretrained(folder)
         with torch.device("meta"), no_init_weights():
             AutoModelForCausalLM.from_config(config, attn_implementation=attn_implementation)
-    except (ValueError, ImportError) as error:
+    except (ValueError, ImportError, OSError) as error:
         raise _config_error(f"model.attn_implementation={attn_implementation} with model.language_model="
                             f"{model_args.language_model}: {' '.join(str(error).split())}") from None
 

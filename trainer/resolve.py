@@ -133,7 +133,11 @@ def language_model_config(model_args: ModelArguments, config):
             return None
         from transformers import AutoConfig
 
-        return AutoConfig.from_pretrained(folder)
+        try:
+            return AutoConfig.from_pretrained(folder)
+        except (ValueError, OSError) as error:  # an unknown model_type, custom code, a config.json that does not parse
+            raise ConfigError(f"model.language_model={model_args.language_model}: "
+                              f"{' '.join(str(error).split())}") from None
     return None if config is None else config.text_config
 
 

@@ -417,3 +417,29 @@ def test_croc_split_falls_back_for_a_soft_capped_llm_given_as_a_part(tmp_path, d
     LlamaConfig(vocab_size=32000, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
                 num_key_value_heads=4).save_pretrained(llm_dir)
     assert resolve_config(argv).model.attn_implementation == "croc_split"
+
+
+@pytest.mark.parametrize("config_text, message", [
+    ('{"model_type": "not_a_model"}', "does not recognize this architecture"),
+    ('{"model_type": "my_llm", "auto_map": {"AutoConfig": "configuration_my_llm.MyConfig"}}', "custom code"),
+    ("{not json", "not a valid JSON file"),
+])
+def test_a_language_model_part_whose_config_cannot_be_read_is_one_line(tmp_path, data_dir, config_text, message):
+    """Stage 1 from separate parts reads the LLM folder's config before the load (the croc_split fallback, the
+    attention check): a config transformers cannot read is a one-line ConfigError naming model.language_model, not
+    a traceback from `resolve_config`."""
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    from croc_testing.tiny import tiny_croc_processor
+    from trainer import resolve_config
+
+    clip_dir, llm_dir = tmp_path / "clip", tmp_path / "llm"
+    CLIPVisionModel(CLIPVisionConfig(hidden_size=24, intermediate_size=48, num_hidden_layers=1,
+                                     num_attention_heads=4, image_size=56, patch_size=14)).save_pretrained(clip_dir)
+    tiny_croc_processor().image_processor.save_pretrained(clip_dir)
+    llm_dir.mkdir()
+    (llm_dir / "config.json").write_text(config_text)
+    argv = [str(CONFIGS / "stage1.yaml"), f"--data.path={data_dir / 'captions.json'}", f"--output_dir={tmp_path / 'out'}",
+            "--model.name_or_path=null", f"--model.vision_tower={clip_dir}", f"--model.language_model={llm_dir}"]
+    with pytest.raises(ConfigError, match=f"model.language_model={llm_dir}: .*{message}"):
+        resolve_config(argv)
