@@ -38,17 +38,18 @@ def _load_kwargs(model_args: ModelArguments) -> dict:
     return kwargs
 
 
-def load_stage_processor(model_args: ModelArguments, args: CrocTrainingArguments):
+def load_stage_processor(model_args: ModelArguments, args: CrocTrainingArguments, bound_to_pool: bool = True):
     """The stage's processor (its template's chat template, images prepared the stage's way) from the configs and
     tokenizer of the model source alone, no weights: what the run's rows are tokenised and checked with before the
-    model loads."""
+    model loads. `bound_to_pool=False`: without stage 1.5's bound on image sizes (`fit_images_to_pool`), as the
+    source has them: what the model is saved with."""
     if model_args.vision_tower:
         processor = load_croc_processor(vision_tower=model_args.vision_tower,
                                         language_model=model_args.language_model,
                                         image_aspect_ratio=args.image_aspect_ratio)
     else:
         processor = load_croc_processor(model_args.name_or_path, image_aspect_ratio=args.image_aspect_ratio)
-        if hasattr(processor, "max_visual_tokens"):  # a count per image: bounded by (or checked against) the pool
+        if bound_to_pool and hasattr(processor, "max_visual_tokens"):  # a count per image: fit to the pool
             config = read_croc_config(model_args.name_or_path, croc_fields=args.croc_fields)
             if config is not None:
                 fit_images_to_pool(processor, config)

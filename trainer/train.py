@@ -129,6 +129,10 @@ def _run(model_args, data_args, args, stage, signals: StopSignals) -> CrocTraine
     if processor is None:
         raise ConfigError(f"{model_args.name_or_path} has no processor (tokenizer and image processor files); save "
                           "the processor into the model folder")
+    # Stage 1.5's bound on image sizes serves its one-to-one matching only: checkpoints and the final folder keep the
+    # source's sizes, so stage 2 and inference from them see images as the model family does.
+    saved_processor = (load_stage_processor(model_args, args, bound_to_pool=False)
+                       if hasattr(processor, "limit_visual_tokens") else processor)
     training_rows = load_training_rows(data_args, args, image_processor=processor.image_processor)
     train_dataset = build_train_dataset(training_rows, processor, args, num_proc=data_args.num_proc)
     try:
@@ -175,7 +179,7 @@ def _run(model_args, data_args, args, stage, signals: StopSignals) -> CrocTraine
         train_dataset=train_dataset,
         data_collator=build_collator(processor, packing=args.packing, packing_max_length=args.packing_max_length,
                                      report_rows=True),
-        processing_class=processor,
+        processing_class=saved_processor,
         provenance=run_provenance(model_args, data_args),
         data_report=training_rows.report,
         run_record=record,

@@ -100,3 +100,22 @@ def test_images_are_bounded_so_their_masked_tokens_fit_the_pool():
     assert processor.max_visual_tokens == 9 and config.num_masked_tokens(9) <= 8
     inputs = processor(text=["[IMG]"], images=[Image.new("RGB", (64, 64))], return_tensors="pt")
     assert int((inputs["input_ids"] == processor.image_token_id).sum()) == 9
+
+
+def test_the_pool_bound_trains_stage_1_5_but_the_saved_processor_keeps_the_sources_sizes(mistral3_folder, data_dir,
+                                                                                           tmp_path):
+    """Stage 1.5 bounds images to its pool (8 tokens: 9 visual tokens at most) for its matching; its checkpoints and
+    final folder keep the source's `longest_edge`, so stage 2 and inference from them see the images at full size."""
+    import json
+
+    from trainer_helpers import run_stage
+
+    out = tmp_path / "stage1_5"
+    run_stage("stage1_5_mistral3.yaml", out, f"--model.name_or_path={mistral3_folder}",
+              f"--data.path={data_dir / 'detailed.json'}", "--max_steps=1", "--croc_overrides={prompt_pool_size: 8}",
+              "--pool_calibration_images=4", "--save_strategy=steps", "--save_steps=1")
+
+    def longest_edge(folder):
+        return json.loads((folder / "processor_config.json").read_text())["image_processor"]["size"]["longest_edge"]
+
+    assert longest_edge(out) == longest_edge(out / "checkpoint-1") == longest_edge(mistral3_folder)
