@@ -608,10 +608,10 @@ class CrocForConditionalGenerationMixin:
                 `image_sizes`, `image_grid_thw`, ...), passed on to the base model; the loss reads
                 `num_items_in_batch` from them.
         """
-        # Generation never takes the stage-1.5 path: inside `generate` (with or without a cache), or any forward
-        # continuing a cache (a decoding loop of its own).
-        generating = getattr(self, "_croc_generating", False) or any(isinstance(value, Cache)
-                                                                      for value in kwargs.values())
+        # Generation never takes the stage-1.5 path: inside `generate` (with or without a cache), or a forward given
+        # a cache and no labels (a decoding loop of its own). A training forward with a cache (prefix tuning) keeps it.
+        generating = getattr(self, "_croc_generating", False) or (
+            labels is None and any(isinstance(value, Cache) for value in kwargs.values()))
         croc_objectives = self.croc_objectives_on(croc_objectives, generating=generating)
         skip_logits = kwargs.pop("skip_logits", None)  # the Trainer's, for `use_liger_kernel`: read by the head only
         outputs = self.model(

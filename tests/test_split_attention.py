@@ -353,6 +353,21 @@ def test_generate_in_train_mode_runs_the_plain_model(attn):
                                                   cache_implementation="static"), expected)
 
 
+def test_a_training_forward_given_a_cache_keeps_the_objectives():
+    """A labelled train-mode forward with a cache (PEFT's prefix tuning passes one) is training, not generation: the
+    stage-1.5 path runs, with the loss of the same forward without the cache."""
+    from transformers import DynamicCache
+
+    model, _ = _pair(_config("llama", "clip", croc_pretraining=True))
+    batch = make_batch(model.config, rows=2, left_pad=2)
+    model.train()
+    plain = model(**batch, croc_generator=torch.Generator().manual_seed(0))
+    cached = model(**batch, cache=DynamicCache(config=model.config.text_config),
+                   croc_generator=torch.Generator().manual_seed(0))
+    assert cached.vtr_loss is not None and torch.equal(cached.replaced_token_mask, plain.replaced_token_mask)
+    assert torch.allclose(cached.loss, plain.loss)
+
+
 def test_gemma3_stage_2_split_keeps_gemma3s_image_blocks():
     """Gemma 3's own forward makes each image's tokens bidirectional (`token_type_ids`); a stage-2 training forward
     on croc_split computes the same attention as on sdpa, as its inference does."""
