@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from .checkpoint_io import SAFE_INDEX, SAFE_WEIGHTS, checkpoint_folders, checkpoint_problem
 from .cli import ConfigError
 from .output_lock import OutputDirLock, OutputDirLocked
-from .run_record import read_run_record, resume_refusal
+from .run_record import computation_changes, read_run_record, resume_refusal
 
 logger = logging.getLogger(__name__)
 
@@ -151,6 +151,11 @@ def _check_record(checkpoint: str, record: dict[str, Any], accepted: list[str]) 
     refusal = resume_refusal(saved, record, accepted, Path(checkpoint).name)
     if refusal is not None:
         raise ConfigError(refusal)
+    changed = computation_changes(saved)
+    if changed is not None:
+        logger.warning("%s was written by an earlier version of this trainer; from the resumed step on, this version "
+                       "computes differently: %s (the loss curve goes on, not as the earlier version would have "
+                       "drawn it)", checkpoint, changed)
 
 
 def finished_step(args, record: dict[str, Any], resume_from: str | None, publishes: bool) -> int | None:

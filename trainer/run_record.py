@@ -37,6 +37,15 @@ logger = logging.getLogger(__name__)
 
 RUN_RECORD = "croc_run.json"
 RECORD_FORMAT = 1
+# What a training step computes, versioned: a change to it that no configuration key shows (a fix) gets a new
+# version and its line here, and a resume from a checkpoint of an earlier version says what differs from the
+# resumed step on (`computation_changes`). A record without the key is version 1.
+COMPUTATION = 2
+COMPUTATION_CHANGES: dict[int, str] = {
+    2: "the masks of images with different token counts (one uniform per visual token: the earlier draw reused "
+       "uniforms across micro-batches and processes), Gemma 3's bidirectional image blocks under croc_split in "
+       "stages 1 and 2, and Mistral 3 images bounded to fit the pool in stage 1.5",
+}
 
 # Keys of the record a resume cannot change: the run would no longer be the one its checkpoint continues.
 FIXED: dict[str, str] = {
@@ -201,7 +210,16 @@ def build_run_record(model_args, data_args, args, croc_config: dict[str, Any] | 
         "adam_epsilon": args.adam_epsilon,
         "max_grad_norm": args.max_grad_norm,
     }
-    return {"format": RECORD_FORMAT, **_canonical(record), START_REJECTIONS: start_rejections or {}}
+    return {"format": RECORD_FORMAT, "computation": COMPUTATION, **_canonical(record),
+            START_REJECTIONS: start_rejections or {}}
+
+
+def computation_changes(saved: dict[str, Any]) -> str | None:
+    """What this version computes differently from the one that wrote `saved` (a checkpoint's record), or None."""
+    written = saved.get("computation", 1)
+    if not isinstance(written, int) or isinstance(written, bool) or written >= COMPUTATION:
+        return None
+    return "; ".join(COMPUTATION_CHANGES[version] for version in range(written + 1, COMPUTATION + 1))
 
 
 def read_run_record(folder: str | Path) -> dict[str, Any] | None:

@@ -126,3 +126,22 @@ def test_a_full_disk_at_the_start_is_one_line(tiny_model, tmp_path, monkeypatch,
     message = cli_error(run_argv("stage1_5.yaml", tmp_path / "out", tiny_model, data, "--max_steps=2"), monkeypatch)
     assert message.startswith(f"configuration error: output_dir {tmp_path / 'out'} cannot be written (No space left "
                               "on device)"), message
+
+
+def test_a_resume_from_an_earlier_versions_checkpoint_says_what_now_computes_differently(tmp_path, caplog):
+    """A fix that changes what a step computes (not a configuration key) is versioned in the record: resuming a
+    checkpoint written before it says so, naming the changes, instead of going on silently off the old curve."""
+    import json
+    import logging
+
+    from trainer.resume import _check_record
+    from trainer.run_record import COMPUTATION, RUN_RECORD
+
+    current = {"format": 1, "computation": COMPUTATION, "stage": "1.5"}
+    for name, saved, warned in (("old", {"format": 1, "stage": "1.5"}, True), ("new", current, False)):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / RUN_RECORD).write_text(json.dumps(saved))
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="trainer.resume"):
+            _check_record(str(tmp_path / name), current, [])
+        assert ("masks of images with different token counts" in caplog.text) is warned, caplog.text
