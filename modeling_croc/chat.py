@@ -19,7 +19,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from . import CrocForConditionalGeneration  # noqa: F401  (registers the Auto classes)
 from .constants import IMAGE_TOKEN
-from .images import load_image
+from .images import ImageFileError, load_image
 from .processing_croc import pad_colour
 
 
@@ -103,11 +103,18 @@ def main(argv: Iterable[str] | None = None) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(list(argv) if argv is not None else None)
 
-    model, processor = load(args.model_dir, args.device)
-    # Read as training reads images: transparency onto the pad colour, 16-bit grey rescaled.
-    image = (load_image(args.image, pad_colour(processor.image_processor), image_processor=processor.image_processor)
-             if args.image else None)
-    questions = [args.question] if args.question else (line.strip() for line in sys.stdin)
+    if args.question is not None and not args.question.strip():
+        raise SystemExit("chat error: --question is empty (leave it out to read questions from standard input)")
+    processor = AutoProcessor.from_pretrained(args.model_dir)
+    # Read as training reads images: transparency onto the pad colour, 16-bit grey rescaled. Before the model loads,
+    # so a missing or unreadable image costs a line, not minutes.
+    try:
+        image = (load_image(args.image, pad_colour(processor.image_processor),
+                            image_processor=processor.image_processor) if args.image else None)
+    except ImageFileError as error:
+        raise SystemExit(f"chat error: {error}") from None
+    model = AutoModelForImageTextToText.from_pretrained(args.model_dir).to(args.device).eval()
+    questions = [args.question] if args.question is not None else (line.strip() for line in sys.stdin)
     for question in questions:
         if question:
             print(answer(model, processor, image, question, args.max_new_tokens), flush=True)

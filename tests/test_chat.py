@@ -33,3 +33,17 @@ def test_text_only_question(tmp_path, sp_tokenizer):
     model, processor = load(str(folder))
     first = answer(model, processor, None, "Hello?", 3)
     assert first and first == answer(model, processor, None, "Hello?", 3)  # greedy: deterministic, non-empty
+
+
+def test_chat_cli_bad_inputs_are_one_line(tmp_path, sp_tokenizer):
+    """A missing or empty image file and an empty --question stop with one line (no traceback, no model load)."""
+    import pytest
+
+    folder = _saved_model(tmp_path, sp_tokenizer)
+    (tmp_path / "empty.png").write_bytes(b"")
+    for image, message in [(tmp_path / "missing.png", "chat error: missing_image"),
+                           (tmp_path / "empty.png", "chat error: unreadable_image")]:
+        with pytest.raises(SystemExit, match=message):
+            main([str(folder), "--image", str(image), "--question", "What colour?"])
+    with pytest.raises(SystemExit, match="chat error: --question is empty"):
+        main([str(folder), "--question", ""])

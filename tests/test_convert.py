@@ -356,3 +356,74 @@ def test_from_parts_refuses_naflex_siglip2(tmp_path, tokenizer):
                                            num_attention_heads=2)).save_pretrained(tmp_path / "naflex")
     with pytest.raises(ValueError, match="NaFlex"):
         build_from_parts(tmp_path / "naflex", tmp_path / "lm")
+
+
+def test_convert_cli_failures_are_one_line(tmp_path):
+    """A missing source folder, a plain folder given to `to-llava` and a refused export each stop with one
+    `convert error:` line (no traceback; nothing written)."""
+    from modeling_croc.convert.__main__ import main
+
+    torch.manual_seed(0)
+    CrocForConditionalGeneration(_config()).save_pretrained(tmp_path / "croc")
+    CrocForConditionalGeneration(_config(croc_preset="official")).save_pretrained(tmp_path / "official")
+    with pytest.raises(SystemExit, match="convert error: .*missing: no such folder"):
+        main(["from-original", str(tmp_path / "missing"), str(tmp_path / "out")])
+    with pytest.raises(SystemExit, match="convert error: .*normalize_visual_tokens"):
+        main(["to-llava", str(tmp_path / "official"), str(tmp_path / "refused")])
+    main(["to-llava", str(tmp_path / "croc"), str(tmp_path / "llava")])
+    with pytest.raises(SystemExit, match="convert error: .* is not a Croc folder"):
+        main(["to-llava", str(tmp_path / "llava"), str(tmp_path / "again")])
+    assert not any((tmp_path / name).exists() for name in ("out", "refused", "again"))
+
+
+def test_from_llava_keeps_the_folders_feature_select_strategy(tmp_path, tokenizer):
+    """A llava folder whose CLIP features keep the class token (`full`) converts to a processor that expands
+    `<image>` to the same count, so the model runs on its own processor's output."""
+    from PIL import Image
+
+    from modeling_croc.convert.common import add_llava_tokens, build_processor
+
+    config = _config(vision_feature_select_strategy="full")
+    torch.manual_seed(0)
+    CrocForConditionalGeneration(config).save_pretrained(tmp_path / "croc")
+    tokens = llama_sentencepiece_tokenizer(add_llava_tokens=False)
+    add_llava_tokens(tokens)
+    build_processor(tokens, None, config.vision_config, "square", "full").save_pretrained(tmp_path / "croc")
+    export_llava_folder(tmp_path / "croc", tmp_path / "llava")
+    convert_llava_folder(tmp_path / "llava", tmp_path / "back", croc_preset="paper")
+    model = CrocForConditionalGeneration.from_pretrained(tmp_path / "back").eval()
+    processor = CrocProcessor.from_pretrained(tmp_path / "back")
+    assert processor.vision_feature_select_strategy == "full"
+    inputs = processor(images=[Image.new("RGB", (64, 48), "blue")], text=["<image>\nwhat"], return_tensors="pt")
+    assert int((inputs["input_ids"] == model.config.image_token_id).sum()) == config.image_seq_length == 17  # 16 patches + CLS
+    with torch.no_grad():
+        model(**inputs)
+
+
+def test_original_layout_with_cls_patch_features_gets_a_matching_processor(tmp_path, tokenizer):
+    """`mm_vision_select_feature: cls_patch` (the class token kept) becomes the `full` strategy in the config and in
+    the processor alike, so `<image>` expands to the features' count."""
+    from PIL import Image
+
+    config = _config()
+    torch.manual_seed(4)
+    source = CrocForConditionalGeneration(config)
+    _clip_folder(config, tmp_path / "clip")
+    text = config.text_config
+    fork = {k: v for k, v in _to_fork_layout(source).items()
+            if not k.startswith(("transform_block", "model.mask_token", "model.cross"))}
+    (tmp_path / "fork").mkdir()
+    (tmp_path / "fork" / "config.json").write_text(json.dumps({
+        "model_type": "llava_llama", "hidden_size": text.hidden_size, "intermediate_size": text.intermediate_size,
+        "num_hidden_layers": text.num_hidden_layers, "num_attention_heads": text.num_attention_heads,
+        "vocab_size": 32000, "mm_vision_tower": str(tmp_path / "clip"), "mm_projector_type": "mlp2x_gelu",
+        "mm_vision_select_layer": -2, "mm_vision_select_feature": "cls_patch", "image_aspect_ratio": "pad"}))
+    torch.save(fork, tmp_path / "fork" / "pytorch_model.bin")
+    tokenizer.save_pretrained(tmp_path / "fork")
+    out = convert_original_checkpoint(tmp_path / "fork", tmp_path / "croc")
+    model = CrocForConditionalGeneration.from_pretrained(out).eval()
+    processor = CrocProcessor.from_pretrained(out)
+    assert model.config.vision_feature_select_strategy == processor.vision_feature_select_strategy == "full"
+    inputs = processor(images=[Image.new("RGB", (64, 48), "red")], text=["<image>\nwhat"], return_tensors="pt")
+    with torch.no_grad():
+        model(**inputs)

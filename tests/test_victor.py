@@ -304,5 +304,25 @@ def test_from_victor_cli_writes_a_croc_folder(tmp_path, tower_folder, tokenizer)
     assert saved["model_type"] == "croc_onevision" and saved["croc_preset"] == "victor"
     loaded = AutoModelForImageTextToText.from_pretrained(tmp_path / "croc")
     assert type(loaded) is CrocOnevisionForConditionalGeneration
-    with pytest.raises(ValueError, match="normalize_visual_tokens"):
+    with pytest.raises(SystemExit, match="convert error: .*normalize_visual_tokens"):
         main(["to-llava", str(tmp_path / "croc"), str(tmp_path / "plain")])
+
+
+def test_transformers_4_config_keeps_its_rope_theta(tmp_path, tower_folder, tokenizer):
+    """The released checkpoints' config.json comes from transformers 4.x: Qwen2.5's `rope_theta: 1000000.0` is a
+    top-level key there, not `rope_parameters`. The converted model runs the same RoPE (the same text logits)."""
+    state, text = _write_fork_checkpoint(tmp_path / "fork", tower_folder, tokenizer, "pad")
+    saved = json.loads((tmp_path / "fork" / "config.json").read_text())
+    saved.pop("rope_parameters", None)
+    saved["rope_theta"] = 1000000.0
+    (tmp_path / "fork" / "config.json").write_text(json.dumps(saved))
+    reference = Qwen2ForCausalLM(Qwen2Config(**{**text.to_dict(), "rope_parameters": {
+        "rope_type": "default", "rope_theta": 1000000.0}})).eval()
+    reference.load_state_dict({k: v for k, v in state.items()
+                               if k.startswith(("model.embed", "model.layers", "model.norm", "lm_head"))})
+    model, _ = load_croc(tmp_path / "fork", vision_tower=tower_folder)
+    assert model.config.text_config.rope_parameters["rope_theta"] == 1000000.0
+    ids = torch.arange(5, 5 + 300).remainder(400)[None]
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(input_ids=ids).logits[..., :448], reference(input_ids=ids).logits,
+                                   rtol=0, atol=0)

@@ -56,7 +56,29 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--dtype", choices=MODEL_DTYPES, default="float32")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    problem = merge_output_problem(args.adapter_dir, args.out)
+    if problem:
+        raise SystemExit(f"merge error: {problem}")
     merge_lora(args.adapter_dir, args.out, args.dtype)
+
+
+def merge_output_problem(adapter_dir: str | Path, out_dir: str | Path) -> str | None:
+    """Why the CLI must not write the merged model into `out_dir`, or None: it must be a new or empty folder, and
+    neither the run's folder nor its base model's (`--out BASE` replaced the base the adapters were trained on)."""
+    out = Path(out_dir).expanduser().resolve()
+    try:
+        base = json.loads((Path(adapter_dir) / "adapter_config.json").read_text(encoding="utf-8"))
+        base = base.get("base_model_name_or_path") if isinstance(base, dict) else None
+    except (OSError, ValueError):
+        base = None
+    for name, folder in (("LoRA run", adapter_dir), ("base model", base)):
+        if folder and Path(folder).expanduser().exists():
+            folder = Path(folder).expanduser().resolve()
+            if out == folder or folder in out.parents:
+                return f"--out {out_dir} is {'inside ' if out != folder else ''}the {name} folder {folder}: choose a new folder"
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        return f"--out {out_dir} already holds files: choose a new or empty folder (nothing was written)"
+    return None
 
 
 if __name__ == "__main__":

@@ -157,10 +157,19 @@ def install_instructions() -> str:
         transformers = f"transformers>={installed.__version__}"
     transformers = transformers.replace(" ", "")
     return (f"The folder carries its modelling code: with `pip install \"{transformers}\" pillow`, "
-            f"{LOAD_MODEL} and {LOAD_PROCESSOR} load it, whether or not the Croc package is installed (the LLaVA-1.5 "
-            "prompt is the processor's chat template). "
+            f"{LOAD_MODEL} and {LOAD_PROCESSOR} load it, whether or not the Croc package is installed (the prompt "
+            "format is the processor's chat template). "
             f"Training, conversion and evaluation need the Croc package (`{PACKAGE}`, not on PyPI): clone its "
             "repository and run `pip install .` in the clone.")
+
+
+def architecture_line(config) -> str:
+    """What the card says the model is, read from its config (the family's class, its tower and language model)."""
+    from modeling_croc.loading import croc_model_class
+
+    vision = getattr(getattr(config, "vision_config", None), "model_type", None) or "its"
+    text = config.get_text_config().model_type
+    return f"Architecture: `{croc_model_class(config).__name__}` ({vision} vision tower, {text} language model)."
 
 
 def build_model_card(trainer, model_name: str | None = None) -> ModelCard:
@@ -206,8 +215,7 @@ def build_model_card(trainer, model_name: str | None = None) -> ModelCard:
     body = [
         f"# {name}",
         "",
-        f"Croc (arXiv 2410.14332) **stage {spec.name}**: {spec.description}. LLaVA-1.5 architecture (CLIP vision "
-        "tower, 2-layer MLP projector, Llama-family LM).",
+        f"Croc (arXiv 2410.14332) **stage {spec.name}**: {spec.description}. {architecture_line(config)}",
         "",
         install_instructions(),
         "",

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from ..conversion import build_from_parts, convert_llava_folder, convert_original_checkpoint
 from ..presets import CROC_PRESET_NAMES
+from ..provenance import is_hub_id
 from .to_llava import export_llava_folder
 
 
@@ -96,6 +97,10 @@ def output_problem(args) -> str | None:
     out = Path(args.out).expanduser()
     for name in ("source", "vision_tower", "language_model"):
         source = getattr(args, name, None)
+        if source and not Path(source).expanduser().exists() and not is_hub_id(str(source)):
+            return f"{source}: no such folder (and not a Hub repository id)"
+    for name in ("source", "vision_tower", "language_model"):
+        source = getattr(args, name, None)
         if source and Path(source).expanduser().exists() and Path(source).expanduser().resolve() == out.resolve():
             return f"OUT {args.out} is the {name.replace('_', ' ')} folder itself: choose a new folder"
     if out.exists() and not out.is_dir():
@@ -113,7 +118,10 @@ def main(argv: list[str] | None = None) -> None:
     problem = output_problem(args)
     if problem:
         sys.exit(f"convert error: {problem}")
-    COMMANDS[args.command](args)
+    try:
+        COMMANDS[args.command](args)
+    except (ValueError, OSError) as error:  # a refused or unreadable source: one line, not a traceback
+        sys.exit(f"convert error: {error}")
     logging.getLogger(__name__).info("wrote %s", args.out)
 
 

@@ -43,6 +43,18 @@ def read_json(path: str | Path) -> dict:
     return json.loads(Path(path).read_text())
 
 
+# Keys of a transformers-4.x config.json (what the released forks were saved with) that transformers 5 folds into
+# `rope_parameters`: not dataclass fields any more, still accepted (and converted) by the config constructors.
+LEGACY_ROPE_KEYS = ("rope_theta", "rope_scaling")
+
+
+def text_config_fields(original: dict, config_class: type) -> dict:
+    """The entries of a fork's saved config that `config_class` (the LM's transformers 5 config) takes, the legacy
+    RoPE keys included: dropping `rope_theta` would silently run Qwen2.5's 1e6 (or Llama 3's 5e5) as 10000."""
+    fields = config_class.__dataclass_fields__
+    return {k: v for k, v in original.items() if (k in fields or k in LEGACY_ROPE_KEYS) and k != "model_type"}
+
+
 # Vision-tower model_type -> the class that reads its folder, whether it prepends a class token, its image processor.
 VISION_TOWERS: dict[str, tuple[type, bool, type]] = {
     "clip_vision_model": (CLIPVisionModel, True, CLIPImageProcessorPil),

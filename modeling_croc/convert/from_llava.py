@@ -45,7 +45,9 @@ def llava_processor(source: str | Path, config: CrocFieldsMixin):
         return None
     if not isinstance(config, CrocConfig):
         return source_processor
-    processor = build_processor(source_processor.tokenizer, None, config.vision_config)
+    # The folder's own strategy: a CLIP tower read with `full` keeps its class token, one more `<image>` token.
+    processor = build_processor(source_processor.tokenizer, None, config.vision_config,
+                                vision_feature_select_strategy=config.vision_feature_select_strategy)
     processor.image_processor = source_processor.image_processor
     return processor
 

@@ -33,6 +33,7 @@ from .common import (
     read_state_dict,
     read_vision_tower,
     renamed,
+    text_config_fields,
 )
 
 logger = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ def read_original_checkpoint(
     image_token_id, pad_token_id = add_llava_tokens(tokenizer)
     vocab_size = fit_vocabulary(state, len(tokenizer), vocab_multiple)
 
-    text_fields = {k: v for k, v in original.items() if k in LlamaConfig.__dataclass_fields__}
+    text_fields = text_config_fields(original, LlamaConfig)
     text_fields.update(vocab_size=vocab_size, pad_token_id=pad_token_id)
     croc_fields.setdefault("croc_preset", preset_for_released_model_type(original.get("model_type")))
     pool = PROMPT_POOL_PREFIX + "weight"
@@ -134,5 +135,6 @@ def read_original_checkpoint(
         else "full",
         **croc_fields,
     )
-    processor = build_processor(tokenizer, vision_folder, config.vision_config, original.get("image_aspect_ratio", "pad"))
+    processor = build_processor(tokenizer, vision_folder, config.vision_config, original.get("image_aspect_ratio", "pad"),
+                                config.vision_feature_select_strategy)
     return config, state, processor

@@ -40,6 +40,7 @@ from .common import (
     read_state_dict,
     read_vision_tower,
     renamed,
+    text_config_fields,
     vision_tower_config,
 )
 
@@ -134,7 +135,7 @@ def read_victor_checkpoint(
     tokenizer = AutoTokenizer.from_pretrained(source)
     image_token_id, pad_token_id = add_llava_tokens(tokenizer)
     vocab_size = fit_vocabulary(state, len(tokenizer), vocab_multiple)
-    text_fields = {k: v for k, v in original.items() if k in Qwen2Config.__dataclass_fields__ and k != "model_type"}
+    text_fields = text_config_fields(original, Qwen2Config)
     text_fields.update(vocab_size=vocab_size, pad_token_id=pad_token_id, rope_scaling=None)  # llava_qwen.py L53
     text_config = Qwen2Config(**text_fields)
 

@@ -66,10 +66,14 @@ def croc_to_llava(model) -> LlavaForConditionalGeneration | LlavaOnevisionForCon
 
 def export_llava_folder(croc_dir: str | Path, out_dir: str | Path) -> Path:
     """Load a Croc folder and write the equivalent plain folder (weights, config, processor files) to `out_dir`."""
-    from transformers import AutoModelForImageTextToText, AutoProcessor, LlavaProcessor
+    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor, LlavaProcessor
 
     from ..processing_croc import CrocProcessor
 
+    config = AutoConfig.from_pretrained(croc_dir)
+    if type(config) not in PLAIN_COUNTERPARTS:
+        raise ValueError(f"{croc_dir} is not a Croc folder (model_type {config.model_type!r}): nothing to export")
+    croc_config_to_llava(config)  # refuses what cannot be exported before the weights are read
     model = AutoModelForImageTextToText.from_pretrained(croc_dir)
     plain = croc_to_llava(model)
     out_dir = Path(out_dir)

@@ -41,3 +41,30 @@ def test_lora_train_and_merge(tmp_path, data_dir, stage1_dir):
         torch.testing.assert_close(again(**batch).logits, expected, rtol=1e-4, atol=1e-4)
         base = CrocForConditionalGeneration.from_pretrained(stage1_dir).eval()
         assert not torch.allclose(base(**batch).logits, expected, atol=1e-4)  # the adapters changed something
+
+
+def test_merge_cli_refuses_to_write_over_the_base_or_the_adapters(tmp_path):
+    """`python -m trainer.merge_lora RUN --out BASE` replaced the base model the adapters were trained on by the
+    merged one (and `--out RUN` the run): refused in one line, every file as it was."""
+    import json
+
+    import pytest
+    from peft import LoraConfig, get_peft_model
+
+    from croc_testing.tiny import save_tiny_croc
+    from trainer.merge_lora import main
+
+    base = save_tiny_croc(tmp_path / "base")
+    peft = get_peft_model(CrocForConditionalGeneration.from_pretrained(base),
+                          LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=False))
+    peft.save_pretrained(tmp_path / "run")
+    adapter_config = tmp_path / "run" / "adapter_config.json"
+    adapter_config.write_text(json.dumps({**json.loads(adapter_config.read_text()),
+                                          "base_model_name_or_path": str(base)}))
+    before = {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()}
+    for out in (base, tmp_path / "run", tmp_path / "run" / "merged"):
+        with pytest.raises(SystemExit, match="merge error"):
+            main([str(tmp_path / "run"), "--out", str(out)])
+    assert {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()} == before
+    main([str(tmp_path / "run"), "--out", str(tmp_path / "merged")])
+    assert (tmp_path / "merged" / "model.safetensors").is_file()

@@ -123,3 +123,26 @@ def test_the_install_line_names_the_declared_transformers_range(installed, monke
         monkeypatch.setattr(model_card.importlib.metadata, "requires", not_installed)
     install = re.search(r'pip install "(transformers[^"]*)"', model_card.install_instructions())
     assert install and Requirement(install.group(1)) == declared_requirement("transformers")
+
+
+def test_card_states_the_architecture_it_was_trained_on(tmp_path):
+    """A Qwen2.5-VL-family run's card names that family's class and parts, not LLaVA-1.5's CLIP + Llama."""
+    from types import SimpleNamespace
+
+    from croc_testing.families import save_tiny_qwen2_5_vl
+    from modeling_croc.loading import read_croc_config
+    from trainer.model_card import build_model_card
+    from trainer.stages import get_stage
+
+    config = read_croc_config(save_tiny_qwen2_5_vl(tmp_path / "qwen"))
+    args = SimpleNamespace(stage_spec=get_stage("1.5"), group_learning_rates={"projector": 1e-4}, adam_beta1=0.9,
+                           adam_beta2=0.999, weight_decay=0.0, lr_scheduler_type="cosine", warmup_steps=0,
+                           num_train_epochs=1, per_device_train_batch_size=1, gradient_accumulation_steps=1,
+                           world_size=1, model_max_length=2048, template="qwen2_vl", image_aspect_ratio="square",
+                           seed=0, hub_datasets=None, hub_license="apache-2.0", output_dir=str(tmp_path / "out"),
+                           hub_eval_results=None, trainable_parts=["projector"])
+    trainer = SimpleNamespace(args=args, croc_model=SimpleNamespace(config=config),
+                              state=SimpleNamespace(log_history=[]), provenance=Provenance())
+    body = str(build_model_card(trainer)).split("\n---\n", 1)[1]
+    assert "CrocQwen2_5_VLForConditionalGeneration" in body
+    assert "CLIP" not in body and "Llama" not in body and "LLaVA-1.5" not in body
