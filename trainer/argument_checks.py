@@ -591,6 +591,8 @@ def shortest_trainable_length(processor: Any, template: str) -> tuple[int, int] 
         sample = CrocSupervisedDataset([row], processor, template=template, model_max_length=2**31)[0]
     except DataError:  # the template supervises nothing: the data checks say so
         return None
+    except ValueError as error:  # a processor setting training cannot take (Gemma 3's pan-and-scan, no EOS token)
+        raise _config_error(f"the model's processor cannot train: {' '.join(str(error).split())}") from None
     if sample is None:
         return None
     first_answer_token = int((sample["labels"] != IGNORE_INDEX).nonzero()[0])

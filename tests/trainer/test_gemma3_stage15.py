@@ -114,3 +114,24 @@ def test_tiny_processor_round_trips(tmp_path):
     processor.save_pretrained(tmp_path)
     loaded = CrocGemma3Processor.from_pretrained(tmp_path)
     assert (loaded.image_token_id, loaded.num_image_tokens) == (processor.image_token_id, processor.num_image_tokens)
+
+
+def test_a_folder_with_pan_and_scan_on_is_one_line_before_the_model_loads(gemma_folder, data_dir, tmp_path):
+    """A Gemma 3 folder whose processor has pan-and-scan on cannot train (its crops' blocks are not rendered by the
+    training template): the run stops with one configuration line, not a traceback from the length check."""
+    import shutil
+
+    from trainer_helpers import run_stage
+
+    from trainer.cli import ConfigError
+
+    folder = tmp_path / "pan_and_scan"
+    shutil.copytree(gemma_folder, folder)
+    config_file = next(path for path in (folder / "processor_config.json", folder / "preprocessor_config.json")
+                       if path.is_file())
+    settings = json.loads(config_file.read_text())
+    (settings.get("image_processor", settings))["do_pan_and_scan"] = True
+    config_file.write_text(json.dumps(settings))
+    with pytest.raises(ConfigError, match="processor cannot train: pan-and-scan"):
+        run_stage("stage1_5_gemma3.yaml", tmp_path / "out", f"--model.name_or_path={folder}",
+                  f"--data.path={data_dir / 'detailed.json'}", "--max_steps=1")
