@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -21,6 +22,7 @@ from . import CrocForConditionalGeneration  # noqa: F401  (registers the Auto cl
 from .constants import IMAGE_TOKEN
 from .images import ImageFileError, load_image
 from .processing_croc import pad_colour
+from .provenance import is_hub_id
 
 
 def user_turn(images: Sequence[Image.Image], text: str) -> dict:
@@ -105,7 +107,12 @@ def main(argv: Iterable[str] | None = None) -> None:
 
     if args.question is not None and not args.question.strip():
         raise SystemExit("chat error: --question is empty (leave it out to read questions from standard input)")
-    processor = AutoProcessor.from_pretrained(args.model_dir)
+    if not Path(args.model_dir).expanduser().exists() and not is_hub_id(args.model_dir):
+        raise SystemExit(f"chat error: {args.model_dir}: no such folder (and not a Hub repository id)")
+    try:
+        processor = AutoProcessor.from_pretrained(args.model_dir)
+    except (OSError, ValueError) as error:  # no processor files there, the Hub not reachable, not a model folder
+        raise SystemExit(f"chat error: {args.model_dir}: {' '.join(str(error).split())[:300]}") from None
     # Read as training reads images: transparency onto the pad colour, 16-bit grey rescaled. Before the model loads,
     # so a missing or unreadable image costs a line, not minutes.
     try:

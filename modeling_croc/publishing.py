@@ -66,12 +66,22 @@ TOKEN_PATTERN = re.compile(rb"hf_[A-Za-z0-9]{30,}")
 TOKEN_ENVIRONMENT = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
 # Other secrets a user keeps next to a run (an SSH or TLS key, a launch script exporting a cloud or tracker key): the
 # scanner knows their shape, not their value. Not looked for in row values (a dataset of code may quote them).
+_SECRET_NAMES = rb"(?:API_KEY|SECRET_ACCESS_KEY|SECRET_KEY|ACCESS_TOKEN|AUTH_TOKEN|PASSWORD)"
+_SECRET_VALUE = rb"[A-Za-z0-9/+_.\-]{16,512}"
 SECRET_PATTERNS = (
     re.compile(rb"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----"),
     re.compile(rb"(?<![A-Z0-9])(?:AKIA|ASIA)[0-9A-Z]{16}(?![A-Z0-9])"),  # an AWS access key id
-    re.compile(rb"(?<![A-Za-z0-9_])gh[pousr]_[A-Za-z0-9]{36,255}"),  # a GitHub token
-    re.compile(rb"(?<![A-Za-z0-9_])[A-Z][A-Z0-9_]*(?:API_KEY|SECRET_ACCESS_KEY|SECRET_KEY|ACCESS_TOKEN|AUTH_TOKEN|"
-               rb"PASSWORD)[\"']?[ \t]*[=:][ \t]*[\"']?[A-Za-z0-9/+_.\-]{16,512}"),  # NAME=value, "NAME": "value"
+    re.compile(rb"(?<![A-Za-z0-9_])(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255})"),  # GitHub
+    # NAME=value, "NAME": "value", the name bare (API_KEY=..., PASSWORD=...) or prefixed (WANDB_API_KEY=...)
+    re.compile(rb"(?<![A-Za-z0-9_])(?:[A-Z][A-Z0-9_]*_)?" + _SECRET_NAMES + rb"[\"']?[ \t]*[=:][ \t]*[\"']?"
+               + _SECRET_VALUE),
+    # the same names in lower case as a JSON key ("api_key": "...") or a YAML / INI line (aws_secret_access_key = ...)
+    re.compile(rb"\"(?:[a-z0-9_]*_)?" + _SECRET_NAMES.lower() + rb"\"[ \t]*:[ \t]*\"" + _SECRET_VALUE + rb"\""),
+    # (not code: `password = self.raw_password` names an attribute, not a value)
+    re.compile(rb"(?m)^[ \t]*(?:[a-z0-9_]*_)?" + _SECRET_NAMES.lower() + rb"[ \t]*[:=][ \t]*[\"']?"
+               rb"(?![A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_])" + _SECRET_VALUE + rb"[\"']?[ \t]*\r?$"),
+    # a .netrc entry (wandb login writes one)
+    re.compile(rb"(?<![A-Za-z0-9_])machine[ \t\r\n]+\S+[ \t\r\n]+login[ \t\r\n]+\S+[ \t\r\n]+password[ \t\r\n]+\S{8,}"),
 )
 _MIN_SECRET_LENGTH = 8  # shorter "tokens" (an empty or placeholder value) would match everywhere
 _NAME_BYTES = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.~-+@%")
@@ -400,7 +410,9 @@ def _secret_name(match: bytes) -> str:
     text = match.decode("ascii", "replace")
     if text.startswith("-----"):
         return text
-    name = re.split(r"[\"' \t=:]", text, maxsplit=1)[0]
+    if text.startswith("machine"):
+        return " ".join(text.split()[:2]) + " ... password ..."
+    name = re.split(r"[\"' \t=:]", text.strip(" \t\"'"), maxsplit=1)[0]
     return f"{name}=..." if name != text else f"{text[:4]}...({len(text)} characters)"
 
 

@@ -47,3 +47,5 @@ def test_chat_cli_bad_inputs_are_one_line(tmp_path, sp_tokenizer):
             main([str(folder), "--image", str(image), "--question", "What colour?"])
     with pytest.raises(SystemExit, match="chat error: --question is empty"):
         main([str(folder), "--question", ""])
+    with pytest.raises(SystemExit, match="chat error: .*missing-model: no such folder"):
+        main([str(tmp_path / "missing-model"), "--question", "What colour?"])

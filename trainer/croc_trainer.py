@@ -185,11 +185,18 @@ class CrocTrainer(Trainer):
         """Where the run can be resumed from, for messages: the newest checkpoint in `output_dir`, or that none
         was written yet."""
         folders = checkpoint_folders(self.args.output_dir)
-        if not folders:
+        # The newest checkpoint of this run's own line: the one it wrote last, else the one it was resumed from. A
+        # run rolled back (`resume_from_checkpoint` an older one) leaves the abandoned, higher-numbered checkpoints
+        # in output_dir; the highest number names one of those.
+        explicit = self.args.resume_from_checkpoint
+        own = [Path(path) for path in (getattr(self, "_last_written_checkpoint", None),
+                                       explicit if isinstance(explicit, str) else None) if path]
+        newest = next((path for path in own if path.is_dir()), folders[0] if folders else None)
+        if newest is None:
             return "no checkpoint was written yet (rerunning starts over)"
-        hint = continue_hint(self.args, folders[0])
+        hint = continue_hint(self.args, newest)
         how = "rerunning the same command resumes from it" if hint.startswith("rerun") else hint
-        return f"the newest checkpoint is {folders[0]} ({how})"
+        return f"the newest checkpoint is {newest} ({how})"
 
     def _run_epoch(self, *args, **kwargs) -> None:
         # Resumed from the last step's checkpoint (the run was stopped while writing its final folder): the Trainer
@@ -446,6 +453,7 @@ class CrocTrainer(Trainer):
                 promote_checkpoint(staging / name, run_dir / name)
                 shutil.rmtree(staging)
                 rotate_checkpoints(run_dir, self.args.save_total_limit, keep=(self.state.best_model_checkpoint,))
+            self._last_written_checkpoint = str(run_dir / name)
         except (OSError, SafetensorError) as error:  # safetensors reports a full disk as its own error
             if self.args.should_save:
                 shutil.rmtree(staging, ignore_errors=True)  # give the space back; the next start would remove it

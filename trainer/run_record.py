@@ -73,8 +73,11 @@ FIXED: dict[str, str] = {
     "image_limits": "the image limits (which images training replaces)",
 }
 # Keys a resume may change when the user says so (`resume_accept_changes`): they take effect from the resumed step.
+# `learning_rate` is not one: it reaches a parameter only as the rate of a part without one of its own, and every
+# part's rate is recorded and compared as its `*_lr`; compared itself, a value no part used (a run started with
+# `--learning_rate=2e-5` before such values were refused) would block the upgraded run's resume with it and without.
 ADJUSTABLE: tuple[str, ...] = (
-    "learning_rate", *(f"{group}_lr" for group in PARAMETER_GROUPS), "lr_scheduler_type", "lr_scheduler_kwargs",
+    *(f"{group}_lr" for group in PARAMETER_GROUPS), "lr_scheduler_type", "lr_scheduler_kwargs",
     "warmup_steps", "max_steps", "num_train_epochs", "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon",
     "max_grad_norm",
 )

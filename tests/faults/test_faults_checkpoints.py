@@ -196,3 +196,25 @@ def test_rerunning_a_finished_run_without_a_last_checkpoint_trains_nothing(tiny_
     assert {path: path.stat().st_mtime_ns for path in out.rglob("*") if path.is_file()} == written
     with pytest.raises(ConfigError, match="cannot continue with this configuration"):
         train_module.main(argv + ["--seed=7"])
+
+
+def test_a_rolled_back_run_names_its_own_newest_checkpoint(tmp_path):
+    """A run resumed from an older checkpoint (a roll-back past a loss spike) leaves the abandoned, higher-numbered
+    checkpoints in output_dir: a stop (divergence, full disk) names the checkpoint this run wrote last, or the one it
+    resumed from, never the abandoned branch's highest step."""
+    from types import SimpleNamespace
+
+    from trainer.croc_trainer import CrocTrainer
+
+    for step in (10, 20, 30):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+    args = SimpleNamespace(output_dir=str(tmp_path), resume_from_checkpoint=str(tmp_path / "checkpoint-10"),
+                           auto_resume=True)
+    holder = SimpleNamespace(args=args)
+    assert "is " + str(tmp_path / "checkpoint-10") + " (rerunning the same command" in \
+        CrocTrainer.last_checkpoint_message(holder)
+    (tmp_path / "checkpoint-15").mkdir()
+    holder._last_written_checkpoint = str(tmp_path / "checkpoint-15")
+    message = CrocTrainer.last_checkpoint_message(holder)
+    assert f"is {tmp_path / 'checkpoint-15'} (continue with --resume_from_checkpoint={tmp_path / 'checkpoint-15'}" \
+        in message and "checkpoint-30" not in message

@@ -208,6 +208,17 @@ def test_a_record_written_before_a_key_was_recorded_is_compared_on_the_keys_it_h
     assert [d.key for d in record_differences({"seed": 1}, current)] == ["seed"]
 
 
+def test_learning_rate_is_compared_only_through_the_rates_the_parts_train_at():
+    """Every part's rate is recorded as its `*_lr`; `learning_rate` itself (a value no part used, as a run started
+    with `--learning_rate=2e-5` before such values were refused recorded it) does not block the resume."""
+    from trainer.run_record import record_differences
+
+    rates = {"projector_lr": 1.5e-4, "language_model_lr": 2e-5}
+    assert record_differences({"learning_rate": 2e-5, **rates}, {"learning_rate": 5e-5, **rates}) == []
+    changed = {**rates, "language_model_lr": 1e-5}
+    assert [d.key for d in record_differences({"learning_rate": 2e-5, **rates}, changed)] == ["language_model_lr"]
+
+
 def test_a_finished_run_is_not_overwritten_by_another_configuration(two_steps, tiny_model, data, tmp_path,
                                                                      monkeypatch, capsys, no_model_load):
     out = tmp_path / "run"

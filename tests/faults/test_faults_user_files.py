@@ -48,6 +48,34 @@ def test_a_private_key_or_credential_in_the_upload_set_is_found(tmp_path):
     assert scan_upload_set(tmp_path, ["clean.py"], user_name="nobody-here") == []
 
 
+def test_credentials_without_a_prefix_in_lower_case_or_in_a_netrc_are_found(tmp_path):
+    """The shapes of a .env, a secrets JSON, an AWS credentials file and wandb's netrc, as users keep them: a bare
+    `API_KEY=` / `PASSWORD=` / `SECRET_KEY=`, lower-case keys, `machine ... password ...`, a fine-grained GitHub
+    token. Each is found, by name, never by value; a tokenizer's vocabulary with the same words stays clean."""
+    from modeling_croc.publishing import SECRET, scan_upload_set
+
+    value = "3f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c"
+    files = {
+        "api.env": f"API_KEY={value}\n",
+        "db.env": f"PASSWORD={value}\n",
+        "django.env": f"SECRET_KEY={value}\n",
+        "secrets.json": f'{{"api_key": "{value}"}}\n',
+        "wandb.yaml": f"wandb_api_key: {value}\n",
+        "credentials": f"[default]\naws_secret_access_key = {value}\n",
+        "netrc": f"machine api.wandb.ai\n  login user\n  password {value}\n",
+        "git-token.txt": "github_pat_11ABCDEFG0123456789_" + "a1B2" * 15 + "\n",
+    }
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    found = scan_upload_set(tmp_path, sorted(files), user_name="nobody-here")
+    assert {finding.file for finding in found if finding.kind == SECRET} == set(files)
+    assert not any(value in finding.text or "a1B2a1B2" in finding.text for finding in found)
+    (tmp_path / "vocab.json").write_text('{"PASSWORD": 51234, "API_KEY": 99121, "api_key": 3, "password": 7}\n')
+    (tmp_path / "card.md").write_text("Log in with `wandb login`; the machine learning password field is optional.\n"
+                                      "api_key = os.environ['WANDB_API_KEY']\n    password = self.raw_password_value\n")
+    assert scan_upload_set(tmp_path, ["vocab.json", "card.md"], user_name="nobody-here") == []
+
+
 def test_a_live_lock_from_another_pid_namespace_of_this_host_is_not_taken_over(tmp_path):
     """Containers sharing the host name (docker --network host) have their own process tables: a holder's pid that
     does not exist here says nothing about it; its heartbeat does. A lock written before this field existed keeps
