@@ -50,20 +50,28 @@ class LockHolder:
 
     host: str
     pid: int
+    # A random id, then `@` and whose process table `pid` belongs to (`_pid_namespace`: the boot and the PID
+    # namespace) where the system tells. Containers that share the host name (docker --network host, Kubernetes
+    # hostNetwork) do not share one, and neither do two boots. It rides in the token, not in a field of its own,
+    # because earlier versions of this trainer read a file with an unknown field as garbage (stale after 30 s) and
+    # compare tokens only for equality.
     token: str
     started: str
     slurm_job: str | None = None
     slurm_restart: int = 0
-    # Whose process table `pid` belongs to: the boot and the PID namespace (`_pid_namespace`). Containers that share
-    # the host name (docker --network host, Kubernetes hostNetwork) do not share one, and neither do two boots.
-    pid_namespace: str | None = None
 
     @classmethod
     def here(cls) -> LockHolder:
         restart = os.environ.get("SLURM_RESTART_COUNT", "0")
-        return cls(host=socket.gethostname(), pid=os.getpid(), token=uuid.uuid4().hex,
+        namespace = _pid_namespace()
+        return cls(host=socket.gethostname(), pid=os.getpid(),
+                   token=uuid.uuid4().hex + (f"@{namespace}" if namespace else ""),
                    started=time.strftime("%Y-%m-%d %H:%M:%S %Z"), slurm_job=os.environ.get("SLURM_JOB_ID"),
-                   slurm_restart=int(restart) if restart.isdigit() else 0, pid_namespace=_pid_namespace())
+                   slurm_restart=int(restart) if restart.isdigit() else 0)
+
+    @property
+    def pid_namespace(self) -> str | None:
+        return self.token.partition("@")[2] or None
 
     def describe(self) -> str:
         job = f", Slurm job {self.slurm_job}" if self.slurm_job else ""
@@ -91,7 +99,7 @@ def _process_exists(pid: int) -> bool:
 
 # The fields of a lock file and their types: anything else (a hand-edited or foreign file) is unreadable.
 _FIELD_TYPES = {"host": str, "pid": int, "token": str, "started": str, "slurm_job": (str, type(None)),
-                "slurm_restart": int, "pid_namespace": (str, type(None))}
+                "slurm_restart": int}
 
 
 def _read_holder(path: Path) -> LockHolder | None:

@@ -88,15 +88,16 @@ def test_a_live_lock_from_another_pid_namespace_of_this_host_is_not_taken_over(t
     from trainer.output_lock import LOCK_FILE, LockHolder, OutputDirLock, OutputDirLocked
 
     dead = 2**22 + 12345  # over any pid_max default: no such process here
-    other_container = {**LockHolder.here().__dict__, "pid": dead, "token": "live-elsewhere",
-                       "pid_namespace": "another-boot-or-namespace:4026532999"}
+    other_container = {**LockHolder.here().__dict__, "pid": dead,
+                       "token": "live-elsewhere@another-boot-or-namespace:4026532999"}
+    assert set(other_container) == {"host", "pid", "token", "started", "slurm_job", "slurm_restart"}  # as before
     (tmp_path / LOCK_FILE).write_text(json.dumps(other_container))
     with pytest.raises(OutputDirLocked, match=f"in use by process {dead} on {socket.gethostname()}"):
         OutputDirLock(tmp_path).acquire()
     old = time.time() - 3600
     os.utime(tmp_path / LOCK_FILE, (old, old))  # its heartbeat stopped an hour ago: stale
     OutputDirLock(tmp_path).acquire().release()
-    older_format = {key: value for key, value in other_container.items() if key != "pid_namespace"}
+    older_format = {**other_container, "token": "live-elsewhere"}
     (tmp_path / LOCK_FILE).write_text(json.dumps(older_format))
     OutputDirLock(tmp_path).acquire().release()  # same host, no such process: taken over at once, as before
 
