@@ -90,6 +90,20 @@ class EpochSeededModalitySampler(ModalityGroupedSampler):
         return super().__iter__()
 
 
+def _epoch_seeded_sampler(loader) -> EpochSeededModalitySampler | None:
+    """The `EpochSeededModalitySampler` under a (wrapped, sharded, skipping) data loader, or None."""
+    seen, todo = set(), [loader]
+    while todo:
+        item = todo.pop()
+        if item is None or id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, EpochSeededModalitySampler):
+            return item
+        todo.extend(getattr(item, name, None) for name in ("batch_sampler", "sampler", "_loader"))
+    return None
+
+
 class CrocTrainer(Trainer):
     """Trainer for the three Croc stages; `args` is a `CrocTrainingArguments`.
 
@@ -250,6 +264,24 @@ class CrocTrainer(Trainer):
                 seed=seed,
             )
         return super()._get_train_sampler(train_dataset)
+
+    def get_resumed_dataloader(self, dataloader, num_batches: int):
+        """The Trainer's mid-epoch skip, with the epoch still reaching the modality sampler. On several processes
+        the skipped loader nests the sampler one level deeper (`SkipBatchSampler` -> `BatchSamplerShard` ->
+        `BatchSampler` -> sampler) than `set_epoch` (accelerate's and the Trainer's) looks, so the resumed epoch was
+        drawn in epoch 0's order: a run resumed in its second epoch or later trained other rows than the
+        uninterrupted run."""
+        resumed = super().get_resumed_dataloader(dataloader, num_batches)
+        sampler = _epoch_seeded_sampler(resumed)
+        if sampler is not None and hasattr(resumed, "set_epoch"):
+            forward = resumed.set_epoch
+
+            def set_epoch(epoch: int) -> None:
+                forward(epoch)
+                sampler.set_epoch(epoch)
+
+            resumed.set_epoch = set_epoch
+        return resumed
 
     def get_batch_samples(self, epoch_iterator, num_batches: int, device: torch.device) -> tuple[list, object]:
         batch_samples, num_items_in_batch = super().get_batch_samples(epoch_iterator, num_batches, device)

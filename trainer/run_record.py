@@ -67,6 +67,9 @@ FIXED: dict[str, str] = {
     "lora": "the LoRA settings",
     "deepspeed_zero_stage": "the ZeRO stage (its checkpoints differ in layout)",
     "deepspeed_processes": "the number of processes under DeepSpeed (its shards are partitioned per process)",
+    "random_stream_processes": "the number of processes of a run that draws dropout or noise (LoRA dropout, NEFTune) "
+                               "from each process's random stream, saved per process (rng_state_<rank>.pth): "
+                               "another count restores none of them",
     "optim": "the optimiser (its state does not load into another)",
     "neftune_noise_alpha": "NEFTune noise",
     "average_tokens_across_devices": "how the loss is averaged over processes",
@@ -170,6 +173,18 @@ def croc_config_dict(model_args, args) -> dict[str, Any] | None:
 START_REJECTIONS = "start_rejections"
 
 
+def _draws_per_process(model_args, args, config: dict[str, Any]) -> bool:
+    """Whether a step draws from each process's own random stream (dropout, noise), which the Trainer saves per
+    process: LoRA dropout, NEFTune, the `bert` VTR head's dropout, or any dropout of the language model or tower."""
+    if (model_args.use_peft and model_args.lora_dropout) or args.neftune_noise_alpha:
+        return True
+    if config.get("vtr_head") == "bert" and config.get("vtr_head_dropout"):
+        return True
+    return any(isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
+               for part in ("text_config", "vision_config") for key, value in (config.get(part) or {}).items()
+               if "dropout" in key)
+
+
 def build_run_record(model_args, data_args, args, croc_config: dict[str, Any] | None, rows,
                      start_rejections: dict[str, list[int]] | None = None) -> dict[str, Any]:
     """The record of a run about to start (see the module docstring), as written to `RUN_RECORD`."""
@@ -196,6 +211,7 @@ def build_run_record(model_args, data_args, args, croc_config: dict[str, Any] | 
                             "load_in_4bit": model_args.load_in_4bit}) if model_args.use_peft else None,
         "deepspeed_zero_stage": zero_stage(args.deepspeed),
         "deepspeed_processes": args.world_size if zero_stage(args.deepspeed) else None,
+        "random_stream_processes": args.world_size if _draws_per_process(model_args, args, config) else None,
         "optim": [str(getattr(args.optim, "value", args.optim)), args.optim_args],
         "neftune_noise_alpha": args.neftune_noise_alpha,
         "average_tokens_across_devices": args.average_tokens_across_devices,

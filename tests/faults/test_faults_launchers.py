@@ -90,3 +90,33 @@ def test_a_nan_on_one_process_stops_every_process_at_the_same_step(tiny_model, d
     assert done.stderr.count(line) == 2, done.stderr[-4000:]  # both processes, the same step, the same words
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1"]
     assert checkpoint_problem(out / "checkpoint-1") is None
+
+
+def test_a_two_process_run_preempted_in_its_second_epoch_resumes_that_epochs_row_order(tiny_model, data, tmp_path):
+    # group_by_modality_length (the stage YAMLs'): 6 image + 2 text rows make 3 steps of 4 rows an epoch; the stop
+    # comes in the second epoch, whose resumed part must be drawn in that epoch's order, not in epoch 0's.
+    extra = ("--group_by_modality_length=true", "--max_steps=7")
+    reference = tmp_path / "one_process"
+    train_module.main(_common(reference, tiny_model, data, *extra))
+
+    out = tmp_path / "two_processes"
+    first = _torchrun(_common(out, tiny_model, data, *extra), fault="sigterm-launcher:4")
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-4"], first.stderr[-4000:]
+    again = _torchrun(_common(out, tiny_model, data, *extra))
+    assert again.returncode == 0, again.stderr[-4000:]
+    expected, resumed = curve(reference), curve(out)
+    assert sorted(resumed) == sorted(expected) == list(range(1, 8))
+    for step, entry in expected.items():
+        assert resumed[step]["loss"] == pytest.approx(entry["loss"], rel=1e-5), step
+
+
+def test_a_lora_run_with_dropout_is_not_resumed_on_another_number_of_processes(tiny_model, data, tmp_path):
+    # LoRA dropout draws from each process's torch generator, saved per process (rng_state_<rank>.pth): one process
+    # finds no rng_state.pth to restore, so the resumed steps drop other units than any uninterrupted run would.
+    from trainer.cli import ConfigError
+
+    out = tmp_path / "lora"
+    first = _torchrun(_common(out, tiny_model, data, "--model.use_peft=true"), fault="sigterm-launcher:2")
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"], first.stderr[-4000:]
+    with pytest.raises(ConfigError, match="random_stream_processes 2 -> 1"):
+        train_module.main(_common(out, tiny_model, data, "--model.use_peft=true"))

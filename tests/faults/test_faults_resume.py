@@ -540,3 +540,20 @@ def test_rows_edited_under_the_same_ids_are_refused(two_steps, tiny_model, data,
     status, message = cli_exit(_argv(out, tiny_model, edited, "--max_steps=2", f"--data.image_root={data.parent}"),
                                monkeypatch, capsys)
     assert status == 1 and "data_rows: content_sha256" in message and "count" not in message.split("data_rows")[1][:80]
+
+
+def test_what_draws_from_each_processs_random_stream_is_recorded():
+    """Dropout or noise draws from each process's random stream, saved per process: the run record then holds the
+    process count (a resume on another count would restore none of them). Without such draws it holds none."""
+    from types import SimpleNamespace
+
+    from trainer.run_record import _draws_per_process
+
+    plain = SimpleNamespace(use_peft=False, lora_dropout=0.05)
+    args = SimpleNamespace(neftune_noise_alpha=None)
+    linear = {"vtr_head": "linear", "vtr_head_dropout": 0.1, "text_config": {"attention_dropout": 0.0}}
+    assert not _draws_per_process(plain, args, linear)  # the linear head has no dropout, whatever the field says
+    assert _draws_per_process(plain, args, {**linear, "vtr_head": "bert"})  # `official`'s BERT-layer head
+    assert _draws_per_process(plain, args, {**linear, "text_config": {"attention_dropout": 0.1}})
+    assert _draws_per_process(SimpleNamespace(use_peft=True, lora_dropout=0.05), args, linear)
+    assert _draws_per_process(plain, SimpleNamespace(neftune_noise_alpha=5.0), linear)
