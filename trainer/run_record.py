@@ -175,11 +175,11 @@ START_REJECTIONS = "start_rejections"
 
 def _draws_per_process(model_args, args, config: dict[str, Any]) -> bool:
     """Whether a step draws from each process's own random stream (dropout, noise), which the Trainer saves per
-    process: LoRA dropout, NEFTune, the `bert` VTR head's dropout, or any dropout of the language model or tower."""
+    process: LoRA dropout, NEFTune, the `bert` VTR head's dropout (stage 1.5), or any dropout of the language model or tower."""
     if (model_args.use_peft and model_args.lora_dropout) or args.neftune_noise_alpha:
         return True
-    if config.get("vtr_head") == "bert" and config.get("vtr_head_dropout"):
-        return True
+    if args.stage == "1.5" and config.get("vtr_head") == "bert" and config.get("vtr_head_dropout"):
+        return True  # the head runs in stage 1.5 only
     return any(isinstance(value, (int, float)) and not isinstance(value, bool) and value > 0
                for part in ("text_config", "vision_config") for key, value in (config.get(part) or {}).items()
                if "dropout" in key)

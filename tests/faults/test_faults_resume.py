@@ -550,10 +550,12 @@ def test_what_draws_from_each_processs_random_stream_is_recorded():
     from trainer.run_record import _draws_per_process
 
     plain = SimpleNamespace(use_peft=False, lora_dropout=0.05)
-    args = SimpleNamespace(neftune_noise_alpha=None)
+    args = SimpleNamespace(neftune_noise_alpha=None, stage="1.5")
     linear = {"vtr_head": "linear", "vtr_head_dropout": 0.1, "text_config": {"attention_dropout": 0.0}}
     assert not _draws_per_process(plain, args, linear)  # the linear head has no dropout, whatever the field says
     assert _draws_per_process(plain, args, {**linear, "vtr_head": "bert"})  # `official`'s BERT-layer head
+    assert not _draws_per_process(plain, SimpleNamespace(neftune_noise_alpha=None, stage="2"),
+                                  {**linear, "vtr_head": "bert"})  # which stage 2 does not run
     assert _draws_per_process(plain, args, {**linear, "text_config": {"attention_dropout": 0.1}})
     assert _draws_per_process(SimpleNamespace(use_peft=True, lora_dropout=0.05), args, linear)
-    assert _draws_per_process(plain, SimpleNamespace(neftune_noise_alpha=5.0), linear)
+    assert _draws_per_process(plain, SimpleNamespace(neftune_noise_alpha=5.0, stage="2"), linear)
