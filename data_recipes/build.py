@@ -72,6 +72,15 @@ def recorded_image_root(build_dir: str | Path) -> str | None:
         return None
 
 
+def _is_our_summary(path: Path) -> bool:
+    """Whether `path` is a summary.json a build wrote (any tool may write a file of that name)."""
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(summary, dict) and {"recipe", "status", "rows", "sources"} <= set(summary)
+
+
 def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
     """Fail before any reading if `out_dir` holds something we may not replace."""
     if out_dir.exists() and not out_dir.is_dir():
@@ -79,9 +88,9 @@ def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
     if out_dir.exists() and any(out_dir.iterdir()):
         if not overwrite:
             raise FileExistsError(f"{out_dir} is not empty; pass overwrite=True (--overwrite) to replace a build")
-        if not (out_dir / _OUTPUT_MARKER).is_file():
+        if not _is_our_summary(out_dir / _OUTPUT_MARKER):
             # Refuse to wipe a folder that is not one of our builds (a typo could point at the data root).
-            raise FileExistsError(f"{out_dir} is not empty and holds no {_OUTPUT_MARKER}; refusing to delete it")
+            raise FileExistsError(f"{out_dir} is not empty and holds no {_OUTPUT_MARKER} of a build; refusing to delete it")
 
 
 def _reset_out_dir(out_dir: Path) -> None:

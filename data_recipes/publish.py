@@ -26,6 +26,7 @@ from datasets.table import embed_table_storage
 from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard
 
+from modeling_croc.images import resolve_image_path
 from modeling_croc.publishing import prepare_publish_folder, relative_text
 
 # How a pushed dataset stores images: `embedded` (a datasets.Image column, bytes in the Parquet shards) or `path`
@@ -44,7 +45,9 @@ def with_image_feature(dataset: Dataset, image_root: str | Path) -> Dataset:
     root = Path(image_root).resolve()
 
     def absolute(batch: dict) -> dict:
-        return {"image": [None if path is None else str(root / path) for path in batch["image"]]}
+        # `..` folded lexically, as validation and training resolve the path: `link/../a.jpg` is ROOT/a.jpg, not
+        # the file next to wherever the symbolic link `link` points.
+        return {"image": [None if path is None else str(resolve_image_path(root, path)) for path in batch["image"]]}
 
     return dataset.map(absolute, batched=True, desc="image paths").cast_column("image", Image())
 

@@ -12,6 +12,7 @@ built once with the explicit :data:`READ_FEATURES` (the row schema plus the `pro
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -41,7 +42,7 @@ READ_FEATURES = Features({**ROW_FEATURES, PROBLEM_COLUMN: Value("string")})
 
 def _as_text(value: Any) -> str:
     """Turn a turn value into a string; None becomes "" so validation can flag it as empty."""
-    if value is None:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):  # NaN/Infinity: pandas' missing
         return ""
     return value if isinstance(value, str) else str(value)
 
@@ -115,13 +116,13 @@ def normalise_row(record: Any, *, source: str, index: int) -> dict[str, Any]:
     image, image_problem = _normalise_image(record.get("image"))
     conversations, turn_problem = _normalise_turns(record.get("conversations"))
     row = {"id": row_id, "image": image, "conversations": conversations, "source": source}
-    problem = image_problem or turn_problem or _text_problem(row)
+    problem = image_problem or turn_problem or text_problem(row)
     if problem:
         row[PROBLEM_COLUMN] = problem
     return row
 
 
-def _text_problem(row: dict[str, Any]) -> str | None:
+def text_problem(row: dict[str, Any]) -> str | None:
     """Make every text of `row` storable, returning an `invalid_text` problem when one was not valid Unicode (the
     stored row keeps the bad character as a visible `\\ud800` escape, for the rejects file)."""
     found = []

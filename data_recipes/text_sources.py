@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .schema import normalise_row
+from .schema import PROBLEM_COLUMN, normalise_row, text_problem
 
 Conversation = list[dict[str, str]]
 TextConverter = Callable[[Mapping[str, Any]], Conversation]
@@ -74,4 +74,8 @@ def text_record_to_row(record: Any, *, source: str, index: int) -> dict[str, Any
     if not isinstance(record, Mapping):
         # The same reject as a LLaVA record that is not an object: counted, not a crash of the whole build.
         return normalise_row(record, source=source, index=index)
-    return {"id": row_id, "image": None, "conversations": convert(record), "source": source}
+    row = {"id": row_id, "image": None, "conversations": convert(record), "source": source}
+    problem = text_problem(row)  # a lone surrogate (`\ud83d` of a cut emoji): one rejected row, not a failed build
+    if problem:
+        row[PROBLEM_COLUMN] = problem
+    return row

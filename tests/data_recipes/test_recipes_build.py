@@ -302,3 +302,56 @@ def test_recap_cc3m_from_victors_local_json(tmp_path):
 
 
 VICTOR_PROMPT = "Please generate detailed descriptions of the given image."
+
+
+def test_overwrite_refuses_a_folder_whose_summary_json_is_not_a_build(lcs_root, tmp_path):
+    results = tmp_path / "results"
+    results.mkdir()
+    (results / "summary.json").write_text(json.dumps({"mmbench": 64.1}))  # another tool's summary.json
+    (results / "notes.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match="refusing to delete"):
+        build_recipe("lcs558k", lcs_root, results, overwrite=True)
+    assert (results / "notes.txt").read_text() == "keep me"
+
+
+def test_text_source_row_with_a_lone_surrogate_is_one_reject(croc_root, tmp_path):
+    root = tmp_path / "root"
+    for name in ("share-captioner_coco_lcs_sam_1246k_1107.json", "coco"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).symlink_to(croc_root / name)
+    firefly = root / "text/firefly-train-1.1M/firefly-train-1.1M.jsonl"
+    firefly.parent.mkdir(parents=True)
+    firefly.write_text('{"kind": "Poem", "input": "Write a poem.", "target": "ok"}\n'
+                       '{"kind": "Poem", "input": "Emoji \\ud83d cut.", "target": "ok"}\n')
+    counts = {name: 0 for name in TINY_CROC_COUNTS} | {"sharegpt4v": 2, "firefly": None}
+    result = build_recipe("croc1.5m", root, tmp_path / "out", params={"counts": counts})
+    assert result.summary["sources"]["firefly"]["kept"] == 1
+    assert result.summary["dropped_by_reason"]["invalid_text"] == 1
+
+
+def test_nan_and_infinity_turn_values_are_empty_turns(tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    rows = [{"id": i, "conversations": [{"from": "human", "value": "Q?"}, {"from": "gpt", "value": value}]}
+            for i, value in enumerate([float("nan"), float("inf"), "A."])]
+    (root / "train.json").write_text(json.dumps(rows))  # Python writes NaN / Infinity, which are not JSON
+    result = build_recipe("llava_json", root, tmp_path / "out", params={"annotation": "train.json"})
+    assert result.summary["dropped_by_reason"]["empty_turn"] == 2
+    assert [turn["value"] for row in result.dataset["conversations"] for turn in row] == ["Q?", "A."]
+
+
+def test_hub_folder_embeds_the_image_that_was_validated_not_one_behind_a_symlink(tmp_path):
+    from PIL import Image
+
+    root, elsewhere = tmp_path / "root", tmp_path / "elsewhere"
+    (elsewhere / "mnt").mkdir(parents=True)
+    root.mkdir()
+    Image.new("RGB", (4, 4), (255, 0, 0)).save(root / "a.png")
+    Image.new("RGB", (4, 4), (0, 0, 255)).save(elsewhere / "a.png")  # outside the image root
+    (root / "sub").symlink_to(elsewhere / "mnt")
+    (root / "train.json").write_text(json.dumps([{"id": 0, "image": "sub/../a.png", "conversations": [
+        {"from": "human", "value": "<image>\nQ?"}, {"from": "gpt", "value": "A."}]}]))
+    build_recipe("llava_json", root, tmp_path / "out", params={"annotation": "train.json"},
+                 hub_folder=tmp_path / "hub")
+    pushed = datasets.load_dataset(str(tmp_path / "hub"), split="train")
+    assert pushed[0]["image"].convert("RGB").getpixel((1, 1)) == (255, 0, 0)

@@ -335,7 +335,8 @@ def test_hub_folder_into_a_foreign_folder_is_refused_before_any_source_is_read(c
                                                                                 monkeypatch):
     _data(tmp_path / "data")
     (tmp_path / "build").mkdir()
-    (tmp_path / "build" / "summary.json").write_text("{}")  # an earlier build, which --overwrite may replace
+    (tmp_path / "build" / "summary.json").write_text(  # an earlier build, which --overwrite may replace
+        json.dumps({"recipe": "lcs558k", "status": "ok", "rows": {}, "sources": {}}))
     (tmp_path / "elsewhere" / "sub").mkdir(parents=True)
     (tmp_path / "elsewhere" / "notes.txt").write_text("keep me")
 
