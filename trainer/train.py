@@ -254,7 +254,7 @@ def cli() -> None:
         print(help_text())
         return
     try:
-        main()
+        trainer = main()
     except ConfigError as error:
         sys.exit(f"configuration error: {_one_line(error)}")
     except DataError as error:
@@ -267,16 +267,20 @@ def cli() -> None:
               "from the newest checkpoint in output_dir (Ctrl-C once writes one and stops after the step)",
               file=sys.stderr)
         sys.exit(130)
-    _leave_process_group()
+    _leave_process_group(after_upload=bool(trainer is not None and trainer.args.push_to_hub))
 
 
-def _leave_process_group() -> None:
-    """End a launched run's process group once the run is done, as `accelerate`'s `end_training` does: left to the
-    interpreter's shutdown, its communication threads once ended a finished ZeRO-3 run with `std::terminate`
-    (exit -6, on a loaded 2-core machine), after every file was written."""
+def _leave_process_group(after_upload: bool) -> None:
+    """End a launched run's process group once the run is done, as `accelerate`'s `end_training` does, every process
+    at once: a finished ZeRO-3 run on two loaded CPU cores ended with `std::terminate` (exit -6) after every file was
+    written, in the process that finished first, once while left to the interpreter's shutdown and once while it
+    tore its connections down with the main process still writing the run record. After an upload the others do not
+    wait for the main process: an upload can outlast the collective timeout (`ddp_timeout`)."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
+        if not after_upload:
+            dist.barrier()
         dist.destroy_process_group()
 
 

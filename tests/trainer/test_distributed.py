@@ -124,3 +124,19 @@ def test_two_nodes_zero3_equal_one_process(tmp_path, data_file, stage1_dir, refe
     assert not any(": FutureWarning: " in log for log in logs), [
         line for log in logs for line in log.splitlines() if ": FutureWarning: " in line][:3]
     assert "their FutureWarnings (one per call) are not shown" in logs[0]
+
+
+@pytest.mark.parametrize("after_upload", [False, True])
+def test_a_launched_run_leaves_its_process_group_together_unless_it_uploaded(monkeypatch, after_upload):
+    # Every process waits for the others before tearing its connections down (a process that left first, with the
+    # main one still writing, aborted at exit); after an upload they do not, since the upload may outlast ddp_timeout.
+    import torch.distributed as dist
+
+    from trainer.train import _leave_process_group
+
+    calls = []
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "barrier", lambda *args, **kwargs: calls.append("barrier"))
+    monkeypatch.setattr(dist, "destroy_process_group", lambda *args, **kwargs: calls.append("destroy"))
+    _leave_process_group(after_upload=after_upload)
+    assert calls == (["destroy"] if after_upload else ["barrier", "destroy"])

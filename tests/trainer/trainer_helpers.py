@@ -25,7 +25,10 @@ def run_stage(config: str, output_dir: Path, *overrides: str):
 
 
 def _torch_env() -> dict[str, str]:
-    return dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false")
+    # PYTHONFAULTHANDLER: a process that dies on a signal (an abort in a C++ thread at exit) prints every Python
+    # thread's stack, so a failure that happens once in many runs says where it happened.
+    return dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+                PYTHONFAULTHANDLER="1")
 
 
 def _train_command(launcher: list[str], config: str, output_dir: Path, overrides: tuple[str, ...]) -> list[str]:
