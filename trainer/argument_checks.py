@@ -280,6 +280,9 @@ def _check_intervals(args: Any) -> None:
         if _value(getattr(args, strategy)) == "steps" and not value > 0:
             raise _config_error(f"{steps} must be > 0 with {strategy}=steps (a number of steps, or a ratio of the "
                                 f"run below 1), got {value}")
+        if _value(getattr(args, strategy)) == "steps" and not math.isfinite(value):
+            # transformers' own check of a whole number of steps (`int(value)`) fails on it with a traceback.
+            raise _config_error(f"{steps} must be a finite number with {strategy}=steps, got {value}")
     if warmup >= 1 and args.max_steps > 0 and warmup > args.max_steps:
         raise _config_error(f"warmup_steps={int(warmup)} is longer than the run (max_steps={args.max_steps}): the "
                             "learning rate would never reach its peak; shorten the warm-up (or give it as a ratio "
@@ -308,6 +311,8 @@ def _check_optimiser_values(args: Any) -> None:
                             "its logits without the VTR term; leave it at 0")
     if args.neftune_noise_alpha is not None and not args.neftune_noise_alpha > 0:
         raise _config_error(f"neftune_noise_alpha must be > 0 (or unset), got {args.neftune_noise_alpha}")
+    if args.neftune_noise_alpha is not None and not math.isfinite(args.neftune_noise_alpha):  # inf noise: NaN loss
+        raise _config_error(f"neftune_noise_alpha must be a finite number (or unset), got {args.neftune_noise_alpha}")
     optim = str(_value(args.optim))
     if any(kind in optim for kind in MODEL_BOUND_OPTIMIZERS):
         raise _config_error(f"optim={optim}: GaLore, APOLLO and LOMO optimisers bring their own parameter groups, "

@@ -15,6 +15,7 @@ and `__post_init__` checks) are the ones transformers' parser would build.
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import difflib
 import types
 import typing
@@ -139,6 +140,8 @@ def _section_of(key: str) -> tuple[str, str]:
 def load_raw_config(argv: list[str]) -> dict[str, dict[str, Any]]:
     """Read the YAML, apply the overrides and check every key. Returns {"training": ..., "model": ..., "data": ...}."""
     path, overrides = _split_argv(list(argv))
+    if Path(path).is_dir():  # "does not exist" was untrue of a folder
+        raise ConfigError(f"config file {path} is a folder; name a YAML file in it (e.g. {Path(path) / 'stage1.yaml'})")
     if not Path(path).is_file():
         raise ConfigError(f"config file {path} does not exist")
     loaded = _read_yaml(Path(path))
@@ -212,7 +215,8 @@ def _coerce_section(section: str, values: dict[str, Any]) -> dict[str, Any]:
         hints = typing.get_type_hints(cls)
     except Exception:  # an unresolvable annotation elsewhere in TrainingArguments: keep values as read
         hints = {}
-    return {name: _coerce(name, value, hints.get(name)) for name, value in values.items()}
+    prefix = f"{section}." if section in SECTIONS else ""  # `data.num_proc`, as the other messages name it
+    return {name: _coerce(f"{prefix}{name}", value, hints.get(name)) for name, value in values.items()}
 
 
 def _coerce(name: str, value: Any, hint: Any) -> Any:
@@ -221,6 +225,10 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
         return value
     options = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union \
         else (hint,)
+    if isinstance(value, datetime.date) and str in options:
+        # `output_dir: 2026-05-01` or `run_name: 2026-05-01`: YAML reads an unquoted date as a date, which no field
+        # takes (output_dir failed on it naming no key; the others carried it silently).
+        raise ConfigError(f"{name}: YAML reads {value} as a date; quote it (\"{value}\") to give it as text")
     if value is False and str in options and bool not in options and name.endswith("_strategy"):
         return "no"  # YAML reads `save_strategy: no` (and --save_strategy=no) as false: the strategy is "no"
     numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -246,7 +254,12 @@ def _parse_scalar(scalar: type, text: str) -> Any:
         if lowered in ("false", "no", "0", "off"):
             return False
         raise ValueError(text)
-    return scalar(float(text)) if scalar is int and text.replace(".", "", 1).isdigit() else scalar(text)
+    if scalar is int and text.replace(".", "", 1).isdigit():
+        number = float(text)  # "4.0" is 4; "4.5" would be cut to 4 by int(), silently
+        if not number.is_integer():
+            raise ValueError(text)
+        return int(number)
+    return scalar(text)
 
 
 def build_arguments(raw: dict[str, dict[str, Any]]) -> tuple[ModelArguments, DataArguments, CrocTrainingArguments]:

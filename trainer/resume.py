@@ -87,7 +87,16 @@ def plan_resume(args, record: dict[str, Any]) -> str | None:
     return main_process_decides(args, lambda: _plan(args, record))
 
 
-def _plan(args, record: dict[str, Any]) -> str | None:
+def check_output_dir(args) -> None:
+    """The refusals of `plan_resume` that need no run record (a folder holding files no run of this trainer wrote,
+    `resume_from_checkpoint=true` with no checkpoint, checkpoints none of which is intact, `resume_accept_changes`
+    with nothing to resume), made before the training rows are read: the record counts the rows, and reading and
+    checking them (every image's header or pixels) can take hours before such a one-line refusal."""
+    main_process_decides(args, lambda: _plan(args, None))
+
+
+def _plan(args, record: dict[str, Any] | None) -> str | None:
+    """`plan_resume`'s decision; with `record` None, only what can be decided without it (nothing is compared)."""
     output_dir = Path(args.output_dir)
     accepted = list(args.resume_accept_changes or [])
     explicit = args.resume_from_checkpoint
@@ -96,7 +105,8 @@ def _plan(args, record: dict[str, Any]) -> str | None:
         if problem is not None:
             raise ConfigError(f"resume_from_checkpoint {explicit} cannot be resumed: {problem}; name another "
                               "checkpoint, or leave the option out to resume from the newest intact one")
-        _check_record(explicit, record, accepted)
+        if record is not None:
+            _check_record(explicit, record, accepted)
         return str(explicit)
     checkpoint = None
     if explicit is True or args.auto_resume:
@@ -107,23 +117,24 @@ def _plan(args, record: dict[str, Any]) -> str | None:
                 checkpoint = str(folder)
                 break
             problems.append(f"{folder.name}: {problem}")
-            logger.warning("skipping checkpoint %s: %s; resuming from the newest intact one", folder, problem)
+            if record is not None:  # said once, by the decision that resumes
+                logger.warning("skipping checkpoint %s: %s; resuming from the newest intact one", folder, problem)
         if checkpoint is None and problems:
             # Starting over here would rotate these folders away (save_total_limit): nothing is deleted unasked.
             raise ConfigError(f"output_dir {output_dir} holds checkpoints but none can be resumed ("
                               + "; ".join(problems[:3]) + "); move them out of the way to start over, or fix them")
         if checkpoint is None and explicit is True:
             raise ConfigError(f"resume_from_checkpoint=true but {output_dir} holds no checkpoint")
-    if checkpoint is not None:
-        _check_record(checkpoint, record, accepted)
-    elif accepted:
+    if checkpoint is None and accepted:
         raise ConfigError("resume_accept_changes is set but there is no checkpoint to resume: nothing to accept")
+    if checkpoint is not None and record is not None:
+        _check_record(checkpoint, record, accepted)
     for folder, what in ((output_dir, "output_dir"), (merged_folder(output_dir), "the LoRA merge folder")):
         _check_folder(folder, what, record, accepted, checkpoint is not None and folder == output_dir)
     return checkpoint
 
 
-def _check_folder(folder: Path, what: str, record: dict[str, Any], accepted: list[str], resumed: bool) -> None:
+def _check_folder(folder: Path, what: str, record: dict[str, Any] | None, accepted: list[str], resumed: bool) -> None:
     """A folder the run writes into holds nothing it would overwrite but this run's own files: a run record equal to
     this run (a run that started, was stopped or finished with this configuration), or nothing of a run at all."""
     if not folder.exists():
@@ -136,7 +147,7 @@ def _check_folder(folder: Path, what: str, record: dict[str, Any], accepted: lis
                               "not write (no croc_run.json); training would overwrite them: choose another "
                               "output_dir")
         return
-    if not resumed:
+    if not resumed and record is not None:
         refusal = resume_refusal(saved, record, accepted, f"the run recorded in {folder} "
                                                           f"({saved.get('status', 'finished')})")
         if refusal is not None:

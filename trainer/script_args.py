@@ -158,6 +158,8 @@ class DataArguments:
     num_proc: int = field(default=1, metadata={"help": "Processes for the start-of-run image checks."})
 
     def __post_init__(self) -> None:
+        # Types first: the range checks below compare, and `[1, 2] < 1` would say so in Python's words, naming no key.
+        check_field_types(self, "data.")
         if self.image_check not in IMAGE_CHECKS:
             raise ValueError(f"data.image_check must be one of {IMAGE_CHECKS}, got {self.image_check!r}")
         if not self.max_image_aspect_ratio >= 1:  # `not >=` also refuses NaN

@@ -46,7 +46,14 @@ from .model_loading import (
     load_stage_processor,
 )
 from .resolve import resolve_config
-from .resume import continue_hint, finished_step, merged_folder, output_dir_lock, plan_resume
+from .resume import (
+    check_output_dir,
+    continue_hint,
+    finished_step,
+    merged_folder,
+    output_dir_lock,
+    plan_resume,
+)
 from .run_control import RunPreempted, RunStopped, StopSignals
 from .run_record import build_run_record, croc_config_dict, write_run_record
 
@@ -124,7 +131,9 @@ def main(argv: list[str] | None = None) -> CrocTrainer | None:
 
 def _run(model_args, data_args, args, stage, signals: StopSignals) -> CrocTrainer | None:
     # Everything about the data is decided before anything heavy loads: the rows are read and validated, then fitted
-    # to model_max_length with the stage's tokenizer (no weights), each one trained whole, cut, or rejected.
+    # to model_max_length with the stage's tokenizer (no weights), each one trained whole, cut, or rejected. What
+    # output_dir refuses without the run's record (another program's files, a resume with nothing to resume) first.
+    check_output_dir(args)
     processor = load_stage_processor(model_args, args)
     if processor is None:
         raise ConfigError(f"{model_args.name_or_path} has no processor (tokenizer and image processor files); save "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 import logging
+import math
 import os
 import signal
 from dataclasses import dataclass, field
@@ -33,6 +34,9 @@ def launched_world_size() -> int:
     group exists: what `global_batch_size` is divided by."""
     return int(os.environ.get("WORLD_SIZE", "1"))
 
+
+# The parameter groups only the Croc objectives (stage 1.5) use.
+CROC_OBJECTIVE_PARTS: tuple[str, ...] = ("prompt_pool", "vtr_head")
 
 # CrocConfig's own fields a run may override through `croc_overrides`. `croc_preset` has its own argument,
 # `croc_pretraining` follows the stage and `prompt_pool_calibrated` is state, so none of them belongs here.
@@ -173,6 +177,21 @@ class CrocTrainingArguments(TrainingArguments):
                   "given, so rerunning the same command continues a killed or preempted run."},
     )
 
+    # transformers' help offers samplers this trainer refuses, and calls resume_from_checkpoint unused by the Trainer.
+    train_sampling_strategy: str = field(
+        default="random",
+        metadata={"help": "Order of the training rows: 'random' or 'sequential'. The length-grouped samplers "
+                  "('group_by_length', 'batch_rebalance') need a length column the rows do not carry and are "
+                  "refused; LLaVA's grouping is group_by_modality_length.",
+                  "choices": ["random", "sequential", "group_by_length", "batch_rebalance"]},
+    )
+    resume_from_checkpoint: str | None = field(
+        default=None,
+        metadata={"help": "A checkpoint-N folder to resume from (written by a run of this configuration), or true: "
+                  "the newest intact checkpoint of output_dir (refused when it holds none). Unset: auto_resume "
+                  "decides."},
+    )
+
     # ---- a run that ends well ----
     resume_accept_changes: list[str] | None = field(
         default=None,
@@ -222,6 +241,13 @@ class CrocTrainingArguments(TrainingArguments):
         metadata={"help": "When to push: only `end` (the final folder, after the leak check of trainer.hub). The "
                   "Trainer's other strategies upload output_dir or checkpoints (optimizer states, training_args.bin "
                   "with the token) from inside the training loop, unchecked, and are refused."},
+    )
+    # transformers' help says it pushes "every time the model is saved": here only the final folder is pushed.
+    push_to_hub: bool = field(
+        default=False,
+        metadata={"help": "Upload the final model folder (weights, processor, model card) to the Hub once, when the "
+                  "run ends, after the leak check of trainer.hub; checkpoints are never pushed. The repository is "
+                  "hub_model_id, else named after output_dir."},
     )
     hub_eval_results: list[str] | None = field(
         default=None, metadata={"help": "lmms-eval results files (*_results.json) whose metrics the card reports."}
@@ -280,6 +306,8 @@ class CrocTrainingArguments(TrainingArguments):
         for name, rate in rates.items():
             if rate is not None and not rate > 0:  # `not >` also refuses NaN
                 raise ValueError(f"{name} must be > 0, got {rate} (leave a part frozen with trainable_parts instead)")
+            if rate is not None and not math.isfinite(rate):  # the first update would make every weight inf or NaN
+                raise ValueError(f"{name} must be a finite number, got {rate}")
         for name in ("adam_beta1", "adam_beta2"):
             beta = getattr(self, name)
             if not 0.0 <= beta < 1.0:
@@ -375,6 +403,14 @@ class CrocTrainingArguments(TrainingArguments):
                 raise ValueError(
                     f"learning rates given for {sorted(frozen_with_lr)}, which trainable_parts leaves frozen"
                 )
+        if not spec.croc_pretraining:
+            # Stages 1 and 2 run without the Croc objectives: the prompt pool and the VTR head are not in their
+            # forward pass, so no gradient reaches them and a rate given for them would be logged, never trained.
+            asked = sorted(set(CROC_OBJECTIVE_PARTS) & (explicit | set(self.trainable_parts or ())))
+            if asked:
+                raise ValueError(f"stage {spec.name} runs without the Croc objectives, so the parts {asked} get no "
+                                 "gradient and would not train; leave them out of trainable_parts and drop their "
+                                 "*_lr (they train in stage 1.5)")
         falls_back: list[str] = []
         for group in PARAMETER_GROUPS:
             name = f"{group}_lr"

@@ -43,6 +43,7 @@ def validate_environment(raw: dict[str, dict[str, Any]]) -> None:
     check_quantisation(model)
     check_data(data)
     check_deepspeed(training)
+    check_accelerator_config(training)
     check_resume(training)
     check_reporting(training)
     check_kernels(training)
@@ -200,8 +201,26 @@ def resolve_deepspeed_path(value: str) -> Path | None:
     return None
 
 
+# DeepSpeed config sections that are JSON objects: transformers reads into them with `.get` while building the
+# arguments, so `"bf16": true` or `"zero_optimization": 2` ended the run with an AttributeError traceback.
+DEEPSPEED_OBJECT_SECTIONS = ("zero_optimization", "zero_optimization.offload_optimizer",
+                             "zero_optimization.offload_param", "bf16", "fp16", "optimizer", "scheduler")
+
+
+def check_deepspeed_sections(config: dict[str, Any], where: str) -> None:
+    for path in DEEPSPEED_OBJECT_SECTIONS:
+        node: Any = config
+        for key in path.split("."):
+            node = node.get(key) if isinstance(node, dict) else None
+        if node is not None and not isinstance(node, dict):
+            raise ConfigError(f"{where}: {path} must be a JSON object (e.g. \"bf16\": {{\"enabled\": true}}, "
+                              f"\"zero_optimization\": {{\"stage\": 2}}), got {node!r}")
+
+
 def check_deepspeed(training: dict[str, Any]) -> None:
     value = training.get("deepspeed")
+    if isinstance(value, dict):
+        check_deepspeed_sections(value, "the inline deepspeed config")
     if not value or isinstance(value, dict):
         return
     if importlib.util.find_spec("deepspeed") is None:
@@ -216,7 +235,27 @@ def check_deepspeed(training: dict[str, Any]) -> None:
             from None
     if not isinstance(config, dict):
         raise ConfigError(f"deepspeed config {resolved}: the top level must be a JSON object")
+    check_deepspeed_sections(config, f"deepspeed config {resolved}")
     training["deepspeed"] = str(resolved)
+
+
+def check_accelerator_config(training: dict[str, Any]) -> None:
+    """`accelerator_config` given as text names a JSON file, which `TrainingArguments.__post_init__` reads: a missing
+    one (or a folder) ended the run with its FileNotFoundError traceback, a malformed one with a JSON error naming
+    no key."""
+    value = training.get("accelerator_config")
+    if not isinstance(value, str):
+        return  # a mapping, or a value of the wrong type: refused with the other field types
+    path = Path(value).expanduser()
+    if not value.strip() or not path.is_file():
+        raise ConfigError(f"accelerator_config {value!r} is no file; give a JSON file of accelerate's "
+                          "AcceleratorConfig, or a mapping such as {split_batches: false}")
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ConfigError(f"accelerator_config {path}: not valid JSON ({error})") from None
+    if not isinstance(config, dict):
+        raise ConfigError(f"accelerator_config {path}: the top level must be a JSON object")
 
 
 def check_resume(training: dict[str, Any]) -> None:
@@ -247,6 +286,10 @@ def check_reporting(training: dict[str, Any]) -> None:
     targets = [targets] if isinstance(targets, str) else targets
     if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets) or targets in (["all"], ["none"]):
         return  # a value of the wrong type is refused with the other field types
+    both = sorted({"none", "all"} & set(targets))
+    if both:  # each stands for the whole list: "not an integration transformers has" named a valid value
+        raise ConfigError(f"report_to={targets}: {both[0]} stands for the whole list and cannot be listed with other "
+                          f"integrations; give report_to={both[0]}, or the integrations alone")
     installed = get_available_reporting_integrations()
     for target in targets:
         if target not in INTEGRATION_TO_CALLBACK:

@@ -229,6 +229,34 @@ CASES = [
                  "order", id="resume without skipping the trained rows"),  # accepted (a resume off the curve)
     pytest.param(["--use_liger_kernel=true"], "use_liger_kernel=true needs a CUDA GPU .*, but use_cpu=true",
                  id="Liger on the CPU"),  # first step (inside Triton)
+    # ---- found by a hostile tester of the configuration checks ----
+    pytest.param(["--accelerator_config={tmp}/missing_accelerate.json"],
+                 "accelerator_config '.*missing_accelerate.json' is no file", id="accelerator_config not a file"),
+    # ^ traceback (FileNotFoundError in TrainingArguments)
+    pytest.param(["--data.num_proc=null"], "data.num_proc must be an integer, got None", id="data key null"),
+    # ^ one line in Python's words naming no key ('<' not supported between instances of 'NoneType' and 'int')
+    pytest.param(["--data.max_image_aspect_ratio=[1, 2]"], r"data.max_image_aspect_ratio must be a number, got \[1, 2\]",
+                 id="data key a list"),  # one line naming no key
+    pytest.param(["--language_model_lr=.inf"], "language_model_lr must be a finite number, got inf",
+                 id="infinite learning rate"),  # accepted (the first update makes every weight inf or NaN)
+    pytest.param(["--neftune_noise_alpha=.inf"], "neftune_noise_alpha must be a finite number", id="infinite noise"),
+    # ^ accepted
+    pytest.param(["--logging_steps=.inf"], "logging_steps must be a finite number with logging_strategy=steps",
+                 id="logging_steps inf"),  # traceback (OverflowError in TrainingArguments)
+    pytest.param(["--save_strategy=steps", "--save_steps=.inf"], "save_steps must be a finite number",
+                 id="save_steps inf"),  # traceback (OverflowError in TrainingArguments)
+    pytest.param(["--per_device_train_batch_size='4.5'", "--global_batch_size=null"],
+                 "per_device_train_batch_size: cannot read '4.5' as int", id="quoted fraction for an integer"),
+    # ^ accepted (cut to 4)
+    pytest.param(["--run_name=2026-05-01"], r"run_name: YAML reads 2026-05-01 as a date; quote it",
+                 id="unquoted date for a name"),  # accepted (a date object; output_dir: one line naming no key)
+    pytest.param(["--prompt_pool_lr=1e-4"], r"stage 2 runs without the Croc objectives, so the parts "
+                 r"\['prompt_pool'\] get no gradient", id="prompt pool rate in stage 2"),
+    # ^ accepted (logged as trained at 1e-4; the pool never changed)
+    pytest.param(["--trainable_parts=[projector, language_model, vtr_head]"], r"the parts \['vtr_head'\] get no "
+                 "gradient", id="VTR head trained in stage 2"),  # accepted (never trained)
+    pytest.param(["--report_to=[none, tensorboard]"], r"none stands for the whole list and cannot be listed",
+                 id="report_to none among others"),  # one line: "'none' is not an integration ...; use none, ..."
     # ---- DeepSpeed ----
     pytest.param(["--deepspeed={tmp}/cut.json"], r"deepspeed config .*cut.json:2:1: not valid JSON",
                  id="DeepSpeed config not JSON", marks=needs_deepspeed),  # one line, naming neither file nor line
@@ -240,6 +268,10 @@ CASES = [
     pytest.param(["--deepspeed={train_micro_batch_size_per_gpu: 3, zero_optimization: {stage: 2}}"],
                  "the inline deepspeed config contradicts .*train_micro_batch_size_per_gpu=3",
                  id="inline DeepSpeed batch", marks=needs_deepspeed),  # after load
+    pytest.param(["--deepspeed={tmp}/bf16_true.json"], r"bf16_true.json: bf16 must be a JSON object .*got True",
+                 id="DeepSpeed section not an object", marks=needs_deepspeed),  # traceback (AttributeError)
+    pytest.param(["--deepspeed={zero_optimization: 2}"], "the inline deepspeed config: zero_optimization must be a "
+                 "JSON object", id="inline DeepSpeed section not an object", marks=needs_deepspeed),  # traceback
 ]
 
 # Files some cases point to, written into the test's folder.
@@ -248,6 +280,7 @@ FILES = {
     "own_optimizer.json": json.dumps({"optimizer": {"type": "AdamW", "params": {"lr": "auto"}},
                                       "zero_optimization": {"stage": 2}}),
     "micro_batch_3.json": json.dumps({"train_micro_batch_size_per_gpu": 3, "zero_optimization": {"stage": 2}}),
+    "bf16_true.json": json.dumps({"bf16": True, "zero_optimization": {"stage": 2}}),  # DeepSpeed's is {"enabled": ...}
 }
 
 

@@ -144,3 +144,29 @@ def test_packing_a_onevision_model_is_refused_before_anything_loads(tmp_path, sm
     message = _error(monkeypatch, STAGE1_5, tmp_path, onevision, small_data, "--packing=true",
                      "--croc_overrides={prompt_pool_size: 64}")
     assert "croc_onevision images have a token count of their own" in message and "set packing=false" in message
+
+
+@pytest.mark.parametrize("case", ["output_dir is the model folder", "resume with no checkpoint",
+                                  "changes accepted with nothing to resume"])
+def test_an_output_dir_refused_without_the_run_record_is_refused_before_the_rows_are_read(
+        case, tmp_path, tiny_model, small_data, monkeypatch, nothing_loaded):
+    """These refusals need neither the rows nor the model, yet came only after every training row was read and
+    checked (the run record the other resume checks compare counts the rows): on a large set, hours of image
+    checks before one line."""
+    out, overrides, words = {
+        "output_dir is the model folder": (tiny_model, [], "already holds config.json, model.safetensors"),
+        "resume with no checkpoint": (tmp_path / "out", ["--resume_from_checkpoint=true"],
+                                      "resume_from_checkpoint=true but .* holds no checkpoint"),
+        "changes accepted with nothing to resume": (tmp_path / "out", ["--resume_accept_changes=[warmup_steps]"],
+                                                    "resume_accept_changes is set but there is no checkpoint"),
+    }[case]
+    import re
+
+    message = _error(monkeypatch, STAGE1_5, tmp_path, tiny_model, small_data, *overrides, f"--output_dir={out}")
+    assert re.search(words, message), message
+
+
+def test_a_config_path_that_is_a_folder_is_not_said_to_be_missing(tmp_path, tiny_model, small_data, monkeypatch,
+                                                                  nothing_loaded):
+    message = _error(monkeypatch, STAGE1_5.parent, tmp_path, tiny_model, small_data)
+    assert f"config file {STAGE1_5.parent} is a folder; name a YAML file in it" in message, message

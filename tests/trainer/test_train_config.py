@@ -443,3 +443,16 @@ def test_a_language_model_part_whose_config_cannot_be_read_is_one_line(tmp_path,
             "--model.name_or_path=null", f"--model.vision_tower={clip_dir}", f"--model.language_model={llm_dir}"]
     with pytest.raises(ConfigError, match=f"model.language_model={llm_dir}: .*{message}"):
         resolve_config(argv)
+
+
+def test_help_describes_the_transformers_options_as_this_trainer_runs_them(monkeypatch, capsys):
+    """transformers' own help said push_to_hub pushes "every time the model is saved" (this trainer pushes the final
+    folder once), offered the length-grouped samplers it refuses, and called resume_from_checkpoint unused."""
+    monkeypatch.setattr(sys, "argv", ["trainer.train", "--help"])
+    train_module.cli()
+    printed = " ".join(capsys.readouterr().out.split())
+    assert "every time the model is saved" not in printed
+    assert "push_to_hub (default: False) Upload the final model folder" in printed
+    assert "train_sampling_strategy (default: 'random') Order of the training rows: 'random' or 'sequential'. The " \
+           "length-grouped samplers ('group_by_length', 'batch_rebalance') need a length column" in printed
+    assert "resume_from_checkpoint (default: None) A checkpoint-N folder to resume from" in printed
