@@ -65,6 +65,20 @@ MODEL_BOUND_OPTIMIZERS = ("galore", "apollo", "lomo")
 INPUT_TOKEN_COUNTS = ("all", "non_padding", "no")
 NO_EVALUATION = "trainer.train has no evaluation set (it trains one stage on its training rows)"
 EVALUATION_HINT = "evaluate the saved stage folder with lmms-eval instead (README, Evaluation)"
+# transformers' options whose help describes settings this trainer refuses: the setting refused (with a value that
+# shows it, for the test that holds each entry to its check) and why. `--help` prints the why beside their help.
+REFUSED_SETTINGS: dict[str, tuple[str, str, str]] = {
+    "ignore_data_skip": ("true", "true", "a resume would not replay the interrupted run's rows"),
+    "save_only_model": ("true", "true", "its checkpoints hold no optimizer, scheduler or RNG state to resume from"),
+    "label_smoothing_factor": ("0.1", "any value but 0", "the label smoother would drop the VTR term of the loss"),
+    "eval_strategy": ("steps", "any value but no", NO_EVALUATION),
+    "eval_on_start": ("true", "true", NO_EVALUATION),
+    "load_best_model_at_end": ("true", "true", NO_EVALUATION),
+    "save_strategy": ("best", "best", NO_EVALUATION),
+    "lr_scheduler_type": ("reduce_lr_on_plateau", "reduce_lr_on_plateau and greedy", NO_EVALUATION),
+    "optim": ("galore_adamw", "GaLore, APOLLO and LOMO",
+              "they bring parameter groups of their own, replacing one learning rate per trained part"),
+}
 # PyTorch modules PEFT's LoRA wraps.
 LORA_MODULE_TYPES = (torch.nn.Linear, torch.nn.Embedding, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
 

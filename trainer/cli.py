@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from .argument_checks import REFUSED_SETTINGS
 from .script_args import DataArguments, ModelArguments
 from .training_args import CrocTrainingArguments
 
@@ -87,6 +88,9 @@ def help_text(width: int = 100) -> str:
             default = spec.default_factory() if spec.default_factory is not dataclasses.MISSING else spec.default
             lines.append(f"  {spec.name} (default: {default!r})")
             text = " ".join(str(spec.metadata.get("help", "")).split())
+            if cls is CrocTrainingArguments and spec.name in REFUSED_SETTINGS:
+                _, setting, why = REFUSED_SETTINGS[spec.name]
+                text += f" Refused here ({setting}): {why}."
             if text:
                 lines += textwrap.wrap(text, width=width, initial_indent="      ", subsequent_indent="      ")
         lines.append("")

@@ -23,7 +23,7 @@ from modeling_croc import CrocForConditionalGeneration
 from modeling_croc.loading import load_processor, read_croc_config
 from trainer import train as train_module
 from trainer import validation
-from trainer.argument_checks import build_on_meta
+from trainer.argument_checks import REFUSED_SETTINGS, build_on_meta
 from trainer.cli import ConfigError
 from trainer.data import CrocSupervisedDataset
 from trainer.resolve import resolve_config
@@ -294,6 +294,26 @@ def test_broken_argument_is_one_line_before_anything_loads(overrides, words, tmp
     overrides = [override.replace("{tmp}", str(tmp_path)) for override in overrides]
     message = _cli_error(_argv(STAGE2, out, tiny_model, small_data, *overrides), monkeypatch)
     assert message.startswith("configuration error: ") and re.search(words, message), message
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("option", sorted(REFUSED_SETTINGS))
+def test_help_says_which_settings_of_transformers_options_are_refused_and_they_are(option, tmp_path, tiny_model,
+                                                                                    small_data, monkeypatch,
+                                                                                    nothing_loaded, capsys):
+    # transformers' help describes these settings as usable: --help says they are refused here, and each entry of
+    # the registry --help reads is held to a real refusal naming its option.
+    value, setting, why = REFUSED_SETTINGS[option]
+    monkeypatch.setattr(sys, "argv", ["trainer.train", "--help"])
+    train_module.cli()
+    help_lines = capsys.readouterr().out.splitlines()
+    start = next(i for i, line in enumerate(help_lines) if line.startswith(f"  {option} (default: "))
+    end = next(i for i in range(start + 1, len(help_lines)) if not help_lines[i].startswith("      "))
+    assert f"Refused here ({setting}): {why}." in " ".join(" ".join(help_lines[start + 1:end]).split())
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    out = tmp_path / "out"
+    message = _cli_error(_argv(STAGE2, out, tiny_model, small_data, f"--{option}={value}"), monkeypatch)
+    assert message.startswith("configuration error: ") and f"{option}={value}" in message, message
     assert not out.exists()
 
 
