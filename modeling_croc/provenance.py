@@ -56,6 +56,8 @@ class Provenance:
     base_models: list[str] = field(default_factory=list)
     licenses: list[str] = field(default_factory=list)
     datasets: list[str] = field(default_factory=list)
+    # Licences a card declared as `license: other` with a `license_name` (Qwen's qwen-research): name -> its link.
+    license_links: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def of_model_folder(cls, folder: str | Path, hub_id: str | None = None) -> Provenance:
@@ -63,10 +65,15 @@ class Provenance:
         named by `hub_id`; a Croc stage folder's card lists its own base models, licences and datasets."""
         data = card_metadata(folder)
         licenses = data.get("croc_licenses") or _as_list(data.get("license"))
+        links = {}
+        if licenses == [OTHER_LICENSE] and data.get("license_name"):
+            # `other` alone is no licence: the Hub's rule (and the card check) wants its name and link, carried here.
+            licenses = [str(data["license_name"])]
+            links = {licenses[0]: str(data.get("license_link") or "README.md#licences")}
+        licenses = [name for name in licenses if name != UNKNOWN_LICENSE]
         if hub_id:
-            return cls([hub_id], [name for name in licenses if name != UNKNOWN_LICENSE], [])
-        return cls(_as_list(data.get("base_model")), [name for name in licenses if name != UNKNOWN_LICENSE],
-                   _as_list(data.get("datasets")))
+            return cls([hub_id], licenses, [], links)
+        return cls(_as_list(data.get("base_model")), licenses, _as_list(data.get("datasets")), links)
 
     @classmethod
     def of_dataset_folder(cls, folder: str | Path) -> Provenance:
@@ -78,7 +85,8 @@ class Provenance:
         parts = (self, *others)
         return Provenance(_unique(m for p in parts for m in p.base_models),
                           _unique(name for p in parts for name in p.licenses),
-                          _unique(d for p in parts for d in p.datasets))
+                          _unique(d for p in parts for d in p.datasets),
+                          {name: link for p in parts for name, link in p.license_links.items()})
 
     def license_metadata(self) -> dict[str, Any]:
         """The card's licence fields: the one licence every part shares, `unknown` when no part states one, or
@@ -86,6 +94,8 @@ class Provenance:
         licenses = _unique(self.licenses)
         if not licenses:
             return {"license": UNKNOWN_LICENSE}
+        if len(licenses) == 1 and licenses[0] in self.license_links:
+            return {"license": OTHER_LICENSE, "license_name": licenses[0], "license_link": self.license_links[licenses[0]]}
         if len(licenses) == 1:
             return {"license": licenses[0]}
         return {"license": OTHER_LICENSE, "license_name": "-and-".join(licenses),

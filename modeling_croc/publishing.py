@@ -14,6 +14,9 @@ before every push, real or dry. It looks for
 * Hugging Face tokens: the values this process knows (`HF_TOKEN`, `HUGGING_FACE_HUB_TOKEN`,
   `huggingface_hub.get_token()`, and what the caller adds, such as `--hub_token`), and anything shaped like one
   (`hf_` followed by 30 or more letters and digits);
+* other credentials: the values of this process's credential variables (`WANDB_API_KEY`, `OPENAI_API_KEY`,
+  `AWS_SECRET_ACCESS_KEY`, `GITHUB_TOKEN`: a name ending in `_API_KEY`, `_TOKEN`, `_PASSWORD`, ...), and the shapes of
+  private keys, cloud, GitHub and OpenAI-style (`sk-...`) keys, and credentials assigned to such a name;
 * absolute local paths: this machine's home directory, the working directory and the caller's folders (each as given
   and resolved; a path of one component such as `/root` counts only when a name follows it), and any absolute path
   under a root that only ever holds local files (`/home/`, `/Users/`, `/root/`, `/tmp/`, `/mnt/`, `/scratch/`, macOS
@@ -72,6 +75,8 @@ SECRET_PATTERNS = (
     re.compile(rb"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----"),
     re.compile(rb"(?<![A-Z0-9])(?:AKIA|ASIA)[0-9A-Z]{16}(?![A-Z0-9])"),  # an AWS access key id
     re.compile(rb"(?<![A-Za-z0-9_])(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255})"),  # GitHub
+    # an OpenAI or Anthropic API key (`sk-...`, `sk-proj-...`, `sk-ant-api03-...`): passed bare to an evaluation judge
+    re.compile(rb"(?<![A-Za-z0-9_\-])sk-[A-Za-z0-9_\-]{32,}"),
     # NAME=value, "NAME": "value", the name bare (API_KEY=..., PASSWORD=...) or prefixed (WANDB_API_KEY=...)
     re.compile(rb"(?<![A-Za-z0-9_])(?:[A-Z][A-Z0-9_]*_)?" + _SECRET_NAMES + rb"[\"']?[ \t]*[=:][ \t]*[\"']?"
                + _SECRET_VALUE),
@@ -84,6 +89,10 @@ SECRET_PATTERNS = (
     re.compile(rb"(?<![A-Za-z0-9_])machine[ \t\r\n]+\S+[ \t\r\n]+login[ \t\r\n]+\S+[ \t\r\n]+password[ \t\r\n]+\S{8,}"),
 )
 _MIN_SECRET_LENGTH = 8  # shorter "tokens" (an empty or placeholder value) would match everywhere
+# Environment variables that hold a credential of this process (WANDB_API_KEY, OPENAI_API_KEY, AWS_SECRET_ACCESS_KEY,
+# GITHUB_TOKEN): their values are looked for as they are, whatever their shape (a W&B key is 40 hex digits).
+_SECRET_ENVIRONMENT = re.compile(r"(?:^|_)(?:API_KEY|SECRET_ACCESS_KEY|SECRET_KEY|ACCESS_TOKEN|AUTH_TOKEN|TOKEN|"
+                                 r"PASSWORD)$")
 _NAME_BYTES = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.~-+@%")
 _WINDOWS_USERS = re.compile(rb":(?:\\\\|\\|/)(?:Users|users|USERS)(?:\\\\|\\|/)")
 _RUN_DELIMITERS = frozenset(b" \t\r\n\"'`<>()[]{},;|=")
@@ -299,6 +308,14 @@ def known_tokens(*extra: str | None) -> list[str]:
     return list(dict.fromkeys(v for v in values if isinstance(v, str) and len(v) >= _MIN_SECRET_LENGTH))
 
 
+def known_secrets() -> list[str]:
+    """The values of this process's credential environment variables (`_SECRET_ENVIRONMENT`: WANDB_API_KEY,
+    OPENAI_API_KEY, ...) other than the Hugging Face tokens (:func:`known_tokens`); short values dropped."""
+    values = (value for name, value in os.environ.items()
+              if name not in TOKEN_ENVIRONMENT and _SECRET_ENVIRONMENT.search(name.upper()))
+    return list(dict.fromkeys(v for v in values if len(v) >= _MIN_SECRET_LENGTH))
+
+
 def local_folders(*extra: str | Path | None) -> list[str]:
     """This machine's folders that must not appear in an upload: home, working directory, and `extra`, each as
     given (absolute) and resolved."""
@@ -324,8 +341,9 @@ class _Scanner:
     hits."""
 
     def __init__(self, tokens: Iterable[str], folders: Iterable[str], user_name: str | None,
-                 row_values: bool = False) -> None:
+                 row_values: bool = False, secrets: Iterable[str] = ()) -> None:
         needles = [_Needle(token.encode(), TOKEN, "exact-token") for token in tokens]
+        needles += [_Needle(secret.encode(), SECRET, "exact-token") for secret in secrets]
         for folder in folders:
             parts = PurePosixPath(folder).parts
             if len(parts) > 2:
@@ -388,7 +406,7 @@ class _Scanner:
             after_at = at + len(needle.literal)
             after = data[after_at] if after_at < len(data) else None
             if needle.rule == "exact-token":
-                return at, TOKEN, _redacted(needle.literal)
+                return at, needle.kind, _redacted(needle.literal)
             if needle.rule == "exact" and before not in _NAME_BYTES and after not in _NAME_BYTES:
                 return at, LOCAL_PATH, _excerpt(data, at)
             if needle.rule == "root" and before not in _NAME_BYTES and after is not None and after in _NAME_BYTES:
@@ -534,10 +552,11 @@ def scan_upload_set(folder: str | Path, files: Sequence[str], *, tokens: Iterabl
     """
     folder = Path(folder)
     secrets = known_tokens(*tokens)
+    others = [value for value in known_secrets() if value not in secrets]
     paths = local_folders(*folders)
     user = _current_user() if user_name is None else user_name
-    file_scanner = _Scanner(secrets, paths, user)
-    row_scanner = _Scanner(secrets, paths, user, row_values=True)
+    file_scanner = _Scanner(secrets, paths, user, secrets=others)
+    row_scanner = _Scanner(secrets, paths, user, row_values=True, secrets=others)
     findings = []
     for name in files:
         path = folder / name
@@ -608,6 +627,7 @@ __all__ = [
     "check_publish_folder",
     "check_upload_set",
     "copy_file",
+    "known_secrets",
     "known_tokens",
     "local_folders",
     "prepare_publish_folder",

@@ -185,10 +185,24 @@ class CrocTrainer(Trainer):
         if self._own_signals:
             signals.install()
         try:
-            return super().train(resume_from_checkpoint=resume_from_checkpoint or None, trial=trial, **kwargs)
+            output = super().train(resume_from_checkpoint=resume_from_checkpoint or None, trial=trial, **kwargs)
         finally:
             if self._own_signals:
                 signals.restore()
+        return self._with_run_mean_loss(output)
+
+    def _with_run_mean_loss(self, output: TrainOutput) -> TrainOutput:
+        """`output` and the logged `train_loss` as the mean loss of the whole run's applied steps (the model card
+        states it): the Trainer's covers the steps of this `train()` call only, so a resumed run reported the mean of
+        its last part, a rerun that trains nothing 0.0, and a skipped non-finite step counted as its stand-in value."""
+        mean = self.run_control.run_mean_loss
+        if mean is None or self.preempted:
+            return output
+        for entry in reversed(self.state.log_history):
+            if "train_loss" in entry:
+                entry["train_loss"] = mean
+                break
+        return TrainOutput(output.global_step, mean, {**(output.metrics or {}), "train_loss": mean})
 
     @property
     def preempted(self) -> bool:

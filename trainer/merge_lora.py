@@ -59,7 +59,12 @@ def main(argv: list[str] | None = None) -> None:
     problem = merge_output_problem(args.adapter_dir, args.out)
     if problem:
         raise SystemExit(f"merge error: {problem}")
-    merge_lora(args.adapter_dir, args.out, args.dtype)
+    try:
+        merge_lora(args.adapter_dir, args.out, args.dtype)
+    except (OSError, ValueError) as error:
+        # Not a LoRA folder, a base folder moved or never on this machine (an adapter downloaded alone), a full disk:
+        # one line, as the other mistakes of this command.
+        raise SystemExit(f"merge error: {' '.join(str(error).split())}") from None
 
 
 def merge_output_problem(adapter_dir: str | Path, out_dir: str | Path) -> str | None:

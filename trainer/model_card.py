@@ -70,11 +70,16 @@ def _pushed_dataset(build: Path) -> Provenance:
     return Provenance(datasets=[repo] if repo else [])
 
 
-def final_losses(log_history: list[dict[str, Any]]) -> dict[str, float]:
-    """The last logged value of each loss / pool metric, plus the run's mean `train_loss`."""
+def final_losses(log_history: list[dict[str, Any]], skipped_steps: Sequence[int] = ()) -> dict[str, float]:
+    """The last logged value of each loss / pool metric, plus the run's mean `train_loss`. A step skipped as non-finite
+    (`skipped_steps`) is not a measured value: the Trainer logs a stand-in for its loss (0.0 when it is the only step
+    of its logging window), so its entries are left out."""
     losses: dict[str, float] = {}
+    skipped = set(skipped_steps)
     for entry in log_history:
         for key in (*FINAL_LOG_KEYS, "train_loss"):
+            if key != "train_loss" and entry.get("step") in skipped:
+                continue
             if key in entry:
                 losses[key] = round(float(entry[key]), 6)
     return losses
@@ -163,6 +168,27 @@ def install_instructions() -> str:
             "repository and run `pip install .` in the clone.")
 
 
+def adapter_instructions(base: str) -> str:
+    """What a LoRA run's folder is and how it loads: adapters, not a model (`install_instructions` would be false)."""
+    return ("This folder holds LoRA adapters (PEFT, `adapter_config.json`) with the fully trained projector, prompt "
+            f"pool and head, for the Croc base folder `{base}` they were trained on; it is not a model folder, and "
+            f"{LOAD_MODEL} does not load it. With the base folder at hand, `python -m trainer.merge_lora FOLDER --out "
+            "MERGED` (the Croc package) merges them into a plain folder that loads that way; the run itself wrote "
+            "one to `<output_dir>-merged`.")
+
+
+def _adapter_base(trainer) -> str | None:
+    """The base folder's name when `trainer` trains LoRA adapters (its saved folder holds only those), else None."""
+    model, accelerator = getattr(trainer, "model", None), getattr(trainer, "accelerator", None)
+    if model is not None and accelerator is not None:
+        model = accelerator.unwrap_model(model)
+    if model is None or not hasattr(model, "get_base_model"):
+        return None
+    config = next(iter(getattr(model, "peft_config", {}).values()), None)
+    base = getattr(config, "base_model_name_or_path", None) or "not recorded"
+    return Path(str(base)).name
+
+
 def architecture_line(config) -> str:
     """What the card says the model is, read from its config (the family's class, its tower and language model)."""
     from modeling_croc.loading import croc_model_class
@@ -183,7 +209,9 @@ def build_model_card(trainer, model_name: str | None = None) -> ModelCard:
         "weight_decay": args.weight_decay,
         "lr_scheduler": str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)),
         "warmup": args.warmup_steps,
-        "epochs": args.num_train_epochs,
+        # `max_steps` overrides `num_train_epochs` (the Trainer ignores it): the card states what ran.
+        **({"max_steps": args.max_steps, "epochs": round(float(trainer.state.epoch or 0.0), 4)}
+           if getattr(args, "max_steps", -1) > 0 else {"epochs": args.num_train_epochs}),
         "global_batch_size": args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size,
         "model_max_length": args.model_max_length,
         "template": args.template,
@@ -191,7 +219,9 @@ def build_model_card(trainer, model_name: str | None = None) -> ModelCard:
         "seed": args.seed,
     }
     croc = {name: getattr(config, name) for name in CARD_CROC_FIELDS}
-    losses = final_losses(trainer.state.log_history)
+    run_control = getattr(trainer, "run_control", None)  # None: a trainer other than CrocTrainer
+    skipped = [int(record["step"]) for record in run_control.skipped_steps] if run_control is not None else []
+    losses = final_losses(trainer.state.log_history, skipped)
     provenance = trainer.provenance
     datasets = provenance.datasets if not args.hub_datasets else _merge(provenance.datasets, args.hub_datasets)
     licence = {"license": args.hub_license} if args.hub_license else provenance.license_metadata()
@@ -210,18 +240,22 @@ def build_model_card(trainer, model_name: str | None = None) -> ModelCard:
         croc_config=croc,
         training_hyperparameters=hyperparameters,
         final_losses=losses,
+        nonfinite_steps_skipped=skipped or None,
     )
     licences = provenance.licenses or ([args.hub_license] if args.hub_license else [])
+    adapter_base = _adapter_base(trainer)
     body = [
         f"# {name}",
         "",
         f"Croc (arXiv 2410.14332) **stage {spec.name}**: {spec.description}. {architecture_line(config)}",
         "",
-        install_instructions(),
+        install_instructions() if adapter_base is None else adapter_instructions(adapter_base),
         "",
         f"- Croc preset: `{config.croc_preset}`; trained parts: {', '.join(args.trainable_parts)}",
         f"- Base models: {', '.join(provenance.base_models) if provenance.base_models else 'not recorded'}",
         f"- Datasets: {', '.join(datasets) if datasets else 'not recorded'}",
+        *([f"- Non-finite steps skipped (no update, `max_nonfinite_steps`): {len(skipped)} of "
+           f"{trainer.state.global_step} (steps {', '.join(map(str, skipped))})"] if skipped else []),
         "",
         "## Licences",
         "",

@@ -169,6 +169,12 @@ class RunControl(TrainerCallback):
         self.max_nonfinite_steps = int(max_nonfinite_steps)
         self.save_interval = None if save_interval_minutes is None else 60.0 * float(save_interval_minutes)
         self.skipped_steps: list[dict[str, Any]] = []
+        # The loss of every applied step of the run (mean over processes), carried by checkpoints: the Trainer's own
+        # `train_loss` averages only the steps of one `train()` call (0.0 for a rerun that trains nothing) and counts
+        # a skipped step's stand-in value. None: resumed from a checkpoint that did not carry it.
+        self.loss_sum: float | None = 0.0
+        self.loss_steps = 0
+        self._step_loss: torch.Tensor | None = None
         self.stopped_by: str | None = None  # the signal that stopped the run, once it has
         self._loss_bad: torch.Tensor | None = None
         self._grad_norm: float | torch.Tensor | None = None
@@ -181,20 +187,25 @@ class RunControl(TrainerCallback):
         """Record whether a micro-batch's loss is finite, on the device (no host synchronisation)."""
         bad = ~torch.isfinite(loss.detach()).all()
         self._loss_bad = bad if self._loss_bad is None else self._loss_bad | bad
+        total = loss.detach().float().sum()
+        self._step_loss = total if self._step_loss is None else self._step_loss + total
 
     def observe_grad_norm(self, grad_norm: float | torch.Tensor | None) -> None:
         self._grad_norm = grad_norm
 
     # ---- agreement ----
-    def _agree(self, loss_bad: bool) -> tuple[bool, bool, bool]:
-        """(a non-finite loss somewhere, a signal somewhere, the save timer due somewhere), the same on every process."""
+    def _agree(self, loss_bad: bool, step_loss: float = 0.0) -> tuple[bool, bool, bool, float]:
+        """(a non-finite loss somewhere, a signal somewhere, the save timer due somewhere, the step's loss averaged
+        over processes as the Trainer logs it), the same on every process."""
         flags = [float(loss_bad), float(self.signals is not None and self.signals.received is not None),
-                 float(self.save_interval is not None and time.monotonic() - self._last_save >= self.save_interval)]
+                 float(self.save_interval is not None and time.monotonic() - self._last_save >= self.save_interval),
+                 0.0 if loss_bad else step_loss]
         accelerator = self.trainer.accelerator
         if accelerator.num_processes > 1:
             agreed = accelerator.reduce(torch.tensor(flags, device=accelerator.device), reduction="sum")
             flags = [float(value) for value in agreed.tolist()]
-        return flags[0] > 0, flags[1] > 0, flags[2] > 0
+            flags[3] /= accelerator.num_processes
+        return flags[0] > 0, flags[1] > 0, flags[2] > 0, flags[3]
 
     def _signal_name(self) -> str:
         received = None if self.signals is None else self.signals.received
@@ -203,7 +214,7 @@ class RunControl(TrainerCallback):
     # ---- events ----
     def on_train_begin(self, args, state, control, **kwargs):
         self._last_save = time.monotonic()
-        _, signalled, _ = self._agree(False)
+        _, signalled, _, _ = self._agree(False)
         if signalled:
             # Received while the data or the model loaded: nothing has trained since the last checkpoint.
             self.stopped_by = self._signal_name()
@@ -213,11 +224,20 @@ class RunControl(TrainerCallback):
 
     def on_pre_optimizer_step(self, args, state, control, **kwargs):
         loss_bad = False if self._loss_bad is None else bool(self._loss_bad)
-        self._loss_bad = None
-        loss_bad, self._stop_requested, self._save_due = self._agree(loss_bad)
+        step_loss = 0.0 if self._step_loss is None or loss_bad else float(self._step_loss)
+        self._loss_bad = self._step_loss = None
+        loss_bad, self._stop_requested, self._save_due, step_loss = self._agree(loss_bad, step_loss)
         if loss_bad or not is_finite(self._grad_norm):
             self._nonfinite_step(state.global_step + 1, loss_bad)
+        elif self.loss_sum is not None:
+            self.loss_sum += step_loss
+            self.loss_steps += 1
         return control
+
+    @property
+    def run_mean_loss(self) -> float | None:
+        """The mean loss of the run's applied steps, every resume included; None when not known."""
+        return self.loss_sum / self.loss_steps if self.loss_sum is not None and self.loss_steps else None
 
     def on_step_end(self, args, state, control, **kwargs):
         if self._save_due:
@@ -265,13 +285,15 @@ class RunControl(TrainerCallback):
 
     # ---- checkpoints ----
     def save(self, folder: str | Path) -> None:
-        (Path(folder) / NONFINITE_FILE).write_text(json.dumps({"skipped_steps": self.skipped_steps}, indent=1) + "\n",
-                                                   encoding="utf-8")
+        state = {"skipped_steps": self.skipped_steps, "loss_sum": self.loss_sum, "loss_steps": self.loss_steps}
+        (Path(folder) / NONFINITE_FILE).write_text(json.dumps(state, indent=1) + "\n", encoding="utf-8")
 
     def restore(self, folder: str | Path) -> None:
         file = Path(folder) / NONFINITE_FILE
-        if file.is_file():
-            self.skipped_steps = list(json.loads(file.read_text(encoding="utf-8"))["skipped_steps"])
+        state = json.loads(file.read_text(encoding="utf-8")) if file.is_file() else {}
+        self.skipped_steps = list(state.get("skipped_steps", []))
+        # A checkpoint of an earlier version carries no loss total: the run's mean is then not known.
+        self.loss_sum, self.loss_steps = state.get("loss_sum"), int(state.get("loss_steps") or 0)
 
 
 __all__ = [

@@ -19,6 +19,7 @@ import torch
 
 from data_recipes import recorded_image_root
 from modeling_croc.loading import source_kind
+from modeling_croc.provenance import HUB_ID, LICENSE_ID, OTHER_LICENSE
 
 from .checkpoint_io import is_complete_checkpoint
 from .cli import ConfigError
@@ -47,7 +48,7 @@ def validate_environment(raw: dict[str, dict[str, Any]]) -> None:
     check_resume(training)
     check_reporting(training)
     check_kernels(training)
-    check_hub(training)
+    check_hub(training, model)
     check_launch(training)
 
 
@@ -317,10 +318,12 @@ def check_kernels(training: dict[str, Any]) -> None:
                           "--use_liger_kernel=false)")
 
 
-def check_hub(training: dict[str, Any]) -> None:
+def check_hub(training: dict[str, Any], model: dict[str, Any] | None = None) -> None:
     """What the Hub options need from this machine: the network for `push_to_hub` (the Trainer creates the
     repository when it is built, right after the model loads) and the lmms-eval results the model card reports
-    (read at the very end). The publish folder and the token are `trainer.hub.check_publishing_arguments`'."""
+    (read at the very end); and what the card check (`trainer.model_card.check_card`, run when every run writes its
+    card, after training) refuses in the card's options. The publish folder and the token are
+    `trainer.hub.check_publishing_arguments`'."""
     from huggingface_hub import is_offline_mode
 
     if training.get("push_to_hub") and not training.get("hub_dry_run") and is_offline_mode():
@@ -330,6 +333,25 @@ def check_hub(training: dict[str, Any]) -> None:
     for path in results if isinstance(results, list) else []:
         if not Path(str(path)).expanduser().is_file():
             raise ConfigError(f"hub_eval_results: {path} does not exist (an lmms-eval *_results.json file)")
+        try:
+            found = json.loads(Path(str(path)).expanduser().read_text(encoding="utf-8")).get("results")
+        except (OSError, ValueError, AttributeError):
+            found = None
+        if not isinstance(found, dict):
+            raise ConfigError(f"hub_eval_results: {path} is not an lmms-eval results file (a JSON object with "
+                              "\"results\")")
+    # Checked here, not after hours of training: the card is written (and checked) at the end of every run.
+    license_id = training.get("hub_license")
+    if license_id is not None and (not isinstance(license_id, str) or not LICENSE_ID.match(license_id)
+                                   or license_id == OTHER_LICENSE):
+        raise ConfigError(f"hub_license={license_id!r} is not a Hub licence id: use the lower-case id (apache-2.0, mit, "
+                          "llama2, cc-by-4.0, ...); `other` needs a name and link no option gives")
+    for key, values in (("hub_datasets", training.get("hub_datasets")),
+                        ("model.base_models", (model or {}).get("base_models"))):
+        for value in [values] if isinstance(values, str) else values or []:
+            if not HUB_ID.match(str(value)):
+                raise ConfigError(f"{key} entry {value!r} is not a Hub id (NAME or OWNER/NAME): the model card names "
+                                  "base models and datasets as the Hub does, never by a local path")
 
 
 def check_launch(training: dict[str, Any]) -> None:

@@ -218,6 +218,17 @@ CASES = [
                  id="push offline"),  # after load (creating the repository)
     pytest.param(["--hub_eval_results=[{tmp}/missing_results.json]"], "hub_eval_results: .*missing_results.json does "
                  "not exist", id="missing eval results"),  # after training (the model card)
+    # The card's options, which the card check refused after training with a ValueError traceback (every run writes
+    # its card; found by a hostile tester):
+    pytest.param(["--hub_license=MIT"], "hub_license='MIT' is not a Hub licence id: use the lower-case id",
+                 id="licence not an id"),  # after training (the model card)
+    pytest.param(["--hub_license=other"], "hub_license='other' is not a Hub licence id", id="licence other"),
+    pytest.param(["--hub_datasets=[{tmp}/my_data]"], "hub_datasets entry '.*my_data' is not a Hub id",
+                 id="local folder as a dataset"),  # after training (the model card)
+    pytest.param(["--model.base_models=[./models/vicuna]"], "model.base_models entry './models/vicuna' is not a Hub "
+                 "id", id="local folder as a base model"),  # after training (the model card)
+    pytest.param(["--hub_eval_results=[{tmp}/cut.json]"], "hub_eval_results: .*cut.json is not an lmms-eval results "
+                 "file", id="eval results not lmms-eval's"),  # after training (the model card): KeyError
     pytest.param(["--train_sampling_strategy=group_by_length"], "train_sampling_strategy=group_by_length groups "
                  "rows by a length column this trainer's data does not carry", id="length-grouped sampler"),
     # ^ after load (LengthGroupedSampler: TypeError)
@@ -386,6 +397,8 @@ VALID = [
                  id="activation checkpointing"),
     pytest.param(["--resume_from_checkpoint=false", "--seed=4294967295", "--report_to=none"], id="edge values"),
     pytest.param(["--model.attn_implementation=eager", "--include_num_input_tokens_seen=non_padding"], id="eager"),
+    pytest.param(["--hub_license=llama2", "--hub_datasets=[liuhaotian/LLaVA-Instruct-150K, coco]",
+                  "--model.base_models=[lmsys/vicuna-7b-v1.5]"], id="card options"),
 ]
 
 

@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 from fault_cases import image_row, write_good_image
-from huggingface_hub import CommitOperationAdd, CommitOperationDelete, DatasetCard, RepoUrl
+from huggingface_hub import CommitOperationAdd, CommitOperationDelete, DatasetCard, ModelCard, RepoUrl
 from run_cases import cli_error as _cli_error
 from safetensors.torch import save_file
 
@@ -30,6 +30,7 @@ from data_recipes.cli import main as recipes_main
 from data_recipes.publish import hub_files
 from modeling_croc import publishing
 from modeling_croc.publishing import PUBLISH_MARKER, Finding, scan_upload_set
+from trainer import croc_trainer
 from trainer import hub as trainer_hub
 from trainer import train as train_module
 from trainer.cli import ConfigError
@@ -286,6 +287,83 @@ def test_push_uploads_exactly_the_scanned_files_and_nothing_when_a_leak_is_plant
     assert str(refused.value).startswith(f"refusing to publish {out}/{trainer_hub.STAGING_PREFIX}")
     assert f"an absolute local path in notes.md (byte 13): '{tmp_path / 'data'}'" in str(refused.value)
     assert len(hub.commits) == 1 and len(hub.repos) == repos  # nothing created or uploaded
+
+
+def test_a_push_rerun_after_a_failed_push_publishes_the_runs_mean_loss(tiny_model, tmp_path, monkeypatch, hub_online):
+    """The documented recovery of a failed push, rerunning the same command, resumes from the last step's checkpoint
+    and trains nothing: the Trainer's `train_loss` of that call is 0.0 (no step), and the card pushed said so (the
+    hostile tester found `train_loss: 0.0` on the Hub). The card states the whole run's mean, as the first run's."""
+    hub = HubRecorder(monkeypatch)
+    recorded = huggingface_hub.HfApi.create_commit
+
+    def fail_once(self, *args, **kwargs):
+        monkeypatch.setattr(huggingface_hub.HfApi, "create_commit", recorded)
+        raise OSError("network down")
+
+    monkeypatch.setattr(huggingface_hub.HfApi, "create_commit", fail_once)
+    out = tmp_path / "out"
+    argv = _argv(out, tiny_model, _data(tmp_path / "data"), "--push_to_hub", "--hub_strategy=end",
+                 f"--hub_token={TOKEN}", "--hub_model_id=me/croc-tiny", "--save_strategy=steps", "--save_steps=1",
+                 "--max_steps=2")
+    with pytest.raises(train_module.RunStopped, match="rerun the same command"):
+        train_module.main(argv)
+    first = ModelCard.load(out / "README.md").data.to_dict()["final_losses"]
+    steps = [entry["loss"] for entry in json.loads((out / "trainer_state.json").read_text())["log_history"]
+             if "loss" in entry]
+    assert len(steps) == 2 and first["train_loss"] == pytest.approx(sum(steps) / 2, rel=1e-5)
+
+    train_module.main(argv)  # resumes from checkpoint-2, trains nothing, pushes
+    assert len(hub.commits) == 1
+    pushed = ModelCard(hub.commits[0]["added"]["README.md"].decode()).data.to_dict()["final_losses"]
+    assert pushed == first
+
+
+def test_a_card_of_a_run_that_skipped_a_nonfinite_step_says_so_and_states_measured_losses(tiny_model, tmp_path,
+                                                                                         monkeypatch):
+    """With `max_nonfinite_steps`, a skipped step's loss is logged as the Trainer's stand-in (0.0 when it is alone in
+    its logging window): the card published `loss: 0.0`, a `train_loss` halved by it, and no word of the skip."""
+    compute_loss = croc_trainer.CrocTrainer.compute_loss
+
+    def nan_at_step_2(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss = compute_loss(self, model, inputs, num_items_in_batch=num_items_in_batch)
+        return loss * float("nan") if self.state.global_step + 1 == 2 else loss
+
+    monkeypatch.setattr(croc_trainer.CrocTrainer, "compute_loss", nan_at_step_2)
+    out, dry = tmp_path / "out", tmp_path / "dry"
+    train_module.main(_argv(out, tiny_model, _data(tmp_path / "data"), f"--hub_dry_run={dry}", "--max_steps=2",
+                            "--max_nonfinite_steps=1"))
+    card = ModelCard.load(dry / "README.md")
+    data = card.data.to_dict()
+    step_1 = next(entry for entry in json.loads((out / "trainer_state.json").read_text())["log_history"]
+                  if entry.get("step") == 1 and "loss" in entry)
+    assert data["final_losses"]["loss"] == pytest.approx(step_1["loss"], rel=1e-5)
+    assert data["final_losses"]["train_loss"] == pytest.approx(step_1["loss"], rel=1e-5)  # the applied step only
+    assert data["nonfinite_steps_skipped"] == [2]
+    assert "Non-finite steps skipped (no update, `max_nonfinite_steps`): 1 of 2 (steps 2)" in card.text
+
+
+def test_a_lora_runs_card_says_its_upload_holds_adapters_not_a_model(tiny_model, tmp_path):
+    """A LoRA run uploads its adapters (no config.json, no modelling code); its card told readers that
+    `AutoModelForImageTextToText.from_pretrained(REPO, trust_remote_code=True)` loads it, which fails."""
+    out, dry = tmp_path / "out", tmp_path / "dry"
+    train_module.main(_argv(out, tiny_model, _data(tmp_path / "data"), f"--hub_dry_run={dry}",
+                            "--model.use_peft=true"))
+    assert (dry / "adapter_config.json").is_file() and not (dry / "config.json").exists()
+    card = ModelCard.load(dry / "README.md").text
+    assert "This folder holds LoRA adapters" in card and f"the Croc base folder `{tiny_model.name}`" in card
+    assert "does not load it" in card and "python -m trainer.merge_lora FOLDER --out MERGED" in card
+    assert "whether or not the Croc package is installed" not in card  # the model folder's instructions
+
+
+def test_a_card_of_a_max_steps_run_states_the_steps_and_epochs_it_ran(tiny_model, tmp_path):
+    """`max_steps` overrides `num_train_epochs`: one step over 4 rows at batch 2 is half an epoch, and the card said
+    `epochs: 1.0` (found by a hostile tester)."""
+    out, dry = tmp_path / "out", tmp_path / "dry"
+    train_module.main(_argv(out, tiny_model, _data(tmp_path / "data"), f"--hub_dry_run={dry}"))  # max_steps=1
+    card = ModelCard.load(dry / "README.md")
+    hyper = card.data.to_dict()["training_hyperparameters"]
+    assert hyper["max_steps"] == 1 and hyper["epochs"] == 0.5
+    assert "| max_steps | 1 |" in card.text and "| epochs | 0.5 |" in card.text
 
 
 # --- what a push uploads from output_dir ------------------------------------------------------------------------
@@ -546,3 +624,20 @@ def test_a_token_inside_an_embedded_file_stops_the_hub_folder(tmp_path, monkeypa
     assert code == 1 and "a Hugging Face token" in err and "column image" in err, err
     shards = list((tmp_path / "hub").rglob("*.parquet")) if (tmp_path / "hub").exists() else []
     assert not shards or all(TOKEN.encode() not in shard.read_bytes() for shard in shards)
+
+
+def test_scanner_finds_this_processes_credentials_and_openai_shaped_keys(tmp_path, monkeypatch):
+    """A W&B key is 40 hex digits, no shape to know it by: the value this process holds in WANDB_API_KEY is looked
+    for as it is. An OpenAI key passed bare to an evaluation judge is known by its `sk-` shape (the hostile tester
+    found both in a launch script kept in output_dir, which a push uploads: 0 findings)."""
+    wandb_key, openai_key = "3f" * 20, "sk-proj-" + "Zq9" * 16
+    monkeypatch.setenv("WANDB_API_KEY", wandb_key)
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")  # not a credential: its name does not end in one
+    script = f"wandb login {wandb_key}\npython -m lmms_eval --tasks mmvet --openai_api_key {openai_key}\n"
+    (tmp_path / "launch.sh").write_text(script)
+    (tmp_path / "clean.md").write_text("TOKENIZERS_PARALLELISM=false; see https://example.org/sk-learn and risk-free\n")
+    assert scan_upload_set(tmp_path, ["launch.sh", "clean.md"], user_name=USER) == [
+        Finding("launch.sh", f"byte {script.find(wandb_key)}", publishing.SECRET, "(40-character secret)"),
+        Finding("launch.sh", f"byte {script.find(openai_key)}", publishing.SECRET,
+                f"sk-p...({len(openai_key)} characters)"),
+    ]

@@ -68,3 +68,24 @@ def test_merge_cli_refuses_to_write_over_the_base_or_the_adapters(tmp_path):
     assert {path: path.read_bytes() for path in tmp_path.rglob("*") if path.is_file()} == before
     main([str(tmp_path / "run"), "--out", str(tmp_path / "merged")])
     assert (tmp_path / "merged" / "model.safetensors").is_file()
+
+
+def test_merge_cli_names_a_missing_adapter_or_base_in_one_line(tmp_path, capsys):
+    """A folder that is not a LoRA run, or one whose base folder is gone (moved, or adapters downloaded without it),
+    ended the merge command with a traceback (the hostile tester's finding); it is one `merge error:` line."""
+    import json
+
+    import pytest
+
+    from trainer.merge_lora import main
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "adapter_config.json").write_text(json.dumps(
+        {"base_model_name_or_path": str(tmp_path / "moved-base"), "peft_type": "LORA"}))
+    for adapter, words in ((tmp_path / "not-a-run", "has no adapter_config.json: not a LoRA run folder"),
+                           (tmp_path / "run", f"{tmp_path / 'moved-base'} is not a model folder")):
+        with pytest.raises(SystemExit) as stop:
+            main([str(adapter), "--out", str(tmp_path / "merged")])
+        message = str(stop.value.code)
+        assert message.startswith("merge error: ") and words in message and "\n" not in message, message
+    assert not (tmp_path / "merged").exists()

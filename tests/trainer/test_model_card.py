@@ -146,3 +146,25 @@ def test_card_states_the_architecture_it_was_trained_on(tmp_path):
     body = str(build_model_card(trainer)).split("\n---\n", 1)[1]
     assert "CrocQwen2_5_VLForConditionalGeneration" in body
     assert "CLIP" not in body and "Llama" not in body and "LLaVA-1.5" not in body
+
+
+def test_a_part_under_an_other_licence_carries_its_name_and_link(tmp_path):
+    """A part whose card says `license: other` with `license_name` / `license_link` (Qwen2.5-3B-Instruct's
+    qwen-research) was carried as a bare `other`, which the card check refused after training, with a ValueError
+    traceback (found by a hostile tester). Its name and link are carried, into the next stage's card too."""
+    from trainer.model_card import check_card
+
+    link = "https://huggingface.co/Qwen/Qwen2.5-3B-Instruct/blob/main/LICENSE"
+    (tmp_path / "README.md").write_text(f"---\nlicense: other\nlicense_name: qwen-research\nlicense_link: {link}\n"
+                                        "---\n# a model\n")
+    expected = {"license": "other", "license_name": "qwen-research", "license_link": link}
+    part = Provenance.of_model_folder(tmp_path, hub_id="Qwen/Qwen2.5-3B-Instruct")
+    assert part.license_metadata() == expected
+    metadata = "".join(f"{key}: {value}\n" for key, value in expected.items())
+    stage = ModelCard(f"---\nlibrary_name: transformers\npipeline_tag: image-text-to-text\n{metadata}---\n# x\n")
+    check_card(stage)
+    (tmp_path / "stage").mkdir()
+    stage.save(tmp_path / "stage" / "README.md")
+    assert Provenance.of_model_folder(tmp_path / "stage").license_metadata() == expected  # the next stage's card
+    mixed = Provenance().merged(part, Provenance(licenses=["apache-2.0"])).license_metadata()
+    assert mixed["license"] == "other" and mixed["license_name"] == "qwen-research-and-apache-2.0"
