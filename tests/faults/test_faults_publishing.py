@@ -374,6 +374,8 @@ def test_upload_set_leaves_local_records_out_and_writes_path_fields_as_names(tmp
     files = {"config.json": {"model_type": "croc"}, "model.safetensors": None, "README.md": None,
              "training_args.bin": None, "data_report.json": {}, "rejects.jsonl": None, ".croc-run.lock": None,
              "runs/Dec05_host/events.out.tfevents.1.host": None, "checkpoint-2/config.json": {},
+             # TensorBoard (TENSORBOARD_LOGGING_DIR / logging_dir inside output_dir) and W&B (WANDB_DIR) logs
+             "logs/events.out.tfevents.1700000000.gpu-node-17.1234.0": None, "wandb/run-1/files/config.yaml": None,
              "_staging/x": None, "base_config/config.json": {"_name_or_path": str(tmp_path / "stage1"), "a": 1},
              "adapter_config.json": {"base_model_name_or_path": "C:\\Users\\me\\base", "r": 4,
                                      "nested": {"name_or_path": "someone/hub-model"}},
