@@ -1,7 +1,7 @@
 """`python -m croc_testing tiny-model FOLDER`: write the random tiny "stage 0" model the cpu_tiny configs start from;
 `python -m croc_testing tiny-qwen2_5_vl FOLDER` (`tiny-qwen3_vl`, `tiny-gemma3`, `tiny-llava_next`,
-`tiny-internvl`): a random tiny plain folder of that family, laid out as a Hub checkpoint is, which its cpu_tiny
-stage-1.5 config starts from."""
+`tiny-internvl`, `tiny-mistral3`, `tiny-smolvlm`): a random tiny plain folder of that family, laid out as a Hub
+checkpoint is, which its cpu_tiny stage-1.5 config starts from."""
 
 from __future__ import annotations
 

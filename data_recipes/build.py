@@ -24,7 +24,7 @@ from typing import Any
 
 import datasets
 from datasets import Dataset, concatenate_datasets
-from huggingface_hub import DatasetCard
+from huggingface_hub import DatasetCard, is_offline_mode
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from modeling_croc.publishing import UploadLeakError, check_publish_folder, check_upload_set
@@ -196,6 +196,11 @@ def build_recipe(
         except HFValidationError as error:
             raise ValueError(f"--push-to-hub {push_to_hub!r} is not a valid Hub dataset repo id ({error}); pass "
                              "NAME or USER/NAME") from None
+        # The push comes after the whole build (hours of image checks for a full mixture): a Hub switched off here
+        # is refused now, in one line, as the trainer refuses push_to_hub, not with huggingface_hub's traceback then.
+        if is_offline_mode():
+            raise ValueError("--push-to-hub needs the Hub, which is switched off here (HF_HUB_OFFLINE=1): unset "
+                             "HF_HUB_OFFLINE, or write what would be uploaded to a folder with --hub-folder DIR")
     if hub_folder:  # before any source is read; checked again right before writing
         check_publish_folder(hub_folder, option=publish.HUB_FOLDER_OPTION,
                              keep_clear_of=publish.build_folders(out_dir, data_root))
@@ -215,9 +220,14 @@ def build_recipe(
                        command=command, data_root=data_root)
     write_rejects(out_dir / "rejects.jsonl", dataset, report)
     everything_rejected = len(dataset) > 0 and report.num_rejected == len(dataset)
-    if (strict and report.num_rejected) or everything_rejected:
+    if (strict and report.num_rejected) or everything_rejected or not len(dataset):
         summary["status"] = "failed"
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        if not len(dataset):
+            # Nothing read keeps no row either (an empty annotation file, every count 0): a build "ok" with no row
+            # would only fail later, in the trainer, with no word of why.
+            raise RejectedRowsError(f"no rows were read from the {len(result.parts)} source(s) of {name} (an empty "
+                                    "annotation file, or every count 0): nothing to build")
         if everything_rejected and not strict:
             # An empty build is never what was asked for (a wrong image root, a file of the wrong shape).
             raise RejectedRowsError(f"every one of the {len(dataset):,} rows read was rejected ({format_counts(report.counts)}); "

@@ -50,13 +50,14 @@ from .schema import PROBLEM_COLUMN
 REJECT_REASONS: dict[str, str] = {
     "malformed_row": "the record is not an object with a `conversations` list of {from, value} turns",
     "multiple_images": "the row lists several images; the Croc row schema holds one image per row",
+    # normalise_row finds it while reading the row, so it is decided before the turns are checked.
+    "invalid_text": "a text of the row (turn, id or image path) is not Unicode (a lone surrogate escape such as \\ud800)",
     "unknown_role": "a turn's `from` is neither human nor gpt",
     "empty_turn": "a turn's text is empty or only whitespace",
     "bad_turn_order": "turns must start with human, alternate human/gpt and end with a gpt turn",
     "no_image_marker": f"the row has an image but no {IMAGE_TOKEN} marker",
     "too_many_image_markers": f"more {IMAGE_TOKEN} markers than images (>1 on an image row, any on a text-only row)",
     "duplicate_row": "an earlier row has the same id, image and turns",
-    "invalid_text": "a text of the row (turn, id or image path) is not Unicode (a lone surrogate escape such as \\ud800)",
     **IMAGE_REJECT_REASONS,
 }
 

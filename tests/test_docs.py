@@ -539,3 +539,112 @@ def test_gpu_check_status_is_the_results_file():
                          for sentence in re.split(r"(?<=[.!?])\s+", paragraph)
                          if NOT_RUN.search(sentence) and "gpu" in sentence.lower()]
     assert not problems, "\n".join(problems)
+
+
+# ---- where each recipe's downloads live ----
+
+# Recipes whose data root is the user's own folder (any LLaVA-format file): each command names its own.
+ANY_ROOT_RECIPES = frozenset({"llava_json"})
+BUILD = re.compile(r"python -m data_recipes build ([\w.]+)\s+--data-root\s+(\S+)")
+
+
+def _yaml_header_commands() -> Iterator[tuple[str, str]]:
+    """(where, command) of every command a stage YAML's header shows (`#   python -m ...` lines)."""
+    for path in sorted((REPO / "trainer" / "configs").rglob("*.yaml")):
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if line.startswith("#") and "python -m " in line:
+                yield f"{path.relative_to(REPO)}:{number}", line.lstrip("# ")
+
+
+def test_every_build_command_reads_the_data_root_data_md_lays_out():
+    """DATA.md lays each recipe's downloads out under one folder and builds it from there (LCS-558K under
+    data/LLaVA-Pretrain, where its `hf download` line puts it); a build command elsewhere (the README, TRAINING.md,
+    a stage YAML's header) with another `--data-root` sends a newcomer who followed DATA.md to a folder that holds
+    none of the files (`error: playground/data/blip_laion_cc_sbu_558k.json: no such file`)."""
+    data_md = REPO / "docs" / "DATA.md"
+    laid_out: dict[str, set[str]] = {}
+    for command in documented_commands([data_md]):
+        if (found := BUILD.search(shlex.join(command.words))):
+            laid_out.setdefault(found.group(1), set()).add(found.group(2))
+    assert {"lcs558k", "croc1.5m", "llava665k"} <= set(laid_out)
+    shown = [(command.where(), shlex.join(command.words)) for command in documented_commands()
+             if command.doc != data_md]
+    problems = []
+    for where, text in [*shown, *_yaml_header_commands()]:
+        found = BUILD.search(" ".join(text.split()))
+        if found and found.group(1) not in ANY_ROOT_RECIPES and found.group(2) not in laid_out.get(found.group(1), ()):
+            problems.append(f"{where}: builds {found.group(1)} from {found.group(2)}; DATA.md lays it out under "
+                            f"{' or '.join(sorted(laid_out.get(found.group(1), {'(nothing)'})))}")
+    assert not problems, "\n".join(problems)
+
+
+def test_reject_reasons_are_listed_in_the_order_rows_are_checked():
+    """DATA.md lists the reject reasons "in the order they are checked (`data_recipes.REJECT_REASONS`)": its list is
+    the dict's, and a row failing two checks gets the one the dict names first (a lone surrogate in an unknown role's
+    turn is `invalid_text`, as DATA.md says, not `unknown_role`)."""
+    from data_recipes import REJECT_REASONS, rows_to_dataset, validate_dataset
+    from data_recipes.schema import normalise_row
+
+    text = " ".join(_normalised((REPO / "docs" / "DATA.md").read_text(encoding="utf-8")).split())
+    listing = text.split("in the order they are checked (`data_recipes.REJECT_REASONS`):", 1)[1].split(". ", 1)[0]
+    listed = [name for name in re.findall(r"`([a-z_]+)`", listing) if name in REJECT_REASONS]
+    assert listed == list(REJECT_REASONS), f"DATA.md lists {listed}, REJECT_REASONS is {list(REJECT_REASONS)}"
+    turns = [{"from": "system", "value": "\ud800"}, {"from": "gpt", "value": "an answer"}]
+    row = normalise_row({"id": "both", "conversations": turns}, source="s", index=0)
+    reasons = validate_dataset(rows_to_dataset([row]), None, image_check="none").reasons
+    assert reasons == ["invalid_text"]
+    assert list(REJECT_REASONS).index("invalid_text") < list(REJECT_REASONS).index("unknown_role")
+
+
+def test_every_family_is_named_where_the_families_are_listed():
+    """MODELS.md's Families table holds every family of `modeling_croc.families`, and the lists a newcomer reads
+    first name each of them: MODELS.md's opening ("the families of the Families table (...)") and CONVERSIONS.md's
+    `to-plain` line ("any family -> its plain parent folder (...)"). A family missing there reads as one that
+    cannot be trained or exported."""
+    from modeling_croc.families import FAMILIES
+
+    models = _normalised((REPO / "docs" / "MODELS.md").read_text(encoding="utf-8"))
+    table = {model_type: name for name, model_type in
+             re.findall(r"^\| ([^|]+?) \| `\w+` \(`(\w+)`\) \|", models.split("## Families", 1)[1], re.M)}
+    assert set(table) == {family.model_type for family in FAMILIES}, table
+    opening = re.search(r"families of the \[Families\]\(#families\) table \(([^)]*)\)", " ".join(models.split()))
+    assert opening, "MODELS.md no longer lists the families in its opening"
+    named = {name.strip() for name in opening.group(1).split(",")}
+    conversions = (REPO / "docs" / "CONVERSIONS.md").read_text(encoding="utf-8")
+    to_plain = re.search(r"any family -> its plain parent folder \(([^):]*)", conversions)
+    assert to_plain, "CONVERSIONS.md no longer shows to-plain for the families"
+    exported = {name.strip() for name in to_plain.group(1).split(",")}
+    problems = []
+    for family in FAMILIES:
+        if family.plain_model_type in ("llava", "llava_onevision"):  # the LLaVA layouts, named on their own
+            continue
+        if table[family.model_type] not in named:
+            problems.append(f"MODELS.md's opening does not name {table[family.model_type]}")
+        if family.plain_model_type not in exported:
+            problems.append(f"CONVERSIONS.md's to-plain line does not name {family.plain_model_type}")
+    assert not problems, "\n".join(problems)
+
+
+def _slugs(doc: Path) -> set[str]:
+    """The anchors GitHub gives `doc`'s headings: lower case, punctuation but `-` and `_` dropped, spaces to `-`,
+    a repeated heading numbered (`-1`, `-2`)."""
+    text = re.sub(r"^\s*```.*?^\s*```", "", doc.read_text(encoding="utf-8"), flags=re.M | re.S)
+    seen: dict[str, int] = {}
+    slugs = set()
+    for heading in re.findall(r"^#{1,6}\s+(.+?)\s*#*\s*$", text, re.M):
+        slug = re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+        slugs.add(f"{slug}-{seen[slug]}" if slug in seen else slug)
+        seen[slug] = seen.get(slug, 0) + 1
+    return slugs
+
+
+def test_links_to_a_section_name_a_heading_of_their_page():
+    """A link's `#anchor` (`DATA.md#evaluation-sets`, `#families`) is a heading of the page it points to: a renamed
+    heading would otherwise leave the link landing at the top of the page."""
+    problems = []
+    for doc in DOCS:
+        for match in re.finditer(r"!?\[[^\]]*\]\(([^)\s#]*)#([^)\s]+)\)", _prose(doc)):
+            page = (doc.parent / match.group(1)).resolve() if match.group(1) else doc
+            if page.suffix == ".md" and page.is_file() and match.group(2) not in _slugs(page):
+                problems.append(f"{doc.relative_to(REPO)}: {match.group(0)} names no heading of {page.name}")
+    assert not problems, "\n".join(problems)

@@ -10,6 +10,7 @@ under `data.strict` or when more than `data.max_reject_fraction` of the rows wer
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -105,6 +106,9 @@ def _read_source(path: Path, data_args: DataArguments) -> tuple[datasets.Dataset
         rows = load_llava_json(path)
         image_root = Path(data_args.image_root) if data_args.image_root else path.parent
         return _in_row_schema(rows, path), image_root.expanduser().absolute()
+    if is_saved_build(path) and _holds_no_shard(path):
+        # `load_from_disk` fails on a save of zero rows with a bare IndexError; such a build holds no row to train.
+        raise DataError(f"no training rows in {path} (the build holds none: rebuild it from a source with rows)")
     try:
         if is_saved_build(path):
             rows = datasets.load_from_disk(str(path))
@@ -120,6 +124,15 @@ def _read_source(path: Path, data_args: DataArguments) -> tuple[datasets.Dataset
                             f"Hub dataset id, cannot be read: {_cause(error)}") from None
         raise DataError(f"{path} cannot be read as training rows: {_cause(error)}") from None
     return _in_row_schema(rows, path), image_root.expanduser().absolute()
+
+
+def _holds_no_shard(path: Path) -> bool:
+    """Whether the `save_to_disk` folder `path` lists no Arrow file (a dataset of zero rows); False when its
+    state.json does not read, which `load_from_disk` then reports."""
+    try:
+        return json.loads((path / "state.json").read_text(encoding="utf-8")).get("_data_files") == []
+    except (OSError, ValueError, AttributeError):
+        return False
 
 
 def _cause(error: BaseException) -> str:

@@ -88,7 +88,9 @@ def final_losses(log_history: list[dict[str, Any]], skipped_steps: Sequence[int]
 def eval_results_from_lmms_eval(path: str | Path) -> list[EvalResult]:
     """The metrics of an lmms-eval results file (`OUTPUT/<model>/<date>_results.json`) as card evaluation results:
     one per task and metric (lmms-eval's `metric,filter` keys; standard errors and aliases left out)."""
-    results = json.loads(Path(path).read_text(encoding="utf-8"))["results"]
+    results = json.loads(Path(path).read_text(encoding="utf-8")).get("results")
+    if not isinstance(results, dict):  # lmms-eval's samples files and other JSON sit next to the results files
+        raise ValueError(f"{path} is not an lmms-eval results file (no `results` mapping of task -> metrics)")
     found = []
     for task, metrics in results.items():
         for key, value in metrics.items():
@@ -315,7 +317,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("folder")
     parser.add_argument("--eval-results", nargs="+", required=True, help="lmms-eval *_results.json files")
     args = parser.parse_args(argv)
-    card = add_eval_results(args.folder, args.eval_results)
+    # The mistakes made first (a folder with no card, a shell glob that matched nothing, a file that is not a
+    # results file) stop with one line, as every other command of the project does, not a traceback.
+    if not (Path(args.folder) / "README.md").is_file():
+        raise SystemExit(f"model card error: {args.folder} has no README.md: not a folder a training run saved")
+    try:
+        card = add_eval_results(args.folder, args.eval_results)
+    except (OSError, ValueError) as error:  # json.JSONDecodeError is a ValueError
+        raise SystemExit(f"model card error: {' '.join(str(error).split())[:300]}") from None
     print(f"{len(card.data.eval_results)} evaluation results in {Path(args.folder) / 'README.md'}")
 
 

@@ -21,9 +21,12 @@ def caption_instruction(instruction: str | list[str] | None, seed: int) -> RowTr
     """A row transform that puts Croc's caption instruction in the first human turn.
 
     ShareGPT4V's rows carry the share-captioner's own prompts; Croc's prompt is unpublished, so it is
-    a parameter. A list is a pool: each row draws one with a seeded generator. None keeps the upstream prompt.
+    a parameter. A list is a pool: each row draws one with a seeded generator. None (or "none") keeps the upstream
+    prompt.
     """
-    if instruction is None:
+    # `--set instruction=none` reads as the string "none" (YAML's null is `null`); recap_cc3m documents it as "keep
+    # each row's own", so every recipe sharing this transform takes it so, never as a one-word prompt.
+    if instruction is None or instruction == "none":
         return None
     pool = [instruction] if isinstance(instruction, str) else list(instruction)
     if not pool:
@@ -73,7 +76,7 @@ def croc_1_5m(
 
     Parameters (`--set key=value`; per-source keys are sharegpt4v, mathinstruct, alpaca, belle,
     open_platypus, code_alpaca, firefly, webqa, dolly):
-        instruction: caption prompt, a list (a pool drawn per row with the seed) or null (keep upstream's).
+        instruction: caption prompt, a list (a pool drawn per row with the seed) or null / none (keep upstream's).
         counts.NAME: rows to draw from a source (the paper's counts by default; null: all; 0: leave out).
             A source with fewer rows than asked gives all it has; the shortfall is recorded.
         paths.NAME: file or folder replacing the default local path (absolute or relative to ROOT).

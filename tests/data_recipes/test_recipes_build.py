@@ -117,6 +117,10 @@ def test_croc_instruction_pool_and_keep_upstream(croc_root, tmp_path):
     kept = build_recipe("croc1.5m", croc_root, tmp_path / "c", params={"counts": counts, "instruction": None})
     prompts = {r["conversations"][0]["value"] for r in kept.dataset if r["source"] == "sharegpt4v"}
     assert prompts == {"<image>\nAnalyze the image in a comprehensive and detailed manner."}
+    # `--set instruction=none` (what DATA.md tells recap_cc3m users; YAML reads it as the string "none") keeps the
+    # upstream prompts here too, rather than prompting every caption row with the word "none".
+    none = build_recipe("croc1.5m", croc_root, tmp_path / "d", params={"counts": counts, "instruction": "none"})
+    assert {r["conversations"][0]["value"] for r in none.dataset if r["source"] == "sharegpt4v"} == prompts
 
 
 def test_croc_zero_count_path_override_and_typos(croc_root, tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import datasets
+import huggingface_hub
 import pytest
 from huggingface_hub import DatasetCard
 
@@ -74,6 +75,7 @@ def test_size_categories():
 def test_push_to_hub_is_routed_through_hub_module(lcs_root, tmp_path, monkeypatch):
     """`--push-to-hub` pushes the rows with their images embedded (a datasets.Image column) and the card that says so,
     in the shard count the local `--hub-folder` uses; the build folder keeps the paths."""
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # the tests run offline; a push needs it on
     pushed = {}
     monkeypatch.setattr("data_recipes.hub.push_build",
                         lambda dataset, card, out_dir, repo_id, private=None, num_shards=None: pushed.update(

@@ -69,6 +69,22 @@ def test_build_strict_exit_code_and_message(tmp_path, capsys):
     assert main([*argv, "--strict", "--skip-image-check", "--overwrite"]) == 0
 
 
+def test_a_build_that_reads_no_row_fails_as_one_that_keeps_none(tmp_path, capsys):
+    """DATA.md: "a build that keeps no row fails (status 2)". An empty annotation file (`[]`, or an empty .jsonl)
+    keeps no row too: status 2 and one line, not "wrote OUT" with status 0 and a build the trainer then cannot read
+    (`IndexError: list index out of range`)."""
+    root = tmp_path / "data"
+    write_json(root / "a.json", [])
+    (root / "b.jsonl").write_text("")
+    for name in ("a.json", "b.jsonl"):
+        out = tmp_path / name
+        assert main(["build", "llava_json", "--data-root", str(root), "--out", str(out), "--set", f"annotation={name}"]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: no rows were read") and err.count("\n") == 1, err
+        assert json.loads((out / "summary.json").read_text())["status"] == "failed"
+        assert not (out / "dataset_info.json").exists()
+
+
 def test_build_usage_errors(lcs_root, tmp_path, capsys):
     assert main(["build", "nope", "--data-root", str(lcs_root), "--out", str(tmp_path / "a")]) == 1
     assert "unknown recipe 'nope'" in capsys.readouterr().err

@@ -516,6 +516,19 @@ def test_private_without_a_push_is_refused(tmp_path, capsys):
     assert not (tmp_path / "build").exists()
 
 
+def test_a_dataset_push_with_the_hub_switched_off_is_refused_before_the_build(tmp_path, monkeypatch, capsys):
+    """With HF_HUB_OFFLINE=1 the push at the end of a build cannot happen: it is refused in one line before a row
+    is read (a full mixture's image checks take hours), as the trainer refuses push_to_hub, not with
+    huggingface_hub's OfflineModeIsEnabled traceback once the build is done."""
+    hub = HubRecorder(monkeypatch)
+    _data(tmp_path / "data")
+    assert recipes_main(_build_argv(tmp_path, "--push-to-hub", "me/shapes")) == 1
+    assert capsys.readouterr().err == ("error: --push-to-hub needs the Hub, which is switched off here "
+                                       "(HF_HUB_OFFLINE=1): unset HF_HUB_OFFLINE, or write what would be uploaded "
+                                       "to a folder with --hub-folder DIR\n")
+    assert not (tmp_path / "build").exists() and hub.repos == [] and hub.commits == []
+
+
 # --- the scanner ------------------------------------------------------------------------------------------------
 
 USER = "alice"

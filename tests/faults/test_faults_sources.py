@@ -91,6 +91,18 @@ def test_zero_rows_and_conflicting_files_are_one_line(tmp_path):
     assert verdict == "error" and message.startswith(f"{mixed} cannot be read as training rows: "), message
 
 
+def test_a_build_folder_of_zero_rows_says_it_holds_no_row(tmp_path):
+    """A `save_to_disk` build of zero rows (what the builder wrote, status "ok", for an empty annotation file before
+    it refused one): "no training rows", not `load_from_disk`'s "IndexError: list index out of range"."""
+    from data_recipes.schema import empty_dataset
+
+    build = tmp_path / "build"
+    empty_dataset().save_to_disk(str(build))
+    verdict, message = _read(build)
+    assert verdict == "error" and message.startswith(f"no training rows in {build}"), message
+    assert "IndexError" not in message
+
+
 def test_null_turns_are_rejected_rows_not_errors(tmp_path):
     rows = [_turns("Fine.", False),
             [{"from": "human", "value": None}, {"from": "gpt", "value": "A."}],

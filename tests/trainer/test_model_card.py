@@ -168,3 +168,34 @@ def test_a_part_under_an_other_licence_carries_its_name_and_link(tmp_path):
     assert Provenance.of_model_folder(tmp_path / "stage").license_metadata() == expected  # the next stage's card
     mixed = Provenance().merged(part, Provenance(licenses=["apache-2.0"])).license_metadata()
     assert mixed["license"] == "other" and mixed["license_name"] == "qwen-research-and-apache-2.0"
+
+
+def test_the_cli_stops_in_one_line_on_the_mistakes_made_first(tmp_path, capsys):
+    """`python -m trainer.model_card FOLDER --eval-results ...` (docs/EVALUATION.md) on a folder with no card, a
+    shell glob that matched nothing, or a JSON file that is not lmms-eval's results file: one line, the card as it
+    was, no traceback."""
+    from trainer.model_card import main
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    card = folder / "README.md"
+    text = "---\nlicense: apache-2.0\npipeline_tag: image-text-to-text\nlibrary_name: transformers\n---\n# a model\n"
+    card.write_text(text)
+    not_results = tmp_path / "samples.json"
+    not_results.write_text(json.dumps({"doc_id": 0}))
+    broken = tmp_path / "broken_results.json"
+    broken.write_text("{")
+    cases = [
+        ([str(tmp_path / "nothing"), "--eval-results", str(not_results)], "has no README.md"),
+        ([str(folder), "--eval-results", str(tmp_path / "eval_out" / "*" / "*_results.json")], "No such file"),
+        ([str(folder), "--eval-results", str(not_results)], "not an lmms-eval results file"),
+        ([str(folder), "--eval-results", str(broken)], "model card error"),
+    ]
+    for argv, expected in cases:
+        with pytest.raises(SystemExit) as stop:
+            main(argv)
+        message = str(stop.value.code)
+        assert message.startswith("model card error: ") and expected in message and "\n" not in message, message
+    assert card.read_text() == text
+    main([str(folder), "--eval-results", str(_lmms_eval_results(tmp_path / "r_results.json", {"pope": {"f1": 0.5}}))])
+    assert "1 evaluation results" in capsys.readouterr().out
