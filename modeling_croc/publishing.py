@@ -15,7 +15,8 @@ before every push, real or dry. It looks for
   `huggingface_hub.get_token()`, and what the caller adds, such as `--hub_token`), and anything shaped like one
   (`hf_` followed by 30 or more letters and digits);
 * other credentials: the values of this process's credential variables (`WANDB_API_KEY`, `OPENAI_API_KEY`,
-  `AWS_SECRET_ACCESS_KEY`, `GITHUB_TOKEN`: a name ending in `_API_KEY`, `_TOKEN`, `_PASSWORD`, ...), and the shapes of
+  `AWS_SECRET_ACCESS_KEY`, `GITHUB_TOKEN`: a name ending in `_API_KEY`, `_TOKEN`, `_PASSWORD`, ...; 16 characters
+  or more, as keys are: a shorter value is as likely a word of a vocabulary), and the shapes of
   private keys, cloud, GitHub and OpenAI-style (`sk-...`) keys, and credentials assigned to such a name;
 * absolute local paths: this machine's home directory, the working directory and the caller's folders (each as given
   and resolved; a path of one component such as `/root` counts only when a name follows it), and any absolute path
@@ -93,6 +94,10 @@ _MIN_SECRET_LENGTH = 8  # shorter "tokens" (an empty or placeholder value) would
 # GITHUB_TOKEN): their values are looked for as they are, whatever their shape (a W&B key is 40 hex digits).
 _SECRET_ENVIRONMENT = re.compile(r"(?:^|_)(?:API_KEY|SECRET_ACCESS_KEY|SECRET_KEY|ACCESS_TOKEN|AUTH_TOKEN|TOKEN|"
                                  r"PASSWORD)$")
+# Such a value is looked for only from this length on: API keys and tokens are longer (W&B 40, AWS secret 40, GitHub
+# 40+), while a short one is as likely a word every tokenizer's vocabulary and many captions hold (a local database's
+# POSTGRES_PASSWORD=password refused every model folder, and no edit of the file could clear it).
+_MIN_ENVIRONMENT_SECRET_LENGTH = 16
 _NAME_BYTES = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.~-+@%")
 _WINDOWS_USERS = re.compile(rb":(?:\\\\|\\|/)(?:Users|users|USERS)(?:\\\\|\\|/)")
 _RUN_DELIMITERS = frozenset(b" \t\r\n\"'`<>()[]{},;|=")
@@ -310,10 +315,11 @@ def known_tokens(*extra: str | None) -> list[str]:
 
 def known_secrets() -> list[str]:
     """The values of this process's credential environment variables (`_SECRET_ENVIRONMENT`: WANDB_API_KEY,
-    OPENAI_API_KEY, ...) other than the Hugging Face tokens (:func:`known_tokens`); short values dropped."""
+    OPENAI_API_KEY, ...) other than the Hugging Face tokens (:func:`known_tokens`); values shorter than
+    `_MIN_ENVIRONMENT_SECRET_LENGTH` dropped."""
     values = (value for name, value in os.environ.items()
               if name not in TOKEN_ENVIRONMENT and _SECRET_ENVIRONMENT.search(name.upper()))
-    return list(dict.fromkeys(v for v in values if len(v) >= _MIN_SECRET_LENGTH))
+    return list(dict.fromkeys(v for v in values if len(v) >= _MIN_ENVIRONMENT_SECRET_LENGTH))
 
 
 def local_folders(*extra: str | Path | None) -> list[str]:

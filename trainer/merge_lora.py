@@ -65,6 +65,12 @@ def main(argv: list[str] | None = None) -> None:
         # Not a LoRA folder, a base folder moved or never on this machine (an adapter downloaded alone), a full disk:
         # one line, as the other mistakes of this command.
         raise SystemExit(f"merge error: {' '.join(str(error).split())}") from None
+    except RuntimeError as error:
+        # Adapters of another base (its folder retrained or replaced since), or memory running out: PyTorch lists
+        # every mismatched tensor on a line of its own; the first says what is wrong.
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        more = f" ({len(lines) - 2} more like it)" if len(lines) > 2 else ""
+        raise SystemExit(f"merge error: {' '.join(lines[:2])}{more}") from None
 
 
 def merge_output_problem(adapter_dir: str | Path, out_dir: str | Path) -> str | None:

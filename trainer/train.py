@@ -276,19 +276,29 @@ def cli() -> None:
               "from the newest checkpoint in output_dir (Ctrl-C once writes one and stops after the step)",
               file=sys.stderr)
         sys.exit(130)
-    _leave_process_group(after_upload=bool(trainer is not None and trainer.args.push_to_hub))
+    _leave_process_group(main_works_alone=_main_process_works_alone(trainer))
 
 
-def _leave_process_group(after_upload: bool) -> None:
+def _main_process_works_alone(trainer: CrocTrainer | None) -> bool:
+    """Whether the main process still works alone when the run is done: an upload, a dry run's folder (every file
+    copied and scanned) or a LoRA merge (the base loaded, merged and saved)."""
+    if trainer is None:
+        return False
+    args = trainer.args
+    return bool(args.push_to_hub or args.hub_dry_run or hasattr(trainer.model, "get_base_model"))
+
+
+def _leave_process_group(main_works_alone: bool) -> None:
     """End a launched run's process group once the run is done, as `accelerate`'s `end_training` does, every process
     at once: a finished ZeRO-3 run on two loaded CPU cores ended with `std::terminate` (exit -6) after every file was
     written, in the process that finished first, once while left to the interpreter's shutdown and once while it
-    tore its connections down with the main process still writing the run record. After an upload the others do not
-    wait for the main process: an upload can outlast the collective timeout (`ddp_timeout`)."""
+    tore its connections down with the main process still writing the run record. While the main process works
+    alone (an upload, a dry run, a LoRA merge) the others do not wait for it: that work can outlast the collective
+    timeout (`ddp_timeout`), and a process ended by it makes the launcher stop the main one mid-work."""
     import torch.distributed as dist
 
     if dist.is_available() and dist.is_initialized():
-        if not after_upload:
+        if not main_works_alone:
             dist.barrier()
         dist.destroy_process_group()
 

@@ -241,22 +241,31 @@ def check_deepspeed(training: dict[str, Any]) -> None:
 
 
 def check_accelerator_config(training: dict[str, Any]) -> None:
-    """`accelerator_config` given as text names a JSON file, which `TrainingArguments.__post_init__` reads: a missing
-    one (or a folder) ended the run with its FileNotFoundError traceback, a malformed one with a JSON error naming
-    no key."""
+    """`accelerator_config` given as text is JSON text (it starts with `{`) or names a JSON file, both of which
+    `TrainingArguments.__post_init__` reads: a missing file (or a folder) ended the run with its FileNotFoundError
+    traceback, malformed JSON with a JSON error naming no key."""
     value = training.get("accelerator_config")
     if not isinstance(value, str):
         return  # a mapping, or a value of the wrong type: refused with the other field types
-    path = Path(value).expanduser()
-    if not value.strip() or not path.is_file():
-        raise ConfigError(f"accelerator_config {value!r} is no file; give a JSON file of accelerate's "
-                          "AcceleratorConfig, or a mapping such as {split_batches: false}")
+    if value.startswith("{"):  # transformers' own test for JSON text (a quoted mapping in the YAML)
+        where, text = "accelerator_config", value
+    else:
+        path = Path(value).expanduser()
+        if not value.strip() or not path.is_file():
+            raise ConfigError(f"accelerator_config {value!r} is no file; give a JSON file of accelerate's "
+                              "AcceleratorConfig, or a mapping such as {split_batches: false}")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError as error:
+            raise ConfigError(f"accelerator_config {path}: not valid JSON ({error})") from None
+        # transformers opens the path as given, and `~` is no folder to it: the path the check read is the one used.
+        where, training["accelerator_config"] = f"accelerator_config {path}", str(path)
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ConfigError(f"accelerator_config {path}: not valid JSON ({error})") from None
+        config = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"{where}: not valid JSON ({error})") from None
     if not isinstance(config, dict):
-        raise ConfigError(f"accelerator_config {path}: the top level must be a JSON object")
+        raise ConfigError(f"{where}: the top level must be a JSON object")
 
 
 def check_resume(training: dict[str, Any]) -> None:
@@ -340,6 +349,9 @@ def check_hub(training: dict[str, Any], model: dict[str, Any] | None = None) -> 
         if not isinstance(found, dict):
             raise ConfigError(f"hub_eval_results: {path} is not an lmms-eval results file (a JSON object with "
                               "\"results\")")
+    if isinstance(results, list) and results:
+        # The card opens them as given, after training, and `~` is no folder to it: the files checked are the ones read.
+        training["hub_eval_results"] = [str(Path(str(path)).expanduser()) for path in results]
     # Checked here, not after hours of training: the card is written (and checked) at the end of every run.
     license_id = training.get("hub_license")
     if license_id is not None and (not isinstance(license_id, str) or not LICENSE_ID.match(license_id)

@@ -656,3 +656,31 @@ def test_scanner_finds_this_processes_credentials_and_openai_shaped_keys(tmp_pat
         Finding("launch.sh", f"byte {script.find(openai_key)}", publishing.SECRET,
                 f"sk-p...({len(openai_key)} characters)"),
     ]
+
+
+def test_a_credential_variable_holding_a_common_word_does_not_refuse_a_model_folder(tmp_path, monkeypatch,
+                                                                                     sp_tokenizer):
+    """A short credential value is as likely a word of the vocabulary: with a local database's POSTGRES_PASSWORD=
+    password set, every model folder was refused ("a private key or credential in tokenizer.json"), and no edit of
+    the file could clear it. A key-length value is still looked for."""
+    sp_tokenizer.save_pretrained(tmp_path)
+    files = sorted(path.name for path in tmp_path.iterdir())
+    assert b"password" in (tmp_path / "tokenizer.json").read_bytes()  # the word is in the vocabulary
+    monkeypatch.setenv("POSTGRES_PASSWORD", "password")
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", "mlf" + "7q" * 10)
+    assert scan_upload_set(tmp_path, files, user_name=USER) == []
+    (tmp_path / "launch.sh").write_text(f"python x.py --tracking-token {os.environ['MLFLOW_TRACKING_TOKEN']}\n")
+    assert [finding.file for finding in scan_upload_set(tmp_path, ["launch.sh"], user_name=USER)] == ["launch.sh"]
+
+
+def test_eval_results_named_under_home_reach_the_card(tiny_model, tmp_path, monkeypatch):
+    """`--hub_eval_results=[~/...]` (the shell leaves `~` after `=` alone): the check before anything loads read the
+    file with `~` expanded, but the card, written after training, opened the path as given, and the finished run
+    stopped with "could not write the final model folder: No such file or directory: '~/...'"."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "pope_results.json").write_text(json.dumps({"results": {"pope": {"pope_accuracy": 0.5}}}))
+    out = tmp_path / "out"
+    train_module.main(_argv(out, tiny_model, _data(tmp_path / "data"), "--hub_eval_results=[~/pope_results.json]"))
+    results = ModelCard.load(out / "README.md").data.eval_results
+    assert [(result.dataset_type, result.metric_value) for result in results] == [("pope", 0.5)]

@@ -13,6 +13,8 @@ min, cached).
 from __future__ import annotations
 
 import json
+import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -20,6 +22,7 @@ from trainer_helpers import log_history, run_stage, torchrun, torchrun_nodes
 
 from croc_testing.optional import needs_deepspeed
 from modeling_croc import CrocForConditionalGeneration
+from trainer import train as train_module
 
 pytestmark = pytest.mark.slow
 
@@ -138,5 +141,24 @@ def test_a_launched_run_leaves_its_process_group_together_unless_it_uploaded(mon
     monkeypatch.setattr(dist, "is_initialized", lambda: True)
     monkeypatch.setattr(dist, "barrier", lambda *args, **kwargs: calls.append("barrier"))
     monkeypatch.setattr(dist, "destroy_process_group", lambda *args, **kwargs: calls.append("destroy"))
-    _leave_process_group(after_upload=after_upload)
+    _leave_process_group(main_works_alone=after_upload)
     assert calls == (["destroy"] if after_upload else ["barrier", "destroy"])
+
+
+@pytest.mark.parametrize("work", ["push_to_hub", "hub_dry_run", "LoRA merge", "nothing"])
+def test_the_others_do_not_wait_while_the_main_process_works_alone(monkeypatch, work):
+    """A LoRA run's main process merges the adapters (the base loaded, merged, saved) and a dry run copies and scans
+    the whole folder, alone, after the others returned: they waited in the barrier, which ends at ddp_timeout with
+    an error, and the launcher then stops the main process mid-merge."""
+    import torch.distributed as dist
+
+    calls = []
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "barrier", lambda *args, **kwargs: calls.append("barrier"))
+    monkeypatch.setattr(dist, "destroy_process_group", lambda *args, **kwargs: calls.append("destroy"))
+    args = SimpleNamespace(push_to_hub=work == "push_to_hub", hub_dry_run="dry" if work == "hub_dry_run" else None)
+    model = SimpleNamespace(get_base_model=lambda: None) if work == "LoRA merge" else SimpleNamespace()
+    monkeypatch.setattr(train_module, "main", lambda: SimpleNamespace(args=args, model=model))
+    monkeypatch.setattr(sys, "argv", ["trainer.train", "stage.yaml"])
+    train_module.cli()
+    assert calls == (["barrier", "destroy"] if work == "nothing" else ["destroy"])

@@ -89,3 +89,23 @@ def test_merge_cli_names_a_missing_adapter_or_base_in_one_line(tmp_path, capsys)
         message = str(stop.value.code)
         assert message.startswith("merge error: ") and words in message and "\n" not in message, message
     assert not (tmp_path / "merged").exists()
+
+
+def test_merge_cli_names_adapters_of_another_base_in_one_line(tmp_path):
+    """The base folder an adapter names now holds another model (retrained at another size, or adapters downloaded
+    next to the wrong base): PEFT's size-mismatch error, one traceback line per tensor, ended the command."""
+    import pytest
+    from peft import LoraConfig, get_peft_model
+
+    from croc_testing.tiny import save_tiny_croc
+    from trainer.merge_lora import main
+
+    base = save_tiny_croc(tmp_path / "base")
+    model = CrocForConditionalGeneration.from_pretrained(base)
+    get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=r".*language_model.*\.(q_proj|v_proj)")
+                   ).save_pretrained(tmp_path / "run")
+    save_tiny_croc(tmp_path / "base", hidden_size=48)
+    with pytest.raises(SystemExit) as stop:
+        main([str(tmp_path / "run"), "--out", str(tmp_path / "merged")])
+    message = str(stop.value.code)
+    assert message.startswith("merge error: ") and "size mismatch" in message and "\n" not in message, message

@@ -456,3 +456,24 @@ def test_help_describes_the_transformers_options_as_this_trainer_runs_them(monke
     assert "train_sampling_strategy (default: 'random') Order of the training rows: 'random' or 'sequential'. The " \
            "length-grouped samplers ('group_by_length', 'batch_rebalance') need a length column" in printed
     assert "resume_from_checkpoint (default: None) A checkpoint-N folder to resume from" in printed
+
+
+@pytest.mark.parametrize("form", ["JSON text", "a path under ~", "malformed JSON text"])
+def test_accelerator_config_is_taken_in_the_forms_transformers_reads(form, tmp_path, monkeypatch):
+    """transformers reads a text accelerator_config starting with `{` as JSON (a quoted mapping in the YAML), which
+    the file check refused as "no file"; and a `~/...` path passed that check (it expands `~`) but transformers
+    opens the path as given: a FileNotFoundError traceback."""
+    from trainer.cli import build_arguments
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "accelerate.json").write_text(json.dumps({"split_batches": True}))
+    value = {"JSON text": '{"split_batches": true}', "a path under ~": "~/accelerate.json",
+             "malformed JSON text": '{"split_batches": tru'}[form]
+    raw = load_raw_config([str(CONFIGS / "stage1_5.yaml"), "--report_to=none"])
+    raw["training"]["accelerator_config"] = value  # text, as `accelerator_config: '...'` in a YAML file gives it
+    if form == "malformed JSON text":
+        with pytest.raises(ConfigError, match="accelerator_config: not valid JSON"):
+            validation.check_accelerator_config(raw["training"])
+        return
+    validation.check_accelerator_config(raw["training"])
+    assert build_arguments(raw)[2].accelerator_config.split_batches is True
