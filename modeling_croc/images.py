@@ -161,7 +161,8 @@ def check_image_size(width: int, height: int, limits: ImageLimits | None = None,
     """Raise `ImageFileError` when a `width` x `height` image is outside `limits` (default `ImageLimits()`).
 
     Reasons, in this order: "unreadable_image" for a side of 0 pixels; "extreme_aspect_ratio" when long side / short
-    side > `max_aspect_ratio`; "image_too_large" when width x height > `max_pixels`, or when
+    side > `max_aspect_ratio`, or when the image processor's resize would leave a side of 0 pixels (Pixtral's, a long
+    side over `longest_edge` times the short one); "image_too_large" when width x height > `max_pixels`, or when
     `preprocessing_footprint(width, height, image_processor)` > `max_preprocess_pixels`. The detail names the size,
     what was found, the limit and its `ImageLimits` field, e.g. "1 x 40000: aspect ratio 40000 > 200
     (max_aspect_ratio)".
@@ -175,6 +176,9 @@ def check_image_size(width: int, height: int, limits: ImageLimits | None = None,
         raise ImageFileError("extreme_aspect_ratio", f"{width} x {height}: aspect ratio "
                              f"{_ratio_text(ratio, limits.max_aspect_ratio)} > {limits.max_aspect_ratio:g} "
                              "(max_aspect_ratio)")
+    squeezed = _short_side_resized_away(width, height, image_processor)
+    if squeezed is not None:
+        raise ImageFileError("extreme_aspect_ratio", f"{width} x {height}: {squeezed}")
     if width * height > limits.max_pixels:
         raise ImageFileError("image_too_large", f"{width} x {height} = {width * height:,} pixels > "
                              f"{limits.max_pixels:,} (max_pixels)")
@@ -182,6 +186,27 @@ def check_image_size(width: int, height: int, limits: ImageLimits | None = None,
     if pixels > limits.max_preprocess_pixels:
         raise ImageFileError("image_too_large", f"{width} x {height}: preprocessing allocates {pixels:,} pixels ({step}) "
                              f"> {limits.max_preprocess_pixels:,} (max_preprocess_pixels)")
+
+
+def _short_side_resized_away(width: int, height: int, image_processor: Any) -> str | None:
+    """Why Pixtral's resize (Mistral 3) would give this image a side of 0 pixels, or None. It scales the long side
+    down to `longest_edge` and floors the short side: a strip longer than `longest_edge` times its width loses that
+    side, and the image processor raises mid-run. `max_aspect_ratio` (200) only prevents it for a `longest_edge` of
+    200 px or more; stage 1.5 bounds `longest_edge` to the prompt pool (`fit_images_to_pool`), and a small pool makes
+    it smaller."""
+    image_processor = getattr(image_processor, "image_processor", image_processor)
+    if image_processor is None or not any(_base_name(cls) == "PixtralImageProcessor"
+                                          for cls in type(image_processor).__mro__):
+        return None
+    longest = _field(getattr(image_processor, "size", None), "longest_edge")
+    long_side, short_side = max(width, height), min(width, height)
+    if not longest or long_side <= longest:
+        return None
+    # As transformers' `get_resize_output_image_size` (pixtral) computes it: floor(side / ratio).
+    if math.floor(short_side / (long_side / longest)) >= 1:
+        return None
+    return (f"aspect ratio {_ratio_text(long_side / short_side, longest)} > {longest} ({type(image_processor).__name__} "
+            f"resizes the long side to longest_edge={longest} px, leaving the short side 0 px)")
 
 
 def check_image_header(

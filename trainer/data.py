@@ -283,7 +283,10 @@ class CrocSupervisedDataset(torch.utils.data.Dataset):
             segments = self.template.segments(_turns(row["conversations"]), has_image=with_image,
                                               eos_token=self._eos_token)
             image_tokens = self._fixed_image_tokens if with_image else 0
-            if not any(segment.supervised and segment.text for segment in segments):
+            placeholder = self._placeholder_in_text(row)
+            if placeholder is not None:
+                fits[position] = RowFit("rejected", "too_many_image_markers", placeholder)
+            elif not any(segment.supervised and segment.text for segment in segments):
                 fits[position] = RowFit("rejected", "nothing_supervised", "no supervised token (no answer turn?)")
             elif image_tokens is None:
                 fits[position] = RowFit("unknown")
@@ -300,6 +303,25 @@ class CrocSupervisedDataset(torch.utils.data.Dataset):
             row_encoded, start = encoded[start:start + len(row_texts)], start + len(row_texts)
             fits[position] = self._fit_verdict(*self._assemble(pieces, row_encoded, image_tokens))
         return fits
+
+    @cached_property
+    def _placeholder_texts(self) -> tuple[str, ...]:
+        """The family's own image tokens as text (Qwen's `<|image_pad|>`, Pixtral's `[IMG]`, `[IMG_BREAK]`, `[IMG_END]`,
+        Gemma 3's `<image_soft_token>`, InternVL's `<IMG_CONTEXT>`): the tokenizer turns such text in a turn into the
+        special id the model counts images by, so its placeholders outnumber its image features and the forward
+        raises mid-run. `<image>` (LLaVA's marker) is counted by the row checks already."""
+        ids = getattr(self.processor, "image_token_ids", None) or [self._image_token_id]
+        tokens = self._tokenizer.convert_ids_to_tokens([int(i) for i in ids])
+        return tuple(token for token in dict.fromkeys(tokens) if token and token != IMAGE_TOKEN)
+
+    def _placeholder_in_text(self, row: Mapping[str, Any]) -> str | None:
+        """Why the row's turns hold one of `_placeholder_texts`, or None. The turns, not the rendered segments: a
+        template may write some of them around the image itself (InternVL's `<img>`)."""
+        for turn in _turns(row["conversations"]):
+            found = next((token for token in self._placeholder_texts if token in turn["value"]), None)
+            if found is not None:
+                return f"its text holds {found!r}, the model's own image token, which would stand for an image"
+        return None
 
     @cached_property
     def _fixed_image_tokens(self) -> int | None:
@@ -333,6 +355,9 @@ class CrocSupervisedDataset(torch.utils.data.Dataset):
         with_image = has_image(row.get("image"))
         segments = self.template.segments(_turns(row["conversations"]), has_image=with_image,
                                           eos_token=self._eos_token)
+        placeholder = self._placeholder_in_text(row)
+        if placeholder is not None:
+            return None, ("too_many_image_markers", placeholder)
         image = self._load_image(row) if with_image else None
         image_ids = self._image_expansion_ids(image) if image is not None and self._expands_with_structure else None
         input_ids, labels, image_end = self._tokenize(segments, with_image, row, self._image_token_count(image),

@@ -119,3 +119,39 @@ def test_the_pool_bound_trains_stage_1_5_but_the_saved_processor_keeps_the_sourc
         return json.loads((folder / "processor_config.json").read_text())["image_processor"]["size"]["longest_edge"]
 
     assert longest_edge(out) == longest_edge(out / "checkpoint-1") == longest_edge(mistral3_folder)
+
+
+def test_a_strip_pixtral_would_resize_to_no_pixels_is_replaced_and_counted(mistral3_folder, tmp_path):
+    """Pixtral's resize scales the long side down to `longest_edge` and floors the short one: a 150 x 1 strip (within
+    `max_aspect_ratio`) at a 32-px `longest_edge` gets a height of 0, and the image processor raised mid-run. Such a
+    row is an `extreme_aspect_ratio` image, judged from its header: replaced by the next image row and counted."""
+    from modeling_croc.images import ImageFileError, check_image_size
+
+    processor = CrocMistral3Processor.from_pretrained(mistral3_folder)
+    rows = shaped_image_rows(tmp_path, {"strip.png": (150, 1), "square.png": (16, 16)})
+    dataset = CrocSupervisedDataset(rows, processor, template="mistral3", image_root=tmp_path, model_max_length=512)
+    sample = dataset[0]
+    assert sample["replaced_row"]["reason"] == "extreme_aspect_ratio" and dataset.stats["unreadable"] == 1
+    assert sample["input_ids"].tolist() == dataset[1]["input_ids"].tolist()
+    with pytest.raises(ImageFileError, match=r"150 x 1: aspect ratio 150 > 32 .*longest_edge=32 px"):
+        check_image_size(150, 1, image_processor=processor.image_processor)
+    check_image_size(MISTRAL3_LONGEST_EDGE, 1, image_processor=processor.image_processor)  # 32 x 1 keeps a row
+    processor.image_processor(Image.new("RGB", (MISTRAL3_LONGEST_EDGE, 1)), return_tensors="pt")
+
+
+def test_a_turn_holding_the_models_own_image_token_is_rejected_before_its_image_is_read(mistral3_folder, tmp_path):
+    """Forum text carries BBCode's `[IMG]...[/IMG]`, which Mistral 3's tokenizer reads as its image token: the row had
+    one `[IMG]` more than its image's features, and the forward raised mid-run (a text-only row: image tokens and no
+    image). Such a row is rejected at the start (`too_many_image_markers`), and replaced and counted if asked for."""
+    processor = CrocMistral3Processor.from_pretrained(mistral3_folder)
+    rows = shaped_image_rows(tmp_path, {"square.png": (16, 16), "wide.png": (64, 16)})
+    rows[0]["conversations"][0]["value"] += " [IMG]http://example.com/a.png[/IMG]"
+    rows[-1]["conversations"][1]["value"] = "Seven. [IMG_END]"
+    dataset = CrocSupervisedDataset(rows, processor, template="mistral3", image_root=tmp_path, model_max_length=512)
+    fits = dataset.fit_rows(rows)
+    assert [(fit.verdict, fit.reason) for fit in fits] == [("rejected", "too_many_image_markers"), ("unknown", None),
+                                                           ("rejected", "too_many_image_markers")]
+    assert "'[IMG]'" in fits[0].detail and "'[IMG_END]'" in fits[2].detail
+    sample = dataset[0]
+    assert sample["replaced_row"]["reason"] == "too_many_image_markers"
+    assert int((sample["input_ids"] == processor.image_token_id).sum()) == 4  # the 64 x 16 image's, nothing more
