@@ -55,9 +55,10 @@ HUB_DEFAULT_IGNORE_PATTERNS = list(DEFAULT_IGNORE_PATTERNS)
 # This machine's records of the run, never uploaded: hidden files (the run lock, publish markers, a staging folder),
 # the pickled TrainingArguments (hub_token and local paths inside), the data report and rejected rows (local data
 # paths), TensorBoard logs wherever logging_dir puts them (the host name in every event file's name, the arguments
-# inside) and W&B's folder (WANDB_DIR set to output_dir: host, paths and the command line).
+# inside) and W&B's folder wherever WANDB_DIR puts it inside output_dir (host, paths and the command line; a
+# WANDB_DIR next to logging_dir, `output_dir/logs`, holds it one level down).
 LOCAL_ONLY_PATTERNS = [".*", "*/.*", TRAINING_ARGS_NAME, REPORT_FILE, REJECTS_FILE, RUN_RECORD, "runs/*",
-                       "*events.out.tfevents.*", "wandb/*"]
+                       "*events.out.tfevents.*", "wandb/*", "*/wandb/*"]
 # JSON fields that name a folder: a local path there is written as the folder's name in the upload.
 PATH_FIELDS = ("_name_or_path", "name_or_path", "base_model_name_or_path", "best_model_checkpoint")
 STAGING_PREFIX = ".hub-upload-"

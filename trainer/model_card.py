@@ -72,15 +72,22 @@ def _pushed_dataset(build: Path) -> Provenance:
 
 def final_losses(log_history: list[dict[str, Any]], skipped_steps: Sequence[int] = ()) -> dict[str, float]:
     """The last logged value of each loss / pool metric, plus the run's mean `train_loss`. A step skipped as non-finite
-    (`skipped_steps`) is not a measured value: the Trainer logs a stand-in for its loss (0.0 when it is the only step
-    of its logging window), so its entries are left out."""
+    (`skipped_steps`) is not a measured value: the Trainer stands in for its loss with the mean of its logging window
+    so far (0.0 when it opens the window) and averages that into the window's entry, logged at the window's last
+    step, so an entry whose window holds a skipped step is left out."""
     losses: dict[str, float] = {}
-    skipped = set(skipped_steps)
+    skipped = sorted(set(skipped_steps))
+    window_start = 0  # the step of the previous training log entry: a window is (window_start, step]
     for entry in log_history:
+        step = entry.get("step")
+        if not isinstance(step, int) or not any(key in entry for key in FINAL_LOG_KEYS):
+            if "train_loss" in entry:
+                losses["train_loss"] = round(float(entry["train_loss"]), 6)
+            continue
+        measured = not any(window_start < skipped_step <= step for skipped_step in skipped)
+        window_start = step
         for key in (*FINAL_LOG_KEYS, "train_loss"):
-            if key != "train_loss" and entry.get("step") in skipped:
-                continue
-            if key in entry:
+            if key in entry and (measured or key == "train_loss"):
                 losses[key] = round(float(entry[key]), 6)
     return losses
 
@@ -88,8 +95,11 @@ def final_losses(log_history: list[dict[str, Any]], skipped_steps: Sequence[int]
 def eval_results_from_lmms_eval(path: str | Path) -> list[EvalResult]:
     """The metrics of an lmms-eval results file (`OUTPUT/<model>/<date>_results.json`) as card evaluation results:
     one per task and metric (lmms-eval's `metric,filter` keys; standard errors and aliases left out)."""
-    results = json.loads(Path(path).read_text(encoding="utf-8")).get("results")
-    if not isinstance(results, dict):  # lmms-eval's samples files and other JSON sit next to the results files
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    results = data.get("results") if isinstance(data, dict) else None
+    # lmms-eval's samples files and other JSON sit next to the results files: a top-level list, or `results` without
+    # a mapping of metrics per task, ended in an AttributeError traceback (after training, for hub_eval_results).
+    if not isinstance(results, dict) or not all(isinstance(metrics, dict) for metrics in results.values()):
         raise ValueError(f"{path} is not an lmms-eval results file (no `results` mapping of task -> metrics)")
     found = []
     for task, metrics in results.items():

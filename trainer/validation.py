@@ -23,6 +23,7 @@ from modeling_croc.provenance import HUB_ID, LICENSE_ID, OTHER_LICENSE
 
 from .checkpoint_io import is_complete_checkpoint
 from .cli import ConfigError
+from .model_card import eval_results_from_lmms_eval
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 # The source kinds of `modeling_croc.loading` a training run starts from; the released layout is converted first,
@@ -342,13 +343,11 @@ def check_hub(training: dict[str, Any], model: dict[str, Any] | None = None) -> 
     for path in results if isinstance(results, list) else []:
         if not Path(str(path)).expanduser().is_file():
             raise ConfigError(f"hub_eval_results: {path} does not exist (an lmms-eval *_results.json file)")
-        try:
-            found = json.loads(Path(str(path)).expanduser().read_text(encoding="utf-8")).get("results")
-        except (OSError, ValueError, AttributeError):
-            found = None
-        if not isinstance(found, dict):
+        try:  # read as the card reads it after training, so a file it would refuse then is refused now
+            eval_results_from_lmms_eval(Path(str(path)).expanduser())
+        except (OSError, ValueError):
             raise ConfigError(f"hub_eval_results: {path} is not an lmms-eval results file (a JSON object with "
-                              "\"results\")")
+                              "\"results\": task -> metrics)") from None
     if isinstance(results, list) and results:
         # The card opens them as given, after training, and `~` is no folder to it: the files checked are the ones read.
         training["hub_eval_results"] = [str(Path(str(path)).expanduser()) for path in results]
@@ -360,7 +359,9 @@ def check_hub(training: dict[str, Any], model: dict[str, Any] | None = None) -> 
                           "llama2, cc-by-4.0, ...); `other` needs a name and link no option gives")
     for key, values in (("hub_datasets", training.get("hub_datasets")),
                         ("model.base_models", (model or {}).get("base_models"))):
-        for value in [values] if isinstance(values, str) else values or []:
+        # A value of another type (`--hub_datasets=5`) is the field type check's to refuse, in one line: iterating
+        # it here ended in a TypeError traceback.
+        for value in [values] if isinstance(values, str) else values if isinstance(values, list) else []:
             if not HUB_ID.match(str(value)):
                 raise ConfigError(f"{key} entry {value!r} is not a Hub id (NAME or OWNER/NAME): the model card names "
                                   "base models and datasets as the Hub does, never by a local path")

@@ -229,6 +229,15 @@ CASES = [
                  "id", id="local folder as a base model"),  # after training (the model card)
     pytest.param(["--hub_eval_results=[{tmp}/cut.json]"], "hub_eval_results: .*cut.json is not an lmms-eval results "
                  "file", id="eval results not lmms-eval's"),  # after training (the model card): KeyError
+    pytest.param(["--hub_eval_results=[{tmp}/flat_results.json]"], "hub_eval_results: .*flat_results.json is not an "
+                 "lmms-eval results file", id="eval results without metrics per task"),
+    # ^ after training (the model card): AttributeError
+    pytest.param(["--hub_eval_results=[{tmp}/rows.json]"], "hub_eval_results: .*rows.json is not an lmms-eval results "
+                 "file", id="eval results a JSON list"),  # after training (the model card): AttributeError
+    pytest.param(["--hub_datasets=5"], "hub_datasets must be a list of strings or null, got 5",
+                 id="datasets not a list"),  # traceback (the card option check iterated it)
+    pytest.param(["--model.base_models=true"], "model.base_models must be a list of strings or null, got True",
+                 id="base models not a list"),  # traceback (the card option check iterated it)
     pytest.param(["--train_sampling_strategy=group_by_length"], "train_sampling_strategy=group_by_length groups "
                  "rows by a length column this trainer's data does not carry", id="length-grouped sampler"),
     # ^ after load (LengthGroupedSampler: TypeError)
@@ -292,6 +301,8 @@ FILES = {
                                       "zero_optimization": {"stage": 2}}),
     "micro_batch_3.json": json.dumps({"train_micro_batch_size_per_gpu": 3, "zero_optimization": {"stage": 2}}),
     "bf16_true.json": json.dumps({"bf16": True, "zero_optimization": {"stage": 2}}),  # DeepSpeed's is {"enabled": ...}
+    "flat_results.json": json.dumps({"results": {"pope": 0.5}}),  # a score per task, not lmms-eval's metrics mapping
+    "rows.json": json.dumps([{"doc_id": 0}]),
 }
 
 

@@ -376,6 +376,7 @@ def test_upload_set_leaves_local_records_out_and_writes_path_fields_as_names(tmp
              "runs/Dec05_host/events.out.tfevents.1.host": None, "checkpoint-2/config.json": {},
              # TensorBoard (TENSORBOARD_LOGGING_DIR / logging_dir inside output_dir) and W&B (WANDB_DIR) logs
              "logs/events.out.tfevents.1700000000.gpu-node-17.1234.0": None, "wandb/run-1/files/config.yaml": None,
+             "logs/wandb/run-1/files/wandb-metadata.json": {"host": "gpu-node-17"},  # WANDB_DIR=<output_dir>/logs
              "_staging/x": None, "base_config/config.json": {"_name_or_path": str(tmp_path / "stage1"), "a": 1},
              "adapter_config.json": {"base_model_name_or_path": "C:\\Users\\me\\base", "r": 4,
                                      "nested": {"name_or_path": "someone/hub-model"}},
@@ -684,3 +685,25 @@ def test_eval_results_named_under_home_reach_the_card(tiny_model, tmp_path, monk
     train_module.main(_argv(out, tiny_model, _data(tmp_path / "data"), "--hub_eval_results=[~/pope_results.json]"))
     results = ModelCard.load(out / "README.md").data.eval_results
     assert [(result.dataset_type, result.metric_value) for result in results] == [("pope", 0.5)]
+
+
+def test_a_skipped_step_first_in_a_longer_logging_window_is_left_out_of_the_cards_losses(tiny_model, tmp_path,
+                                                                                          monkeypatch):
+    """With logging_steps=2, a skipped step that opens its logging window gets the Trainer's stand-in 0.0 (the mean
+    of the window so far), and the window's entry, logged at the next step, averages it in: the card published
+    half the measured loss of step 4 as its final `loss`, though the skipped step's losses are said to be left out."""
+    compute_loss = croc_trainer.CrocTrainer.compute_loss
+
+    def nan_at_step_3(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss = compute_loss(self, model, inputs, num_items_in_batch=num_items_in_batch)
+        return loss * float("nan") if self.state.global_step + 1 == 3 else loss
+
+    monkeypatch.setattr(croc_trainer.CrocTrainer, "compute_loss", nan_at_step_3)
+    out = tmp_path / "out"
+    train_module.main(_argv(out, tiny_model, _data(tmp_path / "data"), "--max_steps=4", "--logging_steps=2",
+                            "--max_nonfinite_steps=1"))
+    card = ModelCard.load(out / "README.md").data.to_dict()
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    step_2 = next(entry for entry in history if entry.get("step") == 2 and "loss" in entry)
+    assert card["nonfinite_steps_skipped"] == [3]
+    assert card["final_losses"]["loss"] == pytest.approx(step_2["loss"], rel=1e-5)  # the last window all measured

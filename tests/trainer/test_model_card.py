@@ -185,11 +185,17 @@ def test_the_cli_stops_in_one_line_on_the_mistakes_made_first(tmp_path, capsys):
     not_results.write_text(json.dumps({"doc_id": 0}))
     broken = tmp_path / "broken_results.json"
     broken.write_text("{")
+    rows = tmp_path / "rows.json"  # a JSON list: AttributeError on `.get`
+    rows.write_text(json.dumps([{"doc_id": 0}]))
+    flat = tmp_path / "flat_results.json"  # a score per task, not a mapping of metrics: AttributeError on `.items`
+    flat.write_text(json.dumps({"results": {"pope": 0.5}}))
     cases = [
         ([str(tmp_path / "nothing"), "--eval-results", str(not_results)], "has no README.md"),
         ([str(folder), "--eval-results", str(tmp_path / "eval_out" / "*" / "*_results.json")], "No such file"),
         ([str(folder), "--eval-results", str(not_results)], "not an lmms-eval results file"),
         ([str(folder), "--eval-results", str(broken)], "model card error"),
+        ([str(folder), "--eval-results", str(rows)], "not an lmms-eval results file"),
+        ([str(folder), "--eval-results", str(flat)], "not an lmms-eval results file"),
     ]
     for argv, expected in cases:
         with pytest.raises(SystemExit) as stop:
