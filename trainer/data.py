@@ -134,6 +134,16 @@ def image_sample(image_inputs: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     return sample
 
 
+def _placeholder_texts(processor: Any, tokenizer: Any, image_token_id: int) -> tuple[str, ...]:
+    """The family's own image tokens as text (Qwen's `<|image_pad|>`, Pixtral's `[IMG]`, `[IMG_BREAK]`, `[IMG_END]`,
+    Gemma 3's `<image_soft_token>`, InternVL's `<IMG_CONTEXT>`): the tokenizer turns such text in a turn into the
+    special id the model counts images by, so its placeholders outnumber its image features and the forward raises
+    mid-run. `<image>` (LLaVA's marker) is counted by the row checks already."""
+    ids = getattr(processor, "image_token_ids", None) or [image_token_id]
+    tokens = tokenizer.convert_ids_to_tokens([int(i) for i in ids])
+    return tuple(token for token in dict.fromkeys(tokens) if token and token != IMAGE_TOKEN)
+
+
 class CrocSupervisedDataset(torch.utils.data.Dataset):
     """Supervised rows for every Croc stage.
 
@@ -206,6 +216,7 @@ class CrocSupervisedDataset(torch.utils.data.Dataset):
         self._anchor_ids = tokenizer.encode(self._anchor, add_special_tokens=False)
         self._image_token_id = int(processor.image_token_id)
         self._num_image_tokens = int(processor.num_image_tokens)
+        self._placeholder_texts = _placeholder_texts(processor, tokenizer, self._image_token_id)
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -303,16 +314,6 @@ class CrocSupervisedDataset(torch.utils.data.Dataset):
             row_encoded, start = encoded[start:start + len(row_texts)], start + len(row_texts)
             fits[position] = self._fit_verdict(*self._assemble(pieces, row_encoded, image_tokens))
         return fits
-
-    @cached_property
-    def _placeholder_texts(self) -> tuple[str, ...]:
-        """The family's own image tokens as text (Qwen's `<|image_pad|>`, Pixtral's `[IMG]`, `[IMG_BREAK]`, `[IMG_END]`,
-        Gemma 3's `<image_soft_token>`, InternVL's `<IMG_CONTEXT>`): the tokenizer turns such text in a turn into the
-        special id the model counts images by, so its placeholders outnumber its image features and the forward
-        raises mid-run. `<image>` (LLaVA's marker) is counted by the row checks already."""
-        ids = getattr(self.processor, "image_token_ids", None) or [self._image_token_id]
-        tokens = self._tokenizer.convert_ids_to_tokens([int(i) for i in ids])
-        return tuple(token for token in dict.fromkeys(tokens) if token and token != IMAGE_TOKEN)
 
     def _placeholder_in_text(self, row: Mapping[str, Any]) -> str | None:
         """Why the row's turns hold one of `_placeholder_texts`, or None. The turns, not the rendered segments: a
