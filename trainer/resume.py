@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from .checkpoint_io import SAFE_INDEX, SAFE_WEIGHTS, checkpoint_folders, checkpoint_problem
 from .cli import ConfigError
 from .output_lock import OutputDirLock, OutputDirLocked
-from .run_record import computation_changes, read_run_record, resume_refusal
+from .run_record import COMPUTATION, computation_changes, read_run_record, resume_refusal
 
 logger = logging.getLogger(__name__)
 
@@ -167,6 +167,12 @@ def _check_record(checkpoint: str, record: dict[str, Any], accepted: list[str]) 
         logger.warning("%s was written by an earlier version of this trainer; from the resumed step on, this version "
                        "computes differently: %s (the loss curve goes on, not as the earlier version would have "
                        "drawn it)", checkpoint, changed)
+    written = saved.get("computation")
+    if isinstance(written, int) and not isinstance(written, bool) and written > COMPUTATION:
+        # A later version's fixes are not in this one: the run would go on as this version computes, unsaid.
+        logger.warning("%s was written by a later version of this trainer (computation %d; this one computes as "
+                       "version %d): from the resumed step on the run goes on without that version's fixes; resume "
+                       "it with that version", checkpoint, written, COMPUTATION)
 
 
 def finished_step(args, record: dict[str, Any], resume_from: str | None, publishes: bool) -> int | None:

@@ -292,8 +292,34 @@ class RunControl(TrainerCallback):
         file = Path(folder) / NONFINITE_FILE
         state = json.loads(file.read_text(encoding="utf-8")) if file.is_file() else {}
         self.skipped_steps = list(state.get("skipped_steps", []))
-        # A checkpoint of an earlier version carries no loss total: the run's mean is then not known.
-        self.loss_sum, self.loss_steps = state.get("loss_sum"), int(state.get("loss_steps") or 0)
+        if "loss_sum" in state:
+            self.loss_sum, self.loss_steps = state.get("loss_sum"), int(state.get("loss_steps") or 0)
+        else:  # a checkpoint of an earlier version carries no loss total: its logged losses may give it
+            self.loss_sum, self.loss_steps = logged_loss_total(folder, [entry.get("step") for entry in
+                                                                        self.skipped_steps])
+
+
+def logged_loss_total(folder: str | Path, skipped: list[Any]) -> tuple[float | None, int]:
+    """(the loss total of the applied steps, their count) up to the checkpoint `folder`, from its logged losses, or
+    (None, 0) when they do not give it. For a checkpoint of an earlier version, which carries no total: each logged
+    `loss` is the mean of the steps since the previous one, so the total is known when the last log is at the
+    checkpoint's step and every skipped step (logged as a stand-in) was alone in its window."""
+    try:
+        state = json.loads((Path(folder) / "trainer_state.json").read_text(encoding="utf-8"))
+        step = int(state["global_step"])
+        logged = [(int(entry["step"]), float(entry["loss"])) for entry in state["log_history"] if "loss" in entry]
+    except (OSError, ValueError, TypeError, KeyError):
+        return None, 0
+    total, count, previous = 0.0, 0, 0
+    for at, loss in logged:
+        window = at - previous
+        if window == 1 and at in skipped:  # a skipped step alone in its window: its stand-in is left out
+            previous = at
+            continue
+        if window <= 0 or not math.isfinite(loss) or any(isinstance(s, int) and previous < s <= at for s in skipped):
+            return None, 0
+        total, count, previous = total + loss * window, count + window, at
+    return (total, count) if previous == step else (None, 0)
 
 
 __all__ = [

@@ -25,6 +25,7 @@ import hashlib
 import json
 import logging
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,11 +42,36 @@ RECORD_FORMAT = 1
 # version and its line here, and a resume from a checkpoint of an earlier version says what differs from the
 # resumed step on (`computation_changes`). A record without the key is version 1.
 COMPUTATION = 2
-COMPUTATION_CHANGES: dict[int, str] = {
-    2: "the masks of images with different token counts (one uniform per visual token: the earlier draw reused "
-       "uniforms across micro-batches and processes), Gemma 3's bidirectional image blocks under croc_split in "
-       "stages 1 and 2, and Mistral 3 images bounded to fit the pool in stage 1.5",
+# Each version's changes, as (what changed, whether a run of that record computed it): a change is named only to the
+# runs it touches (masks are drawn in stage 1.5 only; Gemma 3's and Mistral 3's changes concern those families), so a
+# stage-2 LLaVA run resumed across the upgrade is not told it now leaves its curve.
+COMPUTATION_CHANGES: dict[int, tuple[tuple[str, Callable[[dict[str, Any]], bool]], ...]] = {
+    2: (("the masks of images with different token counts (one uniform per visual token: the earlier draw reused "
+         "uniforms across micro-batches and processes)", lambda saved: saved.get("stage") == "1.5"),
+        ("Gemma 3's bidirectional image blocks under croc_split in stages 1 and 2",
+         lambda saved: _model_type(saved) in (None, "croc_gemma3") and saved.get("stage") in ("1", "2")),
+        ("Mistral 3 images bounded to fit the pool in stage 1.5",
+         lambda saved: _model_type(saved) in (None, "croc_mistral3") and saved.get("stage") == "1.5"),
+        ("packed rows matched per sample under matching_scope=row (packing had made a row's samples one Hungarian "
+         "problem; an unpacked run is unchanged)",
+         lambda saved: saved.get("stage") == "1.5" and _matches_per_row(saved))),
 }
+
+
+def _matches_per_row(saved: dict[str, Any]) -> bool:
+    """Whether the recorded run matched per row (`matching_scope` row, or unset under ViCToR's preset, whose it is)."""
+    config = saved.get("croc_config")
+    if not isinstance(config, dict):
+        return True
+    scope = config.get("matching_scope")
+    return scope == "row" or (scope is None and config.get("croc_preset") == "victor")
+
+
+def _model_type(saved: dict[str, Any]) -> Any:
+    """The recorded model's Croc model_type; None where the record holds no config (a family's change is then named)."""
+    config = saved.get("croc_config")
+    return config.get("model_type") if isinstance(config, dict) else None
+
 
 # Keys of the record a resume cannot change: the run would no longer be the one its checkpoint continues.
 FIXED: dict[str, str] = {
@@ -238,7 +264,9 @@ def computation_changes(saved: dict[str, Any]) -> str | None:
     written = saved.get("computation", 1)
     if not isinstance(written, int) or isinstance(written, bool) or written >= COMPUTATION:
         return None
-    return "; ".join(COMPUTATION_CHANGES[version] for version in range(written + 1, COMPUTATION + 1))
+    changed = [what for version in range(written + 1, COMPUTATION + 1)
+               for what, touched in COMPUTATION_CHANGES[version] if touched(saved)]
+    return "; ".join(changed) or None
 
 
 def read_run_record(folder: str | Path) -> dict[str, Any] | None:

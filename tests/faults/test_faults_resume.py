@@ -559,3 +559,45 @@ def test_what_draws_from_each_processs_random_stream_is_recorded():
     assert _draws_per_process(plain, args, {**linear, "text_config": {"attention_dropout": 0.1}})
     assert _draws_per_process(SimpleNamespace(use_peft=True, lora_dropout=0.05), args, linear)
     assert _draws_per_process(plain, SimpleNamespace(neftune_noise_alpha=5.0, stage="2"), linear)
+
+
+def _as_an_earlier_version_wrote(checkpoint):
+    """The checkpoint's non-finite file as versions before the run's loss total was carried wrote it."""
+    from trainer.run_control import NONFINITE_FILE
+
+    file = checkpoint / NONFINITE_FILE
+    state = json.loads(file.read_text())
+    file.write_text(json.dumps({"skipped_steps": state["skipped_steps"]}))
+    write_manifest(checkpoint)  # as that version's manifest lists the file
+
+
+@pytest.mark.parametrize("kept", [("checkpoint-1",), ("checkpoint-1", "checkpoint-2")],
+                         ids=["resumed", "finished_rerun"])
+def test_an_upgraded_resume_states_the_whole_runs_mean_train_loss(two_steps, tiny_model, data, tmp_path, kept):
+    """A checkpoint of an earlier version carries no loss total: the resumed run (upgraded between the kill and the
+    resume) stated the mean of its last part as the run's train_loss, and a rerun of a finished run 0.0. Its logged
+    losses give the total; the mean is the uninterrupted run's."""
+    out = tmp_path / "run"
+    for name in kept:
+        shutil.copytree(two_steps / name, out / name)
+        _as_an_earlier_version_wrote(out / name)
+    train_module.main(_argv(out, tiny_model, data, "--max_steps=2"))
+    history = json.loads((out / "trainer_state.json").read_text())["log_history"]
+    expected = sum(entry["loss"] for entry in curve(two_steps).values()) / 2
+    assert [entry["train_loss"] for entry in history if "train_loss" in entry] == [pytest.approx(expected, rel=1e-6)]
+
+
+def test_a_loss_total_the_logs_do_not_give_is_not_guessed(tmp_path):
+    """An earlier version's checkpoint whose logs do not cover every step (a log window open at the save, a skipped
+    step sharing its window with applied ones) gives no total: the card then states no train_loss, not a wrong one."""
+    from trainer.run_control import logged_loss_total
+
+    def total(log_history, step, skipped=()):
+        (tmp_path / "trainer_state.json").write_text(json.dumps({"global_step": step, "log_history": log_history}))
+        return logged_loss_total(tmp_path, list(skipped))
+
+    logs = [{"step": 2, "loss": 3.0}, {"step": 3, "loss": 0.0}, {"step": 4, "loss": 1.0}]
+    assert total(logs, 4, [3]) == (7.0, 3)  # steps 1-2 (mean 3), step 4; step 3's stand-in left out
+    assert total(logs, 5) == (None, 0)  # step 5 not logged
+    assert total(logs, 4, [2]) == (None, 0)  # skipped inside a window of two
+    assert total([], 0) == (0.0, 0)

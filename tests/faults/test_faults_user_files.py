@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import time
 
+import pytest
 from run_cases import run_argv, write_small_folder
 
 from trainer import train as train_module
@@ -174,3 +175,69 @@ def test_a_resume_from_an_earlier_versions_checkpoint_says_what_now_computes_dif
         with caplog.at_level(logging.WARNING, logger="trainer.resume"):
             _check_record(str(tmp_path / name), current, [])
         assert ("masks of images with different token counts" in caplog.text) is warned, caplog.text
+
+
+CHANGES_OF_VERSION_2 = ("masks of images with different token counts", "Gemma 3's bidirectional image blocks",
+                        "Mistral 3 images bounded")
+
+
+@pytest.mark.parametrize(("stage", "model_type", "named"), [
+    ("2", "croc", ()),
+    ("1.5", "croc", ("masks of images with different token counts",)),
+    ("2", "croc_gemma3", ("Gemma 3's bidirectional image blocks",)),
+    ("1.5", "croc_mistral3", ("masks of images with different token counts", "Mistral 3 images bounded")),
+    ("2", None, ("Gemma 3's bidirectional image blocks",)),  # no config recorded: the family is not known
+])
+def test_an_earlier_versions_checkpoint_is_told_only_the_changes_its_run_computes(tmp_path, caplog, stage,
+                                                                                   model_type, named):
+    """The changes of a computation version touch some stages and families: a stage-2 LLaVA run resumed after the
+    upgrade goes on on its exact curve, and was told it now computes differently (masks it never draws, Gemma 3's
+    and Mistral 3's changes)."""
+    import json
+    import logging
+
+    from trainer.resume import _check_record
+    from trainer.run_record import RUN_RECORD
+
+    saved = {"format": 1, "stage": stage, "croc_config": model_type and {"model_type": model_type}}
+    (tmp_path / RUN_RECORD).write_text(json.dumps(saved))
+    with caplog.at_level(logging.WARNING, logger="trainer.resume"):
+        _check_record(str(tmp_path), saved, [])
+    assert ("earlier version" in caplog.text) is bool(named), caplog.text
+    assert [what for what in CHANGES_OF_VERSION_2 if what in caplog.text] == list(named), caplog.text
+
+
+def test_a_later_versions_checkpoint_is_not_resumed_silently(tmp_path, caplog):
+    """A checkpoint written by a later version (a downgrade between the kill and the resume) goes on without that
+    version's fixes: the resume says so instead of continuing silently off its curve."""
+    import json
+    import logging
+
+    from trainer.resume import _check_record
+    from trainer.run_record import COMPUTATION, RUN_RECORD
+
+    saved = {"format": 1, "computation": COMPUTATION + 1, "stage": "2"}
+    (tmp_path / RUN_RECORD).write_text(json.dumps(saved))
+    with caplog.at_level(logging.WARNING, logger="trainer.resume"):
+        _check_record(str(tmp_path), saved, [])
+    assert f"written by a later version of this trainer (computation {COMPUTATION + 1}" in caplog.text, caplog.text
+
+
+@pytest.mark.parametrize(("croc_config", "named"), [
+    ({"model_type": "croc", "croc_preset": "victor"}, True),  # ViCToR's preset matches per row
+    ({"model_type": "croc", "croc_preset": "paper", "matching_scope": "row"}, True),
+    ({"model_type": "croc", "croc_preset": "paper"}, False),
+])
+def test_an_earlier_versions_row_matched_checkpoint_is_told_packed_rows_now_match_per_sample(tmp_path, caplog,
+                                                                                            croc_config, named):
+    import json
+    import logging
+
+    from trainer.resume import _check_record
+    from trainer.run_record import RUN_RECORD
+
+    saved = {"format": 1, "stage": "1.5", "croc_config": croc_config}
+    (tmp_path / RUN_RECORD).write_text(json.dumps(saved))
+    with caplog.at_level(logging.WARNING, logger="trainer.resume"):
+        _check_record(str(tmp_path), saved, [])
+    assert ("packed rows matched per sample under matching_scope=row" in caplog.text) is named, caplog.text
