@@ -63,22 +63,20 @@ class BuildResult:
     card: DatasetCard
 
 
+def _build_summary(build_dir: str | Path) -> dict[str, Any] | None:
+    """The summary.json a build wrote into `build_dir`, or None: none there, or one another tool wrote under that
+    name (not an object with a build's keys)."""
+    try:
+        summary = json.loads((Path(build_dir) / _OUTPUT_MARKER).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return summary if isinstance(summary, dict) and {"recipe", "status", "rows", "sources"} <= set(summary) else None
+
+
 def recorded_image_root(build_dir: str | Path) -> str | None:
     """The image root a build folder's summary.json records (absolute since builds record it so), or None."""
-    summary = Path(build_dir) / _OUTPUT_MARKER
-    try:
-        return json.loads(summary.read_text(encoding="utf-8")).get("image_root")
-    except (OSError, ValueError, AttributeError):  # no summary, or not one of ours: no recorded root
-        return None
-
-
-def _is_our_summary(path: Path) -> bool:
-    """Whether `path` is a summary.json a build wrote (any tool may write a file of that name)."""
-    try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(summary, dict) and {"recipe", "status", "rows", "sources"} <= set(summary)
+    summary = _build_summary(build_dir)
+    return None if summary is None else summary.get("image_root")
 
 
 def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
@@ -88,7 +86,7 @@ def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
     if out_dir.exists() and any(out_dir.iterdir()):
         if not overwrite:
             raise FileExistsError(f"{out_dir} is not empty; pass overwrite=True (--overwrite) to replace a build")
-        if not _is_our_summary(out_dir / _OUTPUT_MARKER):
+        if _build_summary(out_dir) is None:
             # Refuse to wipe a folder that is not one of our builds (a typo could point at the data root).
             raise FileExistsError(f"{out_dir} is not empty and holds no {_OUTPUT_MARKER} of a build; refusing to delete it")
 

@@ -195,22 +195,19 @@ class CrocTrainer(Trainer):
         """`output` and the logged `train_loss` as the mean loss of the whole run's applied steps (the model card
         states it): the Trainer's covers the steps of this `train()` call only, so a resumed run reported the mean of
         its last part, a rerun that trains nothing 0.0, and a skipped non-finite step counted as its stand-in value."""
-        mean = self.run_control.run_mean_loss
         if self.preempted:
             return output
+        mean = self.run_control.run_mean_loss
+        last = next((entry for entry in reversed(self.state.log_history) if "train_loss" in entry), None)
         if mean is None:
             # Not known (resumed from an earlier version's checkpoint whose logs do not give it): the Trainer's value
             # is the mean of this call's steps only (0.0 for a rerun that trains nothing), which the card would state
             # as the run's; it states none instead.
-            for entry in reversed(self.state.log_history):
-                if "train_loss" in entry:
-                    del entry["train_loss"]
-                    break
+            if last is not None:
+                del last["train_loss"]
             return output
-        for entry in reversed(self.state.log_history):
-            if "train_loss" in entry:
-                entry["train_loss"] = mean
-                break
+        if last is not None:
+            last["train_loss"] = mean
         return TrainOutput(output.global_step, mean, {**(output.metrics or {}), "train_loss": mean})
 
     @property
