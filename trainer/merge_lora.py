@@ -4,6 +4,7 @@
 
 ADAPTER_DIR is the output folder (or a checkpoint) of a LoRA run: adapters, the `modules_to_save` copies of the
 projector / pool / head, the processor, and `base_config/config.json` (the base's Croc config for that stage).
+MERGED_DIR gets the run's model card too (base models, licences, datasets), saying it is a model folder.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from modeling_croc.constants import MODEL_DTYPES
 from modeling_croc.loading import load_croc_config, load_pretrained_croc, load_processor
 
 from .croc_trainer import BASE_CONFIG_DIR
+from .model_card import merged_card
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +46,11 @@ def merge_lora(adapter_dir: str | Path, out_dir: str | Path, dtype: str = "float
     processor = load_processor(adapter_dir if has_processor else base_path)
     if processor is not None:
         processor.save_pretrained(out_dir)
+    # The run's card carries what the merged weights derive from; without it the next stage, trained from this
+    # folder, lost the base models and licences, and a push of it said nothing of them.
+    card = merged_card(adapter_dir, out_dir.resolve().name)
+    if card is not None:
+        card.save(out_dir / "README.md")
     logger.info("merged %s (base %s) into %s", adapter_dir, base_path, out_dir)
     return out_dir
 

@@ -180,13 +180,40 @@ def install_instructions() -> str:
             "repository and run `pip install .` in the clone.")
 
 
+ADAPTER_INSTRUCTIONS_START = "This folder holds LoRA adapters"
+
+
 def adapter_instructions(base: str) -> str:
     """What a LoRA run's folder is and how it loads: adapters, not a model (`install_instructions` would be false)."""
-    return ("This folder holds LoRA adapters (PEFT, `adapter_config.json`) with the fully trained projector, prompt "
+    return (f"{ADAPTER_INSTRUCTIONS_START} (PEFT, `adapter_config.json`) with the fully trained projector, prompt "
             f"pool and head, for the Croc base folder `{base}` they were trained on; it is not a model folder, and "
             f"{LOAD_MODEL} does not load it. With the base folder at hand, `python -m trainer.merge_lora FOLDER --out "
             "MERGED` (the Croc package) merges them into a plain folder that loads that way; the run itself wrote "
             "one to `<output_dir>-merged`.")
+
+
+def merged_card(adapter_dir: str | Path, merged_name: str) -> ModelCard | None:
+    """The card of a LoRA run's merged folder: the run's own card (its base models, licences, datasets and numbers
+    hold for the merged weights, and the next stage inherits them from it) saying it is a model folder that loads
+    with `from_pretrained`. None where `adapter_dir` has no Croc LoRA card (a checkpoint folder)."""
+    path = Path(adapter_dir) / "README.md"
+    if not path.is_file():
+        return None
+    card = ModelCard.load(path)
+    lines = card.text.split("\n")
+    adapter_line = next((i for i, line in enumerate(lines) if line.startswith(ADAPTER_INSTRUCTIONS_START)), None)
+    if adapter_line is None:
+        return None
+    lines[adapter_line] = (f"{install_instructions()} Merged from the LoRA adapters of `{Path(adapter_dir).name}` "
+                           "(`python -m trainer.merge_lora`).")
+    title = next((i for i, line in enumerate(lines) if line.startswith("# ")), None)
+    if title is not None:
+        lines[title] = f"# {merged_name}"
+    if card.data.model_name:
+        card.data.model_name = merged_name
+    card = ModelCard(f"---\n{card.data.to_yaml()}\n---\n" + "\n".join(lines))
+    check_card(card)
+    return card
 
 
 def _adapter_base(trainer) -> str | None:

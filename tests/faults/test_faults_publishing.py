@@ -355,6 +355,30 @@ def test_a_lora_runs_card_says_its_upload_holds_adapters_not_a_model(tiny_model,
     assert "whether or not the Croc package is installed" not in card  # the model folder's instructions
 
 
+def test_a_lora_runs_merged_folder_carries_the_runs_card_as_a_model_folder(tiny_model, tmp_path):
+    """`<output_dir>-merged` had no card: a stage trained from it inherited no base models or licences, and its
+    upload said nothing of them (found in review). It carries the run's metadata and the model folder's
+    instructions, and `trainer.merge_lora` on its own writes the same."""
+    from modeling_croc.provenance import Provenance
+    from trainer.merge_lora import main as merge_main
+
+    out = tmp_path / "out"
+    train_module.main(_argv(out, tiny_model, _data(tmp_path / "data"), "--model.use_peft=true",
+                            "--hub_license=apache-2.0", "--model.base_models=[org/base-lm]"))
+    run_card = ModelCard.load(out / "README.md")
+    for merged in (tmp_path / "out-merged", tmp_path / "by-cli"):
+        if merged.name == "by-cli":
+            merge_main([str(out), "--out", str(merged)])
+        card = ModelCard.load(merged / "README.md")
+        assert card.data.to_dict() == run_card.data.to_dict()
+        assert card.text.lstrip().startswith(f"# {merged.name}\n")
+        assert "whether or not the Croc package is installed" in card.text
+        assert "This folder holds LoRA adapters" not in card.text and "does not load it" not in card.text
+        assert f"Merged from the LoRA adapters of `{out.name}`" in card.text
+        inherited = Provenance.of_model_folder(merged)
+        assert inherited.base_models == ["org/base-lm"] and inherited.licenses == ["apache-2.0"]
+
+
 def test_a_card_of_a_max_steps_run_states_the_steps_and_epochs_it_ran(tiny_model, tmp_path):
     """`max_steps` overrides `num_train_epochs`: one step over 4 rows at batch 2 is half an epoch, and the card said
     `epochs: 1.0` (found by a hostile tester)."""
