@@ -192,23 +192,27 @@ class CrocTrainer(Trainer):
         return self._with_run_mean_loss(output)
 
     def _with_run_mean_loss(self, output: TrainOutput) -> TrainOutput:
-        """`output` and the logged `train_loss` as the mean loss of the whole run's applied steps (the model card
-        states it): the Trainer's covers the steps of this `train()` call only, so a resumed run reported the mean of
-        its last part, a rerun that trains nothing 0.0, and a skipped non-finite step counted as its stand-in value."""
-        if self.preempted:
+        """`output` with the whole run's mean loss, as `log` gave it to the logs."""
+        mean = None if self.preempted else self.run_control.run_mean_loss
+        if mean is None:
             return output
+        return TrainOutput(output.global_step, mean, {**(output.metrics or {}), "train_loss": mean})
+
+    def _run_mean_train_loss(self, logs: dict[str, float]) -> None:
+        """The final `train_loss` in `logs` as the mean loss of the whole run's applied steps (the model card states
+        it), before any callback reads it: the Trainer's covers the steps of this `train()` call only, so a resumed
+        run told the console, TensorBoard and W&B the mean of its last part, a rerun that trains nothing 0.0, and a
+        skipped non-finite step counted as its stand-in value."""
+        if self.preempted:
+            return
         mean = self.run_control.run_mean_loss
-        last = next((entry for entry in reversed(self.state.log_history) if "train_loss" in entry), None)
         if mean is None:
             # Not known (resumed from an earlier version's checkpoint whose logs do not give it): the Trainer's value
             # is the mean of this call's steps only (0.0 for a rerun that trains nothing), which the card would state
             # as the run's; it states none instead.
-            if last is not None:
-                del last["train_loss"]
-            return output
-        if last is not None:
-            last["train_loss"] = mean
-        return TrainOutput(output.global_step, mean, {**(output.metrics or {}), "train_loss": mean})
+            del logs["train_loss"]
+        else:
+            logs["train_loss"] = mean
 
     @property
     def preempted(self) -> bool:
@@ -417,6 +421,8 @@ class CrocTrainer(Trainer):
         if "loss" in logs and self._croc_metrics.has_data:
             logs.update(self._croc_metrics.compute(self.accelerator, self.state.global_step))
             logs.update(self._step_learning_rates)
+        if "train_loss" in logs:  # the Trainer's last entry, logged once `train()` ends
+            self._run_mean_train_loss(logs)
         super().log(logs, start_time)
 
     def _group_learning_rates(self) -> dict[str, float]:

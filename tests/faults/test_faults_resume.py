@@ -587,6 +587,30 @@ def test_an_upgraded_resume_states_the_whole_runs_mean_train_loss(two_steps, tin
     assert [entry["train_loss"] for entry in history if "train_loss" in entry] == [pytest.approx(expected, rel=1e-6)]
 
 
+@pytest.mark.parametrize("earlier_version", [False, True], ids=["resumed", "upgraded"])
+def test_a_resumed_runs_reporters_get_the_whole_runs_mean_train_loss(two_steps, tiny_model, data, tmp_path,
+                                                                      monkeypatch, earlier_version):
+    """The console, TensorBoard and W&B read `train_loss` from the Trainer's last log entry, through the callbacks:
+    after a resume they were told the mean of the last part while the card stated the whole run's (found in
+    review)."""
+    from transformers.trainer_callback import CallbackHandler
+
+    seen, on_log = [], CallbackHandler.on_log
+
+    def recording(self, args, state, control, logs):
+        seen.append(dict(logs))
+        return on_log(self, args, state, control, logs)
+
+    monkeypatch.setattr(CallbackHandler, "on_log", recording)
+    out = tmp_path / "run"
+    shutil.copytree(two_steps / "checkpoint-1", out / "checkpoint-1")
+    if earlier_version:
+        _as_an_earlier_version_wrote(out / "checkpoint-1")
+    train_module.main(_argv(out, tiny_model, data, "--max_steps=2"))
+    expected = sum(entry["loss"] for entry in curve(two_steps).values()) / 2
+    assert [logs["train_loss"] for logs in seen if "train_loss" in logs] == [pytest.approx(expected, rel=1e-6)]
+
+
 def test_a_loss_total_the_logs_do_not_give_is_not_guessed(tmp_path):
     """An earlier version's checkpoint whose logs do not cover every step (a log window open at the save, a skipped
     step sharing its window with applied ones) gives no total: the card then states no train_loss, not a wrong one."""
