@@ -58,6 +58,11 @@ MAPPING_FIELDS = ("lr_scheduler_kwargs", "activation_checkpointing_kwargs", "gra
 # `torch.utils.checkpoint.checkpoint`, and the one that `checkpoint` reads from its **kwargs.
 TRAINER_CHECKPOINTING_KEYS = ("every_n_layers", "offload")
 CHECKPOINT_KWARGS_KEYS = ("preserve_rng_state",)
+# The values those keys take. A wrong one ended the first step in a traceback (`every_n_layers: 0` a modulo by zero,
+# a string a TypeError) or was taken as true (`use_reentrant: maybe`); `context_fn` takes a function, which a config
+# cannot give.
+CHECKPOINTING_FLAGS = ("offload", "use_reentrant", "preserve_rng_state", "debug", "early_stop")
+DETERMINISM_CHECKS = ("default", "none")
 # Optimisers transformers builds around the model's own modules (low-rank projections, fused updates): they replace
 # the parameter groups `CrocTrainer.create_optimizer` builds (one learning rate per trained part).
 MODEL_BOUND_OPTIMIZERS = ("galore", "apollo", "lomo")
@@ -383,6 +388,33 @@ def _check_compile_and_checkpointing(args: Any) -> None:
         if unknown:
             raise _config_error(f"activation_checkpointing_kwargs: unknown keys {unknown}; accepted: "
                                 f"{', '.join(sorted(accepted))}")
+        _check_checkpointing_values(kwargs, args)
+
+
+def _check_checkpointing_values(kwargs: dict, args: Any) -> None:
+    name = "activation_checkpointing_kwargs"
+    every = kwargs.get("every_n_layers", 1)
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise _config_error(f"{name}: every_n_layers must be an integer >= 1 (1 checkpoints every layer), got "
+                            f"{every!r}")
+    for key in CHECKPOINTING_FLAGS:
+        if key in kwargs and not isinstance(kwargs[key], bool):
+            raise _config_error(f"{name}: {key} must be true or false, got {kwargs[key]!r}")
+    if kwargs.get("determinism_check", "default") not in DETERMINISM_CHECKS:
+        raise _config_error(f"{name}: determinism_check must be one of {', '.join(DETERMINISM_CHECKS)}, got "
+                            f"{kwargs['determinism_check']!r}")
+    if "context_fn" in kwargs:
+        raise _config_error(f"{name}: context_fn takes a Python function, which a config cannot give; drop it")
+    if kwargs.get("offload") and (args.use_cpu or not _has_accelerator()):
+        # transformers keeps the saved activations in pinned host memory, which needs an accelerator: on the CPU
+        # the first step ended in "pin_memory=True requires a CUDA or other accelerator backend".
+        raise _config_error(f"{name}: offload moves the saved activations off an accelerator, and this run has none "
+                            "(they are in host memory already); drop it")
+
+
+def _has_accelerator() -> bool:
+    accelerator = getattr(torch, "accelerator", None)
+    return accelerator.is_available() if accelerator is not None else torch.cuda.is_available()
 
 
 # ---- everything together: the built arguments, the model and this machine -------------------------------------

@@ -176,6 +176,17 @@ CASES = [
                  "mode=fastest", id="compile mode"),  # after load
     pytest.param(["--activation_checkpointing=true", "--activation_checkpointing_kwargs={foo: 1}"],
                  r"activation_checkpointing_kwargs: unknown keys \['foo'\]", id="checkpointing keyword"),  # after load
+    pytest.param(["--activation_checkpointing=true", "--activation_checkpointing_kwargs={every_n_layers: 0}"],
+                 "every_n_layers must be an integer >= 1", id="checkpoint no layer"),  # traceback at step 1
+    pytest.param(["--activation_checkpointing=true", "--activation_checkpointing_kwargs={every_n_layers: two}"],
+                 "every_n_layers must be an integer >= 1 .*, got 'two'", id="checkpoint every 'two'"),  # traceback
+    pytest.param(["--activation_checkpointing=true", "--activation_checkpointing_kwargs={use_reentrant: maybe}"],
+                 "use_reentrant must be true or false, got 'maybe'", id="checkpoint reentrant maybe"),  # taken as true
+    pytest.param(["--activation_checkpointing=true", "--activation_checkpointing_kwargs={determinism_check: all}"],
+                 "determinism_check must be one of default, none", id="checkpoint determinism"),  # traceback
+    pytest.param(["--activation_checkpointing=true", "--activation_checkpointing_kwargs={offload: true}"],
+                 "offload moves the saved activations off an accelerator, and this run has none",
+                 id="checkpoint offload on CPU"),  # traceback at step 1 (pinned memory needs an accelerator)
     # ---- the model section ----
     pytest.param(["--model.use_peft=true", "--model.lora_r=0"], "model.lora_r must be >= 1", id="LoRA rank 0"),
     # ^ after load (PEFT)
@@ -406,6 +417,8 @@ VALID = [
     pytest.param(["--activation_checkpointing=true",
                   "--activation_checkpointing_kwargs={use_reentrant: false, every_n_layers: 1}"],
                  id="activation checkpointing"),
+    pytest.param(["--activation_checkpointing=true", "--activation_checkpointing_kwargs={every_n_layers: 2, "
+                  "offload: false, preserve_rng_state: true, determinism_check: none}"], id="checkpointing options"),
     pytest.param(["--resume_from_checkpoint=false", "--seed=4294967295", "--report_to=none"], id="edge values"),
     pytest.param(["--model.attn_implementation=eager", "--include_num_input_tokens_seen=non_padding"], id="eager"),
     pytest.param(["--hub_license=llama2", "--hub_datasets=[liuhaotian/LLaVA-Instruct-150K, coco]",
