@@ -349,6 +349,23 @@ def test_relative_links_and_images_resolve():
     assert not problems, "\n".join(problems)
 
 
+# Constant-style names the docs use that are not this repository's: VLMEvalKit's, the OS's, another library's
+# environment variable, a loss term written as a name.
+EXTERNAL_CONSTANTS = frozenset({"DATASET_TYPE", "O_EXCL", "WANDB_API_KEY", "L_DCG"})
+CONSTANT = re.compile(r"`([A-Z][A-Z0-9]*(?:_[A-Z0-9]+)+)`")
+
+
+def test_every_documented_constant_is_defined():
+    """A constant the docs send the reader to (`CROC_PRESETS`, `REJECT_REASONS`, ...) is assigned somewhere in the
+    repository's code: METHOD.md once named a `PRESET_OPTIMIZER_DEFAULTS` that no code had."""
+    code = "\n".join(path.read_text(encoding="utf-8") for folder in REPO_FOLDERS if folder not in ("docs", "tests")
+                     for path in (REPO / folder).rglob("*.py"))
+    problems = [f"{doc.relative_to(REPO)}: `{name}` is assigned nowhere in the code"
+                for doc in DOCS for name in sorted(set(CONSTANT.findall(doc.read_text(encoding="utf-8"))))
+                if name not in EXTERNAL_CONSTANTS and not re.search(rf"^\s*{name}\s*(:[^=\n]*)?=", code, re.M)]
+    assert not problems, "\n".join(problems)
+
+
 def test_every_docs_page_says_what_it_is_for_and_is_on_the_map():
     text = README.read_text(encoding="utf-8")
     assert MAP_HEADING in text, f"README.md has no map of the docs ({MAP_HEADING!r})"

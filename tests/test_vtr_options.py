@@ -10,6 +10,7 @@ from torch import nn
 
 from croc_testing.batches import make_batch
 from modeling_croc import CrocConfig, CrocForConditionalGeneration
+from modeling_croc.prompt_pool import CrocPromptPool
 from modeling_croc.vtr_head import CrocLinearVTRHead, CrocVTRHead
 
 
@@ -123,6 +124,20 @@ def test_mask_rounding(tokens, nearest, keep_floor):
     assert CrocConfig(mask_ratio=0.75, mask_rounding="nearest").num_masked_tokens(tokens) == nearest
     assert CrocConfig(mask_ratio=0.75, mask_rounding="keep_floor").num_masked_tokens(tokens) == keep_floor
     assert CrocConfig(croc_preset="official").mask_rounding == "keep_floor"
+
+
+@pytest.mark.parametrize("ratio, tokens, masked", [(0.9, 10, 9), (0.9, 100, 90), (0.8, 5, 4), (0.8, 10, 8),
+                                                   (0.9, 576, 519), (0.75, 729, 547)])
+def test_keep_floor_counts_the_ratio_as_written(ratio, tokens, masked):
+    """`T - floor((1 - mask_ratio) * T)` of the decimal ratio: in binary 1 - 0.9 is 0.09999999999999998, and a bare
+    floor kept 0 of 10 tokens, masking every one of them. Both counting paths (one image; a tensor of counts, as
+    the pool and the trainer's VTR count use) agree, and so does the pool's draw."""
+    config = CrocConfig(mask_ratio=ratio, mask_rounding="keep_floor", token_matching="nearest")
+    assert config.num_masked_tokens(tokens) == masked
+    assert config.num_masked_tokens_per_image(torch.tensor([tokens, tokens])).tolist() == [masked, masked]
+    pool = CrocPromptPool(config)
+    out = pool(torch.randn(2, tokens, config.text_config.hidden_size), torch.Generator().manual_seed(0))
+    assert out.replaced.sum(dim=1).tolist() == [masked, masked]
 
 
 def test_cosine_distance_ignores_the_prediction_scale():
