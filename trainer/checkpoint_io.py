@@ -19,6 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file
 from transformers.conversion_mapping import get_model_conversion_mapping
 from transformers.core_model_loading import WeightConverter, WeightRenaming, rename_source_key
@@ -304,6 +305,31 @@ def discard_staging(output_dir: str | Path) -> None:
             logger.warning("removing the unfinished checkpoint save %s left by an interrupted run",
                            ", ".join(str(staging / name) for name in leftovers))
         shutil.rmtree(staging)
+
+
+# torch.save (optimizer.pt, scheduler.pt, rng_state.pth, training_args.bin) reports a full disk or a file-size limit
+# (`ulimit -f`) as a RuntimeError of its zip writer ("PytorchStreamWriter failed writing file ...", "[enforce fail at
+# inline_container.cc] unexpected pos ..."), not as an OSError: it must end a run with the same one line.
+_TORCH_WRITER_FAILURE = ("PytorchStreamWriter", "inline_container")
+
+
+def is_write_failure(error: BaseException) -> bool:
+    """Whether `error` is a file write that failed (a full disk, a quota, a read-only folder), whichever writer
+    raised it: an OSError, safetensors' own error, or torch.save's zip writer."""
+    if isinstance(error, (OSError, SafetensorError)):
+        return True
+    return isinstance(error, RuntimeError) and any(part in str(error) for part in _TORCH_WRITER_FAILURE)
+
+
+def write_failure_reason(error: BaseException) -> str:
+    """A few words on a failed write (`is_write_failure`), for a one-line message."""
+    if getattr(error, "strerror", None):
+        where = f" ({error.filename})" if getattr(error, "filename", None) else ""
+        return f"{error.strerror}{where}"
+    text = " ".join(str(error).split())
+    if isinstance(error, RuntimeError):  # torch's writer does not say why: the usual causes
+        return f"a file write failed, the disk is full or a file-size limit was reached ({text})"
+    return text
 
 
 def _fsync(path: Path) -> None:

@@ -39,10 +39,12 @@ from .checkpoint_io import (
     checkpoint_problem,
     discard_staging,
     has_full_weights,
+    is_write_failure,
     last_complete_checkpoint,
     load_weights_into,
     promote_checkpoint,
     rotate_checkpoints,
+    write_failure_reason,
     write_manifest,
 )
 from .collator import DATA_REPORT_KEY
@@ -512,13 +514,13 @@ class CrocTrainer(Trainer):
                 shutil.rmtree(staging)
                 rotate_checkpoints(run_dir, self.args.save_total_limit, keep=(self.state.best_model_checkpoint,))
             self._last_written_checkpoint = str(run_dir / name)
-        except (OSError, SafetensorError) as error:  # safetensors reports a full disk as its own error
+        except (OSError, SafetensorError, RuntimeError) as error:  # safetensors and torch.save: their own errors
+            if not is_write_failure(error):
+                raise
             if self.args.should_save:
                 shutil.rmtree(staging, ignore_errors=True)  # give the space back; the next start would remove it
-            reason = getattr(error, "strerror", None) or error
-            where = f" ({error.filename})" if getattr(error, "filename", None) else ""
-            raise RunStopped(f"could not write {name} into {run_dir}: {reason}{where}; nothing else was changed; "
-                             f"{self.last_checkpoint_message()}") from None
+            raise RunStopped(f"could not write {name} into {run_dir}: {write_failure_reason(error)}; nothing else "
+                             f"was changed; {self.last_checkpoint_message()}") from None
         self.accelerator.wait_for_everyone()
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:

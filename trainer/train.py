@@ -31,6 +31,7 @@ from transformers import set_seed
 from data_recipes import DataError
 from modeling_croc.configuration_croc import CrocConfigError
 
+from .checkpoint_io import is_write_failure, write_failure_reason
 from .cli import ConfigError, help_text, wants_help
 from .collator import build_collator
 from .croc_trainer import CrocTrainer
@@ -236,8 +237,11 @@ def _final_writes(trainer: CrocTrainer, what: str):
     where the run can be resumed from; the checkpoints are untouched."""
     try:
         yield
-    except (OSError, SafetensorError) as error:
-        raise RunStopped(f"could not write {what}: {error}; training finished, nothing else was changed; "
+    except (OSError, SafetensorError, RuntimeError) as error:  # torch.save (training_args.bin) raises RuntimeError
+        if not is_write_failure(error):
+            raise
+        reason = write_failure_reason(error) if isinstance(error, RuntimeError) else error
+        raise RunStopped(f"could not write {what}: {reason}; training finished, nothing else was changed; "
                          f"{trainer.last_checkpoint_message()}") from None
 
 

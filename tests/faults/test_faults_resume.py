@@ -489,6 +489,42 @@ def test_a_full_disk_is_one_line_and_leaves_the_checkpoints_as_they_were(tiny_mo
     assert not (out / ".checkpoint-staging").exists()
 
 
+@pytest.mark.parametrize("moment", ["checkpoint", "final"])
+def test_a_full_disk_in_torch_save_is_one_line_and_leaves_the_checkpoints_as_they_were(tiny_model, data, tmp_path,
+                                                                                      monkeypatch, capsys, moment):
+    """torch.save (optimizer.pt, rng_state.pth, training_args.bin) reports a file-size limit or a full disk as a
+    RuntimeError of its zip writer: what `ulimit -f` between the model's and the optimizer's size raised, a
+    traceback with the staging folder left behind."""
+    import torch
+
+    save = torch.save
+
+    def full_disk(obj, f, *args, **kwargs):
+        name = os.path.basename(str(f))
+        if (moment == "checkpoint" and name == "optimizer.pt" and "checkpoint-2" in str(f)) or (
+                moment == "final" and name == "training_args.bin" and "checkpoint" not in str(f)):
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 8412288 vs 8412180")
+        return save(obj, f, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    out = tmp_path / "run"
+    status, message = cli_exit(_argv(out, tiny_model, data, "--max_steps=2"), monkeypatch, capsys)
+    what = "checkpoint-2 into" if moment == "checkpoint" else "the final model folder"
+    assert status == 1 and message.startswith(f"run stopped: could not write {what}"), message
+    assert "the disk is full or a file-size limit was reached" in message
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == (
+        ["checkpoint-1"] if moment == "checkpoint" else ["checkpoint-1", "checkpoint-2"])
+    assert all(checkpoint_problem(folder) is None for folder in out.glob("checkpoint-*"))
+    assert not (out / ".checkpoint-staging").exists()
+
+
+def test_an_error_of_torch_save_that_is_not_a_write_stays_an_error(tmp_path):
+    from trainer.checkpoint_io import is_write_failure
+
+    assert is_write_failure(RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed"))
+    assert not is_write_failure(RuntimeError("CUDA error: an illegal memory access was encountered"))
+
+
 @pytest.mark.parametrize("entry", ["size as text", "no size", "null entry", "files not a mapping"])
 def test_a_malformed_manifest_entry_makes_the_checkpoint_not_intact_not_a_crash(two_steps, tmp_path, entry):
     checkpoint = tmp_path / "checkpoint-2"
