@@ -12,7 +12,7 @@ writes a build folder with the dataset, its card, a summary and the rejected row
 from modeling_croc.constants import IMAGE_TOKEN
 
 from . import recipes  # noqa: F401  (registers the built-in recipes)
-from .build import DEFAULT_SEED, BuildResult, build_recipe, recorded_image_root
+from .build import DEFAULT_SEED, BuildResult, build_recipe, recorded_image_root, unfinished_build
 from .catalog import CATALOG, CROC_1_5M_COUNTS, SourceInfo
 from .io import DataError
 from .parts import RecipeResult, SourcePart
@@ -84,5 +84,6 @@ __all__ = [
     "register_recipe",
     "register_text_converter",
     "rows_to_dataset",
+    "unfinished_build",
     "validate_dataset",
 ]

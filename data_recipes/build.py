@@ -63,6 +63,10 @@ class BuildResult:
     card: DatasetCard
 
 
+# The status of summary.json from the moment a build starts replacing its folder until it ends.
+_BUILDING = "building"
+
+
 def _build_summary(build_dir: str | Path) -> dict[str, Any] | None:
     """The summary.json a build wrote into `build_dir`, or None: none there, or one another tool wrote under that
     name (not an object with a build's keys)."""
@@ -79,6 +83,13 @@ def recorded_image_root(build_dir: str | Path) -> str | None:
     return None if summary is None else summary.get("image_root")
 
 
+def unfinished_build(build_dir: str | Path) -> bool:
+    """Whether `build_dir` is a build stopped before its end (killed, out of disk): its rows may be partial and its
+    summary records no image root."""
+    summary = _build_summary(build_dir)
+    return summary is not None and summary["status"] == _BUILDING
+
+
 def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
     """Fail before any reading if `out_dir` holds something we may not replace."""
     if out_dir.exists() and not out_dir.is_dir():
@@ -91,11 +102,30 @@ def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
             raise FileExistsError(f"{out_dir} is not empty and holds no {_OUTPUT_MARKER} of a build; refusing to delete it")
 
 
-def _reset_out_dir(out_dir: Path) -> None:
-    """Remove a previous build (checked by :func:`_check_out_dir`) only once the new one has been read."""
-    if out_dir.exists() and any(out_dir.iterdir()):
-        shutil.rmtree(out_dir)
+def _write_marker(out_dir: Path, summary: dict[str, Any]) -> None:
+    """Write summary.json whole or not at all (a temporary file renamed over it)."""
+    temporary = out_dir / f".{_OUTPUT_MARKER}.{os.getpid()}.tmp"
+    temporary.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    os.replace(temporary, out_dir / _OUTPUT_MARKER)
+
+
+def _reset_out_dir(out_dir: Path, name: str) -> None:
+    """Remove a previous build (checked by :func:`_check_out_dir`) only once the new one has been read.
+
+    The folder is marked as a build in progress (summary.json, status "building") before anything in it is removed
+    and until the build's own summary replaces it: a build killed at any moment (a removal, rejects.jsonl, the
+    Arrow files) leaves a folder that the same command with --overwrite replaces, instead of one it refuses to
+    delete ("holds no summary.json of a build") until the user removes it by hand."""
+    marker = {"recipe": name, "status": _BUILDING, "rows": None, "sources": {}}
     out_dir.mkdir(parents=True, exist_ok=True)
+    _write_marker(out_dir, marker)
+    for path in list(out_dir.iterdir()):
+        if path.name == _OUTPUT_MARKER:
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 def _llava_rows(dataset: Dataset, batch_size: int = 10_000) -> Iterator[dict[str, Any]]:
@@ -205,7 +235,7 @@ def build_recipe(
     command = command or f"build_recipe({name!r}, {str(data_root)!r}, {str(out_dir)!r}, seed={seed}, params={params!r})"
 
     result = recipe(data_root, seed=seed, **(params or {}))
-    _reset_out_dir(out_dir)
+    _reset_out_dir(out_dir, name)
     parts = [p.dataset for p in result.parts if len(p.dataset)]
     dataset = concatenate_datasets(parts) if parts else empty_dataset()
     logger.info("%s: read %d rows from %d source(s); validating", name, len(dataset), len(result.parts))
@@ -220,7 +250,7 @@ def build_recipe(
     everything_rejected = len(dataset) > 0 and report.num_rejected == len(dataset)
     if (strict and report.num_rejected) or everything_rejected or not len(dataset):
         summary["status"] = "failed"
-        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        _write_marker(out_dir, summary)
         if not len(dataset):
             # Nothing read keeps no row either (an empty annotation file, every count 0): a build "ok" with no row
             # would only fail later, in the trainer, with no word of why.
@@ -248,7 +278,7 @@ def build_recipe(
     card = card_for("path", summary)
     card.save(out_dir / "README.md")
     summary["elapsed_s"] = round(time.perf_counter() - started, 3)
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str) + "\n")
+    _write_marker(out_dir, summary)
     logger.info("%s: kept %d, rejected %d (%s), notices: %s -> %s", name, len(kept), report.num_rejected,
                 format_counts(report.counts), format_counts(report.notices), out_dir)
     if push_to_hub or hub_folder:

@@ -17,7 +17,7 @@ from typing import Any
 
 import torch
 
-from data_recipes import recorded_image_root
+from data_recipes import recorded_image_root, unfinished_build
 from modeling_croc.loading import source_kind
 from modeling_croc.provenance import HUB_ID, LICENSE_ID, OTHER_LICENSE
 
@@ -178,6 +178,9 @@ def check_data(data: dict[str, Any]) -> None:
         if not _looks_local(str(path)):
             return  # a Hub dataset id: `datasets.load_dataset` fetches it when training starts
         raise ConfigError(f"data.path {path} does not exist")
+    if location.is_dir() and unfinished_build(location):
+        raise ConfigError(f"data.path {path} is a data_recipes build that stopped before its end (its summary.json "
+                          "says building): rerun the build command with --overwrite")
     if location.is_dir() and not is_saved_build(location) and not any(location.rglob("*.parquet")):
         raise ConfigError(f"data.path {path} is a folder but neither a datasets.save_to_disk build (dataset_info.json "
                           "and state.json) nor a dataset of Parquet files (a pushed dataset's layout)")

@@ -247,6 +247,42 @@ def test_out_dir_protection(lcs_root, tmp_path):
     assert (foreign / "precious.txt").read_text() == "keep me"
 
 
+@pytest.mark.parametrize("moment", ["previous build removed", "rejects written", "rows saved"])
+def test_a_build_killed_midway_is_replaced_by_the_same_command(lcs_root, tmp_path, monkeypatch, moment):
+    """A build killed after it emptied its folder and before its summary.json (the rejects file and the Arrow files
+    take long on a full mixture) left a folder that `--overwrite` refused to delete as not a build: the same command
+    could never run again until the user removed the folder by hand."""
+    from data_recipes import build as build_module
+
+    out = tmp_path / "out"
+    build_recipe("lcs558k", lcs_root, out, params={"count": 2})
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # what SIGKILL leaves: the files written so far, nothing after
+
+    if moment == "previous build removed":
+        monkeypatch.setattr(build_module, "write_rejects", killed)
+    elif moment == "rejects written":
+        write_rejects = build_module.write_rejects
+        monkeypatch.setattr(build_module, "write_rejects",
+                            lambda *args, **kwargs: (write_rejects(*args, **kwargs), killed()))
+    else:
+        monkeypatch.setattr(build_module, "write_jsonl", killed)
+    with pytest.raises(KeyboardInterrupt):
+        build_recipe("lcs558k", lcs_root, out, overwrite=True)
+    assert json.loads((out / "summary.json").read_text())["status"] == "building"
+    # The trainer does not take what it holds (partial rows, no image root) for a build.
+    from trainer.cli import ConfigError
+    from trainer.validation import check_data
+
+    with pytest.raises(ConfigError, match="stopped before its end .* rerun the build command with --overwrite"):
+        check_data({"path": str(out)})
+    monkeypatch.undo()
+    assert len(build_recipe("lcs558k", lcs_root, out, overwrite=True).dataset) > 0
+    assert json.loads((out / "summary.json").read_text())["status"] == "ok"
+    assert not list(out.glob(".*.tmp"))
+
+
 def _recap_shards(root):
     """Two shards laid out like lmms-lab/LLaVA-ReCap-CC3M's `data/train-XXXXX-of-00281.parquet`: id, the image
     embedded as {bytes, path}, and LLaVA conversations."""
