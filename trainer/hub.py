@@ -185,13 +185,22 @@ def hub_dry_run(trainer, target: str | Path) -> list[str]:
     try:
         target = prepare_publish_folder(target, files, option=DRY_RUN_OPTION,
                                         keep_clear_of={"output_dir": args.output_dir})
-        write_upload_set(args.output_dir, files, target)
+        # Written and scanned inside output_dir (which holds the same bytes and stays local), moved into the dry
+        # run's folder only once the scan passed: a run killed during the copy or the scan leaves nothing that
+        # leaked ready to upload by hand, only a staging folder in output_dir that the rerun's dry run ignores.
+        staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=args.output_dir))
         try:
-            check_upload_set(target, files, tokens=[args.hub_token], folders=_scan_folders(args))
-        except UploadLeakError:
+            write_upload_set(args.output_dir, files, staging)
+            check_upload_set(staging, files, tokens=[args.hub_token], folders=_scan_folders(args))
             for name in files:
-                (target / name).unlink(missing_ok=True)
-            raise
+                (target / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(staging / name, target / name)  # a rename, a copy across file systems
+        finally:
+            shutil.rmtree(staging, ignore_errors=True)
+    except UploadLeakError as error:
+        for name in files:  # what a move cut short, or an earlier version of this project, left there
+            (Path(target) / name).unlink(missing_ok=True)
+        raise ConfigError(str(error)) from None
     except PublishError as error:
         raise ConfigError(str(error)) from None
     logger.info("hub dry run: %d files that push_to_hub would upload written to %s", len(files), target)

@@ -219,6 +219,28 @@ def test_dry_run_writes_a_clean_upload_set_and_replaces_only_its_own_folder(tiny
     assert _snapshot(tmp_path) == before
 
 
+def test_a_dry_run_killed_before_its_scan_ends_leaves_no_unscanned_file_to_upload(tiny_model, tmp_path, monkeypatch):
+    """The upload set was copied into the dry run's folder and scanned there: a run killed during the copy or the
+    scan (a node lost, SIGKILL after Slurm's grace period) left every file, a leaked token included, ready to upload
+    by hand. It is staged in output_dir now, and only a scanned set reaches the folder."""
+    data = _data(tmp_path / "data")
+    out, dry = tmp_path / "out", tmp_path / "dry"
+    argv = _argv(out, tiny_model, data, f"--hub_dry_run={dry}")
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt  # what SIGKILL leaves: the files written so far, nothing after
+
+    with monkeypatch.context() as patch:
+        patch.setattr(trainer_hub, "check_upload_set", killed)
+        with pytest.raises(KeyboardInterrupt):
+            train_module.main(argv)
+    assert [name for name in _files(dry) if name != PUBLISH_MARKER] == []
+    train_module.main(argv)  # the same command: the dry run is written whole, scanned
+    uploaded = [name for name in _files(dry) if name != PUBLISH_MARKER]
+    assert "model.safetensors" in uploaded and uploaded == json.loads((dry / PUBLISH_MARKER).read_text())["files"]
+    assert not list(out.glob(f"{trainer_hub.STAGING_PREFIX}*"))
+
+
 def test_dry_run_folder_created_during_the_run_is_not_replaced(tiny_model, tmp_path, monkeypatch):
     """The rule is checked again right before writing: a folder that appeared while the model trained is refused
     (one line, the run's own output kept), not replaced."""
