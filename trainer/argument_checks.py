@@ -589,13 +589,14 @@ def check_lora_targets(model: torch.nn.Module, target_modules: list[str]) -> Non
     """Every name of `model.lora_target_modules` selects at least one module LoRA can wrap inside the language
     model, with the regex `trainer.lora` gives PEFT: a misspelt name would otherwise leave its projections without
     adapters silently (or, if no name matches, fail after the load)."""
-    from .lora import lora_target_regex  # trainer.lora imports the argument dataclasses
+    from .lora import language_model_name, lora_target_regex  # trainer.lora imports the argument dataclasses
 
     names = [name for name, _ in model.named_modules()]
+    language_model = language_model_name(model)
     projections = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
-                          if ".language_model." in f".{name}" and isinstance(module, torch.nn.Linear)})
+                          if f".{language_model}." in f".{name}" and isinstance(module, torch.nn.Linear)})
     for target in target_modules:
-        pattern = re.compile(lora_target_regex([target]))
+        pattern = re.compile(lora_target_regex([target], language_model))
         matched = [name for name in names if pattern.fullmatch(name)]
         if not matched:
             close = difflib.get_close_matches(target, projections, n=1)

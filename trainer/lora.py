@@ -22,11 +22,22 @@ FULLY_TRAINED_MODULES = {
 }
 
 
-def lora_target_regex(target_modules: list[str]) -> str:
+def language_model_name(model: torch.nn.Module) -> str:
+    """The attribute name of `model`'s language model inside its base model: `language_model` in most families,
+    `text_model` in SmolVLM's (`CrocModelMixin.croc_language_model`)."""
+    language_model = getattr(getattr(model, "model", None), "croc_language_model", None)
+    for name, module in model.named_modules():
+        if name and module is language_model:
+            return name.rsplit(".", 1)[-1]
+    return "language_model"
+
+
+def lora_target_regex(target_modules: list[str], language_model: str = "language_model") -> str:
     """A regex PEFT full-matches against module names: the given projections inside the language model only
-    (the CLIP tower has `q_proj`/`k_proj`/`v_proj` too, and must not be adapted)."""
+    (the vision tower has `q_proj`/`k_proj`/`v_proj` too, and must not be adapted). `language_model`: its attribute
+    name (`language_model_name`); a family naming it otherwise (SmolVLM's `text_model`) would match nothing."""
     names = "|".join(re.escape(name) for name in target_modules)
-    return rf".*language_model\..*\.({names})"
+    return rf".*{re.escape(language_model)}\..*\.({names})"
 
 
 def apply_lora(model: torch.nn.Module, model_args: ModelArguments, args: CrocTrainingArguments) -> torch.nn.Module:
@@ -45,7 +56,7 @@ def apply_lora(model: torch.nn.Module, model_args: ModelArguments, args: CrocTra
         r=model_args.lora_r,
         lora_alpha=model_args.lora_alpha,
         lora_dropout=model_args.lora_dropout,
-        target_modules=lora_target_regex(model_args.lora_target_modules),
+        target_modules=lora_target_regex(model_args.lora_target_modules, language_model_name(model)),
         modules_to_save=modules_to_save or None,
         bias="none",
     )

@@ -109,3 +109,26 @@ def test_merge_cli_names_adapters_of_another_base_in_one_line(tmp_path):
         main([str(tmp_path / "run"), "--out", str(tmp_path / "merged")])
     message = str(stop.value.code)
     assert message.startswith("merge error: ") and "size mismatch" in message and "\n" not in message, message
+
+
+def test_lora_targets_the_language_model_of_a_family_naming_it_otherwise():
+    """SmolVLM's language model is `text_model`, not `language_model`: the targets regex matched no module there, so
+    every LoRA run on SmolVLM was refused ("names no module of the language model; its projections: " with none
+    listed). The adapters go on its text model's projections, and never on its vision tower's."""
+    from peft import LoraConfig, get_peft_model
+
+    from croc_testing.family_specs import SPECS_BY_NAME
+    from trainer.argument_checks import check_lora_targets
+
+    model = SPECS_BY_NAME["smolvlm"].build()
+    check_lora_targets(model, ["q_proj", "v_proj"])  # raised a configuration error before
+    from trainer.lora import language_model_name, lora_target_regex
+
+    assert language_model_name(model) == "text_model"
+    peft_model = get_peft_model(model, LoraConfig(
+        r=2, target_modules=lora_target_regex(["q_proj", "v_proj"], language_model_name(model))))
+    adapted = {name.split(".lora_A")[0] for name, _ in peft_model.named_parameters() if ".lora_A." in name}
+    layers = model.config.text_config.num_hidden_layers
+    assert len(adapted) == 2 * layers and all(".text_model." in name for name in adapted), sorted(adapted)
+    # The other families keep the name the regex had.
+    assert language_model_name(SPECS_BY_NAME["qwen2_5_vl"].build()) == "language_model"
