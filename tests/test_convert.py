@@ -70,6 +70,25 @@ def test_export_to_llava_gives_identical_logits(tmp_path):
     torch.testing.assert_close(_logits(llava, batch), _logits(croc, batch), rtol=0, atol=0)
 
 
+def test_export_keeps_the_generation_defaults(tmp_path):
+    """The exported folder generates as the Croc folder does: its generation config (a second eos id, as
+    Qwen2.5-VL-Instruct's `<|im_end|>` and `<|endoftext|>`, a repetition penalty) was replaced by one derived from
+    the model config, so the plain model ran past the Croc model's stop token."""
+    config = _config()
+    torch.manual_seed(0)
+    croc = CrocForConditionalGeneration(config).eval()
+    batch = _batch(config)
+    first = croc.generate(**batch, max_new_tokens=1, do_sample=False)[:, -1]
+    croc.generation_config.eos_token_id = [2, int(first[0])]
+    croc.generation_config.repetition_penalty = 1.05
+    croc.save_pretrained(tmp_path / "croc")
+    export_llava_folder(tmp_path / "croc", tmp_path / "llava")
+    llava = LlavaForConditionalGeneration.from_pretrained(tmp_path / "llava", attn_implementation="eager").eval()
+    assert llava.generation_config.eos_token_id == [2, int(first[0])]
+    assert llava.generation_config.repetition_penalty == 1.05
+    assert torch.equal(llava.generate(**batch, max_new_tokens=4), croc.generate(**batch, max_new_tokens=4))
+
+
 def test_export_refuses_normalized_visual_tokens():
     with pytest.raises(ValueError, match="normalize_visual_tokens"):
         croc_config_to_llava(_config(croc_preset="official"))

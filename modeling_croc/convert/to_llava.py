@@ -8,6 +8,7 @@ the same logits as Croc's inference path.
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
@@ -61,6 +62,10 @@ def croc_to_llava(model) -> LlavaForConditionalGeneration | LlavaOnevisionForCon
             if info[kind]}
     if gaps:
         raise ValueError(f"the plain model does not hold exactly the Croc model's weights: {gaps}")
+    # The generation defaults go along (a Hub folder's extra eos ids, sampling settings): built from the config
+    # alone, the plain model would stop and sample otherwise than the Croc model it exports.
+    if getattr(model, "generation_config", None) is not None:
+        plain.generation_config = copy.deepcopy(model.generation_config)
     return plain.eval()
 
 
