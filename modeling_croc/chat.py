@@ -113,6 +113,11 @@ def main(argv: Iterable[str] | None = None) -> None:
         processor = AutoProcessor.from_pretrained(args.model_dir)
     except (OSError, ValueError) as error:  # no processor files there, the Hub not reachable, not a model folder
         raise SystemExit(f"chat error: {args.model_dir}: {' '.join(str(error).split())[:300]}") from None
+    # Every question is rendered by the chat template: without one the first answer would end in a traceback, after
+    # the model load (minutes for a 7B model).
+    if not getattr(processor, "chat_template", None):
+        raise SystemExit(f"chat error: {args.model_dir}: its processor has no chat template (chat_template.jinja), "
+                         "which the chat renders every question with")
     # Read as training reads images: transparency onto the pad colour, 16-bit grey rescaled. Before the model loads,
     # so a missing or unreadable image costs a line, not minutes.
     try:

@@ -49,3 +49,24 @@ def test_chat_cli_bad_inputs_are_one_line(tmp_path, sp_tokenizer):
         main([str(folder), "--question", ""])
     with pytest.raises(SystemExit, match="chat error: .*missing-model: no such folder"):
         main([str(tmp_path / "missing-model"), "--question", "What colour?"])
+
+
+def test_chat_cli_refuses_a_processor_without_a_chat_template_in_one_line(tmp_path, monkeypatch):
+    """A family folder whose processor has no chat template (a plain Hub folder without one, converted as it was;
+    LLaVA-1.5's processor falls back to Vicuna's, the families' do not) ended the first answer with
+    apply_chat_template's traceback, after the model had loaded; now one line, before the model loads."""
+    import pytest
+    from transformers import AutoModelForImageTextToText
+
+    from croc_testing.families import tiny_qwen2_5_vl_processor
+    from croc_testing.family_specs import SPECS_BY_NAME
+
+    SPECS_BY_NAME["qwen2_5_vl"].build().save_pretrained(tmp_path / "model")
+    processor = tiny_qwen2_5_vl_processor()
+    assert processor.chat_template is None
+    processor.save_pretrained(tmp_path / "model")
+    monkeypatch.setattr(AutoModelForImageTextToText, "from_pretrained",
+                        lambda *args, **kwargs: pytest.fail("the model was loaded"))
+    with pytest.raises(SystemExit, match="chat error: .*has no chat template") as stop:
+        main([str(tmp_path / "model"), "--question", "What colour?"])
+    assert "\n" not in str(stop.value.code)
