@@ -155,7 +155,7 @@ def check_hub_model(key: str, value: str) -> None:
 
 def check_quantisation(model: dict[str, Any]) -> None:
     """QLoRA needs a CUDA GPU and bitsandbytes."""
-    if model.get("load_in_4bit"):
+    if model.get("load_in_4bit") and not isinstance(model["load_in_4bit"], list | dict):  # (the type check says)
         if not gpu_available():
             raise ConfigError("QLoRA (model.load_in_4bit) needs a CUDA GPU; on CPU use LoRA (model.use_peft) alone")
         if importlib.util.find_spec("bitsandbytes") is None:
@@ -173,6 +173,10 @@ def check_data(data: dict[str, Any]) -> None:
     if not path:
         raise ConfigError("data.path is required: a data_recipes build folder, a pushed dataset (Hub id or its local "
                           "folder) or a LLaVA-format JSON/JSONL file")
+    for key in ("path", "image_root"):
+        if data.get(key) is not None and not isinstance(data[key], str):
+            raise ConfigError(f"data.{key} must be a string (a path{' or a Hub dataset id' if key == 'path' else ''}), "
+                              f"got {data[key]!r}")
     location = Path(str(path)).expanduser()
     if not location.exists():
         if not _looks_local(str(path)):

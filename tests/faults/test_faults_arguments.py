@@ -187,7 +187,13 @@ CASES = [
     pytest.param(["--activation_checkpointing=true", "--activation_checkpointing_kwargs={offload: true}"],
                  "offload moves the saved activations off an accelerator, and this run has none",
                  id="checkpoint offload on CPU"),  # traceback at step 1 (pinned memory needs an accelerator)
+    pytest.param(["--data.path=[rows.json]"], r"data.path must be a string \(a path or a Hub dataset id\), got "
+                 r"\['rows.json'\]", id="data path as a list"),  # one line, but "data.path ['rows.json'] does not exist"
+    pytest.param(["--data.image_root=[images]"], r"data.image_root must be a string \(a path\)",
+                 id="image root as a list"),  # one line, but "does not exist"
     # ---- the model section ----
+    pytest.param(["--model.load_in_4bit=[true]"], r"model.load_in_4bit must be true or false, got \[True\]",
+                 id="4-bit as a list"),  # one line, but "QLoRA (model.load_in_4bit) needs a CUDA GPU"
     pytest.param(["--model.use_peft=true", "--model.lora_r=0"], "model.lora_r must be >= 1", id="LoRA rank 0"),
     # ^ after load (PEFT)
     pytest.param(["--model.use_peft=true", "--model.lora_r=1.5"], "model.lora_r must be an integer, got 1.5",
