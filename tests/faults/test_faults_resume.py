@@ -461,57 +461,38 @@ def test_a_lora_merge_cut_short_is_written_again_by_the_rerun(tiny_model, data, 
 
 
 @pytest.mark.parametrize("moment", ["checkpoint", "final"])
+@pytest.mark.parametrize("writer", ["safetensors", "torch.save"])
 def test_a_full_disk_is_one_line_and_leaves_the_checkpoints_as_they_were(tiny_model, data, tmp_path, monkeypatch,
-                                                                         capsys, moment):
-    """safetensors reports a full disk (or a file-size limit) as its own error, not an OSError."""
+                                                                         capsys, writer, moment):
+    """Neither writer reports a full disk (or a file-size limit) as an OSError: safetensors raises its own error,
+    torch.save (optimizer.pt, rng_state.pth, training_args.bin) a RuntimeError of its zip writer, which ended the run
+    in a traceback with the staging folder left behind (`ulimit -f` between the model's and the optimizer's size)."""
+    import torch
     import transformers.modeling_utils as modeling_utils
     from safetensors import SafetensorError
 
-    write = modeling_utils.safe_save_file
-    calls = []
+    if writer == "safetensors":
+        module, name, words = modeling_utils, "safe_save_file", "No space left on device"
+        error, file = SafetensorError("Error while serializing: No space left on device (os error 28)"), None
+    else:
+        module, name, words = torch, "save", "the disk is full or a file-size limit was reached"
+        error = RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 8412288 vs 8412180")
+        file = "optimizer.pt" if moment == "checkpoint" else "training_args.bin"
+    write = getattr(module, name)
 
-    def full_disk(tensors, filename, *args, **kwargs):
-        calls.append(filename)
-        if (moment == "checkpoint" and "checkpoint-2" in str(filename)) or (
-                moment == "final" and "checkpoint" not in str(filename)):
-            raise SafetensorError("Error while serializing: No space left on device (os error 28)")
-        return write(tensors, filename, *args, **kwargs)
+    def full_disk(obj, path, *args, **kwargs):
+        path = str(path)
+        in_checkpoint_2 = "checkpoint-2" in path if moment == "checkpoint" else "checkpoint" not in path
+        if in_checkpoint_2 and file in (None, os.path.basename(path)):
+            raise error
+        return write(obj, path, *args, **kwargs)
 
-    monkeypatch.setattr(modeling_utils, "safe_save_file", full_disk)
+    monkeypatch.setattr(module, name, full_disk)
     out = tmp_path / "run"
     status, message = cli_exit(_argv(out, tiny_model, data, "--max_steps=2"), monkeypatch, capsys)
     what = "checkpoint-2 into" if moment == "checkpoint" else "the final model folder"
     assert status == 1 and message.startswith(f"run stopped: could not write {what}"), message
-    assert "No space left on device" in message
-    assert sorted(p.name for p in out.glob("checkpoint-*")) == (
-        ["checkpoint-1"] if moment == "checkpoint" else ["checkpoint-1", "checkpoint-2"])
-    assert all(checkpoint_problem(folder) is None for folder in out.glob("checkpoint-*"))
-    assert not (out / ".checkpoint-staging").exists()
-
-
-@pytest.mark.parametrize("moment", ["checkpoint", "final"])
-def test_a_full_disk_in_torch_save_is_one_line_and_leaves_the_checkpoints_as_they_were(tiny_model, data, tmp_path,
-                                                                                      monkeypatch, capsys, moment):
-    """torch.save (optimizer.pt, rng_state.pth, training_args.bin) reports a file-size limit or a full disk as a
-    RuntimeError of its zip writer: what `ulimit -f` between the model's and the optimizer's size raised, a
-    traceback with the staging folder left behind."""
-    import torch
-
-    save = torch.save
-
-    def full_disk(obj, f, *args, **kwargs):
-        name = os.path.basename(str(f))
-        if (moment == "checkpoint" and name == "optimizer.pt" and "checkpoint-2" in str(f)) or (
-                moment == "final" and name == "training_args.bin" and "checkpoint" not in str(f)):
-            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 8412288 vs 8412180")
-        return save(obj, f, *args, **kwargs)
-
-    monkeypatch.setattr(torch, "save", full_disk)
-    out = tmp_path / "run"
-    status, message = cli_exit(_argv(out, tiny_model, data, "--max_steps=2"), monkeypatch, capsys)
-    what = "checkpoint-2 into" if moment == "checkpoint" else "the final model folder"
-    assert status == 1 and message.startswith(f"run stopped: could not write {what}"), message
-    assert "the disk is full or a file-size limit was reached" in message
+    assert words in message
     assert sorted(p.name for p in out.glob("checkpoint-*")) == (
         ["checkpoint-1"] if moment == "checkpoint" else ["checkpoint-1", "checkpoint-2"])
     assert all(checkpoint_problem(folder) is None for folder in out.glob("checkpoint-*"))
