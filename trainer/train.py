@@ -36,6 +36,7 @@ from .cli import ConfigError, help_text, wants_help
 from .collator import build_collator
 from .croc_trainer import CrocTrainer
 from .data_loading import build_train_dataset, load_training_rows
+from .data_report import REPORT_FILE
 from .hub import check_publishing_arguments, hub_dry_run, push
 from .lora import apply_lora
 from .model_card import run_provenance
@@ -198,7 +199,13 @@ def _run(model_args, data_args, args, stage, signals: StopSignals) -> CrocTraine
     trainer.train(resume_from_checkpoint=resume_from)
     report = training_rows.report
     if trainer.preempted:
-        report.write(args.output_dir)
+        try:
+            report.write(args.output_dir)
+        except OSError as error:
+            # The checkpoint (which holds its own copy of the report) is written: the exit status must still tell
+            # the scheduler to requeue the run, not that it failed.
+            logger.warning("could not write %s into %s (%s); checkpoint-%d holds it", REPORT_FILE, args.output_dir,
+                           error, trainer.state.global_step)
         checkpoint = os.path.join(args.output_dir, f"checkpoint-{trainer.state.global_step}")
         raise RunPreempted(f"stopped by {trainer.run_control.stopped_by} after step {trainer.state.global_step}: "
                            f"checkpoint-{trainer.state.global_step} written in {args.output_dir}; "

@@ -131,6 +131,25 @@ def test_preemption_is_reported_to_callers_of_main(tiny_model, data, tmp_path, m
     assert stopped.value.exit_code == 75
 
 
+def test_a_preempted_run_whose_report_cannot_be_written_still_asks_to_be_requeued(tiny_model, data, tmp_path,
+                                                                                    monkeypatch, capsys):
+    """The disk filling at the preemption checkpoint's end: data_report.json (the checkpoint holds its copy) failed
+    with a traceback and exit status 1, so the scheduler took the run for failed rather than requeued it."""
+    from trainer.data_report import DataReport
+
+    write = DataReport.write
+
+    def full_disk(self, folder):
+        if "checkpoint" not in str(folder):
+            raise OSError(28, "No space left on device")
+        return write(self, folder)
+
+    monkeypatch.setattr(DataReport, "write", full_disk)
+    _signal_during_step(monkeypatch, 1, signal.SIGTERM)
+    status, message = cli_exit(_argv(tmp_path / "run", tiny_model, data, "--max_steps=2"), monkeypatch, capsys)
+    assert status == 75 and message.startswith("run stopped: stopped by SIGTERM after step 1"), message
+
+
 def test_ctrl_c_twice_interrupts_at_once_and_says_how_to_resume(tiny_model, data, tmp_path, monkeypatch, capsys):
     _signal_during_step(monkeypatch, 2, signal.SIGINT, signal.SIGINT)
     out = tmp_path / "run"
