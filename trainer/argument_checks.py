@@ -439,6 +439,7 @@ def check_arguments(model_args: Any, data_args: Any, args: Any) -> None:
     model = build_on_meta(config, model_args.attn_implementation)
     if model_args.use_peft:
         check_lora_targets(model, model_args.lora_target_modules)
+        check_lora_keeps_the_trained_parts(model, args.trainable_parts)
     check_pool_size_under_zero3(model_args, args, config)
     check_model_max_length(model_args, args, config)
 
@@ -609,6 +610,21 @@ def check_lora_targets(model: torch.nn.Module, target_modules: list[str]) -> Non
             raise _config_error(f"model.lora_target_modules: {target!r} matches {wrong[0]} "
                                 f"({type(modules[wrong[0]]).__name__}), which LoRA cannot adapt; name its linear "
                                 f"projections instead: {', '.join(projections)}")
+
+
+def check_lora_keeps_the_trained_parts(model: torch.nn.Module, parts: list[str]) -> None:
+    """LoRA keeps the stage's other trained parts in whole modules beside the adapters (PEFT's `modules_to_save`);
+    a trained parameter held by no such module would be frozen silently, its part still said to train."""
+    from .lora import fully_trained_modules
+    from .stages import parameter_group
+
+    _, loose = fully_trained_modules(model, parts)
+    if loose:
+        groups = sorted({parameter_group(name) for name in loose})
+        raise _config_error(f"model.use_peft: LoRA keeps the trained parts {groups} in whole modules beside the "
+                            f"adapters, but {', '.join(loose)} is a bare parameter of a module holding the language "
+                            f"model too, so PEFT would freeze it; train without LoRA, or leave {', '.join(groups)} "
+                            "out of trainable_parts")
 
 
 def check_pool_size_under_zero3(model_args: Any, args: Any, config: Any) -> None:

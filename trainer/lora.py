@@ -8,18 +8,13 @@ the full model from it and the base folder.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 import torch
 
 from .script_args import ModelArguments
+from .stages import parameter_group
 from .training_args import CrocTrainingArguments
-
-# Module names (as PEFT's `modules_to_save` matches them: suffixes of module paths) of every non-LM part.
-FULLY_TRAINED_MODULES = {
-    "projector": ("multi_modal_projector",),
-    "prompt_pool": ("prompt_pool", "vtr_head"),
-    "vision_tower": ("vision_tower",),
-}
 
 
 def language_model_name(model: torch.nn.Module) -> str:
@@ -30,6 +25,31 @@ def language_model_name(model: torch.nn.Module) -> str:
         if name and module is language_model:
             return name.rsplit(".", 1)[-1]
     return "language_model"
+
+
+def fully_trained_modules(model: torch.nn.Module, parts: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The modules PEFT's `modules_to_save` keeps fully trained beside the adapters, and the parameters it cannot.
+
+    Returns the largest modules all of whose parameters belong to the parts in `parts` other than the language
+    model (projector, pool, head, vision tower), found from `stages.parameter_group` whatever the family calls them
+    (Qwen's `visual.merger`, SmolVLM's `connector`), never a `ModuleList` (no family calls its `forward`); and the
+    names of such parameters that no such module holds (a bare parameter of a module holding the language model too,
+    as LLaVA-NeXT's and OneVision's `image_newline`): PEFT would freeze them. Module names are full paths, which PEFT
+    matches as suffixes.
+    """
+    trained_groups = set(parts) - {"language_model"}
+    trained = {name for name, _ in model.named_parameters() if parameter_group(name) in trained_groups}
+    whole = set()
+    for path, module in model.named_modules():
+        if not path or isinstance(module, torch.nn.ModuleList | torch.nn.ModuleDict):
+            continue
+        names = [f"{path}.{name}" for name, _ in module.named_parameters()]
+        if names and all(name in trained for name in names):
+            whole.add(path)
+    chosen = sorted(path for path in whole
+                    if not any(".".join(path.split(".")[:i]) in whole for i in range(1, path.count(".") + 1)))
+    held = {name for name in trained for path in chosen if name.startswith(f"{path}.")}
+    return chosen, sorted(trained - held)
 
 
 def lora_target_regex(target_modules: list[str], language_model: str = "language_model") -> str:
@@ -44,12 +64,9 @@ def apply_lora(model: torch.nn.Module, model_args: ModelArguments, args: CrocTra
     """Wrap `model` (its trainable parts already set) in a `PeftModel` with LoRA on the language model."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
-    modules_to_save = [
-        name
-        for group in args.trainable_parts
-        for name in FULLY_TRAINED_MODULES.get(group, ())
-        if getattr(model, name, None) is not None or hasattr(model.model, name)
-    ]
+    modules_to_save, loose = fully_trained_modules(model, args.trainable_parts)
+    if loose:  # refused before the load by `argument_checks.check_lora_targets`
+        raise ValueError(f"LoRA would freeze {', '.join(loose)}, which the stage trains")
     if model_args.load_in_4bit:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=args.gradient_checkpointing)
     config = LoraConfig(

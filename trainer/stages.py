@@ -7,6 +7,7 @@ stage belongs to the preset (`modeling_croc.presets`), since the paper and the r
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -37,8 +38,14 @@ GROUP_MARKERS: Mapping[str, tuple[str, ...]] = MappingProxyType(
 )
 
 
+# The path segments PEFT's `modules_to_save` wrapper puts inside a module's path (the trained copy, the original):
+# `visual.modules_to_save.default.merger.` is still the projector of a LoRA run that trains the vision tower whole.
+_PEFT_WRAPPER_SEGMENT = re.compile(r"\.(?:modules_to_save\.[^.]+|original_module)\.")
+
+
 def parameter_group(name: str) -> str | None:
     """The group (`PARAMETER_GROUPS`) a parameter named `name` belongs to, or None for a parameter of no group."""
+    name = _PEFT_WRAPPER_SEGMENT.sub(".", name)
     for group, markers in GROUP_MARKERS.items():
         if any(marker in name for marker in markers):
             return group

@@ -3,12 +3,15 @@ folder that loads with `from_pretrained` and gives the PEFT model's logits."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 from trainer_helpers import run_stage
 
+from croc_testing.family_specs import SPECS_BY_NAME
 from modeling_croc import CrocForConditionalGeneration
 from trainer.collator import build_collator
 from trainer.merge_lora import merge_lora
+from trainer.stages import parameter_group
 
 
 def test_lora_train_and_merge(tmp_path, data_dir, stage1_dir):
@@ -132,3 +135,46 @@ def test_lora_targets_the_language_model_of_a_family_naming_it_otherwise():
     assert len(adapted) == 2 * layers and all(".text_model." in name for name in adapted), sorted(adapted)
     # The other families keep the name the regex had.
     assert language_model_name(SPECS_BY_NAME["qwen2_5_vl"].build()) == "language_model"
+
+
+@pytest.mark.parametrize("family", sorted(SPECS_BY_NAME))
+@pytest.mark.parametrize("vision_tower", [False, True], ids=["tower frozen", "tower trained"])
+def test_lora_keeps_every_other_trained_part_of_every_family_training(family, vision_tower):
+    """PEFT freezes every module that is neither adapted nor in `modules_to_save`, which named LLaVA's modules only:
+    Qwen2.5-VL's and Qwen3-VL's patch mergers (their projector) and SmolVLM's connector and vision model trained no
+    more under LoRA (and were left out of the adapter folder, so the merge dropped them) while the card listed them
+    as trained (found by a hostile reviewer). Every family keeps every trained parameter training, through the
+    module copies the forward uses; LLaVA-NeXT's bare `image_newline`, which PEFT cannot keep, is refused."""
+    from types import SimpleNamespace
+
+    from peft import get_peft_model_state_dict
+
+    from trainer.argument_checks import check_lora_keeps_the_trained_parts
+    from trainer.cli import ConfigError
+    from trainer.lora import apply_lora
+    from trainer.model_loading import apply_trainable_parts, count_trainable
+
+    spec = SPECS_BY_NAME[family]
+    model = spec.build()
+    parts = ["projector", "prompt_pool", "vtr_head", "language_model", *(["vision_tower"] if vision_tower else [])]
+    if family == "llava_next":
+        with pytest.raises(ConfigError, match=r"model.image_newline is a bare parameter .* leave projector out"):
+            check_lora_keeps_the_trained_parts(model, parts)
+        return
+    check_lora_keeps_the_trained_parts(model, parts)
+    before = apply_trainable_parts(model, parts)
+    model_args = SimpleNamespace(lora_r=2, lora_alpha=4, lora_dropout=0.0, lora_target_modules=["q_proj", "v_proj"],
+                                 load_in_4bit=False)
+    peft_model = apply_lora(model, model_args, SimpleNamespace(trainable_parts=parts, gradient_checkpointing=False))
+    after = count_trainable(peft_model)
+    for part in ("projector", "prompt_pool", "vtr_head", "vision_tower"):
+        assert after[part][0] == before[part][0], (part, before[part], after[part])
+    peft_model(**spec.batch(model, 2)).loss.backward()
+    trained = {name for name, param in peft_model.named_parameters() if param.requires_grad}
+    reached = {name for name, param in peft_model.named_parameters() if param.grad is not None}
+    saved = get_peft_model_state_dict(peft_model)  # what the adapter folder holds, and the merge restores
+    for part in ("projector", *(["vision_tower"] if vision_tower else [])):
+        copies = {name for name in trained if parameter_group(name) == part}
+        assert copies and all("modules_to_save" in name for name in copies), part
+        assert copies & reached, part  # the copies are the ones the forward uses
+        assert all(name.replace(".modules_to_save.default", "") in saved or name in saved for name in copies), part
