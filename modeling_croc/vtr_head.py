@@ -54,7 +54,9 @@ class CrocVTRHead(nn.Module):
     def __init__(self, config: CrocConfig):
         super().__init__()
         width = config.text_config.hidden_size
-        self.position_embedding = nn.Embedding(config.image_seq_length, width)
+        # One position per visual token of an image: `visual_tokens_per_image` is LLaVA's `image_seq_length` and
+        # Gemma 3's `mm_tokens_per_image` (a Gemma 3 config has no `image_seq_length`).
+        self.position_embedding = nn.Embedding(config.visual_tokens_per_image(), width)
         self.layers = nn.ModuleList(bert_layer(width, config.vtr_head_dropout) for _ in range(config.vtr_head_layers))
         self.proj = nn.Linear(width, width)
 
@@ -64,7 +66,7 @@ class CrocVTRHead(nn.Module):
         if num_tokens > self.position_embedding.num_embeddings:
             raise ValueError(
                 f"{num_tokens} visual tokens per image but the VTR head has "
-                f"{self.position_embedding.num_embeddings} positions (config.image_seq_length)"
+                f"{self.position_embedding.num_embeddings} positions (config.visual_tokens_per_image())"
             )
         positions = torch.arange(num_tokens, device=hidden_states.device)
         hidden_states = hidden_states + self.position_embedding(positions)

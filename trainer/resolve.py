@@ -121,6 +121,13 @@ def check_croc_config(model_args: ModelArguments, args: CrocTrainingArguments) -
         raise ConfigError(f"packing=true: {config.model_type} images have a token count of their own (AnyRes crops "
                           "or native-resolution patches), which the collator does not pack; set packing=false for "
                           "this model")
+    if args.packing and config is not None:
+        # A family whose model refuses packed rows (Gemma 3's sliding layers): refused here, before the model loads,
+        # not by the first packed forward mid-run.
+        family = FAMILY_OF_CONFIG.get(type(config))
+        refusal = getattr(family.model, "croc_packing_refusal", None) if family is not None else None
+        if refusal:
+            raise ConfigError(f"packing=true: {refusal}")
 
 
 def language_model_config(model_args: ModelArguments, config):

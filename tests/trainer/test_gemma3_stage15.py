@@ -135,3 +135,41 @@ def test_a_folder_with_pan_and_scan_on_is_one_line_before_the_model_loads(gemma_
     with pytest.raises(ConfigError, match="processor cannot train: pan-and-scan"):
         run_stage("stage1_5_gemma3.yaml", tmp_path / "out", f"--model.name_or_path={folder}",
                   f"--data.path={data_dir / 'detailed.json'}", "--max_steps=1")
+
+
+def test_packing_is_one_line_before_the_model_loads(gemma_folder, data_dir, tmp_path, monkeypatch):
+    """Gemma 3's model refuses packed rows (its sliding layers read the image blocks at the sample's positions): the
+    trainer refuses `--packing=true` with that one line before the model loads, in both stages; it ended the first
+    packed forward in a ValueError traceback, after the model loaded."""
+    from trainer_helpers import run_stage
+
+    from trainer import train as train_module
+    from trainer.cli import ConfigError
+
+    def never(*args, **kwargs):
+        raise AssertionError("the model was loaded")
+
+    monkeypatch.setattr(train_module, "load_model_and_processor", never)
+    for config, data in (("stage1_5_gemma3.yaml", "detailed.json"), ("stage2.yaml", "qa.json")):
+        with pytest.raises(ConfigError, match="^packing=true: Gemma 3's sliding layers") as refused:
+            run_stage(config, tmp_path / config, f"--model.name_or_path={gemma_folder}",
+                      f"--data.path={data_dir / data}", "--packing=true", "--max_steps=1")
+        assert "\n" not in str(refused.value)
+
+
+def test_the_official_preset_trains_with_its_bert_head(gemma_folder, data_dir, tmp_path):
+    """Gemma 3's images have a fixed token count, so the released head (`vtr_head='bert'`, the `official` preset) is
+    not refused: its position embedding has one row per image token (`mm_tokens_per_image`; a Gemma 3 config has no
+    `image_seq_length`, which the head read: an AttributeError traceback from the argument checks)."""
+    from trainer_helpers import log_history, run_stage
+
+    from modeling_croc import CrocGemma3ForConditionalGeneration
+
+    out = tmp_path / "official"
+    run_stage("stage1_5_gemma3.yaml", out, f"--model.name_or_path={gemma_folder}",
+              f"--data.path={data_dir / 'detailed.json'}", "--croc_preset=official", "--max_steps=2")
+    logged = [entry for entry in log_history(out) if "loss" in entry]
+    assert len(logged) == 2 and all(torch.isfinite(torch.tensor(entry["vtr_loss"])) for entry in logged)
+    model = CrocGemma3ForConditionalGeneration.from_pretrained(out)
+    assert model.config.vtr_head == "bert"
+    assert model.vtr_head.position_embedding.num_embeddings == GEMMA3_TOKENS_PER_IMAGE
