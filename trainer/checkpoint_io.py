@@ -55,7 +55,15 @@ def to_model_names(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> di
     converters = [t for t in transforms if isinstance(t, WeightConverter)]
     if converters:
         raise NotImplementedError("checkpoints whose conversion merges or splits tensors are not supported here")
-    return {rename_source_key(key, renamings, converters)[0]: tensor for key, tensor in state.items()}
+    names = set(model.state_dict())
+    renamed = {}
+    for key, tensor in state.items():
+        new_key = rename_source_key(key, renamings, converters)[0]
+        # As transformers' own loading does: a key the renames send to no parameter keeps its name when the model has
+        # it (Qwen2.5-VL's legacy `^model` rename sends the pool's `model.prompt_pool` into `model.language_model`,
+        # so every Qwen2.5-VL resume was refused).
+        renamed[key if new_key not in names and key in names else new_key] = tensor
+    return renamed
 
 
 def load_weights_into(model: torch.nn.Module, folder: str | Path) -> None:

@@ -642,3 +642,23 @@ def test_a_loss_total_the_logs_do_not_give_is_not_guessed(tmp_path):
     assert total(logs, 5) == (None, 0)  # step 5 not logged
     assert total(logs, 4, [2]) == (None, 0)  # skipped inside a window of two
     assert total([], 0) == (0.0, 0)
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl", "gemma3", "llava_next", "mistral3", "internvl",
+                                    "smolvlm"])
+def test_a_checkpoint_of_every_family_loads_back_into_its_model(family, tmp_path):
+    """A resume reads a checkpoint's weights back through the model's own renames: a key they send to no parameter
+    keeps its name when the model has it, as transformers' loading does. Qwen2.5-VL's legacy `^model` rename sent
+    the pool's `model.prompt_pool.weight` into `model.language_model`, so every Qwen2.5-VL resume was refused
+    ("does not match the model")."""
+    import torch
+
+    from croc_testing.family_specs import SPECS_BY_NAME
+    from trainer.checkpoint_io import load_weights_into
+
+    spec = SPECS_BY_NAME[family]
+    spec.build(seed=0).save_pretrained(tmp_path)
+    saved, model = spec.build(seed=0).state_dict(), spec.build(seed=1)
+    load_weights_into(model, tmp_path)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, saved[name]), name
