@@ -185,20 +185,22 @@ def hub_dry_run(trainer, target: str | Path) -> list[str]:
     try:
         target = prepare_publish_folder(target, files, option=DRY_RUN_OPTION,
                                         keep_clear_of={"output_dir": args.output_dir})
-        # Written and scanned inside output_dir (which holds the same bytes and stays local), moved into the dry
+        # Written and scanned inside output_dir (which holds the same bytes and stays local), copied into the dry
         # run's folder only once the scan passed: a run killed during the copy or the scan leaves nothing that
         # leaked ready to upload by hand, only a staging folder in output_dir that the rerun's dry run ignores.
+        # The staged files are hard links (as the push's): copies would need the weights' size again on output_dir's
+        # disk, which a dry run into a folder on another disk never needed. The dry run's folder gets copies, so it
+        # shares no file with output_dir.
         staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=args.output_dir))
         try:
-            write_upload_set(args.output_dir, files, staging)
+            write_upload_set(args.output_dir, files, staging, link=True)
             check_upload_set(staging, files, tokens=[args.hub_token], folders=_scan_folders(args))
             for name in files:
-                (target / name).parent.mkdir(parents=True, exist_ok=True)
-                shutil.move(staging / name, target / name)  # a rename, a copy across file systems
+                copy_file(staging / name, target / name)
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     except UploadLeakError as error:
-        for name in files:  # what a move cut short, or an earlier version of this project, left there
+        for name in files:  # what a copy cut short, or an earlier version of this project, left there
             (Path(target) / name).unlink(missing_ok=True)
         raise ConfigError(str(error)) from None
     except PublishError as error:

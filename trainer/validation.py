@@ -182,9 +182,13 @@ def check_data(data: dict[str, Any]) -> None:
         if not _looks_local(str(path)):
             return  # a Hub dataset id: `datasets.load_dataset` fetches it when training starts
         raise ConfigError(f"data.path {path} does not exist")
-    if location.is_dir() and unfinished_build(location):
-        raise ConfigError(f"data.path {path} is a data_recipes build that stopped before its end (its summary.json "
-                          "says building): rerun the build command with --overwrite")
+    # A build's own rows file (`data.jsonl`) is a LLaVA file the trainer takes too: one a stopped build left holds
+    # the rows written so far, every line whole.
+    build = location if location.is_dir() else location.parent
+    if unfinished_build(build):
+        what = "is" if build == location else f"is in {build},"
+        raise ConfigError(f"data.path {path} {what} a data_recipes build that stopped before its end (its "
+                          "summary.json says building): rerun the build command with --overwrite")
     if location.is_dir() and not is_saved_build(location) and not any(location.rglob("*.parquet")):
         raise ConfigError(f"data.path {path} is a folder but neither a datasets.save_to_disk build (dataset_info.json "
                           "and state.json) nor a dataset of Parquet files (a pushed dataset's layout)")

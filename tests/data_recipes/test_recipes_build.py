@@ -283,6 +283,31 @@ def test_a_build_killed_midway_is_replaced_by_the_same_command(lcs_root, tmp_pat
     assert not list(out.glob(".*.tmp"))
 
 
+def test_the_rows_file_of_a_build_killed_while_writing_it_is_refused_as_data_path(lcs_root, tmp_path, monkeypatch):
+    """A build folder's `data.jsonl` is a LLaVA file the trainer takes as `data.path`: a build stopped by Ctrl-C while
+    writing it left the rows written so far, every line whole (the file is closed on the way out), and the trainer
+    trained on them as if they were the build: only the folder itself was refused."""
+    from data_recipes import build as build_module
+    from trainer.cli import ConfigError
+    from trainer.validation import check_data
+
+    out = tmp_path / "out"
+    build_recipe("lcs558k", lcs_root, out, params={"count": 4})
+    check_data({"path": str(out / "data.jsonl")})  # a finished build's rows file is taken
+
+    def rows_then_killed(dataset, *args, **kwargs):
+        yield next(iter(llava_rows(dataset)))
+        raise KeyboardInterrupt  # Ctrl-C while the rows file is written
+
+    llava_rows = build_module._llava_rows
+    monkeypatch.setattr(build_module, "_llava_rows", rows_then_killed)
+    with pytest.raises(KeyboardInterrupt):
+        build_recipe("lcs558k", lcs_root, out, overwrite=True, params={"count": 4})
+    assert len((out / "data.jsonl").read_text().splitlines()) == 1  # one whole row of four
+    with pytest.raises(ConfigError, match="stopped before its end .* rerun the build command with --overwrite"):
+        check_data({"path": str(out / "data.jsonl")})
+
+
 def _recap_shards(root):
     """Two shards laid out like lmms-lab/LLaVA-ReCap-CC3M's `data/train-XXXXX-of-00281.parquet`: id, the image
     embedded as {bytes, path}, and LLaVA conversations."""

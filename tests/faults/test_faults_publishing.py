@@ -241,6 +241,28 @@ def test_a_dry_run_killed_before_its_scan_ends_leaves_no_unscanned_file_to_uploa
     assert not list(out.glob(f"{trainer_hub.STAGING_PREFIX}*"))
 
 
+def test_a_dry_run_stages_its_upload_set_without_a_second_copy_of_the_weights(tiny_model, tmp_path, monkeypatch):
+    """The dry run's staging folder sits inside output_dir: copied there, the weights needed their size again on
+    output_dir's disk (a 7B run on a nearly full scratch disk stopped at its dry run, which wrote into a folder on
+    another disk before). They are hard links there, as the push's are; the dry run's folder gets its own copy."""
+    data = _data(tmp_path / "data")
+    out, dry = tmp_path / "out", tmp_path / "dry"
+    staged: dict[str, bool] = {}
+    scan = trainer_hub.check_upload_set
+
+    def check(folder, files, **kwargs):
+        staged.update({name: os.path.samefile(Path(folder) / name, out / name) for name in files
+                       if name.endswith(".safetensors")})
+        return scan(folder, files, **kwargs)
+
+    monkeypatch.setattr(trainer_hub, "check_upload_set", check)
+    train_module.main(_argv(out, tiny_model, data, f"--hub_dry_run={dry}"))
+    assert staged and all(staged.values()), staged  # no second copy of the weights in output_dir
+    for name in staged:  # the dry run's folder shares no file with output_dir (editing one never changes the other)
+        assert not os.path.samefile(dry / name, out / name)
+        assert (dry / name).read_bytes() == (out / name).read_bytes()
+
+
 def test_dry_run_folder_created_during_the_run_is_not_replaced(tiny_model, tmp_path, monkeypatch):
     """The rule is checked again right before writing: a folder that appeared while the model trained is refused
     (one line, the run's own output kept), not replaced."""
