@@ -43,12 +43,14 @@ def answer_batch(
     new tokens, stripped, one string per question."""
     prompts = [processor.apply_chat_template([user_turn(images, text)], add_generation_prompt=True)
                for images, text in questions]
-    images = [image for question_images, _ in questions for image in question_images]
+    # One list of images per prompt: Gemma 3's and SmolVLM's processors read a flat list as the images of a single
+    # prompt and refuse any batch of two or more; the other families' processors take the nested form as well.
+    images = [list(question_images) for question_images, _ in questions]
     tokenizer = processor.tokenizer
     # Left padding: every prompt of the batch then ends where its answer starts.
     previous_side, tokenizer.padding_side = tokenizer.padding_side, "left"
     try:
-        inputs = processor(images=images or None, text=prompts, padding=True, return_tensors="pt")
+        inputs = processor(images=images if any(images) else None, text=prompts, padding=True, return_tensors="pt")
     finally:
         tokenizer.padding_side = previous_side
     inputs = inputs.to(model.device)

@@ -1,5 +1,6 @@
 """The chat CLI answers from a saved model folder through `generate`."""
 
+import pytest
 import torch
 from PIL import Image
 
@@ -70,3 +71,29 @@ def test_chat_cli_refuses_a_processor_without_a_chat_template_in_one_line(tmp_pa
     with pytest.raises(SystemExit, match="chat error: .*has no chat template") as stop:
         main([str(tmp_path / "model"), "--question", "What colour?"])
     assert "\n" not in str(stop.value.code)
+
+
+def _family_folder(family, path):
+    from croc_testing.gemma3 import save_tiny_gemma3
+    from croc_testing.smolvlm import save_tiny_smolvlm
+    from croc_testing.tiny import save_tiny_croc
+
+    return {"llava": save_tiny_croc, "gemma3": save_tiny_gemma3, "smolvlm": save_tiny_smolvlm}[family](path)
+
+
+@pytest.mark.parametrize("family", ["llava", "gemma3", "smolvlm"])
+def test_answer_batch_equals_one_question_at_a_time(tmp_path, family):
+    """A batch (what `lmms-eval --model croc --batch_size N` and the demo's evaluation send) answers each question as
+    it is answered alone, with one image, two images or none. The images went to the processor as one flat list,
+    which Gemma 3's and SmolVLM's processors read as the images of a single prompt: every batch of two or more
+    failed there."""
+    from modeling_croc.chat import answer_batch
+    from modeling_croc.loading import load_croc
+
+    model, processor = load_croc(_family_folder(family, tmp_path / family))
+    model.eval()
+    red, blue = Image.new("RGB", (60, 40), (200, 30, 30)), Image.new("RGB", (50, 50), (20, 40, 220))
+    questions = [([red], "What colour is it?"), ([blue, red], "Compare the two pictures."), ([], "Name a prime."),
+                 ([blue], "Is it blue?")]
+    alone = [answer_batch(model, processor, [question], max_new_tokens=6)[0] for question in questions]
+    assert answer_batch(model, processor, questions, max_new_tokens=6) == alone
