@@ -169,14 +169,16 @@ def materialize_croc(config, state: dict[str, torch.Tensor], **kwargs):
     random copy of the full model is built, and a pool or VTR head absent from `state` is initialised the way
     `from_pretrained` initialises missing weights. Weights with no place in the model, or other missing ones,
     raise. `kwargs` go to `from_pretrained` (dtype, attn_implementation, ...)."""
+    # Mismatched shapes are reported (and refused below in one line) rather than raised: transformers raises a
+    # RuntimeError after a multi-line report, which a converter or training run then shows as a traceback.
     model, info = croc_model_class(config).from_pretrained(
-        None, config=config, state_dict=state, output_loading_info=True, **kwargs
+        None, config=config, state_dict=state, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
     )
-    if info["unexpected_keys"] or info["mismatched_keys"]:
-        raise ValueError(
-            f"weights with no place in a Croc model: {sorted(info['unexpected_keys'])[:10]} "
-            f"{sorted(info['mismatched_keys'])[:10]}"
-        )
+    if info["unexpected_keys"]:
+        raise ValueError(f"weights with no place in a Croc model: {sorted(info['unexpected_keys'])[:10]}")
+    if info["mismatched_keys"]:
+        raise ValueError(f"weights of another shape than the config gives them (name, checkpoint, model): "
+                         f"{_shape_mismatches(info['mismatched_keys'])}")
     missing = sorted(info["missing_keys"])
     unexplained = [name for name in missing if not name.startswith(CROC_ONLY_PREFIXES)]
     if unexplained:
@@ -186,21 +188,30 @@ def materialize_croc(config, state: dict[str, torch.Tensor], **kwargs):
     return model
 
 
+def _shape_mismatches(mismatched: list) -> list[str]:
+    """`from_pretrained`'s mismatched keys (name, checkpoint shape, model shape) as short strings, at most ten."""
+    return [" ".join(str(part) for part in entry) if isinstance(entry, tuple) else str(entry)
+            for entry in sorted(mismatched)[:10]]
+
+
 def load_pretrained_croc(path: str | Path, config, **kwargs):
     """`from_pretrained` of a Croc or llava folder that tolerates exactly one kind of change, a new pool size, and
     refuses silent gaps: any missing weight other than the pool / VTR head (e.g. an `lm_head` left random by a
     renaming problem)."""
     saved = load_croc_config(path) if source_kind(path) == "croc" else None
     resized_pool = saved is not None and saved.prompt_pool_size != config.prompt_pool_size
+    # Every mismatched shape is reported rather than raised (transformers raises a RuntimeError after a multi-line
+    # report); only the resized pool is let through below, anything else is refused in one line.
     model, info = croc_model_class(config).from_pretrained(
-        path, config=config, output_loading_info=True, ignore_mismatched_sizes=resized_pool, **kwargs
+        path, config=config, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
     )
     missing = [name for name in info.get("missing_keys", []) if not name.startswith(CROC_ONLY_PREFIXES)]
     mismatched = [entry[0] if isinstance(entry, tuple) else entry for entry in info.get("mismatched_keys", [])]
-    mismatched = [name for name in mismatched if not str(name).startswith(PROMPT_POOL_PREFIX)]
+    mismatched = [name for name in mismatched if not (resized_pool and str(name).startswith(PROMPT_POOL_PREFIX))]
     if missing or mismatched:
-        raise ValueError(f"{path}: weights missing {missing[:8]} / of the wrong shape {mismatched[:8]}; is it a "
-                         "Croc, llava or llava_onevision checkpoint of this architecture?")
+        raise ValueError(f"{path}: weights missing {sorted(missing)[:8]} / of the wrong shape "
+                         f"{sorted(mismatched)[:8]}; is it a Croc, llava or llava_onevision checkpoint of this "
+                         "architecture?")
     if resized_pool:
         logger.warning("prompt pool resized %d -> %d: the new pool starts fresh", saved.prompt_pool_size,
                        config.prompt_pool_size)

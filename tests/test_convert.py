@@ -99,7 +99,7 @@ def test_from_llava_folder_keeps_weights_and_adds_a_pool(tmp_path, tokenizer):
     torch.manual_seed(1)
     llava = LlavaForConditionalGeneration(croc_config_to_llava(config))
     llava.save_pretrained(tmp_path / "llava")
-    tokenizer.save_pretrained(tmp_path / "llava")
+    llama_sentencepiece_tokenizer().save_pretrained(tmp_path / "llava")  # with <image> (32000), as llava folders are
     converted = convert_llava_folder(tmp_path / "llava", tmp_path / "croc", croc_preset="paper", prompt_pool_size=64)
     croc, info = CrocForConditionalGeneration.from_pretrained(converted, output_loading_info=True,
                                                               attn_implementation="eager")
@@ -446,3 +446,126 @@ def test_original_layout_with_cls_patch_features_gets_a_matching_processor(tmp_p
     inputs = processor(images=[Image.new("RGB", (64, 48), "red")], text=["<image>\nwhat"], return_tensors="pt")
     with torch.no_grad():
         model(**inputs)
+
+
+# --- malformed sources: refused in one line, nothing written -------------------------------------------------------
+
+def _sharded_fork_folder(path, tokenizer) -> None:
+    """A released-layout Croc checkpoint as the Hub holds one: config, tokenizer and two `pytorch_model` shards with
+    their index."""
+    config = _config(croc_preset="official")
+    torch.manual_seed(4)
+    source = CrocForConditionalGeneration(config)
+    _clip_folder(config, path / "clip")
+    text = config.text_config
+    (path / "fork").mkdir()
+    (path / "fork" / "config.json").write_text(json.dumps({
+        "model_type": "croc_llama", "hidden_size": text.hidden_size, "intermediate_size": text.intermediate_size,
+        "num_hidden_layers": text.num_hidden_layers, "num_attention_heads": text.num_attention_heads,
+        "num_key_value_heads": text.num_key_value_heads, "vocab_size": 32000,
+        "mm_vision_tower": str(path / "clip"), "mm_projector_type": "mlp2x_gelu", "mm_vision_select_layer": -2,
+        "mm_vision_select_feature": "patch", "image_aspect_ratio": "pad"}))
+    state = _to_fork_layout(source)
+    names = sorted(state)
+    weight_map = {}
+    for shard, chunk in enumerate((names[0::2], names[1::2]), 1):
+        file = f"pytorch_model-0000{shard}-of-00002.bin"
+        torch.save({name: state[name].clone() for name in chunk}, path / "fork" / file)
+        weight_map.update(dict.fromkeys(chunk, file))
+    (path / "fork" / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    tokenizer.save_pretrained(path / "fork")
+
+
+def _rename_weight(folder, old: str, new: str) -> None:
+    for shard in folder.glob("pytorch_model-*.bin"):
+        state = torch.load(shard, weights_only=True)
+        if old in state:
+            state[new] = state.pop(old)
+            torch.save(state, shard)
+
+
+def _edit_config(folder, **changes) -> None:
+    config = json.loads((folder / "config.json").read_text())
+    for key, value in changes.items():
+        if key == "text_config":
+            config[key].update(value)
+        else:
+            config[key] = value
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+@pytest.mark.parametrize("damage, words", [
+    ("missing_shard", "names 1 shard.* not in the folder: pytorch_model-00002-of-00002.bin"),
+    ("renamed_embedding", "no token embedding"),
+    ("renamed_head_key", "has weights for \\['query', 'value'\\] only"),
+    ("wrong_hidden_size", "of another shape than the config"),
+])
+def test_convert_cli_refuses_a_malformed_released_checkpoint_in_one_line(tmp_path, tokenizer, damage, words):
+    """A released checkpoint with a shard missing, a weight under another name or a config.json of another size is
+    refused with one `convert error:` line naming the problem and nothing written. A renamed embedding or VTR-head
+    projection ended in a KeyError traceback and a wrong hidden size in transformers' RuntimeError; a missing shard
+    listed missing weights without naming the shard."""
+    from modeling_croc.convert.__main__ import main
+
+    _sharded_fork_folder(tmp_path, tokenizer)
+    fork = tmp_path / "fork"
+    if damage == "missing_shard":
+        (fork / "pytorch_model-00002-of-00002.bin").unlink()
+    elif damage == "renamed_embedding":
+        _rename_weight(fork, "model.embed_tokens.weight", "model.embed_token.weight")
+    elif damage == "renamed_head_key":
+        _rename_weight(fork, "transform_block.layers.0.attention.self.key.weight",
+                       "transform_block.layers.0.attention.self.keys.weight")
+    else:
+        _edit_config(fork, hidden_size=64)
+    with pytest.raises(SystemExit, match=f"^convert error: .*{words}") as refused:
+        main(["from-original", str(fork), str(tmp_path / "out")])
+    assert "\n" not in str(refused.value.code)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", ["to-llava", "from-llava"])
+def test_convert_cli_refuses_weights_that_do_not_fit_the_config(tmp_path, command):
+    """A Croc or llava folder whose config.json gives another size than its weights is refused in one line (it was
+    transformers' RuntimeError traceback), and a Croc folder missing a weight (here its LM head, saved under another
+    name) is refused by `to-llava`: it exported a random LM head as if trained."""
+    from safetensors.torch import load_file, save_file
+
+    from modeling_croc.convert.__main__ import main
+
+    torch.manual_seed(0)
+    source = tmp_path / "source"
+    if command == "to-llava":
+        CrocForConditionalGeneration(_config()).save_pretrained(source)
+    else:
+        LlavaForConditionalGeneration(croc_config_to_llava(_config())).save_pretrained(source)
+    config = json.loads((source / "config.json").read_text())
+    _edit_config(source, text_config={"intermediate_size": 2 * config["text_config"]["intermediate_size"]})
+    with pytest.raises(SystemExit, match="^convert error: .*of the wrong shape \\['model.language_model.layers.0"):
+        main([command, str(source), str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()
+    if command == "to-llava":
+        _edit_config(source, text_config={"intermediate_size": config["text_config"]["intermediate_size"]})
+        weights = load_file(source / "model.safetensors")
+        [head] = [name for name in weights if name.endswith("lm_head.weight")]
+        weights[head + "s"] = weights.pop(head)
+        save_file(weights, source / "model.safetensors", metadata={"format": "pt"})
+        with pytest.raises(SystemExit, match="^convert error: .*weights missing \\['lm_head.weight'\\]"):
+            main([command, str(source), str(tmp_path / "out")])
+        assert not (tmp_path / "out").exists()
+
+
+def test_from_llava_refuses_a_tokenizer_without_the_image_token(tmp_path, tokenizer):
+    """A llava folder whose tokenizer has no `<image>` (the config's image_token_id 32000 names no token) converted
+    without a word, to a folder whose processor failed on every image."""
+    from modeling_croc.convert.__main__ import main
+
+    torch.manual_seed(1)
+    LlavaForConditionalGeneration(croc_config_to_llava(_config())).save_pretrained(tmp_path / "llava")
+    tokenizer.save_pretrained(tmp_path / "llava")  # Vicuna's own: no <image>
+    CLIPImageProcessorPil(size={"shortest_edge": 56}, crop_size={"height": 56, "width": 56}).save_pretrained(
+        tmp_path / "llava")
+    with pytest.raises(SystemExit, match="^convert error: .*its tokenizer has no <image> token, which config.json's "
+                                         "image_token_id \\(32000\\)"):
+        main(["from-llava", str(tmp_path / "llava"), str(tmp_path / "out")])
+    assert not (tmp_path / "out").exists()

@@ -30,6 +30,14 @@ def read_state_dict(folder: str | Path) -> dict[str, torch.Tensor]:
     files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("pytorch_model*.bin"))
     if not files:
         raise FileNotFoundError(f"no *.safetensors or pytorch_model*.bin weights in {folder}")
+    # A sharded checkpoint's index names every shard: one missing (an interrupted download) is named here, instead
+    # of surfacing later as a list of missing weights. Only the index of the format read: a Hub snapshot of the
+    # safetensors keeps the .bin index without the .bin files.
+    for index in folder.glob(("*.safetensors" if files[0].suffix == ".safetensors" else "*.bin") + ".index.json"):
+        shards = set(read_json(index).get("weight_map", {}).values())
+        absent = sorted(shard for shard in shards if not (folder / shard).is_file())
+        if absent:
+            raise FileNotFoundError(f"{index} names {len(absent)} shard(s) not in the folder: {', '.join(absent[:4])}")
     state: dict[str, torch.Tensor] = {}
     for file in files:
         if file.suffix == ".safetensors":
@@ -131,6 +139,10 @@ def fit_vocabulary(state: dict[str, torch.Tensor], tokenizer_size: int, multiple
     """Grow the embedding and LM head of `state` (Croc names) with mean rows so that the tokenizer's
     `tokenizer_size` tokens (grown by `<image>` / `<pad>`), padded to a multiple of `multiple`, have a row; never
     shrink them (Qwen's embeddings hold spare rows already). Returns the vocabulary size."""
+    if VOCABULARY_MATRICES[0] not in state:
+        # A checkpoint whose embedding is stored under another name: refused in one line, not a KeyError traceback.
+        raise ValueError(f"the checkpoint has no token embedding ({VOCABULARY_MATRICES[0]} under Croc's names): are "
+                         "its weight names those of the layout it is read as?")
     rows = state[VOCABULARY_MATRICES[0]].shape[0]
     vocab_size = max(rows, padded_vocab_size(tokenizer_size, multiple))
     for name in VOCABULARY_MATRICES:

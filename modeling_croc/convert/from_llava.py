@@ -9,6 +9,7 @@ from pathlib import Path
 from transformers import AutoProcessor, PreTrainedConfig
 
 from ..configuration_croc import CrocConfig, CrocFieldsMixin
+from ..constants import IMAGE_TOKEN
 from ..families import FAMILIES, FAMILY_OF_CONFIG
 from .common import build_processor
 
@@ -45,6 +46,13 @@ def llava_processor(source: str | Path, config: CrocFieldsMixin):
         return None
     if not isinstance(config, CrocConfig):
         return source_processor
+    # The processor expands `<image>` to the model's image token: a tokenizer without it (or with another id) would
+    # give a folder whose every image row fails, after the conversion or a run's model load.
+    vocabulary = source_processor.tokenizer.get_vocab()
+    if vocabulary.get(IMAGE_TOKEN) != config.image_token_id:
+        found = "has no" if IMAGE_TOKEN not in vocabulary else f"gives id {vocabulary[IMAGE_TOKEN]} to its"
+        raise ValueError(f"{source}: its tokenizer {found} {IMAGE_TOKEN} token, which config.json's image_token_id "
+                         f"({config.image_token_id}) must be: save the tokenizer the model was trained with")
     # The folder's own strategy: a CLIP tower read with `full` keeps its class token, one more `<image>` token.
     processor = build_processor(source_processor.tokenizer, None, config.vision_config,
                                 vision_feature_select_strategy=config.vision_feature_select_strategy)

@@ -71,6 +71,9 @@ def rename_original_state_dict(state: dict[str, torch.Tensor]) -> dict[str, torc
             continue
         renamed_state[renamed(name, ORIGINAL_RENAMES)] = tensor
     for (layer, kind), parts in qkv.items():
+        if len(parts) != 3:  # a renamed or missing projection: one line, not a KeyError traceback
+            raise ValueError(f"transform_block.layers.{layer}.attention.self has {kind}s for {sorted(parts)} only; "
+                             "the VTR head needs query, key and value")
         renamed_state[f"vtr_head.layers.{layer}.self_attn.in_proj_{kind}"] = torch.cat(
             [parts["query"], parts["key"], parts["value"]]
         )

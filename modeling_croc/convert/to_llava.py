@@ -79,7 +79,15 @@ def export_llava_folder(croc_dir: str | Path, out_dir: str | Path) -> Path:
     if type(config) not in PLAIN_COUNTERPARTS:
         raise ValueError(f"{croc_dir} is not a Croc folder (model_type {config.model_type!r}): nothing to export")
     croc_config_to_llava(config)  # refuses what cannot be exported before the weights are read
-    model = AutoModelForImageTextToText.from_pretrained(croc_dir)
+    # from_pretrained alone fills a weight missing from the folder with random values (which the export would then
+    # carry as if trained) and raises a multi-line RuntimeError for one of the wrong shape: both refused in one line.
+    model, info = AutoModelForImageTextToText.from_pretrained(croc_dir, output_loading_info=True,
+                                                              ignore_mismatched_sizes=True)
+    missing = [name for name in info["missing_keys"] if not name.startswith(CROC_ONLY_PREFIXES)]
+    mismatched = [entry[0] if isinstance(entry, tuple) else entry for entry in info["mismatched_keys"]]
+    if missing or mismatched:
+        raise ValueError(f"{croc_dir}: weights missing {sorted(missing)[:8]} / of the wrong shape "
+                         f"{sorted(mismatched)[:8]} for its config.json: nothing exported")
     plain = croc_to_llava(model)
     out_dir = Path(out_dir)
     plain.save_pretrained(out_dir)
