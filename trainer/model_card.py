@@ -104,12 +104,26 @@ def eval_results_from_lmms_eval(path: str | Path) -> list[EvalResult]:
     found = []
     for task, metrics in results.items():
         for key, value in metrics.items():
-            metric, _, _ = key.partition(",")
+            metric, _, filter_name = key.partition(",")
             if "_stderr" in metric or metric == "alias" or not isinstance(value, int | float):
                 continue
+            # A task scored under several filters (`exact_match,strict-match` and `exact_match,flexible-extract`)
+            # reports one value per filter: the filter stays in the name, or the card would list two values under
+            # one name (and a later file would replace both). The usual single `none` filter is left out.
+            if filter_name not in ("", "none"):
+                metric = key
             found.append(EvalResult(task_type=PIPELINE_TAG, dataset_type=task, dataset_name=task, metric_type=metric,
                                     metric_value=float(value)))
     return found
+
+
+EVALUATION_HEADING = "## Evaluation (lmms-eval)"
+
+
+def evaluation_section(results: Sequence[EvalResult]) -> list[str]:
+    """The card's table of evaluation results (the lines of its section, heading first)."""
+    return [EVALUATION_HEADING, "", "| task | metric | value |", "|---|---|---|",
+            *[f"| {r.dataset_name} | {r.metric_type} | {r.metric_value:.4f} |" for r in results], ""]
 
 
 def check_card(card: ModelCard) -> None:
@@ -322,8 +336,7 @@ def build_model_card(trainer, model_name: str | None = None) -> ModelCard:
         "",
     ]
     if evaluations:
-        body += ["## Evaluation (lmms-eval)", "", "| task | metric | value |", "|---|---|---|",
-                 *[f"| {r.dataset_name} | {r.metric_type} | {r.metric_value:.4f} |" for r in evaluations], ""]
+        body += evaluation_section(evaluations)
     card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body))
     check_card(card)
     return card
@@ -343,6 +356,13 @@ def add_eval_results(folder: str | Path, results_files: Sequence[str | Path]) ->
     kept = [r for r in card.data.eval_results or [] if (r.dataset_type, r.metric_type) not in replaced]
     card.data.eval_results = kept + new
     card.data.model_name = card.data.model_name or Path(folder).resolve().name
+    # The text's table follows the metadata: left as training wrote it, it showed a replaced score next to the new one.
+    text = card.text
+    start = text.find(EVALUATION_HEADING)
+    if start >= 0:
+        after = text.find("\n## ", start + len(EVALUATION_HEADING))
+        text = text[:start] + (text[after + 1:] if after >= 0 else "")
+    card.text = text.rstrip("\n") + "\n\n" + "\n".join(evaluation_section(card.data.eval_results))
     check_card(card)
     card.save(path)
     return card

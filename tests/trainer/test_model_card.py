@@ -205,3 +205,34 @@ def test_the_cli_stops_in_one_line_on_the_mistakes_made_first(tmp_path, capsys):
     assert card.read_text() == text
     main([str(folder), "--eval-results", str(_lmms_eval_results(tmp_path / "r_results.json", {"pope": {"f1": 0.5}}))])
     assert "1 evaluation results" in capsys.readouterr().out
+
+
+def test_added_eval_results_replace_the_cards_table_and_keep_filters_apart(tmp_path):
+    """`python -m trainer.model_card FOLDER --eval-results` on a card whose training run reported POPE: the text's
+    table was left as training wrote it (the replaced 0.5 next to the metadata's 0.75), and a task scored under two
+    lmms-eval filters gave two `exact_match` results that nothing told apart."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    from trainer.model_card import PIPELINE_TAG, main
+
+    trained = [EvalResult(task_type=PIPELINE_TAG, dataset_type="pope", dataset_name="pope",
+                          metric_type="pope_accuracy", metric_value=0.5)]
+    data = ModelCardData(license="llama2", library_name="transformers", pipeline_tag=PIPELINE_TAG,
+                         model_name="stage2", eval_results=trained)
+    folder = tmp_path / "stage2"
+    folder.mkdir()
+    body = ("# stage2\n\n## Evaluation (lmms-eval)\n\n| task | metric | value |\n|---|---|---|\n"
+            "| pope | pope_accuracy | 0.5000 |\n\n## Later notes\n\nkept\n")  # as build_model_card writes it
+    ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}").save(folder / "README.md")
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({"results": {
+        "pope": {"alias": "pope", "pope_accuracy,none": 0.75},
+        "textvqa_val": {"alias": "textvqa_val", "exact_match,strict-match": 0.4, "exact_match,flexible-extract": 0.55}}}))
+    main([str(folder), "--eval-results", str(results)])
+    card = ModelCard.load(folder / "README.md")
+    expected = {("pope", "pope_accuracy"): 0.75, ("textvqa_val", "exact_match,strict-match"): 0.4,
+                ("textvqa_val", "exact_match,flexible-extract"): 0.55}
+    assert {(r.dataset_type, r.metric_type): r.metric_value for r in card.data.eval_results} == expected
+    rows = [line for line in card.text.splitlines() if line.startswith("| ") and not line.startswith("| task")]
+    assert rows == [f"| {task} | {metric} | {value:.4f} |" for (task, metric), value in expected.items()]
+    assert card.text.count("## Evaluation (lmms-eval)") == 1 and "kept" in card.text
