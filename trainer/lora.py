@@ -7,14 +7,19 @@ the full model from it and the base folder.
 
 from __future__ import annotations
 
+import json
+import logging
 import re
 from collections.abc import Sequence
+from pathlib import Path
 
 import torch
 
 from .script_args import ModelArguments
 from .stages import parameter_group
 from .training_args import CrocTrainingArguments
+
+logger = logging.getLogger(__name__)
 
 
 def language_model_name(model: torch.nn.Module) -> str:
@@ -60,12 +65,45 @@ def lora_target_regex(target_modules: list[str], language_model: str = "language
     return rf".*{re.escape(language_model)}\..*\.({names})"
 
 
-def apply_lora(model: torch.nn.Module, model_args: ModelArguments, args: CrocTrainingArguments) -> torch.nn.Module:
-    """Wrap `model` (its trainable parts already set) in a `PeftModel` with LoRA on the language model."""
+def _kept_whole(model: torch.nn.Module, names: Sequence[str]) -> set[str]:
+    """The module paths of `model` that `modules_to_save` entries `names` select (PEFT matches them as suffixes)."""
+    return {path for path, _ in model.named_modules() if path
+            and any(path == name or path.endswith(f".{name}") for name in names)}
+
+
+def resumed_modules_to_save(model: torch.nn.Module, modules: Sequence[str], checkpoint: str | Path | None
+                            ) -> list[str] | None:
+    """The `modules_to_save` of the LoRA checkpoint a run resumes from, where they keep other modules of `model` whole
+    than `modules` (this version's), else None.
+
+    A checkpoint written before LoRA kept every trained part whole (Qwen2.5-VL's and Qwen3-VL's patch mergers,
+    SmolVLM's connector were frozen) holds no copy of those modules, and its optimizer state none of their moments:
+    loading it into this version's modules ended the resume in PEFT's KeyError traceback. The run goes on as it was
+    started instead, on its loss curve."""
+    config = Path(checkpoint) / "adapter_config.json" if checkpoint else None
+    if config is None or not config.is_file():
+        return None
+    saved = json.loads(config.read_text(encoding="utf-8")).get("modules_to_save") or []
+    if _kept_whole(model, saved) == _kept_whole(model, modules):
+        return None
+    return list(saved)
+
+
+def apply_lora(model: torch.nn.Module, model_args: ModelArguments, args: CrocTrainingArguments,
+               resume_from: str | Path | None = None) -> torch.nn.Module:
+    """Wrap `model` (its trainable parts already set) in a `PeftModel` with LoRA on the language model. A run resumed
+    from `resume_from` keeps the modules whole that its checkpoint keeps (`resumed_modules_to_save`)."""
     from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
     modules_to_save, loose = fully_trained_modules(model, args.trainable_parts)
-    if loose:  # refused before the load by `argument_checks.check_lora_targets`
+    resumed = resumed_modules_to_save(model, modules_to_save, resume_from)
+    if resumed is not None:
+        frozen = sorted(_kept_whole(model, modules_to_save) - _kept_whole(model, resumed))
+        logger.warning("%s was written by an earlier version of this trainer whose LoRA kept %s frozen: the resumed "
+                       "run goes on as it started, with them frozen (start a new output_dir to train them)",
+                       resume_from, ", ".join(frozen) or "other modules")
+        modules_to_save, loose = resumed, []
+    if loose:  # refused before the load by `argument_checks.check_lora_keeps_the_trained_parts`
         raise ValueError(f"LoRA would freeze {', '.join(loose)}, which the stage trains")
     if model_args.load_in_4bit:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=args.gradient_checkpointing)

@@ -177,7 +177,7 @@ def _run(model_args, data_args, args, stage, signals: StopSignals) -> CrocTraine
         raise ConfigError(f"model config: {error}") from None
     counts = apply_trainable_parts(model, args.trainable_parts)
     if model_args.use_peft:
-        model = apply_lora(model, model_args, args)
+        model = apply_lora(model, model_args, args, resume_from)
         counts = count_trainable(model)
     if args.should_log:
         logger.info("%s", format_trainable(counts, stage.name))

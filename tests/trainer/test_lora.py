@@ -178,3 +178,31 @@ def test_lora_keeps_every_other_trained_part_of_every_family_training(family, vi
         assert copies and all("modules_to_save" in name for name in copies), part
         assert copies & reached, part  # the copies are the ones the forward uses
         assert all(name.replace(".modules_to_save.default", "") in saved or name in saved for name in copies), part
+
+
+def test_a_lora_checkpoint_written_before_the_mergers_trained_resumes_on_its_curve(tmp_path, data_dir, monkeypatch):
+    """A Qwen2.5-VL LoRA run checkpointed by the version that kept only the pool and head whole (its patch merger
+    frozen: no copy of it in the adapter, no moments in the optimizer) and resumed by this one ended in PEFT's
+    KeyError traceback (found by a hostile reviewer). The run goes on as it started, on the uninterrupted curve."""
+    import json
+    import shutil
+
+    from croc_testing.families import save_tiny_qwen2_5_vl
+
+    plain, out = save_tiny_qwen2_5_vl(tmp_path / "plain"), tmp_path / "lora"
+    options = (f"--model.name_or_path={plain}", f"--data.path={data_dir / 'detailed.json'}", "--model.use_peft=true",
+               "--model.lora_r=4", "--model.lora_alpha=8", "--max_steps=4", "--save_strategy=steps", "--save_steps=2")
+    monkeypatch.setattr("trainer.lora.fully_trained_modules", lambda model, parts: (["prompt_pool", "vtr_head"], []))
+    run_stage("stage1_5_qwen2_5_vl.yaml", out, *options)
+    monkeypatch.undo()
+
+    def losses() -> list[float]:
+        state = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text(encoding="utf-8"))
+        return [entry["loss"] for entry in state["log_history"] if "loss" in entry]
+
+    uninterrupted = losses()
+    shutil.rmtree(out / "checkpoint-4")  # killed after step 2
+    shutil.rmtree(tmp_path / "lora-merged")
+    trainer = run_stage("stage1_5_qwen2_5_vl.yaml", out, *options)
+    assert losses() == uninterrupted and len(uninterrupted) == 4
+    assert not any("merger" in name for name, param in trainer.model.named_parameters() if param.requires_grad)
