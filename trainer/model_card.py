@@ -352,7 +352,9 @@ def add_eval_results(folder: str | Path, results_files: Sequence[str | Path]) ->
     path = Path(folder) / "README.md"
     card = ModelCard.load(path)
     new = [result for file in results_files for result in eval_results_from_lmms_eval(file)]
-    replaced = {(r.dataset_type, r.metric_type) for r in new}
+    # A filtered metric (`exact_match,strict-match`) replaces the bare name too: the version before filters were kept
+    # in the name wrote each filter's value as `exact_match`, and those stale scores stayed beside the new ones.
+    replaced = {(r.dataset_type, name) for r in new for name in (r.metric_type, r.metric_type.partition(",")[0])}
     kept = [r for r in card.data.eval_results or [] if (r.dataset_type, r.metric_type) not in replaced]
     card.data.eval_results = kept + new
     card.data.model_name = card.data.model_name or Path(folder).resolve().name

@@ -236,3 +236,27 @@ def test_added_eval_results_replace_the_cards_table_and_keep_filters_apart(tmp_p
     rows = [line for line in card.text.splitlines() if line.startswith("| ") and not line.startswith("| task")]
     assert rows == [f"| {task} | {metric} | {value:.4f} |" for (task, metric), value in expected.items()]
     assert card.text.count("## Evaluation (lmms-eval)") == 1 and "kept" in card.text
+
+
+def test_added_filtered_eval_results_replace_those_an_earlier_version_wrote_without_the_filter(tmp_path):
+    """A card whose lmms-eval results were added before the filter stayed in the metric's name holds each filter's
+    value as `exact_match`; adding a re-evaluation kept those stale scores beside the new ones, in the metadata and
+    the table (found by a hostile reviewer)."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    from trainer.model_card import PIPELINE_TAG
+
+    earlier = [EvalResult(task_type=PIPELINE_TAG, dataset_type="textvqa_val", dataset_name="textvqa_val",
+                          metric_type="exact_match", metric_value=value) for value in (0.4, 0.55)]
+    data = ModelCardData(license="llama2", library_name="transformers", pipeline_tag=PIPELINE_TAG,
+                         model_name="stage2", eval_results=earlier)
+    folder = tmp_path / "stage2"
+    folder.mkdir()
+    ModelCard(f"---\n{data.to_yaml()}\n---\n\n# stage2\n").save(folder / "README.md")
+    results = tmp_path / "results.json"
+    results.write_text(json.dumps({"results": {"textvqa_val": {
+        "alias": "textvqa_val", "exact_match,strict-match": 0.6, "exact_match,flexible-extract": 0.65}}}))
+    card = add_eval_results(folder, [results])
+    assert {(r.metric_type, r.metric_value) for r in card.data.eval_results} == {
+        ("exact_match,strict-match", 0.6), ("exact_match,flexible-extract", 0.65)}
+    assert "| textvqa_val | exact_match |" not in card.text
