@@ -281,7 +281,9 @@ class CrocTrainer(Trainer):
         dataset = train_dataset if train_dataset is not None else self.train_dataset
         if self.args.group_by_modality_length and hasattr(dataset, "modality_lengths"):
             # One optimiser step spans world_size x accumulation device batches; grouping over all of them keeps
-            # the order the same for any split of the step into processes and micro-batches.
+            # each step's rows the same for any split of the step, but the length-balanced deal orders them by the
+            # split, so stage 1.5's masks (drawn by position) depend on it: a resume refuses another per-device
+            # batch (run_record's `per_device_split`).
             seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
             return EpochSeededModalitySampler(
                 dataset.modality_lengths,

@@ -80,6 +80,9 @@ FIXED: dict[str, str] = {
     "model_config": "the model architecture",
     "data_rows": "the training rows (count and ids, in order)",
     "global_batch_size": "the global batch",
+    "per_device_split": "the per-device batch of a run whose step depends on how it is split (stage 1.5's token masks "
+                        "under group_by_modality_length, whose sampler deals a step's rows by it; noise or dropout "
+                        "drawn per micro-batch)",
     "trainable_parts": "what trains",
     "seed": "the seed",
     "data_seed": "the data seed",
@@ -211,6 +214,15 @@ def _draws_per_process(model_args, args, config: dict[str, Any]) -> bool:
                if "dropout" in key)
 
 
+def _split_dependent(model_args, args, config: dict[str, Any]) -> bool:
+    """Whether a step computes differently when the same global batch is split into other per-device batches.
+    The modality sampler deals a step's rows into device batches by length, so another split puts other images at
+    each position of the step's mask stream (`trainer.croc_rng` keys an image's mask by its position); noise and
+    dropout are drawn per micro-batch, in its shape. Without either, only the summation order changes."""
+    masks = args.stage == "1.5" and args.group_by_modality_length
+    return masks or _draws_per_process(model_args, args, config)
+
+
 def build_run_record(model_args, data_args, args, croc_config: dict[str, Any] | None, rows,
                      start_rejections: dict[str, list[int]] | None = None) -> dict[str, Any]:
     """The record of a run about to start (see the module docstring), as written to `RUN_RECORD`."""
@@ -222,6 +234,7 @@ def build_run_record(model_args, data_args, args, croc_config: dict[str, Any] | 
         "model_config": _digest({key: config.get(key) for key in ("text_config", "vision_config")}),
         "data_rows": rows_fingerprint(rows),
         "global_batch_size": args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps,
+        "per_device_split": args.per_device_train_batch_size if _split_dependent(model_args, args, config) else None,
         "trainable_parts": list(args.trainable_parts),
         "seed": args.seed,
         "data_seed": args.data_seed,

@@ -198,6 +198,29 @@ def test_a_change_the_run_cannot_continue_from_is_refused_before_the_model_loads
     assert "--resume_accept_changes" not in message  # not something an option can accept
 
 
+@pytest.mark.parametrize(("config", "extra"), [
+    ("stage1_5.yaml", ("--group_by_modality_length=true",)),  # the sampler deals a step's images by the split
+    ("stage2.yaml", ("--neftune_noise_alpha=5",)),  # noise drawn per micro-batch, in its shape
+], ids=["stage1_5_grouped", "neftune"])
+def test_another_per_device_batch_is_refused_where_the_step_depends_on_the_split(tiny_model, data, tmp_path,
+                                                                                 monkeypatch, capsys, config, extra):
+    """The same global batch split into other per-device batches: stage 1.5's masks follow each image's position in
+    the step, which the modality sampler's length-balanced deal sets by the split, so the resumed curve was another
+    (accepted silently); refused before the model loads, as every change of the computation."""
+    finished, out = tmp_path / "finished", tmp_path / "run"
+    train_module.main(run_argv(config, finished, tiny_model, data, "--save_strategy=steps", "--save_steps=1",
+                               "--max_steps=1", *extra))
+    shutil.copytree(finished / "checkpoint-1", out / "checkpoint-1")  # as a run killed after step 1 leaves it
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the error")
+
+    monkeypatch.setattr(train_module, "load_model_and_processor", refuse)
+    argv = run_argv(config, out, tiny_model, data, "--save_strategy=steps", "--save_steps=1", "--max_steps=1", *extra)
+    status, message = cli_exit([*argv, "--per_device_train_batch_size=1"], monkeypatch, capsys)
+    assert status == 1 and "cannot continue with this configuration: per_device_split 2 -> 1" in message, message
+
+
 def test_a_record_written_before_a_key_was_recorded_is_compared_on_the_keys_it_has():
     """A checkpoint of an earlier version of this package has no entry for a key recorded since
     (`train_sampling_strategy`): the run still resumes after the upgrade, and the keys it has are still compared."""
