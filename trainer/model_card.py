@@ -251,6 +251,15 @@ def architecture_line(config) -> str:
     return f"Architecture: `{croc_model_class(config).__name__}` ({vision} vision tower, {text} language model)."
 
 
+def applies_image_aspect_ratio(config) -> bool:
+    """Whether the model's processor prepares images the `image_aspect_ratio` way (`with_image_aspect_ratio`)."""
+    from modeling_croc.families import FAMILY_OF_CONFIG
+    from modeling_croc.processing_croc import CrocProcessor
+
+    family = FAMILY_OF_CONFIG.get(type(config))
+    return family is None or issubclass(family.processor, CrocProcessor)
+
+
 def build_model_card(trainer, model_name: str | None = None) -> ModelCard:
     """The card of `trainer`'s run (a `CrocTrainer` with `CrocTrainingArguments`)."""
     args = trainer.args
@@ -268,7 +277,9 @@ def build_model_card(trainer, model_name: str | None = None) -> ModelCard:
         "global_batch_size": args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size,
         "model_max_length": args.model_max_length,
         "template": args.template,
-        "image_aspect_ratio": args.image_aspect_ratio,
+        # Only LLaVA-1.5's processor resizes or pads to a square; the other families' prepare images their own way
+        # (AnyRes crops, native resolution), where the card would state a preparation that never ran.
+        **({"image_aspect_ratio": args.image_aspect_ratio} if applies_image_aspect_ratio(config) else {}),
         "seed": args.seed,
     }
     croc = {name: getattr(config, name) for name in CARD_CROC_FIELDS}

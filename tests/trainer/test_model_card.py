@@ -146,6 +146,19 @@ def test_card_states_the_architecture_it_was_trained_on(tmp_path):
     body = str(build_model_card(trainer)).split("\n---\n", 1)[1]
     assert "CrocQwen2_5_VLForConditionalGeneration" in body
     assert "CLIP" not in body and "Llama" not in body and "LLaVA-1.5" not in body
+    # Qwen2.5-VL's processor never resizes or pads to a square: the card does not claim it did.
+    assert "image_aspect_ratio" not in body
+
+
+def test_card_states_image_aspect_ratio_only_where_the_processor_applies_it(tmp_path):
+    """A OneVision run (the victor YAMLs say `image_aspect_ratio: pad`) prepares AnyRes crops: its card said `pad`,
+    a preparation that never ran; LLaVA-1.5's processor pads, and its card says so."""
+    from croc_testing.tiny import save_tiny_croc, save_tiny_croc_onevision
+    from modeling_croc.loading import read_croc_config
+    from trainer.model_card import applies_image_aspect_ratio
+
+    assert applies_image_aspect_ratio(read_croc_config(save_tiny_croc(tmp_path / "llava")))
+    assert not applies_image_aspect_ratio(read_croc_config(save_tiny_croc_onevision(tmp_path / "onevision")))
 
 
 def test_a_part_under_an_other_licence_carries_its_name_and_link(tmp_path):
