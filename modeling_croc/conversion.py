@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .convert import stage0_card
 from .loading import load_croc
+from .provenance import carry_card
 
 
 def _save(model, processor, out_dir: str | Path) -> Path:
@@ -21,8 +22,10 @@ def _save(model, processor, out_dir: str | Path) -> Path:
 
 def convert_llava_folder(source: str | Path, out_dir: str | Path, **croc_fields) -> Path:
     """Load the llava folder `source` as Croc (transformers' own llava renames apply) and save it to `out_dir`,
-    with its processor re-saved as a `CrocProcessor`."""
-    return _save(*load_croc(source, croc_fields=croc_fields), out_dir)
+    with its processor re-saved as a `CrocProcessor` and the licence and base models its card states."""
+    out_dir = _save(*load_croc(source, croc_fields=croc_fields), out_dir)
+    carry_card(source, out_dir, "converted to the Croc layout (`python -m modeling_croc.convert`)")
+    return out_dir
 
 
 def convert_original_checkpoint(
@@ -34,8 +37,10 @@ def convert_original_checkpoint(
 ) -> Path:
     """Write `source` (a released fork layout: LLaVA-1.5 / Croc, or ViCToR's `llava_qwen`, which `load_croc` tells
     apart) as a Croc folder at `out_dir`; arguments as `read_original_checkpoint` / `read_victor_checkpoint`."""
-    return _save(*load_croc(source, vision_tower=vision_tower, vocab_multiple=vocab_multiple,
-                            croc_fields=croc_fields), out_dir)
+    out_dir = _save(*load_croc(source, vision_tower=vision_tower, vocab_multiple=vocab_multiple,
+                               croc_fields=croc_fields), out_dir)
+    carry_card(source, out_dir, "converted to the Croc layout (`python -m modeling_croc.convert`)")
+    return out_dir
 
 
 def build_from_parts(

@@ -110,6 +110,31 @@ def test_from_llava_folder_keeps_weights_and_adds_a_pool(tmp_path, tokenizer):
     torch.testing.assert_close(_logits(croc, batch), _logits(llava, batch), rtol=0, atol=0)
 
 
+def test_from_llava_carries_the_source_card(tmp_path):
+    """A run started from the converted folder inherits the licence and base models a run started from the llava
+    folder itself does: the conversion wrote no card, so the next stage's card said `license: unknown`."""
+    from trainer.model_card import run_provenance
+    from trainer.script_args import ModelArguments
+
+    llava = LlavaForConditionalGeneration(croc_config_to_llava(_config()))
+    llava.save_pretrained(tmp_path / "llava")
+    llama_sentencepiece_tokenizer().save_pretrained(tmp_path / "llava")
+    (tmp_path / "llava" / "README.md").write_text(
+        "---\nlicense: llama2\nbase_model:\n- liuhaotian/llava-v1.5-7b\ndatasets:\n- liuhaotian/LLaVA-Pretrain\n---\n"
+        "# LLaVA\n")
+    converted = convert_llava_folder(tmp_path / "llava", tmp_path / "croc", croc_preset="paper", prompt_pool_size=64)
+    direct, carried = (run_provenance(ModelArguments(name_or_path=str(folder)))
+                       for folder in (tmp_path / "llava", converted))
+    assert carried == direct
+    assert (carried.licenses, carried.base_models, carried.datasets) == (
+        ["llama2"], ["liuhaotian/llava-v1.5-7b"], ["liuhaotian/LLaVA-Pretrain"])
+    assert ModelCard.load(converted / "README.md").data.license == "llama2"
+
+    # The plain export of the converted folder (what is published for lmms-eval, vLLM) states the licence too.
+    exported = export_llava_folder(converted, tmp_path / "plain")
+    assert run_provenance(ModelArguments(name_or_path=str(exported))) == direct
+
+
 def test_from_parts_loads_clip_and_the_language_model(tmp_path, tokenizer):
     config = _config()
     vision = _clip_folder(config, tmp_path / "clip")

@@ -25,6 +25,7 @@ from ..configuration_croc import CROC_FIELD_NAMES, CrocConfig
 from ..configuration_croc_onevision import CrocOnevisionConfig
 from ..constants import CROC_ONLY_PREFIXES
 from ..families import FAMILIES
+from ..provenance import carry_card
 
 # Croc config class -> the plain config and model classes it extends (`families.FAMILIES`).
 PLAIN_COUNTERPARTS: dict[type, tuple[type[PreTrainedConfig], type[PreTrainedModel]]] = {
@@ -107,6 +108,7 @@ def export_llava_folder(croc_dir: str | Path, out_dir: str | Path) -> Path:
     elif processor is not None:
         processor.save_pretrained(out_dir)
         name_parent_processor(out_dir, type(processor))
+    carry_card(croc_dir, out_dir, "exported to its plain parent layout (`python -m modeling_croc.convert to-plain`)")
     return out_dir
 
 
