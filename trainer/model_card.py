@@ -21,6 +21,7 @@ from typing import Any
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.repocard_data import eval_results_to_model_index, model_index_to_eval_results
 
+from modeling_croc.families import FAMILY_OF_CROC_MODEL_TYPE
 from modeling_croc.loading import local_folder
 from modeling_croc.provenance import HUB_ID, LICENSE_ID, OTHER_LICENSE, Provenance, is_hub_id
 
@@ -291,6 +292,7 @@ def build_model_card(trainer, model_name: str | None = None) -> ModelCard:
     licence = {"license": args.hub_license} if args.hub_license else provenance.license_metadata()
     name = model_name or Path(args.output_dir).name
     evaluations = [result for path in args.hub_eval_results or [] for result in eval_results_from_lmms_eval(path)]
+    evaluations = _earlier_eval_results(Path(args.output_dir), spec.name, hyperparameters, losses, evaluations)
     data = ModelCardData(
         **licence,
         library_name="transformers",
@@ -299,7 +301,9 @@ def build_model_card(trainer, model_name: str | None = None) -> ModelCard:
         datasets=datasets or None,
         model_name=name if evaluations else None,
         eval_results=evaluations or None,
-        tags=["croc", "llava", PIPELINE_TAG, f"croc-stage-{spec.name.replace('.', '_')}"],
+        # The parent family's model type (`llava`, `qwen2_5_vl`, `gemma3`, ...): the Hub lists the model under it.
+        tags=["croc", FAMILY_OF_CROC_MODEL_TYPE[config.model_type].plain_model_type, PIPELINE_TAG,
+              f"croc-stage-{spec.name.replace('.', '_')}"],
         croc_stage=spec.name,
         croc_config=croc,
         training_hyperparameters=hyperparameters,
@@ -353,6 +357,34 @@ def build_model_card(trainer, model_name: str | None = None) -> ModelCard:
     return card
 
 
+def _earlier_eval_results(output_dir: Path, stage: str, hyperparameters: dict[str, Any], losses: dict[str, float],
+                          evaluations: list[EvalResult]) -> list[EvalResult]:
+    """`evaluations` plus the scores the card already in `output_dir` holds for other tasks and metrics, when that card
+    describes the same trained model (same stage, hyperparameters and final losses): a rerun that publishes a finished
+    run writes the card again, which dropped the scores `python -m trainer.model_card` had added to it. A card of
+    other weights (a run trained further) keeps none: its scores were measured on another model."""
+    path = output_dir / "README.md"
+    if not path.is_file():  # a first run
+        return evaluations
+    try:
+        earlier = ModelCard.load(path).data
+    except ValueError:  # a card this project did not write (no metadata block): nothing to carry
+        return evaluations
+    same_model = (str(earlier.get("croc_stage")) == stage and earlier.get("final_losses") == losses
+                  and earlier.get("training_hyperparameters") == hyperparameters)
+    if not same_model or not earlier.eval_results:
+        return evaluations
+    return _with_replaced(earlier.eval_results, evaluations)
+
+
+def _with_replaced(earlier: Sequence[EvalResult], new: Sequence[EvalResult]) -> list[EvalResult]:
+    """`earlier` results that no result of `new` replaces, then `new`. A result replaces the same task and metric
+    and, for a filtered metric (`exact_match,strict-match`), the bare name too: the version before filters were kept
+    in the name wrote each filter's value as `exact_match`, and those stale scores stayed beside the new ones."""
+    replaced = {(r.dataset_type, name) for r in new for name in (r.metric_type, r.metric_type.partition(",")[0])}
+    return [r for r in earlier if (r.dataset_type, r.metric_type) not in replaced] + list(new)
+
+
 def _merge(*lists: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(item for items in lists for item in items))
 
@@ -363,11 +395,7 @@ def add_eval_results(folder: str | Path, results_files: Sequence[str | Path]) ->
     path = Path(folder) / "README.md"
     card = ModelCard.load(path)
     new = [result for file in results_files for result in eval_results_from_lmms_eval(file)]
-    # A filtered metric (`exact_match,strict-match`) replaces the bare name too: the version before filters were kept
-    # in the name wrote each filter's value as `exact_match`, and those stale scores stayed beside the new ones.
-    replaced = {(r.dataset_type, name) for r in new for name in (r.metric_type, r.metric_type.partition(",")[0])}
-    kept = [r for r in card.data.eval_results or [] if (r.dataset_type, r.metric_type) not in replaced]
-    card.data.eval_results = kept + new
+    card.data.eval_results = _with_replaced(card.data.eval_results or [], new)
     card.data.model_name = card.data.model_name or Path(folder).resolve().name
     # The text's table follows the metadata: left as training wrote it, it showed a replaced score next to the new one.
     text = card.text

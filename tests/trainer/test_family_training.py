@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from huggingface_hub import ModelCard
 from trainer_helpers import CONFIGS, log_history, read_json, run_stage
 
 from croc_testing.trainer_specs import MESSAGES, TRAINER_SPECS, TrainerSpec
@@ -47,6 +48,9 @@ def test_stages_from_a_plain_folder_and_export_back(spec: TrainerSpec, data_dir:
     saved = read_json(out / "config.json")
     assert saved["model_type"] == f"croc_{spec.name}" and saved["prompt_pool_calibrated"]
     assert read_json(out / "croc_run.json")["template"] == spec.template
+    # The card's tags name the family the model is (they said `llava` for every family).
+    tags = ModelCard.load(out / "README.md").data.tags
+    assert spec.name in tags and ("llava" in tags) == (spec.name == "llava")
     # The Croc folder carries its processor's code (and what that imports) for trust_remote_code.
     assert {path.name for path in out.glob("processing_croc*.py")} == spec.croc_code
     logged = [entry for entry in log_history(out) if "loss" in entry]

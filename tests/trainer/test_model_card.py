@@ -273,3 +273,29 @@ def test_added_filtered_eval_results_replace_those_an_earlier_version_wrote_with
     assert {(r.metric_type, r.metric_value) for r in card.data.eval_results} == {
         ("exact_match,strict-match", 0.6), ("exact_match,flexible-extract", 0.65)}
     assert "| textvqa_val | exact_match |" not in card.text
+
+
+def test_a_publishing_rerun_keeps_the_scores_added_to_the_card(tmp_path, data_dir, stage1_dir):
+    """Evaluate a finished run, add the scores to its card (`python -m trainer.model_card`), then rerun the same
+    command to publish it: the rerun trains nothing (it resumes from the last step's checkpoint) and writes the card
+    again, which dropped the scores from the card in output_dir and from what the push uploads."""
+    out, dry = tmp_path / "stage2", tmp_path / "to_upload"
+    command = ("stage2.yaml", out, f"--data.path={data_dir / 'qa.json'}", f"--model.name_or_path={stage1_dir}",
+               "--max_steps=1", "--save_strategy=steps", "--save_steps=1")
+    run_stage(*command)
+    add_eval_results(out, [_lmms_eval_results(tmp_path / "results.json", {"pope": {"pope_accuracy": 0.5}})])
+    later = _lmms_eval_results(tmp_path / "later.json", {"mme": {"mme_perception_score": 1200.0}})
+    run_stage(*command, f"--hub_dry_run={dry}", "--hub_model_id=someone/croc-tiny-stage2",
+              f"--hub_eval_results=[{later}]")
+    for card in (ModelCard.load(out / "README.md"), ModelCard.load(dry / "README.md")):
+        assert {(r.dataset_type, r.metric_value) for r in card.data.eval_results} == {("pope", 0.5), ("mme", 1200.0)}
+        assert "| pope | pope_accuracy | 0.5000 |" in card.text
+        check_card(card)
+
+    # A run that trained further is another model: the scores of the earlier weights are not carried onto it.
+    other = tmp_path / "other"
+    run_stage("stage2.yaml", other, *command[2:4], "--max_steps=2", "--save_strategy=no")
+    (other / "README.md").write_text((out / "README.md").read_text())
+    run_stage("stage2.yaml", other, *command[2:4], "--max_steps=2", "--save_strategy=no",
+              f"--hub_dry_run={tmp_path / 'other_upload'}", "--hub_model_id=someone/other")
+    assert not ModelCard.load(other / "README.md").data.eval_results
