@@ -665,3 +665,85 @@ def test_links_to_a_section_name_a_heading_of_their_page():
             if page.suffix == ".md" and page.is_file() and match.group(2) not in _slugs(page):
                 problems.append(f"{doc.relative_to(REPO)}: {match.group(0)} names no heading of {page.name}")
     assert not problems, "\n".join(problems)
+
+
+def _family_refusals(family) -> set[str]:
+    """What the trainer refuses for `family` (a `modeling_croc.families` entry), read from the code on a tiny config:
+    `packing` (`resolve.check_croc_config`: a token count per image, or the model's `croc_packing_refusal`) and
+    `LoRA` (`argument_checks.check_lora_keeps_the_trained_parts` in stage 1.5 or 2, on the model built on `meta`)
+    and the `official` preset's `bert` VTR head (the config refuses it for a token count per image)."""
+    from croc_testing.family_specs import SPECS
+    from croc_testing.tiny import tiny_croc_config, tiny_croc_onevision_config
+    from modeling_croc.configuration_croc import CrocConfigError
+    from trainer.argument_checks import build_on_meta, check_lora_keeps_the_trained_parts
+    from trainer.cli import ConfigError
+    from trainer.stages import get_stage
+
+    builders = {spec.config_class.model_type: spec.config for spec in SPECS}
+    builders["croc"] = tiny_croc_config
+    builders["croc_onevision"] = lambda **fields: tiny_croc_onevision_config(vocab_size=160, **fields)
+    config = builders[family.model_type]()
+    refused = set()
+    try:  # the preset's head, not the tiny builders' default `linear`
+        builders[family.model_type](croc_preset="official", vtr_head=None)
+    except CrocConfigError:
+        refused.add("`bert` VTR head")
+    if config.croc_variable_token_count or getattr(family.model, "croc_packing_refusal", None):
+        refused.add("packing")
+    model = build_on_meta(config, "eager")
+    for stage in ("1.5", "2"):
+        try:
+            check_lora_keeps_the_trained_parts(model, list(get_stage(stage).trainable_parts))
+        except ConfigError:
+            refused.add("LoRA")
+    return refused
+
+
+def test_families_table_states_what_the_trainer_refuses_for_each_family():
+    """MODELS.md's Families table says `no packing`, `no LoRA` and `no `bert` VTR head` exactly for the families
+    whose runs the trainer refuses with `packing: true`, `model.use_peft: true` or the `official` preset's head:
+    LLaVA-NeXT's and OneVision's LoRA runs were refused (their bare `image_newline` would be frozen), and `official`
+    on every family with a token count per image, while the table a user picks a family from said nothing of it."""
+    from modeling_croc.families import FAMILIES
+
+    models = _normalised((REPO / "docs" / "MODELS.md").read_text(encoding="utf-8"))
+    notes = dict(re.findall(r"^\| [^|]+? \| `\w+` \(`(\w+)`\) \|[^|\n]*\|([^\n]*)\|$",
+                            models.split("## Families", 1)[1], re.M))
+    problems = []
+    for family in FAMILIES:
+        refused = _family_refusals(family)
+        for option in ("packing", "LoRA", "`bert` VTR head"):
+            if (option in refused) != (f"no {option}" in notes[family.model_type]):
+                problems.append(f"MODELS.md's Families table {'omits' if option in refused else 'wrongly states'} "
+                                f"'no {option}' for {family.model_type}")
+    assert not problems, "\n".join(problems)
+
+
+# What RELIABILITY.md's "Resume is exact or refused" calls each key of the run record a resume cannot change
+# (`trainer.run_record.FIXED`). A key recorded since must be named there too: a user who changes it (another
+# per-device batch on a smaller GPU, say) reads in the contract that the resume will be refused.
+RECORD_KEYS_AS_DOCUMENTED = {
+    "stage": "stage", "croc_config": "Croc config", "model_config": "model", "data_rows": "the rows by content",
+    "global_batch_size": "global batch", "per_device_split": "per-device batch (where the step depends on it)",
+    "trainable_parts": "what trains", "seed": "seed", "data_seed": "data seed", "group_by_modality_length": "sampler",
+    "train_sampling_strategy": "sampler", "model_max_length": "`model_max_length`", "template": "template",
+    "image_aspect_ratio": "image aspect ratio", "dtype": "dtype", "mixed_precision": "mixed precision",
+    "lora": "LoRA settings", "deepspeed_zero_stage": "ZeRO stage", "deepspeed_processes": "processes",
+    "random_stream_processes": "processes", "optim": "optimiser", "neftune_noise_alpha": "NEFTune noise",
+    "average_tokens_across_devices": "loss averaging over processes", "image_limits": "image limits",
+}
+
+
+def test_reliability_names_every_key_a_resume_cannot_change():
+    """RELIABILITY.md's run record lists every key `trainer.run_record.FIXED` refuses to change on a resume (the
+    per-device batch of a step that depends on its split was refused with the page still listing only "batch")."""
+    from trainer.run_record import FIXED
+
+    text = " ".join(_normalised((REPO / "docs" / "RELIABILITY.md").read_text(encoding="utf-8")).split())
+    record = re.search(r"The run record \(`croc_run\.json`: (.*?)\) is written", text)
+    assert record, "RELIABILITY.md no longer lists what the run record holds"
+    undocumented = sorted(set(FIXED) - set(RECORD_KEYS_AS_DOCUMENTED))
+    assert not undocumented, f"name these run-record keys in RELIABILITY.md and RECORD_KEYS_AS_DOCUMENTED: {undocumented}"
+    missing = [f"{key} ({phrase!r})" for key, phrase in RECORD_KEYS_AS_DOCUMENTED.items()
+               if key in FIXED and phrase not in record.group(1)]
+    assert not missing, f"RELIABILITY.md's run record does not name: {', '.join(missing)}"
