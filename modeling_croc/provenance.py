@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from huggingface_hub.repocard import metadata_load
 
 # A Hub repository id ("org/name") or a canonical one-part id ("gpt2"); anything with a path separator beyond the
@@ -35,7 +36,7 @@ def card_metadata(folder: str | Path) -> dict[str, Any]:
         return {}
     try:
         return metadata_load(readme) or {}
-    except ValueError:  # a metadata block that is not a mapping
+    except (ValueError, yaml.YAMLError):  # a metadata block that is not a mapping, or not YAML (another tool's card)
         return {}
 
 
@@ -66,10 +67,13 @@ class Provenance:
         data = card_metadata(folder)
         licenses = data.get("croc_licenses") or _as_list(data.get("license"))
         links = {}
-        if licenses == [OTHER_LICENSE] and data.get("license_name"):
-            # `other` alone is no licence: the Hub's rule (and the card check) wants its name and link, carried here.
-            licenses = [str(data["license_name"])]
-            links = {licenses[0]: str(data.get("license_link") or "README.md#licences")}
+        name = str(data.get("license_name") or "")
+        # `other` alone is no licence: the Hub's rule (and the card check) wants its name and link, carried here. A
+        # card of a conversion or a stage 0 also lists that one name in `croc_licenses`: read alone, the next card
+        # stated the name as its `license`, which is no Hub licence id, and dropped the link.
+        if name and data.get("license") == OTHER_LICENSE and licenses in ([OTHER_LICENSE], [name]):
+            licenses = [name]
+            links = {name: str(data.get("license_link") or "README.md#licences")}
         licenses = [name for name in licenses if name != UNKNOWN_LICENSE]
         if hub_id:
             return cls([hub_id], licenses, [], links)

@@ -594,3 +594,25 @@ def test_from_llava_refuses_a_tokenizer_without_the_image_token(tmp_path, tokeni
                                          "image_token_id \\(32000\\)"):
         main(["from-llava", str(tmp_path / "llava"), str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()
+
+
+def test_a_conversion_carries_an_other_licence_and_survives_a_card_it_cannot_read(tmp_path):
+    """A source under `license: other` (Qwen's qwen-research): the carried card also lists the name in
+    `croc_licenses`, and a stage started from it stated `license: qwen-research` (no Hub licence id) without the
+    link. A source card whose YAML does not parse (another tool's, a hand edit) ended the export in a yaml traceback
+    after the weights were written; its card states nothing to carry (found by a hostile reviewer)."""
+    from modeling_croc.convert.__main__ import main
+    from modeling_croc.provenance import Provenance
+
+    link = "https://huggingface.co/Qwen/Qwen2.5-3B-Instruct/blob/main/LICENSE"
+    expected = {"license": "other", "license_name": "qwen-research", "license_link": link}
+    torch.manual_seed(0)
+    CrocForConditionalGeneration(_config()).save_pretrained(tmp_path / "croc")
+    (tmp_path / "croc" / "README.md").write_text(
+        f"---\nlicense: other\nlicense_name: qwen-research\nlicense_link: {link}\n---\n# a stage\n")
+    main(["to-plain", str(tmp_path / "croc"), str(tmp_path / "plain")])
+    assert Provenance.of_model_folder(tmp_path / "plain").license_metadata() == expected  # the next stage's card
+
+    (tmp_path / "croc" / "README.md").write_text("---\nlicense: mit\ntags: [croc, llava\n---\n# my notes\n")
+    main(["to-plain", str(tmp_path / "croc"), str(tmp_path / "again")])
+    assert (tmp_path / "again" / "model.safetensors").is_file() and not (tmp_path / "again" / "README.md").exists()

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
 from huggingface_hub import EvalResult, ModelCard, ModelCardData
 from huggingface_hub.repocard_data import eval_results_to_model_index, model_index_to_eval_results
 
@@ -368,7 +369,9 @@ def _earlier_eval_results(output_dir: Path, stage: str, hyperparameters: dict[st
         return evaluations
     try:
         earlier = ModelCard.load(path).data
-    except ValueError:  # a card this project did not write (no metadata block): nothing to carry
+    except (ValueError, yaml.YAMLError):
+        # A metadata block that is not a mapping, or not YAML at all (a hand edit): nothing to carry. The card is
+        # written anew, as before scores were carried; a yaml traceback ended the run after its training.
         return evaluations
     same_model = (str(earlier.get("croc_stage")) == stage and earlier.get("final_losses") == losses
                   and earlier.get("training_hyperparameters") == hyperparameters)

@@ -299,3 +299,14 @@ def test_a_publishing_rerun_keeps_the_scores_added_to_the_card(tmp_path, data_di
     run_stage("stage2.yaml", other, *command[2:4], "--max_steps=2", "--save_strategy=no",
               f"--hub_dry_run={tmp_path / 'other_upload'}", "--hub_model_id=someone/other")
     assert not ModelCard.load(other / "README.md").data.eval_results
+
+
+def test_a_card_whose_yaml_does_not_parse_is_written_anew(tmp_path):
+    """A finished run's card hand-edited into YAML that does not parse: the rerun that writes the card again read it
+    for the scores to keep and ended in a yaml traceback after training; it carries none and writes the card anew
+    (found by a hostile reviewer)."""
+    from trainer.model_card import _earlier_eval_results
+
+    (tmp_path / "README.md").write_text("---\nlicense: mit\ntags: [croc, llava\n---\n# my notes\n")
+    assert _earlier_eval_results(tmp_path, "2", {}, {}, []) == []
+    assert Provenance.of_model_folder(tmp_path) == Provenance()  # a stage started from it: nothing stated
