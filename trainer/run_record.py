@@ -41,7 +41,7 @@ RECORD_FORMAT = 1
 # What a training step computes, versioned: a change to it that no configuration key shows (a fix) gets a new
 # version and its line here, and a resume from a checkpoint of an earlier version says what differs from the
 # resumed step on (`computation_changes`). A record without the key is version 1.
-COMPUTATION = 2
+COMPUTATION = 3
 # Each version's changes, as (what changed, whether a run of that record computed it): a change is named only to the
 # runs it touches (masks are drawn in stage 1.5 only; Gemma 3's and Mistral 3's changes concern those families), so a
 # stage-2 LLaVA run resumed across the upgrade is not told it now leaves its curve.
@@ -55,7 +55,24 @@ COMPUTATION_CHANGES: dict[int, tuple[tuple[str, Callable[[dict[str, Any]], bool]
         ("packed rows matched per sample under matching_scope=row (packing had made a row's samples one Hungarian "
          "problem; an unpacked run is unchanged)",
          lambda saved: saved.get("stage") == "1.5" and _matches_per_row(saved))),
+    3: (("keep_floor's masked count of a mask_ratio whose kept share is not exact in binary (1 - 0.9 counted as "
+         "0.0999...: a 10-token image had all its tokens masked)",
+         lambda saved: saved.get("stage") == "1.5" and _inexact_keep_floor(saved)),),
 }
+
+
+def _inexact_keep_floor(saved: dict[str, Any]) -> bool:
+    """Whether the recorded run counted its masked tokens with `keep_floor` at a ratio whose kept share `1 - r` the
+    float subtraction does not give exactly (0.75's 0.25 is exact: the presets' counts are unchanged)."""
+    from fractions import Fraction
+
+    config = saved.get("croc_config")
+    if not isinstance(config, dict):
+        return True
+    ratio = config.get("mask_ratio")
+    if config.get("mask_rounding") != "keep_floor" or not isinstance(ratio, int | float):
+        return False
+    return Fraction(1.0 - ratio) != 1 - Fraction(str(ratio))
 
 
 def _matches_per_row(saved: dict[str, Any]) -> bool:

@@ -207,6 +207,25 @@ def test_an_earlier_versions_checkpoint_is_told_only_the_changes_its_run_compute
     assert [what for what in CHANGES_OF_VERSION_2 if what in caplog.text] == list(named), caplog.text
 
 
+@pytest.mark.parametrize(("ratio", "rounding", "named"), [(0.75, "keep_floor", False), (0.9, "keep_floor", True),
+                                                          (0.9, "nearest", False), (0.5, "keep_floor", False)])
+def test_a_keep_floor_run_at_an_inexact_ratio_is_told_its_counts_changed(tmp_path, caplog, ratio, rounding, named):
+    """Computation 3 counts keep_floor's kept share as the ratio is written (1 - 0.9 was 0.0999...): a stage-1.5 run
+    at such a ratio resumed across the upgrade is told its masked counts change; the presets' 0.75 is exact."""
+    import json
+    import logging
+
+    from trainer.resume import _check_record
+    from trainer.run_record import RUN_RECORD
+
+    saved = {"format": 1, "computation": 2, "stage": "1.5",
+             "croc_config": {"model_type": "croc", "mask_ratio": ratio, "mask_rounding": rounding}}
+    (tmp_path / RUN_RECORD).write_text(json.dumps(saved))
+    with caplog.at_level(logging.WARNING, logger="trainer.resume"):
+        _check_record(str(tmp_path), saved, [])
+    assert ("keep_floor's masked count" in caplog.text) is named, caplog.text
+
+
 def test_a_later_versions_checkpoint_is_not_resumed_silently(tmp_path, caplog):
     """A checkpoint written by a later version (a downgrade between the kill and the resume) goes on without that
     version's fixes: the resume says so instead of continuing silently off its curve."""
