@@ -25,6 +25,7 @@ import shutil
 from pathlib import Path
 
 import torch
+from accelerate.utils import gather_object
 from safetensors import SafetensorError
 from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
@@ -493,17 +494,20 @@ class CrocTrainer(Trainer):
         run_dir = Path(super()._get_output_dir(trial))
         name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         staging = run_dir / STAGING_DIR
-        try:
+
+        def prepare() -> None:
             if self.args.should_save:
                 discard_staging(run_dir)
                 staging.mkdir(parents=True)
-            self.accelerator.wait_for_everyone()
+
+        def write_own_files() -> None:
             self._staging_root = str(staging)
             try:
-                super()._save_checkpoint(model, trial)
+                super(CrocTrainer, self)._save_checkpoint(model, trial)
             finally:
                 self._staging_root = None
-            self.accelerator.wait_for_everyone()  # every process's files (optimizer shards, RNG states) are written
+
+        def finish() -> None:
             if self.args.should_save:
                 self.data_report.save(staging / name)
                 self.run_control.save(staging / name)
@@ -515,15 +519,39 @@ class CrocTrainer(Trainer):
                 promote_checkpoint(staging / name, run_dir / name)
                 shutil.rmtree(staging)
                 rotate_checkpoints(run_dir, self.args.save_total_limit, keep=(self.state.best_model_checkpoint,))
-            self._last_written_checkpoint = str(run_dir / name)
+
+        # Each part ends where every process has done it (the part's agreement takes the place of a barrier): a
+        # write that failed on one process only (its RNG state, or the main process's files) stops every process
+        # with the same line, where the others, waiting in a barrier, ended in gloo's "Connection closed by peer"
+        # traceback once it had exited (on several nodes; on one node torchrun killed them without a word).
+        for part in (prepare, write_own_files, finish):
+            failure = self._agreed_write_failure(part)
+            if failure is not None:
+                if self.args.should_save:
+                    shutil.rmtree(staging, ignore_errors=True)  # give the space back; the next start would remove it
+                raise RunStopped(f"could not write {name} into {run_dir}: {failure}; nothing else was changed; "
+                                 f"{self.last_checkpoint_message()}")
+        self._last_written_checkpoint = str(run_dir / name)
+
+    def _agreed_write_failure(self, part) -> str | None:
+        """Run `part` (some of a checkpoint's writes) on this process, then agree with the others on whether a write
+        failed on any of them (`is_write_failure`): the first failing process's reason, named when it is not the
+        only one; None when every process wrote its files. Any other error is raised as it is."""
+        reason = None
+        try:
+            part()
         except (OSError, SafetensorError, RuntimeError) as error:  # safetensors and torch.save: their own errors
             if not is_write_failure(error):
                 raise
-            if self.args.should_save:
-                shutil.rmtree(staging, ignore_errors=True)  # give the space back; the next start would remove it
-            raise RunStopped(f"could not write {name} into {run_dir}: {write_failure_reason(error)}; nothing else "
-                             f"was changed; {self.last_checkpoint_message()}") from None
-        self.accelerator.wait_for_everyone()
+            reason = write_failure_reason(error)
+        if self.args.world_size <= 1:
+            return reason
+        reasons = gather_object([reason])
+        failed = [(rank, text) for rank, text in enumerate(reasons) if text is not None]
+        if not failed:
+            return None
+        rank, text = failed[0]
+        return f"{text} (on process {rank})"
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False) -> None:
         """The Trainer's `save_model` (final folder, checkpoint, push), refused for non-finite weights (all processes

@@ -6,7 +6,9 @@
 CROC_FAULT is one of
 * `sigterm-launcher:STEP`: during optimiser step STEP, process 0 sends SIGTERM to its launcher (torchrun), as Slurm
   or Kubernetes do before a preemption; the launcher forwards it to every worker;
-* `nan-loss:RANK:STEP`: the loss of process RANK becomes NaN in step STEP (the other processes' stays finite).
+* `nan-loss:RANK:STEP`: the loss of process RANK becomes NaN in step STEP (the other processes' stays finite);
+* `write-fail:RANK:NAME`: torch.save on process RANK fails as it does on a full disk for a file whose path contains
+  NAME (the other processes write theirs).
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from trainer import train as train_module
 
 def _install(fault: str) -> None:
     kind, *where = fault.split(":")
+    if kind == "write-fail":
+        _fail_writes(int(where[0]), where[1])
+        return
     compute_loss = croc_trainer.CrocTrainer.compute_loss
     rank = int(os.environ.get("RANK", "0"))
 
@@ -36,6 +41,20 @@ def _install(fault: str) -> None:
         return result
 
     croc_trainer.CrocTrainer.compute_loss = faulty
+
+
+def _fail_writes(rank: int, name: str) -> None:
+    import torch
+
+    save = torch.save
+
+    def failing(obj, f, *args, **kwargs):
+        if int(os.environ.get("RANK", "0")) == rank and name in str(f):
+            # What torch's zip writer raises when the disk fills (or `ulimit -f` is reached) under it.
+            raise RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 64 vs 0")
+        return save(obj, f, *args, **kwargs)
+
+    torch.save = failing
 
 
 if __name__ == "__main__":

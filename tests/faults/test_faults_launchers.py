@@ -5,6 +5,8 @@
   resumes and ends where an uninterrupted run ends.
 * A NaN loss on one process only stops every process at the same step with the same line, nothing of that step
   saved.
+* A checkpoint write that fails on one process only (a full disk under its RNG state) stops every process with the
+  same line, none left in a barrier with a peer that exited.
 """
 
 from __future__ import annotations
@@ -90,6 +92,20 @@ def test_a_nan_on_one_process_stops_every_process_at_the_same_step(tiny_model, d
     assert done.stderr.count(line) == 2, done.stderr[-4000:]  # both processes, the same step, the same words
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1"]
     assert checkpoint_problem(out / "checkpoint-1") is None
+
+
+def test_a_write_failing_on_one_process_stops_every_process_with_the_same_line(tiny_model, data, tmp_path):
+    # Process 1's rng_state_1.pth cannot be written: process 0, whose files were all written, waited in the barrier
+    # and was killed by torchrun without a word (on several nodes it ended in gloo's "Connection closed by peer").
+    out = tmp_path / "run"
+    done = _torchrun(_common(out, tiny_model, data, "--save_strategy=steps", "--save_steps=1"),
+                     fault="write-fail:1:rng_state_1", timeout=300)
+    assert done.returncode != 0
+    line = f"run stopped: could not write checkpoint-1 into {out}: a file write failed"
+    assert done.stderr.count(line) == 2, done.stderr[-4000:]
+    assert "(on process 1); nothing else was changed; no checkpoint was written yet" in done.stderr
+    assert "Connection closed by peer" not in done.stderr
+    assert not list(out.glob("checkpoint-*")) and not (out / ".checkpoint-staging").exists()
 
 
 def test_a_two_process_run_preempted_in_its_second_epoch_resumes_that_epochs_row_order(tiny_model, data, tmp_path):
