@@ -524,8 +524,12 @@ class CrocTrainer(Trainer):
         # write that failed on one process only (its RNG state, or the main process's files) stops every process
         # with the same line, where the others, waiting in a barrier, ended in gloo's "Connection closed by peer"
         # traceback once it had exited (on several nodes; on one node torchrun killed them without a word).
-        for part in (prepare, write_own_files, finish):
-            failure = self._agreed_write_failure(part)
+        # Under DeepSpeed (or FSDP) the Trainer's own writes run the library's collectives (ZeRO-3's weight gather,
+        # DeepSpeed's closing barrier): a process whose write failed among them cannot agree with the others, who
+        # wait in those collectives and would never reach the agreement (both sides hung). It stops on its own.
+        sharded = self.is_deepspeed_enabled or self.is_fsdp_enabled
+        for part, alone in ((prepare, False), (write_own_files, sharded), (finish, False)):
+            failure = self._agreed_write_failure(part, alone_on_failure=alone)
             if failure is not None:
                 if self.args.should_save:
                     shutil.rmtree(staging, ignore_errors=True)  # give the space back; the next start would remove it
@@ -533,10 +537,12 @@ class CrocTrainer(Trainer):
                                  f"{self.last_checkpoint_message()}")
         self._last_written_checkpoint = str(run_dir / name)
 
-    def _agreed_write_failure(self, part) -> str | None:
+    def _agreed_write_failure(self, part, alone_on_failure: bool = False) -> str | None:
         """Run `part` (some of a checkpoint's writes) on this process, then agree with the others on whether a write
         failed on any of them (`is_write_failure`): the first failing process's reason, named when it is not the
-        only one; None when every process wrote its files. Any other error is raised as it is."""
+        only one; None when every process wrote its files. Any other error is raised as it is. With
+        `alone_on_failure` (a part whose writes run collectives), this process's failure is returned without the
+        agreement, which the others, waiting in a collective it left, would not enter."""
         reason = None
         try:
             part()
@@ -544,7 +550,7 @@ class CrocTrainer(Trainer):
             if not is_write_failure(error):
                 raise
             reason = write_failure_reason(error)
-        if self.args.world_size <= 1:
+        if self.args.world_size <= 1 or (reason is not None and alone_on_failure):
             return reason
         reasons = gather_object([reason])
         failed = [(rank, text) for rank, text in enumerate(reasons) if text is not None]

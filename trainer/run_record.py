@@ -62,9 +62,13 @@ COMPUTATION_CHANGES: dict[int, tuple[tuple[str, Callable[[dict[str, Any]], bool]
 
 
 def _inexact_keep_floor(saved: dict[str, Any]) -> bool:
-    """Whether the recorded run counted its masked tokens with `keep_floor` at a ratio whose kept share `1 - r` the
-    float subtraction does not give exactly (0.75's 0.25 is exact: the presets' counts are unchanged)."""
+    """Whether the recorded run counted its masked tokens with `keep_floor` at a ratio whose count computation 3
+    changes: the float kept share `1 - r` below the share as written (1 - 0.9 is 0.0999...: a bare floor kept one
+    token fewer), or a ratio with more decimals than the count rounds to. A share the float gives exactly (0.75's
+    0.25, the presets') or a little above (1 - 0.6 is 0.4000...0002) floored to the same counts: not told."""
     from fractions import Fraction
+
+    from modeling_croc.configuration_croc import _KEPT_DECIMALS
 
     config = saved.get("croc_config")
     if not isinstance(config, dict):
@@ -72,7 +76,8 @@ def _inexact_keep_floor(saved: dict[str, Any]) -> bool:
     ratio = config.get("mask_ratio")
     if config.get("mask_rounding") != "keep_floor" or not isinstance(ratio, int | float):
         return False
-    return Fraction(1.0 - ratio) != 1 - Fraction(str(ratio))
+    written = 1 - Fraction(str(ratio))
+    return Fraction(1.0 - ratio) < written or (10**_KEPT_DECIMALS * written).denominator != 1
 
 
 def _matches_per_row(saved: dict[str, Any]) -> bool:

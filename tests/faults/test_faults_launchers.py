@@ -20,6 +20,7 @@ import pytest
 import torch
 from run_cases import CONFIGS, curve, weights, write_small_folder
 
+from croc_testing.optional import needs_deepspeed
 from trainer import train as train_module
 from trainer.checkpoint_io import checkpoint_problem
 
@@ -106,6 +107,20 @@ def test_a_write_failing_on_one_process_stops_every_process_with_the_same_line(t
     assert "(on process 1); nothing else was changed; no checkpoint was written yet" in done.stderr
     assert "Connection closed by peer" not in done.stderr
     assert not list(out.glob("checkpoint-*")) and not (out / ".checkpoint-staging").exists()
+
+
+@needs_deepspeed
+def test_a_zero2_shard_write_failing_on_one_process_stops_it_without_a_hang(tiny_model, data, tmp_path):
+    # Process 1's ZeRO optimizer shard cannot be written: process 0 waits in DeepSpeed's closing barrier, which
+    # process 1 never reaches; had process 1 gone on into the write agreement, both would wait there forever.
+    out = tmp_path / "run"
+    done = _torchrun(_common(out, tiny_model, data, "--save_strategy=steps", "--save_steps=1",
+                             "--deepspeed=trainer/configs/deepspeed/zero2.json"),
+                     fault="write-fail:1:zero_pp_rank_1", timeout=240)
+    assert done.returncode != 0
+    assert f"run stopped: could not write checkpoint-1 into {out}: a file write failed" in done.stderr, \
+        done.stderr[-4000:]
+    assert not list(out.glob("checkpoint-*"))
 
 
 def test_a_two_process_run_preempted_in_its_second_epoch_resumes_that_epochs_row_order(tiny_model, data, tmp_path):

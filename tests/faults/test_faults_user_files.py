@@ -208,13 +208,18 @@ def test_an_earlier_versions_checkpoint_is_told_only_the_changes_its_run_compute
 
 
 @pytest.mark.parametrize(("ratio", "rounding", "named"), [(0.75, "keep_floor", False), (0.9, "keep_floor", True),
-                                                          (0.9, "nearest", False), (0.5, "keep_floor", False)])
+                                                          (0.9, "nearest", False), (0.5, "keep_floor", False),
+                                                          (0.3, "keep_floor", True), (0.6, "keep_floor", False),
+                                                          (0.7, "keep_floor", False)])
 def test_a_keep_floor_run_at_an_inexact_ratio_is_told_its_counts_changed(tmp_path, caplog, ratio, rounding, named):
     """Computation 3 counts keep_floor's kept share as the ratio is written (1 - 0.9 was 0.0999...): a stage-1.5 run
-    at such a ratio resumed across the upgrade is told its masked counts change; the presets' 0.75 is exact."""
+    at such a ratio resumed across the upgrade is told its masked counts change; the presets' 0.75 is exact, and a
+    share the float gives a little above the written one (1 - 0.6 is 0.4000...0002) floored to the same counts."""
     import json
     import logging
+    import math
 
+    from modeling_croc import CrocConfig
     from trainer.resume import _check_record
     from trainer.run_record import RUN_RECORD
 
@@ -224,6 +229,10 @@ def test_a_keep_floor_run_at_an_inexact_ratio_is_told_its_counts_changed(tmp_pat
     with caplog.at_level(logging.WARNING, logger="trainer.resume"):
         _check_record(str(tmp_path), saved, [])
     assert ("keep_floor's masked count" in caplog.text) is named, caplog.text
+    if rounding == "keep_floor":  # told exactly when a bare floor of the float share counted otherwise
+        bare = [count - math.floor((1.0 - ratio) * count) for count in range(1, 4097)]
+        config = CrocConfig(mask_ratio=ratio, mask_rounding=rounding, prompt_pool_size=4096)
+        assert (bare != [config.num_masked_tokens(count) for count in range(1, 4097)]) is named
 
 
 def test_a_later_versions_checkpoint_is_not_resumed_silently(tmp_path, caplog):
