@@ -23,7 +23,7 @@ class CrocConfigError(ValueError):
 # 1 - 0.9 is 0.09999999999999998, so a bare floor keeps 0 of 10 tokens (every token masked) and 9 of 100, where the
 # ratio as written keeps 1 and 10. The float error (~1e-16 * T) is far below the rounding, so the count is exact for
 # any ratio written with up to 6 decimals, and the two paths (`num_masked_tokens`, `..._per_image`) agree.
-_KEPT_DECIMALS = 6
+KEPT_DECIMALS = 6
 
 
 @dataclass(kw_only=True, repr=False)
@@ -164,7 +164,7 @@ class CrocFieldsMixin:
     def num_masked_tokens(self, num_image_tokens: int) -> int:
         """How many of an image's `num_image_tokens` visual tokens stage 1.5 replaces (see `mask_rounding`)."""
         if self.mask_rounding == "keep_floor":
-            return num_image_tokens - math.floor(round((1.0 - self.mask_ratio) * num_image_tokens, _KEPT_DECIMALS))
+            return num_image_tokens - math.floor(round((1.0 - self.mask_ratio) * num_image_tokens, KEPT_DECIMALS))
         return int(round(self.mask_ratio * num_image_tokens))
 
     def num_masked_tokens_per_image(self, num_image_tokens: torch.Tensor) -> torch.LongTensor:
@@ -175,7 +175,7 @@ class CrocFieldsMixin:
         """
         counts = num_image_tokens.to(torch.float64)
         if self.mask_rounding == "keep_floor":
-            masked = counts - torch.floor(torch.round((1.0 - self.mask_ratio) * counts, decimals=_KEPT_DECIMALS))
+            masked = counts - torch.floor(torch.round((1.0 - self.mask_ratio) * counts, decimals=KEPT_DECIMALS))
         else:
             masked = torch.round(self.mask_ratio * counts)
         return masked.to(torch.long)

@@ -68,7 +68,7 @@ def _inexact_keep_floor(saved: dict[str, Any]) -> bool:
     0.25, the presets') or a little above (1 - 0.6 is 0.4000...0002) floored to the same counts: not told."""
     from fractions import Fraction
 
-    from modeling_croc.configuration_croc import _KEPT_DECIMALS
+    from modeling_croc.configuration_croc import KEPT_DECIMALS
 
     config = saved.get("croc_config")
     if not isinstance(config, dict):
@@ -77,7 +77,7 @@ def _inexact_keep_floor(saved: dict[str, Any]) -> bool:
     if config.get("mask_rounding") != "keep_floor" or not isinstance(ratio, int | float):
         return False
     written = 1 - Fraction(str(ratio))
-    return Fraction(1.0 - ratio) < written or (10**_KEPT_DECIMALS * written).denominator != 1
+    return Fraction(1.0 - ratio) < written or (10**KEPT_DECIMALS * written).denominator != 1
 
 
 def _matches_per_row(saved: dict[str, Any]) -> bool:
