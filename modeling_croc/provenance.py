@@ -119,10 +119,13 @@ def carry_card(source: str | Path, out_dir: str | Path, what: str) -> None:
     provenance = Provenance.of_model_folder(local_folder(source), hub_id=str(source) if is_hub_id(str(source)) else None)
     if not (provenance.base_models or provenance.licenses or provenance.datasets):
         return
-    data = ModelCardData(**provenance.license_metadata(), library_name="transformers",
-                         pipeline_tag="image-text-to-text", base_model=provenance.base_models or None,
-                         datasets=provenance.datasets or None, croc_licenses=provenance.licenses or None)
-    body = (f"# {Path(out_dir).name}\n\n`{Path(str(source)).name}` {what}. Licences of the source: "
+    # `license_metadata` names `croc_licenses` itself where there are several: passing it twice was a TypeError.
+    data = ModelCardData(**{"croc_licenses": provenance.licenses or None, **provenance.license_metadata()},
+                         library_name="transformers", pipeline_tag="image-text-to-text",
+                         base_model=provenance.base_models or None, datasets=provenance.datasets or None)
+    # A card of several licences links `README.md#licences` (`license_metadata`): the section it names is this one.
+    body = (f"# {Path(out_dir).name}\n\n`{Path(str(source)).name}` {what}.\n\n## Licences\n\nLicences of the source, "
+            "each of which applies: "
             + (", ".join(f"`{name}`" for name in provenance.licenses) or "none stated in its card") + ".\n")
     ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}").save(Path(out_dir) / "README.md")
 

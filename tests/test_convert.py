@@ -616,3 +616,22 @@ def test_a_conversion_carries_an_other_licence_and_survives_a_card_it_cannot_rea
     (tmp_path / "croc" / "README.md").write_text("---\nlicense: mit\ntags: [croc, llava\n---\n# my notes\n")
     main(["to-plain", str(tmp_path / "croc"), str(tmp_path / "again")])
     assert (tmp_path / "again" / "model.safetensors").is_file() and not (tmp_path / "again" / "README.md").exists()
+
+
+def test_a_carried_card_of_several_licences_holds_the_section_its_link_names(tmp_path):
+    """A source under several licences (a stage from a Llama 2 LM and an MIT vision tower) states `license: other`
+    with the link `README.md#licences`. Converting or exporting it ended in a TypeError traceback after the weights
+    were written (`croc_licenses` passed twice), and the carried card linked a section it did not have."""
+    from huggingface_hub import ModelCard
+
+    from modeling_croc.convert.__main__ import main
+
+    torch.manual_seed(0)
+    CrocForConditionalGeneration(_config()).save_pretrained(tmp_path / "croc")
+    (tmp_path / "croc" / "README.md").write_text(
+        "---\nlicense: other\nlicense_name: llama2-and-mit\nlicense_link: README.md#licences\n"
+        "croc_licenses:\n- llama2\n- mit\n---\n# a stage\n")
+    main(["to-plain", str(tmp_path / "croc"), str(tmp_path / "plain")])
+    card = ModelCard.load(tmp_path / "plain" / "README.md")
+    assert (card.data.license, card.data.license_link) == ("other", "README.md#licences")
+    assert "\n## Licences\n" in card.text and "`llama2`, `mit`" in card.text
