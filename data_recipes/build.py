@@ -291,7 +291,8 @@ def build_recipe(
         if hub_folder:
             folders = publish.build_folders(out_dir, data_root, image_root)
             written = publish.write_hub_folder(pushed, pushed_card, hub_folder, num_shards, keep_clear_of=folders)
-            local = [hub_folder, *folders.values()]
+            # The source files read from outside the data root are this machine's paths too.
+            local = [hub_folder, *folders.values(), *publish.source_paths(summary)]
             try:
                 check_upload_set(hub_folder, written, folders=local)
             except UploadLeakError:

@@ -54,7 +54,8 @@ def push_build(dataset: Dataset, card: DatasetCard, out_dir: Path, repo_id: str,
     by `push_folder`. The build's summary.json and rejects.jsonl stay local."""
     out_dir = Path(out_dir)
     summary = json.loads((out_dir / "summary.json").read_text(encoding="utf-8"))
-    folders = list(publish.build_folders(out_dir, summary.get("data_root"), summary.get("image_root")).values())
+    folders = [*publish.build_folders(out_dir, summary.get("data_root"), summary.get("image_root")).values(),
+               *publish.source_paths(summary)]
     with tempfile.TemporaryDirectory(prefix=".hub-upload-", dir=out_dir) as staging:
         files = publish.write_hub_files(dataset, card, staging, num_shards or publish.shard_count(dataset))
         return push_folder(staging, files, repo_id, private=private, folders=folders)

@@ -16,6 +16,7 @@ publish-folder rule of `modeling_croc.publishing` (a new, empty or earlier hub f
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -95,25 +96,70 @@ def build_folders(out_dir: str | Path, data_root: str | Path | None,
     return {"build folder (--out)": out_dir, "data root": data_root, "image root": image_root}
 
 
+def _inside(path: str | Path, folder: str | Path | None) -> bool:
+    """Whether `path` is `folder` or lies inside it, lexically (`..` folded)."""
+    if not folder:
+        return False
+    path, folder = Path(os.path.abspath(path)), Path(os.path.abspath(folder))
+    return folder in [path, *path.parents]
+
+
+def source_paths(summary: dict[str, Any]) -> list[str]:
+    """The local files and folders a build read its sources from (`origin` of each source, Hub sources left out, and
+    the folder of a file), absolute and `..` folded: `--set annotation=/data/corpora/rows.json` or `paths.NAME=...`
+    may name one outside the data root, which neither the data root's name nor the scan's local roots cover."""
+    found = []
+    for source in (summary.get("sources") or {}).values():
+        origin = source.get("origin") if isinstance(source, dict) else None
+        if isinstance(origin, str) and not origin.startswith("hub:") and os.path.isabs(os.path.expanduser(origin)):
+            path = os.path.abspath(os.path.expanduser(origin))
+            found += [path, os.path.dirname(path)] if os.path.isfile(path) else [path]
+    return list(dict.fromkeys(found))
+
+
+def _folded(text: str) -> str:
+    """`text`, an absolute path spelled with `..`, `.` or `//` (`/data/x/../raw`), written as `os.path.abspath`
+    writes it, the form `relative_text` matches; any other text as it is."""
+    return os.path.abspath(text) if text.startswith("/") and not text.startswith("//") else text
+
+
+def _folded_command(command: str) -> str:
+    """A command line with every absolute path in it `_folded` (a word, or the value of `--opt=` or `key=`): the
+    card shows the command as typed, where `--data-root /data/x/../raw` spells the data root another way."""
+    try:
+        words = shlex.split(command)
+    except ValueError:  # not a shell command line (unbalanced quotes): left as it is
+        return command
+    folded = []
+    for word in words:
+        name, equals, value = word.rpartition("=")
+        folded.append(f"{name}{equals}{_folded(value)}" if equals else _folded(word))
+    return shlex.join(folded) if folded != words else command
+
+
 def public_summary(summary: dict[str, Any], out_dir: str | Path) -> dict[str, Any]:
     """`summary` (a build's summary.json) as a published card may show it: every local folder in its strings written
-    as a name (the data root, an image root outside it, the build and hub folders as their folder names, the
-    working directory as `.`, home as `~`), so `/scratch/me/data/text/alpaca` becomes `data/text/alpaca`."""
+    as a name (the data root, an image root or source file outside it, the build and hub folders as their folder
+    names, the working directory as `.`, home as `~`), so `/scratch/me/data/text/alpaca` becomes
+    `data/text/alpaca`. Paths spelled with `..` or `//` are folded first, so every spelling is matched."""
     data_root, image_root = summary.get("data_root"), summary.get("image_root")
     hub_folder = (summary.get("hub") or {}).get("folder")
     names: dict[str | Path, str] = {}
     for folder in (data_root, out_dir, hub_folder):
         if folder:
             names[folder] = Path(os.path.abspath(folder)).name
-    if image_root and not (data_root and Path(data_root) in [Path(image_root), *Path(image_root).parents]):
+    if image_root and not _inside(image_root, data_root):
         names[image_root] = Path(image_root).name
+    for path in source_paths(summary):
+        if not _inside(path, data_root):
+            names[path] = Path(path).name
     names.update({Path.cwd(): ".", Path.home(): "~"})
 
-    def public(value: Any) -> Any:
+    def public(value: Any, key: str | None = None) -> Any:
         if isinstance(value, str):
-            return relative_text(value, names)
+            return relative_text(_folded_command(value) if key == "command" else _folded(value), names)
         if isinstance(value, dict):
-            return {key: public(item) for key, item in value.items()}
+            return {name: public(item, name) for name, item in value.items()}
         if isinstance(value, list):
             return [public(item) for item in value]
         return value
@@ -163,6 +209,7 @@ __all__ = [
     "public_summary",
     "shard_count",
     "shard_name",
+    "source_paths",
     "with_hub_metadata",
     "with_image_feature",
     "write_hub_files",

@@ -577,6 +577,38 @@ def test_push_with_a_hub_folder_uploads_that_folder_without_its_marker(tmp_path,
     assert _files(folder) == sorted([PUBLISH_MARKER, *hub_files(1)])
 
 
+def test_a_source_outside_the_data_root_and_a_data_root_spelled_with_dotdot_go_up_as_names(tmp_path, monkeypatch,
+                                                                                            capsys):
+    """An annotation file given by absolute path outside --data-root (`--set annotation=/data/corpora/rows.json`),
+    and a data root spelled with `..`, on a disk outside the scan's local roots (`/data`, `/nfs`, `/dev/shm`): the
+    card named both as given (its command line, sources table and parameters), and the scan knew neither, so they
+    went up (the hostile tester found `/dev/shm/.../rows.json` in the pushed README, exit 0)."""
+    monkeypatch.setattr(publishing, "LOCAL_ROOTS", ())  # tmp_path stands for such a disk
+    _data(tmp_path / "data")
+    corpora = tmp_path / "corpora" / "team-private"
+    corpora.mkdir(parents=True)
+    (tmp_path / "data" / "rows.json").rename(corpora / "rows.json")
+    (tmp_path / "elsewhere").mkdir()
+    hub = tmp_path / "hub"
+    argv = ["build", "llava_json", "--data-root", f"{tmp_path}/elsewhere/../data", "--out", str(tmp_path / "build"),
+            "--set", f"annotation={corpora / 'rows.json'}", "--hub-folder", str(hub)]
+    assert recipes_main(argv) == 0, capsys.readouterr().err
+    card = (hub / "README.md").read_text()
+    assert str(tmp_path) not in card, card
+    assert "--data-root data --out build --set annotation=rows.json --hub-folder hub" in card
+    assert "| llava_json | `rows.json` |" in card and '"annotation": "rows.json"' in card
+
+    # What the card does not name, the scan refuses: a row naming that file stops the publish.
+    rows = json.loads((corpora / "rows.json").read_text())
+    rows[0]["conversations"][1]["value"] = f"Read from {corpora / 'rows.json'}."
+    (corpora / "rows.json").write_text(json.dumps(rows))
+    capsys.readouterr()
+    assert recipes_main([*argv, "--overwrite"]) == 1
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert f"an absolute local path in data/train-00000-of-00001.parquet (column conversations.value): " \
+        f"'{corpora / 'rows.json'}" in err, err
+
+
 def test_private_without_a_push_is_refused(tmp_path, capsys):
     _data(tmp_path / "data")
     assert recipes_main(_build_argv(tmp_path, "--private")) == 1
