@@ -376,12 +376,17 @@ class ApplyAcceptedChanges(TrainerCallback):
     """After a resume has loaded the optimiser and scheduler, put the accepted new values in place: each optimiser
     group's learning rate (the scheduler's `base_lrs`, and the rate of the coming step), betas, epsilon and weight
     decay. The schedule's shape (type, warm-up, length) comes from the arguments already: the scheduler is rebuilt
-    from them and only its state is loaded."""
+    from them and only its state is loaded. Logging, evaluation and save steps, which change no step's numbers, are
+    this run's without being accepted."""
 
     def __init__(self, accepted: list[str] | tuple[str, ...]) -> None:
         self.accepted = set(accepted)
 
     def on_train_begin(self, args, state, control, optimizer=None, lr_scheduler=None, **kwargs):
+        if state.global_step > 0:
+            # The Trainer keeps the checkpoint's trainer_state.json steps over the arguments: `save_steps=N` given to
+            # resume a config that saved nothing (as its start-up warning says) wrote no checkpoint.
+            state.compute_steps(args, state.max_steps)
         if not self.accepted or state.global_step == 0 or optimizer is None:
             return control
         rates = args.group_learning_rates

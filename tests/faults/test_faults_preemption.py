@@ -110,6 +110,22 @@ def test_a_repeated_signal_changes_nothing(tiny_model, data, tmp_path, monkeypat
     assert checkpoint_problem(out / "checkpoint-2") is None
 
 
+def test_saving_and_logging_asked_for_on_the_resume_are_what_the_resumed_run_does(reference, tiny_model, data,
+                                                                                   tmp_path, monkeypatch, capsys):
+    """A run of a config that saves nothing, stopped by Ctrl-C, is resumed with `save_steps` as its start-up warning
+    says: the Trainer took save and logging steps from the checkpoint's trainer_state.json (500 and 1), so the resumed
+    run wrote no checkpoint and logged at the old interval, and a kill would again lose everything since step 2."""
+    out = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        _signal_during_step(patch, 2, signal.SIGINT)
+        assert cli_exit(_argv(out, tiny_model, data), monkeypatch, capsys)[0] == 75
+    train_module.main(_argv(out, tiny_model, data, "--save_strategy=steps", "--save_steps=1", "--logging_steps=2"))
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-3", "checkpoint-4"]
+    resumed, expected = curve(out), curve(reference)
+    assert sorted(resumed) == [1, 2, 4]  # steps 3 and 4 logged as one entry, at step 4
+    assert resumed[4]["loss"] == pytest.approx((expected[3]["loss"] + expected[4]["loss"]) / 2, rel=1e-6)
+
+
 @pytest.mark.parametrize(("value", "fragment"), [
     ("[SIGKILL]", "preemption_signals: SIGKILL cannot be caught by any process"),
     ("[SIGFOO]", "preemption_signals: unknown signal 'SIGFOO'"),
