@@ -728,7 +728,8 @@ RECORD_KEYS_AS_DOCUMENTED = {
     "trainable_parts": "what trains", "seed": "seed", "data_seed": "data seed", "group_by_modality_length": "sampler",
     "train_sampling_strategy": "sampler", "model_max_length": "`model_max_length`", "template": "template",
     "image_aspect_ratio": "image aspect ratio", "dtype": "dtype", "mixed_precision": "mixed precision",
-    "lora": "LoRA settings", "deepspeed_zero_stage": "ZeRO stage", "deepspeed_processes": "processes",
+    "lora": "LoRA settings", "lora_base_weights": "base weights LoRA adapts", "deepspeed_zero_stage": "ZeRO stage",
+    "deepspeed_processes": "processes",
     "random_stream_processes": "processes", "optim": "optimiser", "neftune_noise_alpha": "NEFTune noise",
     "average_tokens_across_devices": "loss averaging over processes", "image_limits": "image limits",
 }

@@ -116,6 +116,8 @@ FIXED: dict[str, str] = {
     "dtype": "the weights' dtype",
     "mixed_precision": "bf16 / fp16",
     "lora": "the LoRA settings",
+    "lora_base_weights": "the weights LoRA adapts (a LoRA checkpoint holds the adapters and the parts trained whole, "
+                         "not them: they load from model.name_or_path again)",
     "deepspeed_zero_stage": "the ZeRO stage (its checkpoints differ in layout)",
     "deepspeed_processes": "the number of processes under DeepSpeed (its shards are partitioned per process)",
     "random_stream_processes": "the number of processes of a run that draws dropout or noise (LoRA dropout, NEFTune) "
@@ -185,6 +187,35 @@ def rows_fingerprint(rows) -> dict[str, Any]:
             digest.update(json.dumps([row.get("id"), image_key(row.get("image")), row.get("conversations")],
                                      sort_keys=True, default=str).encode("utf-8"))
     return {"count": len(rows), "content_sha256": digest.hexdigest()[:16]}
+
+
+# Pieces read from each weight file for its fingerprint: enough to tell two trainings' weights apart (they differ all
+# through), 1 MiB a file however large, so a resume of a 70B model is not preceded by reading it whole.
+_WEIGHT_PIECES = 16
+_WEIGHT_PIECE_BYTES = 1 << 16
+
+
+def weights_fingerprint(name_or_path: str | None) -> str | None:
+    """The weight files of a local model folder (`*.safetensors`, `*.bin`) by name, size and pieces spread over each
+    (`_WEIGHT_PIECES`), or None for what is no local folder (a Hub id) or holds no weight file. A copy of the folder
+    elsewhere has the same fingerprint; other weights under the same config.json do not."""
+    if not name_or_path:
+        return None
+    folder = Path(name_or_path).expanduser()
+    if not folder.is_dir():
+        return None
+    files = sorted(path for path in folder.iterdir() if path.suffix in (".safetensors", ".bin") and path.is_file())
+    if not files:
+        return None
+    digest = hashlib.sha256()
+    for path in files:
+        size = path.stat().st_size
+        digest.update(f"{path.name}\0{size}\0".encode())
+        with path.open("rb") as file:
+            for piece in range(_WEIGHT_PIECES):
+                file.seek(max(0, size - _WEIGHT_PIECE_BYTES) * piece // max(1, _WEIGHT_PIECES - 1))
+                digest.update(file.read(_WEIGHT_PIECE_BYTES))
+    return digest.hexdigest()[:16]
 
 
 def zero_stage(deepspeed: Any) -> Any:
@@ -270,6 +301,7 @@ def build_run_record(model_args, data_args, args, croc_config: dict[str, Any] | 
         "lora": _canonical({"r": model_args.lora_r, "alpha": model_args.lora_alpha,
                             "dropout": model_args.lora_dropout, "targets": model_args.lora_target_modules,
                             "load_in_4bit": model_args.load_in_4bit}) if model_args.use_peft else None,
+        "lora_base_weights": weights_fingerprint(model_args.name_or_path) if model_args.use_peft else None,
         "deepspeed_zero_stage": zero_stage(args.deepspeed),
         "deepspeed_processes": args.world_size if zero_stage(args.deepspeed) else None,
         "random_stream_processes": args.world_size if _draws_per_process(model_args, args, config) else None,
@@ -413,5 +445,5 @@ class ApplyAcceptedChanges(TrainerCallback):
 
 
 __all__ = ["ADJUSTABLE", "FIXED", "RUN_RECORD", "START_REJECTIONS", "ApplyAcceptedChanges", "Difference", "build_run_record",
-           "read_run_record", "record_differences", "resume_refusal", "rows_fingerprint", "write_run_record",
-           "zero_stage"]
+           "read_run_record", "record_differences", "resume_refusal", "rows_fingerprint", "weights_fingerprint",
+           "write_run_record", "zero_stage"]

@@ -17,6 +17,7 @@ import zipfile
 import pytest
 from run_cases import cli_exit, curve, run_argv, write_small_folder
 
+from croc_testing.tiny import save_tiny_croc
 from trainer import train as train_module
 from trainer.checkpoint_io import MANIFEST, checkpoint_problem, write_manifest
 from trainer.output_lock import LOCK_FILE, LockHolder, OutputDirLock, OutputDirLocked
@@ -219,6 +220,31 @@ def test_another_per_device_batch_is_refused_where_the_step_depends_on_the_split
     argv = run_argv(config, out, tiny_model, data, "--save_strategy=steps", "--save_steps=1", "--max_steps=1", *extra)
     status, message = cli_exit([*argv, "--per_device_train_batch_size=1"], monkeypatch, capsys)
     assert status == 1 and "cannot continue with this configuration: per_device_split 2 -> 1" in message, message
+
+
+def test_a_lora_resume_on_other_base_weights_is_refused_and_on_a_copy_of_them_resumes(tiny_model, data, tmp_path,
+                                                                                       monkeypatch, capsys):
+    """A LoRA checkpoint holds the adapters and the parts trained whole; the weights they adapt load from
+    model.name_or_path again. Another folder of the same config.json (a retrained stage 1, another seed) resumed
+    on another curve, silently: refused before the model loads. A copy of the same folder elsewhere resumes."""
+    lora = ("--model.use_peft=true", "--model.lora_r=4", "--model.lora_dropout=0")
+    finished, out = tmp_path / "finished", tmp_path / "run"
+    train_module.main(_argv(finished, tiny_model, data, "--max_steps=2", *lora))
+    shutil.copytree(finished / "checkpoint-1", out / "checkpoint-1")  # as a run killed after step 1 leaves it
+    other = save_tiny_croc(tmp_path / "other_weights", seed=1)
+    with monkeypatch.context() as patch:
+        patch.setattr(train_module, "load_model_and_processor", _refuse_model_load)
+        status, message = cli_exit(_argv(out, tiny_model, data, "--max_steps=2", *lora,
+                                         f"--model.name_or_path={other}"), monkeypatch, capsys)
+    assert status == 1 and message.startswith("configuration error: checkpoint-1 cannot continue with this "
+                                              "configuration: lora_base_weights "), message
+    copy = shutil.copytree(tiny_model, tmp_path / "moved_model")
+    train_module.main(_argv(out, tiny_model, data, "--max_steps=2", *lora, f"--model.name_or_path={copy}"))
+    assert curve(out)[2]["loss"] == curve(finished)[2]["loss"]
+
+
+def _refuse_model_load(*args, **kwargs):
+    raise AssertionError("the model was loaded before the error")
 
 
 def test_a_record_written_before_a_key_was_recorded_is_compared_on_the_keys_it_has():
