@@ -437,7 +437,10 @@ class ApplyAcceptedChanges(TrainerCallback):
                 group["betas"] = (args.adam_beta1, args.adam_beta2)
             if "eps" in group:
                 group["eps"] = args.adam_epsilon
-            if group.get("weight_decay"):  # the no-decay groups (biases, norms) stay at 0
+            # The groups `create_optimizer` built to decay: read from their flag, not from their current value,
+            # which is 0 for every group of a run started at weight_decay 0 (a change from it was logged as
+            # accepted, and not applied). The no-decay groups (biases, norms) stay at 0.
+            if group.get("croc_decays", bool(group.get("weight_decay"))):
                 group["weight_decay"] = args.weight_decay
         if schedule is not None and hasattr(schedule, "_last_lr"):
             schedule._last_lr = [group["lr"] for group in groups]

@@ -177,6 +177,18 @@ def test_accepted_changes_take_effect_from_the_resumed_step(two_steps, tiny_mode
     assert steps[3]["lr_projector"] == pytest.approx(steps[1]["lr_projector"] * 0.5, rel=1e-6)
 
 
+def test_an_accepted_weight_decay_from_zero_reaches_the_decaying_groups(two_steps, tiny_model, data, tmp_path):
+    # The run started at transformers' default weight_decay=0, so every optimiser group held 0: the accepted change
+    # was logged, and the groups that decay kept 0 (no decay, silently).
+    import torch
+
+    out = _checkpoints_only(two_steps, tmp_path / "run")
+    train_module.main(_argv(out, tiny_model, data, "--max_steps=3", "--weight_decay=0.1",
+                            "--resume_accept_changes=[max_steps,weight_decay]"))
+    groups = torch.load(out / "checkpoint-3" / "optimizer.pt", weights_only=False)["param_groups"]
+    assert {(group["croc_decays"], group["weight_decay"]) for group in groups} == {(True, 0.1), (False, 0.0)}
+
+
 @pytest.mark.parametrize(("override", "difference"), [
     ("--stage=1.5", "stage '2' -> '1.5'"),
     ("--croc_preset=official", "croc_config: "),
