@@ -76,10 +76,13 @@ REFUSED_SETTINGS: dict[str, tuple[str, str, str]] = {
     "ignore_data_skip": ("true", "true", "a resume would not replay the interrupted run's rows"),
     "save_only_model": ("true", "true", "its checkpoints hold no optimizer, scheduler or RNG state to resume from"),
     "label_smoothing_factor": ("0.1", "any value but 0", "the label smoother would drop the VTR term of the loss"),
+    "remove_unused_columns": ("true", "true", "it strips each row's data-report keys, so replaced rows go uncounted"),
+    "auto_find_batch_size": ("true", "true", "on an out-of-memory error it would shrink the global batch, silently"),
     "eval_strategy": ("steps", "any value but no", NO_EVALUATION),
     "eval_on_start": ("true", "true", NO_EVALUATION),
     "load_best_model_at_end": ("true", "true", NO_EVALUATION),
     "save_strategy": ("best", "best", NO_EVALUATION),
+    "metric_for_best_model": ("loss", "any value", NO_EVALUATION),
     "lr_scheduler_type": ("reduce_lr_on_plateau", "reduce_lr_on_plateau and greedy", NO_EVALUATION),
     "optim": ("galore_adamw", "GaLore, APOLLO and LOMO",
               "they bring parameter groups of their own, replacing one learning rate per trained part"),
@@ -247,6 +250,20 @@ def _check_batches(args: Any) -> None:
                             f"{args.dataloader_num_workers}")
     if args.dataloader_prefetch_factor is not None and args.dataloader_prefetch_factor < 1:
         raise _config_error(f"dataloader_prefetch_factor must be >= 1 (or unset), got {args.dataloader_prefetch_factor}")
+    if args.auto_find_batch_size:
+        # On an out-of-memory error the Trainer restarts with a smaller per-device batch and the same accumulation
+        # steps: the run went on at a global batch below global_batch_size (and the one its record resumes with),
+        # its failed attempt's rows counted as trained.
+        raise _config_error("auto_find_batch_size=true would restart an out-of-memory run with a smaller per-device "
+                            "batch and the same gradient_accumulation_steps, silently training a smaller global batch; "
+                            "lower per_device_train_batch_size yourself (global_batch_size keeps the step's size)")
+    if args.remove_unused_columns:
+        # transformers' `RemoveColumnsCollator` keeps only the keys `forward` takes before the Croc collator runs: the
+        # `replaced_row` / `truncated_row` records of the rows training replaced or cut went with them, so those rows
+        # were trained on unseen by the data report, rejects.jsonl and the run's reject budget.
+        raise _config_error("remove_unused_columns=true would drop the data-report keys of each row before the "
+                            "Croc collator (which already builds only the model inputs), leaving the rows replaced "
+                            "in training uncounted; drop it")
     if args.dataloader_num_workers == 0:
         for name in ("dataloader_persistent_workers", "dataloader_multiprocessing_context"):
             if getattr(args, name):
@@ -350,6 +367,11 @@ def _check_no_evaluation(args: Any) -> None:
     if args.load_best_model_at_end:
         raise _config_error(f"load_best_model_at_end=true picks a checkpoint by its evaluation, but {NO_EVALUATION}; "
                             "drop it")
+    if args.metric_for_best_model is not None:
+        # Alone it only names the metric of a best checkpoint, which no evaluation ever measures here: the run would
+        # track nothing (no best_metric, no best_model_checkpoint) without a word.
+        raise _config_error(f"metric_for_best_model={args.metric_for_best_model} names an evaluation metric, but "
+                            f"{NO_EVALUATION}, so no best checkpoint is tracked; drop it and {EVALUATION_HINT}")
     if _value(args.save_strategy) == "best":
         raise _config_error(f"save_strategy=best saves on the best evaluation, but {NO_EVALUATION}; use "
                             "save_strategy=steps or epoch")

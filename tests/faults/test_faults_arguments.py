@@ -153,6 +153,8 @@ CASES = [
     # ^ after load
     pytest.param(["--load_best_model_at_end=true"], "load_best_model_at_end=true picks a checkpoint by its evaluation",
                  id="load best without eval"),  # accepted
+    pytest.param(["--metric_for_best_model=loss"], "metric_for_best_model=loss names an evaluation metric, but "
+                 "trainer.train has no evaluation set", id="best metric"),  # accepted: no best checkpoint tracked
     pytest.param(["--save_strategy=best"], "save_strategy=best saves on the best evaluation", id="save best"),
     # ^ after load
     # ---- names and types ----
@@ -262,6 +264,10 @@ CASES = [
                  "scheduler and RNG states", id="checkpoints that cannot resume"),  # accepted (a resume off the curve)
     pytest.param(["--max_steps=1", "--warmup_steps=100"], "warmup_steps=100 is longer than the run \\(max_steps=1\\)",
                  id="warm-up longer than the run"),  # accepted (the rate never peaks)
+    pytest.param(["--remove_unused_columns=true"], "remove_unused_columns=true would drop the data-report keys",
+                 id="remove unused columns"),  # accepted: rows replaced in training went uncounted
+    pytest.param(["--auto_find_batch_size=true"], "auto_find_batch_size=true would restart an out-of-memory run "
+                 "with a smaller per-device batch", id="auto batch size"),  # accepted: a smaller global batch on OOM
     pytest.param(["--ignore_data_skip=true"], "ignore_data_skip=true would resume at the start of the epoch's row "
                  "order", id="resume without skipping the trained rows"),  # accepted (a resume off the curve)
     pytest.param(["--use_liger_kernel=true"], "use_liger_kernel=true needs a CUDA GPU .*, but use_cpu=true",
