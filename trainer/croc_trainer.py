@@ -366,6 +366,18 @@ class CrocTrainer(Trainer):
         for batch, offset in zip(batch_samples, offsets):
             batch[DRAWS_KEY] = MicroBatchDraws(draw_offset=offset, num_vtr_items=num_vtr_items.to(device))
 
+    def _track_num_input_tokens(self, inputs) -> None:
+        # A packed batch has no attention_mask and the Croc processor no pad_token_id, so transformers counted its
+        # padding tail too under include_num_input_tokens_seen=non_padding (the padded run's count, not the tokens
+        # trained). The tail is the run of the collator's padding after each row's last sample.
+        pad = getattr(self.data_collator, "pad_token_id", None)
+        if (self.args.include_num_input_tokens_seen == "non_padding" and "attention_mask" not in inputs
+                and "position_ids" in inputs and pad is not None):
+            is_pad = inputs["input_ids"] == pad
+            tail = is_pad.flip(-1).long().cumprod(-1).bool().flip(-1)
+            inputs = {**inputs, "attention_mask": ~tail}
+        super()._track_num_input_tokens(inputs)
+
     # ---- non-finite steps ----
     def training_step(self, model, inputs, num_items_in_batch=None) -> torch.Tensor:
         loss = super().training_step(model, inputs, num_items_in_batch)

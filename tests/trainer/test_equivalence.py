@@ -180,3 +180,15 @@ def test_packed_step_equals_padded_step(tmp_path, data_dir, stage1_dir, initial_
     _assert_same_step(split, split_log, padded, padded_log, keys)
     if stage == "1.5":
         assert padded_log["vtr_loss"] > 0
+
+
+def test_packing_counts_the_same_non_padding_tokens(tmp_path, data_dir, stage1_dir):
+    # A packed batch has no attention_mask and the Croc processor no pad_token_id: transformers fell back to counting
+    # every token of the packed rows, their padding tails included, under include_num_input_tokens_seen=non_padding.
+    seen = {}
+    for name, extra in (("padded", ()), ("packed", PACKING)):
+        run_stage("stage1_5.yaml", tmp_path / name, f"--data.path={data_dir / 'detailed.json'}",
+                  f"--model.name_or_path={stage1_dir}", "--max_steps=2", "--include_num_input_tokens_seen=non_padding",
+                  *extra)
+        seen[name] = [entry["num_input_tokens_seen"] for entry in log_history(tmp_path / name) if "loss" in entry]
+    assert seen["packed"] == seen["padded"]
