@@ -19,7 +19,7 @@ import logging
 import os
 import shutil
 import tempfile
-from pathlib import Path, PureWindowsPath
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 from huggingface_hub import ModelCard, get_token
@@ -32,6 +32,7 @@ from huggingface_hub.utils import (
 from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.trainer_utils import HubStrategy
 
+from modeling_croc.provenance import HUB_ID
 from modeling_croc.publishing import (
     PublishError,
     UploadLeakError,
@@ -115,7 +116,21 @@ def files_to_upload(folder: str | Path) -> list[str]:
 
 
 def _is_local_path(value: str) -> bool:
-    return os.path.isabs(value) or value.startswith("~") or PureWindowsPath(value).drive != ""
+    """Whether a path field's value names a local folder: absolute, under `~`, on a drive, or relative and no Hub id
+    (`..` or `.` in it, more than two components: `--model.name_or_path=../shared/client/base` is stored as typed,
+    and neither the scan's roots nor its folders know it). `org/name` stays: it is the Hub's spelling."""
+    if os.path.isabs(value) or value.startswith("~") or PureWindowsPath(value).drive != "":
+        return True
+    return value != "" and not HUB_ID.match(value)
+
+
+def _folder_name(value: str) -> str:
+    """The last component of the local path `value` (`../base` -> `base`), folded without the working directory,
+    whose names are this machine's: "" when none is left (`..`), as transformers writes a config of no folder."""
+    if PureWindowsPath(value).drive:
+        return PureWindowsPath(value).name
+    name = PurePosixPath(os.path.normpath(value.replace("\\", "/"))).name
+    return "" if name in (".", "..") else name
 
 
 def _without_local_paths(node: Any) -> bool:
@@ -125,8 +140,8 @@ def _without_local_paths(node: Any) -> bool:
     if isinstance(node, dict):
         for key, value in node.items():
             if key in PATH_FIELDS and isinstance(value, str) and _is_local_path(value):
-                node[key] = PureWindowsPath(value).name if PureWindowsPath(value).drive else Path(value).name
-                changed = True
+                node[key] = _folder_name(value)
+                changed |= node[key] != value  # `my base` (no Hub id, yet a name already) stays as it is
             else:
                 changed |= _without_local_paths(value)
     elif isinstance(node, list):

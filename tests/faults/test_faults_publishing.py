@@ -463,6 +463,24 @@ def test_upload_set_leaves_local_records_out_and_writes_path_fields_as_names(tmp
         assert (target / name).read_bytes() == (out / name).read_bytes()
 
 
+def test_relative_local_paths_in_path_fields_go_up_as_names(tmp_path):
+    """`--model.name_or_path=../shared/client-x/base` (or a relative output_dir's best checkpoint) is stored as typed:
+    no local root, user name or run folder of the scan is in it, so only writing it as a name keeps it local. A value
+    spelled as a Hub id (`org/name`) stays."""
+    out, target = tmp_path / "out", tmp_path / "target"
+    out.mkdir()
+    (out / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "../shared/client-x/base"}))
+    (out / "trainer_state.json").write_text(json.dumps({"best_model_checkpoint": "runs/s2/checkpoint-4"}))
+    (out / "config.json").write_text(json.dumps({"_name_or_path": "./runs/s2", "text_config": {
+        "_name_or_path": "someone/hub-model"}, "vision_config": {"_name_or_path": ""}}))
+    files = ["adapter_config.json", "config.json", "trainer_state.json"]
+    trainer_hub.write_upload_set(out, files, target)
+    assert json.loads((target / "adapter_config.json").read_text()) == {"base_model_name_or_path": "base"}
+    assert json.loads((target / "trainer_state.json").read_text()) == {"best_model_checkpoint": "checkpoint-4"}
+    assert json.loads((target / "config.json").read_text()) == {"_name_or_path": "s2", "text_config": {
+        "_name_or_path": "someone/hub-model"}, "vision_config": {"_name_or_path": ""}}  # Hub ids stay
+
+
 # --- the recipes: --hub-folder and --push-to-hub ----------------------------------------------------------------
 
 
@@ -605,8 +623,9 @@ def test_a_source_outside_the_data_root_and_a_data_root_spelled_with_dotdot_go_u
     capsys.readouterr()
     assert recipes_main([*argv, "--overwrite"]) == 1
     err = capsys.readouterr().err.splitlines()[-1]
-    assert f"an absolute local path in data/train-00000-of-00001.parquet (column conversations.value): " \
-        f"'{corpora / 'rows.json'}" in err, err
+    # The scan quotes a bounded excerpt of the value, so the path's end is cut where tmp_path is long (xdist).
+    assert "an absolute local path in data/train-00000-of-00001.parquet (column conversations.value): " \
+        f"'{str(corpora)[:40]}" in err, err
 
 
 def test_private_without_a_push_is_refused(tmp_path, capsys):
