@@ -46,6 +46,13 @@ def _as_list(value: Any) -> list[str]:
     return [str(item) for item in (value if isinstance(value, list) else [value])]
 
 
+def _hub_ids(value: Any) -> list[str]:
+    """The Hub ids among a card's `base_model` / `datasets` entries. Another tool's card (a local fine-tune's) may list
+    its base model or data by local path: carried on, such an entry put this machine's path into the next card, which
+    the card check then refused with a traceback after training (`trainer.model_card.check_card`)."""
+    return [item for item in _as_list(value) if HUB_ID.match(item)]
+
+
 def _unique(items: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(item for item in items if item))
 
@@ -77,13 +84,13 @@ class Provenance:
         licenses = [name for name in licenses if name != UNKNOWN_LICENSE]
         if hub_id:
             return cls([hub_id], licenses, [], links)
-        return cls(_as_list(data.get("base_model")), licenses, _as_list(data.get("datasets")), links)
+        return cls(_hub_ids(data.get("base_model")), licenses, _hub_ids(data.get("datasets")), links)
 
     @classmethod
     def of_dataset_folder(cls, folder: str | Path) -> Provenance:
         """A data_recipes build (or its pushed copy): the upstream Hub datasets its card lists."""
         data = card_metadata(folder)
-        return cls(datasets=_as_list(data.get("source_datasets")))
+        return cls(datasets=_hub_ids(data.get("source_datasets")))
 
     def merged(self, *others: Provenance) -> Provenance:
         parts = (self, *others)

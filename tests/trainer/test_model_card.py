@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 import pytest
-from huggingface_hub import ModelCard
+from huggingface_hub import ModelCard, ModelCardData
 from packaging.requirements import Requirement
 from setuptools.config.setupcfg import read_configuration
 from trainer_helpers import run_stage
@@ -181,6 +181,26 @@ def test_a_part_under_an_other_licence_carries_its_name_and_link(tmp_path):
     assert Provenance.of_model_folder(tmp_path / "stage").license_metadata() == expected  # the next stage's card
     mixed = Provenance().merged(part, Provenance(licenses=["apache-2.0"])).license_metadata()
     assert mixed["license"] == "other" and mixed["license_name"] == "qwen-research-and-apache-2.0"
+
+
+def test_local_paths_a_parts_card_lists_as_base_model_or_datasets_are_not_carried(tmp_path):
+    """A local fine-tune's card (written by another tool) may name its base model and data by local path: carried
+    into the next card, they were this machine's paths on their way to the Hub, and the card check refused them with
+    a ValueError traceback after training. Only the Hub ids are carried."""
+    from trainer.model_card import check_card
+
+    (tmp_path / "README.md").write_text("---\nlicense: apache-2.0\nbase_model:\n- /srv/team/llama-base\n- "
+                                        "meta-llama/Llama-2-7b-hf\ndatasets:\n- /srv/team/sft/rows.json\n- "
+                                        "C:\\\\data\\\\rows.json\n- liuhaotian/LLaVA-Instruct-150K\n---\n# a local fine-tune\n")
+    found = Provenance.of_model_folder(tmp_path)
+    assert found.base_models == ["meta-llama/Llama-2-7b-hf"]
+    assert found.datasets == ["liuhaotian/LLaVA-Instruct-150K"]
+    (tmp_path / "build").mkdir()
+    (tmp_path / "build" / "README.md").write_text("---\nsource_datasets:\n- /srv/team/raw\n- lmms-lab/COCO\n---\n")
+    assert Provenance.of_dataset_folder(tmp_path / "build").datasets == ["lmms-lab/COCO"]
+    data = ModelCardData(license="apache-2.0", library_name="transformers", pipeline_tag="image-text-to-text",
+                         base_model=found.base_models, datasets=found.datasets)
+    check_card(ModelCard(f"---\n{data.to_yaml()}\n---\n# x\n"))
 
 
 def test_the_cli_stops_in_one_line_on_the_mistakes_made_first(tmp_path, capsys):
