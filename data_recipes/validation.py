@@ -20,8 +20,10 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import math
 import statistics
+import time
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -47,6 +49,8 @@ from modeling_croc.images import (
 from .io import DataError
 from .schema import PROBLEM_COLUMN
 
+logger = logging.getLogger(__name__)
+
 REJECT_REASONS: dict[str, str] = {
     "malformed_row": "the record is not an object with a `conversations` list of {from, value} turns",
     "multiple_images": "the row lists several images; the Croc row schema holds one image per row",
@@ -65,6 +69,24 @@ REJECT_REASONS: dict[str, str] = {
 NOTICES: dict[str, str] = {
     "duplicate_id": "rows kept that share their id with an earlier row whose image or turns differ",
 }
+
+# Seconds between two progress lines of a pass over every row or image (the start check, the image check, the
+# trainer's length check): on a 1.5M-row mixture each takes minutes, which without a line looks like a hang.
+PROGRESS_SECONDS = 30.0
+
+
+class Progress:
+    """Logs `what: N of TOTAL` at most every `PROGRESS_SECONDS` while a long pass advances; silent for a short one."""
+
+    def __init__(self, what: str, total: int) -> None:
+        self.what, self.total, self.last = what, total, time.monotonic()
+
+    def update(self, done: int) -> None:
+        now = time.monotonic()
+        if now - self.last >= PROGRESS_SECONDS:
+            self.last = now
+            logger.info("%s: %s of %s", self.what, f"{min(done, self.total):,}", f"{self.total:,}")
+
 
 _ROLES = ("human", "gpt")
 _EXAMPLES = 5  # ids quoted per notice in reports
@@ -140,11 +162,19 @@ def check_image_files(
     """Check many image files as `check_image_file` does (same `decode` / `mode`, `limits`, `image_processor`), in
     `num_proc` processes when > 1 (the limits and the image processor are pickled to each)."""
     check = partial(check_image_file, decode=decode, mode=mode, limits=limits, image_processor=image_processor)
+    progress = Progress("image files checked", len(paths))
+    results: list[tuple[str | None, str]] = []
     if num_proc <= 1 or len(paths) < 2:
-        return [check(p) for p in paths]
+        for path in paths:
+            results.append(check(path))
+            progress.update(len(results))
+        return results
     chunksize = max(1, len(paths) // (num_proc * 16))
     with ProcessPoolExecutor(max_workers=num_proc) as pool:
-        return list(pool.map(check, paths, chunksize=chunksize))
+        for result in pool.map(check, paths, chunksize=chunksize):
+            results.append(result)
+            progress.update(len(results))
+    return results
 
 
 @dataclass
@@ -319,8 +349,10 @@ def validate_dataset(
     details: list[str] = []
     images: list[str | None] = []  # per row: a path to check, or None (no image, or its bytes are checked below)
     duplicates = _Duplicates(dataset)
+    progress = Progress("rows checked", len(dataset))
     # Embedded images travel with the rows: read them in small batches.
     for batch in dataset.select_columns(columns).iter(batch_size=256 if embedded else batch_size):
+        progress.update(len(reasons))
         problems = batch.get(PROBLEM_COLUMN) or [None] * len(batch["id"])
         for row_id, image, conversations, problem in zip(batch["id"], batch["image"], batch["conversations"],
                                                          problems):

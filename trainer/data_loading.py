@@ -28,6 +28,7 @@ from data_recipes import (
     rejected_rows,
     validate_dataset,
 )
+from data_recipes.validation import Progress
 from modeling_croc.images import ImageLimits
 
 from .checkpoint_io import checkpoint_folders
@@ -183,9 +184,18 @@ def _validated_once(rows: datasets.Dataset, image_root: Path, data_args: DataArg
     """`validate_dataset` of the rows, run by the main process alone and sent to the others: every process keeps
     the same rows, and the image files are checked once, not once per process."""
     def validate():
-        fresh = validate_dataset(rows, image_root, image_check=data_args.image_check, limits=data_args.image_limits,
+        earlier = None if args is None else _recorded_start_rejections(args)
+        image_check = data_args.image_check
+        if image_check in ("header", "decode") and _recorded_reasons(earlier, len(rows)) is not None:
+            # A resume trains on the interrupted run's rows (`_as_the_run_started`): this check only warns of the rows
+            # that fail since (a record that does not read lets this check decide, in full). Whether each file is
+            # still there says so without opening it again; re-reading every image (1.2M of them for stage 1.5, hours
+            # of decoding) on every resume of a multi-day run bought only that warning, and a file that no longer
+            # decodes is replaced and counted when training meets it.
+            image_check = "exists"
+        fresh = validate_dataset(rows, image_root, image_check=image_check, limits=data_args.image_limits,
                                  image_processor=image_processor, num_proc=data_args.num_proc)
-        return fresh if args is None else _as_the_run_started(fresh, args)
+        return fresh if args is None else _as_the_run_started(fresh, args, earlier)
 
     if args is None or args.world_size <= 1:
         return validate()
@@ -196,22 +206,32 @@ def _validated_once(rows: datasets.Dataset, image_root: Path, data_args: DataArg
     return payload[0]
 
 
-def _as_the_run_started(fresh: ValidationReport, args: CrocTrainingArguments) -> ValidationReport:
-    """On a resume, the start check's outcome of the interrupted run (from the record of the checkpoint named, or of
-    the newest checkpoint of `output_dir` when the run resumes from there): the same rows rejected, every other row
-    kept, so the rows trained on and their order are that run's. A kept row that fails now (an image deleted since)
-    stays in place and is replaced when training meets it, counted, as a failure in the middle of the run is. A
-    fresh run keeps its own start check. Whether the rows are the same is the run record's `data_rows` comparison,
-    which follows this (`trainer.resume.plan_resume`)."""
+def _recorded_start_rejections(args: CrocTrainingArguments) -> Any:
+    """On a resume, the start check's outcome the interrupted run recorded (`run_record.START_REJECTIONS`, from the
+    record of the checkpoint named, or of the newest checkpoint of `output_dir` when the run resumes from there);
+    None for a fresh run or where no checkpoint records one."""
     explicit = args.resume_from_checkpoint
     if isinstance(explicit, str):
         folders = [Path(explicit)]
     elif (explicit is True or args.auto_resume) and args.output_dir:
         folders = checkpoint_folders(args.output_dir)  # a run's checkpoints share its record
     else:
-        return fresh
-    earlier = next((record[START_REJECTIONS] for folder in folders if folder.is_dir()
-                    and (record := read_run_record(folder)) is not None and START_REJECTIONS in record), None)
+        return None
+    return next((record[START_REJECTIONS] for folder in folders if folder.is_dir()
+                 and (record := read_run_record(folder)) is not None and START_REJECTIONS in record), None)
+
+
+def _as_the_run_started(fresh: ValidationReport, args: CrocTrainingArguments,
+                        earlier: Any = None) -> ValidationReport:
+    """On a resume, the start check's outcome of the interrupted run (from the record of the checkpoint named, or of
+    the newest checkpoint of `output_dir` when the run resumes from there): the same rows rejected, every other row
+    kept, so the rows trained on and their order are that run's. A kept row that fails now (an image deleted since)
+    stays in place and is replaced when training meets it, counted, as a failure in the middle of the run is. A
+    fresh run keeps its own start check. Whether the rows are the same is the run record's `data_rows` comparison,
+    which follows this (`trainer.resume.plan_resume`). `earlier`: that outcome as `_recorded_start_rejections`
+    found it (None: looked up here)."""
+    if earlier is None:
+        earlier = _recorded_start_rejections(args)
     if earlier is None:
         return fresh
     reasons = _recorded_reasons(earlier, len(fresh.reasons))
@@ -255,10 +275,12 @@ _WHOLE, _TRUNCATED, _UNKNOWN = "whole", "truncated", "unknown"
 _FIT_BATCH = 4096
 
 
-def _fit_range(dataset: CrocSupervisedDataset, start: int, stop: int) -> list[RowFit]:
+def _fit_range(dataset: CrocSupervisedDataset, start: int, stop: int, parts: int = 1) -> list[RowFit]:
     """`fit_row` of rows [start, stop): their turns read in Arrow batches, the image's presence from
-    `modality_lengths` (reading a `datasets.Image` column would decode every image)."""
+    `modality_lengths` (reading a `datasets.Image` column would decode every image). The first of `parts` equal
+    ranges, which run side by side, logs the progress of all of them."""
     rows, signs = dataset.rows, dataset.modality_lengths
+    progress = Progress("rows fitted to model_max_length", len(dataset)) if start == 0 else None
     if hasattr(rows, "select_columns"):
         part = rows.select(range(start, stop)).select_columns(["conversations"])
         turns = (conv for batch in part.iter(batch_size=_FIT_BATCH) for conv in batch["conversations"])
@@ -271,6 +293,8 @@ def _fit_range(dataset: CrocSupervisedDataset, start: int, stop: int) -> list[Ro
         if len(batch) == _FIT_BATCH:
             fits += dataset.fit_rows(batch)
             batch = []
+            if progress is not None:
+                progress.update(len(fits) * parts)
     return fits + (dataset.fit_rows(batch) if batch else [])
 
 
@@ -283,7 +307,7 @@ def _fit_all(dataset: CrocSupervisedDataset, num_proc: int) -> list[RowFit]:
     bounds = [(size * k // num_proc, size * (k + 1) // num_proc) for k in range(num_proc)]
     dataset.modality_lengths  # noqa: B018  (computed once here, inherited by the forked workers)
     with multiprocessing.get_context("fork").Pool(num_proc) as pool:
-        parts = pool.starmap(_fit_range, [(dataset, start, stop) for start, stop in bounds])
+        parts = pool.starmap(_fit_range, [(dataset, start, stop, num_proc) for start, stop in bounds])
     return [fit for part in parts for fit in part]
 
 
