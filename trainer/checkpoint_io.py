@@ -127,6 +127,33 @@ def last_complete_checkpoint(output_dir: str | Path) -> str | None:
     return None
 
 
+# A checkpoint past the one a run was rolled back to, renamed out of the `checkpoint-<digits>` names (see
+# `set_aside_later_checkpoints`).
+ABANDONED_SUFFIX = "-abandoned"
+
+
+def set_aside_later_checkpoints(output_dir: str | Path, resumed_from: str | Path) -> list[tuple[Path, Path]]:
+    """A roll-back (a run resumed from a named checkpoint while `output_dir` holds later ones, of the run it
+    abandons): rename each `checkpoint-M` past the resumed step to `checkpoint-M-abandoned` (`-abandoned-2`, ...
+    when taken); returns the (old, new) paths. Left as they were, the rolled-back run would replace them, unsaid,
+    when it reaches their step, rotation would weigh them against its own, and a plain rerun would resume the
+    abandoned run's newest, off the curve the user chose. Renamed, they are kept, and neither resumed nor rotated
+    (only `checkpoint-<digits>` folders are) nor uploaded (`checkpoint-*`)."""
+    step = _checkpoint_step(resumed_from)
+    if step is None:
+        return []
+    moved = []
+    for folder in reversed(checkpoint_folders(output_dir)):
+        if int(_CHECKPOINT.match(folder.name).group(1)) <= step:
+            continue
+        target, count = folder.with_name(folder.name + ABANDONED_SUFFIX), 2
+        while target.exists() or target.is_symlink():  # rolled back past it before: keep both
+            target, count = folder.with_name(f"{folder.name}{ABANDONED_SUFFIX}-{count}"), count + 1
+        folder.rename(target)
+        moved.append((folder, target))
+    return moved
+
+
 def rotate_checkpoints(output_dir: str | Path, save_total_limit: int | None, keep: tuple = ()) -> None:
     """Delete the oldest `checkpoint-N` folders of `output_dir` until `save_total_limit` are left, never the newest
     one nor those in `keep` (the best checkpoint). Oldest by modification time, as the Trainer rotates (a run

@@ -45,6 +45,7 @@ from .checkpoint_io import (
     load_weights_into,
     promote_checkpoint,
     rotate_checkpoints,
+    set_aside_later_checkpoints,
     write_failure_reason,
     write_manifest,
 )
@@ -172,6 +173,12 @@ class CrocTrainer(Trainer):
             problem = checkpoint_problem(resume_from_checkpoint)
             if problem is not None:
                 raise ValueError(f"checkpoint {resume_from_checkpoint} cannot be resumed: {problem}")
+        if resume_from_checkpoint and isinstance(self.args.resume_from_checkpoint, str) and self.args.should_save:
+            moved = set_aside_later_checkpoints(self.args.output_dir, resume_from_checkpoint)
+            if moved:
+                logger.warning("rolling back to %s: the later checkpoints of the run it abandons are kept as %s; "
+                               "they are not resumed, rotated or replaced", resume_from_checkpoint,
+                               ", ".join(f"{old.name} -> {new.name}" for old, new in moved))
         if resume_from_checkpoint:
             logger.info("resuming from %s", resume_from_checkpoint)
             self._restore_calibration_flag(resume_from_checkpoint)

@@ -107,6 +107,11 @@ def _plan(args, record: dict[str, Any] | None) -> str | None:
                               "checkpoint, or leave the option out to resume from the newest intact one")
         if record is not None:
             _check_record(explicit, record, accepted)
+        # The folders it writes into hold nothing of another model or run, as for any resume: a checkpoint named
+        # from elsewhere says nothing of them (one of output_dir itself vouches for output_dir's own record).
+        inside = Path(explicit).resolve().parent == output_dir.resolve()
+        for folder, what in ((output_dir, "output_dir"), (merged_folder(output_dir), "the LoRA merge folder")):
+            _check_folder(folder, what, record, accepted, inside and folder == output_dir)
         return str(explicit)
     checkpoint = None
     if explicit is True or args.auto_resume:

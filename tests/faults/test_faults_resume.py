@@ -302,6 +302,57 @@ def test_an_output_dir_holding_a_model_this_trainer_did_not_write_is_refused(tin
     assert _listing(out) == before
 
 
+@pytest.mark.parametrize("holds", ["another model", "another run"])
+def test_a_named_checkpoint_is_not_resumed_into_a_folder_holding_another_model_or_run(two_steps, tiny_model, data,
+                                                                                     tmp_path, holds, monkeypatch,
+                                                                                     capsys, no_model_load):
+    # `--resume_from_checkpoint=ELSEWHERE/checkpoint-N` skipped the output folder's check: the run overwrote it.
+    out = tmp_path / "run"
+    if holds == "another model":
+        shutil.copytree(tiny_model, out)
+    else:  # a run of another seed finished there
+        shutil.copytree(two_steps, out, ignore=shutil.ignore_patterns("checkpoint-*"))
+        record = json.loads((out / "croc_run.json").read_text())
+        (out / "croc_run.json").write_text(json.dumps({**record, "seed": record["seed"] + 1}))
+    before = _listing(out)
+    status, message = cli_exit(_argv(out, tiny_model, data, "--max_steps=2",
+                                     f"--resume_from_checkpoint={two_steps / 'checkpoint-1'}"), monkeypatch, capsys)
+    expected = "did not write (no croc_run.json)" if holds == "another model" else "its files would be overwritten"
+    assert status == 1 and expected in message, message
+    assert _listing(out) == before
+
+
+def test_a_roll_back_keeps_the_abandoned_checkpoints_and_a_plain_rerun_continues_it(tiny_model, data, tmp_path,
+                                                                                   capsys):
+    """Rolled back past a loss spike (`--resume_from_checkpoint` an older checkpoint, another learning rate), the run
+    replaced the abandoned run's checkpoints of the same steps unsaid, and a plain rerun resumed the abandoned run's
+    newest: off the curve the user chose, its final folder and card the abandoned run's."""
+    out = tmp_path / "run"
+    train_module.main(_argv(out, tiny_model, data, "--max_steps=3"))  # the abandoned run
+    abandoned = {name: _listing(out / name) for name in ("checkpoint-2", "checkpoint-3")}
+    abandoned_curve = curve(out)
+    changes = ["--language_model_lr=1e-3", "--resume_accept_changes=[language_model_lr,max_steps]"]
+    capsys.readouterr()
+    train_module.main(_argv(out, tiny_model, data, "--max_steps=2", "--save_total_limit=2", *changes,
+                            f"--resume_from_checkpoint={out / 'checkpoint-1'}"))
+    log = capsys.readouterr().err
+    assert sorted(path.name for path in out.glob("checkpoint-*")) == [
+        "checkpoint-1", "checkpoint-2", "checkpoint-2-abandoned", "checkpoint-3-abandoned"]
+    assert "checkpoint-2 -> checkpoint-2-abandoned, checkpoint-3 -> checkpoint-3-abandoned" in log
+    for name, listing in abandoned.items():  # kept whole, neither replaced nor rotated away
+        assert _listing(out / f"{name}-abandoned") == listing
+    rolled_back = curve(out / "checkpoint-2")
+    train_module.main(_argv(out, tiny_model, data, "--max_steps=3", *changes))  # the plain rerun
+    steps = curve(out)
+    assert sorted(steps) == [1, 2, 3]
+    assert steps[2]["lr_language_model"] == rolled_back[2]["lr_language_model"] != abandoned_curve[2][
+        "lr_language_model"]
+    assert steps[3]["loss"] != abandoned_curve[3]["loss"]  # trained on from the rolled-back run's weights
+    report = json.loads((out / "data_report.json").read_text())
+    assert report["rows_seen"] == json.loads((out / "checkpoint-3-abandoned" / "data_report.json").read_text())[
+        "rows_seen"]  # every row counted once
+
+
 # --- manifests and unpickling ---------------------------------------------------------------------------------
 
 
