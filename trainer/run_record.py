@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
+from transformers.trainer import TRAINING_ARGS_NAME
 
 from .stages import PARAMETER_GROUPS
 
@@ -196,15 +197,18 @@ _WEIGHT_PIECE_BYTES = 1 << 16
 
 
 def weights_fingerprint(name_or_path: str | None) -> str | None:
-    """The weight files of a local model folder (`*.safetensors`, `*.bin`) by name, size and pieces spread over each
-    (`_WEIGHT_PIECES`), or None for what is no local folder (a Hub id) or holds no weight file. A copy of the folder
-    elsewhere has the same fingerprint; other weights under the same config.json do not."""
+    """The weight files of a local model folder (`*.safetensors`, `*.bin` but `training_args.bin`) by name, size and
+    pieces spread over each (`_WEIGHT_PIECES`), or None for what is no local folder (a Hub id) or holds no weight
+    file. A copy of the folder elsewhere has the same fingerprint; other weights under the same config.json do not."""
     if not name_or_path:
         return None
     folder = Path(name_or_path).expanduser()
     if not folder.is_dir():
         return None
-    files = sorted(path for path in folder.iterdir() if path.suffix in (".safetensors", ".bin") and path.is_file())
+    # `training_args.bin` is no weight file: the pickled arguments of the run that saved the folder, rewritten by a
+    # rerun of that finished run (to push it), which left the weights as they were and refused the LoRA resume.
+    files = sorted(path for path in folder.iterdir() if path.suffix in (".safetensors", ".bin")
+                   and path.name != TRAINING_ARGS_NAME and path.is_file())
     if not files:
         return None
     digest = hashlib.sha256()
@@ -375,11 +379,19 @@ class Difference:
         return f"{self.key} {self.before!r} -> {self.now!r}"
 
 
+# FIXED keys whose None means "not known here", not a value: `weights_fingerprint` reads local folders only, so a run
+# started from a Hub id and resumed from a local copy of it (`--local-dir`, on an offline cluster), or back, holds
+# the same weights with one side unknown. Compared only where both sides are known.
+_NONE_UNKNOWN = ("lora_base_weights",)
+
+
 def record_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[Difference]:
     """The keys of `FIXED` and `ADJUSTABLE` whose values differ, in that order. A key the saved record lacks (written
-    before the key was recorded) is not compared: a run mid-way keeps resuming across an upgrade of this package."""
+    before the key was recorded) is not compared: a run mid-way keeps resuming across an upgrade of this package.
+    Neither is a `_NONE_UNKNOWN` key that either side could not know."""
     return [Difference(key, saved[key], current.get(key)) for key in (*FIXED, *ADJUSTABLE)
-            if key in saved and saved[key] != current.get(key)]
+            if key in saved and saved[key] != current.get(key)
+            and not (key in _NONE_UNKNOWN and None in (saved[key], current.get(key)))]
 
 
 def resume_refusal(saved: dict[str, Any], current: dict[str, Any], accepted: list[str] | tuple[str, ...],

@@ -774,3 +774,35 @@ def test_a_checkpoint_of_every_family_loads_back_into_its_model(family, tmp_path
     load_weights_into(model, tmp_path)
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, saved[name]), name
+
+
+def test_a_lora_resume_between_a_hub_id_and_a_local_copy_compares_no_base_weights(tmp_path):
+    """`weights_fingerprint` reads local folders only: a LoRA run started from a Hub id (None) and resumed from a
+    local copy of the same weights (a `--local-dir` download on an offline cluster), or back, was refused as other
+    base weights. Two known fingerprints are still compared."""
+    from trainer.run_record import record_differences, weights_fingerprint
+
+    copy = tmp_path / "llava-1.5-7b-hf"
+    copy.mkdir()
+    (copy / "model.safetensors").write_bytes(b"weights" * 1000)
+    hub, local = weights_fingerprint("llava-hf/llava-1.5-7b-hf"), weights_fingerprint(str(copy))
+    assert hub is None and local is not None
+    assert record_differences({"lora_base_weights": hub}, {"lora_base_weights": local}) == []
+    assert record_differences({"lora_base_weights": local}, {"lora_base_weights": hub}) == []
+    changed = record_differences({"lora_base_weights": local}, {"lora_base_weights": "0" * 16})
+    assert [d.key for d in changed] == ["lora_base_weights"]
+
+
+def test_the_lora_base_fingerprint_reads_no_training_args(tmp_path):
+    """A finished base run rerun to push it rewrites its folder's `training_args.bin` (the pickled arguments, now with
+    the push) and leaves its weights: read as a weight file, it refused the resume of the LoRA run on that base as
+    other base weights. Its weights still count."""
+    from trainer.run_record import weights_fingerprint
+
+    (tmp_path / "model.safetensors").write_bytes(b"weights" * 1000)
+    (tmp_path / "training_args.bin").write_bytes(b"arguments of the run")
+    before = weights_fingerprint(str(tmp_path))
+    (tmp_path / "training_args.bin").write_bytes(b"arguments of its rerun, with --push_to_hub")
+    assert weights_fingerprint(str(tmp_path)) == before
+    (tmp_path / "model.safetensors").write_bytes(b"retrained" * 1000)
+    assert weights_fingerprint(str(tmp_path)) != before
