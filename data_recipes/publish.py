@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import shlex
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -107,23 +107,33 @@ def _inside(path: str | Path, folder: str | Path | None) -> bool:
 def source_paths(summary: dict[str, Any]) -> list[str]:
     """The local files and folders a build read its sources from (`origin` of each source, Hub sources left out, and
     the folder of a file), absolute and `..` folded: `--set annotation=/data/corpora/rows.json` or `paths.NAME=...`
-    may name one outside the data root, which neither the data root's name nor the scan's local roots cover."""
+    may name one outside the data root, which neither the data root's name nor the scan's local roots cover. A
+    relative origin (`--data-root data --set annotation=../corpora/rows.json` records `data/../corpora/rows.json`)
+    is the working directory's, where the build ran."""
     found = []
     for source in (summary.get("sources") or {}).values():
         origin = source.get("origin") if isinstance(source, dict) else None
-        if isinstance(origin, str) and not origin.startswith("hub:") and os.path.isabs(os.path.expanduser(origin)):
+        if isinstance(origin, str) and origin and not origin.startswith("hub:"):
             path = os.path.abspath(os.path.expanduser(origin))
             found += [path, os.path.dirname(path)] if os.path.isfile(path) else [path]
     return list(dict.fromkeys(found))
 
 
-def _folded(text: str) -> str:
+def _folded(text: str, sources: Collection[str] = (), data_root: str | None = None) -> str:
     """`text`, an absolute path spelled with `..`, `.` or `//` (`/data/x/../raw`), written as `os.path.abspath`
-    writes it, the form `relative_text` matches; any other text as it is."""
-    return os.path.abspath(text) if text.startswith("/") and not text.startswith("//") else text
+    writes it, the form `relative_text` matches; a relative spelling of one of `sources` (relative to `data_root`, as
+    `annotation=../corpora/rows.json` is, or to the working directory, as its recorded origin is) written as that
+    source's absolute path, which `relative_text` only matches; any other text as it is."""
+    if text.startswith("/") and not text.startswith("//"):
+        return os.path.abspath(text)
+    if text and not text.startswith("~"):
+        for base in (data_root, os.curdir):
+            if base and (path := os.path.abspath(os.path.join(base, text))) in sources:
+                return path
+    return text
 
 
-def _folded_command(command: str) -> str:
+def _folded_command(command: str, sources: Collection[str] = (), data_root: str | None = None) -> str:
     """A command line with every absolute path in it `_folded` (a word, or the value of `--opt=` or `key=`): the
     card shows the command as typed, where `--data-root /data/x/../raw` spells the data root another way."""
     try:
@@ -133,7 +143,8 @@ def _folded_command(command: str) -> str:
     folded = []
     for word in words:
         name, equals, value = word.rpartition("=")
-        folded.append(f"{name}{equals}{_folded(value)}" if equals else _folded(word))
+        folded.append(f"{name}{equals}{_folded(value, sources, data_root)}" if equals
+                      else _folded(word, sources, data_root))
     return shlex.join(folded) if folded != words else command
 
 
@@ -150,14 +161,18 @@ def public_summary(summary: dict[str, Any], out_dir: str | Path) -> dict[str, An
             names[folder] = Path(os.path.abspath(folder)).name
     if image_root and not _inside(image_root, data_root):
         names[image_root] = Path(image_root).name
-    for path in source_paths(summary):
+    sources = source_paths(summary)
+    for path in sources:
         if not _inside(path, data_root):
             names[path] = Path(path).name
     names.update({Path.cwd(): ".", Path.home(): "~"})
+    outside = {path for path in sources if not _inside(path, data_root)}
 
     def public(value: Any, key: str | None = None) -> Any:
         if isinstance(value, str):
-            return relative_text(_folded_command(value) if key == "command" else _folded(value), names)
+            folded = (_folded_command(value, outside, data_root) if key == "command"
+                      else _folded(value, outside, data_root))
+            return relative_text(folded, names)
         if isinstance(value, dict):
             return {name: public(item, name) for name, item in value.items()}
         if isinstance(value, list):

@@ -628,6 +628,25 @@ def test_a_source_outside_the_data_root_and_a_data_root_spelled_with_dotdot_go_u
         f"'{str(corpora)[:40]}" in err, err
 
 
+def test_a_source_outside_the_data_root_spelled_relative_goes_up_as_its_name(tmp_path, monkeypatch, capsys):
+    """The relative spelling of a source outside --data-root (`--data-root data --set
+    annotation=../corpora/team-private/rows.json`, run from the project folder): the card named it as typed in its
+    command line and parameters, and as the recorded origin `data/../corpora/team-private/rows.json` in its sources
+    table, the folders outside the data root included."""
+    _data(tmp_path / "data")
+    corpora = tmp_path / "corpora" / "team-private"
+    corpora.mkdir(parents=True)
+    (tmp_path / "data" / "rows.json").rename(corpora / "rows.json")
+    monkeypatch.chdir(tmp_path)
+    argv = ["build", "llava_json", "--data-root", "data", "--out", "build",
+            "--set", "annotation=../corpora/team-private/rows.json", "--hub-folder", "hub"]
+    assert recipes_main(argv) == 0, capsys.readouterr().err
+    card = (tmp_path / "hub" / "README.md").read_text()
+    assert "corpora" not in card and "team-private" not in card, card
+    assert "--data-root data --out build --set annotation=rows.json --hub-folder hub" in card
+    assert "| llava_json | `rows.json` |" in card and '"annotation": "rows.json"' in card
+
+
 def test_private_without_a_push_is_refused(tmp_path, capsys):
     _data(tmp_path / "data")
     assert recipes_main(_build_argv(tmp_path, "--private")) == 1
@@ -826,3 +845,18 @@ def test_a_skipped_step_first_in_a_longer_logging_window_is_left_out_of_the_card
     step_2 = next(entry for entry in history if entry.get("step") == 2 and "loss" in entry)
     assert card["nonfinite_steps_skipped"] == [3]
     assert card["final_losses"]["loss"] == pytest.approx(step_2["loss"], rel=1e-5)  # the last window all measured
+
+
+def test_a_relative_local_folder_spelled_as_a_hub_id_goes_up_as_its_name(tmp_path, monkeypatch):
+    """`--model.name_or_path=outputs/stage1` (a folder here, two components) is spelled as a Hub id: kept as typed,
+    the pushed adapter_config.json sent PEFT to the Hub repo `outputs/stage1`, someone else's, while the model card
+    (`is_hub_id`, which looks on disk) listed no base model. A Hub id that is no folder here stays."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "outputs" / "stage1").mkdir(parents=True)
+    out, target = tmp_path / "out", tmp_path / "target"
+    out.mkdir()
+    (out / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "outputs/stage1",
+                                                         "nested": {"name_or_path": "someone/hub-model"}}))
+    trainer_hub.write_upload_set(out, ["adapter_config.json"], target)
+    assert json.loads((target / "adapter_config.json").read_text()) == {
+        "base_model_name_or_path": "stage1", "nested": {"name_or_path": "someone/hub-model"}}
