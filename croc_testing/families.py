@@ -74,18 +74,39 @@ def make_qwen_batch(config, grids: list[tuple[int, int, int]], text_lengths: lis
 QWEN_VISION_TOKENS = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
 
 
-def tiny_qwen2_5_vl_processor():
+def qwen2_bpe_tokenizer():
+    """The offline ChatML tokenizer's vocabulary under Qwen2's own tokenizer class (`transformers.Qwen2Tokenizer`),
+    whose NFC normaliser and pre-tokenizer the offline one lacks (it keeps a run of newlines in one piece, where the
+    offline one splits them as GPT-2 does), plus the "\\n\\n" token Qwen's vocabulary has and Qwen2.5-VL's vision
+    tokens."""
+    import json
+
+    from transformers import Qwen2Tokenizer
+
+    from .tiny import chatml_bpe_tokenizer
+
+    model = json.loads(chatml_bpe_tokenizer().backend_tokenizer.to_str())["model"]
+    vocab = {**model["vocab"], "ĊĊ": len(model["vocab"])}
+    merges = [tuple(merge) for merge in model["merges"]] + [("Ċ", "Ċ")]
+    tokenizer = Qwen2Tokenizer(vocab=vocab, merges=merges, eos_token="<|im_end|>", pad_token="<|endoftext|>")
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", "<|im_end|>", *QWEN_VISION_TOKENS]})
+    return tokenizer
+
+
+def tiny_qwen2_5_vl_processor(tokenizer=None):
     """A `CrocQwen2_5_VLProcessor` available offline: the ChatML byte-level BPE tokenizer of the tiny OneVision model
     plus Qwen2.5-VL's vision tokens, and Qwen2-VL's PIL image processor at tiny sizes (14-px patches, 2x2 merge,
-    images resized to between 28x28 and 56x56 pixels: 1 to 4 merged tokens)."""
+    images resized to between 28x28 and 56x56 pixels: 1 to 4 merged tokens); `tokenizer` replaces the tokenizer
+    (`qwen2_bpe_tokenizer`)."""
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     from modeling_croc.processing_croc_qwen2_5_vl import CrocQwen2_5_VLProcessor
 
     from .tiny import chatml_bpe_tokenizer
 
-    tokenizer = chatml_bpe_tokenizer()
-    tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", *QWEN_VISION_TOKENS]})
+    if tokenizer is None:
+        tokenizer = chatml_bpe_tokenizer()
+        tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", *QWEN_VISION_TOKENS]})
     image_processor = Qwen2VLImageProcessorPil(size={"shortest_edge": 28 * 28, "longest_edge": 56 * 56},
                                                patch_size=14, merge_size=2, temporal_patch_size=2)
     return CrocQwen2_5_VLProcessor(image_processor=image_processor, tokenizer=tokenizer)

@@ -73,23 +73,42 @@ def continuation_logprob(
 ) -> tuple[float, bool]:
     """(log-probability of `continuation` as the assistant's answer to `context` about `images`, whether greedy
     decoding would produce exactly it). The answer is scored as the chat template renders it, answer text and
-    end-of-turn token, which are also the tokens training supervises."""
+    end-of-turn token, tokenised as training tokenises an answer: after the generation prompt's own ids, not by
+    tokenising the whole conversation again, which a tokenizer may merge across the prompt's end (Qwen2's joins the
+    prompt's closing newline and an answer's leading ones into one token)."""
     user = user_turn(images, context)
     prompt = processor.apply_chat_template([user], add_generation_prompt=True)
     reply = {"role": "assistant", "content": [{"type": "text", "text": continuation}]}
     full = processor.apply_chat_template([user, reply])
     if not full.startswith(prompt):
         raise ValueError("the chat template renders the answer turn differently from the generation prompt")
-    inputs = processor(images=list(images) or None, text=[full], return_tensors="pt").to(model.device)
+    inputs = processor(images=list(images) or None, text=[prompt], return_tensors="pt")
+    prompt_length = inputs["input_ids"].shape[1]
+    answer = torch.tensor([continuation_ids(processor.tokenizer, full[len(prompt):])])
+    for key, fill in (("input_ids", None), ("attention_mask", 1), ("token_type_ids", 0), ("mm_token_type_ids", 0)):
+        if key in inputs:  # the per-token inputs grow by the answer (text tokens: no image type)
+            tail = answer if fill is None else torch.full_like(answer, fill, dtype=inputs[key].dtype)
+            inputs[key] = torch.cat([inputs[key], tail], dim=1)
+    inputs = inputs.to(model.device)
     if "pixel_values" in inputs:
         inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
-    prompt_length = processor(images=list(images) or None, text=[prompt], return_tensors="pt")["input_ids"].shape[1]
     targets = inputs["input_ids"][0, prompt_length:]
     with torch.no_grad():
         logits = model(**inputs).logits[0, prompt_length - 1:-1].float()
     logprobs = torch.log_softmax(logits, dim=-1)
     score = float(logprobs.gather(-1, targets[:, None]).sum())
     return score, bool(torch.equal(logits.argmax(dim=-1), targets))
+
+
+def continuation_ids(tokenizer, text: str) -> list[int]:
+    """`text` tokenised as the continuation of a prompt, the way `trainer.data.CrocSupervisedDataset` tokenises an
+    answer: after the EOS token as an anchor (text after a special token starts no new word, and nothing merges
+    across it), whose ids are then dropped."""
+    anchor = tokenizer.encode(tokenizer.eos_token, add_special_tokens=False)
+    ids = tokenizer.encode(tokenizer.eos_token + text, add_special_tokens=False)
+    if ids[:len(anchor)] != anchor:
+        raise ValueError(f"the tokenizer merged its EOS token {tokenizer.eos_token!r} into {text[:40]!r}")
+    return ids[len(anchor):]
 
 
 def load(model_dir: str, device: str = "cpu"):

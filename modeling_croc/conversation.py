@@ -12,7 +12,9 @@ tokens a model is trained on are the tokens it is prompted with; `tests/test_one
 
 Rows are ``{"conversations": [{"from": "human" | "gpt", "value": str}, ...], "image": str | None, ...}``. Segment
 boundaries fall where the tokenizer would split anyway (before a space, or right after a special token), which is
-what lets training tokenise segment by segment and still produce the ids of the whole string.
+what lets training tokenise segment by segment and still produce the ids of the whole string. One exception: after
+ChatML's ``assistant\n``, Qwen2's tokenizer merges the newline with an answer's leading newlines when the whole string
+is tokenised; training keeps the prompt's ids, those of the generation prompt at inference (`trainer.data`).
 """
 
 from __future__ import annotations

@@ -3,12 +3,16 @@ labels and pixel values equal what `processor.apply_chat_template` + `processor(
 
 from __future__ import annotations
 
+import math
+import types
+
 import pytest
 import torch
 from PIL import Image
 
 from croc_testing.tiny import tiny_croc_processor
 from modeling_croc import IGNORE_INDEX, get_template, with_image_aspect_ratio
+from modeling_croc.chat import continuation_logprob
 from modeling_croc.conversation import llava_row_to_messages
 from trainer.data import CrocSupervisedDataset
 from trainer.stages import STAGES
@@ -105,3 +109,41 @@ def test_pad_and_square_differ_on_a_wide_image(base_processor, image_root):
     pad = with_image_aspect_ratio(base_processor, "pad").image_processor(image, return_tensors="pt")
     assert not torch.equal(square["pixel_values"], pad["pixel_values"])
     assert with_image_aspect_ratio(base_processor, "square") is base_processor  # already square: no copy
+
+
+def _qwen2_processor():
+    """Qwen2.5-VL's processor on Qwen2's own tokenizer class, whose pre-tokenizer keeps a run of newlines in one piece
+    (the offline ChatML tokenizer splits them as GPT-2 does)."""
+    from croc_testing.families import qwen2_bpe_tokenizer, tiny_qwen2_5_vl_processor
+
+    processor = tiny_qwen2_5_vl_processor(qwen2_bpe_tokenizer())
+    processor.chat_template = get_template("qwen2_vl").chat_template(processor.tokenizer.eos_token,
+                                                                     processor.image_token)
+    return processor
+
+
+class _RecordingModel(torch.nn.Module):
+    """Records the ids it is given; uniform logits."""
+
+    device, dtype = torch.device("cpu"), torch.float32
+
+    def forward(self, input_ids, **kwargs):
+        self.input_ids = input_ids
+        return types.SimpleNamespace(logits=torch.zeros(*input_ids.shape, 8192))
+
+
+@pytest.mark.parametrize("continuation", ["Red.", "\n\nred", "\n1. red"])
+@pytest.mark.parametrize("with_image", [False, True], ids=["text", "image"])
+def test_continuation_is_scored_on_the_tokens_training_supervises(image_root, continuation, with_image):
+    """Qwen2's tokenizer merges the generation prompt's closing newline with an answer's leading ones when the whole
+    conversation is tokenised; training tokenises the answer after the prompt (what `generate` continues from), and
+    the scored tokens must be those: every one of them, the answer's first newline included."""
+    processor = _qwen2_processor()
+    row = _row(["<image>\nWhat is it?" if with_image else "What is it?", continuation], "wide.png" if with_image else None)
+    trained = CrocSupervisedDataset([row], processor, "qwen2_vl", image_root=image_root)[0]
+    images = [Image.open(image_root / "wide.png").convert("RGB")] if with_image else []
+    model = _RecordingModel()
+    score, _ = continuation_logprob(model, processor, images, "What is it?", continuation)
+    assert model.input_ids[0].tolist() == trained["input_ids"].tolist()
+    supervised = int((trained["labels"] != IGNORE_INDEX).sum())
+    assert score == pytest.approx(-supervised * math.log(8192))

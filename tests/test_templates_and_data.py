@@ -309,6 +309,24 @@ def test_fit_bound_agrees_with_exact_tokenisation(processor, tmp_path):
             assert dataset.fit_row(row).verdict == dataset._fit_verdict(ids, labels, image_end).verdict, row["id"]
 
 
+def test_fit_bound_counts_the_bytes_the_tokenizer_normalises_to(tmp_path):
+    """Qwen2's NFC normaliser writes U+095B (a Devanagari letter, 3 bytes) as two code points (6 bytes, up to 6 tokens):
+    a row the bytes as written called whole is longer than model_max_length, cut or replaced mid-run instead of being
+    counted at the start."""
+    from croc_testing.families import qwen2_bpe_tokenizer, tiny_qwen2_5_vl_processor
+
+    processor = tiny_qwen2_5_vl_processor(qwen2_bpe_tokenizer())
+    rows = [_row(["What?", "\u095b" * n], None, f"hi{n}") for n in (20, 40, 60, 80)]
+    for max_length in (150, 250, 350):
+        dataset = CrocSupervisedDataset(rows, processor, "qwen2_vl", tmp_path, model_max_length=max_length)
+        for row in rows:
+            segments = dataset.template.segments(row["conversations"], has_image=False,
+                                                 eos_token=processor.tokenizer.eos_token)
+            ids, labels, image_end = dataset._tokenize(segments, False, row, 0)
+            assert dataset.fit_row(row).verdict == dataset._fit_verdict(ids, labels, image_end).verdict, \
+                (row["id"], max_length)
+
+
 # --- images ---------------------------------------------------------------------------------------------------
 
 

@@ -3,8 +3,12 @@ only when the trainer asks for it, so a 1.5M-row mixture starts training in seco
 
 Labels are built segment by segment (see `modeling_croc.conversation`), never by re-tokenising the whole string
 and searching for the answers in it, which is how LLaVA-style code ends up with every label silently masked when
-the tokenizer changes. Each segment is tokenised as a continuation of the text before it, so the ids equal those of
-the whole rendered string, which is what the processor's chat template renders at inference. Images go through the
+the tokenizer changes. Each segment is tokenised as a continuation of the text before it, so a prompt's ids are
+those the processor gives the chat template's generation prompt at inference and an answer's are those `generate`
+continues it with. They are also the ids of the whole rendered string, except where a tokenizer merges across the end
+of a prompt: Qwen2's (Qwen2.5-VL, Qwen3-VL, InternVL, OneVision) joins the prompt's closing newline and an answer's
+leading newlines into one token; the prompt then still ends as at inference (`modeling_croc.chat.continuation_logprob`
+scores an answer the same way). Images go through the
 processor's own image processor (`modeling_croc.with_image_aspect_ratio` sets how it pads), so training and
 inference prepare pixels one way.
 """
@@ -302,7 +306,8 @@ class CrocSupervisedDataset(torch.utils.data.Dataset):
             elif image_tokens is None:
                 fits[position] = RowFit("unknown")
             elif len(self._bos) + image_tokens + sum(
-                    len(segment.text.encode("utf-8")) + _PIECE_SLACK * (1 + segment.text.count(IMAGE_TOKEN))
+                    len(self._normalized(segment.text).encode("utf-8"))
+                    + _PIECE_SLACK * (1 + segment.text.count(IMAGE_TOKEN))
                     for segment in segments) <= self.model_max_length:
                 fits[position] = RowFit("whole")
             else:
@@ -314,6 +319,14 @@ class CrocSupervisedDataset(torch.utils.data.Dataset):
             row_encoded, start = encoded[start:start + len(row_texts)], start + len(row_texts)
             fits[position] = self._fit_verdict(*self._assemble(pieces, row_encoded, image_tokens))
         return fits
+
+    def _normalized(self, text: str) -> str:
+        """`text` as the tokenizer's normaliser rewrites it before any token is made, whose bytes the bound of
+        `fit_rows` counts: Qwen2's NFC writes some code points longer (U+095B, a Devanagari letter, becomes two: 3 bytes
+        become 6, up to 6 tokens), so the bytes of the row as written would let a row that does not fit pass as whole.
+        ASCII text is left as it is: no normaliser makes it more tokens than bytes."""
+        normalizer = getattr(getattr(self._tokenizer, "backend_tokenizer", None), "normalizer", None)
+        return text if normalizer is None or text.isascii() else normalizer.normalize_str(text)
 
     def _placeholder_in_text(self, row: Mapping[str, Any]) -> str | None:
         """Why the row's turns hold one of `_placeholder_texts`, or None. The turns, not the rendered segments: a
