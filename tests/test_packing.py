@@ -310,3 +310,20 @@ def test_row_scope_matching_stays_per_sample_when_packed(processor, tmp_path, pa
         out = model(**packed, croc_generator=generator())
     torch.testing.assert_close(out.pool_ids, reference.pool_ids[order])
     torch.testing.assert_close(out.loss, reference.loss, rtol=1e-5, atol=1e-6)
+
+
+def test_packed_tokens_mask_drops_only_the_padding_tail(processor, tmp_path):
+    """What `include_num_input_tokens_seen=non_padding` counts of a packed batch (it has no attention_mask): every
+    sample's tokens, the padding tail of each row not. A sample ending in an EOS that is also the pad id (Vicuna's
+    `</s>` where a conversion set pad = EOS) keeps it: read off the pad id alone, that token went uncounted."""
+    from trainer.croc_trainer import packed_tokens_mask
+
+    samples = _samples(processor, "vicuna_v1", tmp_path)
+    eos = processor.tokenizer.eos_token_id
+    assert all(sample["input_ids"][-1] == eos for sample in samples)
+    for budget in (None, 70, 100):
+        collator = CrocDataCollator(pad_token_id=eos, packing=True, packing_max_length=budget, pad_to_multiple_of=64)
+        batch = collator(samples)
+        mask = packed_tokens_mask(batch["input_ids"], batch["position_ids"], eos)
+        assert int(mask.sum()) == sum(len(sample["input_ids"]) for sample in samples), budget
+        assert batch["input_ids"].numel() > int(mask.sum())  # there is a tail to leave out

@@ -108,6 +108,16 @@ def _epoch_seeded_sampler(loader) -> EpochSeededModalitySampler | None:
     return None
 
 
+def packed_tokens_mask(input_ids: torch.Tensor, position_ids: torch.Tensor, pad_token_id: int) -> torch.Tensor:
+    """`(R, L)` bool: the tokens of a packed batch's samples, without each row's padding tail. The tail is the row's
+    last segment of its own positions (from its last 0) when every one of its ids is the pad id; a sample ending in
+    an EOS that is also the pad token keeps that token."""
+    index = torch.arange(position_ids.shape[-1], device=position_ids.device).expand_as(position_ids)
+    last_segment = index >= torch.where(position_ids == 0, index, 0).amax(-1, keepdim=True)
+    all_pad = ((input_ids == pad_token_id) | ~last_segment).all(-1, keepdim=True)
+    return ~(last_segment & all_pad)
+
+
 class CrocTrainer(Trainer):
     """Trainer for the three Croc stages; `args` is a `CrocTrainingArguments`.
 
@@ -376,13 +386,14 @@ class CrocTrainer(Trainer):
     def _track_num_input_tokens(self, inputs) -> None:
         # A packed batch has no attention_mask and the Croc processor no pad_token_id, so transformers counted its
         # padding tail too under include_num_input_tokens_seen=non_padding (the padded run's count, not the tokens
-        # trained). The tail is the run of the collator's padding after each row's last sample.
+        # trained). The tail is each row's last position-0 segment when it is all padding (`PackingCollator._pack`
+        # gives it positions of its own): read off the pad id alone, a last sample ending in an EOS that is also the
+        # pad token lost that token.
         pad = getattr(self.data_collator, "pad_token_id", None)
+        positions = inputs.get("position_ids")
         if (self.args.include_num_input_tokens_seen == "non_padding" and "attention_mask" not in inputs
-                and "position_ids" in inputs and pad is not None):
-            is_pad = inputs["input_ids"] == pad
-            tail = is_pad.flip(-1).long().cumprod(-1).bool().flip(-1)
-            inputs = {**inputs, "attention_mask": ~tail}
+                and positions is not None and positions.dim() == 2 and pad is not None):
+            inputs = {**inputs, "attention_mask": packed_tokens_mask(inputs["input_ids"], positions, pad)}
         super()._track_num_input_tokens(inputs)
 
     # ---- non-finite steps ----
