@@ -196,19 +196,33 @@ _WEIGHT_PIECES = 16
 _WEIGHT_PIECE_BYTES = 1 << 16
 
 
-def weights_fingerprint(name_or_path: str | None) -> str | None:
-    """The weight files of a local model folder (`*.safetensors`, `*.bin` but `training_args.bin`) by name, size and
-    pieces spread over each (`_WEIGHT_PIECES`), or None for what is no local folder (a Hub id) or holds no weight
-    file. A copy of the folder elsewhere has the same fingerprint; other weights under the same config.json do not."""
-    if not name_or_path:
-        return None
+def _weights_folder(name_or_path: str) -> Path | None:
+    """The folder the weights of `name_or_path` load from: the local folder, or a Hub id's snapshot in the cache (no
+    download: a first run records it before the weights are fetched, and is then not compared on it)."""
     folder = Path(name_or_path).expanduser()
-    if not folder.is_dir():
+    if folder.is_dir():
+        return folder
+    from huggingface_hub import try_to_load_from_cache
+
+    from modeling_croc.provenance import is_hub_id
+
+    cached = try_to_load_from_cache(name_or_path, "config.json") if is_hub_id(name_or_path) else None
+    return Path(cached).parent if isinstance(cached, str) else None
+
+
+def weights_fingerprint(name_or_path: str | None) -> str | None:
+    """The weight files `name_or_path` loads (its `*.safetensors`, or its `*.bin` but `training_args.bin` where it
+    has none, as transformers chooses) by name, size and pieces spread over each (`_WEIGHT_PIECES`); None where no
+    local folder or cached snapshot holds any. A copy of the folder elsewhere, a `--local-dir` download and the cached
+    snapshot of the same Hub repository have the same fingerprint; other weights under the same config.json do not."""
+    folder = _weights_folder(name_or_path) if name_or_path else None
+    if folder is None:
         return None
     # `training_args.bin` is no weight file: the pickled arguments of the run that saved the folder, rewritten by a
     # rerun of that finished run (to push it), which left the weights as they were and refused the LoRA resume.
-    files = sorted(path for path in folder.iterdir() if path.suffix in (".safetensors", ".bin")
-                   and path.name != TRAINING_ARGS_NAME and path.is_file())
+    files = {suffix: sorted(path for path in folder.iterdir() if path.suffix == suffix
+                            and path.name != TRAINING_ARGS_NAME and path.is_file()) for suffix in (".safetensors", ".bin")}
+    files = files[".safetensors"] or files[".bin"]
     if not files:
         return None
     digest = hashlib.sha256()
@@ -379,9 +393,8 @@ class Difference:
         return f"{self.key} {self.before!r} -> {self.now!r}"
 
 
-# FIXED keys whose None means "not known here", not a value: `weights_fingerprint` reads local folders only, so a run
-# started from a Hub id and resumed from a local copy of it (`--local-dir`, on an offline cluster), or back, holds
-# the same weights with one side unknown. Compared only where both sides are known.
+# FIXED keys whose None means "not known here", not a value: `weights_fingerprint` reads a Hub id's cached snapshot
+# only, which a first run has not fetched yet when it records. Compared only where both sides are known.
 _NONE_UNKNOWN = ("lora_base_weights",)
 
 

@@ -776,21 +776,37 @@ def test_a_checkpoint_of_every_family_loads_back_into_its_model(family, tmp_path
         assert torch.equal(tensor, saved[name]), name
 
 
-def test_a_lora_resume_between_a_hub_id_and_a_local_copy_compares_no_base_weights(tmp_path):
-    """`weights_fingerprint` reads local folders only: a LoRA run started from a Hub id (None) and resumed from a
-    local copy of the same weights (a `--local-dir` download on an offline cluster), or back, was refused as other
-    base weights. Two known fingerprints are still compared."""
+def test_the_lora_base_fingerprint_of_a_hub_id_is_its_cached_snapshots(tmp_path, monkeypatch):
+    """A LoRA run on a Hub id resumed from a `--local-dir` copy of it (an offline cluster), or back, has the same base
+    weights: refused before, when a Hub id had no fingerprint and a local folder one. With none for a Hub id, a run
+    moved onto another repository's weights resumed silently (found by hostile reviewers). The fingerprint is read
+    from the cached snapshot, of the files transformers loads (a `--local-dir` copy may also hold the `.bin` files);
+    an uncached Hub id (a first run records before the weights are fetched) is not compared."""
+    import huggingface_hub.constants
+
     from trainer.run_record import record_differences, weights_fingerprint
 
+    def fingerprints(saved, current):
+        return [d.key for d in record_differences({"lora_base_weights": saved}, {"lora_base_weights": current})]
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "cache"))
+    repo = "llava-hf/llava-1.5-7b-hf"
+    assert weights_fingerprint(repo) is None  # not cached yet
+    snapshot = tmp_path / "cache" / "models--llava-hf--llava-1.5-7b-hf" / "snapshots" / ("a" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("a" * 40)
+    (snapshot / "config.json").write_text("{}")
+    (snapshot / "model.safetensors").write_bytes(b"weights" * 1000)
     copy = tmp_path / "llava-1.5-7b-hf"
     copy.mkdir()
     (copy / "model.safetensors").write_bytes(b"weights" * 1000)
-    hub, local = weights_fingerprint("llava-hf/llava-1.5-7b-hf"), weights_fingerprint(str(copy))
-    assert hub is None and local is not None
-    assert record_differences({"lora_base_weights": hub}, {"lora_base_weights": local}) == []
-    assert record_differences({"lora_base_weights": local}, {"lora_base_weights": hub}) == []
-    changed = record_differences({"lora_base_weights": local}, {"lora_base_weights": "0" * 16})
-    assert [d.key for d in changed] == ["lora_base_weights"]
+    (copy / "pytorch_model.bin").write_bytes(b"the same weights, pickled" * 100)
+    hub, local = weights_fingerprint(repo), weights_fingerprint(str(copy))
+    assert hub == local is not None
+    assert fingerprints(None, local) == fingerprints(local, None) == []  # one side unknown: not compared
+    (snapshot / "model.safetensors").write_bytes(b"another model" * 1000)
+    assert fingerprints(local, weights_fingerprint(repo)) == ["lora_base_weights"]
 
 
 def test_the_lora_base_fingerprint_reads_no_training_args(tmp_path):
