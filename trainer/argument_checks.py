@@ -78,6 +78,8 @@ REFUSED_SETTINGS: dict[str, tuple[str, str, str]] = {
     "label_smoothing_factor": ("0.1", "any value but 0", "the label smoother would drop the VTR term of the loss"),
     "remove_unused_columns": ("true", "true", "it strips each row's data-report keys, so replaced rows go uncounted"),
     "auto_find_batch_size": ("true", "true", "on an out-of-memory error it would shrink the global batch, silently"),
+    "enable_jit_checkpoint": ("true", "true", "its SIGTERM handler replaces the run's own (preemption_signals), so a "
+                              "preempted run would end as finished"),
     "eval_strategy": ("steps", "any value but no", NO_EVALUATION),
     "eval_on_start": ("true", "true", NO_EVALUATION),
     "load_best_model_at_end": ("true", "true", NO_EVALUATION),
@@ -282,6 +284,13 @@ def _check_sampling(args: Any) -> None:
         raise _config_error(f"train_sampling_strategy={args.train_sampling_strategy} groups rows by a length column "
                             "this trainer's data does not carry; use --group_by_modality_length=true (LLaVA's "
                             "grouping by modality and length) or random / sequential")
+    if getattr(args, "enable_jit_checkpoint", False):
+        # transformers installs its SIGTERM handler when the Trainer is built, over the one `trainer.train` installed
+        # before the data loads: a preempted run trained on past the signal, then stopped, wrote its final model, was
+        # recorded as finished and exited 0, a step short, not 75 to be requeued.
+        raise _config_error("enable_jit_checkpoint=true would replace this trainer's SIGTERM handling, ending a "
+                            "preempted run as finished; drop it: SIGTERM already writes a checkpoint at the step's end "
+                            "and exits 75 (preemption_signals)")
     if args.ignore_data_skip:
         raise _config_error("ignore_data_skip=true would resume at the start of the epoch's row order, training some "
                             "rows twice and others never, off the interrupted run's loss curve; this trainer resumes "

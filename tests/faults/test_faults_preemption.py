@@ -140,6 +140,16 @@ def test_preemption_signals_are_checked_before_anything_loads(tiny_model, data, 
     assert not (tmp_path / "run").exists()
 
 
+def test_transformers_jit_checkpointing_is_refused_before_anything_loads(tiny_model, data, tmp_path, monkeypatch,
+                                                                         capsys, no_model_load):
+    # Its SIGTERM handler, installed when the Trainer is built, replaced the run's: a SIGTERM in step 2 of 4 let the
+    # run train step 3, write its final model, record itself finished and exit 0 instead of 75.
+    status, message = cli_exit(_argv(tmp_path / "run", tiny_model, data, "--enable_jit_checkpoint=true"),
+                               monkeypatch, capsys)
+    assert status == 1 and message.startswith("configuration error: enable_jit_checkpoint=true"), message
+    assert not (tmp_path / "run").exists()
+
+
 def test_preemption_is_reported_to_callers_of_main(tiny_model, data, tmp_path, monkeypatch):
     _signal_during_step(monkeypatch, 1, signal.SIGTERM)
     with pytest.raises(RunPreempted) as stopped:
