@@ -115,7 +115,8 @@ class Provenance:
 
 def carry_card(source: str | Path, out_dir: str | Path, what: str) -> None:
     """Write into `out_dir` (a conversion or export of `source`, `what` it is) a card with what `source`'s card says:
-    its licence, base models and datasets (and the Hub id of a `source` named by one), as a run started from `source`
+    its licence and the Hub ids among its base models and datasets (a `source` named by Hub id: that id as the base
+    model, with its licence), as a run started from `source`
     itself would inherit (`trainer.model_card.run_provenance`). Without it the next stage's card said
     `license: unknown` and no base model, and an exported folder no licence at all, for weights still bound by the
     source's. Nothing is written when the source's card states none of these."""

@@ -748,3 +748,37 @@ def test_reliability_names_every_key_a_resume_cannot_change():
     missing = [f"{key} ({phrase!r})" for key, phrase in RECORD_KEYS_AS_DOCUMENTED.items()
                if key in FIXED and phrase not in record.group(1)]
     assert not missing, f"RELIABILITY.md's run record does not name: {', '.join(missing)}"
+
+
+def test_publishing_docs_name_every_path_field_written_as_a_name():
+    """TRAINING.md's Hub bullet and RELIABILITY.md's publishing promise say which uploaded fields lose their local
+    folder (`trainer.hub.PATH_FIELDS`): a pushed LoRA adapter names a base others can load only when the run started
+    from a Hub id, which no page said (the field went up as a bare folder name, unsaid)."""
+    from trainer.hub import PATH_FIELDS
+
+    training = " ".join((REPO / "docs" / "TRAINING.md").read_text(encoding="utf-8").split())
+    missing = [field for field in PATH_FIELDS if f"`{field}`" not in training]
+    assert not missing, f"TRAINING.md's Hub bullet does not name these uploaded path fields: {missing}"
+    reliability = " ".join((REPO / "docs" / "RELIABILITY.md").read_text(encoding="utf-8").split())
+    assert "`base_model_name_or_path`" in reliability, "RELIABILITY.md no longer says where an adapter's base path goes"
+
+
+def test_roll_back_is_documented_where_a_checkpoint_is_named():
+    """A named older checkpoint renames the later ones (`trainer.checkpoint_io.ABANDONED_SUFFIX`): the pages and the
+    `resume_from_checkpoint` help of `--help` say so, and say that a resume takes its save steps from the command."""
+    from trainer.checkpoint_io import ABANDONED_SUFFIX
+    from trainer.training_args import CrocTrainingArguments
+
+    help_text = " ".join(CrocTrainingArguments.__dataclass_fields__["resume_from_checkpoint"].metadata["help"].split())
+    for where, text in (("TRAINING.md", (REPO / "docs" / "TRAINING.md").read_text(encoding="utf-8")),
+                        ("RELIABILITY.md", (REPO / "docs" / "RELIABILITY.md").read_text(encoding="utf-8")),
+                        ("--help (resume_from_checkpoint)", help_text)):
+        assert f"checkpoint-N{ABANDONED_SUFFIX}" in text or re.search(rf"checkpoint-\d+{ABANDONED_SUFFIX}", text), \
+            f"{where} does not say that a roll-back keeps the later checkpoints as checkpoint-N{ABANDONED_SUFFIX}"
+    from trainer.script_args import DataArguments
+
+    image_check = DataArguments.__dataclass_fields__["image_check"].metadata["help"]
+    assert "resume" in image_check, "--help's image_check says every start checks as set; a resume only stats"
+    training = " ".join((REPO / "docs" / "TRAINING.md").read_text(encoding="utf-8").split())
+    assert "save, logging and evaluation steps" in training.lower() and "save, logging and evaluation steps" in \
+        help_text.lower(), "TRAINING.md and --help no longer say that a resume takes its save steps from the command"

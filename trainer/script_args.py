@@ -130,7 +130,8 @@ class DataArguments:
                   "'header' (also its width and height, against max_image_aspect_ratio and the pixels the stage's "
                   "preprocessing would allocate), 'decode' (also every pixel, as the recipe builder does) or 'none'. "
                   "Whatever passes here and still cannot be read in training (the same limits apply there, from the "
-                  "header, before decoding) is replaced by the next usable row and counted."},
+                  "header, before decoding) is replaced by the next usable row and counted. A resume, which trains "
+                  "the interrupted run's rows, only checks that each image is still there ('exists')."},
     )
     max_image_aspect_ratio: float = field(
         default=MAX_ASPECT_RATIO,
