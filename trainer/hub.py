@@ -117,7 +117,7 @@ def files_to_upload(folder: str | Path) -> list[str]:
 
 def _is_local_path(value: str) -> bool:
     """Whether a path field's value names a local folder: absolute, under `~`, on a drive, or relative and no Hub id
-    (`..` or `.` in it, more than two components: `--model.name_or_path=../shared/client/base` is stored as typed,
+    (`..` or `.` in it, more than two components: `--model.name_or_path=../team/client/base` is stored as typed,
     and neither the scan's roots nor its folders know it). `org/name` stays: it is the Hub's spelling, unless it is
     a folder here (`outputs/stage1`), which is what transformers loaded it from: kept, the pushed adapter_config.json
     sent PEFT to the Hub repo of that name, someone else's, while the card (`is_hub_id`) listed no base model."""

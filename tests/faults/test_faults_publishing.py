@@ -464,12 +464,12 @@ def test_upload_set_leaves_local_records_out_and_writes_path_fields_as_names(tmp
 
 
 def test_relative_local_paths_in_path_fields_go_up_as_names(tmp_path):
-    """`--model.name_or_path=../shared/client-x/base` (or a relative output_dir's best checkpoint) is stored as typed:
+    """`--model.name_or_path=../team/client-x/base` (or a relative output_dir's best checkpoint) is stored as typed:
     no local root, user name or run folder of the scan is in it, so only writing it as a name keeps it local. A value
     spelled as a Hub id (`org/name`) stays."""
     out, target = tmp_path / "out", tmp_path / "target"
     out.mkdir()
-    (out / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "../shared/client-x/base"}))
+    (out / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "../team/client-x/base"}))
     (out / "trainer_state.json").write_text(json.dumps({"best_model_checkpoint": "runs/s2/checkpoint-4"}))
     (out / "config.json").write_text(json.dumps({"_name_or_path": "./runs/s2", "text_config": {
         "_name_or_path": "someone/hub-model"}, "vision_config": {"_name_or_path": ""}}))
