@@ -460,6 +460,15 @@ class CrocTrainer(Trainer):
             self._run_mean_train_loss(logs)
         super().log(logs, start_time)
 
+    def _maybe_log_save_evaluate(self, tr_loss: torch.Tensor, *args, **kwargs) -> None:
+        super()._maybe_log_save_evaluate(tr_loss, *args, **kwargs)
+        # With logging_nan_inf_filter=false a non-finite micro-batch loss enters the Trainer's running loss as it is,
+        # and its reset after a log (`tr_loss -= tr_loss`) keeps NaN - NaN = NaN: once a step was skipped
+        # (max_nonfinite_steps), every later log said NaN although those steps trained on finite losses. The window
+        # holding the skipped step still logs NaN, as the option asks.
+        if self._globalstep_last_logged == self.state.global_step and not bool(torch.isfinite(tr_loss).all()):
+            tr_loss.zero_()
+
     def _group_learning_rates(self) -> dict[str, float]:
         rates = {}
         for group in getattr(self.optimizer, "param_groups", []):

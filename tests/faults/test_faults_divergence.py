@@ -132,3 +132,21 @@ def test_nonfinite_weights_are_never_written(tiny_model, data, tmp_path, monkeyp
         train_module.main(_argv(out, tiny_model, data, "--max_steps=3"))
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1"]
     assert not (out / ".checkpoint-staging").exists() and not (out / "model.safetensors").exists()
+
+
+@pytest.mark.parametrize("config", ["stage2.yaml", "stage1_5.yaml"])
+def test_a_skipped_step_does_not_make_every_later_logged_loss_nan_without_the_nan_filter(tiny_model, data, tmp_path,
+                                                                                        monkeypatch, config):
+    """`logging_nan_inf_filter=false` logs the skipped step's window as NaN, as transformers documents; the Trainer's
+    running loss, reset after each log by subtracting itself, stayed NaN, so steps 3 and 4 (finite losses, applied)
+    were logged as NaN too, and the model card's final loss was NaN. They log as with the filter on."""
+    _nan_loss_at(monkeypatch, {2})
+    losses = {}
+    for nan_filter in ("true", "false"):
+        out = tmp_path / nan_filter
+        train_module.main(run_argv(config, out, tiny_model, data, "--max_steps=4", "--max_nonfinite_steps=1",
+                                   f"--logging_nan_inf_filter={nan_filter}"))
+        losses[nan_filter] = {step: entry["loss"] for step, entry in curve(out).items()}
+    assert math.isnan(losses["false"][2])
+    assert [losses["false"][step] for step in (1, 3, 4)] == [losses["true"][step] for step in (1, 3, 4)]
+    assert all(math.isfinite(losses["false"][step]) for step in (1, 3, 4))
