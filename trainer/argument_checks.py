@@ -48,6 +48,8 @@ from modeling_croc.loading import (
 
 # numpy's seed range: `transformers.set_seed` seeds numpy with `seed` (torch would take a wider one).
 MAX_SEED = 2**32 - 1
+# `torch.Generator.manual_seed`'s range, what `data_seed` seeds (accelerate's and the modality sampler's generators).
+MIN_DATA_SEED, MAX_DATA_SEED = -(2**63), 2**64 - 1
 # Fields whose annotation is narrower than the values they take: `resume_from_checkpoint: true` resumes from the
 # newest intact checkpoint of output_dir, transformers documents `fsdp: true`, and `stage: 1.5` is read as "1.5".
 FIELD_TYPE_OVERRIDES: dict[str, Any] = {"resume_from_checkpoint": str | bool | None, "fsdp": str | bool | None,
@@ -63,6 +65,9 @@ CHECKPOINT_KWARGS_KEYS = ("preserve_rng_state",)
 # cannot give.
 CHECKPOINTING_FLAGS = ("offload", "use_reentrant", "preserve_rng_state", "debug", "early_stop")
 DETERMINISM_CHECKS = ("default", "none")
+# Modules of optimiser classes that can be built on a host tensor without touching a device or a package's kernels:
+# `check_optimizer` builds them to run their own checks of their values.
+PURE_OPTIMIZER_MODULES = ("torch.optim", "transformers.optimization")
 # Optimisers transformers builds around the model's own modules (low-rank projections, fused updates): they replace
 # the parameter groups `CrocTrainer.create_optimizer` builds (one learning rate per trained part).
 MODEL_BOUND_OPTIMIZERS = ("galore", "apollo", "lomo")
@@ -307,6 +312,11 @@ def _check_run_length(args: Any) -> None:
                             f"{args.num_train_epochs}")
     if not 0 <= args.seed <= MAX_SEED:
         raise _config_error(f"seed must be in [0, 2**32 - 1] (it seeds numpy too), got {args.seed}")
+    if args.data_seed is not None and not MIN_DATA_SEED <= args.data_seed <= MAX_DATA_SEED:
+        # It seeds the samplers' torch generators only, which take a wider range than `seed`; beyond it the first
+        # batch ended in a traceback ("Overflow when unpacking long long") once the model and rows had loaded.
+        raise _config_error(f"data_seed must be in [-2**63, 2**64 - 1] (it seeds torch's sampler generator), got "
+                            f"{args.data_seed}")
     if args.model_max_length is not None and args.model_max_length < 1:
         raise _config_error(f"model_max_length must be >= 1, got {args.model_max_length}")
     if args.pool_calibration_images < 1:
@@ -499,15 +509,32 @@ def check_deepspeed_config(args: Any) -> None:
 
 def check_optimizer(args: Any) -> None:
     """`args.optim` as `CrocTrainer` builds it: transformers' optimiser factory (which refuses an optimiser whose
-    package is missing, e.g. bitsandbytes for `adamw_bnb_8bit`, or malformed `optim_args`), and fused AdamW on a
-    device whose kernels PyTorch has."""
+    package is missing, e.g. bitsandbytes for `adamw_bnb_8bit`, or malformed `optim_args`), the `optim_args` keys it
+    reads (`ignored_optim_args`), the optimiser's own checks of its values, and fused AdamW on a device whose kernels
+    PyTorch has."""
     from transformers import Trainer
     from transformers.training_args import OptimizerNames
 
     try:
-        Trainer.get_optimizer_cls_and_kwargs(args)
+        optimizer_cls, optimizer_kwargs = Trainer.get_optimizer_cls_and_kwargs(args)
     except (ImportError, ValueError, TypeError, NotImplementedError) as error:
         raise _config_error(f"optim={_value(args.optim)}: {' '.join(str(error).split())}") from None
+    ignored = ignored_optim_args(args)
+    if ignored:
+        raise _config_error(f"optim_args: optim={_value(args.optim)} does not read {', '.join(ignored)} (transformers "
+                            "drops them without a word); drop them, or set them through their own arguments "
+                            "(adam_beta1, adam_beta2, adam_epsilon, weight_decay)")
+    if optimizer_cls.__module__.startswith(PURE_OPTIMIZER_MODULES):
+        # The optimiser's own checks of its values (SGD's `nesterov` without momentum, a negative RMSprop alpha) run
+        # when `CrocTrainer.create_optimizer` builds it, after the model loaded: a traceback. Built here as it builds
+        # it, one group, on one host parameter.
+        group = {"params": [torch.nn.Parameter(torch.zeros(1))], "lr": args.learning_rate,
+                 "weight_decay": args.weight_decay}
+        try:
+            optimizer_cls([group], **{key: value for key, value in optimizer_kwargs.items() if key != "params"})
+        except (ValueError, TypeError) as error:
+            raise _config_error(f"optim={_value(args.optim)} with optim_args={args.optim_args}: "
+                                f"{' '.join(str(error).split())}") from None
     if args.optim == OptimizerNames.ADAMW_TORCH_FUSED:
         from torch.optim import optimizer as optimizer_module
 
@@ -516,6 +543,57 @@ def check_optimizer(args: Any) -> None:
         if args.device.type not in supported:
             raise _config_error(f"optim=adamw_torch_fused: this PyTorch has no fused AdamW for {args.device.type} "
                                 f"(only {', '.join(supported)}); use optim=adamw_torch")
+
+
+class _ReadKeys(dict):
+    """`optim_args` as transformers' optimiser factory receives them, recording the keys it reads."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.read: set[str] = set()
+
+    def __getitem__(self, key: str) -> Any:
+        self.read.add(key)
+        return super().__getitem__(key)
+
+    def __contains__(self, key: object) -> bool:
+        self.read.add(key)
+        return super().__contains__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self.read.add(key)
+        return super().get(key, default)
+
+    def pop(self, key: str, *default: Any) -> Any:
+        self.read.add(key)
+        return super().pop(key, *default)
+
+
+def ignored_optim_args(args: Any) -> list[str]:
+    """The keys of `optim_args` the optimiser `args.optim` never reads: transformers' factory takes each optimiser's
+    own keys and drops the rest without a word (AdamW, the default, reads none), so `optim_args: betas=0.9,0.95`
+    trained at adam_beta1 / adam_beta2. Found by running the factory's handler for `optim` on the parsed keys; an
+    empty list where this transformers lays its factory out otherwise."""
+    try:
+        from transformers.trainer_optimizer import _OPTIMIZER_HANDLERS, OptimizerContext, _parse_optim_args
+    except ImportError:
+        return []
+    handler = _OPTIMIZER_HANDLERS.get(args.optim)
+    if handler is None or not args.optim_args:
+        return []
+    optim_args = _ReadKeys(_parse_optim_args(args.optim_args))
+    keys = list(optim_args)
+    # The context `Trainer.get_optimizer_cls_and_kwargs` builds.
+    context = OptimizerContext(args=args, model=None, optimizer_kwargs={"lr": args.learning_rate},
+                               adam_kwargs={"betas": (args.adam_beta1, args.adam_beta2), "eps": args.adam_epsilon},
+                               optim_args=optim_args)
+    try:
+        _, kwargs = handler(context)
+    except Exception:  # the factory's own errors were reported by `check_optimizer` already
+        return []
+    # A handler may also hand the values on whole (bitsandbytes' RMSprop takes them as its keywords); a keyword of the
+    # same name the handler set itself (AdamW's `betas`) is not the user's value.
+    return [key for key in keys if key not in optim_args.read and kwargs.get(key) is not optim_args[key]]
 
 
 def check_lr_scheduler(args: Any) -> None:
