@@ -48,8 +48,10 @@ from modeling_croc.loading import (
 
 # numpy's seed range: `transformers.set_seed` seeds numpy with `seed` (torch would take a wider one).
 MAX_SEED = 2**32 - 1
-# `torch.Generator.manual_seed`'s range, what `data_seed` seeds (accelerate's and the modality sampler's generators).
-MIN_DATA_SEED, MAX_DATA_SEED = -(2**63), 2**64 - 1
+# What `data_seed` may be: accelerate's and the modality sampler's generators are seeded with `data_seed + epoch`,
+# which `torch.Generator.manual_seed` takes in [-2**63, 2**64 - 1]; a signed 64-bit seed stays in it for any epoch
+# (2**64 - 1 drew epoch 0's order, then ended the run in a traceback at the start of epoch 1).
+MIN_DATA_SEED, MAX_DATA_SEED = -(2**63), 2**63 - 1
 # Fields whose annotation is narrower than the values they take: `resume_from_checkpoint: true` resumes from the
 # newest intact checkpoint of output_dir, transformers documents `fsdp: true`, and `stage: 1.5` is read as "1.5".
 FIELD_TYPE_OVERRIDES: dict[str, Any] = {"resume_from_checkpoint": str | bool | None, "fsdp": str | bool | None,
@@ -71,6 +73,9 @@ PURE_OPTIMIZER_MODULES = ("torch.optim", "transformers.optimization")
 # Optimisers transformers builds around the model's own modules (low-rank projections, fused updates): they replace
 # the parameter groups `CrocTrainer.create_optimizer` builds (one learning rate per trained part).
 MODEL_BOUND_OPTIMIZERS = ("galore", "apollo", "lomo")
+# Keys every parameter group `CrocTrainer.create_optimizer` builds sets itself (one learning rate per trained part, no
+# weight decay on biases and norms): an optimiser's default for them, an `optim_args` value included, never applies.
+GROUP_SET_OPTIM_KEYS = ("lr", "weight_decay")
 # The token counts transformers logs with `include_num_input_tokens_seen` (a bool maps to "all" or "no").
 INPUT_TOKEN_COUNTS = ("all", "non_padding", "no")
 NO_EVALUATION = "trainer.train has no evaluation set (it trains one stage on its training rows)"
@@ -314,9 +319,9 @@ def _check_run_length(args: Any) -> None:
         raise _config_error(f"seed must be in [0, 2**32 - 1] (it seeds numpy too), got {args.seed}")
     if args.data_seed is not None and not MIN_DATA_SEED <= args.data_seed <= MAX_DATA_SEED:
         # It seeds the samplers' torch generators only, which take a wider range than `seed`; beyond it the first
-        # batch ended in a traceback ("Overflow when unpacking long long") once the model and rows had loaded.
-        raise _config_error(f"data_seed must be in [-2**63, 2**64 - 1] (it seeds torch's sampler generator), got "
-                            f"{args.data_seed}")
+        # batch (or, near its top, the next epoch's) ended in a traceback ("Overflow when unpacking long long").
+        raise _config_error(f"data_seed must be in [-2**63, 2**63 - 1] (each epoch seeds torch's sampler generator "
+                            f"with data_seed + epoch), got {args.data_seed}")
     if args.model_max_length is not None and args.model_max_length < 1:
         raise _config_error(f"model_max_length must be >= 1, got {args.model_max_length}")
     if args.pool_calibration_images < 1:
@@ -571,9 +576,10 @@ class _ReadKeys(dict):
 
 def ignored_optim_args(args: Any) -> list[str]:
     """The keys of `optim_args` the optimiser `args.optim` never reads: transformers' factory takes each optimiser's
-    own keys and drops the rest without a word (AdamW, the default, reads none), so `optim_args: betas=0.9,0.95`
-    trained at adam_beta1 / adam_beta2. Found by running the factory's handler for `optim` on the parsed keys; an
-    empty list where this transformers lays its factory out otherwise."""
+    own keys and drops the rest without a word (AdamW, the default, reads none), so `optim_args: eps=1e-6`
+    trained at adam_epsilon, and those the trainer's parameter groups set (`GROUP_SET_OPTIM_KEYS`). Found
+    by running the factory's handler for `optim` on the parsed keys; an empty list where this transformers lays its
+    factory out otherwise."""
     try:
         from transformers.trainer_optimizer import _OPTIMIZER_HANDLERS, OptimizerContext, _parse_optim_args
     except ImportError:
@@ -592,8 +598,10 @@ def ignored_optim_args(args: Any) -> list[str]:
     except Exception:  # the factory's own errors were reported by `check_optimizer` already
         return []
     # A handler may also hand the values on whole (bitsandbytes' RMSprop takes them as its keywords); a keyword of the
-    # same name the handler set itself (AdamW's `betas`) is not the user's value.
-    return [key for key in keys if key not in optim_args.read and kwargs.get(key) is not optim_args[key]]
+    # same name the handler set itself (AdamW's `betas`) is not the user's value. SGD, Adagrad and RMSprop read
+    # `weight_decay`, but only as the optimiser's default, which each of the trainer's parameter groups overrides.
+    return [key for key in keys if key in GROUP_SET_OPTIM_KEYS
+            or (key not in optim_args.read and kwargs.get(key) is not optim_args[key])]
 
 
 def check_lr_scheduler(args: Any) -> None:

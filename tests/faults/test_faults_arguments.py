@@ -102,8 +102,10 @@ CASES = [
     pytest.param(["--seed=-1"], r"seed must be in \[0, 2\*\*32 - 1\] .*got -1", id="seed -1"),  # traceback (numpy)
     pytest.param([f"--seed={2**40}"], f"got {2**40}", id="seed 2**40"),  # traceback (numpy)
     pytest.param(["--seed=1.5"], "seed must be an integer, got 1.5", id="seed 1.5"),  # traceback (numpy)
-    pytest.param([f"--data_seed={2**64}"], r"data_seed must be in \[-2\*\*63, 2\*\*64 - 1\] .*got 18446744073709551616",
+    pytest.param([f"--data_seed={2**64}"], r"data_seed must be in \[-2\*\*63, 2\*\*63 - 1\] .*got 18446744073709551616",
                  id="data seed 2**64"),  # traceback at the first batch (torch.Generator.manual_seed)
+    pytest.param([f"--data_seed={2**64 - 1}", "--num_train_epochs=2"], f"got {2**64 - 1}",
+                 id="data seed 2**64 - 1"),  # traceback at the second epoch (seeded with data_seed + 1)
     pytest.param(["--max_steps=-1", "--num_train_epochs=0"], "num_train_epochs must be a finite number > 0",
                  id="zero epochs"),  # accepted (trains nothing, saves the model)
     pytest.param(["--max_steps=0"], "max_steps must be a positive number of optimiser steps, or -1", id="max_steps 0"),
@@ -152,6 +154,8 @@ CASES = [
                  "read weight_decay", id="optim_args AdamW ignores"),  # accepted: trained at weight_decay
     pytest.param(["--optim=sgd", "--optim_args=momentun=0.9,nesterov=true"], "optim_args: optim=sgd does not read "
                  "momentun ", id="optim_args misspelt key"),  # accepted: SGD without momentum
+    pytest.param(["--optim=sgd", "--optim_args=momentum=0.9,weight_decay=0.1"], "optim_args: optim=sgd does not read "
+                 "weight_decay", id="optim_args weight decay"),  # accepted: each parameter group set its own
     pytest.param(["--optim=sgd", "--optim_args=nesterov=true"], "optim=sgd with optim_args=nesterov=true: Nesterov "
                  "momentum requires a momentum", id="optim_args nesterov without momentum"),  # traceback after load
     pytest.param(["--optim=rmsprop", "--optim_args=alpha=-1"], "optim=rmsprop with optim_args=alpha=-1: Invalid alpha",
@@ -442,7 +446,13 @@ VALID = [
     pytest.param(["--activation_checkpointing=true", "--activation_checkpointing_kwargs={every_n_layers: 2, "
                   "offload: false, preserve_rng_state: true, determinism_check: none}"], id="checkpointing options"),
     pytest.param(["--resume_from_checkpoint=false", "--seed=4294967295", "--report_to=none"], id="edge values"),
-    pytest.param([f"--data_seed={2**64 - 1}"], id="largest data seed"),
+    pytest.param([f"--data_seed={2**63 - 1}", "--num_train_epochs=1000"], id="largest data seed"),
+    # Each keyword transformers reads for the optimisers of the parameters that run anywhere.
+    pytest.param(["--optim=sgd", "--optim_args=momentum=0.9,dampening=0,nesterov=false"], id="sgd optim_args"),
+    pytest.param(["--optim=adagrad", "--optim_args=lr_decay=0.01,eps=1e-10"], id="adagrad optim_args"),
+    pytest.param(["--optim=rmsprop", "--optim_args=momentum=0.9,alpha=0.9,eps=1e-8,centered=true"],
+                 id="rmsprop optim_args"),
+    pytest.param(["--optim=adafactor"], id="adafactor"),
     pytest.param(["--data_seed=-1"], id="negative data seed"),
     pytest.param(["--model.attn_implementation=eager", "--include_num_input_tokens_seen=non_padding"], id="eager"),
     pytest.param(["--hub_license=llama2", "--hub_datasets=[liuhaotian/LLaVA-Instruct-150K, coco]",

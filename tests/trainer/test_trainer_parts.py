@@ -129,3 +129,18 @@ def test_vtr_loss_is_logged_without_the_pool_histogram():
     stage2 = CrocMetrics(pool_size=None, croc_objectives=False)
     stage2.add(step=0, scale=1.0, lm_loss=torch.tensor(2.0), vtr_loss=None, pool_ids=None)
     assert set(stage2.compute(None, current_step=1)) == {"lm_loss"}
+
+
+def test_every_accepted_data_seed_draws_every_epoch():
+    # The samplers seed their generator with data_seed + epoch: the largest data_seed the checks accept (2**64 - 1
+    # before) drew epoch 0 and ended the run in a traceback at epoch 1.
+    from accelerate.data_loader import SeedableRandomSampler
+
+    from trainer.argument_checks import MAX_DATA_SEED, MIN_DATA_SEED
+
+    for seed in (MIN_DATA_SEED, MAX_DATA_SEED):
+        plain = SeedableRandomSampler(range(4), data_seed=seed)
+        grouped = EpochSeededModalitySampler([3, -3, 4, -4], batch_size=2, world_size=1, seed=seed)
+        for epoch in range(3):
+            grouped.set_epoch(epoch)
+            assert sorted(plain) == sorted(grouped) == [0, 1, 2, 3]
