@@ -195,7 +195,7 @@ def _validated_once(rows: datasets.Dataset, image_root: Path, data_args: DataArg
             image_check = "exists"
         fresh = validate_dataset(rows, image_root, image_check=image_check, limits=data_args.image_limits,
                                  image_processor=image_processor, num_proc=data_args.num_proc)
-        return fresh if args is None else _as_the_run_started(fresh, args, earlier)
+        return _as_the_run_started(fresh, earlier)
 
     if args is None or args.world_size <= 1:
         return validate()
@@ -221,17 +221,13 @@ def _recorded_start_rejections(args: CrocTrainingArguments) -> Any:
                  and (record := read_run_record(folder)) is not None and START_REJECTIONS in record), None)
 
 
-def _as_the_run_started(fresh: ValidationReport, args: CrocTrainingArguments,
-                        earlier: Any = None) -> ValidationReport:
-    """On a resume, the start check's outcome of the interrupted run (from the record of the checkpoint named, or of
-    the newest checkpoint of `output_dir` when the run resumes from there): the same rows rejected, every other row
+def _as_the_run_started(fresh: ValidationReport, earlier: Any) -> ValidationReport:
+    """On a resume, the start check's outcome of the interrupted run (`earlier`, as `_recorded_start_rejections`
+    found it; None for a fresh run, which keeps its own start check): the same rows rejected, every other row
     kept, so the rows trained on and their order are that run's. A kept row that fails now (an image deleted since)
-    stays in place and is replaced when training meets it, counted, as a failure in the middle of the run is. A
-    fresh run keeps its own start check. Whether the rows are the same is the run record's `data_rows` comparison,
-    which follows this (`trainer.resume.plan_resume`). `earlier`: that outcome as `_recorded_start_rejections`
-    found it (None: looked up here)."""
-    if earlier is None:
-        earlier = _recorded_start_rejections(args)
+    stays in place and is replaced when training meets it, counted, as a failure in the middle of the run is.
+    Whether the rows are the same is the run record's `data_rows` comparison, which follows this
+    (`trainer.resume.plan_resume`)."""
     if earlier is None:
         return fresh
     reasons = _recorded_reasons(earlier, len(fresh.reasons))
