@@ -15,7 +15,10 @@ inference prepare pixels one way.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import io
+import json
 import logging
 import os
 from collections.abc import Mapping, Sequence
@@ -146,6 +149,39 @@ def _placeholder_texts(processor: Any, tokenizer: Any, image_token_id: int) -> t
     ids = getattr(processor, "image_token_ids", None) or [image_token_id]
     tokens = tokenizer.convert_ids_to_tokens([int(i) for i in ids])
     return tuple(token for token in dict.fromkeys(tokens) if token and token != IMAGE_TOKEN)
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode("utf-8")).hexdigest()[:16]
+
+
+def fit_rule() -> str:
+    """The rule `CrocSupervisedDataset.fit_rows` decides by, as a digest: the code that renders, tokenises and fits a
+    row (this module, the templates' `segments`, the processor's image tokens) and the versions of the libraries that
+    tokenise. A resume reuses the verdicts its checkpoint recorded only under the same rule
+    (`trainer.data_loading.fit_rows`); any edit to that code or upgrade refits every row once, which is slow but never
+    stale, where a hand-bumped version would be stale the first time someone forgot it."""
+    import tokenizers
+    import transformers
+
+    from modeling_croc import conversation, processing_croc
+
+    sources = [Path(module.__file__).read_bytes() for module in (conversation, processing_croc)]
+    sources.append(Path(__file__).read_bytes())
+    return _digest([hashlib.sha256(source).hexdigest() for source in sources]
+                   + [transformers.__version__, tokenizers.__version__])
+
+
+def _tokenizer_fingerprint(tokenizer: Any) -> str | None:
+    """A digest of everything the tokenizer encodes a text by: its `tokenizers` backend serialised whole (vocabulary,
+    merges, normaliser, pre-tokeniser, added tokens), the tokens the wrapper adds or treats as special and its chat
+    template; None without a backend (a slow tokenizer), which has no such exact form."""
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    if backend is None:
+        return None
+    added = {str(index): str(token) for index, token in getattr(tokenizer, "added_tokens_decoder", {}).items()}
+    return _digest([type(tokenizer).__qualname__, backend.to_str(), added, tokenizer.special_tokens_map,
+                    getattr(tokenizer, "split_special_tokens", None), getattr(tokenizer, "chat_template", None)])
 
 
 class CrocSupervisedDataset(torch.utils.data.Dataset):
@@ -319,6 +355,20 @@ class CrocSupervisedDataset(torch.utils.data.Dataset):
             row_encoded, start = encoded[start:start + len(row_texts)], start + len(row_texts)
             fits[position] = self._fit_verdict(*self._assemble(pieces, row_encoded, image_tokens))
         return fits
+
+    def fit_inputs(self) -> dict[str, str] | None:
+        """What `fit_rows` decides from besides the rows, each part by a digest: the rule (`fit_rule`), the tokenizer
+        (all of it: vocabulary, merges, normaliser, added and special tokens, chat template), the template, the
+        length budget and the image tokens every image counts. None where the tokenizer has no exact fingerprint
+        (one without a `tokenizers` backend): its rows are then fitted on every start."""
+        tokenizer = _tokenizer_fingerprint(self._tokenizer)
+        if tokenizer is None:
+            return None
+        return {"rule": fit_rule(), "tokenizer": tokenizer,
+                "template": _digest(dataclasses.asdict(self.template)),
+                "model_max_length": str(self.model_max_length),
+                "image_tokens": _digest([type(self.processor).__qualname__, self._fixed_image_tokens,
+                                         self._image_token_id, list(self._placeholder_texts)])}
 
     def _normalized(self, text: str) -> str:
         """`text` as the tokenizer's normaliser rewrites it before any token is made, whose bytes the bound of
@@ -548,4 +598,4 @@ class CrocSupervisedDataset(torch.utils.data.Dataset):
         return lengths
 
 
-__all__ = ["LENGTH_REJECT_REASONS", "REPLACED_KEY", "TRUNCATED_KEY", "CrocSupervisedDataset", "RowFit", "has_image"]
+__all__ = ["LENGTH_REJECT_REASONS", "REPLACED_KEY", "TRUNCATED_KEY", "CrocSupervisedDataset", "RowFit", "fit_rule", "has_image"]

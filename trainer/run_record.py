@@ -271,6 +271,10 @@ def croc_config_dict(model_args, args) -> dict[str, Any] | None:
 # row kept then whose image is gone since is replaced in training, as it would have been mid-run), so the rows it
 # trains on are the interrupted run's. Not compared: `data_rows` is.
 START_REJECTIONS = "start_rejections"
+# How the rows the start check kept fit model_max_length (`trainer.data_loading._compact`: the rows cut and rejected
+# by index, the count left to their images) and the digests of what that was decided from: a start whose inputs have
+# the same digests takes them instead of tokenising every row again. Not compared: `data_rows` is.
+FIT_VERDICTS = "fit_verdicts"
 
 
 def _draws_per_process(model_args, args, config: dict[str, Any]) -> bool:
@@ -295,7 +299,8 @@ def _split_dependent(model_args, args, config: dict[str, Any]) -> bool:
 
 
 def build_run_record(model_args, data_args, args, croc_config: dict[str, Any] | None, rows,
-                     start_rejections: dict[str, list[int]] | None = None) -> dict[str, Any]:
+                     start_rejections: dict[str, list[int]] | None = None,
+                     fit_verdicts: dict[str, Any] | None = None) -> dict[str, Any]:
     """The record of a run about to start (see the module docstring), as written to `RUN_RECORD`."""
     config = _without_volatile(dict(croc_config or {}))
     croc_keys = [key for key in config if key not in ("text_config", "vision_config")]
@@ -341,7 +346,7 @@ def build_run_record(model_args, data_args, args, croc_config: dict[str, Any] | 
         "max_grad_norm": args.max_grad_norm,
     }
     return {"format": RECORD_FORMAT, "computation": COMPUTATION, **_canonical(record),
-            START_REJECTIONS: start_rejections or {}}
+            START_REJECTIONS: start_rejections or {}, FIT_VERDICTS: fit_verdicts}
 
 
 def computation_changes(saved: dict[str, Any]) -> str | None:
@@ -472,6 +477,6 @@ class ApplyAcceptedChanges(TrainerCallback):
         return control
 
 
-__all__ = ["ADJUSTABLE", "FIXED", "RUN_RECORD", "START_REJECTIONS", "ApplyAcceptedChanges", "Difference", "build_run_record",
+__all__ = ["ADJUSTABLE", "FIT_VERDICTS", "FIXED", "RUN_RECORD", "START_REJECTIONS", "ApplyAcceptedChanges", "Difference", "build_run_record",
            "read_run_record", "record_differences", "resume_refusal", "rows_fingerprint", "weights_fingerprint",
            "write_run_record", "zero_stage"]
