@@ -89,7 +89,10 @@ class CrocMetrics:
         if self._losses is None:
             self.reset()
             return {}
-        num_steps = max(current_step - (self.window_start_step or current_step), 1)
+        # `is None`, not `or`: the run's first window opens at step 0, which `or` took for no window (one step), so
+        # with logging_steps=N the first logged lm_loss and vtr_loss were the sums of N steps, not their mean.
+        start = current_step if self.window_start_step is None else self.window_start_step
+        num_steps = max(current_step - start, 1)
         losses = self._losses
         histogram = self._histogram
         norms = self._norms

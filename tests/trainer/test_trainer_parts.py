@@ -56,6 +56,16 @@ def test_pool_statistics_and_window_reduction():
     assert not metrics.has_data
 
 
+def test_the_first_window_of_a_run_is_averaged_over_its_steps():
+    """The run's first window opens at step 0: with logging_steps=3 its lm_loss and vtr_loss were the three steps'
+    sums (step 0 taken for no window), three times the loss they are logged beside."""
+    metrics = CrocMetrics(pool_size=None, vtr_loss_weight=10.0, croc_objectives=True)
+    for step in range(3):
+        metrics.add(step=step, scale=1.0, lm_loss=torch.tensor(2.0 + step), vtr_loss=torch.tensor(0.5), pool_ids=None)
+    logs = metrics.compute(None, current_step=3)
+    assert logs["lm_loss"] == pytest.approx(3.0) and logs["vtr_loss"] == pytest.approx(0.5)
+
+
 def test_draw_offsets_follow_the_global_order_and_split_invariance():
     # 2 processes x 2 micro-batches; visual tokens per micro-batch. Global order: (m0 r0), (m0 r1), (m1 r0), (m1 r1).
     counts = torch.tensor([[16, 0], [32, 16]])
