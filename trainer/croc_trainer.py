@@ -52,6 +52,7 @@ from .checkpoint_io import (
 from .collator import DATA_REPORT_KEY
 from .croc_rng import MicroBatchDraws, mask_generator, step_draw_offsets
 from .data_report import REJECTS_FILE, DataReport
+from .logging_window import LoggingWindow
 from .metrics import CrocMetrics
 from .resume import continue_hint
 from .run_control import RunControl, RunStopped, StopSignals, TrainingDiverged, first_nonfinite_parameter
@@ -145,6 +146,8 @@ class CrocTrainer(Trainer):
             max_nonfinite_steps=self.args.max_nonfinite_steps, save_interval_minutes=self.args.save_interval_minutes)
         self.add_callback(self.run_control)
         self.add_callback(ApplyAcceptedChanges(self.args.resume_accept_changes or []))
+        self.logging_window = LoggingWindow(self)
+        self.add_callback(self.logging_window)
         if self.args.use_liger_kernel:
             apply_liger_kernels(self.croc_model, self.args.liger_kernel_config)
         self._staging_root: str | None = None  # set while a checkpoint is being written (see `_save_checkpoint`)
@@ -194,7 +197,9 @@ class CrocTrainer(Trainer):
             self._restore_calibration_flag(resume_from_checkpoint)
             self.data_report.restore(resume_from_checkpoint)
             self.run_control.restore(resume_from_checkpoint)
+            self.logging_window.restore(resume_from_checkpoint)
         else:
+            self.logging_window.restore(None)
             calibrate_prompt_pool(self.croc_model, self.train_dataset, self.args.pool_calibration_images,
                                   self.args.seed)
         if self.args.save_strategy == "no" and self.args.save_interval_minutes is None and self.args.should_log:
@@ -533,6 +538,8 @@ class CrocTrainer(Trainer):
         run_dir = Path(super()._get_output_dir(trial))
         name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         staging = run_dir / STAGING_DIR
+        # Every process's open logging window (a collective, so before the parts, which may stop a process early).
+        windows = self.logging_window.gather()
 
         def prepare() -> None:
             if self.args.should_save:
@@ -550,6 +557,7 @@ class CrocTrainer(Trainer):
             if self.args.should_save:
                 self.data_report.save(staging / name)
                 self.run_control.save(staging / name)
+                self.logging_window.save(staging / name, windows)
                 if self.run_record is not None:
                     write_run_record(staging / name, self.run_record, step=self.state.global_step)
                 if self._fix_best_checkpoint_path(staging, run_dir):

@@ -10,6 +10,8 @@ recording costs no host synchronisation per micro-batch.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 
@@ -80,6 +82,28 @@ class CrocMetrics:
                 # -1 pads images that masked fewer tokens (AnyRes): counted with weight 0, no boolean indexing.
                 self._histogram += torch.bincount(ids.clamp(min=0), weights=(ids >= 0).float(),
                                                   minlength=self.pool_size).to(self._histogram.device, torch.float32)
+
+    def window_state(self) -> dict[str, Any]:
+        """The open window as plain numbers (float32 sums as Python floats, exact both ways), for a checkpoint
+        (`trainer.logging_window`); `load_window_state` puts it back."""
+        def floats(tensor: torch.Tensor | None) -> list[float] | None:
+            return None if tensor is None else [float(value) for value in tensor.detach().float().reshape(-1).tolist()]
+
+        if not self.has_data:
+            return {"window_start_step": None, "losses": None, "histogram": None, "norms": None}
+        return {"window_start_step": self.window_start_step, "losses": floats(self._losses),
+                "histogram": floats(self._histogram), "norms": floats(self._norms)}
+
+    def load_window_state(self, state: dict[str, Any], device: torch.device) -> None:
+        """Reopen a window saved by `window_state` (an empty one: nothing recorded since the last log)."""
+        def tensor(values: list[float] | None) -> torch.Tensor | None:
+            return None if values is None else torch.tensor(values, dtype=torch.float32, device=device)
+
+        self.reset()
+        if state.get("losses") is not None:
+            self.window_start_step = state["window_start_step"]
+            self._losses, self._histogram, self._norms = (tensor(state.get(key))
+                                                          for key in ("losses", "histogram", "norms"))
 
     def compute(self, accelerator, current_step: int) -> dict[str, float]:
         """Reduce over processes (every process must call this at the same step) and reset the window.

@@ -246,10 +246,8 @@ class RunControl(TrainerCallback):
             self.stopped_by = self._signal_name()
             control.should_save = True
             control.should_training_stop = True
-            # Log the open window's steps before the checkpoint: the Trainer's running loss (and the Croc terms) is
-            # not in a checkpoint, so with logging_steps > 1 the losses of the steps since the last log were lost,
-            # the resumed run's first entry averaging only the steps after the resume.
-            control.should_log = True
+            # No early log of the open window: the checkpoint carries it (`trainer.logging_window`), and the resumed
+            # run logs it at the uninterrupted run's step, entry for entry (a log here added one entry).
             if self.trainer.is_world_process_zero():
                 logger.warning("%s received: saving checkpoint-%d and stopping", self.stopped_by, state.global_step)
         return control
