@@ -217,6 +217,11 @@ def build_recipe(
     if image_storage not in publish.IMAGE_STORAGES:
         raise ValueError(f"image_storage must be one of {publish.IMAGE_STORAGES}, got {image_storage!r}")
     recipe = get_recipe(name)
+    if out_dir.resolve() in (data_root.resolve(), *data_root.resolve().parents):
+        # `--data-root builds/x/raw --out builds/x --overwrite`: the downloads were read, then deleted with the
+        # previous build (and their images rejected as missing). Links resolved: the folders as they are on disk.
+        raise FileExistsError(f"--data-root {data_root} is inside --out {out_dir}, which a build empties: choose an "
+                              "--out outside the data root")
     _check_out_dir(out_dir, overwrite)
     if push_to_hub:
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import datasets
 import pytest
@@ -245,6 +246,19 @@ def test_out_dir_protection(lcs_root, tmp_path):
     with pytest.raises(FileExistsError, match="refusing to delete"):
         build_recipe("lcs558k", lcs_root, foreign, overwrite=True)
     assert (foreign / "precious.txt").read_text() == "keep me"
+
+
+def test_a_data_root_inside_the_out_dir_is_never_emptied(lcs_root, tmp_path):
+    """`--data-root builds/x/raw --out builds/x --overwrite`: the downloads were read, then deleted with the previous
+    build, whose images the new build then rejected as missing."""
+    out = tmp_path / "out"
+    build_recipe("lcs558k", lcs_root, out)
+    shutil.copytree(lcs_root, out / "raw")
+    (tmp_path / "link").symlink_to(out)
+    for root in (out / "raw", tmp_path / "link" / "raw", out):
+        with pytest.raises(FileExistsError, match="is inside --out"):
+            build_recipe("lcs558k", root, out, overwrite=True)
+    assert sorted(p.name for p in (out / "raw").iterdir()) == sorted(p.name for p in lcs_root.iterdir())
 
 
 @pytest.mark.parametrize("moment", ["previous build removed", "rejects written", "rows saved"])
