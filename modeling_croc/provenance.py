@@ -31,7 +31,9 @@ def is_hub_id(name: str) -> bool:
 
 def card_metadata(folder: str | Path) -> dict[str, Any]:
     """The YAML metadata block of `folder/README.md` (a model or dataset card), {} when there is none."""
-    readme = Path(folder) / "README.md"
+    # `~` expanded as the model loads it: a stage started from `~/stage1` loaded its weights and read no card, so
+    # its own card lost the licence, base models and datasets the folder's stated.
+    readme = Path(folder).expanduser() / "README.md"
     if not readme.is_file():
         return {}
     try:

@@ -103,6 +103,10 @@ REFUSED_SETTINGS: dict[str, tuple[str, str, str]] = {
 LORA_MODULE_TYPES = (torch.nn.Linear, torch.nn.Embedding, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
 
 
+# An environment variable as a shell writes it, `$NAME` or `${NAME}`.
+_UNEXPANDED = re.compile(r"\$(?:[A-Za-z_]\w*|\{[A-Za-z_]\w*\})")
+
+
 def _config_error(message: str) -> Exception:
     # `trainer.cli` imports the argument dataclasses, which import this module: the class is looked up when raised.
     from .cli import ConfigError
@@ -226,6 +230,13 @@ def check_training_values(args: Any) -> None:
         value = getattr(args, name, None)
         if isinstance(value, str) and not value.strip():
             raise _config_error(f"{name} is empty (an unset variable in the command?); name a folder")
+        variable = _UNEXPANDED.search(value) if isinstance(value, str) else None
+        if variable and not Path(value).expanduser().exists():
+            # `output_dir: $SCRATCH/run` in the YAML (or quoted on the command line): nothing expands it, and the
+            # run wrote into a new `./$SCRATCH/run` folder, while data.path or model.name_or_path spelt so are
+            # refused as missing. A folder already named so is the user's own and is taken as it is.
+            raise _config_error(f"{name} {value} holds {variable.group(0)}, which nothing expands here (the shell "
+                                "does outside quotes, a YAML file never); give the folder's path itself")
     for name in MAPPING_FIELDS:
         value = getattr(args, name, None)
         if isinstance(value, str) and not value.startswith("{"):

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import difflib
+import re
 import types
 import typing
 from pathlib import Path
@@ -175,7 +176,24 @@ def load_raw_config(argv: list[str]) -> dict[str, dict[str, Any]]:
             raw[section][name] = True if value is None else yaml.safe_load(value)
         except yaml.YAMLError as error:
             raise ConfigError(f"--{key}: cannot read {value!r} as a YAML value ({_yaml_problem(error)})") from None
+        if value is not None:
+            _check_nothing_dropped(key, value, raw[section][name])
     return {section: _coerce_section(section, values) for section, values in raw.items()}
+
+
+# A YAML comment: `#` at the start or after a blank. Read from an override, it dropped the rest of the value silently.
+_COMMENT = re.compile(r"(?:^|\s)#")
+
+
+def _check_nothing_dropped(key: str, value: str, loaded: Any) -> None:
+    """Refuse an override YAML reads as less than its text: `--output_dir='runs/try #2'` read as `runs/try` (` #`
+    starts a comment), `--output_dir=~` or `--output_dir=#2` read as null (~ is YAML's null), each of which trained
+    into another folder (./trainer_output for null) without a word. `null` itself still means the default."""
+    commented = _COMMENT.search(value) and not (isinstance(loaded, str) and _COMMENT.search(loaded))
+    if commented or (loaded is None and value.strip() not in ("null", "Null", "NULL")):
+        shown = "null" if loaded is None else repr(loaded)
+        raise ConfigError(f"--{key}={value} reads as {shown} in YAML (`~` alone is null, ` #` starts a comment); "
+                          f"quote it (--{key}=\"'{value}'\") for the text as given, or --{key}=null for the default")
 
 
 class _ConfigLoader(yaml.SafeLoader):

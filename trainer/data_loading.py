@@ -122,7 +122,8 @@ def _read_source(path: Path, data_args: DataArguments) -> tuple[datasets.Dataset
         else:
             # A pushed dataset (Hub layout, local or remote) or any folder of Parquet files: `load_dataset` reads
             # the card's `configs` when there is one.
-            rows = datasets.load_dataset(str(data_args.path), split="train")
+            # The folder as found (`~` expanded, made absolute): `load_dataset` reads `~/set` as a Hub id.
+            rows = datasets.load_dataset(str(path) if path.exists() else str(data_args.path), split="train")
             image_root = Path(data_args.image_root or (path if path.is_dir() else "."))
     except Exception as error:  # the `datasets` readers raise many types for bad files: see the docstring
         if not path.exists():  # read as a Hub dataset id: say first that no such local path exists

@@ -40,6 +40,7 @@ def validate_environment(raw: dict[str, dict[str, Any]]) -> None:
     """Run every check on `raw` (as returned by `trainer.cli.load_raw_config`). It may complete the config with
     the resolved DeepSpeed config path."""
     training, model, data = raw["training"], raw["model"], raw["data"]
+    check_name_lengths(raw)
     check_precision(training, model)
     check_model_folders(model)
     check_quantisation(model)
@@ -51,6 +52,29 @@ def validate_environment(raw: dict[str, dict[str, Any]]) -> None:
     check_kernels(training)
     check_hub(training, model)
     check_launch(training)
+
+
+# The options that name a file or folder, by section.
+PATH_OPTIONS = {"model": ("name_or_path", "vision_tower", "language_model"), "data": ("path", "image_root"),
+                "training": ("output_dir", "hub_dry_run", "resume_from_checkpoint", "deepspeed",
+                             "accelerator_config")}
+# The longest file or folder name (one path component) the usual file systems take, in bytes (NAME_MAX).
+NAME_MAX = 255
+
+
+def check_name_lengths(raw: dict[str, dict[str, Any]]) -> None:
+    """Refuse a path option with a component over `NAME_MAX` bytes: every check that looks at it (`Path.exists()`
+    among them) raised the operating system's "File name too long" as an OSError traceback."""
+    for section, keys in PATH_OPTIONS.items():
+        for key in keys:
+            value = raw[section].get(key)
+            if not isinstance(value, str) or value.startswith("{"):  # accelerator_config may be JSON text
+                continue
+            for part in Path(value).parts:
+                if len(os.fsencode(part)) > NAME_MAX:
+                    name = key if section == "training" else f"{section}.{key}"
+                    raise ConfigError(f"{name}: the name {part[:40]}... is {len(os.fsencode(part))} bytes long, "
+                                      f"over the {NAME_MAX} a file or folder name may have")
 
 
 def check_precision(training: dict[str, Any], model: dict[str, Any]) -> None:
@@ -284,6 +308,10 @@ def check_resume(training: dict[str, Any]) -> None:
     checkpoint = training.get("resume_from_checkpoint")
     if isinstance(checkpoint, str) and not checkpoint.strip():  # Path("") is the working directory
         raise ConfigError("resume_from_checkpoint is empty (an unset variable in the command?); name a folder")
+    if isinstance(checkpoint, str) and checkpoint.startswith("~"):
+        # `--resume_from_checkpoint=~/run/checkpoint-4` (no shell expands a `~` after `=`) was refused as not
+        # existing, while output_dir, data.path and model.name_or_path take a `~`: the expanded path is the one used.
+        checkpoint = training["resume_from_checkpoint"] = str(Path(checkpoint).expanduser())
     if isinstance(checkpoint, str) and not Path(checkpoint).exists():
         raise ConfigError(f"resume_from_checkpoint {checkpoint} does not exist")
     if isinstance(checkpoint, str) and not Path(checkpoint).is_dir():

@@ -23,7 +23,7 @@ from data_recipes import DataError, validate_dataset
 from data_recipes.cli import main as recipes_main
 from trainer import hub as trainer_hub
 from trainer import train as train_module
-from trainer.cli import ConfigError
+from trainer.cli import ConfigError, build_arguments, load_raw_config
 from trainer.data import CrocSupervisedDataset
 from trainer.data_loading import load_training_rows
 from trainer.script_args import DataArguments
@@ -315,3 +315,71 @@ def test_a_data_path_that_is_no_local_path_says_so_before_the_hub_error(tmp_path
     verdict, message = _read(Path("builds/lcs558k"))
     assert verdict == "error", message
     assert message.startswith(f"builds/lcs558k is no local folder or file (nothing at {tmp_path / 'builds/lcs558k'})")
+
+
+@pytest.mark.parametrize(("value", "read_as"), [("runs/try #2", "'runs/try'"), ("~", "null"), ("#2", "null")])
+def test_an_option_yaml_reads_as_less_than_its_text_is_refused(value, read_as, tmp_path, monkeypatch, tiny_model,
+                                                               small_data, nothing_loaded):
+    """`--output_dir='runs/try #2'` trained into runs/try (` #` starts a YAML comment), `--output_dir=~` into
+    ./trainer_output (YAML's null), without a word; a quoted value is the text as given."""
+    argv = run_argv("stage2.yaml", tmp_path / "out", tiny_model, small_data)
+    message = cli_error([*argv, f"--output_dir={value}"], monkeypatch)
+    assert message.startswith(f"configuration error: --output_dir={value} reads as {read_as} in YAML"), message
+    assert f"--output_dir=\"'{value}'\"" in message
+    raw = load_raw_config([*argv, f"--output_dir='{tmp_path / 'runs' / 'try #2'}'"])
+    assert raw["training"]["output_dir"] == str(tmp_path / "runs" / "try #2")
+
+
+def test_a_tilde_hub_layout_folder_is_read_as_the_folder(tmp_path, monkeypatch):
+    """`data.path=~/pushed` (no shell expands a `~` after `=`): the folder was found, then handed to `load_dataset`
+    as written, which read it as a Hub id (offline: refused; online: another dataset). `~/rows.json` was read."""
+    home = tmp_path / "home"
+    _parquet(home / "pushed", pa.table({"id": ["a"], "conversations": pa.array([_turns("A.", image=False)],
+                                                                              pa.list_(TURN))}))
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    verdict, rows = _read(Path("~/pushed"))
+    assert verdict == "ok", rows
+    assert rows.report.source == str(home / "pushed") and len(rows.rows) == 1
+
+
+def test_a_tilde_checkpoint_is_the_home_folders(tmp_path, monkeypatch):
+    """`--resume_from_checkpoint=~/out/checkpoint-4` was refused as not existing (the other paths take a `~`)."""
+    from trainer.validation import check_resume
+
+    checkpoint = tmp_path / "home" / "out" / "checkpoint-4"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "trainer_state.json").write_text(json.dumps({"global_step": 4}))
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    training = {"resume_from_checkpoint": "~/out/checkpoint-4"}
+    check_resume(training)
+    assert training["resume_from_checkpoint"] == str(checkpoint)
+
+
+@pytest.mark.parametrize("option", ["output_dir", "hub_dry_run"])
+def test_an_unexpanded_variable_in_an_output_folder_is_refused(option, tmp_path, monkeypatch, tiny_model, small_data,
+                                                               nothing_loaded):
+    """`output_dir: $SCRATCH/run` (a YAML file expands nothing) trained into a new `./$SCRATCH/run` folder without a
+    word; a folder that really has such a name is taken."""
+    monkeypatch.chdir(tmp_path)
+    argv = run_argv("stage2.yaml", tmp_path / "out", tiny_model, small_data)
+    message = cli_error([*argv, f"--{option}=$SCRATCH/run"], monkeypatch)
+    assert message == (f"configuration error: {option} $SCRATCH/run holds $SCRATCH, which nothing expands here (the "
+                       "shell does outside quotes, a YAML file never); give the folder's path itself")
+    assert not (tmp_path / "$SCRATCH").exists()
+    (tmp_path / "${SCRATCH}").mkdir()
+    _, _, args = build_arguments(load_raw_config([*argv, f"--{option}=${{SCRATCH}}"]))
+    assert getattr(args, option) == "${SCRATCH}"
+
+
+@pytest.mark.parametrize("option", ["data.path", "model.name_or_path", "resume_from_checkpoint", "data.image_root"])
+def test_a_name_longer_than_a_file_system_takes_is_one_line(option, tmp_path, monkeypatch, tiny_model, small_data,
+                                                            nothing_loaded):
+    """A path option with a 300-byte folder name: `Path.exists()` raised "File name too long" (an OSError
+    traceback) from the first check that looked at it."""
+    long = tmp_path / ("é" * 150) / "rows.json"
+    message = cli_error([*run_argv("stage2.yaml", tmp_path / "out", tiny_model, small_data), f"--{option}={long}"],
+                        monkeypatch)
+    assert message == (f"configuration error: {option}: the name {'é' * 40}... is 300 bytes long, over the 255 a file "
+                       "or folder name may have")

@@ -330,3 +330,20 @@ def test_a_card_whose_yaml_does_not_parse_is_written_anew(tmp_path):
     (tmp_path / "README.md").write_text("---\nlicense: mit\ntags: [croc, llava\n---\n# my notes\n")
     assert _earlier_eval_results(tmp_path, "2", {}, {}, []) == []
     assert Provenance.of_model_folder(tmp_path) == Provenance()  # a stage started from it: nothing stated
+
+
+def test_a_stage_started_from_a_tilde_folder_inherits_its_card(tmp_path, monkeypatch):
+    """`--model.name_or_path=~/stage1` (no shell expands a `~` after `=`) loads the folder, but its card was read at
+    `./~/stage1`: the next stage's card lost the licence, base models and datasets without a word."""
+    from trainer.model_card import run_provenance
+    from trainer.script_args import ModelArguments
+
+    home = tmp_path / "home"
+    (home / "stage1").mkdir(parents=True)
+    (home / "stage1" / "README.md").write_text("---\nlicense: apache-2.0\nbase_model:\n- org/base-lm\ndatasets:\n"
+                                               "- org/captions\n---\n# stage 1\n")
+    monkeypatch.setenv("HOME", str(home))
+    found = run_provenance(ModelArguments(name_or_path="~/stage1"))
+    assert found == run_provenance(ModelArguments(name_or_path=str(home / "stage1")))
+    assert found.licenses == ["apache-2.0"] and found.base_models == ["org/base-lm"]
+    assert found.datasets == ["org/captions"]
