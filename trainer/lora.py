@@ -115,7 +115,12 @@ def apply_lora(model: torch.nn.Module, model_args: ModelArguments, args: CrocTra
         modules_to_save=modules_to_save or None,
         bias="none",
     )
-    peft_model = get_peft_model(model, config)
+    # The adapters' initial values are drawn from the CPU generator at the run's seed, not from wherever loading
+    # left it: a model built partitioned under ZeRO-3 draws otherwise than one built whole, and its LoRA run left
+    # the one-process run's curve at its second step. The generator is restored after (and CUDA's left alone).
+    with torch.random.fork_rng(devices=[]):
+        torch.random.default_generator.manual_seed(args.seed)
+        peft_model = get_peft_model(model, config)
     if args.gradient_checkpointing:
         # Text-only batches reach the first decoder layer with no tensor requiring grad (embeddings are frozen).
         peft_model.enable_input_require_grads()

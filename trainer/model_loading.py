@@ -22,6 +22,14 @@ from .training_args import CrocTrainingArguments
 
 logger = logging.getLogger(__name__)
 
+# The modules QLoRA keeps in full precision, as the paths of every family's (`model.visual` holds Qwen's merger,
+# `model.vision_model` and `model.connector` are SmolVLM's). transformers matches a skip entry from the start of a
+# module's path (or as its suffix), so the bare `vision_tower` / `multi_modal_projector` matched none of the
+# `model.`-prefixed towers and projectors: they were quantised too, the projector the stage trains included.
+QLORA_FULL_PRECISION_MODULES: tuple[str, ...] = (
+    "model.vision_tower", "model.visual", "model.vision_model", "model.multi_modal_projector", "model.connector",
+    "model.prompt_pool", "vtr_head", "lm_head",
+)
 
 
 def _load_kwargs(model_args: ModelArguments) -> dict:
@@ -33,7 +41,7 @@ def _load_kwargs(model_args: ModelArguments) -> dict:
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=torch.bfloat16,
-            llm_int8_skip_modules=["vision_tower", "multi_modal_projector", "prompt_pool", "vtr_head", "lm_head"],
+            llm_int8_skip_modules=list(QLORA_FULL_PRECISION_MODULES),
         )
     return kwargs
 

@@ -42,7 +42,7 @@ RECORD_FORMAT = 1
 # What a training step computes, versioned: a change to it that no configuration key shows (a fix) gets a new
 # version and its line here, and a resume from a checkpoint of an earlier version says what differs from the
 # resumed step on (`computation_changes`). A record without the key is version 1.
-COMPUTATION = 3
+COMPUTATION = 4
 # Each version's changes, as (what changed, whether a run of that record computed it): a change is named only to the
 # runs it touches (masks are drawn in stage 1.5 only; Gemma 3's and Mistral 3's changes concern those families), so a
 # stage-2 LLaVA run resumed across the upgrade is not told it now leaves its curve.
@@ -59,6 +59,9 @@ COMPUTATION_CHANGES: dict[int, tuple[tuple[str, Callable[[dict[str, Any]], bool]
     3: (("keep_floor's masked count of a mask_ratio whose kept share is not exact in binary (1 - 0.9 counted as "
          "0.0999...: a 10-token image had all its tokens masked)",
          lambda saved: saved.get("stage") == "1.5" and _inexact_keep_floor(saved)),),
+    4: (("QLoRA's vision tower and projector in full precision (transformers matched none of their names in the "
+         "skip list, so they were loaded in 4 bits)",
+         lambda saved: isinstance(saved.get("lora"), dict) and saved["lora"].get("load_in_4bit") is True),),
 }
 
 

@@ -263,8 +263,28 @@ def _merge(model_args, args, record: dict) -> None:
     # rerun writes again rather than refuses as someone else's.
     merged.mkdir(parents=True, exist_ok=True)
     write_run_record(merged, record, status="merging")
-    merge_lora(args.output_dir, merged)
+    with _whole_models(args):
+        merge_lora(args.output_dir, merged)
     write_run_record(merged, record, status="merged")
+
+
+@contextlib.contextmanager
+def _whole_models(args):
+    """Models built inside load whole, not partitioned. Under ZeRO-3 transformers builds every model it loads in
+    `deepspeed.zero.Init`, a collective call; the merge runs on the main process alone, the others done: a LoRA run
+    under ZeRO-3 trained, saved its adapters and ended in a broadcast to processes that had left (a traceback, or
+    a hang until the collective timeout), its merged folder never written."""
+    from transformers.integrations.deepspeed import set_hf_deepspeed_config, unset_hf_deepspeed_config
+
+    config = getattr(args, "hf_deepspeed_config", None)
+    if config is None or not config.is_zero3():
+        yield
+        return
+    unset_hf_deepspeed_config()
+    try:
+        yield
+    finally:
+        set_hf_deepspeed_config(config)
 
 
 def cli() -> None:

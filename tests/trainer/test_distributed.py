@@ -162,3 +162,28 @@ def test_the_others_do_not_wait_while_the_main_process_works_alone(monkeypatch, 
     monkeypatch.setattr(sys, "argv", ["trainer.train", "stage.yaml"])
     train_module.cli()
     assert calls == (["barrier", "destroy"] if work == "nothing" else ["destroy"])
+
+
+@needs_deepspeed
+def test_a_lora_run_under_zero3_equals_one_process_and_writes_its_merged_folder(tmp_path, data_dir, stage1_dir):
+    """The LoRA merge after training runs on the main process alone; under ZeRO-3 transformers built its base in
+    `deepspeed.zero.Init`, a broadcast to processes that had already left: the run trained, saved its adapters and
+    ended in a traceback with no merged folder. And its adapters started from other values than the one-process
+    run's (drawn after a partitioned build), leaving its curve at step 2 (both found by a hostile tester)."""
+    from trainer.merge_lora import merge_lora
+
+    common = [f"--data.path={data_dir / 'detailed.json'}", f"--model.name_or_path={stage1_dir}",
+              "--per_device_train_batch_size=2", "--global_batch_size=4", "--max_steps=2", "--model.use_peft=true",
+              "--model.lora_r=4", "--model.lora_alpha=8", "--model.lora_dropout=0", "--language_model_lr=1e-2"]
+    run_stage("stage1_5.yaml", tmp_path / "one", *common)
+    out = tmp_path / "zero3"
+    torchrun(2, "stage1_5.yaml", out, *common, "--deepspeed=trainer/configs/deepspeed/zero3.json")
+    model, info = CrocForConditionalGeneration.from_pretrained(tmp_path / "zero3-merged", output_loading_info=True)
+    assert not info["missing_keys"] and not info["unexpected_keys"]
+    state = model.state_dict()
+    again = CrocForConditionalGeneration.from_pretrained(merge_lora(out, tmp_path / "again")).state_dict()
+    one = CrocForConditionalGeneration.from_pretrained(tmp_path / "one-merged").state_dict()
+    assert state.keys() == again.keys() == one.keys()
+    for name, tensor in state.items():
+        torch.testing.assert_close(tensor, again[name], rtol=0, atol=0, msg=name)
+        torch.testing.assert_close(tensor, one[name], rtol=1e-4, atol=1e-5, msg=name)

@@ -165,7 +165,8 @@ def test_lora_keeps_every_other_trained_part_of_every_family_training(family, vi
     before = apply_trainable_parts(model, parts)
     model_args = SimpleNamespace(lora_r=2, lora_alpha=4, lora_dropout=0.0, lora_target_modules=["q_proj", "v_proj"],
                                  load_in_4bit=False)
-    peft_model = apply_lora(model, model_args, SimpleNamespace(trainable_parts=parts, gradient_checkpointing=False))
+    peft_model = apply_lora(model, model_args, SimpleNamespace(trainable_parts=parts, gradient_checkpointing=False,
+                                                                   seed=0))
     after = count_trainable(peft_model)
     for part in ("projector", "prompt_pool", "vtr_head", "vision_tower"):
         assert after[part][0] == before[part][0], (part, before[part], after[part])
@@ -206,3 +207,73 @@ def test_a_lora_checkpoint_written_before_the_mergers_trained_resumes_on_its_cur
     trainer = run_stage("stage1_5_qwen2_5_vl.yaml", out, *options)
     assert losses() == uninterrupted and len(uninterrupted) == 4
     assert not any("merger" in name for name, param in trainer.model.named_parameters() if param.requires_grad)
+
+
+@pytest.mark.parametrize("family", ["llava", *sorted(SPECS_BY_NAME)])
+def test_qlora_quantises_the_language_model_only(family):
+    """QLoRA keeps the tower, projector, pool, head and lm_head in full precision. transformers matches each skip
+    entry from the start of a module's path, so the bare `vision_tower` / `multi_modal_projector` entries matched
+    none of the `model.`-prefixed modules: every family's vision tower and projector (the one the stage trains
+    whole) were loaded in 4 bits (found by a hostile tester). Checked with the matching `replace_with_bnb_linear`
+    applies, on CPU."""
+    from types import SimpleNamespace
+
+    from transformers.quantizers.base import HfQuantizer
+    from transformers.quantizers.quantizers_utils import should_convert_module
+
+    from croc_testing.tiny import tiny_croc_config
+    from trainer.lora import language_model_name
+    from trainer.model_loading import _load_kwargs
+
+    model = (CrocForConditionalGeneration(tiny_croc_config()) if family == "llava" else SPECS_BY_NAME[family].build())
+    config = _load_kwargs(SimpleNamespace(dtype="float32", attn_implementation="sdpa", load_in_4bit=True))
+    skipped = HfQuantizer.get_modules_to_not_convert(model, config["quantization_config"].llm_int8_skip_modules,
+                                                     model._keep_in_fp32_modules)
+    language_model = f".{language_model_name(model)}."
+    linear = [path for path, module in model.named_modules() if type(module) is torch.nn.Linear]
+    quantised = {path for path in linear if should_convert_module(path, skipped)}
+    assert quantised == {path for path in linear if language_model in f".{path}" and not path.endswith("lm_head")}
+
+
+@pytest.mark.parametrize("load_in_4bit", [True, False], ids=["QLoRA", "LoRA"])
+def test_a_qlora_checkpoint_of_the_4bit_tower_is_told_its_computation_changed(tmp_path, caplog, load_in_4bit):
+    """A QLoRA run checkpointed while its tower was loaded in 4 bits (Gemma 3's, whose projector has no Linear to
+    fail on) goes on with it in full precision: the resume says so; a plain LoRA run is not told."""
+    import json
+    import logging
+
+    from trainer.resume import _check_record
+    from trainer.run_record import RUN_RECORD
+
+    saved = {"format": 1, "computation": 3, "stage": "2",
+             "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "targets": ["q_proj"], "load_in_4bit": load_in_4bit}}
+    (tmp_path / RUN_RECORD).write_text(json.dumps(saved))
+    with caplog.at_level(logging.WARNING, logger="trainer.resume"):
+        _check_record(str(tmp_path), saved, [])
+    assert ("QLoRA's vision tower and projector in full precision" in caplog.text) is load_in_4bit, caplog.text
+
+
+def test_the_adapters_start_from_the_runs_seed_whatever_loading_drew():
+    """LoRA's A matrices were drawn from wherever loading left the global generator: a model built partitioned under
+    ZeRO-3 draws otherwise than one built whole, so a LoRA run under ZeRO-3 left the one-process run's curve at its
+    second step (found by a hostile tester). They come from the run's seed; the global generator is left as it was."""
+    from types import SimpleNamespace
+
+    from croc_testing.tiny import tiny_croc_config
+    from trainer.lora import apply_lora
+
+    parts = ["projector", "prompt_pool", "vtr_head", "language_model"]
+    model_args = SimpleNamespace(lora_r=2, lora_alpha=4, lora_dropout=0.0, lora_target_modules=["q_proj"],
+                                 load_in_4bit=False)
+    adapters = []
+    for drawn_before in (0, 1):
+        model = CrocForConditionalGeneration(tiny_croc_config())
+        torch.manual_seed(drawn_before)
+        before = torch.random.get_rng_state()
+        peft_model = apply_lora(model, model_args, SimpleNamespace(trainable_parts=parts, gradient_checkpointing=False,
+                                                                   seed=7))
+        assert torch.equal(torch.random.get_rng_state(), before)
+        adapters.append({name: param for name, param in peft_model.named_parameters() if "lora_A" in name})
+    assert adapters[0].keys() == adapters[1].keys() and adapters[0]
+    for name, param in adapters[0].items():
+        assert torch.equal(param, adapters[1][name]), name
