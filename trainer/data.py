@@ -157,16 +157,19 @@ def _digest(value: Any) -> str:
 
 def fit_rule() -> str:
     """The rule `CrocSupervisedDataset.fit_rows` decides by, as a digest: the code that renders, tokenises and fits a
-    row (this module, the templates' `segments`, the processor's image tokens) and the versions of the libraries that
-    tokenise. A resume reuses the verdicts its checkpoint recorded only under the same rule
-    (`trainer.data_loading.fit_rows`); any edit to that code or upgrade refits every row once, which is slow but never
-    stale, where a hand-bumped version would be stale the first time someone forgot it."""
+    row (this module, the templates' `segments`, the processor's image tokens, the markers of `constants`, and
+    `trainer.data_loading`, which hands `fit_rows` each row's turns and image presence and records the verdicts) and
+    the versions of the libraries that tokenise. A resume reuses the verdicts its checkpoint recorded only under the
+    same rule (`trainer.data_loading.fit_rows`); any edit to that code or upgrade refits every row once, which is slow
+    but never stale, where a hand-bumped version would be stale the first time someone forgot it."""
     import tokenizers
     import transformers
 
-    from modeling_croc import conversation, processing_croc
+    from modeling_croc import constants, conversation, processing_croc
 
-    sources = [Path(module.__file__).read_bytes() for module in (conversation, processing_croc)]
+    from . import data_loading  # imports this module: read here, at call time
+
+    sources = [Path(module.__file__).read_bytes() for module in (constants, conversation, processing_croc, data_loading)]
     sources.append(Path(__file__).read_bytes())
     return _digest([hashlib.sha256(source).hexdigest() for source in sources]
                    + [transformers.__version__, tokenizers.__version__])

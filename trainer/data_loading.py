@@ -34,8 +34,8 @@ from data_recipes.validation import Progress
 from modeling_croc.images import ImageLimits
 
 from .checkpoint_io import checkpoint_folders
-from .data import LENGTH_REJECT_REASONS, CrocSupervisedDataset, RowFit
-from .data_report import REJECTS_FILE, DataReport
+from .data import CrocSupervisedDataset, RowFit
+from .data_report import REJECTS_FILE, RUN_REJECT_REASONS, DataReport
 from .run_record import FIT_VERDICTS, START_REJECTIONS, read_run_record, rows_fingerprint
 from .script_args import DataArguments
 from .training_args import CrocTrainingArguments
@@ -436,7 +436,10 @@ def _well_formed(recorded: Any, num_rows: int) -> bool:
     if not (isinstance(key, dict) and all(isinstance(v, str) for v in key.values()) and _count(recorded["rows"])
             and recorded["rows"] == num_rows and isinstance(truncated, list) and isinstance(rejected, list)):
         return False
-    if not all(isinstance(entry, list) and len(entry) == 3 and entry[1] in LENGTH_REJECT_REASONS
+    # Any reason the report counts: besides `LENGTH_REJECT_REASONS`, `fit_rows` rejects a row whose text holds the
+    # family's own image token as `too_many_image_markers` (a start-check reason); refusing it made one such row (a
+    # forum's `[IMG]` tag under Pixtral) cost every resume the full check, said as verdicts that "cannot be read".
+    if not all(isinstance(entry, list) and len(entry) == 3 and entry[1] in RUN_REJECT_REASONS
                and isinstance(entry[2], str) for entry in rejected):
         return False
     indices = [truncated, [entry[0] for entry in rejected]]

@@ -414,3 +414,41 @@ def test_verdicts_that_are_not_ones_are_not_used(recorded):
     for bad in ({**good, "rows": 15}, {**good, "truncated": [2, 4]}, {**good, "rejected": [[4, "bogus", "d"]]},
                 {**good, "truncated": [True]}, {**good, "unknown": 14}, {**good, "rejected": [[16, "too_long", "d"]]}):
         assert not _well_formed(bad, 16), bad
+
+
+def test_a_row_holding_the_models_own_image_token_keeps_the_recorded_verdicts(tmp_path, monkeypatch, caplog):
+    """Before: the length check rejects a row whose text holds the family's image token (Qwen's `<|image_pad|>`,
+    Pixtral's `[IMG]`, which forum text writes) as `too_many_image_markers`, and the record's verdicts holding that
+    reason did not read back: every resume fitted every row again, saying the verdicts "cannot be read"."""
+    from croc_testing.families import tiny_qwen2_5_vl_processor
+    from trainer.run_record import FIT_VERDICTS, write_run_record
+
+    rows = [text_row(f"short-{i}", f"{i}.") for i in range(3)] + [text_row("pad-in-text", "It is <|image_pad|>.")]
+    processor = tiny_qwen2_5_vl_processor()
+    first = _fit_in_a_run(rows, tmp_path, processor=processor, template="qwen2_vl")
+    assert first[0] == 3 and first[3]["too_many_image_markers"] == 1
+    (tmp_path / "checkpoint-1").mkdir()
+    write_run_record(tmp_path / "checkpoint-1", {FIT_VERDICTS: first[-1]})
+    calls = _tokenising_calls(monkeypatch)
+    with caplog.at_level(logging.INFO, logger="trainer.data_loading"):
+        assert _fit_in_a_run(rows, tmp_path, processor=processor, template="qwen2_vl") == first
+    assert calls == [] and "nothing tokenised" in caplog.text, caplog.text
+
+
+@pytest.mark.parametrize("module", ["trainer.data_loading", "modeling_croc.constants"])
+def test_an_edit_of_any_code_the_length_check_runs_changes_its_rule(module, tmp_path, monkeypatch):
+    """Before: the rule hashed `trainer.data`, the templates and `processing_croc` only, while the rows reach
+    `fit_rows` through `trainer.data_loading` (`_fit_range` decides each row's image presence) and the image marker
+    is `modeling_croc.constants`'s: an edit there changed the verdicts of a fresh start, and a resume took the old
+    ones."""
+    import importlib
+    from pathlib import Path
+
+    from trainer.data import fit_rule
+
+    before = fit_rule()
+    loaded = importlib.import_module(module)
+    edited = tmp_path / "edited.py"
+    edited.write_bytes(Path(loaded.__file__).read_bytes() + b"\n# edited\n")
+    monkeypatch.setattr(loaded, "__file__", str(edited))
+    assert fit_rule() != before
