@@ -308,6 +308,14 @@ class CrocSupervisedDataset(torch.utils.data.Dataset):
     def _text_rows(self) -> np.ndarray:
         return np.flatnonzero(np.asarray(self.modality_lengths) < 0)
 
+    @cached_property
+    def rows_fingerprint(self) -> dict[str, Any]:
+        """`trainer.run_record.rows_fingerprint` of the rows, computed once: the length check's key and the run
+        record both need it, and a pass reads every row (an embedded image's bytes included)."""
+        from .run_record import rows_fingerprint
+
+        return rows_fingerprint(self.rows)
+
     def _replaced(self, row: Mapping[str, Any], index: int, reason: str, detail: str,
                   log_only: bool = False) -> dict[str, Any]:
         if not log_only:

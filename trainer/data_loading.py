@@ -36,7 +36,7 @@ from modeling_croc.images import ImageLimits
 from .checkpoint_io import checkpoint_folders
 from .data import CrocSupervisedDataset, RowFit
 from .data_report import REJECTS_FILE, RUN_REJECT_REASONS, DataReport
-from .run_record import FIT_VERDICTS, START_REJECTIONS, read_run_record, rows_fingerprint
+from .run_record import FIT_VERDICTS, START_REJECTIONS, read_run_record
 from .script_args import DataArguments
 from .training_args import CrocTrainingArguments
 from .validation import is_saved_build
@@ -386,7 +386,7 @@ def _fit_key(dataset: CrocSupervisedDataset, args: CrocTrainingArguments) -> dic
     inputs = dataset.fit_inputs()
     if inputs is None:
         return None
-    return {**inputs, "rows": rows_fingerprint(dataset.rows)["content_sha256"] + f"/{len(dataset)}",
+    return {**inputs, "rows": dataset.rows_fingerprint["content_sha256"] + f"/{len(dataset)}",
             "image_aspect_ratio": str(getattr(args, "image_aspect_ratio", None))}
 
 

@@ -303,15 +303,17 @@ def _split_dependent(model_args, args, config: dict[str, Any]) -> bool:
 
 def build_run_record(model_args, data_args, args, croc_config: dict[str, Any] | None, rows,
                      start_rejections: dict[str, list[int]] | None = None,
-                     fit_verdicts: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The record of a run about to start (see the module docstring), as written to `RUN_RECORD`."""
+                     fit_verdicts: dict[str, Any] | None = None,
+                     data_rows: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The record of a run about to start (see the module docstring), as written to `RUN_RECORD`. `data_rows`:
+    `rows_fingerprint(rows)` where the caller holds it already (a pass over every row)."""
     config = _without_volatile(dict(croc_config or {}))
     croc_keys = [key for key in config if key not in ("text_config", "vision_config")]
     record = {
         "stage": args.stage,
         "croc_config": _canonical({key: config[key] for key in croc_keys}),
         "model_config": _digest({key: config.get(key) for key in ("text_config", "vision_config")}),
-        "data_rows": rows_fingerprint(rows),
+        "data_rows": data_rows if data_rows is not None else rows_fingerprint(rows),
         "global_batch_size": args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps,
         "per_device_split": args.per_device_train_batch_size if _split_dependent(model_args, args, config) else None,
         "trainable_parts": list(args.trainable_parts),

@@ -151,7 +151,8 @@ def _run(model_args, data_args, args, stage, signals: StopSignals) -> CrocTraine
     except (CrocConfigError, StrictDataclassError) as error:
         raise ConfigError(f"model config: {error}") from None
     record = build_run_record(model_args, data_args, args, croc_config, train_dataset.rows,
-                              training_rows.start_rejections, training_rows.fit_verdicts)
+                              training_rows.start_rejections, training_rows.fit_verdicts,
+                              data_rows=train_dataset.rows_fingerprint)
     resume_from = plan_resume(args, record)  # the checkpoint (verified, same run) or None; before the model loads
     done = finished_step(args, record, resume_from, bool(args.push_to_hub or args.hub_dry_run or model_args.use_peft))
     if done is not None:

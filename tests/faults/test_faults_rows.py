@@ -452,3 +452,24 @@ def test_an_edit_of_any_code_the_length_check_runs_changes_its_rule(module, tmp_
     edited.write_bytes(Path(loaded.__file__).read_bytes() + b"\n# edited\n")
     monkeypatch.setattr(loaded, "__file__", str(edited))
     assert fit_rule() != before
+
+
+def test_a_start_reads_the_rows_for_their_fingerprint_once(tiny_model, tmp_path, monkeypatch):
+    """The length check's key and the run record both hold the rows' fingerprint: one pass over every row (an
+    embedded image's bytes included) serves both, where the record used to read them all again."""
+    import trainer.run_record as run_record_module
+
+    passes: list[int] = []
+    original = run_record_module.rows_fingerprint
+
+    def counted(rows):
+        passes.append(len(rows))
+        return original(rows)
+
+    monkeypatch.setattr(run_record_module, "rows_fingerprint", counted)
+    import trainer.data_loading as data_loading_module  # holds its own reference where it imports the name
+
+    monkeypatch.setattr(data_loading_module, "rows_fingerprint", counted, raising=False)
+    data = write_small_folder(tmp_path / "data")
+    train_module.main(run_argv("stage2.yaml", tmp_path / "run", tiny_model, data, "--max_steps=1"))
+    assert len(passes) == 1, passes
