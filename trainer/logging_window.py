@@ -124,5 +124,23 @@ class LoggingWindow(TrainerCallback):
         trainer._croc_metrics.load_window_state(pending["croc"], trainer._tr_loss.device)
         return control
 
+    def on_step_end(self, args, state, control, **kwargs):
+        """logging_strategy=epoch: log the epoch's window at its last step's end, before that step's save. The
+        Trainer logs it at the epoch's end, after the save: a checkpoint written at an epoch's last step (save_steps,
+        a timed save, a signal, the run's last step) held the window as open and not the entry, so its resume lost
+        the entry and logged those steps again with the next epoch's."""
+        if args.logging_strategy == "epoch" and (float(state.epoch or 0).is_integer() or (
+                control.should_training_stop and not self.trainer.preempted)):
+            control.should_log = True
+        return control
+
+    def on_epoch_end(self, args, state, control, **kwargs):
+        """A signal stop within an epoch: no epoch-end log (the Trainer's logging_strategy=epoch logs as the loop
+        ends): the checkpoint carries the open window, logged on resume at the uninterrupted run's step; a log here
+        added an entry (and save_strategy=epoch saved the checkpoint again, with that entry and no window)."""
+        if self.trainer.preempted and not float(state.epoch or 0).is_integer():
+            control.should_log = control.should_evaluate = control.should_save = False
+        return control
+
 
 __all__ = ["WINDOW_FILE", "LoggingWindow"]

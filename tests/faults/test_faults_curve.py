@@ -277,3 +277,39 @@ def test_windows_saved_by_other_processes_reduce_to_the_same_logged_values():
     four = [share(4, rank) for rank in range(4)]
     assert sum(part["loss_sum"] for part in four) / 4 == 5.0
     assert [sum(values) for values in zip(*(part["croc"]["histogram"] for part in four))] == [1.0, 3.0]
+
+
+def _epoch_argv(out, tiny_model, data, *extra):
+    # logging_strategy=epoch: 8 rows, 4 a step, so an epoch is 2 steps, logged at its end (steps 2, 4, 6).
+    return run_argv("stage1_5.yaml", out, tiny_model, data, "--max_steps=6", "--logging_strategy=epoch", *extra)
+
+
+@pytest.fixture(scope="module")
+def epoch_reference(tiny_model, data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("uninterrupted_epochs") / "run"
+    train_module.main(_epoch_argv(out, tiny_model, data, "--save_strategy=steps", "--save_steps=2"))
+    assert [e["step"] for e in _history(out) if "loss" in e] == [2, 4, 6]
+    return out
+
+
+def test_a_checkpoint_at_an_epochs_end_holds_the_epochs_entry(epoch_reference, tiny_model, data, tmp_path):
+    """logging_strategy=epoch logs at the epoch's end, after the last step's save: checkpoint-2 held steps 1-2 as an
+    open window and no entry at step 2, so its resume lost that entry and logged steps 1-4 as one at step 4."""
+    out = tmp_path / "run"
+    assert [e["step"] for e in _history(epoch_reference / "checkpoint-2") if "loss" in e] == [2]
+    shutil.copytree(epoch_reference / "checkpoint-2", out / "checkpoint-2")
+    train_module.main(_epoch_argv(out, tiny_model, data, "--save_strategy=steps", "--save_steps=2"))
+    assert_same_history(out, epoch_reference)
+
+
+def test_a_signal_within_an_epoch_logs_nothing_at_the_epochs_end(epoch_reference, tiny_model, data, tmp_path,
+                                                                   monkeypatch, capsys):
+    """SIGTERM in step 3, within the second epoch: the loop's end logged the open window (an entry at step 3 the
+    uninterrupted run has not) and save_strategy=epoch wrote checkpoint-3 again, with that entry and no window."""
+    out = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        _signal_during_step(patch, 3)
+        assert cli_exit(_epoch_argv(out, tiny_model, data, "--save_strategy=epoch"), monkeypatch, capsys)[0] == 75
+    assert [e["step"] for e in _history(out / "checkpoint-3") if "loss" in e] == [2]
+    train_module.main(_epoch_argv(out, tiny_model, data, "--save_strategy=epoch"))
+    assert_same_history(out, epoch_reference)
