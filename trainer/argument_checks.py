@@ -728,6 +728,14 @@ def check_lora_targets(model: torch.nn.Module, target_modules: list[str]) -> Non
         pattern = re.compile(lora_target_regex([target], language_model))
         matched = [name for name in names if pattern.fullmatch(name)]
         if not matched:
+            # A module right under the language model (`embed_tokens`, `norm`) is one of it, but outside its
+            # layers, which are all the targets reach: "names no module of the language model" was false there.
+            direct = [name for name in names if name.endswith(f"{language_model}.{target}")
+                      and f".{language_model}." in f".{name}"]
+            if direct:
+                raise _config_error(f"model.lora_target_modules: {target!r} ({direct[0]}) sits directly under the "
+                                    "language model, outside its layers, and the targets reach only modules inside "
+                                    f"its layers; name projections of its layers: {', '.join(projections)}")
             close = difflib.get_close_matches(target, projections, n=1)
             hint = f" (did you mean {close[0]}?)" if close else ""
             raise _config_error(f"model.lora_target_modules: {target!r} names no module of the language model{hint}; "

@@ -224,6 +224,10 @@ CASES = [
     pytest.param(["--model.use_peft=true", "--model.lora_target_modules=[q_proj, v_prj]"],
                  "'v_prj' names no module .*did you mean v_proj", id="one LoRA target misspelt"),
     # ^ accepted (v_proj silently without adapters)
+    pytest.param(["--model.use_peft=true", "--model.lora_target_modules=[embed_tokens]"],
+                 r"'embed_tokens' \(model.language_model.embed_tokens\) sits directly under the language model, "
+                 "outside its layers", id="LoRA target under the language model"),
+    # ^ "'embed_tokens' names no module of the language model", which it is
     pytest.param(["--model.use_peft=true", "--model.lora_target_modules=[self_attn]"],
                  r"'self_attn' matches model.language_model.layers.0.self_attn \(LlamaAttention\), which LoRA cannot",
                  id="LoRA target not a projection"),  # after load (PEFT)
