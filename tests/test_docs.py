@@ -782,3 +782,16 @@ def test_roll_back_is_documented_where_a_checkpoint_is_named():
     training = " ".join((REPO / "docs" / "TRAINING.md").read_text(encoding="utf-8").split())
     assert "save, logging and evaluation steps" in training.lower() and "save, logging and evaluation steps" in \
         help_text.lower(), "TRAINING.md and --help no longer say that a resume takes its save steps from the command"
+
+
+def test_the_documented_merge_of_a_downloaded_adapter_passes_options_the_merge_has(commands):
+    """A downloaded LoRA adapter names its base by folder name only: the docs show the merge with `--base`, and
+    every option a documented `trainer.merge_lora` command passes is one its `--help` lists (a documented option
+    it did not have would read as a command that works)."""
+    merges = [command for command in commands if (_launched_module(command) or [None])[0] == "trainer.merge_lora"]
+    assert any("--base" in command.words for command in merges), "the docs show no merge with --base"
+    output = help_of(["trainer.merge_lora"])["trainer.merge_lora"]["output"]
+    problems = [f"{command.where()}: `python -m trainer.merge_lora --help` lists no {option}" for command in merges
+                for option in (word.split("=", 1)[0] for word in command.module()[1] if word.startswith("--"))
+                if not re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", output)]
+    assert not problems, "\n".join(problems)

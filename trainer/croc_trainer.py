@@ -56,7 +56,7 @@ from .logging_window import LoggingWindow
 from .metrics import CrocMetrics
 from .resume import continue_hint
 from .run_control import RunControl, RunStopped, StopSignals, TrainingDiverged, first_nonfinite_parameter
-from .run_record import ApplyAcceptedChanges, write_run_record
+from .run_record import ApplyAcceptedChanges, weights_fingerprint, write_run_record
 from .sampler import ModalityGroupedSampler
 from .stages import PARAMETER_GROUPS, parameter_group
 
@@ -65,6 +65,10 @@ logger = logging.getLogger(__name__)
 # Key under which `get_batch_samples` attaches the per-micro-batch draw information; popped before the forward.
 DRAWS_KEY = "_croc_draws"
 BASE_CONFIG_DIR = "base_config"
+# In BASE_CONFIG_DIR: the `weights_fingerprint` of the base weights a LoRA run adapts. The run record stays on this
+# machine, and a pushed adapter names its base by folder name only: this lets `trainer.merge_lora` refuse a base of
+# other weights wherever the adapter is merged.
+BASE_WEIGHTS_FILE = "base_weights.json"
 
 
 def apply_liger_kernels(model, kernel_config: dict | None = None) -> None:
@@ -643,6 +647,12 @@ class CrocTrainer(Trainer):
             target = Path(output_dir) / BASE_CONFIG_DIR
             target.mkdir(parents=True, exist_ok=True)
             (target / "config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+            # The run's start value where it has one (the weights it loaded), else the base as it is now.
+            fingerprint = (self.run_record or {}).get("lora_base_weights") or weights_fingerprint(
+                getattr(model.get_base_model(), "name_or_path", None))
+            if fingerprint:
+                (target / BASE_WEIGHTS_FILE).write_text(json.dumps({"weights_fingerprint": fingerprint}) + "\n",
+                                                        encoding="utf-8")
 
     def create_model_card(self, model_name: str | None = None, **kwargs) -> None:
         """Write `README.md` in `output_dir`: the Croc model card (`trainer.model_card`) instead of the generic one."""

@@ -203,9 +203,10 @@ def adapter_instructions(base: str) -> str:
     """What a LoRA run's folder is and how it loads: adapters, not a model (`install_instructions` would be false)."""
     return (f"{ADAPTER_INSTRUCTIONS_START} (PEFT, `adapter_config.json`) with the fully trained projector, prompt "
             f"pool and head, for the Croc base folder `{base}` they were trained on; it is not a model folder, and "
-            f"{LOAD_MODEL} does not load it. With the base folder at hand, `python -m trainer.merge_lora FOLDER --out "
-            "MERGED` (the Croc package) merges them into a plain folder that loads that way; the run itself wrote "
-            "one to `<output_dir>-merged`.")
+            f"{LOAD_MODEL} does not load it. `python -m trainer.merge_lora FOLDER --out MERGED --base BASE` (the "
+            f"Croc package), BASE being the folder or Hub id of that base (left out: `{base}` as a folder here, then "
+            "in the Hub cache), merges them into a plain folder that loads that way, and refuses a base of other "
+            "weights than they were trained on; the run itself wrote one to `<output_dir>-merged`.")
 
 
 def merged_card(adapter_dir: str | Path, merged_name: str) -> ModelCard | None:

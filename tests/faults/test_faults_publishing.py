@@ -395,7 +395,8 @@ def test_a_lora_runs_card_says_its_upload_holds_adapters_not_a_model(tiny_model,
     assert (dry / "adapter_config.json").is_file() and not (dry / "config.json").exists()
     card = ModelCard.load(dry / "README.md").text
     assert "This folder holds LoRA adapters" in card and f"the Croc base folder `{tiny_model.name}`" in card
-    assert "does not load it" in card and "python -m trainer.merge_lora FOLDER --out MERGED" in card
+    # A downloaded adapter names its base by folder name only: the command says how to give the base.
+    assert "does not load it" in card and "python -m trainer.merge_lora FOLDER --out MERGED --base BASE" in card
     assert "whether or not the Croc package is installed" not in card  # the model folder's instructions
 
 

@@ -86,7 +86,8 @@ def test_merge_cli_names_a_missing_adapter_or_base_in_one_line(tmp_path, capsys)
     (tmp_path / "run" / "adapter_config.json").write_text(json.dumps(
         {"base_model_name_or_path": str(tmp_path / "moved-base"), "peft_type": "LORA"}))
     for adapter, words in ((tmp_path / "not-a-run", "has no adapter_config.json: not a LoRA run folder"),
-                           (tmp_path / "run", f"{tmp_path / 'moved-base'} is not a model folder")):
+                           (tmp_path / "run", f"trained on the base `{tmp_path / 'moved-base'}`, which is neither "
+                                              "a folder here nor a Hub repository in the cache; pass --base")):
         with pytest.raises(SystemExit) as stop:
             main([str(adapter), "--out", str(tmp_path / "merged")])
         message = str(stop.value.code)
@@ -277,3 +278,89 @@ def test_the_adapters_start_from_the_runs_seed_whatever_loading_drew():
     assert adapters[0].keys() == adapters[1].keys() and adapters[0]
     for name, param in adapters[0].items():
         assert torch.equal(param, adapters[1][name]), name
+
+
+def test_a_downloaded_adapter_merges_onto_the_base_given_with_base_and_only_that_base(tmp_path, data_dir,
+                                                                                        stage1_dir, monkeypatch):
+    """A pushed adapter names its base by folder name only (a local path never leaves the machine): downloaded or
+    copied elsewhere it could not be merged, the command saying "BASE is not a model folder: it has no config.json"
+    and offering no way to name the base. Without `--base` the merge says which base is needed; `--base` names it;
+    a base of another architecture, or of other weights under the same config, is refused in one line (the merge
+    would give a wrong model silently); the merged folder loads through the Auto classes with every weight, and
+    gives the adapted model's logits."""
+    from transformers import AutoModelForImageTextToText
+
+    from croc_testing.tiny import save_tiny_croc
+    from trainer.hub import files_to_upload, write_upload_set
+    from trainer.merge_lora import main
+
+    out = tmp_path / "lora"
+    trainer = run_stage("stage1_5.yaml", out, f"--data.path={data_dir / 'detailed.json'}",
+                        f"--model.name_or_path={stage1_dir}", "--croc_preset=official", "--model.use_peft=true",
+                        "--model.lora_r=4", "--model.lora_alpha=8", "--max_steps=2", "--language_model_lr=1e-2")
+    downloaded = tmp_path / "downloaded"
+    downloaded.mkdir()
+    write_upload_set(out, files_to_upload(out), downloaded)  # what `hf download` gives back
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+
+    def refusal(*options: str) -> str:
+        with pytest.raises(SystemExit) as stop:
+            main([str(downloaded), "--out", str(tmp_path / "merged"), *options])
+        message = str(stop.value.code)
+        assert message.startswith("merge error: ") and "\n" not in message, message
+        assert not (tmp_path / "merged").exists()
+        return message
+
+    message = refusal()
+    assert f"trained on the base `{stage1_dir.name}`" in message and "--base" in message, message
+    other_size = save_tiny_croc(tmp_path / "other-size", hidden_size=48)
+    assert "another architecture" in refusal("--base", str(other_size))
+    retrained = CrocForConditionalGeneration.from_pretrained(stage1_dir)  # the same config, other weights
+    with torch.no_grad():
+        for param in retrained.parameters():
+            param.add_(0.01)
+    retrained.save_pretrained(tmp_path / "retrained")
+    assert "other weights" in refusal("--base", str(tmp_path / "retrained"))
+
+    main([str(downloaded), "--out", str(tmp_path / "merged"), "--base", str(stage1_dir)])
+    merged, info = AutoModelForImageTextToText.from_pretrained(tmp_path / "merged", output_loading_info=True)
+    assert not any(info.values()), info
+    batch = build_collator(trainer.processing_class)([trainer.train_dataset[i] for i in (0, 9)])
+    batch.pop("labels")
+    with torch.no_grad():
+        torch.testing.assert_close(merged.eval()(**batch).logits, trainer.model.eval()(**batch).logits,
+                                   rtol=1e-4, atol=1e-4)
+
+
+def test_a_downloaded_adapter_finds_its_base_in_the_hub_cache(tmp_path, monkeypatch):
+    """Without `--base`, the base an adapter names is looked up as a folder here, then as a Hub repository in the
+    cache (offline: nothing is downloaded)."""
+    import json
+
+    from peft import LoraConfig, get_peft_model
+
+    from croc_testing.tiny import save_tiny_croc
+    from trainer.merge_lora import find_base
+
+    base = save_tiny_croc(tmp_path / "base")
+    get_peft_model(CrocForConditionalGeneration.from_pretrained(base),
+                   LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(tmp_path / "run")
+    adapter_config = tmp_path / "run" / "adapter_config.json"
+    adapter_config.write_text(json.dumps({**json.loads(adapter_config.read_text()),
+                                          "base_model_name_or_path": "someone/croc-base"}))
+    cache = tmp_path / "cache"
+    snapshot = cache / "models--someone--croc-base" / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text((base / "config.json").read_text())
+    (cache / "models--someone--croc-base" / "refs").mkdir()
+    (cache / "models--someone--croc-base" / "refs" / "main").write_text("0" * 40)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.raises(ValueError, match="trained on the base `someone/croc-base`, which is neither a folder here"):
+        find_base(tmp_path / "run")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
+    assert find_base(tmp_path / "run") == "someone/croc-base"
+    assert find_base(tmp_path / "run", str(base)) == str(base)
