@@ -123,14 +123,42 @@ def _read_source(path: Path, data_args: DataArguments) -> tuple[datasets.Dataset
             # A pushed dataset (Hub layout, local or remote) or any folder of Parquet files: `load_dataset` reads
             # the card's `configs` when there is one.
             # The folder as found (`~` expanded, made absolute): `load_dataset` reads `~/set` as a Hub id.
+            if path.is_dir():
+                _account_for_files_not_read(path)
             rows = datasets.load_dataset(str(path) if path.exists() else str(data_args.path), split="train")
             image_root = Path(data_args.image_root or (path if path.is_dir() else "."))
+    except DataError:
+        raise
     except Exception as error:  # the `datasets` readers raise many types for bad files: see the docstring
         if not path.exists():  # read as a Hub dataset id: say first that no such local path exists
             raise DataError(f"{path} is no local folder or file (nothing at {path.expanduser().absolute()}) and, as a "
                             f"Hub dataset id, cannot be read: {_cause(error)}") from None
         raise DataError(f"{path} cannot be read as training rows: {_cause(error)}") from None
     return _in_row_schema(rows, path), image_root.expanduser().absolute()
+
+
+def _account_for_files_not_read(folder: Path) -> None:
+    """`load_dataset(folder, split="train")` reads the files that `datasets` assigns to the train split by their names
+    (`train*`, `data/train-*`, or the card's `configs`). A file of the same type whose name puts it in no split
+    (`more.parquet` beside `train.parquet`) was dropped without a word, its rows neither trained nor counted: refused
+    here, in one line. The files of other splits (validation, test) are not trained, as there is no evaluation here:
+    said in one line."""
+    splits = {str(name): [Path(file) for file in files]
+              for name, files in (datasets.load_dataset_builder(str(folder)).config.data_files or {}).items()}
+    read = {file.resolve() for files in splits.values() for file in files}
+    suffixes = {file.suffix for files in splits.values() for file in files}
+    unread = sorted(file for file in folder.rglob("*") if file.suffix in suffixes and file.is_file()
+                    and file.resolve() not in read
+                    and not any(part.startswith(".") for part in file.relative_to(folder).parts))
+    if unread:
+        names = ", ".join(str(file.relative_to(folder)) for file in unread[:3]) + (", ..." if len(unread) > 3 else "")
+        raise DataError(f"data.path {folder}: {len(unread)} file(s) are in no split, so their rows would be neither "
+                        f"trained nor counted ({names}); datasets assigns a folder's files to splits by their names "
+                        "and the run trains the train split: rename them train-*, or move them out of the folder")
+    others = {name: len(files) for name, files in splits.items() if name != "train"}
+    if others and "train" in splits:
+        logger.warning("data.path %s: only its train split is trained (trainer.train has no evaluation); not read: %s",
+                       folder, ", ".join(f"its {name} split ({count} file(s))" for name, count in others.items()))
 
 
 def _holds_no_shard(path: Path) -> bool:

@@ -7,6 +7,7 @@ that cannot be created, a repository id the Hub refuses."""
 from __future__ import annotations
 
 import json
+import logging
 import os
 from pathlib import Path
 
@@ -89,6 +90,27 @@ def test_zero_rows_and_conflicting_files_are_one_line(tmp_path):
     _parquet(mixed, pa.table({"conversations": ["a string"] * 2}), "train-1.parquet")
     verdict, message = _read(mixed)
     assert verdict == "error" and message.startswith(f"{mixed} cannot be read as training rows: "), message
+
+
+def test_a_parquet_file_in_no_split_is_one_line_and_other_splits_are_said(tmp_path, caplog):
+    """`load_dataset(folder, split="train")` reads the files named for the train split: `more.parquet` beside
+    `train.parquet` was dropped without a word, its rows neither trained nor counted (found by a hostile tester of
+    evaluation). A validation split is not trained (there is no evaluation here), and the run says so."""
+    def table(name: str) -> pa.Table:
+        return pa.table({"id": [f"{name}-{i}" for i in range(2)],
+                         "conversations": pa.array([_turns(f"{name} {i}.", False) for i in range(2)], pa.list_(TURN))})
+
+    folder = tmp_path / "rows"
+    for name in ("train", "more"):
+        _parquet(folder, table(name), f"{name}.parquet")
+    verdict, message = _read(folder)
+    assert verdict == "error" and "1 file(s) are in no split" in message and "(data/more.parquet)" in message, message
+
+    (folder / "data" / "more.parquet").rename(folder / "data" / "validation.parquet")
+    with caplog.at_level(logging.WARNING, logger="trainer.data_loading"):
+        verdict, rows = _read(folder)
+    assert verdict == "ok" and sorted(rows.rows["id"]) == ["train-0", "train-1"], rows
+    assert "only its train split is trained" in caplog.text and "its validation split (1 file(s))" in caplog.text
 
 
 def test_a_build_folder_of_zero_rows_says_it_holds_no_row(tmp_path):
