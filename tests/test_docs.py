@@ -780,7 +780,7 @@ def test_roll_back_is_documented_where_a_checkpoint_is_named():
     image_check = DataArguments.__dataclass_fields__["image_check"].metadata["help"]
     assert "resume" in image_check, "--help's image_check says every start checks as set; a resume only stats"
     training = " ".join((REPO / "docs" / "TRAINING.md").read_text(encoding="utf-8").split())
-    assert "save, logging and evaluation steps" in training.lower() and "save, logging and evaluation steps" in \
+    assert "save and logging steps" in training.lower() and "save and logging steps" in \
         help_text.lower(), "TRAINING.md and --help no longer say that a resume takes its save steps from the command"
 
 
@@ -794,4 +794,28 @@ def test_the_documented_merge_of_a_downloaded_adapter_passes_options_the_merge_h
     problems = [f"{command.where()}: `python -m trainer.merge_lora --help` lists no {option}" for command in merges
                 for option in (word.split("=", 1)[0] for word in command.module()[1] if word.startswith("--"))
                 if not re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", output)]
+    assert not problems, "\n".join(problems)
+
+
+# Where the code's messages send the reader: a docs page by its path, or a README section by its heading.
+MESSAGE_DOC = re.compile(r"\bdocs/([\w-]+\.md)\b")
+MESSAGE_README_SECTION = re.compile(r"\(README, ([A-Z][\w -]*)\)")
+
+
+def test_every_page_and_section_the_code_names_exists():
+    """The configuration errors end with where to read on (`... (docs/EVALUATION.md)`): the evaluation refusals sent
+    the reader to a README section `Evaluation` the README no longer had."""
+    readme_headings = set(re.findall(r"^#{1,6}\s+(.+?)\s*$", README.read_text(encoding="utf-8"), re.M))
+    problems = []
+    for folder in REPO_FOLDERS:
+        if folder in ("docs", "tests"):
+            continue
+        for path in sorted((REPO / folder).rglob("*.py")):
+            code = path.read_text(encoding="utf-8")
+            where = path.relative_to(REPO)
+            problems += [f"{where}: docs/{page} does not exist" for page in sorted(set(MESSAGE_DOC.findall(code)))
+                         if not (REPO / "docs" / page).is_file()]
+            problems += [f"{where}: README has no section {section!r}"
+                         for section in sorted(set(MESSAGE_README_SECTION.findall(code)))
+                         if section not in readme_headings]
     assert not problems, "\n".join(problems)

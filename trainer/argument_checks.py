@@ -79,7 +79,18 @@ GROUP_SET_OPTIM_KEYS = ("lr", "weight_decay")
 # The token counts transformers logs with `include_num_input_tokens_seen` (a bool maps to "all" or "no").
 INPUT_TOKEN_COUNTS = ("all", "non_padding", "no")
 NO_EVALUATION = "trainer.train has no evaluation set (it trains one stage on its training rows)"
-EVALUATION_HINT = "evaluate the saved stage folder with lmms-eval instead (README, Evaluation)"
+# README has no Evaluation section: the routes through lmms-eval are in docs/EVALUATION.md.
+EVALUATION_HINT = "evaluate the saved stage folder with lmms-eval instead (docs/EVALUATION.md)"
+# transformers' options that only shape an evaluation, or ask a training script for one (`do_eval`, `do_predict`;
+# `label_names` is read by the evaluation's prediction step only), with a value that shows each: any value but its
+# default was accepted and did nothing, so `do_eval: true` or `eval_steps: 500` trained without a word that no
+# evaluation ran, as `metric_for_best_model` alone did.
+EVALUATION_ONLY: dict[str, str] = {
+    "do_eval": "true", "do_predict": "true", "eval_steps": "10", "eval_delay": "5", "per_device_eval_batch_size": "2",
+    "eval_accumulation_steps": "4", "prediction_loss_only": "true", "batch_eval_metrics": "true",
+    "include_for_metrics": "[inputs]", "greater_is_better": "true", "eval_do_concat_batches": "false",
+    "eval_use_gather_object": "true", "bf16_full_eval": "true", "fp16_full_eval": "true", "label_names": "[labels]",
+}
 # transformers' options whose help describes settings this trainer refuses: the setting refused (with a value that
 # shows it, for the test that holds each entry to its check) and why. `--help` prints the why beside their help.
 REFUSED_SETTINGS: dict[str, tuple[str, str, str]] = {
@@ -99,6 +110,8 @@ REFUSED_SETTINGS: dict[str, tuple[str, str, str]] = {
     "optim": ("galore_adamw", "GaLore, APOLLO and LOMO",
               "they bring parameter groups of their own, replacing one learning rate per trained part"),
 }
+REFUSED_SETTINGS.update({name: (example, "any value but its default", NO_EVALUATION)
+                         for name, example in EVALUATION_ONLY.items()})
 # PyTorch modules PEFT's LoRA wraps.
 LORA_MODULE_TYPES = (torch.nn.Linear, torch.nn.Embedding, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d)
 
@@ -413,6 +426,27 @@ def _check_no_evaluation(args: Any) -> None:
     if _value(args.lr_scheduler_type) in ("reduce_lr_on_plateau", "greedy"):
         raise _config_error(f"lr_scheduler_type={_value(args.lr_scheduler_type)} follows an evaluation metric, but "
                             f"{NO_EVALUATION}; use cosine (the stages' schedule) or linear")
+    fields = {field.name: field for field in dataclasses.fields(args)}
+    for name in EVALUATION_ONLY:
+        if name not in fields:  # not an option of this transformers version
+            continue
+        field = fields[name]
+        default = field.default_factory() if field.default_factory is not dataclasses.MISSING else field.default
+        value = getattr(args, name)
+        if value != default:
+            raise _config_error(f"{name}={_yaml_text(value)} is an evaluation setting, but {NO_EVALUATION}, so it "
+                                f"would do nothing; drop it and {EVALUATION_HINT}")
+
+
+def _yaml_text(value: Any) -> str:
+    """`value` as a YAML file or a `--key=value` override spells it (`true`, `[inputs]`), for messages."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_yaml_text(item) for item in value) + "]"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))  # the CLI reads `eval_steps=10` into the float field as 10.0
+    return str(_value(value))
 
 
 def _check_compile_and_checkpointing(args: Any) -> None:

@@ -190,7 +190,7 @@ class CrocTrainingArguments(TrainingArguments):
         metadata={"help": "A checkpoint-N folder to resume from (written by a run of this configuration), or true: "
                   "the newest intact checkpoint of output_dir (refused when it holds none). Unset: auto_resume "
                   "decides. A checkpoint older than output_dir's newest rolls back: the later ones are kept as "
-                  "checkpoint-N-abandoned (not resumed, rotated or replaced). Save, logging and evaluation steps "
+                  "checkpoint-N-abandoned (not resumed, rotated or replaced). Save and logging steps "
                   "are this command's, not the checkpoint's."},
     )
 

@@ -171,6 +171,21 @@ CASES = [
                  "trainer.train has no evaluation set", id="best metric"),  # accepted: no best checkpoint tracked
     pytest.param(["--save_strategy=best"], "save_strategy=best saves on the best evaluation", id="save best"),
     # ^ after load
+    # Settings of an evaluation that never runs (found by a hostile tester of evaluation): each was accepted and did
+    # nothing, without a word that no evaluation ran.
+    pytest.param(["--do_eval=true"], r"do_eval=true is an evaluation setting, but trainer.train has no evaluation "
+                 r"set .*\(docs/EVALUATION.md\)", id="do_eval"),  # accepted
+    pytest.param(["--do_predict=true"], "do_predict=true is an evaluation setting", id="do_predict"),  # accepted
+    pytest.param(["--eval_steps=500"], "eval_steps=500 is an evaluation setting", id="eval_steps alone"),
+    # ^ accepted
+    pytest.param(["--greater_is_better=false"], "greater_is_better=false is an evaluation setting",
+                 id="greater_is_better alone"),  # accepted: no best checkpoint tracked
+    pytest.param(["--per_device_eval_batch_size=2", "--eval_accumulation_steps=4"],
+                 "per_device_eval_batch_size=2 is an evaluation setting", id="eval batch"),  # accepted
+    pytest.param(["--include_for_metrics=[inputs, loss]"], r"include_for_metrics=\[inputs, loss\] is an evaluation "
+                 "setting", id="eval metrics inputs"),  # accepted
+    pytest.param(["--fp16_full_eval=true", "--bf16_full_eval=true"], "bf16_full_eval=true is an evaluation setting",
+                 id="half-precision eval"),  # one line refusing both for an evaluation that never runs
     # ---- names and types ----
     pytest.param(["--log_level=loud"], "log_level must be one of .*passive, got 'loud'", id="log level"),
     # ^ traceback (KeyError)
