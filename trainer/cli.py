@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import difflib
-import re
 import types
 import typing
 from pathlib import Path
@@ -181,15 +180,20 @@ def load_raw_config(argv: list[str]) -> dict[str, dict[str, Any]]:
     return {section: _coerce_section(section, values) for section, values in raw.items()}
 
 
-# A YAML comment: `#` at the start or after a blank. Read from an override, it dropped the rest of the value silently.
-_COMMENT = re.compile(r"(?:^|\s)#")
+def _ends_in_comment(value: str) -> bool:
+    """Whether YAML reads a comment after the value's last token (`#` at the start or after a blank, outside
+    quotes): read from an override, it dropped the rest of the value silently. Through the scanner, since a ` #`
+    inside a quoted item (`[".* #x"]`, `{"k": "a #b"}`) is text, which a search of the text alone took for one."""
+    ends = [token.end_mark.index for token in yaml.scan(value)
+            if not isinstance(token, (yaml.StreamStartToken, yaml.StreamEndToken))]
+    return value[max(ends, default=0):].lstrip().startswith("#")
 
 
 def _check_nothing_dropped(key: str, value: str, loaded: Any) -> None:
     """Refuse an override YAML reads as less than its text: `--output_dir='runs/try #2'` read as `runs/try` (` #`
     starts a comment), `--output_dir=~` or `--output_dir=#2` read as null (~ is YAML's null), each of which trained
     into another folder (./trainer_output for null) without a word. `null` itself still means the default."""
-    commented = _COMMENT.search(value) and not (isinstance(loaded, str) and _COMMENT.search(loaded))
+    commented = _ends_in_comment(value)
     if commented or (loaded is None and value.strip() not in ("null", "Null", "NULL")):
         shown = "null" if loaded is None else repr(loaded)
         raise ConfigError(f"--{key}={value} reads as {shown} in YAML (`~` alone is null, ` #` starts a comment); "

@@ -32,6 +32,7 @@ from data_recipes import (
 )
 from data_recipes.validation import Progress
 from modeling_croc.images import ImageLimits
+from modeling_croc.provenance import card_metadata
 
 from .checkpoint_io import checkpoint_folders
 from .data import CrocSupervisedDataset, RowFit
@@ -141,24 +142,39 @@ def _account_for_files_not_read(folder: Path) -> None:
     """`load_dataset(folder, split="train")` reads the files that `datasets` assigns to the train split by their names
     (`train*`, `data/train-*`, or the card's `configs`). A file of the same type whose name puts it in no split
     (`more.parquet` beside `train.parquet`) was dropped without a word, its rows neither trained nor counted: refused
-    here, in one line. The files of other splits (validation, test) are not trained, as there is no evaluation here:
-    said in one line."""
-    splits = {str(name): [Path(file) for file in files]
-              for name, files in (datasets.load_dataset_builder(str(folder)).config.data_files or {}).items()}
+    here, in one line. The files of other splits (validation, test) and of the card's other configs (a Hub dataset's
+    subsets: the default one is read) are not trained, as there is no evaluation here: said in one line."""
+    builder = datasets.load_dataset_builder(str(folder))
+    splits = {str(name): [Path(file) for file in files] for name, files in (builder.config.data_files or {}).items()}
     read = {file.resolve() for files in splits.values() for file in files}
     suffixes = {file.suffix for files in splits.values() for file in files}
+    # A card's other configs name their own files: a snapshot of a Hub dataset with several subsets trained its
+    # default one, and was refused for the others' files as "in no split".
+    card_configs = card_metadata(folder).get("configs")
+    other_configs = sorted({str(config.get("config_name", "default")) for config in card_configs
+                            if isinstance(config, dict)} - {builder.config.name}) if isinstance(card_configs, list) else []
+    for name in other_configs:
+        try:
+            files_of = datasets.load_dataset_builder(str(folder), name).config.data_files or {}
+        except FileNotFoundError:  # a snapshot downloaded with the default config's files only
+            continue
+        read |= {Path(file).resolve() for files in files_of.values() for file in files}
     unread = sorted(file for file in folder.rglob("*") if file.suffix in suffixes and file.is_file()
                     and file.resolve() not in read
                     and not any(part.startswith(".") for part in file.relative_to(folder).parts))
     if unread:
         names = ", ".join(str(file.relative_to(folder)) for file in unread[:3]) + (", ..." if len(unread) > 3 else "")
         raise DataError(f"data.path {folder}: {len(unread)} file(s) are in no split, so their rows would be neither "
-                        f"trained nor counted ({names}); datasets assigns a folder's files to splits by their names "
-                        "and the run trains the train split: rename them train-*, or move them out of the folder")
-    others = {name: len(files) for name, files in splits.items() if name != "train"}
+                        f"trained nor counted ({names}); "
+                        + ("its card's configs name the files of each split: add them to the train split's data_files"
+                           if card_configs else "datasets assigns a folder's files to splits by their names and the "
+                           "run trains the train split: rename them train-*")
+                        + ", or move them out of the folder")
+    others = [f"its {name} split ({len(files)} file(s))" for name, files in splits.items() if name != "train"]
+    others += [f"its {name} config" for name in other_configs]
     if others and "train" in splits:
-        logger.warning("data.path %s: only its train split is trained (trainer.train has no evaluation); not read: %s",
-                       folder, ", ".join(f"its {name} split ({count} file(s))" for name, count in others.items()))
+        logger.warning("data.path %s: only its train split%s is trained (trainer.train has no evaluation); not read: "
+                       "%s", folder, f" of its {builder.config.name} config" if other_configs else "", ", ".join(others))
 
 
 def _holds_no_shard(path: Path) -> bool:

@@ -24,7 +24,12 @@ from modeling_croc.provenance import is_hub_id
 
 from .croc_trainer import BASE_CONFIG_DIR, BASE_WEIGHTS_FILE
 from .model_card import merged_card
-from .run_record import _VOLATILE_CONFIG_KEYS, read_run_record, weights_fingerprint
+from .run_record import (
+    _VOLATILE_CONFIG_KEYS,
+    earlier_weights_fingerprints,
+    read_run_record,
+    weights_fingerprint,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -104,10 +109,14 @@ def base_mismatch(adapter_dir: str | Path, base: str) -> str | None:
     try:
         recorded = json.loads((adapter_dir / BASE_CONFIG_DIR / BASE_WEIGHTS_FILE).read_text(encoding="utf-8"))
         recorded = recorded.get("weights_fingerprint") if isinstance(recorded, dict) else None
+        earlier: set[str] = set()
     except (OSError, ValueError):
         recorded = (read_run_record(adapter_dir) or {}).get("lora_base_weights")
+        # A run older than BASE_WEIGHTS_FILE: its record holds the fingerprint as its version computed it, and the
+        # very base it trained on was refused as "other weights" where that differs from today's.
+        earlier = earlier_weights_fingerprints(base) if recorded else set()
     current = weights_fingerprint(base) if recorded else None
-    if recorded and current and current != recorded:
+    if recorded and current and current != recorded and recorded not in earlier:
         return (f"--base {base} holds other weights than the base the adapters were trained on (fingerprint "
                 f"{current}, trained on {recorded}): the merge would give a wrong model; pass that base")
     return None

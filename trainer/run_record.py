@@ -225,7 +225,24 @@ def weights_fingerprint(name_or_path: str | None) -> str | None:
     # rerun of that finished run (to push it), which left the weights as they were and refused the LoRA resume.
     files = {suffix: sorted(path for path in folder.iterdir() if path.suffix == suffix
                             and path.name != TRAINING_ARGS_NAME and path.is_file()) for suffix in (".safetensors", ".bin")}
-    files = files[".safetensors"] or files[".bin"]
+    return _files_fingerprint(files[".safetensors"] or files[".bin"])
+
+
+def earlier_weights_fingerprints(name_or_path: str) -> set[str]:
+    """The fingerprints earlier versions of `weights_fingerprint` gave the local folder `name_or_path`: over all its
+    `*.safetensors` and `*.bin`, then all but `training_args.bin`. A run record keeps the value its version computed,
+    so an older LoRA run's record names its very base by one of these (they read local folders only)."""
+    folder = Path(name_or_path).expanduser()
+    if not folder.is_dir():
+        return set()
+    files = sorted(path for path in folder.iterdir() if path.suffix in (".safetensors", ".bin") and path.is_file())
+    return {found for found in (_files_fingerprint(files),
+                                _files_fingerprint([path for path in files if path.name != TRAINING_ARGS_NAME]))
+            if found}
+
+
+def _files_fingerprint(files: list[Path]) -> str | None:
+    """`files` by name, size and `_WEIGHT_PIECES` pieces spread over each; None for no file."""
     if not files:
         return None
     digest = hashlib.sha256()

@@ -40,6 +40,7 @@ def validate_environment(raw: dict[str, dict[str, Any]]) -> None:
     """Run every check on `raw` (as returned by `trainer.cli.load_raw_config`). It may complete the config with
     the resolved DeepSpeed config path."""
     training, model, data = raw["training"], raw["model"], raw["data"]
+    check_home_folders(raw)
     check_name_lengths(raw)
     check_precision(training, model)
     check_model_folders(model)
@@ -60,6 +61,23 @@ PATH_OPTIONS = {"model": ("name_or_path", "vision_tower", "language_model"), "da
                              "accelerator_config")}
 # The longest file or folder name (one path component) the usual file systems take, in bytes (NAME_MAX).
 NAME_MAX = 255
+
+
+def check_home_folders(raw: dict[str, dict[str, Any]]) -> None:
+    """Refuse a path option starting `~user` for a user this machine does not know: every check that expands it
+    raised `Path.expanduser`'s RuntimeError as a traceback (`resume_from_checkpoint`, `data.path`,
+    `model.name_or_path`), and transformers keeps such an output_dir as written, a `./~user` folder."""
+    for section, keys in PATH_OPTIONS.items():
+        for key in keys:
+            value = raw[section].get(key)
+            if not isinstance(value, str) or not value.startswith("~"):
+                continue
+            try:
+                Path(value).expanduser()
+            except RuntimeError:
+                name = key if section == "training" else f"{section}.{key}"
+                raise ConfigError(f"{name} {value}: {Path(value).parts[0]} is the home folder of no user on this "
+                                  "machine; give the folder's path") from None
 
 
 def check_name_lengths(raw: dict[str, dict[str, Any]]) -> None:

@@ -113,6 +113,32 @@ def test_a_parquet_file_in_no_split_is_one_line_and_other_splits_are_said(tmp_pa
     assert "only its train split is trained" in caplog.text and "its validation split (1 file(s))" in caplog.text
 
 
+
+def test_a_hub_dataset_of_several_configs_trains_its_default_one(tmp_path, caplog):
+    """A Hub dataset snapshot whose card declares several configs (subsets, one `default: true`): `load_dataset`
+    reads the default one, and the other configs' files are theirs, not "in no split"; the check of files read by
+    nothing refused such a folder, telling the user to rename the files (found by a hostile reviewer). A file the
+    card names for no config is still refused, pointing at the card."""
+    def table(name: str) -> pa.Table:
+        return pa.table({"id": [f"{name}-{i}" for i in range(2)],
+                         "conversations": pa.array([_turns(f"{name} {i}.", False) for i in range(2)], pa.list_(TURN))})
+
+    folder = tmp_path / "subsets"
+    for name in ("main", "extra"):
+        _parquet(folder, table(name), f"{name}-train.parquet")
+    (folder / "README.md").write_text(
+        "---\nconfigs:\n- config_name: main\n  default: true\n  data_files:\n  - split: train\n"
+        "    path: data/main-*\n- config_name: extra\n  data_files:\n  - split: train\n    path: data/extra-*\n"
+        "---\n", encoding="utf-8")
+    with caplog.at_level(logging.WARNING, logger="trainer.data_loading"):
+        verdict, rows = _read(folder)
+    assert verdict == "ok" and sorted(rows.rows["id"]) == ["main-0", "main-1"], rows
+    assert "of its main config is trained" in caplog.text and "its extra config" in caplog.text, caplog.text
+
+    _parquet(folder, table("stray"), "stray.parquet")
+    verdict, message = _read(folder)
+    assert verdict == "error" and "(data/stray.parquet)" in message and "card's configs" in message, message
+
 def test_a_build_folder_of_zero_rows_says_it_holds_no_row(tmp_path):
     """A `save_to_disk` build of zero rows (what the builder wrote, status "ok", for an empty annotation file before
     it refused one): "no training rows", not `load_from_disk`'s "IndexError: list index out of range"."""
@@ -352,6 +378,25 @@ def test_an_option_yaml_reads_as_less_than_its_text_is_refused(value, read_as, t
     assert raw["training"]["output_dir"] == str(tmp_path / "runs" / "try #2")
 
 
+
+@pytest.mark.parametrize(("override", "read_as"), [
+    ('--model.lora_target_modules=[".*layers.0.* #first", q_proj]', [".*layers.0.* #first", "q_proj"]),
+    ('--accelerator_config={"note": "try #2"}', {"note": "try #2"}),
+    ("--run_name='exp #3'", "exp #3"),
+])
+def test_a_hash_inside_a_quoted_item_is_text_not_a_comment(override, read_as, tmp_path):
+    """` #` inside a quoted list item or mapping value is text, which YAML keeps: the check for a value read as less
+    than its text refused such a list or mapping (a search of the text for ` #`), and its hint, quoting the whole
+    value, would have made it a string (found by a hostile reviewer). A comment after the value is still refused."""
+    config = tmp_path / "c.yaml"
+    config.write_text("model:\n  name_or_path: m\ndata:\n  path: d\n", encoding="utf-8")
+    raw = load_raw_config([str(config), override])
+    key = override[2:].split("=", 1)[0]
+    section, name = key.split(".", 1) if "." in key else ("training", key)
+    assert raw[section][name] == read_as
+    with pytest.raises(ConfigError, match="reads as"):
+        load_raw_config([str(config), "--model.lora_target_modules=[q_proj, v_proj] #k_proj"])
+
 def test_a_tilde_hub_layout_folder_is_read_as_the_folder(tmp_path, monkeypatch):
     """`data.path=~/pushed` (no shell expands a `~` after `=`): the folder was found, then handed to `load_dataset`
     as written, which read it as a Hub id (offline: refused; online: another dataset). `~/rows.json` was read."""
@@ -378,6 +423,19 @@ def test_a_tilde_checkpoint_is_the_home_folders(tmp_path, monkeypatch):
     check_resume(training)
     assert training["resume_from_checkpoint"] == str(checkpoint)
 
+
+
+@pytest.mark.parametrize("option", ["resume_from_checkpoint", "data.path", "model.name_or_path", "output_dir"])
+def test_a_home_folder_of_no_user_is_one_line(option, tmp_path, monkeypatch, tiny_model, small_data, nothing_loaded):
+    """`~user/...` for a user this machine lacks (a typo, a path copied from another cluster): the checks that expand
+    it ended in `Path.expanduser`'s "RuntimeError: Could not determine home directory." traceback (the resume's since
+    it took a `~`, found by a hostile reviewer), and transformers kept such an output_dir as a `./~user` folder."""
+    monkeypatch.chdir(tmp_path)
+    argv = run_argv("stage2.yaml", tmp_path / "out", tiny_model, small_data)
+    message = cli_error([*argv, f"--{option}=~no-such-user-here/run"], monkeypatch)
+    assert message == (f"configuration error: {option} ~no-such-user-here/run: ~no-such-user-here is the home folder "
+                       "of no user on this machine; give the folder's path"), message
+    assert not (tmp_path / "~no-such-user-here").exists()
 
 @pytest.mark.parametrize("option", ["output_dir", "hub_dry_run"])
 def test_an_unexpanded_variable_in_an_output_folder_is_refused(option, tmp_path, monkeypatch, tiny_model, small_data,

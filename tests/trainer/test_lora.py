@@ -364,3 +364,40 @@ def test_a_downloaded_adapter_finds_its_base_in_the_hub_cache(tmp_path, monkeypa
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
     assert find_base(tmp_path / "run") == "someone/croc-base"
     assert find_base(tmp_path / "run", str(base)) == str(base)
+
+
+def test_an_older_runs_record_names_its_own_base_by_its_versions_fingerprint(tmp_path):
+    """A LoRA run older than base_config/base_weights.json: the merge compares the base with its run record's
+    `lora_base_weights`, which its version computed over `training_args.bin` too (every Trainer-saved stage folder
+    holds one), so the very base it trained on was refused as "other weights", with no way past (found by a hostile
+    reviewer). Other weights are still refused."""
+    import hashlib
+    import json
+
+    from peft import LoraConfig, get_peft_model
+
+    from croc_testing.tiny import save_tiny_croc
+    from trainer.merge_lora import base_mismatch
+    from trainer.run_record import _WEIGHT_PIECE_BYTES, _WEIGHT_PIECES, RUN_RECORD
+
+    def fingerprint_then(folder):  # `weights_fingerprint` as a run record of that version holds it
+        digest = hashlib.sha256()
+        for path in sorted(path for path in folder.iterdir() if path.suffix in (".safetensors", ".bin")):
+            size = path.stat().st_size
+            digest.update(f"{path.name}\0{size}\0".encode())
+            with path.open("rb") as file:
+                for piece in range(_WEIGHT_PIECES):
+                    file.seek(max(0, size - _WEIGHT_PIECE_BYTES) * piece // max(1, _WEIGHT_PIECES - 1))
+                    digest.update(file.read(_WEIGHT_PIECE_BYTES))
+        return digest.hexdigest()[:16]
+
+    base = save_tiny_croc(tmp_path / "stage1")
+    (base / "training_args.bin").write_bytes(b"the stage run's pickled arguments")
+    run = tmp_path / "lora"
+    get_peft_model(CrocForConditionalGeneration.from_pretrained(base),
+                   LoraConfig(r=2, target_modules=["q_proj"])).save_pretrained(run)
+    (run / RUN_RECORD).write_text(json.dumps({"lora_base_weights": fingerprint_then(base)}))
+    assert base_mismatch(run, str(base)) is None
+    other = save_tiny_croc(tmp_path / "other", seed=1)
+    (other / "training_args.bin").write_bytes(b"the stage run's pickled arguments")
+    assert "holds other weights" in (base_mismatch(run, str(other)) or "")
