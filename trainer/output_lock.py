@@ -7,11 +7,14 @@ win) and holds it until it ends; a second run stops before it writes anything, w
 A lock outlives its run only when the run could not remove it (SIGKILL, a node lost). Such a lock is stale, and is
 taken over with a warning, when
 * it was taken on this host, in this boot and PID namespace, by a process that no longer exists (a process that
-  exists, even suspended, keeps it); a container sharing the host name (docker --network host) has its own process
-  table, so there only the heartbeat rule below applies;
-* it was taken on another host by an earlier incarnation of this Slurm job (the same `SLURM_JOB_ID` with a lower
-  `SLURM_RESTART_COUNT`: Slurm runs one incarnation of a job at a time, so a requeued job never waits on itself;
-  two runs inside one allocation share the job id but not a lower restart count);
+  exists, even suspended, keeps it, unless that PID is this process's own and this process does not hold the lock:
+  a container restarted in place numbers its processes from 1 again, so its run often gets the PID of the run it
+  replaces); a container sharing the host name (docker --network host) has its own process table, so there only the
+  heartbeat rule below applies;
+* it was taken, on any host, by an earlier incarnation of this Slurm job (the same `SLURM_JOB_ID` with a lower
+  `SLURM_RESTART_COUNT`: Slurm runs one incarnation of a job at a time, so a requeued job never waits on itself,
+  not even on the node it ran on, where its PID may belong to another process by now; two runs inside one
+  allocation share the job id but not a lower restart count);
 * it was taken on another host and its holder stopped refreshing it: a live holder touches the file every
   `HEARTBEAT_SECONDS` from a background thread, and a lock untouched for `STALE_AFTER_SECONDS` is abandoned. Its
   age is measured against a file written now in the same folder, so clocks that disagree between machines (a
@@ -38,6 +41,8 @@ LOCK_FILE = ".croc-run.lock"
 HEARTBEAT_SECONDS = 30.0
 # Ten missed heartbeats: long enough for a filesystem hiccup, short enough for a requeue on another node.
 STALE_AFTER_SECONDS = 300.0
+# The tokens of the locks this process holds: a lock naming this process's PID with another token is a dead one's.
+_HELD_HERE: set[str] = set()
 
 
 class OutputDirLocked(RuntimeError):  # noqa: N818
@@ -116,12 +121,16 @@ def _read_holder(path: Path) -> LockHolder | None:
     return LockHolder(**{"started": "?", **data})
 
 
-def _age_seconds(path: Path) -> float:
-    """Seconds since `path` was last touched, by the clock of the filesystem that holds it."""
+def _age_seconds(path: Path) -> float | None:
+    """Seconds since `path` was last touched, by the clock of the filesystem that holds it; None when no file can be
+    made beside it to read that clock (an inode quota, a full disk): then the age is unknown, which is not old.
+    FileNotFoundError when `path` is gone."""
     probe = path.with_name(f".croc-clock-{uuid.uuid4().hex}")
     try:
         probe.write_bytes(b"")
         now = probe.stat().st_mtime
+    except OSError:
+        return None
     finally:
         with contextlib.suppress(OSError):
             probe.unlink()
@@ -153,6 +162,7 @@ class OutputDirLock:
         self.folder.mkdir(parents=True, exist_ok=True)
         for _ in range(3):  # a stale lock removed by two starts at once: one of them creates the new lock
             if self._create():
+                _HELD_HERE.add(self.holder.token)
                 self._start_heartbeat()
                 return self
             current = _read_holder(self.path)
@@ -169,6 +179,7 @@ class OutputDirLock:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+        _HELD_HERE.discard(self.holder.token)
         current = _read_holder(self.path)
         if current is not None and current.token == self.holder.token:
             with contextlib.suppress(OSError):
@@ -198,24 +209,30 @@ class OutputDirLock:
             # Unreadable: a holder killed between creating and writing it, or garbage. Give a writer a moment.
             try:
                 age = _age_seconds(self.path)
-            except OSError:
+            except FileNotFoundError:
                 return "the lock disappeared"
-            return f"unreadable lock file, {age:.0f} s old" if age > self.heartbeat else None
+            return f"unreadable lock file, {age:.0f} s old" if age is not None and age > self.heartbeat else None
+        # Before the process table: a job requeued onto the node it ran on finds its old PID reused by then.
+        if current.slurm_job and current.slurm_job == self.holder.slurm_job \
+                and current.slurm_restart < self.holder.slurm_restart:
+            return f"it was taken by an earlier incarnation of this Slurm job ({current.describe()})"
         same_table = current.pid_namespace is None or self.holder.pid_namespace is None \
             or current.pid_namespace == self.holder.pid_namespace
         if current.host == self.holder.host and same_table:
+            if current.pid == os.getpid() and current.token not in _HELD_HERE:
+                # This process's PID, not its lock: an earlier process numbered alike (a container restarted in
+                # place, whose PID namespace can even get the same id) died holding it.
+                return f"its {current.describe()} was an earlier process with this process's PID"
             # On this host the process table is the truth: a holder that exists keeps the lock, suspended or not.
             return None if _process_exists(current.pid) else f"its {current.describe()} no longer exists"
         # Another host, or another boot or PID namespace of this one (a container sharing the host name): the
         # process table here says nothing about the holder, its heartbeat does.
-        if current.slurm_job and current.slurm_job == self.holder.slurm_job \
-                and current.slurm_restart < self.holder.slurm_restart:
-            return f"it was taken by an earlier incarnation of this Slurm job ({current.describe()})"
         try:
             age = _age_seconds(self.path)
-        except OSError:
+        except FileNotFoundError:
             return "the lock disappeared"
-        if age > self.stale_after:
+        # Unknown is not old: a live run on an inode-full filesystem would otherwise lose its lock to a second start.
+        if age is not None and age > self.stale_after:
             return f"its {current.describe()} has not refreshed it for {age:.0f} s"
         return None
 

@@ -24,10 +24,13 @@ decision at the same step without another collective.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
+import os
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -324,6 +327,58 @@ def logged_loss_total(folder: str | Path, skipped: list[Any]) -> tuple[float | N
     return (total, count) if previous == step else (None, 0)
 
 
+
+class DetachableStream:
+    """`sys.stdout` / `sys.stderr` of a run that outlives its reader: a job detached from its terminal (a write to
+    a hung-up terminal fails with EIO) or piped into a `tee` that died with it (EPIPE). The Trainer prints every log
+    entry, and one failed write ended a days-long run with a traceback (a preempted one with status 1 or 120, not
+    75). The first failed write sends the stream to /dev/null for good: the reader never comes back, and the run
+    record and `trainer_state.json` keep what the log said."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def _detach(self) -> None:
+        # The file descriptor, not only this object: what the stream still buffers, C++ code writing to it, and the
+        # interpreter's last flush (which turns a failure into status 120) all go to /dev/null from now on.
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, self._stream.fileno())
+            os.close(null)
+        self.write = self.flush = self._ignore  # type: ignore[method-assign]
+
+    @staticmethod
+    def _ignore(*args) -> int:
+        return len(args[0]) if args else 0
+
+    def write(self, text: str) -> int:
+        try:
+            return self._stream.write(text)
+        except BlockingIOError:  # a non-blocking stream that is full for now: this text is lost, not the stream
+            return len(text)
+        except OSError:
+            self._detach()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self._stream.flush()
+        except BlockingIOError:
+            pass
+        except OSError:
+            self._detach()
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
+def survive_a_lost_reader() -> None:
+    """Wrap `sys.stdout` and `sys.stderr` in `DetachableStream` (once), before any log handler takes them."""
+    for name in ("stdout", "stderr"):
+        stream = getattr(sys, name)
+        if stream is not None and not isinstance(stream, DetachableStream):
+            setattr(sys, name, DetachableStream(stream))
+
 __all__ = [
     "DEFAULT_PREEMPTION_SIGNALS",
     "PREEMPTION_SIGNAL_CHOICES",
@@ -333,8 +388,10 @@ __all__ = [
     "RunPreempted",
     "RunStopped",
     "StopSignals",
+    "DetachableStream",
     "TrainingDiverged",
     "first_nonfinite_parameter",
     "is_finite",
     "signal_number",
+    "survive_a_lost_reader",
 ]

@@ -56,7 +56,7 @@ from .resume import (
     output_dir_lock,
     plan_resume,
 )
-from .run_control import RunPreempted, RunStopped, StopSignals
+from .run_control import RunPreempted, RunStopped, StopSignals, survive_a_lost_reader
 from .run_record import build_run_record, croc_config_dict, write_run_record
 
 logger = logging.getLogger("trainer.train")
@@ -291,6 +291,7 @@ def _whole_models(args):
 def cli() -> None:
     """Console entry: a configuration or data problem exits (status 1) with one line, not a traceback; so do a
     diverged run and a failed checkpoint write (status 1) and a preempted one (status `PREEMPTED_EXIT_CODE`)."""
+    survive_a_lost_reader()  # first: the log handlers made from here on write through it
     if wants_help(sys.argv[1:]):
         print(help_text())
         return

@@ -6,6 +6,7 @@
 CROC_FAULT is one of
 * `sigterm-launcher:STEP`: during optimiser step STEP, process 0 sends SIGTERM to its launcher (torchrun), as Slurm
   or Kubernetes do before a preemption; the launcher forwards it to every worker;
+* `sigterm-self:STEP`: during optimiser step STEP, every process sends SIGTERM to itself (a run without a launcher);
 * `nan-loss:RANK:STEP`: the loss of process RANK becomes NaN in step STEP (the other processes' stays finite);
 * `write-fail:RANK:NAME`: torch.save on process RANK fails as it does on a full disk for a file whose path contains
   NAME (the other processes write theirs).
@@ -34,6 +35,9 @@ def _install(fault: str) -> None:
         if kind == "sigterm-launcher" and rank == 0 and step == int(where[0]) and not getattr(self, "_sent", False):
             self._sent = True
             os.kill(os.getppid(), signal.SIGTERM)
+        if kind == "sigterm-self" and step == int(where[0]) and not getattr(self, "_sent", False):
+            self._sent = True
+            os.kill(os.getpid(), signal.SIGTERM)
         if kind == "nan-loss" and rank == int(where[0]) and step == int(where[1]):
             loss, outputs = result if return_outputs else (result, None)
             loss = loss * float("nan")

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from run_cases import assert_same_weights, cli_exit, curve, run_argv, weights, write_small_folder
@@ -204,3 +207,35 @@ def test_ctrl_c_twice_interrupts_at_once_and_says_how_to_resume(tiny_model, data
                                                 "rerunning the same command resumes"), message
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1"]
     assert not (out / ".croc-run.lock").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("fault", [None, "sigterm-self:2"])
+def test_a_detached_run_whose_output_reader_is_gone_still_trains_and_exits_as_it_should(tiny_model, data, tmp_path,
+                                                                                      fault):
+    """A job detached from its terminal, or piped into a `tee` that died with it: every write to stdout and stderr
+    fails (EPIPE; a hung-up terminal gives EIO). The Trainer prints every log entry: the run ended at its first log
+    with a BrokenPipeError traceback, status 1, and a preempted one did not exit 75, so it was not requeued."""
+    driver = Path(__file__).with_name("fault_driver.py")
+    repo = Path(__file__).resolve().parents[2]
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+               PYTHONPATH=os.pathsep.join([str(repo), os.environ.get("PYTHONPATH", "")]))
+    env.pop("CROC_FAULT", None)
+    if fault:
+        env["CROC_FAULT"] = fault
+    out = tmp_path / "run"
+    argv = _argv(out, tiny_model, data, "--save_strategy=steps", "--save_steps=2")
+    read, write = os.pipe()
+    os.close(read)  # the reader is gone before the run writes anything
+    try:
+        done = subprocess.run([sys.executable, str(driver), *argv], cwd=repo, env=env, stdout=write, stderr=write,
+                              timeout=600)
+    finally:
+        os.close(write)
+    if fault:
+        assert done.returncode == PREEMPTED_EXIT_CODE
+        assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]
+        assert checkpoint_problem(out / "checkpoint-2") is None
+    else:
+        assert done.returncode == 0
+        assert (out / "model.safetensors").exists() and checkpoint_problem(out / "checkpoint-4") is None

@@ -5,14 +5,19 @@ run code when unpickled, and output folders holding someone else's model."""
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import os
 import pickle
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import time
 import zipfile
+from pathlib import Path
 
 import pytest
 from run_cases import cli_exit, curve, run_argv, write_small_folder
@@ -119,13 +124,76 @@ def test_a_requeued_slurm_job_takes_over_its_own_lock_but_not_a_live_run_of_its_
         OutputDirLock(tmp_path).acquire()
 
 
+def _live_process():
+    """Another process of this host, alive until killed (a PID that is not this process's own)."""
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+
+
 def test_a_suspended_run_on_this_host_keeps_its_lock_whatever_its_heartbeats_age(tmp_path):
     """Ctrl-Z or a Slurm suspend stops the heartbeat; the process still exists, so the lock is still its own."""
-    lock_file = _plant_lock(tmp_path, pid=os.getpid(), token="suspended")
-    old = time.time() - 3600
-    os.utime(lock_file, (old, old))
-    with pytest.raises(OutputDirLocked, match=f"in use by process {os.getpid()}"):
+    suspended = _live_process()
+    try:
+        os.kill(suspended.pid, signal.SIGSTOP)
+        lock_file = _plant_lock(tmp_path, pid=suspended.pid, token="suspended")
+        old = time.time() - 3600
+        os.utime(lock_file, (old, old))
+        with pytest.raises(OutputDirLocked, match=f"in use by process {suspended.pid}"):
+            OutputDirLock(tmp_path).acquire()
+    finally:
+        suspended.kill()
+        suspended.wait()
+
+
+def test_a_slurm_job_requeued_onto_its_node_takes_over_its_lock_whoever_has_its_pid_now(tmp_path, monkeypatch):
+    """SIGKILLed at the end of the grace period, the run left its lock; the requeued job lands on the same node,
+    where the old PID belongs to another process by now. Slurm runs one incarnation at a time: the lock is stale."""
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    monkeypatch.setenv("SLURM_RESTART_COUNT", "1")
+    reused = _live_process()
+    try:
+        _plant_lock(tmp_path, pid=reused.pid, token="first-incarnation", slurm_job="4242", slurm_restart=0)
+        OutputDirLock(tmp_path).acquire().release()
+        # The same incarnation, alive on this host (a second run inside the allocation): still refused.
+        _plant_lock(tmp_path, pid=reused.pid, token="sibling", slurm_job="4242", slurm_restart=1)
+        with pytest.raises(OutputDirLocked, match=f"in use by process {reused.pid}"):
+            OutputDirLock(tmp_path).acquire()
+    finally:
+        reused.kill()
+        reused.wait()
+
+
+def test_a_lock_naming_this_processs_pid_but_not_held_here_is_a_dead_runs(tmp_path):
+    """A container restarted in place numbers its processes from 1 again (and its PID namespace can get the freed
+    one's id): the run gets the PID of the run it replaces, which died holding the lock. That PID "exists" (it is
+    this process), but this process does not hold the lock: taken over, not refused forever. A lock this process
+    does hold (another run started in it) is still refused."""
+    _plant_lock(tmp_path, pid=os.getpid(), token="previous-container")
+    OutputDirLock(tmp_path).acquire().release()
+    with OutputDirLock(tmp_path):
+        with pytest.raises(OutputDirLocked, match=f"in use by process {os.getpid()}"):
+            OutputDirLock(tmp_path).acquire()
+
+
+def test_a_live_lock_is_kept_when_no_file_can_be_made_beside_it(tmp_path, monkeypatch):
+    """Another host's live run holds the folder; a second start finds the filesystem out of inodes (a quota) or
+    space, so the file that reads the filesystem's clock cannot be made. Its age is unknown, not old: the start is
+    refused and the live lock stays (it was read as "the lock disappeared", renamed away and deleted)."""
+    lock_file = _plant_lock(tmp_path, host="node-7", pid=1, token="live")
+    opened = os.open
+
+    def no_new_files(path, flags, *args, **kwargs):
+        if flags & os.O_CREAT and not (flags & os.O_EXCL and os.path.exists(path)):
+            raise OSError(errno.EDQUOT, os.strerror(errno.EDQUOT), str(path))
+        return opened(path, flags, *args, **kwargs)
+
+    def no_new_file(self, data):
+        raise OSError(errno.EDQUOT, os.strerror(errno.EDQUOT), str(self))
+
+    monkeypatch.setattr(os, "open", no_new_files)
+    monkeypatch.setattr(Path, "write_bytes", no_new_file)
+    with pytest.raises(OutputDirLocked, match="in use by process 1 on node-7"):
         OutputDirLock(tmp_path).acquire()
+    assert json.loads(lock_file.read_text())["token"] == "live"
 
 
 @pytest.mark.parametrize("pid", ["abc", None, 99999999999999, True])
