@@ -49,6 +49,7 @@ from .checkpoint_io import (
     write_failure_reason,
     write_manifest,
 )
+from .cli import ConfigError
 from .collator import DATA_REPORT_KEY
 from .croc_rng import MicroBatchDraws, mask_generator, step_draw_offsets
 from .data_report import REJECTS_FILE, DataReport
@@ -292,10 +293,21 @@ class CrocTrainer(Trainer):
 
     def _load_from_checkpoint(self, resume_from_checkpoint: str, model=None) -> None:
         model = self.model if model is None else model
-        if self._loads_weights_itself(resume_from_checkpoint, model):
-            load_weights_into(model, resume_from_checkpoint)
-            return
-        super()._load_from_checkpoint(resume_from_checkpoint, model)
+        try:
+            if self._loads_weights_itself(resume_from_checkpoint, model):
+                load_weights_into(model, resume_from_checkpoint)
+                return
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+        except (RuntimeError, ValueError) as error:
+            # Weights of other shapes or names than this model's (a QLoRA checkpoint of an earlier version holds its
+            # projector as packed 4-bit tensors; this one loads it in full precision): PyTorch's multi-line
+            # traceback after the model loaded. One line, nothing trained; other errors (memory) stay as they are.
+            detail = [line.strip() for line in str(error).splitlines() if line.strip()]
+            if not detail or not detail[0].startswith(("Error(s) in loading state_dict", "checkpoint ")):
+                raise
+            raise ConfigError(f"{resume_from_checkpoint} cannot be resumed: its weights do not fit this model "
+                              f"({' '.join(detail[:2])}); it was written by another version or configuration of "
+                              "this trainer: resume it with that one, or train anew in another output_dir") from None
 
     def _load_best_model(self) -> None:
         if self._loads_weights_itself(self.state.best_model_checkpoint, self.model):

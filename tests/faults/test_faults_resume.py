@@ -890,3 +890,32 @@ def test_the_lora_base_fingerprint_reads_no_training_args(tmp_path):
     assert weights_fingerprint(str(tmp_path)) == before
     (tmp_path / "model.safetensors").write_bytes(b"retrained" * 1000)
     assert weights_fingerprint(str(tmp_path)) != before
+
+
+@pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
+def test_a_checkpoint_whose_weights_do_not_fit_the_model_is_refused_in_one_line(two_steps, tiny_model, data,
+                                                                                 tmp_path, monkeypatch, capsys, lora):
+    """Weights of other shapes than the model's (a QLoRA checkpoint of computation 3 holds its trained projector as
+    packed 4-bit tensors, which this version loads in full precision): PyTorch's size-mismatch traceback, after the
+    model loaded. Now one line naming the checkpoint."""
+    import safetensors.torch
+    import torch
+
+    extra = ("--model.use_peft=true", "--model.lora_r=4", "--model.lora_dropout=0") if lora else ()
+    source = two_steps
+    if lora:
+        source = tmp_path / "lora_done"
+        train_module.main(_argv(source, tiny_model, data, "--max_steps=2", *extra))
+    out = tmp_path / "run"
+    shutil.copytree(source / "checkpoint-1", out / "checkpoint-1")
+    shutil.copy(source / "checkpoint-1" / "croc_run.json", out / "croc_run.json")
+    weights = out / "checkpoint-1" / ("adapter_model.safetensors" if lora else "model.safetensors")
+    state = safetensors.torch.load_file(weights)
+    name = next(key for key in state if "multi_modal_projector" in key and key.endswith("linear_1.weight"))
+    state[name] = torch.zeros(state[name].numel() // 2, 1, dtype=torch.uint8)  # a packed 4-bit weight's shape
+    safetensors.torch.save_file(state, weights, metadata={"format": "pt"})
+    write_manifest(out / "checkpoint-1")
+    status, message = cli_exit(_argv(out, tiny_model, data, "--max_steps=2", *extra), monkeypatch, capsys)
+    assert status == 1 and message.startswith(f"configuration error: {out / 'checkpoint-1'} cannot be resumed: its "
+                                              "weights do not fit this model (Error(s) in loading state_dict"), message
+    assert "size mismatch" in message and "\n" not in message
