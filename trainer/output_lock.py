@@ -7,10 +7,11 @@ win) and holds it until it ends; a second run stops before it writes anything, w
 A lock outlives its run only when the run could not remove it (SIGKILL, a node lost). Such a lock is stale, and is
 taken over with a warning, when
 * it was taken on this host, in this boot and PID namespace, by a process that no longer exists (a process that
-  exists, even suspended, keeps it, unless that PID is this process's own and this process does not hold the lock:
-  a container restarted in place numbers its processes from 1 again, so its run often gets the PID of the run it
-  replaces); a container sharing the host name (docker --network host) has its own process table, so there only the
-  heartbeat rule below applies;
+  exists, even suspended, keeps it, unless that PID is this process's own in this very PID namespace and this process
+  does not hold the lock: a container restarted in place numbers its processes from 1 again, so its run often gets
+  the PID of the run it replaces; a lock naming no namespace and this PID waits for the heartbeat rule); a
+  container sharing the host name (docker --network host) has its own process table, so there only the heartbeat
+  rule below applies;
 * it was taken, on any host, by an earlier incarnation of this Slurm job (the same `SLURM_JOB_ID` with a lower
   `SLURM_RESTART_COUNT`: Slurm runs one incarnation of a job at a time, so a requeued job never waits on itself,
   not even on the node it ran on, where its PID may belong to another process by now; two runs inside one
@@ -155,6 +156,8 @@ class OutputDirLock:
         self.holder = LockHolder.here()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        # Set when the lock's age could not be read (no file can be made beside it): the refusal says so.
+        self._age_unknown = False
 
     # ---- taking and releasing ----
     def acquire(self) -> OutputDirLock:
@@ -205,12 +208,14 @@ class OutputDirLock:
 
     def _stale_reason(self, current: LockHolder | None) -> str | None:
         """Why the lock in place can be taken over, or None while its holder may be alive."""
+        self._age_unknown = False
         if current is None:
             # Unreadable: a holder killed between creating and writing it, or garbage. Give a writer a moment.
             try:
                 age = _age_seconds(self.path)
             except FileNotFoundError:
                 return "the lock disappeared"
+            self._age_unknown = age is None
             return f"unreadable lock file, {age:.0f} s old" if age is not None and age > self.heartbeat else None
         # Before the process table: a job requeued onto the node it ran on finds its old PID reused by then.
         if current.slurm_job and current.slurm_job == self.holder.slurm_job \
@@ -218,20 +223,25 @@ class OutputDirLock:
             return f"it was taken by an earlier incarnation of this Slurm job ({current.describe()})"
         same_table = current.pid_namespace is None or self.holder.pid_namespace is None \
             or current.pid_namespace == self.holder.pid_namespace
-        if current.host == self.holder.host and same_table:
-            if current.pid == os.getpid() and current.token not in _HELD_HERE:
-                # This process's PID, not its lock: an earlier process numbered alike (a container restarted in
-                # place, whose PID namespace can even get the same id) died holding it.
-                return f"its {current.describe()} was an earlier process with this process's PID"
+        own_pid = current.pid == os.getpid() and current.token not in _HELD_HERE
+        if current.host == self.holder.host and same_table and own_pid \
+                and current.pid_namespace is not None and current.pid_namespace == self.holder.pid_namespace:
+            # This process's PID in this very table, not its lock: an earlier process numbered alike (a container
+            # restarted in place, whose PID namespace can even get the same id) died holding it.
+            return f"its {current.describe()} was an earlier process with this process's PID"
+        if current.host == self.holder.host and same_table and not own_pid:
             # On this host the process table is the truth: a holder that exists keeps the lock, suspended or not.
             return None if _process_exists(current.pid) else f"its {current.describe()} no longer exists"
-        # Another host, or another boot or PID namespace of this one (a container sharing the host name): the
-        # process table here says nothing about the holder, its heartbeat does.
+        # Another host, or another boot or PID namespace of this one (a container sharing the host name), or this
+        # process's PID in a table not known to be this one (a lock naming no namespace: the live PID 1 of another
+        # container sharing the host name, taken over at once): the process table here says nothing about the
+        # holder, its heartbeat does.
         try:
             age = _age_seconds(self.path)
         except FileNotFoundError:
             return "the lock disappeared"
         # Unknown is not old: a live run on an inode-full filesystem would otherwise lose its lock to a second start.
+        self._age_unknown = age is None
         if age is not None and age > self.stale_after:
             return f"its {current.describe()} has not refreshed it for {age:.0f} s"
         return None
@@ -259,7 +269,10 @@ class OutputDirLock:
         return (f"output_dir {self.folder} is in use by {who} (lock file {self.path}); two runs writing one folder "
                 "would mix their checkpoints. Wait for it to end, or use another output_dir. A lock left by a "
                 f"killed run is taken over once its process is gone, or after {self.stale_after:.0f} s without a "
-                "heartbeat from another host")
+                "heartbeat from another host" + (
+                    f"; its heartbeat's age cannot be read now, as no file can be made in {self.folder} (a full disk "
+                    "or an inode quota?): free some there, or remove the lock file if its run is known to be dead"
+                    if self._age_unknown else ""))
 
     def _start_heartbeat(self) -> None:
         self._stop.clear()

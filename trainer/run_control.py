@@ -25,6 +25,7 @@ decision at the same step without another collective.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import logging
 import math
@@ -327,13 +328,18 @@ def logged_loss_total(folder: str | Path, skipped: list[Any]) -> tuple[float | N
     return (total, count) if previous == step else (None, 0)
 
 
+# A write fails with these once the stream's reader is gone for good: a closed pipe (EPIPE; ECONNRESET and
+# ESHUTDOWN on a socket) or a hung-up terminal (EIO).
+_READER_GONE = frozenset({errno.EPIPE, errno.EIO, errno.ECONNRESET, errno.ESHUTDOWN})
+
 
 class DetachableStream:
     """`sys.stdout` / `sys.stderr` of a run that outlives its reader: a job detached from its terminal (a write to
     a hung-up terminal fails with EIO) or piped into a `tee` that died with it (EPIPE). The Trainer prints every log
     entry, and one failed write ended a days-long run with a traceback (a preempted one with status 1 or 120, not
-    75). The first failed write sends the stream to /dev/null for good: the reader never comes back, and the run
-    record and `trainer_state.json` keep what the log said."""
+    75). The first write failing as its reader is gone (EPIPE, EIO) sends the stream to /dev/null for good: the
+    reader never comes back, and the run record and `trainer_state.json` keep what the log said. Any other failed
+    write (a full disk) loses its text only."""
 
     def __init__(self, stream) -> None:
         self._stream = stream
@@ -354,18 +360,21 @@ class DetachableStream:
     def write(self, text: str) -> int:
         try:
             return self._stream.write(text)
-        except BlockingIOError:  # a non-blocking stream that is full for now: this text is lost, not the stream
-            return len(text)
-        except OSError:
-            self._detach()
+        except OSError as error:
+            self._failed(error)
             return len(text)
 
     def flush(self) -> None:
         try:
             self._stream.flush()
-        except BlockingIOError:
-            pass
-        except OSError:
+        except OSError as error:
+            self._failed(error)
+
+    def _failed(self, error: OSError) -> None:
+        # Only a reader that is gone is gone for good. A log file on a disk full for now (ENOSPC, EDQUOT: a
+        # checkpoint filled it) or a non-blocking stream that is full for now (EAGAIN) loses this text, not the
+        # stream: sent to /dev/null, the run's last line (why it stopped) was lost once the disk had room again.
+        if error.errno in _READER_GONE:
             self._detach()
 
     def __getattr__(self, name: str):

@@ -4,6 +4,8 @@ a signal before the first step, a second signal, timed checkpoints, and the opti
 
 from __future__ import annotations
 
+import errno
+import io
 import os
 import signal
 import subprocess
@@ -16,7 +18,7 @@ from run_cases import assert_same_weights, cli_exit, curve, run_argv, weights, w
 from trainer import croc_trainer
 from trainer import train as train_module
 from trainer.checkpoint_io import checkpoint_problem
-from trainer.run_control import PREEMPTED_EXIT_CODE, RunPreempted
+from trainer.run_control import PREEMPTED_EXIT_CODE, DetachableStream, RunPreempted
 
 
 @pytest.fixture(scope="module")
@@ -207,6 +209,27 @@ def test_ctrl_c_twice_interrupts_at_once_and_says_how_to_resume(tiny_model, data
                                                 "rerunning the same command resumes"), message
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1"]
     assert not (out / ".croc-run.lock").exists()
+
+
+def test_a_log_file_on_a_disk_full_for_a_moment_loses_lines_not_the_stream():
+    """A log file (`> train.log`) on a disk a checkpoint filled: a write fails with ENOSPC, then the disk has room
+    again. Only a reader that is gone (EPIPE, EIO) is gone for good: the stream went to /dev/null at the first failed
+    write, and the run's last line (why it stopped) never reached the log."""
+    class FullForAMoment(io.StringIO):
+        full = True
+
+        def write(self, text: str) -> int:
+            if self.full:
+                self.full = False
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+            return super().write(text)
+
+    log = FullForAMoment()
+    stream = DetachableStream(log)
+    assert stream.write("lost\n") == len("lost\n")
+    stream.write("run stopped: kept\n")
+    stream.flush()
+    assert log.getvalue() == "run stopped: kept\n"
 
 
 @pytest.mark.slow

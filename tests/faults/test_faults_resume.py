@@ -167,11 +167,26 @@ def test_a_lock_naming_this_processs_pid_but_not_held_here_is_a_dead_runs(tmp_pa
     one's id): the run gets the PID of the run it replaces, which died holding the lock. That PID "exists" (it is
     this process), but this process does not hold the lock: taken over, not refused forever. A lock this process
     does hold (another run started in it) is still refused."""
-    _plant_lock(tmp_path, pid=os.getpid(), token="previous-container")
+    namespace = LockHolder.here().pid_namespace
+    _plant_lock(tmp_path, pid=os.getpid(), token=f"previous-container@{namespace}")
     OutputDirLock(tmp_path).acquire().release()
     with OutputDirLock(tmp_path):
         with pytest.raises(OutputDirLocked, match=f"in use by process {os.getpid()}"):
             OutputDirLock(tmp_path).acquire()
+
+
+def test_a_live_lock_naming_this_processs_pid_and_no_namespace_waits_for_its_heartbeat(tmp_path):
+    """Two containers sharing the host name (docker --network host), each run PID 1 of its own, one output folder:
+    the live run's lock names no PID namespace (an earlier version of this trainer wrote it). That PID being this
+    process's own says nothing then; it was taken over at once (two writers). A fresh heartbeat keeps it; a stale
+    one is taken over."""
+    lock_file = _plant_lock(tmp_path, pid=os.getpid(), token="other-container")
+    with pytest.raises(OutputDirLocked, match=f"in use by process {os.getpid()}"):
+        OutputDirLock(tmp_path).acquire()
+    assert json.loads(lock_file.read_text())["token"] == "other-container"
+    old = time.time() - 3600
+    os.utime(lock_file, (old, old))
+    OutputDirLock(tmp_path).acquire().release()
 
 
 def test_a_live_lock_is_kept_when_no_file_can_be_made_beside_it(tmp_path, monkeypatch):
@@ -194,6 +209,24 @@ def test_a_live_lock_is_kept_when_no_file_can_be_made_beside_it(tmp_path, monkey
     with pytest.raises(OutputDirLocked, match="in use by process 1 on node-7"):
         OutputDirLock(tmp_path).acquire()
     assert json.loads(lock_file.read_text())["token"] == "live"
+
+
+def test_a_lock_whose_age_cannot_be_read_is_refused_with_the_reason(tmp_path, monkeypatch):
+    """Another host's run died an hour ago; no file can be made beside its lock (an inode quota), so its age is
+    unknown and the lock is kept. The refusal promised a takeover "after 300 s without a heartbeat": a retry after
+    that got the same line, and nothing named the obstacle."""
+    lock_file = _plant_lock(tmp_path, host="node-7", pid=1, token="dead")
+    old = time.time() - 3600
+    os.utime(lock_file, (old, old))
+
+    def no_new_file(self, data):
+        raise OSError(errno.EDQUOT, os.strerror(errno.EDQUOT), str(self))
+
+    monkeypatch.setattr(Path, "write_bytes", no_new_file)
+    with pytest.raises(OutputDirLocked, match="age cannot be read now, as no file can be made in") as refused:
+        OutputDirLock(tmp_path).acquire()
+    assert "\n" not in str(refused.value)
+    assert json.loads(lock_file.read_text())["token"] == "dead"
 
 
 @pytest.mark.parametrize("pid", ["abc", None, 99999999999999, True])
