@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import shutil
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -375,16 +376,19 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def promote_checkpoint(staged: str | Path, final: str | Path) -> None:
+def promote_checkpoint(staged: str | Path, final: str | Path, before_rename: Callable[[], None] | None = None) -> None:
     """Make the fully written `staged` folder the checkpoint `final`, in one rename.
 
     Files and folders are flushed first, so the rename cannot reach the disk before their contents (a machine that
     loses power right after still has either no `final` or a complete one). An older `final` (a checkpoint of the
-    same step from an earlier attempt) is replaced."""
+    same step from an earlier attempt) is replaced. `before_rename` runs after the flushes, right before anything in
+    the run folder changes (a check that raises to leave it as it is)."""
     staged, final = Path(staged), Path(final)
     for path in sorted(staged.rglob("*"), reverse=True):
         _fsync(path)
     _fsync(staged)
+    if before_rename is not None:
+        before_rename()
     if final.exists():
         shutil.rmtree(final)
     os.replace(staged, final)

@@ -55,8 +55,16 @@ from .croc_rng import MicroBatchDraws, mask_generator, step_draw_offsets
 from .data_report import REJECTS_FILE, DataReport
 from .logging_window import LoggingWindow
 from .metrics import CrocMetrics
+from .output_lock import OutputDirLock
 from .resume import continue_hint
-from .run_control import RunControl, RunStopped, StopSignals, TrainingDiverged, first_nonfinite_parameter
+from .run_control import (
+    OutputDirTakenOver,
+    RunControl,
+    RunStopped,
+    StopSignals,
+    TrainingDiverged,
+    first_nonfinite_parameter,
+)
 from .run_record import ApplyAcceptedChanges, weights_fingerprint, write_run_record
 from .sampler import ModalityGroupedSampler
 from .stages import PARAMETER_GROUPS, parameter_group
@@ -136,7 +144,8 @@ class CrocTrainer(Trainer):
     """
 
     def __init__(self, *args, provenance: Provenance | None = None, data_report: DataReport | None = None,
-                 run_record: dict | None = None, stop_signals: StopSignals | None = None, **kwargs) -> None:
+                 run_record: dict | None = None, stop_signals: StopSignals | None = None,
+                 output_lock: OutputDirLock | None = None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.provenance = provenance or Provenance()
         self.data_report = data_report if data_report is not None else DataReport(
@@ -148,7 +157,8 @@ class CrocTrainer(Trainer):
         self._own_signals = stop_signals is None
         self.run_control = RunControl(
             self, signals=stop_signals if stop_signals is not None else StopSignals(self.args.preemption_signals),
-            max_nonfinite_steps=self.args.max_nonfinite_steps, save_interval_minutes=self.args.save_interval_minutes)
+            max_nonfinite_steps=self.args.max_nonfinite_steps, save_interval_minutes=self.args.save_interval_minutes,
+            output_lock=output_lock)
         self.add_callback(self.run_control)
         self.add_callback(ApplyAcceptedChanges(self.args.resume_accept_changes or []))
         self.logging_window = LoggingWindow(self)
@@ -156,6 +166,7 @@ class CrocTrainer(Trainer):
         if self.args.use_liger_kernel:
             apply_liger_kernels(self.croc_model, self.args.liger_kernel_config)
         self._staging_root: str | None = None  # set while a checkpoint is being written (see `_save_checkpoint`)
+        self._lock_lost_in_save = False  # see `_agreed_write_failure`
         config = self.croc_model.config
         pool_size = config.prompt_pool_size if config.croc_pretraining and self.args.log_pool_utilisation else None
         self._croc_metrics = CrocMetrics(pool_size=pool_size, vtr_loss_weight=config.vtr_loss_weight,
@@ -551,6 +562,9 @@ class CrocTrainer(Trainer):
         (`save_total_limit`). Non-finite weights are never written; a write that fails (a full disk) stops the run
         with one line and leaves the earlier checkpoints as they were."""
         self._check_finite_weights(f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}")
+        # Before anything is staged: the staging folder is shared with whichever run holds output_dir's lock, and
+        # `prepare` below empties it.
+        self.run_control.check_output_dir_lock()
         run_dir = Path(super()._get_output_dir(trial))
         name = f"{PREFIX_CHECKPOINT_DIR}-{self.state.global_step}"
         staging = run_dir / STAGING_DIR
@@ -579,8 +593,11 @@ class CrocTrainer(Trainer):
                 if self._fix_best_checkpoint_path(staging, run_dir):
                     self.state.save_to_json(str(staging / name / TRAINER_STATE))
                 write_manifest(staging / name)
-                promote_checkpoint(staging / name, run_dir / name)
+                # The lock is read again right before the rename (after the flushes, which can take long): a run
+                # that lost it while writing leaves its staged files, not a checkpoint among the new holder's.
+                promote_checkpoint(staging / name, run_dir / name, before_rename=self._stop_if_lock_lost)
                 shutil.rmtree(staging)
+                self._stop_if_lock_lost()  # rotation deletes older checkpoints: the new holder's, by now
                 rotate_checkpoints(run_dir, self.args.save_total_limit, keep=(self.state.best_model_checkpoint,))
 
         # Each part ends where every process has done it (the part's agreement takes the place of a barrier): a
@@ -593,29 +610,47 @@ class CrocTrainer(Trainer):
         sharded = self.is_deepspeed_enabled or self.is_fsdp_enabled
         for part, alone in ((prepare, False), (write_own_files, sharded), (finish, False)):
             failure = self._agreed_write_failure(part, alone_on_failure=alone)
+            if self._lock_lost_in_save:
+                # Nothing is cleaned up either: the staging folder may be the new holder's by now.
+                self.run_control.check_output_dir_lock()
             if failure is not None:
+                # A write that failed because a new holder of the lock emptied the staging folder: what is there
+                # now is its own (a local read: a process stopping alone must not enter a collective).
+                self._stop_if_lock_lost()
                 if self.args.should_save:
                     shutil.rmtree(staging, ignore_errors=True)  # give the space back; the next start would remove it
                 raise RunStopped(f"could not write {name} into {run_dir}: {failure}; nothing else was changed; "
                                  f"{self.last_checkpoint_message()}")
         self._last_written_checkpoint = str(run_dir / name)
 
+    def _stop_if_lock_lost(self) -> None:
+        """Within a save's writes (main process): stop them when output_dir's lock is no longer this run's."""
+        lock = self.run_control.output_lock
+        if lock is not None and not lock.verify():
+            raise self.run_control.taken_over(lock.lost_message())
+
     def _agreed_write_failure(self, part, alone_on_failure: bool = False) -> str | None:
         """Run `part` (some of a checkpoint's writes) on this process, then agree with the others on whether a write
         failed on any of them (`is_write_failure`): the first failing process's reason, named when it is not the
         only one; None when every process wrote its files. Any other error is raised as it is. With
         `alone_on_failure` (a part whose writes run collectives), this process's failure is returned without the
-        agreement, which the others, waiting in a collective it left, would not enter."""
-        reason = None
+        agreement, which the others, waiting in a collective it left, would not enter. A part stopped because the
+        lock was lost (`OutputDirTakenOver`) sets `_lock_lost_in_save` on every process."""
+        reason, lost = None, False
         try:
             part()
+        except OutputDirTakenOver:
+            lost = True
         except (OSError, SafetensorError, RuntimeError) as error:  # safetensors and torch.save: their own errors
             if not is_write_failure(error):
                 raise
             reason = write_failure_reason(error)
         if self.args.world_size <= 1 or (reason is not None and alone_on_failure):
+            self._lock_lost_in_save = lost
             return reason
-        reasons = gather_object([reason])
+        outcomes = gather_object([(reason, lost)])
+        self._lock_lost_in_save = any(taken for _, taken in outcomes)
+        reasons = [text for text, _ in outcomes]
         failed = [(rank, text) for rank, text in enumerate(reasons) if text is not None]
         if not failed:
             return None

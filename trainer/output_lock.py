@@ -20,6 +20,12 @@ taken over with a warning, when
   `HEARTBEAT_SECONDS` from a background thread, and a lock untouched for `STALE_AFTER_SECONDS` is abandoned. Its
   age is measured against a file written now in the same folder, so clocks that disagree between machines (a
   shared filesystem) do not matter.
+
+A holder whose heartbeat stopped that long (a suspended process, a node cut off from the filesystem) may come back
+to find its lock taken over. Its heartbeat touches the file only while it still holds this run's token (never the
+new holder's lock), and otherwise records the loss (`lost`, `lost_message`); the trainer then stops before it writes
+anything more (`trainer.run_control.OutputDirTakenOver`). `verify()` reads the file now, for the moment before a
+checkpoint's rename.
 """
 
 from __future__ import annotations
@@ -110,8 +116,15 @@ _FIELD_TYPES = {"host": str, "pid": int, "token": str, "started": str, "slurm_jo
 
 def _read_holder(path: Path) -> LockHolder | None:
     try:
-        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        return _parse_holder(path.read_text(encoding="utf-8"))
+    except OSError:
+        return None
+
+
+def _parse_holder(text: str) -> LockHolder | None:
+    try:
+        data: dict[str, Any] = json.loads(text)
+    except ValueError:
         return None
     if not isinstance(data, dict) or set(data) - set(_FIELD_TYPES) or not {"host", "pid", "token"} <= set(data):
         return None
@@ -158,6 +171,10 @@ class OutputDirLock:
         self._thread: threading.Thread | None = None
         # Set when the lock's age could not be read (no file can be made beside it): the refusal says so.
         self._age_unknown = False
+        # Set (by the heartbeat thread or `verify`) once the file no longer holds this run's token; `lost_to` is
+        # whoever it names then (None: gone, or not readable as a lock).
+        self._lost = threading.Event()
+        self.lost_to: LockHolder | None = None
 
     # ---- taking and releasing ----
     def acquire(self) -> OutputDirLock:
@@ -187,6 +204,51 @@ class OutputDirLock:
         if current is not None and current.token == self.holder.token:
             with contextlib.suppress(OSError):
                 self.path.unlink()
+
+    # ---- still held? ----
+    @property
+    def lost(self) -> bool:
+        """Whether this run held the lock and another run has taken it over (or it was removed) since."""
+        return self._lost.is_set()
+
+    def lost_message(self) -> str:
+        """Who holds the folder now, for the one line of a run that lost its lock."""
+        who = self.lost_to.describe() if self.lost_to is not None else "another run (its lock file was removed)"
+        return (f"the lock of output_dir {self.folder} was taken over by {who}: this run's heartbeat had stopped for "
+                f"over {self.stale_after:.0f} s (a suspended process, or a node cut off from the filesystem), and "
+                "the other run owns the folder now")
+
+    def verify(self) -> bool:
+        """Read the lock file now: True while it still holds this run's token (and touch it, as a heartbeat does),
+        False once it does not (and from then on). A file that cannot be read at all (an I/O error) says nothing
+        either way and counts as held; the writes that follow would fail on it too."""
+        if self._lost.is_set():
+            return False
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return self._lose(None)
+        except OSError:
+            return True
+        # The descriptor, not the path: the file checked is the file touched, even if a new holder replaces it
+        # meanwhile (a takeover renames the old file away and creates a new one).
+        with os.fdopen(fd, encoding="utf-8") as file:
+            try:
+                current = _parse_holder(file.read())
+            except OSError:
+                return True
+            if current is None or current.token != self.holder.token:
+                return self._lose(current)
+            with contextlib.suppress(OSError):
+                os.utime(file.fileno() if os.utime in os.supports_fd else self.path)
+        return True
+
+    def _lose(self, current: LockHolder | None) -> bool:
+        if not self._lost.is_set():
+            self.lost_to = current
+            self._lost.set()
+            logger.error("%s", self.lost_message())
+        return False
 
     def __enter__(self) -> OutputDirLock:
         return self.acquire()
@@ -276,11 +338,14 @@ class OutputDirLock:
 
     def _start_heartbeat(self) -> None:
         self._stop.clear()
+        self._lost.clear()
+        self.lost_to = None
 
         def beat() -> None:
-            while not self._stop.wait(self.heartbeat):
-                with contextlib.suppress(OSError):
-                    os.utime(self.path)
+            # A beat that finds another holder's token stops for good: touching that file would keep the new
+            # holder's lock fresh for a run that no longer owns the folder.
+            while not self._stop.wait(self.heartbeat) and self.verify():
+                pass
 
         self._thread = threading.Thread(target=beat, name="croc-output-lock", daemon=True)
         self._thread.start()

@@ -41,8 +41,9 @@ def main_process_decides(args, decide: Callable[[], T]) -> T:
 
 
 @contextlib.contextmanager
-def output_dir_lock(args) -> Iterator[None]:
-    """Hold `output_dir`'s lock (main process) for the run; every process stops if another run holds it."""
+def output_dir_lock(args) -> Iterator[OutputDirLock | None]:
+    """Hold `output_dir`'s lock (main process) for the run; every process stops if another run holds it. Yields the
+    lock on the main process (for `RunControl`, which stops the run if it is taken over), None elsewhere."""
     lock = OutputDirLock(args.output_dir)
 
     def take() -> bool:
@@ -56,7 +57,7 @@ def output_dir_lock(args) -> Iterator[None]:
 
     held = main_process_decides(args, take)
     try:
-        yield
+        yield lock if held and args.process_index == 0 else None
     finally:
         if held and args.process_index == 0:
             lock.release()

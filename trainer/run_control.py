@@ -16,8 +16,14 @@ Three promises, decided once per optimiser step and agreed by every process in o
   what it receives to its workers); SIGKILL ends a run at once.
 * **Timed checkpoints.** `save_interval_minutes` adds a checkpoint whenever that much wall time passed since the last
   one, so a hard kill (a node lost, no signal) costs at most that much work whatever `save_steps` says.
+* **A run whose output folder was taken over writes nothing more.** The main process holds `output_dir`'s lock
+  (`trainer.output_lock`); when its heartbeat finds another run's token there (this run was suspended, or cut off
+  from the filesystem, for longer than the lock's stale time, and a requeued run took the folder), every process
+  stops at the end of the step in progress without a checkpoint (`OutputDirTakenOver`, status 1: rerunning would
+  only meet the other run's lock). Every save reads the lock file again first (`check_output_dir_lock`).
 
-The all-reduce carries three flags (a non-finite loss seen here, a signal received here, the save timer due here);
+The all-reduce carries four flags (a non-finite loss seen here, a signal received here, the save timer due here, the
+output folder's lock lost here);
 the gradient norm is already global (computed after the gradient all-reduce), so every process takes the same
 decision at the same step without another collective.
 """
@@ -39,6 +45,8 @@ from typing import Any
 
 import torch
 from transformers import TrainerCallback
+
+from .output_lock import OutputDirLock
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +72,11 @@ class RunStopped(Exception):  # noqa: N818  (a way a run ends, not a failure of 
 
 class TrainingDiverged(RunStopped):
     """A non-finite loss, gradient norm or weight: the run stopped before anything non-finite was written."""
+
+
+class OutputDirTakenOver(RunStopped):
+    """Another run took `output_dir`'s lock over: this run stopped without writing anything more into it. Status 1,
+    not `PREEMPTED_EXIT_CODE`: a requeue would only find the folder held by the other run."""
 
 
 class RunPreempted(RunStopped):
@@ -164,12 +177,15 @@ class RunControl(TrainerCallback):
         max_nonfinite_steps: steps with a non-finite loss or gradient norm skipped before the run stops (0: stop at
             the first).
         save_interval_minutes: write a checkpoint whenever this much wall time passed since the last (None: off).
+        output_lock: the `OutputDirLock` this process holds (the main process of a run started by `trainer.train`),
+            or None.
     """
 
     def __init__(self, trainer, signals: StopSignals | None = None, max_nonfinite_steps: int = 0,
-                 save_interval_minutes: float | None = None) -> None:
+                 save_interval_minutes: float | None = None, output_lock: OutputDirLock | None = None) -> None:
         self.trainer = trainer
         self.signals = signals
+        self.output_lock = output_lock
         self.max_nonfinite_steps = int(max_nonfinite_steps)
         self.save_interval = None if save_interval_minutes is None else 60.0 * float(save_interval_minutes)
         self.skipped_steps: list[dict[str, Any]] = []
@@ -200,16 +216,46 @@ class RunControl(TrainerCallback):
     # ---- agreement ----
     def _agree(self, loss_bad: bool, step_loss: float = 0.0) -> tuple[bool, bool, bool, float]:
         """(a non-finite loss somewhere, a signal somewhere, the save timer due somewhere, the step's loss averaged
-        over processes as the Trainer logs it), the same on every process."""
+        over processes as the Trainer logs it), the same on every process. Raises `OutputDirTakenOver` on every
+        process when the lock holder's heartbeat found the lock taken over."""
         flags = [float(loss_bad), float(self.signals is not None and self.signals.received is not None),
                  float(self.save_interval is not None and time.monotonic() - self._last_save >= self.save_interval),
-                 0.0 if loss_bad else step_loss]
+                 0.0 if loss_bad else step_loss, float(self.output_lock is not None and self.output_lock.lost)]
         accelerator = self.trainer.accelerator
         if accelerator.num_processes > 1:
             agreed = accelerator.reduce(torch.tensor(flags, device=accelerator.device), reduction="sum")
             flags = [float(value) for value in agreed.tolist()]
             flags[3] /= accelerator.num_processes
+        if flags[4] > 0:
+            self._stop_taken_over()
         return flags[0] > 0, flags[1] > 0, flags[2] > 0, flags[3]
+
+    def check_output_dir_lock(self) -> None:
+        """Before a save, on every process: read the lock file now (the heartbeat reads it only every
+        `HEARTBEAT_SECONDS`) and stop every process with `OutputDirTakenOver` when it is no longer this run's."""
+        lost = self.output_lock is not None and not self.output_lock.verify()
+        accelerator = self.trainer.accelerator
+        if accelerator.num_processes > 1:
+            lost = bool(accelerator.reduce(torch.tensor([float(lost)], device=accelerator.device),
+                                           reduction="sum").item() > 0)
+        if lost:
+            self._stop_taken_over()
+
+    def _stop_taken_over(self) -> None:
+        """Raise `OutputDirTakenOver` with the lock holder's one line on every process (the others have no lock to
+        name the new holder from: the main process's line is broadcast; only called where every process is)."""
+        message = [self.output_lock.lost_message() if self.output_lock is not None and self.output_lock.lost else None]
+        if self.trainer.accelerator.num_processes > 1:
+            from accelerate.utils import broadcast_object_list
+
+            broadcast_object_list(message, from_process=0)
+        raise self.taken_over(message[0])
+
+    def taken_over(self, message: str | None) -> OutputDirTakenOver:
+        """The error of a run that lost its lock, from the holder's `lost_message` (None: not known here)."""
+        return OutputDirTakenOver(f"{message or 'the lock of output_dir was taken over by another run'}; this run "
+                                  f"stopped after step {self.trainer.state.global_step} and wrote nothing more into "
+                                  "the folder")
 
     def _signal_name(self) -> str:
         received = None if self.signals is None else self.signals.received
@@ -392,6 +438,7 @@ __all__ = [
     "DEFAULT_PREEMPTION_SIGNALS",
     "PREEMPTION_SIGNAL_CHOICES",
     "NONFINITE_FILE",
+    "OutputDirTakenOver",
     "PREEMPTED_EXIT_CODE",
     "RunControl",
     "RunPreempted",

@@ -47,6 +47,7 @@ from .model_loading import (
     load_model_and_processor,
     load_stage_processor,
 )
+from .output_lock import OutputDirLock
 from .resolve import resolve_config
 from .resume import (
     check_output_dir,
@@ -127,11 +128,12 @@ def main(argv: list[str] | None = None) -> CrocTrainer | None:
     set_seed(args.seed)
     # From here on a preemption signal is recorded, not fatal: the run stops at the end of a step with a checkpoint
     # (or, before the first step, with nothing to save).
-    with StopSignals(args.preemption_signals) as signals, output_dir_lock(args):
-        return _run(model_args, data_args, args, stage, signals)
+    with StopSignals(args.preemption_signals) as signals, output_dir_lock(args) as lock:
+        return _run(model_args, data_args, args, stage, signals, lock)
 
 
-def _run(model_args, data_args, args, stage, signals: StopSignals) -> CrocTrainer | None:
+def _run(model_args, data_args, args, stage, signals: StopSignals, lock: OutputDirLock | None = None
+         ) -> CrocTrainer | None:
     # Everything about the data is decided before anything heavy loads: the rows are read and validated, then fitted
     # to model_max_length with the stage's tokenizer (no weights), each one trained whole, cut, or rejected. What
     # output_dir refuses without the run's record (another program's files, a resume with nothing to resume) first.
@@ -196,10 +198,15 @@ def _run(model_args, data_args, args, stage, signals: StopSignals) -> CrocTraine
         data_report=training_rows.report,
         run_record=record,
         stop_signals=signals,
+        output_lock=lock,
     )
     trainer.train(resume_from_checkpoint=resume_from)
     report = training_rows.report
+    # Each write into output_dir below (and the push of what it holds) first makes sure the folder is still this
+    # run's: a run that lost its lock while training stops here, on every process, with one line.
+    control = trainer.run_control
     if trainer.preempted:
+        control.check_output_dir_lock()
         try:
             report.write(args.output_dir)
         except OSError as error:
@@ -211,6 +218,7 @@ def _run(model_args, data_args, args, stage, signals: StopSignals) -> CrocTraine
         raise RunPreempted(f"stopped by {trainer.run_control.stopped_by} after step {trainer.state.global_step}: "
                            f"checkpoint-{trainer.state.global_step} written in {args.output_dir}; "
                            f"{continue_hint(args, checkpoint)}")
+    control.check_output_dir_lock()
     with _final_writes(trainer, "the final model folder"):
         trainer.save_model()
         trainer.save_state()
@@ -223,6 +231,7 @@ def _run(model_args, data_args, args, stage, signals: StopSignals) -> CrocTraine
             write_run_record(args.output_dir, record, status="finished", step=trainer.state.global_step)
         if model_args.use_peft and trainer.is_world_process_zero():
             _merge(model_args, args, record)
+    control.check_output_dir_lock()
     if args.hub_dry_run:
         with _final_writes(trainer, f"the dry run's folder {args.hub_dry_run}"):
             hub_dry_run(trainer, args.hub_dry_run)

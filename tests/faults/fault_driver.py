@@ -9,7 +9,10 @@ CROC_FAULT is one of
 * `sigterm-self:STEP`: during optimiser step STEP, every process sends SIGTERM to itself (a run without a launcher);
 * `nan-loss:RANK:STEP`: the loss of process RANK becomes NaN in step STEP (the other processes' stays finite);
 * `write-fail:RANK:NAME`: torch.save on process RANK fails as it does on a full disk for a file whose path contains
-  NAME (the other processes write theirs).
+  NAME (the other processes write theirs);
+* `lock-takeover:STEP`: during optimiser step STEP, output_dir's lock is replaced by another host's run (what a
+  requeued run does once this one's heartbeat stopped for STALE_AFTER_SECONDS); the heartbeat beats every 0.05 s;
+* `lock-takeover-saving:STEP`: the same, while checkpoint-STEP is staged, right before its rename.
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ def _install(fault: str) -> None:
     kind, *where = fault.split(":")
     if kind == "write-fail":
         _fail_writes(int(where[0]), where[1])
+        return
+    if kind.startswith("lock-takeover"):
+        _take_lock_over(kind, int(where[0]))
         return
     compute_loss = croc_trainer.CrocTrainer.compute_loss
     rank = int(os.environ.get("RANK", "0"))
@@ -45,6 +51,48 @@ def _install(fault: str) -> None:
         return result
 
     croc_trainer.CrocTrainer.compute_loss = faulty
+
+
+def _take_over(folder: str) -> None:
+    import json
+    import time
+    from pathlib import Path
+
+    from trainer.output_lock import LOCK_FILE, LockHolder
+
+    lock_file = Path(folder) / LOCK_FILE
+    lock_file.unlink()
+    lock_file.write_text(json.dumps({**LockHolder.here().__dict__, "host": "node-9", "pid": 4321,
+                                     "token": "new-holder"}))
+    time.sleep(0.5)  # a few heartbeats
+
+
+def _take_lock_over(kind: str, step: int) -> None:
+    from trainer import resume
+    from trainer.output_lock import OutputDirLock
+
+    resume.OutputDirLock = lambda folder: OutputDirLock(folder, heartbeat=0.05)
+    rank = int(os.environ.get("RANK", "0"))
+    if kind == "lock-takeover-saving":
+        write_manifest = croc_trainer.write_manifest
+
+        def taken_over_while_saving(folder):
+            result = write_manifest(folder)
+            if os.path.basename(folder) == f"checkpoint-{step}":
+                _take_over(os.path.dirname(os.path.dirname(folder)))
+            return result
+
+        croc_trainer.write_manifest = taken_over_while_saving
+        return
+    compute_loss = croc_trainer.CrocTrainer.compute_loss
+
+    def taken_over(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if rank == 0 and self.state.global_step + 1 == step and not getattr(self, "_taken", False):
+            self._taken = True
+            _take_over(self.args.output_dir)
+        return compute_loss(self, model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+
+    croc_trainer.CrocTrainer.compute_loss = taken_over
 
 
 def _fail_writes(rank: int, name: str) -> None:

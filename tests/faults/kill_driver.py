@@ -62,10 +62,10 @@ def _install_kill(file: str, moment: str, step: int) -> None:
     TrainerState.save_to_json = lambda self, json_path: around(save_state, json_path, self, json_path)
     promote = croc_trainer.promote_checkpoint
 
-    def promote_then_maybe_die(staged, final):
+    def promote_then_maybe_die(staged, final, **kwargs):
         if file == "rename" and Path(final).name == folder and moment == "before":
             _die()
-        promote(staged, final)
+        promote(staged, final, **kwargs)
         if file == "rename" and Path(final).name == folder and moment == "after":
             _die()
 

@@ -109,6 +109,23 @@ def test_a_write_failing_on_one_process_stops_every_process_with_the_same_line(t
     assert not list(out.glob("checkpoint-*")) and not (out / ".checkpoint-staging").exists()
 
 
+@pytest.mark.parametrize("fault", ["lock-takeover:2", "lock-takeover-saving:2"])
+def test_a_lock_taken_over_stops_every_process_with_the_same_line(tiny_model, data, tmp_path, fault):
+    """Only the main process holds output_dir's lock: its loss (seen by the heartbeat during step 2, or read again
+    before checkpoint-2's rename) stops every process, none left in a collective, nothing more written."""
+    out = tmp_path / "run"
+    done = _torchrun(_common(out, tiny_model, data, "--save_strategy=steps", "--save_steps=1"), fault=fault,
+                     timeout=300)
+    assert done.returncode != 0
+    stopped = 1 if fault == "lock-takeover:2" else 2
+    line = (f"run stopped: the lock of output_dir {out} was taken over by process 4321 on node-9, since ")
+    end = f"the other run owns the folder now; this run stopped after step {stopped} and wrote nothing more"
+    assert done.stderr.count(line) == 2 and done.stderr.count(end) == 2, done.stderr[-4000:]
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1"]
+    assert not (out / "model.safetensors").exists()
+    assert '"token": "new-holder"' in (out / ".croc-run.lock").read_text()
+
+
 @needs_deepspeed
 def test_a_zero2_shard_write_failing_on_one_process_stops_it_without_a_hang(tiny_model, data, tmp_path):
     # Process 1's ZeRO optimizer shard cannot be written: process 0 waits in DeepSpeed's closing barrier, which

@@ -250,6 +250,127 @@ def test_a_live_lock_is_refreshed_by_its_heartbeat(tmp_path):
         lock.release()
 
 
+def _take_over(folder) -> tuple[str, os.stat_result]:
+    """What a requeued run on another host does to a lock whose heartbeat stopped for STALE_AFTER_SECONDS (rename
+    the old file away, create its own); returns the new holder's file content and stat, to compare later."""
+    lock_file = folder / LOCK_FILE
+    lock_file.unlink()
+    _plant_lock(folder, host="node-9", pid=4321, token="new-holder")
+    taken = time.time() - 100  # a past mtime: any touch of the new holder's file shows
+    os.utime(lock_file, (taken, taken))
+    return lock_file.read_text(), lock_file.stat()
+
+
+def _mtimes(folder):
+    return sorted((p.relative_to(folder).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
+                  for p in folder.rglob("*") if p.is_file() and p.name != LOCK_FILE)
+
+
+def test_a_lock_taken_over_is_not_refreshed_by_its_old_holder_and_its_loss_is_noticed(tmp_path):
+    """The old holder's heartbeat comes back after a takeover: it must not keep the new holder's lock fresh (nor
+    remove it on release), and it records who holds the folder now."""
+    lock = OutputDirLock(tmp_path, heartbeat=0.05).acquire()
+    try:
+        content, taken = _take_over(tmp_path)
+        time.sleep(0.3)
+        assert lock.lost and lock.lost_to is not None and lock.lost_to.token == "new-holder"
+        assert lock.lost_message().startswith(f"the lock of output_dir {tmp_path} was taken over by process 4321 on "
+                                              "node-9")
+        assert not lock.verify()
+    finally:
+        lock.release()
+    lock_file = tmp_path / LOCK_FILE
+    assert lock_file.read_text() == content and lock_file.stat().st_mtime == taken.st_mtime
+
+
+@pytest.mark.parametrize("when", ["between steps", "before a checkpoint's rename", "staging emptied by the new holder",
+                                  "before the final save"])
+def test_a_run_whose_lock_was_taken_over_stops_and_writes_nothing_more(tiny_model, data, tmp_path, monkeypatch,
+                                                                       capsys, when):
+    """The run was suspended (or its node cut off from the filesystem) past STALE_AFTER_SECONDS and a requeued run
+    on another host took output_dir over. Back, it stops, with one line naming the new holder and status 1 (not 75:
+    a requeue would only meet the other run's lock), writing nothing more: no checkpoint (nor a rename of one staged
+    already), no final model, no card; the new holder's lock file is left as it is."""
+    from trainer import croc_trainer
+    from trainer import resume as resume_module
+
+    out = tmp_path / "run"
+    seen: dict = {}
+
+    def take_over() -> None:
+        seen["lock"] = _take_over(out)
+        seen["files"] = _mtimes(out)
+
+    if when == "between steps":
+        # The heartbeat notices (a fast one here): every process stops at the end of the step in progress.
+        monkeypatch.setattr(resume_module, "OutputDirLock", lambda folder: OutputDirLock(folder, heartbeat=0.05))
+        compute_loss = croc_trainer.CrocTrainer.compute_loss
+
+        def taken_over_during_step_2(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            if self.state.global_step + 1 == 2 and "lock" not in seen:
+                take_over()
+                time.sleep(0.5)
+            return compute_loss(self, model, inputs, return_outputs=return_outputs,
+                                num_items_in_batch=num_items_in_batch)
+
+        monkeypatch.setattr(croc_trainer.CrocTrainer, "compute_loss", taken_over_during_step_2)
+        stopped_after = 1
+    elif when == "staging emptied by the new holder":
+        # The new holder's first save emptied the staging folder under this run's checkpoint-2 (whose next write
+        # fails) and stages its own: the failed save must not clean it up.
+        write_manifest = croc_trainer.write_manifest
+
+        def staging_taken(folder):
+            if Path(folder).name == "checkpoint-2":
+                take_over()
+                shutil.rmtree(Path(folder).parent)
+                (Path(folder).parent / "checkpoint-9").mkdir(parents=True)
+                (Path(folder).parent / "checkpoint-9" / "model.safetensors").write_bytes(b"the new holder's")
+                seen["files"] = _mtimes(out)
+            return write_manifest(folder)
+
+        monkeypatch.setattr(croc_trainer, "write_manifest", staging_taken)
+        stopped_after = 2
+    elif when == "before a checkpoint's rename":
+        # Taken over while checkpoint-2 is being written (its heartbeat, every 30 s, has not seen it yet): the lock
+        # is read again before the rename, which does not happen.
+        write_manifest = croc_trainer.write_manifest
+
+        def taken_over_while_saving(folder):
+            result = write_manifest(folder)
+            if Path(folder).name == "checkpoint-2":
+                take_over()
+            return result
+
+        monkeypatch.setattr(croc_trainer, "write_manifest", taken_over_while_saving)
+        stopped_after = 2
+    else:
+        # Taken over once training ended: the final folder, card and run record are not written.
+        train = croc_trainer.CrocTrainer.train
+
+        def taken_over_after_training(self, *args, **kwargs):
+            output = train(self, *args, **kwargs)
+            take_over()
+            return output
+
+        monkeypatch.setattr(croc_trainer.CrocTrainer, "train", taken_over_after_training)
+        stopped_after = 3
+    status, message = cli_exit(_argv(out, tiny_model, data, "--max_steps=3"), monkeypatch, capsys)
+    assert status == 1
+    assert message == (f"run stopped: the lock of output_dir {out} was taken over by process 4321 on node-9, since "
+                       f"{json.loads(seen['lock'][0])['started']}: this run's heartbeat had stopped for over 300 s (a "
+                       "suspended process, or a node cut off from the filesystem), and the other run owns the folder "
+                       f"now; this run stopped after step {stopped_after} and wrote nothing more into the folder")
+    assert _mtimes(out) == seen["files"]  # nothing written, renamed or removed since the takeover
+    checkpoints = [f"checkpoint-{step}" for step in range(1, stopped_after + 1)]
+    if when in ("before a checkpoint's rename", "staging emptied by the new holder"):
+        checkpoints.pop()  # checkpoint-2 stays staged, never renamed into place
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == checkpoints
+    assert not (out / "model.safetensors").exists() and not (out / "README.md").exists()
+    assert (out / LOCK_FILE).read_text() == seen["lock"][0]
+    assert (out / LOCK_FILE).stat().st_mtime == seen["lock"][1].st_mtime
+
+
 # --- the run record -------------------------------------------------------------------------------------------
 
 
