@@ -17,6 +17,26 @@ from trainer import train as train_module
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "trainer" / "configs" / "cpu_tiny"
+
+
+def torchrun(argv, fault=None, timeout=600):
+    """`tests/faults/fault_driver.py` with `argv` under torchrun, 2 processes on a free port (`fault`: its
+    CROC_FAULT, one process's fault); the finished process, output captured."""
+    import os
+    import socket
+    import subprocess
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+               PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    env.pop("CROC_FAULT", None)
+    if fault:
+        env["CROC_FAULT"] = fault
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
+               str(Path(__file__).with_name("fault_driver.py")), *argv]
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 COLOURS = [(220, 40, 40), (40, 160, 60), (40, 80, 220), (240, 200, 30), (140, 60, 180), (245, 135, 30)]
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from run_cases import cli_exit, run_argv, write_small_folder
+from run_cases import cli_exit, run_argv, torchrun, write_small_folder
 
 from trainer import croc_trainer
 from trainer import train as train_module
@@ -220,36 +220,20 @@ def test_every_window_logs_the_croc_terms_of_the_loss_it_is_logged_beside(refere
         assert entry["lm_loss"] + weight * entry["vtr_loss"] == pytest.approx(entry["loss"], rel=1e-5), entry["step"]
 
 
-def _torchrun(argv, fault=None, timeout=600):
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-               PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
-    env.pop("CROC_FAULT", None)
-    if fault:
-        env["CROC_FAULT"] = fault
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
-               str(Path(__file__).with_name("fault_driver.py")), *argv]
-    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
-
-
 @pytest.mark.slow
 def test_two_processes_preempted_between_two_logs_resume_onto_the_same_entries(tiny_model, data, tmp_path):
     """torchrun, 2 processes (gloo), 2 rows each a step: SIGTERM in step 5 (window: steps 4-5, each process's sums
     its own); the checkpoint holds both processes' windows, each process gets its own back, and the rerun logs the
     uninterrupted run's entries."""
     reference, out = tmp_path / "reference", tmp_path / "run"
-    done = _torchrun(_argv(reference, tiny_model, data))
+    done = torchrun(_argv(reference, tiny_model, data))
     assert done.returncode == 0, done.stderr[-4000:]
-    first = _torchrun(_argv(out, tiny_model, data), fault="sigterm-launcher:5")
+    first = torchrun(_argv(out, tiny_model, data), fault="sigterm-launcher:5")
     assert first.returncode != 0 and (out / "checkpoint-5").is_dir(), first.stderr[-4000:]
     window = json.loads((out / "checkpoint-5" / WINDOW_FILE).read_text(encoding="utf-8"))
     assert (window["last_logged_step"], len(window["processes"])) == (3, 2)
     assert window["processes"][0]["loss_sum"] != window["processes"][1]["loss_sum"]  # each process's own rows
-    again = _torchrun(_argv(out, tiny_model, data))
+    again = torchrun(_argv(out, tiny_model, data))
     assert again.returncode == 0, again.stderr[-4000:]
     assert_same_history(out, reference)
 

@@ -11,14 +11,9 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
-from run_cases import CONFIGS, curve, weights, write_small_folder
+from run_cases import CONFIGS, curve, torchrun, weights, write_small_folder
 
 from croc_testing.optional import needs_deepspeed
 from trainer import train as train_module
@@ -26,8 +21,6 @@ from trainer.checkpoint_io import checkpoint_problem
 
 pytestmark = pytest.mark.slow
 
-REPO = Path(__file__).resolve().parents[2]
-DRIVER = Path(__file__).with_name("fault_driver.py")
 
 
 @pytest.fixture(scope="module")
@@ -42,36 +35,20 @@ def _common(out, model, data, *extra):
             "--global_batch_size=4", "--max_steps=4", *extra]
 
 
-def _torchrun(argv, fault=None, timeout=600):
-    import socket
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-               PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
-    env.pop("CROC_FAULT", None)
-    if fault:
-        env["CROC_FAULT"] = fault
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
-               str(DRIVER), *argv]
-    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
-
-
 def test_sigterm_to_torchrun_checkpoints_every_worker_and_the_rerun_ends_like_an_uninterrupted_run(
         tiny_model, data, tmp_path):
     reference = tmp_path / "one_process"
     train_module.main(_common(reference, tiny_model, data))
 
     out = tmp_path / "two_processes"
-    first = _torchrun(_common(out, tiny_model, data), fault="sigterm-launcher:2")
+    first = torchrun(_common(out, tiny_model, data), fault="sigterm-launcher:2")
     assert first.returncode != 0  # torchrun reports the signal it was stopped by
     assert first.stderr.count(f"run stopped: stopped by SIGTERM after step 2: checkpoint-2 written in {out}") == 2, \
         first.stderr[-4000:]
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]
     assert checkpoint_problem(out / "checkpoint-2") is None and not (out / "model.safetensors").exists()
 
-    again = _torchrun(_common(out, tiny_model, data))
+    again = torchrun(_common(out, tiny_model, data))
     assert again.returncode == 0, again.stderr[-4000:]
     expected, resumed = curve(reference), curve(out)
     assert sorted(resumed) == sorted(expected) == [1, 2, 3, 4]
@@ -86,7 +63,7 @@ def test_sigterm_to_torchrun_checkpoints_every_worker_and_the_rerun_ends_like_an
 
 def test_a_nan_on_one_process_stops_every_process_at_the_same_step(tiny_model, data, tmp_path):
     out = tmp_path / "run"
-    done = _torchrun(_common(out, tiny_model, data, "--save_strategy=steps", "--save_steps=1"), fault="nan-loss:1:2")
+    done = torchrun(_common(out, tiny_model, data, "--save_strategy=steps", "--save_steps=1"), fault="nan-loss:1:2")
     assert done.returncode != 0
     line = (f"run stopped: training diverged at step 2: non-finite loss, grad_norm nan; that step was not applied and "
             f"nothing was saved; the newest checkpoint is {out / 'checkpoint-1'}")
@@ -99,7 +76,7 @@ def test_a_write_failing_on_one_process_stops_every_process_with_the_same_line(t
     # Process 1's rng_state_1.pth cannot be written: process 0, whose files were all written, waited in the barrier
     # and was killed by torchrun without a word (on several nodes it ended in gloo's "Connection closed by peer").
     out = tmp_path / "run"
-    done = _torchrun(_common(out, tiny_model, data, "--save_strategy=steps", "--save_steps=1"),
+    done = torchrun(_common(out, tiny_model, data, "--save_strategy=steps", "--save_steps=1"),
                      fault="write-fail:1:rng_state_1", timeout=300)
     assert done.returncode != 0
     line = f"run stopped: could not write checkpoint-1 into {out}: a file write failed"
@@ -114,7 +91,7 @@ def test_a_lock_taken_over_stops_every_process_with_the_same_line(tiny_model, da
     """Only the main process holds output_dir's lock: its loss (seen by the heartbeat during step 2, or read again
     before checkpoint-2's rename) stops every process, none left in a collective, nothing more written."""
     out = tmp_path / "run"
-    done = _torchrun(_common(out, tiny_model, data, "--save_strategy=steps", "--save_steps=1"), fault=fault,
+    done = torchrun(_common(out, tiny_model, data, "--save_strategy=steps", "--save_steps=1"), fault=fault,
                      timeout=300)
     assert done.returncode != 0
     stopped = 1 if fault == "lock-takeover:2" else 2
@@ -131,7 +108,7 @@ def test_a_zero2_shard_write_failing_on_one_process_stops_it_without_a_hang(tiny
     # Process 1's ZeRO optimizer shard cannot be written: process 0 waits in DeepSpeed's closing barrier, which
     # process 1 never reaches; had process 1 gone on into the write agreement, both would wait there forever.
     out = tmp_path / "run"
-    done = _torchrun(_common(out, tiny_model, data, "--save_strategy=steps", "--save_steps=1",
+    done = torchrun(_common(out, tiny_model, data, "--save_strategy=steps", "--save_steps=1",
                              "--deepspeed=trainer/configs/deepspeed/zero2.json"),
                      fault="write-fail:1:zero_pp_rank_1", timeout=240)
     assert done.returncode != 0
@@ -148,9 +125,9 @@ def test_a_two_process_run_preempted_in_its_second_epoch_resumes_that_epochs_row
     train_module.main(_common(reference, tiny_model, data, *extra))
 
     out = tmp_path / "two_processes"
-    first = _torchrun(_common(out, tiny_model, data, *extra), fault="sigterm-launcher:4")
+    first = torchrun(_common(out, tiny_model, data, *extra), fault="sigterm-launcher:4")
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-4"], first.stderr[-4000:]
-    again = _torchrun(_common(out, tiny_model, data, *extra))
+    again = torchrun(_common(out, tiny_model, data, *extra))
     assert again.returncode == 0, again.stderr[-4000:]
     expected, resumed = curve(reference), curve(out)
     assert sorted(resumed) == sorted(expected) == list(range(1, 8))
@@ -164,7 +141,7 @@ def test_a_lora_run_with_dropout_is_not_resumed_on_another_number_of_processes(t
     from trainer.cli import ConfigError
 
     out = tmp_path / "lora"
-    first = _torchrun(_common(out, tiny_model, data, "--model.use_peft=true"), fault="sigterm-launcher:2")
+    first = torchrun(_common(out, tiny_model, data, "--model.use_peft=true"), fault="sigterm-launcher:2")
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"], first.stderr[-4000:]
     with pytest.raises(ConfigError, match="random_stream_processes 2 -> 1"):
         train_module.main(_common(out, tiny_model, data, "--model.use_peft=true"))
