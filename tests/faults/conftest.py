@@ -1,16 +1,21 @@
 """Fixtures of the fault-injection tests: the fault folder (every broken file and row of issue 13 next to good ones),
-a tiny saved model, and a guard that fails a test if a model is loaded before the error it expects."""
+a tiny saved model, and a guard that fails a test if a model is loaded before the error it expects; for the
+output-folder and resume tests, a small data folder and a finished 2-step run to copy; for the publishing tests, the
+Hub switched on (its calls recorded, never sent) and a record of every upload scan."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import huggingface_hub
 import pytest
 import torch
 from fault_cases import image_row, write_fault_folder, write_good_image
+from run_cases import checkpointed_argv, write_small_folder
 
 from croc_testing.tiny import save_tiny_croc
+from modeling_croc import publishing
 from trainer import train as train_module
 
 # Two cores shared by the xdist workers and the processes the tests start.
@@ -58,3 +63,37 @@ def nothing_loaded(monkeypatch, no_model_load):
         raise AssertionError("the training rows were read before the configuration error")
 
     monkeypatch.setattr(train_module, "load_training_rows", refuse)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_small_folder(tmp_path_factory.mktemp("resume_data"))
+
+
+@pytest.fixture(scope="module")
+def two_steps(tiny_model, data, tmp_path_factory):
+    """A finished 2-step run with a checkpoint at each step; tests copy it."""
+    out = tmp_path_factory.mktemp("two_steps") / "run"
+    train_module.main(checkpointed_argv(out, tiny_model, data, "--max_steps=2"))
+    return out
+
+
+@pytest.fixture
+def hub_online(monkeypatch) -> None:
+    """The tests run with HF_HUB_OFFLINE=1; a push is only allowed online (the HfApi calls are recorded, never
+    sent)."""
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+
+
+@pytest.fixture
+def scanned(monkeypatch) -> list[tuple[Path, list[str]]]:
+    """Every (folder, files) the upload scan ran on, in order."""
+    calls = []
+    original = publishing.scan_upload_set
+
+    def record(folder, files, **kwargs):
+        calls.append((Path(folder), list(files)))
+        return original(folder, files, **kwargs)
+
+    monkeypatch.setattr(publishing, "scan_upload_set", record)
+    return calls

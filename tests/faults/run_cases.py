@@ -1,10 +1,11 @@
 """Shared by the fault tests of whole runs (divergence, preemption, output folders, long rows): a small data folder,
-the argv of a tiny run, the CLI's one-line exit, and reading a run's curve and weights. The module name is unique on
-purpose: the test tree has no __init__.py files."""
+the argv of a tiny run, the CLI's one-line exit, reading a run's curve and weights, and a folder's files (what a
+refused run must leave as it was). The module name is unique on purpose: the test tree has no __init__.py files."""
 
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 from pathlib import Path
 
@@ -56,6 +57,23 @@ def run_argv(config: str, out: Path, model: Path, data: Path, *extra: str) -> li
     """`python -m trainer.train trainer/configs/cpu_tiny/<config>` on the tiny model: 4 rows a step, 2 per micro-batch."""
     return [str(CONFIGS / config), f"--output_dir={out}", f"--model.name_or_path={model}", f"--data.path={data}",
             "--disable_tqdm=true", "--per_device_train_batch_size=2", "--global_batch_size=4", *extra]
+
+
+def checkpointed_argv(out: Path, model: Path, data: Path, *extra: str) -> list[str]:
+    """`run_argv` of stage 2 with a checkpoint after every step (the output-folder and resume tests)."""
+    return run_argv("stage2.yaml", out, model, data, "--save_strategy=steps", "--save_steps=1", *extra)
+
+
+def checkpoints_only(two_steps: Path, target: Path) -> Path:
+    """The run's checkpoints in a new output folder (as a killed run leaves them: no final folder)."""
+    for name in ("checkpoint-1", "checkpoint-2"):
+        shutil.copytree(two_steps / name, target / name)
+    return target
+
+
+def listing(folder: Path) -> list[tuple[str, int]]:
+    """Every file under `folder` with its size."""
+    return sorted((p.relative_to(folder).as_posix(), p.stat().st_size) for p in folder.rglob("*") if p.is_file())
 
 
 def cli_error(argv: list[str], monkeypatch) -> str:
