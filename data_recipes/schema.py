@@ -13,7 +13,7 @@ built once with the explicit :data:`READ_FEATURES` (the row schema plus the `pro
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -156,13 +156,31 @@ def empty_dataset() -> Dataset:
 
 
 def load_llava_json(path: str | Path, *, source: str = "llava_json", limit: int | None = None) -> Dataset:
-    """Read a LLaVA-format JSON (array) or JSON-lines file into a dataset with :data:`READ_FEATURES`.
+    """Read a LLaVA-format JSON (array) or JSON-lines file into an in-memory dataset with :data:`READ_FEATURES`.
 
     Never fails on mixed int/str ids, absent `image` keys or a malformed record (it gets a `problem`); a file that
     does not read as rows raises `DataError` with its name and line. `limit` keeps only the first rows (handy for
-    quick looks at a 1.2M-row file).
+    quick looks at a 1.2M-row file). `data_recipes.row_cache.cached_llava_json` reads the same rows once into an
+    Arrow file and memory-maps it.
+    """
+    table = pa.Table.from_batches(list(llava_json_batches(path, source=source, limit=limit)),
+                                  schema=READ_FEATURES.arrow_schema)
+    return Dataset(table, info=DatasetInfo(features=READ_FEATURES.copy()))
+
+
+def llava_json_batches(path: str | Path, *, source: str = "llava_json", limit: int | None = None,
+                       batch_rows: int = 10_000) -> Iterator[pa.RecordBatch]:
+    """The rows of a LLaVA-format file, normalised, as Arrow record batches of :data:`READ_FEATURES`.
+
+    Each record is let go once its batch is built: the parsed file and a normalised copy of all of it are never held
+    at once (at mix665K that is 3.7 GB of Python objects, not 7.5 GB).
     """
     records = read_records(path)
     if limit is not None:
         records = records[:limit]
-    return rows_to_dataset(normalise_row(r, source=source, index=i) for i, r in enumerate(records))
+    schema = READ_FEATURES.arrow_schema
+    for start in range(0, len(records), batch_rows):
+        stop = min(start + batch_rows, len(records))
+        rows = [normalise_row(records[index], source=source, index=index) for index in range(start, stop)]
+        records[start:stop] = [None] * (stop - start)
+        yield pa.RecordBatch.from_pylist(rows, schema=schema)

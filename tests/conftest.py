@@ -1,13 +1,20 @@
 """Shared fixtures: tiny Croc/Llava models built in code, the offline SentencePiece tokenizer, and the guard that
 turns a deprecation transformers logs into a test failure."""
 
+import atexit
 import logging
 import os
+import shutil
+import tempfile
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+# `datasets`' cache (where runs keep the Arrow files of the JSON rows they read, `data_recipes.row_cache`) is this
+# session's own, never the user's: set before `datasets` is imported, inherited by the runs tests launch.
+os.environ["HF_DATASETS_CACHE"] = tempfile.mkdtemp(prefix="croc-tests-datasets-")
+atexit.register(shutil.rmtree, os.environ["HF_DATASETS_CACHE"], ignore_errors=True)
 
 import modeling_croc  # noqa: E402,F401  (registers the Auto classes)
 from croc_testing.tiny import llama_sentencepiece_tokenizer, tiny_croc_config  # noqa: E402

@@ -25,11 +25,11 @@ from data_recipes import (
     DataError,
     ValidationReport,
     kept_rows,
-    load_llava_json,
     recorded_image_root,
     rejected_rows,
     validate_dataset,
 )
+from data_recipes.row_cache import cached_llava_json
 from data_recipes.validation import Progress
 from modeling_croc.images import ImageLimits
 from modeling_croc.provenance import card_metadata
@@ -81,7 +81,7 @@ def load_training_rows(data_args: DataArguments, args: CrocTrainingArguments | N
     report = DataReport(source=str(path), max_reject_fraction=data_args.max_reject_fraction, strict=data_args.strict,
                         rejects_path=Path(args.output_dir).absolute() / REJECTS_FILE if args else None,
                         writes=bool(args and args.should_save))
-    rows, image_root = _read_source(path, data_args)
+    rows, image_root = _read_source(path, data_args, args)
     rows = _first(rows, data_args.max_samples)
     validation = _validated_once(rows, image_root, data_args, args, image_processor)
     report.rows_read, report.rejected, report.notices = len(rows), {**report.rejected, **validation.counts}, \
@@ -99,7 +99,8 @@ def load_training_rows(data_args: DataArguments, args: CrocTrainingArguments | N
     return TrainingRows(rows, image_root, report, data_args.image_limits, start_rejections)
 
 
-def _read_source(path: Path, data_args: DataArguments) -> tuple[datasets.Dataset, Path]:
+def _read_source(path: Path, data_args: DataArguments,
+                 args: CrocTrainingArguments | None = None) -> tuple[datasets.Dataset, Path]:
     """The rows of `data.path` in the row schema, and the folder their image paths are relative to.
 
     Whatever the source holds, reading it either gives rows or raises `DataError` naming it. The LLaVA JSON reader
@@ -110,7 +111,7 @@ def _read_source(path: Path, data_args: DataArguments) -> tuple[datasets.Dataset
         raise DataError(f"data.path {path} is neither a file nor a folder (a device, pipe or socket): name a "
                         "LLaVA-format JSON/JSONL file, a build folder or a folder of Parquet files")
     if path.is_file():
-        rows = load_llava_json(path)
+        rows = _read_llava_file(path, args)
         image_root = Path(data_args.image_root) if data_args.image_root else path.parent
         return _in_row_schema(rows, path), image_root.expanduser().absolute()
     if is_saved_build(path) and _holds_no_shard(path):
@@ -136,6 +137,16 @@ def _read_source(path: Path, data_args: DataArguments) -> tuple[datasets.Dataset
                             f"Hub dataset id, cannot be read: {_cause(error)}") from None
         raise DataError(f"{path} cannot be read as training rows: {_cause(error)}") from None
     return _in_row_schema(rows, path), image_root.expanduser().absolute()
+
+
+def _read_llava_file(path: Path, args: CrocTrainingArguments | None) -> datasets.Dataset:
+    """The rows of a LLaVA-format file, memory-mapped from their Arrow file in `datasets`' cache
+    (`data_recipes.row_cache`). In a run of several processes the first process of each node writes it while the
+    others wait, then they map it: one parse per node, not one per process."""
+    if args is None or args.world_size <= 1:
+        return cached_llava_json(path)
+    with args.main_process_first(local=True, desc=f"reading {path}"):
+        return cached_llava_json(path)
 
 
 def _account_for_files_not_read(folder: Path) -> None:

@@ -12,7 +12,8 @@ CROC_FAULT is one of
   NAME (the other processes write theirs);
 * `lock-takeover:STEP`: during optimiser step STEP, output_dir's lock is replaced by another host's run (what a
   requeued run does once this one's heartbeat stopped for STALE_AFTER_SECONDS); the heartbeat beats every 0.05 s;
-* `lock-takeover-saving:STEP`: the same, while checkpoint-STEP is staged, right before its rename.
+* `lock-takeover-saving:STEP`: the same, while checkpoint-STEP is staged, right before its rename;
+* `parses-to:PATH`: no fault, an observation: every process that parses a JSON file of rows appends its rank to PATH.
 """
 
 from __future__ import annotations
@@ -31,6 +32,9 @@ def _install(fault: str) -> None:
         return
     if kind.startswith("lock-takeover"):
         _take_lock_over(kind, int(where[0]))
+        return
+    if kind == "parses-to":
+        _record_parses(":".join(where))
         return
     compute_loss = croc_trainer.CrocTrainer.compute_loss
     rank = int(os.environ.get("RANK", "0"))
@@ -93,6 +97,19 @@ def _take_lock_over(kind: str, step: int) -> None:
         return compute_loss(self, model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
 
     croc_trainer.CrocTrainer.compute_loss = taken_over
+
+
+def _record_parses(path: str) -> None:
+    from data_recipes import row_cache
+
+    batches = row_cache.llava_json_batches
+
+    def recorded(*args, **kwargs):
+        with open(path, "a") as record:
+            record.write(os.environ.get("RANK", "0") + "\n")
+        return batches(*args, **kwargs)
+
+    row_cache.llava_json_batches = recorded
 
 
 def _fail_writes(rank: int, name: str) -> None:

@@ -145,3 +145,14 @@ def test_a_lora_run_with_dropout_is_not_resumed_on_another_number_of_processes(t
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"], first.stderr[-4000:]
     with pytest.raises(ConfigError, match="random_stream_processes 2 -> 1"):
         train_module.main(_common(out, tiny_model, data, "--model.use_peft=true"))
+
+
+def test_the_processes_of_a_node_parse_the_rows_once_and_share_them(tiny_model, data, tmp_path, monkeypatch):
+    # The first process of the node parses the JSON into `datasets`' cache while the other waits, then both map it
+    # (a fresh cache: earlier tests of this session already hold the rows of `data`).
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf_datasets"))
+    parses = tmp_path / "parses.txt"
+    done = torchrun(_common(tmp_path / "run", tiny_model, data, "--max_steps=1"), fault=f"parses-to:{parses}")
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert parses.read_text().split() == ["0"]
+    assert len(list((tmp_path / "hf_datasets" / "croc_rows").glob("*.arrow"))) == 1
