@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -100,6 +101,26 @@ def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
         if _build_summary(out_dir) is None:
             # Refuse to wipe a folder that is not one of our builds (a typo could point at the data root).
             raise FileExistsError(f"{out_dir} is not empty and holds no {_OUTPUT_MARKER} of a build; refusing to delete it")
+        foreign = sorted(path.name for path in out_dir.iterdir() if not _build_output(path.name))
+        if foreign:
+            # A build folder is where users keep runs and notes next to the rows (`--output_dir=builds/x/run1`):
+            # --overwrite replaces only what a build writes, and says so before hours of reading, not after.
+            names = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+            raise FileExistsError(f"{out_dir} holds {len(foreign)} thing(s) no build writes ({names}); --overwrite "
+                                  "replaces only a build's own files: move them out of it first")
+
+
+# What a build writes into its folder (see the module docstring), and what one killed midway leaves: the marker's
+# temporary file, `datasets`' cache files of the saved rows, the staging folder of a push.
+_BUILD_FILES = frozenset({_OUTPUT_MARKER, "rejects.jsonl", "data.jsonl", "README.md", "state.json",
+                          "dataset_info.json"})
+_BUILD_PATTERN = re.compile(r"data-\d{5}-of-\d{5}\.arrow|cache-.*\.arrow|tmp.*\.arrow"
+                            rf"|\.{re.escape(_OUTPUT_MARKER)}\.\d+\.tmp|\.hub-upload-.*")
+
+
+def _build_output(name: str) -> bool:
+    """Whether a file or folder of this name in a build folder is a build's own output, which --overwrite replaces."""
+    return name in _BUILD_FILES or _BUILD_PATTERN.fullmatch(name) is not None
 
 
 def _write_marker(out_dir: Path, summary: dict[str, Any]) -> None:
@@ -120,7 +141,8 @@ def _reset_out_dir(out_dir: Path, name: str) -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     _write_marker(out_dir, marker)
     for path in list(out_dir.iterdir()):
-        if path.name == _OUTPUT_MARKER:
+        # Only a build's own files: anything put there while this build read its sources stays.
+        if path.name == _OUTPUT_MARKER or not _build_output(path.name):
             continue
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)

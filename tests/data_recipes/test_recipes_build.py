@@ -248,6 +248,39 @@ def test_out_dir_protection(lcs_root, tmp_path):
     assert (foreign / "precious.txt").read_text() == "keep me"
 
 
+def test_overwrite_keeps_what_the_user_put_in_a_build_folder(lcs_root, tmp_path, monkeypatch):
+    """`--overwrite` "only replaces an earlier build": a build folder is where users keep a run trained on it
+    (`--output_dir=builds/x/run1`) or notes, and the rebuild deleted them with the build's own files. Refused before
+    any source is read, every file left; a build killed midway (only its own files there) is still replaced."""
+    from data_recipes import build as build_module
+
+    out = tmp_path / "out"
+    build_recipe("lcs558k", lcs_root, out)
+    (out / "run1").mkdir()
+    (out / "run1" / "model.safetensors").write_bytes(b"weights")
+    (out / "NOTES.md").write_text("keep me")
+    before = sorted(path.name for path in out.iterdir())
+    with pytest.raises(FileExistsError, match=r"holds 2 thing\(s\) no build writes \(NOTES.md, run1\)"):
+        build_recipe("lcs558k", lcs_root, out, overwrite=True, params={"count": 2})
+    assert sorted(path.name for path in out.iterdir()) == before
+    assert (out / "run1" / "model.safetensors").read_bytes() == b"weights"
+    # What the user adds while a rebuild reads its sources is not removed with the previous build either.
+    shutil.rmtree(out / "run1")
+    (out / "NOTES.md").unlink()
+    (out / ".hub-upload-x1").mkdir()  # the staging folder of a push killed midway: a build's own
+    (out / ".summary.json.123.tmp").write_text("{")
+    recipe = build_module.get_recipe("lcs558k")
+
+    def read_then_user_writes(*args, **kwargs):
+        (out / "NOTES.md").write_text("written meanwhile")
+        return recipe(*args, **kwargs)
+
+    monkeypatch.setattr(build_module, "get_recipe", lambda name: read_then_user_writes)
+    assert len(build_recipe("lcs558k", lcs_root, out, overwrite=True, params={"count": 2}).dataset) == 2
+    assert (out / "NOTES.md").read_text() == "written meanwhile"
+    assert not (out / ".hub-upload-x1").exists() and not (out / ".summary.json.123.tmp").exists()
+
+
 def test_a_data_root_inside_the_out_dir_is_never_emptied(lcs_root, tmp_path):
     """`--data-root builds/x/raw --out builds/x --overwrite`: the downloads were read, then deleted with the previous
     build, whose images the new build then rejected as missing."""
