@@ -112,7 +112,9 @@ def _read_source(path: Path, data_args: DataArguments,
                         "LLaVA-format JSON/JSONL file, a build folder or a folder of Parquet files")
     if path.is_file():
         rows = _read_llava_file(path, args)
-        image_root = Path(data_args.image_root) if data_args.image_root else path.parent
+        # A build's own `data.jsonl` names its images as the build does: relative to the root the build recorded.
+        built = recorded_image_root(path.parent) if path.name == "data.jsonl" else None
+        image_root = Path(data_args.image_root or built or path.parent)
         return _in_row_schema(rows, path), image_root.expanduser().absolute()
     if is_saved_build(path) and _holds_no_shard(path):
         # `load_from_disk` fails on a save of zero rows with a bare IndexError; such a build holds no row to train.

@@ -467,3 +467,16 @@ def test_hub_folder_embeds_the_image_that_was_validated_not_one_behind_a_symlink
                  hub_folder=tmp_path / "hub")
     pushed = datasets.load_dataset(str(tmp_path / "hub"), split="train")
     assert pushed[0]["image"].convert("RGB").getpixel((1, 1)) == (255, 0, 0)
+
+
+def test_a_builds_rows_file_as_data_path_finds_the_images_the_build_did(lcs_root, tmp_path):
+    """`data.jsonl` names images as the build does, relative to the image root in its summary.json, not to the build
+    folder: read as a file in that folder, every image row was rejected as missing_image."""
+    from trainer.data_loading import load_training_rows
+    from trainer.script_args import DataArguments
+
+    out = tmp_path / "out"
+    built = build_recipe("lcs558k", lcs_root, out, params={"count": 4}).dataset
+    rows = load_training_rows(DataArguments(path=str(out / "data.jsonl"), image_check="exists"))
+    assert rows.report.rows_read == len(built) == 4 and not any(rows.report.rejected.values())
+    assert str(rows.image_root) == (json.loads((out / "summary.json").read_text())["image_root"])
