@@ -5,6 +5,8 @@ the file again."""
 
 from __future__ import annotations
 
+import fcntl
+import json
 import logging
 import os
 import stat
@@ -170,3 +172,77 @@ def test_with_datasets_caching_off_the_rows_are_read_in_memory(tmp_path, cache, 
     finally:
         datasets.enable_caching()
     assert rows.to_list() == load_llava_json(path).to_list() and rows.cache_files == [] and _arrow_files(cache) == []
+
+
+def test_the_same_bytes_under_another_suffix_are_read_as_that_suffix_says(tmp_path, cache):
+    # A lone object is one row in a `.jsonl` file and a refused file as `.json`: the name's suffix is part of the key.
+    lone = tmp_path / "one.jsonl"
+    lone.write_text(json.dumps(text_row(1, "Hi?", "Hello.")))
+    assert len(cached_llava_json(lone)) == 1
+    same_bytes = tmp_path / "one.json"
+    same_bytes.write_bytes(lone.read_bytes())
+    with pytest.raises(DataError, match="the top level is an object"):
+        cached_llava_json(same_bytes)
+
+
+def test_a_file_replaced_while_it_is_parsed_is_not_kept_under_its_old_bytes(tmp_path, cache, monkeypatch, caplog):
+    """A pipeline rewrites data.path (write beside, rename) between the key's hash and the parse: the rows read are
+    the new file's, and a copy of the old bytes must still read as the old rows."""
+    path = tmp_path / "rows.json"
+    write_json(path, [text_row(1, "Hi?", "old")])
+    old_copy = tmp_path / "old_copy.json"
+    old_copy.write_bytes(path.read_bytes())
+    batches = row_cache.llava_json_batches
+
+    def replaced_first(file, **kwargs):
+        write_json(tmp_path / "new.json", [text_row(1, "Hi?", "new")])
+        os.replace(tmp_path / "new.json", path)
+        monkeypatch.setattr(row_cache, "llava_json_batches", batches)
+        return batches(file, **kwargs)
+
+    monkeypatch.setattr(row_cache, "llava_json_batches", replaced_first)
+    with caplog.at_level(logging.WARNING, logger="data_recipes.row_cache"):
+        assert cached_llava_json(path)[0]["conversations"][1]["value"] == "new"
+    assert "changed while it was read" in caplog.text and _arrow_files(cache) == []
+    assert cached_llava_json(old_copy)[0]["conversations"][1]["value"] == "old"
+
+
+def test_a_file_another_writer_published_meanwhile_is_kept_not_renamed_over(tmp_path, cache, monkeypatch):
+    """Two nodes' first processes parse the same file into a shared cache: the one that finishes second keeps the
+    first one's file, which that node's processes have mapped (a rename over it unlinks it under them: on NFS a
+    SIGBUS at their next page read)."""
+    path = tmp_path / "rows.json"
+    write_json(path, ROWS)
+    batches = row_cache.llava_json_batches
+    theirs = []
+
+    def other_writer_first(file, **kwargs):
+        monkeypatch.setattr(row_cache, "llava_json_batches", batches)
+        cached_llava_json(path)  # the other node: parses, publishes, maps
+        [name] = [name for name in _arrow_files(cache) if not name.startswith(".")]  # beside this one's partial
+        theirs.append((name, (cache / name).stat().st_ino))
+        return batches(file, **kwargs)
+
+    monkeypatch.setattr(row_cache, "llava_json_batches", other_writer_first)
+    rows = cached_llava_json(path)
+    [(name, inode)] = theirs
+    assert _arrow_files(cache) == [name]  # no partial file left beside it
+    assert (cache / name).stat().st_ino == inode and rows.to_list() == load_llava_json(path).to_list()
+
+
+def test_a_partial_file_a_killed_writer_left_is_removed_and_a_live_ones_kept(tmp_path, cache):
+    """SIGKILL (the OOM killer, a preemption) runs no cleanup: the writer's partial file stays, as large as the rows it
+    wrote. The next read removes it; one a live writer holds (its lock) is left alone."""
+    path = tmp_path / "rows.json"
+    write_json(path, ROWS)
+    cache.mkdir(parents=True)
+    key = row_cache.rows_cache_key(path)
+    dead, live = cache / f".{key}.dead.partial", cache / f".{key}.live.partial"
+    dead.write_bytes(b"\0" * 4096)
+    live.write_bytes(b"\0" * 4096)
+    with open(live, "rb") as writer:
+        fcntl.flock(writer.fileno(), fcntl.LOCK_EX)
+        cached_llava_json(path)
+        assert _arrow_files(cache) == [live.name, f"{key}.arrow"]
+        cached_llava_json(path)  # a mapping read sweeps too: a killed first read is followed by mapped ones
+        assert live.exists()
