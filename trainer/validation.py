@@ -30,6 +30,8 @@ PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 # since it needs its CLIP folder and a choice of vocabulary padding.
 TRAINABLE_SOURCE_KINDS = ("croc", "llava")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# How model.dtype may name a half-precision dtype (the YAML value is checked against MODEL_DTYPES later).
+HALF_DTYPES = ("bfloat16", "float16", "bf16", "fp16")
 
 
 def gpu_available() -> bool:
@@ -43,6 +45,7 @@ def validate_environment(raw: dict[str, dict[str, Any]]) -> None:
     check_home_folders(raw)
     check_name_lengths(raw)
     check_precision(training, model)
+    check_half_precision_weights(training, model)
     check_model_folders(model)
     check_quantisation(model)
     check_data(data)
@@ -105,8 +108,27 @@ def check_precision(training: dict[str, Any], model: dict[str, Any]) -> None:
                 f"{flag}=true but no CUDA GPU is visible. On CPU train in float32: pass --{flag}=false "
                 "(the trainer/configs/cpu_tiny configs do)."
             )
-    if str(model.get("dtype", "float32")) in ("bfloat16", "float16", "bf16", "fp16"):
+    if str(model.get("dtype", "float32")) in HALF_DTYPES:
         raise ConfigError(f"model.dtype={model['dtype']} but no CUDA GPU is visible; use --model.dtype=float32 on CPU")
+
+
+def check_half_precision_weights(training: dict[str, Any], model: dict[str, Any]) -> None:
+    """Weights loaded in half precision train in float32 only where something keeps a float32 master copy of them:
+    DeepSpeed's optimiser, or FSDP under mixed precision (accelerate upcasts them). Otherwise AdamW updates the
+    bf16 / fp16 weights themselves, and a step smaller than half their rounding step (2e-5 against a weight of
+    0.01 in bfloat16) is rounded away: the model silently stops learning. With fp16 the loss scaler refuses fp16
+    gradients at the first step (a traceback)."""
+    dtype = str(model.get("dtype", "float32"))
+    if dtype not in HALF_DTYPES or training.get("deepspeed") or model.get("use_peft") or model.get("load_in_4bit"):
+        # (LoRA trains float32 adapters over the frozen half-precision weights: PEFT upcasts them, and QLoRA's
+        # `prepare_model_for_kbit_training` the rest.)
+        return
+    if training.get("fsdp") and (training.get("bf16") or training.get("fp16")):
+        return
+    raise ConfigError(f"model.dtype={dtype} without DeepSpeed trains the weights themselves in {dtype}, with no "
+                      "float32 copy: optimiser steps smaller than their rounding step are lost, so the model silently "
+                      "stops learning; load in float32 (--model.dtype=float32, with --bf16=true to compute in bf16), "
+                      "or train under DeepSpeed (trainer/configs/deepspeed/zero2.json, also on one GPU)")
 
 
 def _looks_local(path: str) -> bool:

@@ -428,7 +428,31 @@ def test_what_this_machine_lacks_is_one_line_before_anything_loads(case, tmp_pat
     out = tmp_path / "out"
     message = _cli_error(_argv(STAGE2, out, tiny_model, small_data, *overrides), monkeypatch)
     assert message.startswith("configuration error: ") and words in message, message
+
+
+@pytest.mark.parametrize("overrides", [["--model.dtype=bfloat16"], ["--model.dtype=bfloat16", "--bf16=true"],
+                                       ["--model.dtype=float16", "--fp16=true"]],
+                         ids=["bf16 weights", "bf16 weights, bf16 autocast", "fp16 weights, fp16 scaler"])
+def test_half_precision_weights_without_master_copy_are_one_line(overrides, tmp_path, tiny_model, small_data,
+                                                                 monkeypatch, nothing_loaded):
+    """On a GPU machine, weights loaded in bf16 / fp16 without DeepSpeed were trained in place by AdamW: updates
+    under half their rounding step were lost (the tiny stage 1.5 lost 70% of its LLM updates at 2e-5), so the model
+    silently stopped learning; fp16 weights under fp16 ended the first step in the scaler's traceback."""
+    monkeypatch.setattr(validation, "gpu_available", lambda: True)
+    out = tmp_path / "out"
+    message = _cli_error(_argv(STAGE1_5, out, tiny_model, small_data, "--use_cpu=false", *overrides), monkeypatch)
+    assert message.startswith("configuration error: ") and "with no float32 copy" in message, message
     assert not out.exists()
+
+
+@pytest.mark.parametrize("adapters", [{"use_peft": True}, {"use_peft": True, "load_in_4bit": True}],
+                         ids=["LoRA", "QLoRA"])
+def test_half_precision_weights_under_lora_are_not_refused_for_their_precision(adapters):
+    """LoRA trains float32 adapters over frozen bf16 weights (PEFT upcasts them, QLoRA's preparation the rest): the
+    usual way to fit a large model, not a model that stops learning."""
+    validation.check_half_precision_weights({"bf16": True}, {"dtype": "bfloat16", **adapters})
+    with pytest.raises(validation.ConfigError, match="with no float32 copy"):
+        validation.check_half_precision_weights({"bf16": True}, {"dtype": "bfloat16"})
 
 
 @needs_deepspeed
