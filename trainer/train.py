@@ -345,8 +345,18 @@ def _leave_process_group(main_works_alone: bool) -> None:
         dist.destroy_process_group()
 
 
+# How torch re-raises an error of a DataLoader worker in the training process: the same type, whose message is
+# "Caught <type> in DataLoader worker process N.\nOriginal Traceback ...", the worker's whole traceback.
+_WORKER_ERROR = "Caught {} in DataLoader worker process"
+
+
 def _one_line(error: Exception) -> str:
-    return " ".join(str(error).split())
+    text = str(error)
+    if text.startswith(_WORKER_ERROR.format(type(error).__name__)):
+        # A row a worker could not replace (an image root gone mid-run) raised a one-line DataError there: its message
+        # is the traceback's last line, after the type's name.
+        text = text.rstrip().splitlines()[-1].partition(": ")[2] or text
+    return " ".join(text.split())
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,7 @@ import pytest
 import torch
 from fault_cases import GREY16_AS_8BIT, image_row, verdicts, write_good_image
 from run_cases import cli_error as _cli_error
+from run_cases import write_small_folder
 
 from croc_testing.tiny import tiny_croc_processor
 from data_recipes import REJECT_REASONS, build_recipe, load_llava_json, validate_dataset
@@ -222,6 +224,30 @@ def test_training_stops_with_one_line_when_too_many_images_fail(faults, tiny_mod
                         r"\(unreadable_image=2, image_too_large=2\), more than data.max_reject_fraction=0.01 of them allows \(over "
                         r"it with 99.9% confidence, and more than one\); raise it to go on regardless; the rows: "
                         r".+rejects.jsonl", message), message
+
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_an_image_root_gone_mid_run_stops_with_the_datasets_one_line_under_workers(tiny_model, tmp_path, monkeypatch,
+                                                                                    workers):
+    """Before: with DataLoader workers, the dataset's DataError (no row of its kind left to replace it) reached the
+    CLI as torch re-raises it, the worker's whole traceback in its message: `data error: Caught DataError in
+    DataLoader worker process 0. Original Traceback (most recent call last): File ...`."""
+    data = write_small_folder(tmp_path / "data")
+    build = train_module.build_train_dataset
+
+    def build_then_lose_the_images(*args, **kwargs):  # after the start's checks, before training reads an image
+        dataset = build(*args, **kwargs)
+        shutil.rmtree(tmp_path / "data" / "images")
+        return dataset
+
+    monkeypatch.setattr(train_module, "build_train_dataset", build_then_lose_the_images)
+    message = _cli_error(_argv(tmp_path / "run", tiny_model, data, f"--dataloader_num_workers={workers}",
+                               "--per_device_train_batch_size=4", "--global_batch_size=4", "--max_steps=1"),
+                         monkeypatch)
+    assert re.fullmatch(r"data error: row 'img-\d' and the 5 row\(s\) of its kind tried after it cannot be used "
+                        r"\(last: missing_image: .+\); is the image root .+ right, and model_max_length=\d+ large "
+                        r"enough\?", message), message
 
 
 # --- images kept, converted: pixels against hand-computed values ---------------------------------------------------
