@@ -343,6 +343,18 @@ class CrocTrainer(Trainer):
             )
         return super()._get_train_sampler(train_dataset)
 
+    def get_train_dataloader(self):
+        loader = super().get_train_dataloader()
+        signals = self.run_control.signals
+        if self.args.dataloader_num_workers > 0 and signals is not None:
+            # The preemption signals are the training process's to handle: a worker killed by Slurm's SIGTERM to
+            # the whole step ended the run with a traceback and no checkpoint. A resumed run's skipping loader is
+            # built from this one's settings, this function included. Accelerate's loader forwards the settings of
+            # the DataLoader it wraps (`base_dataloader`), which is the one that starts the workers.
+            base = getattr(loader, "base_dataloader", loader)
+            base.worker_init_fn = signals.ignored_in_data_workers(base.worker_init_fn)
+        return loader
+
     def get_resumed_dataloader(self, dataloader, num_batches: int):
         """The Trainer's mid-epoch skip, with the epoch still reaching the modality sampler. On several processes
         the skipped loader nests the sampler one level deeper (`SkipBatchSampler` -> `BatchSamplerShard` ->

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import json
 import logging
 import math
@@ -40,6 +41,7 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -133,8 +135,40 @@ class StopSignals:
     def __enter__(self) -> StopSignals:
         return self.install()
 
+    def ignored_in_data_workers(self, init: Callable[[int], None] | None) -> Callable[[int], None]:
+        """A DataLoader `worker_init_fn` that ignores these signals, then runs `init` (the Trainer's seeding).
+
+        Slurm signals every process of a step and torchrun the process group of each rank, DataLoader workers
+        included; torch's workers die on a SIGTERM that is not their parent's, and the training process then failed
+        with `DataLoader worker (pid N) is killed by signal: Terminated` instead of saving. The training process
+        decides when to stop and ends its workers itself, with a SIGTERM of its own (they also exit once it is gone).
+        """
+        return functools.partial(_ignore_signals_then, tuple(self.signals), init)
+
     def __exit__(self, *exc) -> None:
         self.restore()
+
+
+def _ignore_signals_then(signals: tuple[signal.Signals, ...], init: Callable[[int], None] | None,
+                         worker_id: int) -> None:
+    for number in signals:
+        if number != signal.SIGTERM:
+            signal.signal(number, signal.SIG_IGN)
+    if signal.SIGTERM in signals and hasattr(signal, "sigwaitinfo"):  # not on macOS: torch's handler stays
+        # Not ignored outright: the training process ends its workers with SIGTERM (torch's shutdown, and
+        # multiprocessing's at exit, where persistent workers would otherwise keep the run from ending). Blocked,
+        # and taken by a thread that sees who sent it, as torch's own handler does.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        threading.Thread(target=_exit_on_parents_sigterm, args=(os.getppid(),), daemon=True,
+                         name="croc-worker-sigterm").start()
+    if init is not None:
+        init(worker_id)
+
+
+def _exit_on_parents_sigterm(parent: int) -> None:
+    while True:
+        if signal.sigwaitinfo({signal.SIGTERM}).si_pid == parent:
+            os._exit(0)
 
 
 def is_finite(value: float | torch.Tensor | None) -> bool:

@@ -5,6 +5,7 @@ a signal before the first step, a second signal, timed checkpoints, and the opti
 from __future__ import annotations
 
 import errno
+import gc
 import io
 import os
 import signal
@@ -262,3 +263,41 @@ def test_a_detached_run_whose_output_reader_is_gone_still_trains_and_exits_as_it
     else:
         assert done.returncode == 0
         assert (out / "model.safetensors").exists() and checkpoint_problem(out / "checkpoint-4") is None
+
+
+@pytest.mark.parametrize("persistent", [False, True])
+def test_a_sigterm_to_every_process_of_the_run_reaches_its_dataloader_workers_too(reference, tiny_model, data,
+                                                                                 tmp_path, monkeypatch, capsys,
+                                                                                 persistent):
+    """Slurm signals every process of a step, torchrun the process group of each rank: the DataLoader workers get
+    the SIGTERM too. Before: torch's worker died on it and the run ended with `RuntimeError: DataLoader worker (pid
+    N) is killed by signal: Terminated`, no checkpoint."""
+    import multiprocessing
+
+    compute_loss = croc_trainer.CrocTrainer.compute_loss
+
+    # In step 1: the loader reads one batch ahead, so the last step of an epoch runs with its workers gone.
+    def signalled(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.state.global_step == 0 and not getattr(self, "_signalled", False):
+            self._signalled = True
+            workers = [int(pid) for task in Path("/proc/self/task").iterdir()
+                       for pid in (task / "children").read_text().split()]
+            assert len(workers) == 2, workers
+            # From another process, as the scheduler's: torch's workers take their parent's SIGTERM as an order.
+            subprocess.run(["kill", "-TERM", *map(str, [*workers, os.getpid()])], check=True)
+        return compute_loss(self, model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+
+    out = tmp_path / "run"
+    workers = ["--dataloader_num_workers=2", f"--dataloader_persistent_workers={str(persistent).lower()}"]
+    with monkeypatch.context() as patch:
+        patch.setattr(croc_trainer.CrocTrainer, "compute_loss", signalled)
+        status, message = cli_exit(_argv(out, tiny_model, data, *workers), monkeypatch, capsys)
+    assert (status, message) == (75, f"run stopped: stopped by SIGTERM after step 1: checkpoint-1 written in {out}; "
+                                     "rerun the same command to continue")
+    train_module.main(_argv(out, tiny_model, data, *workers))
+    assert curve(out) == curve(reference)
+    # The training process still ends its workers (with a SIGTERM of its own, which they obey).
+    gc.collect()
+    for worker in multiprocessing.active_children():
+        worker.join(timeout=15)
+        assert not worker.is_alive()
