@@ -6,8 +6,9 @@ Three promises, decided once per optimiser step and agreed by every process in o
   is not finite never reaches the weights: the run stops there with one line naming the step and the newest
   checkpoint (`TrainingDiverged`), or, with `max_nonfinite_steps` > 0, the step is skipped (its gradients dropped,
   no update) until that many steps were skipped, as large-scale trainers skip loss spikes. The count travels in
-  every checkpoint (`NONFINITE_FILE`). Under DeepSpeed the engine itself has already skipped a step whose gradients
-  overflow (its `check_grad_overflow`); the rule here then only counts it or stops.
+  every checkpoint (`NONFINITE_FILE`). Under fp16 the loss scaler (torch's GradScaler, DeepSpeed's fp16 optimiser)
+  skips a step whose scaled gradients overflow and lowers its scale, routinely in the first steps: while its scale is
+  at least 1 such a step (its loss finite) is the scaler's, neither divergence nor counted.
 * **Preemption saves.** SIGTERM (what Slurm and Kubernetes send before a kill) and the signals of
   `preemption_signals` (SIGUSR1 for Slurm's `--signal=USR1@SECONDS`) are recorded by a handler that does nothing
   else; at the end of the step in progress every process agrees, a complete checkpoint is written and the run ends
@@ -311,7 +312,13 @@ class RunControl(TrainerCallback):
         step_loss = 0.0 if self._step_loss is None or loss_bad else float(self._step_loss)
         self._loss_bad = self._step_loss = None
         loss_bad, self._stop_requested, self._save_due, step_loss = self._agree(loss_bad, step_loss)
-        if loss_bad or not is_finite(self._grad_norm):
+        if not loss_bad and not is_finite(self._grad_norm) and self._loss_scaler_skips():
+            # fp16's loss scaler found its scaled gradients overflowing: it skips this step and lowers its scale, as
+            # it does routinely in the first steps (65536 is its start). Not divergence, nor a skipped step to count.
+            if self.trainer.is_world_process_zero():
+                logger.info("step %d: fp16 gradients overflowed at loss scale %s; the scaler skips the step",
+                            state.global_step + 1, self._loss_scale())
+        elif loss_bad or not is_finite(self._grad_norm):
             self._nonfinite_step(state.global_step + 1, loss_bad)
         elif self.loss_sum is not None:
             self.loss_sum += step_loss
@@ -341,6 +348,23 @@ class RunControl(TrainerCallback):
         return control
 
     # ---- non-finite steps ----
+    def _loss_scale(self) -> float | None:
+        """The scale of fp16's loss scaler (torch's GradScaler under accelerate; DeepSpeed's fp16 optimiser), or None
+        where no loss is scaled."""
+        scaler = getattr(self.trainer.accelerator, "scaler", None)
+        if scaler is not None and scaler.is_enabled():
+            return float(scaler.get_scale())
+        optimizer = getattr(self.trainer.model_wrapped, "optimizer", None)
+        if self.trainer.is_deepspeed_enabled and self.trainer.args.fp16 and optimizer is not None:
+            return float(getattr(optimizer, "cur_scale", getattr(optimizer, "loss_scale", 1.0)))
+        return None
+
+    def _loss_scaler_skips(self) -> bool:
+        """Whether the loss scaler skips a step whose gradient norm is not finite (the loss being finite): so it does
+        while its scale is at least 1. Gradients that overflow unscaled are the model's, and divergence."""
+        scale = self._loss_scale()
+        return scale is not None and scale >= 1.0
+
     def _nonfinite_step(self, step: int, loss_bad: bool) -> None:
         norm = self._grad_norm
         norm = float(norm) if isinstance(norm, (int, float, torch.Tensor)) else norm

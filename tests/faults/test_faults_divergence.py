@@ -150,3 +150,50 @@ def test_a_skipped_step_does_not_make_every_later_logged_loss_nan_without_the_na
     assert math.isnan(losses["false"][2])
     assert [losses["false"][step] for step in (1, 3, 4)] == [losses["true"][step] for step in (1, 3, 4)]
     assert all(math.isfinite(losses["false"][step]) for step in (1, 3, 4))
+
+
+class _ScaledTrainer:
+    """What `RunControl` reads of a one-process Trainer under fp16 mixed precision: torch's GradScaler on its
+    accelerator (accelerate makes one only on a GPU)."""
+
+    def __init__(self, scale: float) -> None:
+        from types import SimpleNamespace
+
+        self.accelerator = SimpleNamespace(num_processes=1, scaler=torch.amp.GradScaler("cpu", init_scale=scale))
+        self.args = SimpleNamespace(fp16=True)
+        self.is_deepspeed_enabled = False
+        self.model_wrapped = self.optimizer = torch.nn.Linear(1, 1)
+
+    def is_world_process_zero(self) -> bool:
+        return True
+
+    def last_checkpoint_message(self) -> str:
+        return "no checkpoint was written"
+
+
+@pytest.mark.parametrize("scale", [2.0**16, 1.0])
+def test_an_fp16_loss_scaler_overflow_is_the_scalers_skip_not_divergence(scale):
+    """fp16's scaler starts at 65536 and overflows routinely in the first steps: it skips the step and halves its
+    scale. The rule read the infinite gradient norm as divergence and stopped the run (with max_nonfinite_steps=0)
+    or spent its budget."""
+    from types import SimpleNamespace
+
+    from trainer.run_control import RunControl
+
+    control = RunControl(_ScaledTrainer(scale))
+    control.observe_loss(torch.tensor(2.5))
+    control.observe_grad_norm(float("inf"))
+    control.on_pre_optimizer_step(None, SimpleNamespace(global_step=0), None)
+    assert control.skipped_steps == [] and control.loss_steps == 0  # not an applied step either
+
+
+def test_gradients_that_overflow_unscaled_are_divergence_under_a_loss_scaler():
+    from types import SimpleNamespace
+
+    from trainer.run_control import RunControl
+
+    control = RunControl(_ScaledTrainer(0.5))
+    control.observe_loss(torch.tensor(2.5))
+    control.observe_grad_norm(float("inf"))
+    with pytest.raises(TrainingDiverged, match="^training diverged at step 1: non-finite grad_norm inf"):
+        control.on_pre_optimizer_step(None, SimpleNamespace(global_step=0), None)
