@@ -446,7 +446,11 @@ class CrocSupervisedDataset(torch.utils.data.Dataset):
             keep = _fit(input_ids, labels, image_end, self.model_max_length)
             input_ids, labels = input_ids[:keep], labels[:keep]
             self.stats["truncated"] += 1
-            item[TRUNCATED_KEY] = {"id": row.get("id"), "index": index, "detail": fit.detail}
+            if with_image and self._fixed_image_tokens is None:
+                # Only a row the start could not measure (its image tokens depend on the image) is reported here:
+                # the others were counted cut by the start (`DataReport.truncated`), and a second count made the
+                # final report say every cut row twice, once more each time it is asked for.
+                item[TRUNCATED_KEY] = {"id": row.get("id"), "index": index, "detail": fit.detail}
         item.update({
             "input_ids": torch.tensor(input_ids, dtype=torch.long),
             "labels": torch.tensor(labels, dtype=torch.long),

@@ -69,6 +69,21 @@ def test_long_rows_grouped_together_do_not_end_the_run_and_are_all_counted(tiny_
     assert report["rows_seen"] == 12 and not any(report["replaced"].values())
 
 
+def test_rows_the_start_counted_cut_are_not_counted_again_in_training(tiny_model, long_rows, tmp_path, caplog):
+    """Before: every fixed-image-token row the start had counted cut was counted again each time training asked for
+    it (`truncated_in_training`), and the final line said "3 trained cut ...; in training ..., 3 cut to fit" for 3
+    cut rows."""
+    out = tmp_path / "run"
+    with caplog.at_level(logging.INFO, logger="trainer.train"):
+        train_module.main(run_argv("stage2.yaml", out, tiny_model, long_rows, "--group_by_modality_length=false",
+                                   "--max_steps=-1", "--num_train_epochs=1", "--data.max_reject_fraction=0.5"))
+    report = json.loads((out / "data_report.json").read_text())
+    # One epoch asks for each of the 12 kept rows once, the 3 cut ones among them.
+    assert report["rows_seen"] == 12 and report["truncated"] == 3
+    assert report["truncated_in_training"] == 0
+    assert "cut to fit" not in caplog.text
+
+
 def test_too_many_rows_that_cannot_fit_stop_the_run_before_the_model_loads(tiny_model, long_rows, tmp_path,
                                                                            monkeypatch, capsys, no_model_load):
     status, message = cli_exit(run_argv("stage2.yaml", tmp_path / "run", tiny_model, long_rows), monkeypatch,
