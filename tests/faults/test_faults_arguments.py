@@ -303,6 +303,9 @@ CASES = [
                  "with a smaller per-device batch", id="auto batch size"),  # accepted: a smaller global batch on OOM
     pytest.param(["--ignore_data_skip=true"], "ignore_data_skip=true would resume at the start of the epoch's row "
                  "order", id="resume without skipping the trained rows"),  # accepted (a resume off the curve)
+    pytest.param(["--dataloader_drop_last=true", "--group_by_modality_length=false"], "dataloader_drop_last=true "
+                 "would leave the rows of each epoch's last, partial batch untrained and uncounted",
+                 id="last partial batch dropped"),  # accepted: 3 of 11 rows never trained on 2 processes, uncounted
     pytest.param(["--use_liger_kernel=true"], "use_liger_kernel=true needs a CUDA GPU .*, but use_cpu=true",
                  id="Liger on the CPU"),  # first step (inside Triton)
     # ---- found by a hostile tester of the configuration checks ----
@@ -479,6 +482,8 @@ VALID = [
     pytest.param(["--warmup_steps=0.5", "--save_strategy=steps", "--save_steps=0.5", "--save_total_limit=1"],
                  id="ratios of the run"),
     pytest.param(["--warmup_steps=2"], id="warm-up steps"),
+    pytest.param(["--dataloader_drop_last=true", "--group_by_modality_length=true"],
+                 id="last batch dropped under modality grouping"),  # the released YAMLs: whole steps, nothing dropped
     pytest.param(["--lr_scheduler_type=cosine_with_min_lr", "--lr_scheduler_kwargs={min_lr_rate: 0.1}"],
                  id="min-lr schedule"),
     pytest.param(["--optim=adamw_torch_fused"], id="fused AdamW"),
