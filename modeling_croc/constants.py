@@ -58,6 +58,8 @@ AUTO_MODEL_CLASSES: dict[str, str] = {
 
 # Weight dtypes a model is loaded in, by the names `from_pretrained(dtype=...)` takes as they are.
 MODEL_DTYPES: tuple[str, ...] = ("float32", "bfloat16", "float16")
+# The names of half precision a config may give (the short ones are refused later, as no `MODEL_DTYPES` name).
+HALF_DTYPES: tuple[str, ...] = ("bfloat16", "float16", "bf16", "fp16")
 
 __all__ = [
     "AUTO_MODEL_CLASSES",
@@ -65,6 +67,7 @@ __all__ = [
     "CROC_ONLY_PREFIXES",
     "IGNORE_INDEX",
     "MODEL_DTYPES",
+    "HALF_DTYPES",
     "IMAGE_CHECK_MODES",
     "IMAGE_TOKEN",
     "MAX_ASPECT_RATIO",

@@ -33,6 +33,8 @@ from typing import Any
 from transformers import TrainerCallback
 from transformers.trainer import TRAINING_ARGS_NAME
 
+from modeling_croc.constants import HALF_DTYPES
+
 from .stages import PARAMETER_GROUPS
 
 logger = logging.getLogger(__name__)
@@ -428,10 +430,21 @@ _NONE_UNKNOWN = ("lora_base_weights",)
 def record_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[Difference]:
     """The keys of `FIXED` and `ADJUSTABLE` whose values differ, in that order. A key the saved record lacks (written
     before the key was recorded) is not compared: a run mid-way keeps resuming across an upgrade of this package.
-    Neither is a `_NONE_UNKNOWN` key that either side could not know."""
+    Neither is a `_NONE_UNKNOWN` key that either side could not know, nor the dtype of half-precision weights
+    trained themselves now loaded in float32 (`upcast_half_weights`)."""
     return [Difference(key, saved[key], current.get(key)) for key in (*FIXED, *ADJUSTABLE)
             if key in saved and saved[key] != current.get(key)
-            and not (key in _NONE_UNKNOWN and None in (saved[key], current.get(key)))]
+            and not (key in _NONE_UNKNOWN and None in (saved[key], current.get(key)))
+            and not (key == "dtype" and upcast_half_weights(saved, current))]
+
+
+def upcast_half_weights(saved: dict[str, Any], current: dict[str, Any]) -> bool:
+    """Whether a run that trained its half-precision weights themselves (no DeepSpeed, no LoRA) resumes with them
+    loaded in float32. Since `validation.check_half_precision_weights` such a run is refused and told to load in
+    float32: refusing that change as well left a run started before the upgrade no way to resume. Its checkpoint's
+    weights and optimiser moments load into float32 exactly; only the updates that rounding lost now land."""
+    return (saved.get("dtype") in HALF_DTYPES and current.get("dtype") == "float32" and saved.get("lora") is None
+            and saved.get("deepspeed_zero_stage") is None)
 
 
 def resume_refusal(saved: dict[str, Any], current: dict[str, Any], accepted: list[str] | tuple[str, ...],
@@ -453,6 +466,10 @@ def resume_refusal(saved: dict[str, Any], current: dict[str, Any], accepted: lis
                 "apply the new values from the resumed step on (the optimiser keeps its moments)")
     for difference in differences:
         logger.warning("resuming with a changed %s (accepted by resume_accept_changes)", difference.describe())
+    if upcast_half_weights(saved, current):
+        logger.warning("resuming the %s weights in float32: from the resumed step on, the optimiser's updates are no "
+                       "longer rounded to %s (the loss curve goes on, not as the %s run would have drawn it)",
+                       saved["dtype"], saved["dtype"], saved["dtype"])
     return None
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from data_recipes import recorded_image_root, unfinished_build
+from modeling_croc.constants import HALF_DTYPES
 from modeling_croc.loading import source_kind
 from modeling_croc.provenance import HUB_ID, LICENSE_ID, OTHER_LICENSE
 
@@ -30,8 +31,6 @@ PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 # since it needs its CLIP folder and a choice of vocabulary padding.
 TRAINABLE_SOURCE_KINDS = ("croc", "llava")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-# How model.dtype may name a half-precision dtype (the YAML value is checked against MODEL_DTYPES later).
-HALF_DTYPES = ("bfloat16", "float16", "bf16", "fp16")
 
 
 def gpu_available() -> bool:
@@ -127,8 +126,9 @@ def check_half_precision_weights(training: dict[str, Any], model: dict[str, Any]
         return
     raise ConfigError(f"model.dtype={dtype} without DeepSpeed trains the weights themselves in {dtype}, with no "
                       "float32 copy: optimiser steps smaller than their rounding step are lost, so the model silently "
-                      "stops learning; load in float32 (--model.dtype=float32, with --bf16=true to compute in bf16), "
-                      "or train under DeepSpeed (trainer/configs/deepspeed/zero2.json, also on one GPU)")
+                      "stops learning; load in float32 (--model.dtype=float32, with --bf16=true to compute in bf16; a run "
+                      "started so resumes from its checkpoints in float32), or train under DeepSpeed "
+                      "(trainer/configs/deepspeed/zero2.json, also on one GPU)")
 
 
 def _looks_local(path: str) -> bool:

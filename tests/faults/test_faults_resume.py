@@ -151,6 +151,33 @@ def test_learning_rate_is_compared_only_through_the_rates_the_parts_train_at():
     assert [d.key for d in record_differences({"learning_rate": 2e-5, **rates}, changed)] == ["language_model_lr"]
 
 
+def test_a_run_that_trained_half_precision_weights_resumes_them_in_float32(two_steps, tiny_model, data, tmp_path,
+                                                                           capsys):
+    """A full fine-tuning run started with model.dtype=bfloat16 before such runs were refused (its bf16 weights
+    trained themselves, updates rounded away) is told to load in float32; the resume refused that change of dtype
+    too ("cannot continue with this configuration: dtype 'bfloat16' -> 'float32'"), so the run could go on neither
+    way. It now resumes in float32, said in a warning; other changes are still refused, and the unchanged run is
+    refused by its precision (test_faults_arguments). The bf16 record stands for a GPU run's: this is a CPU test."""
+    from trainer.run_record import RUN_RECORD, record_differences
+
+    out = _checkpoints_only(two_steps, tmp_path / "run")
+    for folder in (out / "checkpoint-1", out / "checkpoint-2"):
+        record = json.loads((folder / RUN_RECORD).read_text(encoding="utf-8"))
+        (folder / RUN_RECORD).write_text(json.dumps({**record, "dtype": "bfloat16"}), encoding="utf-8")
+        write_manifest(folder)  # as the run wrote it
+    train_module.main(_argv(out, tiny_model, data, "--max_steps=3", "--resume_accept_changes=[max_steps]"))
+    assert sorted(curve(out)) == [1, 2, 3]
+    assert "resuming the bfloat16 weights in float32" in capsys.readouterr().err  # (the run's logging replaces caplog's)
+    # Not a way around the record: LoRA and DeepSpeed runs kept a float32 copy, and float16 is not float32.
+    half = {"dtype": "bfloat16", "lora": None, "deepspeed_zero_stage": None}
+    assert record_differences(half, {**half, "dtype": "float32"}) == []
+    assert [d.key for d in record_differences(half, {**half, "dtype": "float16"})] == ["dtype"]
+    lora = {**half, "lora": {"r": 4}}
+    assert [d.key for d in record_differences(lora, {**lora, "dtype": "float32"})] == ["dtype"]
+    zero = {**half, "deepspeed_zero_stage": 2}
+    assert [d.key for d in record_differences(zero, {**zero, "dtype": "float32"})] == ["dtype"]
+
+
 def test_rows_edited_under_the_same_ids_are_refused(two_steps, tiny_model, data, tmp_path, monkeypatch, capsys,
                                                     no_model_load):
     """The record holds the rows' contents, not only their ids: an answer changed (or an image swapped) between the
