@@ -670,13 +670,13 @@ def test_links_to_a_section_name_a_heading_of_their_page():
 def _family_refusals(family) -> set[str]:
     """What the trainer refuses for `family` (a `modeling_croc.families` entry), read from the code on a tiny config:
     `packing` (`resolve.check_croc_config`: a token count per image, or the model's `croc_packing_refusal`) and
-    `LoRA` (`argument_checks.check_lora_keeps_the_trained_parts` in stage 1.5 or 2, on the model built on `meta`)
+    `LoRA` (`model_checks.check_lora_keeps_the_trained_parts` in stage 1.5 or 2, on the model built on `meta`)
     and the `official` preset's `bert` VTR head (the config refuses it for a token count per image)."""
     from croc_testing.family_specs import SPECS
     from croc_testing.tiny import tiny_croc_config, tiny_croc_onevision_config
     from modeling_croc.configuration_croc import CrocConfigError
-    from trainer.argument_checks import build_on_meta, check_lora_keeps_the_trained_parts
     from trainer.cli import ConfigError
+    from trainer.model_checks import build_on_meta, check_lora_keeps_the_trained_parts
     from trainer.stages import get_stage
 
     builders = {spec.config_class.model_type: spec.config for spec in SPECS}

@@ -103,7 +103,7 @@ def apply_lora(model: torch.nn.Module, model_args: ModelArguments, args: CrocTra
                        "run goes on as it started, with them frozen (start a new output_dir to train them)",
                        resume_from, ", ".join(frozen) or "other modules")
         modules_to_save, loose = resumed, []
-    if loose:  # refused before the load by `argument_checks.check_lora_keeps_the_trained_parts`
+    if loose:  # refused before the load by `model_checks.check_lora_keeps_the_trained_parts`
         raise ValueError(f"LoRA would freeze {', '.join(loose)}, which the stage trains")
     if model_args.load_in_4bit:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=args.gradient_checkpointing)

@@ -94,7 +94,7 @@ class ModelArguments:
     def _check_lora(self) -> None:
         """PEFT refuses a rank of 0 only once it wraps the loaded model, and takes a non-positive alpha or a dropout
         of 1 (which zeroes every adapter input) without a word. Which modules the names select is checked against
-        the model's modules (`trainer.argument_checks.check_lora_targets`)."""
+        the model's modules (`trainer.model_checks.check_lora_targets`)."""
         if self.lora_r < 1:
             raise ValueError(f"model.lora_r must be >= 1 (the adapters' rank), got {self.lora_r}")
         if not self.lora_alpha > 0:

@@ -23,9 +23,10 @@ from modeling_croc import CrocForConditionalGeneration
 from modeling_croc.loading import load_processor, read_croc_config
 from trainer import train as train_module
 from trainer import validation
-from trainer.argument_checks import REFUSED_SETTINGS, build_on_meta
+from trainer.argument_checks import REFUSED_SETTINGS
 from trainer.cli import ConfigError
 from trainer.data import CrocSupervisedDataset
+from trainer.model_checks import build_on_meta
 from trainer.resolve import resolve_config
 from trainer.training_args import CrocTrainingArguments
 

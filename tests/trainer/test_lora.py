@@ -122,7 +122,7 @@ def test_lora_targets_the_language_model_of_a_family_naming_it_otherwise():
     from peft import LoraConfig, get_peft_model
 
     from croc_testing.family_specs import SPECS_BY_NAME
-    from trainer.argument_checks import check_lora_targets
+    from trainer.model_checks import check_lora_targets
 
     model = SPECS_BY_NAME["smolvlm"].build()
     check_lora_targets(model, ["q_proj", "v_proj"])  # raised a configuration error before
@@ -150,9 +150,9 @@ def test_lora_keeps_every_other_trained_part_of_every_family_training(family, vi
 
     from peft import get_peft_model_state_dict
 
-    from trainer.argument_checks import check_lora_keeps_the_trained_parts
     from trainer.cli import ConfigError
     from trainer.lora import apply_lora
+    from trainer.model_checks import check_lora_keeps_the_trained_parts
     from trainer.model_loading import apply_trainable_parts, count_trainable
 
     spec = SPECS_BY_NAME[family]
