@@ -10,8 +10,10 @@ under `data.strict` or when more than `data.max_reject_fraction` of the rows wer
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from itertools import chain
@@ -127,9 +129,12 @@ def _read_source(path: Path, data_args: DataArguments,
             # A pushed dataset (Hub layout, local or remote) or any folder of Parquet files: `load_dataset` reads
             # the card's `configs` when there is one.
             # The folder as found (`~` expanded, made absolute): `load_dataset` reads `~/set` as a Hub id.
-            if path.is_dir():
-                _account_for_files_not_read(path)
-            rows = datasets.load_dataset(str(path) if path.exists() else str(data_args.path), split="train")
+            with contextlib.ExitStack() as stack:
+                cache_dir = _private_cache_dir(path, stack)
+                if path.is_dir():
+                    _account_for_files_not_read(path, cache_dir)
+                rows = datasets.load_dataset(str(path) if path.exists() else str(data_args.path), split="train",
+                                             cache_dir=cache_dir, keep_in_memory=True if cache_dir else None)
             image_root = Path(data_args.image_root or (path if path.is_dir() else "."))
     except DataError:
         raise
@@ -151,13 +156,38 @@ def _read_llava_file(path: Path, args: CrocTrainingArguments | None) -> datasets
         return cached_llava_json(path)
 
 
-def _account_for_files_not_read(folder: Path) -> None:
+def _private_cache_dir(path: Path, stack: contextlib.ExitStack) -> str | None:
+    """None where `datasets`' cache (`HF_DATASETS_CACHE`) can be written; otherwise a temporary folder, deleted when
+    `stack` closes, for `load_dataset` to prepare the rows in, which are then read into memory. `load_dataset` writes
+    its Arrow files and lock files into the cache even for a local folder: a read-only home or an uncreatable cache
+    refused a Parquet source as rows that "cannot be read", where a JSON file is read by each process itself (with
+    one warning, as here)."""
+    cache = Path(datasets.config.HF_DATASETS_CACHE).expanduser()
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=cache):
+            return None
+    except OSError as error:
+        logger.warning("rows of %s: cannot prepare them in %s (%s); this process reads them itself, in memory", path,
+                       cache, error.strerror or error)
+    return stack.enter_context(tempfile.TemporaryDirectory(prefix="croc-rows-"))
+
+
+def _account_for_files_not_read(folder: Path, cache_dir: str | None = None) -> None:
     """`load_dataset(folder, split="train")` reads the files that `datasets` assigns to the train split by their names
     (`train*`, `data/train-*`, or the card's `configs`). A file of the same type whose name puts it in no split
     (`more.parquet` beside `train.parquet`) was dropped without a word, its rows neither trained nor counted: refused
     here, in one line. The files of other splits (validation, test) and of the card's other configs (a Hub dataset's
     subsets: the default one is read) are not trained, as there is no evaluation here: said in one line."""
-    builder = datasets.load_dataset_builder(str(folder))
+    builder = datasets.load_dataset_builder(str(folder), cache_dir=cache_dir)
+    if builder.name != "parquet":
+        # `datasets` reads a folder as its most common file type: the images of path rows, in the folder their paths
+        # are relative to by default, outnumber a few Parquet shards, and the folder was read as an image folder (its
+        # rows refused for "no `conversations` column (found ['image'])", the Parquet files not read at all).
+        shards = sum(1 for file in folder.rglob("*.parquet") if file.is_file())
+        raise DataError(f"data.path {folder}: datasets reads a folder as its most common file type and reads this one "
+                        f"as {builder.name}, not its {shards} Parquet file(s); put the Parquet files in a folder of "
+                        "their own (data.image_root names the folder of the rows' images)")
     splits = {str(name): [Path(file) for file in files] for name, files in (builder.config.data_files or {}).items()}
     read = {file.resolve() for files in splits.values() for file in files}
     suffixes = {file.suffix for files in splits.values() for file in files}
@@ -168,7 +198,7 @@ def _account_for_files_not_read(folder: Path) -> None:
                             if isinstance(config, dict)} - {builder.config.name}) if isinstance(card_configs, list) else []
     for name in other_configs:
         try:
-            files_of = datasets.load_dataset_builder(str(folder), name).config.data_files or {}
+            files_of = datasets.load_dataset_builder(str(folder), name, cache_dir=cache_dir).config.data_files or {}
         except FileNotFoundError:  # a snapshot downloaded with the default config's files only
             continue
         read |= {Path(file).resolve() for files in files_of.values() for file in files}

@@ -156,3 +156,25 @@ def test_the_processes_of_a_node_parse_the_rows_once_and_share_them(tiny_model, 
     assert done.returncode == 0, done.stderr[-4000:]
     assert parses.read_text().split() == ["0"]
     assert len(list((tmp_path / "hf_datasets" / "croc_rows").glob("*.arrow"))) == 1
+
+
+def test_a_parquet_folder_trains_on_both_processes_where_the_datasets_cache_cannot_be_written(
+        tiny_model, data, tmp_path, monkeypatch):
+    # `load_dataset` writes its Arrow and lock files into HF_DATASETS_CACHE even for a local folder: an uncreatable
+    # (or read-only) cache refused the folder as rows that "cannot be read", on every process. Each process now reads
+    # the rows itself, into memory, and says so once, as for a JSON file.
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder = tmp_path / "parquet"
+    folder.mkdir()
+    rows = [{**row, "image": row.get("image")} for row in json.loads(data.read_text())]
+    pq.write_table(pa.Table.from_pylist(rows), folder / "part-0.parquet")
+    (tmp_path / "a_file").touch()
+    monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "a_file" / "cache"))
+    done = torchrun(_common(tmp_path / "run", tiny_model, folder, "--max_steps=1", f"--data.image_root={data.parent}"))
+    assert done.returncode == 0, done.stderr[-4000:]
+    assert done.stderr.count(f"rows of {folder}: cannot prepare them in {tmp_path / 'a_file' / 'cache'} "
+                             "(Not a directory); this process reads them itself, in memory") == 2, done.stderr[-4000:]

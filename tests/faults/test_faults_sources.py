@@ -92,6 +92,22 @@ def test_zero_rows_and_conflicting_files_are_one_line(tmp_path):
     assert verdict == "error" and message.startswith(f"{mixed} cannot be read as training rows: "), message
 
 
+def test_a_parquet_folder_holding_its_images_is_not_read_as_an_image_folder(tmp_path):
+    """Path rows' images lie, by default, in the folder their Parquet files are in; `datasets` reads a folder as its
+    most common file type, so two images beside one shard made it an image folder, refused for "no `conversations`
+    column (found ['image'])" with the Parquet file never read (found by a tester of every source kind)."""
+    folder = tmp_path / "rows"
+    for i in range(2):
+        write_good_image(folder / "images" / f"{i}.png", (90 * i, 60, 200))
+    table = pa.table({"image": [f"images/{i}.png" for i in range(2)],
+                      "conversations": pa.array([_turns(f"Shape {i}.") for i in range(2)], pa.list_(TURN))})
+    pq.write_table(table, folder / "part-0.parquet")
+    verdict, message = _read(folder)
+    assert verdict == "error" and message.startswith(f"data.path {folder}: datasets reads a folder as its most "
+                                                     "common file type and reads this one as imagefolder"), message
+    assert "not its 1 Parquet file(s); put the Parquet files in a folder of their own" in message, message
+
+
 def test_a_parquet_file_in_no_split_is_one_line_and_other_splits_are_said(tmp_path, caplog):
     """`load_dataset(folder, split="train")` reads the files named for the train split: `more.parquet` beside
     `train.parquet` was dropped without a word, its rows neither trained nor counted (found by a hostile tester of
