@@ -64,6 +64,7 @@ from .run_control import (
     StopSignals,
     TrainingDiverged,
     first_nonfinite_parameter,
+    workers_ended_by_sigkill,
 )
 from .run_record import ApplyAcceptedChanges, weights_fingerprint, write_run_record
 from .sampler import ModalityGroupedSampler
@@ -353,6 +354,7 @@ class CrocTrainer(Trainer):
             # the DataLoader it wraps (`base_dataloader`), which is the one that starts the workers.
             base = getattr(loader, "base_dataloader", loader)
             base.worker_init_fn = signals.ignored_in_data_workers(base.worker_init_fn)
+            workers_ended_by_sigkill(base)
         return loader
 
     def get_resumed_dataloader(self, dataloader, num_batches: int):
@@ -362,6 +364,9 @@ class CrocTrainer(Trainer):
         drawn in epoch 0's order: a run resumed in its second epoch or later trained other rows than the
         uninterrupted run."""
         resumed = super().get_resumed_dataloader(dataloader, num_batches)
+        if self.args.dataloader_num_workers > 0 and self.run_control.signals is not None:
+            # Its worker_init_fn is the one `get_train_dataloader` set, but the DataLoader starting the workers is new.
+            workers_ended_by_sigkill(getattr(resumed, "base_dataloader", resumed))
         sampler = _epoch_seeded_sampler(resumed)
         if sampler is not None and hasattr(resumed, "set_epoch"):
             forward = resumed.set_epoch

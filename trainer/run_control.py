@@ -142,7 +142,7 @@ class StopSignals:
         Slurm signals every process of a step and torchrun the process group of each rank, DataLoader workers
         included; torch's workers die on a SIGTERM that is not their parent's, and the training process then failed
         with `DataLoader worker (pid N) is killed by signal: Terminated` instead of saving. The training process
-        decides when to stop and ends its workers itself, with a SIGTERM of its own (they also exit once it is gone).
+        decides when to stop and ends its workers itself (`workers_ended_by_sigkill`; they also exit once it is gone).
         """
         return functools.partial(_ignore_signals_then, tuple(self.signals), init)
 
@@ -153,23 +153,39 @@ class StopSignals:
 def _ignore_signals_then(signals: tuple[signal.Signals, ...], init: Callable[[int], None] | None,
                          worker_id: int) -> None:
     for number in signals:
-        if number != signal.SIGTERM:
-            signal.signal(number, signal.SIG_IGN)
-    if signal.SIGTERM in signals and hasattr(signal, "sigwaitinfo"):  # not on macOS: torch's handler stays
-        # Not ignored outright: the training process ends its workers with SIGTERM (torch's shutdown, and
-        # multiprocessing's at exit, where persistent workers would otherwise keep the run from ending). Blocked,
-        # and taken by a thread that sees who sent it, as torch's own handler does.
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
-        threading.Thread(target=_exit_on_parents_sigterm, args=(os.getppid(),), daemon=True,
-                         name="croc-worker-sigterm").start()
+        # A handler that does nothing, neither SIG_IGN nor a signal blocked in this thread: a handler holds in every
+        # thread (a spawned worker's imports start some before this runs: a SIGTERM blocked here only was delivered
+        # to one of them and torch's handler ended the worker), and a process the worker execs (an image decoder)
+        # starts with the default action again (a blocked or ignored SIGTERM stayed so there: no terminate() ended
+        # it). One the worker forks gets the default back too.
+        signal.signal(number, _ignore)
+    os.register_at_fork(after_in_child=functools.partial(_default_actions, signals))
     if init is not None:
         init(worker_id)
 
 
-def _exit_on_parents_sigterm(parent: int) -> None:
-    while True:
-        if signal.sigwaitinfo({signal.SIGTERM}).si_pid == parent:
-            os._exit(0)
+def _ignore(number: int, frame) -> None:
+    pass
+
+
+def _default_actions(signals: tuple[signal.Signals, ...]) -> None:
+    for number in signals:
+        signal.signal(number, signal.SIG_DFL)
+
+
+def workers_ended_by_sigkill(loader: torch.utils.data.DataLoader) -> None:
+    """`loader`'s workers, which ignore SIGTERM (`StopSignals.ignored_in_data_workers`), are ended by SIGKILL where
+    torch (a worker that did not join in time) or multiprocessing (a daemon still alive at exit, persistent workers:
+    it then waits for them without a time limit) would send SIGTERM: the run would never end."""
+    start = loader._get_iterator  # what DataLoader.__iter__ calls to start the workers (once, if persistent)
+
+    def started():
+        iterator = start()
+        for worker in getattr(iterator, "_workers", ()):
+            worker._popen.terminate = worker._popen.kill
+        return iterator
+
+    loader._get_iterator = started
 
 
 def is_finite(value: float | torch.Tensor | None) -> bool:
@@ -349,21 +365,31 @@ class RunControl(TrainerCallback):
 
     # ---- non-finite steps ----
     def _loss_scale(self) -> float | None:
-        """The scale of fp16's loss scaler (torch's GradScaler under accelerate; DeepSpeed's fp16 optimiser), or None
-        where no loss is scaled."""
+        """The scale of fp16's loss scaler (torch's GradScaler under accelerate; the loss scaler of DeepSpeed's ZeRO
+        optimiser), or None where no loss is scaled."""
         scaler = getattr(self.trainer.accelerator, "scaler", None)
         if scaler is not None and scaler.is_enabled():
             return float(scaler.get_scale())
-        optimizer = getattr(self.trainer.model_wrapped, "optimizer", None)
-        if self.trainer.is_deepspeed_enabled and self.trainer.args.fp16 and optimizer is not None:
-            return float(getattr(optimizer, "cur_scale", getattr(optimizer, "loss_scale", 1.0)))
-        return None
+        deepspeed_scaler = self._deepspeed_loss_scaler()
+        return None if deepspeed_scaler is None else float(deepspeed_scaler.cur_scale)
+
+    def _deepspeed_loss_scaler(self) -> Any:
+        if not (self.trainer.is_deepspeed_enabled and self.trainer.args.fp16):
+            return None
+        return getattr(getattr(self.trainer.model_wrapped, "optimizer", None), "loss_scaler", None)
 
     def _loss_scaler_skips(self) -> bool:
-        """Whether the loss scaler skips a step whose gradient norm is not finite (the loss being finite): so it does
-        while its scale is at least 1. Gradients that overflow unscaled are the model's, and divergence."""
-        scale = self._loss_scale()
-        return scale is not None and scale >= 1.0
+        """Whether the loss scaler skips a step whose gradient norm is not finite (the loss being finite) and lowers
+        its scale: torch's while its scale is at least 1 (gradients that overflow unscaled are the model's, and
+        divergence); DeepSpeed's only when dynamic and above its floor (`min_loss_scale`, 1 in this project's
+        configs: there it raises a traceback; a static scale never moves, and would skip every step from then on)."""
+        scaler = getattr(self.trainer.accelerator, "scaler", None)
+        if scaler is not None and scaler.is_enabled():
+            return scaler.get_scale() >= 1.0
+        deepspeed_scaler = self._deepspeed_loss_scaler()
+        if deepspeed_scaler is None or not getattr(deepspeed_scaler, "dynamic", False):
+            return False
+        return deepspeed_scaler.cur_scale >= 1.0 and deepspeed_scaler.cur_scale > deepspeed_scaler.min_scale
 
     def _nonfinite_step(self, step: int, loss_bad: bool) -> None:
         norm = self._grad_norm

@@ -197,3 +197,37 @@ def test_gradients_that_overflow_unscaled_are_divergence_under_a_loss_scaler():
     control.observe_grad_norm(float("inf"))
     with pytest.raises(TrainingDiverged, match="^training diverged at step 1: non-finite grad_norm inf"):
         control.on_pre_optimizer_step(None, SimpleNamespace(global_step=0), None)
+
+
+class _DeepSpeedFp16Trainer(_ScaledTrainer):
+    """The same under DeepSpeed fp16: the ZeRO optimiser's loss scaler (`cur_scale`, `min_scale`, `dynamic`), no
+    GradScaler on the accelerator."""
+
+    def __init__(self, dynamic: bool, scale: float, floor: float = 1.0) -> None:
+        from types import SimpleNamespace
+
+        super().__init__(scale)
+        self.accelerator.scaler = None
+        self.is_deepspeed_enabled = True
+        self.model_wrapped = SimpleNamespace(optimizer=SimpleNamespace(
+            loss_scaler=SimpleNamespace(dynamic=dynamic, cur_scale=scale, min_scale=floor)))
+
+
+@pytest.mark.parametrize("dynamic,scale,skipped", [(True, 2.0**16, True), (True, 1.0, False), (False, 128.0, False)],
+                         ids=["dynamic, above its floor", "dynamic, at its floor", "static"])
+def test_deepspeed_fp16_overflow_is_the_scalers_only_above_its_floor(dynamic, scale, skipped):
+    """At its floor DeepSpeed's dynamic scaler raises a traceback, and a static scale never moves: a run whose gradients
+    overflow there diverged, and stops with the one line (before: skipped silently, or DeepSpeed's traceback)."""
+    from types import SimpleNamespace
+
+    from trainer.run_control import RunControl
+
+    control = RunControl(_DeepSpeedFp16Trainer(dynamic, scale))
+    control.observe_loss(torch.tensor(2.5))
+    control.observe_grad_norm(float("inf"))
+    if skipped:
+        control.on_pre_optimizer_step(None, SimpleNamespace(global_step=0), None)
+        assert control.skipped_steps == []
+    else:
+        with pytest.raises(TrainingDiverged, match="^training diverged at step 1: non-finite grad_norm inf"):
+            control.on_pre_optimizer_step(None, SimpleNamespace(global_step=0), None)

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from run_cases import assert_same_weights, cli_exit, curve, run_argv, weights, write_small_folder
 
 from trainer import croc_trainer
@@ -301,3 +302,50 @@ def test_a_sigterm_to_every_process_of_the_run_reaches_its_dataloader_workers_to
     for worker in multiprocessing.active_children():
         worker.join(timeout=15)
         assert not worker.is_alive()
+
+
+class _Rows(torch.utils.data.Dataset):
+    """Rows read slowly; row 0 also starts a process, as an image decoder would, and says whether SIGTERM ends it."""
+
+    def __len__(self) -> int:
+        return 10_000
+
+    def __getitem__(self, index: int):
+        import time
+
+        if index == 0:
+            child = subprocess.Popen(["sleep", "30"])
+            child.terminate()
+            try:
+                return child.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                return child.wait()
+        time.sleep(0.05)
+        return index
+
+
+@pytest.mark.parametrize("context", ["fork", "spawn"])
+def test_dataloader_workers_ignore_a_strangers_sigterm_under_every_start_method_and_pass_no_mask_on(context):
+    """Before: SIGTERM was blocked in the worker's main thread only. A spawned worker's imports had started threads
+    already; the kernel gave Slurm's SIGTERM to one of them and torch's handler ended the worker. And a process the
+    worker started inherited the blocked SIGTERM: terminate() no longer ended it (an image decoder)."""
+    import time
+
+    from trainer.run_control import StopSignals, workers_ended_by_sigkill
+
+    loader = torch.utils.data.DataLoader(_Rows(), num_workers=2, multiprocessing_context=context,
+                                         worker_init_fn=StopSignals().ignored_in_data_workers(None))
+    workers_ended_by_sigkill(loader)
+    batches = iter(loader)
+    assert next(batches).item() == -signal.SIGTERM  # the worker's own child obeyed its SIGTERM
+    next(batches)  # one batch from each worker: both are past their worker_init_fn
+    subprocess.run(["kill", "-TERM", *(str(worker.pid) for worker in batches._workers)], check=True)
+    time.sleep(1)
+    assert all(worker.is_alive() for worker in batches._workers)
+    for _ in range(20):
+        next(batches)
+    workers = batches._workers
+    del batches
+    gc.collect()
+    assert not any(worker.is_alive() for worker in workers)
