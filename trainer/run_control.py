@@ -8,7 +8,8 @@ Three promises, decided once per optimiser step and agreed by every process in o
   no update) until that many steps were skipped, as large-scale trainers skip loss spikes. The count travels in
   every checkpoint (`NONFINITE_FILE`). Under fp16 the loss scaler (torch's GradScaler, DeepSpeed's fp16 optimiser)
   skips a step whose scaled gradients overflow and lowers its scale, routinely in the first steps: while its scale is
-  at least 1 such a step (its loss finite) is the scaler's, neither divergence nor counted.
+  at least 1 (DeepSpeed's: dynamic, and above its floor) such a step (its loss finite) is the scaler's, neither
+  divergence nor counted.
 * **Preemption saves.** SIGTERM (what Slurm and Kubernetes send before a kill) and the signals of
   `preemption_signals` (SIGUSR1 for Slurm's `--signal=USR1@SECONDS`) are recorded by a handler that does nothing
   else; at the end of the step in progress every process agrees, a complete checkpoint is written and the run ends
