@@ -261,11 +261,15 @@ def check_data(data: dict[str, Any]) -> None:
     root = data.get("image_root")
     if root and not Path(str(root)).expanduser().is_dir():
         raise ConfigError(f"data.image_root {root} does not exist")
-    if location.is_dir() and not root:
-        recorded = recorded_image_root(location)
+    # A build's own `data.jsonl` is read under the image root its build recorded too (`trainer.data_loading`): a root
+    # since moved or deleted rejected every image row as missing_image after all were checked, the message then
+    # offering max_reject_fraction instead of data.image_root.
+    if (location.is_dir() or location.name == "data.jsonl") and not root:
+        recorded = recorded_image_root(build)
         if recorded and not Path(recorded).is_dir():
             # Builds made before image roots were recorded absolute name them relative to where they ran.
-            raise ConfigError(f"data.path {path} records the image root {recorded}, which does not exist from "
+            what = "" if build == location else f" (the rows file of the build {build})"
+            raise ConfigError(f"data.path {path}{what} records the image root {recorded}, which does not exist from "
                               f"{Path.cwd()}; pass --data.image_root=FOLDER (or rebuild: builds now record "
                               "absolute roots)")
 

@@ -281,6 +281,7 @@ def test_overwrite_keeps_what_the_user_put_in_a_build_folder(lcs_root, tmp_path,
     assert not (out / ".hub-upload-x1").exists() and not (out / ".summary.json.123.tmp").exists()
 
 
+
 def test_a_data_root_inside_the_out_dir_is_never_emptied(lcs_root, tmp_path):
     """`--data-root builds/x/raw --out builds/x --overwrite`: the downloads were read, then deleted with the previous
     build, whose images the new build then rejected as missing."""
@@ -354,6 +355,24 @@ def test_the_rows_file_of_a_build_killed_while_writing_it_is_refused_as_data_pat
     with pytest.raises(ConfigError, match="stopped before its end .* rerun the build command with --overwrite"):
         check_data({"path": str(out / "data.jsonl")})
 
+
+
+def test_the_rows_file_of_a_build_whose_image_root_is_gone_is_refused_as_data_path(lcs_root, tmp_path):
+    """A build's `data.jsonl` is read under the image root the build recorded, as the folder is: a root since moved
+    was refused for the folder before the run started, while its `data.jsonl` passed, and every image row was then
+    checked and rejected as missing_image, the message offering data.max_reject_fraction."""
+    from trainer.cli import ConfigError
+    from trainer.validation import check_data
+
+    root = tmp_path / "root"
+    shutil.copytree(lcs_root, root)
+    out = tmp_path / "out"
+    build_recipe("lcs558k", root, out, params={"count": 4})
+    root.rename(tmp_path / "moved")
+    for path in (out, out / "data.jsonl"):
+        with pytest.raises(ConfigError, match="records the image root .* which does not exist .* --data.image_root"):
+            check_data({"path": str(path)})
+    check_data({"path": str(out / "data.jsonl"), "image_root": str(tmp_path / "moved" / "images")})
 
 def _recap_shards(root):
     """Two shards laid out like lmms-lab/LLaVA-ReCap-CC3M's `data/train-XXXXX-of-00281.parquet`: id, the image
