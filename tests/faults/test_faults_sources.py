@@ -38,6 +38,12 @@ def _turns(answer: str, image: bool = True) -> list[dict[str, str]]:
             {"from": "gpt", "value": answer}]
 
 
+def _text_table(name: str) -> pa.Table:
+    """Two text rows, ids `NAME-0` and `NAME-1`."""
+    return pa.table({"id": [f"{name}-{i}" for i in range(2)],
+                     "conversations": pa.array([_turns(f"{name} {i}.", False) for i in range(2)], pa.list_(TURN))})
+
+
 def _parquet(folder: Path, table: pa.Table, name: str = "train-00000-of-00001.parquet") -> Path:
     (folder / "data").mkdir(parents=True, exist_ok=True)
     pq.write_table(table, folder / "data" / name)
@@ -112,13 +118,9 @@ def test_a_parquet_file_in_no_split_is_one_line_and_other_splits_are_said(tmp_pa
     """`load_dataset(folder, split="train")` reads the files named for the train split: `more.parquet` beside
     `train.parquet` was dropped without a word, its rows neither trained nor counted (found by a hostile tester of
     evaluation). A validation split is not trained (there is no evaluation here), and the run says so."""
-    def table(name: str) -> pa.Table:
-        return pa.table({"id": [f"{name}-{i}" for i in range(2)],
-                         "conversations": pa.array([_turns(f"{name} {i}.", False) for i in range(2)], pa.list_(TURN))})
-
     folder = tmp_path / "rows"
     for name in ("train", "more"):
-        _parquet(folder, table(name), f"{name}.parquet")
+        _parquet(folder, _text_table(name), f"{name}.parquet")
     verdict, message = _read(folder)
     assert verdict == "error" and "1 file(s) are in no split" in message and "(data/more.parquet)" in message, message
 
@@ -135,13 +137,9 @@ def test_a_hub_dataset_of_several_configs_trains_its_default_one(tmp_path, caplo
     reads the default one, and the other configs' files are theirs, not "in no split"; the check of files read by
     nothing refused such a folder, telling the user to rename the files (found by a hostile reviewer). A file the
     card names for no config is still refused, pointing at the card."""
-    def table(name: str) -> pa.Table:
-        return pa.table({"id": [f"{name}-{i}" for i in range(2)],
-                         "conversations": pa.array([_turns(f"{name} {i}.", False) for i in range(2)], pa.list_(TURN))})
-
     folder = tmp_path / "subsets"
     for name in ("main", "extra"):
-        _parquet(folder, table(name), f"{name}-train.parquet")
+        _parquet(folder, _text_table(name), f"{name}-train.parquet")
     (folder / "README.md").write_text(
         "---\nconfigs:\n- config_name: main\n  default: true\n  data_files:\n  - split: train\n"
         "    path: data/main-*\n- config_name: extra\n  data_files:\n  - split: train\n    path: data/extra-*\n"
@@ -151,7 +149,7 @@ def test_a_hub_dataset_of_several_configs_trains_its_default_one(tmp_path, caplo
     assert verdict == "ok" and sorted(rows.rows["id"]) == ["main-0", "main-1"], rows
     assert "of its main config is trained" in caplog.text and "its extra config" in caplog.text, caplog.text
 
-    _parquet(folder, table("stray"), "stray.parquet")
+    _parquet(folder, _text_table("stray"), "stray.parquet")
     verdict, message = _read(folder)
     assert verdict == "error" and "(data/stray.parquet)" in message and "card's configs" in message, message
 
