@@ -118,7 +118,6 @@ class TrainerSpec:
             pinned.
         croc_code: the `processing_croc*.py` files the Croc folder carries for trust_remote_code.
         trained: state-dict entries stage 1.5 must change; frozen: entries it must leave as they were.
-        stage2: stage 2 is run from the stage-1.5 folder.
         refuses_packing: stage 2 with `--packing=true` stops in one line (each image's own token count).
         logits_inputs: `(processor, data_dir) -> inputs` of the logits check.
         inputs_layout: `(processor, inputs) -> bool`, the logits inputs exercise the family's own image layout
@@ -139,7 +138,6 @@ class TrainerSpec:
     export_processor: type | None = None
     trained: tuple[str, ...] = (LM_Q_PROJ,)
     frozen: tuple[str, ...] = ()
-    stage2: bool = True
     refuses_packing: bool = False
     inputs_layout: Callable[[Any, BatchFeature], bool] | None = None
     watch_training: Callable[[], AbstractContextManager[None]] | None = None
@@ -174,7 +172,7 @@ TRAINER_SPECS = [
         # The LM and both kinds of merger (main and DeepStack) train; the vision blocks stay.
         trained=(LM_Q_PROJ, "model.visual.merger.linear_fc1.weight",
                  "model.visual.deepstack_merger_list.0.linear_fc1.weight"),
-        frozen=("model.visual.blocks.0.attn.qkv.weight",), stage2=False),
+        frozen=("model.visual.blocks.0.attn.qkv.weight",), refuses_packing=True),
     TrainerSpec(
         name="gemma3", save_plain=save_tiny_gemma3,
         parent_generation=Gemma3ForConditionalGeneration, croc_generation=CrocGemma3ForConditionalGeneration,

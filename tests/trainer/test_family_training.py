@@ -41,9 +41,8 @@ def test_stages_from_a_plain_folder_and_export_back(spec: TrainerSpec, data_dir:
     with spec.watch_training() if spec.watch_training else contextlib.nullcontext():
         run_stage(spec.config, out, f"--model.name_or_path={plain_folder}",
                   f"--data.path={data_dir / 'detailed.json'}", "--max_steps=2")
-        if spec.stage2:
-            run_stage("stage2.yaml", stage2, f"--model.name_or_path={out}", f"--data.path={data_dir / 'qa.json'}",
-                      "--max_steps=2")
+        run_stage("stage2.yaml", stage2, f"--model.name_or_path={out}", f"--data.path={data_dir / 'qa.json'}",
+                  "--max_steps=2")
 
     saved = read_json(out / "config.json")
     assert saved["model_type"] == f"croc_{spec.name}" and saved["prompt_pool_calibrated"]
@@ -68,15 +67,14 @@ def test_stages_from_a_plain_folder_and_export_back(spec: TrainerSpec, data_dir:
         processor = spec.croc_processor.from_pretrained(out)
         assert processor.apply_chat_template(MESSAGES, add_generation_prompt=True, tokenize=False) == spec.prompt
 
-    if spec.stage2:
-        saved = read_json(stage2 / "config.json")
-        assert saved["model_type"] == f"croc_{spec.name}" and not saved["croc_pretraining"]
-        # No template named (the stage's YAML is LLaVA's): the family's own chat format.
-        assert read_json(stage2 / "croc_run.json")["template"] == spec.template
-        logged = [entry for entry in log_history(stage2) if "loss" in entry]
-        assert len(logged) == 2
-        for entry in logged:  # the plain objective alone
-            assert entry["loss"] > 0 and entry["lm_loss"] > 0 and "vtr_loss" not in entry
+    saved = read_json(stage2 / "config.json")
+    assert saved["model_type"] == f"croc_{spec.name}" and not saved["croc_pretraining"]
+    # No template named (the stage's YAML is LLaVA's): the family's own chat format.
+    assert read_json(stage2 / "croc_run.json")["template"] == spec.template
+    logged = [entry for entry in log_history(stage2) if "loss" in entry]
+    assert len(logged) == 2
+    for entry in logged:  # the plain objective alone
+        assert entry["loss"] > 0 and entry["lm_loss"] > 0 and "vtr_loss" not in entry
     if spec.refuses_packing:  # images of their own token count cannot be packed: refused in one line
         monkeypatch.setattr(sys, "argv", ["trainer.train", str(CONFIGS / "stage2.yaml"),
                                           f"--output_dir={tmp_path / 'p'}", f"--model.name_or_path={out}",
