@@ -82,7 +82,7 @@ def load_training_rows(data_args: DataArguments, args: CrocTrainingArguments | N
     path = given.absolute() if given.exists() else given
     report = DataReport(source=str(path), max_reject_fraction=data_args.max_reject_fraction, strict=data_args.strict,
                         rejects_path=Path(args.output_dir).absolute() / REJECTS_FILE if args else None,
-                        writes=bool(args and args.should_save))
+                        writes=bool(args and args.should_save), logs=not args or args.should_log)
     rows, image_root = _read_source(path, data_args, args)
     rows = _first(rows, data_args.max_samples)
     validation = _validated_once(rows, image_root, data_args, args, image_processor)
@@ -574,7 +574,7 @@ def build_train_dataset(training_rows: TrainingRows, processor: Any, args: CrocT
     )
     report = training_rows.report
     dataset, training_rows.fit_verdicts = _fitted(dataset, report, args, num_proc=num_proc)
-    (logger.warning if sum(report.rejected.values()) else logger.info)("%s", report.start_message())
+    report.log_start()
     report.check_start()
     if len(dataset) == 0:
         raise DataError(f"no training rows left in {report.source}: all {report.rows_read:,} rejected, see "

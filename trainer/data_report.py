@@ -65,6 +65,8 @@ class DataReport:
         max_reject_fraction, strict: the stop rule (`data.max_reject_fraction`, `data.strict`).
         rejects_path: where rejected and replaced rows are written (None: nowhere).
         writes: whether this process writes files (the main process).
+        logs: whether this process says the report's lines (the main process): every process holds the same counts,
+            so a replica's lines would say them again, once per GPU.
     """
 
     source: str = ""
@@ -84,6 +86,7 @@ class DataReport:
     strict: bool = False
     rejects_path: Path | None = None
     writes: bool = True
+    logs: bool = True
 
     # ---- the start ----
     def start_message(self) -> str:
@@ -95,6 +98,11 @@ class DataReport:
                 f"({format_counts(self.rejected)}){truncated}, kept with notices: {format_counts(self.notices)}"
                 + (f"; rejected rows with their reasons: {self.rejects_path}" if rejected and self.rejects_path
                    else ""))
+
+    def log_start(self) -> None:
+        """Say `start_message` (a warning when the start rejected rows)."""
+        if self.logs:
+            (logger.warning if sum(self.rejected.values()) else logger.info)("%s", self.start_message())
 
     def add_rejected(self, reason: str, count: int = 1) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + count
@@ -140,9 +148,10 @@ class DataReport:
                 new.append({**row, "step": int(step), "during": "training"})
         self.replaced_rows.extend(new)
         self._append(new)
-        logger.warning("replaced %d row(s) that could not be used (%s); %d of %d rows seen so far",
-                       len(replaced_rows), format_counts(Counter(row["reason"] for row in replaced_rows)),
-                       sum(self.replaced.values()), self.rows_seen)
+        if self.logs:
+            logger.warning("replaced %d row(s) that could not be used (%s); %d of %d rows seen so far",
+                           len(replaced_rows), format_counts(Counter(row["reason"] for row in replaced_rows)),
+                           sum(self.replaced.values()), self.rows_seen)
 
     def check_training(self) -> None:
         """Stop the run once more rows could not be used than the run accepts."""
@@ -202,6 +211,12 @@ class DataReport:
         cut = f", {self.truncated_in_training:,} cut to fit" if self.truncated_in_training else ""
         return (f"{self.start_message()}; in training {sum(self.replaced.values()):,} of {self.rows_seen:,} rows "
                 f"seen could not be used and were replaced ({format_counts(self.replaced)}){cut}")
+
+    def log_final(self) -> None:
+        """Say `final_message` (a warning when any row was rejected or replaced)."""
+        if self.logs:
+            (logger.warning if sum(self.replaced.values()) or sum(self.rejected.values()) else logger.info)(
+                "%s", self.final_message())
 
     def to_dict(self) -> dict[str, Any]:
         return {"source": self.source, "rows_read": self.rows_read, "rejected": self.rejected,

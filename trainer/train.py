@@ -224,8 +224,7 @@ def _run(model_args, data_args, args, stage, signals: StopSignals, lock: OutputD
         trainer.save_state()
         # Every stage folder carries its card: the next stage inherits base models, licences and datasets from it.
         trainer.create_model_card(model_name=args.hub_model_id or None)
-        (logger.warning if sum(report.replaced.values()) or sum(report.rejected.values()) else logger.info)(
-            "%s", report.final_message())
+        report.log_final()
         report.write(args.output_dir)
         if trainer.is_world_process_zero():
             write_run_record(args.output_dir, record, status="finished", step=trainer.state.global_step)

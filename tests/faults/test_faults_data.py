@@ -6,6 +6,7 @@ pixel against values computed by hand."""
 from __future__ import annotations
 
 import json
+import logging
 import re
 import shutil
 from pathlib import Path
@@ -27,7 +28,7 @@ from trainer import train as train_module
 from trainer.collator import DATA_REPORT_KEY, build_collator
 from trainer.data import CrocSupervisedDataset
 from trainer.data_loading import load_training_rows
-from trainer.data_report import RUN_REJECT_REASONS
+from trainer.data_report import RUN_REJECT_REASONS, DataReport
 from trainer.resolve import resolve_config
 
 REPO = Path(__file__).resolve().parents[2]
@@ -224,6 +225,24 @@ def test_training_stops_with_one_line_when_too_many_images_fail(faults, tiny_mod
                         r"\(unreadable_image=2, image_too_large=2\), more than data.max_reject_fraction=0.01 of them allows \(over "
                         r"it with 99.9% confidence, and more than one\); raise it to go on regardless; the rows: "
                         r".+rejects.jsonl", message), message
+
+
+def test_only_the_process_that_logs_says_the_data_reports_lines(caplog):
+    # Every process holds the same counts (the replaced rows are gathered from all of them), so the lines are said
+    # once: a replica's warnings would repeat each one per GPU.
+    replaced = [{"id": "r", "index": 3, "image": "r.png", "reason": "unreadable_image", "detail": "truncated"}]
+    said = {}
+    for logs in (True, False):
+        report = DataReport(source="rows.json", rows_read=8, logs=logs, writes=False)
+        report.add_rejected("missing_image")
+        with caplog.at_level(logging.INFO, logger="trainer"):
+            caplog.clear()
+            report.log_start()
+            report.record(4, replaced, step=1)
+            report.log_final()
+        said[logs] = [record.getMessage() for record in caplog.records]
+        assert report.replaced["unreadable_image"] == 1 and report.rows_seen == 4  # counted either way
+    assert said[False] == [] and len(said[True]) == 3, said
 
 
 

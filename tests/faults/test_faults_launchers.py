@@ -147,15 +147,28 @@ def test_a_lora_run_with_dropout_is_not_resumed_on_another_number_of_processes(t
         train_module.main(_common(out, tiny_model, data, "--model.use_peft=true"))
 
 
-def test_the_processes_of_a_node_parse_the_rows_once_and_share_them(tiny_model, data, tmp_path, monkeypatch):
+def test_the_processes_of_a_node_parse_the_rows_once_share_them_and_say_their_counts_once(
+        tiny_model, data, tmp_path, monkeypatch):
     # The first process of the node parses the JSON into `datasets`' cache while the other waits, then both map it
     # (a fresh cache: earlier tests of this session already hold the rows of `data`).
     monkeypatch.setenv("HF_DATASETS_CACHE", str(tmp_path / "hf_datasets"))
+    import json
+
+    # One row whose image is missing: the start rejects it, so the data report's lines are warnings, which the
+    # replicas log too (transformers' log_level_replica): every process holds the same counts, one process says them.
+    rows = tmp_path / "rows.json"
+    rows.write_text(json.dumps([*json.loads(data.read_text()), {
+        "id": "gone", "image": "images/gone.png",
+        "conversations": [{"from": "human", "value": "<image>"}, {"from": "gpt", "value": "Gone."}]}]))
     parses = tmp_path / "parses.txt"
-    done = torchrun(_common(tmp_path / "run", tiny_model, data, "--max_steps=1"), fault=f"parses-to:{parses}")
+    done = torchrun(_common(tmp_path / "run", tiny_model, rows, "--max_steps=1",
+                            f"--data.image_root={data.parent}", "--data.max_reject_fraction=0.5"),
+                    fault=f"parses-to:{parses}")
     assert done.returncode == 0, done.stderr[-4000:]
     assert parses.read_text().split() == ["0"]
     assert len(list((tmp_path / "hf_datasets" / "croc_rows").glob("*.arrow"))) == 1
+    said = [line for line in done.stderr.splitlines() if "training rows from" in line]
+    assert len(said) == 2 and "1 rejected (missing_image=1)" in said[0] and "in training" in said[1], said
 
 
 def test_a_parquet_folder_trains_on_both_processes_where_the_datasets_cache_cannot_be_written(
