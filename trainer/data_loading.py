@@ -122,20 +122,8 @@ def _read_source(path: Path, data_args: DataArguments,
         # `load_from_disk` fails on a save of zero rows with a bare IndexError; such a build holds no row to train.
         raise DataError(f"no training rows in {path} (the build holds none: rebuild it from a source with rows)")
     try:
-        if is_saved_build(path):
-            rows = datasets.load_from_disk(str(path))
-            image_root = Path(data_args.image_root or recorded_image_root(path) or path)
-        else:
-            # A pushed dataset (Hub layout, local or remote) or any folder of Parquet files: `load_dataset` reads
-            # the card's `configs` when there is one.
-            # The folder as found (`~` expanded, made absolute): `load_dataset` reads `~/set` as a Hub id.
-            with contextlib.ExitStack() as stack:
-                cache_dir = _private_cache_dir(path, stack)
-                if path.is_dir():
-                    _account_for_files_not_read(path, cache_dir)
-                rows = datasets.load_dataset(str(path) if path.exists() else str(data_args.path), split="train",
-                                             cache_dir=cache_dir, keep_in_memory=True if cache_dir else None)
-            image_root = Path(data_args.image_root or (path if path.is_dir() else "."))
+        with _datasets_logs_held():
+            rows, image_root = _read_folder_or_hub_id(path, data_args)
     except DataError:
         raise
     except Exception as error:  # the `datasets` readers raise many types for bad files: see the docstring
@@ -144,6 +132,50 @@ def _read_source(path: Path, data_args: DataArguments,
                             f"Hub dataset id, cannot be read: {_cause(error)}") from None
         raise DataError(f"{path} cannot be read as training rows: {_cause(error)}") from None
     return _in_row_schema(rows, path), image_root.expanduser().absolute()
+
+
+def _read_folder_or_hub_id(path: Path, data_args: DataArguments) -> tuple[datasets.Dataset, Path]:
+    """The rows of a saved build, a folder of Parquet files or a Hub dataset id, as `datasets` reads them, and
+    their image root."""
+    if is_saved_build(path):
+        rows = datasets.load_from_disk(str(path))
+        return rows, Path(data_args.image_root or recorded_image_root(path) or path)
+    # A pushed dataset (Hub layout, local or remote) or any folder of Parquet files: `load_dataset` reads the card's
+    # `configs` when there is one. The folder as found (`~` expanded, made absolute): `load_dataset` reads `~/set` as
+    # a Hub id.
+    with contextlib.ExitStack() as stack:
+        cache_dir = _private_cache_dir(path, stack)
+        if path.is_dir():
+            _account_for_files_not_read(path, cache_dir)
+        rows = datasets.load_dataset(str(path) if path.exists() else str(data_args.path), split="train",
+                                     cache_dir=cache_dir, keep_in_memory=True if cache_dir else None)
+    return rows, Path(data_args.image_root or (path if path.is_dir() else "."))
+
+
+class _HeldRecords(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+@contextlib.contextmanager
+def _datasets_logs_held() -> Iterator[None]:
+    """Hold what `datasets` logs while it reads the rows: said after a read that succeeds, dropped after one that
+    fails. Its readers log a failed file as a multi-line ERROR (a Parquet schema printed in full, once by its own
+    handler and once more through the root logger) before raising; the run's one line names that error."""
+    library = logging.getLogger("datasets")
+    held = _HeldRecords()
+    handlers, propagate = library.handlers[:], library.propagate
+    library.handlers, library.propagate = [held], False
+    try:
+        yield
+    finally:
+        library.handlers, library.propagate = handlers, propagate
+    for record in held.records:  # reached only when the read succeeded
+        library.handle(record)
 
 
 def _read_llava_file(path: Path, args: CrocTrainingArguments | None) -> datasets.Dataset:

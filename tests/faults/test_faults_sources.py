@@ -86,7 +86,7 @@ def test_a_parquet_source_of_another_schema_is_one_line_naming_the_column(case, 
     assert verdict == "error" and message.startswith(f"{folder}: ") and words in message, message
 
 
-def test_zero_rows_and_conflicting_files_are_one_line(tmp_path):
+def test_zero_rows_and_conflicting_files_are_one_line(tmp_path, capfd, caplog):
     empty = _parquet(tmp_path / "empty", pa.table({"conversations": pa.array([], pa.list_(TURN))}))
     verdict, message = _read(empty)
     assert verdict == "error" and message.startswith(f"{empty} cannot be read as training rows: "), message
@@ -94,8 +94,12 @@ def test_zero_rows_and_conflicting_files_are_one_line(tmp_path):
     mixed = _parquet(tmp_path / "mixed", pa.table({"conversations": pa.array([_turns("A.", False)] * 2,
                                                                               pa.list_(TURN))}), "train-0.parquet")
     _parquet(mixed, pa.table({"conversations": ["a string"] * 2}), "train-1.parquet")
+    capfd.readouterr()
     verdict, message = _read(mixed)
     assert verdict == "error" and message.startswith(f"{mixed} cannot be read as training rows: "), message
+    # Only the one line: `datasets` logged the failed file as a multi-line ERROR (its schema in full), twice.
+    assert "Failed to read file" not in capfd.readouterr().err
+    assert not [record for record in caplog.records if record.name.startswith("datasets")], caplog.records
 
 
 def test_a_parquet_folder_holding_its_images_is_not_read_as_an_image_folder(tmp_path):
