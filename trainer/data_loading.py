@@ -121,8 +121,9 @@ def _read_source(path: Path, data_args: DataArguments,
     if is_saved_build(path) and _holds_no_shard(path):
         # `load_from_disk` fails on a save of zero rows with a bare IndexError; such a build holds no row to train.
         raise DataError(f"no training rows in {path} (the build holds none: rebuild it from a source with rows)")
+    held = _HeldRecords()
     try:
-        with _datasets_logs_held():
+        with _datasets_logs_held(held):
             rows, image_root = _read_folder_or_hub_id(path, data_args)
     except DataError:
         raise
@@ -130,7 +131,7 @@ def _read_source(path: Path, data_args: DataArguments,
         if not path.exists():  # read as a Hub dataset id: say first that no such local path exists
             raise DataError(f"{path} is no local folder or file (nothing at {path.expanduser().absolute()}) and, as a "
                             f"Hub dataset id, cannot be read: {_cause(error)}") from None
-        raise DataError(f"{path} cannot be read as training rows: {_cause(error)}") from None
+        raise DataError(f"{path} cannot be read as training rows: {_cause(error)}{held.first_error()}") from None
     return _in_row_schema(rows, path), image_root.expanduser().absolute()
 
 
@@ -160,14 +161,20 @@ class _HeldRecords(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         self.records.append(record)
 
+    def first_error(self) -> str:
+        """`; datasets said: ` the first line of the first ERROR held (which names the file that failed), or ""."""
+        for record in self.records:
+            if record.levelno >= logging.ERROR:
+                return f"; datasets said: {record.getMessage().splitlines()[0][:300]}"
+        return ""
+
 
 @contextlib.contextmanager
-def _datasets_logs_held() -> Iterator[None]:
+def _datasets_logs_held(held: _HeldRecords) -> Iterator[None]:
     """Hold what `datasets` logs while it reads the rows: said after a read that succeeds, dropped after one that
     fails. Its readers log a failed file as a multi-line ERROR (a Parquet schema printed in full, once by its own
     handler and once more through the root logger) before raising; the run's one line names that error."""
     library = logging.getLogger("datasets")
-    held = _HeldRecords()
     handlers, propagate = library.handlers[:], library.propagate
     library.handlers, library.propagate = [held], False
     try:
@@ -267,7 +274,9 @@ def _cause(error: BaseException) -> str:
     while error.__cause__ is not None:
         error = error.__cause__
     text = " ".join(str(error).split()) or "no message"
-    return f"{type(error).__name__}: {text[:300]}"
+    if len(text) > 300:  # the end says why as often as the start (Arrow's "... because column names don't match")
+        text = f"{text[:150]} ... {text[-150:]}"
+    return f"{type(error).__name__}: {text}"
 
 
 # The row schema a source's columns must have (a LLaVA-format row); anything else is refused before any row is read.

@@ -97,6 +97,13 @@ def test_zero_rows_and_conflicting_files_are_one_line(tmp_path, capfd, caplog):
     capfd.readouterr()
     verdict, message = _read(mixed)
     assert verdict == "error" and message.startswith(f"{mixed} cannot be read as training rows: "), message
+
+    other_columns = _parquet(tmp_path / "other_columns", _text_table("a"), "train-0.parquet")
+    _parquet(other_columns, _text_table("b").append_column("extra", pa.array([1] * 2)), "train-1.parquet")
+    verdict, message = _read(other_columns)
+    # The line names the file datasets could not read and keeps Arrow's reason, which ends its long message.
+    assert verdict == "error" and "because column names don't match" in message, message
+    assert "datasets said: Failed to read file" in message and "train-1.parquet" in message, message
     # Only the one line: `datasets` logged the failed file as a multi-line ERROR (its schema in full), twice.
     assert "Failed to read file" not in capfd.readouterr().err
     assert not [record for record in caplog.records if record.name.startswith("datasets")], caplog.records
