@@ -23,20 +23,25 @@ PLAIN_FOLDERS = {"tiny-qwen2_5_vl": save_tiny_qwen2_5_vl, "tiny-qwen3_vl": save_
                  "tiny-smolvlm": save_tiny_smolvlm}
 
 
+FOLDER_HELP = "folder to write the model and its processor to"
+SEED_HELP = "seed of the random weights (default 0)"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m croc_testing", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     tiny = commands.add_parser("tiny-model", help="random tiny Croc model + offline processor (LLaVA vocabulary)")
-    tiny.add_argument("folder")
-    tiny.add_argument("--seed", type=int, default=0)
-    tiny.add_argument("--image-size", type=int, default=56)
+    tiny.add_argument("folder", help=FOLDER_HELP)
+    tiny.add_argument("--seed", type=int, default=0, help=SEED_HELP)
+    tiny.add_argument("--image-size", type=int, default=56, help="image side in pixels (default 56)")
     for name, value in TINY_SIZES.items():
-        tiny.add_argument(f"--{name.replace('_', '-')}", type=int, default=value)
+        tiny.add_argument(f"--{name.replace('_', '-')}", type=int, default=value,
+                          help=f"{name.replace('_', ' ')} of the tiny model (default {value})")
     for command in PLAIN_FOLDERS:
         family = command.removeprefix("tiny-")
         plain = commands.add_parser(command, help=f"random tiny plain {family} folder + offline processor")
-        plain.add_argument("folder")
-        plain.add_argument("--seed", type=int, default=0)
+        plain.add_argument("folder", help=FOLDER_HELP)
+        plain.add_argument("--seed", type=int, default=0, help=SEED_HELP)
     args = parser.parse_args(argv)
     if args.command in PLAIN_FOLDERS:
         print(PLAIN_FOLDERS[args.command](args.folder, seed=args.seed))

@@ -119,11 +119,12 @@ def load(model_dir: str, device: str = "cpu"):
 
 def main(argv: Iterable[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m modeling_croc.chat", description=__doc__)
-    parser.add_argument("model_dir")
+    parser.add_argument("model_dir", help="a Croc (or plain llava) folder, e.g. a trained stage's output_dir")
     parser.add_argument("--image", help="image file; leave out for a text-only chat")
     parser.add_argument("--question", help="one question; otherwise read one per line from stdin")
-    parser.add_argument("--max-new-tokens", type=int, default=64)
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--max-new-tokens", type=int, default=64, help="longest answer, in tokens (default 64)")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
+                        help="torch device (default: cuda when a GPU is visible, else cpu)")
     args = parser.parse_args(list(argv) if argv is not None else None)
 
     if args.question is not None and not args.question.strip():

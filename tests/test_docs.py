@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import json
 import os
@@ -819,3 +820,46 @@ def test_every_page_and_section_the_code_names_exists():
                          for section in sorted(set(MESSAGE_README_SECTION.findall(code)))
                          if section not in readme_headings]
     assert not problems, "\n".join(problems)
+
+
+# Command lines the docs call whose `--help` a newcomer reads for what each argument means (trainer.train's help
+# lists its keys from the config dataclasses, checked by the trainer's own tests).
+# Each with the module whose `main(argv)` builds its parser (`data_recipes/__main__.py` runs at import).
+DOCUMENTED_CLIS = {"modeling_croc.convert": "modeling_croc.convert.__main__", "data_recipes": "data_recipes.cli",
+                   "croc_testing": "croc_testing.__main__", "modeling_croc.chat": "modeling_croc.chat",
+                   "trainer.merge_lora": "trainer.merge_lora", "trainer.model_card": "trainer.model_card",
+                   "demo": "demo.__main__"}
+
+
+class _Parsed(Exception):
+    """Raised in place of parsing: carries the parser a command's `main` built."""
+
+
+def _parser_of(module: str, monkeypatch) -> argparse.ArgumentParser:
+    def capture(self, *args, **kwargs):
+        raise _Parsed(self)
+
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_args", capture)
+    monkeypatch.setattr(argparse.ArgumentParser, "parse_known_args", capture)
+    with pytest.raises(_Parsed) as parsed:
+        importlib.import_module(DOCUMENTED_CLIS[module]).main([])
+    return parsed.value.args[0]
+
+
+def _undocumented_arguments(parser: argparse.ArgumentParser, name: str) -> Iterator[str]:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for command, sub in action.choices.items():
+                yield from _undocumented_arguments(sub, f"{name} {command}")
+        elif not isinstance(action, argparse._HelpAction) and not action.help:
+            yield f"python -m {name}: {'/'.join(action.option_strings) or action.dest}"
+
+
+def test_every_argument_of_a_documented_command_has_help(commands, monkeypatch):
+    """`--help` says what every option and positional of a documented command is (a bare `--preset {...}` left the
+    reader to guess its default, which differs from one conversion to the next)."""
+    documented = {launched[0] for command in commands if (launched := _launched_module(command))}
+    assert set(DOCUMENTED_CLIS) <= documented
+    problems = [line for module in DOCUMENTED_CLIS
+                for line in _undocumented_arguments(_parser_of(module, monkeypatch), module)]
+    assert not problems, "arguments without help:\n" + "\n".join(problems)

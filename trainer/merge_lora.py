@@ -158,11 +158,12 @@ def merge_lora(adapter_dir: str | Path, out_dir: str | Path, dtype: str = "float
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m trainer.merge_lora", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("adapter_dir")
+    parser.add_argument("adapter_dir", help="a LoRA run's output_dir or checkpoint, or a downloaded adapter folder")
     parser.add_argument("--out", required=True, help="folder for the merged model")
     parser.add_argument("--base", help="the base model's folder or Hub id (default: the one adapter_config.json "
                                        "names, as a folder here, then in the Hub cache)")
-    parser.add_argument("--dtype", choices=MODEL_DTYPES, default="float32")
+    parser.add_argument("--dtype", choices=MODEL_DTYPES, default="float32",
+                        help="dtype the base is loaded and the merged model saved in (default float32)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     problem = merge_output_problem(args.adapter_dir, args.out, args.base)

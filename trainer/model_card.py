@@ -416,7 +416,7 @@ def add_eval_results(folder: str | Path, results_files: Sequence[str | Path]) ->
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m trainer.model_card",
                                      description="Add lmms-eval results to a saved model folder's card.")
-    parser.add_argument("folder")
+    parser.add_argument("folder", help="a trained stage's folder, whose README.md (model card) gets the scores")
     parser.add_argument("--eval-results", nargs="+", required=True, help="lmms-eval *_results.json files")
     args = parser.parse_args(argv)
     # The mistakes made first (a folder with no card, a shell glob that matched nothing, a file that is not a

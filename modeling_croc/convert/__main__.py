@@ -5,7 +5,9 @@
     from-parts    TOWER_DIR LM_DIR OUT [--preset NAME] [--image-aspect-ratio square|pad] [--vocab-multiple N]
                   [--vision-feature-layer N] [--vision-feature-select-strategy default|full] [--base-model ID ...]
     from-victor   SRC OUT [--vision-tower SIGLIP_DIR] [--preset NAME] [--vocab-multiple N]
-    to-llava      SRC OUT
+    to-llava      SRC OUT        (alias: to-plain, for every family)
+
+Every command takes --overwrite; `python -m modeling_croc.convert COMMAND --help` says what each option does.
 """
 
 from __future__ import annotations
@@ -19,6 +21,8 @@ from ..conversion import build_from_parts, convert_llava_folder, convert_origina
 from ..presets import CROC_PRESET_NAMES
 from ..provenance import is_hub_id
 from .to_llava import export_llava_folder
+
+OUT_HELP = "a new or empty folder to write (one that holds files needs --overwrite)"
 
 
 def _preset(args) -> dict:
@@ -47,22 +51,24 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     original = sub.add_parser("from-original", help="original LLaVA / released Croc (transformers 4.37 fork) layout")
-    original.add_argument("source")
-    original.add_argument("out")
+    original.add_argument("source", help="the checkpoint's folder or Hub id")
+    original.add_argument("out", help=OUT_HELP)
     original.add_argument("--vision-tower", help="local CLIP folder (default: the checkpoint's mm_vision_tower)")
     llava = sub.add_parser("from-llava", help="a transformers llava folder, initialised for stage 1.5")
-    llava.add_argument("source")
-    llava.add_argument("out")
+    llava.add_argument("source", help="the llava folder or Hub id")
+    llava.add_argument("out", help=OUT_HELP)
     victor = sub.add_parser("from-victor", help="a released ViCToR checkpoint (LLaVA-NeXT fork layout, llava_qwen)")
-    victor.add_argument("source")
-    victor.add_argument("out")
+    victor.add_argument("source", help="the checkpoint's folder or Hub id")
+    victor.add_argument("out", help=OUT_HELP)
     victor.add_argument("--vision-tower", help="local SigLIP folder (default: the checkpoint's mm_vision_tower)")
     parts = sub.add_parser("from-parts", help="separate vision-tower (CLIP, SigLIP, SigLIP2) and causal-LM "
                                               "checkpoints, for stage 1")
-    parts.add_argument("vision_tower")
-    parts.add_argument("language_model")
-    parts.add_argument("out")
-    parts.add_argument("--image-aspect-ratio", choices=["square", "pad"], default="square")
+    parts.add_argument("vision_tower", help="the vision tower's folder or Hub id")
+    parts.add_argument("language_model", help="the causal LM's folder or Hub id")
+    parts.add_argument("out", help=OUT_HELP)
+    parts.add_argument("--image-aspect-ratio", choices=["square", "pad"], default="square",
+                       help="how images are prepared: square, the tower's own resize and crop (default); pad, padded "
+                            "to a square with the image-mean colour first, as LLaVA-1.5's `pad`")
     parts.add_argument("--base-model", action="append", metavar="HUB_ID",
                        help="Hub id of a part given as a local folder, for the card (repeat for each part)")
     parts.add_argument("--vision-feature-layer", type=int, default=-2,
@@ -70,8 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     parts.add_argument("--vision-feature-select-strategy", choices=["default", "full"],
                        help="drop the class token (default) or keep every token (full); default: by tower "
                             "(CLIP: default, SigLIP/SigLIP2: full)")
-    for command in (original, llava, parts, victor):
-        command.add_argument("--preset", choices=list(CROC_PRESET_NAMES))
+    # The default differs by command, so the help says which one applies (TRAINING.md's presets table).
+    for command, default in ((original, "the one the checkpoint's model_type was released with"),
+                             (victor, "the one the checkpoint's model_type was released with: victor"),
+                             (llava, "paper"), (parts, "paper")):
+        command.add_argument("--preset", choices=list(CROC_PRESET_NAMES),
+                             help=f"the Croc preset the folder is written with (default: {default})")
     for command in (original, parts, victor):
         command.add_argument(
             "--vocab-multiple", type=int, default=64,
@@ -82,8 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("to-llava", aliases=["to-plain"],
                             help="export to a plain folder of the parent family (llava, llava_onevision, qwen2_5_vl, "
                                  "...: no pool, no head)")
-    export.add_argument("source")
-    export.add_argument("out")
+    export.add_argument("source", help="the Croc folder to export")
+    export.add_argument("out", help=OUT_HELP)
     for command in (original, llava, parts, victor, export):
         command.add_argument("--overwrite", action="store_true",
                              help="write into OUT even when it already holds files (a model there is replaced)")
