@@ -67,8 +67,10 @@ def source_kind(path: str | Path) -> str:
         return "croc"
     if model_type in PLAIN_MODEL_TYPES:
         return "llava"
-    raise ValueError(f"{path} has model_type={model_type!r}; expected one of {sorted(CROC_CONFIG_CLASSES)}, "
-                     f"{PLAIN_MODEL_TYPES}, {RELEASED_MODEL_TYPES} or {VICTOR_MODEL_TYPES}")
+    raise ValueError(f"{path} has model_type={model_type!r}, which Croc does not run on: it runs on a plain folder of "
+                     f"one of its families ({', '.join(PLAIN_MODEL_TYPES)}; docs/MODELS.md#families), a Croc folder "
+                     f"of one ({', '.join(CROC_CONFIG_CLASSES)}), a released Croc or LLaVA checkpoint "
+                     f"({', '.join(RELEASED_MODEL_TYPES)}) or a ViCToR one ({', '.join(VICTOR_MODEL_TYPES)})")
 
 
 def croc_model_class(config: CrocFieldsMixin) -> type:

@@ -156,7 +156,7 @@ def check_checkpoint_layout(path: str) -> None:
         kind = source_kind(folder)
     except ValueError as error:
         raise ConfigError(
-            f"{error} (a previous Croc stage or a transformers llava checkpoint). For separate CLIP + LLM "
+            f"{error}. For separate CLIP + LLM "
             "checkpoints use model.vision_tower and model.language_model in stage 1."
         ) from None
     if kind == "victor":
