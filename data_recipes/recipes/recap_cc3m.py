@@ -57,7 +57,7 @@ def recap_cc3m(
         records = _read_shards(shards)
         # Only the drawn rows' images are written (records_part draws the same indices from the same seed).
         drawn = sample_indices(len(records), count, seed=seed, source=info.name).indices.tolist()
-        _write_images(shards, root, records, set(drawn))
+        _write_images(shards, root, records, set(drawn), _file_stems(records))
         part = records_part(info, records, f"{shards} (parquet shards)", count=count, seed=seed, transform=transform)
     return RecipeResult(
         parts=[part],
@@ -88,9 +88,23 @@ def _read_shards(shards: Path) -> list[dict[str, Any]]:
     return records
 
 
-def _write_images(shards: Path, image_root: Path, records: list[dict[str, Any]], wanted: set[int]) -> None:
-    """Write the image of each record whose index is in `wanted` to `image_root` under its id and name it in the
-    record. Streams the shards a batch at a time: the images never sit in memory together."""
+def _file_stems(records: list[dict[str, Any]]) -> list[str]:
+    """Per record, the name (without suffix) its image is written under: its id, made safe for a file name. Ids
+    that share a name (a repeated id, or `a/1` and `a_1`) get `~<row index>` after the first in file order: under
+    one name, the later row would point at the earlier row's image, kept as "already there". Decided over every
+    record, not the drawn ones, so a row's file is the same whatever the count draws (`~` is never in a safe id)."""
+    stems, seen = [], set()
+    for index, record in enumerate(records):
+        stem = _UNSAFE.sub("_", str(record["id"]))
+        stems.append(f"{stem}~{index}" if stem in seen else stem)
+        seen.add(stem)
+    return stems
+
+
+def _write_images(shards: Path, image_root: Path, records: list[dict[str, Any]], wanted: set[int],
+                  stems: list[str]) -> None:
+    """Write the image of each record whose index is in `wanted` to `image_root` under its name in `stems` and name
+    it in the record. Streams the shards a batch at a time: the images never sit in memory together."""
     import pyarrow.parquet as pq
 
     image_root.mkdir(parents=True, exist_ok=True)
@@ -99,17 +113,17 @@ def _write_images(shards: Path, image_root: Path, records: list[dict[str, Any]],
         for batch in pq.ParquetFile(file).iter_batches(batch_size=512, columns=["id", "image"]):
             for row in batch.to_pylist():
                 if index in wanted:
-                    records[index]["image"] = _write_image(row, image_root)
+                    records[index]["image"] = _write_image(row, image_root, stems[index])
                 index += 1
 
 
-def _write_image(row: dict[str, Any], image_root: Path) -> str | None:
+def _write_image(row: dict[str, Any], image_root: Path, stem: str) -> str | None:
     image = row.get("image") or {}
     data = image.get("bytes")
     if not data:
         return None
     suffix = Path(image.get("path") or "").suffix or ".jpg"
-    name = _UNSAFE.sub("_", str(row["id"])) + suffix
+    name = stem + suffix
     target = image_root / name
     if not target.exists():
         target.write_bytes(data)

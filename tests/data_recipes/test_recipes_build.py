@@ -418,6 +418,30 @@ def test_recap_cc3m_from_the_hub_parquet_layout(tmp_path):
     assert datasets.load_from_disk(str(tmp_path / "again"))["id"] == ds["id"] and again.summary["rows"]["kept"] == 4
 
 
+def test_recap_cc3m_rows_whose_ids_share_a_file_name_keep_their_own_images(tmp_path):
+    import io
+
+    from PIL import Image
+    from recipe_fakes import write_parquet
+
+    root = tmp_path / "LLaVA-ReCap-CC3M"
+    colours = {"red": (255, 0, 0), "blue": (0, 0, 255), "green": (0, 255, 0), "yellow": (255, 255, 0)}
+    rows = []
+    # A repeated id, and two ids that are one file name once made safe (`/` becomes `_`).
+    for row_id, caption in zip(["GCC_train_1", "GCC_train_1", "x/1", "x_1"], colours):
+        buffer = io.BytesIO()
+        Image.new("RGB", (8, 8), colours[caption]).save(buffer, format="PNG")
+        rows.append({"id": row_id, "image": {"bytes": buffer.getvalue(), "path": "a.png"}, "conversations": [
+            {"from": "human", "value": "<image>\nDescribe."}, {"from": "gpt", "value": caption}]})
+    write_parquet(root / "data" / "train-00000-of-00001.parquet", rows)
+    for out, count in (("all", None), ("drawn", 2)):  # a row's file does not depend on which rows are drawn
+        ds = build_recipe("recap_cc3m", root, tmp_path / out, params={"count": count}).dataset
+        for row in ds:
+            with Image.open(root / "images" / row["image"]) as image:
+                assert image.convert("RGB").getpixel((4, 4)) == colours[row["conversations"][1]["value"]]
+    assert len(set(ds["image"])) == len(ds)
+
+
 def test_recap_cc3m_from_victors_local_json(tmp_path):
     """ViCToR's own layout: `LLaVA-ReCap-CC3Mv2.json` next to `train_images/`; `instruction=none` keeps the rows'."""
     from recipe_fakes import caption_row, write_image, write_json
