@@ -6,7 +6,7 @@ Also the shared helpers recipes use to turn an upstream set (local file or Hub) 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -158,6 +158,10 @@ def text_part(info: SourceInfo, location: Location, *, count: int | None, seed: 
 def merge_overrides(defaults: dict[str, Any], overrides: dict[str, Any] | None, what: str) -> dict[str, Any]:
     """Overlay user overrides on per-source defaults, refusing unknown source names (typos would
     otherwise be ignored and the default silently used)."""
+    if overrides is not None and not isinstance(overrides, Mapping):
+        # `--set hub=true` on a mixture: one value where one per source is expected (a traceback from dict()).
+        raise ValueError(f"{what}: expected one value per source (--set {what}.NAME=VALUE), got {overrides!r}; "
+                         f"sources: {', '.join(defaults)}")
     overrides = dict(overrides or {})
     unknown = set(overrides) - set(defaults)
     if unknown:

@@ -7,12 +7,13 @@ parameters with defaults, which the CLI fills from `--set key=value`.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .parts import RecipeResult
+from .sampling import check_count
 
 RecipeFn = Callable[..., RecipeResult]
 
@@ -44,7 +45,20 @@ class Recipe:
         if unknown:
             known = ", ".join(self.parameters()) or "(none)"
             raise TypeError(f"recipe {self.name!r} has no parameter(s) {sorted(unknown)}; it takes: {known}")
+        _check_counts(self.name, params)
         return self.fn(Path(data_root), seed=seed, **params)
+
+
+def _check_counts(name: str, params: dict[str, Any]) -> None:
+    """Check the row counts (`count`, and `counts.NAME` of the mixtures) before the recipe reads its sources, which
+    takes minutes at full size: a bad one otherwise stopped the build only once its source had been read."""
+    if "count" in params:
+        check_count(params["count"], name)
+    counts = params.get("counts")
+    if not isinstance(counts, Mapping):  # None, or one value for all: `parts.merge_overrides` refuses that
+        return
+    for source, count in counts.items():
+        check_count(count, f"{name}: counts.{source}")
 
 
 RECIPES: dict[str, Recipe] = {}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import zlib
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -39,11 +40,22 @@ def source_seed(seed: int, source: str) -> list[int]:
     return [int(seed), zlib.crc32(source.encode("utf-8"))]
 
 
+def check_count(requested: Any, source: str) -> None:
+    """Refuse, in one line, a count that is not None or a whole number >= 0: `--set count=1e6` reaches here as the
+    string "1e6", `count=3.0` as a float, and numpy's draw failed on them with a traceback, after the source was
+    read."""
+    if requested is None:
+        return
+    if isinstance(requested, bool) or not isinstance(requested, (int, np.integer)):
+        raise ValueError(f"{source}: count must be a whole number >= 0 or null (all rows), got {requested!r}")
+    if requested < 0:
+        raise ValueError(f"{source}: count must be >= 0 or None, got {requested}")
+
+
 def sample_indices(available: int, requested: int | None, *, seed: int, source: str) -> Sample:
     """Draw `requested` distinct row indices out of `available` (all of them when `requested` is None
     or not smaller than `available`; then no randomness is involved and `seed` is recorded as None)."""
-    if requested is not None and requested < 0:
-        raise ValueError(f"{source}: count must be >= 0 or None, got {requested}")
+    check_count(requested, source)
     if requested is None or requested >= available:
         return Sample(np.arange(available), requested, available, None)
     rng = np.random.default_rng(source_seed(seed, source))

@@ -97,6 +97,23 @@ def test_build_usage_errors(lcs_root, tmp_path, capsys):
         capsys.readouterr().err
 
 
+@pytest.mark.parametrize(("recipe", "setting", "message"), [
+    ("lcs558k", "count=1e6", "lcs558k: count must be a whole number >= 0 or null (all rows), got '1e6'"),
+    ("lcs558k", "count=3.0", "lcs558k: count must be a whole number >= 0 or null (all rows), got 3.0"),
+    ("lcs558k", "count=true", "got True"),
+    ("croc1.5m", "counts.alpaca=2.5", "croc1.5m: counts.alpaca: count must be a whole number >= 0"),
+    ("croc1.5m", "counts=5", "counts: expected one value per source (--set counts.NAME=VALUE), got 5"),
+    ("croc1.5m", "hub=true", "hub: expected one value per source (--set hub.NAME=VALUE), got True"),
+    ("llava802k", "paths=x.json", "paths: expected one value per source (--set paths.NAME=VALUE), got 'x.json'"),
+])
+def test_bad_counts_and_per_source_values_fail_in_one_line_before_any_source_is_read(recipe, setting, message,
+                                                                                      tmp_path, capsys):
+    # The data root is empty: a check after reading would say "no such file" instead.
+    assert main(["build", recipe, "--data-root", str(tmp_path), "--out", str(tmp_path / "out"), "--set", setting]) == 1
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err, err
+
+
 def test_synth_command(tmp_path, capsys):
     assert main(["synth", "--out", str(tmp_path / "s"), "--num-images", "5", "--seed", "2", "--image-size", "32"]) == 0
     assert "images=5" in capsys.readouterr().out
