@@ -40,9 +40,15 @@ PROBLEM_COLUMN = "problem"
 READ_FEATURES = Features({**ROW_FEATURES, PROBLEM_COLUMN: Value("string")})
 
 
+def is_missing(value: Any) -> bool:
+    """Whether a field holds no value: null, or NaN / Infinity, which is how pandas writes a missing cell
+    (`json.dump(df.to_dict("records"))` writes `NaN`, which Python's reader accepts)."""
+    return value is None or (isinstance(value, float) and not math.isfinite(value))
+
+
 def _as_text(value: Any) -> str:
-    """Turn a turn value into a string; None becomes "" so validation can flag it as empty."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):  # NaN/Infinity: pandas' missing
+    """Turn a turn value into a string; a missing one (`is_missing`) becomes "" so validation can flag it as empty."""
+    if is_missing(value):
         return ""
     return value if isinstance(value, str) else str(value)
 
@@ -68,7 +74,7 @@ def _preview(value: Any, limit: int = 120) -> str:
 
 def _normalise_image(value: Any) -> tuple[str | None, str | None]:
     """(image path or None, problem or None)."""
-    if value is None or value == "":
+    if is_missing(value) or value == "":  # a NaN image is a text row of a pandas dump, not a file named "nan"
         return None, None
     if isinstance(value, (list, tuple)):
         if len(value) == 1:
@@ -112,7 +118,8 @@ def normalise_row(record: Any, *, source: str, index: int) -> dict[str, Any]:
         return {"id": f"{source}-{index}", "image": None, "conversations": None, "source": source,
                 PROBLEM_COLUMN: f"malformed_row: row {index} is {_preview(record)}, not an object"}
     raw_id = record.get("id")
-    row_id = f"{source}-{index}" if raw_id is None or raw_id == "" else str(raw_id)
+    # A NaN id (a pandas dump) is missing too: as "nan" every such row would share one id.
+    row_id = f"{source}-{index}" if is_missing(raw_id) or raw_id == "" else str(raw_id)
     image, image_problem = _normalise_image(record.get("image"))
     conversations, turn_problem = _normalise_turns(record.get("conversations"))
     row = {"id": row_id, "image": image, "conversations": conversations, "source": source}

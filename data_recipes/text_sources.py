@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .schema import PROBLEM_COLUMN, normalise_row, text_problem
+from .schema import PROBLEM_COLUMN, is_missing, normalise_row, text_problem
 
 Conversation = list[dict[str, str]]
 TextConverter = Callable[[Mapping[str, Any]], Conversation]
@@ -21,7 +21,9 @@ TextConverter = Callable[[Mapping[str, Any]], Conversation]
 
 def _field(record: Mapping[str, Any], key: str) -> str:
     value = record.get(key)
-    return "" if value is None else str(value)
+    # NaN is pandas' missing cell, as in LLaVA turns (`schema.is_missing`): str() made it the text "nan", an input
+    # appended to the instruction or an answer trained on, where a missing answer is an `empty_turn` reject.
+    return "" if is_missing(value) else str(value)
 
 
 def _pair(prompt: str, extra: str, answer: str) -> Conversation:

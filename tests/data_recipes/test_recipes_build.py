@@ -495,6 +495,39 @@ def test_nan_and_infinity_turn_values_are_empty_turns(tmp_path):
     assert [turn["value"] for row in result.dataset["conversations"] for turn in row] == ["Q?", "A."]
 
 
+def test_nan_image_and_id_of_a_pandas_dump_are_missing_not_a_file_and_an_id_named_nan(tmp_path):
+    # mix665K read with pandas and written back with `json.dump(df.to_dict("records"))`: its text rows' missing
+    # `image` (and a missing `id`) come out as NaN.
+    root = tmp_path / "root"
+    root.mkdir()
+    rows = [{"id": row_id, "image": float("nan"), "conversations": [{"from": "human", "value": f"Q{i}?"},
+                                                                      {"from": "gpt", "value": "A."}]}
+            for i, row_id in enumerate(["t0", float("nan"), float("nan")])]
+    (root / "train.json").write_text(json.dumps(rows))
+    result = build_recipe("llava_json", root, tmp_path / "out", params={"annotation": "train.json"})
+    assert result.summary["rows"] == {"read": 3, "kept": 3, "dropped": 0}
+    assert result.dataset["image"] == [None, None, None]
+    assert result.dataset["id"] == ["t0", "llava_json-1", "llava_json-2"]
+    assert result.summary["notices"]["counts"]["duplicate_id"] == 0
+
+
+def test_text_source_nan_input_and_output_are_missing_not_the_text_nan(croc_root, tmp_path):
+    root = tmp_path / "root"
+    for name in ("share-captioner_coco_lcs_sam_1246k_1107.json", "coco"):
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).symlink_to(croc_root / name)
+    code = root / "text/CodeAlpaca-20k/code_alpaca_20k.json"
+    code.parent.mkdir(parents=True)
+    code.write_text(json.dumps([{"instruction": "Write a loop.", "input": float("nan"), "output": "for x in y: pass"},
+                                {"instruction": "Reverse a list.", "input": "", "output": float("nan")}]))
+    counts = {name: 0 for name in TINY_CROC_COUNTS} | {"sharegpt4v": 2, "code_alpaca": None}
+    result = build_recipe("croc1.5m", root, tmp_path / "out", params={"counts": counts})
+    assert result.summary["sources"]["code_alpaca"]["kept"] == 1
+    assert result.summary["dropped_by_reason"]["empty_turn"] == 1
+    kept = [row for row in result.dataset if row["source"] == "code_alpaca"]
+    assert kept[0]["conversations"][0]["value"] == "Write a loop."
+
+
 def test_hub_folder_embeds_the_image_that_was_validated_not_one_behind_a_symlink(tmp_path):
     from PIL import Image
 

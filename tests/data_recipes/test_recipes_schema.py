@@ -57,6 +57,12 @@ def test_missing_conversations_become_empty_list_and_null_values_empty_strings()
     assert normalise_row({"id": 2}, source="s", index=0)["conversations"] == []
 
 
+def test_nan_id_and_image_are_missing():
+    # What pandas writes for a missing cell: NaN (or Infinity), which Python's JSON reader accepts.
+    row = normalise_row({"id": float("nan"), "image": float("nan"), "conversations": []}, source="s", index=7)
+    assert (row["id"], row["image"]) == ("s-7", None)
+
+
 def test_read_records_detects_json_lines_behind_a_json_suffix(tmp_path):
     write_jsonl(tmp_path / "train.json", [{"input": "a"}, {"input": "b"}])
     assert read_records(tmp_path / "train.json") == [{"input": "a"}, {"input": "b"}]

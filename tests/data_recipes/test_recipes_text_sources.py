@@ -71,6 +71,16 @@ def test_missing_answer_field_is_kept_for_validation_not_dropped():
     assert check_conversation(row["conversations"], has_image=False) == "empty_turn"
 
 
+def test_nan_fields_of_a_pandas_dump_are_missing_not_the_text_nan():
+    # `json.dump(df.to_dict("records"))` writes a missing cell as NaN, which Python's JSON reader accepts.
+    row = text_record_to_row({"instruction": "Write a loop.", "input": float("nan"), "output": float("nan")},
+                             source="code_alpaca", index=0)
+    assert row["conversations"] == _turns("Write a loop.", "")
+    assert check_conversation(row["conversations"], has_image=False) == "empty_turn"
+    dolly = {"instruction": "Who?", "context": float("inf"), "response": "Me.", "category": "open_qa"}
+    assert text_record_to_row(dolly, source="dolly", index=0)["conversations"] == _turns("Who?", "Me.")
+
+
 def test_unknown_source_has_a_clear_error():
     with pytest.raises(KeyError, match="no text converter registered for 'nope'"):
         text_record_to_row({}, source="nope", index=0)
