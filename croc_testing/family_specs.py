@@ -7,6 +7,8 @@ Adding a family to the suite is one `FamilySpec` entry in `SPECS`; what only tha
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,6 +30,8 @@ from transformers import (
     Qwen2_5_VLModel,
     Qwen3VLForConditionalGeneration,
     Qwen3VLModel,
+    Qwen3VLMoeForConditionalGeneration,
+    Qwen3VLMoeModel,
     SmolVLMForConditionalGeneration,
     SmolVLMModel,
 )
@@ -51,6 +55,9 @@ from modeling_croc import (
     CrocQwen3VLConfig,
     CrocQwen3VLForConditionalGeneration,
     CrocQwen3VLModel,
+    CrocQwen3VLMoeConfig,
+    CrocQwen3VLMoeForConditionalGeneration,
+    CrocQwen3VLMoeModel,
     CrocSmolVLMConfig,
     CrocSmolVLMForConditionalGeneration,
     CrocSmolVLMModel,
@@ -280,6 +287,27 @@ QWEN2_5_VL_GRIDS = [(1, 4, 4), (1, 2, 6)]
 GEMMA3_IMAGES_PER_ROW = [2, 1]
 TEXT_LENGTHS = [5, 7]
 
+QWEN3_VL_SPEC = FamilySpec(
+    name="qwen3_vl",
+    config=tiny_croc_qwen3_vl_config,
+    batch=lambda model, left_pad: make_qwen3_vl_batch(model.config, left_pad=left_pad),
+    token_counts=(4, 3),
+    config_class=CrocQwen3VLConfig, model_class=CrocQwen3VLModel,
+    generation_class=CrocQwen3VLForConditionalGeneration,
+    parent_model=Qwen3VLModel, parent_generation=Qwen3VLForConditionalGeneration,
+    processor_mro=("CrocQwen3VLProcessor", "Qwen3VLProcessor"),  # Qwen3-VL's own, subclassed
+    mask_variants=(MaskVariant("global"),),  # global layers only
+    # The first DeepStack level, added after decoder layer 0, feeds layer 1 and so both losses. The second is
+    # added after the tiny model's last layer, at kept positions only, which no loss reads (the VTR loss reads
+    # replaced positions, where DeepStack is zero; the LM loss text positions): its merger gets exactly no
+    # gradient, as in the parent on the same loss.
+    grad_reaches=("model.visual.merger.linear_fc1.weight",
+                  "model.visual.deepstack_merger_list.0.linear_fc1.weight"),
+    grad_stays_zero=("model.visual.deepstack_merger_list.1.linear_fc1.weight",),
+    conversion_kept=("text_config.vocab_size",),
+    mrope=True, videos=True, copy_pool_size=16, withhold_replaced=withhold_deepstack,
+)
+
 SPECS: tuple[FamilySpec, ...] = (
     FamilySpec(
         name="qwen2_5_vl",
@@ -298,25 +326,17 @@ SPECS: tuple[FamilySpec, ...] = (
         conversion_kept=("text_config.vocab_size",),
         mrope=True, videos=True, copy_pool_size=16,
     ),
-    FamilySpec(
-        name="qwen3_vl",
-        config=tiny_croc_qwen3_vl_config,
-        batch=lambda model, left_pad: make_qwen3_vl_batch(model.config, left_pad=left_pad),
-        token_counts=(4, 3),
-        config_class=CrocQwen3VLConfig, model_class=CrocQwen3VLModel,
-        generation_class=CrocQwen3VLForConditionalGeneration,
-        parent_model=Qwen3VLModel, parent_generation=Qwen3VLForConditionalGeneration,
-        processor_mro=("CrocQwen3VLProcessor", "Qwen3VLProcessor"),  # Qwen3-VL's own, subclassed
-        mask_variants=(MaskVariant("global"),),  # global layers only
-        # The first DeepStack level, added after decoder layer 0, feeds layer 1 and so both losses. The second is
-        # added after the tiny model's last layer, at kept positions only, which no loss reads (the VTR loss reads
-        # replaced positions, where DeepStack is zero; the LM loss text positions): its merger gets exactly no
-        # gradient, as in the parent on the same loss.
-        grad_reaches=("model.visual.merger.linear_fc1.weight",
-                      "model.visual.deepstack_merger_list.0.linear_fc1.weight"),
-        grad_stays_zero=("model.visual.deepstack_merger_list.1.linear_fc1.weight",),
-        conversion_kept=("text_config.vocab_size",),
-        mrope=True, videos=True, copy_pool_size=16, withhold_replaced=withhold_deepstack,
+    QWEN3_VL_SPEC,
+    # Qwen3-VL's vision side, DeepStack and batches on a mixture-of-experts text model: what the step must train
+    # besides Qwen3-VL's is the routed experts and the router of a decoder layer.
+    dataclasses.replace(
+        QWEN3_VL_SPEC, name="qwen3_vl_moe", config=functools.partial(tiny_croc_qwen3_vl_config, moe=True),
+        config_class=CrocQwen3VLMoeConfig, model_class=CrocQwen3VLMoeModel,
+        generation_class=CrocQwen3VLMoeForConditionalGeneration,
+        parent_model=Qwen3VLMoeModel, parent_generation=Qwen3VLMoeForConditionalGeneration,
+        grad_reaches=(*QWEN3_VL_SPEC.grad_reaches, "model.language_model.layers.0.mlp.experts.gate_up_proj",
+                      "model.language_model.layers.0.mlp.experts.down_proj",
+                      "model.language_model.layers.0.mlp.gate.weight"),
     ),
     FamilySpec(
         name="gemma3",
@@ -427,5 +447,5 @@ SPECS: tuple[FamilySpec, ...] = (
 SPECS_BY_NAME: dict[str, FamilySpec] = {spec.name: spec for spec in SPECS}
 
 
-__all__ = ["SPECS", "SPECS_BY_NAME", "FamilySpec", "MaskVariant", "inputs", "language_model_inputs", "layer_masks",
+__all__ = ["QWEN3_VL_SPEC", "SPECS", "SPECS_BY_NAME", "FamilySpec", "MaskVariant", "inputs", "language_model_inputs", "layer_masks",
            "withhold_deepstack"]

@@ -1,6 +1,7 @@
 """A tiny Qwen3-VL Croc model and its batches, and a tiny plain Qwen3-VL folder with its processor, built in code
-(nothing downloaded). `python -m croc_testing tiny-qwen3_vl FOLDER` writes the folder the cpu_tiny Qwen3-VL
-stage-1.5 config starts from."""
+(nothing downloaded); the same for Qwen3-VL-MoE, whose vision side, batches and processor are Qwen3-VL's.
+`python -m croc_testing tiny-qwen3_vl FOLDER` (`tiny-qwen3_vl_moe`) writes the folder the cpu_tiny Qwen3-VL
+(Qwen3-VL-MoE) stage-1.5 config starts from."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Any
 import torch
 
 from croc_testing.families import QWEN_TOKENS, QWEN_VISION_TOKENS, make_qwen_batch
-from modeling_croc import CrocQwen3VLConfig
+from modeling_croc import CrocQwen3VLConfig, CrocQwen3VLMoeConfig
 
 # Two images of different native resolutions (16 and 12 patches: 4 and 3 merged tokens), rows of different lengths.
 QWEN3_VL_GRIDS = [(1, 4, 4), (1, 2, 6)]
@@ -33,11 +34,28 @@ def tiny_qwen3_vl_fields() -> dict[str, Any]:
             **{name: value for name, value in QWEN_TOKENS.items() if name != "pad_token_id"}}
 
 
-def tiny_croc_qwen3_vl_config(**croc_fields: Any) -> CrocQwen3VLConfig:
-    """A tiny `CrocQwen3VLConfig` (`tiny_qwen3_vl_fields`) with `croc_fields` on top (pool of 64 and a linear VTR
-    head by default)."""
+# Qwen3-VL-MoE's text model at tiny sizes: both decoder layers sparse (`decoder_sparse_step` 1), 4 experts of width
+# 8 (an expert's `gate_up_proj` is not square, so a transposed one shows), 2 routed per token; the router's
+# auxiliary loss off, as the parent's default.
+TINY_QWEN3_VL_MOE_TEXT = {"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 8,
+                          "decoder_sparse_step": 1}
+
+
+def tiny_qwen3_vl_moe_fields() -> dict[str, Any]:
+    """Qwen3-VL-MoE config fields of a tiny model: `tiny_qwen3_vl_fields` with a mixture-of-experts text model
+    (`TINY_QWEN3_VL_MOE_TEXT`)."""
+    fields = tiny_qwen3_vl_fields()
+    fields["text_config"].update(TINY_QWEN3_VL_MOE_TEXT)
+    return fields
+
+
+def tiny_croc_qwen3_vl_config(moe: bool = False, **croc_fields: Any) -> CrocQwen3VLConfig | CrocQwen3VLMoeConfig:
+    """A tiny `CrocQwen3VLConfig` (`tiny_qwen3_vl_fields`), or with `moe` a tiny `CrocQwen3VLMoeConfig`
+    (`tiny_qwen3_vl_moe_fields`), with `croc_fields` on top (pool of 64 and a linear VTR head by default)."""
     croc_fields.setdefault("prompt_pool_size", 64)
     croc_fields.setdefault("vtr_head", "linear")
+    if moe:
+        return CrocQwen3VLMoeConfig(**tiny_qwen3_vl_moe_fields(), **croc_fields)
     return CrocQwen3VLConfig(**tiny_qwen3_vl_fields(), **croc_fields)
 
 
@@ -80,25 +98,34 @@ def tiny_qwen3_vl_processor():
     return CrocQwen3VLProcessor(image_processor=image_processor, tokenizer=tokenizer)
 
 
-def save_tiny_qwen3_vl(folder, seed: int = 0) -> Path:
+def save_tiny_qwen3_vl(folder, seed: int = 0, moe: bool = False) -> Path:
     """Write a random tiny plain Qwen3-VL folder (`Qwen3VLForConditionalGeneration`, `tiny_qwen3_vl_fields` at
     Qwen3-VL's 16-px patches, and its processor files) laid out as a Hub checkpoint is: the processor files name
-    `Qwen3VLProcessor`, with no code of this package. What a user starts Croc's stage 1.5 from."""
-    from transformers import Qwen3VLConfig, Qwen3VLForConditionalGeneration
+    `Qwen3VLProcessor`, with no code of this package. What a user starts Croc's stage 1.5 from. With `moe`, a
+    Qwen3-VL-MoE folder (`Qwen3VLMoeForConditionalGeneration`, `tiny_qwen3_vl_moe_fields`), whose processor is
+    Qwen3-VL's as Qwen3-VL-30B-A3B's is."""
+    from transformers import (
+        Qwen3VLConfig,
+        Qwen3VLForConditionalGeneration,
+        Qwen3VLMoeConfig,
+        Qwen3VLMoeForConditionalGeneration,
+    )
 
     from modeling_croc.convert.to_llava import name_parent_processor
 
     folder = Path(folder)
     processor = tiny_qwen3_vl_processor()
     tokenizer = processor.tokenizer
-    fields = tiny_qwen3_vl_fields()
+    fields = tiny_qwen3_vl_moe_fields() if moe else tiny_qwen3_vl_fields()
     fields.update({name: tokenizer.convert_tokens_to_ids(token) for name, token in (
         ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>"),
         ("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"))})
     fields["text_config"].update(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
     fields["vision_config"].update(patch_size=TINY_QWEN3_VL_PATCH)
     torch.manual_seed(seed)
-    model = Qwen3VLForConditionalGeneration(Qwen3VLConfig(**fields))
+    config_class, model_class = ((Qwen3VLMoeConfig, Qwen3VLMoeForConditionalGeneration) if moe
+                                 else (Qwen3VLConfig, Qwen3VLForConditionalGeneration))
+    model = model_class(config_class(**fields))
     # Qwen3-VL's text config has no EOS field: a Hub folder names it in generation_config.json.
     model.generation_config.update(eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     model.save_pretrained(folder)
@@ -108,6 +135,11 @@ def save_tiny_qwen3_vl(folder, seed: int = 0) -> Path:
     return folder
 
 
-__all__ = ["QWEN3_VL_GRIDS", "QWEN3_VL_TEXT_LENGTHS", "TINY_QWEN3_VL_PATCH", "TINY_QWEN3_VL_PIXELS",
-           "make_qwen3_vl_batch", "save_tiny_qwen3_vl", "tiny_croc_qwen3_vl_config", "tiny_qwen3_vl_fields",
-           "tiny_qwen3_vl_processor"]
+def save_tiny_qwen3_vl_moe(folder, seed: int = 0) -> Path:
+    """Write a random tiny plain Qwen3-VL-MoE folder laid out as a Hub checkpoint is (`save_tiny_qwen3_vl`)."""
+    return save_tiny_qwen3_vl(folder, seed=seed, moe=True)
+
+
+__all__ = ["QWEN3_VL_GRIDS", "QWEN3_VL_TEXT_LENGTHS", "TINY_QWEN3_VL_MOE_TEXT", "TINY_QWEN3_VL_PATCH",
+           "TINY_QWEN3_VL_PIXELS", "make_qwen3_vl_batch", "save_tiny_qwen3_vl", "save_tiny_qwen3_vl_moe",
+           "tiny_croc_qwen3_vl_config", "tiny_qwen3_vl_fields", "tiny_qwen3_vl_moe_fields", "tiny_qwen3_vl_processor"]

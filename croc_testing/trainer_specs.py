@@ -8,6 +8,7 @@ in its own `tests/trainer/test_<name>_stage15.py`.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from transformers import (
     PreTrainedModel,
     Qwen2_5_VLForConditionalGeneration,
     Qwen3VLForConditionalGeneration,
+    Qwen3VLMoeForConditionalGeneration,
     SmolVLMForConditionalGeneration,
 )
 
@@ -40,6 +42,7 @@ from modeling_croc import (
     CrocMistral3Processor,
     CrocQwen2_5_VLForConditionalGeneration,
     CrocQwen3VLForConditionalGeneration,
+    CrocQwen3VLMoeForConditionalGeneration,
     CrocQwen3VLProcessor,
     CrocSmolVLMForConditionalGeneration,
     CrocSmolVLMProcessor,
@@ -51,7 +54,7 @@ from .gemma3 import save_tiny_gemma3
 from .internvl import save_tiny_internvl
 from .llava_next import save_tiny_llava_next
 from .mistral3 import save_tiny_mistral3
-from .qwen3_vl import save_tiny_qwen3_vl
+from .qwen3_vl import save_tiny_qwen3_vl, save_tiny_qwen3_vl_moe
 from .smolvlm import save_tiny_smolvlm
 
 MESSAGES = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe the image."}]}]
@@ -153,6 +156,19 @@ class TrainerSpec:
 QWEN_IMAGE = "<|vision_start|><|image_pad|><|vision_end|>"
 QWEN_TURN = f"<|im_start|>user\n{QWEN_IMAGE}Describe the image.<|im_end|>\n<|im_start|>assistant\n"
 
+QWEN3_VL_TRAINER_SPEC = TrainerSpec(
+    name="qwen3_vl", save_plain=save_tiny_qwen3_vl,
+    parent_generation=Qwen3VLForConditionalGeneration, croc_generation=CrocQwen3VLForConditionalGeneration,
+    processor_class="Qwen3VLProcessor", croc_processor=CrocQwen3VLProcessor, template="qwen3_vl",
+    prompt=QWEN_TURN,  # no default system message
+    # Its processor's module imports the Qwen2.5-VL one, which travels with it.
+    croc_code=frozenset({"processing_croc_qwen3_vl.py", "processing_croc_qwen2_5_vl.py"}),
+    logits_inputs=_one_prompt(f"{QWEN_IMAGE}Describe the image."),
+    # The LM and both kinds of merger (main and DeepStack) train; the vision blocks stay.
+    trained=(LM_Q_PROJ, "model.visual.merger.linear_fc1.weight",
+             "model.visual.deepstack_merger_list.0.linear_fc1.weight"),
+    frozen=("model.visual.blocks.0.attn.qkv.weight",), refuses_packing=True)
+
 TRAINER_SPECS = [
     TrainerSpec(
         name="qwen2_5_vl", save_plain=save_tiny_qwen2_5_vl,
@@ -161,18 +177,14 @@ TRAINER_SPECS = [
         prompt="<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n" + QWEN_TURN,
         croc_code=frozenset({"processing_croc_qwen2_5_vl.py"}),
         logits_inputs=_one_prompt(f"{QWEN_IMAGE}Describe the image."), refuses_packing=True),
-    TrainerSpec(
-        name="qwen3_vl", save_plain=save_tiny_qwen3_vl,
-        parent_generation=Qwen3VLForConditionalGeneration, croc_generation=CrocQwen3VLForConditionalGeneration,
-        processor_class="Qwen3VLProcessor", croc_processor=CrocQwen3VLProcessor, template="qwen3_vl",
-        prompt=QWEN_TURN,  # no default system message
-        # Its processor's module imports the Qwen2.5-VL one, which travels with it.
-        croc_code=frozenset({"processing_croc_qwen3_vl.py", "processing_croc_qwen2_5_vl.py"}),
-        logits_inputs=_one_prompt(f"{QWEN_IMAGE}Describe the image."),
-        # The LM and both kinds of merger (main and DeepStack) train; the vision blocks stay.
-        trained=(LM_Q_PROJ, "model.visual.merger.linear_fc1.weight",
-                 "model.visual.deepstack_merger_list.0.linear_fc1.weight"),
-        frozen=("model.visual.blocks.0.attn.qkv.weight",), refuses_packing=True),
+    QWEN3_VL_TRAINER_SPEC,
+    # Qwen3-VL's processor, chat format and trained parts, on a mixture-of-experts language model whose experts and
+    # router train with it.
+    dataclasses.replace(
+        QWEN3_VL_TRAINER_SPEC, name="qwen3_vl_moe", save_plain=save_tiny_qwen3_vl_moe,
+        parent_generation=Qwen3VLMoeForConditionalGeneration, croc_generation=CrocQwen3VLMoeForConditionalGeneration,
+        trained=(*QWEN3_VL_TRAINER_SPEC.trained, "model.language_model.layers.0.mlp.experts.gate_up_proj",
+                 "model.language_model.layers.0.mlp.gate.weight")),
     TrainerSpec(
         name="gemma3", save_plain=save_tiny_gemma3,
         parent_generation=Gemma3ForConditionalGeneration, croc_generation=CrocGemma3ForConditionalGeneration,

@@ -11,6 +11,7 @@ from .configuration_croc_mistral3 import CrocMistral3Config
 from .configuration_croc_onevision import CrocOnevisionConfig
 from .configuration_croc_qwen2_5_vl import CrocQwen2_5_VLConfig
 from .configuration_croc_qwen3_vl import CrocQwen3VLConfig
+from .configuration_croc_qwen3_vl_moe import CrocQwen3VLMoeConfig
 from .configuration_croc_smolvlm import CrocSmolVLMConfig
 from .constants import AUTO_MODEL_CLASSES, IGNORE_INDEX, IMAGE_TOKEN
 from .conversation import TEMPLATES, ConversationTemplate, get_template
@@ -63,6 +64,12 @@ from .modeling_croc_qwen3_vl import (
     CrocQwen3VLForConditionalGeneration,
     CrocQwen3VLModel,
     CrocQwen3VLPreTrainedModel,
+)
+from .modeling_croc_qwen3_vl_moe import (
+    CrocQwen3VLMoeCausalLMOutputWithPast,
+    CrocQwen3VLMoeForConditionalGeneration,
+    CrocQwen3VLMoeModel,
+    CrocQwen3VLMoePreTrainedModel,
 )
 from .modeling_croc_smolvlm import (
     CrocSmolVLMCausalLMOutputWithPast,
@@ -157,6 +164,11 @@ __all__ = [
     "CrocQwen3VLModel",
     "CrocQwen3VLPreTrainedModel",
     "CrocQwen3VLProcessor",
+    "CrocQwen3VLMoeCausalLMOutputWithPast",
+    "CrocQwen3VLMoeConfig",
+    "CrocQwen3VLMoeForConditionalGeneration",
+    "CrocQwen3VLMoeModel",
+    "CrocQwen3VLMoePreTrainedModel",
     "CrocGemma3CausalLMOutputWithPast",
     "CrocGemma3Config",
     "CrocGemma3ForConditionalGeneration",

@@ -8,8 +8,19 @@ from transformers import Qwen3VLConfig
 from .configuration_croc import CrocFieldsMixin
 
 
+class CrocQwen3VLConfigMixin:
+    """What a Qwen3-VL Croc config declares beyond the Croc fields, shared by the dense and the MoE families (their
+    vision side is the same): each image has its own merged-token count."""
+
+    croc_variable_token_count = True
+
+    def visual_tokens_per_image(self) -> int:
+        """The fewest visual tokens an image can have: one merged window of `spatial_merge_size**2` patches."""
+        return 1
+
+
 @strict
-class CrocQwen3VLConfig(CrocFieldsMixin, Qwen3VLConfig):
+class CrocQwen3VLConfig(CrocQwen3VLConfigMixin, CrocFieldsMixin, Qwen3VLConfig):
     r"""
     Configuration of a Croc model on `Qwen3VLForConditionalGeneration`: the Qwen3-VL fields (vision tower, patch
     merger, DeepStack layers `deepstack_visual_indexes`, M-RoPE sections, the image and vision-start tokens) plus the
@@ -25,11 +36,6 @@ class CrocQwen3VLConfig(CrocFieldsMixin, Qwen3VLConfig):
     """
 
     model_type = "croc_qwen3_vl"
-    croc_variable_token_count = True
-
-    def visual_tokens_per_image(self) -> int:
-        """The fewest visual tokens an image can have: one merged window of `spatial_merge_size**2` patches."""
-        return 1
 
 
-__all__ = ["CrocQwen3VLConfig"]
+__all__ = ["CrocQwen3VLConfig", "CrocQwen3VLConfigMixin"]

@@ -28,6 +28,8 @@ from transformers import (
     Qwen2_5_VLForConditionalGeneration,
     Qwen3VLConfig,
     Qwen3VLForConditionalGeneration,
+    Qwen3VLMoeConfig,
+    Qwen3VLMoeForConditionalGeneration,
     SmolVLMConfig,
     SmolVLMForConditionalGeneration,
 )
@@ -40,6 +42,7 @@ from .configuration_croc_mistral3 import CrocMistral3Config
 from .configuration_croc_onevision import CrocOnevisionConfig
 from .configuration_croc_qwen2_5_vl import CrocQwen2_5_VLConfig
 from .configuration_croc_qwen3_vl import CrocQwen3VLConfig
+from .configuration_croc_qwen3_vl_moe import CrocQwen3VLMoeConfig
 from .configuration_croc_smolvlm import CrocSmolVLMConfig
 from .modeling_croc import CrocForConditionalGeneration, CrocModel
 from .modeling_croc_gemma3 import CrocGemma3ForConditionalGeneration, CrocGemma3Model
@@ -49,6 +52,7 @@ from .modeling_croc_mistral3 import CrocMistral3ForConditionalGeneration, CrocMi
 from .modeling_croc_onevision import CrocOnevisionForConditionalGeneration, CrocOnevisionModel
 from .modeling_croc_qwen2_5_vl import CrocQwen2_5_VLForConditionalGeneration, CrocQwen2_5_VLModel
 from .modeling_croc_qwen3_vl import CrocQwen3VLForConditionalGeneration, CrocQwen3VLModel
+from .modeling_croc_qwen3_vl_moe import CrocQwen3VLMoeForConditionalGeneration, CrocQwen3VLMoeModel
 from .modeling_croc_smolvlm import CrocSmolVLMForConditionalGeneration, CrocSmolVLMModel
 from .processing_croc import CrocProcessor
 from .processing_croc_gemma3 import CrocGemma3Processor
@@ -115,6 +119,9 @@ FAMILIES: tuple[CrocFamily, ...] = (
                True, Mistral3Config, Mistral3ForConditionalGeneration, template="mistral3"),
     CrocFamily(CrocQwen3VLConfig, CrocQwen3VLModel, CrocQwen3VLForConditionalGeneration, CrocQwen3VLProcessor,
                True, Qwen3VLConfig, Qwen3VLForConditionalGeneration, template="qwen3_vl"),
+    # Qwen3-VL's processor and chat format (Qwen3-VL-30B-A3B's Hub folder names `Qwen3VLProcessor`).
+    CrocFamily(CrocQwen3VLMoeConfig, CrocQwen3VLMoeModel, CrocQwen3VLMoeForConditionalGeneration,
+               CrocQwen3VLProcessor, True, Qwen3VLMoeConfig, Qwen3VLMoeForConditionalGeneration, template="qwen3_vl"),
     CrocFamily(CrocGemma3Config, CrocGemma3Model, CrocGemma3ForConditionalGeneration, CrocGemma3Processor, True,
                Gemma3Config, Gemma3ForConditionalGeneration, template="gemma3"),
     CrocFamily(CrocInternVLConfig, CrocInternVLModel, CrocInternVLForConditionalGeneration, CrocInternVLProcessor,

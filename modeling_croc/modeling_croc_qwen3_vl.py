@@ -49,10 +49,12 @@ class CrocQwen3VLPreTrainedModel(CrocPreTrainedMixin, Qwen3VLPreTrainedModel):
         "Qwen3VLForConditionalGeneration": "CrocQwen3VLForConditionalGeneration"})
 
 
-class CrocQwen3VLModel(CrocModelMixin, CrocQwen3VLPreTrainedModel, Qwen3VLModel):
-    """`Qwen3VLModel` with the prompt pool and the stage-1.5 input path (`CrocModelMixin`), DeepStack included."""
+class CrocQwen3VLModelMixin(CrocModelMixin):
+    """The mechanism's base model (`CrocModelMixin`) with what a Qwen3-VL Croc base model declares on it, shared by
+    the dense family and the MoE one (`modeling_croc_qwen3_vl_moe.py`), whose vision side and DeepStack are the
+    same: the image grids, the packing refusal, the DeepStack inputs of the language model and the per-image token
+    counts."""
 
-    croc_output_class = CrocQwen3VLModelOutputWithPast
     croc_image_inputs = ("image_grid_thw",)
     croc_packing_refusal = (
         "Qwen3-VL's M-RoPE positions are computed per sample from its image grids; packed rows (position_ids "
@@ -85,6 +87,13 @@ class CrocQwen3VLModel(CrocModelMixin, CrocQwen3VLPreTrainedModel, Qwen3VLModel)
         return (image_grid_thw.prod(dim=-1) // merge**2).long().cpu()
 
 
+class CrocQwen3VLModel(CrocQwen3VLModelMixin, CrocQwen3VLPreTrainedModel, Qwen3VLModel):
+    """`Qwen3VLModel` with the prompt pool and the stage-1.5 input path (`CrocModelMixin`), DeepStack included
+    (`CrocQwen3VLModelMixin`)."""
+
+    croc_output_class = CrocQwen3VLModelOutputWithPast
+
+
 class CrocQwen3VLForConditionalGeneration(CrocForConditionalGenerationMixin, CrocQwen3VLPreTrainedModel,
                                           Qwen3VLForConditionalGeneration):
     """Croc on Qwen3-VL for generation and the three training stages. With `config.croc_pretraining` off (stages 1
@@ -104,5 +113,6 @@ __all__ = [
     "CrocQwen3VLCausalLMOutputWithPast",
     "CrocQwen3VLForConditionalGeneration",
     "CrocQwen3VLModel",
+    "CrocQwen3VLModelMixin",
     "CrocQwen3VLPreTrainedModel",
 ]

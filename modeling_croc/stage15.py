@@ -547,12 +547,16 @@ class CrocForConditionalGenerationMixin:
     * `croc_base_model_class`: its Croc base model (a `CrocModelMixin` class);
     * `croc_output_class`: the parent's causal-LM output with `CrocCausalLMOutputFields`;
     * `croc_image_layout_inputs`: the batch entries besides `input_ids` that decide how many visual tokens each
-      image has (`image_token_counts`), for the trainer's VTR count.
+      image has (`image_token_counts`), for the trainer's VTR count;
+    * `croc_auxiliary_loss`, for a family whose parent adds a term of its own to the LM loss (a mixture of experts'
+      router load-balancing loss), and `croc_text_config_defaults`, the forward arguments the parent reads from its
+      text config when they are None and passes on to its base model (`output_router_logits`).
     """
 
     croc_base_model_class: type[nn.Module]
     croc_output_class: type[ModelOutput]
     croc_image_layout_inputs: tuple[str, ...] = ()
+    croc_text_config_defaults: tuple[str, ...] = ()
     # Compute a training forward's LM loss without its logits (`modeling_croc.losses.fused_language_model_loss`);
     # the trainer sets it for `use_liger_kernel`.
     fused_lm_loss: bool = False
@@ -613,6 +617,10 @@ class CrocForConditionalGenerationMixin:
         generating = getattr(self, "_croc_generating", False) or (
             labels is None and any(isinstance(value, Cache) for value in kwargs.values()))
         croc_objectives = self.croc_objectives_on(croc_objectives, generating=generating)
+        for name in self.croc_text_config_defaults:
+            # As the parent's forward: None (or absent) is the text config's value, which the base model is given.
+            if kwargs.get(name) is None:
+                kwargs[name] = getattr(self.config.text_config, name)
         skip_logits = kwargs.pop("skip_logits", None)  # the Trainer's, for `use_liger_kernel`: read by the head only
         outputs = self.model(
             input_ids=input_ids,
@@ -629,7 +637,8 @@ class CrocForConditionalGenerationMixin:
             **kwargs,
         )
         return self._croc_outputs(outputs, labels, logits_to_keep, croc_objectives, num_vtr_items_in_batch,
-                                  self.croc_output_class, skip_logits=skip_logits, **kwargs)
+                                  self.croc_output_class, skip_logits=skip_logits, attention_mask=attention_mask,
+                                  **kwargs)
 
     def generate(self, *args, **kwargs):
         """The parent's `generate`, whose forwards are the plain model's whatever the train/eval mode (`Trainer.train`
@@ -661,6 +670,18 @@ class CrocForConditionalGenerationMixin:
             return self.training and self.config.croc_pretraining and not generating
         return croc_objectives
 
+    def croc_auxiliary_loss(self, outputs: ModelOutput, attention_mask: torch.Tensor | None,
+                            **kwargs) -> tuple[torch.Tensor, float] | None:
+        """The term the parent's forward adds to its LM loss besides the next-token loss, and its weight, computed as
+        the parent computes it from the base model's `outputs` (whatever forward produced them: stage 1.5's too), or
+        None where it adds none (the default). The total takes `weight * term` where the parent's does: with labels.
+
+        Args:
+            attention_mask: the forward's `attention_mask`, as the parent reads it.
+            kwargs: the rest of the forward's arguments (`output_router_logits`, ...).
+        """
+        return None
+
     def image_token_counts(self, input_ids: torch.LongTensor, num_images: int, **image_layout) -> torch.LongTensor:
         """`(num_images,)` visual tokens of each image of a batch, without running the vision tower: the base model's
         `image_token_counts` of the batch's `croc_image_layout_inputs` (AnyRes sizes, native-resolution grids) where
@@ -691,9 +712,11 @@ class CrocForConditionalGenerationMixin:
         num_vtr_items_in_batch: int | torch.Tensor | None,
         output_class: type[ModelOutput],
         skip_logits: bool | None = None,
+        attention_mask: torch.Tensor | None = None,
         **kwargs,
     ) -> ModelOutput:
-        """Logits, `loss = vtr_loss_weight * vtr_loss + lm_loss` and the Croc fields from the base model's output.
+        """Logits, `loss = vtr_loss_weight * vtr_loss + lm_loss` (plus the parent's own auxiliary term where the
+        family has one: `croc_auxiliary_loss`) and the Croc fields from the base model's output.
 
         With `fused_lm_loss` set (the trainer's `use_liger_kernel`), a forward with labels that skips its logits
         computes the LM loss from the hidden states and the LM head's weight without materialising them, and returns
@@ -714,9 +737,15 @@ class CrocForConditionalGenerationMixin:
                 )
         vtr_loss, vtr_norm_sums = self._vtr_loss(outputs, num_vtr_items_in_batch) if croc_objectives else (None, None)
         loss = lm_loss
+        auxiliary = self.croc_auxiliary_loss(outputs, attention_mask, **kwargs)
+        # The parent's total with labels, its term weighted as the parent weights it: stages 1 and 2 give the
+        # parent's loss exactly; stage 1.5 adds the VTR term to that total. `lm_loss` stays the next-token loss.
+        if auxiliary is not None and lm_loss is not None:
+            term, weight = auxiliary
+            loss = lm_loss + weight * term.to(lm_loss.device)
         if vtr_loss is not None:
             weighted = self.config.vtr_loss_weight * vtr_loss
-            loss = weighted if lm_loss is None else lm_loss + weighted
+            loss = weighted if loss is None else loss + weighted
         return output_class(
             loss=loss,
             lm_loss=lm_loss,
@@ -724,6 +753,7 @@ class CrocForConditionalGenerationMixin:
             vtr_norm_sums=vtr_norm_sums,
             logits=logits,
             **fields_declared_by(outputs, output_class),
+            **({} if auxiliary is None else {"aux_loss": auxiliary[0]}),
         )
 
     def _vtr_loss(self, outputs: ModelOutput, num_items_in_batch) -> tuple[torch.Tensor, torch.Tensor]:

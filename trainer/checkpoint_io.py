@@ -23,7 +23,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from transformers.conversion_mapping import get_model_conversion_mapping
-from transformers.core_model_loading import WeightConverter, WeightRenaming, rename_source_key
+from transformers.core_model_loading import Transpose, WeightConverter, WeightRenaming, rename_source_key
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 logger = logging.getLogger(__name__)
@@ -49,21 +49,36 @@ def read_weights(folder: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def _one_to_one(converter: WeightConverter) -> bool:
+    """A converter taking one tensor to one tensor by transposing it (Qwen3-VL-MoE's experts, transposed where a
+    checkpoint holds them the other way round than the model): applied here as transformers' loading applies it."""
+    return (len(converter.source_patterns) == len(converter.target_patterns) == 1
+            and all(isinstance(operation, Transpose) for operation in converter.operations))
+
+
 def to_model_names(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Rename checkpoint keys to the model's parameter names with the model's conversion mapping."""
+    """Rename checkpoint keys to the model's parameter names with the model's conversion mapping, and convert the
+    tensors of its one-to-one converters."""
     transforms = get_model_conversion_mapping(model, add_legacy=False)
     renamings = [t for t in transforms if isinstance(t, WeightRenaming)]
     converters = [t for t in transforms if isinstance(t, WeightConverter)]
-    if converters:
+    if not all(_one_to_one(converter) for converter in converters):
         raise NotImplementedError("checkpoints whose conversion merges or splits tensors are not supported here")
     names = set(model.state_dict())
     renamed = {}
     for key, tensor in state.items():
-        new_key = rename_source_key(key, renamings, converters)[0]
+        new_key, pattern = rename_source_key(key, renamings, converters)
         # As transformers' own loading does: a key the renames send to no parameter keeps its name when the model has
         # it (Qwen2.5-VL's legacy `^model` rename sends the pool's `model.prompt_pool` into `model.language_model`,
         # so every Qwen2.5-VL resume was refused).
-        renamed[key if new_key not in names and key in names else new_key] = tensor
+        new_key = key if new_key not in names and key in names else new_key
+        converter = next((c for c in converters if pattern in c.source_patterns), None) if pattern else None
+        if converter is not None and new_key in names:
+            for operation in converter.operations:  # a shape-checked Transpose reads the parameter's shape
+                tensor = next(iter(operation.convert({new_key: tensor}, converter.source_patterns,
+                                                     converter.target_patterns, model=model,
+                                                     full_layer_name=new_key).values()))
+        renamed[new_key] = tensor
     return renamed
 
 

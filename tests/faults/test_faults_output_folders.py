@@ -143,8 +143,8 @@ def test_checkpoints_that_all_fail_are_not_rotated_away_by_a_fresh_start(two_ste
     assert _listing(out) == before
 
 
-@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl", "gemma3", "llava_next", "mistral3", "internvl",
-                                    "smolvlm"])
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "gemma3", "llava_next", "mistral3",
+                                    "internvl", "smolvlm"])
 def test_a_checkpoint_of_every_family_loads_back_into_its_model(family, tmp_path):
     """A resume reads a checkpoint's weights back through the model's own renames: a key they send to no parameter
     keeps its name when the model has it, as transformers' loading does. Qwen2.5-VL's legacy `^model` rename sent
@@ -158,6 +158,29 @@ def test_a_checkpoint_of_every_family_loads_back_into_its_model(family, tmp_path
     spec = SPECS_BY_NAME[family]
     spec.build(seed=0).save_pretrained(tmp_path)
     saved, model = spec.build(seed=0).state_dict(), spec.build(seed=1)
+    load_weights_into(model, tmp_path)
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(tensor, saved[name]), name
+
+
+def test_a_qwen3_vl_moe_checkpoint_with_transposed_experts_loads_back_as_transformers_loads_it(tmp_path):
+    """Qwen3-VL-MoE's conversion mapping transposes an expert tensor whose shape is the transpose of the model's (its
+    checkpoints exist in both layouts): a resume refused every mapping with converters (a NotImplementedError
+    traceback), and must transpose such a tensor, not load it as it is."""
+    import safetensors.torch
+    import torch
+
+    from croc_testing.family_specs import SPECS_BY_NAME
+    from trainer.checkpoint_io import load_weights_into
+
+    spec = SPECS_BY_NAME["qwen3_vl_moe"]
+    saved = spec.build(seed=0).state_dict()
+    experts = [name for name in saved if name.endswith(("mlp.experts.gate_up_proj", "mlp.experts.down_proj"))]
+    assert experts and all(saved[name].shape[1] != saved[name].shape[2] for name in experts)
+    flipped = {name: tensor.transpose(1, 2).contiguous() if name in experts else tensor.contiguous()
+               for name, tensor in saved.items() if name != "lm_head.weight" or not spec.tied_head}
+    safetensors.torch.save_file(flipped, str(tmp_path / "model.safetensors"))
+    model = spec.build(seed=1)
     load_weights_into(model, tmp_path)
     for name, tensor in model.state_dict().items():
         assert torch.equal(tensor, saved[name]), name

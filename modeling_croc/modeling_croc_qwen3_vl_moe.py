@@ -1,0 +1,101 @@
+"""Croc on Qwen3-VL-MoE: `Qwen3VLMoeForConditionalGeneration` (Qwen3-VL-30B-A3B and the like) with the stage-1.5
+objectives.
+
+Inference is exactly `Qwen3VLMoeForConditionalGeneration`. Its vision side, DeepStack and M-RoPE are Qwen3-VL's, so
+the base model declares what `CrocQwen3VLModel` declares (`CrocQwen3VLModelMixin`: the image grids, the DeepStack
+inputs of a stage-1.5 forward, the per-image token counts, the packing refusal); only the text model differs, a
+mixture of experts whose router the parent can regularise.
+
+The router's auxiliary loss: with `output_router_logits` (the forward's argument, else `text_config`'s; off in the
+parent's defaults) the parent returns `aux_loss`, the load-balancing loss of the router logits of every decoder
+layer (padding left out by `attention_mask`), and in a forward with labels adds `router_aux_loss_coef * aux_loss` to
+its loss. Croc does the same from the same router logits (`croc_auxiliary_loss`): stages 1 and 2 give the parent's
+loss exactly; stage 1.5's is `lm_loss + router_aux_loss_coef * aux_loss + vtr_loss_weight * vtr_loss`, the router
+logits being those of the stage-1.5 forward (a replaced position is routed on its pool token, as it is trained).
+`lm_loss` stays the next-token loss alone; `aux_loss` is in the output. The family's declaration is this file; the
+mechanism is `stage15.py`.
+"""
+
+from dataclasses import dataclass
+
+import torch
+from transformers import Qwen3VLMoeForConditionalGeneration, Qwen3VLMoeModel
+from transformers.models.qwen3_vl_moe.modeling_qwen3_vl_moe import (
+    Qwen3VLMoeBaseModelOutputWithPast,
+    Qwen3VLMoeCausalLMOutputWithPast,
+    Qwen3VLMoePreTrainedModel,
+    load_balancing_loss_func,
+)
+from transformers.utils import ModelOutput
+
+from .configuration_croc_qwen3_vl_moe import CrocQwen3VLMoeConfig
+from .modeling_croc_qwen3_vl import CrocQwen3VLModelMixin
+from .parent_wiring import croc_auto_classes_of, register_croc_checkpoint_renames
+from .stage15 import (
+    CrocCausalLMOutputFields,
+    CrocForConditionalGenerationMixin,
+    CrocModelOutputFields,
+    CrocPreTrainedMixin,
+)
+
+
+@dataclass
+class CrocQwen3VLMoeModelOutputWithPast(CrocModelOutputFields, Qwen3VLMoeBaseModelOutputWithPast):
+    """Qwen3-VL-MoE's base-model output (router logits included) plus what the stage-1.5 losses need."""
+
+
+@dataclass
+class CrocQwen3VLMoeCausalLMOutputWithPast(CrocCausalLMOutputFields, Qwen3VLMoeCausalLMOutputWithPast):
+    """Qwen3-VL-MoE's causal-LM output (`aux_loss`, `router_logits`) plus the Croc loss terms and the pool
+    assignment."""
+
+
+class CrocQwen3VLMoePreTrainedModel(CrocPreTrainedMixin, Qwen3VLMoePreTrainedModel):
+    config: CrocQwen3VLMoeConfig
+    croc_auto_classes = croc_auto_classes_of("qwen3_vl_moe", {
+        "Qwen3VLMoeModel": "CrocQwen3VLMoeModel",
+        "Qwen3VLMoeForConditionalGeneration": "CrocQwen3VLMoeForConditionalGeneration"})
+
+
+class CrocQwen3VLMoeModel(CrocQwen3VLModelMixin, CrocQwen3VLMoePreTrainedModel, Qwen3VLMoeModel):
+    """`Qwen3VLMoeModel` with the prompt pool and the stage-1.5 input path (`CrocModelMixin`), DeepStack included,
+    as Qwen3-VL's (`CrocQwen3VLModelMixin`)."""
+
+    croc_output_class = CrocQwen3VLMoeModelOutputWithPast
+
+
+class CrocQwen3VLMoeForConditionalGeneration(CrocForConditionalGenerationMixin, CrocQwen3VLMoePreTrainedModel,
+                                             Qwen3VLMoeForConditionalGeneration):
+    """Croc on Qwen3-VL-MoE for generation and the three training stages. With `config.croc_pretraining` off (stages
+    1 and 2, inference) this is `Qwen3VLMoeForConditionalGeneration`, its router's auxiliary loss included; in a
+    stage-1.5 training forward the output also carries `lm_loss`, `vtr_loss` and `pool_ids`, every image counted
+    with its own merged tokens, and the loss adds the VTR term to the parent's (module docstring)."""
+
+    croc_base_model_class = CrocQwen3VLMoeModel
+    croc_output_class = CrocQwen3VLMoeCausalLMOutputWithPast
+    croc_image_layout_inputs = ("image_grid_thw",)
+    # The router logits are recorded (and the auxiliary loss computed) as the argument, else the text config, says.
+    croc_text_config_defaults = ("output_router_logits",)
+
+    def croc_auxiliary_loss(self, outputs: ModelOutput, attention_mask: torch.Tensor | None,
+                            output_router_logits: bool = False, **kwargs) -> tuple[torch.Tensor, float] | None:
+        """The parent's router load-balancing loss and `router_aux_loss_coef`, where the parent computes them: with
+        `output_router_logits` (the argument, else `text_config.output_router_logits`: `croc_text_config_defaults`)."""
+        text = self.config.text_config
+        if not output_router_logits:
+            return None
+        aux_loss = load_balancing_loss_func(outputs.router_logits, text.num_experts, text.num_experts_per_tok,
+                                            attention_mask)
+        return aux_loss, text.router_aux_loss_coef
+
+
+register_croc_checkpoint_renames(CrocQwen3VLMoeForConditionalGeneration, Qwen3VLMoeForConditionalGeneration)
+register_croc_checkpoint_renames(CrocQwen3VLMoeModel, Qwen3VLMoeModel)
+
+
+__all__ = [
+    "CrocQwen3VLMoeCausalLMOutputWithPast",
+    "CrocQwen3VLMoeForConditionalGeneration",
+    "CrocQwen3VLMoeModel",
+    "CrocQwen3VLMoePreTrainedModel",
+]
