@@ -557,6 +557,10 @@ class CrocForConditionalGenerationMixin:
     croc_output_class: type[ModelOutput]
     croc_image_layout_inputs: tuple[str, ...] = ()
     croc_text_config_defaults: tuple[str, ...] = ()
+    # The losses are normalised by the Trainer's `num_items_in_batch` (read from the forward's kwargs), whatever the
+    # parent says: Qwen2.5-VL and Qwen3-VL declare False, so the Trainer passed no count and averaged each
+    # micro-batch's own mean, and the step's loss and update depended on how the global batch was split.
+    accepts_loss_kwargs: bool = True
     # Compute a training forward's LM loss without its logits (`modeling_croc.losses.fused_language_model_loss`);
     # the trainer sets it for `use_liger_kernel`.
     fused_lm_loss: bool = False

@@ -726,7 +726,7 @@ def test_families_table_states_what_the_trainer_refuses_for_each_family():
 RECORD_KEYS_AS_DOCUMENTED = {
     "stage": "stage", "croc_config": "Croc config", "model_config": "model", "data_rows": "the rows by content",
     "global_batch_size": "global batch", "per_device_split": "per-device batch (where the step depends on it)",
-    "trainable_parts": "what trains", "seed": "seed", "data_seed": "data seed", "group_by_modality_length": "sampler",
+    "epoch_rows": "the rows an epoch trains", "trainable_parts": "what trains", "seed": "seed", "data_seed": "data seed", "group_by_modality_length": "sampler",
     "train_sampling_strategy": "sampler", "model_max_length": "`model_max_length`", "template": "template",
     "image_aspect_ratio": "image aspect ratio", "dtype": "dtype", "mixed_precision": "mixed precision",
     "lora": "LoRA settings", "lora_base_weights": "base weights LoRA adapts", "deepspeed_zero_stage": "ZeRO stage",

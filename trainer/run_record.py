@@ -44,7 +44,7 @@ RECORD_FORMAT = 1
 # What a training step computes, versioned: a change to it that no configuration key shows (a fix) gets a new
 # version and its line here, and a resume from a checkpoint of an earlier version says what differs from the
 # resumed step on (`computation_changes`). A record without the key is version 1.
-COMPUTATION = 4
+COMPUTATION = 5
 # Each version's changes, as (what changed, whether a run of that record computed it): a change is named only to the
 # runs it touches (masks are drawn in stage 1.5 only; Gemma 3's and Mistral 3's changes concern those families), so a
 # stage-2 LLaVA run resumed across the upgrade is not told it now leaves its curve.
@@ -64,6 +64,9 @@ COMPUTATION_CHANGES: dict[int, tuple[tuple[str, Callable[[dict[str, Any]], bool]
     4: (("QLoRA's vision tower and projector in full precision (transformers matched none of their names in the "
          "skip list, so they were loaded in 4 bits)",
          lambda saved: isinstance(saved.get("lora"), dict) and saved["lora"].get("load_in_4bit") is True),),
+    5: (("Qwen2.5-VL's and Qwen3-VL's losses averaged over the tokens of the whole optimiser step (each micro-batch's "
+         "own mean was averaged, so a step split into several micro-batches or processes computed another loss)",
+         lambda saved: _model_type(saved) in (None, "croc_qwen2_5_vl", "croc_qwen3_vl")),),
 }
 
 
@@ -111,6 +114,9 @@ FIXED: dict[str, str] = {
     "per_device_split": "the per-device batch of a run whose step depends on how it is split (stage 1.5's token masks "
                         "under group_by_modality_length, whose sampler deals a step's rows by it; noise or dropout "
                         "drawn per micro-batch)",
+    "epoch_rows": "the rows an epoch trains (on several processes an epoch's last round of device batches is filled "
+                  "with its first rows again, so another number of processes or per-device batch trains other rows "
+                  "in each epoch's last step)",
     "trainable_parts": "what trains",
     "seed": "the seed",
     "data_seed": "the data seed",
@@ -320,6 +326,16 @@ def _split_dependent(model_args, args, config: dict[str, Any]) -> bool:
     return masks or _draws_per_process(model_args, args, config)
 
 
+def _epoch_rows(args, num_rows: int) -> int | None:
+    """The rows one epoch trains, repeats included: on several processes accelerate fills the epoch's last round of
+    `per_device x processes` rows with the epoch's first rows (one process trains a short last step instead). None
+    under `group_by_modality_length`, whose sampler pads each modality to whole steps itself."""
+    if args.group_by_modality_length:
+        return None
+    round_rows = args.per_device_train_batch_size * args.world_size
+    return num_rows + (-num_rows % round_rows if args.world_size > 1 else 0)
+
+
 def build_run_record(model_args, data_args, args, croc_config: dict[str, Any] | None, rows,
                      start_rejections: dict[str, list[int]] | None = None,
                      fit_verdicts: dict[str, Any] | None = None,
@@ -335,6 +351,7 @@ def build_run_record(model_args, data_args, args, croc_config: dict[str, Any] | 
         "data_rows": data_rows if data_rows is not None else rows_fingerprint(rows),
         "global_batch_size": args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps,
         "per_device_split": args.per_device_train_batch_size if _split_dependent(model_args, args, config) else None,
+        "epoch_rows": _epoch_rows(args, len(rows)),
         "trainable_parts": list(args.trainable_parts),
         "seed": args.seed,
         "data_seed": args.data_seed,

@@ -147,6 +147,23 @@ def test_a_lora_run_with_dropout_is_not_resumed_on_another_number_of_processes(t
         train_module.main(_common(out, tiny_model, data, "--model.use_peft=true"))
 
 
+def test_a_run_whose_epochs_two_processes_fill_up_is_not_resumed_on_one_process(tiny_model, data, tmp_path):
+    # 6 rows, 2 per device on 2 processes: accelerate fills each epoch's last round with the epoch's first 2 rows again
+    # (8 rows an epoch), where one process trains a short last step of 2 rows (6). Resumed on one process (2 x 2
+    # accumulation, the same global batch), the run was accepted and left the uninterrupted curve at step 2.
+    import json
+
+    from trainer.cli import ConfigError
+
+    six = data.with_name("six.json")  # beside the rows: their image paths are relative to it
+    six.write_text(json.dumps(json.loads(data.read_text())[:6]), encoding="utf-8")
+    out = tmp_path / "two_processes"
+    first = torchrun(_common(out, tiny_model, six), fault="sigterm-launcher:1")
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1"], first.stderr[-4000:]
+    with pytest.raises(ConfigError, match="epoch_rows 8 -> 6"):
+        train_module.main(_common(out, tiny_model, six))
+
+
 def test_the_processes_of_a_node_parse_the_rows_once_share_them_and_say_their_counts_once(
         tiny_model, data, tmp_path, monkeypatch):
     # The first process of the node parses the JSON into `datasets`' cache while the other waits, then both map it

@@ -187,6 +187,7 @@ CHANGES_OF_VERSION_2 = ("masks of images with different token counts", "Gemma 3'
     ("2", "croc_gemma3", ("Gemma 3's bidirectional image blocks",)),
     ("1.5", "croc_mistral3", ("masks of images with different token counts", "Mistral 3 images bounded")),
     ("2", None, ("Gemma 3's bidirectional image blocks",)),  # no config recorded: the family is not known
+    ("2", "croc_qwen2_5_vl", ()),  # told computation 5's change only (below)
 ])
 def test_an_earlier_versions_checkpoint_is_told_only_the_changes_its_run_computes(tmp_path, caplog, stage,
                                                                                    model_type, named):
@@ -203,8 +204,11 @@ def test_an_earlier_versions_checkpoint_is_told_only_the_changes_its_run_compute
     (tmp_path / RUN_RECORD).write_text(json.dumps(saved))
     with caplog.at_level(logging.WARNING, logger="trainer.resume"):
         _check_record(str(tmp_path), saved, [])
-    assert ("earlier version" in caplog.text) is bool(named), caplog.text
+    # Computation 5 (the Qwen families' step-wide loss average) is told to the Qwen families and unknown ones only.
+    qwen = model_type in (None, "croc_qwen2_5_vl")
+    assert ("earlier version" in caplog.text) is (bool(named) or qwen), caplog.text
     assert [what for what in CHANGES_OF_VERSION_2 if what in caplog.text] == list(named), caplog.text
+    assert ("Qwen2.5-VL's and Qwen3-VL's losses" in caplog.text) is qwen, caplog.text
 
 
 @pytest.mark.parametrize(("ratio", "rounding", "named"), [(0.75, "keep_floor", False), (0.9, "keep_floor", True),

@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 from trainer_helpers import log_history, run_stage
 from transformers import TrainerCallback
 
+from croc_testing.trainer_specs import TRAINER_SPECS
 from trainer import croc_rng
 from trainer import croc_trainer as croc_trainer_module
 from trainer import train as train_module
@@ -71,6 +72,20 @@ def test_accumulation_equals_the_doubled_batch(tmp_path, data_dir, stage1_dir, i
     naive, naive_log = _one_sgd_step(tmp_path, data_dir, stage1_dir, initial_state, 2, "naive")
     differs = max(float((naive[n] - whole[n]).abs().max()) for n in whole if "prompt_pool" in n)
     assert differs > 1e-4 or naive_log["vtr_loss"] != pytest.approx(whole_log["vtr_loss"], rel=1e-5)
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
+def test_accumulation_equals_the_doubled_batch_where_the_parent_refuses_loss_kwargs(tmp_path, data_dir, initial_state,
+                                                                                     family):
+    # Qwen2.5-VL and Qwen3-VL declare `accepts_loss_kwargs = False`: the Trainer passed them no `num_items_in_batch`,
+    # averaged each micro-batch's own mean, and a step of 2 x 2 rows computed another loss and update than 1 x 4 (a
+    # resume on another per-device batch, which the record lets through, left the uninterrupted curve).
+    spec = next(spec for spec in TRAINER_SPECS if spec.name == family)
+    plain = spec.save_plain(tmp_path / "plain")
+    split, split_log = _one_sgd_step(tmp_path, data_dir, plain, initial_state, 2, "accumulate", config=spec.config)
+    whole, whole_log = _one_sgd_step(tmp_path, data_dir, plain, initial_state, 4, "whole", config=spec.config)
+    assert whole_log["vtr_loss"] > 0
+    _assert_same_step(split, split_log, whole, whole_log, ("loss", "lm_loss", "vtr_loss"))
 
 
 class _Kill(TrainerCallback):
