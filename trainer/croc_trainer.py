@@ -151,7 +151,7 @@ class CrocTrainer(Trainer):
         self.provenance = provenance or Provenance()
         self.data_report = data_report if data_report is not None else DataReport(
             source="train_dataset", rejects_path=Path(self.args.output_dir).absolute() / REJECTS_FILE,
-            writes=self.args.should_save)
+            writes=self.args.should_save, logs=self.args.should_log)  # said once, not once per GPU
         self.run_record = run_record
         # Signals handled by whoever started the run (`trainer.train.main` installs them before the data loads);
         # otherwise the trainer installs its own for the duration of `train()`.

@@ -3,6 +3,8 @@ epoch-seeded modality sampler."""
 
 from __future__ import annotations
 
+from unittest import mock
+
 import pytest
 import torch
 
@@ -154,3 +156,12 @@ def test_every_accepted_data_seed_draws_every_epoch():
         for epoch in range(3):
             grouped.set_epoch(epoch)
             assert sorted(plain) == sorted(grouped) == [0, 1, 2, 3]
+
+
+def test_a_trainer_given_no_data_report_says_its_lines_on_the_process_that_logs(tmp_path):
+    # Its own report counts the rows every process gathers: a replica saying them repeated each line once per GPU.
+    args = CrocTrainingArguments(output_dir=str(tmp_path), stage="1.5", use_cpu=True, report_to="none")
+    model = CrocForConditionalGeneration(tiny_croc_config(croc_pretraining=True))
+    with mock.patch.object(CrocTrainingArguments, "should_log", new_callable=mock.PropertyMock, return_value=False):
+        assert CrocTrainer(model=model, args=args).data_report.logs is False
+    assert CrocTrainer(model=model, args=args).data_report.logs is True
