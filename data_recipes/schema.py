@@ -90,7 +90,7 @@ def _normalise_image(value: Any) -> tuple[str | None, str | None]:
 
 def _normalise_turns(conversations: Any) -> tuple[list[dict[str, str]] | None, str | None]:
     """(turns or None, problem or None): a list of {from, value} objects with text (or number) values."""
-    if conversations is None:
+    if is_missing(conversations):  # NaN too: a pandas dump's empty cell is no turns, not a malformed row
         return [], None  # no turns: validation rejects the row as `bad_turn_order`
     if not isinstance(conversations, list):
         return None, f"malformed_row: `conversations` is {_preview(conversations)}, not a list of turns"

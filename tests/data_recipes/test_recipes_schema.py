@@ -61,6 +61,9 @@ def test_nan_id_and_image_are_missing():
     # What pandas writes for a missing cell: NaN (or Infinity), which Python's JSON reader accepts.
     row = normalise_row({"id": float("nan"), "image": float("nan"), "conversations": []}, source="s", index=7)
     assert (row["id"], row["image"]) == ("s-7", None)
+    # A NaN `conversations` cell is no turns, as a null one is, not a malformed row.
+    empty = normalise_row({"id": 1, "conversations": float("nan")}, source="s", index=0)
+    assert empty["conversations"] == [] and "problem" not in empty, empty
 
 
 def test_read_records_detects_json_lines_behind_a_json_suffix(tmp_path):
