@@ -165,7 +165,7 @@ class _HeldRecords(logging.Handler):
         """`; datasets said: ` the first line of the first ERROR held (which names the file that failed), or ""."""
         for record in self.records:
             if record.levelno >= logging.ERROR:
-                return f"; datasets said: {record.getMessage().splitlines()[0][:300]}"
+                return f"; datasets said: {(record.getMessage().splitlines() or [''])[0][:300]}"
         return ""
 
 
