@@ -540,6 +540,19 @@ class CrocModelMixin:
             handle.remove()
 
 
+def _share_of_step(labels: torch.Tensor, shift_labels: torch.Tensor | None,
+                   num_items_in_batch: int | torch.Tensor | None) -> float | torch.Tensor:
+    """This micro-batch's share of the step's supervised tokens (counted as the Trainer counts `num_items_in_batch`),
+    1 without a count. A term that is one micro-batch's mean (a router's load-balancing loss) weighted by it adds up
+    over the step as the LM loss does: with `accepts_loss_kwargs` the Trainer neither divides a micro-batch's loss by
+    the accumulation steps nor leaves it unscaled across processes, so an unweighted mean counted once per
+    micro-batch and per process, its weight growing with the split."""
+    if num_items_in_batch is None:
+        return 1.0
+    counted = shift_labels if shift_labels is not None else labels[..., 1:]
+    return counted.ne(-100).sum() / num_items_in_batch
+
+
 class CrocForConditionalGenerationMixin:
     """A Croc generation model: the parent family's `...ForConditionalGeneration` with a Croc base model, the LM
     head and the VTR head; logits, the LM and VTR losses, the pool, the step-wide VTR count. A family declares:
@@ -746,7 +759,8 @@ class CrocForConditionalGenerationMixin:
         # parent's loss exactly; stage 1.5 adds the VTR term to that total. `lm_loss` stays the next-token loss.
         if auxiliary is not None and lm_loss is not None:
             term, weight = auxiliary
-            loss = lm_loss + weight * term.to(lm_loss.device)
+            share = _share_of_step(labels, kwargs.get("shift_labels"), kwargs.get("num_items_in_batch"))
+            loss = lm_loss + weight * share * term.to(lm_loss.device)
         if vtr_loss is not None:
             weighted = self.config.vtr_loss_weight * vtr_loss
             loss = weighted if loss is None else loss + weighted

@@ -207,3 +207,24 @@ def test_packing_counts_the_same_non_padding_tokens(tmp_path, data_dir, stage1_d
                   *extra)
         seen[name] = [entry["num_input_tokens_seen"] for entry in log_history(tmp_path / name) if "loss" in entry]
     assert seen["packed"] == seen["padded"]
+
+
+def test_the_routers_auxiliary_loss_keeps_its_weight_however_the_step_is_split(tmp_path, data_dir, initial_state):
+    # Qwen3-VL-MoE with `output_router_logits`: the LM and VTR terms are normalised by the step's counts
+    # (`accepts_loss_kwargs`), so the Trainer no longer divides each micro-batch's loss by the accumulation steps; the
+    # router's term, one micro-batch's mean, was then added once per micro-batch (and once per process), its weight
+    # `router_aux_loss_coef x accumulation x processes`. The load-balancing loss is not linear in the rows, so the
+    # split's term is close to the whole batch's, not equal; a doubled weight is far from it.
+    spec = next(spec for spec in TRAINER_SPECS if spec.name == "qwen3_vl_moe")
+    plain = spec.save_plain(tmp_path / "plain")
+    config = json.loads((plain / "config.json").read_text())
+    config["text_config"].update(output_router_logits=True, router_aux_loss_coef=1.0)
+    (plain / "config.json").write_text(json.dumps(config))
+
+    def router_term(log: dict) -> float:
+        return log["loss"] - log["lm_loss"] - 10.0 * log["vtr_loss"]  # the paper preset's vtr_loss_weight
+
+    _, split_log = _one_sgd_step(tmp_path, data_dir, plain, initial_state, 2, "accumulate", config=spec.config)
+    _, whole_log = _one_sgd_step(tmp_path, data_dir, plain, initial_state, 4, "whole", config=spec.config)
+    assert router_term(whole_log) > 0.5  # 4 experts, 2 per token: the balanced loss is 1 at least
+    assert router_term(split_log) == pytest.approx(router_term(whole_log), rel=0.1)
