@@ -439,6 +439,9 @@ class Difference:
         return f"{self.key} {self.before!r} -> {self.now!r}"
 
 
+# FIXED keys that are no setting of their own but follow from several (the processes, the per-device batch, the
+# sampler): a refusal says what they stand for, since no key of that name can be restored.
+_DERIVED = ("per_device_split", "epoch_rows")
 # FIXED keys whose None means "not known here", not a value: `weights_fingerprint` reads a Hub id's cached snapshot
 # only, which a first run has not fetched yet when it records. Compared only where both sides are known.
 _NONE_UNKNOWN = ("lora_base_weights",)
@@ -471,7 +474,8 @@ def resume_refusal(saved: dict[str, Any], current: dict[str, Any], accepted: lis
     differences = record_differences(saved, current)
     fixed = [d for d in differences if d.key in FIXED]
     if fixed:
-        return (f"{where} cannot continue with this configuration: " + "; ".join(d.describe() for d in fixed)
+        return (f"{where} cannot continue with this configuration: "
+                + "; ".join(d.describe() + (f" ({FIXED[d.key]})" if d.key in _DERIVED else "") for d in fixed)
                 + ". Start a new output_dir for a different run (a next stage starts from the previous stage's "
                 "final folder), or restore these values to resume")
     refused = [d for d in differences if d.key not in accepted]
