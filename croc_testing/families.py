@@ -6,7 +6,7 @@ from typing import Any
 
 import torch
 
-from modeling_croc import CrocQwen2_5_VLConfig
+from modeling_croc import CrocQwen2_5_VLConfig, CrocQwen2VLConfig
 
 # Qwen2.5-VL's special tokens in a 160-entry vocabulary: padding, the image placeholder, video, vision start / end.
 QWEN_TOKENS = {"pad_token_id": 0, "image_token_id": 150, "video_token_id": 151, "vision_start_token_id": 152,
@@ -33,10 +33,26 @@ def tiny_qwen2_5_vl_fields(sliding: bool = False) -> dict[str, Any]:
             **{name: value for name, value in QWEN_TOKENS.items() if name != "pad_token_id"}}
 
 
-def tiny_croc_qwen2_5_vl_config(sliding: bool = False, **croc_fields: Any) -> CrocQwen2_5_VLConfig:
-    """A tiny `CrocQwen2_5_VLConfig` (`tiny_qwen2_5_vl_fields`) with `croc_fields` on top (pool of 64 by default)."""
+# Qwen2-VL's vision tower at tiny sizes: 2 blocks of width 16 (`embed_dim`; full attention in every block, Qwen2-VL
+# has no windows), MLP ratio 2, a 2x2 merger whose output (`hidden_size`, Qwen2-VL's name for it) is the text width.
+TINY_QWEN2_VL_VISION = {"depth": 2, "embed_dim": 16, "hidden_size": 32, "mlp_ratio": 2, "num_heads": 2,
+                        "patch_size": 14, "temporal_patch_size": 2, "spatial_merge_size": 2}
+
+
+def tiny_qwen2_vl_fields(sliding: bool = False) -> dict[str, Any]:
+    """Qwen2-VL config fields of a tiny model: Qwen2.5-VL's text model and tokens (`tiny_qwen2_5_vl_fields`, its
+    text model is Qwen2-VL's) and Qwen2-VL's own vision tower (`TINY_QWEN2_VL_VISION`)."""
+    return {**tiny_qwen2_5_vl_fields(sliding), "vision_config": dict(TINY_QWEN2_VL_VISION)}
+
+
+def tiny_croc_qwen2_5_vl_config(sliding: bool = False, qwen2_vl: bool = False,
+                                **croc_fields: Any) -> CrocQwen2_5_VLConfig | CrocQwen2VLConfig:
+    """A tiny `CrocQwen2_5_VLConfig` (`tiny_qwen2_5_vl_fields`), or with `qwen2_vl` a tiny `CrocQwen2VLConfig`
+    (`tiny_qwen2_vl_fields`), with `croc_fields` on top (pool of 64 by default)."""
     croc_fields.setdefault("prompt_pool_size", 64)
     croc_fields.setdefault("vtr_head", "linear")
+    if qwen2_vl:
+        return CrocQwen2VLConfig(**tiny_qwen2_vl_fields(sliding), **croc_fields)
     return CrocQwen2_5_VLConfig(**tiny_qwen2_5_vl_fields(sliding), **croc_fields)
 
 
@@ -93,14 +109,16 @@ def qwen2_bpe_tokenizer():
     return tokenizer
 
 
-def tiny_qwen2_5_vl_processor(tokenizer=None):
+def tiny_qwen2_5_vl_processor(tokenizer=None, qwen2_vl: bool = False):
     """A `CrocQwen2_5_VLProcessor` available offline: the ChatML byte-level BPE tokenizer of the tiny OneVision model
     plus Qwen2.5-VL's vision tokens, and Qwen2-VL's PIL image processor at tiny sizes (14-px patches, 2x2 merge,
     images resized to between 28x28 and 56x56 pixels: 1 to 4 merged tokens); `tokenizer` replaces the tokenizer
-    (`qwen2_bpe_tokenizer`)."""
+    (`qwen2_bpe_tokenizer`). With `qwen2_vl`, a `CrocQwen2VLProcessor` of the same parts (Qwen2-VL's tokens and image
+    processor are these)."""
     from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
     from modeling_croc.processing_croc_qwen2_5_vl import CrocQwen2_5_VLProcessor
+    from modeling_croc.processing_croc_qwen2_vl import CrocQwen2VLProcessor
 
     from .tiny import chatml_bpe_tokenizer
 
@@ -109,22 +127,29 @@ def tiny_qwen2_5_vl_processor(tokenizer=None):
         tokenizer.add_special_tokens({"additional_special_tokens": ["<|im_start|>", *QWEN_VISION_TOKENS]})
     image_processor = Qwen2VLImageProcessorPil(size={"shortest_edge": 28 * 28, "longest_edge": 56 * 56},
                                                patch_size=14, merge_size=2, temporal_patch_size=2)
-    return CrocQwen2_5_VLProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    processor_class = CrocQwen2VLProcessor if qwen2_vl else CrocQwen2_5_VLProcessor
+    return processor_class(image_processor=image_processor, tokenizer=tokenizer)
 
 
-def save_tiny_qwen2_5_vl(folder, seed: int = 0):
+def save_tiny_qwen2_5_vl(folder, seed: int = 0, qwen2_vl: bool = False):
     """Write a random tiny plain Qwen2.5-VL folder (`Qwen2_5_VLForConditionalGeneration` and its processor files),
-    laid out as a Hub checkpoint is: what a user starts Croc's stage 1.5 from."""
+    laid out as a Hub checkpoint is: what a user starts Croc's stage 1.5 from. With `qwen2_vl`, a Qwen2-VL folder
+    (`Qwen2VLForConditionalGeneration`, `tiny_qwen2_vl_fields`, its processor files naming `Qwen2VLProcessor`)."""
     from pathlib import Path
 
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+    from transformers import (
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2VLConfig,
+        Qwen2VLForConditionalGeneration,
+    )
 
     from modeling_croc.convert.to_llava import name_parent_processor
 
     folder = Path(folder)
-    processor = tiny_qwen2_5_vl_processor()
+    processor = tiny_qwen2_5_vl_processor(qwen2_vl=qwen2_vl)
     tokenizer = processor.tokenizer
-    fields = tiny_qwen2_5_vl_fields()
+    fields = tiny_qwen2_vl_fields() if qwen2_vl else tiny_qwen2_5_vl_fields()
     ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in (
         ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>"),
         ("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"))}
@@ -132,12 +157,20 @@ def save_tiny_qwen2_5_vl(folder, seed: int = 0):
     fields["text_config"].update(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id, bos_token_id=None,
                                  eos_token_id=tokenizer.eos_token_id)
     torch.manual_seed(seed)
-    Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(**fields)).save_pretrained(folder)
+    config_class, model_class = ((Qwen2VLConfig, Qwen2VLForConditionalGeneration) if qwen2_vl
+                                 else (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration))
+    model_class(config_class(**fields)).save_pretrained(folder)
     processor.save_pretrained(folder)
     # A Hub folder's processor files name the parent class (which loads them natively), not this package's.
     name_parent_processor(folder, type(processor))
     return folder
 
 
-__all__ = ["QWEN_SLIDING_WINDOW", "QWEN_TOKENS", "QWEN_VISION_TOKENS", "make_qwen_batch", "save_tiny_qwen2_5_vl",
-           "tiny_croc_qwen2_5_vl_config", "tiny_qwen2_5_vl_fields", "tiny_qwen2_5_vl_processor"]
+def save_tiny_qwen2_vl(folder, seed: int = 0):
+    """Write a random tiny plain Qwen2-VL folder laid out as a Hub checkpoint is (`save_tiny_qwen2_5_vl`)."""
+    return save_tiny_qwen2_5_vl(folder, seed=seed, qwen2_vl=True)
+
+
+__all__ = ["QWEN_SLIDING_WINDOW", "QWEN_TOKENS", "QWEN_VISION_TOKENS", "TINY_QWEN2_VL_VISION", "make_qwen_batch",
+           "save_tiny_qwen2_5_vl", "save_tiny_qwen2_vl", "tiny_croc_qwen2_5_vl_config", "tiny_qwen2_5_vl_fields",
+           "tiny_qwen2_5_vl_processor", "tiny_qwen2_vl_fields"]

@@ -28,6 +28,8 @@ from transformers import (
     PreTrainedModel,
     Qwen2_5_VLForConditionalGeneration,
     Qwen2_5_VLModel,
+    Qwen2VLForConditionalGeneration,
+    Qwen2VLModel,
     Qwen3VLForConditionalGeneration,
     Qwen3VLModel,
     Qwen3VLMoeForConditionalGeneration,
@@ -52,12 +54,11 @@ from modeling_croc import (
     CrocQwen2_5_VLConfig,
     CrocQwen2_5_VLForConditionalGeneration,
     CrocQwen2_5_VLModel,
+    CrocQwen2VLForConditionalGeneration,
     CrocQwen3VLConfig,
     CrocQwen3VLForConditionalGeneration,
     CrocQwen3VLModel,
-    CrocQwen3VLMoeConfig,
     CrocQwen3VLMoeForConditionalGeneration,
-    CrocQwen3VLMoeModel,
     CrocSmolVLMConfig,
     CrocSmolVLMForConditionalGeneration,
     CrocSmolVLMModel,
@@ -250,6 +251,18 @@ def withhold_deepstack(model: PreTrainedModel, replaced: torch.BoolTensor) -> It
         handle.remove()
 
 
+def sharing_declarations(spec: FamilySpec, name: str, config: Callable[..., PreTrainedConfig],
+                         generation_class: type[PreTrainedModel], parent_model: type[PreTrainedModel],
+                         parent_generation: type[PreTrainedModel], **changes: Any) -> FamilySpec:
+    """The spec of a family whose declarations, batches and checks are `spec`'s family's (mixins shared, as
+    Qwen2-VL's are Qwen2.5-VL's and Qwen3-VL-MoE's Qwen3-VL's) on parent classes of its own: its Croc config and
+    base model are read from `generation_class`, and `changes` replaces what else differs."""
+    return dataclasses.replace(
+        spec, name=name, config=config, config_class=generation_class.config_class,
+        model_class=generation_class.croc_base_model_class, generation_class=generation_class,
+        parent_model=parent_model, parent_generation=parent_generation, **changes)
+
+
 def _pixtral_image_as_one_run(input_ids: torch.LongTensor) -> torch.LongTensor:
     # Pixtral closes every row of [IMG] with [IMG_BREAK]: the image's block spans them, so the reference (whose block
     # is a run of image tokens) reads the breaks as image tokens.
@@ -308,36 +321,42 @@ QWEN3_VL_SPEC = FamilySpec(
     mrope=True, videos=True, copy_pool_size=16, withhold_replaced=withhold_deepstack,
 )
 
+QWEN2_5_VL_SPEC = FamilySpec(
+    name="qwen2_5_vl",
+    config=tiny_croc_qwen2_5_vl_config,
+    batch=lambda model, left_pad: make_qwen_batch(model.config, QWEN2_5_VL_GRIDS, TEXT_LENGTHS,
+                                                  left_pad=left_pad),
+    token_counts=(4, 3),
+    config_class=CrocQwen2_5_VLConfig, model_class=CrocQwen2_5_VLModel,
+    generation_class=CrocQwen2_5_VLForConditionalGeneration,
+    parent_model=Qwen2_5_VLModel, parent_generation=Qwen2_5_VLForConditionalGeneration,
+    # Qwen2.5-VL's own processor without its video part (which needs torchvision).
+    processor_mro=("CrocQwen2_5_VLProcessor", "Qwen2_5_VLProcessor"),
+    # Its top layer slides (`use_sliding_window`, `max_window_layers=1`).
+    mask_variants=(MaskVariant("sliding", {"sliding": True}, QWEN_SLIDING_WINDOW, mixed_layer_types=True),),
+    grad_reaches=("model.visual.merger.mlp.0.weight",),
+    conversion_kept=("text_config.vocab_size",),
+    mrope=True, videos=True, copy_pool_size=16,
+)
+
 SPECS: tuple[FamilySpec, ...] = (
-    FamilySpec(
-        name="qwen2_5_vl",
-        config=tiny_croc_qwen2_5_vl_config,
-        batch=lambda model, left_pad: make_qwen_batch(model.config, QWEN2_5_VL_GRIDS, TEXT_LENGTHS,
-                                                      left_pad=left_pad),
-        token_counts=(4, 3),
-        config_class=CrocQwen2_5_VLConfig, model_class=CrocQwen2_5_VLModel,
-        generation_class=CrocQwen2_5_VLForConditionalGeneration,
-        parent_model=Qwen2_5_VLModel, parent_generation=Qwen2_5_VLForConditionalGeneration,
-        # Qwen2.5-VL's own processor without its video part (which needs torchvision).
-        processor_mro=("CrocQwen2_5_VLProcessor", "Qwen2_5_VLProcessor"),
-        # Its top layer slides (`use_sliding_window`, `max_window_layers=1`).
-        mask_variants=(MaskVariant("sliding", {"sliding": True}, QWEN_SLIDING_WINDOW, mixed_layer_types=True),),
-        grad_reaches=("model.visual.merger.mlp.0.weight",),
-        conversion_kept=("text_config.vocab_size",),
-        mrope=True, videos=True, copy_pool_size=16,
-    ),
+    QWEN2_5_VL_SPEC,
+    # Qwen2.5-VL's text model, batches, M-RoPE positions and sliding layers on Qwen2-VL's own vision tower, whose merger
+    # (LayerNorm, then a GELU MLP) is what the step must train besides.
+    sharing_declarations(
+        QWEN2_5_VL_SPEC, "qwen2_vl", functools.partial(tiny_croc_qwen2_5_vl_config, qwen2_vl=True),
+        CrocQwen2VLForConditionalGeneration, Qwen2VLModel, Qwen2VLForConditionalGeneration,
+        processor_mro=("CrocQwen2VLProcessor", "Qwen2VLProcessor"),
+        grad_reaches=("model.visual.merger.mlp.0.weight", "model.visual.merger.ln_q.weight")),
     QWEN3_VL_SPEC,
     # Qwen3-VL's vision side, DeepStack and batches on a mixture-of-experts text model: what the step must train
     # besides Qwen3-VL's is the routed experts and the router of a decoder layer.
-    dataclasses.replace(
-        QWEN3_VL_SPEC, name="qwen3_vl_moe", config=functools.partial(tiny_croc_qwen3_vl_config, moe=True),
-        config_class=CrocQwen3VLMoeConfig, model_class=CrocQwen3VLMoeModel,
-        generation_class=CrocQwen3VLMoeForConditionalGeneration,
-        parent_model=Qwen3VLMoeModel, parent_generation=Qwen3VLMoeForConditionalGeneration,
+    sharing_declarations(
+        QWEN3_VL_SPEC, "qwen3_vl_moe", functools.partial(tiny_croc_qwen3_vl_config, moe=True),
+        CrocQwen3VLMoeForConditionalGeneration, Qwen3VLMoeModel, Qwen3VLMoeForConditionalGeneration,
         grad_reaches=(*QWEN3_VL_SPEC.grad_reaches, "model.language_model.layers.0.mlp.experts.gate_up_proj",
                       "model.language_model.layers.0.mlp.experts.down_proj",
-                      "model.language_model.layers.0.mlp.gate.weight"),
-    ),
+                      "model.language_model.layers.0.mlp.gate.weight")),
     FamilySpec(
         name="gemma3",
         config=tiny_croc_gemma3_config,
@@ -447,5 +466,5 @@ SPECS: tuple[FamilySpec, ...] = (
 SPECS_BY_NAME: dict[str, FamilySpec] = {spec.name: spec for spec in SPECS}
 
 
-__all__ = ["QWEN3_VL_SPEC", "SPECS", "SPECS_BY_NAME", "FamilySpec", "MaskVariant", "inputs", "language_model_inputs", "layer_masks",
-           "withhold_deepstack"]
+__all__ = ["QWEN2_5_VL_SPEC", "QWEN3_VL_SPEC", "SPECS", "SPECS_BY_NAME", "FamilySpec", "MaskVariant", "inputs", "language_model_inputs", "layer_masks",
+           "sharing_declarations", "withhold_deepstack"]

@@ -26,6 +26,7 @@ from transformers import (
     Mistral3ForConditionalGeneration,
     PreTrainedModel,
     Qwen2_5_VLForConditionalGeneration,
+    Qwen2VLForConditionalGeneration,
     Qwen3VLForConditionalGeneration,
     Qwen3VLMoeForConditionalGeneration,
     SmolVLMForConditionalGeneration,
@@ -41,6 +42,8 @@ from modeling_croc import (
     CrocMistral3ForConditionalGeneration,
     CrocMistral3Processor,
     CrocQwen2_5_VLForConditionalGeneration,
+    CrocQwen2VLForConditionalGeneration,
+    CrocQwen2VLProcessor,
     CrocQwen3VLForConditionalGeneration,
     CrocQwen3VLMoeForConditionalGeneration,
     CrocQwen3VLProcessor,
@@ -49,7 +52,7 @@ from modeling_croc import (
 )
 from modeling_croc.processing_croc_qwen2_5_vl import CrocQwen2_5_VLProcessor
 
-from .families import save_tiny_qwen2_5_vl
+from .families import save_tiny_qwen2_5_vl, save_tiny_qwen2_vl
 from .gemma3 import save_tiny_gemma3
 from .internvl import save_tiny_internvl
 from .llava_next import save_tiny_llava_next
@@ -169,14 +172,26 @@ QWEN3_VL_TRAINER_SPEC = TrainerSpec(
              "model.visual.deepstack_merger_list.0.linear_fc1.weight"),
     frozen=("model.visual.blocks.0.attn.qkv.weight",), refuses_packing=True)
 
+QWEN2_5_VL_TRAINER_SPEC = TrainerSpec(
+    name="qwen2_5_vl", save_plain=save_tiny_qwen2_5_vl,
+    parent_generation=Qwen2_5_VLForConditionalGeneration, croc_generation=CrocQwen2_5_VLForConditionalGeneration,
+    processor_class="Qwen2_5_VLProcessor", croc_processor=CrocQwen2_5_VLProcessor, template="qwen2_vl",
+    prompt="<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n" + QWEN_TURN,
+    croc_code=frozenset({"processing_croc_qwen2_5_vl.py"}),
+    logits_inputs=_one_prompt(f"{QWEN_IMAGE}Describe the image."), refuses_packing=True)
+
 TRAINER_SPECS = [
-    TrainerSpec(
-        name="qwen2_5_vl", save_plain=save_tiny_qwen2_5_vl,
-        parent_generation=Qwen2_5_VLForConditionalGeneration, croc_generation=CrocQwen2_5_VLForConditionalGeneration,
-        processor_class="Qwen2_5_VLProcessor", croc_processor=CrocQwen2_5_VLProcessor, template="qwen2_vl",
-        prompt="<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n" + QWEN_TURN,
-        croc_code=frozenset({"processing_croc_qwen2_5_vl.py"}),
-        logits_inputs=_one_prompt(f"{QWEN_IMAGE}Describe the image."), refuses_packing=True),
+    QWEN2_5_VL_TRAINER_SPEC,
+    # Qwen2.5-VL's chat format (its default system message included) and image layout on Qwen2-VL's own model and
+    # processor, whose module imports the Qwen2.5-VL one, which travels with it. The merger trains with the LM; the
+    # vision blocks stay.
+    dataclasses.replace(
+        QWEN2_5_VL_TRAINER_SPEC, name="qwen2_vl", save_plain=save_tiny_qwen2_vl,
+        parent_generation=Qwen2VLForConditionalGeneration, croc_generation=CrocQwen2VLForConditionalGeneration,
+        processor_class="Qwen2VLProcessor", croc_processor=CrocQwen2VLProcessor,
+        croc_code=frozenset({"processing_croc_qwen2_vl.py", "processing_croc_qwen2_5_vl.py"}),
+        trained=(LM_Q_PROJ, "model.visual.merger.mlp.0.weight", "model.visual.merger.ln_q.weight"),
+        frozen=("model.visual.blocks.0.attn.qkv.weight",)),
     QWEN3_VL_TRAINER_SPEC,
     # Qwen3-VL's processor, chat format and trained parts, on a mixture-of-experts language model whose experts and
     # router train with it.

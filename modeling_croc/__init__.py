@@ -10,6 +10,7 @@ from .configuration_croc_llava_next import CrocLlavaNextConfig
 from .configuration_croc_mistral3 import CrocMistral3Config
 from .configuration_croc_onevision import CrocOnevisionConfig
 from .configuration_croc_qwen2_5_vl import CrocQwen2_5_VLConfig
+from .configuration_croc_qwen2_vl import CrocQwen2VLConfig
 from .configuration_croc_qwen3_vl import CrocQwen3VLConfig
 from .configuration_croc_qwen3_vl_moe import CrocQwen3VLMoeConfig
 from .configuration_croc_smolvlm import CrocSmolVLMConfig
@@ -59,6 +60,12 @@ from .modeling_croc_qwen2_5_vl import (
     CrocQwen2_5_VLModel,
     CrocQwen2_5_VLPreTrainedModel,
 )
+from .modeling_croc_qwen2_vl import (
+    CrocQwen2VLCausalLMOutputWithPast,
+    CrocQwen2VLForConditionalGeneration,
+    CrocQwen2VLModel,
+    CrocQwen2VLPreTrainedModel,
+)
 from .modeling_croc_qwen3_vl import (
     CrocQwen3VLCausalLMOutputWithPast,
     CrocQwen3VLForConditionalGeneration,
@@ -84,6 +91,7 @@ from .processing_croc_internvl import CrocInternVLProcessor
 from .processing_croc_llava_next import CrocLlavaNextProcessor
 from .processing_croc_mistral3 import CrocMistral3Processor
 from .processing_croc_onevision import CrocOnevisionProcessor
+from .processing_croc_qwen2_vl import CrocQwen2VLProcessor
 from .processing_croc_qwen3_vl import CrocQwen3VLProcessor
 from .processing_croc_smolvlm import CrocSmolVLMProcessor
 
@@ -148,6 +156,12 @@ __all__ = [
     "CrocQwen2_5_VLForConditionalGeneration",
     "CrocQwen2_5_VLModel",
     "CrocQwen2_5_VLPreTrainedModel",
+    "CrocQwen2VLCausalLMOutputWithPast",
+    "CrocQwen2VLConfig",
+    "CrocQwen2VLForConditionalGeneration",
+    "CrocQwen2VLModel",
+    "CrocQwen2VLPreTrainedModel",
+    "CrocQwen2VLProcessor",
     "CrocLlavaNextCausalLMOutputWithPast",
     "CrocLlavaNextConfig",
     "CrocLlavaNextForConditionalGeneration",

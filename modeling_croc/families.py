@@ -26,6 +26,8 @@ from transformers import (
     PreTrainedModel,
     Qwen2_5_VLConfig,
     Qwen2_5_VLForConditionalGeneration,
+    Qwen2VLConfig,
+    Qwen2VLForConditionalGeneration,
     Qwen3VLConfig,
     Qwen3VLForConditionalGeneration,
     Qwen3VLMoeConfig,
@@ -41,6 +43,7 @@ from .configuration_croc_llava_next import CrocLlavaNextConfig
 from .configuration_croc_mistral3 import CrocMistral3Config
 from .configuration_croc_onevision import CrocOnevisionConfig
 from .configuration_croc_qwen2_5_vl import CrocQwen2_5_VLConfig
+from .configuration_croc_qwen2_vl import CrocQwen2VLConfig
 from .configuration_croc_qwen3_vl import CrocQwen3VLConfig
 from .configuration_croc_qwen3_vl_moe import CrocQwen3VLMoeConfig
 from .configuration_croc_smolvlm import CrocSmolVLMConfig
@@ -51,6 +54,7 @@ from .modeling_croc_llava_next import CrocLlavaNextForConditionalGeneration, Cro
 from .modeling_croc_mistral3 import CrocMistral3ForConditionalGeneration, CrocMistral3Model
 from .modeling_croc_onevision import CrocOnevisionForConditionalGeneration, CrocOnevisionModel
 from .modeling_croc_qwen2_5_vl import CrocQwen2_5_VLForConditionalGeneration, CrocQwen2_5_VLModel
+from .modeling_croc_qwen2_vl import CrocQwen2VLForConditionalGeneration, CrocQwen2VLModel
 from .modeling_croc_qwen3_vl import CrocQwen3VLForConditionalGeneration, CrocQwen3VLModel
 from .modeling_croc_qwen3_vl_moe import CrocQwen3VLMoeForConditionalGeneration, CrocQwen3VLMoeModel
 from .modeling_croc_smolvlm import CrocSmolVLMForConditionalGeneration, CrocSmolVLMModel
@@ -61,6 +65,7 @@ from .processing_croc_llava_next import CrocLlavaNextProcessor
 from .processing_croc_mistral3 import CrocMistral3Processor
 from .processing_croc_onevision import CrocOnevisionProcessor
 from .processing_croc_qwen2_5_vl import CrocQwen2_5_VLProcessor
+from .processing_croc_qwen2_vl import CrocQwen2VLProcessor
 from .processing_croc_qwen3_vl import CrocQwen3VLProcessor
 from .processing_croc_smolvlm import CrocSmolVLMProcessor
 
@@ -111,6 +116,10 @@ FAMILIES: tuple[CrocFamily, ...] = (
     CrocFamily(CrocQwen2_5_VLConfig, CrocQwen2_5_VLModel, CrocQwen2_5_VLForConditionalGeneration,
                CrocQwen2_5_VLProcessor, True, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration,
                template="qwen2_vl"),
+    # Qwen2.5-VL's declarations (shared mixins) on Qwen2-VL's vision tower; its chat format, whose default system
+    # message Qwen2-VL's Instruct checkpoints' chat template has too, is the one the template is named after.
+    CrocFamily(CrocQwen2VLConfig, CrocQwen2VLModel, CrocQwen2VLForConditionalGeneration, CrocQwen2VLProcessor, True,
+               Qwen2VLConfig, Qwen2VLForConditionalGeneration, template="qwen2_vl"),
     # No template of its own: LLaVA-NeXT checkpoints chat in their language model's format (v1.6-vicuna: the
     # stage's vicuna_v1; v1.6-mistral's [INST] format has no template in `conversation.TEMPLATES` yet).
     CrocFamily(CrocLlavaNextConfig, CrocLlavaNextModel, CrocLlavaNextForConditionalGeneration,

@@ -4,7 +4,9 @@ Inference is exactly `Qwen2_5_VLForConditionalGeneration`. In a stage-1.5 traini
 pool replaces are the patch merger's outputs (what the language model reads at the `<|image_pad|>` positions),
 every image with its own count (`t * h * w / spatial_merge_size**2`); the language model keeps the M-RoPE positions
 Qwen2.5-VL computes from `image_grid_thw` and `mm_token_type_ids`, and receives the mixed mask in place of its own.
-The family's declaration is this file; the mechanism is `stage15.py`.
+The family's declaration is this file; the mechanism is `stage15.py`. Qwen2-VL's declarations are these
+(`CrocQwen2_5_VLModelMixin`, `CrocQwen2_5_VLForConditionalGenerationMixin`, the output classes):
+`modeling_croc_qwen2_vl.py`.
 """
 
 from dataclasses import dataclass
@@ -42,14 +44,17 @@ class CrocQwen2_5_VLPreTrainedModel(CrocPreTrainedMixin, Qwen2_5_VLPreTrainedMod
         "Qwen2_5_VLForConditionalGeneration": "CrocQwen2_5_VLForConditionalGeneration"})
 
 
-class CrocQwen2_5_VLModel(CrocModelMixin, CrocQwen2_5_VLPreTrainedModel, Qwen2_5_VLModel):
-    """`Qwen2_5_VLModel` with the prompt pool and the stage-1.5 input path (`CrocModelMixin`)."""
+class CrocQwen2_5_VLModelMixin(CrocModelMixin):
+    """The mechanism's base model (`CrocModelMixin`) with what a Qwen2.5-VL Croc base model declares on it, shared
+    with Qwen2-VL (`modeling_croc_qwen2_vl.py`), whose outputs, M-RoPE positions and image grids are the same: the
+    output class, the image grids, the packing refusal and the per-image token counts."""
 
     croc_output_class = CrocQwen2_5_VLModelOutputWithPast
     croc_image_inputs = ("image_grid_thw",)
     croc_packing_refusal = (
-        "Qwen2.5-VL's M-RoPE positions are computed per sample from its image grids; packed rows (position_ids "
-        "restarting per sample) would give its images text positions. Train it unpacked (packing: false)")
+        "Qwen2-VL's and Qwen2.5-VL's M-RoPE positions are computed per sample from its image grids; packed rows "
+        "(position_ids restarting per sample) would give its images text positions. Train it unpacked (packing: "
+        "false)")
 
     def image_token_counts(self, image_grid_thw: torch.LongTensor) -> torch.LongTensor:
         """`(num_images,)` visual tokens of each image, from its patch grid `(num_images, 3)` alone (no vision
@@ -58,15 +63,27 @@ class CrocQwen2_5_VLModel(CrocModelMixin, CrocQwen2_5_VLPreTrainedModel, Qwen2_5
         return (image_grid_thw.prod(dim=-1) // merge**2).long().cpu()
 
 
-class CrocQwen2_5_VLForConditionalGeneration(CrocForConditionalGenerationMixin, CrocQwen2_5_VLPreTrainedModel,
-                                             Qwen2_5_VLForConditionalGeneration):
+class CrocQwen2_5_VLModel(CrocQwen2_5_VLModelMixin, CrocQwen2_5_VLPreTrainedModel, Qwen2_5_VLModel):
+    """`Qwen2_5_VLModel` with the prompt pool and the stage-1.5 input path (`CrocModelMixin`,
+    `CrocQwen2_5_VLModelMixin`)."""
+
+
+class CrocQwen2_5_VLForConditionalGenerationMixin(CrocForConditionalGenerationMixin):
+    """The mechanism's generation model (`CrocForConditionalGenerationMixin`) with what a Qwen2.5-VL Croc generation
+    model declares on it, shared with Qwen2-VL: the output class and the image grids that decide each image's token
+    count."""
+
+    croc_output_class = CrocQwen2_5_VLCausalLMOutputWithPast
+    croc_image_layout_inputs = ("image_grid_thw",)
+
+
+class CrocQwen2_5_VLForConditionalGeneration(CrocQwen2_5_VLForConditionalGenerationMixin,
+                                             CrocQwen2_5_VLPreTrainedModel, Qwen2_5_VLForConditionalGeneration):
     """Croc on Qwen2.5-VL for generation and the three training stages. With `config.croc_pretraining` off
     (stages 1 and 2, inference) this is `Qwen2_5_VLForConditionalGeneration`; in a stage-1.5 training forward the
     output also carries `lm_loss`, `vtr_loss` and `pool_ids`, every image counted with its own merged tokens."""
 
     croc_base_model_class = CrocQwen2_5_VLModel
-    croc_output_class = CrocQwen2_5_VLCausalLMOutputWithPast
-    croc_image_layout_inputs = ("image_grid_thw",)
 
 
 register_croc_checkpoint_renames(CrocQwen2_5_VLForConditionalGeneration, Qwen2_5_VLForConditionalGeneration)
@@ -76,6 +93,9 @@ register_croc_checkpoint_renames(CrocQwen2_5_VLModel, Qwen2_5_VLModel)
 __all__ = [
     "CrocQwen2_5_VLCausalLMOutputWithPast",
     "CrocQwen2_5_VLForConditionalGeneration",
+    "CrocQwen2_5_VLForConditionalGenerationMixin",
     "CrocQwen2_5_VLModel",
+    "CrocQwen2_5_VLModelMixin",
+    "CrocQwen2_5_VLModelOutputWithPast",
     "CrocQwen2_5_VLPreTrainedModel",
 ]

@@ -3,21 +3,34 @@ image's `<|image_pad|>` expanded to its own merged-token count) for images and t
 
 Qwen2.5-VL's own processor also holds a video processor, which needs torchvision; this project runs without it (the
 PIL image-processor backend), and stage 1.5 trains on images, so this subclass leaves the video processor out, as
-`CrocOnevisionProcessor` does for OneVision.
+`CrocOnevisionProcessor` does for OneVision. Qwen2-VL's and Qwen3-VL's processors are built the same way and take the
+same image processor (Qwen2-VL's), so they share this module's `init_without_videos` and `CrocQwenImageBudgetMixin`
+rather than rewriting them. Each class keeps its parent as its first base (`__mro__[1]`): an exported plain folder
+names it (`modeling_croc.convert.to_llava.name_parent_processor`).
 """
 
 import dataclasses
+from collections.abc import Callable
 
-from transformers import Qwen2_5_VLProcessor
+from transformers import ProcessorMixin, Qwen2_5_VLProcessor
 
 
-class CrocQwen2_5_VLProcessor(Qwen2_5_VLProcessor):
-    """`Qwen2_5_VLProcessor` without the video processor: images and text only."""
+def init_without_videos(parent: type[ProcessorMixin]) -> Callable[..., None]:
+    """The `__init__` of a subclass of `parent` (a Qwen processor of an image processor, a tokenizer and a video
+    processor) that leaves the video processor out: images and text only."""
 
     # ProcessorMixin saves exactly the `__init__` arguments and takes its sub-processors from it.
-    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
-        super().__init__(image_processor=image_processor, tokenizer=tokenizer, video_processor=None,
-                         chat_template=chat_template, **kwargs)
+    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs) -> None:
+        parent.__init__(self, image_processor=image_processor, tokenizer=tokenizer, video_processor=None,
+                        chat_template=chat_template, **kwargs)
+
+    return __init__
+
+
+class CrocQwenImageBudgetMixin:
+    """What training reads of a processor whose image processor is Qwen2-VL's (`size["longest_edge"]` the pixel
+    budget, `patch_size * merge_size` one merged token's side): Qwen2-VL's, Qwen2.5-VL's and Qwen3-VL's. A later
+    base than the parent processor, which stays `__mro__[1]`."""
 
     @property
     def num_image_tokens(self) -> int:
@@ -42,4 +55,10 @@ class CrocQwen2_5_VLProcessor(Qwen2_5_VLProcessor):
             processor.size = dataclasses.replace(processor.size, longest_edge=pixels)
 
 
-__all__ = ["CrocQwen2_5_VLProcessor"]
+class CrocQwen2_5_VLProcessor(Qwen2_5_VLProcessor, CrocQwenImageBudgetMixin):
+    """`Qwen2_5_VLProcessor` without the video processor: images and text only."""
+
+    __init__ = init_without_videos(Qwen2_5_VLProcessor)
+
+
+__all__ = ["CrocQwen2_5_VLProcessor", "CrocQwenImageBudgetMixin", "init_without_videos"]

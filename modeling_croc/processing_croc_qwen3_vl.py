@@ -6,30 +6,20 @@ Qwen3-VL's own processor also holds a video processor (`Qwen3VLVideoProcessor`),
 runs without it (the PIL image-processor backend), and stage 1.5 trains on images, so this subclass leaves the video
 processor out, as `CrocQwen2_5_VLProcessor` does for Qwen2.5-VL. The image part is the same as Qwen2.5-VL's (a
 Qwen2-VL image processor whose `size["longest_edge"]` is the pixel budget and `patch_size * merge_size` one merged
-token's side), so the length estimate and the pool bound are that class's own functions, shared rather than
-rewritten. The parent class stays the first base (`__mro__[1]`): an exported plain folder names it
+token's side), so the length estimate and the pool bound are that class's own (`CrocQwenImageBudgetMixin`), shared
+rather than rewritten. The parent class stays the first base (`__mro__[1]`): an exported plain folder names it
 (`modeling_croc.convert.to_llava.name_parent_processor`).
 """
 
 from transformers import Qwen3VLProcessor
 
-from .processing_croc_qwen2_5_vl import CrocQwen2_5_VLProcessor
+from .processing_croc_qwen2_5_vl import CrocQwenImageBudgetMixin, init_without_videos
 
 
-class CrocQwen3VLProcessor(Qwen3VLProcessor):
+class CrocQwen3VLProcessor(Qwen3VLProcessor, CrocQwenImageBudgetMixin):
     """`Qwen3VLProcessor` without the video processor: images and text only."""
 
-    # ProcessorMixin saves exactly the `__init__` arguments and takes its sub-processors from it.
-    def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
-        super().__init__(image_processor=image_processor, tokenizer=tokenizer, video_processor=None,
-                         chat_template=chat_template, **kwargs)
-
-    # Merged visual tokens of an image at the image processor's largest size (the length estimate of an image row
-    # before its image is read), and the bound that keeps every image within `max_tokens` merged tokens
-    # (`trainer.model_loading.fit_images_to_pool`): Qwen2.5-VL's, which read only the image processor.
-    num_image_tokens = CrocQwen2_5_VLProcessor.num_image_tokens
-    max_visual_tokens = CrocQwen2_5_VLProcessor.max_visual_tokens
-    limit_visual_tokens = CrocQwen2_5_VLProcessor.limit_visual_tokens
+    __init__ = init_without_videos(Qwen3VLProcessor)
 
 
 __all__ = ["CrocQwen3VLProcessor"]
