@@ -18,6 +18,8 @@ import torch
 from transformers import (
     Gemma3ForConditionalGeneration,
     Gemma3Model,
+    Gemma4ForConditionalGeneration,
+    Gemma4Model,
     InternVLForConditionalGeneration,
     InternVLModel,
     LlavaNextForConditionalGeneration,
@@ -42,6 +44,9 @@ from modeling_croc import (
     CrocGemma3Config,
     CrocGemma3ForConditionalGeneration,
     CrocGemma3Model,
+    CrocGemma4Config,
+    CrocGemma4ForConditionalGeneration,
+    CrocGemma4Model,
     CrocInternVLConfig,
     CrocInternVLForConditionalGeneration,
     CrocInternVLModel,
@@ -73,6 +78,7 @@ from .gemma3 import (
     randomize_gemma3_projector,
     tiny_croc_gemma3_config,
 )
+from .gemma4 import GEMMA4_SLIDING_WINDOW, make_gemma4_batch, tiny_croc_gemma4_config
 from .internvl import make_internvl_batch, tiny_croc_internvl_config
 from .llava_next import make_llava_next_batch, tiny_croc_llava_next_config
 from .mistral3 import MISTRAL3_TOKENS, make_mistral3_batch, tiny_croc_mistral3_config
@@ -384,6 +390,34 @@ SPECS: tuple[FamilySpec, ...] = (
         # token_type_ids make Gemma 3's image blocks bidirectional; without them its plain forward is causal.
         bidirectional_inputs=("token_type_ids",),
         # Gemma 3 scales its text embeddings by sqrt(hidden); its image features enter unscaled.
+        text_embed_scale=lambda config: config.text_config.hidden_size ** 0.5,
+        copy_pool_size=16,
+    ),
+    FamilySpec(
+        name="gemma4",
+        config=tiny_croc_gemma4_config,
+        batch=lambda model, left_pad: make_gemma4_batch(model.config, left_pad=left_pad),
+        token_counts=(4, 3, 6),  # pooled patch grids 2 x 2, 1 x 3, 3 x 2 (`GEMMA4_GRIDS`)
+        config_class=CrocGemma4Config, model_class=CrocGemma4Model,
+        generation_class=CrocGemma4ForConditionalGeneration,
+        parent_model=Gemma4Model, parent_generation=Gemma4ForConditionalGeneration,
+        auto_classes=frozenset({"AutoModel", "AutoModelForImageTextToText", "AutoModelForCausalLM"}),
+        # A decision head transformers maps Gemma 4 checkpoints to: no Croc class stands for it.
+        unmapped_parent_classes=frozenset({"JevForDecision"}),
+        processor_mro=("Gemma4Processor", "ProcessorMixin"),  # transformers' own: no trainer data path yet
+        # Its first layer slides, its second is global, as Gemma 4 alternates them.
+        mask_variants=(MaskVariant("sliding_global", {}, GEMMA4_SLIDING_WINDOW, mixed_layer_types=True),),
+        # The vision side, and the per-layer inputs: their token table and the projection of the embeddings (the
+        # pool tokens' among them).
+        grad_reaches=("model.embed_vision.embedding_projection.weight",
+                      "model.vision_tower.encoder.layers.0.mlp.gate_proj.linear.weight",
+                      "model.language_model.embed_tokens_per_layer.weight",
+                      "model.language_model.per_layer_model_projection.weight"),
+        conversion_kept=("vision_config.pooling_kernel_size", "text_config.hidden_size_per_layer_input"),
+        tied_head=True,
+        # mm_token_type_ids make Gemma 4's image blocks bidirectional (sliding layers); without them it is causal.
+        bidirectional_inputs=("mm_token_type_ids",),
+        # Gemma 4 scales its text embeddings by sqrt(hidden); its image features enter unscaled.
         text_embed_scale=lambda config: config.text_config.hidden_size ** 0.5,
         copy_pool_size=16,
     ),

@@ -5,6 +5,7 @@ from transformers import AutoConfig, AutoProcessor
 
 from .configuration_croc import CrocConfig
 from .configuration_croc_gemma3 import CrocGemma3Config
+from .configuration_croc_gemma4 import CrocGemma4Config
 from .configuration_croc_internvl import CrocInternVLConfig
 from .configuration_croc_llava_next import CrocLlavaNextConfig
 from .configuration_croc_mistral3 import CrocMistral3Config
@@ -28,6 +29,12 @@ from .modeling_croc_gemma3 import (
     CrocGemma3ForConditionalGeneration,
     CrocGemma3Model,
     CrocGemma3PreTrainedModel,
+)
+from .modeling_croc_gemma4 import (
+    CrocGemma4CausalLMOutputWithPast,
+    CrocGemma4ForConditionalGeneration,
+    CrocGemma4Model,
+    CrocGemma4PreTrainedModel,
 )
 from .modeling_croc_internvl import (
     CrocInternVLCausalLMOutputWithPast,
@@ -189,6 +196,11 @@ __all__ = [
     "CrocGemma3Model",
     "CrocGemma3PreTrainedModel",
     "CrocGemma3Processor",
+    "CrocGemma4CausalLMOutputWithPast",
+    "CrocGemma4Config",
+    "CrocGemma4ForConditionalGeneration",
+    "CrocGemma4Model",
+    "CrocGemma4PreTrainedModel",
     "CrocInternVLCausalLMOutputWithPast",
     "CrocInternVLConfig",
     "CrocInternVLForConditionalGeneration",

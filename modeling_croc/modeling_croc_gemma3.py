@@ -30,6 +30,16 @@ from .stage15 import (
 )
 
 
+def sliding_image_blocks_packing_refusal(family: str) -> str:
+    """The one line refusing packed rows for a Gemma family whose sliding layers take its image blocks (Gemma 3's,
+    Gemma 4's). transformers builds a sliding layer's mask of packed rows with its or-mask (the image blocks, the
+    family's own as Croc's) read at each sample's restarted positions, not at the token's index in the row: a later
+    sample's tokens take the blocks of the row's first sample (checked in tests/test_family_gemma3.py)."""
+    return (f"{family}'s sliding layers would read the image blocks of packed rows (position_ids restarting per "
+            "sample) at the wrong tokens: transformers looks them up by the sample's positions. Train it unpacked "
+            "(packing: false)")
+
+
 @dataclass
 class CrocGemma3ModelOutputWithPast(CrocModelOutputFields, Gemma3ModelOutputWithPast):
     """Gemma 3's base-model output plus what the stage-1.5 losses need (`CrocModelOutputFields`)."""
@@ -53,13 +63,7 @@ class CrocGemma3Model(CrocModelMixin, CrocGemma3PreTrainedModel, Gemma3Model):
     besides `pixel_values` (fixed size, fixed token count)."""
 
     croc_output_class = CrocGemma3ModelOutputWithPast
-    # transformers builds a sliding layer's mask of packed rows with its or-mask (the image blocks, Gemma 3's own as
-    # Croc's) read at each sample's restarted positions, not at the token's index in the row: a later sample's
-    # tokens take the blocks of the row's first sample (checked in tests/test_family_gemma3.py).
-    croc_packing_refusal = (
-        "Gemma 3's sliding layers would read the image blocks of packed rows (position_ids restarting per sample) "
-        "at the wrong tokens: transformers looks them up by the sample's positions. Train it unpacked (packing: "
-        "false)")
+    croc_packing_refusal = sliding_image_blocks_packing_refusal("Gemma 3")
 
     def croc_native_block_ids(self, forward_kwargs: dict):
         # Gemma 3's own mask makes each image's run of tokens bidirectional whenever `token_type_ids` are given
@@ -88,4 +92,5 @@ __all__ = [
     "CrocGemma3ForConditionalGeneration",
     "CrocGemma3Model",
     "CrocGemma3PreTrainedModel",
+    "sliding_image_blocks_packing_refusal",
 ]

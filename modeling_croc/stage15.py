@@ -400,6 +400,8 @@ class CrocModelMixin:
             raise ValueError("the stage-1.5 forward locates visual tokens by `input_ids`; pass input_ids")
         if kwargs.get("pixel_values_videos") is not None or (mm_encoder_outputs or {}).get("video") is not None:
             raise ValueError("stage 1.5 trains on images; this batch has videos (pixel_values_videos)")
+        if kwargs.get("input_features") is not None or (mm_encoder_outputs or {}).get("audio") is not None:
+            raise ValueError("stage 1.5 trains on images; this batch has audio (input_features)")
         image_outputs = (mm_encoder_outputs or {}).get("image")
         if pixel_values is not None and image_outputs is None:
             image_inputs = {name: kwargs[name] for name in self.croc_image_inputs if kwargs.get(name) is not None}
@@ -563,7 +565,9 @@ class CrocForConditionalGenerationMixin:
       image has (`image_token_counts`), for the trainer's VTR count;
     * `croc_auxiliary_loss`, for a family whose parent adds a term of its own to the LM loss (a mixture of experts'
       router load-balancing loss), and `croc_text_config_defaults`, the forward arguments the parent reads from its
-      text config when they are None and passes on to its base model (`output_router_logits`).
+      text config when they are None and passes on to its base model (`output_router_logits`);
+    * `croc_final_logit_softcapping` and `croc_base_model_logits_to_keep`, for a family whose parent soft-caps its
+      logits or passes `logits_to_keep` to its base model (Gemma 4).
     """
 
     croc_base_model_class: type[nn.Module]
@@ -577,6 +581,13 @@ class CrocForConditionalGenerationMixin:
     # Compute a training forward's LM loss without its logits (`modeling_croc.losses.fused_language_model_loss`);
     # the trainer sets it for `use_liger_kernel`.
     fused_lm_loss: bool = False
+    # The parent soft-caps its logits by `text_config.final_logit_softcapping` (Gemma 4; Gemma 3's generation class
+    # does not): the head does too.
+    croc_final_logit_softcapping: bool = False
+    # The parent passes `logits_to_keep` to its base model (Gemma 4's text model leaves the other positions out from
+    # its first KV-shared layer on): outside stage 1.5 it is passed on as well, so generation computes what the
+    # parent computes.
+    croc_base_model_logits_to_keep: bool = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -639,6 +650,8 @@ class CrocForConditionalGenerationMixin:
             if kwargs.get(name) is None:
                 kwargs[name] = getattr(self.config.text_config, name)
         skip_logits = kwargs.pop("skip_logits", None)  # the Trainer's, for `use_liger_kernel`: read by the head only
+        # Stage 1.5 reads every position's hidden state (the VTR loss): the base model keeps them all there.
+        keep = {"logits_to_keep": logits_to_keep} if self.croc_base_model_logits_to_keep and not croc_objectives else {}
         outputs = self.model(
             input_ids=input_ids,
             pixel_values=pixel_values,
@@ -651,6 +664,7 @@ class CrocForConditionalGenerationMixin:
             croc_generator=croc_generator,
             croc_image_order=croc_image_order,
             return_dict=True,
+            **keep,
             **kwargs,
         )
         return self._croc_outputs(outputs, labels, logits_to_keep, croc_objectives, num_vtr_items_in_batch,
@@ -742,12 +756,19 @@ class CrocForConditionalGenerationMixin:
         lm_loss, logits = None, None
         if skip_logits is None:
             skip_logits = self.training
+        cap = self.config.text_config.final_logit_softcapping if self.croc_final_logit_softcapping else None
         if labels is not None and skip_logits and self.fused_lm_loss:
+            if cap:
+                raise ValueError(f"the fused LM loss (use_liger_kernel) has no final logit soft-capping; "
+                                 f"{self.config.model_type} caps its logits at {cap}: train without use_liger_kernel")
             lm_loss = fused_language_model_loss(outputs.last_hidden_state, self.lm_head.weight, labels,
                                                 kwargs.get("num_items_in_batch"),
                                                 shift_labels=kwargs.get("shift_labels"))
         else:
+            # A base model given `logits_to_keep` may have sliced already: slicing again keeps the same positions.
             logits = self.lm_head(slice_logits_to_keep(outputs.last_hidden_state, logits_to_keep))
+            if cap:  # as the parent: the same operations in the same order
+                logits = torch.tanh(logits / cap) * cap
             if labels is not None:
                 lm_loss = self.loss_function(
                     logits=logits, labels=labels, vocab_size=self.config.text_config.vocab_size, **kwargs

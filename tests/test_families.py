@@ -7,7 +7,7 @@ weights; per-image token counts without the tower; a stage-1.5 step whose two lo
 whose gradients land where they belong (the pool on exactly the assigned rows); the mask every decoder layer
 receives against the slow reference; pool tokens entering the language model as the visual tokens do; round trips
 through save / load, export to a plain folder and conversion from one; the `croc_split` attention equal to the mask
-path. M-RoPE families: positions kept in stage 1.5, packed rows and videos refused. What only one family does is in its `tests/test_family_<name>.py`.
+path; packed rows refused where the family cannot take them. M-RoPE families: positions kept in stage 1.5, videos refused. What only one family does is in its `tests/test_family_<name>.py`.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import copy
 import inspect
 import itertools
 import json
+import re
 
 import pytest
 import torch
@@ -41,6 +42,8 @@ from modeling_croc.split_attention import SEGMENTS_KEY, SPLIT_ATTENTION
 every_family = pytest.mark.parametrize("spec", SPECS, ids=str)
 mrope_families = pytest.mark.parametrize("spec", [spec for spec in SPECS if spec.mrope], ids=str)
 video_families = pytest.mark.parametrize("spec", [spec for spec in SPECS if spec.videos], ids=str)
+packing_refused = pytest.mark.parametrize("spec", [spec for spec in SPECS if spec.model_class.croc_packing_refusal],
+                                         ids=str)
 LOADING_PROBLEMS = ("missing_keys", "unexpected_keys", "mismatched_keys")
 
 
@@ -389,14 +392,16 @@ def test_explicit_multimodal_positions_without_a_mask_train_on_both_attention_pa
         torch.testing.assert_close(loss(model, position_ids=positions), reference, rtol=1e-5, atol=1e-6)
 
 
-@mrope_families
+@packing_refused
 def test_packed_rows_are_refused_with_one_line(spec: FamilySpec):
-    """M-RoPE positions come per sample from the image grids: position_ids restarting inside a row are refused."""
+    """Where a family cannot take packed rows (M-RoPE positions come per sample from the image grids; Gemma's sliding
+    layers look their image blocks up at the sample's positions), position_ids restarting inside a row are refused
+    with its one line."""
     croc = spec.build(croc_pretraining=True).train()
     batch = spec.batch(croc, 0)
     length = batch["input_ids"].shape[1]
     positions = torch.cat([torch.arange(length // 2), torch.arange(length - length // 2)]).expand(2, -1)
-    with pytest.raises(ValueError, match="M-RoPE positions are computed per sample"):
+    with pytest.raises(ValueError, match=re.escape(spec.model_class.croc_packing_refusal)):
         croc(**{**inputs(batch), "attention_mask": None}, position_ids=positions)
 
 

@@ -65,30 +65,39 @@ def test_images_are_bounded_so_their_masked_tokens_fit_the_pool():
 
 
 
-def test_a_family_without_its_data_path_is_refused_in_one_line(data_dir, tmp_path, monkeypatch):
-    """A family whose data path the trainer does not build (its `families.py` entry's `trainer_data=False`; here
-    SmolVLM's, set so on a copy of the table whatever its entry says) keeps its model classes, conversion and export,
-    and a run on its folder stops before anything loads, saying so."""
+@pytest.mark.parametrize("family", ["smolvlm", "gemma4"])
+def test_a_family_without_its_data_path_is_refused_in_one_line(family, data_dir, tmp_path, monkeypatch):
+    """A family whose data path the trainer does not build (its `families.py` entry's `trainer_data=False`: Gemma 4's,
+    and SmolVLM's set so on a copy of the table whatever its entry says) keeps its model classes, conversion and
+    export, and a run on its folder stops before anything loads, saying so."""
     import dataclasses
 
     import modeling_croc.families
     import trainer.resolve
+    from croc_testing.gemma4 import tiny_croc_gemma4_config
     from croc_testing.smolvlm import tiny_croc_smolvlm_config
-    from modeling_croc import CrocSmolVLMConfig, CrocSmolVLMForConditionalGeneration
+    from modeling_croc import (
+        CrocGemma4ForConditionalGeneration,
+        CrocSmolVLMConfig,
+        CrocSmolVLMForConditionalGeneration,
+    )
     from modeling_croc.convert import croc_to_llava
 
-    table = dict(modeling_croc.families.FAMILY_OF_CONFIG)
-    table[CrocSmolVLMConfig] = dataclasses.replace(table[CrocSmolVLMConfig], trainer_data=False)
-    monkeypatch.setattr(modeling_croc.families, "FAMILY_OF_CONFIG", table)
-    monkeypatch.setattr(trainer.resolve, "FAMILY_OF_CONFIG", table)
     torch.manual_seed(0)
-    croc_to_llava(CrocSmolVLMForConditionalGeneration(tiny_croc_smolvlm_config())).save_pretrained(
-        tmp_path / "smolvlm")
+    if family == "smolvlm":
+        table = dict(modeling_croc.families.FAMILY_OF_CONFIG)
+        table[CrocSmolVLMConfig] = dataclasses.replace(table[CrocSmolVLMConfig], trainer_data=False)
+        monkeypatch.setattr(modeling_croc.families, "FAMILY_OF_CONFIG", table)
+        monkeypatch.setattr(trainer.resolve, "FAMILY_OF_CONFIG", table)
+        croc = CrocSmolVLMForConditionalGeneration(tiny_croc_smolvlm_config())
+    else:
+        croc = CrocGemma4ForConditionalGeneration(tiny_croc_gemma4_config())
+    croc_to_llava(croc).save_pretrained(tmp_path / family)
     monkeypatch.setattr(sys, "argv", ["trainer.train", str(CONFIGS / "stage1_5.yaml"), f"--output_dir={tmp_path / 'o'}",
-                                      f"--model.name_or_path={tmp_path / 'smolvlm'}",
+                                      f"--model.name_or_path={tmp_path / family}",
                                       f"--data.path={data_dir / 'detailed.json'}"])
     with pytest.raises(SystemExit) as stop:
         train_module.cli()
     message = str(stop.value.code)
-    assert "smolvlm: the trainer's data path" in message and "\n" not in message
+    assert f"{family}: the trainer's data path" in message and "\n" not in message
     assert not (tmp_path / "o").exists()
