@@ -295,8 +295,11 @@ class CrocSupervisedDataset(torch.utils.data.Dataset):
     def _following_rows(self, index: int, image: bool) -> list[int]:
         rows = self._image_rows if image else self._text_rows
         start = int(np.searchsorted(rows, index, side="right"))
-        order = np.concatenate([rows[start:], rows[:start]])
-        return [int(i) for i in order[:MAX_REPLACEMENT_TRIES] if i != index]
+        # Only the candidates tried are read: joining the whole index (every row of its kind, wrapped round) copied
+        # 1.5M indices for each replaced row (about 0.6 ms each): O(rows) per replacement, for 64 candidates.
+        order = rows[start:start + MAX_REPLACEMENT_TRIES]
+        wrapped = rows[:min(start, MAX_REPLACEMENT_TRIES - len(order))]
+        return [int(i) for i in (*order, *wrapped) if i != index]
 
     @cached_property
     def _image_rows(self) -> np.ndarray:

@@ -87,6 +87,8 @@ class DataReport:
     rejects_path: Path | None = None
     writes: bool = True
     logs: bool = True
+    # The indices of `replaced_rows`, built from them when first needed (None: not yet, or the rows were restored).
+    _known: set[int] | None = field(default=None, init=False, repr=False, compare=False)
 
     # ---- the start ----
     def start_message(self) -> str:
@@ -140,7 +142,9 @@ class DataReport:
             return
         for row in replaced_rows:
             self.replaced[row["reason"]] = self.replaced.get(row["reason"], 0) + 1
-        known = {row["index"] for row in self.replaced_rows}
+        if self._known is None:
+            self._known = {row["index"] for row in self.replaced_rows}
+        known = self._known  # kept, not rebuilt: a set of every replaced row on each such step was O(bad rows)
         new = []
         for row in replaced_rows:
             if row["index"] not in known:  # a row replaced again in a later epoch is written once
@@ -202,6 +206,7 @@ class DataReport:
         self.rows_seen = int(state["rows_seen"])
         self.replaced = {**dict.fromkeys(RUN_REJECT_REASONS, 0), **state["replaced"]}
         self.replaced_rows = list(state["replaced_rows"])
+        self._known = None
         self.truncated_in_training = int(state.get("truncated_in_training", 0))
         self._append(self.replaced_rows)
 
