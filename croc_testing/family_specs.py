@@ -404,7 +404,7 @@ SPECS: tuple[FamilySpec, ...] = (
         auto_classes=frozenset({"AutoModel", "AutoModelForImageTextToText", "AutoModelForCausalLM"}),
         # A decision head transformers maps Gemma 4 checkpoints to: no Croc class stands for it.
         unmapped_parent_classes=frozenset({"JevForDecision"}),
-        processor_mro=("Gemma4Processor", "ProcessorMixin"),  # transformers' own: no trainer data path yet
+        processor_mro=("CrocGemma4Processor", "Gemma4Processor"),  # Gemma 4's own, subclassed
         # Its first layer slides, its second is global, as Gemma 4 alternates them.
         mask_variants=(MaskVariant("sliding_global", {}, GEMMA4_SLIDING_WINDOW, mixed_layer_types=True),),
         # The vision side, and the per-layer inputs: their token table and the projection of the embeddings (the
@@ -500,5 +500,5 @@ SPECS: tuple[FamilySpec, ...] = (
 SPECS_BY_NAME: dict[str, FamilySpec] = {spec.name: spec for spec in SPECS}
 
 
-__all__ = ["QWEN2_5_VL_SPEC", "QWEN3_VL_SPEC", "SPECS", "SPECS_BY_NAME", "FamilySpec", "MaskVariant", "inputs", "language_model_inputs", "layer_masks",
-           "sharing_declarations", "withhold_deepstack"]
+__all__ = ["QWEN2_5_VL_SPEC", "QWEN3_VL_SPEC", "SPECS", "SPECS_BY_NAME", "FamilySpec", "MaskVariant", "inputs",
+           "language_model_inputs", "layer_masks", "sharing_declarations", "withhold_deepstack"]

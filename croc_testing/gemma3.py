@@ -108,11 +108,11 @@ GEMMA3_HUB_STYLE_CHAT_TEMPLATE = (
 )
 
 
-def gemma3_bpe_tokenizer(vocab_size: int = 300):
-    """A Gemma-3-style tokenizer available offline: byte-level BPE trained here in milliseconds on a fixed English text
-    (as `croc_testing.tiny.chatml_bpe_tokenizer`), with Gemma 3's special tokens (`GEMMA3_SPECIAL_TOKENS`, ids 0-8),
-    BOS added in front of every encoded text as Gemma's tokenizer does, and the image tokens under the names
-    `Gemma3Processor` reads (`boi_token`, `eoi_token`, `image_token`)."""
+def gemma_bpe_tokenizer(special_tokens: tuple[str, ...], named_tokens: dict[str, str], vocab_size: int = 300):
+    """A Gemma-style tokenizer available offline: byte-level BPE trained here in milliseconds on a fixed English text
+    (as `croc_testing.tiny.chatml_bpe_tokenizer`), with `special_tokens` first (ids 0.., `<pad>`, `<eos>`, `<bos>`,
+    `<unk>` among them; the others special), BOS added in front of every encoded text as Gemma's tokenizer does, and
+    `named_tokens` under the names the family's processor reads (`boi_token`, `image_token`, ...)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -123,19 +123,28 @@ def gemma3_bpe_tokenizer(vocab_size: int = 300):
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(GEMMA3_SPECIAL_TOKENS),
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=list(special_tokens),
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
     backend.train_from_iterator(corpus, trainer)
-    bos_id = GEMMA3_SPECIAL_TOKENS.index("<bos>")
+    bos_id = special_tokens.index("<bos>")
     backend.post_processor = processors.TemplateProcessing(single="<bos> $A", pair="<bos> $A <bos> $B",
                                                            special_tokens=[("<bos>", bos_id)])
+    basic = ("<pad>", "<eos>", "<bos>", "<unk>")
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>", unk_token="<unk>",
-        additional_special_tokens=["<start_of_turn>", "<end_of_turn>"],
-        extra_special_tokens={"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>",
-                              "image_token": "<image_soft_token>"})
+        additional_special_tokens=[token for token in special_tokens
+                                   if token not in basic and token not in named_tokens.values()],
+        extra_special_tokens=dict(named_tokens))
     tokenizer.model_max_length = 2048
     return tokenizer
+
+
+def gemma3_bpe_tokenizer(vocab_size: int = 300):
+    """A Gemma-3-style tokenizer available offline (`gemma_bpe_tokenizer`) with Gemma 3's special tokens
+    (`GEMMA3_SPECIAL_TOKENS`, ids 0-8) and the image tokens under the names `Gemma3Processor` reads (`boi_token`,
+    `eoi_token`, `image_token`)."""
+    return gemma_bpe_tokenizer(GEMMA3_SPECIAL_TOKENS, {"boi_token": "<start_of_image>", "eoi_token": "<end_of_image>",
+                                                       "image_token": "<image_soft_token>"}, vocab_size)
 
 
 def tiny_gemma3_processor():
@@ -178,5 +187,5 @@ def save_tiny_gemma3(folder, seed: int = 0):
 
 
 __all__ = ["GEMMA3_HUB_STYLE_CHAT_TEMPLATE", "GEMMA3_SLIDING_WINDOW", "GEMMA3_SPECIAL_TOKENS", "GEMMA3_TOKENS",
-           "GEMMA3_TOKENS_PER_IMAGE", "gemma3_bpe_tokenizer", "make_gemma3_batch", "randomize_gemma3_projector",
-           "save_tiny_gemma3", "tiny_croc_gemma3_config", "tiny_gemma3_fields", "tiny_gemma3_processor"]
+           "GEMMA3_TOKENS_PER_IMAGE", "gemma3_bpe_tokenizer", "gemma_bpe_tokenizer", "make_gemma3_batch",
+           "randomize_gemma3_projector", "save_tiny_gemma3", "tiny_croc_gemma3_config", "tiny_gemma3_fields", "tiny_gemma3_processor"]

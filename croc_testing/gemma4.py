@@ -98,5 +98,76 @@ def make_gemma4_batch(config, grids=GEMMA4_GRIDS, images_per_row=GEMMA4_IMAGES_P
             "mm_token_type_ids": (input_ids == config.image_token_id).long()}
 
 
-__all__ = ["GEMMA4_GRIDS", "GEMMA4_IMAGES_PER_ROW", "GEMMA4_MAX_PATCHES", "GEMMA4_SLIDING_WINDOW", "GEMMA4_TOKENS",
-           "gemma4_image_inputs", "make_gemma4_batch", "tiny_croc_gemma4_config", "tiny_gemma4_fields"]
+# Gemma 4's special tokens, as its tokenizer names them: padding, end and start of text, unknown, the turn markers, the
+# image block's begin / end and its placeholder, the video placeholder (`Gemma4Processor` adds it if missing) and the
+# audio block's begin / end and placeholder (which `Gemma4Processor` reads from the tokenizer whether or not it has
+# audio).
+GEMMA4_SPECIAL_TOKENS = ("<pad>", "<eos>", "<bos>", "<unk>", "<|turn>", "<turn|>", "<|image>", "<image|>",
+                         "<|image|>", "<|video|>", "<|audio>", "<audio|>", "<|audio|>")
+# The image processor of the tiny folder: 4x4-pixel patches pooled 2x2, at most 70 soft tokens an image (the smallest
+# `max_soft_tokens` it accepts): a 56x56 data image becomes 64x64 pixels, 16x16 patches, 64 soft tokens.
+GEMMA4_MAX_SOFT_TOKENS = 70
+
+
+def gemma4_bpe_tokenizer(vocab_size: int = 300):
+    """A Gemma-4-style tokenizer available offline (`croc_testing.gemma3.gemma_bpe_tokenizer`) with Gemma 4's special
+    tokens (`GEMMA4_SPECIAL_TOKENS`, ids 0-12) and the image and audio tokens under the names `Gemma4Processor` reads
+    (`boi_token`, `eoi_token`, `image_token`, `boa_token`, `eoa_token`, `audio_token`)."""
+    from .gemma3 import gemma_bpe_tokenizer
+
+    return gemma_bpe_tokenizer(GEMMA4_SPECIAL_TOKENS, {
+        "boi_token": "<|image>", "eoi_token": "<image|>", "image_token": "<|image|>",
+        "boa_token": "<|audio>", "eoa_token": "<audio|>", "audio_token": "<|audio|>"}, vocab_size)
+
+
+def tiny_gemma4_processor():
+    """A `CrocGemma4Processor` available offline: `gemma4_bpe_tokenizer`, Gemma 4's PIL image processor at the tiny
+    tower's patches (4x4 pixels pooled 2x2, `GEMMA4_MAX_SOFT_TOKENS`), the `gemma4` chat template."""
+    from transformers.models.gemma4.image_processing_pil_gemma4 import Gemma4ImageProcessorPil
+
+    from modeling_croc.conversation import get_template
+    from modeling_croc.processing_croc_gemma4 import CrocGemma4Processor
+
+    tokenizer = gemma4_bpe_tokenizer()
+    image_processor = Gemma4ImageProcessorPil(patch_size=GEMMA4_PATCH_SIZE, pooling_kernel_size=GEMMA4_POOLING,
+                                              max_soft_tokens=GEMMA4_MAX_SOFT_TOKENS)
+    return CrocGemma4Processor(image_processor=image_processor, tokenizer=tokenizer,
+                               chat_template=get_template("gemma4").chat_template(tokenizer.eos_token, "<|image|>"),
+                               image_seq_length=GEMMA4_MAX_SOFT_TOKENS)
+
+
+def save_tiny_gemma4(folder, seed: int = 0):
+    """Write a random tiny plain Gemma 4 folder (`Gemma4ForConditionalGeneration` and the files of its processor with
+    `tiny_gemma4_processor`'s parts), laid out as a Hub checkpoint is: what a user starts Croc's stage 1.5 from. Its
+    vision tower's position table covers the longest side an image can have at `GEMMA4_MAX_SOFT_TOKENS` (a strip of
+    70 x 1 soft tokens: 140 patches)."""
+    from pathlib import Path
+
+    from transformers import Gemma4Config, Gemma4ForConditionalGeneration
+
+    from modeling_croc.convert.to_llava import name_parent_processor
+
+    folder = Path(folder)
+    processor = tiny_gemma4_processor()
+    tokenizer = processor.tokenizer
+    fields = tiny_gemma4_fields()
+    fields.update({name: tokenizer.convert_tokens_to_ids(token) for name, token in (
+        ("image_token_id", "<|image|>"), ("boi_token_id", "<|image>"), ("eoi_token_id", "<image|>"),
+        ("video_token_id", "<|video|>"), ("audio_token_id", "<|audio|>"), ("boa_token_id", "<|audio>"),
+        ("eoa_token_index", "<audio|>"))})
+    fields["text_config"].update(vocab_size=len(tokenizer), vocab_size_per_layer_input=len(tokenizer),
+                                 pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+                                 eos_token_id=tokenizer.eos_token_id)
+    fields["vision_config"]["position_embedding_size"] = GEMMA4_MAX_SOFT_TOKENS * GEMMA4_POOLING
+    torch.manual_seed(seed)
+    Gemma4ForConditionalGeneration(Gemma4Config(**fields)).save_pretrained(folder)
+    processor.save_pretrained(folder)
+    # A Hub folder's processor files name the parent class (which loads them natively), not this package's.
+    name_parent_processor(folder, type(processor))
+    return folder
+
+
+__all__ = ["GEMMA4_GRIDS", "GEMMA4_IMAGES_PER_ROW", "GEMMA4_MAX_PATCHES", "GEMMA4_MAX_SOFT_TOKENS",
+           "GEMMA4_SLIDING_WINDOW", "GEMMA4_SPECIAL_TOKENS", "GEMMA4_TOKENS", "gemma4_bpe_tokenizer",
+           "gemma4_image_inputs", "make_gemma4_batch", "save_tiny_gemma4", "tiny_croc_gemma4_config",
+           "tiny_gemma4_fields", "tiny_gemma4_processor"]

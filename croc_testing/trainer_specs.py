@@ -20,6 +20,7 @@ from transformers import (
     BatchFeature,
     Gemma3ForConditionalGeneration,
     Gemma3Processor,
+    Gemma4ForConditionalGeneration,
     InternVLForConditionalGeneration,
     LlavaNextForConditionalGeneration,
     LlavaNextProcessor,
@@ -35,6 +36,8 @@ from transformers import (
 from modeling_croc import (
     CrocGemma3ForConditionalGeneration,
     CrocGemma3Processor,
+    CrocGemma4ForConditionalGeneration,
+    CrocGemma4Processor,
     CrocInternVLForConditionalGeneration,
     CrocInternVLProcessor,
     CrocLlavaNextForConditionalGeneration,
@@ -54,6 +57,7 @@ from modeling_croc.processing_croc_qwen2_5_vl import CrocQwen2_5_VLProcessor
 
 from .families import save_tiny_qwen2_5_vl, save_tiny_qwen2_vl
 from .gemma3 import save_tiny_gemma3
+from .gemma4 import save_tiny_gemma4
 from .internvl import save_tiny_internvl
 from .llava_next import save_tiny_llava_next
 from .mistral3 import save_tiny_mistral3
@@ -104,6 +108,32 @@ def _gemma3_token_types_reach_the_forward() -> Iterator[None]:
     finally:
         modeling_gemma3.Gemma3Model.forward = parent_forward
     assert seen and None not in seen and max(seen) > 0, seen
+
+
+@contextmanager
+def _gemma4_image_layout_reaches_the_forward() -> Iterator[None]:
+    """Promises that every training forward of Gemma 4's own model with images (both stages) gets each image's patch
+    positions (`image_position_ids`, one row per image) and the placeholders' `mm_token_type_ids` (its bidirectional
+    image attention reads them), 1 at exactly as many placeholders as the images have soft tokens."""
+    from transformers.models.gemma4 import modeling_gemma4
+
+    seen: list[tuple[int, int] | None] = []
+    parent_forward = modeling_gemma4.Gemma4Model.forward
+
+    def spy(self, *args, **kwargs):
+        positions, types = kwargs.get("image_position_ids"), kwargs.get("mm_token_type_ids")
+        if kwargs.get("pixel_values") is not None:
+            pooling = self.config.vision_config.pooling_kernel_size
+            tokens = int((positions != -1).all(dim=-1).sum()) // pooling**2 if positions is not None else -1
+            seen.append(None if types is None else (int(types.sum()), tokens))
+        return parent_forward(self, *args, **kwargs)
+
+    modeling_gemma4.Gemma4Model.forward = spy
+    try:
+        yield
+    finally:
+        modeling_gemma4.Gemma4Model.forward = parent_forward
+    assert seen and None not in seen and all(marked == tokens > 0 for marked, tokens in seen), seen
 
 
 @dataclass(frozen=True)
@@ -210,6 +240,18 @@ TRAINER_SPECS = [
         croc_code=frozenset({"processing_croc_gemma3.py"}),
         logits_inputs=_one_prompt("<start_of_image>Describe the image."),
         watch_training=_gemma3_token_types_reach_the_forward),
+    TrainerSpec(
+        name="gemma4", save_plain=save_tiny_gemma4,
+        parent_generation=Gemma4ForConditionalGeneration, croc_generation=CrocGemma4ForConditionalGeneration,
+        # Gemma 4's own processor holds a video processor, which needs torchvision: the export loads with Croc's.
+        processor_class="Gemma4Processor", croc_processor=CrocGemma4Processor, template="gemma4",
+        prompt="<|turn>user\n<|image|>Describe the image.<turn|>\n<|turn>model\n",
+        croc_code=frozenset({"processing_croc_gemma4.py"}),
+        logits_inputs=_one_prompt("<|image|>Describe the image."),
+        # The LM and the vision embedder (Gemma 4's projector) train; the vision tower stays.
+        trained=(LM_Q_PROJ, "model.embed_vision.embedding_projection.weight"),
+        frozen=("model.vision_tower.encoder.layers.0.mlp.gate_proj.linear.weight",), refuses_packing=True,
+        watch_training=_gemma4_image_layout_reaches_the_forward),
     TrainerSpec(
         name="llava_next", save_plain=save_tiny_llava_next,
         parent_generation=LlavaNextForConditionalGeneration, croc_generation=CrocLlavaNextForConditionalGeneration,

@@ -94,6 +94,7 @@ from .modeling_croc_smolvlm import (
 from .presets import CROC_PRESET_NAMES, CROC_PRESETS, CrocPreset, get_preset
 from .processing_croc import VICUNA_V1_CHAT_TEMPLATE, CrocProcessor, with_image_aspect_ratio
 from .processing_croc_gemma3 import CrocGemma3Processor
+from .processing_croc_gemma4 import CrocGemma4Processor
 from .processing_croc_internvl import CrocInternVLProcessor
 from .processing_croc_llava_next import CrocLlavaNextProcessor
 from .processing_croc_mistral3 import CrocMistral3Processor
@@ -201,6 +202,7 @@ __all__ = [
     "CrocGemma4ForConditionalGeneration",
     "CrocGemma4Model",
     "CrocGemma4PreTrainedModel",
+    "CrocGemma4Processor",
     "CrocInternVLCausalLMOutputWithPast",
     "CrocInternVLConfig",
     "CrocInternVLForConditionalGeneration",

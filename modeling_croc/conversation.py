@@ -238,6 +238,22 @@ GEMMA3 = ConversationTemplate(
     chat_image_prefix=IMAGE_TOKEN, strip_image_turn=False,
 )
 
+# Gemma 4's chat format (Google's "Gemma 4 prompt formatting" page,
+# ai.google.dev/gemma/docs/core/prompt-formatting-gemma4): each turn "<|turn>{role}\n{content}<turn|>\n", roles
+# system, user and model, the generation prompt "<|turn>model\n"; the image placeholder `<|image|>`, which
+# `Gemma4Processor.replace_image_token` expands to "<|image>" + the image's soft tokens + "<image|>". No default
+# system message (the page's system turn is an example); a system message is its own "<|turn>system\n...<turn|>\n"
+# turn before the others (the page's example; the checkpoints' chat template, which may fold in thinking or tool
+# blocks, is not verified here); each image is `<|image|>` opening its user turn with nothing between it and the
+# text (Gemma 4's model card puts images before text; the separator the official chat template writes there is not
+# verified here). BOS is the dataset's and the tokenizer's, not the template's (whether the checkpoints' template
+# writes one is not verified here either). The answers and their "<turn|>\n" are supervised.
+GEMMA4 = ConversationTemplate(
+    name="gemma4", system="", user_text=True, user_prefix="<|turn>user\n", user_suffix="<turn|>\n",
+    image_prefix=IMAGE_TOKEN, assistant_prefix="<|turn>model\n", answer_prefix="", answer_suffix="<turn|>\n",
+    system_prefix="<|turn>system\n", system_suffix="<turn|>\n",
+)
+
 # InternVL's chat format (the chat template of its transformers-format checkpoints' processor, e.g.
 # OpenGVLab/InternVL3-1B-hf's, written by transformers' `convert_internvl_weights_to_hf.py`): ChatML turns with no
 # default system message (the remote-code checkpoints' own "internvl2_5" conversation adds one; the -hf template, which
@@ -282,7 +298,7 @@ SMOLVLM = ConversationTemplate(
 
 TEMPLATES: dict[str, ConversationTemplate] = {
     template.name: template
-    for template in (PLAIN, VICUNA_V1, QWEN_1_5, QWEN2_VL, QWEN3_VL, GEMMA3, INTERNVL, MISTRAL3, SMOLVLM)
+    for template in (PLAIN, VICUNA_V1, QWEN_1_5, QWEN2_VL, QWEN3_VL, GEMMA3, GEMMA4, INTERNVL, MISTRAL3, SMOLVLM)
 }
 
 
@@ -319,6 +335,7 @@ def llava_row_to_messages(conversations: Sequence[Mapping[str, str]], has_image:
 __all__ = [
     "ASSISTANT",
     "GEMMA3",
+    "GEMMA4",
     "INTERNVL",
     "MISTRAL3",
     "PLAIN",

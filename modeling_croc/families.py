@@ -14,7 +14,6 @@ from transformers import (
     Gemma3ForConditionalGeneration,
     Gemma4Config,
     Gemma4ForConditionalGeneration,
-    Gemma4Processor,
     InternVLConfig,
     InternVLForConditionalGeneration,
     LlavaConfig,
@@ -65,6 +64,7 @@ from .modeling_croc_qwen3_vl_moe import CrocQwen3VLMoeForConditionalGeneration, 
 from .modeling_croc_smolvlm import CrocSmolVLMForConditionalGeneration, CrocSmolVLMModel
 from .processing_croc import CrocProcessor
 from .processing_croc_gemma3 import CrocGemma3Processor
+from .processing_croc_gemma4 import CrocGemma4Processor
 from .processing_croc_internvl import CrocInternVLProcessor
 from .processing_croc_llava_next import CrocLlavaNextProcessor
 from .processing_croc_mistral3 import CrocMistral3Processor
@@ -138,10 +138,10 @@ FAMILIES: tuple[CrocFamily, ...] = (
                CrocQwen3VLProcessor, True, Qwen3VLMoeConfig, Qwen3VLMoeForConditionalGeneration, template="qwen3_vl"),
     CrocFamily(CrocGemma3Config, CrocGemma3Model, CrocGemma3ForConditionalGeneration, CrocGemma3Processor, True,
                Gemma3Config, Gemma3ForConditionalGeneration, template="gemma3"),
-    # Transformers' own processor (images, video, audio); the trainer's data path (a processor for images and text,
-    # the chat format, the batch layout with `image_position_ids`) is not built yet: a run is refused in one line.
-    CrocFamily(CrocGemma4Config, CrocGemma4Model, CrocGemma4ForConditionalGeneration, Gemma4Processor, False,
-               Gemma4Config, Gemma4ForConditionalGeneration, trainer_data=False),
+    # Gemma 4's processor for images and text (its video processor and audio feature extractor left out) and its
+    # chat format; a batch carries each image's patch positions (`image_position_ids`) and `mm_token_type_ids`.
+    CrocFamily(CrocGemma4Config, CrocGemma4Model, CrocGemma4ForConditionalGeneration, CrocGemma4Processor, True,
+               Gemma4Config, Gemma4ForConditionalGeneration, template="gemma4"),
     CrocFamily(CrocInternVLConfig, CrocInternVLModel, CrocInternVLForConditionalGeneration, CrocInternVLProcessor,
                True, InternVLConfig, InternVLForConditionalGeneration, template="internvl"),
     CrocFamily(CrocSmolVLMConfig, CrocSmolVLMModel, CrocSmolVLMForConditionalGeneration, CrocSmolVLMProcessor,

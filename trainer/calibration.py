@@ -27,8 +27,8 @@ def needs_calibration(config) -> bool:
 
 def first_images(dataset, count: int, max_scanned: int | None = None) -> dict[str, torch.Tensor] | None:
     """The image inputs of the first `count` image rows of `dataset` (in index order), batched as the collator does
-    (`pixel_values`, and `image_sizes` for AnyRes rows or `image_grid_thw` for native-resolution ones), or None if
-    it has none.
+    (`pixel_values`, and `image_sizes` for AnyRes rows, `image_grid_thw` for native-resolution ones or
+    `image_position_ids` for Gemma 4's), or None if it has none.
 
     Scans at most `max_scanned` rows (default 20 x count) so a text-heavy mixture does not read the whole set.
     """
@@ -52,6 +52,8 @@ def first_images(dataset, count: int, max_scanned: int | None = None) -> dict[st
         images["image_sizes"] = torch.stack([item["image_sizes"] for item in items])
     if all(item.get("pixel_attention_mask") is not None for item in items):  # split images (SmolVLM's)
         images["pixel_attention_mask"] = stack_images([item["pixel_attention_mask"] for item in items])
+    if all(item.get("image_position_ids") is not None for item in items):  # patch positions (Gemma 4's)
+        images["image_position_ids"] = stack_images([item["image_position_ids"] for item in items], fill=-1)
     return images
 
 

@@ -75,7 +75,9 @@ class CrocDataCollator:
     (AnyRes: ``"pixel_values": (N, crops, 3, H, W)`` and ``"image_sizes": (N, 2)``; native resolution:
     ``"pixel_values": (patches, C * T * P * P)``, ``"image_grid_thw": (N, 3)`` and ``"mm_token_type_ids": (B, L)``;
     dynamic tiling (InternVL): ``"pixel_values": (tiles, 3, S, S)``, every image's tiles in row order, no padding;
-    with `token_type_ids` (Gemma 3): ``"token_type_ids": (B, L)``, 1 at image placeholders, in every batch).
+    with `token_type_ids` (Gemma 3): ``"token_type_ids": (B, L)``, 1 at image placeholders, in every batch; patches
+    at their own grid (Gemma 4): ``"pixel_values": (N, max_patches, 3 * P * P)``, ``"image_position_ids":
+    (N, max_patches, 2)`` and ``"mm_token_type_ids": (B, L)``).
 
     L is the longest sample (rounded up to `pad_to_multiple_of`); padding uses `pad_token_id` in `input_ids`,
     `label_pad_id` in `labels` and 0 in `attention_mask`, on `padding_side`. `pixel_values` holds the images of
@@ -166,6 +168,17 @@ class CrocDataCollator:
                  if feature.get("pixel_attention_mask") is not None]
         if masks:  # split images (SmolVLM's): padded alike, 0 on the padding views and pixels
             batch["pixel_attention_mask"] = stack_images(masks)
+        positions = [feature["image_position_ids"] for feature in features
+                     if feature.get("image_position_ids") is not None]
+        if positions:
+            # Patches at their own grid (Gemma 4's): each image's patch positions, (-1, -1) at its padding patches as
+            # its image processor writes them, and the placeholder types its image attention reads (1 at image tokens,
+            # as its processor writes them: its image blocks are bidirectional on its sliding layers).
+            batch["image_position_ids"] = stack_images(positions, fill=-1)
+            if self.image_token_id is None:
+                raise ValueError("a batch with image_position_ids needs the collator's image_token_id "
+                                 "(build_collator sets it from the processor)")
+            batch["mm_token_type_ids"] = (input_ids == self.image_token_id).long()
         return batch
 
     def packing_budget(self, lengths: Sequence[int]) -> int | None:
@@ -210,15 +223,16 @@ class CrocDataCollator:
         return batch
 
 
-def stack_images(images: list[torch.Tensor]) -> torch.Tensor:
-    """Stack per-image pixel tensors, each zero-padded at the end of every dimension to the largest: AnyRes images
-    (`(crops, 3, H, W)`, different crop counts) to the most crops, as OneVision's image processor pads a batch;
-    native-resolution images with `image_sizes` (Pixtral's `(3, H, W)`) to the largest height and width, top-left, as
-    Pixtral's does (the models read only each image's own crops or pixels)."""
+def stack_images(images: list[torch.Tensor], fill: int = 0) -> torch.Tensor:
+    """Stack per-image pixel tensors, each padded with `fill` (zero) at the end of every dimension to the largest:
+    AnyRes images (`(crops, 3, H, W)`, different crop counts) to the most crops, as OneVision's image processor pads a
+    batch; native-resolution images with `image_sizes` (Pixtral's `(3, H, W)`) to the largest height and width,
+    top-left, as Pixtral's does (the models read only each image's own crops or pixels); Gemma 4's patch positions
+    with `fill=-1`, its padding patches' position."""
     if all(image.shape == images[0].shape for image in images):
         return torch.stack(images)
     shape = [max(sizes) for sizes in zip(*(image.shape for image in images))]
-    stacked = images[0].new_zeros(len(images), *shape)
+    stacked = images[0].new_full((len(images), *shape), fill)
     for index, image in enumerate(images):
         stacked[(index, *(slice(0, size) for size in image.shape))] = image
     return stacked

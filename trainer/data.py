@@ -127,7 +127,9 @@ def image_sample(image_inputs: Mapping[str, Any]) -> dict[str, torch.Tensor]:
     `(3, H, W)` (LLaVA-1.5), `(crops, 3, H, W)` with `image_sizes` `(2,)` (AnyRes), or, for native-resolution
     processors (Qwen2-VL's), every patch of the image `(patches, C * T * P * P)` with `image_grid_thw` `(3,)`: those
     processors flatten a batch's patches into one tensor, so the image's are all of them, not the first row; so do
-    dynamic-tiling ones (InternVL's, which return `num_patches`): `(tiles, 3, S, S)`, the thumbnail included."""
+    dynamic-tiling ones (InternVL's, which return `num_patches`): `(tiles, 3, S, S)`, the thumbnail included. Gemma 4's
+    keep one row per image, its patches padded to `max_patches`: `(max_patches, 3 * P * P)` with `image_position_ids`
+    `(max_patches, 2)`, `(-1, -1)` at the padding patches."""
     if "image_grid_thw" in image_inputs:
         return {"pixel_values": image_inputs["pixel_values"],
                 "image_grid_thw": torch.as_tensor(image_inputs["image_grid_thw"][0])}
@@ -138,6 +140,8 @@ def image_sample(image_inputs: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         sample["image_sizes"] = torch.as_tensor(image_inputs["image_sizes"][0])
     if "pixel_attention_mask" in image_inputs:  # split images (SmolVLM's): `(views, 3, S, S)` and `(views, S, S)`
         sample["pixel_attention_mask"] = torch.as_tensor(image_inputs["pixel_attention_mask"][0])
+    if "image_position_ids" in image_inputs:  # patches at their own grid (Gemma 4's): `(max_patches, 2)`, -1 padding
+        sample["image_position_ids"] = torch.as_tensor(image_inputs["image_position_ids"][0])
     return sample
 
 

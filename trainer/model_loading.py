@@ -23,12 +23,13 @@ from .training_args import CrocTrainingArguments
 logger = logging.getLogger(__name__)
 
 # The modules QLoRA keeps in full precision, as the paths of every family's (`model.visual` holds Qwen's merger,
-# `model.vision_model` and `model.connector` are SmolVLM's). transformers matches a skip entry from the start of a
-# module's path (or as its suffix), so the bare `vision_tower` / `multi_modal_projector` matched none of the
-# `model.`-prefixed towers and projectors: they were quantised too, the projector the stage trains included.
+# `model.vision_model` and `model.connector` are SmolVLM's, `model.embed_vision` Gemma 4's projector). transformers
+# matches a skip entry from the start of a module's path (or as its suffix), so the bare `vision_tower` /
+# `multi_modal_projector` matched none of the `model.`-prefixed towers and projectors: they were quantised too, the
+# projector the stage trains included.
 QLORA_FULL_PRECISION_MODULES: tuple[str, ...] = (
     "model.vision_tower", "model.visual", "model.vision_model", "model.multi_modal_projector", "model.connector",
-    "model.prompt_pool", "vtr_head", "lm_head",
+    "model.embed_vision", "model.prompt_pool", "vtr_head", "lm_head",
 )
 
 
@@ -69,8 +70,8 @@ def fit_images_to_pool(processor, config) -> None:
     stage 1.5's one-to-one matching can serve every image: its masked tokens never outnumber the prompt pool (with
     `mask_ratio` 0.75 and a 2048 pool, 2730 tokens, ~2.1 MP). Without this, the first large image would end the run
     mid-way; with it, the limit is decided before the data is read and logged once. A processor whose images cannot
-    be bounded (AnyRes grids: LLaVA-NeXT, OneVision) with a largest image the pool cannot serve is refused in one
-    line (`ConfigError`)."""
+    be bounded (AnyRes grids: LLaVA-NeXT, OneVision), or not that far (Gemma 4's smallest `max_soft_tokens`, 70),
+    with a largest image the pool cannot serve is refused in one line (`ConfigError`)."""
     if not (config.croc_pretraining and config.token_matching == "hungarian"):
         return
     most = int(processor.max_visual_tokens)
@@ -88,8 +89,18 @@ def fit_images_to_pool(processor, config) -> None:
         middle = (low + high + 1) // 2
         low, high = (middle, high) if config.num_masked_tokens(middle) <= config.prompt_pool_size else (low, middle - 1)
     limit(low)
+    # A processor whose image sizes come in steps (Gemma 4's `max_soft_tokens` budgets) bounds to the largest step
+    # under `low`, or cannot go that low: its smallest step is checked again rather than trusted.
+    bounded = int(processor.max_visual_tokens)
+    if config.num_masked_tokens(bounded) > config.prompt_pool_size:
+        raise ConfigError(
+            f"{type(processor).__name__} expands an image to at least {bounded} visual tokens at its smallest size, "
+            f"whose {config.num_masked_tokens(bounded)} masked tokens outnumber the {config.prompt_pool_size}-token "
+            f"prompt pool (Hungarian matching is one-to-one): set croc_overrides prompt_pool_size >= "
+            f"{config.num_masked_tokens(bounded)}, or token_matching: nearest")
     logger.info("images resized to at most %d visual tokens (was %d), so that their %d masked tokens fit the "
-                "%d-token prompt pool one-to-one", low, most, config.num_masked_tokens(low), config.prompt_pool_size)
+                "%d-token prompt pool one-to-one", bounded, most, config.num_masked_tokens(bounded),
+                config.prompt_pool_size)
 
 
 def _for_stage(processor, args: CrocTrainingArguments):

@@ -23,17 +23,18 @@ PARAMETER_GROUPS: tuple[str, ...] = ("projector", "prompt_pool", "vtr_head", "la
 GROUP_MARKERS: Mapping[str, tuple[str, ...]] = MappingProxyType(
     {
         # OneVision's newline token is part of the vision-to-LM interface: it trains with the projector, as the
-        # patch mergers of Qwen2.5-VL / Qwen3-VL (`visual.merger`, `visual.deepstack_merger_list`) and SmolVLM's
-        # connector do.
+        # patch mergers of Qwen2.5-VL / Qwen3-VL (`visual.merger`, `visual.deepstack_merger_list`), SmolVLM's
+        # connector and Gemma 4's vision embedder (`embed_vision`: norm and projection to the text width) do.
         "projector": ("multi_modal_projector.", "image_newline", "visual.merger.", "visual.deepstack_merger_list.",
-                      "connector."),
+                      "connector.", "embed_vision."),
         "prompt_pool": (f"{PROMPT_POOL_MODULE}.",),
         "vtr_head": (f"{VTR_HEAD_MODULE}.",),
         # SmolVLM calls its language model `text_model`.
         "language_model": ("language_model.", "text_model.", "lm_head."),
         # Qwen2.5-VL / Qwen3-VL call their vision tower `visual` (its merger matched above first), SmolVLM
-        # `vision_model`.
-        "vision_tower": ("vision_tower.", "visual.", "vision_model."),
+        # `vision_model`. Gemma 4's audio tower and its embedder (E2B / E4B) are an encoder side Croc does not train
+        # on: they sit with the vision tower, frozen wherever it is.
+        "vision_tower": ("vision_tower.", "visual.", "vision_model.", "audio_tower.", "embed_audio."),
     }
 )
 

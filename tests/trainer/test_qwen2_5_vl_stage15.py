@@ -65,33 +65,25 @@ def test_images_are_bounded_so_their_masked_tokens_fit_the_pool():
 
 
 
-@pytest.mark.parametrize("family", ["smolvlm", "gemma4"])
-def test_a_family_without_its_data_path_is_refused_in_one_line(family, data_dir, tmp_path, monkeypatch):
-    """A family whose data path the trainer does not build (its `families.py` entry's `trainer_data=False`: Gemma 4's,
-    and SmolVLM's set so on a copy of the table whatever its entry says) keeps its model classes, conversion and
+def test_a_family_without_its_data_path_is_refused_in_one_line(data_dir, tmp_path, monkeypatch):
+    """A family whose data path the trainer does not build (its `families.py` entry's `trainer_data=False`; every
+    family's is built now, so SmolVLM's is set so on a copy of the table) keeps its model classes, conversion and
     export, and a run on its folder stops before anything loads, saying so."""
     import dataclasses
 
     import modeling_croc.families
     import trainer.resolve
-    from croc_testing.gemma4 import tiny_croc_gemma4_config
     from croc_testing.smolvlm import tiny_croc_smolvlm_config
-    from modeling_croc import (
-        CrocGemma4ForConditionalGeneration,
-        CrocSmolVLMConfig,
-        CrocSmolVLMForConditionalGeneration,
-    )
+    from modeling_croc import CrocSmolVLMConfig, CrocSmolVLMForConditionalGeneration
     from modeling_croc.convert import croc_to_llava
 
     torch.manual_seed(0)
-    if family == "smolvlm":
-        table = dict(modeling_croc.families.FAMILY_OF_CONFIG)
-        table[CrocSmolVLMConfig] = dataclasses.replace(table[CrocSmolVLMConfig], trainer_data=False)
-        monkeypatch.setattr(modeling_croc.families, "FAMILY_OF_CONFIG", table)
-        monkeypatch.setattr(trainer.resolve, "FAMILY_OF_CONFIG", table)
-        croc = CrocSmolVLMForConditionalGeneration(tiny_croc_smolvlm_config())
-    else:
-        croc = CrocGemma4ForConditionalGeneration(tiny_croc_gemma4_config())
+    family = "smolvlm"
+    table = dict(modeling_croc.families.FAMILY_OF_CONFIG)
+    table[CrocSmolVLMConfig] = dataclasses.replace(table[CrocSmolVLMConfig], trainer_data=False)
+    monkeypatch.setattr(modeling_croc.families, "FAMILY_OF_CONFIG", table)
+    monkeypatch.setattr(trainer.resolve, "FAMILY_OF_CONFIG", table)
+    croc = CrocSmolVLMForConditionalGeneration(tiny_croc_smolvlm_config())
     croc_to_llava(croc).save_pretrained(tmp_path / family)
     monkeypatch.setattr(sys, "argv", ["trainer.train", str(CONFIGS / "stage1_5.yaml"), f"--output_dir={tmp_path / 'o'}",
                                       f"--model.name_or_path={tmp_path / family}",
