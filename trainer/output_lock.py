@@ -48,6 +48,8 @@ LOCK_FILE = ".croc-run.lock"
 HEARTBEAT_SECONDS = 30.0
 # Ten missed heartbeats: long enough for a filesystem hiccup, short enough for a requeue on another node.
 STALE_AFTER_SECONDS = 300.0
+# How long a run that finds its lock file gone looks for the one a takeover creates after renaming it away.
+TAKEOVER_GRACE_SECONDS = 1.0
 # The tokens of the locks this process holds: a lock naming this process's PID with another token is a dead one's.
 _HELD_HERE: set[str] = set()
 
@@ -227,7 +229,7 @@ class OutputDirLock:
         try:
             fd = os.open(self.path, os.O_RDONLY)
         except FileNotFoundError:
-            return self._lose(None)
+            return self._lose(self._new_holder())
         except OSError:
             return True
         # The descriptor, not the path: the file checked is the file touched, even if a new holder replaces it
@@ -242,6 +244,22 @@ class OutputDirLock:
             with contextlib.suppress(OSError):
                 os.utime(file.fileno() if os.utime in os.supports_fd else self.path)
         return True
+
+    def _new_holder(self) -> LockHolder | None:
+        """The run whose lock file replaced this run's, looked for during `TAKEOVER_GRACE_SECONDS`, or None: a
+        takeover renames the old file away before it creates its own, and a heartbeat between the two finds no file,
+        which said "its lock file was removed" of a folder another run had just taken."""
+        deadline = time.monotonic() + TAKEOVER_GRACE_SECONDS
+        while True:
+            try:
+                current = _parse_holder(self.path.read_text(encoding="utf-8"))
+            except OSError:
+                current = None
+            if current is not None and current.token != self.holder.token:
+                return current
+            if time.monotonic() >= deadline:
+                return None
+            time.sleep(0.05)
 
     def _lose(self, current: LockHolder | None) -> bool:
         if not self._lost.is_set():

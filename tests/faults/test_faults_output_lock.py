@@ -253,6 +253,26 @@ def test_a_lock_taken_over_is_not_refreshed_by_its_old_holder_and_its_loss_is_no
     assert lock_file.read_text() == content and lock_file.stat().st_mtime == taken.st_mtime
 
 
+def test_a_heartbeat_between_a_takeovers_rename_and_create_still_names_the_new_holder(tmp_path):
+    """A takeover renames the stale lock file away, then creates its own: a heartbeat in between found no file and
+    said "another run (its lock file was removed)", which made the lock tests flaky on a loaded machine and told a
+    user less than it knew a moment later. It looks for the new holder's file for a moment first."""
+    import threading
+
+    lock = OutputDirLock(tmp_path, heartbeat=3600).acquire()
+    try:
+        (tmp_path / LOCK_FILE).rename(tmp_path / "aside")
+        planting = threading.Timer(0.3, _plant_lock, args=(tmp_path,),
+                                   kwargs={"host": "node-9", "pid": 4321, "token": "new-holder"})
+        planting.start()
+        assert not lock.verify()
+        planting.join()
+        assert lock.lost_to is not None and lock.lost_to.token == "new-holder"
+        assert "taken over by process 4321 on node-9" in lock.lost_message(), lock.lost_message()
+    finally:
+        lock.release()
+
+
 @pytest.mark.parametrize("when", ["between steps", "before a checkpoint's rename", "staging emptied by the new holder",
                                   "before the final save"])
 def test_a_run_whose_lock_was_taken_over_stops_and_writes_nothing_more(tiny_model, data, tmp_path, monkeypatch,
