@@ -93,6 +93,27 @@ def test_too_many_rows_that_cannot_fit_stop_the_run_before_the_model_loads(tiny_
     assert len((tmp_path / "run" / "rejects.jsonl").read_text().splitlines()) == 4  # the file the message names
 
 
+@pytest.mark.parametrize("cause", ["missing_image", "too_long"])
+def test_a_source_whose_every_row_is_rejected_writes_the_rejects_file_it_names(tiny_model, long_rows, tmp_path,
+                                                                              monkeypatch, capsys, no_model_load,
+                                                                              cause):
+    """Before: a budget that lets every row go (or a one-row source) ended in "no training rows ... see
+    <output_dir>/rejects.jsonl", a file never written (by the validator's rejects, and by the length check's)."""
+    if cause == "missing_image":
+        rows = [image_row(f"gone-{i}", f"images/gone-{i}.png") for i in range(2)]
+    else:
+        rows = [row for row in json.loads(long_rows.read_text()) if row["id"].startswith("long-question")]
+    data = tmp_path / "rows.json"
+    data.write_text(json.dumps(rows))
+    status, message = cli_exit(run_argv("stage2.yaml", tmp_path / "run", tiny_model, data,
+                                        "--data.max_reject_fraction=1"), monkeypatch, capsys)
+    rejects = tmp_path / "run" / "rejects.jsonl"
+    assert status == 1 and message.startswith("data error: no training rows") and str(rejects) in message, message
+    lines = [json.loads(line) for line in rejects.read_text().splitlines()]
+    assert sorted(line["id"] for line in lines) == sorted(row["id"] for row in rows)
+    assert {line["reason"] for line in lines} == {cause}
+
+
 def test_the_length_pass_in_several_processes_equals_one(long_rows):
     processor = tiny_croc_processor()
     rows = datasets.Dataset.from_list(json.loads(long_rows.read_text()) * 700)  # above the per-process threshold
