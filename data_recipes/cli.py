@@ -15,6 +15,7 @@ import logging
 import shlex
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -141,9 +142,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "list":
         return _cmd_list(args.verbose)
     if args.command == "synth":
-        made = generate_synthetic_scenes(args.out, num_images=args.num_images, seed=args.seed,
-                                         image_size=args.image_size, test_fraction=args.test_fraction,
-                                         val_fraction=args.val_fraction, num_text=args.num_text, progress=True)
+        # As `build`: `~` is the home folder (a quoted '~/x' wrote ./~/x), and a bad value or an --out that cannot be
+        # a folder is one line, not a traceback.
+        try:
+            made = generate_synthetic_scenes(Path(args.out).expanduser(), num_images=args.num_images, seed=args.seed,
+                                             image_size=args.image_size, test_fraction=args.test_fraction,
+                                             val_fraction=args.val_fraction, num_text=args.num_text, progress=True)
+        except (ValueError, OSError) as err:
+            print(f"error: {err}", file=sys.stderr)
+            return 1
         print(f"wrote {made.out_dir}: " + ", ".join(f"{k}={v}" for k, v in made.counts.items()))
         return 0
     try:

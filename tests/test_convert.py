@@ -307,6 +307,23 @@ def test_convert_cli_never_writes_over_a_folder_that_holds_files(tmp_path):
     assert json.loads((trained / "config.json").read_text())["model_type"] == "llava"
 
 
+def test_convert_cli_reads_and_writes_under_the_home_folder_for_a_tilde(tmp_path, monkeypatch):
+    """RELIABILITY.md: `~` in a folder option means the home folder. Before: OUT was checked under the home folder and
+    written as ./~/OUT (over files the check never saw), and a '~/SRC' was read as a Hub id."""
+    from modeling_croc.convert.__main__ import main
+
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    CrocForConditionalGeneration(_config()).save_pretrained(tmp_path / "home" / "croc")
+    (tmp_path / "~" / "llava").mkdir(parents=True)
+    (tmp_path / "~" / "llava" / "notes.txt").write_text("mine")
+    main(["to-llava", "~/croc", "~/llava"])
+    assert json.loads((tmp_path / "home" / "llava" / "config.json").read_text())["model_type"] == "llava"
+    assert [path.name for path in (tmp_path / "~" / "llava").iterdir()] == ["notes.txt"]
+    with pytest.raises(SystemExit, match="convert error: ~nosuchuser4/x: ~nosuchuser4 is the home folder of no user"):
+        main(["to-llava", "~/croc", "~nosuchuser4/x"])
+
+
 # --- separate parts on other backbones: SigLIP / SigLIP2 folders, Qwen and Gemma language models -----------------
 
 def _tower_folder(kind: str, path):

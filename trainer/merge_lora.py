@@ -166,6 +166,16 @@ def main(argv: list[str] | None = None) -> None:
                         help="dtype the base is loaded and the merged model saved in (default float32)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # `~` is the home folder (docs/RELIABILITY.md): the check below read the expanded --out, but the merge wrote the
+    # literal one (./~/OUT, over whatever it held) and looked for a '~/RUN' under ./~.
+    for name in ("adapter_dir", "out", "base"):
+        value = getattr(args, name)
+        if isinstance(value, str) and value.startswith("~"):
+            try:
+                setattr(args, name, str(Path(value).expanduser()))
+            except RuntimeError:  # ~user of no user of this machine
+                raise SystemExit(f"merge error: {value}: {value.split('/', 1)[0]} is the home folder of no user on "
+                                 "this machine; give the folder's path") from None
     problem = merge_output_problem(args.adapter_dir, args.out, args.base)
     if problem:
         raise SystemExit(f"merge error: {problem}")

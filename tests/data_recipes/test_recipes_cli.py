@@ -120,6 +120,25 @@ def test_synth_command(tmp_path, capsys):
     assert len(list((tmp_path / "s" / "images").glob("*.png"))) == 5
 
 
+def test_synth_takes_the_home_folder_and_fails_in_one_line(tmp_path, monkeypatch, capsys):
+    """RELIABILITY.md: `~` in a folder option means the home folder everywhere, and a mistake is one line. Before:
+    `synth --out '~/s'` wrote ./~/s, and --num-images 0, a --test-fraction of 2 or an --out that is a file ended in
+    a traceback."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["synth", "--out", "~/s", "--num-images", "2", "--image-size", "16"]) == 0
+    assert len(list((tmp_path / "home" / "s" / "images").glob("*.png"))) == 2 and not (tmp_path / "~").exists()
+    capsys.readouterr()
+    (tmp_path / "a_file").write_text("mine")
+    for argv, message in ((["--num-images", "0"], "num_images must be >= 1"),
+                          (["--test-fraction", "2"], "test_fraction must be in [0, 1), got 2.0"),
+                          (["--out", "a_file"], "Not a directory")):
+        assert main(["synth", "--out", "bad", "--image-size", "16", *argv]) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("error: ") and message in err and err.count("\n") == 1, err
+    assert (tmp_path / "a_file").read_text() == "mine"
+
+
 def test_module_entry_point_runs_in_a_subprocess():
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     proc = subprocess.run([sys.executable, "-m", "data_recipes", "list"], cwd=REPO, env=env,

@@ -73,6 +73,30 @@ def test_merge_cli_refuses_to_write_over_the_base_or_the_adapters(tmp_path):
     assert (tmp_path / "merged" / "model.safetensors").is_file()
 
 
+def test_merge_cli_reads_and_writes_under_the_home_folder_for_a_tilde(tmp_path, monkeypatch):
+    """RELIABILITY.md: `~` in a folder option means the home folder. Before: --out was checked under the home folder
+    and written as ./~/OUT (over files the check never saw)."""
+    import pytest
+    from peft import LoraConfig, get_peft_model
+
+    from croc_testing.tiny import save_tiny_croc
+    from trainer.merge_lora import main
+
+    home = tmp_path / "home"
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(tmp_path)
+    base = save_tiny_croc(home / "base")
+    get_peft_model(CrocForConditionalGeneration.from_pretrained(base),
+                   LoraConfig(r=2, target_modules=["q_proj"], init_lora_weights=False)).save_pretrained(home / "run")
+    (tmp_path / "~" / "merged").mkdir(parents=True)
+    (tmp_path / "~" / "merged" / "notes.txt").write_text("mine")
+    main(["~/run", "--out", "~/merged", "--base", "~/base"])
+    assert (home / "merged" / "model.safetensors").is_file()
+    assert [path.name for path in (tmp_path / "~" / "merged").iterdir()] == ["notes.txt"]
+    with pytest.raises(SystemExit, match="merge error: ~nosuchuser4/m: ~nosuchuser4 is the home folder of no user"):
+        main(["~/run", "--out", "~nosuchuser4/m"])
+
+
 def test_merge_cli_names_a_missing_adapter_or_base_in_one_line(tmp_path, capsys):
     """A folder that is not a LoRA run, or one whose base folder is gone (moved, or adapters downloaded without it),
     ended the merge command with a traceback (the hostile tester's finding); it is one `merge error:` line."""
