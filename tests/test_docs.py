@@ -863,3 +863,94 @@ def test_every_argument_of_a_documented_command_has_help(commands, monkeypatch):
     problems = [line for module in DOCUMENTED_CLIS
                 for line in _undocumented_arguments(_parser_of(module, monkeypatch), module)]
     assert not problems, "arguments without help:\n" + "\n".join(problems)
+
+
+# ---- numbers quoted from the code and the committed benchmark results ----
+
+RESULTS = REPO / "benchmarks" / "RESULTS.md"
+
+
+def _table_under(text: str, heading: str) -> list[dict[str, str]]:
+    """The rows of the first table after `heading` (the end of a line), as {column: cell}."""
+    lines = text.split(f"{heading}\n", 1)[1].splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    table = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        table.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+    return [dict(zip(table[0], row)) for row in table[2:]]
+
+
+def test_training_md_packing_numbers_are_the_committed_results():
+    """TRAINING.md's packing paragraph quotes `python -m benchmarks packing` (benchmarks/RESULTS.md): every share and
+    ratio it gives is the committed table's, rounded as it is written."""
+    results = RESULTS.read_text(encoding="utf-8")
+    tokens = {(row["stage"], row["layout"]): row for row in _table_under(
+        results, "### Packing against padding: tokens per real token (stage YAML micro-batches, 8 processes)")}
+    steps = _table_under(results, "### Step time per real token (cpu, torch.float32): padded vs packed, same "
+                                  "micro-batches")
+
+    def share(stage: str, layout: str, column: str) -> str:
+        return f"{float(tokens[(stage, layout)][column]) * 100:.0f}%"
+
+    def step(stage: str, micro_batch: str, layout: str) -> float:
+        return next(float(row["time vs padded"]) for row in steps
+                    if (row["stage"], row["micro-batch"], row["layout"]) == (stage, micro_batch, layout))
+
+    padded, longest = "padded", "packed, budget: longest sample"
+    estimate, text_rows = "stage estimate (weighted by real tokens)", "text rows, 8 samples"
+    texts = sorted(step(stage, text_rows, "packed") for stage in ("1.5", "2"))
+    fixed = sorted(step(stage, estimate, "packed, fixed budget") for stage in ("1.5", "2"))
+    quotes = [
+        f"packing removes {share('1.5', longest, 'padding avoided')} of the tokens a stage-1.5 micro-batch computes "
+        f"(padding share {share('1.5', padded, 'padding share')} -> {share('1.5', longest, 'padding share')})",
+        f"and {share('2', longest, 'padding avoided')} in stage 2 ({share('2', padded, 'padding share')} -> "
+        f"{share('2', longest, 'padding share')})",
+        f"({float(tokens[('1', padded)]['padding share']) * 100:.1f}% padding) and gain nothing",
+        f"took {step('1.5', estimate, 'packed'):.2f}x (stage 1.5) and {step('2', estimate, 'packed'):.2f}x (stage 2)",
+        f"{texts[0]:.2f}-{texts[1]:.2f}x on text micro-batches",
+        f"slower ({fixed[0]:.1f}-{fixed[1]:.1f}x)",
+        f"removes all padding ({share('1.5', padded, 'padding share')} / {share('2', padded, 'padding share')} of "
+        "the tokens)",
+    ]
+    training = " ".join(_normalised((REPO / "docs" / "TRAINING.md").read_text(encoding="utf-8")).split())
+    missing = [quote for quote in quotes if quote not in training]
+    assert not missing, f"TRAINING.md does not quote benchmarks/RESULTS.md's packing results as: {missing}"
+
+
+def test_data_md_counts_are_the_recipes_defaults():
+    """DATA.md's per-source tables of the croc1.5m and llava802k recipes, and the sums it states, are the defaults
+    the recipes draw (`CROC_1_5M_COUNTS`, `EXTRA_802K_COUNTS`)."""
+    from data_recipes.catalog import CROC_1_5M_COUNTS
+    from data_recipes.recipes.llava802k import EXTRA_802K_COUNTS
+
+    text = (REPO / "docs" / "DATA.md").read_text(encoding="utf-8")
+
+    def number(cell: str) -> int:
+        return int(re.match(r"[\d,]+", cell).group().replace(",", ""))
+
+    text_sets = {row["key"].strip("`"): number(row["rows"]) for row in _table_under(
+        text, "**Text-only rows.** Which rows were drawn is not published, so the recipe draws them with the recorded seed.")}
+    assert text_sets == {name: n for name, n in CROC_1_5M_COUNTS.items() if name != "sharegpt4v"}
+    extras = {row["key"].strip("`"): number(row["default rows"]) for row in _table_under(
+        text, "`OpenGVLab/InternVL-Chat-V1-2-SFT-Data` with these defaults (`EXTRA_802K_COUNTS`), a choice of this "
+              "project:")}
+    assert extras == EXTRA_802K_COUNTS
+    flat = " ".join(text.split())
+    assert f"The eight counts add up to {sum(text_sets.values()):,}" in flat
+    assert f"The defaults sum to {sum(extras.values()):,}." in flat
+    assert f"The recipe samples {CROC_1_5M_COUNTS['sharegpt4v']:,} rows" in flat
+
+
+def test_configs_that_save_no_checkpoints_are_the_ones_training_md_names():
+    """TRAINING.md: "Configs with `save_strategy: "no"` (`cpu_tiny/`, `demo/`, `victor/stage1.yaml`) say so when the
+    run starts" and resume only from a Ctrl-C or preemption checkpoint; every other config saves steps."""
+    configs = REPO / "trainer" / "configs"
+    no_save = {str(path.relative_to(configs)) for path in configs.rglob("*.yaml")
+               if yaml.safe_load(path.read_text(encoding="utf-8")).get("save_strategy") == "no"}
+    named = {"victor/stage1.yaml"} | {str(path.relative_to(configs)) for folder in ("cpu_tiny", "demo")
+                                     for path in (configs / folder).glob("*.yaml")}
+    training = " ".join((REPO / "docs" / "TRAINING.md").read_text(encoding="utf-8").split())
+    assert 'Configs with `save_strategy: "no"` (`cpu_tiny/`, `demo/`, `victor/stage1.yaml`)' in training
+    assert no_save == named, f"save_strategy no: {sorted(no_save ^ named)} differ from TRAINING.md's list"
