@@ -442,8 +442,12 @@ class CrocSupervisedDataset(torch.utils.data.Dataset):
             return None, ("too_many_image_markers", placeholder)
         image = self._load_image(row) if with_image else None
         image_ids = self._image_expansion_ids(image) if image is not None and self._expands_with_structure else None
-        input_ids, labels, image_end = self._tokenize(segments, with_image, row, self._image_token_count(image),
-                                                      image_ids)
+        image_tokens = self._image_token_count(image)
+        pool_limit = getattr(self.processor, "pool_visual_token_limit", None)  # stage 1.5's (`fit_images_to_pool`)
+        if pool_limit is not None and image_tokens > pool_limit:
+            return None, ("image_too_large", f"{image_tokens} visual tokens, more than the {pool_limit} whose masked "
+                          "tokens the prompt pool can match one-to-one")
+        input_ids, labels, image_end = self._tokenize(segments, with_image, row, image_tokens, image_ids)
         fit = self._fit_verdict(input_ids, labels, image_end)
         if fit.verdict == "rejected":
             return None, (fit.reason, fit.detail)

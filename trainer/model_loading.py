@@ -75,6 +75,15 @@ def fit_images_to_pool(processor, config) -> None:
     if not (config.croc_pretraining and config.token_matching == "hungarian"):
         return
     most = int(processor.max_visual_tokens)
+    low, high = 1, max(most, config.prompt_pool_size * 4)  # the largest count whose masked tokens fit the pool
+    while low < high:
+        middle = (low + high + 1) // 2
+        low, high = (middle, high) if config.num_masked_tokens(middle) <= config.prompt_pool_size else (low, middle - 1)
+    # The bound on an image's size is not one on its tokens for every shape: Qwen's resize keeps one merge window on
+    # a thin image's short side, so a 28 x 4200 image takes about sqrt(budget x 150) windows, more than the budget
+    # (24 for a budget of 4). The dataset replaces a row whose image still has more tokens than this (one line in the
+    # data report) rather than let the matching end the run in a traceback.
+    processor.pool_visual_token_limit = None if config.num_masked_tokens(high + 1) <= config.prompt_pool_size else low
     if config.num_masked_tokens(most) <= config.prompt_pool_size:
         return
     limit = getattr(processor, "limit_visual_tokens", None)
@@ -84,10 +93,6 @@ def fit_images_to_pool(processor, config) -> None:
             f"{config.num_masked_tokens(most)} masked tokens outnumber the {config.prompt_pool_size}-token prompt pool "
             f"(Hungarian matching is one-to-one): the first such image would stop the run. Set croc_overrides "
             f"prompt_pool_size >= {config.num_masked_tokens(most)}, or token_matching: nearest")
-    low, high = 1, most  # the largest count whose masked tokens fit the pool (num_masked_tokens is monotone)
-    while low < high:
-        middle = (low + high + 1) // 2
-        low, high = (middle, high) if config.num_masked_tokens(middle) <= config.prompt_pool_size else (low, middle - 1)
     limit(low)
     # A processor whose image sizes come in steps (Gemma 4's `max_soft_tokens` budgets) bounds to the largest step
     # under `low`, or cannot go that low: its smallest step is checked again rather than trusted.

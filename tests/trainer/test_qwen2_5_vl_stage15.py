@@ -63,6 +63,20 @@ def test_images_are_bounded_so_their_masked_tokens_fit_the_pool():
     assert unbounded.num_image_tokens == 4  # no stage-1.5 matching, nothing to bound
 
 
+def test_a_thin_image_with_more_tokens_than_the_pool_serves_is_replaced_not_a_traceback(tmp_path):
+    """Qwen's resize keeps one merge window on a thin image's short side, so a 28 x 4200 image (aspect 150, under
+    max_aspect_ratio) takes 24 merged tokens under a 4-token budget: its 18 masked tokens outnumbered a 3-token pool
+    and the Hungarian matching ended the run mid-way. The row is now one the dataset cannot use (replaced, counted)."""
+    from PIL import Image
+
+    processor = tiny_qwen2_5_vl_processor()
+    fit_images_to_pool(processor, CrocQwen2_5_VLConfig(croc_pretraining=True, prompt_pool_size=3, vtr_head="linear"))
+    Image.new("RGB", (28, 4200), (9, 9, 9)).save(tmp_path / "thin.png")
+    row = {"id": "thin", "image": "thin.png",
+           "conversations": [{"from": "human", "value": "<image>\nDescribe."}, {"from": "gpt", "value": "A strip."}]}
+    dataset = CrocSupervisedDataset([row], processor, template="qwen2_vl", image_root=tmp_path, model_max_length=4096)
+    sample, problem = dataset._sample(row)
+    assert sample is None and problem[0] == "image_too_large" and "24 visual tokens" in problem[1]
 
 
 def test_a_family_without_its_data_path_is_refused_in_one_line(data_dir, tmp_path, monkeypatch):
