@@ -93,10 +93,10 @@ def load_training_rows(data_args: DataArguments, args: CrocTrainingArguments | N
     rows = kept_rows(rows, validation)
     report.check_start()
     if len(rows) == 0:
-        if report.rows_read:  # the message names the rejects file: write it first, as `check_start` does
-            report.write_start()
-        raise DataError(f"no training rows in {path}" + (f" (all {report.rows_read:,} rejected, see "
-                                                          f"{report.rejects_path})" if report.rows_read else ""))
+        # The message names the rejects file: written first, as `check_start` does.
+        rejected = (f" (all {report.rows_read:,} rejected, with their reasons: {report.write_refused_start()})"
+                    if report.rows_read else "")
+        raise DataError(f"no training rows in {path}{rejected}")
     start_rejections: dict[str, list[int]] = {}
     for index in validation.rejected_indices:
         start_rejections.setdefault(validation.reasons[index], []).append(index)
@@ -620,8 +620,8 @@ def build_train_dataset(training_rows: TrainingRows, processor: Any, args: CrocT
     report.log_start()
     report.check_start()
     if len(dataset) == 0:
-        report.write_start()  # the file the message names (as in `load_training_rows`)
-        raise DataError(f"no training rows left in {report.source}: all {report.rows_read:,} rejected, see "
-                        f"{report.rejects_path}")
+        # The file the message names is written first (as in `load_training_rows`).
+        raise DataError(f"no training rows left in {report.source}: all {report.rows_read:,} rejected, with their "
+                        f"reasons: {report.write_refused_start()}")
     logger.info("training rows: %d (images under %s)", len(dataset), training_rows.image_root)
     return dataset

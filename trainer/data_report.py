@@ -34,6 +34,7 @@ from data_recipes import (
 )
 
 from .data import LENGTH_REJECT_REASONS
+from .run_record import RUN_RECORD
 
 logger = logging.getLogger(__name__)
 
@@ -124,13 +125,23 @@ class DataReport:
 
     def check_start(self) -> None:
         """Stop before the model loads if the start rejected more than the run accepts (the rejects file, which the
-        message names, is written first)."""
+        message names, is written first: `write_refused_start`)."""
         rejected = sum(self.rejected.values())
         if self._over_budget(rejected, self.rows_read):
-            self.write_start()
             raise RejectedRowsError(
                 f"{rejected:,} of {self.rows_read:,} rows of {self.source} rejected ({format_counts(self.rejected)}), "
-                f"more than {self._budget_words()}; rejected rows with their reasons: {self.rejects_path}")
+                f"more than {self._budget_words()}; rejected rows with their reasons: {self.write_refused_start()}")
+
+    def write_refused_start(self) -> str:
+        """For a run refused for its rows before it starts: write the start's rejects where the refusal's line says,
+        and say where (the rejects file). Not over the rejects file of a run the output folder already holds (its
+        record beside it: the rerun of a finished run's command on a node without its images), which its data
+        report names: a refused run leaves the folder's files as they were."""
+        if self.rejects_path is not None and (self.rejects_path.parent / RUN_RECORD).is_file():
+            return (f"none written, as {self.rejects_path} is the rejects file of the run output_dir holds, left as "
+                    "it was (another output_dir writes them)")
+        self.write_start()
+        return str(self.rejects_path)
 
     # ---- training ----
     def record(self, rows: int, replaced_rows: list[dict[str, Any]], step: int, truncated: int = 0) -> None:

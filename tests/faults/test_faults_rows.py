@@ -572,3 +572,22 @@ def test_a_start_reads_the_rows_for_their_fingerprint_once(tiny_model, tmp_path,
     data = write_small_folder(tmp_path / "data")
     train_module.main(run_argv("stage2.yaml", tmp_path / "run", tiny_model, data, "--max_steps=1"))
     assert len(passes) == 1, passes
+
+
+@pytest.mark.parametrize("budget", ["1", "0.5"])
+def test_a_rerun_refused_for_its_rows_leaves_the_folders_rejects_file_as_it_was(long_rows_run, tiny_model, tmp_path,
+                                                                               monkeypatch, capsys, no_model_load,
+                                                                               budget):
+    """Before: the rerun of a finished run's command where its images are gone (a node without the data mount) was
+    refused before the record was read, and wrote its own rejected rows over the finished run's rejects.jsonl (every
+    row missing_image), which its data report still names; a refused run leaves the folder's files as they were."""
+    out = tmp_path / "run"
+    shutil.copytree(long_rows_run, out, ignore=shutil.ignore_patterns("checkpoint-*"))  # as save_strategy "no" ends
+    before = (out / "rejects.jsonl").read_text()
+    data = tmp_path / "rows.json"
+    data.write_text(json.dumps([image_row(f"gone-{i}", f"images/gone-{i}.png") for i in range(2)]))
+    status, message = cli_exit(run_argv("stage2.yaml", out, tiny_model, data,
+                                        f"--data.max_reject_fraction={budget}"), monkeypatch, capsys)
+    assert status == 1 and message.startswith("data error: ") and "missing_image" not in before, message
+    assert "left as it was" in message and "another output_dir" in message, message
+    assert (out / "rejects.jsonl").read_text() == before
