@@ -133,6 +133,20 @@ def _print_report(summary: dict[str, Any]) -> None:
             print(f"  kept, but {name}: {n} ({notices['meaning'][name]}; e.g. {examples})")
 
 
+def _expand_home(args: argparse.Namespace, names: Sequence[str]) -> str | None:
+    """Expand `~` in the folder arguments `names` of `args` (in place), as convert and merge_lora do; the one line of
+    a `~user` that is no user of this machine (pathlib raises RuntimeError, a traceback), else None."""
+    for name in names:
+        value = getattr(args, name, None)
+        if isinstance(value, str) and value.startswith("~"):
+            try:
+                setattr(args, name, str(Path(value).expanduser()))
+            except RuntimeError:
+                return (f"{value}: {value.split('/', 1)[0]} is the home folder of no user on this machine; give the "
+                        "folder's path")
+    return None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit status (0 ok, 1 usage/input error, including a data file that does not read
     as rows, 2 rows rejected under --strict or every row rejected)."""
@@ -141,6 +155,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.command == "list":
         return _cmd_list(args.verbose)
+    unknown_home = _expand_home(args, ("out", "data_root", "hub_folder"))
+    if unknown_home:
+        print(f"error: {unknown_home}", file=sys.stderr)
+        return 1
     if args.command == "synth":
         # As `build`: `~` is the home folder (a quoted '~/x' wrote ./~/x), and a bad value or an --out that cannot be
         # a folder is one line, not a traceback.

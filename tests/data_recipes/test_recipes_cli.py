@@ -139,6 +139,19 @@ def test_synth_takes_the_home_folder_and_fails_in_one_line(tmp_path, monkeypatch
     assert (tmp_path / "a_file").read_text() == "mine"
 
 
+def test_a_home_folder_of_no_user_is_one_line(tmp_path, capsys):
+    """As convert and merge_lora: before, `synth --out '~nosuchuser/s'` (and build's --data-root, --out) ended in
+    pathlib's RuntimeError traceback."""
+    for argv in (["synth", "--out", "~no-such-user-croc/s", "--num-images", "2", "--image-size", "16"],
+                 ["build", "llava_json", "--data-root", "~no-such-user-croc/d", "--out", str(tmp_path / "o")],
+                 ["build", "llava_json", "--data-root", str(tmp_path), "--out", "~no-such-user-croc/o"]):
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert err.startswith("error: ~no-such-user-croc/") and "home folder of no user" in err \
+            and err.count("\n") == 1, err
+    assert not (tmp_path / "o").exists()
+
+
 def test_module_entry_point_runs_in_a_subprocess():
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1"}
     proc = subprocess.run([sys.executable, "-m", "data_recipes", "list"], cwd=REPO, env=env,
