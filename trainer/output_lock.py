@@ -229,7 +229,10 @@ class OutputDirLock:
         try:
             fd = os.open(self.path, os.O_RDONLY)
         except FileNotFoundError:
-            return self._lose(self._new_holder())
+            current = self._new_holder()
+            # Its own file back: a start taking over a stale lock renamed this run's away and, seeing it was not the
+            # one it found stale, put it back (`_remove_stale`); the run still holds the folder.
+            return True if current is self.holder else self._lose(current)
         except OSError:
             return True
         # The descriptor, not the path: the file checked is the file touched, even if a new holder replaces it
@@ -246,17 +249,18 @@ class OutputDirLock:
         return True
 
     def _new_holder(self) -> LockHolder | None:
-        """The run whose lock file replaced this run's, looked for during `TAKEOVER_GRACE_SECONDS`, or None: a
-        takeover renames the old file away before it creates its own, and a heartbeat between the two finds no file,
-        which said "its lock file was removed" of a folder another run had just taken."""
+        """The run whose lock file replaced this run's, looked for during `TAKEOVER_GRACE_SECONDS` (`self.holder`
+        when this run's own file comes back), or None: a takeover renames the old file away before it creates its
+        own, and a heartbeat between the two finds no file, which said "its lock file was removed" of a folder
+        another run had just taken."""
         deadline = time.monotonic() + TAKEOVER_GRACE_SECONDS
         while True:
             try:
                 current = _parse_holder(self.path.read_text(encoding="utf-8"))
             except OSError:
                 current = None
-            if current is not None and current.token != self.holder.token:
-                return current
+            if current is not None:
+                return self.holder if current.token == self.holder.token else current
             if time.monotonic() >= deadline:
                 return None
             time.sleep(0.05)

@@ -273,6 +273,25 @@ def test_a_heartbeat_between_a_takeovers_rename_and_create_still_names_the_new_h
         lock.release()
 
 
+def test_a_lock_file_put_back_within_the_grace_is_still_held(tmp_path):
+    """A start taking over a stale lock renames the file it found away, and puts it back when it is not the one it
+    found stale (a run took it meanwhile: this one). Before: a heartbeat in between waited for a new holder, found
+    this run's own file back, and stopped the run as taken over "by another run (its lock file was removed)"."""
+    import threading
+
+    lock = OutputDirLock(tmp_path, heartbeat=3600).acquire()
+    try:
+        (tmp_path / LOCK_FILE).rename(tmp_path / "aside")
+        putting_back = threading.Timer(0.3, os.link, args=(tmp_path / "aside", tmp_path / LOCK_FILE))
+        putting_back.start()
+        assert lock.verify() and not lock.lost
+        putting_back.join()
+        assert lock.verify() and lock.holder.token in (tmp_path / LOCK_FILE).read_text()
+    finally:
+        lock.release()
+    assert not (tmp_path / LOCK_FILE).exists()
+
+
 @pytest.mark.parametrize("when", ["between steps", "before a checkpoint's rename", "staging emptied by the new holder",
                                   "before the final save"])
 def test_a_run_whose_lock_was_taken_over_stops_and_writes_nothing_more(tiny_model, data, tmp_path, monkeypatch,
