@@ -20,6 +20,8 @@ from typing import Any
 
 import yaml
 
+from modeling_croc.provenance import expand_home
+
 from .build import DEFAULT_SEED, build_recipe
 from .publish import IMAGE_STORAGES
 from .registry import RECIPES, get_recipe, list_recipes
@@ -133,20 +135,6 @@ def _print_report(summary: dict[str, Any]) -> None:
             print(f"  kept, but {name}: {n} ({notices['meaning'][name]}; e.g. {examples})")
 
 
-def _expand_home(args: argparse.Namespace, names: Sequence[str]) -> str | None:
-    """Expand `~` in the folder arguments `names` of `args` (in place), as convert and merge_lora do; the one line of
-    a `~user` that is no user of this machine (pathlib raises RuntimeError, a traceback), else None."""
-    for name in names:
-        value = getattr(args, name, None)
-        if isinstance(value, str) and value.startswith("~"):
-            try:
-                setattr(args, name, str(Path(value).expanduser()))
-            except RuntimeError:
-                return (f"{value}: {value.split('/', 1)[0]} is the home folder of no user on this machine; give the "
-                        "folder's path")
-    return None
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit status (0 ok, 1 usage/input error, including a data file that does not read
     as rows, 2 rows rejected under --strict or every row rejected)."""
@@ -155,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     if args.command == "list":
         return _cmd_list(args.verbose)
-    unknown_home = _expand_home(args, ("out", "data_root", "hub_folder"))
+    unknown_home = expand_home(args, ("out", "data_root", "hub_folder"))
     if unknown_home:
         print(f"error: {unknown_home}", file=sys.stderr)
         return 1

@@ -29,6 +29,22 @@ def is_hub_id(name: str) -> bool:
     return bool(HUB_ID.match(name)) and not Path(name).expanduser().exists()
 
 
+def expand_home(args: Any, names: Iterable[str]) -> str | None:
+    """Expand `~` in the folder arguments `names` of a command line's parsed `args`, in place (docs/RELIABILITY.md:
+    `~` is the home folder in every folder argument; a check that read the expanded path while the command wrote the
+    literal `./~/OUT` wrote over a user's files). Returns the one line for a `~user` that is no user of this machine
+    (pathlib raises RuntimeError there), else None."""
+    for name in names:
+        value = getattr(args, name, None)
+        if isinstance(value, str) and value.startswith("~"):
+            try:
+                setattr(args, name, str(Path(value).expanduser()))
+            except RuntimeError:
+                return (f"{value}: {value.split('/', 1)[0]} is the home folder of no user on this machine; give the "
+                        "folder's path")
+    return None
+
+
 def card_metadata(folder: str | Path) -> dict[str, Any]:
     """The YAML metadata block of `folder/README.md` (a model or dataset card), {} when there is none."""
     # `~` expanded as the model loads it: a stage started from `~/stage1` loaded its weights and read no card, so

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from modeling_croc.constants import MODEL_DTYPES
 from modeling_croc.loading import load_croc_config, load_pretrained_croc, load_processor
-from modeling_croc.provenance import is_hub_id
+from modeling_croc.provenance import expand_home, is_hub_id
 
 from .croc_trainer import BASE_CONFIG_DIR, BASE_WEIGHTS_FILE
 from .model_card import merged_card
@@ -166,16 +166,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="dtype the base is loaded and the merged model saved in (default float32)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    # `~` is the home folder (docs/RELIABILITY.md): the check below read the expanded --out, but the merge wrote the
-    # literal one (./~/OUT, over whatever it held) and looked for a '~/RUN' under ./~.
-    for name in ("adapter_dir", "out", "base"):
-        value = getattr(args, name)
-        if isinstance(value, str) and value.startswith("~"):
-            try:
-                setattr(args, name, str(Path(value).expanduser()))
-            except RuntimeError:  # ~user of no user of this machine
-                raise SystemExit(f"merge error: {value}: {value.split('/', 1)[0]} is the home folder of no user on "
-                                 "this machine; give the folder's path") from None
+    unknown_home = expand_home(args, ("adapter_dir", "out", "base"))
+    if unknown_home:
+        raise SystemExit(f"merge error: {unknown_home}")
     problem = merge_output_problem(args.adapter_dir, args.out, args.base)
     if problem:
         raise SystemExit(f"merge error: {problem}")

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..conversion import build_from_parts, convert_llava_folder, convert_original_checkpoint
 from ..presets import CROC_PRESET_NAMES
-from ..provenance import is_hub_id
+from ..provenance import expand_home, is_hub_id
 from .to_llava import export_llava_folder
 
 OUT_HELP = "a new or empty folder to write (one that holds files needs --overwrite)"
@@ -125,16 +125,9 @@ def output_problem(args) -> str | None:
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    # `~` is the home folder in every folder argument (docs/RELIABILITY.md): the checks below read the expanded path,
-    # but the conversion wrote the literal one (./~/OUT, over whatever it held) and read a '~/SRC' as a Hub id.
-    for name in ("source", "out", "vision_tower", "language_model"):
-        value = getattr(args, name, None)
-        if isinstance(value, str) and value.startswith("~"):
-            try:
-                setattr(args, name, str(Path(value).expanduser()))
-            except RuntimeError:  # ~user of no user of this machine
-                sys.exit(f"convert error: {value}: {value.split('/', 1)[0]} is the home folder of no user on this "
-                         "machine; give the folder's path")
+    unknown_home = expand_home(args, ("source", "out", "vision_tower", "language_model"))
+    if unknown_home:
+        sys.exit(f"convert error: {unknown_home}")
     problem = output_problem(args)
     if problem:
         sys.exit(f"convert error: {problem}")
