@@ -64,6 +64,9 @@ def load_stage_processor(model_args: ModelArguments, args: CrocTrainingArguments
                 fit_images_to_pool(processor, config)
     return _for_stage(processor, args)
 
+# A token count no image reaches: where even it masks no more tokens than the pool holds (mask_ratio 0), no limit.
+_NO_TOKEN_LIMIT = 2**40
+
 
 def fit_images_to_pool(processor, config) -> None:
     """Bound a native-resolution processor's images (Qwen2.5-VL's: up to 16,384 merged tokens by default) so that
@@ -75,7 +78,12 @@ def fit_images_to_pool(processor, config) -> None:
     if not (config.croc_pretraining and config.token_matching == "hungarian"):
         return
     most = int(processor.max_visual_tokens)
-    low, high = 1, max(most, config.prompt_pool_size * 4)  # the largest count whose masked tokens fit the pool
+    # The largest count whose masked tokens fit the pool (num_masked_tokens is monotone): the search's upper end
+    # doubles until it is too many, so a small mask_ratio (0.2: a count of 5 x the pool fits) finds it too.
+    high = max(most, 1)
+    while config.num_masked_tokens(high) <= config.prompt_pool_size and high < _NO_TOKEN_LIMIT:
+        high *= 2
+    low = 1
     while low < high:
         middle = (low + high + 1) // 2
         low, high = (middle, high) if config.num_masked_tokens(middle) <= config.prompt_pool_size else (low, middle - 1)
@@ -83,7 +91,7 @@ def fit_images_to_pool(processor, config) -> None:
     # a thin image's short side, so a 28 x 4200 image takes about sqrt(budget x 150) windows, more than the budget
     # (24 for a budget of 4). The dataset replaces a row whose image still has more tokens than this (one line in the
     # data report) rather than let the matching end the run in a traceback.
-    processor.pool_visual_token_limit = None if config.num_masked_tokens(high + 1) <= config.prompt_pool_size else low
+    processor.pool_visual_token_limit = None if config.num_masked_tokens(low + 1) <= config.prompt_pool_size else low
     if config.num_masked_tokens(most) <= config.prompt_pool_size:
         return
     limit = getattr(processor, "limit_visual_tokens", None)

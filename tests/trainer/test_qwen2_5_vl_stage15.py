@@ -79,6 +79,20 @@ def test_a_thin_image_with_more_tokens_than_the_pool_serves_is_replaced_not_a_tr
     assert sample is None and problem[0] == "image_too_large" and "24 visual tokens" in problem[1]
 
 
+@pytest.mark.parametrize("mask_ratio", [0.0, 0.2, 0.75, 0.95])
+def test_the_pools_token_limit_is_the_largest_count_it_serves(mask_ratio):
+    # The search's upper end was 4 x the pool: under mask_ratio 0.25 the largest count served is beyond it, and the
+    # limit came out None ("no limit") where images of more tokens overflowed the pool.
+    processor = tiny_qwen2_5_vl_processor()
+    config = CrocQwen2_5_VLConfig(croc_pretraining=True, prompt_pool_size=3, vtr_head="linear", mask_ratio=mask_ratio)
+    fit_images_to_pool(processor, config)
+    limit = processor.pool_visual_token_limit
+    if mask_ratio == 0.0:
+        assert limit is None
+    else:
+        assert config.num_masked_tokens(limit) <= 3 < config.num_masked_tokens(limit + 1), limit
+
+
 def test_a_family_without_its_data_path_is_refused_in_one_line(data_dir, tmp_path, monkeypatch):
     """A family whose data path the trainer does not build (its `families.py` entry's `trainer_data=False`; every
     family's is built now, so SmolVLM's is set so on a copy of the table) keeps its model classes, conversion and
