@@ -245,7 +245,7 @@ TRAINER_SPECS = [
         parent_generation=Gemma4ForConditionalGeneration, croc_generation=CrocGemma4ForConditionalGeneration,
         # Gemma 4's own processor holds a video processor, which needs torchvision: the export loads with Croc's.
         processor_class="Gemma4Processor", croc_processor=CrocGemma4Processor, template="gemma4",
-        prompt="<|turn>user\n<|image|>Describe the image.<turn|>\n<|turn>model\n",
+        prompt="<|turn>user\n\n\n<|image|>\n\nDescribe the image.<turn|>\n<|turn>model\n",
         croc_code=frozenset({"processing_croc_gemma4.py"}),
         logits_inputs=_one_prompt("<|image|>Describe the image."),
         # The LM and the vision embedder (Gemma 4's projector) train; the vision tower stays.

@@ -74,7 +74,8 @@ class ConversationTemplate:
             more than `image_prefix` holds around the marker (Gemma 3's `<start_of_image>` becomes its whole
             blank-line-wrapped block); None: `image_prefix`, its marker the processor's placeholder.
         strip_image_turn: whether a user turn with an image loses its surrounding whitespace (False keeps the blank
-            lines of an image block that opens or closes the turn, as Gemma 3's processor writes them).
+            lines of an image block that opens or closes the turn, as Gemma 3's processor and Gemma 4's chat template
+            write them; the chat template then trims the text only).
         image_user_prefix: the user prefix of a turn that opens with an image, where it differs from a text turn's
             (SmolVLM's `User:` right before the image, `User: ` before text); None: `user_prefix`.
     """
@@ -151,6 +152,8 @@ class ConversationTemplate:
         answer_suffix = self.answer_suffix.replace("{eos}", eos_token)
         system_separator = self.system[len(self.system.rstrip()):] if self.system_suffix is None else self.system_suffix
         user_body = "images + text" if self.user_text else "images"
+        # A turn that keeps its image block's blank lines (Gemma) trims only its text, as training does.
+        image_body = f"({user_body}) | trim" if self.strip_image_turn else user_body.replace("text", "(text | trim)")
         image_user_prefix = self.user_prefix if self.image_user_prefix is None else self.image_user_prefix
         return (
             "{%- if messages[0]['role'] == 'system' -%}"
@@ -170,7 +173,7 @@ class ConversationTemplate:
             "| join(' ') -%}"
             "{%- endif -%}"
             "{%- if message['role'] == 'user' -%}"
-            f"{{%- set body = ({user_body}) | trim if images else {'text' if self.user_text else chr(39) * 2} -%}}"
+            f"{{%- set body = {image_body} if images else {'text' if self.user_text else chr(39) * 2} -%}}"
             f"{{%- set prefix = {literal(image_user_prefix)} if images else {literal(self.user_prefix)} -%}}"
             "{%- if body or prefix -%}"
             f"{{{{ prefix + body + {literal(self.user_suffix)} }}}}"
@@ -238,20 +241,21 @@ GEMMA3 = ConversationTemplate(
     chat_image_prefix=IMAGE_TOKEN, strip_image_turn=False,
 )
 
-# Gemma 4's chat format (Google's "Gemma 4 prompt formatting" page,
-# ai.google.dev/gemma/docs/core/prompt-formatting-gemma4): each turn "<|turn>{role}\n{content}<turn|>\n", roles
-# system, user and model, the generation prompt "<|turn>model\n"; the image placeholder `<|image|>`, which
-# `Gemma4Processor.replace_image_token` expands to "<|image>" + the image's soft tokens + "<image|>". No default
-# system message (the page's system turn is an example); a system message is its own "<|turn>system\n...<turn|>\n"
-# turn before the others (the page's example; the checkpoints' chat template, which may fold in thinking or tool
-# blocks, is not verified here); each image is `<|image|>` opening its user turn with nothing between it and the
-# text (Gemma 4's model card puts images before text; the separator the official chat template writes there is not
-# verified here). BOS is the dataset's and the tokenizer's, not the template's (whether the checkpoints' template
-# writes one is not verified here either). The answers and their "<turn|>\n" are supervised.
+# Gemma 4's chat format (the chat template of its instruction-tuned checkpoints, as llama.cpp keeps copies of it in
+# models/templates/gemma4.jinja and google-gemma-4-31B-it-interleaved.jinja; Google's "Gemma 4 prompt formatting"
+# page shows the same turns): each turn "<|turn>{role}\n{content}<turn|>\n", roles system, user and model, no
+# default system message, a system message its own first turn. An image item renders as "\n\n<|image|>\n\n", which
+# `Gemma4Processor.replace_image_token` expands to "<|image>" + the image's soft tokens + "<image|>"; the blank lines
+# stay and the text is trimmed, as the checkpoints' template writes them. The answers and their "<turn|>\n" are
+# supervised. Two differences, both deliberate: BOS is the dataset's and the tokenizer's (the checkpoints' template
+# writes `bos_token` itself; the tokens are the same single BOS), and the generation prompt is "<|turn>model\n" alone,
+# the prefix every trained answer follows. The checkpoints' template renders past model turns that way too but, with
+# thinking off, appends an empty thought block ("<|channel>thought\n<channel|>") to the generation prompt (in the
+# copies read here); a model trained here answers right after "<|turn>model\n". Thinking and tool blocks are not rendered.
 GEMMA4 = ConversationTemplate(
     name="gemma4", system="", user_text=True, user_prefix="<|turn>user\n", user_suffix="<turn|>\n",
-    image_prefix=IMAGE_TOKEN, assistant_prefix="<|turn>model\n", answer_prefix="", answer_suffix="<turn|>\n",
-    system_prefix="<|turn>system\n", system_suffix="<turn|>\n",
+    image_prefix="\n\n" + IMAGE_TOKEN + "\n\n", assistant_prefix="<|turn>model\n", answer_prefix="",
+    answer_suffix="<turn|>\n", system_prefix="<|turn>system\n", system_suffix="<turn|>\n", strip_image_turn=False,
 )
 
 # InternVL's chat format (the chat template of its transformers-format checkpoints' processor, e.g.

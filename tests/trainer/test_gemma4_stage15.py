@@ -30,7 +30,8 @@ from trainer.model_loading import fit_images_to_pool
 from trainer.stages import parameter_group
 
 MESSAGES = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe the image."}]}]
-PROMPT = "<|turn>user\n<|image|>Describe the image.<turn|>\n<|turn>model\n"
+# As the checkpoints' chat template renders an image item: its placeholder between blank lines.
+PROMPT = "<|turn>user\n\n\n<|image|>\n\nDescribe the image.<turn|>\n<|turn>model\n"
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +84,7 @@ def test_samples_are_in_gemma4s_own_format(gemma_folder, data_dir):
         assert ids[start + 1:start + 1 + tokens] == [processor.image_token_id] * tokens
         assert ids[start + 1 + tokens] == tokenizer.eoi_token_id
         assert ids.count(processor.image_token_id) == tokens
-        assert tokenizer.decode(ids).startswith("<bos><|turn>user\n<|image><|image|>")
+        assert tokenizer.decode(ids).startswith("<bos><|turn>user\n\n\n<|image><|image|>")
         supervised = tokenizer.decode(sample["input_ids"][sample["labels"] != IGNORE_INDEX])
         assert supervised == row["conversations"][1]["value"] + "<turn|>\n"
         assert sample["pixel_values"].shape == (4 * GEMMA4_MAX_SOFT_TOKENS, 3 * 4 * 4)
@@ -130,12 +131,19 @@ def test_gemma4_turns_system_and_answers():
                     {"from": "human", "value": "Colour?"}, {"from": "gpt", "value": "Red."}]
     segments = template.segments(conversation, has_image=True)
     assert [(segment.text, segment.supervised) for segment in segments] == [
-        ("<|turn>user\n<image>What is it?<turn|>\n<|turn>model\n", False), ("A square.<turn|>\n", True),
+        ("<|turn>user\n\n\n<image>\n\nWhat is it?<turn|>\n<|turn>model\n", False), ("A square.<turn|>\n", True),
         ("<|turn>user\nColour?<turn|>\n<|turn>model\n", False), ("Red.<turn|>\n", True)]
     processor = tiny_gemma4_processor()
     messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello."}]
     assert processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False) == (
         "<|turn>system\nBe brief.<turn|>\n<|turn>user\nHello.<turn|>\n<|turn>model\n")
+    # An image item between blank lines, the text trimmed, past answers right after "<|turn>model\n": the
+    # checkpoints' chat template's rendering of the same conversation.
+    chat = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": " What is it?\n"}]},
+            {"role": "assistant", "content": "A square."}, {"role": "user", "content": "Colour?"}]
+    assert processor.apply_chat_template(chat, add_generation_prompt=True, tokenize=False) == (
+        "<|turn>user\n\n\n<|image|>\n\nWhat is it?<turn|>\n<|turn>model\nA square.<turn|>\n"
+        "<|turn>user\nColour?<turn|>\n<|turn>model\n")
 
 
 def test_patch_positions_of_uneven_images_pad_as_their_processor_pads(gemma_folder, data_dir):
