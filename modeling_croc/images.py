@@ -18,6 +18,10 @@ What it does beyond `Image.open(path).convert("RGB")`:
   transparent pixel looks like padding instead of whatever colour happens to be stored under it;
 * rescales 16-bit greyscale (`I;16*`, and `I` within 16 bits) to 8 bits, v * 255 / 65535 rounded, where
   `convert("RGB")` clips every value above 255 to white.
+
+What it leaves as LLaVA's loader does: EXIF orientation is not applied; an image is read as its pixels are stored (a
+phone photo tagged "rotate 90 degrees" trains sideways), as the released code that the `official` preset reproduces
+reads it.
 """
 
 from __future__ import annotations

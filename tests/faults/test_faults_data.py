@@ -302,6 +302,20 @@ def test_sixteen_bit_grey_is_rescaled_not_clipped(faults):
     assert grey[..., 0].tolist() == [GREY16_AS_8BIT] and (grey[..., 0] == grey[..., 2]).all()
 
 
+def test_exif_orientation_is_not_applied_as_in_llavas_loader(tmp_path):
+    """A phone photo stored 40x20 with EXIF orientation 6 ("rotate 90 degrees to view") is trained as stored: the
+    pixels of LLaVA's `Image.open(path).convert("RGB")`, which the `official` preset reproduces."""
+    from PIL import Image
+
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation
+    Image.new("RGB", (40, 20), (200, 30, 60)).save(tmp_path / "phone.jpg", exif=exif)
+    image = load_image(tmp_path / "phone.jpg")
+    with Image.open(tmp_path / "phone.jpg") as stored:
+        assert stored.getexif()[0x0112] == 6
+        assert image.size == (40, 20) and image.tobytes() == stored.convert("RGB").tobytes()
+
+
 # --- a relative --data-root -------------------------------------------------------------------------------------
 
 
