@@ -27,7 +27,8 @@ def _field(record: Mapping[str, Any], key: str) -> str:
 
 
 def _pair(prompt: str, extra: str, answer: str) -> Conversation:
-    human = f"{prompt}\n{extra}" if extra.strip() else prompt
+    # The non-empty of instruction and input, joined by "\n": an empty instruction does not open the turn with one.
+    human = "\n".join(part for part in (prompt, extra) if part.strip()) or prompt
     return [{"from": "human", "value": human}, {"from": "gpt", "value": answer}]
 
 

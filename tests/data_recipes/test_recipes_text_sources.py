@@ -27,6 +27,9 @@ def test_instruction_input_output_with_and_without_input():
     assert from_instruction_input_output({"instruction": "Add 2+2.", "input": "", "output": "4"}) == _turns("Add 2+2.", "4")
     assert from_instruction_input_output({"source": "x", "instruction": "Add 1+1.", "output": "2"}) == \
         _turns("Add 1+1.", "2")
+    # An empty instruction with an input: the input alone (BELLE and Alpaca have such rows), not "\nbonjour".
+    assert from_instruction_input_output({"instruction": " ", "input": "bonjour", "output": "hello"}) == \
+        _turns("bonjour", "hello")
 
 
 def test_instruction_context_response():
