@@ -7,8 +7,9 @@
   the total exactly as it scales a plain LM loss, so accumulation and data parallelism leave the step unchanged.
 * Masks: each micro-batch gets a generator derived from the seed, the global step and its position in the step
   (`trainer.croc_rng`), so masks do not depend on the batch split and a resumed run draws the same masks.
-* Logs: `lm_loss`, `vtr_loss`, `vtr_share`, the VTR prediction and target norms, `pool_utilisation`, `pool_entropy`
-  and the per-group learning rates are merged into
+* Logs: `lm_loss`, `vtr_loss`, `vtr_share`, the VTR prediction and target norms, `pool_utilisation`, `pool_entropy`,
+  `aux_loss` where the model adds an auxiliary term to its loss (a mixture of experts' router load-balancing loss,
+  `output_router_logits`) and the per-group learning rates are merged into
   the Trainer's own logs (console, TensorBoard, `trainer_state.json`).
 * Data: every batch's rows are counted, and rows replaced because their image could not be read are counted and
   written to `<output_dir>/rejects.jsonl` (`trainer.data_report`); past the run's budget the run stops with one line.
@@ -31,6 +32,7 @@ from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
 
 from modeling_croc.provenance import Provenance
+from modeling_croc.stage15 import _share_of_step
 
 from .calibration import calibrate_prompt_pool
 from .checkpoint_io import (
@@ -489,8 +491,21 @@ class CrocTrainer(Trainer):
                 vtr_loss=outputs.get("vtr_loss"),
                 pool_ids=outputs.get("pool_ids"),
                 vtr_norm_sums=outputs.get("vtr_norm_sums"),
+                aux_loss=self._auxiliary_term(outputs, inputs, num_items_in_batch),
             )
         return (loss, outputs) if return_outputs else loss
+
+    def _auxiliary_term(self, outputs, inputs, num_items_in_batch) -> torch.Tensor | None:
+        """The model's auxiliary loss as this micro-batch's loss holds it (over its weight), or None where the loss
+        holds none. The model adds `weight x share x aux_loss`, `share` being the micro-batch's part of the step's
+        tokens (`stage15._share_of_step`), and only with an LM loss: summed like `lm_loss`, the logged `aux_loss` is
+        then the step's term, the mean of its micro-batches' by their tokens."""
+        aux_loss = outputs.get("aux_loss")
+        if aux_loss is None or outputs.get("lm_loss") is None:
+            return None
+        # The count the model was given: the Trainer passes `num_items_in_batch` to a model that accepts loss kwargs.
+        items = num_items_in_batch if self.model_accepts_loss_kwargs else None
+        return _share_of_step(inputs.get("labels"), inputs.get("shift_labels"), items) * aux_loss
 
     def _loss_share(self, num_items_in_batch) -> float:
         """The factor the Trainer applies to a micro-batch's loss (in `compute_loss` and `training_step`), so the

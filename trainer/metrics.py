@@ -2,7 +2,8 @@
 steps.
 
 The trainer adds every micro-batch here and, when the Trainer logs, reduces the sums over processes and turns
-them into `lm_loss`, `vtr_loss`, `vtr_share` (the weighted VTR term's share of the loss), `vtr_prediction_norm` and
+them into `lm_loss`, `vtr_loss`, `aux_loss` (a mixture of experts' router load-balancing loss, where the model adds
+one to its loss), `vtr_share` (the weighted VTR term's share of the loss), `vtr_prediction_norm` and
 `vtr_target_norm` (mean L2 norms at the reconstructed positions: a scale mismatch between prediction and target
 shows in the first logging step), `pool_utilisation` and `pool_entropy`. Sums stay on the device as tensors, so
 recording costs no host synchronisation per micro-batch.
@@ -34,7 +35,8 @@ class CrocMetrics:
 
     def reset(self) -> None:
         self.window_start_step: int | None = None
-        self._losses: torch.Tensor | None = None  # [lm, vtr] summed, each micro-batch scaled to a step share
+        # [lm, vtr] summed, each micro-batch scaled to a step share; [lm, vtr, aux] for a model with an auxiliary loss
+        self._losses: torch.Tensor | None = None
         self._histogram: torch.Tensor | None = None
         self._norms: torch.Tensor | None = None  # summed prediction norms, target norms, positions
 
@@ -50,6 +52,7 @@ class CrocMetrics:
         vtr_loss: torch.Tensor | None,
         pool_ids: torch.Tensor | None,
         vtr_norm_sums: torch.Tensor | None = None,
+        aux_loss: torch.Tensor | None = None,
     ) -> None:
         """Record one micro-batch.
 
@@ -60,16 +63,24 @@ class CrocMetrics:
             lm_loss, vtr_loss: the model's loss terms (None when absent).
             pool_ids: `(num_images, M)` pool rows assigned in this forward (-1 where an image masked fewer).
             vtr_norm_sums: `(3,)` summed prediction and target norms at the reconstructed positions, and their count.
+            aux_loss: the auxiliary term as the micro-batch's loss holds it, over its weight (None where the model
+                adds none: no `aux_loss` is logged then).
         """
         if self.window_start_step is None:
             self.window_start_step = step
         reference = lm_loss if lm_loss is not None else vtr_loss
         if reference is None:
             return
-        values = torch.stack([
-            (lm_loss if lm_loss is not None else torch.zeros_like(reference)).detach().float(),
-            (vtr_loss if vtr_loss is not None else torch.zeros_like(reference)).detach().float(),
-        ]) * scale
+        terms = [lm_loss if lm_loss is not None else torch.zeros_like(reference),
+                 vtr_loss if vtr_loss is not None else torch.zeros_like(reference)]
+        if aux_loss is not None:
+            terms.append(aux_loss.to(reference.device))
+        values = torch.stack([term.detach().float() for term in terms]) * scale
+        if self._losses is not None and len(self._losses) != len(values):
+            # A window reopened from a checkpoint written before `aux_loss` was summed holds no sum of it: the
+            # window logs lm_loss and vtr_loss only, rather than an aux_loss missing the steps before the resume.
+            kept = min(len(self._losses), len(values))
+            self._losses, values = self._losses[:kept], values[:kept]
         self._losses = values if self._losses is None else self._losses + values
         if vtr_norm_sums is not None:
             norms = vtr_norm_sums.detach().float()
@@ -126,12 +137,14 @@ class CrocMetrics:
                 histogram = accelerator.reduce(histogram.clone(), reduction="sum")
             if norms is not None:
                 norms = accelerator.reduce(norms.clone(), reduction="sum")
-        lm, vtr = (losses / num_steps).tolist()
+        lm, vtr, *aux = (losses / num_steps).tolist()
         logs = {"lm_loss": lm}
         if self.croc_objectives:
             logs["vtr_loss"] = vtr
             weighted = self.vtr_loss_weight * vtr
             logs["vtr_share"] = weighted / (lm + weighted) if lm + weighted > 0 else 0.0
+        if aux:
+            logs["aux_loss"] = aux[0]
         if histogram is not None:
             logs.update(pool_statistics(histogram))
         if norms is not None and float(norms[2]) > 0:

@@ -228,3 +228,41 @@ def test_the_routers_auxiliary_loss_keeps_its_weight_however_the_step_is_split(t
     _, whole_log = _one_sgd_step(tmp_path, data_dir, plain, initial_state, 4, "whole", config=spec.config)
     assert router_term(whole_log) > 0.5  # 4 experts, 2 per token: the balanced loss is 1 at least
     assert router_term(split_log) == pytest.approx(router_term(whole_log), rel=0.1)
+
+
+def test_the_routers_auxiliary_loss_is_logged_as_the_model_returned_it(tmp_path, data_dir, stage1_dir, initial_state,
+                                                                         monkeypatch):
+    # Stage 1.5's loss on Qwen3-VL-MoE with `output_router_logits` is `lm + router_aux_loss_coef x aux + 10 x vtr`;
+    # the logs said `lm_loss` and `vtr_loss` only, so a third of the loss (the router's balance) went unseen. It is
+    # logged as `aux_loss`, summed over the window as the other terms are: one micro-batch a step logs what the model
+    # returned, two log their mean by tokens (the weight each has in the loss, `stage15._share_of_step`).
+    spec = next(spec for spec in TRAINER_SPECS if spec.name == "qwen3_vl_moe")
+    plain = spec.save_plain(tmp_path / "plain")
+    config = json.loads((plain / "config.json").read_text())
+    config["text_config"].update(output_router_logits=True, router_aux_loss_coef=1.0)
+    (plain / "config.json").write_text(json.dumps(config))
+    returned = []
+    compute_loss = croc_trainer_module.CrocTrainer.compute_loss
+
+    def spy(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss, outputs = compute_loss(self, model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        if model.training and outputs.get("aux_loss") is not None:
+            returned.append((float(outputs["aux_loss"].detach()), int(inputs["labels"][..., 1:].ne(-100).sum())))
+        return (loss, outputs) if return_outputs else loss
+
+    monkeypatch.setattr(croc_trainer_module.CrocTrainer, "compute_loss", spy)
+    _, whole_log = _one_sgd_step(tmp_path, data_dir, plain, initial_state, 4, "whole", config=spec.config)
+    assert len(returned) == 1 and whole_log["aux_loss"] == pytest.approx(returned[0][0], rel=1e-6)
+    assert whole_log["aux_loss"] > 0.5  # 4 experts, 2 per token: the balanced loss is 1 at least
+    returned.clear()
+    _, split_log = _one_sgd_step(tmp_path, data_dir, plain, initial_state, 2, "accumulate", config=spec.config)
+    tokens = sum(count for _, count in returned)
+    assert len(returned) == 2
+    assert split_log["aux_loss"] == pytest.approx(sum(aux * count / tokens for aux, count in returned), rel=1e-6)
+    for log in (whole_log, split_log):  # the term the loss holds (router_aux_loss_coef 1)
+        assert log["loss"] - log["lm_loss"] - 10.0 * log["vtr_loss"] == pytest.approx(log["aux_loss"], rel=1e-4)
+
+    # A family without an auxiliary loss (LLaVA) logs none.
+    returned.clear()
+    _, llava_log = _one_sgd_step(tmp_path, data_dir, stage1_dir, initial_state, 2, "llava")
+    assert not returned and "aux_loss" not in llava_log and "vtr_loss" in llava_log

@@ -143,6 +143,31 @@ def test_vtr_loss_is_logged_without_the_pool_histogram():
     assert set(stage2.compute(None, current_step=1)) == {"lm_loss"}
 
 
+def test_the_auxiliary_loss_is_summed_and_carried_with_the_window():
+    # `aux_loss` rides in the loss sums: averaged over the window's steps like lm_loss, saved with a checkpoint's
+    # window. A window saved before it was summed (two sums) logs no aux_loss rather than one missing its first steps.
+    metrics = CrocMetrics(pool_size=None, vtr_loss_weight=10.0, croc_objectives=True)
+    for step, aux in ((0, 2.0), (1, 4.0)):
+        metrics.add(step=step, scale=1.0, lm_loss=torch.tensor(1.0), vtr_loss=torch.tensor(0.5), pool_ids=None,
+                    aux_loss=torch.tensor(aux))
+    saved = metrics.window_state()
+    assert saved["losses"] == [2.0, 1.0, 6.0]
+    reopened = CrocMetrics(pool_size=None, vtr_loss_weight=10.0, croc_objectives=True)
+    reopened.load_window_state(saved, torch.device("cpu"))
+    assert reopened.compute(None, current_step=2)["aux_loss"] == metrics.compute(None, current_step=2)["aux_loss"] == 3.0
+
+    earlier = CrocMetrics(pool_size=None, vtr_loss_weight=10.0, croc_objectives=True)
+    earlier.load_window_state({"window_start_step": 0, "losses": [2.0, 1.0], "histogram": None, "norms": None},
+                              torch.device("cpu"))
+    earlier.add(step=2, scale=1.0, lm_loss=torch.tensor(1.0), vtr_loss=torch.tensor(0.5), pool_ids=None,
+                aux_loss=torch.tensor(2.0))
+    logs = earlier.compute(None, current_step=3)
+    assert "aux_loss" not in logs and logs["lm_loss"] == 1.0
+    earlier.add(step=3, scale=1.0, lm_loss=torch.tensor(1.0), vtr_loss=torch.tensor(0.5), pool_ids=None,
+                aux_loss=torch.tensor(2.0))
+    assert earlier.compute(None, current_step=4)["aux_loss"] == 2.0
+
+
 def test_every_accepted_data_seed_draws_every_epoch():
     # The samplers seed their generator with data_seed + epoch: the largest data_seed the checks accept (2**64 - 1
     # before) drew epoch 0 and ended the run in a traceback at epoch 1.
