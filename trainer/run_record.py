@@ -447,13 +447,23 @@ _DERIVED = ("per_device_split", "epoch_rows")
 _NONE_UNKNOWN = ("lora_base_weights",)
 
 
+def _compared(key: str, record: dict[str, Any]) -> Any:
+    """The value of `key` a resume compares: the recorded one, but for `data_seed` the seed the samplers draw the
+    order from. Unset, it is `seed` (the modality sampler takes `seed`; accelerate's seedable sampler takes torch's
+    initial seed, which the Trainer's `set_seed(seed)` set), so unset and the seed's own value are the same order,
+    and unset is not 0. The record keeps what was set: a record written before this comparison compares the same."""
+    if key == "data_seed" and record.get(key) is None:
+        return record.get("seed")
+    return record.get(key)
+
+
 def record_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[Difference]:
-    """The keys of `FIXED` and `ADJUSTABLE` whose values differ, in that order. A key the saved record lacks (written
-    before the key was recorded) is not compared: a run mid-way keeps resuming across an upgrade of this package.
-    Neither is a `_NONE_UNKNOWN` key that either side could not know, nor the dtype of half-precision weights
-    trained themselves now loaded in float32 (`upcast_half_weights`)."""
+    """The keys of `FIXED` and `ADJUSTABLE` whose values differ, as set and as compared (`_compared`), in that order.
+    A key the saved record lacks (written before the key was recorded) is not compared: a run mid-way keeps resuming
+    across an upgrade of this package. Neither is a `_NONE_UNKNOWN` key that either side could not know, nor the
+    dtype of half-precision weights trained themselves now loaded in float32 (`upcast_half_weights`)."""
     return [Difference(key, saved[key], current.get(key)) for key in (*FIXED, *ADJUSTABLE)
-            if key in saved and saved[key] != current.get(key)
+            if key in saved and saved[key] != current.get(key) and _compared(key, saved) != _compared(key, current)
             and not (key in _NONE_UNKNOWN and None in (saved[key], current.get(key)))
             and not (key == "dtype" and upcast_half_weights(saved, current))]
 

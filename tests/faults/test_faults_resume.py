@@ -415,3 +415,21 @@ def test_a_loss_total_the_logs_do_not_give_is_not_guessed(tmp_path):
     assert total(logs, 5) == (None, 0)  # step 5 not logged
     assert total(logs, 4, [2]) == (None, 0)  # skipped inside a window of two
     assert total([], 0) == (0.0, 0)
+
+
+def test_data_seed_is_compared_by_the_seed_that_draws_the_order():
+    """An unset `data_seed` draws the order from `seed` (tests/trainer/test_trainer_parts.py): the record compared
+    it as set, so a run started with it unset refused `--data_seed=<its seed>` (the same order) and accepted neither
+    way round; unset against 0 was refused under seed 0 too, where the order is the same. A record keeps the value as
+    set (one written before this comparison reads the same)."""
+    from trainer.run_record import record_differences
+
+    def changed(saved: dict, current: dict) -> list[str]:
+        return [d.key for d in record_differences(saved, current)]
+
+    unset = {"seed": 42, "data_seed": None}
+    assert changed(unset, {"seed": 42, "data_seed": 42}) == changed({"seed": 42, "data_seed": 42}, unset) == []
+    assert changed(unset, {"seed": 42, "data_seed": 0}) == ["data_seed"]
+    assert changed({"seed": 0, "data_seed": None}, {"seed": 0, "data_seed": 0}) == []
+    assert changed(unset, {"seed": 7, "data_seed": None}) == ["seed"]  # another seed: another order, said by `seed`
+    assert changed(unset, {"seed": 7, "data_seed": 42}) == ["seed"]  # the order is 42's still; the seed is not

@@ -190,3 +190,33 @@ def test_a_trainer_given_no_data_report_says_its_lines_on_the_process_that_logs(
     with mock.patch.object(CrocTrainingArguments, "should_log", new_callable=mock.PropertyMock, return_value=False):
         assert CrocTrainer(model=model, args=args).data_report.logs is False
     assert CrocTrainer(model=model, args=args).data_report.logs is True
+
+
+class _NumberedRows(torch.utils.data.Dataset):
+    """Rows that are their own index, half with an image (modality lengths > 0), for reading a sampler's order."""
+
+    modality_lengths = [5, -5, 6, -6, 7, -7, 8, -8, 9, -9, 10, -10]
+
+    def __len__(self) -> int:
+        return len(self.modality_lengths)
+
+    def __getitem__(self, index: int) -> int:
+        return index
+
+
+@pytest.mark.parametrize("grouped", [True, False], ids=["modality sampler", "random sampler"])
+def test_an_unset_data_seed_draws_the_order_of_the_seeds_own_value(tmp_path, grouped):
+    # What the resume's `data_seed` comparison rests on (`run_record._compared`): unset, both samplers draw from
+    # `seed`, so unset and `data_seed=seed` are one order, and unset is not 0.
+    model = CrocForConditionalGeneration(tiny_croc_config())
+
+    def order(seed: int, data_seed: int | None) -> list[int]:
+        args = CrocTrainingArguments(output_dir=str(tmp_path), stage="2", use_cpu=True, report_to="none", seed=seed,
+                                     data_seed=data_seed, group_by_modality_length=grouped,
+                                     per_device_train_batch_size=2, remove_unused_columns=False)
+        trainer = CrocTrainer(model=model, args=args, train_dataset=_NumberedRows(),
+                              data_collator=lambda rows: {"rows": torch.tensor(rows)})
+        return [int(row) for batch in trainer.get_train_dataloader() for row in batch["rows"]]
+
+    assert order(7, None) == order(7, 7) != order(7, 0)
+    assert order(0, None) == order(0, 0)
