@@ -306,7 +306,7 @@ class _Duplicates:
         self.keys[row_id].add(key)
         self.notices += 1
         if len(self.examples) < _EXAMPLES:
-            self.examples.append(row_id)
+            self.examples.append(display_id(row_id))
         return None, ""
 
 
@@ -424,11 +424,24 @@ def counts_by_source(report: ValidationReport, sources: Sequence[str]) -> dict[s
     return out
 
 
+def display_id(row_id: Any) -> Any:
+    """A row's id as a report shows it: a whole float as the integer it stands for ("2", not "2.0": pandas writes an
+    integer id column holding a missing cell as floats), any other id as it is. Only what is shown changes: the rows
+    keep their ids as read, so duplicate detection and the run record's `data_rows` (which a resume compares) see
+    what they saw before. A text id stays as written, "2.0" included (a LLaVA JSON file's ids are read as text)."""
+    if isinstance(row_id, float) and math.isfinite(row_id) and row_id.is_integer():
+        return str(int(row_id))
+    return row_id
+
+
 def rejected_rows(dataset: Dataset, report: ValidationReport) -> Iterator[dict[str, Any]]:
-    """Every rejected row as written to `rejects.jsonl`: its reason, what was found, and the row itself."""
+    """Every rejected row as written to `rejects.jsonl`: its reason, what was found, and the row itself (its id as
+    `display_id` shows it)."""
     rejected = report.rejected_indices
     for index, row in zip(rejected, _undecoded(dataset).select(rejected)):
         row = {key: value for key, value in row.items() if key != PROBLEM_COLUMN}
+        if "id" in row:
+            row["id"] = display_id(row["id"])
         if isinstance(row.get("image"), Mapping):  # an embedded image: its file name, not its bytes
             row["image"] = row["image"].get("path") or "<embedded image>"
         yield {"reason": report.reasons[index], "detail": report.details[index], **row}

@@ -32,7 +32,7 @@ from data_recipes import (
     validate_dataset,
 )
 from data_recipes.row_cache import cached_llava_json
-from data_recipes.validation import Progress
+from data_recipes.validation import Progress, display_id
 from modeling_croc.images import ImageLimits
 from modeling_croc.provenance import card_metadata
 
@@ -585,13 +585,14 @@ def _count(value: Any) -> bool:
 
 
 def _ids(rows) -> list[str]:
+    """The rows' ids as the data report shows them (`display_id`)."""
     if hasattr(rows, "column_names"):
         if "id" not in rows.column_names:
             return [str(i) for i in range(len(rows))]
         # The column read at once, in Arrow (the rows' order after a `select`): `rows["id"]` is a lazy column that
         # `datasets` formats row by row, about 10 s of a 2-minute resume's start at mix665K, to name 5 cut rows.
-        return [str(value) for value in rows.with_format("arrow")["id"].to_pylist()]
-    return [str(row.get("id", i)) for i, row in enumerate(rows)]
+        return [str(display_id(value)) for value in rows.with_format("arrow")["id"].to_pylist()]
+    return [str(display_id(row.get("id", i))) for i, row in enumerate(rows)]
 
 
 def _has_image_feature(rows) -> bool:
@@ -600,7 +601,10 @@ def _has_image_feature(rows) -> bool:
 
 
 def _plain(row: Any) -> dict[str, Any]:
-    return {key: value for key, value in dict(row).items() if key != "problem"}
+    plain = {key: value for key, value in dict(row).items() if key != "problem"}
+    if "id" in plain:
+        plain["id"] = display_id(plain["id"])
+    return plain
 
 
 def build_train_dataset(training_rows: TrainingRows, processor: Any, args: CrocTrainingArguments,

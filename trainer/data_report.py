@@ -32,6 +32,7 @@ from data_recipes import (
     format_counts,
     rate_exceeds_reject_budget,
 )
+from data_recipes.validation import display_id
 
 from .data import LENGTH_REJECT_REASONS
 from .run_record import RUN_RECORD
@@ -160,7 +161,8 @@ class DataReport:
         for row in replaced_rows:
             if row["index"] not in known:  # a row replaced again in a later epoch is written once
                 known.add(row["index"])
-                new.append({**row, "step": int(step), "during": "training"})
+                shown = {"id": display_id(row["id"])} if "id" in row else {}  # 2, not 2.0 (pandas' float ids)
+                new.append({**row, **shown, "step": int(step), "during": "training"})
         self.replaced_rows.extend(new)
         self._append(new)
         if self.logs:

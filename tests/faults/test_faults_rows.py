@@ -591,3 +591,37 @@ def test_a_rerun_refused_for_its_rows_leaves_the_folders_rejects_file_as_it_was(
     assert status == 1 and message.startswith("data error: ") and "missing_image" not in before, message
     assert "left as it was" in message and "another output_dir" in message, message
     assert (out / "rejects.jsonl").read_text() == before
+
+
+def test_a_whole_float_id_is_reported_as_the_integer_it_stands_for(tiny_model, tmp_path):
+    """pandas writes an integer id column holding a missing cell as floats (2.0): the rejects file and the data report
+    said "2.0", an id found nowhere in the user's own table. A whole float is shown as the integer; a fraction and a
+    text id as written. The rows keep their ids as read: duplicate detection and the run record's `data_rows` (the
+    rows by content, which a resume compares) are what they were, so a run started before resumes."""
+    import pandas as pd
+
+    from trainer.data_loading import _ids
+
+    rows = json.loads(write_small_folder(tmp_path).read_text())
+    for number, row in enumerate(rows, start=1):
+        row["id"] = number
+    rows += [{**image_row("", "images/gone.png"), "id": 100}, {**image_row("", "images/gone.png"), "id": 2.5}]
+    frame = pd.DataFrame(rows)
+    frame.loc[len(frame)] = [None, None, text_row("")["conversations"]]  # the missing cell: the column is float
+    (tmp_path / "pushed").mkdir()
+    frame.to_parquet(tmp_path / "pushed" / "train.parquet")
+    loaded = _rows(tmp_path, tiny_model, tmp_path / "pushed", f"--data.image_root={tmp_path}",
+                   "--data.max_reject_fraction=0.5")
+    assert [(row["id"], row["reason"]) for row in loaded.report.start_rejects] == [
+        ("100", "missing_image"), (2.5, "missing_image")]
+    # Stored as read, so hashed into `data_rows` as a run started before this display hashed them.
+    assert loaded.rows["id"][:2] == [1.0, 2.0]
+
+    # A row replaced in training is written the same way (`trainer.data` records it with the id as read).
+    report = DataReport(source="pushed", rows_read=11, logs=False, writes=False, max_reject_fraction=0.5)
+    report.record(4, [{"id": 3.0, "index": 2, "image": "images/2.png", "reason": "unreadable_image",
+                       "detail": "truncated"}], step=1)
+    assert report.replaced_rows[0]["id"] == "3"
+    # So are the cut rows the report names (`truncated_examples`).
+    assert _ids(datasets.Dataset.from_dict({"id": [3.0, 2.5, -0.0]})) == ["3", "2.5", "0"]
+    assert _ids(datasets.Dataset.from_dict({"id": ["3.0", "7"]})) == ["3.0", "7"]
