@@ -113,7 +113,7 @@ FIXED: dict[str, str] = {
     "global_batch_size": "the global batch",
     "per_device_split": "the per-device batch of a run whose step depends on how it is split (stage 1.5's token masks "
                         "under group_by_modality_length, whose sampler deals a step's rows by it; noise or dropout "
-                        "drawn per micro-batch)",
+                        "drawn per micro-batch; a mixture of experts' router loss, each micro-batch's own)",
     "epoch_rows": "the rows an epoch trains (on several processes an epoch's last round of device batches is filled "
                   "with its first rows again, so another number of processes or per-device batch trains other rows "
                   "in each epoch's last step)",
@@ -317,13 +317,22 @@ def _draws_per_process(model_args, args, config: dict[str, Any]) -> bool:
                if "dropout" in key)
 
 
+def _router_loss(config: dict[str, Any]) -> bool:
+    """Whether the model adds a mixture of experts' router load-balancing loss (Qwen3-VL-MoE with
+    `output_router_logits`, read from its text config as the parent reads it): each micro-batch's term is a product of
+    two means over its own tokens, so it is no sum that another split of the step adds up to the same."""
+    text = config.get("text_config") or {}
+    return bool(text.get("output_router_logits")) and bool(text.get("router_aux_loss_coef"))
+
+
 def _split_dependent(model_args, args, config: dict[str, Any]) -> bool:
     """Whether a step computes differently when the same global batch is split into other per-device batches.
     The modality sampler deals a step's rows into device batches by length, so another split puts other images at
     each position of the step's mask stream (`trainer.croc_rng` keys an image's mask by its position); noise and
-    dropout are drawn per micro-batch, in its shape. Without either, only the summation order changes."""
+    dropout are drawn per micro-batch, in its shape; a router loss is each micro-batch's own. Without any of them,
+    only the summation order changes."""
     masks = args.stage == "1.5" and args.group_by_modality_length
-    return masks or _draws_per_process(model_args, args, config)
+    return masks or _draws_per_process(model_args, args, config) or _router_loss(config)
 
 
 def _epoch_rows(args, num_rows: int) -> int | None:
@@ -445,6 +454,10 @@ _DERIVED = ("per_device_split", "epoch_rows")
 # FIXED keys whose None means "not known here", not a value: `weights_fingerprint` reads a Hub id's cached snapshot
 # only, which a first run has not fetched yet when it records. Compared only where both sides are known.
 _NONE_UNKNOWN = ("lora_base_weights",)
+# FIXED keys whose saved None is compared with None only: what makes a step split-dependent is recorded under keys of
+# its own (stage, sampler, LoRA, NEFTune, the model's config), so a saved None against a value, those unchanged, is a
+# run recorded before this package knew its step depended on the split (a router loss), which still resumes.
+_NONE_BEFORE_KNOWN = ("per_device_split",)
 
 
 def _compared(key: str, record: dict[str, Any]) -> Any:
@@ -460,11 +473,13 @@ def _compared(key: str, record: dict[str, Any]) -> Any:
 def record_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[Difference]:
     """The keys of `FIXED` and `ADJUSTABLE` whose values differ, as set and as compared (`_compared`), in that order.
     A key the saved record lacks (written before the key was recorded) is not compared: a run mid-way keeps resuming
-    across an upgrade of this package. Neither is a `_NONE_UNKNOWN` key that either side could not know, nor the
-    dtype of half-precision weights trained themselves now loaded in float32 (`upcast_half_weights`)."""
+    across an upgrade of this package. Neither is a `_NONE_UNKNOWN` key that either side could not know, a
+    `_NONE_BEFORE_KNOWN` key saved as None, nor the dtype of half-precision weights trained themselves now loaded in
+    float32 (`upcast_half_weights`)."""
     return [Difference(key, saved[key], current.get(key)) for key in (*FIXED, *ADJUSTABLE)
             if key in saved and saved[key] != current.get(key) and _compared(key, saved) != _compared(key, current)
             and not (key in _NONE_UNKNOWN and None in (saved[key], current.get(key)))
+            and not (key in _NONE_BEFORE_KNOWN and saved[key] is None)
             and not (key == "dtype" and upcast_half_weights(saved, current))]
 
 

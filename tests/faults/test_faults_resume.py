@@ -105,6 +105,42 @@ def test_another_per_device_batch_is_refused_where_the_step_depends_on_the_split
     assert status == 1 and "cannot continue with this configuration: per_device_split 2 -> 1" in message, message
 
 
+def test_a_mixture_of_experts_with_its_router_loss_is_resumed_on_its_own_per_device_batch(data, tmp_path,
+                                                                                          monkeypatch, capsys):
+    """Qwen3-VL-MoE with `output_router_logits` on adds each micro-batch's own router load-balancing loss, a product
+    of two means over that micro-batch's tokens: the same step split otherwise computes another term (it was accepted
+    silently and the curve left the uninterrupted run's). Refused before the model loads, as every split-dependent
+    run."""
+    from croc_testing.qwen3_vl import save_tiny_qwen3_vl_moe
+
+    model = save_tiny_qwen3_vl_moe(tmp_path / "moe")
+    config = json.loads((model / "config.json").read_text(encoding="utf-8"))
+    config["text_config"]["output_router_logits"] = True
+    (model / "config.json").write_text(json.dumps(config), encoding="utf-8")
+    finished, out = tmp_path / "finished", tmp_path / "run"
+    extra = ("--template=qwen3_vl", "--save_strategy=steps", "--save_steps=1", "--max_steps=1")
+    train_module.main(run_argv("stage2.yaml", finished, model, data, *extra))
+    shutil.copytree(finished / "checkpoint-1", out / "checkpoint-1")  # as a run killed after step 1 leaves it
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the model was loaded before the error")
+
+    monkeypatch.setattr(train_module, "load_model_and_processor", refuse)
+    argv = run_argv("stage2.yaml", out, model, data, *extra)
+    status, message = cli_exit([*argv, "--per_device_train_batch_size=1"], monkeypatch, capsys)
+    assert status == 1 and "cannot continue with this configuration: per_device_split 2 -> 1" in message, message
+
+
+def test_a_split_recorded_as_not_mattering_before_an_upgrade_is_not_compared():
+    """A run recorded before its step was known to depend on the split (a router loss, recorded since) wrote
+    `per_device_split` None: what makes a step split-dependent is recorded under its own keys, so None -> a value with
+    those unchanged is this package's upgrade, not another run, and the run still resumes."""
+    from trainer.run_record import record_differences
+
+    assert record_differences({"per_device_split": None}, {"per_device_split": 2}) == []
+    assert [d.key for d in record_differences({"per_device_split": 2}, {"per_device_split": 1})] == ["per_device_split"]
+
+
 def test_a_lora_resume_on_other_base_weights_is_refused_and_on_a_copy_of_them_resumes(tiny_model, data, tmp_path,
                                                                                        monkeypatch, capsys):
     """A LoRA checkpoint holds the adapters and the parts trained whole; the weights they adapt load from
