@@ -19,6 +19,7 @@ from transformers import (
     LlavaOnevisionForConditionalGeneration,
     PreTrainedConfig,
     PreTrainedModel,
+    ProcessorMixin,
 )
 
 from ..configuration_croc import CROC_FIELD_NAMES, CrocConfig
@@ -130,6 +131,25 @@ def name_parent_processor(folder: Path, processor_class: type) -> None:
             config_file.write_text(json.dumps(cleaned, indent=2, sort_keys=True) + "\n", encoding="utf-8")
     for copied in folder.glob("processing_croc*.py"):
         copied.unlink()
+    _declare_left_out_parts(folder, processor_class)
+
+
+def _declare_left_out_parts(folder: Path, processor_class: type) -> None:
+    """Give each part the parent processor has and this package's leaves out (a video processor, Gemma 4's audio
+    feature extractor) an empty entry in `processor_config.json`. Without one, transformers looks for its own config
+    file (`video_preprocessor_config.json`), which the folder lacks, and the plain folder does not load even where
+    torchvision is installed; with one, it builds the part with the defaults of the folder's model type (Croc trains
+    neither videos nor audio), or says in one line that the part needs torchvision."""
+    processor_config = folder / "processor_config.json"
+    parent = processor_class.__mro__[1]
+    if not processor_config.is_file() or not issubclass(parent, ProcessorMixin):
+        return
+    left_out = set(parent.get_attributes()) - set(processor_class.get_attributes())
+    config = json.loads(processor_config.read_text(encoding="utf-8"))
+    missing = sorted(part for part in left_out if "tokenizer" not in part and part not in config)
+    if missing:
+        config.update({part: {} for part in missing})
+        processor_config.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def _without_croc_auto_map(entry):

@@ -13,6 +13,7 @@ import pytest
 import torch
 from huggingface_hub import ModelCard
 from trainer_helpers import CONFIGS, log_history, read_json, run_stage
+from transformers import AutoProcessor
 
 from croc_testing.trainer_specs import MESSAGES, TRAINER_SPECS, TrainerSpec
 from modeling_croc.convert.__main__ import main as convert_main
@@ -27,6 +28,27 @@ def _check_plain_folder(spec: TrainerSpec, folder: Path) -> None:
     processor = read_json(folder / "processor_config.json")
     assert processor["processor_class"] == spec.processor_class and "auto_map" not in processor
     assert not list(folder.glob("*.py"))  # no remote code: the parent classes load it natively
+    _check_parent_processor_loads(folder)
+
+
+def _check_parent_processor_loads(folder: Path) -> None:
+    """transformers' `AutoProcessor` builds the parent's processor from the folder, every part included: where
+    torchvision is missing, only the parts that need it may stop it, in transformers' own torchvision message (a
+    video processor left out of the folder sent it looking for a `video_preprocessor_config.json` instead)."""
+    try:
+        AutoProcessor.from_pretrained(folder)
+    except ValueError as error:  # a part needing torchvision (a video processor)
+        assert "requires `torchvision`" in str(error), error
+    except ImportError as error:  # a processor class needing torchvision (Pixtral's)
+        assert "requires the Torchvision library" in str(error), error
+
+
+@pytest.mark.parametrize("spec", TRAINER_SPECS, ids=str)
+def test_a_plain_folder_holds_every_part_of_its_parent_processor(spec: TrainerSpec, tmp_path: Path) -> None:
+    """A plain folder written as the Hub's (the tiny folders, and `convert to-plain` through the same
+    `name_parent_processor`) loads in transformers' `AutoProcessor`, the video processor and Gemma 4's audio
+    feature extractor included, which the project's processors leave out."""
+    _check_parent_processor_loads(spec.save_plain(tmp_path / "plain"))
 
 
 @pytest.mark.parametrize("spec", TRAINER_SPECS, ids=str)
