@@ -32,6 +32,8 @@ from transformers import (
     Qwen2_5_VLModel,
     Qwen2VLForConditionalGeneration,
     Qwen2VLModel,
+    Qwen3_5ForConditionalGeneration,
+    Qwen3_5Model,
     Qwen3VLForConditionalGeneration,
     Qwen3VLModel,
     Qwen3VLMoeForConditionalGeneration,
@@ -60,6 +62,7 @@ from modeling_croc import (
     CrocQwen2_5_VLForConditionalGeneration,
     CrocQwen2_5_VLModel,
     CrocQwen2VLForConditionalGeneration,
+    CrocQwen3_5ForConditionalGeneration,
     CrocQwen3VLConfig,
     CrocQwen3VLForConditionalGeneration,
     CrocQwen3VLModel,
@@ -98,12 +101,20 @@ class MaskVariant:
         window: the sliding window of the sliding layers, None where every layer is global.
         mixed_layer_types: the text config's `layer_types` mixes sliding and global layers (the window applies to
             the sliding ones only); otherwise the window, if any, applies to every layer (no `layer_types`).
+        recurrent_layers: the text config's `layer_types` mixes linear-attention layers (a causal recurrence that
+            reads the padding mask only, Qwen3.5's Gated DeltaNet) and global ones: the mixed mask is the global
+            layers', a linear layer takes its parent's padding mask (`is_recurrent`).
     """
 
     name: str
     config_kwargs: dict[str, Any] = field(default_factory=dict)
     window: int | None = None
     mixed_layer_types: bool = False
+    recurrent_layers: bool = False
+
+    def is_recurrent(self, config: PreTrainedConfig, index: int) -> bool:
+        """Whether decoder layer `index` is a linear-attention (recurrent) layer, which no attention mask reaches."""
+        return self.recurrent_layers and config.text_config.layer_types[index] == "linear_attention"
 
     def layer_window(self, config: PreTrainedConfig, index: int) -> int | None:
         """The window of decoder layer `index`, None for a global layer."""
@@ -363,6 +374,21 @@ SPECS: tuple[FamilySpec, ...] = (
         grad_reaches=(*QWEN3_VL_SPEC.grad_reaches, "model.language_model.layers.0.mlp.experts.gate_up_proj",
                       "model.language_model.layers.0.mlp.experts.down_proj",
                       "model.language_model.layers.0.mlp.gate.weight")),
+    # Qwen3-VL's images, batches, processor and M-RoPE positions without DeepStack, on a hybrid text model: a Gated
+    # DeltaNet layer (causal by construction: the span applies on the full-attention layer only), then a
+    # full-attention one. The step must train the merger and the linear layer's projections and decay.
+    sharing_declarations(
+        QWEN3_VL_SPEC, "qwen3_5", functools.partial(tiny_croc_qwen3_vl_config, qwen3_5=True),
+        CrocQwen3_5ForConditionalGeneration, Qwen3_5Model, Qwen3_5ForConditionalGeneration,
+        # Its text-only causal LM, classification heads and a decision head: no Croc class stands for them.
+        unmapped_parent_classes=frozenset({"Qwen3_5ForCausalLM", "Qwen3_5ForSequenceClassification",
+                                           "Qwen3_5ForTokenClassification", "JevForDecision"}),
+        mask_variants=(MaskVariant("hybrid", recurrent_layers=True),),
+        grad_reaches=("model.visual.merger.linear_fc1.weight",
+                      "model.language_model.layers.0.linear_attn.in_proj_qkv.weight",
+                      "model.language_model.layers.0.linear_attn.conv1d.weight",
+                      "model.language_model.layers.0.linear_attn.A_log"),
+        grad_stays_zero=(), withhold_replaced=None),
     FamilySpec(
         name="gemma3",
         config=tiny_croc_gemma3_config,

@@ -1,7 +1,7 @@
 """A tiny Qwen3-VL Croc model and its batches, and a tiny plain Qwen3-VL folder with its processor, built in code
-(nothing downloaded); the same for Qwen3-VL-MoE, whose vision side, batches and processor are Qwen3-VL's.
-`python -m croc_testing tiny-qwen3_vl FOLDER` (`tiny-qwen3_vl_moe`) writes the folder the cpu_tiny Qwen3-VL
-(Qwen3-VL-MoE) stage-1.5 config starts from."""
+(nothing downloaded); the same for Qwen3-VL-MoE and Qwen3.5, whose vision side (Qwen3.5's without DeepStack),
+batches and processor are Qwen3-VL's. `python -m croc_testing tiny-qwen3_vl FOLDER` (`tiny-qwen3_vl_moe`,
+`tiny-qwen3_5`) writes the folder the cpu_tiny Qwen3-VL (Qwen3-VL-MoE, Qwen3.5) stage-1.5 config starts from."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from croc_testing.families import QWEN_TOKENS, QWEN_VISION_TOKENS, make_qwen_batch
-from modeling_croc import CrocQwen3VLConfig, CrocQwen3VLMoeConfig
+from modeling_croc import CrocQwen3_5Config, CrocQwen3VLConfig, CrocQwen3VLMoeConfig
 
 # Two images of different native resolutions (16 and 12 patches: 4 and 3 merged tokens), rows of different lengths.
 QWEN3_VL_GRIDS = [(1, 4, 4), (1, 2, 6)]
@@ -49,13 +49,38 @@ def tiny_qwen3_vl_moe_fields() -> dict[str, Any]:
     return fields
 
 
-def tiny_croc_qwen3_vl_config(moe: bool = False, **croc_fields: Any) -> CrocQwen3VLConfig | CrocQwen3VLMoeConfig:
+# Qwen3.5's hybrid text model at tiny sizes: a Gated DeltaNet (linear-attention) layer, then a full-attention one, as
+# transformers' default layout starts (three linear layers before each full one); 2 key and 4 value heads of width 8
+# in the linear layer, a causal convolution of width 4. Its full-attention layer rotates part of each head
+# (transformers' defaults: 64 of 256 dimensions): 8 of 16 here, in the same interleaved M-RoPE sections 2/1/1 as
+# Qwen3-VL's tiny model.
+TINY_QWEN3_5_TEXT = {"layer_types": ["linear_attention", "full_attention"], "head_dim": 16,
+                     "linear_num_key_heads": 2, "linear_num_value_heads": 4, "linear_key_head_dim": 8,
+                     "linear_value_head_dim": 8, "linear_conv_kernel_dim": 4,
+                     "rope_parameters": {"rope_type": "default", "mrope_section": [2, 1, 1], "mrope_interleaved": True,
+                                         "partial_rotary_factor": 0.5}}
+
+
+def tiny_qwen3_5_fields() -> dict[str, Any]:
+    """Qwen3.5 config fields of a tiny model: `tiny_qwen3_vl_fields` without DeepStack (Qwen3.5's vision tower has
+    none) and with a hybrid text model (`TINY_QWEN3_5_TEXT`)."""
+    fields = tiny_qwen3_vl_fields()
+    fields["text_config"].update(TINY_QWEN3_5_TEXT)
+    del fields["vision_config"]["deepstack_visual_indexes"]
+    return fields
+
+
+def tiny_croc_qwen3_vl_config(moe: bool = False, qwen3_5: bool = False,
+                              **croc_fields: Any) -> CrocQwen3VLConfig | CrocQwen3VLMoeConfig | CrocQwen3_5Config:
     """A tiny `CrocQwen3VLConfig` (`tiny_qwen3_vl_fields`), or with `moe` a tiny `CrocQwen3VLMoeConfig`
-    (`tiny_qwen3_vl_moe_fields`), with `croc_fields` on top (pool of 64 and a linear VTR head by default)."""
+    (`tiny_qwen3_vl_moe_fields`), or with `qwen3_5` a tiny `CrocQwen3_5Config` (`tiny_qwen3_5_fields`), with
+    `croc_fields` on top (pool of 64 and a linear VTR head by default)."""
     croc_fields.setdefault("prompt_pool_size", 64)
     croc_fields.setdefault("vtr_head", "linear")
     if moe:
         return CrocQwen3VLMoeConfig(**tiny_qwen3_vl_moe_fields(), **croc_fields)
+    if qwen3_5:
+        return CrocQwen3_5Config(**tiny_qwen3_5_fields(), **croc_fields)
     return CrocQwen3VLConfig(**tiny_qwen3_vl_fields(), **croc_fields)
 
 
@@ -98,13 +123,16 @@ def tiny_qwen3_vl_processor():
     return CrocQwen3VLProcessor(image_processor=image_processor, tokenizer=tokenizer)
 
 
-def save_tiny_qwen3_vl(folder, seed: int = 0, moe: bool = False) -> Path:
+def save_tiny_qwen3_vl(folder, seed: int = 0, moe: bool = False, qwen3_5: bool = False) -> Path:
     """Write a random tiny plain Qwen3-VL folder (`Qwen3VLForConditionalGeneration`, `tiny_qwen3_vl_fields` at
     Qwen3-VL's 16-px patches, and its processor files) laid out as a Hub checkpoint is: the processor files name
     `Qwen3VLProcessor`, with no code of this package. What a user starts Croc's stage 1.5 from. With `moe`, a
     Qwen3-VL-MoE folder (`Qwen3VLMoeForConditionalGeneration`, `tiny_qwen3_vl_moe_fields`), whose processor is
-    Qwen3-VL's as Qwen3-VL-30B-A3B's is."""
+    Qwen3-VL's as Qwen3-VL-30B-A3B's is; with `qwen3_5`, a Qwen3.5 folder (`Qwen3_5ForConditionalGeneration`,
+    `tiny_qwen3_5_fields`), whose processor is Qwen3-VL's too."""
     from transformers import (
+        Qwen3_5Config,
+        Qwen3_5ForConditionalGeneration,
         Qwen3VLConfig,
         Qwen3VLForConditionalGeneration,
         Qwen3VLMoeConfig,
@@ -116,7 +144,7 @@ def save_tiny_qwen3_vl(folder, seed: int = 0, moe: bool = False) -> Path:
     folder = Path(folder)
     processor = tiny_qwen3_vl_processor()
     tokenizer = processor.tokenizer
-    fields = tiny_qwen3_vl_moe_fields() if moe else tiny_qwen3_vl_fields()
+    fields = tiny_qwen3_vl_moe_fields() if moe else tiny_qwen3_5_fields() if qwen3_5 else tiny_qwen3_vl_fields()
     fields.update({name: tokenizer.convert_tokens_to_ids(token) for name, token in (
         ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>"),
         ("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"))})
@@ -124,6 +152,7 @@ def save_tiny_qwen3_vl(folder, seed: int = 0, moe: bool = False) -> Path:
     fields["vision_config"].update(patch_size=TINY_QWEN3_VL_PATCH)
     torch.manual_seed(seed)
     config_class, model_class = ((Qwen3VLMoeConfig, Qwen3VLMoeForConditionalGeneration) if moe
+                                 else (Qwen3_5Config, Qwen3_5ForConditionalGeneration) if qwen3_5
                                  else (Qwen3VLConfig, Qwen3VLForConditionalGeneration))
     model = model_class(config_class(**fields))
     # Qwen3-VL's text config has no EOS field: a Hub folder names it in generation_config.json.
@@ -140,6 +169,12 @@ def save_tiny_qwen3_vl_moe(folder, seed: int = 0) -> Path:
     return save_tiny_qwen3_vl(folder, seed=seed, moe=True)
 
 
-__all__ = ["QWEN3_VL_GRIDS", "QWEN3_VL_TEXT_LENGTHS", "TINY_QWEN3_VL_MOE_TEXT", "TINY_QWEN3_VL_PATCH",
-           "TINY_QWEN3_VL_PIXELS", "make_qwen3_vl_batch", "save_tiny_qwen3_vl", "save_tiny_qwen3_vl_moe",
-           "tiny_croc_qwen3_vl_config", "tiny_qwen3_vl_fields", "tiny_qwen3_vl_moe_fields", "tiny_qwen3_vl_processor"]
+def save_tiny_qwen3_5(folder, seed: int = 0) -> Path:
+    """Write a random tiny plain Qwen3.5 folder laid out as a Hub checkpoint is (`save_tiny_qwen3_vl`)."""
+    return save_tiny_qwen3_vl(folder, seed=seed, qwen3_5=True)
+
+
+__all__ = ["QWEN3_VL_GRIDS", "QWEN3_VL_TEXT_LENGTHS", "TINY_QWEN3_5_TEXT", "TINY_QWEN3_VL_MOE_TEXT",
+           "TINY_QWEN3_VL_PATCH", "TINY_QWEN3_VL_PIXELS", "make_qwen3_vl_batch", "save_tiny_qwen3_5",
+           "save_tiny_qwen3_vl", "save_tiny_qwen3_vl_moe", "tiny_croc_qwen3_vl_config", "tiny_qwen3_5_fields",
+           "tiny_qwen3_vl_fields", "tiny_qwen3_vl_moe_fields", "tiny_qwen3_vl_processor"]

@@ -28,6 +28,7 @@ from transformers import (
     PreTrainedModel,
     Qwen2_5_VLForConditionalGeneration,
     Qwen2VLForConditionalGeneration,
+    Qwen3_5ForConditionalGeneration,
     Qwen3VLForConditionalGeneration,
     Qwen3VLMoeForConditionalGeneration,
     SmolVLMForConditionalGeneration,
@@ -47,6 +48,7 @@ from modeling_croc import (
     CrocQwen2_5_VLForConditionalGeneration,
     CrocQwen2VLForConditionalGeneration,
     CrocQwen2VLProcessor,
+    CrocQwen3_5ForConditionalGeneration,
     CrocQwen3VLForConditionalGeneration,
     CrocQwen3VLMoeForConditionalGeneration,
     CrocQwen3VLProcessor,
@@ -61,7 +63,7 @@ from .gemma4 import save_tiny_gemma4
 from .internvl import save_tiny_internvl
 from .llava_next import save_tiny_llava_next
 from .mistral3 import save_tiny_mistral3
-from .qwen3_vl import save_tiny_qwen3_vl, save_tiny_qwen3_vl_moe
+from .qwen3_vl import save_tiny_qwen3_5, save_tiny_qwen3_vl, save_tiny_qwen3_vl_moe
 from .smolvlm import save_tiny_smolvlm
 
 MESSAGES = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe the image."}]}]
@@ -230,6 +232,14 @@ TRAINER_SPECS = [
         parent_generation=Qwen3VLMoeForConditionalGeneration, croc_generation=CrocQwen3VLMoeForConditionalGeneration,
         trained=(*QWEN3_VL_TRAINER_SPEC.trained, "model.language_model.layers.0.mlp.experts.gate_up_proj",
                  "model.language_model.layers.0.mlp.gate.weight")),
+    # Qwen3-VL's processor and chat format on Qwen3.5's model: no DeepStack merger; its first decoder layer is a
+    # linear-attention one (its projections train), its second a full-attention one. The vision blocks stay.
+    dataclasses.replace(
+        QWEN3_VL_TRAINER_SPEC, name="qwen3_5", save_plain=save_tiny_qwen3_5,
+        parent_generation=Qwen3_5ForConditionalGeneration, croc_generation=CrocQwen3_5ForConditionalGeneration,
+        trained=("model.language_model.layers.1.self_attn.q_proj.weight",
+                 "model.language_model.layers.0.linear_attn.in_proj_qkv.weight",
+                 "model.visual.merger.linear_fc1.weight")),
     TrainerSpec(
         name="gemma3", save_plain=save_tiny_gemma3,
         parent_generation=Gemma3ForConditionalGeneration, croc_generation=CrocGemma3ForConditionalGeneration,

@@ -12,6 +12,7 @@ from .configuration_croc_mistral3 import CrocMistral3Config
 from .configuration_croc_onevision import CrocOnevisionConfig
 from .configuration_croc_qwen2_5_vl import CrocQwen2_5_VLConfig
 from .configuration_croc_qwen2_vl import CrocQwen2VLConfig
+from .configuration_croc_qwen3_5 import CrocQwen3_5Config
 from .configuration_croc_qwen3_vl import CrocQwen3VLConfig
 from .configuration_croc_qwen3_vl_moe import CrocQwen3VLMoeConfig
 from .configuration_croc_smolvlm import CrocSmolVLMConfig
@@ -72,6 +73,11 @@ from .modeling_croc_qwen2_vl import (
     CrocQwen2VLForConditionalGeneration,
     CrocQwen2VLModel,
     CrocQwen2VLPreTrainedModel,
+)
+from .modeling_croc_qwen3_5 import (
+    CrocQwen3_5ForConditionalGeneration,
+    CrocQwen3_5Model,
+    CrocQwen3_5PreTrainedModel,
 )
 from .modeling_croc_qwen3_vl import (
     CrocQwen3VLCausalLMOutputWithPast,
@@ -191,6 +197,10 @@ __all__ = [
     "CrocQwen3VLMoeForConditionalGeneration",
     "CrocQwen3VLMoeModel",
     "CrocQwen3VLMoePreTrainedModel",
+    "CrocQwen3_5Config",
+    "CrocQwen3_5ForConditionalGeneration",
+    "CrocQwen3_5Model",
+    "CrocQwen3_5PreTrainedModel",
     "CrocGemma3CausalLMOutputWithPast",
     "CrocGemma3Config",
     "CrocGemma3ForConditionalGeneration",

@@ -30,6 +30,8 @@ from transformers import (
     Qwen2_5_VLForConditionalGeneration,
     Qwen2VLConfig,
     Qwen2VLForConditionalGeneration,
+    Qwen3_5Config,
+    Qwen3_5ForConditionalGeneration,
     Qwen3VLConfig,
     Qwen3VLForConditionalGeneration,
     Qwen3VLMoeConfig,
@@ -47,6 +49,7 @@ from .configuration_croc_mistral3 import CrocMistral3Config
 from .configuration_croc_onevision import CrocOnevisionConfig
 from .configuration_croc_qwen2_5_vl import CrocQwen2_5_VLConfig
 from .configuration_croc_qwen2_vl import CrocQwen2VLConfig
+from .configuration_croc_qwen3_5 import CrocQwen3_5Config
 from .configuration_croc_qwen3_vl import CrocQwen3VLConfig
 from .configuration_croc_qwen3_vl_moe import CrocQwen3VLMoeConfig
 from .configuration_croc_smolvlm import CrocSmolVLMConfig
@@ -59,6 +62,7 @@ from .modeling_croc_mistral3 import CrocMistral3ForConditionalGeneration, CrocMi
 from .modeling_croc_onevision import CrocOnevisionForConditionalGeneration, CrocOnevisionModel
 from .modeling_croc_qwen2_5_vl import CrocQwen2_5_VLForConditionalGeneration, CrocQwen2_5_VLModel
 from .modeling_croc_qwen2_vl import CrocQwen2VLForConditionalGeneration, CrocQwen2VLModel
+from .modeling_croc_qwen3_5 import CrocQwen3_5ForConditionalGeneration, CrocQwen3_5Model
 from .modeling_croc_qwen3_vl import CrocQwen3VLForConditionalGeneration, CrocQwen3VLModel
 from .modeling_croc_qwen3_vl_moe import CrocQwen3VLMoeForConditionalGeneration, CrocQwen3VLMoeModel
 from .modeling_croc_smolvlm import CrocSmolVLMForConditionalGeneration, CrocSmolVLMModel
@@ -136,6 +140,11 @@ FAMILIES: tuple[CrocFamily, ...] = (
     # Qwen3-VL's processor and chat format (Qwen3-VL-30B-A3B's Hub folder names `Qwen3VLProcessor`).
     CrocFamily(CrocQwen3VLMoeConfig, CrocQwen3VLMoeModel, CrocQwen3VLMoeForConditionalGeneration,
                CrocQwen3VLProcessor, True, Qwen3VLMoeConfig, Qwen3VLMoeForConditionalGeneration, template="qwen3_vl"),
+    # Qwen3-VL's processor (transformers maps Qwen3.5 to `Qwen3VLProcessor`) and chat format: its checkpoints' chat
+    # template is not in transformers, so whatever it adds (a thinking block in the generation prompt) is unverified
+    # here (docs/MODELS.md).
+    CrocFamily(CrocQwen3_5Config, CrocQwen3_5Model, CrocQwen3_5ForConditionalGeneration, CrocQwen3VLProcessor, True,
+               Qwen3_5Config, Qwen3_5ForConditionalGeneration, template="qwen3_vl"),
     CrocFamily(CrocGemma3Config, CrocGemma3Model, CrocGemma3ForConditionalGeneration, CrocGemma3Processor, True,
                Gemma3Config, Gemma3ForConditionalGeneration, template="gemma3"),
     # Gemma 4's processor for images and text (its video processor and audio feature extractor left out) and its

@@ -49,13 +49,25 @@ class CrocQwen3VLPreTrainedModel(CrocPreTrainedMixin, Qwen3VLPreTrainedModel):
         "Qwen3VLForConditionalGeneration": "CrocQwen3VLForConditionalGeneration"})
 
 
-class CrocQwen3VLModelMixin(CrocModelMixin):
-    """The mechanism's base model (`CrocModelMixin`) with what a Qwen3-VL Croc base model declares on it, shared by
-    the dense family and the MoE one (`modeling_croc_qwen3_vl_moe.py`), whose vision side and DeepStack are the
-    same: the image grids, the packing refusal, the DeepStack inputs of the language model and the per-image token
-    counts."""
+class CrocQwen3VLImagesMixin(CrocModelMixin):
+    """The mechanism's base model (`CrocModelMixin`) with what every base model on Qwen3-VL's vision side declares,
+    DeepStack or not: the image grids and the per-image token counts. Qwen3.5 (`modeling_croc_qwen3_5.py`), whose
+    vision tower is Qwen3-VL's without the DeepStack mergers, declares these alone."""
 
     croc_image_inputs = ("image_grid_thw",)
+
+    def image_token_counts(self, image_grid_thw: torch.LongTensor) -> torch.LongTensor:
+        """`(num_images,)` visual tokens of each image, from its patch grid `(num_images, 3)` alone (no vision
+        tower): `t * h * w` over the merger's window."""
+        merge = self.config.vision_config.spatial_merge_size
+        return (image_grid_thw.prod(dim=-1) // merge**2).long().cpu()
+
+
+class CrocQwen3VLModelMixin(CrocQwen3VLImagesMixin):
+    """What a Qwen3-VL Croc base model declares besides its images (`CrocQwen3VLImagesMixin`), shared by the dense
+    family and the MoE one (`modeling_croc_qwen3_vl_moe.py`), whose vision side and DeepStack are the same: the
+    packing refusal and the DeepStack inputs of the language model."""
+
     croc_packing_refusal = (
         "Qwen3-VL's M-RoPE positions are computed per sample from its image grids; packed rows (position_ids "
         "restarting per sample) would give its images text positions. Train it unpacked (packing: false)")
@@ -80,12 +92,6 @@ class CrocQwen3VLModelMixin(CrocModelMixin):
         embeds = [torch.cat(list(level)).masked_fill(replaced.to(level[0].device), 0) for level in levels]
         return {"visual_pos_masks": image_token_mask, "deepstack_visual_embeds": embeds}
 
-    def image_token_counts(self, image_grid_thw: torch.LongTensor) -> torch.LongTensor:
-        """`(num_images,)` visual tokens of each image, from its patch grid `(num_images, 3)` alone (no vision
-        tower): `t * h * w` over the merger's window."""
-        merge = self.config.vision_config.spatial_merge_size
-        return (image_grid_thw.prod(dim=-1) // merge**2).long().cpu()
-
 
 class CrocQwen3VLModel(CrocQwen3VLModelMixin, CrocQwen3VLPreTrainedModel, Qwen3VLModel):
     """`Qwen3VLModel` with the prompt pool and the stage-1.5 input path (`CrocModelMixin`), DeepStack included
@@ -94,15 +100,22 @@ class CrocQwen3VLModel(CrocQwen3VLModelMixin, CrocQwen3VLPreTrainedModel, Qwen3V
     croc_output_class = CrocQwen3VLModelOutputWithPast
 
 
-class CrocQwen3VLForConditionalGeneration(CrocForConditionalGenerationMixin, CrocQwen3VLPreTrainedModel,
+class CrocQwen3VLForConditionalGenerationMixin(CrocForConditionalGenerationMixin):
+    """The mechanism's generation model (`CrocForConditionalGenerationMixin`) with what a generation model on
+    Qwen3-VL's outputs and images declares on it, shared with Qwen3.5 (`modeling_croc_qwen3_5.py`): the output class
+    and the image grids that decide each image's token count."""
+
+    croc_output_class = CrocQwen3VLCausalLMOutputWithPast
+    croc_image_layout_inputs = ("image_grid_thw",)
+
+
+class CrocQwen3VLForConditionalGeneration(CrocQwen3VLForConditionalGenerationMixin, CrocQwen3VLPreTrainedModel,
                                           Qwen3VLForConditionalGeneration):
     """Croc on Qwen3-VL for generation and the three training stages. With `config.croc_pretraining` off (stages 1
     and 2, inference) this is `Qwen3VLForConditionalGeneration`; in a stage-1.5 training forward the output also
     carries `lm_loss`, `vtr_loss` and `pool_ids`, every image counted with its own merged tokens."""
 
     croc_base_model_class = CrocQwen3VLModel
-    croc_output_class = CrocQwen3VLCausalLMOutputWithPast
-    croc_image_layout_inputs = ("image_grid_thw",)
 
 
 register_croc_checkpoint_renames(CrocQwen3VLForConditionalGeneration, Qwen3VLForConditionalGeneration)
@@ -112,7 +125,10 @@ register_croc_checkpoint_renames(CrocQwen3VLModel, Qwen3VLModel)
 __all__ = [
     "CrocQwen3VLCausalLMOutputWithPast",
     "CrocQwen3VLForConditionalGeneration",
+    "CrocQwen3VLForConditionalGenerationMixin",
+    "CrocQwen3VLImagesMixin",
     "CrocQwen3VLModel",
     "CrocQwen3VLModelMixin",
+    "CrocQwen3VLModelOutputWithPast",
     "CrocQwen3VLPreTrainedModel",
 ]

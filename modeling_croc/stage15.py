@@ -26,12 +26,14 @@ from transformers.utils import ModelOutput
 from transformers.utils.generic import can_return_tuple
 
 from .attention_mask import (
+    attention_layer_types,
     bidirectional_block_ids,
     build_mixed_attention_mask,
     image_block_ids,
     is_packed_batch,
     packed_segment_ids,
     prepare_packed_forward,
+    recurrent_layer_mask,
     text_position_ids,
 )
 from .constants import CROC_ONLY_PATTERNS
@@ -508,11 +510,19 @@ class CrocModelMixin:
         """For the `croc_split` attention: the language model's inputs that carry the batch's query segments (they
         reach every layer) and the placeholder it takes as its mask: no L x L mask is built. `position_ids` are the
         sample positions (`text_position_ids`), not M-RoPE ones."""
-        problem = split_attention_problem(self.config.text_config)
+        text_config = self.config.text_config
+        problem = split_attention_problem(text_config)
         if problem is not None:
             raise ValueError(problem)
+        mask = mask_placeholder(shape[0], self.croc_language_model.device)
+        layer_types, keyed = attention_layer_types(text_config)
+        if keyed and "linear_attention" in layer_types:
+            # A linear-attention layer reads no segments, only the padding mask (the placeholder would read as
+            # none, and padding would enter its recurrent state): its parent's, as on the mask path.
+            mask = {kind: mask for kind in layer_types}
+            mask["linear_attention"] = recurrent_layer_mask(text_config, shape, attention_mask)
         return {SEGMENTS_KEY: build_attention_segments(shape, block_ids, attention_mask, position_ids),
-                "attention_mask": mask_placeholder(shape[0], self.croc_language_model.device)}
+                "attention_mask": mask}
 
     def _uses_split_attention(self, kwargs: dict) -> bool:
         """Whether a forward without the Croc objectives goes through the segments: a training forward on the
