@@ -232,10 +232,12 @@ TRAINER_SPECS = [
         parent_generation=Qwen3VLMoeForConditionalGeneration, croc_generation=CrocQwen3VLMoeForConditionalGeneration,
         trained=(*QWEN3_VL_TRAINER_SPEC.trained, "model.language_model.layers.0.mlp.experts.gate_up_proj",
                  "model.language_model.layers.0.mlp.gate.weight")),
-    # Qwen3-VL's processor and chat format on Qwen3.5's model: no DeepStack merger; its first decoder layer is a
-    # linear-attention one (its projections train), its second a full-attention one. The vision blocks stay.
+    # Qwen3-VL's processor on Qwen3.5's model, in Qwen3.5's chat format (the empty thinking block opens the answer):
+    # no DeepStack merger; its first decoder layer is a linear-attention one (its projections train), its second a
+    # full-attention one. The vision blocks stay.
     dataclasses.replace(
-        QWEN3_VL_TRAINER_SPEC, name="qwen3_5", save_plain=save_tiny_qwen3_5,
+        QWEN3_VL_TRAINER_SPEC, name="qwen3_5", save_plain=save_tiny_qwen3_5, template="qwen3_5",
+        prompt=QWEN_TURN + "<think>\n\n</think>\n\n",
         parent_generation=Qwen3_5ForConditionalGeneration, croc_generation=CrocQwen3_5ForConditionalGeneration,
         trained=("model.language_model.layers.1.self_attn.q_proj.weight",
                  "model.language_model.layers.0.linear_attn.in_proj_qkv.weight",

@@ -78,6 +78,9 @@ class ConversationTemplate:
             write them; the chat template then trims the text only).
         image_user_prefix: the user prefix of a turn that opens with an image, where it differs from a text turn's
             (SmolVLM's `User:` right before the image, `User: ` before text); None: `user_prefix`.
+        final_assistant_prefix: before each answer after the conversation's last user turn, and the generation
+            prompt, where it differs from the earlier answers' (Qwen3.5 writes its empty thinking block there only);
+            None: `assistant_prefix`.
     """
 
     name: str
@@ -94,6 +97,7 @@ class ConversationTemplate:
     chat_image_prefix: str | None = None
     strip_image_turn: bool = True
     image_user_prefix: str | None = None
+    final_assistant_prefix: str | None = None
 
     # ---- training: segments ------------------------------------------------------------------------------------
 
@@ -113,17 +117,22 @@ class ConversationTemplate:
 
         segments: list[Segment] = []
         prompt = self.system
+        last_user = max((i for i, (role, _) in enumerate(turns) if role == USER), default=-1)
         for index, (role, text) in enumerate(turns):
             if role == USER:
                 prompt += self._user_turn(text if self.user_text else "", index == first_user)
             else:
-                segments.append(Segment(prompt + self.assistant_prefix, False))
+                segments.append(Segment(prompt + self._assistant_prefix(final=index > last_user), False))
                 answer = self.answer_suffix.replace("{eos}", eos_token)
                 segments.append(Segment(f"{self.answer_prefix}{text}{answer}", True))
                 prompt = ""
         if prompt:  # a trailing question without an answer: context only
             segments.append(Segment(prompt, False))
         return [segment for segment in segments if segment.text or segment.supervised]
+
+    def _assistant_prefix(self, final: bool) -> str:
+        return self.final_assistant_prefix if final and self.final_assistant_prefix is not None \
+            else self.assistant_prefix
 
     def _user_turn(self, text: str, with_image: bool) -> str:
         body = self.image_prefix + text if with_image else text
@@ -155,6 +164,14 @@ class ConversationTemplate:
         # A turn that keeps its image block's blank lines (Gemma) trims only its text, as training does.
         image_body = f"({user_body}) | trim" if self.strip_image_turn else user_body.replace("text", "(text | trim)")
         image_user_prefix = self.user_prefix if self.image_user_prefix is None else self.image_user_prefix
+        answer_prefix, final_turns = literal(self.assistant_prefix), ""
+        if self.final_assistant_prefix is not None:
+            # The answers after the last user turn take their own prefix: that turn's index, found first.
+            final_turns = ("{%- set turns = namespace(last_user=-1) -%}{%- for message in messages -%}"
+                           "{%- if message['role'] == 'user' -%}{%- set turns.last_user = loop.index0 -%}{%- endif -%}"
+                           "{%- endfor -%}")
+            answer_prefix = (f"{literal(self.final_assistant_prefix)} if loop.index0 > turns.last_user "
+                             f"else {literal(self.assistant_prefix)}")
         return (
             "{%- if messages[0]['role'] == 'system' -%}"
             "{%- set system = messages[0]['content'] if messages[0]['content'] is string "
@@ -163,7 +180,8 @@ class ConversationTemplate:
             f"{{{{ {literal(self.system_prefix)} + system + {literal(system_separator)} }}}}"
             "{%- set messages = messages[1:] -%}"
             f"{{%- else -%}}{{{{ {literal(self.system)} }}}}{{%- endif -%}}"
-            "{%- for message in messages -%}"
+            + final_turns
+            + "{%- for message in messages -%}"
             "{%- if message['content'] is string -%}"
             "{%- set images = '' -%}{%- set text = message['content'] -%}"
             "{%- else -%}"
@@ -179,12 +197,12 @@ class ConversationTemplate:
             f"{{{{ prefix + body + {literal(self.user_suffix)} }}}}"
             "{%- endif -%}"
             "{%- elif message['role'] == 'assistant' -%}"
-            f"{{{{ {literal(self.assistant_prefix)} }}}}"
+            f"{{{{ {answer_prefix} }}}}"
             f"{{% generation %}}{{{{ {literal(self.answer_prefix)} + text + {literal(answer_suffix)} }}}}"
             "{% endgeneration %}"
             "{%- endif -%}"
             "{%- endfor -%}"
-            f"{{%- if add_generation_prompt -%}}{{{{ {literal(self.assistant_prefix)} }}}}{{%- endif -%}}"
+            f"{{%- if add_generation_prompt -%}}{{{{ {literal(self._assistant_prefix(final=True))} }}}}{{%- endif -%}}"
         )
 
 
@@ -225,6 +243,16 @@ QWEN2_VL = ConversationTemplate(
 # "<|im_start|>assistant\n" without a thinking block (the Thinking checkpoints' template adds one; they are not
 # covered here). The answers and their "<|im_end|>\n" are supervised.
 QWEN3_VL = dataclasses.replace(QWEN2_VL, name="qwen3_vl", system="")
+
+# Qwen3.5's chat format (the chat template of its checkpoints' tokenizer, e.g. Qwen3.5-0.8B's as a GGUF of it
+# carries it; transformers ships none): Qwen3-VL's turns and image wrapper, no default system message, and a thinking
+# block before the answers after the last user turn. With thinking off (the template's default for the small
+# checkpoints, `enable_thinking=False` for the others) the generation prompt is "<|im_start|>assistant\n<think>\n\n
+# </think>\n\n", and the last answer is rendered after the same empty block; earlier answers have none. The block is
+# prompt, not supervised: the answers and their "<|im_end|>\n" are. Thinking on (a reasoning text in the block) is
+# not rendered.
+QWEN3_5 = dataclasses.replace(QWEN3_VL, name="qwen3_5",
+                              final_assistant_prefix="<|im_start|>assistant\n<think>\n\n</think>\n\n")
 
 # Gemma 3's chat format (the chat template of its instruction-tuned checkpoints' processor, e.g. gemma-3-4b-it's on the
 # Hub; transformers ships none): BOS (the dataset's and the tokenizer's, not the template's), then
@@ -302,7 +330,7 @@ SMOLVLM = ConversationTemplate(
 
 TEMPLATES: dict[str, ConversationTemplate] = {
     template.name: template
-    for template in (PLAIN, VICUNA_V1, QWEN_1_5, QWEN2_VL, QWEN3_VL, GEMMA3, GEMMA4, INTERNVL, MISTRAL3, SMOLVLM)
+    for template in (PLAIN, VICUNA_V1, QWEN_1_5, QWEN2_VL, QWEN3_VL, QWEN3_5, GEMMA3, GEMMA4, INTERNVL, MISTRAL3, SMOLVLM)
 }
 
 
@@ -343,6 +371,7 @@ __all__ = [
     "INTERNVL",
     "MISTRAL3",
     "PLAIN",
+    "QWEN3_5",
     "QWEN_1_5",
     "ROLES",
     "TEMPLATES",

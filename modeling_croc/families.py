@@ -140,11 +140,10 @@ FAMILIES: tuple[CrocFamily, ...] = (
     # Qwen3-VL's processor and chat format (Qwen3-VL-30B-A3B's Hub folder names `Qwen3VLProcessor`).
     CrocFamily(CrocQwen3VLMoeConfig, CrocQwen3VLMoeModel, CrocQwen3VLMoeForConditionalGeneration,
                CrocQwen3VLProcessor, True, Qwen3VLMoeConfig, Qwen3VLMoeForConditionalGeneration, template="qwen3_vl"),
-    # Qwen3-VL's processor (transformers maps Qwen3.5 to `Qwen3VLProcessor`) and chat format: its checkpoints' chat
-    # template is not in transformers, so whatever it adds (a thinking block in the generation prompt) is unverified
-    # here (docs/MODELS.md).
+    # Qwen3-VL's processor (transformers maps Qwen3.5 to `Qwen3VLProcessor`) and Qwen3.5's own chat format (its
+    # checkpoints' empty thinking block before the last answer and in the generation prompt).
     CrocFamily(CrocQwen3_5Config, CrocQwen3_5Model, CrocQwen3_5ForConditionalGeneration, CrocQwen3VLProcessor, True,
-               Qwen3_5Config, Qwen3_5ForConditionalGeneration, template="qwen3_vl"),
+               Qwen3_5Config, Qwen3_5ForConditionalGeneration, template="qwen3_5"),
     CrocFamily(CrocGemma3Config, CrocGemma3Model, CrocGemma3ForConditionalGeneration, CrocGemma3Processor, True,
                Gemma3Config, Gemma3ForConditionalGeneration, template="gemma3"),
     # Gemma 4's processor for images and text (its video processor and audio feature extractor left out) and its

@@ -84,3 +84,35 @@ def test_the_pytorch_chunked_path_equals_the_recurrence():
         query, key, value, g=g, beta=beta, output_final_state=True, use_qk_l2norm_in_kernel=True)
     torch.testing.assert_close(chunked, recurrent, rtol=1e-4, atol=1e-5)
     torch.testing.assert_close(chunked_state, recurrent_state, rtol=1e-4, atol=1e-5)
+
+
+def test_the_chat_format_is_the_checkpoints_with_thinking_off():
+    """`qwen3_5` renders a conversation as Qwen3.5's chat template does with thinking off (its text, written out from
+    a copy of Qwen3.5-0.8B's template): no default system message, the image wrapper opening the user turn, an empty
+    thinking block before the answer after the last user turn and in the generation prompt, none before earlier
+    answers; training supervises the answers and their "<|im_end|>\\n" only."""
+    from croc_testing.qwen3_vl import tiny_qwen3_vl_processor
+    from modeling_croc.conversation import get_template
+
+    template = get_template("qwen3_5")
+    processor = tiny_qwen3_vl_processor()
+    processor.chat_template = template.chat_template(processor.tokenizer.eos_token, "<|image_pad|>")
+    image, think = "<|vision_start|><|image_pad|><|vision_end|>", "<think>\n\n</think>\n\n"
+    chat = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is it?"}]},
+            {"role": "assistant", "content": "A square."}, {"role": "user", "content": "Colour?"}]
+    assert processor.apply_chat_template(chat, add_generation_prompt=True, tokenize=False) == (
+        f"<|im_start|>user\n{image}What is it?<|im_end|>\n<|im_start|>assistant\nA square.<|im_end|>\n"
+        f"<|im_start|>user\nColour?<|im_end|>\n<|im_start|>assistant\n{think}")
+    answered = [*chat, {"role": "assistant", "content": "Red."}]
+    assert processor.apply_chat_template(answered, tokenize=False).endswith(
+        f"<|im_start|>user\nColour?<|im_end|>\n<|im_start|>assistant\n{think}Red.<|im_end|>\n")
+    system = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi."}]
+    assert processor.apply_chat_template(system, add_generation_prompt=True, tokenize=False) == (
+        f"<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi.<|im_end|>\n<|im_start|>assistant\n{think}")
+
+    conversation = [{"from": "human", "value": "<image>\nWhat is it?"}, {"from": "gpt", "value": "A square."},
+                    {"from": "human", "value": "Colour?"}, {"from": "gpt", "value": "Red."}]
+    assert [(segment.text, segment.supervised) for segment in template.segments(conversation, True, "<|im_end|>")] == [
+        ("<|im_start|>user\n<|vision_start|><image><|vision_end|>What is it?<|im_end|>\n<|im_start|>assistant\n", False),
+        ("A square.<|im_end|>\n", True),
+        (f"<|im_start|>user\nColour?<|im_end|>\n<|im_start|>assistant\n{think}", False), ("Red.<|im_end|>\n", True)]

@@ -65,12 +65,13 @@ def chatml_processor():
 
 
 @pytest.mark.parametrize("aspect_ratio", ["square", "pad"])
-@pytest.mark.parametrize("stage", sorted(STAGES) + ["qwen_1_5"])
+@pytest.mark.parametrize("stage", sorted(STAGES) + ["qwen_1_5", "qwen3_5"])
 @pytest.mark.parametrize("case", sorted(ROWS))
 def test_training_inputs_equal_inference_inputs(base_processor, chatml_processor, image_root, stage, aspect_ratio,
                                                 case):
-    """Every stage's template on the Llama tokenizer, and ViCToR's ChatML template (`qwen_1_5`) on a Qwen-style one."""
-    qwen = stage == "qwen_1_5"
+    """Every stage's template on the Llama tokenizer, and ViCToR's ChatML template (`qwen_1_5`) and Qwen3.5's (its
+    thinking block before the answers after the last user turn) on a Qwen-style one."""
+    qwen = stage in ("qwen_1_5", "qwen3_5")
     processor = with_image_aspect_ratio(chatml_processor if qwen else base_processor, aspect_ratio)
     template = get_template(stage if qwen else STAGES[stage].template)
     turns, image_name = ROWS[case]
