@@ -428,9 +428,11 @@ def display_id(row_id: Any) -> Any:
     """A row's id as a report shows it: a whole float as the integer it stands for ("2", not "2.0": pandas writes an
     integer id column holding a missing cell as floats), any other id as it is. Only what is shown changes: the rows
     keep their ids as read, so duplicate detection and the run record's `data_rows` (which a resume compares) see
-    what they saw before. A text id stays as written, "2.0" included (a LLaVA JSON file's ids are read as text)."""
+    what they saw before. A text id stays as written, "2.0" included (a LLaVA JSON file's ids are read as text).
+    The integer, not its text: rejects.jsonl writes it as the number the user's own id column holds (the text "2"
+    matched no row of it, where 2.0 did)."""
     if isinstance(row_id, float) and math.isfinite(row_id) and row_id.is_integer():
-        return str(int(row_id))
+        return int(row_id)
     return row_id
 
 

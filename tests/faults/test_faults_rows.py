@@ -613,7 +613,8 @@ def test_a_whole_float_id_is_reported_as_the_integer_it_stands_for(tiny_model, t
     loaded = _rows(tmp_path, tiny_model, tmp_path / "pushed", f"--data.image_root={tmp_path}",
                    "--data.max_reject_fraction=0.5")
     assert [(row["id"], row["reason"]) for row in loaded.report.start_rejects] == [
-        ("100", "missing_image"), (2.5, "missing_image")]
+        (100, "missing_image"), (2.5, "missing_image")]
+    assert type(loaded.report.start_rejects[0]["id"]) is int  # 100, as the user's table holds it (not "100", 100.0)
     # Stored as read, so hashed into `data_rows` as a run started before this display hashed them.
     assert loaded.rows["id"][:2] == [1.0, 2.0]
 
@@ -621,7 +622,8 @@ def test_a_whole_float_id_is_reported_as_the_integer_it_stands_for(tiny_model, t
     report = DataReport(source="pushed", rows_read=11, logs=False, writes=False, max_reject_fraction=0.5)
     report.record(4, [{"id": 3.0, "index": 2, "image": "images/2.png", "reason": "unreadable_image",
                        "detail": "truncated"}], step=1)
-    assert report.replaced_rows[0]["id"] == "3"
+    # The integer itself: the user's integer id column holds 3, which the text "3" matched no row of.
+    assert report.replaced_rows[0]["id"] == 3 and type(report.replaced_rows[0]["id"]) is int
     # So are the cut rows the report names (`truncated_examples`).
     assert _ids(datasets.Dataset.from_dict({"id": [3.0, 2.5, -0.0]})) == ["3", "2.5", "0"]
     assert _ids(datasets.Dataset.from_dict({"id": ["3.0", "7"]})) == ["3.0", "7"]
