@@ -75,7 +75,7 @@ class ConversationTemplate:
             blank-line-wrapped block); None: `image_prefix`, its marker the processor's placeholder.
         strip_image_turn: whether a user turn with an image loses its surrounding whitespace (False keeps the blank
             lines of an image block that opens or closes the turn, as Gemma 3's processor and Gemma 4's chat template
-            write them; the chat template then trims the text only).
+            write them; training and the chat template then trim the text only).
         image_user_prefix: the user prefix of a turn that opens with an image, where it differs from a text turn's
             (SmolVLM's `User:` right before the image, `User: ` before text); None: `user_prefix`.
         final_assistant_prefix: before each answer after the conversation's last user turn, and the generation
@@ -135,6 +135,10 @@ class ConversationTemplate:
             else self.assistant_prefix
 
     def _user_turn(self, text: str, with_image: bool) -> str:
+        if with_image and not self.strip_image_turn:
+            # The image block keeps its blank lines and the text is trimmed, as the chat template writes the turn:
+            # a row whose marker sat in a later turn kept this turn's whitespace ("Hello.\n" before the suffix).
+            text = text.strip()
         body = self.image_prefix + text if with_image else text
         if with_image and self.strip_image_turn:
             body = body.strip()

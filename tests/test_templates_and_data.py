@@ -152,6 +152,36 @@ def test_vicuna_v1_renders_what_the_processor_chat_template_renders(processor):
     assert rendered == processor.apply_chat_template(messages, tokenize=False)
 
 
+@pytest.mark.parametrize("turns", [
+    ["  Hello.\n", "Hi!", "<image>\nDescribe it.", "Two circles."],  # the marker in a later turn
+    [" <image>\n  What is it?  \n", "A cat."],
+    ["<image>", "A caption."],
+    ["", "An answer first."],
+    ["What colour?\n<image>", "Red.", "  Shape? ", "Square.", "Sure?", "Yes."],
+], ids=["marker_later", "whitespace", "image_only", "empty_text", "multi_turn"])
+@pytest.mark.parametrize("name", sorted(TEMPLATES))
+def test_every_template_trains_the_text_its_chat_template_renders(name, turns):
+    """Training's segments and the chat template agree on every template, whitespace included (the test of one
+    input pipeline covers a few templates on real tokenizers). Gemma 3's and Gemma 4's first user turn, which keeps
+    its image block's blank lines, trained the whitespace of a row whose marker sat in a later turn ("Hello.\\n"
+    before the turn's end), a token the chat template trims from the prompt."""
+    from transformers.utils.chat_template_utils import _compile_jinja_template
+
+    from modeling_croc.conversation import llava_row_to_messages
+
+    template = get_template(name)
+    conversations = _row(turns)["conversations"]
+    trained = "".join(segment.text for segment in template.segments(conversations, has_image=True))
+    rendered = _compile_jinja_template(template.chat_template("</s>")).render(
+        messages=llava_row_to_messages(conversations, has_image=True))
+    if template.chat_image_prefix is not None:  # the placeholder the processor expands to the training block
+        placeholder, block = template.chat_image_prefix, template.image_prefix
+        if template.strip_image_turn:  # an image alone in its turn is trimmed with it
+            placeholder, block = placeholder.strip(), block.strip()
+        rendered = rendered.replace(placeholder, block)
+    assert trained == rendered
+
+
 # --- labels, token by token -----------------------------------------------------------------------------------
 
 

@@ -44,7 +44,7 @@ RECORD_FORMAT = 1
 # What a training step computes, versioned: a change to it that no configuration key shows (a fix) gets a new
 # version and its line here, and a resume from a checkpoint of an earlier version says what differs from the
 # resumed step on (`computation_changes`). A record without the key is version 1.
-COMPUTATION = 5
+COMPUTATION = 6
 # Each version's changes, as (what changed, whether a run of that record computed it): a change is named only to the
 # runs it touches (masks are drawn in stage 1.5 only; Gemma 3's and Mistral 3's changes concern those families), so a
 # stage-2 LLaVA run resumed across the upgrade is not told it now leaves its curve.
@@ -67,6 +67,13 @@ COMPUTATION_CHANGES: dict[int, tuple[tuple[str, Callable[[dict[str, Any]], bool]
     5: (("Qwen2.5-VL's and Qwen3-VL's losses averaged over the tokens of the whole optimiser step (each micro-batch's "
          "own mean was averaged, so a step split into several micro-batches or processes computed another loss)",
          lambda saved: _model_type(saved) in (None, "croc_qwen2_5_vl", "croc_qwen3_vl")),),
+    # The template is recorded by name, and these change what the name renders: without a version here a run
+    # resumed across the change went on, unsaid, on other tokens.
+    6: (("Gemma 4's image block between blank lines, as its checkpoints' chat template writes it (training wrote "
+         "the image right before the text)", lambda saved: saved.get("template") == "gemma4"),
+        ("the first user turn's text trimmed in an image row whose marker sits in a later turn, as the chat template "
+         "trims it (its surrounding whitespace was trained)",
+         lambda saved: saved.get("template") in ("gemma3", "gemma4"))),
 }
 
 

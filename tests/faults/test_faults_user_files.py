@@ -239,6 +239,30 @@ def test_a_keep_floor_run_at_an_inexact_ratio_is_told_its_counts_changed(tmp_pat
         assert (bare != [config.num_masked_tokens(count) for count in range(1, 4097)]) is named
 
 
+@pytest.mark.parametrize(("template", "named"), [
+    ("gemma4", ("Gemma 4's image block", "first user turn's text trimmed")),
+    ("gemma3", ("first user turn's text trimmed",)),
+    ("vicuna_v1", ()),
+])
+def test_a_run_whose_template_renders_otherwise_now_is_told(tmp_path, caplog, template, named):
+    """Computation 6: the template is recorded by name, and Gemma 4's now writes its image block between blank lines
+    (Gemma 3's and Gemma 4's trim the first turn's text of a row whose marker sits later): a run resumed across the
+    change trains on other tokens, and is told so, where it went on silently."""
+    import json
+    import logging
+
+    from trainer.resume import _check_record
+    from trainer.run_record import RUN_RECORD
+
+    saved = {"format": 1, "computation": 5, "stage": "2", "template": template,
+             "croc_config": {"model_type": f"croc_{template}" if template.startswith("gemma") else "croc"}}
+    (tmp_path / RUN_RECORD).write_text(json.dumps(saved))
+    with caplog.at_level(logging.WARNING, logger="trainer.resume"):
+        _check_record(str(tmp_path), saved, [])
+    changes = ("Gemma 4's image block", "first user turn's text trimmed")
+    assert [what for what in changes if what in caplog.text] == list(named), caplog.text
+
+
 def test_a_later_versions_checkpoint_is_not_resumed_silently(tmp_path, caplog):
     """A checkpoint written by a later version (a downgrade between the kill and the resume) goes on without that
     version's fixes: the resume says so instead of continuing silently off its curve."""
