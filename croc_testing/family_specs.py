@@ -34,6 +34,8 @@ from transformers import (
     Qwen2VLModel,
     Qwen3_5ForConditionalGeneration,
     Qwen3_5Model,
+    Qwen3_5MoeForConditionalGeneration,
+    Qwen3_5MoeModel,
     Qwen3VLForConditionalGeneration,
     Qwen3VLModel,
     Qwen3VLMoeForConditionalGeneration,
@@ -63,6 +65,7 @@ from modeling_croc import (
     CrocQwen2_5_VLModel,
     CrocQwen2VLForConditionalGeneration,
     CrocQwen3_5ForConditionalGeneration,
+    CrocQwen3_5MoeForConditionalGeneration,
     CrocQwen3VLConfig,
     CrocQwen3VLForConditionalGeneration,
     CrocQwen3VLModel,
@@ -377,7 +380,7 @@ SPECS: tuple[FamilySpec, ...] = (
     # Qwen3-VL's images, batches, processor and M-RoPE positions without DeepStack, on a hybrid text model: a Gated
     # DeltaNet layer (causal by construction: the span applies on the full-attention layer only), then a
     # full-attention one. The step must train the merger and the linear layer's projections and decay.
-    sharing_declarations(
+    QWEN3_5_SPEC := sharing_declarations(
         QWEN3_VL_SPEC, "qwen3_5", functools.partial(tiny_croc_qwen3_vl_config, qwen3_5=True),
         CrocQwen3_5ForConditionalGeneration, Qwen3_5Model, Qwen3_5ForConditionalGeneration,
         # Its text-only causal LM, classification heads and a decision head: no Croc class stands for them.
@@ -389,6 +392,17 @@ SPECS: tuple[FamilySpec, ...] = (
                       "model.language_model.layers.0.linear_attn.conv1d.weight",
                       "model.language_model.layers.0.linear_attn.A_log"),
         grad_stays_zero=(), withhold_replaced=None),
+    # Qwen3.5's images, batches, hybrid layers and masks on a mixture-of-experts text model: what the step must train
+    # besides Qwen3.5's is a decoder layer's routed experts, router and shared expert.
+    sharing_declarations(
+        QWEN3_5_SPEC, "qwen3_5_moe", functools.partial(tiny_croc_qwen3_vl_config, moe=True, qwen3_5=True),
+        CrocQwen3_5MoeForConditionalGeneration, Qwen3_5MoeModel, Qwen3_5MoeForConditionalGeneration,
+        # Its text-only causal LM and a decision head: no Croc class stands for them.
+        unmapped_parent_classes=frozenset({"Qwen3_5MoeForCausalLM", "JevForDecision"}),
+        grad_reaches=(*QWEN3_5_SPEC.grad_reaches, "model.language_model.layers.0.mlp.experts.gate_up_proj",
+                      "model.language_model.layers.0.mlp.experts.down_proj",
+                      "model.language_model.layers.0.mlp.gate.weight",
+                      "model.language_model.layers.0.mlp.shared_expert.up_proj.weight")),
     FamilySpec(
         name="gemma3",
         config=tiny_croc_gemma3_config,

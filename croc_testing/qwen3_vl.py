@@ -1,7 +1,8 @@
 """A tiny Qwen3-VL Croc model and its batches, and a tiny plain Qwen3-VL folder with its processor, built in code
-(nothing downloaded); the same for Qwen3-VL-MoE and Qwen3.5, whose vision side (Qwen3.5's without DeepStack),
-batches and processor are Qwen3-VL's. `python -m croc_testing tiny-qwen3_vl FOLDER` (`tiny-qwen3_vl_moe`,
-`tiny-qwen3_5`) writes the folder the cpu_tiny Qwen3-VL (Qwen3-VL-MoE, Qwen3.5) stage-1.5 config starts from."""
+(nothing downloaded); the same for Qwen3-VL-MoE, Qwen3.5 and Qwen3.5-MoE, whose vision side (Qwen3.5's without
+DeepStack), batches and processor are Qwen3-VL's. `python -m croc_testing tiny-qwen3_vl FOLDER` (`tiny-qwen3_vl_moe`,
+`tiny-qwen3_5`, `tiny-qwen3_5_moe`) writes the folder the cpu_tiny Qwen3-VL (Qwen3-VL-MoE, Qwen3.5, Qwen3.5-MoE)
+stage-1.5 config starts from."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Any
 import torch
 
 from croc_testing.families import QWEN_TOKENS, QWEN_VISION_TOKENS, make_qwen_batch
-from modeling_croc import CrocQwen3_5Config, CrocQwen3VLConfig, CrocQwen3VLMoeConfig
+from modeling_croc import CrocQwen3_5Config, CrocQwen3_5MoeConfig, CrocQwen3VLConfig, CrocQwen3VLMoeConfig
 
 # Two images of different native resolutions (16 and 12 patches: 4 and 3 merged tokens), rows of different lengths.
 QWEN3_VL_GRIDS = [(1, 4, 4), (1, 2, 6)]
@@ -70,13 +71,32 @@ def tiny_qwen3_5_fields() -> dict[str, Any]:
     return fields
 
 
-def tiny_croc_qwen3_vl_config(moe: bool = False, qwen3_5: bool = False,
-                              **croc_fields: Any) -> CrocQwen3VLConfig | CrocQwen3VLMoeConfig | CrocQwen3_5Config:
+# Qwen3.5-MoE's sparse blocks at tiny sizes: 4 routed experts of width 8 (an expert's `gate_up_proj` is not square)
+# with 2 routed per token, and a gated shared expert of width 16, in both decoder layers (every layer of the family is
+# sparse); the router's auxiliary loss off, as the parent's default. Its text config has no dense `intermediate_size`.
+TINY_QWEN3_5_MOE_TEXT = {"num_experts": 4, "num_experts_per_tok": 2, "moe_intermediate_size": 8,
+                         "shared_expert_intermediate_size": 16}
+
+
+def tiny_qwen3_5_moe_fields() -> dict[str, Any]:
+    """Qwen3.5-MoE config fields of a tiny model: `tiny_qwen3_5_fields` (the hybrid text model, no DeepStack) with
+    mixture-of-experts blocks (`TINY_QWEN3_5_MOE_TEXT`)."""
+    fields = tiny_qwen3_5_fields()
+    del fields["text_config"]["intermediate_size"]
+    fields["text_config"].update(TINY_QWEN3_5_MOE_TEXT)
+    return fields
+
+
+def tiny_croc_qwen3_vl_config(moe: bool = False, qwen3_5: bool = False, **croc_fields: Any
+                              ) -> CrocQwen3VLConfig | CrocQwen3VLMoeConfig | CrocQwen3_5Config | CrocQwen3_5MoeConfig:
     """A tiny `CrocQwen3VLConfig` (`tiny_qwen3_vl_fields`), or with `moe` a tiny `CrocQwen3VLMoeConfig`
-    (`tiny_qwen3_vl_moe_fields`), or with `qwen3_5` a tiny `CrocQwen3_5Config` (`tiny_qwen3_5_fields`), with
-    `croc_fields` on top (pool of 64 and a linear VTR head by default)."""
+    (`tiny_qwen3_vl_moe_fields`), or with `qwen3_5` a tiny `CrocQwen3_5Config` (`tiny_qwen3_5_fields`), with both a
+    tiny `CrocQwen3_5MoeConfig` (`tiny_qwen3_5_moe_fields`), with `croc_fields` on top (pool of 64 and a linear VTR
+    head by default)."""
     croc_fields.setdefault("prompt_pool_size", 64)
     croc_fields.setdefault("vtr_head", "linear")
+    if moe and qwen3_5:
+        return CrocQwen3_5MoeConfig(**tiny_qwen3_5_moe_fields(), **croc_fields)
     if moe:
         return CrocQwen3VLMoeConfig(**tiny_qwen3_vl_moe_fields(), **croc_fields)
     if qwen3_5:
@@ -133,6 +153,8 @@ def save_tiny_qwen3_vl(folder, seed: int = 0, moe: bool = False, qwen3_5: bool =
     from transformers import (
         Qwen3_5Config,
         Qwen3_5ForConditionalGeneration,
+        Qwen3_5MoeConfig,
+        Qwen3_5MoeForConditionalGeneration,
         Qwen3VLConfig,
         Qwen3VLForConditionalGeneration,
         Qwen3VLMoeConfig,
@@ -144,14 +166,16 @@ def save_tiny_qwen3_vl(folder, seed: int = 0, moe: bool = False, qwen3_5: bool =
     folder = Path(folder)
     processor = tiny_qwen3_vl_processor()
     tokenizer = processor.tokenizer
-    fields = tiny_qwen3_vl_moe_fields() if moe else tiny_qwen3_5_fields() if qwen3_5 else tiny_qwen3_vl_fields()
+    fields = (tiny_qwen3_5_moe_fields() if moe and qwen3_5 else tiny_qwen3_vl_moe_fields() if moe
+              else tiny_qwen3_5_fields() if qwen3_5 else tiny_qwen3_vl_fields())
     fields.update({name: tokenizer.convert_tokens_to_ids(token) for name, token in (
         ("vision_start_token_id", "<|vision_start|>"), ("vision_end_token_id", "<|vision_end|>"),
         ("image_token_id", "<|image_pad|>"), ("video_token_id", "<|video_pad|>"))})
     fields["text_config"].update(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
     fields["vision_config"].update(patch_size=TINY_QWEN3_VL_PATCH)
     torch.manual_seed(seed)
-    config_class, model_class = ((Qwen3VLMoeConfig, Qwen3VLMoeForConditionalGeneration) if moe
+    config_class, model_class = ((Qwen3_5MoeConfig, Qwen3_5MoeForConditionalGeneration) if moe and qwen3_5
+                                 else (Qwen3VLMoeConfig, Qwen3VLMoeForConditionalGeneration) if moe
                                  else (Qwen3_5Config, Qwen3_5ForConditionalGeneration) if qwen3_5
                                  else (Qwen3VLConfig, Qwen3VLForConditionalGeneration))
     model = model_class(config_class(**fields))
@@ -174,7 +198,13 @@ def save_tiny_qwen3_5(folder, seed: int = 0) -> Path:
     return save_tiny_qwen3_vl(folder, seed=seed, qwen3_5=True)
 
 
-__all__ = ["QWEN3_VL_GRIDS", "QWEN3_VL_TEXT_LENGTHS", "TINY_QWEN3_5_TEXT", "TINY_QWEN3_VL_MOE_TEXT",
+def save_tiny_qwen3_5_moe(folder, seed: int = 0) -> Path:
+    """Write a random tiny plain Qwen3.5-MoE folder laid out as a Hub checkpoint is (`save_tiny_qwen3_vl`)."""
+    return save_tiny_qwen3_vl(folder, seed=seed, moe=True, qwen3_5=True)
+
+
+__all__ = ["QWEN3_VL_GRIDS", "QWEN3_VL_TEXT_LENGTHS", "TINY_QWEN3_5_MOE_TEXT", "TINY_QWEN3_5_TEXT", "TINY_QWEN3_VL_MOE_TEXT",
            "TINY_QWEN3_VL_PATCH", "TINY_QWEN3_VL_PIXELS", "make_qwen3_vl_batch", "save_tiny_qwen3_5",
-           "save_tiny_qwen3_vl", "save_tiny_qwen3_vl_moe", "tiny_croc_qwen3_vl_config", "tiny_qwen3_5_fields",
+           "save_tiny_qwen3_5_moe",
+           "save_tiny_qwen3_vl", "save_tiny_qwen3_vl_moe", "tiny_croc_qwen3_vl_config", "tiny_qwen3_5_fields", "tiny_qwen3_5_moe_fields",
            "tiny_qwen3_vl_fields", "tiny_qwen3_vl_moe_fields", "tiny_qwen3_vl_processor"]

@@ -29,6 +29,7 @@ from transformers import (
     Qwen2_5_VLForConditionalGeneration,
     Qwen2VLForConditionalGeneration,
     Qwen3_5ForConditionalGeneration,
+    Qwen3_5MoeForConditionalGeneration,
     Qwen3VLForConditionalGeneration,
     Qwen3VLMoeForConditionalGeneration,
     SmolVLMForConditionalGeneration,
@@ -49,6 +50,7 @@ from modeling_croc import (
     CrocQwen2VLForConditionalGeneration,
     CrocQwen2VLProcessor,
     CrocQwen3_5ForConditionalGeneration,
+    CrocQwen3_5MoeForConditionalGeneration,
     CrocQwen3VLForConditionalGeneration,
     CrocQwen3VLMoeForConditionalGeneration,
     CrocQwen3VLProcessor,
@@ -63,7 +65,7 @@ from .gemma4 import save_tiny_gemma4
 from .internvl import save_tiny_internvl
 from .llava_next import save_tiny_llava_next
 from .mistral3 import save_tiny_mistral3
-from .qwen3_vl import save_tiny_qwen3_5, save_tiny_qwen3_vl, save_tiny_qwen3_vl_moe
+from .qwen3_vl import save_tiny_qwen3_5, save_tiny_qwen3_5_moe, save_tiny_qwen3_vl, save_tiny_qwen3_vl_moe
 from .smolvlm import save_tiny_smolvlm
 
 MESSAGES = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "Describe the image."}]}]
@@ -235,13 +237,21 @@ TRAINER_SPECS = [
     # Qwen3-VL's processor on Qwen3.5's model, in Qwen3.5's chat format (the empty thinking block opens the answer):
     # no DeepStack merger; its first decoder layer is a linear-attention one (its projections train), its second a
     # full-attention one. The vision blocks stay.
-    dataclasses.replace(
+    QWEN3_5_TRAINER_SPEC := dataclasses.replace(
         QWEN3_VL_TRAINER_SPEC, name="qwen3_5", save_plain=save_tiny_qwen3_5, template="qwen3_5",
         prompt=QWEN_TURN + "<think>\n\n</think>\n\n",
         parent_generation=Qwen3_5ForConditionalGeneration, croc_generation=CrocQwen3_5ForConditionalGeneration,
         trained=("model.language_model.layers.1.self_attn.q_proj.weight",
                  "model.language_model.layers.0.linear_attn.in_proj_qkv.weight",
                  "model.visual.merger.linear_fc1.weight")),
+    # Qwen3.5's processor, chat format and trained parts on its mixture-of-experts model, whose routed experts (saved
+    # one tensor per expert, merged back on resume), router and shared expert train with it.
+    dataclasses.replace(
+        QWEN3_5_TRAINER_SPEC, name="qwen3_5_moe", save_plain=save_tiny_qwen3_5_moe,
+        parent_generation=Qwen3_5MoeForConditionalGeneration, croc_generation=CrocQwen3_5MoeForConditionalGeneration,
+        trained=(*QWEN3_5_TRAINER_SPEC.trained, "model.language_model.layers.0.mlp.experts.gate_up_proj",
+                 "model.language_model.layers.0.mlp.gate.weight",
+                 "model.language_model.layers.0.mlp.shared_expert.up_proj.weight")),
     TrainerSpec(
         name="gemma3", save_plain=save_tiny_gemma3,
         parent_generation=Gemma3ForConditionalGeneration, croc_generation=CrocGemma3ForConditionalGeneration,

@@ -13,6 +13,7 @@ from .configuration_croc_onevision import CrocOnevisionConfig
 from .configuration_croc_qwen2_5_vl import CrocQwen2_5_VLConfig
 from .configuration_croc_qwen2_vl import CrocQwen2VLConfig
 from .configuration_croc_qwen3_5 import CrocQwen3_5Config
+from .configuration_croc_qwen3_5_moe import CrocQwen3_5MoeConfig
 from .configuration_croc_qwen3_vl import CrocQwen3VLConfig
 from .configuration_croc_qwen3_vl_moe import CrocQwen3VLMoeConfig
 from .configuration_croc_smolvlm import CrocSmolVLMConfig
@@ -78,6 +79,11 @@ from .modeling_croc_qwen3_5 import (
     CrocQwen3_5ForConditionalGeneration,
     CrocQwen3_5Model,
     CrocQwen3_5PreTrainedModel,
+)
+from .modeling_croc_qwen3_5_moe import (
+    CrocQwen3_5MoeForConditionalGeneration,
+    CrocQwen3_5MoeModel,
+    CrocQwen3_5MoePreTrainedModel,
 )
 from .modeling_croc_qwen3_vl import (
     CrocQwen3VLCausalLMOutputWithPast,
@@ -201,6 +207,10 @@ __all__ = [
     "CrocQwen3_5ForConditionalGeneration",
     "CrocQwen3_5Model",
     "CrocQwen3_5PreTrainedModel",
+    "CrocQwen3_5MoeConfig",
+    "CrocQwen3_5MoeForConditionalGeneration",
+    "CrocQwen3_5MoeModel",
+    "CrocQwen3_5MoePreTrainedModel",
     "CrocGemma3CausalLMOutputWithPast",
     "CrocGemma3Config",
     "CrocGemma3ForConditionalGeneration",

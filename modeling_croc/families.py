@@ -32,6 +32,8 @@ from transformers import (
     Qwen2VLForConditionalGeneration,
     Qwen3_5Config,
     Qwen3_5ForConditionalGeneration,
+    Qwen3_5MoeConfig,
+    Qwen3_5MoeForConditionalGeneration,
     Qwen3VLConfig,
     Qwen3VLForConditionalGeneration,
     Qwen3VLMoeConfig,
@@ -50,6 +52,7 @@ from .configuration_croc_onevision import CrocOnevisionConfig
 from .configuration_croc_qwen2_5_vl import CrocQwen2_5_VLConfig
 from .configuration_croc_qwen2_vl import CrocQwen2VLConfig
 from .configuration_croc_qwen3_5 import CrocQwen3_5Config
+from .configuration_croc_qwen3_5_moe import CrocQwen3_5MoeConfig
 from .configuration_croc_qwen3_vl import CrocQwen3VLConfig
 from .configuration_croc_qwen3_vl_moe import CrocQwen3VLMoeConfig
 from .configuration_croc_smolvlm import CrocSmolVLMConfig
@@ -63,6 +66,7 @@ from .modeling_croc_onevision import CrocOnevisionForConditionalGeneration, Croc
 from .modeling_croc_qwen2_5_vl import CrocQwen2_5_VLForConditionalGeneration, CrocQwen2_5_VLModel
 from .modeling_croc_qwen2_vl import CrocQwen2VLForConditionalGeneration, CrocQwen2VLModel
 from .modeling_croc_qwen3_5 import CrocQwen3_5ForConditionalGeneration, CrocQwen3_5Model
+from .modeling_croc_qwen3_5_moe import CrocQwen3_5MoeForConditionalGeneration, CrocQwen3_5MoeModel
 from .modeling_croc_qwen3_vl import CrocQwen3VLForConditionalGeneration, CrocQwen3VLModel
 from .modeling_croc_qwen3_vl_moe import CrocQwen3VLMoeForConditionalGeneration, CrocQwen3VLMoeModel
 from .modeling_croc_smolvlm import CrocSmolVLMForConditionalGeneration, CrocSmolVLMModel
@@ -144,6 +148,9 @@ FAMILIES: tuple[CrocFamily, ...] = (
     # checkpoints' empty thinking block before the last answer and in the generation prompt).
     CrocFamily(CrocQwen3_5Config, CrocQwen3_5Model, CrocQwen3_5ForConditionalGeneration, CrocQwen3VLProcessor, True,
                Qwen3_5Config, Qwen3_5ForConditionalGeneration, template="qwen3_5"),
+    # Qwen3.5's processor and chat format (Qwen3.5-35B-A3B's Hub folder names `Qwen3VLProcessor`).
+    CrocFamily(CrocQwen3_5MoeConfig, CrocQwen3_5MoeModel, CrocQwen3_5MoeForConditionalGeneration,
+               CrocQwen3VLProcessor, True, Qwen3_5MoeConfig, Qwen3_5MoeForConditionalGeneration, template="qwen3_5"),
     CrocFamily(CrocGemma3Config, CrocGemma3Model, CrocGemma3ForConditionalGeneration, CrocGemma3Processor, True,
                Gemma3Config, Gemma3ForConditionalGeneration, template="gemma3"),
     # Gemma 4's processor for images and text (its video processor and audio feature extractor left out) and its

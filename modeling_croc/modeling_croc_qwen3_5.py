@@ -41,16 +41,23 @@ class CrocQwen3_5PreTrainedModel(CrocPreTrainedMixin, Qwen3_5PreTrainedModel):
         "Qwen3_5ForConditionalGeneration": "CrocQwen3_5ForConditionalGeneration"})
 
 
-class CrocQwen3_5Model(CrocQwen3VLImagesMixin, CrocQwen3_5PreTrainedModel, Qwen3_5Model):
+class CrocQwen3_5ModelMixin(CrocQwen3VLImagesMixin):
+    """What a Croc base model on Qwen3.5's vision side and hybrid text model declares: its images as Qwen3-VL's
+    (`CrocQwen3VLImagesMixin`) and the packing refusal; shared by the dense family and the MoE one
+    (`modeling_croc_qwen3_5_moe.py`), whose vision tower and attention layers are the same."""
+
+    croc_packing_refusal = (
+        "Qwen3.5's M-RoPE positions are computed per sample from its image grids, and its linear-attention layers "
+        "would carry their recurrent state from one packed sample into the next; train it unpacked (packing: false)")
+
+
+class CrocQwen3_5Model(CrocQwen3_5ModelMixin, CrocQwen3_5PreTrainedModel, Qwen3_5Model):
     """`Qwen3_5Model` with the prompt pool and the stage-1.5 input path (`CrocModelMixin`), its images declared as
-    Qwen3-VL's (`CrocQwen3VLImagesMixin`)."""
+    Qwen3-VL's (`CrocQwen3_5ModelMixin`)."""
 
     # Qwen3.5's base-model output is Qwen3-VL's (`MultimodalBaseModelOutputWithPast`), and so is Croc's on it; the
     # generation model's is Qwen3-VL's too (`CrocQwen3VLForConditionalGenerationMixin`).
     croc_output_class = CrocQwen3VLModelOutputWithPast
-    croc_packing_refusal = (
-        "Qwen3.5's M-RoPE positions are computed per sample from its image grids, and its linear-attention layers "
-        "would carry their recurrent state from one packed sample into the next; train it unpacked (packing: false)")
 
 
 class CrocQwen3_5ForConditionalGeneration(CrocQwen3VLForConditionalGenerationMixin, CrocQwen3_5PreTrainedModel,
@@ -70,5 +77,6 @@ register_croc_checkpoint_renames(CrocQwen3_5Model, Qwen3_5Model)
 __all__ = [
     "CrocQwen3_5ForConditionalGeneration",
     "CrocQwen3_5Model",
+    "CrocQwen3_5ModelMixin",
     "CrocQwen3_5PreTrainedModel",
 ]

@@ -17,6 +17,7 @@ the term is weighted by the micro-batch's share of the step's tokens (`stage15._
 declaration is this file; the mechanism is `stage15.py`.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -65,18 +66,17 @@ class CrocQwen3VLMoeModel(CrocQwen3VLModelMixin, CrocQwen3VLMoePreTrainedModel, 
     croc_output_class = CrocQwen3VLMoeModelOutputWithPast
 
 
-class CrocQwen3VLMoeForConditionalGeneration(CrocForConditionalGenerationMixin, CrocQwen3VLMoePreTrainedModel,
-                                             Qwen3VLMoeForConditionalGeneration):
-    """Croc on Qwen3-VL-MoE for generation and the three training stages. With `config.croc_pretraining` off (stages
-    1 and 2, inference) this is `Qwen3VLMoeForConditionalGeneration`, its router's auxiliary loss included; in a
-    stage-1.5 training forward the output also carries `lm_loss`, `vtr_loss` and `pool_ids`, every image counted
-    with its own merged tokens, and the loss adds the VTR term to the parent's (module docstring)."""
+class CrocRouterAuxLossMixin(CrocForConditionalGenerationMixin):
+    """The mechanism's generation model with a mixture of experts' router auxiliary loss taken as the parent takes it
+    (module docstring), shared by every family whose parent is Qwen3-VL-MoE's generation model or one written after
+    it (Qwen3.5-MoE, `modeling_croc_qwen3_5_moe.py`): the output class carrying `aux_loss` and `router_logits`, the
+    forward argument read from the text config, and the term itself through the parent's own function
+    (`croc_load_balancing_loss`, the family's module's `load_balancing_loss_func`)."""
 
-    croc_base_model_class = CrocQwen3VLMoeModel
     croc_output_class = CrocQwen3VLMoeCausalLMOutputWithPast
-    croc_image_layout_inputs = ("image_grid_thw",)
     # The router logits are recorded (and the auxiliary loss computed) as the argument, else the text config, says.
     croc_text_config_defaults = ("output_router_logits",)
+    croc_load_balancing_loss: Callable[..., torch.Tensor] = staticmethod(load_balancing_loss_func)
 
     def croc_auxiliary_loss(self, outputs: ModelOutput, attention_mask: torch.Tensor | None,
                             output_router_logits: bool = False, **kwargs) -> tuple[torch.Tensor, float] | None:
@@ -85,9 +85,21 @@ class CrocQwen3VLMoeForConditionalGeneration(CrocForConditionalGenerationMixin, 
         text = self.config.text_config
         if not output_router_logits:
             return None
-        aux_loss = load_balancing_loss_func(outputs.router_logits, text.num_experts, text.num_experts_per_tok,
-                                            attention_mask)
+        aux_loss = self.croc_load_balancing_loss(outputs.router_logits, text.num_experts, text.num_experts_per_tok,
+                                                 attention_mask)
         return aux_loss, text.router_aux_loss_coef
+
+
+class CrocQwen3VLMoeForConditionalGeneration(CrocRouterAuxLossMixin, CrocQwen3VLMoePreTrainedModel,
+                                             Qwen3VLMoeForConditionalGeneration):
+    """Croc on Qwen3-VL-MoE for generation and the three training stages. With `config.croc_pretraining` off (stages
+    1 and 2, inference) this is `Qwen3VLMoeForConditionalGeneration`, its router's auxiliary loss included; in a
+    stage-1.5 training forward the output also carries `lm_loss`, `vtr_loss` and `pool_ids`, every image counted
+    with its own merged tokens, and the loss adds the VTR term to the parent's (module docstring,
+    `CrocRouterAuxLossMixin`)."""
+
+    croc_base_model_class = CrocQwen3VLMoeModel
+    croc_image_layout_inputs = ("image_grid_thw",)
 
 
 register_croc_checkpoint_renames(CrocQwen3VLMoeForConditionalGeneration, Qwen3VLMoeForConditionalGeneration)
@@ -96,7 +108,9 @@ register_croc_checkpoint_renames(CrocQwen3VLMoeModel, Qwen3VLMoeModel)
 
 __all__ = [
     "CrocQwen3VLMoeCausalLMOutputWithPast",
+    "CrocQwen3VLMoeModelOutputWithPast",
     "CrocQwen3VLMoeForConditionalGeneration",
     "CrocQwen3VLMoeModel",
     "CrocQwen3VLMoePreTrainedModel",
+    "CrocRouterAuxLossMixin",
 ]

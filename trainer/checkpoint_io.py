@@ -9,6 +9,7 @@ missing is an error.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -23,7 +24,12 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 from transformers.conversion_mapping import get_model_conversion_mapping
-from transformers.core_model_loading import Transpose, WeightConverter, WeightRenaming, rename_source_key
+from transformers.core_model_loading import (
+    WeightConverter,
+    WeightRenaming,
+    dot_natural_key,
+    rename_source_key,
+)
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 logger = logging.getLogger(__name__)
@@ -49,36 +55,34 @@ def read_weights(folder: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
-def _one_to_one(converter: WeightConverter) -> bool:
-    """A converter taking one tensor to one tensor by transposing it (Qwen3-VL-MoE's experts, transposed where a
-    checkpoint holds them the other way round than the model): applied here as transformers' loading applies it."""
-    return (len(converter.source_patterns) == len(converter.target_patterns) == 1
-            and all(isinstance(operation, Transpose) for operation in converter.operations))
-
-
 def to_model_names(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename checkpoint keys to the model's parameter names with the model's conversion mapping, and convert the
-    tensors of its one-to-one converters."""
+    tensors of its converters as transformers' loading does: keys in natural order (expert 10 after expert 9), each
+    parameter's source tensors gathered by a copy of its converter, then converted together (Qwen3-VL-MoE's
+    one-to-one Transposes; Qwen3.5-MoE's per-expert `gate_proj` / `up_proj` / `down_proj` merged into the fused
+    `gate_up_proj` and `down_proj`, the layout `save_pretrained` splits them back into)."""
     transforms = get_model_conversion_mapping(model, add_legacy=False)
     renamings = [t for t in transforms if isinstance(t, WeightRenaming)]
     converters = [t for t in transforms if isinstance(t, WeightConverter)]
-    if not all(_one_to_one(converter) for converter in converters):
-        raise NotImplementedError("checkpoints whose conversion merges or splits tensors are not supported here")
     names = set(model.state_dict())
-    renamed = {}
-    for key, tensor in state.items():
+    renamed: dict[str, torch.Tensor] = {}
+    gathered: dict[str, WeightConverter] = {}
+    for key, tensor in sorted(state.items(), key=lambda item: dot_natural_key(item[0])):
         new_key, pattern = rename_source_key(key, renamings, converters)
         # As transformers' own loading does: a key the renames send to no parameter keeps its name when the model has
         # it (Qwen2.5-VL's legacy `^model` rename sends the pool's `model.prompt_pool` into `model.language_model`,
         # so every Qwen2.5-VL resume was refused).
-        new_key = key if new_key not in names and key in names else new_key
+        if new_key not in names and key in names:
+            new_key, pattern = key, None
         converter = next((c for c in converters if pattern in c.source_patterns), None) if pattern else None
-        if converter is not None and new_key in names:
-            for operation in converter.operations:  # a shape-checked Transpose reads the parameter's shape
-                tensor = next(iter(operation.convert({new_key: tensor}, converter.source_patterns,
-                                                     converter.target_patterns, model=model,
-                                                     full_layer_name=new_key).values()))
-        renamed[new_key] = tensor
+        if converter is None or new_key not in names:
+            renamed[new_key] = tensor
+            continue
+        gathered.setdefault(new_key, copy.deepcopy(converter)).add_tensor(new_key, key, pattern, tensor)
+    for new_key, converter in gathered.items():
+        # A shape-checked Transpose reads the parameter's shape from the model.
+        for name, tensor in converter.convert(new_key, model=model, config=model.config).items():
+            renamed[name] = tensor[0] if isinstance(tensor, list) else tensor
     return renamed
 
 

@@ -325,8 +325,8 @@ def _draws_per_process(model_args, args, config: dict[str, Any]) -> bool:
 
 
 def _router_loss(config: dict[str, Any]) -> bool:
-    """Whether the model adds a mixture of experts' router load-balancing loss (Qwen3-VL-MoE with
-    `output_router_logits`, read from its text config as the parent reads it): each micro-batch's term is a product of
+    """Whether the model adds a mixture of experts' router load-balancing loss (Qwen3-VL-MoE and Qwen3.5-MoE with
+    `output_router_logits`, read from their text config as the parent reads it): each micro-batch's term is a product of
     two means over its own tokens, so it is no sum that another split of the step adds up to the same."""
     text = config.get("text_config") or {}
     return bool(text.get("output_router_logits")) and bool(text.get("router_aux_loss_coef"))
