@@ -130,6 +130,14 @@ def check_lora_targets(model: torch.nn.Module, target_modules: list[str]) -> Non
             raise ConfigError(f"model.lora_target_modules: {target!r} matches {wrong[0]} "
                                 f"({type(modules[wrong[0]]).__name__}), which LoRA cannot adapt; name its linear "
                                 f"projections instead: {', '.join(projections)}")
+        # A grouped convolution (Qwen3.5's depthwise Gated DeltaNet `conv1d`) is a type PEFT wraps, but PEFT cannot
+        # merge its adapter (`trainer.merge_lora` failed at the run's end) and Qwen3.5's forward reads the wrapped
+        # module's weight directly (the step failed in an AttributeError traceback, or trained an unused adapter).
+        grouped = [name for name in matched if getattr(modules[name], "groups", 1) > 1]
+        if grouped:
+            raise ConfigError(f"model.lora_target_modules: {target!r} matches {grouped[0]}, a grouped convolution "
+                                f"(groups={modules[grouped[0]].groups}), whose LoRA PEFT cannot merge into the "
+                                f"model; name its linear projections instead: {', '.join(projections)}")
 
 
 def check_lora_keeps_the_trained_parts(model: torch.nn.Module, parts: list[str]) -> None:

@@ -459,6 +459,30 @@ def test_half_precision_weights_under_lora_are_not_refused_for_their_precision(a
         validation.check_half_precision_weights({"bf16": True}, {"dtype": "bfloat16"})
 
 
+def test_lora_on_a_grouped_convolution_is_one_line_before_anything_loads(tmp_path, small_data, monkeypatch,
+                                                                       nothing_loaded):
+    """Qwen3.5's Gated DeltaNet `conv1d` is an `nn.Conv1d` (a type PEFT wraps) but depthwise: named as a LoRA target
+    it passed the checks, then the first step ended in an AttributeError traceback (the parent's forward reads the
+    wrapped module's `kernel_size`), and with activation checkpointing the run trained an adapter its forward never
+    applied and ended in PEFT's NotImplementedError when merging it (found by a hostile tester). Its linear
+    projections pass."""
+    from croc_testing.qwen3_vl import save_tiny_qwen3_5
+
+    folder = save_tiny_qwen3_5(tmp_path / "qwen3_5")
+    config = CONFIGS / "cpu_tiny" / "stage1_5_qwen3_5.yaml"
+    out = tmp_path / "out"
+    message = _cli_error(_argv(config, out, folder, small_data, "--model.use_peft=true",
+                               "--model.lora_target_modules=[in_proj_qkv, conv1d]"), monkeypatch)
+    assert message.startswith("configuration error: ") and re.search(
+        "'conv1d' matches .*linear_attn.conv1d, a grouped convolution .*name its linear projections instead: .*"
+        "in_proj_qkv", message), message
+    assert not out.exists()
+    resolved = resolve_config(_argv(config, out, folder, small_data, "--model.use_peft=true",
+                                    "--model.lora_target_modules=[in_proj_qkv, in_proj_z, out_proj]"))
+    assert resolved.model.lora_target_modules == ["in_proj_qkv", "in_proj_z", "out_proj"]
+    assert not out.exists()
+
+
 @needs_deepspeed
 def test_a_new_pool_size_under_zero3_is_one_line_before_anything_loads(tmp_path, tiny_model, small_data, monkeypatch,
                                                                        nothing_loaded):
