@@ -21,6 +21,7 @@ sample into the next (the parent's torch path keeps no sample boundary inside a 
 this file; the mechanism is `stage15.py`.
 """
 
+import torch
 from transformers import Qwen3_5ForConditionalGeneration, Qwen3_5Model
 from transformers.models.qwen3_5.modeling_qwen3_5 import Qwen3_5PreTrainedModel
 
@@ -41,10 +42,26 @@ class CrocQwen3_5PreTrainedModel(CrocPreTrainedMixin, Qwen3_5PreTrainedModel):
         "Qwen3_5ForConditionalGeneration": "CrocQwen3_5ForConditionalGeneration"})
 
 
-class CrocQwen3_5ModelMixin(CrocQwen3VLImagesMixin):
+class CrocQwen3_5ConstructionMixin:
+    """Building the model leaves the global CPU random state as it found it.
+
+    The parent's Gated DeltaNet layer draws its `A_log` in `__init__` with a tensor method (`uniform_`), which
+    transformers' `no_init_weights` does not stop: on the meta device (a one-process load) nothing is drawn, under
+    ZeRO-3's `zero.Init` (real tensors) one draw per linear layer is. The weights a checkpoint lacks (a Hub folder
+    has no VTR head) are then initialised from a shifted stream, and a ZeRO-3 run left the one-process curve at its
+    first step. The weights built here are the same; only the state after construction is restored. The base and
+    generation classes of Qwen3.5 and Qwen3.5-MoE (the same linear layers) take it."""
+
+    def __init__(self, config, *args, **kwargs) -> None:
+        with torch.random.fork_rng(devices=[]):
+            super().__init__(config, *args, **kwargs)
+
+
+class CrocQwen3_5ModelMixin(CrocQwen3_5ConstructionMixin, CrocQwen3VLImagesMixin):
     """What a Croc base model on Qwen3.5's vision side and hybrid text model declares: its images as Qwen3-VL's
-    (`CrocQwen3VLImagesMixin`) and the packing refusal; shared by the dense family and the MoE one
-    (`modeling_croc_qwen3_5_moe.py`), whose vision tower and attention layers are the same."""
+    (`CrocQwen3VLImagesMixin`), its construction's random state (`CrocQwen3_5ConstructionMixin`) and the packing
+    refusal; shared by the dense family and the MoE one (`modeling_croc_qwen3_5_moe.py`), whose vision tower and
+    attention layers are the same."""
 
     croc_packing_refusal = (
         "Qwen3.5's M-RoPE positions are computed per sample from its image grids, and its linear-attention layers "
@@ -60,8 +77,8 @@ class CrocQwen3_5Model(CrocQwen3_5ModelMixin, CrocQwen3_5PreTrainedModel, Qwen3_
     croc_output_class = CrocQwen3VLModelOutputWithPast
 
 
-class CrocQwen3_5ForConditionalGeneration(CrocQwen3VLForConditionalGenerationMixin, CrocQwen3_5PreTrainedModel,
-                                          Qwen3_5ForConditionalGeneration):
+class CrocQwen3_5ForConditionalGeneration(CrocQwen3_5ConstructionMixin, CrocQwen3VLForConditionalGenerationMixin,
+                                          CrocQwen3_5PreTrainedModel, Qwen3_5ForConditionalGeneration):
     """Croc on Qwen3.5 for generation and the three training stages. With `config.croc_pretraining` off (stages 1
     and 2, inference) this is `Qwen3_5ForConditionalGeneration`; in a stage-1.5 training forward the output also
     carries `lm_loss`, `vtr_loss` and `pool_ids`, every image counted with its own merged tokens, and the

@@ -20,7 +20,7 @@ from transformers.models.qwen3_5_moe.modeling_qwen3_5_moe import (
 )
 
 from .configuration_croc_qwen3_5_moe import CrocQwen3_5MoeConfig
-from .modeling_croc_qwen3_5 import CrocQwen3_5ModelMixin
+from .modeling_croc_qwen3_5 import CrocQwen3_5ConstructionMixin, CrocQwen3_5ModelMixin
 from .modeling_croc_qwen3_vl import CrocQwen3VLForConditionalGenerationMixin
 from .modeling_croc_qwen3_vl_moe import CrocQwen3VLMoeModelOutputWithPast, CrocRouterAuxLossMixin
 from .parent_wiring import croc_auto_classes_of, register_croc_checkpoint_renames
@@ -41,8 +41,9 @@ class CrocQwen3_5MoeModel(CrocQwen3_5ModelMixin, CrocQwen3_5MoePreTrainedModel, 
     croc_output_class = CrocQwen3VLMoeModelOutputWithPast
 
 
-class CrocQwen3_5MoeForConditionalGeneration(CrocRouterAuxLossMixin, CrocQwen3VLForConditionalGenerationMixin,
-                                             CrocQwen3_5MoePreTrainedModel, Qwen3_5MoeForConditionalGeneration):
+class CrocQwen3_5MoeForConditionalGeneration(CrocQwen3_5ConstructionMixin, CrocRouterAuxLossMixin,
+                                             CrocQwen3VLForConditionalGenerationMixin, CrocQwen3_5MoePreTrainedModel,
+                                             Qwen3_5MoeForConditionalGeneration):
     """Croc on Qwen3.5-MoE for generation and the three training stages. With `config.croc_pretraining` off (stages
     1 and 2, inference) this is `Qwen3_5MoeForConditionalGeneration`, its router's auxiliary loss included; in a
     stage-1.5 training forward the output also carries `lm_loss`, `vtr_loss` and `pool_ids`, the bidirectional span

@@ -116,3 +116,24 @@ def test_the_chat_format_is_the_checkpoints_with_thinking_off():
         ("<|im_start|>user\n<|vision_start|><image><|vision_end|>What is it?<|im_end|>\n<|im_start|>assistant\n", False),
         ("A square.<|im_end|>\n", True),
         (f"<|im_start|>user\nColour?<|im_end|>\n<|im_start|>assistant\n{think}", False), ("Red.<|im_end|>\n", True)]
+
+
+@pytest.mark.parametrize("kind", ["generation_class", "model_class"], ids=["generation", "base"])
+@pytest.mark.parametrize("family", ["qwen3_5", "qwen3_5_moe"])
+def test_building_on_real_tensors_leaves_the_random_state_as_the_meta_device_does(family, kind):
+    """transformers builds a one-process load on the meta device and a ZeRO-3 load on real tensors (`zero.Init`),
+    both under `no_init_weights`; the parent's Gated DeltaNet draws its `A_log` with `uniform_` all the same, which
+    on real tensors moved the global random state, so the weights a Hub folder lacks (the VTR head) came out
+    otherwise under ZeRO-3 and its run left the one-process curve at the first step (found by a hostile tester).
+    Either build leaves the state where it found it."""
+    from transformers import initialization
+
+    spec = SPECS_BY_NAME[family]
+    model_class, config = getattr(spec, kind), spec.config(croc_pretraining=True)
+    after = []
+    for device in ("meta", "cpu"):
+        torch.manual_seed(0)
+        with initialization.no_init_weights(), torch.device(device):
+            model_class(config)
+        after.append(torch.rand(8))
+    torch.testing.assert_close(after[1], after[0], rtol=0, atol=0)

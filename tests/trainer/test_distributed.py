@@ -187,3 +187,24 @@ def test_a_lora_run_under_zero3_equals_one_process_and_writes_its_merged_folder(
     for name, tensor in state.items():
         torch.testing.assert_close(tensor, again[name], rtol=0, atol=0, msg=name)
         torch.testing.assert_close(tensor, one[name], rtol=1e-4, atol=1e-5, msg=name)
+
+
+@needs_deepspeed
+def test_qwen3_5_from_its_hub_folder_under_zero3_equals_one_process(tmp_path, data_dir):
+    """Qwen3.5's Gated DeltaNet draws from the global random state while `zero.Init` builds it on real tensors (the
+    one-process load builds on the meta device and draws nothing), so the VTR head its Hub folder lacks was
+    initialised otherwise under ZeRO-3 and the run left the one-process curve at its first step (found by a hostile
+    tester; `tests/test_family_qwen3_5.py` pins the cause)."""
+    from croc_testing.qwen3_vl import save_tiny_qwen3_5
+
+    common = [f"--data.path={data_dir / 'detailed.json'}",
+              f"--model.name_or_path={save_tiny_qwen3_5(tmp_path / 'plain')}", "--per_device_train_batch_size=2",
+              "--global_batch_size=4", "--max_steps=2"]
+    run_stage("stage1_5_qwen3_5.yaml", tmp_path / "one", *common)
+    torchrun(2, "stage1_5_qwen3_5.yaml", tmp_path / "zero3", *common,
+             "--deepspeed=trainer/configs/deepspeed/zero3.json")
+    curves = [[entry for entry in log_history(tmp_path / run) if "loss" in entry] for run in ("one", "zero3")]
+    assert len(curves[0]) == len(curves[1]) == 2
+    for expected, actual in zip(*curves):
+        for key in ("loss", "lm_loss", "vtr_loss"):
+            assert actual[key] == pytest.approx(expected[key], rel=1e-5), key
