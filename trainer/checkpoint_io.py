@@ -55,6 +55,10 @@ def read_weights(folder: str | Path) -> dict[str, torch.Tensor]:
     return state
 
 
+class CheckpointMismatch(ValueError):
+    """A checkpoint's tensors that the model's conversion mapping cannot turn into its parameters."""
+
+
 def to_model_names(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Rename checkpoint keys to the model's parameter names with the model's conversion mapping, and convert the
     tensors of its converters as transformers' loading does: keys in natural order (expert 10 after expert 9), each
@@ -81,14 +85,24 @@ def to_model_names(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> di
         gathered.setdefault(new_key, copy.deepcopy(converter)).add_tensor(new_key, key, pattern, tensor)
     for new_key, converter in gathered.items():
         # A shape-checked Transpose reads the parameter's shape from the model.
-        for name, tensor in converter.convert(new_key, model=model, config=model.config).items():
+        try:
+            converted = converter.convert(new_key, model=model, config=model.config)
+        except (RuntimeError, ValueError) as error:
+            # Tensors that do not merge (an expert's `gate_proj` without its `up_proj`: torch.cat's error, a
+            # traceback after the model loaded): one line naming the parameter, as a weight of another shape gets.
+            raise CheckpointMismatch(f"its tensors for {new_key} do not convert "
+                                     f"({' '.join(str(error).split())[:200]})") from None
+        for name, tensor in converted.items():
             renamed[name] = tensor[0] if isinstance(tensor, list) else tensor
     return renamed
 
 
 def load_weights_into(model: torch.nn.Module, folder: str | Path) -> None:
     """Load a checkpoint folder's weights into `model` in place; raise if any parameter is left without a value."""
-    state = to_model_names(model, read_weights(folder))
+    try:
+        state = to_model_names(model, read_weights(folder))
+    except CheckpointMismatch as error:  # "checkpoint ...": the trainer reports it in one line, as the mismatch below
+        raise ValueError(f"checkpoint {folder} does not match the model: {error}") from None
     result = model.load_state_dict(state, strict=False)
     tied = set(getattr(model, "all_tied_weights_keys", {}) or {})
     missing = [key for key in result.missing_keys if key not in tied]

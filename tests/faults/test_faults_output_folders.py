@@ -187,6 +187,30 @@ def test_a_qwen3_vl_moe_checkpoint_with_transposed_experts_loads_back_as_transfo
         assert torch.equal(tensor, saved[name]), name
 
 
+def test_a_qwen3_5_moe_checkpoint_whose_experts_do_not_merge_is_refused_in_one_line(tmp_path):
+    """A Qwen3.5-MoE checkpoint holds its experts one tensor per expert, merged on resume: one expert's `gate_proj`
+    gone (its `up_proj` there) made the merge's torch.cat raise a RuntimeError the trainer passed on as a traceback,
+    where weights of another shape are refused in one line. Now the "checkpoint ... does not match the model" line
+    that `CrocTrainer._load_from_checkpoint` reports as a configuration error, naming the parameter."""
+    import safetensors.torch
+
+    from croc_testing.family_specs import SPECS_BY_NAME
+    from trainer.checkpoint_io import load_weights_into
+
+    spec = SPECS_BY_NAME["qwen3_5_moe"]
+    spec.build(seed=0).save_pretrained(tmp_path)
+    weights = tmp_path / "model.safetensors"
+    state = safetensors.torch.load_file(weights)
+    del state["model.language_model.layers.0.mlp.experts.1.gate_proj.weight"]
+    safetensors.torch.save_file(state, weights, metadata={"format": "pt"})
+    with pytest.raises(ValueError) as raised:
+        load_weights_into(spec.build(seed=1), tmp_path)
+    message = str(raised.value)
+    assert message.startswith(f"checkpoint {tmp_path} does not match the model: its tensors for "
+                              "model.language_model.layers.0.mlp.experts.gate_up_proj do not convert"), message
+    assert "\n" not in message
+
+
 @pytest.mark.parametrize("lora", [False, True], ids=["full", "lora"])
 def test_a_checkpoint_whose_weights_do_not_fit_the_model_is_refused_in_one_line(two_steps, tiny_model, data,
                                                                                  tmp_path, monkeypatch, capsys, lora):
