@@ -24,6 +24,8 @@ from transformers import (
     InternVLModel,
     LlavaNextForConditionalGeneration,
     LlavaNextModel,
+    LlavaOnevision15ForConditionalGeneration,
+    LlavaOnevision15Model,
     Mistral3ForConditionalGeneration,
     Mistral3Model,
     PreTrainedConfig,
@@ -57,6 +59,7 @@ from modeling_croc import (
     CrocLlavaNextConfig,
     CrocLlavaNextForConditionalGeneration,
     CrocLlavaNextModel,
+    CrocLlavaOnevision15ForConditionalGeneration,
     CrocMistral3Config,
     CrocMistral3ForConditionalGeneration,
     CrocMistral3Model,
@@ -368,6 +371,16 @@ SPECS: tuple[FamilySpec, ...] = (
         CrocQwen2VLForConditionalGeneration, Qwen2VLModel, Qwen2VLForConditionalGeneration,
         processor_mro=("CrocQwen2VLProcessor", "Qwen2VLProcessor"),
         grad_reaches=("model.visual.merger.mlp.0.weight", "model.visual.merger.ln_q.weight")),
+    # Qwen2.5-VL's declarations, batches and sliding layers on LLaVA-OneVision-1.5's own vision tower (RICE-ViT, one
+    # frame per patch) and a Qwen3 text model on 1D positions: no M-RoPE to keep, packed rows not refused. The step
+    # must train its merger (LayerNorm, then an MLP) besides.
+    sharing_declarations(
+        QWEN2_5_VL_SPEC, "llava_onevision1_5", functools.partial(tiny_croc_qwen2_5_vl_config, llava_onevision1_5=True),
+        CrocLlavaOnevision15ForConditionalGeneration, LlavaOnevision15Model, LlavaOnevision15ForConditionalGeneration,
+        processor_mro=("CrocLlavaOnevision15Processor", "Exaone4_5_Processor"),
+        grad_reaches=("model.visual.merger.linear_fc1.weight", "model.visual.merger.norm.weight",
+                      "model.visual.cls_embeddings.class_embedding"),
+        mrope=False),
     QWEN3_VL_SPEC,
     # Qwen3-VL's vision side, DeepStack and batches on a mixture-of-experts text model: what the step must train
     # besides Qwen3-VL's is the routed experts and the router of a decoder layer.

@@ -24,6 +24,7 @@ from transformers import (
     InternVLForConditionalGeneration,
     LlavaNextForConditionalGeneration,
     LlavaNextProcessor,
+    LlavaOnevision15ForConditionalGeneration,
     Mistral3ForConditionalGeneration,
     PreTrainedModel,
     Qwen2_5_VLForConditionalGeneration,
@@ -44,6 +45,8 @@ from modeling_croc import (
     CrocInternVLProcessor,
     CrocLlavaNextForConditionalGeneration,
     CrocLlavaNextProcessor,
+    CrocLlavaOnevision15ForConditionalGeneration,
+    CrocLlavaOnevision15Processor,
     CrocMistral3ForConditionalGeneration,
     CrocMistral3Processor,
     CrocQwen2_5_VLForConditionalGeneration,
@@ -59,7 +62,7 @@ from modeling_croc import (
 )
 from modeling_croc.processing_croc_qwen2_5_vl import CrocQwen2_5_VLProcessor
 
-from .families import save_tiny_qwen2_5_vl, save_tiny_qwen2_vl
+from .families import save_tiny_llava_onevision1_5, save_tiny_qwen2_5_vl, save_tiny_qwen2_vl
 from .gemma3 import save_tiny_gemma3
 from .gemma4 import save_tiny_gemma4
 from .internvl import save_tiny_internvl
@@ -225,6 +228,17 @@ TRAINER_SPECS = [
         processor_class="Qwen2VLProcessor", croc_processor=CrocQwen2VLProcessor,
         croc_code=frozenset({"processing_croc_qwen2_vl.py", "processing_croc_qwen2_5_vl.py"}),
         trained=(LM_Q_PROJ, "model.visual.merger.mlp.0.weight", "model.visual.merger.ln_q.weight"),
+        frozen=("model.visual.blocks.0.attn.qkv.weight",)),
+    # Qwen2.5-VL's chat format (its default system message included) and image layout on LLaVA-OneVision-1.5's own
+    # model (a Qwen3 text model) and processor (`Exaone4_5_Processor`, transformers' class for it), whose module
+    # imports the Qwen2.5-VL one, which travels with it. The merger trains with the LM; the vision blocks stay.
+    dataclasses.replace(
+        QWEN2_5_VL_TRAINER_SPEC, name="llava_onevision1_5", save_plain=save_tiny_llava_onevision1_5,
+        parent_generation=LlavaOnevision15ForConditionalGeneration,
+        croc_generation=CrocLlavaOnevision15ForConditionalGeneration,
+        processor_class="Exaone4_5_Processor", croc_processor=CrocLlavaOnevision15Processor,
+        croc_code=frozenset({"processing_croc_llava_onevision1_5.py", "processing_croc_qwen2_5_vl.py"}),
+        trained=(LM_Q_PROJ, "model.visual.merger.linear_fc1.weight", "model.visual.merger.norm.weight"),
         frozen=("model.visual.blocks.0.attn.qkv.weight",)),
     QWEN3_VL_TRAINER_SPEC,
     # Qwen3-VL's processor, chat format and trained parts, on a mixture-of-experts language model whose experts and

@@ -8,6 +8,7 @@ from .configuration_croc_gemma3 import CrocGemma3Config
 from .configuration_croc_gemma4 import CrocGemma4Config
 from .configuration_croc_internvl import CrocInternVLConfig
 from .configuration_croc_llava_next import CrocLlavaNextConfig
+from .configuration_croc_llava_onevision1_5 import CrocLlavaOnevision15Config
 from .configuration_croc_mistral3 import CrocMistral3Config
 from .configuration_croc_onevision import CrocOnevisionConfig
 from .configuration_croc_qwen2_5_vl import CrocQwen2_5_VLConfig
@@ -49,6 +50,12 @@ from .modeling_croc_llava_next import (
     CrocLlavaNextForConditionalGeneration,
     CrocLlavaNextModel,
     CrocLlavaNextPreTrainedModel,
+)
+from .modeling_croc_llava_onevision1_5 import (
+    CrocLlavaOnevision15CausalLMOutputWithPast,
+    CrocLlavaOnevision15ForConditionalGeneration,
+    CrocLlavaOnevision15Model,
+    CrocLlavaOnevision15PreTrainedModel,
 )
 from .modeling_croc_mistral3 import (
     CrocMistral3CausalLMOutputWithPast,
@@ -109,6 +116,7 @@ from .processing_croc_gemma3 import CrocGemma3Processor
 from .processing_croc_gemma4 import CrocGemma4Processor
 from .processing_croc_internvl import CrocInternVLProcessor
 from .processing_croc_llava_next import CrocLlavaNextProcessor
+from .processing_croc_llava_onevision1_5 import CrocLlavaOnevision15Processor
 from .processing_croc_mistral3 import CrocMistral3Processor
 from .processing_croc_onevision import CrocOnevisionProcessor
 from .processing_croc_qwen2_vl import CrocQwen2VLProcessor
@@ -176,6 +184,12 @@ __all__ = [
     "CrocQwen2_5_VLForConditionalGeneration",
     "CrocQwen2_5_VLModel",
     "CrocQwen2_5_VLPreTrainedModel",
+    "CrocLlavaOnevision15CausalLMOutputWithPast",
+    "CrocLlavaOnevision15Config",
+    "CrocLlavaOnevision15ForConditionalGeneration",
+    "CrocLlavaOnevision15Model",
+    "CrocLlavaOnevision15PreTrainedModel",
+    "CrocLlavaOnevision15Processor",
     "CrocQwen2VLCausalLMOutputWithPast",
     "CrocQwen2VLConfig",
     "CrocQwen2VLForConditionalGeneration",

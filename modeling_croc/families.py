@@ -20,6 +20,8 @@ from transformers import (
     LlavaForConditionalGeneration,
     LlavaNextConfig,
     LlavaNextForConditionalGeneration,
+    LlavaOnevision15Config,
+    LlavaOnevision15ForConditionalGeneration,
     LlavaOnevisionConfig,
     LlavaOnevisionForConditionalGeneration,
     Mistral3Config,
@@ -47,6 +49,7 @@ from .configuration_croc_gemma3 import CrocGemma3Config
 from .configuration_croc_gemma4 import CrocGemma4Config
 from .configuration_croc_internvl import CrocInternVLConfig
 from .configuration_croc_llava_next import CrocLlavaNextConfig
+from .configuration_croc_llava_onevision1_5 import CrocLlavaOnevision15Config
 from .configuration_croc_mistral3 import CrocMistral3Config
 from .configuration_croc_onevision import CrocOnevisionConfig
 from .configuration_croc_qwen2_5_vl import CrocQwen2_5_VLConfig
@@ -61,6 +64,10 @@ from .modeling_croc_gemma3 import CrocGemma3ForConditionalGeneration, CrocGemma3
 from .modeling_croc_gemma4 import CrocGemma4ForConditionalGeneration, CrocGemma4Model
 from .modeling_croc_internvl import CrocInternVLForConditionalGeneration, CrocInternVLModel
 from .modeling_croc_llava_next import CrocLlavaNextForConditionalGeneration, CrocLlavaNextModel
+from .modeling_croc_llava_onevision1_5 import (
+    CrocLlavaOnevision15ForConditionalGeneration,
+    CrocLlavaOnevision15Model,
+)
 from .modeling_croc_mistral3 import CrocMistral3ForConditionalGeneration, CrocMistral3Model
 from .modeling_croc_onevision import CrocOnevisionForConditionalGeneration, CrocOnevisionModel
 from .modeling_croc_qwen2_5_vl import CrocQwen2_5_VLForConditionalGeneration, CrocQwen2_5_VLModel
@@ -75,6 +82,7 @@ from .processing_croc_gemma3 import CrocGemma3Processor
 from .processing_croc_gemma4 import CrocGemma4Processor
 from .processing_croc_internvl import CrocInternVLProcessor
 from .processing_croc_llava_next import CrocLlavaNextProcessor
+from .processing_croc_llava_onevision1_5 import CrocLlavaOnevision15Processor
 from .processing_croc_mistral3 import CrocMistral3Processor
 from .processing_croc_onevision import CrocOnevisionProcessor
 from .processing_croc_qwen2_5_vl import CrocQwen2_5_VLProcessor
@@ -133,6 +141,12 @@ FAMILIES: tuple[CrocFamily, ...] = (
     # message Qwen2-VL's Instruct checkpoints' chat template has too, is the one the template is named after.
     CrocFamily(CrocQwen2VLConfig, CrocQwen2VLModel, CrocQwen2VLForConditionalGeneration, CrocQwen2VLProcessor, True,
                Qwen2VLConfig, Qwen2VLForConditionalGeneration, template="qwen2_vl"),
+    # Qwen2.5-VL's declarations (shared mixins) on LLaVA-OneVision-1.5's RICE-ViT tower and Qwen3 text model, with 1D
+    # positions; its processor is transformers' `Exaone4_5_Processor` without videos. Chat format: Qwen2-VL's ChatML
+    # with the default system message, which its Instruct checkpoints are said to share (not read here: no network).
+    CrocFamily(CrocLlavaOnevision15Config, CrocLlavaOnevision15Model, CrocLlavaOnevision15ForConditionalGeneration,
+               CrocLlavaOnevision15Processor, True, LlavaOnevision15Config, LlavaOnevision15ForConditionalGeneration,
+               template="qwen2_vl"),
     # No template of its own: LLaVA-NeXT checkpoints chat in their language model's format (v1.6-vicuna: the
     # stage's vicuna_v1; v1.6-mistral's [INST] format has no template in `conversation.TEMPLATES` yet).
     CrocFamily(CrocLlavaNextConfig, CrocLlavaNextModel, CrocLlavaNextForConditionalGeneration,

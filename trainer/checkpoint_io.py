@@ -65,7 +65,10 @@ def to_model_names(model: torch.nn.Module, state: dict[str, torch.Tensor]) -> di
     parameter's source tensors gathered by a copy of its converter, then converted together (Qwen3-VL-MoE's
     one-to-one Transposes; Qwen3.5-MoE's per-expert `gate_proj` / `up_proj` / `down_proj` merged into the fused
     `gate_up_proj` and `down_proj`, the layout `save_pretrained` splits them back into)."""
-    transforms = get_model_conversion_mapping(model, add_legacy=False)
+    # With the legacy renames, as `from_pretrained` takes them: LLaVA-OneVision-1.5's `save_pretrained` writes its text
+    # model under `model.model.*`, which only the legacy `model.language_model.model` rename brings back (every
+    # LLaVA-OneVision-1.5 resume was refused without it).
+    transforms = get_model_conversion_mapping(model)
     renamings = [t for t in transforms if isinstance(t, WeightRenaming)]
     converters = [t for t in transforms if isinstance(t, WeightConverter)]
     names = set(model.state_dict())

@@ -143,14 +143,16 @@ def test_checkpoints_that_all_fail_are_not_rotated_away_by_a_fresh_start(two_ste
     assert _listing(out) == before
 
 
-@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe",
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl", "llava_onevision1_5", "qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe",
                                     "gemma3", "llava_next", "mistral3", "internvl", "smolvlm"])
 def test_a_checkpoint_of_every_family_loads_back_into_its_model(family, tmp_path):
     """A resume reads a checkpoint's weights back through the model's own renames: a key they send to no parameter
     keeps its name when the model has it, as transformers' loading does. Qwen2.5-VL's legacy `^model` rename sent
     the pool's `model.prompt_pool.weight` into `model.language_model`, so every Qwen2.5-VL resume was refused
     ("does not match the model"). Qwen3.5-MoE's `save_pretrained` splits its fused experts into one tensor per
-    expert, which a resume merges back as transformers' loading does (every resume raised NotImplementedError)."""
+    expert, which a resume merges back as transformers' loading does (every resume raised NotImplementedError).
+    LLaVA-OneVision-1.5's is written under `model.model.*`, which only transformers' legacy renames read back (every
+    resume was refused)."""
     import torch
 
     from croc_testing.family_specs import SPECS_BY_NAME
