@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -78,18 +79,23 @@ def tiny_croc_qwen2_5_vl_config(sliding: bool = False, qwen2_vl: bool = False, l
 def make_qwen_batch(config, grids: list[tuple[int, int, int]], text_lengths: list[int], left_pad: int = 0,
                     seed: int = 0) -> dict[str, torch.Tensor]:
     """A left-padded batch in Qwen2.5-VL's layout, one image per row: `<|vision_start|>`, the image's
-    `t*h*w / merge**2` placeholders, `<|vision_end|>`, then `text_lengths[row]` text tokens, all supervised.
+    `t*h*w / merge**2` placeholders, `<|vision_end|>`, then `text_lengths[row]` text tokens, all supervised
+    (GLM-4.1V's: the same between `<|begin_of_image|>` and `<|end_of_image|>`).
 
     Returns what its processor returns (`input_ids`, `attention_mask`, `pixel_values` as flattened patches,
     `image_grid_thw`, `mm_token_type_ids`: 1 at image placeholders) plus `labels`."""
     generator = torch.Generator().manual_seed(seed)
     vision = config.vision_config
     merge = vision.spatial_merge_size
+    # GLM-4.1V's wrapper around an image's placeholders is `<|begin_of_image|>` / `<|end_of_image|>`
+    # (`image_start_token_id`), where Qwen's is `<|vision_start|>` / `<|vision_end|>`.
+    glm = not hasattr(config, "vision_start_token_id")
+    start, end = ((config.image_start_token_id, config.image_end_token_id) if glm
+                  else (config.vision_start_token_id, config.vision_end_token_id))
     rows = []
     for (t, h, w), text_length in zip(grids, text_lengths):
         text = torch.randint(10, 140, (text_length,), generator=generator).tolist()
-        rows.append([3, config.vision_start_token_id] + [config.image_token_id] * (t * h * w // merge**2)
-                    + [config.vision_end_token_id] + text)
+        rows.append([3, start] + [config.image_token_id] * (t * h * w // merge**2) + [end] + text)
     length = max(map(len, rows)) + left_pad
     input_ids = torch.full((len(rows), length), QWEN_TOKENS["pad_token_id"])
     attention_mask = torch.zeros(len(rows), length, dtype=torch.long)
@@ -161,8 +167,6 @@ def save_tiny_qwen2_5_vl(folder, seed: int = 0, qwen2_vl: bool = False, llava_on
     (`Qwen2VLForConditionalGeneration`, `tiny_qwen2_vl_fields`, its processor files naming `Qwen2VLProcessor`); with
     `llava_onevision1_5` a LLaVA-OneVision-1.5 folder (`LlavaOnevision15ForConditionalGeneration`,
     `tiny_llava_onevision1_5_fields`, its processor files naming `Exaone4_5_Processor`)."""
-    from pathlib import Path
-
     from transformers import (
         LlavaOnevision15Config,
         LlavaOnevision15ForConditionalGeneration,
@@ -172,9 +176,6 @@ def save_tiny_qwen2_5_vl(folder, seed: int = 0, qwen2_vl: bool = False, llava_on
         Qwen2VLForConditionalGeneration,
     )
 
-    from modeling_croc.convert.to_llava import name_parent_processor
-
-    folder = Path(folder)
     processor = tiny_qwen2_5_vl_processor(qwen2_vl=qwen2_vl, llava_onevision1_5=llava_onevision1_5)
     tokenizer = processor.tokenizer
     fields = (tiny_llava_onevision1_5_fields() if llava_onevision1_5 else tiny_qwen2_vl_fields() if qwen2_vl
@@ -190,9 +191,17 @@ def save_tiny_qwen2_5_vl(folder, seed: int = 0, qwen2_vl: bool = False, llava_on
         (LlavaOnevision15Config, LlavaOnevision15ForConditionalGeneration) if llava_onevision1_5
         else (Qwen2VLConfig, Qwen2VLForConditionalGeneration) if qwen2_vl
         else (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration))
-    model_class(config_class(**fields)).save_pretrained(folder)
+    return write_plain_folder(folder, model_class(config_class(**fields)), processor)
+
+
+def write_plain_folder(folder, model, processor) -> Path:
+    """Save `model` and `processor` into `folder` laid out as a Hub checkpoint is: its processor files name the parent
+    class (which loads them natively), not this package's."""
+    from modeling_croc.convert.to_llava import name_parent_processor
+
+    folder = Path(folder)
+    model.save_pretrained(folder)
     processor.save_pretrained(folder)
-    # A Hub folder's processor files name the parent class (which loads them natively), not this package's.
     name_parent_processor(folder, type(processor))
     return folder
 
@@ -211,4 +220,4 @@ def save_tiny_llava_onevision1_5(folder, seed: int = 0):
 __all__ = ["QWEN_SLIDING_WINDOW", "TINY_LLAVA_ONEVISION1_5_VISION", "save_tiny_llava_onevision1_5",
            "tiny_llava_onevision1_5_fields", "QWEN_TOKENS", "QWEN_VISION_TOKENS", "TINY_QWEN2_VL_VISION", "make_qwen_batch",
            "save_tiny_qwen2_5_vl", "save_tiny_qwen2_vl", "tiny_croc_qwen2_5_vl_config", "tiny_qwen2_5_vl_fields",
-           "tiny_qwen2_5_vl_processor", "tiny_qwen2_vl_fields"]
+           "tiny_qwen2_5_vl_processor", "tiny_qwen2_vl_fields", "write_plain_folder"]

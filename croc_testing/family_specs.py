@@ -20,6 +20,10 @@ from transformers import (
     Gemma3Model,
     Gemma4ForConditionalGeneration,
     Gemma4Model,
+    Glm4vForConditionalGeneration,
+    Glm4vModel,
+    Glm46VForConditionalGeneration,
+    Glm46VModel,
     InternVLForConditionalGeneration,
     InternVLModel,
     LlavaNextForConditionalGeneration,
@@ -53,6 +57,8 @@ from modeling_croc import (
     CrocGemma4Config,
     CrocGemma4ForConditionalGeneration,
     CrocGemma4Model,
+    CrocGlm4vForConditionalGeneration,
+    CrocGlm46VForConditionalGeneration,
     CrocInternVLConfig,
     CrocInternVLForConditionalGeneration,
     CrocInternVLModel,
@@ -88,6 +94,7 @@ from .gemma3 import (
     tiny_croc_gemma3_config,
 )
 from .gemma4 import GEMMA4_SLIDING_WINDOW, make_gemma4_batch, tiny_croc_gemma4_config
+from .glm4v import tiny_croc_glm4v_config
 from .internvl import make_internvl_batch, tiny_croc_internvl_config
 from .llava_next import make_llava_next_batch, tiny_croc_llava_next_config
 from .mistral3 import MISTRAL3_TOKENS, make_mistral3_batch, tiny_croc_mistral3_config
@@ -381,6 +388,19 @@ SPECS: tuple[FamilySpec, ...] = (
         grad_reaches=("model.visual.merger.linear_fc1.weight", "model.visual.merger.norm.weight",
                       "model.visual.cls_embeddings.class_embedding"),
         mrope=False),
+    # Qwen2.5-VL's declarations, batches (GLM-4.1V's image wrapper tokens) and M-RoPE positions on GLM-4.1V's own
+    # vision tower and text model (global layers only), whose downsampling and SwiGLU merger are what the step must
+    # train besides.
+    GLM4V_SPEC := sharing_declarations(
+        QWEN2_5_VL_SPEC, "glm4v", tiny_croc_glm4v_config,
+        CrocGlm4vForConditionalGeneration, Glm4vModel, Glm4vForConditionalGeneration,
+        processor_mro=("CrocGlm4vProcessor", "Glm4vProcessor"), mask_variants=(MaskVariant("global"),),
+        grad_reaches=("model.visual.merger.gate_proj.weight", "model.visual.downsample.weight")),
+    # GLM-4.1V's declarations, batches and checks on GLM-4.6V's config and classes (its dense text model).
+    sharing_declarations(
+        GLM4V_SPEC, "glm46v", functools.partial(tiny_croc_glm4v_config, glm46v=True),
+        CrocGlm46VForConditionalGeneration, Glm46VModel, Glm46VForConditionalGeneration,
+        processor_mro=("CrocGlm46VProcessor", "Glm46VProcessor")),
     QWEN3_VL_SPEC,
     # Qwen3-VL's vision side, DeepStack and batches on a mixture-of-experts text model: what the step must train
     # besides Qwen3-VL's is the routed experts and the router of a decoder layer.

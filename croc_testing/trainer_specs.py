@@ -21,6 +21,8 @@ from transformers import (
     Gemma3ForConditionalGeneration,
     Gemma3Processor,
     Gemma4ForConditionalGeneration,
+    Glm4vForConditionalGeneration,
+    Glm46VForConditionalGeneration,
     InternVLForConditionalGeneration,
     LlavaNextForConditionalGeneration,
     LlavaNextProcessor,
@@ -41,6 +43,10 @@ from modeling_croc import (
     CrocGemma3Processor,
     CrocGemma4ForConditionalGeneration,
     CrocGemma4Processor,
+    CrocGlm4vForConditionalGeneration,
+    CrocGlm4vProcessor,
+    CrocGlm46VForConditionalGeneration,
+    CrocGlm46VProcessor,
     CrocInternVLForConditionalGeneration,
     CrocInternVLProcessor,
     CrocLlavaNextForConditionalGeneration,
@@ -65,6 +71,7 @@ from modeling_croc.processing_croc_qwen2_5_vl import CrocQwen2_5_VLProcessor
 from .families import save_tiny_llava_onevision1_5, save_tiny_qwen2_5_vl, save_tiny_qwen2_vl
 from .gemma3 import save_tiny_gemma3
 from .gemma4 import save_tiny_gemma4
+from .glm4v import save_tiny_glm4v, save_tiny_glm46v
 from .internvl import save_tiny_internvl
 from .llava_next import save_tiny_llava_next
 from .mistral3 import save_tiny_mistral3
@@ -266,6 +273,25 @@ TRAINER_SPECS = [
         trained=(*QWEN3_5_TRAINER_SPEC.trained, "model.language_model.layers.0.mlp.experts.gate_up_proj",
                  "model.language_model.layers.0.mlp.gate.weight",
                  "model.language_model.layers.0.mlp.shared_expert.up_proj.weight")),
+    # GLM-4.1V's own processor (its video part left out) and chat format: "[gMASK]<sop>", the image block opening the
+    # user turn, the generation prompt "<|assistant|>\n". The LM, the downsampling and the merger train; the vision
+    # blocks stay. Its processor's module imports the Qwen2.5-VL one (the image budget), which travels with it.
+    GLM4V_TRAINER_SPEC := TrainerSpec(
+        name="glm4v", save_plain=save_tiny_glm4v,
+        parent_generation=Glm4vForConditionalGeneration, croc_generation=CrocGlm4vForConditionalGeneration,
+        processor_class="Glm4vProcessor", croc_processor=CrocGlm4vProcessor, template="glm4v",
+        prompt="[gMASK]<sop><|user|>\n<|begin_of_image|><|image|><|end_of_image|>Describe the image.<|assistant|>\n",
+        croc_code=frozenset({"processing_croc_glm4v.py", "processing_croc_qwen2_5_vl.py"}),
+        logits_inputs=_one_prompt("<|begin_of_image|><|image|><|end_of_image|>Describe the image."),
+        trained=(LM_Q_PROJ, "model.visual.merger.gate_proj.weight", "model.visual.downsample.weight"),
+        frozen=("model.visual.blocks.0.attn.qkv.weight",), refuses_packing=True),
+    # GLM-4.1V's chat format and trained parts on GLM-4.6V's model and processor (whose module imports the Qwen2.5-VL
+    # one, which travels with it).
+    dataclasses.replace(
+        GLM4V_TRAINER_SPEC, name="glm46v", save_plain=save_tiny_glm46v,
+        parent_generation=Glm46VForConditionalGeneration, croc_generation=CrocGlm46VForConditionalGeneration,
+        processor_class="Glm46VProcessor", croc_processor=CrocGlm46VProcessor,
+        croc_code=frozenset({"processing_croc_glm46v.py", "processing_croc_qwen2_5_vl.py"})),
     TrainerSpec(
         name="gemma3", save_plain=save_tiny_gemma3,
         parent_generation=Gemma3ForConditionalGeneration, croc_generation=CrocGemma3ForConditionalGeneration,

@@ -6,6 +6,8 @@ from transformers import AutoConfig, AutoProcessor
 from .configuration_croc import CrocConfig
 from .configuration_croc_gemma3 import CrocGemma3Config
 from .configuration_croc_gemma4 import CrocGemma4Config
+from .configuration_croc_glm4v import CrocGlm4vConfig
+from .configuration_croc_glm46v import CrocGlm46VConfig
 from .configuration_croc_internvl import CrocInternVLConfig
 from .configuration_croc_llava_next import CrocLlavaNextConfig
 from .configuration_croc_llava_onevision1_5 import CrocLlavaOnevision15Config
@@ -38,6 +40,12 @@ from .modeling_croc_gemma4 import (
     CrocGemma4ForConditionalGeneration,
     CrocGemma4Model,
     CrocGemma4PreTrainedModel,
+)
+from .modeling_croc_glm4v import CrocGlm4vForConditionalGeneration, CrocGlm4vModel, CrocGlm4vPreTrainedModel
+from .modeling_croc_glm46v import (
+    CrocGlm46VForConditionalGeneration,
+    CrocGlm46VModel,
+    CrocGlm46VPreTrainedModel,
 )
 from .modeling_croc_internvl import (
     CrocInternVLCausalLMOutputWithPast,
@@ -114,6 +122,8 @@ from .presets import CROC_PRESET_NAMES, CROC_PRESETS, CrocPreset, get_preset
 from .processing_croc import VICUNA_V1_CHAT_TEMPLATE, CrocProcessor, with_image_aspect_ratio
 from .processing_croc_gemma3 import CrocGemma3Processor
 from .processing_croc_gemma4 import CrocGemma4Processor
+from .processing_croc_glm4v import CrocGlm4vProcessor
+from .processing_croc_glm46v import CrocGlm46VProcessor
 from .processing_croc_internvl import CrocInternVLProcessor
 from .processing_croc_llava_next import CrocLlavaNextProcessor
 from .processing_croc_llava_onevision1_5 import CrocLlavaOnevision15Processor
@@ -237,6 +247,16 @@ __all__ = [
     "CrocGemma4Model",
     "CrocGemma4PreTrainedModel",
     "CrocGemma4Processor",
+    "CrocGlm4vConfig",
+    "CrocGlm4vForConditionalGeneration",
+    "CrocGlm4vModel",
+    "CrocGlm4vPreTrainedModel",
+    "CrocGlm4vProcessor",
+    "CrocGlm46VConfig",
+    "CrocGlm46VForConditionalGeneration",
+    "CrocGlm46VModel",
+    "CrocGlm46VPreTrainedModel",
+    "CrocGlm46VProcessor",
     "CrocInternVLCausalLMOutputWithPast",
     "CrocInternVLConfig",
     "CrocInternVLForConditionalGeneration",

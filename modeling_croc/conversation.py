@@ -258,6 +258,28 @@ QWEN3_VL = dataclasses.replace(QWEN2_VL, name="qwen3_vl", system="")
 QWEN3_5 = dataclasses.replace(QWEN3_VL, name="qwen3_5",
                               final_assistant_prefix="<|im_start|>assistant\n<think>\n\n</think>\n\n")
 
+# GLM-4.1V's chat format (GLM-4.1V-9B-Thinking; transformers ships no chat template for it): "[gMASK]<sop>" once, then
+# "<|user|>\n{question}" and "<|assistant|>\n{answer}" turns with no closing token (the next turn's opener ends a
+# turn), each image as "<|begin_of_image|><|image|><|end_of_image|>" opening its user turn, which the processor
+# expands to the image's `<|image|>` placeholders; no default system message (a system message as
+# "<|system|>\n{text}" after "[gMASK]<sop>"). Verified in transformers' GLM-4.1V integration test, whose prompt from
+# the checkpoint's chat template starts with the ids of "[gMASK]<sop><|user|>\n<|begin_of_image|><|image|>" and
+# whose decoded generations read "\n{question}\n<think>...": the question follows the image block directly and the
+# generation prompt is "<|assistant|>\n", after which the checkpoint opens its own "<think>" block. Not verified here
+# (no copy of the template was read): how the checkpoint's template renders past answers and the system turn. Two
+# choices, both deliberate: each answer is followed by the tokenizer's EOS (`<|endoftext|>`, one of the checkpoints'
+# generation stop ids), supervised, so the model learns to stop where the template would write the next "<|user|>";
+# and answers are trained without a thinking block (Croc's captions have none), so a model trained here answers
+# after "<|assistant|>\n" directly. The answers and their EOS are supervised. GLM-4.6V's family uses it too:
+# transformers' GLM-4.6V tests run the GLM-4.1V-9B-Thinking checkpoint and processor; GLM-4.6V's own template (its
+# thinking switch) was not read and is not rendered.
+GLM4V = ConversationTemplate(
+    name="glm4v", system="[gMASK]<sop>", user_text=True, user_prefix="<|user|>\n", user_suffix="",
+    image_prefix="<|begin_of_image|>" + IMAGE_TOKEN + "<|end_of_image|>",
+    assistant_prefix="<|assistant|>\n", answer_prefix="", answer_suffix="{eos}",
+    system_prefix="[gMASK]<sop><|system|>\n", system_suffix="",
+)
+
 # Gemma 3's chat format (the chat template of its instruction-tuned checkpoints' processor, e.g. gemma-3-4b-it's on the
 # Hub; transformers ships none): BOS (the dataset's and the tokenizer's, not the template's), then
 # "<start_of_turn>user\n{question}<end_of_turn>\n<start_of_turn>model\n{answer}<end_of_turn>\n", no default system
@@ -334,7 +356,8 @@ SMOLVLM = ConversationTemplate(
 
 TEMPLATES: dict[str, ConversationTemplate] = {
     template.name: template
-    for template in (PLAIN, VICUNA_V1, QWEN_1_5, QWEN2_VL, QWEN3_VL, QWEN3_5, GEMMA3, GEMMA4, INTERNVL, MISTRAL3, SMOLVLM)
+    for template in (PLAIN, VICUNA_V1, QWEN_1_5, QWEN2_VL, QWEN3_VL, QWEN3_5, GLM4V, GEMMA3, GEMMA4, INTERNVL, MISTRAL3,
+                     SMOLVLM)
 }
 
 
@@ -372,6 +395,7 @@ __all__ = [
     "ASSISTANT",
     "GEMMA3",
     "GEMMA4",
+    "GLM4V",
     "INTERNVL",
     "MISTRAL3",
     "PLAIN",

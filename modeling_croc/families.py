@@ -14,6 +14,10 @@ from transformers import (
     Gemma3ForConditionalGeneration,
     Gemma4Config,
     Gemma4ForConditionalGeneration,
+    Glm4vConfig,
+    Glm4vForConditionalGeneration,
+    Glm46VConfig,
+    Glm46VForConditionalGeneration,
     InternVLConfig,
     InternVLForConditionalGeneration,
     LlavaConfig,
@@ -47,6 +51,8 @@ from transformers import (
 from .configuration_croc import CrocConfig
 from .configuration_croc_gemma3 import CrocGemma3Config
 from .configuration_croc_gemma4 import CrocGemma4Config
+from .configuration_croc_glm4v import CrocGlm4vConfig
+from .configuration_croc_glm46v import CrocGlm46VConfig
 from .configuration_croc_internvl import CrocInternVLConfig
 from .configuration_croc_llava_next import CrocLlavaNextConfig
 from .configuration_croc_llava_onevision1_5 import CrocLlavaOnevision15Config
@@ -62,6 +68,8 @@ from .configuration_croc_smolvlm import CrocSmolVLMConfig
 from .modeling_croc import CrocForConditionalGeneration, CrocModel
 from .modeling_croc_gemma3 import CrocGemma3ForConditionalGeneration, CrocGemma3Model
 from .modeling_croc_gemma4 import CrocGemma4ForConditionalGeneration, CrocGemma4Model
+from .modeling_croc_glm4v import CrocGlm4vForConditionalGeneration, CrocGlm4vModel
+from .modeling_croc_glm46v import CrocGlm46VForConditionalGeneration, CrocGlm46VModel
 from .modeling_croc_internvl import CrocInternVLForConditionalGeneration, CrocInternVLModel
 from .modeling_croc_llava_next import CrocLlavaNextForConditionalGeneration, CrocLlavaNextModel
 from .modeling_croc_llava_onevision1_5 import (
@@ -80,6 +88,8 @@ from .modeling_croc_smolvlm import CrocSmolVLMForConditionalGeneration, CrocSmol
 from .processing_croc import CrocProcessor
 from .processing_croc_gemma3 import CrocGemma3Processor
 from .processing_croc_gemma4 import CrocGemma4Processor
+from .processing_croc_glm4v import CrocGlm4vProcessor
+from .processing_croc_glm46v import CrocGlm46VProcessor
 from .processing_croc_internvl import CrocInternVLProcessor
 from .processing_croc_llava_next import CrocLlavaNextProcessor
 from .processing_croc_llava_onevision1_5 import CrocLlavaOnevision15Processor
@@ -165,6 +175,14 @@ FAMILIES: tuple[CrocFamily, ...] = (
     # Qwen3.5's processor and chat format (Qwen3.5-35B-A3B's Hub folder names `Qwen3VLProcessor`).
     CrocFamily(CrocQwen3_5MoeConfig, CrocQwen3_5MoeModel, CrocQwen3_5MoeForConditionalGeneration,
                CrocQwen3VLProcessor, True, Qwen3_5MoeConfig, Qwen3_5MoeForConditionalGeneration, template="qwen3_5"),
+    # Qwen2.5-VL's declarations (shared mixins) on GLM-4.1V's own vision tower and text model; its processor without
+    # the video part, and its chat format (`[gMASK]<sop>`, `<|user|>` / `<|assistant|>` turns, each image as
+    # `<|begin_of_image|><|image|><|end_of_image|>`).
+    CrocFamily(CrocGlm4vConfig, CrocGlm4vModel, CrocGlm4vForConditionalGeneration, CrocGlm4vProcessor, True,
+               Glm4vConfig, Glm4vForConditionalGeneration, template="glm4v"),
+    # GLM-4.1V's declarations and chat format on GLM-4.6V's config (its dense text model only) and processor.
+    CrocFamily(CrocGlm46VConfig, CrocGlm46VModel, CrocGlm46VForConditionalGeneration, CrocGlm46VProcessor, True,
+               Glm46VConfig, Glm46VForConditionalGeneration, template="glm4v"),
     CrocFamily(CrocGemma3Config, CrocGemma3Model, CrocGemma3ForConditionalGeneration, CrocGemma3Processor, True,
                Gemma3Config, Gemma3ForConditionalGeneration, template="gemma3"),
     # Gemma 4's processor for images and text (its video processor and audio feature extractor left out) and its

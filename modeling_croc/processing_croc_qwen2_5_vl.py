@@ -29,17 +29,26 @@ def init_without_videos(parent: type[ProcessorMixin]) -> Callable[..., None]:
 
 class CrocQwenImageBudgetMixin:
     """What training reads of a processor whose image processor is Qwen2-VL's (`size["longest_edge"]` the pixel
-    budget, `patch_size * merge_size` one merged token's side): Qwen2-VL's, Qwen2.5-VL's and Qwen3-VL's. A later
-    base than the parent processor, which stays `__mro__[1]`."""
+    budget, `patch_size * merge_size` one merged token's side): Qwen2-VL's, Qwen2.5-VL's and Qwen3-VL's, and GLM-4.1V's,
+    whose resize counts an image as `temporal_patch_size` frames against the budget (`croc_budget_counts_frames`). A
+    later base than the parent processor, which stays `__mro__[1]`."""
+
+    # Whether the image processor's resize counts an image as `temporal_patch_size` frames against
+    # `size["longest_edge"]` (GLM-4.1V's `smart_resize(num_frames=temporal_patch_size)`), where Qwen2-VL's counts one.
+    croc_budget_counts_frames: bool = False
+
+    def _pixels_per_token(self) -> int:
+        # The budget pixels one merged token of an image takes: a merge window, once per frame the resize counts.
+        processor = self.image_processor
+        frames = processor.temporal_patch_size if self.croc_budget_counts_frames else 1
+        return frames * (processor.patch_size * processor.merge_size) ** 2
 
     @property
     def num_image_tokens(self) -> int:
         """Merged visual tokens of an image at the image processor's largest size (`size["longest_edge"]`, in
         pixels: Qwen2-VL's `max_pixels`): the length estimate of an image row before its image is read (the exact
         count is `replace_image_token`'s)."""
-        processor = self.image_processor
-        window = processor.patch_size * processor.merge_size
-        return max(1, int(processor.size["longest_edge"]) // window**2)
+        return max(1, int(self.image_processor.size["longest_edge"]) // self._pixels_per_token())
 
     # What stage 1.5 matches against the pool (`trainer.model_loading.fit_images_to_pool`): an image's whole
     # expansion is visual tokens.
@@ -49,8 +58,7 @@ class CrocQwenImageBudgetMixin:
         """Resize images to at most `max_tokens` merged visual tokens (the image processor's largest size, in
         pixels, becomes `max_tokens` merge windows); larger limits than the current one change nothing."""
         processor = self.image_processor
-        window = processor.patch_size * processor.merge_size
-        pixels = max(1, max_tokens) * window**2
+        pixels = max(1, max_tokens) * self._pixels_per_token()
         if pixels < int(processor.size["longest_edge"]):
             processor.size = dataclasses.replace(processor.size, longest_edge=pixels)
 

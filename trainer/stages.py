@@ -25,8 +25,10 @@ GROUP_MARKERS: Mapping[str, tuple[str, ...]] = MappingProxyType(
         # OneVision's newline token is part of the vision-to-LM interface: it trains with the projector, as the
         # patch mergers of Qwen2.5-VL / Qwen3-VL (`visual.merger`, `visual.deepstack_merger_list`), SmolVLM's
         # connector and Gemma 4's vision embedder (`embed_vision`: norm and projection to the text width) do.
+        # GLM-4.1V merges each 2x2 window by a strided convolution (`visual.downsample`) before its merger MLP: the
+        # step Qwen's merger does inside itself, so it trains with it.
         "projector": ("multi_modal_projector.", "image_newline", "visual.merger.", "visual.deepstack_merger_list.",
-                      "connector.", "embed_vision."),
+                      "visual.downsample.", "connector.", "embed_vision."),
         "prompt_pool": (f"{PROMPT_POOL_MODULE}.",),
         "vtr_head": (f"{VTR_HEAD_MODULE}.",),
         # SmolVLM calls its language model `text_model`.

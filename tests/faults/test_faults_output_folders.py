@@ -143,8 +143,9 @@ def test_checkpoints_that_all_fail_are_not_rotated_away_by_a_fresh_start(two_ste
     assert _listing(out) == before
 
 
-@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl", "llava_onevision1_5", "qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe",
-                                    "gemma3", "llava_next", "mistral3", "internvl", "smolvlm"])
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen2_5_vl", "llava_onevision1_5", "qwen3_vl", "qwen3_vl_moe", "qwen3_5",
+                                    "qwen3_5_moe", "glm4v", "glm46v", "gemma3", "llava_next", "mistral3", "internvl",
+                                    "smolvlm"])
 def test_a_checkpoint_of_every_family_loads_back_into_its_model(family, tmp_path):
     """A resume reads a checkpoint's weights back through the model's own renames: a key they send to no parameter
     keeps its name when the model has it, as transformers' loading does. Qwen2.5-VL's legacy `^model` rename sent
