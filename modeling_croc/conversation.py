@@ -81,6 +81,8 @@ class ConversationTemplate:
         final_assistant_prefix: before each answer after the conversation's last user turn, and the generation
             prompt, where it differs from the earlier answers' (Qwen3.5 writes its empty thinking block there only);
             None: `assistant_prefix`.
+        trim_text: whether every turn's text (questions and answers) loses its surrounding whitespace, as the chat
+            templates of Gemma 3, Gemma 4 and Qwen3.5 trim each message's content.
     """
 
     name: str
@@ -98,6 +100,7 @@ class ConversationTemplate:
     strip_image_turn: bool = True
     image_user_prefix: str | None = None
     final_assistant_prefix: str | None = None
+    trim_text: bool = False
 
     # ---- training: segments ------------------------------------------------------------------------------------
 
@@ -108,6 +111,8 @@ class ConversationTemplate:
         wherever the row had it (a row that starts with an answer gets an empty user turn for it); a text-only row
         gets none, and stray markers are dropped."""
         turns = [(conversation_role(turn), _without_marker(turn["value"])) for turn in conversations]
+        if self.trim_text:
+            turns = [(role, text.strip()) for role, text in turns]
         first_user = None
         if has_image:
             first_user = next((i for i, (role, _) in enumerate(turns) if role == USER), None)
@@ -194,7 +199,8 @@ class ConversationTemplate:
             "{%- set text = message['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') "
             "| join(' ') -%}"
             "{%- endif -%}"
-            "{%- if message['role'] == 'user' -%}"
+            + ("{%- set text = text | trim -%}" if self.trim_text else "")
+            + "{%- if message['role'] == 'user' -%}"
             f"{{%- set body = {image_body} if images else {'text' if self.user_text else chr(39) * 2} -%}}"
             f"{{%- set prefix = {literal(image_user_prefix)} if images else {literal(self.user_prefix)} -%}}"
             "{%- if body or prefix -%}"
@@ -219,10 +225,10 @@ VICUNA_V1 = ConversationTemplate(
     image_prefix=IMAGE_TOKEN + "\n", assistant_prefix="ASSISTANT:", answer_prefix=" ", answer_suffix="{eos}",
 )
 
-# ViCToR's `--version qwen_1_5` (its train.py `preprocess_qwen`, L563-L600: the default system message "You are a helpful
-# assistant.", each message as "<|im_start|>{role}\n{content}<|im_end|>\n", the image first in the user turn). The
-# fork also supervises the "<|im_start|>assistant\n" header and every "\n", <|im_start|> and <|im_end|> token of the
-# prompt (L617-L627); here only the answers and their "<|im_end|>\n" are, as in the other templates.
+# ViCToR's `--version qwen_1_5` (its train.py `preprocess_qwen`, L563-L600: the default system message "You are a
+# helpful assistant.", each message as "<|im_start|>{role}\n{content}<|im_end|>\n", the image first in the user turn).
+# The fork also supervises the "<|im_start|>assistant\n" header and every "\n", <|im_start|> and <|im_end|> token of
+# the prompt (L617-L627); here only the answers and their "<|im_end|>\n" are, as in the other templates.
 QWEN_1_5 = ConversationTemplate(
     name="qwen_1_5", system="<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n", user_text=True,
     user_prefix="<|im_start|>user\n", user_suffix="<|im_end|>\n", image_prefix=IMAGE_TOKEN + "\n",
@@ -253,9 +259,9 @@ QWEN3_VL = dataclasses.replace(QWEN2_VL, name="qwen3_vl", system="")
 # block before the answers after the last user turn. With thinking off (the template's default for the small
 # checkpoints, `enable_thinking=False` for the others) the generation prompt is "<|im_start|>assistant\n<think>\n\n
 # </think>\n\n", and the last answer is rendered after the same empty block; earlier answers have none. The block is
-# prompt, not supervised: the answers and their "<|im_end|>\n" are. Thinking on (a reasoning text in the block) is
-# not rendered.
-QWEN3_5 = dataclasses.replace(QWEN3_VL, name="qwen3_5",
+# prompt, not supervised: the answers and their "<|im_end|>\n" are. Every message's text is trimmed, as the template
+# trims it. Thinking on (a reasoning text in the block) is not rendered.
+QWEN3_5 = dataclasses.replace(QWEN3_VL, name="qwen3_5", trim_text=True,
                               final_assistant_prefix="<|im_start|>assistant\n<think>\n\n</think>\n\n")
 
 # GLM-4.1V's chat format (GLM-4.1V-9B-Thinking; transformers ships no chat template for it): "[gMASK]<sop>" once, then
@@ -281,36 +287,39 @@ GLM4V = ConversationTemplate(
     system_prefix="[gMASK]<sop><|system|>", system_suffix="",
 )
 
-# Gemma 3's chat format (the chat template of its instruction-tuned checkpoints' processor, e.g. gemma-3-4b-it's on the
-# Hub; transformers ships none): BOS (the dataset's and the tokenizer's, not the template's), then
+# Gemma 3's chat format (the chat template of its instruction-tuned checkpoints' processor, e.g. gemma-3-4b-it's on
+# the Hub; transformers ships none): BOS (the dataset's and the tokenizer's, not the template's), then
 # "<start_of_turn>user\n{question}<end_of_turn>\n<start_of_turn>model\n{answer}<end_of_turn>\n", no default system
 # message. An image opens its user turn as `Gemma3Processor` expands the `<start_of_image>` of a prompt:
 # "\n\n<start_of_image>" + its placeholders + "<end_of_image>\n\n", blank lines kept; the chat template renders the
 # placeholder `<start_of_image>` alone, which the processor expands the same way. The answers and their
-# "<end_of_turn>\n" are supervised. Gemma 3 puts a system message inside the first user turn; this template (like
-# the training rows, which have none) does not: a system message given at inference is rendered before the turns.
+# "<end_of_turn>\n" are supervised; every message's text is trimmed, as the template trims it. Gemma 3 puts a system
+# message inside the first user turn; this template (like the training rows, which have none) does not: a system
+# message given at inference is rendered before the turns.
 GEMMA3 = ConversationTemplate(
     name="gemma3", system="", user_text=True, user_prefix="<start_of_turn>user\n", user_suffix="<end_of_turn>\n",
     image_prefix="\n\n<start_of_image>" + IMAGE_TOKEN + "<end_of_image>\n\n",
     assistant_prefix="<start_of_turn>model\n", answer_prefix="", answer_suffix="<end_of_turn>\n",
-    chat_image_prefix=IMAGE_TOKEN, strip_image_turn=False,
+    chat_image_prefix=IMAGE_TOKEN, strip_image_turn=False, trim_text=True,
 )
 
 # Gemma 4's chat format (the chat template of its instruction-tuned checkpoints, as llama.cpp keeps copies of it in
-# models/templates/gemma4.jinja and google-gemma-4-31B-it-interleaved.jinja; Google's "Gemma 4 prompt formatting"
-# page shows the same turns): each turn "<|turn>{role}\n{content}<turn|>\n", roles system, user and model, no
-# default system message, a system message its own first turn. An image item renders as "\n\n<|image|>\n\n", which
+# models/templates/gemma4.jinja and google-gemma-4-31B-it-interleaved.jinja; Google's "Gemma 4 prompt formatting" page
+# shows the same turns): each turn "<|turn>{role}\n{content}<turn|>\n", roles system, user and model, no default
+# system message, a system message its own first turn. An image item renders as "\n\n<|image|>\n\n", which
 # `Gemma4Processor.replace_image_token` expands to "<|image>" + the image's soft tokens + "<image|>"; the blank lines
 # stay and the text is trimmed, as the checkpoints' template writes them. The answers and their "<turn|>\n" are
-# supervised. Two differences, both deliberate: BOS is the dataset's and the tokenizer's (the checkpoints' template
-# writes `bos_token` itself; the tokens are the same single BOS), and the generation prompt is "<|turn>model\n" alone,
-# the prefix every trained answer follows. The checkpoints' template renders past model turns that way too but, with
-# thinking off, appends an empty thought block ("<|channel>thought\n<channel|>") to the generation prompt (in the
-# copies read here); a model trained here answers right after "<|turn>model\n". Thinking and tool blocks are not rendered.
+# supervised; every message's text is trimmed, as the template trims it. Two differences, both deliberate: BOS is the
+# dataset's and the tokenizer's (the checkpoints' template writes `bos_token` itself; the tokens are the same single
+# BOS), and the generation prompt is "<|turn>model\n" alone, the prefix every trained answer follows. The checkpoints'
+# template renders past model turns that way too but, with thinking off, appends an empty thought block
+# ("<|channel>thought\n<channel|>") to the generation prompt (in the copies read here); a model trained here answers
+# right after "<|turn>model\n". Thinking and tool blocks are not rendered.
 GEMMA4 = ConversationTemplate(
     name="gemma4", system="", user_text=True, user_prefix="<|turn>user\n", user_suffix="<turn|>\n",
     image_prefix="\n\n" + IMAGE_TOKEN + "\n\n", assistant_prefix="<|turn>model\n", answer_prefix="",
     answer_suffix="<turn|>\n", system_prefix="<|turn>system\n", system_suffix="<turn|>\n", strip_image_turn=False,
+    trim_text=True,
 )
 
 # InternVL's chat format (the chat template of its transformers-format checkpoints' processor, e.g.

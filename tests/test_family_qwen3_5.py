@@ -137,3 +137,13 @@ def test_building_on_real_tensors_leaves_the_random_state_as_the_meta_device_doe
             model_class(config)
         after.append(torch.rand(8))
     torch.testing.assert_close(after[1], after[0], rtol=0, atol=0)
+
+
+def test_every_turns_text_is_trimmed_as_the_checkpoints_template_trims_it():
+    """Qwen3.5's template renders each message's content `| trim`: a question or answer with surrounding whitespace
+    trains (and prompts) without it."""
+    from modeling_croc.conversation import get_template
+
+    conversation = [{"from": "human", "value": "  Colour?\n"}, {"from": "gpt", "value": " Red.\n\n"}]
+    assert [segment.text for segment in get_template("qwen3_5").segments(conversation, False, "<|im_end|>")] == [
+        "<|im_start|>user\nColour?<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n", "Red.<|im_end|>\n"]

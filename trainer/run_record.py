@@ -71,8 +71,8 @@ COMPUTATION_CHANGES: dict[int, tuple[tuple[str, Callable[[dict[str, Any]], bool]
     # resumed across the change went on, unsaid, on other tokens.
     6: (("Gemma 4's image block between blank lines, as its checkpoints' chat template writes it (training wrote "
          "the image right before the text)", lambda saved: saved.get("template") == "gemma4"),
-        ("the first user turn's text trimmed in an image row whose marker sits in a later turn, as the chat template "
-         "trims it (its surrounding whitespace was trained)",
+        ("every turn's text trimmed, as the chat template trims it (the surrounding whitespace of answers, of text "
+         "turns and of the first user turn of an image row whose marker sits in a later turn was trained)",
          lambda saved: saved.get("template") in ("gemma3", "gemma4"))),
 }
 

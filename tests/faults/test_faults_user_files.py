@@ -240,14 +240,14 @@ def test_a_keep_floor_run_at_an_inexact_ratio_is_told_its_counts_changed(tmp_pat
 
 
 @pytest.mark.parametrize(("template", "named"), [
-    ("gemma4", ("Gemma 4's image block", "first user turn's text trimmed")),
-    ("gemma3", ("first user turn's text trimmed",)),
+    ("gemma4", ("Gemma 4's image block", "every turn's text trimmed")),
+    ("gemma3", ("every turn's text trimmed",)),
     ("vicuna_v1", ()),
 ])
 def test_a_run_whose_template_renders_otherwise_now_is_told(tmp_path, caplog, template, named):
     """Computation 6: the template is recorded by name, and Gemma 4's now writes its image block between blank lines
-    (Gemma 3's and Gemma 4's trim the first turn's text of a row whose marker sits later): a run resumed across the
-    change trains on other tokens, and is told so, where it went on silently."""
+    (Gemma 3's and Gemma 4's trim every turn's text, as their chat templates do): a run resumed across the change
+    trains on other tokens, and is told so, where it went on silently."""
     import json
     import logging
 
@@ -259,7 +259,7 @@ def test_a_run_whose_template_renders_otherwise_now_is_told(tmp_path, caplog, te
     (tmp_path / RUN_RECORD).write_text(json.dumps(saved))
     with caplog.at_level(logging.WARNING, logger="trainer.resume"):
         _check_record(str(tmp_path), saved, [])
-    changes = ("Gemma 4's image block", "first user turn's text trimmed")
+    changes = ("Gemma 4's image block", "every turn's text trimmed")
     assert [what for what in changes if what in caplog.text] == list(named), caplog.text
 
 
