@@ -268,23 +268,24 @@ QWEN3_5 = dataclasses.replace(QWEN3_VL, name="qwen3_5", trim_text=True,
 # "<|user|>\n{question}" and "<|assistant|>\n{answer}" turns with no closing token (the next turn's opener ends a
 # turn), each image as "<|begin_of_image|><|image|><|end_of_image|>" opening its user turn, which the processor
 # expands to the image's `<|image|>` placeholders; no default system message (a system message as
-# "<|system|>{text}" after "[gMASK]<sop>", no newline: ms-swift's GLM-4.1V template, which drops the newline GLM-4's
-# has, writes it so). Verified in transformers' GLM-4.1V integration test, whose prompt from
-# the checkpoint's chat template starts with the ids of "[gMASK]<sop><|user|>\n<|begin_of_image|><|image|>" and
-# whose decoded generations read "\n{question}\n<think>...": the question follows the image block directly and the
-# generation prompt is "<|assistant|>\n", after which the checkpoint opens its own "<think>" block. Not verified here
-# (no copy of the template was read): how the checkpoint's template renders past answers. Two
-# choices, both deliberate: each answer is followed by the tokenizer's EOS (`<|endoftext|>`, one of the checkpoints'
-# generation stop ids), supervised, so the model learns to stop where the template would write the next "<|user|>";
-# and answers are trained without a thinking block (Croc's captions have none), so a model trained here answers
-# after "<|assistant|>\n" directly. The answers and their EOS are supervised. GLM-4.6V's family uses it too:
-# transformers' GLM-4.6V tests run the GLM-4.1V-9B-Thinking checkpoint and processor; GLM-4.6V's own template (its
+# "<|system|>\n{text}" after "[gMASK]<sop>", as the checkpoint's chat template renders it (a copy of
+# GLM-4.1V-9B-Thinking's at revision 3c1471e5 read; ms-swift's GLM-4.1V meta class writes no newline, but it lacks
+# @dataclass, so its override is dead and ms-swift renders the newline too). Verified in transformers' GLM-4.1V
+# integration test, whose prompt from the checkpoint's chat template starts with the ids of
+# "[gMASK]<sop><|user|>\n<|begin_of_image|><|image|>" and whose decoded generations read "\n{question}\n<think>...":
+# the question follows the image block directly and the generation prompt is "<|assistant|>\n", after which the
+# checkpoint opens its own "<think>" block. Not verified here: how other revisions of the checkpoint's template render
+# past answers. Two choices, both deliberate: each answer is followed by the tokenizer's EOS (`<|endoftext|>`, one of
+# the checkpoints' generation stop ids), supervised, so the model learns to stop where the template would write the
+# next "<|user|>"; and answers are trained without a thinking block (Croc's captions have none), so a model trained
+# here answers after "<|assistant|>\n" directly. The answers and their EOS are supervised. GLM-4.6V's family uses it
+# too: transformers' GLM-4.6V tests run the GLM-4.1V-9B-Thinking checkpoint and processor; GLM-4.6V's own template (its
 # thinking switch) was not read and is not rendered.
 GLM4V = ConversationTemplate(
     name="glm4v", system="[gMASK]<sop>", user_text=True, user_prefix="<|user|>\n", user_suffix="",
     image_prefix="<|begin_of_image|>" + IMAGE_TOKEN + "<|end_of_image|>",
     assistant_prefix="<|assistant|>\n", answer_prefix="", answer_suffix="{eos}",
-    system_prefix="[gMASK]<sop><|system|>", system_suffix="",
+    system_prefix="[gMASK]<sop><|system|>\n", system_suffix="",
 )
 
 # Gemma 3's chat format (the chat template of its instruction-tuned checkpoints' processor, e.g. gemma-3-4b-it's on

@@ -31,8 +31,9 @@ def processor():
 def test_the_chat_format_is_the_checkpoints_prompt(processor):
     """`glm4v` prompts as GLM-4.1V-9B-Thinking's chat template does in transformers' integration test (its ids
     spell "[gMASK]<sop><|user|>\\n<|begin_of_image|><|image|>...", the question right after the image block, the
-    generation prompt "<|assistant|>\\n"); a system message is its own "<|system|>" turn after "[gMASK]<sop>", no newline (as ms-swift's GLM-4.1V template
-    writes it, unlike GLM-4's); each
+    generation prompt "<|assistant|>\\n"); a system message is its own "<|system|>\\n" turn after "[gMASK]<sop>", as
+    the checkpoint's chat template renders it (ms-swift's GLM-4.1V class meant to drop the newline, but without
+    @dataclass its override is dead); each
     answer ends with the EOS, which training supervises with the answer."""
     chat = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": "What is it?"}]},
             {"role": "assistant", "content": "A square."}, {"role": "user", "content": "Colour?"}]
@@ -41,7 +42,7 @@ def test_the_chat_format_is_the_checkpoints_prompt(processor):
         "<|assistant|>\n")
     system = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi."}]
     assert processor.apply_chat_template(system, add_generation_prompt=True, tokenize=False) == (
-        "[gMASK]<sop><|system|>Be brief.<|user|>\nHi.<|assistant|>\n")
+        "[gMASK]<sop><|system|>\nBe brief.<|user|>\nHi.<|assistant|>\n")
     conversation = [{"from": "human", "value": "<image>\nWhat is it?"}, {"from": "gpt", "value": "A square."},
                     {"from": "human", "value": "Colour?"}, {"from": "gpt", "value": "Red."}]
     segments = get_template("glm4v").segments(conversation, True, "<|endoftext|>")
