@@ -186,7 +186,9 @@ class ConversationTemplate:
             "{%- set system = messages[0]['content'] if messages[0]['content'] is string "
             "else messages[0]['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') "
             "| join(' ') -%}"
-            f"{{{{ {literal(self.system_prefix)} + system + {literal(system_separator)} }}}}"
+            # The system message is a message too: Qwen3.5's template trims it as it trims the others.
+            + ("{%- set system = system | trim -%}" if self.trim_text else "")
+            + f"{{{{ {literal(self.system_prefix)} + system + {literal(system_separator)} }}}}"
             "{%- set messages = messages[1:] -%}"
             f"{{%- else -%}}{{{{ {literal(self.system)} }}}}{{%- endif -%}}"
             + final_turns

@@ -147,3 +147,17 @@ def test_every_turns_text_is_trimmed_as_the_checkpoints_template_trims_it():
     conversation = [{"from": "human", "value": "  Colour?\n"}, {"from": "gpt", "value": " Red.\n\n"}]
     assert [segment.text for segment in get_template("qwen3_5").segments(conversation, False, "<|im_end|>")] == [
         "<|im_start|>user\nColour?<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n", "Red.<|im_end|>\n"]
+
+
+def test_a_system_message_is_trimmed_as_the_checkpoints_template_trims_it():
+    """Qwen3.5's template writes a system message as "<|im_start|>system\\n" + its content `| trim`: the chat template
+    trimmed every message but that one, so a system prompt with surrounding whitespace prompted other tokens."""
+    from transformers.utils.chat_template_utils import _compile_jinja_template
+
+    from modeling_croc.conversation import get_template
+
+    messages = [{"role": "system", "content": "  Be brief.\n"}, {"role": "user", "content": " Hi. "}]
+    rendered = _compile_jinja_template(get_template("qwen3_5").chat_template("<|im_end|>")).render(
+        messages=messages, add_generation_prompt=True)
+    assert rendered == ("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi.<|im_end|>\n"
+                        "<|im_start|>assistant\n<think>\n\n</think>\n\n")
