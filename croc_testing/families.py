@@ -217,7 +217,7 @@ def save_tiny_llava_onevision1_5(folder, seed: int = 0):
     return save_tiny_qwen2_5_vl(folder, seed=seed, llava_onevision1_5=True)
 
 
-__all__ = ["QWEN_SLIDING_WINDOW", "TINY_LLAVA_ONEVISION1_5_VISION", "save_tiny_llava_onevision1_5",
-           "tiny_llava_onevision1_5_fields", "QWEN_TOKENS", "QWEN_VISION_TOKENS", "TINY_QWEN2_VL_VISION", "make_qwen_batch",
-           "save_tiny_qwen2_5_vl", "save_tiny_qwen2_vl", "tiny_croc_qwen2_5_vl_config", "tiny_qwen2_5_vl_fields",
-           "tiny_qwen2_5_vl_processor", "tiny_qwen2_vl_fields", "write_plain_folder"]
+__all__ = ["QWEN_SLIDING_WINDOW", "QWEN_TOKENS", "QWEN_VISION_TOKENS", "TINY_LLAVA_ONEVISION1_5_VISION",
+           "TINY_QWEN2_VL_VISION", "make_qwen_batch", "save_tiny_llava_onevision1_5", "save_tiny_qwen2_5_vl",
+           "save_tiny_qwen2_vl", "tiny_croc_qwen2_5_vl_config", "tiny_llava_onevision1_5_fields",
+           "tiny_qwen2_5_vl_fields", "tiny_qwen2_5_vl_processor", "tiny_qwen2_vl_fields", "write_plain_folder"]

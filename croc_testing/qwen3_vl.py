@@ -203,8 +203,8 @@ def save_tiny_qwen3_5_moe(folder, seed: int = 0) -> Path:
     return save_tiny_qwen3_vl(folder, seed=seed, moe=True, qwen3_5=True)
 
 
-__all__ = ["QWEN3_VL_GRIDS", "QWEN3_VL_TEXT_LENGTHS", "TINY_QWEN3_5_MOE_TEXT", "TINY_QWEN3_5_TEXT", "TINY_QWEN3_VL_MOE_TEXT",
-           "TINY_QWEN3_VL_PATCH", "TINY_QWEN3_VL_PIXELS", "make_qwen3_vl_batch", "save_tiny_qwen3_5",
-           "save_tiny_qwen3_5_moe",
-           "save_tiny_qwen3_vl", "save_tiny_qwen3_vl_moe", "tiny_croc_qwen3_vl_config", "tiny_qwen3_5_fields", "tiny_qwen3_5_moe_fields",
-           "tiny_qwen3_vl_fields", "tiny_qwen3_vl_moe_fields", "tiny_qwen3_vl_processor"]
+__all__ = ["QWEN3_VL_GRIDS", "QWEN3_VL_TEXT_LENGTHS", "TINY_QWEN3_5_MOE_TEXT", "TINY_QWEN3_5_TEXT",
+           "TINY_QWEN3_VL_MOE_TEXT", "TINY_QWEN3_VL_PATCH", "TINY_QWEN3_VL_PIXELS", "make_qwen3_vl_batch",
+           "save_tiny_qwen3_5", "save_tiny_qwen3_5_moe", "save_tiny_qwen3_vl", "save_tiny_qwen3_vl_moe",
+           "tiny_croc_qwen3_vl_config", "tiny_qwen3_5_fields", "tiny_qwen3_5_moe_fields", "tiny_qwen3_vl_fields",
+           "tiny_qwen3_vl_moe_fields", "tiny_qwen3_vl_processor"]

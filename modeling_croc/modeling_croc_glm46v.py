@@ -41,9 +41,8 @@ class CrocGlm46VForConditionalGeneration(CrocQwen2_5_VLForConditionalGenerationM
     croc_base_model_class = CrocGlm46VModel
 
 
-for croc_class, parent_class in ((CrocGlm46VForConditionalGeneration, Glm46VForConditionalGeneration),
-                                 (CrocGlm46VModel, Glm46VModel)):
-    register_croc_checkpoint_renames(croc_class, parent_class)
+register_croc_checkpoint_renames(CrocGlm46VForConditionalGeneration, Glm46VForConditionalGeneration)
+register_croc_checkpoint_renames(CrocGlm46VModel, Glm46VModel)
 
 
 __all__ = ["CrocGlm46VForConditionalGeneration", "CrocGlm46VModel", "CrocGlm46VPreTrainedModel"]

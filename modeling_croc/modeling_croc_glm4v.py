@@ -10,7 +10,8 @@ and the M-RoPE positions come from `image_grid_thw` and `mm_token_type_ids`. So 
 declare what Qwen2.5-VL's declare (`CrocQwen2_5_VLModelMixin`, `CrocQwen2_5_VLForConditionalGenerationMixin`: the
 image grids, the per-image token counts, the packing refusal) and its outputs are Qwen2.5-VL's (both transformers'
 multimodal outputs, `CrocQwen2_5_VLModelOutputWithPast` and `CrocQwen2_5_VLCausalLMOutputWithPast`). GLM-4.6V's
-declarations are these (`CrocGlm4vModelMixin`): `modeling_croc_glm46v.py`. The family's declaration is this file; the mechanism is `stage15.py`.
+declarations are these (`CrocGlm4vModelMixin`): `modeling_croc_glm46v.py`. The family's declaration is this file;
+the mechanism is `stage15.py`.
 """
 
 from transformers import Glm4vForConditionalGeneration, Glm4vModel
@@ -53,9 +54,8 @@ class CrocGlm4vForConditionalGeneration(CrocQwen2_5_VLForConditionalGenerationMi
     croc_base_model_class = CrocGlm4vModel
 
 
-for croc_class, parent_class in ((CrocGlm4vForConditionalGeneration, Glm4vForConditionalGeneration),
-                                 (CrocGlm4vModel, Glm4vModel)):
-    register_croc_checkpoint_renames(croc_class, parent_class)
+register_croc_checkpoint_renames(CrocGlm4vForConditionalGeneration, Glm4vForConditionalGeneration)
+register_croc_checkpoint_renames(CrocGlm4vModel, Glm4vModel)
 
 
 __all__ = ["CrocGlm4vForConditionalGeneration", "CrocGlm4vModel", "CrocGlm4vModelMixin", "CrocGlm4vPreTrainedModel"]
