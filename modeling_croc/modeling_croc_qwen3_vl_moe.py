@@ -13,7 +13,7 @@ its loss. Croc does the same from the same router logits (`croc_auxiliary_loss`)
 loss exactly; stage 1.5's is `lm_loss + router_aux_loss_coef * aux_loss + vtr_loss_weight * vtr_loss`, the router
 logits being those of the stage-1.5 forward (a replaced position is routed on its pool token, as it is trained).
 `lm_loss` stays the next-token loss alone; `aux_loss` is in the output. Given the Trainer's `num_items_in_batch`,
-the term is weighted by the micro-batch's share of the step's tokens (`stage15._share_of_step`). The family's
+the term is weighted by the micro-batch's share of the step's tokens (`stage15.share_of_step`). The family's
 declaration is this file; the mechanism is `stage15.py`.
 """
 

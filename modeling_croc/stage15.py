@@ -552,8 +552,8 @@ class CrocModelMixin:
             handle.remove()
 
 
-def _share_of_step(labels: torch.Tensor, shift_labels: torch.Tensor | None,
-                   num_items_in_batch: int | torch.Tensor | None) -> float | torch.Tensor:
+def share_of_step(labels: torch.Tensor, shift_labels: torch.Tensor | None,
+                  num_items_in_batch: int | torch.Tensor | None) -> float | torch.Tensor:
     """This micro-batch's share of the step's supervised tokens (counted as the Trainer counts `num_items_in_batch`),
     1 without a count. A term that is one micro-batch's mean (a router's load-balancing loss) weighted by it adds up
     over the step as the LM loss does: with `accepts_loss_kwargs` the Trainer neither divides a micro-batch's loss by
@@ -790,7 +790,7 @@ class CrocForConditionalGenerationMixin:
         # parent's loss exactly; stage 1.5 adds the VTR term to that total. `lm_loss` stays the next-token loss.
         if auxiliary is not None and lm_loss is not None:
             term, weight = auxiliary
-            share = _share_of_step(labels, kwargs.get("shift_labels"), kwargs.get("num_items_in_batch"))
+            share = share_of_step(labels, kwargs.get("shift_labels"), kwargs.get("num_items_in_batch"))
             loss = lm_loss + weight * share * term.to(lm_loss.device)
         if vtr_loss is not None:
             weighted = self.config.vtr_loss_weight * vtr_loss
@@ -852,5 +852,6 @@ __all__ = [
     "fields_declared_by",
     "image_rows",
     "pad_visual_tokens",
+    "share_of_step",
     "token_mask",
 ]

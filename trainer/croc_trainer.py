@@ -32,7 +32,7 @@ from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
 
 from modeling_croc.provenance import Provenance
-from modeling_croc.stage15 import _share_of_step
+from modeling_croc.stage15 import share_of_step
 
 from .calibration import calibrate_prompt_pool
 from .checkpoint_io import (
@@ -498,14 +498,14 @@ class CrocTrainer(Trainer):
     def _auxiliary_term(self, outputs, inputs, num_items_in_batch) -> torch.Tensor | None:
         """The model's auxiliary loss as this micro-batch's loss holds it (over its weight), or None where the loss
         holds none. The model adds `weight x share x aux_loss`, `share` being the micro-batch's part of the step's
-        tokens (`stage15._share_of_step`), and only with an LM loss: summed like `lm_loss`, the logged `aux_loss` is
+        tokens (`stage15.share_of_step`), and only with an LM loss: summed like `lm_loss`, the logged `aux_loss` is
         then the step's term, the mean of its micro-batches' by their tokens."""
         aux_loss = outputs.get("aux_loss")
         if aux_loss is None or outputs.get("lm_loss") is None:
             return None
         # The count the model was given: the Trainer passes `num_items_in_batch` to a model that accepts loss kwargs.
         items = num_items_in_batch if self.model_accepts_loss_kwargs else None
-        return _share_of_step(inputs.get("labels"), inputs.get("shift_labels"), items) * aux_loss
+        return share_of_step(inputs.get("labels"), inputs.get("shift_labels"), items) * aux_loss
 
     def _loss_share(self, num_items_in_batch) -> float:
         """The factor the Trainer applies to a micro-batch's loss (in `compute_loss` and `training_step`), so the

@@ -235,7 +235,7 @@ def test_the_routers_auxiliary_loss_is_logged_as_the_model_returned_it(tmp_path,
     # Stage 1.5's loss on Qwen3-VL-MoE with `output_router_logits` is `lm + router_aux_loss_coef x aux + 10 x vtr`;
     # the logs said `lm_loss` and `vtr_loss` only, so a third of the loss (the router's balance) went unseen. It is
     # logged as `aux_loss`, summed over the window as the other terms are: one micro-batch a step logs what the model
-    # returned, two log their mean by tokens (the weight each has in the loss, `stage15._share_of_step`).
+    # returned, two log their mean by tokens (the weight each has in the loss, `stage15.share_of_step`).
     spec = next(spec for spec in TRAINER_SPECS if spec.name == "qwen3_vl_moe")
     plain = spec.save_plain(tmp_path / "plain")
     config = json.loads((plain / "config.json").read_text())
