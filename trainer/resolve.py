@@ -105,7 +105,7 @@ def check_croc_config(model_args: ModelArguments, args: CrocTrainingArguments) -
         else:
             config = read_croc_config(vision_tower=model_args.vision_tower, croc_fields=args.croc_fields)
     except (ValueError, TypeError, StrictDataclassError) as error:
-        raise ConfigError(f"croc_preset / croc_overrides: {' '.join(str(error).split())}") from None
+        raise ConfigError(f"the model's config with croc_preset / croc_overrides: {' '.join(str(error).split())}") from None
     text_config = language_model_config(model_args, config)
     if text_config is not None and model_args.attn_implementation == SPLIT_ATTENTION:
         problem = split_attention_problem(text_config)
