@@ -1,16 +1,16 @@
 """Croc on Qwen3.5-MoE: a `Qwen3_5MoeConfig` (Qwen3.5's vision side and hybrid text model of Gated DeltaNet and
 full-attention layers, every decoder layer's MLP a mixture of experts with a shared expert) with the Croc fields of
-`CrocFieldsMixin`; what it declares beyond them is Qwen3-VL's (`CrocQwen3VLConfigMixin`), as Qwen3.5's is."""
+`CrocFieldsMixin`; what it declares beyond them is Qwen3.5's (`CrocQwen3_5ConfigMixin`)."""
 
 from huggingface_hub.dataclasses import strict
 from transformers import Qwen3_5MoeConfig
 
 from .configuration_croc import CrocFieldsMixin
-from .configuration_croc_qwen3_vl import CrocQwen3VLConfigMixin
+from .configuration_croc_qwen3_5 import CrocQwen3_5ConfigMixin
 
 
 @strict
-class CrocQwen3_5MoeConfig(CrocQwen3VLConfigMixin, CrocFieldsMixin, Qwen3_5MoeConfig):
+class CrocQwen3_5MoeConfig(CrocQwen3_5ConfigMixin, CrocFieldsMixin, Qwen3_5MoeConfig):
     r"""
     Configuration of a Croc model on `Qwen3_5MoeForConditionalGeneration` (Qwen3.5-35B-A3B and the like): the
     Qwen3.5-MoE fields plus the Croc fields of `CrocFieldsMixin`. Images and their merged-token counts are Qwen3-VL's

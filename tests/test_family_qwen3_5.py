@@ -161,3 +161,51 @@ def test_a_system_message_is_trimmed_as_the_checkpoints_template_trims_it():
         messages=messages, add_generation_prompt=True)
     assert rendered == ("<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi.<|im_end|>\n"
                         "<|im_start|>assistant\n<think>\n\n</think>\n\n")
+
+
+@pytest.mark.parametrize("family", ["qwen3_5", "qwen3_5_moe"])
+def test_a_text_model_without_a_full_attention_layer_is_refused_when_its_config_is_built(family):
+    """With every layer `linear_attention` the parent's own forward fails at inference (its cache holds no attention
+    layer to size the causal mask from: a ValueError traceback in evaluation and generation), after a stage-1.5 run
+    had trained and saved the model without a word, and Croc's span would apply on no layer (found by a tester).
+    Refused in one line when the config is built; one full-attention layer among linear ones is accepted."""
+    from croc_testing.qwen3_vl import tiny_qwen3_5_fields, tiny_qwen3_5_moe_fields
+    from modeling_croc.configuration_croc import CrocConfigError
+
+    spec = SPECS_BY_NAME[family]
+    fields = tiny_qwen3_5_moe_fields() if family == "qwen3_5_moe" else tiny_qwen3_5_fields()
+    fields["text_config"]["layer_types"] = ["linear_attention", "linear_attention"]
+    config_class = type(spec.config())
+    with pytest.raises(CrocConfigError, match="text_config.layer_types has no 'full_attention' layer"):
+        config_class(**fields, prompt_pool_size=64, vtr_head="linear")
+    fields["text_config"]["layer_types"] = ["full_attention", "linear_attention"]
+    config_class(**fields, prompt_pool_size=64, vtr_head="linear")
+
+
+@pytest.mark.parametrize("family", ["qwen3_5", "qwen3_5_moe"])
+def test_a_checkpoints_multi_token_prediction_layers_are_said_to_be_dropped_not_claimed(family, tmp_path, caplog):
+    """Qwen3.5's checkpoints hold multi-token-prediction layers (`mtp.*` tensors, `mtp_num_hidden_layers: 1` in their
+    text config) that transformers skips on load without a word: a Croc model never has them, yet its folders and a
+    `to-plain` export kept claiming one MTP layer over weights that hold none (a server reading MTP would trust it).
+    Converting such a config says the layers are not loaded and sets `mtp_num_hidden_layers` to 0, which a saved
+    folder and its export keep."""
+    import logging
+
+    from transformers.utils import logging as transformers_logging
+
+    from croc_testing.qwen3_vl import tiny_qwen3_5_fields, tiny_qwen3_5_moe_fields
+
+    spec = SPECS_BY_NAME[family]
+    fields = tiny_qwen3_5_moe_fields() if family == "qwen3_5_moe" else tiny_qwen3_5_fields()
+    fields["text_config"]["mtp_num_hidden_layers"] = 1
+    config_class = type(spec.config())
+    transformers_logging.enable_propagation()
+    try:
+        with caplog.at_level(logging.WARNING):
+            config = config_class(**fields, prompt_pool_size=64, vtr_head="linear")
+    finally:
+        transformers_logging.disable_propagation()
+    assert config.text_config.mtp_num_hidden_layers == 0
+    config.save_pretrained(tmp_path)
+    assert type(config).from_pretrained(tmp_path).text_config.mtp_num_hidden_layers == 0
+    assert "multi-token-prediction layer(s) (its mtp.* tensors) are not loaded" in caplog.text

@@ -591,3 +591,26 @@ def test_arguments_built_in_python_are_checked_too():
                               per_device_train_batch_size=0, global_batch_size=8)
     with pytest.raises(ConfigError, match="adam_epsilon must be a finite number > 0"):
         CrocTrainingArguments(output_dir="unused", stage="2", use_cpu=True, report_to="none", adam_epsilon=0.0)
+
+
+@pytest.mark.parametrize("family", ["qwen3_5", "qwen3_5_moe"])
+def test_qwen3_5s_unsupported_settings_are_one_line_before_anything_loads(family, tmp_path, small_data, monkeypatch,
+                                                                          nothing_loaded):
+    """Qwen3.5 (-MoE) on a GPU with `flex_attention`, which its parent classes do not support, and a Hub folder whose
+    text model has no full-attention layer, which trained and saved a model its parent cannot run at inference
+    (`tests/test_family_qwen3_5.py`): each is one `configuration error:` line, nothing written."""
+    import croc_testing.qwen3_vl as qwen3_vl
+
+    save = qwen3_vl.save_tiny_qwen3_5_moe if family == "qwen3_5_moe" else qwen3_vl.save_tiny_qwen3_5
+    config = CONFIGS / "cpu_tiny" / f"stage1_5_{family}.yaml"
+    out = tmp_path / "out"
+    monkeypatch.setattr(validation, "gpu_available", lambda: True)  # past the CPU's own flex_attention refusal
+    message = _cli_error(_argv(config, out, save(tmp_path / "plain"), small_data, "--use_cpu=false",
+                               "--model.attn_implementation=flex_attention"), monkeypatch)
+    assert message.startswith("configuration error: model.attn_implementation=flex_attention: ") and \
+        "does not support an attention implementation through torch's flex_attention" in message, message
+    monkeypatch.setitem(qwen3_vl.TINY_QWEN3_5_TEXT, "layer_types", ["linear_attention", "linear_attention"])
+    message = _cli_error(_argv(config, out, save(tmp_path / "all_linear"), small_data), monkeypatch)
+    assert message.startswith("configuration error: ") and \
+        "text_config.layer_types has no 'full_attention' layer" in message, message
+    assert not out.exists()

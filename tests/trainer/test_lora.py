@@ -425,3 +425,67 @@ def test_an_older_runs_record_names_its_own_base_by_its_versions_fingerprint(tmp
     other = save_tiny_croc(tmp_path / "other", seed=1)
     (other / "training_args.bin").write_bytes(b"the stage run's pickled arguments")
     assert "holds other weights" in (base_mismatch(run, str(other)) or "")
+
+
+# Qwen3.5's Gated DeltaNet projections (its linear-attention layers), named as `model.lora_target_modules` names
+# them; its depthwise `conv1d` is refused (tests/faults/test_faults_arguments.py).
+DELTANET_PROJECTIONS = ("in_proj_qkv", "in_proj_z", "in_proj_a", "in_proj_b", "out_proj")
+
+
+@pytest.mark.parametrize("family", ["qwen3_5", "qwen3_5_moe"])
+def test_lora_on_qwen3_5_trains_every_adapter_and_merges_to_the_exported_parents_logits(family, data_dir, tmp_path):
+    """docs/MODELS.md said LoRA on Qwen3.5 was not tested. With the default targets and the Gated DeltaNet
+    projections named: every adapter the regex places (the linear layers' projections, the full-attention layer's,
+    the dense MLP's or the shared expert's, never a routed expert nor the vision tower) gets a nonzero gradient in a
+    stage-1.5 step, so each is applied in the forward; a LoRA run's merged folder gives the PEFT model's logits, and
+    its `to-plain` export the parent class's logits of the merged model."""
+    from peft import LoraConfig, get_peft_model
+
+    from croc_testing.trainer_specs import TRAINER_SPECS
+    from modeling_croc.convert.__main__ import main as convert_main
+    from trainer.lora import lora_target_regex
+    from trainer.script_args import DEFAULT_LORA_TARGETS
+
+    targets = [*DEFAULT_LORA_TARGETS, *DELTANET_PROJECTIONS]
+    model = SPECS_BY_NAME[family].build(croc_pretraining=True).train()
+    peft_model = get_peft_model(model, LoraConfig(r=2, lora_alpha=4, target_modules=lora_target_regex(targets)))
+    adapted = {name.split(".lora_A")[0]: module for name, module in peft_model.named_modules()
+               if name.endswith(".lora_A")}
+    layer_types = model.config.text_config.layer_types
+    for index, kind in enumerate(layer_types):
+        expected = (DELTANET_PROJECTIONS if kind == "linear_attention" else ("q_proj", "k_proj", "v_proj", "o_proj"))
+        prefix = f"model.language_model.layers.{index}."
+        found = {name.rsplit(".", 1)[-1] for name in adapted if f"{prefix}" in name and ".mlp." not in name}
+        assert found == set(expected), (index, sorted(found))
+        mlp = {name.rsplit(".", 1)[-1] for name in adapted if f"{prefix}mlp." in name}
+        assert mlp == {"gate_proj", "up_proj", "down_proj"}, (index, sorted(mlp))
+        assert all(".experts." not in name for name in adapted)  # the routed experts are fused parameters
+    assert all(".language_model." in name for name in adapted)
+    with torch.no_grad():  # LoRA starts with B = 0, which gives A no gradient: a step's B instead
+        for name, param in peft_model.named_parameters():
+            if ".lora_B." in name:
+                param.normal_(std=0.02)
+    batch = SPECS_BY_NAME[family].batch(model, 2)
+    peft_model(**batch, croc_generator=torch.Generator().manual_seed(0)).loss.backward()
+    dead = [name for name, param in peft_model.named_parameters()
+            if ".lora_" in name and (param.grad is None or not param.grad.abs().sum())]
+    assert not dead, dead
+
+    spec = next(spec for spec in TRAINER_SPECS if spec.name == family)
+    plain_folder, out = spec.save_plain(tmp_path / "plain"), tmp_path / "lora"
+    trainer = run_stage(spec.config, out, f"--model.name_or_path={plain_folder}",
+                        f"--data.path={data_dir / 'detailed.json'}", "--max_steps=2", "--model.use_peft=true",
+                        "--model.lora_r=4", "--model.lora_alpha=8", "--model.lora_dropout=0",
+                        f"--model.lora_target_modules=[{', '.join(targets)}]", "--language_model_lr=1e-2")
+    exported = tmp_path / "exported"
+    convert_main(["to-plain", str(tmp_path / "lora-merged"), str(exported)])
+    merged = spec.croc_generation.from_pretrained(tmp_path / "lora-merged").eval()
+    plain = spec.parent_generation.from_pretrained(exported).eval()
+    inputs = spec.logits_inputs((spec.export_processor or spec.croc_processor).from_pretrained(exported), data_dir)
+    peft_model = trainer.model.eval()
+    with torch.no_grad():
+        expected = peft_model(**inputs).logits
+        torch.testing.assert_close(merged(**inputs).logits, expected, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(plain(**inputs).logits, merged(**inputs).logits, rtol=0, atol=0)
+        base = spec.parent_generation.from_pretrained(plain_folder).eval()
+        assert not torch.allclose(base(**inputs).logits, expected, atol=1e-4)  # the adapters changed something
