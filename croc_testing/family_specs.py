@@ -24,6 +24,8 @@ from transformers import (
     Glm4vModel,
     Glm46VForConditionalGeneration,
     Glm46VModel,
+    Idefics3ForConditionalGeneration,
+    Idefics3Model,
     InternVLForConditionalGeneration,
     InternVLModel,
     LlavaNextForConditionalGeneration,
@@ -59,6 +61,7 @@ from modeling_croc import (
     CrocGemma4Model,
     CrocGlm4vForConditionalGeneration,
     CrocGlm46VForConditionalGeneration,
+    CrocIdefics3ForConditionalGeneration,
     CrocInternVLConfig,
     CrocInternVLForConditionalGeneration,
     CrocInternVLModel,
@@ -95,6 +98,7 @@ from .gemma3 import (
 )
 from .gemma4 import GEMMA4_SLIDING_WINDOW, make_gemma4_batch, tiny_croc_gemma4_config
 from .glm4v import tiny_croc_glm4v_config
+from .idefics3 import tiny_croc_idefics3_config
 from .internvl import make_internvl_batch, tiny_croc_internvl_config
 from .llava_next import make_llava_next_batch, tiny_croc_llava_next_config
 from .mistral3 import MISTRAL3_TOKENS, make_mistral3_batch, tiny_croc_mistral3_config
@@ -548,7 +552,7 @@ SPECS: tuple[FamilySpec, ...] = (
         conversion_kept=("downsample_ratio",),
         tied_head=True,  # the tiny Qwen2 text model ties its head (`croc_testing.internvl`)
     ),
-    FamilySpec(
+    SMOLVLM_SPEC := FamilySpec(
         name="smolvlm",
         config=tiny_croc_smolvlm_config,
         batch=lambda model, left_pad: make_smolvlm_batch(model.config, left_pad=left_pad),
@@ -568,6 +572,12 @@ SPECS: tuple[FamilySpec, ...] = (
         # views are inside it.
         reference_layout=_smolvlm_images_as_one_run,
     ),
+    # SmolVLM's declarations, batches (Idefics3's token layout is SmolVLM's), text models and checks on Idefics3's
+    # config and classes.
+    sharing_declarations(
+        SMOLVLM_SPEC, "idefics3", tiny_croc_idefics3_config,
+        CrocIdefics3ForConditionalGeneration, Idefics3Model, Idefics3ForConditionalGeneration,
+        processor_mro=("CrocIdefics3Processor", "Idefics3Processor")),
 )
 
 SPECS_BY_NAME: dict[str, FamilySpec] = {spec.name: spec for spec in SPECS}

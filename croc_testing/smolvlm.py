@@ -24,18 +24,20 @@ SMOLVLM_GRIDS = [(1, 2), (0, 0), (2, 2)]
 SMOLVLM_VIEW_SIZE = 16
 
 
-def tiny_croc_smolvlm_config(text: str = "llama", **croc_fields: Any) -> CrocSmolVLMConfig:
+def tiny_croc_smolvlm_config(text: str = "llama", config_class: type = CrocSmolVLMConfig,
+                             **croc_fields: Any) -> CrocSmolVLMConfig:
     """A tiny `CrocSmolVLMConfig`: a text model of width 32 (2 layers; `text` a key of
     `croc_testing.backbones.TEXT_BACKBONES`: `"llama"` as SmolVLM ships, `"qwen2"` for a global and a sliding layer)
     and a vision tower of width 16 (2 heads) on 16-px views of 4-px patches, shuffled by 2 (4 tokens a view);
-    `croc_fields` on top (pool of 64, linear VTR head by default)."""
+    `croc_fields` on top (pool of 64, linear VTR head by default). `config_class` builds another config of these
+    fields (`CrocIdefics3Config`: Idefics3's are SmolVLM's)."""
     text_fields = text_config(text, vocab_size=128, pad_token_id=SMOLVLM_TOKENS["pad"])
     vision = {"hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
               "image_size": SMOLVLM_VIEW_SIZE, "patch_size": 4}
     croc_fields.setdefault("prompt_pool_size", 64)
     croc_fields.setdefault("vtr_head", "linear")
-    return CrocSmolVLMConfig(text_config=text_fields, vision_config=vision, image_token_id=SMOLVLM_TOKENS["image"],
-                             scale_factor=2, **croc_fields)
+    return config_class(text_config=text_fields, vision_config=vision, image_token_id=SMOLVLM_TOKENS["image"],
+                        scale_factor=2, **croc_fields)
 
 
 def smolvlm_image_tokens(rows: int, cols: int, view_tokens: int) -> list[int]:
@@ -134,10 +136,13 @@ def tiny_smolvlm_processor():
                                 chat_template=DEFAULT_CHAT_TEMPLATE)
 
 
-def save_tiny_smolvlm(folder, seed: int = 0):
+def save_tiny_smolvlm(folder, seed: int = 0, processor=None, plain_config_class: type | None = None,
+                      plain_model_class: type | None = None):
     """Write a random tiny plain SmolVLM folder (`SmolVLMForConditionalGeneration` with `tiny_croc_smolvlm_config`'s
     towers, and the files of a `SmolVLMProcessor` with `tiny_smolvlm_processor`'s parts, naming transformers' class),
-    laid out as a Hub checkpoint is (without its video processor file): what a user starts Croc's stage 1.5 from."""
+    laid out as a Hub checkpoint is (without its video processor file): what a user starts Croc's stage 1.5 from.
+    `processor`, `plain_config_class` and `plain_model_class` write another family of these towers and files
+    (`croc_testing.idefics3.save_tiny_idefics3`)."""
     from pathlib import Path
 
     from transformers import SmolVLMConfig, SmolVLMForConditionalGeneration
@@ -145,16 +150,18 @@ def save_tiny_smolvlm(folder, seed: int = 0):
     from modeling_croc.convert.to_llava import name_parent_processor
 
     folder = Path(folder)
-    processor = tiny_smolvlm_processor()
+    processor = processor if processor is not None else tiny_smolvlm_processor()
+    plain_config_class = plain_config_class or SmolVLMConfig
+    plain_model_class = plain_model_class or SmolVLMForConditionalGeneration
     tokenizer = processor.tokenizer
     croc = tiny_croc_smolvlm_config()
     text = text_config("llama", vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id)
-    text.update(bos_token_id=None, eos_token_id=tokenizer.eos_token_id)
-    config = SmolVLMConfig(text_config=text, vision_config=croc.vision_config.to_dict(),
-                           image_token_id=processor.image_token_id, scale_factor=croc.scale_factor,
-                           pad_token_id=tokenizer.pad_token_id)
+    text.update(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    config = plain_config_class(text_config=text, vision_config=croc.vision_config.to_dict(),
+                                image_token_id=processor.image_token_id, scale_factor=croc.scale_factor,
+                                pad_token_id=tokenizer.pad_token_id)
     torch.manual_seed(seed)
-    SmolVLMForConditionalGeneration(config).save_pretrained(folder)
+    plain_model_class(config).save_pretrained(folder)
     processor.save_pretrained(folder)
     # A Hub folder's processor files name the parent class (which loads them natively), not this package's.
     name_parent_processor(folder, type(processor))

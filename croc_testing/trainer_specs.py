@@ -23,6 +23,7 @@ from transformers import (
     Gemma4ForConditionalGeneration,
     Glm4vForConditionalGeneration,
     Glm46VForConditionalGeneration,
+    Idefics3ForConditionalGeneration,
     InternVLForConditionalGeneration,
     LlavaNextForConditionalGeneration,
     LlavaNextProcessor,
@@ -47,6 +48,8 @@ from modeling_croc import (
     CrocGlm4vProcessor,
     CrocGlm46VForConditionalGeneration,
     CrocGlm46VProcessor,
+    CrocIdefics3ForConditionalGeneration,
+    CrocIdefics3Processor,
     CrocInternVLForConditionalGeneration,
     CrocInternVLProcessor,
     CrocLlavaNextForConditionalGeneration,
@@ -72,6 +75,7 @@ from .families import save_tiny_llava_onevision1_5, save_tiny_qwen2_5_vl, save_t
 from .gemma3 import save_tiny_gemma3
 from .gemma4 import save_tiny_gemma4
 from .glm4v import save_tiny_glm4v, save_tiny_glm46v
+from .idefics3 import save_tiny_idefics3
 from .internvl import save_tiny_internvl
 from .llava_next import save_tiny_llava_next
 from .mistral3 import save_tiny_mistral3
@@ -337,7 +341,7 @@ TRAINER_SPECS = [
         prompt="[INST][IMG]Describe the image.[/INST]", croc_code=frozenset({"processing_croc_mistral3.py"}),
         logits_inputs=_one_prompt("[INST][IMG]Describe the image.[/INST]"),
         inputs_layout=lambda processor, inputs: bool((inputs["input_ids"] == processor.image_break_token_id).any())),
-    TrainerSpec(
+    SMOLVLM_TRAINER_SPEC := TrainerSpec(
         name="smolvlm", save_plain=save_tiny_smolvlm,
         parent_generation=SmolVLMForConditionalGeneration, croc_generation=CrocSmolVLMForConditionalGeneration,
         processor_class="SmolVLMProcessor", croc_processor=CrocSmolVLMProcessor, template="smolvlm",
@@ -346,4 +350,14 @@ TRAINER_SPECS = [
         logits_inputs=_one_prompt("<|im_start|>User:<image>Describe the image.<end_of_utterance>\nAssistant:"),
         trained=("model.text_model.layers.0.self_attn.q_proj.weight",),
         inputs_layout=lambda processor, inputs: inputs["pixel_values"].shape[1] > 1),  # split into views
+    # SmolVLM's data path, trained parts and views on Idefics3's classes, processor and chat format (SmolVLM's opened
+    # by Llama 3's BOS, which the template writes: the dataset adds no other). The exported processor is Croc's
+    # subclass module, which imports SmolVLM's (its mixin), which travels with it.
+    dataclasses.replace(
+        SMOLVLM_TRAINER_SPEC, name="idefics3", save_plain=save_tiny_idefics3,
+        parent_generation=Idefics3ForConditionalGeneration, croc_generation=CrocIdefics3ForConditionalGeneration,
+        processor_class="Idefics3Processor", croc_processor=CrocIdefics3Processor, template="idefics3",
+        prompt="<|begin_of_text|>User:<image>Describe the image.<end_of_utterance>\nAssistant:",
+        croc_code=frozenset({"processing_croc_idefics3.py", "processing_croc_smolvlm.py"}),
+        logits_inputs=_one_prompt("<|begin_of_text|>User:<image>Describe the image.<end_of_utterance>\nAssistant:")),
 ]

@@ -8,6 +8,7 @@ from .configuration_croc_gemma3 import CrocGemma3Config
 from .configuration_croc_gemma4 import CrocGemma4Config
 from .configuration_croc_glm4v import CrocGlm4vConfig
 from .configuration_croc_glm46v import CrocGlm46VConfig
+from .configuration_croc_idefics3 import CrocIdefics3Config
 from .configuration_croc_internvl import CrocInternVLConfig
 from .configuration_croc_llava_next import CrocLlavaNextConfig
 from .configuration_croc_llava_onevision1_5 import CrocLlavaOnevision15Config
@@ -46,6 +47,12 @@ from .modeling_croc_glm46v import (
     CrocGlm46VForConditionalGeneration,
     CrocGlm46VModel,
     CrocGlm46VPreTrainedModel,
+)
+from .modeling_croc_idefics3 import (
+    CrocIdefics3CausalLMOutputWithPast,
+    CrocIdefics3ForConditionalGeneration,
+    CrocIdefics3Model,
+    CrocIdefics3PreTrainedModel,
 )
 from .modeling_croc_internvl import (
     CrocInternVLCausalLMOutputWithPast,
@@ -124,6 +131,7 @@ from .processing_croc_gemma3 import CrocGemma3Processor
 from .processing_croc_gemma4 import CrocGemma4Processor
 from .processing_croc_glm4v import CrocGlm4vProcessor
 from .processing_croc_glm46v import CrocGlm46VProcessor
+from .processing_croc_idefics3 import CrocIdefics3Processor
 from .processing_croc_internvl import CrocInternVLProcessor
 from .processing_croc_llava_next import CrocLlavaNextProcessor
 from .processing_croc_llava_onevision1_5 import CrocLlavaOnevision15Processor
@@ -262,6 +270,12 @@ __all__ = [
     "CrocInternVLForConditionalGeneration",
     "CrocInternVLModel",
     "CrocInternVLPreTrainedModel",
+    "CrocIdefics3CausalLMOutputWithPast",
+    "CrocIdefics3Config",
+    "CrocIdefics3ForConditionalGeneration",
+    "CrocIdefics3Model",
+    "CrocIdefics3PreTrainedModel",
+    "CrocIdefics3Processor",
     "CrocSmolVLMCausalLMOutputWithPast",
     "CrocSmolVLMConfig",
     "CrocSmolVLMForConditionalGeneration",

@@ -1,6 +1,7 @@
 """Croc on SmolVLM: a `SmolVLMConfig` (a SigLIP tower on fixed-size views, a pixel-shuffle connector, a Llama
 language model) with the Croc fields of `CrocFieldsMixin`, defined and checked there once for every Croc config
-class."""
+class. What it declares beyond them (`CrocSmolVLMConfigMixin`) is shared with Idefics3, whose images are split and
+counted the same way."""
 
 from huggingface_hub.dataclasses import strict
 from transformers import SmolVLMConfig
@@ -8,8 +9,25 @@ from transformers import SmolVLMConfig
 from .configuration_croc import CrocFieldsMixin
 
 
+class CrocSmolVLMConfigMixin:
+    """What a SmolVLM Croc config declares beyond the Croc fields, shared with Idefics3's
+    (`configuration_croc_idefics3.py`), whose processor splits images into the same views and whose connector gives
+    each view the same count: an image's tokens are its views', so images have different counts."""
+
+    croc_variable_token_count = True
+
+    def view_tokens(self) -> int:
+        """Connector outputs of one view (a tile or the global view): the tower's patch grid over `scale_factor**2`
+        (`SmolVLMModel.image_seq_len`)."""
+        return (self.vision_config.image_size // self.vision_config.patch_size) ** 2 // self.scale_factor**2
+
+    def visual_tokens_per_image(self) -> int:
+        """The fewest visual tokens an image can have: its global view alone (`view_tokens`)."""
+        return self.view_tokens()
+
+
 @strict
-class CrocSmolVLMConfig(CrocFieldsMixin, SmolVLMConfig):
+class CrocSmolVLMConfig(CrocSmolVLMConfigMixin, CrocFieldsMixin, SmolVLMConfig):
     r"""
     Configuration of a Croc model on `SmolVLMForConditionalGeneration`: the SmolVLM fields (vision tower,
     `scale_factor`, the image token) plus the Croc fields of `CrocFieldsMixin`.
@@ -26,16 +44,6 @@ class CrocSmolVLMConfig(CrocFieldsMixin, SmolVLMConfig):
     """
 
     model_type = "croc_smolvlm"
-    croc_variable_token_count = True
-
-    def view_tokens(self) -> int:
-        """Connector outputs of one view (a tile or the global view): the tower's patch grid over `scale_factor**2`
-        (`SmolVLMModel.image_seq_len`)."""
-        return (self.vision_config.image_size // self.vision_config.patch_size) ** 2 // self.scale_factor**2
-
-    def visual_tokens_per_image(self) -> int:
-        """The fewest visual tokens an image can have: its global view alone (`view_tokens`)."""
-        return self.view_tokens()
 
 
-__all__ = ["CrocSmolVLMConfig"]
+__all__ = ["CrocSmolVLMConfig", "CrocSmolVLMConfigMixin"]

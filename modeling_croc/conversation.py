@@ -367,10 +367,19 @@ SMOLVLM = ConversationTemplate(
     system_prefix="<|im_start|>System: ", system_suffix="<end_of_utterance>\n", image_user_prefix="User:",
 )
 
+# Idefics3's chat format: SmolVLM's (above), opened by Llama 3's BOS `<|begin_of_text|>` where SmolVLM writes
+# `<|im_start|>`. Read in Idefics3-8B-Llama3's Hub `processor_config.json` chat template (through a stored copy: no
+# network here; transformers ships no Idefics3 chat template, and its Idefics3 docs are not installed), whose text is
+# SmolVLM's without the video and string-content branches. A system message renders as SmolVLM's does ("System: "
+# + its text + "<end_of_utterance>\n", after the BOS): the template renders every role so; unverified against a
+# conversation the checkpoint was trained on.
+IDEFICS3 = dataclasses.replace(SMOLVLM, name="idefics3", system="<|begin_of_text|>",
+                               system_prefix="<|begin_of_text|>System: ")
+
 TEMPLATES: dict[str, ConversationTemplate] = {
     template.name: template
     for template in (PLAIN, VICUNA_V1, QWEN_1_5, QWEN2_VL, QWEN3_VL, QWEN3_5, GLM4V, GEMMA3, GEMMA4, INTERNVL, MISTRAL3,
-                     SMOLVLM)
+                     SMOLVLM, IDEFICS3)
 }
 
 

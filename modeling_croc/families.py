@@ -18,6 +18,8 @@ from transformers import (
     Glm4vForConditionalGeneration,
     Glm46VConfig,
     Glm46VForConditionalGeneration,
+    Idefics3Config,
+    Idefics3ForConditionalGeneration,
     InternVLConfig,
     InternVLForConditionalGeneration,
     LlavaConfig,
@@ -53,6 +55,7 @@ from .configuration_croc_gemma3 import CrocGemma3Config
 from .configuration_croc_gemma4 import CrocGemma4Config
 from .configuration_croc_glm4v import CrocGlm4vConfig
 from .configuration_croc_glm46v import CrocGlm46VConfig
+from .configuration_croc_idefics3 import CrocIdefics3Config
 from .configuration_croc_internvl import CrocInternVLConfig
 from .configuration_croc_llava_next import CrocLlavaNextConfig
 from .configuration_croc_llava_onevision1_5 import CrocLlavaOnevision15Config
@@ -70,6 +73,7 @@ from .modeling_croc_gemma3 import CrocGemma3ForConditionalGeneration, CrocGemma3
 from .modeling_croc_gemma4 import CrocGemma4ForConditionalGeneration, CrocGemma4Model
 from .modeling_croc_glm4v import CrocGlm4vForConditionalGeneration, CrocGlm4vModel
 from .modeling_croc_glm46v import CrocGlm46VForConditionalGeneration, CrocGlm46VModel
+from .modeling_croc_idefics3 import CrocIdefics3ForConditionalGeneration, CrocIdefics3Model
 from .modeling_croc_internvl import CrocInternVLForConditionalGeneration, CrocInternVLModel
 from .modeling_croc_llava_next import CrocLlavaNextForConditionalGeneration, CrocLlavaNextModel
 from .modeling_croc_llava_onevision1_5 import (
@@ -90,6 +94,7 @@ from .processing_croc_gemma3 import CrocGemma3Processor
 from .processing_croc_gemma4 import CrocGemma4Processor
 from .processing_croc_glm4v import CrocGlm4vProcessor
 from .processing_croc_glm46v import CrocGlm46VProcessor
+from .processing_croc_idefics3 import CrocIdefics3Processor
 from .processing_croc_internvl import CrocInternVLProcessor
 from .processing_croc_llava_next import CrocLlavaNextProcessor
 from .processing_croc_llava_onevision1_5 import CrocLlavaOnevision15Processor
@@ -193,6 +198,12 @@ FAMILIES: tuple[CrocFamily, ...] = (
                True, InternVLConfig, InternVLForConditionalGeneration, template="internvl"),
     CrocFamily(CrocSmolVLMConfig, CrocSmolVLMModel, CrocSmolVLMForConditionalGeneration, CrocSmolVLMProcessor,
                True, SmolVLMConfig, SmolVLMForConditionalGeneration, template="smolvlm"),
+    # SmolVLM's declarations (shared mixins) on Idefics3's classes, its own processor and chat format (its
+    # Idefics3-8B-Llama3 checkpoint's: SmolVLM's with `<|begin_of_text|>` opening the conversation). The first SmolVLM
+    # releases' Hub folders are `idefics3` ones and load here too; their chat template is SmolVLM's (a run on them
+    # names `template: smolvlm`).
+    CrocFamily(CrocIdefics3Config, CrocIdefics3Model, CrocIdefics3ForConditionalGeneration, CrocIdefics3Processor,
+               True, Idefics3Config, Idefics3ForConditionalGeneration, template="idefics3"),
 )
 
 # The family of a saved Croc folder's `model_type`, and of a plain parent folder's.

@@ -9,7 +9,9 @@ training forward the rows' tokens are split back into images by that layout (`cr
 tokens are all its views' tokens, masked, matched to the pool and reconstructed with their own count, and with
 `bidirectional_span="image"` the image's whole extent (its views and the row / column tokens between them) is one
 block, as Mistral 3's rows with their break tokens. SmolVLM's language model is its `text_model`
-(`croc_language_model`). The family's declaration is this file; the mechanism is `stage15.py`.
+(`croc_language_model`). The family's declaration is this file; the mechanism is `stage15.py`. Idefics3's
+declarations are these (`CrocSmolVLMModelMixin`, `CrocSmolVLMForConditionalGenerationMixin`):
+`modeling_croc_idefics3.py`.
 """
 
 from dataclasses import dataclass
@@ -60,8 +62,9 @@ def smolvlm_image_token_counts(input_ids: torch.LongTensor, image_token_id: int)
     last_of_row[:-1] = rows[1:] != rows[:-1]
     introducers = before[last_of_row].unique()
     if introducers.numel() != 1 or int(introducers) < 0:
-        raise ValueError(f"SmolVLM rows must end their images with a global view introduced by one `<global-img>` "
-                         f"token; the rows' last views are introduced by token ids {introducers.tolist()}")
+        raise ValueError(f"SmolVLM and Idefics3 rows must end their images with a global view introduced by one "
+                         f"`<global-img>` token; the rows' last views are introduced by token ids "
+                         f"{introducers.tolist()}")
     image_ends = before == introducers
     image_of_run = image_ends.long().cumsum(0) - image_ends.long()
     counts = torch.zeros(int(image_ends.sum()), dtype=torch.long, device=input_ids.device)
@@ -85,11 +88,12 @@ class CrocSmolVLMPreTrainedModel(CrocPreTrainedMixin, SmolVLMPreTrainedModel):
         "SmolVLMForConditionalGeneration": "CrocSmolVLMForConditionalGeneration"})
 
 
-class CrocSmolVLMModel(CrocModelMixin, CrocSmolVLMPreTrainedModel, SmolVLMModel):
-    """`SmolVLMModel` with the prompt pool and the stage-1.5 input path (`CrocModelMixin`); its images are split
-    out of the rows' views (`croc_images_of`)."""
+class CrocSmolVLMModelMixin(CrocModelMixin):
+    """The mechanism's base model (`CrocModelMixin`) with what a SmolVLM Croc base model declares on it, shared with
+    Idefics3 (`modeling_croc_idefics3.py`), whose views, connector, token layout and `text_model` are the same: the
+    pixel mask, the language model, the per-image token counts, the images split out of the rows' views
+    (`croc_images_of`) and each image's whole extent as one block."""
 
-    croc_output_class = CrocSmolVLMModelOutputWithPast
     croc_image_inputs = ("pixel_attention_mask",)
 
     @property
@@ -113,7 +117,7 @@ class CrocSmolVLMModel(CrocModelMixin, CrocSmolVLMPreTrainedModel, SmolVLMModel)
         counts = self.image_token_counts(input_ids).tolist()
         tokens = torch.cat(list(features))
         if sum(counts) != tokens.shape[0]:
-            raise ValueError(f"SmolVLM images of {counts} placeholders but {tokens.shape[0]} visual tokens from the "
+            raise ValueError(f"Split images of {counts} placeholders but {tokens.shape[0]} visual tokens from the "
                              "views of pixel_values")
         return list(tokens.split(counts))
 
@@ -125,7 +129,33 @@ class CrocSmolVLMModel(CrocModelMixin, CrocSmolVLMPreTrainedModel, SmolVLMModel)
         return image_extent_block_ids(image_token_mask, token_counts)
 
 
-class CrocSmolVLMForConditionalGeneration(CrocForConditionalGenerationMixin, CrocSmolVLMPreTrainedModel,
+class CrocSmolVLMModel(CrocSmolVLMModelMixin, CrocSmolVLMPreTrainedModel, SmolVLMModel):
+    """`SmolVLMModel` with the prompt pool and the stage-1.5 input path (`CrocModelMixin`); its images are split
+    out of the rows' views (`CrocSmolVLMModelMixin`)."""
+
+    croc_output_class = CrocSmolVLMModelOutputWithPast
+
+
+class CrocSmolVLMForConditionalGenerationMixin(CrocForConditionalGenerationMixin):
+    """The mechanism's generation model (`CrocForConditionalGenerationMixin`) with what a SmolVLM Croc generation
+    model declares on it, shared with Idefics3: the attributes the parent's `__init__` (not run: see
+    `CrocForConditionalGenerationMixin.__init__`) sets besides modules, and each image's token count read from the
+    token layout."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.image_token_id = config.image_token_id
+        self.vocab_size = config.text_config.vocab_size
+
+    def image_token_counts(self, input_ids: torch.LongTensor, num_images: int, **unused) -> torch.LongTensor:
+        """`(num_images,)` visual tokens of each image, from the token layout of `input_ids` `(B, L)`.
+
+        `num_images` is not read: a caller counting the rows of `pixel_values` (the trainer) counts batch rows
+        there, and the layout of `input_ids` tells the images apart."""
+        return self.model.image_token_counts(input_ids)
+
+
+class CrocSmolVLMForConditionalGeneration(CrocSmolVLMForConditionalGenerationMixin, CrocSmolVLMPreTrainedModel,
                                           SmolVLMForConditionalGeneration):
     """Croc on SmolVLM for generation and the three training stages. With `config.croc_pretraining` off (stages 1
     and 2, inference) this is `SmolVLMForConditionalGeneration`; in a stage-1.5 training forward the output also
@@ -136,17 +166,9 @@ class CrocSmolVLMForConditionalGeneration(CrocForConditionalGenerationMixin, Cro
 
     def __init__(self, config: CrocSmolVLMConfig):
         super().__init__(config)
-        # What the parent's __init__ (not run: see `CrocForConditionalGenerationMixin.__init__`) sets besides modules.
-        self.image_token_id = config.image_token_id
-        self.vocab_size = config.text_config.vocab_size
+        # What `SmolVLMForConditionalGeneration.__init__` sets besides Idefics3's (`Idefics3ForConditionalGeneration`
+        # leaves the text model's generation config alone).
         self.model.text_model.generation_config = GenerationConfig.from_model_config(config)
-
-    def image_token_counts(self, input_ids: torch.LongTensor, num_images: int, **unused) -> torch.LongTensor:
-        """`(num_images,)` visual tokens of each image, from the token layout of `input_ids` `(B, L)`.
-
-        `num_images` is not read: a caller counting the rows of `pixel_values` (the trainer) counts batch rows
-        there, and the layout of `input_ids` tells the images apart."""
-        return self.model.image_token_counts(input_ids)
 
 
 register_croc_checkpoint_renames(CrocSmolVLMForConditionalGeneration, SmolVLMForConditionalGeneration)
@@ -156,6 +178,8 @@ register_croc_checkpoint_renames(CrocSmolVLMModel, SmolVLMModel)
 __all__ = [
     "CrocSmolVLMCausalLMOutputWithPast",
     "CrocSmolVLMForConditionalGeneration",
+    "CrocSmolVLMForConditionalGenerationMixin",
     "CrocSmolVLMModel",
+    "CrocSmolVLMModelMixin",
     "CrocSmolVLMPreTrainedModel",
 ]

@@ -14,18 +14,43 @@ Four things differ for training:
 
 An image's expansion holds more than placeholders (`<fake_token_around_image>`, `<row_r_col_c>`, newlines,
 `<global-img>`): `image_expansion_has_structure` makes the training dataset insert that expansion, tokenised.
+That and the length estimate are `CrocSmolVLMProcessorMixin`'s, shared with Idefics3's processor
+(`processing_croc_idefics3.py`), whose image processor and expansion SmolVLM's are.
 """
 
 from transformers import SmolVLMProcessor
 from transformers.processing_utils import ProcessorMixin
 
 
-class CrocSmolVLMProcessor(SmolVLMProcessor):
-    """`SmolVLMProcessor` without the video processor, its image processor returning each image's grid, with the
-    largest per-image placeholder count (`num_image_tokens`) the training dataset estimates row lengths from."""
+class CrocSmolVLMProcessorMixin:
+    """What the training dataset reads of a processor of split images (SmolVLM's, Idefics3's): the expansion it
+    inserts tokenised, and the largest per-image placeholder count (`num_image_tokens`) it estimates row lengths
+    from."""
 
     # The training dataset tokenises `replace_image_token`'s expansion (tile markers included) as the image's ids.
     image_expansion_has_structure = True
+
+    @property
+    def num_image_tokens(self) -> int:
+        """`<image>` placeholders of an image with the most views (the largest grid, `size["longest_edge"]` over
+        `max_image_size["longest_edge"]` tiles a side, plus the global view; one view without splitting): the length
+        estimate of an image row before its image is read (the exact count is `replace_image_token`'s)."""
+        processor = self.image_processor
+        views = 1
+        if processor.do_image_splitting:
+            side = -(-int(processor.size["longest_edge"]) // int(processor.max_image_size["longest_edge"]))
+            views = side * side + 1 if side > 1 else 1
+        return views * int(self.image_seq_len)
+
+    # What stage 1.5 matches against the pool (`trainer.model_loading.fit_images_to_pool`): an image's whole
+    # expansion is visual tokens.
+    max_visual_tokens = num_image_tokens
+
+
+class CrocSmolVLMProcessor(SmolVLMProcessor, CrocSmolVLMProcessorMixin):
+    """`SmolVLMProcessor` without the video processor, its image processor returning each image's grid, with the
+    largest per-image placeholder count (`num_image_tokens`) the training dataset estimates row lengths from
+    (`CrocSmolVLMProcessorMixin`)."""
 
     # ProcessorMixin saves exactly the `__init__` arguments and takes its sub-processors from it.
     def __init__(self, image_processor=None, tokenizer=None, image_seq_len: int = 169, chat_template=None, **kwargs):
@@ -46,21 +71,5 @@ class CrocSmolVLMProcessor(SmolVLMProcessor):
         defaults (and its video chat template), and there is no video processor here."""
         return ProcessorMixin.apply_chat_template(self, conversation, chat_template, **kwargs)
 
-    @property
-    def num_image_tokens(self) -> int:
-        """`<image>` placeholders of an image with the most views (the largest grid, `size["longest_edge"]` over
-        `max_image_size["longest_edge"]` tiles a side, plus the global view; one view without splitting): the length
-        estimate of an image row before its image is read (the exact count is `replace_image_token`'s)."""
-        processor = self.image_processor
-        views = 1
-        if processor.do_image_splitting:
-            side = -(-int(processor.size["longest_edge"]) // int(processor.max_image_size["longest_edge"]))
-            views = side * side + 1 if side > 1 else 1
-        return views * int(self.image_seq_len)
 
-    # What stage 1.5 matches against the pool (`trainer.model_loading.fit_images_to_pool`): an image's whole
-    # expansion is visual tokens.
-    max_visual_tokens = num_image_tokens
-
-
-__all__ = ["CrocSmolVLMProcessor"]
+__all__ = ["CrocSmolVLMProcessor", "CrocSmolVLMProcessorMixin"]

@@ -75,13 +75,15 @@ def test_chat_cli_refuses_a_processor_without_a_chat_template_in_one_line(tmp_pa
 
 def _family_folder(family, path):
     from croc_testing.gemma3 import save_tiny_gemma3
+    from croc_testing.idefics3 import save_tiny_idefics3
     from croc_testing.smolvlm import save_tiny_smolvlm
     from croc_testing.tiny import save_tiny_croc
 
-    return {"llava": save_tiny_croc, "gemma3": save_tiny_gemma3, "smolvlm": save_tiny_smolvlm}[family](path)
+    return {"llava": save_tiny_croc, "gemma3": save_tiny_gemma3, "smolvlm": save_tiny_smolvlm,
+            "idefics3": save_tiny_idefics3}[family](path)
 
 
-@pytest.mark.parametrize("family", ["llava", "gemma3", "smolvlm"])
+@pytest.mark.parametrize("family", ["llava", "gemma3", "smolvlm", "idefics3"])
 def test_answer_batch_equals_one_question_at_a_time(tmp_path, family):
     """A batch (what `lmms-eval --model croc --batch_size N` and the demo's evaluation send) answers each question as
     it is answered alone, with one image, two images or none. The images went to the processor as one flat list,

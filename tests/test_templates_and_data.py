@@ -99,7 +99,7 @@ def test_tokenizer_facts(tokenizer):
 
 def test_registry_and_lookup():
     assert set(TEMPLATES) == {"plain", "vicuna_v1", "qwen_1_5", "qwen2_vl", "qwen3_vl", "qwen3_5", "glm4v", "gemma3",
-                              "gemma4", "internvl", "mistral3", "smolvlm"}
+                              "gemma4", "internvl", "mistral3", "smolvlm", "idefics3"}
     assert get_template("plain") is TEMPLATES["plain"]
     custom = dataclasses.replace(VICUNA_V1, name="brief", system="Be brief. ")
     assert get_template(custom) is custom
