@@ -32,6 +32,14 @@ def user_turn(images: Sequence[Image.Image], text: str) -> dict:
     return {"role": "user", "content": [{"type": "image"} for _ in images] + [{"type": "text", "text": text}]}
 
 
+def _special_tokens(tokenizer, prompts: Sequence[str]) -> dict[str, bool]:
+    """The tokenizer's keyword for rendered `prompts`: a chat template that writes the BOS itself (Idefics3's) gets no
+    second one from a tokenizer that adds it (Llama 3's), as transformers' own `apply_chat_template(tokenize=True)`
+    decides and as training tokenises its rows (one BOS)."""
+    bos = tokenizer.bos_token
+    return {"add_special_tokens": False} if bos and all(prompt.startswith(bos) for prompt in prompts) else {}
+
+
 def answer_batch(
     model,
     processor,
@@ -50,7 +58,8 @@ def answer_batch(
     # Left padding: every prompt of the batch then ends where its answer starts.
     previous_side, tokenizer.padding_side = tokenizer.padding_side, "left"
     try:
-        inputs = processor(images=images if any(images) else None, text=prompts, padding=True, return_tensors="pt")
+        inputs = processor(images=images if any(images) else None, text=prompts, padding=True, return_tensors="pt",
+                           **_special_tokens(tokenizer, prompts))
     finally:
         tokenizer.padding_side = previous_side
     inputs = inputs.to(model.device)
@@ -82,7 +91,8 @@ def continuation_logprob(
     full = processor.apply_chat_template([user, reply])
     if not full.startswith(prompt):
         raise ValueError("the chat template renders the answer turn differently from the generation prompt")
-    inputs = processor(images=list(images) or None, text=[prompt], return_tensors="pt")
+    inputs = processor(images=list(images) or None, text=[prompt], return_tensors="pt",
+                       **_special_tokens(processor.tokenizer, [prompt]))
     prompt_length = inputs["input_ids"].shape[1]
     answer = torch.tensor([continuation_ids(processor.tokenizer, full[len(prompt):])])
     for key, fill in (("input_ids", None), ("attention_mask", 1), ("token_type_ids", 0), ("mm_token_type_ids", 0)):

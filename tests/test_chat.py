@@ -99,3 +99,28 @@ def test_answer_batch_equals_one_question_at_a_time(tmp_path, family):
                  ([blue], "Is it blue?")]
     alone = [answer_batch(model, processor, [question], max_new_tokens=6)[0] for question in questions]
     assert answer_batch(model, processor, questions, max_new_tokens=6) == alone
+
+
+def test_a_template_that_writes_the_bos_gets_no_second_one_from_the_tokenizer(tmp_path):
+    """Idefics3's chat template writes `<|begin_of_text|>` itself, and a real Llama 3 tokenizer adds it too: the
+    answers and the scores were computed after two BOS tokens where training puts one (the tiny tokenizer adds none,
+    so nothing showed it). The rendered prompt is tokenised as transformers' `apply_chat_template(tokenize=True)`
+    tokenises it: one BOS, the template's."""
+    from modeling_croc.chat import answer_batch, continuation_logprob
+    from modeling_croc.loading import load_croc
+
+    model, processor = load_croc(_family_folder("idefics3", tmp_path / "idefics3"))
+    model.eval()
+    processor.tokenizer.add_bos_token = True  # as Llama 3's tokenizer does
+    bos = processor.tokenizer.bos_token_id
+    assert processor.tokenizer("x")["input_ids"][0] == bos
+    seen = []
+    model.register_forward_pre_hook(lambda module, args, kwargs: seen.append(kwargs["input_ids"]), with_kwargs=True)
+    image = Image.new("RGB", (60, 40), (200, 30, 30))
+    answer_batch(model, processor, [([image], "What colour is it?"), ([], "Name a prime.")], max_new_tokens=1)
+    continuation_logprob(model, processor, [image], "What colour is it?", "Red.")
+    assert len(seen) == 2
+    for input_ids in seen:
+        for row in input_ids:
+            row = row[row != processor.tokenizer.pad_token_id] if processor.tokenizer.pad_token_id != bos else row
+            assert row[0] == bos and int((row == bos).sum()) == 1, row[:4].tolist()
