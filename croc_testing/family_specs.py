@@ -34,6 +34,8 @@ from transformers import (
     LlavaOnevision15Model,
     Mistral3ForConditionalGeneration,
     Mistral3Model,
+    PaliGemmaForConditionalGeneration,
+    PaliGemmaModel,
     PreTrainedConfig,
     PreTrainedModel,
     Qwen2_5_VLForConditionalGeneration,
@@ -72,6 +74,7 @@ from modeling_croc import (
     CrocMistral3Config,
     CrocMistral3ForConditionalGeneration,
     CrocMistral3Model,
+    CrocPaliGemmaForConditionalGeneration,
     CrocQwen2_5_VLConfig,
     CrocQwen2_5_VLForConditionalGeneration,
     CrocQwen2_5_VLModel,
@@ -102,6 +105,7 @@ from .idefics3 import tiny_croc_idefics3_config
 from .internvl import make_internvl_batch, tiny_croc_internvl_config
 from .llava_next import make_llava_next_batch, tiny_croc_llava_next_config
 from .mistral3 import MISTRAL3_TOKENS, make_mistral3_batch, tiny_croc_mistral3_config
+from .paligemma import PALIGEMMA_SLIDING_WINDOW, make_paligemma_batch, tiny_croc_paligemma_config
 from .qwen3_vl import make_qwen3_vl_batch, tiny_croc_qwen3_vl_config
 from .smolvlm import SMOLVLM_TOKENS, make_smolvlm_batch, tiny_croc_smolvlm_config
 
@@ -440,7 +444,7 @@ SPECS: tuple[FamilySpec, ...] = (
                       "model.language_model.layers.0.mlp.experts.down_proj",
                       "model.language_model.layers.0.mlp.gate.weight",
                       "model.language_model.layers.0.mlp.shared_expert.up_proj.weight")),
-    FamilySpec(
+    GEMMA3_SPEC := FamilySpec(
         name="gemma3",
         config=tiny_croc_gemma3_config,
         batch=lambda model, left_pad: make_gemma3_batch(model.config, GEMMA3_IMAGES_PER_ROW, TEXT_LENGTHS,
@@ -470,6 +474,22 @@ SPECS: tuple[FamilySpec, ...] = (
         text_embed_scale=lambda config: config.text_config.hidden_size ** 0.5,
         copy_pool_size=16,
     ),
+    # Gemma 3's checks (tied head, sqrt(hidden) text scale, token_type_ids dropped for a causal plain forward) on
+    # PaliGemma's classes, batches (prefix and suffix, one image a row, labels on the suffix), linear projector and
+    # two text models: PaliGemma 2's Gemma 2 (a sliding layer, then a global one; attention soft-capped, so croc_split
+    # is refused) and PaliGemma 1's Gemma (global layers).
+    sharing_declarations(
+        GEMMA3_SPEC, "paligemma", tiny_croc_paligemma_config, CrocPaliGemmaForConditionalGeneration,
+        PaliGemmaModel, PaliGemmaForConditionalGeneration,
+        batch=lambda model, left_pad: make_paligemma_batch(model.config, [3, 5], [4, 2], left_pad=left_pad),
+        token_counts=(4, 4), auto_classes=FamilySpec.auto_classes, unmapped_parent_classes=frozenset(),
+        processor_mro=("PaliGemmaProcessor",),  # transformers' own: the trainer's data path is not built yet
+        mask_variants=(MaskVariant("gemma2", {"gemma": 2}, PALIGEMMA_SLIDING_WINDOW, mixed_layer_types=True),
+                       MaskVariant("gemma", {"gemma": 1})),
+        grad_reaches=("model.multi_modal_projector.linear.weight",
+                      "model.vision_tower.encoder.layers.0.mlp.fc1.weight"),
+        conversion_kept=("text_config.final_logit_softcapping", "text_config.num_image_tokens"),
+        assigned_pool_rows=None, prepare=None, image_features=None),
     FamilySpec(
         name="gemma4",
         config=tiny_croc_gemma4_config,

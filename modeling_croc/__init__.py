@@ -14,6 +14,7 @@ from .configuration_croc_llava_next import CrocLlavaNextConfig
 from .configuration_croc_llava_onevision1_5 import CrocLlavaOnevision15Config
 from .configuration_croc_mistral3 import CrocMistral3Config
 from .configuration_croc_onevision import CrocOnevisionConfig
+from .configuration_croc_paligemma import CrocPaliGemmaConfig
 from .configuration_croc_qwen2_5_vl import CrocQwen2_5_VLConfig
 from .configuration_croc_qwen2_vl import CrocQwen2VLConfig
 from .configuration_croc_qwen3_5 import CrocQwen3_5Config
@@ -84,6 +85,12 @@ from .modeling_croc_onevision import (
     CrocOnevisionForConditionalGeneration,
     CrocOnevisionModel,
     CrocOnevisionPreTrainedModel,
+)
+from .modeling_croc_paligemma import (
+    CrocPaliGemmaCausalLMOutputWithPast,
+    CrocPaliGemmaForConditionalGeneration,
+    CrocPaliGemmaModel,
+    CrocPaliGemmaPreTrainedModel,
 )
 from .modeling_croc_qwen2_5_vl import (
     CrocQwen2_5_VLCausalLMOutputWithPast,
@@ -188,6 +195,11 @@ __all__ = [
     "CrocOnevisionForConditionalGeneration",
     "CrocOnevisionModel",
     "CrocOnevisionPreTrainedModel",
+    "CrocPaliGemmaCausalLMOutputWithPast",
+    "CrocPaliGemmaConfig",
+    "CrocPaliGemmaForConditionalGeneration",
+    "CrocPaliGemmaModel",
+    "CrocPaliGemmaPreTrainedModel",
     "CrocLlavaNextProcessor",
     "CrocInternVLProcessor",
     "CrocMistral3Processor",

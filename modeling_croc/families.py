@@ -32,6 +32,9 @@ from transformers import (
     LlavaOnevisionForConditionalGeneration,
     Mistral3Config,
     Mistral3ForConditionalGeneration,
+    PaliGemmaConfig,
+    PaliGemmaForConditionalGeneration,
+    PaliGemmaProcessor,
     PreTrainedConfig,
     PreTrainedModel,
     Qwen2_5_VLConfig,
@@ -61,6 +64,7 @@ from .configuration_croc_llava_next import CrocLlavaNextConfig
 from .configuration_croc_llava_onevision1_5 import CrocLlavaOnevision15Config
 from .configuration_croc_mistral3 import CrocMistral3Config
 from .configuration_croc_onevision import CrocOnevisionConfig
+from .configuration_croc_paligemma import CrocPaliGemmaConfig
 from .configuration_croc_qwen2_5_vl import CrocQwen2_5_VLConfig
 from .configuration_croc_qwen2_vl import CrocQwen2VLConfig
 from .configuration_croc_qwen3_5 import CrocQwen3_5Config
@@ -82,6 +86,7 @@ from .modeling_croc_llava_onevision1_5 import (
 )
 from .modeling_croc_mistral3 import CrocMistral3ForConditionalGeneration, CrocMistral3Model
 from .modeling_croc_onevision import CrocOnevisionForConditionalGeneration, CrocOnevisionModel
+from .modeling_croc_paligemma import CrocPaliGemmaForConditionalGeneration, CrocPaliGemmaModel
 from .modeling_croc_qwen2_5_vl import CrocQwen2_5_VLForConditionalGeneration, CrocQwen2_5_VLModel
 from .modeling_croc_qwen2_vl import CrocQwen2VLForConditionalGeneration, CrocQwen2VLModel
 from .modeling_croc_qwen3_5 import CrocQwen3_5ForConditionalGeneration, CrocQwen3_5Model
@@ -194,6 +199,11 @@ FAMILIES: tuple[CrocFamily, ...] = (
     # chat format; a batch carries each image's patch positions (`image_position_ids`) and `mm_token_type_ids`.
     CrocFamily(CrocGemma4Config, CrocGemma4Model, CrocGemma4ForConditionalGeneration, CrocGemma4Processor, True,
                Gemma4Config, Gemma4ForConditionalGeneration, template="gemma4"),
+    # PaliGemma 1 and 2 (Gemma or Gemma 2 text model, one entry): transformers' own processor; the trainer's data
+    # path (the prefix / suffix format with `token_type_ids`, suffix-only labels) is not built yet: a run is refused
+    # in one line.
+    CrocFamily(CrocPaliGemmaConfig, CrocPaliGemmaModel, CrocPaliGemmaForConditionalGeneration, PaliGemmaProcessor,
+               False, PaliGemmaConfig, PaliGemmaForConditionalGeneration, trainer_data=False),
     CrocFamily(CrocInternVLConfig, CrocInternVLModel, CrocInternVLForConditionalGeneration, CrocInternVLProcessor,
                True, InternVLConfig, InternVLForConditionalGeneration, template="internvl"),
     CrocFamily(CrocSmolVLMConfig, CrocSmolVLMModel, CrocSmolVLMForConditionalGeneration, CrocSmolVLMProcessor,

@@ -224,6 +224,7 @@ class CrocModelMixin:
     * `croc_normalize_features`: whether `normalize_visual_tokens` applies to `get_image_features`' per-image
       output (False where the family normalises elsewhere, as OneVision per crop);
     * `croc_packing_refusal`: the one line refusing packed rows, for a family whose positions cannot be packed;
+    * `croc_explicit_causal_mask`, for a family whose language model is not causal without a mask (PaliGemma);
     * `croc_image_outputs` and `croc_language_model_kwargs`, for a family whose language model reads more of the
       vision outputs than the visual tokens (Qwen3-VL's DeepStack features);
     * `croc_language_model`, for a family whose language model is not at `.language_model` (SmolVLM);
@@ -239,6 +240,9 @@ class CrocModelMixin:
     croc_normalize_features: bool = True
     # Why the family cannot take packed rows (position_ids restarting per sample), or None where it can.
     croc_packing_refusal: str | None = None
+    # The language model attends non-causally where it is given no mask (PaliGemma's Gemma, whose config turns its
+    # attention modules' `is_causal` off; sdpa skips a plain causal mask): span "none" builds the causal one itself.
+    croc_explicit_causal_mask: bool = False
 
     def __init_subclass__(cls, **kwargs):
         # The parent's signatures stay visible: `generate` encodes images before prefill with the arguments it
@@ -444,6 +448,9 @@ class CrocModelMixin:
                 block_ids = self.croc_image_block_ids(image_token_mask, valid.sum(dim=1))
             else:
                 block_ids = bidirectional_block_ids(span, image_token_mask, labels, attention_mask, sample_positions)
+            if block_ids is None and self.croc_explicit_causal_mask:
+                # No block, but a mask all the same: the language model would read its absence as non-causal.
+                block_ids = torch.full_like(input_ids, -1)
             split_inputs = None
             if self.config.text_config._attn_implementation == SPLIT_ATTENTION:
                 split_inputs = self._split_attention_inputs(input_ids.shape, attention_mask, sample_positions,
@@ -766,7 +773,9 @@ class CrocForConditionalGenerationMixin:
         lm_loss, logits = None, None
         if skip_logits is None:
             skip_logits = self.training
-        cap = self.config.text_config.final_logit_softcapping if self.croc_final_logit_softcapping else None
+        # Read as the parent reads it: a text config without the field (PaliGemma 1's Gemma) caps nothing.
+        cap = (getattr(self.config.text_config, "final_logit_softcapping", None)
+               if self.croc_final_logit_softcapping else None)
         if labels is not None and skip_logits and self.fused_lm_loss:
             if cap:
                 raise ValueError(f"the fused LM loss (use_liger_kernel) has no final logit soft-capping; "

@@ -95,15 +95,15 @@ def test_a_model_that_is_no_folder_and_not_on_the_hub_here_is_one_line(key, tmp_
 
 def test_a_folder_of_a_family_croc_does_not_run_on_is_one_line_naming_the_families(tmp_path, small_data,
                                                                                    monkeypatch, nothing_loaded):
-    """A PaliGemma folder (a transformers VLM family without a Croc declaration) is refused from its config.json; the
+    """An Aya Vision folder (a transformers VLM family without a Croc declaration) is refused from its config.json; the
     line said "expected one of" over a Python list and three tuples, not that the family is not one Croc runs on."""
     import json
 
-    folder = tmp_path / "paligemma"
+    folder = tmp_path / "aya_vision"
     folder.mkdir()
-    (folder / "config.json").write_text(json.dumps({"model_type": "paligemma"}))
+    (folder / "config.json").write_text(json.dumps({"model_type": "aya_vision"}))
     message = _error(monkeypatch, STAGE1_5, tmp_path, folder, small_data)
-    assert message.startswith(f"configuration error: {folder} has model_type='paligemma', which Croc does not run "
+    assert message.startswith(f"configuration error: {folder} has model_type='aya_vision', which Croc does not run "
                               "on: it runs on a plain folder of one of its families (llava, "), message
     assert "docs/MODELS.md#families" in message and "[" not in message and "(" + "'" not in message, message
 
