@@ -28,7 +28,8 @@ from datasets import Dataset, concatenate_datasets
 from huggingface_hub import DatasetCard, is_offline_mode
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-from modeling_croc.publishing import UploadLeakError, check_publish_folder, check_upload_set
+from modeling_croc.publish_folder import check_publish_folder
+from modeling_croc.upload_scan import UploadLeakError, check_upload_set
 
 from . import hub, publish
 from .card import build_card
@@ -222,7 +223,7 @@ def build_recipe(
         num_proc: processes for the image checks.
         push_to_hub: a Hub dataset repo id to push the dataset (Parquet shards) and its card to; summary.json and
             rejects.jsonl stay in `out_dir`. The upload is scanned for tokens and local paths first
-            (`modeling_croc.publishing`).
+            (`modeling_croc.upload_scan`).
         hub_folder: write what `push_to_hub` would upload (Parquet shards and card) into this folder instead of (or
             as well as) pushing: `datasets.load_dataset(hub_folder)` reads it. No network. The folder must be new,
             empty or an earlier hub folder, outside `out_dir` and `data_root` (checked before any source is read).

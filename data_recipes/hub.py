@@ -1,6 +1,6 @@
 """The recipes' only code that talks to the Hugging Face Hub. Called only when a user asks for a Hub source
 (`--set hub.NAME=...`) or `--push-to-hub`; tests replace these functions or the `HfApi` methods, never reach the
-network. A push uploads an exact, scanned file list (`modeling_croc.publishing.push_files`)."""
+network. A push uploads an exact, scanned file list (`modeling_croc.upload_scan.push_files`)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from modeling_croc.publishing import push_files
+from modeling_croc.upload_scan import push_files
 
 from . import publish
 
@@ -39,7 +39,7 @@ def load_hub_dataset(repo_id: str, data_files: str | None = None) -> Dataset:
 def push_folder(folder: str | Path, files: list[str], repo_id: str, *, private: bool | None = None,
                 folders: list[str | Path | None] | tuple = ()) -> CommitInfo:
     """Upload exactly `files` of a written hub folder (`publish.write_hub_files`) to the dataset repo `repo_id` in one
-    commit, after the leak scan of `modeling_croc.publishing` (`folders`: the build's own folders, which must not
+    commit, after the leak scan of `modeling_croc.upload_scan` (`folders`: the build's own folders, which must not
     appear). Shards of an earlier push that this one does not rewrite are deleted, as `Dataset.push_to_hub` does."""
     return push_files(folder, files, repo_id, repo_type="dataset", private=private, folders=folders,
                       commit_message="Upload dataset built by data_recipes",

@@ -10,7 +10,7 @@ copying a single image; the embedded form is for anyone who has the dataset but 
 What goes up is the shards and the card, nothing else: the build folder's `summary.json` and `rejects.jsonl` are
 this machine's records (absolute data paths, rejected rows as read) and stay local. The card is drawn from
 `public_summary`, the summary with this machine's folders written as names. `--hub-folder DIR` follows the
-publish-folder rule of `modeling_croc.publishing` (a new, empty or earlier hub folder, clear of the build's folders).
+publish-folder rule of `modeling_croc.publish_folder` (a new, empty or earlier hub folder, clear of the build's folders).
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard
 
 from modeling_croc.images import resolve_image_path
-from modeling_croc.publishing import prepare_publish_folder, relative_text
+from modeling_croc.publish_folder import prepare_publish_folder, relative_text
 
 # How a pushed dataset stores images: `embedded` (a datasets.Image column, bytes in the Parquet shards) or `path`
 # (the build's relative path strings, usable only next to the same image folders).
@@ -208,7 +208,7 @@ def write_hub_folder(dataset: Dataset, card: DatasetCard, folder: str | Path, nu
                      keep_clear_of: Mapping[str, str | Path | None] | None = None) -> list[str]:
     """`write_hub_files` into the publish folder `folder`, which must be new, empty or an earlier hub folder (only
     that publish's files are replaced) and clear of `keep_clear_of` (`build_folders`); raises
-    `modeling_croc.publishing.PublishFolderError` (one line, nothing deleted) otherwise. Returns the written paths,
+    `modeling_croc.publish_folder.PublishFolderError` (one line, nothing deleted) otherwise. Returns the written paths,
     relative to `folder`."""
     num_shards = num_shards or shard_count(dataset)
     prepare_publish_folder(folder, hub_files(num_shards), option=HUB_FOLDER_OPTION, keep_clear_of=keep_clear_of or {})

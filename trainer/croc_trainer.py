@@ -700,7 +700,7 @@ class CrocTrainer(Trainer):
     def push_to_hub(self, commit_message: str | None = "End of training", blocking: bool = True,
                     token: str | None = None, revision: str | None = None, private: bool | None = None, **kwargs):
         """Upload the final folder's upload set (`trainer.hub.files_to_upload`: no local records, no checkpoints),
-        after the leak scanner passed on it (`modeling_croc.publishing`)."""
+        after the leak scanner passed on it (`modeling_croc.upload_scan`)."""
         from .hub import push
 
         return push(self, commit_message=commit_message, token=token, revision=revision, private=private)

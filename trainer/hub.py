@@ -6,7 +6,7 @@ arguments, `--hub_token` among them), the data report and rejected rows (local d
 files (the run lock, publish markers). JSON files go up with local paths in their path fields written as folder
 names (`write_upload_set`: a LoRA adapter's `base_model_name_or_path`). The dry run writes that set into DIR; the
 push writes it into a staging folder inside `output_dir` (hard links) and uploads exactly that file list in one commit.
-Both scan the set for tokens, local paths and the user name first (`modeling_croc.publishing`), and refuse with one
+Both scan the set for tokens, local paths and the user name first (`modeling_croc.upload_scan`), and refuse with one
 line.
 
 `check_publishing_arguments` runs before the model loads: the dry-run folder rule, the push strategy and a token.
@@ -33,15 +33,8 @@ from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.trainer_utils import HubStrategy
 
 from modeling_croc.provenance import is_hub_id
-from modeling_croc.publishing import (
-    PublishError,
-    UploadLeakError,
-    check_publish_folder,
-    check_upload_set,
-    copy_file,
-    prepare_publish_folder,
-    push_files,
-)
+from modeling_croc.publish_folder import PublishError, check_publish_folder, copy_file, prepare_publish_folder
+from modeling_croc.upload_scan import UploadLeakError, check_upload_set, push_files
 
 from .cli import ConfigError
 from .data_report import REJECTS_FILE, REPORT_FILE
@@ -70,7 +63,7 @@ def check_publishing_arguments(args, use_peft: bool = False) -> None:
     """Refuse, before the model loads, a publish that would delete files, push past the leak check, or fail at the
     end of the run. Raises `ConfigError` (one line).
 
-    * `hub_dry_run`: the folder rule of `modeling_croc.publishing` (new, empty or an earlier dry run's folder, and
+    * `hub_dry_run`: the folder rule of `modeling_croc.publish_folder` (new, empty or an earlier dry run's folder, and
       clear of `output_dir`, and of the merged model's folder when `use_peft`: the LoRA merge writes it).
     * `push_to_hub`: `hub_strategy` must be `end`: the other strategies make the Trainer upload `output_dir` (with
       `training_args.bin`) or whole checkpoints from inside the training loop, where nothing is checked; and a
@@ -229,7 +222,7 @@ def hub_dry_run(trainer, target: str | Path) -> list[str]:
 def push(trainer, commit_message: str | None = None, token: str | None = None, revision: str | None = None,
          private: bool | None = None):
     """Push the final folder: save it, stage the upload set inside `output_dir`, scan it and upload exactly its files
-    (`modeling_croc.publishing.push_files`). Returns the `CommitInfo` on the main process, None elsewhere.
+    (`modeling_croc.upload_scan.push_files`). Returns the `CommitInfo` on the main process, None elsewhere.
 
     `token`, `revision` and `private` default to `hub_token`, `hub_revision` and `hub_private_repo`; the repository
     is the one the Trainer created (`hub_model_id`, else the name of `output_dir`). Raises `ConfigError` (one line)

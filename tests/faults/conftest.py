@@ -15,7 +15,7 @@ from fault_cases import image_row, write_fault_folder, write_good_image
 from run_cases import checkpointed_argv, write_small_folder
 
 from croc_testing.tiny import save_tiny_croc
-from modeling_croc import publishing
+from modeling_croc import upload_scan
 from trainer import train as train_module
 
 # Two cores shared by the xdist workers and the processes the tests start.
@@ -89,11 +89,11 @@ def hub_online(monkeypatch) -> None:
 def scanned(monkeypatch) -> list[tuple[Path, list[str]]]:
     """Every (folder, files) the upload scan ran on, in order."""
     calls = []
-    original = publishing.scan_upload_set
+    original = upload_scan.scan_upload_set
 
     def record(folder, files, **kwargs):
         calls.append((Path(folder), list(files)))
         return original(folder, files, **kwargs)
 
-    monkeypatch.setattr(publishing, "scan_upload_set", record)
+    monkeypatch.setattr(upload_scan, "scan_upload_set", record)
     return calls

@@ -23,8 +23,8 @@ from publish_cases import snapshot as _snapshot
 from publish_cases import write_data as _data
 from run_cases import cli_error as _cli_error
 
-from modeling_croc import publishing
-from modeling_croc.publishing import PUBLISH_MARKER
+from modeling_croc import upload_scan
+from modeling_croc.publish_folder import PUBLISH_MARKER
 from trainer import croc_trainer
 from trainer import hub as trainer_hub
 from trainer import train as train_module
@@ -202,7 +202,7 @@ def test_dry_run_folder_created_during_the_run_is_not_replaced(tiny_model, tmp_p
 
 def test_push_without_a_token_is_refused_before_the_model_loads(tiny_model, tmp_path, monkeypatch, no_model_load,
                                                                 hub_online):
-    for name in publishing.TOKEN_ENVIRONMENT:
+    for name in upload_scan.TOKEN_ENVIRONMENT:
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setattr(huggingface_hub.constants, "HF_TOKEN_PATH", str(tmp_path / "no-stored-token"))
     message = _cli_error(_argv(tmp_path / "out", tiny_model, _data(tmp_path / "data"), "--push_to_hub",

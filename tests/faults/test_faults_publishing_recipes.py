@@ -22,8 +22,8 @@ from publish_cases import write_data as _data
 from data_recipes import build as build_module
 from data_recipes.cli import main as recipes_main
 from data_recipes.publish import hub_files
-from modeling_croc import publishing
-from modeling_croc.publishing import PUBLISH_MARKER
+from modeling_croc import upload_scan
+from modeling_croc.publish_folder import PUBLISH_MARKER
 
 
 def _build_argv(tmp_path: Path, *extra: str) -> list[str]:
@@ -162,7 +162,7 @@ def test_a_source_outside_the_data_root_and_a_data_root_spelled_with_dotdot_go_u
     and a data root spelled with `..`, on a disk outside the scan's local roots (`/data`, `/nfs`, `/dev/shm`): the
     card named both as given (its command line, sources table and parameters), and the scan knew neither, so they
     went up (the hostile tester found `/dev/shm/.../rows.json` in the pushed README, exit 0)."""
-    monkeypatch.setattr(publishing, "LOCAL_ROOTS", ())  # tmp_path stands for such a disk
+    monkeypatch.setattr(upload_scan, "LOCAL_ROOTS", ())  # tmp_path stands for such a disk
     _data(tmp_path / "data")
     corpora = tmp_path / "corpora" / "team-private"
     corpora.mkdir(parents=True)

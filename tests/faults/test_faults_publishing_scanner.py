@@ -1,4 +1,4 @@
-"""Issue 20, item 7: the upload scanner itself (`modeling_croc.publishing.scan_upload_set`), which every publish runs
+"""Issue 20, item 7: the upload scanner itself (`modeling_croc.upload_scan.scan_upload_set`), which every publish runs
 before anything goes up. Planted tokens, local paths, user names and credentials are found in text, JSON, binary,
 safetensors and Parquet files, at their exact offsets (located here by a plain byte search of what was planted);
 look-alikes do not count (URLs, bare words, row text, a common word held by a credential variable)."""
@@ -15,8 +15,8 @@ import torch
 from publish_cases import TOKEN
 from safetensors.torch import save_file
 
-from modeling_croc import publishing
-from modeling_croc.publishing import Finding, scan_upload_set
+from modeling_croc import upload_scan
+from modeling_croc.upload_scan import Finding, scan_upload_set
 
 USER = "alice"
 # Look-alikes that must not count: a URL path, a bare word, a path segment that is not a root, a root alone.
@@ -30,11 +30,11 @@ def _planted_text(token: str, path: str) -> str:
 
 def _expected(name: str, data: bytes, token: str, path: str, where: str = "byte") -> list[Finding]:
     """The findings in `data`, located by plain `bytes.find` of what was planted."""
-    return [Finding(name, f"{where} {data.find(token.encode())}", publishing.TOKEN, f"hf_...({len(token)} characters)"),
-            Finding(name, f"{where} {data.find((path + '/run.json').encode())}", publishing.LOCAL_PATH,
+    return [Finding(name, f"{where} {data.find(token.encode())}", upload_scan.TOKEN, f"hf_...({len(token)} characters)"),
+            Finding(name, f"{where} {data.find((path + '/run.json').encode())}", upload_scan.LOCAL_PATH,
                     path + "/run.json"),
-            Finding(name, f"{where} {data.find(f'/{USER}/x'.encode())}", publishing.USER_NAME, f"/data/{USER}/x"),
-            Finding(name, f"{where} {data.find(f'{USER}@'.encode())}", publishing.USER_NAME,
+            Finding(name, f"{where} {data.find(f'/{USER}/x'.encode())}", upload_scan.USER_NAME, f"/data/{USER}/x"),
+            Finding(name, f"{where} {data.find(f'{USER}@'.encode())}", upload_scan.USER_NAME,
                     f"{USER}@lab.example.org")]
 
 
@@ -57,16 +57,16 @@ def test_scanner_finds_windows_user_folders_raw_and_json_escaped(tmp_path):
     component = ("\\" + USER).encode()
     text, config = (tmp_path / "notes.txt").read_bytes(), (tmp_path / "config.json").read_bytes()
     assert scan_upload_set(tmp_path, ["notes.txt", "config.json"], user_name=USER) == [
-        Finding("notes.txt", "byte 9", publishing.LOCAL_PATH, raw),
-        Finding("notes.txt", f"byte {text.find(component)}", publishing.USER_NAME, raw),
-        Finding("config.json", "byte 10", publishing.LOCAL_PATH, escaped),
-        Finding("config.json", f"byte {config.find(component)}", publishing.USER_NAME, escaped),
+        Finding("notes.txt", "byte 9", upload_scan.LOCAL_PATH, raw),
+        Finding("notes.txt", f"byte {text.find(component)}", upload_scan.USER_NAME, raw),
+        Finding("config.json", "byte 10", upload_scan.LOCAL_PATH, escaped),
+        Finding("config.json", f"byte {config.find(component)}", upload_scan.USER_NAME, escaped),
     ]
 
 
 def test_scanner_reads_binary_files_in_overlapping_chunks(tmp_path, monkeypatch):
     """A token cut by a chunk border is found once, at its offset; the known token needs no `hf_` shape."""
-    monkeypatch.setattr(publishing, "CHUNK_BYTES", 64 * 1024)
+    monkeypatch.setattr(upload_scan, "CHUNK_BYTES", 64 * 1024)
     data = bytearray(np.random.default_rng(0).integers(0, 256, 5 * 64 * 1024, dtype=np.uint8).tobytes())
     known = "api_" + "z9" * 10  # a secret of another shape, known to the process
     planted = {64 * 1024 - 7: f" {TOKEN} ".encode(), 3 * 64 * 1024 - 3: f" {known} ".encode(),
@@ -76,10 +76,10 @@ def test_scanner_reads_binary_files_in_overlapping_chunks(tmp_path, monkeypatch)
     (tmp_path / "blob.bin").write_bytes(bytes(data))
     found = scan_upload_set(tmp_path, ["blob.bin"], tokens=[known], user_name=USER)
     assert found == [
-        Finding("blob.bin", f"byte {64 * 1024 - 6}", publishing.TOKEN, f"hf_...({len(TOKEN)} characters)"),
-        Finding("blob.bin", f"byte {3 * 64 * 1024 - 2}", publishing.TOKEN, f"({len(known)}-character secret)"),
-        Finding("blob.bin", f"byte {4 * 64 * 1024 + 101}", publishing.LOCAL_PATH, f"/home/{USER}/w"),
-        Finding("blob.bin", f"byte {4 * 64 * 1024 + 106}", publishing.USER_NAME, f"/home/{USER}/w"),
+        Finding("blob.bin", f"byte {64 * 1024 - 6}", upload_scan.TOKEN, f"hf_...({len(TOKEN)} characters)"),
+        Finding("blob.bin", f"byte {3 * 64 * 1024 - 2}", upload_scan.TOKEN, f"({len(known)}-character secret)"),
+        Finding("blob.bin", f"byte {4 * 64 * 1024 + 101}", upload_scan.LOCAL_PATH, f"/home/{USER}/w"),
+        Finding("blob.bin", f"byte {4 * 64 * 1024 + 106}", upload_scan.USER_NAME, f"/home/{USER}/w"),
     ]
 
 
@@ -103,9 +103,9 @@ def test_scanner_reads_parquet_metadata_and_decoded_row_values(tmp_path):
     pq.write_table(table, tmp_path / "train.parquet", compression="snappy")
     found = scan_upload_set(tmp_path, ["train.parquet"], tokens=[TOKEN], folders=[folder], user_name=USER)
     assert found == [
-        Finding("train.parquet", "metadata note", publishing.LOCAL_PATH, str(folder)),
-        Finding("train.parquet", "column conversations.value", publishing.TOKEN, f"hf_...({len(TOKEN)} characters)"),
-        Finding("train.parquet", "column conversations.value", publishing.LOCAL_PATH, f"{folder}/images"),
+        Finding("train.parquet", "metadata note", upload_scan.LOCAL_PATH, str(folder)),
+        Finding("train.parquet", "column conversations.value", upload_scan.TOKEN, f"hf_...({len(TOKEN)} characters)"),
+        Finding("train.parquet", "column conversations.value", upload_scan.LOCAL_PATH, f"{folder}/images"),
     ]
 
 
@@ -120,8 +120,8 @@ def test_scanner_finds_this_processes_credentials_and_openai_shaped_keys(tmp_pat
     (tmp_path / "launch.sh").write_text(script)
     (tmp_path / "clean.md").write_text("TOKENIZERS_PARALLELISM=false; see https://example.org/sk-learn and risk-free\n")
     assert scan_upload_set(tmp_path, ["launch.sh", "clean.md"], user_name=USER) == [
-        Finding("launch.sh", f"byte {script.find(wandb_key)}", publishing.SECRET, "(40-character secret)"),
-        Finding("launch.sh", f"byte {script.find(openai_key)}", publishing.SECRET,
+        Finding("launch.sh", f"byte {script.find(wandb_key)}", upload_scan.SECRET, "(40-character secret)"),
+        Finding("launch.sh", f"byte {script.find(openai_key)}", upload_scan.SECRET,
                 f"sk-p...({len(openai_key)} characters)"),
     ]
 

@@ -28,7 +28,7 @@ def test_rotation_keeps_folders_the_user_named_checkpoint_something(tiny_model, 
 
 
 def test_a_private_key_or_credential_in_the_upload_set_is_found(tmp_path):
-    from modeling_croc.publishing import SECRET, scan_upload_set
+    from modeling_croc.upload_scan import SECRET, scan_upload_set
 
     files = {
         "id_ed25519": "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ\n"
@@ -53,7 +53,7 @@ def test_credentials_without_a_prefix_in_lower_case_or_in_a_netrc_are_found(tmp_
     """The shapes of a .env, a secrets JSON, an AWS credentials file and wandb's netrc, as users keep them: a bare
     `API_KEY=` / `PASSWORD=` / `SECRET_KEY=`, lower-case keys, `machine ... password ...`, a fine-grained GitHub
     token. Each is found, by name, never by value; a tokenizer's vocabulary with the same words stays clean."""
-    from modeling_croc.publishing import SECRET, scan_upload_set
+    from modeling_croc.upload_scan import SECRET, scan_upload_set
 
     value = "3f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c"
     files = {

@@ -8,7 +8,7 @@ from huggingface_hub import ModelCard
 from trainer_helpers import log_history, run_stage
 
 from modeling_croc import CrocForConditionalGeneration, CrocProcessor
-from modeling_croc.publishing import PUBLISH_MARKER
+from modeling_croc.publish_folder import PUBLISH_MARKER
 from trainer.hub import files_to_upload
 
 

@@ -17,7 +17,7 @@ from trainer_helpers import log_history, run_stage
 from data_recipes import build_recipe
 from data_recipes.publish import hub_dataset, write_hub_folder
 from modeling_croc import CrocProcessor
-from modeling_croc.publishing import PUBLISH_MARKER
+from modeling_croc.publish_folder import PUBLISH_MARKER
 from trainer.data import CrocSupervisedDataset
 from trainer.data_loading import load_training_rows
 from trainer.script_args import DataArguments

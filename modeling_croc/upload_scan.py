@@ -1,14 +1,8 @@
-"""Publishing to the Hugging Face Hub without deleting or leaking anything: the two rules the trainer
-(`--hub_dry_run DIR`, `--push_to_hub`) and the data recipes (`--hub-folder DIR`, `--push-to-hub`) share.
+"""Publishing to the Hugging Face Hub without leaking anything: the upload-set rule the trainer (`--hub_dry_run DIR`,
+`--push_to_hub`) and the data recipes (`--hub-folder DIR`, `--push-to-hub`) share; which folder a publish may write
+is `publish_folder.py`'s rule.
 
-**The publish-folder rule** (:func:`check_publish_folder`, :func:`prepare_publish_folder`). A folder the user names
-for a publish is written only if it does not exist, is empty, or was written by an earlier publish of this project:
-such a folder holds :data:`PUBLISH_MARKER`, which lists the files that publish wrote, and only those files are
-replaced (a file the user added since is a refusal, not a deletion). The folder may not be, contain or lie inside
-the run's own folders (`output_dir`, a build's `--out` or data root). Anything else is refused with one line naming
-the folder and what it holds, and nothing is deleted. The marker is hidden and never part of an upload set.
-
-**The upload-set scan** (:func:`scan_upload_set`, :func:`check_upload_set`), run on the exact files a push sends,
+The scan (:func:`scan_upload_set`, :func:`check_upload_set`), run on the exact files a push sends,
 before every push, real or dry. It looks for
 
 * Hugging Face tokens: the values this process knows (`HF_TOKEN`, `HUGGING_FACE_HUB_TOKEN`,
@@ -43,21 +37,17 @@ right before.
 from __future__ import annotations
 
 import getpass
-import json
 import os
 import re
-import shutil
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING
 
+from .publish_folder import PublishError
+
 if TYPE_CHECKING:
     from huggingface_hub import CommitInfo
-
-# Written into a publish folder when a publish creates or replaces it; lists the files that publish wrote.
-PUBLISH_MARKER = ".croc-publish.json"
-_MARKER_KIND = "croc publish folder"
 
 CHUNK_BYTES = 8 * 1024 * 1024
 # At least the longest literal looked for (a path can be PATH_MAX long), so no match is cut by a chunk border.
@@ -108,171 +98,12 @@ LOCAL_PATH = "an absolute local path"
 USER_NAME = "the user name"
 
 
-class PublishError(ValueError):
-    """A publish refused before anything was written, deleted or uploaded; the message is one line."""
-
-
-class PublishFolderError(PublishError):
-    """The folder named for a publish may not be written (see the module docstring)."""
-
-
 class UploadLeakError(PublishError):
     """The upload set holds a token, a local path or the user name; `findings` lists every one."""
 
     def __init__(self, message: str, findings: list[Finding]) -> None:
         super().__init__(message)
         self.findings = findings
-
-
-# ---- the publish-folder rule ----------------------------------------------------------------------------------
-
-
-def _real(path: str | Path) -> Path:
-    return Path(os.path.realpath(os.path.expanduser(str(path))))
-
-
-def _describe_entries(folder: Path, names: Sequence[str], limit: int = 5) -> str:
-    shown = [name + ("/" if (folder / name).is_dir() else "") for name in names[:limit]]
-    more = f" and {len(names) - limit} more" if len(names) > limit else ""
-    return ", ".join(shown) + more
-
-
-def _recorded_files(folder: Path) -> list[str] | None:
-    """The files an earlier publish wrote into `folder`, from its marker; None when the folder holds no valid marker
-    (one that names a file outside the folder is not ours)."""
-    try:
-        record = json.loads((folder / PUBLISH_MARKER).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    files = record.get("files") if isinstance(record, dict) and record.get("kind") == _MARKER_KIND else None
-    if not isinstance(files, list) or not all(isinstance(name, str) for name in files):
-        return None
-    for name in files:
-        parts = PurePosixPath(name).parts
-        if not parts or PurePosixPath(name).is_absolute() or ".." in parts or "\\" in name:
-            return None
-    return files
-
-
-def _files_under(folder: Path) -> list[str]:
-    return sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*") if not path.is_dir())
-
-
-def check_publish_folder(folder: str | Path, *, option: str, keep_clear_of: Mapping[str, str | Path | None]) -> None:
-    """Raise :class:`PublishFolderError` unless a publish may write `folder` (see the module docstring).
-
-    Args:
-        option: how the user named the folder, for the message (`--hub_dry_run`, `--hub-folder`).
-        keep_clear_of: the run's own folders by the name the message gives them (`{"output_dir": ...}`); `folder`
-            may not be one of them, contain one or lie inside one. None values are skipped.
-    """
-    real = _real(folder)
-    for name, other in keep_clear_of.items():
-        if other is None:
-            continue
-        other_real = _real(other)
-        if real == other_real:
-            relation = "is"
-        elif other_real in real.parents:
-            relation = "is inside"
-        elif real in other_real.parents:
-            relation = "contains"
-        else:
-            continue
-        raise PublishFolderError(f"{option} {folder} {relation} the {name} {other}: a publish folder is replaced as a "
-                                 "whole, so it must be a separate folder; choose one outside it (nothing was written "
-                                 "or deleted)")
-    if real.exists() and not real.is_dir():
-        raise PublishFolderError(f"{option} {folder} is a file, not a folder: choose a new or empty folder (nothing "
-                                 "was written or deleted)")
-    if not real.is_dir():
-        _check_creatable(real, folder, option)
-        return
-    entries = sorted(os.listdir(real))
-    if not entries:
-        return
-    recorded = _recorded_files(real)
-    if recorded is None:
-        raise PublishFolderError(f"{option} {folder} is not empty and no earlier publish wrote it (it holds "
-                                 f"{_describe_entries(real, entries)}): choose a new or empty folder (nothing was "
-                                 "written or deleted)")
-    ours = {PUBLISH_MARKER, *recorded}
-    foreign = [name for name in _files_under(real) if name not in ours]
-    if foreign:
-        raise PublishFolderError(f"{option} {folder} was written by an earlier publish but now also holds "
-                                 f"{_describe_entries(real, foreign)}, which that publish did not write: move them "
-                                 "or choose another folder (nothing was written or deleted)")
-
-
-def _check_creatable(real: Path, folder: str | Path, option: str) -> None:
-    """Raise :class:`PublishFolderError` unless the missing folder `real` can be created: its nearest existing
-    ancestor is a folder this process may write (found now, not after hours of training)."""
-    ancestor = real.parent
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
-    if not ancestor.is_dir():
-        reason = f"{ancestor} is a file"
-    elif not os.access(ancestor, os.W_OK | os.X_OK):
-        reason = f"{ancestor} is not writable by this user"
-    else:
-        return
-    raise PublishFolderError(f"{option} {folder} cannot be created: {reason}; choose a folder you can write (nothing "
-                             "was written or deleted)")
-
-
-def prepare_publish_folder(folder: str | Path, files: Sequence[str], *, option: str,
-                           keep_clear_of: Mapping[str, str | Path | None]) -> Path:
-    """Check `folder` again (it may have been created since the run started), remove the files an earlier publish
-    wrote there, and mark it as written by this publish, listing `files` (relative paths, written next by the
-    caller: a publish interrupted halfway leaves a folder the next one may still replace). Returns the folder."""
-    check_publish_folder(folder, option=option, keep_clear_of=keep_clear_of)
-    folder = Path(folder).expanduser()
-    previous = (_recorded_files(folder) or []) if folder.is_dir() else []
-    for name in previous:
-        (folder / name).unlink(missing_ok=True)
-        for parent in (folder / name).parents:  # the earlier publish's now-empty subfolders
-            if parent == folder or not parent.is_dir() or any(parent.iterdir()):
-                break
-            parent.rmdir()
-    folder.mkdir(parents=True, exist_ok=True)
-    record = {"kind": _MARKER_KIND, "files": sorted(files)}
-    (folder / PUBLISH_MARKER).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
-    return folder
-
-
-def copy_file(source: str | Path, destination: str | Path, *, link: bool = False) -> None:
-    """Copy `source` to `destination` (parents created); with `link`, hard-link it where the file system allows (a
-    staging folder next to multi-GB weights), copying otherwise."""
-    destination = Path(destination)
-    destination.parent.mkdir(parents=True, exist_ok=True)
-    if link:
-        try:
-            os.link(source, destination)
-            return
-        except OSError:  # another file system, or links not supported: copy
-            pass
-    shutil.copy2(source, destination)
-
-
-def relative_text(text: str, folders: Mapping[str | Path, str]) -> str:
-    """`text` with every occurrence of each local folder (as given, absolute, and resolved) replaced by its public
-    name (`{"/scratch/me/data": "data"}`: `/scratch/me/data/x.json` -> `data/x.json`). Deeper folders are replaced
-    first; a folder is matched only as whole path components."""
-    variants: dict[str, str] = {}
-    for folder, public in folders.items():
-        if folder is None:
-            continue
-        expanded = os.path.expanduser(str(folder))
-        for variant in (os.path.abspath(expanded), os.path.realpath(expanded)):
-            if len(PurePosixPath(variant).parts) > 1:
-                variants.setdefault(variant, public)
-    for variant in sorted(variants, key=len, reverse=True):
-        public = variants[variant]
-        text = re.sub(r"(?<![\w.~-])" + re.escape(variant) + r"(?![\w.~-])", lambda _, public=public: public, text)
-    return text
-
-
-# ---- the upload-set scan ---------------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -619,7 +450,6 @@ __all__ = [
     "CHUNK_BYTES",
     "LOCAL_PATH",
     "LOCAL_ROOTS",
-    "PUBLISH_MARKER",
     "SECRET",
     "SECRET_PATTERNS",
     "TOKEN",
@@ -627,17 +457,11 @@ __all__ = [
     "TOKEN_PATTERN",
     "USER_NAME",
     "Finding",
-    "PublishError",
-    "PublishFolderError",
     "UploadLeakError",
-    "check_publish_folder",
     "check_upload_set",
-    "copy_file",
     "known_secrets",
     "known_tokens",
     "local_folders",
-    "prepare_publish_folder",
     "push_files",
-    "relative_text",
     "scan_upload_set",
 ]
