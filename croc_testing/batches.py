@@ -1,5 +1,7 @@
 """Random LLaVA-layout batches for the tiny Croc configs of `croc_testing.tiny`."""
 
+from collections.abc import Callable
+
 import torch
 
 from modeling_croc.constants import IGNORE_INDEX
@@ -90,3 +92,19 @@ def left_padded(bodies: list[tuple[list[int], list[int]]], pad_token_id: int
         attention_mask[row, start:] = 1
         labels[row, start + len(prompt):] = torch.tensor(answer)
     return input_ids, attention_mask, labels
+
+
+def views_as_one_run(input_ids: torch.LongTensor, image_token_id: int,
+                     inside: Callable[[list[int]], bool]) -> torch.LongTensor:
+    """`input_ids` with every gap between two runs of `image_token_id` that `inside(gap ids)` says lies inside one
+    image (a tiled family's view markers) turned into placeholders, so a per-run reference sees each image as one
+    run."""
+    out = input_ids.clone()
+    for row in out:
+        tokens = row.tolist()
+        positions = [index for index, token in enumerate(tokens) if token == image_token_id]
+        for left, right in zip(positions, positions[1:]):
+            gap = tokens[left + 1:right]
+            if gap and inside(gap):
+                row[left + 1:right] = image_token_id
+    return out

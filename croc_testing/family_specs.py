@@ -28,6 +28,8 @@ from transformers import (
     Idefics3Model,
     InternVLForConditionalGeneration,
     InternVLModel,
+    Lfm2VlForConditionalGeneration,
+    Lfm2VlModel,
     LlavaNextForConditionalGeneration,
     LlavaNextModel,
     LlavaOnevision15ForConditionalGeneration,
@@ -67,6 +69,9 @@ from modeling_croc import (
     CrocInternVLConfig,
     CrocInternVLForConditionalGeneration,
     CrocInternVLModel,
+    CrocLfm2VlConfig,
+    CrocLfm2VlForConditionalGeneration,
+    CrocLfm2VlModel,
     CrocLlavaNextConfig,
     CrocLlavaNextForConditionalGeneration,
     CrocLlavaNextModel,
@@ -89,8 +94,10 @@ from modeling_croc import (
     CrocSmolVLMForConditionalGeneration,
     CrocSmolVLMModel,
 )
+from modeling_croc.attention_mask import RECURRENT_LAYER_TYPES
 
 from .backbones import SLIDING_WINDOW
+from .batches import views_as_one_run
 from .families import QWEN_SLIDING_WINDOW, make_qwen_batch, tiny_croc_qwen2_5_vl_config
 from .gemma3 import (
     GEMMA3_SLIDING_WINDOW,
@@ -103,6 +110,7 @@ from .gemma4 import GEMMA4_SLIDING_WINDOW, make_gemma4_batch, tiny_croc_gemma4_c
 from .glm4v import tiny_croc_glm4v_config
 from .idefics3 import tiny_croc_idefics3_config
 from .internvl import make_internvl_batch, tiny_croc_internvl_config
+from .lfm2_vl import lfm2_vl_images_as_one_run, make_lfm2_vl_batch, tiny_croc_lfm2_vl_config
 from .llava_next import make_llava_next_batch, tiny_croc_llava_next_config
 from .mistral3 import MISTRAL3_TOKENS, make_mistral3_batch, tiny_croc_mistral3_config
 from .paligemma import PALIGEMMA_SLIDING_WINDOW, make_paligemma_batch, tiny_croc_paligemma_config
@@ -122,9 +130,10 @@ class MaskVariant:
         window: the sliding window of the sliding layers, None where every layer is global.
         mixed_layer_types: the text config's `layer_types` mixes sliding and global layers (the window applies to
             the sliding ones only); otherwise the window, if any, applies to every layer (no `layer_types`).
-        recurrent_layers: the text config's `layer_types` mixes linear-attention layers (a causal recurrence that
-            reads the padding mask only, Qwen3.5's Gated DeltaNet) and global ones: the mixed mask is the global
-            layers', a linear layer takes its parent's padding mask (`is_recurrent`).
+        recurrent_layers: the text config's `layer_types` mixes recurrent layers (`RECURRENT_LAYER_TYPES`: causal by
+            construction, reading the padding mask only; Qwen3.5's Gated DeltaNet, LFM2's short convolution) and
+            global ones: the mixed mask is the global layers', a recurrent layer takes its parent's padding mask
+            (`is_recurrent`).
     """
 
     name: str
@@ -134,8 +143,8 @@ class MaskVariant:
     recurrent_layers: bool = False
 
     def is_recurrent(self, config: PreTrainedConfig, index: int) -> bool:
-        """Whether decoder layer `index` is a linear-attention (recurrent) layer, which no attention mask reaches."""
-        return self.recurrent_layers and config.text_config.layer_types[index] == "linear_attention"
+        """Whether decoder layer `index` is a recurrent layer, which no attention mask reaches."""
+        return self.recurrent_layers and config.text_config.layer_types[index] in RECURRENT_LAYER_TYPES
 
     def layer_window(self, config: PreTrainedConfig, index: int) -> int | None:
         """The window of decoder layer `index`, None for a global layer."""
@@ -315,16 +324,9 @@ def _smolvlm_images_as_one_run(input_ids: torch.LongTensor) -> torch.LongTensor:
     the next begins)."""
     inner = {SMOLVLM_TOKENS["fake"], SMOLVLM_TOKENS["global"], SMOLVLM_TOKENS["newline"],
              *range(SMOLVLM_TOKENS["row_col"], SMOLVLM_TOKENS["row_col"] + 4)}
-    image, fake = SMOLVLM_TOKENS["image"], SMOLVLM_TOKENS["fake"]
-    out = input_ids.clone()
-    for row in out:
-        tokens = row.tolist()
-        positions = [index for index, token in enumerate(tokens) if token == image]
-        for left, right in zip(positions, positions[1:]):
-            gap = tokens[left + 1:right]
-            if gap and set(gap) <= inner and all(gap[k:k + 2] != [fake, fake] for k in range(len(gap) - 1)):
-                row[left + 1:right] = image
-    return out
+    fake = SMOLVLM_TOKENS["fake"]
+    return views_as_one_run(input_ids, SMOLVLM_TOKENS["image"], lambda gap: set(gap) <= inner and all(
+        gap[k:k + 2] != [fake, fake] for k in range(len(gap) - 1)))
 
 
 def _gemma3_image_features(model: PreTrainedModel, batch: Batch) -> list[torch.Tensor]:
@@ -598,6 +600,28 @@ SPECS: tuple[FamilySpec, ...] = (
         SMOLVLM_SPEC, "idefics3", tiny_croc_idefics3_config,
         CrocIdefics3ForConditionalGeneration, Idefics3Model, Idefics3ForConditionalGeneration,
         processor_mro=("CrocIdefics3Processor", "Idefics3Processor")),
+    FamilySpec(
+        name="lfm2_vl",
+        config=tiny_croc_lfm2_vl_config,
+        batch=lambda model, left_pad: make_lfm2_vl_batch(model.config, left_pad=left_pad),
+        # 4 tokens a 4 x 4-patch tile: 1 x 2 tiles + a 4 x 2 thumbnail, a small 4 x 4 image whole, 2 x 2 tiles + a 2 x 4
+        # thumbnail (`LFM2_VL_IMAGES`), the last two in one row; the per-view outputs joined by `croc_images_of`.
+        token_counts=(10, 4, 18),
+        config_class=CrocLfm2VlConfig, model_class=CrocLfm2VlModel,
+        generation_class=CrocLfm2VlForConditionalGeneration,
+        parent_model=Lfm2VlModel, parent_generation=Lfm2VlForConditionalGeneration,
+        processor_mro=("Lfm2VlProcessor",),  # transformers' own (its image processor needs torchvision)
+        # A short-convolution layer (causal by construction: the span applies on the full-attention layer only), then
+        # a full-attention one, as LFM2 interleaves them.
+        mask_variants=(MaskVariant("hybrid", recurrent_layers=True),),
+        grad_reaches=("model.multi_modal_projector.linear_1.weight",
+                      "model.language_model.layers.0.conv.in_proj.weight",
+                      "model.language_model.layers.0.conv.conv.weight"),
+        conversion_kept=("downsample_factor", "text_config.layer_types"),
+        tied_head=True,
+        # An image's block is its whole extent: the tile and thumbnail markers between its views are inside it.
+        reference_layout=lfm2_vl_images_as_one_run,
+    ),
 )
 
 SPECS_BY_NAME: dict[str, FamilySpec] = {spec.name: spec for spec in SPECS}

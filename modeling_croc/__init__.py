@@ -10,6 +10,7 @@ from .configuration_croc_glm4v import CrocGlm4vConfig
 from .configuration_croc_glm46v import CrocGlm46VConfig
 from .configuration_croc_idefics3 import CrocIdefics3Config
 from .configuration_croc_internvl import CrocInternVLConfig
+from .configuration_croc_lfm2_vl import CrocLfm2VlConfig
 from .configuration_croc_llava_next import CrocLlavaNextConfig
 from .configuration_croc_llava_onevision1_5 import CrocLlavaOnevision15Config
 from .configuration_croc_mistral3 import CrocMistral3Config
@@ -60,6 +61,12 @@ from .modeling_croc_internvl import (
     CrocInternVLForConditionalGeneration,
     CrocInternVLModel,
     CrocInternVLPreTrainedModel,
+)
+from .modeling_croc_lfm2_vl import (
+    CrocLfm2VlCausalLMOutputWithPast,
+    CrocLfm2VlForConditionalGeneration,
+    CrocLfm2VlModel,
+    CrocLfm2VlPreTrainedModel,
 )
 from .modeling_croc_llava_next import (
     CrocLlavaNextCausalLMOutputWithPast,
@@ -288,6 +295,11 @@ __all__ = [
     "CrocIdefics3Model",
     "CrocIdefics3PreTrainedModel",
     "CrocIdefics3Processor",
+    "CrocLfm2VlCausalLMOutputWithPast",
+    "CrocLfm2VlConfig",
+    "CrocLfm2VlForConditionalGeneration",
+    "CrocLfm2VlModel",
+    "CrocLfm2VlPreTrainedModel",
     "CrocSmolVLMCausalLMOutputWithPast",
     "CrocSmolVLMConfig",
     "CrocSmolVLMForConditionalGeneration",

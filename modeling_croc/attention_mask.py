@@ -7,9 +7,10 @@ eager, bool for sdpa, BlockMask for flex). Language models that mix sliding-wind
 own forward reads (a mapping keyed by layer type where the config has `layer_types`, the same form transformers'
 `create_masks_for_generate` hands them): a single 4D mask would be used as it is by every layer and silently turn
 the sliding layers global. On a sliding layer the window still holds inside a bidirectional block: a query sees no
-key more than `sliding_window - 1` positions back, as Gemma 3 composes its own image blocks. A linear-attention layer
-(Qwen3.5's Gated DeltaNet, `"linear_attention"` in `layer_types`) is a causal recurrence that reads no attention mask,
-only the 2D padding mask: no bidirectional block can apply to it, and it gets the padding mask its parent gives it.
+key more than `sliding_window - 1` positions back, as Gemma 3 composes its own image blocks. A recurrent layer
+(`RECURRENT_LAYER_TYPES`: Qwen3.5's Gated DeltaNet, `"linear_attention"`, and LFM2's short gated convolution,
+`"conv"`, in `layer_types`) is causal by construction and reads no attention mask, only the 2D padding mask: no
+bidirectional block can apply to it, and it gets the padding mask its parent gives it.
 
 With `bidirectional_span="none"` no mask is built at all: the language model receives the 2D padding mask and
 makes its own causal masks, so every backend (FlashAttention included) and every layer type works unchanged.
@@ -204,12 +205,19 @@ def _sliding_mask(text_config: PreTrainedConfig, inputs_embeds: torch.Tensor, at
                               and_mask_function=and_masks(window, packed_sequence_mask_function(samples)))
 
 
+# Layer types that are causal by construction and read the 2D padding mask only (transformers builds theirs with
+# `create_recurrent_attention_mask`): Qwen3.5's Gated DeltaNet (`"linear_attention"`, a causal convolution and a
+# recurrence) and LFM2's short gated convolution (`"conv"`, a causal depthwise convolution over a few positions).
+RECURRENT_LAYER_TYPES = ("linear_attention", "conv")
+
+
 def recurrent_layer_mask(text_config: PreTrainedConfig, shape: torch.Size,
                          attention_mask: torch.Tensor | None) -> torch.Tensor | None:
-    """What a linear-attention layer takes as its mask, whatever the span and the attention path: the parent's own
-    (`create_recurrent_attention_mask`: the 2D padding mask, None where nothing is padded). The layer is a causal
-    recurrence (each position's output reads the state of the earlier ones), so a bidirectional block cannot apply to
-    it; the padding mask zeroes padding before it enters the state. `shape` is the batch's `(B, L)`."""
+    """What a recurrent layer (`RECURRENT_LAYER_TYPES`) takes as its mask, whatever the span and the attention path:
+    the parent's own (`create_recurrent_attention_mask`: the 2D padding mask, None where nothing is padded). The layer
+    is causal by construction (each position's output reads its own and earlier inputs, through a state or a causal
+    convolution), so a bidirectional block cannot apply to it; the padding mask zeroes padding before it enters the
+    state or the convolution window. `shape` is the batch's `(B, L)`."""
     # The parent's builder reads the embeddings for their length only.
     length_only = torch.empty(*shape[:2], 0, device=None if attention_mask is None else attention_mask.device)
     return create_recurrent_attention_mask(text_config, length_only, attention_mask)
@@ -222,7 +230,7 @@ def _recurrent_mask(text_config: PreTrainedConfig, inputs_embeds: torch.Tensor, 
 
 # Layer type -> builder of its mixed mask.
 MIXED_MASK_BUILDERS = {"full_attention": _global_mask, "sliding_attention": _sliding_mask,
-                       "linear_attention": _recurrent_mask}
+                       **dict.fromkeys(RECURRENT_LAYER_TYPES, _recurrent_mask)}
 
 
 def text_position_ids(position_ids: torch.LongTensor | None) -> torch.LongTensor | None:
@@ -293,7 +301,7 @@ def build_mixed_attention_mask(
     Returns:
         `attention_mask` itself when `block_ids` is None (the model builds its own causal masks, for any backend);
         otherwise the mask for the backend (4D tensor or BlockMask), or a mapping layer type -> mask for language
-        models that take one (a linear-attention layer's: its parent's padding mask, `recurrent_layer_mask`).
+        models that take one (a recurrent layer's: its parent's padding mask, `recurrent_layer_mask`).
     """
     if block_ids is None:
         return attention_mask

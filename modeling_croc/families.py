@@ -22,6 +22,9 @@ from transformers import (
     Idefics3ForConditionalGeneration,
     InternVLConfig,
     InternVLForConditionalGeneration,
+    Lfm2VlConfig,
+    Lfm2VlForConditionalGeneration,
+    Lfm2VlProcessor,
     LlavaConfig,
     LlavaForConditionalGeneration,
     LlavaNextConfig,
@@ -60,6 +63,7 @@ from .configuration_croc_glm4v import CrocGlm4vConfig
 from .configuration_croc_glm46v import CrocGlm46VConfig
 from .configuration_croc_idefics3 import CrocIdefics3Config
 from .configuration_croc_internvl import CrocInternVLConfig
+from .configuration_croc_lfm2_vl import CrocLfm2VlConfig
 from .configuration_croc_llava_next import CrocLlavaNextConfig
 from .configuration_croc_llava_onevision1_5 import CrocLlavaOnevision15Config
 from .configuration_croc_mistral3 import CrocMistral3Config
@@ -79,6 +83,7 @@ from .modeling_croc_glm4v import CrocGlm4vForConditionalGeneration, CrocGlm4vMod
 from .modeling_croc_glm46v import CrocGlm46VForConditionalGeneration, CrocGlm46VModel
 from .modeling_croc_idefics3 import CrocIdefics3ForConditionalGeneration, CrocIdefics3Model
 from .modeling_croc_internvl import CrocInternVLForConditionalGeneration, CrocInternVLModel
+from .modeling_croc_lfm2_vl import CrocLfm2VlForConditionalGeneration, CrocLfm2VlModel
 from .modeling_croc_llava_next import CrocLlavaNextForConditionalGeneration, CrocLlavaNextModel
 from .modeling_croc_llava_onevision1_5 import (
     CrocLlavaOnevision15ForConditionalGeneration,
@@ -214,6 +219,12 @@ FAMILIES: tuple[CrocFamily, ...] = (
     # names `template: smolvlm`).
     CrocFamily(CrocIdefics3Config, CrocIdefics3Model, CrocIdefics3ForConditionalGeneration, CrocIdefics3Processor,
                True, Idefics3Config, Idefics3ForConditionalGeneration, template="idefics3"),
+    # transformers' own processor (its image processor needs torchvision, which this project runs without: the
+    # trainer's data path is not built, a run is refused in one line); the model classes, conversion and export work.
+    # Its checkpoints' chat format (ChatML after `<|startoftext|>`, no default system message) is not a template here
+    # yet: nothing trains it (docs/MODELS.md).
+    CrocFamily(CrocLfm2VlConfig, CrocLfm2VlModel, CrocLfm2VlForConditionalGeneration, Lfm2VlProcessor, False,
+               Lfm2VlConfig, Lfm2VlForConditionalGeneration, trainer_data=False),
 )
 
 # The family of a saved Croc folder's `model_type`, and of a plain parent folder's.

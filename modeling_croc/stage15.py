@@ -26,6 +26,7 @@ from transformers.utils import ModelOutput
 from transformers.utils.generic import can_return_tuple
 
 from .attention_mask import (
+    RECURRENT_LAYER_TYPES,
     attention_layer_types,
     bidirectional_block_ids,
     build_mixed_attention_mask,
@@ -228,6 +229,7 @@ class CrocModelMixin:
     * `croc_image_outputs` and `croc_language_model_kwargs`, for a family whose language model reads more of the
       vision outputs than the visual tokens (Qwen3-VL's DeepStack features);
     * `croc_language_model`, for a family whose language model is not at `.language_model` (SmolVLM);
+    * `croc_final_norm`, for a family whose language model's final norm is not at `.norm` (LFM2's);
     * `croc_images_of`, for a family whose vision outputs are not one entry per image (InternVL's tiles,
       SmolVLM's samples);
     * `croc_image_block_ids`, for a family whose processor interrupts an image's run of placeholders (Pixtral's
@@ -292,6 +294,13 @@ class CrocModelMixin:
         """The language model the parent's forward calls with the text embeddings, where the stage-1.5 inputs go:
         `language_model` in most families; a family naming it otherwise (SmolVLM's `text_model`) returns it here."""
         return self.language_model
+
+    @property
+    def croc_final_norm(self) -> nn.Module | None:
+        """The language model's final norm (its input is the last decoder layer's output, what
+        `vtr_prediction="last_layer"` reads): `norm` in most families; a family naming it otherwise (LFM2's
+        `embedding_norm`) returns it here."""
+        return getattr(self.croc_language_model, "norm", None)
 
     def croc_images_of(self, features: list[torch.Tensor], input_ids: torch.LongTensor) -> list[torch.Tensor]:
         """The vision outputs' `pooler_output` entries regrouped into one `(T_i, D)` tensor per image, the unit the
@@ -523,11 +532,11 @@ class CrocModelMixin:
             raise ValueError(problem)
         mask = mask_placeholder(shape[0], self.croc_language_model.device)
         layer_types, keyed = attention_layer_types(text_config)
-        if keyed and "linear_attention" in layer_types:
-            # A linear-attention layer reads no segments, only the padding mask (the placeholder would read as
-            # none, and padding would enter its recurrent state): its parent's, as on the mask path.
-            mask = {kind: mask for kind in layer_types}
-            mask["linear_attention"] = recurrent_layer_mask(text_config, shape, attention_mask)
+        if keyed and set(layer_types) & set(RECURRENT_LAYER_TYPES):
+            # A recurrent layer (Gated DeltaNet, LFM2's convolution) reads no segments, only the padding mask (the
+            # placeholder would read as none, and padding would enter its state): its parent's, as on the mask path.
+            recurrent = recurrent_layer_mask(text_config, shape, attention_mask)
+            mask = {kind: recurrent if kind in RECURRENT_LAYER_TYPES else mask for kind in layer_types}
         return {SEGMENTS_KEY: build_attention_segments(shape, block_ids, attention_mask, position_ids),
                 "attention_mask": mask}
 
@@ -548,7 +557,7 @@ class CrocModelMixin:
         if self.config.vtr_prediction != "last_layer":
             yield captured
             return
-        final_norm = getattr(self.croc_language_model, "norm", None)
+        final_norm = self.croc_final_norm
         if final_norm is None:
             raise ValueError(f"vtr_prediction='last_layer' needs the language model's final norm at `.norm`; "
                              f"{type(self.croc_language_model).__name__} has none")

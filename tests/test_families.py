@@ -35,6 +35,7 @@ from croc_testing.family_specs import (
     layer_masks,
 )
 from croc_testing.reference_masks import reference_allowed
+from modeling_croc.attention_mask import RECURRENT_LAYER_TYPES
 from modeling_croc.convert import croc_to_llava
 from modeling_croc.loading import load_croc
 from modeling_croc.split_attention import SEGMENTS_KEY, SPLIT_ATTENTION, split_attention_problem
@@ -191,8 +192,9 @@ def test_every_layer_gets_the_mixed_mask_of_its_own_type(spec: FamilySpec, varia
         assert batch["input_ids"].shape[1] > variant.window
     if variant.mixed_layer_types:
         assert set(config.text_config.layer_types) == {"full_attention", "sliding_attention"}
-    elif variant.recurrent_layers:
-        assert set(config.text_config.layer_types) == {"full_attention", "linear_attention"}
+    elif variant.recurrent_layers:  # global layers and one recurrent kind (Gated DeltaNet, LFM2's convolution)
+        recurrent = set(config.text_config.layer_types) - {"full_attention"}
+        assert len(recurrent) == 1 and recurrent <= set(RECURRENT_LAYER_TYPES)
     elif variant.window is None:  # a global layout: no layer is declared sliding
         assert set(getattr(config.text_config, "layer_types", None) or ["full_attention"]) == {"full_attention"}
     with torch.no_grad():
@@ -268,6 +270,62 @@ def test_split_attention_equals_the_mask_path(spec: FamilySpec, variant: MaskVar
             assert b.grad is None, name
             continue
         torch.testing.assert_close(b.grad, a.grad, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def _layer_calls(croc, batch: dict) -> dict[int, tuple[tuple, dict]]:
+    """The arguments every decoder layer ran with in one stage-1.5 forward, by layer index."""
+    calls: dict[int, tuple[tuple, dict]] = {}
+    hooks = [layer.register_forward_pre_hook(
+        lambda module, args, kwargs, index=index: calls.__setitem__(index, (args, dict(kwargs))), with_kwargs=True)
+        for index, layer in enumerate(croc.model.croc_language_model.layers)]
+    try:
+        with torch.no_grad():
+            croc(**batch, croc_generator=_generator())
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return calls
+
+
+def _rerun_with_later_positions_changed(layer, call: tuple[tuple, dict], row: int, position: int) -> torch.Tensor:
+    """The layer's output on its own inputs and on the same inputs with every position of `row` after `position`
+    replaced by noise: `(2, L, D)`, the two outputs of `row`."""
+    args, kwargs = call
+    hidden = args[0] if args else kwargs.pop("hidden_states")
+    kwargs = {**kwargs, "cache": None}  # each rerun on its own: nothing read from or added to the forward's cache
+    changed = hidden.clone()
+    changed[row, position + 1:] = torch.randn_like(changed[row, position + 1:]) * 10
+    with torch.no_grad():
+        outputs = [layer(states, *args[1:], **kwargs) for states in (hidden, changed)]
+    return torch.stack([output[row] for output in outputs])
+
+
+@pytest.mark.parametrize("span", ["image", "prompt"])
+@pytest.mark.parametrize("spec", [spec for spec in SPECS if any(variant.recurrent_layers
+                                                                for variant in spec.mask_variants)], ids=str)
+def test_a_recurrent_layer_is_causal_at_visual_positions_where_a_full_one_is_not(spec: FamilySpec, span: str):
+    """In a stage-1.5 forward, a recurrent layer's output (Qwen3.5's Gated DeltaNet, LFM2's short convolution) at the
+    first visual position of an image reads no later position (changing every later input leaves it and every
+    earlier output as they were), where the full-attention layer's output there reads the later tokens of the same
+    block (the span's bidirectional attention): the span holds on the full-attention layers only."""
+    croc = spec.build(croc_pretraining=True, bidirectional_span=span).train()
+    variant = next(variant for variant in spec.mask_variants if variant.recurrent_layers)
+    layer_count = len(croc.model.croc_language_model.layers)
+    recurrent = next(index for index in range(layer_count) if variant.is_recurrent(croc.config, index))
+    full = next(index for index in range(layer_count) if not variant.is_recurrent(croc.config, index))
+    batch = spec.batch(croc, 2)
+    calls = _layer_calls(croc, batch)
+    layers = croc.model.croc_language_model.layers
+    row = 0
+    first_visual = int((batch["input_ids"][row] == croc.config.image_token_id).nonzero()[0])
+    assert batch["attention_mask"][row, first_visual]
+
+    outputs = _rerun_with_later_positions_changed(layers[recurrent], calls[recurrent], row, first_visual)
+    torch.testing.assert_close(outputs[1, :first_visual + 1], outputs[0, :first_visual + 1], rtol=0, atol=1e-6)
+    assert not torch.allclose(outputs[1, first_visual + 1:], outputs[0, first_visual + 1:])  # later ones did change
+
+    outputs = _rerun_with_later_positions_changed(layers[full], calls[full], row, first_visual)
+    assert not torch.allclose(outputs[1, first_visual], outputs[0, first_visual], rtol=1e-4, atol=1e-4)
 
 
 @every_family
