@@ -145,8 +145,8 @@ def test_checkpoints_that_all_fail_are_not_rotated_away_by_a_fresh_start(two_ste
 
 # Named here (the family specs are imported inside the tests, not at collection); the test below keeps it whole.
 CHECKPOINT_FAMILIES = ("qwen2_vl", "qwen2_5_vl", "llava_onevision1_5", "qwen3_vl", "qwen3_vl_moe", "qwen3_5", "qwen3_5_moe",
-                       "glm4v", "glm46v", "gemma3", "gemma4", "llava_next", "mistral3", "internvl", "smolvlm",
-                       "idefics3")
+                       "glm4v", "glm46v", "gemma3", "gemma4", "paligemma", "llava_next", "mistral3", "internvl",
+                       "smolvlm", "idefics3", "lfm2_vl")
 
 
 def test_the_checkpoint_round_trip_covers_every_family():
