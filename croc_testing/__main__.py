@@ -1,7 +1,7 @@
 """`python -m croc_testing tiny-model FOLDER`: write the random tiny "stage 0" model the cpu_tiny configs start from;
 `python -m croc_testing tiny-qwen2_5_vl FOLDER` (`tiny-qwen2_vl`, `tiny-llava_onevision1_5`, `tiny-qwen3_vl`,
 `tiny-qwen3_vl_moe`, `tiny-qwen3_5`, `tiny-qwen3_5_moe`, `tiny-glm4v`, `tiny-glm46v`, `tiny-gemma3`, `tiny-gemma4`,
-`tiny-llava_next`, `tiny-internvl`, `tiny-mistral3`, `tiny-smolvlm`, `tiny-idefics3`): a random tiny plain folder of
+`tiny-paligemma`, `tiny-llava_next`, `tiny-internvl`, `tiny-mistral3`, `tiny-smolvlm`, `tiny-idefics3`): a random tiny plain folder of
 that family, laid out as a Hub checkpoint is, which its cpu_tiny stage-1.5 config starts from."""
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from .idefics3 import save_tiny_idefics3
 from .internvl import save_tiny_internvl
 from .llava_next import save_tiny_llava_next
 from .mistral3 import save_tiny_mistral3
+from .paligemma import save_tiny_paligemma
 from .qwen3_vl import save_tiny_qwen3_5, save_tiny_qwen3_5_moe, save_tiny_qwen3_vl, save_tiny_qwen3_vl_moe
 from .smolvlm import save_tiny_smolvlm
 from .tiny import TINY_SIZES, save_tiny_croc
@@ -28,6 +29,7 @@ PLAIN_FOLDERS = {"tiny-qwen2_5_vl": save_tiny_qwen2_5_vl, "tiny-qwen2_vl": save_
                  "tiny-qwen3_5_moe": save_tiny_qwen3_5_moe, "tiny-glm4v": save_tiny_glm4v,
                  "tiny-glm46v": save_tiny_glm46v,
                  "tiny-gemma3": save_tiny_gemma3, "tiny-gemma4": save_tiny_gemma4,
+                 "tiny-paligemma": save_tiny_paligemma,
                  "tiny-llava_next": save_tiny_llava_next,
                  "tiny-internvl": save_tiny_internvl, "tiny-mistral3": save_tiny_mistral3,
                  "tiny-smolvlm": save_tiny_smolvlm, "tiny-idefics3": save_tiny_idefics3}

@@ -485,7 +485,7 @@ SPECS: tuple[FamilySpec, ...] = (
         PaliGemmaModel, PaliGemmaForConditionalGeneration,
         batch=lambda model, left_pad: make_paligemma_batch(model.config, [3, 5], [4, 2], left_pad=left_pad),
         token_counts=(4, 4), auto_classes=FamilySpec.auto_classes, unmapped_parent_classes=frozenset(),
-        processor_mro=("PaliGemmaProcessor",),  # transformers' own: the trainer's data path is not built yet
+        processor_mro=("CrocPaliGemmaProcessor", "PaliGemmaProcessor"),  # PaliGemma's own, subclassed
         mask_variants=(MaskVariant("gemma2", {"gemma": 2}, PALIGEMMA_SLIDING_WINDOW, mixed_layer_types=True),
                        MaskVariant("gemma", {"gemma": 1})),
         grad_reaches=("model.multi_modal_projector.linear.weight",

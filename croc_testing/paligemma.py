@@ -80,5 +80,53 @@ def make_paligemma_batch(config, prefix_lengths: list[int], suffix_lengths: list
             "token_type_ids": token_type_ids}
 
 
-__all__ = ["PALIGEMMA_SLIDING_WINDOW", "PALIGEMMA_TOKENS", "PALIGEMMA_TOKENS_PER_IMAGE", "make_paligemma_batch",
-           "tiny_croc_paligemma_config", "tiny_paligemma_fields"]
+# PaliGemma's special tokens as its tokenizer names them: padding, end and start of text, unknown, the image
+# placeholder (`PaliGemmaProcessor` reads it as the tokenizer's `image_token`).
+PALIGEMMA_SPECIAL_TOKENS = ("<pad>", "<eos>", "<bos>", "<unk>", "<image>")
+
+
+def tiny_paligemma_processor():
+    """A `CrocPaliGemmaProcessor` available offline: a Gemma-style BPE tokenizer (`croc_testing.gemma3.
+    gemma_bpe_tokenizer`) with `PALIGEMMA_SPECIAL_TOKENS` (the processor adds PaliGemma's 1152 `<locNNNN>` /
+    `<segNNN>` tokens and turns the tokenizer's own BOS off, as it does to a checkpoint's), SigLIP's PIL image
+    processor at the tiny tower's 16x16 with `PALIGEMMA_TOKENS_PER_IMAGE` tokens an image, the `paligemma` chat
+    template."""
+    from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
+
+    from modeling_croc.conversation import get_template
+    from modeling_croc.processing_croc_paligemma import CrocPaliGemmaProcessor
+
+    from .gemma3 import gemma_bpe_tokenizer
+
+    tokenizer = gemma_bpe_tokenizer(PALIGEMMA_SPECIAL_TOKENS, {"image_token": "<image>"})
+    image_processor = SiglipImageProcessorPil(size={"height": 16, "width": 16})
+    image_processor.image_seq_length = PALIGEMMA_TOKENS_PER_IMAGE  # a checkpoint's preprocessor_config.json has it
+    return CrocPaliGemmaProcessor(image_processor=image_processor, tokenizer=tokenizer,
+                                  chat_template=get_template("paligemma").chat_template(tokenizer.eos_token, "<image>"))
+
+
+def save_tiny_paligemma(folder, seed: int = 0):
+    """Write a random tiny plain PaliGemma 2 folder (`PaliGemmaForConditionalGeneration` on Gemma 2, `tiny_paligemma_
+    fields`, and the files of a `PaliGemmaProcessor` with `tiny_paligemma_processor`'s parts), laid out as a Hub
+    checkpoint is: what a user starts Croc's stage 1.5 from."""
+    from pathlib import Path
+
+    from transformers import PaliGemmaConfig, PaliGemmaForConditionalGeneration, PaliGemmaProcessor
+
+    folder = Path(folder)
+    parts = tiny_paligemma_processor()
+    tokenizer = parts.tokenizer
+    fields = tiny_paligemma_fields(gemma=2)
+    fields.update(image_token_index=tokenizer.image_token_id, vocab_size=len(tokenizer))
+    fields["text_config"].update(vocab_size=len(tokenizer), pad_token_id=tokenizer.pad_token_id,
+                                 bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+    torch.manual_seed(seed)
+    PaliGemmaForConditionalGeneration(PaliGemmaConfig(**fields)).save_pretrained(folder)
+    PaliGemmaProcessor(image_processor=parts.image_processor, tokenizer=tokenizer,
+                       chat_template=parts.chat_template).save_pretrained(folder)
+    return folder
+
+
+__all__ = ["PALIGEMMA_SLIDING_WINDOW", "PALIGEMMA_SPECIAL_TOKENS", "PALIGEMMA_TOKENS", "PALIGEMMA_TOKENS_PER_IMAGE",
+           "make_paligemma_batch", "save_tiny_paligemma", "tiny_croc_paligemma_config", "tiny_paligemma_fields",
+           "tiny_paligemma_processor"]

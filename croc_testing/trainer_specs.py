@@ -29,6 +29,7 @@ from transformers import (
     LlavaNextProcessor,
     LlavaOnevision15ForConditionalGeneration,
     Mistral3ForConditionalGeneration,
+    PaliGemmaForConditionalGeneration,
     PreTrainedModel,
     Qwen2_5_VLForConditionalGeneration,
     Qwen2VLForConditionalGeneration,
@@ -58,6 +59,8 @@ from modeling_croc import (
     CrocLlavaOnevision15Processor,
     CrocMistral3ForConditionalGeneration,
     CrocMistral3Processor,
+    CrocPaliGemmaForConditionalGeneration,
+    CrocPaliGemmaProcessor,
     CrocQwen2_5_VLForConditionalGeneration,
     CrocQwen2VLForConditionalGeneration,
     CrocQwen2VLProcessor,
@@ -79,6 +82,7 @@ from .idefics3 import save_tiny_idefics3
 from .internvl import save_tiny_internvl
 from .llava_next import save_tiny_llava_next
 from .mistral3 import save_tiny_mistral3
+from .paligemma import save_tiny_paligemma
 from .qwen3_vl import save_tiny_qwen3_5, save_tiny_qwen3_5_moe, save_tiny_qwen3_vl, save_tiny_qwen3_vl_moe
 from .smolvlm import save_tiny_smolvlm
 
@@ -154,6 +158,40 @@ def _gemma4_image_layout_reaches_the_forward() -> Iterator[None]:
     assert seen and None not in seen and all(marked == tokens > 0 for marked, tokens in seen), seen
 
 
+def _suffix_types_problem(kwargs: dict[str, Any]) -> str | None:
+    """What is wrong with a forward's PaliGemma `token_type_ids`, or None: each real row 0 from its start (the image
+    first) then 1 to its end, the padding 0, as its processor writes a prefix and a suffix."""
+    types, mask = kwargs.get("token_type_ids"), kwargs.get("attention_mask")
+    if types is None or mask is None:
+        return "no token_type_ids or attention_mask"
+    for row, real in zip(types, mask.bool()):
+        kinds = row[real].tolist()
+        if row[~real].any() or kinds[0] != 0 or kinds[-1] != 1 or kinds != sorted(kinds):
+            return f"types {kinds} on a row"
+    return None
+
+
+@contextmanager
+def _paligemma_suffix_types_reach_the_forward() -> Iterator[None]:
+    """Promises that every training forward of PaliGemma's own model (both stages) gets `token_type_ids` marking the
+    suffix (`_suffix_types_problem`; `tests/trainer/test_paligemma_stage15.py` checks them element by element against
+    the processor's)."""
+    from unittest import mock
+
+    from transformers.models.paligemma.modeling_paligemma import PaliGemmaModel
+
+    problems: list[str | None] = []
+    parent_forward = PaliGemmaModel.forward
+
+    def spy(self, *args, **kwargs):
+        problems.append(_suffix_types_problem(kwargs))
+        return parent_forward(self, *args, **kwargs)
+
+    with mock.patch.object(PaliGemmaModel, "forward", spy):
+        yield
+    assert problems and not any(problems), problems
+
+
 @dataclass(frozen=True)
 class TrainerSpec:
     """What the end-to-end trainer test needs of one family.
@@ -172,11 +210,14 @@ class TrainerSpec:
             pinned.
         croc_code: the `processing_croc*.py` files the Croc folder carries for trust_remote_code.
         trained: state-dict entries stage 1.5 must change; frozen: entries it must leave as they were.
-        refuses_packing: stage 2 with `--packing=true` stops in one line (each image's own token count).
+        refuses_packing: stage 2 with `--packing=true` stops in one line (each image's own token count, or
+            `packing_refusal`: a regular expression of the family's own line).
         logits_inputs: `(processor, data_dir) -> inputs` of the logits check.
         inputs_layout: `(processor, inputs) -> bool`, the logits inputs exercise the family's own image layout
             (tiles, views, break tokens), or None.
         watch_training: a context manager around both stages' runs that checks what reached the model, or None.
+        stage_args: more command-line arguments of both stages' runs (PaliGemma's: the reject budget that lets the
+            shared data, whose text-only rows its format cannot express, train on its image rows; eager attention).
     """
 
     name: str
@@ -195,6 +236,8 @@ class TrainerSpec:
     refuses_packing: bool = False
     inputs_layout: Callable[[Any, BatchFeature], bool] | None = None
     watch_training: Callable[[], AbstractContextManager[None]] | None = None
+    stage_args: tuple[str, ...] = ()
+    packing_refusal: str | None = None
 
     def __str__(self) -> str:
         return self.name
@@ -318,6 +361,20 @@ TRAINER_SPECS = [
         trained=(LM_Q_PROJ, "model.embed_vision.embedding_projection.weight"),
         frozen=("model.vision_tower.encoder.layers.0.mlp.gate_proj.linear.weight",), refuses_packing=True,
         watch_training=_gemma4_image_layout_reaches_the_forward),
+    TrainerSpec(
+        name="paligemma", save_plain=save_tiny_paligemma,
+        parent_generation=PaliGemmaForConditionalGeneration, croc_generation=CrocPaliGemmaForConditionalGeneration,
+        processor_class="PaliGemmaProcessor", croc_processor=CrocPaliGemmaProcessor, template="paligemma",
+        prompt="<image>Describe the image.",  # the processor adds `<bos>` after the image, and the prefix's "\n"
+        croc_code=frozenset({"processing_croc_paligemma.py"}),
+        logits_inputs=_one_prompt("<image>Describe the image."),
+        trained=(LM_Q_PROJ, "model.multi_modal_projector.linear.weight"),
+        frozen=("model.vision_tower.encoder.layers.0.mlp.fc1.weight",), refuses_packing=True,
+        packing_refusal="PaliGemma numbers each sample's positions from 1",  # PALIGEMMA_PACKING_REFUSAL
+        watch_training=_paligemma_suffix_types_reach_the_forward,
+        # The shared data's 4 text-only rows of 12 a file are rejected (one image a row); Gemma 2 in transformers has
+        # no sdpa attention (its soft-capping): eager, in stage 2 too (the shared YAML names sdpa).
+        stage_args=("--data.max_reject_fraction=0.5", "--model.attn_implementation=eager")),
     TrainerSpec(
         name="llava_next", save_plain=save_tiny_llava_next,
         parent_generation=LlavaNextForConditionalGeneration, croc_generation=CrocLlavaNextForConditionalGeneration,

@@ -151,6 +151,7 @@ from .processing_croc_llava_next import CrocLlavaNextProcessor
 from .processing_croc_llava_onevision1_5 import CrocLlavaOnevision15Processor
 from .processing_croc_mistral3 import CrocMistral3Processor
 from .processing_croc_onevision import CrocOnevisionProcessor
+from .processing_croc_paligemma import CrocPaliGemmaProcessor
 from .processing_croc_qwen2_vl import CrocQwen2VLProcessor
 from .processing_croc_qwen3_vl import CrocQwen3VLProcessor
 from .processing_croc_smolvlm import CrocSmolVLMProcessor
@@ -207,6 +208,7 @@ __all__ = [
     "CrocPaliGemmaForConditionalGeneration",
     "CrocPaliGemmaModel",
     "CrocPaliGemmaPreTrainedModel",
+    "CrocPaliGemmaProcessor",
     "CrocLlavaNextProcessor",
     "CrocInternVLProcessor",
     "CrocMistral3Processor",

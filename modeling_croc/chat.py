@@ -62,6 +62,8 @@ def answer_batch(
                            **_special_tokens(tokenizer, prompts))
     finally:
         tokenizer.padding_side = previous_side
+    # PaliGemma's processor returns `labels` with every prompt (all ignored without a suffix): not a prompt's input.
+    inputs.pop("labels", None)
     inputs = inputs.to(model.device)
     if "pixel_values" in inputs:
         inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
@@ -93,10 +95,15 @@ def continuation_logprob(
         raise ValueError("the chat template renders the answer turn differently from the generation prompt")
     inputs = processor(images=list(images) or None, text=[prompt], return_tensors="pt",
                        **_special_tokens(processor.tokenizer, [prompt]))
+    inputs.pop("labels", None)  # PaliGemma's processor's, of the prompt alone (see `answer_batch`)
     prompt_length = inputs["input_ids"].shape[1]
     answer = torch.tensor([continuation_ids(processor.tokenizer, full[len(prompt):])])
-    for key, fill in (("input_ids", None), ("attention_mask", 1), ("token_type_ids", 0), ("mm_token_type_ids", 0)):
-        if key in inputs:  # the per-token inputs grow by the answer (text tokens: no image type)
+    # The answer's token types: text (0) where they mark image placeholders, the suffix (1) where the processor's
+    # mark it (PaliGemma's: its prefix is one bidirectional block, which the answer must not join).
+    answer_type = 1 if getattr(processor, "token_types", "image") == "suffix" else 0
+    for key, fill in (("input_ids", None), ("attention_mask", 1), ("token_type_ids", answer_type),
+                      ("mm_token_type_ids", 0)):
+        if key in inputs:  # the per-token inputs grow by the answer
             tail = answer if fill is None else torch.full_like(answer, fill, dtype=inputs[key].dtype)
             inputs[key] = torch.cat([inputs[key], tail], dim=1)
     inputs = inputs.to(model.device)

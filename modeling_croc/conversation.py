@@ -83,6 +83,14 @@ class ConversationTemplate:
             None: `assistant_prefix`.
         trim_text: whether every turn's text (questions and answers) loses its surrounding whitespace, as the chat
             templates of Gemma 3, Gemma 4 and Qwen3.5 trim each message's content.
+        bos_after_image: whether the tokenizer's BOS follows the image instead of opening the sequence (PaliGemma's
+            processor writes the image tokens, then `<bos>`, then the prefix); training places it there.
+        chat_user_suffix: what closes a user turn in the chat template where the processor writes the training
+            text's `user_suffix` itself (PaliGemma's adds the prefix's newline, and the `<bos>`); None:
+            `user_suffix`.
+        single_exchange: whether the format holds one image, one question and one answer only (PaliGemma's prefix
+            -> suffix): a row with another shape cannot be rendered (`cannot_render`), and the chat template
+            refuses a system message, a turn without an image and a second image.
     """
 
     name: str
@@ -101,6 +109,22 @@ class ConversationTemplate:
     image_user_prefix: str | None = None
     final_assistant_prefix: str | None = None
     trim_text: bool = False
+    bos_after_image: bool = False
+    chat_user_suffix: str | None = None
+    single_exchange: bool = False
+
+    def cannot_render(self, conversations: Sequence[Mapping[str, str]], has_image: bool) -> str | None:
+        """Why this format cannot express the row, or None: a `single_exchange` format takes one image row of one
+        question and one answer, in that order."""
+        if not self.single_exchange:
+            return None
+        roles = [conversation_role(turn) for turn in conversations]
+        if not has_image:
+            return f"the {self.name} format needs an image in every row (its processor refuses text alone)"
+        if roles != [USER, ASSISTANT]:
+            return (f"the {self.name} format holds one question and one answer; this row has {len(roles)} turns "
+                    f"({', '.join(roles) or 'none'})")
+        return None
 
     # ---- training: segments ------------------------------------------------------------------------------------
 
@@ -168,6 +192,22 @@ class ConversationTemplate:
             return "'" + text.replace("\\", "\\\\").replace("'", "\\'").replace("\n", "\\n") + "'"
 
         answer_suffix = self.answer_suffix.replace("{eos}", eos_token)
+        user_suffix = self.user_suffix if self.chat_user_suffix is None else self.chat_user_suffix
+        refusals = ""
+        if self.single_exchange:
+            # The processor of such a format refuses a prompt without an image and places its BOS after the last
+            # one: what it cannot express is refused in one line here, before any token is made.
+            refusals = (
+                "{%- if messages | selectattr('role', 'equalto', 'system') | list -%}"
+                f"{{{{ raise_exception({literal(f'the {self.name} format has no system message')}) }}}}"
+                "{%- endif -%}"
+                "{%- for message in messages if message['role'] == 'user' -%}"
+                "{%- if message['content'] is string or (message['content'] | selectattr('type', 'equalto', "
+                "'image') | list | length) != 1 -%}"
+                f"{{{{ raise_exception({literal(f'the {self.name} format needs exactly one image in its user turn')}"
+                ") }}"
+                "{%- endif -%}"
+                "{%- endfor -%}")
         system_separator = self.system[len(self.system.rstrip()):] if self.system_suffix is None else self.system_suffix
         user_body = "images + text" if self.user_text else "images"
         # A turn that keeps its image block's blank lines (Gemma) trims only its text, as training does.
@@ -182,7 +222,8 @@ class ConversationTemplate:
             answer_prefix = (f"{literal(self.final_assistant_prefix)} if loop.index0 > turns.last_user "
                              f"else {literal(self.assistant_prefix)}")
         return (
-            "{%- if messages[0]['role'] == 'system' -%}"
+            refusals
+            + "{%- if messages[0]['role'] == 'system' -%}"
             "{%- set system = messages[0]['content'] if messages[0]['content'] is string "
             "else messages[0]['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') "
             "| join(' ') -%}"
@@ -206,7 +247,7 @@ class ConversationTemplate:
             f"{{%- set body = {image_body} if images else {'text' if self.user_text else chr(39) * 2} -%}}"
             f"{{%- set prefix = {literal(image_user_prefix)} if images else {literal(self.user_prefix)} -%}}"
             "{%- if body or prefix -%}"
-            f"{{{{ prefix + body + {literal(self.user_suffix)} }}}}"
+            f"{{{{ prefix + body + {literal(user_suffix)} }}}}"
             "{%- endif -%}"
             "{%- elif message['role'] == 'assistant' -%}"
             f"{{{{ {answer_prefix} }}}}"
@@ -325,6 +366,22 @@ GEMMA4 = ConversationTemplate(
     trim_text=True,
 )
 
+# PaliGemma's format (PaliGemma 1 and 2; read in transformers' `PaliGemmaProcessor`, processing_paligemma.py): not a
+# chat but a prefix and a suffix. The processor writes the image's `<image>` tokens, then `<bos>`, the prefix (the
+# question) and "\n", all of `token_type_ids` 0 (one bidirectional block); then the suffix (the answer) and `<eos>`,
+# of type 1 (causal), the only tokens with labels. So the BOS follows the image here (`bos_after_image`) and the
+# chat template writes "<image>" + the question alone (`chat_user_suffix`): the processor adds the `<bos>` and the
+# "\n" itself, exactly as training writes them. One image, one question and one answer a row (`single_exchange`):
+# multi-turn rows and text-only rows are rejected (the processor needs an image); a system message and a second image
+# are refused by the chat template. Not verified here (no network): whether a checkpoint's processor ships a chat
+# template of its own (the task prefixes of Google's mix checkpoints, "caption en" and others, are plain prefix text
+# here, written by the data).
+PALIGEMMA = ConversationTemplate(
+    name="paligemma", system="", user_text=True, user_prefix="", user_suffix="\n", image_prefix=IMAGE_TOKEN,
+    assistant_prefix="", answer_prefix="", answer_suffix="{eos}", bos_after_image=True, chat_user_suffix="",
+    single_exchange=True,
+)
+
 # InternVL's chat format (the chat template of its transformers-format checkpoints' processor, e.g.
 # OpenGVLab/InternVL3-1B-hf's, written by transformers' `convert_internvl_weights_to_hf.py`): ChatML turns with no
 # default system message (the remote-code checkpoints' own "internvl2_5" conversation adds one; the -hf template, which
@@ -378,8 +435,8 @@ IDEFICS3 = dataclasses.replace(SMOLVLM, name="idefics3", system="<|begin_of_text
 
 TEMPLATES: dict[str, ConversationTemplate] = {
     template.name: template
-    for template in (PLAIN, VICUNA_V1, QWEN_1_5, QWEN2_VL, QWEN3_VL, QWEN3_5, GLM4V, GEMMA3, GEMMA4, INTERNVL, MISTRAL3,
-                     SMOLVLM, IDEFICS3)
+    for template in (PLAIN, VICUNA_V1, QWEN_1_5, QWEN2_VL, QWEN3_VL, QWEN3_5, GLM4V, GEMMA3, GEMMA4, PALIGEMMA, INTERNVL,
+                     MISTRAL3, SMOLVLM, IDEFICS3)
 }
 
 
@@ -420,6 +477,7 @@ __all__ = [
     "GLM4V",
     "INTERNVL",
     "MISTRAL3",
+    "PALIGEMMA",
     "PLAIN",
     "QWEN3_5",
     "QWEN_1_5",

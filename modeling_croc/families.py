@@ -37,7 +37,6 @@ from transformers import (
     Mistral3ForConditionalGeneration,
     PaliGemmaConfig,
     PaliGemmaForConditionalGeneration,
-    PaliGemmaProcessor,
     PreTrainedConfig,
     PreTrainedModel,
     Qwen2_5_VLConfig,
@@ -110,6 +109,7 @@ from .processing_croc_llava_next import CrocLlavaNextProcessor
 from .processing_croc_llava_onevision1_5 import CrocLlavaOnevision15Processor
 from .processing_croc_mistral3 import CrocMistral3Processor
 from .processing_croc_onevision import CrocOnevisionProcessor
+from .processing_croc_paligemma import CrocPaliGemmaProcessor
 from .processing_croc_qwen2_5_vl import CrocQwen2_5_VLProcessor
 from .processing_croc_qwen2_vl import CrocQwen2VLProcessor
 from .processing_croc_qwen3_vl import CrocQwen3VLProcessor
@@ -204,11 +204,10 @@ FAMILIES: tuple[CrocFamily, ...] = (
     # chat format; a batch carries each image's patch positions (`image_position_ids`) and `mm_token_type_ids`.
     CrocFamily(CrocGemma4Config, CrocGemma4Model, CrocGemma4ForConditionalGeneration, CrocGemma4Processor, True,
                Gemma4Config, Gemma4ForConditionalGeneration, template="gemma4"),
-    # PaliGemma 1 and 2 (Gemma or Gemma 2 text model, one entry): transformers' own processor; the trainer's data
-    # path (the prefix / suffix format with `token_type_ids`, suffix-only labels) is not built yet: a run is refused
-    # in one line.
-    CrocFamily(CrocPaliGemmaConfig, CrocPaliGemmaModel, CrocPaliGemmaForConditionalGeneration, PaliGemmaProcessor,
-               False, PaliGemmaConfig, PaliGemmaForConditionalGeneration, trainer_data=False),
+    # PaliGemma 1 and 2 (Gemma or Gemma 2 text model, one entry): its processor with the fixed image token count, its
+    # prefix -> suffix format (`paligemma`: `<bos>` after the image) and `token_type_ids` marking the suffix.
+    CrocFamily(CrocPaliGemmaConfig, CrocPaliGemmaModel, CrocPaliGemmaForConditionalGeneration, CrocPaliGemmaProcessor,
+               True, PaliGemmaConfig, PaliGemmaForConditionalGeneration, template="paligemma"),
     CrocFamily(CrocInternVLConfig, CrocInternVLModel, CrocInternVLForConditionalGeneration, CrocInternVLProcessor,
                True, InternVLConfig, InternVLForConditionalGeneration, template="internvl"),
     CrocFamily(CrocSmolVLMConfig, CrocSmolVLMModel, CrocSmolVLMForConditionalGeneration, CrocSmolVLMProcessor,

@@ -99,7 +99,7 @@ def test_tokenizer_facts(tokenizer):
 
 def test_registry_and_lookup():
     assert set(TEMPLATES) == {"plain", "vicuna_v1", "qwen_1_5", "qwen2_vl", "qwen3_vl", "qwen3_5", "glm4v", "gemma3",
-                              "gemma4", "internvl", "mistral3", "smolvlm", "idefics3"}
+                              "gemma4", "paligemma", "internvl", "mistral3", "smolvlm", "idefics3"}
     assert get_template("plain") is TEMPLATES["plain"]
     custom = dataclasses.replace(VICUNA_V1, name="brief", system="Be brief. ")
     assert get_template(custom) is custom
@@ -165,15 +165,25 @@ def test_every_template_trains_the_text_its_chat_template_renders(name, turns):
     input pipeline covers a few templates on real tokenizers). Gemma 3's and Gemma 4's first user turn, which keeps
     its image block's blank lines, trained the whitespace of a row whose marker sat in a later turn ("Hello.\\n"
     before the turn's end), a token the chat template trims from the prompt."""
+    from jinja2.exceptions import TemplateError
     from transformers.utils.chat_template_utils import _compile_jinja_template
 
     from modeling_croc.conversation import llava_row_to_messages
 
     template = get_template(name)
     conversations = _row(turns)["conversations"]
+    chat_template = _compile_jinja_template(template.chat_template("</s>"))
+    messages = llava_row_to_messages(conversations, has_image=True)
+    if template.cannot_render(conversations, has_image=True) is not None:
+        # A row training rejects (PaliGemma's one exchange) the chat template refuses too, in one line.
+        with pytest.raises(TemplateError, match=f"the {name} format"):
+            chat_template.render(messages=messages)
+        return
     trained = "".join(segment.text for segment in template.segments(conversations, has_image=True))
-    rendered = _compile_jinja_template(template.chat_template("</s>")).render(
-        messages=llava_row_to_messages(conversations, has_image=True))
+    rendered = chat_template.render(messages=messages)
+    if template.chat_user_suffix is not None:  # the processor writes the user suffix (PaliGemma's prefix "\n")
+        prompt = chat_template.render(messages=messages[:1], add_generation_prompt=True)
+        rendered = prompt + template.user_suffix + rendered[len(prompt):]
     if template.chat_image_prefix is not None:  # the placeholder the processor expands to the training block
         placeholder, block = template.chat_image_prefix, template.image_prefix
         if template.strip_image_turn:  # an image alone in its turn is trimmed with it

@@ -75,7 +75,9 @@ class CrocDataCollator:
     (AnyRes: ``"pixel_values": (N, crops, 3, H, W)`` and ``"image_sizes": (N, 2)``; native resolution:
     ``"pixel_values": (patches, C * T * P * P)``, ``"image_grid_thw": (N, 3)`` and ``"mm_token_type_ids": (B, L)``;
     dynamic tiling (InternVL): ``"pixel_values": (tiles, 3, S, S)``, every image's tiles in row order, no padding;
-    with `token_type_ids` (Gemma 3): ``"token_type_ids": (B, L)``, 1 at image placeholders, in every batch; patches
+    with `token_type_ids` (Gemma 3): ``"token_type_ids": (B, L)``, 1 at image placeholders, in every batch (with
+    `token_types="suffix"`, PaliGemma's: 1 from each sample's first supervised token to its end, 0 on its prefix and
+    the padding, as `PaliGemmaProcessor` writes a prefix and a suffix); patches
     at their own grid (Gemma 4): ``"pixel_values": (N, max_patches, 3 * P * P)``, ``"image_position_ids":
     (N, max_patches, 2)`` and ``"mm_token_type_ids": (B, L)``).
 
@@ -109,13 +111,18 @@ class CrocDataCollator:
     # Whether padded batches carry `token_type_ids` (1 at `image_token_id`), as processors that return them for the
     # model's image attention write them (Gemma 3's: its image tokens attend to each other bidirectionally).
     token_type_ids: bool = False
+    # What they mark: "image" placeholders (Gemma 3's), or the "suffix" (PaliGemma's: 1 from the first supervised
+    # token to the end of the sample, its causal part; 0 on the prefix its model attends to both ways).
+    token_types: str = "image"
 
     def __post_init__(self) -> None:
         if self.padding_side not in ("left", "right"):
             raise ValueError(f"padding_side must be 'left' or 'right', got {self.padding_side!r}")
         if self.packing and self.padding_side != "right":
             raise ValueError("packing appends the padding after the packed samples: padding_side must be 'right'")
-        if self.token_type_ids and self.image_token_id is None:
+        if self.token_types not in ("image", "suffix"):
+            raise ValueError(f"token_types must be 'image' or 'suffix', got {self.token_types!r}")
+        if self.token_type_ids and self.token_types == "image" and self.image_token_id is None:
             raise ValueError("token_type_ids marks image placeholders: the collator needs image_token_id")
         if self.packing_max_length is not None and self.packing_max_length < 0:
             raise ValueError(f"packing_max_length must be None, 0 or positive, got {self.packing_max_length}")
@@ -159,7 +166,11 @@ class CrocDataCollator:
         elif images:
             batch["pixel_values"] = join_images([feature for feature in features
                                                  if feature.get("pixel_values") is not None])
-        if self.token_type_ids:
+        if self.token_type_ids and self.token_types == "suffix":
+            # A sample's first supervised token opens its suffix, which runs to its last token; padding stays 0.
+            supervised = (labels != self.label_pad_id).long()
+            batch["token_type_ids"] = (supervised.cumsum(dim=1) > 0).long() * attention_mask
+        elif self.token_type_ids:
             batch["token_type_ids"] = (input_ids == self.image_token_id).long()
         sizes = [feature["image_sizes"] for feature in features if feature.get("image_sizes") is not None]
         if sizes:
@@ -260,7 +271,8 @@ def build_collator(
     report_rows: bool = False,
 ) -> CrocDataCollator:
     """A `CrocDataCollator` padding with `processor.tokenizer`'s pad token; its batches carry `token_type_ids` when
-    the processor itself (not its tokenizer, whose would be text segment ids) returns them (Gemma 3's)."""
+    the processor itself (not its tokenizer, whose would be text segment ids) returns them (Gemma 3's, PaliGemma's),
+    marking what the processor's mark (`token_types`: image placeholders unless it says "suffix", PaliGemma's)."""
     pad_token_id = processor.tokenizer.pad_token_id
     if pad_token_id is None:
         raise ValueError("the tokenizer has no pad token (LLaVA-1.5 adds <pad>); set one before training")
@@ -269,11 +281,12 @@ def build_collator(
         packing=packing, packing_max_length=packing_max_length, report_rows=report_rows,
         image_token_id=getattr(processor, "image_token_id", None),
         token_type_ids=_returns_image_token_types(processor),
+        token_types=getattr(processor, "token_types", "image"),
     )
 
 
 def _returns_image_token_types(processor: Any) -> bool:
-    """Whether `processor` adds `token_type_ids` to what its tokenizer returns (image-placeholder types)."""
+    """Whether `processor` adds `token_type_ids` to what its tokenizer returns (image-placeholder or suffix types)."""
     tokenizer_names = getattr(processor.tokenizer, "model_input_names", [])
     return "token_type_ids" in getattr(processor, "model_input_names", []) and "token_type_ids" not in tokenizer_names
 

@@ -51,6 +51,8 @@ logger = logging.getLogger(__name__)
 LENGTH_REJECT_REASONS: dict[str, str] = {
     "too_long": "the image tokens, the prompt and the first answer token do not fit in model_max_length",
     "nothing_supervised": "the template leaves no token of the row to learn from",
+    "template_cannot_render": "the chat format cannot express the row (PaliGemma's: one image, one question, one "
+                              "answer)",
 }
 # Key of a sample that stands in for the row asked for, which could not be used (its image could not be read, or it
 # does not fit): that row's record ({id, index, image, reason, detail}), which the collator gathers into the batch's
@@ -212,7 +214,8 @@ class CrocSupervisedDataset(torch.utils.data.Dataset):
     or None}`` (AnyRes processors: `(crops, 3, H, W)` plus `"image_sizes"`; native-resolution ones: the image's
     patches plus `"image_grid_thw"`, see `image_sample`), L <= model_max_length: the image marker
     becomes as many image-token ids as the processor expands it to for that image, BOS
-    starts the sequence, labels are -100 except on supervised tokens. A row longer than `model_max_length` is cut
+    starts the sequence (follows the image where the template says so: `bos_after_image`, PaliGemma's), labels are
+    -100 except on supervised tokens. A row longer than `model_max_length` is cut
     from the end (later turns first, a partly fitting answer shortened) when its image and at least one answer token
     stay; `fit_row` tells, without reading the image, how every row fits (the trainer rejects the rows that cannot
     fit before training, `trainer.data_loading.fit_rows`).
@@ -353,8 +356,11 @@ class CrocSupervisedDataset(torch.utils.data.Dataset):
                                               eos_token=self._eos_token)
             image_tokens = self._fixed_image_tokens if with_image else 0
             placeholder = self._placeholder_in_text(row)
+            unrenderable = self.template.cannot_render(_turns(row["conversations"]), with_image)
             if placeholder is not None:
                 fits[position] = RowFit("rejected", "too_many_image_markers", placeholder)
+            elif unrenderable is not None:
+                fits[position] = RowFit("rejected", "template_cannot_render", unrenderable)
             elif not any(segment.supervised and segment.text for segment in segments):
                 fits[position] = RowFit("rejected", "nothing_supervised", "no supervised token (no answer turn?)")
             elif image_tokens is None:
@@ -440,6 +446,9 @@ class CrocSupervisedDataset(torch.utils.data.Dataset):
         placeholder = self._placeholder_in_text(row)
         if placeholder is not None:
             return None, ("too_many_image_markers", placeholder)
+        unrenderable = self.template.cannot_render(_turns(row["conversations"]), with_image)
+        if unrenderable is not None:
+            return None, ("template_cannot_render", unrenderable)
         image = self._load_image(row) if with_image else None
         image_ids = self._image_expansion_ids(image) if image is not None and self._expands_with_structure else None
         image_tokens = self._image_token_count(image)
@@ -547,10 +556,14 @@ class CrocSupervisedDataset(torch.utils.data.Dataset):
     def _assemble(self, pieces: list[tuple[str, bool] | None], encoded: list[list[int]],
                   num_image_tokens: int, image_ids: list[int] | None = None) -> tuple[list[int], list[int], int]:
         encoded = iter(encoded)
-        input_ids, labels, image_end = list(self._bos), [IGNORE_INDEX] * len(self._bos), 0
+        # BOS first, or right after the image where the format puts it there (PaliGemma's; its rows all have one).
+        after_image = self.template.bos_after_image and None in pieces
+        bos = [] if after_image else list(self._bos)
+        input_ids, labels, image_end = bos, [IGNORE_INDEX] * len(bos), 0
         for position, piece in enumerate(pieces):
             if piece is None:
                 image = [self._image_token_id] * num_image_tokens if image_ids is None else image_ids
+                image = image + self._bos if after_image else image
                 input_ids += image
                 labels += [IGNORE_INDEX] * len(image)
                 image_end = len(input_ids)

@@ -55,6 +55,12 @@ def croc_to_llava(model) -> LlavaForConditionalGeneration | LlavaOnevisionForCon
     """The plain model holding `model`'s weights (the Croc-only parameters are dropped)."""
     plain_config = croc_config_to_llava(model.config)
     plain_config._attn_implementation = model.config._attn_implementation
+    # Each part keeps its own, set after the whole's (which reaches them all): PaliGemma 2's Gemma 2 text model has no
+    # sdpa attention and loads eager beside an sdpa tower, and the plain model refused sdpa for it.
+    for name in getattr(plain_config, "sub_configs", {}):
+        part, own = getattr(plain_config, name, None), getattr(model.config, name, None)
+        if part is not None and own is not None and getattr(own, "_attn_implementation", None):
+            part._attn_implementation = own._attn_implementation
     _, plain_model_class = PLAIN_COUNTERPARTS[type(model.config)]
     state = {k: v for k, v in model.state_dict().items() if not k.startswith(CROC_ONLY_PREFIXES)}
     # from_pretrained's own loading path: no random copy of the whole model is built first.

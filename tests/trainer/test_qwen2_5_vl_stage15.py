@@ -95,19 +95,17 @@ def test_the_pools_token_limit_is_the_largest_count_it_serves(mask_ratio):
 
 def test_a_family_without_its_data_path_is_refused_in_one_line(data_dir, tmp_path, monkeypatch):
     """A family whose data path the trainer does not build (its `families.py` entry's `trainer_data=False`:
-    PaliGemma's) keeps its model classes, conversion and export, and a run on its folder stops before anything
-    loads, saying so."""
-    from croc_testing.paligemma import tiny_croc_paligemma_config
-    from modeling_croc import CrocPaliGemmaForConditionalGeneration
+    LFM2-VL's, whose image processor needs torchvision) keeps its model classes, conversion and export, and a run on
+    its folder stops before anything loads, saying so."""
+    from croc_testing.lfm2_vl import tiny_croc_lfm2_vl_config
+    from modeling_croc import CrocLfm2VlForConditionalGeneration
     from modeling_croc.convert import croc_to_llava
     from modeling_croc.families import FAMILY_OF_PLAIN_MODEL_TYPE
 
     torch.manual_seed(0)
-    family = "paligemma"
+    family = "lfm2_vl"
     assert not FAMILY_OF_PLAIN_MODEL_TYPE[family].trainer_data
-    config = tiny_croc_paligemma_config()
-    config._attn_implementation = "eager"  # Gemma 2 takes no sdpa (its soft-capping)
-    croc = CrocPaliGemmaForConditionalGeneration(config)
+    croc = CrocLfm2VlForConditionalGeneration(tiny_croc_lfm2_vl_config())
     croc_to_llava(croc).save_pretrained(tmp_path / family)
     monkeypatch.setattr(sys, "argv", ["trainer.train", str(CONFIGS / "stage1_5.yaml"), f"--output_dir={tmp_path / 'o'}",
                                       f"--model.name_or_path={tmp_path / family}",
