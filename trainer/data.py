@@ -255,10 +255,14 @@ class CrocSupervisedDataset(torch.utils.data.Dataset):
         if tokenizer.eos_token is None:
             raise ValueError("the tokenizer needs an EOS token: it ends every supervised answer")
         self._tokenizer = tokenizer
-        # BOS first, unless the template writes it itself (SmolVLM's opens every conversation with `<|im_start|>`,
-        # which a tokenizer may also name its BOS): the sample would start with it twice.
+        # BOS first when the tokenizer puts one before a text, as the processor does to the prompt at inference
+        # (`modeling_croc.chat`, transformers' `apply_chat_template(tokenize=True)`): a tokenizer that has a BOS but
+        # adds none (an idefics3 folder's under `template: smolvlm`) gave rows a BOS that inference never sees. None
+        # either when the template writes it itself (SmolVLM's opens every conversation with `<|im_start|>`, which a
+        # tokenizer may also name its BOS): the sample would start with it twice.
         writes_bos = bool(tokenizer.bos_token) and self.template.system.startswith(tokenizer.bos_token)
-        self._bos = [] if tokenizer.bos_token_id is None or writes_bos else [tokenizer.bos_token_id]
+        adds_bos = tokenizer.bos_token_id is not None and tokenizer.encode("a")[:1] == [tokenizer.bos_token_id]
+        self._bos = [tokenizer.bos_token_id] if adds_bos and not writes_bos else []
         self._eos_token = tokenizer.eos_token
         # Text after a special token is tokenised as a continuation (no SentencePiece "▁" prefix): prefixing each
         # later segment with one and dropping its id reproduces what the whole string would give.

@@ -11,6 +11,7 @@ raises `trainer.cli.ConfigError`: one line saying what is wrong, the value, and 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
 import functools
 import re
@@ -22,6 +23,7 @@ from huggingface_hub.errors import StrictDataclassError
 from PIL import Image
 
 from modeling_croc.constants import IGNORE_INDEX, IMAGE_TOKEN
+from modeling_croc.conversation import get_template
 from modeling_croc.loading import (
     croc_model_class,
     load_croc_config,
@@ -172,6 +174,27 @@ def check_pool_size_under_zero3(model_args: Any, args: Any, config: Any) -> None
                             "(trainer/configs/deepspeed/zero2.json) or without DeepSpeed")
 
 
+# A special token's spelling in the templates: ChatML's `<|im_start|>`, Llama 3's `<|begin_of_text|>`, GLM's `<|user|>`.
+_MARKER = re.compile(r"<\|[^<>|\s]+\|>")
+
+
+def check_template_markers(processor: Any, template: str) -> None:
+    """Every special token `template` writes is one token of the model's tokenizer. One the tokenizer lacks is
+    tokenised as plain text, silently: SmolVLM-Instruct / -Base / -500M are idefics3 folders, and the idefics3 template
+    (the family's default) opens each row with Llama 3's `<|begin_of_text|>`, which SmolVLM's tokenizer splits into
+    pieces of text that the checkpoint never saw, in training and in the chat template saved with the model."""
+    tokenizer = processor.tokenizer
+    chosen = get_template(template)
+    texts = [getattr(chosen, field.name) for field in dataclasses.fields(chosen)]
+    for marker in sorted({marker for text in texts if isinstance(text, str) for marker in _MARKER.findall(text)}):
+        pieces = len(tokenizer.encode(marker, add_special_tokens=False))
+        if pieces != 1:
+            hint = " (SmolVLM-Instruct / -Base / -500M: template: smolvlm)" if template == "idefics3" else ""
+            raise ConfigError(f"the {template} template writes {marker}, which the model's tokenizer does not have "
+                              f"(it would train on it as {pieces} tokens of text): set template to the model's own "
+                              f"chat format{hint}")
+
+
 def shortest_trainable_length(processor: Any, template: str) -> tuple[int, int] | None:
     """(image tokens, prompt tokens) of the shortest sample with an image that can train under `template`: an empty
     question and one answer token, through the training dataset itself (`trainer.data.CrocSupervisedDataset`), so
@@ -232,4 +255,5 @@ def _shortest_sample_counts(folder: str, template: str, files: tuple) -> tuple[i
     processor = load_processor(path) if source_kind(path) == "croc" else llava_processor(path, read_croc_config(path))
     if processor is None:  # a weights-only folder: the load reports it
         return None
+    check_template_markers(processor, template)
     return shortest_trainable_length(processor, template)

@@ -5,6 +5,7 @@ chat format (SmolVLM's opened by Llama 3's BOS, which the template writes once) 
 
 from __future__ import annotations
 
+import pytest
 import torch
 from PIL import Image
 from trainer_helpers import shaped_image_rows
@@ -51,3 +52,64 @@ def test_samples_are_the_checkpoints_chat_format_and_the_processors_own(tmp_path
         assert sample["input_ids"].tolist() == inputs["input_ids"][0].tolist()
         torch.testing.assert_close(sample["pixel_values"], inputs["pixel_values"][0])
         assert processor.tokenizer.decode(sample["labels"][sample["labels"] != IGNORE_INDEX]) == answer
+
+
+def test_a_smolvlm_run_on_an_idefics3_folder_trains_on_the_ids_the_chat_path_feeds(tmp_path):
+    """SmolVLM-Instruct's case: an idefics3 folder trained with `template: smolvlm`, whose chat template writes no
+    BOS. The rows began with the tokenizer's BOS whether or not it adds one, and the chat path (and transformers'
+    `apply_chat_template(tokenize=True)`) puts it only where the tokenizer adds it: with one that adds none, every
+    row had a BOS that inference never sees. Both tokenizers now give the chat path's ids up to the answer."""
+    from modeling_croc.chat import _special_tokens, user_turn
+
+    processor = CrocIdefics3Processor.from_pretrained(save_tiny_idefics3(tmp_path / "plain"))
+    tokenizer = processor.tokenizer
+    processor.chat_template = get_template("smolvlm").chat_template(tokenizer.eos_token, processor.image_token)
+    rows = shaped_image_rows(tmp_path, {"wide.png": (64, 20)})
+    for adds_bos in (False, True):
+        tokenizer.add_bos_token = adds_bos
+        dataset = CrocSupervisedDataset(rows, processor, template="smolvlm", image_root=tmp_path, model_max_length=512)
+        for index, row in enumerate(rows):
+            sample = dataset[index]
+            answer_start = int((sample["labels"] != IGNORE_INDEX).nonzero()[0])
+            images = [Image.open(tmp_path / row["image"]).convert("RGB")] if "image" in row else []
+            text = row["conversations"][0]["value"].replace("<image>\n", "")
+            prompt = processor.apply_chat_template([user_turn(images, text)], add_generation_prompt=True)
+            inputs = processor(images=[images] if images else None, text=[prompt], return_tensors="pt",
+                               **_special_tokens(tokenizer, [prompt]))
+            assert sample["input_ids"][:answer_start].tolist() == inputs["input_ids"][0].tolist(), (adds_bos, index)
+
+
+def test_a_template_whose_special_tokens_the_tokenizer_lacks_is_refused_before_the_run(tmp_path):
+    """SmolVLM-Instruct / -Base / -500M are idefics3 folders with SmolVLM's tokenizer, which has no
+    `<|begin_of_text|>`: a run that left `template` at the family's default (idefics3) trained every row, and saved a
+    chat template, opening with that marker as 16 tokens of text. Refused in one line before the model loads; the
+    SmolVLM template the docs name trains."""
+    import json
+
+    from transformers import Idefics3Config, Idefics3ForConditionalGeneration
+    from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
+
+    from croc_testing.idefics3 import tiny_croc_idefics3_config
+    from croc_testing.smolvlm import (
+        SMOLVLM_MAX_GRID,
+        SMOLVLM_VIEW_SIZE,
+        save_tiny_smolvlm,
+        smolvlm_bpe_tokenizer,
+    )
+    from trainer.cli import ConfigError
+    from trainer.resolve import resolve_config
+
+    image_processor = Idefics3ImageProcessorPil(size={"longest_edge": SMOLVLM_MAX_GRID * SMOLVLM_VIEW_SIZE},
+                                                max_image_size={"longest_edge": SMOLVLM_VIEW_SIZE})
+    processor = CrocIdefics3Processor(image_processor=image_processor, tokenizer=smolvlm_bpe_tokenizer(),
+                                      image_seq_len=tiny_croc_idefics3_config().view_tokens())
+    folder = save_tiny_smolvlm(tmp_path / "smolvlm_instruct", processor=processor, plain_config_class=Idefics3Config,
+                               plain_model_class=Idefics3ForConditionalGeneration)
+    (tmp_path / "data.json").write_text(json.dumps(shaped_image_rows(tmp_path, {"square.png": (12, 12)})))
+    argv = ["trainer/configs/cpu_tiny/stage1_5_idefics3.yaml", f"--model.name_or_path={folder}",
+            f"--data.path={tmp_path / 'data.json'}", f"--output_dir={tmp_path / 'out'}"]
+    with pytest.raises(ConfigError, match=r"the idefics3 template writes <\|begin_of_text\|>, which the model's "
+                                          r"tokenizer does not have .*template: smolvlm") as refusal:
+        resolve_config(argv)
+    assert "\n" not in str(refusal.value)
+    assert resolve_config([*argv, "--template=smolvlm"]).training.template == "smolvlm"
