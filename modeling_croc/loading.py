@@ -20,8 +20,11 @@ The Croc class follows the config (`families.FAMILIES`): `CrocForConditionalGene
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -48,11 +51,51 @@ CROC_MODEL_CLASSES: dict[type, type] = {family.config: family.generation_model f
 PLAIN_MODEL_TYPES = tuple(family.plain_model_type for family in FAMILIES)
 
 
+class ModelFolderError(ValueError):
+    """A model folder that cannot be loaded as its own config.json describes it: weights missing, with no place in
+    the model or of another shape, a weights file or index that is not what it claims (cut short, not safetensors,
+    not JSON), a shard the index names that is absent. The folder's fault, not the code's: callers that speak to a
+    user (`trainer.model_loading`) say it in one line, naming the option that gave `folder`."""
+
+    def __init__(self, folder: str | Path, problem: str) -> None:
+        self.folder = Path(folder)
+        self.problem = problem
+        super().__init__(f"{folder}: {problem}")
+
+
+@contextlib.contextmanager
+def reading_weights(folder: str | Path) -> Iterator[None]:
+    """Turn what reading `folder`'s weight files raises when the files are broken into a `ModelFolderError`:
+    safetensors' own error (a file cut short, a header that is not JSON, a file that is not safetensors), an
+    index that is not JSON, an absent shard or an unreadable file (`OSError`). Anything else (a bug) goes through."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except ModelFolderError:
+        raise
+    except SafetensorError as error:
+        raise ModelFolderError(folder, f"a weights file is not valid safetensors ({error}): cut short or "
+                                       "corrupt; copy or download it again") from None
+    except json.JSONDecodeError as error:
+        raise ModelFolderError(folder, f"a weights index is not valid JSON ({error})") from None
+    except OSError as error:  # an absent shard (FileNotFoundError), a weights file that is a folder, unreadable
+        raise ModelFolderError(folder, f"its weights cannot be read: {' '.join(str(error).split())}") from None
+
+
 def _saved_config(path: str | Path) -> dict:
     config_file = Path(path) / "config.json"
     if not config_file.is_file():
         raise ValueError(f"{path} is not a model folder: it has no config.json")
-    return json.loads(config_file.read_text(encoding="utf-8"))
+    try:
+        config = json.loads(config_file.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:  # the file and the place, as for the data files
+        raise ValueError(f"{config_file}:{error.lineno}:{error.colno}: not valid JSON ({error.msg})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{config_file} is not UTF-8 text") from None
+    if not isinstance(config, dict):
+        raise ValueError(f"{config_file} is not a JSON object (it holds a {type(config).__name__})")
+    return config
 
 
 def source_kind(path: str | Path) -> str:
@@ -166,28 +209,44 @@ def read_croc_config(
     return None
 
 
-def materialize_croc(config, state: dict[str, torch.Tensor], **kwargs):
+def materialize_croc(config, state: dict[str, torch.Tensor], folder: str | Path | None = None, **kwargs):
     """A Croc model holding `state` (in-memory parameter names), through `from_pretrained`'s own loading path: no
     random copy of the full model is built, and a pool or VTR head absent from `state` is initialised the way
     `from_pretrained` initialises missing weights. Weights with no place in the model, or other missing ones,
-    raise. `kwargs` go to `from_pretrained` (dtype, attn_implementation, ...)."""
+    raise `ModelFolderError` (naming `folder`, where `state` was read from). `kwargs` go to `from_pretrained`
+    (dtype, attn_implementation, ...)."""
     # Mismatched shapes are reported (and refused below in one line) rather than raised: transformers raises a
     # RuntimeError after a multi-line report, which a converter or training run then shows as a traceback.
     model, info = croc_model_class(config).from_pretrained(
         None, config=config, state_dict=state, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
     )
+    where = folder or "the source"
     if info["unexpected_keys"]:
-        raise ValueError(f"weights with no place in a Croc model: {sorted(info['unexpected_keys'])[:10]}")
+        raise ModelFolderError(where, f"{_count(info['unexpected_keys'])} with no place in a Croc model: "
+                                      f"{sorted(info['unexpected_keys'])[:10]}")
     if info["mismatched_keys"]:
-        raise ValueError(f"weights of another shape than the config gives them (name, checkpoint, model): "
-                         f"{_shape_mismatches(info['mismatched_keys'])}")
+        raise ModelFolderError(where, f"{_count(info['mismatched_keys'])} of another shape than the config gives "
+                                      f"them (name, checkpoint, model): {_shape_mismatches(info['mismatched_keys'])}")
     missing = sorted(info["missing_keys"])
     unexplained = [name for name in missing if not name.startswith(CROC_ONLY_PREFIXES)]
     if unexplained:
-        raise ValueError(f"weights missing for: {unexplained[:10]}")
+        raise ModelFolderError(where, f"{_count(unexplained)} missing: {unexplained[:10]}")
     if missing:
         logger.info("initialised parameters absent from the source: %s", missing[:5])
     return model
+
+
+def _count(names) -> str:
+    return f"{len(names)} weight{'s' if len(names) != 1 else ''}"
+
+
+def _ignored_unexpected(config) -> list[str]:
+    """The patterns of checkpoint weights a model of `config`'s family leaves out on purpose (the parent's and the
+    Croc class's `_keys_to_ignore_on_load_unexpected`: Qwen3.5's `mtp.*` layers), which are no sign of a folder
+    at odds with its config."""
+    family = next(family for family in FAMILIES if family.config is type(config))
+    return [*(family.plain_model._keys_to_ignore_on_load_unexpected or []),
+            *(croc_model_class(config)._keys_to_ignore_on_load_unexpected or [])]
 
 
 def _shape_mismatches(mismatched: list) -> list[str]:
@@ -199,21 +258,31 @@ def _shape_mismatches(mismatched: list) -> list[str]:
 def load_pretrained_croc(path: str | Path, config, **kwargs):
     """`from_pretrained` of a Croc or llava folder that tolerates exactly one kind of change, a new pool size, and
     refuses silent gaps: any missing weight other than the pool / VTR head (e.g. an `lm_head` left random by a
-    renaming problem)."""
+    renaming problem), and silent drops: any weight with no place in the model (a folder whose config.json was
+    edited to fewer layers trained those it names and left the rest unread). Either is a `ModelFolderError`."""
     saved = load_croc_config(path) if source_kind(path) == "croc" else None
     resized_pool = saved is not None and saved.prompt_pool_size != config.prompt_pool_size
     # Every mismatched shape is reported rather than raised (transformers raises a RuntimeError after a multi-line
     # report); only the resized pool is let through below, anything else is refused in one line.
-    model, info = croc_model_class(config).from_pretrained(
-        path, config=config, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
-    )
+    with reading_weights(path):
+        model, info = croc_model_class(config).from_pretrained(
+            path, config=config, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
+        )
     missing = [name for name in info.get("missing_keys", []) if not name.startswith(CROC_ONLY_PREFIXES)]
     mismatched = [entry[0] if isinstance(entry, tuple) else entry for entry in info.get("mismatched_keys", [])]
     mismatched = [name for name in mismatched if not (resized_pool and str(name).startswith(PROMPT_POOL_PREFIX))]
-    if missing or mismatched:
-        raise ValueError(f"{path}: weights missing {sorted(missing)[:8]} / of the wrong shape "
-                         f"{sorted(mismatched)[:8]}; is it a Croc, llava or llava_onevision checkpoint of this "
-                         "architecture?")
+    # A pool or head a stage does not build (its objectives off) is left behind on purpose, as is what the family
+    # leaves out of every load.
+    ignored = _ignored_unexpected(config)
+    unexpected = [name for name in info.get("unexpected_keys", []) if not name.startswith(CROC_ONLY_PREFIXES)
+                  and not any(re.search(pattern, name) for pattern in ignored)]
+    problems = [f"{_count(names)} {what}: {sorted(names)[:8]}" for names, what in (
+        (missing, "missing"), (mismatched, "of the wrong shape for its config.json"),
+        (unexpected, "with no place in the model its config.json describes")) if names]
+    if problems:
+        raise ModelFolderError(path, f"{'; '.join(problems)}; its config.json does not describe these weights (was "
+                                     "it edited after saving?), or it is no Croc or parent-family checkpoint of this "
+                                     "architecture")
     if resized_pool:
         logger.warning("prompt pool resized %d -> %d: the new pool starts fresh", saved.prompt_pool_size,
                        config.prompt_pool_size)
@@ -262,14 +331,16 @@ def load_croc(
         config, state, processor = read_parts(
             vision_tower, language_model, vocab_multiple, vision_feature_layer=vision_feature_layer,
             vision_feature_select_strategy=vision_feature_select_strategy, **croc_fields)
-        model = materialize_croc(config, state, **from_pretrained_kwargs)
+        # The tower's weights are checked as they are read: what does not fit here is the language model's.
+        model = materialize_croc(config, state, folder=language_model, **from_pretrained_kwargs)
     else:
         source = local_folder(source)
         kind = source_kind(source)
         if kind in ("released", "victor"):
             reader = read_original_checkpoint if kind == "released" else read_victor_checkpoint
-            config, state, processor = reader(source, vision_tower, vocab_multiple, **croc_fields)
-            model = materialize_croc(config, state, **from_pretrained_kwargs)
+            with reading_weights(source):
+                config, state, processor = reader(source, vision_tower, vocab_multiple, **croc_fields)
+            model = materialize_croc(config, state, folder=source, **from_pretrained_kwargs)
         else:
             config = read_croc_config(source, croc_fields=croc_fields)
             model = load_pretrained_croc(source, config, **from_pretrained_kwargs)
@@ -313,15 +384,34 @@ def load_croc_processor(
 def load_processor(source: str | Path):
     """The processor saved in a model folder (a `CrocProcessor`, or OneVision's for a OneVision Croc folder), or
     None for a weights-only folder."""
+    return folder_processor(source, AutoProcessor.from_pretrained, (OSError, ValueError, TypeError))
+
+
+# The files that say a folder holds a processor (its image processor's or its processor's config): a folder with
+# neither is weights-only, or holds a tokenizer alone (a llava folder whose image processor comes from its tower);
+# one with either whose processor does not load has broken or missing files.
+PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
+
+
+def folder_processor(source: str | Path, load, errors: tuple[type[BaseException], ...]):
+    """`load(source)`, or None for a folder without a processor (none of `PROCESSOR_FILES`). A folder that holds one
+    but raises one of `errors` (a tokenizer.json or processor_config.json that is not JSON, the tokenizer files gone)
+    is a `ModelFolderError` naming the error: saying it has no processor sent users looking for files that are
+    there."""
     try:
-        return AutoProcessor.from_pretrained(source)
-    except (OSError, ValueError, TypeError):
-        return None
+        return load(source)
+    except errors as error:
+        present = [name for name in PROCESSOR_FILES if (Path(source) / name).is_file()]
+        if not present or isinstance(error, ImportError):  # ImportError: a package the processor needs is absent
+            return None
+        raise ModelFolderError(source, f"its processor ({', '.join(present)} and the tokenizer) does not load: "
+                                       f"{type(error).__name__}: {' '.join(str(error).split())[:300]}") from None
 
 
 __all__ = [
     "CROC_CONFIG_CLASSES",
     "CROC_MODEL_CLASSES",
+    "ModelFolderError",
     "RELEASED_MODEL_TYPES",
     "VICTOR_MODEL_TYPES",
     "apply_croc_fields",
@@ -331,8 +421,10 @@ __all__ = [
     "load_croc_processor",
     "local_folder",
     "load_pretrained_croc",
+    "folder_processor",
     "load_processor",
     "materialize_croc",
     "read_croc_config",
+    "reading_weights",
     "source_kind",
 ]

@@ -225,7 +225,10 @@ def check_model_max_length(model_args: Any, args: Any, config: Any) -> None:
     folder = Path(model_args.name_or_path).expanduser()
     if not folder.is_dir():
         return
-    counts = _shortest_sample_counts(str(folder.resolve()), args.template, _processor_files(folder))
+    from .model_loading import model_folder_errors
+
+    with model_folder_errors(model_args):  # processor files that do not load: one line naming the option
+        counts = _shortest_sample_counts(str(folder.resolve()), args.template, _processor_files(folder))
     if counts is None:
         return
     image_tokens, prompt_tokens = counts

@@ -6,14 +6,22 @@ transformers `llava` / `llava_onevision` folder, or separate vision-tower + LLM 
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import Iterator
 
 import torch
 
 from modeling_croc import CrocForConditionalGeneration, CrocOnevisionForConditionalGeneration
 from modeling_croc.constants import IMAGE_TOKEN
 from modeling_croc.conversation import get_template
-from modeling_croc.loading import load_croc, load_croc_processor, local_folder, read_croc_config
+from modeling_croc.loading import (
+    ModelFolderError,
+    load_croc,
+    load_croc_processor,
+    local_folder,
+    read_croc_config,
+)
 
 from .cli import ConfigError
 from .script_args import ModelArguments
@@ -47,17 +55,32 @@ def _load_kwargs(model_args: ModelArguments) -> dict:
     return kwargs
 
 
+@contextlib.contextmanager
+def model_folder_errors(model_args: ModelArguments) -> Iterator[None]:
+    """The one place a model folder that does not load becomes one line: a `ModelFolderError` (weights its
+    config.json does not describe, a weights file cut short or corrupt, a shard absent, processor files that do not
+    load) is a `ConfigError` naming the option that gave the folder. Other errors (bugs) keep their traceback."""
+    try:
+        yield
+    except ModelFolderError as error:
+        named = [key for key in ("name_or_path", "vision_tower", "language_model") if getattr(model_args, key, None)
+                 and local_folder(getattr(model_args, key)).resolve() == error.folder.resolve()]
+        where = f"model.{named[0]}={getattr(model_args, named[0])}" if named else str(error.folder)
+        raise ConfigError(f"{where} cannot be loaded: {' '.join(error.problem.split())}") from None
+
+
 def load_stage_processor(model_args: ModelArguments, args: CrocTrainingArguments, bound_to_pool: bool = True):
     """The stage's processor (its template's chat template, images prepared the stage's way) from the configs and
     tokenizer of the model source alone, no weights: what the run's rows are tokenised and checked with before the
     model loads. `bound_to_pool=False`: without stage 1.5's bound on image sizes (`fit_images_to_pool`), as the
     source has them: what the model is saved with."""
-    if model_args.vision_tower:
-        processor = load_croc_processor(vision_tower=model_args.vision_tower,
-                                        language_model=model_args.language_model,
-                                        image_aspect_ratio=args.image_aspect_ratio)
-    else:
-        processor = load_croc_processor(model_args.name_or_path, image_aspect_ratio=args.image_aspect_ratio)
+    with model_folder_errors(model_args):
+        if model_args.vision_tower:
+            processor = load_croc_processor(vision_tower=model_args.vision_tower,
+                                            language_model=model_args.language_model,
+                                            image_aspect_ratio=args.image_aspect_ratio)
+        else:
+            processor = load_croc_processor(model_args.name_or_path, image_aspect_ratio=args.image_aspect_ratio)
         if bound_to_pool and hasattr(processor, "max_visual_tokens"):  # a count per image: fit to the pool
             config = read_croc_config(model_args.name_or_path, croc_fields=args.croc_fields)
             if config is not None:
@@ -129,14 +152,19 @@ def load_model_and_processor(
     model_args: ModelArguments, args: CrocTrainingArguments
 ) -> tuple[CrocForConditionalGeneration | CrocOnevisionForConditionalGeneration, object]:
     """The model (train mode, stage-specific config) and its processor (preparing images the stage's way) for
-    `args.stage`, from whichever source `model_args` names (`modeling_croc.loading.load_croc`)."""
+    `args.stage`, from whichever source `model_args` names (`modeling_croc.loading.load_croc`).
+
+    A folder whose weights cannot be loaded as its config.json describes them (`ModelFolderError`: missing,
+    unexpected or of another shape, a file cut short or corrupt, a shard absent) is a `ConfigError` naming the option
+    that gave it: one line, not the loader's traceback."""
     if model_args.vision_tower:
         sources = {"vision_tower": local_folder(model_args.vision_tower),
                    "language_model": local_folder(model_args.language_model)}
     else:
-        sources = {"source": model_args.name_or_path}
-    model, processor = load_croc(**sources, croc_fields=args.croc_fields, image_aspect_ratio=args.image_aspect_ratio,
-                                 **_load_kwargs(model_args))
+        sources = {"source": local_folder(model_args.name_or_path)}
+    with model_folder_errors(model_args):
+        model, processor = load_croc(**sources, croc_fields=args.croc_fields,
+                                     image_aspect_ratio=args.image_aspect_ratio, **_load_kwargs(model_args))
     model.train()
     return model, _for_stage(processor, args)
 

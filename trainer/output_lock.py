@@ -177,10 +177,14 @@ class OutputDirLock:
         # whoever it names then (None: gone, or not readable as a lock).
         self._lost = threading.Event()
         self.lost_to: LockHolder | None = None
+        self._made: list[Path] = []
 
     # ---- taking and releasing ----
     def acquire(self) -> OutputDirLock:
         """Take the lock, taking over a stale one; `OutputDirLocked` when a live run holds it."""
+        # The folders this lock makes, deepest first: a run refused before it writes anything (a model folder that
+        # does not load, a processor missing) removes them again if still empty, leaving the disk as it was.
+        self._made = [folder for folder in (self.folder, *self.folder.parents) if not folder.exists()]
         self.folder.mkdir(parents=True, exist_ok=True)
         for _ in range(3):  # a stale lock removed by two starts at once: one of them creates the new lock
             if self._create():
@@ -206,6 +210,11 @@ class OutputDirLock:
         if current is not None and current.token == self.holder.token:
             with contextlib.suppress(OSError):
                 self.path.unlink()
+            for folder in self._made:  # rmdir removes only an empty folder: anything written in it since stays
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
 
     # ---- still held? ----
     @property

@@ -161,23 +161,25 @@ def _run(model_args, data_args, args, stage, signals: StopSignals, lock: OutputD
         logger.info("%s holds this run, finished at step %d: nothing to train (another configuration is refused; "
                     "another output_dir trains anew)", args.output_dir, done)
         return None
-    # The run may write into output_dir from here on. Its record goes first, so whatever moment it is stopped at,
-    # the folder is known as this run's (a final save cut short is rewritten by the rerun, not refused).
-    try:
-        if args.process_index == 0:
-            write_run_record(args.output_dir, record, status="running")
-        training_rows.report.write_start()
-    except OSError as error:  # a full disk or a quota: one line, before the model loads
-        raise ConfigError(f"output_dir {args.output_dir} cannot be written ({error.strerror or error}); nothing was "
-                          "trained; free space and rerun the same command") from None
-
     _share_process_group_with_deepspeed(args)
     try:
+        # A model folder that does not load (weights its config.json does not describe, a file cut short) is a
+        # `ConfigError` from here; it comes before the run writes anything, so output_dir is left as it was.
         model, _ = load_model_and_processor(model_args, args)
     except (CrocConfigError, StrictDataclassError) as error:
         # A Croc field the model cannot run with, found from its config before the weights (a source whose
         # config.json `resolve_config` could not read ahead, such as an uncached Hub id).
         raise ConfigError(f"model config: {error}") from None
+    # The run may write into output_dir from here on, once the model loaded: its record goes first, so whatever
+    # moment it is stopped at, the folder is known as this run's (a final save cut short is rewritten by the rerun,
+    # not refused).
+    try:
+        if args.process_index == 0:
+            write_run_record(args.output_dir, record, status="running")
+        training_rows.report.write_start()
+    except OSError as error:  # a full disk or a quota: one line, before the first step
+        raise ConfigError(f"output_dir {args.output_dir} cannot be written ({error.strerror or error}); nothing was "
+                          "trained; free space and rerun the same command") from None
     counts = apply_trainable_parts(model, args.trainable_parts)
     if model_args.use_peft:
         model = apply_lora(model, model_args, args, resume_from)

@@ -95,8 +95,18 @@ def read_vision_tower(folder: str | Path) -> tuple[PreTrainedConfig, dict[str, t
     """A tower folder's vision config and its vision weights under Croc's names. The tower class's
     `from_pretrained` reads both layouts (a full CLIPModel / SiglipModel such as openai/clip-vit-large-patch14-336 or
     google/siglip2-so400m-patch14-384, or a vision-only save)."""
+    from ..loading import ModelFolderError
+
     model_class = VISION_TOWERS[vision_tower_config(folder).model_type][0]
-    vision = model_class.from_pretrained(folder)
+    # `from_pretrained` alone fills a weight the folder lacks with random values (a warning in the log): a tower
+    # whose config.json its weights do not match is refused instead (the text half of a full CLIPModel is expected
+    # to have no place).
+    vision, info = model_class.from_pretrained(folder, output_loading_info=True, ignore_mismatched_sizes=True)
+    gaps = [f"{len(names)} {what}: {sorted(str(name[0] if isinstance(name, tuple) else name) for name in names)[:8]}"
+            for names, what in ((info["missing_keys"], "missing"),
+                                (info["mismatched_keys"], "of another shape than its config.json gives them")) if names]
+    if gaps:
+        raise ModelFolderError(folder, f"vision tower weights {'; '.join(gaps)}")
     return vision.config, {f"model.vision_tower.{name}": tensor for name, tensor in vision.state_dict().items()}
 
 

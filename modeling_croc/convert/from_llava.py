@@ -40,9 +40,11 @@ def llava_processor(source: str | Path, config: CrocFieldsMixin):
     # rebuilt from the folder's parts below.
     own = family.processor_is_croc and not isinstance(config, CrocConfig)
     processor_class = family.processor if own else AutoProcessor
-    try:
-        source_processor = processor_class.from_pretrained(source)
-    except (OSError, ValueError, TypeError, ImportError):
+    from ..loading import ModelFolderError, folder_processor
+
+    source_processor = folder_processor(source, processor_class.from_pretrained,
+                                        (OSError, ValueError, TypeError, ImportError))
+    if source_processor is None:
         return None
     if not isinstance(config, CrocConfig):
         return source_processor
@@ -51,8 +53,9 @@ def llava_processor(source: str | Path, config: CrocFieldsMixin):
     vocabulary = source_processor.tokenizer.get_vocab()
     if vocabulary.get(IMAGE_TOKEN) != config.image_token_id:
         found = "has no" if IMAGE_TOKEN not in vocabulary else f"gives id {vocabulary[IMAGE_TOKEN]} to its"
-        raise ValueError(f"{source}: its tokenizer {found} {IMAGE_TOKEN} token, which config.json's image_token_id "
-                         f"({config.image_token_id}) must be: save the tokenizer the model was trained with")
+        raise ModelFolderError(source, f"its tokenizer {found} {IMAGE_TOKEN} token, which config.json's "
+                                       f"image_token_id ({config.image_token_id}) must be: save the tokenizer the "
+                                       "model was trained with")
     # The folder's own strategy: a CLIP tower read with `full` keeps its class token, one more `<image>` token.
     processor = build_processor(source_processor.tokenizer, None, config.vision_config,
                                 vision_feature_select_strategy=config.vision_feature_select_strategy)

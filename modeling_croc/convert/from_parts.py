@@ -55,9 +55,14 @@ def read_parts(
     CrocConfig(text_config=text_config.to_dict(), vision_config=tower_config.to_dict(),
                vision_feature_layer=vision_feature_layer, vision_feature_select_strategy=vision_feature_select_strategy,
                **croc_fields)
-    vision_config, state = read_vision_tower(vision_tower)
+    from ..loading import reading_weights
+
+    with reading_weights(vision_tower):
+        vision_config, state = read_vision_tower(vision_tower)
     tokenizer, image_token_id, pad_token_id = _parts_tokenizer(language_model)
-    for name, tensor in read_state_dict(language_model).items():
+    with reading_weights(language_model):
+        language_state = read_state_dict(language_model)
+    for name, tensor in language_state.items():
         for prefix, target in LM_PREFIXES.items():
             if name.startswith(prefix):
                 state[target + name[len(prefix):]] = tensor

@@ -1,0 +1,167 @@
+"""A model folder that does not load is one line, before the run writes anything: weights its config.json does not
+describe (missing, with no place, of another shape: a config edited after saving), a weights file cut short or not
+safetensors, a sharded folder whose index names an absent shard or is not JSON, a config.json that is not a JSON
+object, processor files that do not load, and one broken part of a stage-1 pair. Each ended
+`python -m trainer.train` in a traceback (a ValueError from `load_pretrained_croc`, safetensors' error, a
+FileNotFoundError) after the run record was written into output_dir, or passed silently (a folder edited to fewer
+layers trained on the weights its config still named and dropped the rest)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from run_cases import cli_error, run_argv
+from safetensors.torch import load_file, save_file
+
+WEIGHTS = "model.safetensors"
+
+
+def _edit_config(**changes) -> Callable[[Path], None]:
+    """Set `changes` (`section.key` for a sub-config) in config.json, as a user editing it after saving."""
+    def edit(folder: Path) -> None:
+        config = json.loads((folder / "config.json").read_text())
+        for key, value in changes.items():
+            *sections, name = key.split(".")
+            node = config
+            for section in sections:
+                node = node[section]
+            node[name] = value
+        (folder / "config.json").write_text(json.dumps(config))
+    return edit
+
+
+def _truncate(name: str = WEIGHTS) -> Callable[[Path], None]:
+    def cut(folder: Path) -> None:
+        data = (folder / name).read_bytes()
+        (folder / name).write_bytes(data[: len(data) // 2])
+    return cut
+
+
+def _write(name: str, text: str) -> Callable[[Path], None]:
+    return lambda folder: (folder / name).write_text(text)
+
+
+def _shard(index_text: str | None = None) -> Callable[[Path], None]:
+    """Split the weights into two shards and keep the first only (an interrupted download); `index_text`: the index
+    as written instead of the real one."""
+    def split(folder: Path) -> None:
+        state = load_file(str(folder / WEIGHTS))
+        names = sorted(state)
+        shards = {"model-00001-of-00002.safetensors": names[: len(names) // 2],
+                  "model-00002-of-00002.safetensors": names[len(names) // 2:]}
+        first = "model-00001-of-00002.safetensors"
+        save_file({name: state[name] for name in shards[first]}, str(folder / first), metadata={"format": "pt"})
+        index = {"metadata": {}, "weight_map": {name: shard for shard, names in shards.items() for name in names}}
+        (folder / "model.safetensors.index.json").write_text(index_text or json.dumps(index))
+        (folder / WEIGHTS).unlink()
+    return split
+
+
+MODEL = "configuration error: model.name_or_path={folder} cannot be loaded: "
+# case: (the tiny folder it breaks, how, the line's words; {folder} is the broken folder). "croc": a tiny Croc
+# (LLaVA layout) folder, run as stage 1.5 and 2; "qwen2_5_vl": a plain Hub-layout Qwen2.5-VL folder (stage 1.5);
+# "clip" / "llm": one part of a stage-1 pair.
+CASES: dict[str, tuple[str, Callable[[Path], None], str]] = {
+    "more layers than weights": ("croc", _edit_config(**{"text_config.num_hidden_layers": 3}),
+                                 MODEL + r"9 weights missing: \['model.language_model.layers.2."),
+    "fewer layers than weights": ("croc", _edit_config(**{"text_config.num_hidden_layers": 1}),
+                                  MODEL + "9 weights with no place in the model its config.json describes: "
+                                          r"\['model.language_model.layers.1."),
+    "weights of another shape": ("croc", _edit_config(**{"text_config.intermediate_size": 48}),
+                                 MODEL + "6 weights of the wrong shape for its config.json"),
+    "truncated weights": ("croc", _truncate(), MODEL + "a weights file is not valid safetensors .*: cut short or "
+                                                       "corrupt; copy or download it again"),
+    "weights not safetensors": ("croc", _write(WEIGHTS, "<html>rate limited</html>"),
+                                MODEL + "a weights file is not valid safetensors"),
+    "a shard absent": ("croc", _shard(), MODEL + "its weights cannot be read: .*model-00002-of-00002.safetensors"),
+    "a shard index not JSON": ("croc", _shard("{cut"), MODEL + "a weights index is not valid JSON"),
+    "config.json not JSON": ("croc", _write("config.json", '{"model_type": "croc",'),
+                             r"configuration error: {folder}/config.json:1:23: not valid JSON"),
+    "config.json not an object": ("croc", _write("config.json", "[]"),
+                                  r"configuration error: {folder}/config.json is not a JSON object"),
+    "tokenizer.json corrupt": ("croc", _write("tokenizer.json", "{cut"),
+                               MODEL + r"its processor \(processor_config.json and the tokenizer\) does not load: "
+                                       "JSONDecodeError"),
+    "image processor config gone": ("croc", lambda folder: (folder / "processor_config.json").unlink(),
+                                    r"configuration error: {folder} has no processor"),
+    "plain Qwen2.5-VL, layers edited": ("qwen2_5_vl", _edit_config(**{"text_config.num_hidden_layers": 1,
+                                                                      "text_config.layer_types": ["full_attention"]}),
+                                        MODEL + "12 weights with no place in the model its config.json describes"),
+    "plain Qwen2.5-VL, truncated weights": ("qwen2_5_vl", _truncate(), MODEL + "a weights file is not valid safetensors"),
+    "pair: tower of more layers than weights": (
+        "clip", _edit_config(num_hidden_layers=2),
+        r"configuration error: model.vision_tower={folder} cannot be loaded: vision tower weights 16 missing"),
+    "pair: truncated tower": ("clip", _truncate(), r"configuration error: model.vision_tower={folder} cannot be "
+                                                   "loaded: a weights file is not valid safetensors"),
+    "pair: language model of another shape": (
+        "llm", _edit_config(intermediate_size=48),
+        r"configuration error: model.language_model={folder} cannot be loaded: 3 weights of another shape"),
+    "pair: language model without weights": (
+        "llm", lambda folder: (folder / WEIGHTS).unlink(),
+        r"configuration error: model.language_model={folder} cannot be loaded: its weights cannot be read: no "
+        r"\*.safetensors"),
+}
+# The runs each case is checked in: (YAML, overrides).
+RUNS = {"croc": [("stage1_5.yaml", []), ("stage2.yaml", [])],
+        "qwen2_5_vl": [("stage1_5_qwen2_5_vl.yaml", []), ("stage1_5_qwen2_5_vl.yaml", ["--stage=2"])],
+        "clip": [("stage1.yaml", [])], "llm": [("stage1.yaml", [])]}
+
+
+@pytest.fixture(scope="module")
+def sources(tiny_model, tmp_path_factory) -> dict[str, Path]:
+    """One tiny saved folder of each kind; every case breaks a copy."""
+    from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
+
+    from croc_testing.families import save_tiny_qwen2_5_vl
+    from croc_testing.tiny import llama_sentencepiece_tokenizer, tiny_croc_processor
+
+    root = tmp_path_factory.mktemp("model_sources")
+    clip, llm = root / "clip", root / "llm"
+    CLIPVisionModel(CLIPVisionConfig(hidden_size=24, intermediate_size=48, num_hidden_layers=1, num_attention_heads=4,
+                                     image_size=56, patch_size=14)).save_pretrained(clip)
+    tiny_croc_processor().image_processor.save_pretrained(clip)
+    LlamaForCausalLM(LlamaConfig(vocab_size=32000, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                 num_attention_heads=4, num_key_value_heads=4)).save_pretrained(llm)
+    llama_sentencepiece_tokenizer(add_llava_tokens=False).save_pretrained(llm)
+    return {"croc": tiny_model, "qwen2_5_vl": save_tiny_qwen2_5_vl(root / "qwen2_5_vl"), "clip": clip, "llm": llm}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_a_model_folder_that_does_not_load_is_one_line_and_writes_nothing(case, sources, data, tmp_path,
+                                                                           monkeypatch):
+    kind, breaker, words = CASES[case]
+    folder = tmp_path / "model"
+    shutil.copytree(sources[kind], folder)
+    breaker(folder)
+    for i, (config, overrides) in enumerate(RUNS[kind]):
+        out = tmp_path / f"runs-{i}" / "out"  # its parent absent too: neither may be left behind
+        if kind in ("clip", "llm"):
+            parts = {"clip": sources["clip"], "llm": sources["llm"], kind: folder}
+            model = ["--model.name_or_path=null", f"--model.vision_tower={parts['clip']}",
+                     f"--model.language_model={parts['llm']}"]
+        else:
+            model = [f"--model.name_or_path={folder}"]
+        argv = [arg for arg in run_argv(config, out, folder, data, *model, *overrides)
+                if kind not in ("clip", "llm") or not arg.startswith(f"--model.name_or_path={folder}")]
+        message = cli_error(argv, monkeypatch)  # a SystemExit with this line: exit status 1, no traceback
+        assert re.match(words.format(folder=re.escape(str(folder))), message), (config, overrides, message)
+        assert not out.parent.exists(), (config, overrides, sorted(out.parent.rglob("*")))
+
+
+def test_a_folder_that_did_not_load_leaves_an_existing_output_dir_as_it_was(sources, data, tmp_path, monkeypatch):
+    """The run record, the rejects file and the lock are written only once the model loaded: a rerun with the folder
+    mended, or another, finds output_dir as the user left it."""
+    folder = tmp_path / "model"
+    shutil.copytree(sources["croc"], folder)
+    _truncate()(folder)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    message = cli_error(run_argv("stage1_5.yaml", out, folder, data), monkeypatch)
+    assert message.startswith(MODEL.format(folder=folder)), message
+    assert sorted(path.name for path in out.iterdir()) == ["notes.txt"]
