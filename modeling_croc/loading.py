@@ -20,11 +20,9 @@ The Croc class follows the config (`families.FAMILIES`): `CrocForConditionalGene
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import re
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +32,7 @@ from transformers import AutoProcessor, PreTrainedModel
 from .configuration_croc import CrocConfig, CrocFieldsMixin
 from .constants import CROC_ONLY_PREFIXES, PROMPT_POOL_PREFIX
 from .families import FAMILIES
+from .model_folders import ModelFolderError, folder_processor, reading_weights
 from .presets import get_preset
 from .processing_croc import CrocProcessor, with_image_aspect_ratio
 
@@ -49,38 +48,6 @@ CROC_CONFIG_CLASSES: dict[str, type] = {family.model_type: family.config for fam
 CROC_MODEL_CLASSES: dict[type, type] = {family.config: family.generation_model for family in FAMILIES}
 # `model_type` of the plain parent folders a Croc model starts from (llava, llava_onevision, qwen2_5_vl, ...).
 PLAIN_MODEL_TYPES = tuple(family.plain_model_type for family in FAMILIES)
-
-
-class ModelFolderError(ValueError):
-    """A model folder that cannot be loaded as its own config.json describes it: weights missing, with no place in
-    the model or of another shape, a weights file or index that is not what it claims (cut short, not safetensors,
-    not JSON), a shard the index names that is absent. The folder's fault, not the code's: callers that speak to a
-    user (`trainer.model_loading`) say it in one line, naming the option that gave `folder`."""
-
-    def __init__(self, folder: str | Path, problem: str) -> None:
-        self.folder = Path(folder)
-        self.problem = problem
-        super().__init__(f"{folder}: {problem}")
-
-
-@contextlib.contextmanager
-def reading_weights(folder: str | Path) -> Iterator[None]:
-    """Turn what reading `folder`'s weight files raises when the files are broken into a `ModelFolderError`:
-    safetensors' own error (a file cut short, a header that is not JSON, a file that is not safetensors), an
-    index that is not JSON, an absent shard or an unreadable file (`OSError`). Anything else (a bug) goes through."""
-    from safetensors import SafetensorError
-
-    try:
-        yield
-    except ModelFolderError:
-        raise
-    except SafetensorError as error:
-        raise ModelFolderError(folder, f"a weights file is not valid safetensors ({error}): cut short or "
-                                       "corrupt; copy or download it again") from None
-    except json.JSONDecodeError as error:
-        raise ModelFolderError(folder, f"a weights index is not valid JSON ({error})") from None
-    except OSError as error:  # an absent shard (FileNotFoundError), a weights file that is a folder, unreadable
-        raise ModelFolderError(folder, f"its weights cannot be read: {' '.join(str(error).split())}") from None
 
 
 def _saved_config(path: str | Path) -> dict:
@@ -387,31 +354,9 @@ def load_processor(source: str | Path):
     return folder_processor(source, AutoProcessor.from_pretrained, (OSError, ValueError, TypeError))
 
 
-# The files that say a folder holds a processor (its image processor's or its processor's config): a folder with
-# neither is weights-only, or holds a tokenizer alone (a llava folder whose image processor comes from its tower);
-# one with either whose processor does not load has broken or missing files.
-PROCESSOR_FILES = ("processor_config.json", "preprocessor_config.json")
-
-
-def folder_processor(source: str | Path, load, errors: tuple[type[BaseException], ...]):
-    """`load(source)`, or None for a folder without a processor (none of `PROCESSOR_FILES`). A folder that holds one
-    but raises one of `errors` (a tokenizer.json or processor_config.json that is not JSON, the tokenizer files gone)
-    is a `ModelFolderError` naming the error: saying it has no processor sent users looking for files that are
-    there."""
-    try:
-        return load(source)
-    except errors as error:
-        present = [name for name in PROCESSOR_FILES if (Path(source) / name).is_file()]
-        if not present or isinstance(error, ImportError):  # ImportError: a package the processor needs is absent
-            return None
-        raise ModelFolderError(source, f"its processor ({', '.join(present)} and the tokenizer) does not load: "
-                                       f"{type(error).__name__}: {' '.join(str(error).split())[:300]}") from None
-
-
 __all__ = [
     "CROC_CONFIG_CLASSES",
     "CROC_MODEL_CLASSES",
-    "ModelFolderError",
     "RELEASED_MODEL_TYPES",
     "VICTOR_MODEL_TYPES",
     "apply_croc_fields",
@@ -421,10 +366,8 @@ __all__ = [
     "load_croc_processor",
     "local_folder",
     "load_pretrained_croc",
-    "folder_processor",
     "load_processor",
     "materialize_croc",
     "read_croc_config",
-    "reading_weights",
     "source_kind",
 ]

@@ -15,13 +15,8 @@ import torch
 from modeling_croc import CrocForConditionalGeneration, CrocOnevisionForConditionalGeneration
 from modeling_croc.constants import IMAGE_TOKEN
 from modeling_croc.conversation import get_template
-from modeling_croc.loading import (
-    ModelFolderError,
-    load_croc,
-    load_croc_processor,
-    local_folder,
-    read_croc_config,
-)
+from modeling_croc.loading import load_croc, load_croc_processor, local_folder, read_croc_config
+from modeling_croc.model_folders import ModelFolderError
 
 from .cli import ConfigError
 from .script_args import ModelArguments

@@ -21,6 +21,7 @@ from transformers import (
 )
 
 from ..constants import IMAGE_TOKEN, PAD_TOKEN
+from ..model_folders import ModelFolderError
 from ..processing_croc import CrocProcessor, with_image_aspect_ratio
 
 
@@ -95,8 +96,6 @@ def read_vision_tower(folder: str | Path) -> tuple[PreTrainedConfig, dict[str, t
     """A tower folder's vision config and its vision weights under Croc's names. The tower class's
     `from_pretrained` reads both layouts (a full CLIPModel / SiglipModel such as openai/clip-vit-large-patch14-336 or
     google/siglip2-so400m-patch14-384, or a vision-only save)."""
-    from ..loading import ModelFolderError
-
     model_class = VISION_TOWERS[vision_tower_config(folder).model_type][0]
     # `from_pretrained` alone fills a weight the folder lacks with random values (a warning in the log): a tower
     # whose config.json its weights do not match is refused instead (the text half of a full CLIPModel is expected

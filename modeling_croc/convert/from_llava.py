@@ -11,6 +11,7 @@ from transformers import AutoProcessor, PreTrainedConfig
 from ..configuration_croc import CrocConfig, CrocFieldsMixin
 from ..constants import IMAGE_TOKEN
 from ..families import FAMILIES, FAMILY_OF_CONFIG
+from ..model_folders import ModelFolderError, folder_processor
 from .common import build_processor
 
 # model_type of a plain folder -> the Croc config class that extends it.
@@ -40,8 +41,6 @@ def llava_processor(source: str | Path, config: CrocFieldsMixin):
     # rebuilt from the folder's parts below.
     own = family.processor_is_croc and not isinstance(config, CrocConfig)
     processor_class = family.processor if own else AutoProcessor
-    from ..loading import ModelFolderError, folder_processor
-
     source_processor = folder_processor(source, processor_class.from_pretrained,
                                         (OSError, ValueError, TypeError, ImportError))
     if source_processor is None:

@@ -12,6 +12,7 @@ import torch
 from transformers import AutoConfig, AutoTokenizer
 
 from ..configuration_croc import CrocConfig
+from ..model_folders import reading_weights
 from ..processing_croc import CrocProcessor
 from .common import (
     add_llava_tokens,
@@ -55,8 +56,6 @@ def read_parts(
     CrocConfig(text_config=text_config.to_dict(), vision_config=tower_config.to_dict(),
                vision_feature_layer=vision_feature_layer, vision_feature_select_strategy=vision_feature_select_strategy,
                **croc_fields)
-    from ..loading import reading_weights
-
     with reading_weights(vision_tower):
         vision_config, state = read_vision_tower(vision_tower)
     tokenizer, image_token_id, pad_token_id = _parts_tokenizer(language_model)
