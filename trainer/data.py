@@ -259,9 +259,11 @@ class CrocSupervisedDataset(torch.utils.data.Dataset):
         # (`modeling_croc.chat`, transformers' `apply_chat_template(tokenize=True)`): a tokenizer that has a BOS but
         # adds none (an idefics3 folder's under `template: smolvlm`) gave rows a BOS that inference never sees. None
         # either when the template writes it itself (SmolVLM's opens every conversation with `<|im_start|>`, which a
-        # tokenizer may also name its BOS): the sample would start with it twice.
+        # tokenizer may also name its BOS): the sample would start with it twice. A format whose BOS follows the
+        # image (`bos_after_image`) has it whatever the tokenizer adds: PaliGemma's processor writes it as text.
         writes_bos = bool(tokenizer.bos_token) and self.template.system.startswith(tokenizer.bos_token)
-        adds_bos = tokenizer.bos_token_id is not None and tokenizer.encode("a")[:1] == [tokenizer.bos_token_id]
+        adds_bos = tokenizer.bos_token_id is not None and (
+            self.template.bos_after_image or tokenizer.encode("a")[:1] == [tokenizer.bos_token_id])
         self._bos = [tokenizer.bos_token_id] if adds_bos and not writes_bos else []
         self._eos_token = tokenizer.eos_token
         # Text after a special token is tokenised as a continuation (no SentencePiece "▁" prefix): prefixing each
