@@ -14,13 +14,15 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import jinja2
 import torch
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor
 
 from . import CrocForConditionalGeneration  # noqa: F401  (registers the Auto classes)
-from .constants import IMAGE_TOKEN
+from .constants import CROC_ONLY_PREFIXES, IMAGE_TOKEN
 from .images import ImageFileError, load_image
+from .model_folders import ModelFolderError, checked_from_pretrained
 from .processing_croc import pad_colour
 from .provenance import is_hub_id
 
@@ -157,6 +159,11 @@ def main(argv: Iterable[str] | None = None) -> None:
     if not getattr(processor, "chat_template", None):
         raise SystemExit(f"chat error: {args.model_dir}: its processor has no chat template (chat_template.jinja), "
                          "which the chat renders every question with")
+    try:  # rendered once here: a template that does not render would fail the first question, after the model load
+        processor.apply_chat_template([user_turn([None] if args.image else [], "?")], add_generation_prompt=True)
+    except jinja2.TemplateError as error:
+        raise SystemExit(f"chat error: {args.model_dir}: its chat template (chat_template.jinja) does not render: "
+                         f"{type(error).__name__}: {' '.join(str(error).split())[:200]}") from None
     # Read as training reads images: transparency onto the pad colour, 16-bit grey rescaled. Before the model loads,
     # so a missing or unreadable image costs a line, not minutes.
     try:
@@ -164,7 +171,13 @@ def main(argv: Iterable[str] | None = None) -> None:
                             image_processor=processor.image_processor) if args.image else None)
     except ImageFileError as error:
         raise SystemExit(f"chat error: {error}") from None
-    model = AutoModelForImageTextToText.from_pretrained(args.model_dir).to(args.device).eval()
+    # Checked against its config.json as training loads it: a weight missing or dropped unread would answer as if
+    # trained, a file cut short would end in a traceback.
+    try:
+        model = checked_from_pretrained(AutoModelForImageTextToText, args.model_dir, may_lack=CROC_ONLY_PREFIXES)
+    except ModelFolderError as error:
+        raise SystemExit(f"chat error: {' '.join(str(error).split())}") from None
+    model = model.to(args.device).eval()
     questions = [args.question] if args.question is not None else (line.strip() for line in sys.stdin)
     for question in questions:
         if question:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +31,7 @@ from transformers import AutoProcessor, PreTrainedModel
 from .configuration_croc import CrocConfig, CrocFieldsMixin
 from .constants import CROC_ONLY_PREFIXES, PROMPT_POOL_PREFIX
 from .families import FAMILIES
-from .model_folders import ModelFolderError, folder_processor, reading_weights
+from .model_folders import ModelFolderError, checked_from_pretrained, folder_processor, reading_weights
 from .presets import get_preset
 from .processing_croc import CrocProcessor, with_image_aspect_ratio
 
@@ -207,15 +206,6 @@ def _count(names) -> str:
     return f"{len(names)} weight{'s' if len(names) != 1 else ''}"
 
 
-def _ignored_unexpected(config) -> list[str]:
-    """The patterns of checkpoint weights a model of `config`'s family leaves out on purpose (the parent's and the
-    Croc class's `_keys_to_ignore_on_load_unexpected`: Qwen3.5's `mtp.*` layers), which are no sign of a folder
-    at odds with its config."""
-    family = next(family for family in FAMILIES if family.config is type(config))
-    return [*(family.plain_model._keys_to_ignore_on_load_unexpected or []),
-            *(croc_model_class(config)._keys_to_ignore_on_load_unexpected or [])]
-
-
 def _shape_mismatches(mismatched: list) -> list[str]:
     """`from_pretrained`'s mismatched keys (name, checkpoint shape, model shape) as short strings, at most ten."""
     return [" ".join(str(part) for part in entry) if isinstance(entry, tuple) else str(entry)
@@ -229,27 +219,10 @@ def load_pretrained_croc(path: str | Path, config, **kwargs):
     edited to fewer layers trained those it names and left the rest unread). Either is a `ModelFolderError`."""
     saved = load_croc_config(path) if source_kind(path) == "croc" else None
     resized_pool = saved is not None and saved.prompt_pool_size != config.prompt_pool_size
-    # Every mismatched shape is reported rather than raised (transformers raises a RuntimeError after a multi-line
-    # report); only the resized pool is let through below, anything else is refused in one line.
-    with reading_weights(path):
-        model, info = croc_model_class(config).from_pretrained(
-            path, config=config, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
-        )
-    missing = [name for name in info.get("missing_keys", []) if not name.startswith(CROC_ONLY_PREFIXES)]
-    mismatched = [entry[0] if isinstance(entry, tuple) else entry for entry in info.get("mismatched_keys", [])]
-    mismatched = [name for name in mismatched if not (resized_pool and str(name).startswith(PROMPT_POOL_PREFIX))]
-    # A pool or head a stage does not build (its objectives off) is left behind on purpose, as is what the family
-    # leaves out of every load.
-    ignored = _ignored_unexpected(config)
-    unexpected = [name for name in info.get("unexpected_keys", []) if not name.startswith(CROC_ONLY_PREFIXES)
-                  and not any(re.search(pattern, name) for pattern in ignored)]
-    problems = [f"{_count(names)} {what}: {sorted(names)[:8]}" for names, what in (
-        (missing, "missing"), (mismatched, "of the wrong shape for its config.json"),
-        (unexpected, "with no place in the model its config.json describes")) if names]
-    if problems:
-        raise ModelFolderError(path, f"{'; '.join(problems)}; its config.json does not describe these weights (was "
-                                     "it edited after saving?), or it is no Croc or parent-family checkpoint of this "
-                                     "architecture")
+    # Only a resized pool may change shape; a pool or head a stage does not build (its objectives off) may be
+    # missing or left behind.
+    model = checked_from_pretrained(croc_model_class(config), path, config=config, may_lack=CROC_ONLY_PREFIXES,
+                                    may_resize=(PROMPT_POOL_PREFIX,) if resized_pool else (), **kwargs)
     if resized_pool:
         logger.warning("prompt pool resized %d -> %d: the new pool starts fresh", saved.prompt_pool_size,
                        config.prompt_pool_size)

@@ -1,14 +1,18 @@
 """What makes a model folder unloadable, said in one line: `ModelFolderError` (the folder's fault, not the code's),
-`reading_weights` (what reading broken weight files raises, turned into one), and `folder_processor` (a processor
-that is there but does not load). Shared by the loader (`modeling_croc.loading`) and the readers of the foreign
-layouts (`modeling_croc.convert`), which the loader imports: so they live below both."""
+`reading_weights` (what reading broken weight files raises, turned into one), `checked_from_pretrained` (a load that
+refuses the weights its config.json does not describe) and `folder_processor` (a processor that is there but does
+not load). Shared by every command that loads a folder (training, conversion, export, chat, LoRA merge) and by the
+readers of the foreign layouts (`modeling_croc.convert`), which the loader imports: so they live below both."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import pickle
+import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 
 class ModelFolderError(ValueError):
@@ -26,8 +30,9 @@ class ModelFolderError(ValueError):
 @contextlib.contextmanager
 def reading_weights(folder: str | Path) -> Iterator[None]:
     """Turn what reading `folder`'s weight files raises when the files are broken into a `ModelFolderError`:
-    safetensors' own error (a file cut short, a header that is not JSON, a file that is not safetensors), an
-    index that is not JSON, an absent shard or an unreadable file (`OSError`). Anything else (a bug) goes through."""
+    safetensors' own error (a file cut short, a header that is not JSON, a file that is not safetensors), torch's
+    for a `pytorch_model.bin` (cut short, empty, a web page: its text would advise `weights_only=False`), an index
+    that is not JSON, an absent shard or an unreadable file (`OSError`). Anything else (a bug) goes through."""
     from safetensors import SafetensorError
 
     try:
@@ -39,8 +44,60 @@ def reading_weights(folder: str | Path) -> Iterator[None]:
                                        "corrupt; copy or download it again") from None
     except json.JSONDecodeError as error:
         raise ModelFolderError(folder, f"a weights index is not valid JSON ({error})") from None
+    except (pickle.UnpicklingError, EOFError) as error:  # a pytorch_model.bin that is a web page, empty
+        raise ModelFolderError(folder, f"a weights file is not a PyTorch checkpoint ({type(error).__name__}): "
+                                       "corrupt, or not weights at all; copy or download it again") from None
+    except RuntimeError as error:
+        if "PytorchStreamReader" not in str(error):  # torch's reader of a pytorch_model.bin cut short; else a bug
+            raise
+        raise ModelFolderError(folder, f"a weights file is not a valid PyTorch checkpoint "
+                                       f"({' '.join(str(error).split())[:200]}): cut short or corrupt; copy or "
+                                       "download it again") from None
     except OSError as error:  # an absent shard (FileNotFoundError), a weights file that is a folder, unreadable
         raise ModelFolderError(folder, f"its weights cannot be read: {' '.join(str(error).split())}") from None
+
+
+def _count(names) -> str:
+    return f"{len(names)} weight{'s' if len(names) != 1 else ''}"
+
+
+def checked_from_pretrained(model_class: Any, folder: str | Path, *, may_lack: tuple[str, ...] = (),
+                            may_resize: tuple[str, ...] = (), **kwargs: Any) -> Any:
+    """`model_class.from_pretrained(folder, **kwargs)` refusing, as one `ModelFolderError`, what `from_pretrained`
+    alone lets through or reports in many lines: a weight missing (left random, the model would run as if trained), one
+    of another shape (transformers' multi-line RuntimeError), one with no place in the model its config.json
+    describes (a config edited to fewer layers: the rest dropped unread), and a broken weights file
+    (`reading_weights`). `may_lack`: name prefixes a folder may lack or hold over (Croc's pool and VTR head, built
+    only with their objectives); `may_resize`: prefixes whose shape may change (a resized pool). What the model's
+    class leaves out of every load (`_keys_to_ignore_on_load_unexpected`: Qwen3.5's `mtp.*` layers) is no fault."""
+    with reading_weights(folder):
+        model, info = model_class.from_pretrained(folder, output_loading_info=True, ignore_mismatched_sizes=True,
+                                                  **kwargs)
+    ignored = getattr(model, "_keys_to_ignore_on_load_unexpected", None) or []
+    missing = [name for name in info.get("missing_keys", []) if not name.startswith(may_lack)]
+    mismatched = [str(entry[0] if isinstance(entry, tuple) else entry) for entry in info.get("mismatched_keys", [])]
+    mismatched = [name for name in mismatched if not name.startswith(may_resize)]
+    unexpected = [name for name in info.get("unexpected_keys", []) if not name.startswith(may_lack)
+                  and not any(re.search(pattern, name) for pattern in ignored)]
+    problems = [f"{_count(names)} {what}: {sorted(names)[:8]}" for names, what in (
+        (missing, "missing"), (mismatched, "of the wrong shape for its config.json"),
+        (unexpected, "with no place in the model its config.json describes")) if names]
+    if problems:
+        raise ModelFolderError(folder, f"{'; '.join(problems)}; its config.json does not describe these weights (was "
+                                       "it edited after saving?), or it is no checkpoint of this architecture")
+    return model
+
+
+def check_weight_files(folder: str | Path) -> None:
+    """Open every safetensors file of `folder` (its header and size, not its tensors): a file cut short or not
+    safetensors is a `ModelFolderError` here, before a command reads anything else of it (a fingerprint of a cut
+    file named it 'other weights')."""
+    from safetensors import safe_open
+
+    with reading_weights(folder):
+        for path in sorted(Path(folder).glob("*.safetensors")):
+            with safe_open(str(path), framework="pt"):
+                pass
 
 
 # The files that say a folder holds a processor (its image processor's or its processor's config): a folder with
@@ -64,4 +121,11 @@ def folder_processor(source: str | Path, load, errors: tuple[type[BaseException]
                                        f"{type(error).__name__}: {' '.join(str(error).split())[:300]}") from None
 
 
-__all__ = ["PROCESSOR_FILES", "ModelFolderError", "folder_processor", "reading_weights"]
+__all__ = [
+    "PROCESSOR_FILES",
+    "ModelFolderError",
+    "check_weight_files",
+    "checked_from_pretrained",
+    "folder_processor",
+    "reading_weights",
+]

@@ -592,7 +592,7 @@ def test_convert_cli_refuses_weights_that_do_not_fit_the_config(tmp_path, comman
         [head] = [name for name in weights if name.endswith("lm_head.weight")]
         weights[head + "s"] = weights.pop(head)
         save_file(weights, source / "model.safetensors", metadata={"format": "pt"})
-        with pytest.raises(SystemExit, match="^convert error: .*weights missing \\['lm_head.weight'\\]"):
+        with pytest.raises(SystemExit, match="^convert error: .*1 weight missing: \\['lm_head.weight'\\]"):
             main([command, str(source), str(tmp_path / "out")])
         assert not (tmp_path / "out").exists()
 

@@ -20,6 +20,7 @@ from pathlib import Path
 
 from modeling_croc.constants import MODEL_DTYPES
 from modeling_croc.loading import load_croc_config, load_pretrained_croc, load_processor
+from modeling_croc.model_folders import check_weight_files, reading_weights
 from modeling_croc.provenance import expand_home, is_hub_id
 
 from .croc_trainer import BASE_CONFIG_DIR, BASE_WEIGHTS_FILE
@@ -134,13 +135,17 @@ def merge_lora(adapter_dir: str | Path, out_dir: str | Path, dtype: str = "float
     if not adapter_config.is_file():
         raise FileNotFoundError(f"{adapter_dir} has no adapter_config.json: not a LoRA run folder")
     base_path = find_base(adapter_dir, base)
+    if Path(base_path).is_dir():  # a cut file first: its fingerprint would call it other weights than the base's
+        check_weight_files(base_path)
+    check_weight_files(adapter_dir)
     mismatch = base_mismatch(adapter_dir, base_path)
     if mismatch:
         raise ValueError(mismatch)
     config_dir = adapter_dir / BASE_CONFIG_DIR
     config = load_croc_config(config_dir if config_dir.is_dir() else base_path)  # LLaVA-1.5 or OneVision family
     model = load_pretrained_croc(base_path, config, dtype=dtype)
-    merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
+    with reading_weights(adapter_dir):
+        merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
     merged.save_pretrained(out_dir)
     has_processor = (adapter_dir / "processor_config.json").is_file() or (adapter_dir / "tokenizer_config.json").is_file()
     processor = load_processor(adapter_dir if has_processor else base_path)

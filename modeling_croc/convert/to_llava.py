@@ -26,6 +26,7 @@ from ..configuration_croc import CROC_FIELD_NAMES, CrocConfig
 from ..configuration_croc_onevision import CrocOnevisionConfig
 from ..constants import CROC_ONLY_PREFIXES
 from ..families import FAMILIES
+from ..model_folders import checked_from_pretrained, folder_processor
 from ..provenance import carry_card
 
 # Croc config class -> the plain config and model classes it extends (`families.FAMILIES`).
@@ -87,22 +88,14 @@ def export_llava_folder(croc_dir: str | Path, out_dir: str | Path) -> Path:
     if type(config) not in PLAIN_COUNTERPARTS:
         raise ValueError(f"{croc_dir} is not a Croc folder (model_type {config.model_type!r}): nothing to export")
     croc_config_to_llava(config)  # refuses what cannot be exported before the weights are read
-    # from_pretrained alone fills a weight missing from the folder with random values (which the export would then
-    # carry as if trained) and raises a multi-line RuntimeError for one of the wrong shape: both refused in one line.
-    model, info = AutoModelForImageTextToText.from_pretrained(croc_dir, output_loading_info=True,
-                                                              ignore_mismatched_sizes=True)
-    missing = [name for name in info["missing_keys"] if not name.startswith(CROC_ONLY_PREFIXES)]
-    mismatched = [entry[0] if isinstance(entry, tuple) else entry for entry in info["mismatched_keys"]]
-    if missing or mismatched:
-        raise ValueError(f"{croc_dir}: weights missing {sorted(missing)[:8]} / of the wrong shape "
-                         f"{sorted(mismatched)[:8]} for its config.json: nothing exported")
+    # The processor first (one that is there but does not load is refused, not left out of the export), then the
+    # weights, checked against config.json: a weight missing would be exported random as if trained, one of another
+    # shape raises many lines, one with no place (a config edited to fewer layers) would be dropped unsaid.
+    processor = folder_processor(croc_dir, AutoProcessor.from_pretrained, (OSError, ValueError, TypeError))
+    model = checked_from_pretrained(AutoModelForImageTextToText, croc_dir, may_lack=CROC_ONLY_PREFIXES)
     plain = croc_to_llava(model)
     out_dir = Path(out_dir)
     plain.save_pretrained(out_dir)
-    try:
-        processor = AutoProcessor.from_pretrained(croc_dir)
-    except (OSError, ValueError):
-        processor = None  # a weights-only folder: nothing to carry over
     if isinstance(processor, CrocProcessor):
         LlavaProcessor(
             image_processor=processor.image_processor,

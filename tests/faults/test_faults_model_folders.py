@@ -4,7 +4,8 @@ safetensors, a sharded folder whose index names an absent shard or is not JSON, 
 object, processor files that do not load, and one broken part of a stage-1 pair. Each ended
 `python -m trainer.train` in a traceback (a ValueError from `load_pretrained_croc`, safetensors' error, a
 FileNotFoundError) after the run record was written into output_dir, or passed silently (a folder edited to fewer
-layers trained on the weights its config still named and dropped the rest)."""
+layers trained on the weights its config still named and dropped the rest). The export and the chat keep the same
+rule (found by a hostile tester: a silent partial export, a chat answering from random layers)."""
 
 from __future__ import annotations
 
@@ -62,6 +63,17 @@ def _shard(index_text: str | None = None) -> Callable[[Path], None]:
     return split
 
 
+def _as_bin(then: Callable[[Path], None]) -> Callable[[Path], None]:
+    """The weights as a `pytorch_model.bin` (older Hub folders), then `then` on it."""
+    def convert(folder: Path) -> None:
+        import torch
+
+        torch.save(load_file(str(folder / WEIGHTS)), folder / "pytorch_model.bin")
+        (folder / WEIGHTS).unlink()
+        then(folder)
+    return convert
+
+
 MODEL = "configuration error: model.name_or_path={folder} cannot be loaded: "
 # case: (the tiny folder it breaks, how, the line's words; {folder} is the broken folder). "croc": a tiny Croc
 # (LLaVA layout) folder, run as stage 1.5 and 2; "qwen2_5_vl": a plain Hub-layout Qwen2.5-VL folder (stage 1.5);
@@ -80,6 +92,10 @@ CASES: dict[str, tuple[str, Callable[[Path], None], str]] = {
                                 MODEL + "a weights file is not valid safetensors"),
     "a shard absent": ("croc", _shard(), MODEL + "its weights cannot be read: .*model-00002-of-00002.safetensors"),
     "a shard index not JSON": ("croc", _shard("{cut"), MODEL + "a weights index is not valid JSON"),
+    "pytorch_model.bin cut short": ("croc", _as_bin(_truncate("pytorch_model.bin")),
+                                    MODEL + "a weights file is not a valid PyTorch checkpoint .*: cut short"),
+    "pytorch_model.bin a web page": ("croc", _as_bin(_write("pytorch_model.bin", "<html>rate limited</html>")),
+                                     MODEL + r"a weights file is not a PyTorch checkpoint \(UnpicklingError\)"),
     "config.json not JSON": ("croc", _write("config.json", '{"model_type": "croc",'),
                              r"configuration error: {folder}/config.json:1:23: not valid JSON"),
     "config.json not an object": ("croc", _write("config.json", "[]"),
@@ -165,3 +181,62 @@ def test_a_folder_that_did_not_load_leaves_an_existing_output_dir_as_it_was(sour
     message = cli_error(run_argv("stage1_5.yaml", out, folder, data), monkeypatch)
     assert message.startswith(MODEL.format(folder=folder)), message
     assert sorted(path.name for path in out.iterdir()) == ["notes.txt"]
+
+
+# The other commands that load a whole model folder, each with its one-line prefix: (argv after the folder, prefix).
+COMMANDS = {"convert to-llava": ("modeling_croc.convert", "convert error: "),
+            "chat": ("modeling_croc.chat", "chat error: ")}
+# case: (how the tiny Croc folder is broken, the words after the prefix; {folder} is the broken folder).
+COMMAND_CASES: dict[str, tuple[Callable[[Path], None], str]] = {
+    "truncated weights": (_truncate(), "{folder}: a weights file is not valid safetensors"),
+    "fewer layers than weights": (_edit_config(**{"text_config.num_hidden_layers": 1}),
+                                  "{folder}: 9 weights with no place in the model its config.json describes"),
+    "more layers than weights": (_edit_config(**{"text_config.num_hidden_layers": 3}),
+                                 r"{folder}: 9 weights missing: \['model.language_model.layers.2."),
+    "a shard absent": (_shard(), "{folder}: its weights cannot be read: .*model-00002-of-00002.safetensors"),
+    "tokenizer.json corrupt": (_write("tokenizer.json", "{cut"), "{folder}: .*(JSONDecodeError|Expecting property name)"),
+}
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("case", COMMAND_CASES)
+def test_every_command_that_loads_a_folder_says_a_broken_one_in_one_line(command, case, tiny_model, tmp_path):
+    """`python -m modeling_croc.convert to-llava` exported a folder edited to fewer layers without the rest (exit 0)
+    and one whose tokenizer did not load without any processor, and ended in a traceback on a file cut short; the
+    chat answered from random or dropped layers and ended in tracebacks likewise. Each is one line, and the export
+    writes nothing."""
+    import importlib
+
+    module, prefix = COMMANDS[command]
+    breaker, words = COMMAND_CASES[case]
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model, folder)
+    breaker(folder)
+    out = tmp_path / "export" / "out"
+    argv = (["to-llava", str(folder), str(out)] if command == "convert to-llava"
+            else [str(folder), "--question", "hi", "--max-new-tokens", "2"])
+    with pytest.raises(SystemExit) as stop:
+        importlib.import_module(module if command == "chat" else f"{module}.__main__").main(argv)
+    message = str(stop.value.code)
+    assert "\n" not in message and re.match(re.escape(prefix) + words.format(folder=re.escape(str(folder))),
+                                            message), message
+    assert not out.exists()
+
+
+def test_the_chat_says_a_chat_template_that_does_not_render_before_the_model_loads(tiny_model, tmp_path,
+                                                                                  monkeypatch):
+    """A broken chat_template.jinja ended the chat in jinja's traceback at the first question, after the model load
+    (minutes for a 7B model): one line, and no weights read."""
+    from transformers import AutoModelForImageTextToText
+
+    from modeling_croc import chat
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model, folder)
+    (folder / "chat_template.jinja").write_text("{% for m in messages %}{{ m.content ")
+    monkeypatch.setattr(AutoModelForImageTextToText, "from_pretrained", None)  # any load fails the test
+    with pytest.raises(SystemExit) as stop:
+        chat.main([str(folder), "--question", "hi"])
+    message = str(stop.value.code)
+    assert message.startswith(f"chat error: {folder}: its chat template (chat_template.jinja) does not render: "
+                              "TemplateSyntaxError"), message

@@ -489,3 +489,35 @@ def test_lora_on_qwen3_5_trains_every_adapter_and_merges_to_the_exported_parents
         torch.testing.assert_close(plain(**inputs).logits, merged(**inputs).logits, rtol=0, atol=0)
         base = spec.parent_generation.from_pretrained(plain_folder).eval()
         assert not torch.allclose(base(**inputs).logits, expected, atol=1e-4)  # the adapters changed something
+
+
+@pytest.mark.parametrize("cut", ["adapters", "base"])
+def test_merge_cli_names_a_weights_file_cut_short_in_one_line(tmp_path, cut):
+    """An adapter file cut short ended the merge in safetensors' traceback; a base file cut short was called 'other
+    weights than the base the adapters were trained on' (its fingerprint differs), which sent users looking for
+    another base. Both are one `merge error:` line naming the folder whose file is cut, nothing written."""
+    import json
+
+    from peft import LoraConfig, get_peft_model
+
+    from croc_testing.tiny import save_tiny_croc
+    from trainer.croc_trainer import BASE_CONFIG_DIR, BASE_WEIGHTS_FILE
+    from trainer.merge_lora import main
+    from trainer.run_record import weights_fingerprint
+
+    base = save_tiny_croc(tmp_path / "base")
+    model = CrocForConditionalGeneration.from_pretrained(base)
+    run = tmp_path / "run"
+    get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules=r".*language_model.*\.(q_proj|v_proj)")
+                   ).save_pretrained(run)
+    (run / BASE_CONFIG_DIR).mkdir()
+    (run / BASE_CONFIG_DIR / BASE_WEIGHTS_FILE).write_text(json.dumps(
+        {"weights_fingerprint": weights_fingerprint(str(base))}))
+    broken = (run / "adapter_model.safetensors") if cut == "adapters" else (base / "model.safetensors")
+    broken.write_bytes(broken.read_bytes()[: broken.stat().st_size // 2])
+    with pytest.raises(SystemExit) as stop:
+        main([str(run), "--out", str(tmp_path / "merged"), "--base", str(base)])
+    message = str(stop.value.code)
+    assert message.startswith(f"merge error: {broken.parent}: a weights file is not valid safetensors"), message
+    assert "\n" not in message and "other weights" not in message
+    assert not (tmp_path / "merged").exists()
