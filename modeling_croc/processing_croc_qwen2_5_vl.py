@@ -43,12 +43,25 @@ class CrocQwenImageBudgetMixin:
         frames = processor.temporal_patch_size if self.croc_budget_counts_frames else 1
         return frames * (processor.patch_size * processor.merge_size) ** 2
 
+    def _largest_pixels(self) -> int:
+        # `size["longest_edge"]`; a size edited to another form (`{height, width}`, a number) loads, and the image
+        # processor refuses it only at its first image: a ValueError here, which the run's checks say in one line.
+        size = self.image_processor.size
+        try:
+            longest = size["longest_edge"]
+        except (TypeError, KeyError, IndexError):
+            longest = None
+        if isinstance(longest, bool) or not isinstance(longest, (int, float)) or longest < 1:
+            raise ValueError(f"its image processor's size ({size!r}) gives no pixel budget: Qwen2-VL's image "
+                             "processors take size = {shortest_edge, longest_edge}, in pixels (min_pixels, max_pixels)")
+        return int(longest)
+
     @property
     def num_image_tokens(self) -> int:
         """Merged visual tokens of an image at the image processor's largest size (`size["longest_edge"]`, in
         pixels: Qwen2-VL's `max_pixels`): the length estimate of an image row before its image is read (the exact
         count is `replace_image_token`'s)."""
-        return max(1, int(self.image_processor.size["longest_edge"]) // self._pixels_per_token())
+        return max(1, self._largest_pixels() // self._pixels_per_token())
 
     # What stage 1.5 matches against the pool (`trainer.model_loading.fit_images_to_pool`): an image's whole
     # expansion is visual tokens.
@@ -59,7 +72,7 @@ class CrocQwenImageBudgetMixin:
         pixels, becomes `max_tokens` merge windows); larger limits than the current one change nothing."""
         processor = self.image_processor
         pixels = max(1, max_tokens) * self._pixels_per_token()
-        if pixels < int(processor.size["longest_edge"]):
+        if pixels < self._largest_pixels():
             processor.size = dataclasses.replace(processor.size, longest_edge=pixels)
 
 

@@ -74,6 +74,15 @@ def _as_bin(then: Callable[[Path], None]) -> Callable[[Path], None]:
     return convert
 
 
+def _image_size(size) -> Callable[[Path], None]:
+    """The image processor's `size` hand-edited (to `{height, width}`, as other families write it, or a number)."""
+    def edit(folder: Path) -> None:
+        config = json.loads((folder / "processor_config.json").read_text())
+        config["image_processor"]["size"] = size
+        (folder / "processor_config.json").write_text(json.dumps(config))
+    return edit
+
+
 MODEL = "configuration error: model.name_or_path={folder} cannot be loaded: "
 # case: (the tiny folder it breaks, how, the line's words; {folder} is the broken folder). "croc": a tiny Croc
 # (LLaVA layout) folder, run as stage 1.5 and 2; "qwen2_5_vl": a plain Hub-layout Qwen2.5-VL folder (stage 1.5);
@@ -109,6 +118,12 @@ CASES: dict[str, tuple[str, Callable[[Path], None], str]] = {
                                                                       "text_config.layer_types": ["full_attention"]}),
                                         MODEL + "12 weights with no place in the model its config.json describes"),
     "plain Qwen2.5-VL, truncated weights": ("qwen2_5_vl", _truncate(), MODEL + "a weights file is not valid safetensors"),
+    "plain Qwen2.5-VL, image size as height and width": (
+        "qwen2_5_vl", _image_size({"height": 448, "width": 448}),
+        r"configuration error: the model's processor cannot train: its image processor's size .* gives no pixel "
+        "budget"),
+    "plain Qwen2.5-VL, image size a number": ("qwen2_5_vl", _image_size(448), r"configuration error: the model's "
+                                              "processor cannot train: its image processor's size"),
     "pair: tower of more layers than weights": (
         "clip", _edit_config(num_hidden_layers=2),
         r"configuration error: model.vision_tower={folder} cannot be loaded: vision tower weights 16 missing"),
