@@ -150,6 +150,8 @@ def main(argv: Iterable[str] | None = None) -> None:
         raise SystemExit("chat error: --question is empty (leave it out to read questions from standard input)")
     if not Path(args.model_dir).expanduser().exists() and not is_hub_id(args.model_dir):
         raise SystemExit(f"chat error: {args.model_dir}: no such folder (and not a Hub repository id)")
+    if Path(args.model_dir).expanduser().is_file():  # transformers would read it as a malformed Hub id
+        raise SystemExit(f"chat error: {args.model_dir} is a file: give the model folder that holds it")
     try:
         processor = AutoProcessor.from_pretrained(args.model_dir)
     except (OSError, ValueError) as error:  # no processor files there, the Hub not reachable, not a model folder

@@ -143,6 +143,8 @@ def check_checkpoint_layout(path: str) -> None:
     """A local model folder must be a Croc folder (either family) or a transformers `llava` / `llava_onevision`
     folder, with weights."""
     folder = Path(path).expanduser()
+    if folder.exists() and not folder.is_dir():  # "does not exist" was untrue of a file (a weights file given)
+        raise ConfigError(f"model folder {path} is a file: give the folder that holds config.json and the weights")
     if not folder.is_dir():
         raise ConfigError(f"model folder {path} does not exist")
     if (folder / "adapter_config.json").is_file() and not (folder / "config.json").is_file():

@@ -255,3 +255,18 @@ def test_the_chat_says_a_chat_template_that_does_not_render_before_the_model_loa
     message = str(stop.value.code)
     assert message.startswith(f"chat error: {folder}: its chat template (chat_template.jinja) does not render: "
                               "TemplateSyntaxError"), message
+
+
+def test_a_model_folder_given_as_a_file_is_called_a_file(tiny_model, data, tmp_path, monkeypatch):
+    """A weights file given where the folder belongs was called 'does not exist' by the trainer, and a malformed Hub
+    repository id by the chat."""
+    from modeling_croc import chat
+
+    weights = tiny_model / WEIGHTS
+    message = cli_error(run_argv("stage1_5.yaml", tmp_path / "out", weights, data), monkeypatch)
+    assert message == f"configuration error: model folder {weights} is a file: give the folder that holds " \
+                      "config.json and the weights", message
+    with pytest.raises(SystemExit) as stop:
+        chat.main([str(weights), "--question", "hi"])
+    assert str(stop.value.code) == f"chat error: {weights} is a file: give the model folder that holds it"
+    assert not (tmp_path / "out").exists()
