@@ -31,7 +31,13 @@ from transformers import AutoProcessor, PreTrainedModel
 from .configuration_croc import CrocConfig, CrocFieldsMixin
 from .constants import CROC_ONLY_PREFIXES, PROMPT_POOL_PREFIX
 from .families import FAMILIES
-from .model_folders import ModelFolderError, checked_from_pretrained, folder_processor, reading_weights
+from .model_folders import (
+    ModelFolderError,
+    checked_from_pretrained,
+    folder_processor,
+    reading_weights,
+    weight_gaps,
+)
 from .presets import get_preset
 from .processing_croc import CrocProcessor, with_image_aspect_ratio
 
@@ -178,38 +184,21 @@ def read_croc_config(
 def materialize_croc(config, state: dict[str, torch.Tensor], folder: str | Path | None = None, **kwargs):
     """A Croc model holding `state` (in-memory parameter names), through `from_pretrained`'s own loading path: no
     random copy of the full model is built, and a pool or VTR head absent from `state` is initialised the way
-    `from_pretrained` initialises missing weights. Weights with no place in the model, or other missing ones,
-    raise `ModelFolderError` (naming `folder`, where `state` was read from). `kwargs` go to `from_pretrained`
+    `from_pretrained` initialises missing weights. Any other gap (`weight_gaps`) raises `ModelFolderError` (naming
+    `folder`, where `state` was read from). `kwargs` go to `from_pretrained`
     (dtype, attn_implementation, ...)."""
     # Mismatched shapes are reported (and refused below in one line) rather than raised: transformers raises a
     # RuntimeError after a multi-line report, which a converter or training run then shows as a traceback.
     model, info = croc_model_class(config).from_pretrained(
         None, config=config, state_dict=state, output_loading_info=True, ignore_mismatched_sizes=True, **kwargs
     )
-    where = folder or "the source"
-    if info["unexpected_keys"]:
-        raise ModelFolderError(where, f"{_count(info['unexpected_keys'])} with no place in a Croc model: "
-                                      f"{sorted(info['unexpected_keys'])[:10]}")
-    if info["mismatched_keys"]:
-        raise ModelFolderError(where, f"{_count(info['mismatched_keys'])} of another shape than the config gives "
-                                      f"them (name, checkpoint, model): {_shape_mismatches(info['mismatched_keys'])}")
+    problems = weight_gaps(model, info, may_lack=CROC_ONLY_PREFIXES)
+    if problems:
+        raise ModelFolderError(folder or "the source", "; ".join(problems))
     missing = sorted(info["missing_keys"])
-    unexplained = [name for name in missing if not name.startswith(CROC_ONLY_PREFIXES)]
-    if unexplained:
-        raise ModelFolderError(where, f"{_count(unexplained)} missing: {unexplained[:10]}")
     if missing:
         logger.info("initialised parameters absent from the source: %s", missing[:5])
     return model
-
-
-def _count(names) -> str:
-    return f"{len(names)} weight{'s' if len(names) != 1 else ''}"
-
-
-def _shape_mismatches(mismatched: list) -> list[str]:
-    """`from_pretrained`'s mismatched keys (name, checkpoint shape, model shape) as short strings, at most ten."""
-    return [" ".join(str(part) for part in entry) if isinstance(entry, tuple) else str(entry)
-            for entry in sorted(mismatched)[:10]]
 
 
 def load_pretrained_croc(path: str | Path, config, **kwargs):

@@ -57,8 +57,24 @@ def reading_weights(folder: str | Path) -> Iterator[None]:
         raise ModelFolderError(folder, f"its weights cannot be read: {' '.join(str(error).split())}") from None
 
 
-def _count(names) -> str:
-    return f"{len(names)} weight{'s' if len(names) != 1 else ''}"
+def weight_gaps(model: Any, info: dict, *, may_lack: tuple[str, ...] = (), may_resize: tuple[str, ...] = ()
+                ) -> list[str]:
+    """`from_pretrained`'s loading `info` as what does not fit `model`, one phrase per kind (at most 8 names each),
+    none when everything fits: weights missing, of the wrong shape (name, checkpoint shape, model shape), with no
+    place in the model. `may_lack`: name prefixes that may be missing or left over (Croc's pool and VTR head, built
+    only with their objectives); `may_resize`: prefixes whose shape may change (a resized pool). What the model's
+    class leaves out of every load (`_keys_to_ignore_on_load_unexpected`: Qwen3.5's `mtp.*` layers) is no gap."""
+    ignored = getattr(model, "_keys_to_ignore_on_load_unexpected", None) or []
+    missing = sorted(name for name in info.get("missing_keys", []) if not name.startswith(may_lack))
+    mismatched = sorted((entry if isinstance(entry, tuple) else (entry,)) for entry in info.get("mismatched_keys", [])
+                        if not str(entry[0] if isinstance(entry, tuple) else entry).startswith(may_resize))
+    unexpected = sorted(name for name in info.get("unexpected_keys", []) if not name.startswith(may_lack)
+                        and not any(re.search(pattern, name) for pattern in ignored))
+    shapes = [" ".join(str(part) for part in entry) for entry in mismatched]
+    return [f"{len(names)} weight{'s' if len(names) != 1 else ''} {what}: {shown[:8]}" for names, shown, what in (
+        (missing, missing, "missing"),
+        (mismatched, shapes, "of the wrong shape for its config.json (name, checkpoint, model)"),
+        (unexpected, unexpected, "with no place in the model its config.json describes")) if names]
 
 
 def checked_from_pretrained(model_class: Any, folder: str | Path, *, may_lack: tuple[str, ...] = (),
@@ -67,21 +83,11 @@ def checked_from_pretrained(model_class: Any, folder: str | Path, *, may_lack: t
     alone lets through or reports in many lines: a weight missing (left random, the model would run as if trained), one
     of another shape (transformers' multi-line RuntimeError), one with no place in the model its config.json
     describes (a config edited to fewer layers: the rest dropped unread), and a broken weights file
-    (`reading_weights`). `may_lack`: name prefixes a folder may lack or hold over (Croc's pool and VTR head, built
-    only with their objectives); `may_resize`: prefixes whose shape may change (a resized pool). What the model's
-    class leaves out of every load (`_keys_to_ignore_on_load_unexpected`: Qwen3.5's `mtp.*` layers) is no fault."""
+    (`reading_weights`). `may_lack`, `may_resize`: as `weight_gaps`."""
     with reading_weights(folder):
         model, info = model_class.from_pretrained(folder, output_loading_info=True, ignore_mismatched_sizes=True,
                                                   **kwargs)
-    ignored = getattr(model, "_keys_to_ignore_on_load_unexpected", None) or []
-    missing = [name for name in info.get("missing_keys", []) if not name.startswith(may_lack)]
-    mismatched = [str(entry[0] if isinstance(entry, tuple) else entry) for entry in info.get("mismatched_keys", [])]
-    mismatched = [name for name in mismatched if not name.startswith(may_resize)]
-    unexpected = [name for name in info.get("unexpected_keys", []) if not name.startswith(may_lack)
-                  and not any(re.search(pattern, name) for pattern in ignored)]
-    problems = [f"{_count(names)} {what}: {sorted(names)[:8]}" for names, what in (
-        (missing, "missing"), (mismatched, "of the wrong shape for its config.json"),
-        (unexpected, "with no place in the model its config.json describes")) if names]
+    problems = weight_gaps(model, info, may_lack=may_lack, may_resize=may_resize)
     if problems:
         raise ModelFolderError(folder, f"{'; '.join(problems)}; its config.json does not describe these weights (was "
                                        "it edited after saving?), or it is no checkpoint of this architecture")
@@ -126,6 +132,7 @@ __all__ = [
     "ModelFolderError",
     "check_weight_files",
     "checked_from_pretrained",
+    "weight_gaps",
     "folder_processor",
     "reading_weights",
 ]

@@ -540,7 +540,7 @@ def _edit_config(folder, **changes) -> None:
     ("missing_shard", "names 1 shard.* not in the folder: pytorch_model-00002-of-00002.bin"),
     ("renamed_embedding", "no token embedding"),
     ("renamed_head_key", "has weights for \\['query', 'value'\\] only"),
-    ("wrong_hidden_size", "of another shape than the config"),
+    ("wrong_hidden_size", "of the wrong shape for its config.json"),
 ])
 def test_convert_cli_refuses_a_malformed_released_checkpoint_in_one_line(tmp_path, tokenizer, damage, words):
     """A released checkpoint with a shard missing, a weight under another name or a config.json of another size is
@@ -583,7 +583,7 @@ def test_convert_cli_refuses_weights_that_do_not_fit_the_config(tmp_path, comman
         LlavaForConditionalGeneration(croc_config_to_llava(_config())).save_pretrained(source)
     config = json.loads((source / "config.json").read_text())
     _edit_config(source, text_config={"intermediate_size": 2 * config["text_config"]["intermediate_size"]})
-    with pytest.raises(SystemExit, match="^convert error: .*of the wrong shape( for its config.json:)? \\['model.language_model.layers.0"):
+    with pytest.raises(SystemExit, match="^convert error: .*of the wrong shape for its config.json \\(name, checkpoint, model\\): \\['model.language_model.layers.0"):
         main([command, str(source), str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()
     if command == "to-llava":

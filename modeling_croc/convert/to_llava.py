@@ -26,7 +26,7 @@ from ..configuration_croc import CROC_FIELD_NAMES, CrocConfig
 from ..configuration_croc_onevision import CrocOnevisionConfig
 from ..constants import CROC_ONLY_PREFIXES
 from ..families import FAMILIES
-from ..model_folders import checked_from_pretrained, folder_processor
+from ..model_folders import checked_from_pretrained, folder_processor, weight_gaps
 from ..provenance import carry_card
 
 # Croc config class -> the plain config and model classes it extends (`families.FAMILIES`).
@@ -67,10 +67,9 @@ def croc_to_llava(model) -> LlavaForConditionalGeneration | LlavaOnevisionForCon
     # from_pretrained's own loading path: no random copy of the whole model is built first.
     plain, info = plain_model_class.from_pretrained(None, config=plain_config, state_dict=state, dtype=model.dtype,
                                                     output_loading_info=True)
-    gaps = {kind: sorted(info[kind])[:8] for kind in ("missing_keys", "unexpected_keys", "mismatched_keys")
-            if info[kind]}
+    gaps = weight_gaps(plain, info)
     if gaps:
-        raise ValueError(f"the plain model does not hold exactly the Croc model's weights: {gaps}")
+        raise ValueError(f"the plain model does not hold exactly the Croc model's weights: {'; '.join(gaps)}")
     # The generation defaults go along (a Hub folder's extra eos ids, sampling settings): built from the config
     # alone, the plain model would stop and sample otherwise than the Croc model it exports.
     if getattr(model, "generation_config", None) is not None:

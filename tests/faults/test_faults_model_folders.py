@@ -131,7 +131,7 @@ CASES: dict[str, tuple[str, Callable[[Path], None], str]] = {
                                                    "loaded: a weights file is not valid safetensors"),
     "pair: language model of another shape": (
         "llm", _edit_config(intermediate_size=48),
-        r"configuration error: model.language_model={folder} cannot be loaded: 3 weights of another shape"),
+        r"configuration error: model.language_model={folder} cannot be loaded: 3 weights of the wrong shape"),
     "pair: language model without weights": (
         "llm", lambda folder: (folder / WEIGHTS).unlink(),
         r"configuration error: model.language_model={folder} cannot be loaded: its weights cannot be read: no "
