@@ -32,6 +32,7 @@ from huggingface_hub.utils import (
 from transformers.trainer import TRAINING_ARGS_NAME
 from transformers.trainer_utils import HubStrategy
 
+from data_recipes import recorded_image_root
 from modeling_croc.provenance import is_hub_id
 from modeling_croc.publish_folder import PublishError, check_publish_folder, copy_file, prepare_publish_folder
 from modeling_croc.upload_scan import UploadLeakError, check_upload_set, push_files
@@ -59,22 +60,48 @@ STAGING_PREFIX = ".hub-upload-"
 DRY_RUN_OPTION = "--hub_dry_run"
 
 
-def check_publishing_arguments(args, use_peft: bool = False) -> None:
+def run_folders(model_args, data_args, args) -> dict[str, str]:
+    """The folders a dry run's folder must keep clear of (be none of, lie inside none of, contain none of), by the
+    name a refusal gives them: `output_dir`, the LoRA merge folder, and what the run reads: the data (its file or
+    folder, and the image root its rows name images under) and each local model source. A dry run replaces its
+    folder as a whole: pointed at the run's own data or base model it used to delete the one and overwrite the
+    other."""
+    folders = {"output_dir": args.output_dir}
+    if model_args.use_peft:
+        folders["LoRA merge folder"] = merged_folder(args.output_dir)
+    sources = {"model.name_or_path": model_args.name_or_path, "model.vision_tower": model_args.vision_tower,
+               "model.language_model": model_args.language_model, "data.path": data_args.path,
+               "data.image_root": data_args.image_root, "resume_from_checkpoint": _named_checkpoint(args)}
+    data = Path(data_args.path).expanduser() if data_args.path else None
+    if data is not None and data_args.image_root is None:
+        # A build's images lie under the root it recorded. A JSON file's default root, its own folder, is not kept
+        # clear of: it is often the project's folder, and a new dry-run folder next to the file deletes nothing.
+        build = data if data.is_dir() else data.parent if data.name == "data.jsonl" else None
+        sources["the build's image root"] = recorded_image_root(build) if build is not None else None
+    # A Hub id is no folder of this machine; a path that does not exist yet cannot be deleted.
+    folders.update({name: str(value) for name, value in sources.items()
+                    if value and os.path.exists(os.path.expanduser(str(value)))})
+    return folders
+
+
+def _named_checkpoint(args) -> str | None:
+    checkpoint = args.resume_from_checkpoint
+    return checkpoint if isinstance(checkpoint, str) else None
+
+
+def check_publishing_arguments(args, keep_clear_of: dict[str, str]) -> None:
     """Refuse, before the model loads, a publish that would delete files, push past the leak check, or fail at the
     end of the run. Raises `ConfigError` (one line).
 
-    * `hub_dry_run`: the folder rule of `modeling_croc.publish_folder` (new, empty or an earlier dry run's folder, and
-      clear of `output_dir`, and of the merged model's folder when `use_peft`: the LoRA merge writes it).
+    * `hub_dry_run`: the folder rule of `modeling_croc.publish_folder` (new, empty or an earlier dry run's folder),
+      clear of `keep_clear_of` (`run_folders`: output_dir, the LoRA merge folder, the data and the model sources).
     * `push_to_hub`: `hub_strategy` must be `end`: the other strategies make the Trainer upload `output_dir` (with
       `training_args.bin`) or whole checkpoints from inside the training loop, where nothing is checked; and a
       token must be available offline (`--hub_token`, `HF_TOKEN` or `hf auth login`).
     """
     if args.hub_dry_run:
         try:
-            run_folders = {"output_dir": args.output_dir}
-            if use_peft:
-                run_folders["LoRA merge folder"] = merged_folder(args.output_dir)
-            check_publish_folder(args.hub_dry_run, option=DRY_RUN_OPTION, keep_clear_of=run_folders)
+            check_publish_folder(args.hub_dry_run, option=DRY_RUN_OPTION, keep_clear_of=keep_clear_of)
         except PublishError as error:
             raise ConfigError(str(error)) from None
     if args.push_to_hub and not args.hub_dry_run:
@@ -179,9 +206,10 @@ def _scan_folders(args) -> list[str | None]:
         args.resume_from_checkpoint, str) else None]
 
 
-def hub_dry_run(trainer, target: str | Path) -> list[str]:
+def hub_dry_run(trainer, target: str | Path, keep_clear_of: dict[str, str]) -> list[str]:
     """Save the model and card as the push would, then write the files it would upload into `target` (the folder
-    rule applies again, as it may have been created since the run started) and scan them.
+    rule applies again, clear of `keep_clear_of` (`run_folders`), as it may have been created since the run started)
+    and scan them.
 
     Returns the written relative paths. Raises `ConfigError` (one line) when `target` may not be written, or when the
     set holds a token, a local path or the user name: the files written are then removed again, so nothing that
@@ -193,8 +221,7 @@ def hub_dry_run(trainer, target: str | Path) -> list[str]:
     args = trainer.args
     files = files_to_upload(args.output_dir)
     try:
-        target = prepare_publish_folder(target, files, option=DRY_RUN_OPTION,
-                                        keep_clear_of={"output_dir": args.output_dir})
+        target = prepare_publish_folder(target, files, option=DRY_RUN_OPTION, keep_clear_of=keep_clear_of)
         # Written and scanned inside output_dir (which holds the same bytes and stays local), copied into the dry
         # run's folder only once the scan passed: a run killed during the copy or the scan leaves nothing that
         # leaked ready to upload by hand, only a staging folder in output_dir that the rerun's dry run ignores.
@@ -250,4 +277,6 @@ def push(trainer, commit_message: str | None = None, token: str | None = None, r
     return commit
 
 
-__all__ = ["check_publishing_arguments", "files_to_upload", "hub_dry_run", "push", "write_upload_set"]
+__all__ = [
+    "check_publishing_arguments", "files_to_upload", "hub_dry_run", "push", "run_folders", "write_upload_set",
+]

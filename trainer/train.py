@@ -37,7 +37,7 @@ from .collator import build_collator
 from .croc_trainer import CrocTrainer
 from .data_loading import build_train_dataset, load_training_rows
 from .data_report import REPORT_FILE
-from .hub import check_publishing_arguments, hub_dry_run, push
+from .hub import check_publishing_arguments, hub_dry_run, push, run_folders
 from .lora import apply_lora
 from .model_card import run_provenance
 from .model_loading import (
@@ -122,7 +122,8 @@ def main(argv: list[str] | None = None) -> CrocTrainer | None:
     Raises `ConfigError` / `DataError` (before the model loads), `RunPreempted` (a preemption signal: a checkpoint
     was written, rerun to continue) or `TrainingDiverged` (a non-finite step: nothing non-finite was written)."""
     model_args, data_args, args, stage = resolve_config(sys.argv[1:] if argv is None else argv)
-    check_publishing_arguments(args, model_args.use_peft)  # before anything is written, into output_dir or a publish folder
+    # before anything is written, into output_dir or a publish folder
+    check_publishing_arguments(args, run_folders(model_args, data_args, args))
     _setup_logging(args)
     _silence_upstream_deprecations(args)
     set_seed(args.seed)
@@ -235,7 +236,7 @@ def _run(model_args, data_args, args, stage, signals: StopSignals, lock: OutputD
     control.check_output_dir_lock()
     if args.hub_dry_run:
         with _final_writes(trainer, f"the dry run's folder {args.hub_dry_run}"):
-            hub_dry_run(trainer, args.hub_dry_run)
+            hub_dry_run(trainer, args.hub_dry_run, run_folders(model_args, data_args, args))
     elif args.push_to_hub:
         try:
             push(trainer)

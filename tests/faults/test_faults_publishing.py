@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import huggingface_hub
@@ -24,7 +25,7 @@ from publish_cases import write_data as _data
 from run_cases import cli_error as _cli_error
 
 from modeling_croc import upload_scan
-from modeling_croc.publish_folder import PUBLISH_MARKER
+from modeling_croc.publish_folder import PUBLISH_MARKER, prepare_publish_folder
 from trainer import croc_trainer
 from trainer import hub as trainer_hub
 from trainer import train as train_module
@@ -93,6 +94,44 @@ def test_a_lora_runs_dry_run_into_its_merge_folder_is_refused_before_the_model_l
     assert message.startswith(f"configuration error: --hub_dry_run {merged} is the LoRA merge folder {merged}"), \
         message
     assert not (tmp_path / "runs").exists()
+
+
+def _mark_as_published(folder: Path) -> None:
+    """Make `folder` look like an earlier dry run's: its marker lists every file it holds (a user who trains from
+    the folder a dry run wrote, or publishes a build folder and reads it back)."""
+    files = _files(folder)
+    held = folder.with_name(folder.name + "-held")
+    folder.rename(held)
+    prepare_publish_folder(folder, files, option="--hub_dry_run", keep_clear_of={})  # as a publish does: mark, write
+    for name in files:
+        (folder / name).parent.mkdir(parents=True, exist_ok=True)
+        (held / name).rename(folder / name)
+    shutil.rmtree(held)
+
+
+@pytest.mark.parametrize("source", ["data", "model", "image_root"])
+def test_a_dry_run_into_what_the_run_reads_is_refused_before_the_model_loads(source, tiny_model, tmp_path,
+                                                                             monkeypatch, no_model_load):
+    """The folder rule keeps a dry run clear of the run's data and model sources too, not only of output_dir: a dry
+    run into the run's own data folder, written by an earlier publish, replaced it as a whole (the rows and images
+    deleted), and one into the base model's folder overwrote the base weights."""
+    data = _data(tmp_path / "data")
+    base = tmp_path / "base"
+    shutil.copytree(tiny_model, base)
+    extra = []
+    if source == "data":
+        _mark_as_published(tmp_path / "data")
+        dry, words = tmp_path / "data", f"contains the data.path {data}"
+    elif source == "model":
+        _mark_as_published(base)
+        dry, words = base, f"is the model.name_or_path {base}"
+    else:
+        extra = [f"--data.image_root={tmp_path / 'data'}"]
+        dry, words = tmp_path / "data" / "images" / "pub", f"is inside the data.image_root {tmp_path / 'data'}"
+    before = _snapshot(tmp_path)
+    message = _cli_error(_argv(tmp_path / "out", base, data, f"--hub_dry_run={dry}", *extra), monkeypatch)
+    assert message.startswith(f"configuration error: --hub_dry_run {dry} {words}"), message
+    assert _snapshot(tmp_path) == before
 
 
 def test_dry_run_writes_a_clean_upload_set_and_replaces_only_its_own_folder(tiny_model, tmp_path, monkeypatch):

@@ -375,7 +375,7 @@ def test_a_leaking_dry_run_leaves_nothing_to_upload_by_hand(tmp_path, tiny_model
     trainer = train_module.main(run_argv("stage2.yaml", out, tiny_model, small_data, "--max_steps=1"))
     (out / "notes.md").write_text(f"trained from {small_data}\n")
     with pytest.raises(ConfigError, match="an absolute local path in notes.md"):
-        trainer_hub.hub_dry_run(trainer, dry)
+        trainer_hub.hub_dry_run(trainer, dry, {"output_dir": str(out)})
     assert [p.name for p in dry.iterdir()] == [".croc-publish.json"]  # the files written went again
 
 
