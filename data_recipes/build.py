@@ -17,6 +17,7 @@ import logging
 import os
 import re
 import shutil
+import tempfile
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -28,13 +29,13 @@ from datasets import Dataset, concatenate_datasets
 from huggingface_hub import DatasetCard, is_offline_mode
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-from modeling_croc.publish_folder import check_publish_folder
+from modeling_croc.publish_folder import check_publish_folder, prepare_publish_folder
 from modeling_croc.upload_scan import UploadLeakError, check_upload_set
 
 from . import hub, publish
 from .card import build_card
 from .parts import RecipeResult
-from .registry import get_recipe
+from .registry import Recipe, get_recipe
 from .schema import empty_dataset
 from .validation import (
     NOTICES,
@@ -151,6 +152,50 @@ def _reset_out_dir(out_dir: Path, name: str) -> None:
             path.unlink()
 
 
+def _given_image_root(recipe: Recipe, data_root: Path, params: dict[str, Any] | None) -> Path | None:
+    """The image root a recipe's `image_root` parameter names (absolute, or relative to the data root, as the recipes
+    read it), known before any source is read; None for a recipe that takes none."""
+    value = (params or {}).get("image_root", recipe.parameters().get("image_root"))
+    if not isinstance(value, (str, Path)):
+        return None
+    return Path(value) if Path(value).is_absolute() else data_root / value
+
+
+def _write_hub_folder(pushed: Dataset, card: DatasetCard, hub_folder: Path, num_shards: int, *, out_dir: Path,
+                      folders: dict[str, str | Path | None], local: list, check_images: bool) -> list[str]:
+    """Write what a push uploads into `hub_folder` (the publish-folder rule of `modeling_croc.publish_folder`) and
+    return the written paths. The files are written and scanned in a hidden staging folder inside `out_dir` and
+    moved into `hub_folder` only once the scan passed, as the trainer's dry run does: a build interrupted or killed
+    while it writes or scans leaves no unscanned file in `hub_folder` ready to upload by hand, and a leak leaves the
+    folder as it was. Raises `UploadLeakError` (naming `hub_folder`) or `PublishFolderError`, one line each."""
+    staging = Path(tempfile.mkdtemp(prefix=".hub-upload-", dir=out_dir))
+    try:
+        try:
+            written = publish.write_hub_files(pushed, card, staging, num_shards)
+        except OSError as error:
+            if error.filename is None or Path(staging) in Path(os.path.abspath(error.filename)).parents:
+                raise
+            # An image that did not read as it was embedded: a folder, a file gone or unreadable, which only the image
+            # check (skipped, or passed before the file changed) would have rejected as a row.
+            unchecked = " (the images were not checked: build without --skip-image-check to reject such rows)"
+            raise ValueError(f"cannot embed the image {error.filename} into {publish.HUB_FOLDER_OPTION} {hub_folder}: "
+                             f"{error.strerror or error}{'' if check_images else unchecked}; nothing was written "
+                             "there") from None
+        try:
+            check_upload_set(staging, written, folders=local)
+        except UploadLeakError as error:
+            # Named by the folder the user gave: the staging folder is gone when the message is read.
+            message = str(error).replace(f"refusing to publish {staging}:", f"refusing to publish {hub_folder}:", 1)
+            raise UploadLeakError(message, error.findings) from None
+        prepare_publish_folder(hub_folder, written, option=publish.HUB_FOLDER_OPTION, keep_clear_of=folders)
+        for name in written:
+            (hub_folder / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.move(staging / name, hub_folder / name)  # a rename on one disk; a copy cut short is scanned bytes
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return written
+
+
 def _llava_rows(dataset: Dataset, batch_size: int = 10_000) -> Iterator[dict[str, Any]]:
     """Kept rows in the original LLaVA format: text-only rows carry no `image` key at all, because the
     LLaVA training code tests `'image' in row`, not its value."""
@@ -226,16 +271,23 @@ def build_recipe(
             (`modeling_croc.upload_scan`).
         hub_folder: write what `push_to_hub` would upload (Parquet shards and card) into this folder instead of (or
             as well as) pushing: `datasets.load_dataset(hub_folder)` reads it. No network. The folder must be new,
-            empty or an earlier hub folder, outside `out_dir` and `data_root` (checked before any source is read).
+            empty or an earlier hub folder holding no symbolic link, outside `out_dir`, `data_root` and an image root
+            given as a parameter (checked before any source is read). The files are written and scanned in a staging
+            folder inside `out_dir` and moved into it only once the scan passed.
         image_storage: how the pushed rows hold images (`data_recipes.publish.IMAGE_STORAGES`): `embedded` (the
             default when pushing: a `datasets.Image` column, the bytes in the shards) or `path`. The build folder
             itself always keeps the paths, for local training.
         command: how the build was invoked, for the card (the CLI passes its command line).
     """
     started = time.perf_counter()
+    for option, value in (("--push-to-hub", push_to_hub), ("--hub-folder", hub_folder)):
+        if value is not None and str(value) == "":
+            # `--push-to-hub "$REPO"` with REPO unset: the publish the user asked for would be skipped silently.
+            raise ValueError(f"{option} is empty (an unset variable in the command?); give a value, or leave "
+                             f"{option} out")
     # `--out=~/x` reaches here unexpanded (the shell expands `~` only at the start of a word).
     data_root, out_dir = Path(data_root).expanduser(), Path(out_dir).expanduser()
-    hub_folder = Path(hub_folder).expanduser() if hub_folder else None
+    hub_folder = Path(hub_folder).expanduser() if hub_folder is not None else None
     image_storage = image_storage or "embedded"
     if image_storage not in publish.IMAGE_STORAGES:
         raise ValueError(f"image_storage must be one of {publish.IMAGE_STORAGES}, got {image_storage!r}")
@@ -258,8 +310,9 @@ def build_recipe(
             raise ValueError("--push-to-hub needs the Hub, which is switched off here (HF_HUB_OFFLINE=1): unset "
                              "HF_HUB_OFFLINE, or write what would be uploaded to a folder with --hub-folder DIR")
     if hub_folder:  # before any source is read; checked again right before writing
-        check_publish_folder(hub_folder, option=publish.HUB_FOLDER_OPTION,
-                             keep_clear_of=publish.build_folders(out_dir, data_root))
+        # The image root a parameter names may lie outside the data root (`--set image_root=/data/scenes`).
+        check_publish_folder(hub_folder, option=publish.HUB_FOLDER_OPTION, keep_clear_of=publish.build_folders(
+            out_dir, data_root, _given_image_root(recipe, data_root, params)))
     command = command or f"build_recipe({name!r}, {str(data_root)!r}, {str(out_dir)!r}, seed={seed}, params={params!r})"
 
     result = recipe(data_root, seed=seed, **(params or {}))
@@ -318,16 +371,10 @@ def build_recipe(
         pushed_card = card_for(image_storage, publish.public_summary(summary, out_dir))
         if hub_folder:
             folders = publish.build_folders(out_dir, data_root, image_root)
-            written = publish.write_hub_folder(pushed, pushed_card, hub_folder, num_shards, keep_clear_of=folders)
             # The source files read from outside the data root are this machine's paths too.
             local = [hub_folder, *folders.values(), *publish.source_paths(summary)]
-            try:
-                check_upload_set(hub_folder, written, folders=local)
-            except UploadLeakError:
-                # What leaked must not stay ready to upload by hand: the files this publish just wrote go again.
-                for name in written:
-                    (hub_folder / name).unlink(missing_ok=True)
-                raise
+            written = _write_hub_folder(pushed, pushed_card, hub_folder, num_shards, out_dir=out_dir, folders=folders,
+                                        local=local, check_images=check_images)
             logger.info("%s: what --push-to-hub uploads written to %s (%d shards)", name, hub_folder, num_shards)
             if push_to_hub:
                 hub.push_folder(hub_folder, written, push_to_hub, private=private, folders=local)

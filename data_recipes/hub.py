@@ -18,6 +18,12 @@ if TYPE_CHECKING:
     from huggingface_hub import CommitInfo, DatasetCard
 
 
+# The name of a shard as `publish.shard_name` writes it (`data/train-00000-of-00002.parquet`), as an fnmatch pattern:
+# digits only, since `*` there also matches `/` and would take `data/train-images/0001.jpg` or `data/train-notes.md`.
+_FIVE_DIGITS = "[0-9]" * 5
+SHARD_PATTERN = f"{publish.DATA_DIR}/{publish.SPLIT}-{_FIVE_DIGITS}-of-{_FIVE_DIGITS}.parquet"
+
+
 def download_hub_file(repo_id: str, filename: str) -> Path:
     """Download one file of a Hub dataset repository (cached by huggingface_hub) and return its path.
 
@@ -40,10 +46,10 @@ def push_folder(folder: str | Path, files: list[str], repo_id: str, *, private: 
                 folders: list[str | Path | None] | tuple = ()) -> CommitInfo:
     """Upload exactly `files` of a written hub folder (`publish.write_hub_files`) to the dataset repo `repo_id` in one
     commit, after the leak scan of `modeling_croc.upload_scan` (`folders`: the build's own folders, which must not
-    appear). Shards of an earlier push that this one does not rewrite are deleted, as `Dataset.push_to_hub` does."""
+    appear). Shards of an earlier push that this one does not rewrite are deleted, as `Dataset.push_to_hub` does:
+    only files named exactly as this project names a shard (:data:`SHARD_PATTERN`), never another file of the repo."""
     return push_files(folder, files, repo_id, repo_type="dataset", private=private, folders=folders,
-                      commit_message="Upload dataset built by data_recipes",
-                      delete_patterns=[f"{publish.DATA_DIR}/{publish.SPLIT}-*"])
+                      commit_message="Upload dataset built by data_recipes", delete_patterns=[SHARD_PATTERN])
 
 
 def push_build(dataset: Dataset, card: DatasetCard, out_dir: Path, repo_id: str, *, private: bool | None = None,

@@ -6,8 +6,9 @@ The rule (:func:`check_publish_folder`, :func:`prepare_publish_folder`). A folde
 for a publish is written only if it does not exist, is empty, or was written by an earlier publish of this project:
 such a folder holds :data:`PUBLISH_MARKER`, which lists the files that publish wrote, and only those files are
 replaced (a file the user added since is a refusal, not a deletion). The folder may not be, contain or lie inside
-the run's own folders (`output_dir`, a build's `--out` or data root). Anything else is refused with one line naming
-the folder and what it holds, and nothing is deleted. The marker is hidden and never part of an upload set.
+the run's own folders (`output_dir`, a build's `--out` or data root), nor hold a symbolic link at any depth (a link
+is never followed out of the folder, to delete or to write). Anything else is refused with one line naming the folder
+and what it holds, and nothing is deleted. The marker is hidden and never part of an upload set.
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from pathlib import Path, PurePosixPath
 # Written into a publish folder when a publish creates or replaces it; lists the files that publish wrote.
 PUBLISH_MARKER = ".croc-publish.json"
 _MARKER_KIND = "croc publish folder"
+# The longest file or folder name (one path component) the usual file systems take, in bytes (NAME_MAX).
+NAME_MAX = 255
 
 
 class PublishError(ValueError):
@@ -63,6 +66,26 @@ def _files_under(folder: Path) -> list[str]:
     return sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*") if not path.is_dir())
 
 
+def _links_under(folder: Path) -> list[str]:
+    """Every symbolic link under `folder` (files and folders, at any depth, broken ones too), relative to it; a link
+    to a folder is listed, not entered."""
+    found = []
+    for parent, folders, files in os.walk(folder):
+        found += [Path(parent, name).relative_to(folder).as_posix() for name in folders + files
+                  if os.path.islink(os.path.join(parent, name))]
+    return sorted(found)
+
+
+def _through_link(folder: Path, name: str) -> bool:
+    """Whether the relative path `name` under `folder` is, or passes through, a symbolic link."""
+    path = folder
+    for part in PurePosixPath(name).parts:
+        path = path / part
+        if path.is_symlink():
+            return True
+    return False
+
+
 def check_publish_folder(folder: str | Path, *, option: str, keep_clear_of: Mapping[str, str | Path | None]) -> None:
     """Raise :class:`PublishFolderError` unless a publish may write `folder` (see the module docstring).
 
@@ -71,6 +94,19 @@ def check_publish_folder(folder: str | Path, *, option: str, keep_clear_of: Mapp
         keep_clear_of: the run's own folders by the name the message gives them (`{"output_dir": ...}`); `folder`
             may not be one of them, contain one or lie inside one. None values are skipped.
     """
+    for part in Path(folder).parts:
+        if len(os.fsencode(part)) > NAME_MAX:
+            # Every look at such a path (`Path.exists()` among them) raises the system's "File name too long".
+            raise PublishFolderError(f"{option}: the name {part[:40]}... is {len(os.fsencode(part))} bytes long, over "
+                                     f"the {NAME_MAX} a file or folder name may have (nothing was written or deleted)")
+    try:
+        _check_folder(folder, option, keep_clear_of)
+    except OSError as error:  # a folder this user may not look into, a path the system refuses
+        raise PublishFolderError(f"{option} {folder} cannot be used: {error.strerror or error}; choose a folder you "
+                                 "can write (nothing was written or deleted)") from None
+
+
+def _check_folder(folder: str | Path, option: str, keep_clear_of: Mapping[str, str | Path | None]) -> None:
     real = _real(folder)
     for name, other in keep_clear_of.items():
         if other is None:
@@ -101,6 +137,15 @@ def check_publish_folder(folder: str | Path, *, option: str, keep_clear_of: Mapp
         raise PublishFolderError(f"{option} {folder} is not empty and no earlier publish wrote it (it holds "
                                  f"{_describe_entries(real, entries)}): choose a new or empty folder (nothing was "
                                  "written or deleted)")
+    links = _links_under(real)
+    if links:
+        # Refused, not left alone as a file the publish did not write: a publish writes its files at the paths it
+        # recorded, so a link at `data/` would take the new shards (and the removal of the old ones) into the folder
+        # it points to, the user's own.
+        raise PublishFolderError(f"{option} {folder} holds symbolic link(s) ({', '.join(links[:5])}"
+                                 f"{f' and {len(links) - 5} more' if len(links) > 5 else ''}): a publish never "
+                                 "follows a link out of its folder; remove the link(s) or choose another folder "
+                                 "(nothing was written or deleted)")
     ours = {PUBLISH_MARKER, *recorded}
     foreign = [name for name in _files_under(real) if name not in ours]
     if foreign:
@@ -134,9 +179,11 @@ def prepare_publish_folder(folder: str | Path, files: Sequence[str], *, option: 
     folder = Path(folder).expanduser()
     previous = (_recorded_files(folder) or []) if folder.is_dir() else []
     for name in previous:
+        if _through_link(folder, name):  # one made since the check: what it points to is not this publish's
+            continue
         (folder / name).unlink(missing_ok=True)
         for parent in (folder / name).parents:  # the earlier publish's now-empty subfolders
-            if parent == folder or not parent.is_dir() or any(parent.iterdir()):
+            if parent == folder or parent.is_symlink() or not parent.is_dir() or any(parent.iterdir()):
                 break
             parent.rmdir()
     folder.mkdir(parents=True, exist_ok=True)
@@ -178,6 +225,7 @@ def relative_text(text: str, folders: Mapping[str | Path, str]) -> str:
 
 
 __all__ = [
+    "NAME_MAX",
     "PUBLISH_MARKER",
     "PublishError",
     "PublishFolderError",

@@ -19,7 +19,7 @@ from publish_cases import leaks as _leaks
 from publish_cases import snapshot as _snapshot
 from publish_cases import write_data as _data
 
-from data_recipes import build as build_module
+from data_recipes import registry
 from data_recipes.cli import main as recipes_main
 from data_recipes.publish import hub_files
 from modeling_croc import upload_scan
@@ -52,7 +52,7 @@ def test_hub_folder_into_a_foreign_folder_is_refused_before_any_source_is_read(c
     def read_sources(*args, **kwargs):
         raise AssertionError("the sources were read before the error")
 
-    monkeypatch.setattr(build_module, "get_recipe", lambda name: read_sources)
+    monkeypatch.setattr(registry.Recipe, "__call__", read_sources)
     before = _snapshot(tmp_path)
     folder, words = HUB_FOLDERS[case]
     code = recipes_main(_build_argv(tmp_path, "--overwrite", "--hub-folder", str(tmp_path / folder)))
@@ -131,7 +131,9 @@ def test_push_with_a_hub_folder_uploads_that_folder_without_its_marker(tmp_path,
     _data(tmp_path / "data")
     folder = tmp_path / "hub"
     assert recipes_main(_build_argv(tmp_path, "--hub-folder", str(folder), "--push-to-hub", "me/shapes")) == 0
-    assert [call[0] for call in scanned] == [folder, folder]  # once written, again right before the upload
+    # Once written (in the staging folder inside --out, gone since), again in the folder right before the upload.
+    assert [call[0] for call in scanned][1:] == [folder] and len(scanned) == 2
+    assert scanned[0][0].parent == tmp_path / "build" and not scanned[0][0].exists()
     assert len(hub.commits) == 1
     assert hub.commits[0]["added"] == {name: (folder / name).read_bytes() for name in hub_files(1)}
     assert _files(folder) == sorted([PUBLISH_MARKER, *hub_files(1)])

@@ -1,0 +1,225 @@
+"""The recipes' publishing (`--hub-folder DIR`, `--push-to-hub REPO`) against a hostile tester's second round: a hub
+folder holding a symbolic link (the re-publish deleted the user's file in the linked folder), a Ctrl-C during the
+hub folder's scan (an unscanned, leaking shard stayed, marked as published), a push that deleted remote files which
+only began like a shard (`data/train-images/0001.jpg`), and option values that ended in a traceback or were silently
+ignored (a name over 255 bytes, an empty value, a hub folder inside an image root outside the data root, an image that
+is a folder with the image check off). Each is refused in one line, and every byte under the test's folder is compared
+where nothing may change."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from publish_cases import HubRecorder
+from publish_cases import file_names as _files
+from publish_cases import snapshot as _snapshot
+from publish_cases import write_data as _data
+
+from data_recipes import build as build_module
+from data_recipes import registry
+from data_recipes.cli import main as recipes_main
+from data_recipes.publish import hub_files
+from modeling_croc import publish_folder
+from modeling_croc.publish_folder import PUBLISH_MARKER, PublishFolderError, prepare_publish_folder
+
+
+def _build_argv(tmp_path: Path, *extra: str) -> list[str]:
+    return ["build", "llava_json", "--data-root", str(tmp_path / "data"), "--out", str(tmp_path / "build"),
+            "--set", "annotation=rows.json", *extra]
+
+
+def _no_source_read(monkeypatch) -> None:
+    def read_sources(*args, **kwargs):
+        raise AssertionError("the sources were read before the error")
+
+    monkeypatch.setattr(registry.Recipe, "__call__", read_sources)
+
+
+def _the_user_s_folder(tmp_path: Path) -> Path:
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "train-00000-of-00001.parquet").write_text("the user's own shard, not a publish")
+    (mine / "notes.txt").write_text("keep me")
+    return mine
+
+
+SYMLINKS = {
+    # An earlier hub folder's data/ replaced by a link to the user's folder: the removal of the old shard followed it.
+    "data": lambda mine: mine,
+    "data/train-00000-of-00001.parquet": lambda mine: mine / "train-00000-of-00001.parquet",
+    PUBLISH_MARKER: lambda mine: mine / "marker.json",  # a copy of the marker: the folder reads as a publish
+    "data/more": lambda mine: mine,
+}
+
+
+@pytest.mark.parametrize("link", SYMLINKS)
+def test_a_hub_folder_holding_a_symbolic_link_is_refused_before_any_source_is_read(link, tmp_path, capsys,
+                                                                                   monkeypatch):
+    _data(tmp_path / "data")
+    hub = tmp_path / "hub"
+    assert recipes_main(_build_argv(tmp_path, "--hub-folder", str(hub))) == 0
+    mine = _the_user_s_folder(tmp_path)
+    (mine / "marker.json").write_bytes((hub / PUBLISH_MARKER).read_bytes())
+    if (hub / link).is_dir():
+        for path in sorted((hub / link).iterdir()):
+            path.unlink()
+        (hub / link).rmdir()
+    else:
+        (hub / link).unlink(missing_ok=True)
+    (hub / link).symlink_to(SYMLINKS[link](mine))
+    _no_source_read(monkeypatch)
+    before = _snapshot(tmp_path)
+    capsys.readouterr()
+    code = recipes_main(_build_argv(tmp_path, "--overwrite", "--hub-folder", str(hub)))
+    err = capsys.readouterr().err
+    assert code == 1 and err == (f"error: --hub-folder {hub} holds symbolic link(s) ({link}): a publish never follows "
+                                 "a link out of its folder; remove the link(s) or choose another folder (nothing "
+                                 "was written or deleted)\n"), err
+    assert _snapshot(tmp_path) == before
+    assert (mine / "train-00000-of-00001.parquet").read_text() == "the user's own shard, not a publish"
+
+
+def test_the_trainer_s_dry_run_folder_holding_a_link_is_refused_and_a_removal_never_follows_one(tmp_path,
+                                                                                               monkeypatch):
+    """The same module serves `--hub_dry_run`: a link in a nested folder is refused; and a link made after the check
+    (the check replaced by nothing here) is passed over by the removal, which deleted the file it points to."""
+    folder = tmp_path / "dry"
+    prepare_publish_folder(folder, ["sub/model.safetensors", "config.json"], option="--hub_dry_run", keep_clear_of={})
+    (folder / "sub").mkdir()
+    (folder / "config.json").write_text("{}")
+    mine = _the_user_s_folder(tmp_path)
+    (folder / "sub" / "model.safetensors").symlink_to(mine / "notes.txt")
+    before = _snapshot(tmp_path)
+    with pytest.raises(PublishFolderError, match=r"^--hub_dry_run .*/dry holds symbolic link\(s\) "
+                                                 r"\(sub/model.safetensors\): a publish never follows"):
+        prepare_publish_folder(folder, ["config.json"], option="--hub_dry_run", keep_clear_of={})
+    assert _snapshot(tmp_path) == before
+
+    (folder / "sub" / "model.safetensors").unlink()
+    (folder / "sub").rmdir()
+    (folder / "sub").symlink_to(mine)
+    (mine / "model.safetensors").write_text("the user's weights")
+    monkeypatch.setattr(publish_folder, "check_publish_folder", lambda *args, **kwargs: None)
+    prepare_publish_folder(folder, ["config.json"], option="--hub_dry_run", keep_clear_of={})
+    assert (mine / "model.safetensors").read_text() == "the user's weights" and (mine / "notes.txt").exists()
+    assert not (folder / "config.json").exists()  # the earlier publish's own file, not behind a link, went
+
+
+@pytest.mark.parametrize("earlier", [False, True], ids=["new-folder", "earlier-publish"])
+def test_an_interrupted_hub_folder_scan_leaves_no_unscanned_file_there(earlier, tmp_path, monkeypatch):
+    """A Ctrl-C (or a kill) while the shards are scanned: they are written and scanned in a staging folder inside
+    --out, so the hub folder holds nothing unscanned (an earlier publish's files stay as they were)."""
+    _data(tmp_path / "data")
+    hub = tmp_path / "hub"
+    if earlier:
+        assert recipes_main(_build_argv(tmp_path, "--hub-folder", str(hub))) == 0
+    rows = json.loads((tmp_path / "data" / "rows.json").read_text())
+    rows[0]["conversations"][1]["value"] = f"See {tmp_path / 'private' / 'notes.txt'}."  # what the scan would stop
+    (tmp_path / "data" / "rows.json").write_text(json.dumps(rows))
+    before = _snapshot(hub) if earlier else None
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(build_module, "check_upload_set", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        recipes_main(_build_argv(tmp_path, "--overwrite", "--hub-folder", str(hub)))
+    if earlier:
+        assert _snapshot(hub) == before
+    else:
+        assert not hub.exists()
+    assert not list((tmp_path / "build").glob(".hub-upload-*"))  # the staging folder went too
+
+
+def test_a_leak_leaves_an_earlier_hub_folder_as_it_was_and_names_the_hub_folder(tmp_path, capsys):
+    _data(tmp_path / "data")
+    hub = tmp_path / "hub"
+    assert recipes_main(_build_argv(tmp_path, "--hub-folder", str(hub))) == 0
+    before = _snapshot(hub)
+    rows = json.loads((tmp_path / "data" / "rows.json").read_text())
+    rows[0]["conversations"][1]["value"] = f"See {tmp_path / 'data' / 'images'}."
+    (tmp_path / "data" / "rows.json").write_text(json.dumps(rows))
+    capsys.readouterr()
+    assert recipes_main(_build_argv(tmp_path, "--overwrite", "--hub-folder", str(hub))) == 1
+    message = capsys.readouterr().err.splitlines()[-1]
+    assert message.startswith(f"error: refusing to publish {hub}: an absolute local path in "
+                              "data/train-00000-of-00001.parquet (column conversations.value)"), message
+    assert _snapshot(hub) == before
+    assert not list((tmp_path / "build").glob(".hub-upload-*"))
+
+
+def test_a_dataset_push_deletes_only_this_project_s_shard_names(tmp_path, monkeypatch, capsys, hub_online):
+    """`data/train-*` as an fnmatch pattern also took nested files and other names under `data/`."""
+    old_shards = hub_files(2)[:2]
+    others = ["data/train-images/0001.jpg", "data/train-notes.md", "data/train-00000-of-00002.parquet.bak",
+              "data/sub/train-00000-of-00001.parquet", "data/test-00000-of-00001.parquet", "train-00000-of-00001.parquet"]
+    hub = HubRecorder(monkeypatch, remote_files=[".gitattributes", "README.md", *old_shards, *others])
+    _data(tmp_path / "data")
+    assert recipes_main(_build_argv(tmp_path, "--push-to-hub", "me/shapes")) == 0, capsys.readouterr().err
+    assert len(hub.commits) == 1
+    assert sorted(hub.commits[0]["deleted"]) == old_shards
+    assert sorted(hub.commits[0]["added"]) == sorted(hub_files(1))
+
+
+OPTION_VALUES = {
+    "hub-folder-too-long": (["--hub-folder", "x" * 300],
+                            "error: --hub-folder: the name " + "x" * 40 + "... is 300 bytes long, over the 255 a file or "
+                            "folder name may have (nothing was written or deleted)\n"),
+    "hub-folder-empty": (["--hub-folder", ""], "error: --hub-folder is empty (an unset variable in the command?); give "
+                                               "a value, or leave --hub-folder out\n"),
+    "push-empty": (["--push-to-hub", ""], "error: --push-to-hub is empty (an unset variable in the command?); give a "
+                                          "value, or leave --push-to-hub out\n"),
+}
+
+
+@pytest.mark.parametrize("case", OPTION_VALUES)
+def test_a_hub_option_value_that_cannot_be_used_is_one_line_before_any_source_is_read(case, tmp_path, capsys,
+                                                                                       monkeypatch):
+    _data(tmp_path / "data")
+    monkeypatch.chdir(tmp_path)
+    _no_source_read(monkeypatch)
+    before = _snapshot(tmp_path)
+    extra, message = OPTION_VALUES[case]
+    assert recipes_main(_build_argv(tmp_path, *extra)) == 1
+    assert capsys.readouterr().err == message
+    assert _snapshot(tmp_path) == before
+
+
+def test_a_too_long_dry_run_folder_is_a_publish_error(tmp_path):
+    with pytest.raises(PublishFolderError, match=r"^--hub_dry_run: the name x{40}\.\.\. is 300 bytes long"):
+        prepare_publish_folder(tmp_path / ("x" * 300), ["config.json"], option="--hub_dry_run", keep_clear_of={})
+
+
+def test_a_hub_folder_inside_an_image_root_outside_the_data_root_is_refused_before_any_source_is_read(
+        tmp_path, capsys, monkeypatch):
+    _data(tmp_path / "scenes")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "scenes" / "rows.json").rename(tmp_path / "data" / "rows.json")
+    _no_source_read(monkeypatch)
+    before = _snapshot(tmp_path)
+    hub = tmp_path / "scenes" / "pub"
+    code = recipes_main(_build_argv(tmp_path, "--set", f"image_root={tmp_path / 'scenes'}", "--hub-folder", str(hub)))
+    assert code == 1
+    assert capsys.readouterr().err == (f"error: --hub-folder {hub} is inside the image root {tmp_path / 'scenes'}: a "
+                                       "publish folder is replaced as a whole, so it must be a separate folder; choose "
+                                       "one outside it (nothing was written or deleted)\n")
+    assert _snapshot(tmp_path) == before
+
+
+def test_an_image_that_is_a_folder_without_the_image_check_is_one_line(tmp_path, capsys):
+    _data(tmp_path / "data")
+    image = tmp_path / "data" / "images" / "1.png"
+    image.unlink()
+    image.mkdir()
+    hub = tmp_path / "hub"
+    capsys.readouterr()
+    assert recipes_main(_build_argv(tmp_path, "--skip-image-check", "--hub-folder", str(hub))) == 1
+    *progress, message = capsys.readouterr().err.splitlines()
+    assert not any("Traceback" in line or "error" in line for line in progress), progress
+    assert message == (f"error: cannot embed the image {image} into --hub-folder {hub}: Is a directory (the images "
+                       "were not checked: build without --skip-image-check to reject such rows); nothing was written "
+                       "there"), message
+    assert not hub.exists() and not list((tmp_path / "build").glob(".hub-upload-*"))
+    assert _files(tmp_path / "data" / "images") == ["0.png", "2.png", "3.png"]
