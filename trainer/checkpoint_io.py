@@ -11,14 +11,17 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import io
 import json
 import logging
 import os
+import pickle
 import re
 import shutil
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -128,7 +131,7 @@ TRAINER_STATE = "trainer_state.json"
 _CHECKPOINT = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 
 
-def _checkpoint_step(folder: str | Path) -> int | None:
+def checkpoint_step(folder: str | Path) -> int | None:
     """The `global_step` of a checkpoint's readable `trainer_state.json` (the file the Trainer writes last), or None."""
     try:
         state = json.loads((Path(folder) / TRAINER_STATE).read_text(encoding="utf-8"))
@@ -140,16 +143,19 @@ def _checkpoint_step(folder: str | Path) -> int | None:
 
 def is_complete_checkpoint(folder: str | Path) -> bool:
     """True when `folder` holds a readable `trainer_state.json`, the file the Trainer writes last."""
-    return _checkpoint_step(folder) is not None
+    return checkpoint_step(folder) is not None
 
 
 def checkpoint_folders(output_dir: str | Path) -> list[Path]:
-    """The `checkpoint-N` folders of `output_dir`, newest (highest N) first."""
+    """The `checkpoint-N` folders of `output_dir`, newest (highest N) first, links to folders included, and links to
+    nothing: a checkpoint moved to a disk that is not mounted now cannot be resumed, which is not the same as none
+    (the run would start over, fail to save over the link, and say that rerunning starts over)."""
     output_dir = Path(output_dir)
     if not output_dir.is_dir():
         return []
     found = sorted(((int(match.group(1)), path) for path in output_dir.iterdir()
-                    if path.is_dir() and (match := _CHECKPOINT.match(path.name))), reverse=True)
+                    if (path.is_dir() or path.is_symlink()) and (match := _CHECKPOINT.match(path.name))),
+                   reverse=True)
     return [path for _, path in found]
 
 
@@ -169,19 +175,25 @@ def last_complete_checkpoint(output_dir: str | Path) -> str | None:
 ABANDONED_SUFFIX = "-abandoned"
 
 
-def set_aside_later_checkpoints(output_dir: str | Path, resumed_from: str | Path) -> list[tuple[Path, Path]]:
-    """A roll-back (a run resumed from a named checkpoint while `output_dir` holds later ones, of the run it
-    abandons): rename each `checkpoint-M` past the resumed step to `checkpoint-M-abandoned` (`-abandoned-2`, ...
-    when taken); returns the (old, new) paths. Left as they were, the rolled-back run would replace them, unsaid,
-    when it reaches their step, rotation would weigh them against its own, and a plain rerun would resume the
-    abandoned run's newest, off the curve the user chose. Renamed, they are kept, and neither resumed nor rotated
-    (only `checkpoint-<digits>` folders are) nor uploaded (`checkpoint-*`)."""
-    step = _checkpoint_step(resumed_from)
+def set_aside_later_checkpoints(output_dir: str | Path, resumed_from: str | Path | None) -> list[tuple[Path, Path]]:
+    """Rename each `checkpoint-M` of `output_dir` past the step the run goes on from to `checkpoint-M-abandoned`
+    (`-abandoned-2`, ... when taken); returns the (old, new) paths. The run goes on from `resumed_from`, or from
+    nothing (every checkpoint is later): a roll-back to a named checkpoint, a resume past newer checkpoints that are
+    not intact (a file added since, a link to a disk not mounted), a run that starts over (`auto_resume=false`).
+    Left as they were, the run would replace them, unsaid, when it reaches their step (the files the user put in
+    them deleted), rotation would weigh them against its own (deleting another run's), and a plain rerun would
+    resume the abandoned line's newest, off the curve the user chose. Renamed, they are kept, and neither resumed nor
+    rotated (only `checkpoint-<digits>` folders are) nor uploaded (`checkpoint-*`). A save that was cut short (no
+    readable `trainer_state.json`, the file written last: in place by an earlier version, killed mid-save) is the
+    trainer's own unfinished output, not a checkpoint: it stays, to be replaced."""
+    step = -1 if resumed_from is None else checkpoint_step(resumed_from)
     if step is None:
         return []
     moved = []
     for folder in reversed(checkpoint_folders(output_dir)):
         if int(_CHECKPOINT.match(folder.name).group(1)) <= step:
+            continue
+        if folder.is_dir() and not is_complete_checkpoint(folder):
             continue
         target, count = folder.with_name(folder.name + ABANDONED_SUFFIX), 2
         while target.exists() or target.is_symlink():  # rolled back past it before: keep both
@@ -200,7 +212,8 @@ def rotate_checkpoints(output_dir: str | Path, save_total_limit: int | None, kee
     deleted with the old checkpoints."""
     if save_total_limit is None or save_total_limit <= 0:
         return
-    folders = [(int(_CHECKPOINT.match(path.name).group(1)), path) for path in checkpoint_folders(output_dir)]
+    folders = [(int(_CHECKPOINT.match(path.name).group(1)), path) for path in checkpoint_folders(output_dir)
+               if path.is_dir()]  # a link to nothing has no time, and is no folder to delete
     if len(folders) <= save_total_limit:
         return
     times = {path: path.stat().st_mtime for _, path in folders}
@@ -274,13 +287,20 @@ def checkpoint_problem(folder: str | Path, hashes: bool = True) -> str | None:
     SHA-256), no file beyond it, and every file that resuming unpickles loadable without running code
     (`unpicklable_files`)."""
     folder = Path(folder)
+    if folder.is_symlink() and not folder.exists():
+        return f"it is a link to {os.readlink(folder)}, which is not there (a disk not mounted?)"
     if not folder.exists():
         return "no such folder"
     if not folder.is_dir():
         return "it is a file, not a checkpoint folder (name the checkpoint-N folder)"
     if not is_complete_checkpoint(folder):
         return f"no readable {TRAINER_STATE} (its save was interrupted)"
-    step = _checkpoint_step(folder)
+    # The checks below read the folder's own files: a link inside (a shard folder linked in) would be read from
+    # wherever it points, and a linked folder's files are not listed by the search for files to unpickle safely.
+    links = sorted(path.relative_to(folder).as_posix() for path in folder.rglob("*") if path.is_symlink())
+    if links:
+        return f"{links[0]} is a link (a checkpoint this trainer writes holds none); it is not followed"
+    step = checkpoint_step(folder)
     match = _CHECKPOINT.match(folder.name)
     if match and step != int(match.group(1)):
         return f"it is named {folder.name} but holds step {step} (renamed?)"
@@ -344,21 +364,83 @@ def _deepspeed_safe_globals() -> list:
 
 def unpicklable_files(folder: str | Path) -> str | None:
     """The first file of `folder` that resuming would unpickle and that PyTorch's restricted unpickler refuses,
-    described in a few words; None when every such file loads as data."""
+    described in a few words; None when every such file loads as data. FSDP's sharded checkpoints
+    (`torch.distributed.checkpoint`) are checked as their reader reads them: `_dcp_problem`."""
     from transformers.trainer_pt_utils import safe_globals
 
     folder = Path(folder)
     allowed = _deepspeed_safe_globals()
     for path in sorted(folder.rglob("*")):
+        if path.is_file() and _DCP_METADATA.match(path.name):
+            problem = _dcp_problem(path)
+            if problem is not None:
+                return f"{path.relative_to(folder)}: {problem}; it is not loaded"
         if not path.is_file() or path.suffix not in PICKLED_SUFFIXES:
             continue
         try:
             with safe_globals(), torch.serialization.safe_globals(allowed):
                 torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except Exception as error:  # noqa: BLE001  (any refusal or damage means: do not load it)
-            what = " ".join(str(error).split())[:160]
-            return (f"{path.relative_to(folder)} does not load as plain data ({type(error).__name__}: {what}); it "
-                    "is not loaded")
+            return f"{path.relative_to(folder)} does not load as plain data ({_few_words(error)}); it is not loaded"
+    return None
+
+
+def _few_words(error: BaseException) -> str:
+    return f"{type(error).__name__}: {' '.join(str(error).split())[:160]}"
+
+
+# FSDP's sharded state (transformers saves `pytorch_model_fsdp_0/`, `optimizer_0/` with torch.distributed.checkpoint)
+# is a `.metadata` file, which its reader loads with plain `pickle.load`, and `.distcp` files, whose tensors it loads
+# with `weights_only=True` but whose other values ("bytes items") its default planner loads with
+# `weights_only=False`. Both are checked here first: the metadata through an unpickler that builds only the plain
+# classes torch.distributed.checkpoint writes there (the standard library's documented way to restrict a pickle),
+# every bytes item with PyTorch's restricted unpickler.
+_DCP_METADATA = re.compile(r"^(__\d+)?\.metadata$")
+_DCP_GLOBALS = {
+    "torch.distributed.checkpoint.metadata": {
+        "Metadata", "TensorStorageMetadata", "BytesStorageMetadata", "ChunkStorageMetadata", "TensorProperties",
+        "MetadataIndex", "StorageMeta", "_MEM_FORMAT_ENCODING"},
+    "torch.distributed.checkpoint.filesystem": {"_StorageInfo"},
+    "torch.serialization": {"_get_layout"},
+    "torch": {"Size"},
+    "pathlib": {"PosixPath", "PurePosixPath", "WindowsPath", "PureWindowsPath"},
+    "collections": {"OrderedDict"},
+}
+
+
+class _DcpMetadataUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if name in _DCP_GLOBALS.get(module, ()) or (module == "torch" and isinstance(getattr(torch, name, None),
+                                                                                    torch.dtype)):
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"{module}.{name} is not a class torch.distributed.checkpoint writes")
+
+
+def _dcp_problem(metadata_path: Path) -> str | None:
+    """What keeps a torch.distributed.checkpoint folder (named by its metadata file) from loading as plain data, in
+    a few words, or None."""
+    from torch.distributed.checkpoint.metadata import BytesStorageMetadata
+    from transformers.trainer_pt_utils import safe_globals
+
+    try:
+        with metadata_path.open("rb") as file:
+            metadata = _DcpMetadataUnpickler(file).load()
+        byte_items = {name for name, entry in metadata.state_dict_metadata.items()
+                      if isinstance(entry, BytesStorageMetadata)}
+        places = [info for index, info in (metadata.storage_data or {}).items() if index.fqn in byte_items]
+    except Exception as error:  # noqa: BLE001  (any refusal or damage means: do not load it)
+        return f"does not load as plain data ({_few_words(error)})"
+    for info in places:
+        if info.transform_descriptors:  # compressed or otherwise transformed: not readable here
+            return f"a value is stored transformed ({', '.join(info.transform_descriptors)}), which is not checked"
+        try:
+            with (metadata_path.parent / info.relative_path).open("rb") as file:
+                file.seek(info.offset)
+                value = io.BytesIO(file.read(info.length))
+            with safe_globals():
+                torch.load(value, map_location="cpu", weights_only=True)
+        except Exception as error:  # noqa: BLE001
+            return f"a value in {info.relative_path} does not load as plain data ({_few_words(error)})"
     return None
 
 

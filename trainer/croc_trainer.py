@@ -195,22 +195,33 @@ class CrocTrainer(Trainer):
         Ends early, by raising a `RunStopped`, when a step is not finite (`TrainingDiverged`); returns early, with
         `run_control.stopped_by` set and a checkpoint written, when a preemption signal arrives."""
         if self.args.should_save:
-            discard_staging(self.args.output_dir)
+            try:
+                discard_staging(self.args.output_dir)
+            except OSError as error:  # left by another user in a shared folder, or read-only: before any step
+                raise ConfigError(f"the unfinished checkpoint save in {self.args.output_dir}/{STAGING_DIR} cannot be "
+                                  f"removed ({error.strerror or error}: {error.filename}); remove it and rerun the "
+                                  "same command (nothing was trained)") from None
         if resume_from_checkpoint is True or (resume_from_checkpoint is None and self.args.auto_resume):
             last = last_complete_checkpoint(self.args.output_dir)
             if last is None and resume_from_checkpoint is True:
-                raise ValueError(f"resume_from_checkpoint=True but {self.args.output_dir} holds no intact checkpoint")
+                raise ConfigError(f"resume_from_checkpoint=true but {self.args.output_dir} holds no intact "
+                                  "checkpoint")
             resume_from_checkpoint = last
         elif isinstance(resume_from_checkpoint, str):
             problem = checkpoint_problem(resume_from_checkpoint)
             if problem is not None:
-                raise ValueError(f"checkpoint {resume_from_checkpoint} cannot be resumed: {problem}")
-        if resume_from_checkpoint and isinstance(self.args.resume_from_checkpoint, str) and self.args.should_save:
-            moved = set_aside_later_checkpoints(self.args.output_dir, resume_from_checkpoint)
+                raise ConfigError(f"checkpoint {resume_from_checkpoint} cannot be resumed: {problem}")
+        if self.args.should_save:
+            # Whatever this run would reach again is renamed, never replaced: a roll-back's abandoned line, the newer
+            # checkpoints a resume passed over (not intact), every checkpoint of a run started over.
+            moved = set_aside_later_checkpoints(self.args.output_dir, resume_from_checkpoint or None)
             if moved:
-                logger.warning("rolling back to %s: the later checkpoints of the run it abandons are kept as %s; "
-                               "they are not resumed, rotated or replaced", resume_from_checkpoint,
-                               ", ".join(f"{old.name} -> {new.name}" for old, new in moved))
+                why = ("rolling back to " + str(resume_from_checkpoint)
+                       if isinstance(self.args.resume_from_checkpoint, str) else
+                       f"resuming from {resume_from_checkpoint} past checkpoints that are not intact"
+                       if resume_from_checkpoint else "starting over (auto_resume=false)")
+                logger.warning("%s: the later checkpoints are kept as %s; they are not resumed, rotated or replaced",
+                               why, ", ".join(f"{old.name} -> {new.name}" for old, new in moved))
         if resume_from_checkpoint:
             logger.info("resuming from %s", resume_from_checkpoint)
             self._restore_calibration_flag(resume_from_checkpoint)
@@ -312,6 +323,10 @@ class CrocTrainer(Trainer):
                 load_weights_into(model, resume_from_checkpoint)
                 return
             super()._load_from_checkpoint(resume_from_checkpoint, model)
+        except SafetensorError as error:
+            # A weights file that is not what its manifest was made from (a manifest rewritten over a file cut short).
+            raise ConfigError(f"{resume_from_checkpoint} cannot be resumed: its weights do not load "
+                              f"({' '.join(str(error).split())}); resume another checkpoint") from None
         except (RuntimeError, ValueError) as error:
             # Weights of other shapes or names than this model's (a QLoRA checkpoint of an earlier version holds its
             # projector as packed 4-bit tensors; this one loads it in full precision): PyTorch's multi-line

@@ -13,7 +13,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .checkpoint_io import SAFE_INDEX, SAFE_WEIGHTS, checkpoint_folders, checkpoint_problem
+from .checkpoint_io import (
+    SAFE_INDEX,
+    SAFE_WEIGHTS,
+    STAGING_DIR,
+    checkpoint_folders,
+    checkpoint_problem,
+    checkpoint_step,
+)
 from .cli import ConfigError
 from .output_lock import OutputDirLock, OutputDirLocked
 from .run_record import COMPUTATION, computation_changes, read_run_record, resume_refusal
@@ -102,10 +109,17 @@ def _plan(args, record: dict[str, Any] | None) -> str | None:
     accepted = list(args.resume_accept_changes or [])
     explicit = args.resume_from_checkpoint
     if isinstance(explicit, str):
+        if STAGING_DIR in Path(explicit).expanduser().absolute().parts:
+            # A save not renamed into place (the run was stopped mid-save, or the lock lost): every start removes
+            # the staging folder, this checkpoint with it, before the first step.
+            raise ConfigError(f"resume_from_checkpoint {explicit} lies in {STAGING_DIR}, where a save is written "
+                              "before it is complete and which every start clears: move it out of there (and check "
+                              "it) to resume it")
         problem = checkpoint_problem(explicit)
         if problem is not None:
             raise ConfigError(f"resume_from_checkpoint {explicit} cannot be resumed: {problem}; name another "
                               "checkpoint, or leave the option out to resume from the newest intact one")
+        _check_within_max_steps(explicit, args)
         if record is not None:
             _check_record(explicit, record, accepted)
         # The folders it writes into hold nothing of another model or run, as for any resume: a checkpoint named
@@ -133,11 +147,22 @@ def _plan(args, record: dict[str, Any] | None) -> str | None:
             raise ConfigError(f"resume_from_checkpoint=true but {output_dir} holds no checkpoint")
     if checkpoint is None and accepted:
         raise ConfigError("resume_accept_changes is set but there is no checkpoint to resume: nothing to accept")
+    if checkpoint is not None:
+        _check_within_max_steps(checkpoint, args)
     if checkpoint is not None and record is not None:
         _check_record(checkpoint, record, accepted)
     for folder, what in ((output_dir, "output_dir"), (merged_folder(output_dir), "the LoRA merge folder")):
         _check_folder(folder, what, record, accepted, checkpoint is not None and folder == output_dir)
     return checkpoint
+
+
+def _check_within_max_steps(checkpoint: str, args) -> None:
+    """A checkpoint past `max_steps` cannot go on to it: the Trainer would end at once, past it, and save the
+    checkpoint's weights as the final model (a `max_steps` lowered below the newest checkpoint, accepted)."""
+    step = checkpoint_step(checkpoint)
+    if args.max_steps > 0 and step is not None and step > args.max_steps:
+        raise ConfigError(f"{checkpoint} is at step {step}, past max_steps={args.max_steps}: name a checkpoint at or "
+                          "before that step with --resume_from_checkpoint, or raise max_steps")
 
 
 def _check_folder(folder: Path, what: str, record: dict[str, Any] | None, accepted: list[str], resumed: bool) -> None:
