@@ -7,16 +7,21 @@ before every push, real or dry. It looks for
 
 * Hugging Face tokens: the values this process knows (`HF_TOKEN`, `HUGGING_FACE_HUB_TOKEN`,
   `huggingface_hub.get_token()`, and what the caller adds, such as `--hub_token`), and anything shaped like one
-  (`hf_` followed by 30 or more letters and digits);
+  (`hf_` followed by 30 or more letters and digits), each in UTF-8 and in UTF-16 (what PowerShell's `>` writes);
 * other credentials: the values of this process's credential variables (`WANDB_API_KEY`, `OPENAI_API_KEY`,
-  `AWS_SECRET_ACCESS_KEY`, `GITHUB_TOKEN`: a name ending in `_API_KEY`, `_TOKEN`, `_PASSWORD`, ...; 16 characters
-  or more, as keys are: a shorter value is as likely a word of a vocabulary), and the shapes of
-  private keys, cloud, GitHub and OpenAI-style (`sk-...`) keys, and credentials assigned to such a name;
+  `AWS_SECRET_ACCESS_KEY`, `GITHUB_TOKEN`: a name ending in `_API_KEY`, `_TOKEN`, `_SECRET`, `_PASSWORD`, ...;
+  16 characters or more, as keys are: a shorter value is as likely a word of a vocabulary; in UTF-8 and UTF-16), and
+  the shapes of private keys (PEM, OpenSSH, PGP, PuTTY), cloud (AWS, an Azure `AccountKey=`), GitHub and
+  OpenAI-style (`sk-...`) keys, a docker login's `"auth"`, and credentials of 16 characters or more assigned to such
+  a name (`NAME=value`, `"name": "value"`, `name: value  # comment`, `openai.api_key = "..."`,
+  `wandb.login(key="...")`; quoted values may hold any punctuation; special tokens such as `<|image_pad|>`, shell
+  references and words alone are not values);
 * absolute local paths: this machine's home directory, the working directory and the caller's folders (each as given
   and resolved; a path of one component such as `/root` counts only when a name follows it), and any absolute path
-  under a root that only ever holds local files (`/home/`, `/Users/`, `/root/`, `/tmp/`, `/mnt/`, `/scratch/`, macOS
-  temporary folders, cluster file systems, `C:\\Users\\`), followed by a name. A path counts only where it starts a
-  path: after a URL host or another path segment (`https://github.com/root/...`, `a/tmp/b`) it is not local;
+  under a root that only ever holds local files (`/home/`, `/Users/`, `/root/`, `/tmp/`, `/mnt/`, `/scratch/`,
+  mounted disks `/Volumes/` and `/media/`, macOS temporary folders, cluster file systems, `C:\\Users\\`), followed by
+  a name, also with JSON-escaped slashes (`\\/home\\/...`). A path counts only where it starts a path: after a URL
+  host or another path segment (`https://github.com/root/...`, `a/tmp/b`) it is not local;
 * the user name (`getpass.getuser()`) as a whole path component between two separators (`/home/NAME/`,
   `C:\\Users\\NAME\\`) or as the user part of an e-mail-like `NAME@host`, never as a bare word: CI runs as `root`,
   a word that model code and vocabularies contain.
@@ -24,11 +29,13 @@ before every push, real or dry. It looks for
 What is read: every byte of every file, in chunks of :data:`CHUNK_BYTES` that overlap so a match across a chunk
 border is found once, except two binary layouts whose payload holds no text: a `.safetensors` file is scanned in its
 header (the JSON of tensor names, dtypes, shapes and `__metadata__`; the tensor bytes after it are numbers), and a
-Parquet file in its key-value metadata and column names and in the decoded values of every string and binary column
-(embedded files, such as a datasets.Image column's bytes, one by one), nested
-ones included (the data pages are compressed, so their raw bytes would hide text). Row values are upstream content,
-where a shell command naming `/home/user/` or `/tmp/` is ordinary: only this process's tokens and this machine's own
-folders count there (and in the footer's min/max statistics, which are row values: the footer is not read raw).
+Parquet file in its key-value metadata and column names (nested fields' too) and in the decoded values of every
+string and binary column (embedded files, such as a datasets.Image column's bytes, one by one), nested ones (structs,
+lists, a map's keys and values) included (the data pages are compressed, so their raw bytes would hide text). Row
+values are upstream content, where a shell command naming `/home/user/` or `/tmp/` is ordinary: only this process's
+tokens and this machine's own folders count there (and in the footer's min/max statistics, which are row values: the footer is not read raw).
+A file that cannot be read (a Parquet file cut short, a file gone) is a finding too (:data:`UNREADABLE`): what goes up
+must have been scanned.
 
 :func:`push_files` uploads a scanned folder's exact file list in one commit (`HfApi.create_commit`), scanning it again
 right before.
@@ -55,35 +62,73 @@ _MIN_OVERLAP_BYTES = 4096
 _LOOKBACK_BYTES = 2048
 # Roots under which every path is local to one machine (or one user), whatever follows.
 LOCAL_ROOTS = ("home", "Users", "root", "tmp", "mnt", "scratch", "var/folders", "private/var", "private/tmp", "gpfs",
-               "lustre", "fsx")
+               "lustre", "fsx", "Volumes", "media")
 TOKEN_PATTERN = re.compile(rb"hf_[A-Za-z0-9]{30,}")
 TOKEN_ENVIRONMENT = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
-# Other secrets a user keeps next to a run (an SSH or TLS key, a launch script exporting a cloud or tracker key): the
-# scanner knows their shape, not their value. Not looked for in row values (a dataset of code may quote them).
-_SECRET_NAMES = rb"(?:API_KEY|SECRET_ACCESS_KEY|SECRET_KEY|ACCESS_TOKEN|AUTH_TOKEN|PASSWORD)"
-_SECRET_VALUE = rb"[A-Za-z0-9/+_.\-]{16,512}"
+# The same shape in UTF-16 (what PowerShell's `>` writes), little- and big-endian: every other byte is zero.
+_UTF16_TOKEN_PATTERNS = (re.compile(rb"h\x00f\x00_\x00(?:[A-Za-z0-9]\x00){30,}"),
+                         re.compile(rb"\x00h\x00f\x00_(?:\x00[A-Za-z0-9]){30,}"))
+# Other secrets a user keeps next to a run (an SSH, PGP or TLS key, a launch script exporting a cloud or tracker key):
+# the scanner knows their shape, not their value. Not looked for in row values (a dataset of code may quote them).
+# The names are the endings of `_SECRET_ENVIRONMENT` (NEPTUNE_API_TOKEN, SLACK_BOT_TOKEN, DB_PASSWORD, CLIENT_SECRET).
+_KEY_NAMES = rb"(?:API_KEY|ACCESS_KEY|SECRET_KEY|ACCOUNT_KEY|TOKEN|SECRET)"
+_PASSWORD_NAMES = rb"(?:PASSWORD|PASSWD)"
+# What is never a credential's value, though a credential's name holds it: a special token or a placeholder
+# (`"image_token": "<|image_pad|>"`, `[MASK]`, `]<]start of image[>[`, `<your key>`), a shell or template reference
+# (`$WANDB_API_KEY`, `${{ secrets.HF_TOKEN }}`, `%(password)s`).
+_NOT_A_VALUE = rb"(?![<\[\]{$%])"
+# Quoted: any characters but the quote on one line (a password holds punctuation, even spaces). A key's value is not
+# words alone (`TOKEN = "a Hugging Face token"`, `"unk_token": "unknown_token_id"`, `api_key="your-api-key"`): keys
+# have digits or symbols; a passphrase may be words.
+_PASSWORD_QUOTED = rb"(?:\"" + _NOT_A_VALUE + rb"[^\"\r\n]{16,512}\"|'" + _NOT_A_VALUE + rb"[^'\r\n]{16,512}')"
+_KEY_QUOTED = (rb"(?:\"" + _NOT_A_VALUE + rb"(?![A-Za-z _.\-]+\")[^\"\r\n]{16,512}\"|'" + _NOT_A_VALUE
+               + rb"(?![A-Za-z _.\-]+')[^'\r\n]{16,512}')")
+# Bare: up to the next space, quote, comma or semicolon (a trailing `# comment` is not part of it). Not code or a
+# word: an attribute of a lower-case object (`password = self.raw_password`; a JWT's first part has capitals), a name
+# without a digit (`IMAGE_TOKEN = DEFAULT_IMAGE_PATCH_TOKEN`) or a snake_case one (`mask2_token=mask2_token,`).
+_BARE_VALUE = (_NOT_A_VALUE + rb"(?![a-z_][a-z0-9_]*\.[A-Za-z_])(?![A-Za-z_.\-]+(?![^\s,;]))"
+               rb"(?![a-z][a-z0-9]*_[a-z0-9_]*(?![^\s,;]))"
+               rb"[^\s\"'`,;()\[\]{}<>]{16,512}(?![^\s,;])")
+
+
+def _assignments(names: bytes, quoted: bytes) -> list[re.Pattern[bytes]]:
+    """A value (`quoted`, or bare where no code is expected) assigned to a credential's name (`names`, the endings
+    in upper case)."""
+    value = rb"(?:" + quoted + rb"|" + _BARE_VALUE + rb")"
+    lower = names.lower()
+    return [
+        # NAME=value, "NAME": "value", the name bare (API_KEY=..., PASSWORD=...) or prefixed (WANDB_API_KEY=...)
+        re.compile(rb"(?<![A-Za-z0-9_])(?:[A-Z][A-Z0-9_]*_)?" + names + rb"[\"']?[ \t]*[=:][ \t]*" + value),
+        # the same names in lower case as a JSON key ("api_key": "...") or a YAML / INI line (aws_secret_access_key =
+        # ..., a kubeconfig's `token: ...`, followed by a comment or not)
+        re.compile(rb"\"(?:[a-z0-9_]*_)?" + lower + rb"\"[ \t]*:[ \t]*" + quoted),
+        re.compile(rb"(?m)^[ \t]*(?:[a-z0-9_]*_)?" + lower + rb"[ \t]*[:=][ \t]*" + value),
+        # ... or in code, given a string: `openai.api_key = "..."`, `login(token="...")`
+        re.compile(rb"(?<![A-Za-z0-9_])(?:[a-z0-9_]*_)?" + lower + rb"[ \t]*=[ \t]*" + quoted),
+    ]
+
+
 SECRET_PATTERNS = (
-    re.compile(rb"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY-----"),
+    re.compile(rb"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"),  # PEM, OpenSSH and PGP (`... KEY BLOCK`)
+    re.compile(rb"PuTTY-User-Key-File-[0-9]+:"),  # a PuTTY .ppk file holds the private key
     re.compile(rb"(?<![A-Z0-9])(?:AKIA|ASIA)[0-9A-Z]{16}(?![A-Z0-9])"),  # an AWS access key id
     re.compile(rb"(?<![A-Za-z0-9_])(?:gh[pousr]_[A-Za-z0-9]{36,255}|github_pat_[A-Za-z0-9_]{22,255})"),  # GitHub
     # an OpenAI or Anthropic API key (`sk-...`, `sk-proj-...`, `sk-ant-api03-...`): passed bare to an evaluation judge
     re.compile(rb"(?<![A-Za-z0-9_\-])sk-[A-Za-z0-9_\-]{32,}"),
-    # NAME=value, "NAME": "value", the name bare (API_KEY=..., PASSWORD=...) or prefixed (WANDB_API_KEY=...)
-    re.compile(rb"(?<![A-Za-z0-9_])(?:[A-Z][A-Z0-9_]*_)?" + _SECRET_NAMES + rb"[\"']?[ \t]*[=:][ \t]*[\"']?"
-               + _SECRET_VALUE),
-    # the same names in lower case as a JSON key ("api_key": "...") or a YAML / INI line (aws_secret_access_key = ...)
-    re.compile(rb"\"(?:[a-z0-9_]*_)?" + _SECRET_NAMES.lower() + rb"\"[ \t]*:[ \t]*\"" + _SECRET_VALUE + rb"\""),
-    # (not code: `password = self.raw_password` names an attribute, not a value)
-    re.compile(rb"(?m)^[ \t]*(?:[a-z0-9_]*_)?" + _SECRET_NAMES.lower() + rb"[ \t]*[:=][ \t]*[\"']?"
-               rb"(?![A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_])" + _SECRET_VALUE + rb"[\"']?[ \t]*\r?$"),
+    # an Azure storage or service bus connection string's key
+    re.compile(rb"(?<![A-Za-z0-9_])(?:AccountKey|SharedAccessKey)=[A-Za-z0-9+/]{20,}={0,2}"),
+    # a docker config.json's registry login ("auth": base64 of user:password)
+    re.compile(rb"\"auth\"[ \t]*:[ \t]*\"[A-Za-z0-9+/]{16,}={0,2}\""),
+    *_assignments(_KEY_NAMES, _KEY_QUOTED),
+    *_assignments(_PASSWORD_NAMES, _PASSWORD_QUOTED),
+    re.compile(rb"(?<![A-Za-z0-9_])login\((?:[^()\r\n]*,)?[ \t]*key[ \t]*=[ \t]*" + _KEY_QUOTED),  # wandb.login(key=)
     # a .netrc entry (wandb login writes one)
     re.compile(rb"(?<![A-Za-z0-9_])machine[ \t\r\n]+\S+[ \t\r\n]+login[ \t\r\n]+\S+[ \t\r\n]+password[ \t\r\n]+\S{8,}"),
 )
 _MIN_SECRET_LENGTH = 8  # shorter "tokens" (an empty or placeholder value) would match everywhere
 # Environment variables that hold a credential of this process (WANDB_API_KEY, OPENAI_API_KEY, AWS_SECRET_ACCESS_KEY,
 # GITHUB_TOKEN): their values are looked for as they are, whatever their shape (a W&B key is 40 hex digits).
-_SECRET_ENVIRONMENT = re.compile(r"(?:^|_)(?:API_KEY|SECRET_ACCESS_KEY|SECRET_KEY|ACCESS_TOKEN|AUTH_TOKEN|TOKEN|"
-                                 r"PASSWORD)$")
+_SECRET_ENVIRONMENT = re.compile(r"(?:^|_)(?:API_KEY|ACCESS_KEY|SECRET_KEY|ACCOUNT_KEY|TOKEN|SECRET|PASSWORD|PASSWD)$")
 # Such a value is looked for only from this length on: API keys and tokens are longer (W&B 40, AWS secret 40, GitHub
 # 40+), while a short one is as likely a word every tokenizer's vocabulary and many captions hold (a local database's
 # POSTGRES_PASSWORD=password refused every model folder, and no edit of the file could clear it).
@@ -96,6 +141,8 @@ TOKEN = "a Hugging Face token"
 SECRET = "a private key or credential"
 LOCAL_PATH = "an absolute local path"
 USER_NAME = "the user name"
+# A file the scan could not read (a Parquet file cut short, a file gone or unreadable): nothing vouches for its bytes.
+UNREADABLE = "a file the scanner cannot read"
 
 
 class UploadLeakError(PublishError):
@@ -112,9 +159,10 @@ class Finding:
 
     Attributes:
         file: the file, relative to the scanned folder.
-        where: `byte N`, `header byte N` or `column NAME` (decoded Parquet values).
-        kind: :data:`TOKEN`, :data:`SECRET`, :data:`LOCAL_PATH` or :data:`USER_NAME`.
-        text: what was found, a token shortened so that the message does not leak it again.
+        where: `byte N`, `header byte N`, `column NAME` (decoded Parquet values) or `not scanned`.
+        kind: :data:`TOKEN`, :data:`SECRET`, :data:`LOCAL_PATH`, :data:`USER_NAME` or :data:`UNREADABLE`.
+        text: what was found, a token shortened so that the message does not leak it again (why the file could not
+            be read, for :data:`UNREADABLE`).
     """
 
     file: str
@@ -133,6 +181,7 @@ class _Needle:
     # "exact-token"; "root" (a name must follow); "exact" (a path boundary must follow); "user" (not in a URL);
     # "email" (a host must follow)
     rule: str
+    shown: str = ""  # an "exact-token" needle's redacted text (the literal may be UTF-16)
 
 
 def known_tokens(*extra: str | None) -> list[str]:
@@ -179,19 +228,25 @@ class _Scanner:
 
     def __init__(self, tokens: Iterable[str], folders: Iterable[str], user_name: str | None,
                  row_values: bool = False, secrets: Iterable[str] = ()) -> None:
-        needles = [_Needle(token.encode(), TOKEN, "exact-token") for token in tokens]
-        needles += [_Needle(secret.encode(), SECRET, "exact-token") for secret in secrets]
+        # A known value also as UTF-16 (what PowerShell's `>` and Notepad write), little- and big-endian.
+        needles = [_Needle(value.encode(encoding), kind, "exact-token", _redacted(value.encode()))
+                   for values, kind in ((tokens, TOKEN), (secrets, SECRET)) for value in values
+                   for encoding in ("utf-8", "utf-16-le", "utf-16-be")]
+        paths = []
         for folder in folders:
             parts = PurePosixPath(folder).parts
             if len(parts) > 2:
-                needles.append(_Needle(folder.encode(), LOCAL_PATH, "exact"))
+                paths.append(_Needle(folder.encode(), LOCAL_PATH, "exact"))
             elif len(parts) == 2 and not row_values:  # "/root", "/work": a local root when a name follows
-                needles.append(_Needle(folder.encode() + b"/", LOCAL_PATH, "root"))
+                paths.append(_Needle(folder.encode() + b"/", LOCAL_PATH, "root"))
         if not row_values:
-            needles += [_Needle(f"/{root}/".encode(), LOCAL_PATH, "root") for root in LOCAL_ROOTS]
+            paths += [_Needle(f"/{root}/".encode(), LOCAL_PATH, "root") for root in LOCAL_ROOTS]
             if user_name and len(user_name) >= 2:
-                needles += [_Needle(f"{sep}{user_name}{sep}".encode(), USER_NAME, "user") for sep in ("/", "\\")]
+                paths += [_Needle(f"{sep}{user_name}{sep}".encode(), USER_NAME, "user") for sep in ("/", "\\")]
                 needles.append(_Needle(f"{user_name}@".encode(), USER_NAME, "email"))
+        # JSON may escape a slash (`"\/home\/alice\/data"`, PHP's and some Java writers' default).
+        needles += paths + [_Needle(n.literal.replace(b"/", b"\\/"), n.kind, n.rule)
+                             for n in paths if b"/" in n.literal]
         # Longest first: a deeper local folder is reported rather than the root it lies under.
         self.needles = sorted(dict.fromkeys(needles), key=lambda n: len(n.literal), reverse=True)
         self.row_values = row_values
@@ -208,10 +263,11 @@ class _Scanner:
         end = len(data) if end is None else end
         found = []
         if not self.row_values:
-            for match in TOKEN_PATTERN.finditer(data, start):
-                if match.start() >= end:
-                    break
-                found.append((match.start(), TOKEN, _redacted(match.group())))
+            for pattern in (TOKEN_PATTERN, *_UTF16_TOKEN_PATTERNS):
+                for match in pattern.finditer(data, start):
+                    if match.start() >= end:
+                        break
+                    found.append((match.start(), TOKEN, _redacted(match.group().replace(b"\x00", b""))))
             for pattern in SECRET_PATTERNS:
                 for match in pattern.finditer(data, start):
                     if match.start() >= end:
@@ -232,8 +288,11 @@ class _Scanner:
                 if finding is not None:
                     found.append(finding)
                 match = search.search(data, match.start() + 1)
-        # One finding per place: a known token is also shaped like one.
-        return sorted({(offset, kind): (offset, kind, text) for offset, kind, text in reversed(found)}.values())
+        # One finding per place: a known token is also shaped like one. A value in UTF-16-LE also reads as its
+        # UTF-16-BE form one byte earlier (the zero byte before it is the previous character's): one finding.
+        places = {(offset, kind): (offset, kind, text) for offset, kind, text in reversed(found)}
+        return sorted(finding for finding in places.values()
+                      if places.get((finding[0] + 1, finding[1]), (0, "", ""))[2] != finding[2])
 
     def _confirm(self, data: bytes, at: int) -> tuple[int, str, str] | None:
         before = data[at - 1] if at > 0 else None
@@ -243,7 +302,7 @@ class _Scanner:
             after_at = at + len(needle.literal)
             after = data[after_at] if after_at < len(data) else None
             if needle.rule == "exact-token":
-                return at, needle.kind, _redacted(needle.literal)
+                return at, needle.kind, needle.shown
             if needle.rule == "exact" and before not in _NAME_BYTES and after not in _NAME_BYTES:
                 return at, LOCAL_PATH, _excerpt(data, at)
             if needle.rule == "root" and before not in _NAME_BYTES and after is not None and after in _NAME_BYTES:
@@ -263,7 +322,7 @@ def _redacted(token: bytes) -> str:
 def _secret_name(match: bytes) -> str:
     """What a secret is, without its value: the PEM header, or the name a credential is assigned to."""
     text = match.decode("ascii", "replace")
-    if text.startswith("-----"):
+    if text.startswith(("-----", "PuTTY")):
         return text
     if text.startswith("machine"):
         return " ".join(text.split()[:2]) + " ... password ..."
@@ -289,7 +348,7 @@ def _run_start(data: bytes, at: int, limit: int = _LOOKBACK_BYTES) -> int:
 
 def _in_url(data: bytes, at: int) -> bool:
     """Whether position `at` lies in a URL (`https://host/...`, not `file://`): its path components are remote."""
-    run = data[_run_start(data, at):at]
+    run = data[_run_start(data, at):at].replace(b"\\/", b"/")  # a URL in JSON may escape its slashes
     return b"://" in run and not run.startswith(b"file://")
 
 
@@ -325,56 +384,87 @@ def _safetensors_header_length(path: Path) -> int | None:
 
 
 def _string_values(array) -> Iterable[tuple[str, bytes]]:
-    """(field path, newline-joined values) of every string array inside an Arrow array (structs and lists
-    followed)."""
+    """(field path, newline-joined values) of every string array inside an Arrow array (structs, lists, maps and
+    extension types followed; a map's keys and values both)."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
     kind = array.type
-    if pa.types.is_struct(kind):
-        for index in range(kind.num_fields):
-            for name, values in _string_values(array.field(index)):
+    if isinstance(kind, pa.ExtensionType):
+        yield from _string_values(array.storage)
+    elif pa.types.is_struct(kind):
+        for index, child in enumerate(array.flatten()):
+            for name, values in _string_values(child):
                 yield f"{kind.field(index).name}.{name}" if name else kind.field(index).name, values
-    elif pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind):
+    elif pa.types.is_map(kind):  # before the lists: a map array is a list array of (key, value) structs
+        for name, child in (("key", array.keys), ("value", array.items)):
+            for field_path, values in _string_values(child):
+                yield f"{name}.{field_path}" if field_path else name, values
+    elif any(test(kind) for test in (pa.types.is_list, pa.types.is_large_list, pa.types.is_fixed_size_list,
+                                     pa.types.is_list_view, pa.types.is_large_list_view)):
         yield from _string_values(array.flatten())
     elif pa.types.is_dictionary(kind):
         yield from _string_values(array.dictionary)
-    elif pa.types.is_string(kind) or pa.types.is_large_string(kind):
-        values = pc.drop_null(array)
+    elif pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind):
+        values = pc.drop_null(array).cast(pa.string())
         if len(values):
-            joined = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, len(values)], pa.int32()),
-                                                             values.cast(pa.string())), "\n")
+            joined = pc.binary_join(pa.ListArray.from_arrays(pa.array([0, len(values)], pa.int32()), values), "\n")
             yield "", joined[0].as_py().encode("utf-8")
-    elif pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+    elif (pa.types.is_binary(kind) or pa.types.is_large_binary(kind) or pa.types.is_binary_view(kind)
+          or pa.types.is_fixed_size_binary(kind)):
         # Embedded files (a datasets.Image column's bytes): whatever a row's file held travels with it, a token in
         # a file that only claimed to be an image included. Each value on its own: they are not text.
         for value in pc.drop_null(array):
             yield "", value.as_py()
 
 
+def _field_names(fields) -> Iterable[str]:
+    """The names of `fields` and of every field nested in them (a struct's fields, a list's or map's children)."""
+    import pyarrow as pa
+
+    for field in fields:
+        yield field.name
+        kind = field.type.storage_type if isinstance(field.type, pa.ExtensionType) else field.type
+        if pa.types.is_map(kind):
+            yield from _field_names([kind.key_field, kind.item_field])
+        elif pa.types.is_struct(kind):
+            yield from _field_names(kind.fields)
+        elif hasattr(kind, "value_field"):  # the list types
+            yield from _field_names([kind.value_field])
+
+
 def _scan_parquet(file_scanner: _Scanner, row_scanner: _Scanner, path: Path) -> list[tuple[str, str, str]]:
-    """The key-value metadata and column names of a Parquet file with every rule; the decoded values of its string
-    columns with the row rules (their min/max statistics in the footer are row values too, so the footer bytes are
-    not scanned raw)."""
+    """The key-value metadata and column names (nested ones included) of a Parquet file with every rule; the decoded
+    values of its string columns with the row rules (their min/max statistics in the footer are row values too, so
+    the footer bytes are not scanned raw)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    parquet = pq.ParquetFile(path)
     found = []
-    for key, value in (parquet.metadata.metadata or {}).items():
-        found += [(f"metadata {key.decode('utf-8', 'replace')}", kind, text)
-                  for _, kind, text in file_scanner.scan(key + b"\n" + value)]
-    found += [("column names", kind, text)
-              for _, kind, text in file_scanner.scan("\n".join(parquet.schema_arrow.names).encode("utf-8"))]
-    embedded = any(pa.types.is_binary(field.type) or pa.types.is_large_binary(field.type) or
-                   pa.types.is_struct(field.type) for field in parquet.schema_arrow)
-    # Rows with embedded files are read a few hundred at a time (a batch of 4096 images would be gigabytes).
-    for batch in parquet.iter_batches(batch_size=256 if embedded else 4096):
-        for name, column in zip(batch.schema.names, batch.columns):
-            for field_path, values in _string_values(column):
-                column_name = f"{name}.{field_path}" if field_path else name
-                found += [(f"column {column_name}", kind, text) for _, kind, text in row_scanner.scan(values)]
+    try:
+        parquet = pq.ParquetFile(path)
+        for key, value in (parquet.metadata.metadata or {}).items():
+            found += [(f"metadata {key.decode('utf-8', 'replace')}", kind, text)
+                      for _, kind, text in file_scanner.scan(key + b"\n" + value)]
+        names = "\n".join(_field_names(parquet.schema_arrow)).encode("utf-8")
+        found += [("column names", kind, text) for _, kind, text in file_scanner.scan(names)]
+        embedded = any(pa.types.is_binary(field.type) or pa.types.is_large_binary(field.type) or
+                       pa.types.is_nested(field.type) for field in parquet.schema_arrow)
+        # Rows with embedded files are read a few hundred at a time (a batch of 4096 images would be gigabytes).
+        for batch in parquet.iter_batches(batch_size=256 if embedded else 4096):
+            for name, column in zip(batch.schema.names, batch.columns):
+                for field_path, values in _string_values(column):
+                    column_name = f"{name}.{field_path}" if field_path else name
+                    found += [(f"column {column_name}", kind, text) for _, kind, text in row_scanner.scan(values)]
+    except pa.ArrowException as error:  # cut short, not Parquet at all, or a type pyarrow cannot read
+        found.append(_unreadable(error))
     return list(dict.fromkeys(found))
+
+
+def _unreadable(error: BaseException) -> tuple[str, str, str]:
+    """The finding for a file the scan could not read: why, on one line."""
+    reason = " ".join(str(error).split()) or type(error).__name__
+    return "not scanned", UNREADABLE, reason[:300]
 
 
 def scan_upload_set(folder: str | Path, files: Sequence[str], *, tokens: Iterable[str | None] = (),
@@ -397,13 +487,16 @@ def scan_upload_set(folder: str | Path, files: Sequence[str], *, tokens: Iterabl
     findings = []
     for name in files:
         path = folder / name
-        if name.endswith(".parquet"):
-            hits = _scan_parquet(file_scanner, row_scanner, path)
-        elif name.endswith(".safetensors") and (header := _safetensors_header_length(path)) is not None:
-            hits = [(f"header byte {offset}", kind, text)
-                    for offset, kind, text in _scan_stream(file_scanner, path, 0, header)]
-        else:
-            hits = [(f"byte {offset}", kind, text) for offset, kind, text in _scan_stream(file_scanner, path)]
+        try:
+            if name.endswith(".parquet"):
+                hits = _scan_parquet(file_scanner, row_scanner, path)
+            elif name.endswith(".safetensors") and (header := _safetensors_header_length(path)) is not None:
+                hits = [(f"header byte {offset}", kind, text)
+                        for offset, kind, text in _scan_stream(file_scanner, path, 0, header)]
+            else:
+                hits = [(f"byte {offset}", kind, text) for offset, kind, text in _scan_stream(file_scanner, path)]
+        except OSError as error:  # gone, unreadable, a folder: what goes up would be unscanned bytes
+            hits = [_unreadable(error)]
         findings += [Finding(name, where, kind, text) for where, kind, text in hits]
     return findings
 
@@ -411,14 +504,16 @@ def scan_upload_set(folder: str | Path, files: Sequence[str], *, tokens: Iterabl
 def check_upload_set(folder: str | Path, files: Sequence[str], *, tokens: Iterable[str | None] = (),
                      folders: Iterable[str | Path | None] = (), user_name: str | None = None) -> None:
     """:func:`scan_upload_set`, raising :class:`UploadLeakError` (one line: the first finding, then how many more
-    and in which files) when it finds anything."""
+    and in which files) when it finds anything, a file it could not read included."""
     findings = scan_upload_set(folder, files, tokens=tokens, folders=folders, user_name=user_name)
     if not findings:
         return
     others = sorted({finding.file for finding in findings[1:]})
     more = f"; {len(findings) - 1} more finding(s) in {', '.join(others)}" if len(findings) > 1 else ""
-    raise UploadLeakError(f"refusing to publish {folder}: {findings[0]}{more}; remove it from the file or keep the "
-                          "file out of the upload (nothing was uploaded)", findings)
+    advice = ("repair the file or keep it out of the upload" if findings[0].kind == UNREADABLE
+              else "remove it from the file or keep the file out of the upload")
+    raise UploadLeakError(f"refusing to publish {folder}: {findings[0]}{more}; {advice} (nothing was uploaded)",
+                          findings)
 
 
 def push_files(folder: str | Path, files: Sequence[str], repo_id: str, *, repo_type: str, commit_message: str,
@@ -455,6 +550,7 @@ __all__ = [
     "TOKEN",
     "TOKEN_ENVIRONMENT",
     "TOKEN_PATTERN",
+    "UNREADABLE",
     "USER_NAME",
     "Finding",
     "UploadLeakError",
