@@ -23,7 +23,14 @@ from .checkpoint_io import (
 )
 from .cli import ConfigError
 from .output_lock import OutputDirLock, OutputDirLocked
-from .run_record import COMPUTATION, computation_changes, read_run_record, resume_refusal
+from .run_record import (
+    COMPUTATION,
+    FIXED,
+    computation_changes,
+    read_run_record,
+    record_differences,
+    resume_refusal,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -179,10 +186,16 @@ def _check_folder(folder: Path, what: str, record: dict[str, Any] | None, accept
                               "output_dir")
         return
     if not resumed and record is not None:
-        refusal = resume_refusal(saved, record, accepted, f"the run recorded in {folder} "
-                                                          f"({saved.get('status', 'finished')})")
-        if refusal is not None:
-            raise ConfigError(refusal + "; its files would be overwritten")
+        # This run resumes nothing of the recorded one (none of its checkpoints, or one named from elsewhere): the
+        # way on is another folder, not `resume_accept_changes`, which only applies to a resumed checkpoint.
+        differences = [difference for difference in record_differences(saved, record)
+                       if difference.key in FIXED or difference.key not in accepted]
+        if differences:
+            raise ConfigError(f"{what} {folder} holds another run ({saved.get('status', 'finished')}), which "
+                              f"differs from this one in {'; '.join(d.describe() for d in differences)}; this run "
+                              "resumes none of its "
+                              "checkpoints, so its files would be overwritten: give this run another output_dir (a "
+                              "next stage starts from the previous stage's final folder), or restore those values")
 
 
 def _check_record(checkpoint: str, record: dict[str, Any], accepted: list[str]) -> None:

@@ -356,8 +356,26 @@ def test_a_finished_run_is_not_overwritten_by_another_configuration(two_steps, t
         shutil.rmtree(folder)
     before = _listing(out)
     status, message = cli_exit(_argv(out, tiny_model, data, "--max_steps=2", "--seed=3"), monkeypatch, capsys)
-    assert status == 1 and "the run recorded in" in message and "(finished)" in message and "its files would be overwritten" in message
+    assert message == (f"configuration error: output_dir {out} holds another run (finished), which differs from "
+                       "this one in seed 0 -> 3; this run resumes none of its checkpoints, so its files would be "
+                       "overwritten: give this run another output_dir (a next stage starts from the previous stage's "
+                       "final folder), or restore those values"), message
+    assert status == 1
     assert _listing(out) == before
+
+
+def test_a_finished_run_rerun_with_a_changed_rate_is_told_to_use_another_output_dir(two_steps, tiny_model, data,
+                                                                                   tmp_path, monkeypatch, capsys,
+                                                                                   no_model_load):
+    """A newcomer's first rerun with a changed value: the refusal sent them to `--resume_accept_changes`, which was
+    then refused for lack of a checkpoint to resume, with no word on how to train again."""
+    out = tmp_path / "run"
+    shutil.copytree(two_steps, out, ignore=shutil.ignore_patterns("checkpoint-*"))
+    status, message = cli_exit(_argv(out, tiny_model, data, "--max_steps=2", "--projector_lr=0.002"), monkeypatch,
+                               capsys)
+    assert status == 1
+    assert "which differs from this one in projector_lr" in message and "give this run another output_dir" in message
+    assert "resume_accept_changes" not in message, message
 
 
 def test_an_output_dir_holding_a_model_this_trainer_did_not_write_is_refused(tiny_model, data, tmp_path, monkeypatch,
@@ -385,7 +403,7 @@ def test_a_named_checkpoint_is_not_resumed_into_a_folder_holding_another_model_o
     before = _listing(out)
     status, message = cli_exit(_argv(out, tiny_model, data, "--max_steps=2",
                                      f"--resume_from_checkpoint={two_steps / 'checkpoint-1'}"), monkeypatch, capsys)
-    expected = "did not write (no croc_run.json)" if holds == "another model" else "its files would be overwritten"
+    expected = "did not write (no croc_run.json)" if holds == "another model" else "so its files would be overwritten"
     assert status == 1 and expected in message, message
     assert _listing(out) == before
 
