@@ -22,7 +22,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 from . import CrocForConditionalGeneration  # noqa: F401  (registers the Auto classes)
 from .constants import CROC_ONLY_PREFIXES, IMAGE_TOKEN
 from .images import ImageFileError, load_image
-from .model_folders import ModelFolderError, checked_from_pretrained
+from .model_folders import ModelFolderError, checked_from_pretrained, hub_model_problem, overlong_name
 from .processing_croc import pad_colour
 from .provenance import is_hub_id
 
@@ -136,6 +136,42 @@ def load(model_dir: str, device: str = "cpu"):
     return model, AutoProcessor.from_pretrained(model_dir)
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """Refuse, before anything loads, the arguments the chat could only fail on after the model load (minutes for a
+    7B model): an empty option (an unset variable), a name the file system cannot take, a device torch does not
+    know or that is not there, no new tokens, a question that is not text."""
+    for option, value in (("model_dir", args.model_dir), ("--image", args.image), ("--question", args.question)):
+        if value is not None and not value.strip():
+            raise SystemExit(f"chat error: {option} is empty (an unset variable?)"
+                             + (": leave it out to read questions from standard input" if option == "--question"
+                                else ": leave it out for a text-only chat" if option == "--image" else ""))
+    for option, value in (("model_dir", args.model_dir), ("--image", args.image)):
+        problem = overlong_name(value) if value else None
+        if problem is not None:
+            raise SystemExit(f"chat error: {option}: {problem}")
+    if args.max_new_tokens < 1:
+        raise SystemExit(f"chat error: --max-new-tokens {args.max_new_tokens}: an answer needs at least 1 token")
+    try:
+        device = torch.device(args.device)
+    except RuntimeError as error:
+        raise SystemExit(f"chat error: --device {args.device}: {' '.join(str(error).split())[:200]}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"chat error: --device {args.device}: no CUDA GPU is visible here; use --device cpu")
+    if args.question is not None:
+        text_question(args.question)
+
+
+def text_question(question: str) -> str:
+    """`question` when it is text; a question whose bytes were not UTF-8 (Python keeps them as lone surrogates)
+    cannot be tokenised: one line, not the tokenizer's TypeError."""
+    try:
+        question.encode("utf-8")
+    except UnicodeEncodeError:
+        raise SystemExit(f"chat error: the question {question.encode('utf-8', 'replace').decode()[:60]!r} is not "
+                         "UTF-8 text; give it in UTF-8") from None
+    return question
+
+
 def main(argv: Iterable[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m modeling_croc.chat", description=__doc__)
     parser.add_argument("model_dir", help="a Croc (or plain llava) folder, e.g. a trained stage's output_dir")
@@ -146,16 +182,23 @@ def main(argv: Iterable[str] | None = None) -> None:
                         help="torch device (default: cuda when a GPU is visible, else cpu)")
     args = parser.parse_args(list(argv) if argv is not None else None)
 
-    if args.question is not None and not args.question.strip():
-        raise SystemExit("chat error: --question is empty (leave it out to read questions from standard input)")
-    if not Path(args.model_dir).expanduser().exists() and not is_hub_id(args.model_dir):
-        raise SystemExit(f"chat error: {args.model_dir}: no such folder (and not a Hub repository id)")
+    check_arguments(args)
+    if not Path(args.model_dir).expanduser().exists():
+        if not is_hub_id(args.model_dir):
+            raise SystemExit(f"chat error: {args.model_dir}: no such folder (and not a Hub repository id)")
+        why = hub_model_problem(args.model_dir)  # most often a local folder not made yet, `tiny_out/stage2`
+        if why is not None:
+            raise SystemExit(f"chat error: {args.model_dir} is no local folder (nothing at "
+                             f"{Path(args.model_dir).expanduser().absolute()}) and, as a Hub id, {why}")
     if Path(args.model_dir).expanduser().is_file():  # transformers would read it as a malformed Hub id
         raise SystemExit(f"chat error: {args.model_dir} is a file: give the model folder that holds it")
     try:
         processor = AutoProcessor.from_pretrained(args.model_dir)
-    except (OSError, ValueError) as error:  # no processor files there, the Hub not reachable, not a model folder
-        raise SystemExit(f"chat error: {args.model_dir}: {' '.join(str(error).split())[:300]}") from None
+    except (OSError, ValueError, TypeError, AttributeError) as error:
+        # No processor files there, the Hub not reachable, not a model folder, or a processor file of another shape
+        # (a processor_config.json that is a list): the folder's fault, in one line.
+        raise SystemExit(f"chat error: {args.model_dir}: its processor does not load ({type(error).__name__}: "
+                         f"{' '.join(str(error).split())[:300]})") from None
     # Every question is rendered by the chat template: without one the first answer would end in a traceback, after
     # the model load (minutes for a 7B model).
     if not getattr(processor, "chat_template", None):
@@ -183,7 +226,7 @@ def main(argv: Iterable[str] | None = None) -> None:
     questions = [args.question] if args.question is not None else (line.strip() for line in sys.stdin)
     for question in questions:
         if question:
-            print(answer(model, processor, image, question, args.max_new_tokens), flush=True)
+            print(answer(model, processor, image, text_question(question), args.max_new_tokens), flush=True)
 
 
 if __name__ == "__main__":

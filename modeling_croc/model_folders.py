@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import pickle
 import re
 from collections.abc import Iterator
@@ -94,6 +95,50 @@ def checked_from_pretrained(model_class: Any, folder: str | Path, *, may_lack: t
     return model
 
 
+# The longest file or folder name (one path component) the usual file systems take, in bytes (NAME_MAX).
+NAME_MAX = 255
+
+
+def overlong_name(path: str | Path) -> str | None:
+    """Why `path` cannot name a file or folder, in a few words: a component over `NAME_MAX` bytes (every look at it,
+    `Path.exists()` among them, raises the system's "File name too long"); None when none is."""
+    for part in Path(path).parts:
+        if len(os.fsencode(part)) > NAME_MAX:
+            return (f"the name {part[:40]}... is {len(os.fsencode(part))} bytes long, over the {NAME_MAX} a file or "
+                    "folder name may have")
+    return None
+
+
+def hub_model_problem(value: str) -> str | None:
+    """Why the Hub id `value` (no local folder) cannot be had here, in a few words, or None when its config.json
+    is at hand (the cache only, offline): offline and not cached, no network, no such or a gated repository, no
+    model. Commands say it in one line before they load anything, rather than huggingface_hub's "couldn't connect"
+    for what is most often a local folder not made yet."""
+    from huggingface_hub import constants, hf_hub_download
+    from huggingface_hub.errors import (
+        EntryNotFoundError,
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        RepositoryNotFoundError,
+    )
+
+    try:
+        hf_hub_download(value, "config.json")
+        return None
+    except GatedRepoError:
+        return "a gated Hub repository this machine's token may not read (accept its terms on the Hub, `hf auth login`)"
+    except RepositoryNotFoundError:
+        return "no Hub repository of that name (or a private one this machine's token cannot read)"
+    except LocalEntryNotFoundError:
+        return ("not in the Hub cache, and the Hub is " + ("switched off (HF_HUB_OFFLINE=1)" if constants.HF_HUB_OFFLINE
+                else "unreachable") + f": download it where there is network (`hf download {value}`) or point to a "
+                "local folder")
+    except EntryNotFoundError:  # after its subclass LocalEntryNotFoundError
+        return "a Hub repository without a config.json, not a model"
+    except Exception as error:  # noqa: BLE001 (anything else the Hub client raises: one line, with its cause)
+        return f"not readable from the Hub ({type(error).__name__}: {' '.join(str(error).split())[:200]})"
+
+
 def check_weight_files(folder: str | Path) -> None:
     """Open every safetensors file of `folder` (its header and size, not its tensors): a file cut short or not
     safetensors is a `ModelFolderError` here, before a command reads anything else of it (a fingerprint of a cut
@@ -131,6 +176,9 @@ __all__ = [
     "PROCESSOR_FILES",
     "ModelFolderError",
     "check_weight_files",
+    "hub_model_problem",
+    "overlong_name",
+    "NAME_MAX",
     "checked_from_pretrained",
     "weight_gaps",
     "folder_processor",

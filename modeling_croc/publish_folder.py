@@ -20,11 +20,11 @@ import shutil
 from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 
+from .model_folders import overlong_name
+
 # Written into a publish folder when a publish creates or replaces it; lists the files that publish wrote.
 PUBLISH_MARKER = ".croc-publish.json"
 _MARKER_KIND = "croc publish folder"
-# The longest file or folder name (one path component) the usual file systems take, in bytes (NAME_MAX).
-NAME_MAX = 255
 
 
 class PublishError(ValueError):
@@ -94,11 +94,9 @@ def check_publish_folder(folder: str | Path, *, option: str, keep_clear_of: Mapp
         keep_clear_of: the run's own folders by the name the message gives them (`{"output_dir": ...}`); `folder`
             may not be one of them, contain one or lie inside one. None values are skipped.
     """
-    for part in Path(folder).parts:
-        if len(os.fsencode(part)) > NAME_MAX:
-            # Every look at such a path (`Path.exists()` among them) raises the system's "File name too long".
-            raise PublishFolderError(f"{option}: the name {part[:40]}... is {len(os.fsencode(part))} bytes long, over "
-                                     f"the {NAME_MAX} a file or folder name may have (nothing was written or deleted)")
+    problem = overlong_name(folder)
+    if problem is not None:  # every look at such a path (`Path.exists()` among them) raises "File name too long"
+        raise PublishFolderError(f"{option}: {problem} (nothing was written or deleted)")
     try:
         _check_folder(folder, option, keep_clear_of)
     except OSError as error:  # a folder this user may not look into, a path the system refuses
@@ -225,7 +223,6 @@ def relative_text(text: str, folders: Mapping[str | Path, str]) -> str:
 
 
 __all__ = [
-    "NAME_MAX",
     "PUBLISH_MARKER",
     "PublishError",
     "PublishFolderError",

@@ -127,3 +127,40 @@ def test_a_template_that_writes_the_bos_gets_no_second_one_from_the_tokenizer(tm
         for row in input_ids:
             row = row[row != processor.tokenizer.pad_token_id] if processor.tokenizer.pad_token_id != bos else row
             assert row[0] == bos and int((row == bos).sum()) == 1, row[:4].tolist()
+
+
+@pytest.mark.parametrize("case", ["empty image", "empty folder", "long name", "no tokens", "unknown device",
+                                  "absent GPU", "not UTF-8", "folder not made yet", "processor of another shape"])
+def test_chat_cli_arguments_it_would_fail_on_after_the_model_load_are_one_line_before_it(case, tmp_path,
+                                                                                        sp_tokenizer, monkeypatch):
+    """From a hostile tester and a newcomer: each was a traceback after the model load, or an answer without the
+    image (`--image "$IMG"` with IMG unset), or huggingface_hub's "couldn't connect" for a local folder not made
+    yet (`tiny_out/stage9` reads as a Hub id)."""
+    from transformers import AutoModelForImageTextToText
+
+    folder = _saved_model(tmp_path, sp_tokenizer)
+    monkeypatch.setattr(AutoModelForImageTextToText, "from_pretrained",
+                        lambda *args, **kwargs: pytest.fail("the model was loaded"))
+    argv, words = {
+        "empty image": ([str(folder), "--image", "", "--question", "What colour?"], "--image is empty"),
+        "empty folder": (["", "--question", "What colour?"], "model_dir is empty"),
+        "long name": ([str(tmp_path / ("a" * 300)), "--question", "What colour?"], "is 300 bytes long, over the 255"),
+        "no tokens": ([str(folder), "--question", "What colour?", "--max-new-tokens", "0"],
+                      "--max-new-tokens 0: an answer needs at least 1 token"),
+        "unknown device": ([str(folder), "--question", "What colour?", "--device", "nonsense"], "--device nonsense:"),
+        "absent GPU": ([str(folder), "--question", "What colour?", "--device", "cuda"], "no CUDA GPU is visible"),
+        "not UTF-8": ([str(folder), "--question", "caf\udce9?"], "is not UTF-8 text"),
+        "folder not made yet": (["tiny_out/stage9", "--question", "What colour?"],
+                                "tiny_out/stage9 is no local folder (nothing at "),
+        "processor of another shape": ([str(folder), "--question", "What colour?"], "its processor does not load"),
+    }[case]
+    if case == "absent GPU" and torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is visible")
+    if case == "folder not made yet":
+        monkeypatch.chdir(tmp_path)
+    if case == "processor of another shape":
+        (folder / "processor_config.json").write_text("[]")
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    message = str(stop.value.code)
+    assert message.startswith("chat error: ") and words in message and "\n" not in message, message

@@ -20,6 +20,7 @@ import torch
 from data_recipes import recorded_image_root, unfinished_build
 from modeling_croc.constants import HALF_DTYPES
 from modeling_croc.loading import source_kind
+from modeling_croc.model_folders import hub_model_problem, overlong_name
 from modeling_croc.provenance import HUB_ID, LICENSE_ID, OTHER_LICENSE
 
 from .checkpoint_io import is_complete_checkpoint
@@ -61,9 +62,6 @@ def validate_environment(raw: dict[str, dict[str, Any]]) -> None:
 PATH_OPTIONS = {"model": ("name_or_path", "vision_tower", "language_model"), "data": ("path", "image_root"),
                 "training": ("output_dir", "hub_dry_run", "resume_from_checkpoint", "deepspeed",
                              "accelerator_config")}
-# The longest file or folder name (one path component) the usual file systems take, in bytes (NAME_MAX).
-NAME_MAX = 255
-
 
 def check_home_folders(raw: dict[str, dict[str, Any]]) -> None:
     """Refuse a path option starting `~user` for a user this machine does not know: every check that expands it
@@ -90,11 +88,9 @@ def check_name_lengths(raw: dict[str, dict[str, Any]]) -> None:
             value = raw[section].get(key)
             if not isinstance(value, str) or value.startswith("{"):  # accelerator_config may be JSON text
                 continue
-            for part in Path(value).parts:
-                if len(os.fsencode(part)) > NAME_MAX:
-                    name = key if section == "training" else f"{section}.{key}"
-                    raise ConfigError(f"{name}: the name {part[:40]}... is {len(os.fsencode(part))} bytes long, "
-                                      f"over the {NAME_MAX} a file or folder name may have")
+            problem = overlong_name(value)
+            if problem is not None:
+                raise ConfigError(f"{key if section == 'training' else f'{section}.{key}'}: {problem}")
 
 
 def check_precision(training: dict[str, Any], model: dict[str, Any]) -> None:
@@ -188,35 +184,13 @@ def check_model_folders(model: dict[str, Any]) -> None:
 
 
 def check_hub_model(key: str, value: str) -> None:
-    """`value` is no local folder and reads as a Hub id: fetch its config.json (the cache only, offline), so that a
-    model that cannot be had here (offline and not cached, no network, no such or a gated repository, or a local
-    folder not made yet: `outputs/croc-vicuna-7b-stage1` before stage 1 ran) is one line now, not
-    huggingface_hub's traceback once the processor loads."""
-    from huggingface_hub import constants, hf_hub_download
-    from huggingface_hub.errors import (
-        EntryNotFoundError,
-        GatedRepoError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-    )
-
-    try:
-        hf_hub_download(value, "config.json")
-        return
-    except GatedRepoError:
-        why = "a gated Hub repository this machine's token may not read (accept its terms on the Hub, `hf auth login`)"
-    except RepositoryNotFoundError:
-        why = "no Hub repository of that name (or a private one this machine's token cannot read)"
-    except LocalEntryNotFoundError:
-        why = ("not in the Hub cache, and the Hub is " + ("switched off (HF_HUB_OFFLINE=1)" if constants.HF_HUB_OFFLINE
-               else "unreachable") + f": download it where there is network (`hf download {value}`) or point to a "
-               "local folder")
-    except EntryNotFoundError:  # after its subclass LocalEntryNotFoundError
-        why = "a Hub repository without a config.json, not a model"
-    except Exception as error:  # noqa: BLE001 (anything else the Hub client raises: one line, with its cause)
-        why = f"not readable from the Hub ({type(error).__name__}: {' '.join(str(error).split())[:200]})"
-    raise ConfigError(f"model.{key}: {value} is no local folder (nothing at {Path(value).expanduser().absolute()}) "
-                      f"and, as a Hub id, {why}")
+    """`value` is no local folder and reads as a Hub id: one line now when it cannot be had here
+    (`modeling_croc.model_folders.hub_model_problem`; a local folder not made yet, `outputs/croc-vicuna-7b-stage1`
+    before stage 1 ran, among them), not huggingface_hub's traceback once the processor loads."""
+    why = hub_model_problem(value)
+    if why is not None:
+        raise ConfigError(f"model.{key}: {value} is no local folder (nothing at {Path(value).expanduser().absolute()}) "
+                          f"and, as a Hub id, {why}")
 
 
 def check_quantisation(model: dict[str, Any]) -> None:
