@@ -7,6 +7,7 @@ that family, laid out as a Hub checkpoint is, which its cpu_tiny stage-1.5 confi
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from .families import save_tiny_llava_onevision1_5, save_tiny_qwen2_5_vl, save_tiny_qwen2_vl
 from .gemma3 import save_tiny_gemma3
@@ -35,7 +36,10 @@ PLAIN_FOLDERS = {"tiny-qwen2_5_vl": save_tiny_qwen2_5_vl, "tiny-qwen2_vl": save_
                  "tiny-smolvlm": save_tiny_smolvlm, "tiny-idefics3": save_tiny_idefics3}
 
 
-FOLDER_HELP = "folder to write the model and its processor to"
+FOLDER_HELP = "folder to write the model and its processor to (new, empty, or one these commands wrote before)"
+# Left in every folder these commands write: a rerun may write such a folder again, any other non-empty folder is
+# refused (a trained run's output_dir took random weights under its own card and run record).
+MARKER = ".croc-testing-tiny"
 SEED_HELP = "seed of the random weights (default 0)"
 
 
@@ -55,11 +59,23 @@ def main(argv: list[str] | None = None) -> None:
         plain.add_argument("folder", help=FOLDER_HELP)
         plain.add_argument("--seed", type=int, default=0, help=SEED_HELP)
     args = parser.parse_args(argv)
-    if args.command in PLAIN_FOLDERS:
-        print(PLAIN_FOLDERS[args.command](args.folder, seed=args.seed))
-        return
-    sizes = {name: getattr(args, name) for name in TINY_SIZES}
-    print(save_tiny_croc(args.folder, seed=args.seed, image_size=args.image_size, **sizes))
+    folder = Path(args.folder).expanduser()
+    if folder.exists() and not (folder.is_dir() and (not any(folder.iterdir()) or (folder / MARKER).is_file())):
+        raise SystemExit(f"croc_testing: {args.folder} is not empty and was not written by this command (its files "
+                         "would be replaced by random weights): choose a new or empty folder")
+    try:
+        if args.command in PLAIN_FOLDERS:
+            written = PLAIN_FOLDERS[args.command](folder, seed=args.seed)
+        else:
+            sizes = {name: getattr(args, name) for name in TINY_SIZES}
+            written = save_tiny_croc(folder, seed=args.seed, image_size=args.image_size, **sizes)
+    except ModuleNotFoundError as error:  # the offline tokenizers ship with packages of the `test` extra
+        raise SystemExit(f"croc_testing: {error.name} is not installed; the tiny models' offline tokenizer comes from "
+                         "the `test` extra: pip install -e \".[test]\"") from None
+    except ValueError as error:  # a size the config refuses (CrocConfigError, transformers' own checks)
+        raise SystemExit(f"croc_testing: {' '.join(str(error).split())}") from None
+    (folder / MARKER).write_text(args.command + "\n", encoding="utf-8")
+    print(written)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,7 @@ from modeling_croc.provenance import expand_home
 from .build import DEFAULT_SEED, build_recipe
 from .publish import IMAGE_STORAGES
 from .registry import RECIPES, get_recipe, list_recipes
-from .synthetic_scenes import generate_synthetic_scenes
+from .synthetic_scenes import generate_synthetic_scenes, writable_scenes_folder
 from .validation import RejectedRowsError
 
 
@@ -150,6 +150,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "synth":
         # As `build`: `~` is the home folder (a quoted '~/x' wrote ./~/x), and a bad value or an --out that cannot be
         # a folder is one line, not a traceback.
+        if not writable_scenes_folder(Path(args.out).expanduser()):
+            print(f"error: --out {args.out} is not empty and no earlier synth wrote it (no scenes.json): its files "
+                  "would be replaced; choose a new or empty folder (nothing was written)", file=sys.stderr)
+            return 1
         try:
             made = generate_synthetic_scenes(Path(args.out).expanduser(), num_images=args.num_images, seed=args.seed,
                                              image_size=args.image_size, test_fraction=args.test_fraction,

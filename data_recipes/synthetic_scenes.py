@@ -356,6 +356,21 @@ def _dump(path: Path, rows: list[dict[str, Any]]) -> None:
         json.dump(rows, f, ensure_ascii=False, indent=1)
 
 
+def writable_scenes_folder(out: str | Path) -> bool:
+    """Whether `out` may take a synthetic-scenes folder: new, empty, or one this generator wrote before (its
+    `scenes.json`), whose files a rerun rewrites (the cpu_tiny configs of every family share `tiny_out/scenes`). Any
+    other folder holds the user's files under the names this generator writes (`qa_train.json`, `images/000000.png`),
+    which it would replace unasked."""
+    out = Path(out)
+    if not out.is_dir() or not any(out.iterdir()):
+        return True
+    try:
+        record = json.loads((out / "scenes.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(record, dict) and {"config", "scenes"} <= set(record)
+
+
 def generate_synthetic_scenes(
     out_dir: str | Path,
     *,
