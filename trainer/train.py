@@ -247,6 +247,11 @@ def _run(model_args, data_args, args, stage, signals: StopSignals, lock: OutputD
             raise RunStopped(f"the push to {args.hub_model_id or 'the Hub'} failed ({type(error).__name__}: "
                              f"{error}); the trained model is complete in {args.output_dir}: push it later with "
                              f"`hf upload`{rerun}") from None
+    if trainer.is_world_process_zero():
+        what = ("the LoRA adapters to " + args.output_dir + " and the merged model to " + str(merged_folder(args.output_dir))
+                if model_args.use_peft and model_args.name_or_path else "the model to " + args.output_dir)
+        logger.info("stage %s finished at step %d: saved %s (the next stage's model.name_or_path)", stage.name,
+                    trainer.state.global_step, what)
     return trainer
 
 

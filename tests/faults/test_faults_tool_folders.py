@@ -59,3 +59,16 @@ def test_a_tiny_model_without_its_tokenizers_package_is_one_line(tmp_path, monke
         croc_testing_main(["tiny-model", str(tmp_path / "stage0")])
     assert str(stop.value.code) == ("croc_testing: mistral_common is not installed; the tiny models' offline tokenizer "
                                     "comes from the `test` extra: pip install -e \".[test]\"")
+
+
+def test_a_finished_stage_says_where_its_model_went(tiny_model, small_data, tmp_path, capsys):
+    """A newcomer's tiny run ended on a data report line: nothing said where the model was, or what reads it next."""
+    from run_cases import run_argv
+
+    from trainer import train as train_module
+
+    out = tmp_path / "out"
+    train_module.main(run_argv("stage2.yaml", out, tiny_model, small_data, "--max_steps=1"))
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.endswith(f"stage 2 finished at step 1: saved the model to {out} (the next stage's "
+                         "model.name_or_path)"), last
