@@ -131,8 +131,10 @@ def _read_source(path: Path, data_args: DataArguments,
         raise
     except Exception as error:  # the `datasets` readers raise many types for bad files: see the docstring
         if not path.exists():  # read as a Hub dataset id: say first that no such local path exists
+            # Most often a recipe build not made yet (the stage YAMLs read `builds/<recipe>`): say how one is made.
             raise DataError(f"{path} is no local folder or file (nothing at {path.expanduser().absolute()}) and, as a "
-                            f"Hub dataset id, cannot be read: {_cause(error)}") from None
+                            f"Hub dataset id, cannot be read: {_cause(error)}; a recipe build is made with `python -m "
+                            f"data_recipes build RECIPE --data-root DIR --out {path}` (docs/DATA.md)") from None
         raise DataError(f"{path} cannot be read as training rows: {_cause(error)}{held.first_error()}") from None
     return _in_row_schema(rows, path), image_root.expanduser().absolute()
 

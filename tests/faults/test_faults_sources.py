@@ -388,6 +388,9 @@ def test_a_data_path_that_is_no_local_path_says_so_before_the_hub_error(tmp_path
     verdict, message = _read(Path("builds/lcs558k"))
     assert verdict == "error", message
     assert message.startswith(f"builds/lcs558k is no local folder or file (nothing at {tmp_path / 'builds/lcs558k'})")
+    # and how such a folder is made (a newcomer met it running the quick start before building the data)
+    assert message.endswith("a recipe build is made with `python -m data_recipes build RECIPE --data-root DIR --out "
+                            "builds/lcs558k` (docs/DATA.md)"), message
 
 
 @pytest.mark.parametrize(("value", "read_as"), [("runs/try #2", "'runs/try'"), ("~", "null"), ("#2", "null")])
