@@ -14,13 +14,25 @@ MERGED_DIR gets the run's model card too (base models, licences, datasets), sayi
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
+import os
+import re
+import secrets
+import shutil
+import warnings
 from pathlib import Path
 
 from modeling_croc.constants import MODEL_DTYPES
 from modeling_croc.loading import load_croc_config, load_pretrained_croc, load_processor
-from modeling_croc.model_folders import check_weight_files, reading_weights
+from modeling_croc.model_folders import (
+    ModelFolderError,
+    check_weight_files,
+    folder_processor,
+    overlong_name,
+    reading_weights,
+)
 from modeling_croc.provenance import expand_home, is_hub_id
 
 from .croc_trainer import BASE_CONFIG_DIR, BASE_WEIGHTS_FILE
@@ -123,13 +135,158 @@ def base_mismatch(adapter_dir: str | Path, base: str) -> str | None:
     return None
 
 
+def overlong_argument(adapter_dir: str | Path, out_dir: str | Path, base: str | None = None) -> str | None:
+    """Which argument names a file or folder over `NAME_MAX` bytes, and why, or None: every look at such a path
+    raises the system's "File name too long" (a traceback from `Path.exists()`)."""
+    for name, value in (("ADAPTER_DIR", adapter_dir), ("--out", out_dir), ("--base", base)):
+        problem = overlong_name(Path(value).expanduser()) if value else None
+        if problem:
+            return f"{name}: {problem}"
+    return None
+
+
+# Why refused adapter weights are: the end of each `adapter_gaps` line.
+_NOT_MATCHING = ("the adapter config and weights do not match (was one edited or cut after saving?): not merged, "
+                 "nothing was written")
+
+
+def _adapter_weight_names(adapter_dir: Path) -> set[str]:
+    """The tensor names of `adapter_dir`'s adapter weights file, as PEFT saved them (no adapter name)."""
+    weights = adapter_dir / "adapter_model.safetensors"
+    if weights.is_file():
+        from safetensors import safe_open
+
+        with safe_open(str(weights), framework="pt") as file:  # the header only
+            return set(file.keys())
+    from peft.utils import load_peft_weights
+
+    return set(load_peft_weights(str(adapter_dir), device="cpu"))
+
+
+def _shown(names: list[str]) -> str:
+    short = [name.removeprefix("base_model.model.") for name in names[:3]]
+    return ", ".join(short) + (f" and {len(names) - 3} more" if len(names) > 3 else "")
+
+
+def adapter_gaps(adapter_dir: Path, peft_model) -> str | None:
+    """What of `adapter_dir`'s adapter weights file the loaded `peft_model` does not hold as written, or None:
+    tensors with no place in the model its adapter_config.json describes (a config edited to fewer
+    `target_modules`: PEFT leaves them unread) and adapter weights the model has but the file lacks (PEFT only
+    warns; their `lora_B` stays zero and those layers merge as the base's). Both gave a wrong merged model with
+    exit 0. Names as PEFT saves them (`get_peft_model_state_dict`: no adapter name), the `modules_to_save` copies
+    (projector, pool, head) included."""
+    from peft import get_peft_model_state_dict
+
+    held = _adapter_weight_names(adapter_dir)
+    # The embedding layers are saved along when the vocabulary was resized: in the file, they are used; not in
+    # it, they are the base's (not an adapter weight).
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        expected = set(get_peft_model_state_dict(peft_model, save_embedding_layers=False))
+        placed = set(get_peft_model_state_dict(peft_model, save_embedding_layers=True))
+    unused, missing = sorted(held - placed), sorted(expected - held)
+    problems = []
+    if unused:
+        problems.append(f"adapter_model.safetensors holds {len(unused)} adapter weight{'s' if len(unused) != 1 else ''}"
+                        f" with no place in the model its adapter_config.json describes ({_shown(unused)})")
+    if missing:
+        problems.append(f"adapter_model.safetensors lacks {len(missing)} adapter weight"
+                        f"{'s' if len(missing) != 1 else ''} its adapter_config.json asks for ({_shown(missing)}): "
+                        "those layers would merge as the base's")
+    return f"{'; '.join(problems)}; {_NOT_MATCHING}" if problems else None
+
+
+def _load_adapters(model, adapter_dir: Path):
+    """`PeftModel.from_pretrained(model, adapter_dir)`, its adapter weights checked against the file
+    (`adapter_gaps`): a `ModelFolderError` where they differ. A `modules_to_save` copy (projector, pool, head)
+    missing a tensor made PEFT's loading raise KeyError (a traceback)."""
+    from peft import PeftModel
+
+    with reading_weights(adapter_dir), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Found missing adapter keys")  # `adapter_gaps` says it, refused
+        try:
+            peft_model = PeftModel.from_pretrained(model, str(adapter_dir))
+        except KeyError as error:
+            name = error.args[0] if error.args else None
+            if not isinstance(name, str) or name in _adapter_weight_names(adapter_dir):
+                raise
+            raise ModelFolderError(adapter_dir, f"adapter_model.safetensors lacks {_shown([name])}, a weight of a "
+                                                "module its adapter_config.json saves whole (modules_to_save); "
+                                                f"{_NOT_MATCHING}") from None
+        gaps = adapter_gaps(adapter_dir, peft_model)
+    if gaps:
+        raise ModelFolderError(adapter_dir, gaps)
+    return peft_model
+
+
+def _merge_processor(source: str | Path):
+    """`load_processor(source)`, with what odd JSON raises beyond its errors (a processor_config.json that is a
+    list: AttributeError) said as a `ModelFolderError` too."""
+    return folder_processor(source, load_processor, (AttributeError, TypeError, KeyError))
+
+
+# A merge is written into a hidden folder next to --out and renamed into place when whole: `.<name>.merging-<pid>-
+# <hex>`. The name part is cut so that a name near NAME_MAX still leaves room for the suffix.
+_STAGING = ".{name}.merging-{pid}-{token}"
+_STAGING_NAME_BYTES = 150
+
+
+def _staging_prefix(out_dir: Path) -> str:
+    name = os.fsencode(out_dir.name)[:_STAGING_NAME_BYTES].decode(errors="ignore")
+    return f".{name}.merging-"
+
+
+def _remove_stale_staging(out_dir: Path) -> None:
+    """Remove the staging folders a merge into `out_dir` killed outright (SIGKILL, power) left: those of a process
+    no longer running. Only real folders of that exact name pattern; a link is left alone, never followed."""
+    pattern = re.compile(re.escape(_staging_prefix(out_dir)) + r"(\d+)-[0-9a-f]{8}")
+    if not out_dir.parent.is_dir():
+        return
+    for entry in out_dir.parent.iterdir():
+        found = pattern.fullmatch(entry.name)
+        if not found or entry.is_symlink() or not entry.is_dir() or int(found.group(1)) == os.getpid():
+            continue
+        try:
+            os.kill(int(found.group(1)), 0)
+            continue  # still merging (or another user's process)
+        except ProcessLookupError:
+            pass
+        except OSError:
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+
+
+def _move_into_place(staging: Path, out_dir: Path) -> None:
+    """Put the whole merge `staging` at `out_dir` in one rename where it is new or an empty folder (an interrupt
+    leaves either nothing or all of it); into a folder that holds files already (`trainer.train`'s
+    `<output_dir>-merged`, its run record first) or a link to one, file by file, replacing the merge's names."""
+    if not out_dir.is_symlink():
+        try:
+            os.rename(staging, out_dir)
+            return
+        except OSError as error:
+            if error.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR, errno.EISDIR):
+                raise
+            if not out_dir.is_dir():
+                raise
+    for entry in sorted(staging.iterdir()):
+        target = out_dir / entry.name
+        if target.is_dir() and not target.is_symlink() and entry.is_dir():
+            shutil.rmtree(target)  # a folder of the merge's own (a half-written earlier merge's)
+        shutil.move(str(entry), str(target))
+
+
 def merge_lora(adapter_dir: str | Path, out_dir: str | Path, dtype: str = "float32", base: str | None = None
                ) -> Path:
     """Load the base model, apply the adapters of `adapter_dir`, merge them and save a full folder to `out_dir`.
     `base`: the base model's folder or Hub id, when not the one the adapter names (`find_base`); one of another
-    architecture or other weights than the adapters were trained on raises ValueError (`base_mismatch`)."""
-    from peft import PeftModel
-
+    architecture or other weights than the adapters were trained on raises ValueError (`base_mismatch`), as do
+    adapter weights its adapter_config.json does not describe (`adapter_gaps`) and a processor that does not load.
+    Everything is loaded and checked before anything is written, and the merge is written into a hidden folder
+    next to `out_dir` renamed into place when whole: a failure or a Ctrl-C leaves nothing at `out_dir`."""
+    overlong = overlong_argument(adapter_dir, out_dir, base)
+    if overlong:
+        raise ValueError(overlong)
     adapter_dir, out_dir = Path(adapter_dir), Path(out_dir)
     adapter_config = adapter_dir / "adapter_config.json"
     if not adapter_config.is_file():
@@ -141,21 +298,31 @@ def merge_lora(adapter_dir: str | Path, out_dir: str | Path, dtype: str = "float
     mismatch = base_mismatch(adapter_dir, base_path)
     if mismatch:
         raise ValueError(mismatch)
+    # The processor before the model: it failed to load after the merged weights were written, leaving a folder
+    # that loads as a model and that every rerun refused as "already holds files".
+    has_processor = (adapter_dir / "processor_config.json").is_file() or (adapter_dir / "tokenizer_config.json").is_file()
+    processor = _merge_processor(adapter_dir if has_processor else base_path)
     config_dir = adapter_dir / BASE_CONFIG_DIR
     config = load_croc_config(config_dir if config_dir.is_dir() else base_path)  # LLaVA-1.5 or OneVision family
     model = load_pretrained_croc(base_path, config, dtype=dtype)
-    with reading_weights(adapter_dir):
-        merged = PeftModel.from_pretrained(model, str(adapter_dir)).merge_and_unload()
-    merged.save_pretrained(out_dir)
-    has_processor = (adapter_dir / "processor_config.json").is_file() or (adapter_dir / "tokenizer_config.json").is_file()
-    processor = load_processor(adapter_dir if has_processor else base_path)
-    if processor is not None:
-        processor.save_pretrained(out_dir)
+    merged = _load_adapters(model, adapter_dir).merge_and_unload()
     # The run's card carries what the merged weights derive from; without it the next stage, trained from this
     # folder, lost the base models and licences, and a push of it said nothing of them.
     card = merged_card(adapter_dir, out_dir.resolve().name)
-    if card is not None:
-        card.save(out_dir / "README.md")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale_staging(out_dir)
+    staging = out_dir.parent / f"{_staging_prefix(out_dir)}{os.getpid()}-{secrets.token_hex(4)}"
+    staging.mkdir()
+    try:
+        merged.save_pretrained(staging)
+        if processor is not None:
+            processor.save_pretrained(staging)
+        if card is not None:
+            card.save(staging / "README.md")
+        _move_into_place(staging, out_dir)
+    finally:
+        if staging.is_dir() and not staging.is_symlink():  # a failure or an interrupt: nothing half-written stays
+            shutil.rmtree(staging, ignore_errors=True)
     logger.info("merged %s (base %s) into %s", adapter_dir, base_path, out_dir)
     return out_dir
 
@@ -195,10 +362,13 @@ def merge_output_problem(adapter_dir: str | Path, out_dir: str | Path, base: str
     """Why the CLI must not write the merged model into `out_dir`, or None: it must be a new or empty folder, and
     neither the run's folder nor its base model's (`--out BASE` replaced the base the adapters were trained on):
     `base` (`--base`), else the one the adapter names."""
+    overlong = overlong_argument(adapter_dir, out_dir, base)
+    if overlong:
+        return f"{overlong} (nothing was written)"
     out = Path(out_dir).expanduser().resolve()
     base = base or recorded_base(adapter_dir)
     for name, folder in (("LoRA run", adapter_dir), ("base model", base)):
-        if folder and Path(folder).expanduser().exists():
+        if folder and not overlong_name(Path(folder).expanduser()) and Path(folder).expanduser().exists():
             folder = Path(folder).expanduser().resolve()
             if out == folder or folder in out.parents:
                 return f"--out {out_dir} is {'inside ' if out != folder else ''}the {name} folder {folder}: choose a new folder"
