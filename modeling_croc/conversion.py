@@ -5,11 +5,20 @@ from parts, the card recording the parts' licences. `python -m modeling_croc.con
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import os
+import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 from .convert import stage0_card
 from .loading import load_croc
+from .model_folders import NAME_MAX
 from .provenance import carry_card
+
+# The hidden folders next to OUT: the conversion being written, and the old OUT while `--overwrite` swaps in the new.
+STAGING_SUFFIX, REPLACED_SUFFIX = ".convert-partial", ".convert-replaced"
 
 
 def _save(model, processor, out_dir: str | Path) -> Path:
@@ -67,4 +76,70 @@ def build_from_parts(
     return model, processor
 
 
-__all__ = ["build_from_parts", "convert_llava_folder", "convert_original_checkpoint"]
+def _beside(out: Path, suffix: str) -> Path:
+    """The hidden folder `.OUT<suffix>` next to `out` (same parent, so a rename moves it into place); a hash of the
+    name where OUT's own name leaves no room for the suffix within `NAME_MAX` bytes."""
+    name = f".{out.name}{suffix}"
+    if len(os.fsencode(name)) > NAME_MAX:
+        name = f".{hashlib.sha256(os.fsencode(out.name)).hexdigest()[:16]}{suffix}"
+    return out.parent / name
+
+
+def _discard(path: Path) -> None:
+    """Remove one of the hidden folders `written_whole` makes (a link or file of that name too)."""
+    if path.is_symlink() or path.is_file():
+        path.unlink()
+    elif path.is_dir():
+        shutil.rmtree(path)
+
+
+def clear_interrupted(out_dir: str | Path) -> None:
+    """Clear what a conversion into `out_dir` killed midway left next to it: its staging folder, and an old OUT moved
+    aside for `--overwrite`, which is put back when the new one had not taken its place (removed when it had). Run
+    before OUT is checked, so that the old folder is refused or replaced as any other."""
+    out = Path(out_dir).expanduser().resolve()
+    staging, aside = _beside(out, STAGING_SUFFIX), _beside(out, REPLACED_SUFFIX)
+    if aside.is_dir() and not aside.is_symlink() and not out.exists():
+        os.rename(aside, out)
+    _discard(staging)
+    _discard(aside)
+
+
+@contextlib.contextmanager
+def written_whole(out_dir: str | Path) -> Iterator[Path]:
+    """A hidden staging folder next to `out_dir` for a conversion to write, which becomes `out_dir` by a rename once
+    the body completes: a conversion interrupted (Ctrl-C, kill, an error) never leaves a folder at OUT that loads as a
+    model without its processor or card. A folder already at OUT (empty, or replaced under `--overwrite`) is moved
+    aside only once the new one is complete, and removed after the rename. On an error or interrupt the staging
+    folder is removed, and so are the parent folders made for it; what a kill left (a staging folder, or an old OUT
+    moved aside with no OUT in its place) is cleared or put back first (`clear_interrupted`)."""
+    out = Path(out_dir).expanduser().resolve()  # a link at OUT: the folder it points to is the one written
+    staging, aside = _beside(out, STAGING_SUFFIX), _beside(out, REPLACED_SUFFIX)
+    clear_interrupted(out)
+    made = []  # the parent folders that do not exist yet, deepest first
+    for parent in out.parents:
+        if parent.exists():
+            break
+        made.append(parent)
+    try:
+        yield staging
+        if out.exists():
+            os.rename(out, aside)
+            try:
+                os.rename(staging, out)
+            except BaseException:
+                os.rename(aside, out)
+                raise
+            _discard(aside)
+        else:
+            os.rename(staging, out)
+    except BaseException:
+        _discard(staging)
+        for parent in made:
+            with contextlib.suppress(OSError):
+                parent.rmdir()
+        raise
+
+
+__all__ = ["build_from_parts", "convert_llava_folder", "convert_original_checkpoint", "clear_interrupted",
+           "written_whole"]

@@ -2,12 +2,14 @@
 
     from-original SRC OUT [--vision-tower CLIP_DIR] [--preset NAME] [--vocab-multiple N]
     from-llava    SRC OUT [--preset NAME]
-    from-parts    TOWER_DIR LM_DIR OUT [--preset NAME] [--image-aspect-ratio square|pad] [--vocab-multiple N]
+    from-parts    VISION LLM OUT [--preset NAME] [--image-aspect-ratio square|pad] [--vocab-multiple N]
                   [--vision-feature-layer N] [--vision-feature-select-strategy default|full] [--base-model ID ...]
     from-victor   SRC OUT [--vision-tower SIGLIP_DIR] [--preset NAME] [--vocab-multiple N]
     to-llava      SRC OUT        (alias: to-plain, for every family)
 
-Every command takes --overwrite; `python -m modeling_croc.convert COMMAND --help` says what each option does.
+Every command takes --overwrite; `python -m modeling_croc.convert COMMAND --help` says what each option does. OUT is
+written in a hidden folder next to it (`.OUT.convert-partial`) and renamed into place once complete: an interrupted
+conversion leaves no OUT (and, under --overwrite, the old one as it was).
 """
 
 from __future__ import annotations
@@ -17,12 +19,22 @@ import logging
 import sys
 from pathlib import Path
 
-from ..conversion import build_from_parts, convert_llava_folder, convert_original_checkpoint
+from ..conversion import (
+    build_from_parts,
+    clear_interrupted,
+    convert_llava_folder,
+    convert_original_checkpoint,
+    written_whole,
+)
+from ..model_folders import hub_model_problem, overlong_name
 from ..presets import CROC_PRESET_NAMES
 from ..provenance import expand_home, is_hub_id
 from .to_llava import export_llava_folder
 
 OUT_HELP = "a new or empty folder to write (one that holds files needs --overwrite)"
+# The folder arguments, as a message names them (the positional ones by their metavar in --help).
+SOURCES = ("source", "vision_tower", "language_model")
+LABELS = {"source": "SRC", "vision_tower": "VISION", "language_model": "LLM", "out": "OUT"}
 
 
 def _preset(args) -> dict:
@@ -51,21 +63,21 @@ def build_parser() -> argparse.ArgumentParser:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
     original = sub.add_parser("from-original", help="original LLaVA / released Croc (transformers 4.37 fork) layout")
-    original.add_argument("source", help="the checkpoint's folder or Hub id")
-    original.add_argument("out", help=OUT_HELP)
+    original.add_argument("source", metavar="SRC", help="the checkpoint's folder or Hub id")
+    original.add_argument("out", metavar="OUT", help=OUT_HELP)
     original.add_argument("--vision-tower", help="local CLIP folder (default: the checkpoint's mm_vision_tower)")
     llava = sub.add_parser("from-llava", help="a transformers llava folder, initialised for stage 1.5")
-    llava.add_argument("source", help="the llava folder or Hub id")
-    llava.add_argument("out", help=OUT_HELP)
+    llava.add_argument("source", metavar="SRC", help="the llava folder or Hub id")
+    llava.add_argument("out", metavar="OUT", help=OUT_HELP)
     victor = sub.add_parser("from-victor", help="a released ViCToR checkpoint (LLaVA-NeXT fork layout, llava_qwen)")
-    victor.add_argument("source", help="the checkpoint's folder or Hub id")
-    victor.add_argument("out", help=OUT_HELP)
+    victor.add_argument("source", metavar="SRC", help="the checkpoint's folder or Hub id")
+    victor.add_argument("out", metavar="OUT", help=OUT_HELP)
     victor.add_argument("--vision-tower", help="local SigLIP folder (default: the checkpoint's mm_vision_tower)")
     parts = sub.add_parser("from-parts", help="separate vision-tower (CLIP, SigLIP, SigLIP2) and causal-LM "
                                               "checkpoints, for stage 1")
-    parts.add_argument("vision_tower", help="the vision tower's folder or Hub id")
-    parts.add_argument("language_model", help="the causal LM's folder or Hub id")
-    parts.add_argument("out", help=OUT_HELP)
+    parts.add_argument("vision_tower", metavar="VISION", help="the vision tower's folder or Hub id")
+    parts.add_argument("language_model", metavar="LLM", help="the causal LM's folder or Hub id")
+    parts.add_argument("out", metavar="OUT", help=OUT_HELP)
     parts.add_argument("--image-aspect-ratio", choices=["square", "pad"], default="square",
                        help="how images are prepared: square, the tower's own resize and crop (default); pad, padded "
                             "to a square with the image-mean colour first, as LLaVA-1.5's `pad`")
@@ -92,49 +104,96 @@ def build_parser() -> argparse.ArgumentParser:
     export = sub.add_parser("to-llava", aliases=["to-plain"],
                             help="export to a plain folder of the parent family (llava, llava_onevision, qwen2_5_vl, "
                                  "...: no pool, no head)")
-    export.add_argument("source", help="the Croc folder to export")
-    export.add_argument("out", help=OUT_HELP)
+    export.add_argument("source", metavar="SRC", help="the Croc folder to export")
+    export.add_argument("out", metavar="OUT", help=OUT_HELP)
     for command in (original, llava, parts, victor, export):
         command.add_argument("--overwrite", action="store_true",
-                             help="write into OUT even when it already holds files (a model there is replaced)")
+                             help="replace OUT even when it already holds files (the old folder is removed once the "
+                                  "new one is complete)")
     return parser
 
 
+def _label(args, name: str) -> str:
+    """How a message names the folder argument `name`: its metavar, or the option for the fork layouts' tower."""
+    return "--vision-tower" if name == "vision_tower" and args.command != "from-parts" else LABELS[name]
+
+
+def argument_problem(args) -> str | None:
+    """Why the folder arguments cannot be converted from, or None: one that is empty (`"$OUT"` with OUT unset named
+    the current folder, and --overwrite replaced its files), a name the file system cannot take (every look at it
+    raised "File name too long"), a source that is no local folder and no Hub model to be had here (the Hub client's
+    "couldn't connect" for what is most often a folder not made yet). All before anything loads."""
+    names = [name for name in (*SOURCES, "out") if getattr(args, name, None) is not None]
+    for name in names:
+        if not getattr(args, name).strip():
+            return f"{_label(args, name)} is empty (an unset variable in the command?); name a folder"
+    for name in names:
+        problem = overlong_name(getattr(args, name))
+        if problem is not None:
+            return f"{_label(args, name)}: {problem}"
+    for name in names[:-1]:
+        source = getattr(args, name)
+        if Path(source).exists():
+            continue
+        if not is_hub_id(source):
+            return f"{_label(args, name)} {source}: no such folder (and not a Hub repository id)"
+        why = hub_model_problem(source)
+        if why is not None:
+            return (f"{_label(args, name)} {source} is no local folder (nothing at {Path(source).absolute()})"
+                    f" and, as a Hub id, {why}")
+    return None
+
+
 def output_problem(args) -> str | None:
-    """Why the conversion must not write into `args.out`, or None. OUT is written file by file over whatever is
-    there: a trained stage folder given as OUT (or a conversion of a folder into itself) would keep its run record
-    and model card and hold other weights, with nothing to say so."""
-    out = Path(args.out).expanduser()
-    for name in ("source", "vision_tower", "language_model"):
+    """Why the conversion must not write `args.out`, or None. OUT is replaced as a whole once the conversion is
+    complete: a trained stage folder given as OUT (or a folder converted into itself, or a folder that holds the
+    source) would lose its files, so a folder that holds any needs --overwrite, and the source's is refused."""
+    out = Path(args.out).expanduser().resolve()
+    if not out.name:
+        return f"OUT {args.out} is the root folder: choose a new folder"
+    for name in SOURCES:
         source = getattr(args, name, None)
-        if source and not Path(source).expanduser().exists() and not is_hub_id(str(source)):
-            return f"{source}: no such folder (and not a Hub repository id)"
-    for name in ("source", "vision_tower", "language_model"):
-        source = getattr(args, name, None)
-        if source and Path(source).expanduser().exists() and Path(source).expanduser().resolve() == out.resolve():
+        if not source or not Path(source).expanduser().exists():
+            continue
+        source_folder = Path(source).expanduser().resolve()
+        if source_folder == out:
             return f"OUT {args.out} is the {name.replace('_', ' ')} folder itself: choose a new folder"
+        if out in source_folder.parents:
+            return (f"OUT {args.out} holds the {name.replace('_', ' ')} folder {source}, which replacing OUT would "
+                    "delete: choose a new folder")
     if out.exists() and not out.is_dir():
         return f"OUT {args.out} is a file"
-    if out.is_dir() and not args.overwrite and any(out.iterdir()):
-        held = sorted(path.name for path in out.iterdir())
-        return (f"OUT {args.out} already holds files ({', '.join(held[:4])}{', ...' if len(held) > 4 else ''}): "
-                "the conversion would overwrite them; choose a new or empty folder, or pass --overwrite")
+    held = sorted(path.name for path in out.iterdir()) if out.is_dir() else []
+    shown = f"{', '.join(held[:4])}{', ...' if len(held) > 4 else ''}"
+    if held and not args.overwrite:
+        return (f"OUT {args.out} already holds files ({shown}): the conversion would replace them; choose a new or "
+                "empty folder, or pass --overwrite")
+    if held and not (out / "config.json").is_file():
+        # --overwrite replaces a model folder, an earlier conversion's: a folder of other files is not one.
+        return (f"OUT {args.out} holds files ({shown}) but no config.json, so no model folder that --overwrite may "
+                "replace whole: choose a new or empty folder")
     return None
 
 
 def main(argv: list[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     args = build_parser().parse_args(argv)
-    unknown_home = expand_home(args, ("source", "out", "vision_tower", "language_model"))
-    if unknown_home:
-        sys.exit(f"convert error: {unknown_home}")
-    problem = output_problem(args)
+    problem = expand_home(args, (*SOURCES, "out")) or argument_problem(args)
+    if not problem:
+        clear_interrupted(args.out)  # what a killed conversion left next to OUT: checked as OUT was before it
+        problem = output_problem(args)
     if problem:
         sys.exit(f"convert error: {problem}")
     try:
-        COMMANDS[args.command](args)
+        # Written whole or not at all: the command writes a staging folder, renamed to OUT once it is complete.
+        with written_whole(args.out) as staging:
+            COMMANDS[args.command](argparse.Namespace(**{**vars(args), "out": str(staging)}))
     except (ValueError, OSError) as error:  # a refused or unreadable source: one line, not a traceback
-        sys.exit(f"convert error: {error}")
+        sys.exit(f"convert error: {' '.join(str(error).split())}")
+    except KeyboardInterrupt:
+        print(f"convert error: interrupted (Ctrl-C): nothing was written to OUT {args.out}, which is as it was",
+              file=sys.stderr)
+        sys.exit(130)
     logging.getLogger(__name__).info("wrote %s", args.out)
 
 

@@ -49,6 +49,7 @@ def read_parts(
     """
     vision_tower, language_model = Path(vision_tower), Path(language_model)
     tower_config = vision_tower_config(vision_tower)  # first: an unusable tower fails before anything else
+    check_feature_layer(vision_tower, tower_config, vision_feature_layer)
     if vision_feature_select_strategy is None:
         vision_feature_select_strategy = "default" if tower_has_cls_token(tower_config) else "full"
     text_config = AutoConfig.from_pretrained(language_model)
@@ -82,6 +83,18 @@ def read_parts(
     processor = build_processor(tokenizer, vision_tower, config.vision_config, image_aspect_ratio,
                                 vision_feature_select_strategy)
     return config, state, processor
+
+
+def check_feature_layer(folder: str | Path, tower_config, vision_feature_layer: int | list[int]) -> None:
+    """Refuse a `vision_feature_layer` the tower does not have: LLaVA indexes the tower's hidden states (the
+    embeddings, then each of its n layers: n + 1 of them) with it, so -(n + 1)..n are valid (negative ones count
+    from the end). Another wrote a folder whose every image raised IndexError, at inference."""
+    count = tower_config.num_hidden_layers
+    for layer in vision_feature_layer if isinstance(vision_feature_layer, list) else [vision_feature_layer]:
+        if not -(count + 1) <= layer <= count:
+            raise ValueError(f"vision feature layer {layer} is not in the tower {folder}: its {count} layer(s) give "
+                             f"{count + 1} hidden states, indexed {-(count + 1)}..{count} (the default -2 is the "
+                             "second to last)")
 
 
 def _parts_tokenizer(language_model: Path):

@@ -26,7 +26,7 @@ from ..configuration_croc import CROC_FIELD_NAMES, CrocConfig
 from ..configuration_croc_onevision import CrocOnevisionConfig
 from ..constants import CROC_ONLY_PREFIXES
 from ..families import FAMILIES
-from ..model_folders import checked_from_pretrained, folder_processor, weight_gaps
+from ..model_folders import ModelFolderError, checked_from_pretrained, folder_processor, weight_gaps
 from ..provenance import carry_card
 
 # Croc config class -> the plain config and model classes it extends (`families.FAMILIES`).
@@ -90,7 +90,11 @@ def export_llava_folder(croc_dir: str | Path, out_dir: str | Path) -> Path:
     # The processor first (one that is there but does not load is refused, not left out of the export), then the
     # weights, checked against config.json: a weight missing would be exported random as if trained, one of another
     # shape raises many lines, one with no place (a config edited to fewer layers) would be dropped unsaid.
-    processor = folder_processor(croc_dir, AutoProcessor.from_pretrained, (OSError, ValueError, TypeError))
+    # AttributeError: a processor_config.json of another shape (a list) fails inside transformers' reader.
+    processor = folder_processor(croc_dir, AutoProcessor.from_pretrained,
+                                 (OSError, ValueError, TypeError, AttributeError))
+    if isinstance(processor, CrocProcessor):
+        check_patch_size(croc_dir, processor.patch_size, config)
     model = checked_from_pretrained(AutoModelForImageTextToText, croc_dir, may_lack=CROC_ONLY_PREFIXES)
     plain = croc_to_llava(model)
     out_dir = Path(out_dir)
@@ -109,6 +113,18 @@ def export_llava_folder(croc_dir: str | Path, out_dir: str | Path) -> Path:
         name_parent_processor(out_dir, type(processor))
     carry_card(croc_dir, out_dir, "exported to its plain parent layout (`python -m modeling_croc.convert to-plain`)")
     return out_dir
+
+
+def check_patch_size(folder: str | Path, patch_size, config) -> None:
+    """Refuse a llava processor whose `<image>` expansion cannot match the tower: the processor counts an image's
+    tokens as (height // patch_size) * (width // patch_size), so a patch_size that is not the tower's (0, None, a
+    hand edit) exported a folder that fails on every image, at inference."""
+    tower = getattr(getattr(config, "vision_config", None), "patch_size", None)
+    if isinstance(patch_size, bool) or not isinstance(patch_size, int) or patch_size < 1 or (
+            tower is not None and patch_size != tower):
+        raise ModelFolderError(folder, f"its processor_config.json gives patch_size {patch_size!r}, but the vision "
+                                       f"tower's patches are {tower} pixels: every image's <image> tokens would be "
+                                       "counted wrong; set it to the tower's patch_size")
 
 
 def name_parent_processor(folder: Path, processor_class: type) -> None:
