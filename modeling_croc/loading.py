@@ -313,7 +313,9 @@ def load_croc_processor(
 def load_processor(source: str | Path):
     """The processor saved in a model folder (a `CrocProcessor`, or OneVision's for a OneVision Croc folder), or
     None for a weights-only folder."""
-    return folder_processor(source, AutoProcessor.from_pretrained, (OSError, ValueError, TypeError))
+    # AttributeError and KeyError: processor files of another shape (a processor_config.json that is a list).
+    return folder_processor(source, AutoProcessor.from_pretrained,
+                            (OSError, ValueError, TypeError, AttributeError, KeyError))
 
 
 __all__ = [

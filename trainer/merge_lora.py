@@ -29,7 +29,6 @@ from modeling_croc.loading import load_croc_config, load_pretrained_croc, load_p
 from modeling_croc.model_folders import (
     ModelFolderError,
     check_weight_files,
-    folder_processor,
     overlong_name,
     reading_weights,
 )
@@ -219,12 +218,6 @@ def _load_adapters(model, adapter_dir: Path):
     return peft_model
 
 
-def _merge_processor(source: str | Path):
-    """`load_processor(source)`, with what odd JSON raises beyond its errors (a processor_config.json that is a
-    list: AttributeError) said as a `ModelFolderError` too."""
-    return folder_processor(source, load_processor, (AttributeError, TypeError, KeyError))
-
-
 # A merge is written into a hidden folder next to --out and renamed into place when whole: `.<name>.merging-<pid>-
 # <hex>`. The name part is cut so that a name near NAME_MAX still leaves room for the suffix.
 _STAGING = ".{name}.merging-{pid}-{token}"
@@ -301,7 +294,7 @@ def merge_lora(adapter_dir: str | Path, out_dir: str | Path, dtype: str = "float
     # The processor before the model: it failed to load after the merged weights were written, leaving a folder
     # that loads as a model and that every rerun refused as "already holds files".
     has_processor = (adapter_dir / "processor_config.json").is_file() or (adapter_dir / "tokenizer_config.json").is_file()
-    processor = _merge_processor(adapter_dir if has_processor else base_path)
+    processor = load_processor(adapter_dir if has_processor else base_path)
     config_dir = adapter_dir / BASE_CONFIG_DIR
     config = load_croc_config(config_dir if config_dir.is_dir() else base_path)  # LLaVA-1.5 or OneVision family
     model = load_pretrained_croc(base_path, config, dtype=dtype)
