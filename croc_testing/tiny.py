@@ -121,6 +121,21 @@ def tiny_croc_processor(image_size: int = 56, patch_size: int = 14, tokenizer=No
     )
 
 
+def save_tiny_parts(root: str | Path) -> dict[str, Path]:
+    """A tiny 1-layer CLIP tower (with its image processor) and a tiny Llama (with the offline SentencePiece
+    tokenizer) saved under `root` as `clip/` and `llm/`: the two sources of a stage 1 or of `convert from-parts`."""
+    from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
+
+    clip, llm = Path(root) / "clip", Path(root) / "llm"
+    CLIPVisionModel(CLIPVisionConfig(hidden_size=24, intermediate_size=48, num_hidden_layers=1, num_attention_heads=4,
+                                     image_size=56, patch_size=14)).save_pretrained(clip)
+    tiny_croc_processor().image_processor.save_pretrained(clip)
+    LlamaForCausalLM(LlamaConfig(vocab_size=32000, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                 num_attention_heads=4, num_key_value_heads=4)).save_pretrained(llm)
+    llama_sentencepiece_tokenizer(add_llava_tokens=False).save_pretrained(llm)
+    return {"clip": clip, "llm": llm}
+
+
 def save_tiny_croc(folder: str | Path, seed: int = 0, image_size: int = 56, patch_size: int = 14,
                    **sizes: Any) -> Path:
     """Write a random-init tiny Croc model with the LLaVA vocabulary and its offline processor to `folder`: the

@@ -24,19 +24,9 @@ NOT_CACHED = (r" is no local folder \(nothing at {at}\) and, as a Hub id, not in
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory) -> dict[str, Path]:
     """A tiny 1-layer CLIP tower and a tiny Llama with its tokenizer: the two sources of from-parts."""
-    from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
+    from croc_testing.tiny import save_tiny_parts
 
-    from croc_testing.tiny import llama_sentencepiece_tokenizer, tiny_croc_processor
-
-    root = tmp_path_factory.mktemp("parts")
-    clip, llm = root / "clip", root / "llm"
-    CLIPVisionModel(CLIPVisionConfig(hidden_size=24, intermediate_size=48, num_hidden_layers=1, num_attention_heads=4,
-                                     image_size=56, patch_size=14)).save_pretrained(clip)
-    tiny_croc_processor().image_processor.save_pretrained(clip)
-    LlamaForCausalLM(LlamaConfig(vocab_size=32000, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                 num_attention_heads=4, num_key_value_heads=4)).save_pretrained(llm)
-    llama_sentencepiece_tokenizer(add_llava_tokens=False).save_pretrained(llm)
-    return {"clip": clip, "llm": llm}
+    return save_tiny_parts(tmp_path_factory.mktemp("parts"))
 
 
 def _files(folder: Path) -> dict[str, bytes]:

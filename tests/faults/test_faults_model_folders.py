@@ -146,20 +146,11 @@ RUNS = {"croc": [("stage1_5.yaml", []), ("stage2.yaml", [])],
 @pytest.fixture(scope="module")
 def sources(tiny_model, tmp_path_factory) -> dict[str, Path]:
     """One tiny saved folder of each kind; every case breaks a copy."""
-    from transformers import CLIPVisionConfig, CLIPVisionModel, LlamaConfig, LlamaForCausalLM
-
     from croc_testing.families import save_tiny_qwen2_5_vl
-    from croc_testing.tiny import llama_sentencepiece_tokenizer, tiny_croc_processor
+    from croc_testing.tiny import save_tiny_parts
 
     root = tmp_path_factory.mktemp("model_sources")
-    clip, llm = root / "clip", root / "llm"
-    CLIPVisionModel(CLIPVisionConfig(hidden_size=24, intermediate_size=48, num_hidden_layers=1, num_attention_heads=4,
-                                     image_size=56, patch_size=14)).save_pretrained(clip)
-    tiny_croc_processor().image_processor.save_pretrained(clip)
-    LlamaForCausalLM(LlamaConfig(vocab_size=32000, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                 num_attention_heads=4, num_key_value_heads=4)).save_pretrained(llm)
-    llama_sentencepiece_tokenizer(add_llava_tokens=False).save_pretrained(llm)
-    return {"croc": tiny_model, "qwen2_5_vl": save_tiny_qwen2_5_vl(root / "qwen2_5_vl"), "clip": clip, "llm": llm}
+    return {"croc": tiny_model, "qwen2_5_vl": save_tiny_qwen2_5_vl(root / "qwen2_5_vl"), **save_tiny_parts(root)}
 
 
 @pytest.mark.parametrize("case", CASES)
