@@ -78,12 +78,20 @@ def help_text(width: int = 100) -> str:
              "--model.name_or_path=DIR, --data.path=FILE; values are read as YAML). Stage defaults (learning "
              "rates, template, model_max_length) fill what the config leaves unset.")
     lines = [USAGE, "", *textwrap.wrap(intro, width=width), ""]
-    sections = [(f"{name} (`{name}:` in the YAML, --{name}.KEY)", cls) for name, cls in SECTIONS.items()]
-    sections.append(("training (top level, --KEY)", CrocTrainingArguments))
-    for title, cls in sections:
+    from transformers import TrainingArguments
+
+    sections = [(f"{name} (`{name}:` in the YAML, --{name}.KEY)", cls, lambda spec: True)
+                for name, cls in SECTIONS.items()]
+    # Croc's own training keys first: after transformers' ~150 they were the last screens of the help.
+    upstream = {spec.name for spec in dataclasses.fields(TrainingArguments)}
+    sections += [("training, Croc's keys (top level, --KEY)", CrocTrainingArguments,
+                  lambda spec: spec.name not in upstream),
+                 ("training, transformers' Trainer keys (top level, --KEY)", CrocTrainingArguments,
+                  lambda spec: spec.name in upstream)]
+    for title, cls, shown in sections:
         lines.append(f"{title}:")
         for spec in dataclasses.fields(cls):
-            if not spec.init:
+            if not spec.init or not shown(spec):
                 continue
             default = spec.default_factory() if spec.default_factory is not dataclasses.MISSING else spec.default
             lines.append(f"  {spec.name} (default: {default!r})")

@@ -379,6 +379,23 @@ def test_broken_argument_is_one_line_before_anything_loads(overrides, words, tmp
     assert not out.exists()
 
 
+def test_help_lists_croc_s_training_keys_before_transformers_and_every_key_once(monkeypatch, capsys):
+    """A newcomer's walkthrough: Croc's own keys (stage, croc_preset, the learning rates, global_batch_size) came
+    after some 350 lines of transformers' Trainer arguments."""
+    from dataclasses import fields
+
+    monkeypatch.setattr(sys, "argv", ["trainer.train", "--help"])
+    train_module.cli()
+    lines = capsys.readouterr().out.splitlines()
+    croc = lines.index("training, Croc's keys (top level, --KEY):")
+    upstream = lines.index("training, transformers' Trainer keys (top level, --KEY):")
+    listed = [line.split(" (default: ")[0].strip() for line in lines[croc:] if line.startswith("  ") and
+              not line.startswith("      ")]
+    assert sorted(listed) == sorted(spec.name for spec in fields(CrocTrainingArguments) if spec.init)
+    assert croc < next(i for i, line in enumerate(lines) if line.startswith("  global_batch_size ")) < upstream
+    assert upstream < next(i for i, line in enumerate(lines) if line.startswith("  output_dir "))
+
+
 @pytest.mark.parametrize("option", sorted(REFUSED_SETTINGS))
 def test_help_says_which_settings_of_transformers_options_are_refused_and_they_are(option, tmp_path, tiny_model,
                                                                                     small_data, monkeypatch,
