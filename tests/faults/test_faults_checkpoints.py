@@ -194,7 +194,11 @@ def test_rerunning_a_finished_run_without_a_last_checkpoint_trains_nothing(tiny_
     written = {path: path.stat().st_mtime_ns for path in out.rglob("*") if path.is_file()}
     assert train_module.main(argv) is None
     assert {path: path.stat().st_mtime_ns for path in out.rglob("*") if path.is_file()} == written
-    with pytest.raises(ConfigError, match="cannot continue with this configuration"):
+    # Another configuration is refused: against the checkpoint it would resume, or, with none, against the finished
+    # run's folder it would overwrite.
+    refusal = ("cannot continue with this configuration: seed 0 -> 7" if saves != "no" else
+               r"holds another run \(finished\), which differs from this one in seed 0 -> 7")
+    with pytest.raises(ConfigError, match=refusal):
         train_module.main(argv + ["--seed=7"])
 
 
