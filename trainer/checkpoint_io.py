@@ -165,6 +165,7 @@ def last_complete_checkpoint(output_dir: str | Path) -> str | None:
     for folder in checkpoint_folders(output_dir):
         problem = checkpoint_problem(folder)
         if problem is None:
+            note_added_reports(folder)
             return str(folder)
         logger.warning("skipping checkpoint %s: %s; resuming from the newest intact one", folder, problem)
     return None
@@ -195,9 +196,7 @@ def set_aside_later_checkpoints(output_dir: str | Path, resumed_from: str | Path
             continue
         if folder.is_dir() and not is_complete_checkpoint(folder):
             continue
-        target, count = folder.with_name(folder.name + ABANDONED_SUFFIX), 2
-        while target.exists() or target.is_symlink():  # rolled back past it before: keep both
-            target, count = folder.with_name(f"{folder.name}{ABANDONED_SUFFIX}-{count}"), count + 1
+        target = _unique_name(folder, ABANDONED_SUFFIX)  # rolled back past it before: keep both
         folder.rename(target)
         moved.append((folder, target))
     return moved
@@ -226,8 +225,45 @@ def rotate_checkpoints(output_dir: str | Path, save_total_limit: int | None, kee
             break
         if path.resolve() not in protected:
             logger.info("deleting %s (save_total_limit=%d)", path, save_total_limit)
-            shutil.rmtree(path, ignore_errors=True)
+            _delete_checkpoint(path)
             remaining -= 1
+
+
+# What is left of a rotated checkpoint that held files the run did not write: the folder renamed out of the
+# `checkpoint-<digits>` names, so that it is neither resumed nor rotated again nor uploaded (`checkpoint-*`).
+ROTATED_SUFFIX = "-rotated"
+
+
+def _unique_name(folder: Path, suffix: str) -> Path:
+    target, count = folder.with_name(folder.name + suffix), 2
+    while target.exists() or target.is_symlink():
+        target, count = folder.with_name(f"{folder.name}{suffix}-{count}"), count + 1
+    return target
+
+
+def _delete_checkpoint(folder: Path) -> None:
+    """Delete what the run wrote into a checkpoint folder (the files its manifest lists), never a file the user added
+    since (an evaluation's scores): a folder left with such files is renamed `checkpoint-N-rotated` and said. A
+    checkpoint with no readable manifest (an earlier version's) goes whole, as transformers rotates."""
+    try:
+        written = dict(json.loads((folder / MANIFEST).read_text(encoding="utf-8"))["files"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    added = sorted(set(_files(folder)) - set(written))
+    if not added:
+        shutil.rmtree(folder, ignore_errors=True)
+        return
+    for name in [*written, MANIFEST]:
+        (folder / name).unlink(missing_ok=True)
+    for sub in sorted((path for path in folder.rglob("*") if path.is_dir() and not path.is_symlink()),
+                      key=lambda path: len(path.parts), reverse=True):
+        if not any(sub.iterdir()):
+            sub.rmdir()
+    target = _unique_name(folder, ROTATED_SUFFIX)
+    folder.rename(target)
+    logger.warning("save_total_limit: deleted what the run wrote into %s and kept the %d file(s) added since (%s) in "
+                   "%s", folder.name, len(added), ", ".join(added[:3]) + (", ..." if len(added) > 3 else ""), target)
 
 
 # ---- manifests ----
@@ -238,6 +274,49 @@ def rotate_checkpoints(output_dir: str | Path, save_total_limit: int | None, kee
 MANIFEST = "croc_manifest.json"
 MANIFEST_FORMAT = 1
 _HASH_CHUNK = 16 << 20
+
+
+# Files a user's own scripts add to a checkpoint (an evaluation's scores, notes, plots): no resume reads them, so they
+# neither make the checkpoint not intact (every checkpoint an evaluation touched would be refused) nor get deleted
+# with it (`rotate_checkpoints`). Anything of another kind, anything named as a file transformers, PEFT, DeepSpeed or
+# this project reads, and anything inside a folder the save wrote (a DeepSpeed or FSDP shard folder) still does.
+_REPORT_SUFFIXES = frozenset({".json", ".jsonl", ".txt", ".md", ".csv", ".tsv", ".log", ".yaml", ".yml", ".html",
+                              ".png", ".jpg", ".jpeg", ".svg", ".pdf"})
+_READ_BY_NAME = frozenset({"config.json", "generation_config.json", "adapter_config.json", "trainer_state.json",
+                           "processor_config.json", "preprocessor_config.json", "video_preprocessor_config.json",
+                           "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
+                           "chat_template.json", "vocab.json", "merges.txt", "latest"})
+
+
+def is_report_file(name: str, manifest_files) -> bool:
+    """True when `name` (a path relative to a checkpoint folder, not in its manifest `manifest_files`) is a file a
+    user's script added that no resume reads: a report (scores, notes, plots) at the top of the checkpoint or in a
+    folder of its own, not named as a file any loader looks for."""
+    path = Path(name)
+    if path.suffix.lower() not in _REPORT_SUFFIXES or path.name in _READ_BY_NAME or path.name.startswith("croc_"):
+        return False
+    if path.name.endswith(".index.json"):
+        return False
+    written_folders = {Path(listed).parts[0] for listed in manifest_files if len(Path(listed).parts) > 1}
+    return len(path.parts) == 1 or path.parts[0] not in written_folders
+
+
+def added_report_files(folder: str | Path) -> list[str]:
+    """The files of a checkpoint folder not in its manifest that `is_report_file` lets stay (empty without a
+    readable manifest)."""
+    folder = Path(folder)
+    try:
+        files = dict(json.loads((folder / MANIFEST).read_text(encoding="utf-8"))["files"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return []
+    return [name for name in sorted(set(_files(folder)) - set(files)) if is_report_file(name, files)]
+
+
+def note_added_reports(folder: str | Path) -> None:
+    """Say which files of a checkpoint about to be resumed were added after its save (and stay unread)."""
+    if added := added_report_files(folder):
+        logger.info("%s holds %s, added after the save: no resume reads them; they stay", folder,
+                    ", ".join(added[:5]) + (", ..." if len(added) > 5 else ""))
 
 
 def _sha256(path: Path) -> str:
@@ -319,7 +398,7 @@ def checkpoint_problem(folder: str | Path, hashes: bool = True) -> str | None:
     if hashes and _VERIFIED.get(str(folder.resolve())) == stamp:
         return None
     present = _files(folder)
-    extra = sorted(set(present) - set(files))
+    extra = [name for name in sorted(set(present) - set(files)) if not is_report_file(name, files)]
     if extra:
         return f"{extra[0]} is not in its manifest (added after the save)"
     for name, entry in files.items():

@@ -20,6 +20,7 @@ from .checkpoint_io import (
     checkpoint_folders,
     checkpoint_problem,
     checkpoint_step,
+    note_added_reports,
 )
 from .cli import ConfigError
 from .output_lock import OutputDirLock, OutputDirLocked
@@ -129,6 +130,7 @@ def _plan(args, record: dict[str, Any] | None) -> str | None:
         _check_within_max_steps(explicit, args)
         if record is not None:
             _check_record(explicit, record, accepted)
+            note_added_reports(explicit)
         # The folders it writes into hold nothing of another model or run, as for any resume: a checkpoint named
         # from elsewhere says nothing of them (one of output_dir itself vouches for output_dir's own record).
         inside = Path(explicit).resolve().parent == output_dir.resolve()
@@ -142,6 +144,8 @@ def _plan(args, record: dict[str, Any] | None) -> str | None:
             problem = checkpoint_problem(folder)
             if problem is None:
                 checkpoint = str(folder)
+                if record is not None:
+                    note_added_reports(folder)
                 break
             problems.append(f"{folder.name}: {problem}")
             if record is not None:  # said once, by the decision that resumes

@@ -8,9 +8,12 @@ test_faults_resume.py.)"""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 
+import pytest
 from run_cases import checkpointed_argv as _argv
 from run_cases import checkpoints_only as _checkpoints_only
 from run_cases import cli_error, cli_exit
@@ -18,7 +21,13 @@ from run_cases import listing as _listing
 
 from trainer import croc_trainer
 from trainer import train as train_module
-from trainer.checkpoint_io import STAGING_DIR, checkpoint_problem, write_manifest
+from trainer.checkpoint_io import (
+    MANIFEST,
+    STAGING_DIR,
+    checkpoint_problem,
+    rotate_checkpoints,
+    write_manifest,
+)
 
 
 def _names(out) -> list[str]:
@@ -26,20 +35,65 @@ def _names(out) -> list[str]:
 
 
 def test_a_checkpoint_passed_over_keeps_the_file_the_user_added(two_steps, tiny_model, data, tmp_path, capsys):
-    """An evaluation script wrote its scores into the newest checkpoint: the resume passes over it (a file added
-    after the save), and used to delete it, scores and all, when it saved that step again."""
+    """A file a resume could read (weights) was added to the newest checkpoint: the resume passes over it, and used
+    to delete it, file and all, when it saved that step again."""
     out = _checkpoints_only(two_steps, tmp_path / "run")
-    (out / "checkpoint-2" / "eval_results.json").write_text('{"eval_accuracy": 0.91}')
+    (out / "checkpoint-2" / "extra.safetensors").write_bytes(b"not weights")
     kept = _listing(out / "checkpoint-2")
     capsys.readouterr()
     train_module.main(_argv(out, tiny_model, data, "--max_steps=2"))
     log = capsys.readouterr().err
-    assert "skipping checkpoint" in log and "eval_results.json is not in its manifest" in log
+    assert "skipping checkpoint" in log and "extra.safetensors is not in its manifest" in log
     assert "past checkpoints that are not intact: the later checkpoints are kept as checkpoint-2 -> " \
            "checkpoint-2-abandoned" in log
     assert _names(out) == ["checkpoint-1", "checkpoint-2", "checkpoint-2-abandoned"]
     assert _listing(out / "checkpoint-2-abandoned") == kept
     assert checkpoint_problem(out / "checkpoint-2") is None  # the resumed run's own step 2
+
+
+def test_an_evaluation_report_added_to_checkpoints_neither_stops_the_resume_nor_is_rotated_away(
+        two_steps, tiny_model, data, tmp_path, capsys):
+    """An evaluation script wrote its scores into every checkpoint: each was then 'not intact' (a file added after
+    the save), so a rerun refused them all; and `save_total_limit` deleted the scores with the checkpoint."""
+    out = _checkpoints_only(two_steps, tmp_path / "run")
+    for name in ("checkpoint-1", "checkpoint-2"):
+        (out / name / "eval_results.json").write_text('{"eval_accuracy": 0.91}')
+        (out / name / "lmms_eval").mkdir()
+        (out / name / "lmms_eval" / "samples.jsonl").write_text("{}\n")
+    capsys.readouterr()
+    train_module.main(_argv(out, tiny_model, data, "--max_steps=3", "--resume_accept_changes=[max_steps]",
+                            "--save_total_limit=1"))
+    log = capsys.readouterr().err
+    assert "skipping checkpoint" not in log
+    assert "checkpoint-2 holds eval_results.json, lmms_eval/samples.jsonl, added after the save: no resume reads them" in log
+    state = json.loads((out / "checkpoint-3" / "trainer_state.json").read_text())
+    assert [entry["step"] for entry in state["log_history"] if "loss" in entry] == [1, 2, 3]  # resumed, not redone
+    assert _names(out) == ["checkpoint-1-rotated", "checkpoint-2-rotated", "checkpoint-3"]
+    for name in ("checkpoint-1-rotated", "checkpoint-2-rotated"):
+        assert _listing(out / name) == [("eval_results.json", 23), ("lmms_eval/samples.jsonl", 3)]
+    assert "kept the 2 file(s) added since (eval_results.json, lmms_eval/samples.jsonl)" in log
+
+
+@pytest.mark.parametrize("name", ["adapter_config.json", "model.safetensors.index.json", "croc_extra.json", "notes.pt",
+                                  "global_step2/scores.json", "latest"])
+def test_an_added_file_a_loader_could_read_still_makes_the_checkpoint_not_intact(two_steps, tmp_path, name):
+    checkpoint = tmp_path / "checkpoint-2"
+    shutil.copytree(two_steps / "checkpoint-2", checkpoint)
+    if name.startswith("global_step2/"):  # a folder the save wrote (DeepSpeed's), faked by listing one in it
+        manifest = json.loads((checkpoint / MANIFEST).read_text())
+        (checkpoint / "global_step2").mkdir()
+        (checkpoint / "global_step2" / "shard.txt").write_text("x")
+        manifest["files"]["global_step2/shard.txt"] = {"size": 1, "sha256": hashlib.sha256(b"x").hexdigest()}
+        (checkpoint / MANIFEST).write_text(json.dumps(manifest))
+    (checkpoint / name).write_text("{}")
+    assert checkpoint_problem(checkpoint) == f"{name} is not in its manifest (added after the save)"
+
+
+def test_rotation_without_added_files_deletes_the_whole_checkpoint(two_steps, tmp_path):
+    out = _checkpoints_only(two_steps, tmp_path / "run")
+    os.utime(out / "checkpoint-1", (1, 1))
+    rotate_checkpoints(out, 1)
+    assert _names(out) == ["checkpoint-2"]
 
 
 def test_checkpoints_that_link_to_nothing_are_not_taken_for_no_checkpoint(two_steps, tiny_model, data, tmp_path,
