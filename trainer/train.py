@@ -37,6 +37,7 @@ from .collator import build_collator
 from .croc_trainer import CrocTrainer
 from .data_loading import build_train_dataset, load_training_rows
 from .data_report import REPORT_FILE
+from .disk_space import check_disk_space
 from .hub import check_publishing_arguments, hub_dry_run, push, run_folders
 from .lora import apply_lora
 from .model_card import run_provenance
@@ -185,6 +186,8 @@ def _run(model_args, data_args, args, stage, signals: StopSignals, lock: OutputD
     if model_args.use_peft:
         model = apply_lora(model, model_args, args, resume_from)
         counts = count_trainable(model)
+    if args.local_process_index == 0:  # one per node: a node's own disk as much as a shared one
+        check_disk_space(model, args, adapter_only=bool(model_args.use_peft))
     if args.should_log:
         logger.info("%s", format_trainable(counts, stage.name))
         logger.info("learning rates: %s", args.group_learning_rates)
