@@ -12,8 +12,9 @@ before every push, real or dry. It looks for
   `AWS_SECRET_ACCESS_KEY`, `GITHUB_TOKEN`: a name ending in `_API_KEY`, `_TOKEN`, `_SECRET`, `_PASSWORD`, ...;
   16 characters or more, as keys are: a shorter value is as likely a word of a vocabulary; in UTF-8 and UTF-16), and
   the shapes of private keys (PEM, OpenSSH, PGP, PuTTY), cloud (AWS, an Azure `AccountKey=`), GitHub and
-  OpenAI-style (`sk-...`) keys, a docker login's `"auth"`, and credentials of 16 characters or more assigned to such
-  a name (`NAME=value`, `"name": "value"`, `name: value  # comment`, `openai.api_key = "..."`,
+  OpenAI-style (`sk-...`), Stripe, Slack and Google API keys, a password or token in a URL (`scheme://user:...@`),
+  a bearer token in an `Authorization` header, a docker login's `"auth"`, and credentials of 16 characters or more
+  assigned to such a name (`NAME=value`, `"name": "value"`, `name: value  # comment`, `openai.api_key = "..."`,
   `wandb.login(key="...")`; quoted values may hold any punctuation; special tokens such as `<|image_pad|>`, shell
   references and words alone are not values);
 * absolute local paths: this machine's home directory, the working directory and the caller's folders (each as given
@@ -117,6 +118,17 @@ SECRET_PATTERNS = (
     re.compile(rb"(?<![A-Za-z0-9_\-])sk-[A-Za-z0-9_\-]{32,}"),
     # an Azure storage or service bus connection string's key
     re.compile(rb"(?<![A-Za-z0-9_])(?:AccountKey|SharedAccessKey)=[A-Za-z0-9+/]{20,}={0,2}"),
+    # a Stripe, Slack or Google API key, bare (a webhook test script, a notebook cell)
+    re.compile(rb"(?<![A-Za-z0-9_])(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{20,}"),
+    re.compile(rb"(?<![A-Za-z0-9_])xox[abposr]-[0-9A-Za-z\-]{20,}"),
+    re.compile(rb"(?<![A-Za-z0-9_\-])AIza[0-9A-Za-z_\-]{35}(?![0-9A-Za-z_\-])"),
+    # a password or token in a URL (`postgres://me:s3cret@db`, a `.git-credentials` line, a private pip index);
+    # letters alone (`user:password@host`) are a placeholder, as for a key
+    re.compile(rb"(?<![A-Za-z0-9+.\-])[A-Za-z][A-Za-z0-9+.\-]{1,15}://[^\s/:@\"'<>]{1,64}:" + _NOT_A_VALUE
+               + rb"(?![A-Za-z_\-]+@)[^\s/@\"'<>]{6,256}@[A-Za-z0-9\[]"),
+    # an HTTP header with a bearer token (a curl line in a launch script)
+    re.compile(rb"(?i)(?<![A-Za-z0-9_])authorization[\"']?[ \t]*[:=][ \t]*[\"']?bearer[ \t]+" + _NOT_A_VALUE
+               + rb"[A-Za-z0-9._~+/\-]{20,}"),
     # a docker config.json's registry login ("auth": base64 of user:password)
     re.compile(rb"\"auth\"[ \t]*:[ \t]*\"[A-Za-z0-9+/]{16,}={0,2}\""),
     *_assignments(_KEY_NAMES, _KEY_QUOTED),
@@ -268,11 +280,18 @@ class _Scanner:
                     if match.start() >= end:
                         break
                     found.append((match.start(), TOKEN, _redacted(match.group().replace(b"\x00", b""))))
+            secrets = []
             for pattern in SECRET_PATTERNS:
                 for match in pattern.finditer(data, start):
                     if match.start() >= end:
                         break
-                    found.append((match.start(), SECRET, _secret_name(match.group())))
+                    secrets.append((match.start(), match.end(), _secret_name(match.group())))
+            # One finding per credential: a Slack key assigned to SLACK_BOT_TOKEN is found by both shapes.
+            covered = -1
+            for at, until, text in sorted(secrets, key=lambda secret: (secret[0], -secret[1])):
+                if at >= covered:
+                    found.append((at, SECRET, text))
+                covered = max(covered, until)
             for match in _WINDOWS_USERS.finditer(data, start):
                 if match.start() >= end:
                     break
@@ -326,6 +345,8 @@ def _secret_name(match: bytes) -> str:
         return text
     if text.startswith("machine"):
         return " ".join(text.split()[:2]) + " ... password ..."
+    if "://" in text:  # the URL's scheme and user, not its password
+        return text[:text.rindex(":") + 1] + "...@"
     name = re.split(r"[\"' \t=:]", text.strip(" \t\"'"), maxsplit=1)[0]
     return f"{name}=..." if name != text else f"{text[:4]}...({len(text)} characters)"
 

@@ -1,5 +1,6 @@
 """The upload scanner (`modeling_croc.upload_scan`) against what a hostile tester kept next to a run and saw go up:
-a PGP key, tracker tokens and passwords of any shape, a YAML key with a comment after it, an Azure connection string,
+a PGP key, tracker tokens and passwords of any shape, Stripe, Slack and Google keys, a password in a URL, a
+bearer header, a YAML key with a comment after it, an Azure connection string,
 this process's token written by PowerShell (UTF-16), a removable disk's path, slashes escaped in JSON, a Parquet map
 column, and a Parquet file cut short (a traceback ended the finished run). Each is found at its place (located here by
 a plain byte search); look-alikes in model and tokenizer files do not count."""
@@ -38,6 +39,14 @@ PLANTED = {
                     "auth=...", '"auth"'),
     "judge.py": (f'import openai\nopenai.api_key = "{WANDB_KEY}"\n', "api_key=...", "api_key"),
     "track.py": (f'import wandb\nwandb.login(key="{WANDB_KEY}")\n', "login(key=...", "login("),
+    "refund.sh": ("curl https://api.stripe.com/v1/refunds -u sk_live_4eC39HqLyjWDarjtT1zdp7dc:\n",
+                  "sk_l...(32 characters)", "sk_live"),
+    "maps.js": ('const key = "AIzaSyD-1234567890abcdefghijklmnopqrstu";\n', "AIza...(39 characters)", "AIza"),
+    ".git-credentials": ("https://ci:glpat-AbCdEf123456@gitlab.com\n", "https://ci:...@", "https"),
+    "db.env": ("DATABASE_URL=postgres://croc:S3cretPassw0rd@db.internal:5432/runs\n", "postgres://croc:...@",
+               "postgres"),
+    "query.sh": ('curl -H "Authorization: Bearer abcdef0123456789abcdef0123" https://api.example.com\n',
+                 "Authorization=...", "Authorization"),
 }
 # Look-alikes in what a model folder holds: special tokens, constants naming tokens, code passing names along.
 CLEAN = {
@@ -48,6 +57,9 @@ CLEAN = {
                      '    hub_token = os.environ.get("HF_TOKEN")\nhub_token: null\n'
                      '            entity_mask2_token=entity_mask2_token,\n'
                      'client = Client(api_key="your-replicate-api-key")\nexport WANDB_API_KEY=${WANDB_API_KEY}\n'),
+    "README.md": ("Connect with postgres://user:password@localhost/db or postgres://user:${DB_PASSWORD}@db, send\n"
+                  "`Authorization: Bearer $TOKEN` or `Authorization: Bearer <token>`; see http://host:8080/path@v2 and\n"
+                  "ssh://git@github.com:22/org/repo, keys such as sk_live_... and xoxb-...\n"),
 }
 
 
