@@ -88,6 +88,25 @@ def locate(info: SourceInfo, data_root: Path, *, path: str | None = None, hub_re
     return Location(local_path=local if local.is_absolute() else data_root / local)
 
 
+def require_local_sources(locations: Mapping[str, Location], data_root: Path) -> None:
+    """Raise one `FileNotFoundError` naming every local source of a mixture that is not on disk, before any is read:
+    a mixture of nine sources would otherwise stop at the first missing one, after reading the ones before it, and
+    again at the next after each download."""
+    missing = [(name, location.local_path) for name, location in locations.items()
+               if location.local_path is not None and not location.local_path.exists()]
+    if not missing:
+        return
+
+    def shown(path: Path) -> str:
+        return str(path.relative_to(data_root)) if path.is_relative_to(data_root) else str(path)
+
+    raise FileNotFoundError(
+        f"{len(missing)} of {len(locations)} sources are not under {data_root}: "
+        + ", ".join(f"{name} ({shown(path)})" for name, path in missing)
+        + "; download them (docs/DATA.md), point at them with --set paths.NAME=PATH, or leave one out with "
+          "--set counts.NAME=0")
+
+
 def _take(records: Sequence[Any] | Dataset, indices: Sequence[int]) -> list[dict[str, Any]]:
     if isinstance(records, Dataset):
         return list(records.select(indices))

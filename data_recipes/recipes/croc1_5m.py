@@ -10,7 +10,16 @@ import numpy as np
 from modeling_croc.constants import IMAGE_TOKEN
 
 from ..catalog import CROC_1_5M_COUNTS, TEXT_SOURCE_NAMES, source_info
-from ..parts import RecipeResult, RowTransform, SourcePart, llava_part, locate, merge_overrides, text_part
+from ..parts import (
+    RecipeResult,
+    RowTransform,
+    SourcePart,
+    llava_part,
+    locate,
+    merge_overrides,
+    require_local_sources,
+    text_part,
+)
 from ..registry import register_recipe
 from ..sampling import source_seed
 
@@ -86,18 +95,16 @@ def croc_1_5m(
     paths = merge_overrides(dict.fromkeys(CROC_1_5M_COUNTS), paths, "paths")
     hub = merge_overrides(dict.fromkeys(CROC_1_5M_COUNTS, False), hub, "hub")
 
+    locations = {name: locate(source_info(name), data_root, path=paths[name], hub_ref=hub[name])
+                 for name in ("sharegpt4v", *TEXT_SOURCE_NAMES) if counts[name] != 0}
+    require_local_sources(locations, data_root)
     parts: list[SourcePart] = []
-    if counts["sharegpt4v"] != 0:
-        info = source_info("sharegpt4v")
-        location = locate(info, data_root, path=paths["sharegpt4v"], hub_ref=hub["sharegpt4v"])
-        parts.append(llava_part(info, location, count=counts["sharegpt4v"], seed=seed,
-                                transform=caption_instruction(instruction, seed)))
-    for name in TEXT_SOURCE_NAMES:
-        if counts[name] == 0:
-            continue
-        info = source_info(name)
-        location = locate(info, data_root, path=paths[name], hub_ref=hub[name])
-        parts.append(text_part(info, location, count=counts[name], seed=seed))
+    for name, location in locations.items():
+        if name == "sharegpt4v":
+            parts.append(llava_part(source_info(name), location, count=counts[name], seed=seed,
+                                    transform=caption_instruction(instruction, seed)))
+        else:
+            parts.append(text_part(source_info(name), location, count=counts[name], seed=seed))
     return RecipeResult(
         parts=parts,
         image_root=data_root,

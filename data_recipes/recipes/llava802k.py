@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..catalog import source_info
-from ..parts import RecipeResult, llava_part, locate, merge_overrides
+from ..parts import RecipeResult, llava_part, locate, merge_overrides, require_local_sources
 from ..registry import register_recipe
 
 # The paper (table 6) adds 142K rows but does not publish per-source counts. These defaults take every
@@ -66,13 +66,11 @@ def llava802k(
     image_dirs = merge_overrides({"llava665k": "", **EXTRA_802K_IMAGE_DIRS}, image_dirs, "image_dirs")
     hub = merge_overrides(dict.fromkeys(names, False), hub, "hub")
 
-    parts = []
-    for name in names:
-        if counts[name] == 0:
-            continue
-        info = source_info(name)
-        location = locate(info, data_root, path=paths[name], hub_ref=hub[name])
-        parts.append(llava_part(info, location, count=counts[name], seed=seed, image_prefix=image_dirs[name]))
+    locations = {name: locate(source_info(name), data_root, path=paths[name], hub_ref=hub[name])
+                 for name in names if counts[name] != 0}
+    require_local_sources(locations, data_root)
+    parts = [llava_part(source_info(name), location, count=counts[name], seed=seed, image_prefix=image_dirs[name])
+             for name, location in locations.items()]
     return RecipeResult(
         parts=parts,
         image_root=data_root,

@@ -158,3 +158,21 @@ def test_module_entry_point_runs_in_a_subprocess():
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "croc1.5m: Stage 1.5" in proc.stdout
+
+
+def test_a_mixture_names_every_missing_source_at_once_before_reading_any(croc_root, tmp_path, capsys):
+    """croc1.5m stopped at its first missing source after reading those before it; a user downloading nine sets
+    learnt of each missing one a build at a time."""
+    root = tmp_path / "root"
+    (root / "text").mkdir(parents=True)
+    for kept in ("MathInstruct", "alpaca", "databricks-dolly-15k"):
+        os.symlink(croc_root / "text" / kept, root / "text" / kept)
+    assert main(["build", "croc1.5m", "--data-root", str(root), "--out", str(tmp_path / "out"),
+                 "--set", "counts.belle=0"]) == 1
+    err = capsys.readouterr().err
+    assert err == (f"error: 5 of 8 sources are not under {root}: sharegpt4v (share-captioner_coco_lcs_sam_1246k_1107."
+                   "json), open_platypus (text/Open-Platypus), code_alpaca (text/CodeAlpaca-20k/code_alpaca_20k.json), "
+                   "firefly (text/firefly-train-1.1M/firefly-train-1.1M.jsonl), webqa (text/webqa/train.json); "
+                   "download them (docs/DATA.md), point at them with --set paths.NAME=PATH, or leave one out with "
+                   "--set counts.NAME=0\n")
+    assert not (tmp_path / "out").exists()
