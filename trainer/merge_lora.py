@@ -21,6 +21,7 @@ import os
 import re
 import secrets
 import shutil
+import sys
 import warnings
 from pathlib import Path
 
@@ -349,6 +350,14 @@ def main(argv: list[str] | None = None) -> None:
         lines = [line.strip() for line in str(error).splitlines() if line.strip()]
         more = f" ({len(lines) - 2} more like it)" if len(lines) > 2 else ""
         raise SystemExit(f"merge error: {' '.join(lines[:2])}{more}") from None
+    except KeyboardInterrupt:
+        # The merge writes beside --out (new or empty: checked above) and renames once complete; the staging folder
+        # is removed on the way out. So --out holds files only when the interrupt came after the rename.
+        out = Path(args.out)
+        finished = out.is_dir() and any(out.iterdir())
+        print("merge error: interrupted (Ctrl-C) " + (f"after the merge had finished: {args.out} holds it" if finished
+              else f"before the merge had finished: nothing was written to {args.out}"), file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 def merge_output_problem(adapter_dir: str | Path, out_dir: str | Path, base: str | None = None) -> str | None:

@@ -138,7 +138,8 @@ def test_a_processor_that_does_not_load_is_refused_before_anything_is_written(lo
     _nothing_written(tmp_path, run, before)
 
 
-def test_a_merge_interrupted_after_the_weights_leaves_nothing_and_the_rerun_merges(lora_run, tmp_path, monkeypatch):
+def test_a_merge_interrupted_after_the_weights_leaves_nothing_and_the_rerun_merges(lora_run, tmp_path, monkeypatch,
+                                                                                   capsys):
     """Ctrl-C right after `save_pretrained` left 17 files at --out, a folder that loads as a model, and the rerun
     refused it. Now the merge is written beside --out and renamed into place when whole; the rerun writes the
     merge PEFT gives, with the processor and the card."""
@@ -153,8 +154,11 @@ def test_a_merge_interrupted_after_the_weights_leaves_nothing_and_the_rerun_merg
         raise KeyboardInterrupt
 
     monkeypatch.setattr(transformers.PreTrainedModel, "save_pretrained", save_then_ctrl_c)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(SystemExit) as stop:
         main([str(run), "--out", str(tmp_path / "merged")])
+    assert stop.value.code == 130  # one line, not a KeyboardInterrupt traceback
+    assert capsys.readouterr().err.splitlines()[-1] == ("merge error: interrupted (Ctrl-C) before the merge had "
+                                                        f"finished: nothing was written to {tmp_path / 'merged'}")
     _nothing_written(tmp_path, run, before)
     monkeypatch.setattr(transformers.PreTrainedModel, "save_pretrained", save)
     main([str(run), "--out", str(tmp_path / "merged")])
