@@ -429,6 +429,10 @@ def test_convert_cli_failures_are_one_line(tmp_path):
     CrocForConditionalGeneration(_config(croc_preset="official")).save_pretrained(tmp_path / "official")
     with pytest.raises(SystemExit, match="convert error: .*missing: no such folder"):
         main(["from-original", str(tmp_path / "missing"), str(tmp_path / "out")])
+    with pytest.raises(SystemExit) as stop:  # both parts named, not only the first
+        main(["from-parts", str(tmp_path / "clip"), str(tmp_path / "vicuna"), str(tmp_path / "out")])
+    assert stop.value.code == (f"convert error: VISION {tmp_path / 'clip'}: no such folder (and not a Hub repository "
+                               f"id); LLM {tmp_path / 'vicuna'}: no such folder (and not a Hub repository id)")
     with pytest.raises(SystemExit, match="convert error: .*normalize_visual_tokens"):
         main(["to-llava", str(tmp_path / "official"), str(tmp_path / "refused")])
     main(["to-llava", str(tmp_path / "croc"), str(tmp_path / "llava")])

@@ -66,8 +66,10 @@ def build_parser() -> argparse.ArgumentParser:
     original.add_argument("source", metavar="SRC", help="the checkpoint's folder or Hub id")
     original.add_argument("out", metavar="OUT", help=OUT_HELP)
     original.add_argument("--vision-tower", help="local CLIP folder (default: the checkpoint's mm_vision_tower)")
-    llava = sub.add_parser("from-llava", help="a transformers llava folder, initialised for stage 1.5")
-    llava.add_argument("source", metavar="SRC", help="the llava folder or Hub id")
+    llava = sub.add_parser("from-llava", help="a transformers folder of any family (llava, qwen2_5_vl, gemma3, ...: "
+                                              "docs/MODELS.md), initialised for stage 1.5")
+    llava.add_argument("source", metavar="SRC", help="the parent model's folder (llava, qwen2_5_vl, gemma3, ...) or "
+                                                     "Hub id")
     llava.add_argument("out", metavar="OUT", help=OUT_HELP)
     victor = sub.add_parser("from-victor", help="a released ViCToR checkpoint (LLaVA-NeXT fork layout, llava_qwen)")
     victor.add_argument("source", metavar="SRC", help="the checkpoint's folder or Hub id")
@@ -131,17 +133,19 @@ def argument_problem(args) -> str | None:
         problem = overlong_name(getattr(args, name))
         if problem is not None:
             return f"{_label(args, name)}: {problem}"
+    problems = []  # every source at once: from-parts with both parts not downloaded yet named only the first
     for name in names[:-1]:
         source = getattr(args, name)
         if Path(source).exists():
             continue
         if not is_hub_id(source):
-            return f"{_label(args, name)} {source}: no such folder (and not a Hub repository id)"
+            problems.append(f"{_label(args, name)} {source}: no such folder (and not a Hub repository id)")
+            continue
         why = hub_model_problem(source)
         if why is not None:
-            return (f"{_label(args, name)} {source} is no local folder (nothing at {Path(source).absolute()})"
-                    f" and, as a Hub id, {why}")
-    return None
+            problems.append(f"{_label(args, name)} {source} is no local folder (nothing at "
+                            f"{Path(source).absolute()}) and, as a Hub id, {why}")
+    return "; ".join(problems) or None
 
 
 def output_problem(args) -> str | None:
