@@ -35,8 +35,10 @@ string and binary column (embedded files, such as a datasets.Image column's byte
 lists, a map's keys and values) included (the data pages are compressed, so their raw bytes would hide text). Row
 values are upstream content, where a shell command naming `/home/user/` or `/tmp/` is ordinary: only this process's
 tokens and this machine's own folders count there (and in the footer's min/max statistics, which are row values: the footer is not read raw).
-A file that cannot be read (a Parquet file cut short, a file gone) is a finding too (:data:`UNREADABLE`): what goes up
-must have been scanned.
+A compressed file (gzip, bzip2, xz, a zip archive's members; known by its first bytes, whatever its name) is read
+decompressed, since its raw bytes hide its text; one the standard library cannot open (zstd, 7z, rar, lz4, a
+compressed file inside a zip archive) cannot be scanned. A file that cannot be read (a Parquet file cut short, a file gone, such a
+compressed file) is a finding too (:data:`UNREADABLE`): what goes up must have been scanned.
 
 :func:`push_files` uploads a scanned folder's exact file list in one commit (`HfApi.create_commit`), scanning it again
 right before.
@@ -44,13 +46,17 @@ right before.
 
 from __future__ import annotations
 
+import bz2
 import getpass
+import gzip
+import lzma
 import os
 import re
+import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, BinaryIO
 
 from .publish_folder import PublishError
 
@@ -394,6 +400,71 @@ def _scan_stream(scanner: _Scanner, path: Path, start: int = 0, length: int | No
     return found
 
 
+def _scan_sequential(scanner: _Scanner, handle: BinaryIO) -> list[tuple[int, str, str]]:
+    """`_scan_stream` for a stream read once, front to back (a decompressed file): each chunk is scanned once
+    `scanner.overlap` bytes after it are read, with the `_LOOKBACK_BYTES` before it in its window."""
+    found = []
+    before, ahead, offset = b"", handle.read(CHUNK_BYTES), 0  # `ahead`: the bytes from `offset` not scanned yet
+    while ahead:
+        while len(ahead) < CHUNK_BYTES + scanner.overlap and (more := handle.read(CHUNK_BYTES)):
+            ahead += more
+        chunk = ahead[:CHUNK_BYTES]
+        window = before + ahead[:CHUNK_BYTES + scanner.overlap]
+        found += [(offset - len(before) + at, kind, text)
+                  for at, kind, text in scanner.scan(window, len(before), len(before) + len(chunk))]
+        before = (before + chunk)[-_LOOKBACK_BYTES:]
+        offset += len(chunk)
+        ahead = ahead[CHUNK_BYTES:]
+    return found
+
+
+# First bytes of compressed files: read decompressed (the standard library's own formats), or refused.
+_DECOMPRESSORS = {b"\x1f\x8b\x08": gzip.open, b"BZh": bz2.open, b"\xfd7zXZ\x00": lzma.open}
+_UNSCANNABLE = {b"\x28\xb5\x2f\xfd": "zstd", b"7z\xbc\xaf\x27\x1c": "7z", b"Rar!\x1a\x07": "rar",
+                b"\x04\x22\x4d\x18": "lz4"}
+_ZIP = b"PK\x03\x04"
+# A zip member is read as it is stored in the archive once decompressed; one named as a compressed file is refused (a
+# member's first bytes are not looked at: a tensor's bytes in a torch.save archive would match a magic now and then).
+_COMPRESSED_SUFFIXES = (".gz", ".tgz", ".bz2", ".xz", ".zip", ".zst", ".7z", ".rar", ".lz4")
+
+
+def _compression(head: bytes) -> str | None:
+    """The compressed format a file's first bytes show ("zip", "stream" for gzip, bzip2 and xz, or a format the
+    scanner cannot read), or None."""
+    if head.startswith(_ZIP):
+        return "zip"
+    if any(head.startswith(magic) for magic in _DECOMPRESSORS):
+        return "stream"
+    return next((name for magic, name in _UNSCANNABLE.items() if head.startswith(magic)), None)
+
+
+def _scan_compressed(scanner: _Scanner, path: Path, kind: str) -> list[tuple[str, str, str]]:
+    """Findings in a compressed file's decompressed bytes (each member of a zip archive), as `where`, kind, text."""
+    if kind == "stream":
+        with path.open("rb") as raw:
+            head = raw.read(6)
+        opener = next(opener for magic, opener in _DECOMPRESSORS.items() if head.startswith(magic))
+        with opener(path, "rb") as handle:
+            return [(f"decompressed byte {at}", found, text) for at, found, text in _scan_sequential(scanner, handle)]
+    if kind != "zip":
+        raise OSError(f"compressed ({kind}), which the scanner cannot read: upload it unpacked")
+    hits = []
+    try:
+        with zipfile.ZipFile(path) as archive:
+            for member in archive.infolist():
+                if member.is_dir():
+                    continue
+                if member.filename.lower().endswith(_COMPRESSED_SUFFIXES):
+                    raise OSError(f"{member.filename} in it is compressed again, which the scanner does not read: "
+                                  "upload it unpacked")
+                with archive.open(member) as handle:
+                    hits += [(f"member {member.filename} byte {at}", found, text)
+                             for at, found, text in _scan_sequential(scanner, handle)]
+    except (zipfile.BadZipFile, RuntimeError, NotImplementedError) as error:  # cut short, encrypted, unknown method
+        raise OSError(f"a zip archive that does not open ({' '.join(str(error).split())})") from None
+    return hits
+
+
 def _safetensors_header_length(path: Path) -> int | None:
     """Bytes of the 8-byte length prefix plus the JSON header of a safetensors file; None when it is not one."""
     with path.open("rb") as handle:
@@ -482,6 +553,11 @@ def _scan_parquet(file_scanner: _Scanner, row_scanner: _Scanner, path: Path) -> 
     return list(dict.fromkeys(found))
 
 
+def _head(path: Path) -> bytes:
+    with path.open("rb") as handle:
+        return handle.read(8)
+
+
 def _unreadable(error: BaseException) -> tuple[str, str, str]:
     """The finding for a file the scan could not read: why, on one line."""
     reason = " ".join(str(error).split()) or type(error).__name__
@@ -514,10 +590,12 @@ def scan_upload_set(folder: str | Path, files: Sequence[str], *, tokens: Iterabl
             elif name.endswith(".safetensors") and (header := _safetensors_header_length(path)) is not None:
                 hits = [(f"header byte {offset}", kind, text)
                         for offset, kind, text in _scan_stream(file_scanner, path, 0, header)]
+            elif (compression := _compression(_head(path))) is not None:
+                hits = _scan_compressed(file_scanner, path, compression)
             else:
                 hits = [(f"byte {offset}", kind, text) for offset, kind, text in _scan_stream(file_scanner, path)]
-        except OSError as error:  # gone, unreadable, a folder: what goes up would be unscanned bytes
-            hits = [_unreadable(error)]
+        except (OSError, EOFError, lzma.LZMAError) as error:  # gone, unreadable, a folder, a stream cut short:
+            hits = [_unreadable(error)]  # what goes up would be unscanned bytes
         findings += [Finding(name, where, kind, text) for where, kind, text in hits]
     return findings
 

@@ -1,0 +1,89 @@
+"""Compressed files in an upload set: their raw bytes hide their text, so a token in `logs.txt.gz` or a home path in
+`notes.zip` went up unseen. They are read decompressed (gzip, bzip2, xz, each zip member), known by their first bytes
+whatever their name; what the standard library cannot open (zstd, a compressed file inside a zip, a stream cut short)
+is refused as unscanned. A torch.save archive of plain tensors, and clean compressed files, pass."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import lzma
+import tarfile
+import zipfile
+
+import pytest
+import torch
+from publish_cases import TOKEN
+
+from modeling_croc import upload_scan
+from modeling_croc.upload_scan import Finding, scan_upload_set
+
+USER = "alice"
+LEAK = f"step 10 loss 1.2\nlogged in with {TOKEN}\n".encode()
+SHOWN = f"hf_...({len(TOKEN)} characters)"
+AT = LEAK.index(b"hf_")
+
+
+@pytest.mark.parametrize(("name", "write"), [
+    ("train.log.gz", lambda path: path.write_bytes(gzip.compress(LEAK))),
+    ("train.log.bz2", lambda path: path.write_bytes(bz2.compress(LEAK))),
+    ("train.log.xz", lambda path: path.write_bytes(lzma.compress(LEAK))),
+    ("misnamed.txt", lambda path: path.write_bytes(gzip.compress(LEAK))),  # known by its bytes, not its name
+])
+def test_a_compressed_stream_is_read_decompressed(tmp_path, name, write):
+    write(tmp_path / name)
+    assert TOKEN.encode() not in (tmp_path / name).read_bytes()
+    found = scan_upload_set(tmp_path, [name], user_name=USER)
+    assert found == [Finding(name, f"decompressed byte {AT}", upload_scan.TOKEN, SHOWN)]
+
+
+def test_each_member_of_a_zip_archive_is_read(tmp_path):
+    with zipfile.ZipFile(tmp_path / "notes.zip", "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("clean.txt", "nothing here\n")
+        archive.writestr("run/launch.sh", LEAK)
+    assert scan_upload_set(tmp_path, ["notes.zip"], user_name=USER) == [
+        Finding("notes.zip", f"member run/launch.sh byte {AT}", upload_scan.TOKEN, SHOWN)]
+
+
+def test_a_tar_inside_gzip_is_read_through(tmp_path):
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "train.log").write_bytes(LEAK)
+    with tarfile.open(tmp_path / "logs.tar.gz", "w:gz") as archive:
+        archive.add(tmp_path / "logs" / "train.log", arcname="train.log")
+    found = scan_upload_set(tmp_path, ["logs.tar.gz"], user_name=USER)
+    assert [(finding.kind, finding.text) for finding in found] == [(upload_scan.TOKEN, SHOWN)]
+    assert found[0].where.startswith("decompressed byte ")
+
+
+def test_a_match_across_decompressed_chunks_is_found_once(tmp_path, monkeypatch):
+    monkeypatch.setattr(upload_scan, "CHUNK_BYTES", 16)
+    (tmp_path / "train.log.gz").write_bytes(gzip.compress(b"x" * 37 + LEAK))
+    assert scan_upload_set(tmp_path, ["train.log.gz"], user_name=USER) == [
+        Finding("train.log.gz", f"decompressed byte {37 + AT}", upload_scan.TOKEN, SHOWN)]
+
+
+@pytest.mark.parametrize(("name", "content", "reason"), [
+    ("weights.zst", b"\x28\xb5\x2f\xfd" + b"\x00" * 20, "compressed (zstd), which the scanner cannot read"),
+    ("cut.gz", gzip.compress(LEAK)[:20], "Compressed file ended before the end-of-stream marker was reached"),
+])
+def test_what_cannot_be_read_decompressed_is_refused_as_unscanned(tmp_path, name, content, reason):
+    (tmp_path / name).write_bytes(content)
+    found = scan_upload_set(tmp_path, [name], user_name=USER)
+    assert len(found) == 1 and found[0].kind == upload_scan.UNREADABLE and reason in found[0].text, found
+
+
+def test_a_compressed_member_of_a_zip_is_refused_as_unscanned(tmp_path):
+    with zipfile.ZipFile(tmp_path / "bundle.zip", "w") as archive:
+        archive.writestr("inner.log.gz", gzip.compress(LEAK))
+    found = scan_upload_set(tmp_path, ["bundle.zip"], user_name=USER)
+    assert [(finding.kind, finding.text) for finding in found] == [
+        (upload_scan.UNREADABLE, "inner.log.gz in it is compressed again, which the scanner does not read: upload it "
+                                 "unpacked")]
+
+
+def test_clean_compressed_files_and_a_torch_archive_pass(tmp_path):
+    torch.save({"weight": torch.randn(64, 64), "step": 3}, tmp_path / "extra_state.pt")
+    (tmp_path / "notes.md.gz").write_bytes(gzip.compress(b"# notes\nloss went down\n"))
+    with zipfile.ZipFile(tmp_path / "plots.zip", "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("loss.csv", "step,loss\n1,2.0\n")
+    assert scan_upload_set(tmp_path, ["extra_state.pt", "notes.md.gz", "plots.zip"], user_name=USER) == []
