@@ -546,10 +546,17 @@ def discard_staging(output_dir: str | Path) -> None:
 _TORCH_WRITER_FAILURE = ("PytorchStreamWriter", "inline_container")
 
 
+# A Rust library's I/O error as its Python binding raises it, a plain `Exception` (tokenizers' `Tokenizer.save`, which
+# writes tokenizer.json): "No space left on device (os error 28)".
+_RUST_IO_ERROR = re.compile(r"\(os error \d+\)$")
+
+
 def is_write_failure(error: BaseException) -> bool:
     """Whether `error` is a file write that failed (a full disk, a quota, a read-only folder), whichever writer
-    raised it: an OSError, safetensors' own error, or torch.save's zip writer."""
+    raised it: an OSError, safetensors' own error, torch.save's zip writer, or tokenizers' (a plain Exception)."""
     if isinstance(error, (OSError, SafetensorError)):
+        return True
+    if type(error) is Exception and _RUST_IO_ERROR.search(str(error).strip()):
         return True
     return isinstance(error, RuntimeError) and any(part in str(error) for part in _TORCH_WRITER_FAILURE)
 

@@ -688,7 +688,7 @@ class CrocTrainer(Trainer):
             part()
         except OutputDirTakenOver:
             lost = True
-        except (OSError, SafetensorError, RuntimeError) as error:  # safetensors and torch.save: their own errors
+        except Exception as error:  # safetensors, torch.save and tokenizers raise their own: `is_write_failure`
             if not is_write_failure(error):
                 raise
             reason = write_failure_reason(error)

@@ -25,7 +25,6 @@ from pathlib import Path
 
 import transformers
 from huggingface_hub.errors import HfHubHTTPError, StrictDataclassError
-from safetensors import SafetensorError
 from transformers import set_seed
 
 from data_recipes import DataError
@@ -264,11 +263,12 @@ def _final_writes(trainer: CrocTrainer, what: str):
     where the run can be resumed from; the checkpoints are untouched."""
     try:
         yield
-    except (OSError, SafetensorError, RuntimeError) as error:  # torch.save (training_args.bin) raises RuntimeError
+    except Exception as error:  # torch.save raises RuntimeError, tokenizers a plain Exception: `is_write_failure`
         if not is_write_failure(error):
             raise
-        reason = write_failure_reason(error) if isinstance(error, RuntimeError) else error
-        raise RunStopped(f"could not write {what}: {reason}; training finished, nothing else was changed; "
+        reason = write_failure_reason(error) if not isinstance(error, OSError) else error
+        raise RunStopped(f"could not write {what}: {reason}; training finished and the checkpoints are as they were "
+                         "(what was written of the folder is rewritten by a rerun); "
                          f"{trainer.last_checkpoint_message()}") from None
 
 

@@ -300,7 +300,7 @@ def test_a_lora_merge_cut_short_is_written_again_by_the_rerun(tiny_model, data, 
 
 
 @pytest.mark.parametrize("moment", ["checkpoint", "final"])
-@pytest.mark.parametrize("writer", ["safetensors", "torch.save"])
+@pytest.mark.parametrize("writer", ["safetensors", "torch.save", "tokenizers"])
 def test_a_full_disk_is_one_line_and_leaves_the_checkpoints_as_they_were(tiny_model, data, tmp_path, monkeypatch,
                                                                          capsys, writer, moment):
     """Neither writer reports a full disk (or a file-size limit) as an OSError: safetensors raises its own error,
@@ -309,24 +309,36 @@ def test_a_full_disk_is_one_line_and_leaves_the_checkpoints_as_they_were(tiny_mo
     import torch
     import transformers.modeling_utils as modeling_utils
     from safetensors import SafetensorError
+    from transformers.tokenization_utils_tokenizers import TokenizersBackend
 
     if writer == "safetensors":
         module, name, words = modeling_utils, "safe_save_file", "No space left on device"
         error, file = SafetensorError("Error while serializing: No space left on device (os error 28)"), None
+    elif writer == "tokenizers":  # tokenizer.json: tokenizers raises a plain Exception, which ended in a traceback
+        module, name, words = TokenizersBackend, "_save_pretrained", "No space left on device (os error 28)"
+        error, file = Exception("No space left on device (os error 28)"), None
+        save_tokenizer = TokenizersBackend._save_pretrained
+
+        def full_disk(self, save_directory, *args, **kwargs):
+            in_checkpoint_2 = ("checkpoint-2" in str(save_directory) if moment == "checkpoint"
+                               else "checkpoint" not in str(save_directory))
+            if in_checkpoint_2:
+                raise error
+            return save_tokenizer(self, save_directory, *args, **kwargs)
     else:
         module, name, words = torch, "save", "the disk is full or a file-size limit was reached"
         error = RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 8412288 vs 8412180")
         file = "optimizer.pt" if moment == "checkpoint" else "training_args.bin"
     write = getattr(module, name)
 
-    def full_disk(obj, path, *args, **kwargs):
+    def full_disk_at_file(obj, path, *args, **kwargs):
         path = str(path)
         in_checkpoint_2 = "checkpoint-2" in path if moment == "checkpoint" else "checkpoint" not in path
         if in_checkpoint_2 and file in (None, os.path.basename(path)):
             raise error
         return write(obj, path, *args, **kwargs)
 
-    monkeypatch.setattr(module, name, full_disk)
+    monkeypatch.setattr(module, name, full_disk if writer == "tokenizers" else full_disk_at_file)
     out = tmp_path / "run"
     status, message = cli_exit(_argv(out, tiny_model, data, "--max_steps=2"), monkeypatch, capsys)
     what = "checkpoint-2 into" if moment == "checkpoint" else "the final model folder"
