@@ -23,7 +23,7 @@ from modeling_croc.presets import get_preset
 from modeling_croc.split_attention import SPLIT_ATTENTION, split_attention_problem
 
 from .argument_checks import check_arguments
-from .cli import ConfigError, build_arguments, load_raw_config
+from .cli import TRAINING, ConfigError, _section_of, _split_argv, build_arguments, load_raw_config
 from .script_args import DataArguments, ModelArguments
 from .stages import StageSpec
 from .training_args import CrocTrainingArguments
@@ -47,6 +47,7 @@ def resolve_config(argv: list[str]) -> ResolvedConfig:
     Raises `ConfigError` for any problem the configuration alone shows (unknown keys, paths, batch arithmetic, ...).
     """
     raw = load_raw_config(argv)
+    data_path = raw["data"].get("path")  # as given, before the checks below read it
     validate_environment(raw)
     if raw["training"].get("hub_dry_run") and raw["training"].get("push_to_hub"):
         logger.warning("hub_dry_run given: nothing is pushed")
@@ -55,11 +56,37 @@ def resolve_config(argv: list[str]) -> ResolvedConfig:
         model_args, data_args, training_args = build_arguments(raw)
     except (ValueError, TypeError) as error:  # TypeError: a value of the wrong shape (a list where a number goes)
         raise ConfigError(" ".join(str(error).split())) from None
+    command_line = command_line_keys(argv)
+    drop_hub_datasets_of_other_data(data_path, load_raw_config(argv[:1])["data"].get("path"), command_line,
+                                    training_args)
     check_across_sections(model_args, training_args)
-    check_croc_config(model_args, training_args)
+    check_croc_config(model_args, training_args, command_line)
     resolve_packing(model_args, training_args)
     check_arguments(model_args, data_args, training_args)
     return ResolvedConfig(model_args, data_args, training_args, training_args.stage_spec)
+
+
+def command_line_keys(argv: list[str]) -> frozenset[str]:
+    """The keys `argv`'s overrides set, as the YAML spells them (`data.path`, `hub_datasets`): what the command line
+    chose, as against what the YAML file says."""
+    _, overrides = _split_argv(list(argv))
+    keys = (_section_of(key) for key, _ in overrides)
+    return frozenset(name if section == TRAINING else f"{section}.{name}" for section, name in keys)
+
+
+def drop_hub_datasets_of_other_data(data_path, yaml_data_path, command_line: frozenset[str],
+                                    args: CrocTrainingArguments) -> None:
+    """A YAML's `hub_datasets` name the data its `data.path` holds: a run that trains on other data
+    (`--data.path=...` differing from the YAML's) drops them, with a log line, unless the command line names
+    `hub_datasets` too. The card then lists what the data itself records (a data_recipes build's sources)."""
+    if not args.hub_datasets or "hub_datasets" in command_line or "data.path" not in command_line:
+        return
+    if data_path == yaml_data_path:
+        return
+    logger.info("hub_datasets %s left off the model card: the YAML names them for its data.path (%s), not for "
+                "--data.path=%s; give --hub_datasets=[...] to name this data's datasets", args.hub_datasets,
+                yaml_data_path, data_path)
+    args.hub_datasets = None
 
 
 def resolve_training_arguments(argv: list[str]) -> CrocTrainingArguments:
@@ -94,7 +121,8 @@ def check_across_sections(model_args: ModelArguments, args: CrocTrainingArgument
             ) from None
 
 
-def check_croc_config(model_args: ModelArguments, args: CrocTrainingArguments) -> None:
+def check_croc_config(model_args: ModelArguments, args: CrocTrainingArguments,
+                      command_line: frozenset[str] | None = None) -> None:
     """Construct the run's `CrocConfig` from the model's config.json (no weights) with the preset, the stage's
     objectives and `croc_overrides`, so every field it refuses (`mask_ratio: 1.5`, a pool too small for Hungarian
     matching on this tower, a value of the wrong type) is a `ConfigError` now. When no config.json can be read yet
@@ -114,7 +142,7 @@ def check_croc_config(model_args: ModelArguments, args: CrocTrainingArguments) -
             logger.warning("%s: falling back to the mask path (model.attn_implementation=eager)", problem)
             model_args.attn_implementation = "eager"
     if config is not None:
-        use_family_data_path(config, args)
+        use_family_data_path(config, args, command_line)
     if args.packing and config is not None and config.croc_variable_token_count:
         # The collator packs fixed-size images only; AnyRes crops and native-resolution patches carry their sizes
         # or grids per image.
@@ -148,19 +176,41 @@ def language_model_config(model_args: ModelArguments, config):
     return None if config is None else config.text_config
 
 
-def use_family_data_path(config, args: CrocTrainingArguments) -> None:
+# The families whose folders stage 1 aligns (a Croc folder built from a vision tower and a language model); every
+# other family's checkpoint is a trained VLM whose projector is already aligned, so its first Croc stage is 1.5.
+STAGE1_FAMILIES = ("llava", "llava_onevision")
+
+
+def use_family_data_path(config, args: CrocTrainingArguments, command_line: frozenset[str] | None = None) -> None:
     """The model family's part of the data path: refused in one line where the trainer does not build it (the
-    family's model classes, conversion and export still work), and its own chat format in the chat stages unless the
-    run names a template (`families.CrocFamily.template`)."""
+    family's model classes, conversion and export still work) or where the stage does not apply (stage 1 on an
+    aligned family checkpoint), and its own chat format in the chat stages unless the run names a template
+    (`families.CrocFamily.template`). An `image_aspect_ratio` the family's processor does not apply is refused when
+    the run names it (`command_line`: the keys the command line set; None: every named value is the caller's), and
+    passed over with a log line when it comes from a YAML shared with LLaVA-1.5 (trainer/configs/stage2.yaml)."""
     family = FAMILY_OF_CONFIG[type(config)]
+    name = family.plain_model_type
     if not family.trainer_data:
-        raise ConfigError(f"{family.plain_model_type}: the trainer's data path (this family's processor, chat format "
+        raise ConfigError(f"{name}: the trainer's data path (this family's processor, chat format "
                           "and batch layout) is not built yet; its Croc model classes, conversion and export work "
                           "(docs/MODELS.md)")
+    if args.stage_spec.name == "1" and name not in STAGE1_FAMILIES:
+        raise ConfigError(f"stage 1: a {name} checkpoint is already aligned: start at stage 1.5 "
+                          f"(trainer/configs/{name}/stage1_5.yaml)")
     if family.template and not args.template_named and TEMPLATES[args.template].user_text:
-        logger.info("template: %s, %s's own chat format (the stage's is %s)", family.template,
-                    family.plain_model_type, args.template)
+        logger.info("template: %s, %s's own chat format (the stage's is %s)", family.template, name, args.template)
         args.template = family.template
+    elif family.template and args.template_named and args.template != family.template:
+        logger.warning("template: %s on a %s model, whose own chat format is %s (drop --template for it)",
+                       args.template, name, family.template)
+    from .model_card import applies_image_aspect_ratio
+
+    if args.image_aspect_ratio_named and not applies_image_aspect_ratio(config):
+        if command_line is None or "image_aspect_ratio" in command_line:
+            raise ConfigError(f"image_aspect_ratio={args.image_aspect_ratio}: {name}'s processor prepares images its "
+                              "own way and does not apply it; drop image_aspect_ratio for this model")
+        logger.info("image_aspect_ratio: %s from the YAML is not applied: %s's processor prepares images its own way",
+                    args.image_aspect_ratio, name)
 
 
 def resolve_packing(model_args: ModelArguments, args: CrocTrainingArguments) -> None:

@@ -125,11 +125,15 @@ class CrocTrainingArguments(TrainingArguments):
     # ---- data ----
     template: str | None = field(
         default=None, metadata={"help": f"Conversation template ({', '.join(map(repr, TEMPLATES))}: "
-                                  "modeling_croc.conversation.TEMPLATES); None: the stage's."}
+                                  "modeling_croc.conversation.TEMPLATES); None: the stage's, or in stages 1.5 "
+                                  "and 2 the model family's own chat format (qwen2_vl for Qwen2.5-VL, ...); "
+                                  "another named on such a family is warned about."}
     )
     image_aspect_ratio: str | None = field(
         default=None, metadata={"help": "'square' (resize) or 'pad' (pad to square with the mean colour); None: "
-                                "the stage's."}
+                                "the stage's. LLaVA-1.5 only: the other families' processors prepare images their "
+                                "own way, and refuse a value named on the command line (one from a YAML is passed "
+                                "over with a log line)."}
     )
     model_max_length: int | None = field(
         default=None, metadata={"help": "Maximum tokens per sample, image tokens included; None: the stage's."}
@@ -236,7 +240,9 @@ class CrocTrainingArguments(TrainingArguments):
     hub_datasets: list[str] | None = field(
         default=None,
         metadata={"help": "Dataset ids added to the model card metadata, on top of those inherited from the previous "
-                  "stage and the data recipe's card (e.g. liuhaotian/LLaVA-Pretrain)."},
+                  "stage and the data recipe's card (e.g. liuhaotian/LLaVA-Pretrain). A YAML's hub_datasets name "
+                  "its data.path: given another --data.path, the run leaves them off the card (a log line says "
+                  "so) unless --hub_datasets is given too; --hub_datasets='[]' adds none."},
     )
     hub_strategy: str = field(
         default="end",
@@ -289,6 +295,9 @@ class CrocTrainingArguments(TrainingArguments):
         self.template = spec.template if self.template is None else self.template
         if self.template not in TEMPLATES:
             raise ValueError(f"unknown template {self.template!r}; known: {', '.join(TEMPLATES)}")
+        # Whether the run named it: a family whose processor does not apply it refuses a named value
+        # (`trainer.resolve.use_family_data_path`).
+        self.image_aspect_ratio_named = self.image_aspect_ratio is not None
         self.image_aspect_ratio = spec.image_aspect_ratio if self.image_aspect_ratio is None else self.image_aspect_ratio
         if self.image_aspect_ratio not in IMAGE_ASPECT_RATIOS:
             raise ValueError(f"image_aspect_ratio must be one of {IMAGE_ASPECT_RATIOS}, got {self.image_aspect_ratio!r}")
