@@ -1,5 +1,6 @@
 """`lmms-eval --model croc --model_args pretrained=FOLDER --tasks mmbench_en_dev,pope,gqa`: any Croc checkpoint
-(normalised visual tokens included) under lmms-eval, prompted with the checkpoint's own chat template (Vicuna v1).
+(normalised visual tokens included) under lmms-eval, prompted with the checkpoint's own chat template (Vicuna v1
+for LLaVA-1.5, each family's own for the others).
 
 Registered through lmms-eval's `lmms_eval.models` entry point (setup.cfg -> `modeling_croc.evaluation.
 lmms_eval_manifest`), so installing this package with the `eval` extra is all `--model croc` needs. This module
