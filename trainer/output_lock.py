@@ -223,11 +223,22 @@ class OutputDirLock:
         return self._lost.is_set()
 
     def lost_message(self) -> str:
-        """Who holds the folder now, for the one line of a run that lost its lock."""
-        who = self.lost_to.describe() if self.lost_to is not None else "another run (its lock file was removed)"
-        return (f"the lock of output_dir {self.folder} was taken over by {who}: this run's heartbeat had stopped for "
-                f"over {self.stale_after:.0f} s (a suspended process, or a node cut off from the filesystem), and "
-                "the other run owns the folder now")
+        """Why this run no longer holds the folder, for its one line: taken over by another run (named), or its lock
+        file (or output_dir itself) removed or overwritten by something that is no run of this trainer, such as a
+        cleanup job: no heartbeat stopped then, and no other run is to be looked for."""
+        if self.lost_to is not None:
+            return (f"the lock of output_dir {self.folder} was taken over by {self.lost_to.describe()}: this run's "
+                    f"heartbeat had stopped for over {self.stale_after:.0f} s (a suspended process, or a node cut off "
+                    "from the filesystem), and the other run owns the folder now")
+        if not self.folder.is_dir():
+            what = f"output_dir {self.folder} was removed while this run was writing it"
+        elif not self.path.exists():
+            what = f"the lock file of output_dir {self.folder} ({LOCK_FILE}) was removed while this run held it"
+        else:
+            what = (f"the lock file of output_dir {self.folder} ({LOCK_FILE}) was overwritten with what no run of "
+                    "this trainer writes")
+        return (f"{what}, by something other than a run of this trainer (a cleanup job?); the run stops rather than "
+                "risk two runs writing the folder")
 
     def verify(self) -> bool:
         """Read the lock file now: True while it still holds this run's token (and touch it, as a heartbeat does),

@@ -378,3 +378,31 @@ def test_a_run_whose_lock_was_taken_over_stops_and_writes_nothing_more(tiny_mode
     assert not (out / "model.safetensors").exists() and not (out / "README.md").exists()
     assert (out / LOCK_FILE).read_text() == seen["lock"][0]
     assert (out / LOCK_FILE).stat().st_mtime == seen["lock"][1].st_mtime
+
+
+@pytest.mark.parametrize("removed", ["the lock file", "output_dir", "overwritten"])
+def test_a_lock_removed_by_a_cleanup_job_is_said_as_such(tmp_path, removed):
+    """A cleanup job deleted the lock file (or the whole output_dir) three seconds into a run: it stopped saying the
+    lock "was taken over by another run (its lock file was removed): this run's heartbeat had stopped for over
+    300 s", sending the operator after a second run and a suspended node that did not exist."""
+    import shutil
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    lock = OutputDirLock(folder, heartbeat=3600).acquire()
+    try:
+        if removed == "the lock file":
+            (folder / LOCK_FILE).unlink()
+            what = f"the lock file of output_dir {folder} ({LOCK_FILE}) was removed while this run held it"
+        elif removed == "output_dir":
+            shutil.rmtree(folder)
+            what = f"output_dir {folder} was removed while this run was writing it"
+        else:
+            (folder / LOCK_FILE).write_text("garbage\n")
+            what = f"the lock file of output_dir {folder} ({LOCK_FILE}) was overwritten with what no run of this " \
+                   "trainer writes"
+        assert not lock.verify()
+        assert lock.lost_message() == (f"{what}, by something other than a run of this trainer (a cleanup job?); the "
+                                       "run stops rather than risk two runs writing the folder")
+    finally:
+        lock.release()
