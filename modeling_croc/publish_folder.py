@@ -24,6 +24,9 @@ from .model_folders import overlong_name
 
 # Written into a publish folder when a publish creates or replaces it; lists the files that publish wrote.
 PUBLISH_MARKER = ".croc-publish.json"
+# Inside a publish folder while `fill_publish_folder` copies the files in (on the folder's own disk), before each is
+# renamed into place; removed when the fill ends, whichever way, and by the next publish if a kill left it.
+FILLING_DIR = ".croc-publish-filling"
 _MARKER_KIND = "croc publish folder"
 
 
@@ -145,7 +148,7 @@ def _check_folder(folder: str | Path, option: str, keep_clear_of: Mapping[str, s
                                  "follows a link out of its folder; remove the link(s) or choose another folder "
                                  "(nothing was written or deleted)")
     ours = {PUBLISH_MARKER, *recorded}
-    foreign = [name for name in _files_under(real) if name not in ours]
+    foreign = [name for name in _files_under(real) if name not in ours and PurePosixPath(name).parts[0] != FILLING_DIR]
     if foreign:
         raise PublishFolderError(f"{option} {folder} was written by an earlier publish but now also holds "
                                  f"{_describe_entries(real, foreign)}, which that publish did not write: move them "
@@ -185,6 +188,7 @@ def prepare_publish_folder(folder: str | Path, files: Sequence[str], *, option: 
                 break
             parent.rmdir()
     folder.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(folder / FILLING_DIR, ignore_errors=True)  # a fill killed outright
     record = {"kind": _MARKER_KIND, "files": sorted(files)}
     (folder / PUBLISH_MARKER).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     return folder
@@ -202,6 +206,34 @@ def copy_file(source: str | Path, destination: str | Path, *, link: bool = False
         except OSError:  # another file system, or links not supported: copy
             pass
     shutil.copy2(source, destination)
+
+
+def fill_publish_folder(source: str | Path, files: Sequence[str], folder: str | Path, *, move: bool = False) -> None:
+    """Put `files` (relative paths under `source`, scanned) into `folder`, made ready by `prepare_publish_folder`:
+    copied (`move`: moved) into `FILLING_DIR` inside it first, so that a full disk, an error or an interrupt stops
+    there, then renamed into place, each a rename on the folder's own disk. Whatever stops the fill, the files it
+    placed are removed again: the folder never holds part of the set, a truncated weights file beside a marker
+    listing them all, ready to upload by hand."""
+    source, folder = Path(source), Path(folder)
+    filling = folder / FILLING_DIR
+    placed: list[Path] = []
+    try:
+        for name in files:
+            if move:
+                (filling / name).parent.mkdir(parents=True, exist_ok=True)
+                shutil.move(source / name, filling / name)
+            else:
+                copy_file(source / name, filling / name)
+        for name in files:
+            (folder / name).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(filling / name, folder / name)
+            placed.append(folder / name)
+    except BaseException:
+        for path in placed:
+            path.unlink(missing_ok=True)
+        raise
+    finally:
+        shutil.rmtree(filling, ignore_errors=True)
 
 
 def relative_text(text: str, folders: Mapping[str | Path, str]) -> str:
@@ -228,6 +260,7 @@ __all__ = [
     "PublishFolderError",
     "check_publish_folder",
     "copy_file",
+    "fill_publish_folder",
     "prepare_publish_folder",
     "relative_text",
 ]

@@ -34,7 +34,13 @@ from transformers.trainer_utils import HubStrategy
 
 from data_recipes import recorded_image_root
 from modeling_croc.provenance import is_hub_id
-from modeling_croc.publish_folder import PublishError, check_publish_folder, copy_file, prepare_publish_folder
+from modeling_croc.publish_folder import (
+    PublishError,
+    check_publish_folder,
+    copy_file,
+    fill_publish_folder,
+    prepare_publish_folder,
+)
 from modeling_croc.upload_scan import UploadLeakError, check_upload_set, push_files
 
 from .cli import ConfigError
@@ -232,8 +238,7 @@ def hub_dry_run(trainer, target: str | Path, keep_clear_of: dict[str, str]) -> l
         try:
             write_upload_set(args.output_dir, files, staging, link=True)
             check_upload_set(staging, files, tokens=[args.hub_token], folders=_scan_folders(args))
-            for name in files:
-                copy_file(staging / name, target / name)
+            fill_publish_folder(staging, files, target)  # a full disk there leaves none of them
         finally:
             shutil.rmtree(staging, ignore_errors=True)
     except UploadLeakError as error:

@@ -23,6 +23,7 @@ from publish_cases import leaks as _leaks
 from publish_cases import snapshot as _snapshot
 from publish_cases import write_data as _data
 from run_cases import cli_error as _cli_error
+from run_cases import cli_exit
 
 from modeling_croc import upload_scan
 from modeling_croc.publish_folder import PUBLISH_MARKER, prepare_publish_folder
@@ -193,6 +194,46 @@ def test_a_dry_run_killed_before_its_scan_ends_leaves_no_unscanned_file_to_uploa
     uploaded = [name for name in _files(dry) if name != PUBLISH_MARKER]
     assert "model.safetensors" in uploaded and uploaded == json.loads((dry / PUBLISH_MARKER).read_text())["files"]
     assert not list(out.glob(f"{trainer_hub.STAGING_PREFIX}*"))
+
+
+@pytest.mark.parametrize("stop", ["full disk", "interrupt"])
+def test_a_dry_run_folder_on_a_full_disk_is_left_without_part_of_the_set(tiny_model, tmp_path, monkeypatch, capsys,
+                                                                         stop):
+    """The dry run's folder on another, full disk: the copy of model.safetensors stopped at 3 of its 8 MB, and the
+    folder kept it, the other files and a marker listing all 25, a set that looks whole, ready to upload by hand.
+    The set is now copied into a hidden folder there and renamed into place: a stop leaves none of it."""
+    import errno
+
+    import modeling_croc.publish_folder as publish_folder
+
+    data = _data(tmp_path / "data")
+    out, dry = tmp_path / "out", tmp_path / "dry"
+    argv = _argv(out, tiny_model, data, f"--hub_dry_run={dry}")
+    copy = publish_folder.copy_file
+
+    def copy_until_the_weights(source, destination, **kwargs):
+        if Path(destination).name == "model.safetensors":
+            Path(destination).parent.mkdir(parents=True, exist_ok=True)
+            Path(destination).write_bytes(Path(source).read_bytes()[:1000])  # what the disk took
+            if stop == "interrupt":
+                raise KeyboardInterrupt
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(destination))
+        return copy(source, destination, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(publish_folder, "copy_file", copy_until_the_weights)
+        if stop == "interrupt":
+            with pytest.raises(KeyboardInterrupt):
+                train_module.main(argv)
+        else:
+            status, message = cli_exit(argv, monkeypatch, capsys)
+            assert status == 1 and message.startswith(f"run stopped: could not write the dry run's folder {dry}: "
+                                                      "[Errno 28] No space left on device"), message
+    assert _files(dry) == [PUBLISH_MARKER]  # no file of the set, no hidden folder
+    train_module.main(argv)  # room again: the same command fills it
+    uploaded = [name for name in _files(dry) if name != PUBLISH_MARKER]
+    assert "model.safetensors" in uploaded and uploaded == json.loads((dry / PUBLISH_MARKER).read_text())["files"]
+    assert (dry / "model.safetensors").read_bytes() == (out / "model.safetensors").read_bytes()
 
 
 def test_a_dry_run_stages_its_upload_set_without_a_second_copy_of_the_weights(tiny_model, tmp_path, monkeypatch):
