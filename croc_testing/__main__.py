@@ -7,6 +7,7 @@ that family, laid out as a Hub checkpoint is, which its cpu_tiny stage-1.5 confi
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
 
 from .families import save_tiny_llava_onevision1_5, save_tiny_qwen2_5_vl, save_tiny_qwen2_vl
@@ -63,19 +64,40 @@ def main(argv: list[str] | None = None) -> None:
     if folder.exists() and not (folder.is_dir() and (not any(folder.iterdir()) or (folder / MARKER).is_file())):
         raise SystemExit(f"croc_testing: {args.folder} is not empty and was not written by this command (its files "
                          "would be replaced by random weights): choose a new or empty folder")
+    # A new or empty folder is written beside it and renamed into place when whole (`written_whole`, as the
+    # conversions): a full disk left a half-written folder without the marker, which every rerun refused. An earlier
+    # folder of these commands is rewritten in place: its marker stays, so a rerun takes it again.
+    fresh = not folder.exists() or (folder.is_dir() and not any(folder.iterdir()))
+    if fresh:
+        from modeling_croc.conversion import written_whole
+
+        writing = written_whole(folder)
+    else:
+        writing = contextlib.nullcontext(folder)
     try:
-        if args.command in PLAIN_FOLDERS:
-            written = PLAIN_FOLDERS[args.command](folder, seed=args.seed)
-        else:
-            sizes = {name: getattr(args, name) for name in TINY_SIZES}
-            written = save_tiny_croc(folder, seed=args.seed, image_size=args.image_size, **sizes)
+        with writing as target:
+            target.mkdir(parents=True, exist_ok=True)
+            (target / MARKER).write_text(args.command + "\n", encoding="utf-8")
+            if args.command in PLAIN_FOLDERS:
+                PLAIN_FOLDERS[args.command](target, seed=args.seed)
+            else:
+                sizes = {name: getattr(args, name) for name in TINY_SIZES}
+                save_tiny_croc(target, seed=args.seed, image_size=args.image_size, **sizes)
     except ModuleNotFoundError as error:  # the offline tokenizers ship with packages of the `test` extra
         raise SystemExit(f"croc_testing: {error.name} is not installed; the tiny models' offline tokenizer comes from "
                          "the `test` extra: pip install -e \".[test]\"") from None
     except ValueError as error:  # a size the config refuses (CrocConfigError, transformers' own checks)
         raise SystemExit(f"croc_testing: {' '.join(str(error).split())}") from None
-    (folder / MARKER).write_text(args.command + "\n", encoding="utf-8")
-    print(written)
+    except Exception as error:  # a full disk: OSError, safetensors' SafetensorError, tokenizers' plain Exception
+        from modeling_croc.write_failures import is_write_failure, write_failure_reason
+
+        if not is_write_failure(error):
+            raise
+        left = ("nothing was written there (the partial copy beside it was removed)" if fresh else
+                "its files are partly rewritten (rerunning the same command writes it again)")
+        raise SystemExit(f"croc_testing: could not write {args.folder}: {write_failure_reason(error)}; {left}: free "
+                         "space there and rerun the same command") from None
+    print(folder)
 
 
 if __name__ == "__main__":

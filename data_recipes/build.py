@@ -12,6 +12,8 @@ A build folder holds::
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import json
 import logging
 import os
@@ -31,6 +33,7 @@ from huggingface_hub.utils import HFValidationError, validate_repo_id
 
 from modeling_croc.publish_folder import check_publish_folder, prepare_publish_folder
 from modeling_croc.upload_scan import UploadLeakError, check_upload_set
+from modeling_croc.write_failures import NO_ROOM_ERRNOS, write_failure_reason
 
 from . import hub, publish
 from .card import build_card
@@ -126,10 +129,40 @@ def _build_output(name: str) -> bool:
 
 
 def _write_marker(out_dir: Path, summary: dict[str, Any]) -> None:
-    """Write summary.json whole or not at all (a temporary file renamed over it)."""
+    """Write summary.json whole or not at all (a temporary file renamed over it, removed when it cannot be written:
+    left in a new folder, it made the rerun refuse the folder as not a build's)."""
     temporary = out_dir / f".{_OUTPUT_MARKER}.{os.getpid()}.tmp"
-    temporary.write_text(json.dumps(summary, indent=2, default=str) + "\n")
-    os.replace(temporary, out_dir / _OUTPUT_MARKER)
+    try:
+        temporary.write_text(json.dumps(summary, indent=2, default=str) + "\n")
+        os.replace(temporary, out_dir / _OUTPUT_MARKER)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+
+
+class BuildWriteError(OSError):
+    """The build folder could not be written (a full disk, a quota, a read-only folder); the message says what is
+    left and how to go on, in one line."""
+
+
+@contextlib.contextmanager
+def _writing(out_dir: Path) -> Iterator[None]:
+    """Turn an OSError of the writes into `out_dir` into a `BuildWriteError`: a full disk was a traceback (two, from
+    `datasets`' Arrow writer: its close failed too)."""
+    try:
+        yield
+    except BuildWriteError:
+        raise
+    except OSError as error:
+        if isinstance(error, (FileNotFoundError, FileExistsError)):
+            raise
+        remedy = "free space there" if error.errno in NO_ROOM_ERRNOS - {errno.EROFS} else "make it writable"
+        if unfinished_build(out_dir):
+            left = ("the folder is marked as an unfinished build (summary.json status \"building\"), which the "
+                    f"trainer refuses: {remedy} and rerun the same command with --overwrite")
+        else:
+            left = f"nothing in it was changed: {remedy} and rerun the same command"
+        raise BuildWriteError(f"could not write the build into {out_dir}: {write_failure_reason(error)}; {left}") from None
 
 
 def _reset_out_dir(out_dir: Path, name: str) -> None:
@@ -316,7 +349,8 @@ def build_recipe(
     command = command or f"build_recipe({name!r}, {str(data_root)!r}, {str(out_dir)!r}, seed={seed}, params={params!r})"
 
     result = recipe(data_root, seed=seed, **(params or {}))
-    _reset_out_dir(out_dir, name)
+    with _writing(out_dir):
+        _reset_out_dir(out_dir, name)
     parts = [p.dataset for p in result.parts if len(p.dataset)]
     dataset = concatenate_datasets(parts) if parts else empty_dataset()
     logger.info("%s: read %d rows from %d source(s); validating", name, len(dataset), len(result.parts))
@@ -327,11 +361,13 @@ def build_recipe(
     sources = dataset.select_columns(["source"]).to_dict()["source"]
     summary = _summary(name, seed, result, report, sources, check_images=check_images, num_proc=num_proc,
                        command=command, data_root=data_root)
-    write_rejects(out_dir / "rejects.jsonl", dataset, report)
+    with _writing(out_dir):
+        write_rejects(out_dir / "rejects.jsonl", dataset, report)
     everything_rejected = len(dataset) > 0 and report.num_rejected == len(dataset)
     if (strict and report.num_rejected) or everything_rejected or not len(dataset):
         summary["status"] = "failed"
-        _write_marker(out_dir, summary)
+        with _writing(out_dir):
+            _write_marker(out_dir, summary)
         if not len(dataset):
             # Nothing read keeps no row either (an empty annotation file, every count 0): a build "ok" with no row
             # would only fail later, in the trainer, with no word of why.
@@ -345,9 +381,10 @@ def build_recipe(
         raise StrictValidationError(report.counts, by_source, out_dir / "rejects.jsonl")
 
     kept = kept_rows(dataset, report)
-    kept.save_to_disk(str(out_dir))
-    if export_jsonl:
-        write_jsonl(out_dir / "data.jsonl", _llava_rows(kept))
+    with _writing(out_dir):
+        kept.save_to_disk(str(out_dir))
+        if export_jsonl:
+            write_jsonl(out_dir / "data.jsonl", _llava_rows(kept))
     if push_to_hub or hub_folder:
         summary["hub"] = {"repo": push_to_hub, "folder": None if hub_folder is None else str(hub_folder),
                           "image_storage": image_storage}
@@ -357,9 +394,10 @@ def build_recipe(
                           hub_ids=[p.hub_id for p in result.parts if p.hub_id], image_storage=storage)
 
     card = card_for("path", summary)
-    card.save(out_dir / "README.md")
-    summary["elapsed_s"] = round(time.perf_counter() - started, 3)
-    _write_marker(out_dir, summary)
+    with _writing(out_dir):
+        card.save(out_dir / "README.md")
+        summary["elapsed_s"] = round(time.perf_counter() - started, 3)
+        _write_marker(out_dir, summary)
     logger.info("%s: kept %d, rejected %d (%s), notices: %s -> %s", name, len(kept), report.num_rejected,
                 format_counts(report.counts), format_counts(report.notices), out_dir)
     if push_to_hub or hub_folder:

@@ -21,8 +21,9 @@ from typing import Any
 import yaml
 
 from modeling_croc.provenance import expand_home
+from modeling_croc.write_failures import NO_ROOM_ERRNOS, write_failure_reason
 
-from .build import DEFAULT_SEED, build_recipe
+from .build import DEFAULT_SEED, BuildWriteError, build_recipe
 from .publish import IMAGE_STORAGES
 from .registry import RECIPES, get_recipe, list_recipes
 from .synthetic_scenes import generate_synthetic_scenes, writable_scenes_folder
@@ -154,11 +155,22 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"error: --out {args.out} is not empty and no earlier synth wrote it (no scenes.json): its files "
                   "would be replaced; choose a new or empty folder (nothing was written)", file=sys.stderr)
             return 1
+        out = Path(args.out).expanduser()
+        fresh = not out.is_dir() or not any(out.iterdir())
         try:
-            made = generate_synthetic_scenes(Path(args.out).expanduser(), num_images=args.num_images, seed=args.seed,
+            made = generate_synthetic_scenes(out, num_images=args.num_images, seed=args.seed,
                                              image_size=args.image_size, test_fraction=args.test_fraction,
                                              val_fraction=args.val_fraction, num_text=args.num_text, progress=True)
-        except (ValueError, OSError) as err:
+        except OSError as err:
+            if err.errno not in NO_ROOM_ERRNOS:  # an --out that cannot be a folder
+                print(f"error: {err}", file=sys.stderr)
+                return 1
+            left = ("nothing was written there (the partial copy beside it was removed)" if fresh else
+                    "its files are partly rewritten (rerunning the same command writes it again)")
+            print(f"error: could not write the synthetic scenes to --out {args.out}: {write_failure_reason(err)}; {left}: "
+                  "free space there (or make it writable) and rerun the same command", file=sys.stderr)
+            return 1
+        except ValueError as err:
             print(f"error: {err}", file=sys.stderr)
             return 1
         print(f"wrote {made.out_dir}: " + ", ".join(f"{k}={v}" for k, v in made.counts.items()))
@@ -184,6 +196,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except (KeyError, ValueError, FileNotFoundError, FileExistsError) as err:
         print(f"error: {err.args[0] if isinstance(err, KeyError) and err.args else err}", file=sys.stderr)
+        return 1
+    except BuildWriteError as err:  # a full disk: one line, not OSError tracebacks (two, from `datasets`)
+        print(f"error: {' '.join(str(err).split())}", file=sys.stderr)
         return 1
     _print_report(result.summary)
     print(f"wrote {result.out_dir}")

@@ -21,9 +21,11 @@ Output folder (LLaVA format, image paths relative to the folder)::
 
 from __future__ import annotations
 
+import errno
 import json
 import math
-from dataclasses import asdict, dataclass
+import os
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -356,13 +358,18 @@ def _dump(path: Path, rows: list[dict[str, Any]]) -> None:
         json.dump(rows, f, ensure_ascii=False, indent=1)
 
 
+# In an earlier synthetic-scenes folder while a rerun rewrites it, until it is whole: what a rerun stopped midway (a
+# full disk) leaves is still the generator's, which the next rerun takes (its scenes.json may be gone or cut short).
+UNFINISHED = ".synth-unfinished"
+
+
 def writable_scenes_folder(out: str | Path) -> bool:
     """Whether `out` may take a synthetic-scenes folder: new, empty, or one this generator wrote before (its
     `scenes.json`), whose files a rerun rewrites (the cpu_tiny configs of every family share `tiny_out/scenes`). Any
     other folder holds the user's files under the names this generator writes (`qa_train.json`, `images/000000.png`),
     which it would replace unasked."""
     out = Path(out)
-    if not out.is_dir() or not any(out.iterdir()):
+    if not out.is_dir() or not any(out.iterdir()) or (out / UNFINISHED).is_file():
         return True
     try:
         record = json.loads((out / "scenes.json").read_text(encoding="utf-8"))
@@ -390,9 +397,34 @@ def generate_synthetic_scenes(
     if num_images < 1:
         raise ValueError("num_images must be >= 1")
     out = Path(out_dir)
-    (out / "images").mkdir(parents=True, exist_ok=True)
     test = _split(num_images, test_fraction, seed)
     val = _val_split(num_images, test, val_fraction, seed)
+    settings = {"num_images": num_images, "seed": seed, "image_size": image_size, "test_fraction": test_fraction,
+                "val_fraction": val_fraction, "num_text": num_text, "progress": progress}
+    if out.is_dir() and any(out.iterdir()):
+        # An earlier folder of this generator (`writable_scenes_folder`): rewritten in place, marked unfinished
+        # until whole, so that a rerun stopped midway never leaves a folder the next rerun refuses.
+        marker = out / UNFINISHED
+        marker.write_text("python -m data_recipes synth is rewriting this folder\n", encoding="utf-8")
+        made = _write_scenes(out, test, val, **settings)
+        marker.unlink()
+        return made
+    if out.exists() and not out.is_dir():  # replaced by the folder written beside it, it was lost
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(out))
+    # A new or empty folder: written beside it and renamed into place when whole (`written_whole`, as the
+    # conversions), so that a full disk leaves nothing at `out_dir`.
+    from modeling_croc.conversion import written_whole
+
+    with written_whole(out) as staging:
+        made = _write_scenes(staging, test, val, **settings)
+    return replace(made, out_dir=out)
+
+
+def _write_scenes(out: Path, test: set[int], val: set[int], *, num_images: int, seed: int, image_size: int,
+                  test_fraction: float, val_fraction: float, num_text: int | None, progress: bool
+                  ) -> SyntheticScenes:
+    """Write the folder `generate_synthetic_scenes` describes into `out`."""
+    (out / "images").mkdir(parents=True, exist_ok=True)
     scenes, brief, detailed, val_detailed, records = [], [], [], [], []
     questions: dict[str, list[dict[str, Any]]] = {"train": [], "val": [], "test": []}
     for index in tqdm(range(num_images), desc="synthetic scenes", unit="image", disable=not progress):

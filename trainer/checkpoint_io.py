@@ -24,7 +24,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
 from safetensors.torch import load_file
 from transformers.conversion_mapping import get_model_conversion_mapping
 from transformers.core_model_loading import (
@@ -538,38 +537,6 @@ def discard_staging(output_dir: str | Path) -> None:
             logger.warning("removing the unfinished checkpoint save %s left by an interrupted run",
                            ", ".join(str(staging / name) for name in leftovers))
         shutil.rmtree(staging)
-
-
-# torch.save (optimizer.pt, scheduler.pt, rng_state.pth, training_args.bin) reports a full disk or a file-size limit
-# (`ulimit -f`) as a RuntimeError of its zip writer ("PytorchStreamWriter failed writing file ...", "[enforce fail at
-# inline_container.cc] unexpected pos ..."), not as an OSError: it must end a run with the same one line.
-_TORCH_WRITER_FAILURE = ("PytorchStreamWriter", "inline_container")
-
-
-# A Rust library's I/O error as its Python binding raises it, a plain `Exception` (tokenizers' `Tokenizer.save`, which
-# writes tokenizer.json): "No space left on device (os error 28)".
-_RUST_IO_ERROR = re.compile(r"\(os error \d+\)$")
-
-
-def is_write_failure(error: BaseException) -> bool:
-    """Whether `error` is a file write that failed (a full disk, a quota, a read-only folder), whichever writer
-    raised it: an OSError, safetensors' own error, torch.save's zip writer, or tokenizers' (a plain Exception)."""
-    if isinstance(error, (OSError, SafetensorError)):
-        return True
-    if type(error) is Exception and _RUST_IO_ERROR.search(str(error).strip()):
-        return True
-    return isinstance(error, RuntimeError) and any(part in str(error) for part in _TORCH_WRITER_FAILURE)
-
-
-def write_failure_reason(error: BaseException) -> str:
-    """A few words on a failed write (`is_write_failure`), for a one-line message."""
-    if getattr(error, "strerror", None):
-        where = f" ({error.filename})" if getattr(error, "filename", None) else ""
-        return f"{error.strerror}{where}"
-    text = " ".join(str(error).split())
-    if isinstance(error, RuntimeError):  # torch's writer does not say why: the usual causes
-        return f"a file write failed, the disk is full or a file-size limit was reached ({text})"
-    return text
 
 
 def _fsync(path: Path) -> None:

@@ -33,6 +33,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, TrainOutput
 
 from modeling_croc.provenance import Provenance
 from modeling_croc.stage15 import share_of_step
+from modeling_croc.write_failures import is_write_failure, write_failure_reason
 
 from .calibration import calibrate_prompt_pool
 from .checkpoint_io import (
@@ -42,13 +43,11 @@ from .checkpoint_io import (
     checkpoint_problem,
     discard_staging,
     has_full_weights,
-    is_write_failure,
     last_complete_checkpoint,
     load_weights_into,
     promote_checkpoint,
     rotate_checkpoints,
     set_aside_later_checkpoints,
-    write_failure_reason,
     write_manifest,
 )
 from .cli import ConfigError

@@ -28,12 +28,14 @@ from pathlib import Path
 from modeling_croc.constants import MODEL_DTYPES
 from modeling_croc.loading import load_croc_config, load_pretrained_croc, load_processor
 from modeling_croc.model_folders import (
+    PROCESSOR_FILES,
     ModelFolderError,
     check_weight_files,
     overlong_name,
     reading_weights,
 )
 from modeling_croc.provenance import expand_home, is_hub_id
+from modeling_croc.write_failures import is_write_failure, write_failure_reason
 
 from .croc_trainer import BASE_CONFIG_DIR, BASE_WEIGHTS_FILE
 from .model_card import merged_card
@@ -219,6 +221,41 @@ def _load_adapters(model, adapter_dir: Path):
     return peft_model
 
 
+class MergeWriteError(OSError):
+    """The merged model could not be written (a full disk, a quota): the message says so in one line."""
+
+
+# What a saved processor is made of: a folder holding any of these has a processor, which must load (taking the
+# base's instead, or none, gave a merged model without the run's tokenizer, with exit 0).
+_PROCESSOR_PARTS = (*PROCESSOR_FILES, "tokenizer_config.json", "tokenizer.json", "tokenizer.model",
+                    "special_tokens_map.json")
+
+
+def _processor_files(folder: str | Path) -> list[str]:
+    """The processor and tokenizer files `folder` holds (none for a Hub id or a weights-only folder)."""
+    folder = Path(folder)
+    return [name for name in _PROCESSOR_PARTS if (folder / name).is_file()]
+
+
+def _run_processor(source: str | Path):
+    """The processor the merged folder gets, from `source` (the adapter folder, else the base): None where `source`
+    is a folder without processor files; a `ModelFolderError` where it holds some that do not load. With
+    tokenizer files and no processor_config.json (a save a full disk cut short), `load_processor` took the folder for
+    a weights-only one and the merge wrote a model with no tokenizer, with exit 0."""
+    processor = load_processor(source)  # a `ModelFolderError` for a processor_config.json whose processor fails
+    present = _processor_files(source)
+    if processor is not None or not present:
+        return processor
+    from transformers import AutoProcessor
+
+    try:  # again, for why: `load_processor` keeps it to itself
+        return AutoProcessor.from_pretrained(str(source))
+    except (OSError, ValueError, TypeError, AttributeError, KeyError) as error:
+        raise ModelFolderError(source, f"its processor ({', '.join(present)}) does not load: {type(error).__name__}: "
+                                       f"{' '.join(str(error).split())[:300]}; not merged, nothing was written"
+                               ) from None
+
+
 # A merge is written into a hidden folder next to --out and renamed into place when whole: `.<name>.merging-<pid>-
 # <hex>`. The name part is cut so that a name near NAME_MAX still leaves room for the suffix.
 _STAGING = ".{name}.merging-{pid}-{token}"
@@ -294,8 +331,7 @@ def merge_lora(adapter_dir: str | Path, out_dir: str | Path, dtype: str = "float
         raise ValueError(mismatch)
     # The processor before the model: it failed to load after the merged weights were written, leaving a folder
     # that loads as a model and that every rerun refused as "already holds files".
-    has_processor = (adapter_dir / "processor_config.json").is_file() or (adapter_dir / "tokenizer_config.json").is_file()
-    processor = load_processor(adapter_dir if has_processor else base_path)
+    processor = _run_processor(adapter_dir if _processor_files(adapter_dir) else base_path)
     config_dir = adapter_dir / BASE_CONFIG_DIR
     config = load_croc_config(config_dir if config_dir.is_dir() else base_path)  # LLaVA-1.5 or OneVision family
     model = load_pretrained_croc(base_path, config, dtype=dtype)
@@ -314,6 +350,13 @@ def merge_lora(adapter_dir: str | Path, out_dir: str | Path, dtype: str = "float
         if card is not None:
             card.save(staging / "README.md")
         _move_into_place(staging, out_dir)
+    except Exception as error:  # safetensors, torch.save and tokenizers raise their own: `is_write_failure`
+        if not is_write_failure(error):
+            raise
+        # A full disk raised SafetensorError or tokenizers' plain Exception, which went out as a traceback.
+        raise MergeWriteError(f"could not write the merged model to {out_dir}: {write_failure_reason(error)}; "
+                              f"nothing was written to {out_dir} (the partial copy beside it was removed): free space "
+                              "there and rerun the same command") from None
     finally:
         if staging.is_dir() and not staging.is_symlink():  # a failure or an interrupt: nothing half-written stays
             shutil.rmtree(staging, ignore_errors=True)

@@ -29,8 +29,8 @@ from transformers import set_seed
 
 from data_recipes import DataError
 from modeling_croc.configuration_croc import CrocConfigError
+from modeling_croc.write_failures import is_write_failure, write_failure_reason
 
-from .checkpoint_io import is_write_failure, write_failure_reason
 from .cli import ConfigError, help_text, wants_help
 from .collator import build_collator
 from .croc_trainer import CrocTrainer

@@ -29,6 +29,7 @@ from ..conversion import (
 from ..model_folders import hub_model_problem, overlong_name
 from ..presets import CROC_PRESET_NAMES
 from ..provenance import expand_home, is_hub_id
+from ..write_failures import is_out_of_room, write_failure_reason
 from .to_llava import export_llava_folder
 
 OUT_HELP = "a new or empty folder to write (one that holds files needs --overwrite)"
@@ -192,7 +193,13 @@ def main(argv: list[str] | None = None) -> None:
         # Written whole or not at all: the command writes a staging folder, renamed to OUT once it is complete.
         with written_whole(args.out) as staging:
             COMMANDS[args.command](argparse.Namespace(**{**vars(args), "out": str(staging)}))
-    except (ValueError, OSError) as error:  # a refused or unreadable source: one line, not a traceback
+    except Exception as error:
+        if is_out_of_room(error):  # written_whole removed the staging folder
+            sys.exit(f"convert error: could not write OUT {args.out}: {write_failure_reason(error)}; nothing was written to OUT, which is as "
+                     "it was (the partial copy beside it was removed): free space there and rerun the same command")
+        if not isinstance(error, (ValueError, OSError)):
+            raise
+        # A refused or unreadable source: one line, not a traceback.
         sys.exit(f"convert error: {' '.join(str(error).split())}")
     except KeyboardInterrupt:
         print(f"convert error: interrupted (Ctrl-C): nothing was written to OUT {args.out}, which is as it was",

@@ -351,7 +351,7 @@ def test_a_full_disk_is_one_line_and_leaves_the_checkpoints_as_they_were(tiny_mo
 
 
 def test_an_error_of_torch_save_that_is_not_a_write_stays_an_error(tmp_path):
-    from trainer.checkpoint_io import is_write_failure
+    from modeling_croc.write_failures import is_write_failure
 
     assert is_write_failure(RuntimeError("PytorchStreamWriter failed writing file data/0: file write failed"))
     assert not is_write_failure(RuntimeError("CUDA error: an illegal memory access was encountered"))
