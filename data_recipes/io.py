@@ -9,10 +9,40 @@ returned as it is and rejected as a row (`data_recipes.schema.normalise_row`), s
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
+logger = logging.getLogger(__name__)
+
 _SUFFIXES = (".json", ".jsonl", ".parquet")
+# Suffixes of compressed files, named as such where a folder holds one it does not read (`part1.json.gz`).
+_COMPRESSED = (".gz", ".bz2", ".xz", ".zst", ".zip", ".tar", ".tgz", ".7z")
+
+
+def readable_suffix(path: str | Path) -> str:
+    """`path`'s suffix, lower-cased: `part2.JSON` is JSON as `part2.json` is (files copied from Windows tools or
+    cameras carry upper-case suffixes, which a case-sensitive match skipped without a word)."""
+    return Path(path).suffix.lower()
+
+
+def files_not_read(folder: str | Path) -> list[Path]:
+    """The files under `folder` that `read_records` does not read (not `.json`/`.jsonl`/`.parquet`), sorted; hidden
+    files and those under hidden folders are left out: `hf download --local-dir` writes its `.cache/` metadata and
+    `.gitattributes` beside every download, which are never rows."""
+    folder = Path(folder)
+    return sorted(file for file in folder.rglob("*") if file.is_file() and readable_suffix(file) not in _SUFFIXES
+                  and not any(part.startswith(".") for part in file.relative_to(folder).parts))
+
+
+def describe_files_not_read(folder: str | Path, files: list[Path]) -> str:
+    """One line naming `files` (at most 10), relative to `folder`, a compressed one said to be so."""
+    def name(file: Path) -> str:
+        relative = str(file.relative_to(folder))
+        return relative + (" (compressed: unpack it to read it)" if readable_suffix(file) in _COMPRESSED else "")
+
+    shown = ", ".join(name(file) for file in files[:10]) + (f", and {len(files) - 10} more" if len(files) > 10 else "")
+    return f"{folder}: {len(files)} file(s) not read (not {'/'.join(_SUFFIXES)}): {shown}"
 
 
 class DataError(ValueError):
@@ -51,7 +81,7 @@ def _read_json_or_jsonl(path: Path) -> list[Any]:
         return _read_json_lines(path, text)
     if isinstance(document, list):
         return document
-    if isinstance(document, dict) and path.suffix == ".jsonl":
+    if isinstance(document, dict) and readable_suffix(path) == ".jsonl":
         return [document]  # JSON lines holding a single row
     kind = "an object" if isinstance(document, dict) else f"a JSON {type(document).__name__}"
     raise DataError(f"{path}:1: the top level is {kind}, not a list of row objects; wrap the rows in [...] or "
@@ -100,7 +130,8 @@ def _read_parquet(path: Path) -> list[dict[str, Any]]:
 
 
 def read_records(path: str | Path) -> list[Any]:
-    """Read every record of a `.json`/`.jsonl`/`.parquet` file, or of all such files under a folder.
+    """Read every record of a `.json`/`.jsonl`/`.parquet` file, or of all such files under a folder (suffixes in
+    any case; the folder's other files are named in a warning, `files_not_read`).
 
     Folder contents are read in sorted path order so that row indices (and therefore seeded samples)
     do not depend on the file system's listing order. Raises `DataError` (file, line, column) for a file that does
@@ -108,9 +139,13 @@ def read_records(path: str | Path) -> list[Any]:
     """
     path = Path(path)
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in _SUFFIXES)
+        files = sorted(p for p in path.rglob("*") if p.is_file() and readable_suffix(p) in _SUFFIXES)
+        unread = files_not_read(path)
         if not files:
-            raise FileNotFoundError(f"{path}: folder holds no {'/'.join(_SUFFIXES)} files")
+            found = f" ({describe_files_not_read(path, unread)})" if unread else ""
+            raise FileNotFoundError(f"{path}: folder holds no {'/'.join(_SUFFIXES)} files{found}")
+        if unread:  # said, not skipped silently: a `part3.json.gz` left packed is rows the user meant to train on
+            logger.warning("%s", describe_files_not_read(path, unread))
         records: list[Any] = []
         for file in files:
             records.extend(read_records(file))
@@ -120,6 +155,6 @@ def read_records(path: str | Path) -> list[Any]:
     if not path.is_file():
         raise DataError(f"{path}: neither a file nor a folder (a device, pipe or socket); name a .json, .jsonl or "
                         ".parquet file or a folder of them")
-    if path.suffix == ".parquet":
+    if readable_suffix(path) == ".parquet":
         return _read_parquet(path)
     return _read_json_or_jsonl(path)

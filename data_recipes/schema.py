@@ -88,6 +88,14 @@ def _normalise_image(value: Any) -> tuple[str | None, str | None]:
     return str(value), None
 
 
+def _keys(record: Mapping[str, Any]) -> str:
+    """The keys a record holds, for a reject's detail: a row of another schema (OpenAI's `messages` of
+    `{role, content}`) is rejected with what it holds, so the rejects file says what was found, not `from: ""`."""
+    keys = [str(key) for key in record]
+    shown = ", ".join(keys[:12]) + (f", ... ({len(keys)} keys)" if len(keys) > 12 else "")
+    return f"keys: {shown or 'none'}"
+
+
 def _normalise_turns(conversations: Any) -> tuple[list[dict[str, str]] | None, str | None]:
     """(turns or None, problem or None): a list of {from, value} objects with text (or number) values."""
     if is_missing(conversations):  # NaN too: a pandas dump's empty cell is no turns, not a malformed row
@@ -98,6 +106,11 @@ def _normalise_turns(conversations: Any) -> tuple[list[dict[str, str]] | None, s
     for position, turn in enumerate(conversations):
         if not isinstance(turn, Mapping):
             return None, f"malformed_row: turn {position} is {_preview(turn)}, not an object with from/value"
+        # A turn without the key (a `{role, content}` turn) is another schema, not an empty turn or an unknown role,
+        # which an empty `from` / `value` would be reported as.
+        missing = next((key for key in ("from", "value") if key not in turn), None)
+        if missing is not None:
+            return None, f"malformed_row: turn {position} has no {missing!r} ({_keys(turn)})"
         value = turn.get("value")
         if isinstance(value, (list, dict)):
             return None, f"malformed_row: turn {position}'s value is {_preview(value)}, not text"
@@ -123,10 +136,22 @@ def normalise_row(record: Any, *, source: str, index: int) -> dict[str, Any]:
     image, image_problem = _normalise_image(record.get("image"))
     conversations, turn_problem = _normalise_turns(record.get("conversations"))
     row = {"id": row_id, "image": image, "conversations": conversations, "source": source}
-    problem = image_problem or turn_problem or text_problem(row)
+    problem = image_problem or turn_problem or _schema_problem(record) or text_problem(row)
     if problem:
         row[PROBLEM_COLUMN] = problem
     return row
+
+
+def _schema_problem(record: Mapping[str, Any]) -> str | None:
+    """A `malformed_row` problem for a record of another schema, which would otherwise be rejected with nothing said
+    (no `conversations`: `bad_turn_order` with no turns) or, worse, kept with its image lost: an `images` list
+    instead of `image` read as a text row. An explicit null `conversations` stays a row without turns."""
+    if "conversations" not in record:
+        return f"malformed_row: no 'conversations' ({_keys(record)})"
+    if "image" not in record and not is_missing(record.get("images")) and record.get("images") != []:
+        return (f"malformed_row: 'images' where the LLaVA row has 'image' ({_keys(record)}); one image per row, "
+                "named `image`")
+    return None
 
 
 def text_problem(row: dict[str, Any]) -> str | None:

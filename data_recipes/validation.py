@@ -60,7 +60,8 @@ REJECT_REASONS: dict[str, str] = {
     "empty_turn": "a turn's text is empty or only whitespace",
     "bad_turn_order": "turns must start with human, alternate human/gpt and end with a gpt turn",
     "no_image_marker": f"the row has an image but no {IMAGE_TOKEN} marker",
-    "too_many_image_markers": f"more {IMAGE_TOKEN} markers than images (>1 on an image row, any on a text-only row)",
+    "too_many_image_markers": f"more {IMAGE_TOKEN} markers than images (>1 on an image row, any on a text-only row), "
+                              "or one in an answer (gpt) turn, which cannot hold the image",
     "duplicate_row": "an earlier row has the same id, image and turns",
     **IMAGE_REJECT_REASONS,
 }
@@ -93,25 +94,49 @@ _EXAMPLES = 5  # ids quoted per notice in reports
 
 
 def check_conversation(conversations: Sequence[Mapping[str, str]], has_image: bool) -> str | None:
-    """Return the reject reason for a row's turns, or None when they are well formed. Turns read from a pushed
-    dataset may hold nulls (a missing role or value): those are rejects too, never errors."""
-    if not isinstance(conversations, Sequence) or isinstance(conversations, str) or not all(
-            isinstance(turn, Mapping) for turn in conversations):
-        return "malformed_row"
-    if any(turn.get("from") not in _ROLES for turn in conversations):
-        return "unknown_role"
-    if any(not isinstance(turn.get("value"), str) or not turn["value"].strip() for turn in conversations):
-        return "empty_turn"
+    """Return the reject reason for a row's turns, or None when they are well formed (`conversation_problem` also
+    says what was found)."""
+    return conversation_problem(conversations, has_image)[0]
+
+
+def conversation_problem(conversations: Sequence[Mapping[str, str]], has_image: bool) -> tuple[str | None, str]:
+    """(reject reason, what was found) for a row's turns, or (None, "") when they are well formed. Turns read from a
+    pushed dataset may hold nulls (a missing role or value): those are rejects too, never errors. The detail names
+    the turn, so `rejects.jsonl` says which one to fix."""
+    if not isinstance(conversations, Sequence) or isinstance(conversations, str):
+        return "malformed_row", f"`conversations` is {type(conversations).__name__}, not a list of turns"
+    for position, turn in enumerate(conversations):
+        if not isinstance(turn, Mapping):
+            return "malformed_row", f"turn {position} is {type(turn).__name__}, not an object with from/value"
+    for position, turn in enumerate(conversations):
+        if turn.get("from") not in _ROLES:
+            return "unknown_role", f"turn {position} is from {turn.get('from')!r}, not human or gpt"
+    for position, turn in enumerate(conversations):
+        value = turn.get("value")
+        if not isinstance(value, str) or not value.strip():
+            return "empty_turn", f"turn {position} ({turn['from']}) is {'null' if value is None else 'empty'}"
     roles = [turn["from"] for turn in conversations]
     # An odd number of turns ends on an unanswered question: nothing to supervise for it.
-    if not roles or len(roles) % 2 or any(role != _ROLES[i % 2] for i, role in enumerate(roles)):
-        return "bad_turn_order"
+    if not roles:
+        return "bad_turn_order", "no turns"
+    if len(roles) % 2 or any(role != _ROLES[i % 2] for i, role in enumerate(roles)):
+        return "bad_turn_order", f"turns are {', '.join(roles)}"
+    # A marker in an answer stands for no image the answer could hold: rendering dropped it from the answer (an answer
+    # of "<image>" alone trained an empty answer, "It shows <image> a cat" trained "It shows  a cat") and opened a
+    # question with the image instead, a row the user never wrote.
+    answer = next((i for i, turn in enumerate(conversations) if turn["from"] == "gpt" and IMAGE_TOKEN in turn["value"]),
+                  None)
+    if answer is not None:
+        alone = not conversations[answer]["value"].replace(IMAGE_TOKEN, "").strip()
+        return "too_many_image_markers", (f"turn {answer} (gpt) holds {'only ' if alone else ''}{IMAGE_TOKEN}: an "
+                                          "answer cannot hold the image; the marker belongs in a human turn")
     markers = sum(turn["value"].count(IMAGE_TOKEN) for turn in conversations)
     if has_image and markers == 0:
-        return "no_image_marker"
+        return "no_image_marker", f"the row has an image but no {IMAGE_TOKEN} in its turns"
     if markers > (1 if has_image else 0):
-        return "too_many_image_markers"
-    return None
+        return "too_many_image_markers", (f"{markers} {IMAGE_TOKEN} markers on a row with one image" if has_image else
+                                          f"{markers} {IMAGE_TOKEN} marker(s) on a row without an image")
+    return None, ""
 
 
 def check_image_file(
@@ -359,8 +384,7 @@ def validate_dataset(
             index = len(reasons)
             if isinstance(image, Mapping) and image.get("bytes") is None and not image.get("path"):
                 image = None  # an empty Image value: a text row
-            reason, detail = _problem(problem) if problem else (check_conversation(conversations, image is not None),
-                                                                 "")
+            reason, detail = _problem(problem) if problem else conversation_problem(conversations, image is not None)
             if reason is None:
                 reason, detail = duplicates.check(index, row_id, image, conversations)
             if reason is None and isinstance(image, Mapping) and image.get("bytes") is not None \

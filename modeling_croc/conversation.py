@@ -3,7 +3,7 @@ supervised or not) and as the processor's Jinja chat template that inference ren
 tokens a model is trained on are the tokens it is prompted with; `tests/test_one_input_pipeline.py` checks it.
 
 * ``plain`` (stage 1): ``<image>`` + caption + ``\\n``; only the caption and its newline are supervised, the human
-  text is dropped (LLaVA's pretraining format).
+  text is dropped (LLaVA's pretraining format); a row must be one image, one question and one answer.
 * ``vicuna_v1`` (stages 1.5 and 2): ``"{system} USER: <image>\\n{question} ASSISTANT: {answer}</s>USER: ..."``;
   only the answers and their ``</s>`` are supervised (LLaVA-1.5's and Croc's format).
 * ``qwen_1_5`` (ViCToR's stages 1.5 and 2, Qwen2/2.5 LMs): ChatML, ``"<|im_start|>system\\nYou are a helpful
@@ -51,6 +51,15 @@ def conversation_role(turn: Mapping[str, str]) -> str:
         raise ValueError(f"unknown conversation role {turn.get('from')!r}; expected one of {sorted(ROLES)}") from None
 
 
+def _image_turn(conversations: Sequence[Mapping[str, str]]) -> int | None:
+    """The index of the first user turn whose text holds the image marker, or None. The image opens that turn, as
+    LLaVA's `preprocess_multimodal` (llava/train/train.py) puts the marker at the front of the turn that held it: a
+    row asking about its image in its second question is trained with the image there, not moved before the first
+    question. Validation rejects a marker in an answer (`too_many_image_markers`), so none is looked for there."""
+    return next((index for index, turn in enumerate(conversations)
+                 if conversation_role(turn) == USER and IMAGE_TOKEN in turn["value"]), None)
+
+
 def _without_marker(text: str) -> str:
     # A turn that carried the marker loses it and the whitespace around it ("<image>\nQ" and "Q\n<image>" -> "Q").
     return text.replace(IMAGE_TOKEN, "").strip() if IMAGE_TOKEN in text else text
@@ -91,6 +100,11 @@ class ConversationTemplate:
         single_exchange: whether the format holds one image, one question and one answer only (PaliGemma's prefix
             -> suffix): a row with another shape cannot be rendered (`cannot_render`), and the chat template
             refuses a system message, a turn without an image and a second image.
+        image_caption_only: whether training takes only rows of one image and one exchange, as `cannot_render`
+            says, while the chat template stays unrestricted (`plain`, stage 1: LLaVA's `preprocess_plain` asserts an
+            image marker and two turns; this format drops the question, so a text row trained a bare answer, one
+            micro-batch of text rows gave a loss with no gradient, and several exchanges one caption of all the
+            answers).
     """
 
     name: str
@@ -112,15 +126,18 @@ class ConversationTemplate:
     bos_after_image: bool = False
     chat_user_suffix: str | None = None
     single_exchange: bool = False
+    image_caption_only: bool = False
 
     def cannot_render(self, conversations: Sequence[Mapping[str, str]], has_image: bool) -> str | None:
-        """Why this format cannot express the row, or None: a `single_exchange` format takes one image row of one
-        question and one answer, in that order."""
-        if not self.single_exchange:
+        """Why this format cannot express the row, or None: a `single_exchange` or `image_caption_only` format
+        takes one image row of one question and one answer, in that order."""
+        if not (self.single_exchange or self.image_caption_only):
             return None
         roles = [conversation_role(turn) for turn in conversations]
         if not has_image:
-            return f"the {self.name} format needs an image in every row (its processor refuses text alone)"
+            why = ("it trains an image's caption: a text row would be a bare answer, its question dropped"
+                   if self.image_caption_only else "its processor refuses text alone")
+            return f"the {self.name} format needs an image in every row ({why})"
         if roles != [USER, ASSISTANT]:
             return (f"the {self.name} format holds one question and one answer; this row has {len(roles)} turns "
                     f"({', '.join(roles) or 'none'})")
@@ -131,25 +148,25 @@ class ConversationTemplate:
     def segments(
         self, conversations: Sequence[Mapping[str, str]], has_image: bool, eos_token: str = "</s>"
     ) -> list[Segment]:
-        """The row rendered as segments. With `has_image` exactly one image marker opens the first user turn,
-        wherever the row had it (a row that starts with an answer gets an empty user turn for it); a text-only row
-        gets none, and stray markers are dropped."""
+        """The row rendered as segments. With `has_image` exactly one image marker opens the user turn that held
+        the row's marker (`_image_turn`), or the first user turn when no user turn holds one (a row that starts with
+        an answer gets an empty user turn for it); a text-only row gets none, and stray markers are dropped."""
+        image_turn = _image_turn(conversations) if has_image else None
         turns = [(conversation_role(turn), _without_marker(turn["value"])) for turn in conversations]
         if self.trim_text:
             turns = [(role, text.strip()) for role, text in turns]
-        first_user = None
-        if has_image:
-            first_user = next((i for i, (role, _) in enumerate(turns) if role == USER), None)
-            if first_user is None or any(role == ASSISTANT for role, _ in turns[:first_user]):
+        if has_image and image_turn is None:
+            image_turn = next((i for i, (role, _) in enumerate(turns) if role == USER), None)
+            if image_turn is None or any(role == ASSISTANT for role, _ in turns[:image_turn]):
                 turns.insert(0, (USER, ""))
-                first_user = 0
+                image_turn = 0
 
         segments: list[Segment] = []
         prompt = self.system
         last_user = max((i for i, (role, _) in enumerate(turns) if role == USER), default=-1)
         for index, (role, text) in enumerate(turns):
             if role == USER:
-                prompt += self._user_turn(text if self.user_text else "", index == first_user)
+                prompt += self._user_turn(text if self.user_text else "", index == image_turn)
             else:
                 segments.append(Segment(prompt + self._assistant_prefix(final=index > last_user), False))
                 answer = self.answer_suffix.replace("{eos}", eos_token)
@@ -166,7 +183,7 @@ class ConversationTemplate:
     def _user_turn(self, text: str, with_image: bool) -> str:
         if with_image and not self.strip_image_turn:
             # The image block keeps its blank lines and the text is trimmed, as the chat template writes the turn:
-            # a row whose marker sat in a later turn kept this turn's whitespace ("Hello.\n" before the suffix).
+            # untrimmed, a turn's own whitespace ("Hello.\n" before the suffix) was trained that the chat trims.
             text = text.strip()
         body = self.image_prefix + text if with_image else text
         if with_image and self.strip_image_turn:
@@ -261,7 +278,7 @@ class ConversationTemplate:
 
 PLAIN = ConversationTemplate(
     name="plain", system="", user_text=False, user_prefix="", user_suffix="", image_prefix=IMAGE_TOKEN,
-    assistant_prefix="", answer_prefix="", answer_suffix="\n",
+    assistant_prefix="", answer_prefix="", answer_suffix="\n", image_caption_only=True,
 )
 VICUNA_V1 = ConversationTemplate(
     name="vicuna_v1", system=VICUNA_V1_SYSTEM + " ", user_text=True, user_prefix="USER: ", user_suffix=" ",
@@ -457,16 +474,19 @@ def register_template(template: ConversationTemplate) -> ConversationTemplate:
 
 
 def llava_row_to_messages(conversations: Sequence[Mapping[str, str]], has_image: bool) -> list[dict]:
-    """A LLaVA row as chat messages for `apply_chat_template`, with its image (if any) in the first user turn,
-    where the training rendering places it."""
+    """A LLaVA row as chat messages for `apply_chat_template`, with its image (if any) opening the user turn that
+    held its marker, or the first user turn: where the training rendering places it (`ConversationTemplate.segments`).
+    """
+    image_turn = _image_turn(conversations) if has_image else None
     messages = [{"role": conversation_role(turn), "content": [{"type": "text", "text": _without_marker(turn["value"])}]}
                 for turn in conversations]
-    if has_image:
-        first_user = next((i for i, m in enumerate(messages) if m["role"] == USER), None)
-        if first_user is None or any(m["role"] == ASSISTANT for m in messages[:first_user]):
+    if has_image and image_turn is None:
+        image_turn = next((i for i, m in enumerate(messages) if m["role"] == USER), None)
+        if image_turn is None or any(m["role"] == ASSISTANT for m in messages[:image_turn]):
             messages.insert(0, {"role": USER, "content": []})
-            first_user = 0
-        messages[first_user]["content"].insert(0, {"type": "image"})
+            image_turn = 0
+    if has_image:
+        messages[image_turn]["content"].insert(0, {"type": "image"})
     return messages
 
 

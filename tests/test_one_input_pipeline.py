@@ -76,7 +76,14 @@ def test_training_inputs_equal_inference_inputs(base_processor, chatml_processor
     template = get_template(stage if qwen else STAGES[stage].template)
     turns, image_name = ROWS[case]
     row = _row(turns, image_name)
-    trained = CrocSupervisedDataset([row], processor, template, image_root=image_root)[0]
+    dataset = CrocSupervisedDataset([row], processor, template, image_root=image_root)
+    why = template.cannot_render(row["conversations"], has_image=image_name is not None)
+    if why is not None:
+        # Stage 1's `plain` trains one image and its caption a row: a text row or several exchanges is rejected
+        # before training, never rendered into inputs.
+        assert dataset.fit_row(row) == ("rejected", "template_cannot_render", why, 0)
+        return
+    trained = dataset[0]
 
     messages = llava_row_to_messages(row["conversations"], has_image=image_name is not None)
     chat_template = template.chat_template(processor.tokenizer.eos_token)

@@ -51,8 +51,8 @@ logger = logging.getLogger(__name__)
 LENGTH_REJECT_REASONS: dict[str, str] = {
     "too_long": "the image tokens, the prompt and the first answer token do not fit in model_max_length",
     "nothing_supervised": "the template leaves no token of the row to learn from",
-    "template_cannot_render": "the chat format cannot express the row (PaliGemma's: one image, one question, one "
-                              "answer)",
+    "template_cannot_render": "the chat format cannot express the row (PaliGemma's and stage 1's `plain`: one image, "
+                              "one question, one answer)",
 }
 # Key of a sample that stands in for the row asked for, which could not be used (its image could not be read, or it
 # does not fit): that row's record ({id, index, image, reason, detail}), which the collator gathers into the batch's

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -90,17 +91,69 @@ def load_training_rows(data_args: DataArguments, args: CrocTrainingArguments | N
         validation.notices
     if report.writes:  # written once the run may write its output folder (a build's own rejects.jsonl stays there)
         report.start_rejects.extend(rejected_rows(rows, validation))
+    report.hint = _missing_image_hint(rows, validation, image_root, path)
     rows = kept_rows(rows, validation)
     report.check_start()
     if len(rows) == 0:
         # The message names the rejects file: written first, as `check_start` does.
         rejected = (f" (all {report.rows_read:,} rejected, with their reasons: {report.write_refused_start()})"
                     if report.rows_read else "")
-        raise DataError(f"no training rows in {path}{rejected}")
+        raise DataError(f"no training rows in {path}{rejected}" + (f"; {report.hint}" if report.hint else ""))
     start_rejections: dict[str, list[int]] = {}
     for index in validation.rejected_indices:
         start_rejections.setdefault(validation.reasons[index], []).append(index)
     return TrainingRows(rows, image_root, report, data_args.image_limits, start_rejections)
+
+
+# Entries `_image_root_candidate` looks at, at most, under the data file's folder: enough for a dataset's folder of
+# annotation files and image subfolders, bounded where the folder is a whole disk of images.
+_CANDIDATE_SCAN_ENTRIES = 200_000
+
+
+def _missing_image_hint(rows: datasets.Dataset, validation: ValidationReport, image_root: Path, path: Path) -> str:
+    """Where most of the start's rejects are `missing_image`, the likely cause is the image root, not the images: say
+    where the first missing image was looked for and, when exactly one folder under the data's own folder holds it
+    at the row's relative path, name that folder as the `data.image_root` to set. "" otherwise. Raising
+    `data.max_reject_fraction`, which the budget's message suggests, would have trained on the few rows left."""
+    missing = validation.counts.get("missing_image", 0)
+    # Rows of a `datasets.Image` column carry their images (reading one would decode it): the hint is for path rows.
+    if not missing or 2 * missing <= validation.num_rejected or _has_image_feature(rows):
+        return ""
+    first = validation.reasons.index("missing_image")
+    image = rows[first]["image"]
+    if not isinstance(image, str):
+        return ""
+    # A resume's verdicts, taken from its record, hold no detail: the path is the root's join then.
+    looked = validation.details[first] or str(image_root / os.path.normpath(image))
+    hint = (f"most rejects are missing_image: the first, {image!r}, was looked for at {looked} "
+            f"(images are read relative to data.image_root, here {image_root})")
+    candidate = _image_root_candidate(path if path.is_dir() else path.parent, image, image_root)
+    if candidate is not None:
+        hint += f"; {candidate / image} exists: set data.image_root={candidate} (--data.image_root={candidate})"
+    return hint
+
+
+def _image_root_candidate(base: Path, image: str, image_root: Path) -> Path | None:
+    """The one folder under `base` (hidden folders left out) where `image`, a relative path, names a file, other
+    than `image_root`; None when there is none, several, or the bounded scan (`_CANDIDATE_SCAN_ENTRIES`) ends first."""
+    parts = Path(os.path.normpath(image)).parts
+    if not parts or parts[0] == os.pardir:
+        return None
+    found: set[Path] = set()
+    seen = 0
+    for folder, subfolders, files in os.walk(base):
+        subfolders[:] = sorted(name for name in subfolders if not name.startswith("."))
+        seen += len(subfolders) + len(files)
+        here = Path(folder)
+        # The file's folders must end as the row's path does (`sub/a.png` under `.../images/sub`): the root is above.
+        if parts[-1] in files and len(here.parts) >= len(parts) \
+                and here.parts[len(here.parts) - len(parts) + 1:] == parts[:-1]:
+            candidate = here.parents[len(parts) - 2] if len(parts) > 1 else here
+            if candidate.absolute() != image_root.absolute():
+                found.add(candidate)
+        if len(found) > 1 or seen > _CANDIDATE_SCAN_ENTRIES:
+            return None
+    return next(iter(found)) if found else None
 
 
 def _read_source(path: Path, data_args: DataArguments,

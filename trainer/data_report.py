@@ -89,6 +89,9 @@ class DataReport:
     rejects_path: Path | None = None
     writes: bool = True
     logs: bool = True
+    # What the start's refusal adds to its line (`trainer.data_loading`: where most rejects are missing images, where
+    # the first was looked for and the image root that would hold it), "" for nothing.
+    hint: str = ""
     # The indices of `replaced_rows`, built from them when first needed (None: not yet, or the rows were restored).
     _known: set[int] | None = field(default=None, init=False, repr=False, compare=False)
 
@@ -131,7 +134,8 @@ class DataReport:
         if self._over_budget(rejected, self.rows_read):
             raise RejectedRowsError(
                 f"{rejected:,} of {self.rows_read:,} rows of {self.source} rejected ({format_counts(self.rejected)}), "
-                f"more than {self._budget_words()}; rejected rows with their reasons: {self.write_refused_start()}")
+                f"more than {self._budget_words()}; rejected rows with their reasons: {self.write_refused_start()}"
+                + (f"; {self.hint}" if self.hint else ""))
 
     def write_refused_start(self) -> str:
         """For a run refused for its rows before it starts: write the start's rejects where the refusal's line says,

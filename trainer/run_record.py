@@ -44,7 +44,7 @@ RECORD_FORMAT = 1
 # What a training step computes, versioned: a change to it that no configuration key shows (a fix) gets a new
 # version and its line here, and a resume from a checkpoint of an earlier version says what differs from the
 # resumed step on (`computation_changes`). A record without the key is version 1.
-COMPUTATION = 6
+COMPUTATION = 7
 # Each version's changes, as (what changed, whether a run of that record computed it): a change is named only to the
 # runs it touches (masks are drawn in stage 1.5 only; Gemma 3's and Mistral 3's changes concern those families), so a
 # stage-2 LLaVA run resumed across the upgrade is not told it now leaves its curve.
@@ -74,6 +74,9 @@ COMPUTATION_CHANGES: dict[int, tuple[tuple[str, Callable[[dict[str, Any]], bool]
         ("every turn's text trimmed, as the chat template trims it (the surrounding whitespace of answers, of text "
          "turns and of the first user turn of an image row whose marker sits in a later turn was trained)",
          lambda saved: saved.get("template") in ("gemma3", "gemma4"))),
+    7: (("rows whose <image> marker sits in a later question, if any, with the image at the front of that question, "
+         "as LLaVA's preprocess_multimodal keeps it (it was moved to the first question)",
+         lambda saved: saved.get("stage") in (None, "1.5", "2")),),
 }
 
 

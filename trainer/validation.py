@@ -232,7 +232,7 @@ def check_data(data: dict[str, Any]) -> None:
     if location.is_dir() and not is_saved_build(location) and not any(location.rglob("*.parquet")):
         raise ConfigError(f"data.path {path} is a folder but neither a datasets.save_to_disk build (dataset_info.json "
                           "and state.json) nor a dataset of Parquet files (a pushed dataset's layout)")
-    if location.is_file() and location.suffix not in (".json", ".jsonl"):
+    if location.is_file() and location.suffix.lower() not in (".json", ".jsonl"):
         raise ConfigError(f"data.path {path}: expected a .json or .jsonl LLaVA-format file")
     root = data.get("image_root")
     if root and not Path(str(root)).expanduser().is_dir():

@@ -205,9 +205,11 @@ def test_an_earlier_versions_checkpoint_is_told_only_the_changes_its_run_compute
     (tmp_path / RUN_RECORD).write_text(json.dumps(saved))
     with caplog.at_level(logging.WARNING, logger="trainer.resume"):
         _check_record(str(tmp_path), saved, [])
-    # Computation 5 (the Qwen families' step-wide loss average) is told to the Qwen families and unknown ones only.
+    # Computation 5 (the Qwen families' step-wide loss average) is told to the Qwen families and unknown ones only;
+    # computation 7 (an image marker in a later question) to every run of the chat stages.
     qwen = model_type in (None, "croc_qwen2_5_vl")
-    assert ("earlier version" in caplog.text) is (bool(named) or qwen), caplog.text
+    assert ("earlier version" in caplog.text) is (bool(named) or qwen or stage in ("1.5", "2")), caplog.text
+    assert ("<image> marker sits in a later question" in caplog.text) is (stage in ("1.5", "2")), caplog.text
     assert [what for what in CHANGES_OF_VERSION_2 if what in caplog.text] == list(named), caplog.text
     assert ("Qwen2.5-VL's and Qwen3-VL's losses" in caplog.text) is qwen, caplog.text
 
