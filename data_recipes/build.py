@@ -31,7 +31,7 @@ from datasets import Dataset, concatenate_datasets
 from huggingface_hub import DatasetCard, is_offline_mode
 from huggingface_hub.utils import HFValidationError, validate_repo_id
 
-from modeling_croc.publish_folder import check_publish_folder, prepare_publish_folder
+from modeling_croc.publish_folder import check_publish_folder, fill_publish_folder, prepare_publish_folder
 from modeling_croc.upload_scan import UploadLeakError, check_upload_set
 from modeling_croc.write_failures import NO_ROOM_ERRNOS, write_failure_reason
 
@@ -221,9 +221,15 @@ def _write_hub_folder(pushed: Dataset, card: DatasetCard, hub_folder: Path, num_
             message = str(error).replace(f"refusing to publish {staging}:", f"refusing to publish {hub_folder}:", 1)
             raise UploadLeakError(message, error.findings) from None
         prepare_publish_folder(hub_folder, written, option=publish.HUB_FOLDER_OPTION, keep_clear_of=folders)
-        for name in written:
-            (hub_folder / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(staging / name, hub_folder / name)  # a rename on one disk; a copy cut short is scanned bytes
+        # Moved through a hidden folder inside it: on another, full disk a shard cut short stayed beside a marker
+        # listing every shard, a set that looked whole.
+        try:
+            fill_publish_folder(staging, written, hub_folder, move=True)
+        except OSError as error:
+            raise BuildWriteError(f"could not write {publish.HUB_FOLDER_OPTION} {hub_folder}: "
+                                  f"{write_failure_reason(error)}; none of its files were left there (the build in "
+                                  f"{out_dir} is complete): free space there and rerun the same command with "
+                                  "--overwrite") from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return written

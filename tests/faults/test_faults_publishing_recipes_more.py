@@ -133,6 +133,34 @@ def test_an_interrupted_hub_folder_scan_leaves_no_unscanned_file_there(earlier, 
     assert not list((tmp_path / "build").glob(".hub-upload-*"))  # the staging folder went too
 
 
+def test_a_hub_folder_on_a_full_disk_holds_no_part_of_the_set(tmp_path, monkeypatch, capsys):
+    """The hub folder on another, full disk: the move of a shard (a copy there) stopped part-way, and the folder
+    kept the cut shard beside a marker listing every shard. It is filled through a hidden folder now: nothing of the
+    set stays, and the same command fills it once there is room."""
+    import errno
+    import os
+    import shutil
+
+    _data(tmp_path / "data")
+    hub = tmp_path / "hub"
+    move = shutil.move
+
+    def full_disk(source, destination, *args, **kwargs):
+        if str(destination).endswith(".parquet"):
+            Path(destination).parent.mkdir(parents=True, exist_ok=True)
+            Path(destination).write_bytes(Path(source).read_bytes()[:100])  # what the disk took
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(destination))
+        return move(source, destination, *args, **kwargs)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(publish_folder.shutil, "move", full_disk)
+        assert recipes_main(_build_argv(tmp_path, "--hub-folder", str(hub))) == 1
+    assert "No space left on device" in capsys.readouterr().err
+    assert _files(hub) == [PUBLISH_MARKER]
+    assert recipes_main(_build_argv(tmp_path, "--overwrite", "--hub-folder", str(hub))) == 0
+    assert sorted(_files(hub)) == sorted([PUBLISH_MARKER, *hub_files(1)])
+
+
 def test_a_leak_leaves_an_earlier_hub_folder_as_it_was_and_names_the_hub_folder(tmp_path, capsys):
     _data(tmp_path / "data")
     hub = tmp_path / "hub"
