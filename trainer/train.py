@@ -185,7 +185,9 @@ def _run(model_args, data_args, args, stage, signals: StopSignals, lock: OutputD
     if model_args.use_peft:
         model = apply_lora(model, model_args, args, resume_from)
         counts = count_trainable(model)
-    if args.local_process_index == 0:  # one per node: a node's own disk as much as a shared one
+    # The main process writes the weights; another node writes a whole checkpoint only with save_on_each_node (else
+    # its own shards or RNG state at most, which the bounds do not describe).
+    if args.process_index == 0 or (args.save_on_each_node and args.local_process_index == 0):
         check_disk_space(model, args, adapter_only=bool(model_args.use_peft))
     if args.should_log:
         logger.info("%s", format_trainable(counts, stage.name))
