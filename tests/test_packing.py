@@ -16,7 +16,7 @@ from PIL import Image
 import modeling_croc.stage15 as modeling_module  # where the stage-1.5 forward looks the VTR loss up
 from croc_testing.backbones import backbone_fields
 from croc_testing.tiny import FLEX_SIZES, LLAVA_VOCAB, TINY_SIZES, tiny_croc_config, tiny_croc_processor
-from modeling_croc import IGNORE_INDEX, CrocConfig, CrocForConditionalGeneration
+from modeling_croc import IGNORE_INDEX, TEMPLATES, CrocConfig, CrocForConditionalGeneration
 from modeling_croc.attention_mask import prompt_block_ids
 from trainer.collator import DATA_REPORT_KEY, IMAGE_ORDER_KEY, CrocDataCollator, first_fit
 from trainer.data import CrocSupervisedDataset
@@ -25,7 +25,8 @@ from trainer.stages import get_stage
 PAD = LLAVA_VOCAB["pad_token_id"]
 # Samples in the order a sampler would deliver them: (image?, words in the answer). With the longest sample as the
 # budget, first-fit packs the fourth image next to the second, before the third (both templates), and text rows
-# next to images: vicuna_v1 [0], [1, 3], [2, 4], [5]; plain [0], [1, 3, 4, 5], [2] (asserted below).
+# next to images: vicuna_v1 [0], [1, 3], [2, 4], [5]; plain (image rows only: stage 1 takes no text row) [0], [1, 3],
+# [2].
 ROWS = [(True, 160), (True, 80), (True, 70), (True, 2), (False, 3), (False, 8)]
 WORDS = "red green blue small large square circle left right top bottom middle white image shape".split()
 
@@ -46,6 +47,8 @@ def _samples(processor, template: str, folder) -> list[dict]:
     rows = []
     for index, (image, words) in enumerate(ROWS):
         answer = " ".join(WORDS[int(i)] for i in torch.randint(len(WORDS), (words,), generator=generator)) + "."
+        if not image and TEMPLATES[template].image_caption_only:  # stage 1 trains image rows only
+            continue
         row = {"id": f"r{index}", "image": None, "source": "test",
                "conversations": [{"from": "human", "value": f"Question {index}?"}, {"from": "gpt", "value": answer}]}
         if image:

@@ -214,7 +214,7 @@ def rotate_checkpoints(output_dir: str | Path, save_total_limit: int | None, kee
                if path.is_dir()]  # a link to nothing has no time, and is no folder to delete
     if len(folders) <= save_total_limit:
         return
-    times = {path: path.stat().st_mtime for _, path in folders}
+    times = {path: _saved_at(path) for _, path in folders}
     by_time = max(times.values()) - min(times.values()) >= 1.0
     ordered = [path for _, path in sorted(folders, key=lambda item: (times[item[1]], item[0]) if by_time else item[0])]
     protected = {ordered[-1].resolve(), *(Path(path).resolve() for path in keep if path)}
@@ -226,6 +226,16 @@ def rotate_checkpoints(output_dir: str | Path, save_total_limit: int | None, kee
             logger.info("deleting %s (save_total_limit=%d)", path, save_total_limit)
             _delete_checkpoint(path)
             remaining -= 1
+
+
+def _saved_at(folder: Path) -> float:
+    """When a checkpoint was saved: its manifest's time (written last, and touched by nothing after), not the
+    folder's, which a file added since (an evaluation's report) makes the newest, so rotation deleted the checkpoint
+    just saved or resumed from and kept an older one."""
+    try:
+        return (folder / MANIFEST).stat().st_mtime
+    except OSError:
+        return folder.stat().st_mtime
 
 
 # What is left of a rotated checkpoint that held files the run did not write: the folder renamed out of the
@@ -284,7 +294,10 @@ _REPORT_SUFFIXES = frozenset({".json", ".jsonl", ".txt", ".md", ".csv", ".tsv", 
 _READ_BY_NAME = frozenset({"config.json", "generation_config.json", "adapter_config.json", "trainer_state.json",
                            "processor_config.json", "preprocessor_config.json", "video_preprocessor_config.json",
                            "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "added_tokens.json",
-                           "chat_template.json", "vocab.json", "merges.txt", "latest"})
+                           "chat_template.json", "vocab.json", "vocab.txt", "merges.txt", "tekken.json",
+                           "params.json", "quantize_config.json", "latest",
+                           # this trainer's own, read back on resume (an older checkpoint's manifest may lack them)
+                           "data_report.json", "logging_window.json", "nonfinite_steps.json"})
 
 
 def is_report_file(name: str, manifest_files) -> bool:

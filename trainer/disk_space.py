@@ -25,22 +25,38 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SaveSizes:
-    """Lower bounds, in bytes, of one checkpoint and of the final model folder."""
+    """Lower bounds, in bytes, of one checkpoint, of the final folder in output_dir and of a LoRA run's merged
+    model (`<output_dir>-merged`; 0 without LoRA)."""
 
     checkpoint: int
     final: int
+    merged: int = 0
 
 
-def save_sizes(model: torch.nn.Module, adapter_only: bool) -> SaveSizes:
-    """The least one checkpoint and the final folder of `model` take on disk; `adapter_only` when the checkpoints
-    save a LoRA adapter rather than the whole model. ZeRO-3 partitioned parameters count at full size."""
-    whole = trainable = 0
+def optimizer_state_bytes(optim: str, trainable_numel: int, trainable_bytes: int) -> int:
+    """The least the optimiser's state takes in a checkpoint: two moments per trainable parameter for the Adam
+    family (a byte each in the 8-bit ones), nothing known for the others (SGD without momentum, Adafactor's factored
+    moments), so that no run is refused on a guess."""
+    name = str(getattr(optim, "value", optim))
+    if "adam" not in name:
+        return 0
+    return 2 * (trainable_numel if "8bit" in name else trainable_bytes)
+
+
+def save_sizes(model: torch.nn.Module, adapter_only: bool, optim: str = "adamw_torch") -> SaveSizes:
+    """The least one checkpoint and the final folder of `model` take on disk; `adapter_only` when the run saves a
+    LoRA adapter (its checkpoints and output_dir), the whole model going to the merged folder. ZeRO-3 partitioned
+    parameters count at full size."""
+    whole = trainable = trainable_numel = 0
     for param in model.parameters():
-        size = getattr(param, "ds_numel", param.numel()) * param.element_size()
-        whole += size
+        numel = getattr(param, "ds_numel", param.numel())
+        whole += numel * param.element_size()
         if param.requires_grad:
-            trainable += size
-    return SaveSizes(checkpoint=(trainable if adapter_only else whole) + 2 * trainable, final=whole)
+            trainable += numel * param.element_size()
+            trainable_numel += numel
+    saved = trainable if adapter_only else whole
+    return SaveSizes(checkpoint=saved + optimizer_state_bytes(optim, trainable_numel, trainable), final=saved,
+                     merged=whole if adapter_only else 0)
 
 
 def planned_checkpoints(args) -> int:
@@ -52,7 +68,8 @@ def planned_checkpoints(args) -> int:
         return 0
     count = 1
     if strategy == "steps" and args.max_steps and args.max_steps > 0 and args.save_steps:
-        steps = args.save_steps if args.save_steps >= 1 else max(1, math.ceil(args.save_steps * args.max_steps))  # as the Trainer reads a ratio
+        # a ratio of max_steps, as the Trainer reads it
+        steps = args.save_steps if args.save_steps >= 1 else max(1, math.ceil(args.save_steps * args.max_steps))
         count = max(1, int(args.max_steps // steps))
     if args.save_total_limit and args.save_total_limit > 0:
         count = min(count, args.save_total_limit + 1)
@@ -66,14 +83,20 @@ def _sizes(*sizes: int) -> list[str]:
     return written if len(set(written)) == len(written) else [f"{size:,} bytes" for size in sizes]
 
 
-def check_disk_space(model: torch.nn.Module, args, adapter_only: bool) -> None:
-    """Refuse, in one line, a run whose first save cannot fit on `args.output_dir`'s disk; warn when what it keeps
-    (its checkpoints and the final folder) may not."""
-    folder = Path(args.output_dir)
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
-    sizes = save_sizes(model, adapter_only)
-    free = shutil.disk_usage(folder).free
+def _free(folder: str | Path) -> int:
+    """Free bytes on the disk that holds (or will hold) `folder`."""
+    path = Path(folder).expanduser()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return shutil.disk_usage(path).free
+
+
+def check_disk_space(model: torch.nn.Module, args, adapter_only: bool, merged_dir: str | Path | None = None) -> None:
+    """Refuse, in one line, a run whose first save cannot fit on `args.output_dir`'s disk, or whose final writes
+    elsewhere cannot fit there (a LoRA run's `merged_dir`, the `--hub_dry_run` folder's copy of the final folder);
+    warn when what it keeps on output_dir's disk (its checkpoints and the final folder) may not."""
+    sizes = save_sizes(model, adapter_only, args.optim)
+    free = _free(args.output_dir)
     checkpoints = planned_checkpoints(args)
     first = sizes.checkpoint if checkpoints else sizes.final
     if free < first:
@@ -81,6 +104,15 @@ def check_disk_space(model: torch.nn.Module, args, adapter_only: bool) -> None:
         has, needs = _sizes(free, first)
         raise ConfigError(f"output_dir {args.output_dir} has {has} free, and {what} needs at least {needs}: free "
                           "space or choose an output_dir on a larger disk (nothing was trained)")
+    for folder, size, what in ((merged_dir, sizes.merged, "the merged model"),
+                               (args.hub_dry_run or None, sizes.final, "the dry run's copy of the final folder")):
+        if folder is None or not size:
+            continue
+        elsewhere = _free(folder)
+        if elsewhere < size:
+            has, needs = _sizes(elsewhere, size)
+            raise ConfigError(f"{folder} is on a disk with {has} free, and {what} needs at least {needs}: free space "
+                              "or choose a folder on a larger disk (nothing was trained)")
     needed = checkpoints * sizes.checkpoint + sizes.final
     if free < needed:
         has, needs = _sizes(free, needed)

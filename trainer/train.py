@@ -188,7 +188,8 @@ def _run(model_args, data_args, args, stage, signals: StopSignals, lock: OutputD
     # The main process writes the weights; another node writes a whole checkpoint only with save_on_each_node (else
     # its own shards or RNG state at most, which the bounds do not describe).
     if args.process_index == 0 or (args.save_on_each_node and args.local_process_index == 0):
-        check_disk_space(model, args, adapter_only=bool(model_args.use_peft))
+        check_disk_space(model, args, adapter_only=bool(model_args.use_peft),
+                         merged_dir=merged_folder(args.output_dir) if model_args.use_peft else None)
     if args.should_log:
         logger.info("%s", format_trainable(counts, stage.name))
         logger.info("learning rates: %s", args.group_learning_rates)

@@ -75,7 +75,7 @@ def test_an_evaluation_report_added_to_checkpoints_neither_stops_the_resume_nor_
 
 
 @pytest.mark.parametrize("name", ["adapter_config.json", "model.safetensors.index.json", "croc_extra.json", "notes.pt",
-                                  "global_step2/scores.json", "latest"])
+                                  "global_step2/scores.json", "latest", "vocab.txt", "tekken.json"])
 def test_an_added_file_a_loader_could_read_still_makes_the_checkpoint_not_intact(two_steps, tmp_path, name):
     checkpoint = tmp_path / "checkpoint-2"
     shutil.copytree(two_steps / "checkpoint-2", checkpoint)
@@ -87,6 +87,19 @@ def test_an_added_file_a_loader_could_read_still_makes_the_checkpoint_not_intact
         (checkpoint / MANIFEST).write_text(json.dumps(manifest))
     (checkpoint / name).write_text("{}")
     assert checkpoint_problem(checkpoint) == f"{name} is not in its manifest (added after the save)"
+
+
+def test_a_report_added_to_an_older_checkpoint_does_not_make_it_the_newest_to_rotation(two_steps, tiny_model, data,
+                                                                                       tmp_path, capsys):
+    """Rotation goes by the time a checkpoint was saved: by the folder's time, a report added to checkpoint-1 made
+    it the newest, and the resumed run deleted checkpoint-2, the one it had just resumed from."""
+    out = _checkpoints_only(two_steps, tmp_path / "run")
+    os.utime(out / "checkpoint-1" / MANIFEST, (1000, 1000))
+    os.utime(out / "checkpoint-2" / MANIFEST, (2000, 2000))
+    (out / "checkpoint-1" / "eval_results.json").write_text('{"eval_accuracy": 0.5}')  # the folder is now newest
+    train_module.main(_argv(out, tiny_model, data, "--max_steps=3", "--resume_accept_changes=[max_steps]",
+                            "--save_total_limit=2"))
+    assert _names(out) == ["checkpoint-1-rotated", "checkpoint-2", "checkpoint-3"]
 
 
 def test_rotation_without_added_files_deletes_the_whole_checkpoint(two_steps, tmp_path):
