@@ -35,9 +35,10 @@ string and binary column (embedded files, such as a datasets.Image column's byte
 lists, a map's keys and values) included (the data pages are compressed, so their raw bytes would hide text). Row
 values are upstream content, where a shell command naming `/home/user/` or `/tmp/` is ordinary: only this process's
 tokens and this machine's own folders count there (and in the footer's min/max statistics, which are row values: the footer is not read raw).
-A compressed file (gzip, bzip2, xz, a zip archive's members; known by its first bytes, whatever its name) is read
-decompressed, since its raw bytes hide its text; one the standard library cannot open (zstd, 7z, rar, lz4, a
-compressed file inside a zip archive) cannot be scanned. A file that cannot be read (a Parquet file cut short, a file gone, such a
+A compressed file or archive (gzip, bzip2, xz, zip, tar; known by its first bytes, whatever its name) is read through
+its layers, up to four deep (a tar.gz of rotated .log.gz files), since its raw bytes hide its text; one the standard
+library cannot open (zstd, 7z, rar, lz4), deeper layers and a file that expands past 50 times its size (at least
+64 MiB, at most 1 GiB: a decompression bomb) cannot be scanned. A file that cannot be read (a Parquet file cut short, a file gone, such a
 compressed file) is a finding too (:data:`UNREADABLE`): what goes up must have been scanned.
 
 :func:`push_files` uploads a scanned folder's exact file list in one commit (`HfApi.create_commit`), scanning it again
@@ -47,12 +48,18 @@ right before.
 from __future__ import annotations
 
 import bz2
+import contextlib
 import getpass
 import gzip
+import io
 import lzma
 import os
 import re
+import shutil
+import tarfile
+import tempfile
 import zipfile
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
@@ -419,50 +426,120 @@ def _scan_sequential(scanner: _Scanner, handle: BinaryIO) -> list[tuple[int, str
 
 
 # First bytes of compressed files: read decompressed (the standard library's own formats), or refused.
-_DECOMPRESSORS = {b"\x1f\x8b\x08": gzip.open, b"BZh": bz2.open, b"\xfd7zXZ\x00": lzma.open}
+_DECOMPRESSORS = {b"\x1f\x8b\x08": gzip.GzipFile, b"BZh": bz2.BZ2File, b"\xfd7zXZ\x00": lzma.LZMAFile}
 _UNSCANNABLE = {b"\x28\xb5\x2f\xfd": "zstd", b"7z\xbc\xaf\x27\x1c": "7z", b"Rar!\x1a\x07": "rar",
                 b"\x04\x22\x4d\x18": "lz4"}
 _ZIP = b"PK\x03\x04"
-# A zip member is read as it is stored in the archive once decompressed; one named as a compressed file is refused (a
-# member's first bytes are not looked at: a tensor's bytes in a torch.save archive would match a magic now and then).
-_COMPRESSED_SUFFIXES = (".gz", ".tgz", ".bz2", ".xz", ".zip", ".zst", ".7z", ".rar", ".lz4")
+_TAR_MAGIC_AT = 257  # "ustar" in a tar header (POSIX and GNU)
+# Layers of compression and archives read inside one another (a tar.gz of rotated .log.gz files is three).
+_MAX_LAYERS = 4
+# What a file may expand to, all layers together: a few hundred bytes of bzip2 expand to a gigabyte of zeros, which
+# the scan would read for many minutes. Past this it is refused as unscanned ("upload it unpacked").
+_EXPANSION_FLOOR, _EXPANSION_RATIO, _EXPANSION_CEILING = 64 << 20, 50, 1 << 30
 
 
 def _compression(head: bytes) -> str | None:
-    """The compressed format a file's first bytes show ("zip", "stream" for gzip, bzip2 and xz, or a format the
-    scanner cannot read), or None."""
+    """The container a stream's first bytes show: "zip", "stream" (gzip, bzip2, xz), "tar", a format the scanner
+    cannot read (zstd, ...), or None."""
     if head.startswith(_ZIP):
         return "zip"
     if any(head.startswith(magic) for magic in _DECOMPRESSORS):
         return "stream"
+    if head[_TAR_MAGIC_AT:_TAR_MAGIC_AT + 5] == b"ustar":
+        return "tar"
     return next((name for magic, name in _UNSCANNABLE.items() if head.startswith(magic)), None)
 
 
-def _scan_compressed(scanner: _Scanner, path: Path, kind: str) -> list[tuple[str, str, str]]:
-    """Findings in a compressed file's decompressed bytes (each member of a zip archive), as `where`, kind, text."""
-    if kind == "stream":
-        with path.open("rb") as raw:
-            head = raw.read(6)
-        opener = next(opener for magic, opener in _DECOMPRESSORS.items() if head.startswith(magic))
-        with opener(path, "rb") as handle:
-            return [(f"decompressed byte {at}", found, text) for at, found, text in _scan_sequential(scanner, handle)]
-    if kind != "zip":
-        raise OSError(f"compressed ({kind}), which the scanner cannot read: upload it unpacked")
-    hits = []
+class _Expansion:
+    """The decompressed bytes a file's layers have produced, against its limit."""
+
+    def __init__(self, compressed_size: int) -> None:
+        self.limit = min(_EXPANSION_CEILING, max(_EXPANSION_FLOOR, _EXPANSION_RATIO * compressed_size))
+        self.total = 0
+
+    def reader(self, stream: BinaryIO) -> BinaryIO:
+        expansion = self
+
+        class Counted(io.RawIOBase):
+            def readable(self) -> bool:
+                return True
+
+            def readinto(self, buffer) -> int:
+                data = stream.read(len(buffer))
+                expansion.total += len(data)
+                if expansion.total > expansion.limit:
+                    raise OSError(f"it expands past {expansion.limit:,} bytes (a decompression bomb?), which the "
+                                  "scanner does not read through: upload it unpacked")
+                buffer[:len(data)] = data
+                return len(data)
+
+        return io.BufferedReader(Counted(), buffer_size=1 << 20)
+
+
+class _LayerError(OSError):
+    """A layer of compression or archive that does not open (cut short, another format with the same first bytes)."""
+
+
+def _scan_layers(scanner: _Scanner, stream: BinaryIO, where: str, expansion: _Expansion,
+                 depth: int) -> list[tuple[str, str, str]]:
+    """Findings in `stream`, read through every layer of compression or archive its first bytes show (`where`
+    prefixes each place). Raises `_LayerError` for a layer that does not open, OSError for what is not read (too
+    many layers, a format the standard library lacks, an expansion past its limit)."""
+    stream = stream if hasattr(stream, "peek") else io.BufferedReader(stream)
+    kind = _compression(stream.peek(_TAR_MAGIC_AT + 8)[:_TAR_MAGIC_AT + 8])
+    if kind is None:
+        return [(f"{where}byte {at}", found, text) for at, found, text in _scan_sequential(scanner, stream)]
+    if depth >= _MAX_LAYERS:
+        raise OSError(f"{where.strip() or 'it'} is compressed more than {_MAX_LAYERS} layers deep, which the scanner "
+                      "does not read: upload it unpacked")
+    if kind not in ("stream", "zip", "tar"):
+        raise OSError(f"{where}compressed ({kind}), which the scanner cannot read: upload it unpacked")
     try:
-        with zipfile.ZipFile(path) as archive:
-            for member in archive.infolist():
-                if member.is_dir():
-                    continue
-                if member.filename.lower().endswith(_COMPRESSED_SUFFIXES):
-                    raise OSError(f"{member.filename} in it is compressed again, which the scanner does not read: "
-                                  "upload it unpacked")
-                with archive.open(member) as handle:
-                    hits += [(f"member {member.filename} byte {at}", found, text)
-                             for at, found, text in _scan_sequential(scanner, handle)]
-    except (zipfile.BadZipFile, RuntimeError, NotImplementedError) as error:  # cut short, encrypted, unknown method
-        raise OSError(f"a zip archive that does not open ({' '.join(str(error).split())})") from None
-    return hits
+        if kind == "stream":
+            opener = next(opener for magic, opener in _DECOMPRESSORS.items() if stream.peek(8).startswith(magic))
+            with opener(fileobj=stream, mode="rb") if opener is gzip.GzipFile else opener(stream) as inner:
+                return _scan_layers(scanner, expansion.reader(inner), where + "decompressed ", expansion, depth + 1)
+        if kind == "tar":
+            hits = []
+            with tarfile.open(fileobj=stream, mode="r|") as archive:
+                for member in archive:
+                    # Its names (a member under /home/alice/...) and link targets, then its bytes.
+                    names = f"{member.name}\n{member.linkname}".encode("utf-8", "surrogateescape")
+                    hits += [(f"{where}member name {member.name!r}", found, text)
+                             for _, found, text in scanner.scan(names)]
+                    if member.isfile():
+                        hits += _scan_layers(scanner, expansion.reader(archive.extractfile(member)),
+                                             f"{where}member {member.name} ", expansion, depth + 1)
+            return hits
+        with tempfile.TemporaryFile() if not stream.seekable() else contextlib.nullcontext(stream) as seekable:
+            if seekable is not stream:  # a zip inside a stream: zipfile reads its directory at the end
+                shutil.copyfileobj(stream, seekable)
+            hits = []
+            with zipfile.ZipFile(seekable) as archive:
+                for member in archive.infolist():
+                    if member.is_dir():
+                        continue
+                    place = f"{where}member {member.filename} "
+                    try:
+                        with archive.open(member) as handle:
+                            hits += _scan_layers(scanner, expansion.reader(handle), place, expansion, depth + 1)
+                    except _LayerError:
+                        # Bytes that only looked compressed (a tensor of a torch.save archive starting with a magic
+                        # by chance): read as they are.
+                        with archive.open(member) as handle:
+                            hits += [(f"{place}byte {at}", found, text)
+                                     for at, found, text in _scan_sequential(scanner, expansion.reader(handle))]
+            return hits
+    except (EOFError, lzma.LZMAError, zipfile.BadZipFile, tarfile.TarError, RuntimeError, NotImplementedError,
+            gzip.BadGzipFile, zlib.error, ValueError) as error:
+        raise _LayerError(f"{where}a {kind} layer that does not open ({' '.join(str(error).split())})") from None
+
+
+def _scan_compressed(scanner: _Scanner, path: Path) -> list[tuple[str, str, str]]:
+    """Findings in a compressed file or archive, read through its layers (`_scan_layers`)."""
+    expansion = _Expansion(path.stat().st_size)
+    with path.open("rb") as raw:
+        return _scan_layers(scanner, raw, "", expansion, 0)
 
 
 def _safetensors_header_length(path: Path) -> int | None:
@@ -555,7 +632,7 @@ def _scan_parquet(file_scanner: _Scanner, row_scanner: _Scanner, path: Path) -> 
 
 def _head(path: Path) -> bytes:
     with path.open("rb") as handle:
-        return handle.read(8)
+        return handle.read(_TAR_MAGIC_AT + 8)
 
 
 def _unreadable(error: BaseException) -> tuple[str, str, str]:
@@ -590,8 +667,8 @@ def scan_upload_set(folder: str | Path, files: Sequence[str], *, tokens: Iterabl
             elif name.endswith(".safetensors") and (header := _safetensors_header_length(path)) is not None:
                 hits = [(f"header byte {offset}", kind, text)
                         for offset, kind, text in _scan_stream(file_scanner, path, 0, header)]
-            elif (compression := _compression(_head(path))) is not None:
-                hits = _scan_compressed(file_scanner, path, compression)
+            elif _compression(_head(path)) is not None:
+                hits = _scan_compressed(file_scanner, path)
             else:
                 hits = [(f"byte {offset}", kind, text) for offset, kind, text in _scan_stream(file_scanner, path)]
         except (OSError, EOFError, lzma.LZMAError) as error:  # gone, unreadable, a folder, a stream cut short:
