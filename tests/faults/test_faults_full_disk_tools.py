@@ -41,6 +41,17 @@ ERRORS = {
 }
 
 
+def _fail_after_save(monkeypatch, cls, make) -> None:
+    """`cls.save_pretrained` writes its files, then fails as a full disk does (`make()`)."""
+    save = cls.save_pretrained
+
+    def save_then_fail(self, folder, *args, **kwargs):
+        save(self, folder, *args, **kwargs)
+        raise make()
+
+    monkeypatch.setattr(cls, "save_pretrained", save_then_fail)
+
+
 def _entries(folder: Path) -> list[str]:
     return sorted(path.name for path in folder.iterdir())
 
@@ -82,14 +93,7 @@ def test_a_merge_on_a_full_disk_is_one_line_and_leaves_nothing(lora_run, tmp_pat
     run = _copy(lora_run, tmp_path)
     before = sorted((p.relative_to(run).as_posix(), p.stat().st_size) for p in run.rglob("*") if p.is_file())
     make, words = ERRORS["safetensors" if writer == "model" else "tokenizers"]
-    cls = PreTrainedModel if writer == "model" else transformers.ProcessorMixin
-    save = cls.save_pretrained
-
-    def save_then_fail(self, folder, *args, **kwargs):
-        save(self, folder, *args, **kwargs)
-        raise make()
-
-    monkeypatch.setattr(cls, "save_pretrained", save_then_fail)
+    _fail_after_save(monkeypatch, PreTrainedModel if writer == "model" else transformers.ProcessorMixin, make)
     out = tmp_path / "merged"
     assert _merge_error([str(run), "--out", str(out)]) == (
         f"merge error: could not write the merged model to {out}: {words}; nothing was written to {out} (the partial "
@@ -103,14 +107,7 @@ def test_a_merge_on_a_full_disk_is_one_line_and_leaves_nothing(lora_run, tmp_pat
 @pytest.mark.parametrize("error", sorted(ERRORS))
 def test_a_conversion_on_a_full_disk_is_one_line_and_leaves_no_out(tiny_model, tmp_path, monkeypatch, error):
     make, words = ERRORS[error]
-    cls = transformers.ProcessorMixin if error == "tokenizers" else PreTrainedModel
-    save = cls.save_pretrained
-
-    def save_then_fail(self, folder, *args, **kwargs):
-        save(self, folder, *args, **kwargs)
-        raise make()
-
-    monkeypatch.setattr(cls, "save_pretrained", save_then_fail)
+    _fail_after_save(monkeypatch, transformers.ProcessorMixin if error == "tokenizers" else PreTrainedModel, make)
     out = tmp_path / "plain"
     message = _one_line_exit(lambda: convert_main(["to-llava", str(tiny_model), str(out)]))
     assert message == (f"convert error: could not write OUT {out}: {words}; nothing was written to OUT, which is as it "
