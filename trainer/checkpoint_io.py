@@ -166,7 +166,7 @@ def last_complete_checkpoint(output_dir: str | Path) -> str | None:
         if problem is None:
             note_added_reports(folder)
             return str(folder)
-        logger.warning("skipping checkpoint %s: %s; resuming from the newest intact one", folder, problem)
+        logger.warning("skipping checkpoint %s: %s (kept; not resumed)", folder, problem)
     return None
 
 

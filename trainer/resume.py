@@ -149,7 +149,7 @@ def _plan(args, record: dict[str, Any] | None) -> str | None:
                 break
             problems.append(f"{folder.name}: {problem}")
             if record is not None:  # said once, by the decision that resumes
-                logger.warning("skipping checkpoint %s: %s; resuming from the newest intact one", folder, problem)
+                logger.warning("skipping checkpoint %s: %s (kept; not resumed)", folder, problem)
         if checkpoint is None and problems:
             # Starting over here would rotate these folders away (save_total_limit): nothing is deleted unasked.
             raise ConfigError(f"output_dir {output_dir} holds checkpoints but none can be resumed ("

@@ -171,11 +171,12 @@ def test_the_best_checkpoint_is_recorded_where_it_is_renamed_to(tmp_path):
     assert holder.state.best_model_checkpoint == str(tmp_path / "checkpoint-2")
 
 
-@pytest.mark.parametrize("saves", ["no", "older"])
-def test_rerunning_a_finished_run_without_a_last_checkpoint_trains_nothing(tiny_model, tmp_path, saves):
-    """A finished run that keeps no checkpoint (`save_strategy: "no"`), or whose newest is older than its last step,
-    would train again from the start or from there: the rerun of the same command stops at once, writing nothing;
-    another configuration in that folder is still refused."""
+@pytest.mark.parametrize("saves", ["no", "older", "damaged"])
+def test_rerunning_a_finished_run_without_a_last_checkpoint_trains_nothing(tiny_model, tmp_path, saves, capsys):
+    """A finished run that keeps no checkpoint (`save_strategy: "no"`), or whose newest intact one is older than its
+    last step (a Ctrl-C's; the last one damaged since), would train again from the start or from there: the rerun of
+    the same command stops at once, writing nothing, and says so without claiming to resume; another configuration
+    in that folder is still refused."""
     from trainer import train as train_module
 
     for i in range(6):
@@ -190,10 +191,19 @@ def test_rerunning_a_finished_run_without_a_last_checkpoint_trains_nothing(tiny_
     assert train_module.main(argv).state.global_step == 3
     if saves == "older":  # the newest checkpoint older than the last step (a Ctrl-C's, in a run saving none)
         shutil.rmtree(out / "checkpoint-3")
-    assert sorted(path.name for path in out.glob("checkpoint-*")) == ([] if saves == "no" else ["checkpoint-2"])
+    if saves == "damaged":  # the last one fails its manifest: the newest intact one is older
+        (out / "checkpoint-3" / "croc_manifest.json").write_text("")
+    expected = {"no": [], "older": ["checkpoint-2"], "damaged": ["checkpoint-2", "checkpoint-3"]}[saves]
+    assert sorted(path.name for path in out.glob("checkpoint-*")) == expected
     written = {path: path.stat().st_mtime_ns for path in out.rglob("*") if path.is_file()}
+    capsys.readouterr()
     assert train_module.main(argv) is None
     assert {path: path.stat().st_mtime_ns for path in out.rglob("*") if path.is_file()} == written
+    log = capsys.readouterr().err
+    assert f"{out} holds this run, finished at step 3: nothing to train" in log
+    assert "resuming" not in log
+    if saves == "damaged":
+        assert f"skipping checkpoint {out / 'checkpoint-3'}: unreadable croc_manifest.json" in log
     # Another configuration is refused: against the checkpoint it would resume, or, with none, against the finished
     # run's folder it would overwrite.
     refusal = ("cannot continue with this configuration: seed 0 -> 7" if saves != "no" else
