@@ -134,6 +134,17 @@ def packed_tokens_mask(input_ids: torch.Tensor, position_ids: torch.Tensor, pad_
     return ~(last_segment & all_pad)
 
 
+# The Trainer warns when a resumed checkpoint's `trainer_state.json` was written with another per-device batch,
+# `logging_steps` or `save_steps`. Here the run record has already decided each of those before the model loaded
+# (`trainer.resume.plan_resume`: a change that alters the run is refused, one that does not, such as the same global
+# batch split over other processes, is taken), so the warning would only cast doubt on an exact resume.
+CHECKPOINT_ARGUMENTS_WARNING = "Warning: The following arguments do not match the ones in the `trainer_state.json`"
+
+
+def _without_checkpoint_arguments_warning(record: logging.LogRecord) -> bool:
+    return not record.getMessage().startswith(CHECKPOINT_ARGUMENTS_WARNING)
+
+
 class CrocTrainer(Trainer):
     """Trainer for the three Croc stages; `args` is a `CrocTrainingArguments`.
 
@@ -238,9 +249,12 @@ class CrocTrainer(Trainer):
         signals = self.run_control.signals
         if self._own_signals:
             signals.install()
+        upstream = logging.getLogger("transformers.trainer_utils")
+        upstream.addFilter(_without_checkpoint_arguments_warning)
         try:
             output = super().train(resume_from_checkpoint=resume_from_checkpoint or None, trial=trial, **kwargs)
         finally:
+            upstream.removeFilter(_without_checkpoint_arguments_warning)
             if self._own_signals:
                 signals.restore()
         return self._with_run_mean_loss(output)

@@ -7,7 +7,9 @@ manifests, failed saves and folders holding someone else's files: test_faults_ou
 
 from __future__ import annotations
 
+import inspect
 import json
+import logging
 import shutil
 
 import pytest
@@ -15,10 +17,12 @@ from run_cases import checkpointed_argv as _argv
 from run_cases import checkpoints_only as _checkpoints_only
 from run_cases import cli_exit, curve, run_argv, write_small_folder
 from run_cases import listing as _listing
+from transformers import trainer_utils
 
 from croc_testing.tiny import save_tiny_croc
 from trainer import train as train_module
 from trainer.checkpoint_io import write_manifest
+from trainer.croc_trainer import CHECKPOINT_ARGUMENTS_WARNING
 
 # --- changes refused or accepted ------------------------------------------------------------------------------
 
@@ -103,6 +107,39 @@ def test_another_per_device_batch_is_refused_where_the_step_depends_on_the_split
     argv = run_argv(config, out, tiny_model, data, "--save_strategy=steps", "--save_steps=1", "--max_steps=1", *extra)
     status, message = cli_exit([*argv, "--per_device_train_batch_size=1"], monkeypatch, capsys)
     assert status == 1 and "cannot continue with this configuration: per_device_split 2 -> 1" in message, message
+
+
+class _Records(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def test_another_per_device_batch_that_does_not_change_the_step_resumes_without_the_trainers_warning(
+        two_steps, tiny_model, data, tmp_path, capsys):
+    """The same global batch over other micro-batches, where the step does not depend on the split: the run record
+    takes it, and the resume is exact; the Trainer's warning that per_device_train_batch_size "does not match" the
+    checkpoint's would only cast doubt on it (an operator took it for a broken resume)."""
+    out = tmp_path / "run"
+    shutil.copytree(two_steps / "checkpoint-1", out / "checkpoint-1")
+    # What transformers' loggers pass on (its own handler writes to the stderr of when it was made, not capsys's);
+    # `warning_once` remembers every message this process said.
+    upstream = _Records()
+    logging.getLogger("transformers").addHandler(upstream)
+    logging.Logger.warning_once.cache_clear()
+    capsys.readouterr()
+    try:
+        train_module.main(_argv(out, tiny_model, data, "--max_steps=2", "--per_device_train_batch_size=4"))
+    finally:
+        logging.getLogger("transformers").removeHandler(upstream)
+    assert f"resuming from {out / 'checkpoint-1'}" in capsys.readouterr().err
+    assert not [message for message in upstream.messages if "trainer_state.json" in message], upstream.messages
+    assert curve(out)[2]["loss"] == pytest.approx(curve(two_steps)[2]["loss"], rel=1e-5)
+    # The filter knows the warning by its opening words: the Trainer must still say them for it to apply.
+    assert CHECKPOINT_ARGUMENTS_WARNING in inspect.getsource(trainer_utils.compare_trainer_and_checkpoint_args)
 
 
 def test_a_mixture_of_experts_with_its_router_loss_is_resumed_on_its_own_per_device_batch(data, tmp_path,
