@@ -216,8 +216,10 @@ def write_goals_only(out: Path, results_dir: Path) -> int:
     return 0
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+def parse_arguments(argv: Sequence[str] | None = None, prog: str | None = None) -> argparse.Namespace:
+    """The options, checked (argparse's usage and one line, status 2, for a wrong one); stdlib only, so
+    `gpu_check.sh` checks them with any python3 before it installs anything."""
+    parser = argparse.ArgumentParser(prog=prog, description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--budget", type=float, default=DEFAULT_BUDGET_S, help="seconds for all steps together")
     parser.add_argument("--out", type=Path, default=RESULTS_GPU_MD, help="Markdown output")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and check it; needs no GPU")
@@ -233,13 +235,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.goals_only and (args.dry_run or args.steps):
         parser.error("--goals-only runs nothing: it takes neither --dry-run nor --steps")
-    if args.goals_only:
-        return write_goals_only(args.out, args.results_dir)
-    steps = plan(args.results_dir)
     if args.steps:
+        steps = plan(args.results_dir)
         unknown = [name for name in args.steps if not any(step.label.startswith(name) for step in steps)]
         if unknown:
             parser.error(f"--steps: no step starts with {unknown}; steps: {[step.label for step in steps]}")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_arguments(argv)
+    if args.goals_only:
+        return write_goals_only(args.out, args.results_dir)
+    steps = plan(args.results_dir)
     if args.dry_run:
         return 1 if dry_run(steps, args.python, args.budget) else 0
 

@@ -6,6 +6,7 @@
 #   bash benchmarks/gpu_check.sh [--budget SECONDS]     # on the GPU machine, from a checkout
 #   bash benchmarks/gpu_check.sh --dry-run              # anywhere: which torch it would use, and the plan checked
 #   bash benchmarks/gpu_check.sh --install-only         # build the environment, check it imports the project, stop
+#   bash benchmarks/gpu_check.sh --help                 # this text and the options of `python -m benchmarks.gpu_check`
 #
 # Which torch it uses (it never replaces a CUDA torch that is already there):
 #   1. $CROC_PYTHON, if set: that interpreter as it is (its torch must see a GPU; nothing is installed).
@@ -42,14 +43,29 @@ GPU_SITE=${GPU_SITE:-.gpu-site}
 SITE_MARK=.gpu_check_site  # in $GPU_SITE: this script made it, and from which wheelhouse and interpreter
 DRY_RUN=0
 INSTALL_ONLY=0
+HELP=0
 CHECK_ARGS=()
 for arg in "$@"; do
   case "$arg" in
     --dry-run) DRY_RUN=1; CHECK_ARGS+=("$arg") ;;
     --install-only) INSTALL_ONLY=1 ;;
+    -h|--help) HELP=1 ;;
     *) CHECK_ARGS+=("$arg") ;;
   esac
 done
+# The options of `python -m benchmarks.gpu_check` are its own (stdlib only, so any python3 reads them): shown, or a
+# wrong one refused, before anything is installed; the environment build can take minutes and gigabytes.
+ARGS_PYTHON=${CROC_PYTHON:-$TORCH_PYTHON}
+if [[ $HELP == 1 ]]; then
+  sed -n '2,/^set -euo pipefail$/p' benchmarks/gpu_check.sh | sed '$d' | sed -E 's/^# ?//'
+  echo
+  exec "$ARGS_PYTHON" -m benchmarks.gpu_check --help
+fi
+if ! "$ARGS_PYTHON" -c 'import sys
+from benchmarks.gpu_check import parse_arguments
+parse_arguments(sys.argv[1:], prog="bash benchmarks/gpu_check.sh")' "${CHECK_ARGS[@]}"; then
+  exit 2
+fi
 if [[ $DRY_RUN == 1 && $INSTALL_ONLY == 1 ]]; then
   echo "gpu_check: --dry-run installs nothing and --install-only only installs: give one of them" >&2
   exit 2

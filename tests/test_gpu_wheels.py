@@ -191,6 +191,22 @@ def test_the_wheelhouse_route_installs_once_and_puts_the_wheels_first(tmp_path):
     assert dry.returncode == 0 and "dry run: plan consistent" in dry.stdout, dry.stderr
 
 
+@pytest.mark.parametrize("flag", ["--help", "--bogus", "--budget=soon"])
+def test_help_and_a_wrong_option_answer_before_anything_is_installed(tmp_path, flag):
+    """`--help` used to go to the environment build like any other word (minutes and gigabytes, then a failure on a
+    machine without a GPU); it prints the script's usage and the check's options, and a wrong option is refused by
+    the check's own parser, both before anything is installed."""
+    wheels, site = _wheelhouse(tmp_path / "whl", PROBE), tmp_path / "site"
+    result = _gpu_check(tmp_path, wheels, site, flag)
+    assert not site.exists() and not (tmp_path / "no-venv").exists()
+    if flag == "--help":
+        assert result.returncode == 0, result.stderr
+        assert "bash benchmarks/gpu_check.sh --dry-run" in result.stdout and "--budget BUDGET" in result.stdout
+        assert "set -euo" not in result.stdout
+    else:
+        assert _refusal(result).startswith("bash benchmarks/gpu_check.sh: error: ")
+
+
 def test_a_wheelhouse_missing_a_pinned_wheel_is_refused_before_installing(tmp_path):
     wheels, site = _wheelhouse(tmp_path / "whl", PROBE), tmp_path / "site"
     (wheels / gpu_wheels.PINS_FILE).write_text("croc-probe==1.0\ntransformers==99.0\n", encoding="utf-8")
