@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import importlib.metadata
+import json
 import os
 import subprocess
 import sys
@@ -68,6 +69,21 @@ def test_runtime_packages_import_no_fixture_test_tool_or_extra():
              "'lmms_eval', 'vlmeval', 'decord', 'loguru') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_no_package_imports_a_module_it_runs_as_a_command():
+    """`python -m trainer.model_card` warned (`RuntimeWarning: 'trainer.model_card' found in sys.modules after
+    import of package 'trainer'`) on every call: the package imported it before runpy ran it as `__main__`, so it
+    existed twice. No package's import may load one of its own command modules (`if __name__ == "__main__"`)."""
+    packages = ("modeling_croc", "trainer", "data_recipes", "croc_testing", "demo", "benchmarks")
+    probe = (f"import importlib, json, sys\nfor name in {packages!r}:\n    importlib.import_module(name)\n"
+             "print(json.dumps({name: getattr(module, '__file__', None) for name, module in sys.modules.items()}))")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=REPO, capture_output=True, text=True, check=True)
+    loaded = json.loads(result.stdout.strip().splitlines()[-1])
+    commands = sorted(name for name, file in loaded.items()
+                      if name.split(".")[0] in packages and file and Path(file).name != "__main__.py"
+                      and '__name__ == "__main__"' in Path(file).read_text(encoding="utf-8"))
+    assert commands == []
 
 
 @pytest.mark.parametrize("package", RUNTIME_PACKAGES)
