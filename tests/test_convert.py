@@ -1,6 +1,7 @@
 """Every conversion path round-trips: fork layout, transformers llava folders, CLIP + LM parts, export to llava."""
 
 import json
+import logging
 
 import pytest
 import torch
@@ -276,12 +277,15 @@ def test_fork_transform_block_matches_a_real_bert_layer():
         torch.testing.assert_close(head(hidden), expected, rtol=1e-5, atol=1e-5)
 
 
-def test_convert_cli_exports_to_llava(tmp_path):
+def test_convert_cli_exports_to_llava(tmp_path, caplog):
     from modeling_croc.convert.__main__ import main
 
     torch.manual_seed(0)
     CrocForConditionalGeneration(_config()).save_pretrained(tmp_path / "croc")
-    main(["to-llava", str(tmp_path / "croc"), str(tmp_path / "llava")])
+    with caplog.at_level(logging.INFO, logger="modeling_croc.convert"):
+        main(["to-llava", str(tmp_path / "croc"), str(tmp_path / "llava")])
+    # said by the package's logger (`INFO __main__: wrote` named no program when run as `python -m`)
+    assert ("modeling_croc.convert", logging.INFO, f"wrote {tmp_path / 'llava'}") in caplog.record_tuples
     assert json.loads((tmp_path / "llava" / "config.json").read_text())["model_type"] == "llava"
     assert LlavaForConditionalGeneration.from_pretrained(tmp_path / "llava") is not None
 

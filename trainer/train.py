@@ -109,8 +109,8 @@ def format_layout(args) -> str:
     processes = args.world_size
     per_node = int(os.environ.get("LOCAL_WORLD_SIZE", processes))
     nodes = max(processes // max(per_node, 1), 1)
-    return (f"{processes} process(es) on {nodes} node(s): global batch {args.per_device_train_batch_size} per device x "
-            f"{processes} x {args.gradient_accumulation_steps} accumulation step(s) = "
+    return (f"{processes} process(es) on {nodes} node(s): global batch = {args.per_device_train_batch_size} per device "
+            f"x {processes} process(es) x {args.gradient_accumulation_steps} accumulation step(s) = "
             f"{args.per_device_train_batch_size * processes * args.gradient_accumulation_steps} samples per step"
             + (f"; packed (budget {args.packing_max_length})" if args.packing else ""))
 

@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"convert error: interrupted (Ctrl-C): nothing was written to OUT {args.out}, which is as it was",
               file=sys.stderr)
         sys.exit(130)
-    logging.getLogger(__name__).info("wrote %s", args.out)
+    logging.getLogger("modeling_croc.convert").info("wrote %s", args.out)  # not "__main__"
 
 
 if __name__ == "__main__":

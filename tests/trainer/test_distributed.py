@@ -121,7 +121,7 @@ def test_two_nodes_zero3_equal_one_process(tmp_path, data_file, stage1_dir, refe
                           "--deepspeed=trainer/configs/deepspeed/zero3.json", "--packing=true",
                           "--packing_max_length=256")
     # One run over both nodes, not two single-process runs (which would also reproduce the reference).
-    assert "2 process(es) on 2 node(s): global batch 2 per device x 2 x 1 accumulation step(s)" in logs[0]
+    assert "2 process(es) on 2 node(s): global batch = 2 per device x 2 process(es) x 1 accumulation step(s)" in logs[0]
     _assert_same_run(out, reference, atol=1e-5)
     # DeepSpeed's calls to torch's deprecated collectives: one log line, not a FutureWarning per call.
     assert not any(": FutureWarning: " in log for log in logs), [
