@@ -10,6 +10,8 @@ import argparse
 import contextlib
 from pathlib import Path
 
+from modeling_croc.provenance import STAGE0_TAG
+
 from .families import save_tiny_llava_onevision1_5, save_tiny_qwen2_5_vl, save_tiny_qwen2_vl
 from .gemma3 import save_tiny_gemma3
 from .gemma4 import save_tiny_gemma4
@@ -41,6 +43,9 @@ FOLDER_HELP = "folder to write the model and its processor to (new, empty, or on
 # Left in every folder these commands write: a rerun may write such a folder again, any other non-empty folder is
 # refused (a trained run's output_dir took random weights under its own card and run record).
 MARKER = ".croc-testing-tiny"
+# The tiny stage 0's card: tagged as a stage-0 folder, so a stage after 1 started from it says so.
+TINY_CARD = (f"---\ntags:\n- croc\n- {STAGE0_TAG}\n---\n\n# Croc stage 0 (tiny, random)\n\nRandom weights of the "
+             "tiny configs (`python -m croc_testing tiny-model`): the starting point of `trainer/configs/cpu_tiny/stage1.yaml`.\n")
 SEED_HELP = "seed of the random weights (default 0)"
 
 
@@ -83,6 +88,7 @@ def main(argv: list[str] | None = None) -> None:
             else:
                 sizes = {name: getattr(args, name) for name in TINY_SIZES}
                 save_tiny_croc(target, seed=args.seed, image_size=args.image_size, **sizes)
+                (target / "README.md").write_text(TINY_CARD, encoding="utf-8")
     except ModuleNotFoundError as error:  # the offline tokenizers ship with packages of the `test` extra
         raise SystemExit(f"croc_testing: {error.name} is not installed; the tiny models' offline tokenizer comes from "
                          "the `test` extra: pip install -e \".[test]\"") from None

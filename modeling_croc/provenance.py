@@ -58,6 +58,15 @@ def card_metadata(folder: str | Path) -> dict[str, Any]:
         return {}
 
 
+# The card tag of a stage-0 folder (a projector never trained: `convert from-parts`, `croc_testing tiny-model`).
+STAGE0_TAG = "croc-stage-0"
+
+
+def is_stage0_folder(folder: str | Path) -> bool:
+    """Whether `folder`'s card marks it as a stage-0 folder (`STAGE0_TAG`)."""
+    return STAGE0_TAG in _as_list(card_metadata(folder).get("tags"))
+
+
 def _as_list(value: Any) -> list[str]:
     if value is None:
         return []

@@ -29,6 +29,7 @@ from transformers import set_seed
 
 from data_recipes import DataError
 from modeling_croc.configuration_croc import CrocConfigError
+from modeling_croc.provenance import STAGE0_TAG, is_stage0_folder
 from modeling_croc.write_failures import is_write_failure, write_failure_reason
 
 from .cli import ConfigError, help_text, wants_help
@@ -139,6 +140,12 @@ def _run(model_args, data_args, args, stage, signals: StopSignals, lock: OutputD
     # to model_max_length with the stage's tokenizer (no weights), each one trained whole, cut, or rejected. What
     # output_dir refuses without the run's record (another program's files, a resume with nothing to resume) first.
     check_output_dir(args)
+    if stage.name != "1" and args.should_log and is_stage0_folder(model_args.name_or_path):
+        # Allowed (an ablation may skip stage 1), but days of stage 2 on a random projector are more often a
+        # wrong path in a config.
+        logger.warning("%s is a stage-0 folder (its card is tagged %s): its projector was never trained; stage %s "
+                       "usually starts from the previous stage's output_dir (stage 1 trains the projector)",
+                       model_args.name_or_path, STAGE0_TAG, stage.name)
     processor = load_stage_processor(model_args, args)
     if processor is None:
         raise ConfigError(f"{model_args.name_or_path} has no processor (tokenizer and image processor files); save "

@@ -126,7 +126,7 @@ def stage0_card(vision_tower: str | Path, language_model: str | Path, base_model
     (`modeling_croc.provenance`)."""
     from huggingface_hub import ModelCard, ModelCardData
 
-    from ..provenance import Provenance, is_hub_id
+    from ..provenance import STAGE0_TAG, Provenance, is_hub_id
 
     parts = [Provenance.of_model_folder(part, hub_id=str(part) if is_hub_id(str(part)) else None)
              for part in (language_model, vision_tower)]
@@ -135,7 +135,7 @@ def stage0_card(vision_tower: str | Path, language_model: str | Path, base_model
         provenance.base_models = list(base_models)
     data = ModelCardData(**provenance.license_metadata(), library_name="transformers",
                          pipeline_tag="image-text-to-text", base_model=provenance.base_models or None,
-                         tags=["croc", "llava", "croc-stage-0"], croc_licenses=provenance.licenses or None)
+                         tags=["croc", "llava", STAGE0_TAG], croc_licenses=provenance.licenses or None)
     body = (f"# Croc stage 0\n\nUntrained projector on {Path(language_model).name} + {Path(vision_tower).name} "
             "(`python -m modeling_croc.convert from-parts`): the starting point of Croc stage 1. Licences of the parts: "
             + (", ".join(f"`{name}`" for name in provenance.licenses) or "none stated in their cards") + ".\n")

@@ -263,3 +263,21 @@ def test_a_model_folder_given_as_a_file_is_called_a_file(tiny_model, data, tmp_p
         chat.main([str(weights), "--question", "hi"])
     assert str(stop.value.code) == f"chat error: {weights} is a file: give the model folder that holds it"
     assert not (tmp_path / "out").exists()
+
+
+def test_a_stage_after_1_started_from_a_stage_0_folder_says_its_projector_is_untrained(data, tmp_path, capsys):
+    """Stage 2 from `tiny_out/stage0` (a path one stage off in a config) trained on a random projector without a
+    word; a stage-0 folder's card (`convert from-parts`, `croc_testing tiny-model`) says what it is."""
+    from croc_testing.__main__ import main as croc_testing_main
+    from trainer import train as train_module
+
+    stage0 = tmp_path / "stage0"
+    croc_testing_main(["tiny-model", str(stage0)])
+    capsys.readouterr()
+    train_module.main(run_argv("stage2.yaml", tmp_path / "stage2", stage0, data, "--max_steps=1"))
+    warning = (f"{stage0} is a stage-0 folder (its card is tagged croc-stage-0): its projector was never trained; "
+               "stage 2 usually starts from the previous stage's output_dir (stage 1 trains the projector)")
+    assert warning in capsys.readouterr().err
+    train_module.main(run_argv("stage1.yaml", tmp_path / "stage1", stage0, data, "--max_steps=1",
+                               "--data.max_reject_fraction=0.5"))  # stage 1 takes the image rows only
+    assert "stage-0 folder" not in capsys.readouterr().err
