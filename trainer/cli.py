@@ -2,8 +2,8 @@
 
 The YAML's top level holds `CrocTrainingArguments` fields plus two sections, `model:` and `data:`. Overrides use
 the same names: `--language_model_lr=2e-5`, `--model.name_or_path=DIR`, `--data.path=FILE` (a `model`/`data` key that
-is not also a training key may drop its prefix). `--key value` and a bare `--flag` (= true) work too. Values are
-read as YAML and then converted to the field's type, so `2e-5` is a float and `{a: 1}` a dict.
+is not also a training key may drop its prefix). `--key value` and, for a true/false key, a bare `--flag` (= true)
+work too. Values are read as YAML and then converted to the field's type, so `2e-5` is a float and `{a: 1}` a dict.
 
 Why not `transformers.HfArgumentParser` (or TRL's `TrlParser`, which adds a YAML file to it): both flatten every
 dataclass into one argparse namespace, so the `model.` / `data.` sections and their YAML mappings have no place, and
@@ -58,11 +58,26 @@ def _suggestions(keys: list[str]) -> str:
                                                        for key in field_names(cls)]
     hints = []
     for key in keys:
-        close = [RENAMED_KEYS[key]] if key in RENAMED_KEYS else difflib.get_close_matches(key, candidates, n=2,
-                                                                                          cutoff=0.6)
+        close = [RENAMED_KEYS[key]] if key in RENAMED_KEYS else _closest(key, candidates)
         if close:
             hints.append(f"{key} -> {' or '.join(close)}")
     return f" (did you mean: {'; '.join(hints)})" if hints else ""
+
+
+# How much less alike than the best match a second one may be and still be shown: a runner-up far behind it
+# (`model.name_or_pth` -> `model.lora_alpha` after `model.name_or_path`) only made the clear hint look uncertain.
+SECOND_HINT_MARGIN = 0.05
+
+
+def _closest(key: str, candidates: list[str]) -> list[str]:
+    """The best look-alike of `key`, and the second best only when it is about as close (a real ambiguity, as
+    `per_device_batch_size` -> the eval or the train key)."""
+    close = difflib.get_close_matches(key, candidates, n=2, cutoff=0.6)
+    if len(close) == 2:
+        best, second = (difflib.SequenceMatcher(None, key, match).ratio() for match in close)
+        if best - second > SECOND_HINT_MARGIN:
+            close = close[:1]
+    return close
 
 
 USAGE = "usage: python -m trainer.train CONFIG.yaml [--key=value ...]"
@@ -157,6 +172,10 @@ def load_raw_config(argv: list[str]) -> dict[str, dict[str, Any]]:
     if not Path(path).is_file():
         raise ConfigError(f"config file {path} does not exist")
     loaded = _read_yaml(Path(path))
+    if loaded is None:
+        # Without this, the first required key (data.path) was named missing, as if the file had been read in full.
+        raise ConfigError(f"config file {path} is empty (only blank lines or comments); trainer/configs/ holds "
+                          "complete configs, or write `{}` in it to give every key on the command line")
     if not isinstance(loaded, dict):
         raise ConfigError(f"{path}: the top level must be a mapping")
     raw: dict[str, dict[str, Any]] = {TRAINING: {}, **{name: {} for name in SECTIONS}}
@@ -175,6 +194,10 @@ def load_raw_config(argv: list[str]) -> dict[str, dict[str, Any]]:
         raise ConfigError(f"{path}: unknown keys {unknown}{_suggestions(unknown)}; {_valid_keys_message()}")
     for key, value in overrides:
         section, name = _section_of(key)
+        if value is None and not _takes_bare_flag(section, name):
+            # A bare `--max_steps` used to read as true and fail as "must be an integer, got True".
+            raise ConfigError(f"--{key} needs a value (--{key}={_placeholder(section, name)}); only a true/false "
+                              "key may be given bare")
         if value is not None and not value.strip():
             # `--output_dir=$OUT` with OUT unset: YAML would read it as null, the field's default (./trainer_output).
             raise ConfigError(f"--{key} is empty (an unset variable in the command?); give a value, or --{key}=null "
@@ -228,9 +251,33 @@ class _ConfigLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def _read_yaml(path: Path) -> Any:
+def _field_options(section: str, name: str) -> tuple[Any, ...] | None:
+    """The types a field takes (its Union's members), or None where its annotation cannot be resolved."""
     try:
-        return yaml.load(path.read_text(encoding="utf-8"), Loader=_ConfigLoader) or {}
+        hint = typing.get_type_hints(SECTIONS.get(section, CrocTrainingArguments)).get(name)
+    except Exception:  # an unresolvable annotation elsewhere in TrainingArguments
+        return None
+    if hint is None:
+        return None
+    union = isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
+    return typing.get_args(hint) if union else (hint,)
+
+
+def _takes_bare_flag(section: str, name: str) -> bool:
+    """Whether `--name` alone (= true) fits the field: a true/false field, or one whose type is not known here."""
+    options = _field_options(section, name)
+    return options is None or bool in options
+
+
+def _placeholder(section: str, name: str) -> str:
+    options = _field_options(section, name) or ()
+    return "N" if int in options else "X" if float in options else "VALUE"
+
+
+def _read_yaml(path: Path) -> Any:
+    """The parsed file; None for a file with no content (empty, or only blank lines and comments)."""
+    try:
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=_ConfigLoader)
     except UnicodeDecodeError as error:
         raise ConfigError(f"{path}: not UTF-8 text (byte {error.start})") from None
     except yaml.YAMLError as error:

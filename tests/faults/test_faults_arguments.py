@@ -631,3 +631,24 @@ def test_qwen3_5s_unsupported_settings_are_one_line_before_anything_loads(family
     assert message.startswith("configuration error: ") and \
         "text_config.layer_types has no 'full_attention' layer" in message, message
     assert not out.exists()
+
+
+@pytest.mark.parametrize("overrides, words", [
+    (["--max_steps"], "--max_steps needs a value (--max_steps=N); only a true/false key may be given bare"),
+    (["--max_steps", "--packing"], "--max_steps needs a value (--max_steps=N); only a true/false key may be given bare"),
+    (["--learning_rate"], "--learning_rate needs a value (--learning_rate=X); only a true/false key may be given bare"),
+    (["--data.num_proc"], "--data.num_proc needs a value (--data.num_proc=N); only a true/false key may be given bare"),
+], ids=["int", "int before a flag", "float", "data key"])
+def test_a_valued_key_given_bare_says_its_value_is_missing(overrides, words, tmp_path, tiny_model, small_data,
+                                                           monkeypatch, nothing_loaded):
+    """A bare `--max_steps` read as true and stopped with "max_steps must be an integer, got True"."""
+    message = _cli_error(_argv(STAGE2, tmp_path / "out", tiny_model, small_data, *overrides), monkeypatch)
+    assert message == f"configuration error: {words}", message
+
+
+def test_a_true_false_key_given_bare_is_still_true():
+    from trainer.cli import load_raw_config
+
+    raw = load_raw_config([str(STAGE2), "--packing", "--model.use_peft", "--bf16", "--max_steps=3"])
+    assert raw["training"]["packing"] is True and raw["training"]["bf16"] is True, raw["training"]
+    assert raw["model"]["use_peft"] is True and raw["training"]["max_steps"] == 3, raw

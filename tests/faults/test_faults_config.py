@@ -185,3 +185,29 @@ def test_a_config_path_that_is_a_folder_is_not_said_to_be_missing(tmp_path, tiny
                                                                   nothing_loaded):
     message = _error(monkeypatch, STAGE1_5.parent, tmp_path, tiny_model, small_data)
     assert f"config file {STAGE1_5.parent} is a folder; name a YAML file in it" in message, message
+
+
+@pytest.mark.parametrize("override, hint", [
+    ("--model.name_or_pth=x", "(did you mean: model.name_or_pth -> model.name_or_path);"),
+    ("--model.learning_rate=1", "(did you mean: model.learning_rate -> learning_rate);"),
+    # Two keys about as close: both are named.
+    ("--per_device_batch_size=1", "(did you mean: per_device_batch_size -> per_device_eval_batch_size or "
+                                  "per_device_train_batch_size);"),
+], ids=["misspelt", "wrong section", "two as close"])
+def test_an_unknown_key_hints_a_second_key_only_when_it_is_about_as_close(override, hint, tmp_path, tiny_model,
+                                                                          small_data, monkeypatch, nothing_loaded):
+    """The hint named a far second look-alike too: `model.name_or_pth -> model.name_or_path or model.lora_alpha`."""
+    message = _error(monkeypatch, STAGE1_5, tmp_path, tiny_model, small_data, override)
+    assert hint in message, message
+
+
+@pytest.mark.parametrize("text", ["", "# stage 2, to fill in\n\n# model:\n"], ids=["0 bytes", "only comments"])
+def test_an_empty_config_file_is_said_to_be_empty(text, tmp_path, tiny_model, small_data, monkeypatch,
+                                                  nothing_loaded):
+    """It read as no keys, and the run stopped on the first required one: `data.path is required ...`."""
+    config = tmp_path / "empty.yaml"
+    config.write_text(text)
+    message = _error(monkeypatch, config, tmp_path, tiny_model, small_data)
+    assert message == (f"configuration error: config file {config} is empty (only blank lines or comments); "
+                       "trainer/configs/ holds complete configs, or write `{}` in it to give every key on the command "
+                       "line"), message
