@@ -22,6 +22,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 from . import CrocForConditionalGeneration  # noqa: F401  (registers the Auto classes)
 from .constants import CROC_ONLY_PREFIXES, IMAGE_TOKEN
 from .images import ImageFileError, load_image
+from .loading import _saved_config
 from .model_folders import ModelFolderError, checked_from_pretrained, hub_model_problem, overlong_name
 from .processing_croc import pad_colour
 from .provenance import is_hub_id
@@ -192,6 +193,13 @@ def main(argv: Iterable[str] | None = None) -> None:
                              f"{Path(args.model_dir).expanduser().absolute()}) and, as a Hub id, {why}")
     if Path(args.model_dir).expanduser().is_file():  # transformers would read it as a malformed Hub id
         raise SystemExit(f"chat error: {args.model_dir} is a file: give the model folder that holds it")
+    if Path(args.model_dir).expanduser().is_dir():
+        # A local folder without config.json (or with a broken one) is no model: said as the loader and the trainer
+        # say it, before AutoProcessor's "Unrecognized processing class" about a processor it never had.
+        try:
+            _saved_config(Path(args.model_dir).expanduser())
+        except ValueError as error:
+            raise SystemExit(f"chat error: {error}") from None
     try:
         processor = AutoProcessor.from_pretrained(args.model_dir)
     except (OSError, ValueError, TypeError, AttributeError) as error:

@@ -164,3 +164,38 @@ def test_chat_cli_arguments_it_would_fail_on_after_the_model_load_are_one_line_b
         main(argv)
     message = str(stop.value.code)
     assert message.startswith("chat error: ") and words in message and "\n" not in message, message
+
+
+@pytest.mark.parametrize("contents", [[], ["readme.txt"], ["processor_config.json", "tokenizer.json"]],
+                         ids=["empty", "other files", "processor without config.json"])
+def test_chat_cli_a_local_folder_without_config_json_is_said_to_be_no_model_folder(contents, tmp_path, monkeypatch):
+    """It was `its processor does not load (ValueError: Unrecognized processing class ...)`, about a folder that
+    was never a model."""
+    from transformers import AutoProcessor
+
+    monkeypatch.setattr(AutoProcessor, "from_pretrained", lambda *args, **kwargs: pytest.fail("loaded a processor"))
+    folder = tmp_path / "not_a_model"
+    folder.mkdir()
+    for name in contents:
+        (folder / name).write_text("{}")
+    with pytest.raises(SystemExit) as stop:
+        main([str(folder), "--question", "What colour?"])
+    assert str(stop.value.code) == f"chat error: {folder} is not a model folder: it has no config.json"
+
+
+def test_chat_cli_a_hub_id_still_goes_to_the_processor_load(tmp_path, monkeypatch):
+    """The config.json check is of local folders: a Hub id (no such local path) is loaded from the Hub as before."""
+    from transformers import AutoProcessor
+
+    from modeling_croc import chat
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(chat, "hub_model_problem", lambda value: None)  # as if the Hub had it
+
+    def reached(source, *args, **kwargs):
+        raise OSError(f"reached the Hub load of {source}")
+
+    monkeypatch.setattr(AutoProcessor, "from_pretrained", reached)
+    with pytest.raises(SystemExit) as stop:
+        main(["some-org/some-model", "--question", "What colour?"])
+    assert "reached the Hub load of some-org/some-model" in str(stop.value.code), stop.value.code
