@@ -94,10 +94,29 @@ def final_losses(log_history: list[dict[str, Any]], skipped_steps: Sequence[int]
     return losses
 
 
+def _read_results_json(path: Path) -> Any:
+    """The JSON of a results file; a ValueError naming the file for one that is not there, a folder, unreadable or
+    not JSON (Python's own `[Errno 2] No such file or directory: '...'` did not say which option it came from)."""
+    if path.is_dir():
+        raise ValueError(f"eval results file {path} is a folder: give the *_results.json file in it (lmms-eval writes "
+                         "OUTPUT/<model>/<date>_results.json)")
+    if not path.is_file():
+        glob = " (a shell pattern that matched nothing?)" if any(char in path.name for char in "*?[") else ""
+        raise ValueError(f"eval results file {path} does not exist{glob}: give an lmms-eval *_results.json file")
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except OSError as error:
+        raise ValueError(f"eval results file {path} cannot be read ({error.strerror or error})") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"eval results file {path} is not UTF-8 text") from None
+    except json.JSONDecodeError as error:
+        raise ValueError(f"eval results file {path}:{error.lineno}:{error.colno}: not valid JSON ({error.msg})") from None
+
+
 def eval_results_from_lmms_eval(path: str | Path) -> list[EvalResult]:
     """The metrics of an lmms-eval results file (`OUTPUT/<model>/<date>_results.json`) as card evaluation results:
     one per task and metric (lmms-eval's `metric,filter` keys; standard errors and aliases left out)."""
-    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    data = _read_results_json(Path(path))
     results = data.get("results") if isinstance(data, dict) else None
     # lmms-eval's samples files and other JSON sit next to the results files: a top-level list, or `results` without
     # a mapping of metrics per task, ended in an AttributeError traceback (after training, for hub_eval_results).

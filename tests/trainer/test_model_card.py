@@ -224,7 +224,8 @@ def test_the_cli_stops_in_one_line_on_the_mistakes_made_first(tmp_path, capsys):
     flat.write_text(json.dumps({"results": {"pope": 0.5}}))
     cases = [
         ([str(tmp_path / "nothing"), "--eval-results", str(not_results)], "has no README.md"),
-        ([str(folder), "--eval-results", str(tmp_path / "eval_out" / "*" / "*_results.json")], "No such file"),
+        ([str(folder), "--eval-results", str(tmp_path / "eval_out" / "*" / "*_results.json")],
+         "does not exist (a shell pattern that matched nothing?)"),
         ([str(folder), "--eval-results", str(not_results)], "not an lmms-eval results file"),
         ([str(folder), "--eval-results", str(broken)], "model card error"),
         ([str(folder), "--eval-results", str(rows)], "not an lmms-eval results file"),
@@ -347,3 +348,35 @@ def test_a_stage_started_from_a_tilde_folder_inherits_its_card(tmp_path, monkeyp
     assert found == run_provenance(ModelArguments(name_or_path=str(home / "stage1")))
     assert found.licenses == ["apache-2.0"] and found.base_models == ["org/base-lm"]
     assert found.datasets == ["org/captions"]
+
+
+@pytest.mark.parametrize("case", ["missing", "folder", "unreadable", "not JSON"])
+def test_the_cli_names_a_results_file_it_cannot_read_in_a_sentence(case, tmp_path, monkeypatch):
+    """A results path that was not there ended in Python's `[Errno 2] No such file or directory: '...'`."""
+    from trainer.model_card import main
+
+    folder = tmp_path / "model"
+    folder.mkdir()
+    (folder / "README.md").write_text("---\nlicense: apache-2.0\n---\n# a model\n")
+    results = tmp_path / "eval_out" / "nope.json"
+    if case == "folder":
+        results.mkdir(parents=True)
+    elif case in ("unreadable", "not JSON"):
+        results.parent.mkdir()
+        results.write_text("{")
+    if case == "unreadable":  # chmod does not stop root, who runs some of these tests
+        def refuse(self, *args, **kwargs):
+            raise PermissionError(13, "Permission denied")
+
+        monkeypatch.setattr(Path, "read_text", refuse)
+    expected = {
+        "missing": f"eval results file {results} does not exist: give an lmms-eval *_results.json file",
+        "folder": f"eval results file {results} is a folder: give the *_results.json file in it (lmms-eval writes "
+                  "OUTPUT/<model>/<date>_results.json)",
+        "unreadable": f"eval results file {results} cannot be read (Permission denied)",
+        "not JSON": f"eval results file {results}:1:2: not valid JSON (Expecting property name enclosed in double "
+                    "quotes)",
+    }[case]
+    with pytest.raises(SystemExit) as stop:
+        main([str(folder), "--eval-results", str(results)])
+    assert str(stop.value.code) == f"model card error: {expected}"
