@@ -5,7 +5,7 @@
         [--num-proc N] [--set key=value ...] [--no-jsonl] [--overwrite] [--push-to-hub REPO [--private]]
         [--hub-folder DIR] [--image-storage embedded|path]
     python -m data_recipes synth --out DIR [--num-images N] [--seed S] [--image-size PX] [--test-fraction F]
-                                   [--val-fraction F]
+                                   [--val-fraction F] [--num-text N]
 """
 
 from __future__ import annotations
@@ -77,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     p_build.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"sampling seed (default {DEFAULT_SEED})")
     p_build.add_argument("--strict", action="store_true", help="fail if any row is rejected")
     p_build.add_argument("--skip-image-check", action="store_true", help="do not open image files (text checks only)")
-    p_build.add_argument("--num-proc", type=int, default=1, help="processes for the image checks")
+    p_build.add_argument("--num-proc", type=int, default=1, help="processes for the image checks (default 1)")
     p_build.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                          help="recipe parameter, dotted keys for per-source values (e.g. counts.alpaca=100)")
     p_build.add_argument("--no-jsonl", action="store_true", help="skip the data.jsonl export")

@@ -954,3 +954,21 @@ def test_configs_that_save_no_checkpoints_are_the_ones_training_md_names():
     training = " ".join((REPO / "docs" / "TRAINING.md").read_text(encoding="utf-8").split())
     assert 'Configs with `save_strategy: "no"` (`cpu_tiny/`, `demo/`, `victor/stage1.yaml`)' in training
     assert no_save == named, f"save_strategy no: {sorted(no_save ^ named)} differ from TRAINING.md's list"
+
+
+def test_data_md_synopses_name_every_option_of_data_recipes():
+    """The `synth` synopsis left out `--val-fraction`, which `python -m data_recipes synth --help` lists."""
+    from data_recipes import cli
+
+    sub = next(action for action in cli._parser()._actions if isinstance(action, argparse._SubParsersAction))
+    text = (REPO / "docs" / "DATA.md").read_text(encoding="utf-8")
+    problems = []
+    for command, parser in sub.choices.items():
+        # The synopsis: from its first line to the first line not continued with a backslash.
+        synopsis = re.search(rf"^python -m data_recipes {command}\b.*?(?<!\\)$", text, re.M | re.S)
+        shown = synopsis.group(0) if synopsis else ""
+        for action in parser._actions:
+            options = [option for option in action.option_strings if option not in ("-h", "--help")]
+            if options and not any(re.search(rf"(?<![\w-]){re.escape(option)}(?![\w-])", shown) for option in options):
+                problems.append(f"DATA.md's `{command}` synopsis lacks {options[-1]}")
+    assert not problems, "\n".join(problems)

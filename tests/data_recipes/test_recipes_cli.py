@@ -176,3 +176,21 @@ def test_a_mixture_names_every_missing_source_at_once_before_reading_any(croc_ro
                    "download them (docs/DATA.md), point at them with --set paths.NAME=PATH, or leave one out with "
                    "--set counts.NAME=0\n")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", ["build", "synth"])
+def test_help_states_the_default_of_every_option_that_has_one(command, capsys):
+    """`build --help` said `--num-proc NUM_PROC  processes for the image checks`, not how many it runs without it."""
+    import argparse
+
+    from data_recipes.cli import _parser
+
+    sub = next(action for action in _parser()._actions if isinstance(action, argparse._SubParsersAction))
+    parser = sub.choices[command]
+    missing = [action.option_strings[0] for action in parser._actions if action.option_strings
+               and action.default not in (None, False, [], argparse.SUPPRESS) and "default" not in (action.help or "")]
+    assert not missing, f"{command} options whose help states no default: {missing}"
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    if command == "build":
+        assert "processes for the image checks (default 1)" in " ".join(capsys.readouterr().out.split())
