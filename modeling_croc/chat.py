@@ -22,7 +22,7 @@ from transformers import AutoModelForImageTextToText, AutoProcessor
 from . import CrocForConditionalGeneration  # noqa: F401  (registers the Auto classes)
 from .constants import CROC_ONLY_PREFIXES, IMAGE_TOKEN
 from .images import ImageFileError, load_image
-from .loading import _saved_config
+from .loading import saved_config
 from .model_folders import ModelFolderError, checked_from_pretrained, hub_model_problem, overlong_name
 from .processing_croc import pad_colour
 from .provenance import is_hub_id
@@ -197,7 +197,7 @@ def main(argv: Iterable[str] | None = None) -> None:
         # A local folder without config.json (or with a broken one) is no model: said as the loader and the trainer
         # say it, before AutoProcessor's "Unrecognized processing class" about a processor it never had.
         try:
-            _saved_config(Path(args.model_dir).expanduser())
+            saved_config(Path(args.model_dir).expanduser())
         except ValueError as error:
             raise SystemExit(f"chat error: {error}") from None
     try:

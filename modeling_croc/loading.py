@@ -55,7 +55,7 @@ CROC_MODEL_CLASSES: dict[type, type] = {family.config: family.generation_model f
 PLAIN_MODEL_TYPES = tuple(family.plain_model_type for family in FAMILIES)
 
 
-def _saved_config(path: str | Path) -> dict:
+def saved_config(path: str | Path) -> dict:
     config_file = Path(path) / "config.json"
     if not config_file.is_file():
         raise ValueError(f"{path} is not a model folder: it has no config.json")
@@ -72,7 +72,7 @@ def _saved_config(path: str | Path) -> dict:
 
 def source_kind(path: str | Path) -> str:
     """`croc`, `llava`, `released` or `victor` for a model folder (by its config.json); raises for anything else."""
-    config = _saved_config(path)
+    config = saved_config(path)
     model_type = config.get("model_type")
     if model_type in VICTOR_MODEL_TYPES:
         return "victor"
@@ -95,7 +95,7 @@ def croc_model_class(config: CrocFieldsMixin) -> type:
 
 def load_croc_config(path: str | Path) -> CrocFieldsMixin:
     """The config of a Croc folder, as the Croc config class its `model_type` names."""
-    return CROC_CONFIG_CLASSES[_saved_config(path)["model_type"]].from_pretrained(path)
+    return CROC_CONFIG_CLASSES[saved_config(path)["model_type"]].from_pretrained(path)
 
 
 def apply_croc_fields(config, croc_fields: dict[str, Any]):
