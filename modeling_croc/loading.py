@@ -56,6 +56,8 @@ PLAIN_MODEL_TYPES = tuple(family.plain_model_type for family in FAMILIES)
 
 
 def saved_config(path: str | Path) -> dict:
+    """`path/config.json` as a dict; a one-line ValueError for a folder without one, or one that is not a JSON
+    object in UTF-8."""
     config_file = Path(path) / "config.json"
     if not config_file.is_file():
         raise ValueError(f"{path} is not a model folder: it has no config.json")
