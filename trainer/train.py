@@ -79,8 +79,10 @@ def _setup_logging(args) -> None:
 # Deprecations raised by other packages calling other packages, which no code of this project can avoid: DeepSpeed
 # 0.19's ZeRO calls torch.distributed's old collective names on every step (276 lines in a 4-step tiny ZeRO-3 run).
 # A "once" filter does not hold them back: every `warnings.catch_warnings()` that torch and transformers enter during
-# a step resets the registry "once" relies on. They are silenced, and the run says so in one log line.
-UPSTREAM_DEPRECATIONS = (r"`torch\.distributed\.(reduce_scatter_tensor|all_gather_into_tensor)` is deprecated",)
+# a step resets the registry "once" relies on. They are silenced, and the run says so in one log line. peft's
+# `get_peft_model` reads transformers' deprecated `model.is_gradient_checkpointing` (every LoRA run, once).
+UPSTREAM_DEPRECATIONS = (r"`torch\.distributed\.(reduce_scatter_tensor|all_gather_into_tensor)` is deprecated",
+                         r"`is_gradient_checkpointing` is deprecated")
 
 
 def _silence_upstream_deprecations(args) -> None:
