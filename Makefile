@@ -18,7 +18,9 @@ NO_DEPS := requirements/no-deps.txt
 TORCH_VERSION ?= 2.13.0
 EXTRAS ?= dev
 TEST_ENV := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TRANSFORMERS_NO_ADVISORY_WARNINGS=1
-PYTEST_ARGS ?= -n 2 --dist loadfile -q tests
+# Files in collection order (tests/conftest.py puts the `slow` ones first), not xdist's default of the most tests
+# first: a slow file with few tests then started last and ran alone at the end of the run.
+PYTEST_ARGS ?= -n 2 --dist loadfile --no-loadscope-reorder -q tests
 
 .PHONY: venv test test-latest lock lint bench gpu-wheels demo clean
 

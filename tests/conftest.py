@@ -20,6 +20,14 @@ import modeling_croc  # noqa: E402,F401  (registers the Auto classes)
 from croc_testing.tiny import llama_sentencepiece_tokenizer, tiny_croc_config  # noqa: E402
 
 
+def pytest_collection_modifyitems(config, items):
+    """The tests of files marked `slow` first (a stable sort: each file's own order stays). With the Makefile's
+    `--dist loadfile --no-loadscope-reorder`, the two workers start on them and the many short files fill the end of
+    the run; in xdist's default order (the files with the most tests first) a slow file of few tests came last and
+    one worker ran it alone while the other idled."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 @pytest.fixture
 def make_config():
     """Factory for tiny Croc configs (vocab 128, 16 visual tokens per 56-px image) with eager attention."""

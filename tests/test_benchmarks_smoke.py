@@ -13,6 +13,8 @@ from benchmarks import bench_attention, gpu_check, gpu_goals
 from benchmarks.__main__ import Run, render_results_md
 from benchmarks.rendering import format_cell, markdown_table, render_result
 
+pytestmark = pytest.mark.slow  # minutes of a worker: run first (tests/conftest.py)
+
 
 @pytest.fixture(scope="module")
 def attention_result(tmp_path_factory: pytest.TempPathFactory) -> dict:

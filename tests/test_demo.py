@@ -18,6 +18,8 @@ from demo.report import METRICS_FILE, REPORT_FILE, TIMINGS_FILE
 from demo.runs import ARMS, check_equal_budgets, stage_arguments
 from demo.settings import QUICK
 
+pytestmark = pytest.mark.slow  # minutes of a worker: run first (tests/conftest.py)
+
 SEED = 3
 
 

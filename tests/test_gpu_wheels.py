@@ -26,6 +26,8 @@ import pytest
 from benchmarks import gpu_wheels
 from croc_testing.optional import needs_installed_project
 
+pytestmark = pytest.mark.slow  # minutes of a worker: run first (tests/conftest.py)
+
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "benchmarks" / "gpu_check.sh"
 

@@ -22,6 +22,8 @@ from safetensors.torch import load_file
 
 from trainer.cli import ConfigError
 
+pytestmark = pytest.mark.slow  # minutes of a worker: run first (tests/conftest.py)
+
 REPO = Path(__file__).resolve().parents[2]
 STAGE1_5 = REPO / "trainer" / "configs" / "cpu_tiny" / "stage1_5.yaml"
 FILES = ("model.safetensors", "optimizer.pt", "scheduler.pt", "rng_state.pth", "trainer_state.json")

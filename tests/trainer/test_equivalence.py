@@ -24,6 +24,8 @@ from trainer import croc_trainer as croc_trainer_module
 from trainer import train as train_module
 from trainer.collator import IMAGE_ORDER_KEY, CrocDataCollator
 
+pytestmark = pytest.mark.slow  # minutes of a worker: run first (tests/conftest.py)
+
 # Packed rows of at most this many tokens: three or four cpu_tiny samples of 50-110 tokens each.
 PACKING = ("--packing=true", "--packing_max_length=256")
 
