@@ -12,10 +12,7 @@ from transformers.conversion_mapping import (
     get_checkpoint_conversion_mapping,
     register_checkpoint_conversion_mapping,
 )
-from transformers.core_model_loading import WeightRenaming, apply_renamings
 from transformers.models.auto import modeling_auto
-
-from .constants import PROMPT_POOL_PREFIX
 
 
 def parent_function(cls: type, name: str, own: tuple[type, ...]) -> Callable | None:
@@ -81,17 +78,8 @@ def register_croc_checkpoint_renames(croc_class: type, parent_class: type) -> No
     folder register them too."""
     renames = (get_checkpoint_conversion_mapping(parent_class.__name__)
                or get_checkpoint_conversion_mapping(parent_class.config_class.model_type))
-    if not renames:
-        return
-    # A parent rename written for the parent's own keys can capture the pool's (Qwen2-VL's base model moves every
-    # `model.X` but its language model under `model.language_model.`): renamed back, last, so the saved key loads
-    # into the base model too (AutoModel), not only through transformers' fallback to the original key.
-    pool_key = f"{PROMPT_POOL_PREFIX}weight"
-    captured = apply_renamings(pool_key, [rename for rename in renames if isinstance(rename, WeightRenaming)])
-    if captured != pool_key and captured.endswith(pool_key[len(PROMPT_POOL_PREFIX) - 1:]):
-        renames.append(WeightRenaming(source_patterns=f"^{captured[:-len('weight')]}",
-                                      target_patterns=PROMPT_POOL_PREFIX))
-    register_checkpoint_conversion_mapping(croc_class.__name__, renames, overwrite=True)
+    if renames:
+        register_checkpoint_conversion_mapping(croc_class.__name__, renames, overwrite=True)
 
 
 __all__ = ["croc_auto_classes_of", "forward_with_parent_signature", "parent_function",
