@@ -121,9 +121,10 @@ def _value(setting: Any) -> Any:
 # ---- types and choices: every dataclass section ----------------------------------------------------------------
 
 
-def _options(hint: Any) -> tuple[Any, ...]:
+def hint_options(hint: Any) -> tuple[Any, ...]:
+    """The types a field's annotation admits: a Union's members (nested Unions flattened), or the annotation."""
     if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        return tuple(option for arg in typing.get_args(hint) for option in _options(arg))
+        return tuple(option for arg in typing.get_args(hint) for option in hint_options(arg))
     return (hint,)
 
 
@@ -190,7 +191,7 @@ def check_field_types(arguments: Any, section: str = "") -> None:
         value = getattr(arguments, field.name)
         if not field.init or hint is None or not _is_yaml_shaped(value):
             continue
-        options = _options(hint)
+        options = hint_options(hint)
         if not any(_matches(value, option) for option in options):
             expected = " or ".join(dict.fromkeys(_describe(option) for option in options))
             raise _config_error(f"{section}{field.name} must be {expected}, got {value!r}")

@@ -17,14 +17,13 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import difflib
-import types
 import typing
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from .argument_checks import REFUSED_SETTINGS
+from .argument_checks import REFUSED_SETTINGS, hint_options
 from .script_args import DataArguments, ModelArguments
 from .training_args import CrocTrainingArguments
 
@@ -257,10 +256,7 @@ def _field_options(section: str, name: str) -> tuple[Any, ...] | None:
         hint = typing.get_type_hints(SECTIONS.get(section, CrocTrainingArguments)).get(name)
     except Exception:  # an unresolvable annotation elsewhere in TrainingArguments
         return None
-    if hint is None:
-        return None
-    union = isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
-    return typing.get_args(hint) if union else (hint,)
+    return None if hint is None else hint_options(hint)
 
 
 def _takes_bare_flag(section: str, name: str) -> bool:
@@ -304,8 +300,7 @@ def _coerce(name: str, value: Any, hint: Any) -> Any:
     """Convert YAML scalars to the field's scalar type: PyYAML reads `2e-5` as a string and `1.5` as a float."""
     if hint is None or value is None:
         return value
-    options = typing.get_args(hint) if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union \
-        else (hint,)
+    options = hint_options(hint)
     if isinstance(value, datetime.date) and str in options:
         # `output_dir: 2026-05-01` or `run_name: 2026-05-01`: YAML reads an unquoted date as a date, which no field
         # takes (output_dir failed on it naming no key; the others carried it silently).
