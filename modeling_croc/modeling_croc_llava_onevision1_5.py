@@ -60,7 +60,10 @@ CrocLlavaOnevision15CausalLMOutputWithPast = CrocQwen2_5_VLCausalLMOutputWithPas
 
 register_croc_checkpoint_renames(CrocLlavaOnevision15ForConditionalGeneration,
                                  LlavaOnevision15ForConditionalGeneration)
-register_croc_checkpoint_renames(CrocLlavaOnevision15Model, LlavaOnevision15Model)
+# The layout `save_pretrained` writes for a generation model built here (the parent's renames reversed) keeps its
+# language model under `model.model.`, which the parent's base-model rename would move to `language_model.model.`.
+register_croc_checkpoint_renames(CrocLlavaOnevision15Model, LlavaOnevision15Model,
+                                 load_only={r"^model\.model\.": "language_model."})
 
 
 __all__ = [

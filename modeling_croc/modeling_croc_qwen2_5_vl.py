@@ -87,7 +87,9 @@ class CrocQwen2_5_VLForConditionalGeneration(CrocQwen2_5_VLForConditionalGenerat
 
 
 register_croc_checkpoint_renames(CrocQwen2_5_VLForConditionalGeneration, Qwen2_5_VLForConditionalGeneration)
-register_croc_checkpoint_renames(CrocQwen2_5_VLModel, Qwen2_5_VLModel)
+# A folder in the current layout (`model.visual.`, as a converted one is) keeps its vision tower: the parent's
+# base-model rename would move it under the language model.
+register_croc_checkpoint_renames(CrocQwen2_5_VLModel, Qwen2_5_VLModel, load_only={r"^model\.visual\.": "visual."})
 
 
 __all__ = [

@@ -52,7 +52,9 @@ class CrocQwen2VLForConditionalGeneration(CrocQwen2_5_VLForConditionalGeneration
 
 
 register_croc_checkpoint_renames(CrocQwen2VLForConditionalGeneration, Qwen2VLForConditionalGeneration)
-register_croc_checkpoint_renames(CrocQwen2VLModel, Qwen2VLModel)
+# A folder in the current layout (`model.visual.`, as a converted one is) keeps its vision tower: the parent's
+# base-model rename would move it under the language model.
+register_croc_checkpoint_renames(CrocQwen2VLModel, Qwen2VLModel, load_only={r"^model\.visual\.": "visual."})
 
 
 __all__ = [

@@ -6,13 +6,18 @@ from __future__ import annotations
 
 import functools
 import inspect
+import re
 from collections.abc import Callable
 
+from transformers import GenerationMixin
 from transformers.conversion_mapping import (
     get_checkpoint_conversion_mapping,
     register_checkpoint_conversion_mapping,
 )
+from transformers.core_model_loading import WeightRenaming
 from transformers.models.auto import modeling_auto
+
+from .constants import PROMPT_POOL_MODULE, PROMPT_POOL_PREFIX
 
 
 def parent_function(cls: type, name: str, own: tuple[type, ...]) -> Callable | None:
@@ -70,17 +75,48 @@ def croc_auto_classes_of(parent_model_type: str, croc_for_parent: dict[str, str]
     return found
 
 
-def register_croc_checkpoint_renames(croc_class: type, parent_class: type) -> None:
+class LoadOnlyRenaming(WeightRenaming):
+    """A checkpoint rename applied when a folder is loaded, never when one is saved: its reverse renames nothing, so
+    a model saves under the names it would have without it (those transformers writes for the parent family)."""
+
+    def reverse_transform(self) -> WeightRenaming:
+        reverse = _NoRenaming(source_patterns=self._original_target_patterns,
+                              target_patterns=self._original_source_patterns)
+        reverse.scope_prefix, reverse.base_model_prefix = self.scope_prefix, self.base_model_prefix
+        return reverse
+
+
+class _NoRenaming(WeightRenaming):
+    """The reverse of a `LoadOnlyRenaming`: leaves every key as it is."""
+
+    def rename_source_key(self, source_key: str) -> tuple[str, None]:
+        return source_key, None
+
+
+def register_croc_checkpoint_renames(croc_class: type, parent_class: type,
+                                     load_only: dict[str, str] | None = None) -> None:
     """Give `croc_class` the checkpoint renames transformers keeps for `parent_class` (looked up as transformers
     does: by class name, then by model type). They are keyed by class name and not extended to subclasses defined
     outside the library: without this, loading a parent (or saved Croc) folder would leave weights such as
     `lm_head` randomly initialised. Each family's modelling file calls it, so `trust_remote_code` loads of a saved
-    folder register them too."""
+    folder register them too.
+
+    A base model (no generation head) also gets `load_only` (source regex -> target, applied before the parent's)
+    and the saved pool's rename: `AutoModel` on a saved generation folder reads `model.prompt_pool.weight`, which a
+    parent rename that moves every other `model.X` under the language model (Qwen2-VL's, LLaVA-OneVision-1.5's)
+    would otherwise capture, leaving the pool drawn afresh (it is never reported missing: stage-1 folders have
+    none). Both apply only to a base model loaded on its own: inside a generation model the parent's renames have
+    already moved the key, and saving never applies them."""
     renames = (get_checkpoint_conversion_mapping(parent_class.__name__)
                or get_checkpoint_conversion_mapping(parent_class.config_class.model_type))
-    if renames:
-        register_checkpoint_conversion_mapping(croc_class.__name__, renames, overwrite=True)
+    if not renames:
+        return
+    if not issubclass(croc_class, GenerationMixin):
+        load_only = {**(load_only or {}), f"^{re.escape(PROMPT_POOL_PREFIX)}": f"{PROMPT_POOL_MODULE}."}
+        renames = [LoadOnlyRenaming(source_patterns=source, target_patterns=target)
+                   for source, target in load_only.items()] + renames
+    register_checkpoint_conversion_mapping(croc_class.__name__, renames, overwrite=True)
 
 
-__all__ = ["croc_auto_classes_of", "forward_with_parent_signature", "parent_function",
+__all__ = ["LoadOnlyRenaming", "croc_auto_classes_of", "forward_with_parent_signature", "parent_function",
            "register_croc_checkpoint_renames"]

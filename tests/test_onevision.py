@@ -12,11 +12,16 @@ import json
 import pytest
 import torch
 from scipy.optimize import linear_sum_assignment
-from transformers import AutoConfig, AutoModelForImageTextToText, LlavaOnevisionForConditionalGeneration
+from transformers import (
+    AutoConfig,
+    AutoModel,
+    AutoModelForImageTextToText,
+    LlavaOnevisionForConditionalGeneration,
+)
 
 from croc_testing.backbones import backbone_fields
 from croc_testing.batches import make_anyres_batch
-from modeling_croc import CrocOnevisionConfig, CrocOnevisionForConditionalGeneration
+from modeling_croc import CrocOnevisionConfig, CrocOnevisionForConditionalGeneration, CrocOnevisionModel
 from modeling_croc.convert import croc_to_llava, export_llava_folder
 
 # 28-px views of 14-px patches: 4 tokens per view; grids up to 2 x 2 views.
@@ -176,6 +181,10 @@ def test_auto_classes_save_and_export(tmp_path):
     assert type(loaded) is CrocOnevisionForConditionalGeneration
     for name, tensor in croc.state_dict().items():
         torch.testing.assert_close(loaded.state_dict()[name], tensor, rtol=0, atol=0)
+    base, info = AutoModel.from_pretrained(tmp_path / "croc", output_loading_info=True, attn_implementation="eager")
+    assert type(base) is CrocOnevisionModel and not info["missing_keys"], info
+    for name, tensor in croc.model.state_dict().items():  # the pool too
+        torch.testing.assert_close(base.state_dict()[name], tensor, rtol=0, atol=0, msg=name)
 
     export_llava_folder(tmp_path / "croc", tmp_path / "plain")
     assert json.loads((tmp_path / "plain" / "config.json").read_text())["model_type"] == "llava_onevision"

@@ -39,10 +39,14 @@ def test_round_trip_has_no_missing_or_unexpected_keys(make_config, tmp_path):
 
 def test_auto_classes_resolve_croc(make_config, tmp_path):
     config = make_config()
-    _model(config).save_pretrained(tmp_path)
+    croc = _model(config)
+    croc.save_pretrained(tmp_path)
     assert isinstance(AutoConfig.from_pretrained(tmp_path), CrocConfig)
     assert isinstance(AutoModelForImageTextToText.from_pretrained(tmp_path), CrocForConditionalGeneration)
-    assert isinstance(AutoModel.from_pretrained(tmp_path), CrocModel)
+    base, info = AutoModel.from_pretrained(tmp_path, output_loading_info=True)
+    assert isinstance(base, CrocModel) and not info["missing_keys"], info
+    for name, tensor in croc.model.state_dict().items():  # the pool too
+        torch.testing.assert_close(base.state_dict()[name], tensor, rtol=0, atol=0, msg=name)
     saved = json.loads((tmp_path / "config.json").read_text())
     assert saved["model_type"] == "croc"
     assert saved["auto_map"]["AutoModelForImageTextToText"].endswith("CrocForConditionalGeneration")

@@ -17,12 +17,14 @@ import pytest
 import torch
 import transformers
 from transformers.cache_utils import Cache
+from transformers.core_model_loading import apply_renamings
 from transformers.generation.utils import GenerateDecoderOnlyOutput
 from transformers.models.auto import modeling_auto
 
 from croc_testing.batches import PAD_TOKEN_ID, make_batch
 from modeling_croc import AUTO_MODEL_CLASSES, CrocConfig, CrocForConditionalGeneration, CrocModel
 from modeling_croc.convert import croc_to_llava
+from modeling_croc.parent_wiring import LoadOnlyRenaming
 
 # The cache's name in generate's output and arguments: `cache` since transformers 5.24, `past_key_values` before.
 CACHE_NAME = "cache" if "cache" in {f.name for f in dataclasses.fields(GenerateDecoderOnlyOutput)} else "past_key_values"
@@ -336,3 +338,17 @@ def test_a_decoding_step_compiles_into_one_graph(family):
                                   cache_position=torch.tensor([length]), **{CACHE_NAME: cache}).logits
     assert steps["eager"].shape[:2] == (inputs["input_ids"].shape[0], 1)
     torch.testing.assert_close(steps["compiled"], steps["eager"], rtol=1e-5, atol=1e-6)
+
+
+def test_a_load_only_rename_renames_on_load_and_never_on_save():
+    """`LoadOnlyRenaming` subclasses transformers' `WeightRenaming` (core_model_loading): loading applies its pattern
+    (`rename_source_key`); saving reverses the model's renames (`reverse_transform`), and its reverse renames
+    nothing, scoped or not."""
+    rename = LoadOnlyRenaming(source_patterns=r"^model\.prompt_pool\.", target_patterns="prompt_pool.")
+    assert apply_renamings("model.prompt_pool.weight", [rename]) == "prompt_pool.weight"
+    assert apply_renamings("model.language_model.norm.weight", [rename]) == "model.language_model.norm.weight"
+    rename.scope_prefix, rename.base_model_prefix = "", "model"
+    reverse = rename.reverse_transform()
+    assert (reverse.scope_prefix, reverse.base_model_prefix) == ("", "model")
+    for key in ("prompt_pool.weight", "model.prompt_pool.weight", "model.model.prompt_pool.weight"):
+        assert apply_renamings(key, [reverse]) == key
