@@ -8,6 +8,10 @@ A build folder holds::
     (with --hub-folder DIR: DIR/data/train-*.parquet + README.md, what --push-to-hub uploads, images embedded)
     summary.json                                  kept/dropped per source and per reason, parameters, provenance
     rejects.jsonl                                 every rejected row with its reason
+
+A rebuild over a finished build (--overwrite) writes into a hidden `.rebuild-*` folder inside it and swaps the files
+in only once the build succeeded: a failed or stopped rebuild leaves the previous build whole, its own summary.json
+and rejects.jsonl in that folder (removed by the next rebuild).
 """
 
 from __future__ import annotations
@@ -120,7 +124,7 @@ def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
 _BUILD_FILES = frozenset({_OUTPUT_MARKER, "rejects.jsonl", "data.jsonl", "README.md", "state.json",
                           "dataset_info.json"})
 _BUILD_PATTERN = re.compile(r"data-\d{5}-of-\d{5}\.arrow|cache-.*\.arrow|tmp.*\.arrow"
-                            rf"|\.{re.escape(_OUTPUT_MARKER)}\.\d+\.tmp|\.hub-upload-.*")
+                            rf"|\.{re.escape(_OUTPUT_MARKER)}\.\d+\.tmp|\.hub-upload-.*|\.rebuild-.*")
 
 
 def _build_output(name: str) -> bool:
@@ -165,7 +169,7 @@ def _writing(out_dir: Path) -> Iterator[None]:
         raise BuildWriteError(f"could not write the build into {out_dir}: {write_failure_reason(error)}; {left}") from None
 
 
-def _reset_out_dir(out_dir: Path, name: str) -> None:
+def _reset_out_dir(out_dir: Path, name: str, keep: Path | None = None) -> None:
     """Remove a previous build (checked by :func:`_check_out_dir`) only once the new one has been read.
 
     The folder is marked as a build in progress (summary.json, status "building") before anything in it is removed
@@ -177,12 +181,35 @@ def _reset_out_dir(out_dir: Path, name: str) -> None:
     _write_marker(out_dir, marker)
     for path in list(out_dir.iterdir()):
         # Only a build's own files: anything put there while this build read its sources stays.
-        if path.name == _OUTPUT_MARKER or not _build_output(path.name):
+        if path.name == _OUTPUT_MARKER or not _build_output(path.name) or path == keep:
             continue
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         else:
             path.unlink()
+
+
+_STAGING_PREFIX = ".rebuild-"
+
+
+def _staging_folder(out_dir: Path) -> Path:
+    """A new hidden folder inside `out_dir` that a rebuild over a good build writes into; the staging folders of
+    earlier failed rebuilds (their rejects, outdated now) are removed."""
+    for path in out_dir.glob(f"{_STAGING_PREFIX}*"):
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+    return Path(tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=out_dir))
+
+
+def _swap_in(staging: Path, out_dir: Path, name: str) -> None:
+    """Replace the build in `out_dir` by the complete one in `staging`: renames within one folder, summary.json last.
+    Killed midway, `out_dir` is marked as building (`_reset_out_dir`), which the same command replaces."""
+    _reset_out_dir(out_dir, name, keep=staging)
+    for path in staging.iterdir():
+        if path.name != _OUTPUT_MARKER:
+            os.replace(path, out_dir / path.name)
+    os.replace(staging / _OUTPUT_MARKER, out_dir / _OUTPUT_MARKER)
+    staging.rmdir()
 
 
 def _given_image_root(recipe: Recipe, data_root: Path, params: dict[str, Any] | None) -> Path | None:
@@ -277,6 +304,18 @@ def _summary(name: str, seed: int, result: RecipeResult, report: ValidationRepor
     }
 
 
+def _lost_sources(summary: dict[str, Any]) -> list[str]:
+    """One phrase per source that had rows taken and kept none, naming its main reject reason."""
+    lost = []
+    for name, source in summary["sources"].items():
+        if source["taken"] and not source["kept"]:
+            reasons = {reason: n for reason, n in source["dropped_by_reason"].items() if n}
+            main = max(reasons, key=reasons.__getitem__) if reasons else "unknown"
+            lost.append(f"source {name} kept none of its {source['taken']:,} rows ({main}: {reasons.get(main, 0):,}"
+                        f"{', ...' if len(reasons) > 1 else ''})")
+    return lost
+
+
 def build_recipe(
     name: str,
     data_root: str | Path,
@@ -300,8 +339,10 @@ def build_recipe(
     Args:
         params: the recipe's keyword parameters (the CLI's `--set key=value`).
         strict: raise :class:`StrictValidationError` if any row is rejected (summary.json and rejects.jsonl
-            are still written, with status "failed", so the rejects can be inspected; no dataset is saved). Without
-            it, a build whose every row is rejected raises `DataError` the same way.
+            are still written, with status "failed", so the rejects can be inspected; no dataset is saved; over a
+            finished build they go to the hidden staging folder the message names, the build staying whole). Without
+            it, a build whose every row is rejected, or one of whose sources kept none of the rows taken from it,
+            raises `RejectedRowsError` (a `DataError`) the same way.
         check_images: check that every image stays under the image root, exists and decodes in full
             (`modeling_croc.images.load_image`); False: text checks only.
         num_proc: processes for the image checks.
@@ -331,6 +372,7 @@ def build_recipe(
     if image_storage not in publish.IMAGE_STORAGES:
         raise ValueError(f"image_storage must be one of {publish.IMAGE_STORAGES}, got {image_storage!r}")
     recipe = get_recipe(name)
+    params = recipe.check_params(params)
     if out_dir.resolve() in (data_root.resolve(), *data_root.resolve().parents):
         # `--data-root builds/x/raw --out builds/x --overwrite`: the downloads were read, then deleted with the
         # previous build (and their images rejected as missing). Links resolved: the folders as they are on disk.
@@ -354,9 +396,17 @@ def build_recipe(
             out_dir, data_root, _given_image_root(recipe, data_root, params)))
     command = command or f"build_recipe({name!r}, {str(data_root)!r}, {str(out_dir)!r}, seed={seed}, params={params!r})"
 
+    # A good build being replaced stays whole until the new one is: a failed rebuild (--strict, a missing image
+    # mount) left only its rejects, and the trainer then found neither a build nor Parquet there.
+    replacing = _build_summary(out_dir) or {}
+    staged = replacing.get("status") == "ok"
     result = recipe(data_root, seed=seed, **(params or {}))
     with _writing(out_dir):
-        _reset_out_dir(out_dir, name)
+        into = _staging_folder(out_dir) if staged else out_dir
+        if not staged:
+            _reset_out_dir(out_dir, name)
+    kept_note = (f" (the previous build in {out_dir} is unchanged; this attempt's summary.json and rejects.jsonl are "
+                 f"in {into})") if staged else ""
     parts = [p.dataset for p in result.parts if len(p.dataset)]
     dataset = concatenate_datasets(parts) if parts else empty_dataset()
     logger.info("%s: read %d rows from %d source(s); validating", name, len(dataset), len(result.parts))
@@ -368,29 +418,38 @@ def build_recipe(
     summary = _summary(name, seed, result, report, sources, check_images=check_images, num_proc=num_proc,
                        command=command, data_root=data_root)
     with _writing(out_dir):
-        write_rejects(out_dir / "rejects.jsonl", dataset, report)
+        write_rejects(into / "rejects.jsonl", dataset, report)
     everything_rejected = len(dataset) > 0 and report.num_rejected == len(dataset)
-    if (strict and report.num_rejected) or everything_rejected or not len(dataset):
+    lost = _lost_sources(summary)
+    if (strict and report.num_rejected) or everything_rejected or not len(dataset) or lost:
         summary["status"] = "failed"
         with _writing(out_dir):
-            _write_marker(out_dir, summary)
+            _write_marker(into, summary)
         if not len(dataset):
             # Nothing read keeps no row either (an empty annotation file, every count 0): a build "ok" with no row
             # would only fail later, in the trainer, with no word of why.
             raise RejectedRowsError(f"no rows were read from the {len(result.parts)} source(s) of {name} (an empty "
-                                    "annotation file, or every count 0): nothing to build")
+                                    f"annotation file, or every count 0): nothing to build{kept_note}")
         if everything_rejected and not strict:
             # An empty build is never what was asked for (a wrong image root, a file of the wrong shape).
             raise RejectedRowsError(f"every one of the {len(dataset):,} rows read was rejected ({format_counts(report.counts)}); "
-                            f"rejected rows with their reasons: {out_dir / 'rejects.jsonl'}")
-        by_source = {s: v["dropped_by_reason"] for s, v in summary["sources"].items()}
-        raise StrictValidationError(report.counts, by_source, out_dir / "rejects.jsonl")
+                            f"rejected rows with their reasons: {into / 'rejects.jsonl'}{kept_note}")
+        if strict and report.num_rejected:
+            by_source = {s: v["dropped_by_reason"] for s, v in summary["sources"].items()}
+            error = StrictValidationError(report.counts, by_source, into / "rejects.jsonl")
+            error.args = (f"{error}{kept_note}",)
+            raise error
+        # A whole source gone (its images not unpacked, every caption with two markers) under status ok: the
+        # mixture trained on was not the one asked for, with nothing said.
+        raise RejectedRowsError(f"{'; '.join(lost)}: a build does not drop a whole source; fix it or leave it out "
+                                f"with --set counts.NAME=0 (or count=0); rejected rows with their reasons: "
+                                f"{into / 'rejects.jsonl'}{kept_note}")
 
     kept = kept_rows(dataset, report)
     with _writing(out_dir):
-        kept.save_to_disk(str(out_dir))
+        kept.save_to_disk(str(into))
         if export_jsonl:
-            write_jsonl(out_dir / "data.jsonl", _llava_rows(kept))
+            write_jsonl(into / "data.jsonl", _llava_rows(kept))
     if push_to_hub or hub_folder:
         summary["hub"] = {"repo": push_to_hub, "folder": None if hub_folder is None else str(hub_folder),
                           "image_storage": image_storage}
@@ -401,9 +460,11 @@ def build_recipe(
 
     card = card_for("path", summary)
     with _writing(out_dir):
-        card.save(out_dir / "README.md")
+        card.save(into / "README.md")
         summary["elapsed_s"] = round(time.perf_counter() - started, 3)
-        _write_marker(out_dir, summary)
+        _write_marker(into, summary)
+        if staged:
+            _swap_in(into, out_dir, name)
     logger.info("%s: kept %d, rejected %d (%s), notices: %s -> %s", name, len(kept), report.num_rejected,
                 format_counts(report.counts), format_counts(report.notices), out_dir)
     if push_to_hub or hub_folder:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import shlex
 import sys
 from collections.abc import Sequence
@@ -23,7 +24,7 @@ import yaml
 from modeling_croc.provenance import expand_home
 from modeling_croc.write_failures import NO_ROOM_ERRNOS, write_failure_reason
 
-from .build import DEFAULT_SEED, BuildWriteError, build_recipe
+from .build import DEFAULT_SEED, BuildWriteError, build_recipe, unfinished_build
 from .publish import IMAGE_STORAGES
 from .registry import RECIPES, get_recipe, list_recipes
 from .synthetic_scenes import generate_synthetic_scenes, writable_scenes_folder
@@ -38,7 +39,14 @@ def parse_value(raw: str) -> Any:
         return None
     try:
         value = yaml.safe_load(raw)
-    except yaml.YAMLError:
+    except yaml.YAMLError as error:
+        if text.startswith(("[", "{")):
+            # Meant as a list or mapping (DATA.md's instruction pool): kept as text, it was written verbatim into
+            # every prompt of the build.
+            problem = " ".join(str(getattr(error, "problem", None) or "invalid YAML").split())
+            raise ValueError(f"{raw!r} does not parse as a YAML list or mapping ({problem}): quote the items that "
+                             "hold `?`, `: `, `#` or a comma, e.g. --set 'instruction=[\"What is in the image?\", "
+                             "Describe it.]'") from None
         return raw
     # Strings stay verbatim: YAML would strip a trailing "# comment" or fold a "key: value" into a mapping.
     if value is None or isinstance(value, str) or (isinstance(value, dict) and not text.startswith("{")):
@@ -59,8 +67,36 @@ def parse_set_args(items: Sequence[str]) -> dict[str, Any]:
             node = node.setdefault(parent, {})
             if not isinstance(node, dict):
                 raise ValueError(f"--set {item!r}: {parent!r} was already given a value")
-        node[leaf] = parse_value(raw)
+        try:
+            node[leaf] = parse_value(raw)
+        except ValueError as error:
+            raise ValueError(f"--set {key.strip()}: {error}") from None
     return params
+
+
+def _whole_number(minimum: int) -> Any:
+    """An argparse type: a whole number >= `minimum`, refused in the parser (with the option's name), before any source
+    is read: `--num-proc 0` ran with one process without a word, `--seed -1` failed in numpy after the reading."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected a whole number >= {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"whole number >= {minimum}"
+    return parse
+
+
+# The longest file or folder name most file systems take, in bytes.
+_NAME_MAX = 255
+
+
+def _long_name(path: str) -> str | None:
+    """The first part of `path` longer than a file name may be, or None."""
+    return next((part for part in Path(path).parts if len(os.fsencode(part)) > _NAME_MAX), None)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -74,10 +110,12 @@ def _parser() -> argparse.ArgumentParser:
     p_build.add_argument("name", help="recipe name (see `list`)")
     p_build.add_argument("--data-root", required=True, help="folder holding the downloads (see the recipe's layout)")
     p_build.add_argument("--out", required=True, help="output folder")
-    p_build.add_argument("--seed", type=int, default=DEFAULT_SEED, help=f"sampling seed (default {DEFAULT_SEED})")
+    p_build.add_argument("--seed", type=_whole_number(0), default=DEFAULT_SEED,
+                         help=f"sampling seed, >= 0 (default {DEFAULT_SEED})")
     p_build.add_argument("--strict", action="store_true", help="fail if any row is rejected")
     p_build.add_argument("--skip-image-check", action="store_true", help="do not open image files (text checks only)")
-    p_build.add_argument("--num-proc", type=int, default=1, help="processes for the image checks (default 1)")
+    p_build.add_argument("--num-proc", type=_whole_number(1), default=1,
+                         help="processes for the image checks (default 1)")
     p_build.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
                          help="recipe parameter, dotted keys for per-source values (e.g. counts.alpaca=100)")
     p_build.add_argument("--no-jsonl", action="store_true", help="skip the data.jsonl export")
@@ -138,7 +176,7 @@ def _print_report(summary: dict[str, Any]) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """CLI entry point; returns the exit status (0 ok, 1 usage/input error, including a data file that does not read
-    as rows, 2 rows rejected under --strict or every row rejected)."""
+    as rows, 2 rows rejected under --strict, every row rejected, or a source that kept none of its rows; 130 interrupted)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
@@ -175,6 +213,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 1
         print(f"wrote {made.out_dir}: " + ", ".join(f"{k}={v}" for k, v in made.counts.items()))
         return 0
+    too_long = _long_name(args.out)
+    if too_long:
+        print(f"error: --out {args.out}: the name {too_long[:40]}... is {len(os.fsencode(too_long))} bytes, longer than "
+              f"a file system takes ({_NAME_MAX}); choose a shorter name (nothing was read or written)", file=sys.stderr)
+        return 1
     try:
         recipe = get_recipe(args.name)
         params = parse_set_args(args.sets)
@@ -191,6 +234,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             hub_folder=args.hub_folder, image_storage=args.image_storage,
             command=shlex.join(["python", "-m", "data_recipes", *argv]),
         )
+    except KeyboardInterrupt:
+        # Ctrl-C: one line, the shell's status for SIGINT, not a traceback with status 1.
+        left = ("it is marked as an unfinished build (summary.json status \"building\"), which the trainer refuses: "
+                "rerun the same command with --overwrite" if unfinished_build(Path(args.out).expanduser())
+                else "nothing in it was changed")
+        print(f"error: interrupted; --out {args.out}: {left}", file=sys.stderr)
+        return 130
     except RejectedRowsError as err:  # rows rejected under --strict, or every row rejected
         print(f"error: {err}", file=sys.stderr)
         return 2

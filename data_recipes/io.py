@@ -31,8 +31,15 @@ def files_not_read(folder: str | Path) -> list[Path]:
     files and those under hidden folders are left out: `hf download --local-dir` writes its `.cache/` metadata and
     `.gitattributes` beside every download, which are never rows."""
     folder = Path(folder)
-    return sorted(file for file in folder.rglob("*") if file.is_file() and readable_suffix(file) not in _SUFFIXES
-                  and not any(part.startswith(".") for part in file.relative_to(folder).parts))
+    return sorted(file for file in _visible_files(folder) if readable_suffix(file) not in _SUFFIXES)
+
+
+def _visible_files(folder: Path) -> list[Path]:
+    """The files under `folder` that are neither hidden nor under a hidden folder (relative to `folder`, which may
+    itself sit under one): `.ipynb_checkpoints/x-checkpoint.json` is a copy of the rows (read, it doubled them), a
+    macOS `._x.parquet` is no parquet at all (it stopped the build), and the trainer skips both."""
+    return [file for file in folder.rglob("*")
+            if file.is_file() and not any(part.startswith(".") for part in file.relative_to(folder).parts)]
 
 
 def describe_files_not_read(folder: str | Path, files: list[Path]) -> str:
@@ -131,7 +138,8 @@ def _read_parquet(path: Path) -> list[dict[str, Any]]:
 
 def read_records(path: str | Path) -> list[Any]:
     """Read every record of a `.json`/`.jsonl`/`.parquet` file, or of all such files under a folder (suffixes in
-    any case; the folder's other files are named in a warning, `files_not_read`).
+    any case; hidden files and those under hidden folders are skipped; the folder's other files are named in a
+    warning, `files_not_read`).
 
     Folder contents are read in sorted path order so that row indices (and therefore seeded samples)
     do not depend on the file system's listing order. Raises `DataError` (file, line, column) for a file that does
@@ -139,7 +147,7 @@ def read_records(path: str | Path) -> list[Any]:
     """
     path = Path(path)
     if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and readable_suffix(p) in _SUFFIXES)
+        files = sorted(p for p in _visible_files(path) if readable_suffix(p) in _SUFFIXES)
         unread = files_not_read(path)
         if not files:
             found = f" ({describe_files_not_read(path, unread)})" if unread else ""

@@ -12,6 +12,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from huggingface_hub import is_offline_mode
+
+from modeling_croc.constants import IMAGE_TOKEN
+
 from .parts import RecipeResult
 from .sampling import check_count
 
@@ -45,8 +49,19 @@ class Recipe:
         if unknown:
             known = ", ".join(self.parameters()) or "(none)"
             raise TypeError(f"recipe {self.name!r} has no parameter(s) {sorted(unknown)}; it takes: {known}")
+        return self.fn(Path(data_root), seed=seed, **self.check_params(params))
+
+    def check_params(self, params: Mapping[str, Any] | None) -> dict[str, Any]:
+        """Check the parameters a build passes before any source is read (a bad one otherwise stopped the build after
+        minutes of reading, or was trained on), and return them with `~` in folder and file values expanded. Raises
+        `ValueError`, one line. Calling it again on its result changes nothing."""
+        params = dict(params or {})
         _check_counts(self.name, params)
-        return self.fn(Path(data_root), seed=seed, **params)
+        if "instruction" in params:
+            check_instruction(params["instruction"])
+        _check_image_dirs(params.get("image_dirs"))
+        _check_hub(params)
+        return _expand_paths(params)
 
 
 def _check_counts(name: str, params: dict[str, Any]) -> None:
@@ -59,6 +74,66 @@ def _check_counts(name: str, params: dict[str, Any]) -> None:
         return
     for source, count in counts.items():
         check_count(count, f"{name}: counts.{source}")
+
+
+def check_instruction(instruction: Any) -> None:
+    """Refuse a caption instruction that is not null, `none`, a non-empty string or a non-empty list of them: a list
+    given with YAML's quoting wrong (`[What is it?, ...]` read as one string, `[a: b]` as a mapping) was written into
+    every prompt as its text or repr, and `42` stopped the build with a traceback."""
+    if instruction is None or instruction == "none":
+        return
+    pool = instruction if isinstance(instruction, list) else [instruction]
+    if not pool or not all(isinstance(item, str) and item.strip() for item in pool):
+        raise ValueError(f"instruction must be a non-empty text, a non-empty list of non-empty texts, or null/none; got "
+                         f"{instruction!r} (on the command line quote list items that hold `?`, `: ` or `#`: "
+                         "--set 'instruction=[\"What is in the image?\", Describe it.]')")
+    marked = [item for item in pool if IMAGE_TOKEN in item]
+    if marked:
+        # The recipe puts the marker before the instruction itself: a second one rejected every caption row as
+        # too_many_image_markers.
+        raise ValueError(f"instruction {marked[0]!r} holds {IMAGE_TOKEN}: the recipe adds the image marker before the "
+                         f"instruction itself; give the text without {IMAGE_TOKEN}")
+
+
+def _check_image_dirs(image_dirs: Any) -> None:
+    """Refuse an absolute `image_dirs.NAME`: it prefixes the rows' image paths, which must stay under the data root
+    (the image root), so every row of that source was rejected as image_outside_root."""
+    if not isinstance(image_dirs, Mapping):
+        return
+    for name, folder in image_dirs.items():
+        if isinstance(folder, str) and (Path(folder).is_absolute() or folder.startswith("~")):
+            raise ValueError(f"image_dirs.{name}={folder}: must be a folder relative to --data-root (the image paths "
+                             "of a build are relative to it); move or link the images under the data root")
+
+
+def _check_hub(params: Mapping[str, Any]) -> None:
+    """Refuse a Hub source while the Hub is switched off, before the local sources are read (a traceback from
+    `datasets` came after the largest file had been parsed)."""
+    hub = params.get("hub")
+    # A mixture's `hub=true` (one value for all) is `parts.merge_overrides`' error; llava_json's `hub` is a repo id.
+    wanted = [f"hub.{name}" for name, ref in hub.items() if ref] if isinstance(hub, Mapping) else (
+        ["hub"] if isinstance(hub, str) and hub else [])
+    if wanted and is_offline_mode():
+        raise ValueError(f"--set {wanted[0]} reads from the Hub, which is switched off here (HF_HUB_OFFLINE=1): unset "
+                         "HF_HUB_OFFLINE, or download the source and leave out the hub setting")
+
+
+# Parameters naming a file or folder on this machine (`paths` one per source): `~` is the home folder there, as in
+# every folder option (a quoted `~/x` was recorded and read as ROOT/~/x).
+_PATH_PARAMS = ("image_root", "annotation")
+
+
+def _expand_paths(params: dict[str, Any]) -> dict[str, Any]:
+    def expand(value: Any) -> Any:
+        return str(Path(value).expanduser()) if isinstance(value, str) and value.startswith("~") else value
+
+    for key in _PATH_PARAMS:
+        # With `hub`, llava_json's annotation is a file in the repo, not on this machine.
+        if key in params and not (key == "annotation" and params.get("hub")):
+            params[key] = expand(params[key])
+    if isinstance(params.get("paths"), Mapping):
+        params["paths"] = {name: expand(value) for name, value in params["paths"].items()}
+    return params
 
 
 RECIPES: dict[str, Recipe] = {}

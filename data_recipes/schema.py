@@ -67,7 +67,8 @@ def _storable(text: str) -> str:
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
 
 
-def _preview(value: Any, limit: int = 120) -> str:
+def preview(value: Any, limit: int = 120) -> str:
+    """`repr(value)`, cut to `limit` characters: a bad value as a message or the rejects file quotes it."""
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
@@ -82,9 +83,9 @@ def _normalise_image(value: Any) -> tuple[str | None, str | None]:
         if not value:
             return None, None
         # The schema holds one image per row (LLaVA-1.5 / Croc); keeping one of them would lose data silently.
-        return None, f"multiple_images: {len(value)} images {_preview(list(value))}"
+        return None, f"multiple_images: {len(value)} images {preview(list(value))}"
     if isinstance(value, (dict, bool)):
-        return None, f"malformed_row: `image` is {_preview(value)}, not a path"
+        return None, f"malformed_row: `image` is {preview(value)}, not a path"
     return str(value), None
 
 
@@ -101,11 +102,11 @@ def _normalise_turns(conversations: Any) -> tuple[list[dict[str, str]] | None, s
     if is_missing(conversations):  # NaN too: a pandas dump's empty cell is no turns, not a malformed row
         return [], None  # no turns: validation rejects the row as `bad_turn_order`
     if not isinstance(conversations, list):
-        return None, f"malformed_row: `conversations` is {_preview(conversations)}, not a list of turns"
+        return None, f"malformed_row: `conversations` is {preview(conversations)}, not a list of turns"
     turns = []
     for position, turn in enumerate(conversations):
         if not isinstance(turn, Mapping):
-            return None, f"malformed_row: turn {position} is {_preview(turn)}, not an object with from/value"
+            return None, f"malformed_row: turn {position} is {preview(turn)}, not an object with from/value"
         # A turn without the key (a `{role, content}` turn) is another schema, not an empty turn or an unknown role,
         # which an empty `from` / `value` would be reported as.
         missing = next((key for key in ("from", "value") if key not in turn), None)
@@ -113,7 +114,7 @@ def _normalise_turns(conversations: Any) -> tuple[list[dict[str, str]] | None, s
             return None, f"malformed_row: turn {position} has no {missing!r} ({_keys(turn)})"
         value = turn.get("value")
         if isinstance(value, (list, dict)):
-            return None, f"malformed_row: turn {position}'s value is {_preview(value)}, not text"
+            return None, f"malformed_row: turn {position}'s value is {preview(value)}, not text"
         turns.append({"from": _as_text(turn.get("from")), "value": _as_text(value)})
     return turns, None
 
@@ -129,7 +130,7 @@ def normalise_row(record: Any, *, source: str, index: int) -> dict[str, Any]:
     """
     if not isinstance(record, Mapping):
         return {"id": f"{source}-{index}", "image": None, "conversations": None, "source": source,
-                PROBLEM_COLUMN: f"malformed_row: row {index} is {_preview(record)}, not an object"}
+                PROBLEM_COLUMN: f"malformed_row: row {index} is {preview(record)}, not an object"}
     raw_id = record.get("id")
     # A NaN id (a pandas dump) is missing too: as "nan" every such row would share one id.
     row_id = f"{source}-{index}" if is_missing(raw_id) or raw_id == "" else str(raw_id)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .schema import PROBLEM_COLUMN, is_missing, normalise_row, text_problem
+from .schema import PROBLEM_COLUMN, is_missing, normalise_row, preview, text_problem
 
 Conversation = list[dict[str, str]]
 TextConverter = Callable[[Mapping[str, Any]], Conversation]
@@ -67,6 +67,19 @@ register_text_converter("firefly", from_kind_input_target)
 register_text_converter("webqa", from_input_output)
 
 
+# Every field a converter above reads (`kind`, Firefly's task family, is not part of the text).
+_TEXT_FIELDS = frozenset({"instruction", "input", "output", "context", "response", "target"})
+
+
+def _structured_field(record: Mapping[str, Any]) -> str | None:
+    """A `malformed_row` problem for a record with a list or mapping where a converter reads text: `str()` made it
+    its Python repr (`['red', 'blue']`), trained on as the answer; a LLaVA turn holding one is rejected the same way."""
+    for key, value in record.items():
+        if isinstance(value, (list, tuple, dict)) and key in _TEXT_FIELDS:
+            return f"malformed_row: {key!r} is {type(value).__name__} {preview(value)}, not text"
+    return None
+
+
 def text_record_to_row(record: Any, *, source: str, index: int) -> dict[str, Any]:
     """Convert one upstream text record to a schema row; its id records the upstream row index."""
     try:
@@ -78,7 +91,8 @@ def text_record_to_row(record: Any, *, source: str, index: int) -> dict[str, Any
         # The same reject as a LLaVA record that is not an object: counted, not a crash of the whole build.
         return normalise_row(record, source=source, index=index)
     row = {"id": row_id, "image": None, "conversations": convert(record), "source": source}
-    problem = text_problem(row)  # a lone surrogate (`\ud83d` of a cut emoji): one rejected row, not a failed build
+    # A lone surrogate (`\ud83d` of a cut emoji): one rejected row, not a failed build.
+    problem = _structured_field(record) or text_problem(row)
     if problem:
         row[PROBLEM_COLUMN] = problem
     return row

@@ -20,7 +20,7 @@ from ..parts import (
     require_local_sources,
     text_part,
 )
-from ..registry import register_recipe
+from ..registry import check_instruction, register_recipe
 from ..sampling import source_seed
 
 DEFAULT_CAPTION_INSTRUCTION = "Please generate detailed descriptions of the given image."
@@ -37,9 +37,8 @@ def caption_instruction(instruction: str | list[str] | None, seed: int) -> RowTr
     # each row's own", so every recipe sharing this transform takes it so, never as a one-word prompt.
     if instruction is None or instruction == "none":
         return None
+    check_instruction(instruction)
     pool = [instruction] if isinstance(instruction, str) else list(instruction)
-    if not pool:
-        raise ValueError("instruction pool is empty")
     rng = np.random.default_rng(source_seed(seed, "caption_instruction"))
 
     def transform(row: dict[str, Any]) -> dict[str, Any]:

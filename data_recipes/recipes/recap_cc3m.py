@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Any
 
+from modeling_croc.write_failures import write_failure_reason
+
+from ..build import BuildWriteError
 from ..catalog import source_info
 from ..parts import RecipeResult, llava_part, locate, records_part
 from ..registry import register_recipe
@@ -107,7 +111,12 @@ def _write_images(shards: Path, image_root: Path, records: list[dict[str, Any]],
     it in the record. Streams the shards a batch at a time: the images never sit in memory together."""
     import pyarrow.parquet as pq
 
-    image_root.mkdir(parents=True, exist_ok=True)
+    try:
+        image_root.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        if isinstance(error, FileExistsError):  # a file where the folder should be: not a write failure
+            raise FileExistsError(f"image_root {image_root} is a file, not a folder") from None
+        raise _image_write_error(image_root, error) from None
     index = 0
     for file in _shard_files(shards):
         for batch in pq.ParquetFile(file).iter_batches(batch_size=512, columns=["id", "image"]):
@@ -126,5 +135,19 @@ def _write_image(row: dict[str, Any], image_root: Path, stem: str) -> str | None
     name = stem + suffix
     target = image_root / name
     if not target.exists():
-        target.write_bytes(data)
+        # Written beside it under a hidden name and renamed into place: an image cut short (a full disk) was kept by
+        # every rerun as "already there", then rejected as unreadable or, with --skip-image-check, trained on.
+        temporary = image_root / f".{name}.{os.getpid()}.tmp"
+        try:
+            temporary.write_bytes(data)
+            os.replace(temporary, target)
+        except OSError as error:
+            temporary.unlink(missing_ok=True)
+            raise _image_write_error(target, error) from None
     return name
+
+
+def _image_write_error(target: Path, error: OSError) -> BuildWriteError:
+    return BuildWriteError(f"could not write the image {target} taken out of the parquet shards: "
+                           f"{write_failure_reason(error)}; the images written before it are whole and kept, --out was "
+                           "not changed: free space there (or make it writable) and rerun the same command")

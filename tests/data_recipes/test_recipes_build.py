@@ -6,6 +6,7 @@ import json
 import shutil
 
 import datasets
+import huggingface_hub
 import pytest
 from recipe_fakes import EXTRA_802K, MIX665K_IMAGES, SHAREGPT4V_IMAGES, TEXT_ROWS, write_jsonl
 
@@ -151,6 +152,8 @@ def test_croc_hub_sources_go_through_the_hub_module(croc_root, tmp_path, monkeyp
 
     monkeypatch.setattr("data_recipes.hub.download_hub_file", fake_download)
     monkeypatch.setattr("data_recipes.hub.load_hub_dataset", fake_load)
+    # The tests run offline, where a Hub source is refused before anything is read; the Hub is faked here.
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     counts = {**TINY_CROC_COUNTS, "alpaca": 3}
     result = build_recipe("croc1.5m", croc_root, tmp_path / "out",
                           params={"counts": counts, "hub": {"sharegpt4v": True, "alpaca": "someone/alpaca-copy"}})
@@ -271,11 +274,12 @@ def test_overwrite_keeps_what_the_user_put_in_a_build_folder(lcs_root, tmp_path,
     (out / ".summary.json.123.tmp").write_text("{")
     recipe = build_module.get_recipe("lcs558k")
 
-    def read_then_user_writes(*args, **kwargs):
-        (out / "NOTES.md").write_text("written meanwhile")
-        return recipe(*args, **kwargs)
+    class ReadThenUserWrites(type(recipe)):
+        def __call__(self, *args, **kwargs):
+            (out / "NOTES.md").write_text("written meanwhile")
+            return recipe(*args, **kwargs)
 
-    monkeypatch.setattr(build_module, "get_recipe", lambda name: read_then_user_writes)
+    monkeypatch.setattr(build_module, "get_recipe", lambda name: ReadThenUserWrites(recipe.name, recipe.fn))
     assert len(build_recipe("lcs558k", lcs_root, out, overwrite=True, params={"count": 2}).dataset) == 2
     assert (out / "NOTES.md").read_text() == "written meanwhile"
     assert not (out / ".hub-upload-x1").exists() and not (out / ".summary.json.123.tmp").exists()
@@ -299,11 +303,13 @@ def test_a_data_root_inside_the_out_dir_is_never_emptied(lcs_root, tmp_path):
 def test_a_build_killed_midway_is_replaced_by_the_same_command(lcs_root, tmp_path, monkeypatch, moment):
     """A build killed after it emptied its folder and before its summary.json (the rejects file and the Arrow files
     take long on a full mixture) left a folder that `--overwrite` refused to delete as not a build: the same command
-    could never run again until the user removed the folder by hand."""
+    could never run again until the user removed the folder by hand. A rebuild over a good build leaves that one."""
     from data_recipes import build as build_module
 
     out = tmp_path / "out"
-    build_recipe("lcs558k", lcs_root, out, params={"count": 2})
+    good = tmp_path / "good"
+    build_recipe("lcs558k", lcs_root, good, params={"count": 2})
+    before = {path.name: path.read_bytes() for path in good.iterdir()}
 
     def killed(*args, **kwargs):
         raise KeyboardInterrupt  # what SIGKILL leaves: the files written so far, nothing after
@@ -317,8 +323,12 @@ def test_a_build_killed_midway_is_replaced_by_the_same_command(lcs_root, tmp_pat
     else:
         monkeypatch.setattr(build_module, "write_jsonl", killed)
     with pytest.raises(KeyboardInterrupt):
-        build_recipe("lcs558k", lcs_root, out, overwrite=True)
+        build_recipe("lcs558k", lcs_root, out)
     assert json.loads((out / "summary.json").read_text())["status"] == "building"
+    # Over a good build the new one is written beside it, in a hidden folder: the good one stays as it was.
+    with pytest.raises(KeyboardInterrupt):
+        build_recipe("lcs558k", lcs_root, good, overwrite=True)
+    assert {path.name: path.read_bytes() for path in good.iterdir() if not path.name.startswith(".")} == before
     # The trainer does not take what it holds (partial rows, no image root) for a build.
     from trainer.cli import ConfigError
     from trainer.validation import check_data
@@ -329,6 +339,8 @@ def test_a_build_killed_midway_is_replaced_by_the_same_command(lcs_root, tmp_pat
     assert len(build_recipe("lcs558k", lcs_root, out, overwrite=True).dataset) > 0
     assert json.loads((out / "summary.json").read_text())["status"] == "ok"
     assert not list(out.glob(".*.tmp"))
+    assert len(build_recipe("lcs558k", lcs_root, good, overwrite=True).dataset) > 0
+    assert not [path.name for path in good.iterdir() if path.name.startswith(".")]  # the killed attempt's too
 
 
 def test_the_rows_file_of_a_build_killed_while_writing_it_is_refused_as_data_path(lcs_root, tmp_path, monkeypatch):
@@ -349,11 +361,16 @@ def test_the_rows_file_of_a_build_killed_while_writing_it_is_refused_as_data_pat
 
     llava_rows = build_module._llava_rows
     monkeypatch.setattr(build_module, "_llava_rows", rows_then_killed)
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(KeyboardInterrupt):  # over a good build: built beside it, which stays as it was
         build_recipe("lcs558k", lcs_root, out, overwrite=True, params={"count": 4})
-    assert len((out / "data.jsonl").read_text().splitlines()) == 1  # one whole row of four
+    assert len((out / "data.jsonl").read_text().splitlines()) == 4
+    check_data({"path": str(out / "data.jsonl")})
+    killed = tmp_path / "killed"
+    with pytest.raises(KeyboardInterrupt):
+        build_recipe("lcs558k", lcs_root, killed, params={"count": 4})
+    assert len((killed / "data.jsonl").read_text().splitlines()) == 1  # one whole row of four
     with pytest.raises(ConfigError, match="stopped before its end .* rerun the build command with --overwrite"):
-        check_data({"path": str(out / "data.jsonl")})
+        check_data({"path": str(killed / "data.jsonl")})
 
 
 
