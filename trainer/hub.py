@@ -1,15 +1,17 @@
 """Publishing the final folder: `--push_to_hub`, or `--hub_dry_run DIR`, which writes what the push would upload.
 
-The upload set is the files of `output_dir` that a model repository needs (`files_to_upload`): the Trainer's own
-ignore patterns (checkpoints, `_*`) plus this machine's records, which stay local: `training_args.bin` (the pickled
-arguments, `--hub_token` among them), the data report and rejected rows (local data paths), TensorBoard logs, hidden
-files (the run lock, publish markers). JSON files go up with local paths in their path fields written as folder
-names (`write_upload_set`: a LoRA adapter's `base_model_name_or_path`). The dry run writes that set into DIR; the
-push writes it into a staging folder inside `output_dir` (hard links) and uploads exactly that file list in one commit.
-Both scan the set for tokens, local paths and the user name first (`modeling_croc.upload_scan`), and refuse with one
-line.
+The upload set is the regular files of `output_dir` that a model repository needs (`files_to_upload`): the
+Trainer's own ignore patterns (checkpoints, `_*`) and any other checkpoint folder, plus this machine's records, which
+stay local at any depth: `training_args.bin` (the pickled arguments, `--hub_token` among them), the data report and
+rejected rows (local data paths), TensorBoard logs, hidden files (the run lock, publish markers). A symbolic link is
+never followed: one the set would take is refused (`check_no_links`). JSON files go up with local paths in their path
+fields written as folder names (`write_upload_set`: a LoRA adapter's `base_model_name_or_path`). Both publishes write
+that set into a staging folder inside `output_dir` (hard links) and scan it for tokens, local paths and the user name
+(`modeling_croc.upload_scan`), refusing with one line; the dry run then fills DIR from it, the push uploads exactly
+that file list in one commit.
 
-`check_publishing_arguments` runs before the model loads: the dry-run folder rule, the push strategy and a token.
+`check_publishing_arguments` runs before the model loads: the dry-run folder rule, the push strategy and a token, an
+`output_dir` clear of the run's sources and of links, and the files a save carries over from a local model source.
 """
 
 from __future__ import annotations
@@ -29,10 +31,11 @@ from huggingface_hub.utils import (
     filter_repo_objects,
     validate_repo_id,
 )
-from transformers.trainer import TRAINING_ARGS_NAME
+from transformers.trainer import OPTIMIZER_NAME, SCHEDULER_NAME, TRAINING_ARGS_NAME
 from transformers.trainer_utils import HubStrategy
 
 from data_recipes import recorded_image_root
+from modeling_croc.loading import source_kind
 from modeling_croc.provenance import is_hub_id
 from modeling_croc.publish_folder import (
     PublishError,
@@ -43,6 +46,7 @@ from modeling_croc.publish_folder import (
 )
 from modeling_croc.upload_scan import UploadLeakError, check_upload_set, push_files
 
+from .checkpoint_io import MANIFEST, TRAINER_STATE
 from .cli import ConfigError
 from .data_report import REJECTS_FILE, REPORT_FILE
 from .resume import merged_folder
@@ -57,9 +61,20 @@ HUB_DEFAULT_IGNORE_PATTERNS = list(DEFAULT_IGNORE_PATTERNS)
 # the pickled TrainingArguments (hub_token and local paths inside), the data report and rejected rows (local data
 # paths), TensorBoard logs wherever logging_dir puts them (the host name in every event file's name, the arguments
 # inside) and W&B's folder wherever WANDB_DIR puts it inside output_dir (host, paths and the command line; a
-# WANDB_DIR next to logging_dir, `output_dir/logs`, holds it one level down).
-LOCAL_ONLY_PATTERNS = [".*", "*/.*", TRAINING_ARGS_NAME, REPORT_FILE, REJECTS_FILE, RUN_RECORD, "runs/*",
+# WANDB_DIR next to logging_dir, `output_dir/logs`, holds it one level down). The records stay local at any depth: a
+# folder the user copied a checkpoint or an older run into holds them too.
+LOCAL_RECORDS = (TRAINING_ARGS_NAME, REPORT_FILE, REJECTS_FILE, RUN_RECORD)
+LOCAL_ONLY_PATTERNS = [".*", "*/.*", *LOCAL_RECORDS, *(f"*/{name}" for name in LOCAL_RECORDS), "runs/*",
                        "*events.out.tfevents.*", "wandb/*", "*/wandb/*"]
+# A folder holding the Trainer's state beside one of these is a checkpoint, whatever its name (`best-step1`, a copy
+# of `checkpoint-1`): left out as `checkpoint-*` folders are (optimizer and RNG state, the pickled arguments).
+CHECKPOINT_STATE_FILES = (OPTIMIZER_NAME, SCHEDULER_NAME, "rng_state*.pth", "latest")
+# What a save carries over from a local model source into output_dir: scanned before the model loads when the run
+# publishes, since a leak there cannot be removed from output_dir (the next run writes it again from the source).
+MODEL_SOURCES = ("model.name_or_path", "model.vision_tower", "model.language_model")
+SOURCE_FILES_CARRIED = ("config.json", "generation_config.json", "tokenizer_config.json", "special_tokens_map.json",
+                        "added_tokens.json", "processor_config.json", "preprocessor_config.json",
+                        "video_preprocessor_config.json", "chat_template.json", "chat_template.jinja")
 # JSON fields that name a folder: a local path there is written as the folder's name in the upload.
 PATH_FIELDS = ("_name_or_path", "name_or_path", "base_model_name_or_path", "best_model_checkpoint")
 STAGING_PREFIX = ".hub-upload-"
@@ -104,7 +119,15 @@ def check_publishing_arguments(args, keep_clear_of: dict[str, str]) -> None:
     * `push_to_hub`: `hub_strategy` must be `end`: the other strategies make the Trainer upload `output_dir` (with
       `training_args.bin`) or whole checkpoints from inside the training loop, where nothing is checked; and a
       token must be available offline (`--hub_token`, `HF_TOKEN` or `hf auth login`).
+    * either: `output_dir` is none of the run's sources and contains none (its files are the upload), holds no
+      symbolic link the upload would take, and the files a save carries over from a local model source hold no
+      token, local path or user name.
     """
+    if args.push_to_hub or args.hub_dry_run:
+        _check_output_dir_holds_no_source(args.output_dir, keep_clear_of)
+        if os.path.isdir(os.path.expanduser(str(args.output_dir))):
+            check_no_links(args.output_dir)
+        _check_model_sources(args, keep_clear_of)
     if args.hub_dry_run:
         try:
             check_publish_folder(args.hub_dry_run, option=DRY_RUN_OPTION, keep_clear_of=keep_clear_of)
@@ -128,17 +151,118 @@ def check_publishing_arguments(args, keep_clear_of: dict[str, str]) -> None:
                               "`hf auth login`, set HF_TOKEN or pass --hub_token before training")
 
 
+def _check_output_dir_holds_no_source(output_dir: str, keep_clear_of: dict[str, str]) -> None:
+    """Refuse an `output_dir` that is or contains one of the run's sources (`run_folders`): the upload set is
+    output_dir's files, so the data rows, images or a base model kept there would go up with the model. An
+    output_dir inside a data folder uploads none of it, and a named checkpoint is left out as every checkpoint is."""
+    out = Path(os.path.realpath(os.path.expanduser(str(output_dir))))
+    for name, source in keep_clear_of.items():
+        if name in ("output_dir", "LoRA merge folder", "resume_from_checkpoint"):
+            continue
+        real = Path(os.path.realpath(os.path.expanduser(str(source))))
+        if real != out and out not in real.parents:
+            continue
+        relation = "is" if real == out else "contains"
+        raise ConfigError(f"output_dir {output_dir} {relation} the {name} {source}: a publish uploads the files of "
+                          f"output_dir, so it would upload the {name} with the model; choose an output_dir outside "
+                          "it (nothing was written or deleted)")
+
+
+def _check_model_sources(args, keep_clear_of: dict[str, str]) -> None:
+    """Scan the files a save carries over from each local model source as the upload will hold them (path fields
+    written as names), before the model loads: a local path there reaches output_dir again on every run, so the
+    refusal names the source file, the one place it can be removed."""
+    for option in MODEL_SOURCES:
+        source = keep_clear_of.get(option)
+        folder = Path(source).expanduser() if source else None
+        if folder is None or not folder.is_dir():
+            continue
+        names = [name for name in SOURCE_FILES_CARRIED if (folder / name).is_file()]
+        if not _config_carried_as_is(option, folder):
+            names = [name for name in names if name != "config.json"]
+        with tempfile.TemporaryDirectory(prefix="croc-source-scan-") as staging:
+            write_upload_set(folder, names, staging)
+            try:
+                check_upload_set(staging, names, tokens=[args.hub_token], folders=_scan_folders(args))
+            except UploadLeakError as error:
+                first = error.findings[0]
+                raise ConfigError(f"{option} folder {source}: {first.file} holds {first.kind} ({first.where}): "
+                                  f"{first.text!r}; a publish would carry it into the upload: remove it there "
+                                  "(nothing was written or uploaded)") from None
+
+
+def _config_carried_as_is(option: str, folder: Path) -> bool:
+    """Whether the save writes `folder`'s config.json keys into output_dir's: a Croc folder's, loaded as it is. A
+    released checkpoint's or a part's is converted (a released LLaVA's `mm_vision_tower` may name the local CLIP
+    folder it is built from, and is not kept): the scan at publish time sees what it carries."""
+    if option != "model.name_or_path":
+        return False
+    try:
+        return source_kind(folder) == "croc"
+    except (OSError, ValueError):  # the load reports a folder it cannot read
+        return False
+
+
 def _repo_id(args) -> str:
     """The repository a push goes to, as the Trainer names it: `hub_model_id`, else the name of `output_dir`."""
     return args.hub_model_id or Path(args.output_dir).absolute().name
 
 
-def files_to_upload(folder: str | Path) -> list[str]:
-    """Relative paths of the files of `folder` (a run's `output_dir`) that a push uploads, sorted."""
+IGNORED_PATTERNS = TRAINER_IGNORE_PATTERNS + HUB_DEFAULT_IGNORE_PATTERNS + LOCAL_ONLY_PATTERNS
+
+
+def is_checkpoint_folder(folder: str | Path) -> bool:
+    """Whether `folder` is a checkpoint, whatever its name: it holds this project's checkpoint manifest, or the
+    Trainer's state beside optimizer, scheduler or RNG state."""
     folder = Path(folder)
-    paths = sorted(p.relative_to(folder).as_posix() for p in folder.glob("**/*") if p.is_file())
-    ignored = TRAINER_IGNORE_PATTERNS + HUB_DEFAULT_IGNORE_PATTERNS + LOCAL_ONLY_PATTERNS
-    return list(filter_repo_objects(paths, ignore_patterns=ignored))
+    if (folder / MANIFEST).is_file():
+        return True
+    return (folder / TRAINER_STATE).is_file() and any(any(folder.glob(name)) for name in CHECKPOINT_STATE_FILES)
+
+
+def _walk(folder: Path) -> tuple[list[str], list[str]]:
+    """(regular files, symbolic links) under `folder`, relative to it; checkpoint folders below it are not entered,
+    nor links (a link to a checkpoint folder is left out with it)."""
+    files, links = [], []
+    for parent, folders, names in os.walk(folder):
+        here = Path(parent)
+        for name in list(folders):
+            path = here / name
+            if is_checkpoint_folder(path):
+                folders.remove(name)
+            elif path.is_symlink():
+                folders.remove(name)
+                links.append(path.relative_to(folder).as_posix() + "/")
+        for name in names:
+            path = here / name
+            (links if path.is_symlink() else files).append(path.relative_to(folder).as_posix())
+    return sorted(files), sorted(links)
+
+
+def _uploaded(names: list[str]) -> list[str]:
+    return list(filter_repo_objects(names, ignore_patterns=IGNORED_PATTERNS))
+
+
+def files_to_upload(folder: str | Path) -> list[str]:
+    """Relative paths of the files of `folder` (a run's `output_dir`) that a push uploads, sorted: regular files only
+    (a symbolic link is never followed: `check_no_links` refuses one the set would take), none in a checkpoint
+    folder (`checkpoint-*` and any other, `is_checkpoint_folder`), no local record at any depth."""
+    return _uploaded(_walk(Path(folder))[0])
+
+
+def check_no_links(folder: str | Path) -> None:
+    """Raise `ConfigError` (one line, naming the first link) when `folder` (output_dir) holds a symbolic link where
+    the upload set would take a file: a link is never followed into an upload, where it would publish whatever it
+    points to, a private file outside the folder included."""
+    # A folder link counts when a file inside it would go up (`name/-` stands for one): a link under `runs/` or a
+    # hidden folder is never uploaded, so it is no reason to refuse.
+    links = [name for name in _walk(Path(folder))[1]
+             if _uploaded([name.rstrip("/")]) and (not name.endswith("/") or _uploaded([name + "-"]))]
+    if links:
+        more = f" (and {len(links) - 1} more)" if len(links) > 1 else ""
+        raise ConfigError(f"output_dir {folder} holds the symbolic link {links[0].rstrip('/')}{more}, which a publish "
+                          "would upload: a publish never follows a link; replace the link by the file it points to, "
+                          "or remove it (nothing was uploaded)")
 
 
 def _is_local_path(value: str) -> bool:
@@ -215,40 +339,49 @@ def _scan_folders(args) -> list[str | None]:
 def hub_dry_run(trainer, target: str | Path, keep_clear_of: dict[str, str]) -> list[str]:
     """Save the model and card as the push would, then write the files it would upload into `target` (the folder
     rule applies again, clear of `keep_clear_of` (`run_folders`), as it may have been created since the run started)
-    and scan them.
+    once they passed the scan.
 
-    Returns the written relative paths. Raises `ConfigError` (one line) when `target` may not be written, or when the
-    set holds a token, a local path or the user name: the files written are then removed again, so nothing that
-    leaked stays ready to upload by hand (the message names what was found and where).
+    Returns the written relative paths. Raises `ConfigError` (one line) when `target` may not be written, when
+    output_dir holds a symbolic link the set would take, or when the set holds a token, a local path or the user
+    name: `target` is then left as it was (an earlier dry run's files included), and the message names what was
+    found and where in output_dir.
     """
     _save_final_folder(trainer)
     if not trainer.is_world_process_zero():
         return []
     args = trainer.args
+    check_no_links(args.output_dir)  # one may have appeared during the run
     files = files_to_upload(args.output_dir)
     try:
-        target = prepare_publish_folder(target, files, option=DRY_RUN_OPTION, keep_clear_of=keep_clear_of)
-        # Written and scanned inside output_dir (which holds the same bytes and stays local), copied into the dry
-        # run's folder only once the scan passed: a run killed during the copy or the scan leaves nothing that
-        # leaked ready to upload by hand, only a staging folder in output_dir that the rerun's dry run ignores.
+        check_publish_folder(target, option=DRY_RUN_OPTION, keep_clear_of=keep_clear_of)
+        # Written and scanned inside output_dir (which holds the same bytes and stays local); the dry run's folder
+        # is prepared (an earlier dry run's files removed) and filled only once the scan passed: a leak leaves it as
+        # it was, and a run killed during the copy or the scan leaves nothing that leaked ready to upload by hand,
+        # only a staging folder in output_dir that the rerun's dry run ignores.
         # The staged files are hard links (as the push's): copies would need the weights' size again on output_dir's
         # disk, which a dry run into a folder on another disk never needed. The dry run's folder gets copies, so it
         # shares no file with output_dir.
         staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=args.output_dir))
         try:
             write_upload_set(args.output_dir, files, staging, link=True)
-            check_upload_set(staging, files, tokens=[args.hub_token], folders=_scan_folders(args))
+            try:
+                check_upload_set(staging, files, tokens=[args.hub_token], folders=_scan_folders(args))
+            except UploadLeakError as error:
+                raise ConfigError(_named_by_output_dir(error, staging, args.output_dir)) from None
+            target = prepare_publish_folder(target, files, option=DRY_RUN_OPTION, keep_clear_of=keep_clear_of)
             fill_publish_folder(staging, files, target)  # a full disk there leaves none of them
         finally:
             shutil.rmtree(staging, ignore_errors=True)
-    except UploadLeakError as error:
-        for name in files:  # what a copy cut short, or an earlier version of this project, left there
-            (Path(target) / name).unlink(missing_ok=True)
-        raise ConfigError(str(error)) from None
     except PublishError as error:
         raise ConfigError(str(error)) from None
     logger.info("hub dry run: %d files that push_to_hub would upload written to %s", len(files), target)
     return files
+
+
+def _named_by_output_dir(error: Exception, staging: str | Path, output_dir: str | Path) -> str:
+    """The scanner's message with the staging folder, removed by the time it is read, named as output_dir, where
+    the files it names are."""
+    return str(error).replace(str(staging), str(output_dir), 1)
 
 
 def push(trainer, commit_message: str | None = None, token: str | None = None, revision: str | None = None,
@@ -265,6 +398,7 @@ def push(trainer, commit_message: str | None = None, token: str | None = None, r
         return None
     args = trainer.args
     repo_id = getattr(trainer, "hub_model_id", None) or _repo_id(args)
+    check_no_links(args.output_dir)  # one may have appeared during the run
     files = files_to_upload(args.output_dir)
     staging = tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=args.output_dir)
     try:
@@ -275,7 +409,7 @@ def push(trainer, commit_message: str | None = None, token: str | None = None, r
                             private=args.hub_private_repo if private is None else private,
                             folders=_scan_folders(args))
     except PublishError as error:
-        raise ConfigError(str(error)) from None
+        raise ConfigError(_named_by_output_dir(error, staging, args.output_dir)) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     logger.info("pushed %d files to %s", len(files), repo_id)
@@ -283,5 +417,6 @@ def push(trainer, commit_message: str | None = None, token: str | None = None, r
 
 
 __all__ = [
-    "check_publishing_arguments", "files_to_upload", "hub_dry_run", "push", "run_folders", "write_upload_set",
+    "check_no_links", "check_publishing_arguments", "files_to_upload", "hub_dry_run", "is_checkpoint_folder", "push",
+    "run_folders", "write_upload_set",
 ]

@@ -4,7 +4,8 @@ shapes, no memory). The language model of a stage-1 run from separate parts agai
 attention backend against the model's classes; the LoRA targets and the parts LoRA keeps trained against its modules;
 the prompt pool under ZeRO-3 against the saved one; and `model_max_length` against the shortest sample that can train.
 
-`trainer.argument_checks.check_arguments` runs them last, after the checks of the arguments themselves. Every check
+`trainer.argument_checks.check_arguments` runs them last, after the checks of the arguments themselves. One check
+needs the weights: `check_finite_start`, which `trainer.train` runs right after the load, before any step. Every check
 raises `trainer.cli.ConfigError`: one line saying what is wrong, the value, and what to do.
 """
 
@@ -260,3 +261,22 @@ def _shortest_sample_counts(folder: str, template: str, files: tuple) -> tuple[i
         return None
     check_template_markers(processor, template)
     return shortest_trainable_length(processor, template)
+
+
+def check_finite_start(model: torch.nn.Module, source: str, args: Any) -> None:
+    """Refuse to train from weights holding NaN or infinite values, right after the load and before any step: found
+    only at the final save, the run stopped there with nothing to resume from, and its rerun trained to the same end.
+    One pass over the parameters (each process its own, or its ZeRO-3 partition, as the final save's check), and one
+    collective agreeing on the first parameter in model order, so every process names the same one."""
+    from .run_control import first_nonfinite_parameter
+
+    names = [name for name, _ in model.named_parameters()]
+    bad = first_nonfinite_parameter(model)
+    first = names.index(bad) if bad is not None else len(names)
+    if args.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+        agreed = torch.tensor([first], dtype=torch.long, device=args.device)
+        torch.distributed.all_reduce(agreed, op=torch.distributed.ReduceOp.MIN)
+        first = int(agreed[0])
+    if first < len(names):
+        raise ConfigError(f"the model source {source} holds NaN or infinite values (first: {names[first]}); training "
+                          "cannot start from it: use a model folder with finite weights")

@@ -41,6 +41,7 @@ from .disk_space import check_disk_space
 from .hub import check_publishing_arguments, hub_dry_run, push, run_folders
 from .lora import apply_lora
 from .model_card import run_provenance
+from .model_checks import check_finite_start
 from .model_loading import (
     apply_trainable_parts,
     count_trainable,
@@ -122,7 +123,8 @@ def main(argv: list[str] | None = None) -> CrocTrainer | None:
     """Run the stage described by `argv` (`CONFIG.yaml [--key=value ...]`); returns the trainer after saving, or None
     when `output_dir` already holds this run finished (`trainer.resume.finished_step`: nothing is trained or written).
 
-    Raises `ConfigError` / `DataError` (before the model loads), `RunPreempted` (a preemption signal: a checkpoint
+    Raises `ConfigError` / `DataError` (before the model loads; right after it for weights holding NaN or infinite
+    values), `RunPreempted` (a preemption signal: a checkpoint
     was written, rerun to continue) or `TrainingDiverged` (a non-finite step: nothing non-finite was written)."""
     model_args, data_args, args, stage = resolve_config(sys.argv[1:] if argv is None else argv)
     # before anything is written, into output_dir or a publish folder
@@ -180,6 +182,8 @@ def _run(model_args, data_args, args, stage, signals: StopSignals, lock: OutputD
         # A Croc field the model cannot run with, found from its config before the weights (a source whose
         # config.json `resolve_config` could not read ahead, such as an uncached Hub id).
         raise ConfigError(f"model config: {error}") from None
+    if resume_from is None or model_args.use_peft:  # a resumed run's weights are the checkpoint's (LoRA's base is not)
+        check_finite_start(model, _model_source(model_args), args)
     # The run may write into output_dir from here on, once the model loaded: its record goes first, so whatever
     # moment it is stopped at, the folder is known as this run's (a final save cut short is rewritten by the rerun,
     # not refused).
@@ -267,6 +271,13 @@ def _run(model_args, data_args, args, stage, signals: StopSignals, lock: OutputD
         logger.info("stage %s finished at step %d: saved %s (the next stage's model.name_or_path)", stage.name,
                     trainer.state.global_step, what)
     return trainer
+
+
+def _model_source(model_args) -> str:
+    """The model source as the user named it: a folder or Hub id, or stage 1's separate parts."""
+    if model_args.name_or_path:
+        return str(model_args.name_or_path)
+    return f"model.vision_tower {model_args.vision_tower} with model.language_model {model_args.language_model}"
 
 
 @contextlib.contextmanager

@@ -376,7 +376,7 @@ def test_a_leaking_dry_run_leaves_nothing_to_upload_by_hand(tmp_path, tiny_model
     (out / "notes.md").write_text(f"trained from {small_data}\n")
     with pytest.raises(ConfigError, match="an absolute local path in notes.md"):
         trainer_hub.hub_dry_run(trainer, dry, {"output_dir": str(out)})
-    assert [p.name for p in dry.iterdir()] == [".croc-publish.json"]  # the files written went again
+    assert not dry.exists()  # scanned before anything is written there: no folder, no file to upload by hand
 
 
 def test_a_data_path_that_is_no_local_path_says_so_before_the_hub_error(tmp_path, monkeypatch):
