@@ -8,15 +8,18 @@ before every push, real or dry. It looks for
 * Hugging Face tokens: the values this process knows (`HF_TOKEN`, `HUGGING_FACE_HUB_TOKEN`,
   `huggingface_hub.get_token()`, and what the caller adds, such as `--hub_token`), and anything shaped like one
   (`hf_` followed by 30 or more letters and digits), each in UTF-8 and in UTF-16 (what PowerShell's `>` writes);
-* other credentials: the values of this process's credential variables (`WANDB_API_KEY`, `OPENAI_API_KEY`,
-  `AWS_SECRET_ACCESS_KEY`, `GITHUB_TOKEN`: a name ending in `_API_KEY`, `_TOKEN`, `_SECRET`, `_PASSWORD`, ...;
-  16 characters or more, as keys are: a shorter value is as likely a word of a vocabulary; in UTF-8 and UTF-16), and
+* other credentials: the values of this process's credential variables (`WANDB_API_KEY`, `KAGGLE_KEY`,
+  `AWS_SECRET_ACCESS_KEY`, `GITHUB_TOKEN`, `AZURE_DEVOPS_PAT`: a name ending in `_KEY`, `_PAT`, `_TOKEN`, `_SECRET`,
+  `_PASSWORD`, ...; 16 characters or more, as keys are: a shorter value is as likely a word of a vocabulary; in
+  UTF-8 and UTF-16), and
   the shapes of private keys (PEM, OpenSSH, PGP, PuTTY), cloud (AWS, an Azure `AccountKey=`), GitHub and
   OpenAI-style (`sk-...`), Stripe, Slack and Google API keys, a password or token in a URL (`scheme://user:...@`),
   a bearer token in an `Authorization` header, a docker login's `"auth"`, and credentials of 16 characters or more
   assigned to such a name (`NAME=value`, `"name": "value"`, `name: value  # comment`, `openai.api_key = "..."`,
   `wandb.login(key="...")`; quoted values may hold any punctuation; special tokens such as `<|image_pad|>`, shell
-  references and words alone are not values);
+  references and words alone are not values), and a key-shaped value (16 or more letters and digits, two of each at
+  least, after a prefix such as `proj-`) assigned to any other name ending in `_KEY` (`KAGGLE_KEY`,
+  `"openai_key"`: `CACHE_KEY=images` or `"image_key": "pixel_values"` is a lookup key, not a credential);
 * absolute local paths: this machine's home directory, the working directory and the caller's folders (each as given
   and resolved; a path of one component such as `/root` counts only when a name follows it), and any absolute path
   under a root that only ever holds local files (`/home/`, `/Users/`, `/root/`, `/tmp/`, `/mnt/`, `/scratch/`,
@@ -84,7 +87,8 @@ _UTF16_TOKEN_PATTERNS = (re.compile(rb"h\x00f\x00_\x00(?:[A-Za-z0-9]\x00){30,}")
                          re.compile(rb"\x00h\x00f\x00_(?:\x00[A-Za-z0-9]){30,}"))
 # Other secrets a user keeps next to a run (an SSH, PGP or TLS key, a launch script exporting a cloud or tracker key):
 # the scanner knows their shape, not their value. Not looked for in row values (a dataset of code may quote them).
-# The names are the endings of `_SECRET_ENVIRONMENT` (NEPTUNE_API_TOKEN, SLACK_BOT_TOKEN, DB_PASSWORD, CLIENT_SECRET).
+# The names are the endings of `_SECRET_ENVIRONMENT` that always name a credential (NEPTUNE_API_TOKEN, SLACK_BOT_TOKEN,
+# DB_PASSWORD, CLIENT_SECRET); any other `_KEY` is `_OTHER_KEY_ASSIGNMENT`'s.
 _KEY_NAMES = rb"(?:API_KEY|ACCESS_KEY|SECRET_KEY|ACCOUNT_KEY|TOKEN|SECRET)"
 _PASSWORD_NAMES = rb"(?:PASSWORD|PASSWD)"
 # What is never a credential's value, though a credential's name holds it: a special token or a placeholder
@@ -103,6 +107,16 @@ _KEY_QUOTED = (rb"(?:\"" + _NOT_A_VALUE + rb"(?![A-Za-z _.\-]+\")[^\"\r\n]{16,51
 _BARE_VALUE = (_NOT_A_VALUE + rb"(?![a-z_][a-z0-9_]*\.[A-Za-z_])(?![A-Za-z_.\-]+(?![^\s,;]))"
                rb"(?![a-z][a-z0-9]*_[a-z0-9_]*(?![^\s,;]))"
                rb"[^\s\"'`,;()\[\]{}<>]{16,512}(?![^\s,;])")
+
+# Any other name ending in `_KEY` (KAGGLE_KEY, AZURE_OPENAI_KEY, "openai_key": ...) names a credential as often as a
+# lookup key (CACHE_KEY=images, SORT_KEY=id, "image_key": "pixel_values", "cache_key": "llava-v1.5-7b-336px"): its
+# value counts only when shaped like a key, a run of 16 or more letters and digits with at least two of each (hex,
+# base62, the body of base64 or of `proj-...`), never a dotted name or path.
+_KEY_RUN = rb"(?=[A-Za-z0-9]{16})(?=(?:[A-Za-z]*[0-9]){2})(?=(?:[0-9]*[A-Za-z]){2})[A-Za-z0-9]{16,512}"
+_KEY_LIKE = (rb"[A-Za-z0-9+/=_\-]{0,64}?" + _KEY_RUN + rb"[A-Za-z0-9+/=_\-]{0,256}(?![A-Za-z0-9+/=_\-])"
+             rb"(?!\.[A-Za-z0-9])")
+_OTHER_KEY_ASSIGNMENT = re.compile(rb"(?<![A-Za-z0-9_])(?:[A-Z][A-Z0-9_]*_KEY|[a-z][a-z0-9_]*_key)[\"']?[ \t]*"
+                                   rb"[=:][ \t]*[\"']?" + _KEY_LIKE)
 
 
 def _assignments(names: bytes, quoted: bytes) -> list[re.Pattern[bytes]]:
@@ -146,6 +160,7 @@ SECRET_PATTERNS = (
     re.compile(rb"\"auth\"[ \t]*:[ \t]*\"[A-Za-z0-9+/]{16,}={0,2}\""),
     *_assignments(_KEY_NAMES, _KEY_QUOTED),
     *_assignments(_PASSWORD_NAMES, _PASSWORD_QUOTED),
+    _OTHER_KEY_ASSIGNMENT,
     re.compile(rb"(?<![A-Za-z0-9_])login\((?:[^()\r\n]*,)?[ \t]*key[ \t]*=[ \t]*" + _KEY_QUOTED),  # wandb.login(key=)
     # a .netrc entry (wandb login writes one)
     re.compile(rb"(?<![A-Za-z0-9_])machine[ \t\r\n]+\S+[ \t\r\n]+login[ \t\r\n]+\S+[ \t\r\n]+password[ \t\r\n]+\S{8,}"),
@@ -153,7 +168,10 @@ SECRET_PATTERNS = (
 _MIN_SECRET_LENGTH = 8  # shorter "tokens" (an empty or placeholder value) would match everywhere
 # Environment variables that hold a credential of this process (WANDB_API_KEY, OPENAI_API_KEY, AWS_SECRET_ACCESS_KEY,
 # GITHUB_TOKEN): their values are looked for as they are, whatever their shape (a W&B key is 40 hex digits).
-_SECRET_ENVIRONMENT = re.compile(r"(?:^|_)(?:API_KEY|ACCESS_KEY|SECRET_KEY|ACCOUNT_KEY|TOKEN|SECRET|PASSWORD|PASSWD)$")
+# Any name ending in KEY (KAGGLE_KEY, AZURE_OPENAI_KEY, OPENAI_KEY), or a personal access token (AZURE_DEVOPS_PAT):
+# the value is looked for only as it is, and a benign name's value (CACHE_KEY=images) is short or found nowhere. Not
+# `_CREDENTIALS`: GOOGLE_APPLICATION_CREDENTIALS holds the path of a key file, not a key.
+_SECRET_ENVIRONMENT = re.compile(r"(?:^|_)(?:KEY|PAT|TOKEN|SECRET|PASSWORD|PASSWD)$")
 # Such a value is looked for only from this length on: API keys and tokens are longer (W&B 40, AWS secret 40, GitHub
 # 40+), while a short one is as likely a word every tokenizer's vocabulary and many captions hold (a local database's
 # POSTGRES_PASSWORD=password refused every model folder, and no edit of the file could clear it).

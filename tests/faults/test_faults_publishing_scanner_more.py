@@ -1,6 +1,6 @@
 """The upload scanner (`modeling_croc.upload_scan`) against what a hostile tester kept next to a run and saw go up:
 a PGP key, tracker tokens and passwords of any shape, Stripe, Slack and Google keys, a password in a URL, a
-bearer header, a YAML key with a comment after it, an Azure connection string,
+bearer header, a YAML key with a comment after it, an Azure connection string, keys named with a plain `_KEY`,
 this process's token written by PowerShell (UTF-16), a removable disk's path, slashes escaped in JSON, a Parquet map
 column, and a Parquet file cut short (a traceback ended the finished run). Each is found at its place (located here by
 a plain byte search); look-alikes in model and tokenizer files do not count."""
@@ -131,3 +131,35 @@ def test_a_parquet_file_that_cannot_be_read_is_refused_in_one_line(tmp_path):
     message = str(error.value)
     assert "\n" not in message and "eval_predictions.parquet" in message and upload_scan.UNREADABLE in message
     assert error.value.findings == [finding]
+
+
+# Credentials whose names end in a plain `_KEY` (a Kaggle key, an Azure OpenAI key, a project-scoped OpenAI key), as
+# a launch script exports them: the names stopped at API_KEY, ACCESS_KEY, SECRET_KEY and ACCOUNT_KEY, so the scan
+# passed with the three values in the environment and in the script.
+PLAIN_KEYS = {"KAGGLE_KEY": "4f9c2b7e81d03a6c5e9f1b2d7a8c3e60", "AZURE_OPENAI_KEY": "9d1e3b5a7c2f4e6a8b0c1d3e5f7a9b2c",
+              "OPENAI_KEY": "proj-Zq8Kf2LmN4pR7sT1vW3xY5zA9bC0dE"}
+# Names ending in `_KEY` that are lookup keys, with the values model, tokenizer and dataset files give them.
+LOOKUP_KEYS = ('CACHE_KEY=images\nSORT_KEY=id\nMODEL_KEY=Qwen2VLForConditionalGeneration\n'
+               '{"image_key": "pixel_values", "cache_key": "llava-v1.5-7b-336px", "sort_key": "created_at_2024_01_01",'
+               ' "query_key_value": 12, "shard_key": "data/train-00000-of-00001.parquet"}\n'
+               'cache_key = f"{name}-{step}"\nexport KAGGLE_KEY=${KAGGLE_KEY}\n')
+
+
+def test_credentials_named_with_a_plain_key_ending_are_found_in_files_and_from_the_environment(tmp_path,
+                                                                                                monkeypatch):
+    script = "".join(f"export {name}={value}\n" for name, value in PLAIN_KEYS.items())
+    (tmp_path / "launch.sh").write_text(script)
+    (tmp_path / "lookups.txt").write_text(LOOKUP_KEYS)
+    assert scan_upload_set(tmp_path, ["launch.sh", "lookups.txt"], user_name=USER) == [
+        Finding("launch.sh", f"byte {script.find(f' {name}=') + 1}", upload_scan.SECRET, f"{name}=...")
+        for name in PLAIN_KEYS]
+
+    # The values of this process's own variables, wherever they stand (kaggle.json names the key `key`).
+    for name, value in PLAIN_KEYS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("CACHE_KEY", "images")  # shorter than any key: a word of every vocabulary
+    kaggle = json.dumps({"username": "me", "key": PLAIN_KEYS["KAGGLE_KEY"]}) + f"\n{PLAIN_KEYS['OPENAI_KEY']}\n"
+    (tmp_path / "kaggle.json").write_text(kaggle)
+    assert scan_upload_set(tmp_path, ["kaggle.json", "lookups.txt"], user_name=USER) == [
+        Finding("kaggle.json", f"byte {kaggle.find(value)}", upload_scan.SECRET, f"({len(value)}-character secret)")
+        for value in (PLAIN_KEYS["KAGGLE_KEY"], PLAIN_KEYS["OPENAI_KEY"])]
