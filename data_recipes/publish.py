@@ -28,7 +28,7 @@ from datasets.utils.metadata import MetadataConfigs
 from huggingface_hub import DatasetCard
 
 from modeling_croc.images import resolve_image_path
-from modeling_croc.publish_folder import prepare_publish_folder, relative_text
+from modeling_croc.publish_folder import prepare_publish_folder, record_publish_files, relative_text
 
 # How a pushed dataset stores images: `embedded` (a datasets.Image column, bytes in the Parquet shards) or `path`
 # (the build's relative path strings, usable only next to the same image folders).
@@ -119,21 +119,31 @@ def source_paths(summary: dict[str, Any]) -> list[str]:
     return list(dict.fromkeys(found))
 
 
-def _folded(text: str, sources: Collection[str] = (), data_root: str | None = None) -> str:
+def _folded(text: str, sources: Collection[str] = (), data_root: str | None = None,
+            folders: Collection[str] = ()) -> str:
     """`text`, an absolute path spelled with `..`, `.` or `//` (`/data/x/../raw`), written as `os.path.abspath`
-    writes it, the form `relative_text` matches; a relative spelling of one of `sources` (relative to `data_root`, as
-    `annotation=../corpora/rows.json` is, or to the working directory, as its recorded origin is) written as that
-    source's absolute path, which `relative_text` only matches; any other text as it is."""
+    writes it, the form `relative_text` matches; a relative spelling of one of `sources`, or of one of the local
+    `folders` (absolute) or a path inside one, relative to `data_root` (as `annotation=../corpora/rows.json` is) or to
+    the working directory (as `--out work/b5` and a recorded origin are), written as its absolute path, which
+    `relative_text` only matches; any other text as it is. A folder that holds the base itself is left out: every
+    relative word would lie inside it (`--data-root .`)."""
     if text.startswith("/") and not text.startswith("//"):
         return os.path.abspath(text)
     if text and not text.startswith("~"):
         for base in (data_root, os.curdir):
-            if base and (path := os.path.abspath(os.path.join(base, text))) in sources:
+            if not base:
+                continue
+            path = os.path.abspath(os.path.join(base, text))
+            if path in sources:
                 return path
+            for spelled in dict.fromkeys((path, os.path.realpath(path))):  # through a link, as the folder may be
+                if any(_inside(spelled, folder) and not _inside(base, folder) for folder in folders):
+                    return spelled
     return text
 
 
-def _folded_command(command: str, sources: Collection[str] = (), data_root: str | None = None) -> str:
+def _folded_command(command: str, sources: Collection[str] = (), data_root: str | None = None,
+                    folders: Collection[str] = ()) -> str:
     """A command line with every absolute path in it `_folded` (a word, or the value of `--opt=` or `key=`): the
     card shows the command as typed, where `--data-root /data/x/../raw` spells the data root another way."""
     try:
@@ -143,8 +153,8 @@ def _folded_command(command: str, sources: Collection[str] = (), data_root: str 
     folded = []
     for word in words:
         name, equals, value = word.rpartition("=")
-        folded.append(f"{name}{equals}{_folded(value, sources, data_root)}" if equals
-                      else _folded(word, sources, data_root))
+        folded.append(f"{name}{equals}{_folded(value, sources, data_root, folders)}" if equals
+                      else _folded(word, sources, data_root, folders))
     return shlex.join(folded) if folded != words else command
 
 
@@ -152,7 +162,8 @@ def public_summary(summary: dict[str, Any], out_dir: str | Path) -> dict[str, An
     """`summary` (a build's summary.json) as a published card may show it: every local folder in its strings written
     as a name (the data root, an image root or source file outside it, the build and hub folders as their folder
     names, the working directory as `.`, home as `~`), so `/scratch/me/data/text/alpaca` becomes
-    `data/text/alpaca`. Paths spelled with `..` or `//` are folded first, so every spelling is matched."""
+    `data/text/alpaca`, and so does `work/me/data/text/alpaca`, typed relative to the working directory. Paths
+    spelled with `..`, `//` or relative are folded first, so every spelling is matched."""
     data_root, image_root = summary.get("data_root"), summary.get("image_root")
     hub_folder = (summary.get("hub") or {}).get("folder")
     names: dict[str | Path, str] = {}
@@ -165,13 +176,16 @@ def public_summary(summary: dict[str, Any], out_dir: str | Path) -> dict[str, An
     for path in sources:
         if not _inside(path, data_root):
             names[path] = Path(path).name
+    # As typed, `--out work/H/b5` names the folders above the build folder: folded as the absolute path is.
+    local = list(dict.fromkeys(spelled for folder in names for spelled in (
+        os.path.abspath(os.path.expanduser(str(folder))), os.path.realpath(os.path.expanduser(str(folder))))))
     names.update({Path.cwd(): ".", Path.home(): "~"})
     outside = {path for path in sources if not _inside(path, data_root)}
 
     def public(value: Any, key: str | None = None) -> Any:
         if isinstance(value, str):
-            folded = (_folded_command(value, outside, data_root) if key == "command"
-                      else _folded(value, outside, data_root))
+            folded = (_folded_command(value, outside, data_root, local) if key == "command"
+                      else _folded(value, outside, data_root, local))
             return relative_text(folded, names)
         if isinstance(value, dict):
             return {name: public(item, name) for name, item in value.items()}
@@ -212,7 +226,9 @@ def write_hub_folder(dataset: Dataset, card: DatasetCard, folder: str | Path, nu
     relative to `folder`."""
     num_shards = num_shards or shard_count(dataset)
     prepare_publish_folder(folder, hub_files(num_shards), option=HUB_FOLDER_OPTION, keep_clear_of=keep_clear_of or {})
-    return write_hub_files(dataset, card, folder, num_shards)
+    written = write_hub_files(dataset, card, folder, num_shards)
+    record_publish_files(folder, written)  # a later edit of the card is then the user's, never replaced silently
+    return written
 
 
 __all__ = [

@@ -4,19 +4,23 @@ leave the machine is `upload_scan.py`'s rule.
 
 The rule (:func:`check_publish_folder`, :func:`prepare_publish_folder`). A folder the user names
 for a publish is written only if it does not exist, is empty, or was written by an earlier publish of this project:
-such a folder holds :data:`PUBLISH_MARKER`, which lists the files that publish wrote, and only those files are
-replaced (a file the user added since is a refusal, not a deletion). The folder may not be, contain or lie inside
-the run's own folders (`output_dir`, a build's `--out` or data root), nor hold a symbolic link at any depth (a link
-is never followed out of the folder, to delete or to write). Anything else is refused with one line naming the folder
-and what it holds, and nothing is deleted. The marker is hidden and never part of an upload set.
+such a folder holds :data:`PUBLISH_MARKER`, which lists the files that publish wrote with their size and SHA-256,
+and only those files are replaced (a file the user added since, or one of them the user edited since, is a refusal,
+not a deletion; a marker of an earlier version of this project, names only, vouches for its names as they are). The
+folder may not be, contain or lie inside the run's own folders (`output_dir`, a build's `--out` or data root), nor
+hold a symbolic link at any depth (a link is never followed out of the folder, to delete or to write). Anything else
+is refused with one line naming the folder and what it holds, and nothing is deleted. The marker is hidden and never
+part of an upload set.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import shutil
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 
@@ -28,6 +32,8 @@ PUBLISH_MARKER = ".croc-publish.json"
 # renamed into place; removed when the fill ends, whichever way, and by the next publish if a kill left it.
 FILLING_DIR = ".croc-publish-filling"
 _MARKER_KIND = "croc publish folder"
+_HASH_BLOCK_BYTES = 8 * 1024 * 1024  # a publish folder holds weights of many GB: hashed a block at a time
+_RACY_NS = 2_000_000_000  # the coarsest modification-time resolution in use (FAT's 2 s)
 
 
 class PublishError(ValueError):
@@ -63,6 +69,59 @@ def _recorded_files(folder: Path) -> list[str] | None:
         if not parts or PurePosixPath(name).is_absolute() or ".." in parts or "\\" in name:
             return None
     return files
+
+
+def _recorded_digests(folder: Path) -> dict[str, tuple[int, str, int | None]]:
+    """(size, SHA-256, modification time in ns or None) of each file an earlier publish wrote into `folder`, from its
+    marker's `written`; empty for a marker of an earlier version (names only) and for an entry that does not read as
+    one (nothing to compare)."""
+    try:
+        marker = json.loads((folder / PUBLISH_MARKER).read_text(encoding="utf-8"))
+        written, recorded_ns = marker.get("written"), marker.get("recorded_ns")
+    except (OSError, ValueError, AttributeError):
+        return {}
+    if not isinstance(written, dict):
+        return {}
+
+    def settled(entry: dict) -> int | None:
+        # A time within the clock's and the file system's resolution of the record may be shared by an edit made
+        # right after it (the "racy" case of git's index): such a file is always hashed.
+        mtime_ns = entry.get("mtime_ns")
+        return (mtime_ns if isinstance(mtime_ns, int) and isinstance(recorded_ns, int)
+                and mtime_ns < recorded_ns - _RACY_NS else None)
+
+    return {name: (entry["size"], entry["sha256"], settled(entry))
+            for name, entry in written.items()
+            if isinstance(entry, dict) and isinstance(entry.get("size"), int)
+            and isinstance(entry.get("sha256"), str)}
+
+
+def file_digest(path: str | Path) -> tuple[int, str]:
+    """(size, SHA-256 hex digest) of the file at `path`, read a block at a time."""
+    digest, size = hashlib.sha256(), 0
+    with open(path, "rb") as handle:
+        while block := handle.read(_HASH_BLOCK_BYTES):
+            digest.update(block)
+            size += len(block)
+    return size, digest.hexdigest()
+
+
+def _changed_since(folder: Path, recorded: dict[str, tuple[int, str, int | None]]) -> list[str]:
+    """The recorded files of `folder` whose bytes are no longer those the publish wrote (a file gone is not one:
+    there is nothing left to lose). The size and the modification time are compared first: a file hashed only when
+    its time changed at the same size, so the check before a run and the one at its end read no weights file of
+    many GB that nobody touched."""
+    changed = []
+    for name, (size, digest, mtime_ns) in sorted(recorded.items()):
+        path = folder / name
+        if not path.is_file():
+            continue
+        stat = path.stat()
+        if stat.st_size != size:
+            changed.append(name)
+        elif stat.st_mtime_ns != mtime_ns and file_digest(path) != (size, digest):
+            changed.append(name)
+    return changed
 
 
 def _files_under(folder: Path) -> list[str]:
@@ -153,6 +212,15 @@ def _check_folder(folder: str | Path, option: str, keep_clear_of: Mapping[str, s
         raise PublishFolderError(f"{option} {folder} was written by an earlier publish but now also holds "
                                  f"{_describe_entries(real, foreign)}, which that publish did not write: move them "
                                  "or choose another folder (nothing was written or deleted)")
+    # A file the publish wrote and the user edited since (a hand-written evaluation section in README.md) is the
+    # user's now: replacing it would lose the edit without a word.
+    edited = _changed_since(real, {name: entry for name, entry in _recorded_digests(real).items()
+                                   if name in recorded})
+    if edited:
+        raise PublishFolderError(f"{option} {folder} was written by an earlier publish but "
+                                 f"{_describe_entries(real, edited)} changed since, which this publish would "
+                                 "replace: move them out of the folder to keep them, or choose another folder "
+                                 "(nothing was written or deleted)")
 
 
 def _check_creatable(real: Path, folder: str | Path, option: str) -> None:
@@ -175,7 +243,9 @@ def prepare_publish_folder(folder: str | Path, files: Sequence[str], *, option: 
                            keep_clear_of: Mapping[str, str | Path | None]) -> Path:
     """Check `folder` again (it may have been created since the run started), remove the files an earlier publish
     wrote there, and mark it as written by this publish, listing `files` (relative paths, written next by the
-    caller: a publish interrupted halfway leaves a folder the next one may still replace). Returns the folder."""
+    caller: a publish interrupted halfway leaves a folder the next one may still replace). The caller records what
+    it wrote once the files are in place (`fill_publish_folder` does, else `record_publish_files`). Returns the
+    folder."""
     check_publish_folder(folder, option=option, keep_clear_of=keep_clear_of)
     folder = Path(folder).expanduser()
     previous = (_recorded_files(folder) or []) if folder.is_dir() else []
@@ -192,6 +262,29 @@ def prepare_publish_folder(folder: str | Path, files: Sequence[str], *, option: 
     record = {"kind": _MARKER_KIND, "files": sorted(files)}
     (folder / PUBLISH_MARKER).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     return folder
+
+
+def _write_record(folder: Path, files: Sequence[str], written: Mapping[str, tuple[int, str]]) -> None:
+    """Replace `folder`'s marker by one listing `files` and the size, SHA-256 and modification time of those in
+    `written` (in place in `folder` by now), through a file in `FILLING_DIR`: a marker cut short by a full disk would
+    make the folder a stranger's to the next publish."""
+    record = {"kind": _MARKER_KIND, "files": sorted(files), "recorded_ns": time.time_ns(),
+              "written": {name: {"size": size, "sha256": digest, "mtime_ns": (folder / name).stat().st_mtime_ns}
+                          for name, (size, digest) in sorted(written.items())}}
+    staged = folder / FILLING_DIR / PUBLISH_MARKER
+    staged.parent.mkdir(parents=True, exist_ok=True)
+    staged.write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
+    os.replace(staged, folder / PUBLISH_MARKER)
+
+
+def record_publish_files(folder: str | Path, files: Sequence[str]) -> None:
+    """Record in the marker of `folder` (made ready by `prepare_publish_folder`) the size and SHA-256 of `files`,
+    just written there by the caller, so that the next publish knows an edit of one of them for the user's."""
+    folder = Path(folder)
+    try:
+        _write_record(folder, _recorded_files(folder) or files, {name: file_digest(folder / name) for name in files})
+    finally:
+        shutil.rmtree(folder / FILLING_DIR, ignore_errors=True)
 
 
 def copy_file(source: str | Path, destination: str | Path, *, link: bool = False) -> None:
@@ -213,7 +306,8 @@ def fill_publish_folder(source: str | Path, files: Sequence[str], folder: str | 
     copied (`move`: moved) into `FILLING_DIR` inside it first, so that a full disk, an error or an interrupt stops
     there, then renamed into place, each a rename on the folder's own disk. Whatever stops the fill, the files it
     placed are removed again: the folder never holds part of the set, a truncated weights file beside a marker
-    listing them all, ready to upload by hand."""
+    listing them all, ready to upload by hand. Once all are placed, the marker records their sizes and SHA-256
+    (hashed in `FILLING_DIR`, after the copy)."""
     source, folder = Path(source), Path(folder)
     filling = folder / FILLING_DIR
     placed: list[Path] = []
@@ -224,10 +318,12 @@ def fill_publish_folder(source: str | Path, files: Sequence[str], folder: str | 
                 shutil.move(source / name, filling / name)
             else:
                 copy_file(source / name, filling / name)
+        written = {name: file_digest(filling / name) for name in files}
         for name in files:
             (folder / name).parent.mkdir(parents=True, exist_ok=True)
             os.replace(filling / name, folder / name)
             placed.append(folder / name)
+        _write_record(folder, _recorded_files(folder) or files, written)
     except BaseException:
         for path in placed:
             path.unlink(missing_ok=True)
@@ -260,7 +356,9 @@ __all__ = [
     "PublishFolderError",
     "check_publish_folder",
     "copy_file",
+    "file_digest",
     "fill_publish_folder",
     "prepare_publish_folder",
+    "record_publish_files",
     "relative_text",
 ]

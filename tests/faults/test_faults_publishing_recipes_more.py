@@ -3,8 +3,9 @@ folder holding a symbolic link (the re-publish deleted the user's file in the li
 hub folder's scan (an unscanned, leaking shard stayed, marked as published), a push that deleted remote files which
 only began like a shard (`data/train-images/0001.jpg`), and option values that ended in a traceback or were silently
 ignored (a name over 255 bytes, an empty value, a hub folder inside an image root outside the data root, an image that
-is a folder with the image check off). Each is refused in one line, and every byte under the test's folder is compared
-where nothing may change."""
+is a folder with the image check off), then a hand edit of a published file that the next publish replaced without a
+word and folders typed relative that the card named as typed. Each is refused in one line, and every byte under the
+test's folder is compared where nothing may change."""
 
 from __future__ import annotations
 
@@ -124,8 +125,7 @@ def test_an_interrupted_hub_folder_scan_leaves_no_unscanned_file_there(earlier, 
         raise KeyboardInterrupt
 
     monkeypatch.setattr(build_module, "check_upload_set", interrupted)
-    with pytest.raises(KeyboardInterrupt):
-        recipes_main(_build_argv(tmp_path, "--overwrite", "--hub-folder", str(hub)))
+    assert recipes_main(_build_argv(tmp_path, "--overwrite", "--hub-folder", str(hub))) == 130  # SIGINT's status
     if earlier:
         assert _snapshot(hub) == before
     else:
@@ -251,3 +251,127 @@ def test_an_image_that_is_a_folder_without_the_image_check_is_one_line(tmp_path,
                        "there"), message
     assert not hub.exists() and not list((tmp_path / "build").glob(".hub-upload-*"))
     assert _files(tmp_path / "data" / "images") == ["0.png", "2.png", "3.png"]
+
+
+def test_a_hub_folder_file_edited_since_the_publish_is_the_user_s_and_refused(tmp_path, capsys, monkeypatch):
+    """A hand-written section appended to the hub folder's README.md was replaced by the rebuild without a word: the
+    marker named the files, not their bytes. A marker of an earlier version (names only) still vouches for them."""
+    _data(tmp_path / "data")
+    hub = tmp_path / "hub"
+    assert recipes_main(_build_argv(tmp_path, "--hub-folder", str(hub))) == 0
+    with (hub / "README.md").open("a") as card:
+        card.write("\n## Evaluation (hand-written)\n")
+    _no_source_read(monkeypatch)
+    before = _snapshot(tmp_path)
+    capsys.readouterr()
+    assert recipes_main(_build_argv(tmp_path, "--overwrite", "--hub-folder", str(hub))) == 1
+    assert capsys.readouterr().err == (f"error: --hub-folder {hub} was written by an earlier publish but README.md "
+                                       "changed since, which this publish would replace: move them out of the "
+                                       "folder to keep them, or choose another folder (nothing was written or "
+                                       "deleted)\n")
+    assert _snapshot(tmp_path) == before
+    monkeypatch.undo()
+
+    # The same edit under an earlier version's marker, which holds no bytes to compare: replaced, as it always was.
+    record = json.loads((hub / PUBLISH_MARKER).read_text())
+    (hub / PUBLISH_MARKER).write_text(json.dumps({"kind": record["kind"], "files": record["files"]}))
+    assert recipes_main(_build_argv(tmp_path, "--overwrite", "--hub-folder", str(hub))) == 0
+    assert "hand-written" not in (hub / "README.md").read_text()
+
+
+def test_a_dry_run_folder_file_edited_since_the_publish_is_refused_and_an_untouched_one_replaced(tmp_path):
+    """The trainer's `--hub_dry_run` goes through the same calls (`prepare_publish_folder`, then
+    `fill_publish_folder` copying from its staging folder): an edited weights file or card is refused by name."""
+    staging, folder = tmp_path / "staging", tmp_path / "dry"
+    files = ["README.md", "sub/model.safetensors"]
+    (staging / "sub").mkdir(parents=True)
+    (staging / "README.md").write_text("# model\n")
+    (staging / "sub" / "model.safetensors").write_bytes(b"\x00" * 4096)
+    for _ in range(2):  # untouched: the second publish replaces its own files
+        publish_folder.fill_publish_folder(staging, files, prepare_publish_folder(
+            folder, files, option="--hub_dry_run", keep_clear_of={}))
+    assert _files(folder) == sorted([PUBLISH_MARKER, *files])
+    with (folder / "sub" / "model.safetensors").open("r+b") as weights:  # the same size, other bytes
+        weights.write(b"\x01")
+    before = _snapshot(tmp_path)
+    with pytest.raises(PublishFolderError, match=r"^--hub_dry_run .*/dry was written by an earlier publish but "
+                                                 r"sub/model.safetensors changed since, which this publish would "
+                                                 r"replace: move them out of the folder to keep them"):
+        prepare_publish_folder(folder, files, option="--hub_dry_run", keep_clear_of={})
+    assert _snapshot(tmp_path) == before
+
+
+SPELLINGS = {
+    "relative": ("work/H/clients/acme-hospital/patient-scans-2026", "work/H/b5", "work/H/hf5"),
+    "absolute-data-root": (None, "work/H/b5", "work/H/hf5"),
+    "dotted": ("./work/H/clients/../clients/acme-hospital/patient-scans-2026/", "./work//H/b5", "work/H/./hf5"),
+}
+
+
+@pytest.mark.parametrize("spelling", SPELLINGS)
+def test_folders_typed_relative_go_up_as_their_names(spelling, tmp_path, monkeypatch, capsys):
+    """Run from a working directory with the folders typed relative to it: the pushed card showed the command as
+    typed (`--data-root work/H/clients/acme-hospital/patient-scans-2026 --out work/H/b5 --hub-folder work/H/hf5`) and
+    the source as `work/H/clients/.../rows.json`; only the absolute data root was written as its name."""
+    data = tmp_path / "work" / "H" / "clients" / "acme-hospital" / "patient-scans-2026"
+    _data(data)
+    monkeypatch.chdir(tmp_path)
+    data_root, out, hub = SPELLINGS[spelling]
+    argv = ["build", "llava_json", "--data-root", data_root or str(data), "--out", out, "--set", "annotation=rows.json",
+            "--hub-folder", hub]
+    assert recipes_main(argv) == 0, capsys.readouterr().err
+    card = (tmp_path / "work" / "H" / "hf5" / "README.md").read_text()
+    assert not any(name in card for name in ("work", "clients", "acme-hospital", str(tmp_path))), card
+    assert "--data-root patient-scans-2026 --out b5 --set annotation=rows.json --hub-folder hf5" in card, card
+    assert "| llava_json | `patient-scans-2026/rows.json` |" in card, card
+
+
+def test_write_hub_folder_records_what_it_wrote_so_a_later_edit_is_refused(tmp_path):
+    """`publish.write_hub_folder` writes in place (no fill): it records the bytes it wrote all the same."""
+    from datasets import Dataset
+    from huggingface_hub import DatasetCard
+
+    from data_recipes.publish import write_hub_folder
+
+    rows = Dataset.from_dict({"id": ["a", "b"], "text": ["one", "two"]})
+    hub = tmp_path / "hub"
+    written = write_hub_folder(rows, DatasetCard("---\nlicense: mit\n---\n# rows\n"), hub)
+    assert sorted(json.loads((hub / PUBLISH_MARKER).read_text())["written"]) == sorted(written)
+    assert _files(hub) == sorted([PUBLISH_MARKER, *written])  # no staging folder left
+    with (hub / "README.md").open("a") as card:
+        card.write("\nmine\n")
+    with pytest.raises(PublishFolderError, match=r"README.md changed since"):
+        write_hub_folder(rows, DatasetCard("---\nlicense: mit\n---\n# rows\n"), hub)
+    assert (hub / "README.md").read_text().endswith("\nmine\n")
+
+
+def test_an_untouched_file_is_not_hashed_again_and_an_edit_at_the_same_size_is_found(tmp_path, monkeypatch):
+    """The check before a run and the one at its end compare size and modification time first: a weights file of
+    many GB that nobody touched since the record is not read again; one whose time changed is hashed, and an edit
+    that kept its size is still refused. A time as recent as the record itself is never trusted (an edit in the same
+    clock tick would share it)."""
+    source, hub = tmp_path / "source", tmp_path / "hub"
+    source.mkdir()
+    (source / "model.safetensors").write_bytes(b"w" * 64)
+    (source / "README.md").write_text("# card\n")
+    files = ["README.md", "model.safetensors"]
+    prepare_publish_folder(hub, files, option="--hub-folder", keep_clear_of={})
+    publish_folder.fill_publish_folder(source, files, hub)
+    marker = json.loads((hub / PUBLISH_MARKER).read_text())
+
+    hashed = []
+    real_digest = publish_folder.file_digest
+    monkeypatch.setattr(publish_folder, "file_digest", lambda path: hashed.append(Path(path).name) or real_digest(path))
+    publish_folder.check_publish_folder(hub, option="--hub-folder", keep_clear_of={})
+    assert sorted(hashed) == files  # just written: as recent as the record, so hashed
+
+    marker["recorded_ns"] += 10_000_000_000  # the record ten seconds after the files' times: they have settled
+    (hub / PUBLISH_MARKER).write_text(json.dumps(marker))
+    hashed.clear()
+    publish_folder.check_publish_folder(hub, option="--hub-folder", keep_clear_of={})
+    assert hashed == []
+
+    (hub / "model.safetensors").write_bytes(b"x" * 64)  # same size, a new time
+    with pytest.raises(PublishFolderError, match=r"model.safetensors changed since"):
+        publish_folder.check_publish_folder(hub, option="--hub-folder", keep_clear_of={})
+    assert hashed == ["model.safetensors"]
