@@ -62,8 +62,10 @@ HUB_DEFAULT_IGNORE_PATTERNS = list(DEFAULT_IGNORE_PATTERNS)
 # paths), TensorBoard logs wherever logging_dir puts them (the host name in every event file's name, the arguments
 # inside) and W&B's folder wherever WANDB_DIR puts it inside output_dir (host, paths and the command line; a
 # WANDB_DIR next to logging_dir, `output_dir/logs`, holds it one level down). The records stay local at any depth: a
-# folder the user copied a checkpoint or an older run into holds them too.
-LOCAL_RECORDS = (TRAINING_ARGS_NAME, REPORT_FILE, REJECTS_FILE, RUN_RECORD)
+# folder the user copied a checkpoint or an older run into holds them too. `report_to=codecarbon` writes its
+# emissions.csv into output_dir (transformers' CodeCarbonCallback): the machine's country, region and coordinates.
+CODECARBON_FILE = "emissions.csv"
+LOCAL_RECORDS = (TRAINING_ARGS_NAME, REPORT_FILE, REJECTS_FILE, RUN_RECORD, CODECARBON_FILE)
 LOCAL_ONLY_PATTERNS = [".*", "*/.*", *LOCAL_RECORDS, *(f"*/{name}" for name in LOCAL_RECORDS), "runs/*",
                        "*events.out.tfevents.*", "wandb/*", "*/wandb/*"]
 # A folder holding the Trainer's state beside one of these is a checkpoint, whatever its name (`best-step1`, a copy

@@ -483,7 +483,8 @@ def test_upload_set_leaves_local_records_out_and_writes_path_fields_as_names(tmp
              "_staging/x": None, "base_config/config.json": {"_name_or_path": str(tmp_path / "stage1"), "a": 1},
              "adapter_config.json": {"base_model_name_or_path": "C:\\Users\\me\\base", "r": 4,
                                      "nested": {"name_or_path": "someone/hub-model"}},
-             "sub/.hidden": None, "tokenizer.json": {"model": {"vocab": {"/home": 1}}}}
+             "sub/.hidden": None, "tokenizer.json": {"model": {"vocab": {"/home": 1}}},
+             "emissions.csv": None}  # report_to=codecarbon: the machine's region and coordinates
     for name, content in files.items():
         (out / name).parent.mkdir(parents=True, exist_ok=True)
         (out / name).write_text(json.dumps(content) if content is not None else name)
