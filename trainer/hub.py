@@ -77,6 +77,13 @@ MODEL_SOURCES = ("model.name_or_path", "model.vision_tower", "model.language_mod
 SOURCE_FILES_CARRIED = ("config.json", "generation_config.json", "tokenizer_config.json", "special_tokens_map.json",
                         "added_tokens.json", "processor_config.json", "preprocessor_config.json",
                         "video_preprocessor_config.json", "chat_template.json", "chat_template.jinja")
+# The repository files a loader reads by their name alone: weights, their shard index, a LoRA adapter. One that an
+# earlier push left and this push does not rewrite is deleted in the same commit, since it changes what loads:
+# transformers reads a single `model.safetensors` before a shard index, and an `adapter_config.json` makes the repo
+# an adapter on its base. Every other remote file stays; the repository's history keeps the deleted ones.
+LOADED_BY_NAME = ("model.safetensors", "model-*-of-*.safetensors", "model.safetensors.index.json",
+                  "pytorch_model.bin", "pytorch_model-*-of-*.bin", "pytorch_model.bin.index.json",
+                  "adapter_model.safetensors", "adapter_model.bin", "adapter_config.json")
 # JSON fields that name a folder: a local path there is written as the folder's name in the upload.
 PATH_FIELDS = ("_name_or_path", "name_or_path", "base_model_name_or_path", "best_model_checkpoint")
 STAGING_PREFIX = ".hub-upload-"
@@ -409,7 +416,7 @@ def push(trainer, commit_message: str | None = None, token: str | None = None, r
                             commit_message=commit_message or f"Croc stage {args.stage}",
                             token=token or args.hub_token, revision=revision or args.hub_revision,
                             private=args.hub_private_repo if private is None else private,
-                            folders=_scan_folders(args))
+                            delete_patterns=LOADED_BY_NAME, folders=_scan_folders(args))
     except PublishError as error:
         raise ConfigError(_named_by_output_dir(error, staging, args.output_dir)) from None
     finally:

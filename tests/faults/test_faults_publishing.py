@@ -329,6 +329,24 @@ def test_push_uploads_exactly_the_scanned_files_and_nothing_when_a_leak_is_plant
     assert len(hub.commits) == 1 and len(hub.repos) == repos  # nothing created or uploaded
 
 
+def test_a_push_deletes_the_weights_an_earlier_push_left_and_nothing_else(tiny_model, tmp_path, monkeypatch,
+                                                                         hub_online):
+    """A repository an earlier push filled with shards and a LoRA adapter: transformers would read a stale single
+    `model.safetensors` before a new shard index, and a stale `adapter_config.json` makes the repo an adapter. The
+    push deletes the weight and adapter files it does not rewrite, in its one commit, and no other remote file."""
+    remote = ["README.md", "adapter_config.json", "adapter_model.safetensors", "eval/pope_results.json",
+              "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors", "model.safetensors.index.json",
+              "notes.md"]
+    hub = HubRecorder(monkeypatch, remote_files=remote)
+    train_module.main(_argv(tmp_path / "out", tiny_model, _data(tmp_path / "data"), "--push_to_hub",
+                            f"--hub_token={TOKEN}", "--hub_model_id=me/croc-tiny"))
+    [commit] = hub.commits
+    assert "model.safetensors" in commit["added"]
+    assert sorted(commit["deleted"]) == ["adapter_config.json", "adapter_model.safetensors",
+                                         "model-00001-of-00002.safetensors", "model-00002-of-00002.safetensors",
+                                         "model.safetensors.index.json"]
+
+
 def test_a_push_rerun_after_a_failed_push_publishes_the_runs_mean_loss(tiny_model, tmp_path, monkeypatch, hub_online):
     """The documented recovery of a failed push, rerunning the same command, resumes from the last step's checkpoint
     and trains nothing: the Trainer's `train_loss` of that call is 0.0 (no step), and the card pushed said so (the
