@@ -12,7 +12,14 @@ writes a build folder with the dataset, its card, a summary and the rejected row
 from modeling_croc.constants import IMAGE_TOKEN
 
 from . import recipes  # noqa: F401  (registers the built-in recipes)
-from .build import DEFAULT_SEED, BuildResult, build_recipe, recorded_image_root, unfinished_build
+from .build import (
+    DEFAULT_SEED,
+    BuildResult,
+    build_dropped,
+    build_recipe,
+    recorded_image_root,
+    unfinished_build,
+)
 from .catalog import CATALOG, CROC_1_5M_COUNTS, SourceInfo
 from .io import DataError
 from .parts import RecipeResult, SourcePart
@@ -74,6 +81,7 @@ __all__ = [
     "StrictValidationError",
     "SyntheticScenes",
     "TEXT_CONVERTERS",
+    "build_dropped",
     "build_recipe",
     "generate_synthetic_scenes",
     "get_recipe",

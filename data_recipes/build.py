@@ -93,6 +93,16 @@ def recorded_image_root(build_dir: str | Path) -> str | None:
     return None if summary is None else summary.get("image_root")
 
 
+def build_dropped(build_dir: str | Path) -> tuple[int, int, dict[str, int]] | None:
+    """(rows read, rows dropped, dropped per reason, those > 0) of the finished build in `build_dir`, from its
+    summary.json; None for a folder that holds none, or one of a build that did not finish."""
+    summary = _build_summary(build_dir)
+    if summary is None or summary["status"] != "ok":
+        return None
+    rows, reasons = summary["rows"], summary.get("dropped_by_reason") or {}
+    return rows["read"], rows["dropped"], {reason: n for reason, n in reasons.items() if n}
+
+
 def unfinished_build(build_dir: str | Path) -> bool:
     """Whether `build_dir` is a build stopped before its end (killed, out of disk): its rows may be partial and its
     summary records no image root."""

@@ -27,6 +27,8 @@ from data_recipes import (
     REJECT_REASONS,
     DataError,
     ValidationReport,
+    build_dropped,
+    format_counts,
     kept_rows,
     recorded_image_root,
     rejected_rows,
@@ -85,6 +87,7 @@ def load_training_rows(data_args: DataArguments, args: CrocTrainingArguments | N
                         rejects_path=Path(args.output_dir).absolute() / REJECTS_FILE if args else None,
                         writes=bool(args and args.should_save), logs=not args or args.should_log)
     rows, image_root = _read_source(path, data_args, args)
+    report.built = _dropped_by_the_build(path)
     rows = _first(rows, data_args.max_samples)
     validation = _validated_once(rows, image_root, data_args, args, image_processor)
     report.rows_read, report.rejected, report.notices = len(rows), {**report.rejected, **validation.counts}, \
@@ -108,6 +111,17 @@ def load_training_rows(data_args: DataArguments, args: CrocTrainingArguments | N
 # Entries `_image_root_candidate` looks at, at most, under the data file's folder: enough for a dataset's folder of
 # annotation files and image subfolders, bounded where the folder is a whole disk of images.
 _CANDIDATE_SCAN_ENTRIES = 200_000
+
+
+def _dropped_by_the_build(path: Path) -> str:
+    """What the build `path` is (a build folder, or its data.jsonl) dropped, for the start's line; "" for nothing."""
+    build = path if path.is_dir() else path.parent if path.name == "data.jsonl" else None
+    dropped = build_dropped(build) if build is not None else None
+    if not dropped or not dropped[1]:
+        return ""
+    read, count, reasons = dropped
+    return (f"the build dropped {count:,} of the {read:,} rows it read before this ({format_counts(reasons)}; "
+            f"with their reasons in {build / REJECTS_FILE})")
 
 
 def _missing_image_hint(rows: datasets.Dataset, validation: ValidationReport, image_root: Path, path: Path) -> str:

@@ -89,6 +89,9 @@ class DataReport:
     rejects_path: Path | None = None
     writes: bool = True
     logs: bool = True
+    # What the build `source` is (or whose data.jsonl it is) dropped before this run read it, "" for nothing: the
+    # start's own counts begin after the build, and a mixture that lost rows there said so only in the build's log.
+    built: str = ""
     # What the start's refusal adds to its line (`trainer.data_loading`: where most rejects are missing images, where
     # the first was looked for and the image root that would hold it), "" for nothing.
     hint: str = ""
@@ -104,12 +107,12 @@ class DataReport:
         return (f"training rows from {self.source}: {self.rows_read:,} read, {rejected:,} rejected "
                 f"({format_counts(self.rejected)}){truncated}, kept with notices: {format_counts(self.notices)}"
                 + (f"; rejected rows with their reasons: {self.rejects_path}" if rejected and self.rejects_path
-                   else ""))
+                   else "") + (f"; {self.built}" if self.built else ""))
 
     def log_start(self) -> None:
-        """Say `start_message` (a warning when the start rejected rows)."""
+        """Say `start_message` (a warning when the start, or the build before it, rejected rows)."""
         if self.logs:
-            (logger.warning if sum(self.rejected.values()) else logger.info)("%s", self.start_message())
+            (logger.warning if sum(self.rejected.values()) or self.built else logger.info)("%s", self.start_message())
 
     def add_rejected(self, reason: str, count: int = 1) -> None:
         self.rejected[reason] = self.rejected.get(reason, 0) + count

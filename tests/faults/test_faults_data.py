@@ -139,6 +139,22 @@ def test_trainer_decoding_at_the_start_gives_the_builders_verdicts(faults, tiny_
     assert rows.image_root == faults["root"]
 
 
+def test_the_start_line_says_what_the_build_dropped_before_it(faults, tiny_model, tmp_path):
+    """A build's rejected rows never reach the trainer, whose own counts start after them: its start line said
+    "0 rejected" of a mixture the build had cut by a quarter. It now says what the build dropped, and where."""
+    build = tmp_path / "build"
+    result = build_recipe("llava_json", faults["root"], build, params={"annotation": "rows.json"})
+    dropped = result.summary["rows"]["dropped"]
+    for data in (build, build / "data.jsonl"):
+        rows, _ = _rows(tmp_path, tiny_model, data, "--data.max_reject_fraction=1")
+        assert sum(rows.report.rejected.values()) < dropped  # the trainer's own count sees only what is left
+        line = rows.report.start_message()
+        assert (f"; the build dropped {dropped:,} of the {result.summary['rows']['read']:,} rows it read before this ("
+                in line and line.endswith(f"with their reasons in {build / 'rejects.jsonl'})")), line
+    rows, _ = _rows(tmp_path, tiny_model, faults["root"] / "rows.json", "--data.max_reject_fraction=1")
+    assert "the build dropped" not in rows.report.start_message()  # a JSON file: no build
+
+
 def test_trainer_checks_paths_at_the_start_and_leaves_decoding_to_training(faults, tiny_model, tmp_path):
     rows, _ = _rows(tmp_path, tiny_model, faults["root"] / "rows.json", "--data.max_reject_fraction=1")
     found_in_training = {"truncated-jpeg", "corrupt-jpeg", "bomb", "oversize", "banner", "float-image"}
