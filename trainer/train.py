@@ -259,12 +259,18 @@ def _run(model_args, data_args, args, stage, signals: StopSignals, lock: OutputD
         try:
             push(trainer)
         except (OSError, ValueError, HfHubHTTPError) as error:
-            # A rerun pushes after resuming from the last step's checkpoint; without one it would train again.
+            # A rerun pushes after resuming from the last step's checkpoint; without one it would train again. No
+            # `hf upload` of output_dir: it would send what the push keeps local (training_args.bin with the token,
+            # checkpoints, rejected rows), and, after a refusal, the very file the scan found.
             last = Path(args.output_dir) / f"checkpoint-{trainer.state.global_step}"
-            rerun = ", or rerun the same command (it trains nothing more)" if last.is_dir() else ""
+            rerun = ("rerun the same command: it resumes from the last checkpoint, trains nothing more and pushes"
+                     if last.is_dir() else "a rerun trains again, as the run kept no checkpoint of its last step")
+            if isinstance(error, ConfigError):  # the leak check or a link: nothing was uploaded
+                raise RunStopped(f"the push to {args.hub_model_id or 'the Hub'} was refused, nothing was uploaded: "
+                                 f"{error}; the trained model is complete in {args.output_dir}: once that is "
+                                 f"resolved, {rerun}") from None
             raise RunStopped(f"the push to {args.hub_model_id or 'the Hub'} failed ({type(error).__name__}: "
-                             f"{error}); the trained model is complete in {args.output_dir}: push it later with "
-                             f"`hf upload`{rerun}") from None
+                             f"{error}); the trained model is complete in {args.output_dir}: {rerun}") from None
     if trainer.is_world_process_zero():
         what = ("the LoRA adapters to " + args.output_dir + " and the merged model to " + str(merged_folder(args.output_dir))
                 if model_args.use_peft and model_args.name_or_path else "the model to " + args.output_dir)

@@ -347,6 +347,27 @@ def test_a_push_deletes_the_weights_an_earlier_push_left_and_nothing_else(tiny_m
                                          "model.safetensors.index.json"]
 
 
+def test_a_refused_push_says_nothing_was_uploaded_and_never_advises_uploading_by_hand(tiny_model, tmp_path,
+                                                                                      monkeypatch, hub_online):
+    """A push the leak check refuses stopped with "the push failed ...: push it later with `hf upload`", which would
+    have sent the very file the scan found, with training_args.bin and the checkpoints. It now says the push was
+    refused, and what a rerun does."""
+    hub = HubRecorder(monkeypatch)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.md").write_text(f"trained from {tmp_path / 'data'}\n")
+    argv = _argv(out, tiny_model, _data(tmp_path / "data"), "--push_to_hub", f"--hub_token={TOKEN}",
+                 "--hub_model_id=me/croc-tiny", "--save_strategy=steps", "--save_steps=1", "--max_steps=1")
+    with pytest.raises(train_module.RunStopped) as stopped:
+        train_module.main(argv)
+    message = str(stopped.value)
+    assert message.startswith("the push to me/croc-tiny was refused, nothing was uploaded: refusing to publish "), message
+    assert "an absolute local path in notes.md" in message and "hf upload" not in message
+    assert message.endswith("rerun the same command: it resumes from the last checkpoint, trains nothing more and "
+                            "pushes"), message
+    assert hub.commits == []
+
+
 def test_a_push_rerun_after_a_failed_push_publishes_the_runs_mean_loss(tiny_model, tmp_path, monkeypatch, hub_online):
     """The documented recovery of a failed push, rerunning the same command, resumes from the last step's checkpoint
     and trains nothing: the Trainer's `train_loss` of that call is 0.0 (no step), and the card pushed said so (the
