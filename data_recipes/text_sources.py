@@ -19,8 +19,17 @@ Conversation = list[dict[str, str]]
 TextConverter = Callable[[Mapping[str, Any]], Conversation]
 
 
+class NotText(ValueError):
+    """A list or mapping where a converter reads text: the row is a `malformed_row` (a converter of a source whose
+    field is a list, such as several accepted answers, takes what it needs itself and never raises it)."""
+
+
 def _field(record: Mapping[str, Any], key: str) -> str:
     value = record.get(key)
+    if isinstance(value, (list, tuple, dict)):
+        # str() made it its Python repr (`['red', 'blue']`), trained on as the answer; a LLaVA turn holding one is
+        # rejected the same way.
+        raise NotText(f"malformed_row: {key!r} is {type(value).__name__} {preview(value)}, not text")
     # NaN is pandas' missing cell, as in LLaVA turns (`schema.is_missing`): str() made it the text "nan", an input
     # appended to the instruction or an answer trained on, where a missing answer is an `empty_turn` reject.
     return "" if is_missing(value) else str(value)
@@ -67,19 +76,6 @@ register_text_converter("firefly", from_kind_input_target)
 register_text_converter("webqa", from_input_output)
 
 
-# Every field a converter above reads (`kind`, Firefly's task family, is not part of the text).
-_TEXT_FIELDS = frozenset({"instruction", "input", "output", "context", "response", "target"})
-
-
-def _structured_field(record: Mapping[str, Any]) -> str | None:
-    """A `malformed_row` problem for a record with a list or mapping where a converter reads text: `str()` made it
-    its Python repr (`['red', 'blue']`), trained on as the answer; a LLaVA turn holding one is rejected the same way."""
-    for key, value in record.items():
-        if isinstance(value, (list, tuple, dict)) and key in _TEXT_FIELDS:
-            return f"malformed_row: {key!r} is {type(value).__name__} {preview(value)}, not text"
-    return None
-
-
 def text_record_to_row(record: Any, *, source: str, index: int) -> dict[str, Any]:
     """Convert one upstream text record to a schema row; its id records the upstream row index."""
     try:
@@ -90,9 +86,12 @@ def text_record_to_row(record: Any, *, source: str, index: int) -> dict[str, Any
     if not isinstance(record, Mapping):
         # The same reject as a LLaVA record that is not an object: counted, not a crash of the whole build.
         return normalise_row(record, source=source, index=index)
-    row = {"id": row_id, "image": None, "conversations": convert(record), "source": source}
-    # A lone surrogate (`\ud83d` of a cut emoji): one rejected row, not a failed build.
-    problem = _structured_field(record) or text_problem(row)
+    try:
+        conversations = convert(record)
+    except NotText as not_text:
+        return {"id": row_id, "image": None, "conversations": None, "source": source, PROBLEM_COLUMN: str(not_text)}
+    row = {"id": row_id, "image": None, "conversations": conversations, "source": source}
+    problem = text_problem(row)  # a lone surrogate (`\ud83d` of a cut emoji): one rejected row, not a failed build
     if problem:
         row[PROBLEM_COLUMN] = problem
     return row

@@ -19,11 +19,12 @@ import pytest
 from PIL import Image
 from recipe_fakes import caption_row, write_image, write_json, write_parquet
 
-from data_recipes import build_recipe
+from data_recipes import build_recipe, text_sources
 from data_recipes import cli as cli_module
 from data_recipes import parts as parts_module
 from data_recipes.cli import main, parse_set_args
 from data_recipes.io import read_records
+from data_recipes.schema import PROBLEM_COLUMN
 
 TEXT_ONLY_ALPACA = ["--set", "counts.mathinstruct=0", "--set", "counts.belle=0", "--set", "counts.open_platypus=0",
                     "--set", "counts.code_alpaca=0", "--set", "counts.firefly=0", "--set", "counts.webqa=0",
@@ -89,6 +90,9 @@ def test_a_quoted_instruction_pool_is_a_pool(tmp_path, capsys):
                   'instruction=["What is in the image?", Describe it.]') == 0
     prompts = {json.loads(line)["conversations"][0]["value"] for line in (tmp_path / "out" / "data.jsonl").open()}
     assert prompts <= {"<image>\nWhat is in the image?", "<image>\nDescribe it."} and prompts
+    # Text that only opens with a bracket is a prompt, as before, not a list that did not parse.
+    assert parse_set_args(["instruction=[Detailed] Describe the image."]) == {
+        "instruction": "[Detailed] Describe the image."}
 
 
 # --- 2. hidden files in a text-source folder ----------------------------------------------------------------------
@@ -144,6 +148,19 @@ def test_text_rows_with_a_list_or_mapping_field_are_rejected_as_malformed(tmp_pa
     assert "['red', 'blue']" not in (out / "data.jsonl").read_text()
 
 
+def test_a_registered_converter_may_read_a_list_field_itself(monkeypatch):
+    """The malformed_row rule is the built-in converters' own: a source registered with a converter that takes the
+    first of several accepted answers keeps its rows (checking every record's fields rejected them all)."""
+    monkeypatch.setitem(text_sources.TEXT_CONVERTERS, "answers", lambda record: [
+        {"from": "human", "value": record["question"]}, {"from": "gpt", "value": record["output"][0]}])
+    row = text_sources.text_record_to_row({"question": "Who?", "output": ["Author 0", "A. 0"]}, source="answers",
+                                          index=0)
+    assert PROBLEM_COLUMN not in row and row["conversations"][1]["value"] == "Author 0"
+    row = text_sources.text_record_to_row({"instruction": "Colours?", "input": "", "output": ["red", "blue"]},
+                                          source="alpaca", index=1)
+    assert row[PROBLEM_COLUMN].startswith("malformed_row: 'output' is list ['red', 'blue']")
+
+
 # --- 5. `~` in path parameters -------------------------------------------------------------------------------------
 
 def test_home_in_path_parameters_is_the_home_folder(tmp_path, monkeypatch):
@@ -166,13 +183,38 @@ def test_home_in_path_parameters_is_the_home_folder(tmp_path, monkeypatch):
 
 # --- 6. a Hub source offline ---------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("setting", ["hub.alpaca=true", "hub.sharegpt4v=someone/copy"])
-def test_a_hub_source_offline_is_one_line_before_any_source_is_read(tmp_path, monkeypatch, capsys, setting):
+def _offline_with_a_cache(monkeypatch, cache: Path) -> None:
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    _no_source_read(monkeypatch)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(datasets.config, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(datasets.config, "HF_DATASETS_CACHE", cache / "datasets")
+
+
+@pytest.mark.parametrize("setting,source", [("hub.alpaca=true", "tatsu-lab/alpaca"),
+                                            ("hub.sharegpt4v=someone/copy", "someone/copy/share-captioner")])
+def test_a_hub_source_offline_and_not_in_the_cache_is_one_line(tmp_path, monkeypatch, capsys, setting, source):
+    """A traceback from huggingface_hub or datasets, after the other sources had been read."""
+    _offline_with_a_cache(monkeypatch, tmp_path / "cache")
     assert _build(_croc_root(tmp_path / "root"), tmp_path / "out", "--set", setting) == 1
     line = _one_line(capsys)
-    assert f"--set {setting.split('=')[0]} reads from the Hub" in line and "HF_HUB_OFFLINE" in line
+    assert line.startswith(f"error: Hub source {source}") and "is not in the Hugging Face cache" in line, line
+
+
+def test_a_hub_file_in_the_cache_builds_offline(tmp_path, monkeypatch, capsys):
+    """Downloaded on a login node, built on an offline compute node: the cached file is read, as huggingface_hub
+    reads it offline (refusing every Hub source offline refused this build)."""
+    cache = tmp_path / "cache"
+    _offline_with_a_cache(monkeypatch, cache)
+    repo = cache / "datasets--someone--copy"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    root = _croc_root(tmp_path / "root")
+    snapshot = repo / "snapshots" / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    shutil.copy(root / "share-captioner_coco_lcs_sam_1246k_1107.json", snapshot)
+    (root / "share-captioner_coco_lcs_sam_1246k_1107.json").unlink()  # only the cache holds it
+    assert _build(root, tmp_path / "out", "--set", "hub.sharegpt4v=someone/copy") == 0, capsys.readouterr().err
+    assert json.loads((tmp_path / "out" / "summary.json").read_text())["sources"]["sharegpt4v"]["kept"] == 3
 
 
 # --- 7. an extracted image on a full disk --------------------------------------------------------------------------
