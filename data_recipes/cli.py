@@ -40,13 +40,13 @@ def parse_value(raw: str) -> Any:
     try:
         value = yaml.safe_load(raw)
     except yaml.YAMLError as error:
-        if text.startswith(("[", "{")):
+        if (text.startswith("[") and text.endswith("]")) or (text.startswith("{") and text.endswith("}")):
             # Meant as a list or mapping (DATA.md's instruction pool): kept as text, it was written verbatim into
             # every prompt of the build.
             problem = " ".join(str(getattr(error, "problem", None) or "invalid YAML").split())
             raise ValueError(f"{raw!r} does not parse as a YAML list or mapping ({problem}): quote the items that "
                              "hold `?`, `: `, `#` or a comma, e.g. --set 'instruction=[\"What is in the image?\", "
-                             "Describe it.]'") from None
+                             "Describe it.]', or quote the whole value to keep it as one text") from None
         return raw
     # Strings stay verbatim: YAML would strip a trailing "# comment" or fold a "key: value" into a mapping.
     if value is None or isinstance(value, str) or (isinstance(value, dict) and not text.startswith("{")):

@@ -9,9 +9,12 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from huggingface_hub import is_offline_mode
+
 from modeling_croc.upload_scan import push_files
 
 from . import publish
+from .io import DataError
 
 if TYPE_CHECKING:
     from datasets import Dataset
@@ -31,15 +34,34 @@ def download_hub_file(repo_id: str, filename: str) -> Path:
     int/str ids make the json builder fail; they are then read by :func:`data_recipes.io.read_records`.
     """
     from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
 
-    return Path(hf_hub_download(repo_id=repo_id, filename=filename, repo_type="dataset"))
+    try:
+        return Path(hf_hub_download(repo_id=repo_id, filename=filename, repo_type="dataset"))
+    except LocalEntryNotFoundError:
+        if not is_offline_mode():
+            raise
+        raise DataError(_not_in_the_cache(f"{repo_id}/{filename}", repo_id)) from None
 
 
 def load_hub_dataset(repo_id: str, data_files: str | None = None) -> Dataset:
     """Load the `train` split of a Hub dataset with `datasets.load_dataset` (text-only sources)."""
     from datasets import load_dataset
 
-    return load_dataset(repo_id, data_files=data_files, split="train")
+    try:
+        return load_dataset(repo_id, data_files=data_files, split="train")
+    except ConnectionError:
+        if not is_offline_mode():
+            raise
+        raise DataError(_not_in_the_cache(repo_id, repo_id)) from None
+
+
+def _not_in_the_cache(source: str, repo_id: str) -> str:
+    # Offline, a Hub source is read from the cache (downloaded on a machine with network, built on one without); one
+    # that is not there was a traceback from huggingface_hub or datasets.
+    return (f"Hub source {source} is not in the Hugging Face cache, and the Hub is switched off here "
+            f"(HF_HUB_OFFLINE=1): download it where there is network (`hf download {repo_id} --repo-type dataset`, "
+            "with the same HF_HOME), or unset HF_HUB_OFFLINE")
 
 
 def push_folder(folder: str | Path, files: list[str], repo_id: str, *, private: bool | None = None,

@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from huggingface_hub import is_offline_mode
-
 from modeling_croc.constants import IMAGE_TOKEN
 
 from .parts import RecipeResult
@@ -60,7 +58,6 @@ class Recipe:
         if "instruction" in params:
             check_instruction(params["instruction"])
         _check_image_dirs(params.get("image_dirs"))
-        _check_hub(params)
         return _expand_paths(params)
 
 
@@ -104,18 +101,6 @@ def _check_image_dirs(image_dirs: Any) -> None:
         if isinstance(folder, str) and (Path(folder).is_absolute() or folder.startswith("~")):
             raise ValueError(f"image_dirs.{name}={folder}: must be a folder relative to --data-root (the image paths "
                              "of a build are relative to it); move or link the images under the data root")
-
-
-def _check_hub(params: Mapping[str, Any]) -> None:
-    """Refuse a Hub source while the Hub is switched off, before the local sources are read (a traceback from
-    `datasets` came after the largest file had been parsed)."""
-    hub = params.get("hub")
-    # A mixture's `hub=true` (one value for all) is `parts.merge_overrides`' error; llava_json's `hub` is a repo id.
-    wanted = [f"hub.{name}" for name, ref in hub.items() if ref] if isinstance(hub, Mapping) else (
-        ["hub"] if isinstance(hub, str) and hub else [])
-    if wanted and is_offline_mode():
-        raise ValueError(f"--set {wanted[0]} reads from the Hub, which is switched off here (HF_HUB_OFFLINE=1): unset "
-                         "HF_HUB_OFFLINE, or download the source and leave out the hub setting")
 
 
 # Parameters naming a file or folder on this machine (`paths` one per source): `~` is the home folder there, as in

@@ -6,7 +6,6 @@ import json
 import shutil
 
 import datasets
-import huggingface_hub
 import pytest
 from recipe_fakes import EXTRA_802K, MIX665K_IMAGES, SHAREGPT4V_IMAGES, TEXT_ROWS, write_jsonl
 
@@ -152,8 +151,6 @@ def test_croc_hub_sources_go_through_the_hub_module(croc_root, tmp_path, monkeyp
 
     monkeypatch.setattr("data_recipes.hub.download_hub_file", fake_download)
     monkeypatch.setattr("data_recipes.hub.load_hub_dataset", fake_load)
-    # The tests run offline, where a Hub source is refused before anything is read; the Hub is faked here.
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     counts = {**TINY_CROC_COUNTS, "alpaca": 3}
     result = build_recipe("croc1.5m", croc_root, tmp_path / "out",
                           params={"counts": counts, "hub": {"sharegpt4v": True, "alpaca": "someone/alpaca-copy"}})

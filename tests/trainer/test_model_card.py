@@ -8,7 +8,6 @@ import json
 import re
 from pathlib import Path
 
-import huggingface_hub
 import pytest
 from huggingface_hub import ModelCard, ModelCardData
 from packaging.requirements import Requirement
@@ -53,8 +52,6 @@ def test_cards_inherit_licence_base_models_and_datasets_through_the_stages(tmp_p
 
     # Stage-1 data: a recipe build of a Hub source (its download replaced by the local file, no network).
     monkeypatch.setattr("data_recipes.hub.download_hub_file", lambda repo, filename: data_dir / filename)
-    # The suite runs offline, where a build refuses a Hub source before reading anything; the Hub is faked here.
-    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
     build = build_recipe("llava_json", data_dir, tmp_path / "build",
                          params={"annotation": "captions.json", "hub": "someone/captions"})
     assert build.card.data.source_datasets == ["someone/captions"]
