@@ -73,10 +73,19 @@ LOCAL_ONLY_PATTERNS = [".*", "*/.*", *LOCAL_RECORDS, *(f"*/{name}" for name in L
 CHECKPOINT_STATE_FILES = (OPTIMIZER_NAME, SCHEDULER_NAME, "rng_state*.pth", "latest")
 # What a save carries over from a local model source into output_dir: scanned before the model loads when the run
 # publishes, since a leak there cannot be removed from output_dir (the next run writes it again from the source).
-MODEL_SOURCES = ("model.name_or_path", "model.vision_tower", "model.language_model")
-SOURCE_FILES_CARRIED = ("config.json", "generation_config.json", "tokenizer_config.json", "special_tokens_map.json",
-                        "added_tokens.json", "processor_config.json", "preprocessor_config.json",
-                        "video_preprocessor_config.json", "chat_template.json", "chat_template.jinja")
+# Of stage 1's parts, only the vision tower's image processor and the language model's tokenizer and generation
+# settings go on (their configs are converted; a CLIP folder's tokenizer is never used).
+_TOKENIZER_FILES = ("tokenizer_config.json", "special_tokens_map.json", "added_tokens.json", "chat_template.json",
+                    "chat_template.jinja")
+SOURCE_FILES_CARRIED = {
+    "model.name_or_path": ("config.json", "generation_config.json", *_TOKENIZER_FILES, "processor_config.json",
+                           "preprocessor_config.json", "video_preprocessor_config.json"),
+    "model.vision_tower": ("preprocessor_config.json",),
+    "model.language_model": ("generation_config.json", *_TOKENIZER_FILES),
+}
+# Fields of a tokenizer's config naming the files it was read from (a Hub uploader's cache path, often): a save does
+# not write them again, so they are no leak of the upload.
+NOT_SAVED_FIELDS = ("special_tokens_map_file", "tokenizer_file", "vocab_file", "merges_file")
 # The repository files a loader reads by their name alone: weights, their shard index, a LoRA adapter. One that an
 # earlier push left and this push does not rewrite is deleted in the same commit, since it changes what loads:
 # transformers reads a single `model.safetensors` before a shard index, and an `adapter_config.json` makes the repo
@@ -181,16 +190,18 @@ def _check_model_sources(args, keep_clear_of: dict[str, str]) -> None:
     """Scan the files a save carries over from each local model source as the upload will hold them (path fields
     written as names), before the model loads: a local path there reaches output_dir again on every run, so the
     refusal names the source file, the one place it can be removed."""
-    for option in MODEL_SOURCES:
+    for option, carried in SOURCE_FILES_CARRIED.items():
         source = keep_clear_of.get(option)
         folder = Path(source).expanduser() if source else None
         if folder is None or not folder.is_dir():
             continue
-        names = [name for name in SOURCE_FILES_CARRIED if (folder / name).is_file()]
-        if not _config_carried_as_is(option, folder):
+        names = [name for name in carried if (folder / name).is_file()]
+        if not _config_carried_as_is(folder):
             names = [name for name in names if name != "config.json"]
         with tempfile.TemporaryDirectory(prefix="croc-source-scan-") as staging:
             write_upload_set(folder, names, staging)
+            for name in names:
+                _drop_fields_not_saved(Path(staging) / name)
             try:
                 check_upload_set(staging, names, tokens=[args.hub_token], folders=_scan_folders(args))
             except UploadLeakError as error:
@@ -200,12 +211,23 @@ def _check_model_sources(args, keep_clear_of: dict[str, str]) -> None:
                                   "(nothing was written or uploaded)") from None
 
 
-def _config_carried_as_is(option: str, folder: Path) -> bool:
-    """Whether the save writes `folder`'s config.json keys into output_dir's: a Croc folder's, loaded as it is. A
-    released checkpoint's or a part's is converted (a released LLaVA's `mm_vision_tower` may name the local CLIP
-    folder it is built from, and is not kept): the scan at publish time sees what it carries."""
-    if option != "model.name_or_path":
-        return False
+def _drop_fields_not_saved(path: Path) -> None:
+    """Remove `NOT_SAVED_FIELDS` from the JSON file `path` (a staged copy), if it is a JSON object holding any."""
+    if path.suffix != ".json":
+        return
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError):
+        return
+    if isinstance(data, dict) and any(field in data for field in NOT_SAVED_FIELDS):
+        path.write_text(json.dumps({key: value for key, value in data.items() if key not in NOT_SAVED_FIELDS},
+                                   indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+def _config_carried_as_is(folder: Path) -> bool:
+    """Whether the save writes the model source `folder`'s config.json keys into output_dir's: a Croc folder's,
+    loaded as it is. A released checkpoint's is converted (a released LLaVA's `mm_vision_tower` may name the local
+    CLIP folder it is built from, and is not kept): the scan at publish time sees what it carries."""
     try:
         return source_kind(folder) == "croc"
     except (OSError, ValueError):  # the load reports a folder it cannot read

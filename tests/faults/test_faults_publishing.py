@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
+from types import SimpleNamespace
 
 import huggingface_hub
 import pytest
@@ -714,6 +716,29 @@ def test_a_local_path_in_the_model_sources_config_is_refused_before_the_model_lo
     assert message.endswith("'/mnt/lab/checkpoints/clip'; a publish would carry it into the upload: remove it there "
                             "(nothing was written or uploaded)"), message
     assert _snapshot(tmp_path) == before
+
+
+def test_the_source_scan_reads_what_a_save_carries_not_what_it_drops(tiny_model, tmp_path):
+    """Hub tokenizer configs hold their uploader's cache path in `special_tokens_map_file`, which a save does not
+    write again, and a CLIP part's tokenizer files are never used: neither refused a publish any more. A path in a
+    file a save does carry (the part's image processor config) still is."""
+    base, clip = tmp_path / "base", tmp_path / "clip"
+    shutil.copytree(tiny_model, base)
+    tokenizer_config = json.loads((base / "tokenizer_config.json").read_text())
+    uploader_cache = "/home/suraj/.cache/huggingface/transformers/18a5.special_tokens_map.json"
+    (base / "tokenizer_config.json").write_text(json.dumps({**tokenizer_config,
+                                                             "special_tokens_map_file": uploader_cache}))
+    clip.mkdir()
+    (clip / "tokenizer_config.json").write_text(json.dumps({"note": "/home/suraj/clip"}))
+    (clip / "preprocessor_config.json").write_text(json.dumps({"crop_size": 224}))
+    args = SimpleNamespace(push_to_hub=False, hub_dry_run=str(tmp_path / "dry"), output_dir=str(tmp_path / "out"),
+                           hub_token=None, resume_from_checkpoint=None)
+    sources = {"model.name_or_path": str(base), "model.vision_tower": str(clip)}
+    trainer_hub.check_publishing_arguments(args, sources)
+    (clip / "preprocessor_config.json").write_text(json.dumps({"crop_size": 224, "note": "/home/suraj/clip"}))
+    with pytest.raises(ConfigError, match=rf"^model.vision_tower folder {re.escape(str(clip))}: "
+                                          "preprocessor_config.json holds an absolute local path"):
+        trainer_hub.check_publishing_arguments(args, sources)
 
 
 def test_a_model_source_holding_nan_is_refused_before_the_first_step(tiny_model, tmp_path, monkeypatch):
