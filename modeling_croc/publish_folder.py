@@ -32,6 +32,10 @@ PUBLISH_MARKER = ".croc-publish.json"
 # renamed into place; removed when the fill ends, whichever way, and by the next publish if a kill left it.
 FILLING_DIR = ".croc-publish-filling"
 _MARKER_KIND = "croc publish folder"
+# What huggingface_hub keeps inside a folder it uploaded (`hf upload-large-folder DIR`) or downloaded into
+# (`--local-dir`): its own bookkeeping, never uploaded, not the user's files; a dry run's folder uploaded by hand
+# holds it.
+HUB_BOOKKEEPING = (".cache", "huggingface")
 _HASH_BLOCK_BYTES = 8 * 1024 * 1024  # a publish folder holds weights of many GB: hashed a block at a time
 _RACY_NS = 2_000_000_000  # the coarsest modification-time resolution in use (FAT's 2 s)
 
@@ -207,7 +211,8 @@ def _check_folder(folder: str | Path, option: str, keep_clear_of: Mapping[str, s
                                  "follows a link out of its folder; remove the link(s) or choose another folder "
                                  "(nothing was written or deleted)")
     ours = {PUBLISH_MARKER, *recorded}
-    foreign = [name for name in _files_under(real) if name not in ours and PurePosixPath(name).parts[0] != FILLING_DIR]
+    foreign = [name for name in _files_under(real) if name not in ours and PurePosixPath(name).parts[0] != FILLING_DIR
+               and PurePosixPath(name).parts[:2] != HUB_BOOKKEEPING]
     if foreign:
         raise PublishFolderError(f"{option} {folder} was written by an earlier publish but now also holds "
                                  f"{_describe_entries(real, foreign)}, which that publish did not write: move them "

@@ -375,3 +375,22 @@ def test_an_untouched_file_is_not_hashed_again_and_an_edit_at_the_same_size_is_f
     with pytest.raises(PublishFolderError, match=r"model.safetensors changed since"):
         publish_folder.check_publish_folder(hub, option="--hub-folder", keep_clear_of={})
     assert hashed == ["model.safetensors"]
+
+
+def test_a_publish_folder_uploaded_by_hand_is_still_this_projects(tmp_path):
+    """`hf upload-large-folder REPO DIR` leaves huggingface_hub's bookkeeping in `DIR/.cache/huggingface/`: the next
+    dry run into that folder was refused as holding files the publish did not write. A file of the user's beside it
+    still is."""
+    source, hub = tmp_path / "source", tmp_path / "hub"
+    source.mkdir()
+    (source / "README.md").write_text("# card\n")
+    prepare_publish_folder(hub, ["README.md"], option="--hub-folder", keep_clear_of={})
+    publish_folder.fill_publish_folder(source, ["README.md"], hub)
+    (hub / ".cache" / "huggingface" / "upload").mkdir(parents=True)
+    (hub / ".cache" / "huggingface" / ".gitignore").write_text("*\n")
+    (hub / ".cache" / "huggingface" / "upload" / "README.md.metadata").write_text("0\n")
+    prepare_publish_folder(hub, ["README.md"], option="--hub-folder", keep_clear_of={})
+    publish_folder.fill_publish_folder(source, ["README.md"], hub)
+    (hub / "mine.md").write_text("notes\n")
+    with pytest.raises(PublishFolderError, match=r"also holds mine.md, which that publish did not write"):
+        publish_folder.check_publish_folder(hub, option="--hub-folder", keep_clear_of={})
