@@ -17,6 +17,17 @@ from huggingface_hub import CommitOperationAdd, CommitOperationDelete, RepoUrl
 TOKEN = "hf_" + "Q7r" * 12  # shaped like a real token: hf_ + 36 letters and digits
 
 
+REPO = Path(__file__).resolve().parents[2]
+STAGE2 = REPO / "trainer" / "configs" / "cpu_tiny" / "stage2.yaml"
+
+
+def run_argv(out: Path, model: Path, data: Path, *extra: str) -> list[str]:
+    """A one-step tiny stage-2 run of `model` on `data` into `out`, plus `extra` options."""
+    return [str(STAGE2), f"--output_dir={out}", f"--model.name_or_path={model}", f"--data.path={data}",
+            "--disable_tqdm=true", "--group_by_modality_length=false", "--max_steps=1",
+            "--per_device_train_batch_size=2", "--global_batch_size=2", *extra]
+
+
 def write_data(root: Path, rows: int = 4) -> Path:
     """`rows` image rows of plain colours; returns the LLaVA file."""
     for i in range(rows):
