@@ -1,8 +1,8 @@
 """Broken promises of the recipe builder (from a hostile tester), each made to happen on purpose: a caption prompt
 written as the text of a list that did not parse, hidden files read as rows, a whole source lost under status ok,
-list answers trained as their Python repr, `~` in a path parameter, a Hub source read offline, an extracted image cut
-short by a full disk, and the CLI's own argument checks. Every one ends in one line before any source is read, or in
-a counted reject, or in a one-line failed build."""
+list answers trained as their Python repr, `~` in a path parameter, a Hub source offline (read from the cache, or one line), an extracted image cut
+short by a full disk, and the CLI's own argument checks. Every one ends in one line (before any source is read where it can
+be), in a counted reject, or in a one-line failed build."""
 
 from __future__ import annotations
 
