@@ -134,6 +134,17 @@ def _is_yaml_shaped(value: Any) -> bool:
     return value is None or isinstance(value, (bool, int, float, str, list, tuple, dict))
 
 
+def _holds_nan(value: Any) -> bool:
+    """Whether a YAML-shaped value is NaN or holds one at any depth (`lr_scheduler_kwargs: {min_lr: .nan}`)."""
+    if isinstance(value, float):
+        return math.isnan(value)
+    if isinstance(value, dict):
+        return any(_holds_nan(item) for item in value.values())
+    if isinstance(value, (list, tuple)):
+        return any(_holds_nan(item) for item in value)
+    return False
+
+
 def _matches(value: Any, option: Any) -> bool:
     """Whether `value` is of the type `option` (one member of a field's annotation), as YAML spells it: an integer
     counts as a number, `true` does not."""
@@ -191,6 +202,12 @@ def check_field_types(arguments: Any, section: str = "") -> None:
         value = getattr(arguments, field.name)
         if not field.init or hint is None or not _is_yaml_shaped(value):
             continue
+        if _holds_nan(value):
+            # No setting means anything by NaN, and every comparison with it is false, so a range check written
+            # as `not 0 < x` is the only one that catches it: `num_train_epochs: .nan` beside max_steps was taken,
+            # written into the run record as non-standard JSON, and then refused the run's own resume ("nan -> nan").
+            raise _config_error(f"{section}{field.name} must be a number, got {value!r}" if isinstance(value, float)
+                                else f"{section}{field.name} holds nan, which no setting takes: {value!r}")
         options = hint_options(hint)
         if not any(_matches(value, option) for option in options):
             expected = " or ".join(dict.fromkeys(_describe(option) for option in options))

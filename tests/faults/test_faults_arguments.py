@@ -122,6 +122,15 @@ CASES = [
     pytest.param(["--warmup_steps=1.5"], "warmup_steps must be a ratio of the run in .* got 1.5", id="warmup 1.5"),
     # ^ accepted (one step)
     pytest.param(["--warmup_steps=.nan"], "warmup_steps must be .* got nan", id="warmup nan"),  # after load
+    # NaN in any section, at any depth: taken beside max_steps (num_train_epochs), or by a range check that no
+    # comparison with NaN fails; the epochs' NaN then refused the run's own resume ("nan -> nan").
+    pytest.param(["--max_steps=2", "--num_train_epochs=.nan"], "num_train_epochs must be a number, got nan",
+                 id="epochs nan beside max_steps"),  # accepted; its resume refused
+    pytest.param(["--lr_scheduler_kwargs={min_lr: .nan}", "--lr_scheduler_type=cosine_with_min_lr"],
+                 r"lr_scheduler_kwargs holds nan, which no setting takes: \{'min_lr': nan\}", id="nan in a mapping"),
+    pytest.param(["--model.lora_dropout=.nan"], "model.lora_dropout must be a number, got nan", id="model nan"),
+    pytest.param(["--data.max_image_aspect_ratio=.nan"], "data.max_image_aspect_ratio must be a number, got nan",
+                 id="data nan"),
     pytest.param(["--save_strategy=steps", "--save_steps=1", "--save_total_limit=0"],
                  "save_total_limit must be >= 1 .*unset to keep every checkpoint", id="save_total_limit 0"),
     # ^ accepted (kept every checkpoint)
