@@ -50,6 +50,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
+from .early_signals import PREEMPTION_SIGNAL_CHOICES, deliver_with_default_action, take_held_signal
 from .output_lock import OutputDirLock
 
 logger = logging.getLogger(__name__)
@@ -59,11 +60,6 @@ logger = logging.getLogger(__name__)
 PREEMPTED_EXIT_CODE = 75
 # The signals that always save and stop; `preemption_signals` adds to them.
 DEFAULT_PREEMPTION_SIGNALS: tuple[str, ...] = ("SIGTERM",)
-# What a scheduler or a user sends to ask a process to end (Slurm's --signal, a CPU-time limit, a closed terminal).
-# Others mean something else (SIGCHLD: a child ended; SIGSEGV, SIGBUS, SIGFPE: a fault a flag-only handler would
-# return into forever) and are refused as preemption signals.
-PREEMPTION_SIGNAL_CHOICES: tuple[str, ...] = ("SIGTERM", "SIGINT", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2",
-                                              "SIGXCPU")
 # The checkpoint file holding the steps skipped for non-finite values, so a resumed run keeps its budget.
 NONFINITE_FILE = "nonfinite_steps.json"
 
@@ -103,7 +99,8 @@ class StopSignals:
     """Records the first preemption signal; the process carries on until the trainer stops at a step's end.
 
     `install()` replaces the handlers of `names` and of SIGINT (main thread only: elsewhere it warns and does
-    nothing) and `restore()` puts the previous ones back. Later signals are ignored (see the module docstring),
+    nothing), taking over a signal held since the command started (`trainer.early_signals`), and `restore()` puts
+    the previous ones back. Later signals are ignored (see the module docstring),
     except a second Ctrl-C (SIGINT), which interrupts at once (`KeyboardInterrupt`): the first one asks for a
     checkpoint at the step's end, as a preemption does.
     """
@@ -119,6 +116,11 @@ class StopSignals:
             return self
         for number in self.signals:
             self._previous[number] = signal.signal(number, self._handle)
+        held = take_held_signal()  # one that came while the command imported and read its config
+        if held in self.signals:
+            self._handle(held, None)
+        elif held is not None:
+            deliver_with_default_action(held)
         return self
 
     def restore(self) -> None:

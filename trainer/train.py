@@ -16,6 +16,13 @@ card; `--hub_dry_run DIR` writes what would be uploaded into DIR instead.
 
 from __future__ import annotations
 
+if __name__ == "__main__":
+    # First, before the imports below (seconds of torch and transformers): a preemption signal from here on is held
+    # for the run's own handler, not the default action's status 143 (`trainer.early_signals`).
+    from trainer.early_signals import hold_preemption_signals
+
+    hold_preemption_signals()
+
 import contextlib
 import logging
 import os

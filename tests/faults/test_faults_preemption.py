@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from run_cases import assert_same_weights, cli_exit, curve, run_argv, weights, write_small_folder
+from run_cases import REPO, assert_same_weights, cli_exit, curve, run_argv, weights, write_small_folder
 
 from trainer import croc_trainer
 from trainer import train as train_module
@@ -349,3 +349,66 @@ def test_dataloader_workers_ignore_a_strangers_sigterm_under_every_start_method_
     del batches
     gc.collect()
     assert not any(worker.is_alive() for worker in workers)
+
+
+# ---- a signal before the run's handler is in place, or after it gave the handlers back ----
+
+
+def _catches(pid: int, number: signal.Signals) -> bool:
+    """Whether process `pid` has a handler of its own for `number` (its `SigCgt` mask in /proc)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigCgt:"):
+            return bool(int(line.split()[1], 16) >> (number - 1) & 1)
+    return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the signal mask from Linux's /proc")
+def test_a_sigterm_while_the_command_still_imports_stops_the_run_with_status_75(tiny_model, data, tmp_path):
+    """Slurm's SIGTERM in the command's first seconds (importing torch and transformers, ten on a loaded node) ended
+    it with the default action, status 143, which a job script requeueing on 75 takes for a failure. Sent as soon as
+    the command catches it, before torch is loaded: the run stops before its first step and asks to be requeued."""
+    out = tmp_path / "run"
+    process = subprocess.Popen([sys.executable, "-m", "trainer.train", *_argv(out, tiny_model, data)], cwd=REPO,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    try:
+        while process.poll() is None and not _catches(process.pid, signal.SIGTERM):
+            pass
+        assert process.poll() is None, process.communicate()[1]
+        torch_loaded = "libtorch" in Path(f"/proc/{process.pid}/maps").read_text()
+        process.send_signal(signal.SIGTERM)
+        _, stderr = process.communicate(timeout=600)
+    finally:
+        process.kill()
+    assert not torch_loaded, "the command caught SIGTERM only once torch was loaded"
+    assert process.returncode == PREEMPTED_EXIT_CODE, stderr
+    assert stderr.strip().splitlines()[-1] == ("run stopped: stopped by SIGTERM before training step 1; nothing new "
+                                               "to save; rerun the same command to continue")
+    assert not list(out.glob("checkpoint-*")) and not (out / "model.safetensors").exists()
+
+
+_HELD = """
+import os, signal, sys
+from trainer.early_signals import hold_preemption_signals
+from trainer.run_control import StopSignals
+
+hold_preemption_signals()
+os.kill(os.getpid(), signal.{early})
+signals = StopSignals({names}).install()
+print("taken over:", signals.received.name if signals.received else None, flush=True)
+signals.restore()
+os.kill(os.getpid(), signal.SIGTERM)  # the run is over: held, and let go
+print("after the run: exits as it would", flush=True)
+"""
+
+
+@pytest.mark.parametrize(("early", "names", "status", "lines"), [
+    ("SIGTERM", ["SIGTERM"], 0, ["taken over: SIGTERM", "after the run: exits as it would"]),
+    ("SIGUSR1", ["SIGTERM", "SIGUSR1"], 0, ["taken over: SIGUSR1", "after the run: exits as it would"]),
+    # Not one of this run's preemption signals: it does what it would have done had it come a moment later.
+    ("SIGHUP", ["SIGTERM"], -signal.SIGHUP, []),
+])
+def test_a_signal_held_before_the_run_handles_signals_is_the_run_s_or_its_default(early, names, status, lines):
+    result = subprocess.run([sys.executable, "-c", _HELD.format(early=early, names=names)], cwd=REPO,
+                            capture_output=True, text=True, timeout=300)
+    assert (result.returncode, result.stdout.splitlines()) == (status, lines), result.stderr
