@@ -109,7 +109,8 @@ def help_text(width: int = 100) -> str:
                 continue
             default = spec.default_factory() if spec.default_factory is not dataclasses.MISSING else spec.default
             lines.append(f"  {spec.name} (default: {default!r})")
-            text = " ".join(str(spec.metadata.get("help", "")).split())
+            # transformers writes its help texts for argparse, which reads `%` as a format: `~20%% slower`.
+            text = " ".join(str(spec.metadata.get("help", "")).split()).replace("%%", "%")
             if cls is CrocTrainingArguments and spec.name in REFUSED_SETTINGS:
                 _, setting, why = REFUSED_SETTINGS[spec.name]
                 text += f" Refused here ({setting}): {why}."
