@@ -7,7 +7,8 @@ a failure. `hold_preemption_signals` is the first thing the command runs: it rec
 else; `StopSignals` adopts it when it takes over (the run then stops before its first step, with nothing to save, as
 for a signal received while the model loads), and when it gives the handlers back, after the run is over, a late
 signal is recorded and let go (the run finished). A signal the run's config does not name as a preemption signal is
-delivered again with its default action once the config is read, as if it had just arrived.
+delivered again with its default action once the config is read, as if it had just arrived. Ctrl-C outside the run's
+handler ends the command at once with status 130 and one line, not an import's traceback.
 
 Imports nothing but the standard library: it must be in place before the heavy imports start.
 """
@@ -15,6 +16,7 @@ Imports nothing but the standard library: it must be in place before the heavy i
 from __future__ import annotations
 
 import signal
+import sys
 
 # What a scheduler or a user sends to ask a process to end (Slurm's --signal, a CPU-time limit, a closed terminal).
 # Others mean something else (SIGCHLD: a child ended; SIGSEGV, SIGBUS, SIGFPE: a fault a flag-only handler would
@@ -31,12 +33,19 @@ def _record(number: int, frame) -> None:
         _received = signal.Signals(number)
 
 
+def _interrupt(number: int, frame) -> None:
+    # Ctrl-C while no step can be in progress: the command ends at once, in one line, not with the traceback of
+    # whichever import it was in.
+    print("interrupted (Ctrl-C) while the command started or ended; no training step was in progress",
+          file=sys.stderr)
+    raise SystemExit(130)
+
+
 def hold_preemption_signals() -> None:
-    """Record (and otherwise ignore) every signal that may be a preemption signal, Ctrl-C excepted (it interrupts the
-    imports as usual). Call on the main thread, before anything slow."""
+    """Record (and otherwise ignore) every signal that may be a preemption signal; Ctrl-C ends the command at once,
+    in one line. Call on the main thread, before anything slow."""
     for name in PREEMPTION_SIGNAL_CHOICES:
-        if name != "SIGINT":
-            signal.signal(signal.Signals[name], _record)
+        signal.signal(signal.Signals[name], _interrupt if name == "SIGINT" else _record)
 
 
 def take_held_signal() -> signal.Signals | None:

@@ -39,6 +39,7 @@ from modeling_croc.configuration_croc import CrocConfigError
 from modeling_croc.provenance import STAGE0_TAG, is_stage0_folder
 from modeling_croc.write_failures import is_write_failure, write_failure_reason
 
+from .checkpoint_io import checkpoint_folders, checkpoint_problem
 from .cli import ConfigError, help_text, wants_help
 from .collator import build_collator
 from .croc_trainer import CrocTrainer
@@ -142,7 +143,21 @@ def main(argv: list[str] | None = None) -> CrocTrainer | None:
     # From here on a preemption signal is recorded, not fatal: the run stops at the end of a step with a checkpoint
     # (or, before the first step, with nothing to save).
     with StopSignals(args.preemption_signals) as signals, output_dir_lock(args) as lock:
-        return _run(model_args, data_args, args, stage, signals, lock)
+        try:
+            return _run(model_args, data_args, args, stage, signals, lock)
+        except KeyboardInterrupt as interrupt:  # Ctrl-C twice: what a rerun does depends on what is saved
+            interrupt.add_note(_interrupted_line(args.output_dir))
+            raise
+
+
+def _interrupted_line(output_dir: str) -> str:
+    """The line a run stopped by Ctrl-C twice ends with: whether a rerun resumes, and from where. The newest
+    checkpoint is judged by its files' sizes only: the user asked to stop now, not to hash a 7B checkpoint."""
+    newest = next((folder for folder in checkpoint_folders(output_dir)
+                   if checkpoint_problem(folder, hashes=False) is None), None)
+    then = (f"rerunning the same command resumes from {newest.name}, the newest checkpoint in output_dir" if newest
+            else "no checkpoint was written yet, so rerunning the same command starts the run over")
+    return f"interrupted (Ctrl-C twice): the step in progress was not saved; {then}"
 
 
 def _run(model_args, data_args, args, stage, signals: StopSignals, lock: OutputDirLock | None = None
@@ -359,9 +374,10 @@ def cli() -> None:
     except RunStopped as error:
         print(f"run stopped: {_one_line(error)}", file=sys.stderr)
         sys.exit(error.exit_code)
-    except KeyboardInterrupt:
-        print("interrupted (Ctrl-C twice): the step in progress was not saved; rerunning the same command resumes "
-              "from the newest checkpoint in output_dir (Ctrl-C once writes one and stops after the step)",
+    except KeyboardInterrupt as interrupt:
+        # Before the run handles Ctrl-C (imports, the config's checks) nothing was written.
+        notes = getattr(interrupt, "__notes__", None)
+        print(notes[-1] if notes else "interrupted (Ctrl-C) before the run started; nothing was written",
               file=sys.stderr)
         sys.exit(130)
     _leave_process_group(main_works_alone=_main_process_works_alone(trainer))

@@ -207,10 +207,21 @@ def test_ctrl_c_twice_interrupts_at_once_and_says_how_to_resume(tiny_model, data
     out = tmp_path / "run"
     status, message = cli_exit(_argv(out, tiny_model, data, "--save_strategy=steps", "--save_steps=1"), monkeypatch,
                                capsys)
-    assert status == 130 and message.startswith("interrupted (Ctrl-C twice): the step in progress was not saved; "
-                                                "rerunning the same command resumes"), message
+    assert (status, message) == (130, "interrupted (Ctrl-C twice): the step in progress was not saved; rerunning the "
+                                      "same command resumes from checkpoint-1, the newest checkpoint in output_dir")
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1"]
     assert not (out / ".croc-run.lock").exists()
+
+
+def test_ctrl_c_twice_before_any_checkpoint_says_the_rerun_starts_over(tiny_model, data, tmp_path, monkeypatch,
+                                                                       capsys):
+    """It promised a resume from the newest checkpoint where there was none (a newcomer's first run)."""
+    _signal_during_step(monkeypatch, 2, signal.SIGINT, signal.SIGINT)
+    out = tmp_path / "run"
+    status, message = cli_exit(_argv(out, tiny_model, data), monkeypatch, capsys)
+    assert (status, message) == (130, "interrupted (Ctrl-C twice): the step in progress was not saved; no checkpoint "
+                                      "was written yet, so rerunning the same command starts the run over")
+    assert not list(out.glob("checkpoint-*"))
 
 
 def test_a_log_file_on_a_disk_full_for_a_moment_loses_lines_not_the_stream():
@@ -385,6 +396,24 @@ def test_a_sigterm_while_the_command_still_imports_stops_the_run_with_status_75(
     assert stderr.strip().splitlines()[-1] == ("run stopped: stopped by SIGTERM before training step 1; nothing new "
                                                "to save; rerun the same command to continue")
     assert not list(out.glob("checkpoint-*")) and not (out / "model.safetensors").exists()
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the signal mask from Linux's /proc")
+def test_ctrl_c_while_the_command_still_imports_is_one_line(tiny_model, data, tmp_path):
+    """It was the traceback of whichever import torch or transformers was in."""
+    process = subprocess.Popen([sys.executable, "-m", "trainer.train", *_argv(tmp_path / "run", tiny_model, data)],
+                               cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    try:
+        while process.poll() is None and not _catches(process.pid, signal.SIGTERM):
+            pass  # held from the command's first line, Ctrl-C with it
+        process.send_signal(signal.SIGINT)
+        _, stderr = process.communicate(timeout=600)
+    finally:
+        process.kill()
+    assert process.returncode == 130, stderr
+    assert stderr.strip().splitlines() == ["interrupted (Ctrl-C) while the command started or ended; no training "
+                                           "step was in progress"]
 
 
 _HELD = """
