@@ -127,6 +127,26 @@ def format_layout(args) -> str:
             + (f"; packed (budget {args.packing_max_length})" if args.packing else ""))
 
 
+def short_epoch_warning(dataset, args) -> str | None:
+    """What to say when an epoch holds fewer rows than one step takes: the Trainer then trains each epoch as one
+    short step, which the layout line's global batch does not describe (a 51-row epoch under a global batch of 512:
+    51 samples a step). With `group_by_modality_length` an epoch holds each modality's rows filled up to whole device
+    batches (`trainer.sampler`), still short of a step when accumulating. None when steps are as described, or rows
+    are packed (a step's rows are then packs)."""
+    batch = args.per_device_train_batch_size * args.world_size * args.gradient_accumulation_steps
+    rows = len(dataset)
+    if args.packing or rows >= batch:
+        return None
+    if args.group_by_modality_length:
+        per_batch = args.per_device_train_batch_size * args.world_size
+        images = sum(length > 0 for length in dataset.modality_lengths)
+        rows = sum(-(-count // per_batch) * per_batch for count in (images, rows - images))
+        if rows >= batch:
+            return None
+    return (f"an epoch holds {rows} training rows, fewer than the global batch of {batch}: each step trains one "
+            f"epoch's {rows} rows, not {batch}; lower global_batch_size (or add rows) for steps of the size set")
+
+
 def main(argv: list[str] | None = None) -> CrocTrainer | None:
     """Run the stage described by `argv` (`CONFIG.yaml [--key=value ...]`); returns the trainer after saving, or None
     when `output_dir` already holds this run finished (`trainer.resume.finished_step`: nothing is trained or written).
@@ -229,6 +249,9 @@ def _run(model_args, data_args, args, stage, signals: StopSignals, lock: OutputD
         logger.info("%s", format_trainable(counts, stage.name))
         logger.info("learning rates: %s", args.group_learning_rates)
         logger.info("%s", format_layout(args))
+        short = short_epoch_warning(train_dataset, args)
+        if short:
+            logger.warning("%s", short)
 
     trainer = CrocTrainer(
         model=model,

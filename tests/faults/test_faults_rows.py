@@ -69,19 +69,20 @@ def test_long_rows_grouped_together_do_not_end_the_run_and_are_all_counted(tiny_
     assert report["rows_seen"] == 12 and not any(report["replaced"].values())
 
 
-def test_rows_the_start_counted_cut_are_not_counted_again_in_training(tiny_model, long_rows, tmp_path, caplog):
+def test_rows_the_start_counted_cut_are_not_counted_again_in_training(tiny_model, long_rows, tmp_path, capsys):
     """Before: every fixed-image-token row the start had counted cut was counted again each time training asked for
     it (`truncated_in_training`), and the final line said "3 trained cut ...; in training ..., 3 cut to fit" for 3
     cut rows."""
     out = tmp_path / "run"
-    with caplog.at_level(logging.INFO, logger="trainer.train"):
-        train_module.main(run_argv("stage2.yaml", out, tiny_model, long_rows, "--group_by_modality_length=false",
-                                   "--max_steps=-1", "--num_train_epochs=1", "--data.max_reject_fraction=0.5"))
+    train_module.main(run_argv("stage2.yaml", out, tiny_model, long_rows, "--group_by_modality_length=false",
+                               "--max_steps=-1", "--num_train_epochs=1", "--data.max_reject_fraction=0.5"))
     report = json.loads((out / "data_report.json").read_text())
     # One epoch asks for each of the 12 kept rows once, the 3 cut ones among them.
     assert report["rows_seen"] == 12 and report["truncated"] == 3
     assert report["truncated_in_training"] == 0
-    assert "cut to fit" not in caplog.text
+    log = capsys.readouterr().err  # the run's logging replaces caplog's handler
+    assert "in training 0 of 12 rows seen could not be used" in log  # the final line, which said it again
+    assert "cut to fit" not in log
 
 
 def test_too_many_rows_that_cannot_fit_stop_the_run_before_the_model_loads(tiny_model, long_rows, tmp_path,
@@ -627,3 +628,23 @@ def test_a_whole_float_id_is_reported_as_the_integer_it_stands_for(tiny_model, t
     # So are the cut rows the report names (`truncated_examples`).
     assert _ids(datasets.Dataset.from_dict({"id": [3.0, 2.5, -0.0]})) == ["3", "2.5", "0"]
     assert _ids(datasets.Dataset.from_dict({"id": ["3.0", "7"]})) == ["3.0", "7"]
+
+
+@pytest.mark.parametrize(("overrides", "said"), [
+    # 6 image and 2 text rows, filled to whole device batches of 2: 8 rows an epoch, against a step of 16.
+    (["--global_batch_size=16"], "an epoch holds 8 training rows, fewer than the global batch of 16: each step trains "
+                                 "one epoch's 8 rows, not 16"),
+    (["--global_batch_size=16", "--group_by_modality_length=false"], "an epoch holds 8 training rows"),
+    (["--global_batch_size=8"], None),
+])
+def test_a_step_larger_than_an_epoch_is_said_with_the_layout(overrides, said, tiny_model, tmp_path, capsys):
+    """`--data.max_samples=100` under a 7B YAML's global batch of 128: the layout line promised 128 samples a step
+    while each step trained one epoch's rows, and nothing said so (a newcomer's walkthrough)."""
+    data = write_small_folder(tmp_path / "data")
+    capsys.readouterr()
+    train_module.main(run_argv("stage2.yaml", tmp_path / "out", tiny_model, data, "--max_steps=1", *overrides))
+    log = capsys.readouterr().err  # the run's logging replaces caplog's handler
+    assert "samples per step" in log
+    warned = [line.partition("WARNING trainer.train: ")[2] for line in log.splitlines()
+              if "fewer than the global batch" in line]
+    assert (warned[0].startswith(said) if said else not warned), log[-3000:]
