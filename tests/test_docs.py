@@ -643,6 +643,24 @@ def test_every_family_is_named_where_the_families_are_listed():
     assert not problems, "\n".join(problems)
 
 
+def test_the_tiny_family_walkthrough_names_every_tiny_folder_and_full_scale_config():
+    """MODELS.md's walkthrough ("The same for the other families (...)", "At full scale each family has ... (...)")
+    names every `python -m croc_testing tiny-<family>` command and one model per `trainer/configs/<family>/` folder
+    (PaliGemma's were missing from both, a newcomer found)."""
+    from croc_testing.__main__ import PLAIN_FOLDERS
+
+    models = " ".join((REPO / "docs" / "MODELS.md").read_text(encoding="utf-8").split())
+    same = re.search(r"The same for the other families \((.*?); `trainer/configs/cpu_tiny/", models)
+    assert same, "MODELS.md no longer lists the other families' tiny folders"
+    shown = set(re.findall(r"python -m croc_testing (tiny-\w+)", models))
+    assert set(re.findall(r"`(tiny-\w+)`", same.group(1))) | shown == set(PLAIN_FOLDERS)
+    full = re.search(r"At full scale each family has `trainer/configs/<family>/stage1_5.yaml` \(([^)]*)\)", models)
+    assert full, "MODELS.md no longer lists the full-scale family configs"
+    family_configs = [path.parent.name for path in (REPO / "trainer" / "configs").glob("*/stage1_5.yaml")
+                      if path.parent.name != "victor" and f"tiny-{path.parent.name}" in PLAIN_FOLDERS]
+    assert len(full.group(1).split(", ")) == len(family_configs), (full.group(1), family_configs)
+
+
 def _slugs(doc: Path) -> set[str]:
     """The anchors GitHub gives `doc`'s headings: lower case, punctuation but `-` and `_` dropped, spaces to `-`,
     a repeated heading numbered (`-1`, `-2`)."""
