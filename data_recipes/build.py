@@ -75,6 +75,8 @@ class BuildResult:
 
 # The status of summary.json from the moment a build starts replacing its folder until it ends.
 _BUILDING = "building"
+# The status of a build that ended without saving a dataset: its summary and rejects say why.
+_FAILED = "failed"
 
 
 def _build_summary(build_dir: str | Path) -> dict[str, Any] | None:
@@ -115,9 +117,14 @@ def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise FileExistsError(f"{out_dir} is a file, not a folder: choose a new or empty folder for the build")
     if out_dir.exists() and any(out_dir.iterdir()):
-        if not overwrite:
-            raise FileExistsError(f"{out_dir} is not empty; pass overwrite=True (--overwrite) to replace a build")
-        if _build_summary(out_dir) is None:
+        summary = _build_summary(out_dir)
+        # A build that failed (every row rejected, --strict) left its summary and rejects to read and nothing to
+        # keep: the corrected command replaces them as it is, not only with --overwrite.
+        failed = summary is not None and summary["status"] == _FAILED
+        if not overwrite and not failed:
+            raise FileExistsError(f"{out_dir} is not empty; pass --overwrite (overwrite=True from Python) to replace "
+                                  "the build there")
+        if summary is None:
             # Refuse to wipe a folder that is not one of our builds (a typo could point at the data root).
             raise FileExistsError(f"{out_dir} is not empty and holds no {_OUTPUT_MARKER} of a build; refusing to delete it")
         foreign = sorted(path.name for path in out_dir.iterdir() if not _build_output(path.name))
@@ -350,7 +357,8 @@ def build_recipe(
         params: the recipe's keyword parameters (the CLI's `--set key=value`).
         strict: raise :class:`StrictValidationError` if any row is rejected (summary.json and rejects.jsonl
             are still written, with status "failed", so the rejects can be inspected; no dataset is saved; over a
-            finished build they go to the hidden staging folder the message names, the build staying whole). Without
+            finished build they go to the hidden staging folder the message names, the build staying whole; a
+            rerun into a folder holding only a failed build replaces it without `overwrite`). Without
             it, a build whose every row is rejected, or one of whose sources kept none of the rows taken from it,
             raises `RejectedRowsError` (a `DataError`) the same way.
         check_images: check that every image stays under the image root, exists and decodes in full
@@ -432,7 +440,7 @@ def build_recipe(
     everything_rejected = len(dataset) > 0 and report.num_rejected == len(dataset)
     lost = _lost_sources(summary)
     if (strict and report.num_rejected) or everything_rejected or not len(dataset) or lost:
-        summary["status"] = "failed"
+        summary["status"] = _FAILED
         with _writing(out_dir):
             _write_marker(into, summary)
         if not len(dataset):

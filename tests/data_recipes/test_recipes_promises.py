@@ -124,6 +124,24 @@ def test_a_source_that_keeps_none_of_its_rows_fails_the_build(tmp_path, capsys):
     assert not (out / "data.jsonl").exists()
 
 
+def test_the_corrected_command_after_a_failed_build_replaces_it_without_overwrite(tmp_path, capsys):
+    """The images not unpacked, then unpacked: the rerun was refused ("not empty; pass overwrite=True (--overwrite)")
+    over a folder holding only the failed build's summary and rejects. A finished build still needs --overwrite."""
+    root = _croc_root(tmp_path / "root", images=False)
+    out = tmp_path / "out"
+    assert _build(root, out) == 2
+    capsys.readouterr()
+    _croc_root(root)  # the images unpacked
+    assert _build(root, out) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["status"] == "ok" and summary["rows"]["dropped"] == 0
+    assert not (out / "rejects.jsonl").read_text().strip()
+    capsys.readouterr()
+    assert _build(root, out) == 1  # a usage error
+    assert _one_line(capsys).endswith(f"{out} is not empty; pass --overwrite (overwrite=True from Python) to replace "
+                                      "the build there")
+
+
 def test_an_absolute_image_dir_is_refused_before_any_source_is_read(tmp_path, monkeypatch):
     _no_source_read(monkeypatch)
     with pytest.raises(ValueError, match="image_dirs.docvqa=/other/disk/docvqa: must be a folder relative to"):
