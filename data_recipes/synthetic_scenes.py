@@ -25,6 +25,7 @@ import errno
 import json
 import math
 import os
+import re
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -405,8 +406,13 @@ def generate_synthetic_scenes(
         # An earlier folder of this generator (`writable_scenes_folder`): rewritten in place, marked unfinished
         # until whole, so that a rerun stopped midway never leaves a folder the next rerun refuses.
         marker = out / UNFINISHED
+        earlier = _earlier_images(out)
         marker.write_text("python -m data_recipes synth is rewriting this folder\n", encoding="utf-8")
         made = _write_scenes(out, test, val, **settings)
+        # Fewer images than before: the earlier ones past the new set are no scene of this folder any more (64
+        # PNGs under a 32-image scenes.json).
+        for name in earlier - {scene.image for scene in made.scenes}:
+            (out / name).unlink(missing_ok=True)
         marker.unlink()
         return made
     if out.exists() and not out.is_dir():  # replaced by the folder written beside it, it was lost
@@ -418,6 +424,15 @@ def generate_synthetic_scenes(
     with written_whole(out) as staging:
         made = _write_scenes(staging, test, val, **settings)
     return replace(made, out_dir=out)
+
+
+def _earlier_images(out: Path) -> set[str]:
+    """The images an earlier run of this generator wrote into `out` (relative names): those its scenes.json lists,
+    or, where a rerun stopped midway left none readable, every file named as the generator names them."""
+    try:
+        return {record["image"] for record in json.loads((out / "scenes.json").read_text(encoding="utf-8"))["scenes"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {f"images/{path.name}" for path in (out / "images").glob("*.png") if re.fullmatch(r"\d{6}\.png", path.name)}
 
 
 def _write_scenes(out: Path, test: set[int], val: set[int], *, num_images: int, seed: int, image_size: int,

@@ -56,6 +56,22 @@ def test_a_scene_does_not_depend_on_how_many_are_made(synth, tmp_path):
         assert (tmp_path / "few" / name).read_bytes() == (synth / name).read_bytes()
 
 
+@pytest.mark.parametrize("scenes_record", ["kept", "lost"])
+def test_a_rerun_with_fewer_images_leaves_only_its_own(tmp_path, scenes_record):
+    """`synth --num-images 32` over a 64-image folder said images=32 and left 64 PNGs; with the earlier scenes.json
+    gone (a rerun stopped midway) the generator's own names tell its images. A file of the user's stays."""
+    out = tmp_path / "s"
+    generate_synthetic_scenes(out, num_images=6, seed=11, image_size=SIZE)
+    (out / "images" / "mine.png").write_bytes(b"kept")
+    if scenes_record == "lost":
+        (out / "scenes.json").write_text("{")
+        (out / ".synth-unfinished").write_text("")
+    generate_synthetic_scenes(out, num_images=3, seed=11, image_size=SIZE)
+    generate_synthetic_scenes(tmp_path / "fresh", num_images=3, seed=11, image_size=SIZE)
+    assert sorted(p.name for p in (out / "images").iterdir()) == ["000000.png", "000001.png", "000002.png", "mine.png"]
+    assert {k: v for k, v in _digest(out).items() if k != "images/mine.png"} == _digest(tmp_path / "fresh")
+
+
 def test_layout_and_variety(synth, scenes):
     for name in FILES:
         assert (synth / name).is_file()
