@@ -97,14 +97,16 @@ def check_precision(training: dict[str, Any], model: dict[str, Any]) -> None:
     """bf16/fp16 need a GPU: refuse them on a CPU-only machine instead of failing (or crawling) later."""
     if gpu_available():
         return
-    for flag in ("bf16", "fp16"):
-        if training.get(flag):
-            raise ConfigError(
-                f"{flag}=true but no CUDA GPU is visible. On CPU train in float32: pass --{flag}=false "
-                "(the trainer/configs/cpu_tiny configs do)."
-            )
+    # Every half-precision setting in one line: a GPU stage YAML run on a CPU sets both, and named one at a time
+    # they took two attempts to clear.
+    half = [f"{flag}=true" for flag in ("bf16", "fp16") if training.get(flag)]
+    fixes = [f"--{flag}=false" for flag in ("bf16", "fp16") if training.get(flag)]
     if str(model.get("dtype", "float32")) in HALF_DTYPES:
-        raise ConfigError(f"model.dtype={model['dtype']} but no CUDA GPU is visible; use --model.dtype=float32 on CPU")
+        half.append(f"model.dtype={model['dtype']}")
+        fixes.append("--model.dtype=float32")
+    if half:
+        raise ConfigError(f"{' and '.join(half)} but no CUDA GPU is visible. On CPU train in float32: pass "
+                          f"{' '.join(fixes)} (the trainer/configs/cpu_tiny configs do).")
 
 
 def check_half_precision_weights(training: dict[str, Any], model: dict[str, Any]) -> None:

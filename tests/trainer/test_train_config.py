@@ -233,6 +233,9 @@ def _layout(tmp_path: Path, config: dict | None, weights: bool = True, adapter: 
         ("batch_not_divisible", "global_batch_size=10 does not divide by per_device_train_batch_size=4 x 1"),
         ("accumulation_mismatch", "!= per_device_train_batch_size=4 x 1 process.* x gradient_accumulation_steps=3"),
         ("bf16_on_cpu", "bf16=true but no CUDA GPU"),
+        # A GPU stage YAML on a CPU sets both: one line names both fixes, not one attempt each.
+        ("half_precision_on_cpu", "bf16=true and model.dtype=bfloat16 but no CUDA GPU is visible. On CPU train in "
+                                  "float32: pass --bf16=false --model.dtype=float32"),
         ("qlora_on_cpu", "QLoRA .* needs a CUDA GPU"),
         ("lora_stage1", "LoRA adapts the language model, which stage 1 keeps frozen"),
         ("two_sources", "exactly one model source"),
@@ -267,6 +270,7 @@ def test_bad_configuration_fails_before_compute(case, message, tmp_path, data_di
         "batch_not_divisible": lambda: ["--global_batch_size=10"],
         "accumulation_mismatch": lambda: ["--gradient_accumulation_steps=3"],
         "bf16_on_cpu": lambda: ["--bf16=true"],
+        "half_precision_on_cpu": lambda: ["--bf16=true", "--model.dtype=bfloat16"],
         "qlora_on_cpu": lambda: ["--model.use_peft=true", "--model.load_in_4bit=true"],
         "two_sources": lambda: [f"--model.vision_tower={stage1_dir}", f"--model.language_model={stage1_dir}"],
         "no_stage": lambda: ["--stage=null"],
