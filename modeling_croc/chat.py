@@ -23,7 +23,13 @@ from . import CrocForConditionalGeneration  # noqa: F401  (registers the Auto cl
 from .constants import CROC_ONLY_PREFIXES, IMAGE_TOKEN
 from .images import ImageFileError, load_image
 from .loading import saved_config
-from .model_folders import ModelFolderError, checked_from_pretrained, hub_model_problem, overlong_name
+from .model_folders import (
+    ModelFolderError,
+    checked_from_pretrained,
+    hub_model_problem,
+    nothing_at,
+    overlong_name,
+)
 from .processing_croc import pad_colour
 from .provenance import is_hub_id
 
@@ -189,8 +195,8 @@ def main(argv: Iterable[str] | None = None) -> None:
             raise SystemExit(f"chat error: {args.model_dir}: no such folder (and not a Hub repository id)")
         why = hub_model_problem(args.model_dir)  # most often a local folder not made yet, `tiny_out/stage2`
         if why is not None:
-            raise SystemExit(f"chat error: {args.model_dir} is no local folder (nothing at "
-                             f"{Path(args.model_dir).expanduser().absolute()}) and, as a Hub id, {why}")
+            raise SystemExit(f"chat error: {args.model_dir} is no local folder ({nothing_at(args.model_dir)}) and, "
+                             f"as a Hub id, {why}")
     if Path(args.model_dir).expanduser().is_file():  # transformers would read it as a malformed Hub id
         raise SystemExit(f"chat error: {args.model_dir} is a file: give the model folder that holds it")
     if Path(args.model_dir).expanduser().is_dir():

@@ -7,6 +7,7 @@ readers of the foreign layouts (`modeling_croc.convert`), which the loader impor
 from __future__ import annotations
 
 import contextlib
+import difflib
 import json
 import os
 import pickle
@@ -109,6 +110,27 @@ def overlong_name(path: str | Path) -> str | None:
     return None
 
 
+def nothing_at(value: str | Path) -> str:
+    """`nothing at ABSOLUTE_PATH` for a model folder that is not there, and, when the folder above it is (a local
+    path mistyped, or a stage not run yet), the closest folder there or what it holds: `tiny_out/stag2` was answered
+    with advice to download `tiny_out/stag2` from the Hub."""
+    path = Path(value).expanduser()
+    said = f"nothing at {path.absolute()}"
+    parent = path.parent
+    if str(parent) == "." or not parent.is_dir():  # a bare name: most often a Hub id; the working folder is no hint
+        return said
+    try:
+        names = sorted(entry.name for entry in parent.iterdir() if entry.is_dir() and not entry.name.startswith("."))
+    except OSError:
+        return said
+    close = difflib.get_close_matches(path.name, names, n=1)
+    if close:
+        return f"{said}; did you mean {parent / close[0]}?"
+    if names:
+        return f"{said}; {parent} holds {', '.join(names[:5])}{', ...' if len(names) > 5 else ''}"
+    return said
+
+
 def hub_model_problem(value: str) -> str | None:
     """Why the Hub id `value` (no local folder) cannot be had here, in a few words, or None when its config.json
     is at hand (the cache only, offline): offline and not cached, no network, no such or a gated repository, no
@@ -177,6 +199,7 @@ __all__ = [
     "ModelFolderError",
     "check_weight_files",
     "hub_model_problem",
+    "nothing_at",
     "overlong_name",
     "NAME_MAX",
     "checked_from_pretrained",

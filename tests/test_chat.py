@@ -130,7 +130,8 @@ def test_a_template_that_writes_the_bos_gets_no_second_one_from_the_tokenizer(tm
 
 
 @pytest.mark.parametrize("case", ["empty image", "empty folder", "long name", "no tokens", "unknown device",
-                                  "absent GPU", "not UTF-8", "folder not made yet", "processor of another shape"])
+                                  "absent GPU", "not UTF-8", "folder not made yet", "folder mistyped", "folder not there",
+                                  "processor of another shape"])
 def test_chat_cli_arguments_it_would_fail_on_after_the_model_load_are_one_line_before_it(case, tmp_path,
                                                                                         sp_tokenizer, monkeypatch):
     """From a hostile tester and a newcomer: each was a traceback after the model load, or an answer without the
@@ -152,12 +153,20 @@ def test_chat_cli_arguments_it_would_fail_on_after_the_model_load_are_one_line_b
         "not UTF-8": ([str(folder), "--question", "caf\udce9?"], "is not UTF-8 text"),
         "folder not made yet": (["tiny_out/stage9", "--question", "What colour?"],
                                 "tiny_out/stage9 is no local folder (nothing at "),
+        # The folder above it is there: a local path mistyped, said with the closest folder or what it holds.
+        "folder mistyped": (["tiny_out/stag2", "--question", "What colour?"],
+                            f"(nothing at {tmp_path / 'tiny_out' / 'stag2'}; did you mean tiny_out/stage2?)"),
+        "folder not there": (["tiny_out/nope", "--question", "What colour?"],
+                             f"(nothing at {tmp_path / 'tiny_out' / 'nope'}; tiny_out holds scenes, stage2)"),
         "processor of another shape": ([str(folder), "--question", "What colour?"], "its processor does not load"),
     }[case]
     if case == "absent GPU" and torch.cuda.is_available():
         pytest.skip("a CUDA GPU is visible")
-    if case == "folder not made yet":
+    if case in ("folder not made yet", "folder mistyped", "folder not there"):
         monkeypatch.chdir(tmp_path)
+    if case in ("folder mistyped", "folder not there"):
+        for name in ("stage2", "scenes", ".cache"):
+            (tmp_path / "tiny_out" / name).mkdir(parents=True)
     if case == "processor of another shape":
         (folder / "processor_config.json").write_text("[]")
     with pytest.raises(SystemExit) as stop:

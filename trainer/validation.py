@@ -20,7 +20,7 @@ import torch
 from data_recipes import recorded_image_root, unfinished_build
 from modeling_croc.constants import HALF_DTYPES
 from modeling_croc.loading import source_kind
-from modeling_croc.model_folders import hub_model_problem, overlong_name
+from modeling_croc.model_folders import hub_model_problem, nothing_at, overlong_name
 from modeling_croc.provenance import HUB_ID, LICENSE_ID, OTHER_LICENSE
 
 from .checkpoint_io import is_complete_checkpoint
@@ -191,8 +191,7 @@ def check_hub_model(key: str, value: str) -> None:
     before stage 1 ran, among them), not huggingface_hub's traceback once the processor loads."""
     why = hub_model_problem(value)
     if why is not None:
-        raise ConfigError(f"model.{key}: {value} is no local folder (nothing at {Path(value).expanduser().absolute()}) "
-                          f"and, as a Hub id, {why}")
+        raise ConfigError(f"model.{key}: {value} is no local folder ({nothing_at(value)}) and, as a Hub id, {why}")
 
 
 def check_quantisation(model: dict[str, Any]) -> None:

@@ -26,7 +26,7 @@ from ..conversion import (
     convert_original_checkpoint,
     written_whole,
 )
-from ..model_folders import hub_model_problem, overlong_name
+from ..model_folders import hub_model_problem, nothing_at, overlong_name
 from ..presets import CROC_PRESET_NAMES
 from ..provenance import expand_home, is_hub_id
 from ..write_failures import is_out_of_room, write_failure_reason
@@ -144,8 +144,8 @@ def argument_problem(args) -> str | None:
             continue
         why = hub_model_problem(source)
         if why is not None:
-            problems.append(f"{_label(args, name)} {source} is no local folder (nothing at "
-                            f"{Path(source).absolute()}) and, as a Hub id, {why}")
+            problems.append(f"{_label(args, name)} {source} is no local folder ({nothing_at(source)}) and, as a "
+                            f"Hub id, {why}")
     return "; ".join(problems) or None
 
 
