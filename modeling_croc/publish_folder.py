@@ -110,7 +110,7 @@ def file_digest(path: str | Path) -> tuple[int, str]:
     return size, digest.hexdigest()
 
 
-def _changed_since(folder: Path, recorded: dict[str, tuple[int, str, int | None]]) -> list[str]:
+def changed_since(folder: Path, recorded: dict[str, tuple[int, str, int | None]]) -> list[str]:
     """The recorded files of `folder` whose bytes are no longer those the publish wrote (a file gone is not one:
     there is nothing left to lose). The size and the modification time are compared first: a file hashed only when
     its time changed at the same size, so the check before a run and the one at its end read no weights file of
@@ -219,7 +219,7 @@ def _check_folder(folder: str | Path, option: str, keep_clear_of: Mapping[str, s
                                  "or choose another folder (nothing was written or deleted)")
     # A file the publish wrote and the user edited since (a hand-written evaluation section in README.md) is the
     # user's now: replacing it would lose the edit without a word.
-    edited = _changed_since(real, {name: entry for name, entry in _recorded_digests(real).items()
+    edited = changed_since(real, {name: entry for name, entry in _recorded_digests(real).items()
                                    if name in recorded})
     if edited:
         raise PublishFolderError(f"{option} {folder} was written by an earlier publish but "
@@ -359,6 +359,7 @@ __all__ = [
     "PUBLISH_MARKER",
     "PublishError",
     "PublishFolderError",
+    "changed_since",
     "check_publish_folder",
     "copy_file",
     "file_digest",

@@ -183,9 +183,10 @@ def set_aside_later_checkpoints(output_dir: str | Path, resumed_from: str | Path
     Left as they were, the run would replace them, unsaid, when it reaches their step (the files the user put in
     them deleted), rotation would weigh them against its own (deleting another run's), and a plain rerun would
     resume the abandoned line's newest, off the curve the user chose. Renamed, they are kept, and neither resumed nor
-    rotated (only `checkpoint-<digits>` folders are) nor uploaded (`checkpoint-*`). A save that was cut short (no
-    readable `trainer_state.json`, the file written last: in place by an earlier version, killed mid-save) is the
-    trainer's own unfinished output, not a checkpoint: it stays, to be replaced."""
+    rotated (only `checkpoint-<digits>` folders are) nor uploaded (`checkpoint-*`). A folder without a readable
+    `trainer_state.json` (the file written last: a save cut short in place by an earlier version, or a folder the
+    user made) is no checkpoint: it stays until the run saves that step, which sets it aside then
+    (`promote_checkpoint`)."""
     step = -1 if resumed_from is None else checkpoint_step(resumed_from)
     if step is None:
         return []
@@ -207,11 +208,22 @@ def rotate_checkpoints(output_dir: str | Path, save_total_limit: int | None, kee
     resumed from an older checkpoint keeps what it writes now), by step where the file system's times do not tell
     them apart. Only folders named `checkpoint-<digits>` are checkpoints: transformers' rotation takes every
     `checkpoint-*` folder, so a `checkpoint-best` or `checkpoint-2000-keep` the user made in `output_dir` was
-    deleted with the old checkpoints."""
+    deleted with the old checkpoints. Of those, only the ones this run wrote count (`foreign_checkpoint`): a
+    `checkpoint-0` the user made, or one copied from another run, is left as it is, said once, and not counted
+    (counted, it would take the place of one of the run's own forever)."""
     if save_total_limit is None or save_total_limit <= 0:
         return
-    folders = [(int(_CHECKPOINT.match(path.name).group(1)), path) for path in checkpoint_folders(output_dir)
-               if path.is_dir()]  # a link to nothing has no time, and is no folder to delete
+    run_record = _read_record(output_dir)
+    folders = []
+    for path in checkpoint_folders(output_dir):
+        if not path.is_dir():  # a link to nothing has no time, and is no folder to delete
+            continue
+        why = foreign_checkpoint(path, run_record)
+        if why is None:
+            folders.append((int(_CHECKPOINT.match(path.name).group(1)), path))
+        elif str(path.resolve()) not in _FOREIGN_NOTED:  # every save rotates: the line is said once per run
+            _FOREIGN_NOTED.add(str(path.resolve()))
+            logger.warning("save_total_limit: %s is kept as it is and not counted: %s", path, why)
     if len(folders) <= save_total_limit:
         return
     times = {path: _saved_at(path) for _, path in folders}
@@ -226,6 +238,41 @@ def rotate_checkpoints(output_dir: str | Path, save_total_limit: int | None, kee
             logger.info("deleting %s (save_total_limit=%d)", path, save_total_limit)
             _delete_checkpoint(path)
             remaining -= 1
+
+
+# The folders `rotate_checkpoints` found not to be the run's, already said in this process.
+_FOREIGN_NOTED: set[str] = set()
+
+
+def _read_record(folder: str | Path) -> dict[str, Any] | None:
+    # Imported here: the run record's module is not needed to read or write a checkpoint, only to tell whose it is.
+    from .run_record import read_run_record
+
+    return read_run_record(folder)
+
+
+def foreign_checkpoint(folder: str | Path, run_record: dict[str, Any] | None) -> str | None:
+    """Why the `checkpoint-N` folder `folder` is not one this run wrote, in a few words, or None when it is: rotation
+    deletes a folder's files only on the word of its manifest, so a folder without a readable one (made or copied
+    in by the user, or saved by an earlier version of this project) is never deleted, and neither is one whose run
+    record is not this run's (`run_record`, output_dir's: a checkpoint copied in from a run of another stage, data,
+    seed, ...; the learning rate and the other values a resume may accept a change of do not count)."""
+    folder = Path(folder)
+    try:
+        files = dict(json.loads((folder / MANIFEST).read_text(encoding="utf-8"))["files"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return f"it has no readable {MANIFEST}, so this run did not write it (made or copied in, or an earlier version's)"
+    if run_record is None:  # a run that keeps no record (the trainer used alone) has only the manifest to go by
+        return None
+    from .run_record import FIXED, RUN_RECORD, record_differences
+
+    saved = _read_record(folder) if RUN_RECORD in files else None
+    if saved is None:
+        return f"its manifest lists no {RUN_RECORD}, so it is not this run's"
+    differences = [difference.key for difference in record_differences(saved, run_record) if difference.key in FIXED]
+    if differences:
+        return f"its {RUN_RECORD} is another run's (it differs in {', '.join(differences[:4])})"
+    return None
 
 
 def _saved_at(folder: Path) -> float:
@@ -252,13 +299,21 @@ def _unique_name(folder: Path, suffix: str) -> Path:
 
 def _delete_checkpoint(folder: Path) -> None:
     """Delete what the run wrote into a checkpoint folder (the files its manifest lists), never a file the user added
-    since (an evaluation's scores): a folder left with such files is renamed `checkpoint-N-rotated` and said. A
-    checkpoint with no readable manifest (an earlier version's) goes whole, as transformers rotates."""
+    since (an evaluation's scores) nor one of its files the user changed since (another size, or written after the
+    manifest, which is written last): a folder left with such files is renamed `checkpoint-N-rotated` and said. A
+    folder with no readable manifest never comes here (`foreign_checkpoint`): there is nothing to say what the run
+    wrote, and transformers' way, the folder deleted whole, took the user's files with it."""
     try:
-        written = dict(json.loads((folder / MANIFEST).read_text(encoding="utf-8"))["files"])
+        manifest_time = (folder / MANIFEST).stat().st_mtime_ns
+        listed = dict(json.loads((folder / MANIFEST).read_text(encoding="utf-8"))["files"])
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
-        shutil.rmtree(folder, ignore_errors=True)
         return
+    # A name that leads out of the folder (`../x`, absolute, through a link) is no file of the checkpoint's, whatever
+    # a manifest says: only what lies inside it is deleted.
+    inside = folder.resolve()
+    written = {name: entry for name, entry in listed.items()
+               if isinstance(name, str) and (folder / name).resolve().is_relative_to(inside)
+               and _as_written(folder / name, entry, manifest_time)}
     added = sorted(set(_files(folder)) - set(written))
     if not added:
         shutil.rmtree(folder, ignore_errors=True)
@@ -271,8 +326,9 @@ def _delete_checkpoint(folder: Path) -> None:
             sub.rmdir()
     target = _unique_name(folder, ROTATED_SUFFIX)
     folder.rename(target)
-    logger.warning("save_total_limit: deleted what the run wrote into %s and kept the %d file(s) added since (%s) in "
-                   "%s", folder.name, len(added), ", ".join(added[:3]) + (", ..." if len(added) > 3 else ""), target)
+    how = "added or changed" if set(added) & set(listed) else "added"
+    logger.warning("save_total_limit: deleted what the run wrote into %s and kept the %d file(s) %s since (%s) in %s",
+                   folder.name, len(added), how, ", ".join(added[:3]) + (", ..." if len(added) > 3 else ""), target)
 
 
 # ---- manifests ----
@@ -329,6 +385,17 @@ def note_added_reports(folder: str | Path) -> None:
     if added := added_report_files(folder):
         logger.info("%s holds %s, added after the save: no resume reads them; they stay", folder,
                     ", ".join(added[:5]) + (", ..." if len(added) > 5 else ""))
+
+
+def _as_written(path: Path, entry: Any, manifest_time: int) -> bool:
+    """Whether the file a manifest lists is still as the save left it, as far as its size and time tell (hashing
+    every rotated checkpoint would read its weights and optimiser state again at every save)."""
+    try:
+        stat = path.stat()
+    except OSError:
+        return False
+    return (path.is_file() and not path.is_symlink() and isinstance(entry, dict) and stat.st_size == entry.get("size")
+            and stat.st_mtime_ns <= manifest_time)
 
 
 def _sha256(path: Path) -> str:
@@ -560,20 +627,44 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+# Files only a save writes into a checkpoint (the Trainer's state, this project's records), never a model folder a
+# user copies: a folder holding one, and no file of the user's, is a save's.
+_SAVE_ONLY = frozenset({TRAINER_STATE, "training_args.bin", "optimizer.pt", "scheduler.pt", "scaler.pt", MANIFEST,
+                        "croc_run.json", "logging_window.json"})
+
+
+def _unfinished_save(folder: Path) -> bool:
+    """Whether `folder` (a `checkpoint-N` the run is about to save) is a save cut short in place, which the save
+    replaces: a real folder holding a file only a save writes (`_SAVE_ONLY`, `rng_state*.pth`) and no file a user
+    adds (`is_report_file`: notes, scores, plots; a PEFT card too, so such a folder is kept rather than deleted)."""
+    if folder.is_symlink() or not folder.is_dir():
+        return False
+    files = [*_files(folder), *([MANIFEST] if (folder / MANIFEST).is_file() else [])]
+    names = {Path(name).name for name in files}
+    saved = any(name in _SAVE_ONLY or name.startswith("rng_state") for name in names)
+    return saved and not any(is_report_file(name, ()) for name in files)
+
+
 def promote_checkpoint(staged: str | Path, final: str | Path, before_rename: Callable[[], None] | None = None) -> None:
     """Make the fully written `staged` folder the checkpoint `final`, in one rename.
 
     Files and folders are flushed first, so the rename cannot reach the disk before their contents (a machine that
-    loses power right after still has either no `final` or a complete one). An older `final` (a checkpoint of the
-    same step from an earlier attempt) is replaced. `before_rename` runs after the flushes, right before anything in
-    the run folder changes (a check that raises to leave it as it is)."""
+    loses power right after still has either no `final` or a complete one). A `final` already there is replaced
+    only when it is a save cut short in place (`_unfinished_save`: an earlier version's, killed mid-save); any other
+    (a folder the user made under that name, weights copied in) is renamed `checkpoint-N-abandoned` and said, never
+    deleted. `before_rename` runs after the flushes, right before anything in the run folder changes (a check that
+    raises to leave it as it is)."""
     staged, final = Path(staged), Path(final)
     for path in sorted(staged.rglob("*"), reverse=True):
         _fsync(path)
     _fsync(staged)
     if before_rename is not None:
         before_rename()
-    if final.exists():
+    if _unfinished_save(final):
         shutil.rmtree(final)
+    elif final.exists() or final.is_symlink():
+        aside = _unique_name(final, ABANDONED_SUFFIX)
+        final.rename(aside)
+        logger.warning("%s was already there (not a checkpoint this run can resume); it is kept as %s", final, aside)
     os.replace(staged, final)
     _fsync(final.parent)
