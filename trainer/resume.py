@@ -135,7 +135,7 @@ def _plan(args, record: dict[str, Any] | None) -> str | None:
         # from elsewhere says nothing of them (one of output_dir itself vouches for output_dir's own record).
         inside = Path(explicit).resolve().parent == output_dir.resolve()
         for folder, what in ((output_dir, "output_dir"), (merged_folder(output_dir), "the LoRA merge folder")):
-            _check_folder(folder, what, record, accepted, inside and folder == output_dir)
+            _check_folder(folder, what, record, accepted, explicit if inside and folder == output_dir else None)
         return str(explicit)
     checkpoint = None
     if explicit is True or args.auto_resume:
@@ -163,7 +163,7 @@ def _plan(args, record: dict[str, Any] | None) -> str | None:
     if checkpoint is not None and record is not None:
         _check_record(checkpoint, record, accepted)
     for folder, what in ((output_dir, "output_dir"), (merged_folder(output_dir), "the LoRA merge folder")):
-        _check_folder(folder, what, record, accepted, checkpoint is not None and folder == output_dir)
+        _check_folder(folder, what, record, accepted, checkpoint if folder == output_dir else None)
     return checkpoint
 
 
@@ -176,14 +176,34 @@ def _check_within_max_steps(checkpoint: str, args) -> None:
                           "before that step with --resume_from_checkpoint, or raise max_steps")
 
 
-def _check_folder(folder: Path, what: str, record: dict[str, Any] | None, accepted: list[str], resumed: bool) -> None:
+def _check_folder(folder: Path, what: str, record: dict[str, Any] | None, accepted: list[str],
+                  resumed: str | None) -> None:
     """A folder the run writes into holds nothing it would overwrite but this run's own files: a run record equal to
-    this run (a run that started, was stopped or finished with this configuration), or nothing of a run at all."""
+    this run (a run that started, was stopped or finished with this configuration), or nothing of a run at all.
+    `resumed`: the checkpoint of `folder` this run resumes (verified against its manifest), or None."""
     if not folder.exists():
         return
     saved = read_run_record(folder)
     if saved is None:
         found = _would_overwrite(folder)
+        if found and resumed is not None and read_run_record(resumed) is not None:
+            # The folder's own record is gone (a cleanup job's, a hand's), not the run: an intact checkpoint of it
+            # carries the record the run wrote, which this resume is compared with (`_check_record`) before anything
+            # is written; a different run is refused there, by its differences. The files beside it are the ones
+            # this run writes, and the run writes its record again once the model has loaded.
+            if record is not None:  # said once, by the decision that resumes
+                logger.warning("%s %s has no run record (croc_run.json), yet its %s holds this run's: resuming "
+                               "from it (the run writes its record again)", what, folder, Path(resumed).name)
+            return
+        recorded = next((checkpoint for checkpoint in checkpoint_folders(folder)
+                         if read_run_record(checkpoint) is not None), None) if found else None
+        if recorded is not None:
+            # Not "files this trainer did not write": its checkpoint says a run of it did, and only the record is
+            # gone; this run resumes none of its checkpoints (auto_resume=false, or one named from elsewhere).
+            raise ConfigError(f"{what} {folder} has lost its run record (croc_run.json) while {recorded.name} holds "
+                              f"the record of the run that wrote it ({', '.join(found[:4])}); this run resumes none "
+                              f"of its checkpoints, so it would overwrite them: resume it (--resume_from_checkpoint="
+                              f"{recorded}, or auto_resume on), or choose another output_dir")
         if found:
             raise ConfigError(f"{what} {folder} already holds {', '.join(found[:4])}, which this trainer's run did "
                               "not write (no croc_run.json); training would overwrite them: choose another "

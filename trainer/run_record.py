@@ -11,7 +11,9 @@ them with the values it would run with, before the model loads:
   is refused with one line listing the differences;
 * a change to the optimiser or its schedule (`ADJUSTABLE`) is refused as well, unless named in
   `resume_accept_changes`: then the new values take effect from the resumed step on (`ApplyAcceptedChanges`: the
-  optimiser keeps its moments, the schedule continues at its step with the new peak rates);
+  optimiser keeps its moments, the schedule continues at its step with the new peak rates); so is a change of what
+  the run reads from its model source besides config.json and the weights (`PROCESSOR`: the tokenizer, the image
+  processor and the processor's settings, the chat template), which a resume reads from there again;
 * everything else (logging, saving, evaluation, workers, the Hub, packing, gradient checkpointing: nothing that
   changes the numbers) may change freely.
 
@@ -150,6 +152,11 @@ FIXED: dict[str, str] = {
     "average_tokens_across_devices": "how the loss is averaged over processes",
     "image_limits": "the image limits (which images training replaces)",
 }
+# What the run reads from its model source besides config.json and the weights (`processor_fingerprint`). A resume
+# loads it from `model.name_or_path` again, not from the checkpoint: a tokenizer or image processor edited (or another
+# folder named) since would go on, unsaid, on another loss curve. It may be accepted: the user may mean it (a fixed
+# tokenizer file), and the new files then serve every step from the resumed one on.
+PROCESSOR = "processor"
 # Keys a resume may change when the user says so (`resume_accept_changes`): they take effect from the resumed step.
 # `learning_rate` is not one: it reaches a parameter only as the rate of a part without one of its own, and every
 # part's rate is recorded and compared as its `*_lr`; compared itself, a value no part used (a run started with
@@ -157,7 +164,7 @@ FIXED: dict[str, str] = {
 ADJUSTABLE: tuple[str, ...] = (
     *(f"{group}_lr" for group in PARAMETER_GROUPS), "lr_scheduler_type", "lr_scheduler_kwargs",
     "warmup_steps", "max_steps", "num_train_epochs", "weight_decay", "adam_beta1", "adam_beta2", "adam_epsilon",
-    "max_grad_norm",
+    "max_grad_norm", PROCESSOR,
 )
 # Config entries that name where things are, not what they are.
 _VOLATILE_CONFIG_KEYS = ("_name_or_path", "transformers_version", "prompt_pool_calibrated", "architectures",
@@ -274,6 +281,98 @@ def _files_fingerprint(files: list[Path]) -> str | None:
     return digest.hexdigest()[:16]
 
 
+# Processor entries that name where a file was read from or which code to import, not what it computes: the same
+# files in another folder, a Hub id's snapshot or a copy of it are the same processor.
+_VOLATILE_PROCESSOR_KEYS = ("auto_map", "_name_or_path", "name_or_path", "transformers_version", "processor_class",
+                            "_processor_class", "chat_template")
+# The parts of `processor_fingerprint` a refusal names, with the files of the model source they are read from.
+_PROCESSOR_PARTS = {
+    "tokenizer_vocabulary": "the tokenizer's vocabulary, merges, normaliser or token ids (tokenizer.json, or the "
+                            "vocabulary files)",
+    "tokenizer_special_tokens": "the tokenizer's added or special tokens (tokenizer_config.json, "
+                                "special_tokens_map.json, added_tokens.json)",
+    "tokenizer_chat_template": "the tokenizer's chat template (chat_template.jinja, tokenizer_config.json)",
+    "chat_template": "the processor's chat template (chat_template.jinja, chat_template.json)",
+    "class": "the processor's class (processor_config.json)",
+}
+
+
+def _tokenizer_parts(tokenizer: Any) -> dict[str, Any]:
+    """The tokenizer as the length check fingerprints it (`trainer.data._tokenizer_fingerprint`, the one digest both
+    compare), and its pieces by digest, so that a refusal can say which one changed. A tokenizer without a
+    `tokenizers` backend, which that digest leaves out, is fingerprinted here by its vocabulary."""
+    from .data import _tokenizer_fingerprint
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    vocabulary = backend.to_str() if backend is not None else sorted(tokenizer.get_vocab().items())
+    added = {str(index): str(token) for index, token in getattr(tokenizer, "added_tokens_decoder", {}).items()}
+    special = [added, tokenizer.special_tokens_map, getattr(tokenizer, "split_special_tokens", None)]
+    chat_template = getattr(tokenizer, "chat_template", None)
+    whole = _tokenizer_fingerprint(tokenizer) or _digest([type(tokenizer).__qualname__, vocabulary, *special,
+                                                           chat_template])
+    return {"tokenizer": whole, "tokenizer_vocabulary": _digest(vocabulary),
+            "tokenizer_special_tokens": _digest(special), "tokenizer_chat_template": _digest(chat_template)}
+
+
+def processor_fingerprint(processor: Any) -> dict[str, Any] | None:
+    """What the run reads from its model source besides config.json and the weights, recorded under `PROCESSOR`: the
+    tokenizer (`_tokenizer_parts`), the processor's and its image (and video) processor's settings as values
+    (`to_dict`: image mean and std, sizes, patch size, image token ...; a refusal shows them), its chat template and
+    class. Read from the loaded objects, not the files: a copy of the folder, a relative path to it, a Hub id's
+    cached snapshot or files only touched give the same; a file rewritten with other values does not. None without
+    a processor."""
+    if processor is None:
+        return None
+    tokenizer = getattr(processor, "tokenizer", None)
+    try:
+        settings = processor.to_dict()
+    except (AttributeError, TypeError, ValueError):  # not a ProcessorMixin: its image processor alone
+        image_processor = getattr(processor, "image_processor", None)
+        settings = {"image_processor": image_processor.to_dict()} if image_processor is not None else {}
+    settings.pop("tokenizer", None)
+    return _canonical({
+        "class": type(processor).__qualname__,
+        **(_tokenizer_parts(tokenizer) if tokenizer is not None else {}),
+        "chat_template": _digest(getattr(processor, "chat_template", None)),
+        "settings": _without_keys(settings, _VOLATILE_PROCESSOR_KEYS),
+    })
+
+
+def _without_keys(value: Any, keys: tuple[str, ...]) -> Any:
+    if isinstance(value, dict):
+        return {key: _without_keys(item, keys) for key, item in value.items() if key not in keys}
+    return value
+
+
+def _flat(value: Any, prefix: str = "") -> dict[str, Any]:
+    """A nested settings dict as `{"image_processor.image_mean": [...], ...}`, what a refusal names."""
+    if not isinstance(value, dict):
+        return {prefix: value}
+    out: dict[str, Any] = {}
+    for key, item in value.items():
+        out.update(_flat(item, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def describe_processor_change(before: Any, now: Any) -> str:
+    """What differs between two `processor_fingerprint`s, by name: the settings with their values, the tokenizer's
+    and chat template's parts with the files they come from."""
+    if not (isinstance(before, dict) and isinstance(now, dict)):
+        return f"{PROCESSOR} {before!r} -> {now!r}"
+    said = [what for part, what in _PROCESSOR_PARTS.items() if before.get(part) != now.get(part)]
+    if before.get("tokenizer") != now.get("tokenizer") and not any(part.startswith("tokenizer_") and
+                                                                    before.get(part) != now.get(part)
+                                                                    for part in _PROCESSOR_PARTS):
+        said.append("the tokenizer's class or settings (tokenizer_config.json)")
+    old, new = _flat(before.get("settings") or {}), _flat(now.get("settings") or {})
+    changed = sorted(key for key in {*old, *new} if old.get(key) != new.get(key))
+    if changed:
+        shown = ", ".join(f"{key} {old.get(key)!r} -> {new.get(key)!r}" for key in changed[:4])
+        more = f" and {len(changed) - 4} more" if len(changed) > 4 else ""
+        said.append(f"the processor's settings (processor_config.json, preprocessor_config.json): {shown}{more}")
+    return f"{PROCESSOR}: " + "; ".join(said or ["its files"])
+
+
 def zero_stage(deepspeed: Any) -> Any:
     """The ZeRO stage of a DeepSpeed config (a path or a dict), None without DeepSpeed."""
     if not deepspeed:
@@ -358,9 +457,15 @@ def _epoch_rows(args, num_rows: int) -> int | None:
 def build_run_record(model_args, data_args, args, croc_config: dict[str, Any] | None, rows,
                      start_rejections: dict[str, list[int]] | None = None,
                      fit_verdicts: dict[str, Any] | None = None,
-                     data_rows: dict[str, Any] | None = None) -> dict[str, Any]:
+                     data_rows: dict[str, Any] | None = None, processor: Any = None) -> dict[str, Any]:
     """The record of a run about to start (see the module docstring), as written to `RUN_RECORD`. `data_rows`:
-    `rows_fingerprint(rows)` where the caller holds it already (a pass over every row)."""
+    `rows_fingerprint(rows)` where the caller holds it already (a pass over every row). `processor`: the stage's
+    processor as the run saves it (`load_stage_processor(..., bound_to_pool=False)`), where the caller holds it;
+    else it is loaded here again from the model source (configs and tokenizer files, no weights)."""
+    if processor is None:
+        from .model_loading import load_stage_processor
+
+        processor = load_stage_processor(model_args, args, bound_to_pool=False)
     config = _without_volatile(dict(croc_config or {}))
     croc_keys = [key for key in config if key not in ("text_config", "vision_config")]
     record = {
@@ -392,6 +497,7 @@ def build_run_record(model_args, data_args, args, croc_config: dict[str, Any] | 
         "neftune_noise_alpha": args.neftune_noise_alpha,
         "average_tokens_across_devices": args.average_tokens_across_devices,
         "image_limits": [data_args.max_image_aspect_ratio, data_args.max_image_preprocess_pixels],
+        PROCESSOR: processor_fingerprint(processor),
         "learning_rate": args.learning_rate,
         **{f"{group}_lr": getattr(args, f"{group}_lr") for group in PARAMETER_GROUPS},
         "lr_scheduler_type": str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)),
@@ -450,6 +556,8 @@ class Difference:
     now: Any
 
     def describe(self) -> str:
+        if self.key == PROCESSOR:  # digests and nested settings: said by part, with the files they come from
+            return describe_processor_change(self.before, self.now)
         if isinstance(self.before, dict) and isinstance(self.now, dict):
             changed = sorted(k for k in set(self.before) | set(self.now) if self.before.get(k) != self.now.get(k))
             shown = ", ".join(f"{k} {self.before.get(k)!r} -> {self.now.get(k)!r}" for k in changed[:4])
@@ -461,9 +569,10 @@ class Difference:
 # FIXED keys that are no setting of their own but follow from several (the processes, the per-device batch, the
 # sampler): a refusal says what they stand for, since no key of that name can be restored.
 _DERIVED = ("per_device_split", "epoch_rows")
-# FIXED keys whose None means "not known here", not a value: `weights_fingerprint` reads a Hub id's cached snapshot
-# only, which a first run has not fetched yet when it records. Compared only where both sides are known.
-_NONE_UNKNOWN = ("lora_base_weights",)
+# Keys whose None means "not known here", not a value: `weights_fingerprint` reads a Hub id's cached snapshot
+# only, which a first run has not fetched yet when it records; a source without a processor has no fingerprint of one
+# (the run stops before it records). Compared only where both sides are known.
+_NONE_UNKNOWN = ("lora_base_weights", PROCESSOR)
 # FIXED keys whose saved None is compared with None only: what makes a step split-dependent is recorded under keys of
 # its own (stage, sampler, LoRA, NEFTune, the model's config), so a saved None against a value, those unchanged, is a
 # run recorded before this package knew its step depended on the split (a router loss), which still resumes.
@@ -514,12 +623,22 @@ def resume_refusal(saved: dict[str, Any], current: dict[str, Any], accepted: lis
                 + ". Start a new output_dir for a different run (a next stage starts from the previous stage's "
                 "final folder), or restore these values to resume")
     refused = [d for d in differences if d.key not in accepted]
-    if refused:
-        keys = ",".join(d.key for d in refused)
+    schedule = [d for d in refused if d.key != PROCESSOR]
+    source = [d for d in refused if d.key == PROCESSOR]
+    keys = ",".join(d.key for d in refused)
+    if schedule:
+        also = (f"; and it was trained with other files of the model source, {source[0].describe()}, which "
+                "this run would read instead" if source else "")
         return (f"{where} was saved with other optimiser / schedule values: "
-                + "; ".join(d.describe() for d in refused) + ". Resuming would silently keep the checkpoint's "
-                f"(its optimiser and scheduler state): restore them, or pass --resume_accept_changes=[{keys}] to "
-                "apply the new values from the resumed step on (the optimiser keeps its moments)")
+                + "; ".join(d.describe() for d in schedule) + also + ". Resuming would silently keep the "
+                f"checkpoint's (its optimiser and scheduler state): restore them, or pass "
+                f"--resume_accept_changes=[{keys}] to apply the new values from the resumed step on (the optimiser "
+                "keeps its moments)")
+    if source:
+        return (f"{where} was trained with other files of the model source than it holds now: {source[0].describe()}. "
+                "Resuming would tokenise or prepare images otherwise from here on, off the run's loss curve: "
+                f"restore them (or name the source the run was started from), or pass --resume_accept_changes=[{keys}]"
+                " to train with them from the resumed step on")
     for difference in differences:
         logger.warning("resuming with a changed %s (accepted by resume_accept_changes)", difference.describe())
     if upcast_half_weights(saved, current):
@@ -537,7 +656,8 @@ class ApplyAcceptedChanges(TrainerCallback):
     this run's without being accepted."""
 
     def __init__(self, accepted: list[str] | tuple[str, ...]) -> None:
-        self.accepted = set(accepted)
+        # An accepted processor is in use already (the run loaded it): nothing of the optimiser to put in place.
+        self.accepted = set(accepted) - {PROCESSOR}
 
     def on_train_begin(self, args, state, control, optimizer=None, lr_scheduler=None, **kwargs):
         if state.global_step > 0:
@@ -572,6 +692,7 @@ class ApplyAcceptedChanges(TrainerCallback):
         return control
 
 
-__all__ = ["ADJUSTABLE", "FIT_VERDICTS", "FIXED", "RUN_RECORD", "START_REJECTIONS", "ApplyAcceptedChanges", "Difference", "build_run_record",
-           "read_run_record", "record_differences", "resume_refusal", "rows_fingerprint", "weights_fingerprint",
-           "write_run_record", "zero_stage"]
+__all__ = ["ADJUSTABLE", "FIT_VERDICTS", "FIXED", "PROCESSOR", "RUN_RECORD", "START_REJECTIONS", "ApplyAcceptedChanges",
+           "Difference", "build_run_record", "describe_processor_change", "processor_fingerprint", "read_run_record",
+           "record_differences", "resume_refusal", "rows_fingerprint", "weights_fingerprint", "write_run_record",
+           "zero_stage"]

@@ -208,7 +208,7 @@ def _run(model_args, data_args, args, stage, signals: StopSignals, lock: OutputD
         raise ConfigError(f"model config: {error}") from None
     record = build_run_record(model_args, data_args, args, croc_config, train_dataset.rows,
                               training_rows.start_rejections, training_rows.fit_verdicts,
-                              data_rows=train_dataset.rows_fingerprint)
+                              data_rows=train_dataset.rows_fingerprint, processor=saved_processor)
     resume_from = plan_resume(args, record)  # the checkpoint (verified, same run) or None; before the model loads
     # A README.md the user edited is kept and the card written beside it (`model_card.save_run_card`, which says so
     # at the end): said before the hours of training too, while there is time to move it.

@@ -201,8 +201,9 @@ class CrocTrainingArguments(TrainingArguments):
     # ---- a run that ends well ----
     resume_accept_changes: list[str] | None = field(
         default=None,
-        metadata={"help": "Optimiser and schedule values that may differ from the checkpoint's when resuming, taking "
-                  "effect from the resumed step on (the optimiser keeps its moments): any of "
+        metadata={"help": "Values that may differ from the checkpoint's when resuming, taking effect from the resumed "
+                  "step on: optimiser and schedule values (the optimiser keeps its moments), and `processor` (the "
+                  "model source's tokenizer, image processor and chat template, read again at a resume): any of "
                   + ", ".join(ADJUSTABLE) + ". Without it such a change is refused, since the checkpoint's "
                   "optimiser and scheduler state would silently keep the old values. Changes of the stage, model, "
                   "data, batch or trained parts are always refused (trainer.run_record)."},
@@ -330,7 +331,7 @@ class CrocTrainingArguments(TrainingArguments):
             close = {key: difflib.get_close_matches(str(key), ADJUSTABLE, n=1, cutoff=0.6) for key in unknown}
             hint = "; ".join(f"{key} -> {match[0]}" for key, match in close.items() if match)
             raise ValueError(f"resume_accept_changes: {unknown} cannot be accepted" + (f" (did you mean: {hint})"
-                             if hint else "") + f"; it takes optimiser and schedule values: {', '.join(ADJUSTABLE)}")
+                             if hint else "") + f"; it takes optimiser and schedule values, and processor: {', '.join(ADJUSTABLE)}")
         if self.max_nonfinite_steps < 0:
             raise ValueError(f"max_nonfinite_steps must be >= 0, got {self.max_nonfinite_steps}")
         if self.save_interval_minutes is not None and not self.save_interval_minutes > 0:
