@@ -632,12 +632,12 @@ def resume_refusal(saved: dict[str, Any], current: dict[str, Any], accepted: lis
         return (f"{where} was saved with other optimiser / schedule values: "
                 + "; ".join(d.describe() for d in schedule) + also + ". Resuming would silently keep the "
                 f"checkpoint's (its optimiser and scheduler state): restore them, or pass "
-                f"--resume_accept_changes=[{keys}] to apply the new values from the resumed step on (the optimiser "
-                "keeps its moments)")
+                f"'--resume_accept_changes=[{keys}]' to apply the new values from the resumed step on (the optimiser keeps "
+                "its moments)")
     if source:
         return (f"{where} was trained with other files of the model source than it holds now: {source[0].describe()}. "
                 "Resuming would tokenise or prepare images otherwise from here on, off the run's loss curve: "
-                f"restore them (or name the source the run was started from), or pass --resume_accept_changes=[{keys}]"
+                f"restore them (or name the source the run was started from), or pass '--resume_accept_changes=[{keys}]'"
                 " to train with them from the resumed step on")
     for difference in differences:
         logger.warning("resuming with a changed %s (accepted by resume_accept_changes)", difference.describe())

@@ -36,7 +36,8 @@ def test_a_changed_learning_rate_is_refused_not_silently_ignored(two_steps, tiny
     assert message.startswith("configuration error: checkpoint-2 was saved with other optimiser / schedule values: "
                               "language_model_lr 2e-05 -> 0.001; max_steps 2 -> 4. Resuming would silently keep the "
                               "checkpoint's"), message
-    assert "--resume_accept_changes=[language_model_lr,max_steps]" in message
+    # Quoted, as the shell command it is: zsh (macOS's shell) reads an unquoted `[...]` as a file pattern.
+    assert "'--resume_accept_changes=[language_model_lr,max_steps]'" in message
 
 
 def test_accepted_changes_take_effect_from_the_resumed_step(two_steps, tiny_model, data, tmp_path):

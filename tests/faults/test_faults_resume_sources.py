@@ -104,7 +104,7 @@ def test_a_model_source_edited_since_the_checkpoint_is_refused_naming_what_chang
     assert status == 1
     assert message.startswith("configuration error: checkpoint-1 was trained with other files of the model source "
                               f"than it holds now: processor: {named}"), message
-    assert message.endswith("or pass --resume_accept_changes=[processor] to train with them from the resumed step on")
+    assert message.endswith("or pass '--resume_accept_changes=[processor]' to train with them from the resumed step on")
 
 
 def test_an_accepted_processor_change_trains_on_with_the_new_files(reference, source, data, tmp_path, capsys):
@@ -173,7 +173,7 @@ def test_a_processor_change_is_said_with_the_schedule_values_and_an_older_record
                               "it was trained with other files of the model source, processor: the processor's "
                               "settings (processor_config.json, preprocessor_config.json): "
                               "image_processor.size.shortest_edge 56 -> 64, which this run would read instead"), message
-    assert "--resume_accept_changes=[max_steps,processor]" in message
+    assert "'--resume_accept_changes=[max_steps,processor]'" in message
     assert resume_refusal({"max_steps": 2, PROCESSOR: before}, {"max_steps": 4, PROCESSOR: now},
                           ["max_steps", PROCESSOR], "checkpoint-2") is None
     assert record_differences({"max_steps": 2}, {"max_steps": 2, PROCESSOR: now}) == []
