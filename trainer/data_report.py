@@ -33,6 +33,7 @@ from data_recipes import (
     rate_exceeds_reject_budget,
 )
 from data_recipes.validation import display_id
+from modeling_croc.publish_folder import file_digest
 
 from .data import LENGTH_REJECT_REASONS
 from .run_record import RUN_RECORD
@@ -40,6 +41,9 @@ from .run_record import RUN_RECORD
 logger = logging.getLogger(__name__)
 
 REJECTS_FILE = "rejects.jsonl"
+# Beside the rejects file a run refused for its rows wrote into a folder of no run: its size and SHA-256, so that the
+# corrected command's run knows that file for the refused start's (`refused_start_only`), not the user's.
+REFUSED_START_FILE = ".croc-refused-start.json"
 REPORT_FILE = "data_report.json"  # in the output folder at the end, and in every checkpoint
 # Every reason a run may reject or replace a row for: the validator's and the length rules'.
 RUN_REJECT_REASONS: dict[str, str] = {**REJECT_REASONS, **LENGTH_REJECT_REASONS}
@@ -127,6 +131,7 @@ class DataReport:
         if not self.writes or self.rejects_path is None:
             return
         self.rejects_path.parent.mkdir(parents=True, exist_ok=True)
+        (self.rejects_path.parent / REFUSED_START_FILE).unlink(missing_ok=True)  # the file is a run's from here on
         with self.rejects_path.open("w", encoding="utf-8") as f:
             f.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in self.start_rejects))
 
@@ -149,6 +154,10 @@ class DataReport:
             return (f"none written, as {self.rejects_path} is the rejects file of the run output_dir holds, left as "
                     "it was (another output_dir writes them)")
         self.write_start()
+        if self.writes and self.rejects_path is not None:
+            size, digest = file_digest(self.rejects_path)
+            (self.rejects_path.parent / REFUSED_START_FILE).write_text(
+                json.dumps({"file": REJECTS_FILE, "size": size, "sha256": digest}) + "\n", encoding="utf-8")
         return str(self.rejects_path)
 
     # ---- training ----
@@ -256,4 +265,19 @@ class DataReport:
                                                     encoding="utf-8")
 
 
-__all__ = ["REJECTS_FILE", "REPORT_FILE", "RUN_REJECT_REASONS", "DataReport"]
+def refused_start_only(folder: str | Path, found: list[str]) -> bool:
+    """Whether the run outputs `found` in `folder` (a folder of no run record) are only the rejects file a run refused
+    for its rows left there, as it wrote it: the corrected command may write over it (the newcomer's rerun after a
+    wrong image root was refused as a folder holding files the trainer did not write)."""
+    folder = Path(folder)
+    if found != [REJECTS_FILE]:
+        return False
+    try:
+        written = json.loads((folder / REFUSED_START_FILE).read_text(encoding="utf-8"))
+        return (written["file"] == REJECTS_FILE and not (folder / REJECTS_FILE).is_symlink()
+                and file_digest(folder / REJECTS_FILE) == (written["size"], written["sha256"]))
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+__all__ = ["REFUSED_START_FILE", "REJECTS_FILE", "REPORT_FILE", "RUN_REJECT_REASONS", "DataReport", "refused_start_only"]

@@ -23,6 +23,7 @@ from .checkpoint_io import (
     note_added_reports,
 )
 from .cli import ConfigError
+from .data_report import refused_start_only
 from .output_lock import OutputDirLock, OutputDirLocked
 from .run_record import (
     COMPUTATION,
@@ -204,7 +205,7 @@ def _check_folder(folder: Path, what: str, record: dict[str, Any] | None, accept
                               f"the record of the run that wrote it ({', '.join(found[:4])}); this run resumes none "
                               f"of its checkpoints, so it would overwrite them: resume it (--resume_from_checkpoint="
                               f"{recorded}, or auto_resume on), or choose another output_dir")
-        if found:
+        if found and not refused_start_only(folder, found):
             raise ConfigError(f"{what} {folder} already holds {', '.join(found[:4])}, which this trainer's run did "
                               "not write (no croc_run.json); training would overwrite them: choose another "
                               "output_dir")

@@ -400,6 +400,29 @@ def test_an_output_dir_holding_a_model_this_trainer_did_not_write_is_refused(tin
     assert _listing(out) == before
 
 
+@pytest.mark.parametrize("rejects", ["as the refused run wrote it", "edited since"])
+def test_the_corrected_command_after_a_refused_start_trains_in_the_same_output_dir(tiny_model, data, tmp_path,
+                                                                                    monkeypatch, capsys, rejects):
+    """A wrong image root: the run is refused for its rows and leaves their rejects.jsonl, which its line names; the
+    corrected command was then refused, "already holds rejects.jsonl, which this trainer's run did not write". A
+    rejects.jsonl changed since is no longer the refused run's, and is left to the user."""
+    out = tmp_path / "run"
+    status, message = cli_exit(_argv(out, tiny_model, data, "--max_steps=1", f"--data.image_root={tmp_path}"),
+                               monkeypatch, capsys)
+    assert status == 1 and f"rejected rows with their reasons: {out / 'rejects.jsonl'};" in message, message
+    if rejects == "edited since":
+        with (out / "rejects.jsonl").open("a") as file:
+            file.write('{"note": "mine"}\n')
+        status, message = cli_exit(_argv(out, tiny_model, data, "--max_steps=1"), monkeypatch, capsys)
+        assert (status, message) == (1, f"configuration error: output_dir {out} already holds rejects.jsonl, which this "
+                                        "trainer's run did not write (no croc_run.json); training would overwrite them: "
+                                        "choose another output_dir")
+        return
+    train_module.main(_argv(out, tiny_model, data, "--max_steps=1"))
+    assert (out / "model.safetensors").is_file() and not (out / ".croc-refused-start.json").exists()
+    assert not (out / "rejects.jsonl").read_text().strip()  # the corrected run's: nothing rejected
+
+
 @pytest.mark.parametrize("holds", ["another model", "another run"])
 def test_a_named_checkpoint_is_not_resumed_into_a_folder_holding_another_model_or_run(two_steps, tiny_model, data,
                                                                                      tmp_path, holds, monkeypatch,
