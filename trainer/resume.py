@@ -29,6 +29,7 @@ from .run_record import (
     COMPUTATION,
     FIXED,
     computation_changes,
+    processor_refusal,
     read_run_record,
     record_differences,
     resume_refusal,
@@ -104,16 +105,18 @@ def plan_resume(args, record: dict[str, Any]) -> str | None:
     return main_process_decides(args, lambda: _plan(args, record))
 
 
-def check_output_dir(args) -> None:
+def check_output_dir(args, processor: dict[str, Any] | None = None) -> None:
     """The refusals of `plan_resume` that need no run record (a folder holding files no run of this trainer wrote,
     `resume_from_checkpoint=true` with no checkpoint, checkpoints none of which is intact, `resume_accept_changes`
     with nothing to resume), made before the training rows are read: the record counts the rows, and reading and
-    checking them (every image's header or pixels) can take hours before such a one-line refusal."""
-    main_process_decides(args, lambda: _plan(args, None))
+    checking them (every image's header or pixels) can take hours before such a one-line refusal. `processor`: the
+    run's `processor_fingerprint`, compared with the resumed checkpoint's already (`processor_refusal`)."""
+    main_process_decides(args, lambda: _plan(args, None, processor))
 
 
-def _plan(args, record: dict[str, Any] | None) -> str | None:
-    """`plan_resume`'s decision; with `record` None, only what can be decided without it (nothing is compared)."""
+def _plan(args, record: dict[str, Any] | None, processor: dict[str, Any] | None = None) -> str | None:
+    """`plan_resume`'s decision; with `record` None, only what can be decided without it (the processor, where
+    `processor` is given, is compared)."""
     output_dir = Path(args.output_dir)
     accepted = list(args.resume_accept_changes or [])
     explicit = args.resume_from_checkpoint
@@ -129,6 +132,7 @@ def _plan(args, record: dict[str, Any] | None) -> str | None:
             raise ConfigError(f"resume_from_checkpoint {explicit} cannot be resumed: {problem}; name another "
                               "checkpoint, or leave the option out to resume from the newest intact one")
         _check_within_max_steps(explicit, args)
+        _check_processor(explicit, processor, accepted)
         if record is not None:
             _check_record(explicit, record, accepted)
             note_added_reports(explicit)
@@ -161,11 +165,19 @@ def _plan(args, record: dict[str, Any] | None) -> str | None:
         raise ConfigError("resume_accept_changes is set but there is no checkpoint to resume: nothing to accept")
     if checkpoint is not None:
         _check_within_max_steps(checkpoint, args)
+        _check_processor(checkpoint, processor, accepted)
     if checkpoint is not None and record is not None:
         _check_record(checkpoint, record, accepted)
     for folder, what in ((output_dir, "output_dir"), (merged_folder(output_dir), "the LoRA merge folder")):
         _check_folder(folder, what, record, accepted, checkpoint if folder == output_dir else None)
     return checkpoint
+
+
+def _check_processor(checkpoint: str, processor: dict[str, Any] | None, accepted: list[str]) -> None:
+    saved = read_run_record(checkpoint) if processor is not None else None
+    refusal = None if saved is None else processor_refusal(saved, processor, accepted, Path(checkpoint).name)
+    if refusal is not None:
+        raise ConfigError(refusal)
 
 
 def _check_within_max_steps(checkpoint: str, args) -> None:

@@ -635,10 +635,7 @@ def resume_refusal(saved: dict[str, Any], current: dict[str, Any], accepted: lis
                 f"'--resume_accept_changes=[{keys}]' to apply the new values from the resumed step on (the optimiser keeps "
                 "its moments)")
     if source:
-        return (f"{where} was trained with other files of the model source than it holds now: {source[0].describe()}. "
-                "Resuming would tokenise or prepare images otherwise from here on, off the run's loss curve: "
-                f"restore them (or name the source the run was started from), or pass '--resume_accept_changes=[{keys}]'"
-                " to train with them from the resumed step on")
+        return _source_refusal(where, source[0], keys)
     for difference in differences:
         logger.warning("resuming with a changed %s (accepted by resume_accept_changes)", difference.describe())
     if upcast_half_weights(saved, current):
@@ -646,6 +643,25 @@ def resume_refusal(saved: dict[str, Any], current: dict[str, Any], accepted: lis
                        "longer rounded to %s (the loss curve goes on, not as the %s run would have drawn it)",
                        saved["dtype"], saved["dtype"], saved["dtype"])
     return None
+
+
+def _source_refusal(where: str, difference: Difference, keys: str) -> str:
+    return (f"{where} was trained with other files of the model source than it holds now: {difference.describe()}. "
+            "Resuming would tokenise or prepare images otherwise from here on, off the run's loss curve: restore them "
+            f"(or name the source the run was started from), or pass '--resume_accept_changes=[{keys}]' to train with "
+            "them from the resumed step on")
+
+
+def processor_refusal(saved: dict[str, Any], processor: dict[str, Any] | None, accepted: list[str] | tuple[str, ...],
+                      where: str) -> str | None:
+    """The refusal of a resume whose model source's processor (`processor_fingerprint`) is not the one the
+    checkpoint's record `saved` was trained with, or None (the same, accepted, or unknown on either side). Made
+    before the training rows are read as well as with the whole record: a changed tokenizer otherwise cost the rows'
+    length check (minutes over a full mixture) before its one line."""
+    before = saved.get(PROCESSOR)
+    if PROCESSOR in accepted or before is None or processor is None or before == processor:
+        return None
+    return _source_refusal(where, Difference(PROCESSOR, before, processor), PROCESSOR)
 
 
 class ApplyAcceptedChanges(TrainerCallback):

@@ -68,7 +68,7 @@ from .resume import (
     plan_resume,
 )
 from .run_control import RunPreempted, RunStopped, StopSignals, survive_a_lost_reader
-from .run_record import build_run_record, croc_config_dict, write_run_record
+from .run_record import build_run_record, croc_config_dict, processor_fingerprint, write_run_record
 
 logger = logging.getLogger("trainer.train")
 
@@ -184,8 +184,8 @@ def _run(model_args, data_args, args, stage, signals: StopSignals, lock: OutputD
          ) -> CrocTrainer | None:
     # Everything about the data is decided before anything heavy loads: the rows are read and validated, then fitted
     # to model_max_length with the stage's tokenizer (no weights), each one trained whole, cut, or rejected. What
-    # output_dir refuses without the run's record (another program's files, a resume with nothing to resume) first.
-    check_output_dir(args)
+    # output_dir refuses without the run's record (another program's files, a resume with nothing to resume, a model
+    # source whose processor is not the resumed checkpoint's) first.
     if stage.name != "1" and args.should_log and is_stage0_folder(model_args.name_or_path):
         # Allowed (an ablation may skip stage 1), but days of stage 2 on a random projector are more often a
         # wrong path in a config.
@@ -200,6 +200,7 @@ def _run(model_args, data_args, args, stage, signals: StopSignals, lock: OutputD
     # source's sizes, so stage 2 and inference from them see images as the model family does.
     saved_processor = (load_stage_processor(model_args, args, bound_to_pool=False)
                        if hasattr(processor, "limit_visual_tokens") else processor)
+    check_output_dir(args, processor_fingerprint(saved_processor))
     training_rows = load_training_rows(data_args, args, image_processor=processor.image_processor)
     train_dataset = build_train_dataset(training_rows, processor, args, num_proc=data_args.num_proc)
     try:

@@ -93,13 +93,15 @@ def _stop_at_model_load(*args, **kwargs):
     (_edit_chat_template, "the tokenizer's chat template (chat_template.jinja"),
 ], ids=["image_processor", "token_ids", "special_tokens", "chat_template"])
 def test_a_model_source_edited_since_the_checkpoint_is_refused_naming_what_changed(
-        reference, source, data, tmp_path, monkeypatch, capsys, no_model_load, edit, named):
+        reference, source, data, tmp_path, monkeypatch, capsys, request, edit, named):
     """The resume reads the tokenizer and the image processor from model.name_or_path, not from its checkpoint: an
     image mean edited there went on, exit 0, on another loss curve; token ids swapped only made the length check
-    refit every row (an INFO line). Refused before the model loads, the part and its files named."""
+    refit every row (an INFO line). Refused before the rows are read (their length check takes minutes over a full
+    mixture) and the model loads, the part and its files named."""
     edited = Path(shutil.copytree(source, tmp_path / "edited"))
     edit(edited)
     out = _stopped_after_step_1(reference, tmp_path / "run")
+    request.getfixturevalue("nothing_loaded")  # from here on
     status, message = cli_exit(_argv(out, edited, data, "--max_steps=2"), monkeypatch, capsys)
     assert status == 1
     assert message.startswith("configuration error: checkpoint-1 was trained with other files of the model source "
