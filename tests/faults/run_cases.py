@@ -5,7 +5,9 @@ refused run must leave as it was). The module name is unique on purpose: the tes
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import sys
 from pathlib import Path
 
@@ -14,6 +16,7 @@ import torch
 from fault_cases import image_row, text_row, write_good_image
 from safetensors.torch import load_file
 
+from trainer import croc_trainer
 from trainer import train as train_module
 
 REPO = Path(__file__).resolve().parents[2]
@@ -118,3 +121,19 @@ def assert_same_weights(left: dict[str, torch.Tensor], right: dict[str, torch.Te
     assert set(left) == set(right)
     for name, tensor in left.items():
         assert torch.equal(tensor, right[name]), name
+
+
+def signal_during_step(monkeypatch, step: int, *numbers: signal.Signals) -> None:
+    """Deliver `numbers` (SIGTERM, as Slurm sends it, by default) to this process, one after the other, in the middle
+    of optimiser step `step` (in its first forward)."""
+    numbers = numbers or (signal.SIGTERM,)
+    compute_loss = croc_trainer.CrocTrainer.compute_loss
+
+    def signalled(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        if self.state.global_step + 1 == step and not getattr(self, "_signalled", False):
+            self._signalled = True
+            for number in numbers:
+                os.kill(os.getpid(), number)
+        return compute_loss(self, model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
+
+    monkeypatch.setattr(croc_trainer.CrocTrainer, "compute_loss", signalled)

@@ -9,14 +9,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-from run_cases import cli_exit, run_argv, torchrun, write_small_folder
+from run_cases import cli_exit, run_argv, signal_during_step, torchrun, write_small_folder
 
 from trainer import croc_trainer
 from trainer import train as train_module
@@ -75,17 +74,6 @@ def test_a_run_resumed_from_a_save_between_two_logs_logs_the_uninterrupted_entri
     assert_same_history(out, reference)
 
 
-def _signal_during_step(monkeypatch, step: int) -> None:
-    compute_loss = croc_trainer.CrocTrainer.compute_loss
-
-    def signalled(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if self.state.global_step + 1 == step and not getattr(self, "_signalled", False):
-            self._signalled = True
-            os.kill(os.getpid(), signal.SIGTERM)
-        return compute_loss(self, model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
-
-    monkeypatch.setattr(croc_trainer.CrocTrainer, "compute_loss", signalled)
-
 
 def test_a_run_preempted_between_two_logs_resumes_onto_the_same_entries(reference, tiny_model, data, tmp_path,
                                                                         monkeypatch, capsys):
@@ -93,7 +81,7 @@ def test_a_run_preempted_between_two_logs_resumes_onto_the_same_entries(referenc
     has not), the checkpoint carries the window, the resumed entry at step 6 averages steps 4-6."""
     out = tmp_path / "run"
     with monkeypatch.context() as patch:
-        _signal_during_step(patch, 5)
+        signal_during_step(patch, 5)
         assert cli_exit(_argv(out, tiny_model, data), monkeypatch, capsys)[0] == 75
     assert [e["step"] for e in _history(out / "checkpoint-5") if "loss" in e] == [3]
     train_module.main(_argv(out, tiny_model, data))
@@ -292,7 +280,7 @@ def test_a_signal_within_an_epoch_logs_nothing_at_the_epochs_end(epoch_reference
     uninterrupted run has not) and save_strategy=epoch wrote checkpoint-3 again, with that entry and no window."""
     out = tmp_path / "run"
     with monkeypatch.context() as patch:
-        _signal_during_step(patch, 3)
+        signal_during_step(patch, 3)
         assert cli_exit(_epoch_argv(out, tiny_model, data, "--save_strategy=epoch"), monkeypatch, capsys)[0] == 75
     assert [e["step"] for e in _history(out / "checkpoint-3") if "loss" in e] == [2]
     train_module.main(_epoch_argv(out, tiny_model, data, "--save_strategy=epoch"))

@@ -15,7 +15,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from run_cases import REPO, assert_same_weights, cli_exit, curve, run_argv, weights, write_small_folder
+from run_cases import (
+    REPO,
+    assert_same_weights,
+    cli_exit,
+    curve,
+    run_argv,
+    signal_during_step,
+    weights,
+    write_small_folder,
+)
 
 from trainer import croc_trainer
 from trainer import train as train_module
@@ -33,20 +42,6 @@ def _argv(out, tiny_model, data, *extra):
     return run_argv("stage1_5.yaml", out, tiny_model, data, "--max_steps=4", *extra)
 
 
-def _signal_during_step(monkeypatch, step: int, *numbers: signal.Signals) -> None:
-    """Deliver `numbers` to this process, one after the other, in the middle of optimiser step `step` (in its first
-    forward)."""
-    compute_loss = croc_trainer.CrocTrainer.compute_loss
-
-    def signalled(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if self.state.global_step + 1 == step and not getattr(self, "_signalled", False):
-            self._signalled = True
-            for number in numbers:
-                os.kill(os.getpid(), number)
-        return compute_loss(self, model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
-
-    monkeypatch.setattr(croc_trainer.CrocTrainer, "compute_loss", signalled)
-
 
 @pytest.fixture(scope="module")
 def reference(tiny_model, data, tmp_path_factory):
@@ -60,7 +55,7 @@ def test_a_preempted_run_saves_exits_75_and_resumes_onto_the_same_curve(referenc
                                                                         monkeypatch, capsys, name):
     out = tmp_path / "run"
     with monkeypatch.context() as patch:
-        _signal_during_step(patch, 2, signal.Signals[name])
+        signal_during_step(patch, 2, signal.Signals[name])
         status, message = cli_exit(_argv(out, tiny_model, data), monkeypatch, capsys)
     assert status == PREEMPTED_EXIT_CODE == 75
     assert message == (f"run stopped: stopped by {name} after step 2: checkpoint-2 written in {out}; rerun the same "
@@ -109,7 +104,7 @@ def test_timed_checkpoints_are_written_whatever_save_steps_says(tiny_model, data
 def test_a_repeated_signal_changes_nothing(tiny_model, data, tmp_path, monkeypatch, capsys):
     """On a cluster the signal often comes twice (Slurm signals every process of the step, torchrun forwards what it
     receives): the run still finishes its step and writes its checkpoint."""
-    _signal_during_step(monkeypatch, 2, signal.SIGTERM, signal.SIGUSR1)
+    signal_during_step(monkeypatch, 2, signal.SIGTERM, signal.SIGUSR1)
     out = tmp_path / "run"
     status, message = cli_exit(_argv(out, tiny_model, data), monkeypatch, capsys)
     assert (status, message) == (75, f"run stopped: stopped by SIGTERM after step 2: checkpoint-2 written in {out}; "
@@ -124,7 +119,7 @@ def test_saving_and_logging_asked_for_on_the_resume_are_what_the_resumed_run_doe
     run wrote no checkpoint and logged at the old interval, and a kill would again lose everything since step 2."""
     out = tmp_path / "run"
     with monkeypatch.context() as patch:
-        _signal_during_step(patch, 2, signal.SIGINT)
+        signal_during_step(patch, 2, signal.SIGINT)
         assert cli_exit(_argv(out, tiny_model, data), monkeypatch, capsys)[0] == 75
     train_module.main(_argv(out, tiny_model, data, "--save_strategy=steps", "--save_steps=1", "--logging_steps=2"))
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-3", "checkpoint-4"]
@@ -141,7 +136,7 @@ def test_a_run_preempted_between_two_logs_keeps_its_open_window_for_the_resume(r
     uninterrupted, step 4's entry averaging steps 3 and 4 (tests/faults/test_faults_curve.py checks whole curves)."""
     out = tmp_path / "run"
     with monkeypatch.context() as patch:
-        _signal_during_step(patch, 3, signal.SIGTERM)
+        signal_during_step(patch, 3, signal.SIGTERM)
         assert cli_exit(_argv(out, tiny_model, data, "--logging_steps=2"), monkeypatch, capsys)[0] == 75
     train_module.main(_argv(out, tiny_model, data, "--logging_steps=2"))
     resumed, expected = curve(out), curve(reference)  # the reference logs every step
@@ -177,7 +172,7 @@ def test_transformers_jit_checkpointing_is_refused_before_anything_loads(tiny_mo
 
 
 def test_preemption_is_reported_to_callers_of_main(tiny_model, data, tmp_path, monkeypatch):
-    _signal_during_step(monkeypatch, 1, signal.SIGTERM)
+    signal_during_step(monkeypatch, 1, signal.SIGTERM)
     with pytest.raises(RunPreempted) as stopped:
         train_module.main(_argv(tmp_path / "run", tiny_model, data, "--max_steps=2"))
     assert stopped.value.exit_code == 75
@@ -197,13 +192,13 @@ def test_a_preempted_run_whose_report_cannot_be_written_still_asks_to_be_requeue
         return write(self, folder)
 
     monkeypatch.setattr(DataReport, "write", full_disk)
-    _signal_during_step(monkeypatch, 1, signal.SIGTERM)
+    signal_during_step(monkeypatch, 1, signal.SIGTERM)
     status, message = cli_exit(_argv(tmp_path / "run", tiny_model, data, "--max_steps=2"), monkeypatch, capsys)
     assert status == 75 and message.startswith("run stopped: stopped by SIGTERM after step 1"), message
 
 
 def test_ctrl_c_twice_interrupts_at_once_and_says_how_to_resume(tiny_model, data, tmp_path, monkeypatch, capsys):
-    _signal_during_step(monkeypatch, 2, signal.SIGINT, signal.SIGINT)
+    signal_during_step(monkeypatch, 2, signal.SIGINT, signal.SIGINT)
     out = tmp_path / "run"
     status, message = cli_exit(_argv(out, tiny_model, data, "--save_strategy=steps", "--save_steps=1"), monkeypatch,
                                capsys)
@@ -216,7 +211,7 @@ def test_ctrl_c_twice_interrupts_at_once_and_says_how_to_resume(tiny_model, data
 def test_ctrl_c_twice_before_any_checkpoint_says_the_rerun_starts_over(tiny_model, data, tmp_path, monkeypatch,
                                                                        capsys):
     """It promised a resume from the newest checkpoint where there was none (a newcomer's first run)."""
-    _signal_during_step(monkeypatch, 2, signal.SIGINT, signal.SIGINT)
+    signal_during_step(monkeypatch, 2, signal.SIGINT, signal.SIGINT)
     out = tmp_path / "run"
     status, message = cli_exit(_argv(out, tiny_model, data), monkeypatch, capsys)
     assert (status, message) == (130, "interrupted (Ctrl-C twice): the step in progress was not saved; no checkpoint "

@@ -11,14 +11,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 from pathlib import Path
 
 import pytest
 from run_cases import checkpointed_argv as _argv
-from run_cases import cli_exit, curve
+from run_cases import cli_exit, curve, signal_during_step
 
-from trainer import croc_trainer
 from trainer import train as train_module
 from trainer.run_record import (
     PROCESSOR,
@@ -187,18 +185,6 @@ def test_a_processor_change_is_said_with_the_schedule_values_and_an_older_record
 # --- an output folder whose run record a cleanup deleted ------------------------------------------------------
 
 
-def _signal_during_step(monkeypatch, step: int) -> None:
-    """SIGTERM to this process in the middle of optimiser step `step`, as Slurm sends it (test_faults_preemption)."""
-    compute_loss = croc_trainer.CrocTrainer.compute_loss
-
-    def signalled(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-        if self.state.global_step + 1 == step and not getattr(self, "_signalled", False):
-            self._signalled = True
-            os.kill(os.getpid(), signal.SIGTERM)
-        return compute_loss(self, model, inputs, return_outputs=return_outputs, num_items_in_batch=num_items_in_batch)
-
-    monkeypatch.setattr(croc_trainer.CrocTrainer, "compute_loss", signalled)
-
 
 @pytest.fixture(scope="module")
 def stopped(source, data, tmp_path_factory) -> Path:
@@ -206,7 +192,7 @@ def stopped(source, data, tmp_path_factory) -> Path:
     croc_run.json a cleanup job then deleted; tests copy it."""
     out = tmp_path_factory.mktemp("stopped") / "run"
     with pytest.MonkeyPatch.context() as patch:
-        _signal_during_step(patch, 1)
+        signal_during_step(patch, 1)
         with pytest.raises(Exception) as stop:
             train_module.main(_argv(out, source, data, "--max_steps=2"))
     assert type(stop.value).__name__ == "RunPreempted"
