@@ -48,6 +48,16 @@ def hold_preemption_signals() -> None:
         signal.signal(signal.Signals[name], _interrupt if name == "SIGINT" else _record)
 
 
+def release_held_signals(kept: tuple[signal.Signals, ...]) -> None:
+    """Give the signals still held here, but for `kept` (the run's own preemption signals), their default action
+    back: held past the start, a Ctrl-\\ (SIGQUIT) or a closed terminal (SIGHUP) no preemption setting names would
+    have been recorded and ignored for the whole run."""
+    for name in PREEMPTION_SIGNAL_CHOICES:
+        number = signal.Signals[name]
+        if number not in kept and signal.getsignal(number) in (_record, _interrupt):
+            signal.signal(number, signal.SIG_DFL if number != signal.SIGINT else signal.default_int_handler)
+
+
 def take_held_signal() -> signal.Signals | None:
     """The first signal recorded since `hold_preemption_signals` (None if none, or if it was not installed), forgotten
     once taken."""

@@ -50,7 +50,12 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
-from .early_signals import PREEMPTION_SIGNAL_CHOICES, deliver_with_default_action, take_held_signal
+from .early_signals import (
+    PREEMPTION_SIGNAL_CHOICES,
+    deliver_with_default_action,
+    release_held_signals,
+    take_held_signal,
+)
 from .output_lock import OutputDirLock
 
 logger = logging.getLogger(__name__)
@@ -116,6 +121,7 @@ class StopSignals:
             return self
         for number in self.signals:
             self._previous[number] = signal.signal(number, self._handle)
+        release_held_signals(self.signals)
         held = take_held_signal()  # one that came while the command imported and read its config
         if held in self.signals:
             self._handle(held, None)
