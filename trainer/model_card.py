@@ -8,7 +8,8 @@ next stage reads it. `python -m trainer.model_card FOLDER --eval-results RESULTS
 saved folder's card.
 
 The card is written as `README.md` only while that file is absent or still the card this project last wrote there
-(its digest is kept in the hidden `CARD_RECORD`, as a publish folder's marker keeps its files'): a README.md the user
+when the run starts (its digest is kept in the hidden `CARD_RECORD`, as a publish folder's marker keeps its files';
+a Croc card of an earlier version, which kept none, is the run's too; `claim_card`): a README.md the user
 edited since (a hand-written evaluation section) is theirs, and the run's card goes beside it, as `README.croc.md`,
 said in one line (`save_run_card`).
 """
@@ -496,11 +497,42 @@ def card_as_written(folder: str | Path, name: str = CARD_NAME) -> bool:
                for size, digest in _recorded_cards(folder).get(name, []))
 
 
+def _unrecorded_run_card(folder: Path) -> bool:
+    """Whether `folder`'s README.md, with no record of it, is a Croc run's card (its `croc_stage`, its `croc` tag):
+    one an earlier version of this project wrote, which kept no record (a run resumed across the upgrade), not a file
+    of the user's."""
+    path = folder / CARD_NAME
+    if path.is_symlink() or not path.is_file() or CARD_NAME in _recorded_cards(folder):
+        return False
+    try:
+        data = ModelCard.load(path).data
+    except Exception:  # noqa: BLE001 (any card that does not parse is no run's)
+        return False
+    return data.get("croc_stage") is not None and "croc" in (data.get("tags") or [])
+
+
+# The output folders whose README.md this process's run found absent or its own when it started (`claim_card`): the
+# run writes its card there at its save whatever a library wrote in between (PEFT's `save_pretrained` writes its
+# template README.md into the folder first).
+_CLAIMED: set[str] = set()
+
+
+def claim_card(folder: str | Path) -> bool:
+    """At the start of a run: whether the run may write its card as `folder`'s README.md (`edited_card` finds none
+    of the user's there); if so, remembered for this process, so that its save does."""
+    if edited_card(folder) is not None:
+        return False
+    _CLAIMED.add(str(Path(folder).resolve()))
+    return True
+
+
 def edited_card(folder: str | Path) -> Path | None:
     """`folder`'s README.md when the run may not rewrite it (there, and not the card this project last wrote there:
-    edited since, a link, or written by no run that recorded it); None when the run's card can go there."""
-    path = Path(folder) / CARD_NAME
-    if not (path.exists() or path.is_symlink()) or card_as_written(folder):
+    edited since, a link, or written by no run); None when the run's card can go there."""
+    folder = Path(folder)
+    path = folder / CARD_NAME
+    if (not (path.exists() or path.is_symlink()) or str(folder.resolve()) in _CLAIMED or card_as_written(folder)
+            or _unrecorded_run_card(folder)):
         return None
     return path
 

@@ -48,7 +48,7 @@ from .data_report import REPORT_FILE
 from .disk_space import check_disk_space
 from .hub import check_publishing_arguments, hub_dry_run, push, run_folders
 from .lora import apply_lora
-from .model_card import edited_card_message, run_provenance
+from .model_card import claim_card, edited_card_message, run_provenance
 from .model_checks import check_finite_start
 from .model_loading import (
     apply_trainable_parts,
@@ -213,8 +213,8 @@ def _run(model_args, data_args, args, stage, signals: StopSignals, lock: OutputD
     resume_from = plan_resume(args, record)  # the checkpoint (verified, same run) or None; before the model loads
     # A README.md the user edited is kept and the card written beside it (`model_card.save_run_card`, which says so
     # at the end): said before the hours of training too, while there is time to move it.
-    if args.should_save and (card_note := edited_card_message(args.output_dir)) is not None:
-        logger.warning("%s", card_note)
+    if args.should_save and not claim_card(args.output_dir):
+        logger.warning("%s", edited_card_message(args.output_dir))
     done = finished_step(args, record, resume_from, bool(args.push_to_hub or args.hub_dry_run or model_args.use_peft))
     if done is not None:
         logger.info("%s holds this run, finished at step %d: nothing to train (another configuration is refused; "

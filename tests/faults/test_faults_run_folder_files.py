@@ -186,3 +186,26 @@ def test_a_continued_run_keeps_the_section_the_user_wrote_into_its_readme(two_st
     assert (out / CARD_NAME).read_text() == edited
     assert "| max_steps | 4 |" in (out / SIDE_CARD_NAME).read_text()
     assert f"{out / CARD_NAME} was changed since this run wrote it" in log and SIDE_CARD_NAME in log
+
+
+def test_a_lora_run_writes_its_card_over_the_template_peft_saves(tiny_model, data, tmp_path):
+    """PEFT's `save_pretrained` writes its template README.md ("[More Information Needed]") into output_dir before
+    the run writes its card: taken for the user's, it pushed the Croc card aside to README.croc.md and would have
+    published the template. The run found the folder without a README.md of the user's when it started: its card."""
+    out = tmp_path / "lora"
+    train_module.main(_argv(out, tiny_model, data, "--max_steps=1", "--model.use_peft=true"))
+    card = (out / CARD_NAME).read_text()
+    assert "croc_stage:" in card and "More Information Needed" not in card
+    assert not (out / SIDE_CARD_NAME).exists()
+
+
+def test_a_card_an_earlier_version_wrote_without_a_record_is_the_runs(two_steps, tiny_model, data, tmp_path, capsys):
+    """A run resumed across the upgrade that started recording cards: its README.md has no record, yet it is the
+    run's Croc card (its `croc_stage`), rewritten, not kept as the user's with the card beside it for good."""
+    run = _continue(two_steps, tmp_path / "old", tiny_model, data)
+    out = tmp_path / "old"
+    (out / ".croc-card.json").unlink()
+    capsys.readouterr()
+    run()
+    assert "| max_steps | 4 |" in (out / CARD_NAME).read_text() and not (out / SIDE_CARD_NAME).exists()
+    assert "was changed since this run wrote it" not in capsys.readouterr().err
