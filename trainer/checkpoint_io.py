@@ -299,12 +299,11 @@ def _unique_name(folder: Path, suffix: str) -> Path:
 
 def _delete_checkpoint(folder: Path) -> None:
     """Delete what the run wrote into a checkpoint folder (the files its manifest lists), never a file the user added
-    since (an evaluation's scores) nor one of its files the user changed since (another size, or written after the
-    manifest, which is written last): a folder left with such files is renamed `checkpoint-N-rotated` and said. A
+    since (an evaluation's scores) nor one of its files the user replaced since (another size): a folder left with
+    such files is renamed `checkpoint-N-rotated` and said. A
     folder with no readable manifest never comes here (`foreign_checkpoint`): there is nothing to say what the run
     wrote, and transformers' way, the folder deleted whole, took the user's files with it."""
     try:
-        manifest_time = (folder / MANIFEST).stat().st_mtime_ns
         listed = dict(json.loads((folder / MANIFEST).read_text(encoding="utf-8"))["files"])
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return
@@ -313,7 +312,7 @@ def _delete_checkpoint(folder: Path) -> None:
     inside = folder.resolve()
     written = {name: entry for name, entry in listed.items()
                if isinstance(name, str) and (folder / name).resolve().is_relative_to(inside)
-               and _as_written(folder / name, entry, manifest_time)}
+               and _as_written(folder / name, entry)}
     added = sorted(set(_files(folder)) - set(written))
     if not added:
         shutil.rmtree(folder, ignore_errors=True)
@@ -387,15 +386,16 @@ def note_added_reports(folder: str | Path) -> None:
                     ", ".join(added[:5]) + (", ..." if len(added) > 5 else ""))
 
 
-def _as_written(path: Path, entry: Any, manifest_time: int) -> bool:
-    """Whether the file a manifest lists is still as the save left it, as far as its size and time tell (hashing
-    every rotated checkpoint would read its weights and optimiser state again at every save)."""
+def _as_written(path: Path, entry: Any) -> bool:
+    """Whether the file a manifest lists is still the one the save wrote, as far as its size tells: hashing every
+    rotated checkpoint would read its weights and optimiser state again at every save, and file times say nothing
+    once a folder was copied (a copy that keeps no times, manifest first, made every file of every checkpoint look
+    changed, and rotation kept them all)."""
     try:
         stat = path.stat()
     except OSError:
         return False
-    return (path.is_file() and not path.is_symlink() and isinstance(entry, dict) and stat.st_size == entry.get("size")
-            and stat.st_mtime_ns <= manifest_time)
+    return path.is_file() and not path.is_symlink() and isinstance(entry, dict) and stat.st_size == entry.get("size")
 
 
 def _sha256(path: Path) -> str:

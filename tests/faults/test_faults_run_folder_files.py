@@ -50,7 +50,8 @@ def _user_folder(folder) -> None:
 def test_rotation_deletes_only_checkpoints_this_run_wrote(tmp_path, caplog):
     """`_delete_checkpoint` deleted a `checkpoint-N` with no readable manifest whole (transformers' way), a user's
     `checkpoint-0` and its notes with it, and trusted any manifest: a checkpoint copied in from another run went
-    too, and so did a file of the run's own checkpoint replaced by the user after the save (same name)."""
+    too, and so did a file of the run's own checkpoint replaced by the user after the save (same name; told by its
+    size: file times say nothing once a folder was copied)."""
     out = tmp_path / "out"
     ours = {"stage": "2", "seed": 1, "learning_rate": 2e-5}
     (out).mkdir()
@@ -61,7 +62,7 @@ def test_rotation_deletes_only_checkpoints_this_run_wrote(tmp_path, caplog):
     _checkpoint(out, 1, {**ours, "learning_rate": 1e-5}, start)  # ours (a learning rate changed and accepted)
     _checkpoint(out, 2, {**ours, "seed": 7}, start + 10)  # copied in from another run: another seed
     _checkpoint(out, 3, ours, start + 20)
-    (out / "checkpoint-3" / "model.safetensors").write_bytes(b"u" * 64)  # the user's own weights, same size
+    (out / "checkpoint-3" / "model.safetensors").write_bytes(b"u" * 80)  # the user's own weights
     _checkpoint(out, 4, None, start + 30)  # a manifest, but no run record: not this run's
     _checkpoint(out, 5, ours, start + 40)
     before = {name: _listing(out / name) for name in ("checkpoint-0", "checkpoint-2", "checkpoint-4")}
@@ -71,8 +72,8 @@ def test_rotation_deletes_only_checkpoints_this_run_wrote(tmp_path, caplog):
     assert sorted(path.name for path in out.glob("checkpoint-*")) == [
         "checkpoint-0", "checkpoint-2", "checkpoint-3-rotated", "checkpoint-4", "checkpoint-5"]
     assert {name: _listing(out / name) for name in before} == before
-    assert _listing(out / "checkpoint-3-rotated") == [("model.safetensors", 64)]
-    assert (out / "checkpoint-3-rotated" / "model.safetensors").read_bytes() == b"u" * 64
+    assert _listing(out / "checkpoint-3-rotated") == [("model.safetensors", 80)]
+    assert (out / "checkpoint-3-rotated" / "model.safetensors").read_bytes() == b"u" * 80
     kept = [record.getMessage() for record in caplog.records if "is kept as it is and not counted" in record.message]
     assert len(kept) == 3, kept  # checkpoint-0, -2, -4, each said once
     assert any("checkpoint-0" in line and "no readable croc_manifest.json" in line for line in kept)
@@ -209,3 +210,22 @@ def test_a_card_an_earlier_version_wrote_without_a_record_is_the_runs(two_steps,
     run()
     assert "| max_steps | 4 |" in (out / CARD_NAME).read_text() and not (out / SIDE_CARD_NAME).exists()
     assert "was changed since this run wrote it" not in capsys.readouterr().err
+
+
+def test_rotation_frees_the_checkpoints_of_a_folder_copied_without_its_file_times(two_steps, tiny_model, data,
+                                                                                   tmp_path, capsys):
+    """An output_dir copied by a tool that keeps no times, each folder's manifest first (sorted order): every other
+    file was newer than its manifest, taken for one the user changed, and rotation kept every checkpoint whole as
+    `-rotated` (weights and optimiser state: a full disk at 7B)."""
+    out = tmp_path / "copied"
+    for source in sorted(two_steps.rglob("*")):
+        target = out / source.relative_to(two_steps)
+        if source.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+            time.sleep(0.002 if source.name == MANIFEST else 0)  # the manifest older than what follows it
+    train_module.main(_argv(out, tiny_model, data, "--max_steps=4", "--resume_accept_changes=[max_steps]",
+                            "--save_total_limit=1"))
+    assert sorted(path.name for path in out.glob("checkpoint-*")) == ["checkpoint-4"]
