@@ -5,8 +5,8 @@ loaded node), and its last ones tearing the process group down. A SIGTERM there,
 the process with the default action (status 143), which a job script that requeues on `PREEMPTED_EXIT_CODE` takes for
 a failure. `hold_preemption_signals` is the first thing the command runs: it records such a signal and does nothing
 else; `StopSignals` adopts it when it takes over (the run then stops before its first step, with nothing to save, as
-for a signal received while the model loads), and when it gives the handlers back, after the run is over, a late
-signal is recorded and let go (the run finished). A signal the run's config does not name as a preemption signal is
+for a signal received while the model loads), and when it gives the handlers back, after the run is over, the
+default actions come back (a process stuck in its teardown can still be ended). A signal the run's config does not name as a preemption signal is
 delivered again with its default action once the config is read, as if it had just arrived. Ctrl-C outside the run's
 handler ends the command at once with status 130 and one line, not an import's traceback.
 
@@ -56,6 +56,14 @@ def release_held_signals(kept: tuple[signal.Signals, ...]) -> None:
         number = signal.Signals[name]
         if number not in kept and signal.getsignal(number) in (_record, _interrupt):
             signal.signal(number, signal.SIG_DFL if number != signal.SIGINT else signal.default_int_handler)
+
+
+def after_the_run(handler):
+    """The handler a signal gets back when the run's own lets go of it: its default action where it was held from
+    the start (a late SIGTERM ends the command as it would have ended any), else `handler`."""
+    if handler is _record:
+        return signal.SIG_DFL
+    return signal.default_int_handler if handler is _interrupt else handler
 
 
 def take_held_signal() -> signal.Signals | None:

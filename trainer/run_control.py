@@ -52,6 +52,7 @@ from transformers import TrainerCallback
 
 from .early_signals import (
     PREEMPTION_SIGNAL_CHOICES,
+    after_the_run,
     deliver_with_default_action,
     release_held_signals,
     take_held_signal,
@@ -131,7 +132,7 @@ class StopSignals:
 
     def restore(self) -> None:
         for number, handler in self._previous.items():
-            signal.signal(number, handler)
+            signal.signal(number, after_the_run(handler))
         self._previous.clear()
 
     def _handle(self, number: int, frame) -> None:
