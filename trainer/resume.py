@@ -301,7 +301,10 @@ def continue_hint(args, checkpoint: str | Path) -> str:
     if explicit in (None, False) and not args.auto_resume:
         return (f"continue with --resume_from_checkpoint={checkpoint} (with auto_resume=false the same command "
                 "would start over)")
-    return "rerun the same command to continue"
+    return SAME_COMMAND_CONTINUES
+
+
+SAME_COMMAND_CONTINUES = "rerun the same command to continue"
 
 
 __all__ = ["continue_hint", "finished_step", "main_process_decides", "output_dir_lock", "plan_resume"]

@@ -60,6 +60,7 @@ from .model_loading import (
 from .output_lock import OutputDirLock
 from .resolve import resolve_config
 from .resume import (
+    SAME_COMMAND_CONTINUES,
     check_output_dir,
     continue_hint,
     finished_step,
@@ -166,17 +167,23 @@ def main(argv: list[str] | None = None) -> CrocTrainer | None:
         try:
             return _run(model_args, data_args, args, stage, signals, lock)
         except KeyboardInterrupt as interrupt:  # Ctrl-C twice: what a rerun does depends on what is saved
-            interrupt.add_note(_interrupted_line(args.output_dir))
+            interrupt.add_note(_interrupted_line(args))
             raise
 
 
-def _interrupted_line(output_dir: str) -> str:
-    """The line a run stopped by Ctrl-C twice ends with: whether a rerun resumes, and from where. The newest
-    checkpoint is judged by its files' sizes only: the user asked to stop now, not to hash a 7B checkpoint."""
-    newest = next((folder for folder in checkpoint_folders(output_dir)
+def _interrupted_line(args) -> str:
+    """The line a run stopped by Ctrl-C twice ends with: whether a rerun resumes, and from where (as any stopped
+    run says it, `continue_hint`: with `auto_resume=false` or another checkpoint named, the same command would not).
+    The newest checkpoint is judged by its files' sizes only: the user asked to stop now, not to hash a 7B one."""
+    newest = next((folder for folder in checkpoint_folders(args.output_dir)
                    if checkpoint_problem(folder, hashes=False) is None), None)
-    then = (f"rerunning the same command resumes from {newest.name}, the newest checkpoint in output_dir" if newest
-            else "no checkpoint was written yet, so rerunning the same command starts the run over")
+    hint = None if newest is None else continue_hint(args, newest)
+    if newest is None:
+        then = "no checkpoint was written yet, so rerunning the same command starts the run over"
+    elif hint == SAME_COMMAND_CONTINUES:
+        then = f"rerunning the same command resumes from {newest.name}, the newest checkpoint in output_dir"
+    else:
+        then = f"{newest.name} is the newest checkpoint in output_dir: {hint}"
     return f"interrupted (Ctrl-C twice): the step in progress was not saved; {then}"
 
 

@@ -219,6 +219,19 @@ def test_ctrl_c_twice_before_any_checkpoint_says_the_rerun_starts_over(tiny_mode
     assert not list(out.glob("checkpoint-*"))
 
 
+def test_ctrl_c_twice_with_auto_resume_off_says_how_to_continue(tiny_model, data, tmp_path, monkeypatch, capsys):
+    """With auto_resume=false the same command starts over (the checkpoints set aside): the line promised it
+    resumed from the newest checkpoint."""
+    signal_during_step(monkeypatch, 2, signal.SIGINT, signal.SIGINT)
+    out = tmp_path / "run"
+    status, message = cli_exit(_argv(out, tiny_model, data, "--save_strategy=steps", "--save_steps=1",
+                                     "--auto_resume=false"), monkeypatch, capsys)
+    assert (status, message) == (130, "interrupted (Ctrl-C twice): the step in progress was not saved; checkpoint-1 "
+                                      "is the newest checkpoint in output_dir: continue with --resume_from_checkpoint="
+                                      f"{out / 'checkpoint-1'} (with auto_resume=false the same command would start "
+                                      "over)")
+
+
 def test_a_log_file_on_a_disk_full_for_a_moment_loses_lines_not_the_stream():
     """A log file (`> train.log`) on a disk a checkpoint filled: a write fails with ENOSPC, then the disk has room
     again. Only a reader that is gone (EPIPE, EIO) is gone for good: the stream went to /dev/null at the first failed
