@@ -426,13 +426,20 @@ def generate_synthetic_scenes(
     return replace(made, out_dir=out)
 
 
+# How the generator names its images (`Scene.image`), the only files of an earlier folder a rerun removes.
+_IMAGE_NAME = re.compile(r"images/\d{6}\.png")
+
+
 def _earlier_images(out: Path) -> set[str]:
     """The images an earlier run of this generator wrote into `out` (relative names): those its scenes.json lists,
-    or, where a rerun stopped midway left none readable, every file named as the generator names them."""
+    or, where a rerun stopped midway left none readable, every file there named as the generator names them. Only
+    names of that form, whatever a scenes.json edited by hand says (`../notes.txt` would lead out of the folder)."""
     try:
-        return {record["image"] for record in json.loads((out / "scenes.json").read_text(encoding="utf-8"))["scenes"]}
+        listed = {record["image"] for record in
+                  json.loads((out / "scenes.json").read_text(encoding="utf-8"))["scenes"]}
     except (OSError, ValueError, KeyError, TypeError):
-        return {f"images/{path.name}" for path in (out / "images").glob("*.png") if re.fullmatch(r"\d{6}\.png", path.name)}
+        listed = {f"images/{path.name}" for path in (out / "images").glob("*.png")}
+    return {name for name in listed if isinstance(name, str) and _IMAGE_NAME.fullmatch(name)}
 
 
 def _write_scenes(out: Path, test: set[int], val: set[int], *, num_images: int, seed: int, image_size: int,

@@ -66,10 +66,16 @@ def test_a_rerun_with_fewer_images_leaves_only_its_own(tmp_path, scenes_record):
     if scenes_record == "lost":
         (out / "scenes.json").write_text("{")
         (out / ".synth-unfinished").write_text("")
+    else:  # a hand-edited record naming a file outside the images: never removed
+        record = json.loads((out / "scenes.json").read_text())
+        record["scenes"].append({"image": "../notes.txt"})
+        (out / "scenes.json").write_text(json.dumps(record))
+        (tmp_path / "notes.txt").write_text("mine")
     generate_synthetic_scenes(out, num_images=3, seed=11, image_size=SIZE)
     generate_synthetic_scenes(tmp_path / "fresh", num_images=3, seed=11, image_size=SIZE)
     assert sorted(p.name for p in (out / "images").iterdir()) == ["000000.png", "000001.png", "000002.png", "mine.png"]
     assert {k: v for k, v in _digest(out).items() if k != "images/mine.png"} == _digest(tmp_path / "fresh")
+    assert scenes_record == "lost" or (tmp_path / "notes.txt").read_text() == "mine"
 
 
 def test_layout_and_variety(synth, scenes):
