@@ -48,7 +48,7 @@ from .data_report import REPORT_FILE
 from .disk_space import check_disk_space
 from .hub import check_publishing_arguments, hub_dry_run, push, run_folders
 from .lora import apply_lora
-from .model_card import claim_card, edited_card_message, run_provenance
+from .model_card import run_provenance
 from .model_checks import check_finite_start
 from .model_loading import (
     apply_trainable_parts,
@@ -68,6 +68,7 @@ from .resume import (
     output_dir_lock,
     plan_resume,
 )
+from .run_card_file import claim_card, edited_card_message
 from .run_control import RunPreempted, RunStopped, StopSignals, survive_a_lost_reader
 from .run_record import build_run_record, croc_config_dict, processor_fingerprint, write_run_record
 
@@ -218,7 +219,7 @@ def _run(model_args, data_args, args, stage, signals: StopSignals, lock: OutputD
                               training_rows.start_rejections, training_rows.fit_verdicts,
                               data_rows=train_dataset.rows_fingerprint, processor=saved_processor)
     resume_from = plan_resume(args, record)  # the checkpoint (verified, same run) or None; before the model loads
-    # A README.md the user edited is kept and the card written beside it (`model_card.save_run_card`, which says so
+    # A README.md the user edited is kept and the card written beside it (`run_card_file.save_run_card`, which says so
     # at the end): said before the hours of training too, while there is time to move it.
     if args.should_save and not claim_card(args.output_dir):
         logger.warning("%s", edited_card_message(args.output_dir))

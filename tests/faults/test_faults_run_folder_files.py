@@ -122,7 +122,7 @@ def test_a_save_never_deletes_a_folder_the_user_made_under_its_name(tmp_path):
 
 
 def test_the_run_card_never_replaces_a_readme_the_user_edited(tmp_path):
-    from trainer.model_card import CARD_RECORD, RunCard, save_run_card
+    from trainer.run_card_file import CARD_RECORD, RunCard, save_run_card
 
     folder = tmp_path / "run"
     card = RunCard("---\nlicense: mit\n---\n\n# run\n\nfirst\n")
