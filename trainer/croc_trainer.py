@@ -54,6 +54,7 @@ from .cli import ConfigError
 from .collator import DATA_REPORT_KEY
 from .croc_rng import MicroBatchDraws, mask_generator, step_draw_offsets
 from .data_report import REJECTS_FILE, DataReport
+from .fingerprints import weights_fingerprint
 from .logging_window import LoggingWindow
 from .metrics import CrocMetrics
 from .output_lock import OutputDirLock
@@ -67,7 +68,7 @@ from .run_control import (
     first_nonfinite_parameter,
     workers_ended_by_sigkill,
 )
-from .run_record import ApplyAcceptedChanges, weights_fingerprint, write_run_record
+from .run_record import ApplyAcceptedChanges, write_run_record
 from .sampler import ModalityGroupedSampler
 from .stages import PARAMETER_GROUPS, parameter_group
 

@@ -326,9 +326,9 @@ class CrocSupervisedDataset(torch.utils.data.Dataset):
 
     @cached_property
     def rows_fingerprint(self) -> dict[str, Any]:
-        """`trainer.run_record.rows_fingerprint` of the rows, computed once: the length check's key and the run
+        """`trainer.fingerprints.rows_fingerprint` of the rows, computed once: the length check's key and the run
         record both need it, and a pass reads every row (an embedded image's bytes included)."""
-        from .run_record import rows_fingerprint
+        from .fingerprints import rows_fingerprint
 
         return rows_fingerprint(self.rows)
 

@@ -38,13 +38,9 @@ from modeling_croc.provenance import expand_home, is_hub_id
 from modeling_croc.write_failures import is_write_failure, write_failure_reason
 
 from .croc_trainer import BASE_CONFIG_DIR, BASE_WEIGHTS_FILE
+from .fingerprints import earlier_weights_fingerprints, weights_fingerprint
 from .model_card import merged_card
-from .run_record import (
-    _VOLATILE_CONFIG_KEYS,
-    earlier_weights_fingerprints,
-    read_run_record,
-    weights_fingerprint,
-)
+from .run_record import _VOLATILE_CONFIG_KEYS, read_run_record
 
 logger = logging.getLogger(__name__)
 

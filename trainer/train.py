@@ -46,6 +46,7 @@ from .croc_trainer import CrocTrainer
 from .data_loading import build_train_dataset, load_training_rows
 from .data_report import REPORT_FILE
 from .disk_space import check_disk_space
+from .fingerprints import processor_fingerprint
 from .hub import check_publishing_arguments, hub_dry_run, push, run_folders
 from .lora import apply_lora
 from .model_card import run_provenance
@@ -70,7 +71,7 @@ from .resume import (
 )
 from .run_card_file import claim_card, edited_card_message
 from .run_control import RunPreempted, RunStopped, StopSignals, survive_a_lost_reader
-from .run_record import build_run_record, croc_config_dict, processor_fingerprint, write_run_record
+from .run_record import build_run_record, croc_config_dict, write_run_record
 
 logger = logging.getLogger("trainer.train")
 

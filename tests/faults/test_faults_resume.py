@@ -293,7 +293,8 @@ def test_the_lora_base_fingerprint_of_a_hub_id_is_its_cached_snapshots(tmp_path,
     an uncached Hub id (a first run records before the weights are fetched) is not compared."""
     import huggingface_hub.constants
 
-    from trainer.run_record import record_differences, weights_fingerprint
+    from trainer.fingerprints import weights_fingerprint
+    from trainer.run_record import record_differences
 
     def fingerprints(saved, current):
         return [d.key for d in record_differences({"lora_base_weights": saved}, {"lora_base_weights": current})]
@@ -322,7 +323,7 @@ def test_the_lora_base_fingerprint_reads_no_training_args(tmp_path):
     """A finished base run rerun to push it rewrites its folder's `training_args.bin` (the pickled arguments, now with
     the push) and leaves its weights: read as a weight file, it refused the resume of the LoRA run on that base as
     other base weights. Its weights still count."""
-    from trainer.run_record import weights_fingerprint
+    from trainer.fingerprints import weights_fingerprint
 
     (tmp_path / "model.safetensors").write_bytes(b"weights" * 1000)
     (tmp_path / "training_args.bin").write_bytes(b"arguments of the run")

@@ -18,13 +18,8 @@ from run_cases import checkpointed_argv as _argv
 from run_cases import cli_exit, curve, signal_during_step
 
 from trainer import train as train_module
-from trainer.run_record import (
-    PROCESSOR,
-    RUN_RECORD,
-    describe_processor_change,
-    record_differences,
-    resume_refusal,
-)
+from trainer.fingerprints import PROCESSOR, describe_processor_change
+from trainer.run_record import RUN_RECORD, record_differences, resume_refusal
 
 
 @pytest.fixture(scope="module")

@@ -557,15 +557,17 @@ def test_an_edit_of_any_code_the_length_check_runs_changes_its_rule(module, tmp_
 def test_a_start_reads_the_rows_for_their_fingerprint_once(tiny_model, tmp_path, monkeypatch):
     """The length check's key and the run record both hold the rows' fingerprint: one pass over every row (an
     embedded image's bytes included) serves both, where the record used to read them all again."""
+    import trainer.fingerprints as fingerprints_module
     import trainer.run_record as run_record_module
 
     passes: list[int] = []
-    original = run_record_module.rows_fingerprint
+    original = fingerprints_module.rows_fingerprint
 
     def counted(rows):
         passes.append(len(rows))
         return original(rows)
 
+    monkeypatch.setattr(fingerprints_module, "rows_fingerprint", counted)
     monkeypatch.setattr(run_record_module, "rows_fingerprint", counted)
     import trainer.data_loading as data_loading_module  # holds its own reference where it imports the name
 

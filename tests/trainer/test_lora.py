@@ -407,8 +407,9 @@ def test_an_older_runs_record_names_its_own_base_by_its_versions_fingerprint(tmp
     from peft import LoraConfig, get_peft_model
 
     from croc_testing.tiny import save_tiny_croc
+    from trainer.fingerprints import _WEIGHT_PIECE_BYTES, _WEIGHT_PIECES
     from trainer.merge_lora import base_mismatch
-    from trainer.run_record import _WEIGHT_PIECE_BYTES, _WEIGHT_PIECES, RUN_RECORD
+    from trainer.run_record import RUN_RECORD
 
     def fingerprint_then(folder):  # `weights_fingerprint` as a run record of that version holds it
         digest = hashlib.sha256()
@@ -508,8 +509,8 @@ def test_merge_cli_names_a_weights_file_cut_short_in_one_line(tmp_path, cut):
 
     from croc_testing.tiny import save_tiny_croc
     from trainer.croc_trainer import BASE_CONFIG_DIR, BASE_WEIGHTS_FILE
+    from trainer.fingerprints import weights_fingerprint
     from trainer.merge_lora import main
-    from trainer.run_record import weights_fingerprint
 
     base = save_tiny_croc(tmp_path / "base")
     model = CrocForConditionalGeneration.from_pretrained(base)
