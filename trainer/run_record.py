@@ -266,15 +266,17 @@ def _epoch_rows(args, num_rows: int) -> int | None:
 def build_run_record(model_args, data_args, args, croc_config: dict[str, Any] | None, rows,
                      start_rejections: dict[str, list[int]] | None = None,
                      fit_verdicts: dict[str, Any] | None = None,
-                     data_rows: dict[str, Any] | None = None, processor: Any = None) -> dict[str, Any]:
+                     data_rows: dict[str, Any] | None = None,
+                     processor_print: dict[str, Any] | None = None) -> dict[str, Any]:
     """The record of a run about to start (see the module docstring), as written to `RUN_RECORD`. `data_rows`:
-    `rows_fingerprint(rows)` where the caller holds it already (a pass over every row). `processor`: the stage's
-    processor as the run saves it (`load_stage_processor(..., bound_to_pool=False)`), where the caller holds it;
-    else it is loaded here again from the model source (configs and tokenizer files, no weights)."""
-    if processor is None:
+    `rows_fingerprint(rows)` where the caller holds it already (a pass over every row). `processor_print`: the
+    `processor_fingerprint` of the stage's processor as the run saves it (`load_stage_processor(...,
+    bound_to_pool=False)`) where the caller holds it; else the processor is loaded here again from the model source
+    (configs and tokenizer files, no weights)."""
+    if processor_print is None:
         from .model_loading import load_stage_processor
 
-        processor = load_stage_processor(model_args, args, bound_to_pool=False)
+        processor_print = processor_fingerprint(load_stage_processor(model_args, args, bound_to_pool=False))
     config = _without_volatile(dict(croc_config or {}))
     croc_keys = [key for key in config if key not in ("text_config", "vision_config")]
     record = {
@@ -306,7 +308,7 @@ def build_run_record(model_args, data_args, args, croc_config: dict[str, Any] | 
         "neftune_noise_alpha": args.neftune_noise_alpha,
         "average_tokens_across_devices": args.average_tokens_across_devices,
         "image_limits": [data_args.max_image_aspect_ratio, data_args.max_image_preprocess_pixels],
-        PROCESSOR: processor_fingerprint(processor),
+        PROCESSOR: processor_print,
         "learning_rate": args.learning_rate,
         **{f"{group}_lr": getattr(args, f"{group}_lr") for group in PARAMETER_GROUPS},
         "lr_scheduler_type": str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)),

@@ -209,7 +209,8 @@ def _run(model_args, data_args, args, stage, signals: StopSignals, lock: OutputD
     # source's sizes, so stage 2 and inference from them see images as the model family does.
     saved_processor = (load_stage_processor(model_args, args, bound_to_pool=False)
                        if hasattr(processor, "limit_visual_tokens") else processor)
-    check_output_dir(args, processor_fingerprint(saved_processor))
+    processor_print = processor_fingerprint(saved_processor)
+    check_output_dir(args, processor_print)
     training_rows = load_training_rows(data_args, args, image_processor=processor.image_processor)
     train_dataset = build_train_dataset(training_rows, processor, args, num_proc=data_args.num_proc)
     try:
@@ -218,7 +219,7 @@ def _run(model_args, data_args, args, stage, signals: StopSignals, lock: OutputD
         raise ConfigError(f"model config: {error}") from None
     record = build_run_record(model_args, data_args, args, croc_config, train_dataset.rows,
                               training_rows.start_rejections, training_rows.fit_verdicts,
-                              data_rows=train_dataset.rows_fingerprint, processor=saved_processor)
+                              data_rows=train_dataset.rows_fingerprint, processor_print=processor_print)
     resume_from = plan_resume(args, record)  # the checkpoint (verified, same run) or None; before the model loads
     # A README.md the user edited is kept and the card written beside it (`run_card_file.save_run_card`, which says so
     # at the end): said before the hours of training too, while there is time to move it.
