@@ -38,10 +38,11 @@ def make_batch(config, rows: int = 2, text_len: int = 6, left_pad: int = 0, seed
 
 
 def make_anyres_batch(config, image_sizes, token_counts, images_per_row, text_len: int = 5, left_pad: int = 0,
-                      seed: int = 0):
+                      seed: int = 0, adjacent: bool = False):
     """Random OneVision-layout rows with images of different token counts: row r holds the next
-    `images_per_row[r]` images, each as its own run of `token_counts[i]` image tokens followed by a text token, then
-    `text_len` answer tokens (supervised). Rows are left-padded to one width (`left_pad` more per row).
+    `images_per_row[r]` images, each as its own run of `token_counts[i]` image tokens followed by a text token (with
+    `adjacent`, the row's images back to back, as `<image><image>` prompts give them, one text token after the last),
+    then `text_len` answer tokens (supervised). Rows are left-padded to one width (`left_pad` more per row).
 
     `pixel_values` is `(num_images, max crops, 3, S, S)` with each image's crops first, as OneVision's image
     processor pads them; `image_sizes` is `(num_images, 2)` (height, width).
@@ -52,8 +53,10 @@ def make_anyres_batch(config, image_sizes, token_counts, images_per_row, text_le
     bodies, image = [], 0
     for row, count in enumerate(images_per_row):
         parts = [torch.tensor([1]), torch.randint(3, 100, (2,), generator=generator)]
-        for _ in range(count):
-            parts += [torch.full((counts[image],), image_id), torch.randint(3, 100, (1,), generator=generator)]
+        for index in range(count):
+            parts.append(torch.full((counts[image],), image_id))
+            if not adjacent or index == count - 1:
+                parts.append(torch.randint(3, 100, (1,), generator=generator))
             image += 1
         prompt = torch.cat(parts)
         answer = torch.randint(3, 100, (text_len,), generator=generator)

@@ -38,7 +38,9 @@ MASKLESS_BACKEND_PREFIXES = ("flash_attention", "paged|flash", "kernels-communit
 
 
 def image_block_ids(image_token_mask: torch.BoolTensor) -> torch.LongTensor:
-    """Paper span: each image's run of visual tokens is one bidirectional block.
+    """Each run of visual tokens as one bidirectional block: the `"image"` span where images are known only by
+    their placeholders (two images with nothing between them make one run; the model, which knows each image's
+    token count, uses `image_extent_block_ids`).
 
     Args:
         image_token_mask: `(B, L)` True at visual-token positions.

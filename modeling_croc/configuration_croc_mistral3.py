@@ -19,7 +19,7 @@ class CrocMistral3Config(CrocFieldsMixin, Mistral3Config):
     its `image_sizes` entry, so images of one batch have different counts. Pixtral's processor closes every row of
     an image's placeholders with `[IMG_BREAK]` (the last with `[IMG_END]`): those are text tokens, never visual
     tokens, never replaced by the pool nor reconstructed; in the `"image"` span the block is the image's whole extent,
-    its break tokens included (`CrocMistral3Model.croc_image_block_ids`). The construction-time check of the pool
+    its break tokens included (`CrocModelMixin.croc_image_block_ids`). The construction-time check of the pool
     size uses one merged token; larger images are checked when they arrive.
     """
 

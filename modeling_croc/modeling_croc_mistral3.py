@@ -20,7 +20,6 @@ from transformers.models.mistral3.modeling_mistral3 import (
     Mistral3PreTrainedModel,
 )
 
-from .attention_mask import image_extent_block_ids
 from .configuration_croc_mistral3 import CrocMistral3Config
 from .parent_wiring import croc_auto_classes_of, register_croc_checkpoint_renames
 from .stage15 import (
@@ -70,12 +69,6 @@ class CrocMistral3Model(CrocModelMixin, CrocMistral3PreTrainedModel, Mistral3Mod
         if image_sizes is None:
             raise ValueError("Mistral 3 images need `image_sizes` (the processor returns them with pixel_values)")
         return list(self.get_image_features(pixel_values, image_sizes, **image_inputs, return_dict=True).pooler_output)
-
-    def croc_image_block_ids(self, image_token_mask: torch.BoolTensor, token_counts: torch.LongTensor
-                             ) -> torch.LongTensor:
-        """`(B, L)` each image's whole extent (its `[IMG]` tokens and the `[IMG_BREAK]` tokens between its rows) as
-        one block: the runs between break tokens would make one block per row."""
-        return image_extent_block_ids(image_token_mask, token_counts)
 
     def image_token_counts(self, image_sizes: torch.Tensor) -> torch.LongTensor:
         """`(num_images,)` merged tokens of each image, from its size alone (no vision tower), as the parent splits

@@ -27,7 +27,6 @@ from transformers.models.smolvlm.modeling_smolvlm import (
     SmolVLMPreTrainedModel,
 )
 
-from .attention_mask import image_extent_block_ids
 from .configuration_croc_smolvlm import CrocSmolVLMConfig
 from .parent_wiring import croc_auto_classes_of, register_croc_checkpoint_renames
 from .stage15 import (
@@ -118,12 +117,6 @@ class CrocLayoutImagesMixin(CrocModelMixin):
             raise ValueError(f"Split images of {counts} placeholders but {tokens.shape[0]} visual tokens from the "
                              "views of pixel_values")
         return list(tokens.split(counts))
-
-    def croc_image_block_ids(self, image_token_mask: torch.BoolTensor, token_counts: torch.LongTensor
-                             ) -> torch.LongTensor:
-        """`(B, L)` each image's whole extent (its views' placeholders and the view markers between them) as one
-        block: the runs would make one block per view."""
-        return image_extent_block_ids(image_token_mask, token_counts)
 
 
 class CrocLayoutImagesGenerationMixin(CrocForConditionalGenerationMixin):

@@ -30,7 +30,7 @@ from .attention_mask import (
     attention_layer_types,
     bidirectional_block_ids,
     build_mixed_attention_mask,
-    image_block_ids,
+    image_extent_block_ids,
     is_packed_batch,
     packed_segment_ids,
     prepare_packed_forward,
@@ -232,8 +232,8 @@ class CrocModelMixin:
     * `croc_final_norm`, for a family whose language model's final norm is not at `.norm` (LFM2's);
     * `croc_images_of`, for a family whose vision outputs are not one entry per image (InternVL's tiles,
       SmolVLM's samples);
-    * `croc_image_block_ids`, for a family whose processor interrupts an image's run of placeholders (Pixtral's
-      row breaks): the `"image"` span's blocks;
+    * `croc_image_block_ids`, the `"image"` span's blocks, for a family whose image is not one block from its first
+      placeholder to its last;
     * `image_token_counts` on the generation class, when images have different token counts.
     """
 
@@ -317,15 +317,16 @@ class CrocModelMixin:
     def croc_image_block_ids(self, image_token_mask: torch.BoolTensor, token_counts: torch.LongTensor
                              ) -> torch.LongTensor:
         """The bidirectional blocks of `bidirectional_span="image"`: `(B, L)` long, a block id at the positions of
-        each image's block, -1 elsewhere. By default each run of consecutive visual tokens
-        (`attention_mask.image_block_ids`); a family whose processor puts other tokens inside an image's run
-        returns each image's whole extent (`attention_mask.image_extent_block_ids`).
+        each image's block, -1 elsewhere. Each image's whole extent, told apart by `token_counts`
+        (`attention_mask.image_extent_block_ids`), not by runs of placeholders: two images with nothing between
+        them (`<image><image>` in a LLaVA prompt) are two blocks, and an image whose processor puts other tokens
+        among its placeholders (Pixtral's row breaks, SmolVLM's view markers) is one.
 
         Args:
             image_token_mask: `(B, L)` True at the visual-token positions.
             token_counts: `(num_images,)` visual tokens of each image, in the order they fill the positions.
         """
-        return image_block_ids(image_token_mask)
+        return image_extent_block_ids(image_token_mask, token_counts)
 
     def croc_native_block_ids(self, forward_kwargs: dict) -> torch.LongTensor | None:
         """The bidirectional blocks the parent family's own forward puts into its mask outside stage 1.5 (stages 1

@@ -6,6 +6,8 @@ from transformers import LlavaForConditionalGeneration
 from transformers.cache_utils import Cache
 
 from croc_testing.batches import make_batch
+from croc_testing.family_specs import layer_masks
+from croc_testing.reference_masks import reference_allowed
 from croc_testing.tiny import FLEX_SIZES
 from modeling_croc import CrocForConditionalGeneration
 from modeling_croc.convert import croc_to_llava
@@ -242,18 +244,31 @@ def test_vtr_head_is_used_in_official_preset(make_config):
     assert croc.vtr_head.position_embedding.weight.grad.abs().sum() > 0
 
 
-def test_two_images_in_one_row(make_config):
-    """Several images per row: each image is its own bidirectional block and gets its own mask and assignment."""
+@pytest.mark.parametrize("between", [[6, 7], []], ids=["text-between", "back-to-back"])
+def test_two_images_in_one_row(make_config, between):
+    """Several images per row: each image gets its own mask and assignment and is its own bidirectional block,
+    element by element against the slow reference told each image's token count, also with nothing between the
+    two (`<image><image>`), where one run of placeholders made them one block."""
     config = make_config(croc_pretraining=True)
     croc = _model(config).train()
     tokens = config.image_seq_length
     image = torch.full((tokens,), config.image_token_id)
-    row = torch.cat([torch.tensor([1, 5]), image, torch.tensor([6, 7]), image, torch.tensor([8, 9, 10])])
+    row = torch.cat([torch.tensor([1, 5]), image, torch.tensor(between, dtype=torch.long), image,
+                     torch.tensor([8, 9, 10])])
     input_ids = row[None]
     labels = torch.full_like(input_ids, -100)
     labels[0, -3:] = input_ids[0, -3:]
-    out = croc(input_ids=input_ids, attention_mask=torch.ones_like(input_ids), labels=labels,
-               pixel_values=torch.randn(2, 3, 56, 56), croc_generator=torch.Generator().manual_seed(0))
+    batch = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": labels,
+             "pixel_values": torch.randn(2, 3, 56, 56)}
+    received = layer_masks(croc, lambda: croc(**batch, croc_generator=torch.Generator().manual_seed(0)))
+    expected = reference_allowed(input_ids, batch["attention_mask"], labels, "image", config.image_token_id,
+                                 image_token_counts=[tokens, tokens])
+    for mask in received.values():
+        assert torch.equal(mask[0, 0] == 0, expected[0])  # eager: additive float mask
+    second = 2 + tokens + len(between)
+    assert not expected[0, 2, second] and expected[0, second, 2] and expected[0, 2, 1 + tokens]
+
+    out = croc(**batch, croc_generator=torch.Generator().manual_seed(0))
     assert out.pool_ids.shape == (2, config.num_masked_tokens(tokens))
     assert out.vtr_loss > 0
     for ids in out.pool_ids:

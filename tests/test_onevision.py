@@ -21,6 +21,8 @@ from transformers import (
 
 from croc_testing.backbones import backbone_fields
 from croc_testing.batches import make_anyres_batch
+from croc_testing.family_specs import layer_masks
+from croc_testing.reference_masks import reference_allowed
 from modeling_croc import CrocOnevisionConfig, CrocOnevisionForConditionalGeneration, CrocOnevisionModel
 from modeling_croc.convert import croc_to_llava, export_llava_folder
 
@@ -119,6 +121,33 @@ def test_stage15_with_different_token_counts(scope):
     grads = croc.prompt_pool.weight.grad.abs().sum(-1)
     assert grads[assigned].gt(0).all() and grads[~assigned].eq(0).all()
     assert croc.vtr_head.proj.weight.grad.abs().sum() > 0
+
+
+def test_images_back_to_back_are_each_their_own_block():
+    """`<image><image>` leaves nothing between two images' placeholders: each image is still its own bidirectional
+    block (`span="image"`), element by element against the slow reference told each image's token count; a run of
+    placeholders made both one block, image 1 reading image 2's later tokens."""
+    croc = _model(_config(croc_pretraining=True, bidirectional_span="image")).train()
+    sizes = SIZES[:3]
+    counts = croc.image_token_counts(None, len(sizes), image_sizes=torch.tensor(sizes))
+    batch = make_anyres_batch(croc.config, sizes, counts, [2, 1], left_pad=2, adjacent=True)
+    with torch.no_grad():
+        received = layer_masks(croc, lambda: croc(**batch, croc_generator=torch.Generator().manual_seed(0)))
+    text_config = croc.config.text_config
+    real = batch["attention_mask"].bool()
+    for index, mask in received.items():  # a full and a sliding layer (qwen2's window of 8)
+        window = text_config.sliding_window if text_config.layer_types[index] == "sliding_attention" else None
+        expected = reference_allowed(batch["input_ids"], batch["attention_mask"], batch["labels"], "image",
+                                     croc.config.image_token_id, window, image_token_counts=counts.tolist())
+        allowed = mask[:, 0] == 0  # eager: additive float mask
+        for row in range(real.shape[0]):
+            assert torch.equal(allowed[row][real[row]], expected[row][real[row]]), (index, row)
+    start = int((batch["input_ids"][0] == croc.config.image_token_id).nonzero()[0])
+    image_1, image_2 = range(start, start + int(counts[0])), range(start + int(counts[0]),
+                                                                    start + int(counts[0] + counts[1]))
+    allowed = received[0][0, 0] == 0
+    assert allowed[image_1[0], image_1[-1]] and allowed[image_2[0], image_2[-1]]
+    assert not allowed[image_1[0], image_2[0]] and allowed[image_2[0], image_1[0]]  # earlier tokens: causal
 
 
 def test_masked_positions_count_per_image_for_the_trainer():

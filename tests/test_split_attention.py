@@ -160,6 +160,21 @@ def test_split_equals_the_mask_path_on_every_backbone_padded(text, vision, span)
     _assert_same_step(masked.train(), split.train(), batch, real=batch["attention_mask"].bool())
 
 
+def test_split_equals_the_mask_path_with_images_back_to_back():
+    """Two images with nothing between them (`<image><image>`) are two blocks that touch: the split's segments
+    compute what the mask path's mask allows."""
+    masked, split = _pair(_config("llama", "clip", croc_pretraining=True, bidirectional_span="image"))
+    config = masked.config
+    image = torch.full((config.image_seq_length,), config.image_token_id)
+    input_ids = torch.cat([torch.tensor([1, 5]), image, image, torch.tensor([8, 9, 10])])[None]
+    labels = torch.full_like(input_ids, IGNORE_INDEX)
+    labels[0, -3:] = input_ids[0, -3:]
+    size = config.vision_config.image_size
+    batch = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids), "labels": labels,
+             "pixel_values": torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0))}
+    _assert_same_step(masked.train(), split.train(), batch)
+
+
 @pytest.mark.parametrize("span", ["image", "prompt"])
 @pytest.mark.parametrize("text", SPLIT_CAPABLE)
 def test_split_equals_the_mask_path_on_every_language_model_packed(text, span):
