@@ -5,10 +5,10 @@ Trainer's own ignore patterns (checkpoints, `_*`) and any other checkpoint folde
 stay local at any depth: `training_args.bin` (the pickled arguments, `--hub_token` among them), the data report and
 rejected rows (local data paths), TensorBoard logs, hidden files (the run lock, publish markers). A symbolic link is
 never followed: one the set would take is refused (`check_no_links`). JSON files go up with local paths in their path
-fields written as folder names (`write_upload_set`: a LoRA adapter's `base_model_name_or_path`). Both publishes write
-that set into a staging folder inside `output_dir` (hard links) and scan it for tokens, local paths and the user name
-(`modeling_croc.upload_scan`), refusing with one line; the dry run then fills DIR from it, the push uploads exactly
-that file list in one commit.
+fields written as folder names, or as null where something loads from them (a LoRA adapter's
+`base_model_name_or_path`): `write_upload_set`. Both publishes write that set into a staging folder inside
+`output_dir` (hard links) and scan it for tokens, local paths and the user name (`modeling_croc.upload_scan`),
+refusing with one line; the dry run then fills DIR from it, the push uploads exactly that file list in one commit.
 
 `check_publishing_arguments` runs before the model loads: the dry-run folder rule, the push strategy and a token, an
 `output_dir` clear of the run's sources and of links, and the files a save carries over from a local model source.
@@ -95,6 +95,11 @@ LOADED_BY_NAME = ("model.safetensors", "model-*-of-*.safetensors", "model.safete
                   "adapter_model.safetensors", "adapter_model.bin", "adapter_config.json")
 # JSON fields that name a folder: a local path there is written as the folder's name in the upload.
 PATH_FIELDS = ("_name_or_path", "name_or_path", "base_model_name_or_path", "best_model_checkpoint")
+# Path fields something loads from: a local path there goes up as null, not as a name. transformers and PEFT load an
+# adapter's `base_model_name_or_path` wherever the downloader runs: `stage1_5` there is whatever folder of that name
+# the working directory holds (an adapter put on other weights, silently), or else the Hub repository of that name,
+# someone else's. The card names the base; `trainer.merge_lora --base` takes it and checks its weights.
+LOADED_PATH_FIELDS = ("base_model_name_or_path",)
 STAGING_PREFIX = ".hub-upload-"
 DRY_RUN_OPTION = "--hub_dry_run"
 
@@ -317,13 +322,13 @@ def _folder_name(value: str) -> str:
 
 
 def _without_local_paths(node: Any) -> bool:
-    """Write each local path in a `PATH_FIELDS` field of the JSON value `node` as its last component, in place.
-    Returns whether anything changed."""
+    """Write each local path in a `PATH_FIELDS` field of the JSON value `node` as its last component (as null in a
+    `LOADED_PATH_FIELDS` field), in place. Returns whether anything changed."""
     changed = False
     if isinstance(node, dict):
         for key, value in node.items():
             if key in PATH_FIELDS and isinstance(value, str) and _is_local_path(value):
-                node[key] = _folder_name(value)
+                node[key] = None if key in LOADED_PATH_FIELDS else _folder_name(value)
                 changed |= node[key] != value  # `my base` (no Hub id, yet a name already) stays as it is
             else:
                 changed |= _without_local_paths(value)

@@ -64,6 +64,12 @@ def find_base(adapter_dir: str | Path, base: str | None = None) -> str:
         return base
     recorded = recorded_base(adapter_dir)
     if not recorded:
+        # A pushed adapter names a local base nowhere PEFT loads from (`trainer.hub.LOADED_PATH_FIELDS`); its base
+        # config keeps the folder's name.
+        named = _base_config_name(adapter_dir)
+        if named:
+            raise ValueError(f"{adapter_dir}: its adapters were trained on the base `{named}` (a local folder, named "
+                             "only); pass --base BASE (that base model's folder or Hub id)")
         raise ValueError(f"{adapter_dir}: the adapter config names no base model; pass --base BASE (the folder or "
                          "Hub id of the model the adapters were trained on)")
     if Path(recorded).expanduser().is_dir():
@@ -77,6 +83,16 @@ def find_base(adapter_dir: str | Path, base: str | None = None) -> str:
     # on another machine this is the usual case: the reason was "BASE is not a model folder: it has no config.json".
     raise ValueError(f"{adapter_dir}: its adapters were trained on the base `{recorded}`, which is neither a folder "
                      "here nor a Hub repository in the cache; pass --base BASE (that base model's folder or Hub id)")
+
+
+def _base_config_name(adapter_dir: str | Path) -> str | None:
+    """The name of the base the run's `BASE_CONFIG_DIR/config.json` was saved from (its `_name_or_path`), or None."""
+    try:
+        config = json.loads((Path(adapter_dir) / BASE_CONFIG_DIR / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    name = config.get("_name_or_path") if isinstance(config, dict) else None
+    return Path(name).name if isinstance(name, str) and name else None
 
 
 def _architecture(config: dict) -> dict:

@@ -527,7 +527,7 @@ def test_upload_set_leaves_local_records_out_and_writes_path_fields_as_names(tmp
     trainer_hub.write_upload_set(out, selected, target)
     assert json.loads((target / "base_config/config.json").read_text()) == {"_name_or_path": "stage1", "a": 1}
     assert json.loads((target / "adapter_config.json").read_text()) == {
-        "base_model_name_or_path": "base", "r": 4, "nested": {"name_or_path": "someone/hub-model"}}
+        "base_model_name_or_path": None, "r": 4, "nested": {"name_or_path": "someone/hub-model"}}
     for name in ("README.md", "config.json", "model.safetensors", "tokenizer.json"):  # untouched
         assert (target / name).read_bytes() == (out / name).read_bytes()
 
@@ -535,7 +535,9 @@ def test_upload_set_leaves_local_records_out_and_writes_path_fields_as_names(tmp
 def test_relative_local_paths_in_path_fields_go_up_as_names(tmp_path):
     """`--model.name_or_path=../team/client-x/base` (or a relative output_dir's best checkpoint) is stored as typed:
     no local root, user name or run folder of the scan is in it, so only writing it as a name keeps it local. A value
-    spelled as a Hub id (`org/name`) stays."""
+    spelled as a Hub id (`org/name`) stays. An adapter's base goes up as null: transformers loads an adapter folder
+    onto its `base_model_name_or_path`, and a name there is whatever folder of that name the downloader's working
+    directory holds (the adapters were put on other weights, silently) or the Hub repository of that name."""
     out, target = tmp_path / "out", tmp_path / "target"
     out.mkdir()
     (out / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "../team/client-x/base"}))
@@ -544,7 +546,7 @@ def test_relative_local_paths_in_path_fields_go_up_as_names(tmp_path):
         "_name_or_path": "someone/hub-model"}, "vision_config": {"_name_or_path": ""}}))
     files = ["adapter_config.json", "config.json", "trainer_state.json"]
     trainer_hub.write_upload_set(out, files, target)
-    assert json.loads((target / "adapter_config.json").read_text()) == {"base_model_name_or_path": "base"}
+    assert json.loads((target / "adapter_config.json").read_text()) == {"base_model_name_or_path": None}
     assert json.loads((target / "trainer_state.json").read_text()) == {"best_model_checkpoint": "checkpoint-4"}
     assert json.loads((target / "config.json").read_text()) == {"_name_or_path": "s2", "text_config": {
         "_name_or_path": "someone/hub-model"}, "vision_config": {"_name_or_path": ""}}  # Hub ids stay
@@ -562,4 +564,4 @@ def test_a_relative_local_folder_spelled_as_a_hub_id_goes_up_as_its_name(tmp_pat
                                                          "nested": {"name_or_path": "someone/hub-model"}}))
     trainer_hub.write_upload_set(out, ["adapter_config.json"], target)
     assert json.loads((target / "adapter_config.json").read_text()) == {
-        "base_model_name_or_path": "stage1", "nested": {"name_or_path": "someone/hub-model"}}
+        "base_model_name_or_path": None, "nested": {"name_or_path": "someone/hub-model"}}

@@ -3,6 +3,7 @@ folder that loads with `from_pretrained` and gives the PEFT model's logits."""
 
 from __future__ import annotations
 
+import shutil
 import warnings
 
 import pytest
@@ -354,6 +355,11 @@ def test_a_downloaded_adapter_merges_onto_the_base_given_with_base_and_only_that
             param.add_(0.01)
     retrained.save_pretrained(tmp_path / "retrained")
     assert "other weights" in refusal("--base", str(tmp_path / "retrained"))
+    # transformers loads an adapter folder onto the base its adapter_config.json names: by folder name, that was the
+    # downloader's own folder of that name (these other weights here), without a word. It names none now.
+    shutil.copytree(tmp_path / "retrained", elsewhere / stage1_dir.name)
+    with pytest.raises((OSError, ValueError, TypeError)):
+        AutoModelForImageTextToText.from_pretrained(downloaded)
 
     main([str(downloaded), "--out", str(tmp_path / "merged"), "--base", str(stage1_dir)])
     merged, info = AutoModelForImageTextToText.from_pretrained(tmp_path / "merged", output_loading_info=True)
