@@ -27,6 +27,7 @@ from .model_folders import (
     ModelFolderError,
     checked_from_pretrained,
     hub_model_problem,
+    model_folder_problem,
     nothing_at,
     overlong_name,
 )
@@ -201,7 +202,11 @@ def main(argv: Iterable[str] | None = None) -> None:
         raise SystemExit(f"chat error: {args.model_dir} is a file: give the model folder that holds it")
     if Path(args.model_dir).expanduser().is_dir():
         # A local folder without config.json (or with a broken one) is no model: said as the loader and the trainer
-        # say it, before AutoProcessor's "Unrecognized processing class" about a processor it never had.
+        # say it, before AutoProcessor's "Unrecognized processing class" about a processor it never had; a LoRA
+        # run's adapter folder with the command that merges it into one.
+        problem = model_folder_problem(Path(args.model_dir).expanduser())
+        if problem is not None:
+            raise SystemExit(f"chat error: {problem}")
         try:
             saved_config(Path(args.model_dir).expanduser())
         except ValueError as error:

@@ -35,6 +35,7 @@ from .model_folders import (
     ModelFolderError,
     checked_from_pretrained,
     folder_processor,
+    model_folder_problem,
     reading_weights,
     weight_gaps,
 )
@@ -60,7 +61,7 @@ def saved_config(path: str | Path) -> dict:
     object in UTF-8."""
     config_file = Path(path) / "config.json"
     if not config_file.is_file():
-        raise ValueError(f"{path} is not a model folder: it has no config.json")
+        raise ValueError(model_folder_problem(path))
     try:
         config = json.loads(config_file.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:  # the file and the place, as for the data files

@@ -12,6 +12,7 @@ import json
 import os
 import pickle
 import re
+import shlex
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -131,6 +132,21 @@ def nothing_at(value: str | Path) -> str:
     return said
 
 
+def model_folder_problem(folder: str | Path) -> str | None:
+    """Why the local folder `folder` is no model folder, in one line, or None when it has a config.json. A LoRA run's
+    adapters (`adapter_config.json` and its weights, no config.json) are said to be that, with the command that
+    merges them into a model: every command given one (conversion, chat, training) otherwise said "it has no
+    config.json", or transformers' "Unrecognized model ... Should have a `model_type` key", and never what to run."""
+    path = Path(folder)
+    if (path / "config.json").is_file():
+        return None
+    if (path / "adapter_config.json").is_file():
+        return (f"{folder} is a LoRA adapter folder (adapter_config.json, no config.json), not a model: merge it into "
+                f"one with `python -m trainer.merge_lora {shlex.quote(str(folder))} --out MERGED [--base BASE]` "
+                "(BASE: the model it was trained on, when adapter_config.json's is not here) and use MERGED")
+    return f"{folder} is not a model folder: it has no config.json"
+
+
 def hub_model_problem(value: str) -> str | None:
     """Why the Hub id `value` (no local folder) cannot be had here, in a few words, or None when its config.json
     is at hand (the cache only, offline): offline and not cached, no network, no such or a gated repository, no
@@ -199,6 +215,7 @@ __all__ = [
     "ModelFolderError",
     "check_weight_files",
     "hub_model_problem",
+    "model_folder_problem",
     "nothing_at",
     "overlong_name",
     "NAME_MAX",

@@ -208,3 +208,21 @@ def test_chat_cli_a_hub_id_still_goes_to_the_processor_load(tmp_path, monkeypatc
     with pytest.raises(SystemExit) as stop:
         main(["some-org/some-model", "--question", "What colour?"])
     assert "reached the Hub load of some-org/some-model" in str(stop.value.code), stop.value.code
+
+
+def test_chat_cli_a_lora_adapter_folder_is_said_to_be_one_with_the_merge_command(tmp_path, monkeypatch):
+    """It was "not a model folder: it has no config.json", without a word of the merge that makes one (found by a
+    hostile tester); the line is `model_folder_problem`'s, which the conversions say too."""
+    from transformers import AutoProcessor
+
+    monkeypatch.setattr(AutoProcessor, "from_pretrained", lambda *args, **kwargs: pytest.fail("loaded a processor"))
+    adapter = tmp_path / "lora"
+    adapter.mkdir()
+    (adapter / "adapter_config.json").write_text('{"peft_type": "LORA"}')
+    (adapter / "adapter_model.safetensors").write_bytes(b"")
+    with pytest.raises(SystemExit) as stop:
+        main([str(adapter), "--question", "What colour?"])
+    assert str(stop.value.code) == (
+        f"chat error: {adapter} is a LoRA adapter folder (adapter_config.json, no config.json), not a model: merge it "
+        f"into one with `python -m trainer.merge_lora {adapter} --out MERGED [--base BASE]` (BASE: the model it was "
+        "trained on, when adapter_config.json's is not here) and use MERGED")

@@ -20,7 +20,7 @@ import torch
 from data_recipes import recorded_image_root, unfinished_build
 from modeling_croc.constants import HALF_DTYPES
 from modeling_croc.loading import source_kind
-from modeling_croc.model_folders import hub_model_problem, nothing_at, overlong_name
+from modeling_croc.model_folders import hub_model_problem, model_folder_problem, nothing_at, overlong_name
 from modeling_croc.provenance import HUB_ID, LICENSE_ID, OTHER_LICENSE
 
 from .checkpoint_io import is_complete_checkpoint
@@ -145,13 +145,9 @@ def check_checkpoint_layout(path: str) -> None:
         raise ConfigError(f"model folder {path} is a file: give the folder that holds config.json and the weights")
     if not folder.is_dir():
         raise ConfigError(f"model folder {path} does not exist")
-    if (folder / "adapter_config.json").is_file() and not (folder / "config.json").is_file():
-        raise ConfigError(
-            f"{path} holds a LoRA adapter, not a full model: merge it first with "
-            f"`python -m trainer.merge_lora {path} --out MERGED_DIR` and point to MERGED_DIR"
-        )
-    if not (folder / "config.json").is_file():
-        raise ConfigError(f"{path} is not a model folder: it has no config.json")
+    problem = model_folder_problem(path)  # no config.json: a LoRA adapter folder (what merges it), or no model
+    if problem is not None:
+        raise ConfigError(problem)
     try:
         kind = source_kind(folder)
     except ValueError as error:

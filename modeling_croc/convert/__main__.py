@@ -26,7 +26,7 @@ from ..conversion import (
     convert_original_checkpoint,
     written_whole,
 )
-from ..model_folders import hub_model_problem, nothing_at, overlong_name
+from ..model_folders import hub_model_problem, model_folder_problem, nothing_at, overlong_name
 from ..presets import CROC_PRESET_NAMES
 from ..provenance import expand_home, is_hub_id
 from ..write_failures import is_out_of_room, write_failure_reason
@@ -137,6 +137,11 @@ def argument_problem(args) -> str | None:
     problems = []  # every source at once: from-parts with both parts not downloaded yet named only the first
     for name in names[:-1]:
         source = getattr(args, name)
+        if Path(source).is_dir() and model_folder_problem(source):
+            # A LoRA adapter folder or no model at all: every source is read by its config.json (to-llava's was
+            # transformers' "Unrecognized model ... Should have a `model_type` key" about a file that is not there).
+            problems.append(f"{_label(args, name)} {model_folder_problem(source)}")
+            continue
         if Path(source).exists():
             continue
         if not is_hub_id(source):

@@ -225,7 +225,7 @@ def _layout(tmp_path: Path, config: dict | None, weights: bool = True, adapter: 
         ("missing_data", "data.path .* does not exist"),
         ("original_layout", "original LLaVA/Croc repository layout"),
         ("victor_layout", "from-victor SRC OUT"),
-        ("adapter_only", "holds a LoRA adapter"),
+        ("adapter_only", "is a LoRA adapter folder .* not a model: merge it into one with `python -m trainer.merge_lora"),
         ("no_config", "has no config.json"),
         ("wrong_model_type", "model_type='bert'"),
         ("no_weights", "no weights"),
