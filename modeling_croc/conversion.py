@@ -13,9 +13,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from .convert import stage0_card
+from .convert.common import conversion_card
 from .loading import load_croc
 from .model_folders import NAME_MAX
-from .provenance import carry_card
 
 # The hidden folders next to OUT: the conversion being written, and the old OUT while `--overwrite` swaps in the new.
 STAGING_SUFFIX, REPLACED_SUFFIX = ".convert-partial", ".convert-replaced"
@@ -29,11 +29,20 @@ def _save(model, processor, out_dir: str | Path) -> Path:
     return Path(out_dir)
 
 
-def convert_llava_folder(source: str | Path, out_dir: str | Path, **croc_fields) -> Path:
+def _card(source: str | Path, out_dir: Path, name: str | None, command: str) -> None:
+    """Write the card of a folder converted from `source` (`conversion_card`), titled `name` (OUT's, given by the
+    command, which writes a staging folder) or `out_dir`'s own."""
+    conversion_card(source, name or out_dir.resolve().name,
+                    f"converted to the Croc layout (`python -m modeling_croc.convert {command}`)"
+                    ).save(out_dir / "README.md")
+
+
+def convert_llava_folder(source: str | Path, out_dir: str | Path, *, name: str | None = None, **croc_fields) -> Path:
     """Load the llava folder `source` as Croc (transformers' own llava renames apply) and save it to `out_dir`,
-    with its processor re-saved as a `CrocProcessor` and the licence and base models its card states."""
+    with its processor re-saved as a `CrocProcessor` and a card (`name` its title, default `out_dir`'s name) with
+    the licence and base models the source's card states."""
     out_dir = _save(*load_croc(source, croc_fields=croc_fields), out_dir)
-    carry_card(source, out_dir, "converted to the Croc layout (`python -m modeling_croc.convert`)")
+    _card(source, out_dir, name, "from-llava")
     return out_dir
 
 
@@ -42,13 +51,17 @@ def convert_original_checkpoint(
     out_dir: str | Path,
     vision_tower: str | Path | None = None,
     vocab_multiple: int = 64,
+    *,
+    name: str | None = None,
+    command: str = "from-original",
     **croc_fields,
 ) -> Path:
     """Write `source` (a released fork layout: LLaVA-1.5 / Croc, or ViCToR's `llava_qwen`, which `load_croc` tells
-    apart) as a Croc folder at `out_dir`; arguments as `read_original_checkpoint` / `read_victor_checkpoint`."""
+    apart) as a Croc folder at `out_dir`; arguments as `read_original_checkpoint` / `read_victor_checkpoint`. Its
+    card is titled `name` (default `out_dir`'s name) and names `command` (`from-original` or `from-victor`)."""
     out_dir = _save(*load_croc(source, vision_tower=vision_tower, vocab_multiple=vocab_multiple,
                                croc_fields=croc_fields), out_dir)
-    carry_card(source, out_dir, "converted to the Croc layout (`python -m modeling_croc.convert`)")
+    _card(source, out_dir, name, command)
     return out_dir
 
 

@@ -140,29 +140,4 @@ class Provenance:
                 "license_link": "README.md#licences", "croc_licenses": licenses}
 
 
-def carry_card(source: str | Path, out_dir: str | Path, what: str) -> None:
-    """Write into `out_dir` (a conversion or export of `source`, `what` it is) a card with what `source`'s card says:
-    its licence and the Hub ids among its base models and datasets (a `source` named by Hub id: that id as the base
-    model, with its licence), as a run started from `source`
-    itself would inherit (`trainer.model_card.run_provenance`). Without it the next stage's card said
-    `license: unknown` and no base model, and an exported folder no licence at all, for weights still bound by the
-    source's. Nothing is written when the source's card states none of these."""
-    from huggingface_hub import ModelCard, ModelCardData
-
-    from .loading import local_folder
-
-    provenance = Provenance.of_model_folder(local_folder(source), hub_id=str(source) if is_hub_id(str(source)) else None)
-    if not (provenance.base_models or provenance.licenses or provenance.datasets):
-        return
-    # `license_metadata` names `croc_licenses` itself where there are several: passing it twice was a TypeError.
-    data = ModelCardData(**{"croc_licenses": provenance.licenses or None, **provenance.license_metadata()},
-                         library_name="transformers", pipeline_tag="image-text-to-text",
-                         base_model=provenance.base_models or None, datasets=provenance.datasets or None)
-    # A card of several licences links `README.md#licences` (`license_metadata`): the section it names is this one.
-    body = (f"# {Path(out_dir).name}\n\n`{Path(str(source)).name}` {what}.\n\n## Licences\n\nLicences of the source, "
-            "each of which applies: "
-            + (", ".join(f"`{name}`" for name in provenance.licenses) or "none stated in its card") + ".\n")
-    ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}").save(Path(out_dir) / "README.md")
-
-
-__all__ = ["HUB_ID", "LICENSE_ID", "Provenance", "card_metadata", "carry_card", "is_hub_id"]
+__all__ = ["HUB_ID", "LICENSE_ID", "Provenance", "card_metadata", "is_hub_id"]

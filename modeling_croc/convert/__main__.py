@@ -42,10 +42,13 @@ def _preset(args) -> dict:
     return {"croc_preset": args.preset} if getattr(args, "preset", None) else {}
 
 
+# `a.out` is the staging folder; `a.name` OUT's own name, which the card is titled with, and `a.command` the command
+# run, which it names.
 COMMANDS = {
     "from-original": lambda a: convert_original_checkpoint(a.source, a.out, vision_tower=a.vision_tower,
-                                                           vocab_multiple=a.vocab_multiple, **_preset(a)),
-    "from-llava": lambda a: convert_llava_folder(a.source, a.out, **_preset(a)),
+                                                           vocab_multiple=a.vocab_multiple, name=a.name,
+                                                           command=a.command, **_preset(a)),
+    "from-llava": lambda a: convert_llava_folder(a.source, a.out, name=a.name, **_preset(a)),
     "from-parts": lambda a: build_from_parts(a.vision_tower, a.language_model, a.out, vocab_multiple=a.vocab_multiple,
                                              image_aspect_ratio=a.image_aspect_ratio, base_models=a.base_model,
                                              vision_feature_layer=a.vision_feature_layer,
@@ -53,9 +56,10 @@ COMMANDS = {
                                              **_preset(a)),
     # load_croc tells the two fork layouts apart by model_type (llava_qwen is ViCToR's).
     "from-victor": lambda a: convert_original_checkpoint(a.source, a.out, vision_tower=a.vision_tower,
-                                                         vocab_multiple=a.vocab_multiple, **_preset(a)),
-    "to-llava": lambda a: export_llava_folder(a.source, a.out),
-    "to-plain": lambda a: export_llava_folder(a.source, a.out),
+                                                         vocab_multiple=a.vocab_multiple, name=a.name,
+                                                         command=a.command, **_preset(a)),
+    "to-llava": lambda a: export_llava_folder(a.source, a.out, name=a.name, command=a.command),
+    "to-plain": lambda a: export_llava_folder(a.source, a.out, name=a.name, command=a.command),
 }
 
 
@@ -197,7 +201,8 @@ def main(argv: list[str] | None = None) -> None:
     try:
         # Written whole or not at all: the command writes a staging folder, renamed to OUT once it is complete.
         with written_whole(args.out) as staging:
-            COMMANDS[args.command](argparse.Namespace(**{**vars(args), "out": str(staging)}))
+            COMMANDS[args.command](argparse.Namespace(**{**vars(args), "out": str(staging),
+                                                           "name": Path(args.out).expanduser().resolve().name}))
     except Exception as error:
         if is_out_of_room(error):  # written_whole removed the staging folder
             sys.exit(f"convert error: could not write OUT {args.out}: {write_failure_reason(error)}; nothing was written to OUT, which is as "

@@ -212,3 +212,34 @@ def build_processor(
         chat_template=chat_template,
     )
     return with_image_aspect_ratio(processor, image_aspect_ratio)
+
+
+def conversion_card(source: str | Path, name: str, what: str):
+    """The card of a folder converted or exported from `source` (`what` it is: the command that made it): its
+    `name` as the title, the source by folder name or Hub id, and what the source's card says (its licence, the Hub
+    ids among its base models and datasets; a `source` named by Hub id is itself the base model), as a run started
+    from `source` itself would inherit (`trainer.model_card.run_provenance`). Every conversion gets one, `license:
+    unknown` where the source states none: a folder pushed to the Hub without a card says neither what it is nor
+    where it came from. `name` is OUT's: the command writes a hidden staging folder, whose name the title had been.
+    No local path goes into it."""
+    from huggingface_hub import ModelCard, ModelCardData, hf_hub_download
+
+    from ..provenance import Provenance, is_hub_id
+
+    hub_id = str(source) if is_hub_id(str(source)) else None
+    folder = Path(source).expanduser()
+    if hub_id:
+        try:  # the cached card of the Hub model (offline: the cache only); none to be had states nothing
+            folder = Path(hf_hub_download(hub_id, "README.md")).parent
+        except Exception:  # noqa: BLE001 (no card on the Hub, not cached, no network: the id is still the base model)
+            pass
+    provenance = Provenance.of_model_folder(folder, hub_id=hub_id)
+    # `license_metadata` names `croc_licenses` itself where there are several: passing it twice was a TypeError.
+    data = ModelCardData(**{"croc_licenses": provenance.licenses or None, **provenance.license_metadata()},
+                         library_name="transformers", pipeline_tag="image-text-to-text",
+                         base_model=provenance.base_models or None, datasets=provenance.datasets or None)
+    # A card of several licences links `README.md#licences` (`license_metadata`): the section it names is this one.
+    body = (f"# {name}\n\n`{hub_id or folder.resolve().name}` {what}.\n\n## Licences\n\nLicences of the source, each of "
+            "which applies: " + (", ".join(f"`{licence}`" for licence in provenance.licenses) or "none stated in its card")
+            + ".\n")
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}")

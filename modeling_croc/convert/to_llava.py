@@ -27,7 +27,7 @@ from ..configuration_croc_onevision import CrocOnevisionConfig
 from ..constants import CROC_ONLY_PREFIXES
 from ..families import FAMILIES
 from ..model_folders import ModelFolderError, checked_from_pretrained, folder_processor, weight_gaps
-from ..provenance import carry_card
+from .common import conversion_card
 
 # Croc config class -> the plain config and model classes it extends (`families.FAMILIES`).
 PLAIN_COUNTERPARTS: dict[type, tuple[type[PreTrainedConfig], type[PreTrainedModel]]] = {
@@ -77,8 +77,11 @@ def croc_to_llava(model) -> LlavaForConditionalGeneration | LlavaOnevisionForCon
     return plain.eval()
 
 
-def export_llava_folder(croc_dir: str | Path, out_dir: str | Path) -> Path:
-    """Load a Croc folder and write the equivalent plain folder (weights, config, processor files) to `out_dir`."""
+def export_llava_folder(croc_dir: str | Path, out_dir: str | Path, *, name: str | None = None,
+                        command: str = "to-llava") -> Path:
+    """Load a Croc folder and write the equivalent plain folder (weights, config, processor files, card) to
+    `out_dir`. `name`: the folder's name for its card (default `out_dir`'s; the command writes a staging folder
+    first); `command`: the subcommand the card names (`to-llava` or its alias `to-plain`, as run)."""
     from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor, LlavaProcessor
 
     from ..processing_croc import CrocProcessor
@@ -111,7 +114,9 @@ def export_llava_folder(croc_dir: str | Path, out_dir: str | Path) -> Path:
     elif processor is not None:
         processor.save_pretrained(out_dir)
         name_parent_processor(out_dir, type(processor))
-    carry_card(croc_dir, out_dir, "exported to its plain parent layout (`python -m modeling_croc.convert to-plain`)")
+    conversion_card(croc_dir, name or out_dir.resolve().name,
+                    f"exported to its plain parent layout, `{plain.config.model_type}` "
+                    f"(`python -m modeling_croc.convert {command}`)").save(out_dir / "README.md")
     return out_dir
 
 
