@@ -549,6 +549,11 @@ class CrocTrainer(Trainer):
         if "loss" in logs and self._croc_metrics.has_data:
             logs.update(self._croc_metrics.compute(self.accelerator, self.state.global_step))
             logs.update(self._step_learning_rates)
+        if "loss" in logs:  # a training log: a window holding a skipped step is its applied steps' mean
+            window = self.run_control.window_loss(self.state.global_step)
+            if window is not None:
+                logs["loss"] = window
+            self.run_control.logged(self.state.global_step)
         if "train_loss" in logs:  # the Trainer's last entry, logged once `train()` ends
             self._run_mean_train_loss(logs)
         super().log(logs, start_time)

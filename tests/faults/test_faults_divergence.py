@@ -152,6 +152,27 @@ def test_a_skipped_step_does_not_make_every_later_logged_loss_nan_without_the_na
     assert all(math.isfinite(losses["false"][step]) for step in (1, 3, 4))
 
 
+def test_a_window_holding_a_skipped_step_logs_the_mean_of_its_applied_steps(tiny_model, data, tmp_path, monkeypatch):
+    """The Trainer logs a skipped step with a stand-in loss (the window's running mean, added once per micro-batch):
+    alone in its window it was logged as 0.0, a dip where the loss was NaN; sharing a window under gradient
+    accumulation the stand-ins compounded (14% above the applied steps' mean, found by a hostile tester). Logged now:
+    NaN for a window of no applied step, else the applied steps' mean."""
+    _nan_loss_at(monkeypatch, {3})
+    losses = {}
+    def run(out, every):
+        train_module.main(_argv(out, tiny_model, data, "--max_steps=4", "--max_nonfinite_steps=1",
+                                "--gradient_accumulation_steps=2", f"--logging_steps={every}"))
+        return {step: entry["loss"] for step, entry in curve(out).items()}
+
+    losses = {every: run(tmp_path / f"every{every}", every) for every in (1, 4)}
+    assert sorted(losses[1]) == [1, 2, 3, 4] and math.isnan(losses[1][3])
+    assert sorted(losses[4]) == [4]
+    assert losses[4][4] == pytest.approx((losses[1][1] + losses[1][2] + losses[1][4]) / 3, rel=1e-6)
+    # Resumed inside the window, after the skipped step: the checkpoint carries where the window started.
+    shutil.copytree(tmp_path / "every4" / "checkpoint-3", tmp_path / "again" / "checkpoint-3")
+    assert run(tmp_path / "again", 4) == pytest.approx(losses[4], rel=1e-6)
+
+
 class _ScaledTrainer:
     """What `RunControl` reads of a one-process Trainer under fp16 mixed precision: torch's GradScaler on its
     accelerator (accelerate makes one only on a GPU)."""
