@@ -222,10 +222,19 @@ def install_instructions() -> str:
 ADAPTER_INSTRUCTIONS_START = "This folder holds LoRA adapters"
 
 
-def adapter_instructions(base: str) -> str:
-    """What a LoRA run's folder is and how it loads: adapters, not a model (`install_instructions` would be false)."""
-    return (f"{ADAPTER_INSTRUCTIONS_START} (PEFT, `adapter_config.json`) with the fully trained projector, prompt "
-            f"pool and head, for the Croc base folder `{base}` they were trained on; it is not a model folder, and "
+# How the card names the parameter groups (`trainer.stages.PARAMETER_GROUPS`) a LoRA folder holds whole.
+PART_NAMES = {"projector": "projector", "prompt_pool": "prompt pool", "vtr_head": "VTR head",
+              "vision_tower": "vision tower", "language_model": "language model"}
+
+
+def adapter_instructions(base: str, whole_parts: Sequence[str] = ()) -> str:
+    """What a LoRA run's folder is and how it loads: adapters, not a model (`install_instructions` would be false).
+    `whole_parts` are the parameter groups it holds fully trained beside the adapters (`_adapter_whole_parts`): the
+    sentence once named the projector, prompt pool and head whatever the stage, and a stage-2 folder holds no pool."""
+    held = ", ".join(PART_NAMES.get(part, part) for part in whole_parts)
+    return (f"{ADAPTER_INSTRUCTIONS_START} (PEFT, `adapter_config.json`) on the language model"
+            f"{f' with the fully trained {held}' if held else ', and no other weights'}, "
+            f"for the Croc base folder `{base}` they were trained on; it is not a model folder, and "
             f"{LOAD_MODEL} does not load it. `python -m trainer.merge_lora FOLDER --out MERGED --base BASE` (the "
             f"Croc package), BASE being the folder or Hub id of that base (left out: `{base}` as a folder here, then "
             "in the Hub cache), merges them into a plain folder that loads that way, and refuses a base of other "
@@ -259,16 +268,41 @@ def merged_card(adapter_dir: str | Path, merged_name: str) -> ModelCard | None:
     return card
 
 
+def _unwrapped_model(trainer):
+    """`trainer`'s model without its accelerator wrapper (DDP, DeepSpeed), or None."""
+    model, accelerator = getattr(trainer, "model", None), getattr(trainer, "accelerator", None)
+    return accelerator.unwrap_model(model) if model is not None and accelerator is not None else model
+
+
 def _adapter_base(trainer) -> str | None:
     """The base folder's name when `trainer` trains LoRA adapters (its saved folder holds only those), else None."""
-    model, accelerator = getattr(trainer, "model", None), getattr(trainer, "accelerator", None)
-    if model is not None and accelerator is not None:
-        model = accelerator.unwrap_model(model)
+    model = _unwrapped_model(trainer)
     if model is None or not hasattr(model, "get_base_model"):
         return None
     config = next(iter(getattr(model, "peft_config", {}).values()), None)
     base = getattr(config, "base_model_name_or_path", None) or "not recorded"
     return Path(str(base)).name
+
+
+def _adapter_whole_parts(trainer) -> list[str]:
+    """The parameter groups a LoRA run's folder holds whole: those of PEFT's `modules_to_save` copies, which is what
+    the adapter file gets (read from the model, not the stage: a run resumed from an earlier version's checkpoint
+    keeps what that checkpoint kept, `trainer.lora.resumed_modules_to_save`)."""
+    from .stages import PARAMETER_GROUPS, parameter_group
+
+    found = {parameter_group(name) for name, _ in _unwrapped_model(trainer).named_parameters()
+             if ".modules_to_save." in name}
+    return [group for group in PARAMETER_GROUPS if group in found]
+
+
+# A stage-1.5 folder keeps `croc_pretraining: true` in its config, and `croc_objectives_on` (`modeling_croc.stage15`)
+# reads it on every forward: a user fine-tuning the folder with their own loop got the Croc objectives and another
+# loss without a word (the metadata field alone does not say what it does).
+PRETRAINING_NOTE = (
+    "Its config has `croc_pretraining: true`, so every training-mode forward (`model.train()`, as the Hugging Face "
+    "Trainer or a PEFT loop runs it) runs stage 1.5's objectives: visual tokens masked with the prompt pool and the "
+    "VTR loss added, other logits and loss; `generate` and eval-mode forwards run the plain model. To fine-tune it "
+    "with another trainer, set `model.config.croc_pretraining = False` first (this trainer's stage 2 does).")
 
 
 def architecture_line(config) -> str:
@@ -340,12 +374,14 @@ def build_model_card(trainer, model_name: str | None = None) -> ModelCard:
     )
     licences = provenance.licenses or ([args.hub_license] if args.hub_license else [])
     adapter_base = _adapter_base(trainer)
+    whole_parts = _adapter_whole_parts(trainer) if adapter_base is not None else []
     body = [
         f"# {name}",
         "",
         f"Croc (arXiv 2410.14332) **stage {spec.name}**: {spec.description}. {architecture_line(config)}",
         "",
-        install_instructions() if adapter_base is None else adapter_instructions(adapter_base),
+        *([PRETRAINING_NOTE, ""] if config.croc_pretraining else []),
+        install_instructions() if adapter_base is None else adapter_instructions(adapter_base, whole_parts),
         "",
         f"- Croc preset: `{config.croc_preset}`; trained parts: {', '.join(args.trainable_parts)}",
         f"- Base models: {', '.join(provenance.base_models) if provenance.base_models else 'not recorded'}",
