@@ -455,17 +455,89 @@ def _merge(*lists: Sequence[str]) -> list[str]:
     return list(dict.fromkeys(item for items in lists for item in items))
 
 
-def add_eval_results(folder: str | Path, results_files: Sequence[str | Path]) -> ModelCard:
+# lmms-eval's `model_args` keys that name the model scored, in the order its own `_get_model_name` tries them.
+MODEL_ARGS_KEYS = ("peft", "delta", "pretrained", "model", "model_version", "model_name", "model_id", "path")
+
+
+def scored_model(path: str | Path) -> str | None:
+    """The model an lmms-eval results file says it scored: the first of `MODEL_ARGS_KEYS` in `config.model_args` (the
+    command line's `k=v,...` string, or a mapping from Python), else its top-level `model_name`; None if neither."""
+    data = _read_results_json(Path(path))
+    config = data.get("config") if isinstance(data, dict) else None
+    model_args = config.get("model_args") if isinstance(config, dict) else None
+    if isinstance(model_args, str):
+        model_args = dict(part.strip().partition("=")[::2] for part in model_args.split(",") if "=" in part)
+    found = next((model_args[key] for key in MODEL_ARGS_KEYS if isinstance(model_args, dict) and model_args.get(key)),
+                 None) or (data.get("model_name") if isinstance(data, dict) else None)
+    return (str(found).strip() or None) if found else None
+
+
+def _weight_files(folder: Path) -> dict[str, Path]:
+    """`folder`'s weight files by name: safetensors and PyTorch `.bin` files (not `training_args.bin`)."""
+    return {file.name: file for pattern in ("*.safetensors", "*.bin") for file in folder.glob(pattern)
+            if file.name != "training_args.bin"}
+
+
+def _same_weights(folder: Path, other: Path) -> bool:
+    """Whether two folders hold the same weight files (a copy of the evaluated folder): names, then sizes, then
+    digests, so two checkpoints of one run are told apart without hashing where their sizes already differ."""
+    mine, theirs = _weight_files(folder), _weight_files(other)
+    if not mine or mine.keys() != theirs.keys():
+        return False
+    if any(mine[name].stat().st_size != theirs[name].stat().st_size for name in mine):
+        return False
+    return all(file_digest(mine[name]) == file_digest(theirs[name]) for name in mine)
+
+
+def card_title(text: str) -> str | None:
+    """The name a card's heading (`# NAME`) gives its model, or None where it has none."""
+    return next((line[2:].strip() for line in text.split("\n") if line.startswith("# ")), None) or None
+
+
+def scored_model_note(folder: str | Path, results_file: str | Path) -> str | None:
+    """Check that an lmms-eval results file scored the model in `folder`, before its scores go on `folder`'s card.
+
+    Confirmed (None): the file names this folder, resolved, or a folder with identical weight files. Refused
+    (ValueError naming both): it names another folder on this machine, or a model not here whose name is neither the
+    folder's nor the card's (a relative path from another directory, a Hub id): the scores of another model would be
+    published under this one's name, and a mismatched name is evidence of that. Taken with a note: a model not here
+    under this folder's or card's name (evaluated on another machine, a Hub id that is the card's), and a file that
+    records no model. `--same-model` skips this for a folder moved and renamed since it was evaluated."""
+    folder, name = Path(folder).resolve(), Path(results_file).name
+    model = scored_model(results_file)
+    if model is None:
+        return f"{name} records no model: check that it scored this folder"
+    path = Path(model).expanduser()
+    if path.is_dir():
+        if path.resolve() == folder or _same_weights(folder, path):
+            return None
+        raise ValueError(f"{results_file} scored {model} ({path.resolve()}), another model than {folder}: give this "
+                         "folder's results (pass --same-model only if it holds the same model)")
+    title = card_title(ModelCard.load(folder / CARD_NAME).text) or ""
+    if model in (title, str(folder)) or Path(model).name in (folder.name, Path(title).name):
+        return f"{name} scored {model}, not on this machine: taken as this model by its name, weights not compared"
+    raise ValueError(f"{results_file} scored {model}, which is not on this machine and is named neither as {folder} "
+                     "nor as its card: give this folder's results, or pass --same-model if it was evaluated under "
+                     "another name or path")
+
+
+def add_eval_results(folder: str | Path, results_files: Sequence[str | Path], same_model: bool = False) -> ModelCard:
     """Add the metrics of lmms-eval results files to the card in `folder` (replacing earlier results of the same
-    task and metric) and save it."""
+    task and metric) and save it. Results of another model are refused (`scored_model_note`) unless `same_model`."""
     path = Path(folder) / CARD_NAME
+    if not same_model:
+        for file in results_files:
+            scored_model_note(folder, file)
     # Scores added to the run's own card keep it the run's (the next save rewrites it, carrying them); added to a
     # card the user edited, they leave it the user's.
     runs_own = card_as_written(folder)
     card = ModelCard.load(path)
     new = [result for file in results_files for result in eval_results_from_lmms_eval(file)]
     card.data.eval_results = _with_replaced(card.data.eval_results or [], new)
-    card.data.model_name = card.data.model_name or Path(folder).resolve().name
+    # The model-index names the model as the heading does: the name the run gave it (its output_dir or hub_model_id).
+    # The folder's name now is often incidental (a copy made to evaluate, a Hub cache's `snapshots/<commit>`), and
+    # naming the index after it left the card calling one model by two names.
+    card.data.model_name = card_title(card.text) or card.data.model_name or Path(folder).resolve().name
     # The text's table follows the metadata: left as training wrote it, it showed a replaced score next to the new one.
     text = card.text
     start = text.find(EVALUATION_HEADING)
@@ -485,16 +557,23 @@ def main(argv: Sequence[str] | None = None) -> None:
                                      description="Add lmms-eval results to a saved model folder's card.")
     parser.add_argument("folder", help="a trained stage's folder, whose README.md (model card) gets the scores")
     parser.add_argument("--eval-results", nargs="+", required=True, help="lmms-eval *_results.json files")
+    parser.add_argument("--same-model", action="store_true",
+                        help="the results files scored this folder's model under another path or name (a folder "
+                             "moved or renamed since): skip the check that they name this folder")
     args = parser.parse_args(argv)
     # The mistakes made first (a folder with no card, a shell glob that matched nothing, a file that is not a
     # results file) stop with one line, as every other command of the project does, not a traceback.
     if not (Path(args.folder) / "README.md").is_file():
         raise SystemExit(f"model card error: {args.folder} has no README.md: not a folder a training run saved")
     try:
-        card = add_eval_results(args.folder, args.eval_results)
+        notes = ["model not checked (--same-model)"] if args.same_model else [
+            note for file in args.eval_results if (note := scored_model_note(args.folder, file))]
+        card = add_eval_results(args.folder, args.eval_results, same_model=True)
     except (OSError, ValueError) as error:  # json.JSONDecodeError is a ValueError
-        raise SystemExit(f"model card error: {' '.join(str(error).split())[:300]}") from None
-    print(f"{len(card.data.eval_results)} evaluation results in {Path(args.folder) / 'README.md'}")
+        raise SystemExit(f"model card error: {' '.join(str(error).split())[:500]}") from None
+    # What could not be confirmed goes in the one line the command prints, not a warning that scrolls away.
+    print(f"{len(card.data.eval_results)} evaluation results in {Path(args.folder) / 'README.md'}"
+          + (f" ({'; '.join(notes)})" if notes else ""))
 
 
 if __name__ == "__main__":
