@@ -24,6 +24,7 @@ import logging
 import math
 import statistics
 import time
+import unicodedata
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -57,7 +58,7 @@ REJECT_REASONS: dict[str, str] = {
     # normalise_row finds it while reading the row, so it is decided before the turns are checked.
     "invalid_text": "a text of the row (turn, id or image path) is not Unicode (a lone surrogate escape such as \\ud800)",
     "unknown_role": "a turn's `from` is neither human nor gpt",
-    "empty_turn": "a turn's text is empty or only whitespace",
+    "empty_turn": "a turn's text is empty or only whitespace and invisible characters (zero-width space, soft hyphen)",
     "bad_turn_order": "turns must start with human, alternate human/gpt and end with a gpt turn",
     "no_image_marker": f"the row has an image but no {IMAGE_TOKEN} marker",
     "too_many_image_markers": f"more {IMAGE_TOKEN} markers than images (>1 on an image row, any on a text-only row), "
@@ -99,6 +100,13 @@ def check_conversation(conversations: Sequence[Mapping[str, str]], has_image: bo
     return conversation_problem(conversations, has_image)[0]
 
 
+def _blank(text: str) -> bool:
+    """Whether `text` shows nothing: whitespace and invisible format characters only (Unicode category Cf: a
+    zero-width space, a soft hyphen, a byte-order mark), which `str.strip` keeps: an answer of "\u200b" trained 2-4
+    tokens of nothing."""
+    return all(char.isspace() or unicodedata.category(char) == "Cf" for char in text)
+
+
 def conversation_problem(conversations: Sequence[Mapping[str, str]], has_image: bool) -> tuple[str | None, str]:
     """(reject reason, what was found) for a row's turns, or (None, "") when they are well formed. Turns read from a
     pushed dataset may hold nulls (a missing role or value): those are rejects too, never errors. The detail names
@@ -113,7 +121,7 @@ def conversation_problem(conversations: Sequence[Mapping[str, str]], has_image: 
             return "unknown_role", f"turn {position} is from {turn.get('from')!r}, not human or gpt"
     for position, turn in enumerate(conversations):
         value = turn.get("value")
-        if not isinstance(value, str) or not value.strip():
+        if not isinstance(value, str) or _blank(value):
             return "empty_turn", f"turn {position} ({turn['from']}) is {'null' if value is None else 'empty'}"
     roles = [turn["from"] for turn in conversations]
     # An odd number of turns ends on an unanswered question: nothing to supervise for it.

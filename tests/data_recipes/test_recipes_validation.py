@@ -73,6 +73,10 @@ def test_check_conversation_each_reason():
     assert check_conversation(_t(("human", "Q"), ("gpt", "A")), has_image=False) is None
     assert check_conversation(_t(("human", "<image>"), ("gpt", "A")), has_image=True) is None  # stage-1 'plain' rows
     assert check_conversation(_t(("human", "Q"), ("gpt", "")), has_image=False) == "empty_turn"
+    # Invisible format characters, which str.strip keeps, show nothing either: they trained 2-4 tokens of nothing.
+    for invisible in ("\u200b", "\u00ad", "\ufeff", " \u200b ", "\u200d\n"):
+        assert check_conversation(_t(("human", "Q"), ("gpt", invisible)), has_image=False) == "empty_turn", invisible
+    assert check_conversation(_t(("human", "Q"), ("gpt", "A\u200b")), has_image=False) is None
     assert check_conversation(_t(("gpt", "A"), ("human", "Q")), has_image=False) == "bad_turn_order"
     assert check_conversation(_t(("human", "Q"), ("gpt", "A")), has_image=True) == "no_image_marker"
     assert check_conversation(_t(("human", "<image>Q"), ("gpt", "<image>")), has_image=True) == "too_many_image_markers"
