@@ -68,6 +68,8 @@ class DataReport:
             file's training lines.
         truncated_in_training: rows cut to fit when asked for (those the start could not measure: AnyRes images),
             counted like `rows_seen`.
+        rows_in_skipped_steps: rows of the steps skipped for a non-finite loss or gradient norm
+            (`max_nonfinite_steps`): asked for, counted in `rows_seen`, and not trained on.
         max_reject_fraction, strict: the stop rule (`data.max_reject_fraction`, `data.strict`).
         rejects_path: where rejected and replaced rows are written (None: nowhere).
         writes: whether this process writes files (the main process).
@@ -85,6 +87,7 @@ class DataReport:
     replaced: dict[str, int] = field(default_factory=lambda: dict.fromkeys(RUN_REJECT_REASONS, 0))
     replaced_rows: list[dict[str, Any]] = field(default_factory=list)
     truncated_in_training: int = 0
+    rows_in_skipped_steps: int = 0
     # The start's rejected rows (validation and length), held until the run is allowed to write into its output
     # folder (`write_start`): a run refused before it starts leaves the folder's rejects file as it was.
     start_rejects: list[dict[str, Any]] = field(default_factory=list, repr=False)
@@ -101,6 +104,8 @@ class DataReport:
     hint: str = ""
     # The indices of `replaced_rows`, built from them when first needed (None: not yet, or the rows were restored).
     _known: set[int] | None = field(default=None, init=False, repr=False, compare=False)
+    # (step, rows) of the last step `record` counted, for `skip_step`.
+    _last_step: tuple[int, int] | None = field(default=None, init=False, repr=False, compare=False)
 
     # ---- the start ----
     def start_message(self) -> str:
@@ -164,6 +169,7 @@ class DataReport:
     def record(self, rows: int, replaced_rows: list[dict[str, Any]], step: int, truncated: int = 0) -> None:
         """Count `rows` rows asked for by one optimiser step (all processes), the rows among them that were
         replaced (appended to the rejects file) and those cut to fit."""
+        self._last_step = (int(step), int(rows))
         self.rows_seen += int(rows)
         self.truncated_in_training += int(truncated)
         if not replaced_rows:  # the common step: nothing to count, write or log
@@ -185,6 +191,12 @@ class DataReport:
             logger.warning("replaced %d row(s) that could not be used (%s); %d of %d rows seen so far",
                            len(replaced_rows), format_counts(Counter(row["reason"] for row in replaced_rows)),
                            sum(self.replaced.values()), self.rows_seen)
+
+    def skip_step(self, step: int) -> None:
+        """Count the rows of `step` (the last one `record` counted) as not trained on: the step was skipped for a
+        non-finite value. They were counted as seen only, and the run's lines did not say that any went unused."""
+        if self._last_step is not None and self._last_step[0] == step:
+            self.rows_in_skipped_steps += self._last_step[1]
 
     def check_training(self) -> None:
         """Stop the run once more rows could not be used than the run accepts."""
@@ -219,7 +231,8 @@ class DataReport:
     def state_dict(self) -> dict[str, Any]:
         """The training counts, as saved in a checkpoint."""
         return {"rows_seen": self.rows_seen, "replaced": dict(self.replaced), "replaced_rows": list(self.replaced_rows),
-                "truncated_in_training": self.truncated_in_training}
+                "truncated_in_training": self.truncated_in_training,
+                "rows_in_skipped_steps": self.rows_in_skipped_steps}
 
     def save(self, folder: str | Path) -> None:
         (Path(folder) / REPORT_FILE).write_text(json.dumps(self.state_dict(), indent=1, ensure_ascii=False) + "\n",
@@ -237,19 +250,23 @@ class DataReport:
         self.replaced_rows = list(state["replaced_rows"])
         self._known = None
         self.truncated_in_training = int(state.get("truncated_in_training", 0))
+        self.rows_in_skipped_steps = int(state.get("rows_in_skipped_steps", 0))
         self._append(self.replaced_rows)
 
     # ---- the end ----
     def final_message(self) -> str:
         """One line: the start's counts and the training's."""
         cut = f", {self.truncated_in_training:,} cut to fit" if self.truncated_in_training else ""
+        skipped = (f", {self.rows_in_skipped_steps:,} in steps skipped for a non-finite value (not trained on)"
+                   if self.rows_in_skipped_steps else "")
         return (f"{self.start_message()}; in training {sum(self.replaced.values()):,} of {self.rows_seen:,} rows "
-                f"seen could not be used and were replaced ({format_counts(self.replaced)}){cut}")
+                f"seen could not be used and were replaced ({format_counts(self.replaced)}){cut}{skipped}")
 
     def log_final(self) -> None:
         """Say `final_message` (a warning when any row was rejected or replaced)."""
         if self.logs:
-            (logger.warning if sum(self.replaced.values()) or sum(self.rejected.values()) else logger.info)(
+            (logger.warning if sum(self.replaced.values()) or sum(self.rejected.values()) or self.rows_in_skipped_steps
+             else logger.info)(
                 "%s", self.final_message())
 
     def to_dict(self) -> dict[str, Any]:

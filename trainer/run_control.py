@@ -433,6 +433,9 @@ class RunControl(TrainerCallback):
         if len(self.skipped_steps) < self.max_nonfinite_steps:
             self._drop_gradients()
             self.skipped_steps.append(record)
+            report = getattr(self.trainer, "data_report", None)
+            if report is not None:  # its rows were counted as seen; none of them trained
+                report.skip_step(step)
             if self.trainer.is_world_process_zero():
                 logger.warning("step %d: non-finite %s; skipped (no update), %d of max_nonfinite_steps=%d", step,
                                what, len(self.skipped_steps), self.max_nonfinite_steps)

@@ -171,6 +171,10 @@ def test_a_window_holding_a_skipped_step_logs_the_mean_of_its_applied_steps(tiny
     # Resumed inside the window, after the skipped step: the checkpoint carries where the window started.
     shutil.copytree(tmp_path / "every4" / "checkpoint-3", tmp_path / "again" / "checkpoint-3")
     assert run(tmp_path / "again", 4) == pytest.approx(losses[4], rel=1e-6)
+    # The skipped step's rows were counted as seen and said nowhere to be unused: the data report counts them.
+    for out in (tmp_path / "every4", tmp_path / "again"):
+        report = json.loads((out / "data_report.json").read_text())
+        assert report["rows_seen"] == 4 * report["rows_in_skipped_steps"] > 0, report
 
 
 class _ScaledTrainer:
