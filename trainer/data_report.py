@@ -282,6 +282,19 @@ class DataReport:
                                                     encoding="utf-8")
 
 
+def epoch_repeats_line(epoch_rows: int | None, rows: int, processes: int, per_device: int) -> str | None:
+    """The line saying that each epoch trains some rows twice, or None where none is: on several processes accelerate
+    fills an epoch's last round of `processes x per_device` rows with the epoch's first rows (`epoch_rows`, the run
+    record's count, repeats included). The rows trained and `rows_seen` then exceed the rows kept every epoch, which
+    no line said."""
+    repeats = (epoch_rows or rows) - rows
+    if repeats <= 0:
+        return None
+    return (f"each epoch trains {epoch_rows:,} rows for the {rows:,} kept: its last round of {processes} processes x "
+            f"{per_device} rows repeats the epoch's first {repeats:,} (as accelerate gives every process full batches); "
+            "the data report counts them as seen")
+
+
 def refused_start_only(folder: str | Path, found: list[str]) -> bool:
     """Whether the run outputs `found` in `folder` (a folder of no run record) are only the rejects file a run refused
     for its rows left there, as it wrote it: the corrected command may write over it (the newcomer's rerun after a
@@ -297,4 +310,5 @@ def refused_start_only(folder: str | Path, found: list[str]) -> bool:
         return False
 
 
-__all__ = ["REFUSED_START_FILE", "REJECTS_FILE", "REPORT_FILE", "RUN_REJECT_REASONS", "DataReport", "refused_start_only"]
+__all__ = ["REFUSED_START_FILE", "REJECTS_FILE", "REPORT_FILE", "RUN_REJECT_REASONS", "DataReport", "epoch_repeats_line",
+           "refused_start_only"]

@@ -44,7 +44,7 @@ from .cli import ConfigError, help_text, wants_help
 from .collator import build_collator
 from .croc_trainer import CrocTrainer
 from .data_loading import build_train_dataset, load_training_rows
-from .data_report import REPORT_FILE
+from .data_report import REPORT_FILE, epoch_repeats_line
 from .disk_space import check_disk_space
 from .fingerprints import processor_fingerprint
 from .hub import check_publishing_arguments, hub_dry_run, push, run_folders
@@ -221,6 +221,10 @@ def _run(model_args, data_args, args, stage, signals: StopSignals, lock: OutputD
                               training_rows.start_rejections, training_rows.fit_verdicts,
                               data_rows=train_dataset.rows_fingerprint, processor_print=processor_print)
     resume_from = plan_resume(args, record)  # the checkpoint (verified, same run) or None; before the model loads
+    repeats = epoch_repeats_line(record.get("epoch_rows"), len(train_dataset), args.world_size,
+                                 args.per_device_train_batch_size)
+    if repeats and args.should_log:
+        logger.info("%s", repeats)
     # A README.md the user edited is kept and the card written beside it (`run_card_file.save_run_card`, which says so
     # at the end): said before the hours of training too, while there is time to move it.
     if args.should_save and not claim_card(args.output_dir):

@@ -160,6 +160,9 @@ def test_a_run_whose_epochs_two_processes_fill_up_is_not_resumed_on_one_process(
     out = tmp_path / "two_processes"
     first = torchrun(_common(out, tiny_model, six), fault="sigterm-launcher:1")
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-1"], first.stderr[-4000:]
+    # Said at the start, once: the repeats were counted as seen rows and named nowhere (found by a hostile tester).
+    said = "each epoch trains 8 rows for the 6 kept: its last round of 2 processes x 2 rows repeats the epoch's first 2"
+    assert (first.stdout + first.stderr).count(said) == 1, first.stderr[-4000:]
     # A derived key, which no setting of that name restores: the line says what it stands for.
     with pytest.raises(ConfigError, match=r"epoch_rows 8 -> 6 \(the rows an epoch trains .*another number of "
                                           r"processes or per-device batch"):
