@@ -394,6 +394,16 @@ class RunControl(TrainerCallback):
 
     def on_save(self, args, state, control, **kwargs):
         self._last_save = time.monotonic()
+        if self.stopped_by is None and state.global_step < state.max_steps:
+            # A signal that arrived while this checkpoint was written stops here, on it: agreed at the next step's
+            # optimiser step, it cost one more step and one more checkpoint, inside the grace period before SIGKILL.
+            _, signalled, _, _ = self._agree(False)
+            if signalled:
+                self.stopped_by = self._signal_name()
+                control.should_training_stop = True
+                if self.trainer.is_world_process_zero():
+                    logger.warning("%s received while checkpoint-%d was written: stopping on it", self.stopped_by,
+                                   state.global_step)
         return control
 
     # ---- non-finite steps ----

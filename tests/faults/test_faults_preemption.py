@@ -75,6 +75,33 @@ def test_a_preempted_run_saves_exits_75_and_resumes_onto_the_same_curve(referenc
     assert_same_weights(weights(out), weights(reference))
 
 
+def test_a_signal_during_a_scheduled_save_stops_on_that_checkpoint(reference, tiny_model, data, tmp_path,
+                                                                   monkeypatch, capsys):
+    """A signal that arrives while a checkpoint of `save_steps` is written stops the run on it: agreed at the next
+    step, it trained one more step and wrote one more checkpoint inside the grace period before SIGKILL (found by a
+    hostile tester)."""
+    save_checkpoint = croc_trainer.CrocTrainer._save_checkpoint
+
+    def signalled(self, model, trial):
+        if self.state.global_step == 2:
+            os.kill(os.getpid(), signal.SIGTERM)
+        return save_checkpoint(self, model, trial)
+
+    out = tmp_path / "run"
+    argv = _argv(out, tiny_model, data, "--save_strategy=steps", "--save_steps=2")
+    with monkeypatch.context() as patch:
+        patch.setattr(croc_trainer.CrocTrainer, "_save_checkpoint", signalled)
+        status, message = cli_exit(argv, monkeypatch, capsys)
+    assert status == PREEMPTED_EXIT_CODE
+    assert message == (f"run stopped: stopped by SIGTERM after step 2: checkpoint-2 written in {out}; rerun the same "
+                       "command to continue")
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]
+    train_module.main(argv)
+    expected, resumed = curve(reference), curve(out)
+    assert sorted(resumed) == sorted(expected) == [1, 2, 3, 4]
+    assert all(resumed[step]["loss"] == entry["loss"] for step, entry in expected.items())
+
+
 def test_a_signal_before_the_first_step_stops_with_nothing_to_save(tiny_model, data, tmp_path, monkeypatch, capsys):
     """Received while the rows are read (or the model loads): there is nothing to checkpoint; the run says so and
     exits 75 before training, and the rerun starts as if nothing happened."""
