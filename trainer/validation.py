@@ -145,7 +145,7 @@ def check_checkpoint_layout(path: str) -> None:
         raise ConfigError(f"model folder {path} is a file: give the folder that holds config.json and the weights")
     if not folder.is_dir():
         raise ConfigError(f"model folder {path} does not exist")
-    problem = model_folder_problem(path)  # no config.json: a LoRA adapter folder (what merges it), or no model
+    problem = model_folder_problem(folder)  # no config.json: a LoRA adapter folder (what merges it), or no model
     if problem is not None:
         raise ConfigError(problem)
     try:

@@ -481,3 +481,18 @@ def test_accelerator_config_is_taken_in_the_forms_transformers_reads(form, tmp_p
         return
     validation.check_accelerator_config(raw["training"])
     assert build_arguments(raw)[2].accelerator_config.split_batches is True
+
+
+def test_a_model_folder_under_home_is_read_there(tmp_path, stage1_dir, monkeypatch):
+    """`--model.name_or_path=~/stage1` is the folder under the home directory: the layout check expanded `~` for its
+    own look and then asked whether the unexpanded path held a model, refusing it as "no config.json" (found by a
+    hostile tester)."""
+    import shutil
+
+    from trainer.validation import check_checkpoint_layout
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    shutil.copytree(stage1_dir, tmp_path / "my stage1")
+    check_checkpoint_layout("~/my stage1")
+    with pytest.raises(ConfigError, match="is not a model folder: it has no config.json"):
+        check_checkpoint_layout("~")
