@@ -551,7 +551,8 @@ class CrocTrainer(Trainer):
             logs.update(self._step_learning_rates)
         if "loss" in logs:  # a training log: a window holding a skipped step is its applied steps' mean
             window = self.run_control.window_loss(self.state.global_step)
-            if window is not None:
+            # Without the filter such a window logs NaN, as the option asks (the Trainer's value is NaN then).
+            if window is not None and self.args.logging_nan_inf_filter:
                 logs["loss"] = window
             self.run_control.logged(self.state.global_step)
         if "train_loss" in logs:  # the Trainer's last entry, logged once `train()` ends

@@ -175,6 +175,10 @@ def test_a_window_holding_a_skipped_step_logs_the_mean_of_its_applied_steps(tiny
     for out in (tmp_path / "every4", tmp_path / "again"):
         report = json.loads((out / "data_report.json").read_text())
         assert report["rows_seen"] == 4 * report["rows_in_skipped_steps"] > 0, report
+    # Without the filter the window logs NaN, as the option asks.
+    train_module.main(_argv(tmp_path / "unfiltered", tiny_model, data, "--max_steps=4", "--max_nonfinite_steps=1",
+                            "--gradient_accumulation_steps=2", "--logging_steps=4", "--logging_nan_inf_filter=false"))
+    assert math.isnan(curve(tmp_path / "unfiltered")[4]["loss"])
 
 
 class _ScaledTrainer:
