@@ -494,31 +494,56 @@ def card_title(text: str) -> str | None:
     return next((line[2:].strip() for line in text.split("\n") if line.startswith("# ")), None) or None
 
 
-def scored_model_note(folder: str | Path, results_file: str | Path) -> str | None:
-    """Check that an lmms-eval results file scored the model in `folder`, before its scores go on `folder`'s card.
+# How the cards of the folders made from a trained one name it: an export (`convert to-llava` / `to-plain`) and a
+# LoRA run's merged folder hold the same model in another layout, whose weight files never equal the folder's.
+DERIVED_FROM = (re.compile(r"^`([^`]+)` exported to its plain parent layout", re.MULTILINE),
+                re.compile(r"Merged from the LoRA adapters of `([^`]+)`"))
 
-    Confirmed (None): the file names this folder, resolved, or a folder with identical weight files. Refused
-    (ValueError naming both): it names another folder on this machine, or a model not here whose name is neither the
-    folder's nor the card's (a relative path from another directory, a Hub id): the scores of another model would be
-    published under this one's name, and a mismatched name is evidence of that. Taken with a note: a model not here
-    under this folder's or card's name (evaluated on another machine, a Hub id that is the card's), and a file that
-    records no model. `--same-model` skips this for a folder moved and renamed since it was evaluated."""
-    folder, name = Path(folder).resolve(), Path(results_file).name
+
+# How a refusal says to take results of this model evaluated elsewhere (the training config has no such option).
+SAME_MODEL = "`python -m trainer.model_card FOLDER --eval-results FILE --same-model`"
+
+
+def _derived_from(folder: Path) -> str | None:
+    """The name of the folder `folder` was exported or merged from, as its card says it, or None."""
+    try:
+        text = ModelCard.load(card_target(folder) if card_target(folder).is_file() else folder / CARD_NAME).text
+    except (OSError, ValueError):
+        return None
+    return next((found.group(1) for pattern in DERIVED_FROM if (found := pattern.search(text))), None)
+
+
+def scored_model_note(folder: str | Path, results_file: str | Path, name: str | None = None) -> str | None:
+    """Check that an lmms-eval results file scored the model in `folder` (`name`: the model's name besides the
+    folder's and its card's heading, e.g. a `hub_model_id`), before its scores go on `folder`'s card.
+
+    Confirmed (None): the file names this folder, resolved, or a folder with identical weight files. Taken with a
+    note: a folder exported or merged from this one, by its card (`DERIVED_FROM`: the documented `llava_hf` route
+    scores the `to-llava` export); a model not here under this folder's or card's name (evaluated on another
+    machine, a Hub id that is the card's); a file that records no model. Refused (ValueError naming both): another
+    folder on this machine, or a model not here whose name is none of these: the scores of another model would be
+    published under this one's name, and a mismatched name is evidence of that."""
+    folder, file_name = Path(folder).expanduser().resolve(), Path(results_file).name
     model = scored_model(results_file)
     if model is None:
-        return f"{name} records no model: check that it scored this folder"
+        return f"{file_name} records no model: check that it scored this folder"
+    card = card_target(folder) if card_target(folder).is_file() else folder / CARD_NAME
+    title = card_title(ModelCard.load(card).text) if card.is_file() else None
+    names = {name for name in (folder.name, title, name) if name}
     path = Path(model).expanduser()
     if path.is_dir():
         if path.resolve() == folder or _same_weights(folder, path):
             return None
+        source = _derived_from(path)
+        if source is not None and Path(source).name in names:
+            return f"{file_name} scored {model}, made from this folder by its card: taken, weights not compared"
         raise ValueError(f"{results_file} scored {model} ({path.resolve()}), another model than {folder}: give this "
-                         "folder's results (pass --same-model only if it holds the same model)")
-    title = card_title(ModelCard.load(folder / CARD_NAME).text) or ""
-    if model in (title, str(folder)) or Path(model).name in (folder.name, Path(title).name):
-        return f"{name} scored {model}, not on this machine: taken as this model by its name, weights not compared"
+                         f"folder's results ({SAME_MODEL} takes them if it holds this model)")
+    if model == str(folder) or model in names or Path(model).name in names:
+        return f"{file_name} scored {model}, not on this machine: taken as this model by its name, weights not compared"
     raise ValueError(f"{results_file} scored {model}, which is not on this machine and is named neither as {folder} "
-                     "nor as its card: give this folder's results, or pass --same-model if it was evaluated under "
-                     "another name or path")
+                     f"nor as its card: give this folder's results ({SAME_MODEL} takes results of this model "
+                     "evaluated under another name or path)")
 
 
 def add_eval_results(folder: str | Path, results_files: Sequence[str | Path], same_model: bool = False) -> ModelCard:

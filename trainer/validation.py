@@ -25,7 +25,7 @@ from modeling_croc.provenance import HUB_ID, LICENSE_ID, OTHER_LICENSE
 
 from .checkpoint_io import is_complete_checkpoint
 from .cli import ConfigError
-from .model_card import eval_results_from_lmms_eval
+from .model_card import eval_results_from_lmms_eval, scored_model_note
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 # The source kinds of `modeling_croc.loading` a training run starts from; the released layout is converted first,
@@ -404,6 +404,11 @@ def check_hub(training: dict[str, Any], model: dict[str, Any] | None = None) -> 
         except (OSError, ValueError):
             raise ConfigError(f"hub_eval_results: {path} is not an lmms-eval results file (a JSON object with "
                               "\"results\": task -> metrics)") from None
+        try:  # the model it scored: this run's (output_dir, by name or an export of it), not another's
+            scored_model_note(training.get("output_dir") or ".", Path(str(path)).expanduser(),
+                              name=training.get("hub_model_id"))
+        except ValueError as error:
+            raise ConfigError(f"hub_eval_results: {error}") from None
     if isinstance(results, list) and results:
         # The card opens them as given, after training, and `~` is no folder to it: the files checked are the ones read.
         training["hub_eval_results"] = [str(Path(str(path)).expanduser()) for path in results]

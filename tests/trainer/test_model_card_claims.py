@@ -132,6 +132,8 @@ def test_eval_results_of_another_model_are_refused_naming_both(tmp_path, monkeyp
     ("pretrained=copy_of_it", None),  # a folder with the same weight files
     ("pretrained=/cluster/run/stage1_5,dtype=bfloat16", "scored /cluster/run/stage1_5, not on this machine: taken"),
     ("pretrained=someone/stage1_5", "scored someone/stage1_5, not on this machine: taken as this model by its name"),
+    # The documented llava_hf route scores the to-llava export, the same model in another layout (was refused).
+    ("pretrained=stage1_5-llava", "scored stage1_5-llava, made from this folder by its card: taken"),
     (None, "records no model: check that it scored this folder"),
 ])
 def test_eval_results_of_this_model_are_taken_saying_what_was_not_confirmed(model_args, note, tmp_path,
@@ -141,6 +143,9 @@ def test_eval_results_of_this_model_are_taken_saying_what_was_not_confirmed(mode
     monkeypatch.chdir(tmp_path)
     folder = _folder(tmp_path / "stage1_5", "stage1_5")
     shutil.copytree(folder, tmp_path / "copy_of_it")
+    export = _folder(tmp_path / "stage1_5-llava", "stage1_5-llava", b"the weights in llava's layout")
+    (export / "README.md").write_text("---\nlicense: apache-2.0\n---\n# stage1_5-llava\n\n`stage1_5` exported to its "
+                                      "plain parent layout, `llava` (`python -m modeling_croc.convert to-llava`).\n")
     assert _cli([folder, "--eval-results", _results(tmp_path / "r_results.json", model_args)]) == ""
     out = capsys.readouterr().out
     assert out.startswith("1 evaluation results in ") and out.count("\n") == 1, out
@@ -155,3 +160,19 @@ def test_scores_added_to_a_renamed_copy_name_the_model_as_its_heading_does(tmp_p
     card = add_eval_results(folder, [_results(tmp_path / "r_results.json", None)])
     assert card.data.model_name == "stage1_5" and "\n# stage1_5\n" in card.text
     assert ModelCard.load(folder / "README.md").data.model_name == "stage1_5"
+
+
+def test_hub_eval_results_of_another_model_are_refused_before_training(tmp_path, monkeypatch):
+    """`--hub_eval_results` put another model's scores on the trained folder's card without the check
+    `--eval-results` makes (found by a hostile tester): refused with the configuration's other mistakes, before
+    anything loads."""
+    from trainer.cli import ConfigError
+    from trainer.validation import check_hub
+
+    monkeypatch.chdir(tmp_path)
+    _folder(tmp_path / "stage2", "stage2", b"other weights")
+    other = _results(tmp_path / "other_results.json", "pretrained=stage2")
+    with pytest.raises(ConfigError, match=r"^hub_eval_results: .*other_results.json scored stage2 .*another model"):
+        check_hub({"output_dir": str(tmp_path / "stage1_5"), "hub_eval_results": [str(other)]})
+    own = _results(tmp_path / "own_results.json", "pretrained=/cluster/runs/stage1_5")
+    check_hub({"output_dir": str(tmp_path / "stage1_5"), "hub_eval_results": [str(own)]})
