@@ -15,6 +15,8 @@ from pathlib import Path
 
 import torch
 
+from modeling_croc.provenance import is_hub_id
+
 from .script_args import ModelArguments
 from .stages import parameter_group
 from .training_args import CrocTrainingArguments
@@ -121,6 +123,11 @@ def apply_lora(model: torch.nn.Module, model_args: ModelArguments, args: CrocTra
     with torch.random.fork_rng(devices=[]):
         torch.random.default_generator.manual_seed(args.seed)
         peft_model = get_peft_model(model, config)
+    source = model_args.name_or_path
+    if source and is_hub_id(source) and not Path(source).expanduser().is_dir():
+        # PEFT names the base by the folder the model loaded from: a Hub id's snapshot in this machine's cache, a
+        # local path the upload cannot carry. The id loads the same weights anywhere (and `merge_lora` finds it).
+        peft_model.peft_config["default"].base_model_name_or_path = source
     if args.gradient_checkpointing:
         # Text-only batches reach the first decoder layer with no tensor requiring grad (embeddings are frozen).
         peft_model.enable_input_require_grads()

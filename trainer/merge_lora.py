@@ -26,7 +26,7 @@ import warnings
 from pathlib import Path
 
 from modeling_croc.constants import MODEL_DTYPES
-from modeling_croc.loading import load_croc_config, load_pretrained_croc, load_processor
+from modeling_croc.loading import load_croc_config, load_pretrained_croc, load_processor, local_folder
 from modeling_croc.model_folders import (
     PROCESSOR_FILES,
     ModelFolderError,
@@ -335,6 +335,8 @@ def merge_lora(adapter_dir: str | Path, out_dir: str | Path, dtype: str = "float
     if not adapter_config.is_file():
         raise FileNotFoundError(f"{adapter_dir} has no adapter_config.json: not a LoRA run folder")
     base_path = find_base(adapter_dir, base)
+    if not Path(base_path).expanduser().is_dir():  # a Hub id: its snapshot (the cache only, offline)
+        base_path = str(local_folder(base_path))
     if Path(base_path).is_dir():  # a cut file first: its fingerprint would call it other weights than the base's
         check_weight_files(base_path)
     check_weight_files(adapter_dir)

@@ -280,8 +280,8 @@ def _adapter_base(trainer) -> str | None:
     if model is None or not hasattr(model, "get_base_model"):
         return None
     config = next(iter(getattr(model, "peft_config", {}).values()), None)
-    base = getattr(config, "base_model_name_or_path", None) or "not recorded"
-    return Path(str(base)).name
+    base = str(getattr(config, "base_model_name_or_path", None) or "not recorded")
+    return base if is_hub_id(base) and not Path(base).expanduser().is_dir() else Path(base).name
 
 
 def _adapter_whole_parts(trainer) -> list[str]:

@@ -195,7 +195,7 @@ def test_lora_keeps_every_other_trained_part_of_every_family_training(family, vi
         return
     check_lora_keeps_the_trained_parts(model, parts)
     before = apply_trainable_parts(model, parts)
-    model_args = SimpleNamespace(lora_r=2, lora_alpha=4, lora_dropout=0.0, lora_target_modules=["q_proj", "v_proj"],
+    model_args = SimpleNamespace(name_or_path=None, lora_r=2, lora_alpha=4, lora_dropout=0.0, lora_target_modules=["q_proj", "v_proj"],
                                  load_in_4bit=False)
     peft_model = apply_lora(model, model_args, SimpleNamespace(trainable_parts=parts, gradient_checkpointing=False,
                                                                    seed=0))
@@ -295,7 +295,7 @@ def test_the_adapters_start_from_the_runs_seed_whatever_loading_drew():
     from trainer.lora import apply_lora
 
     parts = ["projector", "prompt_pool", "vtr_head", "language_model"]
-    model_args = SimpleNamespace(lora_r=2, lora_alpha=4, lora_dropout=0.0, lora_target_modules=["q_proj"],
+    model_args = SimpleNamespace(name_or_path=None, lora_r=2, lora_alpha=4, lora_dropout=0.0, lora_target_modules=["q_proj"],
                                  load_in_4bit=False)
     adapters = []
     for drawn_before in (0, 1):
@@ -534,3 +534,32 @@ def test_merge_cli_names_a_weights_file_cut_short_in_one_line(tmp_path, cut):
     assert message.startswith(f"merge error: {broken.parent}: a weights file is not valid safetensors"), message
     assert "\n" not in message and "other weights" not in message
     assert not (tmp_path / "merged").exists()
+
+
+def test_a_lora_run_on_a_hub_base_names_it_by_its_id_locally_and_in_the_upload(tmp_path, data_dir, stage1_dir,
+                                                                             monkeypatch):
+    """PEFT names the base by the folder the model loaded from, for a Hub id its snapshot in this machine's cache:
+    the upload wrote it as null (and before as the snapshot's commit hash), the card named the hash, and a merge
+    elsewhere needed --base (found by a hostile tester). The id is kept, and finds the base from the cache."""
+    import json
+
+    from trainer.hub import files_to_upload, write_upload_set
+    from trainer.merge_lora import find_base
+
+    repo = tmp_path / "cache" / "models--someone--croc-base"
+    shutil.copytree(stage1_dir, repo / "snapshots" / ("a" * 40))
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("a" * 40)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "lora"
+    run_stage("stage1_5.yaml", out, f"--data.path={data_dir / 'detailed.json'}", "--model.name_or_path=someone/croc-base",
+              "--croc_preset=official", "--model.use_peft=true", "--model.lora_r=4", "--model.lora_alpha=8",
+              "--max_steps=1")
+    assert json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"] == "someone/croc-base"
+    pushed = tmp_path / "pushed"
+    pushed.mkdir()
+    write_upload_set(out, files_to_upload(out), pushed)
+    assert json.loads((pushed / "adapter_config.json").read_text())["base_model_name_or_path"] == "someone/croc-base"
+    assert "the Croc base folder `someone/croc-base`" in (pushed / "README.md").read_text()
+    monkeypatch.chdir(tmp_path)
+    assert find_base(pushed) == "someone/croc-base"

@@ -72,7 +72,7 @@ def test_a_lora_card_names_the_parts_its_folder_holds_whole(stage, parts, held, 
     config = tiny_croc_config(croc_pretraining=stage == "1.5", prompt_pool_init="normal")
     model = CrocForConditionalGeneration(config)
     apply_trainable_parts(model, parts)
-    model_args = SimpleNamespace(lora_r=2, lora_alpha=4, lora_dropout=0.0, lora_target_modules=["q_proj"],
+    model_args = SimpleNamespace(name_or_path=None, lora_r=2, lora_alpha=4, lora_dropout=0.0, lora_target_modules=["q_proj"],
                                  load_in_4bit=False)
     peft_model = apply_lora(model, model_args, SimpleNamespace(trainable_parts=parts, gradient_checkpointing=False,
                                                                seed=0))
