@@ -100,11 +100,17 @@ def check_conversation(conversations: Sequence[Mapping[str, str]], has_image: bo
     return conversation_problem(conversations, has_image)[0]
 
 
+# Characters that show nothing though Unicode gives them no format category: the Hangul fillers, the blank braille
+# pattern, the combining grapheme joiner and the variation selectors (a lone U+FE0F).
+_INVISIBLE = frozenset("\u115f\u1160\u3164\uffa0\u2800\u034f") | frozenset(map(chr, range(0xFE00, 0xFE10))) \
+    | frozenset(map(chr, range(0xE0100, 0xE01F0)))
+
+
 def _blank(text: str) -> bool:
-    """Whether `text` shows nothing: whitespace and invisible format characters only (Unicode category Cf: a
-    zero-width space, a soft hyphen, a byte-order mark), which `str.strip` keeps: an answer of "\u200b" trained 2-4
-    tokens of nothing."""
-    return all(char.isspace() or unicodedata.category(char) == "Cf" for char in text)
+    """Whether `text` shows nothing: whitespace and invisible characters only (Unicode category Cf: a zero-width
+    space, a soft hyphen, a byte-order mark; and `_INVISIBLE`), which `str.strip` keeps: an answer of "\u200b"
+    trained 2-4 tokens of nothing."""
+    return all(char.isspace() or char in _INVISIBLE or unicodedata.category(char) == "Cf" for char in text)
 
 
 def conversation_problem(conversations: Sequence[Mapping[str, str]], has_image: bool) -> tuple[str | None, str]:

@@ -74,9 +74,11 @@ def test_check_conversation_each_reason():
     assert check_conversation(_t(("human", "<image>"), ("gpt", "A")), has_image=True) is None  # stage-1 'plain' rows
     assert check_conversation(_t(("human", "Q"), ("gpt", "")), has_image=False) == "empty_turn"
     # Invisible format characters, which str.strip keeps, show nothing either: they trained 2-4 tokens of nothing.
-    for invisible in ("\u200b", "\u00ad", "\ufeff", " \u200b ", "\u200d\n"):
+    for invisible in ("\u200b", "\u00ad", "\ufeff", " \u200b ", "\u200d\n", "\ufe0f", "\u3164", "\u2800 "):
         assert check_conversation(_t(("human", "Q"), ("gpt", invisible)), has_image=False) == "empty_turn", invisible
     assert check_conversation(_t(("human", "Q"), ("gpt", "A\u200b")), has_image=False) is None
+    for shown in ("\u2764\ufe0f", "\u0645\u06cc\u200c\u062e\u0648\u0627\u0645", "\U0001f468\u200d\U0001f469"):  # emoji, ZWNJ
+        assert check_conversation(_t(("human", "Q"), ("gpt", shown)), has_image=False) is None, shown
     assert check_conversation(_t(("gpt", "A"), ("human", "Q")), has_image=False) == "bad_turn_order"
     assert check_conversation(_t(("human", "Q"), ("gpt", "A")), has_image=True) == "no_image_marker"
     assert check_conversation(_t(("human", "<image>Q"), ("gpt", "<image>")), has_image=True) == "too_many_image_markers"
