@@ -504,10 +504,16 @@ DERIVED_FROM = (re.compile(r"^`([^`]+)` exported to its plain parent layout", re
 SAME_MODEL = "`python -m trainer.model_card FOLDER --eval-results FILE --same-model`"
 
 
+def _run_card_file(folder: Path) -> Path:
+    """The run's card in `folder`: beside a README.md the user edited (`card_target`), else README.md."""
+    target = card_target(folder)
+    return target if target.is_file() else folder / CARD_NAME
+
+
 def _derived_from(folder: Path) -> str | None:
     """The name of the folder `folder` was exported or merged from, as its card says it, or None."""
     try:
-        text = ModelCard.load(card_target(folder) if card_target(folder).is_file() else folder / CARD_NAME).text
+        text = ModelCard.load(_run_card_file(folder)).text
     except (OSError, ValueError):
         return None
     return next((found.group(1) for pattern in DERIVED_FROM if (found := pattern.search(text))), None)
@@ -527,7 +533,7 @@ def scored_model_note(folder: str | Path, results_file: str | Path, name: str | 
     model = scored_model(results_file)
     if model is None:
         return f"{file_name} records no model: check that it scored this folder"
-    card = card_target(folder) if card_target(folder).is_file() else folder / CARD_NAME
+    card = _run_card_file(folder)
     title = card_title(ModelCard.load(card).text) if card.is_file() else None
     names = {name for name in (folder.name, title, name) if name}
     path = Path(model).expanduser()
