@@ -7,7 +7,10 @@ family's classes on the shared mechanism (`stage15.py`), and an entry here.
 
 from __future__ import annotations
 
+import functools
+import inspect
 from dataclasses import dataclass
+from pathlib import Path
 
 from transformers import (
     Gemma3Config,
@@ -233,4 +236,22 @@ FAMILY_OF_PLAIN_MODEL_TYPE: dict[str, CrocFamily] = {family.plain_model_type: fa
 FAMILY_OF_CONFIG: dict[type, CrocFamily] = {family.config: family for family in FAMILIES}
 
 
-__all__ = ["FAMILIES", "FAMILY_OF_CONFIG", "FAMILY_OF_CROC_MODEL_TYPE", "FAMILY_OF_PLAIN_MODEL_TYPE", "CrocFamily"]
+@functools.cache
+def remote_code_files() -> frozenset[str]:
+    """The names of the code files a save of any family's classes writes next to its weights: each registered
+    class's module and the modules it imports relatively (transformers' `custom_object_save` copies them for
+    `trust_remote_code`). A folder a run saves into gets them at its top level, over same-named files already
+    there."""
+    from transformers.dynamic_module_utils import get_relative_import_files
+
+    names = set()
+    for family in FAMILIES:
+        classes = [family.config, family.model, family.generation_model]
+        for cls in classes + ([family.processor] if family.processor_is_croc else []):
+            module_file = inspect.getfile(cls)
+            names |= {Path(module_file).name, *(Path(name).name for name in get_relative_import_files(module_file))}
+    return frozenset(names)
+
+
+__all__ = ["FAMILIES", "FAMILY_OF_CONFIG", "FAMILY_OF_CROC_MODEL_TYPE", "FAMILY_OF_PLAIN_MODEL_TYPE", "CrocFamily",
+           "remote_code_files"]

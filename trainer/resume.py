@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+from modeling_croc.families import remote_code_files
+
 from .checkpoint_io import (
     SAFE_INDEX,
     SAFE_WEIGHTS,
@@ -80,8 +82,9 @@ def output_dir_lock(args) -> Iterator[OutputDirLock | None]:
             lock.release()
 
 
-# Files a run writes at the top of its output folder: a folder holding one of them without this trainer's run record
-# holds something the run would overwrite (another program's model, a dataset's card and rejects, ...).
+# Files a run writes at the top of its output folder: a folder holding one of them (or one of the code files the save
+# copies in, `remote_code_files`) without this trainer's run record holds something the run would overwrite (another
+# program's model, a dataset's card and rejects, the user's own `losses.py`, ...).
 RUN_OUTPUTS = ("config.json", SAFE_WEIGHTS, SAFE_INDEX, "adapter_config.json", "adapter_model.safetensors",
                "README.md", "rejects.jsonl", "data_report.json", "trainer_state.json", "training_args.bin",
                "all_results.json", "train_results.json", "generation_config.json", "processor_config.json",
@@ -89,7 +92,7 @@ RUN_OUTPUTS = ("config.json", SAFE_WEIGHTS, SAFE_INDEX, "adapter_config.json", "
 
 
 def _would_overwrite(folder: Path) -> list[str]:
-    return [name for name in RUN_OUTPUTS if (folder / name).exists()]
+    return [name for name in (*RUN_OUTPUTS, *sorted(remote_code_files())) if (folder / name).exists()]
 
 
 def merged_folder(output_dir: str | Path) -> Path:

@@ -400,6 +400,20 @@ def test_an_output_dir_holding_a_model_this_trainer_did_not_write_is_refused(tin
     assert _listing(out) == before
 
 
+def test_an_output_dir_holding_the_users_own_code_of_a_saved_modules_name_is_refused(tiny_model, data, tmp_path,
+                                                                                    monkeypatch, capsys, no_model_load):
+    """The save copies the Croc modules next to the weights (for `trust_remote_code`): a project folder holding
+    the user's own `losses.py` is one a run would overwrite."""
+    out = tmp_path / "my_project"
+    out.mkdir()
+    (out / "losses.py").write_text("# my own focal loss\n")
+    (out / "notes.md").write_text("mine\n")
+    before = _listing(out)
+    status, message = cli_exit(_argv(out, tiny_model, data, "--max_steps=1"), monkeypatch, capsys)
+    assert status == 1 and "already holds losses.py" in message, message
+    assert _listing(out) == before
+
+
 @pytest.mark.parametrize("rejects", ["as the refused run wrote it", "edited since"])
 def test_the_corrected_command_after_a_refused_start_trains_in_the_same_output_dir(tiny_model, data, tmp_path,
                                                                                     monkeypatch, capsys, rejects):
