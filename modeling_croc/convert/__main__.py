@@ -15,6 +15,7 @@ conversion leaves no OUT (and, under --overwrite, the old one as it was).
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import logging
 import sys
 from pathlib import Path
@@ -33,6 +34,14 @@ from ..write_failures import is_out_of_room, write_failure_reason
 from .to_llava import export_llava_folder
 
 OUT_HELP = "a new or empty folder to write (one that holds files needs --overwrite)"
+# What a model folder holds at its top level (a conversion's, a Hub download's): --overwrite replaces a folder of
+# these whole, and refuses one holding anything else (a training run's checkpoints and records, the user's notes).
+MODEL_FOLDER_FILES = ("config.json", "generation_config.json", "*.safetensors", "*.safetensors.index.json",
+                      "pytorch_model*.bin", "pytorch_model.bin.index.json", "tokenizer*.json", "tokenizer.model",
+                      "special_tokens_map.json", "added_tokens.json", "vocab.*", "merges.txt", "*.tiktoken",
+                      "processor_config.json", "preprocessor_config.json", "video_preprocessor_config.json",
+                      "chat_template.json", "chat_template.jinja", "README.md", "*.py", ".gitattributes")
+DOWNLOAD_FOLDERS = (".cache",)  # `hf download --local-dir`'s metadata
 # The folder arguments, as a message names them (the positional ones by their metavar in --help).
 SOURCES = ("source", "vision_tower", "language_model")
 LABELS = {"source": "SRC", "vision_tower": "VISION", "language_model": "LLM", "out": "OUT"}
@@ -115,8 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("out", metavar="OUT", help=OUT_HELP)
     for command in (original, llava, parts, victor, export):
         command.add_argument("--overwrite", action="store_true",
-                             help="replace OUT even when it already holds files (the old folder is removed once the "
-                                  "new one is complete)")
+                             help="replace OUT when it is a model folder (a config.json, weights, tokenizer and "
+                                  "processor files, a card, code; nothing else): the old folder is removed once the "
+                                  "new one is complete")
     return parser
 
 
@@ -186,7 +196,19 @@ def output_problem(args) -> str | None:
         # --overwrite replaces a model folder, an earlier conversion's: a folder of other files is not one.
         return (f"OUT {args.out} holds files ({shown}) but no config.json, so no model folder that --overwrite may "
                 "replace whole: choose a new or empty folder")
+    others = [name for name in (_not_of_a_model_folder(out / name) for name in held) if name]
+    if others:
+        listed = f"{', '.join(others[:4])}{', ...' if len(others) > 4 else ''}"
+        return (f"OUT {args.out} holds {listed} besides a model, which replacing OUT would delete: --overwrite "
+                "replaces only a model folder whole; move them out or choose a new folder")
     return None
+
+
+def _not_of_a_model_folder(path: Path) -> str | None:
+    """`path`'s name as a message shows it (a folder's with `/`) when no model folder holds it, else None."""
+    if path.is_dir() and not path.is_symlink():
+        return None if path.name in DOWNLOAD_FOLDERS else f"{path.name}/"
+    return None if any(fnmatch.fnmatchcase(path.name, pattern) for pattern in MODEL_FOLDER_FILES) else path.name
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -125,6 +125,28 @@ def test_overwrite_replaces_only_a_model_folder(tiny_model, tmp_path):
     assert (out / "notes.txt").read_text() == "mine"
 
 
+def test_overwrite_refuses_a_model_folder_holding_more_than_a_model(tiny_model, tmp_path):
+    """A training run's folder has a config.json too: replaced whole, its checkpoints, records and the user's notes
+    went with it. --overwrite replaces a folder holding only what a model folder holds."""
+    out = tmp_path / "my_run"
+    shutil.copytree(tiny_model, out)
+    (out / "checkpoint-500").mkdir()
+    (out / "checkpoint-500" / "model.safetensors").write_text("w")
+    (out / "NOTES.md").write_text("3 weeks of notes")
+    before = sorted(path.relative_to(out) for path in out.rglob("*"))
+    message = _message(["to-llava", str(tiny_model), str(out), "--overwrite"])
+    assert message == (f"convert error: OUT {out} holds NOTES.md, checkpoint-500/ besides a model, which replacing "
+                       "OUT would delete: --overwrite replaces only a model folder whole; move them out or choose a "
+                       "new folder")
+    assert sorted(path.relative_to(out) for path in out.rglob("*")) == before
+    assert (out / "NOTES.md").read_text() == "3 weeks of notes"
+    (out / "NOTES.md").unlink()
+    shutil.rmtree(out / "checkpoint-500")
+    (out / ".cache" / "huggingface").mkdir(parents=True)  # `hf download --local-dir`'s metadata
+    main(["to-llava", str(tiny_model), str(out), "--overwrite"])
+    assert json.loads((out / "config.json").read_text())["model_type"] == "llava"
+
+
 def test_out_that_holds_the_source_is_refused_even_with_overwrite(tiny_model, tmp_path):
     """Replacing OUT whole would delete a source inside it."""
     source = tmp_path / "work" / "croc"
