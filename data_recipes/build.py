@@ -469,8 +469,9 @@ def build_recipe(
         if export_jsonl:
             write_jsonl(into / "data.jsonl", _llava_rows(kept))
     if push_to_hub or hub_folder:
+        # `private`: a model trained on the build names the repo on its card only when it is public.
         summary["hub"] = {"repo": push_to_hub, "folder": None if hub_folder is None else str(hub_folder),
-                          "image_storage": image_storage}
+                          "image_storage": image_storage, "private": bool(private)}
 
     def card_for(storage: str, record: dict[str, Any]) -> DatasetCard:
         return build_card(record, pretty_name=result.pretty_name, licence_ids=[p.licence_id for p in result.parts],

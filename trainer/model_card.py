@@ -68,12 +68,15 @@ def run_provenance(model_args: ModelArguments, data_args: DataArguments | None =
 
 
 def _pushed_dataset(build: Path) -> Provenance:
-    """The Hub id a data_recipes build was pushed to (its summary.json records it), as a dataset of the run."""
+    """The Hub id a data_recipes build was pushed to (its summary.json records it), as a dataset of the run, unless
+    the push made it private (`--private`): the card goes up with the model, public by default, and a private
+    repository's name is no one else's to read."""
     summary = build / "summary.json"
     if not summary.is_file():
         return Provenance()
-    repo = (json.loads(summary.read_text(encoding="utf-8")).get("hub") or {}).get("repo")
-    return Provenance(datasets=[repo] if repo else [])
+    hub = json.loads(summary.read_text(encoding="utf-8")).get("hub") or {}
+    repo = hub.get("repo")
+    return Provenance(datasets=[repo] if repo and not hub.get("private") else [])
 
 
 def final_losses(log_history: list[dict[str, Any]], skipped_steps: Sequence[int] = ()) -> dict[str, float]:

@@ -11,6 +11,8 @@ from huggingface_hub import DatasetCard
 
 from data_recipes import build_recipe
 from data_recipes.card import size_category
+from trainer.model_card import run_provenance
+from trainer.script_args import DataArguments, ModelArguments
 
 COUNTS = {"sharegpt4v": 4, "mathinstruct": 2, "alpaca": 2, "belle": 2, "open_platypus": 2, "code_alpaca": 2,
           "firefly": 2, "webqa": 5, "dolly": 2}
@@ -88,8 +90,13 @@ def test_push_to_hub_is_routed_through_hub_module(lcs_root, tmp_path, monkeypatc
     assert "bytes embedded" in pushed["card"].text and "datasets.Image" in pushed["card"].text
     assert result.dataset.features["image"] == datasets.Value("string")  # the local build: paths
     assert "Image paths are relative" in result.card.text
-    assert result.summary["hub"] == {"repo": "me/lcs", "folder": None, "image_storage": "embedded"}
+    assert result.summary["hub"] == {"repo": "me/lcs", "folder": None, "image_storage": "embedded", "private": True}
+    # A model trained on a private push does not name its repository on its card, which goes up public by default.
+    assert run_provenance(ModelArguments(name_or_path="org/base"), DataArguments(path=str(tmp_path / "out"))).datasets == \
+        ["liuhaotian/LLaVA-Pretrain"]
 
     pushed.clear()
     build_recipe("lcs558k", lcs_root, tmp_path / "paths", push_to_hub="me/lcs", image_storage="path")
     assert pushed["dataset"].features["image"] == datasets.Value("string")
+    assert run_provenance(ModelArguments(name_or_path="org/base"), DataArguments(path=str(tmp_path / "paths"))).datasets == \
+        ["liuhaotian/LLaVA-Pretrain", "me/lcs"]
