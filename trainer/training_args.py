@@ -8,12 +8,13 @@ import logging
 import math
 import os
 import signal
+import typing
 from dataclasses import dataclass, field
 from typing import Any
 
 from transformers import TrainingArguments
 
-from modeling_croc.configuration_croc import CROC_FIELD_NAMES
+from modeling_croc.configuration_croc import CROC_FIELD_NAMES, CrocFieldsMixin
 from modeling_croc.conversation import TEMPLATES
 from modeling_croc.presets import CROC_PRESET_NAMES, get_preset
 from modeling_croc.processing_croc import IMAGE_ASPECT_RATIOS
@@ -37,6 +38,21 @@ def launched_world_size() -> int:
 
 # The parameter groups only the Croc objectives (stage 1.5) use.
 CROC_OBJECTIVE_PARTS: tuple[str, ...] = ("prompt_pool", "vtr_head")
+
+# The overridable fields that act in stages 1 and 2 too (the visual tokens' normalisation, at inference as well);
+# the others are read by the stage-1.5 objectives alone.
+CROC_FIELDS_OUTSIDE_OBJECTIVES: frozenset[str] = frozenset({"normalize_visual_tokens"})
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _takes_float(field_name: str) -> bool:
+    """Whether the `CrocConfig` field is typed as a float (optionally None)."""
+    annotation = CrocFieldsMixin.__dataclass_fields__[field_name].type
+    return annotation is float or float in typing.get_args(annotation)
+
 
 # CrocConfig's own fields a run may override through `croc_overrides`. `croc_preset` has its own argument,
 # `croc_pretraining` follows the stage and `prompt_pool_calibrated` is state, so none of them belongs here.
@@ -76,7 +92,8 @@ class CrocTrainingArguments(TrainingArguments):
     croc_overrides: dict[str, Any] | None = field(
         default=None,
         metadata={"help": "CrocConfig fields set on top of the preset, e.g. {mask_ratio: 0.5, prompt_pool_size: "
-                  "1024}. Allowed keys: " + ", ".join(sorted(CROC_OVERRIDABLE_FIELDS)) + "."},
+                  "1024}. Allowed keys: " + ", ".join(sorted(CROC_OVERRIDABLE_FIELDS)) + "; stages 1 and 2 take only "
+                  + ", ".join(sorted(CROC_FIELDS_OUTSIDE_OBJECTIVES)) + "."},
     )
 
     # ---- what trains, and how fast ----
@@ -397,6 +414,16 @@ class CrocTrainingArguments(TrainingArguments):
                 f"croc_overrides: unknown or reserved keys {sorted(unknown)}{hint}; allowed: "
                 f"{', '.join(sorted(CROC_OVERRIDABLE_FIELDS))}"
             )
+        spec = get_stage(self.stage)
+        unused = sorted(set(self.croc_overrides or {}) - CROC_FIELDS_OUTSIDE_OBJECTIVES)
+        if not spec.croc_pretraining and unused:
+            # Written into the saved config all the same, they would read as what stage 1.5 trained with.
+            raise ValueError(f"croc_overrides: stage {spec.name} runs without the Croc objectives, which alone read "
+                             f"{unused}; the saved config keeps the values stage 1.5 trained with: drop them")
+        if self.croc_overrides:
+            # YAML reads `5` as an int; the config's float fields take numbers as floats only (strict typing).
+            self.croc_overrides = {key: float(value) if _is_int(value) and _takes_float(key) else value
+                                   for key, value in self.croc_overrides.items()}
 
     def _resolve_parameter_groups(self, spec) -> None:
         """Fill `trainable_parts` and the four `*_lr` fields with the effective values (None = frozen)."""

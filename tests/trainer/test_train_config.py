@@ -126,6 +126,13 @@ def test_stage_defaults_follow_paper_and_official_presets():
         _args(stage="2", trainable_parts=["projector"], language_model_lr=1e-5)
     with pytest.raises(ValueError, match="croc_overrides: unknown or reserved keys"):
         _args(stage="1.5", croc_overrides={"croc_pretraining": False})
+    # YAML reads `5` as an int: a float field of the strictly typed config takes it as 5.0 (its int fields stay).
+    overrides = _args(stage="1.5", croc_overrides={"vtr_loss_weight": 5, "prompt_pool_size": 64}).croc_overrides
+    assert overrides == {"vtr_loss_weight": 5.0, "prompt_pool_size": 64}
+    assert type(overrides["vtr_loss_weight"]) is float and type(overrides["prompt_pool_size"]) is int
+    # Stages 1 and 2 take the one field that acts outside the Croc objectives.
+    assert _args(stage="2", croc_overrides={"normalize_visual_tokens": False}).croc_overrides == {
+        "normalize_visual_tokens": False}
 
 
 def test_a_learning_rate_no_part_trains_with_is_refused():
