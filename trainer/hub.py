@@ -4,11 +4,13 @@ The upload set is the regular files of `output_dir` that a model repository need
 Trainer's own ignore patterns (checkpoints, `_*`) and any other checkpoint folder, plus this machine's records, which
 stay local at any depth: `training_args.bin` (the pickled arguments, `--hub_token` among them), the data report and
 rejected rows (local data paths), TensorBoard logs, hidden files (the run lock, publish markers). A symbolic link is
-never followed: one the set would take is refused (`check_no_links`). JSON files go up with local paths in their path
-fields written as folder names, or as null where something loads from them (a LoRA adapter's
-`base_model_name_or_path`): `write_upload_set`. Both publishes write that set into a staging folder inside
-`output_dir` (hard links) and scan it for tokens, local paths and the user name (`modeling_croc.upload_scan`),
-refusing with one line; the dry run then fills DIR from it, the push uploads exactly that file list in one commit.
+never followed: one the set would take is refused (`check_no_links`); a named pipe, socket or device is left out.
+JSON files go up with local paths in their path fields written as folder names, or as null where something loads
+from them (a LoRA adapter's `base_model_name_or_path`): `write_upload_set`. Both publishes write that set into a
+staging folder inside `output_dir` (copies; the weights and large files as hard links) and scan it for tokens, local
+paths (the run's own folders among them) and the user name (`modeling_croc.upload_scan`), refusing with one line;
+the dry run then fills DIR from it, the push uploads exactly that file list in one commit, deleting only the
+top-level weight and adapter files it does not rewrite.
 
 `check_publishing_arguments` runs before the model loads: the dry-run folder rule, the push strategy and a token, an
 `output_dir` clear of the run's sources and of links, and the files a save carries over from a local model source.
@@ -20,6 +22,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 import tempfile
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
@@ -90,8 +93,13 @@ NOT_SAVED_FIELDS = ("special_tokens_map_file", "tokenizer_file", "vocab_file", "
 # earlier push left and this push does not rewrite is deleted in the same commit, since it changes what loads:
 # transformers reads a single `model.safetensors` before a shard index, and an `adapter_config.json` makes the repo
 # an adapter on its base. Every other remote file stays; the repository's history keeps the deleted ones.
-LOADED_BY_NAME = ("model.safetensors", "model-*-of-*.safetensors", "model.safetensors.index.json",
-                  "pytorch_model.bin", "pytorch_model-*-of-*.bin", "pytorch_model.bin.index.json",
+# They are fnmatch patterns (`filter_repo_objects`), where `*` also matches `/`: none holds one, since the loader reads
+# these names at the repository's top level only, and the same name in a subfolder is another file (a quantised
+# variant the user keeps in `model-4bit/`). Shards are named as transformers writes them, five digits each.
+_FIVE_DIGITS = "[0-9]" * 5
+_SHARD = f"{_FIVE_DIGITS}-of-{_FIVE_DIGITS}"
+LOADED_BY_NAME = ("model.safetensors", f"model-{_SHARD}.safetensors", "model.safetensors.index.json",
+                  "pytorch_model.bin", f"pytorch_model-{_SHARD}.bin", "pytorch_model.bin.index.json",
                   "adapter_model.safetensors", "adapter_model.bin", "adapter_config.json")
 # JSON fields that name a folder: a local path there is written as the folder's name in the upload.
 PATH_FIELDS = ("_name_or_path", "name_or_path", "base_model_name_or_path", "best_model_checkpoint")
@@ -101,6 +109,13 @@ PATH_FIELDS = ("_name_or_path", "name_or_path", "base_model_name_or_path", "best
 # someone else's. The card names the base; `trainer.merge_lora --base` takes it and checks its weights.
 LOADED_PATH_FIELDS = ("base_model_name_or_path",)
 STAGING_PREFIX = ".hub-upload-"
+# The staged set is what the scan reads and, after create_repo's and list_repo_files' round trips, what the commit
+# reads again: a hard link shares its file with output_dir, so a write into it in between (an editor saving notes in
+# place, a script appending eval results) went up unscanned. Files are staged as copies, except the weights and any
+# file of LINKED_MIN_BYTES or more, hard-linked: a copy would need their size again on output_dir's disk. What remains
+# is a writer into one of those during the publish.
+LINKED_MIN_BYTES = 64 * 2**20
+LINKED_SUFFIXES = (".safetensors", ".bin")
 DRY_RUN_OPTION = "--hub_dry_run"
 
 
@@ -208,7 +223,7 @@ def _check_model_sources(args, keep_clear_of: dict[str, str]) -> None:
             for name in names:
                 _drop_fields_not_saved(Path(staging) / name)
             try:
-                check_upload_set(staging, names, tokens=[args.hub_token], folders=_scan_folders(args))
+                check_upload_set(staging, names, tokens=[args.hub_token], folders=_scan_folders(args, keep_clear_of))
             except UploadLeakError as error:
                 first = error.findings[0]
                 raise ConfigError(f"{option} folder {source}: {first.file} holds {first.kind} ({first.where}): "
@@ -256,10 +271,11 @@ def is_checkpoint_folder(folder: str | Path) -> bool:
     return (folder / TRAINER_STATE).is_file() and any(any(folder.glob(name)) for name in CHECKPOINT_STATE_FILES)
 
 
-def _walk(folder: Path) -> tuple[list[str], list[str]]:
-    """(regular files, symbolic links) under `folder`, relative to it; checkpoint folders below it are not entered,
-    nor links (a link to a checkpoint folder is left out with it)."""
-    files, links = [], []
+def _walk(folder: Path) -> tuple[list[str], list[str], list[str]]:
+    """(regular files, symbolic links, other entries) under `folder`, relative to it; checkpoint folders below it are
+    not entered, nor links (a link to a checkpoint folder is left out with it). Other entries are named pipes,
+    sockets and devices: reading a pipe waits for a writer (the end-of-run push hung), a socket cannot be read."""
+    files, links, others = [], [], []
     for parent, folders, names in os.walk(folder):
         here = Path(parent)
         for name in list(folders):
@@ -271,8 +287,13 @@ def _walk(folder: Path) -> tuple[list[str], list[str]]:
                 links.append(path.relative_to(folder).as_posix() + "/")
         for name in names:
             path = here / name
-            (links if path.is_symlink() else files).append(path.relative_to(folder).as_posix())
-    return sorted(files), sorted(links)
+            try:
+                mode = path.lstat().st_mode
+            except FileNotFoundError:  # removed since the listing: nothing to upload
+                continue
+            kind = links if stat.S_ISLNK(mode) else files if stat.S_ISREG(mode) else others
+            kind.append(path.relative_to(folder).as_posix())
+    return sorted(files), sorted(links), sorted(others)
 
 
 def _uploaded(names: list[str]) -> list[str]:
@@ -281,9 +302,14 @@ def _uploaded(names: list[str]) -> list[str]:
 
 def files_to_upload(folder: str | Path) -> list[str]:
     """Relative paths of the files of `folder` (a run's `output_dir`) that a push uploads, sorted: regular files only
-    (a symbolic link is never followed: `check_no_links` refuses one the set would take), none in a checkpoint
-    folder (`checkpoint-*` and any other, `is_checkpoint_folder`), no local record at any depth."""
-    return _uploaded(_walk(Path(folder))[0])
+    (a symbolic link is never followed: `check_no_links` refuses one the set would take; a named pipe, socket or
+    device is left out, named in one info line), none in a checkpoint folder (`checkpoint-*` and any other,
+    `is_checkpoint_folder`), no local record at any depth."""
+    files, _, others = _walk(Path(folder))
+    skipped = _uploaded(others)
+    if skipped:
+        logger.info("not uploaded from %s, as no regular files: %s", folder, ", ".join(skipped))
+    return _uploaded(files)
 
 
 def check_no_links(folder: str | Path) -> None:
@@ -340,7 +366,8 @@ def _without_local_paths(node: Any) -> bool:
 
 def write_upload_set(output_dir: str | Path, files: list[str], target: str | Path, *, link: bool = False) -> None:
     """Write `files` of `output_dir` into `target` as they go up: JSON files with the local paths of their path fields
-    written as folder names, every other file copied (`link`: hard-linked where possible)."""
+    written as folder names, every other file copied (`link`: the weights and large files hard-linked where
+    possible, `LINKED_MIN_BYTES`)."""
     output_dir, target = Path(output_dir), Path(target)
     for name in files:
         source = output_dir / name
@@ -353,7 +380,12 @@ def write_upload_set(output_dir: str | Path, files: list[str], target: str | Pat
                 (target / name).parent.mkdir(parents=True, exist_ok=True)
                 (target / name).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
                 continue
-        copy_file(source, target / name, link=link)
+        copy_file(source, target / name, link=link and _staged_as_link(source))
+
+
+def _staged_as_link(path: Path) -> bool:
+    """Whether the staged set takes `path` as a hard link: weights, or a file too large to copy twice cheaply."""
+    return path.suffix in LINKED_SUFFIXES or path.stat().st_size >= LINKED_MIN_BYTES
 
 
 def _save_final_folder(trainer) -> None:
@@ -366,10 +398,22 @@ def _save_final_folder(trainer) -> None:
         ModelCard.load(Path(trainer.args.output_dir) / "README.md")  # parses the metadata block: fails early if broken
 
 
-def _scan_folders(args) -> list[str | None]:
-    """The run's folders the scan looks for, on top of home and the working directory."""
-    return [args.output_dir, args.hub_dry_run, args.resume_from_checkpoint if isinstance(
-        args.resume_from_checkpoint, str) else None]
+def _scan_folders(args, keep_clear_of: dict[str, str] | None = None) -> list[str | None]:
+    """The run's folders the scan looks for, on top of home and the working directory: output_dir, the dry run's
+    folder, the named checkpoint, and every local folder the run reads (`keep_clear_of`, `run_folders`: the data,
+    its image root, the model sources, the LoRA merge folder). Those often lie under a root the scanner does not
+    know (`/work`, `/data`, `/nfs`), and a note in output_dir naming the data's path would go up. A data file's
+    folder too: its rows' images are read from there by default (`run_folders` leaves it out of what a dry run's
+    folder keeps clear of, not of what the run reads)."""
+    folders = dict(keep_clear_of or {})
+    return [*folders.values(), _data_file_folder(folders.get("data.path")), args.output_dir, args.hub_dry_run,
+            _named_checkpoint(args)]
+
+
+def _data_file_folder(data: str | None) -> str | None:
+    """The folder holding the data file `data`; None for a data folder (a build) or no data."""
+    path = Path(data).expanduser() if data else None
+    return str(path.absolute().parent) if path is not None and path.is_file() else None
 
 
 def hub_dry_run(trainer, target: str | Path, keep_clear_of: dict[str, str]) -> list[str]:
@@ -394,14 +438,14 @@ def hub_dry_run(trainer, target: str | Path, keep_clear_of: dict[str, str]) -> l
         # is prepared (an earlier dry run's files removed) and filled only once the scan passed: a leak leaves it as
         # it was, and a run killed during the copy or the scan leaves nothing that leaked ready to upload by hand,
         # only a staging folder in output_dir that the rerun's dry run ignores.
-        # The staged files are hard links (as the push's): copies would need the weights' size again on output_dir's
-        # disk, which a dry run into a folder on another disk never needed. The dry run's folder gets copies, so it
-        # shares no file with output_dir.
+        # The staged weights and large files are hard links (as the push's, `LINKED_MIN_BYTES`): copies would need
+        # their size again on output_dir's disk, which a dry run into a folder on another disk never needed. The dry
+        # run's folder gets copies, so it shares no file with output_dir.
         staging = Path(tempfile.mkdtemp(prefix=STAGING_PREFIX, dir=args.output_dir))
         try:
             write_upload_set(args.output_dir, files, staging, link=True)
             try:
-                check_upload_set(staging, files, tokens=[args.hub_token], folders=_scan_folders(args))
+                check_upload_set(staging, files, tokens=[args.hub_token], folders=_scan_folders(args, keep_clear_of))
             except UploadLeakError as error:
                 raise ConfigError(_named_by_output_dir(error, staging, args.output_dir)) from None
             target = prepare_publish_folder(target, files, option=DRY_RUN_OPTION, keep_clear_of=keep_clear_of)
@@ -421,13 +465,14 @@ def _named_by_output_dir(error: Exception, staging: str | Path, output_dir: str 
 
 
 def push(trainer, commit_message: str | None = None, token: str | None = None, revision: str | None = None,
-         private: bool | None = None):
+         private: bool | None = None, keep_clear_of: dict[str, str] | None = None):
     """Push the final folder: save it, stage the upload set inside `output_dir`, scan it and upload exactly its files
     (`modeling_croc.upload_scan.push_files`). Returns the `CommitInfo` on the main process, None elsewhere.
 
     `token`, `revision` and `private` default to `hub_token`, `hub_revision` and `hub_private_repo`; the repository
     is the one the Trainer created (`hub_model_id`, else the name of `output_dir`). Raises `ConfigError` (one line)
-    when the set holds a token, a local path or the user name; nothing is uploaded then.
+    when the set holds a token, a local path or the user name; nothing is uploaded then. `keep_clear_of`: the
+    run's folders (`run_folders`), whose paths the scan looks for too.
     """
     _save_final_folder(trainer)
     if not trainer.is_world_process_zero():
@@ -443,7 +488,7 @@ def push(trainer, commit_message: str | None = None, token: str | None = None, r
                             commit_message=commit_message or f"Croc stage {args.stage}",
                             token=token or args.hub_token, revision=revision or args.hub_revision,
                             private=args.hub_private_repo if private is None else private,
-                            delete_patterns=LOADED_BY_NAME, folders=_scan_folders(args))
+                            delete_patterns=LOADED_BY_NAME, folders=_scan_folders(args, keep_clear_of))
     except PublishError as error:
         raise ConfigError(_named_by_output_dir(error, staging, args.output_dir)) from None
     finally:

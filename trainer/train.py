@@ -321,7 +321,7 @@ def _run(model_args, data_args, args, stage, signals: StopSignals, lock: OutputD
             hub_dry_run(trainer, args.hub_dry_run, run_folders(model_args, data_args, args))
     elif args.push_to_hub:
         try:
-            push(trainer)
+            push(trainer, keep_clear_of=run_folders(model_args, data_args, args))
         except (OSError, ValueError, HfHubHTTPError) as error:
             # A rerun pushes after resuming from the last step's checkpoint; without one it would train again. No
             # `hf upload` of output_dir: it would send what the push keeps local (training_args.bin with the token,
