@@ -47,11 +47,23 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                         help="after a killed run: keep what finished in --out (stage 0, training runs, probes, "
                              "evaluations) and do the rest; resume with the same options")
     parser.add_argument("--threads", type=int, default=1,
-                        help="torch CPU threads (default 1: on a shared 2-core machine two threads contend and run "
-                             "several times slower; the numbers are reproducible for a fixed thread count)")
+                        help="torch CPU threads, >= 1 (default 1: on a shared 2-core machine two threads contend and "
+                             "run several times slower; the numbers are reproducible for a fixed thread count)")
     args = parser.parse_args(argv)
     if args.seeds < 1:
         parser.error("--seeds must be >= 1")
+    # Checked here, before the data is built: torch refused 0 and -1 in `run_demo` (no "all cores" value: the thread
+    # count is fixed for reproducible numbers).
+    if args.threads < 1:
+        parser.error(f"--threads must be >= 1, got {args.threads}")
+    # A seed outside --seed..--seed+--seeds-1 was neither trained nor found: a traceback after the data was built.
+    seeds = range(args.seed, args.seed + args.seeds)
+    outside = [seed for seed in args.run_seeds or [] if seed not in seeds]
+    if outside:
+        parser.error(f"--run-seeds {outside[0]} is not one of the seeds {seeds[0]}..{seeds[-1]} "
+                     f"(--seed {args.seed} --seeds {args.seeds})")
+    if args.report_only and not args.out.is_dir():  # else the run would make the folder it then finds empty
+        parser.error(f"--report-only: --out {args.out} is not a folder: give the --out of an earlier run")
     return args
 
 
@@ -62,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     logging.getLogger("demo").setLevel(logging.INFO)
 
-    from .pipeline import DemoOptions, run_demo
+    from .pipeline import DemoOptions, MissingDemoFiles, run_demo
     from .report import summary_line
 
     options = DemoOptions(out=args.out, seed=args.seed, seeds=args.seeds, ablations=args.ablations,
@@ -72,7 +84,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                           ablation_arms=tuple(args.ablation_arms) if args.ablation_arms else None,
                           report_only=args.report_only, write_report=not args.no_report,
                           resume=args.resume)
-    state = run_demo(options)
+    try:
+        state = run_demo(options)
+    except MissingDemoFiles as err:  # what --report-only/--run-seeds expected in --out: the options' mistake
+        print(f"python -m demo: error: {err}", file=sys.stderr)
+        return 2
     if options.write_report:
         print(summary_line(state), flush=True)
     return 0

@@ -55,6 +55,12 @@ PROBE_FILE = "vtr_probe.json"
 TOWER_FILE = "tower_pretraining.json"
 
 
+class MissingDemoFiles(FileNotFoundError):
+    """What an earlier run (or another process of a parallel one) should have left in --out and did not: a mistake
+    in the options (`--report-only` on the wrong folder, a seed nobody trained), said by `python -m demo` in one line
+    rather than as a traceback."""
+
+
 @dataclass(frozen=True)
 class DemoOptions:
     """Command-line options of `python -m demo`."""
@@ -179,7 +185,8 @@ def step_data(state: DemoState) -> None:
     if counts_file.is_file() and json.loads(counts_file.read_text(encoding="utf-8"))["made_by"] == expected:
         state.data_counts = json.loads(counts_file.read_text(encoding="utf-8"))["counts"]
     elif state.options.report_only:
-        raise FileNotFoundError(f"--report-only: no demo data in {state.scenes}")
+        raise MissingDemoFiles(f"--report-only: no demo data in {state.scenes} (for these --seed and --quick "
+                               "options): run the demo on this --out first")
     else:
         if state.scenes.exists():  # a previous run's images would survive a smaller rerun
             shutil.rmtree(state.scenes)
@@ -332,11 +339,11 @@ def step_load_seed(seed: int) -> Callable[[DemoState], None]:
     """What another process trained and evaluated for `seed`, read back from the files its steps left."""
     def action(state: DemoState) -> None:
         stage0 = state.run_dir(seed, STAGE0)
-        state.tower[seed] = json.loads((stage0 / TOWER_FILE).read_text(encoding="utf-8"))
+        state.tower[seed] = json.loads(_left_by_run(stage0 / TOWER_FILE, seed).read_text(encoding="utf-8"))
         state.model_parameters = _count_parameters(stage0)
         for run in _runs_of_seed(state.options, state.arms, seed):
             folder = state.run_dir(seed, run.name)
-            summary = json.loads((folder / RUN_SUMMARY).read_text(encoding="utf-8"))
+            summary = json.loads(_left_by_run(folder / RUN_SUMMARY, seed).read_text(encoding="utf-8"))
             _record_run(state, run.name, seed, summary)
             state.timings[f"seed{seed}/{run.name} (another process)"] = summary["seconds"]
             if (folder / PROBE_FILE).is_file():
@@ -344,6 +351,15 @@ def step_load_seed(seed: int) -> Callable[[DemoState], None]:
         for arm in state.arms:
             _load_predictions(state, arm, seed)
     return action
+
+
+def _left_by_run(path: Path, seed: int) -> Path:
+    """`path`, which the run of `seed` writes when it finishes; its absence is the options' mistake (a seed this
+    process does not train and no other process has finished), said in one line."""
+    if not path.is_file():
+        raise MissingDemoFiles(f"seed {seed} has not been trained in this --out (no {path}): train it first "
+                               f"(--run-seeds {seed}, same options) or leave out --report-only/--run-seeds")
+    return path
 
 
 def _runs_of_seed(options: DemoOptions, arms: list[Arm], seed: int) -> list[RunSpec]:
