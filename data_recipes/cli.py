@@ -90,6 +90,12 @@ def _whole_number(minimum: int) -> Any:
     return parse
 
 
+# The smallest --image-size the synthetic scenes draw as their records say (`synthetic_scenes.make_scene`): from 12
+# px (4-px grid cells) up, the largest object's radius, at least 2 px, fits in its cell, so every position answer holds;
+# below, the generator failed (-5: "broadcast shape must be non-negative", 0: "cannot write empty image") or drew
+# objects across their cells. The three object sizes draw as three radii from 26 px up (2, 3, 4 px).
+MIN_SCENE_IMAGE_SIZE = 12
+
 # The longest file or folder name most file systems take, in bytes.
 _NAME_MAX = 255
 
@@ -135,7 +141,9 @@ def _parser() -> argparse.ArgumentParser:
     p_synth.add_argument("--out", required=True, help="output folder (LLaVA format)")
     p_synth.add_argument("--num-images", type=int, default=200, help="scenes to draw (default 200)")
     p_synth.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
-    p_synth.add_argument("--image-size", type=int, default=336, help="square image side in pixels (default 336)")
+    p_synth.add_argument("--image-size", type=_whole_number(MIN_SCENE_IMAGE_SIZE), default=336,
+                         help=f"square image side in pixels, >= {MIN_SCENE_IMAGE_SIZE} (the smallest that holds every "
+                         "shape in its 3x3 grid cell; small, medium and large differ from 26 up) (default 336)")
     p_synth.add_argument("--test-fraction", type=float, default=0.2,
                          help="share of images held out for qa_test.json (default 0.2)")
     p_synth.add_argument("--val-fraction", type=float, default=0.0,
@@ -194,6 +202,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                   "would be replaced; choose a new or empty folder (nothing was written)", file=sys.stderr)
             return 1
         out = Path(args.out).expanduser()
+        if out.exists() and not out.is_dir():  # the bare "[Errno 20] Not a directory" did not say which path
+            print(f"error: --out {args.out} is a file (Not a directory): give a new or empty folder (nothing was "
+                  "written)", file=sys.stderr)
+            return 1
         fresh = not out.is_dir() or not any(out.iterdir())
         try:
             made = generate_synthetic_scenes(out, num_images=args.num_images, seed=args.seed,
