@@ -232,6 +232,9 @@ def check_data(data: dict[str, Any]) -> None:
     if location.is_file() and location.suffix.lower() not in (".json", ".jsonl"):
         raise ConfigError(f"data.path {path}: expected a .json or .jsonl LLaVA-format file")
     root = data.get("image_root")
+    if root and Path(str(root)).expanduser().exists() and not Path(str(root)).expanduser().is_dir():
+        # "does not exist" was untrue of a file (an image or the data file given in place of its folder)
+        raise ConfigError(f"data.image_root {root} is a file: give the folder the rows' image paths are relative to")
     if root and not Path(str(root)).expanduser().is_dir():
         raise ConfigError(f"data.image_root {root} does not exist")
     # A build's own `data.jsonl` is read under the image root its build recorded too (`trainer.data_loading`): a root

@@ -663,3 +663,17 @@ def test_a_true_false_key_given_bare_is_still_true():
     raw = load_raw_config([str(STAGE2), "--packing", "--model.use_peft", "--bf16", "--max_steps=3"])
     assert raw["training"]["packing"] is True and raw["training"]["bf16"] is True, raw["training"]
     assert raw["model"]["use_peft"] is True and raw["training"]["max_steps"] == 3, raw
+
+
+def test_data_image_root_that_is_a_file_says_so(tmp_path: Path) -> None:
+    """`data.image_root ... does not exist` was untrue of a file (an image given in place of its folder)."""
+    rows = tmp_path / "rows.json"
+    rows.write_text("[]\n", encoding="utf-8")
+    image = tmp_path / "0.png"
+    image.write_bytes(b"")
+    with pytest.raises(ConfigError, match=f"^data.image_root {image} is a file: give the folder the rows' image "
+                                          "paths are relative to$"):
+        validation.check_data({"path": str(rows), "image_root": str(image)})
+    with pytest.raises(ConfigError, match="does not exist"):
+        validation.check_data({"path": str(rows), "image_root": str(tmp_path / "missing")})
+    validation.check_data({"path": str(rows), "image_root": str(tmp_path)})  # a folder: no error
