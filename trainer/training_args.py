@@ -294,6 +294,13 @@ class CrocTrainingArguments(TrainingArguments):
     remove_unused_columns: bool = field(
         default=False, metadata={"help": "Kept False: the Croc collator already returns only model inputs."}
     )
+    ddp_timeout: int = field(
+        default=4 * 3600,
+        metadata={"help": "Seconds a process waits in a collective before the run is aborted (transformers: 1800). "
+                  "At the start the main process alone reads, checks and measures the rows while the others wait "
+                  "for its result: on the 1.5M-row mixture that can outlast 30 minutes, and NCCL's watchdog would "
+                  "end the run. A crashed process still ends the run at once (the launcher sees it)."},
+    )
 
     def __post_init__(self) -> None:
         check_training_values(self)  # the values as given, before anything below divides by or resolves them

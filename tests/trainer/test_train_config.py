@@ -126,6 +126,8 @@ def test_stage_defaults_follow_paper_and_official_presets():
         _args(stage="2", trainable_parts=["projector"], language_model_lr=1e-5)
     with pytest.raises(ValueError, match="croc_overrides: unknown or reserved keys"):
         _args(stage="1.5", croc_overrides={"croc_pretraining": False})
+    # The start's data work on the main process alone may outlast transformers' 30 minutes on the real mixtures.
+    assert _args(stage="1").ddp_timeout == 4 * 3600 and _args(stage="1", ddp_timeout=600).ddp_timeout == 600
     # YAML reads `5` as an int: a float field of the strictly typed config takes it as 5.0 (its int fields stay).
     overrides = _args(stage="1.5", croc_overrides={"vtr_loss_weight": 5, "prompt_pool_size": 64}).croc_overrides
     assert overrides == {"vtr_loss_weight": 5.0, "prompt_pool_size": 64}
