@@ -26,6 +26,7 @@ import difflib
 import enum
 import inspect
 import math
+import os
 import re
 import types
 import typing
@@ -569,6 +570,28 @@ def check_deepspeed_config(args: Any) -> None:
         found = "; ".join(mismatch.strip().removeprefix("- ") for mismatch in deepspeed_config.mismatches)
         raise _config_error(f"{where} contradicts the training arguments: {found}; set these DeepSpeed values to "
                             "\"auto\" (they then follow the arguments) or change the arguments")
+
+
+# What `deepspeed.init_distributed` reads to join a process group without MPI: every launcher (`deepspeed`, torchrun,
+# `accelerate launch`) sets them, and so do AzureML's and SageMaker's environments it patches itself.
+LAUNCHER_ENVIRONMENT = ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK")
+DEEPSPEED_PATCHED_ENVIRONMENTS = ("AZUREML_EXPERIMENT_ID", "SM_TRAINING_ENV")
+
+
+def check_deepspeed_launcher(args: Any) -> None:
+    """A DeepSpeed run started as a plain `python -m trainer.train`: DeepSpeed then looks for an MPI job through
+    mpi4py, which fails with a traceback once the model and the rows are loaded. Refused before, unless mpi4py is
+    there (an `mpirun` launch)."""
+    import importlib.util
+
+    if not args.deepspeed or all(name in os.environ for name in LAUNCHER_ENVIRONMENT):
+        return
+    if any(name in os.environ for name in DEEPSPEED_PATCHED_ENVIRONMENTS) or importlib.util.find_spec("mpi4py"):
+        return
+    raise _config_error("deepspeed needs a launcher that starts its processes: run the same command under "
+                        "`torchrun --nproc_per_node N -m trainer.train ...` (N=1 too), `accelerate launch --multi_gpu "
+                        "--num_processes N -m trainer.train ...` or `deepspeed --module trainer.train ...`; "
+                        "docs/SCALING.md")
 
 
 def check_optimizer(args: Any) -> None:

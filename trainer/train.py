@@ -39,6 +39,7 @@ from modeling_croc.configuration_croc import CrocConfigError
 from modeling_croc.provenance import STAGE0_TAG, is_stage0_folder
 from modeling_croc.write_failures import is_write_failure, write_failure_reason
 
+from .argument_checks import check_deepspeed_launcher
 from .checkpoint_io import checkpoint_folders, checkpoint_problem
 from .cli import ConfigError, help_text, wants_help
 from .collator import build_collator
@@ -158,6 +159,7 @@ def main(argv: list[str] | None = None) -> CrocTrainer | None:
     values), `RunPreempted` (a preemption signal: a checkpoint
     was written, rerun to continue) or `TrainingDiverged` (a non-finite step: nothing non-finite was written)."""
     model_args, data_args, args, stage = resolve_config(sys.argv[1:] if argv is None else argv)
+    check_deepspeed_launcher(args)  # a resolve needs none: `--help` and the config checks run without a launcher
     # before anything is written, into output_dir or a publish folder
     check_publishing_arguments(args, run_folders(model_args, data_args, args))
     _setup_logging(args)

@@ -677,3 +677,18 @@ def test_data_image_root_that_is_a_file_says_so(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="does not exist"):
         validation.check_data({"path": str(rows), "image_root": str(tmp_path / "missing")})
     validation.check_data({"path": str(rows), "image_root": str(tmp_path)})  # a folder: no error
+
+
+@needs_deepspeed
+def test_deepspeed_without_a_launcher_is_one_line_before_anything_loads(tmp_path, tiny_model, small_data, monkeypatch,
+                                                                        nothing_loaded):
+    """Started as a plain `python -m trainer.train`, DeepSpeed looked for an MPI job through mpi4py once the rows and
+    the model were loaded: a 40-line traceback ending in `No module named 'mpi4py'`."""
+    for name in ("RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT", "LOCAL_RANK"):
+        monkeypatch.delenv(name, raising=False)
+    out = tmp_path / "out"
+    message = _cli_error(_argv(STAGE1_5, out, tiny_model, small_data, f"--deepspeed={ZERO3}"), monkeypatch)
+    assert message.startswith("configuration error: deepspeed needs a launcher that starts its processes: run the "
+                              "same command under `torchrun --nproc_per_node N -m trainer.train ...` (N=1 too)"), message
+    assert not out.exists()
+
