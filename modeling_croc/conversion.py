@@ -16,16 +16,19 @@ from .convert import stage0_card
 from .convert.common import conversion_card
 from .loading import load_croc
 from .model_folders import NAME_MAX
+from .provenance import write_without_local_paths
 
 # The hidden folders next to OUT: the conversion being written, and the old OUT while `--overwrite` swaps in the new.
 STAGING_SUFFIX, REPLACED_SUFFIX = ".convert-partial", ".convert-replaced"
 
 
 def _save(model, processor, out_dir: str | Path) -> Path:
-    """Save `model` and, when there is one, its processor into `out_dir`."""
+    """Save `model` and, when there is one, its processor into `out_dir`, the local folders they were read from
+    written as their names (`write_without_local_paths`): a converted folder is one to share."""
     model.save_pretrained(out_dir)
     if processor is not None:
         processor.save_pretrained(out_dir)
+    write_without_local_paths(out_dir)
     return Path(out_dir)
 
 

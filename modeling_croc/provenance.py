@@ -6,10 +6,12 @@ stage 0 (the parts' licences, e.g. Llama 2's for Vicuna) without anyone retyping
 
 from __future__ import annotations
 
+import json
+import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any
 
 import yaml
@@ -140,4 +142,64 @@ class Provenance:
                 "license_link": "README.md#licences", "croc_licenses": licenses}
 
 
-__all__ = ["HUB_ID", "LICENSE_ID", "Provenance", "card_metadata", "is_hub_id"]
+
+# JSON fields that name a folder: a local path there is written as the folder's name in what leaves the machine (a
+# push's upload set, a conversion's folder).
+PATH_FIELDS = ("_name_or_path", "name_or_path", "base_model_name_or_path", "best_model_checkpoint")
+# Path fields something loads from: a local path there goes up as null, not as a name. transformers and PEFT load an
+# adapter's `base_model_name_or_path` wherever the downloader runs: `stage1_5` there is whatever folder of that name
+# the working directory holds (an adapter put on other weights, silently), or else the Hub repository of that name,
+# someone else's. The card names the base; `trainer.merge_lora --base` takes it and checks its weights.
+LOADED_PATH_FIELDS = ("base_model_name_or_path",)
+
+
+def is_local_path(value: str) -> bool:
+    """Whether a path field's value names a local folder: absolute, under `~`, on a drive, or relative and no Hub id
+    (`..` or `.` in it, more than two components: `--model.name_or_path=../team/client/base` is stored as typed,
+    and neither the scan's roots nor its folders know it). `org/name` stays: it is the Hub's spelling, unless it is
+    a folder here (`outputs/stage1`), which is what transformers loaded it from: kept, the pushed adapter_config.json
+    sent PEFT to the Hub repo of that name, someone else's, while the card (`is_hub_id`) listed no base model."""
+    if os.path.isabs(value) or value.startswith("~") or PureWindowsPath(value).drive != "":
+        return True
+    return value != "" and not is_hub_id(value)
+
+
+def folder_name(value: str) -> str:
+    """The last component of the local path `value` (`../base` -> `base`), folded without the working directory,
+    whose names are this machine's: "" when none is left (`..`), as transformers writes a config of no folder."""
+    if PureWindowsPath(value).drive:
+        return PureWindowsPath(value).name
+    name = PurePosixPath(os.path.normpath(value.replace("\\", "/"))).name
+    return "" if name in (".", "..") else name
+
+
+def without_local_paths(node: Any) -> bool:
+    """Write each local path in a `PATH_FIELDS` field of the JSON value `node` as its last component (as null in a
+    `LOADED_PATH_FIELDS` field), in place. Returns whether anything changed."""
+    changed = False
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key in PATH_FIELDS and isinstance(value, str) and is_local_path(value):
+                node[key] = None if key in LOADED_PATH_FIELDS else folder_name(value)
+                changed |= node[key] != value  # `my base` (no Hub id, yet a name already) stays as it is
+            else:
+                changed |= without_local_paths(value)
+    elif isinstance(node, list):
+        for value in node:
+            changed |= without_local_paths(value)
+    return changed
+
+
+def write_without_local_paths(folder: str | Path) -> None:
+    """Rewrite the JSON files at the top of `folder` with `without_local_paths`: a conversion's configs carry the
+    local folders their parts were read from (`text_config._name_or_path`), and the folder is made to be shared."""
+    for path in sorted(Path(folder).glob("*.json")):
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except (UnicodeDecodeError, ValueError):
+            continue
+        if without_local_paths(data):
+            path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+__all__ = ["HUB_ID", "LICENSE_ID", "LOADED_PATH_FIELDS", "PATH_FIELDS", "Provenance", "card_metadata", "folder_name",
+           "is_hub_id", "is_local_path", "without_local_paths", "write_without_local_paths"]

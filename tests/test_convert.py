@@ -290,6 +290,23 @@ def test_convert_cli_exports_to_llava(tmp_path, caplog):
     assert LlavaForConditionalGeneration.from_pretrained(tmp_path / "llava") is not None
 
 
+def test_converted_and_exported_folders_name_their_parts_by_folder_name_only(tmp_path):
+    """A conversion's folder is one to share (`hf upload` by hand, no scan): its nested configs carried the absolute
+    folders the parts were read from (`text_config._name_or_path: /home/alice/parts/llm`)."""
+    from croc_testing.tiny import save_tiny_parts
+    from modeling_croc.convert.__main__ import main
+
+    parts = tmp_path / "alice_parts"
+    save_tiny_parts(parts)
+    main(["from-parts", str(parts / "clip"), str(parts / "llm"), str(tmp_path / "stage0")])
+    main(["to-llava", str(tmp_path / "stage0"), str(tmp_path / "plain")])
+    for folder in ("stage0", "plain"):
+        config = json.loads((tmp_path / folder / "config.json").read_text())
+        assert (config["text_config"]["_name_or_path"], config["vision_config"]["_name_or_path"]) == ("llm", "clip")
+        for path in (tmp_path / folder).glob("*.json"):
+            assert str(tmp_path) not in path.read_text(), path
+
+
 def test_convert_cli_never_writes_over_a_folder_that_holds_files(tmp_path):
     """OUT was written file by file over whatever it held: a trained stage folder given as OUT kept its run record
     and card around freshly converted weights, and a folder converted into itself lost its pool and head."""

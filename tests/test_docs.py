@@ -771,9 +771,9 @@ def test_reliability_names_every_key_a_resume_cannot_change():
 
 def test_publishing_docs_name_every_path_field_written_as_a_name():
     """TRAINING.md's Hub bullet and RELIABILITY.md's publishing promise say which uploaded fields lose their local
-    folder (`trainer.hub.PATH_FIELDS`): a pushed LoRA adapter names a base others can load only when the run started
+    folder (`modeling_croc.provenance.PATH_FIELDS`): a pushed LoRA adapter names a base others can load only when the run started
     from a Hub id, which no page said (the field went up as a bare folder name, unsaid)."""
-    from trainer.hub import PATH_FIELDS
+    from modeling_croc.provenance import PATH_FIELDS
 
     training = " ".join((REPO / "docs" / "TRAINING.md").read_text(encoding="utf-8").split())
     missing = [field for field in PATH_FIELDS if f"`{field}`" not in training]

@@ -24,8 +24,7 @@ import os
 import shutil
 import stat
 import tempfile
-from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Any
+from pathlib import Path
 
 from huggingface_hub import ModelCard, get_token
 from huggingface_hub.utils import (
@@ -39,7 +38,7 @@ from transformers.trainer_utils import HubStrategy
 
 from data_recipes import recorded_image_root
 from modeling_croc.loading import source_kind
-from modeling_croc.provenance import is_hub_id
+from modeling_croc.provenance import without_local_paths
 from modeling_croc.publish_folder import (
     PublishError,
     check_publish_folder,
@@ -101,13 +100,6 @@ _SHARD = f"{_FIVE_DIGITS}-of-{_FIVE_DIGITS}"
 LOADED_BY_NAME = ("model.safetensors", f"model-{_SHARD}.safetensors", "model.safetensors.index.json",
                   "pytorch_model.bin", f"pytorch_model-{_SHARD}.bin", "pytorch_model.bin.index.json",
                   "adapter_model.safetensors", "adapter_model.bin", "adapter_config.json")
-# JSON fields that name a folder: a local path there is written as the folder's name in the upload.
-PATH_FIELDS = ("_name_or_path", "name_or_path", "base_model_name_or_path", "best_model_checkpoint")
-# Path fields something loads from: a local path there goes up as null, not as a name. transformers and PEFT load an
-# adapter's `base_model_name_or_path` wherever the downloader runs: `stage1_5` there is whatever folder of that name
-# the working directory holds (an adapter put on other weights, silently), or else the Hub repository of that name,
-# someone else's. The card names the base; `trainer.merge_lora --base` takes it and checks its weights.
-LOADED_PATH_FIELDS = ("base_model_name_or_path",)
 STAGING_PREFIX = ".hub-upload-"
 # The staged set is what the scan reads and, after create_repo's and list_repo_files' round trips, what the commit
 # reads again: a hard link shares its file with output_dir, so a write into it in between (an editor saving notes in
@@ -327,43 +319,6 @@ def check_no_links(folder: str | Path) -> None:
                           "or remove it (nothing was uploaded)")
 
 
-def _is_local_path(value: str) -> bool:
-    """Whether a path field's value names a local folder: absolute, under `~`, on a drive, or relative and no Hub id
-    (`..` or `.` in it, more than two components: `--model.name_or_path=../team/client/base` is stored as typed,
-    and neither the scan's roots nor its folders know it). `org/name` stays: it is the Hub's spelling, unless it is
-    a folder here (`outputs/stage1`), which is what transformers loaded it from: kept, the pushed adapter_config.json
-    sent PEFT to the Hub repo of that name, someone else's, while the card (`is_hub_id`) listed no base model."""
-    if os.path.isabs(value) or value.startswith("~") or PureWindowsPath(value).drive != "":
-        return True
-    return value != "" and not is_hub_id(value)
-
-
-def _folder_name(value: str) -> str:
-    """The last component of the local path `value` (`../base` -> `base`), folded without the working directory,
-    whose names are this machine's: "" when none is left (`..`), as transformers writes a config of no folder."""
-    if PureWindowsPath(value).drive:
-        return PureWindowsPath(value).name
-    name = PurePosixPath(os.path.normpath(value.replace("\\", "/"))).name
-    return "" if name in (".", "..") else name
-
-
-def _without_local_paths(node: Any) -> bool:
-    """Write each local path in a `PATH_FIELDS` field of the JSON value `node` as its last component (as null in a
-    `LOADED_PATH_FIELDS` field), in place. Returns whether anything changed."""
-    changed = False
-    if isinstance(node, dict):
-        for key, value in node.items():
-            if key in PATH_FIELDS and isinstance(value, str) and _is_local_path(value):
-                node[key] = None if key in LOADED_PATH_FIELDS else _folder_name(value)
-                changed |= node[key] != value  # `my base` (no Hub id, yet a name already) stays as it is
-            else:
-                changed |= _without_local_paths(value)
-    elif isinstance(node, list):
-        for value in node:
-            changed |= _without_local_paths(value)
-    return changed
-
-
 def write_upload_set(output_dir: str | Path, files: list[str], target: str | Path, *, link: bool = False) -> None:
     """Write `files` of `output_dir` into `target` as they go up: JSON files with the local paths of their path fields
     written as folder names, every other file copied (`link`: the weights and large files hard-linked where
@@ -376,7 +331,7 @@ def write_upload_set(output_dir: str | Path, files: list[str], target: str | Pat
                 data = json.loads(source.read_text(encoding="utf-8"))
             except (UnicodeDecodeError, ValueError):
                 data = None
-            if data is not None and _without_local_paths(data):
+            if data is not None and without_local_paths(data):
                 (target / name).parent.mkdir(parents=True, exist_ok=True)
                 (target / name).write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
                 continue

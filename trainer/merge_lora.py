@@ -64,7 +64,7 @@ def find_base(adapter_dir: str | Path, base: str | None = None) -> str:
         return base
     recorded = recorded_base(adapter_dir)
     if not recorded:
-        # A pushed adapter names a local base nowhere PEFT loads from (`trainer.hub.LOADED_PATH_FIELDS`); its base
+        # A pushed adapter names a local base nowhere PEFT loads from (`modeling_croc.provenance.LOADED_PATH_FIELDS`); its base
         # config keeps the folder's name.
         named = _base_config_name(adapter_dir)
         if named:

@@ -27,6 +27,7 @@ from ..configuration_croc_onevision import CrocOnevisionConfig
 from ..constants import CROC_ONLY_PREFIXES
 from ..families import FAMILIES
 from ..model_folders import ModelFolderError, checked_from_pretrained, folder_processor, weight_gaps
+from ..provenance import write_without_local_paths
 from .common import conversion_card
 
 # Croc config class -> the plain config and model classes it extends (`families.FAMILIES`).
@@ -114,6 +115,7 @@ def export_llava_folder(croc_dir: str | Path, out_dir: str | Path, *, name: str 
     elif processor is not None:
         processor.save_pretrained(out_dir)
         name_parent_processor(out_dir, type(processor))
+    write_without_local_paths(out_dir)  # an export is a folder to share: the parts' folders as their names
     conversion_card(croc_dir, name or out_dir.resolve().name,
                     f"exported to its plain parent layout, `{plain.config.model_type}` "
                     f"(`python -m modeling_croc.convert {command}`)").save(out_dir / "README.md")
