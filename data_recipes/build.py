@@ -259,7 +259,7 @@ def _write_hub_folder(pushed: Dataset, card: DatasetCard, hub_folder: Path, num_
                              f"{error.strerror or error}{'' if check_images else unchecked}; nothing was written "
                              "there") from None
         try:
-            check_upload_set(staging, written, folders=local)
+            check_upload_set(staging, written, folders=local, dataset_rows=True)
         except UploadLeakError as error:
             # Named by the folder the user gave: the staging folder is gone when the message is read.
             message = str(error).replace(f"refusing to publish {staging}:", f"refusing to publish {hub_folder}:", 1)

@@ -70,7 +70,7 @@ def push_folder(folder: str | Path, files: list[str], repo_id: str, *, private: 
     commit, after the leak scan of `modeling_croc.upload_scan` (`folders`: the build's own folders, which must not
     appear). Shards of an earlier push that this one does not rewrite are deleted, as `Dataset.push_to_hub` does:
     only files named exactly as this project names a shard (:data:`SHARD_PATTERN`), never another file of the repo."""
-    return push_files(folder, files, repo_id, repo_type="dataset", private=private, folders=folders,
+    return push_files(folder, files, repo_id, repo_type="dataset", private=private, folders=folders, dataset_rows=True,
                       commit_message="Upload dataset built by data_recipes", delete_patterns=[SHARD_PATTERN])
 
 

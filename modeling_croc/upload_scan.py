@@ -30,19 +30,24 @@ before every push, real or dry. It looks for
   `C:\\Users\\NAME\\`) or as the user part of an e-mail-like `NAME@host`, never as a bare word: CI runs as `root`,
   a word that model code and vocabularies contain.
 
-What is read: every byte of every file, in chunks of :data:`CHUNK_BYTES` that overlap so a match across a chunk
+What is read: every file's relative name (it goes up as a repository path; with `__` also read as `/`, as lmms-eval
+names an output folder by the model's path), and every byte of every file, in chunks of :data:`CHUNK_BYTES` that overlap so a match across a chunk
 border is found once, except two binary layouts whose payload holds no text: a `.safetensors` file is scanned in its
 header (the JSON of tensor names, dtypes, shapes and `__metadata__`; the tensor bytes after it are numbers), and a
 Parquet file in its key-value metadata and column names (nested fields' too) and in the decoded values of every
 string and binary column (embedded files, such as a datasets.Image column's bytes, one by one), nested ones (structs,
 lists, a map's keys and values) included (the data pages are compressed, so their raw bytes would hide text). Row
-values are upstream content, where a shell command naming `/home/user/` or `/tmp/` is ordinary: only this process's
-tokens and this machine's own folders count there (and in the footer's min/max statistics, which are row values: the footer is not read raw).
+values of a dataset's shards (`dataset_rows=True`, the data recipes' pushes) are upstream content, where a shell
+command naming `/home/user/` or `/tmp/` is ordinary: only this process's tokens and this machine's own folders (its
+home not where the account name is generic, `/home/ubuntu`) count there; a model push's Parquet file (an eval's
+predictions) is the user's own output and gets every rule (and in the footer's min/max statistics, which are row values: the footer is not read raw).
 A compressed file or archive (gzip, bzip2, xz, zip, tar; known by its first bytes, whatever its name) is read through
 its layers, up to four deep (a tar.gz of rotated .log.gz files), since its raw bytes hide its text; one the standard
 library cannot open (zstd, 7z, rar, lz4), deeper layers and a file that expands past 50 times its size (at least
-64 MiB, at most 1 GiB: a decompression bomb) cannot be scanned. A file that cannot be read (a Parquet file cut short, a file gone, such a
-compressed file) is a finding too (:data:`UNREADABLE`): what goes up must have been scanned.
+64 MiB, at most 1 GiB: a decompression bomb) cannot be scanned. Text in UTF-16 or UTF-32 (a window of many zero bytes)
+is read a second time, character by character. A file that is not a regular file (a named pipe would block the scan
+for ever) is never opened, and it, like one that cannot be read (a Parquet file cut short, a file gone, such a
+compressed file), is a finding too (:data:`UNREADABLE`): what goes up must have been scanned.
 
 :func:`push_files` uploads a scanned folder's exact file list in one commit (`HfApi.create_commit`), scanning it again
 right before.
@@ -59,6 +64,7 @@ import lzma
 import os
 import re
 import shutil
+import stat
 import tarfile
 import tempfile
 import zipfile
@@ -125,16 +131,61 @@ def _assignments(names: bytes, quoted: bytes) -> list[re.Pattern[bytes]]:
     value = rb"(?:" + quoted + rb"|" + _BARE_VALUE + rb")"
     lower = names.lower()
     return [
-        # NAME=value, "NAME": "value", the name bare (API_KEY=..., PASSWORD=...) or prefixed (WANDB_API_KEY=...)
-        re.compile(rb"(?<![A-Za-z0-9_])(?:[A-Z][A-Z0-9_]*_)?" + names + rb"[\"']?[ \t]*[=:][ \t]*" + value),
+        # NAME=value, "NAME": "value", the name bare (API_KEY=..., PASSWORD=...) or prefixed (WANDB_API_KEY=...), or
+        # subscripted (os.environ["WANDB_API_KEY"] = ...)
+        # (`\"` where a notebook's JSON holds the line)
+        re.compile(rb"(?<![A-Za-z0-9_])(?:[A-Z][A-Z0-9_]*_)?" + names + rb"\\?[\"']?\]?[ \t]*[=:][ \t]*\\?" + value),
+        # a Kubernetes or GitHub Actions env entry: `- name: WANDB_API_KEY` with `value: ...` on the next line
+        re.compile(rb"(?<![A-Za-z0-9_])name:[ \t]*[\"']?(?:[A-Z][A-Z0-9_]*_)?" + names + rb"[\"']?[ \t]*\r?\n[ \t]*"
+                   rb"value:[ \t]*" + value),
+        # set by a call, given a key-like string: os.environ.setdefault("WANDB_API_KEY", "..."), os.putenv(...)
+        # (from its opening quote, which the search skips to: a leading optional name is slow on binary bytes)
+        re.compile(rb"[\"'](?:[A-Za-z0-9_]*_)?(?:" + names + rb"|" + lower + rb")[\"'][ \t]*,[ \t]*" + _KEY_QUOTED),
         # the same names in lower case as a JSON key ("api_key": "...") or a YAML / INI line (aws_secret_access_key =
         # ..., a kubeconfig's `token: ...`, followed by a comment or not)
         re.compile(rb"\"(?:[a-z0-9_]*_)?" + lower + rb"\"[ \t]*:[ \t]*" + quoted),
         re.compile(rb"(?m)^[ \t]*(?:[a-z0-9_]*_)?" + lower + rb"[ \t]*[:=][ \t]*" + value),
         # ... or in code, given a string: `openai.api_key = "..."`, `login(token="...")`
-        re.compile(rb"(?<![A-Za-z0-9_])(?:[a-z0-9_]*_)?" + lower + rb"[ \t]*=[ \t]*" + quoted),
+        re.compile(rb"(?<![A-Za-z0-9_])(?:[a-z0-9_]*_)?" + lower + rb"[\"']?\]?[ \t]*=[ \t]*" + quoted),
     ]
 
+
+# A value a command line, header or URL gives a credential: quoted, or bare but neither a word, code nor a path
+# (`--token /run/secrets/hf` names a file; `--api-key $KEY` a variable).
+_FLAG_VALUE = rb"(?:" + _KEY_QUOTED + rb"|(?![/~.])" + _BARE_VALUE + rb")"
+# The credential words of a flag, header or URL parameter, any case, `-` or `_` between their parts.
+_CREDENTIAL_WORDS = (rb"(?:api[_\-]?key|access[_\-]?key|secret[_\-]?key|account[_\-]?key|private[_\-]?key|auth[_\-]?token"
+                     rb"|access[_\-]?token|refresh[_\-]?token|token|secret|password|passwd)")
+# A URL parameter's value that is a credential: 16 or more URL characters with two digits and two letters at least
+# (a signature is hex or URL-encoded base64; `?token=abc` or `?sig=false` is not one).
+_URL_SECRET = (rb"(?=(?:[A-Za-z%._~+/=\-]*[0-9]){2})(?=(?:[0-9%._~+/=\-]*[A-Za-z]){2})[A-Za-z0-9%._~+/=\-]{16,}")
+# Credentials known by what stands around them. Each counts only where no other finding lies in it: the key of
+# `--openai_api_key sk-...` is reported by its own shape, a known value where it stands (kaggle.json's key).
+_CONTEXT_PATTERNS = (
+    # a command-line flag: `--wandb_api_key VALUE`, `--api-key=VALUE`, `--hub-token "..."`
+    re.compile(rb"(?i)(?<![A-Za-z0-9_\-])--(?:[a-z0-9]+[_\-])*" + _CREDENTIAL_WORDS + rb"(?:=|[ \t]+)" + _FLAG_VALUE),
+    # any other `--...-key` flag, given a key-shaped value (as `_OTHER_KEY_ASSIGNMENT`: `--sort-key id` is not one)
+    re.compile(rb"(?i)(?<![A-Za-z0-9_\-])--(?:[a-z0-9]+[_\-])*key(?:=|[ \t]+)[\"']?" + _KEY_LIKE),
+    # an HTTP header naming a key or token (`x-api-key: ...`, `X-Auth-Token: ...`, `"X-Goog-Api-Key": "..."`)
+    re.compile(rb"(?i)(?<![A-Za-z0-9_\-])x-(?:[a-z0-9]+-)*(?:key|token|secret|auth)[\"']?[ \t]*:[ \t]*[\"']?"
+               + _NOT_A_VALUE + _KEY_LIKE),
+    # a camelCase name in JavaScript, JSON or Java, given a string: `apiKey = "..."`, `"accessToken": "..."`
+    re.compile(rb"(?<![A-Za-z0-9_])(?:apiKey|accessKey|secretKey|(?:[a-z][a-z0-9]*)(?:[A-Z][a-z0-9]*)*"
+               rb"(?:ApiKey|AccessKey|SecretKey|Token|Secret|Password))[\"']?[ \t]*[:=][ \t]*" + _KEY_QUOTED),
+    # an npm registry login (.npmrc's `//registry/:_authToken=...`, `_auth=...`)
+    re.compile(rb"(?<![A-Za-z0-9])_auth(?:Token)?[ \t]*=[ \t]*[\"']?" + _NOT_A_VALUE + rb"[A-Za-z0-9+/=_\-]{16,}"),
+    # `wandb login KEY` (a W&B key is 40 hex digits)
+    re.compile(rb"(?<![A-Za-z0-9_])wandb[ \t]+login[ \t]+(?:--?[a-z\-]+[ \t]+)*[\"']?[0-9a-f]{40}(?![0-9A-Za-z])"),
+    # a Kaggle API token file (kaggle.json: a user name, then a key of 32 hex digits)
+    re.compile(rb"\"username\"[ \t]*:[ \t]*\"[^\"\r\n]{1,64}\"[ \t]*,[ \t\r\n]*\"key\"[ \t]*:[ \t]*\"[0-9a-f]{32}\""),
+    # an HTTP header with a login (`Authorization: Basic dXNlcjpwYXNz`, the password in base64) or a plain token
+    re.compile(rb"(?i)(?<![A-Za-z0-9_])authorization[\"']?[ \t]*[:=][ \t]*[\"']?(?:basic|token)[ \t]+" + _NOT_A_VALUE
+               + rb"[A-Za-z0-9+/._\-]{12,}={0,2}"),
+    # a credential in a URL's query (a signed URL: Azure SAS `sig=`, `X-Goog-Signature=`, `X-Amz-Signature=`; a
+    # Jupyter `?token=`, `access_token=`)
+    re.compile(rb"(?i)(?<=[?&])(?:x-(?:goog|amz)-signature|x-amz-security-token|sig|signature|" + _CREDENTIAL_WORDS
+               + rb"|key|code)=" + _URL_SECRET),
+)
 
 SECRET_PATTERNS = (
     re.compile(rb"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----"),  # PEM, OpenSSH and PGP (`... KEY BLOCK`)
@@ -148,6 +199,10 @@ SECRET_PATTERNS = (
     # a Stripe, Slack or Google API key, bare (a webhook test script, a notebook cell)
     re.compile(rb"(?<![A-Za-z0-9_])(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{20,}"),
     re.compile(rb"(?<![A-Za-z0-9_])xox[abposr]-[0-9A-Za-z\-]{20,}"),
+    # an npm, GitLab or PyPI token, bare (an .npmrc, a CI script, a .pypirc)
+    re.compile(rb"(?<![A-Za-z0-9_])npm_[A-Za-z0-9]{36}(?![A-Za-z0-9])"),
+    re.compile(rb"(?<![A-Za-z0-9_])glpat-[A-Za-z0-9_\-]{20,}"),
+    re.compile(rb"(?<![A-Za-z0-9_])pypi-AgE[A-Za-z0-9_\-]{50,}"),
     re.compile(rb"(?<![A-Za-z0-9_\-])AIza[0-9A-Za-z_\-]{35}(?![0-9A-Za-z_\-])"),
     # a password or token in a URL (`postgres://me:s3cret@db`, a `.git-credentials` line, a private pip index);
     # letters alone (`user:password@host`) are a placeholder, as for a key
@@ -164,6 +219,9 @@ SECRET_PATTERNS = (
     re.compile(rb"(?<![A-Za-z0-9_])login\((?:[^()\r\n]*,)?[ \t]*key[ \t]*=[ \t]*" + _KEY_QUOTED),  # wandb.login(key=)
     # a .netrc entry (wandb login writes one)
     re.compile(rb"(?<![A-Za-z0-9_])machine[ \t\r\n]+\S+[ \t\r\n]+login[ \t\r\n]+\S+[ \t\r\n]+password[ \t\r\n]+\S{8,}"),
+    # ... its `default` entry, or the password before the login
+    re.compile(rb"(?<![A-Za-z0-9_])(?:machine[ \t\r\n]+\S+|default)[ \t\r\n]+(?:login[ \t\r\n]+\S+[ \t\r\n]+)?"
+               rb"password[ \t\r\n]+\S{8,}"),
 )
 _MIN_SECRET_LENGTH = 8  # shorter "tokens" (an empty or placeholder value) would match everywhere
 # Environment variables that hold a credential of this process (WANDB_API_KEY, OPENAI_API_KEY, AWS_SECRET_ACCESS_KEY,
@@ -257,6 +315,20 @@ def local_folders(*extra: str | Path | None) -> list[str]:
     return list(dict.fromkeys(found))
 
 
+# Account names that name no person: the home folder of a cloud image, a container or a CI runner (/home/ubuntu,
+# /home/user). Upstream rows quote such paths as often as this machine has one (a shell session in a code dataset).
+_GENERIC_ACCOUNTS = frozenset({"ubuntu", "user", "root", "ec2-user", "admin", "jovyan", "runner", "debian", "centos",
+                               "fedora", "azureuser", "vagrant", "docker", "coder", "gitpod", "codespace", "app"})
+
+
+def _row_folders(folders: Iterable[str]) -> list[str]:
+    """`folders` less this machine's home when its account name is generic (`_GENERIC_ACCOUNTS`): what dataset rows
+    are searched for. Such a home names no one, and upstream rows quote `/home/ubuntu/...`; files keep it."""
+    home = Path.home()
+    generic = {os.path.abspath(home), os.path.realpath(home)} if home.name in _GENERIC_ACCOUNTS else set()
+    return [folder for folder in folders if folder not in generic]
+
+
 def _current_user() -> str | None:
     try:
         return getpass.getuser()
@@ -300,11 +372,13 @@ class _Scanner:
         self.searches = [re.compile(b"|".join(re.escape(literal) for literal in group))
                          for group in by_first_byte.values()]
 
-    def scan(self, data: bytes, start: int = 0, end: int | None = None) -> list[tuple[int, str, str]]:
+    def scan(self, data: bytes, start: int = 0, end: int | None = None, *,
+             wide: bool = True) -> list[tuple[int, str, str]]:
         """(offset, kind, text) of every finding that starts in `data[start:end]` (`data` may run on past `end`, so a
-        match across the border is confirmed with the bytes after it)."""
+        match across the border is confirmed with the bytes after it); `wide`: UTF-16 and UTF-32 text read too
+        (`_scan_wide`)."""
         end = len(data) if end is None else end
-        found = []
+        found = self._scan_wide(data, start, end) if wide and not self.row_values else []
         if not self.row_values:
             for pattern in (TOKEN_PATTERN, *_UTF16_TOKEN_PATTERNS):
                 for match in pattern.finditer(data, start):
@@ -323,6 +397,10 @@ class _Scanner:
                 if at >= covered:
                     found.append((at, SECRET, text))
                 covered = max(covered, until)
+            context = [(match.start(), match.end(), _secret_name(match.group()))
+                       for pattern in _CONTEXT_PATTERNS for match in pattern.finditer(data, start)
+                       if match.start() < end and not any(at < match.end() and match.start() < until
+                                                          for at, until, _ in secrets)]
             for match in _WINDOWS_USERS.finditer(data, start):
                 if match.start() >= end:
                     break
@@ -338,11 +416,35 @@ class _Scanner:
                 if finding is not None:
                     found.append(finding)
                 match = search.search(data, match.start() + 1)
+        if not self.row_values:
+            found += _uncovered(context, found)
         # One finding per place: a known token is also shaped like one. A value in UTF-16-LE also reads as its
         # UTF-16-BE form one byte earlier (the zero byte before it is the previous character's): one finding.
         places = {(offset, kind): (offset, kind, text) for offset, kind, text in reversed(found)}
         return sorted(finding for finding in places.values()
                       if places.get((finding[0] + 1, finding[1]), (0, "", ""))[2] != finding[2])
+
+    def _scan_wide(self, data: bytes, start: int, end: int) -> list[tuple[int, str, str]]:
+        """Findings in ASCII text written as UTF-16 (PowerShell's `>`) or UTF-32 (a numpy string array) in
+        `data[start:end]`: each byte position of a character in its 2 or 4 bytes is read as text where the other
+        positions are mostly zeros. A window of few zeros (weights, UTF-8 text) costs one count."""
+        if end <= start or data.count(0, start, end) * 3 < end - start:  # wide ASCII text is half zeros or more
+            return []
+        found = []
+        for step in (2, 4):
+            for phase in range(step):
+                others = [data[other::step] for other in range(step) if other != phase]
+                if any(other.count(0) * 2 < len(other) for other in others):
+                    continue
+                low, high = (max(0, -(-(start - phase) // step)), -(-(end - phase) // step))
+                hits = self.scan(data[phase::step], low, high, wide=False)
+                # A token is reported as one (in UTF-16 its own patterns find it), and a name it is assigned to
+                # (`HF_TOKEN=hf_...`) not again.
+                tokens = [at for at, kind, _ in hits if kind == TOKEN]
+                found += [(phase + at * step, kind, text) for at, kind, text in hits
+                          if not (kind == TOKEN and step == 2)
+                          and not (kind == SECRET and any(0 < token - at <= 64 for token in tokens))]
+        return found
 
     def _confirm(self, data: bytes, at: int) -> tuple[int, str, str] | None:
         before = data[at - 1] if at > 0 else None
@@ -362,6 +464,19 @@ class _Scanner:
             if needle.rule == "email" and before not in _NAME_BYTES and after is not None and chr(after).isalnum():
                 return at, USER_NAME, _excerpt(data, at)
         return None
+
+
+def _uncovered(context: list[tuple[int, int, str]], found: list[tuple[int, str, str]]) -> list[tuple[int, str, str]]:
+    """The credentials found by their context (`_CONTEXT_PATTERNS`: start, end, name) in which no token or secret of
+    `found` starts, one per place: that one is reported where it stands."""
+    starts = sorted(at for at, kind, _ in found if kind in (TOKEN, SECRET))
+    kept: dict[int, tuple[int, str, str]] = {}
+    covered = -1
+    for at, until, text in sorted(context, key=lambda match: (match[0], -match[1])):
+        if at >= covered and not any(at <= start < until for start in starts):
+            kept.setdefault(at, (at, SECRET, text))
+        covered = max(covered, until)
+    return list(kept.values())
 
 
 def _redacted(token: bytes) -> str:
@@ -660,14 +775,19 @@ def _unreadable(error: BaseException) -> tuple[str, str, str]:
 
 
 def scan_upload_set(folder: str | Path, files: Sequence[str], *, tokens: Iterable[str | None] = (),
-                    folders: Iterable[str | Path | None] = (), user_name: str | None = None) -> list[Finding]:
-    """Every token, absolute local path and user name in `files` (relative to `folder`), as the module docstring
-    describes. Returns the findings, file by file in the order of `files`; an empty list means the set may go up.
+                    folders: Iterable[str | Path | None] = (), user_name: str | None = None,
+                    dataset_rows: bool = False) -> list[Finding]:
+    """Every token, absolute local path and user name in `files` (relative to `folder`) and in their names, as the
+    module docstring describes. Returns the findings, file by file in the order of `files`; an empty list means the
+    set may go up.
 
     Args:
         tokens: secrets to look for on top of :func:`known_tokens` (`--hub_token`).
         folders: local folders to look for on top of home and the working directory (`output_dir`, data roots).
         user_name: the user name to look for; default `getpass.getuser()`.
+        dataset_rows: the Parquet files are a dataset's rows (a data recipe's shards): their string values are
+            upstream content, scanned with the row rules. Otherwise (a model push: a user's `eval/preds.parquet`)
+            they are the user's own output, scanned with every rule, as the same rows in a .csv are.
     """
     folder = Path(folder)
     secrets = known_tokens(*tokens)
@@ -675,31 +795,50 @@ def scan_upload_set(folder: str | Path, files: Sequence[str], *, tokens: Iterabl
     paths = local_folders(*folders)
     user = _current_user() if user_name is None else user_name
     file_scanner = _Scanner(secrets, paths, user, secrets=others)
-    row_scanner = _Scanner(secrets, paths, user, row_values=True, secrets=others)
+    row_scanner = (_Scanner(secrets, _row_folders(paths), user, row_values=True, secrets=others) if dataset_rows
+                   else file_scanner)
     findings = []
     for name in files:
-        path = folder / name
-        try:
-            if name.endswith(".parquet"):
-                hits = _scan_parquet(file_scanner, row_scanner, path)
-            elif name.endswith(".safetensors") and (header := _safetensors_header_length(path)) is not None:
-                hits = [(f"header byte {offset}", kind, text)
-                        for offset, kind, text in _scan_stream(file_scanner, path, 0, header)]
-            elif _compression(_head(path)) is not None:
-                hits = _scan_compressed(file_scanner, path)
-            else:
-                hits = [(f"byte {offset}", kind, text) for offset, kind, text in _scan_stream(file_scanner, path)]
-        except (OSError, EOFError, lzma.LZMAError) as error:  # gone, unreadable, a folder, a stream cut short:
-            hits = [_unreadable(error)]  # what goes up would be unscanned bytes
+        hits = _scan_name(file_scanner, name) + _scan_file(file_scanner, row_scanner, folder / name, name)
         findings += [Finding(name, where, kind, text) for where, kind, text in hits]
     return findings
 
 
+def _scan_name(scanner: _Scanner, name: str) -> list[tuple[str, str, str]]:
+    """Findings in a file's relative name, which goes up as a repository path: as it is (a token, the user name
+    between two slashes) and with `__` read as `/` (lmms-eval names an output folder by the model's path so,
+    `__home__alice__runs__x`)."""
+    forms = [name, *([name.replace("__", "/")] if "__" in name else [])]
+    text = "\n".join(forms).encode("utf-8", "surrogateescape")
+    return list(dict.fromkeys(("file name", kind, found) for _, kind, found in scanner.scan(text)))
+
+
+def _scan_file(file_scanner: _Scanner, row_scanner: _Scanner, path: Path, name: str) -> list[tuple[str, str, str]]:
+    """Findings in the bytes of one file of the set (`name`: its relative name). Never opens what is not a regular
+    file: a named pipe would block the scan (and the push) forever, a device never ends."""
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return [("not scanned", UNREADABLE, "not a regular file (a named pipe, socket or device): keep it out of "
+                                                "the upload")]
+        if name.endswith(".parquet"):
+            return _scan_parquet(file_scanner, row_scanner, path)
+        if name.endswith(".safetensors") and (header := _safetensors_header_length(path)) is not None:
+            return [(f"header byte {offset}", kind, text)
+                    for offset, kind, text in _scan_stream(file_scanner, path, 0, header)]
+        if _compression(_head(path)) is not None:
+            return _scan_compressed(file_scanner, path)
+        return [(f"byte {offset}", kind, text) for offset, kind, text in _scan_stream(file_scanner, path)]
+    except (OSError, EOFError, lzma.LZMAError) as error:  # gone, unreadable, a folder, a stream cut short:
+        return [_unreadable(error)]  # what goes up would be unscanned bytes
+
+
 def check_upload_set(folder: str | Path, files: Sequence[str], *, tokens: Iterable[str | None] = (),
-                     folders: Iterable[str | Path | None] = (), user_name: str | None = None) -> None:
+                     folders: Iterable[str | Path | None] = (), user_name: str | None = None,
+                     dataset_rows: bool = False) -> None:
     """:func:`scan_upload_set`, raising :class:`UploadLeakError` (one line: the first finding, then how many more
-    and in which files) when it finds anything, a file it could not read included."""
-    findings = scan_upload_set(folder, files, tokens=tokens, folders=folders, user_name=user_name)
+    and in which files) when it finds anything, a file it could not read included (`dataset_rows`: as there)."""
+    findings = scan_upload_set(folder, files, tokens=tokens, folders=folders, user_name=user_name,
+                               dataset_rows=dataset_rows)
     if not findings:
         return
     others = sorted({finding.file for finding in findings[1:]})
@@ -712,16 +851,18 @@ def check_upload_set(folder: str | Path, files: Sequence[str], *, tokens: Iterab
 
 def push_files(folder: str | Path, files: Sequence[str], repo_id: str, *, repo_type: str, commit_message: str,
                token: str | None = None, private: bool | None = None, revision: str | None = None,
-               delete_patterns: Sequence[str] = (), folders: Iterable[str | Path | None] = ()) -> CommitInfo:
+               delete_patterns: Sequence[str] = (), folders: Iterable[str | Path | None] = (),
+               dataset_rows: bool = False) -> CommitInfo:
     """Upload exactly `files` of `folder` (relative paths, kept as paths in the repository) to `repo_id` in one
     commit, after :func:`check_upload_set`; the repository is created when missing (`private` applies then).
 
     `delete_patterns`: remote files matching these that the commit does not rewrite are deleted in the same commit
-    (the shards of an earlier, larger push)."""
+    (the shards of an earlier, larger push). `dataset_rows`: the Parquet files are a dataset's rows
+    (:func:`scan_upload_set`)."""
     from huggingface_hub import CommitOperationAdd, CommitOperationDelete, HfApi
     from huggingface_hub.utils import filter_repo_objects
 
-    check_upload_set(folder, files, tokens=[token], folders=folders)
+    check_upload_set(folder, files, tokens=[token], folders=folders, dataset_rows=dataset_rows)
     api = HfApi()
     repo = api.create_repo(repo_id, token=token, private=private, repo_type=repo_type, exist_ok=True)
     operations: list = [CommitOperationAdd(path_in_repo=name, path_or_fileobj=str(Path(folder) / name))

@@ -101,7 +101,8 @@ def test_scanner_reads_parquet_metadata_and_decoded_row_values(tmp_path):
             {"id": "b", "conversations": [{"from": "gpt", "value": f"use {TOKEN} from {folder}/images"}]}]
     table = pa.Table.from_pylist(rows).replace_schema_metadata({"note": f"made in {folder}"})
     pq.write_table(table, tmp_path / "train.parquet", compression="snappy")
-    found = scan_upload_set(tmp_path, ["train.parquet"], tokens=[TOKEN], folders=[folder], user_name=USER)
+    found = scan_upload_set(tmp_path, ["train.parquet"], tokens=[TOKEN], folders=[folder], user_name=USER,
+                           dataset_rows=True)
     assert found == [
         Finding("train.parquet", "metadata note", upload_scan.LOCAL_PATH, str(folder)),
         Finding("train.parquet", "column conversations.value", upload_scan.TOKEN, f"hf_...({len(TOKEN)} characters)"),
