@@ -39,13 +39,22 @@ def launched_world_size() -> int:
 # The parameter groups only the Croc objectives (stage 1.5) use.
 CROC_OBJECTIVE_PARTS: tuple[str, ...] = ("prompt_pool", "vtr_head")
 
-# The overridable fields that act in stages 1 and 2 too (the visual tokens' normalisation, at inference as well);
-# the others are read by the stage-1.5 objectives alone.
+# The overridable fields that act in stage 2 too (the visual tokens' normalisation, at inference as well); the others
+# are read by the stage-1.5 objectives alone.
 CROC_FIELDS_OUTSIDE_OBJECTIVES: frozenset[str] = frozenset({"normalize_visual_tokens"})
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+def _as_float(value: Any) -> Any:
+    """`value` as a float where YAML read a number as an int (`5`) or a string (`1e-1`); anything else as it is, for
+    the config's own type check to refuse."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
 
 
 def _takes_float(field_name: str) -> bool:
@@ -92,8 +101,8 @@ class CrocTrainingArguments(TrainingArguments):
     croc_overrides: dict[str, Any] | None = field(
         default=None,
         metadata={"help": "CrocConfig fields set on top of the preset, e.g. {mask_ratio: 0.5, prompt_pool_size: "
-                  "1024}. Allowed keys: " + ", ".join(sorted(CROC_OVERRIDABLE_FIELDS)) + "; stages 1 and 2 take only "
-                  + ", ".join(sorted(CROC_FIELDS_OUTSIDE_OBJECTIVES)) + "."},
+                  "1024}. Allowed keys: " + ", ".join(sorted(CROC_OVERRIDABLE_FIELDS)) + ". In stage 2 only "
+                  + ", ".join(sorted(CROC_FIELDS_OUTSIDE_OBJECTIVES)) + " acts (the others are warned of)."},
     )
 
     # ---- what trains, and how fast ----
@@ -421,15 +430,16 @@ class CrocTrainingArguments(TrainingArguments):
                 f"croc_overrides: unknown or reserved keys {sorted(unknown)}{hint}; allowed: "
                 f"{', '.join(sorted(CROC_OVERRIDABLE_FIELDS))}"
             )
-        spec = get_stage(self.stage)
         unused = sorted(set(self.croc_overrides or {}) - CROC_FIELDS_OUTSIDE_OBJECTIVES)
-        if not spec.croc_pretraining and unused:
-            # Written into the saved config all the same, they would read as what stage 1.5 trained with.
-            raise ValueError(f"croc_overrides: stage {spec.name} runs without the Croc objectives, which alone read "
-                             f"{unused}; the saved config keeps the values stage 1.5 trained with: drop them")
+        if get_stage(self.stage).name == "2" and unused:
+            # Stage 1 may set them for the stages after it (the pool's size is a saved parameter's shape); stage 2
+            # continues stage 1.5's folder, whose config then no longer says what stage 1.5 trained with.
+            logger.warning("croc_overrides %s in stage 2, which runs without the Croc objectives that read them: "
+                           "they only change the saved config's record of stage 1.5's settings", unused)
         if self.croc_overrides:
-            # YAML reads `5` as an int; the config's float fields take numbers as floats only (strict typing).
-            self.croc_overrides = {key: float(value) if _is_int(value) and _takes_float(key) else value
+            # YAML reads `5` as an int and `1e-1` (no dot) as a string; the config's float fields take floats only
+            # (strict typing).
+            self.croc_overrides = {key: _as_float(value) if _takes_float(key) else value
                                    for key, value in self.croc_overrides.items()}
 
     def _resolve_parameter_groups(self, spec) -> None:

@@ -46,9 +46,6 @@ CASES = {
     "negative projector_lr": ({}, ["--projector_lr=-1e-3"], "projector_lr must be > 0, got -0.001"),
     "zero language_model_lr": ({}, ["--language_model_lr=0"], "language_model_lr must be > 0, got 0.0"),
     "beta of 1": ({}, ["--adam_beta2=1.0"], r"adam_beta2 must be in \[0, 1\), got 1.0"),
-    "stage-1.5 field overridden in stage 2": ({"stage": "2"}, ["--croc_overrides={mask_ratio: 0.5}"],
-                                              r"croc_overrides: stage 2 runs without the Croc objectives, which "
-                                              r"alone read \['mask_ratio'\]"),
     "negative whole vtr_loss_weight": ({}, ["--croc_overrides={prompt_pool_size: 64, vtr_loss_weight: -1}"],
                                        "vtr_loss_weight must be >= 0, got -1.0"),
     "mask_ratio 1.5": ({"croc_overrides": {"prompt_pool_size": 64, "mask_ratio": 1.5}}, [],

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import re
 import sys
 from pathlib import Path
@@ -128,13 +129,27 @@ def test_stage_defaults_follow_paper_and_official_presets():
         _args(stage="1.5", croc_overrides={"croc_pretraining": False})
     # The start's data work on the main process alone may outlast transformers' 30 minutes on the real mixtures.
     assert _args(stage="1").ddp_timeout == 4 * 3600 and _args(stage="1", ddp_timeout=600).ddp_timeout == 600
-    # YAML reads `5` as an int: a float field of the strictly typed config takes it as 5.0 (its int fields stay).
-    overrides = _args(stage="1.5", croc_overrides={"vtr_loss_weight": 5, "prompt_pool_size": 64}).croc_overrides
-    assert overrides == {"vtr_loss_weight": 5.0, "prompt_pool_size": 64}
+    # YAML reads `5` as an int and `1e-1` as a string: a float field of the strictly typed config takes them as
+    # floats (its int fields stay; a word or a bool stays for the config's type check to refuse).
+    overrides = _args(stage="1.5", croc_overrides={"vtr_loss_weight": 5, "mask_ratio": "5e-1", "vtr_head_dropout": True,
+                                                   "vtr_smooth_l1_beta": "many", "prompt_pool_size": 64}).croc_overrides
+    assert overrides == {"vtr_loss_weight": 5.0, "mask_ratio": 0.5, "vtr_head_dropout": True,
+                         "vtr_smooth_l1_beta": "many", "prompt_pool_size": 64}
     assert type(overrides["vtr_loss_weight"]) is float and type(overrides["prompt_pool_size"]) is int
-    # Stages 1 and 2 take the one field that acts outside the Croc objectives.
-    assert _args(stage="2", croc_overrides={"normalize_visual_tokens": False}).croc_overrides == {
-        "normalize_visual_tokens": False}
+
+
+def test_stage2_overrides_of_fields_only_stage15_reads_are_warned_of_not_refused(caplog):
+    """Refused, a stage-2 run started with them could not resume (dropping them changed the recorded config), and
+    stage 1 sets them for the stages after it (the pool's size is a saved parameter's shape, which ZeRO-3 keeps)."""
+    with caplog.at_level(logging.WARNING, logger="trainer.training_args"):
+        assert _args(stage="1", croc_overrides={"prompt_pool_size": 128}).croc_overrides == {"prompt_pool_size": 128}
+        assert _args(stage="2", croc_overrides={"normalize_visual_tokens": False}).croc_overrides == {
+            "normalize_visual_tokens": False}
+        assert not caplog.records
+        assert _args(stage="2", croc_overrides={"mask_ratio": 0.5}).croc_overrides == {"mask_ratio": 0.5}
+    assert [record.getMessage() for record in caplog.records] == [
+        "croc_overrides ['mask_ratio'] in stage 2, which runs without the Croc objectives that read them: they only "
+        "change the saved config's record of stage 1.5's settings"]
 
 
 def test_a_learning_rate_no_part_trains_with_is_refused():
