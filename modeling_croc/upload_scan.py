@@ -806,9 +806,11 @@ def scan_upload_set(folder: str | Path, files: Sequence[str], *, tokens: Iterabl
 
 def _scan_name(scanner: _Scanner, name: str) -> list[tuple[str, str, str]]:
     """Findings in a file's relative name, which goes up as a repository path: as it is (a token, the user name
-    between two slashes) and with `__` read as `/` (lmms-eval names an output folder by the model's path so,
-    `__home__alice__runs__x`)."""
-    forms = [name, *([name.replace("__", "/")] if "__" in name else [])]
+    between two slashes) and, for a part that opens with `__`, with `__` read as `/`: lmms-eval names an output
+    folder by the model's path so, an absolute one as `__home__alice__runs__x`, a Hub id as `alice__croc-7b` (a
+    namespace, which may be the user's name and is no local fact)."""
+    absolute = [part.replace("__", "/") for part in name.split("/") if part.startswith("__")]
+    forms = [name, *absolute]
     text = "\n".join(forms).encode("utf-8", "surrogateescape")
     return list(dict.fromkeys(("file name", kind, found) for _, kind, found in scanner.scan(text)))
 

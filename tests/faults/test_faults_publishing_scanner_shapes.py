@@ -60,8 +60,10 @@ def test_file_names_are_scanned(tmp_path, name, kind):
 
 
 def test_ordinary_file_names_are_not_findings(tmp_path):
+    # lmms-eval's folder for a Hub model whose namespace is the user's name: `org__name` is no local path.
     names = ["root/notes.txt", "media/logo.png", "tmp/x.json", "__init__.py", "home/index.md",
-             "checkpoint__step100/config.json"]
+             "checkpoint__step100/config.json", f"results/{USER}__croc-7b/20261207_results.json",
+             f"eval/mme__{USER}__v1.json"]
     for name in names:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / name).write_text("{}\n")
