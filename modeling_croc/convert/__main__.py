@@ -37,7 +37,7 @@ OUT_HELP = "a new or empty folder to write (one that holds files needs --overwri
 # What a model folder holds at its top level (a conversion's, a Hub download's): --overwrite replaces a folder of
 # these whole, and refuses one holding anything else (a training run's checkpoints and records, the user's notes).
 MODEL_FOLDER_FILES = ("config.json", "generation_config.json", "*.safetensors", "*.safetensors.index.json",
-                      "pytorch_model*.bin", "pytorch_model.bin.index.json", "tokenizer*.json", "tokenizer.model",
+                      "pytorch_model*.bin", "pytorch_model.bin.index.json", "tokenizer*.json", "tekken.json", "*.model",
                       "special_tokens_map.json", "added_tokens.json", "vocab.*", "merges.txt", "*.tiktoken",
                       "processor_config.json", "preprocessor_config.json", "video_preprocessor_config.json",
                       "chat_template.json", "chat_template.jinja", "README.md", "*.py", ".gitattributes")

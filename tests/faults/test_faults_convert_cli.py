@@ -143,6 +143,8 @@ def test_overwrite_refuses_a_model_folder_holding_more_than_a_model(tiny_model, 
     (out / "NOTES.md").unlink()
     shutil.rmtree(out / "checkpoint-500")
     (out / ".cache" / "huggingface").mkdir(parents=True)  # `hf download --local-dir`'s metadata
+    for name in ("tekken.json", "spiece.model", "vocab.json", "merges.txt"):  # other families' tokenizer files
+        (out / name).write_text("{}")
     main(["to-llava", str(tiny_model), str(out), "--overwrite"])
     assert json.loads((out / "config.json").read_text())["model_type"] == "llava"
 
