@@ -260,6 +260,8 @@ def load_croc(
     if source is None:
         if vision_tower is None or language_model is None:
             raise ValueError("give a model folder, or both vision_tower and language_model")
+        # A part given by Hub id is read from its snapshot (the language model's weights file by file).
+        vision_tower, language_model = local_folder(vision_tower), local_folder(language_model)
         config, state, processor = read_parts(
             vision_tower, language_model, vocab_multiple, vision_feature_layer=vision_feature_layer,
             vision_feature_select_strategy=vision_feature_select_strategy, **croc_fields)

@@ -163,6 +163,7 @@ def test_load_croc_takes_a_hub_id_from_the_cache(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("with_package", [False, True])
+
 def test_the_model_cards_instructions_load_a_saved_folder_with_and_without_the_package(make_config, tmp_path,
                                                                                         with_package):
     """The two calls the model card tells a reader to run (`trainer.model_card`), copied from it verbatim with REPO
@@ -192,3 +193,32 @@ def test_the_model_cards_instructions_load_a_saved_folder_with_and_without_the_p
                                  # a site put first on the path (gpu_check.sh's wheelhouse) stays first
                                  **{key: os.environ[key] for key in ("PYTHONPATH",) if key in os.environ}})
     assert "loaded CrocForConditionalGeneration CrocProcessor" in result.stdout, result.stderr[-3000:]
+
+
+def test_from_parts_takes_hub_ids_from_the_cache(tmp_path, monkeypatch):
+    """`convert from-parts openai/clip-vit-large-patch14-336 lmsys/vicuna-7b-v1.5 OUT`, as TRAINING.md shows it, read
+    the language model's weights from a folder named by the id (none: "no *.safetensors ... weights in org/llm"),
+    though the model was in the Hub cache."""
+    import shutil
+
+    import huggingface_hub.constants
+
+    from croc_testing.tiny import save_tiny_parts
+    from modeling_croc.convert.__main__ import main
+
+    parts, cache = tmp_path / "parts", tmp_path / "hub"
+    save_tiny_parts(parts)
+    for part in ("clip", "llm"):
+        repo = cache / f"models--org--{part}"
+        shutil.copytree(parts / part, repo / "snapshots" / ("0" * 40))
+        (repo / "refs").mkdir()
+        (repo / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    main(["from-parts", "org/clip", "org/llm", str(tmp_path / "from_hub")])
+    main(["from-parts", str(parts / "clip"), str(parts / "llm"), str(tmp_path / "from_folders")])
+    from_hub, from_folders = (CrocForConditionalGeneration.from_pretrained(tmp_path / name).state_dict()
+                              for name in ("from_hub", "from_folders"))
+    for name, tensor in from_folders.items():
+        if "prompt_pool" not in name and "multi_modal_projector" not in name and "vtr_head" not in name:
+            assert torch.equal(from_hub[name], tensor), name
