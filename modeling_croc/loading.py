@@ -41,6 +41,7 @@ from .model_folders import (
 )
 from .presets import get_preset
 from .processing_croc import CrocProcessor, with_image_aspect_ratio
+from .provenance import is_hub_id
 
 logger = logging.getLogger(__name__)
 
@@ -131,6 +132,11 @@ def local_folder(name_or_path: str | Path) -> Path:
     from huggingface_hub import snapshot_download
 
     return Path(snapshot_download(str(name_or_path), allow_patterns=MODEL_FOLDER_FILES))
+
+
+def _names_a_hub_repository(name_or_path: str | Path) -> bool:
+    """Whether `name_or_path` is a Hub id (`org/name`) and no path of this machine."""
+    return not Path(name_or_path).expanduser().exists() and is_hub_id(str(name_or_path))
 
 
 def _config_folder(name_or_path: str | Path) -> Path | None:
@@ -260,8 +266,10 @@ def load_croc(
     if source is None:
         if vision_tower is None or language_model is None:
             raise ValueError("give a model folder, or both vision_tower and language_model")
-        # A part given by Hub id is read from its snapshot (the language model's weights file by file).
-        vision_tower, language_model = local_folder(vision_tower), local_folder(language_model)
+        # A part given by Hub id is read from its snapshot (the language model's weights file by file); a path is
+        # read as it is, so that what is wrong with it is said in the order `read_parts` checks (the tower first).
+        vision_tower, language_model = (local_folder(part) if _names_a_hub_repository(part) else part
+                                        for part in (vision_tower, language_model))
         config, state, processor = read_parts(
             vision_tower, language_model, vocab_multiple, vision_feature_layer=vision_feature_layer,
             vision_feature_select_strategy=vision_feature_select_strategy, **croc_fields)
