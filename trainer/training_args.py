@@ -441,6 +441,9 @@ class CrocTrainingArguments(TrainingArguments):
             # (strict typing).
             self.croc_overrides = {key: _as_float(value) if _takes_float(key) else value
                                    for key, value in self.croc_overrides.items()}
+            for key, value in self.croc_overrides.items():
+                if isinstance(value, float) and not math.isfinite(value):  # the config's range checks pass NaN
+                    raise ValueError(f"croc_overrides: {key} must be a finite number, got {value}")
 
     def _resolve_parameter_groups(self, spec) -> None:
         """Fill `trainable_parts` and the four `*_lr` fields with the effective values (None = frozen)."""

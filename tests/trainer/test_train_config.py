@@ -136,6 +136,9 @@ def test_stage_defaults_follow_paper_and_official_presets():
     assert overrides == {"vtr_loss_weight": 5.0, "mask_ratio": 0.5, "vtr_head_dropout": True,
                          "vtr_smooth_l1_beta": "many", "prompt_pool_size": 64}
     assert type(overrides["vtr_loss_weight"]) is float and type(overrides["prompt_pool_size"]) is int
+    for value in ("nan", float("inf")):  # read as a float, NaN passes the config's own range checks
+        with pytest.raises(ValueError, match="croc_overrides: vtr_loss_weight must be a finite number"):
+            _args(stage="1.5", croc_overrides={"vtr_loss_weight": value})
 
 
 def test_stage2_overrides_of_fields_only_stage15_reads_are_warned_of_not_refused(caplog):
