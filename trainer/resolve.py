@@ -25,7 +25,7 @@ from modeling_croc.split_attention import SPLIT_ATTENTION, split_attention_probl
 from .argument_checks import check_arguments
 from .cli import TRAINING, ConfigError, _section_of, _split_argv, build_arguments, load_raw_config
 from .script_args import DataArguments, ModelArguments
-from .stages import StageSpec
+from .stages import PARAMETER_GROUPS, StageSpec
 from .training_args import CrocTrainingArguments
 from .validation import validate_environment
 
@@ -57,6 +57,7 @@ def resolve_config(argv: list[str]) -> ResolvedConfig:
     except (ValueError, TypeError) as error:  # TypeError: a value of the wrong shape (a list where a number goes)
         raise ConfigError(" ".join(str(error).split())) from None
     command_line = command_line_keys(argv)
+    warn_preset_keeps_file_optimiser(load_raw_config(argv[:1])["training"], training_args, command_line)
     drop_hub_datasets_of_other_data(data_path, load_raw_config(argv[:1])["data"].get("path"), command_line,
                                     training_args)
     check_across_sections(model_args, training_args)
@@ -72,6 +73,26 @@ def command_line_keys(argv: list[str]) -> frozenset[str]:
     _, overrides = _split_argv(list(argv))
     keys = (_section_of(key) for key, _ in overrides)
     return frozenset(name if section == TRAINING else f"{section}.{name}" for section, name in keys)
+
+
+def warn_preset_keeps_file_optimiser(file_training: dict, args: CrocTrainingArguments,
+                                     command_line: frozenset[str]) -> None:
+    """Warn when `--croc_preset` on the command line switches the preset of a YAML that writes out its own learning
+    rates or betas: those stay the file's (explicit values win), so `stage1_5.yaml --croc_preset=official` trains
+    with the paper's rates, not the released code's, which the log's rates line alone does not say."""
+    if "croc_preset" not in command_line:
+        return
+    preset = get_preset(args.croc_preset)
+    wanted = {f"{group}_lr": args.stage_spec.default_learning_rate(args.croc_preset, group)
+              for group in PARAMETER_GROUPS}
+    wanted |= {"adam_beta1": preset.adam_betas[0], "adam_beta2": preset.adam_betas[1]}
+    kept = [f"{key} {getattr(args, key):g} ({args.croc_preset}: {value:g})" for key, value in wanted.items()
+            if key in file_training and key not in command_line and value is not None
+            and getattr(args, key) is not None and getattr(args, key) != value]
+    if kept:
+        logger.warning("--croc_preset=%s keeps the optimiser settings the config file writes out: %s; pass them on "
+                       "the command line too, or start from a config written for that preset (trainer/configs/*_official.yaml, "
+                       "trainer/configs/victor/)", args.croc_preset, ", ".join(kept))
 
 
 def drop_hub_datasets_of_other_data(data_path, yaml_data_path, command_line: frozenset[str],

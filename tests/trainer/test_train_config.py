@@ -523,3 +523,28 @@ def test_a_model_folder_under_home_is_read_there(tmp_path, stage1_dir, monkeypat
     check_checkpoint_layout("~/my stage1")
     with pytest.raises(ConfigError, match="is not a model folder: it has no config.json"):
         check_checkpoint_layout("~")
+
+
+def test_a_preset_switched_on_the_command_line_warns_of_the_rates_the_file_keeps(caplog):
+    """`stage1_5.yaml --croc_preset=official` trains at the paper's rates the YAML writes out (explicit values win):
+    the log says so, naming each kept value beside the preset's, and is silent where nothing differs."""
+    from trainer.cli import build_arguments
+    from trainer.resolve import command_line_keys, warn_preset_keeps_file_optimiser
+
+    def warnings_for(config: Path, *overrides: str) -> list[str]:
+        argv = [str(config), "--bf16=false", "--tf32=false", "--model.dtype=float32", *overrides]
+        _, _, args = build_arguments(load_raw_config(argv))
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="trainer.resolve"):
+            warn_preset_keeps_file_optimiser(load_raw_config(argv[:1])["training"], args, command_line_keys(argv))
+        return [record.getMessage() for record in caplog.records]
+
+    (message,) = warnings_for(FULL_CONFIGS / "stage1_5.yaml", "--croc_preset=official")
+    assert message.startswith("--croc_preset=official keeps the optimiser settings the config file writes out: ")
+    official = get_preset("official")
+    assert f"adam_beta2 0.98 (official: {official.adam_betas[1]:g})" in message
+    assert "prompt_pool_lr 0.00015 (official: 2e-05)" in message and "language_model_lr" not in message
+    assert not warnings_for(FULL_CONFIGS / "stage1_5.yaml", "--croc_preset=official", "--projector_lr=2e-5",
+                            "--prompt_pool_lr=2e-5", "--vtr_head_lr=2e-5", "--adam_beta2=0.999")
+    assert not warnings_for(FULL_CONFIGS / "stage1_5_official.yaml", "--croc_preset=official")
+    assert not warnings_for(FULL_CONFIGS / "stage1_5.yaml")
