@@ -177,8 +177,9 @@ class CrocTrainingArguments(TrainingArguments):
                   "label crossing from one sample into the next, images whole, every image's token mask and the "
                   "step's loss counts unchanged. A step still holds per_device_train_batch_size samples per process, "
                   "so losses and gradients equal the padded run's; only the padding work goes. Works in every "
-                  "stage with eager, sdpa and flex_attention (stage 1.5: the mixed mask is built per sample), and "
-                  "in stages 1 and 2 with FlashAttention (its varlen kernel; the micro-batch becomes one row)."},
+                  "stage with eager, sdpa and flex_attention (stage 1.5: the mixed mask is built per sample) and "
+                  "croc_split (no mask: each sample's segments are attended on their own), and in stages 1 and 2 "
+                  "with FlashAttention (its varlen kernel; the micro-batch becomes one row)."},
     )
     packing_max_length: int | None = field(
         default=None,
@@ -186,7 +187,8 @@ class CrocTrainingArguments(TrainingArguments):
                   "packed batch is never wider than the padded one (right for eager and sdpa, whose masked "
                   "attention costs the row length squared whatever the mask hides); a value >= model_max_length: "
                   "a fixed budget, fewer and longer rows (for flex_attention, which skips the blocks between "
-                  "samples); 0: the whole micro-batch in one row (what FlashAttention needs; set by itself for a "
+                  "samples, and croc_split, where no segment reads another sample's keys); 0: the whole micro-batch "
+                  "in one row (what FlashAttention needs; set by itself for a "
                   "FlashAttention backend). Only with packing."},
     )
 
