@@ -36,7 +36,7 @@ from data_recipes import (
 )
 from data_recipes.row_cache import cached_llava_json
 from data_recipes.validation import Progress, display_id
-from modeling_croc.images import ImageLimits
+from modeling_croc.images import IMAGE_REJECT_REASONS, ImageLimits
 from modeling_croc.provenance import card_metadata
 
 from .checkpoint_io import checkpoint_folders
@@ -450,10 +450,17 @@ def _as_the_run_started(fresh: ValidationReport, earlier: Any) -> ValidationRepo
     details = ["rejected when the run first started" if reasons[index] is not None and fresh.reasons[index] is None
                else detail for index, detail in enumerate(fresh.details)]
     failing = [index for index, reason in enumerate(fresh.reasons) if reason is not None and reasons[index] is None]
-    if failing:
-        logger.warning("%d row(s) the interrupted run trained with now fail the start check (first: row %d, %s: %s); "
-                       "they keep their place and are replaced when training meets them, counted in the data report",
-                       len(failing), failing[0], fresh.reasons[failing[0]], fresh.details[failing[0]])
+    # An image that no longer reads fails again when training loads it, and is replaced there; a row whose text
+    # fails a rule added since (an invisible-only answer) still reads, and trains as the interrupted run trained it.
+    unreadable = [index for index in failing if fresh.reasons[index] in IMAGE_REJECT_REASONS]
+    still_read = [index for index in failing if fresh.reasons[index] not in IMAGE_REJECT_REASONS]
+    for rows, outcome in ((unreadable, "they keep their place and are replaced when training meets them, counted in "
+                                       "the data report"),
+                          (still_read, "a check this version added or tightened; they keep their place and train as the "
+                           "interrupted run trained them, so that it stays on its loss curve (a new run rejects them)")):
+        if rows:
+            logger.warning("%d row(s) the interrupted run trained with now fail the start check (first: row %d, %s: "
+                           "%s): %s", len(rows), rows[0], fresh.reasons[rows[0]], fresh.details[rows[0]], outcome)
     return replace(fresh, reasons=reasons, details=details)
 
 

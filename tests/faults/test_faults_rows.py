@@ -296,6 +296,26 @@ def test_a_resume_does_not_open_every_image_again(tiny_model, tmp_path, monkeypa
         in caplog.text
 
 
+def test_a_resume_says_which_rows_failing_now_are_replaced_and_which_train_as_before(caplog):
+    """Rows the interrupted run kept that fail the start check now: an image gone since fails again when training
+    loads it and is replaced; a row failing a text rule this version added (an answer of invisible characters only)
+    still reads and trains as before, which the warning said would be replaced too while the report counted none."""
+    from data_recipes.validation import ValidationReport
+    from trainer.data_loading import _as_the_run_started
+
+    fresh = ValidationReport(["empty_turn", None, "missing_image", "empty_turn"],
+                             ["turn 2 is empty", "", "images/2.png", "turn 2 is empty"])
+    with caplog.at_level(logging.WARNING, logger="trainer.data_loading"):
+        kept = _as_the_run_started(fresh, {})
+    assert kept.reasons == [None] * 4
+    assert [record.getMessage() for record in caplog.records] == [
+        "1 row(s) the interrupted run trained with now fail the start check (first: row 2, missing_image: "
+        "images/2.png): they keep their place and are replaced when training meets them, counted in the data report",
+        "2 row(s) the interrupted run trained with now fail the start check (first: row 0, empty_turn: turn 2 is "
+        "empty): a check this version added or tightened; they keep their place and train as the interrupted run "
+        "trained them, so that it stays on its loss curve (a new run rejects them)"]
+
+
 def test_the_passes_over_every_row_before_training_say_how_far_they_are(long_rows, monkeypatch, caplog):
     """The start check, its image check and the length check each take minutes on a 1.5M-row mixture (about 17
     minutes in all for mix665K on one process): they said nothing until the end, which looks like a hang. Each logs
