@@ -24,7 +24,7 @@ from trainer.checkpoint_io import (
     write_manifest,
 )
 
-CARD_NAME, SIDE_CARD_NAME = "README.md", "README.croc.md"
+CARD_NAME, SIDE_CARD_NAME, EARLIER_CARD_NAME = "README.md", "README.croc.md", ".README.earlier.md"
 
 
 def _checkpoint(out, step: int, record: dict | None, when: float) -> None:
@@ -206,10 +206,18 @@ def test_a_card_an_earlier_version_wrote_without_a_record_is_the_runs(two_steps,
     run = _continue(two_steps, tmp_path / "old", tiny_model, data)
     out = tmp_path / "old"
     (out / ".croc-card.json").unlink()
+    # Whether the user wrote into it since cannot be told without a record: its text is kept, hidden, and said.
+    earlier = (out / CARD_NAME).read_text() + "\n## Evaluation (hand-written)\n"
+    (out / CARD_NAME).write_text(earlier)
     capsys.readouterr()
     run()
     assert "| max_steps | 4 |" in (out / CARD_NAME).read_text() and not (out / SIDE_CARD_NAME).exists()
-    assert "was changed since this run wrote it" not in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "was changed since this run wrote it" not in err
+    assert (out / EARLIER_CARD_NAME).read_text() == earlier
+    assert (f"{out / CARD_NAME} is a model card an earlier version of this project wrote, which kept no record of "
+            "it, so whether it was edited since cannot be told: this run replaces it with its own card, and its text "
+            f"as it is now is kept in {out / EARLIER_CARD_NAME} (merge a section of yours by hand)") in err
 
 
 def test_rotation_frees_the_checkpoints_of_a_folder_copied_without_its_file_times(two_steps, tiny_model, data,
@@ -229,3 +237,17 @@ def test_rotation_frees_the_checkpoints_of_a_folder_copied_without_its_file_time
     train_module.main(_argv(out, tiny_model, data, "--max_steps=4", "--resume_accept_changes=[max_steps]",
                             "--save_total_limit=1"))
     assert sorted(path.name for path in out.glob("checkpoint-*")) == ["checkpoint-4"]
+
+
+def test_an_earlier_card_is_kept_once_and_never_over_another_kept_text(tmp_path):
+    """A run that stops before its first save claims the unrecorded card again at its next start: the same text is
+    not copied twice, and a different one never replaces what an earlier claim kept."""
+    from trainer.run_card_file import keep_earlier_card
+
+    (tmp_path / CARD_NAME).write_text("first")
+    assert keep_earlier_card(tmp_path) == keep_earlier_card(tmp_path) == tmp_path / EARLIER_CARD_NAME
+    (tmp_path / CARD_NAME).write_text("second")
+    assert keep_earlier_card(tmp_path) == tmp_path / ".README.earlier-2.md"
+    assert [(tmp_path / name).read_text() for name in (EARLIER_CARD_NAME, ".README.earlier-2.md")] == [
+        "first", "second"]
+    assert sorted(path.name for path in tmp_path.iterdir()) == [".README.earlier-2.md", EARLIER_CARD_NAME, CARD_NAME]
