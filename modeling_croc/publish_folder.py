@@ -6,7 +6,8 @@ The rule (:func:`check_publish_folder`, :func:`prepare_publish_folder`). A folde
 for a publish is written only if it does not exist, is empty, or was written by an earlier publish of this project:
 such a folder holds :data:`PUBLISH_MARKER`, which lists the files that publish wrote with their size and SHA-256,
 and only those files are replaced (a file the user added since, or one of them the user edited since, is a refusal,
-not a deletion; a marker of an earlier version of this project, names only, vouches for its names as they are). The
+not a deletion; a marker of an earlier version of this project, names only, vouches for its names as they are, but
+its `README.md`, which a user may have written into, is kept as `.README.earlier.md` first, said in one line). The
 folder may not be, contain or lie inside the run's own folders (`output_dir`, a build's `--out` or data root), nor
 hold a symbolic link at any depth (a link is never followed out of the folder, to delete or to write). Anything else
 is refused with one line naming the folder and what it holds, and nothing is deleted. The marker is hidden and never
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import re
 import shutil
@@ -25,6 +27,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path, PurePosixPath
 
 from .model_folders import overlong_name
+
+logger = logging.getLogger(__name__)
 
 # Written into a publish folder when a publish creates or replaces it; lists the files that publish wrote.
 PUBLISH_MARKER = ".croc-publish.json"
@@ -38,6 +42,11 @@ _MARKER_KIND = "croc publish folder"
 HUB_BOOKKEEPING = (".cache", "huggingface")
 _HASH_BLOCK_BYTES = 8 * 1024 * 1024  # a publish folder holds weights of many GB: hashed a block at a time
 _RACY_NS = 2_000_000_000  # the coarsest modification-time resolution in use (FAT's 2 s)
+CARD_NAME = "README.md"
+# Where a card no record vouches for is kept before a publish or a run replaces it (`keep_earlier_card`): hidden, and
+# never a publish's to replace or to refuse.
+EARLIER_CARD_NAME = ".README.earlier.md"
+_EARLIER_CARDS = re.compile(r"\.README\.earlier(?:-[0-9]+)?\.md")
 
 
 class PublishError(ValueError):
@@ -212,7 +221,7 @@ def _check_folder(folder: str | Path, option: str, keep_clear_of: Mapping[str, s
                                  "(nothing was written or deleted)")
     ours = {PUBLISH_MARKER, *recorded}
     foreign = [name for name in _files_under(real) if name not in ours and PurePosixPath(name).parts[0] != FILLING_DIR
-               and PurePosixPath(name).parts[:2] != HUB_BOOKKEEPING]
+               and PurePosixPath(name).parts[:2] != HUB_BOOKKEEPING and not _EARLIER_CARDS.fullmatch(name)]
     if foreign:
         raise PublishFolderError(f"{option} {folder} was written by an earlier publish but now also holds "
                                  f"{_describe_entries(real, foreign)}, which that publish did not write: move them "
@@ -254,6 +263,12 @@ def prepare_publish_folder(folder: str | Path, files: Sequence[str], *, option: 
     check_publish_folder(folder, option=option, keep_clear_of=keep_clear_of)
     folder = Path(folder).expanduser()
     previous = (_recorded_files(folder) or []) if folder.is_dir() else []
+    if CARD_NAME in previous and CARD_NAME not in _recorded_digests(folder) and (folder / CARD_NAME).is_file() \
+            and not (folder / CARD_NAME).is_symlink():
+        # A marker of an earlier version (names only) cannot tell the card it wrote from one the user wrote into.
+        logger.warning("%s was written by an earlier publish whose marker keeps no digest of it, so whether it was "
+                       "edited since cannot be told: it is replaced, and its text as it is now is kept in %s",
+                       folder / CARD_NAME, keep_earlier_card(folder))
     for name in previous:
         if _through_link(folder, name):  # one made since the check: what it points to is not this publish's
             continue
@@ -267,6 +282,26 @@ def prepare_publish_folder(folder: str | Path, files: Sequence[str], *, option: 
     record = {"kind": _MARKER_KIND, "files": sorted(files)}
     (folder / PUBLISH_MARKER).write_text(json.dumps(record, indent=1) + "\n", encoding="utf-8")
     return folder
+
+
+def keep_earlier_card(folder: str | Path) -> Path:
+    """Copy `folder`'s README.md to `EARLIER_CARD_NAME`, or to `.README.earlier-2.md`, ... when that holds other
+    bytes; the same bytes kept already are not copied again (a run that stopped before its first save claims the card
+    again at its next start). Returns where the text is."""
+    folder = Path(folder)
+    card = (folder / CARD_NAME).read_bytes()
+    name, count = EARLIER_CARD_NAME, 2
+    while (folder / name).exists() or (folder / name).is_symlink():
+        if not (folder / name).is_symlink() and (folder / name).is_file() and (folder / name).read_bytes() == card:
+            return folder / name
+        name, count = f".README.earlier-{count}.md", count + 1
+    temporary = folder / f"{name}.{os.getpid()}.tmp"
+    try:
+        temporary.write_bytes(card)
+        os.replace(temporary, folder / name)
+    finally:
+        temporary.unlink(missing_ok=True)
+    return folder / name
 
 
 def _write_record(folder: Path, files: Sequence[str], written: Mapping[str, tuple[int, str]]) -> None:
@@ -356,6 +391,7 @@ def relative_text(text: str, folders: Mapping[str | Path, str]) -> str:
 
 
 __all__ = [
+    "EARLIER_CARD_NAME",
     "PUBLISH_MARKER",
     "PublishError",
     "PublishFolderError",
@@ -364,6 +400,7 @@ __all__ = [
     "copy_file",
     "file_digest",
     "fill_publish_folder",
+    "keep_earlier_card",
     "prepare_publish_folder",
     "record_publish_files",
     "relative_text",

@@ -16,16 +16,12 @@ from pathlib import Path
 
 from huggingface_hub import ModelCard
 
-from modeling_croc.publish_folder import changed_since, file_digest
+from modeling_croc.publish_folder import CARD_NAME, changed_since, file_digest, keep_earlier_card
 
 logger = logging.getLogger(__name__)
 
-CARD_NAME = "README.md"
 SIDE_CARD_NAME = "README.croc.md"
 CARD_RECORD = ".croc-card.json"
-# Where a card an earlier version wrote (with no record) is kept before the run replaces it: hidden, so no upload
-# takes it.
-EARLIER_CARD_NAME = ".README.earlier.md"
 _CARD_KIND = "croc run card"
 
 
@@ -88,7 +84,7 @@ _CLAIMED: set[str] = set()
 def claim_card(folder: str | Path) -> bool:
     """At the start of a run: whether the run may write its card as `folder`'s README.md (`edited_card` finds none
     of the user's there); if so, remembered for this process, so that its save does. A Croc card an earlier version
-    wrote (no record says whether it was edited since) is kept as `EARLIER_CARD_NAME` first, said in one line."""
+    wrote (no record says whether it was edited since) is kept as `.README.earlier.md` first (`keep_earlier_card`), said in one line."""
     folder = Path(folder)
     if edited_card(folder) is not None:
         return False
@@ -99,25 +95,6 @@ def claim_card(folder: str | Path) -> bool:
                        "text as it is now is kept in %s (merge a section of yours by hand)", folder / CARD_NAME, kept)
     _CLAIMED.add(str(folder.resolve()))
     return True
-
-
-def keep_earlier_card(folder: Path) -> Path:
-    """Copy `folder`'s README.md to `EARLIER_CARD_NAME` (hidden: never uploaded), or to `.README.earlier-2.md`, ...
-    when that holds other bytes; the same bytes kept already are not copied again (a run that stopped before its
-    first save claims the card again at its next start). Returns where the text is."""
-    card = (folder / CARD_NAME).read_bytes()
-    name, count = EARLIER_CARD_NAME, 2
-    while (folder / name).exists() or (folder / name).is_symlink():
-        if not (folder / name).is_symlink() and (folder / name).is_file() and (folder / name).read_bytes() == card:
-            return folder / name
-        name, count = f".README.earlier-{count}.md", count + 1
-    temporary = folder / f"{name}.{os.getpid()}.tmp"
-    try:
-        temporary.write_bytes(card)
-        os.replace(temporary, folder / name)
-    finally:
-        temporary.unlink(missing_ok=True)
-    return folder / name
 
 
 def edited_card(folder: str | Path) -> Path | None:

@@ -253,7 +253,7 @@ def test_an_image_that_is_a_folder_without_the_image_check_is_one_line(tmp_path,
     assert _files(tmp_path / "data" / "images") == ["0.png", "2.png", "3.png"]
 
 
-def test_a_hub_folder_file_edited_since_the_publish_is_the_user_s_and_refused(tmp_path, capsys, monkeypatch):
+def test_a_hub_folder_file_edited_since_the_publish_is_the_user_s_and_refused(tmp_path, capsys, monkeypatch, caplog):
     """A hand-written section appended to the hub folder's README.md was replaced by the rebuild without a word: the
     marker named the files, not their bytes. A marker of an earlier version (names only) still vouches for them."""
     _data(tmp_path / "data")
@@ -272,11 +272,19 @@ def test_a_hub_folder_file_edited_since_the_publish_is_the_user_s_and_refused(tm
     assert _snapshot(tmp_path) == before
     monkeypatch.undo()
 
-    # The same edit under an earlier version's marker, which holds no bytes to compare: replaced, as it always was.
+    # The same edit under an earlier version's marker, which holds no bytes to compare: replaced, as it always was,
+    # but its text kept first (hidden: a later publish neither replaces it nor takes it for a file of the user's).
     record = json.loads((hub / PUBLISH_MARKER).read_text())
     (hub / PUBLISH_MARKER).write_text(json.dumps({"kind": record["kind"], "files": record["files"]}))
+    edited = (hub / "README.md").read_text()
     assert recipes_main(_build_argv(tmp_path, "--overwrite", "--hub-folder", str(hub))) == 0
     assert "hand-written" not in (hub / "README.md").read_text()
+    assert (hub / ".README.earlier.md").read_text() == edited
+    assert (f"{hub / 'README.md'} was written by an earlier publish whose marker keeps no digest of it, so whether it "
+            f"was edited since cannot be told: it is replaced, and its text as it is now is kept in "
+            f"{hub / '.README.earlier.md'}") in caplog.text
+    assert recipes_main(_build_argv(tmp_path, "--overwrite", "--hub-folder", str(hub))) == 0
+    assert (hub / ".README.earlier.md").read_text() == edited
 
 
 def test_a_dry_run_folder_file_edited_since_the_publish_is_refused_and_an_untouched_one_replaced(tmp_path):

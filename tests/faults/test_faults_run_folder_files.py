@@ -242,7 +242,7 @@ def test_rotation_frees_the_checkpoints_of_a_folder_copied_without_its_file_time
 def test_an_earlier_card_is_kept_once_and_never_over_another_kept_text(tmp_path):
     """A run that stops before its first save claims the unrecorded card again at its next start: the same text is
     not copied twice, and a different one never replaces what an earlier claim kept."""
-    from trainer.run_card_file import keep_earlier_card
+    from modeling_croc.publish_folder import keep_earlier_card
 
     (tmp_path / CARD_NAME).write_text("first")
     assert keep_earlier_card(tmp_path) == keep_earlier_card(tmp_path) == tmp_path / EARLIER_CARD_NAME
