@@ -439,6 +439,15 @@ def _stamp(folder: Path) -> tuple:
                  for path in sorted(folder.rglob("*")) if path.is_file())
 
 
+# `checkpoint_problem`'s words for a checkpoint without a manifest: one made by hand, or by a version of this project
+# from before manifests (2026-12-05), whose files nothing vouches for.
+NO_MANIFEST = f"no {MANIFEST} (written by an earlier version of this project, or not by it)"
+# What a user can do with such a checkpoint, said where a run refuses it.
+NO_MANIFEST_WAY_ON = ("a checkpoint of a version from before manifests resumes only under that version: finish the run "
+                      "with it, or start a new run from its weights (--model.name_or_path=CHECKPOINT and another "
+                      "output_dir; its optimizer state and data position are not carried)")
+
+
 def checkpoint_problem(folder: str | Path, hashes: bool = True) -> str | None:
     """What is wrong with a checkpoint folder, in a few words, or None when it is intact: complete (a readable
     `trainer_state.json`), with a manifest whose every file is present with its size (and, with `hashes`, its
@@ -467,7 +476,7 @@ def checkpoint_problem(folder: str | Path, hashes: bool = True) -> str | None:
         manifest = json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
         files = dict(manifest["files"])
     except FileNotFoundError:
-        return f"no {MANIFEST} (written by an earlier version of this project, or not by it)"
+        return NO_MANIFEST
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
         return f"unreadable {MANIFEST} ({type(error).__name__})"
     for name, entry in files.items():

@@ -16,6 +16,8 @@ from typing import Any, TypeVar
 from modeling_croc.families import remote_code_files
 
 from .checkpoint_io import (
+    NO_MANIFEST,
+    NO_MANIFEST_WAY_ON,
     SAFE_INDEX,
     SAFE_WEIGHTS,
     STAGING_DIR,
@@ -133,7 +135,8 @@ def _plan(args, record: dict[str, Any] | None, processor: dict[str, Any] | None 
         problem = checkpoint_problem(explicit)
         if problem is not None:
             raise ConfigError(f"resume_from_checkpoint {explicit} cannot be resumed: {problem}; name another "
-                              "checkpoint, or leave the option out to resume from the newest intact one")
+                              "checkpoint, or leave the option out to resume from the newest intact one"
+                              + (f"; {NO_MANIFEST_WAY_ON}" if problem == NO_MANIFEST else ""))
         _check_within_max_steps(explicit, args)
         _check_processor(explicit, processor, accepted)
         if record is not None:
@@ -161,7 +164,9 @@ def _plan(args, record: dict[str, Any] | None, processor: dict[str, Any] | None 
         if checkpoint is None and problems:
             # Starting over here would rotate these folders away (save_total_limit): nothing is deleted unasked.
             raise ConfigError(f"output_dir {output_dir} holds checkpoints but none can be resumed ("
-                              + "; ".join(problems[:3]) + "); move them out of the way to start over, or fix them")
+                              + "; ".join(problems[:3]) + "); move them out of the way to start over, or fix them"
+                              + (f"; {NO_MANIFEST_WAY_ON}" if any(problem.endswith(f": {NO_MANIFEST}")
+                                                                  for problem in problems) else ""))
         if checkpoint is None and explicit is True:
             raise ConfigError(f"resume_from_checkpoint=true but {output_dir} holds no checkpoint")
     if checkpoint is None and accepted:

@@ -24,6 +24,7 @@ from trainer import train as train_module
 from trainer.checkpoint_io import (
     MANIFEST,
     STAGING_DIR,
+    TRAINER_STATE,
     checkpoint_problem,
     rotate_checkpoints,
     write_manifest,
@@ -123,6 +124,26 @@ def test_checkpoints_that_link_to_nothing_are_not_taken_for_no_checkpoint(two_st
                               f"(checkpoint-2: it is a link to {tmp_path / 'unmounted' / 'checkpoint-2'}, which is "
                               "not there (a disk not mounted?)"), message
     assert all((out / name).is_symlink() for name in ("checkpoint-1", "checkpoint-2"))
+
+
+def test_checkpoints_of_a_version_from_before_manifests_are_refused_with_the_way_on(two_steps, tiny_model, data, tmp_path,
+                                                                                     monkeypatch, capsys, no_model_load):
+    """A run killed under a version that wrote no manifests and rerun after an upgrade: its checkpoints are refused
+    (nothing vouches for their files), and the line says what can be done with them, named or found in output_dir."""
+    out = _checkpoints_only(two_steps, tmp_path / "run")
+    for checkpoint in out.glob("checkpoint-*"):
+        (checkpoint / MANIFEST).unlink()
+    way_on = ("a checkpoint of a version from before manifests resumes only under that version: finish the run with "
+              "it, or start a new run from its weights (--model.name_or_path=CHECKPOINT and another output_dir; its "
+              "optimizer state and data position are not carried)")
+    for resume in ((), (f"--resume_from_checkpoint={out / 'checkpoint-2'}",)):
+        status, message = cli_exit(_argv(out, tiny_model, data, "--max_steps=2", *resume), monkeypatch, capsys)
+        assert status == 1 and message.endswith(way_on), message
+    # Any other reason keeps its own message.
+    shutil.rmtree(out / "checkpoint-1")
+    (out / "checkpoint-2" / TRAINER_STATE).unlink()
+    status, message = cli_exit(_argv(out, tiny_model, data, "--max_steps=2"), monkeypatch, capsys)
+    assert status == 1 and way_on not in message and "none can be resumed" in message, message
 
 
 def test_a_newest_checkpoint_linking_to_nothing_is_passed_over_and_kept(two_steps, tiny_model, data, tmp_path):
