@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import json
+import math
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -120,21 +121,55 @@ def _read_results_json(path: Path) -> Any:
         raise ValueError(f"eval results file {path}:{error.lineno}:{error.colno}: not valid JSON ({error.msg})") from None
 
 
+class PartialEvaluationError(ValueError):
+    """An lmms-eval results file that holds no whole-benchmark score: run on part of a task (`--limit`,
+    `--offset`), with `--predict_only` (its `bypass` placeholder), or a metric that is not a finite number."""
+
+
+def _partial_evaluation(data: dict) -> str | None:
+    """Why the results file `data` scored only part of its tasks (`--limit` / `--offset`, as lmms-eval records them
+    in `config` and `n-samples`), or None."""
+    config = data.get("config") if isinstance(data.get("config"), dict) else {}
+    if config.get("limit"):
+        return f"was run with --limit {config['limit']}"
+    if config.get("offset"):
+        return f"was run with --offset {config['offset']}"
+    samples = data.get("n-samples") if isinstance(data.get("n-samples"), dict) else {}
+    for task, counts in samples.items():
+        original, effective = (counts.get(key) if isinstance(counts, dict) else None
+                               for key in ("original", "effective"))
+        if isinstance(original, int) and isinstance(effective, int) and effective < original:
+            return f"scored {effective} of the {original} samples of {task}"
+    return None
+
+
 def eval_results_from_lmms_eval(path: str | Path) -> list[EvalResult]:
     """The metrics of an lmms-eval results file (`OUTPUT/<model>/<date>_results.json`) as card evaluation results:
-    one per task and metric (lmms-eval's `metric,filter` keys; standard errors and aliases left out)."""
+    one per task and metric (lmms-eval's `metric,filter` keys; standard errors and aliases left out). A file that
+    holds no whole-benchmark score raises `PartialEvaluationError`: a card states what the model scores on the
+    benchmark, and `--limit 2` on one task or `--predict_only`'s placeholder 999 read as such a score."""
     data = _read_results_json(Path(path))
     results = data.get("results") if isinstance(data, dict) else None
     # lmms-eval's samples files and other JSON sit next to the results files: a top-level list, or `results` without
     # a mapping of metrics per task, ended in an AttributeError traceback (after training, for hub_eval_results).
     if not isinstance(results, dict) or not all(isinstance(metrics, dict) for metrics in results.values()):
         raise ValueError(f"{path} is not an lmms-eval results file (no `results` mapping of task -> metrics)")
+    partial = _partial_evaluation(data)
+    if partial is not None:
+        raise PartialEvaluationError(f"{path} {partial}: a model card states scores on whole benchmarks; evaluate "
+                                     "every sample (without --limit and --offset) to report them")
     found = []
     for task, metrics in results.items():
         for key, value in metrics.items():
             metric, _, filter_name = key.partition(",")
             if "_stderr" in metric or metric == "alias" or not isinstance(value, int | float):
                 continue
+            if metric == "bypass":
+                raise PartialEvaluationError(f"{path} holds no score for {task}: `bypass` is lmms-eval's placeholder "
+                                             "of --predict_only; score the predictions to report them")
+            if not math.isfinite(value):
+                raise PartialEvaluationError(f"{path}: {task} {key} is {value}, not a score: check that evaluation "
+                                             "before reporting it")
             # A task scored under several filters (`exact_match,strict-match` and `exact_match,flexible-extract`)
             # reports one value per filter: the filter stays in the name, or the card would list two values under
             # one name (and a later file would replace both). The usual single `none` filter is left out.

@@ -25,7 +25,7 @@ from modeling_croc.provenance import HUB_ID, LICENSE_ID, OTHER_LICENSE
 
 from .checkpoint_io import is_complete_checkpoint
 from .cli import ConfigError
-from .model_card import eval_results_from_lmms_eval, scored_model_note
+from .model_card import PartialEvaluationError, eval_results_from_lmms_eval, scored_model_note
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 # The source kinds of `modeling_croc.loading` a training run starts from; the released layout is converted first,
@@ -404,6 +404,8 @@ def check_hub(training: dict[str, Any], model: dict[str, Any] | None = None) -> 
             raise ConfigError(f"hub_eval_results: {path} does not exist (an lmms-eval *_results.json file)")
         try:  # read as the card reads it after training, so a file it would refuse then is refused now
             eval_results_from_lmms_eval(Path(str(path)).expanduser())
+        except PartialEvaluationError as error:
+            raise ConfigError(f"hub_eval_results: {error}") from None
         except (OSError, ValueError):
             raise ConfigError(f"hub_eval_results: {path} is not an lmms-eval results file (a JSON object with "
                               "\"results\": task -> metrics)") from None

@@ -241,6 +241,54 @@ def test_the_cli_stops_in_one_line_on_the_mistakes_made_first(tmp_path, capsys):
     assert "1 evaluation results" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("case", ["limit", "fraction", "offset", "fewer samples", "predict only", "nan"])
+def test_results_that_score_no_whole_benchmark_are_refused_by_the_cli_and_at_the_start(case, tmp_path, monkeypatch):
+    """`--limit 2` on a task of 8 samples, `--predict_only` (its `bypass` placeholder 999) and a NaN went on the card
+    as the model's scores: refused in one line by `python -m trainer.model_card` and, for hub_eval_results, before
+    the run trains. The results files are as lmms-eval writes them (`config.limit`, `n-samples`)."""
+    from trainer import validation
+    from trainer.model_card import main
+
+    data = {"results": {"t_choice": {"alias": "t_choice", "acc,none": 0.5, "acc_stderr,none": 0.2}},
+            "n-samples": {"t_choice": {"original": 8, "effective": 8}},
+            "config": {"model": "croc", "model_args": "pretrained=model", "limit": None, "offset": 0}}
+    expected = {"limit": "was run with --limit 2", "fraction": "was run with --limit 0.25",
+                "offset": "was run with --offset 4", "fewer samples": "scored 2 of the 8 samples of t_choice",
+                "predict only": "holds no score for t_choice: `bypass` is lmms-eval's placeholder of --predict_only",
+                "nan": "t_choice acc,none is nan, not a score"}[case]
+    if case in ("limit", "fraction"):
+        data["config"]["limit"] = 2 if case == "limit" else 0.25
+        data["n-samples"]["t_choice"]["effective"] = 2
+    elif case == "offset":
+        data["config"]["offset"] = 4
+    elif case == "fewer samples":
+        data["n-samples"]["t_choice"]["effective"] = 2
+    elif case == "predict only":
+        data["results"]["t_choice"] = {"alias": "t_choice", "bypass,none": 999, "bypass_stderr,none": "N/A"}
+    else:
+        data["results"]["t_choice"]["acc,none"] = float("nan")
+    folder = tmp_path / "model"
+    folder.mkdir()
+    text = "---\nlicense: apache-2.0\npipeline_tag: image-text-to-text\nlibrary_name: transformers\n---\n# model\n"
+    (folder / "README.md").write_text(text)
+    results = tmp_path / "eval_out" / "model" / "20261207_results.json"
+    results.parent.mkdir(parents=True)
+    results.write_text(json.dumps(data))
+    with pytest.raises(SystemExit) as stop:
+        main([str(folder), "--eval-results", str(results), "--same-model"])
+    assert str(stop.value.code).startswith(f"model card error: {results}") and expected in str(stop.value.code)
+    assert (folder / "README.md").read_text() == text
+    with pytest.raises(validation.ConfigError, match=re.escape(expected)):
+        validation.check_hub({"output_dir": str(folder), "hub_eval_results": [str(results)]})
+    # The same file scoring every sample is taken.
+    if case in ("limit", "offset", "fewer samples"):
+        data["config"].update(limit=None, offset=0)
+        data["n-samples"]["t_choice"]["effective"] = 8
+        results.write_text(json.dumps(data))
+        main([str(folder), "--eval-results", str(results), "--same-model"])
+        assert "| t_choice | acc | 0.5000 |" in (folder / "README.md").read_text()
+
+
 def test_added_eval_results_replace_the_cards_table_and_keep_filters_apart(tmp_path):
     """`python -m trainer.model_card FOLDER --eval-results` on a card whose training run reported POPE: the text's
     table was left as training wrote it (the replaced 0.5 next to the metadata's 0.75), and a task scored under two
