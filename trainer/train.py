@@ -24,6 +24,7 @@ if __name__ == "__main__":
     hold_preemption_signals()
 
 import contextlib
+import json
 import logging
 import os
 import sys
@@ -40,7 +41,7 @@ from modeling_croc.provenance import STAGE0_TAG, is_stage0_folder
 from modeling_croc.write_failures import is_write_failure, write_failure_reason
 
 from .argument_checks import check_deepspeed_launcher
-from .checkpoint_io import checkpoint_folders, checkpoint_problem
+from .checkpoint_io import TRAINER_STATE, checkpoint_folders, checkpoint_problem
 from .cli import ConfigError, help_text, wants_help
 from .collator import build_collator
 from .croc_trainer import CrocTrainer
@@ -50,7 +51,7 @@ from .disk_space import check_disk_space
 from .fingerprints import processor_fingerprint
 from .hub import check_publishing_arguments, hub_dry_run, push, run_folders
 from .lora import apply_lora
-from .model_card import run_provenance
+from .model_card import run_provenance, scored_model
 from .model_checks import check_finite_start
 from .model_loading import (
     apply_trainable_parts,
@@ -104,6 +105,26 @@ def _silence_upstream_deprecations(args) -> None:
     if args.deepspeed and args.should_log:
         logger.info("DeepSpeed calls torch.distributed.reduce_scatter_tensor / all_gather_into_tensor, which torch "
                     "deprecates; their FutureWarnings (one per call) are not shown")
+
+
+def _check_eval_results_are_of_the_model_written(args, resume_from: str | None) -> None:
+    """Refuse `hub_eval_results` that scored a model (this run's, by the start check) when the run trains a step:
+    the model it writes does not exist yet, so the scores are of an earlier one (a run started over in a moved-away
+    folder's place, or continued). A finished run rerun to publish resumes at its last step and trains none."""
+    named = [(path, model) for path in args.hub_eval_results or [] if (model := scored_model(path)) is not None]
+    if not named:
+        return
+    state: dict = {}
+    if resume_from is not None:
+        with contextlib.suppress(OSError, ValueError):
+            state = json.loads((Path(resume_from) / TRAINER_STATE).read_text(encoding="utf-8"))
+    step, total = state.get("global_step", 0), args.max_steps if args.max_steps > 0 else state.get("max_steps")
+    if isinstance(step, int) and isinstance(total, int) and step >= total:
+        return
+    path, model = named[0]
+    raise ConfigError(f"hub_eval_results: {path} scored {model}, but this run trains (from step {step}) before it "
+                      "writes its model, so those scores are of an earlier one: evaluate the model this run writes, "
+                      "then rerun the same command with hub_eval_results to put them on its card")
 
 
 def _share_process_group_with_deepspeed(args) -> None:
@@ -236,6 +257,7 @@ def _run(model_args, data_args, args, stage, signals: StopSignals, lock: OutputD
         logger.info("%s holds this run, finished at step %d: nothing to train (another configuration is refused; "
                     "another output_dir trains anew)", args.output_dir, done)
         return None
+    _check_eval_results_are_of_the_model_written(args, resume_from)
     _share_process_group_with_deepspeed(args)
     try:
         # A model folder that does not load (weights its config.json does not describe, a file cut short) is a

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import logging
 import os
 import re
 from pathlib import Path
@@ -26,6 +27,8 @@ from modeling_croc.provenance import HUB_ID, LICENSE_ID, OTHER_LICENSE
 from .checkpoint_io import is_complete_checkpoint
 from .cli import ConfigError
 from .model_card import PartialEvaluationError, eval_results_from_lmms_eval, scored_model_note
+
+logger = logging.getLogger(__name__)
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 # The source kinds of `modeling_croc.loading` a training run starts from; the released layout is converted first,
@@ -410,10 +413,12 @@ def check_hub(training: dict[str, Any], model: dict[str, Any] | None = None) -> 
             raise ConfigError(f"hub_eval_results: {path} is not an lmms-eval results file (a JSON object with "
                               "\"results\": task -> metrics)") from None
         try:  # the model it scored: this run's (output_dir, by name or an export of it), not another's
-            scored_model_note(training.get("output_dir") or ".", Path(str(path)).expanduser(),
-                              name=training.get("hub_model_id"))
+            note = scored_model_note(training.get("output_dir") or ".", Path(str(path)).expanduser(),
+                                     name=training.get("hub_model_id"))
         except ValueError as error:
             raise ConfigError(f"hub_eval_results: {error}") from None
+        if note is not None:  # taken on a weaker word than the weights: said, as `python -m trainer.model_card` says it
+            logger.warning("hub_eval_results: %s", note)
     if isinstance(results, list) and results:
         # The card opens them as given, after training, and `~` is no folder to it: the files checked are the ones read.
         training["hub_eval_results"] = [str(Path(str(path)).expanduser()) for path in results]

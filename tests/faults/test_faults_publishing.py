@@ -565,3 +565,21 @@ def test_a_relative_local_folder_spelled_as_a_hub_id_goes_up_as_its_name(tmp_pat
     trainer_hub.write_upload_set(out, ["adapter_config.json"], target)
     assert json.loads((target / "adapter_config.json").read_text()) == {
         "base_model_name_or_path": None, "nested": {"name_or_path": "someone/hub-model"}}
+
+
+def test_scores_of_the_model_a_run_is_about_to_train_are_refused_before_it_trains(tiny_model, tmp_path, monkeypatch,
+                                                                                 no_model_load):
+    """Evaluate a run, move its folder away, retrain in its place with the results as hub_eval_results: the start
+    check took the file by the folder's name (its path gone) and the new card published the old model's scores.
+    A run that trains a step writes a model no results file can have scored yet."""
+    out = tmp_path / "stage2"
+    results = tmp_path / "eval_out" / "stage2" / "20261207_results.json"
+    results.parent.mkdir(parents=True)
+    results.write_text(json.dumps({"results": {"pope": {"alias": "pope", "pope_accuracy,none": 0.5}},
+                                   "config": {"model": "croc", "model_args": f"pretrained={out},dtype=auto"}}))
+    message = _cli_error(_argv(out, tiny_model, _data(tmp_path / "data"), f"--hub_eval_results=[{results}]"),
+                         monkeypatch)
+    assert message == (f"configuration error: hub_eval_results: {results} scored {out}, but this run trains (from "
+                       "step 0) before it writes its model, so those scores are of an earlier one: evaluate the model "
+                       "this run writes, then rerun the same command with hub_eval_results to put them on its card")
+    assert not out.exists()

@@ -354,6 +354,9 @@ def test_a_publishing_rerun_keeps_the_scores_added_to_the_card(tmp_path, data_di
     run_stage(*command)
     add_eval_results(out, [_lmms_eval_results(tmp_path / "results.json", {"pope": {"pope_accuracy": 0.5}})])
     later = _lmms_eval_results(tmp_path / "later.json", {"mme": {"mme_perception_score": 1200.0}})
+    # It scored this folder (the start check confirms it by path): a rerun that trains nothing takes it.
+    later.write_text(json.dumps({**json.loads(later.read_text()),
+                                 "config": {"model": "croc", "model_args": f"pretrained={out}"}}))
     run_stage(*command, f"--hub_dry_run={dry}", "--hub_model_id=someone/croc-tiny-stage2",
               f"--hub_eval_results=[{later}]")
     for card in (ModelCard.load(out / "README.md"), ModelCard.load(dry / "README.md")):
