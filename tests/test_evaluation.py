@@ -139,6 +139,28 @@ def test_lmms_eval_cli_evaluates_a_normalised_checkpoint(reference, tmp_path):
 
 
 @needs_lmms_eval
+@pytest.mark.parametrize("batch_size", ["auto", "auto:4", "0", "-2", "eight"])
+def test_a_batch_size_the_croc_model_cannot_take_is_refused_before_it_loads(batch_size, tmp_path, monkeypatch):
+    """lmms-eval's `--batch_size auto` was taken as 1 without a word."""
+    from modeling_croc import evaluation
+    from modeling_croc.evaluation.lmms_eval_model import Croc
+
+    monkeypatch.setattr(evaluation, "load_for_evaluation", lambda *args, **kwargs: pytest.fail("loaded"))
+    with pytest.raises(ValueError, match=rf"^batch_size '{batch_size}': the croc model takes a whole number of "
+                                         r"requests per batch \(lmms-eval's auto search is not implemented here\)"):
+        Croc(pretrained=str(tmp_path), batch_size=batch_size)
+
+
+def test_a_model_folder_that_is_not_there_is_said_to_be_so(tmp_path):
+    """A mistyped or moved folder reached huggingface_hub as a repository id: "Repo id must be in the form ..."."""
+    from modeling_croc.evaluation import load_for_evaluation
+
+    (tmp_path / "stage2").mkdir()
+    with pytest.raises(FileNotFoundError, match=rf"^pretrained={tmp_path / 'stag2'}: nothing at {tmp_path / 'stag2'}"):
+        load_for_evaluation(tmp_path / "stag2")
+
+
+@needs_lmms_eval
 def test_lmms_eval_generation_settings():
     from modeling_croc.evaluation.lmms_eval_model import cut_at_stops, generation_settings
 

@@ -59,7 +59,13 @@ def load_for_evaluation(
         image_aspect_ratio: `square` or `pad`; default the saved processor's (what the model was trained with).
     """
     from ..loading import load_croc
+    from ..model_folders import nothing_at
+    from ..provenance import is_hub_id
 
+    if not Path(pretrained).expanduser().exists() and not is_hub_id(str(pretrained)):
+        # A mistyped or moved folder reached huggingface_hub as a repository id ("Repo id must be in the form ...").
+        raise FileNotFoundError(f"pretrained={pretrained}: {nothing_at(pretrained)} (a model folder, or a Hub id "
+                                "org/name)")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if dtype == "auto":
         dtype = "bfloat16" if device.type == "cuda" else "float32"

@@ -77,6 +77,10 @@ class Croc(lmms):
         super().__init__()
         if unknown:
             raise ValueError(f"unknown model_args for croc: {sorted(unknown)}")
+        if not str(batch_size).isdigit() or int(batch_size) < 1:
+            # `auto` (lmms-eval's search for the largest batch that fits) was taken as 1 without a word.
+            raise ValueError(f"batch_size {batch_size!r}: the croc model takes a whole number of requests per batch "
+                             "(lmms-eval's auto search is not implemented here), e.g. --batch_size 8")
         accelerator = Accelerator()
         if accelerator.num_processes > 1:
             # Data parallel: lmms-eval hands each rank its share of the documents.
@@ -87,7 +91,7 @@ class Croc(lmms):
             pretrained, vision_tower=vision_tower, device=device, dtype=dtype,
             attn_implementation=attn_implementation, image_aspect_ratio=image_aspect_ratio,
         )
-        self.batch_size_per_gpu = int(batch_size) if str(batch_size).isdigit() else 1
+        self.batch_size_per_gpu = int(batch_size)
 
     @property
     def model(self):
