@@ -227,8 +227,9 @@ def _check_folder(folder: Path, what: str, record: dict[str, Any] | None, accept
                               f"{recorded}, or auto_resume on), or choose another output_dir")
         if found and not refused_start_only(folder, found):
             raise ConfigError(f"{what} {folder} already holds {', '.join(found[:4])}, which this trainer's run did "
-                              "not write (no croc_run.json); training would overwrite them: choose another "
-                              "output_dir")
+                              "not write (no croc_run.json); training would overwrite them: choose another output_dir "
+                              "(the files of a version from before run records are continued or published by that "
+                              "version)")
         return
     if not resumed and record is not None:
         # This run resumes nothing of the recorded one (none of its checkpoints, or one named from elsewhere): the

@@ -430,7 +430,8 @@ def test_the_corrected_command_after_a_refused_start_trains_in_the_same_output_d
         status, message = cli_exit(_argv(out, tiny_model, data, "--max_steps=1"), monkeypatch, capsys)
         assert (status, message) == (1, f"configuration error: output_dir {out} already holds rejects.jsonl, which this "
                                         "trainer's run did not write (no croc_run.json); training would overwrite them: "
-                                        "choose another output_dir")
+                                        "choose another output_dir (the files of a version from before run records are "
+                                        "continued or published by that version)")
         return
     train_module.main(_argv(out, tiny_model, data, "--max_steps=1"))
     assert (out / "model.safetensors").is_file() and not (out / ".croc-refused-start.json").exists()
