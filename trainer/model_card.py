@@ -276,7 +276,12 @@ def adapter_instructions(base: str, whole_parts: Sequence[str] = ()) -> str:
             f"{LOAD_MODEL} does not load it. `python -m trainer.merge_lora FOLDER --out MERGED --base BASE` (the "
             f"Croc package), BASE being the folder or Hub id of that base (left out: `{base}` as a folder here, then "
             "in the Hub cache), merges them into a plain folder that loads that way, and refuses a base of other "
-            "weights than they were trained on; the run itself wrote one to `<output_dir>-merged`.")
+            "weights than they were trained on; the run itself wrote one to `<output_dir>-merged`. With PEFT itself, "
+            "build the base with this folder's `base_config/` (the base's config as this stage set it, such as the "
+            "`official` preset's `normalize_visual_tokens`; the base folder's own config gives another model, "
+            "silently): `PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(BASE, "
+            "config=AutoConfig.from_pretrained(FOLDER, subfolder=\"base_config\", trust_remote_code=True), "
+            "trust_remote_code=True), FOLDER)`.")
 
 
 def merged_card(adapter_dir: str | Path, merged_name: str) -> ModelCard | None:
