@@ -532,6 +532,37 @@ def _same_weights(folder: Path, other: Path) -> bool:
     return all(file_digest(mine[name]) == file_digest(theirs[name]) for name in mine)
 
 
+def _differing_tensor(folder: Path, other: Path, limit: int = 4) -> str | None:
+    """A weight both folders' safetensors files hold under one name, in one dtype, with other values, or None: an
+    export or merge keeps the projector's and most language-model tensors by name, so two runs' folders of the same
+    name (`seed0/stage2`, `seed1/stage2`) are told apart by reading a few tensors (projector ones first, being
+    small), not their gigabytes."""
+    from safetensors import safe_open
+
+    def tensors(root: Path) -> dict[str, tuple[Path, str]]:
+        # By name without its `model` / `language_model` parts: a saved Croc folder keeps transformers' legacy
+        # layout (`language_model.model.embed_tokens`), an export the current one (`model.language_model.embed_tokens`).
+        found: dict[str, list[tuple[Path, str]]] = {}
+        for file in sorted(root.glob("*.safetensors")):
+            try:
+                with safe_open(file, "pt") as handle:
+                    for name in handle.keys():
+                        plain = ".".join(part for part in name.split(".") if part not in ("model", "language_model"))
+                        found.setdefault(plain, []).append((file, name))
+            except Exception:  # noqa: BLE001 (safetensors' own error too: a file that does not read compares nothing)
+                continue
+        return {plain: places[0] for plain, places in found.items() if len(places) == 1}
+
+    mine, theirs = tensors(folder), tensors(other)
+    for plain in sorted(mine.keys() & theirs.keys(), key=lambda name: ("projector" not in name, name))[:limit]:
+        (left_file, left_name), (right_file, right_name) = mine[plain], theirs[plain]
+        with safe_open(left_file, "pt") as left, safe_open(right_file, "pt") as right:
+            a, b = left.get_tensor(left_name), right.get_tensor(right_name)
+        if a.dtype == b.dtype and (a.shape != b.shape or not bool((a == b).all())):
+            return right_name
+    return None
+
+
 def card_title(text: str) -> str | None:
     """The name a card's heading (`# NAME`) gives its model, or None where it has none."""
     return next((line[2:].strip() for line in text.split("\n") if line.startswith("# ")), None) or None
@@ -585,7 +616,13 @@ def scored_model_note(folder: str | Path, results_file: str | Path, name: str | 
             return None
         source = _derived_from(path)
         if source is not None and Path(source).name in names:
-            return f"{file_name} scored {model}, made from this folder by its card: taken, weights not compared"
+            differing = _differing_tensor(folder, path)
+            if differing is not None:  # another run's folder of the same name (`seed1/stage2` for `seed0/stage2`)
+                raise ValueError(f"{results_file} scored {model}, made from a folder named {Path(source).name} by "
+                                 f"its card, but its {differing} differs from {folder}'s: another model; give this "
+                                 f"folder's results ({SAME_MODEL} takes them if it holds this model)")
+            return (f"{file_name} scored {model}, made from this folder by its card: taken, no tensor both hold "
+                    "by name differing")
         raise ValueError(f"{results_file} scored {model} ({path.resolve()}), another model than {folder}: give this "
                          f"folder's results ({SAME_MODEL} takes them if it holds this model)")
     if model == str(folder) or model in names or Path(model).name in names:

@@ -152,6 +152,35 @@ def test_eval_results_of_this_model_are_taken_saying_what_was_not_confirmed(mode
     assert (note in out) if note else "(" not in out, out
 
 
+def test_an_export_of_another_run_s_folder_of_the_same_name_is_refused(tmp_path, monkeypatch, capsys):
+    """The export's card names the folder it came from by name only: `seed1/stage2`'s llava export was taken for
+    `seed0/stage2`'s (the demo's layout makes such names routine). The tensors both folders hold by name (the
+    projector first) must be equal; the export's other layout and extra tensors do not count."""
+    import torch
+    from safetensors.torch import save_file
+
+    monkeypatch.chdir(tmp_path)
+    projector = "multi_modal_projector.linear_1.weight"
+    ours = _folder(tmp_path / "seed0" / "stage2", "stage2")
+    save_file({projector: torch.arange(6.0).reshape(2, 3), "model.prompt_pool.weight": torch.ones(4, 3)},
+              ours / "model.safetensors")
+    for seed, values in (("seed0", torch.arange(6.0)), ("seed1", torch.arange(6.0) + 1)):
+        export = _folder(tmp_path / seed / "stage2-llava", "stage2-llava")
+        # An export is saved in transformers' current layout, the Croc folder in its legacy one.
+        save_file({f"model.{projector}": values.reshape(2, 3), "lm_head.weight": torch.zeros(5, 3)},
+                  export / "model.safetensors")
+        (export / "README.md").write_text("---\nlicense: apache-2.0\n---\n# stage2-llava\n\n`stage2` exported to its "
+                                          "plain parent layout, `llava` (`python -m modeling_croc.convert to-llava`).\n")
+    taken = _cli([ours, "--eval-results", _results(tmp_path / "a_results.json", "pretrained=seed0/stage2-llava")])
+    assert taken == "" and "made from this folder by its card: taken, no tensor both hold by name differing" in \
+        capsys.readouterr().out
+    refused = _cli([ours, "--eval-results", _results(tmp_path / "b_results.json", "pretrained=seed1/stage2-llava")])
+    assert refused == (f"model card error: {tmp_path / 'b_results.json'} scored seed1/stage2-llava, made from a folder "
+                       f"named stage2 by its card, but its model.{projector} differs from {ours}'s: another model; give this "
+                       "folder's results (`python -m trainer.model_card FOLDER --eval-results FILE --same-model` "
+                       "takes them if it holds this model)")
+
+
 def test_scores_added_to_a_renamed_copy_name_the_model_as_its_heading_does(tmp_path):
     """Added to a copy of `stage1_5` renamed `s15_eval`, the model-index named the model `s15_eval` under a card
     headed `# stage1_5`. Both say the name the run gave it: the folder's name now is often incidental (a copy made
