@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import importlib.metadata
 import json
+import logging
 import math
 import re
 from collections.abc import Sequence
@@ -32,6 +33,8 @@ from modeling_croc.publish_folder import file_digest
 
 from .run_card_file import CARD_NAME, RunCard, card_as_written, card_target, record_card
 from .script_args import DataArguments, ModelArguments
+
+logger = logging.getLogger(__name__)
 
 PACKAGE = "croc-transformers"
 PIPELINE_TAG = "image-text-to-text"
@@ -130,16 +133,20 @@ def _partial_evaluation(data: dict) -> str | None:
     """Why the results file `data` scored only part of its tasks (`--limit` / `--offset`, as lmms-eval records them
     in `config` and `n-samples`), or None."""
     config = data.get("config") if isinstance(data.get("config"), dict) else {}
-    if config.get("limit"):
-        return f"was run with --limit {config['limit']}"
-    if config.get("offset"):
+    if isinstance(config.get("offset"), int | float) and config["offset"] > 0:
         return f"was run with --offset {config['offset']}"
     samples = data.get("n-samples") if isinstance(data.get("n-samples"), dict) else {}
+    counted = False
     for task, counts in samples.items():
         original, effective = (counts.get(key) if isinstance(counts, dict) else None
                                for key in ("original", "effective"))
-        if isinstance(original, int) and isinstance(effective, int) and effective < original:
-            return f"scored {effective} of the {original} samples of {task}"
+        if isinstance(original, int) and isinstance(effective, int):
+            counted = True
+            if 0 <= effective < original:  # lmms-eval writes min(limit, size): -1 for `--limit -1`, "all samples"
+                return f"scored {effective} of the {original} samples of {task}"
+    limit = config.get("limit")
+    if not counted and isinstance(limit, int | float) and limit > 0:  # `--limit -1` (all) and a null limit pass
+        return f"was run with --limit {limit}"
     return None
 
 
@@ -168,8 +175,9 @@ def eval_results_from_lmms_eval(path: str | Path) -> list[EvalResult]:
                 raise PartialEvaluationError(f"{path} holds no score for {task}: `bypass` is lmms-eval's placeholder "
                                              "of --predict_only; score the predictions to report them")
             if not math.isfinite(value):
-                raise PartialEvaluationError(f"{path}: {task} {key} is {value}, not a score: check that evaluation "
-                                             "before reporting it")
+                # A test split's placeholder or a diverged perplexity: that metric is no score, the others are.
+                logger.warning("%s: %s %s is %s, not a score: left off the card", path, task, key, value)
+                continue
             # A task scored under several filters (`exact_match,strict-match` and `exact_match,flexible-extract`)
             # reports one value per filter: the filter stays in the name, or the card would list two values under
             # one name (and a later file would replace both). The usual single `none` filter is left out.

@@ -241,32 +241,31 @@ def test_the_cli_stops_in_one_line_on_the_mistakes_made_first(tmp_path, capsys):
     assert "1 evaluation results" in capsys.readouterr().out
 
 
-@pytest.mark.parametrize("case", ["limit", "fraction", "offset", "fewer samples", "predict only", "nan"])
+@pytest.mark.parametrize("case", ["limit", "fraction", "offset", "fewer samples", "predict only"])
 def test_results_that_score_no_whole_benchmark_are_refused_by_the_cli_and_at_the_start(case, tmp_path, monkeypatch):
-    """`--limit 2` on a task of 8 samples, `--predict_only` (its `bypass` placeholder 999) and a NaN went on the card
-    as the model's scores: refused in one line by `python -m trainer.model_card` and, for hub_eval_results, before
-    the run trains. The results files are as lmms-eval writes them (`config.limit`, `n-samples`)."""
+    """`--limit 2` on a task of 8 samples and `--predict_only` (its `bypass` placeholder 999) went on the card as the
+    model's scores: refused in one line by `python -m trainer.model_card` and, for hub_eval_results, before the run
+    trains. The results files are as lmms-eval writes them (`config.limit`, `n-samples`)."""
     from trainer import validation
     from trainer.model_card import main
 
     data = {"results": {"t_choice": {"alias": "t_choice", "acc,none": 0.5, "acc_stderr,none": 0.2}},
             "n-samples": {"t_choice": {"original": 8, "effective": 8}},
             "config": {"model": "croc", "model_args": "pretrained=model", "limit": None, "offset": 0}}
-    expected = {"limit": "was run with --limit 2", "fraction": "was run with --limit 0.25",
+    expected = {"limit": "scored 2 of the 8 samples of t_choice", "fraction": "was run with --limit 0.25",
                 "offset": "was run with --offset 4", "fewer samples": "scored 2 of the 8 samples of t_choice",
-                "predict only": "holds no score for t_choice: `bypass` is lmms-eval's placeholder of --predict_only",
-                "nan": "t_choice acc,none is nan, not a score"}[case]
+                "predict only": "holds no score for t_choice: `bypass` is lmms-eval's placeholder of --predict_only"}[case]
     if case in ("limit", "fraction"):
         data["config"]["limit"] = 2 if case == "limit" else 0.25
         data["n-samples"]["t_choice"]["effective"] = 2
+        if case == "fraction":  # a file without sample counts: its limit says it
+            del data["n-samples"]
     elif case == "offset":
         data["config"]["offset"] = 4
     elif case == "fewer samples":
         data["n-samples"]["t_choice"]["effective"] = 2
     elif case == "predict only":
         data["results"]["t_choice"] = {"alias": "t_choice", "bypass,none": 999, "bypass_stderr,none": "N/A"}
-    else:
-        data["results"]["t_choice"]["acc,none"] = float("nan")
     folder = tmp_path / "model"
     folder.mkdir()
     text = "---\nlicense: apache-2.0\npipeline_tag: image-text-to-text\nlibrary_name: transformers\n---\n# model\n"
@@ -280,13 +279,16 @@ def test_results_that_score_no_whole_benchmark_are_refused_by_the_cli_and_at_the
     assert (folder / "README.md").read_text() == text
     with pytest.raises(validation.ConfigError, match=re.escape(expected)):
         validation.check_hub({"output_dir": str(folder), "hub_eval_results": [str(results)]})
-    # The same file scoring every sample is taken.
+    # The same file scoring every sample is taken: `--limit -1` ("all samples", lmms-eval writes effective -1) and a
+    # limit past the task's size included; a metric that is not a finite number is left off, the others kept.
     if case in ("limit", "offset", "fewer samples"):
-        data["config"].update(limit=None, offset=0)
-        data["n-samples"]["t_choice"]["effective"] = 8
+        data["config"].update(limit={"limit": -1.0, "offset": None}.get(case, 100_000), offset=0)
+        data["n-samples"]["t_choice"]["effective"] = -1 if case == "limit" else 8
+        data["results"]["t_choice"]["perplexity,none"] = float("inf")
         results.write_text(json.dumps(data))
         main([str(folder), "--eval-results", str(results), "--same-model"])
-        assert "| t_choice | acc | 0.5000 |" in (folder / "README.md").read_text()
+        card = (folder / "README.md").read_text()
+        assert "| t_choice | acc | 0.5000 |" in card and "perplexity" not in card
 
 
 def test_added_eval_results_replace_the_cards_table_and_keep_filters_apart(tmp_path):
