@@ -10,6 +10,7 @@ built.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import NamedTuple
 
@@ -80,8 +81,9 @@ def warn_preset_keeps_file_optimiser(file_training: dict, args: CrocTrainingArgu
     """Warn when `--croc_preset` on the command line switches the preset of a YAML that writes out its own learning
     rates or betas: those stay the file's (explicit values win), so `stage1_5.yaml --croc_preset=official` trains
     with the paper's rates, not the released code's, which the log's rates line alone does not say."""
-    if "croc_preset" not in command_line:
-        return
+    default = next(field.default for field in dataclasses.fields(CrocTrainingArguments) if field.name == "croc_preset")
+    if "croc_preset" not in command_line or file_training.get("croc_preset", default) == args.croc_preset:
+        return  # no switch: the file's rates are the ones it wrote for its own preset
     preset = get_preset(args.croc_preset)
     wanted = {f"{group}_lr": args.stage_spec.default_learning_rate(args.croc_preset, group)
               for group in PARAMETER_GROUPS}

@@ -548,3 +548,5 @@ def test_a_preset_switched_on_the_command_line_warns_of_the_rates_the_file_keeps
                             "--prompt_pool_lr=2e-5", "--vtr_head_lr=2e-5", "--adam_beta2=0.999")
     assert not warnings_for(FULL_CONFIGS / "stage1_5_official.yaml", "--croc_preset=official")
     assert not warnings_for(FULL_CONFIGS / "stage1_5.yaml")
+    # Naming the preset the file already has switches nothing (a script that always passes --croc_preset).
+    assert not warnings_for(FULL_CONFIGS / "demo" / "stage2.yaml", "--croc_preset=paper")
