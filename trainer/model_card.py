@@ -529,6 +529,11 @@ def _weight_files(folder: Path) -> dict[str, Path]:
             if file.name != "training_args.bin"}
 
 
+def has_model_weights(folder: str | Path) -> bool:
+    """Whether `folder` holds a model's weight files (safetensors or PyTorch `.bin`)."""
+    return bool(_weight_files(Path(folder)))
+
+
 def _same_weights(folder: Path, other: Path) -> bool:
     """Whether two folders hold the same weight files (a copy of the evaluated folder): names, then sizes, then
     digests, so two checkpoints of one run are told apart without hashing where their sizes already differ."""

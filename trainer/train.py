@@ -51,7 +51,7 @@ from .disk_space import check_disk_space
 from .fingerprints import processor_fingerprint
 from .hub import check_publishing_arguments, hub_dry_run, push, run_folders
 from .lora import apply_lora
-from .model_card import run_provenance, scored_model
+from .model_card import CARD_NAME, add_eval_results, has_model_weights, run_provenance, scored_model
 from .model_checks import check_finite_start
 from .model_loading import (
     apply_trainable_parts,
@@ -108,9 +108,12 @@ def _silence_upstream_deprecations(args) -> None:
 
 
 def _check_eval_results_are_of_the_model_written(args, resume_from: str | None) -> None:
-    """Refuse `hub_eval_results` that scored a model (this run's, by the start check) when the run trains a step:
-    the model it writes does not exist yet, so the scores are of an earlier one (a run started over in a moved-away
-    folder's place, or continued). A finished run rerun to publish resumes at its last step and trains none."""
+    """`hub_eval_results` that scored a model (this run's, by the start check) in a run that trains a step: the
+    model it writes is not the scored one, unless it trains it again to the same end (a finished run that kept no
+    checkpoint, rerun to publish it, trains from step 0). Scores of the finished model `output_dir` holds go on its
+    card now, and the run's card keeps them only if it ends on the same final losses (`_earlier_eval_results`);
+    with no model there (moved away, or a first run) they can be no model's of this run, and are refused. A finished
+    run resumed at its last step trains none: its card takes them at the end as given."""
     named = [(path, model) for path in args.hub_eval_results or [] if (model := scored_model(path)) is not None]
     if not named:
         return
@@ -121,10 +124,19 @@ def _check_eval_results_are_of_the_model_written(args, resume_from: str | None) 
     step, total = state.get("global_step", 0), args.max_steps if args.max_steps > 0 else state.get("max_steps")
     if isinstance(step, int) and isinstance(total, int) and step >= total:
         return
-    path, model = named[0]
-    raise ConfigError(f"hub_eval_results: {path} scored {model}, but this run trains (from step {step}) before it "
-                      "writes its model, so those scores are of an earlier one: evaluate the model this run writes, "
-                      "then rerun the same command with hub_eval_results to put them on its card")
+    output_dir = Path(args.output_dir)
+    if not (has_model_weights(output_dir) and (output_dir / CARD_NAME).is_file()):
+        path, model = named[0]
+        raise ConfigError(f"hub_eval_results: {path} scored {model}, but {output_dir} holds no model now and this run "
+                          f"trains (from step {step}): those scores are of another model; evaluate the model this "
+                          f"run writes, then add them with `python -m trainer.model_card {output_dir} --eval-results "
+                          "FILE`")
+    if args.should_save:
+        add_eval_results(output_dir, [path for path, _ in named], same_model=True)
+        logger.warning("hub_eval_results: the scores of %s go on the card of the model %s holds now; this run trains "
+                       "it again from step %d, and its card keeps them only if it ends on the same final losses (the "
+                       "same model)", ", ".join(str(path) for path, _ in named), output_dir, step)
+    args.hub_eval_results = [path for path in args.hub_eval_results if path not in {path for path, _ in named}]
 
 
 def _share_process_group_with_deepspeed(args) -> None:

@@ -579,7 +579,27 @@ def test_scores_of_the_model_a_run_is_about_to_train_are_refused_before_it_train
                                    "config": {"model": "croc", "model_args": f"pretrained={out},dtype=auto"}}))
     message = _cli_error(_argv(out, tiny_model, _data(tmp_path / "data"), f"--hub_eval_results=[{results}]"),
                          monkeypatch)
-    assert message == (f"configuration error: hub_eval_results: {results} scored {out}, but this run trains (from "
-                       "step 0) before it writes its model, so those scores are of an earlier one: evaluate the model "
-                       "this run writes, then rerun the same command with hub_eval_results to put them on its card")
+    assert message == (f"configuration error: hub_eval_results: {results} scored {out}, but {out} holds no model now "
+                       "and this run trains (from step 0): those scores are of another model; evaluate the model this "
+                       f"run writes, then add them with `python -m trainer.model_card {out} --eval-results FILE`")
     assert not out.exists()
+
+
+def test_a_finished_run_without_checkpoints_rerun_to_publish_keeps_the_scores_of_its_model(tiny_model, tmp_path,
+                                                                                            capsys):
+    """A run that kept no checkpoint (`save_strategy: no`, every cpu_tiny and demo config) trains again from step 0
+    when rerun to publish: its scores go on the card of the model output_dir holds, and the card written at the end
+    keeps them, the rerun ending on the same final losses (refused outright, the documented rerun could not publish
+    them; a regression of the refusal above)."""
+    out, data = tmp_path / "stage2", _data(tmp_path / "data")
+    train_module.main(_argv(out, tiny_model, data, "--save_strategy=no"))
+    results = tmp_path / "eval_out" / "stage2" / "20261207_results.json"
+    results.parent.mkdir(parents=True)
+    results.write_text(json.dumps({"results": {"pope": {"alias": "pope", "pope_accuracy,none": 0.5}},
+                                   "config": {"model": "croc", "model_args": f"pretrained={out}"}}))
+    train_module.main(_argv(out, tiny_model, data, "--save_strategy=no", f"--hub_dry_run={tmp_path / 'dry'}",
+                            f"--hub_eval_results=[{results}]"))
+    for card in (out / "README.md", tmp_path / "dry" / "README.md"):
+        assert [(r.dataset_type, r.metric_value) for r in ModelCard.load(card).data.eval_results] == [("pope", 0.5)]
+    assert "this run trains it again from step 0, and its card keeps them only if it ends on the same final losses" \
+        in capsys.readouterr().err
