@@ -91,7 +91,7 @@ def claim_card(folder: str | Path) -> bool:
     if _unrecorded_run_card(folder):
         kept = keep_earlier_card(folder)
         logger.warning("%s is a model card an earlier version of this project wrote, which kept no record of it, so "
-                       "whether it was edited since cannot be told: this run replaces it with its own card, and its "
+                       "whether it was edited since cannot be told: this run's card replaces it, and its "
                        "text as it is now is kept in %s (merge a section of yours by hand)", folder / CARD_NAME, kept)
     _CLAIMED.add(str(folder.resolve()))
     return True

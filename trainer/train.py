@@ -260,16 +260,17 @@ def _run(model_args, data_args, args, stage, signals: StopSignals, lock: OutputD
                                  args.per_device_train_batch_size)
     if repeats and args.should_log:
         logger.info("%s", repeats)
-    # A README.md the user edited is kept and the card written beside it (`run_card_file.save_run_card`, which says so
-    # at the end): said before the hours of training too, while there is time to move it.
-    if args.should_save and not claim_card(args.output_dir):
-        logger.warning("%s", edited_card_message(args.output_dir))
     done = finished_step(args, record, resume_from, bool(args.push_to_hub or args.hub_dry_run or model_args.use_peft))
     if done is not None:
         logger.info("%s holds this run, finished at step %d: nothing to train (another configuration is refused; "
                     "another output_dir trains anew)", args.output_dir, done)
         return None
     _check_eval_results_are_of_the_model_written(args, resume_from)
+    # A README.md the user edited is kept and the card written beside it (`run_card_file.save_run_card`, which says so
+    # at the end): said before the hours of training too, while there is time to move it. Claimed once the run is
+    # sure to train: a rerun of a finished run writes nothing.
+    if args.should_save and not claim_card(args.output_dir):
+        logger.warning("%s", edited_card_message(args.output_dir))
     _share_process_group_with_deepspeed(args)
     try:
         # A model folder that does not load (weights its config.json does not describe, a file cut short) is a

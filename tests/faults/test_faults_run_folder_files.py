@@ -216,8 +216,8 @@ def test_a_card_an_earlier_version_wrote_without_a_record_is_the_runs(two_steps,
     assert "was changed since this run wrote it" not in err
     assert (out / EARLIER_CARD_NAME).read_text() == earlier
     assert (f"{out / CARD_NAME} is a model card an earlier version of this project wrote, which kept no record of "
-            "it, so whether it was edited since cannot be told: this run replaces it with its own card, and its text "
-            f"as it is now is kept in {out / EARLIER_CARD_NAME} (merge a section of yours by hand)") in err
+            "it, so whether it was edited since cannot be told: this run's card replaces it, and its text as it is "
+            f"now is kept in {out / EARLIER_CARD_NAME} (merge a section of yours by hand)") in err
 
 
 def test_rotation_frees_the_checkpoints_of_a_folder_copied_without_its_file_times(two_steps, tiny_model, data,
@@ -251,3 +251,19 @@ def test_an_earlier_card_is_kept_once_and_never_over_another_kept_text(tmp_path)
     assert [(tmp_path / name).read_text() for name in (EARLIER_CARD_NAME, ".README.earlier-2.md")] == [
         "first", "second"]
     assert sorted(path.name for path in tmp_path.iterdir()) == [".README.earlier-2.md", EARLIER_CARD_NAME, CARD_NAME]
+
+
+def test_a_finished_run_rerun_with_nothing_to_train_keeps_no_earlier_card(tiny_model, data, tmp_path, capsys):
+    """The card was claimed before the run knew it had nothing to train: a rerun of a finished run with an
+    unrecorded card said the card would be replaced and wrote `.README.earlier.md`, where such a rerun writes
+    nothing."""
+    out = tmp_path / "done"
+    argv = _argv(out, tiny_model, data, "--max_steps=1", "--save_strategy=no")
+    train_module.main(argv)
+    (out / ".croc-card.json").unlink()
+    before = _listing(out)
+    capsys.readouterr()
+    train_module.main(argv)
+    err = capsys.readouterr().err
+    assert "finished at step 1: nothing to train" in err and "earlier version" not in err
+    assert _listing(out) == before and not (out / EARLIER_CARD_NAME).exists()
