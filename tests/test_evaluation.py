@@ -151,13 +151,15 @@ def test_a_batch_size_the_croc_model_cannot_take_is_refused_before_it_loads(batc
         Croc(pretrained=str(tmp_path), batch_size=batch_size)
 
 
-def test_a_model_folder_that_is_not_there_is_said_to_be_so(tmp_path):
+def test_a_model_folder_that_is_not_there_is_said_to_be_so(tmp_path, monkeypatch):
     """A mistyped or moved folder reached huggingface_hub as a repository id: "Repo id must be in the form ..."."""
     from modeling_croc.evaluation import load_for_evaluation
 
-    (tmp_path / "stage2").mkdir()
-    with pytest.raises(FileNotFoundError, match=rf"^pretrained={tmp_path / 'stag2'}: nothing at {tmp_path / 'stag2'}"):
-        load_for_evaluation(tmp_path / "stag2")
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny_out" / "stage2").mkdir(parents=True)
+    for given in (tmp_path / "tiny_out" / "stag2", "tiny_out/stag2"):  # the second reads as a Hub id, but tiny_out is here
+        with pytest.raises(FileNotFoundError, match=rf"^pretrained={given}: nothing at {tmp_path / 'tiny_out' / 'stag2'}"):
+            load_for_evaluation(given)
 
 
 @needs_lmms_eval

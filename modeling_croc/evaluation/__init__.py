@@ -62,8 +62,10 @@ def load_for_evaluation(
     from ..model_folders import nothing_at
     from ..provenance import is_hub_id
 
-    if not Path(pretrained).expanduser().exists() and not is_hub_id(str(pretrained)):
-        # A mistyped or moved folder reached huggingface_hub as a repository id ("Repo id must be in the form ...").
+    path = Path(pretrained).expanduser()
+    if not path.exists() and (not is_hub_id(str(pretrained)) or path.parent.is_dir() and str(path.parent) != "."):
+        # A mistyped or moved folder reached huggingface_hub as a repository id ("Repo id must be in the form ..."):
+        # a path, or an `org/name` whose `org` is a folder here (`tiny_out/stag2`).
         raise FileNotFoundError(f"pretrained={pretrained}: {nothing_at(pretrained)} (a model folder, or a Hub id "
                                 "org/name)")
     device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
