@@ -131,7 +131,7 @@ def test_lmms_eval_cli_evaluates_a_normalised_checkpoint(reference, tmp_path):
         scores = [float(pair[0]) for pair in sample["filtered_resps"]]
         assert scores == pytest.approx(nlls[sample["doc_id"]], rel=1e-4, abs=1e-4)
     # What the results file carries is what a model card's evaluation results are read from.
-    from trainer.model_card import eval_results_from_lmms_eval
+    from trainer.eval_results import eval_results_from_lmms_eval
 
     card_results = {(r.dataset_type, r.metric_type): r.metric_value for r in eval_results_from_lmms_eval(results_file)}
     assert card_results == {("croc_test_short", "exact_match"): pytest.approx(0.5),

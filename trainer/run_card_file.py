@@ -155,6 +155,17 @@ def save_run_card(card: ModelCard, folder: str | Path) -> Path:
     return target
 
 
+def card_title(text: str) -> str | None:
+    """The name a card's heading (`# NAME`) gives its model, or None where it has none."""
+    return next((line[2:].strip() for line in text.split("\n") if line.startswith("# ")), None) or None
+
+
+def run_card_path(folder: Path) -> Path:
+    """The run's card in `folder`: beside a README.md the user edited (`card_target`), else README.md."""
+    target = card_target(folder)
+    return target if target.is_file() else folder / CARD_NAME
+
+
 class RunCard(ModelCard):
     """The card `build_model_card` makes: saved as a folder's README.md (`CrocTrainer.create_model_card`), it goes
     through `save_run_card`, so that no caller can replace a README.md the user edited; any other path is written

@@ -48,10 +48,11 @@ from .croc_trainer import CrocTrainer
 from .data_loading import build_train_dataset, load_training_rows
 from .data_report import REPORT_FILE, epoch_repeats_line
 from .disk_space import check_disk_space
+from .eval_results import has_model_weights, scored_model
 from .fingerprints import processor_fingerprint
 from .hub import check_publishing_arguments, hub_dry_run, push, run_folders
 from .lora import apply_lora
-from .model_card import CARD_NAME, add_eval_results, has_model_weights, run_provenance, scored_model
+from .model_card import CARD_NAME, add_eval_results, run_provenance
 from .model_checks import check_finite_start
 from .model_loading import (
     apply_trainable_parts,

@@ -26,7 +26,7 @@ from modeling_croc.provenance import HUB_ID, LICENSE_ID, OTHER_LICENSE
 
 from .checkpoint_io import is_complete_checkpoint
 from .cli import ConfigError
-from .model_card import PartialEvaluationError, eval_results_from_lmms_eval, scored_model_note
+from .eval_results import PartialEvaluationError, eval_results_from_lmms_eval, scored_model_note
 
 logger = logging.getLogger(__name__)
 
