@@ -130,13 +130,19 @@ TRAINER_STATE = "trainer_state.json"
 _CHECKPOINT = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-(\d+)$")
 
 
-def checkpoint_step(folder: str | Path) -> int | None:
-    """The `global_step` of a checkpoint's readable `trainer_state.json` (the file the Trainer writes last), or None."""
+def read_trainer_state(folder: str | Path) -> dict[str, Any] | None:
+    """A checkpoint's `trainer_state.json` (the file the Trainer writes last) as a dict, or None when it is missing,
+    unreadable or not an object."""
     try:
         state = json.loads((Path(folder) / TRAINER_STATE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    step = state.get("global_step") if isinstance(state, dict) else None
+    return state if isinstance(state, dict) else None
+
+
+def checkpoint_step(folder: str | Path) -> int | None:
+    """The `global_step` of a checkpoint's readable `trainer_state.json` (the file the Trainer writes last), or None."""
+    step = (read_trainer_state(folder) or {}).get("global_step")
     return step if isinstance(step, int) and not isinstance(step, bool) else None
 
 

@@ -50,6 +50,7 @@ from typing import Any
 import torch
 from transformers import TrainerCallback
 
+from .checkpoint_io import read_trainer_state
 from .early_signals import (
     PREEMPTION_SIGNAL_CHOICES,
     after_the_run,
@@ -490,8 +491,8 @@ def logged_loss_total(folder: str | Path, skipped: list[Any]) -> tuple[float | N
     (None, 0) when they do not give it. For a checkpoint of an earlier version, which carries no total: each logged
     `loss` is the mean of the steps since the previous one, so the total is known when the last log is at the
     checkpoint's step and every skipped step (logged as a stand-in) was alone in its window."""
+    state = read_trainer_state(folder) or {}
     try:
-        state = json.loads((Path(folder) / "trainer_state.json").read_text(encoding="utf-8"))
         step = int(state["global_step"])
         logged = [(int(entry["step"]), float(entry["loss"])) for entry in state["log_history"] if "loss" in entry]
     except (OSError, ValueError, TypeError, KeyError):

@@ -24,7 +24,6 @@ if __name__ == "__main__":
     hold_preemption_signals()
 
 import contextlib
-import json
 import logging
 import os
 import sys
@@ -41,7 +40,7 @@ from modeling_croc.provenance import STAGE0_TAG, is_stage0_folder
 from modeling_croc.write_failures import is_write_failure, write_failure_reason
 
 from .argument_checks import check_deepspeed_launcher
-from .checkpoint_io import TRAINER_STATE, checkpoint_folders, checkpoint_problem
+from .checkpoint_io import checkpoint_folders, checkpoint_problem, read_trainer_state
 from .cli import ConfigError, help_text, wants_help
 from .collator import build_collator
 from .croc_trainer import CrocTrainer
@@ -118,10 +117,7 @@ def _check_eval_results_are_of_the_model_written(args, resume_from: str | None) 
     named = [(path, model) for path in args.hub_eval_results or [] if (model := scored_model(path)) is not None]
     if not named:
         return
-    state: dict = {}
-    if resume_from is not None:
-        with contextlib.suppress(OSError, ValueError):
-            state = json.loads((Path(resume_from) / TRAINER_STATE).read_text(encoding="utf-8"))
+    state = (read_trainer_state(resume_from) if resume_from is not None else None) or {}
     step, total = state.get("global_step", 0), args.max_steps if args.max_steps > 0 else state.get("max_steps")
     if isinstance(step, int) and isinstance(total, int) and step >= total:
         return
