@@ -521,6 +521,7 @@ class CrocTrainer(Trainer):
                 pool_ids=outputs.get("pool_ids"),
                 vtr_norm_sums=outputs.get("vtr_norm_sums"),
                 aux_loss=self._auxiliary_term(outputs, inputs, num_items_in_batch),
+                num_vtr_items=None if draws is None else draws.num_vtr_items,
             )
         return (loss, outputs) if return_outputs else loss
 
@@ -546,15 +547,15 @@ class CrocTrainer(Trainer):
 
     # ---- logging ----
     def log(self, logs: dict[str, float], start_time: float | None = None) -> None:
-        if "loss" in logs and self._croc_metrics.has_data:
-            logs.update(self._croc_metrics.compute(self.accelerator, self.state.global_step))
-            logs.update(self._step_learning_rates)
         if "loss" in logs:  # a training log: a window holding a skipped step is its applied steps' mean
             window = self.run_control.window_loss(self.state.global_step)
             # Without the filter such a window logs NaN, as the option asks (the Trainer's value is NaN then).
             if window is not None and self.args.logging_nan_inf_filter:
                 logs["loss"] = window
             self.run_control.logged(self.state.global_step)
+            if self._croc_metrics.has_data:
+                logs.update(self._croc_metrics.compute(self.accelerator, self.state.global_step, loss=logs["loss"]))
+                logs.update(self._step_learning_rates)
         if "train_loss" in logs:  # the Trainer's last entry, logged once `train()` ends
             self._run_mean_train_loss(logs)
         super().log(logs, start_time)

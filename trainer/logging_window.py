@@ -108,6 +108,11 @@ class LoggingWindow(TrainerCallback):
         croc = {"window_start_step": starts[0] if starts else None,
                 "losses": combined("losses", 1.0 / len(processes)), "histogram": combined("histogram", 1.0 / world),
                 "norms": combined("norms", 1.0 / world)}
+        opened = [c for c in crocs if c.get("losses") is not None]
+        if opened and all(c.get("steps") is not None and c.get("vtr_steps") is not None for c in opened):
+            # Every process applied the same steps; the VTR-step counts are averaged like the losses they divide.
+            croc["steps"] = opened[0]["steps"]
+            croc["vtr_steps"] = sum(float(c["vtr_steps"]) for c in opened) / len(processes)
         return {"loss_sum": loss_mean, "croc": croc, "loss_mean": loss_mean}
 
     def on_train_begin(self, args, state, control, **kwargs):

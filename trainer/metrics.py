@@ -11,6 +11,8 @@ recording costs no host synchronisation per micro-batch.
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -18,6 +20,16 @@ import torch
 
 class CrocMetrics:
     """Window accumulator for the Croc training metrics.
+
+    A step's micro-batches are held apart until the step is known to be applied: a step skipped for a non-finite loss
+    or gradient (`max_nonfinite_steps`, `discard_step`) leaves the window as the logged `loss` leaves it, so the terms
+    stay the applied steps' means (a NaN `lm_loss` of a skipped step made every component of its window NaN while
+    `loss` was corrected). `lm_loss` and `aux_loss` are means over the window's applied steps; `vtr_loss`, the norms
+    and the pool statistics over those of its steps that reconstruct something (the step-wide VTR count above 0): a
+    step of text-only rows (`group_by_modality_length` makes whole steps of them) has no VTR term, and averaging its
+    0 in read as a reconstruction twice as good, and a pool entropy of 0 as a collapse. A window with no such step
+    logs none of them. `vtr_share` is the weighted VTR term's share of the window's logged `loss`, every term of it
+    counted (an auxiliary router loss included).
 
     Args:
         pool_size: number of prompt-pool tokens N (the histogram length); None when pool use is not logged.
@@ -39,10 +51,15 @@ class CrocMetrics:
         self._losses: torch.Tensor | None = None
         self._histogram: torch.Tensor | None = None
         self._norms: torch.Tensor | None = None  # summed prediction norms, target norms, positions
+        # Applied steps in the window, and those with VTR targets (a tensor: counted without a host synchronisation).
+        # None: a window reopened from a checkpoint of an earlier version, which counted neither.
+        self._steps: int | None = 0
+        self._vtr_steps: torch.Tensor | float | None = 0.0
+        self._pending: _StepSums | None = None
 
     @property
     def has_data(self) -> bool:
-        return self._losses is not None
+        return self._losses is not None or (self._pending is not None and self._pending.losses is not None)
 
     def add(
         self,
@@ -53,6 +70,7 @@ class CrocMetrics:
         pool_ids: torch.Tensor | None,
         vtr_norm_sums: torch.Tensor | None = None,
         aux_loss: torch.Tensor | None = None,
+        num_vtr_items: torch.Tensor | None = None,
     ) -> None:
         """Record one micro-batch.
 
@@ -65,9 +83,21 @@ class CrocMetrics:
             vtr_norm_sums: `(3,)` summed prediction and target norms at the reconstructed positions, and their count.
             aux_loss: the auxiliary term as the micro-batch's loss holds it, over its weight (None where the model
                 adds none: no `aux_loss` is logged then).
+            num_vtr_items: the step-wide VTR count the VTR term is normalised by (the trainer's, over every process
+                where tokens are averaged across devices); None: the step has VTR targets where a micro-batch of
+                this process returned a VTR term.
         """
         if self.window_start_step is None:
             self.window_start_step = step
+        if self._pending is not None and self._pending.step != step:
+            self._commit()
+        if self._pending is None:
+            self._pending = _StepSums(step)
+        pending = self._pending
+        if num_vtr_items is not None:
+            pending.has_vtr = (num_vtr_items.detach().reshape(-1)[:1] > 0).float()
+        elif vtr_loss is not None and not isinstance(pending.has_vtr, torch.Tensor):
+            pending.has_vtr = 1.0
         reference = lm_loss if lm_loss is not None else vtr_loss
         if reference is None:
             return
@@ -76,23 +106,40 @@ class CrocMetrics:
         if aux_loss is not None:
             terms.append(aux_loss.to(reference.device))
         values = torch.stack([term.detach().float() for term in terms]) * scale
-        if self._losses is not None and len(self._losses) != len(values):
-            # A window reopened from a checkpoint written before `aux_loss` was summed holds no sum of it: the
-            # window logs lm_loss and vtr_loss only, rather than an aux_loss missing the steps before the resume.
-            kept = min(len(self._losses), len(values))
-            self._losses, values = self._losses[:kept], values[:kept]
-        self._losses = values if self._losses is None else self._losses + values
+        pending.losses = values if pending.losses is None else _added(pending.losses, values)
         if vtr_norm_sums is not None:
             norms = vtr_norm_sums.detach().float()
-            self._norms = norms if self._norms is None else self._norms + norms
+            pending.norms = norms if pending.norms is None else pending.norms + norms
         if self.pool_size is not None:
-            if self._histogram is None:
-                self._histogram = torch.zeros(self.pool_size, dtype=torch.float32, device=reference.device)
+            if pending.histogram is None:
+                pending.histogram = torch.zeros(self.pool_size, dtype=torch.float32, device=reference.device)
             if pool_ids is not None and pool_ids.numel():
                 ids = pool_ids.reshape(-1)
                 # -1 pads images that masked fewer tokens (AnyRes): counted with weight 0, no boolean indexing.
-                self._histogram += torch.bincount(ids.clamp(min=0), weights=(ids >= 0).float(),
-                                                  minlength=self.pool_size).to(self._histogram.device, torch.float32)
+                pending.histogram += torch.bincount(ids.clamp(min=0), weights=(ids >= 0).float(),
+                                                    minlength=self.pool_size).to(pending.histogram.device,
+                                                                                 torch.float32)
+
+    def discard_step(self, step: int) -> None:
+        """Leave out the micro-batches of optimiser step `step` (0-based, as `add` counts): the step was skipped."""
+        if self._pending is not None and self._pending.step == step:
+            self._pending = None
+
+    def _commit(self) -> None:
+        """Add the held step to the window: its micro-batches are all in, and it was not discarded."""
+        pending, self._pending = self._pending, None
+        if pending is None:
+            return
+        if self._steps is not None:
+            self._steps += 1
+        if self._vtr_steps is not None:
+            self._vtr_steps = self._vtr_steps + pending.has_vtr
+        if pending.losses is not None:
+            self._losses = pending.losses if self._losses is None else _added(self._losses, pending.losses)
+        if pending.norms is not None:
+            self._norms = pending.norms if self._norms is None else self._norms + pending.norms
+        if pending.histogram is not None:
+            self._histogram = pending.histogram if self._histogram is None else self._histogram + pending.histogram
 
     def window_state(self) -> dict[str, Any]:
         """The open window as plain numbers (float32 sums as Python floats, exact both ways), for a checkpoint
@@ -100,10 +147,12 @@ class CrocMetrics:
         def floats(tensor: torch.Tensor | None) -> list[float] | None:
             return None if tensor is None else [float(value) for value in tensor.detach().float().reshape(-1).tolist()]
 
+        self._commit()
         if not self.has_data:
             return {"window_start_step": None, "losses": None, "histogram": None, "norms": None}
         return {"window_start_step": self.window_start_step, "losses": floats(self._losses),
-                "histogram": floats(self._histogram), "norms": floats(self._norms)}
+                "histogram": floats(self._histogram), "norms": floats(self._norms), "steps": self._steps,
+                "vtr_steps": None if self._vtr_steps is None else float(self._vtr_steps)}
 
     def load_window_state(self, state: dict[str, Any], device: torch.device) -> None:
         """Reopen a window saved by `window_state` (an empty one: nothing recorded since the last log)."""
@@ -115,44 +164,78 @@ class CrocMetrics:
             self.window_start_step = state["window_start_step"]
             self._losses, self._histogram, self._norms = (tensor(state.get(key))
                                                           for key in ("losses", "histogram", "norms"))
+            # An earlier version's window counted steps by the window's extent, every step a VTR step.
+            self._steps = state.get("steps")
+            self._vtr_steps = state.get("vtr_steps")
 
-    def compute(self, accelerator, current_step: int) -> dict[str, float]:
+    def compute(self, accelerator, current_step: int, loss: float | None = None) -> dict[str, float]:
         """Reduce over processes (every process must call this at the same step) and reset the window.
 
-        Losses are averaged over processes and over the optimiser steps of the window, like the Trainer's `loss`.
+        Losses are averaged over processes and over the applied optimiser steps of the window, like the Trainer's
+        `loss`; `loss` is that logged value, for `vtr_share` (None: the terms' own sum).
         """
+        self._commit()
         if self._losses is None:
             self.reset()
             return {}
         # `is None`, not `or`: the run's first window opens at step 0, which `or` took for no window (one step), so
         # with logging_steps=N the first logged lm_loss and vtr_loss were the sums of N steps, not their mean.
         start = current_step if self.window_start_step is None else self.window_start_step
-        num_steps = max(current_step - start, 1)
-        losses = self._losses
+        num_steps = self._steps if self._steps is not None else max(current_step - start, 1)
+        vtr_steps = self._vtr_steps if self._vtr_steps is not None else float(num_steps)
+        device = self._losses.device
+        # The VTR-step count rides with the loss sums: reduced by the same mean, it divides them as their sum over
+        # processes would (each process's own count where tokens are not averaged across devices).
+        sums = torch.cat([self._losses, torch.as_tensor(vtr_steps, dtype=torch.float32, device=device).reshape(1)])
         histogram = self._histogram
         norms = self._norms
         if accelerator is not None and accelerator.num_processes > 1:
-            losses = accelerator.reduce(losses.clone(), reduction="mean")
+            sums = accelerator.reduce(sums.clone(), reduction="mean")
             if histogram is not None:
                 histogram = accelerator.reduce(histogram.clone(), reduction="sum")
             if norms is not None:
                 norms = accelerator.reduce(norms.clone(), reduction="sum")
-        lm, vtr, *aux = (losses / num_steps).tolist()
+        *losses, vtr_steps = sums.tolist()
+        self.reset()
+        if num_steps == 0:  # every step of the window was skipped
+            return {}
+        lm, vtr, *aux = (value / num_steps for value in losses)
         logs = {"lm_loss": lm}
-        if self.croc_objectives:
-            logs["vtr_loss"] = vtr
-            weighted = self.vtr_loss_weight * vtr
-            logs["vtr_share"] = weighted / (lm + weighted) if lm + weighted > 0 else 0.0
         if aux:
             logs["aux_loss"] = aux[0]
-        if histogram is not None:
+        if self.croc_objectives:
+            weighted = self.vtr_loss_weight * vtr
+            total = loss if loss is not None and math.isfinite(loss) else lm + weighted
+            logs["vtr_share"] = weighted / total if total > 0 else 0.0
+            if vtr_steps > 0:
+                logs["vtr_loss"] = losses[1] / vtr_steps
+        if histogram is not None and vtr_steps > 0:
             logs.update(pool_statistics(histogram))
         if norms is not None and float(norms[2]) > 0:
             prediction_sum, target_sum, count = norms.tolist()
             logs["vtr_prediction_norm"] = prediction_sum / count
             logs["vtr_target_norm"] = target_sum / count
-        self.reset()
         return logs
+
+
+@dataclass
+class _StepSums:
+    """The micro-batches of one optimiser step, held until the step is applied (`CrocMetrics._commit`)."""
+
+    step: int
+    losses: torch.Tensor | None = None
+    histogram: torch.Tensor | None = None
+    norms: torch.Tensor | None = None
+    has_vtr: torch.Tensor | float = 0.0
+
+
+def _added(sums: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    if len(sums) != len(values):
+        # A window reopened from a checkpoint written before `aux_loss` was summed holds no sum of it: the window
+        # logs lm_loss and vtr_loss only, rather than an aux_loss missing the steps before the resume.
+        kept = min(len(sums), len(values))
+        sums, values = sums[:kept], values[:kept]
+    return sums + values
 
 
 def pool_statistics(histogram: torch.Tensor) -> dict[str, float]:

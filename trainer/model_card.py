@@ -81,24 +81,33 @@ def _pushed_dataset(build: Path) -> Provenance:
 
 
 def final_losses(log_history: list[dict[str, Any]], skipped_steps: Sequence[int] = ()) -> dict[str, float]:
-    """The last logged value of each loss / pool metric, plus the run's mean `train_loss`. A step skipped as non-finite
-    (`skipped_steps`) is not a measured value: the Trainer stands in for its loss with the mean of its logging window
-    so far (0.0 when it opens the window) and averages that into the window's entry, logged at the window's last
-    step, so an entry whose window holds a skipped step is left out."""
-    losses: dict[str, float] = {}
+    """The last logged value of each loss / pool metric, plus the run's mean `train_loss` (`final_loss_entries`)."""
+    return {key: value for key, (value, _) in final_loss_entries(log_history, skipped_steps).items()}
+
+
+def final_loss_entries(log_history: list[dict[str, Any]],
+                       skipped_steps: Sequence[int] = ()) -> dict[str, tuple[float, int | None]]:
+    """The last logged value of each loss / pool metric with the step of the entry that logged it (keys may come from
+    different entries: a window of text-only steps logs no `vtr_loss`), plus the run's mean `train_loss` (step None).
+    A step skipped as non-finite (`skipped_steps`) is not a measured value: the Trainer stands in for its loss with
+    the mean of its logging window so far (0.0 when it opens the window) and averages that into the window's entry,
+    logged at the window's last step, so an entry whose window holds a skipped step is left out."""
+    losses: dict[str, tuple[float, int | None]] = {}
     skipped = sorted(set(skipped_steps))
     window_start = 0  # the step of the previous training log entry: a window is (window_start, step]
     for entry in log_history:
         step = entry.get("step")
         if not isinstance(step, int) or not any(key in entry for key in FINAL_LOG_KEYS):
             if "train_loss" in entry:
-                losses["train_loss"] = round(float(entry["train_loss"]), 6)
+                losses["train_loss"] = (round(float(entry["train_loss"]), 6), None)
             continue
         measured = not any(window_start < skipped_step <= step for skipped_step in skipped)
         window_start = step
-        for key in (*FINAL_LOG_KEYS, "train_loss"):
-            if key in entry and (measured or key == "train_loss"):
-                losses[key] = round(float(entry[key]), 6)
+        for key in FINAL_LOG_KEYS:
+            if key in entry and measured:
+                losses[key] = (round(float(entry[key]), 6), step)
+        if "train_loss" in entry:
+            losses["train_loss"] = (round(float(entry["train_loss"]), 6), None)
     return losses
 
 
@@ -313,7 +322,8 @@ def build_model_card(trainer, model_name: str | None = None) -> ModelCard:
     croc = {name: getattr(config, name) for name in CARD_CROC_FIELDS}
     run_control = getattr(trainer, "run_control", None)  # None: a trainer other than CrocTrainer
     skipped = [int(record["step"]) for record in run_control.skipped_steps] if run_control is not None else []
-    losses = final_losses(trainer.state.log_history, skipped)
+    logged = final_loss_entries(trainer.state.log_history, skipped)
+    losses = {key: value for key, (value, _) in logged.items()}
     provenance = trainer.provenance
     datasets = provenance.datasets if not args.hub_datasets else _merge(provenance.datasets, args.hub_datasets)
     licence = {"license": args.hub_license} if args.hub_license else provenance.license_metadata()
@@ -374,9 +384,12 @@ def build_model_card(trainer, model_name: str | None = None) -> ModelCard:
         "",
         "## Final losses",
         "",
-        "| metric | value |",
-        "|---|---|",
-        *[f"| {key} | {value} |" for key, value in losses.items()],
+        f"Each metric's last logged value: the mean over a logging window ({_logging_window(trainer)}) ending at "
+        "the step shown; `train_loss` is the mean over the run's applied steps.",
+        "",
+        "| metric | value | step |",
+        "|---|---|---|",
+        *[f"| {key} | {value} | {'all' if step is None else step} |" for key, (value, step) in logged.items()],
         "",
     ]
     if evaluations:
@@ -384,6 +397,14 @@ def build_model_card(trainer, model_name: str | None = None) -> ModelCard:
     card = RunCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(body))
     check_card(card)
     return card
+
+
+def _logging_window(trainer) -> str:
+    if getattr(trainer.args, "logging_strategy", None) == "epoch":
+        return "an epoch"
+    # A `logging_steps` below 1 is a share of the run's steps; the Trainer keeps the count it came to in its state.
+    steps = getattr(trainer.state, "logging_steps", None) or getattr(trainer.args, "logging_steps", None)
+    return f"`logging_steps` = {steps:g} step(s)" if isinstance(steps, (int, float)) else "`logging_steps`"
 
 
 def _earlier_eval_results(output_dir: Path, stage: str, hyperparameters: dict[str, Any], losses: dict[str, float],

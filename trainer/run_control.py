@@ -447,6 +447,9 @@ class RunControl(TrainerCallback):
             report = getattr(self.trainer, "data_report", None)
             if report is not None:  # its rows were counted as seen; none of them trained
                 report.skip_step(step)
+            metrics = getattr(self.trainer, "_croc_metrics", None)
+            if metrics is not None:  # its loss terms leave the logging window, as its loss does (`window_loss`)
+                metrics.discard_step(step - 1)
             if self.trainer.is_world_process_zero():
                 logger.warning("step %d: non-finite %s; skipped (no update), %d of max_nonfinite_steps=%d", step,
                                what, len(self.skipped_steps), self.max_nonfinite_steps)

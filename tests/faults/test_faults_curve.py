@@ -208,6 +208,37 @@ def test_every_window_logs_the_croc_terms_of_the_loss_it_is_logged_beside(refere
         assert entry["lm_loss"] + weight * entry["vtr_loss"] == pytest.approx(entry["loss"], rel=1e-5), entry["step"]
 
 
+def test_steps_of_text_only_rows_log_no_vtr_terms_and_leave_them_out_of_their_window(tiny_model, data, tmp_path):
+    """`group_by_modality_length` (the shipped stage-1.5 YAML's) makes whole steps of text-only rows: each logged
+    `vtr_loss`, `pool_utilisation` and `pool_entropy` 0 (a pool collapse to read), averaged those zeros into its
+    window (half the VTR loss of every step that had one), and the model card published 0 as the final VTR loss
+    (found by a hostile tester of the logged numbers). Such a step logs none of them; a window averages the steps
+    that reconstruct; the card names the step each final value was logged at."""
+    runs = {}
+    for every in (1, 3):
+        out = tmp_path / f"every{every}"
+        # 6 image rows and 2 text rows, 4 a step by modality: two image steps and one text step an epoch.
+        train_module.main(run_argv("stage1_5.yaml", out, tiny_model, data, "--max_steps=3",
+                                   "--per_device_train_batch_size=4", "--group_by_modality_length=true",
+                                   f"--logging_steps={every}"))
+        runs[every] = {e["step"]: e for e in _history(out) if "loss" in e}
+    text_steps = [step for step, entry in runs[1].items() if "vtr_loss" not in entry]
+    assert len(text_steps) == 1, runs[1]
+    text = runs[1][text_steps[0]]
+    assert not {"pool_utilisation", "pool_entropy", "vtr_prediction_norm"} & set(text) and text["vtr_share"] == 0
+    assert text["loss"] == pytest.approx(text["lm_loss"], rel=1e-6)
+    image_vtr = [entry["vtr_loss"] for entry in runs[1].values() if "vtr_loss" in entry]
+    window = runs[3][3]
+    assert window["vtr_loss"] == pytest.approx(sum(image_vtr) / 2, rel=1e-5)
+    assert window["lm_loss"] == pytest.approx(sum(e["lm_loss"] for e in runs[1].values()) / 3, rel=1e-5)
+    weight = json.loads((tmp_path / "every1" / "config.json").read_text(encoding="utf-8"))["vtr_loss_weight"]
+    assert window["vtr_share"] == pytest.approx(weight * sum(image_vtr) / 3 / window["loss"], rel=1e-5)
+    card = (tmp_path / "every1" / "README.md").read_text(encoding="utf-8")
+    last_image_step = max(step for step, entry in runs[1].items() if "vtr_loss" in entry)
+    assert f"| vtr_loss | {round(runs[1][last_image_step]['vtr_loss'], 6)} | {last_image_step} |" in card
+    assert "vtr_loss: 0.0" not in card and "pool_entropy: 0.0" not in card
+
+
 @pytest.mark.slow
 def test_two_processes_preempted_between_two_logs_resume_onto_the_same_entries(tiny_model, data, tmp_path):
     """torchrun, 2 processes (gloo), 2 rows each a step: SIGTERM in step 5 (window: steps 4-5, each process's sums
@@ -234,9 +265,9 @@ def test_windows_saved_by_other_processes_reduce_to_the_same_logged_values():
     from trainer.logging_window import LoggingWindow
 
     saved = [{"loss_sum": 4.0, "croc": {"window_start_step": 3, "losses": [2.0, 0.5], "histogram": [1.0, 0.0],
-                                        "norms": [2.0, 4.0, 2.0]}},
+                                        "norms": [2.0, 4.0, 2.0], "steps": 2, "vtr_steps": 1.0}},
              {"loss_sum": 6.0, "croc": {"window_start_step": 3, "losses": [4.0, 1.5], "histogram": [0.0, 3.0],
-                                        "norms": [6.0, 8.0, 4.0]}}]
+                                        "norms": [6.0, 8.0, 4.0], "steps": 2, "vtr_steps": 2.0}}]
 
     def share(world, rank):
         return LoggingWindow(SimpleNamespace(args=SimpleNamespace(world_size=world, process_index=rank)))._share(saved)
@@ -244,8 +275,10 @@ def test_windows_saved_by_other_processes_reduce_to_the_same_logged_values():
     assert share(2, 1)["loss_sum"] == 6.0 and share(2, 1)["croc"] == saved[1]["croc"]  # its own
     one = share(1, 0)
     assert (one["loss_sum"], one["loss_mean"]) == (5.0, 5.0)
+    # The VTR-step counts are averaged like the loss sums they divide: 2.0 / 1.5, the saved processes' 0.5 + 1.5
+    # over their 1 + 2 VTR steps.
     assert one["croc"] == {"window_start_step": 3, "losses": [3.0, 1.0], "histogram": [1.0, 3.0],
-                           "norms": [8.0, 12.0, 6.0]}
+                           "norms": [8.0, 12.0, 6.0], "steps": 2, "vtr_steps": 1.5}
     four = [share(4, rank) for rank in range(4)]
     assert sum(part["loss_sum"] for part in four) / 4 == 5.0
     assert [sum(values) for values in zip(*(part["croc"]["histogram"] for part in four))] == [1.0, 3.0]

@@ -181,6 +181,36 @@ def test_a_window_holding_a_skipped_step_logs_the_mean_of_its_applied_steps(tiny
     assert math.isnan(curve(tmp_path / "unfiltered")[4]["loss"])
 
 
+def test_a_skipped_steps_croc_terms_leave_its_window_as_its_loss_does(tiny_model, data, tmp_path, monkeypatch):
+    """Stage 1.5, step 2 of 4 not finite (its lm_loss NaN, as an overflow gives) and skipped: the window's `loss` was
+    the applied steps' mean, but its `lm_loss` was NaN for the whole window (50 steps of NaN with logging_steps=50)
+    and `vtr_loss` and the pool statistics counted the step (found by a hostile tester of the logged numbers). Each
+    term is now the applied steps' mean, and the card takes the window."""
+    import transformers
+
+    compute_loss = transformers.Trainer.compute_loss
+
+    def poisoned(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        loss, outputs = compute_loss(self, model, inputs, return_outputs=True, num_items_in_batch=num_items_in_batch)
+        if model.training and self.state.global_step + 1 == 2:
+            loss, outputs["lm_loss"] = loss * float("nan"), outputs["lm_loss"] * float("nan")
+        return (loss, outputs) if return_outputs else loss
+
+    monkeypatch.setattr(transformers.Trainer, "compute_loss", poisoned)
+    runs = {}
+    for every in (1, 4):
+        out = tmp_path / f"every{every}"
+        train_module.main(run_argv("stage1_5.yaml", out, tiny_model, data, "--max_steps=4", "--max_nonfinite_steps=1",
+                                   f"--logging_steps={every}"))
+        runs[every] = curve(out)
+    applied = [runs[1][step] for step in (1, 3, 4)]
+    window = runs[4][4]
+    for key in ("loss", "lm_loss", "vtr_loss"):
+        values = [entry[key] for entry in applied if key in entry]
+        assert window[key] == pytest.approx(sum(values) / len(values), rel=1e-5), key
+    assert math.isfinite(window["pool_entropy"]) and window["pool_utilisation"] > 0
+
+
 class _ScaledTrainer:
     """What `RunControl` reads of a one-process Trainer under fp16 mixed precision: torch's GradScaler on its
     accelerator (accelerate makes one only on a GPU)."""

@@ -3,6 +3,7 @@ epoch-seeded modality sampler."""
 
 from __future__ import annotations
 
+import math
 from unittest import mock
 
 import pytest
@@ -66,6 +67,59 @@ def test_the_first_window_of_a_run_is_averaged_over_its_steps():
         metrics.add(step=step, scale=1.0, lm_loss=torch.tensor(2.0 + step), vtr_loss=torch.tensor(0.5), pool_ids=None)
     logs = metrics.compute(None, current_step=3)
     assert logs["lm_loss"] == pytest.approx(3.0) and logs["vtr_loss"] == pytest.approx(0.5)
+
+
+def test_a_skipped_step_leaves_the_window_as_it_leaves_the_logged_loss():
+    """A step skipped for a non-finite loss or gradient (`max_nonfinite_steps`) is not in the logged `loss` (the
+    applied steps' mean, `RunControl.window_loss`); its terms were: a NaN lm_loss made the window's lm_loss NaN, and
+    a finite step with an infinite gradient was averaged in (found by a hostile tester of the logged numbers)."""
+    metrics = CrocMetrics(pool_size=4, vtr_loss_weight=10.0)
+    metrics.add(step=0, scale=1.0, lm_loss=torch.tensor(2.0), vtr_loss=torch.tensor(1.0),
+                pool_ids=torch.tensor([[0, 1]]))
+    nan = torch.tensor(float("nan"))
+    metrics.add(step=1, scale=1.0, lm_loss=nan, vtr_loss=nan, pool_ids=torch.tensor([[2, 2]]))
+    metrics.discard_step(1)
+    metrics.add(step=2, scale=1.0, lm_loss=torch.tensor(4.0), vtr_loss=torch.tensor(3.0),
+                pool_ids=torch.tensor([[1, 1]]))
+    saved = metrics.window_state()  # a checkpoint inside the window carries the applied steps only
+    assert (saved["losses"], saved["steps"], saved["vtr_steps"]) == ([6.0, 4.0], 2, 2.0)
+    reopened = CrocMetrics(pool_size=4, vtr_loss_weight=10.0)
+    reopened.load_window_state(saved, torch.device("cpu"))
+    for window in (metrics, reopened):
+        logs = window.compute(None, current_step=3, loss=23.0)
+        assert (logs["lm_loss"], logs["vtr_loss"]) == (3.0, 2.0)
+        assert logs["vtr_share"] == pytest.approx(20.0 / 23.0)
+        assert logs["pool_utilisation"] == 0.5  # pool rows 0 and 1: the skipped step's row 2 is not counted
+    every = CrocMetrics(pool_size=None, vtr_loss_weight=10.0, croc_objectives=True)
+    every.add(step=0, scale=1.0, lm_loss=nan, vtr_loss=nan, pool_ids=None)
+    every.discard_step(0)
+    assert every.compute(None, current_step=1, loss=float("nan")) == {}
+
+
+def test_vtr_terms_are_means_over_the_steps_that_reconstruct_something():
+    """A step of text-only rows (`group_by_modality_length` makes whole steps of them) has no VTR term: it logged
+    `vtr_loss` 0 and, with no pool row assigned, `pool_utilisation` and `pool_entropy` 0 (the entropy of one token
+    taking everything), and averaged those zeros into its window; the model card then published them. `vtr_share`
+    stays the VTR term's share of the window's whole loss."""
+    metrics = CrocMetrics(pool_size=4, vtr_loss_weight=10.0)
+    metrics.add(step=0, scale=1.0, lm_loss=torch.tensor(2.0), vtr_loss=torch.tensor(1.0),
+                pool_ids=torch.tensor([[0, 1]]), num_vtr_items=torch.tensor(2),
+                vtr_norm_sums=torch.tensor([4.0, 2.0, 2.0]))
+    metrics.add(step=1, scale=1.0, lm_loss=torch.tensor(4.0), vtr_loss=None, pool_ids=None,
+                num_vtr_items=torch.tensor(0))
+    logs = metrics.compute(None, current_step=2, loss=8.0)  # steps' losses: 2 + 10 * 1 and 4
+    assert (logs["lm_loss"], logs["vtr_loss"]) == (3.0, 1.0)
+    assert logs["vtr_share"] == pytest.approx(10 * 0.5 / 8.0)
+    assert logs["pool_utilisation"] == 0.5 and logs["pool_entropy"] == pytest.approx(math.log(2))
+    metrics.add(step=2, scale=1.0, lm_loss=torch.tensor(4.0), vtr_loss=None, pool_ids=None,
+                num_vtr_items=torch.tensor(0))
+    assert metrics.compute(None, current_step=3, loss=4.0) == {"lm_loss": 4.0, "vtr_share": 0.0}
+    # Where a micro-batch of another process holds the step's VTR targets (the step-wide count is global when
+    # tokens are averaged across devices), this process's step is a VTR step too: its 0 is part of the step's term.
+    other = CrocMetrics(pool_size=None, vtr_loss_weight=10.0, croc_objectives=True)
+    other.add(step=0, scale=2.0, lm_loss=torch.tensor(1.0), vtr_loss=None, pool_ids=None,
+              num_vtr_items=torch.tensor(6))
+    assert other.compute(None, current_step=1)["vtr_loss"] == 0.0
 
 
 def test_draw_offsets_follow_the_global_order_and_split_invariance():
