@@ -85,6 +85,8 @@ EVALUATION_ONLY: dict[str, str] = {
 REFUSED_SETTINGS: dict[str, tuple[str, str, str]] = {
     "ignore_data_skip": ("true", "true", "a resume would not replay the interrupted run's rows"),
     "save_only_model": ("true", "true", "its checkpoints hold no optimizer, scheduler or RNG state to resume from"),
+    "save_on_each_node": ("true", "true", "a checkpoint is written whole by the main process into one output_dir "
+                          "that every node reads; the other nodes' copies would hold no weights"),
     "label_smoothing_factor": ("0.1", "any value but 0", "the label smoother would drop the VTR term of the loss"),
     "remove_unused_columns": ("true", "true", "it strips each row's data-report keys, so replaced rows go uncounted"),
     "auto_find_batch_size": ("true", "true", "on an out-of-memory error it would shrink the global batch, silently"),
@@ -387,6 +389,13 @@ def _check_intervals(args: Any) -> None:
     if args.save_total_limit is not None and args.save_total_limit < 1:
         raise _config_error(f"save_total_limit must be >= 1 (leave it unset to keep every checkpoint), got "
                             f"{args.save_total_limit}")
+    if args.save_on_each_node:
+        # Every checkpoint is staged and written by the main process (weights, run record, manifest): another node's
+        # copy held its RNG state and a manifest vouching for a folder without weights, and a rerun that made it the
+        # main process could not resume from it.
+        raise _config_error("save_on_each_node=true: a checkpoint is written by the main process alone, into one "
+                            "output_dir that every node must see (a shared filesystem); drop save_on_each_node and "
+                            "put output_dir on a folder every node shares")
     if args.save_only_model:
         raise _config_error("save_only_model=true writes checkpoints without the optimizer, scheduler and RNG states, "
                             "so a killed or preempted run could not resume on its loss curve (a rerun would go on "

@@ -116,6 +116,13 @@ _FIELD_TYPES = {"host": str, "pid": int, "token": str, "started": str, "slurm_jo
                 "slurm_restart": int}
 
 
+def lock_token(folder: str | os.PathLike) -> str | None:
+    """The token of the lock file in `folder` as this machine reads it (None: no readable lock): another node's process
+    reading the main process's token knows it sees the same folder."""
+    holder = _read_holder(Path(folder) / LOCK_FILE)
+    return None if holder is None else holder.token
+
+
 def _read_holder(path: Path) -> LockHolder | None:
     try:
         return _parse_holder(path.read_text(encoding="utf-8"))
@@ -393,4 +400,5 @@ class OutputDirLock:
         self._thread.start()
 
 
-__all__ = ["HEARTBEAT_SECONDS", "LOCK_FILE", "STALE_AFTER_SECONDS", "LockHolder", "OutputDirLock", "OutputDirLocked"]
+__all__ = ["HEARTBEAT_SECONDS", "LOCK_FILE", "STALE_AFTER_SECONDS", "LockHolder", "OutputDirLock", "OutputDirLocked",
+           "lock_token"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -28,7 +29,8 @@ from .checkpoint_io import (
 )
 from .cli import ConfigError
 from .data_report import refused_start_only
-from .output_lock import OutputDirLock, OutputDirLocked
+from .fingerprints import short_digest
+from .output_lock import OutputDirLock, OutputDirLocked, lock_token
 from .run_record import (
     COMPUTATION,
     FIXED,
@@ -59,6 +61,46 @@ def main_process_decides(args, decide: Callable[[], T]) -> T:
     if outcome[1] is not None:
         raise ConfigError(outcome[1])
     return outcome[0]
+
+
+def check_every_process_runs_this_run(args, record: dict[str, Any], lock: OutputDirLock | None) -> None:
+    """Refuse, on every process with the same line, a run whose processes would not train one run: the main process's
+    record is the run's, but a node reading other rows (a node-local copy of the data that differs) or another
+    configuration (another YAML, another version of this project) trained what no record describes, without a word;
+    and where output_dir is not one folder every node sees (a node-local disk, a relative path from another working
+    directory), another node's part of each checkpoint stayed in its own folder, found at the first resume. Compared
+    once, before the model loads: each process's record, key by key, by digest; and the lock token each node's first
+    process reads in output_dir against the main process's own (the lock is taken before, `output_dir_lock`)."""
+    if args.world_size <= 1:
+        return
+    from accelerate.utils import gather_object
+
+    mine = {"keys": {key: short_digest(value) for key, value in record.items()}, "host": socket.gethostname(),
+            "first_on_node": args.local_process_index == 0,
+            "token": lock.holder.token if lock is not None else None,
+            "seen": lock_token(args.output_dir) if args.local_process_index == 0 else None}
+    problem = _disagreement(args.output_dir, gather_object([mine]))
+    if problem is not None:
+        raise ConfigError(problem)
+
+
+def _disagreement(output_dir: str, processes: list[dict[str, Any]]) -> str | None:
+    """What `check_every_process_runs_this_run` refuses, from every process's part (the same on each)."""
+    main = processes[0]
+    for rank, other in enumerate(processes[1:], start=1):
+        differ = sorted(key for key in main["keys"].keys() | other["keys"].keys()
+                        if main["keys"].get(key) != other["keys"].get(key))
+        if differ:
+            return (f"process {rank} (on {other['host']}) would train another run than process 0 (on {main['host']}): "
+                    f"its {', '.join(differ)} differ; every node must read the same rows with the same configuration "
+                    "(the same data files, config file and project version)")
+    token = main["token"]
+    for rank, other in enumerate(processes):
+        if token is not None and other["first_on_node"] and other["seen"] != token:
+            return (f"output_dir {output_dir} is not the same folder on {other['host']} (process {rank}) as on "
+                    f"{main['host']} (process 0): a checkpoint is written into one folder every node must see; put "
+                    "output_dir on a filesystem every node shares, as an absolute path")
+    return None
 
 
 @contextlib.contextmanager

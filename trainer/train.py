@@ -64,6 +64,7 @@ from .output_lock import OutputDirLock
 from .resolve import resolve_config
 from .resume import (
     SAME_COMMAND_CONTINUES,
+    check_every_process_runs_this_run,
     check_output_dir,
     continue_hint,
     finished_step,
@@ -252,6 +253,7 @@ def _run(model_args, data_args, args, stage, signals: StopSignals, lock: OutputD
     record = build_run_record(model_args, data_args, args, croc_config, train_dataset.rows,
                               training_rows.start_rejections, training_rows.fit_verdicts,
                               data_rows=train_dataset.rows_fingerprint, processor_print=processor_print)
+    check_every_process_runs_this_run(args, record, lock)
     resume_from = plan_resume(args, record)  # the checkpoint (verified, same run) or None; before the model loads
     repeats = epoch_repeats_line(record.get("epoch_rows"), len(train_dataset), args.world_size,
                                  args.per_device_train_batch_size)
@@ -293,9 +295,9 @@ def _run(model_args, data_args, args, stage, signals: StopSignals, lock: OutputD
     if model_args.use_peft:
         model = apply_lora(model, model_args, args, resume_from)
         counts = count_trainable(model)
-    # The main process writes the weights; another node writes a whole checkpoint only with save_on_each_node (else
-    # its own shards or RNG state at most, which the bounds do not describe).
-    if args.process_index == 0 or (args.save_on_each_node and args.local_process_index == 0):
+    # The main process writes the weights (another process its own shards or RNG state at most, which the bounds do
+    # not describe; save_on_each_node is refused).
+    if args.process_index == 0:
         check_disk_space(model, args, adapter_only=bool(model_args.use_peft),
                          merged_dir=merged_folder(args.output_dir) if model_args.use_peft else None)
     if args.should_log:

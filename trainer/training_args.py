@@ -246,8 +246,11 @@ class CrocTrainingArguments(TrainingArguments):
         default_factory=lambda: ["SIGTERM", "SIGUSR1"],
         metadata={"help": "Signals that make the run finish its step, write a complete checkpoint and exit with "
                   f"status {PREEMPTED_EXIT_CODE}: SIGTERM (sent before a kill by Slurm, Kubernetes, torchrun) and "
-                  "SIGUSR1 (Slurm's --signal=USR1@SECONDS). Rerunning the same command resumes. Ctrl-C (SIGINT) "
-                  "always does the same; pressed twice it interrupts at once."},
+                  "SIGUSR1, where it reaches the training processes themselves (a process started without a "
+                  "launcher; torchrun does not forward SIGUSR1 and dies of it, so under torchrun Slurm's "
+                  "--signal=B:USR1@SECONDS goes to the batch script, which sends SIGTERM: docs/SCALING.md). "
+                  "Rerunning the same command resumes. Ctrl-C (SIGINT) always does the same; pressed twice it "
+                  "interrupts at once."},
     )
     save_interval_minutes: float | None = field(
         default=None,

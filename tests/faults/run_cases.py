@@ -41,6 +41,35 @@ def torchrun(argv, fault=None, timeout=600):
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
                str(Path(__file__).with_name("fault_driver.py")), *argv]
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+def two_nodes(argv_per_node: list[list[str]], cwd_per_node: list[Path], timeout: int = 300):
+    """Two "nodes" of one process each: a torchrun agent per node (static rendezvous on a free local port,
+    `--node_rank` 0 and 1) running `python -m trainer.train` with that node's argv in that node's working directory,
+    as two machines of a cluster job do; the two finished agents, output captured."""
+    import os
+    import socket
+    import subprocess
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
+               PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
+    env.pop("CROC_FAULT", None)
+    agents = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node",
+                                "1", "--node_rank", str(rank), "--master_addr", "127.0.0.1", "--master_port",
+                                str(port), "-m", "trainer.train", *argv], cwd=cwd, env=env, text=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+              for rank, (argv, cwd) in enumerate(zip(argv_per_node, cwd_per_node))]
+    try:
+        return [subprocess.CompletedProcess(agent.args, agent.wait(timeout=timeout), *agent.communicate())
+                for agent in agents]
+    finally:
+        for agent in agents:
+            if agent.poll() is None:
+                agent.kill()
+                agent.communicate()
+
+
 COLOURS = [(220, 40, 40), (40, 160, 60), (40, 80, 220), (240, 200, 30), (140, 60, 180), (245, 135, 30)]
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from run_cases import CONFIGS, curve, torchrun, weights, write_small_folder
+from run_cases import CONFIGS, curve, torchrun, two_nodes, weights, write_small_folder
 
 from croc_testing.optional import needs_deepspeed
 from trainer import train as train_module
@@ -213,3 +213,36 @@ def test_a_parquet_folder_trains_on_both_processes_where_the_datasets_cache_cann
     assert done.returncode == 0, done.stderr[-4000:]
     assert done.stderr.count(f"rows of {folder}: cannot prepare them in {tmp_path / 'a_file' / 'cache'} "
                              "(Not a directory); this process reads them itself, in memory") == 2, done.stderr[-4000:]
+
+
+def test_nodes_that_would_train_different_runs_or_write_into_different_folders_are_refused_on_both(tiny_model, data,
+                                                                                                  tmp_path):
+    """Two nodes (a torchrun agent each, one process each): a node reading another copy of the rows (its captions
+    edited) trained them silently, the run record describing the main process's only; the same relative output_dir
+    from two working directories (a node-local folder) left the second node's part of every checkpoint in its own
+    staging folder, found at the first resume (both from a hostile tester of multi-node runs). Each is refused before
+    the model loads, on both nodes, with the same line."""
+    import json
+    import shutil
+
+    other = tmp_path / "other_copy"
+    shutil.copytree(data.parent, other)
+    rows = json.loads((other / data.name).read_text())
+    rows[0]["conversations"][-1]["value"] = "Another caption."
+    (other / data.name).write_text(json.dumps(rows))
+    out = tmp_path / "shared"
+    nodes = two_nodes([_common(out, tiny_model, data), _common(out, tiny_model, other / data.name)],
+                      [tmp_path, tmp_path])
+    lines = [done.stderr.strip().splitlines()[-1] for done in nodes]
+    assert all(done.returncode != 0 for done in nodes), [done.stderr[-3000:] for done in nodes]
+    assert any("process 1 (on " in line and "would train another run than process 0" in line and "data_rows" in line
+               for line in nodes[0].stderr.splitlines()), nodes[0].stderr[-3000:]
+    assert all("configuration error: process 1" in done.stderr for done in nodes), lines
+    assert not (out / "model.safetensors").exists()
+
+    for node in ("node_a", "node_b"):
+        (tmp_path / node).mkdir()
+    nodes = two_nodes([_common("local_out", tiny_model, data)] * 2, [tmp_path / "node_a", tmp_path / "node_b"])
+    assert all(done.returncode != 0 for done in nodes), [done.stderr[-3000:] for done in nodes]
+    assert all("configuration error: output_dir local_out is not the same folder on" in done.stderr
+               for done in nodes), [done.stderr[-3000:] for done in nodes]
