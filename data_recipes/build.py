@@ -239,7 +239,8 @@ def _given_image_root(recipe: Recipe, data_root: Path, params: dict[str, Any] | 
 
 
 def _write_hub_folder(pushed: Dataset, card: DatasetCard, hub_folder: Path, num_shards: int, *, out_dir: Path,
-                      folders: dict[str, str | Path | None], local: list, check_images: bool) -> list[str]:
+                      folders: dict[str, str | Path | None], local: list, check_images: bool,
+                      image_root: str | Path | None = None) -> list[str]:
     """Write what a push uploads into `hub_folder` (the publish-folder rule of `modeling_croc.publish_folder`) and
     return the written paths. The files are written and scanned in a hidden staging folder inside `out_dir` and
     moved into `hub_folder` only once the scan passed, as the trainer's dry run does: a build interrupted or killed
@@ -248,7 +249,7 @@ def _write_hub_folder(pushed: Dataset, card: DatasetCard, hub_folder: Path, num_
     staging = Path(tempfile.mkdtemp(prefix=".hub-upload-", dir=out_dir))
     try:
         try:
-            written = publish.write_hub_files(pushed, card, staging, num_shards)
+            written = publish.write_hub_files(pushed, card, staging, num_shards, image_root=image_root)
         except OSError as error:
             if error.filename is None or Path(staging) in Path(os.path.abspath(error.filename)).parents:
                 raise
@@ -469,13 +470,15 @@ def build_recipe(
         if export_jsonl:
             write_jsonl(into / "data.jsonl", _llava_rows(kept))
     if push_to_hub or hub_folder:
-        # `private`: a model trained on the build names the repo on its card only when it is public.
-        summary["hub"] = {"repo": push_to_hub, "folder": None if hub_folder is None else str(hub_folder),
-                          "image_storage": image_storage, "private": bool(private)}
+        # No repo until the push succeeded (see the end): a failed or refused push recorded it all the same, and a
+        # model trained on the build then credited a repo holding no data, or an older version of it.
+        summary["hub"] = {"repo": None, "folder": None if hub_folder is None else str(hub_folder),
+                          "image_storage": image_storage, "private": None}
 
-    def card_for(storage: str, record: dict[str, Any]) -> DatasetCard:
+    def card_for(storage: str, record: dict[str, Any], published: bool = False) -> DatasetCard:
         return build_card(record, pretty_name=result.pretty_name, licence_ids=[p.licence_id for p in result.parts],
-                          hub_ids=[p.hub_id for p in result.parts if p.hub_id], image_storage=storage)
+                          hub_ids=[p.hub_id for p in result.parts if p.hub_id], image_storage=storage,
+                          published=published)
 
     card = card_for("path", summary)
     with _writing(out_dir):
@@ -492,16 +495,29 @@ def build_recipe(
         pushed = publish.hub_dataset(kept, result.image_root, image_storage)
         num_shards = publish.shard_count(pushed)
         # What goes up names no folder of this machine; the local card and summary keep them.
-        pushed_card = card_for(image_storage, publish.public_summary(summary, out_dir))
+        pushed_card = card_for(image_storage, publish.public_summary(summary, out_dir), published=True)
         if hub_folder:
             folders = publish.build_folders(out_dir, data_root, image_root)
             # The source files read from outside the data root are this machine's paths too.
             local = [hub_folder, *folders.values(), *publish.source_paths(summary)]
             written = _write_hub_folder(pushed, pushed_card, hub_folder, num_shards, out_dir=out_dir, folders=folders,
-                                        local=local, check_images=check_images)
+                                        local=local, check_images=check_images, image_root=result.image_root)
             logger.info("%s: what --push-to-hub uploads written to %s (%d shards)", name, hub_folder, num_shards)
-            if push_to_hub:
-                hub.push_folder(hub_folder, written, push_to_hub, private=private, folders=local)
-        elif push_to_hub:
-            hub.push_build(pushed, pushed_card, out_dir, push_to_hub, private=private, num_shards=num_shards)
+        if push_to_hub:
+            try:
+                if hub_folder:
+                    commit = hub.push_folder(hub_folder, written, push_to_hub, private=private, folders=local)
+                else:
+                    commit = hub.push_build(pushed, pushed_card, out_dir, push_to_hub, private=private,
+                                            num_shards=num_shards, image_root=result.image_root)
+            except hub.HubPushError as error:
+                raise hub.HubPushError(f"{error}; the build in {out_dir} is complete (summary.json names no repo): "
+                                       "rerun the same command with --overwrite to push it again") from None
+            # The repo as the Hub names it (`NAME` is created under the user's namespace), and its visibility as the
+            # Hub holds it: an existing private repo stays private without --private, and a model card built from
+            # this summary names only a public one.
+            repo_id = commit.repo_url.repo_id
+            summary["hub"].update(repo=repo_id, private=bool(private) or hub.repo_is_private(repo_id))
+            with _writing(out_dir):
+                _write_marker(out_dir, summary)
     return BuildResult(out_dir, kept, summary, card)

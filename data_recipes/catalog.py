@@ -74,6 +74,35 @@ _ALL = [
 
 CATALOG: dict[str, SourceInfo] = {s.name: s for s in _ALL}
 
+# The licence identifiers the Hub takes in a card's `license` field (https://huggingface.co/docs/hub/repositories-
+# licenses); any other value is rejected by the Hub's metadata check. Terms that are none of these are `other`, with
+# `license_name` and `license_link` (`data_recipes.card`).
+HUB_LICENCE_IDS: frozenset[str] = frozenset({
+    "apache-2.0", "mit", "openrail", "bigscience-openrail-m", "creativeml-openrail-m", "bigscience-bloom-rail-1.0",
+    "bigcode-openrail-m", "afl-3.0", "artistic-2.0", "bsl-1.0", "bsd", "bsd-2-clause", "bsd-3-clause",
+    "bsd-3-clause-clear", "c-uda", "cc", "cc0-1.0", "cc-by-2.0", "cc-by-2.5", "cc-by-3.0", "cc-by-4.0",
+    "cc-by-sa-3.0", "cc-by-sa-4.0", "cc-by-nc-2.0", "cc-by-nc-3.0", "cc-by-nc-4.0", "cc-by-nd-4.0",
+    "cc-by-nc-nd-3.0", "cc-by-nc-nd-4.0", "cc-by-nc-sa-2.0", "cc-by-nc-sa-3.0", "cc-by-nc-sa-4.0",
+    "cdla-sharing-1.0", "cdla-permissive-1.0", "cdla-permissive-2.0", "wtfpl", "ecl-2.0", "epl-1.0", "epl-2.0",
+    "etalab-2.0", "eupl-1.1", "eupl-1.2", "agpl-3.0", "gfdl", "gpl", "gpl-2.0", "gpl-3.0", "lgpl", "lgpl-2.1",
+    "lgpl-3.0", "isc", "h-research", "intel-research", "lppl-1.3c", "ms-pl", "apple-ascl", "apple-amlr", "mpl-2.0",
+    "odc-by", "odbl", "openrail++", "osl-3.0", "postgresql", "ofl-1.1", "ncsa", "unlicense", "zlib", "pddl",
+    "lgpl-lr", "deepfloyd-if-license", "fair-noncommercial-research-license", "llama2", "llama3", "llama3.1",
+    "llama3.2", "llama3.3", "llama4", "gemma", "unknown", "other",
+})
+
+
+def check_licence_id(value: object) -> None:
+    """Refuse a `licence` parameter that is not a Hub licence id (`--set licence="CC BY 4.0"`), before the build: it
+    was written into the card's metadata as given, which the Hub rejects."""
+    if not isinstance(value, str) or value not in HUB_LICENCE_IDS:
+        # The name as a licence's text spells it ("CC BY 4.0", "Apache 2.0") written the Hub's way.
+        guess = "-".join(str(value).lower().replace(".", " ").split()).replace("-0", ".0")
+        hint = f" (did you mean {guess}?)" if guess in HUB_LICENCE_IDS else ""
+        raise ValueError(f"licence={value!r} is not a Hub licence id{hint}: give one the Hub lists (cc-by-4.0, "
+                         "apache-2.0, ...: https://huggingface.co/docs/hub/repositories-licenses), or other for "
+                         "terms that are none of them")
+
 # The paper's appendix counts for stage 1.5 (they sum to 1.2M + 301K; the paper rounds to "300K").
 CROC_1_5M_COUNTS: dict[str, int] = {
     "sharegpt4v": 1_200_000,

@@ -41,6 +41,7 @@ class SourcePart:
             "origin": self.origin,
             "hub_id": self.hub_id,
             "licence": self.licence,
+            "licence_id": self.licence_id,
             "requested": self.sample.requested,
             "available": self.sample.available,
             "taken": self.sample.taken,

@@ -21,6 +21,7 @@ from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 from datasets import Dataset, DatasetInfo, Image, SplitDict, SplitInfo
 from datasets.info import DatasetInfosDict
 from datasets.table import embed_table_storage
@@ -37,7 +38,21 @@ SPLIT = "train"
 DATA_DIR = "data"
 MAX_SHARD_BYTES = 500 * 1024 * 1024  # push_to_hub's default shard size (datasets.config.MAX_SHARD_SIZE)
 CARD = "README.md"
+# The card's `configs` data files: what `load_dataset(repo)` reads as the rows of the split (a `*` stops at `/`).
+DATA_FILES = f"{DATA_DIR}/{SPLIT}-*"
 HUB_FOLDER_OPTION = "--hub-folder"
+# How a published card writes this machine's folders (`public_summary`), and what each stands for.
+DATA_ROOT = "DATA_ROOT"
+OUT = "OUT"
+HUB_FOLDER = "HUB_FOLDER"
+IMAGE_ROOT = "IMAGE_ROOT"
+FOLDER_PLACEHOLDERS: dict[str, str] = {
+    DATA_ROOT: "the folder of the downloaded sources (`--data-root`, laid out as docs/DATA.md of the Croc project "
+               "describes for the recipe)",
+    OUT: "the local build folder (`--out`)",
+    HUB_FOLDER: "the folder the uploaded files were written to first (`--hub-folder`)",
+    IMAGE_ROOT: "the image folder outside the data root that the rows' image paths are relative to",
+}
 
 
 def with_image_feature(dataset: Dataset, image_root: str | Path) -> Dataset:
@@ -80,7 +95,7 @@ def shard_name(index: int, num_shards: int) -> str:
 def with_hub_metadata(card: DatasetCard, dataset: Dataset, num_bytes_written: int) -> DatasetCard:
     """`card` with the metadata `push_to_hub` writes into the README: the default config's data files and the
     dataset info (features, split sizes)."""
-    MetadataConfigs({"default": {"data_files": [{"split": SPLIT, "path": f"{DATA_DIR}/{SPLIT}-*"}]}}
+    MetadataConfigs({"default": {"data_files": [{"split": SPLIT, "path": DATA_FILES}]}}
                     ).to_dataset_card_data(card.data)
     info = DatasetInfo(features=dataset.features, splits=SplitDict(), download_size=num_bytes_written,
                        dataset_size=dataset._estimate_nbytes())
@@ -160,18 +175,24 @@ def _folded_command(command: str, sources: Collection[str] = (), data_root: str 
 
 def public_summary(summary: dict[str, Any], out_dir: str | Path) -> dict[str, Any]:
     """`summary` (a build's summary.json) as a published card may show it: every local folder in its strings written
-    as a name (the data root, an image root or source file outside it, the build and hub folders as their folder
-    names, the working directory as `.`, home as `~`), so `/scratch/me/data/text/alpaca` becomes
-    `data/text/alpaca`, and so does `work/me/data/text/alpaca`, typed relative to the working directory. Paths
-    spelled with `..`, `//` or relative are folded first, so every spelling is matched."""
+    as a placeholder or a name (the data root, the build and hub folders, an image root outside the data root as
+    :data:`FOLDER_PLACEHOLDERS`, a source file outside the data root as its file name, the working directory as `.`,
+    home as `~`), so `/scratch/me/data/text/alpaca` becomes `DATA_ROOT/text/alpaca`, and so does
+    `work/me/data/text/alpaca`, typed relative to the working directory. Paths spelled with `..`, `//` or relative
+    are folded first, so every spelling is matched. `folders` says what each placeholder used stands for."""
     data_root, image_root = summary.get("data_root"), summary.get("image_root")
     hub_folder = (summary.get("hub") or {}).get("folder")
     names: dict[str | Path, str] = {}
-    for folder in (data_root, out_dir, hub_folder):
+    placeholders: dict[str, str] = {}
+    # A placeholder per option, not the folder's own name: `--data-root /scratch/bob` went up as `bob` (the account
+    # name), and `--out builds/s15 --hub-folder hub/s15` as the same `s15` twice.
+    for folder, placeholder in ((data_root, DATA_ROOT), (out_dir, OUT), (hub_folder, HUB_FOLDER)):
         if folder:
-            names[folder] = Path(os.path.abspath(folder)).name
+            names[folder] = placeholder
+            placeholders[placeholder] = FOLDER_PLACEHOLDERS[placeholder]
     if image_root and not _inside(image_root, data_root):
-        names[image_root] = Path(image_root).name
+        names[image_root] = IMAGE_ROOT
+        placeholders[IMAGE_ROOT] = FOLDER_PLACEHOLDERS[IMAGE_ROOT]
     sources = source_paths(summary)
     for path in sources:
         if not _inside(path, data_root):
@@ -193,7 +214,7 @@ def public_summary(summary: dict[str, Any], out_dir: str | Path) -> dict[str, An
             return [public(item) for item in value]
         return value
 
-    return public(summary)
+    return {**public(summary), "folders": placeholders}
 
 
 def hub_files(num_shards: int) -> list[str]:
@@ -201,16 +222,45 @@ def hub_files(num_shards: int) -> list[str]:
     return [*(shard_name(index, num_shards) for index in range(num_shards)), CARD]
 
 
-def write_hub_files(dataset: Dataset, card: DatasetCard, folder: str | Path, num_shards: int) -> list[str]:
+def _image_path(path: str | None, root: Path) -> str | None:
+    """The path an embedded image keeps: relative to the image root (`vg/VG_100K_2/1.jpg`), as the build's row named
+    it, or its file name when it lies outside the root; never a path of this machine."""
+    if path is None:
+        return None
+    absolute = Path(os.path.abspath(path))
+    return absolute.relative_to(root).as_posix() if _inside(absolute, root) and absolute != root else absolute.name
+
+
+def _embedded(table: pa.Table, image_root: Path | None) -> pa.Table:
+    """`table` with its external files embedded (`embed_table_storage`), the image column's `path` relative to
+    `image_root`: `embed_table_storage` keeps only the file name, so `vg/VG_100K_2/1.jpg` went up as `1.jpg`, and
+    `images/a/1.png`, `images/b/1.png` both as `1.png`."""
+    embedded = embed_table_storage(table)
+    if image_root is None or "image" not in table.column_names:
+        return embedded
+    before, after = table.column("image").combine_chunks(), embedded.column("image").combine_chunks()
+    if not pa.types.is_struct(after.type):
+        return embedded
+    paths = pa.array([_image_path(path, image_root) for path in before.field("path").to_pylist()], pa.string())
+    image = pa.StructArray.from_arrays([after.field("bytes"), paths], fields=list(after.type),
+                                       mask=after.is_null())
+    return embedded.set_column(embedded.column_names.index("image"), "image", image)
+
+
+def write_hub_files(dataset: Dataset, card: DatasetCard, folder: str | Path, num_shards: int, *,
+                    image_root: str | Path | None = None) -> list[str]:
     """Write into the existing `folder` the files `dataset.push_to_hub(repo, num_shards=num_shards)` uploads, plus
-    its README: contiguous shards with external files (the images) embedded, as `push_to_hub` does. Returns the
-    written paths (`hub_files`), relative to `folder`."""
+    its README: contiguous shards with external files (the images) embedded, as `push_to_hub` does, each image's
+    `path` relative to `image_root` (the root `with_image_feature` resolved the rows under; None: the file name, as
+    `push_to_hub` keeps it). Returns the written paths (`hub_files`), relative to `folder`."""
     folder = Path(folder)
+    root = None if image_root is None else Path(image_root).resolve()  # as `with_image_feature` resolved it
     (folder / DATA_DIR).mkdir(parents=True, exist_ok=True)
     num_bytes = 0
     for index in range(num_shards):
         shard = dataset.shard(num_shards=num_shards, index=index, contiguous=True)
-        shard = shard.with_format("arrow").map(embed_table_storage, batched=True, keep_in_memory=True)
+        shard = shard.with_format("arrow").map(_embedded, batched=True, keep_in_memory=True,
+                                               fn_kwargs={"image_root": root})
         name = shard_name(index, num_shards)
         shard.to_parquet(str(folder / name))
         num_bytes += (folder / name).stat().st_size
@@ -219,19 +269,22 @@ def write_hub_files(dataset: Dataset, card: DatasetCard, folder: str | Path, num
 
 
 def write_hub_folder(dataset: Dataset, card: DatasetCard, folder: str | Path, num_shards: int | None = None, *,
-                     keep_clear_of: Mapping[str, str | Path | None] | None = None) -> list[str]:
+                     keep_clear_of: Mapping[str, str | Path | None] | None = None,
+                     image_root: str | Path | None = None) -> list[str]:
     """`write_hub_files` into the publish folder `folder`, which must be new, empty or an earlier hub folder (only
     that publish's files are replaced) and clear of `keep_clear_of` (`build_folders`); raises
     `modeling_croc.publish_folder.PublishFolderError` (one line, nothing deleted) otherwise. Returns the written paths,
     relative to `folder`."""
     num_shards = num_shards or shard_count(dataset)
     prepare_publish_folder(folder, hub_files(num_shards), option=HUB_FOLDER_OPTION, keep_clear_of=keep_clear_of or {})
-    written = write_hub_files(dataset, card, folder, num_shards)
+    written = write_hub_files(dataset, card, folder, num_shards, image_root=image_root)
     record_publish_files(folder, written)  # a later edit of the card is then the user's, never replaced silently
     return written
 
 
 __all__ = [
+    "DATA_FILES",
+    "FOLDER_PLACEHOLDERS",
     "HUB_FOLDER_OPTION",
     "IMAGE_STORAGES",
     "build_folders",

@@ -14,6 +14,7 @@ from typing import Any
 
 from modeling_croc.constants import IMAGE_TOKEN
 
+from .catalog import check_licence_id
 from .parts import RecipeResult
 from .sampling import check_count
 
@@ -58,6 +59,8 @@ class Recipe:
         if "instruction" in params:
             check_instruction(params["instruction"])
         _check_image_dirs(params.get("image_dirs"))
+        if "licence" in params:
+            check_licence_id(params["licence"])
         return _expand_paths(params)
 
 

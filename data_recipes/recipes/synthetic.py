@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 from ..catalog import SourceInfo
 from ..parts import Location, RecipeResult, llava_part
@@ -55,5 +57,19 @@ def synthetic_scenes(
         parts=parts,
         image_root=data_root,
         pretty_name=f"Croc synthetic scenes (stage {stage})",
-        params={"stage": stage, "generate": generate, "num_images": num_images, "image_size": image_size},
+        params={"stage": stage, "generate": generate, **_generated_with(data_root, num_images, image_size)},
     )
+
+
+def _generated_with(data_root: Path, num_images: int, image_size: int) -> dict[str, Any]:
+    """The generator's settings the data was made with, as its scenes.json records them: the recipe's own
+    `num_images` / `image_size` are only what `generate` would use for a folder not written yet, so the card showed
+    the defaults (200 images at 336 px) for scenes written with 30 at 48 px. A folder without a readable record
+    keeps the recipe's values, marked as not read from the data."""
+    try:
+        config = json.loads((data_root / "scenes.json").read_text(encoding="utf-8"))["config"]
+        return {"num_images": int(config["num_images"]), "image_size": int(config["image_size"]),
+                "scenes_seed": config.get("seed"), "test_fraction": config.get("test_fraction"),
+                "val_fraction": config.get("val_fraction"), "num_text": config.get("num_text")}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {"num_images": num_images, "image_size": image_size, "generator_settings": "not recorded"}

@@ -7,7 +7,7 @@ import json
 import datasets
 import huggingface_hub
 import pytest
-from huggingface_hub import DatasetCard
+from huggingface_hub import CommitInfo, DatasetCard
 
 from data_recipes import build_recipe
 from data_recipes.card import size_category
@@ -79,10 +79,14 @@ def test_push_to_hub_is_routed_through_hub_module(lcs_root, tmp_path, monkeypatc
     in the shard count the local `--hub-folder` uses; the build folder keeps the paths."""
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)  # the tests run offline; a push needs it on
     pushed = {}
-    monkeypatch.setattr("data_recipes.hub.push_build",
-                        lambda dataset, card, out_dir, repo_id, private=None, num_shards=None: pushed.update(
-                            dataset=dataset, card=card, out_dir=out_dir, repo=repo_id, private=private,
-                            num_shards=num_shards))
+
+    def push_build(dataset, card, out_dir, repo_id, private=None, num_shards=None, image_root=None):
+        pushed.update(dataset=dataset, card=card, out_dir=out_dir, repo=repo_id, private=private, num_shards=num_shards)
+        return CommitInfo(commit_url=f"https://huggingface.co/datasets/{repo_id}/commit/{'0' * 40}",
+                          commit_message="", commit_description="", oid="0" * 40)
+
+    monkeypatch.setattr("data_recipes.hub.push_build", push_build)
+    monkeypatch.setattr("data_recipes.hub.repo_is_private", lambda repo_id: False)  # as the Hub would answer
     result = build_recipe("lcs558k", lcs_root, tmp_path / "out", push_to_hub="me/lcs", private=True)
     assert {key: pushed[key] for key in ("out_dir", "repo", "private", "num_shards")} == \
         {"out_dir": tmp_path / "out", "repo": "me/lcs", "private": True, "num_shards": 1}
@@ -100,3 +104,67 @@ def test_push_to_hub_is_routed_through_hub_module(lcs_root, tmp_path, monkeypatc
     assert pushed["dataset"].features["image"] == datasets.Value("string")
     assert run_provenance(ModelArguments(name_or_path="org/base"), DataArguments(path=str(tmp_path / "paths"))).datasets == \
         ["liuhaotian/LLaVA-Pretrain", "me/lcs"]
+
+
+def test_card_states_what_the_code_does(build, tmp_path):
+    """The card said every rejected row is in `rejects.jsonl` (never uploaded), put `<image>` in the first human turn
+    (a later one is valid), had no citation, and kept the terms a licence id cannot carry only in a table cell."""
+    from data_recipes.card import build_card
+
+    result, out = build
+    local = DatasetCard.load(out / "README.md").text
+    assert "Every rejected row is in `rejects.jsonl` with its reason." in local
+    pushed = build_card(result.summary, pretty_name="mix", licence_ids=["cc-by-4.0"], hub_ids=[],
+                        image_storage="embedded", published=True).text
+    assert "Every rejected row" not in pushed
+    assert ("in `rejects.jsonl` of the local build folder, which stays with the build and is not uploaded."
+            in pushed)
+    for text in (local, pushed):
+        assert "in the first human turn" not in text
+        assert "exactly one `<image>` marker, in a human turn (any one, not necessarily the first)" in text
+        assert "`(source, id)` does not" in text and "`id`, `image` and `conversations` together identify" in text
+        assert "## Citation" in text and "eprint={2410.14332}" in text
+        assert "title={Croc: Pretraining Large Multimodal Models with Cross-Modal Comprehension}" in text
+        assert "- `belle`: GPL-3.0 (on its card)" in text
+
+
+def test_a_later_human_turn_may_hold_the_image_marker():
+    """What the card's schema says, checked against the validator it describes."""
+    from data_recipes.validation import conversation_problem
+
+    turns = [{"from": "human", "value": "Hello."}, {"from": "gpt", "value": "Hi."},
+             {"from": "human", "value": "<image>\nWhat is this?"}, {"from": "gpt", "value": "A cat."}]
+    assert conversation_problem(turns, True)[0] is None
+
+
+def test_licence_other_gets_a_name_and_a_link_and_every_source_s_terms_are_stated(lcs_root, tmp_path):
+    """`license: other` alone (lcs558k) is incomplete for the Hub; `CC BY 4.0 + OpenAI terms of use` reduced to
+    `cc-by-4.0` lost the OpenAI terms, which the prose now states."""
+    card = build_recipe("lcs558k", lcs_root, tmp_path / "lcs").card
+    assert (card.data.license, card.data.license_name, card.data.license_link) == \
+        ("other", "lcs558k-terms", "README.md#licences")
+    assert "- `lcs558k`: research use only, CC-3M / BLIP terms" in card.text
+    from data_recipes.card import build_card
+
+    summary = json.loads((tmp_path / "lcs" / "summary.json").read_text())
+    summary["sources"] = {"llava665k": {**summary["sources"]["lcs558k"], "licence": "CC BY 4.0 + OpenAI terms of use",
+                                        "licence_id": "cc-by-4.0"}}
+    mixed = build_card(summary, pretty_name="mix", licence_ids=["cc-by-4.0"], hub_ids=[])
+    assert mixed.data.license == "cc-by-4.0" and "license_name" not in mixed.data.to_dict()
+    assert "- `llava665k`: CC BY 4.0 + OpenAI terms of use" in mixed.text
+
+
+@pytest.mark.parametrize("licence", ["CC BY 4.0", "cc-by-4", "", 4])
+def test_a_licence_that_is_not_a_hub_id_is_refused_before_the_build(licence, lcs_root, tmp_path, monkeypatch):
+    from data_recipes import registry
+
+    def read_sources(*args, **kwargs):
+        raise AssertionError("the sources were read before the error")
+
+    monkeypatch.setattr(registry.Recipe, "__call__", read_sources)
+    with pytest.raises(ValueError, match=r"^licence=.* is not a Hub licence id") as error:
+        build_recipe("llava_json", lcs_root, tmp_path / "out",
+                     params={"annotation": "blip_laion_cc_sbu_558k.json", "licence": licence})
+    assert "\n" not in str(error.value) and not (tmp_path / "out").exists()
+    if licence == "CC BY 4.0":
+        assert "(did you mean cc-by-4.0?)" in str(error.value)

@@ -248,3 +248,15 @@ def test_validation_split_is_held_out_and_leaves_the_test_split_unchanged(tmp_pa
     assert json.loads((tmp_path / "b" / "qa_test.json").read_text()) == json.loads(
         (tmp_path / "a" / "qa_test.json").read_text())
     assert not (tmp_path / "a" / "qa_val.json").exists()
+
+
+def test_the_card_shows_the_settings_the_scenes_were_generated_with(tmp_path):
+    """Scenes written with 30 images at 48 px: the card's Parameters block showed the recipe's defaults (200, 336)."""
+    from data_recipes import build_recipe
+
+    generate_synthetic_scenes(tmp_path / "scenes", num_images=30, seed=4, image_size=48)
+    result = build_recipe("synthetic_scenes", tmp_path / "scenes", tmp_path / "out", params={"stage": "1"})
+    params = result.summary["params"]
+    assert (params["num_images"], params["image_size"], params["scenes_seed"]) == (30, 48, 4)
+    assert '"num_images": 30' in result.card.text and '"image_size": 48' in result.card.text
+    assert '"num_images": 200' not in result.card.text and '"image_size": 336' not in result.card.text

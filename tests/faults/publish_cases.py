@@ -9,10 +9,11 @@ import getpass
 import json
 import os
 from pathlib import Path
+from types import SimpleNamespace
 
 import huggingface_hub
 from fault_cases import image_row, write_good_image
-from huggingface_hub import CommitOperationAdd, CommitOperationDelete, RepoUrl
+from huggingface_hub import CommitInfo, CommitOperationAdd, CommitOperationDelete, RepoUrl
 
 TOKEN = "hf_" + "Q7r" * 12  # shaped like a real token: hf_ + 36 letters and digits
 
@@ -60,10 +61,14 @@ def leaks(contents: dict[str, bytes], tmp_path: Path, token: str | None = None) 
 
 class HubRecorder:
     """`HfApi.create_repo`, `list_repo_files` and `create_commit` replaced: the repos created and every commit's
-    operations, with the bytes of each added file read at commit time (a push's staging folder is gone after)."""
+    operations, with the bytes of each added file read at commit time (a push's staging folder is gone after).
+    `repo_info` answers each repo's visibility (`private_repos`: those already private before the push)."""
 
     def __init__(self, monkeypatch, remote_files: list[str] | None = None) -> None:
         self.repos, self.commits, self.remote_files = [], [], remote_files or []
+        # `repo_info(...).private` as the Hub answers it: a repo made private before the push stays private (a
+        # `create_repo(exist_ok=True)` leaves it as it is); a repo the push created is as it asked.
+        self.private_repos: set[str] = set()
         recorder = self
 
         def create_repo(self, repo_id, *, token=None, private=None, repo_type=None, exist_ok=False, **kwargs):
@@ -80,7 +85,15 @@ class HubRecorder:
             deleted = [op.path_in_repo for op in operations if isinstance(op, CommitOperationDelete)]
             recorder.commits.append({"repo_id": repo_id, "repo_type": repo_type, "added": added, "deleted": deleted,
                                      "token": token})
+            prefix = "datasets/" if repo_type == "dataset" else ""
+            return CommitInfo(commit_url=f"https://huggingface.co/{prefix}{repo_id}/commit/{'0' * 40}",
+                              commit_message=commit_message, commit_description="", oid="0" * 40)
+
+        def repo_info(self, repo_id, *, repo_type=None, **kwargs):
+            created = [repo["private"] for repo in recorder.repos if repo["repo_id"] == repo_id]
+            private = repo_id in recorder.private_repos or bool(created and created[0])
+            return SimpleNamespace(id=repo_id, private=private)
 
         for name, method in (("create_repo", create_repo), ("list_repo_files", list_repo_files),
-                             ("create_commit", create_commit)):
+                             ("create_commit", create_commit), ("repo_info", repo_info)):
             monkeypatch.setattr(huggingface_hub.HfApi, name, method)

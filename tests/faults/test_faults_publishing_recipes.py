@@ -70,9 +70,10 @@ def test_hub_folder_is_clean_and_a_second_build_replaces_only_its_own_files(tmp_
     assert _files(hub) == sorted([PUBLISH_MARKER, *shards])  # no summary.json / rejects.jsonl: local records
     assert json.loads((hub / PUBLISH_MARKER).read_text())["files"] == sorted(shards)
     card = (hub / "README.md").read_text()
-    assert "--data-root data --out build --set annotation=rows.json --hub-folder hub" in card
+    assert "--data-root DATA_ROOT --out OUT --set annotation=rows.json --hub-folder HUB_FOLDER" in card
     rows = pq.read_table(hub / shards[0]).to_pylist()
-    assert sorted(row["image"]["path"] for row in rows) == [f"{i}.png" for i in range(4)]  # names, not paths
+    # Relative to the image root, as the rows name them: never a path of this machine.
+    assert sorted(row["image"]["path"] for row in rows) == [f"images/{i}.png" for i in range(4)]
     texts = json.dumps([{key: value for key, value in row.items() if key != "image"} for row in rows])
     assert _leaks({**_snapshot(hub), "rows": texts.encode()}, tmp_path) == []
     first = _snapshot(hub)
@@ -120,10 +121,14 @@ def test_dataset_push_uploads_exactly_the_scanned_files_and_nothing_when_a_leak_
     code = recipes_main(_build_argv(tmp_path, "--overwrite", "--push-to-hub", "me/shapes"))
     *progress, message = capsys.readouterr().err.splitlines()  # datasets' progress bars come first
     assert code == 1 and not any("error" in line for line in progress), progress
-    assert message.startswith(f"error: refusing to publish {tmp_path / 'build'}/.hub-upload-"), message
+    # Named by the build folder: the staging folder `.hub-upload-...` is gone when the message is read.
+    assert message.startswith(f"error: refusing to publish the build {tmp_path / 'build'} to me/shapes: "), message
+    assert ".hub-upload-" not in message, message
     assert (f"an absolute local path in data/train-00000-of-00001.parquet (column conversations.value): "
             f"'{tmp_path / 'data' / 'images'}'; remove it") in message
     assert len(hub.commits) == 1 and len(hub.repos) == 1
+    # The refused push is not recorded: a model trained on this build names no repo (it holds the earlier push).
+    assert json.loads((tmp_path / "build" / "summary.json").read_text())["hub"]["repo"] is None
 
 
 def test_push_with_a_hub_folder_uploads_that_folder_without_its_marker(tmp_path, monkeypatch, scanned, hub_online):
@@ -176,7 +181,7 @@ def test_a_source_outside_the_data_root_and_a_data_root_spelled_with_dotdot_go_u
     assert recipes_main(argv) == 0, capsys.readouterr().err
     card = (hub / "README.md").read_text()
     assert str(tmp_path) not in card, card
-    assert "--data-root data --out build --set annotation=rows.json --hub-folder hub" in card
+    assert "--data-root DATA_ROOT --out OUT --set annotation=rows.json --hub-folder HUB_FOLDER" in card
     assert "| llava_json | `rows.json` |" in card and '"annotation": "rows.json"' in card
 
     # What the card does not name, the scan refuses: a row naming that file stops the publish.
@@ -206,7 +211,7 @@ def test_a_source_outside_the_data_root_spelled_relative_goes_up_as_its_name(tmp
     assert recipes_main(argv) == 0, capsys.readouterr().err
     card = (tmp_path / "hub" / "README.md").read_text()
     assert "corpora" not in card and "team-private" not in card, card
-    assert "--data-root data --out build --set annotation=rows.json --hub-folder hub" in card
+    assert "--data-root DATA_ROOT --out OUT --set annotation=rows.json --hub-folder HUB_FOLDER" in card
     assert "| llava_json | `rows.json` |" in card and '"annotation": "rows.json"' in card
 
 

@@ -10,9 +10,13 @@ test's folder is compared where nothing may change."""
 from __future__ import annotations
 
 import json
+from fnmatch import fnmatchcase
 from pathlib import Path
 
+import huggingface_hub
+import numpy as np
 import pytest
+from PIL import Image
 from publish_cases import HubRecorder
 from publish_cases import file_names as _files
 from publish_cases import snapshot as _snapshot
@@ -181,8 +185,9 @@ def test_a_leak_leaves_an_earlier_hub_folder_as_it_was_and_names_the_hub_folder(
 def test_a_dataset_push_deletes_only_this_project_s_shard_names(tmp_path, monkeypatch, capsys, hub_online):
     """`data/train-*` as an fnmatch pattern also took nested files and other names under `data/`."""
     old_shards = hub_files(2)[:2]
-    others = ["data/train-images/0001.jpg", "data/train-notes.md", "data/train-00000-of-00002.parquet.bak",
-              "data/sub/train-00000-of-00001.parquet", "data/test-00000-of-00001.parquet", "train-00000-of-00001.parquet"]
+    # Files the card's `data/train-*` does not make `datasets` read (nested, another split, outside data/, hidden).
+    others = ["data/train-images/0001.jpg", "data/sub/train-00000-of-00001.parquet", "data/test-00000-of-00001.parquet",
+              "train-00000-of-00001.parquet", "data/.train-00000-of-00001.parquet"]
     hub = HubRecorder(monkeypatch, remote_files=[".gitattributes", "README.md", *old_shards, *others])
     _data(tmp_path / "data")
     assert recipes_main(_build_argv(tmp_path, "--push-to-hub", "me/shapes")) == 0, capsys.readouterr().err
@@ -330,8 +335,8 @@ def test_folders_typed_relative_go_up_as_their_names(spelling, tmp_path, monkeyp
     assert recipes_main(argv) == 0, capsys.readouterr().err
     card = (tmp_path / "work" / "H" / "hf5" / "README.md").read_text()
     assert not any(name in card for name in ("work", "clients", "acme-hospital", str(tmp_path))), card
-    assert "--data-root patient-scans-2026 --out b5 --set annotation=rows.json --hub-folder hf5" in card, card
-    assert "| llava_json | `patient-scans-2026/rows.json` |" in card, card
+    assert "--data-root DATA_ROOT --out OUT --set annotation=rows.json --hub-folder HUB_FOLDER" in card, card
+    assert "| llava_json | `DATA_ROOT/rows.json` |" in card, card
 
 
 def test_write_hub_folder_records_what_it_wrote_so_a_later_edit_is_refused(tmp_path):
@@ -402,3 +407,180 @@ def test_a_publish_folder_uploaded_by_hand_is_still_this_projects(tmp_path):
     (hub / "mine.md").write_text("notes\n")
     with pytest.raises(PublishFolderError, match=r"also holds mine.md, which that publish did not write"):
         publish_folder.check_publish_folder(hub, option="--hub-folder", keep_clear_of={})
+
+
+def _hub_record(tmp_path: Path) -> dict:
+    return json.loads((tmp_path / "build" / "summary.json").read_text())["hub"]
+
+
+def _credited(build: Path) -> list[str]:
+    from trainer.model_card import run_provenance
+    from trainer.script_args import DataArguments, ModelArguments
+
+    return run_provenance(ModelArguments(name_or_path="org/base"), DataArguments(path=str(build))).datasets
+
+
+def _refused_connection(*args, **kwargs):
+    raise ConnectionError("[Errno 111] Connection refused")
+
+
+def _timed_out(*args, **kwargs):
+    # The HTTP client's own error (httpx's or requests', by huggingface_hub's version): a timeout is not an
+    # HfHubHTTPError, which only wraps an answer of the Hub.
+    from huggingface_hub.errors import HfHubHTTPError
+
+    client_error = next(base for base in HfHubHTTPError.__bases__ if base is not OSError)
+    raise client_error("timed out")
+
+
+@pytest.mark.parametrize("failure", [_refused_connection, _timed_out], ids=["connection", "http-client"])
+@pytest.mark.parametrize("with_hub_folder", [False, True], ids=["push", "hub-folder-push"])
+def test_a_failed_push_is_one_line_and_records_no_repo(failure, with_hub_folder, tmp_path, monkeypatch, capsys,
+                                                       hub_online):
+    """The network gone during the commit: summary.json named the repo (status ok) before the push ran, so a model
+    trained on the build credited a repo that holds no data (or an older version), and the error was a traceback."""
+    hub = HubRecorder(monkeypatch)
+    monkeypatch.setattr("huggingface_hub.HfApi.create_commit", failure)
+    _data(tmp_path / "data")
+    extra = ["--hub-folder", str(tmp_path / "hub")] if with_hub_folder else []
+    capsys.readouterr()
+    assert recipes_main(_build_argv(tmp_path, *extra, "--push-to-hub", "me/shapes")) == 1
+    *progress, message = capsys.readouterr().err.splitlines()
+    assert not any("Traceback" in line or "error" in line for line in progress), progress
+    assert message.startswith("error: could not push to the Hub dataset repo me/shapes: "), message
+    assert message.endswith(f"the build in {tmp_path / 'build'} is complete (summary.json names no repo): rerun the "
+                            "same command with --overwrite to push it again"), message
+    assert hub.repos == [{"repo_id": "me/shapes", "private": None, "repo_type": "dataset"}]
+    record = _hub_record(tmp_path)
+    assert record["repo"] is None and record["private"] is None
+    assert record["folder"] == (str(tmp_path / "hub") if with_hub_folder else None)
+    assert json.loads((tmp_path / "build" / "summary.json").read_text())["status"] == "ok"  # the build is whole
+    assert _credited(tmp_path / "build") == []
+
+
+def test_a_push_records_the_repo_and_its_visibility_as_the_hub_holds_it(tmp_path, monkeypatch, capsys, hub_online):
+    """`create_repo(exist_ok=True)` leaves an existing private repo private: recorded as public when --private was not
+    given, the repo was named on a trained model's card."""
+    hub = HubRecorder(monkeypatch)
+    hub.private_repos.add("me/shapes")
+    _data(tmp_path / "data")
+    assert recipes_main(_build_argv(tmp_path, "--push-to-hub", "me/shapes")) == 0, capsys.readouterr().err
+    assert _hub_record(tmp_path) == {"repo": "me/shapes", "folder": None, "image_storage": "embedded",
+                                     "private": True}
+    assert _credited(tmp_path / "build") == []
+
+    hub.private_repos.clear()  # made public since: the next push records it so, and the model card names it
+    assert recipes_main(_build_argv(tmp_path, "--overwrite", "--push-to-hub", "me/shapes")) == 0
+    assert _hub_record(tmp_path)["private"] is False
+    assert _credited(tmp_path / "build") == ["me/shapes"]
+
+    # A Hub that does not answer the question: taken as private, never named on a public card.
+    def no_answer(*args, **kwargs):
+        raise ConnectionError("[Errno 104] Connection reset by peer")
+
+    monkeypatch.setattr("huggingface_hub.HfApi.repo_info", no_answer)
+    assert recipes_main(_build_argv(tmp_path, "--overwrite", "--push-to-hub", "me/shapes")) == 0
+    assert _hub_record(tmp_path)["repo"] == "me/shapes" and _hub_record(tmp_path)["private"] is True
+    assert _credited(tmp_path / "build") == []
+
+
+def test_a_hub_folder_without_a_push_records_the_folder_only(tmp_path, capsys):
+    _data(tmp_path / "data")
+    assert recipes_main(_build_argv(tmp_path, "--hub-folder", str(tmp_path / "hub"))) == 0, capsys.readouterr().err
+    assert _hub_record(tmp_path) == {"repo": None, "folder": str(tmp_path / "hub"), "image_storage": "embedded",
+                                     "private": None}
+
+
+# Files that `datasets` reads through the card's `data/train-*` beside the new shards, which this project did not
+# name: an older `datasets`' shard name, a backup, notes (`.md` is a data extension), a bare name.
+STRAY = ["data/train-00000-of-00001-3f2a1b.parquet", "data/train-00000-of-00002.parquet.bak", "data/train-notes.md",
+         "data/train-extra.jsonl"]
+
+
+@pytest.mark.parametrize("stray", STRAY)
+def test_a_remote_file_the_card_would_read_refuses_the_push_before_anything_is_uploaded(stray, tmp_path, monkeypatch,
+                                                                                        capsys, hub_online):
+    """A push deleted only this project's shard names, and the card's glob then read the leftover too: `load_dataset`
+    raised NonMatchingSplitsSizesError, streaming yielded duplicated rows. Deleting it is not the push's to do."""
+    hub = HubRecorder(monkeypatch, remote_files=[".gitattributes", "README.md", "data/train-00001-of-00002.parquet",
+                                                 stray])
+    _data(tmp_path / "data")
+    capsys.readouterr()
+    assert recipes_main(_build_argv(tmp_path, "--push-to-hub", "me/shapes")) == 1
+    message = capsys.readouterr().err.splitlines()[-1]
+    assert message.startswith(f"error: refusing to push to me/shapes: it holds {stray}, which the card's data files "
+                              "(data/train-*) would load as rows beside this push's shards"), message
+    assert "hf repos delete-files me/shapes FILE... --repo-type dataset" in message and "nothing was uploaded" in message
+    assert hub.commits == [] and hub.repos == []
+    assert _hub_record(tmp_path)["repo"] is None
+    assert not list((tmp_path / "build").glob(".hub-upload-*"))
+
+
+def test_files_the_card_reads_are_those_datasets_loads(tmp_path):
+    """What the check refuses is what `load_dataset` would read: the same names resolved by `datasets` on a folder."""
+    from datasets.data_files import DataFilesDict
+    from datasets.load import _ALL_ALLOWED_EXTENSIONS
+
+    from data_recipes.hub import SHARD_PATTERN, files_the_card_reads
+
+    names = [*STRAY, "data/train-00000-of-00001.parquet", "data/train-images/0001.jpg", "data/.train-x.parquet",
+             "data/sub/train-00000-of-00001.parquet", "data/test-00000-of-00001.parquet", "README.md"]
+    read = files_the_card_reads(names)
+    assert read == sorted([*STRAY, "data/train-00000-of-00001.parquet"])
+    assert [name for name in read if not fnmatchcase(name, SHARD_PATTERN)] == sorted(STRAY)
+    for name in names:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).touch()
+    files = DataFilesDict.from_patterns({"train": ["data/train-*"]}, base_path=str(tmp_path),
+                                        allowed_extensions=_ALL_ALLOWED_EXTENSIONS)["train"]
+    assert sorted(Path(path).relative_to(tmp_path).as_posix() for path in files) == read
+
+
+@pytest.mark.parametrize("push", [False, True], ids=["hub-folder", "push"])
+def test_an_embedded_image_keeps_its_path_relative_to_the_image_root(push, tmp_path, monkeypatch, capsys):
+    """`embed_table_storage` keeps only the file name: `vg/VG_100K_2/1.jpg` went up as `1.jpg`, and two different
+    images `a/1.png`, `b/1.png` both as `1.png`. The path a row named, relative to the image root, is kept (never an
+    absolute path: the image root itself lies outside the data root here)."""
+    import datasets
+    import pyarrow.parquet as pq
+    from fault_cases import image_row, write_good_image
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", False)
+    hub = HubRecorder(monkeypatch)
+    images = tmp_path / "scenes"
+    (tmp_path / "data").mkdir()
+    names = ["vg/VG_100K_2/1.png", "a/1.png", "b/1.png", "b/./c/../2.png"]
+    for index, name in enumerate(names):
+        write_good_image(images / name, (60 * index, 100, 200))
+    (tmp_path / "data" / "rows.json").write_text(json.dumps([image_row(f"r{i}", name) for i, name in enumerate(names)]))
+    extra = ["--push-to-hub", "me/shapes"] if push else ["--hub-folder", str(tmp_path / "hub")]
+    assert recipes_main(_build_argv(tmp_path, "--set", f"image_root={images}", *extra)) == 0, capsys.readouterr().err
+    shard = "data/train-00000-of-00001.parquet"
+    if push:
+        (tmp_path / "hub" / "data").mkdir(parents=True)
+        (tmp_path / "hub" / shard).write_bytes(hub.commits[0]["added"][shard])
+        (tmp_path / "hub" / "README.md").write_bytes(hub.commits[0]["added"]["README.md"])
+    rows = pq.read_table(tmp_path / "hub" / shard).to_pylist()
+    assert [row["image"]["path"] for row in rows] == ["vg/VG_100K_2/1.png", "a/1.png", "b/1.png", "b/2.png"]
+    loaded = datasets.load_dataset(str(tmp_path / "hub"), split="train")
+    for index, name in enumerate(names):
+        with Image.open(images / name) as original:
+            assert np.array_equal(np.asarray(loaded[index]["image"].convert("RGB")), np.asarray(original.convert("RGB")))
+
+
+def test_the_pushed_card_names_each_folder_by_its_option_not_by_its_name(tmp_path, monkeypatch, capsys):
+    """`--data-root /scratch/bob --out /scratch/bob-lcs` went up as `--data-root bob --out bob-lcs` (the account
+    name), and `--out builds/s15 --hub-folder hub/s15` as `s15` twice. The local card keeps the real paths."""
+    monkeypatch.chdir(tmp_path)
+    _data(tmp_path / "scratch" / "bob")
+    argv = ["build", "llava_json", "--data-root", str(tmp_path / "scratch" / "bob"), "--out", "builds/s15",
+            "--set", "annotation=rows.json", "--hub-folder", "hub/s15"]
+    assert recipes_main(argv) == 0, capsys.readouterr().err
+    card = (tmp_path / "hub" / "s15" / "README.md").read_text()
+    assert "bob" not in card and "s15" not in card, card
+    assert "--data-root DATA_ROOT --out OUT --set annotation=rows.json --hub-folder HUB_FOLDER" in card
+    assert ("The folders in it are the building machine's, written as: `DATA_ROOT` the folder of the downloaded "
+            "sources (`--data-root`") in card and "`OUT` the local build folder (`--out`)" in card
+    assert "`HUB_FOLDER` the folder the uploaded files were written to first (`--hub-folder`)" in card
+    local = (tmp_path / "builds" / "s15" / "README.md").read_text()
+    assert str(tmp_path / "scratch" / "bob") in local and "DATA_ROOT" not in local
