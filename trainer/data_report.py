@@ -282,17 +282,22 @@ class DataReport:
                                                     encoding="utf-8")
 
 
-def epoch_repeats_line(epoch_rows: int | None, rows: int, processes: int, per_device: int) -> str | None:
+def epoch_repeats_line(epoch_rows: int | None, rows: int, processes: int, per_device: int,
+                       grouped: bool = False) -> str | None:
     """The line saying that each epoch trains some rows twice, or None where none is: on several processes accelerate
     fills an epoch's last round of `processes x per_device` rows with the epoch's first rows (`epoch_rows`, the run
-    record's count, repeats included). The rows trained and `rows_seen` then exceed the rows kept every epoch, which
-    no line said."""
+    record's count, repeats included); with `grouped` (`group_by_modality_length`, `sampler.grouped_epoch_rows`) the
+    sampler fills each modality's last round with its own rows, on one process too. The rows trained and `rows_seen`
+    then exceed the rows kept every epoch, which no line said."""
     repeats = (epoch_rows or rows) - rows
     if repeats <= 0:
         return None
-    return (f"each epoch trains {epoch_rows:,} rows for the {rows:,} kept: its last round of {processes} processes x "
-            f"{per_device} rows repeats the epoch's first {repeats:,} (as accelerate gives every process full batches); "
-            "the data report counts them as seen")
+    how = ("group_by_modality_length fills each modality's last round of "
+           f"{processes} process(es) x {per_device} rows with {repeats:,} of its own rows again, so that no batch is "
+           "short or mixed" if grouped else
+           f"its last round of {processes} processes x {per_device} rows repeats the epoch's first {repeats:,} (as "
+           "accelerate gives every process full batches)")
+    return f"each epoch trains {epoch_rows:,} rows for the {rows:,} kept: {how}; the data report counts them as seen"
 
 
 def refused_start_only(folder: str | Path, found: list[str]) -> bool:

@@ -94,4 +94,12 @@ class ModalityGroupedSampler(Sampler[int]):
         return [index for batch in batches for index in batch]
 
 
-__all__ = ["ModalityGroupedSampler"]
+def grouped_epoch_rows(lengths: Sequence[int], batch_size: int, world_size: int = 1) -> int:
+    """The rows an epoch of `ModalityGroupedSampler` yields (its `len`): each modality's rows, filled up to whole
+    rounds of `world_size x batch_size` with some of its own rows again."""
+    step = batch_size * world_size
+    images = sum(1 for length in lengths if length > 0)
+    return sum(-(-count // step) * step for count in (images, len(lengths) - images))
+
+
+__all__ = ["ModalityGroupedSampler", "grouped_epoch_rows"]

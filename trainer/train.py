@@ -75,6 +75,7 @@ from .resume import (
 from .run_card_file import claim_card, edited_card_message
 from .run_control import RunPreempted, RunStopped, StopSignals, survive_a_lost_reader
 from .run_record import build_run_record, croc_config_dict, write_run_record
+from .sampler import grouped_epoch_rows
 
 logger = logging.getLogger("trainer.train")
 
@@ -173,9 +174,7 @@ def short_epoch_warning(dataset, args) -> str | None:
     if args.packing or rows >= batch:
         return None
     if args.group_by_modality_length:
-        per_batch = args.per_device_train_batch_size * args.world_size
-        images = sum(length > 0 for length in dataset.modality_lengths)
-        rows = sum(-(-count // per_batch) * per_batch for count in (images, rows - images))
+        rows = grouped_epoch_rows(dataset.modality_lengths, args.per_device_train_batch_size, args.world_size)
         if rows >= batch:
             return None
     return (f"an epoch holds {rows} training rows, fewer than the global batch of {batch}: each step trains one "
@@ -255,8 +254,11 @@ def _run(model_args, data_args, args, stage, signals: StopSignals, lock: OutputD
                               data_rows=train_dataset.rows_fingerprint, processor_print=processor_print)
     check_every_process_runs_this_run(args, record, lock)
     resume_from = plan_resume(args, record)  # the checkpoint (verified, same run) or None; before the model loads
-    repeats = epoch_repeats_line(record.get("epoch_rows"), len(train_dataset), args.world_size,
-                                 args.per_device_train_batch_size)
+    grouped = args.group_by_modality_length
+    epoch_rows = (grouped_epoch_rows(train_dataset.modality_lengths, args.per_device_train_batch_size,
+                                     args.world_size) if grouped else record.get("epoch_rows"))
+    repeats = epoch_repeats_line(epoch_rows, len(train_dataset), args.world_size, args.per_device_train_batch_size,
+                                 grouped=grouped)
     if repeats and args.should_log:
         logger.info("%s", repeats)
     done = finished_step(args, record, resume_from, bool(args.push_to_hub or args.hub_dry_run or model_args.use_peft))

@@ -208,7 +208,8 @@ def test_every_window_logs_the_croc_terms_of_the_loss_it_is_logged_beside(refere
         assert entry["lm_loss"] + weight * entry["vtr_loss"] == pytest.approx(entry["loss"], rel=1e-5), entry["step"]
 
 
-def test_steps_of_text_only_rows_log_no_vtr_terms_and_leave_them_out_of_their_window(tiny_model, data, tmp_path):
+def test_steps_of_text_only_rows_log_no_vtr_terms_and_leave_them_out_of_their_window(tiny_model, data, tmp_path,
+                                                                                     capsys):
     """`group_by_modality_length` (the shipped stage-1.5 YAML's) makes whole steps of text-only rows: each logged
     `vtr_loss`, `pool_utilisation` and `pool_entropy` 0 (a pool collapse to read), averaged those zeros into its
     window (half the VTR loss of every step that had one), and the model card published 0 as the final VTR loss
@@ -222,6 +223,11 @@ def test_steps_of_text_only_rows_log_no_vtr_terms_and_leave_them_out_of_their_wi
                                    "--per_device_train_batch_size=4", "--group_by_modality_length=true",
                                    f"--logging_steps={every}"))
         runs[every] = {e["step"]: e for e in _history(out) if "loss" in e}
+    # The sampler fills each modality's last batch with its own rows again, on one process too: said once a run.
+    said = [line for line in capsys.readouterr().err.splitlines() if "each epoch trains 12 rows for the 8 kept" in line]
+    assert len(said) == 2 and said[0].endswith(
+        "group_by_modality_length fills each modality's last round of 1 process(es) x 4 rows with 4 of its own rows "
+        "again, so that no batch is short or mixed; the data report counts them as seen"), said
     text_steps = [step for step, entry in runs[1].items() if "vtr_loss" not in entry]
     assert len(text_steps) == 1, runs[1]
     text = runs[1][text_steps[0]]

@@ -174,6 +174,17 @@ def test_modality_sampler_order_depends_on_seed_and_epoch_only():
         assert len({lengths[i] > 0 for i in batch}) == 1
 
 
+@pytest.mark.parametrize(("images", "texts", "batch", "world"), [(6, 2, 4, 1), (5, 0, 2, 2), (8, 8, 4, 2),
+                                                                   (1, 7, 3, 1)])
+def test_the_grouped_epoch_length_is_the_samplers(images, texts, batch, world):
+    """`grouped_epoch_rows` (the epoch-repeats line and the short-epoch warning) counts what the sampler yields."""
+    from trainer.sampler import ModalityGroupedSampler, grouped_epoch_rows
+
+    lengths = [10] * images + [-3] * texts
+    assert grouped_epoch_rows(lengths, batch, world) == len(ModalityGroupedSampler(lengths, batch, world)) == len(
+        list(ModalityGroupedSampler(lengths, batch, world, generator=torch.Generator().manual_seed(0))))
+
+
 def test_vtr_norms_are_window_means_over_positions():
     metrics = CrocMetrics(pool_size=4, vtr_loss_weight=10.0)
     metrics.add(step=0, scale=1.0, lm_loss=torch.tensor(2.0), vtr_loss=torch.tensor(0.5), pool_ids=None,
