@@ -47,8 +47,9 @@ FINAL_LOG_KEYS = ("loss", "lm_loss", "vtr_loss", "pool_utilisation", "pool_entro
 def run_provenance(model_args: ModelArguments, data_args: DataArguments | None = None) -> Provenance:
     """Base models, licences and datasets this run inherits: the parts' (stage 1 from CLIP + LM: a part given by Hub
     id is a base model, and its card's licence is carried) or the previous stage folder's card, plus the upstream
-    datasets of the data recipe's card (or the Hub id of a pushed dataset). `model.base_models` replaces the base
-    models found."""
+    datasets of the data recipe's card (or the Hub id of a pushed dataset, unless private). A Hub id given as
+    `data.path` or `model.name_or_path` is named as given: a training run may have no network to ask whether it is
+    private (docs/TRAINING.md). `model.base_models` replaces the base models found."""
     if model_args.vision_tower:
         found = Provenance().merged(*(
             Provenance.of_model_folder(local_folder(part), hub_id=part if is_hub_id(part) else None)
@@ -69,9 +70,9 @@ def run_provenance(model_args: ModelArguments, data_args: DataArguments | None =
 
 
 def _pushed_dataset(build: Path) -> Provenance:
-    """The Hub id a data_recipes build was pushed to (its summary.json records it), as a dataset of the run, unless
-    the push made it private (`--private`): the card goes up with the model, public by default, and a private
-    repository's name is no one else's to read."""
+    """The Hub id a data_recipes build was pushed to (its summary.json records it once the push went through), as a
+    dataset of the run, unless the Hub held it private at the push (`--private`, or an existing private repo): the
+    card goes up with the model, public by default, and a private repository's name is no one else's to read."""
     summary = build / "summary.json"
     if not summary.is_file():
         return Provenance()
