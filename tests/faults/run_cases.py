@@ -23,12 +23,10 @@ REPO = Path(__file__).resolve().parents[2]
 CONFIGS = REPO / "trainer" / "configs" / "cpu_tiny"
 
 
-def torchrun(argv, fault=None, timeout=600):
-    """`tests/faults/fault_driver.py` with `argv` under torchrun, 2 processes on a free port (`fault`: its
-    CROC_FAULT, one process's fault); the finished process, output captured."""
-    import os
+def _launcher_environment(fault: str | None = None) -> tuple[dict[str, str], int]:
+    """The environment of a launched run (offline, this checkout first on the path, `fault` as its CROC_FAULT) and a
+    free local port for its rendezvous."""
     import socket
-    import subprocess
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -38,36 +36,49 @@ def torchrun(argv, fault=None, timeout=600):
     env.pop("CROC_FAULT", None)
     if fault:
         env["CROC_FAULT"] = fault
+    return env, port
+
+
+def torchrun(argv, fault=None, timeout=600):
+    """`tests/faults/fault_driver.py` with `argv` under torchrun, 2 processes on a free port (`fault`: its
+    CROC_FAULT, one process's fault); the finished process, output captured."""
+    import subprocess
+
+    env, port = _launcher_environment(fault)
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", str(port),
                str(Path(__file__).with_name("fault_driver.py")), *argv]
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+
 def two_nodes(argv_per_node: list[list[str]], cwd_per_node: list[Path], timeout: int = 300):
     """Two "nodes" of one process each: a torchrun agent per node (static rendezvous on a free local port,
     `--node_rank` 0 and 1) running `python -m trainer.train` with that node's argv in that node's working directory,
-    as two machines of a cluster job do; the two finished agents, output captured."""
-    import os
-    import socket
+    as two machines of a cluster job do; the two finished agents, output captured (into files: a pipe one agent
+    fills while the test waits on the other would block both)."""
     import subprocess
+    import tempfile
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1", TOKENIZERS_PARALLELISM="false",
-               PYTHONPATH=os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]))
-    env.pop("CROC_FAULT", None)
-    agents = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc_per_node",
-                                "1", "--node_rank", str(rank), "--master_addr", "127.0.0.1", "--master_port",
-                                str(port), "-m", "trainer.train", *argv], cwd=cwd, env=env, text=True,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-              for rank, (argv, cwd) in enumerate(zip(argv_per_node, cwd_per_node))]
-    try:
-        return [subprocess.CompletedProcess(agent.args, agent.wait(timeout=timeout), *agent.communicate())
-                for agent in agents]
-    finally:
-        for agent in agents:
-            if agent.poll() is None:
-                agent.kill()
-                agent.communicate()
+    env, port = _launcher_environment()
+    with tempfile.TemporaryDirectory() as logs:
+        outputs = [(open(Path(logs, f"{rank}.out"), "w+"), open(Path(logs, f"{rank}.err"), "w+")) for rank in (0, 1)]
+        agents = [subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2",
+                                    "--nproc_per_node", "1", "--node_rank", str(rank), "--master_addr", "127.0.0.1",
+                                    "--master_port", str(port), "-m", "trainer.train", *argv],
+                                   cwd=cwd, env=env, text=True, stdout=out, stderr=err)
+                  for rank, (argv, cwd, (out, err)) in enumerate(zip(argv_per_node, cwd_per_node, outputs))]
+        try:
+            codes = [agent.wait(timeout=timeout) for agent in agents]
+        finally:
+            for agent in agents:
+                if agent.poll() is None:
+                    agent.kill()
+                    agent.wait()
+        done = []
+        for agent, code, (out, err) in zip(agents, codes, outputs):
+            out.seek(0), err.seek(0)
+            done.append(subprocess.CompletedProcess(agent.args, code, out.read(), err.read()))
+            out.close(), err.close()
+        return done
 
 
 COLOURS = [(220, 40, 40), (40, 160, 60), (40, 80, 220), (240, 200, 30), (140, 60, 180), (245, 135, 30)]
