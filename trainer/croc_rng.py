@@ -32,10 +32,13 @@ class MicroBatchDraws:
         draw_offset: uniforms drawn for the images before this micro-batch in the step's global order.
         num_vtr_items: VTR target tokens in the whole optimiser step (all micro-batches; all processes when the
             Trainer averages tokens across devices), the counterpart of `num_items_in_batch`.
+        step_vtr_items: VTR target tokens in the whole optimiser step on every process, either way: whether the step
+            reconstructs anything (the logged VTR terms average such steps, `trainer.metrics`).
     """
 
     draw_offset: int
     num_vtr_items: torch.Tensor
+    step_vtr_items: torch.Tensor | None = None
 
 
 def step_seed(seed: int, global_step: int) -> int:

@@ -460,8 +460,10 @@ class CrocTrainer(Trainer):
             num_vtr_items = everywhere[..., 1].sum()
         else:
             num_vtr_items = everywhere[rank, :, 1].sum()
+        step_vtr_items = everywhere[..., 1].sum().to(device)
         for batch, offset in zip(batch_samples, offsets):
-            batch[DRAWS_KEY] = MicroBatchDraws(draw_offset=offset, num_vtr_items=num_vtr_items.to(device))
+            batch[DRAWS_KEY] = MicroBatchDraws(draw_offset=offset, num_vtr_items=num_vtr_items.to(device),
+                                               step_vtr_items=step_vtr_items)
 
     def _track_num_input_tokens(self, inputs) -> None:
         # A packed batch has no attention_mask and the Croc processor no pad_token_id, so transformers counted its
@@ -521,7 +523,7 @@ class CrocTrainer(Trainer):
                 pool_ids=outputs.get("pool_ids"),
                 vtr_norm_sums=outputs.get("vtr_norm_sums"),
                 aux_loss=self._auxiliary_term(outputs, inputs, num_items_in_batch),
-                num_vtr_items=None if draws is None else draws.num_vtr_items,
+                num_vtr_items=None if draws is None else draws.step_vtr_items,
             )
         return (loss, outputs) if return_outputs else loss
 

@@ -83,9 +83,9 @@ class CrocMetrics:
             vtr_norm_sums: `(3,)` summed prediction and target norms at the reconstructed positions, and their count.
             aux_loss: the auxiliary term as the micro-batch's loss holds it, over its weight (None where the model
                 adds none: no `aux_loss` is logged then).
-            num_vtr_items: the step-wide VTR count the VTR term is normalised by (the trainer's, over every process
-                where tokens are averaged across devices); None: the step has VTR targets where a micro-batch of
-                this process returned a VTR term.
+            num_vtr_items: the step's VTR count over every process: a step with VTR targets anywhere is a VTR step
+                on every process (a process holding none adds its 0 to the step's term, as the optimiser sees it);
+                None: the step has VTR targets where a micro-batch of this process returned a VTR term.
         """
         if self.window_start_step is None:
             self.window_start_step = step
@@ -184,8 +184,8 @@ class CrocMetrics:
         num_steps = self._steps if self._steps is not None else max(current_step - start, 1)
         vtr_steps = self._vtr_steps if self._vtr_steps is not None else float(num_steps)
         device = self._losses.device
-        # The VTR-step count rides with the loss sums: reduced by the same mean, it divides them as their sum over
-        # processes would (each process's own count where tokens are not averaged across devices).
+        # The VTR-step count rides with the loss sums, reduced by the same mean (every process counts the same steps;
+        # a window reshared onto another number of processes holds their mean).
         sums = torch.cat([self._losses, torch.as_tensor(vtr_steps, dtype=torch.float32, device=device).reshape(1)])
         histogram = self._histogram
         norms = self._norms

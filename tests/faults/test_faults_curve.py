@@ -246,6 +246,24 @@ def test_steps_of_text_only_rows_log_no_vtr_terms_and_leave_them_out_of_their_wi
 
 
 @pytest.mark.slow
+@pytest.mark.parametrize("across", ["true", "false"])
+def test_a_process_with_text_rows_only_adds_its_zero_to_a_steps_vtr_term(tiny_model, data, tmp_path, across):
+    """2 processes, rows in order: step 2 gives process 0 two image rows and process 1 the two text rows. The step
+    reconstructs (on process 0), so it is a VTR step on both, and its logged terms are the optimised ones: with
+    tokens not averaged across devices each process's VTR term is its own mean, and process 1's 0 is half the step's;
+    counted a VTR step on process 0 only, the logged vtr_loss doubled (found by a hostile tester of today's changes)."""
+    out = tmp_path / "run"
+    done = torchrun(run_argv("stage1_5.yaml", out, tiny_model, data, "--max_steps=2",
+                             "--train_sampling_strategy=sequential", f"--average_tokens_across_devices={across}"))
+    assert done.returncode == 0, done.stderr[-4000:]
+    weight = json.loads((out / "config.json").read_text(encoding="utf-8"))["vtr_loss_weight"]
+    entries = [e for e in _history(out) if "loss" in e]
+    assert [e["step"] for e in entries] == [1, 2]
+    for entry in entries:
+        assert entry["lm_loss"] + weight * entry["vtr_loss"] == pytest.approx(entry["loss"], rel=1e-5), entry
+
+
+@pytest.mark.slow
 def test_two_processes_preempted_between_two_logs_resume_onto_the_same_entries(tiny_model, data, tmp_path):
     """torchrun, 2 processes (gloo), 2 rows each a step: SIGTERM in step 5 (window: steps 4-5, each process's sums
     its own); the checkpoint holds both processes' windows, each process gets its own back, and the rerun logs the
