@@ -67,7 +67,9 @@ def build_card(summary: dict[str, Any], *, pretty_name: str, licence_ids: list[s
         source_datasets=sorted(set(hub_ids)) or None,
         tags=["croc", "llava", "data_recipes"],
     )
-    folders = summary.get("folders") or {}
+    # The placeholders the command shows: a data root that is the working directory goes up as `.`, not DATA_ROOT.
+    folders = {name: meaning for name, meaning in (summary.get("folders") or {}).items()
+               if re.search(rf"(?<![\w-]){re.escape(name)}(?!\w)", summary["command"])}
     lines = [
         f"# {pretty_name}",
         "",

@@ -385,8 +385,7 @@ def build_model_card(trainer, model_name: str | None = None) -> ModelCard:
         "",
         "## Final losses",
         "",
-        f"Each metric's last logged value: the mean over a logging window ({_logging_window(trainer)}) ending at "
-        "the step shown; `train_loss` is the mean over the run's applied steps.",
+        _final_losses_sentence(trainer),
         "",
         "| metric | value | step |",
         "|---|---|---|",
@@ -400,12 +399,19 @@ def build_model_card(trainer, model_name: str | None = None) -> ModelCard:
     return card
 
 
-def _logging_window(trainer) -> str:
-    if getattr(trainer.args, "logging_strategy", None) == "epoch":
-        return "an epoch"
-    # A `logging_steps` below 1 is a share of the run's steps; the Trainer keeps the count it came to in its state.
-    steps = getattr(trainer.state, "logging_steps", None) or getattr(trainer.args, "logging_steps", None)
-    return f"`logging_steps` = {steps:g} step(s)" if isinstance(steps, (int, float)) else "`logging_steps`"
+def _final_losses_sentence(trainer) -> str:
+    """What the card's final losses are means of: the run's logging windows, as its logging strategy made them."""
+    strategy = getattr(trainer.args, "logging_strategy", None)
+    if strategy == "no":
+        return "The run logged no window (`logging_strategy` = no): `train_loss` is the mean over its applied steps."
+    if strategy == "epoch":
+        window = "an epoch; the run's last may be shorter"
+    else:
+        # A `logging_steps` below 1 is a share of the run's steps; the Trainer keeps the count it came to in its state.
+        steps = getattr(trainer.state, "logging_steps", None) or getattr(trainer.args, "logging_steps", None)
+        window = f"`logging_steps` = {steps:g} step(s)" if isinstance(steps, (int, float)) else "`logging_steps`"
+    return (f"Each metric's last logged value: the mean over a logging window ({window}) ending at the step shown; "
+            "`train_loss` is the mean over the run's applied steps.")
 
 
 def _earlier_eval_results(output_dir: Path, stage: str, hyperparameters: dict[str, Any], losses: dict[str, float],

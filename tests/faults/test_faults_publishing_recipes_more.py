@@ -584,3 +584,10 @@ def test_the_pushed_card_names_each_folder_by_its_option_not_by_its_name(tmp_pat
     assert "`HUB_FOLDER` the folder the uploaded files were written to first (`--hub-folder`)" in card
     local = (tmp_path / "builds" / "s15" / "README.md").read_text()
     assert str(tmp_path / "scratch" / "bob") in local and "DATA_ROOT" not in local
+    # A data root that is the working directory goes up as `.`: the legend explains no DATA_ROOT the card lacks.
+    monkeypatch.chdir(tmp_path / "scratch" / "bob")
+    argv = ["build", "llava_json", "--data-root", ".", "--out", str(tmp_path / "b2"), "--set", "annotation=rows.json",
+            "--hub-folder", str(tmp_path / "h2")]
+    assert recipes_main(argv) == 0, capsys.readouterr().err
+    card = (tmp_path / "h2" / "README.md").read_text()
+    assert "--data-root . --out OUT" in card and "DATA_ROOT" not in card, card

@@ -433,3 +433,20 @@ def test_the_cli_names_a_results_file_it_cannot_read_in_a_sentence(case, tmp_pat
     with pytest.raises(SystemExit) as stop:
         main([str(folder), "--eval-results", str(results)])
     assert str(stop.value.code) == f"model card error: {expected}"
+
+
+@pytest.mark.parametrize(("strategy", "state_steps", "said"), [
+    ("steps", 5, "(`logging_steps` = 5 step(s)) ending at the step shown"),
+    ("epoch", 0, "(an epoch; the run's last may be shorter)"),
+    ("no", 0, "The run logged no window (`logging_strategy` = no)"),
+])
+def test_the_card_says_what_its_final_losses_are_means_of(strategy, state_steps, said):
+    """The final losses are the last logging window's: the card says which window (a tester of today's changes found
+    `logging_strategy=no` described as 1-step windows, and an epoch's last, shorter window as an epoch)."""
+    from types import SimpleNamespace
+
+    from trainer.model_card import _final_losses_sentence
+
+    trainer = SimpleNamespace(args=SimpleNamespace(logging_strategy=strategy, logging_steps=0.1),
+                              state=SimpleNamespace(logging_steps=state_steps))
+    assert said in _final_losses_sentence(trainer)
