@@ -29,15 +29,16 @@ from .checkpoint_io import (
 )
 from .cli import ConfigError
 from .data_report import refused_start_only
-from .fingerprints import short_digest
 from .output_lock import OutputDirLock, OutputDirLocked, lock_token
 from .run_record import (
     COMPUTATION,
     FIXED,
     computation_changes,
+    keys_differing_between_processes,
     processor_refusal,
     read_run_record,
     record_differences,
+    record_digests,
     resume_refusal,
 )
 
@@ -75,7 +76,7 @@ def check_every_process_runs_this_run(args, record: dict[str, Any], lock: Output
         return
     from accelerate.utils import gather_object
 
-    mine = {"keys": {key: short_digest(value) for key, value in record.items()}, "host": socket.gethostname(),
+    mine = {"keys": record_digests(record), "host": socket.gethostname(),
             "first_on_node": args.local_process_index == 0,
             "token": lock.holder.token if lock is not None else None,
             "seen": lock_token(args.output_dir) if args.local_process_index == 0 else None}
@@ -88,8 +89,7 @@ def _disagreement(output_dir: str, processes: list[dict[str, Any]]) -> str | Non
     """What `check_every_process_runs_this_run` refuses, from every process's part (the same on each)."""
     main = processes[0]
     for rank, other in enumerate(processes[1:], start=1):
-        differ = sorted(key for key in main["keys"].keys() | other["keys"].keys()
-                        if main["keys"].get(key) != other["keys"].get(key))
+        differ = keys_differing_between_processes(main["keys"], other["keys"])
         if differ:
             return (f"process {rank} (on {other['host']}) would train another run than process 0 (on {main['host']}): "
                     f"its {', '.join(differ)} differ; every node must read the same rows with the same configuration "

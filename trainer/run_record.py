@@ -400,6 +400,20 @@ def _compared(key: str, record: dict[str, Any]) -> Any:
     return record.get(key)
 
 
+def record_digests(record: dict[str, Any]) -> dict[str, str | None]:
+    """Each key of a run record as a short digest (None for a None value): what the processes of a run compare
+    (`trainer.resume.check_every_process_runs_this_run`)."""
+    return {key: None if value is None else short_digest(value) for key, value in record.items()}
+
+
+def keys_differing_between_processes(main: dict[str, str | None], other: dict[str, str | None]) -> list[str]:
+    """The keys whose `record_digests` differ between two processes of one run, but for a `_NONE_UNKNOWN` key one
+    of them could not know: a Hub model's weights cached on one node only are fingerprinted there alone (the other
+    node downloads them as the model loads), as a resume leaves them uncompared."""
+    return sorted(key for key in main.keys() | other.keys() if main.get(key) != other.get(key)
+                  and not (key in _NONE_UNKNOWN and None in (main.get(key), other.get(key))))
+
+
 def record_differences(saved: dict[str, Any], current: dict[str, Any]) -> list[Difference]:
     """The keys of `FIXED` and `ADJUSTABLE` whose values differ, as set and as compared (`_compared`), in that order.
     A key the saved record lacks (written before the key was recorded) is not compared: a run mid-way keeps resuming
@@ -520,5 +534,5 @@ class ApplyAcceptedChanges(TrainerCallback):
 
 
 __all__ = ["ADJUSTABLE", "FIT_VERDICTS", "FIXED", "PROCESSOR", "RUN_RECORD", "START_REJECTIONS", "ApplyAcceptedChanges",
-           "Difference", "build_run_record", "read_run_record", "record_differences", "resume_refusal",
-           "write_run_record", "zero_stage"]
+           "Difference", "build_run_record", "keys_differing_between_processes", "read_run_record", "record_differences",
+           "record_digests", "resume_refusal", "write_run_record", "zero_stage"]

@@ -225,3 +225,19 @@ def test_a_lost_record_is_no_licence_for_another_run(stopped, source, data, tmp_
                                               "wrote it"), message
     assert f"--resume_from_checkpoint={out / 'checkpoint-1'}" in message
     assert not (out / RUN_RECORD).exists()  # nothing written
+
+
+def test_processes_compare_their_records_but_not_what_one_node_could_not_know():
+    """The processes of a run compare their records before the model loads (`check_every_process_runs_this_run`):
+    a Hub model's weights cached on one node only are fingerprinted there alone, and the other node downloads them
+    as the model loads, so `lora_base_weights` known on one side only is no difference (a multi-node LoRA run from a
+    Hub id was refused on every node; from a hostile tester of today's changes); other rows are."""
+    from trainer.run_record import keys_differing_between_processes, record_digests
+
+    main = {"data_rows": {"count": 8, "sha256": "a"}, "lora_base_weights": "f" * 16, "seed": 0}
+    cached_elsewhere = record_digests({**main, "lora_base_weights": None})
+    assert keys_differing_between_processes(record_digests(main), cached_elsewhere) == []
+    edited = record_digests({**main, "data_rows": {"count": 8, "sha256": "b"}, "lora_base_weights": None})
+    assert keys_differing_between_processes(record_digests(main), edited) == ["data_rows"]
+    assert keys_differing_between_processes(record_digests(main), record_digests({**main, "seed": None})) == ["seed"]
+
