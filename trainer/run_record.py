@@ -149,6 +149,8 @@ FIXED: dict[str, str] = {
     "lora": "the LoRA settings",
     "lora_base_weights": "the weights LoRA adapts (a LoRA checkpoint holds the adapters and the parts trained whole, "
                          "not them: they load from model.name_or_path again)",
+    "start_weights": "the weights the run started from (model.name_or_path): from another parent folder it trains "
+                     "another model",
     "deepspeed_zero_stage": "the ZeRO stage (its checkpoints differ in layout)",
     "deepspeed_processes": "the number of processes under DeepSpeed (its shards are partitioned per process)",
     "random_stream_processes": "the number of processes of a run that draws dropout or noise (LoRA dropout, NEFTune) "
@@ -301,6 +303,10 @@ def build_run_record(model_args, data_args, args, croc_config: dict[str, Any] | 
                             "dropout": model_args.lora_dropout, "targets": model_args.lora_target_modules,
                             "load_in_4bit": model_args.load_in_4bit}) if model_args.use_peft else None,
         "lora_base_weights": weights_fingerprint(model_args.name_or_path) if model_args.use_peft else None,
+        # A finished run rerun with a corrected parent said it held this run (nothing to train), and a stopped one
+        # resumed the old parent's lineage: the record named no parent but LoRA's.
+        "start_weights": (weights_fingerprint(model_args.name_or_path)
+                          if model_args.name_or_path and not model_args.use_peft else None),
         "deepspeed_zero_stage": zero_stage(args.deepspeed),
         "deepspeed_processes": args.world_size if zero_stage(args.deepspeed) else None,
         "random_stream_processes": args.world_size if _draws_per_process(model_args, args, config) else None,
@@ -383,7 +389,7 @@ _DERIVED = ("per_device_split", "epoch_rows")
 # Keys whose None means "not known here", not a value: `weights_fingerprint` reads a Hub id's cached snapshot
 # only, which a first run has not fetched yet when it records; a source without a processor has no fingerprint of one
 # (the run stops before it records). Compared only where both sides are known.
-_NONE_UNKNOWN = ("lora_base_weights", PROCESSOR)
+_NONE_UNKNOWN = ("lora_base_weights", "start_weights", PROCESSOR)
 # FIXED keys whose saved None is compared with None only: what makes a step split-dependent is recorded under keys of
 # its own (stage, sampler, LoRA, NEFTune, the model's config), so a saved None against a value, those unchanged, is a
 # run recorded before this package knew its step depended on the split (a router loss), which still resumes.

@@ -241,3 +241,22 @@ def test_processes_compare_their_records_but_not_what_one_node_could_not_know():
     assert keys_differing_between_processes(record_digests(main), edited) == ["data_rows"]
     assert keys_differing_between_processes(record_digests(main), record_digests({**main, "seed": None})) == ["seed"]
 
+
+def test_another_parent_folder_is_another_run_neither_finished_nor_resumed(reference, source, data, tmp_path,
+                                                                           monkeypatch, capsys):
+    """Stage 2 first started from the wrong parent (stage 1, skipping 1.5), rerun with the right one into the same
+    output_dir: the finished run's folder said it held this run (nothing to train) and kept the model of the wrong
+    parent; a stopped one resumed that lineage (from a hostile tester of chained stages). The record names the
+    weights a run started from: another parent is refused as another run."""
+    from safetensors.torch import load_file, save_file
+
+    other = Path(shutil.copytree(source, tmp_path / "other_parent"))
+    weights = load_file(str(other / "model.safetensors"))
+    name = sorted(weights)[0]
+    weights[name] = weights[name] + 1
+    save_file(weights, str(other / "model.safetensors"), metadata={"format": "pt"})
+    finished = Path(shutil.copytree(reference, tmp_path / "finished"))
+    stopped = _stopped_after_step_1(reference, tmp_path / "stopped")
+    for out in (finished, stopped):
+        status, message = cli_exit(_argv(out, other, data, "--max_steps=2"), monkeypatch, capsys)
+        assert status == 1 and "start_weights" in message, message
