@@ -76,6 +76,7 @@ from .run_card_file import claim_card, edited_card_message
 from .run_control import RunPreempted, RunStopped, StopSignals, survive_a_lost_reader
 from .run_record import build_run_record, croc_config_dict, write_run_record
 from .sampler import grouped_epoch_rows
+from .startup_agreement import StartupFailedElsewhere, report_failure
 
 logger = logging.getLogger("trainer.train")
 
@@ -447,10 +448,16 @@ def cli() -> None:
         return
     try:
         trainer = main()
-    except ConfigError as error:
+    except StartupFailedElsewhere as error:
         sys.exit(f"configuration error: {_one_line(error)}")
+    except ConfigError as error:
+        line = f"configuration error: {_one_line(error)}"
+        report_failure(line)  # to the run's other processes, if they wait for this one to start
+        sys.exit(line)
     except DataError as error:
-        sys.exit(f"data error: {_one_line(error)}")
+        line = f"data error: {_one_line(error)}"
+        report_failure(line)
+        sys.exit(line)
     except RunStopped as error:
         print(f"run stopped: {_one_line(error)}", file=sys.stderr)
         sys.exit(error.exit_code)
@@ -460,6 +467,9 @@ def cli() -> None:
         print(notes[-1] if notes else "interrupted (Ctrl-C) before the run started; nothing was written",
               file=sys.stderr)
         sys.exit(130)
+    except Exception as error:  # a traceback of its own: the other processes still learn it, in one line
+        report_failure(f"{type(error).__name__}: {_one_line(error)}")
+        raise
     _leave_process_group(main_works_alone=_main_process_works_alone(trainer))
 
 

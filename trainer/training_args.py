@@ -23,6 +23,7 @@ from .argument_checks import check_training_values
 from .run_control import PREEMPTED_EXIT_CODE, PREEMPTION_SIGNAL_CHOICES, signal_number
 from .run_record import ADJUSTABLE
 from .stages import PARAMETER_GROUPS, get_stage
+from .startup_agreement import arrive
 
 logger = logging.getLogger(__name__)
 
@@ -346,6 +347,9 @@ class CrocTrainingArguments(TrainingArguments):
         self._check_packing()
         self._derive_accumulation_steps()
         self._resolve_parameter_groups(spec)
+        # transformers' `__post_init__` joins the process group (its device): every process of a launched run must
+        # have got this far, or the others would wait there for one that stopped (`startup_agreement`).
+        arrive(self.ddp_timeout)
         super().__post_init__()
 
     def _check_optimiser_values(self) -> None:

@@ -70,9 +70,13 @@ def two_nodes(argv_per_node: list[list[str]], cwd_per_node: list[Path], timeout:
             codes = [agent.wait(timeout=timeout) for agent in agents]
         finally:
             for agent in agents:
-                if agent.poll() is None:
-                    agent.kill()
-                    agent.wait()
+                if agent.poll() is None:  # SIGTERM first: torchrun passes it on to its worker, SIGKILL would orphan it
+                    agent.terminate()
+                    try:
+                        agent.wait(timeout=30)
+                    except subprocess.TimeoutExpired:
+                        agent.kill()
+                        agent.wait()
         done = []
         for agent, code, (out, err) in zip(agents, codes, outputs):
             out.seek(0), err.seek(0)

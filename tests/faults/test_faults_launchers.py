@@ -246,3 +246,19 @@ def test_nodes_that_would_train_different_runs_or_write_into_different_folders_a
     assert all(done.returncode != 0 for done in nodes), [done.stderr[-3000:] for done in nodes]
     assert all("configuration error: output_dir local_out is not the same folder on" in done.stderr
                for done in nodes), [done.stderr[-3000:] for done in nodes]
+
+
+def test_a_node_that_stops_before_the_run_starts_stops_the_others_with_its_line(tiny_model, data, tmp_path):
+    """Node 1's copy of the data is missing: its process stopped with one line before torch's rendezvous, and node 0
+    waited there for it with nothing in its log (for ever on CPUs, where transformers gives the process group no
+    timeout; ddp_timeout, 4 hours, on GPUs; from a hostile tester of multi-node runs). Both nodes now stop at once,
+    node 0 with node 1's line."""
+    out = tmp_path / "run"
+    missing = tmp_path / "not_copied" / data.name
+    nodes = two_nodes([_common(out, tiny_model, data), _common(out, tiny_model, missing)], [tmp_path, tmp_path],
+                      timeout=240)
+    assert all(done.returncode != 0 for done in nodes), [done.stderr[-3000:] for done in nodes]
+    own = [line for line in nodes[1].stderr.splitlines() if line.startswith("configuration error: data.path")]
+    assert len(own) == 1 and str(missing) in own[0], nodes[1].stderr[-3000:]
+    told = [line for line in nodes[0].stderr.splitlines() if line.startswith("configuration error: process 1 (on ")]
+    assert len(told) == 1 and told[0].endswith(f"stopped before the run started: {own[0]}"), nodes[0].stderr[-3000:]
