@@ -27,6 +27,8 @@ from modeling_croc.provenance import HUB_ID, LICENSE_ID, OTHER_LICENSE
 from .checkpoint_io import is_complete_checkpoint
 from .cli import ConfigError
 from .eval_results import PartialEvaluationError, eval_results_from_lmms_eval, scored_model_note
+from .output_lock import LOCK_FILE
+from .run_record import RUN_RECORD, read_run_record
 
 logger = logging.getLogger(__name__)
 
@@ -140,6 +142,27 @@ def _looks_local(path: str) -> bool:
     return candidate.parent != Path(".") and candidate.parent.exists()
 
 
+def unfinished_run_problem(folder: Path, path: str) -> str | None:
+    """Why the output folder of a run that has not finished (its run record says `running`: training now, stopped,
+    preempted or killed; `merging`: a LoRA merge cut short) is no model to start a stage from, or None. Its top-level
+    weights are an earlier end of that run (one extended with more steps) or none yet: a stage started from it
+    trained from stale weights without a word. A checkpoint folder, which carries the record of its run as it was
+    running, is a model of its step."""
+    if is_complete_checkpoint(folder):
+        return None
+    record = read_run_record(folder)
+    status = None if record is None else record.get("status")
+    if status not in ("running", "merging"):
+        return None
+    weights = any(folder.glob("*.safetensors")) or any(folder.glob("pytorch_model*.bin"))
+    held = " (its lock is held: it may be training now)" if (folder / LOCK_FILE).exists() else ""
+    return (f"model folder {path} holds a run that has not finished: its {RUN_RECORD} says {status}{held}, so "
+            + ("its weights are those of an earlier end of it, not of this run" if weights else "it holds no final "
+               "weights yet")
+            + "; finish that run (rerunning its command resumes it) and start from it then, or start from one of its "
+            f"checkpoints (model.name_or_path={path}/checkpoint-N)")
+
+
 def check_checkpoint_layout(path: str) -> None:
     """A local model folder must be a Croc folder (either family) or a transformers `llava` / `llava_onevision`
     folder, with weights."""
@@ -148,6 +171,9 @@ def check_checkpoint_layout(path: str) -> None:
         raise ConfigError(f"model folder {path} is a file: give the folder that holds config.json and the weights")
     if not folder.is_dir():
         raise ConfigError(f"model folder {path} does not exist")
+    unfinished = unfinished_run_problem(folder, path)
+    if unfinished is not None:
+        raise ConfigError(unfinished)
     problem = model_folder_problem(folder)  # no config.json: a LoRA adapter folder (what merges it), or no model
     if problem is not None:
         raise ConfigError(problem)

@@ -281,3 +281,33 @@ def test_a_stage_after_1_started_from_a_stage_0_folder_says_its_projector_is_unt
     train_module.main(run_argv("stage1.yaml", tmp_path / "stage1", stage0, data, "--max_steps=1",
                                "--data.max_reject_fraction=0.5"))  # stage 1 takes the image rows only
     assert "stage-0 folder" not in capsys.readouterr().err
+
+
+def test_a_stage_is_not_started_from_a_run_that_has_not_finished(tiny_model, data, tmp_path, monkeypatch):
+    """Stage 2 from a stage-1.5 folder whose run was extended (more steps) and is training now, or was killed: it
+    trained from the folder's top-level weights, those of the run's earlier end, without a word (from a hostile tester
+    of chained stages). Refused in one line naming the way on; a checkpoint of that run (it carries the running
+    record) and a finished run are models to start from."""
+    from trainer.output_lock import LOCK_FILE
+    from trainer.run_record import RUN_RECORD
+    from trainer.validation import check_checkpoint_layout
+
+    parent = tmp_path / "stage1_5"
+    shutil.copytree(tiny_model, parent)
+    (parent / RUN_RECORD).write_text(json.dumps({"status": "running"}))
+    (parent / LOCK_FILE).write_text("{}")
+    message = cli_error(run_argv("stage2.yaml", tmp_path / "out", parent, data), monkeypatch)
+    assert message == (f"configuration error: model folder {parent} holds a run that has not finished: its {RUN_RECORD} "
+                       "says running (its lock is held: it may be training now), so its weights are those of an "
+                       "earlier end of it, not of this run; finish that run (rerunning its command resumes it) and "
+                       f"start from it then, or start from one of its checkpoints (model.name_or_path={parent}/"
+                       "checkpoint-N)"), message
+    assert not (tmp_path / "out").exists()
+    checkpoint = parent / "checkpoint-2"
+    shutil.copytree(tiny_model, checkpoint)
+    shutil.copy(parent / RUN_RECORD, checkpoint / RUN_RECORD)
+    (checkpoint / "trainer_state.json").write_text(json.dumps({"global_step": 2}))
+    check_checkpoint_layout(str(checkpoint))
+    (parent / RUN_RECORD).write_text(json.dumps({"status": "finished", "step": 4}))
+    check_checkpoint_layout(str(parent))
+
