@@ -36,7 +36,6 @@ from transformers import set_seed
 
 from data_recipes import DataError
 from modeling_croc.configuration_croc import CrocConfigError
-from modeling_croc.provenance import STAGE0_TAG, is_stage0_folder
 from modeling_croc.write_failures import is_write_failure, write_failure_reason
 
 from .argument_checks import check_deepspeed_launcher
@@ -76,6 +75,7 @@ from .run_card_file import claim_card, edited_card_message
 from .run_control import RunPreempted, RunStopped, StopSignals, survive_a_lost_reader
 from .run_record import build_run_record, croc_config_dict, write_run_record
 from .sampler import grouped_epoch_rows
+from .stage_chain import starting_folder_warnings
 from .startup_agreement import StartupFailedElsewhere, report_failure
 
 logger = logging.getLogger("trainer.train")
@@ -228,12 +228,6 @@ def _run(model_args, data_args, args, stage, signals: StopSignals, lock: OutputD
     # to model_max_length with the stage's tokenizer (no weights), each one trained whole, cut, or rejected. What
     # output_dir refuses without the run's record (another program's files, a resume with nothing to resume, a model
     # source whose processor is not the resumed checkpoint's) first.
-    if stage.name != "1" and args.should_log and is_stage0_folder(model_args.name_or_path):
-        # Allowed (an ablation may skip stage 1), but days of stage 2 on a random projector are more often a
-        # wrong path in a config.
-        logger.warning("%s is a stage-0 folder (its card is tagged %s): its projector was never trained; stage %s "
-                       "usually starts from the previous stage's output_dir (stage 1 trains the projector)",
-                       model_args.name_or_path, STAGE0_TAG, stage.name)
     processor = load_stage_processor(model_args, args)
     if processor is None:
         raise ConfigError(f"{model_args.name_or_path} has no processor (tokenizer and image processor files); save "
@@ -250,6 +244,11 @@ def _run(model_args, data_args, args, stage, signals: StopSignals, lock: OutputD
         croc_config = croc_config_dict(model_args, args)
     except (CrocConfigError, StrictDataclassError) as error:
         raise ConfigError(f"model config: {error}") from None
+    if args.should_log:
+        # Allowed (an ablation may mean it), but days of training from the wrong folder are more often a wrong path
+        # in a config.
+        for line in starting_folder_warnings(model_args.name_or_path, stage.name, croc_config, args.croc_preset):
+            logger.warning("%s", line)
     record = build_run_record(model_args, data_args, args, croc_config, train_dataset.rows,
                               training_rows.start_rejections, training_rows.fit_verdicts,
                               data_rows=train_dataset.rows_fingerprint, processor_print=processor_print)

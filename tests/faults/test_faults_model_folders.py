@@ -311,3 +311,38 @@ def test_a_stage_is_not_started_from_a_run_that_has_not_finished(tiny_model, dat
     (parent / RUN_RECORD).write_text(json.dumps({"status": "finished", "step": 4}))
     check_checkpoint_layout(str(parent))
 
+
+def test_a_stage_says_a_parent_out_of_the_stage_order_or_trained_under_another_preset(tiny_model, data, tmp_path,
+                                                                                      capsys):
+    """Stage 2 straight from a stage-1 folder (stage 1.5 skipped), stage 1.5 from a stage-2 folder, and stage 2
+    under `paper` from a stage-1.5 folder trained under `official` (`normalize_visual_tokens` switched off: another
+    function of the same weights) all trained without a word (from a hostile tester of chained stages). Each is said
+    in one line; the order and preset the stages expect say nothing."""
+    import yaml
+
+    from trainer import train as train_module
+    from trainer.stage_chain import starting_folder_warnings
+
+    def parent(name: str, stage: str, **config) -> Path:
+        folder = Path(shutil.copytree(tiny_model, tmp_path / name))
+        (folder / "README.md").write_text(f"---\n{yaml.safe_dump({'croc_stage': stage, 'tags': ['croc']})}---\n")
+        path = folder / "config.json"
+        path.write_text(json.dumps({**json.loads(path.read_text()), **config}))
+        return folder
+
+    stage1, stage2 = parent("stage1", "1"), parent("stage2", "2")
+    assert starting_folder_warnings(str(stage1), "2", None, "paper") == [
+        f"{stage1} is a stage-1 folder: this stage 2 skips stage 1.5, the Croc pretraining (LLaVA-1.5's recipe, the "
+        "paper's baseline); stage 2 of Croc starts from stage 1.5's output_dir"]
+    assert starting_folder_warnings(str(stage2), "1.5", None, "paper") == [
+        f"{stage2} is a stage-2 folder, later than this stage 1.5: stages run 1 -> 1.5 -> 2, each from the previous "
+        "one's output_dir"]
+    assert starting_folder_warnings(str(stage1), "1.5", None, "paper") == []
+    official = parent("official", "1.5", croc_preset="official", normalize_visual_tokens=True)
+    capsys.readouterr()
+    train_module.main(run_argv("stage2.yaml", tmp_path / "out", official, data, "--max_steps=1"))
+    said = [line for line in capsys.readouterr().err.splitlines() if "was trained under the official preset" in line]
+    assert len(said) == 1 and said[0].endswith(
+        f"{official} was trained under the official preset and this stage runs paper, which changes its model: "
+        "normalize_visual_tokens True -> False, prompt_pool_size 64 -> 2048; pass --croc_preset=official to keep "
+        "them"), said
