@@ -47,11 +47,19 @@ def expand_home(args: Any, names: Iterable[str]) -> str | None:
     return None
 
 
+# A Trainer checkpoint folder's name (`transformers.trainer_utils.PREFIX_CHECKPOINT_DIR`-N).
+_CHECKPOINT_NAME = re.compile(r"^checkpoint-\d+$")
+
+
 def card_metadata(folder: str | Path) -> dict[str, Any]:
     """The YAML metadata block of `folder/README.md` (a model or dataset card), {} when there is none."""
     # `~` expanded as the model loads it: a stage started from `~/stage1` loaded its weights and read no card, so
     # its own card lost the licence, base models and datasets the folder's stated.
     readme = Path(folder).expanduser() / "README.md"
+    if not readme.is_file() and _CHECKPOINT_NAME.match(readme.parent.name):
+        # A Trainer checkpoint carries no card: its run's (in the output folder holding it) has the same base models,
+        # licence and datasets; a stage started from `stage1_5/checkpoint-2` lost them from its own card.
+        readme = readme.parent.parent / "README.md"
     if not readme.is_file():
         return {}
     try:

@@ -450,3 +450,22 @@ def test_the_card_says_what_its_final_losses_are_means_of(strategy, state_steps,
     trainer = SimpleNamespace(args=SimpleNamespace(logging_strategy=strategy, logging_steps=0.1),
                               state=SimpleNamespace(logging_steps=state_steps))
     assert said in _final_losses_sentence(trainer)
+
+
+def test_a_checkpoint_carries_the_provenance_of_its_runs_card(tmp_path):
+    """A stage started from `stage1_5/checkpoint-2` (a Trainer checkpoint holds no card) wrote `license: unknown` and
+    no base models or datasets on its own card (from a hostile tester of chained stages): the checkpoint's are its
+    run's, read from the card of the output folder that holds it. A folder of another name holding no card has none."""
+    import yaml
+
+    from modeling_croc.provenance import Provenance
+
+    run = tmp_path / "stage1_5"
+    (run / "checkpoint-2").mkdir(parents=True)
+    (run / "not-a-checkpoint").mkdir()
+    metadata = {"license": "llama2", "base_model": ["lmsys/vicuna-7b-v1.5"], "datasets": ["liuhaotian/LLaVA-Pretrain"]}
+    (run / "README.md").write_text(f"---\n{yaml.safe_dump(metadata)}---\n# stage1_5\n")
+    found = Provenance.of_model_folder(run / "checkpoint-2")
+    assert (found.licenses, found.base_models, found.datasets) == (
+        ["llama2"], ["lmsys/vicuna-7b-v1.5"], ["liuhaotian/LLaVA-Pretrain"])
+    assert Provenance.of_model_folder(run / "not-a-checkpoint") == Provenance()
