@@ -59,6 +59,7 @@ def resolve_config(argv: list[str]) -> ResolvedConfig:
         raise ConfigError(" ".join(str(error).split())) from None
     command_line = command_line_keys(argv)
     warn_preset_keeps_file_optimiser(load_raw_config(argv[:1])["training"], training_args, command_line)
+    warn_template_renders_no_prompt(training_args)
     drop_hub_datasets_of_other_data(data_path, load_raw_config(argv[:1])["data"].get("path"), command_line,
                                     training_args)
     check_across_sections(model_args, training_args)
@@ -95,6 +96,18 @@ def warn_preset_keeps_file_optimiser(file_training: dict, args: CrocTrainingArgu
         logger.warning("--croc_preset=%s keeps the optimiser settings the config file writes out: %s; pass them on "
                        "the command line too, or start from a config written for that preset (trainer/configs/*_official.yaml, "
                        "trainer/configs/victor/)", args.croc_preset, ", ".join(kept))
+
+
+def warn_template_renders_no_prompt(args: CrocTrainingArguments) -> None:
+    """Warn when a stage after 1 trains with a template that renders no user text (`plain`, stage 1's): its rows'
+    questions are dropped, and the saved processor keeps its parent's chat template, which then prompts the model in a
+    format it was not trained on (the card says to prompt with the processor's chat template)."""
+    if args.stage == "1" or TEMPLATES[args.template].user_text:
+        return
+    logger.warning("template=%s renders no user text (stage 1's image-and-caption format): stage %s trains without "
+                   "its rows' questions, and the processor it saves keeps its parent's chat template, a format this "
+                   "stage does not train; leave the stage's template (%s) unless that is the experiment",
+                   args.template, args.stage, args.stage_spec.template)
 
 
 def drop_hub_datasets_of_other_data(data_path, yaml_data_path, command_line: frozenset[str],

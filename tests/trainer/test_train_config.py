@@ -550,3 +550,24 @@ def test_a_preset_switched_on_the_command_line_warns_of_the_rates_the_file_keeps
     assert not warnings_for(FULL_CONFIGS / "stage1_5.yaml")
     # Naming the preset the file already has switches nothing (a script that always passes --croc_preset).
     assert not warnings_for(FULL_CONFIGS / "demo" / "stage2.yaml", "--croc_preset=paper")
+
+
+def test_a_template_without_prompts_after_stage_1_warns(caplog):
+    """Stage 2 with `--template=plain` (stage 1's image-and-caption format) trained without the rows' questions and
+    saved its parent's Vicuna chat template, which the card says to prompt with (from a hostile tester of chained
+    stages): said in one line; stage 1's own plain template and stage 2's own say nothing."""
+    from trainer.cli import build_arguments
+    from trainer.resolve import warn_template_renders_no_prompt
+
+    def warnings_for(config: Path, *overrides: str) -> list[str]:
+        argv = [str(config), "--bf16=false", "--tf32=false", "--model.dtype=float32", *overrides]
+        _, _, args = build_arguments(load_raw_config(argv))
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="trainer.resolve"):
+            warn_template_renders_no_prompt(args)
+        return [record.getMessage() for record in caplog.records]
+
+    (message,) = warnings_for(FULL_CONFIGS / "stage2.yaml", "--template=plain")
+    assert message.startswith("template=plain renders no user text (stage 1's image-and-caption format): stage 2 ")
+    assert message.endswith("leave the stage's template (vicuna_v1) unless that is the experiment")
+    assert not warnings_for(FULL_CONFIGS / "stage2.yaml") and not warnings_for(FULL_CONFIGS / "stage1.yaml")
