@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from data_recipes import recorded_image_root, unfinished_build
 from modeling_croc.constants import HALF_DTYPES
@@ -37,6 +38,7 @@ PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 # since it needs its CLIP folder and a choice of vocabulary padding.
 TRAINABLE_SOURCE_KINDS = ("croc", "llava")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+_CHECKPOINT_NAME = re.compile(rf"^{PREFIX_CHECKPOINT_DIR}-\d+$")
 
 
 def gpu_available() -> bool:
@@ -148,7 +150,8 @@ def unfinished_run_problem(folder: Path, path: str) -> str | None:
     weights are an earlier end of that run (one extended with more steps) or none yet: a stage started from it
     trained from stale weights without a word. A checkpoint folder, which carries the record of its run as it was
     running, is a model of its step."""
-    if is_complete_checkpoint(folder):
+    # A checkpoint by its name: the output folder of a run that finished once holds a trainer_state.json too.
+    if _CHECKPOINT_NAME.match(folder.name) and is_complete_checkpoint(folder):
         return None
     record = read_run_record(folder)
     status = None if record is None else record.get("status")

@@ -296,6 +296,9 @@ def test_a_stage_is_not_started_from_a_run_that_has_not_finished(tiny_model, dat
     shutil.copytree(tiny_model, parent)
     (parent / RUN_RECORD).write_text(json.dumps({"status": "running"}))
     (parent / LOCK_FILE).write_text("{}")
+    # Its first end wrote trainer_state.json at the top, as every finished run's folder holds (a tester of today's
+    # changes found the check taking such a folder for a checkpoint).
+    (parent / "trainer_state.json").write_text(json.dumps({"global_step": 1}))
     message = cli_error(run_argv("stage2.yaml", tmp_path / "out", parent, data), monkeypatch)
     assert message == (f"configuration error: model folder {parent} holds a run that has not finished: its {RUN_RECORD} "
                        "says running (its lock is held: it may be training now), so its weights are those of an "
