@@ -79,8 +79,9 @@ def starting_folder_warnings(folder: str | None, stage: str, croc_config: dict[s
     stage built from parts)."""
     if not folder or not Path(folder).expanduser().is_dir():
         return []
-    return [line for line in (stage_order_warning(folder, stage), preset_change_warning(folder, croc_config, preset))
-            if line is not None]
+    # A stage-0 folder was never trained: the preset its config names (`convert from-parts`' default) is no choice.
+    preset_line = None if parent_stage(folder) == "0" else preset_change_warning(folder, croc_config, preset)
+    return [line for line in (stage_order_warning(folder, stage), preset_line) if line is not None]
 
 
 __all__ = ["STAGE_ORDER", "parent_stage", "preset_change_warning", "stage_order_warning", "starting_folder_warnings"]

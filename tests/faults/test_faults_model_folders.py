@@ -341,6 +341,16 @@ def test_a_stage_says_a_parent_out_of_the_stage_order_or_trained_under_another_p
         f"{stage2} is a stage-2 folder, later than this stage 1.5: stages run 1 -> 1.5 -> 2, each from the previous "
         "one's output_dir"]
     assert starting_folder_warnings(str(stage1), "1.5", None, "paper") == []
+    # A stage-0 folder was never trained: the preset its config names is no choice to keep (stage 1 under official
+    # was told to pass --croc_preset=paper; from a tester of today's changes).
+    from croc_testing.__main__ import main as croc_testing_main
+
+    stage0 = tmp_path / "stage0"
+    croc_testing_main(["tiny-model", str(stage0)])
+    stage0_config = json.loads((stage0 / "config.json").read_text())
+    assert stage0_config.get("croc_preset") == "paper"
+    assert starting_folder_warnings(str(stage0), "1", {**stage0_config, "normalize_visual_tokens": True},
+                                    "official") == []
     official = parent("official", "1.5", croc_preset="official", normalize_visual_tokens=True)
     capsys.readouterr()
     train_module.main(run_argv("stage2.yaml", tmp_path / "out", official, data, "--max_steps=1"))
