@@ -50,7 +50,7 @@ def arrive(timeout_seconds: float) -> None:
     global _arrived
     if _arrived:
         return
-    store, prefix = _store_and_prefix()
+    store, prefix = _store_and_prefix()  # a store that cannot be reached raises here: report_failure still tells
     _arrived = True
     if store is None:
         return

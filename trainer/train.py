@@ -447,8 +447,8 @@ def cli() -> None:
         return
     try:
         trainer = main()
-    except StartupFailedElsewhere as error:
-        sys.exit(f"configuration error: {_one_line(error)}")
+    except StartupFailedElsewhere as error:  # its line says what kind of error it was
+        sys.exit(f"run not started: {_one_line(error)}")
     except ConfigError as error:
         line = f"configuration error: {_one_line(error)}"
         report_failure(line)  # to the run's other processes, if they wait for this one to start

@@ -260,5 +260,5 @@ def test_a_node_that_stops_before_the_run_starts_stops_the_others_with_its_line(
     assert all(done.returncode != 0 for done in nodes), [done.stderr[-3000:] for done in nodes]
     own = [line for line in nodes[1].stderr.splitlines() if line.startswith("configuration error: data.path")]
     assert len(own) == 1 and str(missing) in own[0], nodes[1].stderr[-3000:]
-    told = [line for line in nodes[0].stderr.splitlines() if line.startswith("configuration error: process 1 (on ")]
+    told = [line for line in nodes[0].stderr.splitlines() if line.startswith("run not started: process 1 (on ")]
     assert len(told) == 1 and told[0].endswith(f"stopped before the run started: {own[0]}"), nodes[0].stderr[-3000:]
