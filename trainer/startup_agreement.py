@@ -1,14 +1,16 @@
 """The processes of a launched run agree that each got through its own start before any of them joins torch's
 process group.
 
-A check that fails on one node only (its copy of the data missing, a Hub id not in its cache, a config file that
-differs) ends that node's process before the rendezvous, and the others waited for it in `init_process_group`: up
+A configuration check that fails on one node only (a data.path or model folder it lacks, a Hub id not in its
+cache, a config file that differs) ends that node's process before the rendezvous, and the others waited for it in `init_process_group`: up
 to `ddp_timeout` (4 hours) on GPUs, and on CPUs for ever (transformers passes no timeout to a CPU process group), with
 nothing in their logs. Under torchrun (and `accelerate launch`, which runs it) every worker of the job reaches the
 launcher's store (`TORCHELASTIC_USE_AGENT_STORE`: a TCPStore at MASTER_ADDR:MASTER_PORT, served by node 0's agent
 before any worker starts). Each process records there that it arrived, or the one line it stops with; each waits for
 every arrival and stops with the first line reported, so every node's log ends with the line of the node that
-failed. Elsewhere (one process, another launcher) nothing is done.
+failed. Elsewhere (one process, another launcher) nothing is done. A process that fails once it has arrived (reading
+its rows: images missing from its copy) is past this agreement: the others stop with the process group's error
+(docs/SCALING.md).
 """
 
 from __future__ import annotations
